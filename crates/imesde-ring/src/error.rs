@@ -1,0 +1,52 @@
+use thiserror::Error;
+
+/// Everything the ring can refuse. Each variant says what was wrong and what was expected.
+#[derive(Debug, Error, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum RingError {
+    /// A size parameter was zero.
+    #[error("{what} must be at least 1, got 0")]
+    ZeroSize { what: &'static str },
+    /// The ring would not fit in memory (or its size overflows).
+    #[error(
+        "a ring of {num_shards} shards x {shard_size} slots x {dim} dims needs {bytes} bytes, which cannot be allocated"
+    )]
+    Capacity {
+        num_shards: usize,
+        shard_size: usize,
+        dim: usize,
+        bytes: u128,
+    },
+    /// Int8 storage supports dimensions up to [`imesde_simd::quant::MAX_I8_DIM`].
+    #[error("dim {dim} is too large for int8 storage (at most {max})")]
+    DimTooLarge { dim: usize, max: usize },
+    /// A vector or query had the wrong number of values.
+    #[error("{what} has {got} dims, the engine holds {expected}-dim vectors")]
+    Dimension {
+        what: &'static str,
+        got: usize,
+        expected: usize,
+    },
+    /// A per-item list did not have one entry per vector.
+    #[error("{what} has {got} entries, expected {expected} (one per vector)")]
+    Length {
+        what: &'static str,
+        got: usize,
+        expected: usize,
+    },
+    /// A vector contained NaN or an infinity.
+    #[error("{what} {index} contains NaN or infinite values")]
+    NonFinite { what: &'static str, index: usize },
+    /// A vector was all zeros: it has no direction, so cosine similarity is undefined.
+    #[error("{what} {index} is all zeros; cosine similarity needs a non-zero vector")]
+    ZeroVector { what: &'static str, index: usize },
+    /// `k` was zero.
+    #[error("k must be at least 1, got 0")]
+    ZeroK,
+    /// A time window whose start is not before its end.
+    #[error("since ({since}) must be earlier than until ({until})")]
+    TimeWindow { since: f64, until: f64 },
+    /// A timestamp was NaN or infinite.
+    #[error("timestamp {index} is not a finite number")]
+    Timestamp { index: usize },
+}

@@ -1,0 +1,23 @@
+//! The sharded ring buffer at the heart of imesde.
+//!
+//! A [`Ring`] holds `num_shards x shard_size` slots. Item `id` (a global, increasing counter)
+//! lives in shard `id % num_shards`, slot `(id / num_shards) % shard_size`, so the item that a
+//! new one overwrites is always the globally oldest: the ring keeps exactly the newest
+//! `capacity` items. Each shard has its own lock: writers to different shards, and readers,
+//! proceed at the same time. Search scans every shard in parallel (rayon) with the SIMD
+//! kernels of `imesde-simd`, keeps a per-shard exact top-k and merges them.
+//!
+//! Vectors are stored L2-normalised, so scores are cosine similarities. With
+//! [`Storage::Int8`] each vector is kept as 8-bit codes and one scale (a quarter of the
+//! memory) and scored against a 15-bit query.
+
+mod error;
+mod item;
+mod ring;
+
+pub use error::RingError;
+pub use item::{Attributes, Filter, Hit, Item, Metadata};
+pub use ring::{BatchResult, Ring, RingConfig, RingStats, Storage, set_parallel};
+
+/// Result alias of this crate.
+pub type Result<T, E = RingError> = std::result::Result<T, E>;

@@ -1,0 +1,659 @@
+use std::ops::Range;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use imesde_simd::{Kernels, TopK, quant};
+use parking_lot::RwLock;
+use rayon::prelude::*;
+
+use crate::item::{meta_bytes, text_bytes};
+use crate::{Attributes, Filter, Hit, Item, Metadata, Result, RingError};
+
+/// How vectors are kept in the ring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Storage {
+    /// 4 bytes per value, exact scores.
+    F32,
+    /// 1 byte per value plus one f32 scale per vector (symmetric quantisation).
+    Int8,
+}
+
+impl Storage {
+    /// `"f32"` or `"int8"`.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Storage::F32 => "f32",
+            Storage::Int8 => "int8",
+        }
+    }
+}
+
+/// Shape of a ring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RingConfig {
+    /// Values per vector.
+    pub dim: usize,
+    /// Number of independently locked shards.
+    pub num_shards: usize,
+    /// Slots per shard.
+    pub shard_size: usize,
+    /// Vector storage.
+    pub storage: Storage,
+}
+
+/// Counters and sizes reported by [`Ring::stats`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct RingStats {
+    /// Items held now.
+    pub len: usize,
+    /// Items ever ingested.
+    pub ingested: u64,
+    /// Items overwritten by newer ones.
+    pub evicted: u64,
+    /// Searches served (one per query).
+    pub searches: u64,
+    /// Bytes of the fixed slot arrays (vectors, ids, timestamps), allocated at construction.
+    pub fixed_bytes: usize,
+    /// Bytes held by texts and metadata now.
+    pub payload_bytes: usize,
+    /// The SIMD backend in use.
+    pub backend: &'static str,
+}
+
+/// The result of a batched search: `scores[q * k + i]` and `ids[q * k + i]` is the i-th best
+/// item for query `q`; `k` may be smaller than asked when fewer items were held.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchResult {
+    /// Scores, row-major `[nq, k]`.
+    pub scores: Vec<f32>,
+    /// Item ids, row-major `[nq, k]`.
+    pub ids: Vec<u64>,
+    /// Number of queries.
+    pub nq: usize,
+    /// Results per query.
+    pub k: usize,
+}
+
+const EMPTY: u64 = u64::MAX;
+/// Rows scored per kernel call: bounds the score buffers whatever the shard size.
+const CHUNK: usize = 2048;
+
+static PARALLEL: AtomicBool = AtomicBool::new(true);
+
+/// Enables or disables the rayon thread pool for every ring in the process. Disabled after
+/// `fork()` in a child, where the parent's pool threads do not exist.
+pub fn set_parallel(enabled: bool) {
+    PARALLEL.store(enabled, Ordering::Relaxed);
+}
+
+enum Vectors {
+    F32(Vec<f32>),
+    Int8 { codes: Vec<i8>, scales: Vec<f32> },
+}
+
+struct Shard {
+    vectors: Vectors,
+    ids: Vec<u64>,
+    ts: Vec<f64>,
+    texts: Vec<Option<Arc<str>>>,
+    meta: Vec<Option<Arc<Metadata>>>,
+    /// Slots below this index have been written at least once.
+    high: usize,
+    len: usize,
+    payload_bytes: usize,
+}
+
+/// Vectors validated, normalised and (for int8) quantised, ready to copy into slots.
+enum Prepared {
+    F32(Vec<f32>),
+    Int8 { codes: Vec<i8>, scales: Vec<f32> },
+}
+
+/// A query in the form the kernels of the ring's storage want.
+enum Query {
+    F32(Vec<f32>),
+    Int8 { codes: Vec<i16>, scales: Vec<f32> },
+}
+
+/// The sharded ring buffer. All methods take `&self`; the ring is `Send + Sync`.
+pub struct Ring {
+    cfg: RingConfig,
+    shards: Box<[RwLock<Shard>]>,
+    next_id: AtomicU64,
+    searches: AtomicU64,
+    kernels: &'static Kernels,
+}
+
+impl std::fmt::Debug for Ring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ring")
+            .field("cfg", &self.cfg)
+            .field("len", &self.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn try_zeroed<T: Clone + Default>(n: usize) -> Option<Vec<T>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(n).ok()?;
+    v.resize(n, T::default());
+    Some(v)
+}
+
+fn now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// Checks and L2-normalises `n` vectors of `dim` values into `out`.
+fn normalise_into(what: &'static str, src: &[f32], dim: usize, out: &mut [f32]) -> Result<()> {
+    for (index, (x, o)) in src
+        .chunks_exact(dim)
+        .zip(out.chunks_exact_mut(dim))
+        .enumerate()
+    {
+        if x.iter().any(|v| !v.is_finite()) {
+            return Err(RingError::NonFinite { what, index });
+        }
+        let norm = x
+            .iter()
+            .map(|&v| f64::from(v) * f64::from(v))
+            .sum::<f64>()
+            .sqrt();
+        if norm == 0.0 {
+            return Err(RingError::ZeroVector { what, index });
+        }
+        let inv = (1.0 / norm) as f32;
+        for (o, &v) in o.iter_mut().zip(x) {
+            *o = v * inv;
+        }
+    }
+    Ok(())
+}
+
+impl Ring {
+    /// Allocates a ring. Fails on a zero size, on a size that overflows or cannot be
+    /// allocated, and on int8 storage beyond [`quant::MAX_I8_DIM`] dims.
+    ///
+    /// # Errors
+    /// [`RingError::ZeroSize`], [`RingError::Capacity`], [`RingError::DimTooLarge`].
+    pub fn new(cfg: RingConfig) -> Result<Self> {
+        for (what, v) in [
+            ("dim", cfg.dim),
+            ("num_shards", cfg.num_shards),
+            ("shard_size", cfg.shard_size),
+        ] {
+            if v == 0 {
+                return Err(RingError::ZeroSize { what });
+            }
+        }
+        if cfg.storage == Storage::Int8 && cfg.dim > quant::MAX_I8_DIM {
+            return Err(RingError::DimTooLarge {
+                dim: cfg.dim,
+                max: quant::MAX_I8_DIM,
+            });
+        }
+        let value_bytes = match cfg.storage {
+            Storage::F32 => 4,
+            Storage::Int8 => 1,
+        };
+        // Per slot: the vector, an id, a timestamp, two payload pointers (and a scale).
+        let slot_bytes = (cfg.dim as u128) * value_bytes + 8 + 8 + 16 + 16 + 4;
+        let bytes = slot_bytes * cfg.num_shards as u128 * cfg.shard_size as u128;
+        let capacity_err = || RingError::Capacity {
+            num_shards: cfg.num_shards,
+            shard_size: cfg.shard_size,
+            dim: cfg.dim,
+            bytes,
+        };
+        // Refuse what cannot fit in the address space before trying (1 << 47: 128 TiB).
+        if bytes > 1u128 << 47 {
+            return Err(capacity_err());
+        }
+        let values = cfg
+            .shard_size
+            .checked_mul(cfg.dim)
+            .ok_or_else(capacity_err)?;
+        let mut shards = Vec::new();
+        shards
+            .try_reserve_exact(cfg.num_shards)
+            .map_err(|_| capacity_err())?;
+        for _ in 0..cfg.num_shards {
+            let vectors = match cfg.storage {
+                Storage::F32 => Vectors::F32(try_zeroed(values).ok_or_else(capacity_err)?),
+                Storage::Int8 => Vectors::Int8 {
+                    codes: try_zeroed(values).ok_or_else(capacity_err)?,
+                    scales: try_zeroed(cfg.shard_size).ok_or_else(capacity_err)?,
+                },
+            };
+            let mut ids = try_zeroed::<u64>(cfg.shard_size).ok_or_else(capacity_err)?;
+            ids.fill(EMPTY);
+            shards.push(RwLock::new(Shard {
+                vectors,
+                ids,
+                ts: try_zeroed(cfg.shard_size).ok_or_else(capacity_err)?,
+                texts: try_zeroed(cfg.shard_size).ok_or_else(capacity_err)?,
+                meta: try_zeroed(cfg.shard_size).ok_or_else(capacity_err)?,
+                high: 0,
+                len: 0,
+                payload_bytes: 0,
+            }));
+        }
+        Ok(Ring {
+            cfg,
+            shards: shards.into_boxed_slice(),
+            next_id: AtomicU64::new(0),
+            searches: AtomicU64::new(0),
+            kernels: Kernels::best(),
+        })
+    }
+
+    /// The ring's shape.
+    #[must_use]
+    pub fn config(&self) -> RingConfig {
+        self.cfg
+    }
+
+    /// Total number of slots.
+    #[must_use]
+    pub fn capacity(&self) -> usize {
+        self.cfg.num_shards * self.cfg.shard_size
+    }
+
+    /// Number of items held now (never more than the capacity).
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.read().len).sum()
+    }
+
+    /// Whether the ring holds no item.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn slot_of(&self, id: u64) -> (usize, usize) {
+        let s = self.cfg.num_shards as u64;
+        (
+            (id % s) as usize,
+            ((id / s) % self.cfg.shard_size as u64) as usize,
+        )
+    }
+
+    fn map_shards<T: Send>(&self, f: impl Fn(&Shard) -> T + Sync + Send) -> Vec<T> {
+        if PARALLEL.load(Ordering::Relaxed) && self.shards.len() > 1 {
+            self.shards.par_iter().map(|s| f(&s.read())).collect()
+        } else {
+            self.shards.iter().map(|s| f(&s.read())).collect()
+        }
+    }
+
+    fn prepare(&self, what: &'static str, vectors: &[f32]) -> Result<(usize, Prepared)> {
+        let dim = self.cfg.dim;
+        if !vectors.len().is_multiple_of(dim) || vectors.is_empty() {
+            let got = if vectors.is_empty() {
+                0
+            } else {
+                vectors.len() % dim
+            };
+            return Err(RingError::Dimension {
+                what,
+                got,
+                expected: dim,
+            });
+        }
+        let n = vectors.len() / dim;
+        let mut unit = vec![0.0f32; vectors.len()];
+        normalise_into(what, vectors, dim, &mut unit)?;
+        Ok((
+            n,
+            match self.cfg.storage {
+                Storage::F32 => Prepared::F32(unit),
+                Storage::Int8 => {
+                    let mut codes = vec![0i8; unit.len()];
+                    let scales = unit
+                        .chunks_exact(dim)
+                        .zip(codes.chunks_exact_mut(dim))
+                        .map(|(x, c)| quant::quantize_i8(x, c))
+                        .collect();
+                    Prepared::Int8 { codes, scales }
+                }
+            },
+        ))
+    }
+
+    /// Adds `vectors.len() / dim` vectors (row-major) with their attributes and returns their
+    /// ids. The batch is validated whole before anything is written: on error the ring is
+    /// unchanged. Vectors are stored L2-normalised.
+    ///
+    /// # Errors
+    /// A wrong length, a NaN / infinite or all-zero vector, an attribute list whose length is
+    /// not the number of vectors, a non-finite timestamp.
+    pub fn ingest(&self, vectors: &[f32], attrs: &Attributes) -> Result<Range<u64>> {
+        let (n, prepared) = self.prepare("vector", vectors)?;
+        for (what, got) in [
+            ("texts", attrs.texts.len()),
+            ("timestamps", attrs.timestamps.len()),
+            ("metadata", attrs.metadata.len()),
+        ] {
+            if got != 0 && got != n {
+                return Err(RingError::Length {
+                    what,
+                    got,
+                    expected: n,
+                });
+            }
+        }
+        if let Some(index) = attrs.timestamps.iter().position(|t| !t.is_finite()) {
+            return Err(RingError::Timestamp { index });
+        }
+        let ts_now = now();
+        let start = self.next_id.fetch_add(n as u64, Ordering::AcqRel);
+        let end = start + n as u64;
+        // Only the newest `capacity` of a batch can survive it; skip writing the rest.
+        let first = start.max(end.saturating_sub(self.capacity() as u64));
+        let dim = self.cfg.dim;
+        let write_shard = |s: usize, lock: &RwLock<Shard>| {
+            let nsh = self.cfg.num_shards as u64;
+            let mut id = first + (s as u64 + nsh - first % nsh) % nsh;
+            if id >= end {
+                return;
+            }
+            let mut shard = lock.write();
+            while id < end {
+                let i = (id - start) as usize;
+                let slot = ((id / nsh) % self.cfg.shard_size as u64) as usize;
+                let old = shard.ids[slot];
+                // A concurrent writer may already have put a newer item here.
+                if old == EMPTY || old < id {
+                    let shard = &mut *shard;
+                    match (&mut shard.vectors, &prepared) {
+                        (Vectors::F32(dst), Prepared::F32(src)) => {
+                            dst[slot * dim..(slot + 1) * dim]
+                                .copy_from_slice(&src[i * dim..(i + 1) * dim]);
+                        }
+                        (
+                            Vectors::Int8 { codes, scales },
+                            Prepared::Int8 {
+                                codes: c,
+                                scales: sc,
+                            },
+                        ) => {
+                            codes[slot * dim..(slot + 1) * dim]
+                                .copy_from_slice(&c[i * dim..(i + 1) * dim]);
+                            scales[slot] = sc[i];
+                        }
+                        _ => unreachable!("prepared for this ring's storage"),
+                    }
+                    if old == EMPTY {
+                        shard.len += 1;
+                    }
+                    shard.payload_bytes -= text_bytes(shard.texts[slot].as_ref())
+                        + meta_bytes(shard.meta[slot].as_ref());
+                    shard.ids[slot] = id;
+                    shard.ts[slot] = attrs.timestamps.get(i).copied().unwrap_or(ts_now);
+                    shard.texts[slot] = attrs.texts.get(i).cloned().flatten();
+                    shard.meta[slot] = attrs.metadata.get(i).cloned().flatten();
+                    shard.payload_bytes += text_bytes(shard.texts[slot].as_ref())
+                        + meta_bytes(shard.meta[slot].as_ref());
+                    shard.high = shard.high.max(slot + 1);
+                }
+                id += nsh;
+            }
+        };
+        if PARALLEL.load(Ordering::Relaxed) && n * dim >= 1 << 16 {
+            self.shards
+                .par_iter()
+                .enumerate()
+                .for_each(|(s, lock)| write_shard(s, lock));
+        } else {
+            for (s, lock) in self.shards.iter().enumerate() {
+                write_shard(s, lock);
+            }
+        }
+        Ok(start..end)
+    }
+
+    fn prepare_queries(&self, queries: &[f32]) -> Result<(usize, Query)> {
+        let (nq, prepared) = self.prepare("query", queries)?;
+        let dim = self.cfg.dim;
+        Ok((
+            nq,
+            match prepared {
+                Prepared::F32(unit) => Query::F32(unit),
+                Prepared::Int8 { .. } => {
+                    // Re-normalise from the source rather than from int8 codes: the query side
+                    // keeps 15 bits.
+                    let mut unit = vec![0.0f32; queries.len()];
+                    normalise_into("query", queries, dim, &mut unit)?;
+                    let mut codes = vec![0i16; unit.len()];
+                    let scales = unit
+                        .chunks_exact(dim)
+                        .zip(codes.chunks_exact_mut(dim))
+                        .map(|(x, c)| quant::quantize_query(x, c))
+                        .collect();
+                    Query::Int8 { codes, scales }
+                }
+            },
+        ))
+    }
+
+    /// Scores `nq` queries against the written slots of `shard`, chunk by chunk, calling
+    /// `visit(query, slot, score)` for every slot.
+    fn scan_shard(
+        &self,
+        shard: &Shard,
+        q: &Query,
+        nq: usize,
+        mut visit: impl FnMut(usize, usize, f32),
+    ) {
+        let dim = self.cfg.dim;
+        let k = self.kernels;
+        let mut start = 0;
+        let mut fbuf = Vec::new();
+        let mut ibuf = Vec::new();
+        while start < shard.high {
+            let end = (start + CHUNK).min(shard.high);
+            let m = end - start;
+            match (&shard.vectors, q) {
+                (Vectors::F32(v), Query::F32(qs)) => {
+                    fbuf.resize(nq * m, 0.0);
+                    let rows = &v[start * dim..end * dim];
+                    if nq == 1 {
+                        k.scan_f32(qs, rows, &mut fbuf);
+                    } else {
+                        k.scan_multi_f32(qs, nq, rows, &mut fbuf);
+                    }
+                    for j in 0..nq {
+                        for r in 0..m {
+                            visit(j, start + r, fbuf[j * m + r]);
+                        }
+                    }
+                }
+                (
+                    Vectors::Int8 { codes, scales },
+                    Query::Int8 {
+                        codes: qc,
+                        scales: qs,
+                    },
+                ) => {
+                    ibuf.resize(nq * m, 0);
+                    let rows = &codes[start * dim..end * dim];
+                    if nq == 1 {
+                        k.scan_i8(qc, rows, &mut ibuf);
+                    } else {
+                        k.scan_multi_i8(qc, nq, rows, &mut ibuf);
+                    }
+                    for j in 0..nq {
+                        for r in 0..m {
+                            visit(
+                                j,
+                                start + r,
+                                ibuf[j * m + r] as f32 * (scales[start + r] * qs[j]),
+                            );
+                        }
+                    }
+                }
+                _ => unreachable!("queries are prepared for this ring's storage"),
+            }
+            start = end;
+        }
+    }
+
+    /// The `k` items most similar to `query` (cosine) among those passing `filter`, best
+    /// first; equal scores put the newer item first. Fewer than `k` when fewer match.
+    ///
+    /// # Errors
+    /// `k == 0`, an empty time window, a query of the wrong length, NaN / infinite or zero.
+    pub fn search(&self, query: &[f32], k: usize, filter: &Filter) -> Result<Vec<Hit>> {
+        if k == 0 {
+            return Err(RingError::ZeroK);
+        }
+        if let (Some(since), Some(until)) = (filter.since, filter.until)
+            && since >= until
+        {
+            return Err(RingError::TimeWindow { since, until });
+        }
+        let (_, q) = self.prepare_queries(query)?;
+        self.searches.fetch_add(1, Ordering::Relaxed);
+        let per_shard = self.map_shards(|shard| {
+            let mut top = TopK::new(k);
+            let plain = filter.is_empty();
+            self.scan_shard(shard, &q, 1, |_, slot, score| {
+                let id = shard.ids[slot];
+                // Newer first on ties: the key orders ascending.
+                let key = EMPTY - id;
+                if id != EMPTY
+                    && top.accepts(score, key)
+                    && (plain || filter.matches(shard.ts[slot], shard.meta[slot].as_deref()))
+                {
+                    top.push(score, key);
+                }
+            });
+            top.into_sorted_vec()
+                .into_iter()
+                .map(|(score, key)| {
+                    let id = EMPTY - key;
+                    let (_, slot) = self.slot_of(id);
+                    Hit {
+                        id,
+                        score,
+                        text: shard.texts[slot].clone(),
+                        ts: shard.ts[slot],
+                        metadata: shard.meta[slot].clone(),
+                    }
+                })
+                .collect::<Vec<_>>()
+        });
+        let mut hits: Vec<Hit> = per_shard.into_iter().flatten().collect();
+        hits.sort_unstable_by(|a, b| b.score.total_cmp(&a.score).then(b.id.cmp(&a.id)));
+        hits.truncate(k);
+        Ok(hits)
+    }
+
+    /// Top-`k` for each of `queries.len() / dim` queries in one pass over the ring (each
+    /// stored row is read once for all queries).
+    ///
+    /// # Errors
+    /// As [`Ring::search`].
+    pub fn search_batch(&self, queries: &[f32], k: usize) -> Result<BatchResult> {
+        if k == 0 {
+            return Err(RingError::ZeroK);
+        }
+        let (nq, q) = self.prepare_queries(queries)?;
+        self.searches.fetch_add(nq as u64, Ordering::Relaxed);
+        let per_shard = self.map_shards(|shard| {
+            let mut tops: Vec<TopK> = (0..nq).map(|_| TopK::new(k)).collect();
+            self.scan_shard(shard, &q, nq, |j, slot, score| {
+                let id = shard.ids[slot];
+                if id != EMPTY {
+                    tops[j].push(score, EMPTY - id);
+                }
+            });
+            (shard.len, tops)
+        });
+        let held: usize = per_shard.iter().map(|(len, _)| len).sum();
+        let kk = k.min(held);
+        let mut merged: Vec<TopK> = (0..nq).map(|_| TopK::new(kk)).collect();
+        for (_, tops) in per_shard {
+            for (m, t) in merged.iter_mut().zip(tops) {
+                m.merge(t);
+            }
+        }
+        let mut scores = Vec::with_capacity(nq * kk);
+        let mut ids = Vec::with_capacity(nq * kk);
+        for m in merged {
+            for (s, key) in m.into_sorted_vec() {
+                scores.push(s);
+                ids.push(EMPTY - key);
+            }
+        }
+        Ok(BatchResult {
+            scores,
+            ids,
+            nq,
+            k: kk,
+        })
+    }
+
+    /// The item with this id, if the ring still holds it.
+    #[must_use]
+    pub fn get(&self, id: u64) -> Option<Item> {
+        if id == EMPTY {
+            return None;
+        }
+        let (s, slot) = self.slot_of(id);
+        let shard = self.shards[s].read();
+        if shard.ids[slot] != id {
+            return None;
+        }
+        let dim = self.cfg.dim;
+        let vector = match &shard.vectors {
+            Vectors::F32(v) => v[slot * dim..(slot + 1) * dim].to_vec(),
+            Vectors::Int8 { codes, scales } => {
+                let mut out = vec![0.0; dim];
+                quant::dequantize_i8(&codes[slot * dim..(slot + 1) * dim], scales[slot], &mut out);
+                out
+            }
+        };
+        Some(Item {
+            id,
+            vector,
+            text: shard.texts[slot].clone(),
+            ts: shard.ts[slot],
+            metadata: shard.meta[slot].clone(),
+        })
+    }
+
+    /// Sizes and counters.
+    #[must_use]
+    pub fn stats(&self) -> RingStats {
+        let (len, payload_bytes) = self
+            .shards
+            .iter()
+            .map(|s| {
+                let s = s.read();
+                (s.len, s.payload_bytes)
+            })
+            .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+        let ingested = self.next_id.load(Ordering::Acquire);
+        let value_bytes = match self.cfg.storage {
+            Storage::F32 => 4 * self.cfg.dim,
+            Storage::Int8 => self.cfg.dim + 4,
+        };
+        let slot_bytes = value_bytes + 8 + 8 + 2 * size_of::<Option<Arc<str>>>();
+        RingStats {
+            len,
+            ingested,
+            evicted: ingested.saturating_sub(len as u64),
+            searches: self.searches.load(Ordering::Relaxed),
+            fixed_bytes: slot_bytes * self.capacity(),
+            payload_bytes,
+            backend: self.kernels.backend().name(),
+        }
+    }
+}

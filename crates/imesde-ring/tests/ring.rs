@@ -1,0 +1,300 @@
+#![allow(clippy::float_cmp)] // exact values are stored and read back unchanged
+
+use std::sync::Arc;
+
+use imesde_ring::{Attributes, Filter, Metadata, Ring, RingConfig, RingError, Storage};
+
+struct Rng(u64);
+impl Rng {
+    fn f32(&mut self) -> f32 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+    }
+    fn vecs(&mut self, n: usize, dim: usize) -> Vec<f32> {
+        (0..n * dim).map(|_| self.f32()).collect()
+    }
+}
+
+fn ring(dim: usize, num_shards: usize, shard_size: usize, storage: Storage) -> Ring {
+    Ring::new(RingConfig {
+        dim,
+        num_shards,
+        shard_size,
+        storage,
+    })
+    .unwrap()
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let dot: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(&x, &y)| f64::from(x) * f64::from(y))
+        .sum();
+    let na: f64 = a.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>().sqrt();
+    let nb: f64 = b.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>().sqrt();
+    dot / (na * nb)
+}
+
+#[test]
+fn keeps_exactly_the_newest_capacity_items() {
+    let r = ring(4, 2, 4, Storage::F32);
+    let mut rng = Rng(1);
+    for i in 0..20u64 {
+        let ids = r.ingest(&rng.vecs(1, 4), &Attributes::default()).unwrap();
+        assert_eq!(ids, i..i + 1);
+        assert_eq!(r.len(), (i as usize + 1).min(8));
+    }
+    for id in 0..20 {
+        assert_eq!(r.get(id).is_some(), id >= 12, "id {id}");
+    }
+    // One batch larger than the ring keeps its newest `capacity` items.
+    let ids = r.ingest(&rng.vecs(19, 4), &Attributes::default()).unwrap();
+    assert_eq!(ids, 20..39);
+    assert_eq!(r.len(), 8);
+    assert!((31..39).all(|id| r.get(id).is_some()));
+    assert!(r.get(30).is_none());
+    let st = r.stats();
+    assert_eq!((st.ingested, st.evicted, st.len), (39, 31, 8));
+}
+
+#[test]
+fn search_is_exact_with_filters() {
+    let (dim, n) = (33, 500);
+    let r = ring(dim, 7, 100, Storage::F32);
+    let mut rng = Rng(2);
+    let data = rng.vecs(n, dim);
+    let attrs = Attributes {
+        texts: (0..n).map(|i| Some(Arc::from(format!("t{i}")))).collect(),
+        timestamps: (0..n).map(|i| i as f64).collect(),
+        metadata: (0..n)
+            .map(|i| {
+                Some(Arc::new(Metadata::new([(
+                    "parity",
+                    if i % 2 == 0 { "even" } else { "odd" },
+                )])))
+            })
+            .collect(),
+    };
+    r.ingest(&data, &attrs).unwrap();
+    let q = rng.vecs(1, dim);
+    let filters = [
+        Filter::default(),
+        Filter {
+            since: Some(100.0),
+            until: Some(250.0),
+            ..Filter::default()
+        },
+        Filter {
+            equals: vec![("parity".into(), "odd".into())],
+            ..Filter::default()
+        },
+        Filter {
+            since: Some(490.0),
+            equals: vec![("parity".into(), "even".into())],
+            ..Filter::default()
+        },
+        Filter {
+            equals: vec![("missing".into(), "x".into())],
+            ..Filter::default()
+        },
+    ];
+    for f in &filters {
+        for k in [1, 10, 1000] {
+            let hits = r.search(&q, k, f).unwrap();
+            let mut want: Vec<(f64, usize)> = (0..n)
+                .filter(|&i| {
+                    let t = i as f64;
+                    f.since.is_none_or(|s| t >= s)
+                        && f.until.is_none_or(|u| t < u)
+                        && f.equals
+                            .iter()
+                            .all(|(key, v)| key == "parity" && (v == "even") == (i % 2 == 0))
+                })
+                .map(|i| (cosine(&q, &data[i * dim..(i + 1) * dim]), i))
+                .collect();
+            want.sort_by(|a, b| b.0.total_cmp(&a.0));
+            want.truncate(k);
+            assert_eq!(hits.len(), want.len(), "{f:?} k={k}");
+            for (h, (s, i)) in hits.iter().zip(&want) {
+                assert_eq!(h.id, *i as u64);
+                assert!((f64::from(h.score) - s).abs() < 1e-5);
+                assert_eq!(h.text.as_deref(), Some(format!("t{i}").as_str()));
+                assert_eq!(h.ts, *i as f64);
+            }
+        }
+    }
+}
+
+#[test]
+fn batch_search_matches_single_search_for_both_storages() {
+    for storage in [Storage::F32, Storage::Int8] {
+        let dim = 64;
+        let r = ring(dim, 4, 64, storage);
+        let mut rng = Rng(3);
+        r.ingest(&rng.vecs(300, dim), &Attributes::default())
+            .unwrap();
+        let qs = rng.vecs(9, dim);
+        let b = r.search_batch(&qs, 5).unwrap();
+        assert_eq!((b.nq, b.k), (9, 5));
+        for j in 0..9 {
+            let single = r
+                .search(&qs[j * dim..(j + 1) * dim], 5, &Filter::default())
+                .unwrap();
+            let ids: Vec<u64> = single.iter().map(|h| h.id).collect();
+            assert_eq!(
+                &b.ids[j * 5..(j + 1) * 5],
+                ids.as_slice(),
+                "{storage:?} q{j}"
+            );
+        }
+        // More than held: what there is.
+        let b = r.search_batch(&qs, 10_000).unwrap();
+        assert_eq!(b.k, 256);
+    }
+}
+
+#[test]
+fn int8_scores_track_f32_scores() {
+    let dim = 384;
+    let (a, b) = (
+        ring(dim, 4, 256, Storage::F32),
+        ring(dim, 4, 256, Storage::Int8),
+    );
+    let mut rng = Rng(4);
+    let data = rng.vecs(1024, dim);
+    a.ingest(&data, &Attributes::default()).unwrap();
+    b.ingest(&data, &Attributes::default()).unwrap();
+    let q = rng.vecs(1, dim);
+    let ha = a.search(&q, 1024, &Filter::default()).unwrap();
+    let hb = b.search(&q, 1024, &Filter::default()).unwrap();
+    let mut sa = vec![0.0; 1024];
+    for h in &ha {
+        sa[h.id as usize] = h.score;
+    }
+    for h in &hb {
+        assert!((h.score - sa[h.id as usize]).abs() < 4e-3, "id {}", h.id);
+    }
+    let v = b.get(7).unwrap().vector;
+    assert!(cosine(&v, &data[7 * dim..8 * dim]) > 0.999);
+}
+
+#[test]
+fn bad_input_is_refused_and_changes_nothing() {
+    assert_eq!(
+        Ring::new(RingConfig {
+            dim: 8,
+            num_shards: 0,
+            shard_size: 4,
+            storage: Storage::F32
+        })
+        .unwrap_err(),
+        RingError::ZeroSize { what: "num_shards" }
+    );
+    assert!(matches!(
+        Ring::new(RingConfig {
+            dim: 384,
+            num_shards: 1 << 20,
+            shard_size: 1 << 30,
+            storage: Storage::F32
+        }),
+        Err(RingError::Capacity { .. })
+    ));
+    assert!(matches!(
+        Ring::new(RingConfig {
+            dim: usize::MAX,
+            num_shards: 2,
+            shard_size: 2,
+            storage: Storage::F32
+        }),
+        Err(RingError::Capacity { .. })
+    ));
+    let r = ring(4, 2, 4, Storage::F32);
+    r.ingest(&[1.0, 0.0, 0.0, 0.0], &Attributes::default())
+        .unwrap();
+    let bad: Vec<(Vec<f32>, Attributes)> = vec![
+        (vec![1.0; 5], Attributes::default()),
+        (
+            vec![1.0, 2.0, f32::NAN, 0.0, 1.0, 1.0, 1.0, 1.0],
+            Attributes::default(),
+        ),
+        (
+            vec![1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0],
+            Attributes::default(),
+        ),
+        (
+            vec![1.0; 8],
+            Attributes {
+                texts: vec![None],
+                ..Attributes::default()
+            },
+        ),
+        (
+            vec![1.0; 8],
+            Attributes {
+                timestamps: vec![1.0, f64::NAN],
+                ..Attributes::default()
+            },
+        ),
+    ];
+    for (v, a) in bad {
+        assert!(r.ingest(&v, &a).is_err());
+        assert_eq!(r.len(), 1);
+        assert_eq!(r.stats().ingested, 1);
+    }
+    assert_eq!(
+        r.search(&[1.0; 4], 0, &Filter::default()).unwrap_err(),
+        RingError::ZeroK
+    );
+    assert_eq!(
+        r.search(&[1.0; 3], 1, &Filter::default()).unwrap_err(),
+        RingError::Dimension {
+            what: "query",
+            got: 3,
+            expected: 4
+        }
+    );
+    let w = Filter {
+        since: Some(5.0),
+        until: Some(5.0),
+        ..Filter::default()
+    };
+    assert!(matches!(
+        r.search(&[1.0; 4], 1, &w),
+        Err(RingError::TimeWindow { .. })
+    ));
+    assert_eq!(
+        r.search(&[1.0; 4], 10, &Filter::default()).unwrap().len(),
+        1
+    );
+}
+
+#[test]
+fn concurrent_writers_and_readers_stay_consistent() {
+    let dim = 16;
+    let r = Arc::new(ring(dim, 8, 32, Storage::Int8));
+    let handles: Vec<_> = (0..4)
+        .map(|t| {
+            let r = Arc::clone(&r);
+            std::thread::spawn(move || {
+                let mut rng = Rng(100 + t);
+                for _ in 0..200 {
+                    if t % 2 == 0 {
+                        let n = 1 + (rng.f32().abs() * 20.0) as usize;
+                        r.ingest(&rng.vecs(n, dim), &Attributes::default()).unwrap();
+                    } else {
+                        let hits = r.search(&rng.vecs(1, dim), 10, &Filter::default()).unwrap();
+                        assert!(hits.windows(2).all(|w| w[0].score >= w[1].score));
+                    }
+                    assert!(r.len() <= r.capacity());
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    assert_eq!(r.len(), r.capacity());
+}

@@ -1,0 +1,307 @@
+//! Inner-product kernels and exact top-k selection for imesde.
+//!
+//! Every kernel exists once per backend (AVX-512 with and without VNNI, AVX2+FMA, NEON and a
+//! portable scalar fallback). The backend is chosen at run time from what the CPU reports, so
+//! one binary built for the baseline target runs the fastest code each machine supports and
+//! never executes an instruction the machine lacks.
+//!
+//! Int8 storage uses symmetric per-vector quantisation ([`quant`]): a stored vector is
+//! `codes * scale` with `codes` in `-127..=127`. Queries against int8 rows are quantised to
+//! 15-bit integers, so the query side adds almost no error; the integer dot product is exact.
+
+pub mod quant;
+mod scalar;
+pub mod topk;
+
+#[cfg(target_arch = "aarch64")]
+mod neon;
+#[cfg(target_arch = "x86_64")]
+mod x86;
+
+use std::sync::OnceLock;
+
+pub use topk::{TopK, top_k};
+
+/// A family of kernels, each tied to an instruction set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Backend {
+    /// Portable Rust; the reference every other backend is tested against.
+    Scalar,
+    /// x86-64 AVX2 with FMA.
+    Avx2,
+    /// x86-64 AVX-512 (F, BW, VL).
+    Avx512,
+    /// x86-64 AVX-512 plus VNNI (`vpdpwssd` for the int8 kernels).
+    Avx512Vnni,
+    /// aarch64 Advanced SIMD.
+    Neon,
+}
+
+impl Backend {
+    /// Every backend, slowest first.
+    pub const ALL: [Backend; 5] = [
+        Backend::Scalar,
+        Backend::Avx2,
+        Backend::Avx512,
+        Backend::Avx512Vnni,
+        Backend::Neon,
+    ];
+
+    /// Short lowercase name, as reported in stats (`"avx512-vnni"`, `"scalar"`, ...).
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Scalar => "scalar",
+            Backend::Avx2 => "avx2",
+            Backend::Avx512 => "avx512",
+            Backend::Avx512Vnni => "avx512-vnni",
+            Backend::Neon => "neon",
+        }
+    }
+
+    /// Whether this CPU can run the backend.
+    #[must_use]
+    pub fn is_supported(self) -> bool {
+        match self {
+            Backend::Scalar => true,
+            #[cfg(target_arch = "x86_64")]
+            Backend::Avx2 => is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"),
+            #[cfg(target_arch = "x86_64")]
+            Backend::Avx512 => {
+                is_x86_feature_detected!("avx512f")
+                    && is_x86_feature_detected!("avx512bw")
+                    && is_x86_feature_detected!("avx512vl")
+            }
+            #[cfg(target_arch = "x86_64")]
+            Backend::Avx512Vnni => {
+                Backend::Avx512.is_supported() && is_x86_feature_detected!("avx512vnni")
+            }
+            #[cfg(target_arch = "aarch64")]
+            Backend::Neon => std::arch::is_aarch64_feature_detected!("neon"),
+            #[allow(unreachable_patterns)]
+            _ => false,
+        }
+    }
+
+    /// The backends this CPU supports, slowest first.
+    #[must_use]
+    pub fn supported() -> Vec<Backend> {
+        Backend::ALL
+            .into_iter()
+            .filter(|b| b.is_supported())
+            .collect()
+    }
+}
+
+type DotF32 = unsafe fn(&[f32], &[f32]) -> f32;
+type DotI8 = unsafe fn(&[i8], &[i8]) -> i32;
+type ScanF32 = unsafe fn(&[f32], &[f32], &mut [f32]);
+type ScanMultiF32 = unsafe fn(&[f32], usize, &[f32], &mut [f32]);
+type ScanI8 = unsafe fn(&[i16], &[i8], &mut [i32]);
+type ScanMultiI8 = unsafe fn(&[i16], usize, &[i8], &mut [i32]);
+
+/// One backend's kernels. Obtain one with [`Kernels::best`] or [`Kernels::get`]; the safe
+/// methods check the slice lengths, the constructor guarantees the CPU supports the backend.
+#[derive(Debug)]
+pub struct Kernels {
+    backend: Backend,
+    dot_f32: DotF32,
+    dot_i8: DotI8,
+    scan_f32: ScanF32,
+    scan_multi_f32: ScanMultiF32,
+    scan_i8: ScanI8,
+    scan_multi_i8: ScanMultiI8,
+}
+
+static SCALAR: Kernels = Kernels {
+    backend: Backend::Scalar,
+    dot_f32: scalar::dot_f32,
+    dot_i8: scalar::dot_i8,
+    scan_f32: scalar::scan_f32,
+    scan_multi_f32: scalar::scan_multi_f32,
+    scan_i8: scalar::scan_i8,
+    scan_multi_i8: scalar::scan_multi_i8,
+};
+
+#[cfg(target_arch = "x86_64")]
+static AVX2: Kernels = Kernels {
+    backend: Backend::Avx2,
+    dot_f32: x86::dot_f32_avx2,
+    dot_i8: x86::dot_i8_avx2,
+    scan_f32: x86::scan_f32_avx2,
+    scan_multi_f32: x86::scan_multi_f32_avx2,
+    scan_i8: x86::scan_i8_avx2,
+    scan_multi_i8: x86::scan_multi_i8_avx2,
+};
+
+#[cfg(target_arch = "x86_64")]
+static AVX512: Kernels = Kernels {
+    backend: Backend::Avx512,
+    dot_f32: x86::dot_f32_avx512,
+    dot_i8: x86::dot_i8_avx512,
+    scan_f32: x86::scan_f32_avx512,
+    scan_multi_f32: x86::scan_multi_f32_avx512,
+    scan_i8: x86::scan_i8_avx512,
+    scan_multi_i8: x86::scan_multi_i8_avx512,
+};
+
+#[cfg(target_arch = "x86_64")]
+static AVX512_VNNI: Kernels = Kernels {
+    backend: Backend::Avx512Vnni,
+    dot_f32: x86::dot_f32_avx512,
+    dot_i8: x86::dot_i8_vnni,
+    scan_f32: x86::scan_f32_avx512,
+    scan_multi_f32: x86::scan_multi_f32_avx512,
+    scan_i8: x86::scan_i8_vnni,
+    scan_multi_i8: x86::scan_multi_i8_vnni,
+};
+
+#[cfg(target_arch = "aarch64")]
+static NEON: Kernels = Kernels {
+    backend: Backend::Neon,
+    dot_f32: neon::dot_f32,
+    dot_i8: neon::dot_i8,
+    scan_f32: neon::scan_f32,
+    scan_multi_f32: neon::scan_multi_f32,
+    scan_i8: neon::scan_i8,
+    scan_multi_i8: neon::scan_multi_i8,
+};
+
+impl Kernels {
+    /// The kernels of `backend`, or `None` when this CPU cannot run them.
+    #[must_use]
+    pub fn get(backend: Backend) -> Option<&'static Kernels> {
+        if !backend.is_supported() {
+            return None;
+        }
+        match backend {
+            Backend::Scalar => Some(&SCALAR),
+            #[cfg(target_arch = "x86_64")]
+            Backend::Avx2 => Some(&AVX2),
+            #[cfg(target_arch = "x86_64")]
+            Backend::Avx512 => Some(&AVX512),
+            #[cfg(target_arch = "x86_64")]
+            Backend::Avx512Vnni => Some(&AVX512_VNNI),
+            #[cfg(target_arch = "aarch64")]
+            Backend::Neon => Some(&NEON),
+            #[allow(unreachable_patterns)]
+            _ => None,
+        }
+    }
+
+    /// The fastest kernels this CPU supports, detected once. Setting the environment variable
+    /// `IMESDE_SIMD` to a backend name (`scalar`, `avx2`, ...) caps the choice, for testing.
+    pub fn best() -> &'static Kernels {
+        static BEST: OnceLock<&'static Kernels> = OnceLock::new();
+        BEST.get_or_init(|| {
+            let cap = std::env::var("IMESDE_SIMD").ok();
+            let mut best = &SCALAR;
+            for backend in Backend::ALL {
+                if let Some(k) = Kernels::get(backend) {
+                    best = k;
+                }
+                if cap.as_deref() == Some(backend.name()) {
+                    break;
+                }
+            }
+            best
+        })
+    }
+
+    /// Which backend these kernels belong to.
+    #[must_use]
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Inner product of two f32 vectors of equal length.
+    #[must_use]
+    pub fn dot_f32(&self, a: &[f32], b: &[f32]) -> f32 {
+        assert_eq!(a.len(), b.len(), "dot_f32: length mismatch");
+        // SAFETY: `self` exists only for backends the CPU supports; lengths are equal.
+        unsafe { (self.dot_f32)(a, b) }
+    }
+
+    /// Exact integer inner product of two int8 vectors of equal length (at most 131,072, so
+    /// that `128 * 128 * len` fits in an i32).
+    #[must_use]
+    pub fn dot_i8(&self, a: &[i8], b: &[i8]) -> i32 {
+        assert_eq!(a.len(), b.len(), "dot_i8: length mismatch");
+        assert!(a.len() <= 1 << 17, "dot_i8: vectors too long for i32");
+        // SAFETY: as in `dot_f32`.
+        unsafe { (self.dot_i8)(a, b) }
+    }
+
+    /// `out[r] = dot(query, rows[r])` for the `out.len()` rows stored back to back in `rows`.
+    pub fn scan_f32(&self, query: &[f32], rows: &[f32], out: &mut [f32]) {
+        assert!(!query.is_empty(), "scan_f32: empty query");
+        assert_eq!(
+            rows.len(),
+            query.len() * out.len(),
+            "scan_f32: rows / out mismatch"
+        );
+        // SAFETY: as in `dot_f32`; rows holds exactly out.len() rows of query.len() values.
+        unsafe { (self.scan_f32)(query, rows, out) }
+    }
+
+    /// `out[q * n + r] = dot(queries[q], rows[r])` for `nq` queries and `n = out.len() / nq`
+    /// rows, all stored back to back.
+    pub fn scan_multi_f32(&self, queries: &[f32], nq: usize, rows: &[f32], out: &mut [f32]) {
+        let (dim, n) = multi_shape(queries.len(), nq, out.len());
+        assert_eq!(rows.len(), dim * n, "scan_multi_f32: rows / out mismatch");
+        // SAFETY: as in `dot_f32`; the shapes were checked above.
+        unsafe { (self.scan_multi_f32)(queries, nq, rows, out) }
+    }
+
+    /// Int8 rows against a query quantised with [`quant::quantize_query`]: `out[r]` is the
+    /// exact integer dot product. Dimensions are limited to [`quant::MAX_I8_DIM`], and query
+    /// codes must stay within [`quant::query_max_code`] so the sums cannot overflow.
+    pub fn scan_i8(&self, query: &[i16], rows: &[i8], out: &mut [i32]) {
+        assert!(!query.is_empty(), "scan_i8: empty query");
+        assert!(
+            query.len() <= quant::MAX_I8_DIM,
+            "scan_i8: dimension too large"
+        );
+        assert_eq!(
+            rows.len(),
+            query.len() * out.len(),
+            "scan_i8: rows / out mismatch"
+        );
+        // SAFETY: as in `dot_f32`.
+        unsafe { (self.scan_i8)(query, rows, out) }
+    }
+
+    /// The batched form of [`Kernels::scan_i8`], laid out like [`Kernels::scan_multi_f32`].
+    pub fn scan_multi_i8(&self, queries: &[i16], nq: usize, rows: &[i8], out: &mut [i32]) {
+        let (dim, n) = multi_shape(queries.len(), nq, out.len());
+        assert!(
+            dim <= quant::MAX_I8_DIM,
+            "scan_multi_i8: dimension too large"
+        );
+        assert_eq!(rows.len(), dim * n, "scan_multi_i8: rows / out mismatch");
+        // SAFETY: as in `dot_f32`.
+        unsafe { (self.scan_multi_i8)(queries, nq, rows, out) }
+    }
+}
+
+fn multi_shape(q_len: usize, nq: usize, out_len: usize) -> (usize, usize) {
+    assert!(
+        nq > 0 && q_len > 0 && q_len.is_multiple_of(nq),
+        "queries / nq mismatch"
+    );
+    assert!(out_len.is_multiple_of(nq), "out / nq mismatch");
+    (q_len / nq, out_len / nq)
+}
+
+/// [`Kernels::dot_f32`] on the best backend.
+#[must_use]
+pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+    Kernels::best().dot_f32(a, b)
+}
+
+/// [`Kernels::dot_i8`] on the best backend.
+#[must_use]
+pub fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
+    Kernels::best().dot_i8(a, b)
+}

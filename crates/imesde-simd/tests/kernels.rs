@@ -1,0 +1,199 @@
+//! Every backend this CPU supports, checked against a float64 / integer reference for every
+//! dimension from 1 to 1,100 and for inputs that start at unaligned addresses.
+
+use imesde_simd::{Backend, Kernels, quant, top_k};
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn f32(&mut self) -> f32 {
+        (self.next() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+    }
+    fn i8(&mut self) -> i8 {
+        // The full range, -128 included: the kernels must be exact for any int8 input.
+        (self.next() >> 56) as u8 as i8
+    }
+    // Query codes at the widest range the int8 kernels accept for dimensions up to 1,032.
+    fn i16q(&mut self) -> i16 {
+        ((self.next() >> 48) % 32_767) as i16 - 16_383
+    }
+}
+
+fn ref_dot(a: &[f32], b: &[f32]) -> (f64, f64) {
+    let exact: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(&x, &y)| f64::from(x) * f64::from(y))
+        .sum();
+    let mag: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(&x, &y)| (f64::from(x) * f64::from(y)).abs())
+        .sum();
+    (exact, mag)
+}
+
+fn close(got: f32, (exact, mag): (f64, f64)) -> bool {
+    (f64::from(got) - exact).abs() <= 1e-5 * mag + 1e-6
+}
+
+fn backends() -> Vec<&'static Kernels> {
+    let b: Vec<_> = Backend::supported()
+        .into_iter()
+        .filter_map(Kernels::get)
+        .collect();
+    assert!(!b.is_empty());
+    b
+}
+
+#[test]
+fn dot_f32_every_dim_and_offset() {
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let buf_a: Vec<f32> = (0..1200).map(|_| rng.f32()).collect();
+    let buf_b: Vec<f32> = (0..1200).map(|_| rng.f32()).collect();
+    for k in backends() {
+        for dim in 1..=1100 {
+            for (oa, ob) in [(0, 0), (1, 3), (3, 2)] {
+                let (a, b) = (&buf_a[oa..oa + dim], &buf_b[ob..ob + dim]);
+                let got = k.dot_f32(a, b);
+                assert!(
+                    close(got, ref_dot(a, b)),
+                    "{:?} dim={dim} off=({oa},{ob})",
+                    k.backend()
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn dot_i8_every_dim_and_offset_is_exact() {
+    let mut rng = Rng(42);
+    let buf_a: Vec<i8> = (0..1200).map(|_| rng.i8()).collect();
+    let buf_b: Vec<i8> = (0..1200).map(|_| rng.i8()).collect();
+    for k in backends() {
+        for dim in 1..=1100 {
+            for (oa, ob) in [(0, 0), (1, 5), (7, 2)] {
+                let (a, b) = (&buf_a[oa..oa + dim], &buf_b[ob..ob + dim]);
+                let want: i32 = a
+                    .iter()
+                    .zip(b)
+                    .map(|(&x, &y)| i32::from(x) * i32::from(y))
+                    .sum();
+                assert_eq!(k.dot_i8(a, b), want, "{:?} dim={dim}", k.backend());
+            }
+        }
+    }
+}
+
+#[test]
+fn scans_every_dim_rows_and_queries() {
+    let mut rng = Rng(7);
+    let fbuf: Vec<f32> = (0..9 * 1101 + 8).map(|_| rng.f32()).collect();
+    let qbuf: Vec<f32> = (0..6 * 1101 + 8).map(|_| rng.f32()).collect();
+    let ibuf: Vec<i8> = (0..9 * 1101 + 8).map(|_| rng.i8()).collect();
+    let q16buf: Vec<i16> = (0..6 * 1101 + 8).map(|_| rng.i16q()).collect();
+    for k in backends() {
+        for dim in 1..=1100 {
+            // Row and query counts that exercise full tiles and every remainder; offsets make
+            // the starts unaligned.
+            let (n, nq) = (if dim % 2 == 0 { 9 } else { 6 }, 1 + dim % 6);
+            let off = dim % 5;
+            let rows = &fbuf[off..off + n * dim];
+            let qs = &qbuf[off..off + nq * dim];
+            let mut out = vec![0.0f32; nq * n];
+            k.scan_multi_f32(qs, nq, rows, &mut out);
+            let mut single = vec![0.0f32; n];
+            for j in 0..nq {
+                let q = &qs[j * dim..(j + 1) * dim];
+                k.scan_f32(q, rows, &mut single);
+                for r in 0..n {
+                    let want = ref_dot(q, &rows[r * dim..(r + 1) * dim]);
+                    assert!(
+                        close(out[j * n + r], want),
+                        "{:?} multi dim={dim}",
+                        k.backend()
+                    );
+                    assert!(close(single[r], want), "{:?} scan dim={dim}", k.backend());
+                }
+            }
+
+            let rows8 = &ibuf[off..off + n * dim];
+            let qs16 = &q16buf[off..off + nq * dim];
+            let mut out8 = vec![0i32; nq * n];
+            k.scan_multi_i8(qs16, nq, rows8, &mut out8);
+            let mut single8 = vec![0i32; n];
+            for j in 0..nq {
+                let q = &qs16[j * dim..(j + 1) * dim];
+                k.scan_i8(q, rows8, &mut single8);
+                for r in 0..n {
+                    let want: i32 = q
+                        .iter()
+                        .zip(&rows8[r * dim..(r + 1) * dim])
+                        .map(|(&a, &b)| i32::from(a) * i32::from(b))
+                        .sum();
+                    assert_eq!(
+                        out8[j * n + r],
+                        want,
+                        "{:?} multi i8 dim={dim}",
+                        k.backend()
+                    );
+                    assert_eq!(single8[r], want, "{:?} scan i8 dim={dim}", k.backend());
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn int8_accumulators_do_not_overflow_at_the_largest_dimension() {
+    for dim in [384, 1031, 1032, 4096, quant::MAX_I8_DIM] {
+        let qmax = quant::query_max_code(dim);
+        let rows = vec![-127i8; dim];
+        let q = vec![-qmax; dim];
+        let want = 127i64 * i64::from(qmax) * dim as i64;
+        assert!(want <= i64::from(i32::MAX), "dim={dim}");
+        // A quantised all-equal query really reaches the bound.
+        let mut qc = vec![0i16; dim];
+        quant::quantize_query(&vec![-0.5f32; dim], &mut qc);
+        assert_eq!(qc, q);
+        for k in backends() {
+            let mut out = [0i32];
+            k.scan_i8(&q, &rows, &mut out);
+            assert_eq!(i64::from(out[0]), want, "{:?} dim={dim}", k.backend());
+        }
+    }
+}
+
+#[test]
+fn quantised_scan_tracks_the_float_score() {
+    let mut rng = Rng(99);
+    let dim = 384;
+    let x: Vec<f32> = (0..dim).map(|_| rng.f32()).collect();
+    let q: Vec<f32> = (0..dim).map(|_| rng.f32()).collect();
+    let mut codes = vec![0i8; dim];
+    let sx = quant::quantize_i8(&x, &mut codes);
+    let mut qc = vec![0i16; dim];
+    let sq = quant::quantize_query(&q, &mut qc);
+    let exact = ref_dot(&x, &q).0;
+    let mut out = [0i32];
+    Kernels::best().scan_i8(&qc, &codes, &mut out);
+    let approx = f64::from(out[0] as f32 * sx * sq);
+    // Half a quantisation step per component, summed over |q|.
+    let bound: f64 = q.iter().map(|v| f64::from(v.abs())).sum::<f64>() * f64::from(sx) * 0.51;
+    assert!(
+        (approx - exact).abs() <= bound,
+        "{approx} vs {exact} (bound {bound})"
+    );
+}
+
+#[test]
+fn best_backend_is_supported_and_top_k_is_reexported() {
+    assert!(Kernels::best().backend().is_supported());
+    assert_eq!(top_k(&[0.1, 0.9, 0.5], 2), vec![(1, 0.9), (2, 0.5)]);
+}
