@@ -1,0 +1,306 @@
+//! `imesde.Engine`, `imesde.Hit`, `imesde.Item`.
+
+use std::sync::Arc;
+
+use imesde_ring::{Attributes, Ring, RingConfig, Storage};
+use numpy::{IntoPyArray, PyArray1, PyArray2, PyArrayMethods};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyTuple};
+
+use crate::convert::{self, meta_dict, positive};
+use crate::error::CoreError;
+use crate::exceptions::{Exc, err};
+
+/// One search result: ``id``, ``text``, ``score``, ``ts``, ``metadata``.
+///
+/// Unpacks as ``(text, score)``, so ``for text, score in engine.search_vector(q)`` works.
+#[pyclass(frozen, module = "imesde._imesde")]
+pub(crate) struct Hit(imesde_ring::Hit);
+
+#[pymethods]
+impl Hit {
+    /// Global id of the item (its position in the stream).
+    #[getter]
+    fn id(&self) -> u64 {
+        self.0.id
+    }
+    /// The item's text, or None.
+    #[getter]
+    fn text(&self) -> Option<&str> {
+        self.0.text.as_deref()
+    }
+    /// Cosine similarity to the query.
+    #[getter]
+    fn score(&self) -> f32 {
+        self.0.score
+    }
+    /// Timestamp in seconds since the Unix epoch.
+    #[getter]
+    fn ts(&self) -> f64 {
+        self.0.ts
+    }
+    /// The item's metadata as a new dict, or None.
+    #[getter]
+    fn metadata<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
+        self.0.metadata.as_deref().map(|m| meta_dict(py, m)).transpose()
+    }
+    fn __len__(&self) -> usize {
+        2
+    }
+    fn __getitem__<'py>(&self, py: Python<'py>, index: isize) -> PyResult<Bound<'py, PyAny>> {
+        match index {
+            0 | -2 => Ok(self.0.text.as_deref().into_pyobject(py)?.into_any()),
+            1 | -1 => Ok(self.0.score.into_pyobject(py)?.into_any()),
+            _ => Err(pyo3::exceptions::PyIndexError::new_err("Hit unpacks as (text, score)")),
+        }
+    }
+    fn __iter__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let pair = PyTuple::new(py, [self.__getitem__(py, 0)?, self.__getitem__(py, 1)?])?;
+        pair.try_iter().map(Bound::into_any)
+    }
+    fn __repr__(&self) -> String {
+        format!(
+            "Hit(id={}, score={:.4}, text={:?}, ts={})",
+            self.0.id,
+            self.0.score,
+            self.0.text.as_deref().unwrap_or(""),
+            self.0.ts
+        )
+    }
+}
+
+/// An item read back with ``Engine.get``: ``id``, ``vector``, ``text``, ``ts``, ``metadata``.
+#[pyclass(frozen, module = "imesde._imesde")]
+pub(crate) struct Item(imesde_ring::Item);
+
+#[pymethods]
+impl Item {
+    /// Global id.
+    #[getter]
+    fn id(&self) -> u64 {
+        self.0.id
+    }
+    /// A copy of the stored unit-length vector (dequantised for int8 storage).
+    #[getter]
+    fn vector<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<f32>> {
+        PyArray1::from_slice(py, &self.0.vector)
+    }
+    /// The item's text, or None.
+    #[getter]
+    fn text(&self) -> Option<&str> {
+        self.0.text.as_deref()
+    }
+    /// Timestamp in seconds since the Unix epoch.
+    #[getter]
+    fn ts(&self) -> f64 {
+        self.0.ts
+    }
+    /// The item's metadata as a new dict, or None.
+    #[getter]
+    fn metadata<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
+        self.0.metadata.as_deref().map(|m| meta_dict(py, m)).transpose()
+    }
+    fn __repr__(&self) -> String {
+        format!("Item(id={}, text={:?}, ts={})", self.0.id, self.0.text.as_deref().unwrap_or(""), self.0.ts)
+    }
+}
+
+/// An in-memory semantic search engine over a bounded stream of vectors.
+///
+/// Holds the newest ``num_shards * shard_size`` items; older ones are overwritten. Vectors
+/// are stored L2-normalised, scores are cosine similarities, search is exact.
+#[pyclass(frozen, module = "imesde._imesde")]
+pub(crate) struct Engine {
+    ring: Arc<Ring>,
+}
+
+fn storage_of(name: &str) -> PyResult<Storage> {
+    match name {
+        "f32" | "float32" => Ok(Storage::F32),
+        "int8" => Ok(Storage::Int8),
+        _ => Err(err(Exc::InvalidValue, format!("storage must be \"f32\" or \"int8\", got {name:?}"))),
+    }
+}
+
+#[pymethods]
+impl Engine {
+    #[new]
+    #[pyo3(signature = (dim, *, num_shards = 16, shard_size = 1024, storage = "f32"))]
+    fn new(py: Python<'_>, dim: i64, num_shards: i64, shard_size: i64, storage: &str) -> PyResult<Self> {
+        let cfg = RingConfig {
+            dim: positive("dim", dim)?,
+            num_shards: positive("num_shards", num_shards)?,
+            shard_size: positive("shard_size", shard_size)?,
+            storage: storage_of(storage)?,
+        };
+        let ring = py.detach(|| Ring::new(cfg)).map_err(CoreError)?;
+        Ok(Engine { ring: Arc::new(ring) })
+    }
+
+    /// Adds vectors (``[n, dim]`` or ``[dim]`` float32) with optional texts, timestamps
+    /// (seconds or datetimes; default now) and metadata (one ``dict[str, str]`` for all, or a
+    /// list). Returns the new ids as a uint64 array. A bad batch raises and adds nothing.
+    #[pyo3(signature = (vectors, texts = None, *, timestamps = None, metadata = None))]
+    fn ingest_vectors<'py>(
+        &self,
+        py: Python<'py>,
+        vectors: &Bound<'py, PyAny>,
+        texts: Option<&Bound<'py, PyAny>>,
+        timestamps: Option<&Bound<'py, PyAny>>,
+        metadata: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyArray1<u64>>> {
+        let rows = convert::rows(vectors, "vectors")?;
+        let attrs = Attributes {
+            texts: texts.map(|t| convert::texts(t, "texts")).transpose()?.unwrap_or_default(),
+            timestamps: timestamps.map(convert::timestamps).transpose()?.unwrap_or_default(),
+            metadata: metadata.map(|m| convert::metadata(m, rows.rows)).transpose()?.unwrap_or_default(),
+        };
+        let data = rows.as_slice();
+        let ring = &self.ring;
+        self.check_dim(rows.dim, "vectors")?;
+        let ids = py.detach(|| ring.ingest(data, &attrs)).map_err(CoreError)?;
+        Ok(ids.collect::<Vec<u64>>().into_pyarray(py))
+    }
+
+    /// The ``k`` stored items most similar to ``query`` (a ``[dim]`` float32 array), best
+    /// first. ``since`` / ``until`` (seconds or datetimes) keep ``since <= ts < until``;
+    /// ``where`` keeps items whose metadata has every given ``key: value``.
+    #[pyo3(signature = (query, k = 10, *, since = None, until = None, r#where = None))]
+    fn search_vector(
+        &self,
+        py: Python<'_>,
+        query: &Bound<'_, PyAny>,
+        k: i64,
+        since: Option<&Bound<'_, PyAny>>,
+        until: Option<&Bound<'_, PyAny>>,
+        r#where: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Vec<Hit>> {
+        let k = positive("k", k)?;
+        let q = convert::rows(query, "query")?;
+        if q.rows != 1 {
+            return Err(err(
+                Exc::Shape,
+                format!("query must be one vector, got {} rows; use search_vectors for a batch", q.rows),
+            ));
+        }
+        self.check_dim(q.dim, "query")?;
+        let filter = convert::filter(since, until, r#where)?;
+        let (data, ring) = (q.as_slice(), &self.ring);
+        let hits = py.detach(|| ring.search(data, k, &filter)).map_err(CoreError)?;
+        Ok(hits.into_iter().map(Hit).collect())
+    }
+
+    /// Exact top-``k`` for a batch of queries (``[nq, dim]`` float32), like faiss'
+    /// ``index.search``: returns ``(scores, ids)``, float32 and int64 arrays of shape
+    /// ``[nq, min(k, len(engine))]``, best first.
+    #[pyo3(signature = (queries, k = 10))]
+    #[allow(clippy::type_complexity)]
+    fn search_vectors<'py>(
+        &self,
+        py: Python<'py>,
+        queries: &Bound<'py, PyAny>,
+        k: i64,
+    ) -> PyResult<(Bound<'py, PyArray2<f32>>, Bound<'py, PyArray2<i64>>)> {
+        let k = positive("k", k)?;
+        let q = convert::rows(queries, "queries")?;
+        self.check_dim(q.dim, "queries")?;
+        let (data, ring) = (q.as_slice(), &self.ring);
+        let res = py.detach(|| ring.search_batch(data, k)).map_err(CoreError)?;
+        let shape = [res.nq, res.k];
+        let ids: Vec<i64> = res.ids.into_iter().map(|i| i as i64).collect();
+        Ok((
+            res.scores.into_pyarray(py).reshape(shape)?,
+            ids.into_pyarray(py).reshape(shape)?,
+        ))
+    }
+
+    /// The item with this id; raises ``ItemNotFoundError`` (a ``KeyError``) if it was never
+    /// ingested or has been overwritten.
+    fn get(&self, py: Python<'_>, id: i64) -> PyResult<Item> {
+        let ring = &self.ring;
+        let found = u64::try_from(id).ok().and_then(|id| py.detach(|| ring.get(id)));
+        found.map(Item).ok_or_else(|| {
+            err(Exc::NotFound, format!("no item with id {id} (held: {} items)", ring.len()))
+        })
+    }
+
+    fn __len__(&self) -> usize {
+        self.ring.len()
+    }
+
+    /// Number of slots: the most items the engine holds.
+    #[getter]
+    fn capacity(&self) -> usize {
+        self.ring.capacity()
+    }
+
+    /// Dimension of the stored vectors.
+    #[getter]
+    fn dim(&self) -> usize {
+        self.ring.config().dim
+    }
+
+    /// Number of shards.
+    #[getter]
+    fn num_shards(&self) -> usize {
+        self.ring.config().num_shards
+    }
+
+    /// Slots per shard.
+    #[getter]
+    fn shard_size(&self) -> usize {
+        self.ring.config().shard_size
+    }
+
+    /// ``"f32"`` or ``"int8"``.
+    #[getter]
+    fn storage(&self) -> &'static str {
+        self.ring.config().storage.name()
+    }
+
+    /// Counters and sizes: ``len``, ``capacity``, ``dim``, ``num_shards``, ``shard_size``,
+    /// ``storage``, ``ingested``, ``evicted``, ``searches``, ``memory_bytes`` (fixed at
+    /// construction), ``payload_bytes`` (texts and metadata), ``simd``.
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let ring = &self.ring;
+        let s = py.detach(|| ring.stats());
+        let cfg = ring.config();
+        let d = PyDict::new(py);
+        d.set_item("len", s.len)?;
+        d.set_item("capacity", ring.capacity())?;
+        d.set_item("dim", cfg.dim)?;
+        d.set_item("num_shards", cfg.num_shards)?;
+        d.set_item("shard_size", cfg.shard_size)?;
+        d.set_item("storage", cfg.storage.name())?;
+        d.set_item("ingested", s.ingested)?;
+        d.set_item("evicted", s.evicted)?;
+        d.set_item("searches", s.searches)?;
+        d.set_item("memory_bytes", s.fixed_bytes)?;
+        d.set_item("payload_bytes", s.payload_bytes)?;
+        d.set_item("simd", s.backend)?;
+        Ok(d)
+    }
+
+    fn __repr__(&self) -> String {
+        let c = self.ring.config();
+        format!(
+            "Engine(dim={}, num_shards={}, shard_size={}, storage={:?}, len={})",
+            c.dim,
+            c.num_shards,
+            c.shard_size,
+            c.storage.name(),
+            self.ring.len()
+        )
+    }
+}
+
+impl Engine {
+    fn check_dim(&self, got: usize, what: &'static str) -> PyResult<()> {
+        let expected = self.ring.config().dim;
+        if got == expected {
+            Ok(())
+        } else {
+            Err(CoreError(imesde_ring::RingError::Dimension { what, got, expected }).into())
+        }
+    }
+}

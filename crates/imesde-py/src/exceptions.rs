@@ -1,0 +1,134 @@
+//! Every exception class of imesde, built once per interpreter.
+//!
+//! `create_exception!` allows a single base, but a wrong shape must be both an
+//! `imesde.ImesdeError` and a `ValueError` (and so on), so the classes are made with
+//! `type(name, bases, namespace)` from one table here. Python re-exports them from
+//! `imesde.exceptions`.
+
+use pyo3::exceptions::{PyException, PyKeyError, PyMemoryError, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyDict, PyTuple, PyType};
+
+/// The exception classes, in the order of [`SPECS`].
+pub(crate) struct Exceptions {
+    classes: Vec<Py<PyType>>,
+}
+
+/// Index of each class in [`SPECS`].
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Exc {
+    Imesde = 0,
+    Shape = 1,
+    Dimension = 2,
+    InvalidValue = 3,
+    DType = 4,
+    Capacity = 5,
+    NotFound = 6,
+}
+
+enum Base {
+    Own(Exc),
+    Builtin(fn(Python<'_>) -> Bound<'_, PyType>),
+}
+
+struct Spec {
+    exc: Exc,
+    name: &'static str,
+    bases: &'static [Base],
+    doc: &'static str,
+}
+
+const SPECS: [Spec; 7] = [
+    Spec {
+        exc: Exc::Imesde,
+        name: "ImesdeError",
+        bases: &[Base::Builtin(|py| py.get_type::<PyException>())],
+        doc: "Base class of every error raised by imesde.",
+    },
+    Spec {
+        exc: Exc::Shape,
+        name: "ShapeError",
+        bases: &[Base::Own(Exc::Imesde), Base::Builtin(|py| py.get_type::<PyValueError>())],
+        doc: "An array or list has the wrong shape, length or memory layout.",
+    },
+    Spec {
+        exc: Exc::Dimension,
+        name: "DimensionMismatchError",
+        bases: &[Base::Own(Exc::Shape)],
+        doc: "A vector's dimension differs from the engine's.",
+    },
+    Spec {
+        exc: Exc::InvalidValue,
+        name: "InvalidValueError",
+        bases: &[Base::Own(Exc::Imesde), Base::Builtin(|py| py.get_type::<PyValueError>())],
+        doc: "A value is out of range: NaN or infinite numbers, a zero vector, k <= 0, a zero size.",
+    },
+    Spec {
+        exc: Exc::DType,
+        name: "DTypeError",
+        bases: &[Base::Own(Exc::Imesde), Base::Builtin(|py| py.get_type::<PyTypeError>())],
+        doc: "An argument has the wrong type or dtype (imesde never casts silently).",
+    },
+    Spec {
+        exc: Exc::Capacity,
+        name: "CapacityError",
+        bases: &[Base::Own(Exc::Imesde), Base::Builtin(|py| py.get_type::<PyMemoryError>())],
+        doc: "The requested ring is too large to allocate.",
+    },
+    Spec {
+        exc: Exc::NotFound,
+        name: "ItemNotFoundError",
+        bases: &[Base::Own(Exc::Imesde), Base::Builtin(|py| py.get_type::<PyKeyError>())],
+        doc: "No item with this id is held (never ingested, or already overwritten).",
+    },
+];
+
+static EXCEPTIONS: PyOnceLock<Exceptions> = PyOnceLock::new();
+
+fn build(py: Python<'_>) -> PyResult<Exceptions> {
+    let mut classes: Vec<Py<PyType>> = Vec::with_capacity(SPECS.len());
+    let type_ = py.get_type::<PyType>();
+    for (i, spec) in SPECS.iter().enumerate() {
+        debug_assert_eq!(spec.exc as usize, i, "SPECS is in Exc order");
+        let bases: Vec<Bound<'_, PyType>> = spec
+            .bases
+            .iter()
+            .map(|b| match b {
+                Base::Own(e) => classes[*e as usize].bind(py).clone(),
+                Base::Builtin(f) => f(py),
+            })
+            .collect();
+        let ns = PyDict::new(py);
+        ns.set_item("__doc__", spec.doc)?;
+        ns.set_item("__module__", "imesde.exceptions")?;
+        let cls = type_.call1((spec.name, PyTuple::new(py, bases)?, ns))?;
+        classes.push(cls.cast_into::<PyType>()?.unbind());
+    }
+    Ok(Exceptions { classes })
+}
+
+/// The class of `exc`.
+pub(crate) fn class(py: Python<'_>, exc: Exc) -> Bound<'_, PyType> {
+    EXCEPTIONS
+        .get_or_try_init(py, || build(py))
+        .expect("building the imesde exception classes cannot fail")
+        .classes[exc as usize]
+        .bind(py)
+        .clone()
+}
+
+/// A new error of class `exc` with `msg`.
+pub(crate) fn err(exc: Exc, msg: impl Into<String>) -> PyErr {
+    let msg = msg.into();
+    Python::attach(|py| PyErr::from_type(class(py, exc), msg))
+}
+
+/// Adds every class to the module.
+pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
+    for spec in &SPECS {
+        m.add(spec.name, class(py, spec.exc))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,45 @@
+//! The Python module `imesde._imesde`: thin wrappers that convert arguments, release the GIL,
+//! call the core crates and convert the results back.
+
+mod convert;
+mod engine;
+mod error;
+mod exceptions;
+mod similarity;
+
+use pyo3::prelude::*;
+
+/// After `fork()`, the child has none of the parent's rayon worker threads: run searches on
+/// the calling thread there instead of waiting forever for a pool that does not exist.
+#[cfg(unix)]
+extern "C" fn after_fork_in_child() {
+    imesde_ring::set_parallel(false);
+}
+
+/// The name of the SIMD backend chosen for this CPU (``"avx512-vnni"``, ``"avx2"``, ...).
+#[pyfunction]
+fn simd_backend() -> &'static str {
+    imesde_simd::Kernels::best().backend().name()
+}
+
+#[pymodule]
+fn _imesde(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    #[cfg(unix)]
+    // SAFETY: registers a handler that only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        libc::pthread_atfork(None, None, Some(after_fork_in_child));
+    }
+    exceptions::register(m)?;
+    m.add_class::<engine::Engine>()?;
+    m.add_class::<engine::Hit>()?;
+    m.add_class::<engine::Item>()?;
+    m.add_function(wrap_pyfunction!(similarity::cosine_similarity, m)?)?;
+    m.add_function(wrap_pyfunction!(similarity::batch_cosine_similarity, m)?)?;
+    m.add_function(wrap_pyfunction!(similarity::euclidean_distance, m)?)?;
+    m.add_function(wrap_pyfunction!(similarity::manhattan_distance, m)?)?;
+    m.add_function(wrap_pyfunction!(similarity::normalize_l2, m)?)?;
+    m.add_function(wrap_pyfunction!(similarity::top_k, m)?)?;
+    m.add_function(wrap_pyfunction!(simd_backend, m)?)?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}

@@ -1,0 +1,206 @@
+//! Similarity helpers on numpy arrays: the small toolkit people reach for next to a search
+//! engine. Inputs are float32 arrays of one vector (`[d]`) or a matrix of rows (`[n, d]`).
+
+use imesde_simd::{Kernels, top_k as select};
+use numpy::{IntoPyArray, PyArray1, PyArrayMethods};
+use pyo3::prelude::*;
+use rayon::prelude::*;
+
+use crate::convert::{Rows, positive, rows};
+use crate::exceptions::{Exc, err};
+
+fn check_finite(what: &str, x: &[f32]) -> PyResult<()> {
+    if x.iter().all(|v| v.is_finite()) {
+        Ok(())
+    } else {
+        Err(err(Exc::InvalidValue, format!("{what} contains NaN or infinite values")))
+    }
+}
+
+fn same_dim(a: &Rows<'_>, b: &Rows<'_>) -> PyResult<()> {
+    if a.dim == b.dim {
+        Ok(())
+    } else {
+        Err(err(Exc::Dimension, format!("a has {} dims, b has {} dims", a.dim, b.dim)))
+    }
+}
+
+/// L2-normalised copy of `n` rows; a zero row is an error (its direction is undefined).
+fn unit_rows(what: &str, x: &[f32], dim: usize) -> PyResult<Vec<f32>> {
+    check_finite(what, x)?;
+    let mut out = x.to_vec();
+    for (i, row) in out.chunks_exact_mut(dim).enumerate() {
+        let norm = row.iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>().sqrt();
+        if norm == 0.0 {
+            return Err(err(
+                Exc::InvalidValue,
+                format!("{what} row {i} is all zeros; its direction (and cosine) is undefined"),
+            ));
+        }
+        let inv = (1.0 / norm) as f32;
+        row.iter_mut().for_each(|v| *v *= inv);
+    }
+    Ok(out)
+}
+
+/// `f(a_i, b_j)` for every pair, `[n, m]` row-major, rows of `a` in parallel.
+fn pairwise(a: &[f32], b: &[f32], dim: usize, f: impl Fn(&[f32], &[f32]) -> f32 + Sync) -> Vec<f32> {
+    let m = b.len() / dim;
+    let mut out = vec![0.0f32; a.len() / dim * m];
+    out.par_chunks_mut(m.max(1)).zip(a.par_chunks(dim)).for_each(|(o, x)| {
+        for (v, y) in o.iter_mut().zip(b.chunks_exact(dim)) {
+            *v = f(x, y);
+        }
+    });
+    out
+}
+
+/// Float for two vectors, `[n, m]` matrix otherwise (a 1-D input counts as one row).
+fn shape_result<'py>(
+    py: Python<'py>,
+    a: &Rows<'_>,
+    b: &Rows<'_>,
+    values: Vec<f32>,
+) -> PyResult<Bound<'py, PyAny>> {
+    if a.one_d && b.one_d {
+        return Ok(values[0].into_pyobject(py)?.into_any());
+    }
+    Ok(values.into_pyarray(py).reshape([a.rows, b.rows])?.into_any())
+}
+
+fn metric<'py>(
+    py: Python<'py>,
+    a: &Bound<'py, PyAny>,
+    b: &Bound<'py, PyAny>,
+    f: fn(&[f32], &[f32]) -> f32,
+) -> PyResult<Bound<'py, PyAny>> {
+    let (ra, rb) = (rows(a, "a")?, rows(b, "b")?);
+    same_dim(&ra, &rb)?;
+    let (xa, xb) = (ra.as_slice(), rb.as_slice());
+    check_finite("a", xa)?;
+    check_finite("b", xb)?;
+    let dim = ra.dim;
+    let values = py.detach(|| pairwise(xa, xb, dim, f));
+    shape_result(py, &ra, &rb, values)
+}
+
+fn l2(x: &[f32], y: &[f32]) -> f32 {
+    x.iter().zip(y).map(|(a, b)| (a - b) * (a - b)).sum::<f32>().sqrt()
+}
+
+fn l1(x: &[f32], y: &[f32]) -> f32 {
+    x.iter().zip(y).map(|(a, b)| (a - b).abs()).sum()
+}
+
+/// Cosine similarity. Two vectors (``[d]``, ``[d]``) give a float; otherwise the ``[n, m]``
+/// matrix between the rows of ``a`` and ``b`` (a ``[d]`` input counts as one row). Zero
+/// vectors raise ``InvalidValueError``.
+#[pyfunction]
+pub(crate) fn cosine_similarity<'py>(
+    py: Python<'py>,
+    a: &Bound<'py, PyAny>,
+    b: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let (ra, rb) = (rows(a, "a")?, rows(b, "b")?);
+    same_dim(&ra, &rb)?;
+    let ua = unit_rows("a", ra.as_slice(), ra.dim)?;
+    let ub = unit_rows("b", rb.as_slice(), rb.dim)?;
+    let (n, m) = (ra.rows, rb.rows);
+    let values = py.detach(|| {
+        let mut out = vec![0.0f32; n * m];
+        Kernels::best().scan_multi_f32(&ua, n, &ub, &mut out);
+        out
+    });
+    shape_result(py, &ra, &rb, values)
+}
+
+/// Cosine similarity of one ``query`` (``[d]``) against every row of ``vectors``
+/// (``[n, d]``): a float32 array of ``n`` scores.
+#[pyfunction]
+pub(crate) fn batch_cosine_similarity<'py>(
+    py: Python<'py>,
+    query: &Bound<'py, PyAny>,
+    vectors: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyArray1<f32>>> {
+    let (rq, rv) = (rows(query, "query")?, rows(vectors, "vectors")?);
+    if !rq.one_d {
+        return Err(err(Exc::Shape, "query must be 1-D; use cosine_similarity for a matrix"));
+    }
+    same_dim(&rq, &rv)?;
+    let uq = unit_rows("query", rq.as_slice(), rq.dim)?;
+    let uv = unit_rows("vectors", rv.as_slice(), rv.dim)?;
+    let n = rv.rows;
+    let values = py.detach(|| {
+        let mut out = vec![0.0f32; n];
+        Kernels::best().scan_f32(&uq, &uv, &mut out);
+        out
+    });
+    Ok(values.into_pyarray(py))
+}
+
+/// Euclidean (L2) distance; shapes as in ``cosine_similarity``.
+#[pyfunction]
+pub(crate) fn euclidean_distance<'py>(
+    py: Python<'py>,
+    a: &Bound<'py, PyAny>,
+    b: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
+    metric(py, a, b, l2)
+}
+
+/// Manhattan (L1) distance; shapes as in ``cosine_similarity``.
+#[pyfunction]
+pub(crate) fn manhattan_distance<'py>(
+    py: Python<'py>,
+    a: &Bound<'py, PyAny>,
+    b: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
+    metric(py, a, b, l1)
+}
+
+/// A unit-length copy of ``x`` (``[d]``) or of each row of ``x`` (``[n, d]``). Zero rows
+/// raise ``InvalidValueError`` rather than being returned unchanged.
+#[pyfunction]
+pub(crate) fn normalize_l2<'py>(py: Python<'py>, x: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    let r = rows(x, "x")?;
+    let out = unit_rows("x", r.as_slice(), r.dim)?.into_pyarray(py);
+    if r.one_d {
+        Ok(out.into_any())
+    } else {
+        Ok(out.reshape([r.rows, r.dim])?.into_any())
+    }
+}
+
+/// The ``k`` largest values of ``scores`` (``[n]``, or ``[m, n]`` row by row), best first:
+/// ``(indices, values)`` as int64 and float32 arrays of shape ``[min(k, n)]`` or
+/// ``[m, min(k, n)]``. Equal values keep the lower index first.
+#[pyfunction]
+#[pyo3(signature = (scores, k = 10))]
+pub(crate) fn top_k<'py>(
+    py: Python<'py>,
+    scores: &Bound<'py, PyAny>,
+    k: i64,
+) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
+    let k = positive("k", k)?;
+    let r = rows(scores, "scores")?;
+    let x = r.as_slice();
+    if x.iter().any(|v| v.is_nan()) {
+        return Err(err(Exc::InvalidValue, "scores contain NaN, which has no rank"));
+    }
+    let (m, n) = if r.one_d { (1, r.dim) } else { (r.rows, r.dim) };
+    let kk = k.min(n);
+    let (idx, val): (Vec<i64>, Vec<f32>) = py.detach(|| {
+        x.par_chunks(n)
+            .flat_map_iter(|row| select(row, kk).into_iter().map(|(i, v)| (i as i64, v)))
+            .collect::<Vec<_>>()
+            .into_iter()
+            .unzip()
+    });
+    let (idx, val) = (idx.into_pyarray(py), val.into_pyarray(py));
+    if r.one_d {
+        Ok((idx.into_any(), val.into_any()))
+    } else {
+        Ok((idx.reshape([m, kk])?.into_any(), val.reshape([m, kk])?.into_any()))
+    }
+}
+

@@ -1,0 +1,1 @@
+../../stubs/imesde/_imesde.pyi

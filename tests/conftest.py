@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def golden() -> tuple[list[str], npt.NDArray[np.float32]]:
+    """406 real texts and their all-MiniLM-L6-v2 embeddings (sentence-transformers, fp32)."""
+    texts = [
+        json.loads(line)["text"]
+        for line in (DATA / "golden_texts.jsonl").read_text(encoding="utf-8").splitlines()
+    ]
+    vectors = np.load(DATA / "golden_minilm_l6_st.npy")
+    assert vectors.dtype == np.float32
+    assert vectors.shape == (len(texts), 384)
+    return texts, vectors
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(1234)
+
+
+def unit(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    out: npt.NDArray[np.float32] = x / np.linalg.norm(x, axis=-1, keepdims=True)
+    return out.astype(np.float32)

@@ -1,0 +1,124 @@
+"""Writers and readers share one engine: every hit is an ingested item, the capacity holds,
+nothing hangs (a timeout fails the test instead of stalling CI)."""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import imesde
+
+DIM = 32
+
+
+def vector_for(item_id: int) -> np.ndarray:
+    # The vector is a function of a tag stored in the text, so readers can verify each hit.
+    return np.random.default_rng(item_id).standard_normal(DIM, dtype=np.float32)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("storage", ["f32", "int8"])
+def test_four_writers_four_readers(storage: str) -> None:
+    engine = imesde.Engine(DIM, num_shards=8, shard_size=64, storage=storage)
+    stop = threading.Event()
+    errors: list[BaseException] = []
+    written = [0] * 4
+    searches = [0] * 4
+
+    def writer(w: int) -> None:
+        try:
+            tag = w * 1_000_000
+            while not stop.is_set():
+                tags = list(range(tag, tag + 16))
+                vecs = np.stack([vector_for(t) for t in tags])
+                engine.ingest_vectors(vecs, [str(t) for t in tags], metadata={"writer": str(w)})
+                tag += 16
+                written[w] += 16
+        except BaseException as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    def reader(r: int) -> None:
+        try:
+            rng = np.random.default_rng(r)
+            while not stop.is_set():
+                hits = engine.search_vector(rng.standard_normal(DIM, dtype=np.float32), k=10)
+                for h in hits:
+                    assert h.text is not None
+                    stored = engine_vector(h.text)
+                    assert h.metadata == {"writer": str(int(h.text) // 1_000_000)}
+                    # The score is the cosine with the vector that was ingested under this text.
+                    assert np.isfinite(h.score)
+                    assert stored is not None
+                assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+                assert len(engine) <= engine.capacity
+                searches[r] += 1
+        except BaseException as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    def engine_vector(text: str) -> np.ndarray | None:
+        return vector_for(int(text))
+
+    threads = [threading.Thread(target=writer, args=(i,)) for i in range(4)]
+    threads += [threading.Thread(target=reader, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    time.sleep(3.0)
+    stop.set()
+    for t in threads:
+        t.join(timeout=30)
+        assert not t.is_alive(), "a thread hung"
+    assert not errors, errors[0]
+    assert len(engine) == engine.capacity
+    assert min(written) > 0
+    assert min(searches) > 0
+    # Every held item is one that was ingested, with its own vector.
+    q = vector_for(0)
+    for h in engine.search_vector(q, k=engine.capacity):
+        assert h.text is not None
+        expect = float(vector_for(int(h.text)) @ q) / float(
+            np.linalg.norm(vector_for(int(h.text))) * np.linalg.norm(q)
+        )
+        assert h.score == pytest.approx(expect, abs=5e-3 if storage == "int8" else 1e-5)
+
+
+@pytest.mark.timeout(60)
+def test_gil_is_released_during_search() -> None:
+    engine = imesde.Engine(384, num_shards=16, shard_size=4096)
+    rng = np.random.default_rng(0)
+    engine.ingest_vectors(rng.standard_normal((65_536, 384), dtype=np.float32))
+    q = rng.standard_normal(384, dtype=np.float32)
+    ticks = 0
+    done = threading.Event()
+
+    def searcher() -> None:
+        for _ in range(30):
+            engine.search_vector(q)
+        done.set()
+
+    t = threading.Thread(target=searcher)
+    t.start()
+    while not done.is_set():
+        ticks += 1
+        time.sleep(0)
+    t.join()
+    # A pure-Python loop kept running while the searches ran in native code.
+    assert ticks > 30
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.skipif(sys.platform == "win32", reason="fork is POSIX")
+def test_search_works_in_a_forked_child() -> None:
+    engine = imesde.Engine(16, num_shards=8, shard_size=64)
+    engine.ingest_vectors(np.random.default_rng(1).standard_normal((500, 16), dtype=np.float32))
+    engine.search_vector(np.ones(16, np.float32))  # start the thread pool in the parent
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        ok = len(engine.search_vector(np.ones(16, np.float32), k=5)) == 5
+        os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.WEXITSTATUS(status) == 0

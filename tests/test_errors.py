@@ -1,0 +1,130 @@
+"""Bad input gets a clear, typed exception and leaves the engine exactly as it was."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+import imesde
+
+
+@pytest.fixture
+def engine() -> imesde.Engine:
+    e = imesde.Engine(8, num_shards=2, shard_size=8)
+    e.ingest_vectors(np.eye(8, dtype=np.float32), [f"t{i}" for i in range(8)])
+    return e
+
+
+def snapshot(e: imesde.Engine) -> tuple[int, int, list[int]]:
+    hits = e.search_vector(np.arange(1, 9, dtype=np.float32), k=16)
+    return len(e), int(e.stats()["ingested"]), [h.id for h in hits]
+
+
+GOOD = np.ones((2, 8), dtype=np.float32)
+
+BAD_INGEST: list[tuple[str, Any, dict[str, Any], type[Exception]]] = [
+    ("wrong dim", np.ones((2, 7), np.float32), {}, imesde.DimensionMismatchError),
+    ("float64", np.ones((2, 8)), {}, imesde.DTypeError),
+    ("int", np.ones((2, 8), dtype=np.int32), {}, imesde.DTypeError),
+    ("list", [[1.0] * 8], {}, imesde.DTypeError),
+    ("non-contiguous", np.ones((2, 16), np.float32)[:, ::2], {}, imesde.ShapeError),
+    ("3-D", np.ones((1, 2, 8), np.float32), {}, imesde.ShapeError),
+    ("empty", np.ones((0, 8), np.float32), {}, imesde.ShapeError),
+    ("nan", np.array([[np.nan] + [1.0] * 7] * 2, np.float32), {}, imesde.InvalidValueError),
+    ("inf", np.array([[np.inf] + [1.0] * 7] * 2, np.float32), {}, imesde.InvalidValueError),
+    ("zero vector", np.vstack([GOOD[0], np.zeros(8, np.float32)]), {}, imesde.InvalidValueError),
+    ("texts too short", GOOD, {"texts": ["a"]}, imesde.ShapeError),
+    ("texts not str", GOOD, {"texts": ["a", 3]}, imesde.DTypeError),
+    ("texts a str", GOOD, {"texts": "ab"}, imesde.DTypeError),
+    ("metadata too long", GOOD, {"metadata": [{}, {}, {}]}, imesde.ShapeError),
+    ("metadata value int", GOOD, {"metadata": {"a": 1}}, imesde.DTypeError),
+    ("metadata key int", GOOD, {"metadata": [{1: "a"}, None]}, imesde.DTypeError),
+    ("metadata not dict", GOOD, {"metadata": ["a", "b"]}, imesde.DTypeError),
+    ("timestamps short", GOOD, {"timestamps": [1.0]}, imesde.ShapeError),
+    ("timestamp nan", GOOD, {"timestamps": [1.0, float("nan")]}, imesde.InvalidValueError),
+    ("timestamp str", GOOD, {"timestamps": [1.0, "x"]}, imesde.DTypeError),
+]
+
+
+@pytest.mark.parametrize(("vectors", "kwargs", "exc"), [c[1:] for c in BAD_INGEST], ids=[c[0] for c in BAD_INGEST])
+def test_bad_ingest_raises_and_changes_nothing(
+    engine: imesde.Engine, vectors: Any, kwargs: dict[str, Any], exc: type[Exception]
+) -> None:
+    before = snapshot(engine)
+    with pytest.raises(exc) as info:
+        engine.ingest_vectors(vectors, **kwargs)
+    assert isinstance(info.value, imesde.ImesdeError)
+    assert str(info.value)
+    assert snapshot(engine) == before
+
+
+def test_error_classes_also_subclass_the_builtins() -> None:
+    assert issubclass(imesde.ShapeError, ValueError)
+    assert issubclass(imesde.DimensionMismatchError, imesde.ShapeError)
+    assert issubclass(imesde.InvalidValueError, ValueError)
+    assert issubclass(imesde.DTypeError, TypeError)
+    assert issubclass(imesde.CapacityError, MemoryError)
+    assert issubclass(imesde.ItemNotFoundError, KeyError)
+    from imesde import exceptions
+
+    assert exceptions.ImesdeError is imesde.ImesdeError
+
+
+def test_messages_say_what_was_wrong_and_what_was_expected(engine: imesde.Engine) -> None:
+    with pytest.raises(imesde.DimensionMismatchError, match="768 dims, the engine holds 8-dim"):
+        engine.search_vector(np.ones(768, np.float32))
+    with pytest.raises(imesde.DTypeError, match="float64"):
+        engine.search_vector(np.ones(8))
+
+
+@pytest.mark.parametrize("k", [0, -1])
+def test_k_must_be_positive(engine: imesde.Engine, k: int) -> None:
+    with pytest.raises(imesde.InvalidValueError, match="k must be at least 1"):
+        engine.search_vector(np.ones(8, np.float32), k=k)
+    with pytest.raises(imesde.InvalidValueError):
+        engine.search_vectors(np.ones((2, 8), np.float32), k=k)
+
+
+def test_bad_queries(engine: imesde.Engine) -> None:
+    before = snapshot(engine)
+    q = np.ones(8, np.float32)
+    with pytest.raises(imesde.InvalidValueError):
+        engine.search_vector(np.zeros(8, np.float32))
+    with pytest.raises(imesde.InvalidValueError):
+        engine.search_vector(np.full(8, np.nan, np.float32))
+    with pytest.raises(imesde.ShapeError):
+        engine.search_vector(np.ones((2, 8), np.float32))
+    with pytest.raises(imesde.InvalidValueError):
+        engine.search_vector(q, since=10.0, until=5.0)
+    with pytest.raises(imesde.DTypeError):
+        engine.search_vector(q, where={"a": 1})
+    with pytest.raises(imesde.DTypeError):
+        engine.search_vector(q, since="yesterday")
+    with pytest.raises(imesde.DimensionMismatchError):
+        engine.search_vectors(np.ones((3, 9), np.float32))
+    assert snapshot(engine) == before
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "exc"),
+    [
+        ({"num_shards": 0}, imesde.InvalidValueError),
+        ({"shard_size": 0}, imesde.InvalidValueError),
+        ({"num_shards": -3}, imesde.InvalidValueError),
+        ({"storage": "f16"}, imesde.InvalidValueError),
+        ({"num_shards": 1 << 20, "shard_size": 1 << 30}, imesde.CapacityError),
+        ({"num_shards": 1 << 40, "shard_size": 1 << 40}, imesde.CapacityError),
+    ],
+)
+def test_bad_construction(kwargs: dict[str, Any], exc: type[Exception]) -> None:
+    with pytest.raises(exc):
+        imesde.Engine(384, **kwargs)
+
+
+def test_zero_dim_and_huge_int8_dim() -> None:
+    with pytest.raises(imesde.InvalidValueError):
+        imesde.Engine(0)
+    with pytest.raises(imesde.InvalidValueError, match="too large for int8"):
+        imesde.Engine(100_000, num_shards=1, shard_size=1, storage="int8")
