@@ -8,10 +8,9 @@ import sys
 import threading
 import time
 
+import imesde
 import numpy as np
 import pytest
-
-import imesde
 
 DIM = 32
 
@@ -113,12 +112,13 @@ def test_gil_is_released_during_search() -> None:
 @pytest.mark.timeout(60)
 @pytest.mark.skipif(sys.platform == "win32", reason="fork is POSIX")
 def test_search_works_in_a_forked_child() -> None:
-    engine = imesde.Engine(16, num_shards=8, shard_size=64)
-    engine.ingest_vectors(np.random.default_rng(1).standard_normal((500, 16), dtype=np.float32))
-    engine.search_vector(np.ones(16, np.float32))  # start the thread pool in the parent
+    # Large enough that searches use the thread pool (small scans stay on the caller).
+    engine = imesde.Engine(64, num_shards=8, shard_size=1024)
+    engine.ingest_vectors(np.random.default_rng(1).standard_normal((8192, 64), dtype=np.float32))
+    engine.search_vector(np.ones(64, np.float32))  # start the thread pool in the parent
     pid = os.fork()
     if pid == 0:  # pragma: no cover - child
-        ok = len(engine.search_vector(np.ones(16, np.float32), k=5)) == 5
+        ok = len(engine.search_vector(np.ones(64, np.float32), k=5)) == 5
         os._exit(0 if ok else 1)
     _, status = os.waitpid(pid, 0)
     assert os.WEXITSTATUS(status) == 0

@@ -2,12 +2,11 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
+import imesde
 import numpy as np
 import numpy.typing as npt
 import pytest
 from conftest import unit
-
-import imesde
 
 
 def brute_force(
@@ -81,7 +80,7 @@ def test_batch_search_matches_single_search(rng: np.random.Generator) -> None:
 def test_ring_overwrites_the_oldest(rng: np.random.Generator) -> None:
     engine = imesde.Engine(8, num_shards=4, shard_size=4)
     assert engine.capacity == 16
-    for start in range(0, 40, 5):
+    for _ in range(8):
         engine.ingest_vectors(rng.standard_normal((5, 8), dtype=np.float32))
     assert len(engine) == 16
     for i in range(40):
@@ -120,7 +119,9 @@ def test_time_window_and_metadata_filters(rng: np.random.Generator) -> None:
     )
     q = rng.standard_normal(24, dtype=np.float32)
     since = datetime.fromtimestamp(1_700_000_100, tz=timezone.utc)
-    hits = engine.search_vector(q, k=20, since=since, until=1_700_000_300.0, where={"source": "linux"})
+    hits = engine.search_vector(
+        q, k=20, since=since, until=1_700_000_300.0, where={"source": "linux"}
+    )
     allowed = np.array([100 <= i < 300 and sources[i] == "linux" for i in range(n)])
     scores = unit(data) @ unit(q)
     scores[~allowed] = -np.inf

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import imesde
 import numpy as np
 import pytest
-
-import imesde
 
 
 @pytest.fixture
@@ -48,7 +47,9 @@ BAD_INGEST: list[tuple[str, Any, dict[str, Any], type[Exception]]] = [
 ]
 
 
-@pytest.mark.parametrize(("vectors", "kwargs", "exc"), [c[1:] for c in BAD_INGEST], ids=[c[0] for c in BAD_INGEST])
+@pytest.mark.parametrize(
+    ("vectors", "kwargs", "exc"), [c[1:] for c in BAD_INGEST], ids=[c[0] for c in BAD_INGEST]
+)
 def test_bad_ingest_raises_and_changes_nothing(
     engine: imesde.Engine, vectors: Any, kwargs: dict[str, Any], exc: type[Exception]
 ) -> None:
@@ -76,7 +77,7 @@ def test_messages_say_what_was_wrong_and_what_was_expected(engine: imesde.Engine
     with pytest.raises(imesde.DimensionMismatchError, match="768 dims, the engine holds 8-dim"):
         engine.search_vector(np.ones(768, np.float32))
     with pytest.raises(imesde.DTypeError, match="float64"):
-        engine.search_vector(np.ones(8))
+        engine.search_vector(np.ones(8))  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("k", [0, -1])
@@ -99,9 +100,9 @@ def test_bad_queries(engine: imesde.Engine) -> None:
     with pytest.raises(imesde.InvalidValueError):
         engine.search_vector(q, since=10.0, until=5.0)
     with pytest.raises(imesde.DTypeError):
-        engine.search_vector(q, where={"a": 1})
+        engine.search_vector(q, where={"a": 1})  # type: ignore[dict-item]
     with pytest.raises(imesde.DTypeError):
-        engine.search_vector(q, since="yesterday")
+        engine.search_vector(q, since="yesterday")  # type: ignore[arg-type]
     with pytest.raises(imesde.DimensionMismatchError):
         engine.search_vectors(np.ones((3, 9), np.float32))
     assert snapshot(engine) == before

@@ -1,10 +1,9 @@
 from __future__ import annotations
 
+import imesde
 import numpy as np
 import pytest
 from conftest import unit
-
-import imesde
 
 
 def test_cosine_similarity_shapes_and_values(rng: np.random.Generator) -> None:
@@ -26,10 +25,14 @@ def test_distances(rng: np.random.Generator) -> None:
     a = rng.standard_normal((4, 10), dtype=np.float32)
     b = rng.standard_normal((6, 10), dtype=np.float32)
     diff = a[:, None, :] - b[None, :, :]
-    np.testing.assert_allclose(imesde.euclidean_distance(a, b), np.sqrt((diff**2).sum(-1)), rtol=1e-5)
+    np.testing.assert_allclose(
+        imesde.euclidean_distance(a, b), np.sqrt((diff**2).sum(-1)), rtol=1e-5
+    )
     np.testing.assert_allclose(imesde.manhattan_distance(a, b), np.abs(diff).sum(-1), rtol=1e-5)
     assert imesde.euclidean_distance(a[0], a[0]) == 0.0
-    assert imesde.manhattan_distance(a[0], b[0]) == pytest.approx(float(np.abs(a[0] - b[0]).sum()), rel=1e-5)
+    assert imesde.manhattan_distance(a[0], b[0]) == pytest.approx(
+        float(np.abs(a[0] - b[0]).sum()), rel=1e-5
+    )
 
 
 def test_normalize_l2(rng: np.random.Generator) -> None:
@@ -60,7 +63,7 @@ def test_helper_input_errors() -> None:
     with pytest.raises(imesde.DimensionMismatchError):
         imesde.cosine_similarity(np.ones(3, np.float32), np.ones(4, np.float32))
     with pytest.raises(imesde.DTypeError):
-        imesde.euclidean_distance(np.ones(3), np.ones(3))
+        imesde.euclidean_distance(np.ones(3), np.ones(3))  # type: ignore[arg-type]
     with pytest.raises(imesde.InvalidValueError):
         imesde.cosine_similarity(np.zeros(3, np.float32), np.ones(3, np.float32))
     with pytest.raises(imesde.ShapeError):

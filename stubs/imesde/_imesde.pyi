@@ -9,8 +9,8 @@ import numpy.typing as npt
 
 __version__: str
 
-F32Array: TypeAlias = npt.NDArray[np.float32]
-Timestamp: TypeAlias = float | int | datetime
+_F32Array: TypeAlias = npt.NDArray[np.float32]
+_Timestamp: TypeAlias = float | int | datetime
 
 class ImesdeError(Exception):
     """Base class of every error raised by imesde."""
@@ -48,17 +48,17 @@ class Hit:
         """Cosine similarity to the query."""
     @property
     def ts(self) -> float:
-        """Timestamp in seconds since the Unix epoch."""
+        """_Timestamp in seconds since the Unix epoch."""
     @property
     def metadata(self) -> dict[str, str] | None:
         """The item's metadata as a new dict, or None."""
     def __len__(self) -> int: ...
     @overload
-    def __getitem__(self, index: Literal[0, -2]) -> str | None: ...
+    def __getitem__(self, index: Literal[0, -2], /) -> str | None: ...
     @overload
-    def __getitem__(self, index: Literal[1, -1]) -> float: ...
+    def __getitem__(self, index: Literal[1, -1], /) -> float: ...
     @overload
-    def __getitem__(self, index: int) -> str | float | None: ...
+    def __getitem__(self, index: int, /) -> str | float | None: ...
     def __iter__(self) -> Iterator[Any]: ...
 
 @final
@@ -69,14 +69,14 @@ class Item:
     def id(self) -> int:
         """Global id."""
     @property
-    def vector(self) -> F32Array:
+    def vector(self) -> _F32Array:
         """A copy of the stored unit-length vector (dequantised for int8 storage)."""
     @property
     def text(self) -> str | None:
         """The item's text, or None."""
     @property
     def ts(self) -> float:
-        """Timestamp in seconds since the Unix epoch."""
+        """_Timestamp in seconds since the Unix epoch."""
     @property
     def metadata(self) -> dict[str, str] | None:
         """The item's metadata as a new dict, or None."""
@@ -89,36 +89,38 @@ class Engine:
     are stored L2-normalised, scores are cosine similarities, search is exact.
     """
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         dim: int,
         *,
         num_shards: int = 16,
         shard_size: int = 1024,
-        storage: Literal["f32", "float32", "int8"] = "f32",
-    ) -> None: ...
+        storage: str = "f32",
+    ) -> Engine:
+        """An engine for ``dim``-dimensional vectors holding ``num_shards * shard_size``
+        items, stored as ``"f32"`` or ``"int8"`` (a quarter of the memory)."""
     def ingest_vectors(
         self,
-        vectors: F32Array,
+        vectors: _F32Array,
         texts: Sequence[str | None] | None = None,
         *,
-        timestamps: Sequence[Timestamp] | None = None,
+        timestamps: Sequence[_Timestamp] | None = None,
         metadata: Mapping[str, str] | Sequence[Mapping[str, str] | None] | None = None,
     ) -> npt.NDArray[np.uint64]:
         """Add vectors with optional texts, timestamps and metadata; return their ids."""
     def search_vector(
         self,
-        query: F32Array,
+        query: _F32Array,
         k: int = 10,
         *,
-        since: Timestamp | None = None,
-        until: Timestamp | None = None,
+        since: _Timestamp | None = None,
+        until: _Timestamp | None = None,
         where: Mapping[str, str] | None = None,
     ) -> list[Hit]:
         """The ``k`` items most similar to ``query``, best first, optionally filtered."""
     def search_vectors(
-        self, queries: F32Array, k: int = 10
-    ) -> tuple[F32Array, npt.NDArray[np.int64]]:
+        self, queries: _F32Array, k: int = 10
+    ) -> tuple[_F32Array, npt.NDArray[np.int64]]:
         """Exact top-``k`` for a batch of queries: ``(scores, ids)`` of shape ``[nq, k']``."""
     def get(self, id: int) -> Item:
         """The item with this id; raises ``ItemNotFoundError`` if it is not held."""
@@ -138,23 +140,26 @@ class Engine:
     @property
     def storage(self) -> str:
         """``"f32"`` or ``"int8"``."""
-    def stats(self) -> dict[str, int | str]:
+    def stats(self) -> dict[str, Any]:
         """Counters and sizes of the engine."""
 
-@overload
-def cosine_similarity(a: F32Array, b: F32Array) -> Any:
-    """Cosine similarity: a float for two vectors, else the ``[n, m]`` matrix."""
-@overload
-def cosine_similarity(a: F32Array, b: F32Array) -> F32Array: ...
-def batch_cosine_similarity(query: F32Array, vectors: F32Array) -> F32Array:
+def cosine_similarity(a: _F32Array, b: _F32Array) -> Any:
+    """Cosine similarity: a float for two 1-D vectors, else the ``[n, m]`` float32 matrix."""
+
+def batch_cosine_similarity(query: _F32Array, vectors: _F32Array) -> _F32Array:
     """Cosine similarity of one query against every row of ``vectors``."""
-def euclidean_distance(a: F32Array, b: F32Array) -> Any:
+
+def euclidean_distance(a: _F32Array, b: _F32Array) -> Any:
     """Euclidean distance; a float for two vectors, else the ``[n, m]`` matrix."""
-def manhattan_distance(a: F32Array, b: F32Array) -> Any:
+
+def manhattan_distance(a: _F32Array, b: _F32Array) -> Any:
     """Manhattan distance; a float for two vectors, else the ``[n, m]`` matrix."""
-def normalize_l2(x: F32Array) -> F32Array:
+
+def normalize_l2(x: _F32Array) -> _F32Array:
     """A unit-length copy of ``x`` or of each of its rows."""
-def top_k(scores: F32Array, k: int = 10) -> tuple[npt.NDArray[np.int64], F32Array]:
+
+def top_k(scores: _F32Array, k: int = 10) -> tuple[npt.NDArray[np.int64], _F32Array]:
     """``(indices, values)`` of the ``k`` largest scores, best first."""
+
 def simd_backend() -> str:
     """The SIMD backend chosen for this CPU."""

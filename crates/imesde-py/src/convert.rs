@@ -14,6 +14,7 @@ use pyo3::types::{PyDict, PyString};
 use crate::exceptions::{Exc, err};
 
 /// A borrowed float32 array of 1 or 2 dimensions, viewed as `rows x dim`.
+#[allow(clippy::struct_field_names)]
 pub(crate) struct Rows<'py> {
     array: PyReadonlyArrayDyn<'py, f32>,
     pub(crate) rows: usize,
@@ -50,7 +51,10 @@ pub(crate) fn rows<'py>(obj: &Bound<'py, PyAny>, what: &str) -> PyResult<Rows<'p
     }
     let ndim = untyped.ndim();
     if ndim != 1 && ndim != 2 {
-        return Err(err(Exc::Shape, format!("{what} must be 1-D or 2-D, got {ndim}-D")));
+        return Err(err(
+            Exc::Shape,
+            format!("{what} must be 1-D or 2-D, got {ndim}-D"),
+        ));
     }
     if !untyped.is_c_contiguous() {
         return Err(err(
@@ -59,34 +63,57 @@ pub(crate) fn rows<'py>(obj: &Bound<'py, PyAny>, what: &str) -> PyResult<Rows<'p
         ));
     }
     let shape = untyped.shape();
-    let (rows, dim) = if ndim == 1 { (1, shape[0]) } else { (shape[0], shape[1]) };
+    let (rows, dim) = if ndim == 1 {
+        (1, shape[0])
+    } else {
+        (shape[0], shape[1])
+    };
     if rows == 0 || dim == 0 {
-        return Err(err(Exc::Shape, format!("{what} is empty (shape {shape:?})")));
+        return Err(err(
+            Exc::Shape,
+            format!("{what} is empty (shape {shape:?})"),
+        ));
     }
     let array = obj.cast::<PyArrayDyn<f32>>()?.try_readonly()?;
-    Ok(Rows { array, rows, dim, one_d: ndim == 1 })
+    Ok(Rows {
+        array,
+        rows,
+        dim,
+        one_d: ndim == 1,
+    })
 }
 
 /// A positive count from a Python int (`k`, sizes): 0 and negatives are `InvalidValueError`.
 pub(crate) fn positive(what: &str, v: i64) -> PyResult<usize> {
     if v <= 0 {
-        return Err(err(Exc::InvalidValue, format!("{what} must be at least 1, got {v}")));
+        return Err(err(
+            Exc::InvalidValue,
+            format!("{what} must be at least 1, got {v}"),
+        ));
     }
     usize::try_from(v).map_err(|_| err(Exc::InvalidValue, format!("{what} is too large: {v}")))
 }
 
 fn type_name(obj: &Bound<'_, PyAny>) -> String {
-    obj.get_type().name().map_or_else(|_| "?".into(), |n| n.to_string())
+    obj.get_type()
+        .name()
+        .map_or_else(|_| "?".into(), |n| n.to_string())
 }
 
 /// A list of optional texts, one per item.
 pub(crate) fn texts(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<Option<Arc<str>>>> {
     if obj.is_instance_of::<PyString>() {
-        return Err(err(Exc::DType, format!("{what} must be a list of str, got a single str")));
+        return Err(err(
+            Exc::DType,
+            format!("{what} must be a list of str, got a single str"),
+        ));
     }
-    let iter = obj
-        .try_iter()
-        .map_err(|_| err(Exc::DType, format!("{what} must be a list of str, got {}", type_name(obj))))?;
+    let iter = obj.try_iter().map_err(|_| {
+        err(
+            Exc::DType,
+            format!("{what} must be a list of str, got {}", type_name(obj)),
+        )
+    })?;
     iter.enumerate()
         .map(|(i, item)| {
             let item = item?;
@@ -112,14 +139,22 @@ pub(crate) fn timestamp(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<f64> {
     obj.extract::<f64>().map_err(|_| {
         err(
             Exc::DType,
-            format!("{what} must be a number of seconds or a datetime, got {}", type_name(obj)),
+            format!(
+                "{what} must be a number of seconds or a datetime, got {}",
+                type_name(obj)
+            ),
         )
     })
 }
 
 pub(crate) fn timestamps(obj: &Bound<'_, PyAny>) -> PyResult<Vec<f64>> {
     obj.try_iter()
-        .map_err(|_| err(Exc::DType, format!("timestamps must be a sequence, got {}", type_name(obj))))?
+        .map_err(|_| {
+            err(
+                Exc::DType,
+                format!("timestamps must be a sequence, got {}", type_name(obj)),
+            )
+        })?
         .enumerate()
         .map(|(i, t)| timestamp(&t?, &format!("timestamps[{i}]")))
         .collect()
@@ -127,13 +162,19 @@ pub(crate) fn timestamps(obj: &Bound<'_, PyAny>) -> PyResult<Vec<f64>> {
 
 /// A `dict[str, str]`.
 pub(crate) fn str_dict(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<(String, String)>> {
-    let dict = obj
-        .cast::<PyDict>()
-        .map_err(|_| err(Exc::DType, format!("{what} must be a dict[str, str], got {}", type_name(obj))))?;
+    let dict = obj.cast::<PyDict>().map_err(|_| {
+        err(
+            Exc::DType,
+            format!("{what} must be a dict[str, str], got {}", type_name(obj)),
+        )
+    })?;
     dict.iter()
         .map(|(k, v)| {
             let key = k.cast::<PyString>().map_err(|_| {
-                err(Exc::DType, format!("{what} keys must be str, got {}", type_name(&k)))
+                err(
+                    Exc::DType,
+                    format!("{what} keys must be str, got {}", type_name(&k)),
+                )
             })?;
             let val = v.cast::<PyString>().map_err(|_| {
                 err(
@@ -156,7 +197,10 @@ pub(crate) fn metadata(obj: &Bound<'_, PyAny>, n: usize) -> PyResult<Vec<Option<
         .map_err(|_| {
             err(
                 Exc::DType,
-                format!("metadata must be a dict[str, str] or a list of them, got {}", type_name(obj)),
+                format!(
+                    "metadata must be a dict[str, str] or a list of them, got {}",
+                    type_name(obj)
+                ),
             )
         })?
         .enumerate()
@@ -165,7 +209,10 @@ pub(crate) fn metadata(obj: &Bound<'_, PyAny>, n: usize) -> PyResult<Vec<Option<
             if m.is_none() {
                 Ok(None)
             } else {
-                Ok(Some(Arc::new(Metadata::new(str_dict(&m, &format!("metadata[{i}]"))?))))
+                Ok(Some(Arc::new(Metadata::new(str_dict(
+                    &m,
+                    &format!("metadata[{i}]"),
+                )?))))
             }
         })
         .collect()
@@ -180,7 +227,10 @@ pub(crate) fn filter(
     Ok(Filter {
         since: since.map(|t| timestamp(t, "since")).transpose()?,
         until: until.map(|t| timestamp(t, "until")).transpose()?,
-        equals: where_.map(|w| str_dict(w, "where")).transpose()?.unwrap_or_default(),
+        equals: where_
+            .map(|w| str_dict(w, "where"))
+            .transpose()?
+            .unwrap_or_default(),
     })
 }
 

@@ -42,8 +42,13 @@ impl Hit {
     /// The item's metadata as a new dict, or None.
     #[getter]
     fn metadata<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
-        self.0.metadata.as_deref().map(|m| meta_dict(py, m)).transpose()
+        self.0
+            .metadata
+            .as_deref()
+            .map(|m| meta_dict(py, m))
+            .transpose()
     }
+    #[allow(clippy::unused_self)] // a protocol method: always a pair
     fn __len__(&self) -> usize {
         2
     }
@@ -51,7 +56,9 @@ impl Hit {
         match index {
             0 | -2 => Ok(self.0.text.as_deref().into_pyobject(py)?.into_any()),
             1 | -1 => Ok(self.0.score.into_pyobject(py)?.into_any()),
-            _ => Err(pyo3::exceptions::PyIndexError::new_err("Hit unpacks as (text, score)")),
+            _ => Err(pyo3::exceptions::PyIndexError::new_err(
+                "Hit unpacks as (text, score)",
+            )),
         }
     }
     fn __iter__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
@@ -98,10 +105,19 @@ impl Item {
     /// The item's metadata as a new dict, or None.
     #[getter]
     fn metadata<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
-        self.0.metadata.as_deref().map(|m| meta_dict(py, m)).transpose()
+        self.0
+            .metadata
+            .as_deref()
+            .map(|m| meta_dict(py, m))
+            .transpose()
     }
     fn __repr__(&self) -> String {
-        format!("Item(id={}, text={:?}, ts={})", self.0.id, self.0.text.as_deref().unwrap_or(""), self.0.ts)
+        format!(
+            "Item(id={}, text={:?}, ts={})",
+            self.0.id,
+            self.0.text.as_deref().unwrap_or(""),
+            self.0.ts
+        )
     }
 }
 
@@ -118,7 +134,10 @@ fn storage_of(name: &str) -> PyResult<Storage> {
     match name {
         "f32" | "float32" => Ok(Storage::F32),
         "int8" => Ok(Storage::Int8),
-        _ => Err(err(Exc::InvalidValue, format!("storage must be \"f32\" or \"int8\", got {name:?}"))),
+        _ => Err(err(
+            Exc::InvalidValue,
+            format!("storage must be \"f32\" or \"int8\", got {name:?}"),
+        )),
     }
 }
 
@@ -126,7 +145,13 @@ fn storage_of(name: &str) -> PyResult<Storage> {
 impl Engine {
     #[new]
     #[pyo3(signature = (dim, *, num_shards = 16, shard_size = 1024, storage = "f32"))]
-    fn new(py: Python<'_>, dim: i64, num_shards: i64, shard_size: i64, storage: &str) -> PyResult<Self> {
+    fn new(
+        py: Python<'_>,
+        dim: i64,
+        num_shards: i64,
+        shard_size: i64,
+        storage: &str,
+    ) -> PyResult<Self> {
         let cfg = RingConfig {
             dim: positive("dim", dim)?,
             num_shards: positive("num_shards", num_shards)?,
@@ -134,7 +159,9 @@ impl Engine {
             storage: storage_of(storage)?,
         };
         let ring = py.detach(|| Ring::new(cfg)).map_err(CoreError)?;
-        Ok(Engine { ring: Arc::new(ring) })
+        Ok(Engine {
+            ring: Arc::new(ring),
+        })
     }
 
     /// Adds vectors (``[n, dim]`` or ``[dim]`` float32) with optional texts, timestamps
@@ -151,9 +178,18 @@ impl Engine {
     ) -> PyResult<Bound<'py, PyArray1<u64>>> {
         let rows = convert::rows(vectors, "vectors")?;
         let attrs = Attributes {
-            texts: texts.map(|t| convert::texts(t, "texts")).transpose()?.unwrap_or_default(),
-            timestamps: timestamps.map(convert::timestamps).transpose()?.unwrap_or_default(),
-            metadata: metadata.map(|m| convert::metadata(m, rows.rows)).transpose()?.unwrap_or_default(),
+            texts: texts
+                .map(|t| convert::texts(t, "texts"))
+                .transpose()?
+                .unwrap_or_default(),
+            timestamps: timestamps
+                .map(convert::timestamps)
+                .transpose()?
+                .unwrap_or_default(),
+            metadata: metadata
+                .map(|m| convert::metadata(m, rows.rows))
+                .transpose()?
+                .unwrap_or_default(),
         };
         let data = rows.as_slice();
         let ring = &self.ring;
@@ -180,13 +216,18 @@ impl Engine {
         if q.rows != 1 {
             return Err(err(
                 Exc::Shape,
-                format!("query must be one vector, got {} rows; use search_vectors for a batch", q.rows),
+                format!(
+                    "query must be one vector, got {} rows; use search_vectors for a batch",
+                    q.rows
+                ),
             ));
         }
         self.check_dim(q.dim, "query")?;
         let filter = convert::filter(since, until, r#where)?;
         let (data, ring) = (q.as_slice(), &self.ring);
-        let hits = py.detach(|| ring.search(data, k, &filter)).map_err(CoreError)?;
+        let hits = py
+            .detach(|| ring.search(data, k, &filter))
+            .map_err(CoreError)?;
         Ok(hits.into_iter().map(Hit).collect())
     }
 
@@ -205,7 +246,9 @@ impl Engine {
         let q = convert::rows(queries, "queries")?;
         self.check_dim(q.dim, "queries")?;
         let (data, ring) = (q.as_slice(), &self.ring);
-        let res = py.detach(|| ring.search_batch(data, k)).map_err(CoreError)?;
+        let res = py
+            .detach(|| ring.search_batch(data, k))
+            .map_err(CoreError)?;
         let shape = [res.nq, res.k];
         let ids: Vec<i64> = res.ids.into_iter().map(|i| i as i64).collect();
         Ok((
@@ -218,9 +261,14 @@ impl Engine {
     /// ingested or has been overwritten.
     fn get(&self, py: Python<'_>, id: i64) -> PyResult<Item> {
         let ring = &self.ring;
-        let found = u64::try_from(id).ok().and_then(|id| py.detach(|| ring.get(id)));
+        let found = u64::try_from(id)
+            .ok()
+            .and_then(|id| py.detach(|| ring.get(id)));
         found.map(Item).ok_or_else(|| {
-            err(Exc::NotFound, format!("no item with id {id} (held: {} items)", ring.len()))
+            err(
+                Exc::NotFound,
+                format!("no item with id {id} (held: {} items)", ring.len()),
+            )
         })
     }
 
@@ -300,7 +348,12 @@ impl Engine {
         if got == expected {
             Ok(())
         } else {
-            Err(CoreError(imesde_ring::RingError::Dimension { what, got, expected }).into())
+            Err(CoreError(imesde_ring::RingError::Dimension {
+                what,
+                got,
+                expected,
+            })
+            .into())
         }
     }
 }

@@ -39,6 +39,8 @@ struct Spec {
     doc: &'static str,
 }
 
+// Closures, not `Python::get_type` paths: the path is not generic over the lifetime.
+#[allow(clippy::redundant_closure_for_method_calls)]
 const SPECS: [Spec; 7] = [
     Spec {
         exc: Exc::Imesde,
@@ -49,7 +51,10 @@ const SPECS: [Spec; 7] = [
     Spec {
         exc: Exc::Shape,
         name: "ShapeError",
-        bases: &[Base::Own(Exc::Imesde), Base::Builtin(|py| py.get_type::<PyValueError>())],
+        bases: &[
+            Base::Own(Exc::Imesde),
+            Base::Builtin(|py| py.get_type::<PyValueError>()),
+        ],
         doc: "An array or list has the wrong shape, length or memory layout.",
     },
     Spec {
@@ -61,25 +66,37 @@ const SPECS: [Spec; 7] = [
     Spec {
         exc: Exc::InvalidValue,
         name: "InvalidValueError",
-        bases: &[Base::Own(Exc::Imesde), Base::Builtin(|py| py.get_type::<PyValueError>())],
+        bases: &[
+            Base::Own(Exc::Imesde),
+            Base::Builtin(|py| py.get_type::<PyValueError>()),
+        ],
         doc: "A value is out of range: NaN or infinite numbers, a zero vector, k <= 0, a zero size.",
     },
     Spec {
         exc: Exc::DType,
         name: "DTypeError",
-        bases: &[Base::Own(Exc::Imesde), Base::Builtin(|py| py.get_type::<PyTypeError>())],
+        bases: &[
+            Base::Own(Exc::Imesde),
+            Base::Builtin(|py| py.get_type::<PyTypeError>()),
+        ],
         doc: "An argument has the wrong type or dtype (imesde never casts silently).",
     },
     Spec {
         exc: Exc::Capacity,
         name: "CapacityError",
-        bases: &[Base::Own(Exc::Imesde), Base::Builtin(|py| py.get_type::<PyMemoryError>())],
+        bases: &[
+            Base::Own(Exc::Imesde),
+            Base::Builtin(|py| py.get_type::<PyMemoryError>()),
+        ],
         doc: "The requested ring is too large to allocate.",
     },
     Spec {
         exc: Exc::NotFound,
         name: "ItemNotFoundError",
-        bases: &[Base::Own(Exc::Imesde), Base::Builtin(|py| py.get_type::<PyKeyError>())],
+        bases: &[
+            Base::Own(Exc::Imesde),
+            Base::Builtin(|py| py.get_type::<PyKeyError>()),
+        ],
         doc: "No item with this id is held (never ingested, or already overwritten).",
     },
 ];

@@ -13,7 +13,10 @@ fn check_finite(what: &str, x: &[f32]) -> PyResult<()> {
     if x.iter().all(|v| v.is_finite()) {
         Ok(())
     } else {
-        Err(err(Exc::InvalidValue, format!("{what} contains NaN or infinite values")))
+        Err(err(
+            Exc::InvalidValue,
+            format!("{what} contains NaN or infinite values"),
+        ))
     }
 }
 
@@ -21,7 +24,10 @@ fn same_dim(a: &Rows<'_>, b: &Rows<'_>) -> PyResult<()> {
     if a.dim == b.dim {
         Ok(())
     } else {
-        Err(err(Exc::Dimension, format!("a has {} dims, b has {} dims", a.dim, b.dim)))
+        Err(err(
+            Exc::Dimension,
+            format!("a has {} dims, b has {} dims", a.dim, b.dim),
+        ))
     }
 }
 
@@ -30,28 +36,32 @@ fn unit_rows(what: &str, x: &[f32], dim: usize) -> PyResult<Vec<f32>> {
     check_finite(what, x)?;
     let mut out = x.to_vec();
     for (i, row) in out.chunks_exact_mut(dim).enumerate() {
-        let norm = row.iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>().sqrt();
-        if norm == 0.0 {
+        if imesde_simd::normalize_l2(row) == 0.0 {
             return Err(err(
                 Exc::InvalidValue,
                 format!("{what} row {i} is all zeros; its direction (and cosine) is undefined"),
             ));
         }
-        let inv = (1.0 / norm) as f32;
-        row.iter_mut().for_each(|v| *v *= inv);
     }
     Ok(out)
 }
 
 /// `f(a_i, b_j)` for every pair, `[n, m]` row-major, rows of `a` in parallel.
-fn pairwise(a: &[f32], b: &[f32], dim: usize, f: impl Fn(&[f32], &[f32]) -> f32 + Sync) -> Vec<f32> {
+fn pairwise(
+    a: &[f32],
+    b: &[f32],
+    dim: usize,
+    f: impl Fn(&[f32], &[f32]) -> f32 + Sync,
+) -> Vec<f32> {
     let m = b.len() / dim;
     let mut out = vec![0.0f32; a.len() / dim * m];
-    out.par_chunks_mut(m.max(1)).zip(a.par_chunks(dim)).for_each(|(o, x)| {
-        for (v, y) in o.iter_mut().zip(b.chunks_exact(dim)) {
-            *v = f(x, y);
-        }
-    });
+    out.par_chunks_mut(m.max(1))
+        .zip(a.par_chunks(dim))
+        .for_each(|(o, x)| {
+            for (v, y) in o.iter_mut().zip(b.chunks_exact(dim)) {
+                *v = f(x, y);
+            }
+        });
     out
 }
 
@@ -65,7 +75,10 @@ fn shape_result<'py>(
     if a.one_d && b.one_d {
         return Ok(values[0].into_pyobject(py)?.into_any());
     }
-    Ok(values.into_pyarray(py).reshape([a.rows, b.rows])?.into_any())
+    Ok(values
+        .into_pyarray(py)
+        .reshape([a.rows, b.rows])?
+        .into_any())
 }
 
 fn metric<'py>(
@@ -85,7 +98,11 @@ fn metric<'py>(
 }
 
 fn l2(x: &[f32], y: &[f32]) -> f32 {
-    x.iter().zip(y).map(|(a, b)| (a - b) * (a - b)).sum::<f32>().sqrt()
+    x.iter()
+        .zip(y)
+        .map(|(a, b)| (a - b) * (a - b))
+        .sum::<f32>()
+        .sqrt()
 }
 
 fn l1(x: &[f32], y: &[f32]) -> f32 {
@@ -124,7 +141,10 @@ pub(crate) fn batch_cosine_similarity<'py>(
 ) -> PyResult<Bound<'py, PyArray1<f32>>> {
     let (rq, rv) = (rows(query, "query")?, rows(vectors, "vectors")?);
     if !rq.one_d {
-        return Err(err(Exc::Shape, "query must be 1-D; use cosine_similarity for a matrix"));
+        return Err(err(
+            Exc::Shape,
+            "query must be 1-D; use cosine_similarity for a matrix",
+        ));
     }
     same_dim(&rq, &rv)?;
     let uq = unit_rows("query", rq.as_slice(), rq.dim)?;
@@ -161,7 +181,10 @@ pub(crate) fn manhattan_distance<'py>(
 /// A unit-length copy of ``x`` (``[d]``) or of each row of ``x`` (``[n, d]``). Zero rows
 /// raise ``InvalidValueError`` rather than being returned unchanged.
 #[pyfunction]
-pub(crate) fn normalize_l2<'py>(py: Python<'py>, x: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+pub(crate) fn normalize_l2<'py>(
+    py: Python<'py>,
+    x: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
     let r = rows(x, "x")?;
     let out = unit_rows("x", r.as_slice(), r.dim)?.into_pyarray(py);
     if r.one_d {
@@ -185,7 +208,10 @@ pub(crate) fn top_k<'py>(
     let r = rows(scores, "scores")?;
     let x = r.as_slice();
     if x.iter().any(|v| v.is_nan()) {
-        return Err(err(Exc::InvalidValue, "scores contain NaN, which has no rank"));
+        return Err(err(
+            Exc::InvalidValue,
+            "scores contain NaN, which has no rank",
+        ));
     }
     let (m, n) = if r.one_d { (1, r.dim) } else { (r.rows, r.dim) };
     let kk = k.min(n);
@@ -200,7 +226,9 @@ pub(crate) fn top_k<'py>(
     if r.one_d {
         Ok((idx.into_any(), val.into_any()))
     } else {
-        Ok((idx.reshape([m, kk])?.into_any(), val.reshape([m, kk])?.into_any()))
+        Ok((
+            idx.reshape([m, kk])?.into_any(),
+            val.reshape([m, kk])?.into_any(),
+        ))
     }
 }
-

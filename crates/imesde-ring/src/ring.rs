@@ -80,6 +80,9 @@ pub struct BatchResult {
 const EMPTY: u64 = u64::MAX;
 /// Rows scored per kernel call: bounds the score buffers whatever the shard size.
 const CHUNK: usize = 2048;
+/// Below this many multiply-adds a scan runs on the calling thread: waking idle pool
+/// threads costs 0.1-0.2 ms, more than scanning a few hundred rows.
+const PARALLEL_MIN_WORK: usize = 1 << 18;
 
 static PARALLEL: AtomicBool = AtomicBool::new(true);
 
@@ -159,17 +162,9 @@ fn normalise_into(what: &'static str, src: &[f32], dim: usize, out: &mut [f32]) 
         if x.iter().any(|v| !v.is_finite()) {
             return Err(RingError::NonFinite { what, index });
         }
-        let norm = x
-            .iter()
-            .map(|&v| f64::from(v) * f64::from(v))
-            .sum::<f64>()
-            .sqrt();
-        if norm == 0.0 {
+        o.copy_from_slice(x);
+        if imesde_simd::normalize_l2(o) == 0.0 {
             return Err(RingError::ZeroVector { what, index });
-        }
-        let inv = (1.0 / norm) as f32;
-        for (o, &v) in o.iter_mut().zip(x) {
-            *o = v * inv;
         }
     }
     Ok(())
@@ -284,8 +279,15 @@ impl Ring {
         )
     }
 
-    fn map_shards<T: Send>(&self, f: impl Fn(&Shard) -> T + Sync + Send) -> Vec<T> {
-        if PARALLEL.load(Ordering::Relaxed) && self.shards.len() > 1 {
+    /// Runs `f` on every shard under its read lock; in parallel when the scan of `nq` queries
+    /// is worth waking the pool for.
+    fn map_shards<T: Send>(&self, nq: usize, f: impl Fn(&Shard) -> T + Sync + Send) -> Vec<T> {
+        let held = self
+            .next_id
+            .load(Ordering::Relaxed)
+            .min(self.capacity() as u64) as usize;
+        let work = held.saturating_mul(self.cfg.dim).saturating_mul(nq);
+        if PARALLEL.load(Ordering::Relaxed) && self.shards.len() > 1 && work >= PARALLEL_MIN_WORK {
             self.shards.par_iter().map(|s| f(&s.read())).collect()
         } else {
             self.shards.iter().map(|s| f(&s.read())).collect()
@@ -520,7 +522,7 @@ impl Ring {
         }
         let (_, q) = self.prepare_queries(query)?;
         self.searches.fetch_add(1, Ordering::Relaxed);
-        let per_shard = self.map_shards(|shard| {
+        let per_shard = self.map_shards(1, |shard| {
             let mut top = TopK::new(k);
             let plain = filter.is_empty();
             self.scan_shard(shard, &q, 1, |_, slot, score| {
@@ -566,7 +568,7 @@ impl Ring {
         }
         let (nq, q) = self.prepare_queries(queries)?;
         self.searches.fetch_add(nq as u64, Ordering::Relaxed);
-        let per_shard = self.map_shards(|shard| {
+        let per_shard = self.map_shards(nq, |shard| {
             let mut tops: Vec<TopK> = (0..nq).map(|_| TopK::new(k)).collect();
             self.scan_shard(shard, &q, nq, |j, slot, score| {
                 let id = shard.ids[slot];

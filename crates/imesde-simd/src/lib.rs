@@ -305,3 +305,20 @@ pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
 pub fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
     Kernels::best().dot_i8(a, b)
 }
+
+/// Scales `x` to unit L2 norm in place and returns its original norm (summed in f64). A zero
+/// vector is left unchanged and 0.0 returned; callers decide whether that is an error.
+pub fn normalize_l2(x: &mut [f32]) -> f64 {
+    let norm = x
+        .iter()
+        .map(|&v| f64::from(v) * f64::from(v))
+        .sum::<f64>()
+        .sqrt();
+    if norm > 0.0 {
+        let inv = (1.0 / norm) as f32;
+        for v in x.iter_mut() {
+            *v *= inv;
+        }
+    }
+    norm
+}

@@ -1,0 +1,47 @@
+# Two entry points, both self-contained on a fresh machine with Rust and Python 3.10+:
+#   make run    build, then stream real data into an engine and query it
+#   make test   build, then every check CI runs
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-dev
+
+.PHONY: run test build rust-test lint py-test stubtest bench clean
+
+$(STAMP): requirements-dev.txt
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements-dev.txt
+	touch $@
+
+build: $(STAMP)
+	$(VENV)/bin/maturin develop --release -q
+
+run: build
+	$(PY) examples/stream_demo.py
+
+rust-test:
+	cargo test --workspace --exclude imesde-py
+
+lint: $(STAMP)
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets -- -D warnings
+	$(VENV)/bin/ruff check python tests benches examples
+	$(VENV)/bin/ruff format --check python tests benches examples
+	$(VENV)/bin/mypy
+	$(VENV)/bin/actionlint .github/workflows/*.yml
+	$(VENV)/bin/zizmor --offline --quiet .github/workflows
+
+stubtest: build
+	MYPYPATH=stubs $(PY) -m mypy.stubtest imesde._imesde --allowlist .mypy-stubtest-allowlist
+
+py-test: build
+	$(PY) -m pytest
+
+test: rust-test lint stubtest py-test
+
+bench: build
+	$(PY) -m pip install -q faiss-cpu
+	$(PY) benches/bench_search.py
+
+clean:
+	rm -rf $(VENV) target
