@@ -82,10 +82,10 @@ def main() -> None:
     )
     print()
     print(
-        "| items | query | numpy ms | faiss ms | imesde f32 ms | imesde int8 ms | f32 / numpy "
-        "| int8 / numpy | int8 recall@10 (gauss / clustered) |"
+        "| items | queries | numpy ms | faiss ms | imesde f32 ms | imesde int8 ms "
+        "| f32 / numpy | f32 / faiss | int8 / numpy | int8 recall@10 (gauss / clustered) |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for n in args.sizes:
         bench_size(n, args.repeat, faiss, rng)
 
