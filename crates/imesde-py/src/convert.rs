@@ -234,11 +234,15 @@ pub(crate) fn filter(
     })
 }
 
-/// Metadata as a new Python dict.
-pub(crate) fn meta_dict<'py>(py: Python<'py>, m: &Metadata) -> PyResult<Bound<'py, PyDict>> {
+/// Metadata as a new Python dict, or None.
+pub(crate) fn meta_dict<'py>(
+    py: Python<'py>,
+    m: Option<&Metadata>,
+) -> PyResult<Option<Bound<'py, PyDict>>> {
+    let Some(m) = m else { return Ok(None) };
     let d = PyDict::new(py);
     for (k, v) in m.iter() {
         d.set_item(k, v)?;
     }
-    Ok(d)
+    Ok(Some(d))
 }

@@ -42,11 +42,7 @@ impl Hit {
     /// The item's metadata as a new dict, or None.
     #[getter]
     fn metadata<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
-        self.0
-            .metadata
-            .as_deref()
-            .map(|m| meta_dict(py, m))
-            .transpose()
+        meta_dict(py, self.0.metadata.as_deref())
     }
     #[allow(clippy::unused_self)] // a protocol method: always a pair
     fn __len__(&self) -> usize {
@@ -105,11 +101,7 @@ impl Item {
     /// The item's metadata as a new dict, or None.
     #[getter]
     fn metadata<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
-        self.0
-            .metadata
-            .as_deref()
-            .map(|m| meta_dict(py, m))
-            .transpose()
+        meta_dict(py, self.0.metadata.as_deref())
     }
     fn __repr__(&self) -> String {
         format!(

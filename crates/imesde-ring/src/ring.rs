@@ -294,7 +294,8 @@ impl Ring {
         }
     }
 
-    fn prepare(&self, what: &'static str, vectors: &[f32]) -> Result<(usize, Prepared)> {
+    /// Checks the length and values of `vectors.len() / dim` rows and L2-normalises them.
+    fn unit_rows(&self, what: &'static str, vectors: &[f32]) -> Result<(usize, Vec<f32>)> {
         let dim = self.cfg.dim;
         if !vectors.len().is_multiple_of(dim) || vectors.is_empty() {
             let got = if vectors.is_empty() {
@@ -308,24 +309,27 @@ impl Ring {
                 expected: dim,
             });
         }
-        let n = vectors.len() / dim;
         let mut unit = vec![0.0f32; vectors.len()];
         normalise_into(what, vectors, dim, &mut unit)?;
-        Ok((
-            n,
-            match self.cfg.storage {
-                Storage::F32 => Prepared::F32(unit),
-                Storage::Int8 => {
-                    let mut codes = vec![0i8; unit.len()];
-                    let scales = unit
-                        .chunks_exact(dim)
-                        .zip(codes.chunks_exact_mut(dim))
-                        .map(|(x, c)| quant::quantize_i8(x, c))
-                        .collect();
-                    Prepared::Int8 { codes, scales }
-                }
-            },
-        ))
+        Ok((vectors.len() / dim, unit))
+    }
+
+    /// Unit rows encoded for this ring's storage.
+    fn prepare(&self, vectors: &[f32]) -> Result<(usize, Prepared)> {
+        let (n, unit) = self.unit_rows("vector", vectors)?;
+        let prepared = match self.cfg.storage {
+            Storage::F32 => Prepared::F32(unit),
+            Storage::Int8 => {
+                let mut codes = vec![0i8; unit.len()];
+                let scales = unit
+                    .chunks_exact(self.cfg.dim)
+                    .zip(codes.chunks_exact_mut(self.cfg.dim))
+                    .map(|(x, c)| quant::quantize_i8(x, c))
+                    .collect();
+                Prepared::Int8 { codes, scales }
+            }
+        };
+        Ok((n, prepared))
     }
 
     /// Adds `vectors.len() / dim` vectors (row-major) with their attributes and returns their
@@ -336,7 +340,7 @@ impl Ring {
     /// A wrong length, a NaN / infinite or all-zero vector, an attribute list whose length is
     /// not the number of vectors, a non-finite timestamp.
     pub fn ingest(&self, vectors: &[f32], attrs: &Attributes) -> Result<Range<u64>> {
-        let (n, prepared) = self.prepare("vector", vectors)?;
+        let (n, prepared) = self.prepare(vectors)?;
         for (what, got) in [
             ("texts", attrs.texts.len()),
             ("timestamps", attrs.timestamps.len()),
@@ -420,28 +424,23 @@ impl Ring {
         Ok(start..end)
     }
 
+    /// Unit queries in the form the kernels of this ring's storage want; int8 rings get
+    /// 15-bit query codes.
     fn prepare_queries(&self, queries: &[f32]) -> Result<(usize, Query)> {
-        let (nq, prepared) = self.prepare("query", queries)?;
-        let dim = self.cfg.dim;
-        Ok((
-            nq,
-            match prepared {
-                Prepared::F32(unit) => Query::F32(unit),
-                Prepared::Int8 { .. } => {
-                    // Re-normalise from the source rather than from int8 codes: the query side
-                    // keeps 15 bits.
-                    let mut unit = vec![0.0f32; queries.len()];
-                    normalise_into("query", queries, dim, &mut unit)?;
-                    let mut codes = vec![0i16; unit.len()];
-                    let scales = unit
-                        .chunks_exact(dim)
-                        .zip(codes.chunks_exact_mut(dim))
-                        .map(|(x, c)| quant::quantize_query(x, c))
-                        .collect();
-                    Query::Int8 { codes, scales }
-                }
-            },
-        ))
+        let (nq, unit) = self.unit_rows("query", queries)?;
+        let query = match self.cfg.storage {
+            Storage::F32 => Query::F32(unit),
+            Storage::Int8 => {
+                let mut codes = vec![0i16; unit.len()];
+                let scales = unit
+                    .chunks_exact(self.cfg.dim)
+                    .zip(codes.chunks_exact_mut(self.cfg.dim))
+                    .map(|(x, c)| quant::quantize_query(x, c))
+                    .collect();
+                Query::Int8 { codes, scales }
+            }
+        };
+        Ok((nq, query))
     }
 
     /// Scores `nq` queries against the written slots of `shard`, chunk by chunk, calling
