@@ -1,5 +1,5 @@
 # Two entry points, both self-contained on a fresh machine with Rust and Python 3.10+:
-#   make run    build, then stream real data into an engine and query it
+#   make run    build, then replay a real text stream into an engine and query it by meaning
 #   make test   build, then every check CI runs
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -17,10 +17,11 @@ build: $(STAMP)
 	$(VENV)/bin/maturin develop --release -q
 
 run: build
-	$(PY) examples/stream_demo.py
+	$(VENV)/bin/imesde demo
 
-rust-test:
-	cargo test --workspace --exclude imesde-py
+# The embedding tests find ONNX Runtime and the model through this venv's packages.
+rust-test: $(STAMP)
+	PYTHON=$(abspath $(PY)) cargo test --workspace --exclude imesde-py
 
 lint: $(STAMP)
 	cargo fmt --all --check

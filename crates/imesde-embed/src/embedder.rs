@@ -1,0 +1,375 @@
+//! Texts in, unit vectors out: tokenize, sort by length, pad per sub-batch, run, pool, normalise.
+
+use std::collections::HashMap;
+use std::num::NonZeroUsize;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use tokenizers::{Encoding, Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
+
+use crate::cache::Cache;
+use crate::error::{EmbedError, Result};
+use crate::model::{Batch, OnnxModel};
+use crate::pool::Pooling;
+
+/// How an [`Embedder`] tokenizes, batches, pools and caches.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EmbedderConfig {
+    /// Tokens per text, special tokens included; longer texts are truncated.
+    pub max_length: usize,
+    /// Texts per model call.
+    pub batch_size: usize,
+    pub pooling: Pooling,
+    /// L2-normalise each vector.
+    pub normalize: bool,
+    /// ONNX Runtime intra-op threads; `None` lets ONNX Runtime choose.
+    pub threads: Option<usize>,
+    /// Vectors kept in the text cache; 0 turns the cache off.
+    pub cache_size: usize,
+    /// Age after which a cached vector is recomputed.
+    pub cache_ttl: Option<Duration>,
+}
+
+impl Default for EmbedderConfig {
+    fn default() -> Self {
+        Self {
+            max_length: 256,
+            batch_size: 32,
+            pooling: Pooling::Mean,
+            normalize: true,
+            threads: None,
+            cache_size: 10_000,
+            cache_ttl: None,
+        }
+    }
+}
+
+/// Counters since the embedder was built. Times are wall-clock seconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct EmbedStats {
+    /// Texts asked for, cache hits included.
+    pub requested: u64,
+    /// Texts run through the model.
+    pub embedded: u64,
+    pub cache_hits: u64,
+    pub cache_misses: u64,
+    /// Model calls.
+    pub batches: u64,
+    /// Tokens fed to the model, padding included.
+    pub padded_tokens: u64,
+    /// Real tokens fed to the model.
+    pub tokens: u64,
+    pub tokenize_seconds: f64,
+    /// Building the padded input arrays.
+    pub pad_seconds: f64,
+    /// Inside ONNX Runtime.
+    pub inference_seconds: f64,
+    /// Pooling and normalisation.
+    pub pool_seconds: f64,
+}
+
+impl EmbedStats {
+    /// Mean seconds per model call.
+    #[must_use]
+    pub fn mean_batch_seconds(&self) -> f64 {
+        if self.batches == 0 {
+            0.0
+        } else {
+            self.inference_seconds / self.batches as f64
+        }
+    }
+
+    /// Texts embedded per second of embedding work (tokenize + pad + infer + pool).
+    #[must_use]
+    pub fn texts_per_second(&self) -> f64 {
+        let t =
+            self.tokenize_seconds + self.pad_seconds + self.inference_seconds + self.pool_seconds;
+        if t > 0.0 {
+            self.embedded as f64 / t
+        } else {
+            0.0
+        }
+    }
+}
+
+/// A sentence-embedding model with its tokenizer, batching policy and cache. `Sync`: share it
+/// between threads; model calls are serialised, tokenization and cache lookups are not.
+#[derive(Debug)]
+pub struct Embedder {
+    tokenizer: Tokenizer,
+    model: OnnxModel,
+    config: EmbedderConfig,
+    pad_id: i64,
+    dim: usize,
+    cache: Option<Mutex<Cache>>,
+    stats: Mutex<EmbedStats>,
+    generation: u64,
+}
+
+impl Embedder {
+    /// Loads `model` (an ONNX file) and `tokenizer` (a `tokenizer.json`). The ONNX Runtime
+    /// library must be loaded first ([`crate::load_runtime`]).
+    ///
+    /// # Errors
+    /// Missing files, a tokenizer or model that is not a sentence model, options out of range.
+    pub fn new(model: &Path, tokenizer: &Path, config: EmbedderConfig) -> Result<Self> {
+        if config.max_length < 2 {
+            return Err(EmbedError::Config(format!(
+                "max_length must be at least 2 (room for [CLS] and [SEP]), got {}",
+                config.max_length
+            )));
+        }
+        if config.batch_size == 0 {
+            return Err(EmbedError::Config(
+                "batch_size must be at least 1, got 0".into(),
+            ));
+        }
+        if config.threads == Some(0) {
+            return Err(EmbedError::Config(
+                "threads must be at least 1, got 0".into(),
+            ));
+        }
+        if !tokenizer.is_file() {
+            return Err(EmbedError::NotFound {
+                what: "tokenizer file",
+                path: tokenizer.to_path_buf(),
+            });
+        }
+        let tok_error = |reason: String| EmbedError::Tokenizer {
+            path: tokenizer.to_path_buf(),
+            reason,
+        };
+        let mut tok = Tokenizer::from_file(tokenizer).map_err(|e| tok_error(e.to_string()))?;
+        let pad_id = tok.get_padding().map_or(0, |p| i64::from(p.pad_id));
+        tok.with_padding(None);
+        tok.with_truncation(Some(TruncationParams {
+            max_length: config.max_length,
+            strategy: TruncationStrategy::LongestFirst,
+            stride: 0,
+            direction: TruncationDirection::Right,
+        }))
+        .map_err(|e| tok_error(e.to_string()))?;
+        let model = OnnxModel::load(model, config.threads)?;
+        let cache = NonZeroUsize::new(config.cache_size)
+            .map(|n| Mutex::new(Cache::new(n, config.cache_ttl)));
+        let mut this = Self {
+            tokenizer: tok,
+            model,
+            config,
+            pad_id,
+            dim: 0,
+            cache,
+            stats: Mutex::default(),
+            generation: crate::generation(),
+        };
+        // One probe call learns the output width and proves the graph runs.
+        let probe = this.tokenize(&["imesde"])?;
+        let mut out = Vec::new();
+        this.dim = this
+            .model
+            .run(&this.pad(&probe, &[0]), this.config.pooling, &mut out)?;
+        Ok(this)
+    }
+
+    /// Width of the vectors.
+    #[must_use]
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    #[must_use]
+    pub fn config(&self) -> &EmbedderConfig {
+        &self.config
+    }
+
+    #[must_use]
+    pub fn model_path(&self) -> &Path {
+        self.model.path()
+    }
+
+    /// True when the graph pools itself and `pooling` is not used.
+    #[must_use]
+    pub fn is_pooled(&self) -> bool {
+        self.model.is_pooled()
+    }
+
+    #[must_use]
+    pub fn stats(&self) -> EmbedStats {
+        *self.stats.lock()
+    }
+
+    /// Vectors cached now.
+    #[must_use]
+    pub fn cache_len(&self) -> usize {
+        self.cache.as_ref().map_or(0, |c| c.lock().len())
+    }
+
+    /// Empties the cache.
+    pub fn clear_cache(&self) {
+        if let Some(c) = &self.cache {
+            c.lock().clear();
+        }
+    }
+
+    /// Embeds `texts` into a row-major `[texts.len(), dim]` buffer. `interrupted` is asked
+    /// between model calls; when it returns true the call stops with [`EmbedError::Interrupted`]
+    /// (nothing is half-written to the cache).
+    ///
+    /// # Errors
+    /// Tokenization or inference failure, or an interruption.
+    pub fn embed<S: AsRef<str> + Sync>(
+        &self,
+        texts: &[S],
+        interrupted: &mut dyn FnMut() -> bool,
+    ) -> Result<Vec<f32>> {
+        if self.generation != crate::generation() {
+            return Err(EmbedError::Forked);
+        }
+        let dim = self.dim;
+        let mut out = vec![0.0f32; texts.len() * dim];
+        // Unique texts the cache does not hold, and the rows each one fills.
+        let mut todo: Vec<&str> = Vec::new();
+        let mut rows: Vec<Vec<usize>> = Vec::new();
+        {
+            let mut first: HashMap<&str, usize> = HashMap::new();
+            let mut cache = self.cache.as_ref().map(|c| c.lock());
+            for (i, text) in texts.iter().enumerate() {
+                let text = text.as_ref();
+                if let Some(&u) = first.get(text) {
+                    rows[u].push(i);
+                } else if cache
+                    .as_mut()
+                    .is_some_and(|c| c.get_into(text, &mut out[i * dim..(i + 1) * dim]))
+                {
+                    // Served from the cache.
+                } else {
+                    first.insert(text, todo.len());
+                    todo.push(text);
+                    rows.push(vec![i]);
+                }
+            }
+        }
+        let misses = todo.len();
+        let mut stats = EmbedStats {
+            requested: texts.len() as u64,
+            cache_hits: (texts.len() - rows.iter().map(Vec::len).sum::<usize>()) as u64,
+            cache_misses: rows.iter().map(Vec::len).sum::<usize>() as u64,
+            ..EmbedStats::default()
+        };
+        if misses > 0 {
+            let vectors = self.run_model(&todo, interrupted, &mut stats)?;
+            for (u, positions) in rows.iter().enumerate() {
+                let v = &vectors[u * dim..(u + 1) * dim];
+                for &i in positions {
+                    out[i * dim..(i + 1) * dim].copy_from_slice(v);
+                }
+            }
+            if let Some(cache) = &self.cache {
+                let mut cache = cache.lock();
+                for (u, text) in todo.iter().enumerate() {
+                    cache.put(text, &vectors[u * dim..(u + 1) * dim]);
+                }
+            }
+        }
+        self.add_stats(&stats);
+        Ok(out)
+    }
+
+    fn add_stats(&self, s: &EmbedStats) {
+        let mut t = self.stats.lock();
+        t.requested += s.requested;
+        t.embedded += s.embedded;
+        t.cache_hits += s.cache_hits;
+        t.cache_misses += s.cache_misses;
+        t.batches += s.batches;
+        t.padded_tokens += s.padded_tokens;
+        t.tokens += s.tokens;
+        t.tokenize_seconds += s.tokenize_seconds;
+        t.pad_seconds += s.pad_seconds;
+        t.inference_seconds += s.inference_seconds;
+        t.pool_seconds += s.pool_seconds;
+    }
+
+    /// Embeds distinct texts, shortest first in sub-batches, results in input order.
+    fn run_model(
+        &self,
+        texts: &[&str],
+        interrupted: &mut dyn FnMut() -> bool,
+        stats: &mut EmbedStats,
+    ) -> Result<Vec<f32>> {
+        let dim = self.dim;
+        let t0 = Instant::now();
+        let encodings = self.tokenize(texts)?;
+        stats.tokenize_seconds += t0.elapsed().as_secs_f64();
+        let mut order: Vec<usize> = (0..texts.len()).collect();
+        order.sort_by_key(|&i| encodings[i].len());
+        let mut out = vec![0.0f32; texts.len() * dim];
+        let mut pooled = Vec::new();
+        for chunk in order.chunks(self.config.batch_size) {
+            if interrupted() {
+                return Err(EmbedError::Interrupted);
+            }
+            let t = Instant::now();
+            let batch = self.pad(&encodings, chunk);
+            let t_pad = t.elapsed().as_secs_f64();
+            let got = self.model.run(&batch, self.config.pooling, &mut pooled)?;
+            let t_run = t.elapsed().as_secs_f64();
+            if got != dim {
+                return Err(EmbedError::Inference(format!(
+                    "the model returned {got}-dim vectors after {dim}-dim ones"
+                )));
+            }
+            for (j, &i) in chunk.iter().enumerate() {
+                let dst = &mut out[i * dim..(i + 1) * dim];
+                dst.copy_from_slice(&pooled[j * dim..(j + 1) * dim]);
+                if self.config.normalize {
+                    imesde_simd::normalize_l2(dst);
+                }
+            }
+            stats.pad_seconds += t_pad;
+            stats.inference_seconds += t_run - t_pad;
+            stats.pool_seconds += t.elapsed().as_secs_f64() - t_run;
+            stats.batches += 1;
+            stats.embedded += chunk.len() as u64;
+            stats.padded_tokens += batch.ids.len() as u64;
+            stats.tokens += batch.mask.iter().filter(|&&m| m != 0).count() as u64;
+        }
+        Ok(out)
+    }
+
+    fn tokenize<S: AsRef<str> + Sync>(&self, texts: &[S]) -> Result<Vec<Encoding>> {
+        let inputs: Vec<&str> = texts.iter().map(AsRef::as_ref).collect();
+        self.tokenizer
+            .encode_batch(inputs, true)
+            .map_err(|e| EmbedError::Tokenize(e.to_string()))
+    }
+
+    /// Pads the encodings `chunk` selects to the longest of them.
+    fn pad(&self, encodings: &[Encoding], chunk: &[usize]) -> Batch {
+        let seq = chunk.iter().map(|&i| encodings[i].len()).max().unwrap_or(0);
+        let n = chunk.len() * seq;
+        let mut batch = Batch {
+            ids: Vec::with_capacity(n),
+            mask: Vec::with_capacity(n),
+            type_ids: Vec::with_capacity(n),
+            batch: chunk.len(),
+            seq,
+        };
+        for &i in chunk {
+            let e = &encodings[i];
+            let pad = seq - e.len();
+            batch.ids.extend(e.get_ids().iter().map(|&x| i64::from(x)));
+            batch.ids.extend(std::iter::repeat_n(self.pad_id, pad));
+            batch
+                .mask
+                .extend(e.get_attention_mask().iter().map(|&x| i64::from(x)));
+            batch.mask.extend(std::iter::repeat_n(0, pad));
+            batch
+                .type_ids
+                .extend(e.get_type_ids().iter().map(|&x| i64::from(x)));
+            batch.type_ids.extend(std::iter::repeat_n(0, pad));
+        }
+        batch
+    }
+}

@@ -1,0 +1,288 @@
+//! One ONNX Runtime session of a BERT-family sentence model, its inputs and its output.
+
+use std::borrow::Cow;
+use std::path::{Path, PathBuf};
+
+use ort::session::builder::GraphOptimizationLevel;
+use ort::session::{Session, SessionInputValue};
+use ort::value::{TensorElementType, TensorRef, ValueType};
+use parking_lot::Mutex;
+
+use crate::error::{EmbedError, Result};
+use crate::pool::{Pooling, pool};
+use crate::runtime::environment;
+
+/// Integer type of the model's token inputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum IdType {
+    I64,
+    I32,
+}
+
+/// What the chosen output holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Output {
+    name: String,
+    /// `[batch, dim]`, already pooled by the graph; otherwise `[batch, seq, dim]` token states.
+    pooled: bool,
+}
+
+/// Padded token arrays for one sub-batch, `[batch, seq]` row-major.
+#[derive(Debug, Default)]
+#[allow(clippy::struct_field_names)]
+pub struct Batch {
+    pub ids: Vec<i64>,
+    pub mask: Vec<i64>,
+    pub type_ids: Vec<i64>,
+    pub batch: usize,
+    pub seq: usize,
+}
+
+/// An ONNX sentence-embedding model behind a lock (`Session::run` needs `&mut`).
+#[derive(Debug)]
+pub struct OnnxModel {
+    session: Mutex<Session>,
+    path: PathBuf,
+    id_type: IdType,
+    input_ids: String,
+    attention_mask: String,
+    token_type_ids: Option<String>,
+    output: Output,
+}
+
+fn model_error(path: &Path, reason: impl Into<String>) -> EmbedError {
+    EmbedError::Model {
+        path: path.to_path_buf(),
+        reason: reason.into(),
+    }
+}
+
+impl OnnxModel {
+    /// Opens `path` with `threads` intra-op threads (`None`: ONNX Runtime's choice).
+    pub fn load(path: &Path, threads: Option<usize>) -> Result<Self> {
+        if !path.is_file() {
+            return Err(EmbedError::NotFound {
+                what: "model file",
+                path: path.to_path_buf(),
+            });
+        }
+        let env = environment()?;
+        let fail = |e: ort::Error<_>| model_error(path, e.to_string());
+        let mut builder = Session::builder(env)
+            .map_err(|e| model_error(path, e.to_string()))?
+            .with_optimization_level(GraphOptimizationLevel::All)
+            .map_err(fail)?
+            .with_inter_threads(1)
+            .map_err(fail)?;
+        if let Some(n) = threads {
+            builder = builder.with_intra_threads(n).map_err(fail)?;
+        }
+        let session = builder
+            .commit_from_file(path)
+            .map_err(|e| model_error(path, e.to_string()))?;
+        Self::describe(session, path)
+    }
+
+    /// Reads the declared inputs and outputs and checks they are those of a sentence model.
+    fn describe(session: Session, path: &Path) -> Result<Self> {
+        let mut id_type = None;
+        let (mut ids, mut mask, mut types) = (None, None, None);
+        for input in session.inputs() {
+            let ty = match input.dtype() {
+                ValueType::Tensor {
+                    ty: TensorElementType::Int64,
+                    ..
+                } => IdType::I64,
+                ValueType::Tensor {
+                    ty: TensorElementType::Int32,
+                    ..
+                } => IdType::I32,
+                other => {
+                    return Err(model_error(
+                        path,
+                        format!(
+                            "input {:?} is {other}, expected an int64 or int32 tensor",
+                            input.name()
+                        ),
+                    ));
+                }
+            };
+            if id_type.is_some_and(|t| t != ty) {
+                return Err(model_error(path, "the token inputs mix int32 and int64"));
+            }
+            id_type = Some(ty);
+            let slot = match input.name() {
+                "input_ids" => &mut ids,
+                "attention_mask" => &mut mask,
+                "token_type_ids" => &mut types,
+                other => {
+                    return Err(model_error(
+                        path,
+                        format!(
+                            "unexpected input {other:?}: a BERT-family sentence model takes \
+                             input_ids, attention_mask and optionally token_type_ids"
+                        ),
+                    ));
+                }
+            };
+            *slot = Some(input.name().to_owned());
+        }
+        let (Some(input_ids), Some(attention_mask), Some(id_type)) = (ids, mask, id_type) else {
+            return Err(model_error(
+                path,
+                "the model must take input_ids and attention_mask",
+            ));
+        };
+        let output = choose_output(&session).ok_or_else(|| {
+            model_error(
+                path,
+                "no float32 output of rank 2 (pooled) or 3 (token states)",
+            )
+        })?;
+        Ok(Self {
+            session: Mutex::new(session),
+            path: path.to_path_buf(),
+            id_type,
+            input_ids,
+            attention_mask,
+            token_type_ids: types,
+            output,
+        })
+    }
+
+    /// The model file.
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// True when the graph returns sentence vectors itself (pooling is then the graph's).
+    #[must_use]
+    pub fn is_pooled(&self) -> bool {
+        self.output.pooled
+    }
+
+    /// Runs one padded batch and writes `batch` pooled (not yet normalised) vectors of `dim`
+    /// values into `out`, resized to fit. Returns `dim`.
+    pub fn run(&self, batch: &Batch, pooling: Pooling, out: &mut Vec<f32>) -> Result<usize> {
+        let shape = [batch.batch, batch.seq];
+        let narrow = |v: &[i64]| v.iter().map(|&x| x as i32).collect::<Vec<i32>>();
+        let (ids32, mask32, types32);
+        let mut inputs: Vec<(Cow<'_, str>, SessionInputValue<'_>)> = Vec::with_capacity(3);
+        let infer = |e: ort::Error| EmbedError::Inference(e.to_string());
+        match self.id_type {
+            IdType::I64 => {
+                inputs.push((
+                    Cow::from(&self.input_ids),
+                    TensorRef::from_array_view((shape, &batch.ids[..]))
+                        .map_err(infer)?
+                        .into(),
+                ));
+                inputs.push((
+                    Cow::from(&self.attention_mask),
+                    TensorRef::from_array_view((shape, &batch.mask[..]))
+                        .map_err(infer)?
+                        .into(),
+                ));
+                if let Some(name) = &self.token_type_ids {
+                    inputs.push((
+                        Cow::from(name),
+                        TensorRef::from_array_view((shape, &batch.type_ids[..]))
+                            .map_err(infer)?
+                            .into(),
+                    ));
+                }
+            }
+            IdType::I32 => {
+                ids32 = narrow(&batch.ids);
+                mask32 = narrow(&batch.mask);
+                types32 = narrow(&batch.type_ids);
+                inputs.push((
+                    Cow::from(&self.input_ids),
+                    TensorRef::from_array_view((shape, &ids32[..]))
+                        .map_err(infer)?
+                        .into(),
+                ));
+                inputs.push((
+                    Cow::from(&self.attention_mask),
+                    TensorRef::from_array_view((shape, &mask32[..]))
+                        .map_err(infer)?
+                        .into(),
+                ));
+                if let Some(name) = &self.token_type_ids {
+                    inputs.push((
+                        Cow::from(name),
+                        TensorRef::from_array_view((shape, &types32[..]))
+                            .map_err(infer)?
+                            .into(),
+                    ));
+                }
+            }
+        }
+        let mut session = self.session.lock();
+        let outputs = session.run(inputs).map_err(infer)?;
+        let (out_shape, data) = outputs[self.output.name.as_str()]
+            .try_extract_tensor::<f32>()
+            .map_err(infer)?;
+        let dims: Vec<usize> = out_shape.iter().map(|&d| d as usize).collect();
+        let dim = *dims.last().unwrap_or(&0);
+        let expected_rank = if self.output.pooled { 2 } else { 3 };
+        let consistent = dims.len() == expected_rank
+            && dims[0] == batch.batch
+            && dim > 0
+            && (self.output.pooled || dims[1] == batch.seq);
+        if !consistent {
+            return Err(EmbedError::Inference(format!(
+                "output {:?} has shape {dims:?} for a batch of {} x {} tokens",
+                self.output.name, batch.batch, batch.seq
+            )));
+        }
+        out.clear();
+        out.resize(batch.batch * dim, 0.0);
+        if self.output.pooled {
+            out.copy_from_slice(data);
+        } else {
+            pool(data, &batch.mask, dim, pooling, out);
+        }
+        Ok(dim)
+    }
+}
+
+/// The output to read: token states named like sentence-transformers' or Hugging Face's, then a
+/// pooled sentence vector, then any rank-3 or rank-2 float32 output.
+fn choose_output(session: &Session) -> Option<Output> {
+    let floats: Vec<(&str, usize)> = session
+        .outputs()
+        .iter()
+        .filter_map(|o| match o.dtype() {
+            ValueType::Tensor {
+                ty: TensorElementType::Float32,
+                shape,
+                ..
+            } => Some((o.name(), shape.len())),
+            _ => None,
+        })
+        .collect();
+    let named = |names: &[&str], rank: usize| {
+        floats
+            .iter()
+            .find(|(n, r)| *r == rank && names.contains(n))
+            .map(|(n, _)| *n)
+    };
+    let any = |rank: usize| floats.iter().find(|(_, r)| *r == rank).map(|(n, _)| *n);
+    let (name, pooled) = named(&["last_hidden_state", "token_embeddings"], 3)
+        .map(|n| (n, false))
+        .or_else(|| {
+            named(
+                &["sentence_embedding", "sentence_embeddings", "embeddings"],
+                2,
+            )
+            .map(|n| (n, true))
+        })
+        .or_else(|| any(3).map(|n| (n, false)))
+        .or_else(|| any(2).map(|n| (n, true)))?;
+    Some(Output {
+        name: name.to_owned(),
+        pooled,
+    })
+}
