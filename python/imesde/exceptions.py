@@ -1,16 +1,20 @@
 """The exceptions imesde raises, all rooted at :class:`ImesdeError`.
 
 Mistakes of shape or value also subclass :class:`ValueError`, of type or dtype
-:class:`TypeError`, so code that catches the builtin classes keeps working.
+:class:`TypeError`, missing model files :class:`FileNotFoundError`, so code that catches the
+builtin classes keeps working.
 """
 
 from imesde._imesde import (
     CapacityError,
     DimensionMismatchError,
     DTypeError,
+    EmbeddingError,
     ImesdeError,
     InvalidValueError,
     ItemNotFoundError,
+    ModelLoadError,
+    ModelNotFoundError,
     ShapeError,
 )
 
@@ -18,8 +22,11 @@ __all__ = [
     "CapacityError",
     "DTypeError",
     "DimensionMismatchError",
+    "EmbeddingError",
     "ImesdeError",
     "InvalidValueError",
     "ItemNotFoundError",
+    "ModelLoadError",
+    "ModelNotFoundError",
     "ShapeError",
 ]

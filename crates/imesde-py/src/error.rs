@@ -1,35 +1,67 @@
 //! The one place where core errors become Python exceptions.
 
+use imesde_embed::EmbedError;
 use imesde_ring::RingError;
 use pyo3::PyErr;
 
 use crate::exceptions::{Exc, err};
 
-/// Newtype so that `From<RingError> for PyErr` can live here (orphan rule).
+/// The core crates' errors, wrapped so that `From<CoreError> for PyErr` can live here (orphan
+/// rule).
 #[derive(Debug)]
-pub(crate) struct CoreError(pub(crate) RingError);
+pub(crate) enum CoreError {
+    Ring(RingError),
+    Embed(EmbedError),
+}
 
 impl From<RingError> for CoreError {
     fn from(e: RingError) -> Self {
-        CoreError(e)
+        CoreError::Ring(e)
+    }
+}
+
+impl From<EmbedError> for CoreError {
+    fn from(e: EmbedError) -> Self {
+        CoreError::Embed(e)
     }
 }
 
 impl From<CoreError> for PyErr {
-    fn from(CoreError(e): CoreError) -> PyErr {
-        let class = match &e {
-            RingError::Dimension { .. } => Exc::Dimension,
-            RingError::Length { .. } => Exc::Shape,
-            RingError::Capacity { .. } => Exc::Capacity,
-            RingError::ZeroSize { .. }
-            | RingError::DimTooLarge { .. }
-            | RingError::NonFinite { .. }
-            | RingError::ZeroVector { .. }
-            | RingError::ZeroK
-            | RingError::TimeWindow { .. }
-            | RingError::Timestamp { .. } => Exc::InvalidValue,
-            _ => Exc::Imesde,
+    fn from(e: CoreError) -> PyErr {
+        let (class, msg) = match e {
+            CoreError::Ring(e) => (ring_class(&e), e.to_string()),
+            CoreError::Embed(EmbedError::Interrupted) => {
+                return pyo3::exceptions::PyKeyboardInterrupt::new_err("interrupted");
+            }
+            CoreError::Embed(e) => (embed_class(&e), e.to_string()),
         };
-        err(class, e.to_string())
+        err(class, msg)
+    }
+}
+
+fn ring_class(e: &RingError) -> Exc {
+    match e {
+        RingError::Dimension { .. } => Exc::Dimension,
+        RingError::Length { .. } => Exc::Shape,
+        RingError::Capacity { .. } => Exc::Capacity,
+        RingError::ZeroSize { .. }
+        | RingError::DimTooLarge { .. }
+        | RingError::NonFinite { .. }
+        | RingError::ZeroVector { .. }
+        | RingError::ZeroK
+        | RingError::TimeWindow { .. }
+        | RingError::Timestamp { .. } => Exc::InvalidValue,
+        _ => Exc::Imesde,
+    }
+}
+
+fn embed_class(e: &EmbedError) -> Exc {
+    match e {
+        EmbedError::NotFound { .. } => Exc::ModelNotFound,
+        EmbedError::Runtime { .. } | EmbedError::Model { .. } | EmbedError::Tokenizer { .. } => {
+            Exc::ModelLoad
+        }
+        EmbedError::Config(_) => Exc::InvalidValue,
+        _ => Exc::Embedding,
     }
 }

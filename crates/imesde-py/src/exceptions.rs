@@ -5,7 +5,9 @@
 //! `type(name, bases, namespace)` from one table here. Python re-exports them from
 //! `imesde.exceptions`.
 
-use pyo3::exceptions::{PyException, PyKeyError, PyMemoryError, PyTypeError, PyValueError};
+use pyo3::exceptions::{
+    PyException, PyFileNotFoundError, PyKeyError, PyMemoryError, PyTypeError, PyValueError,
+};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyTuple, PyType};
@@ -25,6 +27,9 @@ pub(crate) enum Exc {
     DType = 4,
     Capacity = 5,
     NotFound = 6,
+    ModelLoad = 7,
+    ModelNotFound = 8,
+    Embedding = 9,
 }
 
 enum Base {
@@ -41,7 +46,7 @@ struct Spec {
 
 // Closures, not `Python::get_type` paths: the path is not generic over the lifetime.
 #[allow(clippy::redundant_closure_for_method_calls)]
-const SPECS: [Spec; 7] = [
+const SPECS: [Spec; 10] = [
     Spec {
         exc: Exc::Imesde,
         name: "ImesdeError",
@@ -98,6 +103,27 @@ const SPECS: [Spec; 7] = [
             Base::Builtin(|py| py.get_type::<PyKeyError>()),
         ],
         doc: "No item with this id is held (never ingested, or already overwritten).",
+    },
+    Spec {
+        exc: Exc::ModelLoad,
+        name: "ModelLoadError",
+        bases: &[Base::Own(Exc::Imesde)],
+        doc: "A model, tokenizer or the ONNX Runtime library cannot be loaded.",
+    },
+    Spec {
+        exc: Exc::ModelNotFound,
+        name: "ModelNotFoundError",
+        bases: &[
+            Base::Own(Exc::ModelLoad),
+            Base::Builtin(|py| py.get_type::<PyFileNotFoundError>()),
+        ],
+        doc: "A model or tokenizer file does not exist, or the default model is not installed.",
+    },
+    Spec {
+        exc: Exc::Embedding,
+        name: "EmbeddingError",
+        bases: &[Base::Own(Exc::Imesde)],
+        doc: "Tokenizing or running the model failed for a batch of texts.",
     },
 ];
 

