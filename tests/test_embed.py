@@ -114,6 +114,9 @@ def test_options_change_the_vectors(embedder: imesde.TextEmbedder) -> None:
     cls = imesde.TextEmbedder(pooling="cls", threads=1)
     assert cls.pooling == "cls"
     assert float(cls.embed_one("memory leak") @ embedder.embed_one("memory leak")) < 0.99
+    fused = imesde.TextEmbedder(optimization="all", threads=1)
+    assert fused.optimization == "all"
+    assert float(fused.embed_one("memory leak") @ embedder.embed_one("memory leak")) > 0.9999
     raw = imesde.TextEmbedder(normalize=False, threads=1)
     v = raw.embed_one("memory leak")
     assert abs(float(np.linalg.norm(v)) - 1.0) > 1e-3
@@ -173,6 +176,7 @@ def test_missing_and_broken_models(tmp_path: Path, embedder: imesde.TextEmbedder
         ({"max_length": 1}, "max_length"),
         ({"threads": 0}, "threads"),
         ({"pooling": "max"}, "pooling"),
+        ({"optimization": "fast"}, "optimization"),
         ({"cache_size": -1}, "cache_size"),
         ({"cache_ttl": -1.0}, "cache_ttl"),
         ({"cache_ttl": float("nan")}, "cache_ttl"),

@@ -151,6 +151,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
+    # The model first: a wrong --model fails before standard input is read.
+    engine = Engine(_embedder(args), num_shards=args.num_shards, shard_size=args.shard_size)
     source: IO[str]
     if args.file in (None, "-"):
         source = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace")
@@ -161,7 +163,6 @@ def cmd_search(args: argparse.Namespace) -> int:
     if not items:
         print("imesde search: no input lines", file=sys.stderr)
         return 1
-    engine = Engine(_embedder(args), num_shards=args.num_shards, shard_size=args.shard_size)
     if not args.jsonl:
         _ingest(engine, items, args.batch_size * 8, len(items))
     else:

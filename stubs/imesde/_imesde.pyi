@@ -66,10 +66,12 @@ class TextEmbedder:
         threads: int | None = None,
         cache_size: int = 10_000,
         cache_ttl: float | None = None,
+        optimization: Literal["none", "basic", "extended", "all"] = "basic",
     ) -> TextEmbedder:
         """Load ``model_path`` (an ``.onnx`` file or a folder with ``model.onnx``) and its
         tokenizer (``tokenizer_path``, by default beside the model); None for the default model.
-        ``threads``: ONNX Runtime intra-op threads; ``cache_ttl``: seconds."""
+        ``threads``: ONNX Runtime intra-op threads; ``cache_ttl``: seconds; ``optimization``:
+        ONNX Runtime's graph optimisation level."""
     def embed(self, texts: str | Iterable[str]) -> _F32Array:
         """Embed texts into a ``[len(texts), dim]`` float32 array of unit vectors."""
     def embed_one(self, text: str) -> _F32Array:
@@ -95,6 +97,9 @@ class TextEmbedder:
     @property
     def normalize(self) -> bool:
         """Whether vectors are L2-normalised."""
+    @property
+    def optimization(self) -> str:
+        """ONNX Runtime's graph optimisation level."""
     def stats(self) -> dict[str, Any]:
         """Counters and timings: embedded, cache hits / misses, batches, texts per second..."""
     def clear_cache(self) -> None:

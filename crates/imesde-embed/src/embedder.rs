@@ -11,7 +11,7 @@ use tokenizers::{Encoding, Tokenizer, TruncationDirection, TruncationParams, Tru
 use crate::cache::Cache;
 use crate::error::{EmbedError, Result};
 use crate::model::{Batch, OnnxModel};
-use crate::pool::Pooling;
+use crate::pool::{Optimization, Pooling};
 
 /// How an [`Embedder`] tokenizes, batches, pools and caches.
 #[derive(Debug, Clone, PartialEq)]
@@ -25,6 +25,8 @@ pub struct EmbedderConfig {
     pub normalize: bool,
     /// ONNX Runtime intra-op threads; `None` lets ONNX Runtime choose.
     pub threads: Option<usize>,
+    /// ONNX Runtime graph optimisation level.
+    pub optimization: Optimization,
     /// Vectors kept in the text cache; 0 turns the cache off.
     pub cache_size: usize,
     /// Age after which a cached vector is recomputed.
@@ -39,6 +41,7 @@ impl Default for EmbedderConfig {
             pooling: Pooling::Mean,
             normalize: true,
             threads: None,
+            optimization: Optimization::Basic,
             cache_size: 10_000,
             cache_ttl: None,
         }
@@ -150,7 +153,7 @@ impl Embedder {
             direction: TruncationDirection::Right,
         }))
         .map_err(|e| tok_error(e.to_string()))?;
-        let model = OnnxModel::load(model, config.threads)?;
+        let model = OnnxModel::load(model, config.threads, config.optimization)?;
         let cache = NonZeroUsize::new(config.cache_size)
             .map(|n| Mutex::new(Cache::new(n, config.cache_ttl)));
         let mut this = Self {

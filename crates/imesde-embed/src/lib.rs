@@ -31,7 +31,7 @@ mod runtime;
 pub use cache::Cache;
 pub use embedder::{EmbedStats, Embedder, EmbedderConfig};
 pub use error::{EmbedError, Result};
-pub use pool::Pooling;
+pub use pool::{Optimization, Pooling};
 pub use runtime::{MIN_MINOR_VERSION, RuntimeInfo, load_runtime, runtime_info};
 
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -8,9 +8,21 @@ use ort::session::{Session, SessionInputValue};
 use ort::value::{TensorElementType, TensorRef, ValueType};
 use parking_lot::Mutex;
 
+use crate::Optimization;
 use crate::error::{EmbedError, Result};
 use crate::pool::{Pooling, pool};
 use crate::runtime::environment;
+
+impl From<Optimization> for GraphOptimizationLevel {
+    fn from(o: Optimization) -> Self {
+        match o {
+            Optimization::None => GraphOptimizationLevel::Disable,
+            Optimization::Basic => GraphOptimizationLevel::Level1,
+            Optimization::Extended => GraphOptimizationLevel::Level2,
+            Optimization::All => GraphOptimizationLevel::All,
+        }
+    }
+}
 
 /// Integer type of the model's token inputs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,8 +70,9 @@ fn model_error(path: &Path, reason: impl Into<String>) -> EmbedError {
 }
 
 impl OnnxModel {
-    /// Opens `path` with `threads` intra-op threads (`None`: ONNX Runtime's choice).
-    pub fn load(path: &Path, threads: Option<usize>) -> Result<Self> {
+    /// Opens `path` with `threads` intra-op threads (`None`: ONNX Runtime's choice) and the
+    /// graph optimisation `level`.
+    pub fn load(path: &Path, threads: Option<usize>, level: Optimization) -> Result<Self> {
         if !path.is_file() {
             return Err(EmbedError::NotFound {
                 what: "model file",
@@ -70,7 +83,7 @@ impl OnnxModel {
         let fail = |e: ort::Error<_>| model_error(path, e.to_string());
         let mut builder = Session::builder(env)
             .map_err(|e| model_error(path, e.to_string()))?
-            .with_optimization_level(GraphOptimizationLevel::All)
+            .with_optimization_level(level.into())
             .map_err(fail)?
             .with_inter_threads(1)
             .map_err(fail)?;

@@ -37,6 +37,47 @@ impl fmt::Display for Pooling {
     }
 }
 
+/// ONNX Runtime's graph optimisation level for a session.
+///
+/// The default is `Basic` (constant folding, redundant node elimination): on the default model
+/// (all-MiniLM-L6-v2 int8) the extended fusions of `Extended` and `All` ran 8-13 % slower
+/// (`benches/bench_embed.py`, ORT 1.31, 2 threads). Models already optimised offline (as ONNX
+/// Runtime recommends for transformers) gain nothing from them either.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Optimization {
+    None,
+    #[default]
+    Basic,
+    Extended,
+    All,
+}
+
+impl FromStr for Optimization {
+    type Err = EmbedError;
+    fn from_str(s: &str) -> Result<Self, EmbedError> {
+        match s {
+            "none" => Ok(Self::None),
+            "basic" => Ok(Self::Basic),
+            "extended" => Ok(Self::Extended),
+            "all" => Ok(Self::All),
+            other => Err(EmbedError::Config(format!(
+                "optimization must be \"none\", \"basic\", \"extended\" or \"all\", got {other:?}"
+            ))),
+        }
+    }
+}
+
+impl fmt::Display for Optimization {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::None => "none",
+            Self::Basic => "basic",
+            Self::Extended => "extended",
+            Self::All => "all",
+        })
+    }
+}
+
 /// Pools `hidden` (`[batch, seq, dim]`, row-major) under `mask` (`[batch, seq]`) into
 /// `out` (`[batch, dim]`).
 pub fn pool(hidden: &[f32], mask: &[i64], dim: usize, pooling: Pooling, out: &mut [f32]) {
@@ -84,6 +125,19 @@ mod tests {
         assert_eq!(out, [3., 4., 20., 30.]);
         pool(&hidden, &mask, 2, Pooling::Cls, &mut out);
         assert_eq!(out, [1., 2., 10., 20.]);
+    }
+
+    #[test]
+    fn parse_optimization() {
+        for o in [
+            Optimization::None,
+            Optimization::Basic,
+            Optimization::Extended,
+            Optimization::All,
+        ] {
+            assert_eq!(o.to_string().parse::<Optimization>().unwrap(), o);
+        }
+        assert!("fast".parse::<Optimization>().is_err());
     }
 
     #[test]

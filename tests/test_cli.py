@@ -1,0 +1,80 @@
+"""The ``imesde`` command line, run as a user would: a fresh process, real model, real stream."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.model
+
+
+def imesde_cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "imesde", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+
+
+def test_search_reads_stdin_and_prints_jsonl() -> None:
+    lines = [
+        "kernel: out of memory: killed process 4242 (postgres)",
+        "sshd: accepted publickey for deploy from 10.0.0.7",
+        "nginx: upstream timed out while reading response header",
+        "",
+    ]
+    out = imesde_cli(
+        "search",
+        "process killed by the OOM killer",
+        "-k",
+        "2",
+        "--jsonl",
+        "--threads",
+        "1",
+        stdin="\n".join(lines),
+    )
+    assert out.returncode == 0, out.stderr
+    records = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [r["rank"] for r in records] == [1, 2]
+    assert records[0]["text"] == lines[0]
+    assert records[0]["score"] >= records[1]["score"]
+
+
+def test_search_reads_a_file(tmp_path: Path) -> None:
+    path = tmp_path / "log.txt"
+    path.write_text("disk /dev/sda1 is 98% full\nuser alice logged in\n", encoding="utf-8")
+    out = imesde_cli("search", "storage space running out", "--file", str(path), "-k", "1")
+    assert out.returncode == 0, out.stderr
+    assert "disk /dev/sda1 is 98% full" in out.stdout
+    assert "ingested 2 texts" in out.stdout
+
+
+def test_demo_replays_the_shipped_stream() -> None:
+    out = imesde_cli("demo", "--limit", "300", "-k", "2", "--threads", "1", "memory leak fixed")
+    assert out.returncode == 0, out.stderr
+    assert "replaying 300 items" in out.stdout
+    assert "ingested 300 texts" in out.stdout
+    assert '"memory leak fixed"' in out.stdout
+    assert "engine holds 300 items" in out.stdout
+
+
+def test_help_and_errors() -> None:
+    out = imesde_cli("--help")
+    assert out.returncode == 0
+    assert "demo" in out.stdout
+    assert "search" in out.stdout
+    out = imesde_cli("search", "--help")
+    assert "--jsonl" in out.stdout
+    out = imesde_cli("search", "q", "--model", "/nonexistent/model")
+    assert out.returncode == 2
+    assert "model not found" in out.stderr
+    out = imesde_cli("search", "q", stdin="")
+    assert out.returncode == 1
+    assert "no input" in out.stderr
