@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: run test build rust-test lint py-test stubtest bench clean
+.PHONY: run test build rust-test lint py-test stubtest bench bench-search bench-embed clean
 
 $(STAMP): requirements-dev.txt
 	python3 -m venv $(VENV)
@@ -40,9 +40,16 @@ py-test: build
 
 test: rust-test lint stubtest py-test
 
-bench: build
+bench: bench-search bench-embed
+
+bench-search: build
 	$(PY) -m pip install -q faiss-cpu
 	$(PY) benches/bench_search.py
+
+# Anchors: onnxruntime-python + tokenizers, fastembed, and imesde 0.5.0 (pip download).
+bench-embed: build
+	$(PY) -m pip install -q tokenizers fastembed
+	$(PY) benches/bench_embed.py
 
 clean:
 	rm -rf $(VENV) target
