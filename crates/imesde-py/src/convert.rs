@@ -108,23 +108,33 @@ pub(crate) fn texts(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<Option<A
             format!("{what} must be a list of str, got a single str"),
         ));
     }
+    str_items(obj, what, true)
+}
+
+/// The items of an iterable of str (and None where `allow_none`).
+fn str_items(
+    obj: &Bound<'_, PyAny>,
+    what: &str,
+    allow_none: bool,
+) -> PyResult<Vec<Option<Arc<str>>>> {
     let iter = obj.try_iter().map_err(|_| {
         err(
             Exc::DType,
             format!("{what} must be a list of str, got {}", type_name(obj)),
         )
     })?;
+    let expected = if allow_none { "str or None" } else { "str" };
     iter.enumerate()
         .map(|(i, item)| {
             let item = item?;
-            if item.is_none() {
+            if allow_none && item.is_none() {
                 return Ok(None);
             }
             match item.cast::<PyString>() {
                 Ok(s) => Ok(Some(Arc::from(s.to_str()?))),
                 Err(_) => Err(err(
                     Exc::DType,
-                    format!("{what}[{i}] must be str or None, got {}", type_name(&item)),
+                    format!("{what}[{i}] must be {expected}, got {}", type_name(&item)),
                 )),
             }
         })
@@ -259,24 +269,7 @@ pub(crate) fn strs(obj: &Bound<'_, PyAny>, what: &str, single: bool) -> PyResult
             format!("{what} must be a list of str, got a single str (use ingest for one text)"),
         ));
     }
-    let iter = obj.try_iter().map_err(|_| {
-        err(
-            Exc::DType,
-            format!("{what} must be a list of str, got {}", type_name(obj)),
-        )
-    })?;
-    iter.enumerate()
-        .map(|(i, item)| {
-            let item = item?;
-            match item.cast::<PyString>() {
-                Ok(s) => Ok(Arc::from(s.to_str()?)),
-                Err(_) => Err(err(
-                    Exc::DType,
-                    format!("{what}[{i}] must be str, got {}", type_name(&item)),
-                )),
-            }
-        })
-        .collect()
+    Ok(str_items(obj, what, false)?.into_iter().flatten().collect())
 }
 
 /// One text.

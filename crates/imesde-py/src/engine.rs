@@ -1,9 +1,10 @@
 //! `imesde.Engine`, `imesde.Hit`, `imesde.Item`.
 
+use std::ops::Range;
 use std::sync::Arc;
 
 use imesde_embed::Embedder;
-use imesde_ring::{Attributes, Metadata, Ring, RingConfig, RingError, Storage};
+use imesde_ring::{Attributes, Filter, Metadata, Ring, RingConfig, RingError, Storage};
 use numpy::{IntoPyArray, PyArray1, PyArray2, PyArrayMethods};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyInt, PyString, PyTuple};
@@ -188,11 +189,7 @@ impl Engine {
                 .collect(),
         };
         let vectors = embed_texts(py, self.embedder()?, &[text])?;
-        let ring = &self.ring;
-        let ids = py
-            .detach(|| ring.ingest(&vectors, &attrs))
-            .map_err(CoreError::from)?;
-        Ok(ids.start)
+        Ok(self.write(py, &vectors, &attrs)?.start)
     }
 
     /// Embeds and adds a list of texts; returns their ids as a uint64 array. ``timestamps``
@@ -237,10 +234,7 @@ impl Engine {
             return Ok(Vec::<u64>::new().into_pyarray(py));
         }
         let vectors = embed_texts(py, self.embedder()?, &texts)?;
-        let ring = &self.ring;
-        let ids = py
-            .detach(|| ring.ingest(&vectors, &attrs))
-            .map_err(CoreError::from)?;
+        let ids = self.write(py, &vectors, &attrs)?;
         Ok(ids.collect::<Vec<u64>>().into_pyarray(py))
     }
 
@@ -260,11 +254,7 @@ impl Engine {
         let query = convert::one_str(query, "query")?;
         let filter = convert::filter(since, until, r#where)?;
         let q = embed_texts(py, self.embedder()?, &[query])?;
-        let ring = &self.ring;
-        let hits = py
-            .detach(|| ring.search(&q, k, &filter))
-            .map_err(CoreError::from)?;
-        Ok(hits.into_iter().map(Hit).collect())
+        self.find(py, &q, k, &filter)
     }
 
     /// ``search`` for each text of ``queries`` (embedded in one batch): a list of hit lists.
@@ -329,12 +319,8 @@ impl Engine {
                 .transpose()?
                 .unwrap_or_default(),
         };
-        let data = rows.as_slice();
-        let ring = &self.ring;
         self.check_dim(rows.dim, "vectors")?;
-        let ids = py
-            .detach(|| ring.ingest(data, &attrs))
-            .map_err(CoreError::from)?;
+        let ids = self.write(py, rows.as_slice(), &attrs)?;
         Ok(ids.collect::<Vec<u64>>().into_pyarray(py))
     }
 
@@ -364,11 +350,7 @@ impl Engine {
         }
         self.check_dim(q.dim, "query")?;
         let filter = convert::filter(since, until, r#where)?;
-        let (data, ring) = (q.as_slice(), &self.ring);
-        let hits = py
-            .detach(|| ring.search(data, k, &filter))
-            .map_err(CoreError::from)?;
-        Ok(hits.into_iter().map(Hit).collect())
+        self.find(py, q.as_slice(), k, &filter)
     }
 
     /// Exact top-``k`` for a batch of queries (``[nq, dim]`` float32), like faiss'
@@ -515,6 +497,23 @@ fn model_or_dim(
 }
 
 impl Engine {
+    /// Writes a validated batch into the ring without the GIL.
+    fn write(&self, py: Python<'_>, vectors: &[f32], attrs: &Attributes) -> PyResult<Range<u64>> {
+        let ring = &self.ring;
+        Ok(py
+            .detach(|| ring.ingest(vectors, attrs))
+            .map_err(CoreError::from)?)
+    }
+
+    /// One exact search without the GIL.
+    fn find(&self, py: Python<'_>, q: &[f32], k: usize, filter: &Filter) -> PyResult<Vec<Hit>> {
+        let ring = &self.ring;
+        let hits = py
+            .detach(|| ring.search(q, k, filter))
+            .map_err(CoreError::from)?;
+        Ok(hits.into_iter().map(Hit).collect())
+    }
+
     fn embedder(&self) -> PyResult<&Embedder> {
         match &self.model {
             Some(m) => Ok(&m.get().inner),
