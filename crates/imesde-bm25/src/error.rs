@@ -1,0 +1,27 @@
+use std::path::PathBuf;
+
+/// Everything that can go wrong in the lexical index.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Bm25Error {
+    /// A parameter is out of range or unknown.
+    #[error("{0}")]
+    Config(String),
+    /// `add` of an id the index already holds.
+    #[error("document {0} is already indexed; use update to replace it")]
+    Duplicate(u64),
+    /// `remove` of an id the index does not hold.
+    #[error("no document with id {0}")]
+    NotFound(u64),
+    /// Reading or writing a file failed.
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The file is not an index, or is truncated, corrupted or of another version.
+    #[error("{path} is not a valid imesde BM25 index: {reason}")]
+    Corrupt { path: PathBuf, reason: String },
+}
+
+pub type Result<T> = std::result::Result<T, Bm25Error>;

@@ -1,0 +1,181 @@
+//! Rank fusion: several ranked lists of `(id, score)` into one.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::str::FromStr;
+
+use crate::error::{Bm25Error, Result};
+
+/// How ranked lists are combined.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Fusion {
+    /// Reciprocal Rank Fusion: `sum_i w_i / (k + rank_i)`, ranks from 1 (Cormack et al. 2009).
+    Rrf { k: f32 },
+    /// `sum_i w_i * minmax_i(score)`: each list's scores scaled to [0, 1] first.
+    Weighted,
+    /// `sum_i minmax_i(score)`.
+    CombSum,
+    /// CombSUM times the number of lists the document appears in.
+    CombMnz,
+    /// Borda count: `sum_i w_i * (n_i - rank_i + 1)` for a list of `n_i` results.
+    Borda,
+}
+
+impl FromStr for Fusion {
+    type Err = Bm25Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "rrf" => Ok(Self::Rrf { k: 60.0 }),
+            "weighted" => Ok(Self::Weighted),
+            "combsum" => Ok(Self::CombSum),
+            "combmnz" => Ok(Self::CombMnz),
+            "borda" => Ok(Self::Borda),
+            other => Err(Bm25Error::Config(format!(
+                "fusion method must be \"rrf\", \"weighted\", \"combsum\", \"combmnz\" or \"borda\", got {other:?}"
+            ))),
+        }
+    }
+}
+
+impl fmt::Display for Fusion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Rrf { .. } => "rrf",
+            Self::Weighted => "weighted",
+            Self::CombSum => "combsum",
+            Self::CombMnz => "combmnz",
+            Self::Borda => "borda",
+        })
+    }
+}
+
+/// Fuses `lists` (each best first) into the `k` best `(id, fused score)`, best first; equal
+/// fused scores keep the order of first appearance. `weights` (one per list, default 1) apply
+/// to every method but CombSUM and CombMNZ.
+///
+/// # Errors
+/// A weights list of the wrong length, or a negative or non-finite weight.
+pub fn fuse(
+    lists: &[Vec<(u64, f32)>],
+    method: Fusion,
+    k: usize,
+    weights: Option<&[f32]>,
+) -> Result<Vec<(u64, f32)>> {
+    if let Some(w) = weights {
+        if w.len() != lists.len() {
+            return Err(Bm25Error::Config(format!(
+                "{} weights for {} lists",
+                w.len(),
+                lists.len()
+            )));
+        }
+        if w.iter().any(|x| !x.is_finite() || *x < 0.0) {
+            return Err(Bm25Error::Config("weights must be finite and >= 0".into()));
+        }
+    }
+    if let Fusion::Rrf { k } = method
+        && !(k.is_finite() && k >= 0.0)
+    {
+        return Err(Bm25Error::Config(format!(
+            "the RRF constant must be >= 0, got {k}"
+        )));
+    }
+    let weight = |i: usize| weights.map_or(1.0, |w| w[i]);
+    let mut fused: HashMap<u64, (f64, u32, usize)> = HashMap::new(); // score, lists, first seen
+    let mut order = 0usize;
+    for (i, list) in lists.iter().enumerate() {
+        let (lo, hi) = list
+            .iter()
+            .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &(_, s)| {
+                (lo.min(s), hi.max(s))
+            });
+        let n = list.len();
+        let mut seen_here: HashSet<u64> = HashSet::with_capacity(n);
+        for (rank0, &(id, s)) in list.iter().enumerate() {
+            if !seen_here.insert(id) {
+                continue; // a list names each document once; later repeats are ignored
+            }
+            let norm = if hi > lo {
+                f64::from((s - lo) / (hi - lo))
+            } else {
+                1.0
+            };
+            let w = f64::from(weight(i));
+            let contribution = match method {
+                Fusion::Rrf { k } => w / (f64::from(k) + rank0 as f64 + 1.0),
+                Fusion::Weighted => w * norm,
+                Fusion::CombSum | Fusion::CombMnz => norm,
+                Fusion::Borda => w * (n - rank0) as f64,
+            };
+            let e = fused.entry(id).or_insert_with(|| {
+                order += 1;
+                (0.0, 0, order)
+            });
+            e.0 += contribution;
+            e.1 += 1;
+        }
+    }
+    let mut out: Vec<(u64, f64, usize)> = fused
+        .into_iter()
+        .map(|(id, (s, count, first))| {
+            let s = if matches!(method, Fusion::CombMnz) {
+                s * f64::from(count)
+            } else {
+                s
+            };
+            (id, s, first)
+        })
+        .collect();
+    out.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.2.cmp(&b.2)));
+    out.truncate(k);
+    Ok(out.into_iter().map(|(id, s, _)| (id, s as f32)).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(v: &[(u64, f32)]) -> Vec<u64> {
+        v.iter().map(|x| x.0).collect()
+    }
+
+    #[test]
+    fn rrf_by_hand() {
+        let a = vec![(1, 9.0), (2, 8.0), (3, 7.0)];
+        let b = vec![(3, 0.9), (1, 0.8), (4, 0.1)];
+        let f = fuse(&[a, b], Fusion::Rrf { k: 60.0 }, 10, None).unwrap();
+        // 1: 1/61 + 1/62; 3: 1/63 + 1/61; 2: 1/62; 4: 1/63
+        assert_eq!(ids(&f), [1, 3, 2, 4]);
+        assert!((f64::from(f[0].1) - (1.0 / 61.0 + 1.0 / 62.0)).abs() < 1e-6);
+    }
+
+    #[test]
+    fn weighted_minmax_and_mnz() {
+        let a = vec![(1, 10.0), (2, 5.0), (3, 0.0)];
+        let b = vec![(3, 1.0), (2, 0.5)];
+        let w = fuse(
+            &[a.clone(), b.clone()],
+            Fusion::Weighted,
+            10,
+            Some(&[0.2, 0.8]),
+        )
+        .unwrap();
+        // 1: .2*1; 2: .2*.5 + .8*0; 3: .2*0 + .8*1
+        assert_eq!(ids(&w), [3, 1, 2]);
+        assert!((w[0].1 - 0.8).abs() < 1e-6);
+        let mnz = fuse(&[a.clone(), b.clone()], Fusion::CombMnz, 10, None).unwrap();
+        // 1: 1*1; 2: (.5 + 0)*2; 3: (0 + 1)*2
+        assert_eq!(ids(&mnz), [3, 1, 2]);
+        assert!((mnz[0].1 - 2.0).abs() < 1e-6);
+        let borda = fuse(&[a, b], Fusion::Borda, 2, None).unwrap();
+        // 1: 3; 2: 2 + 1; 3: 1 + 2 -> ties keep first appearance
+        assert_eq!(ids(&borda), [1, 2]);
+    }
+
+    #[test]
+    fn bad_weights() {
+        assert!(fuse(&[vec![], vec![]], Fusion::Weighted, 3, Some(&[1.0])).is_err());
+        assert!(fuse(&[vec![]], Fusion::Weighted, 3, Some(&[f32::NAN])).is_err());
+        assert!("max".parse::<Fusion>().is_err());
+    }
+}

@@ -1,0 +1,285 @@
+//! The index against its own exhaustive scorer and against a rebuild from scratch; the file
+//! format against truncation and tampering.
+
+use imesde_bm25::{AnalyzerConfig, Bm25, Bm25Error, Method, Params};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+const WORDS: &[&str] = &[
+    "kernel",
+    "memory",
+    "leak",
+    "fix",
+    "crash",
+    "update",
+    "translation",
+    "german",
+    "security",
+    "CVE-2024-1234",
+    "net/mlx5e",
+    "eth0",
+    "driver",
+    "the",
+    "of",
+    "boot",
+    "panic",
+    "nfs",
+    "client",
+    "server",
+    "disk",
+    "full",
+    "timeout",
+    "login",
+    "user",
+];
+
+fn text(rng: &mut StdRng) -> String {
+    let n = rng.random_range(0..14);
+    (0..n)
+        .map(|_| WORDS[rng.random_range(0..WORDS.len())])
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn index(method: Method) -> Bm25 {
+    Bm25::new(
+        Params {
+            method,
+            ..Params::default()
+        },
+        AnalyzerConfig::english(),
+    )
+    .unwrap()
+}
+
+fn assert_same(a: &[imesde_bm25::Bm25Hit], b: &[imesde_bm25::Bm25Hit], what: &str) {
+    assert_eq!(a.len(), b.len(), "{what}: {a:?} vs {b:?}");
+    for (x, y) in a.iter().zip(b) {
+        assert!(
+            (x.score - y.score).abs() <= 1e-5 * x.score.abs().max(1.0),
+            "{what}: {x:?} vs {y:?}"
+        );
+    }
+    // Ids may differ only among equal scores.
+    let mut ia: Vec<u64> = a.iter().map(|h| h.id).collect();
+    let mut ib: Vec<u64> = b.iter().map(|h| h.id).collect();
+    if ia != ib {
+        let last = a.last().map_or(0.0, |h| h.score);
+        ia.retain(|id| {
+            a.iter()
+                .any(|h| h.id == *id && (h.score - last).abs() > 1e-5)
+        });
+        ib.retain(|id| {
+            b.iter()
+                .any(|h| h.id == *id && (h.score - last).abs() > 1e-5)
+        });
+        ia.sort_unstable();
+        ib.sort_unstable();
+        assert_eq!(ia, ib, "{what}");
+    }
+}
+
+#[test]
+fn maxscore_equals_exhaustive() {
+    let mut rng = StdRng::seed_from_u64(7);
+    for method in [
+        Method::Lucene,
+        Method::Robertson,
+        Method::Atire,
+        Method::Bm25Plus { delta: 0.5 },
+    ] {
+        let mut idx = index(method);
+        for id in 0..600 {
+            idx.add(id, &text(&mut rng)).unwrap();
+        }
+        for id in (0..600).step_by(7) {
+            idx.remove(id).unwrap();
+        }
+        for _ in 0..200 {
+            let q = text(&mut rng);
+            let k = rng.random_range(1..30);
+            let fast = idx.search(&q, k, 0.0);
+            let slow = idx.search_exhaustive(&q, k, 0.0);
+            assert_same(&fast, &slow, &format!("{method} {q:?} k={k}"));
+            for h in &fast {
+                assert!(!h.terms.is_empty());
+            }
+        }
+    }
+}
+
+#[test]
+fn edits_equal_a_rebuild() {
+    let mut rng = StdRng::seed_from_u64(11);
+    let mut idx = index(Method::Lucene);
+    let mut truth = std::collections::BTreeMap::<u64, String>::new();
+    for step in 0..3000 {
+        let id = rng.random_range(0..400u64);
+        let t = text(&mut rng);
+        match rng.random_range(0..3) {
+            0 if !truth.contains_key(&id) => {
+                idx.add(id, &t).unwrap();
+                truth.insert(id, t);
+            }
+            1 if truth.contains_key(&id) => {
+                idx.remove(id).unwrap();
+                truth.remove(&id);
+            }
+            _ => {
+                idx.update(id, &t).unwrap();
+                truth.insert(id, t);
+            }
+        }
+        if step % 500 == 499 {
+            let mut fresh = index(Method::Lucene);
+            for (id, t) in &truth {
+                fresh.add(*id, t).unwrap();
+            }
+            assert_eq!(idx.document_count(), fresh.document_count());
+            assert_eq!(idx.term_count(), fresh.term_count());
+            assert!((idx.average_document_length() - fresh.average_document_length()).abs() < 1e-9);
+            for q in [
+                "memory leak",
+                "kernel panic boot",
+                "cve-2024-1234",
+                "net/mlx5e driver",
+            ] {
+                let (a, b) = (idx.scores(q), fresh.scores(q));
+                assert_eq!(a.len(), b.len());
+                for (id, s) in &a {
+                    assert!((s - b[id]).abs() <= 1e-5 * s.abs().max(1.0), "{q} {id}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn errors_and_counts() {
+    let mut idx = index(Method::Lucene);
+    idx.add(1, "kernel panic").unwrap();
+    assert!(matches!(idx.add(1, "again"), Err(Bm25Error::Duplicate(1))));
+    assert!(matches!(idx.remove(2), Err(Bm25Error::NotFound(2))));
+    idx.add(2, "memory leak in the kernel").unwrap();
+    assert_eq!(idx.document_count(), 2);
+    assert_eq!(idx.term_count(), 6); // kernel panic memori leak in the
+    assert!((idx.average_document_length() - 3.5).abs() < 1e-12);
+    idx.remove(1).unwrap();
+    assert_eq!((idx.document_count(), idx.term_count()), (1, 5));
+    assert!(idx.search("panic", 10, 0.0).is_empty());
+    assert_eq!(idx.search("kernel", 10, 0.0)[0].terms, ["kernel"]);
+    assert!(idx.search("kernel", 10, 100.0).is_empty(), "min_score");
+    assert!(
+        Bm25::new(
+            Params {
+                k1: -1.0,
+                ..Params::default()
+            },
+            AnalyzerConfig::default()
+        )
+        .is_err()
+    );
+    assert!(
+        Bm25::new(
+            Params {
+                b: 1.5,
+                ..Params::default()
+            },
+            AnalyzerConfig::default()
+        )
+        .is_err()
+    );
+}
+
+#[test]
+fn save_load_and_damage() {
+    let dir = std::env::temp_dir().join(format!("imesde-bm25-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("index.bm25");
+    let mut rng = StdRng::seed_from_u64(3);
+    let mut idx = Bm25::new(
+        Params {
+            k1: 0.9,
+            b: 0.4,
+            method: Method::Bm25Plus { delta: 0.25 },
+        },
+        AnalyzerConfig {
+            stemmer: Some("english".into()),
+            stopwords: AnalyzerConfig::english_stopwords(),
+        },
+    )
+    .unwrap();
+    for id in 0..300 {
+        idx.add(id * 3, &text(&mut rng)).unwrap();
+    }
+    for id in 0..50 {
+        idx.remove(id * 3).unwrap();
+    }
+    idx.save(&path).unwrap();
+    let back = Bm25::load(&path).unwrap();
+    assert_eq!(back.params(), idx.params());
+    assert_eq!(back.analyzer().config(), idx.analyzer().config());
+    assert_eq!(back.document_count(), 250);
+    for q in ["memory leak", "the kernel", "eth0 timeout"] {
+        assert_eq!(back.search(q, 20, 0.0), idx.search(q, 20, 0.0));
+    }
+    let bytes = std::fs::read(&path).unwrap();
+    let bad = dir.join("bad.bm25");
+    for cut in [0, 5, 16, bytes.len() / 2, bytes.len() - 1] {
+        std::fs::write(&bad, &bytes[..cut]).unwrap();
+        assert!(
+            matches!(Bm25::load(&bad), Err(Bm25Error::Corrupt { .. })),
+            "cut at {cut}"
+        );
+    }
+    for at in [20, bytes.len() / 3, bytes.len() - 2] {
+        let mut b = bytes.clone();
+        b[at] ^= 0x40;
+        std::fs::write(&bad, &b).unwrap();
+        assert!(
+            matches!(Bm25::load(&bad), Err(Bm25Error::Corrupt { .. })),
+            "flip at {at}"
+        );
+    }
+    assert!(matches!(
+        Bm25::load(&dir.join("missing")),
+        Err(Bm25Error::Io { .. })
+    ));
+    assert!(matches!(
+        idx.save(&dir.join("no/such/dir/x")),
+        Err(Bm25Error::Io { .. })
+    ));
+    assert!(
+        std::fs::read_dir(&dir).unwrap().all(|e| !e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .contains(".tmp-"))
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn compaction_keeps_results() {
+    let mut idx = index(Method::Lucene);
+    let mut rng = StdRng::seed_from_u64(5);
+    // A stream: add new ids, evict the oldest, far past the compaction threshold.
+    for id in 0..6000u64 {
+        idx.add(id, &text(&mut rng)).unwrap();
+        if id >= 500 {
+            idx.remove(id - 500).unwrap();
+        }
+    }
+    let mut fresh = index(Method::Lucene);
+    let mut rng = StdRng::seed_from_u64(5);
+    for id in 0..6000u64 {
+        let t = text(&mut rng);
+        if id >= 5500 {
+            fresh.add(id, &t).unwrap();
+        }
+    }
+    assert_eq!(idx.document_count(), 500);
+    for q in ["memory leak", "security update german"] {
+        assert_same(&idx.search(q, 50, 0.0), &fresh.search(q, 50, 0.0), q);
+    }
+}
