@@ -15,6 +15,8 @@ Example::
 
 from imesde._compat import PyImesde
 from imesde._imesde import (
+    BM25,
+    BM25Hit,
     Engine,
     Hit,
     Item,
@@ -23,6 +25,7 @@ from imesde._imesde import (
     batch_cosine_similarity,
     cosine_similarity,
     euclidean_distance,
+    fuse,
     manhattan_distance,
     normalize_l2,
     simd_backend,
@@ -34,14 +37,18 @@ from imesde.exceptions import (
     DTypeError,
     EmbeddingError,
     ImesdeError,
+    IndexCorruptError,
     InvalidValueError,
     ItemNotFoundError,
     ModelLoadError,
     ModelNotFoundError,
     ShapeError,
+    StorageError,
 )
 
 __all__ = [
+    "BM25",
+    "BM25Hit",
     "CapacityError",
     "DTypeError",
     "DimensionMismatchError",
@@ -49,6 +56,7 @@ __all__ = [
     "Engine",
     "Hit",
     "ImesdeError",
+    "IndexCorruptError",
     "InvalidValueError",
     "Item",
     "ItemNotFoundError",
@@ -56,11 +64,13 @@ __all__ = [
     "ModelNotFoundError",
     "PyImesde",
     "ShapeError",
+    "StorageError",
     "TextEmbedder",
     "__version__",
     "batch_cosine_similarity",
     "cosine_similarity",
     "euclidean_distance",
+    "fuse",
     "manhattan_distance",
     "normalize_l2",
     "simd_backend",

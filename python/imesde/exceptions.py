@@ -11,11 +11,13 @@ from imesde._imesde import (
     DTypeError,
     EmbeddingError,
     ImesdeError,
+    IndexCorruptError,
     InvalidValueError,
     ItemNotFoundError,
     ModelLoadError,
     ModelNotFoundError,
     ShapeError,
+    StorageError,
 )
 
 __all__ = [
@@ -24,9 +26,11 @@ __all__ = [
     "DimensionMismatchError",
     "EmbeddingError",
     "ImesdeError",
+    "IndexCorruptError",
     "InvalidValueError",
     "ItemNotFoundError",
     "ModelLoadError",
     "ModelNotFoundError",
     "ShapeError",
+    "StorageError",
 ]

@@ -43,6 +43,103 @@ class ModelNotFoundError(ModelLoadError, FileNotFoundError):
 class EmbeddingError(ImesdeError):
     """Tokenizing or running the model failed for a batch of texts."""
 
+class StorageError(ImesdeError, OSError):
+    """A file could not be read or written."""
+
+class IndexCorruptError(ImesdeError, ValueError):
+    """A saved file is not an imesde file, or is truncated, modified or of another version."""
+
+@final
+class BM25Hit:
+    """One lexical result. Unpacks as ``(id, score)``."""
+
+    @property
+    def id(self) -> int:
+        """The document id."""
+    @property
+    def score(self) -> float:
+        """The BM25 score."""
+    @property
+    def terms(self) -> list[str]:
+        """The analyzed query terms found in the document."""
+    def __len__(self) -> int: ...
+    @overload
+    def __getitem__(self, index: Literal[0, -2], /) -> int: ...
+    @overload
+    def __getitem__(self, index: Literal[1, -1], /) -> float: ...
+    @overload
+    def __getitem__(self, index: int, /) -> int | float: ...
+    def __iter__(self) -> Iterator[Any]: ...
+
+@final
+class BM25:
+    """A BM25 keyword index over documents with integer ids."""
+
+    def __new__(
+        cls,
+        k1: float = 1.2,
+        b: float = 0.75,
+        *,
+        method: Literal["lucene", "robertson", "atire", "bm25+"] = "lucene",
+        stemmer: str | None = "english",
+        stopwords: Literal["english"] | Sequence[str] | None = None,
+        delta: float = 0.5,
+    ) -> BM25:
+        """An empty index. ``stemmer``: a Snowball language or None; ``stopwords``: None,
+        ``"english"`` or a list of words; ``delta``: BM25+'s bonus per matching term."""
+    def add(self, id: int, text: str) -> None:
+        """Index ``text`` under ``id`` (``InvalidValueError`` if ``id`` is already there)."""
+    def add_batch(self, ids: Sequence[int], texts: Sequence[str]) -> None:
+        """``add`` for many documents; a bad batch adds nothing."""
+    def remove(self, id: int) -> None:
+        """Remove ``id`` (``ItemNotFoundError`` if absent)."""
+    def update(self, id: int, text: str) -> None:
+        """Replace the text of ``id`` (add it when absent)."""
+    def add_document(self, id: int, text: str) -> None:
+        """Same as ``add``."""
+    def remove_document(self, id: int) -> None:
+        """Same as ``remove``."""
+    def update_document(self, id: int, text: str) -> None:
+        """Same as ``update``."""
+    def search(self, query: str, k: int = 10, min_score: float = 0.0) -> list[BM25Hit]:
+        """The ``k`` best documents scoring at least ``min_score``, best first."""
+    def analyze(self, text: str) -> list[str]:
+        """The terms the analyzer makes of ``text``."""
+    @property
+    def document_count(self) -> int:
+        """Number of documents."""
+    @property
+    def term_count(self) -> int:
+        """Number of distinct terms."""
+    @property
+    def average_document_length(self) -> float:
+        """Mean number of terms per document."""
+    @property
+    def k1(self) -> float:
+        """BM25's ``k1``."""
+    @property
+    def b(self) -> float:
+        """BM25's ``b``."""
+    @property
+    def method(self) -> str:
+        """The scoring variant."""
+    def __len__(self) -> int: ...
+    def __contains__(self, id: int, /) -> bool: ...
+    def save(self, path: _PathLike) -> None:
+        """Write the index to ``path`` atomically (versioned, checksummed)."""
+    @staticmethod
+    def load(path: _PathLike) -> BM25:
+        """Read an index written by ``save`` (``IndexCorruptError`` if damaged)."""
+
+def fuse(
+    lists: Sequence[Iterable[tuple[int, float] | Hit | BM25Hit]],
+    method: Literal["rrf", "weighted", "combsum", "combmnz", "borda"] = "rrf",
+    k: int = 10,
+    weights: Sequence[float] | None = None,
+    rrf_k: float = 60.0,
+) -> list[tuple[int, float]]:
+    """Fuse ranked lists (each best first) into the ``k`` best ``(id, score)`` pairs."""
+
 _PathLike: TypeAlias = str | os.PathLike[str]
 
 @final
@@ -168,6 +265,7 @@ class Engine:
         num_shards: int = 16,
         shard_size: int = 1024,
         storage: str = "f32",
+        lexical: bool = False,
     ) -> Engine:
         """An engine embedding text with ``model`` (a ``TextEmbedder``, a model folder, or None
         for the default model), or for vectors only of dimension ``model`` when it is an int.
@@ -208,6 +306,19 @@ class Engine:
         where: Mapping[str, str] | None = None,
     ) -> list[list[Hit]]:
         """``search`` for each query text (embedded in one batch)."""
+    def lexical_search(self, query: str, k: int = 10) -> list[Hit]:
+        """The ``k`` items whose texts best match the words of ``query`` (BM25 scores)."""
+    def hybrid_search(
+        self,
+        query: str,
+        k: int = 10,
+        method: Literal["rrf", "weighted", "combsum", "combmnz", "borda"] = "rrf",
+        alpha: float | None = None,
+    ) -> list[Hit]:
+        """Dense and lexical results fused (``alpha`` weights the dense side)."""
+    @property
+    def lexical(self) -> bool:
+        """Whether a BM25 index is kept with the ring."""
     @property
     def model(self) -> TextEmbedder | None:
         """The engine's ``TextEmbedder``, or None for a vectors-only engine."""

@@ -1,11 +1,14 @@
 //! `imesde.Engine`, `imesde.Hit`, `imesde.Item`.
 
+use std::collections::BTreeSet;
 use std::ops::Range;
 use std::sync::Arc;
 
+use imesde_bm25::{AnalyzerConfig, Bm25, Fusion, Params};
 use imesde_embed::Embedder;
 use imesde_ring::{Attributes, Filter, Metadata, Ring, RingConfig, RingError, Storage};
 use numpy::{IntoPyArray, PyArray1, PyArray2, PyArrayMethods};
+use parking_lot::Mutex;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyInt, PyString, PyTuple};
 
@@ -126,6 +129,8 @@ impl Item {
 pub(crate) struct Engine {
     ring: Arc<Ring>,
     model: Option<Py<TextEmbedder>>,
+    /// The BM25 index kept in step with the ring, and the ids it holds (to evict in order).
+    lexical: Option<Mutex<(Bm25, BTreeSet<u64>)>>,
 }
 
 fn storage_of(name: &str) -> PyResult<Storage> {
@@ -142,13 +147,14 @@ fn storage_of(name: &str) -> PyResult<Storage> {
 #[pymethods]
 impl Engine {
     #[new]
-    #[pyo3(signature = (model = None, *, num_shards = 16, shard_size = 1024, storage = "f32"))]
+    #[pyo3(signature = (model = None, *, num_shards = 16, shard_size = 1024, storage = "f32", lexical = false))]
     fn new(
         py: Python<'_>,
         model: Option<&Bound<'_, PyAny>>,
         num_shards: i64,
         shard_size: i64,
         storage: &str,
+        lexical: bool,
     ) -> PyResult<Self> {
         let (dim, model) = model_or_dim(py, model)?;
         let cfg = RingConfig {
@@ -158,10 +164,76 @@ impl Engine {
             storage: storage_of(storage)?,
         };
         let ring = py.detach(|| Ring::new(cfg)).map_err(CoreError::from)?;
+        let lexical = if lexical {
+            let index =
+                Bm25::new(Params::default(), AnalyzerConfig::english()).map_err(CoreError::from)?;
+            Some(Mutex::new((index, BTreeSet::new())))
+        } else {
+            None
+        };
         Ok(Engine {
             ring: Arc::new(ring),
             model,
+            lexical,
         })
+    }
+
+    /// The ``k`` items that best match the words of ``query`` (BM25 over the items' texts),
+    /// best first; ``score`` is the BM25 score. Needs ``Engine(..., lexical=True)``.
+    #[pyo3(signature = (query, k = 10))]
+    fn lexical_search(&self, py: Python<'_>, query: &str, k: i64) -> PyResult<Vec<Hit>> {
+        let k = positive("k", k)?;
+        let ranked = self.lexical_ranked(py, query, k)?;
+        Ok(self.hits_for(py, &ranked))
+    }
+
+    /// Dense and lexical results fused into one ranking: ``method`` as in ``imesde.fuse``
+    /// (``"rrf"`` by default). ``alpha`` weights the dense list (and ``1 - alpha`` the lexical
+    /// one). ``score`` is the fused score. Needs a model and ``lexical=True``.
+    #[pyo3(signature = (query, k = 10, method = "rrf", alpha = None))]
+    fn hybrid_search(
+        &self,
+        py: Python<'_>,
+        query: &Bound<'_, PyAny>,
+        k: i64,
+        method: &str,
+        alpha: Option<f32>,
+    ) -> PyResult<Vec<Hit>> {
+        let k = positive("k", k)?;
+        let fusion = method.parse::<Fusion>().map_err(CoreError::from)?;
+        if let Some(a) = alpha
+            && !(0.0..=1.0).contains(&a)
+        {
+            return Err(err(
+                Exc::InvalidValue,
+                format!("alpha must be between 0 and 1, got {a}"),
+            ));
+        }
+        let text = convert::one_str(query, "query")?;
+        // Deeper lists than k let fusion promote what only one side ranks well.
+        let depth = (k * 5).max(50);
+        let lexical = self.lexical_ranked(py, &text, depth)?;
+        let q = embed_texts(py, self.embedder()?, &[text])?;
+        let dense: Vec<(u64, f32)> = self
+            .find(py, &q, depth, &Filter::default())?
+            .into_iter()
+            .map(|h| (h.0.id, h.0.score))
+            .collect();
+        let weights = alpha.map(|a| [a, 1.0 - a]);
+        let fused = imesde_bm25::fuse(
+            &[dense, lexical],
+            fusion,
+            k,
+            weights.as_ref().map(|w| &w[..]),
+        )
+        .map_err(CoreError::from)?;
+        Ok(self.hits_for(py, &fused))
+    }
+
+    /// Whether a BM25 index is kept with the ring.
+    #[getter]
+    fn lexical(&self) -> bool {
+        self.lexical.is_some()
     }
 
     /// Embeds and adds one text; returns its id. ``ts`` is seconds or a datetime (default
@@ -497,12 +569,75 @@ fn model_or_dim(
 }
 
 impl Engine {
-    /// Writes a validated batch into the ring without the GIL.
+    /// Writes a validated batch into the ring without the GIL; with ``lexical=True`` also
+    /// indexes its texts and drops what the ring has overwritten from the BM25 index.
     fn write(&self, py: Python<'_>, vectors: &[f32], attrs: &Attributes) -> PyResult<Range<u64>> {
         let ring = &self.ring;
-        Ok(py
+        let ids = py
             .detach(|| ring.ingest(vectors, attrs))
-            .map_err(CoreError::from)?)
+            .map_err(CoreError::from)?;
+        if let Some(lexical) = &self.lexical {
+            py.detach(|| {
+                let mut guard = lexical.lock();
+                let (index, held) = &mut *guard;
+                let floor = ring.next_id().saturating_sub(ring.capacity() as u64);
+                for (i, id) in ids.clone().enumerate() {
+                    if let Some(Some(text)) = attrs.texts.get(i)
+                        && id >= floor
+                        && index.add(id, text).is_ok()
+                    {
+                        held.insert(id);
+                    }
+                }
+                while let Some(&oldest) = held.first()
+                    && oldest < floor
+                {
+                    held.pop_first();
+                    let _ = index.remove(oldest);
+                }
+            });
+        }
+        Ok(ids)
+    }
+
+    /// BM25 ``(id, score)`` of the items still held, best first.
+    fn lexical_ranked(&self, py: Python<'_>, query: &str, k: usize) -> PyResult<Vec<(u64, f32)>> {
+        let Some(lexical) = &self.lexical else {
+            return Err(err(
+                Exc::Imesde,
+                "this Engine keeps no BM25 index: create it with Engine(..., lexical=True)",
+            ));
+        };
+        Ok(py.detach(|| {
+            lexical
+                .lock()
+                .0
+                .search(query, k, 0.0)
+                .into_iter()
+                .map(|h| (h.id, h.score))
+                .collect()
+        }))
+    }
+
+    /// Hits for ranked ids, read back from the ring (ids overwritten meanwhile are skipped).
+    fn hits_for(&self, py: Python<'_>, ranked: &[(u64, f32)]) -> Vec<Hit> {
+        let ring = &self.ring;
+        py.detach(|| {
+            ranked
+                .iter()
+                .filter_map(|&(id, score)| {
+                    ring.get(id).map(|item| {
+                        Hit(imesde_ring::Hit {
+                            id,
+                            score,
+                            text: item.text,
+                            ts: item.ts,
+                            metadata: item.metadata,
+                        })
+                    })
+                })
+                .collect()
+        })
     }
 
     /// One exact search without the GIL.

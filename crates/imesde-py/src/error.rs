@@ -1,5 +1,6 @@
 //! The one place where core errors become Python exceptions.
 
+use imesde_bm25::Bm25Error;
 use imesde_embed::EmbedError;
 use imesde_ring::RingError;
 use pyo3::PyErr;
@@ -12,6 +13,13 @@ use crate::exceptions::{Exc, err};
 pub(crate) enum CoreError {
     Ring(RingError),
     Embed(EmbedError),
+    Bm25(Bm25Error),
+}
+
+impl From<Bm25Error> for CoreError {
+    fn from(e: Bm25Error) -> Self {
+        CoreError::Bm25(e)
+    }
 }
 
 impl From<RingError> for CoreError {
@@ -34,6 +42,7 @@ impl From<CoreError> for PyErr {
                 return pyo3::exceptions::PyKeyboardInterrupt::new_err("interrupted");
             }
             CoreError::Embed(e) => (embed_class(&e), e.to_string()),
+            CoreError::Bm25(e) => (bm25_class(&e), e.to_string()),
         };
         err(class, msg)
     }
@@ -63,5 +72,15 @@ fn embed_class(e: &EmbedError) -> Exc {
         }
         EmbedError::Config(_) => Exc::InvalidValue,
         _ => Exc::Embedding,
+    }
+}
+
+fn bm25_class(e: &Bm25Error) -> Exc {
+    match e {
+        Bm25Error::Config(_) | Bm25Error::Duplicate(_) => Exc::InvalidValue,
+        Bm25Error::NotFound(_) => Exc::NotFound,
+        Bm25Error::Io { .. } => Exc::Storage,
+        Bm25Error::Corrupt { .. } => Exc::Corrupt,
+        _ => Exc::Imesde,
     }
 }

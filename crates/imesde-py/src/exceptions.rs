@@ -6,7 +6,8 @@
 //! `imesde.exceptions`.
 
 use pyo3::exceptions::{
-    PyException, PyFileNotFoundError, PyKeyError, PyMemoryError, PyTypeError, PyValueError,
+    PyException, PyFileNotFoundError, PyKeyError, PyMemoryError, PyOSError, PyTypeError,
+    PyValueError,
 };
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -30,6 +31,8 @@ pub(crate) enum Exc {
     ModelLoad = 7,
     ModelNotFound = 8,
     Embedding = 9,
+    Storage = 10,
+    Corrupt = 11,
 }
 
 enum Base {
@@ -46,7 +49,7 @@ struct Spec {
 
 // Closures, not `Python::get_type` paths: the path is not generic over the lifetime.
 #[allow(clippy::redundant_closure_for_method_calls)]
-const SPECS: [Spec; 10] = [
+const SPECS: [Spec; 12] = [
     Spec {
         exc: Exc::Imesde,
         name: "ImesdeError",
@@ -124,6 +127,24 @@ const SPECS: [Spec; 10] = [
         name: "EmbeddingError",
         bases: &[Base::Own(Exc::Imesde)],
         doc: "Tokenizing or running the model failed for a batch of texts.",
+    },
+    Spec {
+        exc: Exc::Storage,
+        name: "StorageError",
+        bases: &[
+            Base::Own(Exc::Imesde),
+            Base::Builtin(|py| py.get_type::<PyOSError>()),
+        ],
+        doc: "A file could not be read or written.",
+    },
+    Spec {
+        exc: Exc::Corrupt,
+        name: "IndexCorruptError",
+        bases: &[
+            Base::Own(Exc::Imesde),
+            Base::Builtin(|py| py.get_type::<PyValueError>()),
+        ],
+        doc: "A saved file is not an imesde file, or is truncated, modified or of another version.",
     },
 ];
 

@@ -1,6 +1,7 @@
 //! The Python module `imesde._imesde`: thin wrappers that convert arguments, release the GIL,
 //! call the core crates and convert the results back.
 
+mod bm25;
 mod convert;
 mod embed;
 mod engine;
@@ -34,6 +35,9 @@ fn _imesde(m: &Bound<'_, PyModule>) -> PyResult<()> {
     }
     exceptions::register(m)?;
     m.add_class::<embed::TextEmbedder>()?;
+    m.add_class::<bm25::PyBm25>()?;
+    m.add_class::<bm25::Bm25Hit>()?;
+    m.add_function(wrap_pyfunction!(bm25::fuse, m)?)?;
     m.add_class::<engine::Engine>()?;
     m.add_class::<engine::Hit>()?;
     m.add_class::<engine::Item>()?;

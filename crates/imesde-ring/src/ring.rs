@@ -265,6 +265,13 @@ impl Ring {
         self.shards.iter().map(|s| s.read().len).sum()
     }
 
+    /// The id the next ingested item will get (= items ever ingested). Ids below
+    /// `next_id() - capacity()` have been overwritten or are being overwritten now.
+    #[must_use]
+    pub fn next_id(&self) -> u64 {
+        self.next_id.load(Ordering::Acquire)
+    }
+
     /// Whether the ring holds no item.
     #[must_use]
     pub fn is_empty(&self) -> bool {

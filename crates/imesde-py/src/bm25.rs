@@ -1,0 +1,341 @@
+//! `imesde.BM25`, `imesde.BM25Hit`, `imesde.fuse`.
+// PyO3 extracts arguments as owned values (Vec, PathBuf); borrowing them is not an option.
+#![allow(clippy::needless_pass_by_value)]
+
+use std::path::PathBuf;
+
+use imesde_bm25::{AnalyzerConfig, Bm25, Fusion, Method, Params};
+use parking_lot::RwLock;
+use pyo3::prelude::*;
+use pyo3::types::{PyString, PyTuple};
+
+use crate::convert::positive;
+use crate::error::CoreError;
+use crate::exceptions::{Exc, err};
+
+/// One lexical result: ``id``, ``score`` (BM25) and the query ``terms`` it matched. Unpacks as
+/// ``(id, score)``.
+#[pyclass(frozen, module = "imesde._imesde", name = "BM25Hit")]
+pub(crate) struct Bm25Hit(pub(crate) imesde_bm25::Bm25Hit);
+
+#[pymethods]
+impl Bm25Hit {
+    /// The document id.
+    #[getter]
+    fn id(&self) -> u64 {
+        self.0.id
+    }
+    /// The BM25 score.
+    #[getter]
+    fn score(&self) -> f32 {
+        self.0.score
+    }
+    /// The analyzed query terms found in the document.
+    #[getter]
+    fn terms(&self) -> Vec<String> {
+        self.0.terms.clone()
+    }
+    #[allow(clippy::unused_self)] // a protocol method: always a pair
+    fn __len__(&self) -> usize {
+        2
+    }
+    fn __getitem__<'py>(&self, py: Python<'py>, index: isize) -> PyResult<Bound<'py, PyAny>> {
+        match index {
+            0 | -2 => Ok(self.0.id.into_pyobject(py)?.into_any()),
+            1 | -1 => Ok(self.0.score.into_pyobject(py)?.into_any()),
+            _ => Err(pyo3::exceptions::PyIndexError::new_err(
+                "BM25Hit unpacks as (id, score)",
+            )),
+        }
+    }
+    fn __iter__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let pair = PyTuple::new(py, [self.__getitem__(py, 0)?, self.__getitem__(py, 1)?])?;
+        pair.try_iter().map(Bound::into_any)
+    }
+    fn __repr__(&self) -> String {
+        format!(
+            "BM25Hit(id={}, score={:.4}, terms={:?})",
+            self.0.id, self.0.score, self.0.terms
+        )
+    }
+}
+
+/// The analyzer options from Python: ``stemmer`` a Snowball language or None, ``stopwords``
+/// None, ``"english"`` or a list of words.
+pub(crate) fn analyzer_config(
+    stemmer: Option<&str>,
+    stopwords: Option<&Bound<'_, PyAny>>,
+) -> PyResult<AnalyzerConfig> {
+    let stopwords = match stopwords {
+        None => Vec::new(),
+        Some(s) if s.is_instance_of::<PyString>() => match s.extract::<String>()?.as_str() {
+            "english" | "en" => AnalyzerConfig::english_stopwords(),
+            other => {
+                return Err(err(
+                    Exc::InvalidValue,
+                    format!(
+                        "stopwords must be None, \"english\" or a list of words, got {other:?}"
+                    ),
+                ));
+            }
+        },
+        Some(s) => s.extract::<Vec<String>>().map_err(|_| {
+            err(
+                Exc::DType,
+                "stopwords must be None, \"english\" or a list of str",
+            )
+        })?,
+    };
+    Ok(AnalyzerConfig {
+        stemmer: stemmer.map(str::to_owned),
+        stopwords,
+    })
+}
+
+pub(crate) fn bm25_params(k1: f32, b: f32, method: &str, delta: f32) -> PyResult<Params> {
+    let method = match method.parse::<Method>().map_err(CoreError::from)? {
+        Method::Bm25Plus { .. } => Method::Bm25Plus { delta },
+        m => m,
+    };
+    Ok(Params { k1, b, method })
+}
+
+/// A BM25 keyword index over documents with integer ids.
+///
+/// ``method`` is ``"lucene"`` (default), ``"robertson"``, ``"atire"`` or ``"bm25+"`` (with
+/// ``delta``); ``stemmer`` a Snowball language (``"english"`` by default) or None;
+/// ``stopwords`` None, ``"english"`` or a list of words. Terms are Unicode words, lowercased;
+/// technical compounds such as ``CVE-2024-1234`` or ``net/mlx5e`` are also indexed whole.
+#[pyclass(frozen, module = "imesde._imesde", name = "BM25")]
+pub(crate) struct PyBm25(RwLock<Bm25>);
+
+#[pymethods]
+impl PyBm25 {
+    #[new]
+    #[pyo3(
+        signature = (k1 = 1.2, b = 0.75, *, method = "lucene", stemmer = Some("english"), stopwords = None, delta = 0.5),
+        text_signature = "(k1=1.2, b=0.75, *, method='lucene', stemmer='english', stopwords=None, delta=0.5)"
+    )]
+    fn new(
+        k1: f32,
+        b: f32,
+        method: &str,
+        stemmer: Option<&str>,
+        stopwords: Option<&Bound<'_, PyAny>>,
+        delta: f32,
+    ) -> PyResult<Self> {
+        let index = Bm25::new(
+            bm25_params(k1, b, method, delta)?,
+            analyzer_config(stemmer, stopwords)?,
+        )
+        .map_err(CoreError::from)?;
+        Ok(Self(RwLock::new(index)))
+    }
+
+    /// Indexes ``text`` under ``id``; raises ``InvalidValueError`` if ``id`` is already there.
+    fn add(&self, py: Python<'_>, id: u64, text: &str) -> PyResult<()> {
+        py.detach(|| self.0.write().add(id, text))
+            .map_err(CoreError::from)?;
+        Ok(())
+    }
+
+    /// ``add`` for many documents; all ids are checked first, so a bad batch adds nothing.
+    fn add_batch(&self, py: Python<'_>, ids: Vec<u64>, texts: Vec<String>) -> PyResult<()> {
+        if ids.len() != texts.len() {
+            return Err(err(
+                Exc::Shape,
+                format!("{} ids for {} texts", ids.len(), texts.len()),
+            ));
+        }
+        py.detach(|| {
+            let mut index = self.0.write();
+            let mut seen = std::collections::HashSet::with_capacity(ids.len());
+            if let Some(&dup) = ids
+                .iter()
+                .find(|&&id| index.contains(id) || !seen.insert(id))
+            {
+                return Err(imesde_bm25::Bm25Error::Duplicate(dup));
+            }
+            for (id, text) in ids.iter().zip(&texts) {
+                index.add(*id, text)?;
+            }
+            Ok(())
+        })
+        .map_err(CoreError::from)?;
+        Ok(())
+    }
+
+    /// Removes the document ``id``; raises ``ItemNotFoundError`` (a ``KeyError``) if absent.
+    fn remove(&self, py: Python<'_>, id: u64) -> PyResult<()> {
+        py.detach(|| self.0.write().remove(id))
+            .map_err(CoreError::from)?;
+        Ok(())
+    }
+
+    /// Replaces the text of ``id`` (adds it when absent).
+    fn update(&self, py: Python<'_>, id: u64, text: &str) -> PyResult<()> {
+        py.detach(|| self.0.write().update(id, text))
+            .map_err(CoreError::from)?;
+        Ok(())
+    }
+
+    /// Same as ``add``.
+    fn add_document(&self, py: Python<'_>, id: u64, text: &str) -> PyResult<()> {
+        self.add(py, id, text)
+    }
+
+    /// Same as ``remove``.
+    fn remove_document(&self, py: Python<'_>, id: u64) -> PyResult<()> {
+        self.remove(py, id)
+    }
+
+    /// Same as ``update``.
+    fn update_document(&self, py: Python<'_>, id: u64, text: &str) -> PyResult<()> {
+        self.update(py, id, text)
+    }
+
+    /// The ``k`` best documents for ``query`` scoring at least ``min_score``, best first.
+    #[pyo3(signature = (query, k = 10, min_score = 0.0))]
+    fn search(
+        &self,
+        py: Python<'_>,
+        query: &str,
+        k: i64,
+        min_score: f32,
+    ) -> PyResult<Vec<Bm25Hit>> {
+        let k = positive("k", k)?;
+        let hits = py.detach(|| self.0.read().search(query, k, min_score));
+        Ok(hits.into_iter().map(Bm25Hit).collect())
+    }
+
+    /// The terms the analyzer makes of ``text`` (as documents and queries are indexed).
+    fn analyze(&self, text: &str) -> Vec<String> {
+        self.0.read().analyzer().analyze(text)
+    }
+
+    /// Number of documents.
+    #[getter]
+    fn document_count(&self) -> usize {
+        self.0.read().document_count()
+    }
+
+    /// Number of distinct terms.
+    #[getter]
+    fn term_count(&self) -> usize {
+        self.0.read().term_count()
+    }
+
+    /// Mean number of terms per document.
+    #[getter]
+    fn average_document_length(&self) -> f64 {
+        self.0.read().average_document_length()
+    }
+
+    /// BM25's ``k1``.
+    #[getter]
+    fn k1(&self) -> f32 {
+        self.0.read().params().k1
+    }
+
+    /// BM25's ``b``.
+    #[getter]
+    fn b(&self) -> f32 {
+        self.0.read().params().b
+    }
+
+    /// The scoring variant.
+    #[getter]
+    fn method(&self) -> String {
+        self.0.read().params().method.to_string()
+    }
+
+    fn __len__(&self) -> usize {
+        self.0.read().document_count()
+    }
+
+    fn __contains__(&self, id: u64) -> bool {
+        self.0.read().contains(id)
+    }
+
+    /// Writes the index to ``path`` atomically (versioned format with a checksum).
+    fn save(&self, py: Python<'_>, path: PathBuf) -> PyResult<()> {
+        py.detach(|| self.0.read().save(&path))
+            .map_err(CoreError::from)?;
+        Ok(())
+    }
+
+    /// Reads an index written by ``save``; a truncated or modified file raises
+    /// ``IndexCorruptError``.
+    #[staticmethod]
+    fn load(py: Python<'_>, path: PathBuf) -> PyResult<Self> {
+        let index = py.detach(|| Bm25::load(&path)).map_err(CoreError::from)?;
+        Ok(Self(RwLock::new(index)))
+    }
+
+    fn __repr__(&self) -> String {
+        let i = self.0.read();
+        let p = i.params();
+        format!(
+            "BM25(k1={}, b={}, method={:?}, documents={}, terms={})",
+            p.k1,
+            p.b,
+            p.method.to_string(),
+            i.document_count(),
+            i.term_count()
+        )
+    }
+}
+
+/// One ranked list from Python: ``(id, score)`` pairs or objects with ``id`` and ``score``.
+fn ranked(list: &Bound<'_, PyAny>, i: usize) -> PyResult<Vec<(u64, f32)>> {
+    list.try_iter()
+        .map_err(|_| {
+            err(
+                Exc::DType,
+                format!("lists[{i}] must be a list of (id, score)"),
+            )
+        })?
+        .map(|item| {
+            let item = item?;
+            if let Ok(pair) = item.extract::<(u64, f32)>() {
+                return Ok(pair);
+            }
+            let id = item.getattr("id").and_then(|v| v.extract::<u64>());
+            let score = item.getattr("score").and_then(|v| v.extract::<f32>());
+            match (id, score) {
+                (Ok(id), Ok(score)) => Ok((id, score)),
+                _ => Err(err(
+                    Exc::DType,
+                    format!(
+                        "lists[{i}] items must be (id, score) pairs or hits with .id and .score"
+                    ),
+                )),
+            }
+        })
+        .collect()
+}
+
+/// Fuses ranked lists (each best first) into one: ``method`` ``"rrf"`` (reciprocal rank,
+/// constant ``rrf_k``), ``"weighted"`` (min-max scaled scores times ``weights``),
+/// ``"combsum"``, ``"combmnz"`` or ``"borda"``. Returns the ``k`` best ``(id, score)`` pairs.
+#[pyfunction]
+#[pyo3(signature = (lists, method = "rrf", k = 10, weights = None, rrf_k = 60.0))]
+pub(crate) fn fuse(
+    lists: Vec<Bound<'_, PyAny>>,
+    method: &str,
+    k: i64,
+    weights: Option<Vec<f32>>,
+    rrf_k: f32,
+) -> PyResult<Vec<(u64, f32)>> {
+    let k = positive("k", k)?;
+    let method = match method.parse::<Fusion>().map_err(CoreError::from)? {
+        Fusion::Rrf { .. } => Fusion::Rrf { k: rrf_k },
+        m => m,
+    };
+    let lists = lists
+        .iter()
+        .enumerate()
+        .map(|(i, l)| ranked(l, i))
+        .collect::<PyResult<Vec<_>>>()?;
+    Ok(imesde_bm25::fuse(&lists, method, k, weights.as_deref()).map_err(CoreError::from)?)
+}

@@ -1,0 +1,245 @@
+"""BM25 against bm25s on real documents, edits against rebuilds (hypothesis), files, fusion,
+and the lexical side of the engine."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import imesde
+import numpy as np
+import pytest
+from conftest import DATA
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+
+@pytest.fixture(scope="module")
+def debtags() -> tuple[list[str], list[str]]:
+    with gzip.open(DATA / "debtags_docs.jsonl.gz", "rt", encoding="utf-8") as f:
+        docs = [json.loads(line)["text"] for line in f]
+    queries = []
+    for line in (DATA / "debtags_queries.jsonl").read_text(encoding="utf-8").splitlines():
+        q = json.loads(line)
+        queries += [q["query"], q["query_long"]]
+    return docs, queries
+
+
+def test_lucene_scores_equal_bm25s(debtags: tuple[list[str], list[str]]) -> None:
+    bm25s = pytest.importorskip("bm25s")
+    docs, queries = debtags
+    index = imesde.BM25()
+    index.add_batch(list(range(len(docs))), docs)
+    reference = bm25s.BM25(method="lucene", k1=1.2, b=0.75)
+    reference.index([index.analyze(d) for d in docs], show_progress=False)
+    checked = 0
+    for q in queries:
+        tokens = index.analyze(q)
+        want = np.asarray(reference.get_scores(tokens), dtype=np.float64)
+        got = np.zeros(len(docs))
+        for hit in index.search(q, k=len(docs)):
+            got[hit.id] = hit.score
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6, err_msg=q)
+        checked += int((want > 0).sum())
+    assert checked > 10_000
+
+
+def test_top_k_and_matched_terms(debtags: tuple[list[str], list[str]]) -> None:
+    docs, _ = debtags
+    index = imesde.BM25(stopwords="english")
+    index.add_batch(list(range(len(docs))), docs)
+    hits = index.search("python web framework", k=5)
+    assert len(hits) == 5
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    assert all(set(h.terms) <= {"python", "web", "framework"} and h.terms for h in hits)
+    doc_id, score = hits[0]
+    assert (doc_id, score) == (hits[0].id, hits[0].score)
+    floor = index.search("python web framework", k=5, min_score=hits[2].score)
+    assert [h.id for h in floor[:3]] == [h.id for h in hits[:3]]
+    assert all(h.score >= hits[2].score for h in floor)
+    assert index.document_count == len(docs) == len(index)
+    assert index.term_count > 10_000
+    assert 5 < index.average_document_length < 200
+
+
+def test_analyzer() -> None:
+    a = imesde.BM25()
+    assert a.analyze("Fix CVE-2024-1234 in net/mlx5e (eth0)") == [
+        "fix", "cve", "2024", "1234", "cve-2024-1234", "in", "net", "mlx5e", "net/mlx5e", "eth0",
+    ]  # fmt: skip
+    assert imesde.BM25(stopwords="english").analyze("the leaks in the kernels") == [
+        "leak",
+        "kernel",
+    ]
+    assert imesde.BM25(stemmer=None).analyze("Running Leaks") == ["running", "leaks"]
+    assert imesde.BM25(stemmer="french").analyze("traductions") == ["traduct"]
+    assert imesde.BM25(stopwords=["kernel"]).analyze("kernel panic") == ["panic"]
+
+
+def test_exact_technical_tokens_rank_first() -> None:
+    index = imesde.BM25()
+    index.add(1, "fix CVE-2024-1234 in the nfs client")
+    index.add(2, "CVE-2024-9999 and CVE-2023-1234 fixed")
+    index.add(3, "net/mlx5e: fix a race on eth0")
+    assert index.search("CVE-2024-1234", k=1)[0].id == 1
+    assert index.search("mlx5e", k=1)[0].id == 3
+
+
+def test_errors_leave_the_index_intact(tmp_path: Path) -> None:
+    index = imesde.BM25()
+    index.add(1, "kernel panic")
+    with pytest.raises(imesde.InvalidValueError, match="already indexed"):
+        index.add(1, "again")
+    with pytest.raises(imesde.InvalidValueError):
+        index.add_batch([2, 2], ["a", "b"])
+    with pytest.raises(imesde.ShapeError):
+        index.add_batch([2, 3], ["a"])
+    with pytest.raises(KeyError):
+        index.remove(42)
+    with pytest.raises(imesde.InvalidValueError, match="method"):
+        imesde.BM25(method="tfidf")  # type: ignore[arg-type]
+    with pytest.raises(imesde.InvalidValueError, match="stemmer"):
+        imesde.BM25(stemmer="klingon")
+    with pytest.raises(imesde.InvalidValueError, match="b must"):
+        imesde.BM25(b=2.0)
+    with pytest.raises(imesde.InvalidValueError):
+        index.search("kernel", k=0)
+    assert len(index) == 1
+    assert 1 in index
+    assert index.search("panic")[0].id == 1
+
+
+def test_aliases_and_update() -> None:
+    index = imesde.BM25()
+    index.add_document(7, "memory leak")
+    index.update_document(7, "disk full")
+    assert index.search("leak") == []
+    assert index.search("disk")[0].id == 7
+    index.update(8, "new document")  # update adds when absent
+    index.remove_document(7)
+    assert len(index) == 1
+
+
+def test_save_load_and_damaged_files(tmp_path: Path, debtags: tuple[list[str], list[str]]) -> None:
+    docs, queries = debtags
+    index = imesde.BM25(0.9, 0.4, method="bm25+", stopwords="english")
+    index.add_batch(list(range(500)), docs[:500])
+    for i in range(0, 500, 5):
+        index.remove(i)
+    path = tmp_path / "docs.bm25"
+    index.save(path)
+    back = imesde.BM25.load(str(path))
+    assert back.k1 == pytest.approx(0.9)
+    assert back.b == pytest.approx(0.4)
+    assert (back.method, len(back)) == ("bm25+", 400)
+    for q in queries[:20]:
+        assert [(h.id, h.score) for h in back.search(q)] == [
+            (h.id, h.score) for h in index.search(q)
+        ]
+    data = path.read_bytes()
+    for damaged in (
+        data[: len(data) // 2],
+        data[:-1],
+        data[:10],
+        b"",
+        data[:40] + b"X" + data[41:],
+    ):
+        path.write_bytes(damaged)
+        with pytest.raises(imesde.IndexCorruptError):
+            imesde.BM25.load(path)
+    with pytest.raises(imesde.StorageError):
+        imesde.BM25.load(tmp_path / "missing.bm25")
+    with pytest.raises(imesde.StorageError, match=r"dir\.bm25"):
+        index.save(tmp_path / "no" / "such" / "dir.bm25")
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["add", "remove", "update"]),
+            st.integers(0, 15),
+            st.lists(st.sampled_from(["leak", "kernel", "panic", "disk", "CVE-2024-1", "the"])),
+        ),
+        max_size=60,
+    )
+)
+def test_edits_score_like_a_rebuild(ops: list[tuple[str, int, list[str]]]) -> None:
+    index = imesde.BM25()
+    truth: dict[int, str] = {}
+    for op, doc_id, words in ops:
+        text = " ".join(words)
+        if op == "add" and doc_id not in truth:
+            index.add(doc_id, text)
+            truth[doc_id] = text
+        elif op == "remove" and doc_id in truth:
+            index.remove(doc_id)
+            del truth[doc_id]
+        elif op == "update":
+            index.update(doc_id, text)
+            truth[doc_id] = text
+    fresh = imesde.BM25()
+    for doc_id, text in truth.items():
+        fresh.add(doc_id, text)
+    assert index.document_count == fresh.document_count
+    assert index.term_count == fresh.term_count
+    assert index.average_document_length == pytest.approx(fresh.average_document_length)
+    for q in ["leak", "kernel panic", "cve-2024-1 disk", "the the leak"]:
+        got = {h.id: h.score for h in index.search(q, k=100)}
+        want = {h.id: h.score for h in fresh.search(q, k=100)}
+        assert got.keys() == want.keys()
+        for doc_id, score in got.items():
+            assert score == pytest.approx(want[doc_id], rel=1e-5)
+
+
+def test_fuse() -> None:
+    dense = [(1, 0.9), (2, 0.8), (3, 0.7)]
+    lexical = [(3, 12.0), (1, 8.0), (4, 1.0)]
+    fused = imesde.fuse([dense, lexical])
+    assert [i for i, _ in fused] == [1, 3, 2, 4]
+    assert fused[0][1] == pytest.approx(1 / 61 + 1 / 62)
+    assert imesde.fuse([dense, lexical], k=2) == fused[:2]
+    weighted = imesde.fuse([dense, lexical], method="weighted", weights=[0.0, 1.0])
+    assert weighted[0][0] == 3
+    assert weighted[0][1] == pytest.approx(1.0)
+    assert imesde.fuse([dense, lexical], method="combmnz")[0][0] in (1, 3)
+    assert [i for i, _ in imesde.fuse([dense, lexical], method="borda")][:2] == [1, 3]
+    index = imesde.BM25()
+    index.add(5, "memory leak")
+    assert imesde.fuse([index.search("leak"), dense], method="combsum")[0][0] == 5
+    with pytest.raises(imesde.InvalidValueError):
+        imesde.fuse([dense], method="max")  # type: ignore[arg-type]
+    with pytest.raises(imesde.InvalidValueError):
+        imesde.fuse([dense, lexical], weights=[1.0])
+    with pytest.raises(TypeError):
+        imesde.fuse([[("a", "b")]])  # type: ignore[list-item]
+
+
+@pytest.mark.model
+def test_engine_keeps_bm25_in_step_with_the_ring(embedder: imesde.TextEmbedder) -> None:
+    engine = imesde.Engine(embedder, num_shards=2, shard_size=8, lexical=True)
+    assert engine.lexical
+    texts = [f"routine log line number {i}" for i in range(30)]
+    texts[3] = "fix CVE-2024-1234 in the nfs client"
+    texts[25] = "fix CVE-2024-5678 in the smb client"
+    engine.ingest_batch(texts[:10])
+    assert engine.lexical_search("CVE-2024-1234", k=1)[0].text == texts[3]
+    engine.ingest_batch(texts[10:])  # the ring holds 16: ids 14..29 survive
+    held = {h.id for h in engine.lexical_search("routine log line", k=100)}
+    assert held == set(range(14, 30)) - {25}
+    hits = engine.lexical_search("CVE-2024-1234", k=3)
+    assert texts[3] not in [h.text for h in hits]
+    assert hits[0].text == texts[25]  # shares "fix", "cve", "2024", "in", "the", "client"
+    vector_only = engine.ingest_vectors(embedder.embed_one("no text"))  # nothing to index
+    assert engine.lexical_search("routine", k=100)[-1].id != int(vector_only[0])
+    hybrid = engine.hybrid_search("nfs client security fix", k=5)
+    assert len(hybrid) == 5
+    assert [h.score for h in hybrid] == sorted((h.score for h in hybrid), reverse=True)
+    alpha = engine.hybrid_search("CVE-2024-5678", k=3, method="weighted", alpha=0.0)
+    assert alpha[0].text == texts[25]
+    with pytest.raises(imesde.InvalidValueError):
+        engine.hybrid_search("x", alpha=1.5)
+    plain = imesde.Engine(embedder, num_shards=1, shard_size=4)
+    with pytest.raises(imesde.ImesdeError, match="lexical=True"):
+        plain.lexical_search("x")
