@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: run test build rust-test lint py-test stubtest bench bench-search bench-embed clean
+.PHONY: run test build rust-test lint py-test stubtest bench bench-search bench-embed bench-bm25 clean
 
 $(STAMP): requirements-dev.txt
 	python3 -m venv $(VENV)
@@ -40,11 +40,15 @@ py-test: build
 
 test: rust-test lint stubtest py-test
 
-bench: bench-search bench-embed
+bench: bench-search bench-embed bench-bm25
 
 bench-search: build
 	$(PY) -m pip install -q faiss-cpu
 	$(PY) benches/bench_search.py
+
+bench-bm25: build
+	$(PY) -m pip install -q bm25s numba
+	$(PY) benches/bench_bm25.py
 
 # Anchors: onnxruntime-python + tokenizers, fastembed, and imesde 0.5.0 (pip download).
 bench-embed: build

@@ -59,6 +59,8 @@ def test_top_k_and_matched_terms(debtags: tuple[list[str], list[str]]) -> None:
     assert [h.id for h in floor[:3]] == [h.id for h in hits[:3]]
     assert all(h.score >= hits[2].score for h in floor)
     assert index.document_count == len(docs) == len(index)
+    assert index.token_count == sum(len(index.analyze(d)) for d in docs)
+    assert 8 * index.token_count < index.memory_bytes < 200 * index.token_count
     assert index.term_count > 10_000
     assert 5 < index.average_document_length < 200
 

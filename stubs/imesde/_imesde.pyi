@@ -115,6 +115,12 @@ class BM25:
     def average_document_length(self) -> float:
         """Mean number of terms per document."""
     @property
+    def token_count(self) -> int:
+        """Total number of terms over all documents."""
+    @property
+    def memory_bytes(self) -> int:
+        """Heap bytes held by the index (postings, cached impacts, forward index, dictionary)."""
+    @property
     def k1(self) -> float:
         """BM25's ``k1``."""
     @property

@@ -6,6 +6,8 @@ use std::collections::{BinaryHeap, HashMap};
 use std::fmt;
 use std::str::FromStr;
 
+use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+
 use crate::analyzer::{Analyzer, AnalyzerConfig};
 use crate::error::{Bm25Error, Result};
 
@@ -133,6 +135,9 @@ struct Term {
     /// Sorted by `doc`; may hold postings of removed documents until compacted.
     postings: Vec<Posting>,
     dead: u32,
+    /// The TF part of each posting's score (0 for removed documents), valid for the index
+    /// `epoch` stored with it: computed by the first search after a change, then reused.
+    impacts: RwLock<(u64, Vec<f32>)>,
 }
 
 /// A saved document: id, length, (term, tf) sorted by term.
@@ -170,9 +175,15 @@ pub struct Bm25 {
     terms: Vec<Term>,
     ids: HashMap<u64, u32>,
     docs: Vec<Doc>,
+    /// Length of each internal document, `DEAD` once removed: what scoring reads, packed.
+    lens: Vec<u32>,
     total_len: u64,
+    /// Bumped by every change: cached impacts of an older epoch are stale.
+    epoch: u64,
     scratch: Vec<String>,
 }
+
+const DEAD: u32 = u32::MAX;
 
 /// Score upper bounds are inflated by this much so float rounding never prunes a winner.
 const SLACK: f32 = 1.0 + 1e-5;
@@ -191,7 +202,9 @@ impl Bm25 {
             terms: Vec::new(),
             ids: HashMap::new(),
             docs: Vec::new(),
+            lens: Vec::new(),
             total_len: 0,
+            epoch: 1,
             scratch: Vec::new(),
         })
     }
@@ -226,6 +239,38 @@ impl Bm25 {
         } else {
             self.total_len as f64 / self.ids.len() as f64
         }
+    }
+
+    /// Heap bytes held by the index: postings, cached impacts, the forward index used for
+    /// exact removal, document table and dictionary (allocator overhead not included).
+    #[must_use]
+    pub fn memory_bytes(&self) -> usize {
+        use std::mem::size_of;
+        let terms: usize = self
+            .terms
+            .iter()
+            .map(|t| {
+                size_of::<Term>()
+                    + t.text.len()
+                    + t.postings.capacity() * size_of::<Posting>()
+                    + t.impacts.read().1.capacity() * size_of::<f32>()
+            })
+            .sum();
+        let docs: usize = self
+            .docs
+            .iter()
+            .map(|d| size_of::<Doc>() + d.terms.len() * size_of::<(u32, u32)>())
+            .sum();
+        let dict = self.dict.capacity() * (size_of::<Box<str>>() + size_of::<u32>())
+            + self.dict.keys().map(|k| k.len()).sum::<usize>();
+        let ids = self.ids.capacity() * (size_of::<u64>() + size_of::<u32>());
+        terms + docs + dict + ids + self.lens.capacity() * size_of::<u32>()
+    }
+
+    /// Total number of terms over all documents (the sum of their lengths).
+    #[must_use]
+    pub fn token_count(&self) -> u64 {
+        self.total_len
     }
 
     #[must_use]
@@ -273,6 +318,7 @@ impl Bm25 {
     }
 
     fn insert(&mut self, id: u64, len: u32, terms: Box<[(u32, u32)]>) {
+        self.epoch += 1;
         let doc = self.docs.len() as u32;
         for &(t, tf) in &terms {
             let term = &mut self.terms[t as usize];
@@ -286,6 +332,7 @@ impl Bm25 {
             live: true,
             terms,
         });
+        self.lens.push(len);
         self.ids.insert(id, doc);
         self.total_len += u64::from(len);
     }
@@ -296,8 +343,10 @@ impl Bm25 {
     /// [`Bm25Error::NotFound`] if it is not indexed.
     pub fn remove(&mut self, id: u64) -> Result<()> {
         let doc = self.ids.remove(&id).ok_or(Bm25Error::NotFound(id))?;
+        self.epoch += 1;
         let d = &mut self.docs[doc as usize];
         d.live = false;
+        self.lens[doc as usize] = DEAD;
         self.total_len -= u64::from(d.len);
         let terms = std::mem::take(&mut d.terms);
         for &(t, _) in &terms {
@@ -333,6 +382,7 @@ impl Bm25 {
     /// Renumbers live documents densely and drops dead postings and unused terms.
     fn compact(&mut self) {
         let docs = std::mem::take(&mut self.docs);
+        self.lens.clear();
         let old_terms = std::mem::take(&mut self.terms);
         self.dict.clear();
         self.ids.clear();
@@ -378,8 +428,14 @@ impl Bm25 {
     }
 
     /// The `k` best documents for `query` with a score of at least `min_score`, best first
-    /// (equal scores: the most recently added first). Exact: MaxScore skips only documents
-    /// that provably cannot enter the top `k`.
+    /// (equal scores: the most recently added first).
+    ///
+    /// Exact, with MaxScore pruning term at a time (Turtle and Flood's MaxScore in the
+    /// accumulator form of Moffat and Zobel's "continue"): terms are scored from the highest
+    /// upper bound down into an accumulator; once the bounds of the terms left cannot lift a new
+    /// document above the current k-th score, the rest only probe the documents already
+    /// gathered that can still reach it. Long queries full of common words then cost little
+    /// more than their rare words.
     #[must_use]
     pub fn search(&self, query: &str, k: usize, min_score: f32) -> Vec<Bm25Hit> {
         let n = self.ids.len() as u32;
@@ -388,99 +444,143 @@ impl Bm25 {
         }
         let avgdl = (self.total_len as f64 / f64::from(n)) as f32;
         let p = self.params;
-        let norm = |len: u32| {
-            if avgdl > 0.0 {
-                1.0 - p.b + p.b * len as f32 / avgdl
-            } else {
-                1.0 - p.b
-            }
-        };
+        let (k1b, k1_1b) = (p.b / avgdl.max(f32::MIN_POSITIVE), 1.0 - p.b);
+        let norm = |len: u32| k1_1b + k1b * len as f32;
         let query_terms = self.query_terms(query);
         let term_ids: Vec<u32> = query_terms.iter().map(|(t, _)| *t).collect();
-        let mut cursors: Vec<Cursor<'_>> = query_terms
-            .into_iter()
-            .map(|(t, w)| {
+        // (postings, their impacts, weight, upper bound), highest bound first.
+        let mut terms: Vec<(&[Posting], Impacts<'_>, f32, f32)> = query_terms
+            .iter()
+            .map(|&(t, w)| {
                 let term = &self.terms[t as usize];
                 let weight = w * p.idf(term.df, n);
-                let ub = weight * p.tfc(term.max_tf as f32, 1.0 - p.b) * SLACK;
-                Cursor {
-                    postings: &term.postings,
-                    pos: 0,
-                    weight,
-                    ub: ub.max(0.0),
-                }
+                let ub = (weight * p.tfc(term.max_tf as f32, 1.0 - p.b) * SLACK).max(0.0);
+                (&term.postings[..], self.impacts(term, &norm), weight, ub)
             })
             .collect();
-        cursors.sort_by(|a, b| a.ub.total_cmp(&b.ub));
-        let mut prefix = Vec::with_capacity(cursors.len());
-        let mut acc = 0.0f32;
-        for c in &cursors {
-            acc += c.ub;
-            prefix.push(acc * SLACK);
+        terms.sort_by(|a, b| b.3.total_cmp(&a.3));
+        // rest[i]: the most the terms after i can add.
+        let mut rest = vec![0.0f32; terms.len()];
+        for i in (0..terms.len().saturating_sub(1)).rev() {
+            rest[i] = (rest[i + 1] + terms[i + 1].3) * SLACK;
         }
-        let mut heap: BinaryHeap<Entry2> = BinaryHeap::with_capacity(k + 1);
-        let mut theta = f32::NEG_INFINITY;
-        let mut first = 0usize;
-        let m = cursors.len();
-        loop {
-            while first < m && heap.len() == k && prefix[first] < theta {
-                first += 1;
+        SCRATCH.with_borrow_mut(|scratch| {
+            let scratch = &mut *scratch;
+            let (acc, touched) = (&mut scratch.acc, &mut scratch.touched);
+            if acc.len() < self.docs.len() {
+                acc.resize(self.docs.len(), f32::NAN);
             }
-            let Some(doc) = cursors[first..]
-                .iter()
-                .filter_map(|c| c.postings.get(c.pos).map(|p| p.doc))
-                .min()
-            else {
-                break;
-            };
-            let d = &self.docs[doc as usize];
-            let dn = norm(d.len);
-            let mut score = 0.0f32;
-            for c in &mut cursors[first..] {
-                if let Some(p) = c.postings.get(c.pos)
-                    && p.doc == doc
-                {
-                    score += c.weight * self.params.tfc(p.tf as f32, dn);
-                    c.pos += 1;
+            let mut theta = f32::NEG_INFINITY;
+            // The best gathered score: theta can only beat rest[i] once this does.
+            let mut best = f32::NEG_INFINITY;
+            let mut probe_from = terms.len();
+            for (i, (postings, impacts, weight, _)) in terms.iter().enumerate() {
+                for (posting, &impact) in postings.iter().zip(impacts.1.iter()) {
+                    if impact == 0.0 {
+                        continue; // a removed document
+                    }
+                    let slot = &mut acc[posting.doc as usize];
+                    let add = weight * impact;
+                    if slot.is_nan() {
+                        *slot = add;
+                        touched.push(posting.doc);
+                    } else {
+                        *slot += add;
+                    }
+                    best = best.max(*slot);
                 }
-            }
-            if !d.live {
-                continue;
-            }
-            let mut pruned = false;
-            for i in (0..first).rev() {
-                if heap.len() == k && score + prefix[i] < theta {
-                    pruned = true;
+                // The k-th score costs a pass over what is gathered: only worth it when it
+                // could end the first phase.
+                if touched.len() >= k && rest[i] < best {
+                    theta = kth_score(acc, touched, k, &mut scratch.kth);
+                }
+                if rest[i] < theta {
+                    probe_from = i + 1;
                     break;
                 }
-                let c = &mut cursors[i];
-                c.pos += c.postings[c.pos..].partition_point(|p| p.doc < doc);
-                if let Some(p) = c.postings.get(c.pos)
-                    && p.doc == doc
-                {
-                    score += c.weight * self.params.tfc(p.tf as f32, dn);
-                    c.pos += 1;
+            }
+            if probe_from < terms.len() {
+                // Only gathered documents that can still reach theta; probe the other lists.
+                let floor = theta - rest[probe_from - 1];
+                touched.retain(|&doc| {
+                    acc[doc as usize] >= floor || {
+                        acc[doc as usize] = f32::NAN;
+                        false
+                    }
+                });
+                touched.sort_unstable();
+                for (postings, impacts, weight, _) in &terms[probe_from..] {
+                    let (postings, impacts, weight) = (*postings, &impacts.1, *weight);
+                    if touched.len().saturating_mul(16) < postings.len() {
+                        // Few candidates, a long list: look each candidate up.
+                        let mut from = 0usize;
+                        for &doc in touched.iter() {
+                            from += postings[from..].partition_point(|q| q.doc < doc);
+                            match postings.get(from) {
+                                Some(q) if q.doc == doc => {
+                                    acc[doc as usize] += weight * impacts[from];
+                                }
+                                Some(_) => {}
+                                None => break,
+                            }
+                        }
+                    } else {
+                        // Otherwise one pass over the list, adding to candidates only.
+                        for q in postings {
+                            let slot = &mut acc[q.doc as usize];
+                            if !slot.is_nan() {
+                                *slot +=
+                                    weight * p.tfc(q.tf as f32, norm(self.lens[q.doc as usize]));
+                            }
+                        }
+                    }
                 }
             }
-            if pruned || score < min_score || score <= 0.0 {
-                continue;
+            let mut heap: BinaryHeap<Entry2> = BinaryHeap::with_capacity(k + 1);
+            for &doc in touched.iter() {
+                let score = acc[doc as usize];
+                acc[doc as usize] = f32::NAN;
+                if score < min_score || score <= 0.0 {
+                    continue;
+                }
+                let e = Entry2 { score, doc };
+                if heap.len() < k {
+                    heap.push(e);
+                } else if e < *heap.peek().expect("full") {
+                    heap.pop();
+                    heap.push(e);
+                }
             }
-            let e = Entry2 { score, doc };
-            if heap.len() < k {
-                heap.push(e);
-            } else if e < *heap.peek().expect("full") {
-                heap.pop();
-                heap.push(e);
-            }
-            if heap.len() == k {
-                theta = heap.peek().expect("full").score;
-            }
+            touched.clear();
+            heap.into_sorted_vec()
+                .into_iter()
+                .map(|e| self.hit(e.doc, e.score, &term_ids))
+                .collect()
+        })
+    }
+
+    /// The impacts of `term` for the current epoch, computed now if stale.
+    fn impacts<'a>(&self, term: &'a Term, norm: &dyn Fn(u32) -> f32) -> Impacts<'a> {
+        let guard = term.impacts.read();
+        if guard.0 == self.epoch {
+            return guard;
         }
-        let mut hits = heap.into_sorted_vec();
-        hits.truncate(k);
-        hits.into_iter()
-            .map(|e| self.hit(e.doc, e.score, &term_ids))
-            .collect()
+        drop(guard);
+        let mut guard = term.impacts.write();
+        if guard.0 != self.epoch {
+            let p = self.params;
+            guard.1.clear();
+            guard.1.extend(
+                term.postings
+                    .iter()
+                    .map(|q| match self.lens[q.doc as usize] {
+                        DEAD => 0.0,
+                        len => p.tfc(q.tf as f32, norm(len)),
+                    }),
+            );
+            guard.0 = self.epoch;
+        }
+        RwLockWriteGuard::downgrade(guard)
     }
 
     fn hit(&self, doc: u32, score: f32, query: &[u32]) -> Bm25Hit {
@@ -581,12 +681,27 @@ impl Bm25 {
     }
 }
 
-/// A query term's position in its posting list during a search.
-struct Cursor<'a> {
-    postings: &'a [Posting],
-    pos: usize,
-    weight: f32,
-    ub: f32,
+type Impacts<'a> = RwLockReadGuard<'a, (u64, Vec<f32>)>;
+
+/// Per-thread accumulator: a score per internal document (NaN: not gathered) and the
+/// documents gathered, so a search touches only what it scores.
+#[derive(Default)]
+struct Scratch {
+    acc: Vec<f32>,
+    touched: Vec<u32>,
+    kth: Vec<f32>,
+}
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::default();
+}
+
+/// The `k`-th best score among the gathered documents (a lower bound of the final k-th).
+fn kth_score(acc: &[f32], touched: &[u32], k: usize, scores: &mut Vec<f32>) -> f32 {
+    scores.clear();
+    scores.extend(touched.iter().map(|&d| acc[d as usize]));
+    let (_, kth, _) = scores.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a));
+    *kth
 }
 
 /// A scored document; `Ord` puts the better one first (higher score, then newer).

@@ -231,6 +231,18 @@ impl PyBm25 {
         self.0.read().average_document_length()
     }
 
+    /// Total number of terms over all documents.
+    #[getter]
+    fn token_count(&self) -> u64 {
+        self.0.read().token_count()
+    }
+
+    /// Heap bytes held by the index (postings, cached impacts, forward index, dictionary).
+    #[getter]
+    fn memory_bytes(&self) -> usize {
+        self.0.read().memory_bytes()
+    }
+
     /// BM25's ``k1``.
     #[getter]
     fn k1(&self) -> f32 {
