@@ -464,6 +464,22 @@ impl Bm25 {
         for i in (0..terms.len().saturating_sub(1)).rev() {
             rest[i] = (rest[i + 1] + terms[i + 1].3) * SLACK;
         }
+        if let [(postings, impacts, weight, _)] = &terms[..] {
+            // One term: its postings are the candidates; no accumulator needed.
+            let mut heap: BinaryHeap<Entry2> = BinaryHeap::with_capacity(k + 1);
+            for (q, &impact) in postings.iter().zip(impacts.1.iter()) {
+                let score = weight * impact;
+                if impact == 0.0 || score < min_score || score <= 0.0 {
+                    continue;
+                }
+                push_top(&mut heap, k, Entry2 { score, doc: q.doc });
+            }
+            return heap
+                .into_sorted_vec()
+                .into_iter()
+                .map(|e| self.hit(e.doc, e.score, &term_ids))
+                .collect();
+        }
         SCRATCH.with_borrow_mut(|scratch| {
             let scratch = &mut *scratch;
             let (acc, touched) = (&mut scratch.acc, &mut scratch.touched);
@@ -471,10 +487,12 @@ impl Bm25 {
                 acc.resize(self.docs.len(), f32::NAN);
             }
             let mut theta = f32::NEG_INFINITY;
-            // The best gathered score: theta can only beat rest[i] once this does.
-            let mut best = f32::NEG_INFINITY;
+            // The most any gathered document can have scored so far: theta (the k-th
+            // gathered score) can only beat rest[i] once this does.
+            let mut seen_ub = 0.0f32;
             let mut probe_from = terms.len();
-            for (i, (postings, impacts, weight, _)) in terms.iter().enumerate() {
+            for (i, (postings, impacts, weight, ub)) in terms.iter().enumerate() {
+                let weight = *weight;
                 for (posting, &impact) in postings.iter().zip(impacts.1.iter()) {
                     if impact == 0.0 {
                         continue; // a removed document
@@ -487,11 +505,11 @@ impl Bm25 {
                     } else {
                         *slot += add;
                     }
-                    best = best.max(*slot);
                 }
-                // The k-th score costs a pass over what is gathered: only worth it when it
-                // could end the first phase.
-                if touched.len() >= k && rest[i] < best {
+                seen_ub += ub;
+                // The k-th score costs a pass over what is gathered: only worth it when terms
+                // are left and it could end the first phase.
+                if i + 1 < terms.len() && touched.len() >= k && rest[i] < seen_ub {
                     theta = kth_score(acc, touched, k, &mut scratch.kth);
                 }
                 if rest[i] < theta {
@@ -526,11 +544,10 @@ impl Bm25 {
                         }
                     } else {
                         // Otherwise one pass over the list, adding to candidates only.
-                        for q in postings {
+                        for (q, &impact) in postings.iter().zip(impacts.iter()) {
                             let slot = &mut acc[q.doc as usize];
                             if !slot.is_nan() {
-                                *slot +=
-                                    weight * p.tfc(q.tf as f32, norm(self.lens[q.doc as usize]));
+                                *slot += weight * impact;
                             }
                         }
                     }
@@ -543,13 +560,7 @@ impl Bm25 {
                 if score < min_score || score <= 0.0 {
                     continue;
                 }
-                let e = Entry2 { score, doc };
-                if heap.len() < k {
-                    heap.push(e);
-                } else if e < *heap.peek().expect("full") {
-                    heap.pop();
-                    heap.push(e);
-                }
+                push_top(&mut heap, k, Entry2 { score, doc });
             }
             touched.clear();
             heap.into_sorted_vec()
@@ -694,6 +705,16 @@ struct Scratch {
 
 thread_local! {
     static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::default();
+}
+
+/// Keeps the `k` best entries in `heap` (whose top is the worst kept).
+fn push_top(heap: &mut BinaryHeap<Entry2>, k: usize, e: Entry2) {
+    if heap.len() < k {
+        heap.push(e);
+    } else if e < *heap.peek().expect("full") {
+        heap.pop();
+        heap.push(e);
+    }
 }
 
 /// The `k`-th best score among the gathered documents (a lower bound of the final k-th).
