@@ -442,10 +442,8 @@ impl Bm25 {
         if k == 0 || n == 0 {
             return Vec::new();
         }
-        let avgdl = (self.total_len as f64 / f64::from(n)) as f32;
         let p = self.params;
-        let (k1b, k1_1b) = (p.b / avgdl.max(f32::MIN_POSITIVE), 1.0 - p.b);
-        let norm = |len: u32| k1_1b + k1b * len as f32;
+        let norm = self.length_norm();
         let query_terms = self.query_terms(query);
         let term_ids: Vec<u32> = query_terms.iter().map(|(t, _)| *t).collect();
         // (postings, their impacts, weight, upper bound), highest bound first.
@@ -526,11 +524,15 @@ impl Bm25 {
                         false
                     }
                 });
-                touched.sort_unstable();
+                let mut sorted = false;
                 for (postings, impacts, weight, _) in &terms[probe_from..] {
                     let (postings, impacts, weight) = (*postings, &impacts.1, *weight);
                     if touched.len().saturating_mul(16) < postings.len() {
-                        // Few candidates, a long list: look each candidate up.
+                        // Few candidates, a long list: look each candidate up, in doc order.
+                        if !sorted {
+                            touched.sort_unstable();
+                            sorted = true;
+                        }
                         let mut from = 0usize;
                         for &doc in touched.iter() {
                             from += postings[from..].partition_point(|q| q.doc < doc);
@@ -568,6 +570,28 @@ impl Bm25 {
                 .map(|e| self.hit(e.doc, e.score, &term_ids))
                 .collect()
         })
+    }
+
+    /// `1 - b + b * len / avgdl` for the documents indexed now (call with at least one).
+    fn length_norm(&self) -> impl Fn(u32) -> f32 + use<> {
+        let avgdl = (self.total_len as f64 / self.ids.len() as f64) as f32;
+        let (b_avg, one_b) = (
+            self.params.b / avgdl.max(f32::MIN_POSITIVE),
+            1.0 - self.params.b,
+        );
+        move |len: u32| one_b + b_avg * len as f32
+    }
+
+    /// Computes every term's cached impacts now (otherwise each term's are computed by the
+    /// first search that needs them after a change): call after a bulk load.
+    pub fn warm(&self) {
+        if self.ids.is_empty() {
+            return;
+        }
+        let norm = self.length_norm();
+        for term in &self.terms {
+            drop(self.impacts(term, &norm));
+        }
     }
 
     /// The impacts of `term` for the current epoch, computed now if stale.

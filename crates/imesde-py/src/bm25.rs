@@ -140,6 +140,7 @@ impl PyBm25 {
     }
 
     /// ``add`` for many documents; all ids are checked first, so a bad batch adds nothing.
+    /// Also precomputes the per-posting scores that searches reuse until the next change.
     fn add_batch(&self, py: Python<'_>, ids: Vec<u64>, texts: Vec<String>) -> PyResult<()> {
         if ids.len() != texts.len() {
             return Err(err(
@@ -159,6 +160,7 @@ impl PyBm25 {
             for (id, text) in ids.iter().zip(&texts) {
                 index.add(*id, text)?;
             }
+            index.warm();
             Ok(())
         })
         .map_err(CoreError::from)?;
