@@ -289,19 +289,7 @@ impl Engine {
                 .unwrap_or_default(),
         };
         // Checked before the expensive part; the ring checks again when it writes.
-        for (what, got) in [
-            ("timestamps", attrs.timestamps.len()),
-            ("metadata", attrs.metadata.len()),
-        ] {
-            if got != 0 && got != n {
-                return Err(CoreError::from(RingError::Length {
-                    what,
-                    got,
-                    expected: n,
-                })
-                .into());
-            }
-        }
+        attrs.check(n).map_err(CoreError::from)?;
         if n == 0 {
             return Ok(Vec::<u64>::new().into_pyarray(py));
         }
@@ -625,17 +613,7 @@ impl Engine {
         py.detach(|| {
             ranked
                 .iter()
-                .filter_map(|&(id, score)| {
-                    ring.get(id).map(|item| {
-                        Hit(imesde_ring::Hit {
-                            id,
-                            score,
-                            text: item.text,
-                            ts: item.ts,
-                            metadata: item.metadata,
-                        })
-                    })
-                })
+                .filter_map(|&(id, score)| ring.hit(id, score).map(Hit))
                 .collect()
         })
     }

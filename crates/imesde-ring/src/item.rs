@@ -1,5 +1,7 @@
 use std::sync::Arc;
 
+use crate::error::RingError;
+
 /// String metadata of an item: `key -> value` pairs, sorted by key, keys unique.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Metadata(Box<[(Box<str>, Box<str>)]>);
@@ -66,6 +68,34 @@ pub struct Attributes {
     pub timestamps: Vec<f64>,
     /// Per-item metadata.
     pub metadata: Vec<Option<Arc<Metadata>>>,
+}
+
+impl Attributes {
+    /// Checks the attributes of `n` items: each list empty or of length `n`, every timestamp
+    /// finite. [`crate::Ring::ingest`] runs it; callers with expensive work before the ingest
+    /// (embedding) can run it first.
+    ///
+    /// # Errors
+    /// [`RingError::Length`] or [`RingError::Timestamp`].
+    pub fn check(&self, n: usize) -> Result<(), RingError> {
+        for (what, got) in [
+            ("texts", self.texts.len()),
+            ("timestamps", self.timestamps.len()),
+            ("metadata", self.metadata.len()),
+        ] {
+            if got != 0 && got != n {
+                return Err(RingError::Length {
+                    what,
+                    got,
+                    expected: n,
+                });
+            }
+        }
+        match self.timestamps.iter().position(|t| !t.is_finite()) {
+            Some(index) => Err(RingError::Timestamp { index }),
+            None => Ok(()),
+        }
+    }
 }
 
 /// One search result.

@@ -348,22 +348,7 @@ impl Ring {
     /// not the number of vectors, a non-finite timestamp.
     pub fn ingest(&self, vectors: &[f32], attrs: &Attributes) -> Result<Range<u64>> {
         let (n, prepared) = self.prepare(vectors)?;
-        for (what, got) in [
-            ("texts", attrs.texts.len()),
-            ("timestamps", attrs.timestamps.len()),
-            ("metadata", attrs.metadata.len()),
-        ] {
-            if got != 0 && got != n {
-                return Err(RingError::Length {
-                    what,
-                    got,
-                    expected: n,
-                });
-            }
-        }
-        if let Some(index) = attrs.timestamps.iter().position(|t| !t.is_finite()) {
-            return Err(RingError::Timestamp { index });
-        }
+        attrs.check(n)?;
         let ts_now = now();
         let start = self.next_id.fetch_add(n as u64, Ordering::AcqRel);
         let end = start + n as u64;
@@ -611,30 +596,51 @@ impl Ring {
     /// The item with this id, if the ring still holds it.
     #[must_use]
     pub fn get(&self, id: u64) -> Option<Item> {
+        self.read_slot(id, |shard, slot| {
+            let dim = self.cfg.dim;
+            let vector = match &shard.vectors {
+                Vectors::F32(v) => v[slot * dim..(slot + 1) * dim].to_vec(),
+                Vectors::Int8 { codes, scales } => {
+                    let mut out = vec![0.0; dim];
+                    quant::dequantize_i8(
+                        &codes[slot * dim..(slot + 1) * dim],
+                        scales[slot],
+                        &mut out,
+                    );
+                    out
+                }
+            };
+            Item {
+                id,
+                vector,
+                text: shard.texts[slot].clone(),
+                ts: shard.ts[slot],
+                metadata: shard.meta[slot].clone(),
+            }
+        })
+    }
+
+    /// The item `id` as a search result with `score` (for results ranked elsewhere, such as
+    /// by keywords), without copying its vector; `None` when it is not held.
+    #[must_use]
+    pub fn hit(&self, id: u64, score: f32) -> Option<Hit> {
+        self.read_slot(id, |shard, slot| Hit {
+            id,
+            score,
+            text: shard.texts[slot].clone(),
+            ts: shard.ts[slot],
+            metadata: shard.meta[slot].clone(),
+        })
+    }
+
+    /// Runs `f` on the shard and slot holding `id`, under the shard's read lock.
+    fn read_slot<T>(&self, id: u64, f: impl FnOnce(&Shard, usize) -> T) -> Option<T> {
         if id == EMPTY {
             return None;
         }
         let (s, slot) = self.slot_of(id);
         let shard = self.shards[s].read();
-        if shard.ids[slot] != id {
-            return None;
-        }
-        let dim = self.cfg.dim;
-        let vector = match &shard.vectors {
-            Vectors::F32(v) => v[slot * dim..(slot + 1) * dim].to_vec(),
-            Vectors::Int8 { codes, scales } => {
-                let mut out = vec![0.0; dim];
-                quant::dequantize_i8(&codes[slot * dim..(slot + 1) * dim], scales[slot], &mut out);
-                out
-            }
-        };
-        Some(Item {
-            id,
-            vector,
-            text: shard.texts[slot].clone(),
-            ts: shard.ts[slot],
-            metadata: shard.meta[slot].clone(),
-        })
+        (shard.ids[slot] == id).then(|| f(&shard, slot))
     }
 
     /// Sizes and counters.

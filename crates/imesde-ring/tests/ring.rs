@@ -61,6 +61,44 @@ fn keeps_exactly_the_newest_capacity_items() {
 }
 
 #[test]
+fn hit_reads_an_item_without_its_vector() {
+    let r = ring(4, 2, 2, Storage::F32);
+    let attrs = Attributes {
+        texts: (0..6)
+            .map(|i| Some(Arc::from(format!("t{i}").as_str())))
+            .collect(),
+        timestamps: (0..6).map(f64::from).collect(),
+        metadata: vec![Some(Arc::new(Metadata::new([("k", "v")]))); 6],
+    };
+    r.ingest(&Rng(3).vecs(6, 4), &attrs).unwrap();
+    for id in 0..6 {
+        match (r.get(id), r.hit(id, 0.5)) {
+            (Some(item), Some(hit)) => {
+                assert_eq!((hit.id, hit.score, hit.ts), (id, 0.5, item.ts));
+                assert_eq!((hit.text, hit.metadata), (item.text, item.metadata));
+            }
+            (None, None) => assert!(id < 2),
+            other => panic!("get and hit disagree on {id}: {other:?}"),
+        }
+    }
+    assert!(r.hit(u64::MAX, 1.0).is_none());
+    // The checks ingest runs, available before it.
+    assert!(matches!(
+        attrs.check(5),
+        Err(RingError::Length { what: "texts", .. })
+    ));
+    let bad = Attributes {
+        timestamps: vec![0.0, f64::NAN],
+        ..Attributes::default()
+    };
+    assert!(matches!(
+        bad.check(2),
+        Err(RingError::Timestamp { index: 1 })
+    ));
+    assert!(attrs.check(6).is_ok());
+}
+
+#[test]
 fn search_is_exact_with_filters() {
     let (dim, n) = (33, 500);
     let r = ring(dim, 7, 100, Storage::F32);
