@@ -145,11 +145,10 @@ pub(crate) type SavedDoc<T> = (u64, u32, T);
 /// What `save` writes: the term texts and the live documents.
 pub(crate) type Export<'a> = (Vec<&'a str>, Vec<SavedDoc<&'a [(u32, u32)]>>);
 
+/// An internal document; its length and liveness are in `Bm25::lens`.
 #[derive(Debug)]
 struct Doc {
     id: u64,
-    len: u32,
-    live: bool,
     /// (term, tf), sorted by term; emptied on removal.
     terms: Box<[(u32, u32)]>,
 }
@@ -326,12 +325,7 @@ impl Bm25 {
             term.max_tf = term.max_tf.max(tf);
             term.postings.push(Posting { doc, tf });
         }
-        self.docs.push(Doc {
-            id,
-            len,
-            live: true,
-            terms,
-        });
+        self.docs.push(Doc { id, terms });
         self.lens.push(len);
         self.ids.insert(id, doc);
         self.total_len += u64::from(len);
@@ -344,18 +338,16 @@ impl Bm25 {
     pub fn remove(&mut self, id: u64) -> Result<()> {
         let doc = self.ids.remove(&id).ok_or(Bm25Error::NotFound(id))?;
         self.epoch += 1;
-        let d = &mut self.docs[doc as usize];
-        d.live = false;
-        self.lens[doc as usize] = DEAD;
-        self.total_len -= u64::from(d.len);
-        let terms = std::mem::take(&mut d.terms);
+        let len = std::mem::replace(&mut self.lens[doc as usize], DEAD);
+        self.total_len -= u64::from(len);
+        let terms = std::mem::take(&mut self.docs[doc as usize].terms);
         for &(t, _) in &terms {
             let term = &mut self.terms[t as usize];
             term.df -= 1;
             term.dead += 1;
             if term.dead as usize * 2 > term.postings.len() && term.dead >= 8 {
-                let docs = &self.docs;
-                term.postings.retain(|p| docs[p.doc as usize].live);
+                let lens = &self.lens;
+                term.postings.retain(|p| lens[p.doc as usize] != DEAD);
                 term.dead = 0;
                 if term.df == 0 {
                     term.max_tf = 0;
@@ -382,13 +374,13 @@ impl Bm25 {
     /// Renumbers live documents densely and drops dead postings and unused terms.
     fn compact(&mut self) {
         let docs = std::mem::take(&mut self.docs);
-        self.lens.clear();
+        let lens = std::mem::take(&mut self.lens);
         let old_terms = std::mem::take(&mut self.terms);
         self.dict.clear();
         self.ids.clear();
         self.total_len = 0;
         let mut remap: Vec<u32> = vec![u32::MAX; old_terms.len()];
-        for d in docs.into_iter().filter(|d| d.live) {
+        for (d, len) in docs.into_iter().zip(lens).filter(|&(_, len)| len != DEAD) {
             let terms: Box<[(u32, u32)]> = d
                 .terms
                 .iter()
@@ -407,7 +399,7 @@ impl Bm25 {
                 .collect();
             let mut terms = terms.into_vec();
             terms.sort_unstable();
-            self.insert(d.id, d.len, terms.into_boxed_slice());
+            self.insert(d.id, len, terms.into_boxed_slice());
         }
     }
 
@@ -649,10 +641,10 @@ impl Bm25 {
             let term = &self.terms[t as usize];
             let weight = w * p.idf(term.df, n);
             for posting in &term.postings {
-                let d = &self.docs[posting.doc as usize];
-                if d.live {
+                let len = self.lens[posting.doc as usize];
+                if len != DEAD {
                     let norm =
-                        (1.0 - f64::from(p.b) + f64::from(p.b) * f64::from(d.len) / avgdl) as f32;
+                        (1.0 - f64::from(p.b) + f64::from(p.b) * f64::from(len) / avgdl) as f32;
                     *acc.entry(posting.doc).or_insert(0.0) +=
                         weight * p.tfc(posting.tf as f32, norm);
                 }
@@ -687,8 +679,9 @@ impl Bm25 {
         let docs = self
             .docs
             .iter()
-            .filter(|d| d.live)
-            .map(|d| (d.id, d.len, &*d.terms))
+            .zip(&self.lens)
+            .filter(|&(_, &len)| len != DEAD)
+            .map(|(d, &len)| (d.id, len, &*d.terms))
             .collect();
         (terms, docs)
     }
