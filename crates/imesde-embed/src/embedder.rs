@@ -253,14 +253,15 @@ impl Embedder {
                 }
             }
         }
-        let misses = todo.len();
+        // Rows not served by the cache (duplicates of a missed text included).
+        let missed: usize = rows.iter().map(Vec::len).sum();
         let mut stats = EmbedStats {
             requested: texts.len() as u64,
-            cache_hits: (texts.len() - rows.iter().map(Vec::len).sum::<usize>()) as u64,
-            cache_misses: rows.iter().map(Vec::len).sum::<usize>() as u64,
+            cache_hits: (texts.len() - missed) as u64,
+            cache_misses: missed as u64,
             ..EmbedStats::default()
         };
-        if misses > 0 {
+        if !todo.is_empty() {
             let vectors = self.run_model(&todo, interrupted, &mut stats)?;
             for (u, positions) in rows.iter().enumerate() {
                 let v = &vectors[u * dim..(u + 1) * dim];

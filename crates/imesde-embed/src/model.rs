@@ -1,11 +1,12 @@
 //! One ONNX Runtime session of a BERT-family sentence model, its inputs and its output.
 
 use std::borrow::Cow;
+use std::fmt::Debug;
 use std::path::{Path, PathBuf};
 
 use ort::session::builder::GraphOptimizationLevel;
 use ort::session::{Session, SessionInputValue};
-use ort::value::{TensorElementType, TensorRef, ValueType};
+use ort::value::{PrimitiveTensorElementType, TensorElementType, TensorRef, ValueType};
 use parking_lot::Mutex;
 
 use crate::Optimization;
@@ -175,63 +176,47 @@ impl OnnxModel {
         self.output.pooled
     }
 
+    /// The named input tensors, borrowing `[ids, mask, type_ids]` (`[batch, seq]` each);
+    /// `token_type_ids` only when the graph declares it.
+    fn feed<'a, T: PrimitiveTensorElementType + Debug + Clone + 'static>(
+        &'a self,
+        batch: &Batch,
+        [ids, mask, types]: [&'a [T]; 3],
+    ) -> Result<Vec<(Cow<'a, str>, SessionInputValue<'a>)>> {
+        let shape = [batch.batch, batch.seq];
+        let named = [
+            Some((&self.input_ids, ids)),
+            Some((&self.attention_mask, mask)),
+            self.token_type_ids.as_ref().map(|name| (name, types)),
+        ];
+        named
+            .into_iter()
+            .flatten()
+            .map(|(name, data)| {
+                let tensor = TensorRef::from_array_view((shape, data))
+                    .map_err(|e| EmbedError::Inference(e.to_string()))?;
+                Ok((Cow::from(name.as_str()), tensor.into()))
+            })
+            .collect()
+    }
+
     /// Runs one padded batch and writes `batch` pooled (not yet normalised) vectors of `dim`
     /// values into `out`, resized to fit. Returns `dim`.
     pub fn run(&self, batch: &Batch, pooling: Pooling, out: &mut Vec<f32>) -> Result<usize> {
-        let shape = [batch.batch, batch.seq];
         let narrow = |v: &[i64]| v.iter().map(|&x| x as i32).collect::<Vec<i32>>();
-        let (ids32, mask32, types32);
-        let mut inputs: Vec<(Cow<'_, str>, SessionInputValue<'_>)> = Vec::with_capacity(3);
-        let infer = |e: ort::Error| EmbedError::Inference(e.to_string());
-        match self.id_type {
-            IdType::I64 => {
-                inputs.push((
-                    Cow::from(&self.input_ids),
-                    TensorRef::from_array_view((shape, &batch.ids[..]))
-                        .map_err(infer)?
-                        .into(),
-                ));
-                inputs.push((
-                    Cow::from(&self.attention_mask),
-                    TensorRef::from_array_view((shape, &batch.mask[..]))
-                        .map_err(infer)?
-                        .into(),
-                ));
-                if let Some(name) = &self.token_type_ids {
-                    inputs.push((
-                        Cow::from(name),
-                        TensorRef::from_array_view((shape, &batch.type_ids[..]))
-                            .map_err(infer)?
-                            .into(),
-                    ));
-                }
-            }
+        let narrowed;
+        let inputs = match self.id_type {
+            IdType::I64 => self.feed(batch, [&batch.ids, &batch.mask, &batch.type_ids])?,
             IdType::I32 => {
-                ids32 = narrow(&batch.ids);
-                mask32 = narrow(&batch.mask);
-                types32 = narrow(&batch.type_ids);
-                inputs.push((
-                    Cow::from(&self.input_ids),
-                    TensorRef::from_array_view((shape, &ids32[..]))
-                        .map_err(infer)?
-                        .into(),
-                ));
-                inputs.push((
-                    Cow::from(&self.attention_mask),
-                    TensorRef::from_array_view((shape, &mask32[..]))
-                        .map_err(infer)?
-                        .into(),
-                ));
-                if let Some(name) = &self.token_type_ids {
-                    inputs.push((
-                        Cow::from(name),
-                        TensorRef::from_array_view((shape, &types32[..]))
-                            .map_err(infer)?
-                            .into(),
-                    ));
-                }
+                narrowed = [
+                    narrow(&batch.ids),
+                    narrow(&batch.mask),
+                    narrow(&batch.type_ids),
+                ];
+                self.feed(batch, [&narrowed[0], &narrowed[1], &narrowed[2]])?
             }
-        }
+        };
+        let infer = |e: ort::Error| EmbedError::Inference(e.to_string());
         let mut session = self.session.lock();
         let outputs = session.run(inputs).map_err(infer)?;
         let (out_shape, data) = outputs[self.output.name.as_str()]
