@@ -81,17 +81,27 @@ class _Progress:
         return elapsed
 
 
-def _ingest(engine: Engine, items: Iterable[dict[str, str]], batch: int, total: int | None) -> int:
-    progress = _Progress(total)
+def _ingest(
+    engine: Engine,
+    items: Iterable[dict[str, str]],
+    batch: int,
+    total: int | None,
+    quiet: bool = False,
+) -> int:
+    """Ingests `items` in batches; unless `quiet`, shows progress and prints the rate."""
+    progress = None if quiet else _Progress(total)
     done = 0
     for chunk in _batches(items, batch):
         metadata = [{"source": str(i["source"])} if "source" in i else None for i in chunk]
         timestamps = [_ts(i["ts"]) for i in chunk] if all("ts" in i for i in chunk) else None
         engine.ingest_batch([i["text"] for i in chunk], timestamps=timestamps, metadata=metadata)
         done += len(chunk)
-        progress.update(done)
-    elapsed = progress.finish(done)
-    print(f"ingested {done:,} texts in {elapsed:.1f} s: {done / max(elapsed, 1e-9):,.0f} texts/s")
+        if progress is not None:
+            progress.update(done)
+    if progress is not None:
+        elapsed = progress.finish(done)
+        rate = done / max(elapsed, 1e-9)
+        print(f"ingested {done:,} texts in {elapsed:.1f} s: {rate:,.0f} texts/s")
     return done
 
 
@@ -163,11 +173,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     if not items:
         print("imesde search: no input lines", file=sys.stderr)
         return 1
-    if not args.jsonl:
-        _ingest(engine, items, args.batch_size * 8, len(items))
-    else:
-        for chunk in _batches(items, args.batch_size * 8):
-            engine.ingest_batch([i["text"] for i in chunk])
+    # JSON lines on standard output stay pure: no progress, no rate.
+    _ingest(engine, items, args.batch_size * 8, len(items), quiet=args.jsonl)
     for q in args.queries:
         t = time.perf_counter()
         hits = engine.search(q, k=args.k)
