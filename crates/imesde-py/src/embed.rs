@@ -54,15 +54,6 @@ pub(crate) struct TextEmbedder {
     tokenizer_path: String,
 }
 
-impl TextEmbedder {
-    /// The embedder ``TextEmbedder(model_path)`` makes, with every option at its default.
-    pub(crate) fn py_new(py: Python<'_>, model_path: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
-        Self::new(
-            py, model_path, None, 256, 32, "mean", true, None, 10_000, None, "basic",
-        )
-    }
-}
-
 #[pymethods]
 impl TextEmbedder {
     #[new]

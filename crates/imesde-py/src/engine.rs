@@ -539,7 +539,7 @@ fn model_or_dim(
         Some(m)
             if m.is_instance_of::<PyString>() || m.hasattr(pyo3::intern!(py, "__fspath__"))? =>
         {
-            Py::new(py, TextEmbedder::py_new(py, Some(m))?)?
+            default_embedder(py, Some(m))?
         }
         Some(m) => {
             return Err(err(
@@ -550,10 +550,19 @@ fn model_or_dim(
                 ),
             ));
         }
-        None => Py::new(py, TextEmbedder::py_new(py, None)?)?,
+        None => default_embedder(py, None)?,
     };
     let dim = embedder.get().inner.dim();
     Ok((dim, Some(embedder)))
+}
+
+/// ``TextEmbedder(model_path)``, every option at the defaults of its signature.
+fn default_embedder(
+    py: Python<'_>,
+    model_path: Option<&Bound<'_, PyAny>>,
+) -> PyResult<Py<TextEmbedder>> {
+    let embedder = py.get_type::<TextEmbedder>().call1((model_path,))?;
+    Ok(embedder.cast_into::<TextEmbedder>()?.unbind())
 }
 
 impl Engine {
