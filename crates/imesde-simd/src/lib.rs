@@ -9,6 +9,7 @@
 //! `codes * scale` with `codes` in `-127..=127`. Queries against int8 rows are quantised to
 //! 15-bit integers, so the query side adds almost no error; the integer dot product is exact.
 
+mod fixed;
 pub mod quant;
 mod scalar;
 pub mod topk;
@@ -100,6 +101,7 @@ type ScanF32 = unsafe fn(&[f32], &[f32], &mut [f32]);
 type ScanMultiF32 = unsafe fn(&[f32], usize, &[f32], &mut [f32]);
 type ScanI8 = unsafe fn(&[i16], &[i8], &mut [i32]);
 type ScanMultiI8 = unsafe fn(&[i16], usize, &[i8], &mut [i32]);
+type ScanMultiF32Fixed = unsafe fn(&[f32], usize, &[f32], &mut [f32]);
 
 /// One backend's kernels. Obtain one with [`Kernels::best`] or [`Kernels::get`]; the safe
 /// methods check the slice lengths, the constructor guarantees the CPU supports the backend.
@@ -112,6 +114,7 @@ pub struct Kernels {
     scan_multi_f32: ScanMultiF32,
     scan_i8: ScanI8,
     scan_multi_i8: ScanMultiI8,
+    scan_multi_f32_fixed: ScanMultiF32Fixed,
 }
 
 static SCALAR: Kernels = Kernels {
@@ -122,6 +125,7 @@ static SCALAR: Kernels = Kernels {
     scan_multi_f32: scalar::scan_multi_f32,
     scan_i8: scalar::scan_i8,
     scan_multi_i8: scalar::scan_multi_i8,
+    scan_multi_f32_fixed: fixed::scan_multi_f32_fixed_scalar,
 };
 
 #[cfg(target_arch = "x86_64")]
@@ -133,6 +137,7 @@ static AVX2: Kernels = Kernels {
     scan_multi_f32: x86::scan_multi_f32_avx2,
     scan_i8: x86::scan_i8_avx2,
     scan_multi_i8: x86::scan_multi_i8_avx2,
+    scan_multi_f32_fixed: fixed::scan_multi_f32_fixed_avx2,
 };
 
 #[cfg(target_arch = "x86_64")]
@@ -144,6 +149,7 @@ static AVX512: Kernels = Kernels {
     scan_multi_f32: x86::scan_multi_f32_avx512,
     scan_i8: x86::scan_i8_avx512,
     scan_multi_i8: x86::scan_multi_i8_avx512,
+    scan_multi_f32_fixed: fixed::scan_multi_f32_fixed_avx512,
 };
 
 #[cfg(target_arch = "x86_64")]
@@ -155,6 +161,7 @@ static AVX512_VNNI: Kernels = Kernels {
     scan_multi_f32: x86::scan_multi_f32_avx512,
     scan_i8: x86::scan_i8_vnni,
     scan_multi_i8: x86::scan_multi_i8_vnni,
+    scan_multi_f32_fixed: fixed::scan_multi_f32_fixed_avx512,
 };
 
 #[cfg(target_arch = "aarch64")]
@@ -166,6 +173,7 @@ static NEON: Kernels = Kernels {
     scan_multi_f32: neon::scan_multi_f32,
     scan_i8: neon::scan_i8,
     scan_multi_i8: neon::scan_multi_i8,
+    scan_multi_f32_fixed: fixed::scan_multi_f32_fixed_scalar,
 };
 
 impl Kernels {
@@ -282,6 +290,23 @@ impl Kernels {
         assert_eq!(rows.len(), dim * n, "scan_multi_i8: rows / out mismatch");
         // SAFETY: as in `dot_f32`.
         unsafe { (self.scan_multi_i8)(queries, nq, rows, out) }
+    }
+}
+
+impl Kernels {
+    /// [`Kernels::scan_multi_f32`] with rounding that is the same on every backend and every
+    /// machine (see the `fixed` module): sixteen FMA lanes in a fixed order and a fixed
+    /// reduction tree. About as fast as the ordinary scan on AVX-512; use it where results must
+    /// be reproducible bit for bit, such as seeded clustering.
+    pub fn scan_multi_f32_fixed(&self, queries: &[f32], nq: usize, rows: &[f32], out: &mut [f32]) {
+        let (dim, n) = multi_shape(queries.len(), nq, out.len());
+        assert_eq!(
+            rows.len(),
+            dim * n,
+            "scan_multi_f32_fixed: rows / out mismatch"
+        );
+        // SAFETY: as in `dot_f32`; the shapes were checked above.
+        unsafe { (self.scan_multi_f32_fixed)(queries, nq, rows, out) }
     }
 }
 

@@ -197,3 +197,42 @@ fn best_backend_is_supported_and_top_k_is_reexported() {
     assert!(Kernels::best().backend().is_supported());
     assert_eq!(top_k(&[0.1, 0.9, 0.5], 2), vec![(1, 0.9), (2, 0.5)]);
 }
+
+#[test]
+fn fixed_order_scan_is_bit_identical_on_every_backend() {
+    let mut rng = Rng(0xF1CE);
+    let fbuf: Vec<f32> = (0..9 * 1101 + 8).map(|_| rng.f32()).collect();
+    let qbuf: Vec<f32> = (0..6 * 1101 + 8).map(|_| rng.f32()).collect();
+    let scalar = Kernels::get(Backend::Scalar).unwrap();
+    let others: Vec<_> = backends()
+        .into_iter()
+        .filter(|k| k.backend() != Backend::Scalar)
+        .collect();
+    for dim in 1..=1100 {
+        let (n, nq) = (if dim % 2 == 0 { 9 } else { 6 }, 1 + dim % 6);
+        let off = dim % 5;
+        let rows = &fbuf[off..off + n * dim];
+        let qs = &qbuf[off..off + nq * dim];
+        let mut want = vec![0.0f32; nq * n];
+        scalar.scan_multi_f32_fixed(qs, nq, rows, &mut want);
+        for j in 0..nq {
+            for r in 0..n {
+                let exact = ref_dot(&qs[j * dim..(j + 1) * dim], &rows[r * dim..(r + 1) * dim]);
+                assert!(close(want[j * n + r], exact), "scalar fixed dim={dim}");
+            }
+        }
+        for k in &others {
+            let mut got = vec![0.0f32; nq * n];
+            k.scan_multi_f32_fixed(qs, nq, rows, &mut got);
+            let same = got
+                .iter()
+                .zip(&want)
+                .all(|(a, b)| a.to_bits() == b.to_bits());
+            assert!(
+                same,
+                "{:?} fixed scan differs from scalar at dim={dim}",
+                k.backend()
+            );
+        }
+    }
+}
