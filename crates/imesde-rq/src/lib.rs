@@ -1,0 +1,20 @@
+//! Semantic IDs for imesde: residual-quantisation k-means (RQ-KMeans).
+//!
+//! [`RqKMeans::fit`] trains one k-means codebook per level on the residuals the previous levels
+//! leave, with seeded k-means++ and parallel Lloyd iterations on the fixed-order kernels of
+//! `imesde-simd`, so a seed gives bit-identical codebooks on every machine and thread count.
+//! `balanced` training evens out cluster sizes with per-codeword prices that encoding keeps
+//! using. [`RqKMeans::encode`] is greedy or beam search, [`RqKMeans::decode`] sums codewords,
+//! [`metrics`] measures reconstruction error, collisions and codebook usage, and codebooks are
+//! saved in a small checksummed format ([`persist`]).
+
+mod error;
+mod kmeans;
+pub mod metrics;
+pub mod persist;
+mod rng;
+mod rq;
+
+pub use error::{Result, RqError};
+pub use imesde_simd::Backend;
+pub use rq::{Codebook, FitConfig, Init, LevelReport, RqKMeans};

@@ -1,0 +1,105 @@
+//! Codebook files: the `imesde-format` frame (magic `b"IMESDE-RQ\n"`, `u32` version 1, body,
+//! `u32` CRC-32 of all preceding bytes) around this little-endian body:
+//!
+//! ```text
+//! u32 dim
+//! u32 n_levels
+//! per level:  u32 k, u8 has_bias (0 | 1),
+//!             k * dim f32 codewords (row-major), then k f32 biases if has_bias
+//! ```
+//!
+//! Only the values are stored; squared norms are recomputed on load with the fixed-order kernel,
+//! so a loaded model encodes bit-identically to the one that was saved, on any machine.
+
+use std::path::Path;
+
+use imesde_format::{Reader, Writer, write_atomic};
+
+use crate::error::{Result, RqError};
+use crate::rq::RqKMeans;
+
+const MAGIC: &[u8; 10] = b"IMESDE-RQ\n";
+const VERSION: u32 = 1;
+
+impl RqKMeans {
+    /// The file's bytes (see the module docs for the layout).
+    #[must_use]
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut w = Writer::new(MAGIC, VERSION);
+        w.u32(self.dim as u32);
+        w.u32(self.levels.len() as u32);
+        for cb in &self.levels {
+            w.u32(cb.k as u32);
+            w.u8(u8::from(!cb.bias.is_empty()));
+            w.f32s(&cb.centroids);
+            w.f32s(&cb.bias);
+        }
+        w.finish()
+    }
+
+    /// Parses bytes made by [`RqKMeans::to_bytes`]; `path` names the source in errors.
+    ///
+    /// # Errors
+    /// [`RqError::Corrupt`] when the bytes are not a whole, unmodified codebook file of a
+    /// version this build reads.
+    pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Self> {
+        let corrupt = |e: imesde_format::FormatError| RqError::Corrupt {
+            path: path.to_path_buf(),
+            reason: e.0,
+        };
+        let mut r = Reader::open(bytes, MAGIC, &[VERSION]).map_err(corrupt)?;
+        let dim = r.u32().map_err(corrupt)? as usize;
+        let nl = r.count(5).map_err(corrupt)?;
+        if dim == 0 || nl == 0 {
+            return Err(corrupt(imesde_format::FormatError(
+                "zero dimension or no levels".into(),
+            )));
+        }
+        let mut books = Vec::with_capacity(nl);
+        for _ in 0..nl {
+            let k = r.count(dim * 4).map_err(corrupt)?;
+            let has_bias = r.u8().map_err(corrupt)?;
+            if has_bias > 1 || k == 0 {
+                return Err(corrupt(imesde_format::FormatError(
+                    "malformed level header".into(),
+                )));
+            }
+            let c = r.f32s(k * dim).map_err(corrupt)?;
+            let b = if has_bias == 1 {
+                r.f32s(k).map_err(corrupt)?
+            } else {
+                Vec::new()
+            };
+            books.push((c, b));
+        }
+        r.finish().map_err(corrupt)?;
+        RqKMeans::from_codebooks(dim, books).map_err(|e| RqError::Corrupt {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// Writes the codebooks atomically (temp file, fsync, rename).
+    ///
+    /// # Errors
+    /// [`RqError::Io`] when the file cannot be written.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        write_atomic(path, &self.to_bytes()).map_err(|source| RqError::Io {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+
+    /// Reads codebooks written by [`RqKMeans::save`].
+    ///
+    /// # Errors
+    /// [`RqError::Io`] when the file cannot be read, [`RqError::Corrupt`] as in
+    /// [`RqKMeans::from_bytes`].
+    pub fn load(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(|source| RqError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_bytes(&bytes, path)
+    }
+}

@@ -1,0 +1,518 @@
+//! Residual quantisation: level `l` is a k-means codebook trained on what levels `0..l` leave
+//! unexplained, and a vector's code is one codeword index per level.
+
+use imesde_simd::{Backend, Kernels};
+use rayon::prelude::*;
+
+use crate::error::{Result, RqError};
+pub use crate::kmeans::Init;
+use crate::kmeans::{CHUNK, KMeansConfig, argmin, costs, kmeans, sq_norms};
+
+/// One level: `k` codewords of the model's dimension, their squared norms, and the assignment
+/// bias learnt by balanced training (empty otherwise).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Codebook {
+    pub(crate) k: usize,
+    pub(crate) centroids: Vec<f32>,
+    pub(crate) norms: Vec<f32>,
+    pub(crate) bias: Vec<f32>,
+}
+
+impl Codebook {
+    pub(crate) fn new(kern: &Kernels, dim: usize, centroids: Vec<f32>, bias: Vec<f32>) -> Self {
+        let norms = sq_norms(kern, &centroids, dim);
+        Codebook {
+            k: centroids.len() / dim,
+            centroids,
+            norms,
+            bias,
+        }
+    }
+    /// Number of codewords.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.k
+    }
+    /// Whether the codebook has no codewords (never true for a trained model).
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.k == 0
+    }
+    /// Codewords, `k x dim` row-major.
+    #[must_use]
+    pub fn centroids(&self) -> &[f32] {
+        &self.centroids
+    }
+    /// Per-codeword assignment bias of a balanced model; empty for a plain one.
+    #[must_use]
+    pub fn bias(&self) -> &[f32] {
+        &self.bias
+    }
+}
+
+/// Training parameters.
+#[derive(Debug, Clone)]
+pub struct FitConfig {
+    /// Codebook size per level; its length is the number of levels.
+    pub n_clusters: Vec<usize>,
+    /// Most Lloyd iterations per level.
+    pub max_iter: usize,
+    /// Convergence tolerance (see [`KMeansConfig::tol`]).
+    pub tol: f64,
+    /// Seed: the same seed gives bit-identical codebooks on every machine and thread count.
+    pub seed: u64,
+    /// Size-constrained (balanced) assignment at every level.
+    pub balanced: bool,
+    /// Train each level on at most this many vectors.
+    pub sample_size: Option<usize>,
+    /// How each level's k-means starts.
+    pub init: Init,
+    /// Rounds of codebook refinement after the levels are trained (plain models only): encode
+    /// the training set, then move every codeword to the least-squares optimum given all the
+    /// other levels' codewords. Each round lowers the reconstruction error.
+    pub refine: usize,
+    /// Run on this SIMD backend instead of the best one (for tests: results are bit-identical
+    /// on every backend).
+    pub backend: Option<Backend>,
+}
+
+impl Default for FitConfig {
+    fn default() -> Self {
+        FitConfig {
+            n_clusters: vec![256; 3],
+            max_iter: 25,
+            tol: 1e-4,
+            seed: 0,
+            balanced: false,
+            sample_size: None,
+            init: Init::Random,
+            refine: 3,
+            backend: None,
+        }
+    }
+}
+
+/// How training went, per level.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LevelReport {
+    pub iterations: usize,
+    pub converged: bool,
+    /// Mean squared residual norm after this level, over the training vectors.
+    pub mse: f64,
+}
+
+/// A trained residual quantiser.
+#[derive(Debug, Clone)]
+pub struct RqKMeans {
+    pub(crate) dim: usize,
+    pub(crate) levels: Vec<Codebook>,
+    /// The kernels it runs on; any backend gives the same codes.
+    pub(crate) backend: Backend,
+}
+
+impl PartialEq for RqKMeans {
+    fn eq(&self, other: &Self) -> bool {
+        self.dim == other.dim && self.levels == other.levels
+    }
+}
+
+fn check_data(data: &[f32], dim: usize) -> Result<usize> {
+    if dim == 0 {
+        return Err(RqError::Invalid("dimension must be at least 1".into()));
+    }
+    if !data.len().is_multiple_of(dim) {
+        return Err(RqError::Invalid(format!(
+            "{} values do not form rows of {dim}",
+            data.len()
+        )));
+    }
+    if let Some(i) = data.iter().position(|v| !v.is_finite()) {
+        return Err(RqError::Invalid(format!(
+            "vector {} contains NaN or infinity",
+            i / dim
+        )));
+    }
+    Ok(data.len() / dim)
+}
+
+impl RqKMeans {
+    /// Trains `cfg.n_clusters.len()` levels on `data` (`n x dim`, row-major). Returns the model
+    /// and per-level reports.
+    ///
+    /// # Errors
+    /// [`RqError::Invalid`] for empty or non-finite data, no levels, a level with more clusters
+    /// than training vectors, `max_iter` of 0 or a negative `tol`.
+    pub fn fit(data: &[f32], dim: usize, cfg: &FitConfig) -> Result<(Self, Vec<LevelReport>)> {
+        let n = check_data(data, dim)?;
+        if cfg.n_clusters.is_empty() {
+            return Err(RqError::Invalid("at least one level is needed".into()));
+        }
+        if cfg.max_iter == 0 {
+            return Err(RqError::Invalid("max_iter must be at least 1".into()));
+        }
+        if cfg.tol.is_nan() || cfg.tol < 0.0 {
+            return Err(RqError::Invalid("tol must be >= 0".into()));
+        }
+        let usable = cfg.sample_size.map_or(n, |s| s.min(n));
+        if cfg.sample_size == Some(0) {
+            return Err(RqError::Invalid("sample_size must be at least 1".into()));
+        }
+        for (l, &k) in cfg.n_clusters.iter().enumerate() {
+            if k == 0 || k > usable {
+                return Err(RqError::Invalid(format!(
+                    "level {l} asks for {k} clusters but {usable} training vectors are available \
+                     (need 1 <= n_clusters <= training vectors)"
+                )));
+            }
+            if k > u32::MAX as usize {
+                return Err(RqError::Invalid(format!("{k} clusters is too many")));
+            }
+        }
+        let kern = match cfg.backend {
+            Some(b) => Kernels::get(b).ok_or_else(|| {
+                RqError::Invalid(format!("this CPU cannot run the {} kernels", b.name()))
+            })?,
+            None => Kernels::best(),
+        };
+        let mut residual = data.to_vec();
+        let mut levels = Vec::with_capacity(cfg.n_clusters.len());
+        let mut reports = Vec::with_capacity(cfg.n_clusters.len());
+        for &k in &cfg.n_clusters {
+            let km = kmeans(
+                kern,
+                &residual,
+                dim,
+                &KMeansConfig {
+                    k,
+                    max_iter: cfg.max_iter,
+                    tol: cfg.tol,
+                    // The same seed at every level: random init then starts each level from
+                    // the residuals of the same training points (see `Init::Random`).
+                    seed: cfg.seed,
+                    balanced: cfg.balanced,
+                    sample_size: cfg.sample_size,
+                    init: cfg.init,
+                },
+            );
+            residual
+                .par_chunks_mut(dim)
+                .zip(km.labels.par_iter())
+                .for_each(|(r, &c)| {
+                    let c = &km.centroids[c as usize * dim..(c as usize + 1) * dim];
+                    for (a, b) in r.iter_mut().zip(c) {
+                        *a -= b;
+                    }
+                });
+            reports.push(LevelReport {
+                iterations: km.iterations,
+                converged: km.converged,
+                mse: km.inertia / n as f64,
+            });
+            levels.push(Codebook::new(kern, dim, km.centroids, km.bias));
+        }
+        let mut model = RqKMeans {
+            dim,
+            levels,
+            backend: kern.backend(),
+        };
+        // Balanced codebooks keep their even split; refining would pull codewords towards
+        // the crowded regions again.
+        if !cfg.balanced {
+            for _ in 0..cfg.refine {
+                let codes = model.encode(data, 1)?;
+                model.refine(data, &codes, 2);
+            }
+        }
+        Ok((model, reports))
+    }
+
+    /// Moves every codeword to the mean of what its items need from it given their other
+    /// codewords (block coordinate descent on the joint least-squares error of all levels),
+    /// keeping the codes. One sweep visits each level once.
+    fn refine(&mut self, data: &[f32], codes: &[u32], sweeps: usize) {
+        let dim = self.dim;
+        let nl = self.levels.len();
+        let mut recon = self.decode(codes).expect("codes come from this model");
+        for _ in 0..sweeps {
+            for l in 0..nl {
+                let k = self.levels[l].k;
+                let old = self.levels[l].centroids.clone();
+                let partial: Vec<(Vec<f64>, Vec<u64>)> = data
+                    .par_chunks(4096 * dim)
+                    .zip(recon.par_chunks(4096 * dim))
+                    .zip(codes.par_chunks(4096 * nl))
+                    .map(|((x, r), c)| {
+                        let mut sums = vec![0.0f64; k * dim];
+                        let mut counts = vec![0u64; k];
+                        for ((xi, ri), ci) in x
+                            .chunks_exact(dim)
+                            .zip(r.chunks_exact(dim))
+                            .zip(c.chunks_exact(nl))
+                        {
+                            let j = ci[l] as usize;
+                            counts[j] += 1;
+                            let cw = &old[j * dim..(j + 1) * dim];
+                            for d in 0..dim {
+                                sums[j * dim + d] += f64::from(xi[d] - ri[d] + cw[d]);
+                            }
+                        }
+                        (sums, counts)
+                    })
+                    .collect();
+                let mut sums = vec![0.0f64; k * dim];
+                let mut counts = vec![0u64; k];
+                for (s, c) in partial {
+                    for (a, b) in sums.iter_mut().zip(&s) {
+                        *a += b;
+                    }
+                    for (a, b) in counts.iter_mut().zip(&c) {
+                        *a += b;
+                    }
+                }
+                let cb = &mut self.levels[l].centroids;
+                for j in 0..k {
+                    if counts[j] > 0 {
+                        let inv = 1.0 / counts[j] as f64;
+                        for d in 0..dim {
+                            cb[j * dim + d] = (sums[j * dim + d] * inv) as f32;
+                        }
+                    }
+                }
+                let new = cb.clone();
+                recon
+                    .par_chunks_mut(dim)
+                    .zip(codes.par_chunks(nl))
+                    .for_each(|(r, c)| {
+                        let j = c[l] as usize;
+                        for d in 0..dim {
+                            r[d] += new[j * dim + d] - old[j * dim + d];
+                        }
+                    });
+            }
+        }
+        let kern = self.kernels();
+        for cb in &mut self.levels {
+            cb.norms = sq_norms(kern, &cb.centroids, dim);
+        }
+    }
+
+    /// Builds a model from codebooks (`k_l x dim` each) and optional biases.
+    ///
+    /// # Errors
+    /// [`RqError::Invalid`] for a zero dimension, no levels, or a ragged, empty or non-finite
+    /// codebook or bias.
+    pub fn from_codebooks(dim: usize, books: Vec<(Vec<f32>, Vec<f32>)>) -> Result<Self> {
+        if dim == 0 || books.is_empty() {
+            return Err(RqError::Invalid(
+                "need a dimension and at least one level".into(),
+            ));
+        }
+        let kern = Kernels::best();
+        let mut levels = Vec::with_capacity(books.len());
+        for (l, (c, b)) in books.into_iter().enumerate() {
+            let k = check_data(&c, dim)?;
+            if k == 0 || (!b.is_empty() && b.len() != k) || b.iter().any(|v| !v.is_finite()) {
+                return Err(RqError::Invalid(format!("level {l}: malformed codebook")));
+            }
+            levels.push(Codebook::new(kern, dim, c, b));
+        }
+        Ok(RqKMeans {
+            dim,
+            levels,
+            backend: kern.backend(),
+        })
+    }
+
+    /// Runs later calls on `backend` (for tests: codes are the same on every backend).
+    ///
+    /// # Errors
+    /// [`RqError::Invalid`] when this CPU cannot run `backend`.
+    pub fn set_backend(&mut self, backend: Backend) -> Result<()> {
+        Kernels::get(backend).ok_or_else(|| {
+            RqError::Invalid(format!(
+                "this CPU cannot run the {} kernels",
+                backend.name()
+            ))
+        })?;
+        self.backend = backend;
+        Ok(())
+    }
+
+    fn kernels(&self) -> &'static Kernels {
+        Kernels::get(self.backend).expect("checked when set")
+    }
+
+    /// Vector dimension.
+    #[must_use]
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+    /// The codebooks, first level first.
+    #[must_use]
+    pub fn levels(&self) -> &[Codebook] {
+        &self.levels
+    }
+    /// Codebook size of each level.
+    #[must_use]
+    pub fn n_clusters(&self) -> Vec<usize> {
+        self.levels.iter().map(|c| c.k).collect()
+    }
+
+    /// Greedy codes (`n x levels`, row-major): at each level the nearest codeword (plus the
+    /// balanced bias) to what is left. With `beam > 1`, keeps the `beam` best partial codes per
+    /// vector and returns the one that reconstructs it best.
+    ///
+    /// # Errors
+    /// [`RqError::Dimension`] for rows of another dimension, [`RqError::Invalid`] for NaN or
+    /// infinite values or a beam width of 0.
+    pub fn encode(&self, data: &[f32], beam: usize) -> Result<Vec<u32>> {
+        let n = self.check_input(data)?;
+        if beam == 0 {
+            return Err(RqError::Invalid("beam width must be at least 1".into()));
+        }
+        let nl = self.levels.len();
+        let mut codes = vec![0u32; n * nl];
+        let kern = self.kernels();
+        if beam == 1 {
+            codes
+                .par_chunks_mut(CHUNK * nl)
+                .zip(data.par_chunks(CHUNK * self.dim))
+                .for_each_init(
+                    || (Vec::new(), Vec::new()),
+                    |(buf, res), (out, x)| self.greedy_block(kern, x, out, buf, res),
+                );
+        } else {
+            codes
+                .par_chunks_mut(nl)
+                .zip(data.par_chunks(self.dim))
+                .for_each(|(out, x)| self.beam_one(kern, x, beam, out));
+        }
+        Ok(codes)
+    }
+
+    fn greedy_block(
+        &self,
+        kern: &Kernels,
+        x: &[f32],
+        out: &mut [u32],
+        buf: &mut Vec<f32>,
+        res: &mut Vec<f32>,
+    ) {
+        let dim = self.dim;
+        let nl = self.levels.len();
+        let m = x.len() / dim;
+        res.clear();
+        res.extend_from_slice(x);
+        for (l, cb) in self.levels.iter().enumerate() {
+            buf.resize(m * cb.k, 0.0);
+            costs(kern, res, m, &cb.centroids, &cb.norms, buf);
+            for i in 0..m {
+                let j = argmin(&buf[i * cb.k..(i + 1) * cb.k], &cb.bias);
+                out[i * nl + l] = j as u32;
+                if l + 1 < nl {
+                    let c = &cb.centroids[j * dim..(j + 1) * dim];
+                    for (a, b) in res[i * dim..(i + 1) * dim].iter_mut().zip(c) {
+                        *a -= b;
+                    }
+                }
+            }
+        }
+    }
+
+    fn beam_one(&self, kern: &Kernels, x: &[f32], beam: usize, out: &mut [u32]) {
+        let dim = self.dim;
+        let nl = self.levels.len();
+        // Each beam entry: its codes, its residual and its score (squared error + bias).
+        let mut codes: Vec<Vec<u32>> = vec![Vec::new()];
+        let mut res: Vec<f32> = x.to_vec();
+        let mut err = vec![0.0f32];
+        kern.scan_multi_f32_fixed(x, 1, x, &mut err);
+        let mut buf = Vec::new();
+        for cb in &self.levels {
+            let b = codes.len();
+            buf.resize(b * cb.k, 0.0);
+            costs(kern, &res, b, &cb.centroids, &cb.norms, &mut buf);
+            let mut cand: Vec<(f32, usize, usize)> = Vec::with_capacity(b * cb.k);
+            for e in 0..b {
+                for j in 0..cb.k {
+                    let bias = cb.bias.get(j).copied().unwrap_or(0.0);
+                    cand.push((err[e] + buf[e * cb.k + j] + bias, e, j));
+                }
+            }
+            let keep = beam.min(cand.len());
+            cand.select_nth_unstable_by(keep - 1, |a, b| {
+                a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2))
+            });
+            cand.truncate(keep);
+            cand.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
+            let mut next_res = Vec::with_capacity(keep * dim);
+            let mut next_codes = Vec::with_capacity(keep);
+            let mut next_err = Vec::with_capacity(keep);
+            for &(score, e, j) in &cand {
+                let c = &cb.centroids[j * dim..(j + 1) * dim];
+                next_res.extend(
+                    res[e * dim..(e + 1) * dim]
+                        .iter()
+                        .zip(c)
+                        .map(|(a, b)| a - b),
+                );
+                let mut cs = codes[e].clone();
+                cs.push(j as u32);
+                next_codes.push(cs);
+                next_err.push(score);
+            }
+            res = next_res;
+            codes = next_codes;
+            err = next_err;
+        }
+        out.copy_from_slice(&codes[0][..nl]);
+    }
+
+    /// Reconstruction: the sum of each level's codeword, `n x dim` row-major.
+    ///
+    /// # Errors
+    /// [`RqError::Invalid`] when `codes` is not a whole number of rows, [`RqError::Code`] for a
+    /// code outside its level's codebook.
+    pub fn decode(&self, codes: &[u32]) -> Result<Vec<f32>> {
+        let nl = self.levels.len();
+        if !codes.len().is_multiple_of(nl) {
+            return Err(RqError::Invalid(format!(
+                "{} codes do not form rows of {nl} levels",
+                codes.len()
+            )));
+        }
+        for (i, &c) in codes.iter().enumerate() {
+            let l = i % nl;
+            if c as usize >= self.levels[l].k {
+                return Err(RqError::Code {
+                    level: l,
+                    code: i64::from(c),
+                    k: self.levels[l].k,
+                });
+            }
+        }
+        let dim = self.dim;
+        let mut out = vec![0.0f32; codes.len() / nl * dim];
+        out.par_chunks_mut(dim)
+            .zip(codes.par_chunks(nl))
+            .for_each(|(o, cs)| {
+                for (cb, &c) in self.levels.iter().zip(cs) {
+                    let c = c as usize;
+                    for (a, b) in o.iter_mut().zip(&cb.centroids[c * dim..(c + 1) * dim]) {
+                        *a += b;
+                    }
+                }
+            });
+        Ok(out)
+    }
+
+    fn check_input(&self, data: &[f32]) -> Result<usize> {
+        if !data.len().is_multiple_of(self.dim) {
+            return Err(RqError::Dimension {
+                expected: self.dim,
+                got: data.len(),
+            });
+        }
+        check_data(data, self.dim)
+    }
+}

@@ -1,0 +1,275 @@
+//! RQ-KMeans on synthetic data: quality, reproducibility, balance, persistence, bad input.
+
+use imesde_rq::metrics::{codebook_usage, collision_rate, reconstruction_error};
+use imesde_rq::{Backend, FitConfig, Init, RqError, RqKMeans};
+
+/// Deterministic data: `n` points around `centers` Gaussian-ish blobs in `dim` dimensions.
+fn blobs(n: usize, dim: usize, centers: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed;
+    let mut next = move || {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        (s >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+    };
+    let c: Vec<f32> = (0..centers * dim).map(|_| next() * 8.0).collect();
+    let mut out = Vec::with_capacity(n * dim);
+    for i in 0..n {
+        let b = i % centers;
+        for d in 0..dim {
+            out.push(c[b * dim + d] + next() + next());
+        }
+    }
+    out
+}
+
+fn cfg(ks: &[usize]) -> FitConfig {
+    FitConfig {
+        n_clusters: ks.to_vec(),
+        seed: 7,
+        ..FitConfig::default()
+    }
+}
+
+#[test]
+fn each_level_lowers_the_error_and_codes_decode_to_it() {
+    let (n, dim) = (3000, 24);
+    let x = blobs(n, dim, 40, 1);
+    let (model, reports) = RqKMeans::fit(&x, dim, &cfg(&[16, 16, 16])).unwrap();
+    assert_eq!(model.n_clusters(), vec![16, 16, 16]);
+    for w in reports.windows(2) {
+        assert!(w[1].mse < w[0].mse, "{reports:?}");
+    }
+    let codes = model.encode(&x, 1).unwrap();
+    assert_eq!(codes.len(), n * 3);
+    assert!(codes.iter().all(|&c| c < 16));
+    let recon = model.decode(&codes).unwrap();
+    let mse = reconstruction_error(&x, &recon, dim);
+    // Refinement after training can only lower the error the levels reached.
+    assert!(mse <= reports[2].mse * 1.001, "{mse} vs {reports:?}");
+    let total: f64 = x
+        .chunks(dim)
+        .map(|r| r.iter().map(|&v| f64::from(v * v)).sum::<f64>())
+        .sum();
+    assert!(mse < 0.2 * total / n as f64);
+
+    // Beam search finds codes at least as good on average.
+    let beam = model.decode(&model.encode(&x, 8).unwrap()).unwrap();
+    assert!(reconstruction_error(&x, &beam, dim) <= mse);
+}
+
+#[test]
+fn same_seed_same_codebooks_on_every_backend_and_thread_count() {
+    let (dim, n) = (37, 1500);
+    let x = blobs(n, dim, 25, 2);
+    let fit_on = |backend: Option<Backend>, threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            let c = FitConfig {
+                backend,
+                ..cfg(&[8, 8])
+            };
+            RqKMeans::fit(&x, dim, &c).unwrap().0
+        })
+    };
+    let reference = fit_on(Some(Backend::Scalar), 1);
+    let ref_codes = reference.encode(&x, 1).unwrap();
+    let mut backends: Vec<_> = Backend::supported();
+    backends.retain(|b| *b != Backend::Scalar);
+    for b in backends {
+        for threads in [1, 3] {
+            let m = fit_on(Some(b), threads);
+            for (a, r) in m.levels().iter().zip(reference.levels()) {
+                let same = a
+                    .centroids()
+                    .iter()
+                    .zip(r.centroids())
+                    .all(|(p, q)| p.to_bits() == q.to_bits());
+                assert!(same, "{b:?} x {threads} threads: codebooks differ");
+            }
+            assert_eq!(m.encode(&x, 1).unwrap(), ref_codes);
+            assert_eq!(m.encode(&x, 4).unwrap(), reference.encode(&x, 4).unwrap());
+        }
+    }
+    // A different seed gives a different model.
+    let other = RqKMeans::fit(
+        &x,
+        dim,
+        &FitConfig {
+            seed: 8,
+            ..cfg(&[8, 8])
+        },
+    )
+    .unwrap()
+    .0;
+    assert_ne!(other, reference);
+}
+
+#[test]
+fn kmeans_plus_plus_and_sampling_train_too() {
+    let dim = 16;
+    let x = blobs(4000, dim, 30, 3);
+    let c = FitConfig {
+        init: Init::KMeansPlusPlus,
+        sample_size: Some(1000),
+        ..cfg(&[32, 32])
+    };
+    let (m, _) = RqKMeans::fit(&x, dim, &c).unwrap();
+    let codes = m.encode(&x, 1).unwrap();
+    let usage = codebook_usage(&codes, &[32, 32]);
+    assert!(usage[0].used >= 30, "{:?}", usage[0].used);
+    let err = reconstruction_error(&x, &m.decode(&codes).unwrap(), dim);
+    let (plain, _) = RqKMeans::fit(&x, dim, &cfg(&[32, 32])).unwrap();
+    let err_all = reconstruction_error(
+        &x,
+        &plain.decode(&plain.encode(&x, 1).unwrap()).unwrap(),
+        dim,
+    );
+    assert!(err < err_all * 1.5, "{err} vs {err_all}");
+}
+
+#[test]
+fn balanced_training_uses_codes_evenly() {
+    // Very uneven blobs: 70 % of the points in one of them.
+    let dim = 12;
+    let mut x = blobs(2800, dim, 1, 4);
+    x.extend(blobs(1200, dim, 12, 5));
+    let n_levels = 2;
+    let (plain, _) = RqKMeans::fit(&x, dim, &cfg(&[32, 32])).unwrap();
+    let (bal, _) = RqKMeans::fit(
+        &x,
+        dim,
+        &FitConfig {
+            balanced: true,
+            ..cfg(&[32, 32])
+        },
+    )
+    .unwrap();
+    assert!(bal.levels().iter().all(|l| l.bias().len() == 32));
+    let pu = codebook_usage(&plain.encode(&x, 1).unwrap(), &[32, 32]);
+    let codes = bal.encode(&x, 1).unwrap();
+    let bu = codebook_usage(&codes, &[32, 32]);
+    for l in 0..n_levels {
+        assert!(bu[l].entropy >= 0.98, "level {l}: {}", bu[l].entropy);
+        assert!(bu[l].entropy >= pu[l].entropy);
+    }
+    assert!(collision_rate(&codes, n_levels) <= 1.0);
+}
+
+#[test]
+fn duplicates_and_empty_clusters_do_not_break_training() {
+    // 600 points but only 5 distinct ones: most clusters start or end empty.
+    let dim = 8;
+    let base = blobs(5, dim, 5, 6);
+    let x: Vec<f32> = (0..600)
+        .flat_map(|i| base[(i % 5) * dim..(i % 5 + 1) * dim].to_vec())
+        .collect();
+    for balanced in [false, true] {
+        let (m, _) = RqKMeans::fit(
+            &x,
+            dim,
+            &FitConfig {
+                balanced,
+                ..cfg(&[16, 4])
+            },
+        )
+        .unwrap();
+        assert!(
+            m.levels()
+                .iter()
+                .all(|l| l.centroids().iter().all(|v| v.is_finite()))
+        );
+        let codes = m.encode(&x, 1).unwrap();
+        let err = reconstruction_error(&x, &m.decode(&codes).unwrap(), dim);
+        assert!(err < 1e-3, "{balanced}: {err}");
+        assert!((collision_rate(&codes, 2) - 1.0).abs() < 1e-12);
+    }
+}
+
+#[test]
+fn save_load_gives_the_same_codes_and_rejects_damage() {
+    let dim = 20;
+    let x = blobs(1000, dim, 10, 7);
+    let (m, _) = RqKMeans::fit(
+        &x,
+        dim,
+        &FitConfig {
+            balanced: true,
+            ..cfg(&[8, 16])
+        },
+    )
+    .unwrap();
+    let dir = std::env::temp_dir().join(format!("imesde-rq-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join("codebooks.rq");
+    m.save(&p).unwrap();
+    let back = RqKMeans::load(&p).unwrap();
+    assert_eq!(back, m);
+    assert_eq!(back.encode(&x, 1).unwrap(), m.encode(&x, 1).unwrap());
+    assert_eq!(back.encode(&x, 3).unwrap(), m.encode(&x, 3).unwrap());
+
+    let bytes = std::fs::read(&p).unwrap();
+    for cut in [0, 5, 20, bytes.len() / 2, bytes.len() - 1] {
+        std::fs::write(&p, &bytes[..cut]).unwrap();
+        assert!(
+            matches!(RqKMeans::load(&p), Err(RqError::Corrupt { .. })),
+            "cut {cut}"
+        );
+    }
+    let mut bad = bytes.clone();
+    bad[bytes.len() / 3] ^= 1;
+    std::fs::write(&p, &bad).unwrap();
+    assert!(matches!(RqKMeans::load(&p), Err(RqError::Corrupt { .. })));
+    assert!(matches!(
+        RqKMeans::load(&dir.join("missing")),
+        Err(RqError::Io { .. })
+    ));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn bad_input_is_an_error() {
+    let dim = 4;
+    let x = blobs(50, dim, 3, 8);
+    assert!(matches!(
+        RqKMeans::fit(&x, dim, &cfg(&[51])),
+        Err(RqError::Invalid(_))
+    ));
+    assert!(matches!(
+        RqKMeans::fit(&x, dim, &cfg(&[0])),
+        Err(RqError::Invalid(_))
+    ));
+    assert!(matches!(
+        RqKMeans::fit(&x, dim, &cfg(&[])),
+        Err(RqError::Invalid(_))
+    ));
+    assert!(matches!(
+        RqKMeans::fit(&x[..7], dim, &cfg(&[2])),
+        Err(RqError::Invalid(_))
+    ));
+    let mut nan = x.clone();
+    nan[9] = f32::NAN;
+    assert!(matches!(
+        RqKMeans::fit(&nan, dim, &cfg(&[2])),
+        Err(RqError::Invalid(_))
+    ));
+    let (m, _) = RqKMeans::fit(&x, dim, &cfg(&[4, 4])).unwrap();
+    assert!(matches!(
+        m.encode(&x[..6], 1),
+        Err(RqError::Dimension { .. })
+    ));
+    assert!(matches!(m.encode(&nan, 1), Err(RqError::Invalid(_))));
+    assert!(matches!(m.encode(&x, 0), Err(RqError::Invalid(_))));
+    assert!(matches!(
+        m.decode(&[1, 4]),
+        Err(RqError::Code {
+            level: 1,
+            code: 4,
+            k: 4
+        })
+    ));
+    assert!(matches!(m.decode(&[1, 2, 3]), Err(RqError::Invalid(_))));
+}
