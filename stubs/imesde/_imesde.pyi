@@ -1,7 +1,7 @@
 """Typed interface of the native module ``imesde._imesde``."""
 
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Literal, TypeAlias, final, overload
 
@@ -322,6 +322,9 @@ class Engine:
         alpha: float | None = None,
     ) -> list[Hit]:
         """Dense and lexical results fused (``alpha`` weights the dense side)."""
+    def attach_semantic_ids(self, assign: Callable[[_F32Array], Sequence[str]] | None) -> None:
+        """Store ``assign(vectors)[i]`` as each ingested item's ``semantic_id`` metadata (for
+        example a fitted ``SemanticIdEngine``); ``None`` detaches."""
     @property
     def lexical(self) -> bool:
         """Whether a BM25 index is kept with the ring."""
@@ -371,6 +374,55 @@ class Engine:
         """``"f32"`` or ``"int8"``."""
     def stats(self) -> dict[str, Any]:
         """Counters and sizes of the engine."""
+
+@final
+class RQCodebooks:
+    """Trained residual-quantisation codebooks (the native half of ``imesde.RQKMeans``)."""
+
+    @staticmethod
+    def fit(
+        x: _F32Array,
+        n_clusters: Sequence[int],
+        *,
+        balanced: bool = False,
+        max_iter: int = 25,
+        tol: float = 1e-4,
+        seed: int = 0,
+        sample_size: int | None = None,
+        init: Literal["random", "k-means++", "kmeans++"] = "random",
+        refine: int = 3,
+    ) -> tuple[RQCodebooks, list[tuple[int, bool, float]]]:
+        """Train one level per ``n_clusters`` entry; returns the codebooks and per-level
+        ``(iterations, converged, mse)``."""
+    def encode(self, x: _F32Array, beam_width: int = 1) -> npt.NDArray[np.int32]:
+        """Codes ``[n, n_levels]`` (greedy, or beam search when ``beam_width > 1``)."""
+    def decode(self, codes: npt.NDArray[np.int64]) -> _F32Array:
+        """Reconstructions ``[n, dim]`` of int64 codes ``[n, n_levels]``."""
+    @property
+    def dim(self) -> int:
+        """Vector dimension."""
+    @property
+    def n_clusters(self) -> list[int]:
+        """Codebook size of each level."""
+    @property
+    def codebooks(self) -> list[_F32Array]:
+        """Copies of the codebooks, ``[k, dim]`` per level."""
+    @property
+    def biases(self) -> list[_F32Array]:
+        """Per-level assignment biases of a balanced model (empty arrays otherwise)."""
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the codebooks atomically."""
+    @staticmethod
+    def load(path: str | os.PathLike[str]) -> RQCodebooks:
+        """Read codebooks written by ``save``."""
+
+def rq_collision_rate(codes: npt.NDArray[np.int64]) -> float:
+    """Fraction of rows sharing their code with another row."""
+
+def rq_codebook_usage(
+    codes: npt.NDArray[np.int64], n_clusters: Sequence[int]
+) -> list[tuple[int, float, npt.NDArray[np.uint64]]]:
+    """Per level ``(used, normalised entropy, counts)``."""
 
 def cosine_similarity(a: _F32Array, b: _F32Array) -> Any:
     """Cosine similarity: a float for two 1-D vectors, else the ``[n, m]`` float32 matrix."""

@@ -131,6 +131,9 @@ pub(crate) struct Engine {
     model: Option<Py<TextEmbedder>>,
     /// The BM25 index kept in step with the ring, and the ids it holds (to evict in order).
     lexical: Option<Mutex<(Bm25, BTreeSet<u64>)>>,
+    /// Called with each ingested batch's vectors; returns one semantic id per item, stored as
+    /// the item's ``semantic_id`` metadata.
+    semantic_ids: Mutex<Option<Py<PyAny>>>,
 }
 
 fn storage_of(name: &str) -> PyResult<Storage> {
@@ -175,6 +178,7 @@ impl Engine {
             ring: Arc::new(ring),
             model,
             lexical,
+            semantic_ids: Mutex::new(None),
         })
     }
 
@@ -228,6 +232,24 @@ impl Engine {
         )
         .map_err(CoreError::from)?;
         Ok(self.hits_for(py, &fused))
+    }
+
+    /// From now on, every ingested batch's vectors (float32 ``[n, dim]``) are passed to
+    /// ``assign`` (e.g. a fitted ``SemanticIdEngine`` or ``RQKMeans``), which returns ``n``
+    /// strings; each item stores its string as metadata ``semantic_id`` (searchable with
+    /// ``where={"semantic_id": ...}``). If ``assign`` raises, the batch is not ingested.
+    /// ``None`` detaches.
+    fn attach_semantic_ids(&self, assign: Option<Bound<'_, PyAny>>) -> PyResult<()> {
+        if let Some(f) = &assign
+            && !f.is_callable()
+        {
+            return Err(err(
+                Exc::DType,
+                "assign must be callable (vectors -> list of str), e.g. a SemanticIdEngine",
+            ));
+        }
+        *self.semantic_ids.lock() = assign.map(Bound::unbind);
+        Ok(())
     }
 
     /// Whether a BM25 index is kept with the ring.
@@ -569,6 +591,15 @@ impl Engine {
     /// Writes a validated batch into the ring without the GIL; with ``lexical=True`` also
     /// indexes its texts and drops what the ring has overwritten from the BM25 index.
     fn write(&self, py: Python<'_>, vectors: &[f32], attrs: &Attributes) -> PyResult<Range<u64>> {
+        let hook = self.semantic_ids.lock().as_ref().map(|f| f.clone_ref(py));
+        let with_ids;
+        let attrs = match hook {
+            Some(f) => {
+                with_ids = self.attach_ids(py, f.bind(py), vectors, attrs)?;
+                &with_ids
+            }
+            None => attrs,
+        };
         let ring = &self.ring;
         let ids = py
             .detach(|| ring.ingest(vectors, attrs))
@@ -595,6 +626,59 @@ impl Engine {
             });
         }
         Ok(ids)
+    }
+
+    /// `attrs` with each item's metadata extended by ``semantic_id`` from `assign(vectors)`.
+    fn attach_ids(
+        &self,
+        py: Python<'_>,
+        assign: &Bound<'_, PyAny>,
+        vectors: &[f32],
+        attrs: &Attributes,
+    ) -> PyResult<Attributes> {
+        let dim = self.ring.config().dim;
+        let n = vectors.len() / dim;
+        attrs.check(n).map_err(CoreError::from)?;
+        let array = vectors.to_vec().into_pyarray(py).reshape([n, dim])?;
+        let ids = assign.call1((array,))?;
+        let ids: Vec<String> = ids.extract().map_err(|_| {
+            err(
+                Exc::DType,
+                "the semantic id function must return a list of str",
+            )
+        })?;
+        if ids.len() != n {
+            return Err(err(
+                Exc::Shape,
+                format!(
+                    "the semantic id function returned {} ids for {n} items",
+                    ids.len()
+                ),
+            ));
+        }
+        let metadata = ids
+            .into_iter()
+            .enumerate()
+            .map(|(i, id)| {
+                let mut pairs: Vec<(String, String)> = attrs
+                    .metadata
+                    .get(i)
+                    .and_then(Option::as_deref)
+                    .map(|m| {
+                        m.iter()
+                            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                pairs.push(("semantic_id".to_owned(), id));
+                Some(Arc::new(Metadata::new(pairs)))
+            })
+            .collect();
+        Ok(Attributes {
+            texts: attrs.texts.clone(),
+            timestamps: attrs.timestamps.clone(),
+            metadata,
+        })
     }
 
     /// BM25 ``(id, score)`` of the items still held, best first.

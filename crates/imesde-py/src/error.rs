@@ -3,6 +3,7 @@
 use imesde_bm25::Bm25Error;
 use imesde_embed::EmbedError;
 use imesde_ring::RingError;
+use imesde_rq::RqError;
 use pyo3::PyErr;
 
 use crate::exceptions::{Exc, err};
@@ -14,6 +15,13 @@ pub(crate) enum CoreError {
     Ring(RingError),
     Embed(EmbedError),
     Bm25(Bm25Error),
+    Rq(RqError),
+}
+
+impl From<RqError> for CoreError {
+    fn from(e: RqError) -> Self {
+        CoreError::Rq(e)
+    }
 }
 
 impl From<Bm25Error> for CoreError {
@@ -43,6 +51,7 @@ impl From<CoreError> for PyErr {
             }
             CoreError::Embed(e) => (embed_class(&e), e.to_string()),
             CoreError::Bm25(e) => (bm25_class(&e), e.to_string()),
+            CoreError::Rq(e) => (rq_class(&e), e.to_string()),
         };
         err(class, msg)
     }
@@ -81,6 +90,16 @@ fn bm25_class(e: &Bm25Error) -> Exc {
         Bm25Error::NotFound(_) => Exc::NotFound,
         Bm25Error::Io { .. } => Exc::Storage,
         Bm25Error::Corrupt { .. } => Exc::Corrupt,
+        _ => Exc::Imesde,
+    }
+}
+
+fn rq_class(e: &RqError) -> Exc {
+    match e {
+        RqError::Invalid(_) | RqError::Code { .. } => Exc::InvalidValue,
+        RqError::Dimension { .. } => Exc::Dimension,
+        RqError::Io { .. } => Exc::Storage,
+        RqError::Corrupt { .. } => Exc::Corrupt,
         _ => Exc::Imesde,
     }
 }

@@ -7,6 +7,7 @@ mod embed;
 mod engine;
 mod error;
 mod exceptions;
+mod rq;
 mod similarity;
 
 use pyo3::prelude::*;
@@ -47,6 +48,9 @@ fn _imesde(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(similarity::manhattan_distance, m)?)?;
     m.add_function(wrap_pyfunction!(similarity::normalize_l2, m)?)?;
     m.add_function(wrap_pyfunction!(similarity::top_k, m)?)?;
+    m.add_class::<rq::RqCodebooks>()?;
+    m.add_function(wrap_pyfunction!(rq::rq_collision_rate, m)?)?;
+    m.add_function(wrap_pyfunction!(rq::rq_codebook_usage, m)?)?;
     m.add_function(wrap_pyfunction!(simd_backend, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())

@@ -1,0 +1,273 @@
+//! `RQCodebooks`: the native half of `imesde.RQKMeans` (training, encoding, decoding, files).
+
+// PyO3 hands arguments over by value (paths, array views); borrowing them is the norm here.
+#![allow(clippy::needless_pass_by_value)]
+
+use std::path::PathBuf;
+
+use imesde_rq::metrics::{codebook_usage, collision_rate};
+use imesde_rq::{FitConfig, Init, RqError, RqKMeans};
+use numpy::{
+    IntoPyArray, PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray2, PyUntypedArrayMethods,
+};
+use pyo3::prelude::*;
+
+use crate::convert::{self, Rows, positive};
+use crate::error::CoreError;
+use crate::exceptions::{Exc, err};
+
+fn rq_err(e: RqError) -> PyErr {
+    CoreError::from(e).into()
+}
+
+/// One level's usage: codewords used, normalised entropy, items per codeword.
+type LevelUsage<'py> = (usize, f64, Bound<'py, PyArray1<u64>>);
+
+/// Per level: iterations, whether it converged, mean squared residual.
+type FitReport = Vec<(usize, bool, f64)>;
+
+/// A borrowed 2-D float32 C-contiguous matrix.
+fn matrix<'py>(obj: &Bound<'py, PyAny>, what: &str) -> PyResult<Rows<'py>> {
+    let rows = convert::rows(obj, what)?;
+    if rows.one_d {
+        return Err(err(
+            Exc::Shape,
+            format!("{what} must be 2-D (n, dim); for one vector use x[None, :]"),
+        ));
+    }
+    Ok(rows)
+}
+
+/// Codes as a `(n, levels)` int64 array, checked non-negative.
+fn codes_of(codes: &PyReadonlyArray2<'_, i64>, levels: usize) -> PyResult<Vec<u32>> {
+    let shape = codes.shape();
+    if shape[1] != levels {
+        return Err(err(
+            Exc::Shape,
+            format!("codes must have {levels} columns (one per level), got shape {shape:?}"),
+        ));
+    }
+    let flat = codes.as_slice().map_err(|_| {
+        err(
+            Exc::Shape,
+            "codes are not C-contiguous; pass np.ascontiguousarray(codes)",
+        )
+    })?;
+    flat.iter()
+        .enumerate()
+        .map(|(i, &c)| {
+            u32::try_from(c).map_err(|_| {
+                err(
+                    Exc::InvalidValue,
+                    format!(
+                        "code {c} at row {}, level {} is out of range",
+                        i / levels,
+                        i % levels
+                    ),
+                )
+            })
+        })
+        .collect()
+}
+
+/// Trained residual-quantisation codebooks (see ``imesde.RQKMeans`` for the friendly API).
+#[pyclass(frozen, module = "imesde._imesde", name = "RQCodebooks")]
+pub(crate) struct RqCodebooks(RqKMeans);
+
+#[pymethods]
+impl RqCodebooks {
+    /// Trains ``len(n_clusters)`` levels on ``x`` (float32 ``[n, dim]``), without the GIL.
+    #[staticmethod]
+    #[pyo3(signature = (x, n_clusters, *, balanced = false, max_iter = 25, tol = 1e-4,
+                        seed = 0, sample_size = None, init = "random", refine = 3))]
+    #[allow(clippy::too_many_arguments)]
+    fn fit(
+        py: Python<'_>,
+        x: &Bound<'_, PyAny>,
+        n_clusters: Vec<i64>,
+        balanced: bool,
+        max_iter: i64,
+        tol: f64,
+        seed: u64,
+        sample_size: Option<i64>,
+        init: &str,
+        refine: i64,
+    ) -> PyResult<(Self, FitReport)> {
+        let x = matrix(x, "X")?;
+        let (data, dim) = (x.as_slice(), x.dim);
+        let n_clusters = n_clusters
+            .into_iter()
+            .map(|k| positive("n_clusters", k))
+            .collect::<PyResult<Vec<_>>>()?;
+        let init = match init {
+            "random" => Init::Random,
+            "k-means++" | "kmeans++" => Init::KMeansPlusPlus,
+            other => {
+                return Err(err(
+                    Exc::InvalidValue,
+                    format!("init must be 'random' or 'k-means++', got {other:?}"),
+                ));
+            }
+        };
+        if refine < 0 {
+            return Err(err(
+                Exc::InvalidValue,
+                format!("refine must be >= 0, got {refine}"),
+            ));
+        }
+        let cfg = FitConfig {
+            n_clusters,
+            max_iter: positive("max_iter", max_iter)?,
+            tol,
+            seed,
+            balanced,
+            sample_size: sample_size
+                .map(|s| positive("sample_size", s))
+                .transpose()?,
+            init,
+            refine: refine as usize,
+            backend: None,
+        };
+        let (model, reports) = py
+            .detach(|| RqKMeans::fit(data, dim, &cfg))
+            .map_err(rq_err)?;
+        let reports = reports
+            .into_iter()
+            .map(|r| (r.iterations, r.converged, r.mse))
+            .collect();
+        Ok((Self(model), reports))
+    }
+
+    /// Codes of ``x`` as an int32 array ``[n, n_levels]``; ``beam_width > 1`` searches that
+    /// many partial codes per vector and keeps the best reconstruction.
+    #[pyo3(signature = (x, beam_width = 1))]
+    fn encode<'py>(
+        &self,
+        py: Python<'py>,
+        x: &Bound<'py, PyAny>,
+        beam_width: i64,
+    ) -> PyResult<Bound<'py, PyArray2<i32>>> {
+        let x = matrix(x, "X")?;
+        let (data, n) = (x.as_slice(), x.rows);
+        if x.dim != self.0.dim() {
+            return Err(rq_err(RqError::Dimension {
+                expected: self.0.dim(),
+                got: x.dim,
+            }));
+        }
+        let beam = positive("beam_width", beam_width)?;
+        let codes = py.detach(|| self.0.encode(data, beam)).map_err(rq_err)?;
+        let codes: Vec<i32> = codes.into_iter().map(|c| c as i32).collect();
+        codes.into_pyarray(py).reshape([n, self.0.levels().len()])
+    }
+
+    /// Reconstructions ``[n, dim]`` (float32) of int64 codes ``[n, n_levels]``.
+    fn decode<'py>(
+        &self,
+        py: Python<'py>,
+        codes: PyReadonlyArray2<'py, i64>,
+    ) -> PyResult<Bound<'py, PyArray2<f32>>> {
+        let n = codes.shape()[0];
+        let codes = codes_of(&codes, self.0.levels().len())?;
+        let out = py.detach(|| self.0.decode(&codes)).map_err(rq_err)?;
+        out.into_pyarray(py).reshape([n, self.0.dim()])
+    }
+
+    /// Vector dimension.
+    #[getter]
+    fn dim(&self) -> usize {
+        self.0.dim()
+    }
+
+    /// Codebook size of each level.
+    #[getter]
+    fn n_clusters(&self) -> Vec<usize> {
+        self.0.n_clusters()
+    }
+
+    /// Copies of the codebooks, one float32 ``[k, dim]`` array per level.
+    #[getter]
+    fn codebooks<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyArray2<f32>>>> {
+        let dim = self.0.dim();
+        self.0
+            .levels()
+            .iter()
+            .map(|l| {
+                l.centroids()
+                    .to_vec()
+                    .into_pyarray(py)
+                    .reshape([l.len(), dim])
+            })
+            .collect()
+    }
+
+    /// Per-level assignment biases of a balanced model (float32 ``[k]``); empty arrays for a
+    /// plain one.
+    #[getter]
+    fn biases<'py>(&self, py: Python<'py>) -> Vec<Bound<'py, PyArray1<f32>>> {
+        self.0
+            .levels()
+            .iter()
+            .map(|l| l.bias().to_vec().into_pyarray(py))
+            .collect()
+    }
+
+    /// Writes the codebooks to ``path`` atomically (see the file format in README).
+    fn save(&self, py: Python<'_>, path: PathBuf) -> PyResult<()> {
+        py.detach(|| self.0.save(&path)).map_err(rq_err)
+    }
+
+    /// Reads codebooks written by ``save``; a damaged file raises ``IndexCorruptError``.
+    #[staticmethod]
+    fn load(py: Python<'_>, path: PathBuf) -> PyResult<Self> {
+        py.detach(|| RqKMeans::load(&path))
+            .map(Self)
+            .map_err(rq_err)
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "RQCodebooks(dim={}, n_clusters={:?})",
+            self.0.dim(),
+            self.0.n_clusters()
+        )
+    }
+}
+
+/// Fraction of rows of ``codes`` (int64 ``[n, levels]``) that share their code with another.
+#[pyfunction]
+pub(crate) fn rq_collision_rate(py: Python<'_>, codes: PyReadonlyArray2<'_, i64>) -> PyResult<f64> {
+    let levels = codes.shape()[1].max(1);
+    let codes = codes_of(&codes, levels)?;
+    Ok(py.detach(|| collision_rate(&codes, levels)))
+}
+
+/// Per-level ``(used, entropy, counts)`` of ``codes`` for codebooks of sizes ``n_clusters``;
+/// entropy is normalised by ``ln k``.
+#[pyfunction]
+pub(crate) fn rq_codebook_usage<'py>(
+    py: Python<'py>,
+    codes: PyReadonlyArray2<'py, i64>,
+    n_clusters: Vec<i64>,
+) -> PyResult<Vec<LevelUsage<'py>>> {
+    let ks = n_clusters
+        .into_iter()
+        .map(|k| positive("n_clusters", k))
+        .collect::<PyResult<Vec<_>>>()?;
+    let codes = codes_of(&codes, ks.len())?;
+    for (i, &c) in codes.iter().enumerate() {
+        let l = i % ks.len();
+        if c as usize >= ks[l] {
+            return Err(rq_err(RqError::Code {
+                level: l,
+                code: i64::from(c),
+                k: ks[l],
+            }));
+        }
+    }
+    let usage = py.detach(|| codebook_usage(&codes, &ks));
+    Ok(usage
+        .into_iter()
+        .map(|u| (u.used, u.entropy, u.counts.into_pyarray(py)))
+        .collect())
+}

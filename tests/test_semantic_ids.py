@@ -1,0 +1,299 @@
+"""Semantic IDs: RQ-KMeans on real embeddings, unique ids through in-memory and SQLite stores
+(several processes at once), and Engine integration."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import imesde
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+Golden = tuple[list[str], npt.NDArray[np.float32]]
+
+
+@pytest.fixture(scope="module")
+def vectors(golden: Golden) -> npt.NDArray[np.float32]:
+    return golden[1]
+
+
+def test_fit_encode_decode_on_real_embeddings(vectors: npt.NDArray[np.float32]) -> None:
+    model = imesde.RQKMeans(n_levels=3, n_clusters=[8, 16, 16], random_state=0)
+    assert not model.is_fitted
+    assert model.fit(vectors) is model
+    assert model.D_ == 384
+    assert [c.shape for c in model.codebooks_] == [(8, 384), (16, 384), (16, 384)]
+    codes = model.encode(vectors)
+    assert codes.dtype == np.int32
+    assert codes.shape == (len(vectors), 3)
+    assert codes.min() >= 0
+    assert (codes.max(axis=0) < [8, 16, 16]).all()
+    rec = model.decode(codes)
+    assert rec.dtype == np.float32
+    assert rec.shape == vectors.shape
+    err = float(np.mean(np.sum((vectors - rec) ** 2, axis=1)))
+    assert err == pytest.approx(model.reconstruction_error(vectors), rel=1e-5)
+    # Unit vectors: reconstructing with 3 levels must explain a good part of the norm, and
+    # each level lowers the training error.
+    assert err < 0.8
+    mses = [r["mse"] for r in model.fit_report_]
+    assert mses == sorted(mses, reverse=True)
+    # Beam search reconstructs at least as well as greedy on average.
+    assert model.reconstruction_error(vectors) >= float(
+        np.mean(np.sum((vectors - model.decode(model.encode(vectors, beam_width=8))) ** 2, 1))
+    )
+    score = model.score(vectors)
+    assert score["mse"] == pytest.approx(err, rel=1e-5)
+    assert 0.0 <= score["collision_rate"] <= 1.0
+    assert len(score["usage_entropy"]) == 3
+
+
+def test_same_seed_same_codebooks_and_lists_or_float64_accepted(
+    vectors: npt.NDArray[np.float32],
+) -> None:
+    a = imesde.RQKMeans(2, 8, random_state=7).fit(vectors)
+    b = imesde.RQKMeans(2, 8, random_state=7).fit(vectors.astype(np.float64))
+    c = imesde.RQKMeans(2, 8, random_state=8).fit(vectors)
+    for x, y in zip(a.codebooks_, b.codebooks_, strict=True):
+        np.testing.assert_array_equal(x, y)
+    assert any(not np.array_equal(x, y) for x, y in zip(a.codebooks_, c.codebooks_, strict=True))
+    np.testing.assert_array_equal(a.encode(vectors[:5].tolist()), a.encode(vectors[:5]))
+
+
+def test_kmeans_plus_plus_and_sampling(vectors: npt.NDArray[np.float32]) -> None:
+    m = imesde.RQKMeans(2, 8, init="k-means++", sample_size=200, random_state=1).fit(vectors)
+    assert m.encode(vectors).shape == (len(vectors), 2)
+    with pytest.raises(imesde.InvalidValueError, match="training vectors"):
+        imesde.RQKMeans(1, 16, sample_size=10, random_state=1).fit(vectors)
+
+
+def test_balanced_codes_are_used_evenly(vectors: npt.NDArray[np.float32]) -> None:
+    plain = imesde.RQKMeans(2, 16, random_state=3).fit(vectors)
+    bal = imesde.RQKMeans(2, 16, balanced=True, random_state=3).fit(vectors)
+    pu = plain.codebook_usage(plain.encode(vectors))
+    bu = bal.codebook_usage(bal.encode(vectors))
+    for p, b in zip(pu, bu, strict=True):
+        assert b["entropy"] >= 0.98
+        assert b["entropy"] >= p["entropy"]
+        assert b["used"] == 16
+        assert int(b["counts"].sum()) == len(vectors)
+
+
+def test_save_load_same_codes_and_damage_is_an_error(
+    vectors: npt.NDArray[np.float32], tmp_path: Path
+) -> None:
+    m = imesde.RQKMeans(3, [4, 8, 8], balanced=True, random_state=5).fit(vectors)
+    path = tmp_path / "codes.rq"
+    m.save(path)
+    back = imesde.RQKMeans.load(path)
+    assert back.n_clusters == [4, 8, 8]
+    assert back.balanced
+    assert back.D_ == 384
+    np.testing.assert_array_equal(back.encode(vectors), m.encode(vectors))
+    np.testing.assert_array_equal(
+        back.encode(vectors, beam_width=4), m.encode(vectors, beam_width=4)
+    )
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(imesde.IndexCorruptError, match=r"truncated|checksum"):
+        imesde.RQKMeans.load(path)
+    bad = bytearray(data)
+    bad[100] ^= 0xFF
+    path.write_bytes(bytes(bad))
+    with pytest.raises(imesde.IndexCorruptError):
+        imesde.RQKMeans.load(path)
+    with pytest.raises(imesde.StorageError):
+        imesde.RQKMeans.load(tmp_path / "missing.rq")
+
+
+def test_semantic_id_formats() -> None:
+    codes = np.array([[3, 9, 1], [12, 5, 33]])
+    assert imesde.codes_to_ids(codes) == ["3-9-1", "12-5-33"]
+    assert imesde.codes_to_ids(codes, sep="/") == ["3/9/1", "12/5/33"]
+    assert imesde.codes_to_ids(codes, fmt="token")[0] == "<a_3><b_9><c_1>"
+    assert imesde.codes_to_ids(codes, formatter=lambda r: "x".join(map(str, r))) == [
+        "3x9x1",
+        "12x5x33",
+    ]
+    with pytest.raises(imesde.InvalidValueError):
+        imesde.codes_to_ids(codes, fmt="bogus")  # type: ignore[arg-type]
+
+
+def test_bad_input_is_a_typed_error(vectors: npt.NDArray[np.float32]) -> None:
+    with pytest.raises(imesde.ImesdeError, match="not fitted"):
+        imesde.RQKMeans(2, 4).encode(vectors)
+    with pytest.raises(imesde.InvalidValueError):
+        imesde.RQKMeans(2, [4, 4, 4])
+    with pytest.raises(imesde.InvalidValueError):
+        imesde.RQKMeans(2, 0)
+    with pytest.raises(imesde.InvalidValueError):
+        imesde.RQKMeans(2, 4, init="bogus")  # type: ignore[arg-type]
+    with pytest.raises(imesde.ShapeError):
+        imesde.RQKMeans(2, 4).fit(vectors[0])
+    with pytest.raises(imesde.InvalidValueError, match="training vectors"):
+        imesde.RQKMeans(1, 1000).fit(vectors)
+    nan = vectors.copy()
+    nan[3, 7] = np.nan
+    with pytest.raises(imesde.InvalidValueError, match="NaN"):
+        imesde.RQKMeans(2, 4).fit(nan)
+    m = imesde.RQKMeans(2, 4, random_state=0).fit(vectors)
+    with pytest.raises(imesde.DimensionMismatchError):
+        m.encode(vectors[:, :100])
+    with pytest.raises(imesde.InvalidValueError, match="NaN"):
+        m.encode(nan)
+    with pytest.raises(imesde.InvalidValueError, match="out of range"):
+        m.decode(np.array([[0, 4]]))
+    with pytest.raises(imesde.InvalidValueError, match="out of range"):
+        m.decode(np.array([[-1, 0]]))
+    with pytest.raises(imesde.ShapeError):
+        m.decode(np.array([[0, 1, 2]]))
+    with pytest.raises(imesde.InvalidValueError):
+        m.encode(vectors, beam_width=0)
+    # The model still works after every error.
+    assert m.encode(vectors).shape == (len(vectors), 2)
+
+
+def test_resolver_suffixes_and_never_repeats_an_id() -> None:
+    r = imesde.UniqueIdResolver()
+    assert r.assign(["12-5-33", "12-5-33", "7-1-2", "12-5-33"]) == [
+        "12-5-33",
+        "12-5-33-1",
+        "7-1-2",
+        "12-5-33-2",
+    ]
+    # A later code that looks like a suffixed id gets a fresh suffix instead of a duplicate.
+    assert r.assign(["12-5-33-1"]) == ["12-5-33-1-1"]
+    assert r.assign(["3-3"], sep="_") == ["3-3"]
+    assert r.assign(["3-3"], sep="_") == ["3-3_1"]
+    by_item = imesde.UniqueIdResolver()
+    assert by_item.assign(["1-2", "1-2"], item_ids=["sku9", "sku10"]) == ["1-2", "1-2-sku10"]
+    with pytest.raises(imesde.ShapeError):
+        by_item.assign(["1-2"], item_ids=[])
+
+
+def test_a_user_store_needs_only_next_suffix() -> None:
+    class CountingStore:
+        def __init__(self) -> None:
+            self.seen: dict[str, int] = {}
+
+        def next_suffix(self, key: str) -> int:
+            n = self.seen.get(key, 0)
+            self.seen[key] = n + 1
+            return n
+
+    store = CountingStore()
+    assert isinstance(store, imesde.CollisionStore)
+    r = imesde.UniqueIdResolver(store)
+    assert r.assign(["a", "a", "b"]) == ["a", "a-1", "b"]
+
+
+def test_sqlite_store_persists(tmp_path: Path) -> None:
+    db = tmp_path / "ids.db"
+    first = imesde.UniqueIdResolver(imesde.SQLiteCollisionStore(db))
+    assert first.assign(["1-2-3", "1-2-3"]) == ["1-2-3", "1-2-3-1"]
+    store = imesde.SQLiteCollisionStore(db)
+    again = imesde.UniqueIdResolver(store)
+    assert again.assign(["1-2-3", "4-5-6"]) == ["1-2-3-2", "4-5-6"]
+    assert len(store) == 4
+    assert store.next_suffix("9-9") == 0
+    assert store.next_suffix("9-9") == 1
+
+
+_WORKER = textwrap.dedent(
+    """
+    import json, sys
+    import imesde
+    store = imesde.SQLiteCollisionStore(sys.argv[1], timeout=120)
+    resolver = imesde.UniqueIdResolver(store)
+    worker = int(sys.argv[2])
+    out = []
+    for batch in range(30):
+        keys = [f"{(worker + batch + i) % 5}-{i % 3}" for i in range(10)]
+        out += resolver.assign(keys)
+    print(json.dumps(out))
+    """
+)
+
+
+def test_sqlite_store_many_processes_never_share_an_id(tmp_path: Path) -> None:
+    db = tmp_path / "shared.db"
+    imesde.SQLiteCollisionStore(db)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _WORKER, str(db), str(w)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for w in range(4)
+    ]
+    ids: list[str] = []
+    for p in procs:
+        out, errs = p.communicate(timeout=300)
+        assert p.returncode == 0, errs
+        ids += json.loads(out)
+    assert len(ids) == 4 * 300
+    assert len(set(ids)) == len(ids)
+    # 15 distinct keys: each appears once without a suffix.
+    assert sum(1 for i in ids if i.count("-") == 1) == 15
+
+
+def test_semantic_id_engine_and_engine_labels_ingested_items(
+    vectors: npt.NDArray[np.float32], golden: Golden
+) -> None:
+    sid = imesde.SemanticIdEngine(imesde.RQKMeans(2, [4, 4], random_state=0))
+    assert sid.fit(vectors) is sid
+    raw = sid.semantic_ids(vectors[:50])
+    ids = sid.unique_ids(vectors[:50])
+    assert len(set(ids)) == 50
+    assert [i.split("-")[:2] for i in ids] == [r.split("-") for r in raw]
+
+    texts = golden[0]
+    engine = imesde.Engine(384, num_shards=2, shard_size=64)
+    engine.attach_semantic_ids(sid)
+    new = engine.ingest_vectors(vectors[50:60], texts[50:60], metadata={"src": "golden"})
+    item = engine.get(int(new[0]))
+    assert item.metadata is not None
+    assert item.metadata["src"] == "golden"
+    label = item.metadata["semantic_id"]
+    assert label.split("-")[:2] == sid.semantic_ids(vectors[50:51])[0].split("-")
+    hits = engine.search_vector(vectors[50], k=5, where={"semantic_id": label})
+    assert [h.id for h in hits] == [int(new[0])]
+
+    def broken(_: Any) -> list[str]:
+        raise RuntimeError("store offline")
+
+    engine.attach_semantic_ids(broken)
+    with pytest.raises(RuntimeError, match="store offline"):
+        engine.ingest_vectors(vectors[60:62])
+    engine.attach_semantic_ids(lambda x: ["one"])
+    with pytest.raises(imesde.ShapeError):
+        engine.ingest_vectors(vectors[60:62])
+    with pytest.raises(imesde.DTypeError):
+        engine.attach_semantic_ids(42)  # type: ignore[arg-type]
+    assert len(engine) == 10
+    engine.attach_semantic_ids(None)
+    engine.ingest_vectors(vectors[60:62])
+    assert len(engine) == 12
+
+
+@pytest.mark.model
+def test_text_engine_with_semantic_ids(
+    embedder: imesde.TextEmbedder, stream: list[dict[str, str]]
+) -> None:
+    texts = [s["text"] for s in stream[:600]]
+    x = embedder.embed(texts)
+    sid = imesde.SemanticIdEngine(imesde.RQKMeans(2, [16, 16], random_state=0)).fit(x)
+    engine = imesde.Engine(embedder, num_shards=2, shard_size=512)
+    engine.attach_semantic_ids(sid)
+    engine.ingest_batch(texts[:100])
+    hit = engine.search(texts[5], k=1)[0]
+    assert hit.text == texts[5]
+    assert hit.metadata is not None
+    assert hit.metadata["semantic_id"].split("-")[:2] == sid.semantic_ids(x[5:6])[0].split("-")
