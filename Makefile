@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: run test build rust-test lint py-test stubtest bench bench-search bench-embed bench-bm25 clean
+.PHONY: run test build rust-test lint py-test stubtest bench bench-search bench-embed bench-bm25 bench-rq clean
 
 $(STAMP): requirements-dev.txt
 	python3 -m venv $(VENV)
@@ -40,7 +40,7 @@ py-test: build
 
 test: rust-test lint stubtest py-test
 
-bench: bench-search bench-embed bench-bm25
+bench: bench-search bench-embed bench-bm25 bench-rq
 
 bench-search: build
 	$(PY) -m pip install -q faiss-cpu
@@ -49,6 +49,11 @@ bench-search: build
 bench-bm25: build
 	$(PY) -m pip install -q bm25s numba
 	$(PY) benches/bench_bm25.py
+
+# Anchors: faiss-cpu ResidualQuantizer and semantic-id 0.2.5 (which needs scikit-learn and torch).
+bench-rq: build
+	$(PY) -m pip install -q faiss-cpu semantic-id==0.2.5 k-means-constrained
+	$(PY) benches/bench_rq.py
 
 # Anchors: onnxruntime-python + tokenizers, fastembed, and imesde 0.5.0 (pip download).
 bench-embed: build
