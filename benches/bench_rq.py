@@ -91,17 +91,21 @@ def run_faiss(x: F32, ks: list[int], beam: int) -> dict[str, float]:
     import faiss
 
     nbits = [int(np.log2(k)) for k in ks]
-    rq = faiss.ResidualQuantizer(x.shape[1], nbits)
+    bits = faiss.UInt64Vector()
+    for nb in nbits:
+        bits.push_back(nb)
+    # The stubs say list[int]; faiss 1.15 wants its own vector type at run time.
+    rq = faiss.ResidualQuantizer(x.shape[1], bits)  # type: ignore[call-overload]
     rq.max_beam_size = beam
     _, fit_s = timed(lambda: rq.train(x))
     packed, enc_s = timed(lambda: rq.compute_codes(x))
     rec = rq.decode(packed)
     # Unpack the bit-packed codes (levels of nbits each, LSB first).
-    bits = np.unpackbits(packed, axis=1, bitorder="little")
+    unpacked = np.unpackbits(packed, axis=1, bitorder="little")
     codes = np.zeros((len(x), len(ks)), dtype=np.int64)
     off = 0
     for lvl, nb in enumerate(nbits):
-        codes[:, lvl] = bits[:, off : off + nb] @ (1 << np.arange(nb))
+        codes[:, lvl] = unpacked[:, off : off + nb].astype(np.int64) @ (1 << np.arange(nb))
         off += nb
     return {"fit_s": fit_s, "enc_per_s": len(x) / enc_s, **metrics(x, codes, rec, ks)}
 

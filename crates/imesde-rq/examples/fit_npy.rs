@@ -1,5 +1,8 @@
 //! Trains on a float32 `.npy` matrix and prints time, MSE, collisions and usage:
-//! `cargo run --release -p imesde-rq --example fit_npy -- X.npy 256,256,256,256 [balanced] [beam]`
+//! `cargo run --release -p imesde-rq --example fit_npy -- X.npy 256,256,256,256 [balanced|plain] [beam]`
+//!
+//! Environment knobs for experiments: `ITERS` (max iterations, 25), `REFINE` (refinement rounds,
+//! 3), `PP` (set: k-means++ initialisation).
 
 use std::time::Instant;
 
@@ -36,6 +39,11 @@ fn main() {
         n_clusters: ks.clone(),
         balanced,
         seed: 42,
+        init: if std::env::var("PP").is_ok() {
+            imesde_rq::Init::KMeansPlusPlus
+        } else {
+            imesde_rq::Init::Random
+        },
         refine: std::env::var("REFINE").map_or(3, |v| v.parse().expect("refine")),
         max_iter: std::env::var("ITERS").map_or(25, |v| v.parse().expect("iters")),
         ..FitConfig::default()

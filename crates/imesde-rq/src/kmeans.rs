@@ -11,14 +11,14 @@ use std::borrow::Cow;
 use imesde_simd::Kernels;
 use rayon::prelude::*;
 
+use crate::filter::{QuantBook, Quantized, Scratch, approx_costs, nearest_block};
 use crate::rng::Rng;
 
 /// Points per parallel task in distance computations.
 pub(crate) const CHUNK: usize = 64;
-/// Points per partial sum in the centroid update: a fixed size, so the order of the f64 sums
-/// does not depend on how many threads run.
-const SUM_BLOCK: usize = 4096;
-/// Price rounds per Lloyd iteration in the balanced assignment.
+/// A cluster with fewer than `n / (k * TINY_DIV)` points is re-seeded like an empty one.
+const TINY_DIV: u64 = 8;
+/// Price rounds that learn a balanced codebook's assignment biases.
 const PRICE_ROUNDS: usize = 60;
 
 /// What one k-means run is asked to do.
@@ -104,25 +104,98 @@ pub(crate) fn costs(
 /// Index of the smallest `row[j] + bias[j]` (bias may be empty); ties go to the lowest index.
 #[inline]
 pub(crate) fn argmin(row: &[f32], bias: &[f32]) -> usize {
-    let mut best = 0;
-    let mut best_v = f32::INFINITY;
-    if bias.is_empty() {
-        for (j, &v) in row.iter().enumerate() {
-            if v < best_v {
-                best_v = v;
-                best = j;
-            }
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2 (checked above).
+        return unsafe { argmin_avx2(row, bias) };
+    }
+    argmin_any(row, bias)
+}
+
+/// The same comparisons on wider vectors, so the same answer.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn argmin_avx2(row: &[f32], bias: &[f32]) -> usize {
+    argmin_any(row, bias)
+}
+
+/// Sixteen lanes each keep their first minimum; the lanes are then merged by value and index,
+/// which gives exactly the first minimum of the row.
+#[inline(always)]
+fn argmin_any(row: &[f32], bias: &[f32]) -> usize {
+    const L: usize = 16;
+    let mut val = [f32::INFINITY; L];
+    let mut idx = [0u32; L];
+    let full = row.len() / L * L;
+    let mut j = 0;
+    while j < full {
+        for l in 0..L {
+            let v = row[j + l] + if bias.is_empty() { 0.0 } else { bias[j + l] };
+            let better = v < val[l];
+            val[l] = if better { v } else { val[l] };
+            idx[l] = if better { (j + l) as u32 } else { idx[l] };
         }
-    } else {
-        for (j, (&v, &b)) in row.iter().zip(bias).enumerate() {
-            let v = v + b;
-            if v < best_v {
-                best_v = v;
-                best = j;
-            }
+        j += L;
+    }
+    let mut best = usize::MAX;
+    let mut best_v = f32::INFINITY;
+    for l in 0..L {
+        // Exact ties matter here: the lowest index among equal values wins.
+        let tie = val[l].total_cmp(&best_v).is_eq();
+        if full > 0 && (val[l] < best_v || (tie && (idx[l] as usize) < best)) {
+            best_v = val[l];
+            best = idx[l] as usize;
         }
     }
-    best
+    for (t, &v) in row.iter().enumerate().skip(full) {
+        let v = v + if bias.is_empty() { 0.0 } else { bias[t] };
+        if v < best_v || best == usize::MAX {
+            best_v = v;
+            best = t;
+        }
+    }
+    if best == usize::MAX { 0 } else { best }
+}
+
+/// The two smallest values of a row (sixteen lanes, then merged).
+fn two_smallest(row: &[f32]) -> (f32, f32) {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2 (checked above).
+        return unsafe { two_smallest_avx2(row) };
+    }
+    two_smallest_any(row)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn two_smallest_avx2(row: &[f32]) -> (f32, f32) {
+    two_smallest_any(row)
+}
+
+#[inline(always)]
+fn two_smallest_any(row: &[f32]) -> (f32, f32) {
+    let mut b1 = [f32::INFINITY; 16];
+    let mut b2 = [f32::INFINITY; 16];
+    let (chunks, tail) = row.as_chunks::<16>();
+    for c in chunks {
+        for l in 0..16 {
+            let v = c[l];
+            let hi = if v < b1[l] { b1[l] } else { v };
+            b1[l] = if v < b1[l] { v } else { b1[l] };
+            b2[l] = if hi < b2[l] { hi } else { b2[l] };
+        }
+    }
+    let (mut m1, mut m2) = (f32::INFINITY, f32::INFINITY);
+    for &v in b1.iter().chain(&b2).chain(tail) {
+        if v < m1 {
+            m2 = m1;
+            m1 = v;
+        } else if v < m2 {
+            m2 = v;
+        }
+    }
+    (m1, m2)
 }
 
 /// Nearest centroid (after bias) of every point, and its squared distance.
@@ -134,19 +207,31 @@ pub(crate) fn assign(
     dim: usize,
     centroids: &[f32],
     bias: &[f32],
+    pre: Option<&Quantized>,
     labels: &mut [u32],
     dist: &mut [f32],
 ) {
     let k = centroids.len() / dim;
     let cn = sq_norms(kern, centroids, dim);
+    let qb = QuantBook::new(centroids, dim);
     labels
         .par_chunks_mut(CHUNK)
         .zip(dist.par_chunks_mut(CHUNK))
         .zip(data.par_chunks(CHUNK * dim).zip(xn.par_chunks(CHUNK)))
+        .enumerate()
         .for_each_init(
-            || vec![0.0f32; CHUNK * k],
-            |buf, ((lab, dst), (x, xn))| {
+            || (vec![0.0f32; CHUNK * k], Scratch::default()),
+            |(buf, scratch), (b, ((lab, dst), (x, xn)))| {
                 let m = lab.len();
+                if let Some(qb) = &qb {
+                    let v = pre.map(|p| p.rows(b * CHUNK, m, dim));
+                    nearest_block(kern, x, dim, centroids, &cn, bias, qb, v, scratch, lab, dst);
+                    for i in 0..m {
+                        let c = dst[i] - bias.get(lab[i] as usize).copied().unwrap_or(0.0);
+                        dst[i] = (xn[i] + c).max(0.0);
+                    }
+                    return;
+                }
                 costs(kern, x, m, centroids, &cn, buf);
                 for i in 0..m {
                     let row = &buf[i * k..(i + 1) * k];
@@ -156,6 +241,34 @@ pub(crate) fn assign(
                 }
             },
         );
+}
+
+/// Costs of every point against every centroid (`n x k`), from the integer scores when the
+/// dimension allows (the balanced assignment only needs their order to be about right).
+fn all_costs_of(
+    kern: &Kernels,
+    data: &[f32],
+    dim: usize,
+    centroids: &[f32],
+    pre: &Quantized,
+    out: &mut [f32],
+) {
+    let k = centroids.len() / dim;
+    let cn = sq_norms(kern, centroids, dim);
+    let qb = QuantBook::new(centroids, dim);
+    out.par_chunks_mut(CHUNK * k)
+        .zip(data.par_chunks(CHUNK * dim))
+        .enumerate()
+        .for_each_init(Scratch::default, |scratch, (b, (o, x))| {
+            let m = x.len() / dim;
+            match &qb {
+                Some(qb) => {
+                    let v = Some(pre.rows(b * CHUNK, m, dim));
+                    approx_costs(kern, x, dim, &cn, qb, v, scratch, o);
+                }
+                None => costs(kern, x, m, centroids, &cn, o),
+            }
+        });
 }
 
 /// Mean per-feature variance of the data (f64).
@@ -232,37 +345,78 @@ fn kmeans_pp(
     centroids
 }
 
-/// New centroids as the f64 means of their points; sums are built per fixed block of points
-/// and added block by block, so the result does not depend on the thread count. Returns the
-/// centroids and the counts.
-fn update(data: &[f32], dim: usize, labels: &[u32], k: usize) -> (Vec<f64>, Vec<u64>) {
-    let partial: Vec<(Vec<f64>, Vec<u64>)> = data
-        .par_chunks(SUM_BLOCK * dim)
-        .zip(labels.par_chunks(SUM_BLOCK))
-        .map(|(x, lab)| {
-            let mut sums = vec![0.0f64; k * dim];
-            let mut counts = vec![0u64; k];
-            for (row, &l) in x.chunks_exact(dim).zip(lab) {
-                let l = l as usize;
-                counts[l] += 1;
-                for (s, &v) in sums[l * dim..(l + 1) * dim].iter_mut().zip(row) {
-                    *s += f64::from(v);
-                }
-            }
-            (sums, counts)
-        })
-        .collect();
-    let mut sums = vec![0.0f64; k * dim];
+/// Per-cluster sums (f64) and counts of the rows of `data`. Rows are grouped by label with a
+/// counting sort and each cluster is summed by one task in row order, so the result does not
+/// depend on the thread count, and each cluster's running sum stays in L1.
+pub(crate) fn cluster_sums(
+    data: &[f32],
+    dim: usize,
+    labels: &[u32],
+    k: usize,
+) -> (Vec<f64>, Vec<u64>) {
     let mut counts = vec![0u64; k];
-    for (s, c) in partial {
-        for (a, b) in sums.iter_mut().zip(&s) {
-            *a += b;
-        }
-        for (a, b) in counts.iter_mut().zip(&c) {
-            *a += b;
-        }
+    for &l in labels {
+        counts[l as usize] += 1;
     }
+    let mut start = vec![0usize; k + 1];
+    for j in 0..k {
+        start[j + 1] = start[j] + counts[j] as usize;
+    }
+    let mut order = vec![0u32; labels.len()];
+    let mut fill = start.clone();
+    for (i, &l) in labels.iter().enumerate() {
+        order[fill[l as usize]] = i as u32;
+        fill[l as usize] += 1;
+    }
+    let mut sums = vec![0.0f64; k * dim];
+    sums.par_chunks_mut(dim).enumerate().for_each_init(
+        || vec![0.0f32; dim],
+        |part, (j, acc)| {
+            // f32 partial sums of up to GROUP rows, added into f64: 1/GROUP of the widening.
+            const GROUP: usize = 32;
+            for rows in order[start[j]..start[j + 1]].chunks(GROUP) {
+                part.fill(0.0);
+                for &i in rows {
+                    let i = i as usize;
+                    add_row(part, &data[i * dim..(i + 1) * dim]);
+                }
+                widen_add(acc, part);
+            }
+        },
+    );
     (sums, counts)
+}
+
+/// `acc += row` in f32.
+fn add_row(acc: &mut [f32], row: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2 (checked above).
+        unsafe { add_row_avx2(acc, row) };
+        return;
+    }
+    add_row_any(acc, row);
+}
+
+#[inline(always)]
+fn add_row_any(acc: &mut [f32], row: &[f32]) {
+    for (a, &v) in acc.iter_mut().zip(row) {
+        *a += v;
+    }
+}
+
+/// The same element-wise adds on wider vectors, so the same results.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn add_row_avx2(acc: &mut [f32], row: &[f32]) {
+    add_row_any(acc, row);
+}
+
+/// `acc += part` in f64.
+fn widen_add(acc: &mut [f64], part: &[f32]) {
+    for (a, &v) in acc.iter_mut().zip(part) {
+        *a += f64::from(v);
+    }
 }
 
 /// Gives each empty cluster half of a big one (faiss's rule): a cluster is chosen with
@@ -307,59 +461,117 @@ fn split_into_empty(centroids: &mut [f32], counts: &mut [u64], dim: usize, rng: 
     }
 }
 
+/// Candidates of the balanced assignment: each point's `SHORT` cheapest clusters, cheapest
+/// first (ties by index).
+const SHORT: usize = 16;
+
+struct Shortlist {
+    m: usize,
+    idx: Vec<u32>,
+    cost: Vec<f32>,
+}
+
+impl Shortlist {
+    fn new(costs: &[f32], k: usize) -> Self {
+        let m = SHORT.min(k);
+        let n = costs.len() / k;
+        let mut idx = vec![0u32; n * m];
+        let mut cost = vec![0.0f32; n * m];
+        idx.par_chunks_mut(CHUNK * m)
+            .zip(cost.par_chunks_mut(CHUNK * m))
+            .zip(costs.par_chunks(CHUNK * k))
+            .for_each(|((ix, cs), rows)| {
+                for ((ix, cs), row) in ix
+                    .chunks_exact_mut(m)
+                    .zip(cs.chunks_exact_mut(m))
+                    .zip(rows.chunks_exact(k))
+                {
+                    let mut len = 0;
+                    for (j, &v) in row.iter().enumerate() {
+                        if len == m && v >= cs[m - 1] {
+                            continue;
+                        }
+                        // Insert after every entry with cost <= v (keeps index order on ties).
+                        let mut p = if len == m { m - 1 } else { len };
+                        while p > 0 && cs[p - 1] > v {
+                            cs[p] = cs[p - 1];
+                            ix[p] = ix[p - 1];
+                            p -= 1;
+                        }
+                        cs[p] = v;
+                        ix[p] = j as u32;
+                        len = (len + 1).min(m);
+                    }
+                }
+            });
+        Shortlist { m, idx, cost }
+    }
+}
+
 /// Size-capped assignment: every cluster takes at most `ceil(n / k)` points. Points choose in
-/// order of regret (how much worse their second choice is), each taking the cheapest cluster
+/// order of regret (how much worse their second choice is), each taking its cheapest cluster
 /// with room left; ties go to the lower index.
 fn capacity_assign(costs: &[f32], k: usize, labels: &mut [u32]) {
     let n = labels.len();
     let cap = n.div_ceil(k);
-    let mut order: Vec<(f32, usize)> = costs
+    // (regret, point, first choice)
+    let mut order: Vec<(f32, u32, u32)> = costs
         .par_chunks(k)
         .enumerate()
         .map(|(i, row)| {
-            let (mut b1, mut b2) = (f32::INFINITY, f32::INFINITY);
-            for &v in row {
-                if v < b1 {
-                    b2 = b1;
-                    b1 = v;
-                } else if v < b2 {
-                    b2 = v;
-                }
-            }
-            (b2 - b1, i)
+            let (b1, b2) = two_smallest(row);
+            (b2 - b1, i as u32, argmin(row, &[]) as u32)
         })
         .collect();
-    order.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    order.par_sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
     let mut load = vec![0usize; k];
-    for (_, i) in order {
-        let row = &costs[i * k..(i + 1) * k];
-        let mut best = 0;
-        let mut best_v = f32::INFINITY;
-        for (j, &v) in row.iter().enumerate() {
-            if load[j] < cap && v < best_v {
-                best_v = v;
-                best = j;
-            }
-        }
+    // +inf on full clusters, so "cheapest with room" is a plain argmin of cost + penalty.
+    let mut penalty = vec![0.0f32; k];
+    for (_, i, first) in order {
+        let i = i as usize;
+        let best = if load[first as usize] < cap {
+            first as usize
+        } else {
+            argmin(&costs[i * k..(i + 1) * k], &penalty)
+        };
         labels[i] = best as u32;
         load[best] += 1;
+        if load[best] == cap {
+            penalty[best] = f32::INFINITY;
+        }
     }
 }
 
-/// Balanced assignment by prices: each point takes the centroid of least `cost + price`, and
-/// prices rise on clusters above `n / k` points and fall below it, until sizes even out. The
-/// prices are kept between Lloyd iterations and become the codebook's assignment bias, so
-/// encoding later makes the same choices. `costs` is `n x k`.
-fn balance(costs: &[f32], k: usize, prices: &mut [f32], labels: &mut [u32], scale: f32) {
+/// Balanced assignment by prices: each point takes the shortlisted centroid of least
+/// `cost + price`, and prices rise on clusters above `n / k` points and fall below it, until
+/// sizes even out. The prices become the codebook's assignment bias, so encoding later makes
+/// the same choices.
+fn balance(short: &Shortlist, k: usize, prices: &mut [f32], labels: &mut [u32], scale: f32) {
     let n = labels.len();
+    let m = short.m;
     let target = n as f32 / k as f32;
     for round in 0..PRICE_ROUNDS {
         labels
             .par_chunks_mut(CHUNK)
-            .zip(costs.par_chunks(CHUNK * k))
-            .for_each(|(lab, c)| {
-                for (l, row) in lab.iter_mut().zip(c.chunks_exact(k)) {
-                    *l = argmin(row, prices) as u32;
+            .zip(
+                short
+                    .idx
+                    .par_chunks(CHUNK * m)
+                    .zip(short.cost.par_chunks(CHUNK * m)),
+            )
+            .for_each(|(lab, (ix, cs))| {
+                for (l, (ix, cs)) in lab
+                    .iter_mut()
+                    .zip(ix.chunks_exact(m).zip(cs.chunks_exact(m)))
+                {
+                    let mut best = (f32::INFINITY, u32::MAX);
+                    for (&j, &c) in ix.iter().zip(cs) {
+                        let v = (c + prices[j as usize], j);
+                        if v.0 < best.0 || (v.0.total_cmp(&best.0).is_eq() && v.1 < best.1) {
+                            best = v;
+                        }
+                    }
+                    *l = best.1;
                 }
             });
         let mut counts = vec![0u32; k];
@@ -399,6 +611,8 @@ pub(crate) fn kmeans(kern: &Kernels, data: &[f32], dim: usize, cfg: &KMeansConfi
     };
     let nt = train.len() / dim;
     let xn = sq_norms(kern, &train, dim);
+    // The training points do not change during the level: quantise them once.
+    let pre = Quantized::of(&train, dim);
     let mut centroids = match cfg.init {
         Init::Random => {
             // k distinct training points (partial Fisher-Yates).
@@ -432,14 +646,7 @@ pub(crate) fn kmeans(kern: &Kernels, data: &[f32], dim: usize, cfg: &KMeansConfi
     for _ in 0..cfg.max_iter {
         iterations += 1;
         if cfg.balanced {
-            let cn = sq_norms(kern, &centroids, dim);
-            all_costs
-                .par_chunks_mut(CHUNK * k)
-                .zip(train.par_chunks(CHUNK * dim))
-                .for_each(|(out, x)| {
-                    let m = x.len() / dim;
-                    costs(kern, x, m, &centroids, &cn, out);
-                });
+            all_costs_of(kern, &train, dim, &centroids, &pre, &mut all_costs);
             capacity_assign(&all_costs, k, &mut labels);
             for (i, d) in dist.iter_mut().enumerate() {
                 *d = (xn[i] + all_costs[i * k + labels[i] as usize]).max(0.0);
@@ -452,11 +659,12 @@ pub(crate) fn kmeans(kern: &Kernels, data: &[f32], dim: usize, cfg: &KMeansConfi
                 dim,
                 &centroids,
                 &[],
+                Some(&pre),
                 &mut labels,
                 &mut dist,
             );
         }
-        let (sums, counts) = update(&train, dim, &labels, k);
+        let (sums, counts) = cluster_sums(&train, dim, &labels, k);
         let mut next = vec![0.0f32; k * dim];
         let mut counts = counts;
         for j in 0..k {
@@ -467,6 +675,18 @@ pub(crate) fn kmeans(kern: &Kernels, data: &[f32], dim: usize, cfg: &KMeansConfi
                     .zip(&sums[j * dim..(j + 1) * dim])
                 {
                     *v = (s * inv) as f32;
+                }
+            }
+        }
+        if !cfg.balanced {
+            // Tiny clusters count as empty. In high dimensions a big cluster's mean has a
+            // small norm and draws ever more points (rich get richer) while the others
+            // starve; re-seeding the starved ones by splitting big ones stops that (it took
+            // the usage entropy of a level on Gaussian residuals from 0.35 to 0.99).
+            let min = nt as u64 / (k as u64 * TINY_DIV);
+            for c in &mut counts {
+                if *c < min {
+                    *c = 0;
                 }
             }
         }
@@ -485,32 +705,26 @@ pub(crate) fn kmeans(kern: &Kernels, data: &[f32], dim: usize, cfg: &KMeansConfi
     if cfg.balanced {
         // Prices that make the nearest-codeword rule (which encoding uses) reproduce a
         // balanced split of the training points under the final centroids.
-        let cn = sq_norms(kern, &centroids, dim);
-        all_costs
-            .par_chunks_mut(CHUNK * k)
-            .zip(train.par_chunks(CHUNK * dim))
-            .for_each(|(out, x)| {
-                let m = x.len() / dim;
-                costs(kern, x, m, &centroids, &cn, out);
-            });
+        all_costs_of(kern, &train, dim, &centroids, &pre, &mut all_costs);
+        let short = Shortlist::new(&all_costs, k);
         let scale = {
-            let mut s = 0.0f64;
-            for (row, &x) in all_costs.chunks_exact(k).zip(&xn) {
-                let j = argmin(row, &[]);
-                s += f64::from((x + row[j]).max(0.0));
-            }
+            let m = short.m;
+            let s: f64 = (0..nt)
+                .map(|i| f64::from((xn[i] + short.cost[i * m]).max(0.0)))
+                .sum();
             (s / nt as f64) as f32 * 0.05 + f32::MIN_POSITIVE
         };
-        balance(&all_costs, k, &mut prices, &mut labels, scale);
+        balance(&short, k, &mut prices, &mut labels, scale);
     }
     drop(all_costs);
     // Final labels for every input point under the final centroids (and prices).
+    let sampled = matches!(train, Cow::Owned(_));
     let xn_all;
-    let xn_ref = if matches!(train, Cow::Borrowed(_)) {
-        &xn
-    } else {
+    let xn_ref = if sampled {
         xn_all = sq_norms(kern, data, dim);
         &xn_all
+    } else {
+        &xn
     };
     let mut labels = vec![0u32; n];
     let mut dist = vec![0.0f32; n];
@@ -521,6 +735,7 @@ pub(crate) fn kmeans(kern: &Kernels, data: &[f32], dim: usize, cfg: &KMeansConfi
         dim,
         &centroids,
         &prices,
+        (!sampled).then_some(&pre),
         &mut labels,
         &mut dist,
     );

@@ -9,6 +9,7 @@
 //! saved in a small checksummed format ([`persist`]).
 
 mod error;
+mod filter;
 mod kmeans;
 pub mod metrics;
 pub mod persist;

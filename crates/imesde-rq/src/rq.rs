@@ -5,8 +5,9 @@ use imesde_simd::{Backend, Kernels};
 use rayon::prelude::*;
 
 use crate::error::{Result, RqError};
+use crate::filter::{QuantBook, Scratch, nearest_block};
 pub use crate::kmeans::Init;
-use crate::kmeans::{CHUNK, KMeansConfig, argmin, costs, kmeans, sq_norms};
+use crate::kmeans::{CHUNK, KMeansConfig, argmin, cluster_sums, costs, kmeans, sq_norms};
 
 /// One level: `k` codewords of the model's dimension, their squared norms, and the assignment
 /// bias learnt by balanced training (empty otherwise).
@@ -16,6 +17,8 @@ pub struct Codebook {
     pub(crate) centroids: Vec<f32>,
     pub(crate) norms: Vec<f32>,
     pub(crate) bias: Vec<f32>,
+    /// The int8 codewords of the exact integer prefilter (`None` past its dimension limit).
+    pub(crate) quant: Option<QuantBook>,
 }
 
 impl Codebook {
@@ -23,6 +26,7 @@ impl Codebook {
         let norms = sq_norms(kern, &centroids, dim);
         Codebook {
             k: centroids.len() / dim,
+            quant: QuantBook::new(&centroids, dim),
             centroids,
             norms,
             bias,
@@ -65,6 +69,9 @@ pub struct FitConfig {
     pub balanced: bool,
     /// Train each level on at most this many vectors.
     pub sample_size: Option<usize>,
+    /// Train each level on at most this many vectors per codeword (faiss's rule; 256 by
+    /// default): more adds time, not quality.
+    pub max_points_per_centroid: Option<usize>,
     /// How each level's k-means starts.
     pub init: Init,
     /// Rounds of codebook refinement after the levels are trained (plain models only): encode
@@ -85,6 +92,7 @@ impl Default for FitConfig {
             seed: 0,
             balanced: false,
             sample_size: None,
+            max_points_per_centroid: Some(256),
             init: Init::Random,
             refine: 3,
             backend: None,
@@ -154,8 +162,10 @@ impl RqKMeans {
             return Err(RqError::Invalid("tol must be >= 0".into()));
         }
         let usable = cfg.sample_size.map_or(n, |s| s.min(n));
-        if cfg.sample_size == Some(0) {
-            return Err(RqError::Invalid("sample_size must be at least 1".into()));
+        if cfg.sample_size == Some(0) || cfg.max_points_per_centroid == Some(0) {
+            return Err(RqError::Invalid(
+                "sample_size and max_points_per_centroid must be at least 1".into(),
+            ));
         }
         for (l, &k) in cfg.n_clusters.iter().enumerate() {
             if k == 0 || k > usable {
@@ -190,7 +200,10 @@ impl RqKMeans {
                     // the residuals of the same training points (see `Init::Random`).
                     seed: cfg.seed,
                     balanced: cfg.balanced,
-                    sample_size: cfg.sample_size,
+                    sample_size: match (cfg.sample_size, cfg.max_points_per_centroid) {
+                        (Some(s), Some(p)) => Some(s.min(p.saturating_mul(k))),
+                        (s, p) => s.or(p.map(|p| p.saturating_mul(k))),
+                    },
                     init: cfg.init,
                 },
             );
@@ -237,38 +250,20 @@ impl RqKMeans {
             for l in 0..nl {
                 let k = self.levels[l].k;
                 let old = self.levels[l].centroids.clone();
-                let partial: Vec<(Vec<f64>, Vec<u64>)> = data
-                    .par_chunks(4096 * dim)
-                    .zip(recon.par_chunks(4096 * dim))
-                    .zip(codes.par_chunks(4096 * nl))
-                    .map(|((x, r), c)| {
-                        let mut sums = vec![0.0f64; k * dim];
-                        let mut counts = vec![0u64; k];
-                        for ((xi, ri), ci) in x
-                            .chunks_exact(dim)
-                            .zip(r.chunks_exact(dim))
-                            .zip(c.chunks_exact(nl))
-                        {
-                            let j = ci[l] as usize;
-                            counts[j] += 1;
-                            let cw = &old[j * dim..(j + 1) * dim];
-                            for d in 0..dim {
-                                sums[j * dim + d] += f64::from(xi[d] - ri[d] + cw[d]);
-                            }
+                // What each item needs from its level-l codeword: x - recon + c_old.
+                let mut need = vec![0.0f32; data.len()];
+                need.par_chunks_mut(dim)
+                    .zip(data.par_chunks(dim).zip(recon.par_chunks(dim)))
+                    .zip(codes.par_chunks(nl))
+                    .for_each(|((o, (x, r)), c)| {
+                        let j = c[l] as usize;
+                        let cw = &old[j * dim..(j + 1) * dim];
+                        for d in 0..dim {
+                            o[d] = x[d] - r[d] + cw[d];
                         }
-                        (sums, counts)
-                    })
-                    .collect();
-                let mut sums = vec![0.0f64; k * dim];
-                let mut counts = vec![0u64; k];
-                for (s, c) in partial {
-                    for (a, b) in sums.iter_mut().zip(&s) {
-                        *a += b;
-                    }
-                    for (a, b) in counts.iter_mut().zip(&c) {
-                        *a += b;
-                    }
-                }
+                    });
+                let labels: Vec<u32> = codes.iter().skip(l).step_by(nl).copied().collect();
+                let (sums, counts) = cluster_sums(&need, dim, &labels, k);
                 let cb = &mut self.levels[l].centroids;
                 for j in 0..k {
                     if counts[j] > 0 {
@@ -293,6 +288,7 @@ impl RqKMeans {
         let kern = self.kernels();
         for cb in &mut self.levels {
             cb.norms = sq_norms(kern, &cb.centroids, dim);
+            cb.quant = QuantBook::new(&cb.centroids, dim);
         }
     }
 
@@ -378,8 +374,10 @@ impl RqKMeans {
                 .par_chunks_mut(CHUNK * nl)
                 .zip(data.par_chunks(CHUNK * self.dim))
                 .for_each_init(
-                    || (Vec::new(), Vec::new()),
-                    |(buf, res), (out, x)| self.greedy_block(kern, x, out, buf, res),
+                    || (Vec::new(), Vec::new(), Scratch::default()),
+                    |(buf, res, scratch), (out, x)| {
+                        self.greedy_block(kern, x, out, buf, res, scratch);
+                    },
                 );
         } else {
             codes
@@ -397,17 +395,39 @@ impl RqKMeans {
         out: &mut [u32],
         buf: &mut Vec<f32>,
         res: &mut Vec<f32>,
+        scratch: &mut Scratch,
     ) {
         let dim = self.dim;
         let nl = self.levels.len();
         let m = x.len() / dim;
         res.clear();
         res.extend_from_slice(x);
+        let mut labels = vec![0u32; m];
+        let mut best = vec![0.0f32; m];
         for (l, cb) in self.levels.iter().enumerate() {
-            buf.resize(m * cb.k, 0.0);
-            costs(kern, res, m, &cb.centroids, &cb.norms, buf);
+            if let Some(qb) = &cb.quant {
+                nearest_block(
+                    kern,
+                    res,
+                    dim,
+                    &cb.centroids,
+                    &cb.norms,
+                    &cb.bias,
+                    qb,
+                    None,
+                    scratch,
+                    &mut labels,
+                    &mut best,
+                );
+            } else {
+                buf.resize(m * cb.k, 0.0);
+                costs(kern, res, m, &cb.centroids, &cb.norms, buf);
+                for i in 0..m {
+                    labels[i] = argmin(&buf[i * cb.k..(i + 1) * cb.k], &cb.bias) as u32;
+                }
+            }
             for i in 0..m {
-                let j = argmin(&buf[i * cb.k..(i + 1) * cb.k], &cb.bias);
+                let j = labels[i] as usize;
                 out[i * nl + l] = j as u32;
                 if l + 1 < nl {
                     let c = &cb.centroids[j * dim..(j + 1) * dim];

