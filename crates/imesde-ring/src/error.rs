@@ -46,6 +46,12 @@ pub enum RingError {
     /// A time window whose start is not before its end.
     #[error("since ({since}) must be earlier than until ({until})")]
     TimeWindow { since: f64, until: f64 },
+    /// Snapshot bytes that are not a whole, unmodified snapshot.
+    #[error("not a valid imesde snapshot: {0}")]
+    Snapshot(String),
+    /// A standing query's settings are invalid.
+    #[error("{0}")]
+    Standing(String),
     /// A timestamp was NaN or infinite.
     #[error("timestamp {index} is not a finite number")]
     Timestamp { index: usize },

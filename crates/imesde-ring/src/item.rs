@@ -152,6 +152,12 @@ impl Filter {
         if self.since.is_some_and(|s| ts < s) || self.until.is_some_and(|u| ts >= u) {
             return false;
         }
+        self.matches_meta(meta)
+    }
+
+    /// Whether `meta` has every `key == value` of the filter (time bounds not considered).
+    #[inline]
+    pub(crate) fn matches_meta(&self, meta: Option<&Metadata>) -> bool {
         self.equals
             .iter()
             .all(|(k, v)| meta.and_then(|m| m.get(k)) == Some(v.as_str()))

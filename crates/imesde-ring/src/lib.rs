@@ -10,14 +10,21 @@
 //! Vectors are stored L2-normalised, so scores are cosine similarities. With
 //! [`Storage::Int8`] each vector is kept as 8-bit codes and one scale (a quarter of the
 //! memory) and scored against a 15-bit query.
+//!
+//! Standing queries ([`Ring::subscribe`]) are scored against every batch that
+//! [`Ring::ingest_matching`] adds, in one batched kernel pass, and matching items come back as
+//! [`Event`]s.
 
 mod error;
 mod item;
 mod ring;
+mod snapshot;
+mod standing;
 
 pub use error::RingError;
 pub use item::{Attributes, Filter, Hit, Item, Metadata};
 pub use ring::{BatchResult, Ring, RingConfig, RingStats, Storage, set_parallel};
+pub use standing::{Event, StandingSpec};
 
 /// Result alias of this crate.
 pub type Result<T, E = RingError> = std::result::Result<T, E>;

@@ -8,6 +8,7 @@ use parking_lot::RwLock;
 use rayon::prelude::*;
 
 use crate::item::{meta_bytes, text_bytes};
+use crate::standing::{Event, Standing, StandingSpec};
 use crate::{Attributes, Filter, Hit, Item, Metadata, Result, RingError};
 
 /// How vectors are kept in the ring.
@@ -77,7 +78,7 @@ pub struct BatchResult {
     pub k: usize,
 }
 
-const EMPTY: u64 = u64::MAX;
+pub(crate) const EMPTY: u64 = u64::MAX;
 /// Rows scored per kernel call: bounds the score buffers whatever the shard size.
 const CHUNK: usize = 2048;
 /// Below this many multiply-adds a scan runs on the calling thread: waking idle pool
@@ -92,21 +93,21 @@ pub fn set_parallel(enabled: bool) {
     PARALLEL.store(enabled, Ordering::Relaxed);
 }
 
-enum Vectors {
+pub(crate) enum Vectors {
     F32(Vec<f32>),
     Int8 { codes: Vec<i8>, scales: Vec<f32> },
 }
 
-struct Shard {
-    vectors: Vectors,
-    ids: Vec<u64>,
-    ts: Vec<f64>,
-    texts: Vec<Option<Arc<str>>>,
-    meta: Vec<Option<Arc<Metadata>>>,
+pub(crate) struct Shard {
+    pub(crate) vectors: Vectors,
+    pub(crate) ids: Vec<u64>,
+    pub(crate) ts: Vec<f64>,
+    pub(crate) texts: Vec<Option<Arc<str>>>,
+    pub(crate) meta: Vec<Option<Arc<Metadata>>>,
     /// Slots below this index have been written at least once.
-    high: usize,
-    len: usize,
-    payload_bytes: usize,
+    pub(crate) high: usize,
+    pub(crate) len: usize,
+    pub(crate) payload_bytes: usize,
 }
 
 /// Vectors validated, normalised and (for int8) quantised, ready to copy into slots.
@@ -124,10 +125,14 @@ enum Query {
 /// The sharded ring buffer. All methods take `&self`; the ring is `Send + Sync`.
 pub struct Ring {
     cfg: RingConfig,
-    shards: Box<[RwLock<Shard>]>,
-    next_id: AtomicU64,
+    pub(crate) shards: Box<[RwLock<Shard>]>,
+    pub(crate) next_id: AtomicU64,
     searches: AtomicU64,
     kernels: &'static Kernels,
+    standing: Standing,
+    /// Held shared by every batch write, exclusively by a snapshot: a snapshot sees whole
+    /// batches only.
+    pub(crate) gate: RwLock<()>,
 }
 
 impl std::fmt::Debug for Ring {
@@ -244,6 +249,8 @@ impl Ring {
             next_id: AtomicU64::new(0),
             searches: AtomicU64::new(0),
             kernels: Kernels::best(),
+            standing: Standing::default(),
+            gate: RwLock::new(()),
         })
     }
 
@@ -278,7 +285,7 @@ impl Ring {
         self.len() == 0
     }
 
-    fn slot_of(&self, id: u64) -> (usize, usize) {
+    pub(crate) fn slot_of(&self, id: u64) -> (usize, usize) {
         let s = self.cfg.num_shards as u64;
         (
             (id % s) as usize,
@@ -324,7 +331,12 @@ impl Ring {
     /// Unit rows encoded for this ring's storage.
     fn prepare(&self, vectors: &[f32]) -> Result<(usize, Prepared)> {
         let (n, unit) = self.unit_rows("vector", vectors)?;
-        let prepared = match self.cfg.storage {
+        Ok((n, self.encode_unit(unit)))
+    }
+
+    /// Unit rows in this ring's storage form.
+    fn encode_unit(&self, unit: Vec<f32>) -> Prepared {
+        match self.cfg.storage {
             Storage::F32 => Prepared::F32(unit),
             Storage::Int8 => {
                 let mut codes = vec![0i8; unit.len()];
@@ -335,8 +347,7 @@ impl Ring {
                     .collect();
                 Prepared::Int8 { codes, scales }
             }
-        };
-        Ok((n, prepared))
+        }
     }
 
     /// Adds `vectors.len() / dim` vectors (row-major) with their attributes and returns their
@@ -349,7 +360,83 @@ impl Ring {
     pub fn ingest(&self, vectors: &[f32], attrs: &Attributes) -> Result<Range<u64>> {
         let (n, prepared) = self.prepare(vectors)?;
         attrs.check(n)?;
+        Ok(self.write(n, &prepared, attrs, now()))
+    }
+
+    /// [`Ring::ingest`], then scores the batch against every standing query
+    /// ([`Ring::subscribe`]) in one kernel pass and returns the events (item order, then
+    /// subscription order) with the ids. Scores are exact f32 cosines, also on int8 rings.
+    ///
+    /// # Errors
+    /// As [`Ring::ingest`].
+    pub fn ingest_matching(
+        &self,
+        vectors: &[f32],
+        attrs: &Attributes,
+    ) -> Result<(Range<u64>, Vec<Event>)> {
+        let (n, unit) = self.unit_rows("vector", vectors)?;
+        attrs.check(n)?;
         let ts_now = now();
+        if self.standing.is_empty() {
+            let ids = self.write(n, &self.encode_unit(unit), attrs, ts_now);
+            return Ok((ids, Vec::new()));
+        }
+        let prepared = self.encode_unit(unit.clone());
+        let ids = self.write(n, &prepared, attrs, ts_now);
+        let ts = |i: usize| attrs.timestamps.get(i).copied().unwrap_or(ts_now);
+        let events =
+            self.standing
+                .match_batch(self.kernels, &unit, self.cfg.dim, ids.start, attrs, &ts);
+        Ok((ids, events))
+    }
+
+    /// Registers a standing query (a vector of the ring's dimension); returns its id.
+    ///
+    /// # Errors
+    /// A query of the wrong length, NaN / infinite or zero; a spec with neither threshold nor
+    /// `top_k`, a `top_k` of 0 or a non-finite threshold.
+    pub fn subscribe(&self, query: &[f32], spec: StandingSpec) -> Result<u64> {
+        let (n, unit) = self.unit_rows("query", query)?;
+        if n != 1 {
+            return Err(RingError::Dimension {
+                what: "query",
+                got: query.len(),
+                expected: self.cfg.dim,
+            });
+        }
+        self.standing.add(&unit, spec)
+    }
+
+    /// Removes a standing query; false when no subscription has this id.
+    pub fn unsubscribe(&self, id: u64) -> bool {
+        self.standing.remove(id, self.cfg.dim)
+    }
+
+    /// Ids of the registered standing queries, oldest first.
+    #[must_use]
+    pub fn subscriptions(&self) -> Vec<u64> {
+        self.standing.ids()
+    }
+
+    /// The newest `n` items still held, newest first.
+    #[must_use]
+    pub fn recent(&self, n: usize) -> Vec<Item> {
+        let end = self.next_id.load(Ordering::Acquire);
+        let floor = end.saturating_sub(self.capacity() as u64);
+        let mut out = Vec::with_capacity(n.min(self.capacity()));
+        let mut id = end;
+        while id > floor && out.len() < n {
+            id -= 1;
+            if let Some(item) = self.get(id) {
+                out.push(item);
+            }
+        }
+        out
+    }
+
+    /// Writes a validated, prepared batch; returns its ids.
+    fn write(&self, n: usize, prepared: &Prepared, attrs: &Attributes, ts_now: f64) -> Range<u64> {
+        let _gate = self.gate.read();
         let start = self.next_id.fetch_add(n as u64, Ordering::AcqRel);
         let end = start + n as u64;
         // Only the newest `capacity` of a batch can survive it; skip writing the rest.
@@ -413,7 +500,7 @@ impl Ring {
                 write_shard(s, lock);
             }
         }
-        Ok(start..end)
+        start..end
     }
 
     /// Unit queries in the form the kernels of this ring's storage want; int8 rings get

@@ -1,0 +1,192 @@
+//! Snapshots: the whole ring as bytes, taken consistently while ingestion goes on, and a ring
+//! rebuilt from them bit for bit (same slots, same vectors, so the same search results).
+//!
+//! Layout, inside the `imesde-format` frame (magic `b"IMESDE-RING\n"`, `u32` version 1, body,
+//! `u32` CRC-32), little-endian:
+//!
+//! ```text
+//! u32 dim, u32 num_shards, u32 shard_size, u8 storage (0 f32, 1 int8), u64 next_id,
+//! str tag (the caller's, e.g. the model's identity), u64 item count, then per item:
+//!   u64 id, f64 ts, the stored vector (dim f32, or dim i8 + f32 scale),
+//!   u8 has_text [str text], u32 metadata pairs (str key, str value)...
+//! ```
+//! A string is a `u32` byte length and UTF-8.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use imesde_format::{FormatError, Reader, Writer};
+
+use crate::item::{meta_bytes, text_bytes};
+use crate::ring::{EMPTY, Ring, RingConfig, Shard, Storage, Vectors};
+use crate::{Metadata, RingError};
+
+const MAGIC: &[u8; 12] = b"IMESDE-RING\n";
+const VERSION: u32 = 1;
+
+impl Ring {
+    /// The ring as bytes (see the module docs), with `tag` stored for the caller. Writers wait
+    /// only while the shards are copied; the snapshot holds whole batches.
+    #[must_use]
+    pub fn snapshot(&self, tag: &str) -> Vec<u8> {
+        let cfg = self.config();
+        let dim = cfg.dim;
+        let mut w = Writer::new(MAGIC, VERSION);
+        w.u32(dim as u32);
+        w.u32(cfg.num_shards as u32);
+        w.u32(cfg.shard_size as u32);
+        w.u8(match cfg.storage {
+            Storage::F32 => 0,
+            Storage::Int8 => 1,
+        });
+        // No batch is half written while the gate is held exclusively; the shard read locks
+        // then keep the copy still.
+        let gate = self.gate.write();
+        let next_id = self.next_id.load(Ordering::Acquire);
+        let shards: Vec<_> = self.shards.iter().map(|s| s.read()).collect();
+        drop(gate);
+        w.u64(next_id);
+        w.str(tag);
+        let held: u64 = shards.iter().map(|s| s.len as u64).sum();
+        w.u64(held);
+        let floor = next_id.saturating_sub(self.capacity() as u64);
+        for id in floor..next_id {
+            let (s, slot) = self.slot_of(id);
+            let shard: &Shard = &shards[s];
+            if shard.ids[slot] != id {
+                continue;
+            }
+            w.u64(id);
+            w.f64(shard.ts[slot]);
+            match &shard.vectors {
+                Vectors::F32(v) => w.f32s(&v[slot * dim..(slot + 1) * dim]),
+                Vectors::Int8 { codes, scales } => {
+                    let c = &codes[slot * dim..(slot + 1) * dim];
+                    w.bytes(&c.iter().map(|&x| x as u8).collect::<Vec<u8>>());
+                    w.f32(scales[slot]);
+                }
+            }
+            match &shard.texts[slot] {
+                Some(t) => {
+                    w.u8(1);
+                    w.str(t);
+                }
+                None => w.u8(0),
+            }
+            match &shard.meta[slot] {
+                Some(m) => {
+                    w.u32(m.len() as u32);
+                    for (k, v) in m.iter() {
+                        w.str(k);
+                        w.str(v);
+                    }
+                }
+                None => w.u32(0),
+            }
+        }
+        drop(shards);
+        w.finish()
+    }
+
+    /// A ring rebuilt from [`Ring::snapshot`] bytes, and the tag stored with them.
+    ///
+    /// # Errors
+    /// [`RingError::Snapshot`] when the bytes are not a whole, unmodified snapshot of a version
+    /// this build reads, or describe an impossible ring.
+    pub fn from_snapshot(bytes: &[u8]) -> Result<(Ring, String), RingError> {
+        let bad = |e: FormatError| RingError::Snapshot(e.0);
+        let invalid = |m: &str| RingError::Snapshot(m.to_string());
+        let mut r = Reader::open(bytes, MAGIC, &[VERSION]).map_err(bad)?;
+        let dim = r.u32().map_err(bad)? as usize;
+        let num_shards = r.u32().map_err(bad)? as usize;
+        let shard_size = r.u32().map_err(bad)? as usize;
+        let storage = match r.u8().map_err(bad)? {
+            0 => Storage::F32,
+            1 => Storage::Int8,
+            _ => return Err(invalid("unknown storage code")),
+        };
+        let next_id = r.u64().map_err(bad)?;
+        let tag = r.str().map_err(bad)?;
+        let held = r.u64().map_err(bad)?;
+        let cfg = RingConfig {
+            dim,
+            num_shards,
+            shard_size,
+            storage,
+        };
+        if dim == 0 || num_shards == 0 || shard_size == 0 {
+            return Err(invalid("a zero ring dimension"));
+        }
+        let capacity = (num_shards as u64).saturating_mul(shard_size as u64);
+        // Every item takes at least 21 bytes: refuse counts the file cannot hold before
+        // allocating the ring.
+        if held > capacity || held.saturating_mul(21 + dim as u64) > bytes.len() as u64 {
+            return Err(invalid("the item count does not fit the ring or the file"));
+        }
+        let ring = Ring::new(cfg).map_err(|e| RingError::Snapshot(e.to_string()))?;
+        ring.next_id.store(next_id, Ordering::Release);
+        let floor = next_id.saturating_sub(capacity);
+        let mut last: Option<u64> = None;
+        for _ in 0..held {
+            let id = r.u64().map_err(bad)?;
+            if id < floor || id >= next_id || last.is_some_and(|l| id <= l) {
+                return Err(invalid("item ids out of order or outside the ring"));
+            }
+            last = Some(id);
+            let ts = r.f64().map_err(bad)?;
+            if !ts.is_finite() {
+                return Err(invalid("a timestamp is not finite"));
+            }
+            let (s, slot) = ring.slot_of(id);
+            let mut shard = ring.shards[s].write();
+            match &mut shard.vectors {
+                Vectors::F32(v) => {
+                    let x = r.f32s(dim).map_err(bad)?;
+                    if x.iter().any(|v| !v.is_finite()) {
+                        return Err(invalid("a vector is not finite"));
+                    }
+                    v[slot * dim..(slot + 1) * dim].copy_from_slice(&x);
+                }
+                Vectors::Int8 { codes, scales } => {
+                    let c = r.bytes(dim).map_err(bad)?;
+                    for (dst, &b) in codes[slot * dim..(slot + 1) * dim].iter_mut().zip(c) {
+                        *dst = b as i8;
+                    }
+                    let scale = r.f32().map_err(bad)?;
+                    if !scale.is_finite() {
+                        return Err(invalid("a scale is not finite"));
+                    }
+                    scales[slot] = scale;
+                }
+            }
+            let text: Option<Arc<str>> = match r.u8().map_err(bad)? {
+                0 => None,
+                1 => Some(r.str().map_err(bad)?.into()),
+                _ => return Err(invalid("bad text flag")),
+            };
+            let pairs = r.count(8).map_err(bad)?;
+            let meta = if pairs == 0 {
+                None
+            } else {
+                let mut kv = Vec::with_capacity(pairs);
+                for _ in 0..pairs {
+                    kv.push((r.str().map_err(bad)?, r.str().map_err(bad)?));
+                }
+                Some(Arc::new(Metadata::new(kv)))
+            };
+            shard.payload_bytes += text_bytes(text.as_ref()) + meta_bytes(meta.as_ref());
+            shard.ids[slot] = id;
+            shard.ts[slot] = ts;
+            shard.texts[slot] = text;
+            shard.meta[slot] = meta;
+            shard.len += 1;
+            shard.high = shard.high.max(slot + 1);
+        }
+        r.finish().map_err(bad)?;
+        debug_assert!(ring.shards.iter().all(|s| {
+            let s = s.read();
+            s.ids[..s.high].iter().filter(|&&i| i != EMPTY).count() == s.len
+        }));
+        Ok((ring, tag))
+    }
+}
