@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: run test build rust-test lint py-test stubtest bench bench-search bench-embed bench-bm25 bench-rq clean
+.PHONY: run test build rust-test lint py-test stubtest bench bench-search bench-embed bench-bm25 bench-rq bench-stream clean
 
 $(STAMP): requirements-dev.txt
 	python3 -m venv $(VENV)
@@ -40,7 +40,7 @@ py-test: build
 
 test: rust-test lint stubtest py-test
 
-bench: bench-search bench-embed bench-bm25 bench-rq
+bench: bench-search bench-embed bench-bm25 bench-rq bench-stream
 
 bench-search: build
 	$(PY) -m pip install -q faiss-cpu
@@ -49,6 +49,10 @@ bench-search: build
 bench-bm25: build
 	$(PY) -m pip install -q bm25s numba
 	$(PY) benches/bench_bm25.py
+
+# The anchor is the same engine without standing queries.
+bench-stream: build
+	$(PY) benches/bench_stream.py
 
 # Anchors: faiss-cpu ResidualQuantizer and semantic-id 0.2.5 (which needs scikit-learn and torch).
 bench-rq: build

@@ -70,6 +70,10 @@ def test_help_and_errors() -> None:
     assert out.returncode == 0
     assert "demo" in out.stdout
     assert "search" in out.stdout
+    assert "watch" in out.stdout
+    out = imesde_cli("watch", "--help")
+    assert "--follow" in out.stdout
+    assert "--threshold" in out.stdout
     out = imesde_cli("search", "--help")
     assert "--jsonl" in out.stdout
     out = imesde_cli("search", "q", "--model", "/nonexistent/model")
@@ -78,3 +82,86 @@ def test_help_and_errors() -> None:
     out = imesde_cli("search", "q", stdin="")
     assert out.returncode == 1
     assert "no input" in out.stderr
+
+
+def test_watch_prints_matches_from_stdin_and_counts() -> None:
+    lines = [
+        "kernel: out of memory: killed process 4242 (postgres)",
+        "sshd: accepted publickey for deploy from 10.0.0.7",
+        "oom-killer: killed process 77 (java), out of memory",
+        "cron: job finished",
+    ]
+    out = imesde_cli(
+        "watch",
+        "process killed because memory ran out",
+        "--threshold",
+        "0.5",
+        "--jsonl",
+        "--threads",
+        "1",
+        stdin="\n".join(lines) + "\n",
+    )
+    assert out.returncode == 0, out.stderr
+    records = [json.loads(line) for line in out.stdout.splitlines()]
+    texts = [r["text"] for r in records]
+    assert lines[0] in texts
+    assert lines[2] in texts
+    assert lines[1] not in texts
+    assert all(r["score"] >= 0.5 for r in records)
+    assert all(r["query"] == "process killed because memory ran out" for r in records)
+    assert "4 lines" in out.stderr
+    assert f'"process killed because memory ran out" {len(records)}' in out.stderr
+
+
+def test_watch_follows_a_growing_file_until_interrupted(tmp_path: Path) -> None:
+    import signal
+    import threading
+    import time
+
+    log = tmp_path / "app.log"
+    log.write_text("disk quota exceeded on /home\n", encoding="utf-8")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "imesde",
+            "watch",
+            "no space left on disk",
+            "--file",
+            str(log),
+            "--follow",
+            "--threshold",
+            "0.4",
+            "--threads",
+            "1",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    seen: list[str] = []
+    assert proc.stdout is not None
+    reader = threading.Thread(target=lambda: seen.extend(proc.stdout or []), daemon=True)
+    reader.start()
+
+    def wait_for(text: str) -> None:
+        deadline = time.monotonic() + 180
+        while not any(text in line for line in seen):
+            assert time.monotonic() < deadline, f"no {text!r} in {seen}"
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            time.sleep(0.1)
+
+    try:
+        wait_for("disk quota exceeded")
+        with log.open("a", encoding="utf-8") as f:
+            f.write("user logged in\nwrite failed: no space left on device\n")
+        wait_for("no space left on device")
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    reader.join(timeout=10)
+    assert proc.returncode == 0, stderr
+    assert not any("user logged in" in line for line in seen)
+    assert "interrupted" in stderr
+    assert "3 lines" in stderr

@@ -1,4 +1,4 @@
-"""The ``imesde`` command: ``imesde demo``, ``imesde search``, ``imesde info``.
+"""The ``imesde`` command: ``imesde demo``, ``imesde search``, ``imesde watch``, ``imesde info``.
 
 Run ``imesde --help`` or ``imesde COMMAND --help`` for the options.
 """
@@ -9,14 +9,16 @@ import argparse
 import gzip
 import io
 import json
+import queue
 import sys
+import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import IO, TextIO
 
-from imesde._imesde import Engine, Hit, TextEmbedder, __version__, simd_backend
+from imesde._imesde import Engine, Event, Hit, TextEmbedder, __version__, simd_backend
 from imesde.exceptions import ImesdeError
 
 DEMO_QUERIES = (
@@ -182,6 +184,130 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+_EOF = object()
+
+
+def _line_reader(args: argparse.Namespace) -> queue.Queue[object]:
+    """Lines of the input, read on a daemon thread so the main loop can ingest whatever has
+    arrived when the input pauses (a pipe or a followed file delivers lines at any pace)."""
+    lines: queue.Queue[object] = queue.Queue(maxsize=100_000)
+
+    def pump() -> None:
+        try:
+            if args.file in (None, "-"):
+                src = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace")
+                for line in src:
+                    lines.put(line)
+            else:
+                with open(args.file, encoding="utf-8", errors="replace") as f:
+                    while True:
+                        line = f.readline()
+                        if line:
+                            lines.put(line)
+                        elif args.follow:
+                            time.sleep(0.2)  # like tail -f: wait for the file to grow
+                        else:
+                            break
+        finally:
+            lines.put(_EOF)
+
+    threading.Thread(target=pump, name="imesde-watch-reader", daemon=True).start()
+    return lines
+
+
+def _next_batch(lines: queue.Queue[object], size: int, wait: float) -> tuple[list[str], bool]:
+    """Up to `size` lines: blocks for the first, then takes what arrives within `wait`
+    seconds. Returns the lines and whether the input ended."""
+    batch: list[str] = []
+    deadline = None
+    while len(batch) < size:
+        timeout = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+        try:
+            item = lines.get(timeout=timeout)
+        except queue.Empty:
+            return batch, False
+        if item is _EOF:
+            return batch, True
+        assert isinstance(item, str)
+        text = item.rstrip("\n")
+        if text.strip():
+            batch.append(text)
+            if deadline is None:
+                deadline = time.monotonic() + wait
+    return batch, False
+
+
+def _threshold(value: str) -> float | str:
+    if value.startswith("p"):
+        return value
+    try:
+        return float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is neither a score (0.5) nor a percentile (p99)"
+        ) from None
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    engine = Engine(_embedder(args), num_shards=args.num_shards, shard_size=args.shard_size)
+    counts = dict.fromkeys(args.queries, 0)
+    started = time.perf_counter()
+
+    def show(event: Event) -> None:
+        query = event.query or ""
+        counts[query] += 1
+        if args.jsonl:
+            record = {
+                "query": query,
+                "score": round(event.score, 4),
+                "ts": event.ts,
+                "id": event.id,
+                "text": event.text,
+            }
+            print(json.dumps(record, ensure_ascii=False), flush=True)
+        else:
+            clock = time.strftime("%H:%M:%S", time.localtime(event.ts))
+            print(f"{clock}  {event.score:.3f}  [{query}]  {event.text}", flush=True)
+
+    def subscribe() -> None:
+        for q in args.queries:
+            engine.subscribe(q, threshold=args.threshold, top_k=args.top_k, callback=show)
+
+    # A percentile needs items to calibrate on: subscribe after the first batch.
+    deferred = isinstance(args.threshold, str)
+    if not deferred:
+        subscribe()
+    lines = _line_reader(args)
+    progress = None if args.jsonl else _Progress(None)
+    done = 0
+    try:
+        while True:
+            batch, ended = _next_batch(lines, args.batch, args.wait)
+            if batch:
+                engine.ingest_batch(batch)
+                done += len(batch)
+                if deferred:
+                    subscribe()
+                    deferred = False
+                if progress is not None:
+                    progress.update(done)
+            if ended:
+                break
+    except KeyboardInterrupt:
+        print("\nimesde watch: interrupted", file=sys.stderr)
+    finally:
+        if progress is not None:
+            progress.finish(done)
+        elapsed = time.perf_counter() - started
+        print(
+            f"imesde watch: {done:,} lines in {elapsed:.1f} s "
+            f"({done / max(elapsed, 1e-9):,.0f} lines/s); matches: "
+            + ", ".join(f'"{q}" {n:,}' for q, n in counts.items()),
+            file=sys.stderr,
+        )
+    return 0
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     print(f"imesde {__version__}, SIMD backend {simd_backend()}")
     try:
@@ -246,6 +372,46 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--jsonl", action="store_true", help="print hits as JSON lines")
     _engine_options(search)
     search.set_defaults(func=cmd_search)
+
+    watch = sub.add_parser(
+        "watch",
+        help="stream lines in and print those matching standing queries as they arrive",
+        description="Reads lines from standard input or FILE, embeds and ingests them in small "
+        "batches, and prints every line that matches one of the QUERY standing queries, with "
+        "the query, the score and the time. On end of input or Ctrl-C it prints how many "
+        "lines were read and how many matched each query.",
+    )
+    watch.add_argument("queries", nargs="+", metavar="QUERY", help="one or more standing queries")
+    watch.add_argument(
+        "--threshold",
+        type=_threshold,
+        default=0.5,
+        help="a cosine score (default 0.5), or a percentile like p99: the score above which 1 %% "
+        "of the lines seen in the first batch fall",
+    )
+    watch.add_argument(
+        "--top-k",
+        type=int,
+        help="also require a line to enter the query's running top K since the start",
+    )
+    watch.add_argument("--file", "-f", help="read this file instead of standard input")
+    watch.add_argument(
+        "--follow",
+        action="store_true",
+        help="with --file: keep reading lines appended to the file, like tail -f",
+    )
+    watch.add_argument("--jsonl", action="store_true", help="print matches as JSON lines")
+    watch.add_argument(
+        "--batch", type=int, default=64, help="most lines per ingest call (default 64)"
+    )
+    watch.add_argument(
+        "--wait",
+        type=float,
+        default=0.2,
+        help="seconds to wait for more lines before ingesting a partial batch (default 0.2)",
+    )
+    _engine_options(watch)
+    watch.set_defaults(func=cmd_watch)
 
     info = sub.add_parser("info", help="show versions, the SIMD backend and the model in use")
     _model_options(info)

@@ -108,6 +108,8 @@ class RQKMeans:
         random_state: Seed; the same seed gives bit-identical codebooks on every machine and
             thread count. ``None`` draws one.
         sample_size: Train each level on at most this many vectors.
+        max_points_per_centroid: And on at most this many per codeword (faiss's rule and
+            default; ``None`` trains on everything).
         init: ``"random"`` (k distinct training vectors, the same ones at every level) or
             ``"k-means++"``.
         refine: Rounds of joint codebook refinement after training (plain models): each
@@ -125,6 +127,7 @@ class RQKMeans:
         tol: float = 1e-4,
         random_state: int | None = None,
         sample_size: int | None = None,
+        max_points_per_centroid: int | None = 256,
         init: Literal["random", "k-means++"] = "random",
         refine: int = 3,
         beam_width: int = 1,
@@ -150,6 +153,7 @@ class RQKMeans:
         self.tol = tol
         self.random_state = random_state
         self.sample_size = sample_size
+        self.max_points_per_centroid = max_points_per_centroid
         self.init = init
         self.refine = refine
         self.beam_width = beam_width
@@ -194,6 +198,7 @@ class RQKMeans:
             tol=self.tol,
             seed=seed,
             sample_size=self.sample_size,
+            max_points_per_centroid=self.max_points_per_centroid,
             init=self.init,
             refine=self.refine,
         )

@@ -322,6 +322,32 @@ class Engine:
         alpha: float | None = None,
     ) -> list[Hit]:
         """Dense and lexical results fused (``alpha`` weights the dense side)."""
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write every held item and the ring's shape atomically, with a checksum."""
+    @staticmethod
+    def load(
+        path: str | os.PathLike[str],
+        model: TextEmbedder | str | os.PathLike[str] | int | None = None,
+    ) -> Engine:
+        """Restore an engine written by ``save`` (refuses a different model)."""
+    def subscribe(
+        self,
+        query: str | _F32Array,
+        *,
+        threshold: float | str | None = None,
+        top_k: int | None = None,
+        where: Mapping[str, str] | None = None,
+        callback: Callable[[Event], object] | None = None,
+        queue_size: int = 10_000,
+    ) -> Subscription:
+        """Register a standing query; matching new items become events (``threshold`` a score
+        or ``"p99"``-style percentile of the items held, ``top_k`` a running top-k)."""
+    def unsubscribe(self, subscription: Subscription | int) -> bool:
+        """Stop a subscription; False when it was not active."""
+    def subscriptions(self) -> list[Subscription]:
+        """The active subscriptions, oldest first."""
+    def recent(self, n: int) -> list[Item]:
+        """The newest ``n`` items still held, newest first."""
     def attach_semantic_ids(self, assign: Callable[[_F32Array], Sequence[str]] | None) -> None:
         """Store ``assign(vectors)[i]`` as each ingested item's ``semantic_id`` metadata (for
         example a fitted ``SemanticIdEngine``); ``None`` detaches."""
@@ -376,6 +402,81 @@ class Engine:
         """Counters and sizes of the engine."""
 
 @final
+class Subscription:
+    """A standing query: iterate, ``get`` or ``drain`` its events, or let its callback run."""
+
+    @property
+    def id(self) -> int:
+        """Unique id within the engine."""
+    @property
+    def query(self) -> str | None:
+        """The query text (None for a vector query)."""
+    @property
+    def threshold(self) -> float | None:
+        """The score threshold, after percentile calibration."""
+    @property
+    def top_k(self) -> int | None:
+        """The running top-k size."""
+    @property
+    def delivered(self) -> int:
+        """Events produced so far."""
+    @property
+    def dropped(self) -> int:
+        """Events dropped because the queue was full."""
+    @property
+    def errors(self) -> int:
+        """Exceptions raised by the callback."""
+    @property
+    def pending(self) -> int:
+        """Events waiting in the queue."""
+    @property
+    def active(self) -> bool:
+        """False once closed."""
+    def get(self, timeout: float | None = None) -> Event | None:
+        """The next event, waiting at most ``timeout`` seconds."""
+    def drain(self) -> list[Event]:
+        """Every queued event, without waiting."""
+    def close(self) -> None:
+        """Stop receiving events."""
+    def __iter__(self) -> Iterator[Event]:
+        """Iterate events as they arrive; ends after ``close()``."""
+    def __next__(self) -> Event:
+        """The next event (blocks)."""
+    def __enter__(self) -> Subscription:
+        """Context manager: closes on exit."""
+    def __exit__(self, t: object, v: object, tb: object) -> None:
+        """Close the subscription."""
+
+@final
+class Event:
+    """A new item that matched a standing query."""
+
+    @property
+    def subscription(self) -> Subscription:
+        """The subscription that fired."""
+    @property
+    def query(self) -> str | None:
+        """The subscription's query text."""
+    @property
+    def hit(self) -> Hit:
+        """The item as a ``Hit``."""
+    @property
+    def id(self) -> int:
+        """The item's id."""
+    @property
+    def text(self) -> str | None:
+        """The item's text."""
+    @property
+    def score(self) -> float:
+        """Cosine similarity to the query."""
+    @property
+    def ts(self) -> float:
+        """The item's timestamp."""
+    @property
+    def metadata(self) -> dict[str, str] | None:
+        """The item's metadata."""
+
+@final
 class RQCodebooks:
     """Trained residual-quantisation codebooks (the native half of ``imesde.RQKMeans``)."""
 
@@ -389,6 +490,7 @@ class RQCodebooks:
         tol: float = 1e-4,
         seed: int = 0,
         sample_size: int | None = None,
+        max_points_per_centroid: int | None = ...,  # 256
         init: Literal["random", "k-means++", "kmeans++"] = "random",
         refine: int = 3,
     ) -> tuple[RQCodebooks, list[tuple[int, bool, float]]]:

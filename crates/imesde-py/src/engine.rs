@@ -2,11 +2,14 @@
 
 use std::collections::BTreeSet;
 use std::ops::Range;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use imesde_bm25::{AnalyzerConfig, Bm25, Fusion, Params};
 use imesde_embed::Embedder;
-use imesde_ring::{Attributes, Filter, Metadata, Ring, RingConfig, RingError, Storage};
+use imesde_ring::{
+    Attributes, Filter, Metadata, Ring, RingConfig, RingError, StandingSpec, Storage,
+};
 use numpy::{IntoPyArray, PyArray1, PyArray2, PyArrayMethods};
 use parking_lot::Mutex;
 use pyo3::prelude::*;
@@ -16,12 +19,13 @@ use crate::convert::{self, meta_dict, positive};
 use crate::embed::{TextEmbedder, embed_texts};
 use crate::error::CoreError;
 use crate::exceptions::{Exc, err};
+use crate::stream::Subscription;
 
 /// One search result: ``id``, ``text``, ``score``, ``ts``, ``metadata``.
 ///
 /// Unpacks as ``(text, score)``, so ``for text, score in engine.search_vector(q)`` works.
 #[pyclass(frozen, module = "imesde._imesde")]
-pub(crate) struct Hit(imesde_ring::Hit);
+pub(crate) struct Hit(pub(crate) imesde_ring::Hit);
 
 #[pymethods]
 impl Hit {
@@ -134,6 +138,8 @@ pub(crate) struct Engine {
     /// Called with each ingested batch's vectors; returns one semantic id per item, stored as
     /// the item's ``semantic_id`` metadata.
     semantic_ids: Mutex<Option<Py<PyAny>>>,
+    /// Standing queries, in registration order (closed ones are pruned on the next change).
+    subs: Mutex<Vec<Py<Subscription>>>,
 }
 
 fn storage_of(name: &str) -> PyResult<Storage> {
@@ -179,6 +185,7 @@ impl Engine {
             model,
             lexical,
             semantic_ids: Mutex::new(None),
+            subs: Mutex::new(Vec::new()),
         })
     }
 
@@ -250,6 +257,217 @@ impl Engine {
         }
         *self.semantic_ids.lock() = assign.map(Bound::unbind);
         Ok(())
+    }
+
+    /// Registers a standing query: every item ingested from now on that matches becomes an
+    /// event. ``query`` is a text (embedded with the engine's model) or a float32 vector.
+    /// ``threshold``: a cosine score, or ``"p99"`` (``"pNN"``) for the score above which 1 %
+    /// (100 - NN %) of the items now held fall; ``top_k``: fire for items that enter the k best
+    /// seen since subscribing (with a threshold too, both must hold). ``where`` filters on
+    /// metadata. With ``callback``, each event is passed to it; otherwise events queue on the
+    /// returned ``Subscription`` (at most ``queue_size``).
+    #[pyo3(signature = (query, *, threshold = None, top_k = None, r#where = None, callback = None,
+                        queue_size = 10_000))]
+    #[allow(clippy::too_many_arguments)]
+    fn subscribe(
+        &self,
+        py: Python<'_>,
+        query: &Bound<'_, PyAny>,
+        threshold: Option<&Bound<'_, PyAny>>,
+        top_k: Option<i64>,
+        r#where: Option<&Bound<'_, PyAny>>,
+        callback: Option<Bound<'_, PyAny>>,
+        queue_size: i64,
+    ) -> PyResult<Py<Subscription>> {
+        let (text, vector) = if query.is_instance_of::<PyString>() {
+            let text = convert::one_str(query, "query")?;
+            let v = embed_texts(py, self.embedder()?, std::slice::from_ref(&text))?;
+            (Some(text.to_string()), v)
+        } else {
+            let q = convert::rows(query, "query")?;
+            if q.rows != 1 {
+                return Err(err(Exc::Shape, "query must be one text or one vector"));
+            }
+            self.check_dim(q.dim, "query")?;
+            (None, q.as_slice().to_vec())
+        };
+        if let Some(cb) = &callback
+            && !cb.is_callable()
+        {
+            return Err(err(Exc::DType, "callback must be callable (event -> None)"));
+        }
+        let top_k = top_k.map(|k| positive("top_k", k)).transpose()?;
+        let capacity = positive("queue_size", queue_size)?;
+        let threshold = match threshold {
+            None => None,
+            Some(t) if t.is_instance_of::<PyString>() => {
+                Some(self.calibrate(py, &vector, &t.extract::<String>()?)?)
+            }
+            Some(t) => Some(t.extract::<f32>().map_err(|_| {
+                err(
+                    Exc::DType,
+                    "threshold must be a number or a string like \"p99\"",
+                )
+            })?),
+        };
+        let filter = convert::filter(None, None, r#where)?;
+        let spec = StandingSpec {
+            threshold,
+            top_k,
+            filter,
+        };
+        let ring = &self.ring;
+        let id = py
+            .detach(|| ring.subscribe(&vector, spec))
+            .map_err(CoreError::from)?;
+        let sub = Py::new(
+            py,
+            Subscription::new(
+                id,
+                text,
+                threshold,
+                top_k,
+                callback.map(Bound::unbind),
+                Arc::clone(&self.ring),
+                capacity,
+            ),
+        )?;
+        let mut subs = self.subs.lock();
+        subs.retain(|s| s.get().is_active());
+        subs.push(sub.clone_ref(py));
+        Ok(sub)
+    }
+
+    /// Stops a subscription (a ``Subscription`` or its id); False when it was not active.
+    fn unsubscribe(&self, py: Python<'_>, subscription: &Bound<'_, PyAny>) -> PyResult<bool> {
+        let id = match subscription.cast::<Subscription>() {
+            Ok(s) => s.get().id,
+            Err(_) => subscription
+                .extract::<u64>()
+                .map_err(|_| err(Exc::DType, "unsubscribe takes a Subscription or its id"))?,
+        };
+        let found = {
+            let mut subs = self.subs.lock();
+            let found = subs
+                .iter()
+                .find(|s| s.get().id == id && s.get().is_active())
+                .map(|s| s.clone_ref(py));
+            subs.retain(|s| s.get().id != id);
+            found
+        };
+        match found {
+            Some(s) => {
+                s.get().close();
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// The active subscriptions, oldest first.
+    fn subscriptions(&self, py: Python<'_>) -> Vec<Py<Subscription>> {
+        self.subs
+            .lock()
+            .iter()
+            .filter(|s| s.get().is_active())
+            .map(|s| s.clone_ref(py))
+            .collect()
+    }
+
+    /// The newest ``n`` items still held, newest first.
+    fn recent(&self, py: Python<'_>, n: i64) -> PyResult<Vec<Item>> {
+        let n = positive("n", n)?;
+        let ring = &self.ring;
+        Ok(py.detach(|| ring.recent(n)).into_iter().map(Item).collect())
+    }
+
+    /// Writes the engine to ``path``: every held item (vector, text, metadata, timestamp, id),
+    /// the ring's shape, the model's identity and whether BM25 is on. Taken consistently while
+    /// other threads ingest (whole batches only); written atomically (temporary file, fsync,
+    /// rename) with a checksum. Standing queries and semantic-id hooks are not saved.
+    #[allow(clippy::needless_pass_by_value)] // PyO3 hands the path over owned
+    fn save(&self, py: Python<'_>, path: PathBuf) -> PyResult<()> {
+        let tag = format!(
+            "model={}\nlexical={}\n",
+            self.model_identity(py),
+            u8::from(self.lexical.is_some())
+        );
+        let ring = &self.ring;
+        let bytes = py.detach(|| ring.snapshot(&tag));
+        py.detach(|| imesde_format::write_atomic(&path, &bytes))
+            .map_err(|e| err(Exc::Storage, format!("{}: {e}", path.display())))
+    }
+
+    /// An engine restored from ``save``: the same items in the same slots, so searches
+    /// return exactly what they did. ``model`` as in ``Engine(model)`` (default: the default
+    /// model when the snapshot was made with one); a different model (dimension or identity)
+    /// raises. The BM25 index, when it was on, is rebuilt from the items' texts. A truncated
+    /// or modified file raises ``IndexCorruptError``.
+    #[staticmethod]
+    #[pyo3(signature = (path, model = None))]
+    #[allow(clippy::needless_pass_by_value)] // PyO3 hands the path over owned
+    fn load(py: Python<'_>, path: PathBuf, model: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
+        let bytes = py
+            .detach(|| std::fs::read(&path))
+            .map_err(|e| err(Exc::Storage, format!("{}: {e}", path.display())))?;
+        let (ring, tag) = py
+            .detach(|| Ring::from_snapshot(&bytes))
+            .map_err(CoreError::from)?;
+        let field = |key: &str| {
+            tag.lines()
+                .find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
+                .unwrap_or("")
+                .to_owned()
+        };
+        let (saved_model, lexical_on) = (field("model"), field("lexical") == "1");
+        let dim = ring.config().dim;
+        let model = if saved_model.is_empty() && model.is_none() {
+            None
+        } else {
+            let (mdim, m) = model_or_dim(py, model)?;
+            if mdim != dim {
+                return Err(err(
+                    Exc::Dimension,
+                    format!("the snapshot holds {dim}-dim vectors, the model makes {mdim}"),
+                ));
+            }
+            if let Some(m) = &m {
+                let have = model_id(m.get());
+                if !saved_model.is_empty() && have != saved_model {
+                    return Err(err(
+                        Exc::InvalidValue,
+                        format!(
+                            "the snapshot was made with model {saved_model:?}, not {have:?}; \
+                             load it with that model"
+                        ),
+                    ));
+                }
+            }
+            m
+        };
+        let lexical = if lexical_on {
+            let mut index =
+                Bm25::new(Params::default(), AnalyzerConfig::english()).map_err(CoreError::from)?;
+            let mut held = BTreeSet::new();
+            let items = py.detach(|| ring.recent(ring.capacity()));
+            for item in items.iter().rev() {
+                if let Some(text) = &item.text
+                    && index.add(item.id, text).is_ok()
+                {
+                    held.insert(item.id);
+                }
+            }
+            Some(Mutex::new((index, held)))
+        } else {
+            None
+        };
+        Ok(Engine {
+            ring: Arc::new(ring),
+            model,
+            lexical,
+            semantic_ids: Mutex::new(None),
+            subs: Mutex::new(Vec::new()),
+        })
     }
 
     /// Whether a BM25 index is kept with the ring.
@@ -578,6 +796,22 @@ fn model_or_dim(
     Ok((dim, Some(embedder)))
 }
 
+/// What identifies a model in snapshots: file name and size, dimension, pooling, normalisation.
+fn model_id(m: &TextEmbedder) -> String {
+    let path = m.inner.model_path();
+    let size = std::fs::metadata(path).map_or(0, |md| md.len());
+    let name = path
+        .file_name()
+        .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+    let cfg = m.inner.config();
+    format!(
+        "{name}:{size}:dim={}:pooling={}:normalize={}",
+        m.inner.dim(),
+        cfg.pooling,
+        cfg.normalize
+    )
+}
+
 /// ``TextEmbedder(model_path)``, every option at the defaults of its signature.
 fn default_embedder(
     py: Python<'_>,
@@ -601,8 +835,8 @@ impl Engine {
             None => attrs,
         };
         let ring = &self.ring;
-        let ids = py
-            .detach(|| ring.ingest(vectors, attrs))
+        let (ids, events) = py
+            .detach(|| ring.ingest_matching(vectors, attrs))
             .map_err(CoreError::from)?;
         if let Some(lexical) = &self.lexical {
             py.detach(|| {
@@ -625,7 +859,50 @@ impl Engine {
                 }
             });
         }
+        if !events.is_empty() {
+            // Delivered with no engine lock held: a callback may search or ingest.
+            let subs: Vec<Py<Subscription>> =
+                self.subs.lock().iter().map(|s| s.clone_ref(py)).collect();
+            for e in events {
+                if let Some(sub) = subs.iter().find(|s| s.get().id == e.subscription) {
+                    Subscription::deliver(sub.bind(py), e.hit);
+                }
+            }
+        }
         Ok(ids)
+    }
+
+    /// The score above which `100 - NN` % of the held items fall, for `spec` = `"pNN"`.
+    fn calibrate(&self, py: Python<'_>, vector: &[f32], spec: &str) -> PyResult<f32> {
+        let pct = spec
+            .strip_prefix('p')
+            .and_then(|p| p.parse::<f64>().ok())
+            .filter(|p| (0.0..100.0).contains(p))
+            .ok_or_else(|| {
+                err(
+                    Exc::InvalidValue,
+                    format!("threshold {spec:?} is not a percentile like \"p99\" or \"p99.9\""),
+                )
+            })?;
+        let held = self.ring.len();
+        if held == 0 {
+            return Err(err(
+                Exc::InvalidValue,
+                format!("cannot calibrate threshold {spec:?} on an empty engine: ingest first"),
+            ));
+        }
+        let k = (((100.0 - pct) / 100.0 * held as f64).ceil() as usize).clamp(1, held);
+        let ring = &self.ring;
+        let hits = py
+            .detach(|| ring.search(vector, k, &Filter::default()))
+            .map_err(CoreError::from)?;
+        Ok(hits.last().map_or(f32::NEG_INFINITY, |h| h.score))
+    }
+
+    fn model_identity(&self, _py: Python<'_>) -> String {
+        self.model
+            .as_ref()
+            .map_or_else(String::new, |m| model_id(m.get()))
     }
 
     /// `attrs` with each item's metadata extended by ``semantic_id`` from `assign(vectors)`.

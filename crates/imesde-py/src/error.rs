@@ -61,6 +61,7 @@ fn ring_class(e: &RingError) -> Exc {
     match e {
         RingError::Dimension { .. } => Exc::Dimension,
         RingError::Length { .. } => Exc::Shape,
+        RingError::Snapshot(_) => Exc::Corrupt,
         RingError::Capacity { .. } => Exc::Capacity,
         RingError::ZeroSize { .. }
         | RingError::DimTooLarge { .. }
@@ -68,7 +69,8 @@ fn ring_class(e: &RingError) -> Exc {
         | RingError::ZeroVector { .. }
         | RingError::ZeroK
         | RingError::TimeWindow { .. }
-        | RingError::Timestamp { .. } => Exc::InvalidValue,
+        | RingError::Timestamp { .. }
+        | RingError::Standing(_) => Exc::InvalidValue,
         _ => Exc::Imesde,
     }
 }

@@ -9,6 +9,7 @@ mod error;
 mod exceptions;
 mod rq;
 mod similarity;
+mod stream;
 
 use pyo3::prelude::*;
 
@@ -42,6 +43,8 @@ fn _imesde(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<engine::Engine>()?;
     m.add_class::<engine::Hit>()?;
     m.add_class::<engine::Item>()?;
+    m.add_class::<stream::Subscription>()?;
+    m.add_class::<stream::Event>()?;
     m.add_function(wrap_pyfunction!(similarity::cosine_similarity, m)?)?;
     m.add_function(wrap_pyfunction!(similarity::batch_cosine_similarity, m)?)?;
     m.add_function(wrap_pyfunction!(similarity::euclidean_distance, m)?)?;

@@ -79,7 +79,8 @@ impl RqCodebooks {
     /// Trains ``len(n_clusters)`` levels on ``x`` (float32 ``[n, dim]``), without the GIL.
     #[staticmethod]
     #[pyo3(signature = (x, n_clusters, *, balanced = false, max_iter = 25, tol = 1e-4,
-                        seed = 0, sample_size = None, init = "random", refine = 3))]
+                        seed = 0, sample_size = None, max_points_per_centroid = Some(256),
+                        init = "random", refine = 3))]
     #[allow(clippy::too_many_arguments)]
     fn fit(
         py: Python<'_>,
@@ -90,6 +91,7 @@ impl RqCodebooks {
         tol: f64,
         seed: u64,
         sample_size: Option<i64>,
+        max_points_per_centroid: Option<i64>,
         init: &str,
         refine: i64,
     ) -> PyResult<(Self, FitReport)> {
@@ -123,6 +125,9 @@ impl RqCodebooks {
             balanced,
             sample_size: sample_size
                 .map(|s| positive("sample_size", s))
+                .transpose()?,
+            max_points_per_centroid: max_points_per_centroid
+                .map(|s| positive("max_points_per_centroid", s))
                 .transpose()?,
             init,
             refine: refine as usize,

@@ -381,12 +381,20 @@ impl Ring {
             let ids = self.write(n, &self.encode_unit(unit), attrs, ts_now);
             return Ok((ids, Vec::new()));
         }
-        let prepared = self.encode_unit(unit.clone());
+        // f32 rings store the unit rows themselves: score from there, without a copy.
+        let (prepared, copy) = match self.cfg.storage {
+            Storage::F32 => (Prepared::F32(unit), None),
+            Storage::Int8 => (self.encode_unit(unit.clone()), Some(unit)),
+        };
         let ids = self.write(n, &prepared, attrs, ts_now);
+        let unit = match (&prepared, &copy) {
+            (_, Some(u)) | (Prepared::F32(u), None) => u,
+            (Prepared::Int8 { .. }, None) => unreachable!("int8 rings keep a copy"),
+        };
         let ts = |i: usize| attrs.timestamps.get(i).copied().unwrap_or(ts_now);
         let events =
             self.standing
-                .match_batch(self.kernels, &unit, self.cfg.dim, ids.start, attrs, &ts);
+                .match_batch(self.kernels, unit, self.cfg.dim, ids.start, attrs, &ts);
         Ok((ids, events))
     }
 

@@ -1,0 +1,202 @@
+"""Standing queries: events on ingest, thresholds, running top-k, callbacks, queues, and the
+replay check (standing queries fire exactly for what a search afterwards finds)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+
+import imesde
+import numpy as np
+import numpy.typing as npt
+import pytest
+from conftest import DATA, unit
+
+Golden = tuple[list[str], npt.NDArray[np.float32]]
+
+
+def vector_engine(golden: Golden, n: int = 0) -> imesde.Engine:
+    engine = imesde.Engine(384, num_shards=4, shard_size=256)
+    if n:
+        texts, vecs = golden
+        engine.ingest_vectors(vecs[:n], texts[:n])
+    return engine
+
+
+def test_threshold_events_match_scores(golden: Golden) -> None:
+    texts, vecs = golden
+    engine = vector_engine(golden)
+    q = vecs[10]
+    sub = engine.subscribe(q, threshold=0.5)
+    assert sub.active
+    assert sub.threshold == pytest.approx(0.5)
+    assert engine.subscriptions()[0].id == sub.id
+    ids = engine.ingest_vectors(vecs[:200], texts[:200], metadata={"src": "golden"})
+    events = sub.drain()
+    want = {int(i): float(s) for i, s in zip(ids, unit(vecs[:200]) @ unit(q), strict=True)}
+    fired = {e.id: e.score for e in events}
+    assert fired.keys() == {i for i, s in want.items() if s >= 0.5}
+    for i, s in fired.items():
+        assert s == pytest.approx(want[i], abs=1e-5)
+    assert 10 in fired
+    e = next(e for e in events if e.id == 10)
+    assert e.text == texts[10]
+    assert e.metadata == {"src": "golden"}
+    assert e.subscription.id == sub.id
+    assert e.hit.score == e.score
+    assert [e.id for e in events] == sorted(e.id for e in events)
+    assert sub.delivered == len(events)
+    assert sub.pending == 0
+
+
+def test_running_top_k_and_filters(golden: Golden) -> None:
+    texts, vecs = golden
+    engine = vector_engine(golden)
+    top = engine.subscribe(vecs[0], top_k=3)
+    only_b = engine.subscribe(vecs[0], threshold=-1.0, where={"part": "b"})
+    engine.ingest_vectors(vecs[:50], texts[:50], metadata={"part": "a"})
+    engine.ingest_vectors(vecs[50:100], texts[50:100], metadata={"part": "b"})
+    scores = unit(vecs[:100]) @ unit(vecs[0])
+    # An item fires when it enters the top-3 of everything seen so far.
+    fired = [e.id for e in top.drain()]
+    best: list[float] = []
+    expect = []
+    for i, s in enumerate(scores):
+        if len(best) < 3 or s > min(best):
+            expect.append(i)
+            best = sorted([*best, float(s)], reverse=True)[:3]
+    assert fired == expect
+    assert [e.id for e in only_b.drain()] == list(range(50, 100))
+
+
+def test_callbacks_errors_and_queue_overflow(
+    golden: Golden, caplog: pytest.LogCaptureFixture
+) -> None:
+    texts, vecs = golden
+    engine = vector_engine(golden)
+    seen: list[imesde.Event] = []
+    cb = engine.subscribe(vecs[1], threshold=-1.0, callback=seen.append)
+
+    def broken(event: imesde.Event) -> None:
+        raise RuntimeError(f"boom {event.id}")
+
+    bad = engine.subscribe(vecs[1], threshold=-1.0, callback=broken)
+    small = engine.subscribe(vecs[1], threshold=-1.0, queue_size=3)
+    with caplog.at_level(logging.ERROR, logger="imesde"):
+        engine.ingest_vectors(vecs[:10], texts[:10])
+    assert [e.id for e in seen] == list(range(10))
+    assert cb.pending == 0  # callback subscriptions do not queue
+    assert bad.errors == 10
+    assert "boom" in caplog.text
+    assert len(engine) == 10  # ingestion went on
+    assert small.dropped == 7
+    assert [e.id for e in small.drain()] == [7, 8, 9]  # the newest are kept
+
+
+def test_callback_may_use_the_engine(golden: Golden) -> None:
+    texts, vecs = golden
+    engine = vector_engine(golden)
+    found: list[int] = []
+
+    def react(event: imesde.Event) -> None:
+        found.append(engine.search_vector(vecs[2], k=1)[0].id)
+
+    engine.subscribe(vecs[2], threshold=0.99, callback=react)
+    engine.ingest_vectors(vecs[:5], texts[:5])
+    assert found == [2]
+
+
+def test_iterating_in_another_thread_and_unsubscribe(golden: Golden) -> None:
+    texts, vecs = golden
+    engine = vector_engine(golden)
+    sub = engine.subscribe(vecs[3], threshold=-1.0)
+    got: list[int] = []
+
+    def consume() -> None:
+        for event in sub:
+            got.append(event.id)
+
+    t = threading.Thread(target=consume)
+    t.start()
+    for i in range(0, 40, 10):
+        engine.ingest_vectors(vecs[i : i + 10], texts[i : i + 10])
+    deadline = 0
+    while len(got) < 40 and deadline < 100:
+        threading.Event().wait(0.05)
+        deadline += 1
+    assert engine.unsubscribe(sub)
+    t.join(timeout=10)
+    assert not t.is_alive()
+    assert got == list(range(40))
+    assert not sub.active
+    assert engine.subscriptions() == []
+    assert not engine.unsubscribe(sub.id)
+    engine.ingest_vectors(vecs[40:50])
+    assert sub.pending == 0
+    assert sub.get(timeout=0.01) is None
+    with engine.subscribe(vecs[3], threshold=-1.0) as ctx:
+        engine.ingest_vectors(vecs[50:52])
+        assert ctx.get(timeout=1) is not None
+    assert not ctx.active
+
+
+def test_percentile_threshold_and_recent(golden: Golden) -> None:
+    texts, vecs = golden
+    engine = vector_engine(golden)
+    with pytest.raises(imesde.InvalidValueError, match="empty"):
+        engine.subscribe(vecs[0], threshold="p99")
+    engine.ingest_vectors(vecs[:300], texts[:300])
+    sub = engine.subscribe(vecs[0], threshold="p90")
+    scores = np.sort(unit(vecs[:300]) @ unit(vecs[0]))[::-1]
+    assert sub.threshold == pytest.approx(float(scores[29]), abs=1e-5)
+    assert [i.id for i in engine.recent(3)] == [299, 298, 297]
+    assert engine.recent(3)[0].text == texts[299]
+    assert len(engine.recent(10_000)) == 300
+
+
+def test_bad_subscriptions_are_typed_errors(golden: Golden) -> None:
+    _, vecs = golden
+    engine = vector_engine(golden, n=20)
+    with pytest.raises(imesde.InvalidValueError, match="threshold, a top_k"):
+        engine.subscribe(vecs[0])
+    with pytest.raises(imesde.InvalidValueError):
+        engine.subscribe(vecs[0], top_k=0)
+    with pytest.raises(imesde.InvalidValueError, match="percentile"):
+        engine.subscribe(vecs[0], threshold="high")
+    with pytest.raises(imesde.DTypeError):
+        engine.subscribe(vecs[0], threshold=0.5, callback=42)  # type: ignore[arg-type]
+    with pytest.raises(imesde.DimensionMismatchError):
+        engine.subscribe(vecs[0][:100], threshold=0.5)
+    with pytest.raises(imesde.InvalidValueError):
+        engine.subscribe(np.zeros(384, dtype=np.float32), threshold=0.5)
+    with pytest.raises(imesde.ImesdeError, match="no model"):
+        engine.subscribe("memory leak", threshold=0.5)
+    with pytest.raises(imesde.InvalidValueError):
+        engine.recent(0)
+    assert engine.subscriptions() == []
+    assert len(engine) == 20
+
+
+@pytest.mark.model
+def test_replay_fires_exactly_what_search_finds_afterwards(
+    embedder: imesde.TextEmbedder, stream: list[dict[str, str]]
+) -> None:
+    queries = [
+        json.loads(line)["query"]
+        for line in (DATA / "debtags_queries.jsonl").read_text(encoding="utf-8").splitlines()
+    ]
+    threshold = 0.45
+    engine = imesde.Engine(embedder, num_shards=4, shard_size=1024)
+    subs = [engine.subscribe(q, threshold=threshold) for q in queries]
+    texts = [s["text"] for s in stream[:2000]]
+    for i in range(0, len(texts), 250):
+        engine.ingest_batch(texts[i : i + 250])
+    fired = {(s.query, e.id) for s in subs for e in s.drain()}
+    assert len(fired) > 20
+    afterwards = set()
+    for q in queries:
+        for hit in engine.search(q, k=len(engine)):
+            if hit.score >= threshold:
+                afterwards.add((q, hit.id))
+    assert fired == afterwards
