@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import importlib
 import json
 import os
 import platform
@@ -88,14 +89,14 @@ def run_imesde(x: F32, ks: list[int], balanced: bool, beam: int) -> dict[str, fl
 
 
 def run_faiss(x: F32, ks: list[int], beam: int) -> dict[str, float]:
-    import faiss
-
+    # Optional anchors, imported by name so the type check needs neither installed.
+    faiss: Any = importlib.import_module("faiss")
     nbits = [int(np.log2(k)) for k in ks]
     bits = faiss.UInt64Vector()
     for nb in nbits:
         bits.push_back(nb)
-    # The stubs say list[int]; faiss 1.15 wants its own vector type at run time.
-    rq = faiss.ResidualQuantizer(x.shape[1], bits)  # type: ignore[call-overload]
+    # faiss 1.15 wants its own vector type here, not a list.
+    rq = faiss.ResidualQuantizer(x.shape[1], bits)
     rq.max_beam_size = beam
     _, fit_s = timed(lambda: rq.train(x))
     packed, enc_s = timed(lambda: rq.compute_codes(x))
@@ -111,10 +112,9 @@ def run_faiss(x: F32, ks: list[int], beam: int) -> dict[str, float]:
 
 
 def run_semantic_id(x: F32, ks: list[int]) -> dict[str, float]:
-    from semantic_id import RQKMeans
-
+    rq_kmeans: Any = importlib.import_module("semantic_id").RQKMeans
     warnings.filterwarnings("ignore")
-    model = RQKMeans(n_levels=len(ks), n_clusters=ks, random_state=0)
+    model = rq_kmeans(n_levels=len(ks), n_clusters=ks, random_state=0)
     _, fit_s = timed(lambda: model.fit(x))
     codes, enc_s = timed(lambda: model.encode(x))
     codes = codes.astype(np.int64)

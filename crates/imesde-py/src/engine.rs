@@ -173,20 +173,7 @@ impl Engine {
             storage: storage_of(storage)?,
         };
         let ring = py.detach(|| Ring::new(cfg)).map_err(CoreError::from)?;
-        let lexical = if lexical {
-            let index =
-                Bm25::new(Params::default(), AnalyzerConfig::english()).map_err(CoreError::from)?;
-            Some(Mutex::new((index, BTreeSet::new())))
-        } else {
-            None
-        };
-        Ok(Engine {
-            ring: Arc::new(ring),
-            model,
-            lexical,
-            semantic_ids: Mutex::new(None),
-            subs: Mutex::new(Vec::new()),
-        })
+        Engine::assemble(ring, model, lexical)
     }
 
     /// The ``k`` items that best match the words of ``query`` (BM25 over the items' texts),
@@ -445,11 +432,14 @@ impl Engine {
             }
             m
         };
-        let lexical = if lexical_on {
-            let mut index =
-                Bm25::new(Params::default(), AnalyzerConfig::english()).map_err(CoreError::from)?;
-            let mut held = BTreeSet::new();
+        let engine = Engine::assemble(ring, model, lexical_on)?;
+        if let Some(lexical) = &engine.lexical {
+            // The BM25 index is rebuilt from the held texts: the same documents give the same
+            // statistics, so the same scores.
+            let ring = &engine.ring;
             let items = py.detach(|| ring.recent(ring.capacity()));
+            let mut guard = lexical.lock();
+            let (index, held) = &mut *guard;
             for item in items.iter().rev() {
                 if let Some(text) = &item.text
                     && index.add(item.id, text).is_ok()
@@ -457,17 +447,8 @@ impl Engine {
                     held.insert(item.id);
                 }
             }
-            Some(Mutex::new((index, held)))
-        } else {
-            None
-        };
-        Ok(Engine {
-            ring: Arc::new(ring),
-            model,
-            lexical,
-            semantic_ids: Mutex::new(None),
-            subs: Mutex::new(Vec::new()),
-        })
+        }
+        Ok(engine)
     }
 
     /// Whether a BM25 index is kept with the ring.
@@ -897,6 +878,24 @@ impl Engine {
             .detach(|| ring.search(vector, k, &Filter::default()))
             .map_err(CoreError::from)?;
         Ok(hits.last().map_or(f32::NEG_INFINITY, |h| h.score))
+    }
+
+    /// An engine around `ring`, with an empty BM25 index when `lexical`.
+    fn assemble(ring: Ring, model: Option<Py<TextEmbedder>>, lexical: bool) -> PyResult<Self> {
+        let lexical = if lexical {
+            let index =
+                Bm25::new(Params::default(), AnalyzerConfig::english()).map_err(CoreError::from)?;
+            Some(Mutex::new((index, BTreeSet::new())))
+        } else {
+            None
+        };
+        Ok(Engine {
+            ring: Arc::new(ring),
+            model,
+            lexical,
+            semantic_ids: Mutex::new(None),
+            subs: Mutex::new(Vec::new()),
+        })
     }
 
     fn model_identity(&self, _py: Python<'_>) -> String {
