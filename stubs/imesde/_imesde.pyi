@@ -162,10 +162,10 @@ class TextEmbedder:
         model_path: _PathLike | None = None,
         tokenizer_path: _PathLike | None = None,
         *,
-        max_length: int = 256,
+        max_length: int | None = None,
         batch_size: int = 32,
-        pooling: Literal["mean", "cls"] = "mean",
-        normalize: bool = True,
+        pooling: Literal["mean", "cls"] | None = None,
+        normalize: bool | None = None,
         threads: int | None = None,
         cache_size: int = 10_000,
         cache_ttl: float | None = None,
@@ -173,6 +173,8 @@ class TextEmbedder:
     ) -> TextEmbedder:
         """Load ``model_path`` (an ``.onnx`` file or a folder with ``model.onnx``) and its
         tokenizer (``tokenizer_path``, by default beside the model); None for the default model.
+        ``max_length``, ``pooling``, ``normalize``: None takes them from the manifest of a model
+        built by ``imesde model build``, else 256, ``"mean"``, True.
         ``threads``: ONNX Runtime intra-op threads; ``cache_ttl``: seconds; ``optimization``:
         ONNX Runtime's graph optimisation level."""
     def embed(self, texts: str | Iterable[str]) -> _F32Array:

@@ -47,7 +47,9 @@ pub(crate) fn embed_texts(
 /// ``"cls"``) and L2-normalised; an LRU cache (``cache_size`` vectors, entries older than
 /// ``cache_ttl`` seconds recomputed) skips recently seen texts. ``optimization`` is ONNX
 /// Runtime's graph optimisation level (``"none"``, ``"basic"``, ``"extended"``, ``"all"``):
-/// ``"basic"`` by default, the fastest on the default model.
+/// ``"basic"`` by default, the fastest on the default model. ``max_length`` (256),
+/// ``pooling`` and ``normalize`` left at None come from the manifest of a model built by
+/// ``imesde model build`` when there is one.
 #[pyclass(frozen, module = "imesde._imesde")]
 pub(crate) struct TextEmbedder {
     pub(crate) inner: Arc<Embedder>,
@@ -57,21 +59,44 @@ pub(crate) struct TextEmbedder {
 #[pymethods]
 impl TextEmbedder {
     #[new]
-    #[pyo3(signature = (model_path = None, tokenizer_path = None, *, max_length = 256, batch_size = 32, pooling = "mean", normalize = true, threads = None, cache_size = 10_000, cache_ttl = None, optimization = "basic"))]
+    #[pyo3(signature = (model_path = None, tokenizer_path = None, *, max_length = None, batch_size = 32, pooling = None, normalize = None, threads = None, cache_size = 10_000, cache_ttl = None, optimization = "basic"))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
         model_path: Option<&Bound<'_, PyAny>>,
         tokenizer_path: Option<&Bound<'_, PyAny>>,
-        max_length: i64,
+        max_length: Option<i64>,
         batch_size: i64,
-        pooling: &str,
-        normalize: bool,
+        pooling: Option<String>,
+        normalize: Option<bool>,
         threads: Option<i64>,
         cache_size: i64,
         cache_ttl: Option<f64>,
         optimization: &str,
     ) -> PyResult<Self> {
+        let models = py.import("imesde._models")?;
+        let (model, tokenizer, manifest): (String, String, Option<Bound<'_, PyDict>>) = models
+            .call_method1("resolve", (model_path, tokenizer_path))?
+            .extract()?;
+        // A built model's manifest (imesde-model.json) supplies what the caller left out.
+        let from_manifest = |key: &str| -> PyResult<Option<Bound<'_, PyAny>>> {
+            match &manifest {
+                Some(m) => m.get_item(key),
+                None => Ok(None),
+            }
+        };
+        let max_length = match max_length {
+            Some(v) => v,
+            None => from_manifest("max_length")?.map_or(Ok(256), |v| v.extract())?,
+        };
+        let pooling = match pooling {
+            Some(v) => v,
+            None => from_manifest("pooling")?.map_or(Ok("mean".to_owned()), |v| v.extract())?,
+        };
+        let normalize = match normalize {
+            Some(v) => v,
+            None => from_manifest("normalize")?.map_or(Ok(true), |v| v.extract())?,
+        };
         let config = EmbedderConfig {
             max_length: positive("max_length", max_length)?,
             batch_size: positive("batch_size", batch_size)?,
@@ -101,10 +126,6 @@ impl TextEmbedder {
                 })
                 .transpose()?,
         };
-        let models = py.import("imesde._models")?;
-        let (model, tokenizer): (String, String) = models
-            .call_method1("resolve", (model_path, tokenizer_path))?
-            .extract()?;
         let runtime: String = models.call_method0("onnxruntime_library")?.extract()?;
         let embedder = py
             .detach(|| {

