@@ -120,8 +120,13 @@ def bert_graph(weights: dict[str, npt.NDArray[Any]], cfg: BertConfig, name: str 
     ``token_type_ids`` (int64 ``[batch, seq]``), output ``last_hidden_state``
     (``[batch, seq, hidden]``). The graph has the shape of a PyTorch export, so ONNX Runtime's
     transformer optimizer recognises its attention, layer norm and GELU."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    try:
+        import onnx
+        from onnx import TensorProto, helper, numpy_helper
+    except ImportError:
+        raise ModelLoadError(
+            'building models needs the onnx package: pip install "imesde[build]"'
+        ) from None
 
     w = _weights(weights, cfg)
     h, heads = cfg.hidden_size, cfg.num_attention_heads
@@ -316,8 +321,6 @@ def build(
     ``precision="fp32"`` reproduces the checkpoint exactly; ``optimize`` runs ONNX Runtime's
     transformer optimizer (attention, layer norm and GELU fusion) when it recognises the graph.
     """
-    import onnx
-
     source, out = Path(source_dir), Path(out_dir)
     for needed in ("config.json", "model.safetensors", "tokenizer.json"):
         if not (source / needed).is_file():
@@ -333,6 +336,8 @@ def build(
             f"max_length must be between 1 and {cfg.max_position_embeddings}, got {limit}"
         )
     model = bert_graph(read_safetensors(source / "model.safetensors"), cfg, source.name)
+    import onnx
+
     out.mkdir(parents=True, exist_ok=True)
     onnx_path = out / "model.onnx"
     tmp = out / "model.onnx.tmp"
