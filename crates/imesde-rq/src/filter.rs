@@ -64,24 +64,12 @@ impl QuantBook {
     }
 }
 
-/// Quantises `x` to integer codes (truncating; any rounding works, the error is measured) and
-/// returns the scale and the norms `|t q|`, `|x - t q|`, `|x|`, each slightly inflated. Written
-/// in sixteen lanes so it vectorises.
-fn quantize_with_norms(x: &[f32], q: &mut [i16], max_code: f32) -> (f32, [f32; 3]) {
-    #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU supports AVX2 (checked above).
-        return unsafe { quantize_with_norms_avx2(x, q, max_code) };
-    }
-    quantize_with_norms_any(x, q, max_code)
-}
-
-/// The same code compiled for AVX2: wider vectors, the same IEEE operations in the same
-/// order (Rust never fuses or reorders float arithmetic), so the same results.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn quantize_with_norms_avx2(x: &[f32], q: &mut [i16], max_code: f32) -> (f32, [f32; 3]) {
-    quantize_with_norms_any(x, q, max_code)
+avx2_dispatch! {
+    /// Quantises `x` to integer codes (truncating; any rounding works, the error is measured) and
+    /// returns the scale and the norms `|t q|`, `|x - t q|`, `|x|`, each slightly inflated. Written
+    /// in sixteen lanes so it vectorises.
+    fn quantize_with_norms(x: &[f32], q: &mut [i16], max_code: f32) -> (f32, [f32; 3]) =
+        quantize_with_norms_any;
 }
 
 #[inline(always)]
@@ -317,44 +305,20 @@ fn intervals_any(
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-#[allow(clippy::too_many_arguments)]
-fn intervals_avx2(
-    cb: &[f32],
-    t2: f32,
-    scale: &[f32],
-    dots: &[i32],
-    a: f32,
-    err: &[f32],
-    b: f32,
-    norm: &[f32],
-    lo: &mut [f32],
-    hi: &mut [f32],
-) {
-    intervals_any(cb, t2, scale, dots, a, err, b, norm, lo, hi);
-}
-
-#[allow(clippy::too_many_arguments)]
-fn intervals(
-    cb: &[f32],
-    t2: f32,
-    scale: &[f32],
-    dots: &[i32],
-    a: f32,
-    err: &[f32],
-    b: f32,
-    norm: &[f32],
-    lo: &mut [f32],
-    hi: &mut [f32],
-) {
-    #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU supports AVX2 (checked above).
-        unsafe { intervals_avx2(cb, t2, scale, dots, a, err, b, norm, lo, hi) };
-        return;
-    }
-    intervals_any(cb, t2, scale, dots, a, err, b, norm, lo, hi);
+avx2_dispatch! {
+    #[allow(clippy::too_many_arguments)]
+    fn intervals(
+        cb: &[f32],
+        t2: f32,
+        scale: &[f32],
+        dots: &[i32],
+        a: f32,
+        err: &[f32],
+        b: f32,
+        norm: &[f32],
+        lo: &mut [f32],
+        hi: &mut [f32],
+    ) = intervals_any;
 }
 
 /// Minimum of a slice in sixteen independent lanes (vectorises; exact, order-free for min).

@@ -101,22 +101,10 @@ pub(crate) fn costs(
     }
 }
 
-/// Index of the smallest `row[j] + bias[j]` (bias may be empty); ties go to the lowest index.
-#[inline]
-pub(crate) fn argmin(row: &[f32], bias: &[f32]) -> usize {
-    #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU supports AVX2 (checked above).
-        return unsafe { argmin_avx2(row, bias) };
-    }
-    argmin_any(row, bias)
-}
-
-/// The same comparisons on wider vectors, so the same answer.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn argmin_avx2(row: &[f32], bias: &[f32]) -> usize {
-    argmin_any(row, bias)
+avx2_dispatch! {
+    /// Index of the smallest `row[j] + bias[j]` (bias may be empty); ties go to the lowest index.
+    #[inline]
+    pub(crate) fn argmin(row: &[f32], bias: &[f32]) -> usize = argmin_any;
 }
 
 /// Sixteen lanes each keep their first minimum; the lanes are then merged by value and index,
@@ -157,20 +145,9 @@ fn argmin_any(row: &[f32], bias: &[f32]) -> usize {
     if best == usize::MAX { 0 } else { best }
 }
 
-/// The two smallest values of a row (sixteen lanes, then merged).
-fn two_smallest(row: &[f32]) -> (f32, f32) {
-    #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU supports AVX2 (checked above).
-        return unsafe { two_smallest_avx2(row) };
-    }
-    two_smallest_any(row)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn two_smallest_avx2(row: &[f32]) -> (f32, f32) {
-    two_smallest_any(row)
+avx2_dispatch! {
+    /// The two smallest values of a row (sixteen lanes, then merged).
+    fn two_smallest(row: &[f32]) -> (f32, f32) = two_smallest_any;
 }
 
 #[inline(always)]
@@ -387,15 +364,9 @@ pub(crate) fn cluster_sums(
     (sums, counts)
 }
 
-/// `acc += row` in f32.
-fn add_row(acc: &mut [f32], row: &[f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU supports AVX2 (checked above).
-        unsafe { add_row_avx2(acc, row) };
-        return;
-    }
-    add_row_any(acc, row);
+avx2_dispatch! {
+    /// `acc += row` in f32.
+    fn add_row(acc: &mut [f32], row: &[f32]) = add_row_any;
 }
 
 #[inline(always)]
@@ -403,13 +374,6 @@ fn add_row_any(acc: &mut [f32], row: &[f32]) {
     for (a, &v) in acc.iter_mut().zip(row) {
         *a += v;
     }
-}
-
-/// The same element-wise adds on wider vectors, so the same results.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn add_row_avx2(acc: &mut [f32], row: &[f32]) {
-    add_row_any(acc, row);
 }
 
 /// `acc += part` in f64.
