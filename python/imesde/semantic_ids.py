@@ -316,6 +316,29 @@ class CollisionStore(Protocol):
         ...
 
 
+def _claim(
+    keys: Sequence[str],
+    sep: str,
+    count: Callable[[str], int],
+    take: Callable[[str], bool],
+) -> tuple[list[str], dict[str, int]]:
+    """The claim rule both stores share: the first ``k`` stays ``k``, later ones get ``k-1``,
+    ``k-2``, ..., skipping any id ``take`` reports as already handed out. ``count(key)`` is the
+    stored counter (read once per key); returns the ids and each key's new counter."""
+    counts: dict[str, int] = {}
+    out = []
+    for key in keys:
+        n = counts[key] if key in counts else count(key)
+        while True:
+            cand = key if n == 0 else f"{key}{sep}{n}"
+            n += 1
+            if take(cand):
+                break
+        counts[key] = n
+        out.append(cand)
+    return out, counts
+
+
 class InMemoryCollisionStore:
     """A thread-safe store in a dict: unique within one process, gone when it ends."""
 
@@ -334,18 +357,16 @@ class InMemoryCollisionStore:
     def claim(self, keys: Sequence[str], sep: str = "-") -> list[str]:
         """Unique ids for ``keys``: the first ``k`` stays ``k``, later ones get ``k-1``, ``k-2``,
         ... skipping any id already handed out."""
+
+        def take(cand: str) -> bool:
+            if cand in self._issued:
+                return False
+            self._issued.add(cand)
+            return True
+
         with self._lock:
-            out = []
-            for key in keys:
-                n = self._counts.get(key, 0)
-                while True:
-                    cand = key if n == 0 else f"{key}{sep}{n}"
-                    n += 1
-                    if cand not in self._issued:
-                        break
-                self._counts[key] = n
-                self._issued.add(cand)
-                out.append(cand)
+            out, counts = _claim(keys, sep, lambda k: self._counts.get(k, 0), take)
+            self._counts.update(counts)
             return out
 
     def __len__(self) -> int:
@@ -426,25 +447,18 @@ class SQLiteCollisionStore:
         :meth:`InMemoryCollisionStore.claim`)."""
 
         def work(conn: sqlite3.Connection) -> list[str]:
-            counts: dict[str, int] = {}
-            out = []
-            for key in keys:
-                if key not in counts:
-                    row = conn.execute(
-                        "SELECT n FROM imesde_sid_counts WHERE key = ?", (key,)
-                    ).fetchone()
-                    counts[key] = 0 if row is None else int(row[0])
-                n = counts[key]
-                while True:
-                    cand = key if n == 0 else f"{key}{sep}{n}"
-                    n += 1
-                    cur = conn.execute(
-                        "INSERT OR IGNORE INTO imesde_sid_issued (id) VALUES (?)", (cand,)
-                    )
-                    if cur.rowcount == 1:
-                        break
-                counts[key] = n
-                out.append(cand)
+            def count(key: str) -> int:
+                row = conn.execute("SELECT n FROM imesde_sid_counts WHERE key = ?", (key,))
+                found = row.fetchone()
+                return 0 if found is None else int(found[0])
+
+            def take(cand: str) -> bool:
+                cur = conn.execute(
+                    "INSERT OR IGNORE INTO imesde_sid_issued (id) VALUES (?)", (cand,)
+                )
+                return cur.rowcount == 1
+
+            out, counts = _claim(keys, sep, count, take)
             conn.executemany(
                 "INSERT INTO imesde_sid_counts (key, n) VALUES (?, ?)"
                 " ON CONFLICT(key) DO UPDATE SET n = excluded.n",
