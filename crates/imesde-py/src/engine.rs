@@ -433,20 +433,18 @@ impl Engine {
             m
         };
         let engine = Engine::assemble(ring, model, lexical_on)?;
-        if let Some(lexical) = &engine.lexical {
-            // The BM25 index is rebuilt from the held texts: the same documents give the same
-            // statistics, so the same scores.
+        if engine.lexical.is_some() {
+            // The BM25 index is rebuilt from the held texts (read without copying vectors): the
+            // same documents give the same statistics, so the same scores.
             let ring = &engine.ring;
-            let items = py.detach(|| ring.recent(ring.capacity()));
-            let mut guard = lexical.lock();
-            let (index, held) = &mut *guard;
-            for item in items.iter().rev() {
-                if let Some(text) = &item.text
-                    && index.add(item.id, text).is_ok()
-                {
-                    held.insert(item.id);
-                }
-            }
+            py.detach(|| {
+                let end = ring.next_id();
+                let floor = end.saturating_sub(ring.capacity() as u64);
+                let texts: Vec<(u64, Arc<str>)> = (floor..end)
+                    .filter_map(|id| ring.hit(id, 0.0)?.text.map(|t| (id, t)))
+                    .collect();
+                engine.follow_ring(texts.iter().map(|(id, t)| (*id, &**t)));
+            });
         }
         Ok(engine)
     }
@@ -819,26 +817,12 @@ impl Engine {
         let (ids, events) = py
             .detach(|| ring.ingest_matching(vectors, attrs))
             .map_err(CoreError::from)?;
-        if let Some(lexical) = &self.lexical {
-            py.detach(|| {
-                let mut guard = lexical.lock();
-                let (index, held) = &mut *guard;
-                let floor = ring.next_id().saturating_sub(ring.capacity() as u64);
-                for (i, id) in ids.clone().enumerate() {
-                    if let Some(Some(text)) = attrs.texts.get(i)
-                        && id >= floor
-                        && index.add(id, text).is_ok()
-                    {
-                        held.insert(id);
-                    }
-                }
-                while let Some(&oldest) = held.first()
-                    && oldest < floor
-                {
-                    held.pop_first();
-                    let _ = index.remove(oldest);
-                }
-            });
+        if self.lexical.is_some() {
+            let docs = ids
+                .clone()
+                .zip(&attrs.texts)
+                .filter_map(|(id, t)| t.as_deref().map(|t| (id, t)));
+            py.detach(|| self.follow_ring(docs));
         }
         if !events.is_empty() {
             // Delivered with no engine lock held: a callback may search or ingest.
@@ -955,6 +939,29 @@ impl Engine {
             timestamps: attrs.timestamps.clone(),
             metadata,
         })
+    }
+
+    /// Keeps the BM25 index in step with the ring: indexes `docs` (id, text) that the ring
+    /// still holds and drops the documents it has overwritten.
+    fn follow_ring<'t>(&self, docs: impl Iterator<Item = (u64, &'t str)>) {
+        let Some(lexical) = &self.lexical else {
+            return;
+        };
+        let ring = &self.ring;
+        let mut guard = lexical.lock();
+        let (index, held) = &mut *guard;
+        let floor = ring.next_id().saturating_sub(ring.capacity() as u64);
+        for (id, text) in docs {
+            if id >= floor && index.add(id, text).is_ok() {
+                held.insert(id);
+            }
+        }
+        while let Some(&oldest) = held.first()
+            && oldest < floor
+        {
+            held.pop_first();
+            let _ = index.remove(oldest);
+        }
     }
 
     /// BM25 ``(id, score)`` of the items still held, best first.
