@@ -374,13 +374,12 @@ impl Ring {
         vectors: &[f32],
         attrs: &Attributes,
     ) -> Result<(Range<u64>, Vec<Event>)> {
+        if self.standing.is_empty() {
+            return Ok((self.ingest(vectors, attrs)?, Vec::new()));
+        }
         let (n, unit) = self.unit_rows("vector", vectors)?;
         attrs.check(n)?;
         let ts_now = now();
-        if self.standing.is_empty() {
-            let ids = self.write(n, &self.encode_unit(unit), attrs, ts_now);
-            return Ok((ids, Vec::new()));
-        }
         // f32 rings store the unit rows themselves: score from there, without a copy.
         let (prepared, copy) = match self.cfg.storage {
             Storage::F32 => (Prepared::F32(unit), None),
