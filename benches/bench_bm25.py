@@ -29,6 +29,7 @@ from typing import Any
 
 import imesde
 import numpy as np
+from imesde._models import packaged_model
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -141,7 +142,7 @@ def metrics(ranked: Sequence[str], relevant: set[str]) -> tuple[float, float]:
 
 def quality() -> None:
     docs, queries, qrels = debtags()
-    model = imesde.TextEmbedder(max_length=128)
+    model = imesde.TextEmbedder(*packaged_model(), max_length=128)
     engine = imesde.Engine(model, num_shards=16, shard_size=512, lexical=True)
     t = time.perf_counter()
     ids = engine.ingest_batch([d["text"] for d in docs])

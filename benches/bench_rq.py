@@ -32,6 +32,7 @@ from typing import Any
 import imesde
 import numpy as np
 import numpy.typing as npt
+from imesde._models import packaged_model
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 CACHE = Path(__file__).resolve().parent / ".cache"
@@ -56,7 +57,7 @@ def stream_embeddings(n: int = 20_000) -> F32:
                 texts.append(t)
     step = len(texts) / n
     sample = [texts[int(i * step)] for i in range(n)]
-    x = imesde.TextEmbedder().embed(sample)
+    x = imesde.TextEmbedder(*packaged_model()).embed(sample)
     CACHE.mkdir(exist_ok=True)
     np.save(path, x)
     return x

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import imesde
 import numpy as np
+from imesde._models import packaged_model
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 BATCH = 256
@@ -48,7 +49,7 @@ def main() -> None:
         q = json.loads(line)
         queries += [q["query"], q["query_long"]]
     queries = queries[:100]
-    model = imesde.TextEmbedder()
+    model = imesde.TextEmbedder(*packaged_model())
     vectors = model.embed(texts)
     qvecs = model.embed(queries)
     print(
@@ -92,7 +93,7 @@ def main() -> None:
 
     # Text ingestion (embedding included) with 100 standing queries vs none.
     # No cache: both runs embed every text.
-    fresh = imesde.TextEmbedder(cache_size=0)
+    fresh = imesde.TextEmbedder(*packaged_model(), cache_size=0)
     for n in (0, 100):
         engine = imesde.Engine(fresh, num_shards=16, shard_size=2048)
         for q in queries[:n]:
