@@ -19,6 +19,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 from conftest import DATA
+from imesde import _models
 
 Golden = tuple[list[str], npt.NDArray[np.float32]]
 
@@ -335,3 +336,17 @@ def test_cli_builds_int8_with_a_calibration_file(
     assert "int8 vs fp32 on 20 held-out calibration texts" in out.stdout
     vec = imesde.TextEmbedder(tmp_path / "m8").embed(["kernel oops in the scheduler"])
     assert vec.shape == (1, 384)
+
+
+@pytest.mark.model
+def test_cli_model_default_reports_the_cached_build() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "imesde", "model", "default"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "sentence-transformers/all-MiniLM-L6-v2, int8" in out.stdout
+    assert str(_models.cache_dir()) in out.stdout
