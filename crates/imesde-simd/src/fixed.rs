@@ -139,12 +139,11 @@ fixed_driver!(
 mod x86 {
     use super::{LANES, ROW_BLOCK};
     use std::arch::x86_64::{
-        __m256, __m256i, __m512, __mmask16, _mm_add_ps, _mm_add_ss, _mm_cvtss_f32, _mm_movehdup_ps,
+        __m256, __m256i, __m512, _mm_add_ps, _mm_add_ss, _mm_cvtss_f32, _mm_movehdup_ps,
         _mm_movehl_ps, _mm256_add_ps, _mm256_castpd_ps, _mm256_castps256_ps128,
         _mm256_extractf128_ps, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_maskload_ps,
         _mm256_set_epi32, _mm256_setzero_ps, _mm512_castps_pd, _mm512_castps512_ps256,
-        _mm512_extractf64x4_pd, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_maskz_loadu_ps,
-        _mm512_setzero_ps,
+        _mm512_extractf64x4_pd,
     };
 
     /// The fixed tree on the eight partial sums `s8[i] = l[i] + l[i + 8]`.
@@ -171,38 +170,9 @@ mod x86 {
         q: &[f32],
         dim: usize,
     ) -> [[f32; Q]; R] {
-        let (xp, qp) = (x.as_ptr(), q.as_ptr());
-        let mut acc = [[_mm512_setzero_ps(); Q]; R];
-        let mut qv: [__m512; Q] = [_mm512_setzero_ps(); Q];
-        let mut i = 0;
-        // SAFETY: x holds R rows and q holds Q queries of dim values (caller); full loads stay
-        // below i + 16 <= dim and the tail load is masked to the dim - i lanes left.
-        unsafe {
-            while i + LANES <= dim {
-                for j in 0..Q {
-                    qv[j] = _mm512_loadu_ps(qp.add(j * dim + i));
-                }
-                for r in 0..R {
-                    let xv = _mm512_loadu_ps(xp.add(r * dim + i));
-                    for j in 0..Q {
-                        acc[r][j] = _mm512_fmadd_ps(xv, qv[j], acc[r][j]);
-                    }
-                }
-                i += LANES;
-            }
-            if i < dim {
-                let m: __mmask16 = ((1u32 << (dim - i)) - 1) as __mmask16;
-                for j in 0..Q {
-                    qv[j] = _mm512_maskz_loadu_ps(m, qp.add(j * dim + i));
-                }
-                for r in 0..R {
-                    let xv = _mm512_maskz_loadu_ps(m, xp.add(r * dim + i));
-                    for j in 0..Q {
-                        acc[r][j] = _mm512_fmadd_ps(xv, qv[j], acc[r][j]);
-                    }
-                }
-            }
-        }
+        // SAFETY: x holds R rows and q holds Q queries of dim values (caller); the shared
+        // accumulation adds element i into lane i % 16 in increasing i, as this module needs.
+        let acc = unsafe { crate::x86::acc_f32_512::<R, Q>(x.as_ptr(), q.as_ptr(), dim) };
         let mut out = [[0.0f32; Q]; R];
         for r in 0..R {
             for j in 0..Q {

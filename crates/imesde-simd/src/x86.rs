@@ -104,13 +104,15 @@ macro_rules! drivers {
 // ---------------------------------------------------------------------------------------------
 // AVX-512
 
+/// The sixteen-lane FMA accumulators of an `R x Q` tile (element `i` into lane `i % 16`, in
+/// increasing `i`, the tail masked to zero); the callers choose how to reduce them.
 #[target_feature(enable = "avx512f")]
 #[inline]
-unsafe fn tile_f32_512<const R: usize, const Q: usize>(
+pub(crate) unsafe fn acc_f32_512<const R: usize, const Q: usize>(
     x: *const f32,
     q: *const f32,
     dim: usize,
-) -> [[f32; Q]; R] {
+) -> [[__m512; Q]; R] {
     let mut acc = [[_mm512_setzero_ps(); Q]; R];
     let mut qv: [__m512; Q] = [_mm512_setzero_ps(); Q];
     let mut i = 0;
@@ -142,6 +144,18 @@ unsafe fn tile_f32_512<const R: usize, const Q: usize>(
             }
         }
     }
+    acc
+}
+
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn tile_f32_512<const R: usize, const Q: usize>(
+    x: *const f32,
+    q: *const f32,
+    dim: usize,
+) -> [[f32; Q]; R] {
+    // SAFETY: forwarded from the caller.
+    let acc = unsafe { acc_f32_512::<R, Q>(x, q, dim) };
     let mut out = [[0.0f32; Q]; R];
     for r in 0..R {
         for j in 0..Q {
