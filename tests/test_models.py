@@ -49,6 +49,17 @@ def write_safetensors(path: Path, tensors: dict[str, npt.NDArray[np.float32]]) -
     path.write_bytes(struct.pack("<Q", len(head)) + head + b"".join(blobs))
 
 
+def imesde_model(*args: str) -> subprocess.CompletedProcess[str]:
+    """Runs ``python -m imesde model ARGS...``."""
+    return subprocess.run(
+        [sys.executable, "-m", "imesde", "model", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
 @pytest.mark.model
 def test_built_fp32_model_reproduces_sentence_transformers(golden: Golden, tmp_path: Path) -> None:
     texts, reference = golden
@@ -210,30 +221,16 @@ def test_bad_checkpoints_are_clear_errors(tmp_path: Path) -> None:
 
 @pytest.mark.model
 def test_cli_builds_and_checks(tmp_path: Path) -> None:
-    run = [sys.executable, "-m", "imesde", "model"]
-    out = subprocess.run(
-        [*run, "build", str(checkpoint()), str(tmp_path / "m"), "--no-optimize"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    out = imesde_model("build", str(checkpoint()), str(tmp_path / "m"), "--no-optimize")
     assert out.returncode == 0, out.stderr
     assert "6 layers, 384 dims, mean pooling" in out.stdout
-    out = subprocess.run(
-        [
-            *run,
-            "check",
-            str(tmp_path / "m"),
-            str(DATA / "golden_texts.jsonl"),
-            str(DATA / "golden_minilm_l6_st.npy"),
-            "--min-cosine",
-            "0.99999",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
+    out = imesde_model(
+        "check",
+        str(tmp_path / "m"),
+        str(DATA / "golden_texts.jsonl"),
+        str(DATA / "golden_minilm_l6_st.npy"),
+        "--min-cosine",
+        "0.99999",
     )
     assert out.returncode == 0, out.stderr
     assert "406 texts" in out.stdout
@@ -312,24 +309,14 @@ def test_cli_builds_int8_with_a_calibration_file(
 ) -> None:
     calib = tmp_path / "calib.txt"
     calib.write_text("\n".join(item["text"] for item in stream[100:140]) + "\n", encoding="utf-8")
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "imesde",
-            "model",
-            "build",
-            str(checkpoint()),
-            str(tmp_path / "m8"),
-            "--precision",
-            "int8",
-            "--calibration",
-            str(calib),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
+    out = imesde_model(
+        "build",
+        str(checkpoint()),
+        str(tmp_path / "m8"),
+        "--precision",
+        "int8",
+        "--calibration",
+        str(calib),
     )
     assert out.returncode == 0, out.stderr
     assert "int8" in out.stdout
@@ -340,13 +327,7 @@ def test_cli_builds_int8_with_a_calibration_file(
 
 @pytest.mark.model
 def test_cli_model_default_reports_the_cached_build() -> None:
-    out = subprocess.run(
-        [sys.executable, "-m", "imesde", "model", "default"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    out = imesde_model("default")
     assert out.returncode == 0, out.stderr
     assert "sentence-transformers/all-MiniLM-L6-v2, int8" in out.stdout
     assert str(_models.cache_dir()) in out.stdout

@@ -36,39 +36,42 @@ from imesde.exceptions import InvalidValueError, ModelLoadError
 GELU_MIN = 0.1700
 #: SmoothQuant strengths tried for each kind of layer.
 ALPHAS = (0.35, 0.5, 0.65, 0.8, 0.9)
-#: The kinds of weight MatMul in a BERT layer: query/key/value (input: a LayerNorm output),
-#: attention output (input: attention context), FFN in (LayerNorm output), FFN out (GELU output).
-KINDS = ("qkv", "attn_out", "ffn_in", "ffn_out")
 
 _F32 = npt.NDArray[np.float32]
 
 
 def calibration_texts(source: str | os.PathLike[str] | Iterable[str] | None) -> list[str]:
-    """Calibration texts: a list of strings, a ``.txt`` file (one per line), a ``.jsonl`` file
-    (a ``text`` field per line) or None for the set that ships with imesde (512 Debian
-    changelog entries and package descriptions)."""
-    if source is None:
-        raw = resources.files("imesde").joinpath("data/calibration.jsonl").read_text("utf-8")
-        return [json.loads(line)["text"] for line in raw.splitlines() if line.strip()]
-    if isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        if not path.is_file():
-            raise InvalidValueError(f"calibration file not found: {path}")
-        lines = [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
-        if path.suffix == ".jsonl":
-            try:
-                return [str(json.loads(ln)["text"]) for ln in lines]
-            except (ValueError, KeyError, TypeError) as e:
-                raise InvalidValueError(f"{path}: every line needs a 'text' field ({e})") from None
-        return lines
-    texts = list(source)
-    if not all(isinstance(t, str) for t in texts):
-        raise InvalidValueError("calibration texts must be strings")
+    """Calibration texts (at least 16): a list of strings, a ``.txt`` file (one per line), a
+    ``.jsonl`` file (a ``text`` field per line) or None for the set that ships with imesde
+    (512 Debian changelog entries and package descriptions)."""
+    if source is None or isinstance(source, (str, os.PathLike)):
+        if source is None:
+            where = "imesde/data/calibration.jsonl"
+            raw = resources.files("imesde").joinpath("data/calibration.jsonl").read_text("utf-8")
+            jsonl = True
+        else:
+            path = Path(source)
+            if not path.is_file():
+                raise InvalidValueError(f"calibration file not found: {path}")
+            where, raw, jsonl = str(path), path.read_text(encoding="utf-8"), path.suffix == ".jsonl"
+        lines = [ln for ln in raw.splitlines() if ln.strip()]
+        try:
+            texts = [str(json.loads(ln)["text"]) for ln in lines] if jsonl else lines
+        except (ValueError, KeyError, TypeError) as e:
+            raise InvalidValueError(f"{where}: every line needs a 'text' field ({e})") from None
+    else:
+        texts = list(source)
+        if not all(isinstance(t, str) for t in texts):
+            raise InvalidValueError("calibration texts must be strings")
+    if len(texts) < 16:
+        raise InvalidValueError(f"int8 calibration needs at least 16 texts, got {len(texts)}")
     return texts
 
 
 def kind_of(prefix: str) -> str:
-    """The kind of a weight from its checkpoint name (``encoder.layer.3.intermediate.dense``)."""
+    """The kind of a weight from its checkpoint name (``encoder.layer.3.intermediate.dense``):
+    ``"qkv"`` (query/key/value; input a LayerNorm output), ``"attn_out"`` (input the attention
+    context), ``"ffn_in"`` (a LayerNorm output) or ``"ffn_out"`` (a GELU output)."""
     if ".attention.self." in prefix:
         return "qkv"
     if ".attention.output." in prefix:
@@ -119,8 +122,9 @@ class Runner:
         tok.no_padding()
         tok.enable_truncation(max_length)
         encodings = tok.encode_batch(list(texts))
+        # Sorted by length like TextEmbedder; embeddings come back in this order, the same
+        # for every model compared.
         order = sorted(range(len(encodings)), key=lambda i: len(encodings[i].ids))
-        self.order = order
         self.batches: list[tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]] = []
         for start in range(0, len(order), 32):
             chunk = [encodings[i] for i in order[start : start + 32]]
@@ -246,12 +250,11 @@ def quantize(
 
         smooth = np.ones(k, np.float32)
         alpha = alphas.get(kind)
+        xs = x
         if alpha is not None and kind != "attn_out":
             a = np.maximum(ranges[prefix], 1e-5)
             w_max = np.maximum(np.max([np.abs(w).max(1) for w in weights], 0), 1e-5)
             smooth = (a**alpha / w_max ** (1 - alpha)).astype(np.float32)
-        xs = x
-        if alpha is not None and kind != "attn_out":
             xs = op("Mul", [x, const((1.0 / smooth).astype(np.float32), "inv_smooth")], "xs")
         shift = None
         if kind == "ffn_out":
@@ -352,8 +355,6 @@ def build_int8(
 ) -> tuple[Any, dict[str, Any]]:
     """The int8 model for the fp32 ``model`` and a report: the chosen alphas, the layers kept
     in fp32 and the agreement with fp32 on the held-out half of ``texts``."""
-    if len(texts) < 16:
-        raise InvalidValueError(f"int8 calibration needs at least 16 texts, got {len(texts)}")
     fit = Runner(tokenizer, texts[0::2], max_length, pooling)
     held_out = Runner(tokenizer, texts[1::2], max_length, pooling)
     ranges = activation_ranges(model, fit)
@@ -366,26 +367,32 @@ def build_int8(
         }
     )
 
-    def score(alphas: dict[str, float], keep: Callable[[str], bool]) -> dict[str, float]:
-        return agreement(held_out.embed(quantize(model, ranges, alphas, keep)), reference)
+    def trial(
+        alphas: dict[str, float], keep: Callable[[str], bool]
+    ) -> tuple[Any, dict[str, float]]:
+        """The int8 model for these choices and its agreement with fp32 on held-out texts."""
+        candidate = quantize(model, ranges, alphas, keep)
+        return candidate, agreement(held_out.embed(candidate), reference)
+
+    def score(alphas: dict[str, float], keep: Callable[[str], bool]) -> float:
+        return trial(alphas, keep)[1]["mean"]
 
     # The best smoothing strength for each kind, the others left in fp32.
     alphas: dict[str, float] = {}
     for kind in ("qkv", "ffn_in", "ffn_out"):
-        trials = {a: score({kind: a}, partial(_other_kind, kind))["mean"] for a in ALPHAS}
+        trials = {a: score({kind: a}, partial(_other_kind, kind)) for a in ALPHAS}
         alphas[kind] = max(trials, key=trials.__getitem__)
     kept: set[str] = set()
-    result = score(alphas, partial(_in_groups, kept))
+    final, result = trial(alphas, partial(_in_groups, kept))
     if result["mean"] < min_mean or result["min"] < min_cosine:
         # Keep the groups (layer:kind) that cost the most in fp32 until the model agrees.
         groups = sorted({_group(p) for p in prefixes})
-        cost = {grp: score(alphas, partial(_other_group, grp))["mean"] for grp in groups}
+        cost = {grp: score(alphas, partial(_other_group, grp)) for grp in groups}
         for grp in sorted(groups, key=cost.__getitem__):
             kept.add(grp)
-            result = score(alphas, partial(_in_groups, kept))
+            final, result = trial(alphas, partial(_in_groups, kept))
             if result["mean"] >= min_mean and result["min"] >= min_cosine:
                 break
-    final = quantize(model, ranges, alphas, partial(_in_groups, kept))
     report = {
         "scheme": "w8a8: int8 per-channel weights, uint8 per-token activations, SmoothQuant",
         "alpha": alphas,

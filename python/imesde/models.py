@@ -353,18 +353,20 @@ def build(
         raise InvalidValueError(
             f"max_length must be between 1 and {cfg.max_position_embeddings}, got {limit}"
         )
+    from imesde import _quantize
+
+    # Calibration texts are checked before the weights are read.
+    texts = _quantize.calibration_texts(calibration) if precision == "int8" else []
     model = bert_graph(read_safetensors(source / "model.safetensors"), cfg, source.name)
     import onnx
 
     pooling = _pooling(source)
     report = None
     if precision == "int8":
-        from imesde import _quantize
-
         model, report = _quantize.build_int8(
             model,
             source / "tokenizer.json",
-            _quantize.calibration_texts(calibration),
+            texts,
             max_length=limit,
             pooling=pooling,
             min_mean=min_mean,
