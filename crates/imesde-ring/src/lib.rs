@@ -17,6 +17,7 @@
 
 mod error;
 mod item;
+mod par;
 mod ring;
 mod snapshot;
 mod standing;

@@ -8,6 +8,7 @@ use parking_lot::RwLock;
 use rayon::prelude::*;
 
 use crate::item::{meta_bytes, text_bytes};
+use crate::par;
 use crate::standing::{Event, Standing, StandingSpec};
 use crate::{Attributes, Filter, Hit, Item, Metadata, Result, RingError};
 
@@ -293,19 +294,23 @@ impl Ring {
         )
     }
 
-    /// Runs `f` on every shard under its read lock; in parallel when the scan of `nq` queries
-    /// is worth waking the pool for.
-    fn map_shards<T: Send>(&self, nq: usize, f: impl Fn(&Shard) -> T + Sync + Send) -> Vec<T> {
+    /// Folds `step(acc, shard)` over every shard under its read lock, in parallel when the
+    /// scan of `nq` queries is worth waking the pool for; one accumulator per thread.
+    fn fold_shards<A: Send>(
+        &self,
+        nq: usize,
+        init: impl Fn() -> A + Sync,
+        step: impl Fn(&mut A, &Shard) + Sync,
+    ) -> Vec<A> {
         let held = self
             .next_id
             .load(Ordering::Relaxed)
             .min(self.capacity() as u64) as usize;
         let work = held.saturating_mul(self.cfg.dim).saturating_mul(nq);
-        if PARALLEL.load(Ordering::Relaxed) && self.shards.len() > 1 && work >= PARALLEL_MIN_WORK {
-            self.shards.par_iter().map(|s| f(&s.read())).collect()
-        } else {
-            self.shards.iter().map(|s| f(&s.read())).collect()
-        }
+        let parallel = PARALLEL.load(Ordering::Relaxed) && work >= PARALLEL_MIN_WORK;
+        par::fold(self.shards.len(), parallel, init, |acc, i| {
+            step(acc, &self.shards[i].read());
+        })
     }
 
     /// Checks the length and values of `vectors.len() / dim` rows and L2-normalises them.
@@ -530,13 +535,14 @@ impl Ring {
     }
 
     /// Scores `nq` queries against the written slots of `shard`, chunk by chunk, calling
-    /// `visit(query, slot, score)` for every slot.
+    /// `visit(query, first_slot, scores)` with the scores of slots `first_slot..` for that
+    /// query.
     fn scan_shard(
         &self,
         shard: &Shard,
         q: &Query,
         nq: usize,
-        mut visit: impl FnMut(usize, usize, f32),
+        mut visit: impl FnMut(usize, usize, &[f32]),
     ) {
         let dim = self.cfg.dim;
         let k = self.kernels;
@@ -546,19 +552,14 @@ impl Ring {
         while start < shard.high {
             let end = (start + CHUNK).min(shard.high);
             let m = end - start;
+            fbuf.resize(nq * m, 0.0);
             match (&shard.vectors, q) {
                 (Vectors::F32(v), Query::F32(qs)) => {
-                    fbuf.resize(nq * m, 0.0);
                     let rows = &v[start * dim..end * dim];
                     if nq == 1 {
                         k.scan_f32(qs, rows, &mut fbuf);
                     } else {
                         k.scan_multi_f32(qs, nq, rows, &mut fbuf);
-                    }
-                    for j in 0..nq {
-                        for r in 0..m {
-                            visit(j, start + r, fbuf[j * m + r]);
-                        }
                     }
                 }
                 (
@@ -575,17 +576,21 @@ impl Ring {
                     } else {
                         k.scan_multi_i8(qc, nq, rows, &mut ibuf);
                     }
-                    for j in 0..nq {
-                        for r in 0..m {
-                            visit(
-                                j,
-                                start + r,
-                                ibuf[j * m + r] as f32 * (scales[start + r] * qs[j]),
-                            );
+                    let row_scales = &scales[start..end];
+                    for ((f, i), &qs) in fbuf
+                        .chunks_exact_mut(m)
+                        .zip(ibuf.chunks_exact(m))
+                        .zip(qs.iter())
+                    {
+                        for ((f, &i), &s) in f.iter_mut().zip(i).zip(row_scales) {
+                            *f = i as f32 * (s * qs);
                         }
                     }
                 }
                 _ => unreachable!("queries are prepared for this ring's storage"),
+            }
+            for (j, row) in fbuf.chunks_exact(m).enumerate() {
+                visit(j, start, row);
             }
             start = end;
         }
@@ -607,23 +612,33 @@ impl Ring {
         }
         let (_, q) = self.prepare_queries(query)?;
         self.searches.fetch_add(1, Ordering::Relaxed);
-        let per_shard = self.map_shards(1, |shard| {
-            let mut top = TopK::new(k);
-            let plain = filter.is_empty();
-            self.scan_shard(shard, &q, 1, |_, slot, score| {
-                let id = shard.ids[slot];
-                // Newer first on ties: the key orders ascending.
-                let key = EMPTY - id;
-                if id != EMPTY
-                    && top.accepts(score, key)
-                    && (plain || filter.matches(shard.ts[slot], shard.meta[slot].as_deref()))
-                {
-                    top.push(score, key);
-                }
-            });
-            top.into_sorted_vec()
-                .into_iter()
-                .map(|(score, key)| {
+        let plain = filter.is_empty();
+        // Each thread keeps the best `k` it has seen over all its shards (`seen`): an item
+        // that does not enter it cannot be in the global top-k, and its floor rises from
+        // shard to shard, so most score blocks are skipped. What enters it also enters the
+        // shard's own top-k, read out as hits while the shard's lock is held.
+        let per_thread = self.fold_shards(
+            1,
+            || (TopK::new(k), Vec::new()),
+            |(seen, hits): &mut (TopK, Vec<Hit>), shard| {
+                let mut top = TopK::new(k);
+                self.scan_shard(shard, &q, 1, |_, first, scores| {
+                    seen.offer_scores(scores, |seen, r, score| {
+                        let slot = first + r;
+                        let id = shard.ids[slot];
+                        // Newer first on ties: the key orders ascending.
+                        let key = EMPTY - id;
+                        if id != EMPTY
+                            && seen.accepts(score, key)
+                            && (plain
+                                || filter.matches(shard.ts[slot], shard.meta[slot].as_deref()))
+                        {
+                            seen.push(score, key);
+                            top.push(score, key);
+                        }
+                    });
+                });
+                hits.extend(top.into_sorted_vec().into_iter().map(|(score, key)| {
                     let id = EMPTY - key;
                     let (_, slot) = self.slot_of(id);
                     Hit {
@@ -633,10 +648,10 @@ impl Ring {
                         ts: shard.ts[slot],
                         metadata: shard.meta[slot].clone(),
                     }
-                })
-                .collect::<Vec<_>>()
-        });
-        let mut hits: Vec<Hit> = per_shard.into_iter().flatten().collect();
+                }));
+            },
+        );
+        let mut hits: Vec<Hit> = per_thread.into_iter().flat_map(|(_, h)| h).collect();
         hits.sort_unstable_by(|a, b| b.score.total_cmp(&a.score).then(b.id.cmp(&a.id)));
         hits.truncate(k);
         Ok(hits)
@@ -653,20 +668,26 @@ impl Ring {
         }
         let (nq, q) = self.prepare_queries(queries)?;
         self.searches.fetch_add(nq as u64, Ordering::Relaxed);
-        let per_shard = self.map_shards(nq, |shard| {
-            let mut tops: Vec<TopK> = (0..nq).map(|_| TopK::new(k)).collect();
-            self.scan_shard(shard, &q, nq, |j, slot, score| {
-                let id = shard.ids[slot];
-                if id != EMPTY {
-                    tops[j].push(score, EMPTY - id);
-                }
-            });
-            (shard.len, tops)
-        });
-        let held: usize = per_shard.iter().map(|(len, _)| len).sum();
+        // One top-k per query and thread, its floor carried from shard to shard.
+        let per_thread = self.fold_shards(
+            nq,
+            || (0, (0..nq).map(|_| TopK::new(k)).collect::<Vec<_>>()),
+            |(held, tops): &mut (usize, Vec<TopK>), shard| {
+                *held += shard.len;
+                self.scan_shard(shard, &q, nq, |j, first, scores| {
+                    tops[j].offer_scores(scores, |top, r, score| {
+                        let id = shard.ids[first + r];
+                        if id != EMPTY {
+                            top.push(score, EMPTY - id);
+                        }
+                    });
+                });
+            },
+        );
+        let held: usize = per_thread.iter().map(|(held, _)| held).sum();
         let kk = k.min(held);
         let mut merged: Vec<TopK> = (0..nq).map(|_| TopK::new(kk)).collect();
-        for (_, tops) in per_shard {
+        for (_, tops) in per_thread {
             for (m, t) in merged.iter_mut().zip(tops) {
                 m.merge(t);
             }

@@ -100,8 +100,13 @@ fn hit_reads_an_item_without_its_vector() {
 
 #[test]
 fn search_is_exact_with_filters() {
-    let (dim, n) = (33, 500);
-    let r = ring(dim, 7, 100, Storage::F32);
+    // Small enough to scan on the calling thread, and large enough for the parallel scan.
+    search_is_exact_with_filters_at(33, 500, 100);
+    search_is_exact_with_filters_at(256, 3000, 500);
+}
+
+fn search_is_exact_with_filters_at(dim: usize, n: usize, shard_size: usize) {
+    let r = ring(dim, 7, shard_size, Storage::F32);
     let mut rng = Rng(2);
     let data = rng.vecs(n, dim);
     let attrs = Attributes {
@@ -163,6 +168,37 @@ fn search_is_exact_with_filters() {
                 assert_eq!(h.ts, *i as f64);
             }
         }
+    }
+}
+
+#[test]
+fn equal_scores_put_the_newer_item_first_across_shards() {
+    // 64 copies of one vector among other vectors, spread over every shard; scans big
+    // enough to run in parallel must still return the newest copies, newest first.
+    let dim = 256;
+    let r = ring(dim, 5, 400, Storage::F32);
+    let mut rng = Rng(8);
+    let target = rng.vecs(1, dim);
+    let mut data = Vec::new();
+    let mut copies = Vec::new();
+    for i in 0..1800 {
+        if i % 28 == 0 && copies.len() < 64 {
+            copies.push(i as u64);
+            data.extend_from_slice(&target);
+        } else {
+            data.extend(rng.vecs(1, dim));
+        }
+    }
+    r.ingest(&data, &Attributes::default()).unwrap();
+    for k in [1, 10, 64] {
+        let want: Vec<u64> = copies.iter().rev().take(k).copied().collect();
+        let hits = r.search(&target, k, &Filter::default()).unwrap();
+        assert_eq!(hits.iter().map(|h| h.id).collect::<Vec<_>>(), want, "k={k}");
+        let b = r
+            .search_batch(&[target.clone(), target.clone()].concat(), k)
+            .unwrap();
+        assert_eq!(&b.ids[..k], want.as_slice());
+        assert_eq!(&b.ids[k..], want.as_slice());
     }
 }
 

@@ -47,6 +47,52 @@ impl TopK {
         self.k > 0 && (self.heap.len() < self.k || better((score, key), self.heap[0]))
     }
 
+    /// The lowest score that can still enter: `-inf` until `k` pairs are kept, then the
+    /// worst kept score (a pair with an equal score enters only with a smaller key).
+    #[inline]
+    #[must_use]
+    pub fn floor(&self) -> f32 {
+        match self.heap.first() {
+            _ if self.k == 0 => f32::INFINITY,
+            Some(worst) if self.heap.len() == self.k => worst.0,
+            _ => f32::NEG_INFINITY,
+        }
+    }
+
+    /// Calls `offer(self, i, scores[i])` for every `i` whose score reaches [`TopK::floor`],
+    /// in increasing `i`; blocks of 32 scores whose maximum is below the floor are skipped
+    /// with one comparison. `offer` decides what to push (it may check a filter first).
+    #[inline]
+    pub fn offer_scores(&mut self, scores: &[f32], mut offer: impl FnMut(&mut Self, usize, f32)) {
+        const BLOCK: usize = 32;
+        const LANES: usize = 8;
+        for (b, block) in scores.chunks(BLOCK).enumerate() {
+            let floor = self.floor();
+            // Eight independent lanes with `if s > m` (not `f32::max`, whose NaN rule keeps
+            // the compiler from reordering) become packed max instructions.
+            let mut lanes = [f32::NEG_INFINITY; LANES];
+            let mut parts = block.chunks_exact(LANES);
+            for part in &mut parts {
+                for (m, &s) in lanes.iter_mut().zip(part) {
+                    *m = if s > *m { s } else { *m };
+                }
+            }
+            let max = parts
+                .remainder()
+                .iter()
+                .chain(&lanes)
+                .fold(f32::NEG_INFINITY, |m, &s| if s > m { s } else { m });
+            if max < floor {
+                continue;
+            }
+            for (i, &s) in block.iter().enumerate() {
+                if s >= self.floor() {
+                    offer(self, b * BLOCK + i, s);
+                }
+            }
+        }
+    }
+
     /// Offers a pair; returns whether it was kept.
     #[inline]
     pub fn push(&mut self, score: f32, key: u64) -> bool {
@@ -151,6 +197,35 @@ mod tests {
                 assert_eq!(top_k(&scores, k), reference(&scores, k), "n={n} k={k}");
             }
         }
+    }
+
+    #[test]
+    fn offer_scores_sees_every_pair_that_could_enter() {
+        let mut state = 99u64;
+        for n in [0usize, 1, 15, 16, 17, 100, 1000] {
+            for k in [1usize, 3, 10, 200] {
+                let scores: Vec<f32> = (0..n)
+                    .map(|_| {
+                        state = state
+                            .wrapping_mul(6_364_136_223_846_793_005)
+                            .wrapping_add(1);
+                        ((state >> 33) % 29) as f32 / 8.0 - 1.0
+                    })
+                    .collect();
+                let mut top = TopK::new(k);
+                top.offer_scores(&scores, |t, i, s| {
+                    t.push(s, i as u64);
+                });
+                let got: Vec<(usize, f32)> = top
+                    .into_sorted_vec()
+                    .into_iter()
+                    .map(|(s, i)| (i as usize, s))
+                    .collect();
+                assert_eq!(got, reference(&scores, k), "n={n} k={k}");
+            }
+        }
+        let mut none = TopK::new(0);
+        none.offer_scores(&[1.0, 2.0], |_, _, _| panic!("k = 0 takes nothing"));
     }
 
     #[test]

@@ -1,0 +1,193 @@
+//! Fork-join over a handful of large tasks (one per shard) in which the calling thread works
+//! too.
+//!
+//! `rayon`'s `par_iter` called from a thread outside its pool (every Python thread) queues
+//! the whole job, blocks the caller and wakes the pool; the caller then sleeps until the
+//! last task ends and must be woken in turn. On a VM, waking a halted vCPU costs tens of
+//! microseconds each way, as much as scanning thousands of rows. Here the caller starts
+//! scanning at once and helpers that the pool wakes join in as they arrive, taking tasks
+//! from a shared counter; the caller never waits for a helper that has not started, only
+//! for the tasks already taken, so a scan is never slower than running it alone.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+use std::sync::{Arc, Mutex};
+
+/// Hands out the task indices to a worker body.
+type Next<'a> = dyn FnMut() -> Option<usize> + 'a;
+/// A worker body: runs tasks while `next` yields their indices.
+type BodyFn<'a> = dyn Fn(&mut Next<'_>) + Sync + 'a;
+/// A worker body with its borrow erased; see [`run`] for why it is never called after the
+/// borrow ends.
+type Body = *const BodyFn<'static>;
+
+struct Shared {
+    /// The next task index to take; `>= n` once all are taken (or the caller gave up).
+    next: AtomicUsize,
+    /// Threads between registering and finishing their tasks.
+    active: AtomicUsize,
+    /// A worker body panicked (its part of the result is missing).
+    panicked: AtomicBool,
+    n: usize,
+    body: Body,
+}
+
+// SAFETY: `body` points to a `Sync` closure and is only called while it is alive (see `run`).
+unsafe impl Send for Shared {}
+// SAFETY: as above; every other field is atomic or immutable.
+unsafe impl Sync for Shared {}
+
+impl Shared {
+    /// Runs the body over tasks taken from the counter, if any is left.
+    fn work(&self) {
+        // Register before taking a task: the owner waits for `active == 0` after the counter
+        // passed `n`, so whoever took a task below `n` is waited for.
+        self.active.fetch_add(1, SeqCst);
+        let first = self.next.fetch_add(1, SeqCst);
+        if first < self.n {
+            let mut pending = Some(first);
+            let mut next = || {
+                pending.take().or_else(|| {
+                    let i = self.next.fetch_add(1, SeqCst);
+                    (i < self.n).then_some(i)
+                })
+            };
+            // SAFETY: a task below `n` was taken while registered, so the owner is still
+            // inside `run` (it returns only after `active` drops to 0 with the counter past
+            // `n`) and the closure behind `body` is alive.
+            let result = catch_unwind(AssertUnwindSafe(|| unsafe { (*self.body)(&mut next) }));
+            if result.is_err() {
+                self.panicked.store(true, SeqCst);
+            }
+        }
+        self.active.fetch_sub(1, SeqCst);
+    }
+}
+
+/// Closes the counter and waits for tasks in flight, also while the owner unwinds.
+struct Close<'a>(&'a Shared);
+
+impl Drop for Close<'_> {
+    fn drop(&mut self) {
+        self.0.next.fetch_max(self.0.n, SeqCst);
+        let mut spins = 0u32;
+        while self.0.active.load(SeqCst) != 0 {
+            if spins < 1 << 12 {
+                std::hint::spin_loop();
+                spins += 1;
+            } else {
+                std::thread::yield_now();
+            }
+        }
+    }
+}
+
+/// Runs `body(next)` on the calling thread and on up to `helpers` pool threads; across all
+/// of them, `next()` yields each index of `0..n` once.
+fn run(n: usize, helpers: usize, body: &BodyFn<'_>) {
+    // SAFETY: only the lifetime is erased. Helpers call `body` only after taking an index
+    // below `n` while registered in `active`; `Close` (run on return and on unwind) pushes
+    // the counter past `n` and waits until no helper is registered, so no call starts or is
+    // in flight once this function returns, and later helpers find the counter past `n`.
+    let body: Body = unsafe { std::mem::transmute::<&BodyFn<'_>, Body>(body) };
+    let shared = Arc::new(Shared {
+        next: AtomicUsize::new(0),
+        active: AtomicUsize::new(0),
+        panicked: AtomicBool::new(false),
+        n,
+        body,
+    });
+    for _ in 0..helpers {
+        let s = Arc::clone(&shared);
+        rayon::spawn(move || s.work());
+    }
+    {
+        let _close = Close(&shared);
+        shared.work();
+    }
+    assert!(
+        !shared.panicked.load(SeqCst),
+        "a parallel scan task panicked"
+    );
+}
+
+/// Folds `step(acc, i)` over `i` in `0..n`, computed by the calling thread and, when
+/// `parallel`, by idle pool threads as they wake: one accumulator (from `init`) per thread
+/// that took part, so state such as a top-k floor carries from one task to the next.
+pub(crate) fn fold<A: Send>(
+    n: usize,
+    parallel: bool,
+    init: impl Fn() -> A + Sync,
+    step: impl Fn(&mut A, usize) + Sync,
+) -> Vec<A> {
+    let helpers = if parallel {
+        rayon::current_num_threads()
+            .saturating_sub(1)
+            .min(n.saturating_sub(1))
+    } else {
+        0
+    };
+    if helpers == 0 {
+        let mut acc = init();
+        for i in 0..n {
+            step(&mut acc, i);
+        }
+        return vec![acc];
+    }
+    let done = Mutex::new(Vec::with_capacity(helpers + 1));
+    run(n, helpers, &|next| {
+        let mut acc = init();
+        while let Some(i) = next() {
+            step(&mut acc, i);
+        }
+        done.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(acc);
+    });
+    done.into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fold;
+
+    fn squares(n: usize, parallel: bool) -> Vec<usize> {
+        let parts = fold(n, parallel, Vec::new, |acc: &mut Vec<(usize, usize)>, i| {
+            acc.push((i, i * i));
+        });
+        let mut all: Vec<(usize, usize)> = parts.into_iter().flatten().collect();
+        all.sort_unstable();
+        all.into_iter().map(|(_, v)| v).collect()
+    }
+
+    #[test]
+    fn every_index_once() {
+        for n in [0, 1, 2, 3, 16, 257] {
+            for parallel in [false, true] {
+                assert_eq!(
+                    squares(n, parallel),
+                    (0..n).map(|i| i * i).collect::<Vec<_>>()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn borrowed_state_outlives_helpers() {
+        // Many short folds over borrowed data: a helper that wakes late must find nothing.
+        for round in 0..2000usize {
+            let data: Vec<usize> = (0..8).map(|i| i + round).collect();
+            let sums = fold(data.len(), true, || 0, |acc, i| *acc += data[i]);
+            assert_eq!(sums.iter().sum::<usize>(), data.iter().sum::<usize>());
+        }
+    }
+
+    #[test]
+    fn a_panicking_task_reaches_the_caller() {
+        let r = std::panic::catch_unwind(|| {
+            fold(64, true, || (), |(), i| assert!(i != 40, "task 40"));
+        });
+        assert!(r.is_err());
+    }
+}
