@@ -4,8 +4,9 @@
 //! lives in shard `id % num_shards`, slot `(id / num_shards) % shard_size`, so the item that a
 //! new one overwrites is always the globally oldest: the ring keeps exactly the newest
 //! `capacity` items. Each shard has its own lock: writers to different shards, and readers,
-//! proceed at the same time. Search scans every shard in parallel (rayon) with the SIMD
-//! kernels of `imesde-simd`, keeps a per-shard exact top-k and merges them.
+//! proceed at the same time. Search scans the shards with the SIMD kernels of `imesde-simd`
+//! on the calling thread and on rayon pool threads that join as they wake (`par`), each
+//! thread keeping an exact top-k over the shards it scanned; the top-ks are merged.
 //!
 //! Vectors are stored L2-normalised, so scores are cosine similarities. With
 //! [`Storage::Int8`] each vector is kept as 8-bit codes and one scale (a quarter of the

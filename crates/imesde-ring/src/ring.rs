@@ -82,6 +82,9 @@ pub struct BatchResult {
 pub(crate) const EMPTY: u64 = u64::MAX;
 /// Rows scored per kernel call: bounds the score buffers whatever the shard size.
 const CHUNK: usize = 2048;
+/// Rows per parallel task: a shard larger than this is split, so the threads of a scan end
+/// together whatever the number of shards.
+const TASK_ROWS: usize = 2 * CHUNK;
 /// Below this many multiply-adds a scan runs on the calling thread: waking idle pool
 /// threads costs 0.1-0.2 ms, more than scanning a few hundred rows.
 const PARALLEL_MIN_WORK: usize = 1 << 18;
@@ -294,13 +297,14 @@ impl Ring {
         )
     }
 
-    /// Folds `step(acc, shard)` over every shard under its read lock, in parallel when the
-    /// scan of `nq` queries is worth waking the pool for; one accumulator per thread.
+    /// Folds `step(acc, shard, rows)` over every shard, in row ranges of at most
+    /// `TASK_ROWS` slots, each under the shard's read lock; in parallel when the scan of `nq`
+    /// queries is worth waking the pool for; one accumulator per thread.
     fn fold_shards<A: Send>(
         &self,
         nq: usize,
         init: impl Fn() -> A + Sync,
-        step: impl Fn(&mut A, &Shard) + Sync,
+        step: impl Fn(&mut A, &Shard, Range<usize>) + Sync,
     ) -> Vec<A> {
         let held = self
             .next_id
@@ -308,8 +312,15 @@ impl Ring {
             .min(self.capacity() as u64) as usize;
         let work = held.saturating_mul(self.cfg.dim).saturating_mul(nq);
         let parallel = PARALLEL.load(Ordering::Relaxed) && work >= PARALLEL_MIN_WORK;
-        par::fold(self.shards.len(), parallel, init, |acc, i| {
-            step(acc, &self.shards[i].read());
+        let per_shard = self.cfg.shard_size.div_ceil(TASK_ROWS);
+        let tasks = self.shards.len() * per_shard;
+        par::fold(tasks, parallel, init, |acc, t| {
+            let shard = self.shards[t / per_shard].read();
+            let start = (t % per_shard) * TASK_ROWS;
+            let end = (start + TASK_ROWS).min(shard.high);
+            if start < end {
+                step(acc, &shard, start..end);
+            }
         })
     }
 
@@ -534,23 +545,24 @@ impl Ring {
         Ok((nq, query))
     }
 
-    /// Scores `nq` queries against the written slots of `shard`, chunk by chunk, calling
+    /// Scores `nq` queries against the slots `rows` of `shard`, chunk by chunk, calling
     /// `visit(query, first_slot, scores)` with the scores of slots `first_slot..` for that
     /// query.
     fn scan_shard(
         &self,
         shard: &Shard,
+        rows: Range<usize>,
         q: &Query,
         nq: usize,
         mut visit: impl FnMut(usize, usize, &[f32]),
     ) {
         let dim = self.cfg.dim;
         let k = self.kernels;
-        let mut start = 0;
+        let mut start = rows.start;
         let mut fbuf = Vec::new();
         let mut ibuf = Vec::new();
-        while start < shard.high {
-            let end = (start + CHUNK).min(shard.high);
+        while start < rows.end {
+            let end = (start + CHUNK).min(rows.end);
             let m = end - start;
             fbuf.resize(nq * m, 0.0);
             match (&shard.vectors, q) {
@@ -620,9 +632,9 @@ impl Ring {
         let per_thread = self.fold_shards(
             1,
             || (TopK::new(k), Vec::new()),
-            |(seen, hits): &mut (TopK, Vec<Hit>), shard| {
+            |(seen, hits): &mut (TopK, Vec<Hit>), shard, rows| {
                 let mut top = TopK::new(k);
-                self.scan_shard(shard, &q, 1, |_, first, scores| {
+                self.scan_shard(shard, rows, &q, 1, |_, first, scores| {
                     seen.offer_scores(scores, |seen, r, score| {
                         let slot = first + r;
                         let id = shard.ids[slot];
@@ -672,9 +684,11 @@ impl Ring {
         let per_thread = self.fold_shards(
             nq,
             || (0, (0..nq).map(|_| TopK::new(k)).collect::<Vec<_>>()),
-            |(held, tops): &mut (usize, Vec<TopK>), shard| {
-                *held += shard.len;
-                self.scan_shard(shard, &q, nq, |j, first, scores| {
+            |(held, tops): &mut (usize, Vec<TopK>), shard, rows| {
+                if rows.start == 0 {
+                    *held += shard.len;
+                }
+                self.scan_shard(shard, rows, &q, nq, |j, first, scores| {
                     tops[j].offer_scores(scores, |top, r, score| {
                         let id = shard.ids[first + r];
                         if id != EMPTY {

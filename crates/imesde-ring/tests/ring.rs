@@ -100,13 +100,15 @@ fn hit_reads_an_item_without_its_vector() {
 
 #[test]
 fn search_is_exact_with_filters() {
-    // Small enough to scan on the calling thread, and large enough for the parallel scan.
-    search_is_exact_with_filters_at(33, 500, 100);
-    search_is_exact_with_filters_at(256, 3000, 500);
+    // Small enough to scan on the calling thread, large enough for the parallel scan, and
+    // with shards split into several parallel tasks.
+    search_is_exact_with_filters_at(33, 500, 7, 100);
+    search_is_exact_with_filters_at(256, 3000, 7, 500);
+    search_is_exact_with_filters_at(64, 12_000, 2, 8000);
 }
 
-fn search_is_exact_with_filters_at(dim: usize, n: usize, shard_size: usize) {
-    let r = ring(dim, 7, shard_size, Storage::F32);
+fn search_is_exact_with_filters_at(dim: usize, n: usize, shards: usize, shard_size: usize) {
+    let r = ring(dim, shards, shard_size, Storage::F32);
     let mut rng = Rng(2);
     let data = rng.vecs(n, dim);
     let attrs = Attributes {
