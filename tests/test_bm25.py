@@ -45,6 +45,35 @@ def test_lucene_scores_equal_bm25s(debtags: tuple[list[str], list[str]]) -> None
     assert checked > 10_000
 
 
+def test_pruned_top_k_equals_full_ranking_on_the_stream(
+    debtags: tuple[list[str], list[str]],
+) -> None:
+    # The pruned search (MaxScore, admission and candidate pruning) against the full ranking
+    # (k = every document: nothing can be pruned), on real package descriptions and changelog
+    # items queried with the debtags queries and with items of the corpus itself.
+    docs, queries = debtags
+    with gzip.open(DATA / "changelog_stream.jsonl.gz", "rt", encoding="utf-8") as f:
+        stream = [json.loads(line)["text"] for _, line in zip(range(40_000), f, strict=False)]
+    corpus = docs + stream
+    index = imesde.BM25()
+    index.add_batch(list(range(len(corpus))), corpus)
+    rng = np.random.default_rng(5)
+    picked = [corpus[int(i)] for i in rng.choice(len(corpus), 150, replace=False)]
+    for q in queries[::3] + picked:
+        for k in (1, 10, 100):
+            fast = index.search(q, k)
+            full = index.search(q, len(corpus))[:k]
+            assert len(fast) == len(full), q
+            np.testing.assert_allclose(
+                [h.score for h in fast], [h.score for h in full], rtol=1e-5, err_msg=q
+            )
+            # Ids may differ only among scores equal to the last one.
+            last = full[-1].score if full else 0.0
+            assert {h.id for h in fast if h.score > last * (1 + 1e-5)} == {
+                h.id for h in full if h.score > last * (1 + 1e-5)
+            }, q
+
+
 def test_top_k_and_matched_terms(debtags: tuple[list[str], list[str]]) -> None:
     docs, _ = debtags
     index = imesde.BM25(stopwords="english")

@@ -125,6 +125,14 @@ struct Posting {
     tf: u32,
 }
 
+/// A term's impacts for one index epoch and their maximum (the term's exact upper bound).
+#[derive(Debug, Default)]
+struct Cached {
+    epoch: u64,
+    impacts: Vec<f32>,
+    max: f32,
+}
+
 #[derive(Debug, Default)]
 struct Term {
     text: Box<str>,
@@ -137,7 +145,7 @@ struct Term {
     dead: u32,
     /// The TF part of each posting's score (0 for removed documents), valid for the index
     /// `epoch` stored with it: computed by the first search after a change, then reused.
-    impacts: RwLock<(u64, Vec<f32>)>,
+    impacts: RwLock<Cached>,
 }
 
 /// A saved document: id, length, (term, tf) sorted by term.
@@ -252,7 +260,7 @@ impl Bm25 {
                 size_of::<Term>()
                     + t.text.len()
                     + t.postings.capacity() * size_of::<Posting>()
-                    + t.impacts.read().1.capacity() * size_of::<f32>()
+                    + t.impacts.read().impacts.capacity() * size_of::<f32>()
             })
             .sum();
         let docs: usize = self
@@ -444,8 +452,11 @@ impl Bm25 {
             .map(|&(t, w)| {
                 let term = &self.terms[t as usize];
                 let weight = w * p.idf(term.df, n);
-                let ub = (weight * p.tfc(term.max_tf as f32, 1.0 - p.b) * SLACK).max(0.0);
-                (&term.postings[..], self.impacts(term, &norm), weight, ub)
+                let impacts = self.impacts(term, &norm);
+                // The largest impact of the list now: tighter than max_tf at the shortest
+                // possible length.
+                let ub = (weight * impacts.max * SLACK).max(0.0);
+                (&term.postings[..], impacts, weight, ub)
             })
             .collect();
         terms.sort_by(|a, b| b.3.total_cmp(&a.3));
@@ -457,7 +468,7 @@ impl Bm25 {
         if let [(postings, impacts, weight, _)] = &terms[..] {
             // One term: its postings are the candidates; no accumulator needed.
             let mut heap: BinaryHeap<Entry2> = BinaryHeap::with_capacity(k + 1);
-            for (q, &impact) in postings.iter().zip(impacts.1.iter()) {
+            for (q, &impact) in postings.iter().zip(impacts.impacts.iter()) {
                 let score = weight * impact;
                 if impact == 0.0 || score < min_score || score <= 0.0 {
                     continue;
@@ -481,26 +492,41 @@ impl Bm25 {
             // gathered score) can only beat rest[i] once this does.
             let mut seen_ub = 0.0f32;
             let mut probe_from = terms.len();
+            let mut kth_at = 0;
             for (i, (postings, impacts, weight, ub)) in terms.iter().enumerate() {
                 let weight = *weight;
-                for (posting, &impact) in postings.iter().zip(impacts.1.iter()) {
+                // A document first seen in this list has nothing from the lists before (they
+                // were read whole), so at most `add + rest[i]` in the end: below theta it can
+                // never enter the top k and is not gathered. Contributions are never
+                // negative, so theta (the k-th gathered score) only rises.
+                let admit = theta - rest[i];
+                for (posting, &impact) in postings.iter().zip(impacts.impacts.iter()) {
                     if impact == 0.0 {
                         continue; // a removed document
                     }
                     let slot = &mut acc[posting.doc as usize];
                     let add = weight * impact;
                     if slot.is_nan() {
-                        *slot = add;
-                        touched.push(posting.doc);
+                        if add >= admit {
+                            *slot = add;
+                            touched.push(posting.doc);
+                        }
                     } else {
                         *slot += add;
                     }
                 }
                 seen_ub += ub;
-                // The k-th score costs a pass over what is gathered: only worth it when terms
-                // are left and it could end the first phase.
-                if i + 1 < terms.len() && touched.len() >= k && rest[i] < seen_ub {
+                // The k-th score costs a pass over what is gathered: only worth it when a list
+                // is left and theta could pass what the lists after the next can add (no
+                // gathered document has more than `seen_ub`), so that it ends this phase or
+                // keeps new documents of the next list out.
+                if i + 1 < terms.len()
+                    && touched.len() >= k
+                    && touched.len() != kth_at
+                    && rest[i + 1] < seen_ub
+                {
                     theta = kth_score(acc, touched, k, &mut scratch.kth);
+                    kth_at = touched.len();
                 }
                 if rest[i] < theta {
                     probe_from = i + 1;
@@ -517,17 +543,19 @@ impl Bm25 {
                     }
                 });
                 let mut sorted = false;
-                for (postings, impacts, weight, _) in &terms[probe_from..] {
-                    let (postings, impacts, weight) = (*postings, &impacts.1, *weight);
-                    if touched.len().saturating_mul(16) < postings.len() {
-                        // Few candidates, a long list: look each candidate up, in doc order.
+                for (j, (postings, impacts, weight, _)) in terms.iter().enumerate().skip(probe_from)
+                {
+                    let (postings, impacts, weight) = (*postings, &impacts.impacts, *weight);
+                    if touched.len().saturating_mul(4) < postings.len() {
+                        // Few candidates, a long list: look each candidate up, in doc order,
+                        // galloping from the previous one.
                         if !sorted {
                             touched.sort_unstable();
                             sorted = true;
                         }
                         let mut from = 0usize;
                         for &doc in touched.iter() {
-                            from += postings[from..].partition_point(|q| q.doc < doc);
+                            from = gallop(postings, from, doc);
                             match postings.get(from) {
                                 Some(q) if q.doc == doc => {
                                     acc[doc as usize] += weight * impacts[from];
@@ -544,6 +572,17 @@ impl Bm25 {
                                 *slot += weight * impact;
                             }
                         }
+                    }
+                    // Candidates that the lists left cannot lift to the k-th score drop out.
+                    if j + 1 < terms.len() && touched.len() > k {
+                        theta = theta.max(kth_score(acc, touched, k, &mut scratch.kth));
+                        let floor = theta - rest[j];
+                        touched.retain(|&doc| {
+                            acc[doc as usize] >= floor || {
+                                acc[doc as usize] = f32::NAN;
+                                false
+                            }
+                        });
                     }
                 }
             }
@@ -589,15 +628,16 @@ impl Bm25 {
     /// The impacts of `term` for the current epoch, computed now if stale.
     fn impacts<'a>(&self, term: &'a Term, norm: &dyn Fn(u32) -> f32) -> Impacts<'a> {
         let guard = term.impacts.read();
-        if guard.0 == self.epoch {
+        if guard.epoch == self.epoch {
             return guard;
         }
         drop(guard);
         let mut guard = term.impacts.write();
-        if guard.0 != self.epoch {
+        if guard.epoch != self.epoch {
             let p = self.params;
-            guard.1.clear();
-            guard.1.extend(
+            let cached = &mut *guard;
+            cached.impacts.clear();
+            cached.impacts.extend(
                 term.postings
                     .iter()
                     .map(|q| match self.lens[q.doc as usize] {
@@ -605,7 +645,8 @@ impl Bm25 {
                         len => p.tfc(q.tf as f32, norm(len)),
                     }),
             );
-            guard.0 = self.epoch;
+            cached.max = cached.impacts.iter().fold(0.0f32, |m, &x| m.max(x));
+            cached.epoch = self.epoch;
         }
         RwLockWriteGuard::downgrade(guard)
     }
@@ -709,7 +750,7 @@ impl Bm25 {
     }
 }
 
-type Impacts<'a> = RwLockReadGuard<'a, (u64, Vec<f32>)>;
+type Impacts<'a> = RwLockReadGuard<'a, Cached>;
 
 /// Per-thread accumulator: a score per internal document (NaN: not gathered) and the
 /// documents gathered, so a search touches only what it scores.
@@ -734,12 +775,42 @@ fn push_top(heap: &mut BinaryHeap<Entry2>, k: usize, e: Entry2) {
     }
 }
 
+/// The first index at or after `from` whose document is not below `doc` (`postings` sorted
+/// by document): exponential steps from `from`, then a binary search in the last step.
+fn gallop(postings: &[Posting], from: usize, doc: u32) -> usize {
+    let mut lo = from;
+    let mut step = 1;
+    while lo + step < postings.len() && postings[lo + step].doc < doc {
+        lo += step;
+        step *= 2;
+    }
+    let hi = (lo + step + 1).min(postings.len());
+    lo + postings[lo..hi].partition_point(|q| q.doc < doc)
+}
+
 /// The `k`-th best score among the gathered documents (a lower bound of the final k-th).
-fn kth_score(acc: &[f32], touched: &[u32], k: usize, scores: &mut Vec<f32>) -> f32 {
-    scores.clear();
-    scores.extend(touched.iter().map(|&d| acc[d as usize]));
-    let (_, kth, _) = scores.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a));
-    *kth
+/// One pass that keeps the best `k` sorted in `best` (a score enters only above the current
+/// k-th, rare after the first few); a large `k` selects instead.
+fn kth_score(acc: &[f32], touched: &[u32], k: usize, best: &mut Vec<f32>) -> f32 {
+    best.clear();
+    if k > 64 {
+        best.extend(touched.iter().map(|&d| acc[d as usize]));
+        let (_, kth, _) = best.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a));
+        return *kth;
+    }
+    best.extend(touched[..k].iter().map(|&d| acc[d as usize]));
+    best.sort_unstable_by(|a, b| b.total_cmp(a));
+    let mut floor = best[k - 1];
+    for &d in &touched[k..] {
+        let s = acc[d as usize];
+        if s > floor {
+            let at = best.partition_point(|&x| x >= s);
+            best.insert(at, s);
+            best.pop();
+            floor = best[k - 1];
+        }
+    }
+    floor
 }
 
 /// A scored document; `Ord` puts the better one first (higher score, then newer).
