@@ -192,6 +192,10 @@ pub struct Bm25 {
 
 const DEAD: u32 = u32::MAX;
 
+/// A query whose lists hold at least `1 / DENSE_FRACTION` postings per document is scored
+/// into a dense array instead of with pruning.
+const DENSE_FRACTION: usize = 2;
+
 /// Score upper bounds are inflated by this much so float rounding never prunes a winner.
 const SLACK: f32 = 1.0 + 1e-5;
 
@@ -438,6 +442,18 @@ impl Bm25 {
     /// more than their rare words.
     #[must_use]
     pub fn search(&self, query: &str, k: usize, min_score: f32) -> Vec<Bm25Hit> {
+        self.search_with(query, k, min_score, true)
+    }
+
+    /// [`Self::search`] that never takes the dense path (queries with many postings are
+    /// scored into a dense array): for tests of the pruning.
+    #[doc(hidden)]
+    #[must_use]
+    pub fn search_pruned(&self, query: &str, k: usize, min_score: f32) -> Vec<Bm25Hit> {
+        self.search_with(query, k, min_score, false)
+    }
+
+    fn search_with(&self, query: &str, k: usize, min_score: f32, dense: bool) -> Vec<Bm25Hit> {
         let n = self.ids.len() as u32;
         if k == 0 || n == 0 {
             return Vec::new();
@@ -481,8 +497,45 @@ impl Bm25 {
                 .map(|e| self.hit(e.doc, e.score, &term_ids))
                 .collect();
         }
+        let postings: usize = terms.iter().map(|t| t.0.len()).sum();
         SCRATCH.with_borrow_mut(|scratch| {
             let scratch = &mut *scratch;
+            if dense && postings >= self.docs.len() / DENSE_FRACTION {
+                // So many postings (a long query of common words) that pruning would cost
+                // more than it saves: add every list into a dense score array, in the same
+                // order (so the same sums), and select from it.
+                let dense = &mut scratch.dense;
+                dense.clear();
+                dense.resize(self.docs.len(), 0.0);
+                for (postings, impacts, weight, _) in &terms {
+                    for (q, &impact) in postings.iter().zip(impacts.impacts.iter()) {
+                        dense[q.doc as usize] += weight * impact;
+                    }
+                }
+                let mut heap: BinaryHeap<Entry2> = BinaryHeap::with_capacity(k + 1);
+                // As below: scores under `min_score` or not above 0 are left out.
+                let mut floor = min_score;
+                for (b, block) in dense.chunks(BLOCK).enumerate() {
+                    let max = block_max(block);
+                    if max < floor || max <= 0.0 {
+                        continue;
+                    }
+                    for (i, &score) in block.iter().enumerate() {
+                        if score >= floor && score > 0.0 {
+                            let doc = (b * BLOCK + i) as u32;
+                            push_top(&mut heap, k, Entry2 { score, doc });
+                            if heap.len() == k {
+                                floor = floor.max(heap.peek().expect("full").score);
+                            }
+                        }
+                    }
+                }
+                return heap
+                    .into_sorted_vec()
+                    .into_iter()
+                    .map(|e| self.hit(e.doc, e.score, &term_ids))
+                    .collect();
+            }
             let (acc, touched) = (&mut scratch.acc, &mut scratch.touched);
             if acc.len() < self.docs.len() {
                 acc.resize(self.docs.len(), f32::NAN);
@@ -500,21 +553,23 @@ impl Bm25 {
                 // never enter the top k and is not gathered. Contributions are never
                 // negative, so theta (the k-th gathered score) only rises.
                 let admit = theta - rest[i];
+                // Branch-free: whether a posting's document is new is a coin toss in the
+                // middle lists, too random for the branch predictor.
+                let base = touched.len();
+                touched.resize(base + postings.len(), 0);
+                let mut len = base;
                 for (posting, &impact) in postings.iter().zip(impacts.impacts.iter()) {
-                    if impact == 0.0 {
-                        continue; // a removed document
-                    }
                     let slot = &mut acc[posting.doc as usize];
                     let add = weight * impact;
-                    if slot.is_nan() {
-                        if add >= admit {
-                            *slot = add;
-                            touched.push(posting.doc);
-                        }
-                    } else {
-                        *slot += add;
-                    }
+                    // A removed document has impact 0 and never enters.
+                    #[allow(clippy::needless_bitwise_bool)] // no branch: see above
+                    let enter = slot.is_nan() & (add >= admit) & (impact != 0.0);
+                    // A new document that does not enter stays NaN (NaN + add).
+                    *slot = if enter { add } else { *slot + add };
+                    touched[len] = posting.doc;
+                    len += usize::from(enter);
                 }
+                touched.truncate(len);
                 seen_ub += ub;
                 // The k-th score costs a pass over what is gathered: only worth it when a list
                 // is left and theta could pass what the lists after the next can add (no
@@ -566,11 +621,9 @@ impl Bm25 {
                         }
                     } else {
                         // Otherwise one pass over the list, adding to candidates only.
+                        // (NaN + x stays NaN, so non-candidates need no test.)
                         for (q, &impact) in postings.iter().zip(impacts.iter()) {
-                            let slot = &mut acc[q.doc as usize];
-                            if !slot.is_nan() {
-                                *slot += weight * impact;
-                            }
+                            acc[q.doc as usize] += weight * impact;
                         }
                     }
                     // Candidates that the lists left cannot lift to the k-th score drop out.
@@ -757,6 +810,8 @@ type Impacts<'a> = RwLockReadGuard<'a, Cached>;
 #[derive(Default)]
 struct Scratch {
     acc: Vec<f32>,
+    /// Scores of every document, for queries with many postings.
+    dense: Vec<f32>,
     touched: Vec<u32>,
     kth: Vec<f32>,
 }
@@ -773,6 +828,26 @@ fn push_top(heap: &mut BinaryHeap<Entry2>, k: usize, e: Entry2) {
         heap.pop();
         heap.push(e);
     }
+}
+
+/// Scores per block of the dense selection, skipped whole when below the k-th score.
+const BLOCK: usize = 64;
+
+/// The largest of `block`'s scores (never NaN): eight lanes of `if s > m`, which (unlike
+/// `f32::max` with its NaN rule) the compiler turns into packed max instructions.
+fn block_max(block: &[f32]) -> f32 {
+    let mut lanes = [f32::NEG_INFINITY; 8];
+    let mut parts = block.chunks_exact(8);
+    for part in &mut parts {
+        for (m, &s) in lanes.iter_mut().zip(part) {
+            *m = if s > *m { s } else { *m };
+        }
+    }
+    parts
+        .remainder()
+        .iter()
+        .chain(&lanes)
+        .fold(f32::NEG_INFINITY, |m, &s| if s > m { s } else { m })
 }
 
 /// The first index at or after `from` whose document is not below `doc` (`postings` sorted
