@@ -111,22 +111,19 @@ fn run(n: usize, helpers: usize, body: &BodyFn<'_>) {
     );
 }
 
-/// Folds `step(acc, i)` over `i` in `0..n`, computed by the calling thread and, when
-/// `parallel`, by idle pool threads as they wake: one accumulator (from `init`) per thread
-/// that took part, so state such as a top-k floor carries from one task to the next.
+/// Folds `step(acc, i)` over `i` in `0..n`, computed by the calling thread and by up to
+/// `max_helpers` idle pool threads as they wake (never more than the pool has besides one
+/// core for the caller, nor more than tasks): one accumulator (from `init`) per thread that
+/// took part, so state such as a top-k floor carries from one task to the next.
 pub(crate) fn fold<A: Send>(
     n: usize,
-    parallel: bool,
+    max_helpers: usize,
     init: impl Fn() -> A + Sync,
     step: impl Fn(&mut A, usize) + Sync,
 ) -> Vec<A> {
-    let helpers = if parallel {
-        rayon::current_num_threads()
-            .saturating_sub(1)
-            .min(n.saturating_sub(1))
-    } else {
-        0
-    };
+    let helpers = max_helpers
+        .min(rayon::current_num_threads().saturating_sub(1))
+        .min(n.saturating_sub(1));
     if helpers == 0 {
         let mut acc = init();
         for i in 0..n {
@@ -152,8 +149,8 @@ pub(crate) fn fold<A: Send>(
 mod tests {
     use super::fold;
 
-    fn squares(n: usize, parallel: bool) -> Vec<usize> {
-        let parts = fold(n, parallel, Vec::new, |acc: &mut Vec<(usize, usize)>, i| {
+    fn squares(n: usize, helpers: usize) -> Vec<usize> {
+        let parts = fold(n, helpers, Vec::new, |acc: &mut Vec<(usize, usize)>, i| {
             acc.push((i, i * i));
         });
         let mut all: Vec<(usize, usize)> = parts.into_iter().flatten().collect();
@@ -164,9 +161,9 @@ mod tests {
     #[test]
     fn every_index_once() {
         for n in [0, 1, 2, 3, 16, 257] {
-            for parallel in [false, true] {
+            for helpers in [0, 1, usize::MAX] {
                 assert_eq!(
-                    squares(n, parallel),
+                    squares(n, helpers),
                     (0..n).map(|i| i * i).collect::<Vec<_>>()
                 );
             }
@@ -178,7 +175,7 @@ mod tests {
         // Many short folds over borrowed data: a helper that wakes late must find nothing.
         for round in 0..2000usize {
             let data: Vec<usize> = (0..8).map(|i| i + round).collect();
-            let sums = fold(data.len(), true, || 0, |acc, i| *acc += data[i]);
+            let sums = fold(data.len(), usize::MAX, || 0, |acc, i| *acc += data[i]);
             assert_eq!(sums.iter().sum::<usize>(), data.iter().sum::<usize>());
         }
     }
@@ -186,7 +183,7 @@ mod tests {
     #[test]
     fn a_panicking_task_reaches_the_caller() {
         let r = std::panic::catch_unwind(|| {
-            fold(64, true, || (), |(), i| assert!(i != 40, "task 40"));
+            fold(64, usize::MAX, || (), |(), i| assert!(i != 40, "task 40"));
         });
         assert!(r.is_err());
     }

@@ -85,8 +85,9 @@ const CHUNK: usize = 2048;
 /// Rows per parallel task: a shard larger than this is split, so the threads of a scan end
 /// together whatever the number of shards.
 const TASK_ROWS: usize = 2 * CHUNK;
-/// Below this many multiply-adds a scan runs on the calling thread: waking idle pool
-/// threads costs 0.1-0.2 ms, more than scanning a few hundred rows.
+/// Multiply-adds per helper thread: a smaller scan runs on the calling thread alone (a
+/// helper that wakes after it ended only costs the caller the wake-up call), a larger one
+/// asks for one helper per this much work.
 const PARALLEL_MIN_WORK: usize = 1 << 18;
 
 static PARALLEL: AtomicBool = AtomicBool::new(true);
@@ -311,10 +312,17 @@ impl Ring {
             .load(Ordering::Relaxed)
             .min(self.capacity() as u64) as usize;
         let work = held.saturating_mul(self.cfg.dim).saturating_mul(nq);
-        let parallel = PARALLEL.load(Ordering::Relaxed) && work >= PARALLEL_MIN_WORK;
+        // One helper per PARALLEL_MIN_WORK: waking a pool thread costs the caller a system
+        // call, not worth it for less (and a many-core pool is not woken whole for a small
+        // ring).
+        let helpers = if PARALLEL.load(Ordering::Relaxed) {
+            work / PARALLEL_MIN_WORK
+        } else {
+            0
+        };
         let per_shard = self.cfg.shard_size.div_ceil(TASK_ROWS);
         let tasks = self.shards.len() * per_shard;
-        par::fold(tasks, parallel, init, |acc, t| {
+        par::fold(tasks, helpers, init, |acc, t| {
             let shard = self.shards[t / per_shard].read();
             let start = (t % per_shard) * TASK_ROWS;
             let end = (start + TASK_ROWS).min(shard.high);
