@@ -1,17 +1,18 @@
-//! Fork-join over a handful of large tasks (one per shard) in which the calling thread works
-//! too.
+//! Fork-join over a handful of large tasks (shards, or parts of them) in which the calling
+//! thread works too.
 //!
 //! `rayon`'s `par_iter` called from a thread outside its pool (every Python thread) queues
 //! the whole job, blocks the caller and wakes the pool; the caller then sleeps until the
 //! last task ends and must be woken in turn. On a VM, waking a halted vCPU costs tens of
 //! microseconds each way, as much as scanning thousands of rows. Here the caller starts
-//! scanning at once and helpers that the pool wakes join in as they arrive, taking tasks
-//! from a shared counter; the caller never waits for a helper that has not started, only
-//! for the tasks already taken, so a scan is never slower than running it alone.
+//! scanning at once and helpers from a pool of one thread per other core join in as they
+//! wake, taking tasks from a shared counter; the caller never waits for a helper that has not
+//! started, only for the tasks already taken, so a scan costs at most the wake-up calls more
+//! than running it alone.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// Hands out the task indices to a worker body.
 type Next<'a> = dyn FnMut() -> Option<usize> + 'a;
@@ -82,6 +83,27 @@ impl Drop for Close<'_> {
     }
 }
 
+/// The helpers' own pool: one thread per core but the caller's, so a scan never has more
+/// runnable threads than cores (idle threads of a pool as large as the machine, such as
+/// rayon's global one, spin for a while after each job and take turns from the caller and
+/// its helpers: a slow tail). `None` on a single core, where the caller works alone.
+fn helper_pool() -> Option<&'static rayon::ThreadPool> {
+    static POOL: OnceLock<Option<rayon::ThreadPool>> = OnceLock::new();
+    POOL.get_or_init(|| {
+        let helpers = std::thread::available_parallelism().map_or(1, usize::from) - 1;
+        if helpers == 0 {
+            return None;
+        }
+        // A process that may not start threads scans on the caller alone.
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(helpers)
+            .thread_name(|i| format!("imesde-scan-{i}"))
+            .build()
+            .ok()
+    })
+    .as_ref()
+}
+
 /// Runs `body(next)` on the calling thread and on up to `helpers` pool threads; across all
 /// of them, `next()` yields each index of `0..n` once.
 fn run(n: usize, helpers: usize, body: &BodyFn<'_>) {
@@ -97,9 +119,11 @@ fn run(n: usize, helpers: usize, body: &BodyFn<'_>) {
         n,
         body,
     });
-    for _ in 0..helpers {
-        let s = Arc::clone(&shared);
-        rayon::spawn(move || s.work());
+    if let Some(pool) = helper_pool() {
+        for _ in 0..helpers {
+            let s = Arc::clone(&shared);
+            pool.spawn(move || s.work());
+        }
     }
     {
         let _close = Close(&shared);
@@ -112,8 +136,8 @@ fn run(n: usize, helpers: usize, body: &BodyFn<'_>) {
 }
 
 /// Folds `step(acc, i)` over `i` in `0..n`, computed by the calling thread and by up to
-/// `max_helpers` idle pool threads as they wake (never more than the pool has besides one
-/// core for the caller, nor more than tasks): one accumulator (from `init`) per thread that
+/// `max_helpers` threads of the helper pool as they wake (never more than it has, nor more
+/// than tasks): one accumulator (from `init`) per thread that
 /// took part, so state such as a top-k floor carries from one task to the next.
 pub(crate) fn fold<A: Send>(
     n: usize,
@@ -121,9 +145,12 @@ pub(crate) fn fold<A: Send>(
     init: impl Fn() -> A + Sync,
     step: impl Fn(&mut A, usize) + Sync,
 ) -> Vec<A> {
-    let helpers = max_helpers
-        .min(rayon::current_num_threads().saturating_sub(1))
-        .min(n.saturating_sub(1));
+    let helpers = match helper_pool() {
+        Some(pool) if max_helpers > 0 && n > 1 => {
+            max_helpers.min(pool.current_num_threads()).min(n - 1)
+        }
+        _ => 0,
+    };
     if helpers == 0 {
         let mut acc = init();
         for i in 0..n {
