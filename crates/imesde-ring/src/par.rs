@@ -10,9 +10,10 @@
 //! started, only for the tasks already taken, so a scan costs at most the wake-up calls more
 //! than running it alone.
 
-use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::any::Any;
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 /// Hands out the task indices to a worker body.
 type Next<'a> = dyn FnMut() -> Option<usize> + 'a;
@@ -27,8 +28,8 @@ struct Shared {
     next: AtomicUsize,
     /// Threads between registering and finishing their tasks.
     active: AtomicUsize,
-    /// A worker body panicked (its part of the result is missing).
-    panicked: AtomicBool,
+    /// The first panic of a worker body (its part of the result is missing).
+    panic: Mutex<Option<Box<dyn Any + Send>>>,
     n: usize,
     body: Body,
 }
@@ -41,6 +42,11 @@ unsafe impl Sync for Shared {}
 impl Shared {
     /// Runs the body over tasks taken from the counter, if any is left.
     fn work(&self) {
+        // A helper that wakes after the last task was taken leaves without registering (the
+        // owner need not wait for it).
+        if self.next.load(SeqCst) >= self.n {
+            return;
+        }
         // Register before taking a task: the owner waits for `active == 0` after the counter
         // passed `n`, so whoever took a task below `n` is waited for.
         self.active.fetch_add(1, SeqCst);
@@ -57,8 +63,9 @@ impl Shared {
             // inside `run` (it returns only after `active` drops to 0 with the counter past
             // `n`) and the closure behind `body` is alive.
             let result = catch_unwind(AssertUnwindSafe(|| unsafe { (*self.body)(&mut next) }));
-            if result.is_err() {
-                self.panicked.store(true, SeqCst);
+            if let Err(payload) = result {
+                let mut first = self.panic.lock().unwrap_or_else(PoisonError::into_inner);
+                first.get_or_insert(payload);
             }
         }
         self.active.fetch_sub(1, SeqCst);
@@ -115,24 +122,29 @@ fn run(n: usize, helpers: usize, body: &BodyFn<'_>) {
     let shared = Arc::new(Shared {
         next: AtomicUsize::new(0),
         active: AtomicUsize::new(0),
-        panicked: AtomicBool::new(false),
+        panic: Mutex::new(None),
         n,
         body,
     });
-    if let Some(pool) = helper_pool() {
-        for _ in 0..helpers {
-            let s = Arc::clone(&shared);
-            pool.spawn(move || s.work());
-        }
-    }
     {
+        // Armed before any helper exists, so whatever unwinds from here waits for them.
         let _close = Close(&shared);
+        if let Some(pool) = helper_pool() {
+            for _ in 0..helpers {
+                let s = Arc::clone(&shared);
+                pool.spawn(move || s.work());
+            }
+        }
         shared.work();
     }
-    assert!(
-        !shared.panicked.load(SeqCst),
-        "a parallel scan task panicked"
-    );
+    let panic = shared
+        .panic
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .take();
+    if let Some(payload) = panic {
+        resume_unwind(payload);
+    }
 }
 
 /// Folds `step(acc, i)` over `i` in `0..n`, computed by the calling thread and by up to
@@ -145,11 +157,14 @@ pub(crate) fn fold<A: Send>(
     init: impl Fn() -> A + Sync,
     step: impl Fn(&mut A, usize) + Sync,
 ) -> Vec<A> {
-    let helpers = match helper_pool() {
-        Some(pool) if max_helpers > 0 && n > 1 => {
+    // The pool is looked at only when helpers are wanted: not in a forked child (where the
+    // parent's threads do not exist), nor for a small scan.
+    let helpers = if max_helpers > 0 && n > 1 {
+        helper_pool().map_or(0, |pool| {
             max_helpers.min(pool.current_num_threads()).min(n - 1)
-        }
-        _ => 0,
+        })
+    } else {
+        0
     };
     if helpers == 0 {
         let mut acc = init();
@@ -165,11 +180,10 @@ pub(crate) fn fold<A: Send>(
             step(&mut acc, i);
         }
         done.lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .unwrap_or_else(PoisonError::into_inner)
             .push(acc);
     });
-    done.into_inner()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+    done.into_inner().unwrap_or_else(PoisonError::into_inner)
 }
 
 #[cfg(test)]
@@ -212,6 +226,11 @@ mod tests {
         let r = std::panic::catch_unwind(|| {
             fold(64, usize::MAX, || (), |(), i| assert!(i != 40, "task 40"));
         });
-        assert!(r.is_err());
+        let payload = r.expect_err("the panic reaches the caller");
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied());
+        assert_eq!(message, Some("task 40"));
     }
 }

@@ -79,6 +79,15 @@ pub struct BatchResult {
     pub k: usize,
 }
 
+/// Best first: higher score, then the newer item. `partial_cmp` (scores are never NaN) so
+/// that `0.0` and `-0.0` tie as they do in [`TopK`].
+fn best_first(a: &Hit, b: &Hit) -> std::cmp::Ordering {
+    b.score
+        .partial_cmp(&a.score)
+        .unwrap_or(std::cmp::Ordering::Equal)
+        .then(b.id.cmp(&a.id))
+}
+
 pub(crate) const EMPTY: u64 = u64::MAX;
 /// Rows scored per kernel call: bounds the score buffers whatever the shard size.
 const CHUNK: usize = 2048;
@@ -92,8 +101,9 @@ const PARALLEL_MIN_WORK: usize = 1 << 18;
 
 static PARALLEL: AtomicBool = AtomicBool::new(true);
 
-/// Enables or disables the rayon thread pool for every ring in the process. Disabled after
-/// `fork()` in a child, where the parent's pool threads do not exist.
+/// Enables or disables the thread pools (rayon's, used by writes, and the scan helpers') for
+/// every ring in the process. Disabled after `fork()` in a child, where the parent's pool
+/// threads do not exist.
 pub fn set_parallel(enabled: bool) {
     PARALLEL.store(enabled, Ordering::Relaxed);
 }
@@ -307,10 +317,8 @@ impl Ring {
         init: impl Fn() -> A + Sync,
         step: impl Fn(&mut A, &Shard, Range<usize>) + Sync,
     ) -> Vec<A> {
-        let held = self
-            .next_id
-            .load(Ordering::Relaxed)
-            .min(self.capacity() as u64) as usize;
+        let next_id = self.next_id.load(Ordering::Relaxed);
+        let held = next_id.min(self.capacity() as u64) as usize;
         let work = held.saturating_mul(self.cfg.dim).saturating_mul(nq);
         // One helper per PARALLEL_MIN_WORK: waking a pool thread costs the caller a system
         // call, not worth it for less (and a many-core pool is not woken whole for a small
@@ -320,7 +328,12 @@ impl Ring {
         } else {
             0
         };
-        let per_shard = self.cfg.shard_size.div_ceil(TASK_ROWS);
+        // Slots written so far per shard (all of them once the ring is full): a large ring
+        // holding few items is not walked in empty tasks.
+        let used = usize::try_from(next_id.div_ceil(self.shards.len() as u64))
+            .unwrap_or(usize::MAX)
+            .min(self.cfg.shard_size);
+        let per_shard = used.div_ceil(TASK_ROWS);
         let tasks = self.shards.len() * per_shard;
         par::fold(tasks, helpers, init, |acc, t| {
             let shard = self.shards[t / per_shard].read();
@@ -633,10 +646,10 @@ impl Ring {
         let (_, q) = self.prepare_queries(query)?;
         self.searches.fetch_add(1, Ordering::Relaxed);
         let plain = filter.is_empty();
-        // Each thread keeps the best `k` it has seen over all its shards (`seen`): an item
+        // Each thread keeps the best `k` it has seen over all its tasks (`seen`): an item
         // that does not enter it cannot be in the global top-k, and its floor rises from
-        // shard to shard, so most score blocks are skipped. What enters it also enters the
-        // shard's own top-k, read out as hits while the shard's lock is held.
+        // task to task, so most score blocks are skipped. What enters it also enters the
+        // task's own top-k, read out as hits while the shard's lock is held.
         let per_thread = self.fold_shards(
             1,
             || (TopK::new(k), Vec::new()),
@@ -669,10 +682,15 @@ impl Ring {
                         metadata: shard.meta[slot].clone(),
                     }
                 }));
+                // Only this thread's best k can be in the global top-k (`seen` holds them).
+                if hits.len() > k.saturating_mul(2) {
+                    hits.select_nth_unstable_by(k - 1, best_first);
+                    hits.truncate(k);
+                }
             },
         );
         let mut hits: Vec<Hit> = per_thread.into_iter().flat_map(|(_, h)| h).collect();
-        hits.sort_unstable_by(|a, b| b.score.total_cmp(&a.score).then(b.id.cmp(&a.id)));
+        hits.sort_unstable_by(best_first);
         hits.truncate(k);
         Ok(hits)
     }
@@ -688,14 +706,11 @@ impl Ring {
         }
         let (nq, q) = self.prepare_queries(queries)?;
         self.searches.fetch_add(nq as u64, Ordering::Relaxed);
-        // One top-k per query and thread, its floor carried from shard to shard.
+        // One top-k per query and thread, its floor carried from task to task.
         let per_thread = self.fold_shards(
             nq,
-            || (0, (0..nq).map(|_| TopK::new(k)).collect::<Vec<_>>()),
-            |(held, tops): &mut (usize, Vec<TopK>), shard, rows| {
-                if rows.start == 0 {
-                    *held += shard.len;
-                }
+            || (0..nq).map(|_| TopK::new(k)).collect::<Vec<_>>(),
+            |tops: &mut Vec<TopK>, shard, rows| {
                 self.scan_shard(shard, rows, &q, nq, |j, first, scores| {
                     tops[j].offer_scores(scores, |top, r, score| {
                         let id = shard.ids[first + r];
@@ -706,14 +721,14 @@ impl Ring {
                 });
             },
         );
-        let held: usize = per_thread.iter().map(|(held, _)| held).sum();
-        let kk = k.min(held);
-        let mut merged: Vec<TopK> = (0..nq).map(|_| TopK::new(kk)).collect();
-        for (_, tops) in per_thread {
+        let mut merged: Vec<TopK> = (0..nq).map(|_| TopK::new(k)).collect();
+        for tops in per_thread {
             for (m, t) in merged.iter_mut().zip(tops) {
                 m.merge(t);
             }
         }
+        // Every query saw the same rows: fewer than `k` for one means as few for all.
+        let kk = merged[0].len();
         let mut scores = Vec::with_capacity(nq * kk);
         let mut ids = Vec::with_capacity(nq * kk);
         for m in merged {

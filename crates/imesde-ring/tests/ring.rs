@@ -205,6 +205,31 @@ fn equal_scores_put_the_newer_item_first_across_shards() {
 }
 
 #[test]
+fn scores_rising_with_the_id_over_many_tasks() {
+    // Scores rise with the id, so every task's top-k improves on the last one's and each
+    // thread gathers many hits: the top-k must still be the newest items, best first.
+    let (dim, n) = (16, 80_000);
+    let r = ring(dim, 2, 40_000, Storage::F32);
+    let mut data = vec![0.0f32; n * dim];
+    for i in 0..n {
+        let angle = 1.5 * (1.0 - i as f32 / n as f32);
+        data[i * dim] = angle.cos();
+        data[i * dim + 1] = angle.sin();
+    }
+    r.ingest(&data, &Attributes::default()).unwrap();
+    let mut q = vec![0.0f32; dim];
+    q[0] = 1.0;
+    for k in [1, 3, 50] {
+        let hits = r.search(&q, k, &Filter::default()).unwrap();
+        let want: Vec<u64> = (0..k as u64).map(|i| n as u64 - 1 - i).collect();
+        assert_eq!(hits.iter().map(|h| h.id).collect::<Vec<_>>(), want, "k={k}");
+        let b = r.search_batch(&[q.clone(), q.clone()].concat(), k).unwrap();
+        assert_eq!(&b.ids[..k], want.as_slice());
+        assert_eq!(&b.ids[k..], want.as_slice());
+    }
+}
+
+#[test]
 fn batch_search_matches_single_search_for_both_storages() {
     for storage in [Storage::F32, Storage::Int8] {
         let dim = 64;

@@ -120,7 +120,12 @@ impl TopK {
     #[must_use]
     pub fn into_sorted_vec(self) -> Vec<(f32, u64)> {
         let mut v = self.heap;
-        v.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+        // The order of `better` (which ties 0.0 and -0.0); scores are never NaN.
+        v.sort_unstable_by(|a, b| {
+            b.0.partial_cmp(&a.0)
+                .unwrap_or(std::cmp::Ordering::Equal)
+                .then_with(|| a.1.cmp(&b.1))
+        });
         v
     }
 
