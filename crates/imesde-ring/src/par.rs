@@ -5,15 +5,14 @@
 //! the whole job, blocks the caller and wakes the pool; the caller then sleeps until the
 //! last task ends and must be woken in turn. On a VM, waking a halted vCPU costs tens of
 //! microseconds each way, as much as scanning thousands of rows. Here the caller starts
-//! scanning at once and helpers from a pool of one thread per other core join in as they
-//! wake, taking tasks from a shared counter; the caller never waits for a helper that has not
-//! started, only for the tasks already taken, so a scan costs at most the wake-up calls more
-//! than running it alone.
+//! scanning at once and helpers from rayon's pool join in as they wake, taking tasks from a
+//! shared counter; the caller never waits for a helper that has not started, only for the
+//! tasks already taken, so a scan costs at most the wake-up calls more than running it alone.
 
 use std::any::Any;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 /// Hands out the task indices to a worker body.
 type Next<'a> = dyn FnMut() -> Option<usize> + 'a;
@@ -90,27 +89,6 @@ impl Drop for Close<'_> {
     }
 }
 
-/// The helpers' own pool: one thread per core but the caller's, so a scan never has more
-/// runnable threads than cores (idle threads of a pool as large as the machine, such as
-/// rayon's global one, spin for a while after each job and take turns from the caller and
-/// its helpers: a slow tail). `None` on a single core, where the caller works alone.
-fn helper_pool() -> Option<&'static rayon::ThreadPool> {
-    static POOL: OnceLock<Option<rayon::ThreadPool>> = OnceLock::new();
-    POOL.get_or_init(|| {
-        let helpers = std::thread::available_parallelism().map_or(1, usize::from) - 1;
-        if helpers == 0 {
-            return None;
-        }
-        // A process that may not start threads scans on the caller alone.
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(helpers)
-            .thread_name(|i| format!("imesde-scan-{i}"))
-            .build()
-            .ok()
-    })
-    .as_ref()
-}
-
 /// Runs `body(next)` on the calling thread and on up to `helpers` pool threads; across all
 /// of them, `next()` yields each index of `0..n` once.
 fn run(n: usize, helpers: usize, body: &BodyFn<'_>) {
@@ -129,11 +107,9 @@ fn run(n: usize, helpers: usize, body: &BodyFn<'_>) {
     {
         // Armed before any helper exists, so whatever unwinds from here waits for them.
         let _close = Close(&shared);
-        if let Some(pool) = helper_pool() {
-            for _ in 0..helpers {
-                let s = Arc::clone(&shared);
-                pool.spawn(move || s.work());
-            }
+        for _ in 0..helpers {
+            let s = Arc::clone(&shared);
+            rayon::spawn(move || s.work());
         }
         shared.work();
     }
@@ -148,8 +124,8 @@ fn run(n: usize, helpers: usize, body: &BodyFn<'_>) {
 }
 
 /// Folds `step(acc, i)` over `i` in `0..n`, computed by the calling thread and by up to
-/// `max_helpers` threads of the helper pool as they wake (never more than it has, nor more
-/// than tasks): one accumulator (from `init`) per thread that
+/// `max_helpers` threads of rayon's pool as they wake (never more than it has besides one
+/// core for the caller, nor more than tasks): one accumulator (from `init`) per thread that
 /// took part, so state such as a top-k floor carries from one task to the next.
 pub(crate) fn fold<A: Send>(
     n: usize,
@@ -158,11 +134,11 @@ pub(crate) fn fold<A: Send>(
     step: impl Fn(&mut A, usize) + Sync,
 ) -> Vec<A> {
     // The pool is looked at only when helpers are wanted: not in a forked child (where the
-    // parent's threads do not exist), nor for a small scan.
+    // parent's threads do not exist), nor for a small scan. One core is the caller's.
     let helpers = if max_helpers > 0 && n > 1 {
-        helper_pool().map_or(0, |pool| {
-            max_helpers.min(pool.current_num_threads()).min(n - 1)
-        })
+        max_helpers
+            .min(rayon::current_num_threads().saturating_sub(1))
+            .min(n - 1)
     } else {
         0
     };

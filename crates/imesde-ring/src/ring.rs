@@ -101,9 +101,8 @@ const PARALLEL_MIN_WORK: usize = 1 << 18;
 
 static PARALLEL: AtomicBool = AtomicBool::new(true);
 
-/// Enables or disables the thread pools (rayon's, used by writes, and the scan helpers') for
-/// every ring in the process. Disabled after `fork()` in a child, where the parent's pool
-/// threads do not exist.
+/// Enables or disables the rayon thread pool (writes and scan helpers) for every ring in the
+/// process. Disabled after `fork()` in a child, where the parent's pool threads do not exist.
 pub fn set_parallel(enabled: bool) {
     PARALLEL.store(enabled, Ordering::Relaxed);
 }
