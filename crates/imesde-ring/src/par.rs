@@ -11,8 +11,9 @@
 
 use std::any::Any;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
-use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 /// Hands out the task indices to a worker body.
 type Next<'a> = dyn FnMut() -> Option<usize> + 'a;
@@ -89,6 +90,44 @@ impl Drop for Close<'_> {
     }
 }
 
+/// How long a helper waits for the next scan after its last one: a scan repeated from a
+/// loop then finds it awake (as BLAS libraries keep their threads spinning) instead of
+/// paying a vCPU wake-up, worth most of a small scan.
+const LINGER: Duration = Duration::from_micros(200);
+
+/// Helpers waiting for a scan.
+static LINGERING: AtomicUsize = AtomicUsize::new(0);
+/// The latest scan posted for lingering helpers, with a count of postings.
+static POSTED: Mutex<(u64, Option<Arc<Shared>>)> = Mutex::new((0, None));
+/// The count of postings, read without the lock while lingering.
+static POSTINGS: AtomicU64 = AtomicU64::new(0);
+
+/// A helper's job: work on `first`, then take scans posted while it lingers. The same
+/// protocol as any helper (`Shared::work`), so a scan that ended is never touched.
+fn helper(first: &Arc<Shared>) {
+    first.work();
+    let mut seen = POSTED.lock().unwrap_or_else(PoisonError::into_inner).0;
+    LINGERING.fetch_add(1, SeqCst);
+    let mut since = Instant::now();
+    while since.elapsed() < LINGER {
+        let next = if POSTINGS.load(SeqCst) == seen {
+            None
+        } else {
+            let posted = POSTED.lock().unwrap_or_else(PoisonError::into_inner);
+            seen = posted.0;
+            posted.1.clone()
+        };
+        match next {
+            Some(scan) => {
+                scan.work();
+                since = Instant::now();
+            }
+            None => std::hint::spin_loop(),
+        }
+    }
+    LINGERING.fetch_sub(1, SeqCst);
+}
+
 /// Runs `body(next)` on the calling thread and on up to `helpers` pool threads; across all
 /// of them, `next()` yields each index of `0..n` once.
 fn run(n: usize, helpers: usize, body: &BodyFn<'_>) {
@@ -107,11 +146,26 @@ fn run(n: usize, helpers: usize, body: &BodyFn<'_>) {
     {
         // Armed before any helper exists, so whatever unwinds from here waits for them.
         let _close = Close(&shared);
-        for _ in 0..helpers {
+        // Helpers still lingering after the last scan join this one at once; new ones are
+        // spawned for the rest (a lingering helper that leaves just now only costs speed).
+        let lingering = LINGERING.load(SeqCst);
+        if lingering > 0 {
+            let mut posted = POSTED.lock().unwrap_or_else(PoisonError::into_inner);
+            posted.0 += 1;
+            posted.1 = Some(Arc::clone(&shared));
+            POSTINGS.store(posted.0, SeqCst);
+        }
+        for _ in lingering.min(helpers)..helpers {
             let s = Arc::clone(&shared);
-            rayon::spawn(move || s.work());
+            rayon::spawn(move || helper(&s));
         }
         shared.work();
+    }
+    {
+        let mut posted = POSTED.lock().unwrap_or_else(PoisonError::into_inner);
+        if posted.1.as_ref().is_some_and(|p| Arc::ptr_eq(p, &shared)) {
+            posted.1 = None;
+        }
     }
     let panic = shared
         .panic
