@@ -138,8 +138,6 @@ struct Term {
     text: Box<str>,
     /// Live documents containing the term.
     df: u32,
-    /// The largest tf ever indexed (an upper bound after removals).
-    max_tf: u32,
     /// Sorted by `doc`; may hold postings of removed documents until compacted.
     postings: Vec<Posting>,
     dead: u32,
@@ -334,7 +332,6 @@ impl Bm25 {
         for &(t, tf) in &terms {
             let term = &mut self.terms[t as usize];
             term.df += 1;
-            term.max_tf = term.max_tf.max(tf);
             term.postings.push(Posting { doc, tf });
         }
         self.docs.push(Doc { id, terms });
@@ -361,9 +358,6 @@ impl Bm25 {
                 let lens = &self.lens;
                 term.postings.retain(|p| lens[p.doc as usize] != DEAD);
                 term.dead = 0;
-                if term.df == 0 {
-                    term.max_tf = 0;
-                }
             }
         }
         if self.docs.len() > 1024 && self.docs.len() > 2 * self.ids.len() {
@@ -469,8 +463,7 @@ impl Bm25 {
                 let term = &self.terms[t as usize];
                 let weight = w * p.idf(term.df, n);
                 let impacts = self.impacts(term, &norm);
-                // The largest impact of the list now: tighter than max_tf at the shortest
-                // possible length.
+                // The largest impact of the list now.
                 let ub = (weight * impacts.max * SLACK).max(0.0);
                 (&term.postings[..], impacts, weight, ub)
             })
@@ -491,11 +484,7 @@ impl Bm25 {
                 }
                 push_top(&mut heap, k, Entry2 { score, doc: q.doc });
             }
-            return heap
-                .into_sorted_vec()
-                .into_iter()
-                .map(|e| self.hit(e.doc, e.score, &term_ids))
-                .collect();
+            return self.hits(heap, &term_ids);
         }
         let postings: usize = terms.iter().map(|t| t.0.len()).sum();
         SCRATCH.with_borrow_mut(|scratch| {
@@ -530,11 +519,7 @@ impl Bm25 {
                         }
                     }
                 }
-                return heap
-                    .into_sorted_vec()
-                    .into_iter()
-                    .map(|e| self.hit(e.doc, e.score, &term_ids))
-                    .collect();
+                return self.hits(heap, &term_ids);
             }
             let (acc, touched) = (&mut scratch.acc, &mut scratch.touched);
             if acc.len() < self.docs.len() {
@@ -649,10 +634,7 @@ impl Bm25 {
                 push_top(&mut heap, k, Entry2 { score, doc });
             }
             touched.clear();
-            heap.into_sorted_vec()
-                .into_iter()
-                .map(|e| self.hit(e.doc, e.score, &term_ids))
-                .collect()
+            self.hits(heap, &term_ids)
         })
     }
 
@@ -702,6 +684,14 @@ impl Bm25 {
             cached.epoch = self.epoch;
         }
         RwLockWriteGuard::downgrade(guard)
+    }
+
+    /// The selected documents as hits, best first.
+    fn hits(&self, heap: BinaryHeap<Entry2>, query: &[u32]) -> Vec<Bm25Hit> {
+        heap.into_sorted_vec()
+            .into_iter()
+            .map(|e| self.hit(e.doc, e.score, query))
+            .collect()
     }
 
     fn hit(&self, doc: u32, score: f32, query: &[u32]) -> Bm25Hit {
