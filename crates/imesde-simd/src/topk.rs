@@ -179,6 +179,19 @@ pub fn top_k(scores: &[f32], k: usize) -> Vec<(usize, f32)> {
 mod tests {
     use super::*;
 
+    /// `n` pseudo-random scores `(x % levels) / div - shift`: few distinct values, so ties
+    /// are common.
+    fn scores(state: &mut u64, n: usize, levels: u64, div: f32, shift: f32) -> Vec<f32> {
+        (0..n)
+            .map(|_| {
+                *state = state
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1);
+                ((*state >> 33) % levels) as f32 / div - shift
+            })
+            .collect()
+    }
+
     fn reference(scores: &[f32], k: usize) -> Vec<(usize, f32)> {
         let mut idx: Vec<usize> = (0..scores.len()).collect();
         idx.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
@@ -190,15 +203,7 @@ mod tests {
         let mut state = 12345u64;
         for n in [0usize, 1, 2, 7, 100, 1000] {
             for k in [1usize, 3, 10, 1000, 5000] {
-                let scores: Vec<f32> = (0..n)
-                    .map(|_| {
-                        state = state
-                            .wrapping_mul(6_364_136_223_846_793_005)
-                            .wrapping_add(1);
-                        // Few distinct values, so ties are common.
-                        ((state >> 33) % 17) as f32 / 4.0 - 2.0
-                    })
-                    .collect();
+                let scores = scores(&mut state, n, 17, 4.0, 2.0);
                 assert_eq!(top_k(&scores, k), reference(&scores, k), "n={n} k={k}");
             }
         }
@@ -209,14 +214,7 @@ mod tests {
         let mut state = 99u64;
         for n in [0usize, 1, 15, 16, 17, 100, 1000] {
             for k in [1usize, 3, 10, 200] {
-                let scores: Vec<f32> = (0..n)
-                    .map(|_| {
-                        state = state
-                            .wrapping_mul(6_364_136_223_846_793_005)
-                            .wrapping_add(1);
-                        ((state >> 33) % 29) as f32 / 8.0 - 1.0
-                    })
-                    .collect();
+                let scores = scores(&mut state, n, 29, 8.0, 1.0);
                 let mut top = TopK::new(k);
                 top.offer_scores(&scores, |t, i, s| {
                     t.push(s, i as u64);
