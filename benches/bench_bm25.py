@@ -24,14 +24,12 @@ import platform
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import imesde
 import numpy as np
+from _data import DATA, stream_texts
 from imesde._models import packaged_model
-
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def debtags() -> tuple[list[dict[str, Any]], list[tuple[str, str]], dict[str, set[str]]]:
@@ -47,11 +45,6 @@ def debtags() -> tuple[list[dict[str, Any]], list[tuple[str, str]], dict[str, se
         if int(rel) > 0:
             qrels[qid].add(docid)
     return docs, queries, qrels
-
-
-def stream_texts() -> list[str]:
-    with gzip.open(DATA / "changelog_stream.jsonl.gz", "rt", encoding="utf-8") as f:
-        return [json.loads(line)["text"] for line in f]
 
 
 def percentile_us(xs: Sequence[float], p: float) -> float:

@@ -16,24 +16,21 @@ with the default model, queried with the 176 debtags query texts; the newest `n`
 from __future__ import annotations
 
 import argparse
-import gzip
 import importlib
-import json
 import os
 import platform
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import imesde
 import numpy as np
 import numpy.typing as npt
+from _data import debtags_query_texts, stream_texts
 
 DIM = 384
 K = 10
 BATCH = 64
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def median_ms(fn: Callable[[], object], repeat: int) -> float:
@@ -72,12 +69,8 @@ def unit(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
 
 def real_embeddings() -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
     """The stream's texts and the debtags queries (short and long), embedded."""
-    with gzip.open(DATA / "changelog_stream.jsonl.gz", "rt", encoding="utf-8") as f:
-        texts = [json.loads(line)["text"] for line in f]
-    queries = []
-    for line in (DATA / "debtags_queries.jsonl").read_text(encoding="utf-8").splitlines():
-        q = json.loads(line)
-        queries += [q["query"], q["query_long"]]
+    texts = stream_texts()
+    queries = debtags_query_texts()
     model = imesde.TextEmbedder()
     t = time.perf_counter()
     x = model.embed(texts)

@@ -13,20 +13,17 @@ process.
 from __future__ import annotations
 
 import argparse
-import gzip
-import json
 import os
 import platform
 import statistics
 import threading
 import time
-from pathlib import Path
 
 import imesde
 import numpy as np
+from _data import debtags_query_texts, stream_texts
 from imesde._models import packaged_model
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 BATCH = 256
 
 
@@ -38,17 +35,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--items", type=int, default=20_000)
     args = ap.parse_args()
-    texts = []
-    with gzip.open(DATA / "changelog_stream.jsonl.gz", "rt", encoding="utf-8") as f:
-        for line in f:
-            texts.append(json.loads(line)["text"])
-            if len(texts) == args.items:
-                break
-    queries = []
-    for line in (DATA / "debtags_queries.jsonl").read_text(encoding="utf-8").splitlines():
-        q = json.loads(line)
-        queries += [q["query"], q["query_long"]]
-    queries = queries[:100]
+    texts = stream_texts(args.items)
+    queries = debtags_query_texts()[:100]
     model = imesde.TextEmbedder(*packaged_model())
     vectors = model.embed(texts)
     qvecs = model.embed(queries)
