@@ -97,25 +97,30 @@ const LINGER: Duration = Duration::from_micros(200);
 
 /// Helpers waiting for a scan.
 static LINGERING: AtomicUsize = AtomicUsize::new(0);
-/// The latest scan posted for lingering helpers, with a count of postings.
-static POSTED: Mutex<(u64, Option<Arc<Shared>>)> = Mutex::new((0, None));
-/// The count of postings, read without the lock while lingering.
+/// The latest scan posted for lingering helpers.
+static POSTED: Mutex<Option<Arc<Shared>>> = Mutex::new(None);
+/// Scans posted so far (bumped under `POSTED`'s lock), read without the lock while lingering.
 static POSTINGS: AtomicU64 = AtomicU64::new(0);
 
 /// A helper's job: work on `first`, then take scans posted while it lingers. The same
 /// protocol as any helper (`Shared::work`), so a scan that ended is never touched.
 fn helper(first: &Arc<Shared>) {
     first.work();
-    let mut seen = POSTED.lock().unwrap_or_else(PoisonError::into_inner).0;
+    let mut seen = POSTINGS.load(SeqCst);
     LINGERING.fetch_add(1, SeqCst);
     let mut since = Instant::now();
     while since.elapsed() < LINGER {
-        let next = if POSTINGS.load(SeqCst) == seen {
+        let postings = POSTINGS.load(SeqCst);
+        let next = if postings == seen {
             None
         } else {
-            let posted = POSTED.lock().unwrap_or_else(PoisonError::into_inner);
-            seen = posted.0;
-            posted.1.clone()
+            // (A scan posted after that load is taken now and looked at once more later,
+            // which finds its tasks taken or joins it: harmless either way.)
+            seen = postings;
+            POSTED
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone()
         };
         match next {
             Some(scan) => {
@@ -151,9 +156,8 @@ fn run(n: usize, helpers: usize, body: &BodyFn<'_>) {
         let lingering = LINGERING.load(SeqCst);
         if lingering > 0 {
             let mut posted = POSTED.lock().unwrap_or_else(PoisonError::into_inner);
-            posted.0 += 1;
-            posted.1 = Some(Arc::clone(&shared));
-            POSTINGS.store(posted.0, SeqCst);
+            *posted = Some(Arc::clone(&shared));
+            POSTINGS.fetch_add(1, SeqCst);
         }
         for _ in lingering.min(helpers)..helpers {
             let s = Arc::clone(&shared);
@@ -163,8 +167,8 @@ fn run(n: usize, helpers: usize, body: &BodyFn<'_>) {
     }
     {
         let mut posted = POSTED.lock().unwrap_or_else(PoisonError::into_inner);
-        if posted.1.as_ref().is_some_and(|p| Arc::ptr_eq(p, &shared)) {
-            posted.1 = None;
+        if posted.as_ref().is_some_and(|p| Arc::ptr_eq(p, &shared)) {
+            *posted = None;
         }
     }
     let panic = shared
