@@ -80,14 +80,19 @@ def real_embeddings() -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]
 
 def real_recall(x: npt.NDArray[np.float32], qs: npt.NDArray[np.float32], n: int) -> str:
     x = x[-n:]
+    r = int8_recall(x, qs)
+    return f"{r:.3f}" if len(x) == n else f"{r:.3f} ({len(x):,})"
+
+
+def int8_recall(x: npt.NDArray[np.float32], qs: npt.NDArray[np.float32]) -> float:
+    """Top-K recall of an int8 engine against an f32 one holding the same vectors `x`."""
     shards = 16
     found = []
     for storage in ("f32", "int8"):
         e = imesde.Engine(DIM, num_shards=shards, shard_size=-(-len(x) // shards), storage=storage)
         e.ingest_vectors(x)
         found.append(e.search_vectors(qs, K)[1])
-    r = recall(found[0], found[1])
-    return f"{r:.3f}" if len(x) == n else f"{r:.3f} ({len(x):,})"
+    return recall(found[0], found[1])
 
 
 def clustered(n: int, rng: np.random.Generator) -> npt.NDArray[np.float32]:
@@ -155,12 +160,7 @@ def bench_size(
     xc = clustered(n, rng)
     noise = 0.3 * rng.standard_normal((BATCH, DIM), dtype=np.float32)
     qc = unit(xc[rng.integers(0, n, BATCH)] + noise)
-    found = []
-    for storage in ("f32", "int8"):
-        e = imesde.Engine(DIM, num_shards=shards, shard_size=n // shards, storage=storage)
-        e.ingest_vectors(xc)
-        found.append(e.search_vectors(qc, K)[1])
-    r_clu = recall(found[0], found[1])
+    r_clu = int8_recall(xc, qc)
 
     def measure(fns: dict[str, Callable[[], object]], rep: int) -> dict[str, float]:
         """Median over interleaved rounds of each contender's median call."""
