@@ -279,7 +279,9 @@ class Engine:
     ) -> Engine:
         """An engine embedding text with ``model`` (a ``TextEmbedder``, a model folder, or None
         for the default model), or for vectors only of dimension ``model`` when it is an int.
-        Holds ``num_shards * shard_size`` items, stored as ``"f32"`` or ``"int8"``."""
+        Holds ``num_shards * shard_size`` items, stored as ``"f32"`` (exact) or ``"int8"``
+        (int8 codes scanned, their best candidates rescored with a 4-bit residual: 38 % of the
+        memory at 384 dims, results nearly always those of exact search)."""
     def ingest(
         self,
         text: str,

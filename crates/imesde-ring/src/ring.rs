@@ -18,7 +18,9 @@ use crate::{Attributes, Filter, Hit, Item, Metadata, Result, RingError};
 pub enum Storage {
     /// 4 bytes per value, exact scores.
     F32,
-    /// 1 byte per value plus one f32 scale per vector (symmetric quantisation).
+    /// 1 byte per value plus one f32 scale per vector (symmetric quantisation), scanned; and
+    /// a 4-bit residual per value that rescores the scan's best candidates, so results match
+    /// exact f32 search closely (1.5 bytes per value and 4 per vector in all).
     Int8,
 }
 
@@ -29,6 +31,17 @@ impl Storage {
         match self {
             Storage::F32 => "f32",
             Storage::Int8 => "int8",
+        }
+    }
+
+    /// Bytes one stored vector of `dim` values takes (saturating at `usize::MAX`).
+    #[must_use]
+    pub fn vector_bytes(self, dim: usize) -> usize {
+        match self {
+            Storage::F32 => dim.saturating_mul(4),
+            Storage::Int8 => dim
+                .saturating_add(quant::residual_bytes(dim))
+                .saturating_add(4),
         }
     }
 }
@@ -107,9 +120,15 @@ pub fn set_parallel(enabled: bool) {
     PARALLEL.store(enabled, Ordering::Relaxed);
 }
 
+/// Int8 rows: codes and a scale per row, scanned, and a 4-bit residual per value
+/// ([`quant::quantize_residual`]) read to rescore the scan's best candidates.
 pub(crate) enum Vectors {
     F32(Vec<f32>),
-    Int8 { codes: Vec<i8>, scales: Vec<f32> },
+    Int8 {
+        codes: Vec<i8>,
+        scales: Vec<f32>,
+        residuals: Vec<u8>,
+    },
 }
 
 pub(crate) struct Shard {
@@ -127,13 +146,31 @@ pub(crate) struct Shard {
 /// Vectors validated, normalised and (for int8) quantised, ready to copy into slots.
 enum Prepared {
     F32(Vec<f32>),
-    Int8 { codes: Vec<i8>, scales: Vec<f32> },
+    Int8 {
+        codes: Vec<i8>,
+        scales: Vec<f32>,
+        residuals: Vec<u8>,
+    },
 }
 
 /// A query in the form the kernels of the ring's storage want.
 enum Query {
     F32(Vec<f32>),
     Int8 { codes: Vec<i16>, scales: Vec<f32> },
+}
+
+impl Query {
+    /// Candidates a scan keeps per query for `k` hits. An int8 scan's scores are off by up
+    /// to half a quantisation step per value, enough to swap close neighbours, so it keeps
+    /// more, to be rescored. Measured on 16,384 and 262,144 Gaussian and clustered vectors of
+    /// 384 dims, recall@10 after rescoring stops rising at 15 candidates; a larger top-k
+    /// slows the scan (30 candidates: +20 %).
+    fn candidates(&self, k: usize) -> usize {
+        match self {
+            Query::F32(_) => k,
+            Query::Int8 { .. } => k.saturating_add(k / 2).saturating_add(5),
+        }
+    }
 }
 
 /// The sharded ring buffer. All methods take `&self`; the ring is `Send + Sync`.
@@ -211,12 +248,8 @@ impl Ring {
                 max: quant::MAX_I8_DIM,
             });
         }
-        let value_bytes = match cfg.storage {
-            Storage::F32 => 4,
-            Storage::Int8 => 1,
-        };
-        // Per slot: the vector, an id, a timestamp, two payload pointers (and a scale).
-        let slot_bytes = (cfg.dim as u128) * value_bytes + 8 + 8 + 16 + 16 + 4;
+        // Per slot: the vector, an id, a timestamp, two payload pointers.
+        let slot_bytes = cfg.storage.vector_bytes(cfg.dim) as u128 + 8 + 8 + 16 + 16;
         let bytes = slot_bytes * cfg.num_shards as u128 * cfg.shard_size as u128;
         let capacity_err = || RingError::Capacity {
             num_shards: cfg.num_shards,
@@ -242,6 +275,8 @@ impl Ring {
                 Storage::Int8 => Vectors::Int8 {
                     codes: try_zeroed(values).ok_or_else(capacity_err)?,
                     scales: try_zeroed(cfg.shard_size).ok_or_else(capacity_err)?,
+                    residuals: try_zeroed(cfg.shard_size * quant::residual_bytes(cfg.dim))
+                        .ok_or_else(capacity_err)?,
                 },
             };
             let mut ids = try_zeroed::<u64>(cfg.shard_size).ok_or_else(capacity_err)?;
@@ -375,13 +410,26 @@ impl Ring {
         match self.cfg.storage {
             Storage::F32 => Prepared::F32(unit),
             Storage::Int8 => {
+                let dim = self.cfg.dim;
+                let rb = quant::residual_bytes(dim);
+                let n = unit.len() / dim;
                 let mut codes = vec![0i8; unit.len()];
+                let mut residuals = vec![0u8; n * rb];
                 let scales = unit
-                    .chunks_exact(self.cfg.dim)
-                    .zip(codes.chunks_exact_mut(self.cfg.dim))
-                    .map(|(x, c)| quant::quantize_i8(x, c))
+                    .chunks_exact(dim)
+                    .zip(codes.chunks_exact_mut(dim))
+                    .zip(residuals.chunks_exact_mut(rb))
+                    .map(|((x, c), r)| {
+                        let scale = quant::quantize_i8(x, c);
+                        quant::quantize_residual(x, c, scale, r);
+                        scale
+                    })
                     .collect();
-                Prepared::Int8 { codes, scales }
+                Prepared::Int8 {
+                    codes,
+                    scales,
+                    residuals,
+                }
             }
         }
     }
@@ -505,14 +553,22 @@ impl Ring {
                                 .copy_from_slice(&src[i * dim..(i + 1) * dim]);
                         }
                         (
-                            Vectors::Int8 { codes, scales },
+                            Vectors::Int8 {
+                                codes,
+                                scales,
+                                residuals,
+                            },
                             Prepared::Int8 {
                                 codes: c,
                                 scales: sc,
+                                residuals: r,
                             },
                         ) => {
+                            let rb = quant::residual_bytes(dim);
                             codes[slot * dim..(slot + 1) * dim]
                                 .copy_from_slice(&c[i * dim..(i + 1) * dim]);
+                            residuals[slot * rb..(slot + 1) * rb]
+                                .copy_from_slice(&r[i * rb..(i + 1) * rb]);
                             scales[slot] = sc[i];
                         }
                         _ => unreachable!("prepared for this ring's storage"),
@@ -595,7 +651,7 @@ impl Ring {
                     }
                 }
                 (
-                    Vectors::Int8 { codes, scales },
+                    Vectors::Int8 { codes, scales, .. },
                     Query::Int8 {
                         codes: qc,
                         scales: qs,
@@ -645,15 +701,16 @@ impl Ring {
         let (_, q) = self.prepare_queries(query)?;
         self.searches.fetch_add(1, Ordering::Relaxed);
         let plain = filter.is_empty();
+        let kc = q.candidates(k);
         // Each thread keeps the best `k` it has seen over all its tasks (`seen`): an item
         // that does not enter it cannot be in the global top-k, and its floor rises from
         // task to task, so most score blocks are skipped. What enters it also enters the
         // task's own top-k, read out as hits while the shard's lock is held.
         let per_thread = self.fold_shards(
             1,
-            || (TopK::new(k), Vec::new()),
+            || (TopK::new(kc), Vec::new()),
             |(seen, hits): &mut (TopK, Vec<Hit>), shard, rows| {
-                let mut top = TopK::new(k);
+                let mut top = TopK::new(kc);
                 self.scan_shard(shard, rows, &q, 1, |_, first, scores| {
                     seen.offer_scores(scores, |seen, r, score| {
                         let slot = first + r;
@@ -681,16 +738,30 @@ impl Ring {
                         metadata: shard.meta[slot].clone(),
                     }
                 }));
-                // Only this thread's best k can be in the global top-k (`seen` holds them).
-                if hits.len() > k.saturating_mul(2) {
-                    hits.select_nth_unstable_by(k - 1, best_first);
-                    hits.truncate(k);
+                // Only this thread's best kc can be in the global top-kc (`seen` holds them).
+                if hits.len() > kc.saturating_mul(2) {
+                    hits.select_nth_unstable_by(kc - 1, best_first);
+                    hits.truncate(kc);
                 }
             },
         );
         let mut hits: Vec<Hit> = per_thread.into_iter().flat_map(|(_, h)| h).collect();
         hits.sort_unstable_by(best_first);
-        hits.truncate(k);
+        hits.truncate(kc);
+        if kc > k {
+            let mut cands: Vec<(f32, u64)> = hits.iter().map(|h| (h.score, EMPTY - h.id)).collect();
+            self.rescore(&q, 0, &mut cands, k);
+            let mut by_id: std::collections::HashMap<u64, Hit> =
+                hits.into_iter().map(|h| (h.id, h)).collect();
+            hits = cands
+                .into_iter()
+                .filter_map(|(score, key)| {
+                    let mut h = by_id.remove(&(EMPTY - key))?;
+                    h.score = score;
+                    Some(h)
+                })
+                .collect();
+        }
         Ok(hits)
     }
 
@@ -705,10 +776,11 @@ impl Ring {
         }
         let (nq, q) = self.prepare_queries(queries)?;
         self.searches.fetch_add(nq as u64, Ordering::Relaxed);
+        let kc = q.candidates(k);
         // One top-k per query and thread, its floor carried from task to task.
         let per_thread = self.fold_shards(
             nq,
-            || (0..nq).map(|_| TopK::new(k)).collect::<Vec<_>>(),
+            || (0..nq).map(|_| TopK::new(kc)).collect::<Vec<_>>(),
             |tops: &mut Vec<TopK>, shard, rows| {
                 self.scan_shard(shard, rows, &q, nq, |j, first, scores| {
                     tops[j].offer_scores(scores, |top, r, score| {
@@ -720,18 +792,20 @@ impl Ring {
                 });
             },
         );
-        let mut merged: Vec<TopK> = (0..nq).map(|_| TopK::new(k)).collect();
+        let mut merged: Vec<TopK> = (0..nq).map(|_| TopK::new(kc)).collect();
         for tops in per_thread {
             for (m, t) in merged.iter_mut().zip(tops) {
                 m.merge(t);
             }
         }
         // Every query saw the same rows: fewer than `k` for one means as few for all.
-        let kk = merged[0].len();
+        let kk = merged[0].len().min(k);
         let mut scores = Vec::with_capacity(nq * kk);
         let mut ids = Vec::with_capacity(nq * kk);
-        for m in merged {
-            for (s, key) in m.into_sorted_vec() {
+        for (j, m) in merged.into_iter().enumerate() {
+            let mut best = m.into_sorted_vec();
+            self.rescore(&q, j, &mut best, k);
+            for (s, key) in best {
                 scores.push(s);
                 ids.push(EMPTY - key);
             }
@@ -751,10 +825,16 @@ impl Ring {
             let dim = self.cfg.dim;
             let vector = match &shard.vectors {
                 Vectors::F32(v) => v[slot * dim..(slot + 1) * dim].to_vec(),
-                Vectors::Int8 { codes, scales } => {
+                Vectors::Int8 {
+                    codes,
+                    scales,
+                    residuals,
+                } => {
+                    let rb = quant::residual_bytes(dim);
                     let mut out = vec![0.0; dim];
-                    quant::dequantize_i8(
+                    quant::dequantize_refined(
                         &codes[slot * dim..(slot + 1) * dim],
+                        &residuals[slot * rb..(slot + 1) * rb],
                         scales[slot],
                         &mut out,
                     );
@@ -784,6 +864,59 @@ impl Ring {
         })
     }
 
+    /// Rescores the `(score, key)` candidates of query `j` of an int8 scan with the
+    /// residuals, best first, and keeps the best `k`. A candidate overwritten since the scan
+    /// keeps its scan score.
+    fn rescore(&self, q: &Query, j: usize, cands: &mut Vec<(f32, u64)>, k: usize) {
+        let Query::Int8 { codes, scales } = q else {
+            return;
+        };
+        let dim = self.cfg.dim;
+        let rb = quant::residual_bytes(dim);
+        let (qc, qs) = (&codes[j * dim..(j + 1) * dim], scales[j]);
+        let mut residual = vec![0i8; dim];
+        let mut dots = [0i32; 1];
+        // The candidates' rows are scattered and mostly out of cache: ask for all of them
+        // first, so their loads overlap.
+        for &(_, key) in cands.iter() {
+            self.read_slot(EMPTY - key, |shard, slot| {
+                if let Vectors::Int8 {
+                    codes, residuals, ..
+                } = &shard.vectors
+                {
+                    imesde_simd::prefetch(&codes[slot * dim..(slot + 1) * dim]);
+                    imesde_simd::prefetch(&residuals[slot * rb..(slot + 1) * rb]);
+                }
+            });
+        }
+        for (score, key) in cands.iter_mut() {
+            let refined = self.read_slot(EMPTY - *key, |shard, slot| {
+                let Vectors::Int8 {
+                    codes,
+                    scales,
+                    residuals,
+                } = &shard.vectors
+                else {
+                    unreachable!("int8 queries go with int8 rings")
+                };
+                self.kernels
+                    .scan_i8(qc, &codes[slot * dim..(slot + 1) * dim], &mut dots);
+                let coarse = dots[0];
+                quant::unpack_residual(&residuals[slot * rb..(slot + 1) * rb], &mut residual);
+                self.kernels.scan_i8(qc, &residual, &mut dots);
+                quant::refined_score(coarse, dots[0], scales[slot], qs)
+            });
+            *score = refined.unwrap_or(*score);
+        }
+        // TopK's order: best score first (0.0 ties -0.0), then the smaller key (newer item).
+        cands.sort_unstable_by(|a, b| {
+            b.0.partial_cmp(&a.0)
+                .unwrap_or(std::cmp::Ordering::Equal)
+                .then(a.1.cmp(&b.1))
+        });
+        cands.truncate(k);
+    }
+
     /// Runs `f` on the shard and slot holding `id`, under the shard's read lock.
     fn read_slot<T>(&self, id: u64, f: impl FnOnce(&Shard, usize) -> T) -> Option<T> {
         if id == EMPTY {
@@ -806,11 +939,8 @@ impl Ring {
             })
             .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
         let ingested = self.next_id.load(Ordering::Acquire);
-        let value_bytes = match self.cfg.storage {
-            Storage::F32 => 4 * self.cfg.dim,
-            Storage::Int8 => self.cfg.dim + 4,
-        };
-        let slot_bytes = value_bytes + 8 + 8 + 2 * size_of::<Option<Arc<str>>>();
+        let slot_bytes =
+            self.cfg.storage.vector_bytes(self.cfg.dim) + 8 + 8 + 2 * size_of::<Option<Arc<str>>>();
         RingStats {
             len,
             ingested,

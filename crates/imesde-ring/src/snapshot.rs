@@ -1,37 +1,45 @@
 //! Snapshots: the whole ring as bytes, taken consistently while ingestion goes on, and a ring
 //! rebuilt from them bit for bit (same slots, same vectors, so the same search results).
 //!
-//! Layout, inside the `imesde-format` frame (magic `b"IMESDE-RING\n"`, `u32` version 1, body,
+//! Layout, inside the `imesde-format` frame (magic `b"IMESDE-RING\n"`, `u32` version 2, body,
 //! `u32` CRC-32), little-endian:
 //!
 //! ```text
 //! u32 dim, u32 num_shards, u32 shard_size, u8 storage (0 f32, 1 int8), u64 next_id,
 //! str tag (the caller's, e.g. the model's identity), u64 item count, then per item:
-//!   u64 id, f64 ts, the stored vector (dim f32, or dim i8 + f32 scale),
+//!   u64 id, f64 ts, the stored vector (dim f32, or dim i8 + f32 scale + ceil(dim / 2) bytes
+//!   of 4-bit residual),
 //!   u8 has_text [str text], u32 metadata pairs (str key, str value)...
 //! ```
-//! A string is a `u32` byte length and UTF-8.
+//! A string is a `u32` byte length and UTF-8. Version 1 is version 2 without the residual;
+//! its int8 vectors load with a zero residual.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use imesde_format::{FormatError, Reader, Writer};
+use imesde_simd::quant;
 
 use crate::item::{meta_bytes, text_bytes};
 use crate::ring::{EMPTY, Ring, RingConfig, Shard, Storage, Vectors};
 use crate::{Metadata, RingError};
 
 const MAGIC: &[u8; 12] = b"IMESDE-RING\n";
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 
 impl Ring {
     /// The ring as bytes (see the module docs), with `tag` stored for the caller. Writers wait
     /// only while the shards are copied; the snapshot holds whole batches.
     #[must_use]
     pub fn snapshot(&self, tag: &str) -> Vec<u8> {
+        self.snapshot_as(tag, VERSION)
+    }
+
+    /// [`Ring::snapshot`] in the layout of `version` (1: int8 vectors without residual).
+    fn snapshot_as(&self, tag: &str, version: u32) -> Vec<u8> {
         let cfg = self.config();
         let dim = cfg.dim;
-        let mut w = Writer::new(MAGIC, VERSION);
+        let mut w = Writer::new(MAGIC, version);
         w.u32(dim as u32);
         w.u32(cfg.num_shards as u32);
         w.u32(cfg.shard_size as u32);
@@ -60,10 +68,18 @@ impl Ring {
             w.f64(shard.ts[slot]);
             match &shard.vectors {
                 Vectors::F32(v) => w.f32s(&v[slot * dim..(slot + 1) * dim]),
-                Vectors::Int8 { codes, scales } => {
+                Vectors::Int8 {
+                    codes,
+                    scales,
+                    residuals,
+                } => {
                     let c = &codes[slot * dim..(slot + 1) * dim];
                     w.bytes(&c.iter().map(|&x| x as u8).collect::<Vec<u8>>());
                     w.f32(scales[slot]);
+                    if version >= 2 {
+                        let rb = quant::residual_bytes(dim);
+                        w.bytes(&residuals[slot * rb..(slot + 1) * rb]);
+                    }
                 }
             }
             match &shard.texts[slot] {
@@ -96,7 +112,8 @@ impl Ring {
     pub fn from_snapshot(bytes: &[u8]) -> Result<(Ring, String), RingError> {
         let bad = |e: FormatError| RingError::Snapshot(e.0);
         let invalid = |m: &str| RingError::Snapshot(m.to_string());
-        let mut r = Reader::open(bytes, MAGIC, &[VERSION]).map_err(bad)?;
+        let mut r = Reader::open(bytes, MAGIC, &[1, VERSION]).map_err(bad)?;
+        let has_residual = r.version() >= 2;
         let dim = r.u32().map_err(bad)? as usize;
         let num_shards = r.u32().map_err(bad)? as usize;
         let shard_size = r.u32().map_err(bad)? as usize;
@@ -147,7 +164,11 @@ impl Ring {
                     }
                     v[slot * dim..(slot + 1) * dim].copy_from_slice(&x);
                 }
-                Vectors::Int8 { codes, scales } => {
+                Vectors::Int8 {
+                    codes,
+                    scales,
+                    residuals,
+                } => {
                     let c = r.bytes(dim).map_err(bad)?;
                     for (dst, &b) in codes[slot * dim..(slot + 1) * dim].iter_mut().zip(c) {
                         *dst = b as i8;
@@ -157,6 +178,13 @@ impl Ring {
                         return Err(invalid("a scale is not finite"));
                     }
                     scales[slot] = scale;
+                    let rb = quant::residual_bytes(dim);
+                    let dst = &mut residuals[slot * rb..(slot + 1) * rb];
+                    if has_residual {
+                        dst.copy_from_slice(r.bytes(rb).map_err(bad)?);
+                    } else {
+                        dst.fill(0);
+                    }
                 }
             }
             let text: Option<Arc<str>> = match r.u8().map_err(bad)? {
@@ -188,5 +216,45 @@ impl Ring {
             s.ids[..s.high].iter().filter(|&&i| i != EMPTY).count() == s.len
         }));
         Ok((ring, tag))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Attributes, Filter};
+
+    #[test]
+    fn version_1_int8_snapshots_load_without_residual() {
+        let cfg = RingConfig {
+            dim: 5,
+            num_shards: 2,
+            shard_size: 4,
+            storage: Storage::Int8,
+        };
+        let ring = Ring::new(cfg).unwrap();
+        let x: Vec<f32> = (0..30).map(|i| ((i * 7 % 11) as f32 - 5.0) / 3.0).collect();
+        ring.ingest(&x, &Attributes::default()).unwrap();
+        let (old, _) = Ring::from_snapshot(&ring.snapshot_as("t", 1)).unwrap();
+        let (new, _) = Ring::from_snapshot(&ring.snapshot("t")).unwrap();
+        for id in 0..6 {
+            let (s, slot) = ring.slot_of(id);
+            let shard = ring.shards[s].read();
+            let Vectors::Int8 { codes, scales, .. } = &shard.vectors else {
+                unreachable!()
+            };
+            // Version 1 kept the int8 codes only: they come back as they were.
+            let mut coarse = vec![0.0; 5];
+            quant::dequantize_i8(&codes[slot * 5..slot * 5 + 5], scales[slot], &mut coarse);
+            let back = old.get(id).unwrap().vector;
+            assert!(back.iter().zip(&coarse).all(|(a, b)| (a - b).abs() < 1e-6));
+            assert_eq!(new.get(id), ring.get(id));
+        }
+        let q = &x[..5];
+        let hits = old.search(q, 3, &Filter::default()).unwrap();
+        assert_eq!(hits[0].id, 0);
+        // Saved again, it is a version 2 snapshot with a zero residual.
+        let (again, _) = Ring::from_snapshot(&old.snapshot("t")).unwrap();
+        assert_eq!(again.get(3), old.get(3));
     }
 }

@@ -276,10 +276,11 @@ fn int8_scores_track_f32_scores() {
         sa[h.id as usize] = h.score;
     }
     for h in &hb {
-        assert!((h.score - sa[h.id as usize]).abs() < 4e-3, "id {}", h.id);
+        // Rescored with the residual: a fourteenth of the int8 error.
+        assert!((h.score - sa[h.id as usize]).abs() < 5e-4, "id {}", h.id);
     }
     let v = b.get(7).unwrap().vector;
-    assert!(cosine(&v, &data[7 * dim..8 * dim]) > 0.999);
+    assert!(cosine(&v, &data[7 * dim..8 * dim]) > 0.99999);
 }
 
 #[test]

@@ -1,7 +1,11 @@
 //! Symmetric quantisation: `x ~= codes * scale`, zero point 0.
 //!
 //! Stored vectors use int8 codes in `-127..=127` (the value -128 is never produced, so the
-//! range is symmetric). Queries use wider codes, up to 15 bits (`-16383..=16383`), so the
+//! range is symmetric), plus a 4-bit residual per value: `x ~= (codes + residual / 14) * scale`
+//! with `residual` in `-7..=7`, packed two to a byte ([`residual_bytes`]). The residual needs no
+//! scale of its own (the int8 rounding error is at most half a step, `7 / 14`), cuts the
+//! reconstruction error 14-fold, and is read only to rescore a scan's best candidates
+//! ([`unpack_residual`], [`refined_score`]). Queries use wider codes, up to 15 bits (`-16383..=16383`), so the
 //! query side adds a small fraction of the stored side's rounding error. The query range
 //! shrinks with the dimension ([`query_max_code`]) so that `sum |x_i| |q_i| < 2^31`: no
 //! integer accumulator of any kernel can overflow, whatever the inputs.
@@ -53,6 +57,91 @@ pub fn dequantize_i8(codes: &[i8], scale: f32, out: &mut [f32]) {
     }
 }
 
+/// Levels of the residual per int8 step: residual codes are `-7..=7`.
+const RESIDUAL_STEPS: f32 = 14.0;
+
+/// Bytes of the packed 4-bit residual of a `dim`-value vector.
+#[must_use]
+pub const fn residual_bytes(dim: usize) -> usize {
+    dim.div_ceil(2)
+}
+
+/// The two's-complement nibble `i` of a packed residual (value `i` of the vector).
+#[inline]
+fn nibble(packed: &[u8], i: usize) -> i8 {
+    let b = packed[i / 2];
+    // Shift the wanted nibble to the top, then sign-extend it back down.
+    let top = if i.is_multiple_of(2) { b << 4 } else { b };
+    (top as i8) >> 4
+}
+
+/// Fills `out` ([`residual_bytes`] long) with the 4-bit residual of `x` after its int8
+/// quantisation (`codes`, `scale` from [`quantize_i8`]). All zero when `scale` is 0.
+pub fn quantize_residual(x: &[f32], codes: &[i8], scale: f32, out: &mut [u8]) {
+    assert_eq!(x.len(), codes.len(), "quantize_residual: length mismatch");
+    assert_eq!(
+        out.len(),
+        residual_bytes(x.len()),
+        "quantize_residual: output length"
+    );
+    out.fill(0);
+    if scale == 0.0 {
+        return;
+    }
+    let inv = RESIDUAL_STEPS / scale;
+    for (i, (&v, &c)) in x.iter().zip(codes).enumerate() {
+        let r = ((v - f32::from(c) * scale) * inv).round().clamp(-7.0, 7.0) as i8;
+        out[i / 2] |= ((r as u8) & 0x0f) << (4 * (i % 2));
+    }
+}
+
+/// The fine code of value `i`: `14 * code + residual`, the value in units of `scale / 14`.
+#[inline]
+fn fine_code(codes: &[i8], residual: &[u8], i: usize) -> f32 {
+    f32::from(i16::from(codes[i]) * 14 + i16::from(nibble(residual, i)))
+}
+
+/// Unpacks a residual into one `-7..=7` value per vector value (`out`, the vector's length),
+/// for the int8 dot-product kernels.
+pub fn unpack_residual(packed: &[u8], out: &mut [i8]) {
+    assert_eq!(
+        packed.len(),
+        residual_bytes(out.len()),
+        "unpack_residual: length"
+    );
+    let mut pairs = out.chunks_exact_mut(2);
+    for (pair, &b) in (&mut pairs).zip(packed) {
+        pair[0] = ((b << 4) as i8) >> 4;
+        pair[1] = (b as i8) >> 4;
+    }
+    if let [last] = pairs.into_remainder() {
+        *last = ((packed[packed.len() - 1] << 4) as i8) >> 4;
+    }
+}
+
+/// The score of a query against a stored vector from the kernels' integer dot products of
+/// the query's codes with the vector's int8 `codes` (`coarse`) and with its unpacked
+/// residual (`residual`): `q . x` with `x ~= (codes + residual / 14) * scale`.
+#[must_use]
+pub fn refined_score(coarse: i32, residual: i32, scale: f32, query_scale: f32) -> f32 {
+    let fine = f64::from(coarse) * f64::from(RESIDUAL_STEPS) + f64::from(residual);
+    (fine * (f64::from(scale) * f64::from(query_scale) / f64::from(RESIDUAL_STEPS))) as f32
+}
+
+/// Reconstructs `(codes + residual / 14) * scale` into `out`.
+pub fn dequantize_refined(codes: &[i8], residual: &[u8], scale: f32, out: &mut [f32]) {
+    assert_eq!(codes.len(), out.len(), "dequantize: length mismatch");
+    assert_eq!(
+        residual.len(),
+        residual_bytes(out.len()),
+        "dequantize: residual"
+    );
+    let step = scale / RESIDUAL_STEPS;
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = fine_code(codes, residual, i) * step;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -81,5 +170,74 @@ mod tests {
             0.0f32.to_bits()
         );
         assert_eq!(codes, vec![0; 4]);
+    }
+
+    fn wave(n: usize) -> Vec<f32> {
+        (0..n)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 17.0 + (i as f32 * 0.7).sin())
+            .collect()
+    }
+
+    #[test]
+    fn residual_cuts_the_error_to_a_fourteenth_of_a_step() {
+        for dim in [1, 2, 7, 384, 385] {
+            let x = wave(dim);
+            let mut codes = vec![0i8; dim];
+            let scale = quantize_i8(&x, &mut codes);
+            let mut res = vec![0u8; residual_bytes(dim)];
+            quantize_residual(&x, &codes, scale, &mut res);
+            let mut back = vec![0.0; dim];
+            dequantize_refined(&codes, &res, scale, &mut back);
+            for (a, b) in x.iter().zip(&back) {
+                assert!(
+                    (a - b).abs() <= scale / 28.0 + 1e-6,
+                    "dim {dim}: {a} vs {b}"
+                );
+            }
+            // Every residual value is used in a vector with enough values.
+            if dim >= 384 {
+                let used: std::collections::BTreeSet<i8> =
+                    (0..dim).map(|i| nibble(&res, i)).collect();
+                assert_eq!(used.len(), 15, "{used:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn refined_score_matches_the_reconstruction() {
+        for dim in [1, 2, 385] {
+            let x = wave(dim);
+            let q: Vec<f32> = (0..dim).map(|i| (i as f32 * 0.31).cos()).collect();
+            let mut codes = vec![0i8; dim];
+            let scale = quantize_i8(&x, &mut codes);
+            let mut res = vec![0u8; residual_bytes(dim)];
+            quantize_residual(&x, &codes, scale, &mut res);
+            let mut unpacked = vec![0i8; dim];
+            unpack_residual(&res, &mut unpacked);
+            assert!((0..dim).all(|i| unpacked[i] == nibble(&res, i)));
+            let mut qc = vec![0i16; dim];
+            let qs = quantize_query(&q, &mut qc);
+            let idot = |a: &[i8]| -> i32 {
+                a.iter()
+                    .zip(&qc)
+                    .map(|(&a, &b)| i32::from(a) * i32::from(b))
+                    .sum()
+            };
+            let got = f64::from(refined_score(idot(&codes), idot(&unpacked), scale, qs));
+            let mut back = vec![0.0; dim];
+            dequantize_refined(&codes, &res, scale, &mut back);
+            let want: f64 = q.iter().zip(&back).map(|(a, b)| f64::from(a * b)).sum();
+            // Off by the 15-bit query's rounding only.
+            let norm = |v: &[f32]| v.iter().map(|a| f64::from(a * a)).sum::<f64>().sqrt();
+            let tol = 1e-5 * norm(&q) * norm(&x);
+            assert!((got - want).abs() < tol, "dim {dim}: {got} vs {want}");
+        }
+    }
+
+    #[test]
+    fn zero_scale_gives_a_zero_residual() {
+        let mut res = vec![0xffu8; 2];
+        quantize_residual(&[0.0; 3], &[0; 3], 0.0, &mut res);
+        assert_eq!(res, vec![0, 0]);
     }
 }
