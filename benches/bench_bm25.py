@@ -4,8 +4,9 @@
 
 Speed (one process, the same tokens: bm25s indexes the token lists imesde's analyzer makes):
 index the 8,000 debtags documents and the 126,223 stream items, then 1,000 queries (the 176
-debtags queries and stream texts), k=10, one query per call. bm25s runs with its numba backend
-when numba is installed, else numpy.
+debtags queries and stream texts), k=10, one query per call, given to both as the same token
+lists (imesde also timed with the text, its analyzer included). bm25s runs with its numba
+backend when numba is installed, else numpy.
 
 Quality on the debtags set (176 queries: each tag's short and long description; relevance: the
 package carries the tag): P@10 and nDCG@10 for dense search (all-MiniLM-L6-v2 int8, 128-token
@@ -60,6 +61,49 @@ def timed_each(fn: Callable[[str], object], queries: Sequence[str]) -> list[floa
     return out
 
 
+def bench_tantivy(
+    tokens: list[list[str]], queries: list[list[str]]
+) -> tuple[str, float, list[float]] | None:
+    """tantivy (tantivy-py) on the same tokens: documents are the token lists joined by spaces,
+    split again by its whitespace tokenizer; a query is a disjunction of term queries."""
+    try:
+        tantivy: Any = importlib.import_module("tantivy")
+    except ImportError:
+        return None
+    sb = tantivy.SchemaBuilder()
+    sb.add_text_field("body", stored=False, tokenizer_name="whitespace")
+    schema = sb.build()
+    index = tantivy.Index(schema)
+    t = time.perf_counter()
+    writer = index.writer()
+    for toks in tokens:
+        doc = tantivy.Document()
+        doc.add_text("body", " ".join(toks))
+        writer.add_document(doc)
+    writer.commit()
+    writer.wait_merging_threads()
+    build = time.perf_counter() - t
+    index.reload()
+    searcher = index.searcher()
+    should = tantivy.Occur.Should
+
+    def search(toks: list[str]) -> object:
+        terms = [(should, tantivy.Query.term_query(schema, "body", w)) for w in toks]
+        return searcher.search(tantivy.Query.boolean_query(terms), 10).hits
+
+    for q in queries[:20]:
+        search(q)
+    lat = []
+    for q in queries:
+        if not q:
+            continue
+        t0 = time.perf_counter()
+        search(q)
+        lat.append(time.perf_counter() - t0)
+    version = getattr(importlib.import_module("importlib.metadata"), "version")("tantivy")
+    return (f"tantivy {version} (tantivy-py, tokens given)", build, lat)
+
+
 def speed(args: argparse.Namespace) -> None:
     docs, queries, _ = debtags()
     corpus = [d["text"] for d in docs] + stream_texts()
@@ -87,6 +131,8 @@ def speed(args: argparse.Namespace) -> None:
     ref.index(tokens, show_progress=False)
     t_ref = time.perf_counter() - t
 
+    tantivy_row = bench_tantivy(tokens, [q_tokens[q] for q in query_texts])
+
     def ref_search(q: str) -> object:
         toks = q_tokens[q]
         if not toks:
@@ -95,8 +141,10 @@ def speed(args: argparse.Namespace) -> None:
 
     for q in query_texts[:20]:
         index.search(q, 10)
+        index.search(q_tokens[q], 10)
         ref_search(q)
-    ours = timed_each(lambda q: index.search(q, 10), query_texts)
+    ours_text = timed_each(lambda q: index.search(q, 10), query_texts)
+    ours = timed_each(lambda q: index.search(q_tokens[q], 10), query_texts)
     theirs = timed_each(ref_search, query_texts)
 
     print(
@@ -109,16 +157,21 @@ def speed(args: argparse.Namespace) -> None:
     )
     print("| | index build | query p50 | query p99 | queries/s |")
     print("|---|---:|---:|---:|---:|")
-    for name, build, lat in (
-        ("**imesde BM25** (analyzer included)", t_ours, ours),
-        ("bm25s (tokens given)", t_ref, theirs),
-    ):
+    rows = [
+        ("**imesde BM25** (tokens given)", t_ours, ours),
+        ("imesde BM25 (text given: analyzer included)", t_ours, ours_text),
+        (f"bm25s {bm25s.__version__}, {backend} backend (tokens given)", t_ref, theirs),
+    ]
+    if tantivy_row is not None:
+        rows.append(tantivy_row)
+    for name, build, lat in rows:
         print(
             f"| {name} | {build:.2f} s | {percentile_us(lat, 50):.0f} us | "
             f"{percentile_us(lat, 99):.0f} us | {len(lat) / sum(lat):,.0f} |"
         )
     print(
-        f"\nquery p50: bm25s / imesde = {np.median(theirs) / np.median(ours):.2f}; "
+        f"\nquery p50, same tokens: bm25s / imesde = {np.median(theirs) / np.median(ours):.2f} "
+        f"(text in: {np.median(theirs) / np.median(ours_text):.2f}); "
         f"index build: bm25s / imesde = {t_ref / t_ours:.2f}; imesde memory "
         f"{index.memory_bytes / 1e6:.0f} MB, {index.memory_bytes / index.token_count:.1f} "
         f"bytes per token (after the queries filled its impact cache)"

@@ -87,6 +87,18 @@ def test_top_k_and_matched_terms(debtags: tuple[list[str], list[str]]) -> None:
     floor = index.search("python web framework", k=5, min_score=hits[2].score)
     assert [h.id for h in floor[:3]] == [h.id for h in hits[:3]]
     assert all(h.score >= hits[2].score for h in floor)
+    # The same query as terms already analyzed (a bm25s-style token list): the same hits.
+    terms = index.analyze("python web framework")
+    by_terms = index.search(terms, k=5)
+    assert [(h.id, h.score, h.terms) for h in by_terms] == [(h.id, h.score, h.terms) for h in hits]
+    # Matched terms are exactly the query terms the document holds.
+    for h in hits:
+        assert sorted(h.terms) == sorted(set(terms) & set(index.analyze(docs[h.id])))
+    # Terms are taken as given: an unanalyzed form matches nothing, a repeat counts again.
+    assert index.search(["Python"], k=5) == []
+    twice = index.search(terms + ["python"], k=1)[0]
+    once = index.search(terms, k=1)[0]
+    assert twice.score > once.score
     assert index.document_count == len(docs) == len(index)
     assert index.token_count == sum(len(index.analyze(d)) for d in docs)
     assert 8 * index.token_count < index.memory_bytes < 200 * index.token_count
@@ -136,6 +148,10 @@ def test_errors_leave_the_index_intact(tmp_path: Path) -> None:
         imesde.BM25(b=2.0)
     with pytest.raises(imesde.InvalidValueError):
         index.search("kernel", k=0)
+    with pytest.raises(TypeError, match=r"query terms\[1\] must be str"):
+        index.search(["kernel", 3], k=1)  # type: ignore[list-item]
+    with pytest.raises(TypeError, match="query terms must be a list of str"):
+        index.search(42, k=1)  # type: ignore[arg-type]
     assert len(index) == 1
     assert 1 in index
     assert index.search("panic")[0].id == 1

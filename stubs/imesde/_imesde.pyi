@@ -101,8 +101,12 @@ class BM25:
         """Same as ``remove``."""
     def update_document(self, id: int, text: str) -> None:
         """Same as ``update``."""
-    def search(self, query: str, k: int = 10, min_score: float = 0.0) -> list[BM25Hit]:
-        """The ``k`` best documents scoring at least ``min_score``, best first."""
+    def search(
+        self, query: str | Sequence[str], k: int = 10, min_score: float = 0.0
+    ) -> list[BM25Hit]:
+        """The ``k`` best documents scoring at least ``min_score``, best first. ``query`` is a
+        text, or its terms already analyzed (as ``analyze`` gives them, like bm25s's token
+        lists); a repeated term counts again."""
     def analyze(self, text: str) -> list[str]:
         """The terms the analyzer makes of ``text``."""
     @property

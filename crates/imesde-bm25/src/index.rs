@@ -2,7 +2,7 @@
 
 use std::cmp::Ordering;
 use std::collections::hash_map::Entry;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::fmt;
 use std::str::FromStr;
 
@@ -302,6 +302,42 @@ impl Bm25 {
         }
         let mut tokens = std::mem::take(&mut self.scratch);
         self.analyzer.analyze_into(text, &mut tokens);
+        self.add_tokens(id, &mut tokens);
+        self.scratch = tokens;
+        Ok(())
+    }
+
+    /// Indexes `texts[i]` under `ids[i]`, all or nothing: an id already indexed or repeated in
+    /// the batch is refused before anything is added.
+    ///
+    /// # Errors
+    /// [`Bm25Error::Duplicate`]; [`Bm25Error::Config`] when the lengths differ.
+    pub fn add_batch<S: AsRef<str>>(&mut self, ids: &[u64], texts: &[S]) -> Result<()> {
+        if ids.len() != texts.len() {
+            return Err(Bm25Error::Config(format!(
+                "{} ids for {} texts",
+                ids.len(),
+                texts.len()
+            )));
+        }
+        let mut seen = HashSet::with_capacity(ids.len());
+        if let Some(&dup) = ids
+            .iter()
+            .find(|&&id| self.ids.contains_key(&id) || !seen.insert(id))
+        {
+            return Err(Bm25Error::Duplicate(dup));
+        }
+        let mut tokens = std::mem::take(&mut self.scratch);
+        for (&id, text) in ids.iter().zip(texts) {
+            self.analyzer.analyze_into(text.as_ref(), &mut tokens);
+            self.add_tokens(id, &mut tokens);
+        }
+        self.scratch = tokens;
+        Ok(())
+    }
+
+    /// Indexes the analysed `tokens` (drained) under `id`, which is not indexed yet.
+    fn add_tokens(&mut self, id: u64, tokens: &mut Vec<String>) {
         let len = tokens.len() as u32;
         let mut counts: HashMap<u32, u32> = HashMap::with_capacity(tokens.len());
         for token in tokens.drain(..) {
@@ -319,11 +355,9 @@ impl Bm25 {
             };
             *counts.entry(term).or_insert(0) += 1;
         }
-        self.scratch = tokens;
         let mut terms: Vec<(u32, u32)> = counts.into_iter().collect();
         terms.sort_unstable();
         self.insert(id, len, terms.into_boxed_slice());
-        Ok(())
     }
 
     fn insert(&mut self, id: u64, len: u32, terms: Box<[(u32, u32)]>) {
@@ -411,9 +445,14 @@ impl Bm25 {
 
     /// Query terms with their multiplicity (a repeated query word counts again, as in bm25s).
     fn query_terms(&self, query: &str) -> Vec<(u32, f32)> {
+        self.term_weights(self.analyzer.analyze(query))
+    }
+
+    /// [`Self::query_terms`] of terms already analyzed.
+    fn term_weights<S: AsRef<str>>(&self, terms: impl IntoIterator<Item = S>) -> Vec<(u32, f32)> {
         let mut weights: Vec<(u32, f32)> = Vec::new();
-        for token in self.analyzer.analyze(query) {
-            if let Some(&t) = self.dict.get(token.as_str())
+        for token in terms {
+            if let Some(&t) = self.dict.get(token.as_ref())
                 && self.terms[t as usize].df > 0
             {
                 match weights.iter_mut().find(|(x, _)| *x == t) {
@@ -436,7 +475,19 @@ impl Bm25 {
     /// more than their rare words.
     #[must_use]
     pub fn search(&self, query: &str, k: usize, min_score: f32) -> Vec<Bm25Hit> {
-        self.search_with(query, k, min_score, true)
+        self.search_with(&self.query_terms(query), k, min_score, true)
+    }
+
+    /// [`Self::search`] for a query already analyzed into `terms` (as [`Analyzer::analyze`]
+    /// makes them): terms are looked up as given, a repeated term counts again.
+    #[must_use]
+    pub fn search_terms<S: AsRef<str>>(
+        &self,
+        terms: impl IntoIterator<Item = S>,
+        k: usize,
+        min_score: f32,
+    ) -> Vec<Bm25Hit> {
+        self.search_with(&self.term_weights(terms), k, min_score, true)
     }
 
     /// [`Self::search`] that never takes the dense path (queries with many postings are
@@ -444,18 +495,24 @@ impl Bm25 {
     #[doc(hidden)]
     #[must_use]
     pub fn search_pruned(&self, query: &str, k: usize, min_score: f32) -> Vec<Bm25Hit> {
-        self.search_with(query, k, min_score, false)
+        self.search_with(&self.query_terms(query), k, min_score, false)
     }
 
-    fn search_with(&self, query: &str, k: usize, min_score: f32, dense: bool) -> Vec<Bm25Hit> {
+    fn search_with(
+        &self,
+        query_terms: &[(u32, f32)],
+        k: usize,
+        min_score: f32,
+        dense: bool,
+    ) -> Vec<Bm25Hit> {
         let n = self.ids.len() as u32;
         if k == 0 || n == 0 {
             return Vec::new();
         }
         let p = self.params;
         let norm = self.length_norm();
-        let query_terms = self.query_terms(query);
-        let term_ids: Vec<u32> = query_terms.iter().map(|(t, _)| *t).collect();
+        let mut term_ids: Vec<u32> = query_terms.iter().map(|(t, _)| *t).collect();
+        term_ids.sort_unstable();
         // (postings, their impacts, weight, upper bound), highest bound first.
         let mut terms: Vec<(&[Posting], Impacts<'_>, f32, f32)> = query_terms
             .iter()
@@ -694,14 +751,20 @@ impl Bm25 {
             .collect()
     }
 
+    /// The hit for `doc`; `query` holds the query's term ids in ascending order.
     fn hit(&self, doc: u32, score: f32, query: &[u32]) -> Bm25Hit {
         let d = &self.docs[doc as usize];
-        let terms = d
-            .terms
-            .iter()
-            .filter(|(t, _)| query.contains(t))
-            .map(|(t, _)| self.terms[*t as usize].text.to_string())
-            .collect();
+        // Both lists ascend: one merge finds the shared terms.
+        let mut terms = Vec::new();
+        let mut q = query.iter().peekable();
+        for &(t, _) in &d.terms {
+            while q.next_if(|&&x| x < t).is_some() {}
+            match q.peek() {
+                Some(&&x) if x == t => terms.push(self.terms[t as usize].text.to_string()),
+                Some(_) => {}
+                None => break,
+            }
+        }
         Bm25Hit {
             id: d.id,
             score,
@@ -741,7 +804,8 @@ impl Bm25 {
             .collect();
         all.sort();
         all.truncate(k);
-        let terms: Vec<u32> = q.iter().map(|(t, _)| *t).collect();
+        let mut terms: Vec<u32> = q.iter().map(|(t, _)| *t).collect();
+        terms.sort_unstable();
         all.into_iter()
             .map(|e| self.hit(e.doc, e.score, &terms))
             .collect()

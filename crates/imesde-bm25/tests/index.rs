@@ -286,3 +286,49 @@ fn compaction_keeps_results() {
         assert_same(&idx.search(q, 50, 0.0), &fresh.search(q, 50, 0.0), q);
     }
 }
+
+#[test]
+fn add_batch_equals_one_add_at_a_time() {
+    let mut rng = StdRng::seed_from_u64(11);
+    // Over two chunks of the batch pipeline, with ids in no particular order.
+    let n = 9_000u64;
+    let texts: Vec<String> = (0..n).map(|_| text(&mut rng)).collect();
+    let ids: Vec<u64> = (0..n).map(|i| (i * 7_919) % 100_003).collect();
+    let mut one = index(Method::Lucene);
+    for (&id, t) in ids.iter().zip(&texts) {
+        one.add(id, t).unwrap();
+    }
+    let mut batch = index(Method::Lucene);
+    batch.add(5, "kernel panic").unwrap();
+    // A duplicate anywhere refuses the whole batch, and changes nothing.
+    let mut dup = ids.clone();
+    dup[8_500] = ids[3];
+    assert!(matches!(
+        batch.add_batch(&dup, &texts),
+        Err(Bm25Error::Duplicate(d)) if d == ids[3]
+    ));
+    assert!(matches!(
+        batch.add_batch(&[1, 5], &["a", "b"]),
+        Err(Bm25Error::Duplicate(5))
+    ));
+    assert!(matches!(
+        batch.add_batch(&[1, 2], &["a"]),
+        Err(Bm25Error::Config(_))
+    ));
+    assert_eq!(batch.document_count(), 1);
+    batch.remove(5).unwrap();
+    batch.add_batch(&ids, &texts).unwrap();
+    assert_eq!(batch.document_count(), one.document_count());
+    assert_eq!(batch.token_count(), one.token_count());
+    assert_eq!(batch.term_count(), one.term_count());
+    for q in [
+        "kernel memory leak",
+        "net/mlx5e eth0 driver",
+        "the of",
+        "CVE-2024-1234 fix",
+    ] {
+        let (a, b) = (one.search(q, 20, 0.0), batch.search(q, 20, 0.0));
+        assert!(!a.is_empty());
+        assert_same(&a, &b, q);
+    }
+}

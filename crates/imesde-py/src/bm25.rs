@@ -9,7 +9,7 @@ use parking_lot::RwLock;
 use pyo3::prelude::*;
 use pyo3::types::{PyString, PyTuple};
 
-use crate::convert::positive;
+use crate::convert::{positive, str_items};
 use crate::error::CoreError;
 use crate::exceptions::{Exc, err};
 
@@ -150,18 +150,9 @@ impl PyBm25 {
         }
         py.detach(|| {
             let mut index = self.0.write();
-            let mut seen = std::collections::HashSet::with_capacity(ids.len());
-            if let Some(&dup) = ids
-                .iter()
-                .find(|&&id| index.contains(id) || !seen.insert(id))
-            {
-                return Err(imesde_bm25::Bm25Error::Duplicate(dup));
-            }
-            for (id, text) in ids.iter().zip(&texts) {
-                index.add(*id, text)?;
-            }
+            index.add_batch(&ids, &texts)?;
             index.warm();
-            Ok(())
+            Ok::<_, imesde_bm25::Bm25Error>(())
         })
         .map_err(CoreError::from)?;
         Ok(())
@@ -197,16 +188,27 @@ impl PyBm25 {
     }
 
     /// The ``k`` best documents for ``query`` scoring at least ``min_score``, best first.
+    /// ``query`` is a text, or its terms already analyzed (a sequence of str).
     #[pyo3(signature = (query, k = 10, min_score = 0.0))]
     fn search(
         &self,
         py: Python<'_>,
-        query: &str,
+        query: &Bound<'_, PyAny>,
         k: i64,
         min_score: f32,
     ) -> PyResult<Vec<Bm25Hit>> {
         let k = positive("k", k)?;
-        let hits = py.detach(|| self.0.read().search(query, k, min_score));
+        let hits = if let Ok(text) = query.cast::<PyString>() {
+            let text = text.to_str()?;
+            py.detach(|| self.0.read().search(text, k, min_score))
+        } else {
+            // A str is handled above, so every item here is a term (None is refused).
+            let terms: Vec<_> = str_items(query, "query terms", false)?
+                .into_iter()
+                .flatten()
+                .collect();
+            py.detach(|| self.0.read().search_terms(&terms, k, min_score))
+        };
         Ok(hits.into_iter().map(Bm25Hit).collect())
     }
 

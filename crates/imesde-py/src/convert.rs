@@ -112,7 +112,7 @@ pub(crate) fn texts(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<Option<A
 }
 
 /// The items of an iterable of str (and None where `allow_none`).
-fn str_items(
+pub(crate) fn str_items(
     obj: &Bound<'_, PyAny>,
     what: &str,
     allow_none: bool,
