@@ -100,7 +100,7 @@ def bench_tantivy(
         t0 = time.perf_counter()
         search(q)
         lat.append(time.perf_counter() - t0)
-    version = getattr(importlib.import_module("importlib.metadata"), "version")("tantivy")
+    version = importlib.import_module("importlib.metadata").version("tantivy")
     return (f"tantivy {version} (tantivy-py, tokens given)", build, lat)
 
 

@@ -96,7 +96,7 @@ def test_top_k_and_matched_terms(debtags: tuple[list[str], list[str]]) -> None:
         assert sorted(h.terms) == sorted(set(terms) & set(index.analyze(docs[h.id])))
     # Terms are taken as given: an unanalyzed form matches nothing, a repeat counts again.
     assert index.search(["Python"], k=5) == []
-    twice = index.search(terms + ["python"], k=1)[0]
+    twice = index.search([*terms, "python"], k=1)[0]
     once = index.search(terms, k=1)[0]
     assert twice.score > once.score
     assert index.document_count == len(docs) == len(index)

@@ -71,7 +71,8 @@ def test_int8_matches_exact_search_on_close_neighbours(kind: str, rng: np.random
         data = rng.standard_normal((n, dim), dtype=np.float32)
     else:
         centers = rng.standard_normal((64, dim), dtype=np.float32)
-        data = centers[rng.integers(0, 64, n)] + 0.6 * rng.standard_normal((n, dim), dtype=np.float32)
+        noise = rng.standard_normal((n, dim), dtype=np.float32)
+        data = centers[rng.integers(0, 64, n)] + 0.6 * noise
     queries = rng.standard_normal((50, dim), dtype=np.float32)
     if kind == "clustered":
         queries = data[rng.integers(0, n, 50)] + 0.3 * queries
