@@ -1,6 +1,7 @@
 //! Text to terms: Unicode words, lowercase, optional stop words, optional Snowball stemming,
 //! and technical compounds (`CVE-2024-1234`, `net/mlx5e`, `10.0.0.7`) kept whole as well.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::fmt;
 
@@ -164,18 +165,31 @@ impl Analyzer {
 
     fn flush(&self, text: &str, group: &[&str], start: usize, end: usize, out: &mut Vec<String>) {
         for word in group {
-            let lower = word.to_lowercase();
-            if self.stopwords.contains(&lower) {
+            let lower = lowercase(word);
+            if !self.stopwords.is_empty() && self.stopwords.contains(&lower) {
                 continue;
             }
             out.push(match &self.stemmer {
-                Some(s) => s.stem(&lower).into_owned(),
+                // A word the stemmer leaves as it is keeps its buffer.
+                Some(s) => match s.stem(&lower) {
+                    Cow::Borrowed(same) if same.len() == lower.len() => lower,
+                    stem => stem.into_owned(),
+                },
                 None => lower,
             });
         }
         if group.len() > 1 {
-            out.push(text[start..end].to_lowercase());
+            out.push(lowercase(&text[start..end]));
         }
+    }
+}
+
+/// `s` lowercased; ASCII (most tokens of logs and code) without the Unicode tables.
+fn lowercase(s: &str) -> String {
+    if s.is_ascii() {
+        s.to_ascii_lowercase()
+    } else {
+        s.to_lowercase()
     }
 }
 

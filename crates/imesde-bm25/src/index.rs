@@ -1,7 +1,6 @@
 //! The inverted index and BM25 scoring with MaxScore top-k.
 
 use std::cmp::Ordering;
-use std::collections::hash_map::Entry;
 use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::fmt;
 use std::str::FromStr;
@@ -339,24 +338,32 @@ impl Bm25 {
     /// Indexes the analysed `tokens` (drained) under `id`, which is not indexed yet.
     fn add_tokens(&mut self, id: u64, tokens: &mut Vec<String>) {
         let len = tokens.len() as u32;
-        let mut counts: HashMap<u32, u32> = HashMap::with_capacity(tokens.len());
+        let mut ids: Vec<u32> = Vec::with_capacity(tokens.len());
         for token in tokens.drain(..) {
-            let term = match self.dict.entry(token.into_boxed_str()) {
-                Entry::Occupied(e) => *e.get(),
-                Entry::Vacant(e) => {
-                    let t = self.terms.len() as u32;
-                    self.terms.push(Term {
-                        text: e.key().clone(),
-                        ..Term::default()
-                    });
-                    e.insert(t);
-                    t
-                }
+            // Most tokens are known terms: look up by reference, allocate the key only once.
+            let term = if let Some(&t) = self.dict.get(token.as_str()) {
+                t
+            } else {
+                let t = self.terms.len() as u32;
+                let text: Box<str> = token.into_boxed_str();
+                self.terms.push(Term {
+                    text: text.clone(),
+                    ..Term::default()
+                });
+                self.dict.insert(text, t);
+                t
             };
-            *counts.entry(term).or_insert(0) += 1;
+            ids.push(term);
         }
-        let mut terms: Vec<(u32, u32)> = counts.into_iter().collect();
-        terms.sort_unstable();
+        // (term, count) in term order: sorted, then runs counted.
+        ids.sort_unstable();
+        let mut terms: Vec<(u32, u32)> = Vec::with_capacity(ids.len());
+        for t in ids {
+            match terms.last_mut() {
+                Some((last, n)) if *last == t => *n += 1,
+                _ => terms.push((t, 1)),
+            }
+        }
         self.insert(id, len, terms.into_boxed_slice());
     }
 
