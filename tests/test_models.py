@@ -19,7 +19,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 from conftest import DATA
-from imesde import _models
+from imesde import _models, _quantize
 
 Golden = tuple[list[str], npt.NDArray[np.float32]]
 
@@ -276,12 +276,16 @@ def test_int8_keeps_layers_in_fp32_until_it_agrees(
             reached = agree["mean"] >= 0.99995 and agree["min"] >= 0.9999
             assert reached or len(kept) == 24, quant
         else:
-            assert quant["fp32_layers"] == []
+            # The default bar is reached, in int8 everywhere where the CPU's integer GEMM
+            # allows it (with VNNI: measured so); without VNNI some layers may stay in fp32.
             assert agree["mean"] >= 0.999, agree
             assert agree["min"] >= 0.995, agree
-    # 36 weight MatMuls in int8, fewer once layers are kept (qkv counts 3, ffn_out 1).
-    assert counts[0] == 36
-    assert counts[1] < 36
+            if _quantize.weight_levels() == 127:
+                assert quant["fp32_layers"] == []
+        # 36 weight MatMuls, minus those of the groups kept in fp32 (qkv counts 3, others 1).
+        kept_matmuls = sum(3 if g.endswith(":qkv") else 1 for g in quant["fp32_layers"])
+        assert counts[-1] == 36 - kept_matmuls
+    assert counts[1] < counts[0]
 
 
 @pytest.mark.model

@@ -3,7 +3,9 @@ against the fp32 graph on calibration texts.
 
 The scheme (W8A8, run by ONNX Runtime's integer GEMM):
 
-* weights: int8, one scale per output channel;
+* weights: int8, one scale per output channel; 7-bit (``-63..63``) on x86 CPUs without VNNI,
+  whose integer GEMM (``vpmaddubsw``) adds two uint8 x int8 products in 16 bits and saturates
+  once they pass 32,767 (``255 * 127 * 2`` does; ``255 * 63 * 2`` does not);
 * activations: uint8, one scale per token (computed in the graph for every row), so a long
   or unusual text does not widen the range of the others in its batch;
 * SmoothQuant: the few hidden channels that carry outliers (LayerNorm outputs, GELU outputs)
@@ -38,6 +40,20 @@ GELU_MIN = 0.1700
 ALPHAS = (0.35, 0.5, 0.65, 0.8, 0.9)
 
 _F32 = npt.NDArray[np.float32]
+
+
+def weight_levels() -> int:
+    """The largest int8 weight code this machine's ONNX Runtime multiplies without saturating:
+    127 where its integer GEMM has VNNI (or is not x86), 63 on other x86 CPUs (AVX2, AVX-512
+    without VNNI). A model built here is meant to run here (the default model is cached per
+    machine, and its cache folder names the weight bits)."""
+    import platform
+
+    from imesde._imesde import simd_backend
+
+    if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686", "x86"):
+        return 127
+    return 127 if simd_backend() == "avx512-vnni" else 63
 
 
 def calibration_texts(source: str | os.PathLike[str] | Iterable[str] | None) -> list[str]:
@@ -194,9 +210,11 @@ def quantize(
     ranges: dict[str, _F32],
     alphas: dict[str, float],
     keep: Callable[[str], bool] = lambda prefix: False,
+    w_levels: int = 127,
 ) -> Any:
     """A copy of the fp32 BERT ``model`` with every weight MatMul (and its bias Add) replaced
-    by a W8A8 block, except those whose prefix ``keep`` selects."""
+    by a W8A8 block (weights in ``-w_levels..w_levels``), except those whose prefix ``keep``
+    selects."""
     from onnx import TensorProto, helper, numpy_helper
 
     m = type(model)()
@@ -281,8 +299,8 @@ def quantize(
 
         for n, w in zip(matmuls, weights, strict=True):
             ws = w * smooth[:, None]
-            w_scale = (np.maximum(np.abs(ws).max(0), 1e-12) / 127.0).astype(np.float32)
-            wq = np.clip(np.round(ws / w_scale), -127, 127).astype(np.int8)
+            w_scale = (np.maximum(np.abs(ws).max(0), 1e-12) / w_levels).astype(np.float32)
+            wq = np.clip(np.round(ws / w_scale), -w_levels, w_levels).astype(np.int8)
             cons = consumers.get(n.output[0], [])
             bias_add = (
                 cons[0]
@@ -352,9 +370,12 @@ def build_int8(
     pooling: str,
     min_mean: float,
     min_cosine: float,
+    w_levels: int | None = None,
 ) -> tuple[Any, dict[str, Any]]:
     """The int8 model for the fp32 ``model`` and a report: the chosen alphas, the layers kept
-    in fp32 and the agreement with fp32 on the held-out half of ``texts``."""
+    in fp32 and the agreement with fp32 on the held-out half of ``texts``. Weights use
+    ``w_levels`` levels each side of 0 (default: :func:`weight_levels`)."""
+    levels = weight_levels() if w_levels is None else w_levels
     fit = Runner(tokenizer, texts[0::2], max_length, pooling)
     held_out = Runner(tokenizer, texts[1::2], max_length, pooling)
     ranges = activation_ranges(model, fit)
@@ -371,7 +392,7 @@ def build_int8(
         alphas: dict[str, float], keep: Callable[[str], bool]
     ) -> tuple[Any, dict[str, float]]:
         """The int8 model for these choices and its agreement with fp32 on held-out texts."""
-        candidate = quantize(model, ranges, alphas, keep)
+        candidate = quantize(model, ranges, alphas, keep, levels)
         return candidate, agreement(held_out.embed(candidate), reference)
 
     def score(alphas: dict[str, float], keep: Callable[[str], bool]) -> float:
@@ -393,8 +414,11 @@ def build_int8(
             final, result = trial(alphas, partial(_in_groups, kept))
             if result["mean"] >= min_mean and result["min"] >= min_cosine:
                 break
+    bits = 8 if levels == 127 else 7
     report = {
-        "scheme": "w8a8: int8 per-channel weights, uint8 per-token activations, SmoothQuant",
+        "scheme": f"w{bits}a8: int8 per-channel weights ({bits}-bit range), uint8 per-token "
+        "activations, SmoothQuant",
+        "weight_bits": bits,
         "alpha": alphas,
         "fp32_layers": sorted(kept, key=lambda g: (int(g.split(":")[0]), g)),
         "calibration_texts": len(texts),
