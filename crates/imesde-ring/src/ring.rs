@@ -749,18 +749,12 @@ impl Ring {
         hits.sort_unstable_by(best_first);
         hits.truncate(kc);
         if kc > k {
-            let mut cands: Vec<(f32, u64)> = hits.iter().map(|h| (h.score, EMPTY - h.id)).collect();
-            self.rescore(&q, 0, &mut cands, k);
-            let mut by_id: std::collections::HashMap<u64, Hit> =
-                hits.into_iter().map(|h| (h.id, h)).collect();
-            hits = cands
-                .into_iter()
-                .filter_map(|(score, key)| {
-                    let mut h = by_id.remove(&(EMPTY - key))?;
-                    h.score = score;
-                    Some(h)
-                })
-                .collect();
+            let ids: Vec<u64> = hits.iter().map(|h| h.id).collect();
+            for (h, refined) in hits.iter_mut().zip(self.rescore(&q, 0, &ids)) {
+                h.score = refined.unwrap_or(h.score);
+            }
+            hits.sort_unstable_by(best_first);
+            hits.truncate(k);
         }
         Ok(hits)
     }
@@ -804,7 +798,14 @@ impl Ring {
         let mut ids = Vec::with_capacity(nq * kk);
         for (j, m) in merged.into_iter().enumerate() {
             let mut best = m.into_sorted_vec();
-            self.rescore(&q, j, &mut best, k);
+            if kc > k {
+                let ids: Vec<u64> = best.iter().map(|&(_, key)| EMPTY - key).collect();
+                for ((s, _), refined) in best.iter_mut().zip(self.rescore(&q, j, &ids)) {
+                    *s = refined.unwrap_or(*s);
+                }
+                imesde_simd::sort_best_first(&mut best);
+                best.truncate(k);
+            }
             for (s, key) in best {
                 scores.push(s);
                 ids.push(EMPTY - key);
@@ -864,12 +865,11 @@ impl Ring {
         })
     }
 
-    /// Rescores the `(score, key)` candidates of query `j` of an int8 scan with the
-    /// residuals, best first, and keeps the best `k`. A candidate overwritten since the scan
-    /// keeps its scan score.
-    fn rescore(&self, q: &Query, j: usize, cands: &mut Vec<(f32, u64)>, k: usize) {
+    /// The scores of the items `ids` for query `j` of an int8 scan from their codes and
+    /// residuals; `None` for an item overwritten since the scan (it keeps its scan score).
+    fn rescore(&self, q: &Query, j: usize, ids: &[u64]) -> Vec<Option<f32>> {
         let Query::Int8 { codes, scales } = q else {
-            return;
+            unreachable!("only int8 scans keep extra candidates")
         };
         let dim = self.cfg.dim;
         let rb = quant::residual_bytes(dim);
@@ -878,8 +878,8 @@ impl Ring {
         let mut dots = [0i32; 1];
         // The candidates' rows are scattered and mostly out of cache: ask for all of them
         // first, so their loads overlap.
-        for &(_, key) in cands.iter() {
-            self.read_slot(EMPTY - key, |shard, slot| {
+        for &id in ids {
+            self.read_slot(id, |shard, slot| {
                 if let Vectors::Int8 {
                     codes, residuals, ..
                 } = &shard.vectors
@@ -889,32 +889,26 @@ impl Ring {
                 }
             });
         }
-        for (score, key) in cands.iter_mut() {
-            let refined = self.read_slot(EMPTY - *key, |shard, slot| {
-                let Vectors::Int8 {
-                    codes,
-                    scales,
-                    residuals,
-                } = &shard.vectors
-                else {
-                    unreachable!("int8 queries go with int8 rings")
-                };
-                self.kernels
-                    .scan_i8(qc, &codes[slot * dim..(slot + 1) * dim], &mut dots);
-                let coarse = dots[0];
-                quant::unpack_residual(&residuals[slot * rb..(slot + 1) * rb], &mut residual);
-                self.kernels.scan_i8(qc, &residual, &mut dots);
-                quant::refined_score(coarse, dots[0], scales[slot], qs)
-            });
-            *score = refined.unwrap_or(*score);
-        }
-        // TopK's order: best score first (0.0 ties -0.0), then the smaller key (newer item).
-        cands.sort_unstable_by(|a, b| {
-            b.0.partial_cmp(&a.0)
-                .unwrap_or(std::cmp::Ordering::Equal)
-                .then(a.1.cmp(&b.1))
-        });
-        cands.truncate(k);
+        ids.iter()
+            .map(|&id| {
+                self.read_slot(id, |shard, slot| {
+                    let Vectors::Int8 {
+                        codes,
+                        scales,
+                        residuals,
+                    } = &shard.vectors
+                    else {
+                        unreachable!("int8 queries go with int8 rings")
+                    };
+                    self.kernels
+                        .scan_i8(qc, &codes[slot * dim..(slot + 1) * dim], &mut dots);
+                    let coarse = dots[0];
+                    quant::unpack_residual(&residuals[slot * rb..(slot + 1) * rb], &mut residual);
+                    self.kernels.scan_i8(qc, &residual, &mut dots);
+                    quant::refined_score(coarse, dots[0], scales[slot], qs)
+                })
+            })
+            .collect()
     }
 
     /// Runs `f` on the shard and slot holding `id`, under the shard's read lock.

@@ -21,7 +21,7 @@ mod x86;
 
 use std::sync::OnceLock;
 
-pub use topk::{TopK, top_k};
+pub use topk::{TopK, sort_best_first, top_k};
 
 /// A family of kernels, each tied to an instruction set.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

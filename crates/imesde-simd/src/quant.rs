@@ -66,13 +66,11 @@ pub const fn residual_bytes(dim: usize) -> usize {
     dim.div_ceil(2)
 }
 
-/// The two's-complement nibble `i` of a packed residual (value `i` of the vector).
+/// The two's-complement low and high nibbles of a packed residual byte (values `2j` and
+/// `2j + 1`): each shifted to the top, then sign-extended back down.
 #[inline]
-fn nibble(packed: &[u8], i: usize) -> i8 {
-    let b = packed[i / 2];
-    // Shift the wanted nibble to the top, then sign-extend it back down.
-    let top = if i.is_multiple_of(2) { b << 4 } else { b };
-    (top as i8) >> 4
+fn nibbles(b: u8) -> (i8, i8) {
+    (((b << 4) as i8) >> 4, (b as i8) >> 4)
 }
 
 /// Fills `out` ([`residual_bytes`] long) with the 4-bit residual of `x` after its int8
@@ -95,12 +93,6 @@ pub fn quantize_residual(x: &[f32], codes: &[i8], scale: f32, out: &mut [u8]) {
     }
 }
 
-/// The fine code of value `i`: `14 * code + residual`, the value in units of `scale / 14`.
-#[inline]
-fn fine_code(codes: &[i8], residual: &[u8], i: usize) -> f32 {
-    f32::from(i16::from(codes[i]) * 14 + i16::from(nibble(residual, i)))
-}
-
 /// Unpacks a residual into one `-7..=7` value per vector value (`out`, the vector's length),
 /// for the int8 dot-product kernels.
 pub fn unpack_residual(packed: &[u8], out: &mut [i8]) {
@@ -111,11 +103,10 @@ pub fn unpack_residual(packed: &[u8], out: &mut [i8]) {
     );
     let mut pairs = out.chunks_exact_mut(2);
     for (pair, &b) in (&mut pairs).zip(packed) {
-        pair[0] = ((b << 4) as i8) >> 4;
-        pair[1] = (b as i8) >> 4;
+        (pair[0], pair[1]) = nibbles(b);
     }
     if let [last] = pairs.into_remainder() {
-        *last = ((packed[packed.len() - 1] << 4) as i8) >> 4;
+        *last = nibbles(packed[packed.len() - 1]).0;
     }
 }
 
@@ -136,9 +127,12 @@ pub fn dequantize_refined(codes: &[i8], residual: &[u8], scale: f32, out: &mut [
         residual_bytes(out.len()),
         "dequantize: residual"
     );
+    let mut unpacked = vec![0i8; out.len()];
+    unpack_residual(residual, &mut unpacked);
     let step = scale / RESIDUAL_STEPS;
-    for (i, o) in out.iter_mut().enumerate() {
-        *o = fine_code(codes, residual, i) * step;
+    for ((o, &c), &r) in out.iter_mut().zip(codes).zip(&unpacked) {
+        // The value in units of `scale / 14`: `14 * code + residual`.
+        *o = f32::from(i16::from(c) * 14 + i16::from(r)) * step;
     }
 }
 
@@ -196,8 +190,9 @@ mod tests {
             }
             // Every residual value is used in a vector with enough values.
             if dim >= 384 {
-                let used: std::collections::BTreeSet<i8> =
-                    (0..dim).map(|i| nibble(&res, i)).collect();
+                let mut unpacked = vec![0i8; dim];
+                unpack_residual(&res, &mut unpacked);
+                let used: std::collections::BTreeSet<i8> = unpacked.into_iter().collect();
                 assert_eq!(used.len(), 15, "{used:?}");
             }
         }
@@ -214,7 +209,11 @@ mod tests {
             quantize_residual(&x, &codes, scale, &mut res);
             let mut unpacked = vec![0i8; dim];
             unpack_residual(&res, &mut unpacked);
-            assert!((0..dim).all(|i| unpacked[i] == nibble(&res, i)));
+            // Value i sits in byte i / 2, low nibble first.
+            for (i, &u) in unpacked.iter().enumerate() {
+                let (lo, hi) = nibbles(res[i / 2]);
+                assert_eq!(u, if i % 2 == 0 { lo } else { hi }, "dim {dim}, value {i}");
+            }
             let mut qc = vec![0i16; dim];
             let qs = quantize_query(&q, &mut qc);
             let idot = |a: &[i8]| -> i32 {

@@ -17,6 +17,16 @@ fn better(a: (f32, u64), b: (f32, u64)) -> bool {
     a.0 > b.0 || (a.0 == b.0 && a.1 < b.1)
 }
 
+/// Sorts `(score, key)` pairs best first in the order of [`TopK`]: higher score, then smaller
+/// key (0.0 ties -0.0); scores are never NaN.
+pub fn sort_best_first(pairs: &mut [(f32, u64)]) {
+    pairs.sort_unstable_by(|a, b| {
+        b.0.partial_cmp(&a.0)
+            .unwrap_or(std::cmp::Ordering::Equal)
+            .then_with(|| a.1.cmp(&b.1))
+    });
+}
+
 impl TopK {
     /// An empty selection that will keep at most `k` entries.
     #[must_use]
@@ -120,12 +130,7 @@ impl TopK {
     #[must_use]
     pub fn into_sorted_vec(self) -> Vec<(f32, u64)> {
         let mut v = self.heap;
-        // The order of `better` (which ties 0.0 and -0.0); scores are never NaN.
-        v.sort_unstable_by(|a, b| {
-            b.0.partial_cmp(&a.0)
-                .unwrap_or(std::cmp::Ordering::Equal)
-                .then_with(|| a.1.cmp(&b.1))
-        });
+        sort_best_first(&mut v);
         v
     }
 
