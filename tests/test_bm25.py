@@ -32,15 +32,21 @@ def test_lucene_scores_equal_bm25s(debtags: tuple[list[str], list[str]]) -> None
     index = imesde.BM25()
     index.add_batch(list(range(len(docs))), docs)
     reference = bm25s.BM25(method="lucene", k1=1.2, b=0.75)
-    reference.index([index.analyze(d) for d in docs], show_progress=False)
+    doc_tokens = [index.analyze(d) for d in docs]
+    reference.index(doc_tokens, show_progress=False)
+    # The same tokens given as token lists, as bm25s takes them.
+    by_tokens = imesde.BM25()
+    by_tokens.add_batch(list(range(len(docs))), doc_tokens)
+    assert by_tokens.token_count == index.token_count == sum(map(len, doc_tokens))
     checked = 0
     for q in queries:
         tokens = index.analyze(q)
         want = np.asarray(reference.get_scores(tokens), dtype=np.float64)
-        got = np.zeros(len(docs))
-        for hit in index.search(q, k=len(docs)):
-            got[hit.id] = hit.score
-        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6, err_msg=q)
+        for hits in (index.search(q, k=len(docs)), by_tokens.search(tokens, k=len(docs))):
+            got = np.zeros(len(docs))
+            for hit in hits:
+                got[hit.id] = hit.score
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6, err_msg=q)
         checked += int((want > 0).sum())
     assert checked > 10_000
 
@@ -138,6 +144,12 @@ def test_errors_leave_the_index_intact(tmp_path: Path) -> None:
         index.add_batch([2, 2], ["a", "b"])
     with pytest.raises(imesde.ShapeError):
         index.add_batch([2, 3], ["a"])
+    with pytest.raises(imesde.DTypeError, match="one str"):
+        index.add_batch([2], "a")
+    with pytest.raises(imesde.DTypeError, match="token lists"):
+        index.add_batch([2, 3], ["a", ["b"]])
+    with pytest.raises(imesde.DTypeError, match="token lists"):
+        index.add_batch([2, 3], [["a"], [4]])  # type: ignore[list-item]
     with pytest.raises(KeyError):
         index.remove(42)
     with pytest.raises(imesde.InvalidValueError, match="method"):

@@ -135,57 +135,204 @@ impl Analyzer {
     /// [`Self::analyze`] into a reused buffer (cleared first).
     pub fn analyze_into(&self, text: &str, out: &mut Vec<String>) {
         out.clear();
-        let mut group: Vec<&str> = Vec::new();
-        let mut group_start = 0usize;
-        let mut group_end = 0usize;
-        let mut pending_joiner = false;
-        for (offset, segment) in text.split_word_bound_indices() {
-            let is_word = segment.chars().any(char::is_alphanumeric);
-            let is_joiner = segment.chars().count() == 1
-                && segment.chars().next().is_some_and(|c| JOINERS.contains(&c));
-            if is_word {
-                if group.is_empty() || !pending_joiner {
-                    self.flush(text, &group, group_start, group_end, out);
-                    group.clear();
-                    group_start = offset;
-                }
-                group.push(segment);
-                group_end = offset + segment.len();
-                pending_joiner = false;
-            } else if is_joiner && !group.is_empty() && !pending_joiner {
-                pending_joiner = true;
-            } else {
-                self.flush(text, &group, group_start, group_end, out);
-                group.clear();
-                pending_joiner = false;
-            }
-        }
-        self.flush(text, &group, group_start, group_end, out);
+        pieces(text, |piece| match piece {
+            Piece::Word(word) => out.extend(self.word_term(word)),
+            Piece::Compound(compound) => out.push(lowercase(compound)),
+        });
     }
 
-    fn flush(&self, text: &str, group: &[&str], start: usize, end: usize, out: &mut Vec<String>) {
-        for word in group {
-            let lower = lowercase(word);
-            if !self.stopwords.is_empty() && self.stopwords.contains(&lower) {
-                continue;
-            }
-            out.push(match &self.stemmer {
-                // A word the stemmer leaves as it is keeps its buffer.
-                Some(s) => match s.stem(&lower) {
-                    Cow::Borrowed(same) if same.len() == lower.len() => lower,
-                    stem => stem.into_owned(),
-                },
-                None => lower,
-            });
+    /// The term of one word: lowercased and stemmed, `None` for a stop word.
+    #[must_use]
+    pub fn word_term(&self, word: &str) -> Option<String> {
+        let lower = lowercase(word);
+        if !self.stopwords.is_empty() && self.stopwords.contains(&lower) {
+            return None;
         }
-        if group.len() > 1 {
-            out.push(lowercase(&text[start..end]));
-        }
+        Some(match &self.stemmer {
+            // A word the stemmer leaves as it is keeps its buffer.
+            Some(s) => match s.stem(&lower) {
+                Cow::Borrowed(same) if same.len() == lower.len() => lower,
+                stem => stem.into_owned(),
+            },
+            None => lower,
+        })
     }
 }
 
+/// A piece of text that gives one term.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Piece<'a> {
+    /// A word: its term is [`Analyzer::word_term`].
+    Word(&'a str),
+    /// Words glued by `- / . _ : @ + #`, whole: its term is the compound lowercased.
+    Compound(&'a str),
+}
+
+/// The pieces of `text` in order: each word, and after the words of a compound the compound.
+pub(crate) fn pieces<'a>(text: &'a str, mut emit: impl FnMut(Piece<'a>)) {
+    let mut group = Group::default();
+    if text.is_ascii() {
+        ascii_word_bounds(text, |offset, segment| {
+            group.push(text, offset, segment, &mut emit);
+        });
+    } else {
+        for (offset, segment) in text.split_word_bound_indices() {
+            group.push(text, offset, segment, &mut emit);
+        }
+    }
+    group.close(text, &mut emit);
+}
+
+/// The words seen since the last separator: how many, where the first starts and where the
+/// last ends, and whether a joiner follows the last.
+#[derive(Default)]
+struct Group {
+    words: usize,
+    start: usize,
+    end: usize,
+    pending_joiner: bool,
+}
+
+impl Group {
+    /// Takes the next word-boundary segment of `text`, at `offset`.
+    fn push<'a>(
+        &mut self,
+        text: &'a str,
+        offset: usize,
+        segment: &'a str,
+        emit: &mut impl FnMut(Piece<'a>),
+    ) {
+        let is_word = segment.chars().any(char::is_alphanumeric);
+        if is_word && self.words > 0 && self.pending_joiner {
+            // The group goes on.
+        } else if is_word {
+            self.close(text, emit);
+            self.start = offset;
+        } else if self.words > 0 && !self.pending_joiner && is_joiner(segment) {
+            self.pending_joiner = true;
+            return;
+        } else {
+            self.close(text, emit);
+            return;
+        }
+        self.words += 1;
+        self.end = offset + segment.len();
+        self.pending_joiner = false;
+        emit(Piece::Word(segment));
+    }
+
+    /// Ends the group: emits it whole if it glued several words.
+    fn close<'a>(&mut self, text: &'a str, emit: &mut impl FnMut(Piece<'a>)) {
+        if self.words > 1 {
+            emit(Piece::Compound(&text[self.start..self.end]));
+        }
+        self.words = 0;
+        self.pending_joiner = false;
+    }
+}
+
+/// Word-break classes of ASCII characters (Unicode's `Word_Break` property).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wb {
+    Letter,
+    Numeric,
+    /// `_`
+    ExtendNumLet,
+    /// `:`
+    MidLetter,
+    /// `.` and `'` (`MidNumLet`, `Single_Quote`: both glue letters and digits alike).
+    MidNumLet,
+    /// `,` and `;`
+    MidNum,
+    Space,
+    Cr,
+    Other,
+}
+
+const fn wb(b: u8) -> Wb {
+    match b {
+        b'a'..=b'z' | b'A'..=b'Z' => Wb::Letter,
+        b'0'..=b'9' => Wb::Numeric,
+        b'_' => Wb::ExtendNumLet,
+        b':' => Wb::MidLetter,
+        b'.' | b'\'' => Wb::MidNumLet,
+        b',' | b';' => Wb::MidNum,
+        b' ' => Wb::Space,
+        b'\r' => Wb::Cr,
+        _ => Wb::Other,
+    }
+}
+
+static WB: [Wb; 128] = {
+    let mut table = [Wb::Other; 128];
+    let mut b = 0;
+    while b < 128 {
+        table[b] = wb(b as u8);
+        b += 1;
+    }
+    table
+};
+
+/// The segments `split_word_bound_indices` gives for ASCII `text` (the rules of UAX #29
+/// that ASCII can meet), without its Unicode tables: runs of letters, digits and `_`, kept
+/// whole across `:` `.` `'` between letters and `,` `;` `.` `'` between digits; runs of
+/// spaces; CR LF; any other character alone.
+fn ascii_word_bounds<'a>(text: &'a str, mut segment: impl FnMut(usize, &'a str)) {
+    let bytes = text.as_bytes();
+    let class = |i: usize| WB[usize::from(bytes[i] & 0x7f)];
+    let n = bytes.len();
+    let mut i = 0;
+    while i < n {
+        let start = i;
+        let first = class(i);
+        i += 1;
+        match first {
+            Wb::Letter | Wb::Numeric | Wb::ExtendNumLet => {
+                let mut last = first;
+                while i < n {
+                    let next = class(i);
+                    match next {
+                        Wb::Letter | Wb::Numeric | Wb::ExtendNumLet => {
+                            last = next;
+                            i += 1;
+                        }
+                        Wb::MidLetter | Wb::MidNumLet | Wb::MidNum if i + 1 < n => {
+                            let after = class(i + 1);
+                            let glued = match (last, after) {
+                                (Wb::Letter, Wb::Letter) => next != Wb::MidNum,
+                                (Wb::Numeric, Wb::Numeric) => next != Wb::MidLetter,
+                                _ => false,
+                            };
+                            if !glued {
+                                break;
+                            }
+                            last = after;
+                            i += 2;
+                        }
+                        _ => break,
+                    }
+                }
+            }
+            Wb::Space => {
+                while i < n && bytes[i] == b' ' {
+                    i += 1;
+                }
+            }
+            Wb::Cr if i < n && bytes[i] == b'\n' => i += 1,
+            _ => {}
+        }
+        segment(start, &text[start..i]);
+    }
+}
+
+/// A one-character segment that glues words into a compound.
+fn is_joiner(segment: &str) -> bool {
+    let mut chars = segment.chars();
+    chars.next().is_some_and(|c| JOINERS.contains(&c)) && chars.next().is_none()
+}
+
 /// `s` lowercased; ASCII (most tokens of logs and code) without the Unicode tables.
-fn lowercase(s: &str) -> String {
+pub(crate) fn lowercase(s: &str) -> String {
     if s.is_ascii() {
         s.to_ascii_lowercase()
     } else {
@@ -263,5 +410,23 @@ mod tests {
             plain().analyze("Größe naïve 日本語"),
             ["größe", "naïve", "日", "本", "語"]
         );
+    }
+
+    #[test]
+    fn ascii_bounds_are_unicode_bounds() {
+        use rand::rngs::StdRng;
+        use rand::{Rng, SeedableRng};
+        let alphabet = b"aZq09_.:',; \r\n\t\x0b-/@#+\"x!(";
+        let mut rng = StdRng::seed_from_u64(7);
+        for _ in 0..100_000 {
+            let len = rng.random_range(0..16);
+            let text: String = (0..len)
+                .map(|_| char::from(alphabet[rng.random_range(0..alphabet.len())]))
+                .collect();
+            let mut fast = Vec::new();
+            ascii_word_bounds(&text, |offset, segment| fast.push((offset, segment)));
+            let unicode: Vec<_> = text.split_word_bound_indices().collect();
+            assert_eq!(fast, unicode, "{text:?}");
+        }
     }
 }

@@ -5,9 +5,10 @@ use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::fmt;
 use std::str::FromStr;
 
+use foldhash::HashMap as FastMap;
 use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use crate::analyzer::{Analyzer, AnalyzerConfig};
+use crate::analyzer::{Analyzer, AnalyzerConfig, Piece, lowercase, pieces};
 use crate::error::{Bm25Error, Result};
 
 /// The BM25 variant: how term frequency and document frequency become a score (the names and
@@ -118,12 +119,6 @@ impl Params {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Posting {
-    doc: u32,
-    tf: u32,
-}
-
 /// A term's impacts for one index epoch and their maximum (the term's exact upper bound).
 #[derive(Debug, Default)]
 struct Cached {
@@ -137,8 +132,11 @@ struct Term {
     text: Box<str>,
     /// Live documents containing the term.
     df: u32,
-    /// Sorted by `doc`; may hold postings of removed documents until compacted.
-    postings: Vec<Posting>,
+    /// The postings, as two columns: documents (sorted) and term frequencies. Searches
+    /// read only the documents (and the cached impacts). May hold postings of removed
+    /// documents until compacted.
+    docs: Vec<u32>,
+    tfs: Vec<u32>,
     dead: u32,
     /// The TF part of each posting's score (0 for removed documents), valid for the index
     /// `epoch` stored with it: computed by the first search after a change, then reused.
@@ -175,17 +173,25 @@ pub struct Bm25Hit {
 pub struct Bm25 {
     analyzer: Analyzer,
     params: Params,
-    dict: HashMap<Box<str>, u32>,
+    dict: FastMap<Box<str>, u32>,
     terms: Vec<Term>,
-    ids: HashMap<u64, u32>,
+    ids: FastMap<u64, u32>,
     docs: Vec<Doc>,
     /// Length of each internal document, `DEAD` once removed: what scoring reads, packed.
     lens: Vec<u32>,
     total_len: u64,
     /// Bumped by every change: cached impacts of an older epoch are stale.
     epoch: u64,
-    scratch: Vec<String>,
+    /// Term of each word seen as written (`NO_TERM` for a stop word), so a word is lowercased
+    /// and stemmed once, not at each occurrence; at most `WORD_CACHE` words, cleared when
+    /// terms are renumbered.
+    words: FastMap<Box<str>, u32>,
+    scratch: Vec<u32>,
 }
+
+/// At most this many words in [`Bm25::words`]: the first ones seen, the frequent ones mostly.
+const WORD_CACHE: usize = 1 << 17;
+const NO_TERM: u32 = u32::MAX;
 
 const DEAD: u32 = u32::MAX;
 
@@ -206,13 +212,14 @@ impl Bm25 {
         Ok(Self {
             analyzer: Analyzer::new(analyzer)?,
             params,
-            dict: HashMap::new(),
+            dict: FastMap::default(),
             terms: Vec::new(),
-            ids: HashMap::new(),
+            ids: FastMap::default(),
             docs: Vec::new(),
             lens: Vec::new(),
             total_len: 0,
             epoch: 1,
+            words: FastMap::default(),
             scratch: Vec::new(),
         })
     }
@@ -250,7 +257,7 @@ impl Bm25 {
     }
 
     /// Heap bytes held by the index: postings, cached impacts, the forward index used for
-    /// exact removal, document table and dictionary (allocator overhead not included).
+    /// exact removal, document table, dictionary and word cache (allocator overhead not included).
     #[must_use]
     pub fn memory_bytes(&self) -> usize {
         use std::mem::size_of;
@@ -260,7 +267,7 @@ impl Bm25 {
             .map(|t| {
                 size_of::<Term>()
                     + t.text.len()
-                    + t.postings.capacity() * size_of::<Posting>()
+                    + (t.docs.capacity() + t.tfs.capacity()) * size_of::<u32>()
                     + t.impacts.read().impacts.capacity() * size_of::<f32>()
             })
             .sum();
@@ -271,8 +278,10 @@ impl Bm25 {
             .sum();
         let dict = self.dict.capacity() * (size_of::<Box<str>>() + size_of::<u32>())
             + self.dict.keys().map(|k| k.len()).sum::<usize>();
+        let words = self.words.capacity() * (size_of::<Box<str>>() + size_of::<u32>())
+            + self.words.keys().map(|k| k.len()).sum::<usize>();
         let ids = self.ids.capacity() * (size_of::<u64>() + size_of::<u32>());
-        terms + docs + dict + ids + self.lens.capacity() * size_of::<u32>()
+        terms + docs + dict + words + ids + self.lens.capacity() * size_of::<u32>()
     }
 
     /// Total number of terms over all documents (the sum of their lengths).
@@ -299,10 +308,7 @@ impl Bm25 {
         if self.ids.contains_key(&id) {
             return Err(Bm25Error::Duplicate(id));
         }
-        let mut tokens = std::mem::take(&mut self.scratch);
-        self.analyzer.analyze_into(text, &mut tokens);
-        self.add_tokens(id, &mut tokens);
-        self.scratch = tokens;
+        self.add_text(id, text);
         Ok(())
     }
 
@@ -312,59 +318,101 @@ impl Bm25 {
     /// # Errors
     /// [`Bm25Error::Duplicate`]; [`Bm25Error::Config`] when the lengths differ.
     pub fn add_batch<S: AsRef<str>>(&mut self, ids: &[u64], texts: &[S]) -> Result<()> {
-        if ids.len() != texts.len() {
-            return Err(Bm25Error::Config(format!(
-                "{} ids for {} texts",
-                ids.len(),
-                texts.len()
-            )));
-        }
-        let mut seen = HashSet::with_capacity(ids.len());
-        if let Some(&dup) = ids
-            .iter()
-            .find(|&&id| self.ids.contains_key(&id) || !seen.insert(id))
-        {
-            return Err(Bm25Error::Duplicate(dup));
-        }
-        let mut tokens = std::mem::take(&mut self.scratch);
+        self.check_new(ids, texts.len())?;
         for (&id, text) in ids.iter().zip(texts) {
-            self.analyzer.analyze_into(text.as_ref(), &mut tokens);
-            self.add_tokens(id, &mut tokens);
+            self.add_text(id, text.as_ref());
         }
-        self.scratch = tokens;
         Ok(())
     }
 
-    /// Indexes the analysed `tokens` (drained) under `id`, which is not indexed yet.
-    fn add_tokens(&mut self, id: u64, tokens: &mut Vec<String>) {
-        let len = tokens.len() as u32;
-        let mut ids: Vec<u32> = Vec::with_capacity(tokens.len());
-        for token in tokens.drain(..) {
-            // Most tokens are known terms: look up by reference, allocate the key only once.
-            let term = if let Some(&t) = self.dict.get(token.as_str()) {
-                t
-            } else {
-                let t = self.terms.len() as u32;
-                let text: Box<str> = token.into_boxed_str();
-                self.terms.push(Term {
-                    text: text.clone(),
-                    ..Term::default()
-                });
-                self.dict.insert(text, t);
-                t
-            };
-            ids.push(term);
+    /// [`Self::add_batch`] for documents already analyzed: `docs[i]` holds the terms of the
+    /// document `ids[i]`, indexed as they are (as bm25s indexes token lists).
+    ///
+    /// # Errors
+    /// As [`Self::add_batch`].
+    pub fn add_batch_terms<S: AsRef<str>, D: AsRef<[S]>>(
+        &mut self,
+        ids: &[u64],
+        docs: &[D],
+    ) -> Result<()> {
+        self.check_new(ids, docs.len())?;
+        for (&id, doc) in ids.iter().zip(docs) {
+            let mut terms = std::mem::take(&mut self.scratch);
+            terms.clear();
+            terms.extend(
+                doc.as_ref()
+                    .iter()
+                    .map(|term| term_id(&mut self.dict, &mut self.terms, term.as_ref())),
+            );
+            self.index_terms(id, terms);
         }
+        Ok(())
+    }
+
+    /// Refuses a batch of `n` documents whose `ids` are not `n` new, distinct ids.
+    fn check_new(&self, ids: &[u64], n: usize) -> Result<()> {
+        if ids.len() != n {
+            return Err(Bm25Error::Config(format!(
+                "{} ids for {n} documents",
+                ids.len()
+            )));
+        }
+        let mut seen = HashSet::with_capacity(ids.len());
+        match ids
+            .iter()
+            .find(|&&id| self.ids.contains_key(&id) || !seen.insert(id))
+        {
+            Some(&dup) => Err(Bm25Error::Duplicate(dup)),
+            None => Ok(()),
+        }
+    }
+
+    /// Analyses `text` and indexes it under `id`, which is not indexed yet. The terms are
+    /// those of [`Analyzer::analyze`], found through the word cache.
+    fn add_text(&mut self, id: u64, text: &str) {
+        let mut terms = std::mem::take(&mut self.scratch);
+        terms.clear();
+        let Self {
+            analyzer,
+            dict,
+            terms: table,
+            words,
+            ..
+        } = self;
+        pieces(text, |piece| match piece {
+            Piece::Word(word) => {
+                let t = words.get(word).copied().unwrap_or_else(|| {
+                    let t = analyzer
+                        .word_term(word)
+                        .map_or(NO_TERM, |term| term_id(dict, table, &term));
+                    if words.len() < WORD_CACHE {
+                        words.insert(word.into(), t);
+                    }
+                    t
+                });
+                if t != NO_TERM {
+                    terms.push(t);
+                }
+            }
+            Piece::Compound(compound) => terms.push(term_id(dict, table, &lowercase(compound))),
+        });
+        self.index_terms(id, terms);
+    }
+
+    /// Indexes the document `id` (not indexed yet) made of the term ids `terms`, in any order.
+    fn index_terms(&mut self, id: u64, mut terms: Vec<u32>) {
+        let len = terms.len() as u32;
         // (term, count) in term order: sorted, then runs counted.
-        ids.sort_unstable();
-        let mut terms: Vec<(u32, u32)> = Vec::with_capacity(ids.len());
-        for t in ids {
-            match terms.last_mut() {
+        terms.sort_unstable();
+        let mut counts: Vec<(u32, u32)> = Vec::with_capacity(terms.len());
+        for &t in &terms {
+            match counts.last_mut() {
                 Some((last, n)) if *last == t => *n += 1,
-                _ => terms.push((t, 1)),
+                _ => counts.push((t, 1)),
             }
         }
-        self.insert(id, len, terms.into_boxed_slice());
+        self.scratch = terms;
+        self.insert(id, len, counts.into_boxed_slice());
     }
 
     fn insert(&mut self, id: u64, len: u32, terms: Box<[(u32, u32)]>) {
@@ -373,7 +421,8 @@ impl Bm25 {
         for &(t, tf) in &terms {
             let term = &mut self.terms[t as usize];
             term.df += 1;
-            term.postings.push(Posting { doc, tf });
+            term.docs.push(doc);
+            term.tfs.push(tf);
         }
         self.docs.push(Doc { id, terms });
         self.lens.push(len);
@@ -395,9 +444,17 @@ impl Bm25 {
             let term = &mut self.terms[t as usize];
             term.df -= 1;
             term.dead += 1;
-            if term.dead as usize * 2 > term.postings.len() && term.dead >= 8 {
-                let lens = &self.lens;
-                term.postings.retain(|p| lens[p.doc as usize] != DEAD);
+            if term.dead as usize * 2 > term.docs.len() && term.dead >= 8 {
+                let mut kept = 0;
+                for i in 0..term.docs.len() {
+                    if self.lens[term.docs[i] as usize] != DEAD {
+                        term.docs[kept] = term.docs[i];
+                        term.tfs[kept] = term.tfs[i];
+                        kept += 1;
+                    }
+                }
+                term.docs.truncate(kept);
+                term.tfs.truncate(kept);
                 term.dead = 0;
             }
         }
@@ -424,6 +481,7 @@ impl Bm25 {
         let lens = std::mem::take(&mut self.lens);
         let old_terms = std::mem::take(&mut self.terms);
         self.dict.clear();
+        self.words.clear();
         self.ids.clear();
         self.total_len = 0;
         let mut remap: Vec<u32> = vec![u32::MAX; old_terms.len()];
@@ -521,7 +579,7 @@ impl Bm25 {
         let mut term_ids: Vec<u32> = query_terms.iter().map(|(t, _)| *t).collect();
         term_ids.sort_unstable();
         // (postings, their impacts, weight, upper bound), highest bound first.
-        let mut terms: Vec<(&[Posting], Impacts<'_>, f32, f32)> = query_terms
+        let mut terms: Vec<(&[u32], Impacts<'_>, f32, f32)> = query_terms
             .iter()
             .map(|&(t, w)| {
                 let term = &self.terms[t as usize];
@@ -529,7 +587,7 @@ impl Bm25 {
                 let impacts = self.impacts(term, &norm);
                 // The largest impact of the list now.
                 let ub = (weight * impacts.max * SLACK).max(0.0);
-                (&term.postings[..], impacts, weight, ub)
+                (&term.docs[..], impacts, weight, ub)
             })
             .collect();
         terms.sort_by(|a, b| b.3.total_cmp(&a.3));
@@ -541,12 +599,12 @@ impl Bm25 {
         if let [(postings, impacts, weight, _)] = &terms[..] {
             // One term: its postings are the candidates; no accumulator needed.
             let mut heap: BinaryHeap<Entry2> = BinaryHeap::with_capacity(k + 1);
-            for (q, &impact) in postings.iter().zip(impacts.impacts.iter()) {
+            for (&doc, &impact) in postings.iter().zip(impacts.impacts.iter()) {
                 let score = weight * impact;
                 if impact == 0.0 || score < min_score || score <= 0.0 {
                     continue;
                 }
-                push_top(&mut heap, k, Entry2 { score, doc: q.doc });
+                push_top(&mut heap, k, Entry2 { score, doc });
             }
             return self.hits(heap, &term_ids);
         }
@@ -557,12 +615,13 @@ impl Bm25 {
                 // So many postings (a long query of common words) that pruning would cost
                 // more than it saves: add every list into a dense score array, in the same
                 // order (so the same sums), and select from it.
-                let dense = &mut scratch.dense;
-                dense.clear();
-                dense.resize(self.docs.len(), 0.0);
+                scratch.dense.clear();
+                scratch.dense.resize(self.docs.len(), 0.0);
+                // A slice, not the Vec: the loops below keep its bounds in registers.
+                let dense = scratch.dense.as_mut_slice();
                 for (postings, impacts, weight, _) in &terms {
-                    for (q, &impact) in postings.iter().zip(impacts.impacts.iter()) {
-                        dense[q.doc as usize] += weight * impact;
+                    for (&doc, &impact) in postings.iter().zip(impacts.impacts.iter()) {
+                        dense[doc as usize] += weight * impact;
                     }
                 }
                 let mut heap: BinaryHeap<Entry2> = BinaryHeap::with_capacity(k + 1);
@@ -585,10 +644,11 @@ impl Bm25 {
                 }
                 return self.hits(heap, &term_ids);
             }
-            let (acc, touched) = (&mut scratch.acc, &mut scratch.touched);
-            if acc.len() < self.docs.len() {
-                acc.resize(self.docs.len(), f32::NAN);
+            if scratch.acc.len() < self.docs.len() {
+                scratch.acc.resize(self.docs.len(), f32::NAN);
             }
+            // A slice, not the Vec: the loops below keep its bounds in registers.
+            let (acc, touched) = (scratch.acc.as_mut_slice(), &mut scratch.touched);
             let mut theta = f32::NEG_INFINITY;
             // The most any gathered document can have scored so far: theta (the k-th
             // gathered score) can only beat rest[i] once this does.
@@ -606,19 +666,19 @@ impl Bm25 {
                 // middle lists, too random for the branch predictor.
                 let base = touched.len();
                 touched.resize(base + postings.len(), 0);
-                let mut len = base;
-                for (posting, &impact) in postings.iter().zip(impacts.impacts.iter()) {
-                    let slot = &mut acc[posting.doc as usize];
+                let (out, mut len) = (&mut touched[base..], 0);
+                for (&doc, &impact) in postings.iter().zip(impacts.impacts.iter()) {
+                    let slot = &mut acc[doc as usize];
                     let add = weight * impact;
                     // A removed document has impact 0 and never enters.
                     #[allow(clippy::needless_bitwise_bool)] // no branch: see above
                     let enter = slot.is_nan() & (add >= admit) & (impact != 0.0);
                     // A new document that does not enter stays NaN (NaN + add).
                     *slot = if enter { add } else { *slot + add };
-                    touched[len] = posting.doc;
+                    out[len] = doc;
                     len += usize::from(enter);
                 }
-                touched.truncate(len);
+                touched.truncate(base + len);
                 seen_ub += ub;
                 // The k-th score costs a pass over what is gathered: only worth it when a list
                 // is left and theta could pass what the lists after the next can add (no
@@ -661,7 +721,7 @@ impl Bm25 {
                         for &doc in touched.iter() {
                             from = gallop(postings, from, doc);
                             match postings.get(from) {
-                                Some(q) if q.doc == doc => {
+                                Some(&at) if at == doc => {
                                     acc[doc as usize] += weight * impacts[from];
                                 }
                                 Some(_) => {}
@@ -671,8 +731,8 @@ impl Bm25 {
                     } else {
                         // Otherwise one pass over the list, adding to candidates only.
                         // (NaN + x stays NaN, so non-candidates need no test.)
-                        for (q, &impact) in postings.iter().zip(impacts.iter()) {
-                            acc[q.doc as usize] += weight * impact;
+                        for (&doc, &impact) in postings.iter().zip(impacts.iter()) {
+                            acc[doc as usize] += weight * impact;
                         }
                     }
                     // Candidates that the lists left cannot lift to the k-th score drop out.
@@ -737,11 +797,12 @@ impl Bm25 {
             let cached = &mut *guard;
             cached.impacts.clear();
             cached.impacts.extend(
-                term.postings
+                term.docs
                     .iter()
-                    .map(|q| match self.lens[q.doc as usize] {
+                    .zip(&term.tfs)
+                    .map(|(&doc, &tf)| match self.lens[doc as usize] {
                         DEAD => 0.0,
-                        len => p.tfc(q.tf as f32, norm(len)),
+                        len => p.tfc(tf as f32, norm(len)),
                     }),
             );
             cached.max = cached.impacts.iter().fold(0.0f32, |m, &x| m.max(x));
@@ -794,13 +855,12 @@ impl Bm25 {
         for &(t, w) in &q {
             let term = &self.terms[t as usize];
             let weight = w * p.idf(term.df, n);
-            for posting in &term.postings {
-                let len = self.lens[posting.doc as usize];
+            for (&doc, &tf) in term.docs.iter().zip(&term.tfs) {
+                let len = self.lens[doc as usize];
                 if len != DEAD {
                     let norm =
                         (1.0 - f64::from(p.b) + f64::from(p.b) * f64::from(len) / avgdl) as f32;
-                    *acc.entry(posting.doc).or_insert(0.0) +=
-                        weight * p.tfc(posting.tf as f32, norm);
+                    *acc.entry(doc).or_insert(0.0) += weight * p.tfc(tf as f32, norm);
                 }
             }
         }
@@ -882,6 +942,22 @@ thread_local! {
 }
 
 /// Keeps the `k` best entries in `heap` (whose top is the worst kept).
+/// The id of `term`, a new one (with an empty posting list) if it is not in `dict` yet.
+fn term_id(dict: &mut FastMap<Box<str>, u32>, terms: &mut Vec<Term>, term: &str) -> u32 {
+    // Most terms are known: the key is allocated only for a new one.
+    if let Some(&t) = dict.get(term) {
+        return t;
+    }
+    let t = terms.len() as u32;
+    let text: Box<str> = term.into();
+    terms.push(Term {
+        text: text.clone(),
+        ..Term::default()
+    });
+    dict.insert(text, t);
+    t
+}
+
 fn push_top(heap: &mut BinaryHeap<Entry2>, k: usize, e: Entry2) {
     if heap.len() < k {
         heap.push(e);
@@ -913,15 +989,15 @@ fn block_max(block: &[f32]) -> f32 {
 
 /// The first index at or after `from` whose document is not below `doc` (`postings` sorted
 /// by document): exponential steps from `from`, then a binary search in the last step.
-fn gallop(postings: &[Posting], from: usize, doc: u32) -> usize {
+fn gallop(postings: &[u32], from: usize, doc: u32) -> usize {
     let mut lo = from;
     let mut step = 1;
-    while lo + step < postings.len() && postings[lo + step].doc < doc {
+    while lo + step < postings.len() && postings[lo + step] < doc {
         lo += step;
         step *= 2;
     }
     let hi = (lo + step + 1).min(postings.len());
-    lo + postings[lo..hi].partition_point(|q| q.doc < doc)
+    lo + postings[lo..hi].partition_point(|&at| at < doc)
 }
 
 /// The `k`-th best score among the gathered documents (a lower bound of the final k-th).

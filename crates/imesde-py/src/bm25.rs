@@ -7,9 +7,10 @@ use std::path::PathBuf;
 use imesde_bm25::{AnalyzerConfig, Bm25, Fusion, Method, Params};
 use parking_lot::RwLock;
 use pyo3::prelude::*;
+use pyo3::pybacked::PyBackedStr;
 use pyo3::types::{PyString, PyTuple};
 
-use crate::convert::{positive, str_items};
+use crate::convert::{positive, str_items, type_name};
 use crate::error::CoreError;
 use crate::exceptions::{Exc, err};
 
@@ -139,18 +140,23 @@ impl PyBm25 {
         Ok(())
     }
 
-    /// ``add`` for many documents; all ids are checked first, so a bad batch adds nothing.
-    /// Also precomputes the per-posting scores that searches reuse until the next change.
-    fn add_batch(&self, py: Python<'_>, ids: Vec<u64>, texts: Vec<String>) -> PyResult<()> {
-        if ids.len() != texts.len() {
+    /// ``add`` for many documents: texts, or token lists indexed as they are (as bm25s takes
+    /// them). All ids are checked first, so a bad batch adds nothing. Also precomputes the
+    /// per-posting scores that searches reuse until the next change.
+    fn add_batch(&self, py: Python<'_>, ids: Vec<u64>, docs: &Bound<'_, PyAny>) -> PyResult<()> {
+        let docs = Docs::extract(docs)?;
+        if ids.len() != docs.len() {
             return Err(err(
                 Exc::Shape,
-                format!("{} ids for {} texts", ids.len(), texts.len()),
+                format!("{} ids for {} documents", ids.len(), docs.len()),
             ));
         }
         py.detach(|| {
             let mut index = self.0.write();
-            index.add_batch(&ids, &texts)?;
+            match &docs {
+                Docs::Texts(texts) => index.add_batch(&ids, texts)?,
+                Docs::Terms(terms) => index.add_batch_terms(&ids, terms)?,
+            }
             index.warm();
             Ok::<_, imesde_bm25::Bm25Error>(())
         })
@@ -354,4 +360,41 @@ pub(crate) fn fuse(
         .map(|(i, l)| ranked(l, i))
         .collect::<PyResult<Vec<_>>>()?;
     Ok(imesde_bm25::fuse(&lists, method, k, weights.as_deref()).map_err(CoreError::from)?)
+}
+
+/// The documents of a batch: texts, or token lists.
+enum Docs {
+    Texts(Vec<PyBackedStr>),
+    Terms(Vec<Vec<PyBackedStr>>),
+}
+
+impl Docs {
+    fn extract(obj: &Bound<'_, PyAny>) -> PyResult<Self> {
+        if obj.is_instance_of::<PyString>() {
+            return Err(err(
+                Exc::DType,
+                "documents must be a list of str or of token lists, got one str",
+            ));
+        }
+        if let Ok(texts) = obj.extract() {
+            return Ok(Self::Texts(texts));
+        }
+        obj.extract().map(Self::Terms).map_err(|_| {
+            err(
+                Exc::DType,
+                format!(
+                    "documents must be a list of str or a list of token lists (lists of str), \
+                     got {}",
+                    type_name(obj)
+                ),
+            )
+        })
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Self::Texts(texts) => texts.len(),
+            Self::Terms(terms) => terms.len(),
+        }
+    }
 }

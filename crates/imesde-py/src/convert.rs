@@ -94,7 +94,7 @@ pub(crate) fn positive(what: &str, v: i64) -> PyResult<usize> {
     usize::try_from(v).map_err(|_| err(Exc::InvalidValue, format!("{what} is too large: {v}")))
 }
 
-fn type_name(obj: &Bound<'_, PyAny>) -> String {
+pub(crate) fn type_name(obj: &Bound<'_, PyAny>) -> String {
     obj.get_type()
         .name()
         .map_or_else(|_| "?".into(), |n| n.to_string())
