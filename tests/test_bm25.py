@@ -302,3 +302,27 @@ def test_engine_keeps_bm25_in_step_with_the_ring(embedder: imesde.TextEmbedder) 
     plain = imesde.Engine(embedder, num_shards=1, shard_size=4)
     with pytest.raises(imesde.ImesdeError, match="lexical=True"):
         plain.lexical_search("x")
+
+
+def test_engine_big_batches_index_like_one_at_a_time(
+    debtags: tuple[list[str], list[str]],
+) -> None:
+    # Batches big enough to be analysed on all cores, partly overwritten within the batch
+    # itself: the engine's BM25 index holds exactly the items the ring holds, scored as an
+    # index that added them one at a time.
+    docs, queries = debtags
+    rng = np.random.default_rng(3)
+    vectors = rng.standard_normal((len(docs), 16)).astype(np.float32)
+    engine = imesde.Engine(16, num_shards=4, shard_size=1_500, lexical=True)
+    engine.ingest_vectors(vectors[:500], texts=docs[:500])
+    ids = engine.ingest_vectors(vectors[500:], texts=docs[500:])
+    held = list(zip(ids[-6_000:].tolist(), docs[-6_000:], strict=True))
+    reference = imesde.BM25()
+    for i, text in held:
+        reference.add(i, text)
+    for q in queries[::5]:
+        got = engine.lexical_search(q, k=20)
+        want = reference.search(q, k=20)
+        assert [h.id for h in got] == [h.id for h in want], q
+        np.testing.assert_allclose([h.score for h in got], [h.score for h in want], rtol=1e-6)
+    assert {h.id for h in engine.lexical_search(docs[100], k=50)} <= {i for i, _ in held}

@@ -7,6 +7,7 @@ use std::str::FromStr;
 
 use foldhash::HashMap as FastMap;
 use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use rayon::prelude::*;
 
 use crate::analyzer::{Analyzer, AnalyzerConfig, Piece, lowercase, pieces};
 use crate::error::{Bm25Error, Result};
@@ -187,6 +188,7 @@ pub struct Bm25 {
     /// terms are renumbered.
     words: FastMap<Box<str>, u32>,
     scratch: Vec<u32>,
+    scratch_counts: Vec<(u32, u32)>,
 }
 
 /// At most this many words in [`Bm25::words`]: the first ones seen, the frequent ones mostly.
@@ -221,6 +223,7 @@ impl Bm25 {
             epoch: 1,
             words: FastMap::default(),
             scratch: Vec::new(),
+            scratch_counts: Vec::new(),
         })
     }
 
@@ -317,10 +320,32 @@ impl Bm25 {
     ///
     /// # Errors
     /// [`Bm25Error::Duplicate`]; [`Bm25Error::Config`] when the lengths differ.
-    pub fn add_batch<S: AsRef<str>>(&mut self, ids: &[u64], texts: &[S]) -> Result<()> {
+    pub fn add_batch<S: AsRef<str> + Sync>(&mut self, ids: &[u64], texts: &[S]) -> Result<()> {
         self.check_new(ids, texts.len())?;
-        for (&id, text) in ids.iter().zip(texts) {
-            self.add_text(id, text.as_ref());
+        if texts.len() < PARALLEL_DOCS || rayon::current_num_threads() < 2 {
+            for (&id, text) in ids.iter().zip(texts) {
+                self.add_text(id, text.as_ref());
+            }
+            return Ok(());
+        }
+        // Parts analysed on all cores, then merged in order: a part's terms get their index
+        // ids in the order of their first occurrence, as one document after the other would.
+        let analyzer = &self.analyzer;
+        // Few parts (each part's distinct terms are looked up again when merged), two per
+        // thread so that a slow part does not hold up the others.
+        let size = texts
+            .len()
+            .div_ceil(2 * rayon::current_num_threads())
+            .max(PART_DOCS);
+        let parts: Vec<Part> = texts
+            .par_chunks(size)
+            .map(|texts| Part::analyze(analyzer, texts))
+            .collect();
+        let mut from = 0;
+        for part in parts {
+            let n = part.lens.len();
+            self.insert_part(&ids[from..from + n], part);
+            from += n;
         }
         Ok(())
     }
@@ -379,40 +404,62 @@ impl Bm25 {
             words,
             ..
         } = self;
-        pieces(text, |piece| match piece {
-            Piece::Word(word) => {
-                let t = words.get(word).copied().unwrap_or_else(|| {
-                    let t = analyzer
-                        .word_term(word)
-                        .map_or(NO_TERM, |term| term_id(dict, table, &term));
-                    if words.len() < WORD_CACHE {
-                        words.insert(word.into(), t);
-                    }
-                    t
-                });
-                if t != NO_TERM {
-                    terms.push(t);
-                }
-            }
-            Piece::Compound(compound) => terms.push(term_id(dict, table, &lowercase(compound))),
-        });
+        term_ids(
+            analyzer,
+            words,
+            text,
+            |t| term_id(dict, table, t),
+            &mut terms,
+        );
         self.index_terms(id, terms);
     }
 
     /// Indexes the document `id` (not indexed yet) made of the term ids `terms`, in any order.
     fn index_terms(&mut self, id: u64, mut terms: Vec<u32>) {
         let len = terms.len() as u32;
-        // (term, count) in term order: sorted, then runs counted.
-        terms.sort_unstable();
-        let mut counts: Vec<(u32, u32)> = Vec::with_capacity(terms.len());
-        for &t in &terms {
-            match counts.last_mut() {
-                Some((last, n)) if *last == t => *n += 1,
-                _ => counts.push((t, 1)),
-            }
-        }
+        let mut counts = std::mem::take(&mut self.scratch_counts);
+        counts.clear();
+        counted(&mut terms, &mut counts);
+        self.insert(id, len, Box::from(&counts[..]));
         self.scratch = terms;
-        self.insert(id, len, counts.into_boxed_slice());
+        self.scratch_counts = counts;
+    }
+
+    /// Indexes the documents of `part` under `ids` (new ones), as `insert` one after the other
+    /// would: a part's terms get their ids in the order of their first occurrence, and each
+    /// posting list grows by the part's list at once (its documents come after all others,
+    /// so lists stay sorted).
+    fn insert_part(&mut self, ids: &[u64], part: Part) {
+        self.epoch += 1;
+        let base = self.docs.len() as u32;
+        let to_index: Vec<u32> = part
+            .terms
+            .iter()
+            .map(|t| term_id(&mut self.dict, &mut self.terms, t))
+            .collect();
+        for (&t, (docs, tfs)) in to_index.iter().zip(part.postings) {
+            let term = &mut self.terms[t as usize];
+            term.df += docs.len() as u32;
+            term.docs.extend(docs.iter().map(|&d| base + d));
+            term.tfs.extend_from_slice(&tfs);
+        }
+        let mut pairs = part.pairs;
+        let mut from = 0;
+        for (i, ((&id, &len), &end)) in ids.iter().zip(&part.lens).zip(&part.ends).enumerate() {
+            let counts = &mut pairs[from..end as usize];
+            from = end as usize;
+            for (t, _) in counts.iter_mut() {
+                *t = to_index[*t as usize];
+            }
+            counts.sort_unstable();
+            self.docs.push(Doc {
+                id,
+                terms: Box::from(&*counts),
+            });
+            self.lens.push(len);
+            self.ids.insert(id, base + i as u32);
+            self.total_len += u64::from(len);
+        }
     }
 
     fn insert(&mut self, id: u64, len: u32, terms: Box<[(u32, u32)]>) {
@@ -796,15 +843,12 @@ impl Bm25 {
             let p = self.params;
             let cached = &mut *guard;
             cached.impacts.clear();
-            cached.impacts.extend(
-                term.docs
-                    .iter()
-                    .zip(&term.tfs)
-                    .map(|(&doc, &tf)| match self.lens[doc as usize] {
-                        DEAD => 0.0,
-                        len => p.tfc(tf as f32, norm(len)),
-                    }),
-            );
+            cached.impacts.extend(term.docs.iter().zip(&term.tfs).map(
+                |(&doc, &tf)| match self.lens[doc as usize] {
+                    DEAD => 0.0,
+                    len => p.tfc(tf as f32, norm(len)),
+                },
+            ));
             cached.max = cached.impacts.iter().fold(0.0f32, |m, &x| m.max(x));
             cached.epoch = self.epoch;
         }
@@ -942,6 +986,109 @@ thread_local! {
 }
 
 /// Keeps the `k` best entries in `heap` (whose top is the worst kept).
+/// Batches of at least this many documents are analysed on all cores, in parts of
+/// `PART_DOCS` documents.
+const PARALLEL_DOCS: usize = 4096;
+const PART_DOCS: usize = 2048;
+
+/// Appends the term ids of `text` to `out`: the terms of [`Analyzer::analyze`], each word
+/// through the cache `words` (lowercased and stemmed at its first sight only), each term's id
+/// from `id_of`.
+fn term_ids(
+    analyzer: &Analyzer,
+    words: &mut FastMap<Box<str>, u32>,
+    text: &str,
+    mut id_of: impl FnMut(&str) -> u32,
+    out: &mut Vec<u32>,
+) {
+    pieces(text, |piece| match piece {
+        Piece::Word(word) => {
+            let t = words.get(word).copied().unwrap_or_else(|| {
+                let t = analyzer
+                    .word_term(word)
+                    .map_or(NO_TERM, |term| id_of(&term));
+                if words.len() < WORD_CACHE {
+                    words.insert(word.into(), t);
+                }
+                t
+            });
+            if t != NO_TERM {
+                out.push(t);
+            }
+        }
+        Piece::Compound(compound) => out.push(id_of(&lowercase(compound))),
+    });
+}
+
+/// Appends the `(term, count)` pairs of the term ids `terms` (sorted in place) to `out`, in
+/// term order.
+fn counted(terms: &mut [u32], out: &mut Vec<(u32, u32)>) {
+    terms.sort_unstable();
+    let first = out.len();
+    for &t in terms.iter() {
+        match out[first..].last_mut() {
+            Some((last, n)) if *last == t => *n += 1,
+            _ => out.push((t, 1)),
+        }
+    }
+}
+
+/// Documents analysed apart from the index (one part of a parallel batch), their terms
+/// numbered in the order of their first occurrence in the part.
+struct Part {
+    terms: Vec<Box<str>>,
+    /// Each term's postings in the part: documents (numbered from 0 in the part) and tfs.
+    postings: Vec<(Vec<u32>, Vec<u32>)>,
+    /// The `(part term, tf)` pairs of every document, one after the other; document `i`'s
+    /// end in `ends[i]`, its length in `lens[i]`.
+    pairs: Vec<(u32, u32)>,
+    ends: Vec<u32>,
+    lens: Vec<u32>,
+}
+
+impl Part {
+    fn analyze<S: AsRef<str>>(analyzer: &Analyzer, texts: &[S]) -> Self {
+        let mut dict: FastMap<Box<str>, u32> = FastMap::default();
+        let mut words = FastMap::default();
+        let mut terms: Vec<Box<str>> = Vec::new();
+        let mut ids = Vec::new();
+        let mut part = Part {
+            terms: Vec::new(),
+            postings: Vec::new(),
+            pairs: Vec::new(),
+            ends: Vec::with_capacity(texts.len()),
+            lens: Vec::with_capacity(texts.len()),
+        };
+        for text in texts {
+            ids.clear();
+            let id_of = |t: &str| {
+                if let Some(&i) = dict.get(t) {
+                    return i;
+                }
+                let i = terms.len() as u32;
+                let text: Box<str> = t.into();
+                terms.push(text.clone());
+                dict.insert(text, i);
+                i
+            };
+            term_ids(analyzer, &mut words, text.as_ref(), id_of, &mut ids);
+            let doc = part.lens.len() as u32;
+            part.lens.push(ids.len() as u32);
+            let first = part.pairs.len();
+            counted(&mut ids, &mut part.pairs);
+            part.ends.push(part.pairs.len() as u32);
+            part.postings.resize_with(terms.len(), Default::default);
+            for &(t, tf) in &part.pairs[first..] {
+                let (docs, tfs) = &mut part.postings[t as usize];
+                docs.push(doc);
+                tfs.push(tf);
+            }
+        }
+        part.terms = terms;
+        part
+    }
+}
+
 /// The id of `term`, a new one (with an empty posting list) if it is not in `dict` yet.
 fn term_id(dict: &mut FastMap<Box<str>, u32>, terms: &mut Vec<Term>, term: &str) -> u32 {
     // Most terms are known: the key is allocated only for a new one.

@@ -951,9 +951,16 @@ impl Engine {
         let mut guard = lexical.lock();
         let (index, held) = &mut *guard;
         let floor = ring.next_id().saturating_sub(ring.capacity() as u64);
-        for (id, text) in docs {
-            if id >= floor && index.add(id, text).is_ok() {
-                held.insert(id);
+        let (ids, texts): (Vec<u64>, Vec<&str>) = docs.filter(|&(id, _)| id >= floor).unzip();
+        // Ids come from the ring, so they are new: the batch (analysed on all cores when
+        // large) goes in whole; were one refused, the others still go in one by one.
+        if index.add_batch(&ids, &texts).is_ok() {
+            held.extend(ids);
+        } else {
+            for (id, text) in ids.into_iter().zip(texts) {
+                if index.add(id, text).is_ok() {
+                    held.insert(id);
+                }
             }
         }
         while let Some(&oldest) = held.first()
