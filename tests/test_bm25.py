@@ -146,10 +146,18 @@ def test_errors_leave_the_index_intact(tmp_path: Path) -> None:
         index.add_batch([2, 3], ["a"])
     with pytest.raises(imesde.DTypeError, match="one str"):
         index.add_batch([2], "a")
-    with pytest.raises(imesde.DTypeError, match="token lists"):
+    with pytest.raises(
+        imesde.DTypeError, match=r"texts\[1\] \(as texts\[0\]\) must be str, got list"
+    ):
         index.add_batch([2, 3], ["a", ["b"]])
-    with pytest.raises(imesde.DTypeError, match="token lists"):
+    with pytest.raises(imesde.DTypeError, match=r"texts\[1\]\[0\] must be str, got int"):
         index.add_batch([2, 3], [["a"], [4]])  # type: ignore[list-item]
+    with pytest.raises(imesde.DTypeError, match=r"texts\[1\] must be a token list"):
+        index.add_batch([2, 3], [["a"], "b"])
+    with pytest.raises(imesde.DTypeError, match="got int"):
+        index.add_batch([2], 7)  # type: ignore[arg-type]
+    with pytest.raises(UnicodeEncodeError):
+        index.add_batch([2], ["\ud800"])
     with pytest.raises(KeyError):
         index.remove(42)
     with pytest.raises(imesde.InvalidValueError, match="method"):

@@ -4,6 +4,7 @@ nothing hangs (a timeout fails the test instead of stalling CI)."""
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import threading
 import time
@@ -121,4 +122,25 @@ def test_search_works_in_a_forked_child() -> None:
         ok = len(engine.search_vector(np.ones(64, np.float32), k=5)) == 5
         os._exit(0 if ok else 1)
     _, status = os.waitpid(pid, 0)
+    assert os.WEXITSTATUS(status) == 0
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="fork is POSIX")
+def test_parallel_work_completes_in_a_forked_child() -> None:
+    # The parent's rayon threads are gone in a fork child: a BM25 batch big enough to be
+    # analysed on all cores, and an RQ-KMeans fit and encoding, must still complete there.
+    x = np.random.default_rng(2).standard_normal((5_000, 32)).astype(np.float32)
+    texts = [f"item {i} kernel panic number {i % 97}" for i in range(6_000)]
+    imesde.RQKMeans(2, 16, random_state=0).fit(x)  # start the thread pool in the parent
+    imesde.BM25().add_batch(list(range(len(texts))), texts)
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        signal.alarm(60)  # a hang fails the test instead of blocking it
+        index = imesde.BM25()
+        index.add_batch(list(range(len(texts))), texts)
+        model = imesde.RQKMeans(2, 16, random_state=0).fit(x)
+        ok = index.document_count == len(texts) and model.encode(x).shape == (5_000, 2)
+        os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status)
     assert os.WEXITSTATUS(status) == 0

@@ -89,7 +89,7 @@ class BM25:
         ``"english"`` or a list of words; ``delta``: BM25+'s bonus per matching term."""
     def add(self, id: int, text: str) -> None:
         """Index ``text`` under ``id`` (``InvalidValueError`` if ``id`` is already there)."""
-    def add_batch(self, ids: Sequence[int], docs: Sequence[str] | Sequence[Sequence[str]]) -> None:
+    def add_batch(self, ids: Sequence[int], texts: Sequence[str] | Sequence[Sequence[str]]) -> None:
         """``add`` for many documents: texts, or token lists indexed as they are (as bm25s
         takes them); a bad batch adds nothing."""
     def remove(self, id: int) -> None:

@@ -184,8 +184,8 @@ pub struct Bm25 {
     /// Bumped by every change: cached impacts of an older epoch are stale.
     epoch: u64,
     /// Term of each word seen as written (`NO_TERM` for a stop word), so a word is lowercased
-    /// and stemmed once, not at each occurrence; at most `WORD_CACHE` words, cleared when
-    /// terms are renumbered.
+    /// and stemmed once, not at each occurrence (the parts of a parallel batch keep caches of
+    /// their own); the first `WORD_CACHE` words, cleared when terms are renumbered.
     words: FastMap<Box<str>, u32>,
     scratch: Vec<u32>,
     scratch_counts: Vec<(u32, u32)>,
@@ -985,9 +985,8 @@ thread_local! {
     static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::default();
 }
 
-/// Keeps the `k` best entries in `heap` (whose top is the worst kept).
-/// Batches of at least this many documents are analysed on all cores, in parts of
-/// `PART_DOCS` documents.
+/// Batches of at least this many documents are analysed on all cores, in two parts per
+/// thread of at least `PART_DOCS` documents.
 const PARALLEL_DOCS: usize = 4096;
 const PART_DOCS: usize = 2048;
 
@@ -1105,6 +1104,7 @@ fn term_id(dict: &mut FastMap<Box<str>, u32>, terms: &mut Vec<Term>, term: &str)
     t
 }
 
+/// Keeps the `k` best entries in `heap` (whose top is the worst kept).
 fn push_top(heap: &mut BinaryHeap<Entry2>, k: usize, e: Entry2) {
     if heap.len() < k {
         heap.push(e);

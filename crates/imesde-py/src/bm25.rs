@@ -13,6 +13,7 @@ use pyo3::types::{PyString, PyTuple};
 use crate::convert::{positive, str_items, type_name};
 use crate::error::CoreError;
 use crate::exceptions::{Exc, err};
+use crate::par::install;
 
 /// One lexical result: ``id``, ``score`` (BM25) and the query ``terms`` it matched. Unpacks as
 /// ``(id, score)``.
@@ -143,8 +144,8 @@ impl PyBm25 {
     /// ``add`` for many documents: texts, or token lists indexed as they are (as bm25s takes
     /// them). All ids are checked first, so a bad batch adds nothing. Also precomputes the
     /// per-posting scores that searches reuse until the next change.
-    fn add_batch(&self, py: Python<'_>, ids: Vec<u64>, docs: &Bound<'_, PyAny>) -> PyResult<()> {
-        let docs = Docs::extract(docs)?;
+    fn add_batch(&self, py: Python<'_>, ids: Vec<u64>, texts: &Bound<'_, PyAny>) -> PyResult<()> {
+        let docs = Docs::extract(texts)?;
         if ids.len() != docs.len() {
             return Err(err(
                 Exc::Shape,
@@ -152,11 +153,12 @@ impl PyBm25 {
             ));
         }
         py.detach(|| {
-            let mut index = self.0.write();
-            match &docs {
-                Docs::Texts(texts) => index.add_batch(&ids, texts)?,
-                Docs::Terms(terms) => index.add_batch_terms(&ids, terms)?,
-            }
+            let mut guard = self.0.write();
+            let index: &mut Bm25 = &mut guard;
+            install(|| match &docs {
+                Docs::Texts(texts) => index.add_batch(&ids, texts),
+                Docs::Terms(terms) => index.add_batch_terms(&ids, terms),
+            })?;
             index.warm();
             Ok::<_, imesde_bm25::Bm25Error>(())
         })
@@ -369,26 +371,69 @@ enum Docs {
 }
 
 impl Docs {
+    /// Texts when the first item is a str, token lists otherwise; an item of the other kind
+    /// is named by its index. A str that cannot be read (a lone surrogate) raises Python's
+    /// own error.
     fn extract(obj: &Bound<'_, PyAny>) -> PyResult<Self> {
+        let kinds = "a list of str or a list of token lists (lists of str)";
         if obj.is_instance_of::<PyString>() {
             return Err(err(
                 Exc::DType,
-                "documents must be a list of str or of token lists, got one str",
+                format!("texts must be {kinds}, got one str"),
             ));
         }
-        if let Ok(texts) = obj.extract() {
-            return Ok(Self::Texts(texts));
+        let items: Vec<Bound<'_, PyAny>> = obj
+            .try_iter()
+            .map_err(|_| {
+                err(
+                    Exc::DType,
+                    format!("texts must be {kinds}, got {}", type_name(obj)),
+                )
+            })?
+            .collect::<PyResult<_>>()?;
+        let text = |item: &Bound<'_, PyAny>, at: &dyn Fn() -> String| -> PyResult<PyBackedStr> {
+            match item.cast::<PyString>() {
+                Ok(s) => PyBackedStr::try_from(s.clone()),
+                Err(_) => Err(err(
+                    Exc::DType,
+                    format!("{} must be str, got {}", at(), type_name(item)),
+                )),
+            }
+        };
+        if items
+            .first()
+            .is_none_or(PyAnyMethods::is_instance_of::<PyString>)
+        {
+            return items
+                .iter()
+                .enumerate()
+                .map(|(i, item)| text(item, &|| format!("texts[{i}] (as texts[0])")))
+                .collect::<PyResult<_>>()
+                .map(Self::Texts);
         }
-        obj.extract().map(Self::Terms).map_err(|_| {
-            err(
-                Exc::DType,
-                format!(
-                    "documents must be a list of str or a list of token lists (lists of str), \
-                     got {}",
-                    type_name(obj)
-                ),
-            )
-        })
+        items
+            .iter()
+            .enumerate()
+            .map(|(i, doc)| {
+                if doc.is_instance_of::<PyString>() {
+                    return Err(err(
+                        Exc::DType,
+                        format!("texts[{i}] must be a token list (as texts[0]), got str"),
+                    ));
+                }
+                doc.try_iter()
+                    .map_err(|_| {
+                        err(
+                            Exc::DType,
+                            format!("texts must be {kinds}; texts[{i}] is {}", type_name(doc)),
+                        )
+                    })?
+                    .enumerate()
+                    .map(|(j, token)| text(&token?, &|| format!("texts[{i}][{j}]")))
+                    .collect()
+            })
+            .collect::<PyResult<_>>()
+            .map(Self::Terms)
     }
 
     fn len(&self) -> usize {

@@ -19,6 +19,7 @@ use crate::convert::{self, meta_dict, positive};
 use crate::embed::{TextEmbedder, embed_texts};
 use crate::error::CoreError;
 use crate::exceptions::{Exc, err};
+use crate::par::install;
 use crate::stream::Subscription;
 
 /// One search result: ``id``, ``text``, ``score``, ``ts``, ``metadata``.
@@ -954,7 +955,7 @@ impl Engine {
         let (ids, texts): (Vec<u64>, Vec<&str>) = docs.filter(|&(id, _)| id >= floor).unzip();
         // Ids come from the ring, so they are new: the batch (analysed on all cores when
         // large) goes in whole; were one refused, the others still go in one by one.
-        if index.add_batch(&ids, &texts).is_ok() {
+        if install(|| index.add_batch(&ids, &texts)).is_ok() {
             held.extend(ids);
         } else {
             for (id, text) in ids.into_iter().zip(texts) {

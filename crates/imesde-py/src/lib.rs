@@ -7,6 +7,7 @@ mod embed;
 mod engine;
 mod error;
 mod exceptions;
+mod par;
 mod rq;
 mod similarity;
 mod stream;
@@ -14,12 +15,14 @@ mod stream;
 use pyo3::prelude::*;
 
 /// After `fork()`, the child has none of the parent's rayon or ONNX Runtime worker threads: run
-/// searches and tokenization on the calling thread there, and refuse to run embedders made
-/// before the fork, instead of waiting forever for pools that do not exist.
+/// searches and tokenization on the calling thread there, other parallel work on a pool of
+/// the child's own, and refuse to run embedders made before the fork, instead of waiting
+/// forever for pools that do not exist.
 #[cfg(unix)]
 extern "C" fn after_fork_in_child() {
     imesde_ring::set_parallel(false);
     imesde_embed::after_fork_in_child();
+    par::after_fork_in_child();
 }
 
 /// The name of the SIMD backend chosen for this CPU (``"avx512-vnni"``, ``"avx2"``, ...).

@@ -15,6 +15,7 @@ use pyo3::prelude::*;
 use crate::convert::{self, Rows, positive};
 use crate::error::CoreError;
 use crate::exceptions::{Exc, err};
+use crate::par::install;
 
 fn rq_err(e: RqError) -> PyErr {
     CoreError::from(e).into()
@@ -134,7 +135,7 @@ impl RqCodebooks {
             backend: None,
         };
         let (model, reports) = py
-            .detach(|| RqKMeans::fit(data, dim, &cfg))
+            .detach(|| install(|| RqKMeans::fit(data, dim, &cfg)))
             .map_err(rq_err)?;
         let reports = reports
             .into_iter()
@@ -161,7 +162,9 @@ impl RqCodebooks {
             }));
         }
         let beam = positive("beam_width", beam_width)?;
-        let codes = py.detach(|| self.0.encode(data, beam)).map_err(rq_err)?;
+        let codes = py
+            .detach(|| install(|| self.0.encode(data, beam)))
+            .map_err(rq_err)?;
         let codes: Vec<i32> = codes.into_iter().map(|c| c as i32).collect();
         codes.into_pyarray(py).reshape([n, self.0.levels().len()])
     }
@@ -174,7 +177,9 @@ impl RqCodebooks {
     ) -> PyResult<Bound<'py, PyArray2<f32>>> {
         let n = codes.shape()[0];
         let codes = codes_of(&codes, self.0.levels().len())?;
-        let out = py.detach(|| self.0.decode(&codes)).map_err(rq_err)?;
+        let out = py
+            .detach(|| install(|| self.0.decode(&codes)))
+            .map_err(rq_err)?;
         out.into_pyarray(py).reshape([n, self.0.dim()])
     }
 

@@ -8,6 +8,7 @@ use rayon::prelude::*;
 
 use crate::convert::{Rows, positive, rows};
 use crate::exceptions::{Exc, err};
+use crate::par::install;
 
 fn check_finite(what: &str, x: &[f32]) -> PyResult<()> {
     if x.iter().all(|v| v.is_finite()) {
@@ -55,13 +56,15 @@ fn pairwise(
 ) -> Vec<f32> {
     let m = b.len() / dim;
     let mut out = vec![0.0f32; a.len() / dim * m];
-    out.par_chunks_mut(m.max(1))
-        .zip(a.par_chunks(dim))
-        .for_each(|(o, x)| {
-            for (v, y) in o.iter_mut().zip(b.chunks_exact(dim)) {
-                *v = f(x, y);
-            }
-        });
+    install(|| {
+        out.par_chunks_mut(m.max(1))
+            .zip(a.par_chunks(dim))
+            .for_each(|(o, x)| {
+                for (v, y) in o.iter_mut().zip(b.chunks_exact(dim)) {
+                    *v = f(x, y);
+                }
+            });
+    });
     out
 }
 
@@ -216,11 +219,13 @@ pub(crate) fn top_k<'py>(
     let (m, n) = if r.one_d { (1, r.dim) } else { (r.rows, r.dim) };
     let kk = k.min(n);
     let (idx, val): (Vec<i64>, Vec<f32>) = py.detach(|| {
-        x.par_chunks(n)
-            .flat_map_iter(|row| select(row, kk).into_iter().map(|(i, v)| (i as i64, v)))
-            .collect::<Vec<_>>()
-            .into_iter()
-            .unzip()
+        install(|| {
+            x.par_chunks(n)
+                .flat_map_iter(|row| select(row, kk).into_iter().map(|(i, v)| (i as i64, v)))
+                .collect::<Vec<_>>()
+        })
+        .into_iter()
+        .unzip()
     });
     let (idx, val) = (idx.into_pyarray(py), val.into_pyarray(py));
     if r.one_d {
