@@ -24,7 +24,7 @@ import os
 import platform
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import imesde
@@ -61,6 +61,24 @@ def timed_each(fn: Callable[[str], object], queries: Sequence[str]) -> list[floa
     return out
 
 
+def tantivy_index(tantivy: Any, texts: Iterable[str], tokenizer: str) -> tuple[Any, Any, float]:
+    """A tantivy index of ``texts`` (one field, analysed by ``tokenizer``), its schema and the
+    seconds it took to build, with every segment written and merged."""
+    sb = tantivy.SchemaBuilder()
+    sb.add_text_field("body", stored=False, tokenizer_name=tokenizer)
+    schema = sb.build()
+    index = tantivy.Index(schema)
+    t = time.perf_counter()
+    writer = index.writer()
+    for text in texts:
+        doc = tantivy.Document()
+        doc.add_text("body", text)
+        writer.add_document(doc)
+    writer.commit()
+    writer.wait_merging_threads()
+    return index, schema, time.perf_counter() - t
+
+
 def bench_tantivy(
     tokens: list[list[str]], queries: list[list[str]]
 ) -> tuple[str, float, list[float]] | None:
@@ -70,19 +88,7 @@ def bench_tantivy(
         tantivy: Any = importlib.import_module("tantivy")
     except ImportError:
         return None
-    sb = tantivy.SchemaBuilder()
-    sb.add_text_field("body", stored=False, tokenizer_name="whitespace")
-    schema = sb.build()
-    index = tantivy.Index(schema)
-    t = time.perf_counter()
-    writer = index.writer()
-    for toks in tokens:
-        doc = tantivy.Document()
-        doc.add_text("body", " ".join(toks))
-        writer.add_document(doc)
-    writer.commit()
-    writer.wait_merging_threads()
-    build = time.perf_counter() - t
+    index, schema, build = tantivy_index(tantivy, (" ".join(t) for t in tokens), "whitespace")
     index.reload()
     searcher = index.searcher()
     should = tantivy.Occur.Should
@@ -111,18 +117,7 @@ def tantivy_text_build(corpus: list[str]) -> tuple[str, float] | None:
         tantivy: Any = importlib.import_module("tantivy")
     except ImportError:
         return None
-    sb = tantivy.SchemaBuilder()
-    sb.add_text_field("body", stored=False, tokenizer_name="en_stem")
-    index = tantivy.Index(sb.build())
-    t = time.perf_counter()
-    writer = index.writer()
-    for text in corpus:
-        doc = tantivy.Document()
-        doc.add_text("body", text)
-        writer.add_document(doc)
-    writer.commit()
-    writer.wait_merging_threads()
-    build = time.perf_counter() - t
+    _, _, build = tantivy_index(tantivy, corpus, "en_stem")
     version = importlib.import_module("importlib.metadata").version("tantivy")
     return (f"tantivy {version} (text given: its en_stem analyzer)", build)
 
