@@ -185,13 +185,15 @@ pub struct Bm25 {
     epoch: u64,
     /// Term of each word seen as written (`NO_TERM` for a stop word), so a word is lowercased
     /// and stemmed once, not at each occurrence (the parts of a parallel batch keep caches of
-    /// their own); the first `WORD_CACHE` words, cleared when terms are renumbered.
+    /// their own); at most `WORD_CACHE` words, emptied when full (so that a stream of one-off
+    /// tokens cannot keep the frequent words out for good) and when terms are renumbered.
     words: FastMap<Box<str>, u32>,
     scratch: Vec<u32>,
     scratch_counts: Vec<(u32, u32)>,
 }
 
-/// At most this many words in [`Bm25::words`]: the first ones seen, the frequent ones mostly.
+/// At most this many words in [`Bm25::words`] (about 5 MB); a full cache is emptied and
+/// refills with the words that keep coming, the frequent ones first.
 const WORD_CACHE: usize = 1 << 17;
 const NO_TERM: u32 = u32::MAX;
 
@@ -1006,9 +1008,10 @@ fn term_ids(
                 let t = analyzer
                     .word_term(word)
                     .map_or(NO_TERM, |term| id_of(&term));
-                if words.len() < WORD_CACHE {
-                    words.insert(word.into(), t);
+                if words.len() >= WORD_CACHE {
+                    words.clear();
                 }
+                words.insert(word.into(), t);
                 t
             });
             if t != NO_TERM {

@@ -370,14 +370,7 @@ fn parallel_batch_builds_the_same_index() {
     let mut batch = Bm25::new(Params::default(), config).unwrap();
     batch.add_batch(&ids, &texts).unwrap();
     assert!(one.term_count() > 5_000);
-    let dir = std::env::temp_dir().join(format!("imesde-bm25-par-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (a, b) = (dir.join("one.bm25"), dir.join("batch.bm25"));
-    one.save(&a).unwrap();
-    batch.save(&b).unwrap();
-    let same = std::fs::read(&a).unwrap() == std::fs::read(&b).unwrap();
-    std::fs::remove_dir_all(&dir).unwrap();
-    assert!(same, "the saved indexes differ");
+    assert_same_file(&one, &batch, "par");
     // The posting lists (not saved) are the same too: every hit, in order, with equal scores.
     for q in ["kernel memory leak", "v3.1 abc", "übersetzung"]
         .into_iter()
@@ -391,4 +384,48 @@ fn parallel_batch_builds_the_same_index() {
             "{q}"
         );
     }
+}
+
+#[test]
+fn a_full_word_cache_changes_no_term() {
+    // More distinct words than the word cache holds (it is emptied when full), between
+    // frequent ones that stem and stop words: one-at-a-time adds, which go through the cache,
+    // build the index that the analyzer's own terms build.
+    let texts: Vec<String> = (0..20_000)
+        .map(|i| {
+            let unique: Vec<String> = (0..8).map(|j| format!("tok{}x{j}", i * 8 + j)).collect();
+            format!(
+                "The kernels were Running {} and the leaks fixed",
+                unique.join(" ")
+            )
+        })
+        .collect();
+    let config = AnalyzerConfig {
+        stemmer: Some("english".into()),
+        stopwords: AnalyzerConfig::english_stopwords(),
+    };
+    let mut cached = Bm25::new(Params::default(), config.clone()).unwrap();
+    for (i, t) in texts.iter().enumerate() {
+        cached.add(i as u64, t).unwrap();
+    }
+    let mut plain = Bm25::new(Params::default(), config).unwrap();
+    let terms: Vec<Vec<String>> = texts.iter().map(|t| plain.analyzer().analyze(t)).collect();
+    let ids: Vec<u64> = (0..texts.len() as u64).collect();
+    plain.add_batch_terms(&ids, &terms).unwrap();
+    assert!(plain.term_count() > 1 << 17);
+    assert_same_file(&cached, &plain, "cache");
+    assert_eq!(cached.search("kernel running leak", 3, 0.0).len(), 3);
+}
+
+/// Both indexes saved: the files must be equal byte for byte (terms in the same order, the
+/// same documents with the same term counts).
+fn assert_same_file(a: &Bm25, b: &Bm25, tag: &str) {
+    let dir = std::env::temp_dir().join(format!("imesde-bm25-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (pa, pb) = (dir.join("a.bm25"), dir.join("b.bm25"));
+    a.save(&pa).unwrap();
+    b.save(&pb).unwrap();
+    let same = std::fs::read(&pa).unwrap() == std::fs::read(&pb).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(same, "{tag}: the saved indexes differ");
 }
