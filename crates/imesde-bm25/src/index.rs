@@ -540,13 +540,8 @@ impl Bm25 {
                 .iter()
                 .map(|&(t, tf)| {
                     if remap[t as usize] == u32::MAX {
-                        remap[t as usize] = self.terms.len() as u32;
-                        let text = old_terms[t as usize].text.clone();
-                        self.dict.insert(text.clone(), remap[t as usize]);
-                        self.terms.push(Term {
-                            text,
-                            ..Term::default()
-                        });
+                        let text = &old_terms[t as usize].text;
+                        remap[t as usize] = term_id(&mut self.dict, &mut self.terms, text);
                     }
                     (remap[t as usize], tf)
                 })
@@ -1063,16 +1058,7 @@ impl Part {
         };
         for text in texts {
             ids.clear();
-            let id_of = |t: &str| {
-                if let Some(&i) = dict.get(t) {
-                    return i;
-                }
-                let i = terms.len() as u32;
-                let text: Box<str> = t.into();
-                terms.push(text.clone());
-                dict.insert(text, i);
-                i
-            };
+            let id_of = |t: &str| intern(&mut dict, &mut terms, t, |text| text);
             term_ids(analyzer, &mut words, text.as_ref(), id_of, &mut ids);
             let doc = part.lens.len() as u32;
             part.lens.push(ids.len() as u32);
@@ -1091,18 +1077,30 @@ impl Part {
     }
 }
 
-/// The id of `term`, a new one (with an empty posting list) if it is not in `dict` yet.
+/// The id of `term` in the index's dictionary, a new one (with an empty posting list) if it
+/// is not there yet.
 fn term_id(dict: &mut FastMap<Box<str>, u32>, terms: &mut Vec<Term>, term: &str) -> u32 {
+    intern(dict, terms, term, |text| Term {
+        text,
+        ..Term::default()
+    })
+}
+
+/// The id of `term` in `dict`; a new one, the next index of `table` (where `new` makes its
+/// entry from the text), if it is not there yet.
+fn intern<T>(
+    dict: &mut FastMap<Box<str>, u32>,
+    table: &mut Vec<T>,
+    term: &str,
+    new: impl FnOnce(Box<str>) -> T,
+) -> u32 {
     // Most terms are known: the key is allocated only for a new one.
     if let Some(&t) = dict.get(term) {
         return t;
     }
-    let t = terms.len() as u32;
+    let t = table.len() as u32;
     let text: Box<str> = term.into();
-    terms.push(Term {
-        text: text.clone(),
-        ..Term::default()
-    });
+    table.push(new(text.clone()));
     dict.insert(text, t);
     t
 }
