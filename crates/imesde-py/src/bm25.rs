@@ -10,7 +10,7 @@ use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedStr;
 use pyo3::types::{PyString, PyTuple};
 
-use crate::convert::{positive, str_items, type_name};
+use crate::convert::{as_str, positive, str_items, type_name};
 use crate::error::CoreError;
 use crate::exceptions::{Exc, err};
 use crate::par::install;
@@ -392,13 +392,7 @@ impl Docs {
             })?
             .collect::<PyResult<_>>()?;
         let text = |item: &Bound<'_, PyAny>, at: &dyn Fn() -> String| -> PyResult<PyBackedStr> {
-            match item.cast::<PyString>() {
-                Ok(s) => PyBackedStr::try_from(s.clone()),
-                Err(_) => Err(err(
-                    Exc::DType,
-                    format!("{} must be str, got {}", at(), type_name(item)),
-                )),
-            }
+            PyBackedStr::try_from(as_str(item, || format!("{} must be str", at()))?.clone())
         };
         if items
             .first()

@@ -130,15 +130,19 @@ pub(crate) fn str_items(
             if allow_none && item.is_none() {
                 return Ok(None);
             }
-            match item.cast::<PyString>() {
-                Ok(s) => Ok(Some(Arc::from(s.to_str()?))),
-                Err(_) => Err(err(
-                    Exc::DType,
-                    format!("{what}[{i}] must be {expected}, got {}", type_name(&item)),
-                )),
-            }
+            let s = as_str(&item, || format!("{what}[{i}] must be {expected}"))?;
+            Ok(Some(Arc::from(s.to_str()?)))
         })
         .collect()
+}
+
+/// `item` as a str; otherwise a `DTypeError` saying `"{must}, got <its type>"`.
+pub(crate) fn as_str<'a, 'py>(
+    item: &'a Bound<'py, PyAny>,
+    must: impl FnOnce() -> String,
+) -> PyResult<&'a Bound<'py, PyString>> {
+    item.cast::<PyString>()
+        .map_err(|_| err(Exc::DType, format!("{}, got {}", must(), type_name(item))))
 }
 
 /// A timestamp: seconds since the epoch as int / float, or a `datetime`.
