@@ -15,6 +15,8 @@
 
 use imesde_simd::{Kernels, quant};
 
+use crate::kmeans::smallest_into;
+
 /// Relative slack on the computed error norms and the f32 rounding margin.
 const NORM_SLACK: f32 = 1.0 + 1e-4;
 const ROUNDING: f32 = 1e-5;
@@ -201,6 +203,8 @@ pub(crate) struct Scratch {
     lo: Vec<f32>,
     hi: Vec<f32>,
     cb: Vec<f32>,
+    near: Vec<u32>,
+    exact: Vec<f32>,
 }
 
 /// The quantised rows of `x`: `pre` when the caller has them, else made in `own`.
@@ -216,7 +220,8 @@ fn view<'a>(own: &'a mut Quantized, pre: Option<QView<'a>>, x: &[f32], dim: usiz
 
 /// Exact `argmin_j (|c_j|^2 - 2 x.c_j + bias_j)` for each of the `m` points of `x` (ties to the
 /// lowest `j`), identical to scoring every codeword with the fixed-order kernel; `best[i]` is
-/// that minimum (without `|x|^2`).
+/// that minimum (without `|x|^2`). With `cands` (`m x c`), also each point's `c` cheapest
+/// codewords by the integer scores, cheapest first, always including the exact nearest.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn nearest_block(
     kern: &Kernels,
@@ -230,6 +235,7 @@ pub(crate) fn nearest_block(
     s: &mut Scratch,
     labels: &mut [u32],
     best: &mut [f32],
+    mut cands: Option<&mut [u32]>,
 ) {
     let m = x.len() / dim;
     let k = cn.len();
@@ -239,7 +245,11 @@ pub(crate) fn nearest_block(
         lo,
         hi,
         cb,
+        near,
+        exact,
     } = s;
+    let c = cands.as_ref().map_or(0, |c| c.len() / m.max(1));
+    let mut cand_cost = vec![0.0f32; c];
     let v = view(own, pre, x, dim);
     dots.resize(m * k, 0);
     kern.scan_multi_i8(v.q, m, &qb.codes, dots);
@@ -260,15 +270,16 @@ pub(crate) fn nearest_block(
         let d = &dots[i * k..(i + 1) * k];
         intervals(cb, t2, &qb.scale, d, a, &qb.err, b, &qb.norm, lo, hi);
         let upper = min_f32(hi);
+        // The few codewords whose interval reaches below the best upper end, scored exactly.
+        near.clear();
+        near.extend((0..k as u32).filter(|&j| lo[j as usize] <= upper));
+        exact.resize(near.len(), 0.0);
+        kern.dots_f32_fixed_gather(row, centroids, near, exact);
         let mut best_j = usize::MAX;
         let mut best_v = f32::INFINITY;
-        for j in 0..k {
-            if lo[j] > upper {
-                continue;
-            }
-            let mut dot = [0.0f32];
-            kern.scan_multi_f32_fixed(row, 1, &centroids[j * dim..(j + 1) * dim], &mut dot);
-            let mut v = cn[j] - 2.0 * dot[0];
+        for (&j, &dot) in near.iter().zip(exact.iter()) {
+            let j = j as usize;
+            let mut v = cn[j] - 2.0 * dot;
             if let Some(&b) = bias.get(j) {
                 v += b;
             }
@@ -279,6 +290,24 @@ pub(crate) fn nearest_block(
         }
         labels[i] = best_j as u32;
         best[i] = best_v;
+        if let Some(cands) = cands.as_deref_mut() {
+            let ix = &mut cands[i * c..(i + 1) * c];
+            // The interval midpoints: the integer scores' cost estimates.
+            for (l, &h) in lo.iter_mut().zip(hi.iter()) {
+                *l = 0.5 * (*l + h);
+            }
+            smallest_into(lo, ix, &mut cand_cost);
+            ensure_listed(ix, best_j as u32);
+        }
+    }
+}
+
+/// Puts `j` in place of the last entry of `ix` unless it is already there.
+pub(crate) fn ensure_listed(ix: &mut [u32], j: u32) {
+    if !ix.contains(&j)
+        && let Some(last) = ix.last_mut()
+    {
+        *last = j;
     }
 }
 
@@ -427,6 +456,7 @@ mod tests {
                 &mut s,
                 &mut labels,
                 &mut best,
+                None,
             );
             let mut full = vec![0.0f32; m * k];
             costs(kern, &x, m, &c, &cn, &mut full);

@@ -5,9 +5,12 @@ use imesde_simd::{Backend, Kernels};
 use rayon::prelude::*;
 
 use crate::error::{Result, RqError};
-use crate::filter::{QuantBook, Scratch, nearest_block};
+use crate::filter::{QuantBook, Scratch, ensure_listed, nearest_block};
 pub use crate::kmeans::Init;
-use crate::kmeans::{CHUNK, KMeansConfig, argmin, cluster_sums, costs, kmeans, sq_norms};
+use crate::kmeans::{
+    CANDIDATES, CHUNK, KMeansConfig, argmin, cluster_sums, costs, kmeans, nearest_among,
+    smallest_into, sq_norms,
+};
 
 /// One level: `k` codewords of the model's dimension, their squared norms, and the assignment
 /// bias learnt by balanced training (empty otherwise).
@@ -143,6 +146,16 @@ fn check_data(data: &[f32], dim: usize) -> Result<usize> {
     Ok(data.len() / dim)
 }
 
+/// Most candidate-list entries `fit` keeps for its refinement rounds (256 MiB).
+const MAX_LIST_ENTRIES: usize = 1 << 26;
+
+/// What [`RqKMeans::greedy_block`] does with candidate lists.
+enum Lists<'a> {
+    None,
+    Fill(&'a mut [u32]),
+    Use(&'a [u32]),
+}
+
 impl RqKMeans {
     /// Trains `cfg.n_clusters.len()` levels on `data` (`n x dim`, row-major). Returns the model
     /// and per-level reports.
@@ -205,6 +218,7 @@ impl RqKMeans {
                         (s, p) => s.or(p.map(|p| p.saturating_mul(k))),
                     },
                     init: cfg.init,
+                    restricted: true,
                 },
             );
             residual
@@ -230,13 +244,51 @@ impl RqKMeans {
         };
         // Balanced codebooks keep their even split; refining would pull codewords towards
         // the crowded regions again.
-        if !cfg.balanced {
-            for _ in 0..cfg.refine {
-                let codes = model.encode(data, 1)?;
+        if !cfg.balanced && cfg.refine > 0 {
+            // The first round's encoding notes each vector's nearest codewords per level; later
+            // rounds (codewords move little) choose among those (unless that is too big).
+            let nl = model.levels.len();
+            let mut lists = Vec::new();
+            if n.saturating_mul(nl * CANDIDATES) <= MAX_LIST_ENTRIES {
+                lists = vec![0u32; n * nl * CANDIDATES];
+            }
+            for round in 0..cfg.refine {
+                let codes = if lists.is_empty() {
+                    model.encode(data, 1)?
+                } else {
+                    model.encode_listed(data, &mut lists, round > 0)
+                };
                 model.refine(data, &codes, 2);
             }
         }
         Ok((model, reports))
+    }
+
+    /// Greedy codes of `data` (checked by `fit`) with candidate lists (`CANDIDATES` per vector
+    /// and level, in blocks of `CHUNK` vectors, level-major within a block): `among` chooses
+    /// only among the listed codewords, otherwise every codeword is scored and the lists are
+    /// filled. Levels with few codewords are always scored in full.
+    fn encode_listed(&self, data: &[f32], lists: &mut [u32], among: bool) -> Vec<u32> {
+        let nl = self.levels.len();
+        let n = data.len() / self.dim;
+        let mut codes = vec![0u32; n * nl];
+        let kern = self.kernels();
+        codes
+            .par_chunks_mut(CHUNK * nl)
+            .zip(data.par_chunks(CHUNK * self.dim))
+            .zip(lists.par_chunks_mut(CHUNK * nl * CANDIDATES))
+            .for_each_init(
+                || (Vec::new(), Vec::new(), Scratch::default()),
+                |(buf, res, scratch), ((out, x), ls)| {
+                    let lists = if among {
+                        Lists::Use(ls)
+                    } else {
+                        Lists::Fill(ls)
+                    };
+                    self.greedy_block(kern, x, out, buf, res, scratch, lists);
+                },
+            );
+        codes
     }
 
     /// Moves every codeword to the mean of what its items need from it given their other
@@ -245,42 +297,39 @@ impl RqKMeans {
     fn refine(&mut self, data: &[f32], codes: &[u32], sweeps: usize) {
         let dim = self.dim;
         let nl = self.levels.len();
-        let mut recon = self.decode(codes).expect("codes come from this model");
+        // What the codes leave unexplained, x - reconstruction: a codeword's optimum given the
+        // other levels is itself plus the mean of its items' errors.
+        let mut err = self.decode(codes).expect("codes come from this model");
+        err.par_chunks_mut(dim)
+            .zip(data.par_chunks(dim))
+            .for_each(|(e, x)| {
+                for (e, &x) in e.iter_mut().zip(x) {
+                    *e = x - *e;
+                }
+            });
         for _ in 0..sweeps {
             for l in 0..nl {
                 let k = self.levels[l].k;
-                let old = self.levels[l].centroids.clone();
-                // What each item needs from its level-l codeword: x - recon + c_old.
-                let mut need = vec![0.0f32; data.len()];
-                need.par_chunks_mut(dim)
-                    .zip(data.par_chunks(dim).zip(recon.par_chunks(dim)))
-                    .zip(codes.par_chunks(nl))
-                    .for_each(|((o, (x, r)), c)| {
-                        let j = c[l] as usize;
-                        let cw = &old[j * dim..(j + 1) * dim];
-                        for d in 0..dim {
-                            o[d] = x[d] - r[d] + cw[d];
-                        }
-                    });
                 let labels: Vec<u32> = codes.iter().skip(l).step_by(nl).copied().collect();
-                let (sums, counts) = cluster_sums(&need, dim, &labels, k);
+                let (sums, counts) = cluster_sums(&err, dim, &labels, k);
                 let cb = &mut self.levels[l].centroids;
+                let old = cb.clone();
                 for j in 0..k {
                     if counts[j] > 0 {
                         let inv = 1.0 / counts[j] as f64;
                         for d in 0..dim {
-                            cb[j * dim + d] = (sums[j * dim + d] * inv) as f32;
+                            let v = f64::from(old[j * dim + d]) + sums[j * dim + d] * inv;
+                            cb[j * dim + d] = v as f32;
                         }
                     }
                 }
-                let new = cb.clone();
-                recon
-                    .par_chunks_mut(dim)
-                    .zip(codes.par_chunks(nl))
-                    .for_each(|(r, c)| {
-                        let j = c[l] as usize;
+                let new = &*cb;
+                err.par_chunks_mut(dim)
+                    .zip(labels.par_iter())
+                    .for_each(|(e, &j)| {
+                        let j = j as usize;
                         for d in 0..dim {
-                            r[d] += new[j * dim + d] - old[j * dim + d];
+                            e[d] -= new[j * dim + d] - old[j * dim + d];
                         }
                     });
             }
@@ -376,7 +425,7 @@ impl RqKMeans {
                 .for_each_init(
                     || (Vec::new(), Vec::new(), Scratch::default()),
                     |(buf, res, scratch), (out, x)| {
-                        self.greedy_block(kern, x, out, buf, res, scratch);
+                        self.greedy_block(kern, x, out, buf, res, scratch, Lists::None);
                     },
                 );
         } else {
@@ -388,6 +437,7 @@ impl RqKMeans {
         Ok(codes)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn greedy_block(
         &self,
         kern: &Kernels,
@@ -396,6 +446,7 @@ impl RqKMeans {
         buf: &mut Vec<f32>,
         res: &mut Vec<f32>,
         scratch: &mut Scratch,
+        mut lists: Lists<'_>,
     ) {
         let dim = self.dim;
         let nl = self.levels.len();
@@ -405,7 +456,21 @@ impl RqKMeans {
         let mut labels = vec![0u32; m];
         let mut best = vec![0.0f32; m];
         for (l, cb) in self.levels.iter().enumerate() {
-            if let Some(qb) = &cb.quant {
+            let level = l * m * CANDIDATES..(l + 1) * m * CANDIDATES;
+            let listed = cb.k >= 4 * CANDIDATES;
+            if let (Lists::Use(ls), true) = (&lists, listed) {
+                for (i, (row, ix)) in res
+                    .chunks_exact(dim)
+                    .zip(ls[level].chunks_exact(CANDIDATES))
+                    .enumerate()
+                {
+                    labels[i] = nearest_among(kern, row, &cb.centroids, &cb.norms, &cb.bias, ix).0;
+                }
+            } else if let Some(qb) = &cb.quant {
+                let fill = match &mut lists {
+                    Lists::Fill(ls) if listed => Some(&mut ls[level]),
+                    _ => None,
+                };
                 nearest_block(
                     kern,
                     res,
@@ -418,12 +483,21 @@ impl RqKMeans {
                     scratch,
                     &mut labels,
                     &mut best,
+                    fill,
                 );
             } else {
                 buf.resize(m * cb.k, 0.0);
                 costs(kern, res, m, &cb.centroids, &cb.norms, buf);
+                let mut cost = [0.0f32; CANDIDATES];
                 for i in 0..m {
-                    labels[i] = argmin(&buf[i * cb.k..(i + 1) * cb.k], &cb.bias) as u32;
+                    let row = &buf[i * cb.k..(i + 1) * cb.k];
+                    let j = argmin(row, &cb.bias) as u32;
+                    labels[i] = j;
+                    if let (Lists::Fill(ls), true) = (&mut lists, listed) {
+                        let ix = &mut ls[level.clone()][i * CANDIDATES..(i + 1) * CANDIDATES];
+                        smallest_into(row, ix, &mut cost);
+                        ensure_listed(ix, j);
+                    }
                 }
             }
             for i in 0..m {

@@ -62,38 +62,48 @@ fn each_level_lowers_the_error_and_codes_decode_to_it() {
 fn same_seed_same_codebooks_on_every_backend_and_thread_count() {
     let (dim, n) = (37, 1500);
     let x = blobs(n, dim, 25, 2);
-    let fit_on = |backend: Option<Backend>, threads: usize| {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .unwrap();
-        pool.install(|| {
-            let c = FitConfig {
-                backend,
-                ..cfg(&[8, 8])
-            };
-            RqKMeans::fit(&x, dim, &c).unwrap().0
-        })
-    };
-    let reference = fit_on(Some(Backend::Scalar), 1);
-    let ref_codes = reference.encode(&x, 1).unwrap();
-    let mut backends: Vec<_> = Backend::supported();
-    backends.retain(|b| *b != Backend::Scalar);
-    for b in backends {
-        for threads in [1, 3] {
-            let m = fit_on(Some(b), threads);
-            for (a, r) in m.levels().iter().zip(reference.levels()) {
-                let same = a
-                    .centroids()
-                    .iter()
-                    .zip(r.centroids())
-                    .all(|(p, q)| p.to_bits() == q.to_bits());
-                assert!(same, "{b:?} x {threads} threads: codebooks differ");
+    // [64, 8]: the first level takes restricted steps (and plain training re-seeds starved
+    // clusters).
+    for (ks, balanced) in [
+        (&[8, 8][..], false),
+        (&[64, 8][..], false),
+        (&[64, 8][..], true),
+    ] {
+        let fit_on = |backend: Option<Backend>, threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(|| {
+                let c = FitConfig {
+                    backend,
+                    balanced,
+                    ..cfg(ks)
+                };
+                RqKMeans::fit(&x, dim, &c).unwrap().0
+            })
+        };
+        let reference = fit_on(Some(Backend::Scalar), 1);
+        let ref_codes = reference.encode(&x, 1).unwrap();
+        let mut backends: Vec<_> = Backend::supported();
+        backends.retain(|b| *b != Backend::Scalar);
+        for b in backends {
+            for threads in [1, 3] {
+                let m = fit_on(Some(b), threads);
+                for (a, r) in m.levels().iter().zip(reference.levels()) {
+                    let same = a
+                        .centroids()
+                        .iter()
+                        .zip(r.centroids())
+                        .all(|(p, q)| p.to_bits() == q.to_bits());
+                    assert!(same, "{ks:?}, {b:?} x {threads} threads: codebooks differ");
+                }
+                assert_eq!(m.encode(&x, 1).unwrap(), ref_codes);
+                assert_eq!(m.encode(&x, 4).unwrap(), reference.encode(&x, 4).unwrap());
             }
-            assert_eq!(m.encode(&x, 1).unwrap(), ref_codes);
-            assert_eq!(m.encode(&x, 4).unwrap(), reference.encode(&x, 4).unwrap());
         }
     }
+    let reference = RqKMeans::fit(&x, dim, &cfg(&[8, 8])).unwrap().0;
     // A different seed gives a different model.
     let other = RqKMeans::fit(
         &x,
@@ -138,27 +148,44 @@ fn balanced_training_uses_codes_evenly() {
     let mut x = blobs(2800, dim, 1, 4);
     x.extend(blobs(1200, dim, 12, 5));
     let n_levels = 2;
-    let (plain, _) = RqKMeans::fit(&x, dim, &cfg(&[32, 32])).unwrap();
+    let ks = [32, 32];
+    let (plain, _) = RqKMeans::fit(&x, dim, &cfg(&ks)).unwrap();
     let (bal, _) = RqKMeans::fit(
         &x,
         dim,
         &FitConfig {
             balanced: true,
-            ..cfg(&[32, 32])
+            ..cfg(&ks)
         },
     )
     .unwrap();
-    assert!(bal.levels().iter().all(|l| l.bias().len() == 32));
-    let pu = codebook_usage(&plain.encode(&x, 1).unwrap(), &[32, 32]);
+    assert!(
+        bal.levels()
+            .iter()
+            .zip(ks)
+            .all(|(l, k)| l.bias().len() == k)
+    );
+    let pu = codebook_usage(&plain.encode(&x, 1).unwrap(), &ks);
     // Plain training re-seeds starved clusters, so it is fairly even too; balanced must reach
     // the goal on this skewed data on its own.
-    assert!(pu.iter().all(|u| u.used == 32));
+    assert!(pu.iter().zip(ks).all(|(u, k)| u.used == k));
     let codes = bal.encode(&x, 1).unwrap();
-    let bu = codebook_usage(&codes, &[32, 32]);
+    let bu = codebook_usage(&codes, &ks);
     for l in 0..n_levels {
         assert!(bu[l].entropy >= 0.98, "level {l}: {}", bu[l].entropy);
     }
     assert!(collision_rate(&codes, n_levels) <= 1.0);
+
+    // 128 codewords, trained with restricted (candidate-list) steps between full passes.
+    let x = blobs(6000, dim, 40, 9);
+    let ks = [128];
+    let c = FitConfig {
+        balanced: true,
+        ..cfg(&ks)
+    };
+    let (bal, _) = RqKMeans::fit(&x, dim, &c).unwrap();
+    let bu = codebook_usage(&bal.encode(&x, 1).unwrap(), &ks);
+    assert!(bu[0].entropy >= 0.98, "{}", bu[0].entropy);
 }
 
 #[test]

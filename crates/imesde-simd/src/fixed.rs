@@ -34,7 +34,12 @@ pub(crate) fn reduce16(l: &[f32; LANES]) -> f32 {
     s2[0] + s2[1]
 }
 
-fn tile_scalar<const R: usize, const Q: usize>(x: &[f32], q: &[f32], dim: usize) -> [[f32; Q]; R] {
+/// `xs`: R rows of `dim` values; `q`: Q queries one after another.
+fn tile_scalar<const R: usize, const Q: usize>(
+    xs: [&[f32]; R],
+    q: &[f32],
+    dim: usize,
+) -> [[f32; Q]; R] {
     let mut acc = [[[0.0f32; LANES]; Q]; R];
     let mut i = 0;
     while i < dim {
@@ -45,7 +50,7 @@ fn tile_scalar<const R: usize, const Q: usize>(x: &[f32], q: &[f32], dim: usize)
         }
         for r in 0..R {
             let mut xv = [0.0f32; LANES];
-            xv[..w].copy_from_slice(&x[r * dim + i..r * dim + i + w]);
+            xv[..w].copy_from_slice(&xs[r][i..i + w]);
             for j in 0..Q {
                 for l in 0..LANES {
                     acc[r][j][l] = xv[l].mul_add(qv[j][l], acc[r][j][l]);
@@ -79,12 +84,12 @@ macro_rules! fixed_driver {
                     let mut r = r0;
                     while r < r1 {
                         let tr = if r + $tr <= r1 { $tr } else { 1 };
-                        let xr = &rows[r * dim..(r + tr) * dim];
+                        let xr = |a: usize| &rows[(r + a) * dim..(r + a + 1) * dim];
                         // SAFETY: the slices hold exactly tr rows and tq queries of dim values.
                         unsafe {
                             match (tr, tq) {
                                 ($tr, $tq) => {
-                                    let t = $tile::<$tr, $tq>(xr, qj, dim);
+                                    let t = $tile::<$tr, $tq>(core::array::from_fn(xr), qj, dim);
                                     for a in 0..$tr {
                                         for b in 0..$tq {
                                             out[(j + b) * n + r + a] = t[a][b];
@@ -92,18 +97,18 @@ macro_rules! fixed_driver {
                                     }
                                 }
                                 ($tr, _) => {
-                                    let t = $tile::<$tr, 1>(xr, qj, dim);
+                                    let t = $tile::<$tr, 1>(core::array::from_fn(xr), qj, dim);
                                     for a in 0..$tr {
                                         out[j * n + r + a] = t[a][0];
                                     }
                                 }
                                 (_, $tq) => {
-                                    let t = $tile::<1, $tq>(xr, qj, dim);
+                                    let t = $tile::<1, $tq>([xr(0)], qj, dim);
                                     for b in 0..$tq {
                                         out[(j + b) * n + r] = t[0][b];
                                     }
                                 }
-                                _ => out[j * n + r] = $tile::<1, 1>(xr, qj, dim)[0][0],
+                                _ => out[j * n + r] = $tile::<1, 1>([xr(0)], qj, dim)[0][0],
                             }
                         }
                         r += tr;
@@ -116,15 +121,43 @@ macro_rules! fixed_driver {
     };
 }
 
+/// A driver for [`crate::Kernels::dots_f32_fixed_gather`]: the query against the rows named by
+/// `idx`, four at a time (four independent accumulator sets keep the FMA pipes busy), each
+/// with exactly the arithmetic of the batched scan.
+macro_rules! fixed_gather {
+    ($(#[$attr:meta])* $name:ident, $tile:ident) => {
+        $(#[$attr])*
+        pub(crate) unsafe fn $name(q: &[f32], rows: &[f32], idx: &[u32], out: &mut [f32]) {
+            let dim = q.len();
+            let row = |j: u32| &rows[j as usize * dim..(j as usize + 1) * dim];
+            let mut quads = idx.chunks_exact(4);
+            let mut t = 0;
+            for ix in &mut quads {
+                // SAFETY: every slice is one row or the query of dim values.
+                let d = unsafe { $tile::<4, 1>([row(ix[0]), row(ix[1]), row(ix[2]), row(ix[3])], q, dim) };
+                for a in 0..4 {
+                    out[t + a] = d[a][0];
+                }
+                t += 4;
+            }
+            for &j in quads.remainder() {
+                // SAFETY: as above.
+                out[t] = unsafe { $tile::<1, 1>([row(j)], q, dim) }[0][0];
+                t += 1;
+            }
+        }
+    };
+}
+
 /// Safe-signature wrapper so the portable tile fits the driver macro.
 #[allow(clippy::unnecessary_wraps)]
 #[inline]
 unsafe fn tile_portable<const R: usize, const Q: usize>(
-    x: &[f32],
+    xs: [&[f32]; R],
     q: &[f32],
     dim: usize,
 ) -> [[f32; Q]; R] {
-    tile_scalar::<R, Q>(x, q, dim)
+    tile_scalar::<R, Q>(xs, q, dim)
 }
 
 fixed_driver!(
@@ -133,6 +166,12 @@ fixed_driver!(
     tile_portable,
     2,
     2
+);
+
+fixed_gather!(
+    /// Portable fixed-order gathered dot products.
+    dots_f32_fixed_gather_scalar,
+    tile_portable
 );
 
 #[cfg(target_arch = "x86_64")]
@@ -166,13 +205,15 @@ mod x86 {
     #[target_feature(enable = "avx512f,avx2")]
     #[inline]
     pub(super) unsafe fn tile_512<const R: usize, const Q: usize>(
-        x: &[f32],
+        xs: [&[f32]; R],
         q: &[f32],
         dim: usize,
     ) -> [[f32; Q]; R] {
-        // SAFETY: x holds R rows and q holds Q queries of dim values (caller); the shared
+        debug_assert!(xs.iter().all(|x| x.len() == dim) && q.len() == Q * dim);
+        // SAFETY: each of xs is a row of dim values and q holds Q queries (caller); the shared
         // accumulation adds element i into lane i % 16 in increasing i, as this module needs.
-        let acc = unsafe { crate::x86::acc_f32_512::<R, Q>(x.as_ptr(), q.as_ptr(), dim) };
+        let acc =
+            unsafe { crate::x86::acc_f32_512::<R, Q>(xs.map(<[f32]>::as_ptr), q.as_ptr(), dim) };
         let mut out = [[0.0f32; Q]; R];
         for r in 0..R {
             for j in 0..Q {
@@ -210,11 +251,12 @@ mod x86 {
     #[target_feature(enable = "avx2,fma")]
     #[inline]
     pub(super) unsafe fn tile_256<const R: usize, const Q: usize>(
-        x: &[f32],
+        xs: [&[f32]; R],
         q: &[f32],
         dim: usize,
     ) -> [[f32; Q]; R] {
-        let (xp, qp) = (x.as_ptr(), q.as_ptr());
+        debug_assert!(xs.iter().all(|x| x.len() == dim) && q.len() == Q * dim);
+        let (xp, qp) = (xs.map(<[f32]>::as_ptr), q.as_ptr());
         // Lanes 0..8 and 8..16 of each sixteen-lane accumulator.
         let mut lo = [[_mm256_setzero_ps(); Q]; R];
         let mut hi = [[_mm256_setzero_ps(); Q]; R];
@@ -223,8 +265,8 @@ mod x86 {
         unsafe {
             while i + LANES <= dim {
                 for r in 0..R {
-                    let x0 = _mm256_loadu_ps(xp.add(r * dim + i));
-                    let x1 = _mm256_loadu_ps(xp.add(r * dim + i + 8));
+                    let x0 = _mm256_loadu_ps(xp[r].add(i));
+                    let x1 = _mm256_loadu_ps(xp[r].add(i + 8));
                     for j in 0..Q {
                         let q0 = _mm256_loadu_ps(qp.add(j * dim + i));
                         let q1 = _mm256_loadu_ps(qp.add(j * dim + i + 8));
@@ -236,8 +278,8 @@ mod x86 {
             }
             if i < dim {
                 for r in 0..R {
-                    let x0 = load8(xp.add(r * dim), i, dim);
-                    let x1 = load8(xp.add(r * dim), i + 8, dim);
+                    let x0 = load8(xp[r], i, dim);
+                    let x1 = load8(xp[r], i + 8, dim);
                     for j in 0..Q {
                         let q0 = load8(qp.add(j * dim), i, dim);
                         let q1 = load8(qp.add(j * dim), i + 8, dim);
@@ -273,7 +315,24 @@ mod x86 {
         2,
         2
     );
+
+    fixed_gather!(
+        /// AVX-512 fixed-order gathered dot products.
+        #[target_feature(enable = "avx512f,avx2,fma")]
+        dots_f32_fixed_gather_avx512,
+        tile_512
+    );
+
+    fixed_gather!(
+        /// AVX2 fixed-order gathered dot products.
+        #[target_feature(enable = "avx2,fma")]
+        dots_f32_fixed_gather_avx2,
+        tile_256
+    );
 }
 
 #[cfg(target_arch = "x86_64")]
-pub(crate) use x86::{scan_multi_f32_fixed_avx2, scan_multi_f32_fixed_avx512};
+pub(crate) use x86::{
+    dots_f32_fixed_gather_avx2, dots_f32_fixed_gather_avx512, scan_multi_f32_fixed_avx2,
+    scan_multi_f32_fixed_avx512,
+};

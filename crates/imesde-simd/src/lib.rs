@@ -102,6 +102,7 @@ type ScanMultiF32 = unsafe fn(&[f32], usize, &[f32], &mut [f32]);
 type ScanI8 = unsafe fn(&[i16], &[i8], &mut [i32]);
 type ScanMultiI8 = unsafe fn(&[i16], usize, &[i8], &mut [i32]);
 type ScanMultiF32Fixed = unsafe fn(&[f32], usize, &[f32], &mut [f32]);
+type DotsF32FixedGather = unsafe fn(&[f32], &[f32], &[u32], &mut [f32]);
 
 /// One backend's kernels. Obtain one with [`Kernels::best`] or [`Kernels::get`]; the safe
 /// methods check the slice lengths, the constructor guarantees the CPU supports the backend.
@@ -115,6 +116,7 @@ pub struct Kernels {
     scan_i8: ScanI8,
     scan_multi_i8: ScanMultiI8,
     scan_multi_f32_fixed: ScanMultiF32Fixed,
+    dots_f32_fixed_gather: DotsF32FixedGather,
 }
 
 static SCALAR: Kernels = Kernels {
@@ -126,6 +128,7 @@ static SCALAR: Kernels = Kernels {
     scan_i8: scalar::scan_i8,
     scan_multi_i8: scalar::scan_multi_i8,
     scan_multi_f32_fixed: fixed::scan_multi_f32_fixed_scalar,
+    dots_f32_fixed_gather: fixed::dots_f32_fixed_gather_scalar,
 };
 
 #[cfg(target_arch = "x86_64")]
@@ -138,6 +141,7 @@ static AVX2: Kernels = Kernels {
     scan_i8: x86::scan_i8_avx2,
     scan_multi_i8: x86::scan_multi_i8_avx2,
     scan_multi_f32_fixed: fixed::scan_multi_f32_fixed_avx2,
+    dots_f32_fixed_gather: fixed::dots_f32_fixed_gather_avx2,
 };
 
 #[cfg(target_arch = "x86_64")]
@@ -150,6 +154,7 @@ static AVX512: Kernels = Kernels {
     scan_i8: x86::scan_i8_avx512,
     scan_multi_i8: x86::scan_multi_i8_avx512,
     scan_multi_f32_fixed: fixed::scan_multi_f32_fixed_avx512,
+    dots_f32_fixed_gather: fixed::dots_f32_fixed_gather_avx512,
 };
 
 #[cfg(target_arch = "x86_64")]
@@ -162,6 +167,7 @@ static AVX512_VNNI: Kernels = Kernels {
     scan_i8: x86::scan_i8_vnni,
     scan_multi_i8: x86::scan_multi_i8_vnni,
     scan_multi_f32_fixed: fixed::scan_multi_f32_fixed_avx512,
+    dots_f32_fixed_gather: fixed::dots_f32_fixed_gather_avx512,
 };
 
 #[cfg(target_arch = "aarch64")]
@@ -174,6 +180,7 @@ static NEON: Kernels = Kernels {
     scan_i8: neon::scan_i8,
     scan_multi_i8: neon::scan_multi_i8,
     scan_multi_f32_fixed: fixed::scan_multi_f32_fixed_scalar,
+    dots_f32_fixed_gather: fixed::dots_f32_fixed_gather_scalar,
 };
 
 impl Kernels {
@@ -307,6 +314,33 @@ impl Kernels {
         );
         // SAFETY: as in `dot_f32`; the shapes were checked above.
         unsafe { (self.scan_multi_f32_fixed)(queries, nq, rows, out) }
+    }
+
+    /// `out[t]` = the dot product of `query` with row `idx[t]` of `rows` (`n x query.len()`),
+    /// bit-identical to what [`Kernels::scan_multi_f32_fixed`] gives for that pair, for picking
+    /// among a few scattered candidates at full speed.
+    ///
+    /// # Panics
+    /// When `rows` is not a whole number of rows, `idx` and `out` differ in length, or an
+    /// index is out of range.
+    pub fn dots_f32_fixed_gather(&self, query: &[f32], rows: &[f32], idx: &[u32], out: &mut [f32]) {
+        let dim = query.len();
+        assert!(
+            dim > 0 && rows.len().is_multiple_of(dim),
+            "dots_f32_fixed_gather: rows / query mismatch"
+        );
+        assert_eq!(
+            idx.len(),
+            out.len(),
+            "dots_f32_fixed_gather: idx / out mismatch"
+        );
+        let n = rows.len() / dim;
+        assert!(
+            idx.iter().all(|&j| (j as usize) < n),
+            "dots_f32_fixed_gather: index out of range"
+        );
+        // SAFETY: as in `dot_f32`; every row read is in range (checked above).
+        unsafe { (self.dots_f32_fixed_gather)(query, rows, idx, out) }
     }
 }
 

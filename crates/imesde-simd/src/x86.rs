@@ -109,14 +109,14 @@ macro_rules! drivers {
 #[target_feature(enable = "avx512f")]
 #[inline]
 pub(crate) unsafe fn acc_f32_512<const R: usize, const Q: usize>(
-    x: *const f32,
+    xs: [*const f32; R],
     q: *const f32,
     dim: usize,
 ) -> [[__m512; Q]; R] {
     let mut acc = [[_mm512_setzero_ps(); Q]; R];
     let mut qv: [__m512; Q] = [_mm512_setzero_ps(); Q];
     let mut i = 0;
-    // SAFETY: rows r < R and queries j < Q of `dim` values each start at x and q (caller);
+    // SAFETY: rows r < R of `dim` values start at xs[r], queries j < Q at q (caller);
     // full loads stay below i + 16 <= dim, the tail load is masked to the dim - i lanes left.
     unsafe {
         while i + 16 <= dim {
@@ -124,7 +124,7 @@ pub(crate) unsafe fn acc_f32_512<const R: usize, const Q: usize>(
                 qv[j] = _mm512_loadu_ps(q.add(j * dim + i));
             }
             for r in 0..R {
-                let xv = _mm512_loadu_ps(x.add(r * dim + i));
+                let xv = _mm512_loadu_ps(xs[r].add(i));
                 for j in 0..Q {
                     acc[r][j] = _mm512_fmadd_ps(xv, qv[j], acc[r][j]);
                 }
@@ -137,7 +137,7 @@ pub(crate) unsafe fn acc_f32_512<const R: usize, const Q: usize>(
                 qv[j] = _mm512_maskz_loadu_ps(m, q.add(j * dim + i));
             }
             for r in 0..R {
-                let xv = _mm512_maskz_loadu_ps(m, x.add(r * dim + i));
+                let xv = _mm512_maskz_loadu_ps(m, xs[r].add(i));
                 for j in 0..Q {
                     acc[r][j] = _mm512_fmadd_ps(xv, qv[j], acc[r][j]);
                 }
@@ -154,8 +154,8 @@ unsafe fn tile_f32_512<const R: usize, const Q: usize>(
     q: *const f32,
     dim: usize,
 ) -> [[f32; Q]; R] {
-    // SAFETY: forwarded from the caller.
-    let acc = unsafe { acc_f32_512::<R, Q>(x, q, dim) };
+    // SAFETY: forwarded from the caller (R rows of dim values from x).
+    let acc = unsafe { acc_f32_512::<R, Q>(core::array::from_fn(|r| x.add(r * dim)), q, dim) };
     let mut out = [[0.0f32; Q]; R];
     for r in 0..R {
         for j in 0..Q {

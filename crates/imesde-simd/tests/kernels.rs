@@ -236,3 +236,36 @@ fn fixed_order_scan_is_bit_identical_on_every_backend() {
         }
     }
 }
+
+/// The gathered fixed-order dot products equal the batched fixed-order scan bit for bit, for
+/// every dimension, any index order (repeats included) and every count (whole quads and the
+/// remainder), on every backend.
+#[test]
+fn fixed_order_gather_matches_the_fixed_scan() {
+    let mut rng = Rng(0x6A7E);
+    let n = 11;
+    let fbuf: Vec<f32> = (0..n * 1101 + 8).map(|_| rng.f32()).collect();
+    let qbuf: Vec<f32> = (0..1101 + 8).map(|_| rng.f32()).collect();
+    let scalar = Kernels::get(Backend::Scalar).unwrap();
+    for dim in 1..=1100 {
+        let off = dim % 5;
+        let rows = &fbuf[off..off + n * dim];
+        let q = &qbuf[off..off + dim];
+        let mut want = vec![0.0f32; n];
+        scalar.scan_multi_f32_fixed(q, 1, rows, &mut want);
+        let count = dim % 10;
+        let idx: Vec<u32> = (0..count).map(|t| ((t * 7 + dim) % n) as u32).collect();
+        for k in backends() {
+            let mut got = vec![f32::NAN; count];
+            k.dots_f32_fixed_gather(q, rows, &idx, &mut got);
+            for (t, &j) in idx.iter().enumerate() {
+                assert_eq!(
+                    got[t].to_bits(),
+                    want[j as usize].to_bits(),
+                    "{:?} gather dim={dim} t={t}",
+                    k.backend()
+                );
+            }
+        }
+    }
+}
