@@ -25,8 +25,8 @@ const TINY_DIV: u64 = 8;
 /// stream embeddings the restricted steps reach the same error as full ones (within 0.3 %),
 /// and fitting 4 x 256 codebooks takes about half the time.
 pub(crate) const CANDIDATES: usize = 16;
-/// A full pass at least every this many iterations (and before declaring convergence, and
-/// after re-seeding a cluster).
+/// A full pass at least every this many iterations (and before declaring convergence; a
+/// re-seeded cluster joins the lists of the points that list the cluster it split).
 const FULL_EVERY: usize = 5;
 /// Price rounds that learn a balanced codebook's assignment biases.
 const PRICE_ROUNDS: usize = 60;

@@ -246,10 +246,11 @@ impl RqKMeans {
         // the crowded regions again.
         if !cfg.balanced && cfg.refine > 0 {
             // The first round's encoding notes each vector's nearest codewords per level; later
-            // rounds (codewords move little) choose among those (unless that is too big).
+            // rounds (codewords move little) choose among those, unless the lists would take
+            // more than half the data's memory or `MAX_LIST_ENTRIES`.
             let nl = model.levels.len();
             let mut lists = Vec::new();
-            if n.saturating_mul(nl * CANDIDATES) <= MAX_LIST_ENTRIES {
+            if 2 * nl * CANDIDATES <= dim && n.saturating_mul(nl * CANDIDATES) <= MAX_LIST_ENTRIES {
                 lists = vec![0u32; n * nl * CANDIDATES];
             }
             for round in 0..cfg.refine {
