@@ -396,11 +396,12 @@ pub(crate) fn approx_costs(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::kmeans::{argmin, costs, sq_norms};
 
-    fn rng(seed: &mut u64) -> f32 {
+    /// Xorshift draws in [-0.5, 0.5): deterministic test data for this crate's unit tests.
+    pub(crate) fn rng(seed: &mut u64) -> f32 {
         *seed ^= *seed << 13;
         *seed ^= *seed >> 7;
         *seed ^= *seed << 17;

@@ -221,8 +221,31 @@ pub(crate) fn assign(
         );
 }
 
-/// The candidate `j` of `ix` with the least `cn[j] - 2 row.c_j + bias[j]` (bias may be empty),
-/// scored with the fixed-order kernel as a full pass scores it; ties go to the lowest index.
+/// Whether candidate `j` with cost `v` beats `best` (cost, index; `u32::MAX` = none yet):
+/// lower cost, ties to the lower index.
+#[inline]
+fn improves(v: f32, j: u32, best: (f32, u32)) -> bool {
+    v < best.0 || (v.total_cmp(&best.0).is_eq() && j < best.1) || best.1 == u32::MAX
+}
+
+/// Exact costs `|c_j|^2 - 2 row.c_j` of the candidates `ix`, scored with the fixed-order
+/// kernel as a full pass scores them.
+fn candidate_costs(
+    kern: &Kernels,
+    row: &[f32],
+    centroids: &[f32],
+    cn: &[f32],
+    ix: &[u32],
+    out: &mut [f32],
+) {
+    kern.dots_f32_fixed_gather(row, centroids, ix, out);
+    for (v, &j) in out.iter_mut().zip(ix) {
+        *v = cn[j as usize] - 2.0 * *v;
+    }
+}
+
+/// The candidate `j` of `ix` with the least `cn[j] - 2 row.c_j + bias[j]` (bias may be empty);
+/// ties go to the lowest index.
 pub(crate) fn nearest_among(
     kern: &Kernels,
     row: &[f32],
@@ -232,13 +255,13 @@ pub(crate) fn nearest_among(
     ix: &[u32],
 ) -> (u32, f32) {
     let mut best = (f32::INFINITY, u32::MAX);
-    let mut dots = [0.0f32; 16];
+    let mut costs = [0.0f32; 16];
     for ix in ix.chunks(16) {
-        let dots = &mut dots[..ix.len()];
-        kern.dots_f32_fixed_gather(row, centroids, ix, dots);
-        for (&j, &dot) in ix.iter().zip(dots.iter()) {
-            let v = cn[j as usize] - 2.0 * dot + bias.get(j as usize).copied().unwrap_or(0.0);
-            if v < best.0 || (v.total_cmp(&best.0).is_eq() && j < best.1) || best.1 == u32::MAX {
+        let costs = &mut costs[..ix.len()];
+        candidate_costs(kern, row, centroids, cn, ix, costs);
+        for (&j, &c) in ix.iter().zip(costs.iter()) {
+            let v = c + bias.get(j as usize).copied().unwrap_or(0.0);
+            if improves(v, j, best) {
                 best = (v, j);
             }
         }
@@ -659,16 +682,16 @@ fn capacity_assign(
         .zip(idx.par_chunks(m))
         .enumerate()
         .map(|(i, (cs, ix))| {
-            let (mut b1, mut j1, mut b2) = (f32::INFINITY, u32::MAX, f32::INFINITY);
+            let (mut first, mut second) = ((f32::INFINITY, u32::MAX), f32::INFINITY);
             for (&v, &j) in cs.iter().zip(ix) {
-                if v < b1 || (v.total_cmp(&b1).is_eq() && j < j1) {
-                    b2 = b1;
-                    (b1, j1) = (v, j);
-                } else if v < b2 {
-                    b2 = v;
+                if improves(v, j, first) {
+                    second = first.0;
+                    first = (v, j);
+                } else if v < second {
+                    second = v;
                 }
             }
-            (b2 - b1, i as u32, j1)
+            (second - first.0, i as u32, first.1)
         })
         .collect();
     order.par_sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
@@ -686,7 +709,7 @@ fn capacity_assign(
                 .zip(&idx[i * m..(i + 1) * m])
             {
                 let open = penalty[j as usize] == 0.0;
-                if open && (v < b.0 || (v.total_cmp(&b.0).is_eq() && j < b.1) || b.1 == u32::MAX) {
+                if open && improves(v, j, b) {
                     b = (v, j);
                 }
             }
@@ -724,10 +747,7 @@ fn listed_costs(
                 .zip(ix.chunks_exact(m))
                 .zip(x.chunks_exact(dim))
             {
-                kern.dots_f32_fixed_gather(row, centroids, ix, cs);
-                for (v, &j) in cs.iter_mut().zip(ix) {
-                    *v = cn[j as usize] - 2.0 * *v;
-                }
+                candidate_costs(kern, row, centroids, cn, ix, cs);
             }
         });
 }
@@ -1014,12 +1034,7 @@ pub(crate) fn kmeans(kern: &Kernels, data: &[f32], dim: usize, cfg: &KMeansConfi
 mod tests {
     use super::*;
 
-    fn rng(seed: &mut u64) -> f32 {
-        *seed ^= *seed << 13;
-        *seed ^= *seed >> 7;
-        *seed ^= *seed << 17;
-        (*seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-    }
+    use crate::filter::tests::rng;
 
     /// Points around `centers` random centres, with some spread.
     fn blobs(n: usize, dim: usize, centers: usize, seed: &mut u64) -> Vec<f32> {
