@@ -85,6 +85,21 @@ def test_balanced_codes_are_used_evenly(vectors: npt.NDArray[np.float32]) -> Non
         assert int(b["counts"].sum()) == len(vectors)
 
 
+def test_balanced_refinement_lowers_the_error_and_keeps_codes_even(
+    vectors: npt.NDArray[np.float32],
+) -> None:
+    errors = []
+    for refine in (0, None, 3):  # None: one round for a balanced model
+        m = imesde.RQKMeans(3, [8, 16, 16], balanced=True, random_state=4, refine=refine)
+        codes = m.fit(vectors).encode(vectors)
+        # Refinement moves the codewords; the biases learnt again keep every level even.
+        for u in m.codebook_usage(codes):
+            assert u["entropy"] >= 0.98, (refine, u["entropy"])
+        errors.append(m.reconstruction_error(vectors))
+    assert errors[1] < errors[0]
+    assert errors[2] < errors[1] * 1.001
+
+
 def test_save_load_same_codes_and_damage_is_an_error(
     vectors: npt.NDArray[np.float32], tmp_path: Path
 ) -> None:

@@ -112,8 +112,11 @@ class RQKMeans:
             default; ``None`` trains on everything).
         init: ``"random"`` (k distinct training vectors, the same ones at every level) or
             ``"k-means++"``.
-        refine: Rounds of joint codebook refinement after training (plain models): each
-            re-encodes the training set and moves every codeword to its least-squares optimum.
+        refine: Rounds of joint codebook refinement after training: each re-encodes the
+            training set and moves every codeword to its least-squares optimum; a balanced
+            model then learns its biases again so codes stay evenly used. ``None``: 3 rounds
+            for a plain model, 1 for a balanced one (every round lowers the error and, for a
+            balanced model, adds a few collisions).
         beam_width: Default beam width of :meth:`encode` (1 is greedy).
     """
 
@@ -129,7 +132,7 @@ class RQKMeans:
         sample_size: int | None = None,
         max_points_per_centroid: int | None = 256,
         init: Literal["random", "k-means++"] = "random",
-        refine: int = 3,
+        refine: int | None = None,
         beam_width: int = 1,
     ) -> None:
         if isinstance(n_levels, bool) or not isinstance(n_levels, int) or n_levels < 1:

@@ -503,7 +503,7 @@ class RQCodebooks:
         sample_size: int | None = None,
         max_points_per_centroid: int | None = ...,  # 256
         init: Literal["random", "k-means++", "kmeans++"] = "random",
-        refine: int = 3,
+        refine: int | None = None,
     ) -> tuple[RQCodebooks, list[tuple[int, bool, float]]]:
         """Train one level per ``n_clusters`` entry; returns the codebooks and per-level
         ``(iterations, converged, mse)``."""

@@ -81,7 +81,7 @@ impl RqCodebooks {
     #[staticmethod]
     #[pyo3(signature = (x, n_clusters, *, balanced = false, max_iter = 25, tol = 1e-4,
                         seed = 0, sample_size = None, max_points_per_centroid = Some(256),
-                        init = "random", refine = 3))]
+                        init = "random", refine = None))]
     #[allow(clippy::too_many_arguments)]
     fn fit(
         py: Python<'_>,
@@ -94,7 +94,7 @@ impl RqCodebooks {
         sample_size: Option<i64>,
         max_points_per_centroid: Option<i64>,
         init: &str,
-        refine: i64,
+        refine: Option<i64>,
     ) -> PyResult<(Self, FitReport)> {
         let x = matrix(x, "X")?;
         let (data, dim) = (x.as_slice(), x.dim);
@@ -112,10 +112,10 @@ impl RqCodebooks {
                 ));
             }
         };
-        if refine < 0 {
+        if let Some(r @ ..0) = refine {
             return Err(err(
                 Exc::InvalidValue,
-                format!("refine must be >= 0, got {refine}"),
+                format!("refine must be >= 0, got {r}"),
             ));
         }
         let cfg = FitConfig {
@@ -131,7 +131,7 @@ impl RqCodebooks {
                 .map(|s| positive("max_points_per_centroid", s))
                 .transpose()?,
             init,
-            refine: refine as usize,
+            refine: refine.map(|r| r as usize),
             backend: None,
         };
         let (model, reports) = py

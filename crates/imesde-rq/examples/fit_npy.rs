@@ -1,8 +1,8 @@
 //! Trains on a float32 `.npy` matrix and prints time, MSE, collisions and usage:
 //! `cargo run --release -p imesde-rq --example fit_npy -- X.npy 256,256,256,256 [balanced|plain] [beam]`
 //!
-//! Environment knobs for experiments: `ITERS` (max iterations, 25), `REFINE` (refinement rounds,
-//! 3), `PP` (set: k-means++ initialisation).
+//! Environment knobs for experiments: `ITERS` (max iterations, 25), `REFINE` (refinement rounds;
+//! default 3 plain, 1 balanced), `PP` (set: k-means++ initialisation).
 
 use std::time::Instant;
 
@@ -44,7 +44,9 @@ fn main() {
         } else {
             imesde_rq::Init::Random
         },
-        refine: std::env::var("REFINE").map_or(3, |v| v.parse().expect("refine")),
+        refine: std::env::var("REFINE")
+            .ok()
+            .map(|v| v.parse().expect("refine")),
         max_iter: std::env::var("ITERS").map_or(25, |v| v.parse().expect("iters")),
         ..FitConfig::default()
     };

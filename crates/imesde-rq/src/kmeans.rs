@@ -796,6 +796,37 @@ fn balance(short: &Shortlist, k: usize, prices: &mut [f32], labels: &mut [u32], 
     }
 }
 
+/// Assignment prices (a codebook's bias) under which the nearest-codeword rule splits `data`
+/// (`n x dim`, squared norms `xn`, quantised `pre`) evenly among `centroids`: learnt from zero
+/// by [`balance`] over each point's shortlist. `labels` gets the balanced split; `all_costs`
+/// (`n x k`) is work space.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn learn_prices(
+    kern: &Kernels,
+    data: &[f32],
+    xn: &[f32],
+    dim: usize,
+    centroids: &[f32],
+    pre: &Quantized,
+    all_costs: &mut [f32],
+    labels: &mut [u32],
+) -> Vec<f32> {
+    let k = centroids.len() / dim;
+    let n = labels.len();
+    all_costs_of(kern, data, dim, centroids, pre, all_costs);
+    let short = Shortlist::new(all_costs, k);
+    let scale = {
+        let m = short.m;
+        let s: f64 = (0..n)
+            .map(|i| f64::from((xn[i] + short.cost[i * m]).max(0.0)))
+            .sum();
+        (s / n as f64) as f32 * 0.05 + f32::MIN_POSITIVE
+    };
+    let mut prices = vec![0.0f32; k];
+    balance(&short, k, &mut prices, labels, scale);
+    prices
+}
+
 /// Runs k-means on `data` (`n x dim`, row-major).
 pub(crate) fn kmeans(kern: &Kernels, data: &[f32], dim: usize, cfg: &KMeansConfig) -> KMeansResult {
     let n = data.len() / dim;
@@ -839,11 +870,6 @@ pub(crate) fn kmeans(kern: &Kernels, data: &[f32], dim: usize, cfg: &KMeansConfi
         Init::KMeansPlusPlus => kmeans_pp(kern, &train, &xn, dim, k, &mut rng),
     };
     let tol = cfg.tol * mean_variance(&train, dim);
-    let mut prices = if cfg.balanced {
-        vec![0.0f32; k]
-    } else {
-        Vec::new()
-    };
     let mut labels = vec![0u32; nt];
     let mut dist = vec![0.0f32; nt];
     let mut all_costs = if cfg.balanced {
@@ -981,20 +1007,22 @@ pub(crate) fn kmeans(kern: &Kernels, data: &[f32], dim: usize, cfg: &KMeansConfi
             break;
         }
     }
-    if cfg.balanced {
-        // Prices that make the nearest-codeword rule (which encoding uses) reproduce a
-        // balanced split of the training points under the final centroids.
-        all_costs_of(kern, &train, dim, &centroids, &pre, &mut all_costs);
-        let short = Shortlist::new(&all_costs, k);
-        let scale = {
-            let m = short.m;
-            let s: f64 = (0..nt)
-                .map(|i| f64::from((xn[i] + short.cost[i * m]).max(0.0)))
-                .sum();
-            (s / nt as f64) as f32 * 0.05 + f32::MIN_POSITIVE
-        };
-        balance(&short, k, &mut prices, &mut labels, scale);
-    }
+    // Balanced: prices that make the nearest-codeword rule (which encoding uses) reproduce a
+    // balanced split of the training points under the final centroids.
+    let prices = if cfg.balanced {
+        learn_prices(
+            kern,
+            &train,
+            &xn,
+            dim,
+            &centroids,
+            &pre,
+            &mut all_costs,
+            &mut labels,
+        )
+    } else {
+        Vec::new()
+    };
     drop(all_costs);
     // Final labels for every input point under the final centroids (and prices).
     let sampled = matches!(train, Cow::Owned(_));

@@ -5,11 +5,11 @@ use imesde_simd::{Backend, Kernels};
 use rayon::prelude::*;
 
 use crate::error::{Result, RqError};
-use crate::filter::{QuantBook, Scratch, ensure_listed, nearest_block};
+use crate::filter::{QuantBook, Quantized, Scratch, ensure_listed, nearest_block};
 pub use crate::kmeans::Init;
 use crate::kmeans::{
-    CANDIDATES, CHUNK, KMeansConfig, argmin, cluster_sums, costs, kmeans, nearest_among,
-    smallest_into, sq_norms,
+    CANDIDATES, CHUNK, KMeansConfig, argmin, cluster_sums, costs, kmeans, learn_prices,
+    nearest_among, smallest_into, sq_norms,
 };
 
 /// One level: `k` codewords of the model's dimension, their squared norms, and the assignment
@@ -77,10 +77,12 @@ pub struct FitConfig {
     pub max_points_per_centroid: Option<usize>,
     /// How each level's k-means starts.
     pub init: Init,
-    /// Rounds of codebook refinement after the levels are trained (plain models only): encode
-    /// the training set, then move every codeword to the least-squares optimum given all the
-    /// other levels' codewords. Each round lowers the reconstruction error.
-    pub refine: usize,
+    /// Rounds of codebook refinement after the levels are trained: encode the training set,
+    /// then move every codeword to the least-squares optimum given all the other levels'
+    /// codewords. Each round lowers the reconstruction error. A balanced model then learns
+    /// its biases again, so its codes stay evenly used (each round also adds some collisions).
+    /// `None`: 3 rounds for a plain model, 1 for a balanced one.
+    pub refine: Option<usize>,
     /// Run on this SIMD backend instead of the best one (for tests: results are bit-identical
     /// on every backend).
     pub backend: Option<Backend>,
@@ -97,8 +99,18 @@ impl Default for FitConfig {
             sample_size: None,
             max_points_per_centroid: Some(256),
             init: Init::Random,
-            refine: 3,
+            refine: None,
             backend: None,
+        }
+    }
+}
+
+impl FitConfig {
+    /// Most training vectors of a level of `k` codewords (`None`: all of them).
+    fn train_size(&self, k: usize) -> Option<usize> {
+        match (self.sample_size, self.max_points_per_centroid) {
+            (Some(s), Some(p)) => Some(s.min(p.saturating_mul(k))),
+            (s, p) => s.or(p.map(|p| p.saturating_mul(k))),
         }
     }
 }
@@ -213,10 +225,7 @@ impl RqKMeans {
                     // the residuals of the same training points (see `Init::Random`).
                     seed: cfg.seed,
                     balanced: cfg.balanced,
-                    sample_size: match (cfg.sample_size, cfg.max_points_per_centroid) {
-                        (Some(s), Some(p)) => Some(s.min(p.saturating_mul(k))),
-                        (s, p) => s.or(p.map(|p| p.saturating_mul(k))),
-                    },
+                    sample_size: cfg.train_size(k),
                     init: cfg.init,
                     restricted: true,
                 },
@@ -242,24 +251,34 @@ impl RqKMeans {
             levels,
             backend: kern.backend(),
         };
-        // Balanced codebooks keep their even split; refining would pull codewords towards
-        // the crowded regions again.
-        if !cfg.balanced && cfg.refine > 0 {
-            // The first round's encoding notes each vector's nearest codewords per level; later
-            // rounds (codewords move little) choose among those, unless the lists would take
-            // more than half the data's memory or `MAX_LIST_ENTRIES`.
+        let rounds = cfg.refine.unwrap_or(if cfg.balanced { 1 } else { 3 });
+        if rounds > 0 {
+            // With more than one round, the first round's encoding notes each vector's nearest
+            // codewords per level and later rounds (codewords move little) choose among those,
+            // unless the lists would take more than half the data's memory or
+            // `MAX_LIST_ENTRIES`.
             let nl = model.levels.len();
             let mut lists = Vec::new();
-            if 2 * nl * CANDIDATES <= dim && n.saturating_mul(nl * CANDIDATES) <= MAX_LIST_ENTRIES {
+            if rounds > 1
+                && 2 * nl * CANDIDATES <= dim
+                && n.saturating_mul(nl * CANDIDATES) <= MAX_LIST_ENTRIES
+            {
                 lists = vec![0u32; n * nl * CANDIDATES];
             }
-            for round in 0..cfg.refine {
+            for round in 0..rounds {
                 let codes = if lists.is_empty() {
                     model.encode(data, 1)?
                 } else {
                     model.encode_listed(data, &mut lists, round > 0)
                 };
                 model.refine(data, &codes, 2);
+            }
+            if cfg.balanced {
+                // The moved codewords need new biases to split the data evenly again (the
+                // old ones would crowd a few codewords). Learnt on as many vectors as a
+                // level trains on.
+                let kmax = cfg.n_clusters.iter().copied().max().unwrap_or(1);
+                model.rebalance(data, cfg.train_size(kmax).unwrap_or(n).min(n));
             }
         }
         Ok((model, reports))
@@ -339,6 +358,49 @@ impl RqKMeans {
         for cb in &mut self.levels {
             cb.norms = sq_norms(kern, &cb.centroids, dim);
             cb.quant = QuantBook::new(&cb.centroids, dim);
+        }
+    }
+
+    /// Learns every level's assignment bias afresh for its current codewords (after
+    /// refinement moved them): level by level, on `m` evenly spaced vectors of `data` and the
+    /// residuals the earlier levels' biased choices leave.
+    fn rebalance(&mut self, data: &[f32], m: usize) {
+        let dim = self.dim;
+        let n = data.len() / dim;
+        let kern = self.kernels();
+        let mut residual: Vec<f32> = (0..m)
+            .flat_map(|i| {
+                let r = i * n / m;
+                data[r * dim..(r + 1) * dim].iter().copied()
+            })
+            .collect();
+        let mut labels = vec![0u32; m];
+        let mut all_costs = Vec::new();
+        for cb in &mut self.levels {
+            let k = cb.k;
+            all_costs.resize(m * k, 0.0);
+            let xn = sq_norms(kern, &residual, dim);
+            let pre = Quantized::of(&residual, dim);
+            cb.bias = learn_prices(
+                kern,
+                &residual,
+                &xn,
+                dim,
+                &cb.centroids,
+                &pre,
+                &mut all_costs,
+                &mut labels,
+            );
+            let (centroids, bias) = (&cb.centroids, &cb.bias);
+            residual
+                .par_chunks_mut(dim)
+                .zip(all_costs.par_chunks(k))
+                .for_each(|(r, row)| {
+                    let j = argmin(row, bias);
+                    for (a, b) in r.iter_mut().zip(&centroids[j * dim..(j + 1) * dim]) {
+                        *a -= b;
+                    }
+                });
         }
     }
 

@@ -177,6 +177,38 @@ fn balanced_training_uses_codes_evenly() {
     }
     assert!(collision_rate(&codes, n_levels) <= 1.0);
 
+    // Refinement (one round by default) lowers the error; the biases learnt again for the
+    // moved codewords keep the split even, after any number of rounds.
+    let mse_of =
+        |m: &RqKMeans| reconstruction_error(&x, &m.decode(&m.encode(&x, 1).unwrap()).unwrap(), dim);
+    let (unrefined, _) = RqKMeans::fit(
+        &x,
+        dim,
+        &FitConfig {
+            balanced: true,
+            refine: Some(0),
+            ..cfg(&ks)
+        },
+    )
+    .unwrap();
+    assert!(mse_of(&bal) < mse_of(&unrefined));
+    let (more, _) = RqKMeans::fit(
+        &x,
+        dim,
+        &FitConfig {
+            balanced: true,
+            refine: Some(4),
+            ..cfg(&ks)
+        },
+    )
+    .unwrap();
+    for (l, u) in codebook_usage(&more.encode(&x, 1).unwrap(), &ks)
+        .iter()
+        .enumerate()
+    {
+        assert!(u.entropy >= 0.98, "4 rounds, level {l}: {}", u.entropy);
+    }
+
     // 128 codewords, trained with restricted (candidate-list) steps between full passes.
     let x = blobs(6000, dim, 40, 9);
     let ks = [128];
