@@ -94,15 +94,21 @@ fn dot_i8_every_dim_and_offset_is_exact() {
 #[test]
 fn scans_every_dim_rows_and_queries() {
     let mut rng = Rng(7);
-    let fbuf: Vec<f32> = (0..9 * 1101 + 8).map(|_| rng.f32()).collect();
-    let qbuf: Vec<f32> = (0..6 * 1101 + 8).map(|_| rng.f32()).collect();
-    let ibuf: Vec<i8> = (0..9 * 1101 + 8).map(|_| rng.i8()).collect();
-    let q16buf: Vec<i16> = (0..6 * 1101 + 8).map(|_| rng.i16q()).collect();
+    let fbuf: Vec<f32> = (0..70 * 1101 + 8).map(|_| rng.f32()).collect();
+    let qbuf: Vec<f32> = (0..19 * 1101 + 8).map(|_| rng.f32()).collect();
+    let ibuf: Vec<i8> = (0..70 * 1101 + 8).map(|_| rng.i8()).collect();
+    let q16buf: Vec<i16> = (0..19 * 1101 + 8).map(|_| rng.i16q()).collect();
     for k in backends() {
         for dim in 1..=1100 {
-            // Row and query counts that exercise full tiles and every remainder; offsets make
-            // the starts unaligned.
-            let (n, nq) = (if dim % 2 == 0 { 9 } else { 6 }, 1 + dim % 6);
+            // Row and query counts that exercise full tiles and every remainder (up to 19
+            // queries: a 12-wide tile, a 4-wide one and singles; 70 rows: several row blocks
+            // and a ragged one); offsets make the starts unaligned.
+            let n = match dim % 16 {
+                0 => 70,
+                r if r % 2 == 0 => 9,
+                _ => 6,
+            };
+            let nq = 1 + dim % 19;
             let off = dim % 5;
             let rows = &fbuf[off..off + n * dim];
             let qs = &qbuf[off..off + nq * dim];
