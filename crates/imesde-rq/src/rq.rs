@@ -492,10 +492,14 @@ impl RqKMeans {
                     },
                 );
         } else {
+            // Blocks of about CHUNK entries per level.
+            let per = (CHUNK / beam).max(1);
             codes
-                .par_chunks_mut(nl)
-                .zip(data.par_chunks(self.dim))
-                .for_each(|(out, x)| self.beam_one(kern, x, beam, out));
+                .par_chunks_mut(per * nl)
+                .zip(data.par_chunks(per * self.dim))
+                .for_each_init(Vec::new, |buf, (out, x)| {
+                    self.beam_block(kern, x, beam, out, buf);
+                });
         }
         Ok(codes)
     }
@@ -576,53 +580,91 @@ impl RqKMeans {
         }
     }
 
-    fn beam_one(&self, kern: &Kernels, x: &[f32], beam: usize, out: &mut [u32]) {
+    /// Beam search for the vectors of `x`: per level, every vector's partial codes are
+    /// scored against the codebook in one batched call (the codebook is read once per block,
+    /// not once per vector), then each vector keeps its `beam` best. The fixed-order kernel
+    /// gives every score the same bits as scoring one vector at a time.
+    fn beam_block(
+        &self,
+        kern: &Kernels,
+        x: &[f32],
+        beam: usize,
+        out: &mut [u32],
+        buf: &mut Vec<f32>,
+    ) {
         let dim = self.dim;
         let nl = self.levels.len();
-        // Each beam entry: its codes, its residual and its score (squared error + bias).
-        let mut codes: Vec<Vec<u32>> = vec![Vec::new()];
-        let mut res: Vec<f32> = x.to_vec();
-        let mut err = vec![0.0f32];
-        kern.scan_multi_f32_fixed(x, 1, x, &mut err);
-        let mut buf = Vec::new();
-        for cb in &self.levels {
-            let b = codes.len();
-            buf.resize(b * cb.k, 0.0);
-            costs(kern, &res, b, &cb.centroids, &cb.norms, &mut buf);
-            let mut cand: Vec<(f32, usize, usize)> = Vec::with_capacity(b * cb.k);
-            for e in 0..b {
-                for j in 0..cb.k {
-                    let bias = cb.bias.get(j).copied().unwrap_or(0.0);
-                    cand.push((err[e] + buf[e * cb.k + j] + bias, e, j));
+        let m = x.len() / dim;
+        // All vectors' entries, vector after vector: residuals, codes so far and scores
+        // (squared error + bias); `count[v]` entries belong to vector v.
+        let mut res = x.to_vec();
+        let mut codes: Vec<u32> = Vec::new();
+        let mut err = vec![0.0f32; m];
+        for (e, row) in err.iter_mut().zip(x.chunks_exact(dim)) {
+            kern.scan_multi_f32_fixed(row, 1, row, std::slice::from_mut(e));
+        }
+        let mut count = vec![1usize; m];
+        let mut cand: Vec<(f32, usize, usize)> = Vec::new();
+        let (mut ix, mut cs) = (vec![0u32; beam], vec![0.0f32; beam]);
+        for (l, cb) in self.levels.iter().enumerate() {
+            let total = err.len();
+            buf.resize(total * cb.k, 0.0);
+            costs(kern, &res, total, &cb.centroids, &cb.norms, buf);
+            let mut next_res = Vec::with_capacity(m * beam * dim);
+            let mut next_codes = Vec::with_capacity(m * beam * (l + 1));
+            let mut next_err = Vec::with_capacity(m * beam);
+            let mut first = 0;
+            for c in &mut count {
+                cand.clear();
+                let keep = beam.min(*c * cb.k);
+                for e in 0..*c {
+                    let row = &mut buf[(first + e) * cb.k..(first + e + 1) * cb.k];
+                    for (j, v) in row.iter_mut().enumerate() {
+                        let bias = cb.bias.get(j).copied().unwrap_or(0.0);
+                        *v = err[first + e] + *v + bias;
+                    }
+                    // Only an entry's own `keep` best can be among the vector's `keep` best.
+                    let kk = keep.min(cb.k);
+                    smallest_into(row, &mut ix[..kk], &mut cs[..kk]);
+                    cand.extend(
+                        cs[..kk]
+                            .iter()
+                            .zip(&ix[..kk])
+                            .map(|(&s, &j)| (s, e, j as usize)),
+                    );
                 }
-            }
-            let keep = beam.min(cand.len());
-            cand.select_nth_unstable_by(keep - 1, |a, b| {
-                a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2))
-            });
-            cand.truncate(keep);
-            cand.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
-            let mut next_res = Vec::with_capacity(keep * dim);
-            let mut next_codes = Vec::with_capacity(keep);
-            let mut next_err = Vec::with_capacity(keep);
-            for &(score, e, j) in &cand {
-                let c = &cb.centroids[j * dim..(j + 1) * dim];
-                next_res.extend(
-                    res[e * dim..(e + 1) * dim]
-                        .iter()
-                        .zip(c)
-                        .map(|(a, b)| a - b),
-                );
-                let mut cs = codes[e].clone();
-                cs.push(j as u32);
-                next_codes.push(cs);
-                next_err.push(score);
+                let order = |a: &(f32, usize, usize), b: &(f32, usize, usize)| {
+                    a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2))
+                };
+                cand.select_nth_unstable_by(keep - 1, order);
+                cand.truncate(keep);
+                cand.sort_by(order);
+                for &(score, e, j) in &cand {
+                    let e = first + e;
+                    let cw = &cb.centroids[j * dim..(j + 1) * dim];
+                    next_res.extend(
+                        res[e * dim..(e + 1) * dim]
+                            .iter()
+                            .zip(cw)
+                            .map(|(a, b)| a - b),
+                    );
+                    next_codes.extend_from_slice(&codes[e * l..(e + 1) * l]);
+                    next_codes.push(j as u32);
+                    next_err.push(score);
+                }
+                first += *c;
+                *c = keep;
             }
             res = next_res;
             codes = next_codes;
             err = next_err;
         }
-        out.copy_from_slice(&codes[0][..nl]);
+        // Each vector's best entry comes first among its own.
+        let mut first = 0;
+        for (o, &c) in out.chunks_exact_mut(nl).zip(&count) {
+            o.copy_from_slice(&codes[first * nl..(first + 1) * nl]);
+            first += c;
+        }
     }
 
     /// Reconstruction: the sum of each level's codeword, `n x dim` row-major.

@@ -56,6 +56,14 @@ fn each_level_lowers_the_error_and_codes_decode_to_it() {
     // Beam search finds codes at least as good on average.
     let beam = model.decode(&model.encode(&x, 8).unwrap()).unwrap();
     assert!(reconstruction_error(&x, &beam, dim) <= mse);
+    // It scores blocks of vectors together, with the same codes as one vector at a time.
+    for width in [2, 3, 40] {
+        let batch = model.encode(&x[..100 * dim], width).unwrap();
+        for i in 0..100 {
+            let one = model.encode(&x[i * dim..(i + 1) * dim], width).unwrap();
+            assert_eq!(one, batch[i * 3..(i + 1) * 3], "beam {width}, vector {i}");
+        }
+    }
 }
 
 #[test]
