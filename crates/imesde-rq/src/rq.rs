@@ -605,14 +605,18 @@ impl RqKMeans {
         }
         let mut count = vec![1usize; m];
         let mut cand: Vec<(f32, usize, usize)> = Vec::new();
-        let (mut ix, mut cs) = (vec![0u32; beam], vec![0.0f32; beam]);
+        // An entry contributes at most min(beam, K) candidates (sizes stay bounded for any
+        // beam width).
+        let kmax = self.levels.iter().map(|c| c.k).max().unwrap_or(1);
+        let (mut ix, mut cs) = (vec![0u32; beam.min(kmax)], vec![0.0f32; beam.min(kmax)]);
         for (l, cb) in self.levels.iter().enumerate() {
             let total = err.len();
             buf.resize(total * cb.k, 0.0);
             costs(kern, &res, total, &cb.centroids, &cb.norms, buf);
-            let mut next_res = Vec::with_capacity(m * beam * dim);
-            let mut next_codes = Vec::with_capacity(m * beam * (l + 1));
-            let mut next_err = Vec::with_capacity(m * beam);
+            let entries: usize = count.iter().map(|&c| beam.min(c * cb.k)).sum();
+            let mut next_res = Vec::with_capacity(entries * dim);
+            let mut next_codes = Vec::with_capacity(entries * (l + 1));
+            let mut next_err = Vec::with_capacity(entries);
             let mut first = 0;
             for c in &mut count {
                 cand.clear();

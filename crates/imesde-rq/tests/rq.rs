@@ -64,6 +64,10 @@ fn each_level_lowers_the_error_and_codes_decode_to_it() {
             assert_eq!(one, batch[i * 3..(i + 1) * 3], "beam {width}, vector {i}");
         }
     }
+    // A beam as wide as the number of codes is exhaustive search; a wider one changes nothing
+    // and asks for no more memory.
+    let all = model.encode(&x[..10 * dim], 16 * 16 * 16).unwrap();
+    assert_eq!(model.encode(&x[..10 * dim], usize::MAX / 2).unwrap(), all);
 }
 
 #[test]
