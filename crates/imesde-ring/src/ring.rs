@@ -640,9 +640,9 @@ impl Ring {
         while start < rows.end {
             let end = (start + CHUNK).min(rows.end);
             let m = end - start;
-            fbuf.resize(nq * m, 0.0);
             match (&shard.vectors, q) {
                 (Vectors::F32(v), Query::F32(qs)) => {
+                    fbuf.resize(nq * m, 0.0);
                     let rows = &v[start * dim..end * dim];
                     if nq == 1 {
                         k.scan_f32(qs, rows, &mut fbuf);
@@ -664,16 +664,18 @@ impl Ring {
                     } else {
                         k.scan_multi_i8(qc, nq, rows, &mut ibuf);
                     }
+                    // Each query's scores are scaled and visited while they are in L1.
                     let row_scales = &scales[start..end];
-                    for ((f, i), &qs) in fbuf
-                        .chunks_exact_mut(m)
-                        .zip(ibuf.chunks_exact(m))
-                        .zip(qs.iter())
-                    {
+                    fbuf.resize(m, 0.0);
+                    let f = &mut fbuf[..m];
+                    for (j, (i, &qs)) in ibuf.chunks_exact(m).zip(qs.iter()).enumerate() {
                         for ((f, &i), &s) in f.iter_mut().zip(i).zip(row_scales) {
                             *f = i as f32 * (s * qs);
                         }
+                        visit(j, start, f);
                     }
+                    start = end;
+                    continue;
                 }
                 _ => unreachable!("queries are prepared for this ring's storage"),
             }
