@@ -158,6 +158,19 @@ fn check_data(data: &[f32], dim: usize) -> Result<usize> {
     Ok(data.len() / dim)
 }
 
+/// Subtracts from each row of `residual` (`dim` wide) its codeword `centroids[labels[i]]`.
+fn subtract_codewords(residual: &mut [f32], dim: usize, labels: &[u32], centroids: &[f32]) {
+    residual
+        .par_chunks_mut(dim)
+        .zip(labels.par_iter())
+        .for_each(|(r, &j)| {
+            let c = &centroids[j as usize * dim..(j as usize + 1) * dim];
+            for (a, b) in r.iter_mut().zip(c) {
+                *a -= b;
+            }
+        });
+}
+
 /// Most candidate-list entries `fit` keeps for its refinement rounds (256 MiB).
 const MAX_LIST_ENTRIES: usize = 1 << 26;
 
@@ -230,15 +243,7 @@ impl RqKMeans {
                     restricted: true,
                 },
             );
-            residual
-                .par_chunks_mut(dim)
-                .zip(km.labels.par_iter())
-                .for_each(|(r, &c)| {
-                    let c = &km.centroids[c as usize * dim..(c as usize + 1) * dim];
-                    for (a, b) in r.iter_mut().zip(c) {
-                        *a -= b;
-                    }
-                });
+            subtract_codewords(&mut residual, dim, &km.labels, &km.centroids);
             reports.push(LevelReport {
                 iterations: km.iterations,
                 converged: km.converged,
@@ -391,16 +396,12 @@ impl RqKMeans {
                 &mut all_costs,
                 &mut labels,
             );
-            let (centroids, bias) = (&cb.centroids, &cb.bias);
-            residual
-                .par_chunks_mut(dim)
+            // What encoding would choose with the new biases.
+            labels
+                .par_iter_mut()
                 .zip(all_costs.par_chunks(k))
-                .for_each(|(r, row)| {
-                    let j = argmin(row, bias);
-                    for (a, b) in r.iter_mut().zip(&centroids[j * dim..(j + 1) * dim]) {
-                        *a -= b;
-                    }
-                });
+                .for_each(|(l, row)| *l = argmin(row, &cb.bias) as u32);
+            subtract_codewords(&mut residual, dim, &labels, &cb.centroids);
         }
     }
 
@@ -599,10 +600,7 @@ impl RqKMeans {
         // (squared error + bias); `count[v]` entries belong to vector v.
         let mut res = x.to_vec();
         let mut codes: Vec<u32> = Vec::new();
-        let mut err = vec![0.0f32; m];
-        for (e, row) in err.iter_mut().zip(x.chunks_exact(dim)) {
-            kern.scan_multi_f32_fixed(row, 1, row, std::slice::from_mut(e));
-        }
+        let mut err = sq_norms(kern, x, dim);
         let mut count = vec![1usize; m];
         let mut cand: Vec<(f32, usize, usize)> = Vec::new();
         // An entry contributes at most min(beam, K) candidates (sizes stay bounded for any
