@@ -3,7 +3,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use imesde_simd::{Kernels, TopK, quant};
+use imesde_simd::quant::{self, NarrowQueries};
+use imesde_simd::{Kernels, TopK};
 use parking_lot::RwLock;
 use rayon::prelude::*;
 
@@ -156,7 +157,13 @@ enum Prepared {
 /// A query in the form the kernels of the ring's storage want.
 enum Query {
     F32(Vec<f32>),
-    Int8 { codes: Vec<i16>, scales: Vec<f32> },
+    /// 15-bit codes for single scans and rescoring; a batch also gets 7-bit codes, which the
+    /// batched int8 scan multiplies about twice as fast.
+    Int8 {
+        codes: Vec<i16>,
+        scales: Vec<f32>,
+        narrow: Option<NarrowQueries>,
+    },
 }
 
 impl Query {
@@ -615,7 +622,12 @@ impl Ring {
                     .zip(codes.chunks_exact_mut(self.cfg.dim))
                     .map(|(x, c)| quant::quantize_query(x, c))
                     .collect();
-                Query::Int8 { codes, scales }
+                let narrow = (nq > 1).then(|| NarrowQueries::new(&unit, self.cfg.dim));
+                Query::Int8 {
+                    codes,
+                    scales,
+                    narrow,
+                }
             }
         };
         Ok((nq, query))
@@ -655,15 +667,25 @@ impl Ring {
                     Query::Int8 {
                         codes: qc,
                         scales: qs,
+                        narrow,
                     },
                 ) => {
                     ibuf.resize(nq * m, 0);
                     let rows = &codes[start * dim..end * dim];
-                    if nq == 1 {
-                        k.scan_i8(qc, rows, &mut ibuf);
-                    } else {
-                        k.scan_multi_i8(qc, nq, rows, &mut ibuf);
-                    }
+                    let qs = match narrow {
+                        Some(narrow) => {
+                            k.scan_multi_narrow(narrow, rows, &mut ibuf);
+                            narrow.scales()
+                        }
+                        None if nq == 1 => {
+                            k.scan_i8(qc, rows, &mut ibuf);
+                            qs
+                        }
+                        None => {
+                            k.scan_multi_i8(qc, nq, rows, &mut ibuf);
+                            qs
+                        }
+                    };
                     // Each query's scores are scaled and visited while they are in L1.
                     let row_scales = &scales[start..end];
                     fbuf.resize(m, 0.0);
@@ -870,7 +892,7 @@ impl Ring {
     /// The scores of the items `ids` for query `j` of an int8 scan from their codes and
     /// residuals; `None` for an item overwritten since the scan (it keeps its scan score).
     fn rescore(&self, q: &Query, j: usize, ids: &[u64]) -> Vec<Option<f32>> {
-        let Query::Int8 { codes, scales } = q else {
+        let Query::Int8 { codes, scales, .. } = q else {
             unreachable!("only int8 scans keep extra candidates")
         };
         let dim = self.cfg.dim;

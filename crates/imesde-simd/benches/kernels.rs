@@ -70,12 +70,17 @@ fn kernels(c: &mut Criterion) {
     }
     g.finish();
 
+    // 15-bit queries and 7-bit (narrow) ones over the same int8 rows, per backend.
+    let narrow = quant::NarrowQueries::new(&qs, DIM);
     let mut g = c.benchmark_group("scan_multi_i8_16q_4096x384");
     g.throughput(Throughput::Elements((ROWS * NQ) as u64));
     for &(b, k) in &backends {
         let mut out = vec![0i32; ROWS * NQ];
-        g.bench_function(BenchmarkId::from_parameter(b.name()), |bench| {
+        g.bench_function(BenchmarkId::new("i16", b.name()), |bench| {
             bench.iter(|| k.scan_multi_i8(black_box(&q16), NQ, black_box(&codes), &mut out));
+        });
+        g.bench_function(BenchmarkId::new("narrow", b.name()), |bench| {
+            bench.iter(|| k.scan_multi_narrow(black_box(&narrow), black_box(&codes), &mut out));
         });
     }
     g.finish();

@@ -101,6 +101,7 @@ type ScanF32 = unsafe fn(&[f32], &[f32], &mut [f32]);
 type ScanMultiF32 = unsafe fn(&[f32], usize, &[f32], &mut [f32]);
 type ScanI8 = unsafe fn(&[i16], &[i8], &mut [i32]);
 type ScanMultiI8 = unsafe fn(&[i16], usize, &[i8], &mut [i32]);
+type ScanMultiNarrow = Option<unsafe fn(&[i8], &[i32], &[i8], &mut [i32])>;
 type ScanMultiF32Fixed = unsafe fn(&[f32], usize, &[f32], &mut [f32]);
 type DotsF32FixedGather = unsafe fn(&[f32], &[f32], &[u32], &mut [f32]);
 
@@ -115,6 +116,8 @@ pub struct Kernels {
     scan_multi_f32: ScanMultiF32,
     scan_i8: ScanI8,
     scan_multi_i8: ScanMultiI8,
+    /// `None`: the backend widens narrow queries to int16 for `scan_multi_i8`.
+    scan_multi_narrow: ScanMultiNarrow,
     scan_multi_f32_fixed: ScanMultiF32Fixed,
     dots_f32_fixed_gather: DotsF32FixedGather,
 }
@@ -127,6 +130,7 @@ static SCALAR: Kernels = Kernels {
     scan_multi_f32: scalar::scan_multi_f32,
     scan_i8: scalar::scan_i8,
     scan_multi_i8: scalar::scan_multi_i8,
+    scan_multi_narrow: None,
     scan_multi_f32_fixed: fixed::scan_multi_f32_fixed_scalar,
     dots_f32_fixed_gather: fixed::dots_f32_fixed_gather_scalar,
 };
@@ -140,6 +144,7 @@ static AVX2: Kernels = Kernels {
     scan_multi_f32: x86::scan_multi_f32_avx2,
     scan_i8: x86::scan_i8_avx2,
     scan_multi_i8: x86::scan_multi_i8_avx2,
+    scan_multi_narrow: Some(x86::scan_multi_narrow_avx2),
     scan_multi_f32_fixed: fixed::scan_multi_f32_fixed_avx2,
     dots_f32_fixed_gather: fixed::dots_f32_fixed_gather_avx2,
 };
@@ -153,6 +158,7 @@ static AVX512: Kernels = Kernels {
     scan_multi_f32: x86::scan_multi_f32_avx512,
     scan_i8: x86::scan_i8_avx512,
     scan_multi_i8: x86::scan_multi_i8_avx512,
+    scan_multi_narrow: None,
     scan_multi_f32_fixed: fixed::scan_multi_f32_fixed_avx512,
     dots_f32_fixed_gather: fixed::dots_f32_fixed_gather_avx512,
 };
@@ -166,6 +172,7 @@ static AVX512_VNNI: Kernels = Kernels {
     scan_multi_f32: x86::scan_multi_f32_avx512,
     scan_i8: x86::scan_i8_vnni,
     scan_multi_i8: x86::scan_multi_i8_vnni,
+    scan_multi_narrow: None,
     scan_multi_f32_fixed: fixed::scan_multi_f32_fixed_avx512,
     dots_f32_fixed_gather: fixed::dots_f32_fixed_gather_avx512,
 };
@@ -179,6 +186,7 @@ static NEON: Kernels = Kernels {
     scan_multi_f32: neon::scan_multi_f32,
     scan_i8: neon::scan_i8,
     scan_multi_i8: neon::scan_multi_i8,
+    scan_multi_narrow: None,
     scan_multi_f32_fixed: fixed::scan_multi_f32_fixed_scalar,
     dots_f32_fixed_gather: fixed::dots_f32_fixed_gather_scalar,
 };
@@ -297,6 +305,32 @@ impl Kernels {
         assert_eq!(rows.len(), dim * n, "scan_multi_i8: rows / out mismatch");
         // SAFETY: as in `dot_f32`.
         unsafe { (self.scan_multi_i8)(queries, nq, rows, out) }
+    }
+}
+
+impl Kernels {
+    /// Exact integer dot products of every narrow query with every int8 row:
+    /// `out[j * n + r] = queries_j . rows_r` for `n = out.len() / queries.len()` rows. The
+    /// batched int8 scan for many queries where 7-bit queries are precise enough (candidates
+    /// then rescored): about 1.6x the multiply-adds per second of [`Kernels::scan_multi_i8`]
+    /// on AVX2; other backends widen the codes and give the same numbers.
+    ///
+    /// # Panics
+    /// If `rows.len() != dim * n` or `out.len()` is not a multiple of the number of queries.
+    pub fn scan_multi_narrow(&self, queries: &quant::NarrowQueries, rows: &[i8], out: &mut [i32]) {
+        let nq = queries.len();
+        let (dim, n) = multi_shape(queries.codes().len(), nq, out.len());
+        assert_eq!(
+            rows.len(),
+            dim * n,
+            "scan_multi_narrow: rows / out mismatch"
+        );
+        match self.scan_multi_narrow {
+            // SAFETY: shapes checked above; NarrowQueries bounds the kernel's int16 sums and
+            // its dimension (<= MAX_I8_DIM).
+            Some(f) => unsafe { f(queries.codes(), queries.offsets(), rows, out) },
+            None => self.scan_multi_i8(queries.wide(), nq, rows, out),
+        }
     }
 }
 

@@ -49,6 +49,140 @@ pub fn quantize_query(x: &[f32], out: &mut [i16]) -> f32 {
     quantize_into(x, out, f32::from(query_max_code(x.len())), |v| v as i16)
 }
 
+/// Steps of 32 values whose products a narrow scan adds up in int16 before widening them
+/// to int32 (the AVX2 kernel: `vpmaddubsw` into int16, `vpmaddwd` by ones every so many
+/// steps). [`NarrowQueries`] keeps every such partial sum inside int16.
+pub const NARROW_GROUP: usize = 4;
+
+/// Largest narrow query code: a `vpmaddubsw` pair `(x + 128) q + (x' + 128) q'` then stays
+/// within `255 * 128 < 2^15`.
+const NARROW_MAX: i32 = 64;
+
+/// Queries quantised to int8 codes of at most 7 bits for the batched int8 scan
+/// ([`crate::Kernels::scan_multi_narrow`]), which multiplies twice as many values per
+/// instruction as the 15-bit queries of [`quantize_query`] but keeps partial sums in int16.
+/// Each query's scale is chosen so that no partial sum can leave int16 for any stored int8
+/// vector: in every group of [`NARROW_GROUP`] 32-value steps, each of the sixteen int16
+/// lanes (values `32 t + 2 l` and `32 t + 2 l + 1`) has `128 (|sum q| + sum |q|) < 2^15`
+/// (the kernel adds 128 to the stored codes to make them unsigned, and subtracts `128 sum q`
+/// afterwards; any int8 code, -128 included, stays within that). Typical unit vectors of 384 values keep
+/// 50 to 64 levels a side, 30 at worst. Scores are exact integer dot products on every backend.
+#[derive(Clone, Debug)]
+pub struct NarrowQueries {
+    dim: usize,
+    codes: Vec<i8>,
+    wide: Vec<i16>,
+    scales: Vec<f32>,
+    offsets: Vec<i32>,
+}
+
+impl NarrowQueries {
+    /// Quantises the rows of `queries` (`dim` values each).
+    ///
+    /// # Panics
+    /// If `dim` is 0, above [`MAX_I8_DIM`], or does not divide `queries.len()`.
+    #[must_use]
+    pub fn new(queries: &[f32], dim: usize) -> Self {
+        assert!(
+            dim > 0 && dim <= MAX_I8_DIM && queries.len().is_multiple_of(dim),
+            "NarrowQueries: bad shape"
+        );
+        let mut codes = vec![0i8; queries.len()];
+        let mut scales = Vec::with_capacity(queries.len() / dim);
+        let mut offsets = Vec::with_capacity(queries.len() / dim);
+        for (x, c) in queries.chunks_exact(dim).zip(codes.chunks_exact_mut(dim)) {
+            scales.push(quantize_narrow(x, c));
+            let full = dim / 32 * 32;
+            offsets.push(128 * c[..full].iter().map(|&v| i32::from(v)).sum::<i32>());
+        }
+        let wide = codes.iter().map(|&c| i16::from(c)).collect();
+        NarrowQueries {
+            dim,
+            codes,
+            wide,
+            scales,
+            offsets,
+        }
+    }
+
+    /// Number of queries.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.scales.len()
+    }
+
+    /// Whether there are no queries.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.scales.is_empty()
+    }
+
+    /// Values per query.
+    #[must_use]
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// Every query's scale: query `j`'s values are about its codes times `scales()[j]`.
+    #[must_use]
+    pub fn scales(&self) -> &[f32] {
+        &self.scales
+    }
+
+    /// All queries' codes, query after query.
+    #[must_use]
+    pub fn codes(&self) -> &[i8] {
+        &self.codes
+    }
+
+    /// The same codes widened to int16, for kernels that take 15-bit queries.
+    pub(crate) fn wide(&self) -> &[i16] {
+        &self.wide
+    }
+
+    /// `128 * sum` of each query's codes over its whole 32-value steps.
+    pub(crate) fn offsets(&self) -> &[i32] {
+        &self.offsets
+    }
+}
+
+/// The largest int16 partial sum a narrow scan can reach with query codes `c`, over all
+/// stored int8 vectors (see [`NarrowQueries`]).
+fn narrow_bound(c: &[i8]) -> i32 {
+    let steps = c.len() / 32;
+    let mut worst = 0;
+    for g in (0..steps).step_by(NARROW_GROUP) {
+        let mut sum = [0i32; 16];
+        let mut abs = [0i32; 16];
+        for t in g..(g + NARROW_GROUP).min(steps) {
+            for (i, &v) in c[32 * t..32 * t + 32].iter().enumerate() {
+                sum[i / 2] += i32::from(v);
+                abs[i / 2] += i32::from(v).abs();
+            }
+        }
+        for (s, a) in sum.iter().zip(&abs) {
+            worst = worst.max(128 * (s.abs() + a));
+        }
+    }
+    worst
+}
+
+/// Quantises `x` to narrow codes (at most [`NARROW_MAX`] a side, fewer when a lane's partial
+/// sum could leave int16); returns the scale.
+fn quantize_narrow(x: &[f32], out: &mut [i8]) -> f32 {
+    let mut max_code = NARROW_MAX;
+    loop {
+        let scale = quantize_into(x, out, max_code as f32, |v| v as i8);
+        let bound = narrow_bound(out);
+        if bound <= i32::from(i16::MAX) || max_code == 1 {
+            return scale;
+        }
+        // The bound grows about linearly with the codes.
+        let shrunk = (i64::from(max_code) * i64::from(i16::MAX) / i64::from(bound)) as i32;
+        max_code = shrunk.clamp(1, max_code - 1);
+    }
+}
+
 /// Reconstructs `codes * scale` into `out`.
 pub fn dequantize_i8(codes: &[i8], scale: f32, out: &mut [f32]) {
     assert_eq!(codes.len(), out.len(), "dequantize: length mismatch");
@@ -230,6 +364,60 @@ mod tests {
             let norm = |v: &[f32]| v.iter().map(|a| f64::from(a * a)).sum::<f64>().sqrt();
             let tol = 1e-5 * norm(&q) * norm(&x);
             assert!((got - want).abs() < tol, "dim {dim}: {got} vs {want}");
+        }
+    }
+
+    #[test]
+    fn narrow_queries_keep_every_int16_sum_in_range() {
+        let mut seed = 7u64;
+        let mut gauss = || {
+            // Sum of uniforms: close enough to a normal draw for spread-out values.
+            (0..4)
+                .map(|_| {
+                    seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                    (seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+                })
+                .sum::<f32>()
+        };
+        let spread: Vec<f32> = (0..8 * 384).map(|_| gauss()).collect();
+        let flat = vec![0.25f32; 384];
+        let spike: Vec<f32> = (0..384)
+            .map(|i| if i % 32 < 2 { 1.0 } else { 0.01 })
+            .collect();
+        for (name, x, dim) in [
+            ("spread", &spread[..], 384),
+            ("flat", &flat[..], 384),
+            ("spike", &spike[..], 384),
+            ("odd", &spread[..7 * 385], 385),
+            ("short", &spread[..3 * 31], 31),
+        ] {
+            let nq = NarrowQueries::new(x, dim);
+            assert_eq!(nq.len() * dim, x.len());
+            for ((xq, c), &scale) in x
+                .chunks_exact(dim)
+                .zip(nq.codes().chunks_exact(dim))
+                .zip(nq.scales())
+            {
+                assert!(narrow_bound(c) <= i32::from(i16::MAX), "{name}");
+                assert!(
+                    c.iter().all(|&v| i32::from(v).abs() <= NARROW_MAX),
+                    "{name}"
+                );
+                let top = c.iter().map(|&v| i32::from(v).abs()).max().unwrap();
+                for (&v, &q) in xq.iter().zip(c) {
+                    assert!(
+                        (v - f32::from(q) * scale).abs() <= scale * 0.5 + 1e-6,
+                        "{name}"
+                    );
+                }
+                // Spread-out values keep most of the 64 levels; a flat query is cut down
+                // (one lane's 8 values all add up), but not to nothing.
+                match name {
+                    "flat" => assert!((8..32).contains(&top), "{name}: {top}"),
+                    "spike" => assert!((8..=NARROW_MAX).contains(&top), "{name}: {top}"),
+                    _ => assert!(top >= 30, "{name}: {top}"),
+                }
+            }
         }
     }
 

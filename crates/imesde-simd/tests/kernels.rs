@@ -156,6 +156,64 @@ fn scans_every_dim_rows_and_queries() {
     }
 }
 
+fn int_dot(q: impl Iterator<Item = i32>, x: &[i8]) -> i32 {
+    q.zip(x).map(|(a, &b)| a * i32::from(b)).sum()
+}
+
+#[test]
+fn narrow_scan_every_dim_and_offset() {
+    let mut rng = Rng(0xA076_1D64_78BD_642F);
+    let qbuf: Vec<f32> = (0..17 * 1101 + 8).map(|_| rng.f32()).collect();
+    let ibuf: Vec<i8> = (0..70 * 1101 + 8).map(|_| rng.i8()).collect();
+    for dim in 1..=1100 {
+        // Up to 17 queries (two 6-wide tiles, a 4-wide, a 2-wide and a single), rows over
+        // several row blocks now and then, unaligned starts.
+        let n = if dim % 16 == 0 { 70 } else { 5 };
+        let nq = 1 + dim % 17;
+        let off = dim % 5;
+        let queries = quant::NarrowQueries::new(&qbuf[off..off + nq * dim], dim);
+        let rows = &ibuf[off..off + n * dim];
+        for k in backends() {
+            let mut out = vec![0i32; nq * n];
+            k.scan_multi_narrow(&queries, rows, &mut out);
+            for (j, q) in queries.codes().chunks_exact(dim).enumerate() {
+                for r in 0..n {
+                    let want = int_dot(q.iter().map(|&v| i32::from(v)), &rows[r * dim..][..dim]);
+                    assert_eq!(out[j * n + r], want, "{:?} dim={dim}", k.backend());
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn narrow_scan_is_exact_at_its_int16_limits() {
+    // Queries whose codes pile up in one int16 lane, against rows that push every lane's sum
+    // to its extreme: all -128, all 127, and the query's own signs.
+    let dim = 4 * 384 + 17;
+    let flat = vec![-0.5f32; dim];
+    let lane: Vec<f32> = (0..dim)
+        .map(|i| if i % 32 < 2 { 1.0 } else { 0.0 })
+        .collect();
+    let mixed: Vec<f32> = (0..dim)
+        .map(|i| if i % 3 == 0 { 1.0 } else { -0.9 })
+        .collect();
+    for x in [flat, lane, mixed] {
+        let queries = quant::NarrowQueries::new(&x, dim);
+        let q = queries.codes();
+        let signs: Vec<i8> = q.iter().map(|&v| if v < 0 { -128 } else { 127 }).collect();
+        let rows = [vec![-128i8; dim], vec![127i8; dim], signs].concat();
+        for k in backends() {
+            let mut out = vec![0i32; 3];
+            k.scan_multi_narrow(&queries, &rows, &mut out);
+            for r in 0..3 {
+                let want = int_dot(q.iter().map(|&v| i32::from(v)), &rows[r * dim..][..dim]);
+                assert_eq!(out[r], want, "{:?} row {r}", k.backend());
+            }
+        }
+    }
+}
+
 #[test]
 fn int8_accumulators_do_not_overflow_at_the_largest_dimension() {
     for dim in [384, 1031, 1032, 4096, quant::MAX_I8_DIM] {
