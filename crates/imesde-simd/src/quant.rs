@@ -22,6 +22,16 @@ pub fn query_max_code(dim: usize) -> i16 {
     bound.min(16_383) as i16
 }
 
+/// `y.round()` (half away from zero) for `|y| < 2^23`, without the `roundf` call that
+/// `f32::round` becomes on baseline x86-64 (no SSE4.1): a truncating conversion and a
+/// comparison, which vectorise.
+#[inline]
+fn round_small(y: f32) -> f32 {
+    let t = y as i32 as f32;
+    let frac = y - t;
+    t + f32::from(u8::from(frac >= 0.5)) - f32::from(u8::from(frac <= -0.5))
+}
+
 fn quantize_into<T>(x: &[f32], out: &mut [T], max_code: f32, cast: impl Fn(f32) -> T) -> f32 {
     assert_eq!(x.len(), out.len(), "quantize: length mismatch");
     let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
@@ -33,7 +43,8 @@ fn quantize_into<T>(x: &[f32], out: &mut [T], max_code: f32, cast: impl Fn(f32) 
     }
     let inv = max_code / amax;
     for (o, v) in out.iter_mut().zip(x) {
-        *o = cast((v * inv).round().clamp(-max_code, max_code));
+        // |v * inv| <= max_code (amax is the largest |v|), far below 2^23.
+        *o = cast(round_small(v * inv).clamp(-max_code, max_code));
     }
     amax / max_code
 }
@@ -288,6 +299,29 @@ mod tests {
         }
         assert!(codes.iter().all(|&c| c != i8::MIN));
         assert!(codes.iter().any(|&c| c.unsigned_abs() == 127));
+    }
+
+    #[test]
+    fn round_small_is_round() {
+        let mut ys: Vec<f32> = (-400..=400).map(|i| i as f32 * 0.25).collect();
+        for y in [
+            0.499_999_97,
+            -0.499_999_97,
+            16_383.5,
+            -16_383.5,
+            8_388_607.0,
+            -0.0,
+        ] {
+            ys.push(y);
+        }
+        for y in ys {
+            assert_eq!(
+                round_small(y).to_bits() & !(1 << 31),
+                y.round().to_bits() & !(1 << 31),
+                "{y}"
+            );
+            assert_eq!(round_small(y) < 0.0, y.round() < 0.0, "{y}");
+        }
     }
 
     #[test]

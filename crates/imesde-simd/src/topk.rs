@@ -95,7 +95,17 @@ impl TopK {
             if max < floor {
                 continue;
             }
+            // Most scores of a block that passes are still below the floor: a bit per score
+            // (a compare and a mask, vectorised) and only the set bits visited, instead of a
+            // hard-to-predict branch per score. The floor only rises, so each is checked again.
+            let mut mask = 0u32;
             for (i, &s) in block.iter().enumerate() {
+                mask |= u32::from(s >= floor) << i;
+            }
+            while mask != 0 {
+                let i = mask.trailing_zeros() as usize;
+                mask &= mask - 1;
+                let s = block[i];
                 if s >= self.floor() {
                     offer(self, b * BLOCK + i, s);
                 }
