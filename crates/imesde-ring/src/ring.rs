@@ -180,6 +180,15 @@ impl Query {
     }
 }
 
+/// A scanning thread's score buffers, kept from task to task (a batch's integer scores of one
+/// chunk are a quarter of a megabyte: allocating and zeroing them per task showed up in the
+/// profile).
+#[derive(Default)]
+struct ScanBufs {
+    fbuf: Vec<f32>,
+    ibuf: Vec<i32>,
+}
+
 /// The sharded ring buffer. All methods take `&self`; the ring is `Send + Sync`.
 pub struct Ring {
     cfg: RingConfig,
@@ -642,13 +651,13 @@ impl Ring {
         rows: Range<usize>,
         q: &Query,
         nq: usize,
+        bufs: &mut ScanBufs,
         mut visit: impl FnMut(usize, usize, &[f32]),
     ) {
         let dim = self.cfg.dim;
         let k = self.kernels;
         let mut start = rows.start;
-        let mut fbuf = Vec::new();
-        let mut ibuf = Vec::new();
+        let ScanBufs { fbuf, ibuf } = bufs;
         while start < rows.end {
             let end = (start + CHUNK).min(rows.end);
             let m = end - start;
@@ -657,9 +666,9 @@ impl Ring {
                     fbuf.resize(nq * m, 0.0);
                     let rows = &v[start * dim..end * dim];
                     if nq == 1 {
-                        k.scan_f32(qs, rows, &mut fbuf);
+                        k.scan_f32(qs, rows, fbuf);
                     } else {
-                        k.scan_multi_f32(qs, nq, rows, &mut fbuf);
+                        k.scan_multi_f32(qs, nq, rows, fbuf);
                     }
                 }
                 (
@@ -674,15 +683,15 @@ impl Ring {
                     let rows = &codes[start * dim..end * dim];
                     let qs = match narrow {
                         Some(narrow) => {
-                            k.scan_multi_narrow(narrow, rows, &mut ibuf);
+                            k.scan_multi_narrow(narrow, rows, ibuf);
                             narrow.scales()
                         }
                         None if nq == 1 => {
-                            k.scan_i8(qc, rows, &mut ibuf);
+                            k.scan_i8(qc, rows, ibuf);
                             qs
                         }
                         None => {
-                            k.scan_multi_i8(qc, nq, rows, &mut ibuf);
+                            k.scan_multi_i8(qc, nq, rows, ibuf);
                             qs
                         }
                     };
@@ -732,10 +741,10 @@ impl Ring {
         // task's own top-k, read out as hits while the shard's lock is held.
         let per_thread = self.fold_shards(
             1,
-            || (TopK::new(kc), Vec::new()),
-            |(seen, hits): &mut (TopK, Vec<Hit>), shard, rows| {
+            || (TopK::new(kc), Vec::new(), ScanBufs::default()),
+            |(seen, hits, bufs): &mut (TopK, Vec<Hit>, ScanBufs), shard, rows| {
                 let mut top = TopK::new(kc);
-                self.scan_shard(shard, rows, &q, 1, |_, first, scores| {
+                self.scan_shard(shard, rows, &q, 1, bufs, |_, first, scores| {
                     seen.offer_scores(scores, |seen, r, score| {
                         let slot = first + r;
                         let id = shard.ids[slot];
@@ -769,7 +778,7 @@ impl Ring {
                 }
             },
         );
-        let mut hits: Vec<Hit> = per_thread.into_iter().flat_map(|(_, h)| h).collect();
+        let mut hits: Vec<Hit> = per_thread.into_iter().flat_map(|(_, h, _)| h).collect();
         hits.sort_unstable_by(best_first);
         hits.truncate(kc);
         if kc > k {
@@ -798,9 +807,12 @@ impl Ring {
         // One top-k per query and thread, its floor carried from task to task.
         let per_thread = self.fold_shards(
             nq,
-            || (0..nq).map(|_| TopK::new(kc)).collect::<Vec<_>>(),
-            |tops: &mut Vec<TopK>, shard, rows| {
-                self.scan_shard(shard, rows, &q, nq, |j, first, scores| {
+            || {
+                let tops: Vec<TopK> = (0..nq).map(|_| TopK::new(kc)).collect();
+                (tops, ScanBufs::default())
+            },
+            |(tops, bufs): &mut (Vec<TopK>, ScanBufs), shard, rows| {
+                self.scan_shard(shard, rows, &q, nq, bufs, |j, first, scores| {
                     tops[j].offer_scores(scores, |top, r, score| {
                         let id = shard.ids[first + r];
                         if id != EMPTY {
@@ -811,7 +823,7 @@ impl Ring {
             },
         );
         let mut merged: Vec<TopK> = (0..nq).map(|_| TopK::new(kc)).collect();
-        for tops in per_thread {
+        for (tops, _) in per_thread {
             for (m, t) in merged.iter_mut().zip(tops) {
                 m.merge(t);
             }

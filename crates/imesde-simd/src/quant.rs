@@ -32,9 +32,26 @@ fn round_small(y: f32) -> f32 {
     t + f32::from(u8::from(frac >= 0.5)) - f32::from(u8::from(frac <= -0.5))
 }
 
+/// The largest `|x_i|` (0 for an empty slice; NaN never occurs in checked inputs), in eight
+/// independent lanes so it vectorises instead of one serial chain of `max`.
+fn abs_max(x: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; 8];
+    let (chunks, tail) = x.as_chunks::<8>();
+    for c in chunks {
+        for (m, &v) in lanes.iter_mut().zip(c) {
+            let a = v.abs();
+            *m = if a > *m { a } else { *m };
+        }
+    }
+    lanes
+        .iter()
+        .chain(tail)
+        .fold(0.0f32, |m, v| if v.abs() > m { v.abs() } else { m })
+}
+
 fn quantize_into<T>(x: &[f32], out: &mut [T], max_code: f32, cast: impl Fn(f32) -> T) -> f32 {
     assert_eq!(x.len(), out.len(), "quantize: length mismatch");
-    let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let amax = abs_max(x);
     if amax == 0.0 || !amax.is_finite() {
         for o in out.iter_mut() {
             *o = cast(0.0);
@@ -160,15 +177,16 @@ impl NarrowQueries {
 /// The largest int16 partial sum a narrow scan can reach with query codes `c`, over all
 /// stored int8 vectors (see [`NarrowQueries`]).
 fn narrow_bound(c: &[i8]) -> i32 {
-    let steps = c.len() / 32;
+    let (steps, _) = c.as_chunks::<32>();
     let mut worst = 0;
-    for g in (0..steps).step_by(NARROW_GROUP) {
+    for group in steps.chunks(NARROW_GROUP) {
         let mut sum = [0i32; 16];
         let mut abs = [0i32; 16];
-        for t in g..(g + NARROW_GROUP).min(steps) {
-            for (i, &v) in c[32 * t..32 * t + 32].iter().enumerate() {
-                sum[i / 2] += i32::from(v);
-                abs[i / 2] += i32::from(v).abs();
+        for step in group {
+            for l in 0..16 {
+                let (a, b) = (i32::from(step[2 * l]), i32::from(step[2 * l + 1]));
+                sum[l] += a + b;
+                abs[l] += a.abs() + b.abs();
             }
         }
         for (s, a) in sum.iter().zip(&abs) {
