@@ -694,13 +694,22 @@ impl RqKMeans {
         }
         let dim = self.dim;
         let mut out = vec![0.0f32; codes.len() / nl * dim];
+        // The first level is copied, not added: a large zeroed buffer's pages are mapped on
+        // first use, and a first read (`+=`) maps the shared zero page, so the write after it
+        // is a copy-on-write fault with a TLB shootdown on every CPU (~8 % of a fit on the
+        // 2-vCPU VM); a first write is a plain fault.
         out.par_chunks_mut(dim)
             .zip(codes.par_chunks(nl))
             .for_each(|(o, cs)| {
-                for (cb, &c) in self.levels.iter().zip(cs) {
+                for (l, (cb, &c)) in self.levels.iter().zip(cs).enumerate() {
                     let c = c as usize;
-                    for (a, b) in o.iter_mut().zip(&cb.centroids[c * dim..(c + 1) * dim]) {
-                        *a += b;
+                    let word = &cb.centroids[c * dim..(c + 1) * dim];
+                    if l == 0 {
+                        o.copy_from_slice(word);
+                    } else {
+                        for (a, b) in o.iter_mut().zip(word) {
+                            *a += b;
+                        }
                     }
                 }
             });
