@@ -93,8 +93,9 @@ const NARROW_MAX: i32 = 64;
 /// vector: in every group of [`NARROW_GROUP`] 32-value steps, each of the sixteen int16
 /// lanes (values `32 t + 2 l` and `32 t + 2 l + 1`) has `128 (|sum q| + sum |q|) < 2^15`
 /// (the kernel adds 128 to the stored codes to make them unsigned, and subtracts `128 sum q`
-/// afterwards; any int8 code, -128 included, stays within that). Typical unit vectors of 384 values keep
-/// 50 to 64 levels a side, 30 at worst. Scores are exact integer dot products on every backend.
+/// afterwards; any int8 code, -128 included, stays within that). Typical unit vectors of 384
+/// values keep 50 to 64 levels a side, 30 at worst. Scores are exact integer dot products on
+/// every backend.
 #[derive(Clone, Debug)]
 pub struct NarrowQueries {
     dim: usize,
