@@ -10,6 +10,15 @@ import numpy.typing as npt
 import pytest
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+# Fixtures that read DATA: their tests get the `data` marker, so a checkout without
+# ../shared (the wheel workflow on GitHub) can deselect them with -m "not data".
+DATA_FIXTURES = {"golden", "stream", "debtags"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if DATA_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.data)
 
 
 @pytest.fixture(scope="session")

@@ -220,6 +220,7 @@ def test_bad_checkpoints_are_clear_errors(tmp_path: Path) -> None:
 
 
 @pytest.mark.model
+@pytest.mark.data
 def test_cli_builds_and_checks(tmp_path: Path) -> None:
     out = imesde_model("build", str(checkpoint()), str(tmp_path / "m"), "--no-optimize")
     assert out.returncode == 0, out.stderr
