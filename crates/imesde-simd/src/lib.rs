@@ -312,11 +312,12 @@ impl Kernels {
     /// Exact integer dot products of every narrow query with every int8 row:
     /// `out[j * n + r] = queries_j . rows_r` for `n = out.len() / queries.len()` rows. The
     /// batched int8 scan for many queries where 7-bit queries are precise enough (candidates
-    /// then rescored): about 1.6x the multiply-adds per second of [`Kernels::scan_multi_i8`]
-    /// on AVX2; other backends widen the codes and give the same numbers.
+    /// then rescored): 1.4-1.9x the multiply-adds per second of [`Kernels::scan_multi_i8`]
+    /// on AVX2 (see the x86 module); other backends widen the codes and give the same numbers.
     ///
     /// # Panics
-    /// If `rows.len() != dim * n` or `out.len()` is not a multiple of the number of queries.
+    /// If there are no queries, `rows.len() != dim * n` or `out.len()` is not a multiple of
+    /// the number of queries.
     pub fn scan_multi_narrow(&self, queries: &quant::NarrowQueries, rows: &[i8], out: &mut [i32]) {
         let nq = queries.len();
         let (dim, n) = multi_shape(queries.codes().len(), nq, out.len());
