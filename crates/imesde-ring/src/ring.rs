@@ -157,9 +157,10 @@ enum Prepared {
 /// A query in the form the kernels of the ring's storage want.
 enum Query {
     F32(Vec<f32>),
-    /// 15-bit codes for single scans and rescoring; a batch also gets 7-bit codes, which the
-    /// batched int8 scan multiplies about twice as fast on AVX2 (other backends widen them,
-    /// at the old speed, so every backend picks the same candidates).
+    /// 15-bit codes for single scans and rescoring; a batch (and only a batch) also gets
+    /// 7-bit codes, which the batched int8 scan multiplies about twice as fast on AVX2
+    /// (other backends widen them, at the old speed, so every backend picks the same
+    /// candidates).
     Int8 {
         codes: Vec<i16>,
         scales: Vec<f32>,
@@ -684,19 +685,13 @@ impl Ring {
                 ) => {
                     ibuf.resize(nq * m, 0);
                     let rows = &codes[start * dim..end * dim];
-                    let qs = match narrow {
-                        Some(narrow) => {
-                            k.scan_multi_narrow(narrow, rows, ibuf);
-                            narrow.scales()
-                        }
-                        None if nq == 1 => {
-                            k.scan_i8(qc, rows, ibuf);
-                            qs
-                        }
-                        None => {
-                            k.scan_multi_i8(qc, nq, rows, ibuf);
-                            qs
-                        }
+                    // A batch scans its 7-bit codes; a single query has no others.
+                    let qs = if let Some(narrow) = narrow {
+                        k.scan_multi_narrow(narrow, rows, ibuf);
+                        narrow.scales()
+                    } else {
+                        k.scan_i8(qc, rows, ibuf);
+                        qs
                     };
                     // Each query's scores are scaled and visited while they are in L1.
                     let row_scales = &scales[start..end];

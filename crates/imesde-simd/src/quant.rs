@@ -50,8 +50,18 @@ fn abs_max(x: &[f32]) -> f32 {
 }
 
 fn quantize_into<T>(x: &[f32], out: &mut [T], max_code: f32, cast: impl Fn(f32) -> T) -> f32 {
+    quantize_scaled(x, abs_max(x), out, max_code, cast)
+}
+
+/// [`quantize_into`] with `x`'s largest `|x_i|` (`amax`) already known.
+fn quantize_scaled<T>(
+    x: &[f32],
+    amax: f32,
+    out: &mut [T],
+    max_code: f32,
+    cast: impl Fn(f32) -> T,
+) -> f32 {
     assert_eq!(x.len(), out.len(), "quantize: length mismatch");
-    let amax = abs_max(x);
     if amax == 0.0 || !amax.is_finite() {
         for o in out.iter_mut() {
             *o = cast(0.0);
@@ -200,9 +210,10 @@ fn narrow_bound(c: &[i8]) -> i32 {
 /// Quantises `x` to narrow codes (at most [`NARROW_MAX`] a side, fewer when a lane's partial
 /// sum could leave int16); returns the scale.
 fn quantize_narrow(x: &[f32], out: &mut [i8]) -> f32 {
+    let amax = abs_max(x);
     let mut max_code = NARROW_MAX;
     loop {
-        let scale = quantize_into(x, out, max_code as f32, |v| v as i8);
+        let scale = quantize_scaled(x, amax, out, max_code as f32, |v| v as i8);
         let bound = narrow_bound(out);
         if bound <= i32::from(i16::MAX) || max_code == 1 {
             return scale;
