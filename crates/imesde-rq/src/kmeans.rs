@@ -28,6 +28,9 @@ pub(crate) const CANDIDATES: usize = 16;
 /// A full pass at least every this many iterations (and before declaring convergence; a
 /// re-seeded cluster joins the lists of the points that list the cluster it split).
 const FULL_EVERY: usize = 5;
+/// A full pass updates the clusters' sums by the points that moved when at most
+/// `1 / MOVE_ROWS_DIV` of them did, and sums all points again otherwise.
+const MOVE_ROWS_DIV: usize = 4;
 /// Price rounds that learn a balanced codebook's assignment biases.
 const PRICE_ROUNDS: usize = 60;
 
@@ -52,6 +55,9 @@ pub(crate) struct KMeansConfig {
     /// Restricted Lloyd steps between full passes (see [`CANDIDATES`]) where `k` is big enough
     /// for them to pay; `false` scores every centroid in every iteration.
     pub restricted: bool,
+    /// Also return each input point's [`CANDIDATES`] nearest centroids under the final
+    /// assignment ([`KMeansResult::lists`]).
+    pub lists: bool,
 }
 
 /// How k-means chooses its first centroids.
@@ -74,6 +80,9 @@ pub(crate) struct KMeansResult {
     pub centroids: Vec<f32>,
     pub bias: Vec<f32>,
     pub labels: Vec<u32>,
+    /// With [`KMeansConfig::lists`], each point's `CANDIDATES` nearest centroids (`n x
+    /// CANDIDATES`, as [`assign`] lists them); empty otherwise.
+    pub lists: Vec<u32>,
     pub iterations: usize,
     pub converged: bool,
     /// Sum of squared distances of all points to their centroids.
@@ -949,10 +958,14 @@ pub(crate) fn kmeans(kern: &Kernels, data: &[f32], dim: usize, cfg: &KMeansConfi
             );
         }
         since_full = Some(if full { 1 } else { since_full.unwrap_or(0) + 1 });
-        // After a restricted step few points move: their rows move between the clusters' sums
+        // After the first steps few points move: their rows move between the clusters' sums
         // (in point order, so the same on every thread count) instead of summing all again.
-        match (&mut totals, full) {
-            (Some((sums, counts)), false) => {
+        let few = || {
+            let moving = prev_labels.iter().zip(&labels).filter(|(a, b)| a != b);
+            moving.count() <= nt / MOVE_ROWS_DIV
+        };
+        match &mut totals {
+            Some((sums, counts)) if !full || few() => {
                 move_rows(&train, dim, &prev_labels, &labels, sums, counts);
             }
             _ => totals = Some(cluster_sums(&train, dim, &labels, k)),
@@ -1035,6 +1048,11 @@ pub(crate) fn kmeans(kern: &Kernels, data: &[f32], dim: usize, cfg: &KMeansConfi
     };
     let mut labels = vec![0u32; n];
     let mut dist = vec![0.0f32; n];
+    let mut lists = if cfg.lists {
+        vec![0u32; n * CANDIDATES]
+    } else {
+        Vec::new()
+    };
     assign(
         kern,
         data,
@@ -1045,13 +1063,14 @@ pub(crate) fn kmeans(kern: &Kernels, data: &[f32], dim: usize, cfg: &KMeansConfi
         (!sampled).then_some(&pre),
         &mut labels,
         &mut dist,
-        None,
+        cfg.lists.then_some(&mut lists[..]),
     );
     let inertia = dist.iter().map(|&d| f64::from(d)).sum();
     KMeansResult {
         centroids,
         bias: prices,
         labels,
+        lists,
         iterations,
         converged,
         inertia,
@@ -1149,6 +1168,7 @@ mod tests {
                 sample_size: None,
                 init: Init::Random,
                 restricted,
+                lists: false,
             };
             kmeans(kern, &data, dim, &cfg).inertia
         };

@@ -5,7 +5,7 @@ use imesde_simd::{Backend, Kernels};
 use rayon::prelude::*;
 
 use crate::error::{Result, RqError};
-use crate::filter::{QuantBook, Quantized, Scratch, ensure_listed, nearest_block};
+use crate::filter::{QuantBook, Quantized, Scratch, nearest_block};
 pub use crate::kmeans::Init;
 use crate::kmeans::{
     CANDIDATES, CHUNK, KMeansConfig, argmin, cluster_sums, costs, kmeans, learn_prices,
@@ -171,15 +171,78 @@ fn subtract_codewords(residual: &mut [f32], dim: usize, labels: &[u32], centroid
         });
 }
 
+/// Copies one level's candidate lists (`n x CANDIDATES`, point order) into the block layout of
+/// [`RqKMeans::encode_listed`]: blocks of `CHUNK` vectors, level-major within a block.
+fn lay_out_lists(lists: &mut [u32], level: &[u32], l: usize, nl: usize) {
+    for (block, src) in lists
+        .chunks_mut(CHUNK * nl * CANDIDATES)
+        .zip(level.chunks(CHUNK * CANDIDATES))
+    {
+        let at = l * src.len();
+        block[at..at + src.len()].copy_from_slice(src);
+    }
+}
+
+/// One level's items grouped by codeword, for [`RqKMeans::refine`]: per codeword `j`, how many
+/// items use it, the sum of their vectors (f64), and which codewords of the other levels they
+/// use, how often (`(level, codeword, times)`, sorted, in `pairs[start[j]..start[j + 1]]`).
+struct CoUse {
+    counts: Vec<u64>,
+    sums: Vec<f64>,
+    start: Vec<usize>,
+    pairs: Vec<(u32, u32, u32)>,
+}
+
+impl CoUse {
+    fn new(data: &[f32], dim: usize, labels: &[Vec<u32>], l: usize, k: usize) -> Self {
+        let (sums, counts) = cluster_sums(data, dim, &labels[l], k);
+        let mut start = vec![0usize; k + 1];
+        for j in 0..k {
+            start[j + 1] = start[j] + counts[j] as usize;
+        }
+        let mut order = vec![0u32; labels[l].len()];
+        let mut fill = start.clone();
+        for (i, &j) in labels[l].iter().enumerate() {
+            order[fill[j as usize]] = i as u32;
+            fill[j as usize] += 1;
+        }
+        let per_code: Vec<Vec<(u32, u32, u32)>> = (0..k)
+            .into_par_iter()
+            .map_init(Vec::new, |used, j| {
+                used.clear();
+                for (m, lab) in labels.iter().enumerate().filter(|&(m, _)| m != l) {
+                    used.extend(
+                        order[start[j]..start[j + 1]]
+                            .iter()
+                            .map(|&i| (m as u32, lab[i as usize])),
+                    );
+                }
+                used.sort_unstable();
+                let mut out: Vec<(u32, u32, u32)> = Vec::new();
+                for &(m, jm) in used.iter() {
+                    match out.last_mut() {
+                        Some(last) if (last.0, last.1) == (m, jm) => last.2 += 1,
+                        _ => out.push((m, jm, 1)),
+                    }
+                }
+                out
+            })
+            .collect();
+        let mut start = vec![0usize; k + 1];
+        for (j, p) in per_code.iter().enumerate() {
+            start[j + 1] = start[j] + p.len();
+        }
+        CoUse {
+            counts,
+            sums,
+            start,
+            pairs: per_code.concat(),
+        }
+    }
+}
+
 /// Most candidate-list entries `fit` keeps for its refinement rounds (256 MiB).
 const MAX_LIST_ENTRIES: usize = 1 << 26;
-
-/// What [`RqKMeans::greedy_block`] does with candidate lists.
-enum Lists<'a> {
-    None,
-    Fill(&'a mut [u32]),
-    Use(&'a [u32]),
-}
 
 impl RqKMeans {
     /// Trains `cfg.n_clusters.len()` levels on `data` (`n x dim`, row-major). Returns the model
@@ -222,10 +285,27 @@ impl RqKMeans {
             })?,
             None => Kernels::best(),
         };
+        let nl = cfg.n_clusters.len();
+        let rounds = cfg.refine.unwrap_or(if cfg.balanced { 1 } else { 3 });
+        // With more than one refinement round, each vector's nearest codewords per level are
+        // noted (by the levels' final assignment) and later rounds (codewords move little)
+        // choose among those, unless the lists would take more than half the data's memory or
+        // `MAX_LIST_ENTRIES`.
+        let keep_lists = rounds > 1
+            && 2 * nl * CANDIDATES <= dim
+            && n.saturating_mul(nl * CANDIDATES) <= MAX_LIST_ENTRIES;
         let mut residual = data.to_vec();
-        let mut levels = Vec::with_capacity(cfg.n_clusters.len());
-        let mut reports = Vec::with_capacity(cfg.n_clusters.len());
-        for &k in &cfg.n_clusters {
+        let mut levels = Vec::with_capacity(nl);
+        let mut reports = Vec::with_capacity(nl);
+        // The levels' final assignments are the greedy codes of the trained codebooks: the
+        // first refinement round starts from them.
+        let mut codes = vec![0u32; n * nl];
+        let mut lists = if keep_lists {
+            vec![0u32; n * nl * CANDIDATES]
+        } else {
+            Vec::new()
+        };
+        for (l, &k) in cfg.n_clusters.iter().enumerate() {
             let km = kmeans(
                 kern,
                 &residual,
@@ -241,9 +321,16 @@ impl RqKMeans {
                     sample_size: cfg.train_size(k),
                     init: cfg.init,
                     restricted: true,
+                    lists: keep_lists && k >= 4 * CANDIDATES,
                 },
             );
             subtract_codewords(&mut residual, dim, &km.labels, &km.centroids);
+            for (c, &j) in codes.iter_mut().skip(l).step_by(nl).zip(&km.labels) {
+                *c = j;
+            }
+            if !km.lists.is_empty() {
+                lay_out_lists(&mut lists, &km.lists, l, nl);
+            }
             reports.push(LevelReport {
                 iterations: km.iterations,
                 converged: km.converged,
@@ -251,31 +338,21 @@ impl RqKMeans {
             });
             levels.push(Codebook::new(kern, dim, km.centroids, km.bias));
         }
+        drop(residual);
         let mut model = RqKMeans {
             dim,
             levels,
             backend: kern.backend(),
         };
-        let rounds = cfg.refine.unwrap_or(if cfg.balanced { 1 } else { 3 });
         if rounds > 0 {
-            // With more than one round, the first round's encoding notes each vector's nearest
-            // codewords per level and later rounds (codewords move little) choose among those,
-            // unless the lists would take more than half the data's memory or
-            // `MAX_LIST_ENTRIES`.
-            let nl = model.levels.len();
-            let mut lists = Vec::new();
-            if rounds > 1
-                && 2 * nl * CANDIDATES <= dim
-                && n.saturating_mul(nl * CANDIDATES) <= MAX_LIST_ENTRIES
-            {
-                lists = vec![0u32; n * nl * CANDIDATES];
-            }
             for round in 0..rounds {
-                let codes = if lists.is_empty() {
-                    model.encode(data, 1)?
-                } else {
-                    model.encode_listed(data, &mut lists, round > 0)
-                };
+                if round > 0 {
+                    codes = if lists.is_empty() {
+                        model.encode(data, 1)?
+                    } else {
+                        model.encode_listed(data, &lists)
+                    };
+                }
                 model.refine(data, &codes, 2);
             }
             if cfg.balanced {
@@ -289,11 +366,10 @@ impl RqKMeans {
         Ok((model, reports))
     }
 
-    /// Greedy codes of `data` (checked by `fit`) with candidate lists (`CANDIDATES` per vector
-    /// and level, in blocks of `CHUNK` vectors, level-major within a block): `among` chooses
-    /// only among the listed codewords, otherwise every codeword is scored and the lists are
-    /// filled. Levels with few codewords are always scored in full.
-    fn encode_listed(&self, data: &[f32], lists: &mut [u32], among: bool) -> Vec<u32> {
+    /// Greedy codes of `data` (checked by `fit`) chosen among candidate lists (`CANDIDATES` per
+    /// vector and level, in blocks of `CHUNK` vectors, level-major within a block). Levels
+    /// with few codewords are scored in full.
+    fn encode_listed(&self, data: &[f32], lists: &[u32]) -> Vec<u32> {
         let nl = self.levels.len();
         let n = data.len() / self.dim;
         let mut codes = vec![0u32; n * nl];
@@ -301,16 +377,11 @@ impl RqKMeans {
         codes
             .par_chunks_mut(CHUNK * nl)
             .zip(data.par_chunks(CHUNK * self.dim))
-            .zip(lists.par_chunks_mut(CHUNK * nl * CANDIDATES))
+            .zip(lists.par_chunks(CHUNK * nl * CANDIDATES))
             .for_each_init(
                 || (Vec::new(), Vec::new(), Scratch::default()),
                 |(buf, res, scratch), ((out, x), ls)| {
-                    let lists = if among {
-                        Lists::Use(ls)
-                    } else {
-                        Lists::Fill(ls)
-                    };
-                    self.greedy_block(kern, x, out, buf, res, scratch, lists);
+                    self.greedy_block(kern, x, out, buf, res, scratch, Some(ls));
                 },
             );
         codes
@@ -319,44 +390,52 @@ impl RqKMeans {
     /// Moves every codeword to the mean of what its items need from it given their other
     /// codewords (block coordinate descent on the joint least-squares error of all levels),
     /// keeping the codes. One sweep visits each level once.
+    ///
+    /// Codeword `j` of level `l` goes to the mean over its items of `x - sum_{m != l} c_m`:
+    /// the mean of its items' vectors minus, per other level, the codewords those items use,
+    /// each weighted by how many of them use it. The data is read once per call (the sums of
+    /// its vectors by codeword); a sweep works on the codebooks and the co-occurrence counts.
     fn refine(&mut self, data: &[f32], codes: &[u32], sweeps: usize) {
         let dim = self.dim;
         let nl = self.levels.len();
-        // What the codes leave unexplained, x - reconstruction: a codeword's optimum given the
-        // other levels is itself plus the mean of its items' errors.
-        let mut err = self.decode(codes).expect("codes come from this model");
-        err.par_chunks_mut(dim)
-            .zip(data.par_chunks(dim))
-            .for_each(|(e, x)| {
-                for (e, &x) in e.iter_mut().zip(x) {
-                    *e = x - *e;
-                }
-            });
+        let labels: Vec<Vec<u32>> = (0..nl)
+            .map(|l| codes.iter().skip(l).step_by(nl).copied().collect())
+            .collect();
+        let groups: Vec<CoUse> = (0..nl)
+            .map(|l| CoUse::new(data, dim, &labels, l, self.levels[l].k))
+            .collect();
         for _ in 0..sweeps {
-            for l in 0..nl {
-                let k = self.levels[l].k;
-                let labels: Vec<u32> = codes.iter().skip(l).step_by(nl).copied().collect();
-                let (sums, counts) = cluster_sums(&err, dim, &labels, k);
-                let cb = &mut self.levels[l].centroids;
-                let old = cb.clone();
-                for j in 0..k {
-                    if counts[j] > 0 {
-                        let inv = 1.0 / counts[j] as f64;
-                        for d in 0..dim {
-                            let v = f64::from(old[j * dim + d]) + sums[j * dim + d] * inv;
-                            cb[j * dim + d] = v as f32;
+            for (l, g) in groups.iter().enumerate() {
+                let (before, rest) = self.levels.split_at_mut(l);
+                let (cb, after) = rest.split_first_mut().expect("level l exists");
+                let books: Vec<&[f32]> = before
+                    .iter()
+                    .chain(after.iter())
+                    .map(|c| &c.centroids[..])
+                    .collect();
+                // Other levels in `books` order: `m` below `l` as is, above it shifted by one.
+                let book = |m: usize| books[if m < l { m } else { m - 1 }];
+                cb.centroids.par_chunks_mut(dim).enumerate().for_each_init(
+                    || vec![0.0f64; dim],
+                    |acc, (j, c)| {
+                        let count = g.counts[j];
+                        if count == 0 {
+                            return;
                         }
-                    }
-                }
-                let new = &*cb;
-                err.par_chunks_mut(dim)
-                    .zip(labels.par_iter())
-                    .for_each(|(e, &j)| {
-                        let j = j as usize;
-                        for d in 0..dim {
-                            e[d] -= new[j * dim + d] - old[j * dim + d];
+                        acc.copy_from_slice(&g.sums[j * dim..(j + 1) * dim]);
+                        for &(m, jm, times) in &g.pairs[g.start[j]..g.start[j + 1]] {
+                            let (m, jm) = (m as usize, jm as usize);
+                            let w = f64::from(times);
+                            for (a, &v) in acc.iter_mut().zip(&book(m)[jm * dim..(jm + 1) * dim]) {
+                                *a -= w * f64::from(v);
+                            }
                         }
-                    });
+                        let inv = 1.0 / count as f64;
+                        for (c, &a) in c.iter_mut().zip(acc.iter()) {
+                            *c = (a * inv) as f32;
+                        }
+                    },
+                );
             }
         }
         let kern = self.kernels();
@@ -489,7 +568,7 @@ impl RqKMeans {
                 .for_each_init(
                     || (Vec::new(), Vec::new(), Scratch::default()),
                     |(buf, res, scratch), (out, x)| {
-                        self.greedy_block(kern, x, out, buf, res, scratch, Lists::None);
+                        self.greedy_block(kern, x, out, buf, res, scratch, None);
                     },
                 );
         } else {
@@ -514,7 +593,7 @@ impl RqKMeans {
         buf: &mut Vec<f32>,
         res: &mut Vec<f32>,
         scratch: &mut Scratch,
-        mut lists: Lists<'_>,
+        lists: Option<&[u32]>,
     ) {
         let dim = self.dim;
         let nl = self.levels.len();
@@ -526,7 +605,7 @@ impl RqKMeans {
         for (l, cb) in self.levels.iter().enumerate() {
             let level = l * m * CANDIDATES..(l + 1) * m * CANDIDATES;
             let listed = cb.k >= 4 * CANDIDATES;
-            if let (Lists::Use(ls), true) = (&lists, listed) {
+            if let (Some(ls), true) = (lists, listed) {
                 for (i, (row, ix)) in res
                     .chunks_exact(dim)
                     .zip(ls[level].chunks_exact(CANDIDATES))
@@ -535,10 +614,6 @@ impl RqKMeans {
                     labels[i] = nearest_among(kern, row, &cb.centroids, &cb.norms, &cb.bias, ix).0;
                 }
             } else if let Some(qb) = &cb.quant {
-                let fill = match &mut lists {
-                    Lists::Fill(ls) if listed => Some(&mut ls[level]),
-                    _ => None,
-                };
                 nearest_block(
                     kern,
                     res,
@@ -551,21 +626,13 @@ impl RqKMeans {
                     scratch,
                     &mut labels,
                     &mut best,
-                    fill,
+                    None,
                 );
             } else {
                 buf.resize(m * cb.k, 0.0);
                 costs(kern, res, m, &cb.centroids, &cb.norms, buf);
-                let mut cost = [0.0f32; CANDIDATES];
                 for i in 0..m {
-                    let row = &buf[i * cb.k..(i + 1) * cb.k];
-                    let j = argmin(row, &cb.bias) as u32;
-                    labels[i] = j;
-                    if let (Lists::Fill(ls), true) = (&mut lists, listed) {
-                        let ix = &mut ls[level.clone()][i * CANDIDATES..(i + 1) * CANDIDATES];
-                        smallest_into(row, ix, &mut cost);
-                        ensure_listed(ix, j);
-                    }
+                    labels[i] = argmin(&buf[i * cb.k..(i + 1) * cb.k], &cb.bias) as u32;
                 }
             }
             for i in 0..m {
@@ -724,5 +791,90 @@ impl RqKMeans {
             });
         }
         check_data(data, self.dim)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use crate::filter::tests::rng;
+
+    /// A model with random codebooks (`ks` levels) and random data with random codes.
+    fn random_setup(n: usize, dim: usize, ks: &[usize]) -> (RqKMeans, Vec<f32>, Vec<u32>) {
+        let mut seed = 0x5EEDu64;
+        let books = ks
+            .iter()
+            .map(|&k| ((0..k * dim).map(|_| rng(&mut seed)).collect(), Vec::new()))
+            .collect();
+        let model = RqKMeans::from_codebooks(dim, books).unwrap();
+        let data: Vec<f32> = (0..n * dim).map(|_| 3.0 * rng(&mut seed)).collect();
+        let codes = (0..n)
+            .flat_map(|i| ks.iter().map(move |&k| ((i * 7 + k * i / 3) % k) as u32))
+            .collect();
+        (model, data, codes)
+    }
+
+    /// One sweep puts every used codeword at the mean over its items of the vector minus their
+    /// other levels' codewords (levels before it already moved), the least-squares optimum;
+    /// unused codewords stay.
+    #[test]
+    fn refine_moves_each_codeword_to_its_least_squares_optimum() {
+        let (n, dim, ks) = (500, 8, [5usize, 7, 3]);
+        let (mut model, data, codes) = random_setup(n, dim, &ks);
+        let mut want: Vec<Vec<f32>> = model.levels.iter().map(|c| c.centroids.clone()).collect();
+        for l in 0..ks.len() {
+            let mut sums = vec![0.0f64; ks[l] * dim];
+            let mut counts = vec![0usize; ks[l]];
+            for i in 0..n {
+                let j = codes[i * ks.len() + l] as usize;
+                counts[j] += 1;
+                for d in 0..dim {
+                    let mut v = f64::from(data[i * dim + d]);
+                    for (m, book) in want.iter().enumerate().filter(|&(m, _)| m != l) {
+                        let jm = codes[i * ks.len() + m] as usize;
+                        v -= f64::from(book[jm * dim + d]);
+                    }
+                    sums[j * dim + d] += v;
+                }
+            }
+            for j in (0..ks[l]).filter(|&j| counts[j] > 0) {
+                for d in 0..dim {
+                    want[l][j * dim + d] = (sums[j * dim + d] / counts[j] as f64) as f32;
+                }
+            }
+        }
+        model.refine(&data, &codes, 1);
+        for (cb, want) in model.levels.iter().zip(&want) {
+            for (&got, &w) in cb.centroids.iter().zip(want) {
+                assert!((got - w).abs() <= 1e-5 * (1.0 + w.abs()), "{got} vs {w}");
+            }
+        }
+    }
+
+    /// Lists laid out by level land where `greedy_block` reads them: per block of `CHUNK`
+    /// vectors, level `l` at `l * m * CANDIDATES` (`m` vectors in the block, the last short).
+    #[test]
+    fn lists_are_laid_out_as_encoding_reads_them() {
+        let (n, nl) = (150, 3);
+        let mut lists = vec![u32::MAX; n * nl * CANDIDATES];
+        for l in 0..nl {
+            let level: Vec<u32> = (0..n * CANDIDATES)
+                .map(|e| (e / CANDIDATES * 1000 + l * 100 + e % CANDIDATES) as u32)
+                .collect();
+            lay_out_lists(&mut lists, &level, l, nl);
+        }
+        for (b, block) in lists.chunks(CHUNK * nl * CANDIDATES).enumerate() {
+            let m = block.len() / (nl * CANDIDATES);
+            for l in 0..nl {
+                let level = &block[l * m * CANDIDATES..(l + 1) * m * CANDIDATES];
+                for (i, ix) in level.chunks_exact(CANDIDATES).enumerate() {
+                    for (r, &v) in ix.iter().enumerate() {
+                        let want = (b * CHUNK + i) * 1000 + l * 100 + r;
+                        assert_eq!(v as usize, want);
+                    }
+                }
+            }
+        }
     }
 }
