@@ -271,8 +271,7 @@ pub(crate) fn nearest_block(
         intervals(cb, t2, &qb.scale, d, a, &qb.err, b, &qb.norm, lo, hi);
         let upper = min_f32(hi);
         // The few codewords whose interval reaches below the best upper end, scored exactly.
-        near.clear();
-        near.extend((0..k as u32).filter(|&j| lo[j as usize] <= upper));
+        indices_at_most(lo, upper, near);
         exact.resize(near.len(), 0.0);
         kern.dots_f32_fixed_gather(row, centroids, near, exact);
         let mut best_j = usize::MAX;
@@ -350,6 +349,35 @@ avx2_dispatch! {
     ) = intervals_any;
 }
 
+avx2_dispatch! {
+    /// The indices `j` with `v[j] <= limit`, in increasing order, into `out` (cleared first).
+    fn indices_at_most(v: &[f32], limit: f32, out: &mut Vec<u32>) = indices_at_most_any;
+}
+
+#[inline(always)]
+fn indices_at_most_any(v: &[f32], limit: f32, out: &mut Vec<u32>) {
+    out.clear();
+    let (chunks, tail) = v.as_chunks::<16>();
+    for (c, chunk) in chunks.iter().enumerate() {
+        // A bit mask per chunk (vector compares), then one step per index found.
+        let mut mask = 0u32;
+        for l in 0..16 {
+            mask |= u32::from(chunk[l] <= limit) << l;
+        }
+        while mask != 0 {
+            out.push((c * 16) as u32 + mask.trailing_zeros());
+            mask &= mask - 1;
+        }
+    }
+    let base = chunks.len() * 16;
+    out.extend(
+        tail.iter()
+            .enumerate()
+            .filter(|&(_, &x)| x <= limit)
+            .map(|(l, _)| (base + l) as u32),
+    );
+}
+
 /// Minimum of a slice in sixteen independent lanes (vectorises; exact, order-free for min).
 fn min_f32(v: &[f32]) -> f32 {
     let mut lanes = [f32::INFINITY; 16];
@@ -411,6 +439,21 @@ pub(crate) mod tests {
     /// The prefiltered argmin equals the full fixed-order scan on every backend-independent
     /// input we can think of: random, near-duplicate and exactly duplicated codewords (ties),
     /// zero vectors, tiny and huge scales, with and without bias.
+    #[test]
+    fn indices_at_most_lists_every_value_at_or_below_the_limit() {
+        let mut seed = 0x1D1Cu64;
+        let mut out = vec![7u32];
+        for len in 0..100 {
+            let v: Vec<f32> = (0..len).map(|_| (rng(&mut seed) * 8.0).round()).collect();
+            let limit = (rng(&mut seed) * 8.0).round();
+            indices_at_most(&v, limit, &mut out);
+            let want: Vec<u32> = (0..len as u32)
+                .filter(|&j| v[j as usize] <= limit)
+                .collect();
+            assert_eq!(out, want, "len {len}");
+        }
+    }
+
     #[test]
     fn prefilter_gives_exactly_the_full_scan_argmin() {
         let kern = Kernels::best();

@@ -616,48 +616,62 @@ impl Shortlist {
     }
 }
 
-/// The `ix.len()` smallest values of `vals` (at least that many), cheapest first with ties by
-/// index: their indices into `ix` and values into `cs`.
-pub(crate) fn smallest_into(vals: &[f32], ix: &mut [u32], cs: &mut [f32]) {
+avx2_dispatch! {
+    /// The `ix.len()` smallest values of `vals` (at least that many), cheapest first with ties
+    /// by index: their indices into `ix` and values into `cs`.
+    pub(crate) fn smallest_into(vals: &[f32], ix: &mut [u32], cs: &mut [f32]) = smallest_into_any;
+}
+
+#[inline(always)]
+fn smallest_into_any(vals: &[f32], ix: &mut [u32], cs: &mut [f32]) {
     let m = ix.len();
     // Each of sixteen lanes (j % 16) holds a value <= the largest lane minimum, so when m <= 16
     // nothing above it can be among the m smallest: only the few values at or below it (about
     // a fifth of 256 random ones) are kept, and only those are ordered.
     let below = if m <= 16 && vals.len() >= 16 {
-        max_lane_min(vals)
+        max_lane_min_any(vals)
     } else {
         f32::INFINITY
     };
-    let mut kept: Vec<(f32, u32)> = Vec::with_capacity(vals.len().min(64));
-    for (c, chunk) in vals.chunks(16).enumerate() {
-        // A bit mask per chunk, then one step per kept value (few mispredicted branches).
+    // (value, index) as one integer that orders like `total_cmp`, then by index.
+    let key = |v: f32, j: usize| {
+        let b = v.to_bits();
+        let b = if b >> 31 == 1 { !b } else { b | 1 << 31 };
+        (u64::from(b) << 32) | j as u64
+    };
+    let mut kept: Vec<u64> = Vec::with_capacity(vals.len().min(64));
+    let (chunks, tail) = vals.as_chunks::<16>();
+    for (c, chunk) in chunks.iter().enumerate() {
+        // A bit mask per chunk (vector compares), then one step per kept value.
         let mut mask = 0u32;
-        for (l, &v) in chunk.iter().enumerate() {
-            mask |= u32::from(v <= below) << l;
+        for l in 0..16 {
+            mask |= u32::from(chunk[l] <= below) << l;
         }
         while mask != 0 {
             let l = mask.trailing_zeros() as usize;
-            kept.push((chunk[l], (c * 16 + l) as u32));
+            kept.push(key(chunk[l], c * 16 + l));
             mask &= mask - 1;
         }
     }
-    let order = |a: &(f32, u32), b: &(f32, u32)| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1));
+    let base = chunks.len() * 16;
+    for (l, &v) in tail.iter().enumerate() {
+        if v <= below {
+            kept.push(key(v, base + l));
+        }
+    }
     if kept.len() > m {
-        kept.select_nth_unstable_by(m - 1, order);
+        kept.select_nth_unstable(m - 1);
         kept.truncate(m);
     }
-    kept.sort_unstable_by(order);
-    for (t, (v, j)) in kept.into_iter().enumerate() {
-        cs[t] = v;
-        ix[t] = j;
+    kept.sort_unstable();
+    for (t, &k) in kept.iter().enumerate() {
+        let j = k as u32 as usize;
+        cs[t] = vals[j];
+        ix[t] = j as u32;
     }
 }
 
-avx2_dispatch! {
-    /// The largest of the sixteen lane minima of `vals` (lane `j % 16`, whole chunks only).
-    fn max_lane_min(vals: &[f32]) -> f32 = max_lane_min_any;
-}
-
+/// The largest of the sixteen lane minima of `vals` (lane `j % 16`, whole chunks only).
 #[inline(always)]
 fn max_lane_min_any(vals: &[f32]) -> f32 {
     let mut lanes = [f32::INFINITY; 16];

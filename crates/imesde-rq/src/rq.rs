@@ -171,6 +171,18 @@ fn subtract_codewords(residual: &mut [f32], dim: usize, labels: &[u32], centroid
         });
 }
 
+avx2_dispatch! {
+    /// `acc -= w * row`, in f64.
+    fn sub_scaled(acc: &mut [f64], w: f64, row: &[f32]) = sub_scaled_any;
+}
+
+#[inline(always)]
+fn sub_scaled_any(acc: &mut [f64], w: f64, row: &[f32]) {
+    for (a, &v) in acc.iter_mut().zip(row) {
+        *a -= w * f64::from(v);
+    }
+}
+
 /// Copies one level's candidate lists (`n x CANDIDATES`, point order) into the block layout of
 /// [`RqKMeans::encode_listed`]: blocks of `CHUNK` vectors, level-major within a block.
 fn lay_out_lists(lists: &mut [u32], level: &[u32], l: usize, nl: usize) {
@@ -425,10 +437,8 @@ impl RqKMeans {
                         acc.copy_from_slice(&g.sums[j * dim..(j + 1) * dim]);
                         for &(m, jm, times) in &g.pairs[g.start[j]..g.start[j + 1]] {
                             let (m, jm) = (m as usize, jm as usize);
-                            let w = f64::from(times);
-                            for (a, &v) in acc.iter_mut().zip(&book(m)[jm * dim..(jm + 1) * dim]) {
-                                *a -= w * f64::from(v);
-                            }
+                            let row = &book(m)[jm * dim..(jm + 1) * dim];
+                            sub_scaled(acc, f64::from(times), row);
                         }
                         let inv = 1.0 / count as f64;
                         for (c, &a) in c.iter_mut().zip(acc.iter()) {
