@@ -110,7 +110,9 @@ const NARROW_MAX: i32 = 64;
 pub struct NarrowQueries {
     dim: usize,
     codes: Vec<i8>,
-    wide: Vec<i16>,
+    /// The codes widened to int16, made on first use (only backends without a narrow kernel
+    /// read them).
+    wide: std::sync::OnceLock<Vec<i16>>,
     scales: Vec<f32>,
     offsets: Vec<i32>,
 }
@@ -134,11 +136,10 @@ impl NarrowQueries {
             let full = dim / 32 * 32;
             offsets.push(128 * c[..full].iter().map(|&v| i32::from(v)).sum::<i32>());
         }
-        let wide = codes.iter().map(|&c| i16::from(c)).collect();
         NarrowQueries {
             dim,
             codes,
-            wide,
+            wide: std::sync::OnceLock::new(),
             scales,
             offsets,
         }
@@ -176,7 +177,8 @@ impl NarrowQueries {
 
     /// The same codes widened to int16, for kernels that take 15-bit queries.
     pub(crate) fn wide(&self) -> &[i16] {
-        &self.wide
+        self.wide
+            .get_or_init(|| self.codes.iter().map(|&c| i16::from(c)).collect())
     }
 
     /// `128 * sum` of each query's codes over its whole 32-value steps.
