@@ -144,25 +144,28 @@ pub(crate) struct QView<'a> {
 
 impl Quantized {
     /// Quantises every row of `x` (in parallel; each row independently, so the same result
-    /// on any thread count).
+    /// on any thread count), straight into the final arrays.
     pub(crate) fn of(x: &[f32], dim: usize) -> Self {
         use rayon::prelude::*;
-        let parts: Vec<Quantized> = x
-            .par_chunks(1024 * dim)
-            .map(|c| {
-                let mut qz = Quantized::default();
-                qz.fill(c, dim);
-                qz
-            })
-            .collect();
-        let mut out = Quantized::default();
-        for p in parts {
-            out.q.extend(p.q);
-            out.t.extend(p.t);
-            out.qn.extend(p.qn);
-            out.fe.extend(p.fe);
-            out.xn.extend(p.xn);
-        }
+        let m = x.len() / dim;
+        let mut out = Quantized {
+            q: vec![0; m * dim],
+            t: vec![0.0; m],
+            qn: vec![0.0; m],
+            fe: vec![0.0; m],
+            xn: vec![0.0; m],
+        };
+        let max_code = f32::from(quant::query_max_code(dim));
+        out.q
+            .par_chunks_mut(dim)
+            .zip(x.par_chunks(dim))
+            .zip(out.t.par_iter_mut())
+            .zip(out.qn.par_iter_mut().zip(out.fe.par_iter_mut()))
+            .zip(out.xn.par_iter_mut())
+            .with_min_len(256)
+            .for_each(|((((q, row), t), (qn, fe)), xn)| {
+                (*t, [*qn, *fe, *xn]) = quantize_with_norms(row, q, max_code);
+            });
         out
     }
 

@@ -865,10 +865,11 @@ pub(crate) fn kmeans(kern: &Kernels, data: &[f32], dim: usize, cfg: &KMeansConfi
             }
             let mut chosen = idx[..s].to_vec();
             chosen.sort_unstable();
-            let mut out = Vec::with_capacity(s * dim);
-            for i in chosen {
-                out.extend_from_slice(&data[i * dim..(i + 1) * dim]);
-            }
+            let mut out = vec![0.0f32; s * dim];
+            out.par_chunks_mut(dim)
+                .zip(chosen.par_iter())
+                .with_min_len(256)
+                .for_each(|(o, &i)| o.copy_from_slice(&data[i * dim..(i + 1) * dim]));
             Cow::Owned(out)
         }
         _ => Cow::Borrowed(data),
