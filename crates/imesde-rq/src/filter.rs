@@ -15,7 +15,7 @@
 
 use imesde_simd::{Kernels, quant};
 
-use crate::kmeans::smallest_into;
+use crate::kmeans::{each_at_most, smallest_into};
 
 /// Relative slack on the computed error norms and the f32 rounding margin.
 const NORM_SLACK: f32 = 1.0 + 1e-4;
@@ -360,25 +360,7 @@ avx2_dispatch! {
 #[inline(always)]
 fn indices_at_most_any(v: &[f32], limit: f32, out: &mut Vec<u32>) {
     out.clear();
-    let (chunks, tail) = v.as_chunks::<16>();
-    for (c, chunk) in chunks.iter().enumerate() {
-        // A bit mask per chunk (vector compares), then one step per index found.
-        let mut mask = 0u32;
-        for l in 0..16 {
-            mask |= u32::from(chunk[l] <= limit) << l;
-        }
-        while mask != 0 {
-            out.push((c * 16) as u32 + mask.trailing_zeros());
-            mask &= mask - 1;
-        }
-    }
-    let base = chunks.len() * 16;
-    out.extend(
-        tail.iter()
-            .enumerate()
-            .filter(|&(_, &x)| x <= limit)
-            .map(|(l, _)| (base + l) as u32),
-    );
+    each_at_most(v, limit, |j| out.push(j as u32));
 }
 
 /// Minimum of a slice in sixteen independent lanes (vectorises; exact, order-free for min).

@@ -640,25 +640,7 @@ fn smallest_into_any(vals: &[f32], ix: &mut [u32], cs: &mut [f32]) {
         (u64::from(b) << 32) | j as u64
     };
     let mut kept: Vec<u64> = Vec::with_capacity(vals.len().min(64));
-    let (chunks, tail) = vals.as_chunks::<16>();
-    for (c, chunk) in chunks.iter().enumerate() {
-        // A bit mask per chunk (vector compares), then one step per kept value.
-        let mut mask = 0u32;
-        for l in 0..16 {
-            mask |= u32::from(chunk[l] <= below) << l;
-        }
-        while mask != 0 {
-            let l = mask.trailing_zeros() as usize;
-            kept.push(key(chunk[l], c * 16 + l));
-            mask &= mask - 1;
-        }
-    }
-    let base = chunks.len() * 16;
-    for (l, &v) in tail.iter().enumerate() {
-        if v <= below {
-            kept.push(key(v, base + l));
-        }
-    }
+    each_at_most(vals, below, |j| kept.push(key(vals[j], j)));
     if kept.len() > m {
         kept.select_nth_unstable(m - 1);
         kept.truncate(m);
@@ -668,6 +650,30 @@ fn smallest_into_any(vals: &[f32], ix: &mut [u32], cs: &mut [f32]) {
         let j = k as u32 as usize;
         cs[t] = vals[j];
         ix[t] = j as u32;
+    }
+}
+
+/// Calls `f(j)` for every `j` with `v[j] <= limit`, in increasing order: one bit mask per
+/// sixteen values (vector compares where the caller is compiled for them), then one step per
+/// index found.
+#[inline(always)]
+pub(crate) fn each_at_most(v: &[f32], limit: f32, mut f: impl FnMut(usize)) {
+    let (chunks, tail) = v.as_chunks::<16>();
+    for (c, chunk) in chunks.iter().enumerate() {
+        let mut mask = 0u32;
+        for l in 0..16 {
+            mask |= u32::from(chunk[l] <= limit) << l;
+        }
+        while mask != 0 {
+            f(c * 16 + mask.trailing_zeros() as usize);
+            mask &= mask - 1;
+        }
+    }
+    let base = chunks.len() * 16;
+    for (l, &x) in tail.iter().enumerate() {
+        if x <= limit {
+            f(base + l);
+        }
     }
 }
 
