@@ -421,9 +421,6 @@ pub(crate) mod tests {
         (*seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5
     }
 
-    /// The prefiltered argmin equals the full fixed-order scan on every backend-independent
-    /// input we can think of: random, near-duplicate and exactly duplicated codewords (ties),
-    /// zero vectors, tiny and huge scales, with and without bias.
     #[test]
     fn indices_at_most_lists_every_value_at_or_below_the_limit() {
         let mut seed = 0x1D1Cu64;
@@ -439,6 +436,9 @@ pub(crate) mod tests {
         }
     }
 
+    /// The prefiltered argmin equals the full fixed-order scan on every backend-independent
+    /// input we can think of: random, near-duplicate and exactly duplicated codewords (ties),
+    /// zero vectors, tiny and huge scales, with and without bias.
     #[test]
     fn prefilter_gives_exactly_the_full_scan_argmin() {
         let kern = Kernels::best();

@@ -409,46 +409,76 @@ fn kmeans_pp(
     centroids
 }
 
-/// Per-cluster sums (f64) and counts of the rows of `data`. Rows are grouped by label with a
-/// counting sort and each cluster is summed by one task in row order, so the result does not
-/// depend on the thread count, and each cluster's running sum stays in L1.
+/// Points grouped by label with a counting sort: `order[start[j]..start[j + 1]]` are the
+/// points labelled `j`, in point order, and `counts[j]` how many there are.
+pub(crate) struct ByLabel {
+    pub counts: Vec<u64>,
+    pub start: Vec<usize>,
+    pub order: Vec<u32>,
+}
+
+impl ByLabel {
+    pub(crate) fn new(labels: &[u32], k: usize) -> Self {
+        let mut counts = vec![0u64; k];
+        for &l in labels {
+            counts[l as usize] += 1;
+        }
+        let mut start = vec![0usize; k + 1];
+        for j in 0..k {
+            start[j + 1] = start[j] + counts[j] as usize;
+        }
+        let mut order = vec![0u32; labels.len()];
+        let mut fill = start.clone();
+        for (i, &l) in labels.iter().enumerate() {
+            order[fill[l as usize]] = i as u32;
+            fill[l as usize] += 1;
+        }
+        ByLabel {
+            counts,
+            start,
+            order,
+        }
+    }
+
+    /// The points labelled `j`.
+    pub(crate) fn of(&self, j: usize) -> &[u32] {
+        &self.order[self.start[j]..self.start[j + 1]]
+    }
+
+    /// Per-cluster sums (f64) of the rows of `data`. Each cluster is summed by one task in
+    /// row order, so the result does not depend on the thread count, and each cluster's
+    /// running sum stays in L1.
+    pub(crate) fn sums(&self, data: &[f32], dim: usize) -> Vec<f64> {
+        let mut sums = vec![0.0f64; self.counts.len() * dim];
+        sums.par_chunks_mut(dim).enumerate().for_each_init(
+            || vec![0.0f32; dim],
+            |part, (j, acc)| {
+                // f32 partial sums of up to GROUP rows, added into f64: 1/GROUP of the widening.
+                const GROUP: usize = 32;
+                for rows in self.of(j).chunks(GROUP) {
+                    part.fill(0.0);
+                    for &i in rows {
+                        let i = i as usize;
+                        add_row(part, &data[i * dim..(i + 1) * dim]);
+                    }
+                    widen_add(acc, part);
+                }
+            },
+        );
+        sums
+    }
+}
+
+/// Per-cluster sums (f64) and counts of the rows of `data` (see [`ByLabel::sums`]).
 pub(crate) fn cluster_sums(
     data: &[f32],
     dim: usize,
     labels: &[u32],
     k: usize,
 ) -> (Vec<f64>, Vec<u64>) {
-    let mut counts = vec![0u64; k];
-    for &l in labels {
-        counts[l as usize] += 1;
-    }
-    let mut start = vec![0usize; k + 1];
-    for j in 0..k {
-        start[j + 1] = start[j] + counts[j] as usize;
-    }
-    let mut order = vec![0u32; labels.len()];
-    let mut fill = start.clone();
-    for (i, &l) in labels.iter().enumerate() {
-        order[fill[l as usize]] = i as u32;
-        fill[l as usize] += 1;
-    }
-    let mut sums = vec![0.0f64; k * dim];
-    sums.par_chunks_mut(dim).enumerate().for_each_init(
-        || vec![0.0f32; dim],
-        |part, (j, acc)| {
-            // f32 partial sums of up to GROUP rows, added into f64: 1/GROUP of the widening.
-            const GROUP: usize = 32;
-            for rows in order[start[j]..start[j + 1]].chunks(GROUP) {
-                part.fill(0.0);
-                for &i in rows {
-                    let i = i as usize;
-                    add_row(part, &data[i * dim..(i + 1) * dim]);
-                }
-                widen_add(acc, part);
-            }
-        },
-    );
-    (sums, counts)
+    let groups = ByLabel::new(labels, k);
+    let sums = groups.sums(data, dim);
+    (sums, groups.counts)
 }
 
 /// Moves the rows whose label changed from `old` to `new` between the per-cluster `sums` and

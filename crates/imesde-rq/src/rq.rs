@@ -8,8 +8,8 @@ use crate::error::{Result, RqError};
 use crate::filter::{QuantBook, Quantized, Scratch, nearest_block};
 pub use crate::kmeans::Init;
 use crate::kmeans::{
-    CANDIDATES, CHUNK, KMeansConfig, argmin, cluster_sums, costs, kmeans, learn_prices,
-    nearest_among, smallest_into, sq_norms,
+    ByLabel, CANDIDATES, CHUNK, KMeansConfig, argmin, costs, kmeans, learn_prices, nearest_among,
+    smallest_into, sq_norms,
 };
 
 /// One level: `k` codewords of the model's dimension, their squared norms, and the assignment
@@ -207,27 +207,14 @@ struct CoUse {
 
 impl CoUse {
     fn new(data: &[f32], dim: usize, labels: &[Vec<u32>], l: usize, k: usize) -> Self {
-        let (sums, counts) = cluster_sums(data, dim, &labels[l], k);
-        let mut start = vec![0usize; k + 1];
-        for j in 0..k {
-            start[j + 1] = start[j] + counts[j] as usize;
-        }
-        let mut order = vec![0u32; labels[l].len()];
-        let mut fill = start.clone();
-        for (i, &j) in labels[l].iter().enumerate() {
-            order[fill[j as usize]] = i as u32;
-            fill[j as usize] += 1;
-        }
+        let groups = ByLabel::new(&labels[l], k);
+        let sums = groups.sums(data, dim);
         let per_code: Vec<Vec<(u32, u32, u32)>> = (0..k)
             .into_par_iter()
             .map_init(Vec::new, |used, j| {
                 used.clear();
                 for (m, lab) in labels.iter().enumerate().filter(|&(m, _)| m != l) {
-                    used.extend(
-                        order[start[j]..start[j + 1]]
-                            .iter()
-                            .map(|&i| (m as u32, lab[i as usize])),
-                    );
+                    used.extend(groups.of(j).iter().map(|&i| (m as u32, lab[i as usize])));
                 }
                 used.sort_unstable();
                 let mut out: Vec<(u32, u32, u32)> = Vec::new();
@@ -245,7 +232,7 @@ impl CoUse {
             start[j + 1] = start[j] + p.len();
         }
         CoUse {
-            counts,
+            counts: groups.counts,
             sums,
             start,
             pairs: per_code.concat(),
