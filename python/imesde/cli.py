@@ -8,7 +8,10 @@ from __future__ import annotations
 import argparse
 import gzip
 import io
+import itertools
 import json
+import math
+import os
 import queue
 import sys
 import threading
@@ -136,8 +139,13 @@ def _embedder(args: argparse.Namespace) -> TextEmbedder:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    items: Iterable[dict[str, str]] = _read_jsonl(Path(args.file)) if args.file else _demo_stream()
-    items = list(items)[: args.limit] if args.limit else list(items)
+    try:
+        stream = _read_jsonl(Path(args.file)) if args.file else _demo_stream()
+        items = list(itertools.islice(stream, args.limit))
+        if any(not isinstance(i.get("text"), str) for i in items):
+            raise ValueError("every line needs a text field holding a string")
+    except (OSError, ValueError, AttributeError) as e:
+        raise _UsageError(f"cannot replay {args.file}: {e}") from None
     t = time.perf_counter()
     engine = Engine(_embedder(args), num_shards=args.num_shards, shard_size=args.shard_size)
     model = engine.model
@@ -163,13 +171,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    # The model first: a wrong --model fails before standard input is read.
+    source = _open_input(args.file)
+    # The model before the input: a wrong --model fails before standard input is read.
     engine = Engine(_embedder(args), num_shards=args.num_shards, shard_size=args.shard_size)
-    source: IO[str]
-    if args.file in (None, "-"):
-        source = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace")
-    else:
-        source = open(args.file, encoding="utf-8", errors="replace")  # noqa: SIM115
     with source:
         items = [{"text": line.rstrip("\n")} for line in source if line.strip()]
     if not items:
@@ -187,27 +191,42 @@ def cmd_search(args: argparse.Namespace) -> int:
 _EOF = object()
 
 
-def _line_reader(args: argparse.Namespace) -> queue.Queue[object]:
-    """Lines of the input, read on a daemon thread so the main loop can ingest whatever has
+class _ReadFailed:
+    """Put on the line queue when reading the input fails; the main loop raises it."""
+
+    def __init__(self, error: OSError) -> None:
+        self.error = error
+
+
+def _open_input(file: str | None) -> IO[str]:
+    """Standard input (``None`` or ``-``) or the named file, opened before anything else runs
+    so that a missing or unreadable file is one line of error, not a thread's traceback."""
+    if file in (None, "-"):
+        return io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace")
+    try:
+        return open(file, encoding="utf-8", errors="replace")
+    except OSError as e:
+        raise _UsageError(f"cannot read {file}: {e.strerror or e}") from None
+
+
+def _line_reader(source: IO[str], follow: bool) -> queue.Queue[object]:
+    """Lines of `source`, read on a daemon thread so the main loop can ingest whatever has
     arrived when the input pauses (a pipe or a followed file delivers lines at any pace)."""
     lines: queue.Queue[object] = queue.Queue(maxsize=100_000)
 
     def pump() -> None:
         try:
-            if args.file in (None, "-"):
-                src = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace")
-                for line in src:
-                    lines.put(line)
-            else:
-                with open(args.file, encoding="utf-8", errors="replace") as f:
-                    while True:
-                        line = f.readline()
-                        if line:
-                            lines.put(line)
-                        elif args.follow:
-                            time.sleep(0.2)  # like tail -f: wait for the file to grow
-                        else:
-                            break
+            with source:
+                while True:
+                    line = source.readline()
+                    if line:
+                        lines.put(line)
+                    elif follow:
+                        time.sleep(0.2)  # like tail -f: wait for the file to grow
+                    else:
+                        break
+        except OSError as e:
+            lines.put(_ReadFailed(e))
         finally:
             lines.put(_EOF)
 
@@ -228,6 +247,8 @@ def _next_batch(lines: queue.Queue[object], size: int, wait: float) -> tuple[lis
             return batch, False
         if item is _EOF:
             return batch, True
+        if isinstance(item, _ReadFailed):
+            raise _UsageError(f"reading the input failed: {item.error}")
         assert isinstance(item, str)
         text = item.rstrip("\n")
         if text.strip():
@@ -237,25 +258,95 @@ def _next_batch(lines: queue.Queue[object], size: int, wait: float) -> tuple[lis
     return batch, False
 
 
+class _UsageError(Exception):
+    """A mistake in the command line or its input files: printed as one line, exit status 2."""
+
+
 def _threshold(value: str) -> float | str:
+    """A cosine score, or a percentile ``pNN`` with 0 <= NN < 100."""
     if value.startswith("p"):
+        try:
+            pct = float(value[1:])
+        except ValueError:
+            pct = math.nan
+        if not 0.0 <= pct < 100.0:
+            raise argparse.ArgumentTypeError(
+                f"{value!r} is not a percentile: use p0 up to p99.99 (p99: the top 1 %)"
+            )
         return value
     try:
-        return float(value)
+        score = float(value)
     except ValueError:
+        score = math.nan
+    if not math.isfinite(score):
         raise argparse.ArgumentTypeError(
             f"{value!r} is neither a score (0.5) nor a percentile (p99)"
-        ) from None
+        )
+    return score
+
+
+def _count(value: str) -> int:
+    """An integer of at least 1."""
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not an integer") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
+    return n
+
+
+def _seconds(value: str) -> float:
+    """A finite number of seconds, 0 or more."""
+    try:
+        t = float(value)
+    except ValueError:
+        t = math.nan
+    if not (math.isfinite(t) and t >= 0):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds >= 0")
+    return t
+
+
+class _Output:
+    """Standard output for matches: a line is counted only once it was written, and a closed
+    pipe (``imesde watch ... | head -1``) ends the command quietly instead of failing every
+    later write."""
+
+    def __init__(self) -> None:
+        self.closed = False
+
+    def write(self, line: str) -> bool:
+        if self.closed:
+            return False
+        try:
+            print(line, flush=True)
+        except BrokenPipeError:
+            self.closed = True
+            _silence_stdout()
+            return False
+        return True
+
+
+def _silence_stdout() -> None:
+    """Points standard output at the null device, so that the interpreter's final flush does
+    not fail on a closed pipe."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
+    source = _open_input(args.file)
     engine = Engine(_embedder(args), num_shards=args.num_shards, shard_size=args.shard_size)
     counts = dict.fromkeys(args.queries, 0)
     started = time.perf_counter()
+    out = _Output()
 
     def show(event: Event) -> None:
         query = event.query or ""
-        counts[query] += 1
         if args.jsonl:
             record = {
                 "query": query,
@@ -264,10 +355,12 @@ def cmd_watch(args: argparse.Namespace) -> int:
                 "id": event.id,
                 "text": event.text,
             }
-            print(json.dumps(record, ensure_ascii=False), flush=True)
+            line = json.dumps(record, ensure_ascii=False)
         else:
             clock = time.strftime("%H:%M:%S", time.localtime(event.ts))
-            print(f"{clock}  {event.score:.3f}  [{query}]  {event.text}", flush=True)
+            line = f"{clock}  {event.score:.3f}  [{query}]  {event.text}"
+        if out.write(line):
+            counts[query] += 1
 
     def subscribe() -> None:
         for q in args.queries:
@@ -277,11 +370,11 @@ def cmd_watch(args: argparse.Namespace) -> int:
     deferred = isinstance(args.threshold, str)
     if not deferred:
         subscribe()
-    lines = _line_reader(args)
+    lines = _line_reader(source, args.follow)
     progress = None if args.jsonl else _Progress(None)
     done = 0
     try:
-        while True:
+        while not out.closed:
             batch, ended = _next_batch(lines, args.batch, args.wait)
             if batch:
                 engine.ingest_batch(batch)
@@ -399,12 +492,17 @@ def _model_options(p: argparse.ArgumentParser) -> None:
 
 def _engine_options(p: argparse.ArgumentParser) -> None:
     _model_options(p)
-    p.add_argument("-k", type=int, default=5, help="hits per query (default 5)")
-    p.add_argument("--threads", type=int, help="ONNX Runtime threads (default: all cores)")
-    p.add_argument("--batch-size", type=int, default=32, help="texts per model call (default 32)")
-    p.add_argument("--num-shards", type=int, default=16, help="ring shards (default 16)")
+    p.add_argument("-k", type=_count, default=5, help="hits per query (default 5)")
+    p.add_argument("--threads", type=_count, help="ONNX Runtime threads (default: all cores)")
     p.add_argument(
-        "--shard-size", type=int, default=4096, help="slots per shard (default 4096: 65,536 items)"
+        "--batch-size", type=_count, default=32, help="texts per model call (default 32)"
+    )
+    p.add_argument("--num-shards", type=_count, default=16, help="ring shards (default 16)")
+    p.add_argument(
+        "--shard-size",
+        type=_count,
+        default=4096,
+        help="slots per shard (default 4096: 65,536 items)",
     )
 
 
@@ -424,7 +522,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("queries", nargs="*", metavar="QUERY", help="queries (default: a few)")
     demo.add_argument("--file", help="replay this JSONL(.gz) stream instead (needs a text field)")
-    demo.add_argument("--limit", type=int, help="replay only the first N items")
+    demo.add_argument("--limit", type=_count, help="replay only the first N items")
     _engine_options(demo)
     demo.set_defaults(func=cmd_demo)
 
@@ -458,7 +556,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     watch.add_argument(
         "--top-k",
-        type=int,
+        type=_count,
         help="also require a line to enter the query's running top K since the start",
     )
     watch.add_argument("--file", "-f", help="read this file instead of standard input")
@@ -469,11 +567,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     watch.add_argument("--jsonl", action="store_true", help="print matches as JSON lines")
     watch.add_argument(
-        "--batch", type=int, default=64, help="most lines per ingest call (default 64)"
+        "--batch", type=_count, default=64, help="most lines per ingest call (default 64)"
     )
     watch.add_argument(
         "--wait",
-        type=float,
+        type=_seconds,
         default=0.2,
         help="seconds to wait for more lines before ingesting a partial batch (default 0.2)",
     )
@@ -510,7 +608,7 @@ def build_parser() -> argparse.ArgumentParser:
         "default: the set shipped with imesde",
     )
     mbuild.add_argument(
-        "--max-length", type=int, help="token limit (default: the checkpoint's max_seq_length)"
+        "--max-length", type=_count, help="token limit (default: the checkpoint's max_seq_length)"
     )
     mbuild.add_argument(
         "--no-optimize", action="store_true", help="skip ONNX Runtime's transformer fusions"
@@ -545,17 +643,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _escape_unencodable() -> None:
+    """Text the terminal's encoding cannot show (``PYTHONIOENCODING=ascii``, a C locale) is
+    written as escapes (``\\u2019``) rather than failing the write."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(errors="backslashreplace")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``imesde`` command."""
+    _escape_unencodable()
     args = build_parser().parse_args(argv)
     try:
         code: int = args.func(args)
-    except ImesdeError as e:
+    except (ImesdeError, _UsageError) as e:
         print(f"imesde: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("\nimesde: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader of standard output went away (`imesde search ... | head -1`): done.
+        _silence_stdout()
+        return 0
     return code
 
 

@@ -12,12 +12,15 @@ from imesde._imesde import (
     EmbeddingError,
     ImesdeError,
     IndexCorruptError,
+    InternalError,
     InvalidValueError,
     ItemNotFoundError,
     ModelLoadError,
     ModelNotFoundError,
+    OutOfRangeError,
     ShapeError,
     StorageError,
+    TextEncodingError,
 )
 
 __all__ = [
@@ -27,10 +30,13 @@ __all__ = [
     "EmbeddingError",
     "ImesdeError",
     "IndexCorruptError",
+    "InternalError",
     "InvalidValueError",
     "ItemNotFoundError",
     "ModelLoadError",
     "ModelNotFoundError",
+    "OutOfRangeError",
     "ShapeError",
     "StorageError",
+    "TextEncodingError",
 ]

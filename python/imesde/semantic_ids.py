@@ -20,6 +20,7 @@ every machine and thread count.
 
 from __future__ import annotations
 
+import itertools
 import os
 import secrets
 import sqlite3
@@ -31,7 +32,15 @@ import numpy as np
 import numpy.typing as npt
 
 from imesde._imesde import RQCodebooks, rq_codebook_usage, rq_collision_rate
-from imesde.exceptions import ImesdeError, InvalidValueError, ShapeError
+from imesde.exceptions import (
+    DTypeError,
+    ImesdeError,
+    IndexCorruptError,
+    InvalidValueError,
+    OutOfRangeError,
+    ShapeError,
+    StorageError,
+)
 
 __all__ = [
     "CollisionStore",
@@ -191,8 +200,10 @@ class RQKMeans:
         if device != "cpu":
             raise InvalidValueError(f"imesde runs RQ-KMeans on the CPU; got device={device!r}")
         seed = self.random_state if self.random_state is not None else secrets.randbits(63)
-        if seed < 0:
-            raise InvalidValueError(f"random_state must be >= 0, got {seed}")
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+            raise DTypeError(f"random_state must be an int or None, got {type(seed).__name__}")
+        if not 0 <= seed < 2**64:
+            raise OutOfRangeError(f"random_state must be from 0 to 2**64 - 1, got {seed}")
         books, report = RQCodebooks.fit(
             _matrix(X),
             self.n_clusters,
@@ -309,9 +320,10 @@ class CollisionStore(Protocol):
     """What :class:`UniqueIdResolver` needs from a store (the ``semantic-id`` protocol).
 
     ``next_suffix(key)`` returns how many times ``key`` was seen before and counts this one:
-    0 the first time, then 1, 2, ... A store may also offer ``claim(keys, sep)``, which returns
-    the final unique ids of a batch atomically; the built-in stores do, and guarantee that no
-    id is ever handed out twice, even when a suffixed id looks like another item's code.
+    0 the first time, then 1, 2, ... A store may also offer ``claim(keys, sep, owners=None)``,
+    which returns the final unique ids of a batch atomically; the built-in stores do, and
+    guarantee that no id is ever handed out twice (even when a suffixed id looks like another
+    item's code) and that an owner asking again for the same key gets its own id back.
     """
 
     def next_suffix(self, key: str) -> int:
@@ -321,21 +333,37 @@ class CollisionStore(Protocol):
 
 def _claim(
     keys: Sequence[str],
+    owners: Sequence[str] | None,
     sep: str,
     count: Callable[[str], int],
-    take: Callable[[str], bool],
+    owned: Callable[[str, str], str | None],
+    take: Callable[[str, str | None], bool],
 ) -> tuple[list[str], dict[str, int]]:
-    """The claim rule both stores share: the first ``k`` stays ``k``, later ones get ``k-1``,
-    ``k-2``, ..., skipping any id ``take`` reports as already handed out. ``count(key)`` is the
-    stored counter (read once per key); returns the ids and each key's new counter."""
+    """The claim rule both stores share. Without an owner, the first ``k`` stays ``k`` and later
+    ones get ``k-1``, ``k-2``, ... (``count(key)`` is the stored counter, read once per key).
+    With one, an owner that holds an id for ``k`` gets it back (``owned``); otherwise it gets
+    ``k``, else ``k-<owner>``, else ``k-<owner>-1``, ``k-<owner>-2``, ... Every candidate that
+    ``take(id, owner)`` reports as already handed out is skipped. Returns the ids and each
+    key's new counter."""
     counts: dict[str, int] = {}
+    mine: dict[tuple[str, str], str] = {}  # ids this batch gave owners
     out = []
-    for key in keys:
+    for i, key in enumerate(keys):
+        owner = None if owners is None else owners[i]
+        if owner is not None:
+            sid = mine.get((key, owner)) or owned(key, owner)
+            if sid is None:
+                tail = (f"{key}{sep}{owner}{sep}{n}" for n in itertools.count(1))
+                candidates = itertools.chain((key, f"{key}{sep}{owner}"), tail)
+                sid = next(c for c in candidates if take(c, owner))
+            mine[(key, owner)] = sid
+            out.append(sid)
+            continue
         n = counts[key] if key in counts else count(key)
         while True:
             cand = key if n == 0 else f"{key}{sep}{n}"
             n += 1
-            if take(cand):
+            if take(cand, None):
                 break
         counts[key] = n
         out.append(cand)
@@ -349,6 +377,7 @@ class InMemoryCollisionStore:
         self._lock = threading.Lock()
         self._counts: dict[str, int] = {}
         self._issued: set[str] = set()
+        self._owned: dict[tuple[str, str], str] = {}
 
     def next_suffix(self, key: str) -> int:
         """The number of earlier occurrences of ``key``; counts this one."""
@@ -357,24 +386,38 @@ class InMemoryCollisionStore:
             self._counts[key] = n + 1
             return n
 
-    def claim(self, keys: Sequence[str], sep: str = "-") -> list[str]:
-        """Unique ids for ``keys``: the first ``k`` stays ``k``, later ones get ``k-1``, ``k-2``,
-        ... skipping any id already handed out."""
+    def claim(
+        self, keys: Sequence[str], sep: str = "-", owners: Sequence[str] | None = None
+    ) -> list[str]:
+        """Unique ids for ``keys`` (see :class:`UniqueIdResolver` for the rule)."""
 
-        def take(cand: str) -> bool:
+        def take(cand: str, owner: str | None) -> bool:
             if cand in self._issued:
                 return False
             self._issued.add(cand)
             return True
 
         with self._lock:
-            out, counts = _claim(keys, sep, lambda k: self._counts.get(k, 0), take)
+            out, counts = _claim(
+                keys,
+                owners,
+                sep,
+                lambda k: self._counts.get(k, 0),
+                lambda k, o: self._owned.get((k, o)),
+                take,
+            )
             self._counts.update(counts)
+            if owners is not None:
+                for key, owner, sid in zip(keys, owners, out, strict=True):
+                    self._owned.setdefault((key, owner), sid)
             return out
 
     def __len__(self) -> int:
         """Number of ids handed out by :meth:`claim`."""
         return len(self._issued)
+
+    def __repr__(self) -> str:
+        return f"InMemoryCollisionStore(ids={len(self)})"
 
 
 class SQLiteCollisionStore:
@@ -385,6 +428,11 @@ class SQLiteCollisionStore:
     Args:
         path: The database file (created if missing).
         timeout: Seconds to wait for another writer's lock before raising.
+
+    Raises:
+        StorageError: The database cannot be created, opened or written (a read-only folder,
+            a lock held past ``timeout``); ``IndexCorruptError`` when the file is not an
+            SQLite database.
     """
 
     def __init__(self, path: str | os.PathLike[str] = "collisions.db", *, timeout: float = 60.0):
@@ -393,41 +441,49 @@ class SQLiteCollisionStore:
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
         self._pid = -1
-        conn = self._connection()
-        with self._lock:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                conn.execute(
-                    "CREATE TABLE IF NOT EXISTS imesde_sid_counts"
-                    " (key TEXT PRIMARY KEY, n INTEGER NOT NULL)"
-                )
-                conn.execute("CREATE TABLE IF NOT EXISTS imesde_sid_issued (id TEXT PRIMARY KEY)")
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
+
+        def create(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS imesde_sid_counts"
+                " (key TEXT PRIMARY KEY, n INTEGER NOT NULL)"
+            )
+            conn.execute("CREATE TABLE IF NOT EXISTS imesde_sid_issued (id TEXT PRIMARY KEY)")
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS imesde_sid_owned"
+                " (key TEXT NOT NULL, owner TEXT NOT NULL, id TEXT NOT NULL,"
+                " PRIMARY KEY (key, owner))"
+            )
+
+        self._transaction(create)
 
     def _connection(self) -> sqlite3.Connection:
         # A connection must not cross fork(): reopen in a child process.
         if self._conn is None or self._pid != os.getpid():
-            self._conn = sqlite3.connect(
+            conn = sqlite3.connect(
                 self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False
             )
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._pid = os.getpid()
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+            except BaseException:
+                conn.close()
+                raise
+            self._conn, self._pid = conn, os.getpid()
         return self._conn
 
     def _transaction(self, work: Callable[[sqlite3.Connection], Any]) -> Any:
         with self._lock:
-            conn = self._connection()
-            conn.execute("BEGIN IMMEDIATE")
             try:
-                result = work(conn)
-                conn.execute("COMMIT")
-                return result
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
+                conn = self._connection()
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    result = work(conn)
+                    conn.execute("COMMIT")
+                    return result
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as e:
+                raise _storage_error(self.path, e) from e
 
     def next_suffix(self, key: str) -> int:
         """The number of earlier occurrences of ``key``; counts this one."""
@@ -445,9 +501,10 @@ class SQLiteCollisionStore:
         result: int = self._transaction(work)
         return result
 
-    def claim(self, keys: Sequence[str], sep: str = "-") -> list[str]:
-        """Unique ids for ``keys`` in one transaction (see
-        :meth:`InMemoryCollisionStore.claim`)."""
+    def claim(
+        self, keys: Sequence[str], sep: str = "-", owners: Sequence[str] | None = None
+    ) -> list[str]:
+        """Unique ids for ``keys`` in one transaction (see :class:`UniqueIdResolver`)."""
 
         def work(conn: sqlite3.Connection) -> list[str]:
             def count(key: str) -> int:
@@ -455,18 +512,29 @@ class SQLiteCollisionStore:
                 found = row.fetchone()
                 return 0 if found is None else int(found[0])
 
-            def take(cand: str) -> bool:
+            def owned(key: str, owner: str) -> str | None:
+                row = conn.execute(
+                    "SELECT id FROM imesde_sid_owned WHERE key = ? AND owner = ?", (key, owner)
+                ).fetchone()
+                return None if row is None else str(row[0])
+
+            def take(cand: str, owner: str | None) -> bool:
                 cur = conn.execute(
                     "INSERT OR IGNORE INTO imesde_sid_issued (id) VALUES (?)", (cand,)
                 )
                 return cur.rowcount == 1
 
-            out, counts = _claim(keys, sep, count, take)
+            out, counts = _claim(keys, owners, sep, count, owned, take)
             conn.executemany(
                 "INSERT INTO imesde_sid_counts (key, n) VALUES (?, ?)"
                 " ON CONFLICT(key) DO UPDATE SET n = excluded.n",
                 list(counts.items()),
             )
+            if owners is not None:
+                conn.executemany(
+                    "INSERT OR IGNORE INTO imesde_sid_owned (key, owner, id) VALUES (?, ?, ?)",
+                    list(zip(keys, owners, out, strict=True)),
+                )
             return out
 
         result: list[str] = self._transaction(work)
@@ -474,9 +542,12 @@ class SQLiteCollisionStore:
 
     def __len__(self) -> int:
         """Number of ids handed out by :meth:`claim`."""
-        with self._lock:
-            row = self._connection().execute("SELECT COUNT(*) FROM imesde_sid_issued").fetchone()
-        return int(row[0])
+
+        def work(conn: sqlite3.Connection) -> int:
+            return int(conn.execute("SELECT COUNT(*) FROM imesde_sid_issued").fetchone()[0])
+
+        result: int = self._transaction(work)
+        return result
 
     def close(self) -> None:
         """Close this process's connection (it reopens on next use)."""
@@ -485,14 +556,29 @@ class SQLiteCollisionStore:
                 self._conn.close()
                 self._conn = None
 
+    def __repr__(self) -> str:
+        return f"SQLiteCollisionStore({self.path!r}, timeout={self.timeout!r})"
+
+
+def _storage_error(path: str, e: sqlite3.Error) -> ImesdeError:
+    """An SQLite error as imesde's: a file that is not a database is corrupt, anything else
+    (permissions, a read-only folder, a lock held too long) a storage error."""
+    if isinstance(e, sqlite3.DatabaseError) and "not a database" in str(e):
+        return IndexCorruptError(f"{path}: {e}")
+    return StorageError(f"{path}: {e}")
+
 
 class UniqueIdResolver:
     """Makes semantic ids unique: the first ``"12-5-33"`` stays as is, later ones become
-    ``"12-5-33-1"``, ``"12-5-33-2"``, ... (or ``"12-5-33-<item id>"`` with ``item_ids``).
+    ``"12-5-33-1"``, ``"12-5-33-2"``, ... With ``item_ids``, an item gets ``"12-5-33"`` if it is
+    free, else ``"12-5-33-<item id>"`` (then ``"12-5-33-<item id>-1"``, ... if that is taken);
+    an item asking again for the same code gets its own id back. With the built-in stores an
+    id, once handed out, is never handed out again, whichever way it was asked for.
 
     Args:
         store: Where counts live (default: a new :class:`InMemoryCollisionStore`). Any object
-            with ``next_suffix(key) -> int`` works (:class:`CollisionStore`).
+            with ``next_suffix(key) -> int`` works (:class:`CollisionStore`); only stores with
+            ``claim`` give the guarantees above.
     """
 
     def __init__(self, store: CollisionStore | None = None) -> None:
@@ -505,23 +591,31 @@ class UniqueIdResolver:
         item_ids: Sequence[Any] | None = None,
         sep: str = "-",
     ) -> list[str]:
-        """Unique ids for ``semantic_ids``, in order."""
+        """Unique ids for ``semantic_ids``, in order. ``item_ids`` (one per id, compared as
+        ``str(item)``) name the items the ids are for."""
+        keys = list(semantic_ids)
+        owners = None
         if item_ids is not None:
-            if len(item_ids) != len(semantic_ids):
-                raise ShapeError(f"{len(item_ids)} item_ids for {len(semantic_ids)} semantic ids")
-            return [
-                sid if self.store.next_suffix(sid) == 0 else f"{sid}{sep}{item}"
-                for sid, item in zip(semantic_ids, item_ids, strict=True)
-            ]
+            if len(item_ids) != len(keys):
+                raise ShapeError(f"{len(item_ids)} item_ids for {len(keys)} semantic ids")
+            owners = [str(item) for item in item_ids]
         claim = getattr(self.store, "claim", None)
         if callable(claim):
-            claimed: list[str] = claim(list(semantic_ids), sep)
+            claimed: list[str] = claim(keys, sep, owners)
             return claimed
+        if owners is not None:
+            return [
+                sid if self.store.next_suffix(sid) == 0 else f"{sid}{sep}{owner}"
+                for sid, owner in zip(keys, owners, strict=True)
+            ]
         out = []
-        for sid in semantic_ids:
+        for sid in keys:
             n = self.store.next_suffix(sid)
             out.append(sid if n == 0 else f"{sid}{sep}{n}")
         return out
+
+    def __repr__(self) -> str:
+        return f"UniqueIdResolver(store={self.store!r})"
 
 
 class SemanticIdEngine:
@@ -577,3 +671,6 @@ class SemanticIdEngine:
         """``unique_ids(X)``: lets an ``Engine`` label what it ingests
         (``engine.attach_semantic_ids(sid_engine)``)."""
         return self.unique_ids(X)
+
+    def __repr__(self) -> str:
+        return f"SemanticIdEngine(encoder={self.encoder!r}, resolver={self.unique_resolver!r})"

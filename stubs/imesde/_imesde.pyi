@@ -49,6 +49,16 @@ class StorageError(ImesdeError, OSError):
 class IndexCorruptError(ImesdeError, ValueError):
     """A saved file is not an imesde file, or is truncated, modified or of another version."""
 
+class InternalError(ImesdeError):
+    """A bug in imesde stopped a call (a Rust panic, caught): the message names the call. The
+    object it was called on is still usable. Please report it."""
+
+class OutOfRangeError(InvalidValueError, OverflowError):
+    """An integer is outside the range imesde takes: a negative id, a seed of 2**64 or more."""
+
+class TextEncodingError(InvalidValueError, UnicodeEncodeError):
+    """A text cannot be encoded as UTF-8: it holds a lone surrogate such as ``'\\ud800'``."""
+
 @final
 class BM25Hit:
     """One lexical result. Unpacks as ``(id, score)``."""
@@ -135,7 +145,7 @@ class BM25:
     def method(self) -> str:
         """The scoring variant."""
     def __len__(self) -> int: ...
-    def __contains__(self, id: int, /) -> bool: ...
+    def __contains__(self, id: object, /) -> bool: ...
     def save(self, path: _PathLike) -> None:
         """Write the index to ``path`` atomically (versioned, checksummed)."""
     @staticmethod
@@ -176,14 +186,17 @@ class TextEmbedder:
         cache_size: int = 10_000,
         cache_ttl: float | None = None,
         optimization: Literal["none", "basic", "extended", "all"] | None = None,
+        cache_bytes: int = 67108864,
     ) -> TextEmbedder:
         """Load ``model_path`` (an ``.onnx`` file or a folder with ``model.onnx``) and its
         tokenizer (``tokenizer_path``, by default beside the model); None for the default model.
         ``max_length``, ``pooling``, ``normalize``, ``optimization``: None takes them from the
         manifest of a model built by ``imesde model build``, else 256, ``"mean"``, True,
         ``"basic"``.
-        ``threads``: ONNX Runtime intra-op threads; ``cache_ttl``: seconds; ``optimization``:
-        ONNX Runtime's graph optimisation level."""
+        ``max_length`` beyond the model's position table is refused (left at None it is at
+        most that). ``threads``: ONNX Runtime intra-op threads; ``cache_size`` / ``cache_bytes``:
+        the most vectors, and bytes of texts and vectors, the cache keeps; ``cache_ttl``:
+        seconds; ``optimization``: ONNX Runtime's graph optimisation level."""
     def embed(self, texts: str | Iterable[str]) -> _F32Array:
         """Embed texts into a ``[len(texts), dim]`` float32 array of unit vectors."""
     def embed_one(self, text: str) -> _F32Array:
@@ -444,7 +457,9 @@ class Subscription:
     def active(self) -> bool:
         """False once closed."""
     def get(self, timeout: float | None = None) -> Event | None:
-        """The next event, waiting at most ``timeout`` seconds."""
+        """The next event, waiting at most ``timeout`` seconds (None or ``math.inf``: until one
+        arrives or the subscription is closed); a negative or NaN timeout raises
+        ``InvalidValueError``."""
     def drain(self) -> list[Event]:
         """Every queued event, without waiting."""
     def close(self) -> None:
@@ -557,3 +572,6 @@ def top_k(scores: _F32Array, k: int = 10) -> tuple[npt.NDArray[np.int64], _F32Ar
 
 def simd_backend() -> str:
     """The SIMD backend chosen for this CPU."""
+
+def _panic_for_tests(message: str) -> None:
+    """Panic inside the binding's work helper (tests of the ``InternalError`` mapping)."""

@@ -54,7 +54,8 @@ impl fmt::Display for Fusion {
 /// to every method but CombSUM and CombMNZ.
 ///
 /// # Errors
-/// A weights list of the wrong length, or a negative or non-finite weight.
+/// A weights list of the wrong length, a negative or non-finite weight, or a NaN or infinite
+/// score (it has no place in a ranking, and min-max scaling would turn it into any value).
 pub fn fuse(
     lists: &[Vec<(u64, f32)>],
     method: Fusion,
@@ -79,6 +80,13 @@ pub fn fuse(
         return Err(Bm25Error::Config(format!(
             "the RRF constant must be >= 0, got {k}"
         )));
+    }
+    for (i, list) in lists.iter().enumerate() {
+        if let Some(&(id, s)) = list.iter().find(|(_, s)| !s.is_finite()) {
+            return Err(Bm25Error::Config(format!(
+                "lists[{i}]: the score of id {id} is {s}; scores must be finite numbers"
+            )));
+        }
     }
     let weight = |i: usize| weights.map_or(1.0, |w| w[i]);
     let mut fused: HashMap<u64, (f64, u32, usize)> = HashMap::new(); // score, lists, first seen
@@ -177,5 +185,16 @@ mod tests {
         assert!(fuse(&[vec![], vec![]], Fusion::Weighted, 3, Some(&[1.0])).is_err());
         assert!(fuse(&[vec![]], Fusion::Weighted, 3, Some(&[f32::NAN])).is_err());
         assert!("max".parse::<Fusion>().is_err());
+    }
+
+    #[test]
+    fn non_finite_scores_are_refused() {
+        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            let a = vec![(1, bad), (2, 0.5)];
+            for m in [Fusion::Weighted, Fusion::CombSum, Fusion::Rrf { k: 60.0 }] {
+                let e = fuse(&[a.clone(), vec![(1, 0.3)]], m, 2, None).unwrap_err();
+                assert!(e.to_string().contains("id 1"), "{e}");
+            }
+        }
     }
 }

@@ -618,6 +618,8 @@ impl Bm25 {
         if k == 0 || n == 0 {
             return Vec::new();
         }
+        // No more hits than documents: a huge `k` allocates nothing it cannot fill.
+        let k = k.min(n as usize);
         let p = self.params;
         let norm = self.length_norm();
         let mut term_ids: Vec<u32> = query_terms.iter().map(|(t, _)| *t).collect();

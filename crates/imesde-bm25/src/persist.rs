@@ -7,7 +7,7 @@
 
 use std::path::Path;
 
-use imesde_format::{FormatError, Reader, Writer, write_atomic};
+use imesde_format::{FormatError, Reader, Writer, read_file, write_atomic};
 
 use crate::analyzer::AnalyzerConfig;
 use crate::error::{Bm25Error, Result};
@@ -72,7 +72,7 @@ impl Bm25 {
     /// [`Bm25Error::Io`] when the file cannot be read, [`Bm25Error::Corrupt`] when it is not an
     /// index of this version or fails its checksum or structure checks.
     pub fn load(path: &Path) -> Result<Self> {
-        let bytes = std::fs::read(path).map_err(|e| io_error(path, e))?;
+        let bytes = read_file(path).map_err(|e| io_error(path, e))?;
         let corrupt = |reason: String| Bm25Error::Corrupt {
             path: path.to_path_buf(),
             reason,
@@ -115,6 +115,11 @@ fn read_body(bytes: &[u8]) -> std::result::Result<Body, FormatError> {
     let terms = (0..n_terms)
         .map(|_| r.str())
         .collect::<std::result::Result<Vec<_>, _>>()?;
+    // A repeated term would map to one entry and leave the other's postings unreachable.
+    let mut distinct = std::collections::HashSet::with_capacity(n_terms);
+    if let Some(t) = terms.iter().find(|t| !distinct.insert(t.as_str())) {
+        return bad(&format!("the term {t:?} appears twice in the dictionary"));
+    }
     let n_docs = r.count(16)?;
     let mut docs = Vec::with_capacity(n_docs);
     let mut seen = std::collections::HashSet::with_capacity(n_docs);
@@ -136,6 +141,10 @@ fn read_body(bytes: &[u8]) -> std::result::Result<Body, FormatError> {
         if total != u64::from(len) || doc_terms.windows(2).any(|w| w[0].0 == w[1].0) {
             return bad("a document's term counts do not add up");
         }
+        if len == u32::MAX {
+            // The index marks removed documents with this length.
+            return bad("a document is longer than an index can hold");
+        }
         if !seen.insert(id) {
             return bad(&format!("document {id} appears twice"));
         }
@@ -144,4 +153,76 @@ fn read_body(bytes: &[u8]) -> std::result::Result<Body, FormatError> {
     r.finish()?;
     let params = Params { k1, b, method };
     Ok((params, AnalyzerConfig { stemmer, stopwords }, terms, docs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A saved document: id, length, (term, tf) pairs.
+    type Doc<'a> = (u64, u32, &'a [(u32, u32)]);
+
+    /// An index file with the default parameters, no analyzer options, and `terms` / `docs`
+    /// as given (a valid checksum: only the structure checks can refuse it).
+    fn file(terms: &[&str], docs: &[Doc<'_>]) -> Vec<u8> {
+        let mut w = Writer::new(MAGIC, VERSION);
+        w.f32(1.2);
+        w.f32(0.75);
+        w.u8(0);
+        w.f32(0.0);
+        w.str("");
+        w.u32(0);
+        w.u32(terms.len() as u32);
+        for t in terms {
+            w.str(t);
+        }
+        w.u32(docs.len() as u32);
+        for (id, len, pairs) in docs {
+            w.u64(*id);
+            w.u32(*len);
+            w.u32(pairs.len() as u32);
+            for (t, tf) in *pairs {
+                w.u32(*t);
+                w.u32(*tf);
+            }
+        }
+        w.finish()
+    }
+
+    fn load(bytes: &[u8]) -> Result<Bm25> {
+        let (params, analyzer, terms, docs) = read_body(bytes).map_err(|e| Bm25Error::Corrupt {
+            path: "x".into(),
+            reason: e.0,
+        })?;
+        Bm25::import(params, analyzer, terms, docs)
+    }
+
+    #[test]
+    fn forged_dictionaries_and_lengths_are_refused() {
+        let ok = load(&file(
+            &["nfs", "client"],
+            &[(1, 3, &[(0, 2), (1, 1)]), (2, 1, &[(1, 1)])],
+        ))
+        .unwrap();
+        assert_eq!(ok.search("nfs", 10, 0.0).len(), 1);
+        // Any k: capped at the number of documents before anything is allocated.
+        assert_eq!(ok.search("client", usize::MAX, 0.0).len(), 2);
+        assert_eq!(ok.search_terms(["client"], usize::MAX, 0.0).len(), 2);
+        // "nfs" twice: the second entry's postings would be unreachable.
+        let e = load(&file(
+            &["nfs", "nfs"],
+            &[(1, 1, &[(0, 1)]), (2, 1, &[(1, 1)])],
+        ))
+        .err()
+        .unwrap();
+        assert!(e.to_string().contains("twice"), "{e}");
+        // A length that means "removed" inside the index.
+        let e = load(&file(&["nfs"], &[(1, u32::MAX, &[(0, u32::MAX)])]))
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("longer"), "{e}");
+        // The largest length an index can hold is searchable.
+        let big = load(&file(&["nfs"], &[(1, u32::MAX - 1, &[(0, u32::MAX - 1)])])).unwrap();
+        assert_eq!(big.search("nfs", 10, 0.0).len(), 1);
+    }
 }

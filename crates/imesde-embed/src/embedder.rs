@@ -1,8 +1,10 @@
 //! Texts in, unit vectors out: tokenize, sort by length, pad per sub-batch, run, pool, normalise.
 
 use std::collections::HashMap;
+use std::io::Read;
 use std::num::NonZeroUsize;
 use std::path::Path;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -31,6 +33,9 @@ pub struct EmbedderConfig {
     pub cache_size: usize,
     /// Age after which a cached vector is recomputed.
     pub cache_ttl: Option<Duration>,
+    /// Most bytes the cache holds (texts and vectors): long texts fill it before
+    /// `cache_size` entries do.
+    pub cache_bytes: usize,
 }
 
 impl Default for EmbedderConfig {
@@ -44,6 +49,7 @@ impl Default for EmbedderConfig {
             optimization: Optimization::Basic,
             cache_size: 10_000,
             cache_ttl: None,
+            cache_bytes: 64 << 20,
         }
     }
 }
@@ -108,6 +114,8 @@ pub struct Embedder {
     cache: Option<Mutex<Cache>>,
     stats: Mutex<EmbedStats>,
     generation: u64,
+    /// The model file's SHA-256, once asked for.
+    sha256: OnceLock<String>,
 }
 
 impl Embedder {
@@ -143,6 +151,15 @@ impl Embedder {
             path: tokenizer.to_path_buf(),
             reason,
         };
+        if let Ok(Some(limit)) = crate::position_limit(model)
+            && config.max_length > limit
+        {
+            return Err(EmbedError::Config(format!(
+                "max_length {} is more than the {limit} token positions of {}",
+                config.max_length,
+                model.display()
+            )));
+        }
         let mut tok = Tokenizer::from_file(tokenizer).map_err(|e| tok_error(e.to_string()))?;
         let pad_id = tok.get_padding().map_or(0, |p| i64::from(p.pad_id));
         tok.with_padding(None);
@@ -155,7 +172,7 @@ impl Embedder {
         .map_err(|e| tok_error(e.to_string()))?;
         let model = OnnxModel::load(model, config.threads, config.optimization)?;
         let cache = NonZeroUsize::new(config.cache_size)
-            .map(|n| Mutex::new(Cache::new(n, config.cache_ttl)));
+            .map(|n| Mutex::new(Cache::new(n, config.cache_ttl, config.cache_bytes)));
         let mut this = Self {
             tokenizer: tok,
             model,
@@ -165,6 +182,7 @@ impl Embedder {
             cache,
             stats: Mutex::default(),
             generation: crate::generation(),
+            sha256: OnceLock::new(),
         };
         // One probe call learns the output width and proves the graph runs.
         let probe = this.tokenize(&["imesde"])?;
@@ -189,6 +207,19 @@ impl Embedder {
     #[must_use]
     pub fn model_path(&self) -> &Path {
         self.model.path()
+    }
+
+    /// The SHA-256 of the model file (hex), read once and then remembered: what identifies
+    /// the model's weights (two files of one shape and size can hold different models).
+    ///
+    /// # Errors
+    /// The file can no longer be read.
+    pub fn model_sha256(&self) -> std::io::Result<&str> {
+        if let Some(h) = self.sha256.get() {
+            return Ok(h);
+        }
+        let hash = sha256_file(self.model.path())?;
+        Ok(self.sha256.get_or_init(|| hash))
     }
 
     /// True when the graph pools itself and `pooling` is not used.
@@ -376,4 +407,25 @@ impl Embedder {
         }
         batch
     }
+}
+
+/// The SHA-256 of a file, as lowercase hex.
+fn sha256_file(path: &Path) -> std::io::Result<String> {
+    use sha2::Digest;
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    let mut hex = String::with_capacity(64);
+    for b in hasher.finalize() {
+        hex.push(char::from_digit(u32::from(b >> 4), 16).expect("a hex digit"));
+        hex.push(char::from_digit(u32::from(b & 15), 16).expect("a hex digit"));
+    }
+    Ok(hex)
 }

@@ -25,12 +25,14 @@ mod cache;
 mod embedder;
 mod error;
 mod model;
+mod onnx_meta;
 mod pool;
 mod runtime;
 
 pub use cache::Cache;
 pub use embedder::{EmbedStats, Embedder, EmbedderConfig};
 pub use error::{EmbedError, Result};
+pub use onnx_meta::position_limit;
 pub use pool::{Optimization, Pooling};
 pub use runtime::{MIN_MINOR_VERSION, RuntimeInfo, load_runtime, runtime_info};
 

@@ -216,3 +216,31 @@ fn bad_files_and_options_are_errors() {
         ));
     }
 }
+
+#[test]
+fn max_length_is_bounded_by_the_models_positions() {
+    load_runtime(&runtime_path()).unwrap();
+    assert_eq!(
+        imesde_embed::position_limit(&model_path()).unwrap(),
+        Some(512)
+    );
+    // Not a protobuf at all: no limit is claimed.
+    assert!(imesde_embed::position_limit(&tokenizer_path()).is_err());
+    let too_long = EmbedderConfig {
+        max_length: 513,
+        ..EmbedderConfig::default()
+    };
+    match Embedder::new(&model_path(), &tokenizer_path(), too_long) {
+        Err(EmbedError::Config(msg)) => assert!(msg.contains("512 token positions"), "{msg}"),
+        other => panic!("expected a config error, got {other:?}"),
+    }
+    // The whole table is usable: a text of more than 512 tokens is cut to 512 and embedded.
+    let e = embedder_with(EmbedderConfig {
+        max_length: 512,
+        threads: Some(2),
+        ..EmbedderConfig::default()
+    });
+    let long = "kernel memory leak fixed in the nfs client ".repeat(200);
+    let v = e.embed(&[long.as_str()], &mut never()).unwrap();
+    assert!((v.iter().map(|x| x * x).sum::<f32>() - 1.0).abs() < 1e-4);
+}

@@ -10,10 +10,12 @@ use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedStr;
 use pyo3::types::{PyString, PyTuple};
 
-use crate::convert::{as_str, positive, str_items, type_name};
+use crate::convert::{Count, Id, Real, Text, as_str, id_of, str_items, type_name, utf8};
 use crate::error::CoreError;
 use crate::exceptions::{Exc, err};
+use crate::gil;
 use crate::par::install;
+use crate::stream::py_str;
 
 /// One lexical result: ``id``, ``score`` (BM25) and the query ``terms`` it matched. Unpacks as
 /// ``(id, score)``.
@@ -55,9 +57,12 @@ impl Bm25Hit {
         pair.try_iter().map(Bound::into_any)
     }
     fn __repr__(&self) -> String {
+        let terms: Vec<String> = self.0.terms.iter().map(|t| py_str(t)).collect();
         format!(
-            "BM25Hit(id={}, score={:.4}, terms={:?})",
-            self.0.id, self.0.score, self.0.terms
+            "BM25Hit(id={}, score={:.4}, terms=[{}])",
+            self.0.id,
+            self.0.score,
+            terms.join(", ")
         )
     }
 }
@@ -70,7 +75,7 @@ pub(crate) fn analyzer_config(
 ) -> PyResult<AnalyzerConfig> {
     let stopwords = match stopwords {
         None => Vec::new(),
-        Some(s) if s.is_instance_of::<PyString>() => match s.extract::<String>()?.as_str() {
+        Some(s) if s.is_instance_of::<PyString>() => match utf8(s.cast()?, "stopwords")? {
             "english" | "en" => AnalyzerConfig::english_stopwords(),
             other => {
                 return Err(err(
@@ -81,12 +86,11 @@ pub(crate) fn analyzer_config(
                 ));
             }
         },
-        Some(s) => s.extract::<Vec<String>>().map_err(|_| {
-            err(
-                Exc::DType,
-                "stopwords must be None, \"english\" or a list of str",
-            )
-        })?,
+        Some(s) => str_items(s, "stopwords", false)?
+            .into_iter()
+            .flatten()
+            .map(|w| w.to_string())
+            .collect(),
     };
     Ok(AnalyzerConfig {
         stemmer: stemmer.map(str::to_owned),
@@ -94,12 +98,18 @@ pub(crate) fn analyzer_config(
     })
 }
 
-pub(crate) fn bm25_params(k1: f32, b: f32, method: &str, delta: f32) -> PyResult<Params> {
+pub(crate) fn bm25_params(k1: Real, b: Real, method: &str, delta: Real) -> PyResult<Params> {
     let method = match method.parse::<Method>().map_err(CoreError::from)? {
-        Method::Bm25Plus { .. } => Method::Bm25Plus { delta },
+        Method::Bm25Plus { .. } => Method::Bm25Plus {
+            delta: delta.finite_f32("delta")?,
+        },
         m => m,
     };
-    Ok(Params { k1, b, method })
+    Ok(Params {
+        k1: k1.finite_f32("k1")?,
+        b: b.finite_f32("b")?,
+        method,
+    })
 }
 
 /// A BM25 keyword index over documents with integer ids.
@@ -115,36 +125,41 @@ pub(crate) struct PyBm25(RwLock<Bm25>);
 impl PyBm25 {
     #[new]
     #[pyo3(
-        signature = (k1 = 1.2, b = 0.75, *, method = "lucene", stemmer = Some("english"), stopwords = None, delta = 0.5),
+        signature = (k1 = Real(1.2), b = Real(0.75), *, method = Text("lucene".into()), stemmer = Some(Text("english".into())), stopwords = None, delta = Real(0.5)),
         text_signature = "(k1=1.2, b=0.75, *, method='lucene', stemmer='english', stopwords=None, delta=0.5)"
     )]
     fn new(
-        k1: f32,
-        b: f32,
-        method: &str,
-        stemmer: Option<&str>,
+        k1: Real,
+        b: Real,
+        method: Text,
+        stemmer: Option<Text>,
         stopwords: Option<&Bound<'_, PyAny>>,
-        delta: f32,
+        delta: Real,
     ) -> PyResult<Self> {
         let index = Bm25::new(
-            bm25_params(k1, b, method, delta)?,
-            analyzer_config(stemmer, stopwords)?,
+            bm25_params(k1, b, &method, delta)?,
+            analyzer_config(stemmer.as_deref(), stopwords)?,
         )
         .map_err(CoreError::from)?;
         Ok(Self(RwLock::new(index)))
     }
 
     /// Indexes ``text`` under ``id``; raises ``InvalidValueError`` if ``id`` is already there.
-    fn add(&self, py: Python<'_>, id: u64, text: &str) -> PyResult<()> {
-        py.detach(|| self.0.write().add(id, text))
-            .map_err(CoreError::from)?;
+    fn add(&self, py: Python<'_>, id: Id, text: Text) -> PyResult<()> {
+        gil::run(py, "BM25.add", || self.0.write().add(id.0, &text))?.map_err(CoreError::from)?;
         Ok(())
     }
 
     /// ``add`` for many documents: texts, or token lists indexed as they are (as bm25s takes
     /// them). All ids are checked first, so a bad batch adds nothing. Also precomputes the
     /// per-posting scores that searches reuse until the next change.
-    fn add_batch(&self, py: Python<'_>, ids: Vec<u64>, texts: &Bound<'_, PyAny>) -> PyResult<()> {
+    fn add_batch(
+        &self,
+        py: Python<'_>,
+        ids: &Bound<'_, PyAny>,
+        texts: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        let ids = ids_of(ids)?;
         let docs = Docs::extract(texts)?;
         if ids.len() != docs.len() {
             return Err(err(
@@ -152,7 +167,7 @@ impl PyBm25 {
                 format!("{} ids for {} documents", ids.len(), docs.len()),
             ));
         }
-        py.detach(|| {
+        gil::run(py, "BM25.add_batch", || {
             let mut guard = self.0.write();
             let index: &mut Bm25 = &mut guard;
             install(|| match &docs {
@@ -161,68 +176,83 @@ impl PyBm25 {
             })?;
             index.warm();
             Ok::<_, imesde_bm25::Bm25Error>(())
-        })
+        })?
         .map_err(CoreError::from)?;
         Ok(())
     }
 
     /// Removes the document ``id``; raises ``ItemNotFoundError`` (a ``KeyError``) if absent.
-    fn remove(&self, py: Python<'_>, id: u64) -> PyResult<()> {
-        py.detach(|| self.0.write().remove(id))
-            .map_err(CoreError::from)?;
+    fn remove(&self, py: Python<'_>, id: Id) -> PyResult<()> {
+        gil::run(py, "BM25.remove", || self.0.write().remove(id.0))?.map_err(CoreError::from)?;
         Ok(())
     }
 
     /// Replaces the text of ``id`` (adds it when absent).
-    fn update(&self, py: Python<'_>, id: u64, text: &str) -> PyResult<()> {
-        py.detach(|| self.0.write().update(id, text))
+    fn update(&self, py: Python<'_>, id: Id, text: Text) -> PyResult<()> {
+        gil::run(py, "BM25.update", || self.0.write().update(id.0, &text))?
             .map_err(CoreError::from)?;
         Ok(())
     }
 
     /// Same as ``add``.
-    fn add_document(&self, py: Python<'_>, id: u64, text: &str) -> PyResult<()> {
+    fn add_document(&self, py: Python<'_>, id: Id, text: Text) -> PyResult<()> {
         self.add(py, id, text)
     }
 
     /// Same as ``remove``.
-    fn remove_document(&self, py: Python<'_>, id: u64) -> PyResult<()> {
+    fn remove_document(&self, py: Python<'_>, id: Id) -> PyResult<()> {
         self.remove(py, id)
     }
 
     /// Same as ``update``.
-    fn update_document(&self, py: Python<'_>, id: u64, text: &str) -> PyResult<()> {
+    fn update_document(&self, py: Python<'_>, id: Id, text: Text) -> PyResult<()> {
         self.update(py, id, text)
     }
 
     /// The ``k`` best documents for ``query`` scoring at least ``min_score``, best first.
     /// ``query`` is a text, or its terms already analyzed (a sequence of str).
-    #[pyo3(signature = (query, k = 10, min_score = 0.0))]
+    #[pyo3(
+        signature = (query, k = Count::from(10), min_score = Real(0.0)),
+        text_signature = "($self, query, k=10, min_score=0.0)"
+    )]
     fn search(
         &self,
         py: Python<'_>,
         query: &Bound<'_, PyAny>,
-        k: i64,
-        min_score: f32,
+        k: Count,
+        min_score: Real,
     ) -> PyResult<Vec<Bm25Hit>> {
-        let k = positive("k", k)?;
+        let k = k.positive("k")?;
+        let min_score = min_score.0 as f32;
+        if min_score.is_nan() {
+            return Err(err(
+                Exc::InvalidValue,
+                "min_score must be a number, got nan",
+            ));
+        }
         let hits = if let Ok(text) = query.cast::<PyString>() {
-            let text = text.to_str()?;
-            py.detach(|| self.0.read().search(text, k, min_score))
+            let text = utf8(text, "query")?;
+            gil::run(py, "BM25.search", || {
+                self.0.read().search(text, k, min_score)
+            })?
         } else {
             // A str is handled above, so every item here is a term (None is refused).
             let terms: Vec<_> = str_items(query, "query terms", false)?
                 .into_iter()
                 .flatten()
                 .collect();
-            py.detach(|| self.0.read().search_terms(&terms, k, min_score))
+            gil::run(py, "BM25.search", || {
+                self.0.read().search_terms(&terms, k, min_score)
+            })?
         };
         Ok(hits.into_iter().map(Bm25Hit).collect())
     }
 
     /// The terms the analyzer makes of ``text`` (as documents and queries are indexed).
-    fn analyze(&self, text: &str) -> Vec<String> {
-        self.0.read().analyzer().analyze(text)
+    fn analyze(&self, py: Python<'_>, text: Text) -> PyResult<Vec<String>> {
+        gil::run(py, "BM25.analyze", || {
+            self.0.read().analyzer().analyze(&text)
+        })
     }
 
     /// Number of documents.
@@ -277,14 +307,14 @@ impl PyBm25 {
         self.0.read().document_count()
     }
 
-    fn __contains__(&self, id: u64) -> bool {
-        self.0.read().contains(id)
+    fn __contains__(&self, id: &Bound<'_, PyAny>) -> bool {
+        // Anything that is not a valid id is not in the index.
+        id_of(id, "id").is_ok_and(|id| self.0.read().contains(id))
     }
 
     /// Writes the index to ``path`` atomically (versioned format with a checksum).
     fn save(&self, py: Python<'_>, path: PathBuf) -> PyResult<()> {
-        py.detach(|| self.0.read().save(&path))
-            .map_err(CoreError::from)?;
+        gil::run(py, "BM25.save", || self.0.read().save(&path))?.map_err(CoreError::from)?;
         Ok(())
     }
 
@@ -292,7 +322,7 @@ impl PyBm25 {
     /// ``IndexCorruptError``.
     #[staticmethod]
     fn load(py: Python<'_>, path: PathBuf) -> PyResult<Self> {
-        let index = py.detach(|| Bm25::load(&path)).map_err(CoreError::from)?;
+        let index = gil::run(py, "BM25.load", || Bm25::load(&path))?.map_err(CoreError::from)?;
         Ok(Self(RwLock::new(index)))
     }
 
@@ -321,13 +351,15 @@ fn ranked(list: &Bound<'_, PyAny>, i: usize) -> PyResult<Vec<(u64, f32)>> {
         })?
         .map(|item| {
             let item = item?;
-            if let Ok(pair) = item.extract::<(u64, f32)>() {
-                return Ok(pair);
-            }
-            let id = item.getattr("id").and_then(|v| v.extract::<u64>());
-            let score = item.getattr("score").and_then(|v| v.extract::<f32>());
+            let (id, score) = match item.extract::<(Bound<'_, PyAny>, Bound<'_, PyAny>)>() {
+                Ok(pair) => (Ok(pair.0), Ok(pair.1)),
+                Err(_) => (item.getattr("id"), item.getattr("score")),
+            };
             match (id, score) {
-                (Ok(id), Ok(score)) => Ok((id, score)),
+                (Ok(id), Ok(score)) => Ok((
+                    id_of(&id, &format!("an id in lists[{i}]"))?,
+                    score.extract::<Real>()?.0 as f32,
+                )),
                 _ => Err(err(
                     Exc::DType,
                     format!(
@@ -343,23 +375,36 @@ fn ranked(list: &Bound<'_, PyAny>, i: usize) -> PyResult<Vec<(u64, f32)>> {
 /// constant ``rrf_k``), ``"weighted"`` (min-max scaled scores times ``weights``),
 /// ``"combsum"``, ``"combmnz"`` or ``"borda"``. Returns the ``k`` best ``(id, score)`` pairs.
 #[pyfunction]
-#[pyo3(signature = (lists, method = "rrf", k = 10, weights = None, rrf_k = 60.0))]
+#[pyo3(
+    signature = (lists, method = Text("rrf".into()), k = Count::from(10), weights = None, rrf_k = Real(60.0)),
+    text_signature = "(lists, method='rrf', k=10, weights=None, rrf_k=60.0)"
+)]
 pub(crate) fn fuse(
-    lists: Vec<Bound<'_, PyAny>>,
-    method: &str,
-    k: i64,
-    weights: Option<Vec<f32>>,
-    rrf_k: f32,
+    lists: &Bound<'_, PyAny>,
+    method: Text,
+    k: Count,
+    weights: Option<Vec<Real>>,
+    rrf_k: Real,
 ) -> PyResult<Vec<(u64, f32)>> {
-    let k = positive("k", k)?;
+    let k = k.positive("k")?;
     let method = match method.parse::<Fusion>().map_err(CoreError::from)? {
-        Fusion::Rrf { .. } => Fusion::Rrf { k: rrf_k },
+        Fusion::Rrf { .. } => Fusion::Rrf { k: rrf_k.0 as f32 },
         m => m,
     };
+    let weights: Option<Vec<f32>> = weights.map(|w| w.iter().map(|x| x.0 as f32).collect());
     let lists = lists
-        .iter()
+        .try_iter()
+        .map_err(|_| {
+            err(
+                Exc::DType,
+                format!(
+                    "lists must be a list of ranked lists, got {}",
+                    type_name(lists)
+                ),
+            )
+        })?
         .enumerate()
-        .map(|(i, l)| ranked(l, i))
+        .map(|(i, l)| ranked(&l?, i))
         .collect::<PyResult<Vec<_>>>()?;
     Ok(imesde_bm25::fuse(&lists, method, k, weights.as_deref()).map_err(CoreError::from)?)
 }
@@ -392,7 +437,9 @@ impl Docs {
             })?
             .collect::<PyResult<_>>()?;
         let text = |item: &Bound<'_, PyAny>, at: &dyn Fn() -> String| -> PyResult<PyBackedStr> {
-            PyBackedStr::try_from(as_str(item, || format!("{} must be str", at()))?.clone())
+            let s = as_str(item, || format!("{} must be str", at()))?;
+            utf8(s, &at())?;
+            PyBackedStr::try_from(s.clone())
         };
         if items
             .first()
@@ -436,4 +483,18 @@ impl Docs {
             Self::Terms(terms) => terms.len(),
         }
     }
+}
+
+/// Ids from an iterable of ints (or an integer numpy array), each checked (see [`Id`]).
+fn ids_of(obj: &Bound<'_, PyAny>) -> PyResult<Vec<u64>> {
+    obj.try_iter()
+        .map_err(|_| {
+            err(
+                Exc::DType,
+                format!("ids must be a list of int, got {}", type_name(obj)),
+            )
+        })?
+        .enumerate()
+        .map(|(i, id)| id_of(&id?, &format!("ids[{i}]")))
+        .collect()
 }

@@ -8,10 +8,12 @@ use numpy::{
     PyArrayDescrMethods, PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn, PyUntypedArray,
     PyUntypedArrayMethods,
 };
+use pyo3::Borrowed;
+use pyo3::exceptions::{PyOverflowError, PyTypeError, PyUnicodeEncodeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 
-use crate::exceptions::{Exc, err};
+use crate::exceptions::{Exc, class, err};
 
 /// A borrowed float32 array of 1 or 2 dimensions, viewed as `rows x dim`.
 #[allow(clippy::struct_field_names)]
@@ -83,15 +85,176 @@ pub(crate) fn rows<'py>(obj: &Bound<'py, PyAny>, what: &str) -> PyResult<Rows<'p
     })
 }
 
-/// A positive count from a Python int (`k`, sizes): 0 and negatives are `InvalidValueError`.
-pub(crate) fn positive(what: &str, v: i64) -> PyResult<usize> {
-    if v <= 0 {
-        return Err(err(
-            Exc::InvalidValue,
-            format!("{what} must be at least 1, got {v}"),
-        ));
+/// A count argument (`k`, `n`, sizes) as the caller gave it: any Python integer (numpy ones
+/// too), however large. [`Count::positive`] checks it with the argument's name; a value
+/// beyond `usize` saturates, since every count is capped at what the object holds.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Count(i128);
+
+impl From<i64> for Count {
+    fn from(v: i64) -> Self {
+        Count(i128::from(v))
     }
-    usize::try_from(v).map_err(|_| err(Exc::InvalidValue, format!("{what} is too large: {v}")))
+}
+
+impl Count {
+    /// The count, when it is at least 1.
+    pub(crate) fn positive(self, what: &str) -> PyResult<usize> {
+        if self.0 < 1 {
+            let got = if self.0 == i128::MIN {
+                "a negative number".to_owned()
+            } else {
+                self.0.to_string()
+            };
+            return Err(err(
+                Exc::InvalidValue,
+                format!("{what} must be at least 1, got {got}"),
+            ));
+        }
+        Ok(usize::try_from(self.0).unwrap_or(usize::MAX))
+    }
+
+    /// The count, when it is at least 0.
+    pub(crate) fn non_negative(self, what: &str) -> PyResult<usize> {
+        if self.0 == 0 {
+            return Ok(0);
+        }
+        Count(self.0).positive(what).map_err(|_| {
+            err(
+                Exc::InvalidValue,
+                format!("{what} must be at least 0, got a negative number"),
+            )
+        })
+    }
+}
+
+impl<'py> FromPyObject<'_, 'py> for Count {
+    type Error = PyErr;
+    fn extract(obj: Borrowed<'_, 'py, PyAny>) -> PyResult<Self> {
+        match obj.extract::<i64>() {
+            Ok(v) => Ok(Count::from(v)),
+            Err(e) if e.is_instance_of::<PyOverflowError>(obj.py()) => {
+                // Beyond 64 bits: only the sign matters.
+                let negative = obj.lt(0)?;
+                Ok(Count(if negative { i128::MIN } else { i128::MAX }))
+            }
+            Err(_) => Err(err(
+                Exc::DType,
+                format!("expected an int, got {}", type_name(&obj)),
+            )),
+        }
+    }
+}
+
+/// An item or document id: an integer from 0 to 2^64 - 1.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Id(pub(crate) u64);
+
+impl<'py> FromPyObject<'_, 'py> for Id {
+    type Error = PyErr;
+    fn extract(obj: Borrowed<'_, 'py, PyAny>) -> PyResult<Self> {
+        id_of(&obj, "id").map(Id)
+    }
+}
+
+/// `obj` as an id (see [`Id`]); `what` names it in errors.
+pub(crate) fn id_of(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<u64> {
+    match obj.extract::<u64>() {
+        Ok(v) => Ok(v),
+        Err(e)
+            if e.is_instance_of::<PyOverflowError>(obj.py())
+                || e.is_instance_of::<PyValueError>(obj.py()) =>
+        {
+            Err(err(
+                Exc::OutOfRange,
+                format!(
+                    "{what} must be an integer from 0 to 2**64 - 1, got {}",
+                    obj.repr().map_or_else(|_| "?".into(), |r| r.to_string())
+                ),
+            ))
+        }
+        Err(_) => Err(err(
+            Exc::DType,
+            format!("{what} must be an int, got {}", type_name(obj)),
+        )),
+    }
+}
+
+/// A real number argument (an int or float, numpy scalars too).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Real(pub(crate) f64);
+
+impl<'py> FromPyObject<'_, 'py> for Real {
+    type Error = PyErr;
+    fn extract(obj: Borrowed<'_, 'py, PyAny>) -> PyResult<Self> {
+        match obj.extract::<f64>() {
+            Ok(v) => Ok(Real(v)),
+            Err(e) if e.is_instance_of::<PyOverflowError>(obj.py()) => Err(err(
+                Exc::OutOfRange,
+                "the number is too large for a float".to_owned(),
+            )),
+            Err(_) => Err(err(
+                Exc::DType,
+                format!("expected a number, got {}", type_name(&obj)),
+            )),
+        }
+    }
+}
+
+impl Real {
+    /// The value as f32, when finite; `what` names it in errors.
+    pub(crate) fn finite_f32(self, what: &str) -> PyResult<f32> {
+        let v = self.0 as f32;
+        if v.is_finite() {
+            Ok(v)
+        } else {
+            Err(err(
+                Exc::InvalidValue,
+                format!("{what} must be a finite number, got {}", self.0),
+            ))
+        }
+    }
+}
+
+/// A str argument, readable as UTF-8.
+#[derive(Debug, Clone)]
+pub(crate) struct Text(pub(crate) String);
+
+impl<'py> FromPyObject<'_, 'py> for Text {
+    type Error = PyErr;
+    fn extract(obj: Borrowed<'_, 'py, PyAny>) -> PyResult<Self> {
+        let s = as_str(&obj, || "expected a str".to_owned())?;
+        Ok(Text(utf8(s, "the text")?.to_owned()))
+    }
+}
+
+impl std::ops::Deref for Text {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The UTF-8 of `s`; a lone surrogate (which UTF-8 cannot hold) is a `TextEncodingError`
+/// (an `InvalidValueError` and a `UnicodeEncodeError`) naming `what`.
+pub(crate) fn utf8<'a>(s: &'a Bound<'_, PyString>, what: &str) -> PyResult<&'a str> {
+    s.to_str().map_err(|e| {
+        let py = s.py();
+        if !e.is_instance_of::<PyUnicodeEncodeError>(py) {
+            return e;
+        }
+        let v = e.value(py);
+        let field = |name: &str| v.getattr(name).and_then(|f| f.extract::<usize>()).ok();
+        let (Some(start), Some(end)) = (field("start"), field("end")) else {
+            return e;
+        };
+        let reason = format!(
+            "surrogates not allowed: {what} is not valid Unicode text (replace the lone \
+             surrogate, e.g. with s.encode('utf-8', 'replace').decode())"
+        );
+        let args = ("utf-8".to_owned(), s.clone().unbind(), start, end, reason);
+        PyErr::from_type(class(py, Exc::TextEncoding), args)
+    })
 }
 
 pub(crate) fn type_name(obj: &Bound<'_, PyAny>) -> String {
@@ -131,7 +294,7 @@ pub(crate) fn str_items(
                 return Ok(None);
             }
             let s = as_str(&item, || format!("{what}[{i}] must be {expected}"))?;
-            Ok(Some(Arc::from(s.to_str()?)))
+            Ok(Some(Arc::from(utf8(s, &format!("{what}[{i}]"))?)))
         })
         .collect()
 }
@@ -148,17 +311,30 @@ pub(crate) fn as_str<'a, 'py>(
 /// A timestamp: seconds since the epoch as int / float, or a `datetime`.
 pub(crate) fn timestamp(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<f64> {
     if obj.hasattr("timestamp")? && !obj.is_instance_of::<pyo3::types::PyFloat>() {
-        return obj.call_method0("timestamp")?.extract::<f64>();
+        return obj
+            .call_method0("timestamp")
+            .and_then(|t| t.extract::<f64>())
+            .map_err(|e| {
+                err(
+                    Exc::InvalidValue,
+                    format!("{what}: {} has no timestamp: {e}", type_name(obj)),
+                )
+            });
     }
-    obj.extract::<f64>().map_err(|_| {
-        err(
+    match obj.extract::<Real>() {
+        Ok(Real(v)) => Ok(v),
+        Err(e) if e.is_instance_of::<PyTypeError>(obj.py()) => Err(err(
             Exc::DType,
             format!(
                 "{what} must be a number of seconds or a datetime, got {}",
                 type_name(obj)
             ),
-        )
-    })
+        )),
+        Err(_) => Err(err(
+            Exc::OutOfRange,
+            format!("{what} is too large for a number of seconds"),
+        )),
+    }
 }
 
 pub(crate) fn timestamps(obj: &Bound<'_, PyAny>) -> PyResult<Vec<f64>> {
@@ -196,7 +372,8 @@ pub(crate) fn str_dict(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<(Stri
                     format!("{what}[{key}] must be str, got {}", type_name(&v)),
                 )
             })?;
-            Ok((key.to_str()?.to_owned(), val.to_str()?.to_owned()))
+            let (k, v) = (utf8(key, &format!("a {what} key"))?, utf8(val, what)?);
+            Ok((k.to_owned(), v.to_owned()))
         })
         .collect()
 }
@@ -238,9 +415,20 @@ pub(crate) fn filter(
     until: Option<&Bound<'_, PyAny>>,
     where_: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<Filter> {
+    // NaN would silently match nothing (or everything); an infinity is an open end.
+    let bound = |t: &Bound<'_, PyAny>, what: &str| {
+        let v = timestamp(t, what)?;
+        if v.is_nan() {
+            return Err(err(
+                Exc::InvalidValue,
+                format!("{what} is NaN; give seconds since the epoch or a datetime"),
+            ));
+        }
+        Ok(v)
+    };
     Ok(Filter {
-        since: since.map(|t| timestamp(t, "since")).transpose()?,
-        until: until.map(|t| timestamp(t, "until")).transpose()?,
+        since: since.map(|t| bound(t, "since")).transpose()?,
+        until: until.map(|t| bound(t, "until")).transpose()?,
         equals: where_
             .map(|w| str_dict(w, "where"))
             .transpose()?
@@ -266,7 +454,7 @@ pub(crate) fn meta_dict<'py>(
 pub(crate) fn strs(obj: &Bound<'_, PyAny>, what: &str, single: bool) -> PyResult<Vec<Arc<str>>> {
     if let Ok(s) = obj.cast::<PyString>() {
         if single {
-            return Ok(vec![Arc::from(s.to_str()?)]);
+            return Ok(vec![Arc::from(utf8(s, what)?)]);
         }
         return Err(err(
             Exc::DType,
@@ -279,7 +467,7 @@ pub(crate) fn strs(obj: &Bound<'_, PyAny>, what: &str, single: bool) -> PyResult
 /// One text.
 pub(crate) fn one_str(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Arc<str>> {
     match obj.cast::<PyString>() {
-        Ok(s) => Ok(Arc::from(s.to_str()?)),
+        Ok(s) => Ok(Arc::from(utf8(s, what)?)),
         Err(_) => Err(err(
             Exc::DType,
             format!("{what} must be str, got {}", type_name(obj)),

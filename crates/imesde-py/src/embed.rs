@@ -8,9 +8,10 @@ use numpy::{IntoPyArray, PyArray1, PyArray2, PyArrayMethods};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use crate::convert::{self, positive};
+use crate::convert::{self, Count, Real, Text};
 use crate::error::CoreError;
 use crate::exceptions::{Exc, err};
+use crate::gil;
 
 /// Embeds `texts` without the GIL, checking for Ctrl-C between model calls.
 pub(crate) fn embed_texts(
@@ -19,8 +20,10 @@ pub(crate) fn embed_texts(
     texts: &[Arc<str>],
 ) -> PyResult<Vec<f32>> {
     let mut pending: Option<PyErr> = None;
-    let result = py.detach(|| {
+    let result = gil::run(py, "TextEmbedder.embed", || {
         embedder.embed(texts, &mut || {
+            // Between model calls no lock is held: step out of the fork gate to take the GIL.
+            let _paused = gil::Paused::new();
             Python::attach(|py| match py.check_signals() {
                 Ok(()) => false,
                 Err(e) => {
@@ -29,7 +32,7 @@ pub(crate) fn embed_texts(
                 }
             })
         })
-    });
+    })?;
     match result {
         Ok(v) => Ok(v),
         Err(EmbedError::Interrupted) if pending.is_some() => Err(pending.take().expect("checked")),
@@ -45,7 +48,8 @@ pub(crate) fn embed_texts(
 /// ``model.onnx`` (or ``onnx/model.onnx``); ``tokenizer_path`` a ``tokenizer.json`` or its
 /// directory, by default found beside the model. Texts are tokenized, sorted by length,
 /// padded per batch only to the longest, run, pooled (``"mean"`` over the attention mask or
-/// ``"cls"``) and L2-normalised; an LRU cache (``cache_size`` vectors, entries older than
+/// ``"cls"``) and L2-normalised; an LRU cache (``cache_size`` vectors and at most
+/// ``cache_bytes`` of texts and vectors, entries older than
 /// ``cache_ttl`` seconds recomputed) skips recently seen texts. ``optimization`` is ONNX
 /// Runtime's graph optimisation level (``"none"``, ``"basic"``, ``"extended"``, ``"all"``).
 /// ``max_length`` (256), ``pooling`` (``"mean"``), ``normalize`` (True) and ``optimization``
@@ -61,20 +65,24 @@ pub(crate) struct TextEmbedder {
 #[pymethods]
 impl TextEmbedder {
     #[new]
-    #[pyo3(signature = (model_path = None, tokenizer_path = None, *, max_length = None, batch_size = 32, pooling = None, normalize = None, threads = None, cache_size = 10_000, cache_ttl = None, optimization = None))]
+    #[pyo3(
+        signature = (model_path = None, tokenizer_path = None, *, max_length = None, batch_size = Count::from(32), pooling = None, normalize = None, threads = None, cache_size = Count::from(10_000), cache_ttl = None, optimization = None, cache_bytes = Count::from(64 << 20)),
+        text_signature = "(model_path=None, tokenizer_path=None, *, max_length=None, batch_size=32, pooling=None, normalize=None, threads=None, cache_size=10000, cache_ttl=None, optimization=None, cache_bytes=67108864)"
+    )]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
         model_path: Option<&Bound<'_, PyAny>>,
         tokenizer_path: Option<&Bound<'_, PyAny>>,
-        max_length: Option<i64>,
-        batch_size: i64,
-        pooling: Option<String>,
+        max_length: Option<Count>,
+        batch_size: Count,
+        pooling: Option<Text>,
         normalize: Option<bool>,
-        threads: Option<i64>,
-        cache_size: i64,
-        cache_ttl: Option<f64>,
-        optimization: Option<String>,
+        threads: Option<Count>,
+        cache_size: Count,
+        cache_ttl: Option<Real>,
+        optimization: Option<Text>,
+        cache_bytes: Count,
     ) -> PyResult<Self> {
         let models = py.import("imesde._models")?;
         let (model, tokenizer, manifest): (String, String, Option<Bound<'_, PyDict>>) = models
@@ -87,12 +95,31 @@ impl TextEmbedder {
                 None => Ok(None),
             }
         };
-        let max_length = match max_length {
-            Some(v) => v,
-            None => from_manifest("max_length")?.map_or(Ok(256), |v| v.extract())?,
+        // The model's positions bound the length: asked for beyond them, it is an error; left
+        // to the default, it is the default or the model's limit, whichever is smaller.
+        let limit = gil::run(py, "TextEmbedder", || {
+            imesde_embed::position_limit(model.as_ref()).ok().flatten()
+        })?;
+        let max_length = if let Some(v) = max_length {
+            let v = v.positive("max_length")?;
+            if let Some(limit) = limit
+                && v > limit
+            {
+                return Err(err(
+                    Exc::InvalidValue,
+                    format!(
+                        "max_length {v} is more than the model's {limit} token positions ({model})"
+                    ),
+                ));
+            }
+            v
+        } else {
+            let v: Count =
+                from_manifest("max_length")?.map_or(Ok(Count::from(256)), |v| v.extract())?;
+            v.positive("max_length")?.min(limit.unwrap_or(usize::MAX))
         };
         let pooling = match pooling {
-            Some(v) => v,
+            Some(v) => v.0,
             None => from_manifest("pooling")?.map_or(Ok("mean".to_owned()), |v| v.extract())?,
         };
         let normalize = match normalize {
@@ -100,28 +127,24 @@ impl TextEmbedder {
             None => from_manifest("normalize")?.map_or(Ok(true), |v| v.extract())?,
         };
         let optimization = match optimization {
-            Some(v) => v,
+            Some(v) => v.0,
             None => {
                 from_manifest("optimization")?.map_or(Ok("basic".to_owned()), |v| v.extract())?
             }
         };
         let config = EmbedderConfig {
-            max_length: positive("max_length", max_length)?,
-            batch_size: positive("batch_size", batch_size)?,
+            max_length,
+            batch_size: batch_size.positive("batch_size")?,
             pooling: pooling.parse::<Pooling>().map_err(CoreError::from)?,
             normalize,
-            threads: threads.map(|t| positive("threads", t)).transpose()?,
+            threads: threads.map(|t| t.positive("threads")).transpose()?,
             optimization: optimization
                 .parse::<Optimization>()
                 .map_err(CoreError::from)?,
-            cache_size: usize::try_from(cache_size).map_err(|_| {
-                err(
-                    Exc::InvalidValue,
-                    format!("cache_size must be >= 0, got {cache_size}"),
-                )
-            })?,
+            cache_size: cache_size.non_negative("cache_size")?,
+            cache_bytes: cache_bytes.non_negative("cache_bytes")?,
             cache_ttl: cache_ttl
-                .map(|s| {
+                .map(|Real(s)| {
                     Duration::try_from_secs_f64(s)
                         .ok()
                         .filter(|d| !d.is_zero())
@@ -135,12 +158,11 @@ impl TextEmbedder {
                 .transpose()?,
         };
         let runtime: String = models.call_method0("onnxruntime_library")?.extract()?;
-        let embedder = py
-            .detach(|| {
-                imesde_embed::load_runtime(runtime.as_ref())?;
-                Embedder::new(model.as_ref(), tokenizer.as_ref(), config)
-            })
-            .map_err(CoreError::from)?;
+        let embedder = gil::run(py, "TextEmbedder", || {
+            imesde_embed::load_runtime(runtime.as_ref())?;
+            Embedder::new(model.as_ref(), tokenizer.as_ref(), config)
+        })?
+        .map_err(CoreError::from)?;
         Ok(TextEmbedder {
             inner: Arc::new(embedder),
             tokenizer_path: tokenizer,

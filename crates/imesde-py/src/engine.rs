@@ -1,4 +1,6 @@
 //! `imesde.Engine`, `imesde.Hit`, `imesde.Item`.
+// PyO3 extracts arguments as owned values (PathBuf, Text); borrowing them is not an option.
+#![allow(clippy::needless_pass_by_value)]
 
 use std::collections::BTreeSet;
 use std::ops::Range;
@@ -15,12 +17,13 @@ use parking_lot::Mutex;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyInt, PyString, PyTuple};
 
-use crate::convert::{self, meta_dict, positive};
+use crate::convert::{self, Count, Real, Text, id_of, meta_dict};
 use crate::embed::{TextEmbedder, embed_texts};
 use crate::error::CoreError;
 use crate::exceptions::{Exc, err};
+use crate::gil;
 use crate::par::install;
-use crate::stream::Subscription;
+use crate::stream::{Subscription, py_str};
 
 /// One search result: ``id``, ``text``, ``score``, ``ts``, ``metadata``.
 ///
@@ -74,10 +77,13 @@ impl Hit {
     }
     fn __repr__(&self) -> String {
         format!(
-            "Hit(id={}, score={:.4}, text={:?}, ts={})",
+            "Hit(id={}, score={:.4}, text={}, ts={})",
             self.0.id,
             self.0.score,
-            self.0.text.as_deref().unwrap_or(""),
+            self.0
+                .text
+                .as_deref()
+                .map_or_else(|| "None".to_owned(), py_str),
             self.0.ts
         )
     }
@@ -116,9 +122,12 @@ impl Item {
     }
     fn __repr__(&self) -> String {
         format!(
-            "Item(id={}, text={:?}, ts={})",
+            "Item(id={}, text={}, ts={})",
             self.0.id,
-            self.0.text.as_deref().unwrap_or(""),
+            self.0
+                .text
+                .as_deref()
+                .map_or_else(|| "None".to_owned(), py_str),
             self.0.ts
         )
     }
@@ -157,49 +166,61 @@ fn storage_of(name: &str) -> PyResult<Storage> {
 #[pymethods]
 impl Engine {
     #[new]
-    #[pyo3(signature = (model = None, *, num_shards = 16, shard_size = 1024, storage = "f32", lexical = false))]
+    #[pyo3(
+        signature = (model = None, *, num_shards = Count::from(16), shard_size = Count::from(1024), storage = Text("f32".into()), lexical = false),
+        text_signature = "(model=None, *, num_shards=16, shard_size=1024, storage='f32', lexical=False)"
+    )]
     fn new(
         py: Python<'_>,
         model: Option<&Bound<'_, PyAny>>,
-        num_shards: i64,
-        shard_size: i64,
-        storage: &str,
+        num_shards: Count,
+        shard_size: Count,
+        storage: Text,
         lexical: bool,
     ) -> PyResult<Self> {
+        let cfg = (
+            num_shards.positive("num_shards")?,
+            shard_size.positive("shard_size")?,
+            storage_of(&storage)?,
+        );
         let (dim, model) = model_or_dim(py, model)?;
         let cfg = RingConfig {
             dim,
-            num_shards: positive("num_shards", num_shards)?,
-            shard_size: positive("shard_size", shard_size)?,
-            storage: storage_of(storage)?,
+            num_shards: cfg.0,
+            shard_size: cfg.1,
+            storage: cfg.2,
         };
-        let ring = py.detach(|| Ring::new(cfg)).map_err(CoreError::from)?;
+        let ring = gil::run(py, "Engine", || Ring::new(cfg))?.map_err(CoreError::from)?;
         Engine::assemble(ring, model, lexical)
     }
 
     /// The ``k`` items that best match the words of ``query`` (BM25 over the items' texts),
     /// best first; ``score`` is the BM25 score. Needs ``Engine(..., lexical=True)``.
-    #[pyo3(signature = (query, k = 10))]
-    fn lexical_search(&self, py: Python<'_>, query: &str, k: i64) -> PyResult<Vec<Hit>> {
-        let k = positive("k", k)?;
-        let ranked = self.lexical_ranked(py, query, k)?;
-        Ok(self.hits_for(py, &ranked))
+    #[pyo3(signature = (query, k = Count::from(10)), text_signature = "($self, query, k=10)")]
+    fn lexical_search(&self, py: Python<'_>, query: Text, k: Count) -> PyResult<Vec<Hit>> {
+        let k = self.cap(k.positive("k")?);
+        let ranked = self.lexical_ranked(py, &query, k)?;
+        self.hits_for(py, &ranked)
     }
 
     /// Dense and lexical results fused into one ranking: ``method`` as in ``imesde.fuse``
     /// (``"rrf"`` by default). ``alpha`` weights the dense list (and ``1 - alpha`` the lexical
     /// one). ``score`` is the fused score. Needs a model and ``lexical=True``.
-    #[pyo3(signature = (query, k = 10, method = "rrf", alpha = None))]
+    #[pyo3(
+        signature = (query, k = Count::from(10), method = Text("rrf".into()), alpha = None),
+        text_signature = "($self, query, k=10, method='rrf', alpha=None)"
+    )]
     fn hybrid_search(
         &self,
         py: Python<'_>,
         query: &Bound<'_, PyAny>,
-        k: i64,
-        method: &str,
-        alpha: Option<f32>,
+        k: Count,
+        method: Text,
+        alpha: Option<Real>,
     ) -> PyResult<Vec<Hit>> {
-        let k = positive("k", k)?;
+        let k = self.cap(k.positive("k")?);
         let fusion = method.parse::<Fusion>().map_err(CoreError::from)?;
+        let alpha = alpha.map(|a| a.0 as f32);
         if let Some(a) = alpha
             && !(0.0..=1.0).contains(&a)
         {
@@ -210,7 +231,7 @@ impl Engine {
         }
         let text = convert::one_str(query, "query")?;
         // Deeper lists than k let fusion promote what only one side ranks well.
-        let depth = (k * 5).max(50);
+        let depth = self.cap(k.saturating_mul(5).max(50));
         let lexical = self.lexical_ranked(py, &text, depth)?;
         let q = embed_texts(py, self.embedder()?, &[text])?;
         let dense: Vec<(u64, f32)> = self
@@ -226,7 +247,7 @@ impl Engine {
             weights.as_ref().map(|w| &w[..]),
         )
         .map_err(CoreError::from)?;
-        Ok(self.hits_for(py, &fused))
+        self.hits_for(py, &fused)
     }
 
     /// From now on, every ingested batch's vectors (float32 ``[n, dim]``) are passed to
@@ -254,18 +275,21 @@ impl Engine {
     /// seen since subscribing (with a threshold too, both must hold). ``where`` filters on
     /// metadata. With ``callback``, each event is passed to it; otherwise events queue on the
     /// returned ``Subscription`` (at most ``queue_size``).
-    #[pyo3(signature = (query, *, threshold = None, top_k = None, r#where = None, callback = None,
-                        queue_size = 10_000))]
+    #[pyo3(
+        signature = (query, *, threshold = None, top_k = None, r#where = None, callback = None,
+                     queue_size = Count::from(10_000)),
+        text_signature = "($self, query, *, threshold=None, top_k=None, where=None, callback=None, queue_size=10000)"
+    )]
     #[allow(clippy::too_many_arguments)]
     fn subscribe(
         &self,
         py: Python<'_>,
         query: &Bound<'_, PyAny>,
         threshold: Option<&Bound<'_, PyAny>>,
-        top_k: Option<i64>,
+        top_k: Option<Count>,
         r#where: Option<&Bound<'_, PyAny>>,
         callback: Option<Bound<'_, PyAny>>,
-        queue_size: i64,
+        queue_size: Count,
     ) -> PyResult<Py<Subscription>> {
         let (text, vector) = if query.is_instance_of::<PyString>() {
             let text = convert::one_str(query, "query")?;
@@ -284,19 +308,24 @@ impl Engine {
         {
             return Err(err(Exc::DType, "callback must be callable (event -> None)"));
         }
-        let top_k = top_k.map(|k| positive("top_k", k)).transpose()?;
-        let capacity = positive("queue_size", queue_size)?;
+        let top_k = top_k.map(|k| k.positive("top_k")).transpose()?;
+        let capacity = queue_size.positive("queue_size")?;
         let threshold = match threshold {
             None => None,
             Some(t) if t.is_instance_of::<PyString>() => {
-                Some(self.calibrate(py, &vector, &t.extract::<String>()?)?)
+                let spec = convert::utf8(t.cast::<PyString>()?, "threshold")?;
+                Some(self.calibrate(py, &vector, spec)?)
             }
-            Some(t) => Some(t.extract::<f32>().map_err(|_| {
-                err(
-                    Exc::DType,
-                    "threshold must be a number or a string like \"p99\"",
-                )
-            })?),
+            Some(t) => Some(
+                t.extract::<Real>()
+                    .map_err(|_| {
+                        err(
+                            Exc::DType,
+                            "threshold must be a number or a string like \"p99\"",
+                        )
+                    })?
+                    .finite_f32("threshold")?,
+            ),
         };
         let filter = convert::filter(None, None, r#where)?;
         let spec = StandingSpec {
@@ -305,8 +334,7 @@ impl Engine {
             filter,
         };
         let ring = &self.ring;
-        let id = py
-            .detach(|| ring.subscribe(&vector, spec))
+        let id = gil::run(py, "Engine.subscribe", || ring.subscribe(&vector, spec))?
             .map_err(CoreError::from)?;
         let sub = Py::new(
             py,
@@ -330,9 +358,19 @@ impl Engine {
     fn unsubscribe(&self, py: Python<'_>, subscription: &Bound<'_, PyAny>) -> PyResult<bool> {
         let id = match subscription.cast::<Subscription>() {
             Ok(s) => s.get().id,
-            Err(_) => subscription
-                .extract::<u64>()
-                .map_err(|_| err(Exc::DType, "unsubscribe takes a Subscription or its id"))?,
+            Err(_) if subscription.is_instance_of::<PyInt>() => {
+                match id_of(subscription, "the subscription id") {
+                    Ok(id) => id,
+                    // No subscription has a negative or huge id.
+                    Err(_) => return Ok(false),
+                }
+            }
+            Err(_) => {
+                return Err(err(
+                    Exc::DType,
+                    "unsubscribe takes a Subscription or its id",
+                ));
+            }
         };
         let found = {
             let mut subs = self.subs.lock();
@@ -363,27 +401,33 @@ impl Engine {
     }
 
     /// The newest ``n`` items still held, newest first.
-    fn recent(&self, py: Python<'_>, n: i64) -> PyResult<Vec<Item>> {
-        let n = positive("n", n)?;
+    fn recent(&self, py: Python<'_>, n: Count) -> PyResult<Vec<Item>> {
+        let n = self.cap(n.positive("n")?);
         let ring = &self.ring;
-        Ok(py.detach(|| ring.recent(n)).into_iter().map(Item).collect())
+        Ok(gil::run(py, "Engine.recent", || ring.recent(n))?
+            .into_iter()
+            .map(Item)
+            .collect())
     }
 
     /// Writes the engine to ``path``: every held item (vector, text, metadata, timestamp, id),
     /// the ring's shape, the model's identity and whether BM25 is on. Taken consistently while
     /// other threads ingest (whole batches only); written atomically (temporary file, fsync,
     /// rename) with a checksum. Standing queries and semantic-id hooks are not saved.
-    #[allow(clippy::needless_pass_by_value)] // PyO3 hands the path over owned
+    /// Concurrent saves to one path each write a temporary file of their own; the last to
+    /// finish wins and the file is always whole. A symbolic link is written through; a path
+    /// that is a directory or a device is refused with ``StorageError``.
     fn save(&self, py: Python<'_>, path: PathBuf) -> PyResult<()> {
         let tag = format!(
             "model={}\nlexical={}\n",
-            self.model_identity(py),
+            self.model_identity(py)?,
             u8::from(self.lexical.is_some())
         );
         let ring = &self.ring;
-        let bytes = py.detach(|| ring.snapshot(&tag));
-        py.detach(|| imesde_format::write_atomic(&path, &bytes))
-            .map_err(|e| err(Exc::Storage, format!("{}: {e}", path.display())))
+        gil::run(py, "Engine.save", || {
+            imesde_format::write_atomic(&path, &ring.snapshot(&tag))
+        })?
+        .map_err(|e| storage_error(&path, &e))
     }
 
     /// An engine restored from ``save``: the same items in the same slots, so searches
@@ -393,13 +437,10 @@ impl Engine {
     /// or modified file raises ``IndexCorruptError``.
     #[staticmethod]
     #[pyo3(signature = (path, model = None))]
-    #[allow(clippy::needless_pass_by_value)] // PyO3 hands the path over owned
     fn load(py: Python<'_>, path: PathBuf, model: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
-        let bytes = py
-            .detach(|| std::fs::read(&path))
-            .map_err(|e| err(Exc::Storage, format!("{}: {e}", path.display())))?;
-        let (ring, tag) = py
-            .detach(|| Ring::from_snapshot(&bytes))
+        let bytes = gil::run(py, "Engine.load", || imesde_format::read_file(&path))?
+            .map_err(|e| storage_error(&path, &e))?;
+        let (ring, tag) = gil::run(py, "Engine.load", || Ring::from_snapshot(&bytes))?
             .map_err(CoreError::from)?;
         let field = |key: &str| {
             tag.lines()
@@ -419,9 +460,11 @@ impl Engine {
                     format!("the snapshot holds {dim}-dim vectors, the model makes {mdim}"),
                 ));
             }
-            if let Some(m) = &m {
-                let have = model_id(m.get());
-                if !saved_model.is_empty() && have != saved_model {
+            if let Some(m) = &m
+                && !saved_model.is_empty()
+            {
+                let have = model_id(py, m.get())?;
+                if !same_model(&saved_model, &have) {
                     return Err(err(
                         Exc::InvalidValue,
                         format!(
@@ -438,14 +481,14 @@ impl Engine {
             // The BM25 index is rebuilt from the held texts (read without copying vectors): the
             // same documents give the same statistics, so the same scores.
             let ring = &engine.ring;
-            py.detach(|| {
+            gil::run(py, "Engine.load", || {
                 let end = ring.next_id();
                 let floor = end.saturating_sub(ring.capacity() as u64);
                 let texts: Vec<(u64, Arc<str>)> = (floor..end)
                     .filter_map(|id| ring.hit(id, 0.0)?.text.map(|t| (id, t)))
                     .collect();
                 engine.follow_ring(texts.iter().map(|(id, t)| (*id, &**t)));
-            });
+            })?;
         }
         Ok(engine)
     }
@@ -520,17 +563,20 @@ impl Engine {
 
     /// The ``k`` stored items most similar in meaning to the text ``query``, best first.
     /// Filters as in ``search_vector``.
-    #[pyo3(signature = (query, k = 10, *, since = None, until = None, r#where = None))]
+    #[pyo3(
+        signature = (query, k = Count::from(10), *, since = None, until = None, r#where = None),
+        text_signature = "($self, query, k=10, *, since=None, until=None, where=None)"
+    )]
     fn search(
         &self,
         py: Python<'_>,
         query: &Bound<'_, PyAny>,
-        k: i64,
+        k: Count,
         since: Option<&Bound<'_, PyAny>>,
         until: Option<&Bound<'_, PyAny>>,
         r#where: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Vec<Hit>> {
-        let k = positive("k", k)?;
+        let k = k.positive("k")?;
         let query = convert::one_str(query, "query")?;
         let filter = convert::filter(since, until, r#where)?;
         let q = embed_texts(py, self.embedder()?, &[query])?;
@@ -538,28 +584,30 @@ impl Engine {
     }
 
     /// ``search`` for each text of ``queries`` (embedded in one batch): a list of hit lists.
-    #[pyo3(signature = (queries, k = 10, *, since = None, until = None, r#where = None))]
+    #[pyo3(
+        signature = (queries, k = Count::from(10), *, since = None, until = None, r#where = None),
+        text_signature = "($self, queries, k=10, *, since=None, until=None, where=None)"
+    )]
     fn search_batch(
         &self,
         py: Python<'_>,
         queries: &Bound<'_, PyAny>,
-        k: i64,
+        k: Count,
         since: Option<&Bound<'_, PyAny>>,
         until: Option<&Bound<'_, PyAny>>,
         r#where: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Vec<Vec<Hit>>> {
-        let k = positive("k", k)?;
+        let k = k.positive("k")?;
         let queries = convert::strs(queries, "queries", false)?;
         let filter = convert::filter(since, until, r#where)?;
         let q = embed_texts(py, self.embedder()?, &queries)?;
         let (ring, dim) = (&self.ring, self.ring.config().dim);
-        let hits = py
-            .detach(|| {
-                q.chunks(dim)
-                    .map(|row| ring.search(row, k, &filter))
-                    .collect::<Result<Vec<_>, _>>()
-            })
-            .map_err(CoreError::from)?;
+        let hits = gil::run(py, "Engine.search_batch", || {
+            q.chunks(dim)
+                .map(|row| ring.search(row, k, &filter))
+                .collect::<Result<Vec<_>, _>>()
+        })?
+        .map_err(CoreError::from)?;
         Ok(hits
             .into_iter()
             .map(|h| h.into_iter().map(Hit).collect())
@@ -607,17 +655,20 @@ impl Engine {
     /// The ``k`` stored items most similar to ``query`` (a ``[dim]`` float32 array), best
     /// first. ``since`` / ``until`` (seconds or datetimes) keep ``since <= ts < until``;
     /// ``where`` keeps items whose metadata has every given ``key: value``.
-    #[pyo3(signature = (query, k = 10, *, since = None, until = None, r#where = None))]
+    #[pyo3(
+        signature = (query, k = Count::from(10), *, since = None, until = None, r#where = None),
+        text_signature = "($self, query, k=10, *, since=None, until=None, where=None)"
+    )]
     fn search_vector(
         &self,
         py: Python<'_>,
         query: &Bound<'_, PyAny>,
-        k: i64,
+        k: Count,
         since: Option<&Bound<'_, PyAny>>,
         until: Option<&Bound<'_, PyAny>>,
         r#where: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Vec<Hit>> {
-        let k = positive("k", k)?;
+        let k = k.positive("k")?;
         let q = convert::rows(query, "query")?;
         if q.rows != 1 {
             return Err(err(
@@ -636,20 +687,19 @@ impl Engine {
     /// Exact top-``k`` for a batch of queries (``[nq, dim]`` float32), like faiss'
     /// ``index.search``: returns ``(scores, ids)``, float32 and int64 arrays of shape
     /// ``[nq, min(k, len(engine))]``, best first.
-    #[pyo3(signature = (queries, k = 10))]
+    #[pyo3(signature = (queries, k = Count::from(10)), text_signature = "($self, queries, k=10)")]
     #[allow(clippy::type_complexity)]
     fn search_vectors<'py>(
         &self,
         py: Python<'py>,
         queries: &Bound<'py, PyAny>,
-        k: i64,
+        k: Count,
     ) -> PyResult<(Bound<'py, PyArray2<f32>>, Bound<'py, PyArray2<i64>>)> {
-        let k = positive("k", k)?;
+        let k = k.positive("k")?;
         let q = convert::rows(queries, "queries")?;
         self.check_dim(q.dim, "queries")?;
         let (data, ring) = (q.as_slice(), &self.ring);
-        let res = py
-            .detach(|| ring.search_batch(data, k))
+        let res = gil::run(py, "Engine.search_vectors", || ring.search_batch(data, k))?
             .map_err(CoreError::from)?;
         let shape = [res.nq, res.k];
         let ids: Vec<i64> = res.ids.into_iter().map(|i| i as i64).collect();
@@ -661,15 +711,27 @@ impl Engine {
 
     /// The item with this id; raises ``ItemNotFoundError`` (a ``KeyError``) if it was never
     /// ingested or has been overwritten.
-    fn get(&self, py: Python<'_>, id: i64) -> PyResult<Item> {
+    fn get(&self, py: Python<'_>, id: &Bound<'_, PyAny>) -> PyResult<Item> {
+        if !id.is_instance_of::<PyInt>() && !id.hasattr(pyo3::intern!(py, "__index__"))? {
+            return Err(err(
+                Exc::DType,
+                format!("id must be an int, got {}", convert::type_name(id)),
+            ));
+        }
         let ring = &self.ring;
-        let found = u64::try_from(id)
-            .ok()
-            .and_then(|id| py.detach(|| ring.get(id)));
+        // An id outside 0..2**64 is one no item has.
+        let found = match id_of(id, "id") {
+            Ok(id) => gil::run(py, "Engine.get", || ring.get(id))?,
+            Err(_) => None,
+        };
         found.map(Item).ok_or_else(|| {
             err(
                 Exc::NotFound,
-                format!("no item with id {id} (held: {} items)", ring.len()),
+                format!(
+                    "no item with id {} (held: {} items)",
+                    id.repr().map_or_else(|_| "?".into(), |r| r.to_string()),
+                    ring.len()
+                ),
             )
         })
     }
@@ -713,7 +775,7 @@ impl Engine {
     /// construction), ``payload_bytes`` (texts and metadata), ``simd``.
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let ring = &self.ring;
-        let s = py.detach(|| ring.stats());
+        let s = gil::run(py, "Engine.stats", || ring.stats())?;
         let cfg = ring.config();
         let d = PyDict::new(py);
         d.set_item("len", s.len)?;
@@ -734,7 +796,7 @@ impl Engine {
     fn __repr__(&self) -> String {
         let c = self.ring.config();
         format!(
-            "Engine(dim={}, num_shards={}, shard_size={}, storage={:?}, len={})",
+            "Engine(dim={}, num_shards={}, shard_size={}, storage='{}', len={})",
             c.dim,
             c.num_shards,
             c.shard_size,
@@ -753,7 +815,7 @@ fn model_or_dim(
 ) -> PyResult<(usize, Option<Py<TextEmbedder>>)> {
     let embedder = match model {
         Some(m) if m.is_instance_of::<PyInt>() && !m.is_instance_of::<PyBool>() => {
-            return Ok((positive("dim", m.extract::<i64>()?)?, None));
+            return Ok((m.extract::<Count>()?.positive("dim")?, None));
         }
         Some(m) if m.is_instance_of::<TextEmbedder>() => m.cast::<TextEmbedder>()?.clone().unbind(),
         Some(m)
@@ -776,20 +838,41 @@ fn model_or_dim(
     Ok((dim, Some(embedder)))
 }
 
-/// What identifies a model in snapshots: file name and size, dimension, pooling, normalisation.
-fn model_id(m: &TextEmbedder) -> String {
-    let path = m.inner.model_path();
-    let size = std::fs::metadata(path).map_or(0, |md| md.len());
+/// What identifies a model in snapshots: file name and size, dimension, pooling,
+/// normalisation, and the SHA-256 of the file (two files of one shape can hold different
+/// weights). Hashed once per embedder, without the GIL.
+fn model_id(py: Python<'_>, m: &TextEmbedder) -> PyResult<String> {
+    let inner = &m.inner;
+    let path = inner.model_path();
+    let (size, sha) = gil::run(py, "Engine.save", || {
+        let size = std::fs::metadata(path).map(|md| md.len())?;
+        inner.model_sha256().map(|h| (size, h.to_owned()))
+    })?
+    .map_err(|e| storage_error(path, &e))?;
     let name = path
         .file_name()
         .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
-    let cfg = m.inner.config();
-    format!(
-        "{name}:{size}:dim={}:pooling={}:normalize={}",
-        m.inner.dim(),
+    let cfg = inner.config();
+    Ok(format!(
+        "{name}:{size}:dim={}:pooling={}:normalize={}:sha256={sha}",
+        inner.dim(),
         cfg.pooling,
         cfg.normalize
-    )
+    ))
+}
+
+/// Whether a saved model identity matches the one in use. Snapshots of imesde before the
+/// hash have no `:sha256=` part: for those the rest must match.
+fn same_model(saved: &str, have: &str) -> bool {
+    if saved.contains(":sha256=") {
+        return saved == have;
+    }
+    have.split(":sha256=").next() == Some(saved)
+}
+
+/// A file error as `StorageError`, naming the path.
+fn storage_error(path: &std::path::Path, e: &std::io::Error) -> PyErr {
+    err(Exc::Storage, format!("{}: {e}", path.display()))
 }
 
 /// ``TextEmbedder(model_path)``, every option at the defaults of its signature.
@@ -815,23 +898,27 @@ impl Engine {
             None => attrs,
         };
         let ring = &self.ring;
-        let (ids, events) = py
-            .detach(|| ring.ingest_matching(vectors, attrs))
-            .map_err(CoreError::from)?;
-        if self.lexical.is_some() {
-            let docs = ids
-                .clone()
-                .zip(&attrs.texts)
-                .filter_map(|(id, t)| t.as_deref().map(|t| (id, t)));
-            py.detach(|| self.follow_ring(docs));
-        }
+        let (ids, events) = gil::run(py, "Engine.ingest", || {
+            let (ids, events) = ring.ingest_matching(vectors, attrs)?;
+            if self.lexical.is_some() {
+                let docs = ids
+                    .clone()
+                    .zip(&attrs.texts)
+                    .filter_map(|(id, t)| t.as_deref().map(|t| (id, t)));
+                self.follow_ring(docs);
+            }
+            Ok::<_, RingError>((ids, events))
+        })?
+        .map_err(CoreError::from)?;
         if !events.is_empty() {
-            // Delivered with no engine lock held: a callback may search or ingest.
+            // Delivered with no engine lock held: a callback may search or ingest. The batch
+            // is stored whole by now, so Ctrl-C in a callback (returned by `deliver`) stops
+            // the delivery and reaches the caller with nothing half-written.
             let subs: Vec<Py<Subscription>> =
                 self.subs.lock().iter().map(|s| s.clone_ref(py)).collect();
             for e in events {
                 if let Some(sub) = subs.iter().find(|s| s.get().id == e.subscription) {
-                    Subscription::deliver(sub.bind(py), e.hit);
+                    Subscription::deliver(sub.bind(py), e.hit)?;
                 }
             }
         }
@@ -859,9 +946,10 @@ impl Engine {
         }
         let k = (((100.0 - pct) / 100.0 * held as f64).ceil() as usize).clamp(1, held);
         let ring = &self.ring;
-        let hits = py
-            .detach(|| ring.search(vector, k, &Filter::default()))
-            .map_err(CoreError::from)?;
+        let hits = gil::run(py, "Engine.subscribe", || {
+            ring.search(vector, k, &Filter::default())
+        })?
+        .map_err(CoreError::from)?;
         Ok(hits.last().map_or(f32::NEG_INFINITY, |h| h.score))
     }
 
@@ -883,10 +971,15 @@ impl Engine {
         })
     }
 
-    fn model_identity(&self, _py: Python<'_>) -> String {
+    fn model_identity(&self, py: Python<'_>) -> PyResult<String> {
         self.model
             .as_ref()
-            .map_or_else(String::new, |m| model_id(m.get()))
+            .map_or_else(|| Ok(String::new()), |m| model_id(py, m.get()))
+    }
+
+    /// `k` capped at the capacity: no count asks for more than the engine can hold.
+    fn cap(&self, k: usize) -> usize {
+        k.min(self.ring.capacity())
     }
 
     /// `attrs` with each item's metadata extended by ``semantic_id`` from `assign(vectors)`.
@@ -980,7 +1073,7 @@ impl Engine {
                 "this Engine keeps no BM25 index: create it with Engine(..., lexical=True)",
             ));
         };
-        Ok(py.detach(|| {
+        gil::run(py, "Engine.lexical_search", || {
             lexical
                 .lock()
                 .0
@@ -988,13 +1081,13 @@ impl Engine {
                 .into_iter()
                 .map(|h| (h.id, h.score))
                 .collect()
-        }))
+        })
     }
 
     /// Hits for ranked ids, read back from the ring (ids overwritten meanwhile are skipped).
-    fn hits_for(&self, py: Python<'_>, ranked: &[(u64, f32)]) -> Vec<Hit> {
+    fn hits_for(&self, py: Python<'_>, ranked: &[(u64, f32)]) -> PyResult<Vec<Hit>> {
         let ring = &self.ring;
-        py.detach(|| {
+        gil::run(py, "Engine.hybrid_search", || {
             ranked
                 .iter()
                 .filter_map(|&(id, score)| ring.hit(id, score).map(Hit))
@@ -1005,8 +1098,7 @@ impl Engine {
     /// One exact search without the GIL.
     fn find(&self, py: Python<'_>, q: &[f32], k: usize, filter: &Filter) -> PyResult<Vec<Hit>> {
         let ring = &self.ring;
-        let hits = py
-            .detach(|| ring.search(q, k, filter))
+        let hits = gil::run(py, "Engine.search", || ring.search(q, k, filter))?
             .map_err(CoreError::from)?;
         Ok(hits.into_iter().map(Hit).collect())
     }

@@ -6,8 +6,8 @@
 //! `imesde.exceptions`.
 
 use pyo3::exceptions::{
-    PyException, PyFileNotFoundError, PyKeyError, PyMemoryError, PyOSError, PyTypeError,
-    PyValueError,
+    PyException, PyFileNotFoundError, PyKeyError, PyMemoryError, PyOSError, PyOverflowError,
+    PyTypeError, PyUnicodeEncodeError, PyValueError,
 };
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -33,6 +33,9 @@ pub(crate) enum Exc {
     Embedding = 9,
     Storage = 10,
     Corrupt = 11,
+    Internal = 12,
+    OutOfRange = 13,
+    TextEncoding = 14,
 }
 
 enum Base {
@@ -49,7 +52,7 @@ struct Spec {
 
 // Closures, not `Python::get_type` paths: the path is not generic over the lifetime.
 #[allow(clippy::redundant_closure_for_method_calls)]
-const SPECS: [Spec; 12] = [
+const SPECS: [Spec; 15] = [
     Spec {
         exc: Exc::Imesde,
         name: "ImesdeError",
@@ -145,6 +148,31 @@ const SPECS: [Spec; 12] = [
             Base::Builtin(|py| py.get_type::<PyValueError>()),
         ],
         doc: "A saved file is not an imesde file, or is truncated, modified or of another version.",
+    },
+    Spec {
+        exc: Exc::Internal,
+        name: "InternalError",
+        bases: &[Base::Own(Exc::Imesde)],
+        doc: "A bug in imesde stopped a call (a Rust panic, caught): the message names the call. \
+              The object it was called on is still usable. Please report it.",
+    },
+    Spec {
+        exc: Exc::OutOfRange,
+        name: "OutOfRangeError",
+        bases: &[
+            Base::Own(Exc::InvalidValue),
+            Base::Builtin(|py| py.get_type::<PyOverflowError>()),
+        ],
+        doc: "An integer is outside the range imesde takes: a negative id, a seed of 2**64 or more.",
+    },
+    Spec {
+        exc: Exc::TextEncoding,
+        name: "TextEncodingError",
+        bases: &[
+            Base::Own(Exc::InvalidValue),
+            Base::Builtin(|py| py.get_type::<PyUnicodeEncodeError>()),
+        ],
+        doc: "A text cannot be encoded as UTF-8: it holds a lone surrogate such as '\\ud800'.",
     },
 ];
 

@@ -7,6 +7,7 @@ mod embed;
 mod engine;
 mod error;
 mod exceptions;
+mod gil;
 mod par;
 mod rq;
 mod similarity;
@@ -20,9 +21,29 @@ use pyo3::prelude::*;
 /// forever for pools that do not exist.
 #[cfg(unix)]
 extern "C" fn after_fork_in_child() {
+    gil::after_fork_in_child();
     imesde_ring::set_parallel(false);
     imesde_embed::after_fork_in_child();
     par::after_fork_in_child();
+}
+
+/// Before `fork()`: wait until no thread holds a lock that the child would inherit held.
+#[cfg(unix)]
+extern "C" fn before_fork() {
+    gil::before_fork();
+}
+
+#[cfg(unix)]
+extern "C" fn after_fork_in_parent() {
+    gil::after_fork_in_parent();
+}
+
+/// Panics inside the binding's work helper, for the tests of what users get instead of a
+/// `PanicException`: an `imesde.InternalError` naming the call.
+#[pyfunction]
+#[pyo3(name = "_panic_for_tests")]
+fn panic_for_tests(py: Python<'_>, message: &str) -> PyResult<()> {
+    gil::run(py, "_panic_for_tests", || -> () { panic!("{message}") })
 }
 
 /// The name of the SIMD backend chosen for this CPU (``"avx512-vnni"``, ``"avx2"``, ...).
@@ -34,9 +55,14 @@ fn simd_backend() -> &'static str {
 #[pymodule]
 fn _imesde(m: &Bound<'_, PyModule>) -> PyResult<()> {
     #[cfg(unix)]
-    // SAFETY: registers a handler that only stores to an atomic, which is async-signal-safe.
+    // SAFETY: registers handlers that touch only atomics (the child's is async-signal-safe;
+    // the prepare handler runs in the parent before the fork and may sleep).
     unsafe {
-        libc::pthread_atfork(None, None, Some(after_fork_in_child));
+        libc::pthread_atfork(
+            Some(before_fork),
+            Some(after_fork_in_parent),
+            Some(after_fork_in_child),
+        );
     }
     exceptions::register(m)?;
     m.add_class::<embed::TextEmbedder>()?;
@@ -58,6 +84,7 @@ fn _imesde(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(rq::rq_collision_rate, m)?)?;
     m.add_function(wrap_pyfunction!(rq::rq_codebook_usage, m)?)?;
     m.add_function(wrap_pyfunction!(simd_backend, m)?)?;
+    m.add_function(wrap_pyfunction!(panic_for_tests, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -12,9 +12,10 @@ use numpy::{
 };
 use pyo3::prelude::*;
 
-use crate::convert::{self, Rows, positive};
+use crate::convert::{self, Count, Real, Rows, Text, id_of};
 use crate::error::CoreError;
 use crate::exceptions::{Exc, err};
+use crate::gil;
 use crate::par::install;
 
 fn rq_err(e: RqError) -> PyErr {
@@ -79,30 +80,34 @@ pub(crate) struct RqCodebooks(RqKMeans);
 impl RqCodebooks {
     /// Trains ``len(n_clusters)`` levels on ``x`` (float32 ``[n, dim]``), without the GIL.
     #[staticmethod]
-    #[pyo3(signature = (x, n_clusters, *, balanced = false, max_iter = 25, tol = 1e-4,
-                        seed = 0, sample_size = None, max_points_per_centroid = Some(256),
-                        init = "random", refine = None))]
+    #[pyo3(
+        signature = (x, n_clusters, *, balanced = false, max_iter = Count::from(25), tol = Real(1e-4),
+                     seed = None, sample_size = None, max_points_per_centroid = Some(Count::from(256)),
+                     init = Text("random".into()), refine = None),
+        text_signature = "(x, n_clusters, *, balanced=False, max_iter=25, tol=0.0001, seed=0, sample_size=None, max_points_per_centroid=256, init='random', refine=None)"
+    )]
     #[allow(clippy::too_many_arguments)]
     fn fit(
         py: Python<'_>,
         x: &Bound<'_, PyAny>,
-        n_clusters: Vec<i64>,
+        n_clusters: Vec<Count>,
         balanced: bool,
-        max_iter: i64,
-        tol: f64,
-        seed: u64,
-        sample_size: Option<i64>,
-        max_points_per_centroid: Option<i64>,
-        init: &str,
-        refine: Option<i64>,
+        max_iter: Count,
+        tol: Real,
+        seed: Option<&Bound<'_, PyAny>>,
+        sample_size: Option<Count>,
+        max_points_per_centroid: Option<Count>,
+        init: Text,
+        refine: Option<Count>,
     ) -> PyResult<(Self, FitReport)> {
         let x = matrix(x, "X")?;
         let (data, dim) = (x.as_slice(), x.dim);
         let n_clusters = n_clusters
             .into_iter()
-            .map(|k| positive("n_clusters", k))
+            .map(|k| k.positive("n_clusters"))
             .collect::<PyResult<Vec<_>>>()?;
-        let init = match init {
+        let seed = seed.map_or(Ok(0), |s| id_of(s, "seed"))?;
+        let init = match &*init {
             "random" => Init::Random,
             "k-means++" | "kmeans++" => Init::KMeansPlusPlus,
             other => {
@@ -112,31 +117,24 @@ impl RqCodebooks {
                 ));
             }
         };
-        if let Some(r @ ..0) = refine {
-            return Err(err(
-                Exc::InvalidValue,
-                format!("refine must be >= 0, got {r}"),
-            ));
-        }
         let cfg = FitConfig {
             n_clusters,
-            max_iter: positive("max_iter", max_iter)?,
-            tol,
+            max_iter: max_iter.positive("max_iter")?,
+            tol: tol.0,
             seed,
             balanced,
-            sample_size: sample_size
-                .map(|s| positive("sample_size", s))
-                .transpose()?,
+            sample_size: sample_size.map(|s| s.positive("sample_size")).transpose()?,
             max_points_per_centroid: max_points_per_centroid
-                .map(|s| positive("max_points_per_centroid", s))
+                .map(|s| s.positive("max_points_per_centroid"))
                 .transpose()?,
             init,
-            refine: refine.map(|r| r as usize),
+            refine: refine.map(|r| r.non_negative("refine")).transpose()?,
             backend: None,
         };
-        let (model, reports) = py
-            .detach(|| install(|| RqKMeans::fit(data, dim, &cfg)))
-            .map_err(rq_err)?;
+        let (model, reports) = gil::compute(py, "RQKMeans.fit", || {
+            install(|| RqKMeans::fit(data, dim, &cfg))
+        })?
+        .map_err(rq_err)?;
         let reports = reports
             .into_iter()
             .map(|r| (r.iterations, r.converged, r.mse))
@@ -146,12 +144,12 @@ impl RqCodebooks {
 
     /// Codes of ``x`` as an int32 array ``[n, n_levels]``; ``beam_width > 1`` searches that
     /// many partial codes per vector and keeps the best reconstruction.
-    #[pyo3(signature = (x, beam_width = 1))]
+    #[pyo3(signature = (x, beam_width = Count::from(1)), text_signature = "($self, x, beam_width=1)")]
     fn encode<'py>(
         &self,
         py: Python<'py>,
         x: &Bound<'py, PyAny>,
-        beam_width: i64,
+        beam_width: Count,
     ) -> PyResult<Bound<'py, PyArray2<i32>>> {
         let x = matrix(x, "X")?;
         let (data, n) = (x.as_slice(), x.rows);
@@ -161,10 +159,11 @@ impl RqCodebooks {
                 got: x.dim,
             }));
         }
-        let beam = positive("beam_width", beam_width)?;
-        let codes = py
-            .detach(|| install(|| self.0.encode(data, beam)))
-            .map_err(rq_err)?;
+        let beam = beam_width.positive("beam_width")?;
+        let codes = gil::compute(py, "RQKMeans.encode", || {
+            install(|| self.0.encode(data, beam))
+        })?
+        .map_err(rq_err)?;
         let codes: Vec<i32> = codes.into_iter().map(|c| c as i32).collect();
         codes.into_pyarray(py).reshape([n, self.0.levels().len()])
     }
@@ -177,8 +176,7 @@ impl RqCodebooks {
     ) -> PyResult<Bound<'py, PyArray2<f32>>> {
         let n = codes.shape()[0];
         let codes = codes_of(&codes, self.0.levels().len())?;
-        let out = py
-            .detach(|| install(|| self.0.decode(&codes)))
+        let out = gil::compute(py, "RQKMeans.decode", || install(|| self.0.decode(&codes)))?
             .map_err(rq_err)?;
         out.into_pyarray(py).reshape([n, self.0.dim()])
     }
@@ -202,12 +200,7 @@ impl RqCodebooks {
         self.0
             .levels()
             .iter()
-            .map(|l| {
-                l.centroids()
-                    .to_vec()
-                    .into_pyarray(py)
-                    .reshape([l.len(), dim])
-            })
+            .map(|l| l.centroids().into_pyarray(py).reshape([l.len(), dim]))
             .collect()
     }
 
@@ -218,19 +211,19 @@ impl RqCodebooks {
         self.0
             .levels()
             .iter()
-            .map(|l| l.bias().to_vec().into_pyarray(py))
+            .map(|l| l.bias().into_pyarray(py))
             .collect()
     }
 
     /// Writes the codebooks to ``path`` atomically (see the file format in README).
     fn save(&self, py: Python<'_>, path: PathBuf) -> PyResult<()> {
-        py.detach(|| self.0.save(&path)).map_err(rq_err)
+        gil::compute(py, "RQKMeans.save", || self.0.save(&path))?.map_err(rq_err)
     }
 
     /// Reads codebooks written by ``save``; a damaged file raises ``IndexCorruptError``.
     #[staticmethod]
     fn load(py: Python<'_>, path: PathBuf) -> PyResult<Self> {
-        py.detach(|| RqKMeans::load(&path))
+        gil::compute(py, "RQKMeans.load", || RqKMeans::load(&path))?
             .map(Self)
             .map_err(rq_err)
     }
@@ -249,7 +242,7 @@ impl RqCodebooks {
 pub(crate) fn rq_collision_rate(py: Python<'_>, codes: PyReadonlyArray2<'_, i64>) -> PyResult<f64> {
     let levels = codes.shape()[1].max(1);
     let codes = codes_of(&codes, levels)?;
-    Ok(py.detach(|| collision_rate(&codes, levels)))
+    gil::compute(py, "rq_collision_rate", || collision_rate(&codes, levels))
 }
 
 /// Per-level ``(used, entropy, counts)`` of ``codes`` for codebooks of sizes ``n_clusters``;
@@ -258,11 +251,11 @@ pub(crate) fn rq_collision_rate(py: Python<'_>, codes: PyReadonlyArray2<'_, i64>
 pub(crate) fn rq_codebook_usage<'py>(
     py: Python<'py>,
     codes: PyReadonlyArray2<'py, i64>,
-    n_clusters: Vec<i64>,
+    n_clusters: Vec<Count>,
 ) -> PyResult<Vec<LevelUsage<'py>>> {
     let ks = n_clusters
         .into_iter()
-        .map(|k| positive("n_clusters", k))
+        .map(|k| k.positive("n_clusters"))
         .collect::<PyResult<Vec<_>>>()?;
     let codes = codes_of(&codes, ks.len())?;
     for (i, &c) in codes.iter().enumerate() {
@@ -275,7 +268,7 @@ pub(crate) fn rq_codebook_usage<'py>(
             }));
         }
     }
-    let usage = py.detach(|| codebook_usage(&codes, &ks));
+    let usage = gil::compute(py, "rq_codebook_usage", || codebook_usage(&codes, &ks))?;
     Ok(usage
         .into_iter()
         .map(|u| (u.used, u.entropy, u.counts.into_pyarray(py)))

@@ -6,9 +6,27 @@ use numpy::{IntoPyArray, PyArray1, PyArrayMethods};
 use pyo3::prelude::*;
 use rayon::prelude::*;
 
-use crate::convert::{Rows, positive, rows};
+use crate::convert::{Count, Rows, rows};
 use crate::exceptions::{Exc, err};
+use crate::gil;
 use crate::par::install;
+
+/// A zeroed output of `n * m` values, or `CapacityError` when that cannot be allocated (a
+/// matrix of every pair of two large inputs), instead of aborting the process.
+fn output(n: usize, m: usize) -> PyResult<Vec<f32>> {
+    let len = n.checked_mul(m).filter(|l| l.checked_mul(4).is_some());
+    let mut v = Vec::new();
+    if let Some(len) = len
+        && v.try_reserve_exact(len).is_ok()
+    {
+        v.resize(len, 0.0);
+        return Ok(v);
+    }
+    Err(err(
+        Exc::Capacity,
+        format!("a result of {n} x {m} values cannot be allocated"),
+    ))
+}
 
 fn check_finite(what: &str, x: &[f32]) -> PyResult<()> {
     if x.iter().all(|v| v.is_finite()) {
@@ -53,9 +71,9 @@ fn pairwise(
     b: &[f32],
     dim: usize,
     f: impl Fn(&[f32], &[f32]) -> f32 + Sync,
+    mut out: Vec<f32>,
 ) -> Vec<f32> {
     let m = b.len() / dim;
-    let mut out = vec![0.0f32; a.len() / dim * m];
     install(|| {
         out.par_chunks_mut(m.max(1))
             .zip(a.par_chunks(dim))
@@ -96,20 +114,26 @@ fn metric<'py>(
     check_finite("a", xa)?;
     check_finite("b", xb)?;
     let dim = ra.dim;
-    let values = py.detach(|| pairwise(xa, xb, dim, f));
+    let out = output(ra.rows, rb.rows)?;
+    let values = gil::compute(py, "distance", || pairwise(xa, xb, dim, f, out))?;
     shape_result(py, &ra, &rb, values)
 }
 
+// Summed in f64: the distance between finite f32 vectors is then finite and exact to f32
+// rounding whatever their magnitude.
 fn l2(x: &[f32], y: &[f32]) -> f32 {
     x.iter()
         .zip(y)
-        .map(|(a, b)| (a - b) * (a - b))
-        .sum::<f32>()
-        .sqrt()
+        .map(|(&a, &b)| (f64::from(a) - f64::from(b)).powi(2))
+        .sum::<f64>()
+        .sqrt() as f32
 }
 
 fn l1(x: &[f32], y: &[f32]) -> f32 {
-    x.iter().zip(y).map(|(a, b)| (a - b).abs()).sum()
+    x.iter()
+        .zip(y)
+        .map(|(&a, &b)| (f64::from(a) - f64::from(b)).abs())
+        .sum::<f64>() as f32
 }
 
 /// Cosine similarity. Two vectors (``[d]``, ``[d]``) give a float; otherwise the ``[n, m]``
@@ -126,11 +150,11 @@ pub(crate) fn cosine_similarity<'py>(
     let ua = unit_rows("a", ra.as_slice(), ra.dim)?;
     let ub = unit_rows("b", rb.as_slice(), rb.dim)?;
     let (n, m) = (ra.rows, rb.rows);
-    let values = py.detach(|| {
-        let mut out = vec![0.0f32; n * m];
+    let mut out = output(n, m)?;
+    let values = gil::compute(py, "cosine_similarity", || {
         Kernels::best().scan_multi_f32(&ua, n, &ub, &mut out);
         out
-    });
+    })?;
     shape_result(py, &ra, &rb, values)
 }
 
@@ -152,12 +176,11 @@ pub(crate) fn batch_cosine_similarity<'py>(
     same_dim(&rq, &rv)?;
     let uq = unit_rows("query", rq.as_slice(), rq.dim)?;
     let uv = unit_rows("vectors", rv.as_slice(), rv.dim)?;
-    let n = rv.rows;
-    let values = py.detach(|| {
-        let mut out = vec![0.0f32; n];
+    let mut out = output(rv.rows, 1)?;
+    let values = gil::compute(py, "batch_cosine_similarity", || {
         Kernels::best().scan_f32(&uq, &uv, &mut out);
         out
-    });
+    })?;
     Ok(values.into_pyarray(py))
 }
 
@@ -201,13 +224,13 @@ pub(crate) fn normalize_l2<'py>(
 /// ``(indices, values)`` as int64 and float32 arrays of shape ``[min(k, n)]`` or
 /// ``[m, min(k, n)]``. Equal values keep the lower index first.
 #[pyfunction]
-#[pyo3(signature = (scores, k = 10))]
+#[pyo3(signature = (scores, k = Count::from(10)), text_signature = "(scores, k=10)")]
 pub(crate) fn top_k<'py>(
     py: Python<'py>,
     scores: &Bound<'py, PyAny>,
-    k: i64,
+    k: Count,
 ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
-    let k = positive("k", k)?;
+    let k = k.positive("k")?;
     let r = rows(scores, "scores")?;
     let x = r.as_slice();
     if x.iter().any(|v| v.is_nan()) {
@@ -218,7 +241,7 @@ pub(crate) fn top_k<'py>(
     }
     let (m, n) = if r.one_d { (1, r.dim) } else { (r.rows, r.dim) };
     let kk = k.min(n);
-    let (idx, val): (Vec<i64>, Vec<f32>) = py.detach(|| {
+    let (idx, val): (Vec<i64>, Vec<f32>) = gil::compute(py, "top_k", || {
         install(|| {
             x.par_chunks(n)
                 .flat_map_iter(|row| select(row, kk).into_iter().map(|(i, v)| (i as i64, v)))
@@ -226,7 +249,7 @@ pub(crate) fn top_k<'py>(
         })
         .into_iter()
         .unzip()
-    });
+    })?;
     let (idx, val) = (idx.into_pyarray(py), val.into_pyarray(py));
     if r.one_d {
         Ok((idx.into_any(), val.into_any()))

@@ -3,18 +3,21 @@
 //! module delivers the events after the ring's locks are released.
 
 use std::collections::VecDeque;
+use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use imesde_ring::Ring;
 use parking_lot::{Condvar, Mutex};
-use pyo3::exceptions::PyStopIteration;
+use pyo3::exceptions::{PyException, PyStopIteration};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use crate::convert::meta_dict;
+use crate::convert::{Real, meta_dict};
 use crate::engine::Hit;
+use crate::exceptions::{Exc, err};
+use crate::gil;
 
 /// A standing query registered with ``Engine.subscribe``.
 ///
@@ -22,7 +25,9 @@ use crate::engine::Hit;
 /// dropped and counted in ``dropped``): iterate (``for event in sub:`` blocks until the next
 /// event and ends after ``close()``), ``get(timeout)`` or ``drain()``. With a callback, each
 /// event is passed to it right after the ingest call that produced it; an exception in the
-/// callback is logged (logger ``"imesde"``) and counted in ``errors``, and never stops ingestion.
+/// callback is logged (logger ``"imesde"``) and counted in ``errors``, and never stops
+/// ingestion, except ``KeyboardInterrupt`` and ``SystemExit`` (any ``BaseException`` that is not
+/// an ``Exception``): those reach the caller of the ingest, after its batch was stored.
 #[pyclass(frozen, module = "imesde._imesde")]
 pub(crate) struct Subscription {
     pub(crate) id: u64,
@@ -73,11 +78,13 @@ impl Subscription {
     }
 
     /// Hands one event to the callback or the queue. Called with the GIL and no engine lock.
-    pub(crate) fn deliver(slf: &Bound<'_, Self>, hit: imesde_ring::Hit) {
+    /// A `BaseException` of the callback that is not an `Exception` (Ctrl-C, `sys.exit`) is
+    /// returned, to be raised by the ingest call; other exceptions are logged and counted.
+    pub(crate) fn deliver(slf: &Bound<'_, Self>, hit: imesde_ring::Hit) -> PyResult<()> {
         let py = slf.py();
         let me = slf.get();
         if !me.is_active() {
-            return;
+            return Ok(());
         }
         let event = match Py::new(
             py,
@@ -90,16 +97,19 @@ impl Subscription {
             Err(e) => {
                 me.errors.fetch_add(1, Ordering::Relaxed);
                 log_error(py, "imesde: could not build an event", &e);
-                return;
+                return Ok(());
             }
         };
         me.delivered.fetch_add(1, Ordering::Relaxed);
         if let Some(cb) = &me.callback {
             if let Err(e) = cb.call1(py, (event,)) {
+                if !e.is_instance_of::<PyException>(py) {
+                    return Err(e);
+                }
                 me.errors.fetch_add(1, Ordering::Relaxed);
                 log_error(py, "imesde: a subscription callback raised", &e);
             }
-            return;
+            return Ok(());
         }
         let mut q = me.queue.lock();
         if q.len() >= me.capacity {
@@ -109,10 +119,23 @@ impl Subscription {
         q.push_back(event);
         drop(q);
         me.ready.notify_all();
+        Ok(())
     }
 
-    fn wait(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<Py<Event>>> {
-        let deadline = timeout.map(|t| Instant::now() + Duration::from_secs_f64(t.max(0.0)));
+    fn wait(&self, py: Python<'_>, timeout: Option<Real>) -> PyResult<Option<Py<Event>>> {
+        let deadline = match timeout {
+            None => None,
+            Some(Real(t)) if t.is_nan() || t < 0.0 => {
+                return Err(err(
+                    Exc::InvalidValue,
+                    format!("timeout must be a number of seconds >= 0 or None, got {t}"),
+                ));
+            }
+            // Beyond what a clock can add (inf, 1e30): no deadline.
+            Some(Real(t)) => Duration::try_from_secs_f64(t)
+                .ok()
+                .and_then(|d| Instant::now().checked_add(d)),
+        };
         loop {
             if let Some(e) = self.queue.lock().pop_front() {
                 return Ok(Some(e));
@@ -130,12 +153,12 @@ impl Subscription {
                 }
                 None => Duration::from_millis(100),
             };
-            py.detach(|| {
+            gil::run(py, "Subscription.get", || {
                 let mut q = self.queue.lock();
                 if q.is_empty() && self.is_active() {
                     self.ready.wait_for(&mut q, step);
                 }
-            });
+            })?;
             // Ctrl-C while waiting.
             py.check_signals()?;
         }
@@ -207,7 +230,7 @@ impl Subscription {
     /// The next event, waiting at most ``timeout`` seconds (None: until one arrives or the
     /// subscription is closed); None when there is none.
     #[pyo3(signature = (timeout = None))]
-    fn get(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<Py<Event>>> {
+    fn get(&self, py: Python<'_>, timeout: Option<Real>) -> PyResult<Option<Py<Event>>> {
         self.wait(py, timeout)
     }
     /// Every queued event, without waiting.
@@ -239,13 +262,16 @@ impl Subscription {
         self.close();
     }
     fn __repr__(&self) -> String {
+        let none = || "None".to_owned();
         format!(
-            "Subscription(id={}, query={:?}, threshold={:?}, top_k={:?}, active={}, pending={})",
+            "Subscription(id={}, query={}, threshold={}, top_k={}, active={}, pending={})",
             self.id,
-            self.query.as_deref().unwrap_or("<vector>"),
-            self.threshold,
-            self.top_k,
-            self.is_active(),
+            self.query
+                .as_deref()
+                .map_or_else(|| "<vector>".to_owned(), py_str),
+            self.threshold.map_or_else(none, |t| t.to_string()),
+            self.top_k.map_or_else(none, |k| k.to_string()),
+            if self.is_active() { "True" } else { "False" },
             self.pending()
         )
     }
@@ -303,11 +329,46 @@ impl Event {
     }
     fn __repr__(&self) -> String {
         format!(
-            "Event(subscription={}, id={}, score={:.4}, text={:?})",
+            "Event(subscription={}, id={}, score={:.4}, text={})",
             self.subscription.get().id,
             self.hit.id,
             self.hit.score,
-            self.hit.text.as_deref().unwrap_or("")
+            self.hit
+                .text
+                .as_deref()
+                .map_or_else(|| "None".to_owned(), py_str)
         )
     }
+}
+
+/// `s` quoted as Python's `repr` would (single quotes unless it holds one).
+pub(crate) fn py_str(s: &str) -> String {
+    let quote = if s.contains('\'') && !s.contains('"') {
+        '"'
+    } else {
+        '\''
+    };
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push(quote);
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c == quote => {
+                out.push('\\');
+                out.push(c);
+            }
+            c if c.is_control() && (c as u32) < 0x100 => {
+                let _ = write!(out, "\\x{:02x}", c as u32);
+            }
+            c if c.is_control() => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push(quote);
+    out
 }

@@ -52,6 +52,9 @@ pub enum RingError {
     /// A standing query's settings are invalid.
     #[error("{0}")]
     Standing(String),
+    /// The ring has handed out every id it can ([`crate::MAX_IDS`]).
+    #[error("cannot add {n} items: the engine's next id is {next} and ids stop at 2^63 - 1")]
+    IdsExhausted { next: u64, n: usize },
     /// A timestamp was NaN or infinite.
     #[error("timestamp {index} is not a finite number")]
     Timestamp { index: usize },

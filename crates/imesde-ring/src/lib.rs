@@ -25,7 +25,7 @@ mod standing;
 
 pub use error::RingError;
 pub use item::{Attributes, Filter, Hit, Item, Metadata};
-pub use ring::{BatchResult, Ring, RingConfig, RingStats, Storage, set_parallel};
+pub use ring::{BatchResult, MAX_IDS, Ring, RingConfig, RingStats, Storage, set_parallel};
 pub use standing::{Event, StandingSpec};
 
 /// Result alias of this crate.

@@ -103,6 +103,9 @@ fn best_first(a: &Hit, b: &Hit) -> std::cmp::Ordering {
 }
 
 pub(crate) const EMPTY: u64 = u64::MAX;
+/// Ids are below this (they fit an `i64`, as numpy and faiss users take them); a ring that
+/// would pass it refuses the batch instead of wrapping around.
+pub const MAX_IDS: u64 = i64::MAX as u64;
 /// Rows scored per kernel call: bounds the score buffers whatever the shard size.
 const CHUNK: usize = 2048;
 /// Rows per parallel task: a shard larger than this is split, so the threads of a scan end
@@ -132,6 +135,9 @@ pub(crate) enum Vectors {
     },
 }
 
+/// One shard's slots. Its arrays are reserved whole when the ring is made but hold only the
+/// slots written so far (`ids.len()` of them, see [`Shard::ensure`]): memory is touched as
+/// items arrive, so a large ring holding few items (or a snapshot of one) costs little.
 pub(crate) struct Shard {
     pub(crate) vectors: Vectors,
     pub(crate) ids: Vec<u64>,
@@ -142,6 +148,38 @@ pub(crate) struct Shard {
     pub(crate) high: usize,
     pub(crate) len: usize,
     pub(crate) payload_bytes: usize,
+}
+
+impl Shard {
+    /// Makes slot `slot` addressable (the arrays grow within their reserved capacity, so they
+    /// never move).
+    pub(crate) fn ensure(&mut self, slot: usize, dim: usize) {
+        let n = slot + 1;
+        if self.ids.len() >= n {
+            return;
+        }
+        self.ids.resize(n, EMPTY);
+        self.ts.resize(n, 0.0);
+        self.texts.resize(n, None);
+        self.meta.resize(n, None);
+        match &mut self.vectors {
+            Vectors::F32(v) => v.resize(n * dim, 0.0),
+            Vectors::Int8 {
+                codes,
+                scales,
+                residuals,
+            } => {
+                codes.resize(n * dim, 0);
+                scales.resize(n, 0.0);
+                residuals.resize(n * quant::residual_bytes(dim), 0);
+            }
+        }
+    }
+
+    /// The id in `slot`, if one was ever written there.
+    pub(crate) fn id_at(&self, slot: usize) -> u64 {
+        self.ids.get(slot).copied().unwrap_or(EMPTY)
+    }
 }
 
 /// Vectors validated, normalised and (for int8) quantised, ready to copy into slots.
@@ -215,10 +253,11 @@ impl std::fmt::Debug for Ring {
     }
 }
 
-fn try_zeroed<T: Clone + Default>(n: usize) -> Option<Vec<T>> {
+/// An empty vector with room for `n` values (reserved, not touched), or `None` when that
+/// cannot be allocated.
+fn try_reserved<T>(n: usize) -> Option<Vec<T>> {
     let mut v = Vec::new();
     v.try_reserve_exact(n).ok()?;
-    v.resize(n, T::default());
     Some(v)
 }
 
@@ -291,22 +330,20 @@ impl Ring {
             .map_err(|_| capacity_err())?;
         for _ in 0..cfg.num_shards {
             let vectors = match cfg.storage {
-                Storage::F32 => Vectors::F32(try_zeroed(values).ok_or_else(capacity_err)?),
+                Storage::F32 => Vectors::F32(try_reserved(values).ok_or_else(capacity_err)?),
                 Storage::Int8 => Vectors::Int8 {
-                    codes: try_zeroed(values).ok_or_else(capacity_err)?,
-                    scales: try_zeroed(cfg.shard_size).ok_or_else(capacity_err)?,
-                    residuals: try_zeroed(cfg.shard_size * quant::residual_bytes(cfg.dim))
+                    codes: try_reserved(values).ok_or_else(capacity_err)?,
+                    scales: try_reserved(cfg.shard_size).ok_or_else(capacity_err)?,
+                    residuals: try_reserved(cfg.shard_size * quant::residual_bytes(cfg.dim))
                         .ok_or_else(capacity_err)?,
                 },
             };
-            let mut ids = try_zeroed::<u64>(cfg.shard_size).ok_or_else(capacity_err)?;
-            ids.fill(EMPTY);
             shards.push(RwLock::new(Shard {
                 vectors,
-                ids,
-                ts: try_zeroed(cfg.shard_size).ok_or_else(capacity_err)?,
-                texts: try_zeroed(cfg.shard_size).ok_or_else(capacity_err)?,
-                meta: try_zeroed(cfg.shard_size).ok_or_else(capacity_err)?,
+                ids: try_reserved(cfg.shard_size).ok_or_else(capacity_err)?,
+                ts: try_reserved(cfg.shard_size).ok_or_else(capacity_err)?,
+                texts: try_reserved(cfg.shard_size).ok_or_else(capacity_err)?,
+                meta: try_reserved(cfg.shard_size).ok_or_else(capacity_err)?,
                 high: 0,
                 len: 0,
                 payload_bytes: 0,
@@ -464,7 +501,7 @@ impl Ring {
     pub fn ingest(&self, vectors: &[f32], attrs: &Attributes) -> Result<Range<u64>> {
         let (n, prepared) = self.prepare(vectors)?;
         attrs.check(n)?;
-        Ok(self.write(n, &prepared, attrs, now()))
+        self.write(n, &prepared, attrs, now())
     }
 
     /// [`Ring::ingest`], then scores the batch against every standing query
@@ -489,7 +526,7 @@ impl Ring {
             Storage::F32 => (Prepared::F32(unit), None),
             Storage::Int8 => (self.encode_unit(unit.clone()), Some(unit)),
         };
-        let ids = self.write(n, &prepared, attrs, ts_now);
+        let ids = self.write(n, &prepared, attrs, ts_now)?;
         let unit = match (&prepared, &copy) {
             (_, Some(u)) | (Prepared::F32(u), None) => u,
             (Prepared::Int8 { .. }, None) => unreachable!("int8 rings keep a copy"),
@@ -546,9 +583,20 @@ impl Ring {
     }
 
     /// Writes a validated, prepared batch; returns its ids.
-    fn write(&self, n: usize, prepared: &Prepared, attrs: &Attributes, ts_now: f64) -> Range<u64> {
+    fn write(
+        &self,
+        n: usize,
+        prepared: &Prepared,
+        attrs: &Attributes,
+        ts_now: f64,
+    ) -> Result<Range<u64>> {
         let _gate = self.gate.read();
-        let start = self.next_id.fetch_add(n as u64, Ordering::AcqRel);
+        let start = self
+            .next_id
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |next| {
+                next.checked_add(n as u64).filter(|&end| end <= MAX_IDS)
+            })
+            .map_err(|next| RingError::IdsExhausted { next, n })?;
         let end = start + n as u64;
         // Only the newest `capacity` of a batch can survive it; skip writing the rest.
         let first = start.max(end.saturating_sub(self.capacity() as u64));
@@ -563,6 +611,7 @@ impl Ring {
             while id < end {
                 let i = (id - start) as usize;
                 let slot = ((id / nsh) % self.cfg.shard_size as u64) as usize;
+                shard.ensure(slot, dim);
                 let old = shard.ids[slot];
                 // A concurrent writer may already have put a newer item here.
                 if old == EMPTY || old < id {
@@ -619,7 +668,7 @@ impl Ring {
                 write_shard(s, lock);
             }
         }
-        start..end
+        Ok(start..end)
     }
 
     /// Unit queries in the form the kernels of this ring's storage want; int8 rings get
@@ -716,7 +765,8 @@ impl Ring {
     }
 
     /// The `k` items most similar to `query` (cosine) among those passing `filter`, best
-    /// first; equal scores put the newer item first. Fewer than `k` when fewer match.
+    /// first; equal scores put the newer item first. Fewer than `k` when fewer match (any
+    /// `k` is taken: it is capped at the capacity).
     ///
     /// # Errors
     /// `k == 0`, an empty time window, a query of the wrong length, NaN / infinite or zero.
@@ -724,6 +774,8 @@ impl Ring {
         if k == 0 {
             return Err(RingError::ZeroK);
         }
+        // No more than the ring can hold: a huge `k` allocates nothing it cannot fill.
+        let k = k.min(self.capacity());
         if let (Some(since), Some(until)) = (filter.since, filter.until)
             && since >= until
         {
@@ -799,6 +851,7 @@ impl Ring {
         if k == 0 {
             return Err(RingError::ZeroK);
         }
+        let k = k.min(self.capacity());
         let (nq, q) = self.prepare_queries(queries)?;
         self.searches.fetch_add(nq as u64, Ordering::Relaxed);
         let kc = q.candidates(k);
@@ -952,7 +1005,7 @@ impl Ring {
         }
         let (s, slot) = self.slot_of(id);
         let shard = self.shards[s].read();
-        (shard.ids[slot] == id).then(|| f(&shard, slot))
+        (shard.id_at(slot) == id).then(|| f(&shard, slot))
     }
 
     /// Sizes and counters.

@@ -21,7 +21,7 @@ use imesde_format::{FormatError, Reader, Writer};
 use imesde_simd::quant;
 
 use crate::item::{meta_bytes, text_bytes};
-use crate::ring::{EMPTY, Ring, RingConfig, Shard, Storage, Vectors};
+use crate::ring::{EMPTY, MAX_IDS, Ring, RingConfig, Shard, Storage, Vectors};
 use crate::{Metadata, RingError};
 
 const MAGIC: &[u8; 12] = b"IMESDE-RING\n";
@@ -61,7 +61,7 @@ impl Ring {
         for id in floor..next_id {
             let (s, slot) = self.slot_of(id);
             let shard: &Shard = &shards[s];
-            if shard.ids[slot] != id {
+            if shard.id_at(slot) != id {
                 continue;
             }
             w.u64(id);
@@ -134,6 +134,9 @@ impl Ring {
         if dim == 0 || num_shards == 0 || shard_size == 0 {
             return Err(invalid("a zero ring dimension"));
         }
+        if next_id > MAX_IDS {
+            return Err(invalid("the next id is beyond the id range"));
+        }
         let capacity = (num_shards as u64).saturating_mul(shard_size as u64);
         // Every item takes at least 21 bytes: refuse counts the file cannot hold before
         // allocating the ring.
@@ -156,11 +159,14 @@ impl Ring {
             }
             let (s, slot) = ring.slot_of(id);
             let mut shard = ring.shards[s].write();
+            shard.ensure(slot, dim);
             match &mut shard.vectors {
                 Vectors::F32(v) => {
                     let x = r.f32s(dim).map_err(bad)?;
-                    if x.iter().any(|v| !v.is_finite()) {
-                        return Err(invalid("a vector is not finite"));
+                    // Stored vectors are unit length: scores are cosines in [-1, 1].
+                    let norm = x.iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>();
+                    if !(norm - 1.0).abs().lt(&1e-3) {
+                        return Err(invalid("a vector is not finite and of unit length"));
                     }
                     v[slot * dim..(slot + 1) * dim].copy_from_slice(&x);
                 }
@@ -174,8 +180,16 @@ impl Ring {
                         *dst = b as i8;
                     }
                     let scale = r.f32().map_err(bad)?;
-                    if !scale.is_finite() {
-                        return Err(invalid("a scale is not finite"));
+                    // The codes of a unit vector: within rounding (half a step per value) of
+                    // length 1.
+                    let coarse = f64::from(scale)
+                        * c.iter()
+                            .map(|&b| f64::from(b as i8).powi(2))
+                            .sum::<f64>()
+                            .sqrt();
+                    let slack = 0.5 * f64::from(scale) * (dim as f64).sqrt() + 1e-3;
+                    if !(scale.is_finite() && scale > 0.0 && (coarse - 1.0).abs() <= slack) {
+                        return Err(invalid("a vector's codes are not of unit length"));
                     }
                     scales[slot] = scale;
                     let rb = quant::residual_bytes(dim);
@@ -256,5 +270,106 @@ mod tests {
         // Saved again, it is a version 2 snapshot with a zero residual.
         let (again, _) = Ring::from_snapshot(&old.snapshot("t")).unwrap();
         assert_eq!(again.get(3), old.get(3));
+    }
+
+    fn small_ring(storage: Storage) -> Ring {
+        let ring = Ring::new(RingConfig {
+            dim: 4,
+            num_shards: 2,
+            shard_size: 8,
+            storage,
+        })
+        .unwrap();
+        let x: Vec<f32> = (0..20).map(|i| (i as f32 * 0.37).sin() + 0.1).collect();
+        ring.ingest(&x, &Attributes::default()).unwrap();
+        ring
+    }
+
+    /// A snapshot whose body was changed by `edit` (offsets past the 16-byte header), with
+    /// its checksum made valid again: only the structure checks can catch it.
+    fn forged(bytes: &[u8], edit: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
+        let mut body = bytes[..bytes.len() - 4].to_vec();
+        edit(&mut body);
+        let crc = crc32fast::hash(&body);
+        body.extend_from_slice(&crc.to_le_bytes());
+        body
+    }
+
+    /// Offset of the first item's vector: magic 12, version 4, dim, shards, size 12,
+    /// storage 1, next id 8, tag (4 + len), count 8, id 8, ts 8.
+    fn first_vector(tag: &str) -> usize {
+        12 + 4 + 12 + 1 + 8 + 4 + tag.len() + 8 + 8 + 8
+    }
+
+    #[test]
+    fn forged_snapshots_with_a_valid_checksum_are_refused() {
+        for storage in [Storage::F32, Storage::Int8] {
+            let ring = small_ring(storage);
+            let bytes = ring.snapshot("t");
+            assert!(Ring::from_snapshot(&bytes).is_ok());
+            // An untouched copy passes, so each failure below is the edit's.
+            assert!(Ring::from_snapshot(&forged(&bytes, |_| ())).is_ok());
+            let at = first_vector("t");
+            // A vector scaled up: it would score far outside [-1, 1].
+            let scaled = forged(&bytes, |b| {
+                // f32: the first value; int8: the scale after the codes.
+                let s = if storage == Storage::F32 { at } else { at + 4 };
+                let v = f32::from_le_bytes(b[s..s + 4].try_into().unwrap());
+                b[s..s + 4].copy_from_slice(&(v * 1e6 + 3.0).to_le_bytes());
+            });
+            let e = Ring::from_snapshot(&scaled).unwrap_err();
+            assert!(e.to_string().contains("unit length"), "{e}");
+            // A next id at the end of the id range: ingestion could not go on.
+            let next = forged(&bytes, |b| {
+                b[29..37].copy_from_slice(&(u64::MAX - 1).to_le_bytes());
+            });
+            let e = Ring::from_snapshot(&next).unwrap_err();
+            assert!(e.to_string().contains("id range"), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_snapshot_of_a_large_empty_ring_loads_without_touching_its_slots() {
+        // 2^24 slots of 64 dims is 4 GiB of f32 reserved; none of it is written, so loading
+        // costs what the items do.
+        let ring = Ring::new(RingConfig {
+            dim: 64,
+            num_shards: 1 << 8,
+            shard_size: 1 << 16,
+            storage: Storage::F32,
+        })
+        .unwrap();
+        let bytes = ring.snapshot("");
+        assert!(bytes.len() < 100);
+        let (back, _) = Ring::from_snapshot(&bytes).unwrap();
+        assert!(back.shards.iter().all(|s| s.read().ids.is_empty()));
+        assert_eq!(back.capacity(), 1 << 24);
+    }
+
+    #[test]
+    fn ids_stop_before_the_range_ends() {
+        let ring = small_ring(Storage::F32);
+        ring.next_id.store(MAX_IDS - 2, Ordering::Release);
+        let x = [1.0f32, 0.0, 0.0, 0.0];
+        let e = ring
+            .ingest(&[x, x, x].concat(), &Attributes::default())
+            .unwrap_err();
+        assert!(matches!(e, RingError::IdsExhausted { .. }), "{e}");
+        assert_eq!(ring.next_id(), MAX_IDS - 2);
+        let ids = ring
+            .ingest(&[x, x].concat(), &Attributes::default())
+            .unwrap();
+        assert_eq!(ids, MAX_IDS - 2..MAX_IDS);
+        assert_eq!(ring.get(MAX_IDS - 1).unwrap().id, MAX_IDS - 1);
+    }
+
+    #[test]
+    fn a_huge_k_is_capped_at_the_capacity() {
+        let ring = small_ring(Storage::Int8);
+        let q = [1.0f32, 0.5, 0.0, 0.0];
+        let hits = ring.search(&q, usize::MAX, &Filter::default()).unwrap();
+        assert_eq!(hits.len(), ring.len());
+        let batch = ring.search_batch(&[q, q].concat(), usize::MAX).unwrap();
+        assert_eq!((batch.nq, batch.k), (2, ring.len()));
     }
 }

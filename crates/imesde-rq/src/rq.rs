@@ -13,7 +13,8 @@ use crate::kmeans::{
 };
 
 /// One level: `k` codewords of the model's dimension, their squared norms, and the assignment
-/// bias learnt by balanced training (empty otherwise).
+/// bias learnt by balanced training (empty otherwise). Kept divided by the model's scale (see
+/// [`RqKMeans`]); [`Codebook::centroids`] and [`Codebook::bias`] give them in the data's units.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Codebook {
     pub(crate) k: usize,
@@ -22,6 +23,8 @@ pub struct Codebook {
     pub(crate) bias: Vec<f32>,
     /// The int8 codewords of the exact integer prefilter (`None` past its dimension limit).
     pub(crate) quant: Option<QuantBook>,
+    /// The model's scale: a power of two, so scaling is exact.
+    pub(crate) scale: f32,
 }
 
 impl Codebook {
@@ -33,6 +36,7 @@ impl Codebook {
             centroids,
             norms,
             bias,
+            scale: 1.0,
         }
     }
     /// Number of codewords.
@@ -45,15 +49,47 @@ impl Codebook {
     pub fn is_empty(&self) -> bool {
         self.k == 0
     }
-    /// Codewords, `k x dim` row-major.
+    /// Codewords, `k x dim` row-major, in the units of the training data.
     #[must_use]
-    pub fn centroids(&self) -> &[f32] {
-        &self.centroids
+    pub fn centroids(&self) -> Vec<f32> {
+        self.centroids.iter().map(|v| v * self.scale).collect()
     }
-    /// Per-codeword assignment bias of a balanced model; empty for a plain one.
+    /// Per-codeword assignment bias of a balanced model (a squared distance, in the units of
+    /// the training data); empty for a plain one.
     #[must_use]
-    pub fn bias(&self) -> &[f32] {
-        &self.bias
+    pub fn bias(&self) -> Vec<f32> {
+        self.bias
+            .iter()
+            .map(|v| v * self.scale * self.scale)
+            .collect()
+    }
+}
+
+/// Largest row norm, relative to the model's scale, that encoding accepts: squared distances
+/// of such rows stay far inside f32's range (2^120 of its 2^128).
+const MAX_SCALED_NORM: f64 = (1u64 << 60) as f64;
+
+/// The power of two that brings `data`'s largest magnitude near 1, or 1 when it is already
+/// between 2^-16 and 2^16. Training and encoding work on the data divided by it (exactly: a
+/// power of two only moves exponents), so the model is the same at every magnitude and
+/// squared distances neither overflow (values of 1e19 and more) nor underflow (1e-20).
+fn scale_of(data: &[f32]) -> f32 {
+    let max = data.iter().fold(0f32, |m, v| m.max(v.abs()));
+    if max == 0.0 || (2f32.powi(-16)..=2f32.powi(16)).contains(&max) {
+        return 1.0;
+    }
+    let e = (max.log2().round() as i32).clamp(-126, 127);
+    // A normal f32 power of two: exponent bits only.
+    f32::from_bits(((e + 127) as u32) << 23)
+}
+
+/// `data` divided by `scale` (borrowed as is when it is 1).
+#[allow(clippy::float_cmp)] // scales are exact powers of two
+fn scaled(data: &[f32], scale: f32) -> std::borrow::Cow<'_, [f32]> {
+    if scale == 1.0 {
+        std::borrow::Cow::Borrowed(data)
+    } else {
+        std::borrow::Cow::Owned(data.iter().map(|v| v / scale).collect())
     }
 }
 
@@ -251,6 +287,29 @@ impl RqKMeans {
     /// [`RqError::Invalid`] for empty or non-finite data, no levels, a level with more clusters
     /// than training vectors, `max_iter` of 0 or a negative `tol`.
     pub fn fit(data: &[f32], dim: usize, cfg: &FitConfig) -> Result<(Self, Vec<LevelReport>)> {
+        check_data(data, dim)?;
+        let scale = scale_of(data);
+        let (mut model, mut reports) = Self::fit_scaled(&scaled(data, scale), dim, cfg)?;
+        model.set_scale(scale);
+        for r in &mut reports {
+            r.mse *= f64::from(scale) * f64::from(scale);
+        }
+        Ok((model, reports))
+    }
+
+    fn set_scale(&mut self, scale: f32) {
+        for cb in &mut self.levels {
+            cb.scale = scale;
+        }
+    }
+
+    /// The model's scale (a power of two; see [`scale_of`]).
+    pub(crate) fn scale(&self) -> f32 {
+        self.levels[0].scale
+    }
+
+    /// [`RqKMeans::fit`] on data already scaled.
+    fn fit_scaled(data: &[f32], dim: usize, cfg: &FitConfig) -> Result<(Self, Vec<LevelReport>)> {
         let n = check_data(data, dim)?;
         if cfg.n_clusters.is_empty() {
             return Err(RqError::Invalid("at least one level is needed".into()));
@@ -492,6 +551,43 @@ impl RqKMeans {
                 "need a dimension and at least one level".into(),
             ));
         }
+        let scale = scale_of(
+            &books
+                .iter()
+                .map(|(c, _)| c.iter().fold(0f32, |m, v| m.max(v.abs())))
+                .collect::<Vec<f32>>(),
+        );
+        let books = books
+            .into_iter()
+            .map(|(c, b)| {
+                let c = scaled(&c, scale).into_owned();
+                let b = b.iter().map(|v| v / scale / scale).collect();
+                (c, b)
+            })
+            .collect();
+        Self::from_scaled(dim, scale, books)
+    }
+
+    /// A model from codebooks (and biases) already divided by `scale` (`scale` times the
+    /// codewords, `scale^2` times the biases are the data's units).
+    ///
+    /// # Errors
+    /// As [`RqKMeans::from_codebooks`], and a `scale` that is not a positive power of two.
+    pub(crate) fn from_scaled(
+        dim: usize,
+        scale: f32,
+        books: Vec<(Vec<f32>, Vec<f32>)>,
+    ) -> Result<Self> {
+        if dim == 0 || books.is_empty() {
+            return Err(RqError::Invalid(
+                "need a dimension and at least one level".into(),
+            ));
+        }
+        if !(scale.is_normal() && scale > 0.0 && scale.to_bits().trailing_zeros() >= 23) {
+            return Err(RqError::Invalid(format!(
+                "scale {scale:e} is not a power of two"
+            )));
+        }
         let kern = Kernels::best();
         let mut levels = Vec::with_capacity(books.len());
         for (l, (c, b)) in books.into_iter().enumerate() {
@@ -501,11 +597,13 @@ impl RqKMeans {
             }
             levels.push(Codebook::new(kern, dim, c, b));
         }
-        Ok(RqKMeans {
+        let mut model = RqKMeans {
             dim,
             levels,
             backend: kern.backend(),
-        })
+        };
+        model.set_scale(scale);
+        Ok(model)
     }
 
     /// Runs later calls on `backend` (for tests: codes are the same on every backend).
@@ -549,9 +647,11 @@ impl RqKMeans {
     ///
     /// # Errors
     /// [`RqError::Dimension`] for rows of another dimension, [`RqError::Invalid`] for NaN or
-    /// infinite values or a beam width of 0.
+    /// infinite values, rows far larger than the training data (see `check_input`) or a beam
+    /// width of 0.
     pub fn encode(&self, data: &[f32], beam: usize) -> Result<Vec<u32>> {
-        let n = self.check_input(data)?;
+        let (n, data) = self.check_input(data)?;
+        let data: &[f32] = &data;
         if beam == 0 {
             return Err(RqError::Invalid("beam width must be at least 1".into()));
         }
@@ -756,7 +856,7 @@ impl RqKMeans {
                 });
             }
         }
-        let dim = self.dim;
+        let (dim, scale) = (self.dim, self.scale());
         let mut out = vec![0.0f32; codes.len() / nl * dim];
         // The first level is copied, not added: a large zeroed buffer's pages are mapped on
         // first use, and a first read (`+=`) maps the shared zero page, so the write after it
@@ -776,18 +876,43 @@ impl RqKMeans {
                         }
                     }
                 }
+                if scale.to_bits() != 1f32.to_bits() {
+                    for a in o {
+                        *a *= scale;
+                    }
+                }
             });
         Ok(out)
     }
 
-    fn check_input(&self, data: &[f32]) -> Result<usize> {
+    /// `data` checked (whole rows of finite values) and divided by the model's scale; rows
+    /// whose norm is then beyond [`MAX_SCALED_NORM`] (2^60 times the training data's
+    /// magnitude) are refused: their squared distances would overflow.
+    fn check_input<'a>(&self, data: &'a [f32]) -> Result<(usize, std::borrow::Cow<'a, [f32]>)> {
         if !data.len().is_multiple_of(self.dim) {
             return Err(RqError::Dimension {
                 expected: self.dim,
                 got: data.len(),
             });
         }
-        check_data(data, self.dim)
+        let n = check_data(data, self.dim)?;
+        let x = scaled(data, self.scale());
+        for (i, row) in x.chunks_exact(self.dim).enumerate() {
+            let norm = row
+                .iter()
+                .map(|&v| f64::from(v) * f64::from(v))
+                .sum::<f64>()
+                .sqrt();
+            if norm > MAX_SCALED_NORM {
+                return Err(RqError::Invalid(format!(
+                    "vector {i} has norm {:.3e}, more than 2^60 times the magnitude of the data \
+                     the model was trained on ({:e}): it cannot be encoded",
+                    norm * f64::from(self.scale()),
+                    self.scale()
+                )));
+            }
+        }
+        Ok((n, x))
     }
 }
 

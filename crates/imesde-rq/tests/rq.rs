@@ -347,3 +347,78 @@ fn bad_input_is_an_error() {
     ));
     assert!(matches!(m.decode(&[1, 2, 3]), Err(RqError::Invalid(_))));
 }
+
+#[test]
+#[allow(clippy::float_cmp)] // scaling by a power of two is exact
+fn any_finite_magnitude_gives_the_model_of_the_data_scaled() {
+    // A power of two only moves exponents, so training and encoding on the data divided by
+    // one are exact: the codes at 2^70 (about 1e21, where squared distances overflow f32) and
+    // at 2^-70 (1e-21, where they underflow) are those of the data at magnitude 1.
+    let (n, dim) = (2000, 384);
+    let x = blobs(n, dim, 30, 5);
+    for balanced in [false, true] {
+        let c = FitConfig {
+            balanced,
+            ..cfg(&[16, 16])
+        };
+        let (base, base_reports) = RqKMeans::fit(&x, dim, &c).unwrap();
+        let codes = base.encode(&x, 1).unwrap();
+        for e in [-70, -20, 20, 70, 120] {
+            let s = 2f32.powi(e);
+            let xs: Vec<f32> = x.iter().map(|v| v * s).collect();
+            let (m, reports) = RqKMeans::fit(&xs, dim, &c).unwrap();
+            assert_eq!(
+                m.encode(&xs, 1).unwrap(),
+                codes,
+                "2^{e}, balanced {balanced}"
+            );
+            assert_eq!(m.encode(&xs, 4).unwrap(), base.encode(&x, 4).unwrap());
+            let back = m.decode(&codes).unwrap();
+            let expect = base.decode(&codes).unwrap();
+            assert!(back.iter().zip(&expect).all(|(a, b)| *a == b * s));
+            let ratio = reports[1].mse / base_reports[1].mse / f64::from(s) / f64::from(s);
+            assert!((ratio - 1.0).abs() < 1e-9, "2^{e}: mse ratio {ratio}");
+            for (a, b) in m.levels().iter().zip(base.levels()) {
+                assert!(
+                    a.centroids()
+                        .iter()
+                        .zip(b.centroids())
+                        .all(|(p, q)| *p == q * s)
+                );
+            }
+            // A file holds the data's units and loads as the same model.
+            let again = RqKMeans::from_bytes(&m.to_bytes(), std::path::Path::new("m")).unwrap();
+            assert_eq!(again.encode(&xs, 1).unwrap(), codes);
+        }
+        // Decimal magnitudes (not powers of two) still train and encode sensibly.
+        let big: Vec<f32> = x.iter().map(|v| v * 1e20).collect();
+        let (m, _) = RqKMeans::fit(&big, dim, &c).unwrap();
+        let agree = m
+            .encode(&big, 1)
+            .unwrap()
+            .chunks(2)
+            .zip(codes.chunks(2))
+            .filter(|(a, b)| a == b)
+            .count();
+        assert!(agree > n * 9 / 10, "{agree} of {n}");
+    }
+}
+
+#[test]
+fn rows_far_beyond_the_training_magnitude_are_refused() {
+    let (n, dim) = (500, 8);
+    let x = blobs(n, dim, 10, 2);
+    let (m, _) = RqKMeans::fit(&x, dim, &cfg(&[8])).unwrap();
+    let mut huge = x[..dim].to_vec();
+    huge[3] = 1e30;
+    for beam in [1, 3] {
+        let e = m.encode(&huge, beam).unwrap_err();
+        assert!(
+            matches!(e, RqError::Invalid(ref msg) if msg.contains("vector 0")),
+            "{e}"
+        );
+    }
+    // Large but within 2^60 of the training data: encoded.
+    huge[3] = 1e15;
+    assert_eq!(m.encode(&huge, 1).unwrap().len(), 1);
+}

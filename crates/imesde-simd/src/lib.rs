@@ -419,7 +419,9 @@ pub fn prefetch<T>(data: &[T]) {
 }
 
 /// Scales `x` to unit L2 norm in place and returns its original norm (summed in f64). A zero
-/// vector is left unchanged and 0.0 returned; callers decide whether that is an error.
+/// vector is left unchanged and 0.0 returned; callers decide whether that is an error. The
+/// scaling is done in f64 too, so vectors of any finite magnitude (1e30, or 1e-40) come out
+/// of unit length (the reciprocal of such a norm is not a normal f32).
 pub fn normalize_l2(x: &mut [f32]) -> f64 {
     let norm = x
         .iter()
@@ -427,9 +429,9 @@ pub fn normalize_l2(x: &mut [f32]) -> f64 {
         .sum::<f64>()
         .sqrt();
     if norm > 0.0 {
-        let inv = (1.0 / norm) as f32;
+        let inv = 1.0 / norm;
         for v in x.iter_mut() {
-            *v *= inv;
+            *v = (f64::from(*v) * inv) as f32;
         }
     }
     norm

@@ -333,3 +333,23 @@ fn fixed_order_gather_matches_the_fixed_scan() {
         }
     }
 }
+
+#[test]
+fn normalize_l2_gives_unit_vectors_at_any_finite_magnitude() {
+    for scale in [1e-40f32, 1e-30, 1.0, 1e20, 1e30, 5e37] {
+        let mut x: Vec<f32> = (0..384)
+            .map(|i| ((i * 7 % 13) as f32 - 6.0) * scale)
+            .collect();
+        let norm = imesde_simd::normalize_l2(&mut x);
+        assert!(norm.is_finite() && norm > 0.0, "{scale}");
+        let len = x
+            .iter()
+            .map(|&v| f64::from(v) * f64::from(v))
+            .sum::<f64>()
+            .sqrt();
+        assert!((len - 1.0).abs() < 1e-5, "{scale}: length {len}");
+    }
+    let mut zero = [0.0f32; 4];
+    assert!(imesde_simd::normalize_l2(&mut zero) <= 0.0);
+    assert!(zero.iter().all(|v| v.to_bits() == 0));
+}
