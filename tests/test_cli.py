@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -114,10 +119,6 @@ def test_watch_prints_matches_from_stdin_and_counts() -> None:
 
 
 def test_watch_follows_a_growing_file_until_interrupted(tmp_path: Path) -> None:
-    import signal
-    import threading
-    import time
-
     log = tmp_path / "app.log"
     log.write_text("disk quota exceeded on /home\n", encoding="utf-8")
     proc = subprocess.Popen(
@@ -165,3 +166,106 @@ def test_watch_follows_a_growing_file_until_interrupted(tmp_path: Path) -> None:
     assert not any("user logged in" in line for line in seen)
     assert "interrupted" in stderr
     assert "3 lines" in stderr
+
+
+def _watch(*args: str, **kwargs: Any) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "imesde", "watch", *args, "--threads", "1"],
+        stdin=kwargs.pop("stdin", subprocess.PIPE),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kwargs,
+    )
+
+
+def test_watch_into_a_closed_pipe_ends_quietly() -> None:
+    # `imesde watch ... | head -1`: once the reader is gone the command stops reading and
+    # exits 0, as grep does, with no BrokenPipeError traceback.
+    proc = _watch("memory leak", "--threshold", "-1", "--batch", "4", "--wait", "0.05")
+    assert proc.stdin is not None
+    assert proc.stdout is not None
+    assert proc.stderr is not None
+    stop = threading.Event()
+    stdin = proc.stdin
+
+    def feed() -> None:
+        try:
+            i = 0
+            while not stop.is_set():
+                stdin.write(f"line {i}: memory leak fixed in the nfs client\n")
+                stdin.flush()
+                i += 1
+                time.sleep(0.002)
+        except (BrokenPipeError, OSError, ValueError):
+            pass
+
+    writer = threading.Thread(target=feed, daemon=True)
+    writer.start()
+    try:
+        first = proc.stdout.readline()
+        assert "memory leak" in first, proc.stderr.read()
+        proc.stdout.close()
+        code = proc.wait(timeout=120)
+    finally:
+        stop.set()
+        proc.kill()
+    stderr = proc.stderr.read()
+    assert code == 0, stderr
+    assert "Traceback" not in stderr
+    assert "BrokenPipeError" not in stderr
+
+
+def test_watch_escapes_text_the_terminal_cannot_encode() -> None:
+    lines = ["café crashed ✓ on startup", "naïve résumé crashed", "plain crash on startup"]
+    env = {**os.environ, "PYTHONIOENCODING": "ascii"}
+    out = subprocess.run(
+        [sys.executable, "-m", "imesde", "watch", "crash on startup", "--threshold", "-1"],
+        input=("\n".join(lines) + "\n").encode(),
+        capture_output=True,
+        timeout=240,
+        check=False,
+        env=env,
+    )
+    stdout = out.stdout.decode("ascii")
+    stderr = out.stderr.decode("ascii")
+    assert out.returncode == 0, stderr
+    printed = stdout.splitlines()
+    assert len(printed) == 3
+    assert any("caf\\xe9 crashed \\u2713" in line for line in printed)
+    assert "Traceback" not in stderr
+    assert '"crash on startup" 3' in stderr
+
+
+def test_every_ctrl_c_stops_watch_follow(tmp_path: Path) -> None:
+    # Every line matches, so Ctrl-C often lands inside the callback that prints it: it must
+    # still end the command, every time.
+    log = tmp_path / "app.log"
+    log.write_text("", encoding="utf-8")
+    for attempt in range(3):
+        proc = _watch(
+            "disk full", "--file", str(log), "--follow", "--threshold", "-1", "--wait", "0.01"
+        )
+        assert proc.stdout is not None
+        stop = threading.Event()
+
+        def grow(stop: threading.Event = stop) -> None:
+            with log.open("a", encoding="utf-8") as f:
+                while not stop.is_set():
+                    f.write("disk /dev/sda1 is full\n")
+                    f.flush()
+                    time.sleep(0.001)
+
+        writer = threading.Thread(target=grow, daemon=True)
+        writer.start()
+        try:
+            assert "disk" in proc.stdout.readline()
+            time.sleep(0.05 * attempt)
+            proc.send_signal(signal.SIGINT)
+            _, stderr = proc.communicate(timeout=60)
+        finally:
+            stop.set()
+            proc.kill()
+        writer.join(timeout=10)
+        assert proc.returncode in (0, 130), stderr
+        assert "interrupted" in stderr

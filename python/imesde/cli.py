@@ -6,8 +6,8 @@ Run ``imesde --help`` or ``imesde COMMAND --help`` for the options.
 from __future__ import annotations
 
 import argparse
+import codecs
 import gzip
-import io
 import itertools
 import json
 import math
@@ -19,7 +19,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from importlib import resources
 from pathlib import Path
-from typing import IO, TextIO
+from typing import TextIO
 
 from imesde._imesde import Engine, Event, Hit, TextEmbedder, __version__, simd_backend
 from imesde.exceptions import ImesdeError
@@ -198,18 +198,57 @@ class _ReadFailed:
         self.error = error
 
 
-def _open_input(file: str | None) -> IO[str]:
+class _Lines:
+    """The lines of a file descriptor, decoded as UTF-8 (bad bytes replaced). Read with
+    ``os.read``, not through Python's buffered reader: a daemon thread blocked in a read of
+    standard input must not hold the lock that the interpreter takes when it exits."""
+
+    def __init__(self, fd: int, owned: bool) -> None:
+        self.fd, self.owned = fd, owned
+        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self.pending = ""
+
+    def readline(self) -> str:
+        """The next line with its newline, or what is left at the end; "" when nothing is left
+        now (a followed file may grow: the next call reads again)."""
+        while "\n" not in self.pending:
+            chunk = os.read(self.fd, 1 << 16)
+            if not chunk:
+                break
+            self.pending += self.decoder.decode(chunk)
+        cut = self.pending.find("\n") + 1 or len(self.pending)
+        line, self.pending = self.pending[:cut], self.pending[cut:]
+        return line
+
+    def __iter__(self) -> Iterator[str]:
+        while line := self.readline():
+            yield line
+
+    def __enter__(self) -> _Lines:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.owned:
+            os.close(self.fd)
+
+
+def _open_input(file: str | None) -> _Lines:
     """Standard input (``None`` or ``-``) or the named file, opened before anything else runs
     so that a missing or unreadable file is one line of error, not a thread's traceback."""
     if file in (None, "-"):
-        return io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace")
+        try:
+            return _Lines(sys.stdin.fileno(), owned=False)
+        except (AttributeError, OSError, ValueError):
+            raise _UsageError("standard input is closed: give --file") from None
+    if os.path.isdir(file):
+        raise _UsageError(f"cannot read {file}: it is a directory")
     try:
-        return open(file, encoding="utf-8", errors="replace")
+        return _Lines(os.open(file, os.O_RDONLY), owned=True)
     except OSError as e:
         raise _UsageError(f"cannot read {file}: {e.strerror or e}") from None
 
 
-def _line_reader(source: IO[str], follow: bool) -> queue.Queue[object]:
+def _line_reader(source: _Lines, follow: bool) -> queue.Queue[object]:
     """Lines of `source`, read on a daemon thread so the main loop can ingest whatever has
     arrived when the input pauses (a pipe or a followed file delivers lines at any pace)."""
     lines: queue.Queue[object] = queue.Queue(maxsize=100_000)

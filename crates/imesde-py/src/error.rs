@@ -62,7 +62,7 @@ fn ring_class(e: &RingError) -> Exc {
         RingError::Dimension { .. } => Exc::Dimension,
         RingError::Length { .. } => Exc::Shape,
         RingError::Snapshot(_) => Exc::Corrupt,
-        RingError::Capacity { .. } => Exc::Capacity,
+        RingError::Capacity { .. } | RingError::IdsExhausted { .. } => Exc::Capacity,
         RingError::ZeroSize { .. }
         | RingError::DimTooLarge { .. }
         | RingError::NonFinite { .. }

