@@ -542,6 +542,17 @@ def test_max_length_beyond_the_models_positions_is_refused(
 
 
 @pytest.mark.model
+@pytest.mark.timeout(60)
+def test_thread_counts_beyond_reason_are_refused(
+    packaged_model: Path, tokenizer_file: Path
+) -> None:
+    # ONNX Runtime would start a hundred thousand threads (or wrap 2**31 to a negative count).
+    for threads in (0, 100_000, 2**31, 2**70):
+        with pytest.raises(imesde.InvalidValueError, match="threads"):
+            imesde.TextEmbedder(packaged_model, tokenizer_file, threads=threads)
+
+
+@pytest.mark.model
 def test_the_cache_is_bounded_by_bytes(packaged_model: Path, tokenizer_file: Path) -> None:
     e = imesde.TextEmbedder(
         packaged_model, tokenizer_file, threads=1, max_length=16, cache_bytes=200_000

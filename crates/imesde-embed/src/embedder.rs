@@ -15,6 +15,9 @@ use crate::error::{EmbedError, Result};
 use crate::model::{Batch, OnnxModel};
 use crate::pool::{Optimization, Pooling};
 
+/// The most ONNX Runtime threads an embedder asks for.
+const MAX_THREADS: usize = 1024;
+
 /// How an [`Embedder`] tokenizes, batches, pools and caches.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EmbedderConfig {
@@ -136,10 +139,13 @@ impl Embedder {
                 "batch_size must be at least 1, got 0".into(),
             ));
         }
-        if config.threads == Some(0) {
-            return Err(EmbedError::Config(
-                "threads must be at least 1, got 0".into(),
-            ));
+        if let Some(t) = config.threads
+            && !(1..=MAX_THREADS).contains(&t)
+        {
+            // ONNX Runtime would try to start them all (or wrap the count to a negative one).
+            return Err(EmbedError::Config(format!(
+                "threads must be between 1 and {MAX_THREADS}, got {t}"
+            )));
         }
         if !tokenizer.is_file() {
             return Err(EmbedError::NotFound {

@@ -209,6 +209,10 @@ fn bad_files_and_options_are_errors() {
             threads: Some(0),
             ..cfg()
         },
+        EmbedderConfig {
+            threads: Some(100_000),
+            ..cfg()
+        },
     ] {
         assert!(matches!(
             Embedder::new(&model_path(), &tokenizer_path(), bad),

@@ -155,7 +155,7 @@ fn search_is_exact_with_filters_at(dim: usize, n: usize, shards: usize, shard_si
                     && f.until.is_none_or(|u| t < u)
                     && f.equals
                         .iter()
-                        .all(|(key, v)| key == "parity" && (v == "even") == (i % 2 == 0))
+                        .all(|(key, v)| key == "parity" && (v == "even") == i.is_multiple_of(2))
             };
             let mut want: Vec<(f64, usize)> = (0..n)
                 .filter(|&i| passes(i))
@@ -169,7 +169,10 @@ fn search_is_exact_with_filters_at(dim: usize, n: usize, shards: usize, shard_si
                 // differ by less than f32 can resolve may trade places.
                 let j = h.id as usize;
                 let exact = cosine(&q, &data[j * dim..(j + 1) * dim]);
-                assert!(j == *i || (exact - s).abs() < 1e-6, "{j} ({exact}) vs {i} ({s})");
+                assert!(
+                    j == *i || (exact - s).abs() < 1e-6,
+                    "{j} ({exact}) vs {i} ({s})"
+                );
                 assert!(passes(j));
                 assert!((f64::from(h.score) - s).abs() < 1e-5);
                 assert_eq!(h.text.as_deref(), Some(format!("t{j}").as_str()));

@@ -1,0 +1,140 @@
+"""fork() while other threads work inside imesde: the child never waits for a lock one of
+them held (a prepare handler lets the work in flight finish first), and the parent goes on."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+
+import imesde
+import numpy as np
+import pytest
+
+pytestmark = [
+    pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX"),
+    # Python 3.12+ warns that fork() in a threaded process may deadlock: that is the point.
+    pytest.mark.filterwarnings("ignore::DeprecationWarning"),
+]
+
+DIM = 64
+FORKS = 60
+
+
+def _child(
+    engine: imesde.Engine,
+    lexical: imesde.Engine,
+    index: imesde.BM25,
+    model: imesde.RQKMeans,
+    x: np.ndarray,
+) -> int:
+    """Every entry point the parent's threads were in, once; 0 when all answered."""
+    signal.alarm(20)  # a hang ends the child with SIGALRM instead of blocking the test
+    q = x[0]
+    ids = engine.ingest_vectors(x[:4])
+    hits = engine.search_vector(q, k=5)
+    scores, found = engine.search_vectors(x[:3], k=5)
+    lexical.ingest_vectors(x[:2], ["nfs client fix", "kernel panic"])
+    lex = lexical.lexical_search("nfs", k=3)
+    index.add_batch([10**9 + i for i in range(300)], [f"child doc {i} nfs" for i in range(300)])
+    bm = index.search("nfs", k=3)
+    codes = model.encode(x[:50])
+    snap = engine.recent(3)
+    ok = (
+        len(ids) == 4
+        and len(hits) == 5
+        and scores.shape == (3, 5)
+        and len(lex) >= 1
+        and len(bm) == 3
+        and codes.shape == (50, 2)
+        and len(snap) == 3
+        and found.shape == (3, 5)
+    )
+    return 0 if ok else 1
+
+
+@pytest.mark.timeout(600)
+def test_children_forked_under_load_never_hang() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((8192, DIM), dtype=np.float32)
+    # Large enough that searches use the thread pool and writes take the shard locks often.
+    engine = imesde.Engine(DIM, num_shards=8, shard_size=1024)
+    engine.ingest_vectors(x)
+    lexical = imesde.Engine(DIM, num_shards=4, shard_size=256, lexical=True)
+    lexical.ingest_vectors(x[:512], [f"item {i} nfs client" for i in range(512)])
+    index = imesde.BM25()
+    texts = [f"package {i} fixes a memory leak in the nfs client {i % 97}" for i in range(5000)]
+    model = imesde.RQKMeans(2, 16, random_state=0).fit(x[:2000])
+    stop = threading.Event()
+    errors: list[BaseException] = []
+    work = [0, 0, 0, 0]
+
+    def loop(i: int, step: Callable[[], object]) -> None:
+        try:
+            while not stop.is_set():
+                step()
+                work[i] += 1
+        except BaseException as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    batch = [0]
+
+    def index_batch() -> None:
+        # Big enough to be analysed on all cores (rayon) while holding the index's lock.
+        base = 10_000 * batch[0]
+        index.add_batch(list(range(base, base + len(texts))), texts)
+        batch[0] += 1
+        if batch[0] % 4 == 0:
+            for j in range(4):
+                for doc in range(10_000 * (batch[0] - 4 + j), 10_000 * (batch[0] - 4 + j) + 50):
+                    index.remove(doc)
+
+    steps: list[Callable[[], object]] = [
+        lambda: engine.ingest_vectors(x[rng.integers(0, 8000) :][:64]),
+        lambda: engine.search_vector(x[7], k=10),
+        index_batch,
+        lambda: (
+            engine.search_vectors(x[:16], k=5),
+            lexical.ingest_vectors(x[:8], ["nfs"] * 8),
+            model.encode(x[:500]),
+        ),
+    ]
+    threads = [threading.Thread(target=loop, args=(i, s)) for i, s in enumerate(steps)]
+    for t in threads:
+        t.start()
+    failures: list[str] = []
+    try:
+        time.sleep(0.2)
+        for n in range(FORKS):
+            pid = os.fork()
+            if pid == 0:  # pragma: no cover - child
+                code = 1
+                try:
+                    code = _child(engine, lexical, index, model, x)
+                finally:
+                    os._exit(code)
+            deadline = time.monotonic() + 60
+            while True:
+                done, status = os.waitpid(pid, os.WNOHANG)
+                if done:
+                    break
+                if time.monotonic() > deadline:
+                    os.kill(pid, signal.SIGKILL)
+                    os.waitpid(pid, 0)
+                    status = -1
+                    break
+                time.sleep(0.01)
+            if status != 0:
+                failures.append(f"fork {n}: status {status}")
+            time.sleep(0.01 * (n % 5))  # land at different moments of the threads' work
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=120)
+    assert not errors, errors[0]
+    assert not failures, failures
+    assert all(w > 0 for w in work), work
+    # The parent is unharmed.
+    assert len(engine.search_vector(x[1], k=3)) == 3

@@ -1,0 +1,149 @@
+"""Unique semantic ids under any interleaving: an id, once handed out, is never handed out to
+another item, and an item asking again gets its own id back, with either store and from
+several processes sharing one SQLite file."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+from collections import defaultdict
+from pathlib import Path
+
+import hypothesis.strategies as st
+import imesde
+import pytest
+from hypothesis import settings
+from hypothesis.stateful import RuleBasedStateMachine, rule
+
+# Codes that collide with each other's suffixed forms ("1-2" + item 3 is "1-2-3").
+KEYS = st.sampled_from(["1-2", "1-2-1", "1-2-3", "1-2-3-1", "3", "3-1", "1"])
+ITEMS = st.sampled_from([1, 3, "1", "a", 2, "3-1"])
+
+
+def test_the_reported_sequences() -> None:
+    for store in (imesde.InMemoryCollisionStore(), None):
+        with tempfile.TemporaryDirectory() as d:
+            s = store if store is not None else imesde.SQLiteCollisionStore(Path(d) / "x.db")
+            r = imesde.UniqueIdResolver(s)
+            first = r.assign(["1-2", "1-2"])
+            assert first == ["1-2", "1-2-1"]
+            again = r.assign(["1-2"], item_ids=[1])
+            assert again[0] not in first
+            assert r.assign(["1-2"], item_ids=[1]) == again
+            held = r.assign(["1-2-3"])
+            assert held == ["1-2-3"]
+            # Item 3's suffixed id would be "1-2-3", which another item holds.
+            assert r.assign(["1-2"], item_ids=[3]) != held
+            if isinstance(s, imesde.SQLiteCollisionStore):
+                s.close()
+
+
+class ResolverMachine(RuleBasedStateMachine):
+    """A resolver driven by random batches, with and without item ids, against a plain model
+    of who holds which id."""
+
+    def make_store(self) -> imesde.CollisionStore:
+        return imesde.InMemoryCollisionStore()
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.resolver = imesde.UniqueIdResolver(self.make_store())
+        self.holder: dict[str, str | None] = {}  # id -> owner (None: anonymous)
+        self.mine: dict[tuple[str, str], str] = {}  # (code, owner) -> its id
+
+    def _new(self, sid: str, key: str, owner: str | None) -> None:
+        assert sid not in self.holder, f"{sid} handed out twice"
+        assert sid == key or sid.startswith(key + "-")
+        self.holder[sid] = owner
+
+    @rule(keys=st.lists(KEYS, max_size=6))
+    def anonymous(self, keys: list[str]) -> None:
+        out = self.resolver.assign(keys)
+        assert len(out) == len(keys)
+        for key, sid in zip(keys, out, strict=True):
+            self._new(sid, key, None)
+
+    @rule(pairs=st.lists(st.tuples(KEYS, ITEMS), max_size=6))
+    def by_item(self, pairs: list[tuple[str, object]]) -> None:
+        keys = [k for k, _ in pairs]
+        out = self.resolver.assign(keys, item_ids=[i for _, i in pairs])
+        for (key, item), sid in zip(pairs, out, strict=True):
+            owner = str(item)
+            if (key, owner) in self.mine:
+                assert sid == self.mine[(key, owner)], "an item asking again got another id"
+            else:
+                self._new(sid, key, owner)
+                self.mine[(key, owner)] = sid
+
+
+class SQLiteResolverMachine(ResolverMachine):
+    def make_store(self) -> imesde.CollisionStore:
+        self.folder = tempfile.mkdtemp()
+        self.store = imesde.SQLiteCollisionStore(Path(self.folder) / "ids.db")
+        return self.store
+
+    def teardown(self) -> None:
+        self.store.close()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+TestInMemoryResolver = ResolverMachine.TestCase
+TestInMemoryResolver.settings = settings(max_examples=150, stateful_step_count=25, deadline=None)
+TestSQLiteResolver = SQLiteResolverMachine.TestCase
+TestSQLiteResolver.settings = settings(max_examples=40, stateful_step_count=20, deadline=None)
+
+
+_WORKER = textwrap.dedent(
+    """
+    import json, random, sys
+    import imesde
+    store = imesde.SQLiteCollisionStore(sys.argv[1], timeout=120)
+    resolver = imesde.UniqueIdResolver(store)
+    rng = random.Random(int(sys.argv[2]))
+    keys = ["1-2", "1-2-1", "1-2-3", "3", "3-1"]
+    items = [1, 3, "1", "a", "3-1"]
+    out = []
+    for _ in range(60):
+        batch = [rng.choice(keys) for _ in range(rng.randint(1, 5))]
+        if rng.random() < 0.5:
+            out += [[k, None, s] for k, s in zip(batch, resolver.assign(batch))]
+        else:
+            owners = [rng.choice(items) for _ in batch]
+            ids = resolver.assign(batch, item_ids=owners)
+            out += [[k, str(o), s] for k, o, s in zip(batch, owners, ids)]
+    print(json.dumps(out))
+    """
+)
+
+
+@pytest.mark.timeout(300)
+def test_processes_sharing_one_database_never_share_an_id(tmp_path: Path) -> None:
+    db = tmp_path / "shared.db"
+    imesde.SQLiteCollisionStore(db).close()
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _WORKER, str(db), str(seed)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for seed in range(4)
+    ]
+    claims: dict[str, list[tuple[str, str | None]]] = defaultdict(list)
+    for p in procs:
+        out, err = p.communicate(timeout=240)
+        assert p.returncode == 0, err
+        for key, owner, sid in json.loads(out):
+            claims[sid].append((key, owner))
+    assert claims
+    for sid, who in claims.items():
+        anonymous = [w for w in who if w[1] is None]
+        # One anonymous claim, or any number of claims by one item for one code.
+        assert (len(who) == 1 and anonymous) or (not anonymous and len(set(who)) == 1), (
+            sid,
+            who,
+        )
