@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import os
 import shutil
+import stat
 import struct
 import subprocess
 import sys
@@ -213,8 +214,17 @@ def test_saving_over_a_directory_or_a_device_is_refused(tmp_path: Path) -> None:
     folder = tmp_path / "folder"
     folder.mkdir()
     targets = [folder]
-    if os.path.exists(os.devnull):
-        targets.append(Path(os.devnull))
+    # A device of the test's own, never a system one such as /dev/null: a wrong answer would
+    # replace it.
+    device = tmp_path / "null"
+    try:
+        os.mknod(device, stat.S_IFCHR | 0o600, os.makedev(1, 3))
+        targets.append(device)
+    except (AttributeError, OSError):  # not root, or not POSIX
+        pass
+    if hasattr(os, "mkfifo"):
+        os.mkfifo(tmp_path / "fifo")
+        targets.append(tmp_path / "fifo")
     for target in targets:
         for save in (e.save, index.save, model.save):
             with pytest.raises(imesde.StorageError):
@@ -224,6 +234,8 @@ def test_saving_over_a_directory_or_a_device_is_refused(tmp_path: Path) -> None:
                 load(target)
     assert folder.is_dir()
     assert list(folder.iterdir()) == []
+    for target in targets[1:]:
+        assert not stat.S_ISREG(target.lstat().st_mode)
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")

@@ -531,15 +531,22 @@ mod tests {
         );
         #[cfg(unix)]
         {
-            let null = Path::new("/dev/null");
-            assert_eq!(
-                write_atomic(null, b"x").unwrap_err().kind(),
-                io::ErrorKind::InvalidInput
-            );
-            assert_eq!(
-                read_file(null).unwrap_err().kind(),
-                io::ErrorKind::InvalidInput
-            );
+            // A device of its own (never a system one: a wrong answer here would replace it).
+            let device = dir.join("null");
+            let c = std::ffi::CString::new(device.to_str().unwrap()).unwrap();
+            // SAFETY: a valid NUL-terminated path; creating a device node needs root.
+            if unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR | 0o600, libc::makedev(1, 3)) } == 0 {
+                assert_eq!(
+                    write_atomic(&device, b"x").unwrap_err().kind(),
+                    io::ErrorKind::InvalidInput
+                );
+                assert_eq!(
+                    read_file(&device).unwrap_err().kind(),
+                    io::ErrorKind::InvalidInput
+                );
+                let md = std::fs::symlink_metadata(&device).unwrap();
+                assert!(!md.is_file());
+            }
             let fifo = dir.join("fifo");
             let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
             // SAFETY: a valid NUL-terminated path.
