@@ -64,6 +64,16 @@ fn _imesde(m: &Bound<'_, PyModule>) -> PyResult<()> {
             Some(after_fork_in_child),
         );
     }
+    // NumPy's C API is loaded now, while `import imesde` runs, not by the first call that
+    // returns an array: rust-numpy panics when that load is interrupted (a Ctrl-C landing in
+    // numpy's own import, which it runs in Python), and a call must never do that.
+    m.py().import("numpy")?;
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        numpy::npyffi::is_numpy_2(m.py())
+    }))
+    .map_err(|_| {
+        pyo3::exceptions::PyImportError::new_err("imesde: NumPy's C API could not be loaded")
+    })?;
     exceptions::register(m)?;
     m.add_class::<embed::TextEmbedder>()?;
     m.add_class::<bm25::PyBm25>()?;
