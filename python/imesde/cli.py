@@ -21,7 +21,16 @@ from importlib import resources
 from pathlib import Path
 from typing import TextIO
 
-from imesde._imesde import Engine, Event, Hit, TextEmbedder, __version__, simd_backend
+from imesde._imesde import (
+    Engine,
+    Event,
+    Hit,
+    TextEmbedder,
+    __version__,
+    available_providers,
+    cpu_features,
+    simd_backend,
+)
 from imesde.exceptions import ImesdeError
 
 DEMO_QUERIES = (
@@ -441,16 +450,26 @@ def cmd_watch(args: argparse.Namespace) -> int:
 
 
 def cmd_model_build(args: argparse.Namespace) -> int:
-    from imesde import models
+    from imesde import _models, models
 
     t = time.perf_counter()
+    source = Path(args.source)
+    model_id = None
+    if not source.exists():
+        # A name, found offline: a hub cache entry, sentence-transformers' cache, a package.
+        source, _ = _models.find_named(args.source)
+        model_id = _models.DEFAULT_ID if args.source in _models.DEFAULT_NAMES else args.source
+    plan = _models.plan_for(model_id or "") if args.precision == "int8" else None
     out = models.build(
-        args.source,
+        source,
         args.out,
         precision=args.precision,
         max_length=args.max_length,
         optimize=not args.no_optimize,
         calibration=args.calibration,
+        model_id=model_id,
+        plan=plan if plan is not None and plan.get("build") == "int8" else None,
+        progress=True,
     )
     manifest = models.read_manifest(out) or {}
     print(
@@ -508,7 +527,13 @@ def cmd_model_default(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
+    from imesde import _models
+
     print(f"imesde {__version__}, SIMD backend {simd_backend()}")
+    print(
+        f"CPU: {', '.join(cpu_features()) or 'no listed features'} (class "
+        f"{_models.cpu_class()}; default model build here: {_models.default_build()})"
+    )
     try:
         model = TextEmbedder(args.model, args.tokenizer)
     except ImesdeError as e:
@@ -516,6 +541,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         return 1
     stats = model.stats()
     print(f"ONNX Runtime {stats['onnxruntime']}: {stats['onnxruntime_path']}")
+    print(f"execution providers: {', '.join(available_providers())}")
     print(f"model: {model.model_path} ({model.dim} dims, {model.pooling} pooling)")
     print(f"tokenizer: {model.tokenizer_path}")
     return 0
@@ -632,7 +658,12 @@ def build_parser() -> argparse.ArgumentParser:
         "or quantises it to int8 against calibration texts (int8), and saves model.onnx, "
         "tokenizer.json and imesde-model.json in OUT_DIR.",
     )
-    mbuild.add_argument("source", metavar="SOURCE_DIR", help="the checkpoint folder")
+    mbuild.add_argument(
+        "source",
+        metavar="SOURCE",
+        help="the checkpoint folder, or a model name found offline "
+        "(sentence-transformers/all-MiniLM-L6-v2: Hugging Face's cache, installed packages)",
+    )
     mbuild.add_argument("out", metavar="OUT_DIR", help="where to write the model (created)")
     mbuild.add_argument(
         "--precision",

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from imesde._models import read_prompts
 from imesde.exceptions import InvalidValueError, ModelLoadError, ModelNotFoundError
 
 __all__ = ["BertConfig", "build", "check", "read_safetensors"]
@@ -67,9 +68,14 @@ def read_safetensors(path: str | os.PathLike[str]) -> dict[str, npt.NDArray[Any]
     return out
 
 
+#: The encoders ``build`` writes: BERT, and the RoBERTa family (RoBERTa, XLM-RoBERTa and
+#: CamemBERT: positions counted from the padding index, no token types).
+ARCHITECTURES = ("bert", "roberta", "xlm-roberta", "camembert")
+
+
 @dataclass(frozen=True)
 class BertConfig:
-    """The parts of a Hugging Face ``config.json`` a BERT encoder needs."""
+    """The parts of a Hugging Face ``config.json`` a BERT-family encoder needs."""
 
     hidden_size: int
     num_hidden_layers: int
@@ -80,17 +86,36 @@ class BertConfig:
     vocab_size: int
     layer_norm_eps: float = 1e-12
     hidden_act: str = "gelu"
+    model_type: str = "bert"
+    pad_token_id: int = 0
+
+    @property
+    def roberta(self) -> bool:
+        """Positions start after the padding index and skip padding; no token types."""
+        return self.model_type != "bert"
+
+    @property
+    def positions(self) -> int:
+        """Token positions the model has (RoBERTa's table also holds ``pad_token_id + 1``
+        rows before the first real position)."""
+        if self.roberta:
+            return self.max_position_embeddings - self.pad_token_id - 1
+        return self.max_position_embeddings
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> BertConfig:
-        """Read ``config.json``; refuses architectures other than BERT."""
+        """Read ``config.json``; refuses architectures other than BERT and RoBERTa's."""
         raw = json.loads(Path(path).read_text(encoding="utf-8"))
         kind = raw.get("model_type", "bert")
-        if kind != "bert":
-            raise InvalidValueError(f"model_type {kind!r} is not supported (BERT only)")
+        if kind not in ARCHITECTURES:
+            raise InvalidValueError(
+                f"model_type {kind!r} is not supported (supported: {', '.join(ARCHITECTURES)})"
+            )
         if raw.get("hidden_act", "gelu") != "gelu":
             raise InvalidValueError(f"hidden_act {raw['hidden_act']!r} is not supported")
         fields = {f: raw[f] for f in cls.__dataclass_fields__ if f in raw}
+        if kind != "bert":
+            fields.setdefault("pad_token_id", 1)
         return cls(**fields)
 
 
@@ -98,7 +123,9 @@ def _weights(w: dict[str, npt.NDArray[Any]], cfg: BertConfig) -> dict[str, npt.N
     """Normalises key names (``bert.`` prefix, old ``gamma``/``beta``) and checks shapes."""
     out = {}
     for k, v in w.items():
-        k = k.removeprefix("bert.").replace("LayerNorm.gamma", "LayerNorm.weight")
+        for prefix in ("bert.", "roberta.", "model."):
+            k = k.removeprefix(prefix)
+        k = k.replace("LayerNorm.gamma", "LayerNorm.weight")
         out[k.replace("LayerNorm.beta", "LayerNorm.bias")] = np.asarray(v, dtype=np.float32)
     need = {
         "embeddings.word_embeddings.weight": (cfg.vocab_size, cfg.hidden_size),
@@ -117,10 +144,13 @@ def _weights(w: dict[str, npt.NDArray[Any]], cfg: BertConfig) -> dict[str, npt.N
 
 
 def bert_graph(weights: dict[str, npt.NDArray[Any]], cfg: BertConfig, name: str = "bert") -> Any:
-    """A BERT encoder as an ONNX model (opset 17): inputs ``input_ids``, ``attention_mask``,
-    ``token_type_ids`` (int64 ``[batch, seq]``), output ``last_hidden_state``
-    (``[batch, seq, hidden]``). The graph has the shape of a PyTorch export, so ONNX Runtime's
-    transformer optimizer recognises its attention, layer norm and GELU."""
+    """A BERT-family encoder as an ONNX model (opset 17): inputs ``input_ids``,
+    ``attention_mask`` and for BERT ``token_type_ids`` (int64 ``[batch, seq]``), output
+    ``last_hidden_state`` (``[batch, seq, hidden]``). The graph has the shape of a PyTorch
+    export, so ONNX Runtime's transformer optimizer recognises its attention, layer norm and
+    GELU. For the RoBERTa family a token's position is the number of non-padding tokens up to
+    it (as Hugging Face's ``create_position_ids_from_input_ids``), looked up in the rows of the
+    position table after the padding index; its one token type is added as a constant."""
     try:
         import onnx
         from onnx import TensorProto, helper, numpy_helper
@@ -161,32 +191,63 @@ def bert_graph(weights: dict[str, npt.NDArray[Any]], cfg: BertConfig, name: str 
         return op("LayerNormalization", [x, g, b], prefix, axis=-1, epsilon=cfg.layer_norm_eps)
 
     # Embeddings.
-    seq_len = op(
-        "Gather",
-        [op("Shape", ["input_ids"], "shape"), const(np.array(1, dtype=np.int64), "one")],
-        "seq_len",
-        axis=0,
-    )
-    positions = op(
-        "Range",
-        [
-            const(np.array(0, dtype=np.int64), "zero"),
-            seq_len,
-            const(np.array(1, dtype=np.int64), "step"),
-        ],
-        "positions",
-    )
+    table = w["embeddings.position_embeddings.weight"]
+    if cfg.roberta:
+        # Real tokens: (number of non-padding tokens so far) - 1 into the rows after the
+        # padding index; padding tokens: row 0 (masked out of attention and pooling).
+        real = op(
+            "Cast",
+            [
+                op(
+                    "Not",
+                    [
+                        op(
+                            "Equal",
+                            ["input_ids", const(np.array(cfg.pad_token_id, np.int64), "pad_id")],
+                            "is_pad",
+                        )
+                    ],
+                    "not_pad",
+                )
+            ],
+            "real",
+            to=TensorProto.INT64,
+        )
+        count = op("CumSum", [real, const(np.array(1, dtype=np.int64), "seq_axis")], "count")
+        positions = op(
+            "Mul",
+            [op("Sub", [count, const(np.array(1, dtype=np.int64), "one_i")], "from0"), real],
+            "positions",
+        )
+        table = table[cfg.pad_token_id + 1 :]
+    else:
+        seq_len = op(
+            "Gather",
+            [op("Shape", ["input_ids"], "shape"), const(np.array(1, dtype=np.int64), "one")],
+            "seq_len",
+            axis=0,
+        )
+        positions = op(
+            "Range",
+            [
+                const(np.array(0, dtype=np.int64), "zero"),
+                seq_len,
+                const(np.array(1, dtype=np.int64), "step"),
+            ],
+            "positions",
+        )
     words = op(
         "Gather", [const(w["embeddings.word_embeddings.weight"], "word_emb"), "input_ids"], "words"
     )
-    pos = op(
-        "Gather", [const(w["embeddings.position_embeddings.weight"], "pos_emb"), positions], "pos"
-    )
-    types = op(
-        "Gather",
-        [const(w["embeddings.token_type_embeddings.weight"], "type_emb"), "token_type_ids"],
-        "types",
-    )
+    pos = op("Gather", [const(table, "pos_emb"), positions], "pos")
+    if cfg.roberta:
+        types = const(w["embeddings.token_type_embeddings.weight"][0], "type_emb")
+    else:
+        types = op(
+            "Gather",
+            [const(w["embeddings.token_type_embeddings.weight"], "type_emb"), "token_type_ids"],
+            "types",
+        )
     x = layer_norm(op("Add", [op("Add", [words, pos], "wp"), types], "emb"), "embeddings.LayerNorm")
 
     # Attention mask: (1 - mask) * -10000, broadcast to [batch, 1, 1, seq].
@@ -253,9 +314,9 @@ def bert_graph(weights: dict[str, npt.NDArray[Any]], cfg: BertConfig, name: str 
         x = layer_norm(op("Add", [out, x], "res2"), f"{p}.output.LayerNorm")
     nodes.append(helper.make_node("Identity", [x], ["last_hidden_state"], name="output"))
 
+    inputs = ("input_ids", "attention_mask") + (() if cfg.roberta else ("token_type_ids",))
     ints = [
-        helper.make_tensor_value_info(n, TensorProto.INT64, ["batch", "sequence"])
-        for n in ("input_ids", "attention_mask", "token_type_ids")
+        helper.make_tensor_value_info(n, TensorProto.INT64, ["batch", "sequence"]) for n in inputs
     ]
     outs = [
         helper.make_tensor_value_info(
@@ -304,8 +365,8 @@ def _max_length(source: Path, cfg: BertConfig) -> int:
     if st.is_file():
         value = json.loads(st.read_text(encoding="utf-8")).get("max_seq_length")
         if isinstance(value, int):
-            return min(value, cfg.max_position_embeddings)
-    return min(512, cfg.max_position_embeddings)
+            return min(value, cfg.positions)
+    return min(512, cfg.positions)
 
 
 def build(
@@ -319,6 +380,8 @@ def build(
     min_mean: float = 0.999,
     min_cosine: float = 0.995,
     model_id: str | None = None,
+    plan: dict[str, Any] | None = None,
+    progress: bool = False,
 ) -> Path:
     """Write ``model.onnx``, ``tokenizer.json`` and the manifest for the checkpoint in
     ``source_dir`` into ``out_dir`` (created); returns ``out_dir``.
@@ -335,7 +398,11 @@ def build(
     the choices and the agreement. ONNX Runtime fuses the int8 graph when it loads it
     (``optimization="all"``, written to the manifest), so ``optimize`` does not apply.
 
-    ``model_id`` names the model in the manifest (default: the source folder's name).
+    ``model_id`` names the model in the manifest (default: the source folder's name). ``plan``
+    (int8: ``alpha`` per kind of layer and ``fp32_layers``, as the manifest records them)
+    skips the search: the model is quantised once and checked, and the search runs only if
+    that check misses the bar. ``progress`` prints a line per stage on stderr (a tqdm bar
+    when tqdm is installed and stderr is a terminal).
     """
     source, out = Path(source_dir), Path(out_dir)
     for needed in ("config.json", "model.safetensors", "tokenizer.json"):
@@ -349,15 +416,21 @@ def build(
         raise InvalidValueError("min_mean and min_cosine must be in (0, 1]")
     cfg = BertConfig.from_file(source / "config.json")
     limit = _max_length(source, cfg) if max_length is None else max_length
-    if not 1 <= limit <= cfg.max_position_embeddings:
-        raise InvalidValueError(
-            f"max_length must be between 1 and {cfg.max_position_embeddings}, got {limit}"
-        )
+    if not 1 <= limit <= cfg.positions:
+        raise InvalidValueError(f"max_length must be between 1 and {cfg.positions}, got {limit}")
     from imesde import _quantize
+    from imesde._progress import Stages
 
+    steps = 6 if precision == "int8" else (4 if optimize else 3)
+    stage = Stages(f"{model_id or source.name} {precision}", steps)
+    if not progress:
+        stage.quiet()
     # Calibration texts are checked before the weights are read.
     texts = _quantize.calibration_texts(calibration) if precision == "int8" else []
-    model = bert_graph(read_safetensors(source / "model.safetensors"), cfg, source.name)
+    stage("reading the checkpoint")
+    weights = read_safetensors(source / "model.safetensors")
+    stage("writing the ONNX graph")
+    model = bert_graph(weights, cfg, source.name)
     import onnx
 
     pooling = _pooling(source)
@@ -371,20 +444,24 @@ def build(
             pooling=pooling,
             min_mean=min_mean,
             min_cosine=min_cosine,
+            plan=plan,
+            stage=stage,
         )
     out.mkdir(parents=True, exist_ok=True)
     onnx_path = out / "model.onnx"
     tmp = out / "model.onnx.tmp"
+    stage(f"writing {onnx_path.name}")
     onnx.save_model(model, str(tmp))
     optimized = False
     if optimize and precision == "fp32":
+        stage("fusing with ONNX Runtime's transformer optimizer")
         optimized = _optimize(tmp, cfg)
     os.replace(tmp, onnx_path)
     shutil.copyfile(source / "tokenizer.json", out / "tokenizer.json")
     manifest = {
         "format": "imesde-model/1",
         "model_id": model_id or source.name,
-        "architecture": "bert",
+        "architecture": cfg.model_type,
         "dim": cfg.hidden_size,
         "layers": cfg.num_hidden_layers,
         "pooling": pooling,
@@ -398,9 +475,21 @@ def build(
             "tokenizer.json": _sha256(out / "tokenizer.json"),
         },
     }
+    prompts, default_prompt = read_prompts(source)
+    if prompts:
+        manifest["prompts"] = prompts
+        manifest["default_prompt_name"] = default_prompt
     if report is not None:
         manifest["quantization"] = report
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    if report is not None:
+        agree = report["agreement_with_fp32"]
+        stage.done(
+            f"int8 vs fp32 cosine mean {agree['mean']:.5f}, min {agree['min']:.5f} "
+            f"({report['plan']})"
+        )
+    else:
+        stage.done("")
     return out
 
 

@@ -187,6 +187,8 @@ class TextEmbedder:
         cache_ttl: float | None = None,
         optimization: Literal["none", "basic", "extended", "all"] | None = None,
         cache_bytes: int = 67108864,
+        providers: Sequence[str] | None = None,
+        device: Literal["cpu", "cuda"] | None = None,
     ) -> TextEmbedder:
         """Load ``model_path`` (an ``.onnx`` file or a folder with ``model.onnx``) and its
         tokenizer (``tokenizer_path``, by default beside the model); None for the default model.
@@ -196,11 +198,23 @@ class TextEmbedder:
         ``max_length`` beyond the model's position table is refused (left at None it is at
         most that). ``threads``: ONNX Runtime intra-op threads; ``cache_size`` / ``cache_bytes``:
         the most vectors, and bytes of texts and vectors, the cache keeps; ``cache_ttl``:
-        seconds; ``optimization``: ONNX Runtime's graph optimisation level."""
-    def embed(self, texts: str | Iterable[str]) -> _F32Array:
-        """Embed texts into a ``[len(texts), dim]`` float32 array of unit vectors."""
-    def embed_one(self, text: str) -> _F32Array:
-        """Embed one text into a ``[dim]`` float32 unit vector."""
+        seconds; ``optimization``: ONNX Runtime's graph optimisation level. ``providers``: ONNX
+        Runtime execution providers in order of preference (``["CUDAExecutionProvider",
+        "CPUExecutionProvider"]``; short names such as ``"cuda"`` work too), or ``device``:
+        ``"cuda"`` (CUDA, then the CPU) or ``"cpu"``; one the loaded ONNX Runtime lacks raises
+        ``ModelLoadError`` naming those it has."""
+    def embed(self, texts: str | Iterable[str], prompt: str | None = None) -> _F32Array:
+        """Embed texts into a ``[len(texts), dim]`` float32 array of unit vectors. ``prompt``:
+        the name of one of the model's ``prompts`` (``"query"``), or a literal prefix; None
+        applies the model's default prompt, if it has one."""
+    def embed_one(self, text: str, prompt: str | None = None) -> _F32Array:
+        """Embed one text into a ``[dim]`` float32 unit vector (``prompt`` as in ``embed``)."""
+    @property
+    def prompts(self) -> dict[str, str]:
+        """The model's named prompts (``{"query": "query: ", ...}``); empty for most models."""
+    @property
+    def default_prompt_name(self) -> str | None:
+        """The prompt ``embed`` applies when given none, or None."""
     @property
     def dim(self) -> int:
         """Width of the vectors."""
@@ -222,6 +236,9 @@ class TextEmbedder:
     @property
     def normalize(self) -> bool:
         """Whether vectors are L2-normalised."""
+    @property
+    def providers(self) -> list[str]:
+        """The ONNX Runtime execution providers the model runs on, in order of preference."""
     @property
     def optimization(self) -> str:
         """ONNX Runtime's graph optimisation level."""
@@ -575,3 +592,11 @@ def simd_backend() -> str:
 
 def _panic_for_tests(message: str) -> None:
     """Panic inside the binding's work helper (tests of the ``InternalError`` mapping)."""
+
+def cpu_features() -> list[str]:
+    """The CPU features that decide which model runs fastest here: ``"avx2"``, ``"avx512f"``,
+    ``"avx512vnni"``, ``"avxvnni"`` on x86-64, ``"neon"``, ``"dotprod"``, ``"i8mm"`` on AArch64."""
+
+def available_providers() -> list[str]:
+    """The execution providers the loaded ONNX Runtime offers (``["CPUExecutionProvider"]``
+    for the CPU wheel; ``onnxruntime-gpu`` adds ``"CUDAExecutionProvider"``)."""

@@ -39,6 +39,9 @@ pub struct EmbedderConfig {
     /// Most bytes the cache holds (texts and vectors): long texts fill it before
     /// `cache_size` entries do.
     pub cache_bytes: usize,
+    /// ONNX Runtime execution providers by name (`"CUDAExecutionProvider"`, ...), in order of
+    /// preference; empty runs on the CPU.
+    pub providers: Vec<String>,
 }
 
 impl Default for EmbedderConfig {
@@ -53,6 +56,7 @@ impl Default for EmbedderConfig {
             cache_size: 10_000,
             cache_ttl: None,
             cache_bytes: 64 << 20,
+            providers: Vec::new(),
         }
     }
 }
@@ -176,7 +180,12 @@ impl Embedder {
             direction: TruncationDirection::Right,
         }))
         .map_err(|e| tok_error(e.to_string()))?;
-        let model = OnnxModel::load(model, config.threads, config.optimization)?;
+        let model = OnnxModel::load(
+            model,
+            config.threads,
+            config.optimization,
+            &config.providers,
+        )?;
         let cache = NonZeroUsize::new(config.cache_size)
             .map(|n| Mutex::new(Cache::new(n, config.cache_ttl, config.cache_bytes)));
         let mut this = Self {

@@ -24,6 +24,16 @@ pub enum EmbedError {
     /// The tokenizer file exists but cannot be parsed.
     #[error("cannot load the tokenizer {path}: {reason}")]
     Tokenizer { path: PathBuf, reason: String },
+    /// An execution provider that the loaded ONNX Runtime lacks or cannot start.
+    #[error(
+        "cannot run on {asked:?}: {reason}; the loaded ONNX Runtime offers {available:?} (for \
+         CUDA, install onnxruntime-gpu instead of onnxruntime)"
+    )]
+    Provider {
+        asked: Vec<String>,
+        available: Vec<String>,
+        reason: String,
+    },
     /// An option is out of range.
     #[error("{0}")]
     Config(String),

@@ -32,9 +32,12 @@ mod runtime;
 pub use cache::Cache;
 pub use embedder::{EmbedStats, Embedder, EmbedderConfig};
 pub use error::{EmbedError, Result};
+pub use model::PROVIDERS;
 pub use onnx_meta::position_limit;
 pub use pool::{Optimization, Pooling};
-pub use runtime::{MIN_MINOR_VERSION, RuntimeInfo, load_runtime, runtime_info};
+pub use runtime::{
+    MIN_MINOR_VERSION, RuntimeInfo, available_providers, load_runtime, runtime_info,
+};
 
 use std::sync::atomic::{AtomicU64, Ordering};
 

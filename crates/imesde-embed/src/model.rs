@@ -71,9 +71,15 @@ fn model_error(path: &Path, reason: impl Into<String>) -> EmbedError {
 }
 
 impl OnnxModel {
-    /// Opens `path` with `threads` intra-op threads (`None`: ONNX Runtime's choice) and the
-    /// graph optimisation `level`.
-    pub fn load(path: &Path, threads: Option<usize>, level: Optimization) -> Result<Self> {
+    /// Opens `path` with `threads` intra-op threads (`None`: ONNX Runtime's choice), the graph
+    /// optimisation `level` and the execution `providers` (ONNX Runtime's names, in order of
+    /// preference; empty: the CPU).
+    pub fn load(
+        path: &Path,
+        threads: Option<usize>,
+        level: Optimization,
+        providers: &[String],
+    ) -> Result<Self> {
         if !path.is_file() {
             return Err(EmbedError::NotFound {
                 what: "model file",
@@ -90,6 +96,15 @@ impl OnnxModel {
             .map_err(fail)?;
         if let Some(n) = threads {
             builder = builder.with_intra_threads(n).map_err(fail)?;
+        }
+        if !providers.is_empty() {
+            builder = builder
+                .with_execution_providers(dispatch(providers)?)
+                .map_err(|e| EmbedError::Provider {
+                    asked: providers.to_vec(),
+                    available: crate::available_providers().unwrap_or_default(),
+                    reason: e.to_string(),
+                })?;
         }
         let session = builder
             .commit_from_file(path)
@@ -283,4 +298,55 @@ fn choose_output(session: &Session) -> Option<Output> {
         name: name.to_owned(),
         pooled,
     })
+}
+
+/// The execution providers imesde can hand to ONNX Runtime, by ONNX Runtime's name.
+pub const PROVIDERS: [&str; 7] = [
+    "CPUExecutionProvider",
+    "CUDAExecutionProvider",
+    "TensorrtExecutionProvider",
+    "ROCMExecutionProvider",
+    "OpenVINOExecutionProvider",
+    "CoreMLExecutionProvider",
+    "DmlExecutionProvider",
+];
+
+/// The providers as `ort` registers them, each failing loudly (no silent fallback to the
+/// CPU); a name the loaded library lacks is refused with the list of those it has.
+fn dispatch(providers: &[String]) -> Result<Vec<ort::ep::ExecutionProviderDispatch>> {
+    use ort::ep;
+
+    let available = crate::available_providers()?;
+    providers
+        .iter()
+        .map(|name| {
+            if !available.iter().any(|a| a == name) {
+                return Err(EmbedError::Provider {
+                    asked: providers.to_vec(),
+                    available: available.clone(),
+                    reason: format!("{name} is not available"),
+                });
+            }
+            let d: ep::ExecutionProviderDispatch = match name.as_str() {
+                "CPUExecutionProvider" => ep::CPU::default().build(),
+                "CUDAExecutionProvider" => ep::CUDA::default().build(),
+                "TensorrtExecutionProvider" => ep::TensorRT::default().build(),
+                "ROCMExecutionProvider" => ep::ROCm::default().build(),
+                "OpenVINOExecutionProvider" => ep::OpenVINO::default().build(),
+                "CoreMLExecutionProvider" => ep::CoreML::default().build(),
+                "DmlExecutionProvider" => ep::DirectML::default().build(),
+                other => {
+                    return Err(EmbedError::Provider {
+                        asked: providers.to_vec(),
+                        available: available.clone(),
+                        reason: format!(
+                            "imesde does not know {other:?} (it knows {})",
+                            PROVIDERS.join(", ")
+                        ),
+                    });
+                }
+            };
+            Ok(d.error_on_failure())
+        })
+        .collect()
 }

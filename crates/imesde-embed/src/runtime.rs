@@ -114,3 +114,50 @@ fn version_string(path: &Path) -> Option<String> {
     // The library stays loaded: ort holds its own handle for the life of the process.
     version.to_str().ok().map(str::to_owned)
 }
+
+/// The execution providers the loaded ONNX Runtime library was built with, in its order of
+/// preference (`["CPUExecutionProvider"]` for the CPU wheel; the `onnxruntime-gpu` wheel adds
+/// `CUDAExecutionProvider` and `TensorrtExecutionProvider`).
+///
+/// # Errors
+/// [`EmbedError::Runtime`] before [`load_runtime`] succeeded; an error of ONNX Runtime.
+pub fn available_providers() -> Result<Vec<String>> {
+    let Some(loaded) = LOADED.get() else {
+        return Err(EmbedError::Runtime {
+            path: PathBuf::new(),
+            reason: "ONNX Runtime is not loaded yet".into(),
+            min_minor: MIN_MINOR_VERSION,
+        });
+    };
+    let fail = |reason: String| EmbedError::Runtime {
+        path: loaded.info.path.clone(),
+        reason,
+        min_minor: MIN_MINOR_VERSION,
+    };
+    let api = ort::api();
+    let mut names: *mut *mut std::ffi::c_char = std::ptr::null_mut();
+    let mut n: std::ffi::c_int = 0;
+    let (get, release) = (api.GetAvailableProviders, api.ReleaseAvailableProviders);
+    // SAFETY: the C API fills `names` with `n` NUL-terminated strings it owns until released.
+    let status = unsafe { get(&raw mut names, &raw mut n) };
+    if !status.0.is_null() {
+        // SAFETY: a non-null status is an error status that we must release.
+        unsafe { (api.ReleaseStatus)(status.0) };
+        return Err(fail("GetAvailableProviders failed".into()));
+    }
+    let out = (0..usize::try_from(n).unwrap_or(0))
+        .map(|i| {
+            // SAFETY: `i < n` indexes the array the call returned; each entry is a C string.
+            unsafe { std::ffi::CStr::from_ptr(*names.add(i)) }
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    // SAFETY: releases exactly what GetAvailableProviders returned.
+    let status = unsafe { release(names, n) };
+    if !status.0.is_null() {
+        // SAFETY: as above.
+        unsafe { (api.ReleaseStatus)(status.0) };
+    }
+    Ok(out)
+}

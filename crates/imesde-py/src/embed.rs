@@ -1,4 +1,6 @@
 //! `imesde.TextEmbedder`: texts to unit vectors with the ONNX model of one's choice.
+// PyO3 extracts arguments as owned values (Text, Option<Text>); borrowing them is not an option.
+#![allow(clippy::needless_pass_by_value)]
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -60,14 +62,67 @@ pub(crate) fn embed_texts(
 pub(crate) struct TextEmbedder {
     pub(crate) inner: Arc<Embedder>,
     tokenizer_path: String,
+    /// Named prompts (``"query"`` -> ``"query: "``) from the model's sentence-transformers
+    /// config, and the name of the one ``embed`` applies by default.
+    prompts: Vec<(String, String)>,
+    default_prompt: Option<String>,
+}
+
+/// Prompt names for what an engine stores, in order of preference (sentence-transformers
+/// models name it differently).
+const DOCUMENT_PROMPTS: [&str; 4] = ["document", "passage", "corpus", "doc"];
+
+impl TextEmbedder {
+    /// The text of the prompt named `name`, or `name` itself when the model has no prompt of
+    /// that name (a literal prefix, as sentence-transformers' ``prompt=`` takes one).
+    fn prompt_text<'a>(&'a self, name: &'a str) -> &'a str {
+        self.prompts
+            .iter()
+            .find(|(k, _)| k == name)
+            .map_or(name, |(_, v)| v.as_str())
+    }
+
+    /// `texts` with `prompt` prepended (none: the model's default prompt, if any).
+    pub(crate) fn prompted(&self, texts: Vec<Arc<str>>, prompt: Option<&str>) -> Vec<Arc<str>> {
+        let prefix = match prompt.or(self.default_prompt.as_deref()) {
+            Some(p) => self.prompt_text(p),
+            None => return texts,
+        };
+        if prefix.is_empty() {
+            return texts;
+        }
+        texts
+            .into_iter()
+            .map(|t| Arc::from(format!("{prefix}{t}")))
+            .collect()
+    }
+
+    /// The prompt for queries (``"query"``) when the model has one.
+    pub(crate) fn query_prompt(&self) -> Option<&str> {
+        self.prompts
+            .iter()
+            .find(|(k, _)| k == "query")
+            .map(|(k, _)| k.as_str())
+    }
+
+    /// The prompt for stored texts (``"document"``, ``"passage"``, ...) when the model has
+    /// one.
+    pub(crate) fn document_prompt(&self) -> Option<&str> {
+        DOCUMENT_PROMPTS.iter().find_map(|name| {
+            self.prompts
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(k, _)| k.as_str())
+        })
+    }
 }
 
 #[pymethods]
 impl TextEmbedder {
     #[new]
     #[pyo3(
-        signature = (model_path = None, tokenizer_path = None, *, max_length = None, batch_size = Count::from(32), pooling = None, normalize = None, threads = None, cache_size = Count::from(10_000), cache_ttl = None, optimization = None, cache_bytes = Count::from(64 << 20)),
-        text_signature = "(model_path=None, tokenizer_path=None, *, max_length=None, batch_size=32, pooling=None, normalize=None, threads=None, cache_size=10000, cache_ttl=None, optimization=None, cache_bytes=67108864)"
+        signature = (model_path = None, tokenizer_path = None, *, max_length = None, batch_size = Count::from(32), pooling = None, normalize = None, threads = None, cache_size = Count::from(10_000), cache_ttl = None, optimization = None, cache_bytes = Count::from(64 << 20), providers = None, device = None),
+        text_signature = "(model_path=None, tokenizer_path=None, *, max_length=None, batch_size=32, pooling=None, normalize=None, threads=None, cache_size=10000, cache_ttl=None, optimization=None, cache_bytes=67108864, providers=None, device=None)"
     )]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -83,7 +138,10 @@ impl TextEmbedder {
         cache_ttl: Option<Real>,
         optimization: Option<Text>,
         cache_bytes: Count,
+        providers: Option<&Bound<'_, PyAny>>,
+        device: Option<Text>,
     ) -> PyResult<Self> {
+        let providers = providers_of(providers, device.as_deref())?;
         let models = py.import("imesde._models")?;
         let (model, tokenizer, manifest): (String, String, Option<Bound<'_, PyDict>>) = models
             .call_method1("resolve", (model_path, tokenizer_path))?
@@ -142,6 +200,7 @@ impl TextEmbedder {
                 .parse::<Optimization>()
                 .map_err(CoreError::from)?,
             cache_size: cache_size.non_negative("cache_size")?,
+            providers,
             cache_bytes: cache_bytes.non_negative("cache_bytes")?,
             cache_ttl: cache_ttl
                 .map(|Real(s)| {
@@ -163,32 +222,67 @@ impl TextEmbedder {
             Embedder::new(model.as_ref(), tokenizer.as_ref(), config)
         })?
         .map_err(CoreError::from)?;
+        let prompts: Vec<(String, String)> = from_manifest("prompts")?
+            .map(|p| p.extract::<std::collections::BTreeMap<String, String>>())
+            .transpose()
+            .map_err(|_| {
+                err(
+                    Exc::ModelLoad,
+                    "the manifest's prompts must map names to str",
+                )
+            })?
+            .map(|m| m.into_iter().collect())
+            .unwrap_or_default();
+        let default_prompt: Option<String> = from_manifest("default_prompt_name")?
+            .and_then(|v| v.extract::<Option<String>>().ok().flatten())
+            .filter(|name| prompts.iter().any(|(k, _)| k == name));
         Ok(TextEmbedder {
             inner: Arc::new(embedder),
             tokenizer_path: tokenizer,
+            prompts,
+            default_prompt,
         })
     }
 
     /// Embeds a list of texts into a ``[len(texts), dim]`` float32 array (a lone ``str`` gives
-    /// one row). Raises ``DTypeError`` (a ``TypeError``) for anything but str.
+    /// one row). Raises ``DTypeError`` (a ``TypeError``) for anything but str. ``prompt``: the
+    /// name of one of the model's prompts (``"query"``, ``"passage"``: ``prompts``), or a
+    /// literal prefix; None applies the model's default prompt, if it has one.
+    #[pyo3(signature = (texts, prompt = None))]
     fn embed<'py>(
         &self,
         py: Python<'py>,
         texts: &Bound<'py, PyAny>,
+        prompt: Option<Text>,
     ) -> PyResult<Bound<'py, PyArray2<f32>>> {
-        let texts = convert::strs(texts, "texts", true)?;
+        let texts = self.prompted(convert::strs(texts, "texts", true)?, prompt.as_deref());
         let v = embed_texts(py, &self.inner, &texts)?;
         v.into_pyarray(py).reshape([texts.len(), self.inner.dim()])
     }
 
-    /// Embeds one text into a ``[dim]`` float32 array.
+    /// Embeds one text into a ``[dim]`` float32 array (``prompt`` as in ``embed``).
+    #[pyo3(signature = (text, prompt = None))]
     fn embed_one<'py>(
         &self,
         py: Python<'py>,
         text: &Bound<'py, PyAny>,
+        prompt: Option<Text>,
     ) -> PyResult<Bound<'py, PyArray1<f32>>> {
-        let text = convert::one_str(text, "text")?;
-        Ok(embed_texts(py, &self.inner, &[text])?.into_pyarray(py))
+        let text = self.prompted(vec![convert::one_str(text, "text")?], prompt.as_deref());
+        Ok(embed_texts(py, &self.inner, &text)?.into_pyarray(py))
+    }
+
+    /// The model's named prompts (from its sentence-transformers config), e.g.
+    /// ``{"query": "query: ", "passage": "passage: "}``; empty for most models.
+    #[getter]
+    fn prompts(&self) -> std::collections::BTreeMap<String, String> {
+        self.prompts.iter().cloned().collect()
+    }
+
+    /// The name of the prompt ``embed`` applies when given none, or None.
+    #[getter]
+    fn default_prompt_name(&self) -> Option<&str> {
+        self.default_prompt.as_deref()
     }
 
     /// Width of the vectors.
@@ -239,6 +333,17 @@ impl TextEmbedder {
         self.inner.config().normalize
     }
 
+    /// The ONNX Runtime execution providers the model runs on, in order of preference.
+    #[getter]
+    fn providers(&self) -> Vec<String> {
+        let p = &self.inner.config().providers;
+        if p.is_empty() {
+            vec!["CPUExecutionProvider".to_owned()]
+        } else {
+            p.clone()
+        }
+    }
+
     /// Counters since construction: ``embedded`` (texts run through the model),
     /// ``requested``, ``cache_hits``, ``cache_misses``, ``cache_len``, ``batches``,
     /// ``mean_batch_seconds``, ``texts_per_second``, ``tokens``, ``padded_tokens``, and the
@@ -281,4 +386,52 @@ impl TextEmbedder {
             self.inner.config().pooling.to_string()
         )
     }
+}
+
+/// ONNX Runtime's provider names from ``providers`` (names, short ones such as ``"cuda"``
+/// too) or ``device`` (``"cuda"``: CUDA then the CPU; ``"cpu"``).
+fn providers_of(
+    providers: Option<&Bound<'_, PyAny>>,
+    device: Option<&str>,
+) -> PyResult<Vec<String>> {
+    let full = |name: &str| -> String {
+        let lower = name.to_ascii_lowercase();
+        imesde_embed::PROVIDERS
+            .iter()
+            .find(|p| {
+                let p = p.to_ascii_lowercase();
+                p == lower || p.strip_suffix("executionprovider") == Some(lower.as_str())
+            })
+            .map_or_else(|| name.to_owned(), |p| (*p).to_owned())
+    };
+    match (providers, device) {
+        (Some(_), Some(_)) => Err(err(Exc::InvalidValue, "give providers or device, not both")),
+        (Some(p), None) => Ok(convert::str_items(p, "providers", false)?
+            .into_iter()
+            .flatten()
+            .map(|n| full(&n))
+            .collect()),
+        (None, Some(d)) => match d.to_ascii_lowercase().as_str() {
+            "cpu" => Ok(vec![full("cpu")]),
+            "cuda" | "gpu" => Ok(vec![full("cuda"), full("cpu")]),
+            other => Err(err(
+                Exc::InvalidValue,
+                format!("device must be \"cpu\" or \"cuda\", got {other:?}"),
+            )),
+        },
+        (None, None) => Ok(Vec::new()),
+    }
+}
+
+/// The execution providers the loaded ONNX Runtime offers (loading it first), e.g.
+/// ``["CPUExecutionProvider"]``; the ``onnxruntime-gpu`` wheel adds ``"CUDAExecutionProvider"``.
+#[pyfunction]
+pub(crate) fn available_providers(py: Python<'_>) -> PyResult<Vec<String>> {
+    let models = py.import("imesde._models")?;
+    let runtime: String = models.call_method0("onnxruntime_library")?.extract()?;
+    gil::run(py, "available_providers", || {
+        imesde_embed::load_runtime(runtime.as_ref())?;
+        imesde_embed::available_providers()
+    })?
+    .map_err(|e| CoreError::from(e).into())
 }

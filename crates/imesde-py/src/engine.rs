@@ -8,7 +8,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use imesde_bm25::{AnalyzerConfig, Bm25, Fusion, Params};
-use imesde_embed::Embedder;
 use imesde_ring::{
     Attributes, Filter, Metadata, Ring, RingConfig, RingError, StandingSpec, Storage,
 };
@@ -233,7 +232,7 @@ impl Engine {
         // Deeper lists than k let fusion promote what only one side ranks well.
         let depth = self.cap(k.saturating_mul(5).max(50));
         let lexical = self.lexical_ranked(py, &text, depth)?;
-        let q = embed_texts(py, self.embedder()?, &[text])?;
+        let q = self.embed_queries(py, vec![text])?;
         let dense: Vec<(u64, f32)> = self
             .find(py, &q, depth, &Filter::default())?
             .into_iter()
@@ -293,7 +292,7 @@ impl Engine {
     ) -> PyResult<Py<Subscription>> {
         let (text, vector) = if query.is_instance_of::<PyString>() {
             let text = convert::one_str(query, "query")?;
-            let v = embed_texts(py, self.embedder()?, std::slice::from_ref(&text))?;
+            let v = self.embed_queries(py, vec![text.clone()])?;
             (Some(text.to_string()), v)
         } else {
             let q = convert::rows(query, "query")?;
@@ -523,7 +522,7 @@ impl Engine {
                 .into_iter()
                 .collect(),
         };
-        let vectors = embed_texts(py, self.embedder()?, &[text])?;
+        let vectors = self.embed_documents(py, vec![text])?;
         Ok(self.write(py, &vectors, &attrs)?.start)
     }
 
@@ -556,7 +555,7 @@ impl Engine {
         if n == 0 {
             return Ok(Vec::<u64>::new().into_pyarray(py));
         }
-        let vectors = embed_texts(py, self.embedder()?, &texts)?;
+        let vectors = self.embed_documents(py, texts)?;
         let ids = self.write(py, &vectors, &attrs)?;
         Ok(ids.collect::<Vec<u64>>().into_pyarray(py))
     }
@@ -579,7 +578,7 @@ impl Engine {
         let k = k.positive("k")?;
         let query = convert::one_str(query, "query")?;
         let filter = convert::filter(since, until, r#where)?;
-        let q = embed_texts(py, self.embedder()?, &[query])?;
+        let q = self.embed_queries(py, vec![query])?;
         self.find(py, &q, k, &filter)
     }
 
@@ -600,7 +599,7 @@ impl Engine {
         let k = k.positive("k")?;
         let queries = convert::strs(queries, "queries", false)?;
         let filter = convert::filter(since, until, r#where)?;
-        let q = embed_texts(py, self.embedder()?, &queries)?;
+        let q = self.embed_queries(py, queries)?;
         let (ring, dim) = (&self.ring, self.ring.config().dim);
         let hits = gil::run(py, "Engine.search_batch", || {
             q.chunks(dim)
@@ -1103,9 +1102,21 @@ impl Engine {
         Ok(hits.into_iter().map(Hit).collect())
     }
 
-    fn embedder(&self) -> PyResult<&Embedder> {
+    /// Queries embedded with the model's query prompt, if it has one.
+    fn embed_queries(&self, py: Python<'_>, texts: Vec<Arc<str>>) -> PyResult<Vec<f32>> {
+        let m = self.text_model()?;
+        embed_texts(py, &m.inner, &m.prompted(texts, m.query_prompt()))
+    }
+
+    /// Texts to store embedded with the model's document prompt, if it has one.
+    fn embed_documents(&self, py: Python<'_>, texts: Vec<Arc<str>>) -> PyResult<Vec<f32>> {
+        let m = self.text_model()?;
+        embed_texts(py, &m.inner, &m.prompted(texts, m.document_prompt()))
+    }
+
+    fn text_model(&self) -> PyResult<&TextEmbedder> {
         match &self.model {
-            Some(m) => Ok(&m.get().inner),
+            Some(m) => Ok(m.get()),
             None => Err(err(
                 Exc::Imesde,
                 "this Engine was made with a dimension and has no model: use ingest_vectors / \

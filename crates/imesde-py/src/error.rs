@@ -78,9 +78,10 @@ fn ring_class(e: &RingError) -> Exc {
 fn embed_class(e: &EmbedError) -> Exc {
     match e {
         EmbedError::NotFound { .. } => Exc::ModelNotFound,
-        EmbedError::Runtime { .. } | EmbedError::Model { .. } | EmbedError::Tokenizer { .. } => {
-            Exc::ModelLoad
-        }
+        EmbedError::Runtime { .. }
+        | EmbedError::Model { .. }
+        | EmbedError::Tokenizer { .. }
+        | EmbedError::Provider { .. } => Exc::ModelLoad,
         EmbedError::Config(_) => Exc::InvalidValue,
         _ => Exc::Embedding,
     }

@@ -38,6 +38,13 @@ extern "C" fn after_fork_in_parent() {
     gil::after_fork_in_parent();
 }
 
+/// The CPU features that decide which model runs fastest here (``"avx2"``, ``"avx512vnni"``,
+/// ``"avxvnni"``, ``"dotprod"``, ...).
+#[pyfunction]
+fn cpu_features() -> Vec<&'static str> {
+    imesde_simd::cpu_features()
+}
+
 /// Panics inside the binding's work helper, for the tests of what users get instead of a
 /// `PanicException`: an `imesde.InternalError` naming the call.
 #[pyfunction]
@@ -94,6 +101,8 @@ fn _imesde(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(rq::rq_collision_rate, m)?)?;
     m.add_function(wrap_pyfunction!(rq::rq_codebook_usage, m)?)?;
     m.add_function(wrap_pyfunction!(simd_backend, m)?)?;
+    m.add_function(wrap_pyfunction!(cpu_features, m)?)?;
+    m.add_function(wrap_pyfunction!(embed::available_providers, m)?)?;
     m.add_function(wrap_pyfunction!(panic_for_tests, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())

@@ -95,6 +95,43 @@ impl Backend {
     }
 }
 
+/// The CPU features that decide which model runs fastest here (ONNX Runtime's integer GEMM
+/// has kernels for each): `"avx2"`, `"avx512f"`, `"avx512vnni"`, `"avxvnni"` on x86-64,
+/// `"neon"`, `"dotprod"`, `"i8mm"` on `AArch64`; those this CPU has.
+#[must_use]
+pub fn cpu_features() -> Vec<&'static str> {
+    let mut out = Vec::new();
+    #[cfg(target_arch = "x86_64")]
+    {
+        for (name, has) in [
+            ("avx2", is_x86_feature_detected!("avx2")),
+            ("avx512f", is_x86_feature_detected!("avx512f")),
+            ("avx512vnni", is_x86_feature_detected!("avx512vnni")),
+            ("avxvnni", is_x86_feature_detected!("avxvnni")),
+        ] {
+            if has {
+                out.push(name);
+            }
+        }
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        for (name, has) in [
+            ("neon", std::arch::is_aarch64_feature_detected!("neon")),
+            (
+                "dotprod",
+                std::arch::is_aarch64_feature_detected!("dotprod"),
+            ),
+            ("i8mm", std::arch::is_aarch64_feature_detected!("i8mm")),
+        ] {
+            if has {
+                out.push(name);
+            }
+        }
+    }
+    out
+}
+
 type DotF32 = unsafe fn(&[f32], &[f32]) -> f32;
 type DotI8 = unsafe fn(&[i8], &[i8]) -> i32;
 type ScanF32 = unsafe fn(&[f32], &[f32], &mut [f32]);

