@@ -46,7 +46,8 @@ def unit(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
 
 @pytest.fixture(scope="session")
 def embedder() -> imesde.TextEmbedder:
-    """The default model (all-MiniLM-L6-v2 int8), shared by the tests that only read from it."""
+    """The default model (all-MiniLM-L6-v2 in this CPU class's default build), shared by the
+    tests that only read from it."""
     return imesde.TextEmbedder(threads=2)
 
 

