@@ -98,14 +98,22 @@ _CONSTRUCT = (
 def test_processes_starting_together_build_once(tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     cache.mkdir()
+    # This CPU's default build where it builds one (int8 from the shipped plan on dot-product
+    # CPUs), else the fp32 build: a build in any case.
+    build = _models.default_build()
+    build = "fp32" if build == "packaged" else build
+    from imesde import _quantize
+
+    bits = _quantize.weight_bits(_quantize.weight_levels())
+    name = _models.DEFAULT_BUILD[build].format(bits=bits)
+    target = f"all-MiniLM-L6-v2-{name}-{_gt_version()}"
     # A build a killed process left, and a folder of imesde before build locks (a day old).
-    target = f"all-MiniLM-L6-v2-fp32-1-{_gt_version()}"
     (cache / f".build-{target}-dead").mkdir()
     legacy = cache / ".build-k3j2h1"
     legacy.mkdir()
     day_ago = time.time() - 2 * 86_400
     os.utime(legacy, (day_ago, day_ago))
-    env = {**os.environ, _models.CACHE_ENV: str(cache), _models.DEFAULT_MODEL_ENV: "fp32"}
+    env = {**os.environ, _models.CACHE_ENV: str(cache), _models.DEFAULT_MODEL_ENV: build}
     procs = [
         subprocess.Popen(
             [sys.executable, "-c", _CONSTRUCT],
@@ -200,6 +208,9 @@ def test_models_by_name_from_a_hub_cache(
     )
     assert out.returncode == 0, out.stderr
     assert (models.read_manifest(tmp_path / "o") or {})["model_id"] == "acme/minilm-copy"
+    # A model built earlier is found in imesde's cache once its checkpoint is gone.
+    shutil.rmtree(hub / "models--acme--minilm-copy")
+    assert imesde.TextEmbedder("acme/minilm-copy").model_path == e.model_path
 
 
 def test_the_default_model_by_name_is_the_default_build(monkeypatch: pytest.MonkeyPatch) -> None:

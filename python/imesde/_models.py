@@ -468,11 +468,32 @@ def find_named(name: str) -> tuple[Path, list[str]]:
             legacy = root / candidate.replace("/", "_")
             if legacy != entry and (_is_checkpoint(legacy) or _has_onnx(legacy)):
                 return legacy, looked
+    # A model imesde built earlier from a checkpoint that is gone since.
+    built = sorted(
+        (
+            m.parent
+            for m in cache_dir().glob("*/imesde-model.json")
+            if (_read_json(m) or {}).get("model_id") in names
+        ),
+        key=lambda p: p.stat().st_mtime,
+    )
+    looked.append(f"imesde's cache ({cache_dir()})")
+    if built:
+        return built[-1], looked
     raise ModelNotFoundError(
         f"no local model named {name!r} (imesde downloads nothing): looked in "
         + ", ".join(looked)
         + "; download it once with huggingface_hub or sentence-transformers, or pass its folder"
     )
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    """A JSON object from ``path``, or None when it cannot be read as one."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def _content_key(folder: Path) -> str:
