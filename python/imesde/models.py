@@ -514,6 +514,10 @@ def _optimize(path: Path, cfg: BertConfig) -> bool:
             hidden_size=cfg.hidden_size,
             opt_level=0,
         )
+    except ImportError:
+        # Its shape inference needs sympy: without it the model stays unfused (as fast on the
+        # CPUs measured, see README).
+        return False
     finally:
         log.setLevel(level)
     opt.save_model_to_file(str(path))
