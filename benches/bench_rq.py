@@ -18,49 +18,22 @@ only unless ``--semantic-id-gaussian``.
 from __future__ import annotations
 
 import argparse
-import gzip
 import importlib
-import json
 import os
 import platform
 import time
 import warnings
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import imesde
 import numpy as np
 import numpy.typing as npt
-from imesde._models import packaged_model
-
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-CACHE = Path(__file__).resolve().parent / ".cache"
+from _data import stream_embeddings
 
 ANCHORS = ("faiss RQ beam 1", "faiss RQ beam 5 (default)", "semantic-id 0.2.5")
 F32 = npt.NDArray[np.float32]
 Codes = npt.NDArray[np.int64]
-
-
-def stream_embeddings(n: int = 20_000) -> F32:
-    path = CACHE / f"stream{n}_minilm.npy"
-    if path.exists():
-        cached: F32 = np.load(path)
-        return cached
-    seen: set[str] = set()
-    texts: list[str] = []
-    with gzip.open(DATA / "changelog_stream.jsonl.gz", "rt", encoding="utf-8") as f:
-        for line in f:
-            t = json.loads(line)["text"]
-            if t not in seen:
-                seen.add(t)
-                texts.append(t)
-    step = len(texts) / n
-    sample = [texts[int(i * step)] for i in range(n)]
-    x = imesde.TextEmbedder(*packaged_model()).embed(sample)
-    CACHE.mkdir(exist_ok=True)
-    np.save(path, x)
-    return x
 
 
 def metrics(x: F32, codes: Codes, rec: F32, ks: list[int]) -> dict[str, float]:

@@ -2,14 +2,13 @@ from __future__ import annotations
 
 import gzip
 import json
-from pathlib import Path
 
 import imesde
 import numpy as np
 import numpy.typing as npt
 import pytest
+from helpers import DATA
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 # Fixtures that read DATA: their tests get the `data` marker, so a checkout without
 # ../shared (the wheel workflow on GitHub) can deselect them with -m "not data".
 DATA_FIXTURES = {"golden", "stream", "debtags"}
@@ -37,11 +36,6 @@ def golden() -> tuple[list[str], npt.NDArray[np.float32]]:
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(1234)
-
-
-def unit(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-    out: npt.NDArray[np.float32] = x / np.linalg.norm(x, axis=-1, keepdims=True)
-    return out.astype(np.float32)
 
 
 @pytest.fixture(scope="session")

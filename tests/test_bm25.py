@@ -10,7 +10,7 @@ from pathlib import Path
 import imesde
 import numpy as np
 import pytest
-from conftest import DATA
+from helpers import DATA
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

@@ -6,7 +6,7 @@ import imesde
 import numpy as np
 import numpy.typing as npt
 import pytest
-from conftest import unit
+from helpers import unit
 
 
 def brute_force(

@@ -18,7 +18,7 @@ import imesde.models as models
 import numpy as np
 import numpy.typing as npt
 import pytest
-from conftest import DATA
+from helpers import DATA
 from imesde import _models, _quantize
 
 Golden = tuple[list[str], npt.NDArray[np.float32]]

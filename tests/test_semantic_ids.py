@@ -312,3 +312,70 @@ def test_text_engine_with_semantic_ids(
     assert hit.text == texts[5]
     assert hit.metadata is not None
     assert hit.metadata["semantic_id"].split("-")[:2] == sid.semantic_ids(x[5:6])[0].split("-")
+
+
+def test_engine_labels_in_rust_exactly_as_python_would(
+    vectors: npt.NDArray[np.float32], golden: Golden
+) -> None:
+    """An Engine labels with imesde's own SemanticIdEngine / RQKMeans in Rust: the same ids,
+    collisions and store state as calling them from Python batch by batch."""
+    encoder = imesde.RQKMeans(2, [4, 4], random_state=0).fit(vectors)
+    native = imesde.SemanticIdEngine(encoder)
+    python = imesde.SemanticIdEngine(encoder)
+    assert isinstance(native._native_labeler(), imesde._imesde.Labeler)
+    by_rust = imesde.Engine(384, num_shards=4, shard_size=128)
+    by_python = imesde.Engine(384, num_shards=4, shard_size=128)
+    by_rust.attach_semantic_ids(native)
+    by_python.attach_semantic_ids(lambda x: python(x))  # a plain function: called per batch
+    plain = imesde.Engine(384, num_shards=4, shard_size=128)
+    plain.attach_semantic_ids(encoder)
+    n = len(vectors)
+    for start in range(0, n, 37):
+        batch = vectors[start : start + 37]
+        for e in (by_rust, by_python, plain):
+            e.ingest_vectors(batch)
+
+    def labels(e: imesde.Engine) -> list[str]:
+        return [(e.get(i).metadata or {})["semantic_id"] for i in range(len(e))]
+
+    assert labels(by_rust) == labels(by_python)
+    assert len(set(labels(by_rust))) == n  # 16 codes, n unique ids
+    assert labels(plain) == encoder(vectors)
+    # The store is the SemanticIdEngine's own: what it hands out next never repeats.
+    store = native.unique_resolver.store
+    assert isinstance(store, imesde.InMemoryCollisionStore)
+    assert len(store) == n
+    assert native.unique_ids(vectors[:3]) == python.unique_ids(vectors[:3])
+    assert not set(native.unique_ids(vectors[:50])) & set(labels(by_rust))
+
+
+def test_customised_labelers_are_called_from_python(vectors: npt.NDArray[np.float32]) -> None:
+    encoder = imesde.RQKMeans(2, [4, 4], random_state=0).fit(vectors)
+    calls: list[int] = []
+
+    class Tagged(imesde.SemanticIdEngine):
+        def unique_ids(self, X: Any, **kwargs: Any) -> list[str]:  # noqa: N803 (its name)
+            calls.append(len(X))
+            return [f"t-{s}" for s in super().unique_ids(X, **kwargs)]
+
+    class Prefixed(imesde.RQKMeans):
+        def semantic_id(self, codes: Any, **kwargs: Any) -> list[str]:
+            return ["p" + s for s in super().semantic_id(codes, **kwargs)]
+
+    prefixed = Prefixed(2, [4, 4], random_state=0).fit(vectors)
+    sqlite = imesde.SemanticIdEngine(
+        encoder, imesde.UniqueIdResolver(imesde.SQLiteCollisionStore(":memory:"))
+    )
+    for custom in (Tagged(encoder), prefixed, imesde.SemanticIdEngine(prefixed), sqlite):
+        assert custom._native_labeler() is None
+    engine = imesde.Engine(384, num_shards=2, shard_size=64)
+    engine.attach_semantic_ids(Tagged(encoder))
+    ids = engine.ingest_vectors(vectors[:5])
+    assert calls == [5]
+    assert all((engine.get(int(i)).metadata or {})["semantic_id"].startswith("t-") for i in ids)
+    engine.attach_semantic_ids(prefixed)
+    ids = engine.ingest_vectors(vectors[5:10])
+    assert all((engine.get(int(i)).metadata or {})["semantic_id"].startswith("p") for i in ids)
+    # Beam width and refits are read per batch, as a call from Python would.
+    encoder.beam_width = 4
+    assert imesde.SemanticIdEngine(encoder)._native_labeler() is not None

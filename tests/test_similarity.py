@@ -3,7 +3,7 @@ from __future__ import annotations
 import imesde
 import numpy as np
 import pytest
-from conftest import unit
+from helpers import unit
 
 
 def test_cosine_similarity_shapes_and_values(rng: np.random.Generator) -> None:

@@ -11,7 +11,7 @@ import imesde
 import numpy as np
 import numpy.typing as npt
 import pytest
-from conftest import DATA, unit
+from helpers import DATA, unit
 
 Golden = tuple[list[str], npt.NDArray[np.float32]]
 

@@ -31,7 +31,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
-from imesde._imesde import RQCodebooks, rq_codebook_usage, rq_collision_rate
+from imesde._imesde import IdStore, Labeler, RQCodebooks, rq_codebook_usage, rq_collision_rate
 from imesde.exceptions import (
     DTypeError,
     ImesdeError,
@@ -260,6 +260,19 @@ class RQKMeans:
         """``semantic_id(encode(X))``: lets a fitted model label items in an ``Engine``."""
         return self.semantic_id(self.encode(X))
 
+    def _native_labeler(self, store: IdStore | None = None) -> Labeler | None:
+        """What an ``Engine`` runs in Rust in place of calling ``self`` per batch (the same ids,
+        made unique through ``store`` when given); None when a subclass changes how ids are
+        made."""
+        cls = type(self)
+        if (cls.__call__, cls.encode, cls.semantic_id) != (
+            RQKMeans.__call__,
+            RQKMeans.encode,
+            RQKMeans.semantic_id,
+        ):
+            return None
+        return self._fitted().labeler(self.beam_width, store)
+
     def reconstruction_error(self, X: Any) -> float:
         """Mean over vectors of ``|x - decode(encode(x))|^2``."""
         x = _matrix(X)
@@ -339,7 +352,8 @@ def _claim(
     owned: Callable[[str, str], str | None],
     take: Callable[[str, str | None], bool],
 ) -> tuple[list[str], dict[str, int]]:
-    """The claim rule both stores share. Without an owner, the first ``k`` stays ``k`` and later
+    """The claim rule of the stores (the in-memory one runs the same rule in Rust:
+    ``imesde_engine::IdStore::claim``). Without an owner, the first ``k`` stays ``k`` and later
     ones get ``k-1``, ``k-2``, ... (``count(key)`` is the stored counter, read once per key).
     With one, an owner that holds an id for ``k`` gets it back (``owned``); otherwise it gets
     ``k``, else ``k-<owner>``, else ``k-<owner>-1``, ``k-<owner>-2``, ... Every candidate that
@@ -371,50 +385,27 @@ def _claim(
 
 
 class InMemoryCollisionStore:
-    """A thread-safe store in a dict: unique within one process, gone when it ends."""
+    """A thread-safe store in memory: unique within one process, gone when it ends. Its state
+    lives in Rust, where an ``Engine`` labelling items with it reads and writes it too."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._counts: dict[str, int] = {}
-        self._issued: set[str] = set()
-        self._owned: dict[tuple[str, str], str] = {}
+        self._ids = IdStore()
 
     def next_suffix(self, key: str) -> int:
         """The number of earlier occurrences of ``key``; counts this one."""
-        with self._lock:
-            n = self._counts.get(key, 0)
-            self._counts[key] = n + 1
-            return n
+        return self._ids.next_suffix(key)
 
     def claim(
         self, keys: Sequence[str], sep: str = "-", owners: Sequence[str] | None = None
     ) -> list[str]:
         """Unique ids for ``keys`` (see :class:`UniqueIdResolver` for the rule)."""
-
-        def take(cand: str, owner: str | None) -> bool:
-            if cand in self._issued:
-                return False
-            self._issued.add(cand)
-            return True
-
-        with self._lock:
-            out, counts = _claim(
-                keys,
-                owners,
-                sep,
-                lambda k: self._counts.get(k, 0),
-                lambda k, o: self._owned.get((k, o)),
-                take,
-            )
-            self._counts.update(counts)
-            if owners is not None:
-                for key, owner, sid in zip(keys, owners, out, strict=True):
-                    self._owned.setdefault((key, owner), sid)
-            return out
+        return self._ids.claim(
+            [str(k) for k in keys], sep, None if owners is None else [str(o) for o in owners]
+        )
 
     def __len__(self) -> int:
         """Number of ids handed out by :meth:`claim`."""
-        return len(self._issued)
+        return len(self._ids)
 
     def __repr__(self) -> str:
         return f"InMemoryCollisionStore(ids={len(self)})"
@@ -671,6 +662,25 @@ class SemanticIdEngine:
         """``unique_ids(X)``: lets an ``Engine`` label what it ingests
         (``engine.attach_semantic_ids(sid_engine)``)."""
         return self.unique_ids(X)
+
+    def _native_labeler(self) -> Labeler | None:
+        """What an ``Engine`` runs in Rust in place of calling ``self`` per batch: an
+        :class:`RQKMeans` encoder with an in-memory store gives the same ids there; None for
+        anything customised (another encoder, store or resolver, or a subclass)."""
+        cls = type(self)
+        if (cls.__call__, cls.unique_ids, cls.semantic_ids) != (
+            SemanticIdEngine.__call__,
+            SemanticIdEngine.unique_ids,
+            SemanticIdEngine.semantic_ids,
+        ):
+            return None
+        resolver, encoder = self.unique_resolver, self.encoder
+        if type(resolver) is not UniqueIdResolver or not isinstance(encoder, RQKMeans):
+            return None
+        store = resolver.store
+        if type(store) is not InMemoryCollisionStore:
+            return None
+        return encoder._native_labeler(store._ids)
 
     def __repr__(self) -> str:
         return f"SemanticIdEngine(encoder={self.encoder!r}, resolver={self.unique_resolver!r})"

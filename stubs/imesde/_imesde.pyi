@@ -560,6 +560,24 @@ class RQCodebooks:
     @staticmethod
     def load(path: str | os.PathLike[str]) -> RQCodebooks:
         """Read codebooks written by ``save``."""
+    def labeler(self, beam_width: int = 1, store: IdStore | None = None) -> Labeler:
+        """A labeler for ``Engine.attach_semantic_ids``: codes joined by ``"-"``, made unique
+        through ``store`` when given, all in Rust."""
+
+@final
+class Labeler:
+    """Labels items as an ``Engine`` ingests them, in Rust (made by ``RQCodebooks.labeler``)."""
+
+@final
+class IdStore:
+    """The state of an ``InMemoryCollisionStore``: every id handed out and the counters."""
+
+    def __init__(self) -> None: ...
+    def next_suffix(self, key: str) -> int:
+        """The number of earlier occurrences of ``key``; counts this one."""
+    def claim(self, keys: list[str], sep: str, owners: list[str] | None = None) -> list[str]:
+        """Unique ids for ``keys`` (see ``imesde.UniqueIdResolver`` for the rule)."""
+    def __len__(self) -> int: ...
 
 def rq_collision_rate(codes: npt.NDArray[np.int64]) -> float:
     """Fraction of rows sharing their code with another row."""

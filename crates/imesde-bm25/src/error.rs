@@ -13,6 +13,9 @@ pub enum Bm25Error {
     /// `remove` of an id the index does not hold.
     #[error("no document with id {0}")]
     NotFound(u64),
+    /// Stopped by the caller (see [`crate::Bm25::add_batch_until`]); nothing was added.
+    #[error("interrupted")]
+    Interrupted,
     /// Reading or writing a file failed.
     #[error("{path}: {source}")]
     Io {

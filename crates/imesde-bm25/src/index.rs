@@ -323,8 +323,22 @@ impl Bm25 {
     /// # Errors
     /// [`Bm25Error::Duplicate`]; [`Bm25Error::Config`] when the lengths differ.
     pub fn add_batch<S: AsRef<str> + Sync>(&mut self, ids: &[u64], texts: &[S]) -> Result<()> {
+        self.add_batch_until(ids, texts, &|| false)
+    }
+
+    /// [`Self::add_batch`] that asks `stop` (from any thread) while it analyses a large batch; once it returns true the call ends with [`Bm25Error::Interrupted`] and
+    /// nothing is added.
+    ///
+    /// # Errors
+    /// As [`Self::add_batch`], or [`Bm25Error::Interrupted`].
+    pub fn add_batch_until<S: AsRef<str> + Sync>(
+        &mut self,
+        ids: &[u64],
+        texts: &[S],
+        stop: &(dyn Fn() -> bool + Sync),
+    ) -> Result<()> {
         self.check_new(ids, texts.len())?;
-        if texts.len() < PARALLEL_DOCS || rayon::current_num_threads() < 2 {
+        if texts.len() < PARALLEL_DOCS {
             for (&id, text) in ids.iter().zip(texts) {
                 self.add_text(id, text.as_ref());
             }
@@ -339,10 +353,11 @@ impl Bm25 {
             .len()
             .div_ceil(2 * rayon::current_num_threads())
             .max(PART_DOCS);
-        let parts: Vec<Part> = texts
+        let parts: Option<Vec<Part>> = texts
             .par_chunks(size)
-            .map(|texts| Part::analyze(analyzer, texts))
+            .map(|texts| Part::analyze(analyzer, texts, stop))
             .collect();
+        let parts = parts.ok_or(Bm25Error::Interrupted)?;
         let mut from = 0;
         for part in parts {
             let n = part.lens.len();
@@ -988,6 +1003,8 @@ thread_local! {
 /// thread of at least `PART_DOCS` documents.
 const PARALLEL_DOCS: usize = 4096;
 const PART_DOCS: usize = 2048;
+/// A large batch's analysis asks whether to stop every this many documents.
+const STOP_EVERY: usize = 512;
 
 /// Appends the term ids of `text` to `out`: the terms of [`Analyzer::analyze`], each word
 /// through the cache `words` (lowercased and stemmed at its first sight only), each term's id
@@ -1046,7 +1063,13 @@ struct Part {
 }
 
 impl Part {
-    fn analyze<S: AsRef<str>>(analyzer: &Analyzer, texts: &[S]) -> Self {
+    /// The part of `texts`, or None once `stop` returns true (asked every `STOP_EVERY`
+    /// documents).
+    fn analyze<S: AsRef<str>>(
+        analyzer: &Analyzer,
+        texts: &[S],
+        stop: &(dyn Fn() -> bool + Sync),
+    ) -> Option<Self> {
         let mut dict: FastMap<Box<str>, u32> = FastMap::default();
         let mut words = FastMap::default();
         let mut terms: Vec<Box<str>> = Vec::new();
@@ -1058,7 +1081,10 @@ impl Part {
             ends: Vec::with_capacity(texts.len()),
             lens: Vec::with_capacity(texts.len()),
         };
-        for text in texts {
+        for (i, text) in texts.iter().enumerate() {
+            if i % STOP_EVERY == 0 && stop() {
+                return None;
+            }
             ids.clear();
             let id_of = |t: &str| intern(&mut dict, &mut terms, t, |text| text);
             term_ids(analyzer, &mut words, text.as_ref(), id_of, &mut ids);
@@ -1075,7 +1101,7 @@ impl Part {
             }
         }
         part.terms = terms;
-        part
+        Some(part)
     }
 }
 

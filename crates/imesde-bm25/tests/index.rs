@@ -429,3 +429,22 @@ fn assert_same_file(a: &Bm25, b: &Bm25, tag: &str) {
     std::fs::remove_dir_all(&dir).unwrap();
     assert!(same, "{tag}: the saved indexes differ");
 }
+
+#[test]
+fn a_batch_told_to_stop_adds_nothing() {
+    let mut rng = StdRng::seed_from_u64(5);
+    let texts: Vec<String> = (0..20_000).map(|_| text(&mut rng)).collect();
+    let ids: Vec<u64> = (1..=20_000).collect();
+    let mut idx = index(Method::Lucene);
+    idx.add(0, "kernel panic before").unwrap();
+    let res = idx.add_batch_until(&ids, &texts, &|| true);
+    assert!(matches!(res, Err(Bm25Error::Interrupted)), "{res:?}");
+    assert_eq!(idx.document_count(), 1);
+    idx.add_batch_until(&ids, &texts, &|| false).unwrap();
+    let mut whole = index(Method::Lucene);
+    whole.add(0, "kernel panic before").unwrap();
+    whole.add_batch(&ids, &texts).unwrap();
+    for q in ["kernel panic", "memory leak fix", "network driver"] {
+        assert_same(&idx.search(q, 10, 0.0), &whole.search(q, 10, 0.0), q);
+    }
+}

@@ -28,7 +28,7 @@ fn never() -> impl FnMut() -> bool {
 }
 
 #[test]
-fn golden_texts_match_sentence_transformers() {
+fn data_golden_texts_match_sentence_transformers() {
     let texts = golden_texts();
     let (golden, n, dim) = read_npy_f32(&common::data_dir().join("golden_minilm_l6_st.npy"));
     assert_eq!(n, texts.len());

@@ -3,6 +3,7 @@
 #![allow(clippy::needless_pass_by_value)]
 
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 
 use imesde_bm25::{AnalyzerConfig, Bm25, Fusion, Method, Params};
 use parking_lot::RwLock;
@@ -10,12 +11,12 @@ use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedStr;
 use pyo3::types::{PyString, PyTuple};
 
+use crate::convert::py_str;
 use crate::convert::{Count, Id, Real, Text, as_str, id_of, str_items, type_name, utf8};
 use crate::error::CoreError;
 use crate::exceptions::{Exc, err};
 use crate::gil;
 use crate::par::install;
-use crate::stream::py_str;
 
 /// One lexical result: ``id``, ``score`` (BM25) and the query ``terms`` it matched. Unpacks as
 /// ``(id, score)``.
@@ -151,7 +152,8 @@ impl PyBm25 {
     }
 
     /// ``add`` for many documents: texts, or token lists indexed as they are (as bm25s takes
-    /// them). All ids are checked first, so a bad batch adds nothing. Also precomputes the
+    /// them). All ids are checked first, so a bad batch adds nothing; Ctrl-C while a large
+    /// batch is analysed raises ``KeyboardInterrupt`` and adds nothing too. Also precomputes the
     /// per-posting scores that searches reuse until the next change.
     fn add_batch(
         &self,
@@ -167,11 +169,13 @@ impl PyBm25 {
                 format!("{} ids for {} documents", ids.len(), docs.len()),
             ));
         }
-        gil::run(py, "BM25.add_batch", || {
+        gil::run_interruptible(py, "BM25.add_batch", |stop| {
             let mut guard = self.0.write();
             let index: &mut Bm25 = &mut guard;
             install(|| match &docs {
-                Docs::Texts(texts) => index.add_batch(&ids, texts),
+                Docs::Texts(texts) => {
+                    index.add_batch_until(&ids, texts, &|| stop.load(Ordering::Relaxed))
+                }
                 Docs::Terms(terms) => index.add_batch_terms(&ids, terms),
             })?;
             index.warm();

@@ -1,6 +1,7 @@
 //! Python -> Rust argument conversion with clear, typed errors. Arrays are borrowed, never
 //! copied or cast: a float64 or strided array is an error that says how to fix it.
 
+use std::fmt::Write as _;
 use std::sync::Arc;
 
 use imesde_ring::{Filter, Metadata};
@@ -473,4 +474,36 @@ pub(crate) fn one_str(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Arc<str>> 
             format!("{what} must be str, got {}", type_name(obj)),
         )),
     }
+}
+
+/// `s` quoted as Python's `repr` would (single quotes unless it holds one).
+pub(crate) fn py_str(s: &str) -> String {
+    let quote = if s.contains('\'') && !s.contains('"') {
+        '"'
+    } else {
+        '\''
+    };
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push(quote);
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c == quote => {
+                out.push('\\');
+                out.push(c);
+            }
+            c if c.is_control() && (c as u32) < 0x100 => {
+                let _ = write!(out, "\\x{:02x}", c as u32);
+            }
+            c if c.is_control() => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push(quote);
+    out
 }

@@ -3,9 +3,11 @@
 #![allow(clippy::needless_pass_by_value)]
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use imesde_embed::{EmbedError, Embedder, EmbedderConfig, Optimization, Pooling};
+use imesde_embed::{Embedder, EmbedderConfig, Optimization, Pooling};
+use imesde_engine::TextModel;
 use numpy::{IntoPyArray, PyArray1, PyArray2, PyArrayMethods};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
@@ -15,31 +17,17 @@ use crate::error::CoreError;
 use crate::exceptions::{Exc, err};
 use crate::gil;
 
-/// Embeds `texts` without the GIL, checking for Ctrl-C between model calls.
+/// Embeds `texts` with `prompt` without the GIL, checking for Ctrl-C between model calls.
 pub(crate) fn embed_texts(
     py: Python<'_>,
-    embedder: &Embedder,
+    model: &TextModel,
     texts: &[Arc<str>],
+    prompt: Option<&str>,
 ) -> PyResult<Vec<f32>> {
-    let mut pending: Option<PyErr> = None;
-    let result = gil::run(py, "TextEmbedder.embed", || {
-        embedder.embed(texts, &mut || {
-            // Between model calls no lock is held: step out of the fork gate to take the GIL.
-            let _paused = gil::Paused::new();
-            Python::attach(|py| match py.check_signals() {
-                Ok(()) => false,
-                Err(e) => {
-                    pending = Some(e);
-                    true
-                }
-            })
-        })
+    let v = gil::run_interruptible(py, "TextEmbedder.embed", |stop| {
+        model.embed(texts, prompt, &mut || stop.load(Relaxed))
     })?;
-    match result {
-        Ok(v) => Ok(v),
-        Err(EmbedError::Interrupted) if pending.is_some() => Err(pending.take().expect("checked")),
-        Err(e) => Err(CoreError::from(e).into()),
-    }
+    Ok(v.map_err(CoreError::from)?)
 }
 
 /// A sentence-embedding model: an ONNX file and its ``tokenizer.json``, run by ONNX Runtime.
@@ -60,60 +48,13 @@ pub(crate) fn embed_texts(
 /// GEMMs).
 #[pyclass(frozen, module = "imesde._imesde")]
 pub(crate) struct TextEmbedder {
-    pub(crate) inner: Arc<Embedder>,
+    pub(crate) model: Arc<TextModel>,
     tokenizer_path: String,
-    /// Named prompts (``"query"`` -> ``"query: "``) from the model's sentence-transformers
-    /// config, and the name of the one ``embed`` applies by default.
-    prompts: Vec<(String, String)>,
-    default_prompt: Option<String>,
 }
 
-/// Prompt names for what an engine stores, in order of preference (sentence-transformers
-/// models name it differently).
-const DOCUMENT_PROMPTS: [&str; 4] = ["document", "passage", "corpus", "doc"];
-
 impl TextEmbedder {
-    /// The text of the prompt named `name`, or `name` itself when the model has no prompt of
-    /// that name (a literal prefix, as sentence-transformers' ``prompt=`` takes one).
-    fn prompt_text<'a>(&'a self, name: &'a str) -> &'a str {
-        self.prompts
-            .iter()
-            .find(|(k, _)| k == name)
-            .map_or(name, |(_, v)| v.as_str())
-    }
-
-    /// `texts` with `prompt` prepended (none: the model's default prompt, if any).
-    pub(crate) fn prompted(&self, texts: Vec<Arc<str>>, prompt: Option<&str>) -> Vec<Arc<str>> {
-        let prefix = match prompt.or(self.default_prompt.as_deref()) {
-            Some(p) => self.prompt_text(p),
-            None => return texts,
-        };
-        if prefix.is_empty() {
-            return texts;
-        }
-        texts
-            .into_iter()
-            .map(|t| Arc::from(format!("{prefix}{t}")))
-            .collect()
-    }
-
-    /// The prompt for queries (``"query"``) when the model has one.
-    pub(crate) fn query_prompt(&self) -> Option<&str> {
-        self.prompts
-            .iter()
-            .find(|(k, _)| k == "query")
-            .map(|(k, _)| k.as_str())
-    }
-
-    /// The prompt for stored texts (``"document"``, ``"passage"``, ...) when the model has
-    /// one.
-    pub(crate) fn document_prompt(&self) -> Option<&str> {
-        DOCUMENT_PROMPTS.iter().find_map(|name| {
-            self.prompts
-                .iter()
-                .find(|(k, _)| k == name)
-                .map(|(k, _)| k.as_str())
-        })
+    pub(crate) fn inner(&self) -> &Embedder {
+        self.model.embedder()
     }
 }
 
@@ -234,13 +175,10 @@ impl TextEmbedder {
             .map(|m| m.into_iter().collect())
             .unwrap_or_default();
         let default_prompt: Option<String> = from_manifest("default_prompt_name")?
-            .and_then(|v| v.extract::<Option<String>>().ok().flatten())
-            .filter(|name| prompts.iter().any(|(k, _)| k == name));
+            .and_then(|v| v.extract::<Option<String>>().ok().flatten());
         Ok(TextEmbedder {
-            inner: Arc::new(embedder),
+            model: Arc::new(TextModel::with_prompts(embedder, prompts, default_prompt)),
             tokenizer_path: tokenizer,
-            prompts,
-            default_prompt,
         })
     }
 
@@ -255,9 +193,10 @@ impl TextEmbedder {
         texts: &Bound<'py, PyAny>,
         prompt: Option<Text>,
     ) -> PyResult<Bound<'py, PyArray2<f32>>> {
-        let texts = self.prompted(convert::strs(texts, "texts", true)?, prompt.as_deref());
-        let v = embed_texts(py, &self.inner, &texts)?;
-        v.into_pyarray(py).reshape([texts.len(), self.inner.dim()])
+        let texts = convert::strs(texts, "texts", true)?;
+        let v = embed_texts(py, &self.model, &texts, prompt.as_deref())?;
+        v.into_pyarray(py)
+            .reshape([texts.len(), self.inner().dim()])
     }
 
     /// Embeds one text into a ``[dim]`` float32 array (``prompt`` as in ``embed``).
@@ -268,33 +207,33 @@ impl TextEmbedder {
         text: &Bound<'py, PyAny>,
         prompt: Option<Text>,
     ) -> PyResult<Bound<'py, PyArray1<f32>>> {
-        let text = self.prompted(vec![convert::one_str(text, "text")?], prompt.as_deref());
-        Ok(embed_texts(py, &self.inner, &text)?.into_pyarray(py))
+        let text = convert::one_str(text, "text")?;
+        Ok(embed_texts(py, &self.model, &[text], prompt.as_deref())?.into_pyarray(py))
     }
 
     /// The model's named prompts (from its sentence-transformers config), e.g.
     /// ``{"query": "query: ", "passage": "passage: "}``; empty for most models.
     #[getter]
     fn prompts(&self) -> std::collections::BTreeMap<String, String> {
-        self.prompts.iter().cloned().collect()
+        self.model.prompts().iter().cloned().collect()
     }
 
     /// The name of the prompt ``embed`` applies when given none, or None.
     #[getter]
     fn default_prompt_name(&self) -> Option<&str> {
-        self.default_prompt.as_deref()
+        self.model.default_prompt()
     }
 
     /// Width of the vectors.
     #[getter]
     fn dim(&self) -> usize {
-        self.inner.dim()
+        self.inner().dim()
     }
 
     /// The ONNX model file.
     #[getter]
     fn model_path(&self) -> String {
-        self.inner.model_path().display().to_string()
+        self.inner().model_path().display().to_string()
     }
 
     /// The ``tokenizer.json`` file.
@@ -306,37 +245,37 @@ impl TextEmbedder {
     /// Tokens per text, special tokens included; longer texts are truncated.
     #[getter]
     fn max_length(&self) -> usize {
-        self.inner.config().max_length
+        self.inner().config().max_length
     }
 
     /// Texts per model call.
     #[getter]
     fn batch_size(&self) -> usize {
-        self.inner.config().batch_size
+        self.inner().config().batch_size
     }
 
     /// ``"mean"`` or ``"cls"`` (ignored when the graph outputs pooled vectors itself).
     #[getter]
     fn pooling(&self) -> String {
-        self.inner.config().pooling.to_string()
+        self.inner().config().pooling.to_string()
     }
 
     /// ONNX Runtime's graph optimisation level.
     #[getter]
     fn optimization(&self) -> String {
-        self.inner.config().optimization.to_string()
+        self.inner().config().optimization.to_string()
     }
 
     /// Whether vectors are L2-normalised.
     #[getter]
     fn normalize(&self) -> bool {
-        self.inner.config().normalize
+        self.inner().config().normalize
     }
 
     /// The ONNX Runtime execution providers the model runs on, in order of preference.
     #[getter]
     fn providers(&self) -> Vec<String> {
-        let p = &self.inner.config().providers;
+        let p = &self.inner().config().providers;
         if p.is_empty() {
             vec!["CPUExecutionProvider".to_owned()]
         } else {
@@ -350,13 +289,13 @@ impl TextEmbedder {
     /// seconds spent in ``tokenize_seconds``, ``pad_seconds``, ``inference_seconds``,
     /// ``pool_seconds``; plus ``onnxruntime`` (version) and ``onnxruntime_path``.
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let s = self.inner.stats();
+        let s = self.inner().stats();
         let d = PyDict::new(py);
         d.set_item("embedded", s.embedded)?;
         d.set_item("requested", s.requested)?;
         d.set_item("cache_hits", s.cache_hits)?;
         d.set_item("cache_misses", s.cache_misses)?;
-        d.set_item("cache_len", self.inner.cache_len())?;
+        d.set_item("cache_len", self.inner().cache_len())?;
         d.set_item("batches", s.batches)?;
         d.set_item("mean_batch_seconds", s.mean_batch_seconds())?;
         d.set_item("texts_per_second", s.texts_per_second())?;
@@ -374,16 +313,16 @@ impl TextEmbedder {
 
     /// Drops every cached vector.
     fn clear_cache(&self) {
-        self.inner.clear_cache();
+        self.inner().clear_cache();
     }
 
     fn __repr__(&self) -> String {
         format!(
             "TextEmbedder(model_path={:?}, dim={}, max_length={}, pooling={:?})",
-            self.inner.model_path().display().to_string(),
-            self.inner.dim(),
-            self.inner.config().max_length,
-            self.inner.config().pooling.to_string()
+            self.inner().model_path().display().to_string(),
+            self.inner().dim(),
+            self.inner().config().max_length,
+            self.inner().config().pooling.to_string()
         )
     }
 }

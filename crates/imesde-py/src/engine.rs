@@ -1,136 +1,29 @@
-//! `imesde.Engine`, `imesde.Hit`, `imesde.Item`.
+//! `imesde.Engine`: converts arguments, calls [`imesde_engine::Engine`] without the GIL, and
+//! converts back. What only Python has stays here: semantic-id functions written in Python,
+//! and subscriptions that hand events to Python callbacks.
 // PyO3 extracts arguments as owned values (PathBuf, Text); borrowing them is not an option.
 #![allow(clippy::needless_pass_by_value)]
 
-use std::collections::BTreeSet;
-use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
-use imesde_bm25::{AnalyzerConfig, Bm25, Fusion, Params};
-use imesde_ring::{
-    Attributes, Filter, Metadata, Ring, RingConfig, RingError, StandingSpec, Storage,
-};
+use imesde_engine::{Fusion, Ingested, Threshold};
+use imesde_ring::{Attributes, Metadata, RingConfig, RingError, Storage};
 use numpy::{IntoPyArray, PyArray1, PyArray2, PyArrayMethods};
 use parking_lot::Mutex;
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyDict, PyInt, PyString, PyTuple};
+use pyo3::types::{PyBool, PyDict, PyInt, PyString};
 
-use crate::convert::{self, Count, Real, Text, id_of, meta_dict};
-use crate::embed::{TextEmbedder, embed_texts};
+use crate::convert::{self, Count, Real, Text, id_of};
+use crate::embed::TextEmbedder;
 use crate::error::CoreError;
 use crate::exceptions::{Exc, err};
 use crate::gil;
+use crate::hits::{Hit, Item};
 use crate::par::install;
-use crate::stream::{Subscription, py_str};
-
-/// One search result: ``id``, ``text``, ``score``, ``ts``, ``metadata``.
-///
-/// Unpacks as ``(text, score)``, so ``for text, score in engine.search_vector(q)`` works.
-#[pyclass(frozen, module = "imesde._imesde")]
-pub(crate) struct Hit(pub(crate) imesde_ring::Hit);
-
-#[pymethods]
-impl Hit {
-    /// Global id of the item (its position in the stream).
-    #[getter]
-    fn id(&self) -> u64 {
-        self.0.id
-    }
-    /// The item's text, or None.
-    #[getter]
-    fn text(&self) -> Option<&str> {
-        self.0.text.as_deref()
-    }
-    /// Cosine similarity to the query.
-    #[getter]
-    fn score(&self) -> f32 {
-        self.0.score
-    }
-    /// Timestamp in seconds since the Unix epoch.
-    #[getter]
-    fn ts(&self) -> f64 {
-        self.0.ts
-    }
-    /// The item's metadata as a new dict, or None.
-    #[getter]
-    fn metadata<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
-        meta_dict(py, self.0.metadata.as_deref())
-    }
-    #[allow(clippy::unused_self)] // a protocol method: always a pair
-    fn __len__(&self) -> usize {
-        2
-    }
-    fn __getitem__<'py>(&self, py: Python<'py>, index: isize) -> PyResult<Bound<'py, PyAny>> {
-        match index {
-            0 | -2 => Ok(self.0.text.as_deref().into_pyobject(py)?.into_any()),
-            1 | -1 => Ok(self.0.score.into_pyobject(py)?.into_any()),
-            _ => Err(pyo3::exceptions::PyIndexError::new_err(
-                "Hit unpacks as (text, score)",
-            )),
-        }
-    }
-    fn __iter__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let pair = PyTuple::new(py, [self.__getitem__(py, 0)?, self.__getitem__(py, 1)?])?;
-        pair.try_iter().map(Bound::into_any)
-    }
-    fn __repr__(&self) -> String {
-        format!(
-            "Hit(id={}, score={:.4}, text={}, ts={})",
-            self.0.id,
-            self.0.score,
-            self.0
-                .text
-                .as_deref()
-                .map_or_else(|| "None".to_owned(), py_str),
-            self.0.ts
-        )
-    }
-}
-
-/// An item read back with ``Engine.get``: ``id``, ``vector``, ``text``, ``ts``, ``metadata``.
-#[pyclass(frozen, module = "imesde._imesde")]
-pub(crate) struct Item(imesde_ring::Item);
-
-#[pymethods]
-impl Item {
-    /// Global id.
-    #[getter]
-    fn id(&self) -> u64 {
-        self.0.id
-    }
-    /// A copy of the stored unit-length vector (dequantised for int8 storage).
-    #[getter]
-    fn vector<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<f32>> {
-        PyArray1::from_slice(py, &self.0.vector)
-    }
-    /// The item's text, or None.
-    #[getter]
-    fn text(&self) -> Option<&str> {
-        self.0.text.as_deref()
-    }
-    /// Timestamp in seconds since the Unix epoch.
-    #[getter]
-    fn ts(&self) -> f64 {
-        self.0.ts
-    }
-    /// The item's metadata as a new dict, or None.
-    #[getter]
-    fn metadata<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
-        meta_dict(py, self.0.metadata.as_deref())
-    }
-    fn __repr__(&self) -> String {
-        format!(
-            "Item(id={}, text={}, ts={})",
-            self.0.id,
-            self.0
-                .text
-                .as_deref()
-                .map_or_else(|| "None".to_owned(), py_str),
-            self.0.ts
-        )
-    }
-}
+use crate::rq::Labeler;
+use crate::stream::Subscription;
 
 /// An in-memory semantic search engine over a bounded stream of texts or vectors.
 ///
@@ -140,12 +33,9 @@ impl Item {
 /// Vectors are stored L2-normalised, scores are cosine similarities, search is exact.
 #[pyclass(frozen, module = "imesde._imesde")]
 pub(crate) struct Engine {
-    ring: Arc<Ring>,
+    core: imesde_engine::Engine,
     model: Option<Py<TextEmbedder>>,
-    /// The BM25 index kept in step with the ring, and the ids it holds (to evict in order).
-    lexical: Option<Mutex<(Bm25, BTreeSet<u64>)>>,
-    /// Called with each ingested batch's vectors; returns one semantic id per item, stored as
-    /// the item's ``semantic_id`` metadata.
+    /// Gives each ingested batch its semantic ids (see `attach_semantic_ids`).
     semantic_ids: Mutex<Option<Py<PyAny>>>,
     /// Standing queries, in registration order (closed ones are pruned on the next change).
     subs: Mutex<Vec<Py<Subscription>>>,
@@ -160,6 +50,20 @@ fn storage_of(name: &str) -> PyResult<Storage> {
             format!("storage must be \"f32\" or \"int8\", got {name:?}"),
         )),
     }
+}
+
+/// Hits as Python objects.
+fn hits(hits: Vec<imesde_ring::Hit>) -> Vec<Hit> {
+    hits.into_iter().map(Hit).collect()
+}
+
+/// Ids as a uint64 array.
+fn id_array(py: Python<'_>, ids: std::ops::Range<u64>) -> Bound<'_, PyArray1<u64>> {
+    ids.collect::<Vec<u64>>().into_pyarray(py)
+}
+
+fn stopped(stop: &AtomicBool) -> impl FnMut() -> bool + '_ {
+    || stop.load(Relaxed)
 }
 
 #[pymethods]
@@ -177,7 +81,7 @@ impl Engine {
         storage: Text,
         lexical: bool,
     ) -> PyResult<Self> {
-        let cfg = (
+        let (num_shards, shard_size, storage) = (
             num_shards.positive("num_shards")?,
             shard_size.positive("shard_size")?,
             storage_of(&storage)?,
@@ -185,21 +89,28 @@ impl Engine {
         let (dim, model) = model_or_dim(py, model)?;
         let cfg = RingConfig {
             dim,
-            num_shards: cfg.0,
-            shard_size: cfg.1,
-            storage: cfg.2,
+            num_shards,
+            shard_size,
+            storage,
         };
-        let ring = gil::run(py, "Engine", || Ring::new(cfg))?.map_err(CoreError::from)?;
-        Engine::assemble(ring, model, lexical)
+        let text_model = model.as_ref().map(|m| Arc::clone(&m.get().model));
+        let core = gil::run(py, "Engine", || {
+            imesde_engine::Engine::new(cfg, text_model, lexical)
+        })?
+        .map_err(CoreError::from)?;
+        Ok(Engine::around(core, model))
     }
 
     /// The ``k`` items that best match the words of ``query`` (BM25 over the items' texts),
     /// best first; ``score`` is the BM25 score. Needs ``Engine(..., lexical=True)``.
     #[pyo3(signature = (query, k = Count::from(10)), text_signature = "($self, query, k=10)")]
     fn lexical_search(&self, py: Python<'_>, query: Text, k: Count) -> PyResult<Vec<Hit>> {
-        let k = self.cap(k.positive("k")?);
-        let ranked = self.lexical_ranked(py, &query, k)?;
-        self.hits_for(py, &ranked)
+        let k = k.positive("k")?;
+        let core = &self.core;
+        let found = gil::run(py, "Engine.lexical_search", || {
+            core.lexical_search(&query, k)
+        })?;
+        Ok(hits(found.map_err(CoreError::from)?))
     }
 
     /// Dense and lexical results fused into one ranking: ``method`` as in ``imesde.fuse``
@@ -217,43 +128,23 @@ impl Engine {
         method: Text,
         alpha: Option<Real>,
     ) -> PyResult<Vec<Hit>> {
-        let k = self.cap(k.positive("k")?);
+        let k = k.positive("k")?;
         let fusion = method.parse::<Fusion>().map_err(CoreError::from)?;
         let alpha = alpha.map(|a| a.0 as f32);
-        if let Some(a) = alpha
-            && !(0.0..=1.0).contains(&a)
-        {
-            return Err(err(
-                Exc::InvalidValue,
-                format!("alpha must be between 0 and 1, got {a}"),
-            ));
-        }
         let text = convert::one_str(query, "query")?;
-        // Deeper lists than k let fusion promote what only one side ranks well.
-        let depth = self.cap(k.saturating_mul(5).max(50));
-        let lexical = self.lexical_ranked(py, &text, depth)?;
-        let q = self.embed_queries(py, vec![text])?;
-        let dense: Vec<(u64, f32)> = self
-            .find(py, &q, depth, &Filter::default())?
-            .into_iter()
-            .map(|h| (h.0.id, h.0.score))
-            .collect();
-        let weights = alpha.map(|a| [a, 1.0 - a]);
-        let fused = imesde_bm25::fuse(
-            &[dense, lexical],
-            fusion,
-            k,
-            weights.as_ref().map(|w| &w[..]),
-        )
-        .map_err(CoreError::from)?;
-        self.hits_for(py, &fused)
+        let core = &self.core;
+        let found = gil::run_interruptible(py, "Engine.hybrid_search", |stop| {
+            core.hybrid_search(&text, k, fusion, alpha, &mut stopped(stop))
+        })?;
+        Ok(hits(found.map_err(CoreError::from)?))
     }
 
     /// From now on, every ingested batch's vectors (float32 ``[n, dim]``) are passed to
     /// ``assign`` (e.g. a fitted ``SemanticIdEngine`` or ``RQKMeans``), which returns ``n``
     /// strings; each item stores its string as metadata ``semantic_id`` (searchable with
     /// ``where={"semantic_id": ...}``). If ``assign`` raises, the batch is not ingested.
-    /// ``None`` detaches.
+    /// ``None`` detaches. imesde's own ``SemanticIdEngine`` and ``RQKMeans`` (with the
+    /// in-memory store) label in Rust, without a call into Python per batch.
     fn attach_semantic_ids(&self, assign: Option<Bound<'_, PyAny>>) -> PyResult<()> {
         if let Some(f) = &assign
             && !f.is_callable()
@@ -292,8 +183,7 @@ impl Engine {
     ) -> PyResult<Py<Subscription>> {
         let (text, vector) = if query.is_instance_of::<PyString>() {
             let text = convert::one_str(query, "query")?;
-            let v = self.embed_queries(py, vec![text.clone()])?;
-            (Some(text.to_string()), v)
+            (Some(text.to_string()), self.embed_queries(py, &[text])?)
         } else {
             let q = convert::rows(query, "query")?;
             if q.rows != 1 {
@@ -309,32 +199,13 @@ impl Engine {
         }
         let top_k = top_k.map(|k| k.positive("top_k")).transpose()?;
         let capacity = queue_size.positive("queue_size")?;
-        let threshold = match threshold {
-            None => None,
-            Some(t) if t.is_instance_of::<PyString>() => {
-                let spec = convert::utf8(t.cast::<PyString>()?, "threshold")?;
-                Some(self.calibrate(py, &vector, spec)?)
-            }
-            Some(t) => Some(
-                t.extract::<Real>()
-                    .map_err(|_| {
-                        err(
-                            Exc::DType,
-                            "threshold must be a number or a string like \"p99\"",
-                        )
-                    })?
-                    .finite_f32("threshold")?,
-            ),
-        };
+        let threshold = threshold.map(threshold_of).transpose()?;
         let filter = convert::filter(None, None, r#where)?;
-        let spec = StandingSpec {
-            threshold,
-            top_k,
-            filter,
-        };
-        let ring = &self.ring;
-        let id = gil::run(py, "Engine.subscribe", || ring.subscribe(&vector, spec))?
-            .map_err(CoreError::from)?;
+        let core = &self.core;
+        let (id, threshold) = gil::run(py, "Engine.subscribe", || {
+            core.subscribe(&vector, threshold, top_k, filter)
+        })?
+        .map_err(CoreError::from)?;
         let sub = Py::new(
             py,
             Subscription::new(
@@ -343,7 +214,7 @@ impl Engine {
                 threshold,
                 top_k,
                 callback.map(Bound::unbind),
-                Arc::clone(&self.ring),
+                Arc::clone(core.ring()),
                 capacity,
             ),
         )?;
@@ -401,12 +272,10 @@ impl Engine {
 
     /// The newest ``n`` items still held, newest first.
     fn recent(&self, py: Python<'_>, n: Count) -> PyResult<Vec<Item>> {
-        let n = self.cap(n.positive("n")?);
-        let ring = &self.ring;
-        Ok(gil::run(py, "Engine.recent", || ring.recent(n))?
-            .into_iter()
-            .map(Item)
-            .collect())
+        let n = n.positive("n")?;
+        let core = &self.core;
+        let items = gil::run(py, "Engine.recent", || core.recent(n))?;
+        Ok(items.into_iter().map(Item).collect())
     }
 
     /// Writes the engine to ``path``: every held item (vector, text, metadata, timestamp, id),
@@ -417,16 +286,8 @@ impl Engine {
     /// finish wins and the file is always whole. A symbolic link is written through; a path
     /// that is a directory or a device is refused with ``StorageError``.
     fn save(&self, py: Python<'_>, path: PathBuf) -> PyResult<()> {
-        let tag = format!(
-            "model={}\nlexical={}\n",
-            self.model_identity(py)?,
-            u8::from(self.lexical.is_some())
-        );
-        let ring = &self.ring;
-        gil::run(py, "Engine.save", || {
-            imesde_format::write_atomic(&path, &ring.snapshot(&tag))
-        })?
-        .map_err(|e| storage_error(&path, &e))
+        let core = &self.core;
+        gil::run(py, "Engine.save", || core.save(&path))?.map_err(|e| CoreError::from(e).into())
     }
 
     /// An engine restored from ``save``: the same items in the same slots, so searches
@@ -437,65 +298,49 @@ impl Engine {
     #[staticmethod]
     #[pyo3(signature = (path, model = None))]
     fn load(py: Python<'_>, path: PathBuf, model: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
-        let bytes = gil::run(py, "Engine.load", || imesde_format::read_file(&path))?
-            .map_err(|e| storage_error(&path, &e))?;
-        let (ring, tag) = gil::run(py, "Engine.load", || Ring::from_snapshot(&bytes))?
-            .map_err(CoreError::from)?;
-        let field = |key: &str| {
-            tag.lines()
-                .find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
-                .unwrap_or("")
-                .to_owned()
-        };
-        let (saved_model, lexical_on) = (field("model"), field("lexical") == "1");
-        let dim = ring.config().dim;
-        let model = if saved_model.is_empty() && model.is_none() {
-            None
-        } else {
-            let (mdim, m) = model_or_dim(py, model)?;
-            if mdim != dim {
-                return Err(err(
-                    Exc::Dimension,
-                    format!("the snapshot holds {dim}-dim vectors, the model makes {mdim}"),
-                ));
-            }
-            if let Some(m) = &m
-                && !saved_model.is_empty()
-            {
-                let have = model_id(py, m.get())?;
-                if !same_model(&saved_model, &have) {
-                    return Err(err(
-                        Exc::InvalidValue,
-                        format!(
-                            "the snapshot was made with model {saved_model:?}, not {have:?}; \
-                             load it with that model"
-                        ),
-                    ));
-                }
-            }
-            m
-        };
-        let engine = Engine::assemble(ring, model, lexical_on)?;
-        if engine.lexical.is_some() {
-            // The BM25 index is rebuilt from the held texts (read without copying vectors): the
-            // same documents give the same statistics, so the same scores.
-            let ring = &engine.ring;
-            gil::run(py, "Engine.load", || {
-                let end = ring.next_id();
-                let floor = end.saturating_sub(ring.capacity() as u64);
-                let texts: Vec<(u64, Arc<str>)> = (floor..end)
-                    .filter_map(|id| ring.hit(id, 0.0)?.text.map(|t| (id, t)))
-                    .collect();
-                engine.follow_ring(texts.iter().map(|(id, t)| (*id, &**t)));
+        let bytes =
+            gil::run(py, "Engine.load", || imesde_format::read_file(&path))?.map_err(|source| {
+                CoreError::from(imesde_engine::EngineError::Io {
+                    path: path.clone(),
+                    source,
+                })
             })?;
+        let has_model = gil::run(py, "Engine.load", || {
+            imesde_engine::Engine::snapshot_has_model(&bytes)
+        })?
+        .map_err(CoreError::from)?;
+        // A vectors-only snapshot loads without a model unless one is given; a dimension
+        // given for one made with a model loads it for vectors only.
+        let (dim, model) = if has_model || model.is_some() {
+            let (dim, m) = model_or_dim(py, model)?;
+            (Some(dim), m)
+        } else {
+            (None, None)
+        };
+        let text_model = model.as_ref().map(|m| Arc::clone(&m.get().model));
+        let core = gil::run(py, "Engine.load", || {
+            install(|| imesde_engine::Engine::from_snapshot(&bytes, text_model))
+        })?
+        .map_err(CoreError::from)?;
+        let held = core.ring().config().dim;
+        if let Some(dim) = dim
+            && dim != held
+        {
+            return Err(
+                CoreError::from(imesde_engine::EngineError::DimensionMismatch {
+                    engine: held,
+                    model: dim,
+                })
+                .into(),
+            );
         }
-        Ok(engine)
+        Ok(Engine::around(core, model))
     }
 
     /// Whether a BM25 index is kept with the ring.
     #[getter]
     fn lexical(&self) -> bool {
-        self.lexical.is_some()
+        self.core.is_lexical()
     }
 
     /// Embeds and adds one text; returns its id. ``ts`` is seconds or a datetime (default
@@ -522,8 +367,8 @@ impl Engine {
                 .into_iter()
                 .collect(),
         };
-        let vectors = self.embed_documents(py, vec![text])?;
-        Ok(self.write(py, &vectors, &attrs)?.start)
+        let vectors = self.embed_documents(py, &[text])?;
+        Ok(self.write(py, &vectors, attrs)?.start)
     }
 
     /// Embeds and adds a list of texts; returns their ids as a uint64 array. ``timestamps``
@@ -555,9 +400,8 @@ impl Engine {
         if n == 0 {
             return Ok(Vec::<u64>::new().into_pyarray(py));
         }
-        let vectors = self.embed_documents(py, texts)?;
-        let ids = self.write(py, &vectors, &attrs)?;
-        Ok(ids.collect::<Vec<u64>>().into_pyarray(py))
+        let vectors = self.embed_documents(py, &texts)?;
+        Ok(id_array(py, self.write(py, &vectors, attrs)?))
     }
 
     /// The ``k`` stored items most similar in meaning to the text ``query``, best first.
@@ -578,8 +422,10 @@ impl Engine {
         let k = k.positive("k")?;
         let query = convert::one_str(query, "query")?;
         let filter = convert::filter(since, until, r#where)?;
-        let q = self.embed_queries(py, vec![query])?;
-        self.find(py, &q, k, &filter)
+        let q = self.embed_queries(py, &[query])?;
+        let core = &self.core;
+        let found = gil::run(py, "Engine.search", || core.search_vector(&q, k, &filter))?;
+        Ok(hits(found.map_err(CoreError::from)?))
     }
 
     /// ``search`` for each text of ``queries`` (embedded in one batch): a list of hit lists.
@@ -599,17 +445,14 @@ impl Engine {
         let k = k.positive("k")?;
         let queries = convert::strs(queries, "queries", false)?;
         let filter = convert::filter(since, until, r#where)?;
-        let q = self.embed_queries(py, queries)?;
-        let (ring, dim) = (&self.ring, self.ring.config().dim);
-        let hits = gil::run(py, "Engine.search_batch", || {
-            q.chunks(dim)
-                .map(|row| ring.search(row, k, &filter))
-                .collect::<Result<Vec<_>, _>>()
-        })?
-        .map_err(CoreError::from)?;
-        Ok(hits
+        let core = &self.core;
+        let found = gil::run_interruptible(py, "Engine.search_batch", |stop| {
+            core.search_texts(&queries, k, &filter, &mut stopped(stop))
+        })?;
+        Ok(found
+            .map_err(CoreError::from)?
             .into_iter()
-            .map(|h| h.into_iter().map(Hit).collect())
+            .map(hits)
             .collect())
     }
 
@@ -647,8 +490,7 @@ impl Engine {
                 .unwrap_or_default(),
         };
         self.check_dim(rows.dim, "vectors")?;
-        let ids = self.write(py, rows.as_slice(), &attrs)?;
-        Ok(ids.collect::<Vec<u64>>().into_pyarray(py))
+        Ok(id_array(py, self.write(py, rows.as_slice(), attrs)?))
     }
 
     /// The ``k`` stored items most similar to ``query`` (a ``[dim]`` float32 array), best
@@ -680,7 +522,9 @@ impl Engine {
         }
         self.check_dim(q.dim, "query")?;
         let filter = convert::filter(since, until, r#where)?;
-        self.find(py, q.as_slice(), k, &filter)
+        let (q, core) = (q.as_slice(), &self.core);
+        let found = gil::run(py, "Engine.search", || core.search_vector(q, k, &filter))?;
+        Ok(hits(found.map_err(CoreError::from)?))
     }
 
     /// Exact top-``k`` for a batch of queries (``[nq, dim]`` float32), like faiss'
@@ -697,8 +541,8 @@ impl Engine {
         let k = k.positive("k")?;
         let q = convert::rows(queries, "queries")?;
         self.check_dim(q.dim, "queries")?;
-        let (data, ring) = (q.as_slice(), &self.ring);
-        let res = gil::run(py, "Engine.search_vectors", || ring.search_batch(data, k))?
+        let (data, core) = (q.as_slice(), &self.core);
+        let res = gil::run(py, "Engine.search_vectors", || core.search_vectors(data, k))?
             .map_err(CoreError::from)?;
         let shape = [res.nq, res.k];
         let ids: Vec<i64> = res.ids.into_iter().map(|i| i as i64).collect();
@@ -717,10 +561,10 @@ impl Engine {
                 format!("id must be an int, got {}", convert::type_name(id)),
             ));
         }
-        let ring = &self.ring;
+        let core = &self.core;
         // An id outside 0..2**64 is one no item has.
         let found = match id_of(id, "id") {
-            Ok(id) => gil::run(py, "Engine.get", || ring.get(id))?,
+            Ok(id) => gil::run(py, "Engine.get", || core.get(id))?,
             Err(_) => None,
         };
         found.map(Item).ok_or_else(|| {
@@ -729,51 +573,51 @@ impl Engine {
                 format!(
                     "no item with id {} (held: {} items)",
                     id.repr().map_or_else(|_| "?".into(), |r| r.to_string()),
-                    ring.len()
+                    core.ring().len()
                 ),
             )
         })
     }
 
     fn __len__(&self) -> usize {
-        self.ring.len()
+        self.core.ring().len()
     }
 
     /// Number of slots: the most items the engine holds.
     #[getter]
     fn capacity(&self) -> usize {
-        self.ring.capacity()
+        self.core.ring().capacity()
     }
 
     /// Dimension of the stored vectors.
     #[getter]
     fn dim(&self) -> usize {
-        self.ring.config().dim
+        self.config().dim
     }
 
     /// Number of shards.
     #[getter]
     fn num_shards(&self) -> usize {
-        self.ring.config().num_shards
+        self.config().num_shards
     }
 
     /// Slots per shard.
     #[getter]
     fn shard_size(&self) -> usize {
-        self.ring.config().shard_size
+        self.config().shard_size
     }
 
     /// ``"f32"`` or ``"int8"``.
     #[getter]
     fn storage(&self) -> &'static str {
-        self.ring.config().storage.name()
+        self.config().storage.name()
     }
 
     /// Counters and sizes: ``len``, ``capacity``, ``dim``, ``num_shards``, ``shard_size``,
     /// ``storage``, ``ingested``, ``evicted``, ``searches``, ``memory_bytes`` (fixed at
     /// construction), ``payload_bytes`` (texts and metadata), ``simd``.
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let ring = &self.ring;
+        let ring = self.core.ring();
         let s = gil::run(py, "Engine.stats", || ring.stats())?;
         let cfg = ring.config();
         let d = PyDict::new(py);
@@ -793,16 +637,44 @@ impl Engine {
     }
 
     fn __repr__(&self) -> String {
-        let c = self.ring.config();
+        let c = self.config();
         format!(
             "Engine(dim={}, num_shards={}, shard_size={}, storage='{}', len={})",
             c.dim,
             c.num_shards,
             c.shard_size,
             c.storage.name(),
-            self.ring.len()
+            self.core.ring().len()
         )
     }
+}
+
+/// A threshold argument: a number (a cosine score) or ``"pNN"`` (a percentile).
+fn threshold_of(t: &Bound<'_, PyAny>) -> PyResult<Threshold> {
+    if t.is_instance_of::<PyString>() {
+        let spec = convert::utf8(t.cast::<PyString>()?, "threshold")?;
+        return spec
+            .strip_prefix('p')
+            .and_then(|p| p.parse::<f64>().ok())
+            .filter(|p| (0.0..100.0).contains(p))
+            .map(Threshold::Percentile)
+            .ok_or_else(|| {
+                err(
+                    Exc::InvalidValue,
+                    format!("threshold {spec:?} is not a percentile like \"p99\" or \"p99.9\""),
+                )
+            });
+    }
+    let score = t
+        .extract::<Real>()
+        .map_err(|_| {
+            err(
+                Exc::DType,
+                "threshold must be a number or a string like \"p99\"",
+            )
+        })?
+        .finite_f32("threshold")?;
+    Ok(Threshold::Score(score))
 }
 
 /// The engine's dimension and model from ``Engine``'s first argument: an int (a dimension,
@@ -833,45 +705,8 @@ fn model_or_dim(
         }
         None => default_embedder(py, None)?,
     };
-    let dim = embedder.get().inner.dim();
+    let dim = embedder.get().inner().dim();
     Ok((dim, Some(embedder)))
-}
-
-/// What identifies a model in snapshots: file name and size, dimension, pooling,
-/// normalisation, and the SHA-256 of the file (two files of one shape can hold different
-/// weights). Hashed once per embedder, without the GIL.
-fn model_id(py: Python<'_>, m: &TextEmbedder) -> PyResult<String> {
-    let inner = &m.inner;
-    let path = inner.model_path();
-    let (size, sha) = gil::run(py, "Engine.save", || {
-        let size = std::fs::metadata(path).map(|md| md.len())?;
-        inner.model_sha256().map(|h| (size, h.to_owned()))
-    })?
-    .map_err(|e| storage_error(path, &e))?;
-    let name = path
-        .file_name()
-        .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
-    let cfg = inner.config();
-    Ok(format!(
-        "{name}:{size}:dim={}:pooling={}:normalize={}:sha256={sha}",
-        inner.dim(),
-        cfg.pooling,
-        cfg.normalize
-    ))
-}
-
-/// Whether a saved model identity matches the one in use. Snapshots of imesde before the
-/// hash have no `:sha256=` part: for those the rest must match.
-fn same_model(saved: &str, have: &str) -> bool {
-    if saved.contains(":sha256=") {
-        return saved == have;
-    }
-    have.split(":sha256=").next() == Some(saved)
-}
-
-/// A file error as `StorageError`, naming the path.
-fn storage_error(path: &std::path::Path, e: &std::io::Error) -> PyErr {
-    err(Exc::Storage, format!("{}: {e}", path.display()))
 }
 
 /// ``TextEmbedder(model_path)``, every option at the defaults of its signature.
@@ -883,30 +718,45 @@ fn default_embedder(
     Ok(embedder.cast_into::<TextEmbedder>()?.unbind())
 }
 
+/// What labels a batch: a labeler that runs in Rust, or ids a Python function returned.
+enum Labels {
+    None,
+    Native(Arc<dyn imesde_engine::Labeler>),
+    Given(Vec<String>),
+}
+
 impl Engine {
-    /// Writes a validated batch into the ring without the GIL; with ``lexical=True`` also
-    /// indexes its texts and drops what the ring has overwritten from the BM25 index.
-    fn write(&self, py: Python<'_>, vectors: &[f32], attrs: &Attributes) -> PyResult<Range<u64>> {
-        let hook = self.semantic_ids.lock().as_ref().map(|f| f.clone_ref(py));
-        let with_ids;
-        let attrs = match hook {
-            Some(f) => {
-                with_ids = self.attach_ids(py, f.bind(py), vectors, attrs)?;
-                &with_ids
-            }
-            None => attrs,
-        };
-        let ring = &self.ring;
-        let (ids, events) = gil::run(py, "Engine.ingest", || {
-            let (ids, events) = ring.ingest_matching(vectors, attrs)?;
-            if self.lexical.is_some() {
-                let docs = ids
-                    .clone()
-                    .zip(&attrs.texts)
-                    .filter_map(|(id, t)| t.as_deref().map(|t| (id, t)));
-                self.follow_ring(docs);
-            }
-            Ok::<_, RingError>((ids, events))
+    fn around(core: imesde_engine::Engine, model: Option<Py<TextEmbedder>>) -> Self {
+        Engine {
+            core,
+            model,
+            semantic_ids: Mutex::new(None),
+            subs: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn config(&self) -> RingConfig {
+        self.core.ring().config()
+    }
+
+    /// Stores a batch without the GIL (labelled, matched against the standing queries,
+    /// indexed by BM25 when on), then hands its events to the subscriptions.
+    fn write(
+        &self,
+        py: Python<'_>,
+        vectors: &[f32],
+        attrs: Attributes,
+    ) -> PyResult<std::ops::Range<u64>> {
+        let labels = self.labels(py, vectors, &attrs)?;
+        let core = &self.core;
+        let Ingested { ids, events } = gil::run(py, "Engine.ingest", || {
+            install(|| match labels {
+                Labels::None => core.ingest_labelled(vectors, attrs, None),
+                Labels::Native(l) => core.ingest_labelled(vectors, attrs, Some(&*l)),
+                Labels::Given(ids) => {
+                    core.ingest_labelled(vectors, imesde_engine::with_labels(attrs, ids), None)
+                }
+            })
         })?
         .map_err(CoreError::from)?;
         if !events.is_empty() {
@@ -924,77 +774,25 @@ impl Engine {
         Ok(ids)
     }
 
-    /// The score above which `100 - NN` % of the held items fall, for `spec` = `"pNN"`.
-    fn calibrate(&self, py: Python<'_>, vector: &[f32], spec: &str) -> PyResult<f32> {
-        let pct = spec
-            .strip_prefix('p')
-            .and_then(|p| p.parse::<f64>().ok())
-            .filter(|p| (0.0..100.0).contains(p))
-            .ok_or_else(|| {
-                err(
-                    Exc::InvalidValue,
-                    format!("threshold {spec:?} is not a percentile like \"p99\" or \"p99.9\""),
-                )
-            })?;
-        let held = self.ring.len();
-        if held == 0 {
-            return Err(err(
-                Exc::InvalidValue,
-                format!("cannot calibrate threshold {spec:?} on an empty engine: ingest first"),
-            ));
-        }
-        let k = (((100.0 - pct) / 100.0 * held as f64).ceil() as usize).clamp(1, held);
-        let ring = &self.ring;
-        let hits = gil::run(py, "Engine.subscribe", || {
-            ring.search(vector, k, &Filter::default())
-        })?
-        .map_err(CoreError::from)?;
-        Ok(hits.last().map_or(f32::NEG_INFINITY, |h| h.score))
-    }
-
-    /// An engine around `ring`, with an empty BM25 index when `lexical`.
-    fn assemble(ring: Ring, model: Option<Py<TextEmbedder>>, lexical: bool) -> PyResult<Self> {
-        let lexical = if lexical {
-            let index =
-                Bm25::new(Params::default(), AnalyzerConfig::english()).map_err(CoreError::from)?;
-            Some(Mutex::new((index, BTreeSet::new())))
-        } else {
-            None
+    /// The batch's semantic ids, if a function is attached: its Rust labeler when it has one
+    /// (``_native_labeler()``), else its return value for the vectors as a numpy array.
+    fn labels(&self, py: Python<'_>, vectors: &[f32], attrs: &Attributes) -> PyResult<Labels> {
+        let Some(assign) = self.semantic_ids.lock().as_ref().map(|f| f.clone_ref(py)) else {
+            return Ok(Labels::None);
         };
-        Ok(Engine {
-            ring: Arc::new(ring),
-            model,
-            lexical,
-            semantic_ids: Mutex::new(None),
-            subs: Mutex::new(Vec::new()),
-        })
-    }
-
-    fn model_identity(&self, py: Python<'_>) -> PyResult<String> {
-        self.model
-            .as_ref()
-            .map_or_else(|| Ok(String::new()), |m| model_id(py, m.get()))
-    }
-
-    /// `k` capped at the capacity: no count asks for more than the engine can hold.
-    fn cap(&self, k: usize) -> usize {
-        k.min(self.ring.capacity())
-    }
-
-    /// `attrs` with each item's metadata extended by ``semantic_id`` from `assign(vectors)`.
-    fn attach_ids(
-        &self,
-        py: Python<'_>,
-        assign: &Bound<'_, PyAny>,
-        vectors: &[f32],
-        attrs: &Attributes,
-    ) -> PyResult<Attributes> {
-        let dim = self.ring.config().dim;
+        let assign = assign.bind(py);
+        let native = pyo3::intern!(py, "_native_labeler");
+        if assign.hasattr(native)? {
+            let labeler = assign.call_method0(native)?;
+            if let Ok(l) = labeler.cast::<Labeler>() {
+                return Ok(Labels::Native(Arc::clone(&l.get().0)));
+            }
+        }
+        let dim = self.config().dim;
         let n = vectors.len() / dim;
         attrs.check(n).map_err(CoreError::from)?;
         let array = vectors.to_vec().into_pyarray(py).reshape([n, dim])?;
-        let ids = assign.call1((array,))?;
-        let ids: Vec<String> = ids.extract().map_err(|_| {
+        let ids: Vec<String> = assign.call1((array,))?.extract().map_err(|_| {
             err(
                 Exc::DType,
                 "the semantic id function must return a list of str",
@@ -1009,124 +807,29 @@ impl Engine {
                 ),
             ));
         }
-        let metadata = ids
-            .into_iter()
-            .enumerate()
-            .map(|(i, id)| {
-                let mut pairs: Vec<(String, String)> = attrs
-                    .metadata
-                    .get(i)
-                    .and_then(Option::as_deref)
-                    .map(|m| {
-                        m.iter()
-                            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                pairs.push(("semantic_id".to_owned(), id));
-                Some(Arc::new(Metadata::new(pairs)))
-            })
-            .collect();
-        Ok(Attributes {
-            texts: attrs.texts.clone(),
-            timestamps: attrs.timestamps.clone(),
-            metadata,
-        })
-    }
-
-    /// Keeps the BM25 index in step with the ring: indexes `docs` (id, text) that the ring
-    /// still holds and drops the documents it has overwritten.
-    fn follow_ring<'t>(&self, docs: impl Iterator<Item = (u64, &'t str)>) {
-        let Some(lexical) = &self.lexical else {
-            return;
-        };
-        let ring = &self.ring;
-        let mut guard = lexical.lock();
-        let (index, held) = &mut *guard;
-        let floor = ring.next_id().saturating_sub(ring.capacity() as u64);
-        let (ids, texts): (Vec<u64>, Vec<&str>) = docs.filter(|&(id, _)| id >= floor).unzip();
-        // Ids come from the ring, so they are new: the batch (analysed on all cores when
-        // large) goes in whole; were one refused, the others still go in one by one.
-        if install(|| index.add_batch(&ids, &texts)).is_ok() {
-            held.extend(ids);
-        } else {
-            for (id, text) in ids.into_iter().zip(texts) {
-                if index.add(id, text).is_ok() {
-                    held.insert(id);
-                }
-            }
-        }
-        while let Some(&oldest) = held.first()
-            && oldest < floor
-        {
-            held.pop_first();
-            let _ = index.remove(oldest);
-        }
-    }
-
-    /// BM25 ``(id, score)`` of the items still held, best first.
-    fn lexical_ranked(&self, py: Python<'_>, query: &str, k: usize) -> PyResult<Vec<(u64, f32)>> {
-        let Some(lexical) = &self.lexical else {
-            return Err(err(
-                Exc::Imesde,
-                "this Engine keeps no BM25 index: create it with Engine(..., lexical=True)",
-            ));
-        };
-        gil::run(py, "Engine.lexical_search", || {
-            lexical
-                .lock()
-                .0
-                .search(query, k, 0.0)
-                .into_iter()
-                .map(|h| (h.id, h.score))
-                .collect()
-        })
-    }
-
-    /// Hits for ranked ids, read back from the ring (ids overwritten meanwhile are skipped).
-    fn hits_for(&self, py: Python<'_>, ranked: &[(u64, f32)]) -> PyResult<Vec<Hit>> {
-        let ring = &self.ring;
-        gil::run(py, "Engine.hybrid_search", || {
-            ranked
-                .iter()
-                .filter_map(|&(id, score)| ring.hit(id, score).map(Hit))
-                .collect()
-        })
-    }
-
-    /// One exact search without the GIL.
-    fn find(&self, py: Python<'_>, q: &[f32], k: usize, filter: &Filter) -> PyResult<Vec<Hit>> {
-        let ring = &self.ring;
-        let hits = gil::run(py, "Engine.search", || ring.search(q, k, filter))?
-            .map_err(CoreError::from)?;
-        Ok(hits.into_iter().map(Hit).collect())
+        Ok(Labels::Given(ids))
     }
 
     /// Queries embedded with the model's query prompt, if it has one.
-    fn embed_queries(&self, py: Python<'_>, texts: Vec<Arc<str>>) -> PyResult<Vec<f32>> {
-        let m = self.text_model()?;
-        embed_texts(py, &m.inner, &m.prompted(texts, m.query_prompt()))
+    fn embed_queries(&self, py: Python<'_>, texts: &[Arc<str>]) -> PyResult<Vec<f32>> {
+        let core = &self.core;
+        let v = gil::run_interruptible(py, "Engine.embed", |stop| {
+            core.embed_queries(texts, &mut stopped(stop))
+        })?;
+        Ok(v.map_err(CoreError::from)?)
     }
 
     /// Texts to store embedded with the model's document prompt, if it has one.
-    fn embed_documents(&self, py: Python<'_>, texts: Vec<Arc<str>>) -> PyResult<Vec<f32>> {
-        let m = self.text_model()?;
-        embed_texts(py, &m.inner, &m.prompted(texts, m.document_prompt()))
-    }
-
-    fn text_model(&self) -> PyResult<&TextEmbedder> {
-        match &self.model {
-            Some(m) => Ok(m.get()),
-            None => Err(err(
-                Exc::Imesde,
-                "this Engine was made with a dimension and has no model: use ingest_vectors / \
-                 search_vector, or create it with Engine() or Engine(TextEmbedder(...))",
-            )),
-        }
+    fn embed_documents(&self, py: Python<'_>, texts: &[Arc<str>]) -> PyResult<Vec<f32>> {
+        let core = &self.core;
+        let v = gil::run_interruptible(py, "Engine.embed", |stop| {
+            core.embed_documents(texts, &mut stopped(stop))
+        })?;
+        Ok(v.map_err(CoreError::from)?)
     }
 
     fn check_dim(&self, got: usize, what: &'static str) -> PyResult<()> {
-        let expected = self.ring.config().dim;
+        let expected = self.config().dim;
         if got == expected {
             Ok(())
         } else {

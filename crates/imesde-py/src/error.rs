@@ -2,6 +2,7 @@
 
 use imesde_bm25::Bm25Error;
 use imesde_embed::EmbedError;
+use imesde_engine::EngineError;
 use imesde_ring::RingError;
 use imesde_rq::RqError;
 use pyo3::PyErr;
@@ -16,6 +17,20 @@ pub(crate) enum CoreError {
     Embed(EmbedError),
     Bm25(Bm25Error),
     Rq(RqError),
+    Engine(EngineError),
+}
+
+impl From<EngineError> for CoreError {
+    fn from(e: EngineError) -> Self {
+        // The parts' errors keep their own classes.
+        match e {
+            EngineError::Ring(e) => CoreError::Ring(e),
+            EngineError::Embed(e) => CoreError::Embed(e),
+            EngineError::Bm25(e) => CoreError::Bm25(e),
+            EngineError::Rq(e) => CoreError::Rq(e),
+            e => CoreError::Engine(e),
+        }
+    }
 }
 
 impl From<RqError> for CoreError {
@@ -46,12 +61,15 @@ impl From<CoreError> for PyErr {
     fn from(e: CoreError) -> PyErr {
         let (class, msg) = match e {
             CoreError::Ring(e) => (ring_class(&e), e.to_string()),
-            CoreError::Embed(EmbedError::Interrupted) => {
+            CoreError::Embed(EmbedError::Interrupted)
+            | CoreError::Bm25(Bm25Error::Interrupted)
+            | CoreError::Rq(RqError::Interrupted) => {
                 return pyo3::exceptions::PyKeyboardInterrupt::new_err("interrupted");
             }
             CoreError::Embed(e) => (embed_class(&e), e.to_string()),
             CoreError::Bm25(e) => (bm25_class(&e), e.to_string()),
             CoreError::Rq(e) => (rq_class(&e), e.to_string()),
+            CoreError::Engine(e) => (engine_class(&e), engine_message(&e)),
         };
         err(class, msg)
     }
@@ -104,5 +122,28 @@ fn rq_class(e: &RqError) -> Exc {
         RqError::Io { .. } => Exc::Storage,
         RqError::Corrupt { .. } => Exc::Corrupt,
         _ => Exc::Imesde,
+    }
+}
+
+fn engine_class(e: &EngineError) -> Exc {
+    match e {
+        EngineError::Invalid(_) | EngineError::ModelMismatch { .. } => Exc::InvalidValue,
+        EngineError::DimensionMismatch { .. } => Exc::Dimension,
+        EngineError::Io { .. } => Exc::Storage,
+        _ => Exc::Imesde,
+    }
+}
+
+/// The engine's message, in Python's terms where it names a method.
+fn engine_message(e: &EngineError) -> String {
+    match e {
+        EngineError::NoModel => "this Engine was made with a dimension and has no model: use \
+                                 ingest_vectors / search_vector, or create it with Engine() or \
+                                 Engine(TextEmbedder(...))"
+            .to_owned(),
+        EngineError::NoLexical => {
+            "this Engine keeps no BM25 index: create it with Engine(..., lexical=True)".to_owned()
+        }
+        e => e.to_string(),
     }
 }

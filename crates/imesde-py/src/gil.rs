@@ -1,5 +1,6 @@
 //! The one way the binding leaves the GIL to do work: [`run`] (and [`compute`] for work that
-//! holds no lock another call could want).
+//! holds no lock another call could want), and for long work [`run_interruptible`] (and
+//! [`compute_interruptible`]), which also stop it when Ctrl-C arrives.
 //!
 //! Both catch a panic of the work and raise `imesde.InternalError` naming the call instead of
 //! a `PanicException` (which `except Exception` does not catch); the object stays usable,
@@ -15,6 +16,7 @@ use std::any::Any;
 use std::cell::Cell;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use pyo3::prelude::*;
@@ -69,29 +71,6 @@ impl Drop for Inside {
     }
 }
 
-/// Leaves the fork gate while alive, for a moment inside [`run`] when no lock is held and the
-/// GIL must be taken (checking for Ctrl-C between model calls).
-pub(crate) struct Paused(usize);
-
-impl Paused {
-    pub(crate) fn new() -> Self {
-        let depth = DEPTH.replace(0);
-        if depth > 0 {
-            ACTIVE.fetch_sub(1, SeqCst);
-        }
-        Paused(depth)
-    }
-}
-
-impl Drop for Paused {
-    fn drop(&mut self) {
-        if self.0 > 0 {
-            std::mem::forget(Inside::enter());
-            DEPTH.set(self.0);
-        }
-    }
-}
-
 /// `pthread_atfork` prepare: waits until no thread is inside [`run`].
 pub(crate) fn before_fork() {
     FORKING.store(true, SeqCst);
@@ -106,8 +85,10 @@ pub(crate) fn after_fork_in_parent() {
     FORKING.store(false, SeqCst);
 }
 
-/// `pthread_atfork` child: the child's only thread is the forking one, which was outside.
+/// `pthread_atfork` child: the child's only thread is the forking one, which was outside (and
+/// is the child's main thread).
 pub(crate) fn after_fork_in_child() {
+    set_main_thread();
     ACTIVE.store(0, SeqCst);
     FORKING.store(false, SeqCst);
 }
@@ -155,4 +136,120 @@ pub(crate) fn compute<T: Send>(
 ) -> PyResult<T> {
     py.detach(|| catch_unwind(AssertUnwindSafe(f)))
         .map_err(|payload| internal(what, &*payload))
+}
+
+/// [`run`] for long work that can stop early: `f` gets a flag to check between its steps,
+/// set when Ctrl-C (or any exception a Python signal handler raises) arrives meanwhile. Then
+/// that exception is raised, whatever the work returned (it either finished or stopped without
+/// a trace, as every core call given such a flag does).
+///
+/// Only Python's main thread runs signal handlers, and it is the one running this: the work
+/// moves to a thread of its own (inside the fork gate) while this thread waits for it, and
+/// every few milliseconds takes the GIL to run the handlers. On any other thread the work runs
+/// here, and the flag stays unset.
+pub(crate) fn run_interruptible<T: Send>(
+    py: Python<'_>,
+    what: &str,
+    f: impl FnOnce(&AtomicBool) -> T + Send,
+) -> PyResult<T> {
+    interruptible(py, what, true, f)
+}
+
+/// [`run_interruptible`] for work that, as [`compute`]'s, takes no lock shared with other
+/// calls (model training).
+pub(crate) fn compute_interruptible<T: Send>(
+    py: Python<'_>,
+    what: &str,
+    f: impl FnOnce(&AtomicBool) -> T + Send,
+) -> PyResult<T> {
+    interruptible(py, what, false, f)
+}
+
+fn interruptible<T: Send>(
+    py: Python<'_>,
+    what: &str,
+    gated: bool,
+    f: impl FnOnce(&AtomicBool) -> T + Send,
+) -> PyResult<T> {
+    let stop = AtomicBool::new(false);
+    if !on_main_thread() {
+        return if gated {
+            run(py, what, || f(&stop))
+        } else {
+            compute(py, what, || f(&stop))
+        };
+    }
+    let task = parking_lot::Mutex::new(Some(f));
+    let work = || {
+        let _inside = gated.then(Inside::enter);
+        let f = task.lock().take().expect("the work runs once");
+        catch_unwind(AssertUnwindSafe(|| f(&stop)))
+    };
+    let mut pending: Option<PyErr> = None;
+    let result = py
+        .detach(|| {
+            std::thread::scope(|s| {
+                let (tx, rx) = mpsc::channel();
+                let work = &work;
+                let spawned = std::thread::Builder::new().spawn_scoped(s, move || {
+                    let _ = tx.send(work());
+                });
+                if spawned.is_err() {
+                    // No thread to be had: the work runs here, and cannot be interrupted.
+                    return work();
+                }
+                loop {
+                    match rx.recv_timeout(SIGNAL_POLL) {
+                        Ok(result) => return result,
+                        Err(RecvTimeoutError::Timeout) => {
+                            if pending.is_none()
+                                && let Err(e) = Python::attach(check_signals)
+                            {
+                                pending = Some(e);
+                                stop.store(true, SeqCst);
+                            }
+                        }
+                        // The worker ended without sending: it panicked outside the catch.
+                        Err(RecvTimeoutError::Disconnected) => {
+                            return Err(
+                                Box::new("the work's thread ended early") as Box<dyn Any + Send>
+                            );
+                        }
+                    }
+                }
+            })
+        })
+        .map_err(|payload| internal(what, &*payload))?;
+    match pending {
+        Some(signal) => Err(signal),
+        None => Ok(result),
+    }
+}
+
+fn check_signals(py: Python<'_>) -> PyResult<()> {
+    py.check_signals()
+}
+
+/// How often a thread waiting for interruptible work runs Python's signal handlers.
+const SIGNAL_POLL: Duration = Duration::from_millis(20);
+
+/// The `pthread_self` of the thread that runs Python's signal handlers (set at import and in a
+/// forked child).
+static MAIN_THREAD: AtomicUsize = AtomicUsize::new(0);
+
+/// Notes `ident` (``threading.main_thread().ident``, a `pthread_self` value) as the thread
+/// that runs Python's signal handlers.
+pub(crate) fn set_main_thread_ident(ident: usize) {
+    MAIN_THREAD.store(ident, SeqCst);
+}
+
+/// Notes the calling thread as the one that runs Python's signal handlers.
+fn set_main_thread() {
+    // SAFETY: `pthread_self` has no preconditions (and is async-signal-safe).
+    MAIN_THREAD.store(unsafe { libc::pthread_self() } as usize, SeqCst);
+}
+
+fn on_main_thread() -> bool {
+    // SAFETY: as in `set_main_thread`.
+    MAIN_THREAD.load(SeqCst) == unsafe { libc::pthread_self() } as usize
 }

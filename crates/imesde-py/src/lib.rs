@@ -8,6 +8,7 @@ mod engine;
 mod error;
 mod exceptions;
 mod gil;
+mod hits;
 mod par;
 mod rq;
 mod similarity;
@@ -81,16 +82,25 @@ fn _imesde(m: &Bound<'_, PyModule>) -> PyResult<()> {
     .map_err(|_| {
         pyo3::exceptions::PyImportError::new_err("imesde: NumPy's C API could not be loaded")
     })?;
+    // Python runs signal handlers on its main thread only: long calls made there are the
+    // ones that watch for Ctrl-C.
+    let main: usize = m
+        .py()
+        .import("threading")?
+        .call_method0("main_thread")?
+        .getattr("ident")?
+        .extract()?;
+    gil::set_main_thread_ident(main);
     exceptions::register(m)?;
     m.add_class::<embed::TextEmbedder>()?;
     m.add_class::<bm25::PyBm25>()?;
     m.add_class::<bm25::Bm25Hit>()?;
     m.add_function(wrap_pyfunction!(bm25::fuse, m)?)?;
     m.add_class::<engine::Engine>()?;
-    m.add_class::<engine::Hit>()?;
-    m.add_class::<engine::Item>()?;
+    m.add_class::<hits::Hit>()?;
+    m.add_class::<hits::Item>()?;
+    m.add_class::<hits::Event>()?;
     m.add_class::<stream::Subscription>()?;
-    m.add_class::<stream::Event>()?;
     m.add_function(wrap_pyfunction!(similarity::cosine_similarity, m)?)?;
     m.add_function(wrap_pyfunction!(similarity::batch_cosine_similarity, m)?)?;
     m.add_function(wrap_pyfunction!(similarity::euclidean_distance, m)?)?;
@@ -98,6 +108,8 @@ fn _imesde(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(similarity::normalize_l2, m)?)?;
     m.add_function(wrap_pyfunction!(similarity::top_k, m)?)?;
     m.add_class::<rq::RqCodebooks>()?;
+    m.add_class::<rq::Labeler>()?;
+    m.add_class::<rq::PyIdStore>()?;
     m.add_function(wrap_pyfunction!(rq::rq_collision_rate, m)?)?;
     m.add_function(wrap_pyfunction!(rq::rq_codebook_usage, m)?)?;
     m.add_function(wrap_pyfunction!(simd_backend, m)?)?;

@@ -1,10 +1,15 @@
-//! `RQCodebooks`: the native half of `imesde.RQKMeans` (training, encoding, decoding, files).
+//! `RQCodebooks`: the native half of `imesde.RQKMeans` (training, encoding, decoding, files),
+//! and what lets an `Engine` label items with semantic ids without calling Python per batch:
+//! `IdStore` (the state of `InMemoryCollisionStore`) and `Labeler`.
 
 // PyO3 hands arguments over by value (paths, array views); borrowing them is the norm here.
 #![allow(clippy::needless_pass_by_value)]
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 
+use imesde_engine::{IdFormat, IdStore, RqLabeler};
 use imesde_rq::metrics::{codebook_usage, collision_rate};
 use imesde_rq::{FitConfig, Init, RqError, RqKMeans};
 use numpy::{
@@ -74,7 +79,7 @@ fn codes_of(codes: &PyReadonlyArray2<'_, i64>, levels: usize) -> PyResult<Vec<u3
 
 /// Trained residual-quantisation codebooks (see ``imesde.RQKMeans`` for the friendly API).
 #[pyclass(frozen, module = "imesde._imesde", name = "RQCodebooks")]
-pub(crate) struct RqCodebooks(RqKMeans);
+pub(crate) struct RqCodebooks(Arc<RqKMeans>);
 
 #[pymethods]
 impl RqCodebooks {
@@ -131,15 +136,15 @@ impl RqCodebooks {
             refine: refine.map(|r| r.non_negative("refine")).transpose()?,
             backend: None,
         };
-        let (model, reports) = gil::compute(py, "RQKMeans.fit", || {
-            install(|| RqKMeans::fit(data, dim, &cfg))
+        let (model, reports) = gil::compute_interruptible(py, "RQKMeans.fit", |stop| {
+            install(|| RqKMeans::fit_until(data, dim, &cfg, &|| stop.load(Relaxed)))
         })?
         .map_err(rq_err)?;
         let reports = reports
             .into_iter()
             .map(|r| (r.iterations, r.converged, r.mse))
             .collect();
-        Ok((Self(model), reports))
+        Ok((Self(Arc::new(model)), reports))
     }
 
     /// Codes of ``x`` as an int32 array ``[n, n_levels]``; ``beam_width > 1`` searches that
@@ -224,8 +229,24 @@ impl RqCodebooks {
     #[staticmethod]
     fn load(py: Python<'_>, path: PathBuf) -> PyResult<Self> {
         gil::compute(py, "RQKMeans.load", || RqKMeans::load(&path))?
-            .map(Self)
+            .map(|m| Self(Arc::new(m)))
             .map_err(rq_err)
+    }
+
+    /// A labeler for ``Engine.attach_semantic_ids``: each batch's greedy (``beam_width`` 1) or
+    /// beam-searched codes joined by ``"-"``, made unique through ``store`` when given, all in
+    /// Rust.
+    #[pyo3(
+        signature = (beam_width = Count::from(1), store = None),
+        text_signature = "($self, beam_width=1, store=None)"
+    )]
+    fn labeler(&self, beam_width: Count, store: Option<&PyIdStore>) -> PyResult<Labeler> {
+        Ok(Labeler(Arc::new(RqLabeler::new(
+            Arc::clone(&self.0),
+            IdFormat::Plain("-".to_owned()),
+            beam_width.positive("beam_width")?,
+            store.map(|s| (Arc::clone(&s.0), "-".to_owned())),
+        ))))
     }
 
     fn __repr__(&self) -> String {
@@ -273,4 +294,49 @@ pub(crate) fn rq_codebook_usage<'py>(
         .into_iter()
         .map(|u| (u.used, u.entropy, u.counts.into_pyarray(py)))
         .collect())
+}
+
+/// Labels items as an ``Engine`` ingests them, in Rust (made by ``RQCodebooks.labeler``).
+#[pyclass(frozen, module = "imesde._imesde")]
+pub(crate) struct Labeler(pub(crate) Arc<dyn imesde_engine::Labeler>);
+
+/// The state of an ``InMemoryCollisionStore``: every id handed out and the counters, shared
+/// with the labelers made with it.
+#[pyclass(frozen, module = "imesde._imesde", name = "IdStore")]
+pub(crate) struct PyIdStore(Arc<IdStore>);
+
+#[pymethods]
+impl PyIdStore {
+    #[new]
+    fn new() -> Self {
+        PyIdStore(Arc::new(IdStore::new()))
+    }
+
+    /// The number of earlier occurrences of ``key``; counts this one.
+    fn next_suffix(&self, key: &str) -> u64 {
+        self.0.next_suffix(key)
+    }
+
+    /// Unique ids for ``keys`` (see ``imesde.UniqueIdResolver`` for the rule).
+    #[pyo3(signature = (keys, sep, owners = None))]
+    fn claim(
+        &self,
+        keys: Vec<String>,
+        sep: &str,
+        owners: Option<Vec<String>>,
+    ) -> PyResult<Vec<String>> {
+        if let Some(o) = &owners
+            && o.len() != keys.len()
+        {
+            return Err(err(
+                Exc::Shape,
+                format!("{} owners for {} keys", o.len(), keys.len()),
+            ));
+        }
+        Ok(self.0.claim(&keys, sep, owners.as_deref()))
+    }
+
+    fn __len__(&self) -> usize {
+        self.0.len()
+    }
 }

@@ -1,10 +1,9 @@
 //! Similarity helpers on numpy arrays: the small toolkit people reach for next to a search
 //! engine. Inputs are float32 arrays of one vector (`[d]`) or a matrix of rows (`[n, d]`).
 
-use imesde_simd::{Kernels, top_k as select};
+use imesde_simd::similarity::{self as sim, UnitError};
 use numpy::{IntoPyArray, PyArray1, PyArrayMethods};
 use pyo3::prelude::*;
-use rayon::prelude::*;
 
 use crate::convert::{Count, Rows, rows};
 use crate::exceptions::{Exc, err};
@@ -50,40 +49,18 @@ fn same_dim(a: &Rows<'_>, b: &Rows<'_>) -> PyResult<()> {
     }
 }
 
-/// L2-normalised copy of `n` rows; a zero row is an error (its direction is undefined).
-fn unit_rows(what: &str, x: &[f32], dim: usize) -> PyResult<Vec<f32>> {
-    check_finite(what, x)?;
-    let mut out = x.to_vec();
-    for (i, row) in out.chunks_exact_mut(dim).enumerate() {
-        if imesde_simd::normalize_l2(row) == 0.0 {
-            return Err(err(
-                Exc::InvalidValue,
-                format!("{what} row {i} is all zeros; its direction (and cosine) is undefined"),
-            ));
-        }
-    }
-    Ok(out)
-}
-
-/// `f(a_i, b_j)` for every pair, `[n, m]` row-major, rows of `a` in parallel.
-fn pairwise(
-    a: &[f32],
-    b: &[f32],
-    dim: usize,
-    f: impl Fn(&[f32], &[f32]) -> f32 + Sync,
-    mut out: Vec<f32>,
-) -> Vec<f32> {
-    let m = b.len() / dim;
-    install(|| {
-        out.par_chunks_mut(m.max(1))
-            .zip(a.par_chunks(dim))
-            .for_each(|(o, x)| {
-                for (v, y) in o.iter_mut().zip(b.chunks_exact(dim)) {
-                    *v = f(x, y);
-                }
-            });
-    });
-    out
+/// L2-normalised copy of the rows of `r`; a zero row is an error (its direction is undefined).
+fn unit_rows(what: &str, r: &Rows<'_>) -> PyResult<Vec<f32>> {
+    sim::unit_rows(r.as_slice(), r.dim).map_err(|e| match e {
+        UnitError::NonFinite => err(
+            Exc::InvalidValue,
+            format!("{what} contains NaN or infinite values"),
+        ),
+        UnitError::ZeroRow(i) => err(
+            Exc::InvalidValue,
+            format!("{what} row {i} is all zeros; its direction (and cosine) is undefined"),
+        ),
+    })
 }
 
 /// Float for two vectors, `[n, m]` matrix otherwise (a 1-D input counts as one row).
@@ -114,26 +91,12 @@ fn metric<'py>(
     check_finite("a", xa)?;
     check_finite("b", xb)?;
     let dim = ra.dim;
-    let out = output(ra.rows, rb.rows)?;
-    let values = gil::compute(py, "distance", || pairwise(xa, xb, dim, f, out))?;
+    let mut out = output(ra.rows, rb.rows)?;
+    let values = gil::compute(py, "distance", || {
+        install(|| sim::pairwise(xa, xb, dim, f, &mut out));
+        out
+    })?;
     shape_result(py, &ra, &rb, values)
-}
-
-// Summed in f64: the distance between finite f32 vectors is then finite and exact to f32
-// rounding whatever their magnitude.
-fn l2(x: &[f32], y: &[f32]) -> f32 {
-    x.iter()
-        .zip(y)
-        .map(|(&a, &b)| (f64::from(a) - f64::from(b)).powi(2))
-        .sum::<f64>()
-        .sqrt() as f32
-}
-
-fn l1(x: &[f32], y: &[f32]) -> f32 {
-    x.iter()
-        .zip(y)
-        .map(|(&a, &b)| (f64::from(a) - f64::from(b)).abs())
-        .sum::<f64>() as f32
 }
 
 /// Cosine similarity. Two vectors (``[d]``, ``[d]``) give a float; otherwise the ``[n, m]``
@@ -147,12 +110,11 @@ pub(crate) fn cosine_similarity<'py>(
 ) -> PyResult<Bound<'py, PyAny>> {
     let (ra, rb) = (rows(a, "a")?, rows(b, "b")?);
     same_dim(&ra, &rb)?;
-    let ua = unit_rows("a", ra.as_slice(), ra.dim)?;
-    let ub = unit_rows("b", rb.as_slice(), rb.dim)?;
+    let (ua, ub) = (unit_rows("a", &ra)?, unit_rows("b", &rb)?);
     let (n, m) = (ra.rows, rb.rows);
     let mut out = output(n, m)?;
     let values = gil::compute(py, "cosine_similarity", || {
-        Kernels::best().scan_multi_f32(&ua, n, &ub, &mut out);
+        sim::cosine_matrix(&ua, n, &ub, &mut out);
         out
     })?;
     shape_result(py, &ra, &rb, values)
@@ -174,11 +136,10 @@ pub(crate) fn batch_cosine_similarity<'py>(
         ));
     }
     same_dim(&rq, &rv)?;
-    let uq = unit_rows("query", rq.as_slice(), rq.dim)?;
-    let uv = unit_rows("vectors", rv.as_slice(), rv.dim)?;
+    let (uq, uv) = (unit_rows("query", &rq)?, unit_rows("vectors", &rv)?);
     let mut out = output(rv.rows, 1)?;
     let values = gil::compute(py, "batch_cosine_similarity", || {
-        Kernels::best().scan_f32(&uq, &uv, &mut out);
+        sim::cosine_matrix(&uq, 1, &uv, &mut out);
         out
     })?;
     Ok(values.into_pyarray(py))
@@ -191,7 +152,7 @@ pub(crate) fn euclidean_distance<'py>(
     a: &Bound<'py, PyAny>,
     b: &Bound<'py, PyAny>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    metric(py, a, b, l2)
+    metric(py, a, b, sim::l2)
 }
 
 /// Manhattan (L1) distance; shapes as in ``cosine_similarity``.
@@ -201,7 +162,7 @@ pub(crate) fn manhattan_distance<'py>(
     a: &Bound<'py, PyAny>,
     b: &Bound<'py, PyAny>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    metric(py, a, b, l1)
+    metric(py, a, b, sim::l1)
 }
 
 /// A unit-length copy of ``x`` (``[d]``) or of each row of ``x`` (``[n, d]``). Zero rows
@@ -212,7 +173,7 @@ pub(crate) fn normalize_l2<'py>(
     x: &Bound<'py, PyAny>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let r = rows(x, "x")?;
-    let out = unit_rows("x", r.as_slice(), r.dim)?.into_pyarray(py);
+    let out = unit_rows("x", &r)?.into_pyarray(py);
     if r.one_d {
         Ok(out.into_any())
     } else {
@@ -242,13 +203,10 @@ pub(crate) fn top_k<'py>(
     let (m, n) = if r.one_d { (1, r.dim) } else { (r.rows, r.dim) };
     let kk = k.min(n);
     let (idx, val): (Vec<i64>, Vec<f32>) = gil::compute(py, "top_k", || {
-        install(|| {
-            x.par_chunks(n)
-                .flat_map_iter(|row| select(row, kk).into_iter().map(|(i, v)| (i as i64, v)))
-                .collect::<Vec<_>>()
-        })
-        .into_iter()
-        .unzip()
+        install(|| sim::top_k_rows(x, n, kk))
+            .into_iter()
+            .map(|(i, v)| (i as i64, v))
+            .unzip()
     })?;
     let (idx, val) = (idx.into_pyarray(py), val.into_pyarray(py));
     if r.one_d {

@@ -1,23 +1,21 @@
-//! Standing queries on the Python side: `Subscription` (a bounded event queue or a callback)
-//! and `Event`. Matching happens in the ring (`imesde_ring::Ring::ingest_matching`); this
-//! module delivers the events after the ring's locks are released.
+//! Standing queries on the Python side: `Subscription`, a bounded event queue (the engine's
+//! [`Inbox`]) or a callback. Matching happens in the engine; the binding delivers the events
+//! after its locks are released.
 
-use std::collections::VecDeque;
-use std::fmt::Write as _;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use imesde_engine::Inbox;
 use imesde_ring::Ring;
-use parking_lot::{Condvar, Mutex};
 use pyo3::exceptions::{PyException, PyStopIteration};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use crate::convert::{Real, meta_dict};
-use crate::engine::Hit;
+use crate::convert::{Real, py_str};
 use crate::exceptions::{Exc, err};
 use crate::gil;
+use crate::hits::Event;
 
 /// A standing query registered with ``Engine.subscribe``.
 ///
@@ -36,13 +34,9 @@ pub(crate) struct Subscription {
     top_k: Option<usize>,
     callback: Option<Py<PyAny>>,
     ring: Arc<Ring>,
-    queue: Mutex<VecDeque<Py<Event>>>,
-    ready: Condvar,
-    capacity: usize,
+    inbox: Inbox<Py<Event>>,
     delivered: AtomicU64,
-    dropped: AtomicU64,
     errors: AtomicU64,
-    closed: AtomicBool,
 }
 
 impl Subscription {
@@ -63,18 +57,14 @@ impl Subscription {
             top_k,
             callback,
             ring,
-            queue: Mutex::new(VecDeque::new()),
-            ready: Condvar::new(),
-            capacity,
+            inbox: Inbox::new(capacity),
             delivered: AtomicU64::new(0),
-            dropped: AtomicU64::new(0),
             errors: AtomicU64::new(0),
-            closed: AtomicBool::new(false),
         }
     }
 
     pub(crate) fn is_active(&self) -> bool {
-        !self.closed.load(Ordering::Acquire)
+        !self.inbox.is_closed()
     }
 
     /// Hands one event to the callback or the queue. Called with the GIL and no engine lock.
@@ -111,14 +101,7 @@ impl Subscription {
             }
             return Ok(());
         }
-        let mut q = me.queue.lock();
-        if q.len() >= me.capacity {
-            q.pop_front();
-            me.dropped.fetch_add(1, Ordering::Relaxed);
-        }
-        q.push_back(event);
-        drop(q);
-        me.ready.notify_all();
+        me.inbox.push(event);
         Ok(())
     }
 
@@ -137,7 +120,7 @@ impl Subscription {
                 .and_then(|d| Instant::now().checked_add(d)),
         };
         loop {
-            if let Some(e) = self.queue.lock().pop_front() {
+            if let Some(e) = self.inbox.pop() {
                 return Ok(Some(e));
             }
             if !self.is_active() {
@@ -153,12 +136,9 @@ impl Subscription {
                 }
                 None => Duration::from_millis(100),
             };
-            gil::run(py, "Subscription.get", || {
-                let mut q = self.queue.lock();
-                if q.is_empty() && self.is_active() {
-                    self.ready.wait_for(&mut q, step);
-                }
-            })?;
+            if let Some(e) = gil::run(py, "Subscription.get", || self.inbox.wait_pop(step))? {
+                return Ok(Some(e));
+            }
             // Ctrl-C while waiting.
             py.check_signals()?;
         }
@@ -189,7 +169,7 @@ impl Subscription {
     }
     /// The query text, or None for a vector query.
     #[getter]
-    fn query(&self) -> Option<&str> {
+    pub(crate) fn query(&self) -> Option<&str> {
         self.query.as_deref()
     }
     /// The score threshold (after calibration for ``"p99"``-style thresholds), or None.
@@ -210,7 +190,7 @@ impl Subscription {
     /// Events dropped because the queue was full.
     #[getter]
     fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
+        self.inbox.dropped()
     }
     /// Exceptions raised by the callback.
     #[getter]
@@ -220,7 +200,7 @@ impl Subscription {
     /// Events waiting in the queue.
     #[getter]
     fn pending(&self) -> usize {
-        self.queue.lock().len()
+        self.inbox.len()
     }
     /// False after ``close()`` / ``Engine.unsubscribe``.
     #[getter]
@@ -235,13 +215,12 @@ impl Subscription {
     }
     /// Every queued event, without waiting.
     fn drain(&self) -> Vec<Py<Event>> {
-        self.queue.lock().drain(..).collect()
+        self.inbox.drain()
     }
     /// Stops the subscription: no new events; queued ones can still be read.
     pub(crate) fn close(&self) {
         self.ring.unsubscribe(self.id);
-        self.closed.store(true, Ordering::Release);
-        self.ready.notify_all();
+        self.inbox.close();
     }
     fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
         slf
@@ -275,100 +254,4 @@ impl Subscription {
             self.pending()
         )
     }
-}
-
-/// A new item that matched a standing query: ``subscription``, ``hit`` and the hit's fields
-/// (``id``, ``text``, ``score``, ``ts``, ``metadata``), plus ``query``.
-#[pyclass(frozen, module = "imesde._imesde")]
-pub(crate) struct Event {
-    subscription: Py<Subscription>,
-    hit: imesde_ring::Hit,
-}
-
-#[pymethods]
-impl Event {
-    /// The subscription that fired.
-    #[getter]
-    fn subscription(&self, py: Python<'_>) -> Py<Subscription> {
-        self.subscription.clone_ref(py)
-    }
-    /// The subscription's query text (None for a vector query).
-    #[getter]
-    fn query(&self) -> Option<String> {
-        self.subscription.get().query.clone()
-    }
-    /// The matching item as a ``Hit``.
-    #[getter]
-    fn hit(&self) -> Hit {
-        Hit(self.hit.clone())
-    }
-    /// The item's id.
-    #[getter]
-    fn id(&self) -> u64 {
-        self.hit.id
-    }
-    /// The item's text, or None.
-    #[getter]
-    fn text(&self) -> Option<&str> {
-        self.hit.text.as_deref()
-    }
-    /// Cosine similarity of the item to the query.
-    #[getter]
-    fn score(&self) -> f32 {
-        self.hit.score
-    }
-    /// The item's timestamp (seconds since the Unix epoch).
-    #[getter]
-    fn ts(&self) -> f64 {
-        self.hit.ts
-    }
-    /// The item's metadata as a new dict, or None.
-    #[getter]
-    fn metadata<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
-        meta_dict(py, self.hit.metadata.as_deref())
-    }
-    fn __repr__(&self) -> String {
-        format!(
-            "Event(subscription={}, id={}, score={:.4}, text={})",
-            self.subscription.get().id,
-            self.hit.id,
-            self.hit.score,
-            self.hit
-                .text
-                .as_deref()
-                .map_or_else(|| "None".to_owned(), py_str)
-        )
-    }
-}
-
-/// `s` quoted as Python's `repr` would (single quotes unless it holds one).
-pub(crate) fn py_str(s: &str) -> String {
-    let quote = if s.contains('\'') && !s.contains('"') {
-        '"'
-    } else {
-        '\''
-    };
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push(quote);
-    for c in s.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if c == quote => {
-                out.push('\\');
-                out.push(c);
-            }
-            c if c.is_control() && (c as u32) < 0x100 => {
-                let _ = write!(out, "\\x{:02x}", c as u32);
-            }
-            c if c.is_control() => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push(quote);
-    out
 }

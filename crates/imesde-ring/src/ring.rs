@@ -151,6 +151,18 @@ pub(crate) struct Shard {
 }
 
 impl Shard {
+    /// The item in `slot` (whose id is `id`) as a result with `score`; the one place a hit is
+    /// made from a slot.
+    pub(crate) fn hit(&self, id: u64, slot: usize, score: f32) -> Hit {
+        Hit {
+            id,
+            score,
+            text: self.texts[slot].clone(),
+            ts: self.ts[slot],
+            metadata: self.meta[slot].clone(),
+        }
+    }
+
     /// Makes slot `slot` addressable (the arrays grow within their reserved capacity, so they
     /// never move).
     pub(crate) fn ensure(&mut self, slot: usize, dim: usize) {
@@ -812,14 +824,7 @@ impl Ring {
                 });
                 hits.extend(top.into_sorted_vec().into_iter().map(|(score, key)| {
                     let id = EMPTY - key;
-                    let (_, slot) = self.slot_of(id);
-                    Hit {
-                        id,
-                        score,
-                        text: shard.texts[slot].clone(),
-                        ts: shard.ts[slot],
-                        metadata: shard.meta[slot].clone(),
-                    }
+                    shard.hit(id, self.slot_of(id).1, score)
                 }));
                 // Only this thread's best kc can be in the global top-kc (`seen` holds them).
                 if hits.len() > kc.saturating_mul(2) {
@@ -929,12 +934,15 @@ impl Ring {
                     out
                 }
             };
+            let Hit {
+                text, ts, metadata, ..
+            } = shard.hit(id, slot, 0.0);
             Item {
                 id,
                 vector,
-                text: shard.texts[slot].clone(),
-                ts: shard.ts[slot],
-                metadata: shard.meta[slot].clone(),
+                text,
+                ts,
+                metadata,
             }
         })
     }
@@ -943,13 +951,7 @@ impl Ring {
     /// by keywords), without copying its vector; `None` when it is not held.
     #[must_use]
     pub fn hit(&self, id: u64, score: f32) -> Option<Hit> {
-        self.read_slot(id, |shard, slot| Hit {
-            id,
-            score,
-            text: shard.texts[slot].clone(),
-            ts: shard.ts[slot],
-            metadata: shard.meta[slot].clone(),
-        })
+        self.read_slot(id, |shard, slot| shard.hit(id, slot, score))
     }
 
     /// The scores of the items `ids` for query `j` of an int8 scan from their codes and

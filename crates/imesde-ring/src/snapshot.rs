@@ -104,6 +104,18 @@ impl Ring {
         w.finish()
     }
 
+    /// The tag stored in [`Ring::snapshot`] bytes, read without rebuilding the ring.
+    ///
+    /// # Errors
+    /// [`RingError::Snapshot`] when the bytes are not a whole, unmodified snapshot.
+    pub fn snapshot_tag(bytes: &[u8]) -> Result<String, RingError> {
+        let bad = |e: FormatError| RingError::Snapshot(e.0);
+        let mut r = Reader::open(bytes, MAGIC, &[1, VERSION]).map_err(bad)?;
+        // dim, shards, size (u32 each), storage (u8), next id (u64), then the tag.
+        r.bytes(3 * 4 + 1 + 8).map_err(bad)?;
+        r.str().map_err(bad)
+    }
+
     /// A ring rebuilt from [`Ring::snapshot`] bytes, and the tag stored with them.
     ///
     /// # Errors

@@ -19,6 +19,9 @@ pub enum RqError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// Stopped by the caller (see [`crate::RqKMeans::fit_until`]); nothing was trained.
+    #[error("interrupted")]
+    Interrupted,
     /// The file is not an imesde codebook file, or is truncated, corrupted or of another version.
     #[error("{path} is not a valid imesde RQ codebook file: {reason}")]
     Corrupt { path: PathBuf, reason: String },

@@ -887,7 +887,15 @@ pub(crate) fn learn_prices(
 }
 
 /// Runs k-means on `data` (`n x dim`, row-major).
-pub(crate) fn kmeans(kern: &Kernels, data: &[f32], dim: usize, cfg: &KMeansConfig) -> KMeansResult {
+/// Runs k-means; `stop` is asked before each iteration, and a run it stops returns what it
+/// has (the caller discards it).
+pub(crate) fn kmeans(
+    kern: &Kernels,
+    data: &[f32],
+    dim: usize,
+    cfg: &KMeansConfig,
+    stop: &(dyn Fn() -> bool + Sync),
+) -> KMeansResult {
     let n = data.len() / dim;
     let k = cfg.k;
     let mut rng = Rng::new(cfg.seed);
@@ -954,6 +962,9 @@ pub(crate) fn kmeans(kern: &Kernels, data: &[f32], dim: usize, cfg: &KMeansConfi
     let mut iterations = 0;
     let mut converged = false;
     for it in 0..cfg.max_iter {
+        if stop() {
+            break;
+        }
         iterations += 1;
         let full = match since_full {
             Some(s) => !restricted || it < 2 || s >= FULL_EVERY,
@@ -1221,7 +1232,7 @@ mod tests {
                 restricted,
                 lists: false,
             };
-            kmeans(kern, &data, dim, &cfg).inertia
+            kmeans(kern, &data, dim, &cfg, &|| false).inertia
         };
         let (full, restricted) = (run(false), run(true));
         assert!(

@@ -287,9 +287,23 @@ impl RqKMeans {
     /// [`RqError::Invalid`] for empty or non-finite data, no levels, a level with more clusters
     /// than training vectors, `max_iter` of 0 or a negative `tol`.
     pub fn fit(data: &[f32], dim: usize, cfg: &FitConfig) -> Result<(Self, Vec<LevelReport>)> {
+        Self::fit_until(data, dim, cfg, &|| false)
+    }
+
+    /// [`RqKMeans::fit`] that asks `stop` between k-means iterations and refinement rounds (from
+    /// any thread) and, once it returns true, ends with [`RqError::Interrupted`].
+    ///
+    /// # Errors
+    /// As [`RqKMeans::fit`], or [`RqError::Interrupted`].
+    pub fn fit_until(
+        data: &[f32],
+        dim: usize,
+        cfg: &FitConfig,
+        stop: &(dyn Fn() -> bool + Sync),
+    ) -> Result<(Self, Vec<LevelReport>)> {
         check_data(data, dim)?;
         let scale = scale_of(data);
-        let (mut model, mut reports) = Self::fit_scaled(&scaled(data, scale), dim, cfg)?;
+        let (mut model, mut reports) = Self::fit_scaled(&scaled(data, scale), dim, cfg, stop)?;
         model.set_scale(scale);
         for r in &mut reports {
             r.mse *= f64::from(scale) * f64::from(scale);
@@ -309,7 +323,12 @@ impl RqKMeans {
     }
 
     /// [`RqKMeans::fit`] on data already scaled.
-    fn fit_scaled(data: &[f32], dim: usize, cfg: &FitConfig) -> Result<(Self, Vec<LevelReport>)> {
+    fn fit_scaled(
+        data: &[f32],
+        dim: usize,
+        cfg: &FitConfig,
+        stop: &(dyn Fn() -> bool + Sync),
+    ) -> Result<(Self, Vec<LevelReport>)> {
         let n = check_data(data, dim)?;
         if cfg.n_clusters.is_empty() {
             return Err(RqError::Invalid("at least one level is needed".into()));
@@ -381,7 +400,11 @@ impl RqKMeans {
                     restricted: true,
                     lists: keep_lists && k >= 4 * CANDIDATES,
                 },
+                stop,
             );
+            if stop() {
+                return Err(RqError::Interrupted);
+            }
             subtract_codewords(&mut residual, dim, &km.labels, &km.centroids);
             for (c, &j) in codes.iter_mut().skip(l).step_by(nl).zip(&km.labels) {
                 *c = j;
@@ -404,6 +427,9 @@ impl RqKMeans {
         };
         if rounds > 0 {
             for round in 0..rounds {
+                if stop() {
+                    return Err(RqError::Interrupted);
+                }
                 if round > 0 {
                     codes = if lists.is_empty() {
                         model.encode(data, 1)?

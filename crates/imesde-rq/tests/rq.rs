@@ -422,3 +422,18 @@ fn rows_far_beyond_the_training_magnitude_are_refused() {
     huge[3] = 1e15;
     assert_eq!(m.encode(&huge, 1).unwrap().len(), 1);
 }
+
+#[test]
+fn a_fit_told_to_stop_ends_with_interrupted() {
+    let data = blobs(4000, 16, 20, 3);
+    let asked = std::sync::atomic::AtomicUsize::new(0);
+    let stop = || asked.fetch_add(1, std::sync::atomic::Ordering::Relaxed) >= 3;
+    let res = RqKMeans::fit_until(&data, 16, &cfg(&[32, 32]), &stop);
+    assert!(matches!(res, Err(RqError::Interrupted)), "{res:?}");
+    let never = RqKMeans::fit_until(&data, 16, &cfg(&[32, 32]), &|| false).unwrap();
+    let plain = RqKMeans::fit(&data, 16, &cfg(&[32, 32])).unwrap();
+    assert_eq!(
+        never.0.encode(&data, 1).unwrap(),
+        plain.0.encode(&data, 1).unwrap()
+    );
+}

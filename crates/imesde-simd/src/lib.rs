@@ -12,6 +12,7 @@
 mod fixed;
 pub mod quant;
 mod scalar;
+pub mod similarity;
 pub mod topk;
 
 #[cfg(target_arch = "aarch64")]

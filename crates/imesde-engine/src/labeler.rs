@@ -1,0 +1,238 @@
+//! Labels for the items an engine ingests, stored in each item's metadata: semantic ids.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use crate::error::Result;
+
+/// The metadata key labels are stored under.
+pub const SEMANTIC_ID: &str = "semantic_id";
+
+/// Gives each of a batch's vectors (`dim` values each, unit length) a label; called before
+/// the batch is stored, so a refusal stores nothing.
+pub trait Labeler: Send + Sync + std::fmt::Debug {
+    /// One label per row of `vectors`.
+    ///
+    /// # Errors
+    /// The vectors do not fit the labeler (another dimension, values it refuses).
+    fn label(&self, vectors: &[f32], dim: usize) -> Result<Vec<String>>;
+}
+
+/// How a row of codes becomes a string.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdFormat {
+    /// The codes joined by a separator: `3-9-1`.
+    Plain(String),
+    /// One token per level, for language models: `<a_3><b_9><c_1>`.
+    Token,
+}
+
+impl IdFormat {
+    /// The strings of `codes` (row-major, `levels` per row).
+    #[must_use]
+    pub fn format(&self, codes: &[u32], levels: usize) -> Vec<String> {
+        codes
+            .chunks_exact(levels.max(1))
+            .map(|row| {
+                let mut s = String::with_capacity(row.len() * 5);
+                for (l, c) in row.iter().enumerate() {
+                    match self {
+                        IdFormat::Plain(sep) => {
+                            if l > 0 {
+                                s.push_str(sep);
+                            }
+                            let _ = write!(s, "{c}");
+                        }
+                        IdFormat::Token => {
+                            let letter = char::from(b'a' + (l % 26) as u8);
+                            let _ = write!(s, "<{letter}_{c}>");
+                        }
+                    }
+                }
+                s
+            })
+            .collect()
+    }
+}
+
+/// Hands out unique ids: the first `k` stays `k`, later ones become `k-1`, `k-2`, ...
+/// skipping any id already handed out (so a suffixed id never collides with another item's
+/// code). One store can be shared with Python's `InMemoryCollisionStore`, which reads and
+/// writes the same state.
+#[derive(Debug, Default)]
+pub struct IdStore {
+    state: Mutex<IdState>,
+}
+
+#[derive(Debug, Default)]
+struct IdState {
+    counts: HashMap<String, u64>,
+    issued: HashSet<String>,
+    /// The id an owner holds for a code.
+    owned: HashMap<(String, String), String>,
+}
+
+impl IdStore {
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Unique ids for `keys`; `owners` (one per key) name the items they are for: an owner
+    /// holding an id for its key gets it back; otherwise it gets `k`, else `k{sep}{owner}`,
+    /// else `k{sep}{owner}{sep}1`, ... Without owners, suffixes count per key.
+    #[must_use]
+    pub fn claim(&self, keys: &[String], sep: &str, owners: Option<&[String]>) -> Vec<String> {
+        let mut st = self.state.lock();
+        let IdState {
+            counts,
+            issued,
+            owned,
+        } = &mut *st;
+        let mut out = Vec::with_capacity(keys.len());
+        for (i, key) in keys.iter().enumerate() {
+            if let Some(owner) = owners.map(|o| &o[i]) {
+                let pair = (key.clone(), owner.clone());
+                if let Some(id) = owned.get(&pair) {
+                    out.push(id.clone());
+                    continue;
+                }
+                let mut n = 0u64;
+                let id = loop {
+                    let cand = match n {
+                        0 => key.clone(),
+                        1 => format!("{key}{sep}{owner}"),
+                        _ => format!("{key}{sep}{owner}{sep}{}", n - 1),
+                    };
+                    n += 1;
+                    if issued.insert(cand.clone()) {
+                        break cand;
+                    }
+                };
+                owned.insert(pair, id.clone());
+                out.push(id);
+                continue;
+            }
+            let n = counts.entry(key.clone()).or_insert(0);
+            let id = loop {
+                let cand = if *n == 0 {
+                    key.clone()
+                } else {
+                    format!("{key}{sep}{n}")
+                };
+                *n += 1;
+                if issued.insert(cand.clone()) {
+                    break cand;
+                }
+            };
+            out.push(id);
+        }
+        out
+    }
+
+    /// How many times `key` was counted before (0 the first time); counts this one.
+    pub fn next_suffix(&self, key: &str) -> u64 {
+        let mut st = self.state.lock();
+        let n = st.counts.entry(key.to_owned()).or_insert(0);
+        let before = *n;
+        *n += 1;
+        before
+    }
+
+    /// Ids handed out by [`IdStore::claim`].
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.state.lock().issued.len()
+    }
+
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Semantic ids from RQ-KMeans codebooks, computed where the batch is: encode, format, and
+/// (with a store) make unique, with no round trip through another language.
+#[cfg(feature = "rq")]
+#[derive(Debug)]
+pub struct RqLabeler {
+    model: Arc<imesde_rq::RqKMeans>,
+    format: IdFormat,
+    beam: usize,
+    unique: Option<(Arc<IdStore>, String)>,
+}
+
+#[cfg(feature = "rq")]
+impl RqLabeler {
+    /// Labels from `model`'s greedy codes (`beam` 1) or beam search, written with `format`;
+    /// with `unique`, made unique through the store (its `sep` for suffixes).
+    #[must_use]
+    pub fn new(
+        model: Arc<imesde_rq::RqKMeans>,
+        format: IdFormat,
+        beam: usize,
+        unique: Option<(Arc<IdStore>, String)>,
+    ) -> Self {
+        RqLabeler {
+            model,
+            format,
+            beam: beam.max(1),
+            unique,
+        }
+    }
+}
+
+#[cfg(feature = "rq")]
+impl Labeler for RqLabeler {
+    fn label(&self, vectors: &[f32], dim: usize) -> Result<Vec<String>> {
+        if dim != self.model.dim() {
+            return Err(imesde_rq::RqError::Dimension {
+                expected: self.model.dim(),
+                got: dim,
+            }
+            .into());
+        }
+        let codes = self.model.encode(vectors, self.beam)?;
+        let ids = self.format.format(&codes, self.model.levels().len());
+        Ok(match &self.unique {
+            Some((store, sep)) => store.claim(&ids, sep, None),
+            None => ids,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_and_unique_ids() {
+        let codes = [3, 9, 1, 12, 0, 7];
+        assert_eq!(
+            IdFormat::Plain("-".into()).format(&codes, 3),
+            ["3-9-1", "12-0-7"]
+        );
+        assert_eq!(
+            IdFormat::Token.format(&codes, 3),
+            ["<a_3><b_9><c_1>", "<a_12><b_0><c_7>"]
+        );
+        let store = IdStore::new();
+        let k = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        assert_eq!(
+            store.claim(&k(&["1-2", "1-2"]), "-", None),
+            ["1-2", "1-2-1"]
+        );
+        // Item 1's suffixed id is taken: it gets one of its own, and the same one again.
+        let mine = store.claim(&k(&["1-2"]), "-", Some(&k(&["1"])));
+        assert_eq!(mine, ["1-2-1-1"]);
+        assert_eq!(store.claim(&k(&["1-2"]), "-", Some(&k(&["1"]))), mine);
+        // A code that looks like a suffixed id gets a fresh suffix.
+        assert_eq!(store.claim(&k(&["1-2-1"]), "-", None), ["1-2-1-2"]);
+        assert_eq!(store.len(), 4);
+        assert_eq!(store.next_suffix("x"), 0);
+        assert_eq!(store.next_suffix("x"), 1);
+    }
+}

@@ -1,0 +1,590 @@
+//! The imesde engine: texts embedded as they arrive into a bounded sharded ring, searched
+//! exactly by meaning, by keywords (BM25) or both, watched by standing queries, labelled with
+//! semantic ids, saved and restored whole.
+//!
+//! This is the one core crate that combines the others (`imesde-ring`, `imesde-embed`,
+//! `imesde-bm25`, `imesde-rq`); the Python binding wraps it and adds only what Python needs.
+//!
+//! ```no_run
+//! use std::path::Path;
+//! use std::sync::Arc;
+//! use imesde_embed::{Embedder, EmbedderConfig, load_runtime};
+//! use imesde_engine::{Engine, TextModel};
+//! use imesde_ring::{Attributes, Filter, RingConfig, Storage};
+//!
+//! load_runtime(Path::new("/path/to/libonnxruntime.so"))?;
+//! let embedder = Embedder::new(
+//!     Path::new("model.onnx"),
+//!     Path::new("tokenizer.json"),
+//!     EmbedderConfig::default(),
+//! )?;
+//! let model = Arc::new(TextModel::new(embedder));
+//! let ring = RingConfig { dim: model.embedder().dim(), num_shards: 16, shard_size: 1024, storage: Storage::F32 };
+//! let engine = Engine::new(ring, Some(model), true)?;
+//! let texts = ["kernel: out of memory", "sshd: accepted publickey"].map(std::sync::Arc::from);
+//! engine.ingest_texts(&texts, Attributes::default(), &mut || false)?;
+//! let hits = engine.search_text("process killed by the OOM killer", 1, &Filter::default(), &mut || false)?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod error;
+mod inbox;
+mod labeler;
+#[cfg(feature = "bm25")]
+mod lexical;
+mod model;
+mod snapshot;
+
+use std::ops::Range;
+use std::path::Path;
+use std::sync::Arc;
+
+use imesde_ring::{
+    Attributes, BatchResult, Event, Filter, Hit, Item, Metadata, Ring, RingConfig, StandingSpec,
+};
+use parking_lot::{Mutex, RwLock};
+
+pub use error::{EngineError, Result};
+pub use inbox::Inbox;
+#[cfg(feature = "rq")]
+pub use labeler::RqLabeler;
+pub use labeler::{IdFormat, IdStore, Labeler, SEMANTIC_ID};
+pub use model::{TextModel, same_model};
+pub use snapshot::Manifest;
+
+#[cfg(feature = "bm25")]
+pub use imesde_bm25::Fusion;
+
+/// A standing query's threshold: a cosine score, or a percentile of the scores of the items
+/// held when it is registered (`Percentile(99.0)`: the score above which 1 % of them fall).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Threshold {
+    Score(f32),
+    Percentile(f64),
+}
+
+/// What an ingest stored: the items' ids, and the standing queries' events (item order, then
+/// subscription order).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ingested {
+    pub ids: Range<u64>,
+    pub events: Vec<Event>,
+}
+
+/// The engine. All methods take `&self`; it is `Send + Sync`, and ingestion, search and
+/// snapshots run from any number of threads at once.
+#[derive(Debug)]
+pub struct Engine {
+    ring: Arc<Ring>,
+    model: Option<Arc<TextModel>>,
+    #[cfg(feature = "bm25")]
+    lexical: Option<Mutex<lexical::Lexical>>,
+    labeler: RwLock<Option<Arc<dyn Labeler>>>,
+}
+
+/// Lists deeper than `k` let fusion promote what only one side ranks well.
+fn hybrid_depth(k: usize) -> usize {
+    k.saturating_mul(5).max(50)
+}
+
+impl Engine {
+    /// An engine with a ring of `ring`'s shape (its `dim` must be the model's), embedding texts
+    /// with `model` (None: vectors only), keeping a BM25 index with the ring when `lexical`.
+    ///
+    /// # Errors
+    /// A ring that cannot be made, a dimension other than the model's, or `lexical` without
+    /// the `bm25` feature.
+    pub fn new(ring: RingConfig, model: Option<Arc<TextModel>>, lexical: bool) -> Result<Self> {
+        if let Some(m) = &model
+            && m.embedder().dim() != ring.dim
+        {
+            return Err(EngineError::DimensionMismatch {
+                engine: ring.dim,
+                model: m.embedder().dim(),
+            });
+        }
+        Self::assemble(Ring::new(ring)?, model, lexical)
+    }
+
+    fn assemble(ring: Ring, model: Option<Arc<TextModel>>, lexical: bool) -> Result<Self> {
+        #[cfg(feature = "bm25")]
+        let lexical = if lexical {
+            Some(Mutex::new(lexical::Lexical::new()?))
+        } else {
+            None
+        };
+        #[cfg(not(feature = "bm25"))]
+        if lexical {
+            return Err(EngineError::NoLexical);
+        }
+        Ok(Engine {
+            ring: Arc::new(ring),
+            model,
+            #[cfg(feature = "bm25")]
+            lexical,
+            labeler: RwLock::new(None),
+        })
+    }
+
+    /// The ring (shape, counters, direct vector access).
+    #[must_use]
+    pub fn ring(&self) -> &Arc<Ring> {
+        &self.ring
+    }
+
+    /// The model, or None for a vectors-only engine.
+    #[must_use]
+    pub fn model(&self) -> Option<&Arc<TextModel>> {
+        self.model.as_ref()
+    }
+
+    /// Whether a BM25 index is kept with the ring.
+    #[must_use]
+    pub fn is_lexical(&self) -> bool {
+        #[cfg(feature = "bm25")]
+        return self.lexical.is_some();
+        #[cfg(not(feature = "bm25"))]
+        false
+    }
+
+    /// `k` capped at the capacity: no count asks for more than the engine can hold.
+    #[must_use]
+    pub fn cap(&self, k: usize) -> usize {
+        k.min(self.ring.capacity())
+    }
+
+    fn text_model(&self) -> Result<&TextModel> {
+        self.model.as_deref().ok_or(EngineError::NoModel)
+    }
+
+    /// Queries embedded with the model's query prompt, if it has one.
+    ///
+    /// # Errors
+    /// No model; embedding failed or was interrupted.
+    pub fn embed_queries(
+        &self,
+        texts: &[Arc<str>],
+        interrupted: &mut dyn FnMut() -> bool,
+    ) -> Result<Vec<f32>> {
+        let m = self.text_model()?;
+        m.embed(texts, m.query_prompt(), interrupted)
+    }
+
+    /// Texts to store embedded with the model's document prompt, if it has one.
+    ///
+    /// # Errors
+    /// No model; embedding failed or was interrupted.
+    pub fn embed_documents(
+        &self,
+        texts: &[Arc<str>],
+        interrupted: &mut dyn FnMut() -> bool,
+    ) -> Result<Vec<f32>> {
+        let m = self.text_model()?;
+        m.embed(texts, m.document_prompt(), interrupted)
+    }
+
+    /// Labels each item ingested from now on (its metadata [`SEMANTIC_ID`]); None stops.
+    pub fn set_labeler(&self, labeler: Option<Arc<dyn Labeler>>) {
+        *self.labeler.write() = labeler;
+    }
+
+    /// Whether a labeler is set.
+    #[must_use]
+    pub fn has_labeler(&self) -> bool {
+        self.labeler.read().is_some()
+    }
+
+    /// Embeds `texts` and stores them (`attrs.texts` is filled with them); see
+    /// [`Engine::ingest_vectors`]. The batch is checked before it is embedded, and nothing is
+    /// stored when embedding fails or is interrupted.
+    ///
+    /// # Errors
+    /// No model, a bad batch, embedding failed or was interrupted.
+    pub fn ingest_texts(
+        &self,
+        texts: &[Arc<str>],
+        mut attrs: Attributes,
+        interrupted: &mut dyn FnMut() -> bool,
+    ) -> Result<Ingested> {
+        attrs.texts = texts.iter().cloned().map(Some).collect();
+        attrs.check(texts.len())?;
+        if texts.is_empty() {
+            let next = self.ring.next_id();
+            return Ok(Ingested {
+                ids: next..next,
+                events: Vec::new(),
+            });
+        }
+        let vectors = self.embed_documents(texts, interrupted)?;
+        self.ingest_vectors(&vectors, attrs)
+    }
+
+    /// Stores `vectors` (row-major, the engine's dimension) with their attributes: labelled by
+    /// the labeler if one is set, scored against the standing queries, indexed by BM25 when it
+    /// is on. A bad batch (or a labeler's refusal) stores nothing.
+    ///
+    /// # Errors
+    /// A wrong length, a NaN / infinite or zero vector, attribute lists of another length, a
+    /// labeler's error.
+    pub fn ingest_vectors(&self, vectors: &[f32], attrs: Attributes) -> Result<Ingested> {
+        let labeler = self.labeler.read().clone();
+        self.ingest_labelled(vectors, attrs, labeler.as_deref())
+    }
+
+    /// [`Engine::ingest_vectors`] labelled by `labeler` in place of the engine's own (None: no
+    /// labels).
+    ///
+    /// # Errors
+    /// As [`Engine::ingest_vectors`].
+    pub fn ingest_labelled(
+        &self,
+        vectors: &[f32],
+        attrs: Attributes,
+        labeler: Option<&dyn Labeler>,
+    ) -> Result<Ingested> {
+        let attrs = match labeler {
+            Some(l) => self.labelled(l, vectors, attrs)?,
+            None => attrs,
+        };
+        let (ids, events) = self.ring.ingest_matching(vectors, &attrs)?;
+        #[cfg(feature = "bm25")]
+        if let Some(lexical) = &self.lexical {
+            let docs = ids
+                .clone()
+                .zip(&attrs.texts)
+                .filter_map(|(id, t)| t.as_deref().map(|t| (id, t)));
+            lexical.lock().follow(&self.ring, docs);
+        }
+        Ok(Ingested { ids, events })
+    }
+
+    /// `attrs` with each item's metadata extended by its label.
+    fn labelled(
+        &self,
+        labeler: &dyn Labeler,
+        vectors: &[f32],
+        attrs: Attributes,
+    ) -> Result<Attributes> {
+        let dim = self.ring.config().dim;
+        if vectors.is_empty() || !vectors.len().is_multiple_of(dim) {
+            // The ring refuses it with the right message.
+            return Ok(attrs);
+        }
+        let n = vectors.len() / dim;
+        attrs.check(n)?;
+        let labels = labeler.label(vectors, dim)?;
+        if labels.len() != n {
+            return Err(EngineError::Invalid(format!(
+                "the labeler returned {} labels for {n} items",
+                labels.len()
+            )));
+        }
+        Ok(with_labels(attrs, labels))
+    }
+
+    /// The `k` items most similar in meaning to the text `query` (embedded with the query
+    /// prompt), best first, among those `filter` keeps.
+    ///
+    /// # Errors
+    /// No model, embedding failed, `k` of 0, a bad filter.
+    pub fn search_text(
+        &self,
+        query: &str,
+        k: usize,
+        filter: &Filter,
+        interrupted: &mut dyn FnMut() -> bool,
+    ) -> Result<Vec<Hit>> {
+        let q = self.embed_queries(&[Arc::from(query)], interrupted)?;
+        self.search_vector(&q, k, filter)
+    }
+
+    /// [`Engine::search_text`] for each of `queries` (embedded in one batch).
+    ///
+    /// # Errors
+    /// As [`Engine::search_text`].
+    pub fn search_texts(
+        &self,
+        queries: &[Arc<str>],
+        k: usize,
+        filter: &Filter,
+        interrupted: &mut dyn FnMut() -> bool,
+    ) -> Result<Vec<Vec<Hit>>> {
+        let q = self.embed_queries(queries, interrupted)?;
+        let dim = self.ring.config().dim;
+        Ok(q.chunks(dim)
+            .map(|row| self.ring.search(row, k, filter))
+            .collect::<Result<Vec<_>, _>>()?)
+    }
+
+    /// The `k` items most similar to `query` (a vector of the engine's dimension).
+    ///
+    /// # Errors
+    /// A query of the wrong length, NaN / infinite or zero; `k` of 0; a bad filter.
+    pub fn search_vector(&self, query: &[f32], k: usize, filter: &Filter) -> Result<Vec<Hit>> {
+        Ok(self.ring.search(query, k, filter)?)
+    }
+
+    /// Top-`k` for each of a batch of query vectors, in one pass over the ring.
+    ///
+    /// # Errors
+    /// As [`Engine::search_vector`].
+    pub fn search_vectors(&self, queries: &[f32], k: usize) -> Result<BatchResult> {
+        Ok(self.ring.search_batch(queries, k)?)
+    }
+
+    /// The `k` items whose texts best match the words of `query` (BM25), best first; a hit's
+    /// score is its BM25 score.
+    ///
+    /// # Errors
+    /// No BM25 index.
+    #[cfg(feature = "bm25")]
+    pub fn lexical_search(&self, query: &str, k: usize) -> Result<Vec<Hit>> {
+        let ranked = self.lexical_ranked(query, self.cap(k))?;
+        Ok(self.hits_for(&ranked))
+    }
+
+    #[cfg(feature = "bm25")]
+    fn lexical_ranked(&self, query: &str, k: usize) -> Result<Vec<(u64, f32)>> {
+        let lexical = self.lexical.as_ref().ok_or(EngineError::NoLexical)?;
+        Ok(lexical.lock().ranked(query, k))
+    }
+
+    /// Dense and lexical results fused into one ranking: the best `max(5k, 50)` of each side,
+    /// fused by `fusion`; `alpha` weights the dense list and `1 - alpha` the lexical one. A
+    /// hit's score is its fused score.
+    ///
+    /// # Errors
+    /// No model or no BM25 index, `alpha` outside 0..=1, embedding failed.
+    #[cfg(feature = "bm25")]
+    pub fn hybrid_search(
+        &self,
+        query: &str,
+        k: usize,
+        fusion: Fusion,
+        alpha: Option<f32>,
+        interrupted: &mut dyn FnMut() -> bool,
+    ) -> Result<Vec<Hit>> {
+        if let Some(a) = alpha
+            && !(0.0..=1.0).contains(&a)
+        {
+            return Err(EngineError::Invalid(format!(
+                "alpha must be between 0 and 1, got {a}"
+            )));
+        }
+        let k = self.cap(k);
+        let depth = self.cap(hybrid_depth(k));
+        let lexical = self.lexical_ranked(query, depth)?;
+        let q = self.embed_queries(&[Arc::from(query)], interrupted)?;
+        let dense: Vec<(u64, f32)> = self
+            .ring
+            .search(&q, depth, &Filter::default())?
+            .into_iter()
+            .map(|h| (h.id, h.score))
+            .collect();
+        let weights = alpha.map(|a| [a, 1.0 - a]);
+        let fused = imesde_bm25::fuse(
+            &[dense, lexical],
+            fusion,
+            k,
+            weights.as_ref().map(|w| &w[..]),
+        )?;
+        Ok(self.hits_for(&fused))
+    }
+
+    /// Hits for ranked ids, read back from the ring (ids overwritten meanwhile are skipped).
+    #[cfg(feature = "bm25")]
+    fn hits_for(&self, ranked: &[(u64, f32)]) -> Vec<Hit> {
+        ranked
+            .iter()
+            .filter_map(|&(id, score)| self.ring.hit(id, score))
+            .collect()
+    }
+
+    /// Registers a standing query (a vector of the engine's dimension): every item ingested
+    /// from now on that passes `filter`, scores at least the threshold (if any) and enters the
+    /// running top-`k` (if any) becomes an event of [`Engine::ingest_vectors`]. Returns the
+    /// subscription's id and the threshold as a score (a percentile calibrated on the items
+    /// held now).
+    ///
+    /// # Errors
+    /// A bad query; neither a threshold nor a top-k; a percentile outside 0..100 or on an
+    /// empty engine.
+    pub fn subscribe(
+        &self,
+        query: &[f32],
+        threshold: Option<Threshold>,
+        top_k: Option<usize>,
+        filter: Filter,
+    ) -> Result<(u64, Option<f32>)> {
+        let threshold = match threshold {
+            None => None,
+            Some(Threshold::Score(t)) => Some(t),
+            Some(Threshold::Percentile(p)) => Some(self.calibrate(query, p)?),
+        };
+        let id = self.ring.subscribe(
+            query,
+            StandingSpec {
+                threshold,
+                top_k,
+                filter,
+            },
+        )?;
+        Ok((id, threshold))
+    }
+
+    /// The score above which `100 - pct` % of the held items fall for `query`.
+    fn calibrate(&self, query: &[f32], pct: f64) -> Result<f32> {
+        if !(0.0..100.0).contains(&pct) {
+            return Err(EngineError::Invalid(format!(
+                "a percentile threshold must be in 0..100 (like p99 or p99.9), got {pct}"
+            )));
+        }
+        let held = self.ring.len();
+        if held == 0 {
+            return Err(EngineError::Invalid(format!(
+                "cannot calibrate threshold p{pct} on an empty engine: ingest first"
+            )));
+        }
+        let k = (((100.0 - pct) / 100.0 * held as f64).ceil() as usize).clamp(1, held);
+        let hits = self.ring.search(query, k, &Filter::default())?;
+        Ok(hits.last().map_or(f32::NEG_INFINITY, |h| h.score))
+    }
+
+    /// Removes a standing query; false when none has this id.
+    pub fn unsubscribe(&self, id: u64) -> bool {
+        self.ring.unsubscribe(id)
+    }
+
+    /// The newest `n` items still held, newest first.
+    #[must_use]
+    pub fn recent(&self, n: usize) -> Vec<Item> {
+        self.ring.recent(self.cap(n))
+    }
+
+    /// The item with this id, if it is still held.
+    #[must_use]
+    pub fn get(&self, id: u64) -> Option<Item> {
+        self.ring.get(id)
+    }
+
+    /// The manifest a snapshot of this engine carries.
+    ///
+    /// # Errors
+    /// The model file can no longer be read (its identity includes its hash).
+    pub fn manifest(&self) -> Result<Manifest> {
+        let model = match &self.model {
+            Some(m) => Some(m.identity().map_err(|source| EngineError::Io {
+                path: m.embedder().model_path().to_path_buf(),
+                source,
+            })?),
+            None => None,
+        };
+        Ok(Manifest {
+            model,
+            lexical: self.is_lexical(),
+        })
+    }
+
+    /// The engine as bytes: every held item, the ring's shape and the manifest (standing
+    /// queries and labelers are not saved). Taken consistently while other threads ingest.
+    ///
+    /// # Errors
+    /// As [`Engine::manifest`].
+    pub fn snapshot(&self) -> Result<Vec<u8>> {
+        Ok(self.ring.snapshot(&self.manifest()?.to_tag()))
+    }
+
+    /// Writes [`Engine::snapshot`] to `path` atomically (a temporary file of its own, fsync,
+    /// rename; a symlink is written through, a directory or device refused).
+    ///
+    /// # Errors
+    /// The file cannot be written, or as [`Engine::manifest`].
+    pub fn save(&self, path: &Path) -> Result<()> {
+        imesde_format::write_atomic(path, &self.snapshot()?).map_err(|source| EngineError::Io {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+
+    /// An engine restored from [`Engine::snapshot`] bytes: the same items in the same slots,
+    /// so searches return exactly what they did; BM25, when it was on, rebuilt from the texts.
+    /// `model` must be the one the snapshot was made with (dimension and identity).
+    ///
+    /// # Errors
+    /// Damaged bytes, another model or dimension, a model file that cannot be read.
+    pub fn from_snapshot(bytes: &[u8], model: Option<Arc<TextModel>>) -> Result<Self> {
+        let (ring, tag) = Ring::from_snapshot(bytes)?;
+        let manifest = Manifest::parse(&tag);
+        if let Some(m) = &model {
+            let dim = ring.config().dim;
+            if m.embedder().dim() != dim {
+                return Err(EngineError::DimensionMismatch {
+                    engine: dim,
+                    model: m.embedder().dim(),
+                });
+            }
+            if let Some(saved) = &manifest.model {
+                let given = m.identity().map_err(|source| EngineError::Io {
+                    path: m.embedder().model_path().to_path_buf(),
+                    source,
+                })?;
+                if !same_model(saved, &given) {
+                    return Err(EngineError::ModelMismatch {
+                        saved: saved.clone(),
+                        given,
+                    });
+                }
+            }
+        }
+        let engine = Self::assemble(ring, model, manifest.lexical)?;
+        #[cfg(feature = "bm25")]
+        if let Some(lexical) = &engine.lexical {
+            lexical.lock().rebuild(&engine.ring);
+        }
+        Ok(engine)
+    }
+
+    /// [`Engine::from_snapshot`] of the file `path` (a regular file only).
+    ///
+    /// # Errors
+    /// The file cannot be read, or as [`Engine::from_snapshot`].
+    pub fn load(path: &Path, model: Option<Arc<TextModel>>) -> Result<Self> {
+        let bytes = imesde_format::read_file(path).map_err(|source| EngineError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_snapshot(&bytes, model)
+    }
+
+    /// Whether the snapshot bytes were made with a model (a vectors-only engine's were not).
+    ///
+    /// # Errors
+    /// Damaged bytes.
+    pub fn snapshot_has_model(bytes: &[u8]) -> Result<bool> {
+        Ok(Manifest::parse(&Ring::snapshot_tag(bytes)?).model.is_some())
+    }
+}
+
+/// `attrs` with item `i`'s metadata extended by [`SEMANTIC_ID`] = `labels[i]`.
+#[must_use]
+pub fn with_labels(attrs: Attributes, labels: Vec<String>) -> Attributes {
+    let metadata = labels
+        .into_iter()
+        .enumerate()
+        .map(|(i, label)| {
+            let mut pairs: Vec<(String, String)> = attrs
+                .metadata
+                .get(i)
+                .and_then(Option::as_deref)
+                .map(|m| {
+                    m.iter()
+                        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            pairs.push((SEMANTIC_ID.to_owned(), label));
+            Some(Arc::new(Metadata::new(pairs)))
+        })
+        .collect();
+    Attributes { metadata, ..attrs }
+}

@@ -1,0 +1,154 @@
+//! A sentence model as the engine uses it: an [`Embedder`] and the model's named prompts.
+
+use std::sync::Arc;
+
+use imesde_embed::Embedder;
+
+use crate::error::Result;
+
+/// Prompt names for the texts an engine stores, in order of preference (sentence-transformers
+/// models name it differently).
+const DOCUMENT_PROMPTS: [&str; 4] = ["document", "passage", "corpus", "doc"];
+
+/// An embedder and its model's named prompts (`"query"` -> `"query: "`), as a
+/// sentence-transformers config gives them, with the one applied by default.
+#[derive(Debug)]
+pub struct TextModel {
+    embedder: Embedder,
+    prompts: Vec<(String, String)>,
+    default_prompt: Option<String>,
+}
+
+impl TextModel {
+    /// A model without prompts.
+    #[must_use]
+    pub fn new(embedder: Embedder) -> Self {
+        Self::with_prompts(embedder, Vec::new(), None)
+    }
+
+    /// A model with named prompts; `default_prompt` (a name among them) is applied when a call
+    /// names none.
+    #[must_use]
+    pub fn with_prompts(
+        embedder: Embedder,
+        prompts: Vec<(String, String)>,
+        default_prompt: Option<String>,
+    ) -> Self {
+        let default_prompt = default_prompt.filter(|name| prompts.iter().any(|(k, _)| k == name));
+        TextModel {
+            embedder,
+            prompts,
+            default_prompt,
+        }
+    }
+
+    #[must_use]
+    pub fn embedder(&self) -> &Embedder {
+        &self.embedder
+    }
+
+    /// The named prompts, in the order given.
+    #[must_use]
+    pub fn prompts(&self) -> &[(String, String)] {
+        &self.prompts
+    }
+
+    /// The name of the prompt applied when a call names none.
+    #[must_use]
+    pub fn default_prompt(&self) -> Option<&str> {
+        self.default_prompt.as_deref()
+    }
+
+    /// The text of the prompt named `name`, or `name` itself when the model has no prompt of
+    /// that name (a literal prefix, as sentence-transformers' `prompt=` takes one).
+    fn prompt_text<'a>(&'a self, name: &'a str) -> &'a str {
+        self.prompts
+            .iter()
+            .find(|(k, _)| k == name)
+            .map_or(name, |(_, v)| v.as_str())
+    }
+
+    /// `texts` with `prompt` prepended (none: the model's default prompt, if any).
+    #[must_use]
+    pub fn prompted(&self, texts: &[Arc<str>], prompt: Option<&str>) -> Vec<Arc<str>> {
+        match prompt.or(self.default_prompt.as_deref()) {
+            Some(p) if !self.prompt_text(p).is_empty() => {
+                let prefix = self.prompt_text(p);
+                texts
+                    .iter()
+                    .map(|t| Arc::from(format!("{prefix}{t}")))
+                    .collect()
+            }
+            _ => texts.to_vec(),
+        }
+    }
+
+    fn named(&self, names: &[&str]) -> Option<&str> {
+        names.iter().find_map(|name| {
+            self.prompts
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(k, _)| k.as_str())
+        })
+    }
+
+    /// The prompt for queries (`"query"`) when the model has one.
+    #[must_use]
+    pub fn query_prompt(&self) -> Option<&str> {
+        self.named(&["query"])
+    }
+
+    /// The prompt for stored texts (`"document"`, `"passage"`, ...) when the model has one.
+    #[must_use]
+    pub fn document_prompt(&self) -> Option<&str> {
+        self.named(&DOCUMENT_PROMPTS)
+    }
+
+    /// Embeds `texts` with `prompt` (see [`TextModel::prompted`]); `interrupted` is asked
+    /// between model calls.
+    ///
+    /// # Errors
+    /// Embedding failed or was interrupted.
+    pub fn embed(
+        &self,
+        texts: &[Arc<str>],
+        prompt: Option<&str>,
+        interrupted: &mut dyn FnMut() -> bool,
+    ) -> Result<Vec<f32>> {
+        Ok(self
+            .embedder
+            .embed(&self.prompted(texts, prompt), interrupted)?)
+    }
+
+    /// What identifies the model in snapshots: file name and size, dimension, pooling,
+    /// normalisation and the SHA-256 of the file (two files of one shape can hold different
+    /// weights). The hash is read once per embedder.
+    ///
+    /// # Errors
+    /// The model file can no longer be read.
+    pub fn identity(&self) -> std::io::Result<String> {
+        let path = self.embedder.model_path();
+        let size = std::fs::metadata(path)?.len();
+        let sha = self.embedder.model_sha256()?;
+        let name = path
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+        let cfg = self.embedder.config();
+        Ok(format!(
+            "{name}:{size}:dim={}:pooling={}:normalize={}:sha256={sha}",
+            self.embedder.dim(),
+            cfg.pooling,
+            cfg.normalize
+        ))
+    }
+}
+
+/// Whether a saved model identity matches the one in use. Snapshots of imesde before the hash
+/// have no `:sha256=` part: for those the rest must match.
+#[must_use]
+pub fn same_model(saved: &str, have: &str) -> bool {
+    if saved.contains(":sha256=") {
+        return saved == have;
+    }
+    have.split(":sha256=").next() == Some(saved)
+}

@@ -1,0 +1,296 @@
+//! The engine from Rust, without Python: ingest, filtered search, BM25 and hybrid search,
+//! standing queries, snapshots and semantic ids, on the real all-MiniLM-L6-v2 model.
+
+#[path = "../../imesde-embed/tests/common/mod.rs"]
+mod common;
+
+use std::sync::{Arc, OnceLock};
+
+use imesde_embed::{Embedder, EmbedderConfig, load_runtime};
+use imesde_engine::{
+    Engine, EngineError, Fusion, IdFormat, IdStore, RqLabeler, SEMANTIC_ID, TextModel, Threshold,
+};
+use imesde_ring::{Attributes, Filter, Metadata, RingConfig, Storage};
+use imesde_rq::{FitConfig, RqKMeans};
+
+fn model() -> Arc<TextModel> {
+    static M: OnceLock<Arc<TextModel>> = OnceLock::new();
+    Arc::clone(M.get_or_init(|| {
+        load_runtime(&common::runtime_path()).expect("ONNX Runtime loads");
+        let cfg = EmbedderConfig {
+            threads: Some(2),
+            ..EmbedderConfig::default()
+        };
+        let e = Embedder::new(&common::model_path(), &common::tokenizer_path(), cfg).unwrap();
+        Arc::new(TextModel::new(e))
+    }))
+}
+
+fn never() -> impl FnMut() -> bool {
+    || false
+}
+
+fn ring(dim: usize, shards: usize, size: usize) -> RingConfig {
+    RingConfig {
+        dim,
+        num_shards: shards,
+        shard_size: size,
+        storage: Storage::F32,
+    }
+}
+
+fn texts(items: &[&str]) -> Vec<Arc<str>> {
+    items.iter().map(|t| Arc::from(*t)).collect()
+}
+
+const LOG: [&str; 6] = [
+    "kernel: out of memory: killed process 4242 (postgres)",
+    "sshd: accepted publickey for deploy from 10.0.0.7",
+    "nginx: upstream timed out while reading response header",
+    "disk /dev/sda1 is 98% full",
+    "Fix CVE-2024-1234 in the nfs client",
+    "cron: job finished",
+];
+
+fn log_engine(lexical: bool) -> Engine {
+    let m = model();
+    let e = Engine::new(ring(m.embedder().dim(), 4, 8), Some(m), lexical).unwrap();
+    let attrs = Attributes {
+        timestamps: (0..LOG.len()).map(|i| 100.0 + i as f64).collect(),
+        metadata: (0..LOG.len())
+            .map(|i| {
+                let host = if i % 2 == 0 { "db1" } else { "web1" };
+                Some(Arc::new(Metadata::new([("host", host)])))
+            })
+            .collect(),
+        ..Attributes::default()
+    };
+    let got = e.ingest_texts(&texts(&LOG), attrs, &mut never()).unwrap();
+    assert_eq!(got.ids, 0..LOG.len() as u64);
+    e
+}
+
+#[test]
+fn text_search_finds_meaning_and_filters_apply() {
+    let e = log_engine(false);
+    let hits = e
+        .search_text(
+            "process killed by the OOM killer",
+            1,
+            &Filter::default(),
+            &mut never(),
+        )
+        .unwrap();
+    assert_eq!(hits[0].text.as_deref(), Some(LOG[0]));
+    let storage = e
+        .search_text("storage running out", 2, &Filter::default(), &mut never())
+        .unwrap();
+    assert_eq!(storage[0].text.as_deref(), Some(LOG[3]));
+    // Only web1 (odd) items with 101 <= ts < 104: ids 1 and 3.
+    let filter = Filter {
+        since: Some(101.0),
+        until: Some(104.0),
+        equals: vec![("host".into(), "web1".into())],
+    };
+    let hits = e
+        .search_text("anything", 10, &filter, &mut never())
+        .unwrap();
+    let mut ids: Vec<u64> = hits.iter().map(|h| h.id).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, [1, 3]);
+    // A batch of queries answers as one query at a time.
+    let batch = e
+        .search_texts(
+            &texts(&["disk full", "ssh login"]),
+            1,
+            &Filter::default(),
+            &mut never(),
+        )
+        .unwrap();
+    assert_eq!(batch[0][0].id, 3);
+    assert_eq!(batch[1][0].id, 1);
+    // Vectors only: no model.
+    let v = Engine::new(ring(4, 1, 4), None, false).unwrap();
+    assert!(matches!(
+        v.search_text("x", 1, &Filter::default(), &mut never()),
+        Err(EngineError::NoModel)
+    ));
+}
+
+#[test]
+fn the_ring_keeps_the_newest_and_bm25_follows_it() {
+    let e = log_engine(true);
+    let hits = e.lexical_search("CVE-2024-1234", 10).unwrap();
+    assert_eq!(hits.iter().map(|h| h.id).collect::<Vec<_>>(), [4]);
+    // 32 slots: 40 more items push out the first six, and BM25 forgets them too.
+    let more: Vec<String> = (0..40).map(|i| format!("routine heartbeat {i}")).collect();
+    let more: Vec<Arc<str>> = more.iter().map(|t| Arc::from(t.as_str())).collect();
+    e.ingest_texts(&more, Attributes::default(), &mut never())
+        .unwrap();
+    assert_eq!(e.ring().len(), 32);
+    assert!(e.get(4).is_none());
+    assert!(e.lexical_search("CVE-2024-1234", 10).unwrap().is_empty());
+    assert_eq!(e.lexical_search("heartbeat", 100).unwrap().len(), 32);
+    // No BM25 index: a clear error.
+    assert!(matches!(
+        log_engine(false).lexical_search("x", 1),
+        Err(EngineError::NoLexical)
+    ));
+}
+
+#[test]
+fn hybrid_search_fuses_both_sides() {
+    let e = log_engine(true);
+    let hits = e
+        .hybrid_search(
+            "nfs client security fix",
+            3,
+            Fusion::Rrf { k: 60.0 },
+            None,
+            &mut never(),
+        )
+        .unwrap();
+    assert_eq!(hits[0].id, 4);
+    assert!(hits.len() <= 3);
+    assert!(hits.windows(2).all(|w| w[0].score >= w[1].score));
+    let weighted = e
+        .hybrid_search("disk full", 2, Fusion::Weighted, Some(0.7), &mut never())
+        .unwrap();
+    assert_eq!(weighted[0].id, 3);
+    assert!(matches!(
+        e.hybrid_search("x", 2, Fusion::Weighted, Some(1.5), &mut never()),
+        Err(EngineError::Invalid(_))
+    ));
+}
+
+#[test]
+fn standing_queries_fire_for_new_items() {
+    let e = log_engine(false);
+    let m = e.model().unwrap();
+    let q = m
+        .embed(&texts(&["the disk is full"]), None, &mut never())
+        .unwrap();
+    let (id, t) = e
+        .subscribe(&q, Some(Threshold::Score(0.5)), None, Filter::default())
+        .unwrap();
+    assert_eq!(t, Some(0.5));
+    let got = e
+        .ingest_texts(
+            &texts(&["no space left on device /dev/sdb", "user logged in"]),
+            Attributes::default(),
+            &mut never(),
+        )
+        .unwrap();
+    assert_eq!(got.events.len(), 1);
+    assert_eq!(got.events[0].subscription, id);
+    assert_eq!(got.events[0].hit.id, got.ids.start);
+    assert!(got.events[0].hit.score >= 0.5);
+    // A percentile calibrates on what is held now: p50 fires for about half of similar items.
+    let (_, t) = e
+        .subscribe(
+            &q,
+            Some(Threshold::Percentile(50.0)),
+            None,
+            Filter::default(),
+        )
+        .unwrap();
+    let held = e.search_vector(&q, 100, &Filter::default()).unwrap();
+    let above = held.iter().filter(|h| h.score >= t.unwrap()).count();
+    assert_eq!(above, held.len().div_ceil(2));
+    assert!(matches!(
+        e.subscribe(
+            &q,
+            Some(Threshold::Percentile(100.0)),
+            None,
+            Filter::default()
+        ),
+        Err(EngineError::Invalid(_))
+    ));
+    assert!(e.unsubscribe(id));
+    assert!(!e.unsubscribe(id));
+}
+
+#[test]
+fn snapshots_restore_the_same_results_and_check_the_model() {
+    let e = log_engine(true);
+    let dir = std::env::temp_dir().join(format!("imesde-engine-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("e.snap");
+    e.save(&path).unwrap();
+    let back = Engine::load(&path, Some(model())).unwrap();
+    assert!(back.is_lexical());
+    for q in ["disk full", "ssh key", "out of memory"] {
+        let a = e
+            .search_text(q, 6, &Filter::default(), &mut never())
+            .unwrap();
+        let b = back
+            .search_text(q, 6, &Filter::default(), &mut never())
+            .unwrap();
+        assert_eq!(a, b);
+        assert_eq!(
+            e.lexical_search(q, 6).unwrap(),
+            back.lexical_search(q, 6).unwrap()
+        );
+    }
+    assert!(Engine::snapshot_has_model(&std::fs::read(&path).unwrap()).unwrap());
+    // A vectors-only snapshot loads without a model; a model of another dimension is refused.
+    let v = Engine::new(ring(4, 1, 4), None, false).unwrap();
+    v.ingest_vectors(&[1.0, 0.0, 0.0, 0.0], Attributes::default())
+        .unwrap();
+    let vpath = dir.join("v.snap");
+    v.save(&vpath).unwrap();
+    assert!(!Engine::snapshot_has_model(&std::fs::read(&vpath).unwrap()).unwrap());
+    assert_eq!(Engine::load(&vpath, None).unwrap().ring().len(), 1);
+    assert!(matches!(
+        Engine::load(&vpath, Some(model())),
+        Err(EngineError::DimensionMismatch { engine: 4, .. })
+    ));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn semantic_ids_are_computed_natively_and_unique() {
+    let m = model();
+    let corpus: Vec<String> = (0..300)
+        .map(|i| format!("item {i}: {}", LOG[i % LOG.len()]))
+        .collect();
+    let corpus: Vec<Arc<str>> = corpus.iter().map(|t| Arc::from(t.as_str())).collect();
+    let x = m.embed(&corpus, None, &mut never()).unwrap();
+    let cfg = FitConfig {
+        n_clusters: vec![4, 4],
+        ..FitConfig::default()
+    };
+    let (rq, _) = RqKMeans::fit(&x, 384, &cfg).unwrap();
+    let store = Arc::new(IdStore::new());
+    let labeler = RqLabeler::new(
+        Arc::new(rq),
+        IdFormat::Plain("-".into()),
+        1,
+        Some((Arc::clone(&store), "-".into())),
+    );
+    let e = Engine::new(ring(384, 4, 128), Some(Arc::clone(&m)), false).unwrap();
+    e.set_labeler(Some(Arc::new(labeler)));
+    let got = e.ingest_vectors(&x, Attributes::default()).unwrap();
+    let ids: Vec<String> = got
+        .ids
+        .map(|id| {
+            let item = e.get(id).unwrap();
+            item.metadata.unwrap().get(SEMANTIC_ID).unwrap().to_owned()
+        })
+        .collect();
+    // 16 codes for 300 items: many collide, and every id is still unique.
+    let distinct: std::collections::HashSet<&String> = ids.iter().collect();
+    assert_eq!(distinct.len(), ids.len());
+    assert_eq!(store.len(), ids.len());
+    assert!(ids.iter().any(|i| i.matches('-').count() == 2));
+    // A batch the labeler refuses (another dimension) stores nothing.
+    let before = e.ring().next_id();
+    assert!(
+        e.ingest_vectors(&[1.0; 100], Attributes::default())
+            .is_err()
+    );
+    assert_eq!(e.ring().next_id(), before);
+    e.set_labeler(None);
+    let plain = e.ingest_vectors(&x[..384], Attributes::default()).unwrap();
+    assert!(e.get(plain.ids.start).unwrap().metadata.is_none());
+}

@@ -1,0 +1,90 @@
+"""Ctrl-C stops every long call: an RQ-KMeans fit and a BM25 batch stop within a moment,
+raise ``KeyboardInterrupt`` and leave the object as it was (long embeddings are covered in
+test_engine_text). A call on another thread runs to its end (Python hands signals to its main
+thread only)."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator
+
+import imesde
+import numpy as np
+import pytest
+from helpers import DATA
+
+pytestmark = pytest.mark.skipif(
+    sys.platform == "win32", reason="SIGINT to oneself is a POSIX idiom"
+)
+
+
+@pytest.fixture
+def ctrl_c_soon() -> Iterator[None]:
+    """Sends this process SIGINT 0.3 s from now."""
+    timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    yield
+    timer.cancel()
+
+
+def random_rows(n: int, dim: int) -> np.ndarray:
+    return np.random.default_rng(0).standard_normal((n, dim), dtype=np.float32)
+
+
+@pytest.mark.timeout(120)
+def test_ctrl_c_stops_an_rq_fit(ctrl_c_soon: None) -> None:
+    x = random_rows(60_000, 128)
+    model = imesde.RQKMeans(3, 2048, max_iter=30, tol=0, random_state=0)  # ~7 s of work
+    start = time.perf_counter()
+    with pytest.raises(KeyboardInterrupt):
+        model.fit(x)
+    assert time.perf_counter() - start < 3, "the interrupt is seen between k-means iterations"
+    assert not model.is_fitted
+    # The model still trains when asked again.
+    small = imesde.RQKMeans(2, 16, random_state=0).fit(x[:2000])
+    assert small.encode(x[:5]).shape == (5, 2)
+
+
+@pytest.mark.data
+@pytest.mark.timeout(120)
+def test_ctrl_c_stops_a_bm25_batch_and_adds_nothing() -> None:
+    with gzip.open(DATA / "debtags_docs.jsonl.gz", "rt", encoding="utf-8") as f:
+        docs = [json.loads(line)["text"] for line in f] * 50  # 400,000 documents, ~3 s
+    index = imesde.BM25()
+    index.add_batch([0], ["the package before"])
+    timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    start = time.perf_counter()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            index.add_batch(list(range(1, len(docs) + 1)), docs)
+    finally:
+        timer.cancel()
+    assert time.perf_counter() - start < 2, "the interrupt is seen while the batch is analysed"
+    assert len(index) == 1
+    assert [h.id for h in index.search("package before", k=5)] == [0]
+    index.add_batch([1, 2], docs[:2])
+    assert len(index) == 3
+
+
+@pytest.mark.timeout(120)
+def test_ctrl_c_reaches_the_main_thread_not_a_call_on_another(ctrl_c_soon: None) -> None:
+    x = random_rows(30_000, 128)
+    result: list[imesde.RQKMeans] = []
+    worker = threading.Thread(
+        target=lambda: result.append(
+            imesde.RQKMeans(2, 1024, max_iter=20, tol=0, random_state=0).fit(x)
+        )
+    )
+    worker.start()
+    with pytest.raises(KeyboardInterrupt):
+        time.sleep(60)
+    worker.join()
+    assert result
+    assert result[0].is_fitted
