@@ -33,7 +33,7 @@ def stream_embeddings(n: int = 20_000) -> npt.NDArray[np.float32]:
     """The packaged model's embeddings of ``n`` distinct stream texts, evenly spaced over the
     stream (cached in benches/.cache after the first run)."""
     import imesde
-    from imesde._models import packaged_model
+    from imesde._locate import packaged_model
 
     path = CACHE / f"stream{n}_minilm.npy"
     if path.exists():

@@ -43,7 +43,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture(scope="session")
 def smoke(request: pytest.FixtureRequest) -> bool:
     """True when benchmarks are disabled: each case runs once on a small input."""
-    return bool(request.config.getoption("benchmark_disable", default=False))
+    opt = request.config.getoption
+    return bool(opt("benchmark_disable", default=False)) and not opt(
+        "benchmark_enable", default=False
+    )
 
 
 @pytest.fixture(scope="session")

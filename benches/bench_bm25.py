@@ -30,7 +30,7 @@ from typing import Any
 import imesde
 import numpy as np
 from _data import DATA, stream_texts
-from imesde._models import packaged_model
+from imesde._locate import packaged_model
 
 
 def debtags() -> tuple[list[dict[str, Any]], list[tuple[str, str]], dict[str, set[str]]]:

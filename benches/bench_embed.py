@@ -42,7 +42,7 @@ from typing import Any
 import imesde
 import numpy as np
 import numpy.typing as npt
-from imesde._models import packaged_model
+from imesde._locate import packaged_model
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 BATCH = 32

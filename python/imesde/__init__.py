@@ -61,6 +61,7 @@ from imesde.semantic_ids import (
     UniqueIdResolver,
     codes_to_ids,
 )
+from imesde.stream import ingest_stream, micro_batches
 
 __all__ = [
     "BM25",
@@ -101,7 +102,9 @@ __all__ = [
     "cpu_features",
     "euclidean_distance",
     "fuse",
+    "ingest_stream",
     "manhattan_distance",
+    "micro_batches",
     "normalize_l2",
     "simd_backend",
     "top_k",

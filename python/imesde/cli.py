@@ -12,9 +12,7 @@ import itertools
 import json
 import math
 import os
-import queue
 import sys
-import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from importlib import resources
@@ -32,6 +30,7 @@ from imesde._imesde import (
     simd_backend,
 )
 from imesde.exceptions import ImesdeError
+from imesde.stream import ingest_stream
 
 DEMO_QUERIES = (
     "memory leak fixed",
@@ -197,14 +196,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
-_EOF = object()
-
-
-class _ReadFailed:
-    """Put on the line queue when reading the input fails; the main loop raises it."""
-
-    def __init__(self, error: OSError) -> None:
-        self.error = error
+class _OutputClosedError(Exception):
+    """The reader of the output went away (a closed pipe): watching ends quietly."""
 
 
 class _Lines:
@@ -257,53 +250,17 @@ def _open_input(file: str | None) -> _Lines:
         raise _UsageError(f"cannot read {file}: {e.strerror or e}") from None
 
 
-def _line_reader(source: _Lines, follow: bool) -> queue.Queue[object]:
-    """Lines of `source`, read on a daemon thread so the main loop can ingest whatever has
-    arrived when the input pauses (a pipe or a followed file delivers lines at any pace)."""
-    lines: queue.Queue[object] = queue.Queue(maxsize=100_000)
-
-    def pump() -> None:
-        try:
-            with source:
-                while True:
-                    line = source.readline()
-                    if line:
-                        lines.put(line)
-                    elif follow:
-                        time.sleep(0.2)  # like tail -f: wait for the file to grow
-                    else:
-                        break
-        except OSError as e:
-            lines.put(_ReadFailed(e))
-        finally:
-            lines.put(_EOF)
-
-    threading.Thread(target=pump, name="imesde-watch-reader", daemon=True).start()
-    return lines
-
-
-def _next_batch(lines: queue.Queue[object], size: int, wait: float) -> tuple[list[str], bool]:
-    """Up to `size` lines: blocks for the first, then takes what arrives within `wait`
-    seconds. Returns the lines and whether the input ended."""
-    batch: list[str] = []
-    deadline = None
-    while len(batch) < size:
-        timeout = None if deadline is None else max(deadline - time.monotonic(), 0.0)
-        try:
-            item = lines.get(timeout=timeout)
-        except queue.Empty:
-            return batch, False
-        if item is _EOF:
-            return batch, True
-        if isinstance(item, _ReadFailed):
-            raise _UsageError(f"reading the input failed: {item.error}")
-        assert isinstance(item, str)
-        text = item.rstrip("\n")
-        if text.strip():
-            batch.append(text)
-            if deadline is None:
-                deadline = time.monotonic() + wait
-    return batch, False
+def _input_lines(source: _Lines, follow: bool) -> Iterator[str]:
+    """The lines of `source`; with `follow`, waits for more at its end (like tail -f)."""
+    with source:
+        while True:
+            line = source.readline()
+            if line:
+                yield line
+            elif follow:
+                time.sleep(0.2)  # wait for the file to grow
+            else:
+                return
 
 
 class _UsageError(Exception):
@@ -418,22 +375,32 @@ def cmd_watch(args: argparse.Namespace) -> int:
     deferred = isinstance(args.threshold, str)
     if not deferred:
         subscribe()
-    lines = _line_reader(source, args.follow)
     progress = None if args.jsonl else _Progress(None)
     done = 0
+
+    def stored(batch: list[str]) -> None:
+        nonlocal deferred, done
+        done += len(batch)
+        if deferred:
+            subscribe()
+            deferred = False
+        if progress is not None:
+            progress.update(done)
+        if out.closed:
+            raise _OutputClosedError
+
     try:
-        while not out.closed:
-            batch, ended = _next_batch(lines, args.batch, args.wait)
-            if batch:
-                engine.ingest_batch(batch)
-                done += len(batch)
-                if deferred:
-                    subscribe()
-                    deferred = False
-                if progress is not None:
-                    progress.update(done)
-            if ended:
-                break
+        ingest_stream(
+            engine,
+            _input_lines(source, args.follow),
+            size=args.batch,
+            wait=args.wait,
+            on_batch=stored,
+        )
+    except _OutputClosedError:
+        pass
+    except OSError as e:
+        raise _UsageError(f"reading the input failed: {e}") from None
     except KeyboardInterrupt:
         print("\nimesde watch: interrupted", file=sys.stderr)
     finally:
@@ -450,16 +417,17 @@ def cmd_watch(args: argparse.Namespace) -> int:
 
 
 def cmd_model_build(args: argparse.Namespace) -> int:
-    from imesde import _models, models
+    from imesde import _locate
+    from imesde import build as models
 
     t = time.perf_counter()
     source = Path(args.source)
     model_id = None
     if not source.exists():
         # A name, found offline: a hub cache entry, sentence-transformers' cache, a package.
-        source, _ = _models.find_named(args.source)
-        model_id = _models.DEFAULT_ID if args.source in _models.DEFAULT_NAMES else args.source
-    plan = _models.plan_for(model_id or "") if args.precision == "int8" else None
+        source, _ = _locate.find_named(args.source)
+        model_id = _locate.DEFAULT_ID if args.source in _locate.DEFAULT_NAMES else args.source
+    plan = _locate.plan_for(model_id or "") if args.precision == "int8" else None
     out = models.build(
         source,
         args.out,
@@ -492,7 +460,7 @@ def cmd_model_build(args: argparse.Namespace) -> int:
 def cmd_model_check(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from imesde import models
+    from imesde import build as models
 
     texts = [
         json.loads(line)["text"]
@@ -512,18 +480,19 @@ def cmd_model_check(args: argparse.Namespace) -> int:
 
 
 def cmd_model_default(args: argparse.Namespace) -> int:
-    from imesde import _models, models
+    from imesde import _locate
+    from imesde import build as models
 
     t = time.perf_counter()
-    build = _models.default_build()
+    build = _locate.default_build()
     if build == "packaged":
-        model, _ = _models.packaged_model()
+        model, _ = _locate.packaged_model()
         print(
             f"default model: {model} (the packaged int8 file: the fastest here, CPU class "
-            f"{_models.cpu_class()}; nothing to build)"
+            f"{_locate.cpu_class()}; nothing to build)"
         )
         return 0
-    folder = _models.default_model_dir(build)
+    folder = _locate.default_model_dir(build)
     manifest = models.read_manifest(folder) or {}
     agree = manifest.get("quantization", {}).get("agreement_with_fp32", {})
     print(
@@ -535,12 +504,12 @@ def cmd_model_default(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from imesde import _models
+    from imesde import _locate
 
     print(f"imesde {__version__}, SIMD backend {simd_backend()}")
     print(
         f"CPU: {', '.join(cpu_features()) or 'no listed features'} (class "
-        f"{_models.cpu_class()}; default model build here: {_models.default_build()})"
+        f"{_locate.cpu_class()}; default model build here: {_locate.default_build()})"
     )
     try:
         model = TextEmbedder(args.model, args.tokenizer)

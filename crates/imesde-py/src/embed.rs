@@ -83,7 +83,7 @@ impl TextEmbedder {
         device: Option<Text>,
     ) -> PyResult<Self> {
         let providers = providers_of(providers, device.as_deref())?;
-        let models = py.import("imesde._models")?;
+        let models = py.import("imesde._locate")?;
         let (model, tokenizer, manifest): (String, String, Option<Bound<'_, PyDict>>) = models
             .call_method1("resolve", (model_path, tokenizer_path))?
             .extract()?;
@@ -366,7 +366,7 @@ fn providers_of(
 /// ``["CPUExecutionProvider"]``; the ``onnxruntime-gpu`` wheel adds ``"CUDAExecutionProvider"``.
 #[pyfunction]
 pub(crate) fn available_providers(py: Python<'_>) -> PyResult<Vec<String>> {
-    let models = py.import("imesde._models")?;
+    let models = py.import("imesde._locate")?;
     let runtime: String = models.call_method0("onnxruntime_library")?.extract()?;
     gil::run(py, "available_providers", || {
         imesde_embed::load_runtime(runtime.as_ref())?;

@@ -15,7 +15,7 @@
 
 use imesde_simd::{Kernels, quant};
 
-use crate::kmeans::{each_at_most, smallest_into};
+use crate::select::{indices_at_most, min_f32, smallest_into};
 
 /// Relative slack on the computed error norms and the f32 rounding margin.
 const NORM_SLACK: f32 = 1.0 + 1e-4;
@@ -352,35 +352,6 @@ avx2_dispatch! {
     ) = intervals_any;
 }
 
-avx2_dispatch! {
-    /// The indices `j` with `v[j] <= limit`, in increasing order, into `out` (cleared first).
-    fn indices_at_most(v: &[f32], limit: f32, out: &mut Vec<u32>) = indices_at_most_any;
-}
-
-#[inline(always)]
-fn indices_at_most_any(v: &[f32], limit: f32, out: &mut Vec<u32>) {
-    out.clear();
-    each_at_most(v, limit, |j| out.push(j as u32));
-}
-
-/// Minimum of a slice in sixteen independent lanes (vectorises; exact, order-free for min).
-fn min_f32(v: &[f32]) -> f32 {
-    let mut lanes = [f32::INFINITY; 16];
-    let (chunks, tail) = v.as_chunks::<16>();
-    for c in chunks {
-        for l in 0..16 {
-            lanes[l] = if c[l] < lanes[l] { c[l] } else { lanes[l] };
-        }
-    }
-    let mut m = f32::INFINITY;
-    for &x in lanes.iter().chain(tail) {
-        if x < m {
-            m = x;
-        }
-    }
-    m
-}
-
 /// Approximate costs `|c_j|^2 - 2 x.c_j` of every point against every codeword, from the
 /// integer scores (deterministic on every CPU; used where exactness does not matter, such as
 /// the balanced assignment's ordering).
@@ -419,21 +390,6 @@ pub(crate) mod tests {
         *seed ^= *seed >> 7;
         *seed ^= *seed << 17;
         (*seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-    }
-
-    #[test]
-    fn indices_at_most_lists_every_value_at_or_below_the_limit() {
-        let mut seed = 0x1D1Cu64;
-        let mut out = vec![7u32];
-        for len in 0..100 {
-            let v: Vec<f32> = (0..len).map(|_| (rng(&mut seed) * 8.0).round()).collect();
-            let limit = (rng(&mut seed) * 8.0).round();
-            indices_at_most(&v, limit, &mut out);
-            let want: Vec<u32> = (0..len as u32)
-                .filter(|&j| v[j as usize] <= limit)
-                .collect();
-            assert_eq!(out, want, "len {len}");
-        }
     }
 
     /// The prefiltered argmin equals the full fixed-order scan on every backend-independent

@@ -8,30 +8,8 @@
 //! [`metrics`] measures reconstruction error, collisions and codebook usage, and codebooks are
 //! saved in a small checksummed format ([`persist`]).
 
-/// `fn $name(args) -> ret` that runs `$body` compiled for AVX2 when the CPU has it and the
-/// portable build otherwise. The bodies are element-wise IEEE arithmetic in a written order
-/// (Rust neither fuses nor reorders float operations), so both builds give the same results;
-/// AVX2 only makes the vectors wider.
-macro_rules! avx2_dispatch {
-    ($(#[$attr:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? = $body:ident;) => {
-        $(#[$attr])*
-        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
-            #[cfg(target_arch = "x86_64")]
-            {
-                #[target_feature(enable = "avx2")]
-                #[allow(clippy::too_many_arguments)]
-                fn wide($($arg: $ty),*) $(-> $ret)? {
-                    $body($($arg),*)
-                }
-                if std::is_x86_feature_detected!("avx2") {
-                    // SAFETY: the CPU supports AVX2 (checked just above).
-                    return unsafe { wide($($arg),*) };
-                }
-            }
-            $body($($arg),*)
-        }
-    };
-}
+#[macro_use(avx2_dispatch)]
+extern crate imesde_simd;
 
 mod error;
 mod filter;
@@ -40,6 +18,7 @@ pub mod metrics;
 pub mod persist;
 mod rng;
 mod rq;
+mod select;
 
 pub use error::{Result, RqError};
 pub use imesde_simd::Backend;

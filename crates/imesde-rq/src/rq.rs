@@ -9,8 +9,9 @@ use crate::filter::{QuantBook, Quantized, Scratch, nearest_block};
 pub use crate::kmeans::Init;
 use crate::kmeans::{
     ByLabel, CANDIDATES, CHUNK, KMeansConfig, argmin, costs, kmeans, learn_prices, nearest_among,
-    smallest_into, sq_norms,
+    sq_norms,
 };
+use crate::select::smallest_into;
 
 /// One level: `k` codewords of the model's dimension, their squared norms, and the assignment
 /// bias learnt by balanced training (empty otherwise). Kept divided by the model's scale (see

@@ -9,6 +9,32 @@
 //! `codes * scale` with `codes` in `-127..=127`. Queries against int8 rows are quantised to
 //! 15-bit integers, so the query side adds almost no error; the integer dot product is exact.
 
+/// `fn $name(args) -> ret` that runs `$body` compiled for AVX2 when the CPU has it and the
+/// portable build otherwise. The bodies are element-wise IEEE arithmetic in a written order
+/// (Rust neither fuses nor reorders float operations), so both builds give the same results;
+/// AVX2 only makes the vectors wider.
+#[macro_export]
+macro_rules! avx2_dispatch {
+    ($(#[$attr:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? = $body:ident;) => {
+        $(#[$attr])*
+        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2")]
+                #[allow(clippy::too_many_arguments)]
+                fn wide($($arg: $ty),*) $(-> $ret)? {
+                    $body($($arg),*)
+                }
+                if std::is_x86_feature_detected!("avx2") {
+                    // SAFETY: the CPU supports AVX2 (checked just above).
+                    return unsafe { wide($($arg),*) };
+                }
+            }
+            $body($($arg),*)
+        }
+    };
+}
+
 mod fixed;
 pub mod quant;
 mod scalar;

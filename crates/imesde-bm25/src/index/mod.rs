@@ -1,7 +1,6 @@
 //! The inverted index and BM25 scoring with MaxScore top-k.
 
-use std::cmp::Ordering;
-use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::collections::HashSet;
 use std::fmt;
 use std::str::FromStr;
 
@@ -11,6 +10,8 @@ use rayon::prelude::*;
 
 use crate::analyzer::{Analyzer, AnalyzerConfig, Piece, lowercase, pieces};
 use crate::error::{Bm25Error, Result};
+
+mod search;
 
 /// The BM25 variant: how term frequency and document frequency become a score (the names and
 /// formulas of Kamphuis et al., ECIR 2020, as in bm25s).
@@ -198,13 +199,6 @@ const WORD_CACHE: usize = 1 << 17;
 const NO_TERM: u32 = u32::MAX;
 
 const DEAD: u32 = u32::MAX;
-
-/// A query whose lists hold at least `1 / DENSE_FRACTION` postings per document is scored
-/// into a dense array instead of with pruning.
-const DENSE_FRACTION: usize = 2;
-
-/// Score upper bounds are inflated by this much so float rounding never prunes a winner.
-const SLACK: f32 = 1.0 + 1e-5;
 
 impl Bm25 {
     /// An empty index.
@@ -588,241 +582,6 @@ impl Bm25 {
         weights
     }
 
-    /// The `k` best documents for `query` with a score of at least `min_score`, best first
-    /// (equal scores: the most recently added first).
-    ///
-    /// Exact, with MaxScore pruning term at a time (Turtle and Flood's MaxScore in the
-    /// accumulator form of Moffat and Zobel's "continue"): terms are scored from the highest
-    /// upper bound down into an accumulator; once the bounds of the terms left cannot lift a new
-    /// document above the current k-th score, the rest only probe the documents already
-    /// gathered that can still reach it. Long queries full of common words then cost little
-    /// more than their rare words.
-    #[must_use]
-    pub fn search(&self, query: &str, k: usize, min_score: f32) -> Vec<Bm25Hit> {
-        self.search_with(&self.query_terms(query), k, min_score, true)
-    }
-
-    /// [`Self::search`] for a query already analyzed into `terms` (as [`Analyzer::analyze`]
-    /// makes them): terms are looked up as given, a repeated term counts again.
-    #[must_use]
-    pub fn search_terms<S: AsRef<str>>(
-        &self,
-        terms: impl IntoIterator<Item = S>,
-        k: usize,
-        min_score: f32,
-    ) -> Vec<Bm25Hit> {
-        self.search_with(&self.term_weights(terms), k, min_score, true)
-    }
-
-    /// [`Self::search`] that never takes the dense path (queries with many postings are
-    /// scored into a dense array): for tests of the pruning.
-    #[doc(hidden)]
-    #[must_use]
-    pub fn search_pruned(&self, query: &str, k: usize, min_score: f32) -> Vec<Bm25Hit> {
-        self.search_with(&self.query_terms(query), k, min_score, false)
-    }
-
-    fn search_with(
-        &self,
-        query_terms: &[(u32, f32)],
-        k: usize,
-        min_score: f32,
-        dense: bool,
-    ) -> Vec<Bm25Hit> {
-        let n = self.ids.len() as u32;
-        if k == 0 || n == 0 {
-            return Vec::new();
-        }
-        // No more hits than documents: a huge `k` allocates nothing it cannot fill.
-        let k = k.min(n as usize);
-        let p = self.params;
-        let norm = self.length_norm();
-        let mut term_ids: Vec<u32> = query_terms.iter().map(|(t, _)| *t).collect();
-        term_ids.sort_unstable();
-        // (postings, their impacts, weight, upper bound), highest bound first.
-        let mut terms: Vec<(&[u32], Impacts<'_>, f32, f32)> = query_terms
-            .iter()
-            .map(|&(t, w)| {
-                let term = &self.terms[t as usize];
-                let weight = w * p.idf(term.df, n);
-                let impacts = self.impacts(term, &norm);
-                // The largest impact of the list now.
-                let ub = (weight * impacts.max * SLACK).max(0.0);
-                (&term.docs[..], impacts, weight, ub)
-            })
-            .collect();
-        terms.sort_by(|a, b| b.3.total_cmp(&a.3));
-        // rest[i]: the most the terms after i can add.
-        let mut rest = vec![0.0f32; terms.len()];
-        for i in (0..terms.len().saturating_sub(1)).rev() {
-            rest[i] = (rest[i + 1] + terms[i + 1].3) * SLACK;
-        }
-        if let [(postings, impacts, weight, _)] = &terms[..] {
-            // One term: its postings are the candidates; no accumulator needed.
-            let mut heap: BinaryHeap<Entry2> = BinaryHeap::with_capacity(k + 1);
-            for (&doc, &impact) in postings.iter().zip(impacts.impacts.iter()) {
-                let score = weight * impact;
-                if impact == 0.0 || score < min_score || score <= 0.0 {
-                    continue;
-                }
-                push_top(&mut heap, k, Entry2 { score, doc });
-            }
-            return self.hits(heap, &term_ids);
-        }
-        let postings: usize = terms.iter().map(|t| t.0.len()).sum();
-        SCRATCH.with_borrow_mut(|scratch| {
-            let scratch = &mut *scratch;
-            if dense && postings >= self.docs.len() / DENSE_FRACTION {
-                // So many postings (a long query of common words) that pruning would cost
-                // more than it saves: add every list into a dense score array, in the same
-                // order (so the same sums), and select from it.
-                scratch.dense.clear();
-                scratch.dense.resize(self.docs.len(), 0.0);
-                // A slice, not the Vec: the loops below keep its bounds in registers.
-                let dense = scratch.dense.as_mut_slice();
-                for (postings, impacts, weight, _) in &terms {
-                    for (&doc, &impact) in postings.iter().zip(impacts.impacts.iter()) {
-                        dense[doc as usize] += weight * impact;
-                    }
-                }
-                let mut heap: BinaryHeap<Entry2> = BinaryHeap::with_capacity(k + 1);
-                // As below: scores under `min_score` or not above 0 are left out.
-                let mut floor = min_score;
-                for (b, block) in dense.chunks(BLOCK).enumerate() {
-                    let max = block_max(block);
-                    if max < floor || max <= 0.0 {
-                        continue;
-                    }
-                    for (i, &score) in block.iter().enumerate() {
-                        if score >= floor && score > 0.0 {
-                            let doc = (b * BLOCK + i) as u32;
-                            push_top(&mut heap, k, Entry2 { score, doc });
-                            if heap.len() == k {
-                                floor = floor.max(heap.peek().expect("full").score);
-                            }
-                        }
-                    }
-                }
-                return self.hits(heap, &term_ids);
-            }
-            if scratch.acc.len() < self.docs.len() {
-                scratch.acc.resize(self.docs.len(), f32::NAN);
-            }
-            // A slice, not the Vec: the loops below keep its bounds in registers.
-            let (acc, touched) = (scratch.acc.as_mut_slice(), &mut scratch.touched);
-            let mut theta = f32::NEG_INFINITY;
-            // The most any gathered document can have scored so far: theta (the k-th
-            // gathered score) can only beat rest[i] once this does.
-            let mut seen_ub = 0.0f32;
-            let mut probe_from = terms.len();
-            let mut kth_at = 0;
-            for (i, (postings, impacts, weight, ub)) in terms.iter().enumerate() {
-                let weight = *weight;
-                // A document first seen in this list has nothing from the lists before (they
-                // were read whole), so at most `add + rest[i]` in the end: below theta it can
-                // never enter the top k and is not gathered. Contributions are never
-                // negative, so theta (the k-th gathered score) only rises.
-                let admit = theta - rest[i];
-                // Branch-free: whether a posting's document is new is a coin toss in the
-                // middle lists, too random for the branch predictor.
-                let base = touched.len();
-                touched.resize(base + postings.len(), 0);
-                let (out, mut len) = (&mut touched[base..], 0);
-                for (&doc, &impact) in postings.iter().zip(impacts.impacts.iter()) {
-                    let slot = &mut acc[doc as usize];
-                    let add = weight * impact;
-                    // A removed document has impact 0 and never enters.
-                    #[allow(clippy::needless_bitwise_bool)] // no branch: see above
-                    let enter = slot.is_nan() & (add >= admit) & (impact != 0.0);
-                    // A new document that does not enter stays NaN (NaN + add).
-                    *slot = if enter { add } else { *slot + add };
-                    out[len] = doc;
-                    len += usize::from(enter);
-                }
-                touched.truncate(base + len);
-                seen_ub += ub;
-                // The k-th score costs a pass over what is gathered: only worth it when a list
-                // is left and theta could pass what the lists after the next can add (no
-                // gathered document has more than `seen_ub`), so that it ends this phase or
-                // keeps new documents of the next list out.
-                if i + 1 < terms.len()
-                    && touched.len() >= k
-                    && touched.len() != kth_at
-                    && rest[i + 1] < seen_ub
-                {
-                    theta = kth_score(acc, touched, k, &mut scratch.kth);
-                    kth_at = touched.len();
-                }
-                if rest[i] < theta {
-                    probe_from = i + 1;
-                    break;
-                }
-            }
-            if probe_from < terms.len() {
-                // Only gathered documents that can still reach theta; probe the other lists.
-                let floor = theta - rest[probe_from - 1];
-                touched.retain(|&doc| {
-                    acc[doc as usize] >= floor || {
-                        acc[doc as usize] = f32::NAN;
-                        false
-                    }
-                });
-                let mut sorted = false;
-                for (j, (postings, impacts, weight, _)) in terms.iter().enumerate().skip(probe_from)
-                {
-                    let (postings, impacts, weight) = (*postings, &impacts.impacts, *weight);
-                    if touched.len().saturating_mul(4) < postings.len() {
-                        // Few candidates, a long list: look each candidate up, in doc order,
-                        // galloping from the previous one.
-                        if !sorted {
-                            touched.sort_unstable();
-                            sorted = true;
-                        }
-                        let mut from = 0usize;
-                        for &doc in touched.iter() {
-                            from = gallop(postings, from, doc);
-                            match postings.get(from) {
-                                Some(&at) if at == doc => {
-                                    acc[doc as usize] += weight * impacts[from];
-                                }
-                                Some(_) => {}
-                                None => break,
-                            }
-                        }
-                    } else {
-                        // Otherwise one pass over the list, adding to candidates only.
-                        // (NaN + x stays NaN, so non-candidates need no test.)
-                        for (&doc, &impact) in postings.iter().zip(impacts.iter()) {
-                            acc[doc as usize] += weight * impact;
-                        }
-                    }
-                    // Candidates that the lists left cannot lift to the k-th score drop out.
-                    if j + 1 < terms.len() && touched.len() > k {
-                        theta = theta.max(kth_score(acc, touched, k, &mut scratch.kth));
-                        let floor = theta - rest[j];
-                        touched.retain(|&doc| {
-                            acc[doc as usize] >= floor || {
-                                acc[doc as usize] = f32::NAN;
-                                false
-                            }
-                        });
-                    }
-                }
-            }
-            let mut heap: BinaryHeap<Entry2> = BinaryHeap::with_capacity(k + 1);
-            for &doc in touched.iter() {
-                let score = acc[doc as usize];
-                acc[doc as usize] = f32::NAN;
-                if score < min_score || score <= 0.0 {
-                    continue;
-                }
-                push_top(&mut heap, k, Entry2 { score, doc });
-            }
-            touched.clear();
-            self.hits(heap, &term_ids)
-        })
-    }
-
     /// `1 - b + b * len / avgdl` for the documents indexed now (call with at least one).
     fn length_norm(&self) -> impl Fn(u32) -> f32 + use<> {
         let avgdl = (self.total_len as f64 / self.ids.len() as f64) as f32;
@@ -869,83 +628,6 @@ impl Bm25 {
         RwLockWriteGuard::downgrade(guard)
     }
 
-    /// The selected documents as hits, best first.
-    fn hits(&self, heap: BinaryHeap<Entry2>, query: &[u32]) -> Vec<Bm25Hit> {
-        heap.into_sorted_vec()
-            .into_iter()
-            .map(|e| self.hit(e.doc, e.score, query))
-            .collect()
-    }
-
-    /// The hit for `doc`; `query` holds the query's term ids in ascending order.
-    fn hit(&self, doc: u32, score: f32, query: &[u32]) -> Bm25Hit {
-        let d = &self.docs[doc as usize];
-        // Both lists ascend: one merge finds the shared terms.
-        let mut terms = Vec::new();
-        let mut q = query.iter().peekable();
-        for &(t, _) in &d.terms {
-            while q.next_if(|&&x| x < t).is_some() {}
-            match q.peek() {
-                Some(&&x) if x == t => terms.push(self.terms[t as usize].text.to_string()),
-                Some(_) => {}
-                None => break,
-            }
-        }
-        Bm25Hit {
-            id: d.id,
-            score,
-            terms,
-        }
-    }
-
-    /// Every matching document scored term by term, best first: the reference [`Self::search`]
-    /// must agree with.
-    #[must_use]
-    pub fn search_exhaustive(&self, query: &str, k: usize, min_score: f32) -> Vec<Bm25Hit> {
-        let n = self.ids.len() as u32;
-        if k == 0 || n == 0 {
-            return Vec::new();
-        }
-        let avgdl = self.total_len as f64 / f64::from(n);
-        let p = self.params;
-        let mut acc: HashMap<u32, f32> = HashMap::new();
-        let q = self.query_terms(query);
-        for &(t, w) in &q {
-            let term = &self.terms[t as usize];
-            let weight = w * p.idf(term.df, n);
-            for (&doc, &tf) in term.docs.iter().zip(&term.tfs) {
-                let len = self.lens[doc as usize];
-                if len != DEAD {
-                    let norm =
-                        (1.0 - f64::from(p.b) + f64::from(p.b) * f64::from(len) / avgdl) as f32;
-                    *acc.entry(doc).or_insert(0.0) += weight * p.tfc(tf as f32, norm);
-                }
-            }
-        }
-        let mut all: Vec<Entry2> = acc
-            .into_iter()
-            .filter(|&(_, s)| s >= min_score && s > 0.0)
-            .map(|(doc, score)| Entry2 { score, doc })
-            .collect();
-        all.sort();
-        all.truncate(k);
-        let mut terms: Vec<u32> = q.iter().map(|(t, _)| *t).collect();
-        terms.sort_unstable();
-        all.into_iter()
-            .map(|e| self.hit(e.doc, e.score, &terms))
-            .collect()
-    }
-
-    /// The BM25 score of every indexed document for `query` (0 where nothing matches), keyed
-    /// by id.
-    #[must_use]
-    pub fn scores(&self, query: &str) -> HashMap<u64, f32> {
-        self.search_exhaustive(query, usize::MAX, 0.0)
-            .into_iter()
-            .map(|h| (h.id, h.score))
-            .collect()
-    }
-
     /// Live documents as `(id, length, [(term, tf)])`, for saving.
     pub(crate) fn export(&self) -> Export<'_> {
         let terms = self.terms.iter().map(|t| &*t.text).collect();
@@ -983,21 +665,6 @@ impl Bm25 {
 }
 
 type Impacts<'a> = RwLockReadGuard<'a, Cached>;
-
-/// Per-thread accumulator: a score per internal document (NaN: not gathered) and the
-/// documents gathered, so a search touches only what it scores.
-#[derive(Default)]
-struct Scratch {
-    acc: Vec<f32>,
-    /// Scores of every document, for queries with many postings.
-    dense: Vec<f32>,
-    touched: Vec<u32>,
-    kth: Vec<f32>,
-}
-
-thread_local! {
-    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::default();
-}
 
 /// Batches of at least this many documents are analysed on all cores, in two parts per
 /// thread of at least `PART_DOCS` documents.
@@ -1131,99 +798,4 @@ fn intern<T>(
     table.push(new(text.clone()));
     dict.insert(text, t);
     t
-}
-
-/// Keeps the `k` best entries in `heap` (whose top is the worst kept).
-fn push_top(heap: &mut BinaryHeap<Entry2>, k: usize, e: Entry2) {
-    if heap.len() < k {
-        heap.push(e);
-    } else if e < *heap.peek().expect("full") {
-        heap.pop();
-        heap.push(e);
-    }
-}
-
-/// Scores per block of the dense selection, skipped whole when below the k-th score.
-const BLOCK: usize = 64;
-
-/// The largest of `block`'s scores (never NaN): eight lanes of `if s > m`, which (unlike
-/// `f32::max` with its NaN rule) the compiler turns into packed max instructions.
-fn block_max(block: &[f32]) -> f32 {
-    let mut lanes = [f32::NEG_INFINITY; 8];
-    let mut parts = block.chunks_exact(8);
-    for part in &mut parts {
-        for (m, &s) in lanes.iter_mut().zip(part) {
-            *m = if s > *m { s } else { *m };
-        }
-    }
-    parts
-        .remainder()
-        .iter()
-        .chain(&lanes)
-        .fold(f32::NEG_INFINITY, |m, &s| if s > m { s } else { m })
-}
-
-/// The first index at or after `from` whose document is not below `doc` (`postings` sorted
-/// by document): exponential steps from `from`, then a binary search in the last step.
-fn gallop(postings: &[u32], from: usize, doc: u32) -> usize {
-    let mut lo = from;
-    let mut step = 1;
-    while lo + step < postings.len() && postings[lo + step] < doc {
-        lo += step;
-        step *= 2;
-    }
-    let hi = (lo + step + 1).min(postings.len());
-    lo + postings[lo..hi].partition_point(|&at| at < doc)
-}
-
-/// The `k`-th best score among the gathered documents (a lower bound of the final k-th).
-/// One pass that keeps the best `k` sorted in `best` (a score enters only above the current
-/// k-th, rare after the first few); a large `k` selects instead.
-fn kth_score(acc: &[f32], touched: &[u32], k: usize, best: &mut Vec<f32>) -> f32 {
-    best.clear();
-    if k > 64 {
-        best.extend(touched.iter().map(|&d| acc[d as usize]));
-        let (_, kth, _) = best.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a));
-        return *kth;
-    }
-    best.extend(touched[..k].iter().map(|&d| acc[d as usize]));
-    best.sort_unstable_by(|a, b| b.total_cmp(a));
-    let mut floor = best[k - 1];
-    for &d in &touched[k..] {
-        let s = acc[d as usize];
-        if s > floor {
-            let at = best.partition_point(|&x| x >= s);
-            best.insert(at, s);
-            best.pop();
-            floor = best[k - 1];
-        }
-    }
-    floor
-}
-
-/// A scored document; `Ord` puts the better one first (higher score, then newer).
-#[derive(Debug, Clone, Copy)]
-struct Entry2 {
-    score: f32,
-    doc: u32,
-}
-
-impl PartialEq for Entry2 {
-    fn eq(&self, other: &Self) -> bool {
-        self.cmp(other) == Ordering::Equal
-    }
-}
-impl Eq for Entry2 {}
-impl PartialOrd for Entry2 {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Entry2 {
-    fn cmp(&self, other: &Self) -> Ordering {
-        other
-            .score
-            .total_cmp(&self.score)
-            .then(other.doc.cmp(&self.doc))
-    }
 }

@@ -48,7 +48,7 @@ def weight_levels() -> int:
     or is not x86, 63 on other x86 CPUs (AVX2, AVX-512 without VNNI), whose ``vpmaddubsw``
     adds two u8 x s8 products in 16 bits. A model built here is meant to run here (the default
     model is cached per machine, and its cache folder names the weight bits)."""
-    from imesde._models import cpu_class
+    from imesde._locate import cpu_class
 
     return 63 if cpu_class() in ("x86-avx2", "x86") else 127
 

@@ -1,0 +1,231 @@
+"""Building a model folder (``model.onnx``, ``tokenizer.json``, manifest) from a checkpoint,
+and checking a built model against reference embeddings."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from imesde._manifest import read_prompts, write_manifest
+from imesde.build.graph import BertConfig, bert_graph
+from imesde.build.safetensors import read_safetensors
+from imesde.exceptions import InvalidValueError, ModelNotFoundError
+
+__all__ = ["build", "check"]
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _pooling(source: Path) -> str:
+    for cfg_path in (source / "1_Pooling" / "config.json", source / "pooling_config.json"):
+        if cfg_path.is_file():
+            cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+            if cfg.get("pooling_mode_cls_token"):
+                return "cls"
+            if cfg.get("pooling_mode_mean_tokens", True):
+                return "mean"
+            raise InvalidValueError(f"{cfg_path}: only mean or CLS pooling is supported")
+    return "mean"
+
+
+def _normalized(source: Path) -> bool:
+    modules = source / "modules.json"
+    if not modules.is_file():
+        return True
+    entries = json.loads(modules.read_text(encoding="utf-8"))
+    return any(str(e.get("type", "")).endswith("Normalize") for e in entries)
+
+
+def _max_length(source: Path, cfg: BertConfig) -> int:
+    st = source / "sentence_bert_config.json"
+    if st.is_file():
+        value = json.loads(st.read_text(encoding="utf-8")).get("max_seq_length")
+        if isinstance(value, int):
+            return min(value, cfg.positions)
+    return min(512, cfg.positions)
+
+
+def build(
+    source_dir: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    *,
+    precision: str = "fp32",
+    max_length: int | None = None,
+    optimize: bool = True,
+    calibration: str | os.PathLike[str] | Iterable[str] | None = None,
+    min_mean: float = 0.999,
+    min_cosine: float = 0.995,
+    model_id: str | None = None,
+    plan: dict[str, Any] | None = None,
+    progress: bool = False,
+) -> Path:
+    """Write ``model.onnx``, ``tokenizer.json`` and the manifest for the checkpoint in
+    ``source_dir`` into ``out_dir`` (created); returns ``out_dir``.
+
+    ``precision="fp32"`` reproduces the checkpoint exactly; ``optimize`` runs ONNX Runtime's
+    transformer optimizer (attention, layer norm and GELU fusion) when it recognises the graph.
+
+    ``precision="int8"`` quantises the weight MatMuls (int8 per-channel weights, uint8
+    per-token activations, SmoothQuant strengths chosen per kind of layer) using
+    ``calibration`` texts (a list, a ``.txt`` / ``.jsonl`` file, or None for the set shipped
+    with imesde): half of them measure activation ranges, the other half check the int8 model
+    against the fp32 one. Layers are kept in fp32, costliest first, until that agreement
+    reaches ``min_mean`` (mean cosine) and ``min_cosine`` (every text); the manifest records
+    the choices and the agreement. ONNX Runtime fuses the int8 graph when it loads it
+    (``optimization="all"``, written to the manifest), so ``optimize`` does not apply.
+
+    ``model_id`` names the model in the manifest (default: the source folder's name). ``plan``
+    (int8: ``alpha`` per kind of layer and ``fp32_layers``, as the manifest records them)
+    skips the search: the model is quantised once and checked, and the search runs only if
+    that check misses the bar. ``progress`` prints a line per stage on stderr (a tqdm bar
+    when tqdm is installed and stderr is a terminal).
+    """
+    source, out = Path(source_dir), Path(out_dir)
+    for needed in ("config.json", "model.safetensors", "tokenizer.json"):
+        if not (source / needed).is_file():
+            raise ModelNotFoundError(
+                f"{source / needed} not found (a sentence-transformers folder)"
+            )
+    if precision not in ("fp32", "int8"):
+        raise InvalidValueError(f"precision must be 'fp32' or 'int8', got {precision!r}")
+    if not (0.0 < min_mean <= 1.0 and 0.0 < min_cosine <= 1.0):
+        raise InvalidValueError("min_mean and min_cosine must be in (0, 1]")
+    cfg = BertConfig.from_file(source / "config.json")
+    limit = _max_length(source, cfg) if max_length is None else max_length
+    if not 1 <= limit <= cfg.positions:
+        raise InvalidValueError(f"max_length must be between 1 and {cfg.positions}, got {limit}")
+    from imesde._progress import Stages
+    from imesde.build import quantize as _quantize
+
+    steps = 6 if precision == "int8" else (4 if optimize else 3)
+    stage = Stages(f"{model_id or source.name} {precision}", steps)
+    if not progress:
+        stage.quiet()
+    # Calibration texts are checked before the weights are read.
+    texts = _quantize.calibration_texts(calibration) if precision == "int8" else []
+    stage("reading the checkpoint")
+    weights = read_safetensors(source / "model.safetensors")
+    stage("writing the ONNX graph")
+    model = bert_graph(weights, cfg, source.name)
+    import onnx
+
+    pooling = _pooling(source)
+    report = None
+    if precision == "int8":
+        model, report = _quantize.build_int8(
+            model,
+            source / "tokenizer.json",
+            texts,
+            max_length=limit,
+            pooling=pooling,
+            min_mean=min_mean,
+            min_cosine=min_cosine,
+            plan=plan,
+            stage=stage,
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    onnx_path = out / "model.onnx"
+    tmp = out / "model.onnx.tmp"
+    stage(f"writing {onnx_path.name}")
+    onnx.save_model(model, str(tmp))
+    optimized = False
+    if optimize and precision == "fp32":
+        stage("fusing with ONNX Runtime's transformer optimizer")
+        optimized = _optimize(tmp, cfg)
+    os.replace(tmp, onnx_path)
+    shutil.copyfile(source / "tokenizer.json", out / "tokenizer.json")
+    manifest: dict[str, Any] = {
+        "model_id": model_id or source.name,
+        "architecture": cfg.model_type,
+        "dim": cfg.hidden_size,
+        "layers": cfg.num_hidden_layers,
+        "pooling": pooling,
+        "normalize": _normalized(source),
+        "max_length": limit,
+        "precision": precision,
+        "optimized": optimized,
+        "optimization": "all" if precision == "int8" else "basic",
+        "sha256": {
+            "model.onnx": _sha256(onnx_path),
+            "tokenizer.json": _sha256(out / "tokenizer.json"),
+        },
+    }
+    prompts, default_prompt = read_prompts(source)
+    if prompts:
+        manifest["prompts"] = prompts
+        manifest["default_prompt_name"] = default_prompt
+    if report is not None:
+        manifest["quantization"] = report
+    write_manifest(out, manifest)
+    if report is not None:
+        agree = report["agreement_with_fp32"]
+        stage.done(
+            f"int8 vs fp32 cosine mean {agree['mean']:.5f}, min {agree['min']:.5f} "
+            f"({report['plan']})"
+        )
+    else:
+        stage.done("")
+    return out
+
+
+def _optimize(path: Path, cfg: BertConfig) -> bool:
+    """ONNX Runtime's offline transformer fusions, in place; False when unavailable."""
+    import importlib
+    import logging
+
+    try:
+        optimizer: Any = importlib.import_module("onnxruntime.transformers.optimizer")
+    except ImportError:
+        return False
+    # It warns that the producer is not "pytorch"; the graph has a PyTorch export's shape.
+    log = logging.getLogger("onnxruntime.transformers.optimizer")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        opt = optimizer.optimize_model(
+            str(path),
+            model_type="bert",
+            num_heads=cfg.num_attention_heads,
+            hidden_size=cfg.hidden_size,
+            opt_level=0,
+        )
+    except ImportError:
+        # Its shape inference needs sympy: without it the model stays unfused (as fast on the
+        # CPUs measured, see README).
+        return False
+    finally:
+        log.setLevel(level)
+    opt.save_model_to_file(str(path))
+    return True
+
+
+def check(
+    model: str | os.PathLike[str] | Any,
+    texts: list[str],
+    reference: npt.NDArray[np.float32],
+) -> dict[str, float]:
+    """Embed ``texts`` with ``model`` (a model folder or file, or a ``TextEmbedder``) and
+    compare with ``reference`` (one row per text): mean and min cosine similarity, and n."""
+    from imesde._imesde import TextEmbedder
+
+    embedder = model if isinstance(model, TextEmbedder) else TextEmbedder(model)
+    emb = embedder.embed(texts)
+    ref = np.asarray(reference, dtype=np.float32)
+    if ref.shape != emb.shape:
+        raise InvalidValueError(f"reference has shape {ref.shape}, embeddings {emb.shape}")
+    cos = np.sum(emb * ref, 1) / (np.linalg.norm(emb, axis=1) * np.linalg.norm(ref, axis=1))
+    return {"mean": float(cos.mean()), "min": float(cos.min()), "n": float(len(cos))}

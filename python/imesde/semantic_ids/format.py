@@ -1,0 +1,50 @@
+"""Codes as strings: ``"3-9-1"``, ``"<a_3><b_9><c_1>"`` or a formatter of the caller's."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from imesde.exceptions import InvalidValueError, ShapeError
+
+__all__ = ["codes_to_ids"]
+
+_LETTERS = "abcdefghijklmnopqrstuvwxyz"
+
+
+def _codes(codes: Any) -> npt.NDArray[np.int64]:
+    arr = np.asarray(codes)
+    if arr.ndim != 2:
+        raise ShapeError(f"codes must be 2-D (n, n_levels), got shape {arr.shape}")
+    if arr.size and not np.issubdtype(arr.dtype, np.integer):
+        raise InvalidValueError(f"codes must be integers, got dtype {arr.dtype}")
+    return np.ascontiguousarray(arr, dtype=np.int64)
+
+
+def codes_to_ids(
+    codes: Any,
+    *,
+    sep: str = "-",
+    fmt: Literal["plain", "token"] = "plain",
+    formatter: Callable[[npt.NDArray[np.int64]], str] | None = None,
+) -> list[str]:
+    """Turn codes ``(n, n_levels)`` into strings.
+
+    ``fmt="plain"`` joins the codes with ``sep`` (``"3-9-1"``); ``fmt="token"`` writes one token
+    per level (``"<a_3><b_9><c_1>"``, for language models); ``formatter`` maps one row of codes
+    to a string and overrides both.
+    """
+    arr = _codes(codes)
+    if formatter is not None:
+        return [formatter(row) for row in arr]
+    if fmt == "token":
+        return [
+            "".join(f"<{_LETTERS[lvl % 26]}_{c}>" for lvl, c in enumerate(row))
+            for row in arr.tolist()
+        ]
+    if fmt != "plain":
+        raise InvalidValueError(f"fmt must be 'plain' or 'token', got {fmt!r}")
+    return [sep.join(map(str, row)) for row in arr.tolist()]

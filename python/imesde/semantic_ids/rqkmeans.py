@@ -1,0 +1,265 @@
+"""``RQKMeans``: residual-quantisation k-means with the ``semantic-id`` package's API, over the
+native ``RQCodebooks``."""
+
+# ``X`` (capital) is the argument name semantic-id and scikit-learn users pass by keyword.
+# ruff: noqa: N803
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from imesde._imesde import IdStore, Labeler, RQCodebooks, rq_codebook_usage, rq_collision_rate
+from imesde.exceptions import (
+    DTypeError,
+    ImesdeError,
+    InvalidValueError,
+    OutOfRangeError,
+    ShapeError,
+)
+from imesde.semantic_ids.format import _codes, codes_to_ids
+
+__all__ = ["RQKMeans"]
+
+
+def _matrix(x: Any, what: str = "X") -> npt.NDArray[np.float32]:
+    """``x`` as a C-contiguous float32 ``(n, dim)`` array (lists and float64 are converted, as
+    in ``semantic-id``)."""
+    arr = np.ascontiguousarray(np.asarray(x, dtype=np.float32))
+    if arr.ndim != 2:
+        raise ShapeError(f"{what} must be 2-D (n, dim), got shape {arr.shape}")
+    if arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise ShapeError(f"{what} is empty (shape {arr.shape})")
+    return arr
+
+
+class RQKMeans:
+    """Residual-quantisation k-means: ``n_levels`` codebooks, each trained on what the previous
+    levels leave unexplained; a vector's code is one codeword index per level.
+
+    Args:
+        n_levels: Number of levels (the length of a code).
+        n_clusters: Codebook size, one number for every level or one per level
+            (``[16, 64, 256]``).
+        balanced: Give every codeword of a level nearly the same number of training vectors
+            (size-capped assignment); the learnt per-codeword biases keep encoding balanced.
+        max_iter: Most Lloyd iterations per level.
+        tol: Stop a level when the summed squared centroid shift is below ``tol`` times the
+            mean per-feature variance.
+        random_state: Seed; the same seed gives bit-identical codebooks on every machine and
+            thread count. ``None`` draws one.
+        sample_size: Train each level on at most this many vectors.
+        max_points_per_centroid: And on at most this many per codeword (faiss's rule and
+            default; ``None`` trains on everything).
+        init: ``"random"`` (k distinct training vectors, the same ones at every level) or
+            ``"k-means++"``.
+        refine: Rounds of joint codebook refinement after training: each re-encodes the
+            training set and moves every codeword to its least-squares optimum; a balanced
+            model then learns its biases again so codes stay evenly used. ``None``: 3 rounds
+            for a plain model, 1 for a balanced one (every round lowers the error and, for a
+            balanced model, adds a few collisions).
+        beam_width: Default beam width of :meth:`encode` (1 is greedy).
+    """
+
+    def __init__(
+        self,
+        n_levels: int = 4,
+        n_clusters: int | Sequence[int] = 256,
+        *,
+        balanced: bool = False,
+        max_iter: int = 25,
+        tol: float = 1e-4,
+        random_state: int | None = None,
+        sample_size: int | None = None,
+        max_points_per_centroid: int | None = 256,
+        init: Literal["random", "k-means++"] = "random",
+        refine: int | None = None,
+        beam_width: int = 1,
+    ) -> None:
+        if isinstance(n_levels, bool) or not isinstance(n_levels, int) or n_levels < 1:
+            raise InvalidValueError(f"n_levels must be a positive int, got {n_levels!r}")
+        if isinstance(n_clusters, int):
+            ks = [n_clusters] * n_levels
+        else:
+            ks = [int(k) for k in n_clusters]
+            if len(ks) != n_levels:
+                raise InvalidValueError(f"len(n_clusters) is {len(ks)} but n_levels is {n_levels}")
+        if any(k < 1 for k in ks):
+            raise InvalidValueError(f"every n_clusters must be >= 1, got {ks}")
+        if init not in ("random", "k-means++"):
+            raise InvalidValueError(f"init must be 'random' or 'k-means++', got {init!r}")
+        if beam_width < 1:
+            raise InvalidValueError(f"beam_width must be >= 1, got {beam_width}")
+        self.n_levels = n_levels
+        self.n_clusters = ks
+        self.balanced = balanced
+        self.max_iter = max_iter
+        self.tol = tol
+        self.random_state = random_state
+        self.sample_size = sample_size
+        self.max_points_per_centroid = max_points_per_centroid
+        self.init = init
+        self.refine = refine
+        self.beam_width = beam_width
+        self.fit_report_: list[dict[str, Any]] = []
+        self._books: RQCodebooks | None = None
+
+    def _fitted(self) -> RQCodebooks:
+        if self._books is None:
+            raise ImesdeError("this RQKMeans is not fitted yet: call fit(X) or RQKMeans.load")
+        return self._books
+
+    @property
+    def is_fitted(self) -> bool:
+        """Whether codebooks exist (after :meth:`fit` or :meth:`load`)."""
+        return self._books is not None
+
+    @property
+    def D_(self) -> int | None:  # noqa: N802 (the name scikit-learn-style users know)
+        """The vector dimension, once fitted."""
+        return None if self._books is None else self._books.dim
+
+    @property
+    def codebooks_(self) -> list[npt.NDArray[np.float32]]:
+        """Copies of the codebooks, one ``(k, dim)`` float32 array per level."""
+        return self._fitted().codebooks
+
+    def fit(self, X: Any, *, device: str = "cpu") -> RQKMeans:
+        """Train the codebooks on ``X`` ``(n, dim)``; returns ``self``.
+
+        ``device`` exists for ``semantic-id`` compatibility; only ``"cpu"`` is supported.
+        """
+        if device != "cpu":
+            raise InvalidValueError(f"imesde runs RQ-KMeans on the CPU; got device={device!r}")
+        seed = self.random_state if self.random_state is not None else secrets.randbits(63)
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+            raise DTypeError(f"random_state must be an int or None, got {type(seed).__name__}")
+        if not 0 <= seed < 2**64:
+            raise OutOfRangeError(f"random_state must be from 0 to 2**64 - 1, got {seed}")
+        books, report = RQCodebooks.fit(
+            _matrix(X),
+            self.n_clusters,
+            balanced=self.balanced,
+            max_iter=self.max_iter,
+            tol=self.tol,
+            seed=seed,
+            sample_size=self.sample_size,
+            max_points_per_centroid=self.max_points_per_centroid,
+            init=self.init,
+            refine=self.refine,
+        )
+        self._books = books
+        self.fit_report_ = [
+            {"level": i, "iterations": it, "converged": conv, "mse": mse}
+            for i, (it, conv, mse) in enumerate(report)
+        ]
+        return self
+
+    def encode(
+        self,
+        X: Any,
+        *,
+        beam_width: int | None = None,
+        device: str = "cpu",
+        batch_size: int | None = None,
+    ) -> npt.NDArray[np.int32]:
+        """Codes of ``X``: an int32 array ``(n, n_levels)``.
+
+        ``beam_width`` (default: the constructor's) keeps that many partial codes per vector and
+        returns the best reconstruction; 1 is greedy. ``device`` and ``batch_size`` are accepted
+        for ``semantic-id`` compatibility (encoding is already parallel and chunked).
+        """
+        del device, batch_size
+        beam = self.beam_width if beam_width is None else beam_width
+        return self._fitted().encode(_matrix(X), beam)
+
+    def decode(self, codes: Any) -> npt.NDArray[np.float32]:
+        """Reconstructions ``(n, dim)``: the sum of each level's codeword."""
+        return self._fitted().decode(_codes(codes))
+
+    def semantic_id(
+        self,
+        codes: Any,
+        *,
+        sep: str = "-",
+        fmt: Literal["plain", "token"] = "plain",
+        formatter: Callable[[npt.NDArray[np.int64]], str] | None = None,
+    ) -> list[str]:
+        """Codes as strings (see :func:`codes_to_ids`)."""
+        return codes_to_ids(codes, sep=sep, fmt=fmt, formatter=formatter)
+
+    def __call__(self, X: Any) -> list[str]:
+        """``semantic_id(encode(X))``: lets a fitted model label items in an ``Engine``."""
+        return self.semantic_id(self.encode(X))
+
+    def _native_labeler(self, store: IdStore | None = None) -> Labeler | None:
+        """What an ``Engine`` runs in Rust in place of calling ``self`` per batch (the same ids,
+        made unique through ``store`` when given); None when a subclass changes how ids are
+        made."""
+        cls = type(self)
+        if (cls.__call__, cls.encode, cls.semantic_id) != (
+            RQKMeans.__call__,
+            RQKMeans.encode,
+            RQKMeans.semantic_id,
+        ):
+            return None
+        return self._fitted().labeler(self.beam_width, store)
+
+    def reconstruction_error(self, X: Any) -> float:
+        """Mean over vectors of ``|x - decode(encode(x))|^2``."""
+        x = _matrix(X)
+        rec = self.decode(self.encode(x))
+        return float(np.mean(np.sum((x.astype(np.float64) - rec) ** 2, axis=1)))
+
+    @staticmethod
+    def collision_rate(codes: Any) -> float:
+        """Fraction of items whose full code is shared with at least one other item."""
+        return rq_collision_rate(_codes(codes))
+
+    def codebook_usage(self, codes: Any) -> list[dict[str, Any]]:
+        """Per level: ``used`` codewords, normalised ``entropy`` (1.0 is perfectly even) and
+        ``counts`` per codeword."""
+        usage = rq_codebook_usage(_codes(codes), self.n_clusters)
+        return [{"used": u, "entropy": e, "counts": c} for u, e, c in usage]
+
+    def score(self, X: Any) -> dict[str, Any]:
+        """Quality of the codes of ``X``: ``mse``, ``collision_rate``, ``usage_entropy`` and
+        ``codebook_utilization`` (fraction of codewords used) per level."""
+        x = _matrix(X)
+        codes = self.encode(x)
+        rec = self.decode(codes)
+        usage = self.codebook_usage(codes)
+        return {
+            "mse": float(np.mean(np.sum((x.astype(np.float64) - rec) ** 2, axis=1))),
+            "collision_rate": self.collision_rate(codes),
+            "usage_entropy": [u["entropy"] for u in usage],
+            "codebook_utilization": [
+                u["used"] / k for u, k in zip(usage, self.n_clusters, strict=True)
+            ],
+        }
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the codebooks to one file (versioned, checksummed, written atomically)."""
+        self._fitted().save(path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> RQKMeans:
+        """Read codebooks written by :meth:`save`; a damaged file raises
+        ``IndexCorruptError``. The codes are the same as before saving, on any machine."""
+        books = RQCodebooks.load(path)
+        model = cls(len(books.n_clusters), books.n_clusters)
+        model.balanced = any(b.size for b in books.biases)
+        model._books = books
+        return model
+
+    def __repr__(self) -> str:
+        state = f"dim={self.D_}" if self.is_fitted else "not fitted"
+        return (
+            f"RQKMeans(n_levels={self.n_levels}, n_clusters={self.n_clusters}, "
+            f"balanced={self.balanced}, {state})"
+        )

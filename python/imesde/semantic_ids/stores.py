@@ -1,0 +1,247 @@
+"""Where unique ids are counted: the ``CollisionStore`` protocol, an in-memory store (its state
+in Rust, shared with an ``Engine``'s labeler) and an SQLite store shared by processes."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import sqlite3
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+from imesde._imesde import IdStore
+from imesde.exceptions import ImesdeError, IndexCorruptError, StorageError
+
+__all__ = ["CollisionStore", "InMemoryCollisionStore", "SQLiteCollisionStore"]
+
+
+@runtime_checkable
+class CollisionStore(Protocol):
+    """What :class:`UniqueIdResolver` needs from a store (the ``semantic-id`` protocol).
+
+    ``next_suffix(key)`` returns how many times ``key`` was seen before and counts this one:
+    0 the first time, then 1, 2, ... A store may also offer ``claim(keys, sep, owners=None)``,
+    which returns the final unique ids of a batch atomically; the built-in stores do, and
+    guarantee that no id is ever handed out twice (even when a suffixed id looks like another
+    item's code) and that an owner asking again for the same key gets its own id back.
+    """
+
+    def next_suffix(self, key: str) -> int:
+        """The number of earlier occurrences of ``key``; counts this one."""
+        ...
+
+
+def _claim(
+    keys: Sequence[str],
+    owners: Sequence[str] | None,
+    sep: str,
+    count: Callable[[str], int],
+    owned: Callable[[str, str], str | None],
+    take: Callable[[str, str | None], bool],
+) -> tuple[list[str], dict[str, int]]:
+    """The claim rule of the stores (the in-memory one runs the same rule in Rust:
+    ``imesde_engine::IdStore::claim``). Without an owner, the first ``k`` stays ``k`` and later
+    ones get ``k-1``, ``k-2``, ... (``count(key)`` is the stored counter, read once per key).
+    With one, an owner that holds an id for ``k`` gets it back (``owned``); otherwise it gets
+    ``k``, else ``k-<owner>``, else ``k-<owner>-1``, ``k-<owner>-2``, ... Every candidate that
+    ``take(id, owner)`` reports as already handed out is skipped. Returns the ids and each
+    key's new counter."""
+    counts: dict[str, int] = {}
+    mine: dict[tuple[str, str], str] = {}  # ids this batch gave owners
+    out = []
+    for i, key in enumerate(keys):
+        owner = None if owners is None else owners[i]
+        if owner is not None:
+            sid = mine.get((key, owner)) or owned(key, owner)
+            if sid is None:
+                tail = (f"{key}{sep}{owner}{sep}{n}" for n in itertools.count(1))
+                candidates = itertools.chain((key, f"{key}{sep}{owner}"), tail)
+                sid = next(c for c in candidates if take(c, owner))
+            mine[(key, owner)] = sid
+            out.append(sid)
+            continue
+        n = counts[key] if key in counts else count(key)
+        while True:
+            cand = key if n == 0 else f"{key}{sep}{n}"
+            n += 1
+            if take(cand, None):
+                break
+        counts[key] = n
+        out.append(cand)
+    return out, counts
+
+
+class InMemoryCollisionStore:
+    """A thread-safe store in memory: unique within one process, gone when it ends. Its state
+    lives in Rust, where an ``Engine`` labelling items with it reads and writes it too."""
+
+    def __init__(self) -> None:
+        self._ids = IdStore()
+
+    def next_suffix(self, key: str) -> int:
+        """The number of earlier occurrences of ``key``; counts this one."""
+        return self._ids.next_suffix(key)
+
+    def claim(
+        self, keys: Sequence[str], sep: str = "-", owners: Sequence[str] | None = None
+    ) -> list[str]:
+        """Unique ids for ``keys`` (see :class:`UniqueIdResolver` for the rule)."""
+        return self._ids.claim(
+            [str(k) for k in keys], sep, None if owners is None else [str(o) for o in owners]
+        )
+
+    def __len__(self) -> int:
+        """Number of ids handed out by :meth:`claim`."""
+        return len(self._ids)
+
+    def __repr__(self) -> str:
+        return f"InMemoryCollisionStore(ids={len(self)})"
+
+
+class SQLiteCollisionStore:
+    """A store in an SQLite database (stdlib ``sqlite3``), shared safely by threads and by
+    processes: each batch is one ``BEGIN IMMEDIATE`` transaction, so concurrent resolvers
+    serialise on the database lock and never hand out the same id.
+
+    Args:
+        path: The database file (created if missing).
+        timeout: Seconds to wait for another writer's lock before raising.
+
+    Raises:
+        StorageError: The database cannot be created, opened or written (a read-only folder,
+            a lock held past ``timeout``); ``IndexCorruptError`` when the file is not an
+            SQLite database.
+    """
+
+    def __init__(self, path: str | os.PathLike[str] = "collisions.db", *, timeout: float = 60.0):
+        self.path = os.fspath(path)
+        self.timeout = timeout
+        self._lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = None
+        self._pid = -1
+
+        def create(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS imesde_sid_counts"
+                " (key TEXT PRIMARY KEY, n INTEGER NOT NULL)"
+            )
+            conn.execute("CREATE TABLE IF NOT EXISTS imesde_sid_issued (id TEXT PRIMARY KEY)")
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS imesde_sid_owned"
+                " (key TEXT NOT NULL, owner TEXT NOT NULL, id TEXT NOT NULL,"
+                " PRIMARY KEY (key, owner))"
+            )
+
+        self._transaction(create)
+
+    def _connection(self) -> sqlite3.Connection:
+        # A connection must not cross fork(): reopen in a child process.
+        if self._conn is None or self._pid != os.getpid():
+            conn = sqlite3.connect(
+                self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False
+            )
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+            except BaseException:
+                conn.close()
+                raise
+            self._conn, self._pid = conn, os.getpid()
+        return self._conn
+
+    def _transaction(self, work: Callable[[sqlite3.Connection], Any]) -> Any:
+        with self._lock:
+            try:
+                conn = self._connection()
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    result = work(conn)
+                    conn.execute("COMMIT")
+                    return result
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as e:
+                raise _storage_error(self.path, e) from e
+
+    def next_suffix(self, key: str) -> int:
+        """The number of earlier occurrences of ``key``; counts this one."""
+
+        def work(conn: sqlite3.Connection) -> int:
+            row = conn.execute("SELECT n FROM imesde_sid_counts WHERE key = ?", (key,)).fetchone()
+            n = 0 if row is None else int(row[0])
+            conn.execute(
+                "INSERT INTO imesde_sid_counts (key, n) VALUES (?, ?)"
+                " ON CONFLICT(key) DO UPDATE SET n = excluded.n",
+                (key, n + 1),
+            )
+            return n
+
+        result: int = self._transaction(work)
+        return result
+
+    def claim(
+        self, keys: Sequence[str], sep: str = "-", owners: Sequence[str] | None = None
+    ) -> list[str]:
+        """Unique ids for ``keys`` in one transaction (see :class:`UniqueIdResolver`)."""
+
+        def work(conn: sqlite3.Connection) -> list[str]:
+            def count(key: str) -> int:
+                row = conn.execute("SELECT n FROM imesde_sid_counts WHERE key = ?", (key,))
+                found = row.fetchone()
+                return 0 if found is None else int(found[0])
+
+            def owned(key: str, owner: str) -> str | None:
+                row = conn.execute(
+                    "SELECT id FROM imesde_sid_owned WHERE key = ? AND owner = ?", (key, owner)
+                ).fetchone()
+                return None if row is None else str(row[0])
+
+            def take(cand: str, owner: str | None) -> bool:
+                cur = conn.execute(
+                    "INSERT OR IGNORE INTO imesde_sid_issued (id) VALUES (?)", (cand,)
+                )
+                return cur.rowcount == 1
+
+            out, counts = _claim(keys, owners, sep, count, owned, take)
+            conn.executemany(
+                "INSERT INTO imesde_sid_counts (key, n) VALUES (?, ?)"
+                " ON CONFLICT(key) DO UPDATE SET n = excluded.n",
+                list(counts.items()),
+            )
+            if owners is not None:
+                conn.executemany(
+                    "INSERT OR IGNORE INTO imesde_sid_owned (key, owner, id) VALUES (?, ?, ?)",
+                    list(zip(keys, owners, out, strict=True)),
+                )
+            return out
+
+        result: list[str] = self._transaction(work)
+        return result
+
+    def __len__(self) -> int:
+        """Number of ids handed out by :meth:`claim`."""
+
+        def work(conn: sqlite3.Connection) -> int:
+            return int(conn.execute("SELECT COUNT(*) FROM imesde_sid_issued").fetchone()[0])
+
+        result: int = self._transaction(work)
+        return result
+
+    def close(self) -> None:
+        """Close this process's connection (it reopens on next use)."""
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def __repr__(self) -> str:
+        return f"SQLiteCollisionStore({self.path!r}, timeout={self.timeout!r})"
+
+
+def _storage_error(path: str, e: sqlite3.Error) -> ImesdeError:
+    """An SQLite error as imesde's: a file that is not a database is corrupt, anything else
+    (permissions, a read-only folder, a lock held too long) a storage error."""
+    if isinstance(e, sqlite3.DatabaseError) and "not a database" in str(e):
+        return IndexCorruptError(f"{path}: {e}")
+    return StorageError(f"{path}: {e}")

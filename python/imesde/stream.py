@@ -1,0 +1,114 @@
+"""Streams into an engine: micro-batching for sources that deliver items at their own pace.
+
+An engine ingests fastest in batches, and a stream's items should be searchable soon after
+they arrive. :func:`micro_batches` gives both: it reads the source on a thread of its own and
+hands out a batch when it is full or ``wait`` seconds after its first item, whichever comes
+first, so a busy stream is ingested in full batches and a quiet one without delay::
+
+    import sys
+    import imesde
+
+    engine = imesde.Engine()
+    for batch in imesde.micro_batches(sys.stdin, size=64, wait=0.2):
+        engine.ingest_batch([line.rstrip("\\n") for line in batch])
+
+:func:`ingest_stream` does exactly that (skipping blank texts) and returns the count.
+"""
+
+from __future__ import annotations
+
+import math
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, TypeVar
+
+from imesde.exceptions import DTypeError, InvalidValueError
+
+__all__ = ["ingest_stream", "micro_batches"]
+
+T = TypeVar("T")
+
+_END = object()
+
+
+class _Failed:
+    """The source raised: carried through the queue and raised again by the consumer."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+def _check(size: int, wait: float) -> None:
+    if isinstance(size, bool) or not isinstance(size, int):
+        raise DTypeError(f"size must be an int, got {type(size).__name__}")
+    if size < 1:
+        raise InvalidValueError(f"size must be at least 1, got {size}")
+    if isinstance(wait, bool) or not isinstance(wait, (int, float)):
+        raise DTypeError(f"wait must be a number of seconds, got {type(wait).__name__}")
+    if not (wait >= 0 and math.isfinite(wait)):
+        raise InvalidValueError(f"wait must be a finite number of seconds >= 0, got {wait}")
+
+
+def micro_batches(items: Iterable[T], size: int = 64, wait: float = 0.2) -> Iterator[list[T]]:
+    """The items of ``items`` in lists of at most ``size``: a list is handed out when it is
+    full, or ``wait`` seconds after its first item arrived. ``items`` (a file, a pipe, a
+    generator over a socket or a queue) is read on a daemon thread, at most ``4 * size`` items
+    ahead of the consumer; when it ends, the last partial list is handed out. An exception
+    raised by ``items`` is raised here, after the items before it."""
+    _check(size, wait)
+    ahead: queue.Queue[Any] = queue.Queue(maxsize=4 * size)
+
+    def read() -> None:
+        try:
+            for item in items:
+                ahead.put(item)
+        except BaseException as e:
+            ahead.put(_Failed(e))
+        finally:
+            ahead.put(_END)
+
+    threading.Thread(target=read, name="imesde-micro-batches", daemon=True).start()
+    while True:
+        batch: list[T] = []
+        deadline: float | None = None
+        while len(batch) < size:
+            timeout = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+            try:
+                item = ahead.get(timeout=timeout)
+            except queue.Empty:
+                break
+            if item is _END or isinstance(item, _Failed):
+                if batch:
+                    yield batch
+                if isinstance(item, _Failed):
+                    raise item.error
+                return
+            batch.append(item)
+            if deadline is None:
+                deadline = time.monotonic() + wait
+        yield batch
+
+
+def ingest_stream(
+    engine: Any,
+    texts: Iterable[str],
+    *,
+    size: int = 64,
+    wait: float = 0.2,
+    on_batch: Callable[[list[str]], object] | None = None,
+) -> int:
+    """Ingests ``texts`` (a stream of any pace) into ``engine`` in :func:`micro_batches`,
+    each text stripped of its trailing newline and blank ones skipped; ``on_batch`` is called
+    with each batch after it is stored. Returns the number of texts ingested."""
+    done = 0
+    for batch in micro_batches(texts, size, wait):
+        kept = [t.rstrip("\r\n") for t in batch]
+        kept = [t for t in kept if t.strip()]
+        if kept:
+            engine.ingest_batch(kept)
+            done += len(kept)
+            if on_batch is not None:
+                on_batch(kept)
+    return done
