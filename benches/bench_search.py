@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
-import platform
 import time
 from collections.abc import Callable
 from typing import Any
@@ -27,20 +25,11 @@ import imesde
 import numpy as np
 import numpy.typing as npt
 from _data import debtags_query_texts, stream_texts
+from _timing import machine, median
 
 DIM = 384
 K = 10
 BATCH = 64
-
-
-def median_ms(fn: Callable[[], object], repeat: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return float(np.median(times) * 1e3)
 
 
 def numpy_top_k(x: npt.NDArray[np.float32], q: npt.NDArray[np.float32]) -> npt.NDArray[np.intp]:
@@ -115,7 +104,7 @@ def main() -> None:
         faiss = None
     rng = np.random.default_rng(0)
     print(
-        f"machine: {platform.machine()}, {os.cpu_count()} cpus, simd={imesde.simd_backend()}, "
+        f"machine: {machine()}, "
         f"numpy {np.__version__}, faiss {getattr(faiss, '__version__', 'absent')}"
     )
     real = None if args.no_real else real_embeddings()
@@ -168,7 +157,7 @@ def bench_size(
         for _ in range(rounds):
             for name, fn in fns.items():
                 settle()
-                times[name].append(median_ms(fn, rep))
+                times[name].append(median(fn, rep) * 1e3)
         return {name: float(np.median(ts)) for name, ts in times.items()}
 
     nan = float("nan")

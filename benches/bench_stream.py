@@ -13,22 +13,16 @@ process.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import threading
 import time
 
 import imesde
-import numpy as np
 from _data import debtags_query_texts, stream_texts
+from _timing import machine, percentile
 from imesde._locate import packaged_model
 
 BATCH = 256
-
-
-def percentile(xs: list[float], p: float) -> float:
-    return float(np.percentile(np.array(xs), p)) if xs else float("nan")
 
 
 def main() -> None:
@@ -40,11 +34,7 @@ def main() -> None:
     model = imesde.TextEmbedder(*packaged_model())
     vectors = model.embed(texts)
     qvecs = model.embed(queries)
-    print(
-        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-        f"imesde {imesde.__version__} ({imesde.simd_backend()}); {len(texts):,} items, "
-        f"batches of {BATCH}"
-    )
+    print(f"machine: {machine()}; {len(texts):,} items, batches of {BATCH}")
 
     def run(n_subs: int) -> tuple[float, list[float], int]:
         engine = imesde.Engine(384, num_shards=16, shard_size=2048)
