@@ -95,6 +95,7 @@ class ApiMachine(RuleBasedStateMachine):
         self.folder = Path(tempfile.mkdtemp())
         self.engine = imesde.Engine(embedder(), num_shards=2, shard_size=4, lexical=True)
         self.texts: dict[int, str | None] = {}  # every item ever ingested, by id
+        self.deleted: set[int] = set()
         self.next_id = 0
         self.subs: list[tuple[imesde.Subscription, float]] = []
         self.index = imesde.BM25()
@@ -104,10 +105,12 @@ class ApiMachine(RuleBasedStateMachine):
     def teardown(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
 
-    # The model of the engine: ids are handed out in order; the newest CAPACITY are held.
+    # The model of the engine: ids are handed out in order; the newest CAPACITY are held,
+    # less those deleted.
 
     def held(self) -> list[int]:
-        return list(range(max(0, self.next_id - self.CAPACITY), self.next_id))
+        newest = range(max(0, self.next_id - self.CAPACITY), self.next_id)
+        return [i for i in newest if i not in self.deleted]
 
     def added(self, ids: npt.NDArray[np.uint64] | list[int], texts: list[str | None]) -> None:
         assert [int(i) for i in ids] == list(range(self.next_id, self.next_id + len(texts)))
@@ -231,6 +234,24 @@ class ApiMachine(RuleBasedStateMachine):
         if sub is not None:
             assert sub.threshold is not None
             self.subs.append((sub, sub.threshold))
+
+    @rule(ids=st.lists(IDS, max_size=4))
+    def delete(self, ids: list[int]) -> None:
+        got = attempt(lambda: self.engine.delete(ids), all(0 <= i < 2**64 for i in ids))
+        if got is not None:
+            gone = set(ids) & set(self.held())
+            assert got == len(gone)
+            self.deleted |= gone
+
+    @rule(id_=IDS, text=TEXTS)
+    def upsert(self, id_: int, text: str) -> None:
+        first, was_held = self.next_id, id_ in self.held()
+        got = attempt(lambda: self.engine.upsert(id_, text), 0 <= id_ < 2**64 and valid_text(text))
+        if got is not None:
+            self.added([got], [text])
+            if was_held:
+                self.deleted.add(id_)
+            self.check_events(first)
 
     @rule(id_=IDS)
     def get(self, id_: int) -> None:

@@ -423,6 +423,19 @@ class Engine:
         """Exact top-``k`` for a batch of queries: ``(scores, ids)`` of shape ``[nq, k']``."""
     def get(self, id: int) -> Item:
         """The item with this id; raises ``ItemNotFoundError`` if it is not held."""
+    def delete(self, ids: int | Iterable[int] | npt.NDArray[np.integer[Any]]) -> int:
+        """Delete items by id (searches, ``get``, snapshots and BM25 no longer see them);
+        ids not held are skipped. Returns how many were deleted."""
+    def upsert(
+        self,
+        id: int,
+        item: str | _F32Array,
+        *,
+        metadata: Mapping[str, str] | None = None,
+        ts: _Timestamp | None = None,
+    ) -> int:
+        """Replace item ``id`` by a new version (a text or a vector; metadata kept unless
+        given): stored as a new item, then ``id`` deleted. Returns the new id."""
     def __len__(self) -> int: ...
     @property
     def capacity(self) -> int:

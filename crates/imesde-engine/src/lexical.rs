@@ -23,11 +23,13 @@ impl Lexical {
         })
     }
 
-    /// Indexes `docs` (id, text) that `ring` still holds and drops the documents it has
-    /// overwritten.
+    /// Indexes `docs` (id, text) that `ring` still holds (not overwritten or deleted) and
+    /// drops the documents it has overwritten.
     pub(crate) fn follow<'t>(&mut self, ring: &Ring, docs: impl Iterator<Item = (u64, &'t str)>) {
         let floor = ring.next_id().saturating_sub(ring.capacity() as u64);
-        let (ids, texts): (Vec<u64>, Vec<&str>) = docs.filter(|&(id, _)| id >= floor).unzip();
+        let (ids, texts): (Vec<u64>, Vec<&str>) = docs
+            .filter(|&(id, _)| id >= floor && ring.contains(id))
+            .unzip();
         // Ids come from the ring, so they are new: the batch (analysed on all cores when large)
         // goes in whole; were one refused, the others still go in one by one.
         if self.index.add_batch(&ids, &texts).is_ok() {
@@ -44,6 +46,15 @@ impl Lexical {
         {
             self.held.pop_first();
             let _ = self.index.remove(oldest);
+        }
+    }
+
+    /// Drops the documents `ids` (deleted from the ring).
+    pub(crate) fn remove(&mut self, ids: &[u64]) {
+        for id in ids {
+            if self.held.remove(id) {
+                let _ = self.index.remove(*id);
+            }
         }
     }
 

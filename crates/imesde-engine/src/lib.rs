@@ -258,6 +258,52 @@ impl Engine {
         Ok(Ingested { ids, events })
     }
 
+    /// Deletes the items `ids` that are held: searches of every kind, reads, snapshots and
+    /// the BM25 index no longer see them; standing queries are not told. Returns the ids
+    /// deleted (ids not held are skipped).
+    pub fn delete(&self, ids: &[u64]) -> Vec<u64> {
+        #[cfg(feature = "bm25")]
+        if let Some(lexical) = &self.lexical {
+            // Under the index's lock: an ingest between its ring write and its indexing
+            // then sees the item gone and does not index it.
+            let mut lexical = lexical.lock();
+            let deleted = self.ring.delete(ids);
+            lexical.remove(&deleted);
+            return deleted;
+        }
+        self.ring.delete(ids)
+    }
+
+    /// A new version of the item `id`: `vectors` (one row) with `attrs` stored as a new item
+    /// (labelled and matched as any ingest), then `id` deleted if it was held. A bad row
+    /// stores nothing and leaves `id` as it was.
+    ///
+    /// # Errors
+    /// As [`Engine::ingest_labelled`]; more than one row.
+    pub fn replace(
+        &self,
+        id: u64,
+        vectors: &[f32],
+        attrs: Attributes,
+        labeler: Option<&dyn Labeler>,
+    ) -> Result<Ingested> {
+        let dim = self.ring.config().dim;
+        if vectors.len() != dim {
+            return Err(EngineError::Invalid(format!(
+                "a replacement is one vector of {dim} values, got {} values",
+                vectors.len()
+            )));
+        }
+        // Only the item held now is retired: an id not yet handed out may be the new item's
+        // own (or a concurrent ingest's).
+        let held = self.ring.contains(id);
+        let ingested = self.ingest_labelled(vectors, attrs, labeler)?;
+        if held && id < ingested.ids.start {
+            self.delete(&[id]);
+        }
+        Ok(ingested)
+    }
+
     /// `attrs` with each item's metadata extended by its label.
     fn labelled(
         &self,

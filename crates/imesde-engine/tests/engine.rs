@@ -294,3 +294,53 @@ fn semantic_ids_are_computed_natively_and_unique() {
     let plain = e.ingest_vectors(&x[..384], Attributes::default()).unwrap();
     assert!(e.get(plain.ids.start).unwrap().metadata.is_none());
 }
+
+#[test]
+fn deleted_items_leave_dense_lexical_hybrid_and_snapshots() {
+    let e = log_engine(true);
+    let oom = "process killed by the OOM killer";
+    assert_eq!(e.lexical_search("killed process", 1).unwrap()[0].id, 0);
+    assert_eq!(e.delete(&[0, 0, 42]), [0]);
+    assert!(e.get(0).is_none());
+    let everything = |hits: Vec<imesde_ring::Hit>| hits.iter().all(|h| h.id != 0);
+    assert!(everything(
+        e.search_text(oom, 10, &Filter::default(), &mut never())
+            .unwrap()
+    ));
+    assert!(everything(
+        e.lexical_search("killed process postgres", 10).unwrap()
+    ));
+    assert!(everything(
+        e.hybrid_search(oom, 10, Fusion::Rrf { k: 60.0 }, None, &mut never())
+            .unwrap()
+    ));
+    let loaded = Engine::from_snapshot(&e.snapshot().unwrap(), Some(model())).unwrap();
+    assert_eq!(loaded.ring().len(), LOG.len() - 1);
+    assert!(
+        loaded
+            .lexical_search("killed process postgres", 10)
+            .unwrap()
+            .is_empty()
+    );
+    // A new version of item 3: stored as a new item, the old one gone; a bad row changes
+    // nothing.
+    let dim = e.ring().config().dim;
+    let v = e
+        .embed_documents(&texts(&["disk /dev/sdb2 is 99% full"]), &mut never())
+        .unwrap();
+    let attrs = Attributes {
+        texts: vec![Some(Arc::from("disk /dev/sdb2 is 99% full"))],
+        ..Attributes::default()
+    };
+    assert!(e.replace(3, &v[..dim - 1], attrs.clone(), None).is_err());
+    assert!(e.get(3).is_some());
+    let new = e.replace(3, &v, attrs, None).unwrap().ids.start;
+    assert!(e.get(3).is_none());
+    assert_eq!(e.lexical_search("sdb2", 5).unwrap()[0].id, new);
+    assert_eq!(e.ring().len(), LOG.len() - 1);
+    // An id not handed out yet is not the new item's to lose, even when it becomes its id.
+    let empty = Engine::new(ring(dim, 1, 4), None, false).unwrap();
+    let first = empty.replace(0, &v, Attributes::default(), None).unwrap();
+    assert_eq!(first.ids, 0..1);
+    assert!(empty.get(0).is_some());
+}

@@ -12,7 +12,7 @@ use pyo3::pybacked::PyBackedStr;
 use pyo3::types::{PyString, PyTuple};
 
 use crate::convert::py_str;
-use crate::convert::{Count, Id, Real, Text, as_str, id_of, str_items, type_name, utf8};
+use crate::convert::{Count, Id, Real, Text, as_str, id_of, ids_of, str_items, type_name, utf8};
 use crate::error::CoreError;
 use crate::exceptions::{Exc, err};
 use crate::gil;
@@ -487,18 +487,4 @@ impl Docs {
             Self::Terms(terms) => terms.len(),
         }
     }
-}
-
-/// Ids from an iterable of ints (or an integer numpy array), each checked (see [`Id`]).
-fn ids_of(obj: &Bound<'_, PyAny>) -> PyResult<Vec<u64>> {
-    obj.try_iter()
-        .map_err(|_| {
-            err(
-                Exc::DType,
-                format!("ids must be a list of int, got {}", type_name(obj)),
-            )
-        })?
-        .enumerate()
-        .map(|(i, id)| id_of(&id?, &format!("ids[{i}]")))
-        .collect()
 }

@@ -476,6 +476,20 @@ pub(crate) fn one_str(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Arc<str>> 
     }
 }
 
+/// Ids from an iterable of ints (or an integer numpy array), each checked (see [`Id`]).
+pub(crate) fn ids_of(obj: &Bound<'_, PyAny>) -> PyResult<Vec<u64>> {
+    obj.try_iter()
+        .map_err(|_| {
+            err(
+                Exc::DType,
+                format!("ids must be a list of int, got {}", type_name(obj)),
+            )
+        })?
+        .enumerate()
+        .map(|(i, id)| id_of(&id?, &format!("ids[{i}]")))
+        .collect()
+}
+
 /// `s` quoted as Python's `repr` would (single quotes unless it holds one).
 pub(crate) fn py_str(s: &str) -> String {
     let quote = if s.contains('\'') && !s.contains('"') {

@@ -337,6 +337,75 @@ impl Engine {
         Ok(Engine::around(core, model))
     }
 
+    /// Deletes items by id: one int, or a list or array of them. Searches of every kind,
+    /// ``get``, ``recent``, snapshots and the BM25 index no longer see them; standing queries
+    /// are not told. Ids not held (never ingested, overwritten or already deleted) are
+    /// skipped. Returns how many items were deleted.
+    fn delete(&self, py: Python<'_>, ids: &Bound<'_, PyAny>) -> PyResult<usize> {
+        let ids = if ids.is_instance_of::<PyInt>() {
+            vec![id_of(ids, "id")?]
+        } else {
+            convert::ids_of(ids)?
+        };
+        let core = &self.core;
+        Ok(gil::run(py, "Engine.delete", || core.delete(&ids))?.len())
+    }
+
+    /// Replaces the item ``id`` by a new version and returns the new version's id: ``item``
+    /// is a text (embedded as ``ingest`` embeds) or a ``[dim]`` float32 vector. ``metadata``
+    /// and ``ts`` as in ``ingest``; by default the new version keeps the old item's metadata
+    /// (and, for a vector, its text) and is stamped now. The new version is a new item at the
+    /// head of the stream (labelled and matched by standing queries as any new item), then
+    /// ``id`` is deleted; an ``id`` not held just adds the item. A bad item raises and leaves
+    /// ``id`` as it was.
+    #[pyo3(signature = (id, item, *, metadata = None, ts = None))]
+    fn upsert(
+        &self,
+        py: Python<'_>,
+        id: &Bound<'_, PyAny>,
+        item: &Bound<'_, PyAny>,
+        metadata: Option<&Bound<'_, PyAny>>,
+        ts: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<u64> {
+        let id = id_of(id, "id")?;
+        let old = self.core.get(id);
+        let text = if item.is_instance_of::<PyString>() {
+            Some(convert::one_str(item, "item")?)
+        } else {
+            None
+        };
+        let metadata = match metadata {
+            Some(m) => Some(Arc::new(Metadata::new(convert::str_dict(m, "metadata")?))),
+            None => old.as_ref().and_then(|o| o.metadata.clone()),
+        };
+        let attrs = Attributes {
+            texts: vec![
+                text.clone()
+                    .or_else(|| old.as_ref().and_then(|o| o.text.clone())),
+            ],
+            timestamps: ts
+                .map(|t| convert::timestamp(t, "ts"))
+                .transpose()?
+                .into_iter()
+                .collect(),
+            metadata: vec![metadata],
+        };
+        let vector = if let Some(t) = text {
+            self.embed_documents(py, &[t])?
+        } else {
+            let q = convert::rows(item, "item")?;
+            if q.rows != 1 {
+                return Err(err(
+                    Exc::Shape,
+                    format!("item must be one text or one vector, got {} rows", q.rows),
+                ));
+            }
+            self.check_dim(q.dim, "item")?;
+            q.as_slice().to_vec()
+        };
+        Ok(self.write(py, &vector, attrs, Some(id))?.start)
+    }
+
     /// Whether a BM25 index is kept with the ring.
     #[getter]
     fn lexical(&self) -> bool {
@@ -368,7 +437,7 @@ impl Engine {
                 .collect(),
         };
         let vectors = self.embed_documents(py, &[text])?;
-        Ok(self.write(py, &vectors, attrs)?.start)
+        Ok(self.write(py, &vectors, attrs, None)?.start)
     }
 
     /// Embeds and adds a list of texts; returns their ids as a uint64 array. ``timestamps``
@@ -401,7 +470,7 @@ impl Engine {
             return Ok(Vec::<u64>::new().into_pyarray(py));
         }
         let vectors = self.embed_documents(py, &texts)?;
-        Ok(id_array(py, self.write(py, &vectors, attrs)?))
+        Ok(id_array(py, self.write(py, &vectors, attrs, None)?))
     }
 
     /// The ``k`` stored items most similar in meaning to the text ``query``, best first.
@@ -490,7 +559,7 @@ impl Engine {
                 .unwrap_or_default(),
         };
         self.check_dim(rows.dim, "vectors")?;
-        Ok(id_array(py, self.write(py, rows.as_slice(), attrs)?))
+        Ok(id_array(py, self.write(py, rows.as_slice(), attrs, None)?))
     }
 
     /// The ``k`` stored items most similar to ``query`` (a ``[dim]`` float32 array), best
@@ -614,7 +683,7 @@ impl Engine {
     }
 
     /// Counters and sizes: ``len``, ``capacity``, ``dim``, ``num_shards``, ``shard_size``,
-    /// ``storage``, ``ingested``, ``evicted``, ``searches``, ``memory_bytes`` (fixed at
+    /// ``storage``, ``ingested``, ``evicted``, ``deleted``, ``searches``, ``memory_bytes`` (fixed at
     /// construction), ``payload_bytes`` (texts and metadata), ``simd``.
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let ring = self.core.ring();
@@ -629,6 +698,7 @@ impl Engine {
         d.set_item("storage", cfg.storage.name())?;
         d.set_item("ingested", s.ingested)?;
         d.set_item("evicted", s.evicted)?;
+        d.set_item("deleted", s.deleted)?;
         d.set_item("searches", s.searches)?;
         d.set_item("memory_bytes", s.fixed_bytes)?;
         d.set_item("payload_bytes", s.payload_bytes)?;
@@ -746,16 +816,20 @@ impl Engine {
         py: Python<'_>,
         vectors: &[f32],
         attrs: Attributes,
+        replacing: Option<u64>,
     ) -> PyResult<std::ops::Range<u64>> {
         let labels = self.labels(py, vectors, &attrs)?;
         let core = &self.core;
         let Ingested { ids, events } = gil::run(py, "Engine.ingest", || {
-            install(|| match labels {
-                Labels::None => core.ingest_labelled(vectors, attrs, None),
-                Labels::Native(l) => core.ingest_labelled(vectors, attrs, Some(&*l)),
-                Labels::Given(ids) => {
-                    core.ingest_labelled(vectors, imesde_engine::with_labels(attrs, ids), None)
-                }
+            let (attrs, labeler) = match labels {
+                Labels::None => (attrs, None),
+                Labels::Native(l) => (attrs, Some(l)),
+                Labels::Given(ids) => (imesde_engine::with_labels(attrs, ids), None),
+            };
+            let labeler = labeler.as_deref();
+            install(|| match replacing {
+                Some(id) => core.replace(id, vectors, attrs, labeler),
+                None => core.ingest_labelled(vectors, attrs, labeler),
             })
         })?
         .map_err(CoreError::from)?;

@@ -69,6 +69,8 @@ pub struct RingStats {
     pub ingested: u64,
     /// Items overwritten by newer ones.
     pub evicted: u64,
+    /// Items deleted.
+    pub deleted: u64,
     /// Searches served (one per query).
     pub searches: u64,
     /// Bytes of the fixed slot arrays (vectors, ids, timestamps), allocated at construction.
@@ -103,6 +105,16 @@ fn best_first(a: &Hit, b: &Hit) -> std::cmp::Ordering {
 }
 
 pub(crate) const EMPTY: u64 = u64::MAX;
+/// A deleted item's slot holds its id with this bit set (ids stay below 2^63): searches and
+/// reads skip it as they skip an empty slot, a writer of a newer item takes the slot, and a
+/// late writer of an older one does not bring that older item back.
+pub(crate) const DELETED: u64 = 1 << 63;
+
+/// Whether a slot's id is an item held (not empty, not deleted).
+#[inline]
+pub(crate) fn is_live(id: u64) -> bool {
+    id & DELETED == 0
+}
 /// Ids are below this (they fit an `i64`, as numpy and faiss users take them); a ring that
 /// would pass it refuses the batch instead of wrapping around.
 pub const MAX_IDS: u64 = i64::MAX as u64;
@@ -249,6 +261,7 @@ pub struct Ring {
     pub(crate) shards: Box<[RwLock<Shard>]>,
     pub(crate) next_id: AtomicU64,
     searches: AtomicU64,
+    deleted: AtomicU64,
     kernels: &'static Kernels,
     standing: Standing,
     /// Held shared by every batch write, exclusively by a snapshot: a snapshot sees whole
@@ -366,6 +379,7 @@ impl Ring {
             shards: shards.into_boxed_slice(),
             next_id: AtomicU64::new(0),
             searches: AtomicU64::new(0),
+            deleted: AtomicU64::new(0),
             kernels: Kernels::best(),
             standing: Standing::default(),
             gate: RwLock::new(()),
@@ -594,6 +608,41 @@ impl Ring {
         out
     }
 
+    /// Deletes the items `ids` that are held: searches, reads, snapshots and [`Ring::len`] no
+    /// longer see them, and standing queries are not told. Returns the ids deleted, in the
+    /// order given (ids not held, or repeated, are skipped).
+    pub fn delete(&self, ids: &[u64]) -> Vec<u64> {
+        let _gate = self.gate.read();
+        let mut deleted = Vec::new();
+        for &id in ids {
+            if !is_live(id) {
+                continue;
+            }
+            let (s, slot) = self.slot_of(id);
+            let mut shard = self.shards[s].write();
+            if shard.id_at(slot) != id {
+                continue;
+            }
+            let shard = &mut *shard;
+            shard.payload_bytes -=
+                text_bytes(shard.texts[slot].as_ref()) + meta_bytes(shard.meta[slot].as_ref());
+            shard.ids[slot] = id | DELETED;
+            shard.texts[slot] = None;
+            shard.meta[slot] = None;
+            shard.len -= 1;
+            deleted.push(id);
+        }
+        self.deleted
+            .fetch_add(deleted.len() as u64, Ordering::Relaxed);
+        deleted
+    }
+
+    /// Whether the item `id` is held.
+    #[must_use]
+    pub fn contains(&self, id: u64) -> bool {
+        self.read_slot(id, |_, _| ()).is_some()
+    }
+
     /// Writes a validated, prepared batch; returns its ids.
     fn write(
         &self,
@@ -625,8 +674,9 @@ impl Ring {
                 let slot = ((id / nsh) % self.cfg.shard_size as u64) as usize;
                 shard.ensure(slot, dim);
                 let old = shard.ids[slot];
-                // A concurrent writer may already have put a newer item here.
-                if old == EMPTY || old < id {
+                // A concurrent writer may already have put a newer item here (or it was
+                // deleted since: the tombstone keeps its id).
+                if old == EMPTY || old & !DELETED < id {
                     let shard = &mut *shard;
                     match (&mut shard.vectors, &prepared) {
                         (Vectors::F32(dst), Prepared::F32(src)) => {
@@ -654,7 +704,7 @@ impl Ring {
                         }
                         _ => unreachable!("prepared for this ring's storage"),
                     }
-                    if old == EMPTY {
+                    if !is_live(old) {
                         shard.len += 1;
                     }
                     shard.payload_bytes -= text_bytes(shard.texts[slot].as_ref())
@@ -812,7 +862,7 @@ impl Ring {
                         let id = shard.ids[slot];
                         // Newer first on ties: the key orders ascending.
                         let key = EMPTY - id;
-                        if id != EMPTY
+                        if is_live(id)
                             && seen.accepts(score, key)
                             && (plain
                                 || filter.matches(shard.ts[slot], shard.meta[slot].as_deref()))
@@ -871,7 +921,7 @@ impl Ring {
                 self.scan_shard(shard, rows, &q, nq, bufs, |j, first, scores| {
                     tops[j].offer_scores(scores, |top, r, score| {
                         let id = shard.ids[first + r];
-                        if id != EMPTY {
+                        if is_live(id) {
                             top.push(score, EMPTY - id);
                         }
                     });
@@ -1002,7 +1052,7 @@ impl Ring {
 
     /// Runs `f` on the shard and slot holding `id`, under the shard's read lock.
     fn read_slot<T>(&self, id: u64, f: impl FnOnce(&Shard, usize) -> T) -> Option<T> {
-        if id == EMPTY {
+        if !is_live(id) {
             return None;
         }
         let (s, slot) = self.slot_of(id);
@@ -1024,10 +1074,12 @@ impl Ring {
         let ingested = self.next_id.load(Ordering::Acquire);
         let slot_bytes =
             self.cfg.storage.vector_bytes(self.cfg.dim) + 8 + 8 + 2 * size_of::<Option<Arc<str>>>();
+        let deleted = self.deleted.load(Ordering::Relaxed);
         RingStats {
             len,
             ingested,
-            evicted: ingested.saturating_sub(len as u64),
+            evicted: ingested.saturating_sub(len as u64 + deleted),
+            deleted,
             searches: self.searches.load(Ordering::Relaxed),
             fixed_bytes: slot_bytes * self.capacity(),
             payload_bytes,

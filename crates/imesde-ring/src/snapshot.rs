@@ -21,7 +21,7 @@ use imesde_format::{FormatError, Reader, Writer};
 use imesde_simd::quant;
 
 use crate::item::{meta_bytes, text_bytes};
-use crate::ring::{EMPTY, MAX_IDS, Ring, RingConfig, Shard, Storage, Vectors};
+use crate::ring::{MAX_IDS, Ring, RingConfig, Shard, Storage, Vectors, is_live};
 use crate::{Metadata, RingError};
 
 const MAGIC: &[u8; 12] = b"IMESDE-RING\n";
@@ -239,7 +239,7 @@ impl Ring {
         r.finish().map_err(bad)?;
         debug_assert!(ring.shards.iter().all(|s| {
             let s = s.read();
-            s.ids[..s.high].iter().filter(|&&i| i != EMPTY).count() == s.len
+            s.ids[..s.high].iter().filter(|&&i| is_live(i)).count() == s.len
         }));
         Ok((ring, tag))
     }

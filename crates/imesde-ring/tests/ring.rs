@@ -409,3 +409,45 @@ fn concurrent_writers_and_readers_stay_consistent() {
     }
     assert_eq!(r.len(), r.capacity());
 }
+
+#[test]
+fn deleted_items_are_gone_from_every_read_and_their_slots_are_reused() {
+    for storage in [Storage::F32, Storage::Int8] {
+        let r = ring(8, 3, 4, storage);
+        let mut rng = Rng(7);
+        let v = rng.vecs(10, 8);
+        let attrs = Attributes {
+            texts: (0..10)
+                .map(|i| Some(Arc::from(format!("item {i}"))))
+                .collect(),
+            ..Attributes::default()
+        };
+        r.ingest(&v, &attrs).unwrap();
+        let payload = r.stats().payload_bytes;
+        assert_eq!(r.delete(&[3, 7, 3, 99, u64::MAX]), [3, 7]);
+        assert_eq!(r.len(), 8);
+        assert!(r.get(3).is_none() && r.hit(7, 0.0).is_none() && !r.contains(3));
+        assert!(r.contains(4));
+        assert!(r.stats().payload_bytes < payload);
+        // The deleted item's own vector no longer finds it, in every kind of search.
+        let q = &v[3 * 8..4 * 8];
+        let hits = r.search(q, 10, &Filter::default()).unwrap();
+        assert_eq!(hits.len(), 8);
+        assert!(hits.iter().all(|h| h.id != 3 && h.id != 7));
+        let batch = r.search_batch(q, 10).unwrap();
+        assert_eq!(batch.k, 8);
+        assert!(!batch.ids.contains(&3) && !batch.ids.contains(&7));
+        assert!(r.recent(10).iter().all(|i| i.id != 3 && i.id != 7));
+        // Snapshots hold what is left.
+        let (loaded, _) = Ring::from_snapshot(&r.snapshot("")).unwrap();
+        assert_eq!(loaded.len(), 8);
+        assert!(loaded.get(3).is_none() && loaded.get(4).is_some());
+        // New items take the slots back (ids 12 and 16 share slots with 0..12).
+        r.ingest(&rng.vecs(12, 8), &Attributes::default()).unwrap();
+        assert_eq!(r.len(), 12);
+        assert!(r.get(15).is_some() && r.get(19).is_some());
+        let st = r.stats();
+        assert_eq!((st.ingested, st.deleted, st.evicted), (22, 2, 8));
+        assert!(r.delete(&[3]).is_empty(), "deleted once");
+    }
+}

@@ -1,0 +1,129 @@
+"""Deletes and upserts: a deleted item is gone from every search kind, reads, snapshots and
+BM25 (also after save and load), standing queries are not told; an upsert stores a new
+version and retires the old one, and a bad one changes nothing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import imesde
+import numpy as np
+import numpy.typing as npt
+import pytest
+from helpers import unit
+
+Golden = tuple[list[str], npt.NDArray[np.float32]]
+
+
+def brute_force_ids(
+    data: npt.NDArray[np.float32], keep: list[int], q: npt.NDArray[np.float32], k: int
+) -> list[int]:
+    scores = unit(data[keep]) @ unit(q)
+    order = np.argsort(-scores, kind="stable")[:k]
+    return [keep[i] for i in order]
+
+
+@pytest.mark.parametrize("storage", ["f32", "int8"])
+def test_deleted_items_leave_every_search_and_snapshots(
+    golden: Golden, storage: str, tmp_path: Path
+) -> None:
+    texts, vecs = golden
+    n = 300
+    engine = imesde.Engine(384, num_shards=4, shard_size=128, storage=storage, lexical=True)
+    engine.ingest_vectors(vecs[:n], texts[:n], metadata=[{"n": str(i)} for i in range(n)])
+    gone = [int(i) for i in np.random.default_rng(5).choice(n, 60, replace=False)]
+    assert engine.delete(np.array(gone, dtype=np.uint64)) == 60
+    assert engine.delete([*gone[:5], 10_000]) == 0  # already gone, never held
+    assert engine.delete(gone[0]) == 0
+    keep = [i for i in range(n) if i not in set(gone)]
+    assert len(engine) == len(keep)
+    assert engine.stats()["deleted"] == 60
+    with pytest.raises(imesde.ItemNotFoundError):
+        engine.get(gone[0])
+    for q in (vecs[gone[0]], vecs[gone[1]], vecs[keep[0]]):
+        hits = engine.search_vector(q, k=10)
+        if storage == "f32":
+            assert [h.id for h in hits] == brute_force_ids(vecs[:n], keep, q, 10)
+        assert not {h.id for h in hits} & set(gone)
+        assert not set(engine.search_vectors(q[None, :], k=10)[1][0].tolist()) & set(gone)
+        assert not {h.id for h in engine.search_vector(q, k=5, where={"n": str(gone[2])})}
+    lexical = engine.lexical_search(texts[gone[3]], k=20)
+    assert lexical
+    assert not {h.id for h in lexical} & set(gone)
+    assert not {i.id for i in engine.recent(n)} & set(gone)
+    engine.save(tmp_path / "e.imesde")
+    loaded = imesde.Engine.load(tmp_path / "e.imesde")
+    assert len(loaded) == len(keep)
+    assert not {h.id for h in loaded.lexical_search(texts[gone[3]], k=20)} & set(gone)
+    assert [h.id for h in loaded.search_vector(vecs[gone[0]], k=10)] == [
+        h.id for h in engine.search_vector(vecs[gone[0]], k=10)
+    ]
+
+
+def test_bad_deletes_are_typed_errors_and_delete_nothing(golden: Golden) -> None:
+    _, vecs = golden
+    engine = imesde.Engine(384, num_shards=2, shard_size=16)
+    engine.ingest_vectors(vecs[:10])
+    with pytest.raises(imesde.OutOfRangeError):
+        engine.delete([1, -1])
+    with pytest.raises(imesde.DTypeError):
+        engine.delete(["1"])  # type: ignore[list-item]
+    with pytest.raises(imesde.DTypeError):
+        engine.delete(1.0)  # type: ignore[arg-type]
+    assert len(engine) == 10
+
+
+def test_deletes_do_not_fire_and_upserts_fire_as_new_items(golden: Golden) -> None:
+    texts, vecs = golden
+    engine = imesde.Engine(384, num_shards=2, shard_size=64)
+    engine.ingest_vectors(vecs[:20], texts[:20], metadata={"src": "golden"})
+    sub = engine.subscribe(vecs[5], threshold=0.99)
+    engine.delete(5)
+    assert sub.drain() == []
+    new = engine.upsert(5, vecs[5])
+    events = sub.drain()
+    assert [e.id for e in events] == [new]
+    assert new == 20
+    item = engine.get(new)
+    # A vector keeps the old text and metadata unless given.
+    assert (item.text, item.metadata) == (None, None)  # 5 was deleted before the upsert
+    newer = engine.upsert(6, vecs[7], metadata={"src": "fixed"}, ts=123.0)
+    got = engine.get(newer)
+    assert (got.text, got.metadata, got.ts) == (texts[6], {"src": "fixed"}, 123.0)
+    np.testing.assert_allclose(got.vector, unit(vecs[7]), atol=1e-6)
+    with pytest.raises(imesde.ItemNotFoundError):
+        engine.get(6)
+    kept = engine.upsert(8, vecs[9])
+    assert engine.get(kept).metadata == {"src": "golden"}
+    # A bad version leaves the old item as it was.
+    with pytest.raises(imesde.DimensionMismatchError):
+        engine.upsert(10, vecs[10][:100])
+    with pytest.raises(imesde.ShapeError):
+        engine.upsert(10, vecs[10:12])
+    with pytest.raises(imesde.InvalidValueError):
+        engine.upsert(10, np.zeros(384, np.float32))
+    assert engine.get(10).text == texts[10]
+    assert len(engine) == 20
+
+
+def test_upserts_get_semantic_ids_like_any_new_item(golden: Golden) -> None:
+    texts, vecs = golden
+    sid = imesde.SemanticIdEngine(imesde.RQKMeans(2, [4, 4], random_state=0)).fit(vecs)
+    engine = imesde.Engine(384, num_shards=2, shard_size=64)
+    engine.attach_semantic_ids(sid)
+    engine.ingest_vectors(vecs[:10], texts[:10])
+    old = (engine.get(3).metadata or {})["semantic_id"]
+    new = engine.upsert(3, vecs[3])
+    label = (engine.get(new).metadata or {})["semantic_id"]
+    assert label != old  # unique: the same code gets a fresh suffix
+    assert label.split("-")[:2] == old.split("-")[:2]
+
+
+@pytest.mark.model
+def test_upsert_of_a_text_embeds_it(embedder: imesde.TextEmbedder) -> None:
+    engine = imesde.Engine(embedder, num_shards=2, shard_size=16, lexical=True)
+    engine.ingest_batch(["disk /dev/sda1 is 98% full", "sshd: accepted publickey"])
+    new = engine.upsert(0, "disk /dev/sdb2 is 99% full", metadata={"host": "db1"})
+    assert engine.search("storage running out", k=1)[0].id == new
+    assert [h.id for h in engine.lexical_search("sdb2")] == [new]
+    assert engine.lexical_search("sda1") == []
