@@ -151,6 +151,12 @@ class BM25:
     @staticmethod
     def load(path: _PathLike) -> BM25:
         """Read an index written by ``save`` (``IndexCorruptError`` if damaged)."""
+    def to_bytes(self) -> bytes:
+        """The index as the bytes ``save`` writes."""
+    @staticmethod
+    def from_bytes(data: bytes) -> BM25:
+        """An index from ``to_bytes`` bytes, checked as a file is."""
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]: ...
 
 def fuse(
     lists: Sequence[Iterable[tuple[int, float] | Hit | BM25Hit]],
@@ -203,6 +209,8 @@ class TextEmbedder:
         "CPUExecutionProvider"]``; short names such as ``"cuda"`` work too), or ``device``:
         ``"cuda"`` (CUDA, then the CPU) or ``"cpu"``; one the loaded ONNX Runtime lacks raises
         ``ModelLoadError`` naming those it has."""
+    def __getnewargs_ex__(self) -> tuple[tuple[str, str], dict[str, Any]]:
+        """The arguments that make this embedder again (its files and every option)."""
     def embed(self, texts: str | Iterable[str], prompt: str | None = None) -> _F32Array:
         """Embed texts into a ``[len(texts), dim]`` float32 array of unit vectors. ``prompt``:
         the name of one of the model's ``prompts`` (``"query"``), or a literal prefix; None
@@ -371,6 +379,15 @@ class Engine:
         model: TextEmbedder | str | os.PathLike[str] | int | None = None,
     ) -> Engine:
         """Restore an engine written by ``save`` (refuses a different model)."""
+    def to_bytes(self) -> bytes:
+        """The engine as the bytes ``save`` writes."""
+    @staticmethod
+    def from_bytes(
+        data: bytes,
+        model: TextEmbedder | str | os.PathLike[str] | int | None = None,
+    ) -> Engine:
+        """An engine from ``to_bytes`` bytes, checked as a saved file is."""
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]: ...
     def subscribe(
         self,
         query: str | _F32Array,
@@ -573,6 +590,12 @@ class RQCodebooks:
     @staticmethod
     def load(path: str | os.PathLike[str]) -> RQCodebooks:
         """Read codebooks written by ``save``."""
+    def to_bytes(self) -> bytes:
+        """The codebooks as the bytes ``save`` writes."""
+    @staticmethod
+    def from_bytes(data: bytes) -> RQCodebooks:
+        """Codebooks from ``to_bytes`` bytes, checked as a file is."""
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]: ...
     def labeler(self, beam_width: int = 1, store: IdStore | None = None) -> Labeler:
         """A labeler for ``Engine.attach_semantic_ids``: codes joined by ``"-"``, made unique
         through ``store`` when given, all in Rust."""

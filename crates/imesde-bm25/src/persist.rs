@@ -30,6 +30,12 @@ impl Bm25 {
     /// # Errors
     /// [`Bm25Error::Io`] when the folder is not writable.
     pub fn save(&self, path: &Path) -> Result<()> {
+        write_atomic(path, &self.to_bytes()).map_err(|e| io_error(path, e))
+    }
+
+    /// The index as the bytes of its file (see [`Bm25::save`]).
+    #[must_use]
+    pub fn to_bytes(&self) -> Vec<u8> {
         let mut w = Writer::new(MAGIC, VERSION);
         let p = self.params();
         w.f32(p.k1);
@@ -63,7 +69,7 @@ impl Bm25 {
                 w.u32(tf);
             }
         }
-        write_atomic(path, &w.finish()).map_err(|e| io_error(path, e))
+        w.finish()
     }
 
     /// Reads an index written by [`Bm25::save`].
@@ -73,11 +79,20 @@ impl Bm25 {
     /// index of this version or fails its checksum or structure checks.
     pub fn load(path: &Path) -> Result<Self> {
         let bytes = read_file(path).map_err(|e| io_error(path, e))?;
+        Self::from_bytes(&bytes, path)
+    }
+
+    /// Parses bytes made by [`Bm25::to_bytes`], checked as a file is; `path` names the source
+    /// in errors.
+    ///
+    /// # Errors
+    /// [`Bm25Error::Corrupt`] when they are not a whole, unmodified index of this version.
+    pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Self> {
         let corrupt = |reason: String| Bm25Error::Corrupt {
             path: path.to_path_buf(),
             reason,
         };
-        let (params, analyzer, terms, docs) = read_body(&bytes).map_err(|e| corrupt(e.0))?;
+        let (params, analyzer, terms, docs) = read_body(bytes).map_err(|e| corrupt(e.0))?;
         Self::import(params, analyzer, terms, docs).map_err(|e| match e {
             Bm25Error::Config(reason) => corrupt(reason),
             other => other,

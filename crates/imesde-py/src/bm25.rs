@@ -2,17 +2,17 @@
 // PyO3 extracts arguments as owned values (Vec, PathBuf); borrowing them is not an option.
 #![allow(clippy::needless_pass_by_value)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 
 use imesde_bm25::{AnalyzerConfig, Bm25, Fusion, Method, Params};
 use parking_lot::RwLock;
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedStr;
-use pyo3::types::{PyString, PyTuple};
+use pyo3::types::{PyBytes, PyString, PyTuple};
 
-use crate::convert::py_str;
 use crate::convert::{Count, Id, Real, Text, as_str, id_of, ids_of, str_items, type_name, utf8};
+use crate::convert::{py_str, reduce_to_bytes};
 use crate::error::CoreError;
 use crate::exceptions::{Exc, err};
 use crate::gil;
@@ -328,6 +328,31 @@ impl PyBm25 {
     fn load(py: Python<'_>, path: PathBuf) -> PyResult<Self> {
         let index = gil::run(py, "BM25.load", || Bm25::load(&path))?.map_err(CoreError::from)?;
         Ok(Self(RwLock::new(index)))
+    }
+
+    /// The index as the bytes ``save`` writes.
+    fn to_bytes<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
+        let data = gil::run(py, "BM25.to_bytes", || self.0.read().to_bytes())?;
+        Ok(PyBytes::new(py, &data))
+    }
+
+    /// An index from ``to_bytes`` (or a file's) bytes, checked as ``load`` checks a file.
+    #[staticmethod]
+    fn from_bytes(py: Python<'_>, data: &[u8]) -> PyResult<Self> {
+        let index = gil::run(py, "BM25.from_bytes", || {
+            Bm25::from_bytes(data, Path::new("<bytes>"))
+        })?
+        .map_err(CoreError::from)?;
+        Ok(Self(RwLock::new(index)))
+    }
+
+    /// Pickles through ``to_bytes``: ``copy.deepcopy``, ``joblib`` and ``spawn`` workers
+    /// get the same index, and a damaged pickle is ``IndexCorruptError``.
+    fn __reduce__<'py>(
+        slf: &Bound<'py, Self>,
+    ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyTuple>)> {
+        let data = slf.get().to_bytes(slf.py())?;
+        reduce_to_bytes(slf.as_any(), data.as_bytes(), None)
     }
 
     fn __repr__(&self) -> String {

@@ -12,7 +12,7 @@ use numpy::{
 use pyo3::Borrowed;
 use pyo3::exceptions::{PyOverflowError, PyTypeError, PyUnicodeEncodeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyString};
+use pyo3::types::{PyBytes, PyDict, PyString, PyTuple};
 
 use crate::exceptions::{Exc, class, err};
 
@@ -488,6 +488,23 @@ pub(crate) fn ids_of(obj: &Bound<'_, PyAny>) -> PyResult<Vec<u64>> {
         .enumerate()
         .map(|(i, id)| id_of(&id?, &format!("ids[{i}]")))
         .collect()
+}
+
+/// What `__reduce__` returns for an object whose pickle is its file format's bytes:
+/// `(type(obj).from_bytes, (data, *more))`, so unpickling checks them as loading a file does.
+pub(crate) fn reduce_to_bytes<'py>(
+    obj: &Bound<'py, PyAny>,
+    data: &[u8],
+    more: Option<Bound<'py, PyAny>>,
+) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyTuple>)> {
+    let py = obj.py();
+    let from_bytes = obj.get_type().getattr(pyo3::intern!(py, "from_bytes"))?;
+    let data = PyBytes::new(py, data).into_any();
+    let args = match more {
+        Some(m) => PyTuple::new(py, [data, m])?,
+        None => PyTuple::new(py, [data])?,
+    };
+    Ok((from_bytes, args))
 }
 
 /// `s` quoted as Python's `repr` would (single quotes unless it holds one).

@@ -10,7 +10,7 @@ use imesde_embed::{Embedder, EmbedderConfig, Optimization, Pooling};
 use imesde_engine::TextModel;
 use numpy::{IntoPyArray, PyArray1, PyArray2, PyArrayMethods};
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
+use pyo3::types::{PyDict, PyTuple};
 
 use crate::convert::{self, Count, Real, Text};
 use crate::error::CoreError;
@@ -314,6 +314,31 @@ impl TextEmbedder {
     /// Drops every cached vector.
     fn clear_cache(&self) {
         self.inner().clear_cache();
+    }
+
+    /// The arguments that make this embedder again (the model and tokenizer files and every
+    /// option in effect): ``pickle``, ``copy.deepcopy`` and ``spawn`` workers make a new
+    /// embedder from the same files, with an empty cache.
+    fn __getnewargs_ex__<'py>(
+        &self,
+        py: Python<'py>,
+    ) -> PyResult<(Bound<'py, PyTuple>, Bound<'py, PyDict>)> {
+        let c = self.inner().config();
+        let args = PyTuple::new(py, [self.model_path(), self.tokenizer_path.clone()])?;
+        let kwargs = PyDict::new(py);
+        kwargs.set_item("max_length", c.max_length)?;
+        kwargs.set_item("batch_size", c.batch_size)?;
+        kwargs.set_item("pooling", c.pooling.to_string())?;
+        kwargs.set_item("normalize", c.normalize)?;
+        kwargs.set_item("threads", c.threads)?;
+        kwargs.set_item("cache_size", c.cache_size)?;
+        kwargs.set_item("cache_ttl", c.cache_ttl.map(|d| d.as_secs_f64()))?;
+        kwargs.set_item("optimization", c.optimization.to_string())?;
+        kwargs.set_item("cache_bytes", c.cache_bytes)?;
+        if !c.providers.is_empty() {
+            kwargs.set_item("providers", c.providers.clone())?;
+        }
+        Ok((args, kwargs))
     }
 
     fn __repr__(&self) -> String {

@@ -13,9 +13,9 @@ use imesde_ring::{Attributes, Metadata, RingConfig, RingError, Storage};
 use numpy::{IntoPyArray, PyArray1, PyArray2, PyArrayMethods};
 use parking_lot::Mutex;
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyDict, PyInt, PyString};
+use pyo3::types::{PyBool, PyBytes, PyDict, PyInt, PyString, PyTuple};
 
-use crate::convert::{self, Count, Real, Text, id_of};
+use crate::convert::{self, Count, Real, Text, id_of, reduce_to_bytes};
 use crate::embed::TextEmbedder;
 use crate::error::CoreError;
 use crate::exceptions::{Exc, err};
@@ -305,36 +305,38 @@ impl Engine {
                     source,
                 })
             })?;
-        let has_model = gil::run(py, "Engine.load", || {
-            imesde_engine::Engine::snapshot_has_model(&bytes)
-        })?
-        .map_err(CoreError::from)?;
-        // A vectors-only snapshot loads without a model unless one is given; a dimension
-        // given for one made with a model loads it for vectors only.
-        let (dim, model) = if has_model || model.is_some() {
-            let (dim, m) = model_or_dim(py, model)?;
-            (Some(dim), m)
-        } else {
-            (None, None)
-        };
-        let text_model = model.as_ref().map(|m| Arc::clone(&m.get().model));
-        let core = gil::run(py, "Engine.load", || {
-            install(|| imesde_engine::Engine::from_snapshot(&bytes, text_model))
-        })?
-        .map_err(CoreError::from)?;
-        let held = core.ring().config().dim;
-        if let Some(dim) = dim
-            && dim != held
-        {
-            return Err(
-                CoreError::from(imesde_engine::EngineError::DimensionMismatch {
-                    engine: held,
-                    model: dim,
-                })
-                .into(),
-            );
-        }
-        Ok(Engine::around(core, model))
+        Self::restore(py, &bytes, model)
+    }
+
+    /// The engine as the bytes ``save`` writes.
+    fn to_bytes<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
+        let core = &self.core;
+        let data = gil::run(py, "Engine.to_bytes", || core.snapshot())?.map_err(CoreError::from)?;
+        Ok(PyBytes::new(py, &data))
+    }
+
+    /// An engine from ``to_bytes`` (or a saved file's) bytes, checked as ``load`` checks a
+    /// file; ``model`` as in ``load``.
+    #[staticmethod]
+    #[pyo3(signature = (data, model = None))]
+    fn from_bytes(py: Python<'_>, data: &[u8], model: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
+        Self::restore(py, data, model)
+    }
+
+    /// Pickles as ``to_bytes`` and its model (a ``TextEmbedder`` pickles as its files and
+    /// options): standing queries and semantic-id hooks are not pickled, as they are not
+    /// saved.
+    fn __reduce__<'py>(
+        slf: &Bound<'py, Self>,
+    ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyTuple>)> {
+        let py = slf.py();
+        let data = slf.get().to_bytes(py)?;
+        let model = slf.get().model(py).map(|m| m.into_bound(py).into_any());
+        reduce_to_bytes(
+            slf.as_any(),
+            data.as_bytes(),
+            Some(model.unwrap_or_else(|| py.None().into_bound(py))),
+        )
     }
 
     /// Deletes items by id: one int, or a list or array of them. Searches of every kind,
@@ -786,6 +788,42 @@ fn default_embedder(
 ) -> PyResult<Py<TextEmbedder>> {
     let embedder = py.get_type::<TextEmbedder>().call1((model_path,))?;
     Ok(embedder.cast_into::<TextEmbedder>()?.unbind())
+}
+
+impl Engine {
+    /// An engine from snapshot bytes: a vectors-only snapshot loads without a model unless
+    /// one is given; a dimension given for one made with a model loads it for vectors only.
+    fn restore(py: Python<'_>, bytes: &[u8], model: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
+        let model = model.filter(|m| !m.is_none());
+        let has_model = gil::run(py, "Engine.load", || {
+            imesde_engine::Engine::snapshot_has_model(bytes)
+        })?
+        .map_err(CoreError::from)?;
+        let (dim, model) = if has_model || model.is_some() {
+            let (dim, m) = model_or_dim(py, model)?;
+            (Some(dim), m)
+        } else {
+            (None, None)
+        };
+        let text_model = model.as_ref().map(|m| Arc::clone(&m.get().model));
+        let core = gil::run(py, "Engine.load", || {
+            install(|| imesde_engine::Engine::from_snapshot(bytes, text_model))
+        })?
+        .map_err(CoreError::from)?;
+        let held = core.ring().config().dim;
+        if let Some(dim) = dim
+            && dim != held
+        {
+            return Err(
+                CoreError::from(imesde_engine::EngineError::DimensionMismatch {
+                    engine: held,
+                    model: dim,
+                })
+                .into(),
+            );
+        }
+        Ok(Engine::around(core, model))
+    }
 }
 
 /// What labels a batch: a labeler that runs in Rust, or ids a Python function returned.

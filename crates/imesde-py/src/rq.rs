@@ -16,8 +16,9 @@ use numpy::{
     IntoPyArray, PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray2, PyUntypedArrayMethods,
 };
 use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyTuple};
 
-use crate::convert::{self, Count, Real, Rows, Text, id_of};
+use crate::convert::{self, Count, Real, Rows, Text, id_of, reduce_to_bytes};
 use crate::error::CoreError;
 use crate::exceptions::{Exc, err};
 use crate::gil;
@@ -231,6 +232,30 @@ impl RqCodebooks {
         gil::compute(py, "RQKMeans.load", || RqKMeans::load(&path))?
             .map(|m| Self(Arc::new(m)))
             .map_err(rq_err)
+    }
+
+    /// The codebooks as the bytes ``save`` writes.
+    fn to_bytes<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        PyBytes::new(py, &self.0.to_bytes())
+    }
+
+    /// Codebooks from ``to_bytes`` (or a file's) bytes, checked as ``load`` checks a file.
+    #[staticmethod]
+    fn from_bytes(py: Python<'_>, data: &[u8]) -> PyResult<Self> {
+        gil::compute(py, "RQKMeans.from_bytes", || {
+            RqKMeans::from_bytes(data, std::path::Path::new("<bytes>"))
+        })?
+        .map(|m| Self(Arc::new(m)))
+        .map_err(rq_err)
+    }
+
+    /// Pickles through ``to_bytes`` (so ``RQKMeans`` pickles, deep-copies and crosses to
+    /// ``spawn`` workers).
+    fn __reduce__<'py>(
+        slf: &Bound<'py, Self>,
+    ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyTuple>)> {
+        let data = slf.get().0.to_bytes();
+        reduce_to_bytes(slf.as_any(), &data, None)
     }
 
     /// A labeler for ``Engine.attach_semantic_ids``: each batch's greedy (``beam_width`` 1) or

@@ -1,0 +1,113 @@
+"""Pickling through the file formats: RQKMeans, BM25, TextEmbedder and Engine survive pickle,
+copy.deepcopy and a spawn worker with equal results, and a damaged pickle is as refused as a
+damaged file."""
+
+from __future__ import annotations
+
+import copy
+import multiprocessing
+import pickle
+from typing import Any
+
+import imesde
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+Golden = tuple[list[str], npt.NDArray[np.float32]]
+
+
+def bm25_search(index: imesde.BM25, query: str) -> list[tuple[int, float]]:
+    return [(h.id, h.score) for h in index.search(query, k=5)]
+
+
+def test_rq_kmeans_and_bm25_pickle_with_equal_results(golden: Golden) -> None:
+    texts, vecs = golden
+    model = imesde.RQKMeans(3, [8, 16, 16], balanced=True, random_state=0).fit(vecs)
+    for twin in (pickle.loads(pickle.dumps(model)), copy.deepcopy(model)):
+        assert isinstance(twin, imesde.RQKMeans)
+        np.testing.assert_array_equal(twin.encode(vecs), model.encode(vecs))
+        assert twin(vecs[:20]) == model(vecs[:20])
+        assert twin.beam_width == model.beam_width
+    assert pickle.loads(pickle.dumps(imesde.RQKMeans(2, 4))).is_fitted is False
+    index = imesde.BM25(method="bm25+", stopwords=["the"])
+    index.add_batch(list(range(len(texts))), texts)
+    index.remove(7)
+    for twin in (pickle.loads(pickle.dumps(index)), copy.deepcopy(index)):
+        assert len(twin) == len(index)
+        assert 7 not in twin
+        for q in ("kernel memory", texts[3], "network driver fix"):
+            assert bm25_search(twin, q) == bm25_search(index, q)
+    assert repr(imesde.BM25.from_bytes(index.to_bytes())) == repr(index)
+
+
+def test_a_damaged_pickle_is_refused_like_a_damaged_file(golden: Golden) -> None:
+    texts, vecs = golden
+    index = imesde.BM25()
+    index.add_batch(list(range(50)), texts[:50])
+    data = bytearray(index.to_bytes())
+    data[len(data) // 2] ^= 0x40
+    with pytest.raises(imesde.IndexCorruptError):
+        imesde.BM25.from_bytes(bytes(data))
+    books = imesde.RQKMeans(2, 4, random_state=0).fit(vecs)._fitted().to_bytes()
+    with pytest.raises(imesde.IndexCorruptError):
+        imesde._imesde.RQCodebooks.from_bytes(books[:-3])
+    engine = imesde.Engine(384, num_shards=2, shard_size=8)
+    engine.ingest_vectors(vecs[:10])
+    snap = engine.to_bytes()
+    with pytest.raises(imesde.IndexCorruptError):
+        imesde.Engine.from_bytes(snap[:-1])
+    # A pickle whose bytes were altered: the same check.
+    forged = pickle.dumps(engine).replace(snap[40:60], bytes(20))
+    with pytest.raises(imesde.IndexCorruptError):
+        pickle.loads(forged)
+
+
+def test_a_vector_engine_pickles_whole(golden: Golden) -> None:
+    texts, vecs = golden
+    engine = imesde.Engine(384, num_shards=4, shard_size=32, storage="int8", lexical=True)
+    engine.ingest_vectors(vecs[:100], texts[:100], metadata=[{"n": str(i)} for i in range(100)])
+    engine.delete([3, 4])
+    twin = pickle.loads(pickle.dumps(engine))
+    assert (len(twin), twin.storage, twin.lexical, twin.model) == (98, "int8", True, None)
+    for q in vecs[:5]:
+        assert [(h.id, h.score, h.metadata) for h in twin.search_vector(q, k=5)] == [
+            (h.id, h.score, h.metadata) for h in engine.search_vector(q, k=5)
+        ]
+    assert [h.id for h in twin.lexical_search(texts[9])] == [
+        h.id for h in engine.lexical_search(texts[9])
+    ]
+
+
+def _search_in_worker(args: tuple[Any, Any, npt.NDArray[np.float32]]) -> Any:
+    engine, model, q = args
+    return [h.id for h in engine.search_vector(q, k=5)], model.encode(q[None, :]).tolist()
+
+
+def test_objects_cross_to_a_spawn_worker(golden: Golden) -> None:
+    _, vecs = golden
+    engine = imesde.Engine(384, num_shards=2, shard_size=64)
+    engine.ingest_vectors(vecs[:100])
+    model = imesde.RQKMeans(2, 8, random_state=0).fit(vecs)
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        ids, codes = pool.map(_search_in_worker, [(engine, model, vecs[5])])[0]
+    assert ids == [h.id for h in engine.search_vector(vecs[5], k=5)]
+    assert codes == model.encode(vecs[5][None, :]).tolist()
+
+
+@pytest.mark.model
+def test_text_embedder_and_a_text_engine_pickle(embedder: imesde.TextEmbedder) -> None:
+    twin = pickle.loads(pickle.dumps(embedder))
+    assert (twin.model_path, twin.dim, twin.max_length, twin.pooling) == (
+        embedder.model_path,
+        embedder.dim,
+        embedder.max_length,
+        embedder.pooling,
+    )
+    texts = ["kernel: out of memory", "sshd: accepted publickey"]
+    np.testing.assert_allclose(twin.embed(texts), embedder.embed(texts), atol=1e-6)
+    engine = imesde.Engine(embedder, num_shards=2, shard_size=8)
+    engine.ingest_batch(texts)
+    copied = copy.deepcopy(engine)
+    assert copied.model is not None
+    assert copied.search("memory exhausted", k=1)[0].text == texts[0]
