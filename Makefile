@@ -44,13 +44,18 @@ py-test: build
 
 test: rust-test lint stubtest py-test
 
-bench: bench-search bench-embed bench-bm25 bench-rq bench-stream bench-models bench-ids
+bench: bench-search bench-embed bench-bm25 bench-rq bench-stream bench-models bench-ids bench-filters
 
 # pytest-benchmark suites: a table per group, each time also relative to the group's fastest.
 BENCH_PYTEST := $(PY) -m pytest --benchmark-enable --benchmark-columns=min,median,mean,rounds --benchmark-sort=name
 
 bench-ids: build
 	$(BENCH_PYTEST) benches/test_bench_semantic_ids.py
+
+# The anchors: the same search without the filter, and chromadb's in-memory client.
+bench-filters: build
+	$(PY) -m pip install -q chromadb
+	$(BENCH_PYTEST) benches/test_bench_filters.py
 
 bench-search: build
 	$(PY) -m pip install -q faiss-cpu

@@ -21,7 +21,7 @@ def test_search_is_exact_against_numpy(rng: np.random.Generator) -> None:
     data = rng.standard_normal((3000, 96), dtype=np.float32)
     engine = imesde.Engine(96, num_shards=8, shard_size=512)
     ids = engine.ingest_vectors(data, [f"item {i}" for i in range(3000)])
-    assert ids.dtype == np.uint64
+    assert ids.dtype == np.int64
     assert ids.tolist() == list(range(3000))
     assert len(engine) == 3000
     for _ in range(5):

@@ -35,7 +35,7 @@ def engine(embedder: imesde.TextEmbedder, stream: list[dict[str, str]]) -> imesd
         timestamps=[datetime.fromisoformat(i["ts"].replace("Z", "+00:00")) for i in items],
         metadata=[{"source": i["source"]} for i in items],
     )
-    assert ids.dtype == np.uint64
+    assert ids.dtype == np.int64
     assert ids.tolist() == list(range(1500))
     e.ingest_batch(list(NEEDLES), metadata={"source": "needle"})
     return e

@@ -38,7 +38,8 @@ BAD_INGEST: list[tuple[str, Any, dict[str, Any], type[Exception]]] = [
     ("texts not str", GOOD, {"texts": ["a", 3]}, imesde.DTypeError),
     ("texts a str", GOOD, {"texts": "ab"}, imesde.DTypeError),
     ("metadata too long", GOOD, {"metadata": [{}, {}, {}]}, imesde.ShapeError),
-    ("metadata value int", GOOD, {"metadata": {"a": 1}}, imesde.DTypeError),
+    ("metadata value None", GOOD, {"metadata": {"a": None}}, imesde.DTypeError),
+    ("metadata value nested", GOOD, {"metadata": {"a": [[1]]}}, imesde.DTypeError),
     ("metadata key int", GOOD, {"metadata": [{1: "a"}, None]}, imesde.DTypeError),
     ("metadata not dict", GOOD, {"metadata": ["a", "b"]}, imesde.DTypeError),
     ("timestamps short", GOOD, {"timestamps": [1.0]}, imesde.ShapeError),
@@ -99,8 +100,8 @@ def test_bad_queries(engine: imesde.Engine) -> None:
         engine.search_vector(np.ones((2, 8), np.float32))
     with pytest.raises(imesde.InvalidValueError):
         engine.search_vector(q, since=10.0, until=5.0)
-    with pytest.raises(imesde.DTypeError):
-        engine.search_vector(q, where={"a": 1})  # type: ignore[dict-item]
+    with pytest.raises(imesde.InvalidValueError):
+        engine.search_vector(q, where={"a": {"$gt": None}})
     with pytest.raises(imesde.DTypeError):
         engine.search_vector(q, since="yesterday")  # type: ignore[arg-type]
     with pytest.raises(imesde.DimensionMismatchError):

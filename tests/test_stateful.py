@@ -112,7 +112,7 @@ class ApiMachine(RuleBasedStateMachine):
         newest = range(max(0, self.next_id - self.CAPACITY), self.next_id)
         return [i for i in newest if i not in self.deleted]
 
-    def added(self, ids: npt.NDArray[np.uint64] | list[int], texts: list[str | None]) -> None:
+    def added(self, ids: npt.NDArray[np.int64] | list[int], texts: list[str | None]) -> None:
         assert [int(i) for i in ids] == list(range(self.next_id, self.next_id + len(texts)))
         for i, t in zip(ids, texts, strict=True):
             self.texts[int(i)] = t
@@ -151,7 +151,7 @@ class ApiMachine(RuleBasedStateMachine):
         elif damage == "text":
             texts[-1] = "bad \ud800"
         elif damage == "meta":
-            meta[-1] = {"k": 1}
+            meta[-1] = {"k": None}
         first = self.next_id
         ids = attempt(lambda: self.engine.ingest_vectors(x, texts, metadata=meta), damage is None)
         if ids is not None:

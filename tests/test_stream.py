@@ -259,3 +259,26 @@ def test_ingest_stream_stores_a_paced_stream_in_batches(
     assert sum(batches) == 40
     want = texts[35].rstrip("\n")
     assert engine.search(want, k=1)[0].text == want
+
+
+def test_async_for_yields_events_then_stops_when_closed() -> None:
+    import asyncio
+
+    engine = imesde.Engine(4)
+    sub = engine.subscribe(np.array([1, 0, 0, 0], np.float32), threshold=0.5)
+
+    async def main() -> list[int]:
+        async def produce() -> None:
+            await asyncio.sleep(0.05)
+            engine.ingest_vectors(np.eye(4, dtype=np.float32))
+            await asyncio.sleep(0.05)
+            engine.ingest_vectors(np.eye(4, dtype=np.float32)[:1])
+            await asyncio.sleep(0.05)
+            sub.close()
+
+        task = asyncio.create_task(produce())
+        got = [event.hit.id async for event in sub]
+        await task
+        return got
+
+    assert asyncio.run(main()) == [0, 4]

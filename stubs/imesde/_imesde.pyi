@@ -1,7 +1,7 @@
 """Typed interface of the native module ``imesde._imesde``."""
 
 import os
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Literal, TypeAlias, final, overload
 
@@ -12,6 +12,14 @@ __version__: str
 
 _F32Array: TypeAlias = npt.NDArray[np.float32]
 _Timestamp: TypeAlias = float | int | datetime
+_Scalar: TypeAlias = str | int | float | bool
+# A metadata value: a scalar or a list of scalars (tags).
+_MetaValue: TypeAlias = _Scalar | list[_Scalar] | tuple[_Scalar, ...]
+_Metadata: TypeAlias = Mapping[str, _MetaValue]
+# A ``where`` filter: ``{"key": value}`` or ``{"key": {"$op": operand}}``, ``$and`` / ``$or``
+# lists and ``$not``; see the filter guide.
+_Where: TypeAlias = Mapping[str, Any]
+_Ids: TypeAlias = npt.NDArray[np.int64]
 
 class ImesdeError(Exception):
     """Base class of every error raised by imesde."""
@@ -272,7 +280,7 @@ class Hit:
     def ts(self) -> float:
         """_Timestamp in seconds since the Unix epoch."""
     @property
-    def metadata(self) -> dict[str, str] | None:
+    def metadata(self) -> dict[str, _MetaValue] | None:
         """The item's metadata as a new dict, or None."""
     def __len__(self) -> int: ...
     @overload
@@ -300,7 +308,7 @@ class Item:
     def ts(self) -> float:
         """_Timestamp in seconds since the Unix epoch."""
     @property
-    def metadata(self) -> dict[str, str] | None:
+    def metadata(self) -> dict[str, _MetaValue] | None:
         """The item's metadata as a new dict, or None."""
 
 @final
@@ -329,7 +337,7 @@ class Engine:
         self,
         text: str,
         *,
-        metadata: Mapping[str, str] | None = None,
+        metadata: _Metadata | None = None,
         ts: _Timestamp | None = None,
     ) -> int:
         """Embed and add one text; return its id."""
@@ -338,8 +346,8 @@ class Engine:
         texts: Iterable[str],
         *,
         timestamps: Sequence[_Timestamp] | None = None,
-        metadata: Mapping[str, str] | Sequence[Mapping[str, str] | None] | None = None,
-    ) -> npt.NDArray[np.uint64]:
+        metadata: _Metadata | Sequence[_Metadata | None] | None = None,
+    ) -> _Ids:
         """Embed and add texts; return their ids. A bad batch adds nothing."""
     def search(
         self,
@@ -348,7 +356,7 @@ class Engine:
         *,
         since: _Timestamp | None = None,
         until: _Timestamp | None = None,
-        where: Mapping[str, str] | None = None,
+        where: _Where | None = None,
     ) -> list[Hit]:
         """The ``k`` items closest in meaning to the text ``query``, best first."""
     def search_batch(
@@ -358,10 +366,18 @@ class Engine:
         *,
         since: _Timestamp | None = None,
         until: _Timestamp | None = None,
-        where: Mapping[str, str] | None = None,
+        where: _Where | None = None,
     ) -> list[list[Hit]]:
         """``search`` for each query text (embedded in one batch)."""
-    def lexical_search(self, query: str, k: int = 10) -> list[Hit]:
+    def lexical_search(
+        self,
+        query: str,
+        k: int = 10,
+        *,
+        since: _Timestamp | None = None,
+        until: _Timestamp | None = None,
+        where: _Where | None = None,
+    ) -> list[Hit]:
         """The ``k`` items whose texts best match the words of ``query`` (BM25 scores)."""
     def hybrid_search(
         self,
@@ -369,6 +385,10 @@ class Engine:
         k: int = 10,
         method: Literal["rrf", "weighted", "combsum", "combmnz", "borda"] = "rrf",
         alpha: float | None = None,
+        *,
+        since: _Timestamp | None = None,
+        until: _Timestamp | None = None,
+        where: _Where | None = None,
     ) -> list[Hit]:
         """Dense and lexical results fused (``alpha`` weights the dense side)."""
     def save(self, path: str | os.PathLike[str]) -> None:
@@ -394,7 +414,7 @@ class Engine:
         *,
         threshold: float | str | None = None,
         top_k: int | None = None,
-        where: Mapping[str, str] | None = None,
+        where: _Where | None = None,
         callback: Callable[[Event], object] | None = None,
         queue_size: int = 10_000,
     ) -> Subscription:
@@ -404,8 +424,15 @@ class Engine:
         """Stop a subscription; False when it was not active."""
     def subscriptions(self) -> list[Subscription]:
         """The active subscriptions, oldest first."""
-    def recent(self, n: int) -> list[Item]:
-        """The newest ``n`` items still held, newest first."""
+    def recent(
+        self,
+        n: int,
+        *,
+        since: _Timestamp | None = None,
+        until: _Timestamp | None = None,
+        where: _Where | None = None,
+    ) -> list[Item]:
+        """The newest ``n`` items still held (that pass the filter), newest first."""
     def attach_semantic_ids(self, assign: Callable[[_F32Array], Sequence[str]] | None) -> None:
         """Store ``assign(vectors)[i]`` as each ingested item's ``semantic_id`` metadata (for
         example a fitted ``SemanticIdEngine``); ``None`` detaches."""
@@ -421,8 +448,8 @@ class Engine:
         texts: Sequence[str | None] | None = None,
         *,
         timestamps: Sequence[_Timestamp] | None = None,
-        metadata: Mapping[str, str] | Sequence[Mapping[str, str] | None] | None = None,
-    ) -> npt.NDArray[np.uint64]:
+        metadata: _Metadata | Sequence[_Metadata | None] | None = None,
+    ) -> _Ids:
         """Add vectors with optional texts, timestamps and metadata; return their ids."""
     def search_vector(
         self,
@@ -431,12 +458,18 @@ class Engine:
         *,
         since: _Timestamp | None = None,
         until: _Timestamp | None = None,
-        where: Mapping[str, str] | None = None,
+        where: _Where | None = None,
     ) -> list[Hit]:
         """The ``k`` items most similar to ``query``, best first, optionally filtered."""
     def search_vectors(
-        self, queries: _F32Array, k: int = 10
-    ) -> tuple[_F32Array, npt.NDArray[np.int64]]:
+        self,
+        queries: _F32Array,
+        k: int = 10,
+        *,
+        since: _Timestamp | None = None,
+        until: _Timestamp | None = None,
+        where: _Where | None = None,
+    ) -> tuple[_F32Array, _Ids]:
         """Exact top-``k`` for a batch of queries: ``(scores, ids)`` of shape ``[nq, k']``."""
     def get(self, id: int) -> Item:
         """The item with this id; raises ``ItemNotFoundError`` if it is not held."""
@@ -448,7 +481,7 @@ class Engine:
         id: int,
         item: str | _F32Array,
         *,
-        metadata: Mapping[str, str] | None = None,
+        metadata: _Metadata | None = None,
         ts: _Timestamp | None = None,
     ) -> int:
         """Replace item ``id`` by a new version (a text or a vector; metadata kept unless
@@ -513,6 +546,9 @@ class Subscription:
         """Stop receiving events."""
     def __iter__(self) -> Iterator[Event]:
         """Iterate events as they arrive; ends after ``close()``."""
+    def __aiter__(self) -> Subscription:
+        """``async for event in sub`` (each wait runs on the loop's default executor)."""
+    def __anext__(self) -> Coroutine[Any, Any, Event]: ...
     def __next__(self) -> Event:
         """The next event (blocks)."""
     def __enter__(self) -> Subscription:
@@ -546,7 +582,7 @@ class Event:
     def ts(self) -> float:
         """The item's timestamp."""
     @property
-    def metadata(self) -> dict[str, str] | None:
+    def metadata(self) -> dict[str, _MetaValue] | None:
         """The item's metadata."""
 
 @final

@@ -1,7 +1,7 @@
 //! The index against its own exhaustive scorer and against a rebuild from scratch; the file
 //! format against truncation and tampering.
 
-use imesde_bm25::{AnalyzerConfig, Bm25, Bm25Error, Method, Params};
+use imesde_bm25::{AnalyzerConfig, Bm25, Bm25Error, Bm25Hit, Method, Params};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -52,7 +52,7 @@ fn index(method: Method) -> Bm25 {
     .unwrap()
 }
 
-fn assert_same(a: &[imesde_bm25::Bm25Hit], b: &[imesde_bm25::Bm25Hit], what: &str) {
+fn assert_same(a: &[Bm25Hit], b: &[Bm25Hit], what: &str) {
     assert_eq!(a.len(), b.len(), "{what}: {a:?} vs {b:?}");
     for (x, y) in a.iter().zip(b) {
         assert!(
@@ -106,6 +106,46 @@ fn maxscore_equals_exhaustive() {
                 for h in &fast {
                     assert!(!h.terms.is_empty());
                 }
+            }
+        }
+    }
+}
+
+#[test]
+fn filtered_search_equals_exhaustive_among_the_kept() {
+    let mut rng = StdRng::seed_from_u64(9);
+    let mut idx = index(Method::Lucene);
+    for id in 0..600 {
+        idx.add(id, &text(&mut rng)).unwrap();
+    }
+    for id in (0..600).step_by(11) {
+        idx.remove(id).unwrap();
+    }
+    for modulus in [2u64, 20, 200] {
+        for _ in 0..60 {
+            let q = text(&mut rng);
+            // Single-word queries take the one-list path.
+            let q1 = q.split(' ').next().unwrap().to_owned();
+            for q in [q, q1] {
+                let k = rng.random_range(1..30);
+                let kept = |id: u64| id % modulus == 3;
+                let slow: Vec<Bm25Hit> = idx
+                    .search_exhaustive(&q, usize::MAX, 0.0)
+                    .into_iter()
+                    .filter(|h| kept(h.id))
+                    .take(k)
+                    .collect();
+                let mut asked = 0;
+                let fast = idx.search_filtered(&q, k, 0.0, &mut |id| {
+                    asked += 1;
+                    kept(id)
+                });
+                assert_same(&fast, &slow, &format!("{q:?} k={k} mod {modulus}"));
+                assert!(fast.iter().all(|h| kept(h.id)));
+                assert!(
+                    asked <= idx.document_count(),
+                    "asked once per candidate at most"
+                );
             }
         }
     }
@@ -377,7 +417,7 @@ fn parallel_batch_builds_the_same_index() {
         .chain(texts.iter().step_by(97).map(String::as_str))
     {
         let (a, b) = (one.search(q, 50, 0.0), batch.search(q, 50, 0.0));
-        let key = |h: &imesde_bm25::Bm25Hit| (h.id, h.score.to_bits());
+        let key = |h: &Bm25Hit| (h.id, h.score.to_bits());
         assert_eq!(
             a.iter().map(key).collect::<Vec<_>>(),
             b.iter().map(key).collect::<Vec<_>>(),

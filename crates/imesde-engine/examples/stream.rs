@@ -88,14 +88,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .join("../../python/imesde/data/changelog_sample.jsonl.gz");
     let reader = BufReader::new(flate2::read::GzDecoder::new(std::fs::File::open(&sample)?));
     let mut texts: Vec<Arc<str>> = Vec::new();
-    let mut sources: Vec<Option<Arc<Metadata>>> = Vec::new();
+    let mut sources: Vec<Option<Metadata>> = Vec::new();
     for line in reader.lines() {
         let item: serde_json::Value = serde_json::from_str(&line?)?;
         texts.push(Arc::from(item["text"].as_str().unwrap_or_default()));
         sources.push(
             item["source"]
                 .as_str()
-                .map(|s| Arc::new(Metadata::new([("source", s)]))),
+                .map(|s| Metadata::new([("source", s)])),
         );
     }
     println!(
@@ -130,8 +130,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         for h in hits {
             let source = h
                 .metadata
-                .as_deref()
-                .and_then(|m| m.get("source"))
+                .as_ref()
+                .and_then(|m| m.get("source")?.as_str())
                 .map_or_else(String::new, |s| format!("[{s}] "));
             println!(
                 "  {:.3}  {source}{}",

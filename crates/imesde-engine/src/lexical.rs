@@ -77,4 +77,18 @@ impl Lexical {
             .map(|h| (h.id, h.score))
             .collect()
     }
+
+    /// [`Self::ranked`] among the ids `keep` accepts.
+    pub(crate) fn ranked_where(
+        &self,
+        query: &str,
+        k: usize,
+        keep: &mut dyn FnMut(u64) -> bool,
+    ) -> Vec<(u64, f32)> {
+        self.index
+            .search_filtered(query, k, 0.0, keep)
+            .into_iter()
+            .map(|h| (h.id, h.score))
+            .collect()
+    }
 }

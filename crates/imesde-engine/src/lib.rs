@@ -41,6 +41,7 @@ use std::sync::Arc;
 
 use imesde_ring::{
     Attributes, BatchResult, Event, Filter, Hit, Item, Metadata, Ring, RingConfig, StandingSpec,
+    Value,
 };
 use parking_lot::{Mutex, RwLock};
 
@@ -370,34 +371,46 @@ impl Engine {
         Ok(self.ring.search(query, k, filter)?)
     }
 
-    /// Top-`k` for each of a batch of query vectors, in one pass over the ring.
+    /// Top-`k` for each of a batch of query vectors among the items `filter` keeps, in one
+    /// pass over the ring.
     ///
     /// # Errors
     /// As [`Engine::search_vector`].
-    pub fn search_vectors(&self, queries: &[f32], k: usize) -> Result<BatchResult> {
-        Ok(self.ring.search_batch(queries, k)?)
+    pub fn search_vectors(
+        &self,
+        queries: &[f32],
+        k: usize,
+        filter: &Filter,
+    ) -> Result<BatchResult> {
+        Ok(self.ring.search_batch(queries, k, filter)?)
     }
 
-    /// The `k` items whose texts best match the words of `query` (BM25), best first; a hit's
-    /// score is its BM25 score.
+    /// The `k` items whose texts best match the words of `query` (BM25) among those `filter`
+    /// keeps, best first; a hit's score is its BM25 score.
     ///
     /// # Errors
-    /// No BM25 index.
+    /// No BM25 index, an empty time window.
     #[cfg(feature = "bm25")]
-    pub fn lexical_search(&self, query: &str, k: usize) -> Result<Vec<Hit>> {
-        let ranked = self.lexical_ranked(query, self.cap(k))?;
+    pub fn lexical_search(&self, query: &str, k: usize, filter: &Filter) -> Result<Vec<Hit>> {
+        let ranked = self.lexical_ranked(query, self.cap(k), filter)?;
         Ok(self.hits_for(&ranked))
     }
 
     #[cfg(feature = "bm25")]
-    fn lexical_ranked(&self, query: &str, k: usize) -> Result<Vec<(u64, f32)>> {
+    fn lexical_ranked(&self, query: &str, k: usize, filter: &Filter) -> Result<Vec<(u64, f32)>> {
         let lexical = self.lexical.as_ref().ok_or(EngineError::NoLexical)?;
-        Ok(lexical.lock().ranked(query, k))
+        filter.check()?;
+        let lexical = lexical.lock();
+        Ok(if filter.is_empty() {
+            lexical.ranked(query, k)
+        } else {
+            lexical.ranked_where(query, k, &mut |id| self.ring.passes(id, filter))
+        })
     }
 
-    /// Dense and lexical results fused into one ranking: the best `max(5k, 50)` of each side,
-    /// fused by `fusion`; `alpha` weights the dense list and `1 - alpha` the lexical one. A
-    /// hit's score is its fused score.
+    /// Dense and lexical results fused into one ranking: the best `max(5k, 50)` of each side
+    /// among the items `filter` keeps, fused by `fusion`; `alpha` weights the dense list and
+    /// `1 - alpha` the lexical one. A hit's score is its fused score.
     ///
     /// # Errors
     /// No model or no BM25 index, `alpha` outside 0..=1, embedding failed.
@@ -408,6 +421,7 @@ impl Engine {
         k: usize,
         fusion: Fusion,
         alpha: Option<f32>,
+        filter: &Filter,
         interrupted: &mut dyn FnMut() -> bool,
     ) -> Result<Vec<Hit>> {
         if let Some(a) = alpha
@@ -419,11 +433,11 @@ impl Engine {
         }
         let k = self.cap(k);
         let depth = self.cap(hybrid_depth(k));
-        let lexical = self.lexical_ranked(query, depth)?;
+        let lexical = self.lexical_ranked(query, depth, filter)?;
         let q = self.embed_queries(&[Arc::from(query)], interrupted)?;
         let dense: Vec<(u64, f32)> = self
             .ring
-            .search(&q, depth, &Filter::default())?
+            .search(&q, depth, filter)?
             .into_iter()
             .map(|h| (h.id, h.score))
             .collect();
@@ -501,10 +515,12 @@ impl Engine {
         self.ring.unsubscribe(id)
     }
 
-    /// The newest `n` items still held, newest first.
-    #[must_use]
-    pub fn recent(&self, n: usize) -> Vec<Item> {
-        self.ring.recent(self.cap(n))
+    /// The newest `n` items still held that `filter` keeps, newest first.
+    ///
+    /// # Errors
+    /// An empty time window.
+    pub fn recent(&self, n: usize, filter: &Filter) -> Result<Vec<Item>> {
+        Ok(self.ring.recent(self.cap(n), filter)?)
     }
 
     /// The item with this id, if it is still held.
@@ -618,18 +634,14 @@ pub fn with_labels(attrs: Attributes, labels: Vec<String>) -> Attributes {
         .into_iter()
         .enumerate()
         .map(|(i, label)| {
-            let mut pairs: Vec<(String, String)> = attrs
+            let mut pairs: Vec<(&str, Value)> = attrs
                 .metadata
                 .get(i)
-                .and_then(Option::as_deref)
-                .map(|m| {
-                    m.iter()
-                        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                        .collect()
-                })
+                .and_then(Option::as_ref)
+                .map(|m| m.iter().map(|(k, v)| (k, v.clone())).collect())
                 .unwrap_or_default();
-            pairs.push((SEMANTIC_ID.to_owned(), label));
-            Some(Arc::new(Metadata::new(pairs)))
+            pairs.push((SEMANTIC_ID, Value::from(label)));
+            Some(Metadata::new(pairs))
         })
         .collect();
     Attributes { metadata, ..attrs }

@@ -10,7 +10,7 @@ use imesde_embed::{Embedder, EmbedderConfig, load_runtime};
 use imesde_engine::{
     Engine, EngineError, Fusion, IdFormat, IdStore, RqLabeler, SEMANTIC_ID, TextModel, Threshold,
 };
-use imesde_ring::{Attributes, Filter, Metadata, RingConfig, Storage};
+use imesde_ring::{Attributes, Filter, Metadata, Predicate, RingConfig, Storage};
 use imesde_rq::{FitConfig, RqKMeans};
 
 fn model() -> Arc<TextModel> {
@@ -60,7 +60,7 @@ fn log_engine(lexical: bool) -> Engine {
         metadata: (0..LOG.len())
             .map(|i| {
                 let host = if i % 2 == 0 { "db1" } else { "web1" };
-                Some(Arc::new(Metadata::new([("host", host)])))
+                Some(Metadata::new([("host", host)]))
             })
             .collect(),
         ..Attributes::default()
@@ -90,7 +90,7 @@ fn text_search_finds_meaning_and_filters_apply() {
     let filter = Filter {
         since: Some(101.0),
         until: Some(104.0),
-        equals: vec![("host".into(), "web1".into())],
+        predicate: Some(Predicate::eq("host", "web1")),
     };
     let hits = e
         .search_text("anything", 10, &filter, &mut never())
@@ -118,9 +118,55 @@ fn text_search_finds_meaning_and_filters_apply() {
 }
 
 #[test]
+fn lexical_hybrid_and_recent_apply_the_filter() {
+    let e = log_engine(true);
+    let web = Filter::matching(Predicate::eq("host", "web1"));
+    let db = Filter::matching(Predicate::eq("host", "db1"));
+    // "Fix CVE-2024-1234 in the nfs client" is item 4, on db1.
+    let lex = |f: &Filter| e.lexical_search("CVE-2024-1234 nfs client", 10, f).unwrap();
+    assert_eq!(lex(&db).iter().map(|h| h.id).collect::<Vec<_>>(), [4]);
+    assert!(lex(&web).is_empty());
+    for f in [&web, &db] {
+        let hybrid = e
+            .hybrid_search(
+                "nfs client security fix",
+                10,
+                Fusion::Rrf { k: 60.0 },
+                None,
+                f,
+                &mut never(),
+            )
+            .unwrap();
+        assert_eq!(
+            hybrid.len(),
+            3,
+            "both sides keep only the three items of one host"
+        );
+        assert!(hybrid.iter().all(|h| f.matches(h.ts, h.metadata.as_ref())));
+        let recent = e.recent(10, f).unwrap();
+        assert_eq!(recent.len(), 3);
+        assert!(recent.windows(2).all(|w| w[0].id > w[1].id));
+    }
+    let window = Filter {
+        since: Some(102.0),
+        until: Some(104.0),
+        ..Filter::default()
+    };
+    let ids: Vec<u64> = e
+        .recent(10, &window)
+        .unwrap()
+        .iter()
+        .map(|i| i.id)
+        .collect();
+    assert_eq!(ids, [3, 2]);
+}
+
+#[test]
 fn the_ring_keeps_the_newest_and_bm25_follows_it() {
     let e = log_engine(true);
-    let hits = e.lexical_search("CVE-2024-1234", 10).unwrap();
+    let hits = e
+        .lexical_search("CVE-2024-1234", 10, &Filter::default())
+        .unwrap();
     assert_eq!(hits.iter().map(|h| h.id).collect::<Vec<_>>(), [4]);
     // 32 slots: 40 more items push out the first six, and BM25 forgets them too.
     let more: Vec<String> = (0..40).map(|i| format!("routine heartbeat {i}")).collect();
@@ -129,11 +175,20 @@ fn the_ring_keeps_the_newest_and_bm25_follows_it() {
         .unwrap();
     assert_eq!(e.ring().len(), 32);
     assert!(e.get(4).is_none());
-    assert!(e.lexical_search("CVE-2024-1234", 10).unwrap().is_empty());
-    assert_eq!(e.lexical_search("heartbeat", 100).unwrap().len(), 32);
+    assert!(
+        e.lexical_search("CVE-2024-1234", 10, &Filter::default())
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        e.lexical_search("heartbeat", 100, &Filter::default())
+            .unwrap()
+            .len(),
+        32
+    );
     // No BM25 index: a clear error.
     assert!(matches!(
-        log_engine(false).lexical_search("x", 1),
+        log_engine(false).lexical_search("x", 1, &Filter::default()),
         Err(EngineError::NoLexical)
     ));
 }
@@ -147,6 +202,7 @@ fn hybrid_search_fuses_both_sides() {
             3,
             Fusion::Rrf { k: 60.0 },
             None,
+            &Filter::default(),
             &mut never(),
         )
         .unwrap();
@@ -154,11 +210,25 @@ fn hybrid_search_fuses_both_sides() {
     assert!(hits.len() <= 3);
     assert!(hits.windows(2).all(|w| w[0].score >= w[1].score));
     let weighted = e
-        .hybrid_search("disk full", 2, Fusion::Weighted, Some(0.7), &mut never())
+        .hybrid_search(
+            "disk full",
+            2,
+            Fusion::Weighted,
+            Some(0.7),
+            &Filter::default(),
+            &mut never(),
+        )
         .unwrap();
     assert_eq!(weighted[0].id, 3);
     assert!(matches!(
-        e.hybrid_search("x", 2, Fusion::Weighted, Some(1.5), &mut never()),
+        e.hybrid_search(
+            "x",
+            2,
+            Fusion::Weighted,
+            Some(1.5),
+            &Filter::default(),
+            &mut never()
+        ),
         Err(EngineError::Invalid(_))
     ));
 }
@@ -228,8 +298,8 @@ fn snapshots_restore_the_same_results_and_check_the_model() {
             .unwrap();
         assert_eq!(a, b);
         assert_eq!(
-            e.lexical_search(q, 6).unwrap(),
-            back.lexical_search(q, 6).unwrap()
+            e.lexical_search(q, 6, &Filter::default()).unwrap(),
+            back.lexical_search(q, 6, &Filter::default()).unwrap()
         );
     }
     assert!(Engine::snapshot_has_model(&std::fs::read(&path).unwrap()).unwrap());
@@ -275,7 +345,12 @@ fn semantic_ids_are_computed_natively_and_unique() {
         .ids
         .map(|id| {
             let item = e.get(id).unwrap();
-            item.metadata.unwrap().get(SEMANTIC_ID).unwrap().to_owned()
+            item.metadata
+                .unwrap()
+                .get(SEMANTIC_ID)
+                .and_then(|v| v.as_str())
+                .unwrap()
+                .to_owned()
         })
         .collect();
     // 16 codes for 300 items: many collide, and every id is still unique.
@@ -299,7 +374,12 @@ fn semantic_ids_are_computed_natively_and_unique() {
 fn deleted_items_leave_dense_lexical_hybrid_and_snapshots() {
     let e = log_engine(true);
     let oom = "process killed by the OOM killer";
-    assert_eq!(e.lexical_search("killed process", 1).unwrap()[0].id, 0);
+    assert_eq!(
+        e.lexical_search("killed process", 1, &Filter::default())
+            .unwrap()[0]
+            .id,
+        0
+    );
     assert_eq!(e.delete(&[0, 0, 42]), [0]);
     assert!(e.get(0).is_none());
     let everything = |hits: Vec<imesde_ring::Hit>| hits.iter().all(|h| h.id != 0);
@@ -308,17 +388,25 @@ fn deleted_items_leave_dense_lexical_hybrid_and_snapshots() {
             .unwrap()
     ));
     assert!(everything(
-        e.lexical_search("killed process postgres", 10).unwrap()
+        e.lexical_search("killed process postgres", 10, &Filter::default())
+            .unwrap()
     ));
     assert!(everything(
-        e.hybrid_search(oom, 10, Fusion::Rrf { k: 60.0 }, None, &mut never())
-            .unwrap()
+        e.hybrid_search(
+            oom,
+            10,
+            Fusion::Rrf { k: 60.0 },
+            None,
+            &Filter::default(),
+            &mut never()
+        )
+        .unwrap()
     ));
     let loaded = Engine::from_snapshot(&e.snapshot().unwrap(), Some(model())).unwrap();
     assert_eq!(loaded.ring().len(), LOG.len() - 1);
     assert!(
         loaded
-            .lexical_search("killed process postgres", 10)
+            .lexical_search("killed process postgres", 10, &Filter::default())
             .unwrap()
             .is_empty()
     );
@@ -336,7 +424,10 @@ fn deleted_items_leave_dense_lexical_hybrid_and_snapshots() {
     assert!(e.get(3).is_some());
     let new = e.replace(3, &v, attrs, None).unwrap().ids.start;
     assert!(e.get(3).is_none());
-    assert_eq!(e.lexical_search("sdb2", 5).unwrap()[0].id, new);
+    assert_eq!(
+        e.lexical_search("sdb2", 5, &Filter::default()).unwrap()[0].id,
+        new
+    );
     assert_eq!(e.ring().len(), LOG.len() - 1);
     // An id not handed out yet is not the new item's to lose, even when it becomes its id.
     let empty = Engine::new(ring(dim, 1, 4), None, false).unwrap();

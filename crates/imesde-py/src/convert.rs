@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::sync::Arc;
 
-use imesde_ring::{Filter, Metadata};
+use imesde_ring::{Filter, KeyInterner, Metadata, Predicate, Value};
 use numpy::{
     PyArrayDescrMethods, PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn, PyUntypedArray,
     PyUntypedArrayMethods,
@@ -12,7 +12,8 @@ use numpy::{
 use pyo3::Borrowed;
 use pyo3::exceptions::{PyOverflowError, PyTypeError, PyUnicodeEncodeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyString, PyTuple};
+use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
+use serde_json::Value as Json;
 
 use crate::exceptions::{Exc, class, err};
 
@@ -311,7 +312,7 @@ pub(crate) fn as_str<'a, 'py>(
 
 /// A timestamp: seconds since the epoch as int / float, or a `datetime`.
 pub(crate) fn timestamp(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<f64> {
-    if obj.hasattr("timestamp")? && !obj.is_instance_of::<pyo3::types::PyFloat>() {
+    if obj.hasattr("timestamp")? && !obj.is_instance_of::<PyFloat>() {
         return obj
             .call_method0("timestamp")
             .and_then(|t| t.extract::<f64>())
@@ -351,15 +352,102 @@ pub(crate) fn timestamps(obj: &Bound<'_, PyAny>) -> PyResult<Vec<f64>> {
         .collect()
 }
 
-/// A `dict[str, str]`.
-pub(crate) fn str_dict(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<(String, String)>> {
+/// Why a metadata value was refused: a message of one exception class, or an error made
+/// already (text encoding errors carry the offending string).
+enum BadValue {
+    Msg(Exc, String),
+    Py(PyErr),
+}
+
+impl BadValue {
+    /// The Python error, with a type error raised as `dtype_as`.
+    fn into_err(self, dtype_as: Exc) -> PyErr {
+        match self {
+            BadValue::Msg(Exc::DType, m) => err(dtype_as, m),
+            BadValue::Msg(e, m) => err(e, m),
+            BadValue::Py(e) => e,
+        }
+    }
+}
+
+/// One metadata value: a str, int, float or bool (numpy scalars too), or, at the top level
+/// (`list_ok`), a list or tuple of them.
+fn meta_value(v: &Bound<'_, PyAny>, what: &str, list_ok: bool) -> Result<Value, BadValue> {
+    if v.is_instance_of::<PyBool>() {
+        return Ok(Value::Bool(v.is_truthy().unwrap_or(false)));
+    }
+    if let Ok(s) = v.cast::<PyString>() {
+        return utf8(s, what).map(Value::from).map_err(BadValue::Py);
+    }
+    if v.is_instance_of::<PyInt>() {
+        return v.extract::<i64>().map(Value::Int).map_err(|_| {
+            BadValue::Msg(
+                Exc::OutOfRange,
+                format!("{what} = {v} is outside the 64-bit signed integers metadata holds"),
+            )
+        });
+    }
+    if v.is_instance_of::<PyFloat>() {
+        let f: f64 = v.extract().unwrap_or(f64::NAN);
+        return if f.is_finite() {
+            Ok(Value::Float(f))
+        } else {
+            Err(BadValue::Msg(
+                Exc::InvalidValue,
+                format!("{what} = {f} is not a finite number"),
+            ))
+        };
+    }
+    if list_ok && (v.is_instance_of::<PyList>() || v.is_instance_of::<PyTuple>()) {
+        let mut out = Vec::new();
+        for (i, x) in v.try_iter().map_err(BadValue::Py)?.enumerate() {
+            let x = x.map_err(BadValue::Py)?;
+            out.push(meta_value(&x, &format!("{what}[{i}]"), false)?);
+        }
+        return Ok(Value::from(out));
+    }
+    // numpy scalars (np.int64, np.float32, np.bool_, np.str_): their Python value.
+    let py = v.py();
+    if v.hasattr(pyo3::intern!(py, "dtype")).unwrap_or(false)
+        && v.getattr(pyo3::intern!(py, "ndim"))
+            .and_then(|n| n.extract::<usize>())
+            .ok()
+            == Some(0)
+        && let Ok(item) = v.call_method0(pyo3::intern!(py, "item"))
+        && !item.is(v)
+    {
+        return meta_value(&item, what, list_ok);
+    }
+    let expected = if list_ok {
+        "str, int, float, bool or a list of them"
+    } else {
+        "str, int, float or bool"
+    };
+    Err(BadValue::Msg(
+        Exc::DType,
+        format!("{what} must be a {expected}, got {}", type_name(v)),
+    ))
+}
+
+/// A metadata dict: str keys, values as [`meta_value`] takes them.
+pub(crate) fn meta_map(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Metadata> {
+    meta_map_with(obj, what, &mut KeyInterner::default())
+}
+
+/// [`meta_map`] sharing one allocation per distinct key through `keys` (the items of a batch
+/// mostly have the same keys; a filter then reads one hot copy of each).
+fn meta_map_with(obj: &Bound<'_, PyAny>, what: &str, keys: &mut KeyInterner) -> PyResult<Metadata> {
     let dict = obj.cast::<PyDict>().map_err(|_| {
         err(
             Exc::DType,
-            format!("{what} must be a dict[str, str], got {}", type_name(obj)),
+            format!(
+                "{what} must be a dict (str keys; str, int, float, bool or list values), got {}",
+                type_name(obj)
+            ),
         )
     })?;
-    dict.iter()
+    let pairs = dict
+        .iter()
         .map(|(k, v)| {
             let key = k.cast::<PyString>().map_err(|_| {
                 err(
@@ -367,30 +455,28 @@ pub(crate) fn str_dict(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<(Stri
                     format!("{what} keys must be str, got {}", type_name(&k)),
                 )
             })?;
-            let val = v.cast::<PyString>().map_err(|_| {
-                err(
-                    Exc::DType,
-                    format!("{what}[{key}] must be str, got {}", type_name(&v)),
-                )
-            })?;
-            let (k, v) = (utf8(key, &format!("a {what} key"))?, utf8(val, what)?);
-            Ok((k.to_owned(), v.to_owned()))
+            let key = utf8(key, &format!("a {what} key"))?;
+            let value = meta_value(&v, &format!("{what}[{key:?}]"), true)
+                .map_err(|e| e.into_err(Exc::DType))?;
+            Ok((keys.intern(key), value))
         })
-        .collect()
+        .collect::<PyResult<Vec<_>>>()?;
+    Ok(Metadata::new(pairs))
 }
 
 /// Metadata for `n` items: one dict for all, or a list of dicts / None.
-pub(crate) fn metadata(obj: &Bound<'_, PyAny>, n: usize) -> PyResult<Vec<Option<Arc<Metadata>>>> {
+pub(crate) fn metadata(obj: &Bound<'_, PyAny>, n: usize) -> PyResult<Vec<Option<Metadata>>> {
     if obj.is_instance_of::<PyDict>() {
-        let shared = Arc::new(Metadata::new(str_dict(obj, "metadata")?));
+        let shared = meta_map(obj, "metadata")?;
         return Ok(vec![Some(shared); n]);
     }
+    let mut keys = KeyInterner::default();
     obj.try_iter()
         .map_err(|_| {
             err(
                 Exc::DType,
                 format!(
-                    "metadata must be a dict[str, str] or a list of them, got {}",
+                    "metadata must be a dict or a list of dicts, got {}",
                     type_name(obj)
                 ),
             )
@@ -401,13 +487,60 @@ pub(crate) fn metadata(obj: &Bound<'_, PyAny>, n: usize) -> PyResult<Vec<Option<
             if m.is_none() {
                 Ok(None)
             } else {
-                Ok(Some(Arc::new(Metadata::new(str_dict(
+                Ok(Some(meta_map_with(
                     &m,
                     &format!("metadata[{i}]"),
-                )?))))
+                    &mut keys,
+                )?))
             }
         })
         .collect()
+}
+
+/// A `where` document as JSON, for [`Predicate::parse`]: dicts, lists and the values metadata
+/// holds. Anything else is an `InvalidValueError` naming where it is.
+fn where_json(v: &Bound<'_, PyAny>, path: &str) -> PyResult<Json> {
+    if let Ok(d) = v.cast::<PyDict>() {
+        let mut map = serde_json::Map::new();
+        for (k, x) in d.iter() {
+            let Ok(key) = k.cast::<PyString>() else {
+                return Err(err(
+                    Exc::InvalidValue,
+                    format!("{path}: keys must be str, got {}", type_name(&k)),
+                ));
+            };
+            let key = utf8(key, "a where key")?;
+            let json = where_json(&x, &format!("{path}[{key:?}]"))?;
+            map.insert(key.to_owned(), json);
+        }
+        return Ok(Json::Object(map));
+    }
+    if v.is_instance_of::<PyList>() || v.is_instance_of::<PyTuple>() {
+        return v
+            .try_iter()?
+            .enumerate()
+            .map(|(i, x)| where_json(&x?, &format!("{path}[{i}]")))
+            .collect::<PyResult<Vec<_>>>()
+            .map(Json::Array);
+    }
+    if v.is_none() {
+        return Ok(Json::Null);
+    }
+    match meta_value(v, path, false) {
+        Ok(Value::Str(s)) => Ok(Json::String(s.into())),
+        Ok(Value::Int(i)) => Ok(Json::from(i)),
+        Ok(Value::Float(f)) => Ok(serde_json::Number::from_f64(f).map_or(Json::Null, Json::Number)),
+        Ok(Value::Bool(b)) => Ok(Json::Bool(b)),
+        Ok(Value::List(_)) => unreachable!("lists are handled above"),
+        // Text-encoding and range errors keep their class (both are InvalidValueErrors).
+        Err(e) => Err(e.into_err(Exc::InvalidValue)),
+    }
+}
+
+/// Compiles a `where` argument.
+pub(crate) fn predicate(where_: &Bound<'_, PyAny>) -> PyResult<Predicate> {
+    let doc = where_json(where_, "where")?;
+    Predicate::parse(&doc).map_err(|e| err(Exc::InvalidValue, e.to_string()))
 }
 
 /// Builds a search filter from the keyword arguments.
@@ -430,10 +563,24 @@ pub(crate) fn filter(
     Ok(Filter {
         since: since.map(|t| bound(t, "since")).transpose()?,
         until: until.map(|t| bound(t, "until")).transpose()?,
-        equals: where_
-            .map(|w| str_dict(w, "where"))
-            .transpose()?
-            .unwrap_or_default(),
+        predicate: where_.filter(|w| !w.is_none()).map(predicate).transpose()?,
+    })
+}
+
+/// A metadata value as a Python object.
+fn value_py<'py>(py: Python<'py>, v: &Value) -> PyResult<Bound<'py, PyAny>> {
+    Ok(match v {
+        Value::Str(s) => PyString::new(py, s).into_any(),
+        Value::Int(i) => i.into_pyobject(py)?.into_any(),
+        Value::Float(f) => PyFloat::new(py, *f).into_any(),
+        Value::Bool(b) => PyBool::new(py, *b).to_owned().into_any(),
+        Value::List(xs) => PyList::new(
+            py,
+            xs.iter()
+                .map(|x| value_py(py, x))
+                .collect::<PyResult<Vec<_>>>()?,
+        )?
+        .into_any(),
     })
 }
 
@@ -445,7 +592,7 @@ pub(crate) fn meta_dict<'py>(
     let Some(m) = m else { return Ok(None) };
     let d = PyDict::new(py);
     for (k, v) in m.iter() {
-        d.set_item(k, v)?;
+        d.set_item(k, value_py(py, v)?)?;
     }
     Ok(Some(d))
 }

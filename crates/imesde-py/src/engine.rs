@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
 use imesde_engine::{Fusion, Ingested, Threshold};
-use imesde_ring::{Attributes, Metadata, RingConfig, RingError, Storage};
+use imesde_ring::{Attributes, RingConfig, RingError, Storage};
 use numpy::{IntoPyArray, PyArray1, PyArray2, PyArrayMethods};
 use parking_lot::Mutex;
 use pyo3::prelude::*;
@@ -57,9 +57,9 @@ fn hits(hits: Vec<imesde_ring::Hit>) -> Vec<Hit> {
     hits.into_iter().map(Hit).collect()
 }
 
-/// Ids as a uint64 array.
-fn id_array(py: Python<'_>, ids: std::ops::Range<u64>) -> Bound<'_, PyArray1<u64>> {
-    ids.collect::<Vec<u64>>().into_pyarray(py)
+/// Ids as an int64 array: the one dtype of ids in imesde, as in faiss (ids stay below 2^63).
+fn id_array(py: Python<'_>, ids: std::ops::Range<u64>) -> Bound<'_, PyArray1<i64>> {
+    ids.map(|i| i as i64).collect::<Vec<i64>>().into_pyarray(py)
 }
 
 fn stopped(stop: &AtomicBool) -> impl FnMut() -> bool + '_ {
@@ -102,24 +102,40 @@ impl Engine {
     }
 
     /// The ``k`` items that best match the words of ``query`` (BM25 over the items' texts),
-    /// best first; ``score`` is the BM25 score. Needs ``Engine(..., lexical=True)``.
-    #[pyo3(signature = (query, k = Count::from(10)), text_signature = "($self, query, k=10)")]
-    fn lexical_search(&self, py: Python<'_>, query: Text, k: Count) -> PyResult<Vec<Hit>> {
+    /// best first; ``score`` is the BM25 score. ``since``, ``until`` and ``where`` as in
+    /// ``search``. Needs ``Engine(..., lexical=True)``.
+    #[pyo3(
+        signature = (query, k = Count::from(10), *, since = None, until = None, r#where = None),
+        text_signature = "($self, query, k=10, *, since=None, until=None, where=None)"
+    )]
+    fn lexical_search(
+        &self,
+        py: Python<'_>,
+        query: Text,
+        k: Count,
+        since: Option<&Bound<'_, PyAny>>,
+        until: Option<&Bound<'_, PyAny>>,
+        r#where: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Vec<Hit>> {
         let k = k.positive("k")?;
+        let filter = convert::filter(since, until, r#where)?;
         let core = &self.core;
         let found = gil::run(py, "Engine.lexical_search", || {
-            core.lexical_search(&query, k)
+            core.lexical_search(&query, k, &filter)
         })?;
         Ok(hits(found.map_err(CoreError::from)?))
     }
 
     /// Dense and lexical results fused into one ranking: ``method`` as in ``imesde.fuse``
     /// (``"rrf"`` by default). ``alpha`` weights the dense list (and ``1 - alpha`` the lexical
-    /// one). ``score`` is the fused score. Needs a model and ``lexical=True``.
+    /// one). ``score`` is the fused score. ``since``, ``until`` and ``where`` filter both
+    /// sides, as in ``search``. Needs a model and ``lexical=True``.
     #[pyo3(
-        signature = (query, k = Count::from(10), method = Text("rrf".into()), alpha = None),
-        text_signature = "($self, query, k=10, method='rrf', alpha=None)"
+        signature = (query, k = Count::from(10), method = Text("rrf".into()), alpha = None, *,
+                     since = None, until = None, r#where = None),
+        text_signature = "($self, query, k=10, method='rrf', alpha=None, *, since=None, until=None, where=None)"
     )]
+    #[allow(clippy::too_many_arguments)]
     fn hybrid_search(
         &self,
         py: Python<'_>,
@@ -127,14 +143,18 @@ impl Engine {
         k: Count,
         method: Text,
         alpha: Option<Real>,
+        since: Option<&Bound<'_, PyAny>>,
+        until: Option<&Bound<'_, PyAny>>,
+        r#where: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Vec<Hit>> {
         let k = k.positive("k")?;
+        let filter = convert::filter(since, until, r#where)?;
         let fusion = method.parse::<Fusion>().map_err(CoreError::from)?;
         let alpha = alpha.map(|a| a.0 as f32);
         let text = convert::one_str(query, "query")?;
         let core = &self.core;
         let found = gil::run_interruptible(py, "Engine.hybrid_search", |stop| {
-            core.hybrid_search(&text, k, fusion, alpha, &mut stopped(stop))
+            core.hybrid_search(&text, k, fusion, alpha, &filter, &mut stopped(stop))
         })?;
         Ok(hits(found.map_err(CoreError::from)?))
     }
@@ -270,11 +290,25 @@ impl Engine {
             .collect()
     }
 
-    /// The newest ``n`` items still held, newest first.
-    fn recent(&self, py: Python<'_>, n: Count) -> PyResult<Vec<Item>> {
+    /// The newest ``n`` items still held, newest first; ``since``, ``until`` and ``where`` as
+    /// in ``search`` keep only the items that pass.
+    #[pyo3(
+        signature = (n, *, since = None, until = None, r#where = None),
+        text_signature = "($self, n, *, since=None, until=None, where=None)"
+    )]
+    fn recent(
+        &self,
+        py: Python<'_>,
+        n: Count,
+        since: Option<&Bound<'_, PyAny>>,
+        until: Option<&Bound<'_, PyAny>>,
+        r#where: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Vec<Item>> {
         let n = n.positive("n")?;
+        let filter = convert::filter(since, until, r#where)?;
         let core = &self.core;
-        let items = gil::run(py, "Engine.recent", || core.recent(n))?;
+        let items =
+            gil::run(py, "Engine.recent", || core.recent(n, &filter))?.map_err(CoreError::from)?;
         Ok(items.into_iter().map(Item).collect())
     }
 
@@ -377,7 +411,7 @@ impl Engine {
             None
         };
         let metadata = match metadata {
-            Some(m) => Some(Arc::new(Metadata::new(convert::str_dict(m, "metadata")?))),
+            Some(m) => Some(convert::meta_map(m, "metadata")?),
             None => old.as_ref().and_then(|o| o.metadata.clone()),
         };
         let attrs = Attributes {
@@ -415,7 +449,7 @@ impl Engine {
     }
 
     /// Embeds and adds one text; returns its id. ``ts`` is seconds or a datetime (default
-    /// now); ``metadata`` a ``dict[str, str]``.
+    /// now); ``metadata`` a dict (str keys; str, int, float, bool or list values).
     #[pyo3(signature = (text, *, metadata = None, ts = None))]
     fn ingest(
         &self,
@@ -433,7 +467,7 @@ impl Engine {
                 .into_iter()
                 .collect(),
             metadata: metadata
-                .map(|m| convert::str_dict(m, "metadata").map(|d| Some(Arc::new(Metadata::new(d)))))
+                .map(|m| convert::meta_map(m, "metadata").map(Some))
                 .transpose()?
                 .into_iter()
                 .collect(),
@@ -442,7 +476,7 @@ impl Engine {
         Ok(self.write(py, &vectors, attrs, None)?.start)
     }
 
-    /// Embeds and adds a list of texts; returns their ids as a uint64 array. ``timestamps``
+    /// Embeds and adds a list of texts; returns their ids as an int64 array. ``timestamps``
     /// and ``metadata`` as in ``ingest_vectors``. A bad batch (or Ctrl-C while embedding)
     /// raises and adds nothing.
     #[pyo3(signature = (texts, *, timestamps = None, metadata = None))]
@@ -452,7 +486,7 @@ impl Engine {
         texts: &Bound<'py, PyAny>,
         timestamps: Option<&Bound<'py, PyAny>>,
         metadata: Option<&Bound<'py, PyAny>>,
-    ) -> PyResult<Bound<'py, PyArray1<u64>>> {
+    ) -> PyResult<Bound<'py, PyArray1<i64>>> {
         let texts = convert::strs(texts, "texts", false)?;
         let n = texts.len();
         let attrs = Attributes {
@@ -469,7 +503,7 @@ impl Engine {
         // Checked before the expensive part; the ring checks again when it writes.
         attrs.check(n).map_err(CoreError::from)?;
         if n == 0 {
-            return Ok(Vec::<u64>::new().into_pyarray(py));
+            return Ok(id_array(py, 0..0));
         }
         let vectors = self.embed_documents(py, &texts)?;
         Ok(id_array(py, self.write(py, &vectors, attrs, None)?))
@@ -534,8 +568,9 @@ impl Engine {
     }
 
     /// Adds vectors (``[n, dim]`` or ``[dim]`` float32) with optional texts, timestamps
-    /// (seconds or datetimes; default now) and metadata (one ``dict[str, str]`` for all, or a
-    /// list). Returns the new ids as a uint64 array. A bad batch raises and adds nothing.
+    /// (seconds or datetimes; default now) and metadata (one dict for all, or a list of dicts
+    /// or None; str keys, str / int / float / bool or list values). Returns the new ids as an
+    /// int64 array. A bad batch raises and adds nothing.
     #[pyo3(signature = (vectors, texts = None, *, timestamps = None, metadata = None))]
     fn ingest_vectors<'py>(
         &self,
@@ -544,7 +579,7 @@ impl Engine {
         texts: Option<&Bound<'py, PyAny>>,
         timestamps: Option<&Bound<'py, PyAny>>,
         metadata: Option<&Bound<'py, PyAny>>,
-    ) -> PyResult<Bound<'py, PyArray1<u64>>> {
+    ) -> PyResult<Bound<'py, PyArray1<i64>>> {
         let rows = convert::rows(vectors, "vectors")?;
         let attrs = Attributes {
             texts: texts
@@ -566,7 +601,8 @@ impl Engine {
 
     /// The ``k`` stored items most similar to ``query`` (a ``[dim]`` float32 array), best
     /// first. ``since`` / ``until`` (seconds or datetimes) keep ``since <= ts < until``;
-    /// ``where`` keeps items whose metadata has every given ``key: value``.
+    /// ``where`` keeps items whose metadata passes it (``{"key": value}``, ``$gt``, ``$in``,
+    /// ``$and``, ...: see README, Filters).
     #[pyo3(
         signature = (query, k = Count::from(10), *, since = None, until = None, r#where = None),
         text_signature = "($self, query, k=10, *, since=None, until=None, where=None)"
@@ -600,21 +636,31 @@ impl Engine {
 
     /// Exact top-``k`` for a batch of queries (``[nq, dim]`` float32), like faiss'
     /// ``index.search``: returns ``(scores, ids)``, float32 and int64 arrays of shape
-    /// ``[nq, min(k, len(engine))]``, best first.
-    #[pyo3(signature = (queries, k = Count::from(10)), text_signature = "($self, queries, k=10)")]
+    /// ``[nq, min(k, len(engine))]``, best first. ``since``, ``until`` and ``where`` as in
+    /// ``search`` (fewer matching items: fewer columns).
+    #[pyo3(
+        signature = (queries, k = Count::from(10), *, since = None, until = None, r#where = None),
+        text_signature = "($self, queries, k=10, *, since=None, until=None, where=None)"
+    )]
     #[allow(clippy::type_complexity)]
     fn search_vectors<'py>(
         &self,
         py: Python<'py>,
         queries: &Bound<'py, PyAny>,
         k: Count,
+        since: Option<&Bound<'py, PyAny>>,
+        until: Option<&Bound<'py, PyAny>>,
+        r#where: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<(Bound<'py, PyArray2<f32>>, Bound<'py, PyArray2<i64>>)> {
         let k = k.positive("k")?;
+        let filter = convert::filter(since, until, r#where)?;
         let q = convert::rows(queries, "queries")?;
         self.check_dim(q.dim, "queries")?;
         let (data, core) = (q.as_slice(), &self.core);
-        let res = gil::run(py, "Engine.search_vectors", || core.search_vectors(data, k))?
-            .map_err(CoreError::from)?;
+        let res = gil::run(py, "Engine.search_vectors", || {
+            core.search_vectors(data, k, &filter)
+        })?
+        .map_err(CoreError::from)?;
         let shape = [res.nq, res.k];
         let ids: Vec<i64> = res.ids.into_iter().map(|i| i as i64).collect();
         Ok((

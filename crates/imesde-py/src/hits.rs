@@ -33,7 +33,7 @@ macro_rules! item_class {
             /// The item's metadata as a new dict, or None.
             #[getter]
             fn metadata<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
-                meta_dict(py, self.$field.metadata.as_deref())
+                meta_dict(py, self.$field.metadata.as_ref())
             }
             $($extra)*
         }

@@ -229,6 +229,16 @@ impl Subscription {
         self.wait(py, None)?
             .ok_or_else(|| PyStopIteration::new_err(()))
     }
+    /// ``async for event in sub``: each step waits on the event loop's default executor.
+    fn __aiter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+    fn __anext__(slf: PyRef<'_, Self>) -> PyResult<Bound<'_, PyAny>> {
+        let py = slf.py();
+        py.import(pyo3::intern!(py, "imesde._aio"))?
+            .getattr(pyo3::intern!(py, "next_event"))?
+            .call1((slf,))
+    }
     fn __enter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
         slf
     }

@@ -18,13 +18,15 @@
 
 mod error;
 mod item;
+mod meta;
 mod par;
 mod ring;
 mod snapshot;
 mod standing;
 
 pub use error::RingError;
-pub use item::{Attributes, Filter, Hit, Item, Metadata};
+pub use item::{Attributes, Filter, Hit, Item};
+pub use meta::{CmpOp, FilterError, Key, KeyInterner, Metadata, Predicate, Value, key_hash};
 pub use ring::{BatchResult, MAX_IDS, Ring, RingConfig, RingStats, Storage, set_parallel};
 pub use standing::{Event, StandingSpec};
 

@@ -155,7 +155,7 @@ pub(crate) struct Shard {
     pub(crate) ids: Vec<u64>,
     pub(crate) ts: Vec<f64>,
     pub(crate) texts: Vec<Option<Arc<str>>>,
-    pub(crate) meta: Vec<Option<Arc<Metadata>>>,
+    pub(crate) meta: Vec<Option<Metadata>>,
     /// Slots below this index have been written at least once.
     pub(crate) high: usize,
     pub(crate) len: usize,
@@ -592,20 +592,34 @@ impl Ring {
         self.standing.ids()
     }
 
-    /// The newest `n` items still held, newest first.
-    #[must_use]
-    pub fn recent(&self, n: usize) -> Vec<Item> {
+    /// The newest `n` items still held that pass `filter`, newest first.
+    ///
+    /// # Errors
+    /// An empty time window.
+    pub fn recent(&self, n: usize, filter: &Filter) -> Result<Vec<Item>> {
+        filter.check()?;
         let end = self.next_id.load(Ordering::Acquire);
         let floor = end.saturating_sub(self.capacity() as u64);
         let mut out = Vec::with_capacity(n.min(self.capacity()));
         let mut id = end;
         while id > floor && out.len() < n {
             id -= 1;
-            if let Some(item) = self.get(id) {
+            if let Some(item) = self.get(id)
+                && filter.matches(item.ts, item.metadata.as_ref())
+            {
                 out.push(item);
             }
         }
-        out
+        Ok(out)
+    }
+
+    /// Whether item `id` is held and passes `filter`.
+    #[must_use]
+    pub fn passes(&self, id: u64, filter: &Filter) -> bool {
+        self.read_slot(id, |shard, slot| {
+            filter.matches(shard.ts[slot], shard.meta[slot].as_ref())
+        })
+        .unwrap_or(false)
     }
 
     /// Deletes the items `ids` that are held: searches, reads, snapshots and [`Ring::len`] no
@@ -838,11 +852,7 @@ impl Ring {
         }
         // No more than the ring can hold: a huge `k` allocates nothing it cannot fill.
         let k = k.min(self.capacity());
-        if let (Some(since), Some(until)) = (filter.since, filter.until)
-            && since >= until
-        {
-            return Err(RingError::TimeWindow { since, until });
-        }
+        filter.check()?;
         let (_, q) = self.prepare_queries(query)?;
         self.searches.fetch_add(1, Ordering::Relaxed);
         let plain = filter.is_empty();
@@ -864,8 +874,7 @@ impl Ring {
                         let key = EMPTY - id;
                         if is_live(id)
                             && seen.accepts(score, key)
-                            && (plain
-                                || filter.matches(shard.ts[slot], shard.meta[slot].as_deref()))
+                            && (plain || filter.matches(shard.ts[slot], shard.meta[slot].as_ref()))
                         {
                             seen.push(score, key);
                             top.push(score, key);
@@ -902,11 +911,13 @@ impl Ring {
     ///
     /// # Errors
     /// As [`Ring::search`].
-    pub fn search_batch(&self, queries: &[f32], k: usize) -> Result<BatchResult> {
+    pub fn search_batch(&self, queries: &[f32], k: usize, filter: &Filter) -> Result<BatchResult> {
         if k == 0 {
             return Err(RingError::ZeroK);
         }
         let k = k.min(self.capacity());
+        filter.check()?;
+        let plain = filter.is_empty();
         let (nq, q) = self.prepare_queries(queries)?;
         self.searches.fetch_add(nq as u64, Ordering::Relaxed);
         let kc = q.candidates(k);
@@ -920,8 +931,12 @@ impl Ring {
             |(tops, bufs): &mut (Vec<TopK>, ScanBufs), shard, rows| {
                 self.scan_shard(shard, rows, &q, nq, bufs, |j, first, scores| {
                     tops[j].offer_scores(scores, |top, r, score| {
-                        let id = shard.ids[first + r];
-                        if is_live(id) {
+                        let slot = first + r;
+                        let id = shard.ids[slot];
+                        if is_live(id)
+                            && top.accepts(score, EMPTY - id)
+                            && (plain || filter.matches(shard.ts[slot], shard.meta[slot].as_ref()))
+                        {
                             top.push(score, EMPTY - id);
                         }
                     });

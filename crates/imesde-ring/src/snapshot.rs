@@ -1,7 +1,7 @@
 //! Snapshots: the whole ring as bytes, taken consistently while ingestion goes on, and a ring
 //! rebuilt from them bit for bit (same slots, same vectors, so the same search results).
 //!
-//! Layout, inside the `imesde-format` frame (magic `b"IMESDE-RING\n"`, `u32` version 2, body,
+//! Layout, inside the `imesde-format` frame (magic `b"IMESDE-RING\n"`, `u32` version 3, body,
 //! `u32` CRC-32), little-endian:
 //!
 //! ```text
@@ -9,10 +9,12 @@
 //! str tag (the caller's, e.g. the model's identity), u64 item count, then per item:
 //!   u64 id, f64 ts, the stored vector (dim f32, or dim i8 + f32 scale + ceil(dim / 2) bytes
 //!   of 4-bit residual),
-//!   u8 has_text [str text], u32 metadata pairs (str key, str value)...
+//!   u8 has_text [str text], u32 metadata pairs (str key, value)...
 //! ```
-//! A string is a `u32` byte length and UTF-8. Version 1 is version 2 without the residual;
-//! its int8 vectors load with a zero residual.
+//! A string is a `u32` byte length and UTF-8. A value is a `u8` kind and its payload: 0 str,
+//! 1 i64, 2 f64, 3 bool (u8), 4 list (u32 length, then scalar values). Version 2 stored every
+//! value as a string; version 1 is version 2 without the residual (its int8 vectors load with
+//! a zero residual). Both still load.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -22,10 +24,68 @@ use imesde_simd::quant;
 
 use crate::item::{meta_bytes, text_bytes};
 use crate::ring::{MAX_IDS, Ring, RingConfig, Shard, Storage, Vectors, is_live};
-use crate::{Metadata, RingError};
+use crate::{Metadata, RingError, Value};
 
 const MAGIC: &[u8; 12] = b"IMESDE-RING\n";
-const VERSION: u32 = 2;
+const VERSION: u32 = 3;
+
+fn write_value(w: &mut Writer, v: &Value) {
+    match v {
+        Value::Str(s) => {
+            w.u8(0);
+            w.str(s);
+        }
+        Value::Int(i) => {
+            w.u8(1);
+            w.u64(*i as u64);
+        }
+        Value::Float(f) => {
+            w.u8(2);
+            w.f64(*f);
+        }
+        Value::Bool(b) => {
+            w.u8(3);
+            w.u8(u8::from(*b));
+        }
+        Value::List(xs) => {
+            w.u8(4);
+            w.u32(xs.len() as u32);
+            for x in xs {
+                write_value(w, x);
+            }
+        }
+    }
+}
+
+/// A value written by [`write_value`]; a list only at the top (`list_ok`).
+fn read_value(r: &mut Reader<'_>, list_ok: bool) -> Result<Value, RingError> {
+    let bad = |e: FormatError| RingError::Snapshot(e.0);
+    let invalid = |m: &str| RingError::Snapshot(m.to_string());
+    Ok(match r.u8().map_err(bad)? {
+        0 => Value::from(r.str().map_err(bad)?),
+        1 => Value::Int(r.u64().map_err(bad)? as i64),
+        2 => {
+            let f = r.f64().map_err(bad)?;
+            if !f.is_finite() {
+                return Err(invalid("a metadata value is not a finite number"));
+            }
+            Value::Float(f)
+        }
+        3 => match r.u8().map_err(bad)? {
+            0 => Value::Bool(false),
+            1 => Value::Bool(true),
+            _ => return Err(invalid("bad metadata bool")),
+        },
+        4 if list_ok => {
+            let n = r.count(1).map_err(bad)?;
+            let xs = (0..n)
+                .map(|_| read_value(r, false))
+                .collect::<Result<Vec<_>, _>>()?;
+            Value::from(xs)
+        }
+        _ => return Err(invalid("bad metadata value kind")),
+    })
+}
 
 impl Ring {
     /// The ring as bytes (see the module docs), with `tag` stored for the caller. Writers wait
@@ -94,7 +154,12 @@ impl Ring {
                     w.u32(m.len() as u32);
                     for (k, v) in m.iter() {
                         w.str(k);
-                        w.str(v);
+                        if version >= 3 {
+                            write_value(&mut w, v);
+                        } else {
+                            // Versions 1 and 2 held strings only (kept for the tests).
+                            w.str(&v.as_str().map_or_else(|| v.to_string(), str::to_owned));
+                        }
                     }
                 }
                 None => w.u32(0),
@@ -110,7 +175,7 @@ impl Ring {
     /// [`RingError::Snapshot`] when the bytes are not a whole, unmodified snapshot.
     pub fn snapshot_tag(bytes: &[u8]) -> Result<String, RingError> {
         let bad = |e: FormatError| RingError::Snapshot(e.0);
-        let mut r = Reader::open(bytes, MAGIC, &[1, VERSION]).map_err(bad)?;
+        let mut r = Reader::open(bytes, MAGIC, &[1, 2, VERSION]).map_err(bad)?;
         // dim, shards, size (u32 each), storage (u8), next id (u64), then the tag.
         r.bytes(3 * 4 + 1 + 8).map_err(bad)?;
         r.str().map_err(bad)
@@ -124,8 +189,10 @@ impl Ring {
     pub fn from_snapshot(bytes: &[u8]) -> Result<(Ring, String), RingError> {
         let bad = |e: FormatError| RingError::Snapshot(e.0);
         let invalid = |m: &str| RingError::Snapshot(m.to_string());
-        let mut r = Reader::open(bytes, MAGIC, &[1, VERSION]).map_err(bad)?;
+        let mut r = Reader::open(bytes, MAGIC, &[1, 2, VERSION]).map_err(bad)?;
         let has_residual = r.version() >= 2;
+        let typed = r.version() >= 3;
+        let mut keys = crate::KeyInterner::default();
         let dim = r.u32().map_err(bad)? as usize;
         let num_shards = r.u32().map_err(bad)? as usize;
         let shard_size = r.u32().map_err(bad)? as usize;
@@ -224,9 +291,17 @@ impl Ring {
             } else {
                 let mut kv = Vec::with_capacity(pairs);
                 for _ in 0..pairs {
-                    kv.push((r.str().map_err(bad)?, r.str().map_err(bad)?));
+                    let key = r.str().map_err(bad)?;
+                    // One allocation per distinct key, shared by the items (as ingest does).
+                    let key = keys.intern(&key);
+                    let value = if typed {
+                        read_value(&mut r, true)?
+                    } else {
+                        Value::from(r.str().map_err(bad)?)
+                    };
+                    kv.push((key, value));
                 }
-                Some(Arc::new(Metadata::new(kv)))
+                Some(Metadata::new(kv))
             };
             shard.payload_bytes += text_bytes(text.as_ref()) + meta_bytes(meta.as_ref());
             shard.ids[slot] = id;
@@ -282,6 +357,41 @@ mod tests {
         // Saved again, it is a version 2 snapshot with a zero residual.
         let (again, _) = Ring::from_snapshot(&old.snapshot("t")).unwrap();
         assert_eq!(again.get(3), old.get(3));
+    }
+
+    #[test]
+    fn typed_metadata_round_trips_and_version_2_strings_load() {
+        use crate::{Metadata, Predicate, Value};
+        let ring = Ring::new(RingConfig {
+            dim: 3,
+            num_shards: 2,
+            shard_size: 4,
+            storage: Storage::F32,
+        })
+        .unwrap();
+        let meta = Metadata::new([
+            ("s", Value::from("x")),
+            ("i", Value::Int(-7)),
+            ("f", Value::Float(2.5)),
+            ("b", Value::Bool(true)),
+            ("l", Value::from(vec![Value::Int(1), Value::from("a")])),
+        ]);
+        let attrs = Attributes {
+            metadata: vec![Some(meta.clone()), None],
+            ..Attributes::default()
+        };
+        ring.ingest(&[1.0, 0.0, 0.0, 0.0, 1.0, 0.0], &attrs)
+            .unwrap();
+        let (back, _) = Ring::from_snapshot(&ring.snapshot("t")).unwrap();
+        assert_eq!(back.get(0).unwrap().metadata.as_ref(), Some(&meta));
+        assert_eq!(back.get(1).unwrap().metadata, None);
+        // Version 2 held strings: they load as strings and filter as strings.
+        let (old, _) = Ring::from_snapshot(&ring.snapshot_as("t", 2)).unwrap();
+        let m = old.get(0).unwrap().metadata.unwrap();
+        assert_eq!(m.get("s"), Some(&Value::from("x")));
+        assert_eq!(m.get("i"), Some(&Value::from("-7")));
+        let f = Filter::matching(Predicate::eq("i", "-7"));
+        assert_eq!(old.search(&[1.0, 0.0, 0.0], 2, &f).unwrap().len(), 1);
     }
 
     fn small_ring(storage: Storage) -> Ring {
@@ -381,7 +491,9 @@ mod tests {
         let q = [1.0f32, 0.5, 0.0, 0.0];
         let hits = ring.search(&q, usize::MAX, &Filter::default()).unwrap();
         assert_eq!(hits.len(), ring.len());
-        let batch = ring.search_batch(&[q, q].concat(), usize::MAX).unwrap();
+        let batch = ring
+            .search_batch(&[q, q].concat(), usize::MAX, &Filter::default())
+            .unwrap();
         assert_eq!((batch.nq, batch.k), (2, ring.len()));
     }
 }

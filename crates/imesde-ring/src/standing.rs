@@ -147,8 +147,8 @@ impl Standing {
                 if spec.threshold.is_some_and(|t| score < t) {
                     continue;
                 }
-                let meta = attrs.metadata.get(i).and_then(Option::as_deref);
-                if !spec.filter.equals.is_empty() && !spec.filter.matches_meta(meta) {
+                let meta = attrs.metadata.get(i).and_then(Option::as_ref);
+                if !spec.filter.matches_meta(meta) {
                     continue;
                 }
                 if let Some(k) = spec.top_k {

@@ -2,7 +2,10 @@
 
 use std::sync::Arc;
 
-use imesde_ring::{Attributes, Filter, Metadata, Ring, RingConfig, RingError, Storage};
+use imesde_ring::{
+    Attributes, Filter, Metadata, Predicate, Ring, RingConfig, RingError, Storage, Value,
+};
+use serde_json::json;
 
 struct Rng(u64);
 impl Rng {
@@ -68,7 +71,7 @@ fn hit_reads_an_item_without_its_vector() {
             .map(|i| Some(Arc::from(format!("t{i}").as_str())))
             .collect(),
         timestamps: (0..6).map(f64::from).collect(),
-        metadata: vec![Some(Arc::new(Metadata::new([("k", "v")]))); 6],
+        metadata: vec![Some(Metadata::new([("k", "v")])); 6],
     };
     r.ingest(&Rng(3).vecs(6, 4), &attrs).unwrap();
     for id in 0..6 {
@@ -107,6 +110,8 @@ fn search_is_exact_with_filters() {
     search_is_exact_with_filters_at(64, 12_000, 2, 8000);
 }
 
+type Keeps = Box<dyn Fn(usize) -> bool>;
+
 fn search_is_exact_with_filters_at(dim: usize, n: usize, shards: usize, shard_size: usize) {
     let r = ring(dim, shards, shard_size, Storage::F32);
     let mut rng = Rng(2);
@@ -116,47 +121,86 @@ fn search_is_exact_with_filters_at(dim: usize, n: usize, shards: usize, shard_si
         timestamps: (0..n).map(|i| i as f64).collect(),
         metadata: (0..n)
             .map(|i| {
-                Some(Arc::new(Metadata::new([(
-                    "parity",
-                    if i % 2 == 0 { "even" } else { "odd" },
-                )])))
+                Some(Metadata::new([
+                    (
+                        "parity",
+                        Value::from(if i % 2 == 0 { "even" } else { "odd" }),
+                    ),
+                    ("n", Value::Int(i as i64)),
+                    ("third", Value::Bool(i % 3 == 0)),
+                ]))
             })
             .collect(),
     };
     r.ingest(&data, &attrs).unwrap();
     let q = rng.vecs(1, dim);
-    let filters = [
-        Filter::default(),
-        Filter {
-            since: Some(100.0),
-            until: Some(250.0),
-            ..Filter::default()
-        },
-        Filter {
-            equals: vec![("parity".into(), "odd".into())],
-            ..Filter::default()
-        },
-        Filter {
-            since: Some(490.0),
-            equals: vec![("parity".into(), "even".into())],
-            ..Filter::default()
-        },
-        Filter {
-            equals: vec![("missing".into(), "x".into())],
-            ..Filter::default()
-        },
+    let when = |since, until| Filter {
+        since,
+        until,
+        ..Filter::default()
+    };
+    let with = |since, doc| Filter {
+        since,
+        predicate: Some(Predicate::parse(&doc).unwrap()),
+        ..Filter::default()
+    };
+    // Each filter with an independent statement of what it keeps.
+    let filters: Vec<(Filter, Keeps)> = vec![
+        (Filter::default(), Box::new(|_| true)),
+        (
+            when(Some(100.0), Some(250.0)),
+            Box::new(|i| (100..250).contains(&i)),
+        ),
+        (
+            with(None, json!({"parity": "odd"})),
+            Box::new(|i| i % 2 == 1),
+        ),
+        (
+            with(Some(490.0), json!({"parity": "even"})),
+            Box::new(|i| i >= 490 && i % 2 == 0),
+        ),
+        (with(None, json!({"missing": "x"})), Box::new(|_| false)),
+        (
+            with(None, json!({"n": {"$in": [3, 4, 5, 400]}, "third": true})),
+            Box::new(|i| [3, 4, 5, 400].contains(&i) && i % 3 == 0),
+        ),
+        (
+            with(
+                None,
+                json!({"$or": [{"n": {"$gt": 200, "$lte": 210.5}}, {"n": {"$lt": 2}}]}),
+            ),
+            Box::new(|i| (201..=210).contains(&i) || i < 2),
+        ),
+        (
+            with(
+                None,
+                json!({"$not": {"third": true}, "parity": {"$nin": ["odd"]}}),
+            ),
+            Box::new(|i| i % 3 != 0 && i % 2 == 0),
+        ),
     ];
-    for f in &filters {
+    for (f, passes) in &filters {
+        let recent = r.recent(5, f).unwrap();
+        let want: Vec<u64> = (0..n)
+            .rev()
+            .filter(|&i| passes(i))
+            .take(5)
+            .map(|i| i as u64)
+            .collect();
+        assert_eq!(
+            recent.iter().map(|i| i.id).collect::<Vec<_>>(),
+            want,
+            "{f:?}"
+        );
         for k in [1, 10, 1000] {
             let hits = r.search(&q, k, f).unwrap();
-            let passes = |i: usize| {
-                let t = i as f64;
-                f.since.is_none_or(|s| t >= s)
-                    && f.until.is_none_or(|u| t < u)
-                    && f.equals
-                        .iter()
-                        .all(|(key, v)| key == "parity" && (v == "even") == i.is_multiple_of(2))
-            };
+            // The batch search keeps the same items.
+            let batch = r
+                .search_batch(&[q.clone(), q.clone()].concat(), k, f)
+                .unwrap();
+            let ids: Vec<u64> = hits.iter().map(|h| h.id).collect();
+            assert_eq!(&batch.ids[..batch.k], &ids[..], "{f:?} k={k}");
+            assert_eq!(&batch.ids[batch.k..], &ids[..], "{f:?} k={k}");
             let mut want: Vec<(f64, usize)> = (0..n)
                 .filter(|&i| passes(i))
                 .map(|i| (cosine(&q, &data[i * dim..(i + 1) * dim]), i))
@@ -206,7 +250,11 @@ fn equal_scores_put_the_newer_item_first_across_shards() {
         let hits = r.search(&target, k, &Filter::default()).unwrap();
         assert_eq!(hits.iter().map(|h| h.id).collect::<Vec<_>>(), want, "k={k}");
         let b = r
-            .search_batch(&[target.clone(), target.clone()].concat(), k)
+            .search_batch(
+                &[target.clone(), target.clone()].concat(),
+                k,
+                &Filter::default(),
+            )
             .unwrap();
         assert_eq!(&b.ids[..k], want.as_slice());
         assert_eq!(&b.ids[k..], want.as_slice());
@@ -232,7 +280,9 @@ fn scores_rising_with_the_id_over_many_tasks() {
         let hits = r.search(&q, k, &Filter::default()).unwrap();
         let want: Vec<u64> = (0..k as u64).map(|i| n as u64 - 1 - i).collect();
         assert_eq!(hits.iter().map(|h| h.id).collect::<Vec<_>>(), want, "k={k}");
-        let b = r.search_batch(&[q.clone(), q.clone()].concat(), k).unwrap();
+        let b = r
+            .search_batch(&[q.clone(), q.clone()].concat(), k, &Filter::default())
+            .unwrap();
         assert_eq!(&b.ids[..k], want.as_slice());
         assert_eq!(&b.ids[k..], want.as_slice());
     }
@@ -247,7 +297,7 @@ fn batch_search_matches_single_search_for_both_storages() {
         r.ingest(&rng.vecs(300, dim), &Attributes::default())
             .unwrap();
         let qs = rng.vecs(9, dim);
-        let b = r.search_batch(&qs, 5).unwrap();
+        let b = r.search_batch(&qs, 5, &Filter::default()).unwrap();
         assert_eq!((b.nq, b.k), (9, 5));
         for j in 0..9 {
             let single = r
@@ -261,7 +311,7 @@ fn batch_search_matches_single_search_for_both_storages() {
             );
         }
         // More than held: what there is.
-        let b = r.search_batch(&qs, 10_000).unwrap();
+        let b = r.search_batch(&qs, 10_000, &Filter::default()).unwrap();
         assert_eq!(b.k, 256);
     }
 }
@@ -434,10 +484,15 @@ fn deleted_items_are_gone_from_every_read_and_their_slots_are_reused() {
         let hits = r.search(q, 10, &Filter::default()).unwrap();
         assert_eq!(hits.len(), 8);
         assert!(hits.iter().all(|h| h.id != 3 && h.id != 7));
-        let batch = r.search_batch(q, 10).unwrap();
+        let batch = r.search_batch(q, 10, &Filter::default()).unwrap();
         assert_eq!(batch.k, 8);
         assert!(!batch.ids.contains(&3) && !batch.ids.contains(&7));
-        assert!(r.recent(10).iter().all(|i| i.id != 3 && i.id != 7));
+        assert!(
+            r.recent(10, &Filter::default())
+                .unwrap()
+                .iter()
+                .all(|i| i.id != 3 && i.id != 7)
+        );
         // Snapshots hold what is left.
         let (loaded, _) = Ring::from_snapshot(&r.snapshot("")).unwrap();
         assert_eq!(loaded.len(), 8);

@@ -118,7 +118,7 @@ fn snapshots_restore_every_slot_and_reject_damage() {
                 .collect(),
             timestamps: (0..47).map(|i| 1000.0 + f64::from(i)).collect(),
             metadata: (0..47)
-                .map(|i| (i % 2 == 0).then(|| Arc::new(Metadata::new([("even", "yes")]))))
+                .map(|i| (i % 2 == 0).then(|| Metadata::new([("even", "yes")])))
                 .collect(),
         };
         r.ingest(&x, &attrs).unwrap();

@@ -40,6 +40,47 @@ impl Bm25 {
         self.search_with(&self.term_weights(terms), k, min_score, true)
     }
 
+    /// [`Self::search`] among the documents whose id `keep` accepts: exact, with the filter
+    /// applied as documents are selected (so `k` hits come back whenever `k` matching
+    /// documents score above `min_score`). `keep` is asked only about documents that match
+    /// the query.
+    #[must_use]
+    pub fn search_filtered(
+        &self,
+        query: &str,
+        k: usize,
+        min_score: f32,
+        keep: &mut dyn FnMut(u64) -> bool,
+    ) -> Vec<Bm25Hit> {
+        let query_terms = self.query_terms(query);
+        let n = self.ids.len() as u32;
+        if k == 0 || n == 0 {
+            return Vec::new();
+        }
+        let k = k.min(n as usize);
+        let mut term_ids: Vec<u32> = query_terms.iter().map(|(t, _)| *t).collect();
+        term_ids.sort_unstable();
+        let lists = self.lists(&query_terms, n);
+        let mut keep_doc = |doc: u32| keep(self.docs[doc as usize].id);
+        // Pruning bounds assume every document may enter: the filtered search scores every
+        // posting (in list order, so the same sums as the unfiltered search makes).
+        let top = if let [list] = &lists[..] {
+            single_list(list, k, min_score, &mut keep_doc)
+        } else {
+            SCRATCH.with_borrow_mut(|scratch| {
+                dense_top(
+                    &lists,
+                    self.docs.len(),
+                    k,
+                    min_score,
+                    &mut scratch.dense,
+                    &mut keep_doc,
+                )
+            })
+        };
+        self.hits(top, &term_ids)
+    }
+
     /// [`Self::search`] that never takes the dense path (queries with many postings are
     /// scored into a dense array): for tests of the pruning.
     #[doc(hidden)]
@@ -66,7 +107,7 @@ impl Bm25 {
         let lists = self.lists(query_terms, n);
         if let [list] = &lists[..] {
             // One term: its postings are the candidates; no accumulator needed.
-            return self.hits(single_list(list, k, min_score), &term_ids);
+            return self.hits(single_list(list, k, min_score, &mut |_| true), &term_ids);
         }
         let postings: usize = lists.iter().map(|l| l.postings.len()).sum();
         let docs = self.docs.len();
@@ -74,7 +115,9 @@ impl Bm25 {
             let top = if dense && postings >= docs / DENSE_FRACTION {
                 // So many postings (a long query of common words) that pruning would cost
                 // more than it saves.
-                dense_top(&lists, docs, k, min_score, &mut scratch.dense)
+                dense_top(&lists, docs, k, min_score, &mut scratch.dense, &mut |_| {
+                    true
+                })
             } else {
                 max_score_top(&lists, docs, k, min_score, scratch)
             };
@@ -193,12 +236,20 @@ struct List<'a> {
     bound: f32,
 }
 
-/// The best `k` documents of one list.
-fn single_list(list: &List<'_>, k: usize, min_score: f32) -> BinaryHeap<Scored> {
+/// The best `k` documents of one list that `keep` accepts.
+fn single_list(
+    list: &List<'_>,
+    k: usize,
+    min_score: f32,
+    keep: &mut dyn FnMut(u32) -> bool,
+) -> BinaryHeap<Scored> {
     let mut heap = BinaryHeap::with_capacity(k + 1);
     for (&doc, &impact) in list.postings.iter().zip(list.impacts.impacts.iter()) {
         let score = list.weight * impact;
-        if impact == 0.0 || score < min_score || score <= 0.0 {
+        if impact == 0.0 || score < min_score || score <= 0.0 || !enters(&heap, k, score, doc) {
+            continue;
+        }
+        if !keep(doc) {
             continue;
         }
         push_top(&mut heap, k, Scored { score, doc });
@@ -207,13 +258,14 @@ fn single_list(list: &List<'_>, k: usize, min_score: f32) -> BinaryHeap<Scored> 
 }
 
 /// Every list added into a dense score array (in list order, so the same sums as pruning
-/// makes), then the best `k` selected block by block.
+/// makes), then the best `k` that `keep` accepts selected block by block.
 fn dense_top(
     lists: &[List<'_>],
     docs: usize,
     k: usize,
     min_score: f32,
     dense: &mut Vec<f32>,
+    keep: &mut dyn FnMut(u32) -> bool,
 ) -> BinaryHeap<Scored> {
     dense.clear();
     dense.resize(docs, 0.0);
@@ -235,6 +287,9 @@ fn dense_top(
         for (i, &score) in block.iter().enumerate() {
             if score >= floor && score > 0.0 {
                 let doc = (b * BLOCK + i) as u32;
+                if !enters(&heap, k, score, doc) || !keep(doc) {
+                    continue;
+                }
                 push_top(&mut heap, k, Scored { score, doc });
                 if heap.len() == k {
                     floor = floor.max(heap.peek().expect("full").score);
@@ -415,6 +470,13 @@ struct Scratch {
 
 thread_local! {
     static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::default();
+}
+
+/// Whether `(score, doc)` would enter the `k` best in `heap` (asked before a filter, which
+/// costs more).
+#[inline]
+fn enters(heap: &BinaryHeap<Scored>, k: usize, score: f32, doc: u32) -> bool {
+    heap.len() < k || Scored { score, doc } < *heap.peek().expect("full")
 }
 
 /// Keeps the `k` best entries in `heap` (whose top is the worst kept).

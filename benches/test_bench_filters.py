@@ -1,0 +1,129 @@
+"""Filtered search: the top 10 of 65,536 embedded stream items among those a ``where`` keeps,
+at 50 %, 5 % and 0.5 % selectivity, one group per selectivity.
+
+Contenders: imesde without the filter (the anchor: filtering should cost next to nothing),
+imesde with it, and chromadb's in-memory client (``EphemeralClient``, cosine space) with the
+same ``where`` on the same vectors (skipped when chromadb is not installed; ``make
+bench-filters`` installs it). Each round searches 20 real queries one at a time, as a chroma
+user calls ``collection.query``. Every contender's results are checked against a numpy
+reference; chromadb's agreement with it (top-10 overlap) is recorded in the report.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import imesde
+import numpy as np
+import numpy.typing as npt
+import pytest
+from _data import debtags_query_texts, stream_embeddings
+
+QUERIES = 20
+K = 10
+
+# selectivity -> (where, what it keeps, given the metadata columns)
+FILTERS: dict[str, dict[str, Any]] = {
+    "50%": {"even": True},
+    "5%": {"bucket": {"$lt": 50}},
+    "0.5%": {"bucket": {"$in": [0, 1, 2, 3, 4]}},
+}
+
+
+class Corpus:
+    def __init__(self, vectors: npt.NDArray[np.float32]) -> None:
+        self.vectors = vectors
+        n = len(vectors)
+        bucket = np.random.default_rng(0).permutation(n) % 1000
+        self.bucket = bucket
+        self.metadata = [{"bucket": int(b), "even": bool(b % 2 == 0)} for b in bucket]
+        self.engine = imesde.Engine(vectors.shape[1], num_shards=16, shard_size=n // 16)
+        self.engine.ingest_vectors(vectors, metadata=self.metadata)
+        from imesde._locate import packaged_model
+
+        texts = debtags_query_texts()[:QUERIES]
+        self.queries = imesde.TextEmbedder(*packaged_model()).embed(texts)
+
+    def kept(self, selectivity: str) -> npt.NDArray[np.bool_]:
+        if selectivity == "50%":
+            return np.asarray(self.bucket % 2 == 0)
+        if selectivity == "5%":
+            return np.asarray(self.bucket < 50)
+        return np.asarray(self.bucket < 5)
+
+    def reference(self, selectivity: str) -> list[list[int]]:
+        """The exact filtered top-k per query, by numpy."""
+        ids = np.flatnonzero(self.kept(selectivity))
+        scores = self.queries @ self.vectors[ids].T
+        return [ids[np.argsort(-s, kind="stable")[:K]].tolist() for s in scores]
+
+
+@pytest.fixture(scope="module")
+def corpus(smoke: bool) -> Corpus:
+    return Corpus(stream_embeddings(2_048 if smoke else 65_536))
+
+
+@pytest.fixture(scope="module")
+def chroma(corpus: Corpus) -> Any:
+    chromadb = pytest.importorskip("chromadb")
+    client = chromadb.EphemeralClient()
+    col = client.create_collection(
+        "bench",
+        metadata={"hnsw:space": "cosine", "hnsw:construction_ef": 200, "hnsw:search_ef": 200},
+    )
+    n = len(corpus.vectors)
+    step = 4096
+    for start in range(0, n, step):
+        end = min(start + step, n)
+        col.add(
+            ids=[str(i) for i in range(start, end)],
+            embeddings=corpus.vectors[start:end],
+            metadatas=corpus.metadata[start:end],
+        )
+    return col
+
+
+def overlap(got: list[list[int]], want: list[list[int]]) -> float:
+    return float(np.mean([len(set(g) & set(w)) / len(w) for g, w in zip(got, want, strict=True)]))
+
+
+def run_imesde(corpus: Corpus, where: dict[str, Any] | None) -> list[list[int]]:
+    return [[h.id for h in corpus.engine.search_vector(q, K, where=where)] for q in corpus.queries]
+
+
+@pytest.mark.parametrize("selectivity", list(FILTERS))
+@pytest.mark.parametrize("contender", ["imesde unfiltered (anchor)", "imesde", "chromadb"])
+def test_filtered_search(
+    benchmark: Any, request: pytest.FixtureRequest, corpus: Corpus, selectivity: str, contender: str
+) -> None:
+    benchmark.group = (
+        f"top-{K} of {len(corpus.vectors):,} items, {selectivity} kept, {QUERIES} queries"
+    )
+    where = FILTERS[selectivity]
+    want = corpus.reference(selectivity)
+    if contender.startswith("imesde unfiltered"):
+        got = benchmark(run_imesde, corpus, None)
+        assert all(len(g) == K for g in got)
+        return
+    if contender == "imesde":
+        got = benchmark(run_imesde, corpus, where)
+        assert got == want
+        return
+    col = request.getfixturevalue("chroma")
+
+    def run_chroma() -> list[list[int]]:
+        res = col.query(query_embeddings=corpus.queries, n_results=K, where=where)
+        return [[int(i) for i in ids] for ids in res["ids"]]
+
+    def one_by_one() -> list[list[int]]:
+        out = []
+        for q in corpus.queries:
+            res = col.query(query_embeddings=q[None], n_results=K, where=where)
+            out.append([int(i) for i in res["ids"][0]])
+        return out
+
+    got = benchmark(one_by_one)
+    agreement = overlap(got, want)
+    benchmark.extra_info["top10 overlap with exact"] = agreement
+    assert agreement > 0.5, "chromadb answers the same question"
+    assert overlap(run_chroma(), want) == agreement

@@ -1,0 +1,302 @@
+"""Typed metadata and the ``where`` language: every search kind keeps exactly the items a numpy
+reference keeps, over real changelog items with str, int, float, bool and list metadata; a
+malformed filter is an ``InvalidValueError`` that names the bad part."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import imesde
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+N = 1500
+Meta = dict[str, Any]
+Keep = Callable[[Meta], bool]
+
+# Each filter with what it means, written independently in Python.
+FILTERS: list[tuple[dict[str, Any], Keep]] = [
+    (
+        {"length": {"$gt": 40}, "long": False},
+        lambda m: m["length"] > 40 and m["long"] is False,
+    ),
+    (
+        {"pos": {"$in": list(range(7, N, 5))}, "long": {"$eq": True}},
+        lambda m: m["pos"] % 5 == 2 and m["pos"] >= 7 and m["long"],
+    ),
+    (
+        {"$or": [{"urgency": {"$in": ["high", "medium"]}}, {"year": {"$lte": 1997}}]},
+        lambda m: m["urgency"] in ("high", "medium") or m["year"] <= 1997,
+    ),
+    (
+        {"$not": {"tags": "unstable"}, "weight": {"$gte": 100.5, "$lt": 600}},
+        lambda m: "unstable" not in m["tags"] and 100.5 <= m["weight"] < 600,
+    ),
+    (
+        {"urgency": {"$nin": ["low"]}, "missing": {"$ne": 3}},
+        lambda m: m["urgency"] != "low",
+    ),
+]
+
+
+def metadata_of(i: int, item: dict[str, str]) -> Meta:
+    text = item["text"]
+    return {
+        "pos": i,
+        "length": len(text),
+        "long": len(text) > 60,
+        "urgency": item.get("urgency", "none"),
+        "year": datetime.fromisoformat(item["ts"]).year,
+        "weight": i * 0.5,
+        "tags": [item.get("dist", "none"), item["source"]],
+    }
+
+
+@pytest.fixture(scope="module")
+def corpus(
+    stream: list[dict[str, str]], embedder: imesde.TextEmbedder
+) -> tuple[imesde.Engine, list[Meta], npt.NDArray[np.float32]]:
+    items = stream[:N]
+    meta = [metadata_of(i, it) for i, it in enumerate(items)]
+    engine = imesde.Engine(embedder, num_shards=4, shard_size=512, lexical=True)
+    ids = engine.ingest_batch(
+        [it["text"] for it in items],
+        metadata=meta,
+        timestamps=[datetime.fromisoformat(it["ts"]) for it in items],
+    )
+    assert list(ids) == list(range(N))
+    vectors = np.stack([engine.get(i).vector for i in range(N)])
+    return engine, meta, vectors
+
+
+def mask_of(meta: list[Meta], keep: Keep) -> list[int]:
+    return [i for i, m in enumerate(meta) if keep(m)]
+
+
+def dense_reference(
+    vectors: npt.NDArray[np.float32], kept: list[int], q: npt.NDArray[np.float32], k: int
+) -> tuple[list[int], list[float]]:
+    scores = vectors[kept] @ q
+    # Best first, the newer item first on equal scores (as the engine orders them).
+    order = sorted(range(len(kept)), key=lambda j: (-scores[j], -kept[j]))[:k]
+    return [kept[j] for j in order], [float(scores[j]) for j in order]
+
+
+def assert_same_ranking(
+    ids: list[int], scores: list[float], want_ids: list[int], want_scores: list[float]
+) -> None:
+    assert len(ids) == len(want_ids)
+    np.testing.assert_allclose(scores, want_scores, atol=1e-5)
+    if not want_scores:
+        return
+    # Items may trade places only with another of the same score (duplicate texts).
+    last = want_scores[-1]
+    assert {i for i, s in zip(ids, scores, strict=True) if s > last + 1e-5} == {
+        i for i, s in zip(want_ids, want_scores, strict=True) if s > last + 1e-5
+    }
+
+
+QUERIES = ["fix a crash on startup", "security update for a buffer overflow", "new upstream"]
+
+
+@pytest.mark.parametrize("which", range(len(FILTERS)))
+def test_dense_searches_keep_what_numpy_keeps(
+    corpus: tuple[imesde.Engine, list[Meta], npt.NDArray[np.float32]],
+    embedder: imesde.TextEmbedder,
+    which: int,
+) -> None:
+    engine, meta, vectors = corpus
+    where, keep = FILTERS[which]
+    kept = mask_of(meta, keep)
+    assert 0 < len(kept) < N, "each filter keeps some items and drops others"
+    qs = embedder.embed(QUERIES)
+    batch = engine.search_batch(QUERIES, 10, where=where)
+    scores, ids = engine.search_vectors(qs, 10, where=where)
+    assert ids.dtype == np.int64
+    for j, (text, q) in enumerate(zip(QUERIES, qs, strict=True)):
+        want = dense_reference(vectors, kept, q, 10)
+        for hits in (
+            engine.search(text, 10, where=where),
+            engine.search_vector(q, 10, where=where),
+            batch[j],
+        ):
+            assert_same_ranking([h.id for h in hits], [h.score for h in hits], *want)
+            assert all(keep(h.metadata or {}) for h in hits)
+        assert_same_ranking(ids[j].tolist(), scores[j].tolist(), *want)
+    newest = [i for i in reversed(kept)][:25]
+    assert [item.id for item in engine.recent(25, where=where)] == newest
+
+
+@pytest.mark.parametrize("which", range(len(FILTERS)))
+def test_lexical_and_hybrid_keep_what_numpy_keeps(
+    corpus: tuple[imesde.Engine, list[Meta], npt.NDArray[np.float32]],
+    embedder: imesde.TextEmbedder,
+    which: int,
+) -> None:
+    engine, meta, vectors = corpus
+    where, keep = FILTERS[which]
+    kept = set(mask_of(meta, keep))
+    for query in QUERIES:
+        # Reference: every BM25 hit of the whole engine, then the kept ones.
+        everything = engine.lexical_search(query, N)
+        want = [h for h in everything if h.id in kept][:10]
+        got = engine.lexical_search(query, 10, where=where)
+        assert_same_ranking(
+            [h.id for h in got],
+            [h.score for h in got],
+            [h.id for h in want],
+            [h.score for h in want],
+        )
+        # Hybrid: both sides filtered, then fused (depth max(5k, 50)).
+        dense = dense_reference(vectors, sorted(kept), embedder.embed_one(query), 50)
+        lexical = [(h.id, h.score) for h in everything if h.id in kept][:50]
+        fused = imesde.fuse(
+            [list(zip(*dense, strict=True)), lexical], "weighted", k=10, weights=[0.5, 0.5]
+        )
+        hybrid = engine.hybrid_search(query, 10, "weighted", alpha=0.5, where=where)
+        assert all(h.id in kept for h in hybrid)
+        np.testing.assert_allclose([h.score for h in hybrid], [s for _, s in fused], atol=1e-4)
+
+
+def test_time_window_and_where_combine(
+    corpus: tuple[imesde.Engine, list[Meta], npt.NDArray[np.float32]],
+) -> None:
+    engine, _, _ = corpus
+    since = engine.get(300).ts
+    until = engine.get(900).ts
+    where = {"long": True}
+    hits = engine.search("packaging fix", 50, since=since, until=until, where=where)
+    assert hits
+    assert all(since <= h.ts < until and (h.metadata or {})["long"] for h in hits)
+    lexical = engine.lexical_search("fix", 50, since=since, until=until, where=where)
+    assert lexical
+    assert all(since <= h.ts < until and (h.metadata or {})["long"] for h in lexical)
+    with pytest.raises(imesde.InvalidValueError):
+        engine.lexical_search("fix", since=until, until=since)
+
+
+def test_standing_queries_apply_the_filter(
+    stream: list[dict[str, str]], embedder: imesde.TextEmbedder
+) -> None:
+    engine = imesde.Engine(embedder, num_shards=2, shard_size=256)
+    where, keep = FILTERS[2]
+    sub = engine.subscribe("security fix", threshold=-1.0, where=where)
+    items = stream[:400]
+    meta = [metadata_of(i, it) for i, it in enumerate(items)]
+    engine.ingest_batch([it["text"] for it in items], metadata=meta)
+    fired = sorted(e.hit.id for e in sub.drain())
+    assert fired == mask_of(meta, keep)
+
+
+def test_typed_values_round_trip_through_save_and_pickle(
+    corpus: tuple[imesde.Engine, list[Meta], npt.NDArray[np.float32]], tmp_path: Path
+) -> None:
+    import pickle
+
+    engine, meta, _ = corpus
+    m = engine.get(12).metadata
+    assert m == meta[12]
+    assert m is not None
+    assert type(m["pos"]) is int
+    assert type(m["long"]) is bool
+    assert type(m["weight"]) is float
+    engine.save(tmp_path / "e.imesde")
+    for back in (imesde.Engine.load(tmp_path / "e.imesde"), pickle.loads(pickle.dumps(engine))):
+        assert back.get(12).metadata == meta[12]
+        where = FILTERS[1][0]
+        got = [h.id for h in back.search("new upstream release", 20, where=where)]
+        assert got == [h.id for h in engine.search("new upstream release", 20, where=where)]
+
+
+def test_deleted_items_stay_out_of_filtered_searches(
+    stream: list[dict[str, str]], embedder: imesde.TextEmbedder, tmp_path: Path
+) -> None:
+    engine = imesde.Engine(embedder, num_shards=2, shard_size=256, lexical=True)
+    items = stream[:300]
+    meta = [metadata_of(i, it) for i, it in enumerate(items)]
+    engine.ingest_batch([it["text"] for it in items], metadata=meta)
+    where = {"pos": {"$gte": 0}}
+    top = [h.id for h in engine.search("new upstream release", 5, where=where)]
+    lex = [h.id for h in engine.lexical_search("upstream release", 5, where=where)]
+    gone = set(top + lex)
+    assert engine.delete(sorted(gone)) == len(gone)
+    engine.save(tmp_path / "e.imesde")
+    for e in (engine, imesde.Engine.load(tmp_path / "e.imesde")):
+        for hits in (
+            e.search("new upstream release", 50, where=where),
+            e.lexical_search("upstream release", 50, where=where),
+            e.hybrid_search("new upstream release", 50, where=where),
+            e.recent(300, where=where),
+        ):
+            assert hits
+            assert not gone & {h.id for h in hits}
+
+
+@pytest.mark.parametrize(
+    ("where", "points_at"),
+    [
+        ({"status": {"$gtt": 1}}, 'where["status"]["$gtt"]'),
+        ({"$and": [{"a": 1}, {"b": {"$in": 3}}]}, 'where["$and"][1]["b"]["$in"]'),
+        ({"$or": []}, 'where["$or"]'),
+        ({"a": {"$gt": True}}, 'where["a"]["$gt"]'),
+        ({"a": None}, 'where["a"]'),
+        ({"a": [1, 2]}, 'where["a"]'),
+        ({"a": {"$in": [1, {"x": 1}]}}, 'where["a"]["$in"][1]'),
+        ({"a": {"$eq": object()}}, 'where["a"]["$eq"]'),
+        ({"a": float("nan")}, 'where["a"]'),
+        ({"$xor": [{"a": 1}]}, 'where["$xor"]'),
+        ({1: "a"}, "where"),
+        (["a"], "where"),
+    ],
+)
+def test_malformed_filters_name_the_bad_part(where: Any, points_at: str) -> None:
+    engine = imesde.Engine(4)
+    engine.ingest_vectors(np.eye(4, dtype=np.float32), metadata={"a": 1})
+    q = np.ones(4, dtype=np.float32)
+    for call in (
+        lambda: engine.search_vector(q, where=where),
+        lambda: engine.search_vectors(q[None], where=where),
+        lambda: engine.recent(3, where=where),
+        lambda: engine.subscribe(q, threshold=0.0, where=where),
+    ):
+        with pytest.raises(imesde.InvalidValueError) as info:
+            call()
+        assert str(info.value).startswith(points_at), str(info.value)
+    assert len(engine) == 4
+    assert engine.subscriptions() == []
+
+
+def test_metadata_values_are_typed_and_checked() -> None:
+    engine = imesde.Engine(4)
+    v = np.eye(4, dtype=np.float32)
+    ids = engine.ingest_vectors(
+        v[:2],
+        metadata=[
+            {"s": "x", "i": np.int64(7), "f": np.float32(0.5), "b": np.bool_(True)},  # type: ignore[dict-item]
+            {"tags": ("a", "b"), "big": 2**62},
+        ],
+    )
+    assert ids.dtype == np.int64
+    assert engine.get(0).metadata == {"s": "x", "i": 7, "f": 0.5, "b": True}
+    assert type(engine.get(0).metadata["b"]) is bool  # type: ignore[index]
+    assert engine.get(1).metadata == {"tags": ["a", "b"], "big": 2**62}
+    for bad, error in [
+        ({"a": None}, imesde.DTypeError),
+        ({"a": {"nested": 1}}, imesde.DTypeError),
+        ({"a": [[1]]}, imesde.DTypeError),
+        ({"a": float("inf")}, imesde.InvalidValueError),
+        ({"a": 2**64}, imesde.OutOfRangeError),
+        ({3: "a"}, imesde.DTypeError),
+    ]:
+        with pytest.raises(error):
+            engine.ingest_vectors(v[2:3], metadata=bad)  # type: ignore[arg-type]
+    assert len(engine) == 2
+    # Numbers compare by value across int and float; bools are not numbers.
+    assert [h.id for h in engine.search_vector(v[0], where={"i": 7.0})] == [0]
+    assert [h.id for h in engine.search_vector(v[0], where={"f": {"$lt": 1}})] == [0]
+    assert engine.search_vector(v[0], where={"b": 1}) == []
+    assert [h.id for h in engine.search_vector(v[0], where={"tags": "b"})] == [1]
