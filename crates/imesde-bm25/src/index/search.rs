@@ -25,7 +25,7 @@ impl Bm25 {
     /// more than their rare words.
     #[must_use]
     pub fn search(&self, query: &str, k: usize, min_score: f32) -> Vec<Bm25Hit> {
-        self.search_with(&self.query_terms(query), k, min_score, true)
+        self.search_with(&self.query_terms(query), k, min_score, Path::Any)
     }
 
     /// [`Self::search`] for a query already analyzed into `terms` (as [`Analyzer::analyze`]
@@ -37,7 +37,7 @@ impl Bm25 {
         k: usize,
         min_score: f32,
     ) -> Vec<Bm25Hit> {
-        self.search_with(&self.term_weights(terms), k, min_score, true)
+        self.search_with(&self.term_weights(terms), k, min_score, Path::Any)
     }
 
     /// [`Self::search`] among the documents whose id `keep` accepts: exact, with the filter
@@ -52,33 +52,7 @@ impl Bm25 {
         min_score: f32,
         keep: &mut dyn FnMut(u64) -> bool,
     ) -> Vec<Bm25Hit> {
-        let query_terms = self.query_terms(query);
-        let n = self.ids.len() as u32;
-        if k == 0 || n == 0 {
-            return Vec::new();
-        }
-        let k = k.min(n as usize);
-        let mut term_ids: Vec<u32> = query_terms.iter().map(|(t, _)| *t).collect();
-        term_ids.sort_unstable();
-        let lists = self.lists(&query_terms, n);
-        let mut keep_doc = |doc: u32| keep(self.docs[doc as usize].id);
-        // Pruning bounds assume every document may enter: the filtered search scores every
-        // posting (in list order, so the same sums as the unfiltered search makes).
-        let top = if let [list] = &lists[..] {
-            single_list(list, k, min_score, &mut keep_doc)
-        } else {
-            SCRATCH.with_borrow_mut(|scratch| {
-                dense_top(
-                    &lists,
-                    self.docs.len(),
-                    k,
-                    min_score,
-                    &mut scratch.dense,
-                    &mut keep_doc,
-                )
-            })
-        };
-        self.hits(top, &term_ids)
+        self.search_with(&self.query_terms(query), k, min_score, Path::Filtered(keep))
     }
 
     /// [`Self::search`] that never takes the dense path (queries with many postings are
@@ -86,7 +60,7 @@ impl Bm25 {
     #[doc(hidden)]
     #[must_use]
     pub fn search_pruned(&self, query: &str, k: usize, min_score: f32) -> Vec<Bm25Hit> {
-        self.search_with(&self.query_terms(query), k, min_score, false)
+        self.search_with(&self.query_terms(query), k, min_score, Path::Pruned)
     }
 
     fn search_with(
@@ -94,7 +68,7 @@ impl Bm25 {
         query_terms: &[(u32, f32)],
         k: usize,
         min_score: f32,
-        dense: bool,
+        path: Path<'_>,
     ) -> Vec<Bm25Hit> {
         let n = self.ids.len() as u32;
         if k == 0 || n == 0 {
@@ -105,10 +79,32 @@ impl Bm25 {
         let mut term_ids: Vec<u32> = query_terms.iter().map(|(t, _)| *t).collect();
         term_ids.sort_unstable();
         let lists = self.lists(query_terms, n);
+        if let Path::Filtered(keep) = path {
+            let mut keep_doc = |doc: u32| keep(self.docs[doc as usize].id);
+            // Pruning bounds assume every document may enter: a filtered search scores every
+            // posting (in list order, so the same sums as the unfiltered search makes).
+            let top = if let [list] = &lists[..] {
+                single_list(list, k, min_score, &mut keep_doc)
+            } else {
+                SCRATCH.with_borrow_mut(|scratch| {
+                    let docs = self.docs.len();
+                    dense_top(
+                        &lists,
+                        docs,
+                        k,
+                        min_score,
+                        &mut scratch.dense,
+                        &mut keep_doc,
+                    )
+                })
+            };
+            return self.hits(top, &term_ids);
+        }
         if let [list] = &lists[..] {
             // One term: its postings are the candidates; no accumulator needed.
             return self.hits(single_list(list, k, min_score, &mut |_| true), &term_ids);
         }
+        let dense = matches!(path, Path::Any);
         let postings: usize = lists.iter().map(|l| l.postings.len()).sum();
         let docs = self.docs.len();
         SCRATCH.with_borrow_mut(|scratch| {
@@ -225,6 +221,14 @@ impl Bm25 {
             .map(|h| (h.id, h.score))
             .collect()
     }
+}
+
+/// How [`Bm25::search_with`] selects: either path by the query's postings, pruning only (for
+/// tests), or scoring every posting for a filter.
+enum Path<'a> {
+    Any,
+    Pruned,
+    Filtered(&'a mut dyn FnMut(u64) -> bool),
 }
 
 /// One query term's postings, their impacts, the term's weight and the most it adds to a
