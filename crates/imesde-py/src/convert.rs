@@ -597,6 +597,36 @@ pub(crate) fn meta_dict<'py>(
     Ok(Some(d))
 }
 
+/// Work of at least this many texts counts as long: a progress bar by default on a terminal
+/// (`imesde._bulk` decides; this only routes the call there).
+const LONG: usize = 10_000;
+
+/// Whether bulk work on `texts` goes through `imesde._bulk` in chunks: a `batch_size`, a bar
+/// asked for (anything but None or False: the helper checks it), an input that is not a list
+/// or tuple (a generator is read a chunk at a time), or a long list that may get a bar.
+pub(crate) fn in_chunks(
+    texts: &Bound<'_, PyAny>,
+    batch_size: Option<&Bound<'_, PyAny>>,
+    show: Option<&Bound<'_, PyAny>>,
+) -> PyResult<bool> {
+    let given = |o: Option<&Bound<'_, PyAny>>| o.is_some_and(|x| !x.is_none());
+    if given(batch_size) {
+        return Ok(true);
+    }
+    if texts.is_instance_of::<PyString>() {
+        return Ok(false);
+    }
+    let listed = texts.is_instance_of::<PyList>() || texts.is_instance_of::<PyTuple>();
+    match show.filter(|s| !s.is_none()) {
+        Some(s) => {
+            // Only an explicit False on a list or tuple keeps the one-batch path.
+            let off = s.is_instance_of::<PyBool>() && !s.is_truthy()?;
+            Ok(!(listed && off))
+        }
+        None => Ok(!listed || texts.len()? >= LONG),
+    }
+}
+
 /// Texts to embed: a list (or any iterable) of str; a lone str counts as one text when
 /// `single` allows it. `None` and other types are `DTypeError`s (a `TypeError`).
 pub(crate) fn strs(obj: &Bound<'_, PyAny>, what: &str, single: bool) -> PyResult<Vec<Arc<str>>> {

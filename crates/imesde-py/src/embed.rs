@@ -185,18 +185,31 @@ impl TextEmbedder {
     /// Embeds a list of texts into a ``[len(texts), dim]`` float32 array (a lone ``str`` gives
     /// one row). Raises ``DTypeError`` (a ``TypeError``) for anything but str. ``prompt``: the
     /// name of one of the model's prompts (``"query"``, ``"passage"``: ``prompts``), or a
-    /// literal prefix; None applies the model's default prompt, if it has one.
-    #[pyo3(signature = (texts, prompt = None))]
+    /// literal prefix; None applies the model's default prompt, if it has one. A generator
+    /// (or any input with ``batch_size``) is embedded ``batch_size`` texts at a time (default
+    /// 1024); ``show_progress_bar``: a tqdm bar (None: when stderr is a terminal and there are
+    /// at least 10,000 texts or an unknown number).
+    #[pyo3(signature = (texts, prompt = None, *, batch_size = None, show_progress_bar = None))]
     fn embed<'py>(
-        &self,
-        py: Python<'py>,
+        slf: &Bound<'py, Self>,
         texts: &Bound<'py, PyAny>,
         prompt: Option<Text>,
+        batch_size: Option<&Bound<'py, PyAny>>,
+        show_progress_bar: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyArray2<f32>>> {
+        let py = slf.py();
+        if convert::in_chunks(texts, batch_size, show_progress_bar)? {
+            let done = py
+                .import(pyo3::intern!(py, "imesde._bulk"))?
+                .getattr(pyo3::intern!(py, "embed_in_chunks"))?
+                .call1((slf, texts, prompt.as_deref(), batch_size, show_progress_bar))?;
+            return Ok(done.cast_into::<PyArray2<f32>>()?);
+        }
+        let this = slf.get();
         let texts = convert::strs(texts, "texts", true)?;
-        let v = embed_texts(py, &self.model, &texts, prompt.as_deref())?;
+        let v = embed_texts(py, &this.model, &texts, prompt.as_deref())?;
         v.into_pyarray(py)
-            .reshape([texts.len(), self.inner().dim()])
+            .reshape([texts.len(), this.inner().dim()])
     }
 
     /// Embeds one text into a ``[dim]`` float32 array (``prompt`` as in ``embed``).

@@ -127,13 +127,15 @@ impl Engine {
     }
 
     /// Dense and lexical results fused into one ranking: ``method`` as in ``imesde.fuse``
-    /// (``"rrf"`` by default). ``alpha`` weights the dense list (and ``1 - alpha`` the lexical
-    /// one). ``score`` is the fused score. ``since``, ``until`` and ``where`` filter both
+    /// (``"weighted"`` by default: min-max scaled scores, the best fusion across the retrieval
+    /// sets in README; ``"rrf"``, ``"combsum"``, ``"combmnz"`` and ``"borda"`` too). ``alpha``
+    /// weights the dense list (and ``1 - alpha`` the lexical one; default 0.5). ``score`` is
+    /// the fused score. ``since``, ``until`` and ``where`` filter both
     /// sides, as in ``search``. Needs a model and ``lexical=True``.
     #[pyo3(
-        signature = (query, k = Count::from(10), method = Text("rrf".into()), alpha = None, *,
+        signature = (query, k = Count::from(10), method = Text("weighted".into()), alpha = None, *,
                      since = None, until = None, r#where = None),
-        text_signature = "($self, query, k=10, method='rrf', alpha=None, *, since=None, until=None, where=None)"
+        text_signature = "($self, query, k=10, method='weighted', alpha=None, *, since=None, until=None, where=None)"
     )]
     #[allow(clippy::too_many_arguments)]
     fn hybrid_search(
@@ -476,17 +478,39 @@ impl Engine {
         Ok(self.write(py, &vectors, attrs, None)?.start)
     }
 
-    /// Embeds and adds a list of texts; returns their ids as an int64 array. ``timestamps``
-    /// and ``metadata`` as in ``ingest_vectors``. A bad batch (or Ctrl-C while embedding)
-    /// raises and adds nothing.
-    #[pyo3(signature = (texts, *, timestamps = None, metadata = None))]
+    /// Embeds and adds texts; returns their ids as an int64 array. ``timestamps`` and
+    /// ``metadata`` as in ``ingest_vectors``. A list is one batch: a bad one (or Ctrl-C while
+    /// embedding) raises and adds nothing. A generator (or any iterable without a length), or
+    /// any input with ``batch_size``, is read ``batch_size`` texts at a time (default 1024),
+    /// each chunk ingested as one batch, so memory is bounded by one chunk (timestamps and
+    /// metadata lists or iterables are read in step); a bad chunk raises with the chunks
+    /// before it ingested. ``show_progress_bar``: a tqdm bar (None: when stderr is a terminal
+    /// and there are at least 10,000 texts or an unknown number).
+    #[pyo3(signature = (texts, *, timestamps = None, metadata = None, batch_size = None, show_progress_bar = None))]
     fn ingest_batch<'py>(
-        &self,
-        py: Python<'py>,
+        slf: &Bound<'py, Self>,
         texts: &Bound<'py, PyAny>,
         timestamps: Option<&Bound<'py, PyAny>>,
         metadata: Option<&Bound<'py, PyAny>>,
+        batch_size: Option<&Bound<'py, PyAny>>,
+        show_progress_bar: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyArray1<i64>>> {
+        let py = slf.py();
+        if convert::in_chunks(texts, batch_size, show_progress_bar)? {
+            let done = py
+                .import(pyo3::intern!(py, "imesde._bulk"))?
+                .getattr(pyo3::intern!(py, "ingest_in_chunks"))?
+                .call1((
+                    slf,
+                    texts,
+                    timestamps,
+                    metadata,
+                    batch_size,
+                    show_progress_bar,
+                ))?;
+            return Ok(done.cast_into::<PyArray1<i64>>()?);
+        }
+        let this = slf.get();
         let texts = convert::strs(texts, "texts", false)?;
         let n = texts.len();
         let attrs = Attributes {
@@ -505,8 +529,8 @@ impl Engine {
         if n == 0 {
             return Ok(id_array(py, 0..0));
         }
-        let vectors = self.embed_documents(py, &texts)?;
-        Ok(id_array(py, self.write(py, &vectors, attrs, None)?))
+        let vectors = this.embed_documents(py, &texts)?;
+        Ok(id_array(py, this.write(py, &vectors, attrs, None)?))
     }
 
     /// The ``k`` stored items most similar in meaning to the text ``query``, best first.

@@ -152,23 +152,26 @@ pub(crate) fn run_interruptible<T: Send>(
     what: &str,
     f: impl FnOnce(&AtomicBool) -> T + Send,
 ) -> PyResult<T> {
-    interruptible(py, what, true, f)
+    interruptible(py, what, true, &mut |_| {}, f)
 }
 
 /// [`run_interruptible`] for work that, as [`compute`]'s, takes no lock shared with other
-/// calls (model training).
+/// calls (model training), running `poll` (with the GIL) each time it checks for signals: a
+/// progress bar's update.
 pub(crate) fn compute_interruptible<T: Send>(
     py: Python<'_>,
     what: &str,
+    poll: &mut (dyn FnMut(Python<'_>) + Send),
     f: impl FnOnce(&AtomicBool) -> T + Send,
 ) -> PyResult<T> {
-    interruptible(py, what, false, f)
+    interruptible(py, what, false, poll, f)
 }
 
 fn interruptible<T: Send>(
     py: Python<'_>,
     what: &str,
     gated: bool,
+    poll: &mut (dyn FnMut(Python<'_>) + Send),
     f: impl FnOnce(&AtomicBool) -> T + Send,
 ) -> PyResult<T> {
     let stop = AtomicBool::new(false);
@@ -208,6 +211,7 @@ fn interruptible<T: Send>(
                                 pending = Some(e);
                                 stop.store(true, SeqCst);
                             }
+                            Python::attach(&mut *poll);
                         }
                         // The worker ended without sending: it panicked outside the catch.
                         Err(RecvTimeoutError::Disconnected) => {

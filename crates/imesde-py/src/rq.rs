@@ -7,6 +7,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering::Relaxed;
 
 use imesde_engine::{IdFormat, IdStore, RqLabeler};
@@ -89,8 +90,8 @@ impl RqCodebooks {
     #[pyo3(
         signature = (x, n_clusters, *, balanced = false, max_iter = Count::from(25), tol = Real(1e-4),
                      seed = None, sample_size = None, max_points_per_centroid = Some(Count::from(256)),
-                     init = Text("random".into()), refine = None),
-        text_signature = "(x, n_clusters, *, balanced=False, max_iter=25, tol=0.0001, seed=0, sample_size=None, max_points_per_centroid=256, init='random', refine=None)"
+                     init = Text("random".into()), refine = None, show_progress_bar = None),
+        text_signature = "(x, n_clusters, *, balanced=False, max_iter=25, tol=0.0001, seed=0, sample_size=None, max_points_per_centroid=256, init='random', refine=None, show_progress_bar=None)"
     )]
     #[allow(clippy::too_many_arguments)]
     fn fit(
@@ -105,9 +106,15 @@ impl RqCodebooks {
         max_points_per_centroid: Option<Count>,
         init: Text,
         refine: Option<Count>,
+        show_progress_bar: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<(Self, FitReport)> {
         let x = matrix(x, "X")?;
         let (data, dim) = (x.as_slice(), x.dim);
+        let bulk = py.import(pyo3::intern!(py, "imesde._bulk"))?;
+        let show: bool = bulk
+            .getattr(pyo3::intern!(py, "wants_bar"))?
+            .call1((show_progress_bar, x.rows))?
+            .extract()?;
         let n_clusters = n_clusters
             .into_iter()
             .map(|k| k.positive("n_clusters"))
@@ -137,10 +144,48 @@ impl RqCodebooks {
             refine: refine.map(|r| r.non_negative("refine")).transpose()?,
             backend: None,
         };
-        let (model, reports) = gil::compute_interruptible(py, "RQKMeans.fit", |stop| {
-            install(|| RqKMeans::fit_until(data, dim, &cfg, &|| stop.load(Relaxed)))
-        })?
-        .map_err(rq_err)?;
+        // Progress: the fit asks whether to stop once per k-means iteration and once per level
+        // and refinement round; the bar counts those asks.
+        let steps = cfg.n_clusters.len() * (cfg.max_iter + 1) + cfg.refine.unwrap_or(0);
+        let bar = if show {
+            Some(
+                bulk.getattr(pyo3::intern!(py, "Progress"))?
+                    .call1((steps, "imesde: RQKMeans.fit", true))?
+                    .unbind(),
+            )
+        } else {
+            None
+        };
+        let ticks = AtomicUsize::new(0);
+        let mut shown = 0usize;
+        let mut advance = |py: Python<'_>, to: usize| {
+            if let Some(bar) = &bar
+                && to > shown
+            {
+                let _ = bar.call_method1(py, pyo3::intern!(py, "update"), (to - shown,));
+                shown = to;
+            }
+        };
+        let fitted = gil::compute_interruptible(
+            py,
+            "RQKMeans.fit",
+            &mut |py| advance(py, ticks.load(Relaxed).min(steps)),
+            |stop| {
+                install(|| {
+                    RqKMeans::fit_until(data, dim, &cfg, &|| {
+                        ticks.fetch_add(1, Relaxed);
+                        stop.load(Relaxed)
+                    })
+                })
+            },
+        );
+        if let Some(bar) = &bar {
+            if fitted.as_ref().is_ok_and(Result::is_ok) {
+                advance(py, steps);
+            }
+            bar.call_method0(py, pyo3::intern!(py, "close"))?;
+        }
+        let (model, reports) = fitted?.map_err(rq_err)?;
         let reports = reports
             .into_iter()
             .map(|r| (r.iterations, r.converged, r.mse))

@@ -182,8 +182,9 @@ pub(crate) fn normalize_l2<'py>(
 }
 
 /// The ``k`` largest values of ``scores`` (``[n]``, or ``[m, n]`` row by row), best first:
-/// ``(indices, values)`` as int64 and float32 arrays of shape ``[min(k, n)]`` or
-/// ``[m, min(k, n)]``. Equal values keep the lower index first.
+/// ``(values, indices)`` as float32 and int64 arrays of shape ``[min(k, n)]`` or
+/// ``[m, min(k, n)]`` (scores first, as ``torch.topk`` and ``Engine.search_vectors``). Equal
+/// values keep the lower index first.
 #[pyfunction]
 #[pyo3(signature = (scores, k = Count::from(10)), text_signature = "(scores, k=10)")]
 pub(crate) fn top_k<'py>(
@@ -210,11 +211,11 @@ pub(crate) fn top_k<'py>(
     })?;
     let (idx, val) = (idx.into_pyarray(py), val.into_pyarray(py));
     if r.one_d {
-        Ok((idx.into_any(), val.into_any()))
+        Ok((val.into_any(), idx.into_any()))
     } else {
         Ok((
-            idx.reshape([m, kk])?.into_any(),
             val.reshape([m, kk])?.into_any(),
+            idx.reshape([m, kk])?.into_any(),
         ))
     }
 }

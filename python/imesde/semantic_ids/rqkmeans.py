@@ -129,10 +129,14 @@ class RQKMeans:
         """Copies of the codebooks, one ``(k, dim)`` float32 array per level."""
         return self._fitted().codebooks
 
-    def fit(self, X: Any, *, device: str = "cpu") -> RQKMeans:
+    def fit(
+        self, X: Any, *, device: str = "cpu", show_progress_bar: bool | None = None
+    ) -> RQKMeans:
         """Train the codebooks on ``X`` ``(n, dim)``; returns ``self``.
 
         ``device`` exists for ``semantic-id`` compatibility; only ``"cpu"`` is supported.
+        ``show_progress_bar``: a tqdm bar over the k-means iterations of all levels (None:
+        when stderr is a terminal and ``X`` has at least 10,000 rows).
         """
         if device != "cpu":
             raise InvalidValueError(f"imesde runs RQ-KMeans on the CPU; got device={device!r}")
@@ -152,6 +156,7 @@ class RQKMeans:
             max_points_per_centroid=self.max_points_per_centroid,
             init=self.init,
             refine=self.refine,
+            show_progress_bar=show_progress_bar,
         )
         self._books = books
         self.fit_report_ = [

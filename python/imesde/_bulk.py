@@ -1,0 +1,210 @@
+"""Bulk work in chunks, with a progress bar as sentence-transformers shows one: tqdm when it is
+installed, on by default only when stderr is a terminal and the work is long.
+
+``Engine.ingest_batch`` and ``TextEmbedder.embed`` hand their work here when it is given in
+chunks (``batch_size``, a generator) or a bar is wanted; each chunk then goes back to them as an
+ordinary list, so memory is bounded by one chunk.
+"""
+
+from __future__ import annotations
+
+import importlib
+import itertools
+import sys
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sized
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+
+from imesde.exceptions import DTypeError, InvalidValueError, ShapeError
+
+if TYPE_CHECKING:
+    from imesde._imesde import Engine, TextEmbedder
+
+# Work of at least this many texts counts as long: a bar by default on a terminal.
+LONG = 10_000
+# Texts per chunk when a bar is shown and no batch_size was given.
+CHUNK = 1024
+
+
+class Progress:
+    """``update(n)`` as work gets done; ``close()`` at the end. Draws a tqdm bar, or (tqdm not
+    installed, a bar asked for explicitly) a line on stderr every few seconds."""
+
+    def __init__(self, total: int | None, desc: str, show: bool) -> None:
+        self.total, self.desc, self.done = total, desc, 0
+        self.bar: Any = None
+        self.lines = False
+        self.started = self.last = time.perf_counter()
+        if not show:
+            return
+        try:
+            tqdm: Any = importlib.import_module("tqdm").tqdm
+        except ImportError:
+            self.lines = sys.stderr is not None
+        else:
+            self.bar = tqdm(total=total, desc=desc, unit="item", dynamic_ncols=True)
+
+    def update(self, n: int) -> None:
+        self.done += n
+        if self.bar is not None:
+            self.bar.update(n)
+        elif self.lines and time.perf_counter() - self.last >= 2.0:
+            self.last = time.perf_counter()
+            self._line()
+
+    def _line(self) -> None:
+        of = f" / {self.total:,}" if self.total is not None else ""
+        took = time.perf_counter() - self.started
+        print(f"{self.desc}: {self.done:,}{of} ({took:.1f} s)", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        elif self.lines:
+            self._line()
+
+
+def wants_bar(show: bool | None, total: int | None) -> bool:
+    """``show``, or by default: stderr is a terminal and the work is long (or of unknown
+    length)."""
+    if show is not None:
+        if not isinstance(show, bool):
+            raise DTypeError(f"show_progress_bar must be a bool or None, got {type(show).__name__}")
+        return show
+    tty = sys.stderr is not None and sys.stderr.isatty()
+    return tty and (total is None or total >= LONG)
+
+
+def _chunk_size(batch_size: int | None) -> int:
+    if batch_size is None:
+        return CHUNK
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int):
+        raise DTypeError(f"batch_size must be an int, got {type(batch_size).__name__}")
+    if batch_size < 1:
+        raise InvalidValueError(f"batch_size must be at least 1, got {batch_size}")
+    return batch_size
+
+
+def _length(x: object) -> int | None:
+    return len(x) if isinstance(x, Sized) and not isinstance(x, (str, bytes)) else None
+
+
+def _per_item(x: Any, what: str, total: int | None) -> Iterator[Any] | None:
+    """Per-item values (timestamps, metadata) read in step with the texts; None when absent."""
+    if x is None:
+        return None
+    n = _length(x)
+    if n is not None and total is not None and n != total:
+        raise ShapeError(f"{what} has {n} entries, expected {total} (one per text)")
+    try:
+        values: Iterator[Any] = iter(x)
+    except TypeError:
+        raise DTypeError(f"{what} must be a list or an iterable, got {type(x).__name__}") from None
+    return values
+
+
+def ingest_in_chunks(
+    engine: Engine,
+    texts: Iterable[str],
+    timestamps: Any,
+    metadata: Any,
+    batch_size: int | None,
+    show_progress_bar: bool | None,
+) -> npt.NDArray[np.int64]:
+    """``engine.ingest_batch`` a chunk at a time (see the module docs). Each chunk is checked and
+    ingested whole; a bad chunk raises with the chunks before it ingested."""
+    if isinstance(texts, str):
+        raise DTypeError("texts must be a list of str, got a single str (use ingest for one text)")
+    total = _length(texts)
+    show = wants_bar(show_progress_bar, total)
+    if batch_size is None and not show and isinstance(texts, (list, tuple)):
+        # No chunks asked for, no bar: one batch, which adds everything or nothing.
+        return engine.ingest_batch(
+            texts,
+            timestamps=timestamps,
+            metadata=metadata,
+            batch_size=None,
+            show_progress_bar=False,
+        )
+    size = _chunk_size(batch_size)
+    try:
+        source = iter(texts)
+    except TypeError:
+        raise DTypeError(
+            f"texts must be a list or an iterable of str, got {type(texts).__name__}"
+        ) from None
+    shared = metadata if isinstance(metadata, Mapping) else None
+    stamps = _per_item(timestamps, "timestamps", total)
+    metas = None if shared is not None else _per_item(metadata, "metadata", total)
+    out: list[npt.NDArray[np.int64]] = []
+    bar = Progress(total, "imesde: ingest", show)
+    try:
+        while chunk := list(itertools.islice(source, size)):
+            ts = _take(stamps, len(chunk), "timestamps")
+            meta = shared if shared is not None else _take(metas, len(chunk), "metadata")
+            out.append(
+                engine.ingest_batch(
+                    chunk, timestamps=ts, metadata=meta, batch_size=None, show_progress_bar=False
+                )
+            )
+            bar.update(len(chunk))
+        for extra, what in ((stamps, "timestamps"), (metas, "metadata")):
+            if extra is not None and next(extra, _END) is not _END:
+                raise ShapeError(f"{what} has more entries than there are texts")
+    finally:
+        bar.close()
+    return np.concatenate(out) if out else np.empty(0, dtype=np.int64)
+
+
+_END = object()
+
+
+def _texts(texts: object) -> Iterator[str]:
+    try:
+        source: Iterator[str] = iter(texts)  # type: ignore[call-overload]
+    except TypeError:
+        raise DTypeError(
+            f"texts must be a list or an iterable of str, got {type(texts).__name__}"
+        ) from None
+    return source
+
+
+def _take(values: Iterator[Any] | None, n: int, what: str) -> list[Any] | None:
+    if values is None:
+        return None
+    got = list(itertools.islice(values, n))
+    if len(got) != n:
+        raise ShapeError(f"{what} has fewer entries than there are texts")
+    return got
+
+
+def embed_in_chunks(
+    model: TextEmbedder,
+    texts: Iterable[str],
+    prompt: str | None,
+    batch_size: int | None,
+    show_progress_bar: bool | None,
+) -> npt.NDArray[np.float32]:
+    """``model.embed`` a chunk at a time, with a bar when one is wanted."""
+    if isinstance(texts, str):
+        return model.embed(texts, prompt, show_progress_bar=False)
+    total = _length(texts)
+    show = wants_bar(show_progress_bar, total)
+    if batch_size is None and not show and isinstance(texts, (list, tuple)):
+        return model.embed(texts, prompt, show_progress_bar=False)
+    size = _chunk_size(batch_size)
+    source = _texts(texts)
+    out: list[npt.NDArray[np.float32]] = []
+    bar = Progress(total, "imesde: embed", show)
+    try:
+        while chunk := list(itertools.islice(source, size)):
+            out.append(model.embed(chunk, prompt, show_progress_bar=False))
+            bar.update(len(chunk))
+    finally:
+        bar.close()
+    if not out:
+        return np.empty((0, model.dim), dtype=np.float32)
+    return np.concatenate(out)

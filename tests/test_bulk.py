@@ -1,0 +1,93 @@
+"""Bulk calls in chunks: generators are read a chunk at a time (memory bounded by one chunk),
+per-item timestamps and metadata are read in step, and a progress bar is drawn on request."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import imesde
+import numpy as np
+import pytest
+
+
+def texts_of(stream: list[dict[str, str]], n: int) -> list[str]:
+    return [item["text"] for item in stream[:n]]
+
+
+def test_a_generator_is_ingested_a_chunk_at_a_time(
+    stream: list[dict[str, str]], embedder: imesde.TextEmbedder
+) -> None:
+    engine = imesde.Engine(embedder, num_shards=2, shard_size=512)
+    texts = texts_of(stream, 700)
+    seen_while_reading: list[int] = []
+
+    def source() -> Iterator[str]:
+        for i, t in enumerate(texts):
+            if i % 100 == 0:
+                seen_while_reading.append(len(engine))
+            yield t
+
+    ids = engine.ingest_batch(
+        source(),
+        batch_size=100,
+        timestamps=(float(i) for i in range(700)),
+        metadata=({"i": i} for i in range(700)),
+    )
+    assert ids.dtype == np.int64
+    assert ids.tolist() == list(range(700))
+    # Before item 100 k was read, the k chunks before it were in the engine already.
+    assert seen_while_reading == [0, *range(100, 700, 100)]
+    item = engine.get(345)
+    assert (item.text, item.ts, item.metadata) == (texts[345], 345.0, {"i": 345})
+    # The same texts in one list give the same vectors.
+    np.testing.assert_allclose(item.vector, embedder.embed_one(texts[345]), atol=1e-5)
+
+
+def test_chunks_check_per_item_lengths_and_a_bad_chunk_keeps_the_ones_before(
+    stream: list[dict[str, str]], embedder: imesde.TextEmbedder
+) -> None:
+    engine = imesde.Engine(embedder, num_shards=1, shard_size=256)
+    texts = texts_of(stream, 50)
+    with pytest.raises(imesde.ShapeError):
+        engine.ingest_batch(iter(texts), timestamps=iter([1.0] * 49), batch_size=20)
+    assert len(engine) == 40  # the two whole chunks before the short one
+    with pytest.raises(imesde.ShapeError):
+        engine.ingest_batch(texts, metadata=[{}] * 49, batch_size=20)
+    assert len(engine) == 40  # lengths known up front: nothing added
+    bad = [*texts[:25], 7, *texts[25:]]
+    with pytest.raises(imesde.DTypeError):
+        engine.ingest_batch(iter(bad), batch_size=20)  # type: ignore[arg-type]
+    assert len(engine) == 60
+    for size, error in ((0, imesde.InvalidValueError), ("8", imesde.DTypeError)):
+        with pytest.raises(error):
+            engine.ingest_batch(texts, batch_size=size)  # type: ignore[arg-type]
+    with pytest.raises(imesde.DTypeError):
+        engine.ingest_batch(texts, show_progress_bar="yes")  # type: ignore[arg-type]
+    assert len(engine) == 60
+
+
+def test_progress_bars_on_request_and_off_by_default(
+    stream: list[dict[str, str]], embedder: imesde.TextEmbedder, capsys: pytest.CaptureFixture[str]
+) -> None:
+    engine = imesde.Engine(embedder, num_shards=2, shard_size=512)
+    texts = texts_of(stream, 300)
+    engine.ingest_batch(texts)
+    vectors = embedder.embed(iter(texts), batch_size=64)
+    np.testing.assert_allclose(vectors, embedder.embed(texts), atol=1e-6)
+    assert capsys.readouterr().err == ""  # not a terminal: no bar
+    engine.ingest_batch(texts, show_progress_bar=True)
+    err = capsys.readouterr().err
+    assert "imesde: ingest" in err
+    assert "300" in err
+    embedder.embed(texts, show_progress_bar=True)
+    assert "imesde: embed" in capsys.readouterr().err
+    assert len(engine) == 600
+
+
+def test_rq_fit_progress_bar_changes_nothing(capsys: pytest.CaptureFixture[str]) -> None:
+    x = np.random.default_rng(0).standard_normal((3000, 16)).astype(np.float32)
+    plain = imesde.RQKMeans(2, 16, random_state=3).fit(x)
+    assert capsys.readouterr().err == ""
+    shown = imesde.RQKMeans(2, 16, random_state=3).fit(x, show_progress_bar=True)
+    assert "imesde: RQKMeans.fit" in capsys.readouterr().err
+    np.testing.assert_array_equal(plain.encode(x), shown.encode(x))
