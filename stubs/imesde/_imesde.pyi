@@ -219,10 +219,19 @@ class TextEmbedder:
         ``ModelLoadError`` naming those it has."""
     def __getnewargs_ex__(self) -> tuple[tuple[str, str], dict[str, Any]]:
         """The arguments that make this embedder again (its files and every option)."""
-    def embed(self, texts: str | Iterable[str], prompt: str | None = None) -> _F32Array:
+    def embed(
+        self,
+        texts: str | Iterable[str],
+        prompt: str | None = None,
+        *,
+        batch_size: int | None = None,
+        show_progress_bar: bool | None = None,
+    ) -> _F32Array:
         """Embed texts into a ``[len(texts), dim]`` float32 array of unit vectors. ``prompt``:
         the name of one of the model's ``prompts`` (``"query"``), or a literal prefix; None
-        applies the model's default prompt, if it has one."""
+        applies the model's default prompt, if it has one. Generators (or any input with
+        ``batch_size``) are read a chunk at a time; ``show_progress_bar`` draws a tqdm bar
+        (None: on a terminal for 10,000 texts or more)."""
     def embed_one(self, text: str, prompt: str | None = None) -> _F32Array:
         """Embed one text into a ``[dim]`` float32 unit vector (``prompt`` as in ``embed``)."""
     @property
@@ -280,7 +289,7 @@ class Hit:
     def ts(self) -> float:
         """_Timestamp in seconds since the Unix epoch."""
     @property
-    def metadata(self) -> dict[str, _MetaValue] | None:
+    def metadata(self) -> dict[str, Any] | None:
         """The item's metadata as a new dict, or None."""
     def __len__(self) -> int: ...
     @overload
@@ -308,7 +317,7 @@ class Item:
     def ts(self) -> float:
         """_Timestamp in seconds since the Unix epoch."""
     @property
-    def metadata(self) -> dict[str, _MetaValue] | None:
+    def metadata(self) -> dict[str, Any] | None:
         """The item's metadata as a new dict, or None."""
 
 @final
@@ -345,10 +354,15 @@ class Engine:
         self,
         texts: Iterable[str],
         *,
-        timestamps: Sequence[_Timestamp] | None = None,
-        metadata: _Metadata | Sequence[_Metadata | None] | None = None,
+        timestamps: Iterable[_Timestamp] | None = None,
+        metadata: _Metadata | Iterable[_Metadata | None] | None = None,
+        batch_size: int | None = None,
+        show_progress_bar: bool | None = None,
     ) -> _Ids:
-        """Embed and add texts; return their ids. A bad batch adds nothing."""
+        """Embed and add texts; return their ids. A list is one batch (a bad one adds
+        nothing); a generator, or any input with ``batch_size``, is ingested a chunk at a time
+        (memory bounded by one chunk). ``show_progress_bar``: a tqdm bar (None: on a terminal
+        for 10,000 texts or more, or an unknown number)."""
     def search(
         self,
         query: str,
@@ -383,7 +397,7 @@ class Engine:
         self,
         query: str,
         k: int = 10,
-        method: Literal["rrf", "weighted", "combsum", "combmnz", "borda"] = "rrf",
+        method: Literal["rrf", "weighted", "combsum", "combmnz", "borda"] = "weighted",
         alpha: float | None = None,
         *,
         since: _Timestamp | None = None,
@@ -582,7 +596,7 @@ class Event:
     def ts(self) -> float:
         """The item's timestamp."""
     @property
-    def metadata(self) -> dict[str, _MetaValue] | None:
+    def metadata(self) -> dict[str, Any] | None:
         """The item's metadata."""
 
 @final
@@ -602,6 +616,7 @@ class RQCodebooks:
         max_points_per_centroid: int | None = ...,  # 256
         init: Literal["random", "k-means++", "kmeans++"] = "random",
         refine: int | None = None,
+        show_progress_bar: bool | None = None,
     ) -> tuple[RQCodebooks, list[tuple[int, bool, float]]]:
         """Train one level per ``n_clusters`` entry; returns the codebooks and per-level
         ``(iterations, converged, mse)``."""
@@ -674,8 +689,8 @@ def manhattan_distance(a: _F32Array, b: _F32Array) -> Any:
 def normalize_l2(x: _F32Array) -> _F32Array:
     """A unit-length copy of ``x`` or of each of its rows."""
 
-def top_k(scores: _F32Array, k: int = 10) -> tuple[npt.NDArray[np.int64], _F32Array]:
-    """``(indices, values)`` of the ``k`` largest scores, best first."""
+def top_k(scores: _F32Array, k: int = 10) -> tuple[_F32Array, npt.NDArray[np.int64]]:
+    """``(values, indices)`` of the ``k`` largest scores, best first (as ``torch.topk``)."""
 
 def simd_backend() -> str:
     """The SIMD backend chosen for this CPU."""
