@@ -359,10 +359,10 @@ impl PyBm25 {
         let i = self.0.read();
         let p = i.params();
         format!(
-            "BM25(k1={}, b={}, method={:?}, documents={}, terms={})",
+            "BM25(k1={}, b={}, method={}, documents={}, terms={})",
             p.k1,
             p.b,
-            p.method.to_string(),
+            py_str(&p.method.to_string()),
             i.document_count(),
             i.term_count()
         )

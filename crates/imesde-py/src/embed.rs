@@ -12,7 +12,7 @@ use numpy::{IntoPyArray, PyArray1, PyArray2, PyArrayMethods};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 
-use crate::convert::{self, Count, Real, Text};
+use crate::convert::{self, Count, Real, Text, py_str};
 use crate::error::CoreError;
 use crate::exceptions::{Exc, err};
 use crate::gil;
@@ -356,11 +356,11 @@ impl TextEmbedder {
 
     fn __repr__(&self) -> String {
         format!(
-            "TextEmbedder(model_path={:?}, dim={}, max_length={}, pooling={:?})",
-            self.inner().model_path().display().to_string(),
+            "TextEmbedder(model_path={}, dim={}, max_length={}, pooling={})",
+            py_str(&self.inner().model_path().display().to_string()),
             self.inner().dim(),
             self.inner().config().max_length,
-            self.inner().config().pooling.to_string()
+            py_str(&self.inner().config().pooling.to_string())
         )
     }
 }

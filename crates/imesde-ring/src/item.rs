@@ -75,7 +75,7 @@ pub struct Item {
 
 /// A search filter: a half-open time window `since <= ts < until` and a metadata
 /// [`Predicate`].
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Filter {
     /// Keep items with `ts >= since`.
     pub since: Option<f64>,

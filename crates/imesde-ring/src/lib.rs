@@ -18,6 +18,7 @@
 
 mod error;
 mod item;
+mod memo;
 mod meta;
 mod par;
 mod ring;

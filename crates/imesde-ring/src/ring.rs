@@ -9,6 +9,7 @@ use parking_lot::RwLock;
 use rayon::prelude::*;
 
 use crate::item::{meta_bytes, text_bytes};
+use crate::memo::{Memo, Memos, forget};
 use crate::par;
 use crate::standing::{Event, Standing, StandingSpec};
 use crate::{Attributes, Filter, Hit, Item, Metadata, Result, RingError};
@@ -264,6 +265,8 @@ pub struct Ring {
     deleted: AtomicU64,
     kernels: &'static Kernels,
     standing: Standing,
+    /// Filter answers per slot for the filters searched most recently.
+    memos: Memos,
     /// Held shared by every batch write, exclusively by a snapshot: a snapshot sees whole
     /// batches only.
     pub(crate) gate: RwLock<()>,
@@ -382,6 +385,7 @@ impl Ring {
             deleted: AtomicU64::new(0),
             kernels: Kernels::best(),
             standing: Standing::default(),
+            memos: Memos::default(),
             gate: RwLock::new(()),
         })
     }
@@ -613,6 +617,31 @@ impl Ring {
         Ok(out)
     }
 
+    /// The remembered answers of `filter` (None for a filter that keeps everything).
+    fn memo(&self, filter: &Filter) -> Option<Arc<Memo>> {
+        (!filter.is_empty()).then(|| {
+            self.memos
+                .of(filter, self.cfg.num_shards, self.cfg.shard_size)
+        })
+    }
+
+    /// Whether the live item `id` in `slot` of `shard` passes `filter`, remembered in `memo`.
+    #[inline]
+    fn passes_memo(
+        &self,
+        memo: Option<&Memo>,
+        filter: &Filter,
+        shard: &Shard,
+        id: u64,
+        slot: usize,
+    ) -> bool {
+        let eval = || filter.matches(shard.ts[slot], shard.meta[slot].as_ref());
+        match memo {
+            Some(m) => m.passes((id % self.cfg.num_shards as u64) as usize, slot, eval),
+            None => eval(),
+        }
+    }
+
     /// Whether item `id` is held and passes `filter`.
     #[must_use]
     pub fn passes(&self, id: u64, filter: &Filter) -> bool {
@@ -683,6 +712,9 @@ impl Ring {
                 return;
             }
             let mut shard = lock.write();
+            // Read under this shard's write lock: a memo made after it has nothing known yet
+            // about the slots written here.
+            let memos = self.memos.current();
             while id < end {
                 let i = (id - start) as usize;
                 let slot = ((id / nsh) % self.cfg.shard_size as u64) as usize;
@@ -724,6 +756,7 @@ impl Ring {
                     shard.payload_bytes -= text_bytes(shard.texts[slot].as_ref())
                         + meta_bytes(shard.meta[slot].as_ref());
                     shard.ids[slot] = id;
+                    forget(&memos, s, slot);
                     shard.ts[slot] = attrs.timestamps.get(i).copied().unwrap_or(ts_now);
                     shard.texts[slot] = attrs.texts.get(i).cloned().flatten();
                     shard.meta[slot] = attrs.metadata.get(i).cloned().flatten();
@@ -856,6 +889,7 @@ impl Ring {
         let (_, q) = self.prepare_queries(query)?;
         self.searches.fetch_add(1, Ordering::Relaxed);
         let plain = filter.is_empty();
+        let memo = self.memo(filter);
         let kc = q.candidates(k);
         // Each thread keeps the best `k` it has seen over all its tasks (`seen`): an item
         // that does not enter it cannot be in the global top-k, and its floor rises from
@@ -874,7 +908,7 @@ impl Ring {
                         let key = EMPTY - id;
                         if is_live(id)
                             && seen.accepts(score, key)
-                            && (plain || filter.matches(shard.ts[slot], shard.meta[slot].as_ref()))
+                            && (plain || self.passes_memo(memo.as_deref(), filter, shard, id, slot))
                         {
                             seen.push(score, key);
                             top.push(score, key);
@@ -918,6 +952,7 @@ impl Ring {
         let k = k.min(self.capacity());
         filter.check()?;
         let plain = filter.is_empty();
+        let memo = self.memo(filter);
         let (nq, q) = self.prepare_queries(queries)?;
         self.searches.fetch_add(nq as u64, Ordering::Relaxed);
         let kc = q.candidates(k);
@@ -935,7 +970,7 @@ impl Ring {
                         let id = shard.ids[slot];
                         if is_live(id)
                             && top.accepts(score, EMPTY - id)
-                            && (plain || filter.matches(shard.ts[slot], shard.meta[slot].as_ref()))
+                            && (plain || self.passes_memo(memo.as_deref(), filter, shard, id, slot))
                         {
                             top.push(score, EMPTY - id);
                         }

@@ -506,3 +506,66 @@ fn deleted_items_are_gone_from_every_read_and_their_slots_are_reused() {
         assert!(r.delete(&[3]).is_empty(), "deleted once");
     }
 }
+
+/// Filters searched again and again (their answers remembered per slot) keep exactly the items
+/// a fresh evaluation keeps while the ring overwrites, deletes and refills slots, with more
+/// filters in turn than are remembered.
+#[test]
+fn remembered_filter_answers_follow_every_write() {
+    let dim = 8;
+    let r = ring(dim, 3, 16, Storage::F32);
+    let mut rng = Rng(11);
+    let filters: Vec<Filter> = (0..6)
+        .map(|j| {
+            Filter::matching(
+                Predicate::parse(&json!({"n": {"$gte": j * 3}, "odd": (j % 2 == 1)})).unwrap(),
+            )
+        })
+        .chain([Filter {
+            since: Some(30.0),
+            ..Filter::matching(Predicate::parse(&json!({"odd": true})).unwrap())
+        }])
+        .collect();
+    let mut next = 0u64;
+    for round in 0..12 {
+        let n = 7 + round * 3;
+        let attrs = Attributes {
+            timestamps: (0..n).map(|i| (next + i as u64) as f64).collect(),
+            metadata: (0..n)
+                .map(|i| {
+                    let v = (next as usize + i) * 7 % 20;
+                    Some(Metadata::new([
+                        ("n", Value::Int(v as i64)),
+                        ("odd", Value::Bool(v % 2 == 1)),
+                    ]))
+                })
+                .collect(),
+            ..Attributes::default()
+        };
+        r.ingest(&rng.vecs(n, dim), &attrs).unwrap();
+        next += n as u64;
+        if round % 3 == 2 {
+            let held: Vec<u64> = (next.saturating_sub(48)..next).collect();
+            r.delete(&held[..held.len() / 3]);
+        }
+        let q = rng.vecs(1, dim);
+        // Three filters every round (remembered from round to round), and in turn two more of
+        // the others (which push the least recent out: at most four are remembered).
+        let extra = [3 + round % 4, 3 + (round + 1) % 4];
+        for f in [0, 1, 2, extra[0], extra[1]].map(|j| &filters[j]) {
+            let mut got: Vec<u64> = r.search(&q, 48, f).unwrap().iter().map(|h| h.id).collect();
+            got.sort_unstable();
+            let want: Vec<u64> = (0..next)
+                .filter(|&id| {
+                    r.get(id)
+                        .is_some_and(|item| f.matches(item.ts, item.metadata.as_ref()))
+                })
+                .collect();
+            assert_eq!(got, want, "round {round}, {f:?}");
+            let batch = r.search_batch(&q, 48, f).unwrap();
+            let mut ids = batch.ids.clone();
+            ids.sort_unstable();
+            assert_eq!(ids, want, "batch, round {round}");
+        }
+    }
+}
