@@ -300,3 +300,21 @@ def test_metadata_values_are_typed_and_checked() -> None:
     assert [h.id for h in engine.search_vector(v[0], where={"f": {"$lt": 1}})] == [0]
     assert engine.search_vector(v[0], where={"b": 1}) == []
     assert [h.id for h in engine.search_vector(v[0], where={"tags": "b"})] == [1]
+
+
+def test_deeply_nested_filters_are_refused_not_a_crash() -> None:
+    engine = imesde.Engine(4)
+    engine.ingest_vectors(np.eye(4, dtype=np.float32), metadata={"a": 1})
+    q = np.ones(4, dtype=np.float32)
+    ok: dict[str, Any] = {"a": 1}
+    for _ in range(30):
+        ok = {"$not": ok}
+    assert len(engine.search_vector(q, where=ok)) == 4  # 30 negations of "a == 1": an even count
+    deep: dict[str, Any] = {"a": 1}
+    for _ in range(200_000):
+        deep = {"$not": deep}
+    for where in (deep, {"$and": [deep]}, {"a": {"$in": [1, deep]}}):
+        with pytest.raises(imesde.InvalidValueError, match="nest at most"):
+            engine.search_vector(q, where=where)
+    wide = {"$and": [{"a": {"$in": list(range(1000))}}] * 100}
+    assert len(engine.search_vector(q, where=wide)) == 4

@@ -38,12 +38,12 @@ class Progress:
         self.bar: Any = None
         self.lines = False
         self.started = self.last = time.perf_counter()
-        if not show:
+        if not show or sys.stderr is None:  # pythonw and daemons may have no stderr
             return
         try:
             tqdm: Any = importlib.import_module("tqdm").tqdm
         except ImportError:
-            self.lines = sys.stderr is not None
+            self.lines = True
         else:
             self.bar = tqdm(total=total, desc=desc, unit="item", dynamic_ncols=True)
 

@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::sync::Arc;
 
-use imesde_ring::{Filter, KeyInterner, Metadata, Predicate, Value};
+use imesde_ring::{Filter, KeyInterner, MAX_FILTER_DEPTH, Metadata, Predicate, Value};
 use numpy::{
     PyArrayDescrMethods, PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn, PyUntypedArray,
     PyUntypedArrayMethods,
@@ -499,7 +499,14 @@ pub(crate) fn metadata(obj: &Bound<'_, PyAny>, n: usize) -> PyResult<Vec<Option<
 
 /// A `where` document as JSON, for [`Predicate::parse`]: dicts, lists and the values metadata
 /// holds. Anything else is an `InvalidValueError` naming where it is.
-fn where_json(v: &Bound<'_, PyAny>, path: &str) -> PyResult<Json> {
+fn where_json(v: &Bound<'_, PyAny>, path: &str, depth: usize) -> PyResult<Json> {
+    // A level of filter is a dict and a list ($and / $or) deep, plus an operator's dict and list.
+    if depth > 2 * MAX_FILTER_DEPTH + 4 {
+        return Err(err(
+            Exc::InvalidValue,
+            format!("{path}: filters nest at most {MAX_FILTER_DEPTH} levels deep"),
+        ));
+    }
     if let Ok(d) = v.cast::<PyDict>() {
         let mut map = serde_json::Map::new();
         for (k, x) in d.iter() {
@@ -510,7 +517,7 @@ fn where_json(v: &Bound<'_, PyAny>, path: &str) -> PyResult<Json> {
                 ));
             };
             let key = utf8(key, "a where key")?;
-            let json = where_json(&x, &format!("{path}[{key:?}]"))?;
+            let json = where_json(&x, &format!("{path}[{key:?}]"), depth + 1)?;
             map.insert(key.to_owned(), json);
         }
         return Ok(Json::Object(map));
@@ -519,7 +526,7 @@ fn where_json(v: &Bound<'_, PyAny>, path: &str) -> PyResult<Json> {
         return v
             .try_iter()?
             .enumerate()
-            .map(|(i, x)| where_json(&x?, &format!("{path}[{i}]")))
+            .map(|(i, x)| where_json(&x?, &format!("{path}[{i}]"), depth + 1))
             .collect::<PyResult<Vec<_>>>()
             .map(Json::Array);
     }
@@ -539,7 +546,7 @@ fn where_json(v: &Bound<'_, PyAny>, path: &str) -> PyResult<Json> {
 
 /// Compiles a `where` argument.
 pub(crate) fn predicate(where_: &Bound<'_, PyAny>) -> PyResult<Predicate> {
-    let doc = where_json(where_, "where")?;
+    let doc = where_json(where_, "where", 0)?;
     Predicate::parse(&doc).map_err(|e| err(Exc::InvalidValue, e.to_string()))
 }
 
@@ -600,6 +607,11 @@ pub(crate) fn meta_dict<'py>(
 /// Work of at least this many texts counts as long: a progress bar by default on a terminal
 /// (`imesde._bulk` decides; this only routes the call there).
 const LONG: usize = 10_000;
+
+/// The function `name` of `imesde._bulk` (chunked bulk work and progress bars).
+pub(crate) fn bulk<'py>(py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyAny>> {
+    py.import(pyo3::intern!(py, "imesde._bulk"))?.getattr(name)
+}
 
 /// Whether bulk work on `texts` goes through `imesde._bulk` in chunks: a `batch_size`, a bar
 /// asked for (anything but None or False: the helper checks it), an input that is not a list

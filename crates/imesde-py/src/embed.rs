@@ -199,10 +199,13 @@ impl TextEmbedder {
     ) -> PyResult<Bound<'py, PyArray2<f32>>> {
         let py = slf.py();
         if convert::in_chunks(texts, batch_size, show_progress_bar)? {
-            let done = py
-                .import(pyo3::intern!(py, "imesde._bulk"))?
-                .getattr(pyo3::intern!(py, "embed_in_chunks"))?
-                .call1((slf, texts, prompt.as_deref(), batch_size, show_progress_bar))?;
+            let done = convert::bulk(py, "embed_in_chunks")?.call1((
+                slf,
+                texts,
+                prompt.as_deref(),
+                batch_size,
+                show_progress_bar,
+            ))?;
             return Ok(done.cast_into::<PyArray2<f32>>()?);
         }
         let this = slf.get();

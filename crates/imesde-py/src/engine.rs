@@ -497,17 +497,14 @@ impl Engine {
     ) -> PyResult<Bound<'py, PyArray1<i64>>> {
         let py = slf.py();
         if convert::in_chunks(texts, batch_size, show_progress_bar)? {
-            let done = py
-                .import(pyo3::intern!(py, "imesde._bulk"))?
-                .getattr(pyo3::intern!(py, "ingest_in_chunks"))?
-                .call1((
-                    slf,
-                    texts,
-                    timestamps,
-                    metadata,
-                    batch_size,
-                    show_progress_bar,
-                ))?;
+            let done = convert::bulk(py, "ingest_in_chunks")?.call1((
+                slf,
+                texts,
+                timestamps,
+                metadata,
+                batch_size,
+                show_progress_bar,
+            ))?;
             return Ok(done.cast_into::<PyArray1<i64>>()?);
         }
         let this = slf.get();

@@ -110,9 +110,7 @@ impl RqCodebooks {
     ) -> PyResult<(Self, FitReport)> {
         let x = matrix(x, "X")?;
         let (data, dim) = (x.as_slice(), x.dim);
-        let bulk = py.import(pyo3::intern!(py, "imesde._bulk"))?;
-        let show: bool = bulk
-            .getattr(pyo3::intern!(py, "wants_bar"))?
+        let show: bool = convert::bulk(py, "wants_bar")?
             .call1((show_progress_bar, x.rows))?
             .extract()?;
         let n_clusters = n_clusters
@@ -149,7 +147,7 @@ impl RqCodebooks {
         let steps = cfg.n_clusters.len() * (cfg.max_iter + 1) + cfg.refine.unwrap_or(0);
         let bar = if show {
             Some(
-                bulk.getattr(pyo3::intern!(py, "Progress"))?
+                convert::bulk(py, "Progress")?
                     .call1((steps, "imesde: RQKMeans.fit", true))?
                     .unbind(),
             )

@@ -27,7 +27,9 @@ mod standing;
 
 pub use error::RingError;
 pub use item::{Attributes, Filter, Hit, Item};
-pub use meta::{CmpOp, FilterError, Key, KeyInterner, Metadata, Predicate, Value, key_hash};
+pub use meta::{
+    CmpOp, FilterError, Key, KeyInterner, MAX_FILTER_DEPTH, Metadata, Predicate, Value, key_hash,
+};
 pub use ring::{BatchResult, MAX_IDS, Ring, RingConfig, RingStats, Storage, set_parallel};
 pub use standing::{Event, StandingSpec};
 

@@ -415,6 +415,10 @@ impl fmt::Display for FilterError {
 impl std::error::Error for FilterError {}
 
 const OPERATORS: &str = "$eq, $ne, $gt, $gte, $lt, $lte, $in, $nin";
+
+/// How deeply `$and`, `$or` and `$not` may nest: a filter is evaluated (and dropped) by
+/// recursion, so a deeper one is refused rather than left to overflow the stack.
+pub const MAX_FILTER_DEPTH: usize = 32;
 const LOGICAL: &str = "$and, $or, $not";
 
 impl Predicate {
@@ -434,7 +438,7 @@ impl Predicate {
     /// [`FilterError`] naming the bad part: an unknown operator, an operand of the wrong kind,
     /// an empty `$and` / `$or`, a key starting with `$`.
     pub fn parse(doc: &Json) -> Result<Self, FilterError> {
-        parse_doc(doc, "where")
+        parse_doc(doc, "where", 0)
     }
 
     /// Whether an item with metadata `meta` passes.
@@ -502,7 +506,13 @@ fn kind(v: &Json) -> &'static str {
     }
 }
 
-fn parse_doc(doc: &Json, path: &str) -> Result<Predicate, FilterError> {
+fn parse_doc(doc: &Json, path: &str, depth: usize) -> Result<Predicate, FilterError> {
+    if depth > MAX_FILTER_DEPTH {
+        return Err(fail(
+            path,
+            format!("filters nest at most {MAX_FILTER_DEPTH} levels deep"),
+        ));
+    }
     let Json::Object(map) = doc else {
         return Err(fail(
             path,
@@ -526,11 +536,11 @@ fn parse_doc(doc: &Json, path: &str) -> Result<Predicate, FilterError> {
                 let ps = items
                     .iter()
                     .enumerate()
-                    .map(|(i, d)| parse_doc(d, &format!("{here}[{i}]")))
+                    .map(|(i, d)| parse_doc(d, &format!("{here}[{i}]"), depth + 1))
                     .collect::<Result<Vec<_>, _>>()?;
                 if key == "$and" { Predicate::And(ps) } else { Predicate::Or(ps) }
             }
-            "$not" => Predicate::Not(Box::new(parse_doc(v, &here)?)),
+            "$not" => Predicate::Not(Box::new(parse_doc(v, &here, depth + 1)?)),
             k if k.starts_with('$') => {
                 return Err(fail(
                     &here,
@@ -721,5 +731,11 @@ mod tests {
         assert!(err(json!({"$xor": []})).contains("unknown logical operator"));
         assert!(err(json!([1])).contains("must be a dict"));
         assert!(err(json!({"a": {}})).contains("empty dict"));
+        let mut deep = json!({"a": 1});
+        for _ in 0..MAX_FILTER_DEPTH {
+            deep = json!({"$not": deep});
+        }
+        assert!(Predicate::parse(&deep).is_ok());
+        assert!(err(json!({"$not": deep})).contains("nest at most"));
     }
 }
