@@ -73,9 +73,9 @@ bench-bm25: build
 bench-models: build
 	$(PY) benches/bench_models.py
 
-# The anchor is the same engine without standing queries.
+# The anchors: the same engine without standing queries; search on an idle engine.
 bench-stream: build
-	$(PY) benches/bench_stream.py
+	$(BENCH_PYTEST) benches/test_bench_stream.py
 
 # Anchors: faiss-cpu ResidualQuantizer and semantic-id 0.2.5 (which needs scikit-learn and torch).
 bench-rq: build

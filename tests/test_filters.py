@@ -276,7 +276,7 @@ def test_metadata_values_are_typed_and_checked() -> None:
     ids = engine.ingest_vectors(
         v[:2],
         metadata=[
-            {"s": "x", "i": np.int64(7), "f": np.float32(0.5), "b": np.bool_(True)},  # type: ignore[dict-item]
+            {"s": "x", "i": np.int64(7), "f": np.float32(0.5), "b": np.bool_(True)},
             {"tags": ("a", "b"), "big": 2**62},
         ],
     )
@@ -300,6 +300,15 @@ def test_metadata_values_are_typed_and_checked() -> None:
     assert [h.id for h in engine.search_vector(v[0], where={"f": {"$lt": 1}})] == [0]
     assert engine.search_vector(v[0], where={"b": 1}) == []
     assert [h.id for h in engine.search_vector(v[0], where={"tags": "b"})] == [1]
+    # numpy arrays: tags stored as a list, $in values given as an array.
+    engine.ingest_vectors(v[2:3], metadata={"tags": np.array([3, 4])})
+    assert engine.get(2).metadata == {"tags": [3, 4]}
+    where = {"tags": {"$in": np.array([4, 9])}}
+    assert [h.id for h in engine.search_vector(v[0], where=where)] == [2]
+    with pytest.raises(imesde.DTypeError):
+        engine.ingest_vectors(v[3:4], metadata={"m": np.ones((2, 2))})
+    with pytest.raises(imesde.InvalidValueError):
+        engine.search_vector(v[0], where={"tags": {"$in": np.ones((2, 2))}})
 
 
 def test_deeply_nested_filters_are_refused_not_a_crash() -> None:

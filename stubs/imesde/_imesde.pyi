@@ -13,8 +13,10 @@ __version__: str
 _F32Array: TypeAlias = npt.NDArray[np.float32]
 _Timestamp: TypeAlias = float | int | datetime
 _Scalar: TypeAlias = str | int | float | bool
-# A metadata value: a scalar or a list of scalars (tags).
-_MetaValue: TypeAlias = _Scalar | list[_Scalar] | tuple[_Scalar, ...]
+# A metadata value: a scalar or a list of scalars (tags); numpy scalars and 1-D arrays too.
+_MetaValue: TypeAlias = (
+    _Scalar | list[_Scalar] | tuple[_Scalar, ...] | np.generic | npt.NDArray[Any]
+)
 _Metadata: TypeAlias = Mapping[str, _MetaValue]
 # A ``where`` filter: ``{"key": value}`` or ``{"key": {"$op": operand}}``, ``$and`` / ``$or``
 # lists and ``$not``; see the filter guide.

@@ -406,17 +406,10 @@ fn meta_value(v: &Bound<'_, PyAny>, what: &str, list_ok: bool) -> Result<Value, 
         }
         return Ok(Value::from(out));
     }
-    // numpy scalars (np.int64, np.float32, np.bool_, np.str_): their Python value.
-    let py = v.py();
-    if v.hasattr(pyo3::intern!(py, "dtype")).unwrap_or(false)
-        && v.getattr(pyo3::intern!(py, "ndim"))
-            .and_then(|n| n.extract::<usize>())
-            .ok()
-            == Some(0)
-        && let Ok(item) = v.call_method0(pyo3::intern!(py, "item"))
-        && !item.is(v)
-    {
-        return meta_value(&item, what, list_ok);
+    // numpy scalars (np.int64, np.float32, np.bool_, np.str_) and 1-D arrays: their Python
+    // values.
+    if let Some(plain) = numpy_as_python(v, usize::from(list_ok)) {
+        return meta_value(&plain, what, list_ok);
     }
     let expected = if list_ok {
         "str, int, float, bool or a list of them"
@@ -427,6 +420,26 @@ fn meta_value(v: &Bound<'_, PyAny>, what: &str, list_ok: bool) -> Result<Value, 
         Exc::DType,
         format!("{what} must be a {expected}, got {}", type_name(v)),
     ))
+}
+
+/// A numpy scalar (or array of at most `max_ndim` dimensions) as the Python value numpy's
+/// `item()` / `tolist()` gives; None for anything else.
+fn numpy_as_python<'py>(v: &Bound<'py, PyAny>, max_ndim: usize) -> Option<Bound<'py, PyAny>> {
+    let py = v.py();
+    if !v.hasattr(pyo3::intern!(py, "dtype")).unwrap_or(false) {
+        return None;
+    }
+    let ndim = v
+        .getattr(pyo3::intern!(py, "ndim"))
+        .ok()?
+        .extract::<usize>()
+        .ok()?;
+    let method = match ndim {
+        0 => pyo3::intern!(py, "item"),
+        n if n <= max_ndim => pyo3::intern!(py, "tolist"),
+        _ => return None,
+    };
+    v.call_method0(method).ok().filter(|plain| !plain.is(v))
 }
 
 /// A metadata dict: str keys, values as [`meta_value`] takes them.
@@ -532,6 +545,12 @@ fn where_json(v: &Bound<'_, PyAny>, path: &str, depth: usize) -> PyResult<Json> 
     }
     if v.is_none() {
         return Ok(Json::Null);
+    }
+    // A numpy array (of `$in` values, say) as the list it holds.
+    if let Some(plain) = numpy_as_python(v, 1)
+        && plain.is_instance_of::<PyList>()
+    {
+        return where_json(&plain, path, depth);
     }
     match meta_value(v, path, false) {
         Ok(Value::Str(s)) => Ok(Json::String(s.into())),
