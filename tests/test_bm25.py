@@ -303,6 +303,10 @@ def test_engine_keeps_bm25_in_step_with_the_ring(embedder: imesde.TextEmbedder) 
     hybrid = engine.hybrid_search("nfs client security fix", k=5)
     assert len(hybrid) == 5
     assert [h.score for h in hybrid] == sorted((h.score for h in hybrid), reverse=True)
+    # The default: weighted min-max fusion at alpha 0.5, so fused scores stay in [0, 1].
+    explicit = engine.hybrid_search("nfs client security fix", k=5, method="weighted", alpha=0.5)
+    assert [(h.id, h.score) for h in hybrid] == [(h.id, h.score) for h in explicit]
+    assert all(0.0 <= h.score <= 1.0 for h in hybrid)
     alpha = engine.hybrid_search("CVE-2024-5678", k=3, method="weighted", alpha=0.0)
     assert alpha[0].text == texts[25]
     with pytest.raises(imesde.InvalidValueError):

@@ -441,6 +441,8 @@ impl Engine {
             .into_iter()
             .map(|h| (h.id, h.score))
             .collect();
+        // The weighted fusion's alpha is 0.5 unless given: fused scores stay in [0, 1].
+        let alpha = alpha.or((fusion == Fusion::Weighted).then_some(0.5));
         let weights = alpha.map(|a| [a, 1.0 - a]);
         let fused = imesde_bm25::fuse(
             &[dense, lexical],
