@@ -12,8 +12,8 @@ import importlib
 import itertools
 import sys
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sized
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sized
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -22,6 +22,8 @@ from imesde.exceptions import DTypeError, InvalidValueError, ShapeError
 
 if TYPE_CHECKING:
     from imesde._imesde import Engine, TextEmbedder
+
+T = TypeVar("T")
 
 # Work of at least this many texts counts as long: a bar by default on a terminal.
 LONG = 10_000
@@ -106,6 +108,40 @@ def _per_item(x: Any, what: str, total: int | None) -> Iterator[Any] | None:
     return values
 
 
+def _one_batch(texts: object, batch_size: int | None, show: bool) -> bool:
+    """No chunks asked for, no bar, and a length known: the work goes in as one batch (which
+    adds everything or nothing)."""
+    return batch_size is None and not show and _length(texts) is not None
+
+
+def _in_chunks(
+    texts: object,
+    batch_size: int | None,
+    total: int | None,
+    show: bool,
+    desc: str,
+    work: Callable[[list[str]], T],
+) -> list[T]:
+    """``work(chunk)`` for each chunk of ``texts`` (``batch_size`` texts, default ``CHUNK``),
+    in order, with the bar advanced after each."""
+    size = _chunk_size(batch_size)
+    try:
+        source: Iterator[str] = iter(texts)  # type: ignore[call-overload]
+    except TypeError:
+        raise DTypeError(
+            f"texts must be a list or an iterable of str, got {type(texts).__name__}"
+        ) from None
+    out: list[T] = []
+    bar = Progress(total, desc, show)
+    try:
+        while chunk := list(itertools.islice(source, size)):
+            out.append(work(chunk))
+            bar.update(len(chunk))
+    finally:
+        bar.close()
+    return out
+
+
 def ingest_in_chunks(
     engine: Engine,
     texts: Iterable[str],
@@ -120,56 +156,33 @@ def ingest_in_chunks(
         raise DTypeError("texts must be a list of str, got a single str (use ingest for one text)")
     total = _length(texts)
     show = wants_bar(show_progress_bar, total)
-    if batch_size is None and not show and isinstance(texts, (list, tuple)):
-        # No chunks asked for, no bar: one batch, which adds everything or nothing.
+    if _one_batch(texts, batch_size, show):
         return engine.ingest_batch(
-            texts,
+            list(texts),
             timestamps=timestamps,
             metadata=metadata,
             batch_size=None,
             show_progress_bar=False,
         )
-    size = _chunk_size(batch_size)
-    try:
-        source = iter(texts)
-    except TypeError:
-        raise DTypeError(
-            f"texts must be a list or an iterable of str, got {type(texts).__name__}"
-        ) from None
     shared = metadata if isinstance(metadata, Mapping) else None
     stamps = _per_item(timestamps, "timestamps", total)
     metas = None if shared is not None else _per_item(metadata, "metadata", total)
-    out: list[npt.NDArray[np.int64]] = []
-    bar = Progress(total, "imesde: ingest", show)
-    try:
-        while chunk := list(itertools.islice(source, size)):
-            ts = _take(stamps, len(chunk), "timestamps")
-            meta = shared if shared is not None else _take(metas, len(chunk), "metadata")
-            out.append(
-                engine.ingest_batch(
-                    chunk, timestamps=ts, metadata=meta, batch_size=None, show_progress_bar=False
-                )
-            )
-            bar.update(len(chunk))
-        for extra, what in ((stamps, "timestamps"), (metas, "metadata")):
-            if extra is not None and next(extra, _END) is not _END:
-                raise ShapeError(f"{what} has more entries than there are texts")
-    finally:
-        bar.close()
+
+    def ingest(chunk: list[str]) -> npt.NDArray[np.int64]:
+        ts = _take(stamps, len(chunk), "timestamps")
+        meta = shared if shared is not None else _take(metas, len(chunk), "metadata")
+        return engine.ingest_batch(
+            chunk, timestamps=ts, metadata=meta, batch_size=None, show_progress_bar=False
+        )
+
+    out = _in_chunks(texts, batch_size, total, show, "imesde: ingest", ingest)
+    for extra, what in ((stamps, "timestamps"), (metas, "metadata")):
+        if extra is not None and next(extra, _END) is not _END:
+            raise ShapeError(f"{what} has more entries than there are texts")
     return np.concatenate(out) if out else np.empty(0, dtype=np.int64)
 
 
 _END = object()
-
-
-def _texts(texts: object) -> Iterator[str]:
-    try:
-        source: Iterator[str] = iter(texts)  # type: ignore[call-overload]
-    except TypeError:
-        raise DTypeError(
-            f"texts must be a list or an iterable of str, got {type(texts).__name__}"
-        ) from None
-    return source
 
 
 def _take(values: Iterator[Any] | None, n: int, what: str) -> list[Any] | None:
@@ -193,18 +206,16 @@ def embed_in_chunks(
         return model.embed(texts, prompt, show_progress_bar=False)
     total = _length(texts)
     show = wants_bar(show_progress_bar, total)
-    if batch_size is None and not show and isinstance(texts, (list, tuple)):
-        return model.embed(texts, prompt, show_progress_bar=False)
-    size = _chunk_size(batch_size)
-    source = _texts(texts)
-    out: list[npt.NDArray[np.float32]] = []
-    bar = Progress(total, "imesde: embed", show)
-    try:
-        while chunk := list(itertools.islice(source, size)):
-            out.append(model.embed(chunk, prompt, show_progress_bar=False))
-            bar.update(len(chunk))
-    finally:
-        bar.close()
+    if _one_batch(texts, batch_size, show):
+        return model.embed(list(texts), prompt, show_progress_bar=False)
+    out = _in_chunks(
+        texts,
+        batch_size,
+        total,
+        show,
+        "imesde: embed",
+        lambda chunk: model.embed(chunk, prompt, show_progress_bar=False),
+    )
     if not out:
         return np.empty((0, model.dim), dtype=np.float32)
     return np.concatenate(out)

@@ -102,18 +102,6 @@ impl Value {
         }
     }
 
-    /// What kind of value this is, for messages.
-    #[must_use]
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Value::Str(_) => "str",
-            Value::Int(_) => "int",
-            Value::Float(_) => "float",
-            Value::Bool(_) => "bool",
-            Value::List(_) => "list",
-        }
-    }
-
     /// How `self` orders against `other` when they are comparable: numbers with numbers (an
     /// integer and a float by exact value), strings with strings, bools with bools.
     fn order(&self, other: &Value) -> Option<Ordering> {
@@ -142,25 +130,6 @@ impl Value {
             Value::Str(s) => s.len(),
             Value::List(xs) => xs.iter().map(|x| x.heap_bytes() + 24).sum(),
             _ => 0,
-        }
-    }
-
-    /// A metadata value from JSON: a string, a number, a bool or a list of those.
-    ///
-    /// # Errors
-    /// Null, objects, nested lists and numbers beyond `i64` / `f64`, described for `path`.
-    pub fn from_json(v: &Json) -> Result<Value, String> {
-        match v {
-            Json::Array(xs) => xs
-                .iter()
-                .enumerate()
-                .map(|(i, x)| match x {
-                    Json::Array(_) => Err(format!("[{i}]: a list inside a list is not supported")),
-                    x => scalar(x).map_err(|e| format!("[{i}]: {e}")),
-                })
-                .collect::<Result<Vec<_>, _>>()
-                .map(Value::from),
-            x => scalar(x),
         }
     }
 }
@@ -210,9 +179,9 @@ fn scalar(v: &Json) -> Result<Value, String> {
 }
 
 /// Metadata of an item: `key -> value` pairs, sorted by key, keys unique, in one shared
-/// allocation (a clone is a reference count). Each key is kept
-/// with its hash ([`key_hash`]): a filter, which hashes its keys once, finds a key by comparing
-/// integers, and reads a key's bytes only to confirm a match.
+/// allocation (a clone is a reference count). Each key is kept with its hash ([`key_hash`]):
+/// a filter, which hashes its keys once, finds a key by comparing integers, and reads a key's
+/// bytes only to confirm a match.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Metadata(Arc<[(u64, Arc<str>, Value)]>);
 

@@ -176,6 +176,12 @@ impl Shard {
         }
     }
 
+    /// Whether the item in `slot` passes `filter`: the one place a filter reads a slot.
+    #[inline]
+    pub(crate) fn passes(&self, slot: usize, filter: &Filter) -> bool {
+        filter.matches(self.ts[slot], self.meta[slot].as_ref())
+    }
+
     /// Makes slot `slot` addressable (the arrays grow within their reserved capacity, so they
     /// never move).
     pub(crate) fn ensure(&mut self, slot: usize, dim: usize) {
@@ -608,9 +614,12 @@ impl Ring {
         let mut id = end;
         while id > floor && out.len() < n {
             id -= 1;
-            if let Some(item) = self.get(id)
-                && filter.matches(item.ts, item.metadata.as_ref())
-            {
+            // The filter is checked before the item (its vector) is copied out.
+            if let Some(Some(item)) = self.read_slot(id, |shard, slot| {
+                shard
+                    .passes(slot, filter)
+                    .then(|| self.item_at(shard, id, slot))
+            }) {
                 out.push(item);
             }
         }
@@ -635,7 +644,7 @@ impl Ring {
         id: u64,
         slot: usize,
     ) -> bool {
-        let eval = || filter.matches(shard.ts[slot], shard.meta[slot].as_ref());
+        let eval = || shard.passes(slot, filter);
         match memo {
             Some(m) => m.passes((id % self.cfg.num_shards as u64) as usize, slot, eval),
             None => eval(),
@@ -645,10 +654,8 @@ impl Ring {
     /// Whether item `id` is held and passes `filter`.
     #[must_use]
     pub fn passes(&self, id: u64, filter: &Filter) -> bool {
-        self.read_slot(id, |shard, slot| {
-            filter.matches(shard.ts[slot], shard.meta[slot].as_ref())
-        })
-        .unwrap_or(false)
+        self.read_slot(id, |shard, slot| shard.passes(slot, filter))
+            .unwrap_or(false)
     }
 
     /// Deletes the items `ids` that are held: searches, reads, snapshots and [`Ring::len`] no
@@ -1014,37 +1021,40 @@ impl Ring {
     /// The item with this id, if the ring still holds it.
     #[must_use]
     pub fn get(&self, id: u64) -> Option<Item> {
-        self.read_slot(id, |shard, slot| {
-            let dim = self.cfg.dim;
-            let vector = match &shard.vectors {
-                Vectors::F32(v) => v[slot * dim..(slot + 1) * dim].to_vec(),
-                Vectors::Int8 {
-                    codes,
-                    scales,
-                    residuals,
-                } => {
-                    let rb = quant::residual_bytes(dim);
-                    let mut out = vec![0.0; dim];
-                    quant::dequantize_refined(
-                        &codes[slot * dim..(slot + 1) * dim],
-                        &residuals[slot * rb..(slot + 1) * rb],
-                        scales[slot],
-                        &mut out,
-                    );
-                    out
-                }
-            };
-            let Hit {
-                text, ts, metadata, ..
-            } = shard.hit(id, slot, 0.0);
-            Item {
-                id,
-                vector,
-                text,
-                ts,
-                metadata,
+        self.read_slot(id, |shard, slot| self.item_at(shard, id, slot))
+    }
+
+    /// The item `id` in `slot` of `shard`, its vector copied (dequantised for int8 storage).
+    fn item_at(&self, shard: &Shard, id: u64, slot: usize) -> Item {
+        let dim = self.cfg.dim;
+        let vector = match &shard.vectors {
+            Vectors::F32(v) => v[slot * dim..(slot + 1) * dim].to_vec(),
+            Vectors::Int8 {
+                codes,
+                scales,
+                residuals,
+            } => {
+                let rb = quant::residual_bytes(dim);
+                let mut out = vec![0.0; dim];
+                quant::dequantize_refined(
+                    &codes[slot * dim..(slot + 1) * dim],
+                    &residuals[slot * rb..(slot + 1) * rb],
+                    scales[slot],
+                    &mut out,
+                );
+                out
             }
-        })
+        };
+        let Hit {
+            text, ts, metadata, ..
+        } = shard.hit(id, slot, 0.0);
+        Item {
+            id,
+            vector,
+            text,
+            ts,
+            metadata,
+        }
     }
 
     /// The item `id` as a search result with `score` (for results ranked elsewhere, such as
