@@ -1,9 +1,10 @@
 //! Labels for the items an engine ingests, stored in each item's metadata: semantic ids.
 
-use std::collections::{HashMap, HashSet};
+use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::sync::Arc;
 
+use hashbrown::HashMap;
 use parking_lot::Mutex;
 
 use crate::error::Result;
@@ -67,12 +68,31 @@ pub struct IdStore {
     state: Mutex<IdState>,
 }
 
+/// What the store knows of one string: how often it was counted as a key (its next
+/// suffix) and whether it was handed out as an id.
+#[derive(Debug, Default)]
+struct Name {
+    count: u64,
+    issued: bool,
+}
+
 #[derive(Debug, Default)]
 struct IdState {
-    counts: HashMap<String, u64>,
-    issued: HashSet<String>,
+    /// Keys and ids in one map, so a fresh key costs one entry.
+    names: HashMap<Box<str>, Name>,
+    issued: usize,
     /// The id an owner holds for a code.
     owned: HashMap<(String, String), String>,
+}
+
+impl IdState {
+    /// Hands out `cand` unless it was handed out before.
+    fn take(&mut self, cand: &str) -> bool {
+        let name = self.names.entry_ref(cand).or_default();
+        let free = !std::mem::replace(&mut name.issued, true);
+        self.issued += usize::from(free);
+        free
+    }
 }
 
 impl IdStore {
@@ -87,47 +107,43 @@ impl IdStore {
     #[must_use]
     pub fn claim(&self, keys: &[String], sep: &str, owners: Option<&[String]>) -> Vec<String> {
         let mut st = self.state.lock();
-        let IdState {
-            counts,
-            issued,
-            owned,
-        } = &mut *st;
         let mut out = Vec::with_capacity(keys.len());
         for (i, key) in keys.iter().enumerate() {
             if let Some(owner) = owners.map(|o| &o[i]) {
                 let pair = (key.clone(), owner.clone());
-                if let Some(id) = owned.get(&pair) {
+                if let Some(id) = st.owned.get(&pair) {
                     out.push(id.clone());
                     continue;
                 }
                 let mut n = 0u64;
                 let id = loop {
-                    let cand = match n {
-                        0 => key.clone(),
-                        1 => format!("{key}{sep}{owner}"),
-                        _ => format!("{key}{sep}{owner}{sep}{}", n - 1),
+                    let cand: Cow<'_, str> = match n {
+                        0 => Cow::Borrowed(key),
+                        1 => Cow::Owned(format!("{key}{sep}{owner}")),
+                        _ => Cow::Owned(format!("{key}{sep}{owner}{sep}{}", n - 1)),
                     };
                     n += 1;
-                    if issued.insert(cand.clone()) {
-                        break cand;
+                    if st.take(&cand) {
+                        break cand.into_owned();
                     }
                 };
-                owned.insert(pair, id.clone());
+                st.owned.insert(pair, id.clone());
                 out.push(id);
                 continue;
             }
-            let n = counts.entry(key.clone()).or_insert(0);
+            let mut n = st.names.get(key.as_str()).map_or(0, |name| name.count);
             let id = loop {
-                let cand = if *n == 0 {
-                    key.clone()
+                let cand: Cow<'_, str> = if n == 0 {
+                    Cow::Borrowed(key)
                 } else {
-                    format!("{key}{sep}{n}")
+                    Cow::Owned(format!("{key}{sep}{n}"))
                 };
-                *n += 1;
-                if issued.insert(cand.clone()) {
-                    break cand;
+                n += 1;
+                if st.take(&cand) {
+                    break cand.into_owned();
                 }
             };
+            st.names.entry_ref(key.as_str()).or_default().count = n;
             out.push(id);
         }
         out
@@ -136,16 +152,15 @@ impl IdStore {
     /// How many times `key` was counted before (0 the first time); counts this one.
     pub fn next_suffix(&self, key: &str) -> u64 {
         let mut st = self.state.lock();
-        let n = st.counts.entry(key.to_owned()).or_insert(0);
-        let before = *n;
-        *n += 1;
-        before
+        let name = st.names.entry_ref(key).or_default();
+        name.count += 1;
+        name.count - 1
     }
 
     /// Ids handed out by [`IdStore::claim`].
     #[must_use]
     pub fn len(&self) -> usize {
-        self.state.lock().issued.len()
+        self.state.lock().issued
     }
 
     #[must_use]

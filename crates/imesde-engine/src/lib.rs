@@ -632,18 +632,16 @@ impl Engine {
 /// `attrs` with item `i`'s metadata extended by [`SEMANTIC_ID`] = `labels[i]`.
 #[must_use]
 pub fn with_labels(attrs: Attributes, labels: Vec<String>) -> Attributes {
+    let key: Arc<str> = Arc::from(SEMANTIC_ID);
     let metadata = labels
         .into_iter()
         .enumerate()
         .map(|(i, label)| {
-            let mut pairs: Vec<(&str, Value)> = attrs
-                .metadata
-                .get(i)
-                .and_then(Option::as_ref)
-                .map(|m| m.iter().map(|(k, v)| (k, v.clone())).collect())
-                .unwrap_or_default();
-            pairs.push((SEMANTIC_ID, Value::from(label)));
-            Some(Metadata::new(pairs))
+            let (key, label) = (Arc::clone(&key), Value::from(label));
+            Some(match attrs.metadata.get(i).and_then(Option::as_ref) {
+                Some(m) => m.with(key, label),
+                None => Metadata::new([(key, label)]),
+            })
         })
         .collect();
     Attributes { metadata, ..attrs }

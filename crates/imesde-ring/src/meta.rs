@@ -236,6 +236,19 @@ impl Metadata {
         Metadata(out.into())
     }
 
+    /// These pairs with `key` set to `value` (replacing its value if present); the other
+    /// keys stay shared.
+    #[must_use]
+    pub fn with(&self, key: Arc<str>, value: Value) -> Self {
+        let at = self.0.partition_point(|(_, k, _)| *k < key);
+        let replace = self.0.get(at).is_some_and(|(_, k, _)| *k == key);
+        let mut out = Vec::with_capacity(self.0.len() + 1);
+        out.extend_from_slice(&self.0[..at]);
+        out.push((key_hash(&key), key, value));
+        out.extend_from_slice(&self.0[at + usize::from(replace)..]);
+        Metadata(out.into())
+    }
+
     /// The value stored under `key`.
     #[must_use]
     #[inline]
@@ -633,6 +646,24 @@ mod tests {
     #[allow(clippy::needless_pass_by_value)] // the tests read best with json!(..) inline
     fn check(doc: serde_json::Value) -> bool {
         Predicate::parse(&doc).unwrap().matches(Some(&meta()))
+    }
+
+    #[test]
+    fn with_sets_one_key_and_keeps_the_order() {
+        let m = meta();
+        for (key, value) in [("id", Value::from("7-1")), ("ok", Value::Bool(true))] {
+            let set = m.with(Arc::from(key), value.clone());
+            let mut want: Vec<(&str, Value)> = m
+                .iter()
+                .filter(|&(k, _)| k != key)
+                .map(|(k, v)| (k, v.clone()))
+                .collect();
+            want.push((key, value.clone()));
+            assert_eq!(set, Metadata::new(want));
+            assert_eq!(set.get(key), Some(&value));
+        }
+        assert_eq!(m.with(Arc::from("z"), Value::Int(1)).len(), m.len() + 1);
+        assert_eq!(m.with(Arc::from("ok"), Value::Int(1)).len(), m.len());
     }
 
     #[test]

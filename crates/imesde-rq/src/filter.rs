@@ -13,6 +13,7 @@
 //! of `1e-5 |r| |c|` that covers f32 rounding in both computations (the rounding of a 384-term
 //! fixed-order dot product is below `2e-6 |r| |c|`).
 
+use imesde_simd::packed::PackedRows;
 use imesde_simd::{Kernels, quant};
 
 use crate::select::{indices_at_most, min_f32, smallest_into};
@@ -24,7 +25,8 @@ const ROUNDING: f32 = 1e-5;
 /// Codewords quantised for the integer prefilter.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct QuantBook {
-    codes: Vec<i8>,
+    /// The int8 codes, packed for the batched scan.
+    codes: PackedRows,
     scale: Vec<f32>,
     /// `|c_j - scale_j * codes_j|`, slightly inflated.
     err: Vec<f32>,
@@ -58,7 +60,7 @@ impl QuantBook {
             nrm.push(norm(c.iter().copied()));
         }
         Some(QuantBook {
-            codes,
+            codes: PackedRows::new(&codes, dim),
             scale,
             err,
             norm: nrm,
@@ -169,14 +171,14 @@ impl Quantized {
         out
     }
 
-    fn fill(&mut self, x: &[f32], dim: usize) {
+    fn fill(&mut self, x: &[f32], dim: usize, max_code: i16) {
         let m = x.len() / dim;
         self.q.resize(m * dim, 0);
         self.t.clear();
         self.qn.clear();
         self.fe.clear();
         self.xn.clear();
-        let max_code = f32::from(quant::query_max_code(dim));
+        let max_code = f32::from(max_code);
         for (row, q) in x.chunks_exact(dim).zip(self.q.chunks_exact_mut(dim)) {
             let (t, [qn, fe, xn]) = quantize_with_norms(row, q, max_code);
             self.t.push(t);
@@ -210,12 +212,19 @@ pub(crate) struct Scratch {
     exact: Vec<f32>,
 }
 
-/// The quantised rows of `x`: `pre` when the caller has them, else made in `own`.
-fn view<'a>(own: &'a mut Quantized, pre: Option<QView<'a>>, x: &[f32], dim: usize) -> QView<'a> {
+/// The quantised rows of `x`: `pre` when the caller has them, else made in `own`, with codes
+/// up to `max_code`.
+fn view<'a>(
+    own: &'a mut Quantized,
+    pre: Option<QView<'a>>,
+    x: &[f32],
+    dim: usize,
+    max_code: i16,
+) -> QView<'a> {
     if let Some(v) = pre {
         v
     } else {
-        own.fill(x, dim);
+        own.fill(x, dim, max_code);
         let m = x.len() / dim;
         own.rows(0, m, dim)
     }
@@ -253,9 +262,17 @@ pub(crate) fn nearest_block(
     } = s;
     let c = cands.as_ref().map_or(0, |c| c.len() / m.max(1));
     let mut cand_cost = vec![0.0f32; c];
-    let v = view(own, pre, x, dim);
+    // Exact answers do not depend on the query codes' precision: they may take the kernel's
+    // fastest. Candidate lists are estimates from the integer scores, so they use the same
+    // precision on every CPU (a seeded fit must give the same codebooks everywhere).
+    let max_code = if cands.is_some() {
+        quant::query_max_code(dim)
+    } else {
+        kern.packed_query_max_code(dim)
+    };
+    let v = view(own, pre, x, dim, max_code);
     dots.resize(m * k, 0);
-    kern.scan_multi_i8(v.q, m, &qb.codes, dots);
+    kern.scan_packed_i8(v.q, m, &qb.codes, dots);
     // Bias folded into the squared norms once per block.
     cb.clear();
     cb.extend(
@@ -368,9 +385,9 @@ pub(crate) fn approx_costs(
 ) {
     let m = x.len() / dim;
     let k = cn.len();
-    let v = view(&mut s.own, pre, x, dim);
+    let v = view(&mut s.own, pre, x, dim, quant::query_max_code(dim));
     s.dots.resize(m * k, 0);
-    kern.scan_multi_i8(v.q, m, &qb.codes, &mut s.dots);
+    kern.scan_packed_i8(v.q, m, &qb.codes, &mut s.dots);
     for i in 0..m {
         let t = v.t[i];
         for j in 0..k {

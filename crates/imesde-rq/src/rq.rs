@@ -177,6 +177,11 @@ impl PartialEq for RqKMeans {
 }
 
 fn check_data(data: &[f32], dim: usize) -> Result<usize> {
+    checked_max_abs(data, dim).map(|(n, _)| n)
+}
+
+/// [`check_data`], and the largest `|v|`.
+fn checked_max_abs(data: &[f32], dim: usize) -> Result<(usize, f32)> {
     if dim == 0 {
         return Err(RqError::Invalid("dimension must be at least 1".into()));
     }
@@ -186,13 +191,62 @@ fn check_data(data: &[f32], dim: usize) -> Result<usize> {
             data.len()
         )));
     }
-    if let Some(i) = data.iter().position(|v| !v.is_finite()) {
+    let Some(m) = finite_max_abs(data) else {
+        let i = data.iter().position(|v| !v.is_finite()).unwrap_or(0);
         return Err(RqError::Invalid(format!(
             "vector {} contains NaN or infinity",
             i / dim
         )));
+    };
+    Ok((data.len() / dim, m))
+}
+
+avx2_dispatch! {
+    /// The largest `|v|` (0 for none), or `None` when a value is NaN or infinite. One pass in
+    /// sixteen lanes, so it vectorises.
+    fn finite_max_abs(data: &[f32]) -> Option<f32> = finite_max_abs_any;
+}
+
+#[inline(always)]
+fn finite_max_abs_any(data: &[f32]) -> Option<f32> {
+    let mut m = [0.0f32; 16];
+    let mut bad = [false; 16];
+    let (chunks, tail) = data.as_chunks::<16>();
+    let mut lane = |l: usize, v: f32| {
+        let a = v.abs();
+        // A NaN never replaces the maximum; it and infinity mark the lane.
+        m[l] = if a > m[l] { a } else { m[l] };
+        bad[l] |= a.is_nan() || a > f32::MAX;
+    };
+    for c in chunks {
+        for l in 0..16 {
+            lane(l, c[l]);
+        }
     }
-    Ok(data.len() / dim)
+    for (l, &v) in tail.iter().enumerate() {
+        lane(l, v);
+    }
+    if bad.iter().any(|&b| b) {
+        None
+    } else {
+        Some(m.iter().fold(0.0f32, |a, &b| a.max(b)))
+    }
+}
+
+/// Buffers of [`RqKMeans::greedy_block`]: codebook scores, residuals, prefilter scratch.
+type GreedyScratch = (Vec<f32>, Vec<f32>, Scratch);
+
+/// Runs `f` with this thread's greedy-encoding buffers, kept between calls so that encoding
+/// small batches (a stream's) does not allocate and zero them each time; fresh ones when the
+/// thread's are in use (a nested call while it waits for other work).
+fn with_greedy_scratch(f: impl FnOnce(&mut GreedyScratch)) {
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<GreedyScratch> = std::cell::RefCell::default();
+    }
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut s) => f(&mut s),
+        Err(_) => f(&mut GreedyScratch::default()),
+    });
 }
 
 /// Subtracts from each row of `residual` (`dim` wide) its codeword `centroids[labels[i]]`.
@@ -689,12 +743,11 @@ impl RqKMeans {
             codes
                 .par_chunks_mut(CHUNK * nl)
                 .zip(data.par_chunks(CHUNK * self.dim))
-                .for_each_init(
-                    || (Vec::new(), Vec::new(), Scratch::default()),
-                    |(buf, res, scratch), (out, x)| {
+                .for_each(|(out, x)| {
+                    with_greedy_scratch(|(buf, res, scratch)| {
                         self.greedy_block(kern, x, out, buf, res, scratch, None);
-                    },
-                );
+                    });
+                });
         } else {
             // Blocks of about CHUNK entries per level.
             let per = (CHUNK / beam).max(1);
@@ -922,21 +975,27 @@ impl RqKMeans {
                 got: data.len(),
             });
         }
-        let n = check_data(data, self.dim)?;
+        let (n, max_abs) = checked_max_abs(data, self.dim)?;
         let x = scaled(data, self.scale());
-        for (i, row) in x.chunks_exact(self.dim).enumerate() {
-            let norm = row
-                .iter()
-                .map(|&v| f64::from(v) * f64::from(v))
-                .sum::<f64>()
-                .sqrt();
-            if norm > MAX_SCALED_NORM {
-                return Err(RqError::Invalid(format!(
-                    "vector {i} has norm {:.3e}, more than 2^60 times the magnitude of the data \
-                     the model was trained on ({:e}): it cannot be encoded",
-                    norm * f64::from(self.scale()),
-                    self.scale()
-                )));
+        // Every row's norm is at most max |v| sqrt(dim): only when that bound is beyond
+        // the limit are the rows measured.
+        let bound =
+            f64::from(max_abs) / f64::from(self.scale()) * (self.dim as f64).sqrt() * (1.0 + 1e-6);
+        if bound > MAX_SCALED_NORM {
+            for (i, row) in x.chunks_exact(self.dim).enumerate() {
+                let norm = row
+                    .iter()
+                    .map(|&v| f64::from(v) * f64::from(v))
+                    .sum::<f64>()
+                    .sqrt();
+                if norm > MAX_SCALED_NORM {
+                    return Err(RqError::Invalid(format!(
+                        "vector {i} has norm {:.3e}, more than 2^60 times the magnitude of the \
+                         data the model was trained on ({:e}): it cannot be encoded",
+                        norm * f64::from(self.scale()),
+                        self.scale()
+                    )));
+                }
             }
         }
         Ok((n, x))

@@ -195,13 +195,13 @@ unsafe fn tile_f32_512<const R: usize, const Q: usize>(
 
 #[target_feature(enable = "avx512f,avx512bw")]
 #[inline]
-fn madd_acc_512(acc: __m512i, x: __m512i, q: __m512i) -> __m512i {
+pub(crate) fn madd_acc_512(acc: __m512i, x: __m512i, q: __m512i) -> __m512i {
     _mm512_add_epi32(acc, _mm512_madd_epi16(x, q))
 }
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 #[inline]
-fn vnni_acc_512(acc: __m512i, x: __m512i, q: __m512i) -> __m512i {
+pub(crate) fn vnni_acc_512(acc: __m512i, x: __m512i, q: __m512i) -> __m512i {
     _mm512_dpwssd_epi32(acc, x, q)
 }
 

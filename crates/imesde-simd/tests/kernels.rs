@@ -1,6 +1,7 @@
 //! Every backend this CPU supports, checked against a float64 / integer reference for every
 //! dimension from 1 to 1,100 and for inputs that start at unaligned addresses.
 
+use imesde_simd::packed::PackedRows;
 use imesde_simd::{Backend, Kernels, quant, top_k};
 
 struct Rng(u64);
@@ -158,6 +159,59 @@ fn scans_every_dim_rows_and_queries() {
 
 fn int_dot(q: impl Iterator<Item = i32>, x: &[i8]) -> i32 {
     q.zip(x).map(|(a, &b)| a * i32::from(b)).sum()
+}
+
+#[test]
+fn packed_scan_every_dim_rows_and_queries() {
+    let mut rng = Rng(0x5851_F42D_4C95_7F2D);
+    let wide: Vec<i16> = (0..15 * 1101 + 8).map(|_| rng.i16q()).collect();
+    // Codes within -127..=127 (the byte kernel's range), both ends included.
+    let narrow: Vec<i16> = (0..15 * 1101 + 8)
+        .map(|_| (rng.next() % 255) as i16 - 127)
+        .collect();
+    let ibuf: Vec<i8> = (0..70 * 1101 + 8).map(|_| rng.i8()).collect();
+    for (dim, qbuf) in (1..=1100).flat_map(|d| [(d, &wide), (d, &narrow)]) {
+        // Rows over whole and partial blocks of 16 (a group of four blocks, then single ones);
+        // up to 15 queries (6-wide and 8-wide tiles and single ones); unaligned starts.
+        let n = [1, 15, 16, 17, 64, 70][dim % 6];
+        let nq = 1 + dim % 15;
+        let off = dim % 5;
+        let queries = &qbuf[off..off + nq * dim];
+        let rows = &ibuf[off..off + n * dim];
+        let packed = PackedRows::new(rows, dim);
+        assert_eq!((packed.len(), packed.dim(), packed.rows()), (n, dim, rows));
+        for k in backends() {
+            let mut out = vec![0i32; nq * n];
+            k.scan_packed_i8(queries, nq, &packed, &mut out);
+            for (j, q) in queries.chunks_exact(dim).enumerate() {
+                for r in 0..n {
+                    let want = int_dot(q.iter().map(|&v| i32::from(v)), &rows[r * dim..][..dim]);
+                    assert_eq!(out[j * n + r], want, "{:?} dim={dim} n={n}", k.backend());
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn packed_byte_scan_is_exact_at_its_limits() {
+    // The byte kernel's extremes: codes of +-127 against rows of -128 and 127 at the largest
+    // dimension, where the unsigned sums come closest to 2^31.
+    for dim in [3, 384, quant::MAX_I8_DIM] {
+        let rows = [vec![-128i8; dim], vec![127i8; dim]].concat();
+        let packed = PackedRows::new(&rows, dim);
+        let queries = [vec![127i16; dim], vec![-127i16; dim]].concat();
+        for k in backends() {
+            let mut out = vec![0i32; 4];
+            k.scan_packed_i8(&queries, 2, &packed, &mut out);
+            let d = dim as i32;
+            assert_eq!(
+                out,
+                [-127 * 128 * d, 127 * 127 * d, 127 * 128 * d, -127 * 127 * d]
+            );
+            assert!(k.packed_query_max_code(dim) <= quant::query_max_code(dim));
+        }
+    }
 }
 
 #[test]
