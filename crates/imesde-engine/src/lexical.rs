@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use imesde_bm25::{AnalyzerConfig, Bm25, Params};
+use imesde_bm25::{AnalyzerConfig, Bm25, Corpus, CorpusPart, Params};
 use imesde_ring::Ring;
 
 use crate::error::Result;
@@ -87,6 +87,36 @@ impl Lexical {
     ) -> Vec<(u64, f32)> {
         self.index
             .search_filtered(query, k, 0.0, keep)
+            .into_iter()
+            .map(|h| (h.id, h.score))
+            .collect()
+    }
+
+    /// This index's part of a corpus of several engines' indexes (see [`Bm25::corpus_terms`]).
+    pub(crate) fn corpus_terms(&self, query: &str) -> CorpusPart {
+        self.index.corpus_terms(query)
+    }
+
+    /// See [`Bm25::corpus_max_impacts`].
+    pub(crate) fn corpus_max_impacts(
+        &self,
+        terms: &[String],
+        documents: u32,
+        total_len: u64,
+    ) -> Vec<f32> {
+        self.index.corpus_max_impacts(terms, documents, total_len)
+    }
+
+    /// [`Self::ranked`] / [`Self::ranked_where`] scored as one index of `corpus`.
+    pub(crate) fn ranked_corpus(
+        &self,
+        query: &str,
+        k: usize,
+        corpus: &Corpus,
+        keep: Option<&mut dyn FnMut(u64) -> bool>,
+    ) -> Vec<(u64, f32)> {
+        self.index
+            .search_corpus(query, k, 0.0, corpus, keep)
             .into_iter()
             .map(|h| (h.id, h.score))
             .collect()

@@ -54,7 +54,7 @@ pub use model::{TextModel, same_model};
 pub use snapshot::Manifest;
 
 #[cfg(feature = "bm25")]
-pub use imesde_bm25::Fusion;
+pub use imesde_bm25::{Corpus, CorpusPart, Fusion};
 
 /// A standing query's threshold: a cosine score, or a percentile of the scores of the items
 /// held when it is registered (`Percentile(99.0)`: the score above which 1 % of them fall).
@@ -393,6 +393,69 @@ impl Engine {
     #[cfg(feature = "bm25")]
     pub fn lexical_search(&self, query: &str, k: usize, filter: &Filter) -> Result<Vec<Hit>> {
         let ranked = self.lexical_ranked(query, self.cap(k), filter)?;
+        Ok(self.hits_for(&ranked))
+    }
+
+    /// This engine's part of the BM25 statistics of several engines searched as one (a
+    /// sharded engine): its documents, their total length, each distinct query term with the
+    /// documents containing it here. Sum them over the engines, add the largest of their
+    /// [`Engine::lexical_max_impacts`], and [`Engine::lexical_search_corpus`] on each engine
+    /// scores as one engine holding every item would.
+    ///
+    /// # Errors
+    /// No BM25 index.
+    #[cfg(feature = "bm25")]
+    pub fn lexical_corpus_terms(&self, query: &str) -> Result<CorpusPart> {
+        let lexical = self.lexical.as_ref().ok_or(EngineError::NoLexical)?;
+        Ok(lexical.lock().corpus_terms(query))
+    }
+
+    /// The largest BM25 impact of each of `terms` here in a corpus of `documents` documents of
+    /// `total_len` terms (see [`Engine::lexical_corpus_terms`]).
+    ///
+    /// # Errors
+    /// No BM25 index.
+    #[cfg(feature = "bm25")]
+    pub fn lexical_max_impacts(
+        &self,
+        terms: &[String],
+        documents: u32,
+        total_len: u64,
+    ) -> Result<Vec<f32>> {
+        let lexical = self.lexical.as_ref().ok_or(EngineError::NoLexical)?;
+        Ok(lexical
+            .lock()
+            .corpus_max_impacts(terms, documents, total_len))
+    }
+
+    /// [`Engine::lexical_search`] scored with `corpus`'s statistics: this engine's best `k`
+    /// as one engine holding the items of every engine of the corpus ranks them.
+    ///
+    /// # Errors
+    /// As [`Engine::lexical_search`].
+    #[cfg(feature = "bm25")]
+    pub fn lexical_search_corpus(
+        &self,
+        query: &str,
+        k: usize,
+        filter: &Filter,
+        corpus: &Corpus,
+    ) -> Result<Vec<Hit>> {
+        let lexical = self.lexical.as_ref().ok_or(EngineError::NoLexical)?;
+        filter.check()?;
+        let lexical = lexical.lock();
+        let k = self.cap(k);
+        let ranked = if filter.is_empty() {
+            lexical.ranked_corpus(query, k, corpus, None)
+        } else {
+            lexical.ranked_corpus(
+                query,
+                k,
+                corpus,
+                Some(&mut |id| self.ring.passes(id, filter)),
+            )
+        };
+        drop(lexical);
         Ok(self.hits_for(&ranked))
     }
 

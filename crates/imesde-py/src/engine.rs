@@ -126,6 +126,67 @@ impl Engine {
         Ok(hits(found.map_err(CoreError::from)?))
     }
 
+    /// For engines searched as one (``imesde.distributed``): this engine's BM25 statistics for
+    /// ``query``, ``(documents, total_length, [(term, documents_with_term), ...])``.
+    fn _lexical_corpus_terms(
+        &self,
+        py: Python<'_>,
+        query: Text,
+    ) -> PyResult<imesde_engine::CorpusPart> {
+        let core = &self.core;
+        let got = gil::run(py, "Engine._lexical_corpus_terms", || {
+            core.lexical_corpus_terms(&query)
+        })?;
+        Ok(got.map_err(CoreError::from)?)
+    }
+
+    /// For engines searched as one: the largest BM25 impact of each of ``terms`` here, in a
+    /// corpus of ``documents`` documents of ``total_length`` terms.
+    fn _lexical_max_impacts(
+        &self,
+        py: Python<'_>,
+        terms: Vec<String>,
+        documents: u32,
+        total_length: u64,
+    ) -> PyResult<Vec<f32>> {
+        let core = &self.core;
+        let got = gil::run(py, "Engine._lexical_max_impacts", || {
+            core.lexical_max_impacts(&terms, documents, total_length)
+        })?;
+        Ok(got.map_err(CoreError::from)?)
+    }
+
+    /// For engines searched as one: ``lexical_search`` scored with the corpus's statistics
+    /// (``terms`` maps each query term to its document count and largest impact over all
+    /// the engines), so that the engines' answers merge into one engine's.
+    #[pyo3(signature = (query, k, documents, total_length, terms, *, since = None, until = None, r#where = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn _lexical_search_corpus(
+        &self,
+        py: Python<'_>,
+        query: Text,
+        k: Count,
+        documents: u32,
+        total_length: u64,
+        terms: std::collections::HashMap<String, (u32, f32)>,
+        since: Option<&Bound<'_, PyAny>>,
+        until: Option<&Bound<'_, PyAny>>,
+        r#where: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Vec<Hit>> {
+        let k = k.positive("k")?;
+        let filter = convert::filter(since, until, r#where)?;
+        let corpus = imesde_engine::Corpus {
+            documents,
+            total_len: total_length,
+            terms,
+        };
+        let core = &self.core;
+        let found = gil::run(py, "Engine._lexical_search_corpus", || {
+            core.lexical_search_corpus(&query, k, &filter, &corpus)
+        })?;
+        Ok(hits(found.map_err(CoreError::from)?))
+    }
+
     /// Dense and lexical results fused into one ranking: ``method`` as in ``imesde.fuse``
     /// (``"weighted"`` by default: min-max scaled scores, the best fusion across the retrieval
     /// sets in README; ``"rrf"``, ``"combsum"``, ``"combmnz"`` and ``"borda"`` too). ``alpha``

@@ -166,6 +166,23 @@ pub struct Bm25Hit {
     pub terms: Vec<String>,
 }
 
+/// Statistics of several indexes taken as one corpus (summed from each index's
+/// [`Bm25::corpus_terms`] and, per term, the largest of their [`Bm25::corpus_max_impacts`]),
+/// so that [`Bm25::search_corpus`] on each index scores as one index holding them all.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Corpus {
+    /// Documents in all the indexes.
+    pub documents: u32,
+    /// Their total length in terms.
+    pub total_len: u64,
+    /// Per query term: the documents containing it in all the indexes, and its largest impact.
+    pub terms: std::collections::HashMap<String, (u32, f32)>,
+}
+
+/// One index's part of a [`Corpus`] for a query ([`Bm25::corpus_terms`]): its documents, their
+/// total length, and each distinct query term with the documents containing it.
+pub type CorpusPart = (u32, u64, Vec<(String, u32)>);
+
 /// A BM25 inverted index over documents with `u64` ids.
 ///
 /// Document lengths, document frequencies, `N` and the average length always describe exactly
@@ -584,12 +601,27 @@ impl Bm25 {
 
     /// `1 - b + b * len / avgdl` for the documents indexed now (call with at least one).
     fn length_norm(&self) -> impl Fn(u32) -> f32 + use<> {
-        let avgdl = (self.total_len as f64 / self.ids.len() as f64) as f32;
-        let (b_avg, one_b) = (
-            self.params.b / avgdl.max(f32::MIN_POSITIVE),
-            1.0 - self.params.b,
-        );
+        Self::norm_for(self.params, self.ids.len() as u32, self.total_len)
+    }
+
+    /// `1 - b + b * len / avgdl` for `documents` documents of `total_len` terms in all.
+    fn norm_for(params: Params, documents: u32, total_len: u64) -> impl Fn(u32) -> f32 + use<> {
+        let avgdl = (total_len as f64 / f64::from(documents.max(1))) as f32;
+        let (b_avg, one_b) = (params.b / avgdl.max(f32::MIN_POSITIVE), 1.0 - params.b);
         move |len: u32| one_b + b_avg * len as f32
+    }
+
+    /// `term`'s impacts under `norm`, computed now (not cached).
+    fn impacts_with(&self, term: &Term, norm: &dyn Fn(u32) -> f32) -> Vec<f32> {
+        let p = self.params;
+        term.docs
+            .iter()
+            .zip(&term.tfs)
+            .map(|(&doc, &tf)| match self.lens[doc as usize] {
+                DEAD => 0.0,
+                len => p.tfc(tf as f32, norm(len)),
+            })
+            .collect()
     }
 
     /// Computes every term's cached impacts now (otherwise each term's are computed by the

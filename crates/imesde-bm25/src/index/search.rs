@@ -4,7 +4,7 @@
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap};
 
-use super::{Bm25, Bm25Hit, DEAD, Impacts};
+use super::{Bm25, Bm25Hit, Corpus, CorpusPart, DEAD, Impacts};
 
 /// A query whose lists hold at least `1 / DENSE_FRACTION` postings per document is scored
 /// into a dense array instead of with pruning.
@@ -70,6 +70,17 @@ impl Bm25 {
         min_score: f32,
         path: Path<'_>,
     ) -> Vec<Bm25Hit> {
+        self.search_scored(query_terms, k, min_score, path, None)
+    }
+
+    fn search_scored(
+        &self,
+        query_terms: &[(u32, f32)],
+        k: usize,
+        min_score: f32,
+        path: Path<'_>,
+        corpus: Option<&Corpus>,
+    ) -> Vec<Bm25Hit> {
         let n = self.ids.len() as u32;
         if k == 0 || n == 0 {
             return Vec::new();
@@ -78,7 +89,7 @@ impl Bm25 {
         let k = k.min(n as usize);
         let mut term_ids: Vec<u32> = query_terms.iter().map(|(t, _)| *t).collect();
         term_ids.sort_unstable();
-        let lists = self.lists(query_terms, n);
+        let lists = self.lists(query_terms, n, corpus);
         if let Path::Filtered(keep) = path {
             let mut keep_doc = |doc: u32| keep(self.docs[doc as usize].id);
             // Pruning bounds assume every document may enter: a filtered search scores every
@@ -121,28 +132,107 @@ impl Bm25 {
         })
     }
 
-    /// The query's posting lists with their weights and bounds, highest bound first.
-    fn lists(&self, query_terms: &[(u32, f32)], n: u32) -> Vec<List<'_>> {
+    /// The query's posting lists with their weights and bounds, highest bound first: scored
+    /// with this index's statistics (`n` documents), or with `corpus`'s.
+    fn lists(&self, query_terms: &[(u32, f32)], n: u32, corpus: Option<&Corpus>) -> Vec<List<'_>> {
         let p = self.params;
-        let norm = self.length_norm();
-        let mut lists: Vec<List<'_>> = query_terms
-            .iter()
-            .map(|&(t, w)| {
-                let term = &self.terms[t as usize];
-                let weight = w * p.idf(term.df, n);
-                let impacts = self.impacts(term, &norm);
-                // The largest impact of the list now.
-                let bound = (weight * impacts.max * SLACK).max(0.0);
-                List {
-                    postings: &term.docs[..],
-                    impacts,
-                    weight,
-                    bound,
-                }
-            })
-            .collect();
+        let mut lists: Vec<List<'_>> = match corpus {
+            None => {
+                let norm = self.length_norm();
+                query_terms
+                    .iter()
+                    .map(|&(t, w)| {
+                        let term = &self.terms[t as usize];
+                        let weight = w * p.idf(term.df, n);
+                        let impacts = self.impacts(term, &norm);
+                        // The largest impact of the list now.
+                        let bound = (weight * impacts.max * SLACK).max(0.0);
+                        List {
+                            postings: &term.docs[..],
+                            impacts: ListImpacts::Cached(impacts),
+                            weight,
+                            bound,
+                        }
+                    })
+                    .collect()
+            }
+            Some(c) => {
+                let norm = Self::norm_for(p, c.documents, c.total_len);
+                query_terms
+                    .iter()
+                    .map(|&(t, w)| {
+                        let term = &self.terms[t as usize];
+                        let (df, max) = c.terms.get(&*term.text).copied().unwrap_or((term.df, 0.0));
+                        let weight = w * p.idf(df, c.documents);
+                        let bound = (weight * max * SLACK).max(0.0);
+                        List {
+                            postings: &term.docs[..],
+                            impacts: ListImpacts::Corpus(self.impacts_with(term, &norm)),
+                            weight,
+                            bound,
+                        }
+                    })
+                    .collect()
+            }
+        };
         lists.sort_by(|a, b| b.bound.total_cmp(&a.bound));
         lists
+    }
+
+    /// This index's part of a corpus of several indexes, for `query`: its documents, their
+    /// total length, and each distinct query term (in query order) with the number of
+    /// documents here containing it (0 for a term it lacks). Summed over the indexes they
+    /// make a [`Corpus`] (with [`Self::corpus_max_impacts`]).
+    #[must_use]
+    pub fn corpus_terms(&self, query: &str) -> CorpusPart {
+        let mut terms: Vec<(String, u32)> = Vec::new();
+        for token in self.analyzer.analyze(query) {
+            if terms.iter().any(|(t, _)| *t == token) {
+                continue;
+            }
+            let df = self
+                .dict
+                .get(token.as_str())
+                .map_or(0, |&t| self.terms[t as usize].df);
+            terms.push((token, df));
+        }
+        (self.ids.len() as u32, self.total_len, terms)
+    }
+
+    /// The largest impact (TF part) of each of `terms` over this index's documents when the
+    /// corpus has `documents` documents of `total_len` terms in all (0 for a term it lacks).
+    #[must_use]
+    pub fn corpus_max_impacts(&self, terms: &[String], documents: u32, total_len: u64) -> Vec<f32> {
+        let norm = Self::norm_for(self.params, documents, total_len);
+        terms
+            .iter()
+            .map(|t| match self.dict.get(t.as_str()) {
+                Some(&i) => self
+                    .impacts_with(&self.terms[i as usize], &norm)
+                    .iter()
+                    .fold(0.0f32, |m, &x| m.max(x)),
+                None => 0.0,
+            })
+            .collect()
+    }
+
+    /// [`Self::search`] (with `keep`, [`Self::search_filtered`]) scoring as one index holding
+    /// the documents of every index of `corpus` would: the same scores and order for the
+    /// documents of this index, so the best `k` of each index, merged, are the corpus's.
+    #[must_use]
+    pub fn search_corpus(
+        &self,
+        query: &str,
+        k: usize,
+        min_score: f32,
+        corpus: &Corpus,
+        keep: Option<&mut dyn FnMut(u64) -> bool>,
+    ) -> Vec<Bm25Hit> {
+        let path = match keep {
+            Some(keep) => Path::Filtered(keep),
+            None => Path::Any,
+        };
+        self.search_scored(&self.query_terms(query), k, min_score, path, Some(corpus))
     }
 
     /// The selected documents as hits, best first.
@@ -235,9 +325,26 @@ enum Path<'a> {
 /// document's score.
 struct List<'a> {
     postings: &'a [u32],
-    impacts: Impacts<'a>,
+    impacts: ListImpacts<'a>,
     weight: f32,
     bound: f32,
+}
+
+/// A list's impacts: this index's cached ones, or computed for a [`Corpus`] search.
+enum ListImpacts<'a> {
+    Cached(Impacts<'a>),
+    Corpus(Vec<f32>),
+}
+
+impl std::ops::Deref for ListImpacts<'_> {
+    type Target = [f32];
+
+    fn deref(&self) -> &[f32] {
+        match self {
+            ListImpacts::Cached(c) => &c.impacts,
+            ListImpacts::Corpus(v) => v,
+        }
+    }
 }
 
 /// The best `k` documents of one list that `keep` accepts.
@@ -248,7 +355,7 @@ fn single_list(
     keep: &mut dyn FnMut(u32) -> bool,
 ) -> BinaryHeap<Scored> {
     let mut heap = BinaryHeap::with_capacity(k + 1);
-    for (&doc, &impact) in list.postings.iter().zip(list.impacts.impacts.iter()) {
+    for (&doc, &impact) in list.postings.iter().zip(list.impacts.iter()) {
         let score = list.weight * impact;
         if impact == 0.0 || score < min_score || score <= 0.0 || !enters(&heap, k, score, doc) {
             continue;
@@ -276,7 +383,7 @@ fn dense_top(
     // A slice, not the Vec: the loops below keep its bounds in registers.
     let dense = dense.as_mut_slice();
     for l in lists {
-        for (&doc, &impact) in l.postings.iter().zip(l.impacts.impacts.iter()) {
+        for (&doc, &impact) in l.postings.iter().zip(l.impacts.iter()) {
             dense[doc as usize] += l.weight * impact;
         }
     }
@@ -372,7 +479,7 @@ fn gather(lists: &[List<'_>], rest: &[f32], k: usize, scratch: &mut Scratch) -> 
         let base = touched.len();
         touched.resize(base + l.postings.len(), 0);
         let (out, mut len) = (&mut touched[base..], 0);
-        for (&doc, &impact) in l.postings.iter().zip(l.impacts.impacts.iter()) {
+        for (&doc, &impact) in l.postings.iter().zip(l.impacts.iter()) {
             let slot = &mut acc[doc as usize];
             let add = weight * impact;
             // A removed document has impact 0 and never enters.
@@ -429,7 +536,7 @@ fn probe(
     keep_above(theta - rest[from - 1], acc, touched);
     let mut sorted = false;
     for (j, l) in lists.iter().enumerate().skip(from) {
-        let (postings, impacts, weight) = (l.postings, &l.impacts.impacts, l.weight);
+        let (postings, impacts, weight) = (l.postings, &l.impacts[..], l.weight);
         if touched.len().saturating_mul(4) < postings.len() {
             // Few candidates, a long list: look each candidate up, in doc order, galloping
             // from the previous one.

@@ -1,0 +1,834 @@
+"""An engine sharded over Ray actors: each actor holds one ``imesde.Engine`` and embeds what it
+stores; searches go to every shard and their answers are merged exactly."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import queue
+import threading
+import zlib
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+import ray
+
+from imesde.exceptions import ShardUnavailableError
+
+MANIFEST = "manifest.json"
+FORMAT = 1
+
+# What Ray raises for a call on an actor that died or cannot be reached.
+_ACTOR_GONE: tuple[type[BaseException], ...] = tuple(
+    e
+    for e in (
+        getattr(ray.exceptions, "RayActorError", None),
+        getattr(ray.exceptions, "ActorUnavailableError", None),
+    )
+    if e is not None
+)
+
+Fusion = Literal["rrf", "weighted", "combsum", "combmnz", "borda"]
+# (global id, text, score, ts, metadata): a ShardedHit's fields.
+_Row = tuple[int, str | None, float, float, dict[str, Any] | None]
+
+
+@dataclass(frozen=True)
+class ShardedHit:
+    """A search hit or a standing query's event from a ``ShardedEngine``: unpacks as
+    ``(text, score)`` like ``imesde.Hit``."""
+
+    id: int
+    text: str | None
+    score: float
+    ts: float
+    metadata: dict[str, Any] | None
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter((self.text, self.score))
+
+    def __len__(self) -> int:
+        return 2
+
+    def __getitem__(self, index: int) -> Any:
+        return (self.text, self.score)[index]
+
+
+@dataclass(frozen=True)
+class ShardedItem:
+    """A stored item read back by ``ShardedEngine.get``."""
+
+    id: int
+    vector: npt.NDArray[np.float32]
+    text: str | None
+    ts: float
+    metadata: dict[str, Any] | None
+
+
+def _snapshot_path(directory: str | os.PathLike[str], shard: int) -> str:
+    return os.path.join(os.fspath(directory), f"shard-{shard}.imesde")
+
+
+class _Shard:
+    """One shard: an ``imesde.Engine`` and, per ring slot, the global id of the item there."""
+
+    def __init__(self, index: int, spec: dict[str, Any], snapshot: str | None) -> None:
+        import imesde
+
+        self.index = index
+        model = spec["model"]
+        if not isinstance(model, int):
+            model = imesde.TextEmbedder(model, threads=spec["threads"])
+        if snapshot is not None and os.path.exists(snapshot):
+            self.engine = imesde.Engine.load(
+                snapshot, model=None if isinstance(model, int) else model
+            )
+            with np.load(snapshot + ".ids.npz") as saved:
+                self.ids: npt.NDArray[np.int64] = saved["ids"]
+                self.locals: npt.NDArray[np.int64] = saved["locals"]
+        else:
+            self.engine = imesde.Engine(
+                model,
+                num_shards=spec["engine_shards"],
+                shard_size=spec["ring_shard_size"],
+                storage=spec["storage"],
+                lexical=spec["lexical"],
+            )
+            self.ids = np.full(self.engine.capacity, -1, dtype=np.int64)
+            self.locals = np.full(self.engine.capacity, -1, dtype=np.int64)
+        self.subscriptions: dict[int, Any] = {}
+
+    # Ids: the engine's own (local) ids map to global ones through the ring slot they occupy
+    # (`ids`: the global id in each slot; `locals`: the local id there).
+    def _record(self, local: npt.NDArray[np.int64], global_ids: Sequence[int]) -> None:
+        local = np.asarray(local, dtype=np.int64)
+        slots = local % len(self.ids)
+        self.ids[slots] = np.asarray(global_ids, dtype=np.int64)
+        self.locals[slots] = local
+
+    def _local(self, global_ids: Iterable[int]) -> list[int]:
+        wanted = np.asarray(list(global_ids), dtype=np.int64)
+        out: list[int] = self.locals[np.isin(self.ids, wanted)].tolist()
+        return out
+
+    def _row(self, hit: Any) -> _Row:
+        return (int(self.ids[hit.id % len(self.ids)]), hit.text, hit.score, hit.ts, hit.metadata)
+
+    def ingest_batch(
+        self, texts: list[str], timestamps: Any, metadata: Any, global_ids: list[int]
+    ) -> int:
+        local = self.engine.ingest_batch(texts, timestamps=timestamps, metadata=metadata)
+        self._record(local, global_ids)
+        return len(local)
+
+    def ingest_vectors(
+        self,
+        vectors: npt.NDArray[np.float32],
+        texts: Any,
+        timestamps: Any,
+        metadata: Any,
+        global_ids: list[int],
+    ) -> int:
+        local = self.engine.ingest_vectors(
+            vectors, texts=texts, timestamps=timestamps, metadata=metadata
+        )
+        self._record(local, global_ids)
+        return len(local)
+
+    def search(self, query: str, k: int, filters: dict[str, Any]) -> list[_Row]:
+        return [self._row(h) for h in self.engine.search(query, k, **filters)]
+
+    def search_batch(self, queries: list[str], k: int, filters: dict[str, Any]) -> list[list[_Row]]:
+        return [
+            [self._row(h) for h in hs] for hs in self.engine.search_batch(queries, k, **filters)
+        ]
+
+    def search_vector(
+        self, vector: npt.NDArray[np.float32], k: int, filters: dict[str, Any]
+    ) -> list[_Row]:
+        return [self._row(h) for h in self.engine.search_vector(vector, k, **filters)]
+
+    def corpus_terms(self, query: str) -> tuple[int, int, list[tuple[str, int]]]:
+        return self.engine._lexical_corpus_terms(query)
+
+    def max_impacts(self, terms: list[str], documents: int, total_length: int) -> list[float]:
+        return self.engine._lexical_max_impacts(terms, documents, total_length)
+
+    def lexical_search_corpus(
+        self,
+        query: str,
+        k: int,
+        corpus: tuple[int, int, dict[str, tuple[int, float]]],
+        filters: dict[str, Any],
+    ) -> list[_Row]:
+        hits = self.engine._lexical_search_corpus(query, k, *corpus, **filters)
+        return [self._row(h) for h in hits]
+
+    def capacity(self) -> int:
+        return int(self.engine.capacity)
+
+    def get(self, global_id: int) -> tuple[Any, ...] | None:
+        local = self._local([global_id])
+        if not local:
+            return None
+        try:
+            item = self.engine.get(local[0])
+        except KeyError:
+            return None
+        return (global_id, item.vector, item.text, item.ts, item.metadata)
+
+    def delete(self, global_ids: list[int]) -> int:
+        local = self._local(global_ids)
+        return int(self.engine.delete(local)) if local else 0
+
+    def size(self) -> int:
+        return len(self.engine)
+
+    def save(self, path: str) -> None:
+        self.engine.save(path)
+        tmp = path + ".ids.tmp.npz"
+        np.savez(tmp, ids=self.ids, locals=self.locals)
+        os.replace(tmp, path + ".ids.npz")
+
+    def subscribe(
+        self, key: int, query: Any, threshold: Any, where: Any, queue_size: int
+    ) -> float | None:
+        sub = self.engine.subscribe(query, threshold=threshold, where=where, queue_size=queue_size)
+        self.subscriptions[key] = sub
+        return sub.threshold
+
+    def poll(self, key: int) -> list[_Row]:
+        """The subscription's queued events, without waiting (a waiting call would hold the
+        actor, which runs one call at a time, away from ingest and search)."""
+        sub = self.subscriptions.get(key)
+        return [] if sub is None else [self._row(e.hit) for e in sub.drain()]
+
+    def unsubscribe(self, key: int) -> bool:
+        sub = self.subscriptions.pop(key, None)
+        if sub is None:
+            return False
+        sub.close()
+        return True
+
+    def ping(self) -> int:
+        return self.index
+
+
+class ShardedEngine:
+    """An ``imesde.Engine`` sharded over ``num_shards`` Ray actors.
+
+    Each actor holds an engine of ``shard_size`` items (split into ``engine_shards`` ring
+    shards scanned in parallel) and embeds the texts routed to it, so texts travel once and
+    vectors never. Batches go to the shards in turn, or by ``key(text)`` when given. Ids are
+    global (increasing in ingest order, ``id % num_shards`` is the shard holding it). Searches
+    ask every shard for its top ``k`` and merge them: the answer is the one a single engine
+    holding the same items gives (ties to the newer item, as there).
+
+    ``model``: as for ``Engine`` (None for the default model, a model path, or an int for
+    vectors only); each actor loads it once and runs ONNX Runtime on ``num_cpus`` threads.
+    ``max_restarts``: Ray restarts a crashed shard actor up to this many times, from its
+    snapshot in ``snapshot_dir`` when one was saved there. ``restore_shard`` does the same on
+    demand.
+    """
+
+    def __init__(
+        self,
+        num_shards: int = 2,
+        *,
+        model: str | os.PathLike[str] | int | None = None,
+        shard_size: int = 16_384,
+        engine_shards: int = 16,
+        storage: str = "f32",
+        lexical: bool = False,
+        key: Callable[[str], Hashable] | None = None,
+        num_cpus: float = 1,
+        max_restarts: int = 0,
+        snapshot_dir: str | os.PathLike[str] | None = None,
+    ) -> None:
+        if num_shards < 1:
+            raise ValueError(f"num_shards must be at least 1, got {num_shards}")
+        if shard_size < 1 or engine_shards < 1:
+            raise ValueError("shard_size and engine_shards must be at least 1")
+        self._spec: dict[str, Any] = {
+            "model": os.fspath(model) if isinstance(model, os.PathLike) else model,
+            "threads": max(1, int(num_cpus)),
+            "engine_shards": engine_shards,
+            "ring_shard_size": -(-shard_size // engine_shards),
+            "storage": storage,
+            "lexical": lexical,
+        }
+        self.num_shards = num_shards
+        self._key = key
+        self._num_cpus = num_cpus
+        self._max_restarts = max_restarts
+        self._snapshot_dir = None if snapshot_dir is None else os.fspath(snapshot_dir)
+        self._next = 0  # items ingested so far: the next item's sequence number
+        self._turn = 0
+        self._lock = threading.Lock()
+        self._subscription_keys = 0
+        self._standing: dict[int, tuple[Any, ...]] = {}
+        self._actors = [self._start(i) for i in range(num_shards)]
+        self.capacity = sum(ray.get([a.capacity.remote() for a in self._actors]))
+
+    def _start(self, shard: int, snapshot: str | None = None) -> Any:
+        if snapshot is None and self._snapshot_dir is not None:
+            snapshot = _snapshot_path(self._snapshot_dir, shard)
+        actor_class = ray.remote(_Shard).options(
+            num_cpus=self._num_cpus, max_restarts=self._max_restarts
+        )
+        return actor_class.remote(shard, self._spec, snapshot)
+
+    # --- calls to shards -------------------------------------------------------------------
+
+    def _wait(self, shard: int, ref: Any) -> Any:
+        try:
+            return ray.get(ref)
+        except _ACTOR_GONE as e:
+            raise ShardUnavailableError(
+                f"shard {shard} is unavailable ({type(e).__name__}); restore it with "
+                f"restore_shard({shard}) or pass allow_partial=True",
+                shard=shard,
+            ) from e
+
+    def _scatter(self, method: str, *args: Any, allow_partial: bool = False) -> list[Any]:
+        refs = [(i, getattr(a, method).remote(*args)) for i, a in enumerate(self._actors)]
+        out = []
+        for i, ref in refs:
+            try:
+                out.append(self._wait(i, ref))
+            except ShardUnavailableError:
+                if not allow_partial:
+                    raise
+        return out
+
+    # --- ingest ----------------------------------------------------------------------------
+
+    def _ids(self, n: int, shard: int) -> list[int]:
+        """Global ids for `n` items ingested now into `shard`: sequence * shards + shard."""
+        start = self._next
+        self._next += n
+        return [(start + j) * self.num_shards + shard for j in range(n)]
+
+    def _route(self, texts: Sequence[str]) -> list[tuple[int, list[int]]]:
+        """The shards a batch goes to, with the positions of the items each receives."""
+        if self._key is None:
+            shard = self._turn
+            self._turn = (self._turn + 1) % self.num_shards
+            return [(shard, list(range(len(texts))))]
+        groups: dict[int, list[int]] = {}
+        for j, t in enumerate(texts):
+            h = zlib.crc32(repr(self._key(t)).encode("utf-8")) % self.num_shards
+            groups.setdefault(h, []).append(j)
+        return sorted(groups.items())
+
+    def ingest(self, text: str, *, metadata: dict[str, Any] | None = None, ts: Any = None) -> int:
+        """Embeds and adds one text on its shard; returns its global id."""
+        ids = self.ingest_batch(
+            [text],
+            timestamps=None if ts is None else [ts],
+            metadata=None if metadata is None else [metadata],
+        )
+        return int(ids[0])
+
+    def ingest_batch(
+        self,
+        texts: Iterable[str],
+        *,
+        timestamps: Sequence[Any] | None = None,
+        metadata: Sequence[dict[str, Any] | None] | None = None,
+        batch_size: int = 1024,
+    ) -> npt.NDArray[np.int64]:
+        """Adds texts in batches of ``batch_size``, each embedded on the shard that stores it
+        (shards work on their batches in parallel); returns the global ids in input order.
+        A shard that is unavailable raises ``ShardUnavailableError`` (the batches sent to the
+        other shards are kept)."""
+        texts = list(texts)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        for name, col in (("timestamps", timestamps), ("metadata", metadata)):
+            if col is not None and len(col) != len(texts):
+                raise ValueError(f"{name} has {len(col)} entries for {len(texts)} texts")
+        out = np.empty(len(texts), dtype=np.int64)
+        pending = []
+        with self._lock:
+            for start in range(0, len(texts), batch_size):
+                chunk = texts[start : start + batch_size]
+                for shard, pos in self._route(chunk):
+                    ids = self._ids(len(pos), shard)
+                    out[[start + p for p in pos]] = ids
+                    pending.append(
+                        (
+                            shard,
+                            self._actors[shard].ingest_batch.remote(
+                                [chunk[p] for p in pos],
+                                None
+                                if timestamps is None
+                                else [timestamps[start + p] for p in pos],
+                                None if metadata is None else [metadata[start + p] for p in pos],
+                                ids,
+                            ),
+                        )
+                    )
+        for shard, ref in pending:
+            self._wait(shard, ref)
+        return out
+
+    def ingest_vectors(
+        self,
+        vectors: npt.ArrayLike,
+        *,
+        texts: Sequence[str | None] | None = None,
+        timestamps: Sequence[Any] | None = None,
+        metadata: Sequence[dict[str, Any] | None] | None = None,
+        batch_size: int = 4096,
+    ) -> npt.NDArray[np.int64]:
+        """Adds pre-computed vectors (``[n, dim]``), in turn over the shards by batch."""
+        x = np.ascontiguousarray(vectors, dtype=np.float32)
+        if x.ndim != 2:
+            raise ValueError(f"vectors must be [n, dim], got shape {x.shape}")
+        n = len(x)
+        out = np.empty(n, dtype=np.int64)
+        pending = []
+        with self._lock:
+            for start in range(0, n, batch_size):
+                end = min(start + batch_size, n)
+                shard = self._turn
+                self._turn = (self._turn + 1) % self.num_shards
+                ids = self._ids(end - start, shard)
+                out[start:end] = ids
+
+                def part(col: Sequence[Any] | None, s: int = start, e: int = end) -> Any:
+                    return None if col is None else list(col[s:e])
+
+                pending.append(
+                    (
+                        shard,
+                        self._actors[shard].ingest_vectors.remote(
+                            x[start:end], part(texts), part(timestamps), part(metadata), ids
+                        ),
+                    )
+                )
+        for shard, ref in pending:
+            self._wait(shard, ref)
+        return out
+
+    # --- search ----------------------------------------------------------------------------
+
+    @staticmethod
+    def _merge(lists: Iterable[list[_Row]], k: int) -> list[ShardedHit]:
+        """The best `k` of the shards' answers: higher score, then (as in one engine) the
+        newer item on a tie."""
+        rows = [r for rows in lists for r in rows]
+        rows.sort(key=lambda r: (-r[2], -r[0]))
+        return [ShardedHit(*r) for r in rows[:k]]
+
+    @staticmethod
+    def _filters(since: Any, until: Any, where: Any) -> dict[str, Any]:
+        return {"since": since, "until": until, "where": where}
+
+    def search(
+        self,
+        query: str,
+        k: int = 10,
+        *,
+        since: Any = None,
+        until: Any = None,
+        where: dict[str, Any] | None = None,
+        allow_partial: bool = False,
+    ) -> list[ShardedHit]:
+        """The ``k`` items closest in meaning to ``query`` over every shard, best first.
+        ``allow_partial``: answer from the shards that are available instead of raising."""
+        f = self._filters(since, until, where)
+        return self._merge(self._scatter("search", query, k, f, allow_partial=allow_partial), k)
+
+    def search_vector(
+        self,
+        vector: npt.ArrayLike,
+        k: int = 10,
+        *,
+        since: Any = None,
+        until: Any = None,
+        where: dict[str, Any] | None = None,
+        allow_partial: bool = False,
+    ) -> list[ShardedHit]:
+        """``search`` for a query vector."""
+        q = np.ascontiguousarray(vector, dtype=np.float32)
+        f = self._filters(since, until, where)
+        return self._merge(self._scatter("search_vector", q, k, f, allow_partial=allow_partial), k)
+
+    def search_batch(
+        self,
+        queries: Iterable[str],
+        k: int = 10,
+        *,
+        since: Any = None,
+        until: Any = None,
+        where: dict[str, Any] | None = None,
+        allow_partial: bool = False,
+    ) -> list[list[ShardedHit]]:
+        """``search`` for each query (embedded in one batch on each shard)."""
+        qs = list(queries)
+        f = self._filters(since, until, where)
+        per_shard = self._scatter("search_batch", qs, k, f, allow_partial=allow_partial)
+        return [self._merge((s[j] for s in per_shard), k) for j in range(len(qs))]
+
+    def _corpus(
+        self, query: str, allow_partial: bool
+    ) -> tuple[int, int, dict[str, tuple[int, float]]]:
+        """The BM25 statistics of every (available) shard's items taken as one corpus, for
+        `query`: documents, total length, and per term its document count and largest
+        impact."""
+        parts = self._scatter("corpus_terms", query, allow_partial=allow_partial)
+        documents = sum(p[0] for p in parts)
+        total = sum(p[1] for p in parts)
+        dfs: dict[str, int] = {}
+        for _, _, terms in parts:
+            for term, df in terms:
+                dfs[term] = dfs.get(term, 0) + df
+        names = list(dfs)
+        maxima = self._scatter("max_impacts", names, documents, total, allow_partial=allow_partial)
+        best = [max((m[j] for m in maxima), default=0.0) for j in range(len(names))]
+        return documents, total, {t: (dfs[t], b) for t, b in zip(names, best, strict=True)}
+
+    def lexical_search(
+        self,
+        query: str,
+        k: int = 10,
+        *,
+        since: Any = None,
+        until: Any = None,
+        where: dict[str, Any] | None = None,
+        allow_partial: bool = False,
+    ) -> list[ShardedHit]:
+        """The ``k`` items whose texts best match ``query``'s words, best first; needs
+        ``lexical=True``. BM25 as one engine holding every shard's items scores it: the
+        shards' statistics (document counts, lengths, term frequencies) are gathered first,
+        and every shard scores with them."""
+        f = self._filters(since, until, where)
+        corpus = self._corpus(query, allow_partial)
+        lists = self._scatter(
+            "lexical_search_corpus", query, k, corpus, f, allow_partial=allow_partial
+        )
+        return self._merge(lists, k)
+
+    def hybrid_search(
+        self,
+        query: str,
+        k: int = 10,
+        method: Fusion = "weighted",
+        alpha: float | None = None,
+        *,
+        since: Any = None,
+        until: Any = None,
+        where: dict[str, Any] | None = None,
+        allow_partial: bool = False,
+    ) -> list[ShardedHit]:
+        """Dense and lexical results fused as ``Engine.hybrid_search`` fuses them (the best
+        ``max(5k, 50)`` of each side over all shards, ``method`` and ``alpha`` as there)."""
+        import imesde
+
+        if alpha is not None and not 0.0 <= alpha <= 1.0:
+            raise imesde.InvalidValueError(f"alpha must be between 0 and 1, got {alpha}")
+        k = min(k, self.capacity)
+        depth = min(max(5 * k, 50), self.capacity)
+        opts: dict[str, Any] = {
+            "since": since,
+            "until": until,
+            "where": where,
+            "allow_partial": allow_partial,
+        }
+        dense = self.search(query, depth, **opts)
+        lexical = self.lexical_search(query, depth, **opts)
+        if alpha is None and method == "weighted":
+            alpha = 0.5
+        # The weights in float32, computed as the engine computes them.
+        a = None if alpha is None else np.float32(alpha)
+        weights = None if a is None else [float(a), float(np.float32(1.0) - a)]
+        fused = imesde.fuse(
+            [[(h.id, h.score) for h in dense], [(h.id, h.score) for h in lexical]],
+            method=method,
+            k=k,
+            weights=weights,
+        )
+        found = {h.id: h for h in (*dense, *lexical)}
+        return [
+            ShardedHit(i, found[i].text, score, found[i].ts, found[i].metadata)
+            for i, score in fused
+        ]
+
+    # --- items -----------------------------------------------------------------------------
+
+    def _shard_of(self, item_id: int) -> int:
+        if item_id < 0:
+            raise ValueError(f"ids are not negative, got {item_id}")
+        return item_id % self.num_shards
+
+    def get(self, item_id: int) -> ShardedItem:
+        """The item ``item_id``; ``KeyError`` when no shard holds it."""
+        shard = self._shard_of(int(item_id))
+        row = self._wait(shard, self._actors[shard].get.remote(int(item_id)))
+        if row is None:
+            raise KeyError(item_id)
+        return ShardedItem(*row)
+
+    def delete(self, ids: Iterable[int]) -> int:
+        """Deletes the items ``ids`` held; returns how many were."""
+        by_shard: dict[int, list[int]] = {}
+        for i in ids:
+            by_shard.setdefault(self._shard_of(int(i)), []).append(int(i))
+        refs = [(s, self._actors[s].delete.remote(g)) for s, g in sorted(by_shard.items())]
+        return sum(self._wait(s, r) for s, r in refs)
+
+    def __len__(self) -> int:
+        return sum(self._scatter("size"))
+
+    def shard_sizes(self, *, allow_partial: bool = False) -> list[int | None]:
+        """Items held per shard (None for an unavailable shard with ``allow_partial``)."""
+        out: list[int | None] = []
+        for i, a in enumerate(self._actors):
+            try:
+                out.append(self._wait(i, a.size.remote()))
+            except ShardUnavailableError:
+                if not allow_partial:
+                    raise
+                out.append(None)
+        return out
+
+    # --- snapshots and faults --------------------------------------------------------------
+
+    def save(self, directory: str | os.PathLike[str] | None = None) -> None:
+        """Writes one snapshot per shard and a manifest into ``directory`` (default: the
+        ``snapshot_dir`` given at creation), each file atomically. Every shard must be
+        available. ``restore_shard`` and restarts read from the last directory saved to."""
+        directory = self._snapshot_dir if directory is None else os.fspath(directory)
+        if directory is None:
+            raise ValueError("no directory: pass one or create the engine with snapshot_dir")
+        os.makedirs(directory, exist_ok=True)
+        with self._lock:
+            refs = [
+                (i, a.save.remote(_snapshot_path(directory, i))) for i, a in enumerate(self._actors)
+            ]
+            for i, ref in refs:
+                self._wait(i, ref)
+            manifest = {
+                "format": FORMAT,
+                "num_shards": self.num_shards,
+                "next": self._next,
+                "turn": self._turn,
+                "spec": {**self._spec, "model": self._spec["model"]},
+            }
+            tmp = os.path.join(directory, MANIFEST + ".tmp")
+            with open(tmp, "w", encoding="utf-8") as f:
+                json.dump(manifest, f)
+            os.replace(tmp, os.path.join(directory, MANIFEST))
+        self._snapshot_dir = directory
+
+    @classmethod
+    def load(
+        cls,
+        directory: str | os.PathLike[str],
+        *,
+        key: Callable[[str], Hashable] | None = None,
+        num_cpus: float = 1,
+        max_restarts: int = 0,
+    ) -> ShardedEngine:
+        """The engine saved in ``directory``, one actor per shard snapshot."""
+        directory = os.fspath(directory)
+        with open(os.path.join(directory, MANIFEST), encoding="utf-8") as f:
+            manifest = json.load(f)
+        if manifest.get("format") != FORMAT:
+            raise ValueError(f"{directory}: not a ShardedEngine snapshot of format {FORMAT}")
+        self = cls.__new__(cls)
+        self._spec = manifest["spec"]
+        self.num_shards = int(manifest["num_shards"])
+        self._key = key
+        self._num_cpus = num_cpus
+        self._max_restarts = max_restarts
+        self._snapshot_dir = directory
+        self._next = int(manifest["next"])
+        self._turn = int(manifest["turn"])
+        self._lock = threading.Lock()
+        self._subscription_keys = 0
+        self._standing = {}
+        self._actors = [self._start(i) for i in range(self.num_shards)]
+        self.capacity = sum(ray.get([a.capacity.remote() for a in self._actors]))
+        return self
+
+    def available(self) -> list[bool]:
+        """Whether each shard answers."""
+        out = []
+        for i, a in enumerate(self._actors):
+            try:
+                self._wait(i, a.ping.remote())
+                out.append(True)
+            except ShardUnavailableError:
+                out.append(False)
+        return out
+
+    def restore_shard(self, shard: int) -> None:
+        """Replaces shard ``shard``'s actor by a new one restored from its last snapshot (the
+        items it acknowledged after that snapshot are gone; without a snapshot, it starts
+        empty), and registers the open standing queries on it again."""
+        if not 0 <= shard < self.num_shards:
+            raise ValueError(f"no shard {shard} (there are {self.num_shards})")
+        with contextlib.suppress(Exception):  # already gone is fine
+            ray.kill(self._actors[shard])
+        self._actors[shard] = self._start(shard)
+        self._wait(shard, self._actors[shard].ping.remote())
+        # Standing queries run on the new actor too (from the items it holds now on).
+        for key, args in list(self._standing.items()):
+            self._wait(shard, self._actors[shard].subscribe.remote(key, *args))
+
+    def actor(self, shard: int) -> Any:
+        """The Ray actor handle of shard ``shard`` (for placement, monitoring or tests)."""
+        return self._actors[shard]
+
+    # --- standing queries ------------------------------------------------------------------
+
+    def subscribe(
+        self,
+        query: str | npt.ArrayLike,
+        *,
+        threshold: float | str | None = None,
+        where: dict[str, Any] | None = None,
+        callback: Callable[[ShardedHit], object] | None = None,
+        queue_size: int = 10_000,
+        poll_interval: float = 0.05,
+    ) -> ShardedSubscription:
+        """A standing query on every shard; their events arrive as ``ShardedHit``s in one
+        subscription (iterate it, ``get`` from it, or give ``callback``). A percentile
+        threshold (``"p99"``) is calibrated per shard on the items it holds."""
+        with self._lock:
+            self._subscription_keys += 1
+            key = self._subscription_keys
+        q = query if isinstance(query, str) else np.ascontiguousarray(query, dtype=np.float32)
+        args = (q, threshold, where, queue_size)
+        self._scatter("subscribe", key, *args)
+        self._standing[key] = args
+        return ShardedSubscription(self, key, callback, queue_size, poll_interval)
+
+    def __repr__(self) -> str:
+        return f"ShardedEngine(num_shards={self.num_shards}, next_id_seq={self._next})"
+
+
+class ShardedSubscription:
+    """The events of one standing query over every shard of a ``ShardedEngine``, merged in
+    the driver by a polling thread: iterate it, ``get`` from it, or read them in a callback.
+    ``delivered`` / ``dropped`` (queue full) / ``errors`` (callback raised) count events;
+    ``unavailable`` holds the shards whose last poll failed."""
+
+    def __init__(
+        self,
+        engine: ShardedEngine,
+        key: int,
+        callback: Callable[[ShardedHit], object] | None,
+        queue_size: int,
+        poll_interval: float,
+    ) -> None:
+        self._engine = engine
+        self._key = key
+        self._callback = callback
+        self._queue: queue.Queue[ShardedHit | None] = queue.Queue(maxsize=max(1, queue_size))
+        self._stop = threading.Event()
+        self.delivered = 0
+        self.dropped = 0
+        self.errors = 0
+        self.unavailable: set[int] = set()
+        self._interval = poll_interval
+        self._thread = threading.Thread(target=self._run, name=f"imesde-sub-{key}", daemon=True)
+        self._thread.start()
+
+    @property
+    def active(self) -> bool:
+        """Whether events are still being received."""
+        return not self._stop.is_set()
+
+    def _run(self) -> None:
+        actors = self._engine._actors
+        while not self._stop.is_set():
+            refs = [(i, a.poll.remote(self._key)) for i, a in enumerate(actors)]
+            got = 0
+            for i, ref in refs:
+                try:
+                    rows = ray.get(ref)
+                except _ACTOR_GONE:
+                    self.unavailable.add(i)
+                    continue
+                self.unavailable.discard(i)
+                got += len(rows)
+                for row in rows:
+                    self._deliver(ShardedHit(*row))
+            if not got:
+                self._stop.wait(self._interval)
+
+    def _deliver(self, hit: ShardedHit) -> None:
+        if self._callback is not None:
+            try:
+                self._callback(hit)
+            except Exception:  # a failing callback must not stop delivery
+                self.errors += 1
+            self.delivered += 1
+            return
+        try:
+            self._queue.put_nowait(hit)
+            self.delivered += 1
+        except queue.Full:
+            self.dropped += 1
+
+    def get(self, timeout: float | None = None) -> ShardedHit | None:
+        """The next event, waiting at most ``timeout`` seconds (None: until one arrives or the
+        subscription is closed)."""
+        try:
+            hit = self._queue.get(timeout=timeout)
+        except queue.Empty:
+            return None
+        if hit is None:
+            self._queue.put_nowait(None)
+        return hit
+
+    def drain(self) -> list[ShardedHit]:
+        """Every queued event, without waiting."""
+        out: list[ShardedHit] = []
+        while True:
+            try:
+                hit = self._queue.get_nowait()
+            except queue.Empty:
+                return out
+            if hit is None:
+                self._queue.put_nowait(None)
+                return out
+            out.append(hit)
+
+    def close(self) -> None:
+        """Stops the standing query on every shard."""
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        self._thread.join()
+        self._engine._standing.pop(self._key, None)
+        for i, a in enumerate(self._engine._actors):
+            try:
+                ray.get(a.unsubscribe.remote(self._key))
+            except _ACTOR_GONE:
+                self.unavailable.add(i)
+        with contextlib.suppress(queue.Full):
+            self._queue.put_nowait(None)
+
+    def __iter__(self) -> Iterator[ShardedHit]:
+        return self
+
+    def __next__(self) -> ShardedHit:
+        hit = self.get()
+        if hit is None:
+            raise StopIteration
+        return hit
+
+    def __enter__(self) -> ShardedSubscription:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

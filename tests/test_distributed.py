@@ -1,0 +1,258 @@
+"""imesde on Ray: Ray Data embedding and the sharded engine against a single engine, on a
+local Ray of two CPUs (marked ``ray``; skipped when Ray is not installed)."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import time
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import imesde
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+ray = pytest.importorskip("ray")
+dist = pytest.importorskip("imesde.distributed")
+
+pytestmark = [pytest.mark.ray, pytest.mark.data]
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DIM = 384  # the default model's, so hashed vectors and embedded queries meet
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_ray() -> Iterator[None]:
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def stream_texts(n: int) -> list[str]:
+    out = []
+    with gzip.open(DATA / "changelog_stream.jsonl.gz", "rt", encoding="utf-8") as lines:
+        for line in lines:
+            out.append(json.loads(line)["text"])
+            if len(out) == n:
+                break
+    return out
+
+
+def debtags_queries() -> list[str]:
+    lines = (DATA / "debtags_queries.jsonl").read_text(encoding="utf-8").splitlines()
+    return [json.loads(line)["query"] for line in lines]
+
+
+def hashed(texts: list[str]) -> npt.NDArray[np.float32]:
+    """Bag-of-words vectors (each word hashed into DIM buckets), unit length: equal texts get
+    equal vectors, so the stream's repeated items tie exactly as they do in real use."""
+    x = np.zeros((len(texts), DIM), dtype=np.float32)
+    for i, t in enumerate(texts):
+        for w in t.lower().split():
+            x[i, zlib.crc32(w.encode()) % DIM] += 1.0
+        x[i, DIM - 1] += 0.01  # no zero vector for an empty text
+    out: npt.NDArray[np.float32] = x / np.linalg.norm(x, axis=1, keepdims=True)
+    return out
+
+
+def same(a: list[Any], b: list[Any]) -> bool:
+    """Item for item: text, score (exactly) and timestamp."""
+    return [(h.text, h.score, h.ts) for h in a] == [(h.text, h.score, h.ts) for h in b]
+
+
+def test_embed_dataset_equals_text_embedder(embedder: imesde.TextEmbedder) -> None:
+    texts = stream_texts(300)
+    ds = ray.data.from_items([{"text": t, "n": i} for i, t in enumerate(texts)])
+    rows = dist.embed(ds, batch_size=64, concurrency=2, num_cpus=1).take_all()
+    rows.sort(key=lambda r: r["n"])
+    got = np.stack([r["embedding"] for r in rows])
+    assert got.dtype == np.float32
+    assert got.shape == (300, embedder.dim)
+    assert [r["text"] for r in rows] == texts
+    want = embedder.embed(texts)
+    assert float(np.min(np.sum(got * want, axis=1))) > 0.99999
+    with pytest.raises(ValueError, match="concurrency"):
+        dist.embed(ds, concurrency=0)
+    with pytest.raises(ValueError, match="batch_size"):
+        dist.embed(ds, batch_size=0)
+
+
+@pytest.fixture(scope="module")
+def corpus() -> tuple[list[str], npt.NDArray[np.float32], list[float]]:
+    texts = stream_texts(20_000)
+    ts = [1_600_000_000.0 + i for i in range(len(texts))]
+    return texts, hashed(texts), ts
+
+
+def test_two_shards_answer_as_one_engine(
+    corpus: tuple[list[str], npt.NDArray[np.float32], list[float]],
+    embedder: imesde.TextEmbedder,
+) -> None:
+    """The bar: 2 shards over 20,000 stream items give one engine's top-10 for the 88 debtags
+    queries, dense, lexical and hybrid, item for item. The items' vectors are hashed words
+    (ingested as vectors: embedding 20,000 texts twice would take minutes here), the queries
+    are embedded by the model on each side, so the texts' BM25 and the fusion are real."""
+    texts, x, ts = corpus
+    meta = [{"n": i % 7} for i in range(len(texts))]
+    one = imesde.Engine(embedder, num_shards=16, shard_size=2048, lexical=True)
+    sharded = dist.ShardedEngine(2, shard_size=16_384, lexical=True, num_cpus=1)
+    for start in range(0, len(texts), 1000):
+        end = start + 1000
+        args: dict[str, Any] = {
+            "texts": texts[start:end],
+            "timestamps": ts[start:end],
+            "metadata": meta[start:end],
+        }
+        a = one.ingest_vectors(x[start:end], **args)
+        b = sharded.ingest_vectors(x[start:end], batch_size=256, **args)
+        # Global ids increase in ingest order, and name their shard.
+        assert np.all(np.diff(b) > 0)
+        assert len(a) == len(b)
+    assert len(sharded) == len(one) == len(texts)
+    sizes = sharded.shard_sizes()
+    assert sum(sizes) == len(texts)
+    assert all(s > 9_000 for s in sizes if s is not None)
+    queries = debtags_queries()
+    assert len(queries) == 88
+    vectors = hashed(queries)
+    ties = 0
+    window: dict[str, Any] = {"where": {"n": {"$lt": 3}}, "since": ts[5000], "until": ts[15000]}
+    for q, v in zip(queries, vectors, strict=True):
+        want = one.search_vector(v, 10)
+        assert same(sharded.search_vector(v, 10), want)
+        ties += len(want) - len({h.score for h in want})
+        assert same(sharded.search_vector(v, 10, **window), one.search_vector(v, 10, **window))
+        assert same(sharded.search(q, 10), one.search(q, 10))
+        assert same(sharded.lexical_search(q, 10), one.lexical_search(q, 10))
+        assert same(sharded.lexical_search(q, 10, **window), one.lexical_search(q, 10, **window))
+        assert same(sharded.hybrid_search(q, 10), one.hybrid_search(q, 10))
+    for method in ("rrf", "combmnz"):
+        q = queries[0]
+        assert same(sharded.hybrid_search(q, 5, method), one.hybrid_search(q, 5, method))
+    assert same(sharded.hybrid_search(q, 5, alpha=0.3), one.hybrid_search(q, 5, alpha=0.3))
+    assert ties > 0, "the stream's repeated items tie: the merge's tie order is exercised"
+    with pytest.raises(imesde.InvalidValueError, match="alpha"):
+        sharded.hybrid_search(q, 5, alpha=1.5)
+    # get / delete route by id.
+    best = sharded.search_vector(vectors[0], 1)[0]
+    item = sharded.get(best.id)
+    assert (item.text, item.ts) == (best.text, best.ts)
+    assert sharded.delete([best.id, best.id + 2 * 10**9]) == 1
+    with pytest.raises(KeyError):
+        sharded.get(best.id)
+    assert best.id not in [h.id for h in sharded.search_vector(vectors[0], 10)]
+    assert best.id not in [h.id for h in sharded.lexical_search(queries[0], 50)]
+
+
+def test_text_search_and_standing_queries_on_shards(embedder: imesde.TextEmbedder) -> None:
+    texts = stream_texts(600)
+    one = imesde.Engine(embedder, num_shards=4, shard_size=256)
+    sharded = dist.ShardedEngine(2, shard_size=512, num_cpus=1)
+    for start in range(0, len(texts), 100):
+        ts = [1_600_000_000.0 + start + i for i in range(100)]
+        one.ingest_batch(texts[start : start + 100], timestamps=ts)
+        sharded.ingest_batch(texts[start : start + 100], timestamps=ts, batch_size=50)
+    queries = ["kernel panic", "memory leak fixed", "translation update"]
+    for q, got in zip(queries, sharded.search_batch(queries, 5), strict=True):
+        want = one.search(q, 5)
+        assert [h.text for h in got] == [h.text for h in want]
+        assert np.allclose([h.score for h in got], [h.score for h in want], atol=1e-6)
+        assert [h.text for h in sharded.search(q, 5)] == [h.text for h in want]
+    seen: list[Any] = []
+    with sharded.subscribe("kernel security fix", threshold=0.3, callback=seen.append) as sub:
+        polled = sharded.subscribe("kernel security fix", threshold=0.3)
+        new = ["Fix a kernel security hole", "Update the Spanish translation", "Kernel oops fixed"]
+        ids = sharded.ingest_batch(new, batch_size=1)
+        deadline = time.monotonic() + 30
+        while len(seen) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        events = [polled.get(timeout=10), polled.get(timeout=10)]
+        polled.close()
+        assert polled.get(timeout=0.1) is None
+    assert not sub.active
+    texts_seen = sorted(h.text for h in seen)
+    assert texts_seen == sorted(e.text for e in events if e is not None)
+    assert "Update the Spanish translation" not in texts_seen
+    assert {h.id for h in seen} <= {int(i) for i in ids}
+    assert all(h.score >= 0.3 for h in seen)
+
+
+def test_a_dead_shard_raises_answers_partially_and_is_restored(tmp_path: Path) -> None:
+    texts = stream_texts(3000)
+    x = hashed(texts)
+    sharded = dist.ShardedEngine(2, model=DIM, shard_size=4096, num_cpus=0.5)
+    sharded.ingest_vectors(x[:2000], texts=texts[:2000], batch_size=500)
+    sharded.save(tmp_path / "snap")
+    saved_sizes = sharded.shard_sizes()
+    before = sharded.search_vector(x[7], 10)
+    # Acknowledged after the snapshot: gone from a shard that dies.
+    later = sharded.ingest_vectors(x[2000:], texts=texts[2000:], batch_size=500)
+    sub = sharded.subscribe(x[11], threshold=0.999)
+    ray.kill(sharded.actor(1))
+    with pytest.raises(imesde.ShardUnavailableError, match="shard 1") as err:
+        sharded.search_vector(x[7], 10)
+    assert err.value.shard == 1
+    assert isinstance(err.value, imesde.ImesdeError)
+    with pytest.raises(imesde.ShardUnavailableError):
+        sharded.ingest_vectors(x[:2], texts=texts[:2], batch_size=1)
+    partial = sharded.search_vector(x[7], 10, allow_partial=True)
+    assert partial
+    assert all(h.id % 2 == 0 for h in partial)
+    assert sharded.available() == [True, False]
+    assert sharded.shard_sizes(allow_partial=True)[1] is None
+    sharded.restore_shard(1)
+    assert sharded.available() == [True, True]
+    # Shard 1 is back as it was saved; shard 0 kept everything.
+    assert sharded.shard_sizes()[1] == saved_sizes[1]
+    for h in before:
+        assert sharded.get(h.id).text == h.text
+    for i in later[:: len(later) // 20]:
+        if i % 2 == 0:
+            assert sharded.get(int(i)).text is not None
+        else:
+            with pytest.raises(KeyError):
+                sharded.get(int(i))
+    # The standing query runs on the restored shard too: one copy of the item to each shard.
+    copies = sharded.ingest_vectors(np.stack([x[11], x[11]]), texts=["a", "b"], batch_size=1)
+    events = [sub.get(timeout=20), sub.get(timeout=20)]
+    sub.close()
+    assert sorted(e.id for e in events if e is not None) == sorted(int(i) for i in copies)
+    assert {int(i) % 2 for i in copies} == {0, 1}
+    # A saved engine loads whole.
+    loaded = dist.ShardedEngine.load(tmp_path / "snap", num_cpus=0.5)
+    assert same(loaded.search_vector(x[7], 10), before)
+    new = loaded.ingest_vectors(x[:4], texts=texts[:4], batch_size=2)
+    assert int(new.min()) > max(h.id for h in before)
+
+
+def test_ray_restarts_a_crashed_shard_from_its_snapshot(tmp_path: Path) -> None:
+    texts = stream_texts(1200)
+    x = hashed(texts)
+    snap = tmp_path / "auto"
+    sharded = dist.ShardedEngine(
+        2, model=DIM, shard_size=2048, num_cpus=0.5, snapshot_dir=snap, max_restarts=1
+    )
+    sharded.ingest_vectors(x[:800], texts=texts[:800], batch_size=200)
+    sharded.save()
+    saved = sharded.shard_sizes()
+    sharded.ingest_vectors(x[800:], texts=texts[800:], batch_size=200)
+    # A crash Ray may restart from (ray.kill with no_restart=False): __init__ runs again and
+    # reads the shard's snapshot in snapshot_dir.
+    ray.kill(sharded.actor(0), no_restart=False)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            sizes = sharded.shard_sizes()
+            break
+        except imesde.ShardUnavailableError:
+            time.sleep(0.2)
+    else:
+        pytest.fail("the shard did not come back")
+    assert sizes[0] == saved[0]
+    assert sizes[1] == 600
+    got = sharded.search_vector(x[3], 5)
+    assert got[0].text == texts[3]
