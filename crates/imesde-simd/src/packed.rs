@@ -133,10 +133,10 @@ pub(crate) mod x86 {
     use super::PACK;
     use crate::x86::{madd_acc_512, vnni_acc_512};
     use std::arch::x86_64::{
-        __mmask16, _mm256_add_epi32, _mm256_loadu_si256, _mm256_madd_epi16, _mm256_set1_epi32,
-        _mm256_setzero_si256, _mm256_storeu_si256, _mm512_dpbusd_epi32, _mm512_loadu_si512,
-        _mm512_mask_storeu_epi32, _mm512_set1_epi32, _mm512_setzero_si512, _mm512_slli_epi32,
-        _mm512_storeu_si512, _mm512_sub_epi32,
+        __m512i, __mmask16, _mm256_add_epi32, _mm256_loadu_si256, _mm256_madd_epi16,
+        _mm256_set1_epi32, _mm256_setzero_si256, _mm256_storeu_si256, _mm512_dpbusd_epi32,
+        _mm512_loadu_si512, _mm512_mask_storeu_epi32, _mm512_set1_epi32, _mm512_setzero_si512,
+        _mm512_slli_epi32, _mm512_storeu_si512, _mm512_sub_epi32,
     };
 
     /// Query `r`'s values `2p, 2p + 1` as one 32-bit lane (the high half 0 past an odd end).
@@ -153,6 +153,57 @@ pub(crate) mod x86 {
                 i32::from(*q.add(2 * p).cast::<u16>())
             }
         }
+    }
+
+    /// Stores a register of sixteen sums at `at`, only the first `left` when fewer remain.
+    ///
+    /// # Safety
+    /// `at` has room for `min(left, 16)` values.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn store16(at: *mut i32, left: usize, v: __m512i) {
+        // SAFETY: as the caller guarantees.
+        unsafe {
+            if left >= PACK {
+                _mm512_storeu_si512(at.cast(), v);
+            } else {
+                _mm512_mask_storeu_epi32(at, ((1u32 << left) - 1) as __mmask16, v);
+            }
+        }
+    }
+
+    /// Calls `$tile!(R, B, j, b0)` over every tile of `nq` queries and `blocks` packed
+    /// blocks: groups of four blocks six queries at a time, the blocks left over one at a
+    /// time eight queries at a time, then the queries left over one by one.
+    macro_rules! walk_tiles {
+        ($blocks:expr, $nq:expr, $tile:ident) => {{
+            let (blocks, nq) = ($blocks, $nq);
+            let mut b0 = 0;
+            while b0 < blocks {
+                let mut j = 0;
+                if b0 + 4 <= blocks {
+                    while j + 6 <= nq {
+                        $tile!(6, 4, j, b0);
+                        j += 6;
+                    }
+                    while j < nq {
+                        $tile!(1, 4, j, b0);
+                        j += 1;
+                    }
+                    b0 += 4;
+                } else {
+                    while j + 8 <= nq {
+                        $tile!(8, 1, j, b0);
+                        j += 8;
+                    }
+                    while j < nq {
+                        $tile!(1, 1, j, b0);
+                        j += 1;
+                    }
+                    b0 += 1;
+                }
+            }
+        }};
     }
 
     macro_rules! packed_512 {
@@ -189,13 +240,7 @@ pub(crate) mod x86 {
                     for r in 0..R {
                         for b in 0..B {
                             let at = out.add(r * n + col + b * PACK);
-                            let left = n - col - b * PACK;
-                            if left >= PACK {
-                                _mm512_storeu_si512(at.cast(), acc[r][b]);
-                            } else {
-                                let m = ((1u32 << left) - 1) as __mmask16;
-                                _mm512_mask_storeu_epi32(at, m, acc[r][b]);
-                            }
+                            store16(at, n - col - b * PACK, acc[r][b]);
                         }
                     }
                 }
@@ -215,38 +260,21 @@ pub(crate) mod x86 {
                 let blocks = n.div_ceil(PACK);
                 let stride = dim.div_ceil(2) * 2 * PACK;
                 let (q, c, o) = (queries.as_ptr(), packed.as_ptr(), out.as_mut_ptr());
-                let mut b0 = 0;
+                macro_rules! tile {
+                    ($r:literal, $b:literal, $j:expr, $b0:expr) => {
+                        $tile::<$r, $b>(
+                            q.add($j * dim),
+                            dim,
+                            c.add($b0 * stride),
+                            o.add($j * n),
+                            n,
+                            $b0 * PACK,
+                        )
+                    };
+                }
                 // SAFETY: every tile reads queries below nq, blocks below `blocks` (packed
                 // holds them all) and writes sums below n in rows below nq.
-                unsafe {
-                    while b0 < blocks {
-                        let cb = c.add(b0 * stride);
-                        let col = b0 * PACK;
-                        if b0 + 4 <= blocks {
-                            let mut j = 0;
-                            while j + 6 <= nq {
-                                $tile::<6, 4>(q.add(j * dim), dim, cb, o.add(j * n), n, col);
-                                j += 6;
-                            }
-                            while j < nq {
-                                $tile::<1, 4>(q.add(j * dim), dim, cb, o.add(j * n), n, col);
-                                j += 1;
-                            }
-                            b0 += 4;
-                        } else {
-                            let mut j = 0;
-                            while j + 8 <= nq {
-                                $tile::<8, 1>(q.add(j * dim), dim, cb, o.add(j * n), n, col);
-                                j += 8;
-                            }
-                            while j < nq {
-                                $tile::<1, 1>(q.add(j * dim), dim, cb, o.add(j * n), n, col);
-                                j += 1;
-                            }
-                            b0 += 1;
-                        }
-                    }
-                }
+                unsafe { walk_tiles!(blocks, nq, tile) }
             }
         };
     }
@@ -300,14 +328,7 @@ pub(crate) mod x86 {
                 let offset = _mm512_slli_epi32::<7>(_mm512_loadu_si512(sums.add(b * PACK).cast()));
                 for r in 0..R {
                     let v = _mm512_sub_epi32(acc[r][b], offset);
-                    let at = out.add(r * n + col + b * PACK);
-                    let left = n - col - b * PACK;
-                    if left >= PACK {
-                        _mm512_storeu_si512(at.cast(), v);
-                    } else {
-                        let m = ((1u32 << left) - 1) as __mmask16;
-                        _mm512_mask_storeu_epi32(at, m, v);
-                    }
+                    store16(out.add(r * n + col + b * PACK), n - col - b * PACK, v);
                 }
             }
         }
@@ -329,36 +350,21 @@ pub(crate) mod x86 {
         let blocks = n.div_ceil(PACK);
         let stride = d4 * PACK;
         let (q, c, o) = (queries.as_ptr(), quads.as_ptr(), out.as_mut_ptr());
-        let mut b0 = 0;
-        // SAFETY: as in the int16 drivers.
-        unsafe {
-            while b0 < blocks {
-                let (cb, sb, col) = (c.add(b0 * stride), sums.as_ptr().add(b0 * PACK), b0 * PACK);
-                if b0 + 4 <= blocks {
-                    let mut j = 0;
-                    while j + 6 <= nq {
-                        tile_bytes::<6, 4>(q.add(j * d4), d4, cb, sb, o.add(j * n), n, col);
-                        j += 6;
-                    }
-                    while j < nq {
-                        tile_bytes::<1, 4>(q.add(j * d4), d4, cb, sb, o.add(j * n), n, col);
-                        j += 1;
-                    }
-                    b0 += 4;
-                } else {
-                    let mut j = 0;
-                    while j + 8 <= nq {
-                        tile_bytes::<8, 1>(q.add(j * d4), d4, cb, sb, o.add(j * n), n, col);
-                        j += 8;
-                    }
-                    while j < nq {
-                        tile_bytes::<1, 1>(q.add(j * d4), d4, cb, sb, o.add(j * n), n, col);
-                        j += 1;
-                    }
-                    b0 += 1;
-                }
-            }
+        macro_rules! tile {
+            ($r:literal, $b:literal, $j:expr, $b0:expr) => {
+                tile_bytes::<$r, $b>(
+                    q.add($j * d4),
+                    d4,
+                    c.add($b0 * stride),
+                    sums.as_ptr().add($b0 * PACK),
+                    o.add($j * n),
+                    n,
+                    $b0 * PACK,
+                )
+            };
         }
+        // SAFETY: as in the int16 drivers.
+        unsafe { walk_tiles!(blocks, nq, tile) }
     }
 
     /// R queries against one packed block, its sixteen lanes in two 256-bit halves.
