@@ -82,10 +82,12 @@ def test_embed_dataset_equals_text_embedder(embedder: imesde.TextEmbedder) -> No
 
 
 @pytest.fixture(scope="module")
-def corpus() -> tuple[list[str], npt.NDArray[np.float32], list[float]]:
+def corpus(embedder: imesde.TextEmbedder) -> tuple[list[str], npt.NDArray[np.float32], list[float]]:
+    """The first 20,000 stream items embedded once by the model (repeated texts get equal
+    vectors, so their scores tie), and a timestamp each."""
     texts = stream_texts(20_000)
     ts = [1_600_000_000.0 + i for i in range(len(texts))]
-    return texts, hashed(texts), ts
+    return texts, embedder.embed(texts), ts
 
 
 def test_two_shards_answer_as_one_engine(
@@ -93,9 +95,8 @@ def test_two_shards_answer_as_one_engine(
     embedder: imesde.TextEmbedder,
 ) -> None:
     """The bar: 2 shards over 20,000 stream items give one engine's top-10 for the 88 debtags
-    queries, dense, lexical and hybrid, item for item. The items' vectors are hashed words
-    (ingested as vectors: embedding 20,000 texts twice would take minutes here), the queries
-    are embedded by the model on each side, so the texts' BM25 and the fusion are real."""
+    queries, dense, lexical and hybrid, item for item. The items are embedded once and
+    ingested as vectors on both sides (the shards embed queries themselves)."""
     texts, x, ts = corpus
     meta = [{"n": i % 7} for i in range(len(texts))]
     one = imesde.Engine(embedder, num_shards=16, shard_size=2048, lexical=True)
@@ -118,7 +119,7 @@ def test_two_shards_answer_as_one_engine(
     assert all(s > 9_000 for s in sizes if s is not None)
     queries = debtags_queries()
     assert len(queries) == 88
-    vectors = hashed(queries)
+    vectors = embedder.embed(queries)
     ties = 0
     window: dict[str, Any] = {"where": {"n": {"$lt": 3}}, "since": ts[5000], "until": ts[15000]}
     for q, v in zip(queries, vectors, strict=True):
