@@ -150,6 +150,16 @@ def test_two_shards_answer_as_one_engine(
 
 
 def test_text_search_and_standing_queries_on_shards(embedder: imesde.TextEmbedder) -> None:
+    # A model file whose tokenizer lives elsewhere (the packaged int8 file); its actor is gone
+    # (its handle dropped) before the two below need both CPUs.
+    from imesde._locate import packaged_model
+
+    model, tokenizer = packaged_model()
+    small = dist.ShardedEngine(1, model=model, tokenizer=tokenizer, shard_size=64, num_cpus=1)
+    small.ingest_batch(["kernel panic on boot", "update the German translation"])
+    assert small.search("the kernel crashed", 1)[0].text == "kernel panic on boot"
+    ray.kill(small.actor(0))
+    del small
     texts = stream_texts(600)
     one = imesde.Engine(embedder, num_shards=4, shard_size=256)
     sharded = dist.ShardedEngine(2, shard_size=512, num_cpus=1)
@@ -263,3 +273,9 @@ def test_ray_restarts_a_crashed_shard_from_its_snapshot(tmp_path: Path) -> None:
     assert sizes == [saved[0], 600], "shard 0 came back from its snapshot"
     got = sharded.search_vector(x[3], 5)
     assert got[0].text == texts[3]
+
+
+def test_shards_that_cannot_start_raise_instead_of_waiting() -> None:
+    with pytest.raises(imesde.ShardUnavailableError, match="did not start") as err:
+        dist.ShardedEngine(1, model=8, shard_size=16, num_cpus=64, start_timeout=1)
+    assert err.value.shard == 0

@@ -8,6 +8,7 @@ import json
 import os
 import queue
 import threading
+import time
 import zlib
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -82,7 +83,7 @@ class _Shard:
         self.index = index
         model = spec["model"]
         if not isinstance(model, int):
-            model = imesde.TextEmbedder(model, threads=spec["threads"])
+            model = imesde.TextEmbedder(model, spec.get("tokenizer"), threads=spec["threads"])
         if snapshot is not None and os.path.exists(snapshot):
             self.engine = imesde.Engine.load(
                 snapshot, model=None if isinstance(model, int) else model
@@ -229,10 +230,12 @@ class ShardedEngine:
     holding the same items gives (ties to the newer item, as there).
 
     ``model``: as for ``Engine`` (None for the default model, a model path, or an int for
-    vectors only); each actor loads it once and runs ONNX Runtime on ``num_cpus`` threads.
+    vectors only; ``tokenizer`` as for ``TextEmbedder`` when it is not beside the model); each
+    actor loads it once and runs ONNX Runtime on ``num_cpus`` threads.
     ``max_restarts``: Ray restarts a crashed shard actor up to this many times, from its
     snapshot in ``snapshot_dir`` when one was saved there. ``restore_shard`` does the same on
-    demand.
+    demand. ``start_timeout``: seconds to wait for the actors to start (None: as long as
+    Ray takes) before raising ``ShardUnavailableError``.
     """
 
     def __init__(
@@ -240,6 +243,7 @@ class ShardedEngine:
         num_shards: int = 2,
         *,
         model: str | os.PathLike[str] | int | None = None,
+        tokenizer: str | os.PathLike[str] | None = None,
         shard_size: int = 16_384,
         engine_shards: int = 16,
         storage: str = "f32",
@@ -248,6 +252,7 @@ class ShardedEngine:
         num_cpus: float = 1,
         max_restarts: int = 0,
         snapshot_dir: str | os.PathLike[str] | None = None,
+        start_timeout: float | None = 600.0,
     ) -> None:
         if num_shards < 1:
             raise ValueError(f"num_shards must be at least 1, got {num_shards}")
@@ -255,6 +260,7 @@ class ShardedEngine:
             raise ValueError("shard_size and engine_shards must be at least 1")
         self._spec: dict[str, Any] = {
             "model": os.fspath(model) if isinstance(model, os.PathLike) else model,
+            "tokenizer": None if tokenizer is None else os.fspath(tokenizer),
             "threads": max(1, int(num_cpus)),
             "engine_shards": engine_shards,
             "ring_shard_size": -(-shard_size // engine_shards),
@@ -272,7 +278,29 @@ class ShardedEngine:
         self._subscription_keys = 0
         self._standing: dict[int, tuple[Any, ...]] = {}
         self._actors = [self._start(i) for i in range(num_shards)]
-        self.capacity = sum(ray.get([a.capacity.remote() for a in self._actors]))
+        self.capacity = self._started(start_timeout)
+
+    def _started(self, timeout: float | None) -> int:
+        """The actors' total capacity once all answer; raises (and stops them) when one does
+        not start within `timeout` seconds (a cluster without the CPUs asked for waits
+        forever otherwise)."""
+        refs = [a.capacity.remote() for a in self._actors]
+        deadline = None if timeout is None else time.monotonic() + timeout
+        got = 0
+        for i, ref in enumerate(refs):
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                got += self._wait(i, ref, left)
+            except ray.exceptions.GetTimeoutError as e:
+                for a in self._actors:
+                    with contextlib.suppress(Exception):
+                        ray.kill(a)
+                raise ShardUnavailableError(
+                    f"shard {i} did not start within {timeout} s: does the cluster have "
+                    f"{self._num_cpus} CPUs free per shard?",
+                    shard=i,
+                ) from e
+        return got
 
     def _start(self, shard: int, snapshot: str | None = None) -> Any:
         if snapshot is None and self._snapshot_dir is not None:
@@ -284,9 +312,9 @@ class ShardedEngine:
 
     # --- calls to shards -------------------------------------------------------------------
 
-    def _wait(self, shard: int, ref: Any) -> Any:
+    def _wait(self, shard: int, ref: Any, timeout: float | None = None) -> Any:
         try:
-            return ray.get(ref)
+            return ray.get(ref, timeout=timeout)
         except _ACTOR_GONE as e:
             raise ShardUnavailableError(
                 f"shard {shard} is unavailable ({type(e).__name__}); restore it with "
@@ -635,6 +663,7 @@ class ShardedEngine:
         key: Callable[[str], Hashable] | None = None,
         num_cpus: float = 1,
         max_restarts: int = 0,
+        start_timeout: float | None = 600.0,
     ) -> ShardedEngine:
         """The engine saved in ``directory``, one actor per shard snapshot."""
         directory = os.fspath(directory)
@@ -655,7 +684,7 @@ class ShardedEngine:
         self._subscription_keys = 0
         self._standing = {}
         self._actors = [self._start(i) for i in range(self.num_shards)]
-        self.capacity = sum(ray.get([a.capacity.remote() for a in self._actors]))
+        self.capacity = self._started(start_timeout)
         return self
 
     def available(self) -> list[bool]:
