@@ -69,27 +69,21 @@ impl Lexical {
         self.follow(ring, texts.iter().map(|(id, t)| (*id, &**t)));
     }
 
-    /// BM25 `(id, score)` of the best `k` documents, best first.
-    pub(crate) fn ranked(&self, query: &str, k: usize) -> Vec<(u64, f32)> {
-        self.index
-            .search(query, k, 0.0)
-            .into_iter()
-            .map(|h| (h.id, h.score))
-            .collect()
-    }
-
-    /// [`Self::ranked`] among the ids `keep` accepts.
-    pub(crate) fn ranked_where(
+    /// BM25 `(id, score)` of the best `k` documents among the ids `keep` accepts (all
+    /// without it), best first; scored as one index of `corpus` when given.
+    pub(crate) fn ranked(
         &self,
         query: &str,
         k: usize,
-        keep: &mut dyn FnMut(u64) -> bool,
+        corpus: Option<&Corpus>,
+        keep: Option<&mut dyn FnMut(u64) -> bool>,
     ) -> Vec<(u64, f32)> {
-        self.index
-            .search_filtered(query, k, 0.0, keep)
-            .into_iter()
-            .map(|h| (h.id, h.score))
-            .collect()
+        let hits = match (corpus, keep) {
+            (Some(c), keep) => self.index.search_corpus(query, k, 0.0, c, keep),
+            (None, Some(keep)) => self.index.search_filtered(query, k, 0.0, keep),
+            (None, None) => self.index.search(query, k, 0.0),
+        };
+        hits.into_iter().map(|h| (h.id, h.score)).collect()
     }
 
     /// This index's part of a corpus of several engines' indexes (see [`Bm25::corpus_terms`]).
@@ -105,20 +99,5 @@ impl Lexical {
         total_len: u64,
     ) -> Vec<f32> {
         self.index.corpus_max_impacts(terms, documents, total_len)
-    }
-
-    /// [`Self::ranked`] / [`Self::ranked_where`] scored as one index of `corpus`.
-    pub(crate) fn ranked_corpus(
-        &self,
-        query: &str,
-        k: usize,
-        corpus: &Corpus,
-        keep: Option<&mut dyn FnMut(u64) -> bool>,
-    ) -> Vec<(u64, f32)> {
-        self.index
-            .search_corpus(query, k, 0.0, corpus, keep)
-            .into_iter()
-            .map(|h| (h.id, h.score))
-            .collect()
     }
 }

@@ -392,7 +392,7 @@ impl Engine {
     /// No BM25 index, an empty time window.
     #[cfg(feature = "bm25")]
     pub fn lexical_search(&self, query: &str, k: usize, filter: &Filter) -> Result<Vec<Hit>> {
-        let ranked = self.lexical_ranked(query, self.cap(k), filter)?;
+        let ranked = self.lexical_ranked(query, self.cap(k), filter, None)?;
         Ok(self.hits_for(&ranked))
     }
 
@@ -441,33 +441,30 @@ impl Engine {
         filter: &Filter,
         corpus: &Corpus,
     ) -> Result<Vec<Hit>> {
+        let ranked = self.lexical_ranked(query, self.cap(k), filter, Some(corpus))?;
+        Ok(self.hits_for(&ranked))
+    }
+
+    #[cfg(feature = "bm25")]
+    fn lexical_ranked(
+        &self,
+        query: &str,
+        k: usize,
+        filter: &Filter,
+        corpus: Option<&Corpus>,
+    ) -> Result<Vec<(u64, f32)>> {
         let lexical = self.lexical.as_ref().ok_or(EngineError::NoLexical)?;
         filter.check()?;
         let lexical = lexical.lock();
-        let k = self.cap(k);
-        let ranked = if filter.is_empty() {
-            lexical.ranked_corpus(query, k, corpus, None)
+        Ok(if filter.is_empty() {
+            lexical.ranked(query, k, corpus, None)
         } else {
-            lexical.ranked_corpus(
+            lexical.ranked(
                 query,
                 k,
                 corpus,
                 Some(&mut |id| self.ring.passes(id, filter)),
             )
-        };
-        drop(lexical);
-        Ok(self.hits_for(&ranked))
-    }
-
-    #[cfg(feature = "bm25")]
-    fn lexical_ranked(&self, query: &str, k: usize, filter: &Filter) -> Result<Vec<(u64, f32)>> {
-        let lexical = self.lexical.as_ref().ok_or(EngineError::NoLexical)?;
-        filter.check()?;
-        let lexical = lexical.lock();
-        Ok(if filter.is_empty() {
-            lexical.ranked(query, k)
-        } else {
-            lexical.ranked_where(query, k, &mut |id| self.ring.passes(id, filter))
         })
     }
 
@@ -496,7 +493,7 @@ impl Engine {
         }
         let k = self.cap(k);
         let depth = self.cap(hybrid_depth(k));
-        let lexical = self.lexical_ranked(query, depth, filter)?;
+        let lexical = self.lexical_ranked(query, depth, filter, None)?;
         let q = self.embed_queries(&[Arc::from(query)], interrupted)?;
         let dense: Vec<(u64, f32)> = self
             .ring

@@ -267,13 +267,28 @@ class ShardedEngine:
             "storage": storage,
             "lexical": lexical,
         }
+        self._open(num_shards, key, num_cpus, max_restarts, snapshot_dir, start_timeout)
+
+    def _open(
+        self,
+        num_shards: int,
+        key: Callable[[str], Hashable] | None,
+        num_cpus: float,
+        max_restarts: int,
+        snapshot_dir: str | os.PathLike[str] | None,
+        start_timeout: float | None,
+        next_seq: int = 0,
+        turn: int = 0,
+    ) -> None:
+        """Sets the driver's state and starts one actor per shard (from its snapshot in
+        `snapshot_dir` when there is one there)."""
         self.num_shards = num_shards
         self._key = key
         self._num_cpus = num_cpus
         self._max_restarts = max_restarts
         self._snapshot_dir = None if snapshot_dir is None else os.fspath(snapshot_dir)
-        self._next = 0  # items ingested so far: the next item's sequence number
-        self._turn = 0
+        self._next = next_seq  # items ingested so far: the next item's sequence number
+        self._turn = turn
         self._lock = threading.Lock()
         self._subscription_keys = 0
         self._standing: dict[int, tuple[Any, ...]] = {}
@@ -647,7 +662,7 @@ class ShardedEngine:
                 "num_shards": self.num_shards,
                 "next": self._next,
                 "turn": self._turn,
-                "spec": {**self._spec, "model": self._spec["model"]},
+                "spec": self._spec,
             }
             tmp = os.path.join(directory, MANIFEST + ".tmp")
             with open(tmp, "w", encoding="utf-8") as f:
@@ -673,18 +688,16 @@ class ShardedEngine:
             raise ValueError(f"{directory}: not a ShardedEngine snapshot of format {FORMAT}")
         self = cls.__new__(cls)
         self._spec = manifest["spec"]
-        self.num_shards = int(manifest["num_shards"])
-        self._key = key
-        self._num_cpus = num_cpus
-        self._max_restarts = max_restarts
-        self._snapshot_dir = directory
-        self._next = int(manifest["next"])
-        self._turn = int(manifest["turn"])
-        self._lock = threading.Lock()
-        self._subscription_keys = 0
-        self._standing = {}
-        self._actors = [self._start(i) for i in range(self.num_shards)]
-        self.capacity = self._started(start_timeout)
+        self._open(
+            int(manifest["num_shards"]),
+            key,
+            num_cpus,
+            max_restarts,
+            directory,
+            start_timeout,
+            int(manifest["next"]),
+            int(manifest["turn"]),
+        )
         return self
 
     def available(self) -> list[bool]:
