@@ -67,3 +67,28 @@ def whole_stream_embeddings() -> npt.NDArray[np.float32]:
     CACHE.mkdir(exist_ok=True)
     np.save(path, x)
     return x
+
+
+def real_like(n: int, base_n: int = 65_536, seed: int = 0) -> npt.NDArray[np.float32]:
+    """``n`` unit vectors with the structure of real text embeddings: the first ``base_n``
+    are ``stream_embeddings(base_n)`` themselves, the rest each one of them plus Gaussian
+    noise whose length is the real set's median nearest-neighbour distance (so that a
+    neighbour sits from its original as the real items sit from theirs), normalised. Not
+    i.i.d. Gaussian vectors, whose top scores all tie."""
+    base = stream_embeddings(base_n)
+    rng = np.random.default_rng(seed)
+    sample = base[rng.choice(len(base), min(2_000, len(base)), replace=False)]
+    sims = sample @ base.T
+    sims[sims > 0.99999] = -1.0  # the sample item itself (and exact duplicates)
+    spacing = float(np.sqrt(2.0 - 2.0 * np.median(sims.max(axis=1))))
+    out = np.empty((n, base.shape[1]), dtype=np.float32)
+    head = min(n, len(base))
+    out[:head] = base[:head]
+    step = 1 << 16
+    for start in range(head, n, step):
+        end = min(n, start + step)
+        noise = rng.standard_normal((end - start, base.shape[1]), dtype=np.float32)
+        noise *= np.float32(spacing / np.sqrt(base.shape[1]))
+        rows = base[rng.integers(0, len(base), end - start)] + noise
+        out[start:end] = rows / np.linalg.norm(rows, axis=1, keepdims=True)
+    return out

@@ -22,7 +22,7 @@ def vector_for(item_id: int) -> np.ndarray:
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("storage", ["f32", "int8"])
+@pytest.mark.parametrize("storage", ["f32", "int8", "binary"])
 def test_four_writers_four_readers(storage: str) -> None:
     engine = imesde.Engine(DIM, num_shards=8, shard_size=64, storage=storage)
     stop = threading.Event()
@@ -83,7 +83,7 @@ def test_four_writers_four_readers(storage: str) -> None:
         expect = float(vector_for(int(h.text)) @ q) / float(
             np.linalg.norm(vector_for(int(h.text))) * np.linalg.norm(q)
         )
-        assert h.score == pytest.approx(expect, abs=5e-3 if storage == "int8" else 1e-5)
+        assert h.score == pytest.approx(expect, abs=1e-5 if storage == "f32" else 5e-3)
 
 
 @pytest.mark.timeout(60)

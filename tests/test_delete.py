@@ -23,7 +23,7 @@ def brute_force_ids(
     return [keep[i] for i in order]
 
 
-@pytest.mark.parametrize("storage", ["f32", "int8"])
+@pytest.mark.parametrize("storage", ["f32", "int8", "binary"])
 def test_deleted_items_leave_every_search_and_snapshots(
     golden: Golden, storage: str, tmp_path: Path
 ) -> None:

@@ -341,9 +341,12 @@ class Engine:
     ) -> Engine:
         """An engine embedding text with ``model`` (a ``TextEmbedder``, a model folder, or None
         for the default model), or for vectors only of dimension ``model`` when it is an int.
-        Holds ``num_shards * shard_size`` items, stored as ``"f32"`` (exact) or ``"int8"``
+        Holds ``num_shards * shard_size`` items, stored as ``"f32"`` (exact), ``"int8"``
         (int8 codes scanned, their best candidates rescored with a 4-bit residual: 38 % of the
-        memory at 384 dims, results nearly always those of exact search)."""
+        memory at 384 dims, results nearly always those of exact search) or ``"binary"`` (one
+        sign bit per value scanned, a 32nd of f32, with the int8 copy kept to rescore the
+        best candidates: recall@10 about 0.99 on text embeddings; ``exact=True`` on a search
+        scans the int8 copy instead)."""
     def ingest(
         self,
         text: str,
@@ -373,6 +376,7 @@ class Engine:
         since: _Timestamp | None = None,
         until: _Timestamp | None = None,
         where: _Where | None = None,
+        exact: bool = False,
     ) -> list[Hit]:
         """The ``k`` items closest in meaning to the text ``query``, best first."""
     def search_batch(
@@ -383,6 +387,7 @@ class Engine:
         since: _Timestamp | None = None,
         until: _Timestamp | None = None,
         where: _Where | None = None,
+        exact: bool = False,
     ) -> list[list[Hit]]:
         """``search`` for each query text (embedded in one batch)."""
     def lexical_search(
@@ -426,6 +431,7 @@ class Engine:
         since: _Timestamp | None = None,
         until: _Timestamp | None = None,
         where: _Where | None = None,
+        exact: bool = False,
     ) -> list[Hit]:
         """Dense and lexical results fused (``alpha`` weights the dense side)."""
     def save(self, path: str | os.PathLike[str]) -> None:
@@ -496,8 +502,11 @@ class Engine:
         since: _Timestamp | None = None,
         until: _Timestamp | None = None,
         where: _Where | None = None,
+        exact: bool = False,
     ) -> list[Hit]:
-        """The ``k`` items most similar to ``query``, best first, optionally filtered."""
+        """The ``k`` items most similar to ``query``, best first, optionally filtered.
+        ``exact=True`` scans every item with the exact kernels even where the engine has a
+        faster approximate scan (``storage="binary"``)."""
     def search_vectors(
         self,
         queries: _F32Array,
@@ -506,6 +515,7 @@ class Engine:
         since: _Timestamp | None = None,
         until: _Timestamp | None = None,
         where: _Where | None = None,
+        exact: bool = False,
     ) -> tuple[_F32Array, _Ids]:
         """Exact top-``k`` for a batch of queries: ``(scores, ids)`` of shape ``[nq, k']``."""
     def get(self, id: int) -> Item:

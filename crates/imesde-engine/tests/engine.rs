@@ -91,6 +91,7 @@ fn text_search_finds_meaning_and_filters_apply() {
         since: Some(101.0),
         until: Some(104.0),
         predicate: Some(Predicate::eq("host", "web1")),
+        ..Filter::default()
     };
     let hits = e
         .search_text("anything", 10, &filter, &mut never())

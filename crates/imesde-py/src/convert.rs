@@ -574,6 +574,7 @@ pub(crate) fn filter(
     since: Option<&Bound<'_, PyAny>>,
     until: Option<&Bound<'_, PyAny>>,
     where_: Option<&Bound<'_, PyAny>>,
+    exact: bool,
 ) -> PyResult<Filter> {
     // NaN would silently match nothing (or everything); an infinity is an open end.
     let bound = |t: &Bound<'_, PyAny>, what: &str| {
@@ -590,6 +591,7 @@ pub(crate) fn filter(
         since: since.map(|t| bound(t, "since")).transpose()?,
         until: until.map(|t| bound(t, "until")).transpose()?,
         predicate: where_.filter(|w| !w.is_none()).map(predicate).transpose()?,
+        exact,
     })
 }
 

@@ -30,7 +30,9 @@ use crate::stream::Subscription;
 /// ``Engine()`` embeds text with the default model; ``Engine(model)`` takes a
 /// ``TextEmbedder`` or a model directory; ``Engine(384)`` makes a vectors-only engine of that
 /// dimension. Holds the newest ``num_shards * shard_size`` items; older ones are overwritten.
-/// Vectors are stored L2-normalised, scores are cosine similarities, search is exact.
+/// Vectors are stored L2-normalised, scores are cosine similarities, search is exact
+/// (``storage="f32"``), rescored from int8 codes (``"int8"``) or from candidates that sign
+/// bits pick (``"binary"``; ``exact=True`` on a search scans its int8 copy instead).
 #[pyclass(frozen, module = "imesde._imesde")]
 pub(crate) struct Engine {
     core: imesde_engine::Engine,
@@ -45,9 +47,10 @@ fn storage_of(name: &str) -> PyResult<Storage> {
     match name {
         "f32" | "float32" => Ok(Storage::F32),
         "int8" => Ok(Storage::Int8),
+        "binary" => Ok(Storage::Binary),
         _ => Err(err(
             Exc::InvalidValue,
-            format!("storage must be \"f32\" or \"int8\", got {name:?}"),
+            format!("storage must be \"f32\", \"int8\" or \"binary\", got {name:?}"),
         )),
     }
 }
@@ -118,7 +121,7 @@ impl Engine {
         r#where: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Vec<Hit>> {
         let k = k.positive("k")?;
-        let filter = convert::filter(since, until, r#where)?;
+        let filter = convert::filter(since, until, r#where, false)?;
         let core = &self.core;
         let found = gil::run(py, "Engine.lexical_search", || {
             core.lexical_search(&query, k, &filter)
@@ -174,7 +177,7 @@ impl Engine {
         r#where: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Vec<Hit>> {
         let k = k.positive("k")?;
-        let filter = convert::filter(since, until, r#where)?;
+        let filter = convert::filter(since, until, r#where, false)?;
         let corpus = imesde_engine::Corpus {
             documents,
             total_len: total_length,
@@ -195,8 +198,8 @@ impl Engine {
     /// sides, as in ``search``. Needs a model and ``lexical=True``.
     #[pyo3(
         signature = (query, k = Count::from(10), method = Text("weighted".into()), alpha = None, *,
-                     since = None, until = None, r#where = None),
-        text_signature = "($self, query, k=10, method='weighted', alpha=None, *, since=None, until=None, where=None)"
+                     since = None, until = None, r#where = None, exact = false),
+        text_signature = "($self, query, k=10, method='weighted', alpha=None, *, since=None, until=None, where=None, exact=False)"
     )]
     #[allow(clippy::too_many_arguments)]
     fn hybrid_search(
@@ -209,9 +212,10 @@ impl Engine {
         since: Option<&Bound<'_, PyAny>>,
         until: Option<&Bound<'_, PyAny>>,
         r#where: Option<&Bound<'_, PyAny>>,
+        exact: bool,
     ) -> PyResult<Vec<Hit>> {
         let k = k.positive("k")?;
-        let filter = convert::filter(since, until, r#where)?;
+        let filter = convert::filter(since, until, r#where, exact)?;
         let fusion = method.parse::<Fusion>().map_err(CoreError::from)?;
         let alpha = alpha.map(|a| a.0 as f32);
         let text = convert::one_str(query, "query")?;
@@ -283,7 +287,7 @@ impl Engine {
         let top_k = top_k.map(|k| k.positive("top_k")).transpose()?;
         let capacity = queue_size.positive("queue_size")?;
         let threshold = threshold.map(threshold_of).transpose()?;
-        let filter = convert::filter(None, None, r#where)?;
+        let filter = convert::filter(None, None, r#where, false)?;
         let core = &self.core;
         let (id, threshold) = gil::run(py, "Engine.subscribe", || {
             core.subscribe(&vector, threshold, top_k, filter)
@@ -368,7 +372,7 @@ impl Engine {
         r#where: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Vec<Item>> {
         let n = n.positive("n")?;
-        let filter = convert::filter(since, until, r#where)?;
+        let filter = convert::filter(since, until, r#where, false)?;
         let core = &self.core;
         let items =
             gil::run(py, "Engine.recent", || core.recent(n, &filter))?.map_err(CoreError::from)?;
@@ -594,9 +598,10 @@ impl Engine {
     /// The ``k`` stored items most similar in meaning to the text ``query``, best first.
     /// Filters as in ``search_vector``.
     #[pyo3(
-        signature = (query, k = Count::from(10), *, since = None, until = None, r#where = None),
-        text_signature = "($self, query, k=10, *, since=None, until=None, where=None)"
+        signature = (query, k = Count::from(10), *, since = None, until = None, r#where = None, exact = false),
+        text_signature = "($self, query, k=10, *, since=None, until=None, where=None, exact=False)"
     )]
+    #[allow(clippy::too_many_arguments)]
     fn search(
         &self,
         py: Python<'_>,
@@ -605,10 +610,11 @@ impl Engine {
         since: Option<&Bound<'_, PyAny>>,
         until: Option<&Bound<'_, PyAny>>,
         r#where: Option<&Bound<'_, PyAny>>,
+        exact: bool,
     ) -> PyResult<Vec<Hit>> {
         let k = k.positive("k")?;
         let query = convert::one_str(query, "query")?;
-        let filter = convert::filter(since, until, r#where)?;
+        let filter = convert::filter(since, until, r#where, exact)?;
         let q = self.embed_queries(py, &[query])?;
         let core = &self.core;
         let found = gil::run(py, "Engine.search", || core.search_vector(&q, k, &filter))?;
@@ -617,9 +623,10 @@ impl Engine {
 
     /// ``search`` for each text of ``queries`` (embedded in one batch): a list of hit lists.
     #[pyo3(
-        signature = (queries, k = Count::from(10), *, since = None, until = None, r#where = None),
-        text_signature = "($self, queries, k=10, *, since=None, until=None, where=None)"
+        signature = (queries, k = Count::from(10), *, since = None, until = None, r#where = None, exact = false),
+        text_signature = "($self, queries, k=10, *, since=None, until=None, where=None, exact=False)"
     )]
+    #[allow(clippy::too_many_arguments)]
     fn search_batch(
         &self,
         py: Python<'_>,
@@ -628,10 +635,11 @@ impl Engine {
         since: Option<&Bound<'_, PyAny>>,
         until: Option<&Bound<'_, PyAny>>,
         r#where: Option<&Bound<'_, PyAny>>,
+        exact: bool,
     ) -> PyResult<Vec<Vec<Hit>>> {
         let k = k.positive("k")?;
         let queries = convert::strs(queries, "queries", false)?;
-        let filter = convert::filter(since, until, r#where)?;
+        let filter = convert::filter(since, until, r#where, exact)?;
         let core = &self.core;
         let found = gil::run_interruptible(py, "Engine.search_batch", |stop| {
             core.search_texts(&queries, k, &filter, &mut stopped(stop))
@@ -684,11 +692,13 @@ impl Engine {
     /// The ``k`` stored items most similar to ``query`` (a ``[dim]`` float32 array), best
     /// first. ``since`` / ``until`` (seconds or datetimes) keep ``since <= ts < until``;
     /// ``where`` keeps items whose metadata passes it (``{"key": value}``, ``$gt``, ``$in``,
-    /// ``$and``, ...: see README, Filters).
+    /// ``$and``, ...: see README, Filters). ``exact=True`` scans every item with the exact
+    /// kernels even where the engine has a faster approximate scan (``storage="binary"``).
     #[pyo3(
-        signature = (query, k = Count::from(10), *, since = None, until = None, r#where = None),
-        text_signature = "($self, query, k=10, *, since=None, until=None, where=None)"
+        signature = (query, k = Count::from(10), *, since = None, until = None, r#where = None, exact = false),
+        text_signature = "($self, query, k=10, *, since=None, until=None, where=None, exact=False)"
     )]
+    #[allow(clippy::too_many_arguments)]
     fn search_vector(
         &self,
         py: Python<'_>,
@@ -697,6 +707,7 @@ impl Engine {
         since: Option<&Bound<'_, PyAny>>,
         until: Option<&Bound<'_, PyAny>>,
         r#where: Option<&Bound<'_, PyAny>>,
+        exact: bool,
     ) -> PyResult<Vec<Hit>> {
         let k = k.positive("k")?;
         let q = convert::rows(query, "query")?;
@@ -710,7 +721,7 @@ impl Engine {
             ));
         }
         self.check_dim(q.dim, "query")?;
-        let filter = convert::filter(since, until, r#where)?;
+        let filter = convert::filter(since, until, r#where, exact)?;
         let (q, core) = (q.as_slice(), &self.core);
         let found = gil::run(py, "Engine.search", || core.search_vector(q, k, &filter))?;
         Ok(hits(found.map_err(CoreError::from)?))
@@ -721,10 +732,11 @@ impl Engine {
     /// ``[nq, min(k, len(engine))]``, best first. ``since``, ``until`` and ``where`` as in
     /// ``search`` (fewer matching items: fewer columns).
     #[pyo3(
-        signature = (queries, k = Count::from(10), *, since = None, until = None, r#where = None),
-        text_signature = "($self, queries, k=10, *, since=None, until=None, where=None)"
+        signature = (queries, k = Count::from(10), *, since = None, until = None, r#where = None, exact = false),
+        text_signature = "($self, queries, k=10, *, since=None, until=None, where=None, exact=False)"
     )]
     #[allow(clippy::type_complexity)]
+    #[allow(clippy::too_many_arguments)]
     fn search_vectors<'py>(
         &self,
         py: Python<'py>,
@@ -733,9 +745,10 @@ impl Engine {
         since: Option<&Bound<'py, PyAny>>,
         until: Option<&Bound<'py, PyAny>>,
         r#where: Option<&Bound<'py, PyAny>>,
+        exact: bool,
     ) -> PyResult<(Bound<'py, PyArray2<f32>>, Bound<'py, PyArray2<i64>>)> {
         let k = k.positive("k")?;
-        let filter = convert::filter(since, until, r#where)?;
+        let filter = convert::filter(since, until, r#where, exact)?;
         let q = convert::rows(queries, "queries")?;
         self.check_dim(q.dim, "queries")?;
         let (data, core) = (q.as_slice(), &self.core);
@@ -806,7 +819,7 @@ impl Engine {
         self.config().shard_size
     }
 
-    /// ``"f32"`` or ``"int8"``.
+    /// ``"f32"``, ``"int8"`` or ``"binary"``.
     #[getter]
     fn storage(&self) -> &'static str {
         self.config().storage.name()

@@ -83,6 +83,9 @@ pub struct Filter {
     pub until: Option<f64>,
     /// Keep items whose metadata passes it.
     pub predicate: Option<Predicate>,
+    /// Not a condition on items: scan every item with the exact kernels even where the ring
+    /// has a faster, approximate scan (binary storage scans its int8 copy instead).
+    pub exact: bool,
 }
 
 impl Filter {
@@ -112,6 +115,12 @@ impl Filter {
     #[must_use]
     pub fn is_empty(&self) -> bool {
         self.since.is_none() && self.until.is_none() && self.predicate.is_none()
+    }
+
+    /// Whether `self` and `other` keep the same items (`exact` aside).
+    #[must_use]
+    pub fn same_items(&self, other: &Filter) -> bool {
+        self.since == other.since && self.until == other.until && self.predicate == other.predicate
     }
 
     /// Whether an item with timestamp `ts` and metadata `meta` passes.

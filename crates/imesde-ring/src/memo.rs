@@ -53,7 +53,7 @@ impl Memos {
     /// The answers of `filter` (made empty when it is not remembered yet).
     pub(crate) fn of(&self, filter: &Filter, shards: usize, shard_size: usize) -> Arc<Memo> {
         let mut memos = self.0.lock();
-        if let Some(i) = memos.iter().position(|m| m.filter == *filter) {
+        if let Some(i) = memos.iter().position(|m| m.filter.same_items(filter)) {
             let m = memos.remove(i);
             memos.insert(0, Arc::clone(&m));
             return m;

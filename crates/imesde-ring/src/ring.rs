@@ -3,6 +3,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use imesde_simd::binary::{self, BinaryQuery};
 use imesde_simd::quant::{self, NarrowQueries};
 use imesde_simd::{Kernels, TopK};
 use parking_lot::RwLock;
@@ -24,6 +25,10 @@ pub enum Storage {
     /// a 4-bit residual per value that rescores the scan's best candidates, so results match
     /// exact f32 search closely (1.5 bytes per value and 4 per vector in all).
     Int8,
+    /// One sign bit per value, scanned by Hamming distance (48 bytes for 384 values, a 32nd
+    /// of f32), plus the int8 copy of [`Storage::Int8`], read only to rescore the scan's best
+    /// candidates (and by exact searches): the scan reads an eighth of what int8's reads.
+    Binary,
 }
 
 impl Storage {
@@ -33,6 +38,7 @@ impl Storage {
         match self {
             Storage::F32 => "f32",
             Storage::Int8 => "int8",
+            Storage::Binary => "binary",
         }
     }
 
@@ -44,6 +50,9 @@ impl Storage {
             Storage::Int8 => dim
                 .saturating_add(quant::residual_bytes(dim))
                 .saturating_add(4),
+            Storage::Binary => Storage::Int8
+                .vector_bytes(dim)
+                .saturating_add(binary::words(dim) * 8),
         }
     }
 }
@@ -119,6 +128,13 @@ pub(crate) fn is_live(id: u64) -> bool {
 /// Ids are below this (they fit an `i64`, as numpy and faiss users take them); a ring that
 /// would pass it refuses the batch instead of wrapping around.
 pub const MAX_IDS: u64 = i64::MAX as u64;
+/// Candidates per hit a binary scan keeps (at least [`BINARY_MIN_CANDIDATES`]), rescored
+/// from the int8 copy. Measured on 2^20 MiniLM-like vectors (65,536 stream embeddings and
+/// noisy neighbours at their spacing) with the debtags queries, recall@10 after rescoring:
+/// 200 candidates 0.99, 100 0.97 (the Hamming distance instead of the asymmetric score
+/// needs 3,000 for 0.99).
+const BINARY_CANDIDATES: usize = 20;
+const BINARY_MIN_CANDIDATES: usize = 200;
 /// Rows scored per kernel call: bounds the score buffers whatever the shard size.
 const CHUNK: usize = 2048;
 /// Rows per parallel task: a shard larger than this is split, so the threads of a scan end
@@ -138,13 +154,16 @@ pub fn set_parallel(enabled: bool) {
 }
 
 /// Int8 rows: codes and a scale per row, scanned, and a 4-bit residual per value
-/// ([`quant::quantize_residual`]) read to rescore the scan's best candidates.
+/// ([`quant::quantize_residual`]) read to rescore the scan's best candidates. Binary rings
+/// also keep sign bits (blocked, [`binary::put_row`]), which their scans read instead of the
+/// codes; `bits` is empty on int8 rings.
 pub(crate) enum Vectors {
     F32(Vec<f32>),
     Int8 {
         codes: Vec<i8>,
         scales: Vec<f32>,
         residuals: Vec<u8>,
+        bits: Vec<u64>,
     },
 }
 
@@ -199,10 +218,14 @@ impl Shard {
                 codes,
                 scales,
                 residuals,
+                bits,
             } => {
                 codes.resize(n * dim, 0);
                 scales.resize(n, 0.0);
                 residuals.resize(n * quant::residual_bytes(dim), 0);
+                if bits.capacity() > 0 {
+                    bits.resize(binary::blocked_len(n, binary::words(dim)), 0);
+                }
             }
         }
     }
@@ -220,6 +243,8 @@ enum Prepared {
         codes: Vec<i8>,
         scales: Vec<f32>,
         residuals: Vec<u8>,
+        /// Row-major sign bits (binary rings; empty otherwise).
+        bits: Vec<u64>,
     },
 }
 
@@ -234,6 +259,9 @@ enum Query {
         codes: Vec<i16>,
         scales: Vec<f32>,
         narrow: Option<NarrowQueries>,
+        /// The queries for a binary ring's scan, which scores its rows' sign bits instead of
+        /// multiplying codes (`None`: an int8 scan).
+        bits: Option<Vec<BinaryQuery>>,
     },
 }
 
@@ -245,9 +273,15 @@ impl Query {
     /// slows the scan (30 candidates: +20 %). A batch's 7-bit codes leave more error in the
     /// scan, but its recall@10 after rescoring was the same with 15, 20 and 40 candidates
     /// (Gaussian 16,384 and 65,536, stream embeddings 16,384).
+    ///
+    /// A binary scan ranks by the query against sign bits, coarser still: see
+    /// [`BINARY_CANDIDATES`].
     fn candidates(&self, k: usize) -> usize {
         match self {
             Query::F32(_) => k,
+            Query::Int8 { bits: Some(_), .. } => k
+                .saturating_mul(BINARY_CANDIDATES)
+                .max(BINARY_MIN_CANDIDATES),
             Query::Int8 { .. } => k.saturating_add(k / 2).saturating_add(5),
         }
     }
@@ -260,6 +294,7 @@ impl Query {
 struct ScanBufs {
     fbuf: Vec<f32>,
     ibuf: Vec<i32>,
+    hbuf: Vec<i32>,
 }
 
 /// The sharded ring buffer. All methods take `&self`; the ring is `Send + Sync`.
@@ -301,6 +336,16 @@ fn now() -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
+/// The sign bits of `n` unit rows of `dim` values, row-major.
+fn sign_rows(unit: &[f32], dim: usize) -> Vec<u64> {
+    let w = binary::words(dim);
+    let mut bits = vec![0u64; unit.len() / dim * w];
+    for (x, b) in unit.chunks_exact(dim).zip(bits.chunks_exact_mut(w)) {
+        binary::sign_bits(x, b);
+    }
+    bits
+}
+
 /// Checks and L2-normalises `n` vectors of `dim` values into `out`.
 fn normalise_into(what: &'static str, src: &[f32], dim: usize, out: &mut [f32]) -> Result<()> {
     for (index, (x, o)) in src
@@ -335,7 +380,7 @@ impl Ring {
                 return Err(RingError::ZeroSize { what });
             }
         }
-        if cfg.storage == Storage::Int8 && cfg.dim > quant::MAX_I8_DIM {
+        if cfg.storage != Storage::F32 && cfg.dim > quant::MAX_I8_DIM {
             return Err(RingError::DimTooLarge {
                 dim: cfg.dim,
                 max: quant::MAX_I8_DIM,
@@ -365,11 +410,17 @@ impl Ring {
         for _ in 0..cfg.num_shards {
             let vectors = match cfg.storage {
                 Storage::F32 => Vectors::F32(try_reserved(values).ok_or_else(capacity_err)?),
-                Storage::Int8 => Vectors::Int8 {
+                Storage::Int8 | Storage::Binary => Vectors::Int8 {
                     codes: try_reserved(values).ok_or_else(capacity_err)?,
                     scales: try_reserved(cfg.shard_size).ok_or_else(capacity_err)?,
                     residuals: try_reserved(cfg.shard_size * quant::residual_bytes(cfg.dim))
                         .ok_or_else(capacity_err)?,
+                    bits: if cfg.storage == Storage::Binary {
+                        try_reserved(binary::blocked_len(cfg.shard_size, binary::words(cfg.dim)))
+                            .ok_or_else(capacity_err)?
+                    } else {
+                        Vec::new()
+                    },
                 },
             };
             shards.push(RwLock::new(Shard {
@@ -502,7 +553,7 @@ impl Ring {
     fn encode_unit(&self, unit: Vec<f32>) -> Prepared {
         match self.cfg.storage {
             Storage::F32 => Prepared::F32(unit),
-            Storage::Int8 => {
+            Storage::Int8 | Storage::Binary => {
                 let dim = self.cfg.dim;
                 let rb = quant::residual_bytes(dim);
                 let n = unit.len() / dim;
@@ -518,10 +569,16 @@ impl Ring {
                         scale
                     })
                     .collect();
+                let bits = if self.cfg.storage == Storage::Binary {
+                    sign_rows(&unit, dim)
+                } else {
+                    Vec::new()
+                };
                 Prepared::Int8 {
                     codes,
                     scales,
                     residuals,
+                    bits,
                 }
             }
         }
@@ -560,7 +617,7 @@ impl Ring {
         // f32 rings store the unit rows themselves: score from there, without a copy.
         let (prepared, copy) = match self.cfg.storage {
             Storage::F32 => (Prepared::F32(unit), None),
-            Storage::Int8 => (self.encode_unit(unit.clone()), Some(unit)),
+            Storage::Int8 | Storage::Binary => (self.encode_unit(unit.clone()), Some(unit)),
         };
         let ids = self.write(n, &prepared, attrs, ts_now)?;
         let unit = match (&prepared, &copy) {
@@ -741,14 +798,20 @@ impl Ring {
                                 codes,
                                 scales,
                                 residuals,
+                                bits,
                             },
                             Prepared::Int8 {
                                 codes: c,
                                 scales: sc,
                                 residuals: r,
+                                bits: b,
                             },
                         ) => {
                             let rb = quant::residual_bytes(dim);
+                            if !b.is_empty() {
+                                let w = binary::words(dim);
+                                binary::put_row(bits, slot, &b[i * w..(i + 1) * w]);
+                            }
                             codes[slot * dim..(slot + 1) * dim]
                                 .copy_from_slice(&c[i * dim..(i + 1) * dim]);
                             residuals[slot * rb..(slot + 1) * rb]
@@ -788,23 +851,30 @@ impl Ring {
     }
 
     /// Unit queries in the form the kernels of this ring's storage want; int8 rings get
-    /// 15-bit query codes.
-    fn prepare_queries(&self, queries: &[f32]) -> Result<(usize, Query)> {
+    /// 15-bit query codes, binary rings also sign bits (unless `exact`: then they scan their
+    /// int8 copy as int8 rings do).
+    fn prepare_queries(&self, queries: &[f32], exact: bool) -> Result<(usize, Query)> {
         let (nq, unit) = self.unit_rows("query", queries)?;
         let query = match self.cfg.storage {
             Storage::F32 => Query::F32(unit),
-            Storage::Int8 => {
+            Storage::Int8 | Storage::Binary => {
                 let mut codes = vec![0i16; unit.len()];
                 let scales = unit
                     .chunks_exact(self.cfg.dim)
                     .zip(codes.chunks_exact_mut(self.cfg.dim))
                     .map(|(x, c)| quant::quantize_query(x, c))
                     .collect();
-                let narrow = (nq > 1).then(|| NarrowQueries::new(&unit, self.cfg.dim));
+                let binary = self.cfg.storage == Storage::Binary && !exact;
+                let narrow = (nq > 1 && !binary).then(|| NarrowQueries::new(&unit, self.cfg.dim));
                 Query::Int8 {
                     codes,
                     scales,
                     narrow,
+                    bits: binary.then(|| {
+                        unit.chunks_exact(self.cfg.dim)
+                            .map(BinaryQuery::new)
+                            .collect()
+                    }),
                 }
             }
         };
@@ -826,7 +896,7 @@ impl Ring {
         let dim = self.cfg.dim;
         let k = self.kernels;
         let mut start = rows.start;
-        let ScanBufs { fbuf, ibuf } = bufs;
+        let ScanBufs { fbuf, ibuf, hbuf } = bufs;
         while start < rows.end {
             let end = (start + CHUNK).min(rows.end);
             let m = end - start;
@@ -841,11 +911,25 @@ impl Ring {
                     }
                 }
                 (
+                    Vectors::Int8 { bits, .. },
+                    Query::Int8 {
+                        bits: Some(qbits), ..
+                    },
+                ) => {
+                    // Ranked by the asymmetric score; the best are rescored from the codes.
+                    let from = binary::blocked_len(start, binary::words(dim));
+                    fbuf.resize(nq * m, 0.0);
+                    for (bq, f) in qbits.iter().zip(fbuf.chunks_exact_mut(m)) {
+                        bq.scores(&bits[from..], hbuf, f);
+                    }
+                }
+                (
                     Vectors::Int8 { codes, scales, .. },
                     Query::Int8 {
                         codes: qc,
                         scales: qs,
                         narrow,
+                        bits: None,
                     },
                 ) => {
                     ibuf.resize(nq * m, 0);
@@ -893,8 +977,16 @@ impl Ring {
         // No more than the ring can hold: a huge `k` allocates nothing it cannot fill.
         let k = k.min(self.capacity());
         filter.check()?;
-        let (_, q) = self.prepare_queries(query)?;
+        let (_, q) = self.prepare_queries(query, filter.exact)?;
         self.searches.fetch_add(1, Ordering::Relaxed);
+        if matches!(q, Query::Int8 { bits: Some(_), .. }) {
+            // Hundreds of candidates: ranked as (score, key) pairs, hits made of the best.
+            let best = self.best_per_query(&q, 1, k, filter).swap_remove(0);
+            return Ok(best
+                .into_iter()
+                .filter_map(|(score, key)| self.hit(EMPTY - key, score))
+                .collect());
+        }
         let plain = filter.is_empty();
         let memo = self.memo(filter);
         let kc = q.candidates(k);
@@ -958,10 +1050,41 @@ impl Ring {
         }
         let k = k.min(self.capacity());
         filter.check()?;
+        let (nq, q) = self.prepare_queries(queries, filter.exact)?;
+        self.searches.fetch_add(nq as u64, Ordering::Relaxed);
+        let found = self.best_per_query(&q, nq, k, filter);
+        // Every query saw the same rows: fewer than `k` for one means as few for all (but
+        // for candidates overwritten since the scan).
+        let kk = found.iter().map(Vec::len).min().unwrap_or(0);
+        let mut scores = Vec::with_capacity(nq * kk);
+        let mut ids = Vec::with_capacity(nq * kk);
+        for mut best in found {
+            best.truncate(kk);
+            for (s, key) in best {
+                scores.push(s);
+                ids.push(EMPTY - key);
+            }
+        }
+        Ok(BatchResult {
+            scores,
+            ids,
+            nq,
+            k: kk,
+        })
+    }
+
+    /// The best `k` (score, key) pairs for each of the `nq` prepared queries passing
+    /// `filter`, best first: one pass over the ring keeping each query's candidates, then
+    /// their refinement ([`Ring::refine`]).
+    fn best_per_query(
+        &self,
+        q: &Query,
+        nq: usize,
+        k: usize,
+        filter: &Filter,
+    ) -> Vec<Vec<(f32, u64)>> {
         let plain = filter.is_empty();
         let memo = self.memo(filter);
-        let (nq, q) = self.prepare_queries(queries)?;
-        self.searches.fetch_add(nq as u64, Ordering::Relaxed);
         let kc = q.candidates(k);
         // One top-k per query and thread, its floor carried from task to task.
         let per_thread = self.fold_shards(
@@ -971,7 +1094,7 @@ impl Ring {
                 (tops, ScanBufs::default())
             },
             |(tops, bufs): &mut (Vec<TopK>, ScanBufs), shard, rows| {
-                self.scan_shard(shard, rows, &q, nq, bufs, |j, first, scores| {
+                self.scan_shard(shard, rows, q, nq, bufs, |j, first, scores| {
                     tops[j].offer_scores(scores, |top, r, score| {
                         let slot = first + r;
                         let id = shard.ids[slot];
@@ -991,31 +1114,33 @@ impl Ring {
                 m.merge(t);
             }
         }
-        // Every query saw the same rows: fewer than `k` for one means as few for all.
-        let kk = merged[0].len().min(k);
-        let mut scores = Vec::with_capacity(nq * kk);
-        let mut ids = Vec::with_capacity(nq * kk);
-        for (j, m) in merged.into_iter().enumerate() {
-            let mut best = m.into_sorted_vec();
-            if kc > k {
-                let ids: Vec<u64> = best.iter().map(|&(_, key)| EMPTY - key).collect();
-                for ((s, _), refined) in best.iter_mut().zip(self.rescore(&q, j, &ids)) {
-                    *s = refined.unwrap_or(*s);
-                }
-                imesde_simd::sort_best_first(&mut best);
-                best.truncate(k);
-            }
-            for (s, key) in best {
-                scores.push(s);
-                ids.push(EMPTY - key);
-            }
-        }
-        Ok(BatchResult {
-            scores,
-            ids,
-            nq,
-            k: kk,
-        })
+        merged
+            .into_iter()
+            .enumerate()
+            .map(|(j, m)| self.refine(q, j, m.into_sorted_vec(), k))
+            .collect()
+    }
+
+    /// The best `k` of a scan's candidates for query `j`, best first: int8 and binary
+    /// candidates are rescored from their codes and residuals. An int8 candidate overwritten
+    /// since the scan keeps its scan score; a binary one is dropped (its scan score is not a
+    /// cosine).
+    fn refine(&self, q: &Query, j: usize, best: Vec<(f32, u64)>, k: usize) -> Vec<(f32, u64)> {
+        let Query::Int8 { bits, .. } = q else {
+            return best;
+        };
+        let ids: Vec<u64> = best.iter().map(|&(_, key)| EMPTY - key).collect();
+        let mut best: Vec<(f32, u64)> = best
+            .into_iter()
+            .zip(self.rescore(q, j, &ids))
+            .filter_map(|((s, key), refined)| match refined {
+                Some(r) => Some((r, key)),
+                None => bits.is_none().then_some((s, key)),
+            })
+            .collect();
+        imesde_simd::sort_best_first(&mut best);
+        best.truncate(k);
+        best
     }
 
     /// The item with this id, if the ring still holds it.
@@ -1033,6 +1158,7 @@ impl Ring {
                 codes,
                 scales,
                 residuals,
+                ..
             } => {
                 let rb = quant::residual_bytes(dim);
                 let mut out = vec![0.0; dim];
@@ -1095,6 +1221,7 @@ impl Ring {
                         codes,
                         scales,
                         residuals,
+                        ..
                     } = &shard.vectors
                     else {
                         unreachable!("int8 queries go with int8 rings")

@@ -5,10 +5,10 @@
 //! `u32` CRC-32), little-endian:
 //!
 //! ```text
-//! u32 dim, u32 num_shards, u32 shard_size, u8 storage (0 f32, 1 int8), u64 next_id,
+//! u32 dim, u32 num_shards, u32 shard_size, u8 storage (0 f32, 1 int8, 2 binary), u64 next_id,
 //! str tag (the caller's, e.g. the model's identity), u64 item count, then per item:
 //!   u64 id, f64 ts, the stored vector (dim f32, or dim i8 + f32 scale + ceil(dim / 2) bytes
-//!   of 4-bit residual),
+//!   of 4-bit residual; binary storage: the int8 form, then ceil(dim / 64) u64 of sign bits),
 //!   u8 has_text [str text], u32 metadata pairs (str key, value)...
 //! ```
 //! A string is a `u32` byte length and UTF-8. A value is a `u8` kind and its payload: 0 str,
@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use imesde_format::{FormatError, Reader, Writer};
-use imesde_simd::quant;
+use imesde_simd::{binary, quant};
 
 use crate::item::{meta_bytes, text_bytes};
 use crate::ring::{MAX_IDS, Ring, RingConfig, Shard, Storage, Vectors, is_live};
@@ -106,6 +106,7 @@ impl Ring {
         w.u8(match cfg.storage {
             Storage::F32 => 0,
             Storage::Int8 => 1,
+            Storage::Binary => 2,
         });
         // No batch is half written while the gate is held exclusively; the shard read locks
         // then keep the copy still.
@@ -132,6 +133,7 @@ impl Ring {
                     codes,
                     scales,
                     residuals,
+                    bits,
                 } => {
                     let c = &codes[slot * dim..(slot + 1) * dim];
                     w.bytes(&c.iter().map(|&x| x as u8).collect::<Vec<u8>>());
@@ -139,6 +141,13 @@ impl Ring {
                     if version >= 2 {
                         let rb = quant::residual_bytes(dim);
                         w.bytes(&residuals[slot * rb..(slot + 1) * rb]);
+                    }
+                    if !bits.is_empty() {
+                        let mut row = vec![0u64; binary::words(dim)];
+                        binary::get_row(bits, slot, &mut row);
+                        for &b in &row {
+                            w.u64(b);
+                        }
                     }
                 }
             }
@@ -199,6 +208,7 @@ impl Ring {
         let storage = match r.u8().map_err(bad)? {
             0 => Storage::F32,
             1 => Storage::Int8,
+            2 if r.version() >= 3 => Storage::Binary,
             _ => return Err(invalid("unknown storage code")),
         };
         let next_id = r.u64().map_err(bad)?;
@@ -253,6 +263,7 @@ impl Ring {
                     codes,
                     scales,
                     residuals,
+                    bits,
                 } => {
                     let c = r.bytes(dim).map_err(bad)?;
                     for (dst, &b) in codes[slot * dim..(slot + 1) * dim].iter_mut().zip(c) {
@@ -277,6 +288,17 @@ impl Ring {
                         dst.copy_from_slice(r.bytes(rb).map_err(bad)?);
                     } else {
                         dst.fill(0);
+                    }
+                    if storage == Storage::Binary {
+                        let mut row = vec![0u64; binary::words(dim)];
+                        for b in &mut row {
+                            *b = r.u64().map_err(bad)?;
+                        }
+                        // Padding bits would count as disagreeing signs in every distance.
+                        if !dim.is_multiple_of(64) && row[row.len() - 1] >> (dim % 64) != 0 {
+                            return Err(invalid("a vector's sign bits set padding bits"));
+                        }
+                        binary::put_row(bits, slot, &row);
                     }
                 }
             }

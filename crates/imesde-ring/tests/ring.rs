@@ -290,7 +290,7 @@ fn scores_rising_with_the_id_over_many_tasks() {
 
 #[test]
 fn batch_search_matches_single_search_for_both_storages() {
-    for storage in [Storage::F32, Storage::Int8] {
+    for storage in [Storage::F32, Storage::Int8, Storage::Binary] {
         let dim = 64;
         let r = ring(dim, 4, 64, storage);
         let mut rng = Rng(3);
@@ -340,6 +340,95 @@ fn int8_scores_track_f32_scores() {
     }
     let v = b.get(7).unwrap().vector;
     assert!(cosine(&v, &data[7 * dim..8 * dim]) > 0.99999);
+}
+
+#[test]
+fn binary_storage_finds_the_neighbours_and_exact_scans_its_int8_copy() {
+    let dim = 384;
+    let (f, i, b) = (
+        ring(dim, 8, 512, Storage::F32),
+        ring(dim, 8, 512, Storage::Int8),
+        ring(dim, 8, 512, Storage::Binary),
+    );
+    // Clusters of near neighbours (as text embeddings come), a partial last block per shard.
+    let mut rng = Rng(11);
+    let centres = rng.vecs(40, dim);
+    let noise = rng.vecs(4001, dim);
+    let data: Vec<f32> = (0..4001)
+        .flat_map(|j| {
+            let c = &centres[(j % 40) * dim..(j % 40 + 1) * dim];
+            let n = &noise[j * dim..(j + 1) * dim];
+            c.iter()
+                .zip(n)
+                .map(|(c, n)| c + 0.35 * n)
+                .collect::<Vec<f32>>()
+        })
+        .collect();
+    let attrs = Attributes {
+        timestamps: (0..4001).map(f64::from).collect(),
+        ..Attributes::default()
+    };
+    for r in [&f, &i, &b] {
+        r.ingest(&data, &attrs).unwrap();
+    }
+    let exact = Filter {
+        exact: true,
+        ..Filter::default()
+    };
+    // Queries near the data, as text queries are (a Gaussian query far from everything
+    // ties with everything, and sign bits cannot order near-ties).
+    let jitter = rng.vecs(20, dim);
+    let queries: Vec<f32> = jitter
+        .iter()
+        .enumerate()
+        .map(|(t, n)| data[(t / dim) * 197 * dim + t % dim] + 0.3 * n)
+        .collect();
+    let (mut found, mut total) = (0, 0);
+    for q in queries
+        .chunks_exact(dim)
+        .chain(data.chunks_exact(dim).step_by(397))
+    {
+        let want: Vec<u64> = f
+            .search(q, 10, &Filter::default())
+            .unwrap()
+            .iter()
+            .map(|h| h.id)
+            .collect();
+        let got = b.search(q, 10, &Filter::default()).unwrap();
+        total += want.len();
+        found += got.iter().filter(|h| want.contains(&h.id)).count();
+        // Rescored scores: those of the int8 copy.
+        for h in &got {
+            let s = i.search(q, 4001, &Filter::default()).unwrap();
+            let same = s.iter().find(|x| x.id == h.id).unwrap();
+            assert!((same.score - h.score).abs() < 1e-6);
+        }
+        // exact=true: the int8 ring's scan, hit for hit; and the same for a batch.
+        assert_eq!(
+            b.search(q, 10, &exact).unwrap(),
+            i.search(q, 10, &exact).unwrap()
+        );
+    }
+    assert!(
+        found as f64 / total as f64 >= 0.95,
+        "recall {found}/{total}"
+    );
+    let qs = &queries[..5 * dim];
+    assert_eq!(
+        b.search_batch(qs, 10, &exact).unwrap(),
+        i.search_batch(qs, 10, &Filter::default()).unwrap()
+    );
+    let batch = b.search_batch(qs, 10, &Filter::default()).unwrap();
+    for (j, q) in qs.chunks_exact(dim).enumerate() {
+        let single: Vec<u64> = b
+            .search(q, 10, &Filter::default())
+            .unwrap()
+            .iter()
+            .map(|h| h.id)
+            .collect();
+        assert_eq!(&batch.ids[j * 10..(j + 1) * 10], single.as_slice());
+    }
+    assert!(b.stats().fixed_bytes > i.stats().fixed_bytes);
 }
 
 #[test]
@@ -462,7 +551,7 @@ fn concurrent_writers_and_readers_stay_consistent() {
 
 #[test]
 fn deleted_items_are_gone_from_every_read_and_their_slots_are_reused() {
-    for storage in [Storage::F32, Storage::Int8] {
+    for storage in [Storage::F32, Storage::Int8, Storage::Binary] {
         let r = ring(8, 3, 4, storage);
         let mut rng = Rng(7);
         let v = rng.vecs(10, 8);

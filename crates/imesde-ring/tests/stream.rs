@@ -109,7 +109,7 @@ fn bad_standing_queries_are_refused() {
 
 #[test]
 fn snapshots_restore_every_slot_and_reject_damage() {
-    for storage in [Storage::F32, Storage::Int8] {
+    for storage in [Storage::F32, Storage::Int8, Storage::Binary] {
         let r = ring(storage);
         let x = vecs(47, 16, 9);
         let attrs = Attributes {

@@ -47,6 +47,7 @@ macro_rules! avx2_dispatch {
     };
 }
 
+pub mod binary;
 mod fixed;
 pub mod packed;
 pub mod quant;

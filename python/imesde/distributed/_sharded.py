@@ -482,10 +482,12 @@ class ShardedEngine:
         until: Any = None,
         where: dict[str, Any] | None = None,
         allow_partial: bool = False,
+        exact: bool = False,
     ) -> list[ShardedHit]:
         """The ``k`` items closest in meaning to ``query`` over every shard, best first.
-        ``allow_partial``: answer from the shards that are available instead of raising."""
-        f = self._filters(since, until, where)
+        ``allow_partial``: answer from the shards that are available instead of raising;
+        ``exact``: as in ``Engine.search_vector``."""
+        f = {**self._filters(since, until, where), "exact": exact}
         return self._merge(self._scatter("search", query, k, f, allow_partial=allow_partial), k)
 
     def search_vector(
@@ -497,10 +499,11 @@ class ShardedEngine:
         until: Any = None,
         where: dict[str, Any] | None = None,
         allow_partial: bool = False,
+        exact: bool = False,
     ) -> list[ShardedHit]:
         """``search`` for a query vector."""
         q = np.ascontiguousarray(vector, dtype=np.float32)
-        f = self._filters(since, until, where)
+        f = {**self._filters(since, until, where), "exact": exact}
         return self._merge(self._scatter("search_vector", q, k, f, allow_partial=allow_partial), k)
 
     def search_batch(
@@ -512,10 +515,11 @@ class ShardedEngine:
         until: Any = None,
         where: dict[str, Any] | None = None,
         allow_partial: bool = False,
+        exact: bool = False,
     ) -> list[list[ShardedHit]]:
         """``search`` for each query (embedded in one batch on each shard)."""
         qs = list(queries)
-        f = self._filters(since, until, where)
+        f = {**self._filters(since, until, where), "exact": exact}
         per_shard = self._scatter("search_batch", qs, k, f, allow_partial=allow_partial)
         return [self._merge((s[j] for s in per_shard), k) for j in range(len(qs))]
 
@@ -569,6 +573,7 @@ class ShardedEngine:
         until: Any = None,
         where: dict[str, Any] | None = None,
         allow_partial: bool = False,
+        exact: bool = False,
     ) -> list[ShardedHit]:
         """Dense and lexical results fused as ``Engine.hybrid_search`` fuses them (the best
         ``max(5k, 50)`` of each side over all shards, ``method`` and ``alpha`` as there)."""
@@ -584,7 +589,7 @@ class ShardedEngine:
             "where": where,
             "allow_partial": allow_partial,
         }
-        dense = self.search(query, depth, **opts)
+        dense = self.search(query, depth, exact=exact, **opts)
         lexical = self.lexical_search(query, depth, **opts)
         if alpha is None and method == "weighted":
             alpha = 0.5
