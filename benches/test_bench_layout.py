@@ -8,6 +8,7 @@ the same capacity should search within about 5 % of the best one: compare the ro
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import imesde
@@ -47,3 +48,49 @@ def test_layout(benchmark: Any, data: tuple[Any, Any], layout: tuple[int, int]) 
     hits = benchmark.pedantic(lambda: e.search_vector(q, K), rounds=60, warmup_rounds=5)
     want = np.argsort(-(x.astype(np.float64) @ q))[:K]
     assert sorted(h.id for h in hits) == sorted(want.tolist())
+
+
+def test_layouts_interleaved(
+    benchmark: Any, data: tuple[Any, Any], smoke: bool, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every layout and numpy timed in turn, round after round, so that the VM's drifts hit
+    them alike: each one's min and median relative to the best layout's go to the report
+    (``extra_info``) and the terminal."""
+    x, q = data
+    engines = {}
+    for shards, size in LAYOUTS:
+        e = imesde.Engine(DIM, num_shards=shards, shard_size=size)
+        e.ingest_vectors(x)
+        engines[f"{shards} x {size}"] = e
+    calls: dict[str, Any] = {
+        name: (lambda e=e: e.search_vector(q, K)) for name, e in engines.items()
+    }
+    calls["numpy (anchor)"] = lambda: np.argpartition(-(x @ q), K)[:K]
+    times: dict[str, list[float]] = {name: [] for name in calls}
+
+    def sweep() -> None:
+        for _ in range(3 if smoke else 200):
+            for name, call in calls.items():
+                t = time.perf_counter()
+                call()
+                times[name].append(time.perf_counter() - t)
+
+    benchmark.group = "shard layouts, interleaved"
+    benchmark.pedantic(sweep, rounds=1, warmup_rounds=0)
+    mins = {n: min(t) for n, t in times.items()}
+    medians = {n: float(np.median(t)) for n, t in times.items()}
+    best_min = min(v for n, v in mins.items() if "anchor" not in n)
+    best_median = min(v for n, v in medians.items() if "anchor" not in n)
+    with capsys.disabled():
+        print(
+            f"\n{'layout':<16} {'min ms':>8} {'median ms':>10} "
+            f"{'min / best':>11} {'median / best':>14}"
+        )
+        for name in calls:
+            m, md = mins[name], medians[name]
+            benchmark.extra_info[f"{name} min / best layout"] = round(m / best_min, 3)
+            benchmark.extra_info[f"{name} median / best layout"] = round(md / best_median, 3)
+            print(
+                f"{name:<16} {m * 1e3:8.3f} {md * 1e3:10.3f} {m / best_min:10.3f}x "
+                f"{md / best_median:13.3f}x"
+            )
