@@ -338,6 +338,9 @@ class Engine:
         shard_size: int = 1024,
         storage: str = "f32",
         lexical: bool = False,
+        index: str | None = None,
+        nlist: int | None = None,
+        nprobe: int | None = None,
     ) -> Engine:
         """An engine embedding text with ``model`` (a ``TextEmbedder``, a model folder, or None
         for the default model), or for vectors only of dimension ``model`` when it is an int.
@@ -346,7 +349,10 @@ class Engine:
         memory at 384 dims, results nearly always those of exact search) or ``"binary"`` (one
         sign bit per value scanned, a 32nd of f32, with the int8 copy kept to rescore the
         best candidates: recall@10 about 0.99 on text embeddings; ``exact=True`` on a search
-        scans the int8 copy instead)."""
+        scans the int8 copy instead). ``index="ivf"`` keeps an inverted-file index that follows
+        the window: ``nlist`` lists (default ``~sqrt(capacity)``), ``nprobe`` of them scanned per
+        query (default a sixteenth of ``nlist``, at least 8); searches without ``exact=True``
+        then read a fraction of the items (see ``train_index``)."""
     def ingest(
         self,
         text: str,
@@ -549,6 +555,9 @@ class Engine:
     @property
     def storage(self) -> str:
         """``"f32"`` or ``"int8"``."""
+    def train_index(self) -> bool:
+        """Train the index on the items held now and wait for it (and first for a training
+        already running); False when there is no index or nothing is held."""
     def stats(self) -> dict[str, Any]:
         """Counters and sizes of the engine."""
 

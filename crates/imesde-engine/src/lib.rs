@@ -40,8 +40,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use imesde_ring::{
-    Attributes, BatchResult, Event, Filter, Hit, Item, Metadata, Ring, RingConfig, StandingSpec,
-    Value,
+    Attributes, BatchResult, Event, Filter, Hit, Item, IvfConfig, Metadata, Ring, RingConfig,
+    StandingSpec, Value,
 };
 use parking_lot::{Mutex, RwLock};
 
@@ -248,6 +248,7 @@ impl Engine {
             None => attrs,
         };
         let (ids, events) = self.ring.ingest_matching(vectors, &attrs)?;
+        self.train_index_if_due();
         #[cfg(feature = "bm25")]
         if let Some(lexical) = &self.lexical {
             let docs = ids
@@ -257,6 +258,37 @@ impl Engine {
             lexical.lock().follow(&self.ring, docs);
         }
         Ok(Ingested { ids, events })
+    }
+
+    /// Sets (or with `None` removes) an index ([`IvfConfig`]): once trained, searches without
+    /// `exact` scan only the items of the lists nearest to the query. It trains on a thread of
+    /// its own when the engine holds enough items, and again each time the window has turned
+    /// over; until then searches scan every item. [`Engine::train_index`] trains now.
+    ///
+    /// # Errors
+    /// A shape that cannot work (`nlist == 0`, `nprobe` not in `1..=nlist`).
+    pub fn set_index(&self, cfg: Option<IvfConfig>) -> Result<()> {
+        self.ring.set_index(cfg)?;
+        self.train_index_if_due();
+        Ok(())
+    }
+
+    /// Trains the index on the items held now and waits for it (and first for a training
+    /// already running); false: no index, or nothing held.
+    pub fn train_index(&self) -> bool {
+        self.ring.train_index()
+    }
+
+    /// Starts a training on a thread of its own when one is due.
+    fn train_index_if_due(&self) {
+        if self.ring.index_wants_training() {
+            let ring = Arc::clone(&self.ring);
+            // A thread that cannot be started leaves the index as it is (searches stay
+            // right; the next ingest tries again).
+            let _ = std::thread::Builder::new()
+                .name("imesde-index".into())
+                .spawn(move || ring.train_index_if_idle());
+        }
     }
 
     /// Deletes the items `ids` that are held: searches of every kind, reads, snapshots and
@@ -606,6 +638,7 @@ impl Engine {
         Ok(Manifest {
             model,
             lexical: self.is_lexical(),
+            index: self.ring.index(),
         })
     }
 
@@ -659,6 +692,11 @@ impl Engine {
                     });
                 }
             }
+        }
+        if manifest.index.is_some() {
+            // Trained again on the restored items before the engine is handed out.
+            ring.set_index(manifest.index)?;
+            ring.train_index();
         }
         let engine = Self::assemble(ring, model, manifest.lexical)?;
         #[cfg(feature = "bm25")]

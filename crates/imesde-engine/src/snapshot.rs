@@ -1,5 +1,7 @@
-//! What an engine stores beside its ring in a snapshot: the model's identity and whether BM25
-//! is on. It travels in the ring snapshot's tag as `key=value` lines.
+//! What an engine stores beside its ring in a snapshot: the model's identity, whether BM25
+//! is on and the index's shape. It travels in the ring snapshot's tag as `key=value` lines.
+
+use imesde_ring::IvfConfig;
 
 /// The engine's part of a snapshot.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -9,17 +11,24 @@ pub struct Manifest {
     pub model: Option<String>,
     /// Whether a BM25 index is kept (it is rebuilt from the texts on load).
     pub lexical: bool,
+    /// The index's shape, if one is set (it is trained again on load).
+    pub index: Option<IvfConfig>,
 }
 
 impl Manifest {
     /// The manifest as a ring snapshot's tag.
     #[must_use]
     pub fn to_tag(&self) -> String {
-        format!(
+        let mut tag = format!(
             "model={}\nlexical={}\n",
             self.model.as_deref().unwrap_or(""),
             u8::from(self.lexical)
-        )
+        );
+        if let Some(c) = self.index {
+            tag += &["index=ivf", &c.nlist.to_string(), &c.nprobe.to_string()].join(":");
+            tag.push('\n');
+        }
+        tag
     }
 
     /// The manifest in a tag written by [`Manifest::to_tag`] (unknown lines are ignored, so
@@ -32,9 +41,16 @@ impl Manifest {
                 .unwrap_or("")
         };
         let model = field("model");
+        let mut index = field("index").strip_prefix("ivf:").map(|r| r.split(':'));
+        let index = index.as_mut().and_then(|parts| {
+            let nlist = parts.next()?.parse().ok()?;
+            let nprobe = parts.next()?.parse().ok()?;
+            Some(IvfConfig { nlist, nprobe })
+        });
         Manifest {
             model: (!model.is_empty()).then(|| model.to_owned()),
             lexical: field("lexical") == "1",
+            index,
         }
     }
 }
@@ -50,6 +66,10 @@ mod tests {
             Manifest {
                 model: Some("model.onnx:123:dim=384:pooling=mean:normalize=true".into()),
                 lexical: true,
+                index: Some(IvfConfig {
+                    nlist: 1024,
+                    nprobe: 64,
+                }),
             },
         ] {
             assert_eq!(Manifest::parse(&m.to_tag()), m);

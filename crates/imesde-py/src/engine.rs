@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
 use imesde_engine::{Fusion, Ingested, Threshold};
-use imesde_ring::{Attributes, RingConfig, RingError, Storage};
+use imesde_ring::{Attributes, IvfConfig, RingConfig, RingError, Storage};
 use numpy::{IntoPyArray, PyArray1, PyArray2, PyArrayMethods};
 use parking_lot::Mutex;
 use pyo3::prelude::*;
@@ -32,7 +32,10 @@ use crate::stream::Subscription;
 /// dimension. Holds the newest ``num_shards * shard_size`` items; older ones are overwritten.
 /// Vectors are stored L2-normalised, scores are cosine similarities, search is exact
 /// (``storage="f32"``), rescored from int8 codes (``"int8"``) or from candidates that sign
-/// bits pick (``"binary"``; ``exact=True`` on a search scans its int8 copy instead).
+/// bits pick (``"binary"``). ``index="ivf"`` keeps an inverted-file index that follows the
+/// window (``nlist`` lists, ``nprobe`` scanned per query; by default ``~sqrt(capacity)`` and
+/// a sixteenth of it): searches then read a fraction of the items. ``exact=True`` on a search
+/// scans every item with the exact kernels (a binary engine: its int8 copy).
 #[pyclass(frozen, module = "imesde._imesde")]
 pub(crate) struct Engine {
     core: imesde_engine::Engine,
@@ -41,6 +44,46 @@ pub(crate) struct Engine {
     semantic_ids: Mutex<Option<Py<PyAny>>>,
     /// Standing queries, in registration order (closed ones are pruned on the next change).
     subs: Mutex<Vec<Py<Subscription>>>,
+}
+
+/// The index of ``Engine(index=..., nlist=..., nprobe=...)`` for a ring of `capacity` slots.
+fn index_of(
+    index: Option<Text>,
+    nlist: Option<Count>,
+    nprobe: Option<Count>,
+    capacity: usize,
+) -> PyResult<Option<IvfConfig>> {
+    match index.as_deref() {
+        None if nlist.is_some() || nprobe.is_some() => Err(err(
+            Exc::InvalidValue,
+            "nlist and nprobe shape an index: give index=\"ivf\" with them",
+        )),
+        None => Ok(None),
+        Some("ivf") => {
+            let mut cfg = IvfConfig::for_capacity(capacity);
+            if let Some(n) = nlist {
+                cfg.nlist = n.positive("nlist")?;
+                cfg.nprobe = cfg.nprobe.min(cfg.nlist);
+            }
+            if let Some(p) = nprobe {
+                cfg.nprobe = p.positive("nprobe")?;
+            }
+            if cfg.nprobe > cfg.nlist {
+                return Err(err(
+                    Exc::InvalidValue,
+                    format!(
+                        "nprobe ({}) must not exceed nlist ({})",
+                        cfg.nprobe, cfg.nlist
+                    ),
+                ));
+            }
+            Ok(Some(cfg))
+        }
+        Some(other) => Err(err(
+            Exc::InvalidValue,
+            format!("index must be None or \"ivf\", got {other:?}"),
+        )),
+    }
 }
 
 fn storage_of(name: &str) -> PyResult<Storage> {
@@ -73,9 +116,10 @@ fn stopped(stop: &AtomicBool) -> impl FnMut() -> bool + '_ {
 impl Engine {
     #[new]
     #[pyo3(
-        signature = (model = None, *, num_shards = Count::from(16), shard_size = Count::from(1024), storage = Text("f32".into()), lexical = false),
-        text_signature = "(model=None, *, num_shards=16, shard_size=1024, storage='f32', lexical=False)"
+        signature = (model = None, *, num_shards = Count::from(16), shard_size = Count::from(1024), storage = Text("f32".into()), lexical = false, index = None, nlist = None, nprobe = None),
+        text_signature = "(model=None, *, num_shards=16, shard_size=1024, storage='f32', lexical=False, index=None, nlist=None, nprobe=None)"
     )]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
         model: Option<&Bound<'_, PyAny>>,
@@ -83,6 +127,9 @@ impl Engine {
         shard_size: Count,
         storage: Text,
         lexical: bool,
+        index: Option<Text>,
+        nlist: Option<Count>,
+        nprobe: Option<Count>,
     ) -> PyResult<Self> {
         let (num_shards, shard_size, storage) = (
             num_shards.positive("num_shards")?,
@@ -96,9 +143,12 @@ impl Engine {
             shard_size,
             storage,
         };
+        let ivf = index_of(index, nlist, nprobe, num_shards.saturating_mul(shard_size))?;
         let text_model = model.as_ref().map(|m| Arc::clone(&m.get().model));
         let core = gil::run(py, "Engine", || {
-            imesde_engine::Engine::new(cfg, text_model, lexical)
+            let core = imesde_engine::Engine::new(cfg, text_model, lexical)?;
+            core.set_index(ivf)?;
+            Ok::<_, imesde_engine::EngineError>(core)
         })?
         .map_err(CoreError::from)?;
         Ok(Engine::around(core, model))
@@ -825,9 +875,21 @@ impl Engine {
         self.config().storage.name()
     }
 
+    /// Trains the index (``Engine(..., index="ivf")``) on the items held now and waits for
+    /// it (and first for a training already running); False when there is no index or nothing
+    /// is held. Without
+    /// it the engine trains on a thread of its own once it holds ``16 * nlist`` items (or is
+    /// full) and again each time the window has turned over; searches scan every item until
+    /// the first training ends.
+    fn train_index(&self, py: Python<'_>) -> PyResult<bool> {
+        let core = &self.core;
+        gil::run(py, "Engine.train_index", || core.train_index())
+    }
+
     /// Counters and sizes: ``len``, ``capacity``, ``dim``, ``num_shards``, ``shard_size``,
     /// ``storage``, ``ingested``, ``evicted``, ``deleted``, ``searches``, ``memory_bytes`` (fixed at
-    /// construction), ``payload_bytes`` (texts and metadata), ``simd``.
+    /// construction), ``payload_bytes`` (texts and metadata), ``simd``; ``index`` (``"ivf"`` or
+    /// None), ``nlist``, ``nprobe``, ``index_trained``.
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let ring = self.core.ring();
         let s = gil::run(py, "Engine.stats", || ring.stats())?;
@@ -846,6 +908,11 @@ impl Engine {
         d.set_item("memory_bytes", s.fixed_bytes)?;
         d.set_item("payload_bytes", s.payload_bytes)?;
         d.set_item("simd", s.backend)?;
+        let index = ring.index();
+        d.set_item("index", index.map(|_| "ivf"))?;
+        d.set_item("nlist", index.map(|c| c.nlist))?;
+        d.set_item("nprobe", index.map(|c| c.nprobe))?;
+        d.set_item("index_trained", ring.index_trained())?;
         Ok(d)
     }
 

@@ -88,6 +88,7 @@ fn ring_class(e: &RingError) -> Exc {
         | RingError::ZeroK
         | RingError::TimeWindow { .. }
         | RingError::Timestamp { .. }
+        | RingError::Index { .. }
         | RingError::Standing(_) => Exc::InvalidValue,
         _ => Exc::Imesde,
     }

@@ -20,6 +20,11 @@ pub enum RingError {
     /// Int8 storage supports dimensions up to [`imesde_simd::quant::MAX_I8_DIM`].
     #[error("dim {dim} is too large for int8 storage (at most {max})")]
     DimTooLarge { dim: usize, max: usize },
+    /// An index shape that cannot work.
+    #[error(
+        "an index needs nlist >= 1 and 1 <= nprobe <= nlist, got nlist {nlist}, nprobe {nprobe}"
+    )]
+    Index { nlist: usize, nprobe: usize },
     /// A vector or query had the wrong number of values.
     #[error("{what} has {got} dims, the engine holds {expected}-dim vectors")]
     Dimension {

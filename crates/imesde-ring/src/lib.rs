@@ -18,6 +18,7 @@
 
 mod error;
 mod item;
+mod ivf;
 mod memo;
 mod meta;
 mod par;
@@ -27,6 +28,7 @@ mod standing;
 
 pub use error::RingError;
 pub use item::{Attributes, Filter, Hit, Item};
+pub use ivf::IvfConfig;
 pub use meta::{
     CmpOp, FilterError, Key, KeyInterner, MAX_FILTER_DEPTH, Metadata, Predicate, Value, key_hash,
 };

@@ -6,10 +6,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use imesde_simd::binary::{self, BinaryQuery};
 use imesde_simd::quant::{self, NarrowQueries};
 use imesde_simd::{Kernels, TopK};
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use rayon::prelude::*;
 
 use crate::item::{meta_bytes, text_bytes};
+use crate::ivf::{self, Ivf, IvfConfig};
 use crate::memo::{Memo, Memos, forget};
 use crate::par;
 use crate::standing::{Event, Standing, StandingSpec};
@@ -311,6 +312,10 @@ pub struct Ring {
     /// Held shared by every batch write, exclusively by a snapshot: a snapshot sees whole
     /// batches only.
     pub(crate) gate: RwLock<()>,
+    /// The index, when one is set ([`Ring::set_index`]).
+    ivf: RwLock<Option<Ivf>>,
+    /// Held while a training runs (one at a time).
+    training: Mutex<()>,
 }
 
 impl std::fmt::Debug for Ring {
@@ -444,6 +449,8 @@ impl Ring {
             standing: Standing::default(),
             memos: Memos::default(),
             gate: RwLock::new(()),
+            ivf: RwLock::new(None),
+            training: Mutex::new(()),
         })
     }
 
@@ -543,12 +550,6 @@ impl Ring {
         Ok((vectors.len() / dim, unit))
     }
 
-    /// Unit rows encoded for this ring's storage.
-    fn prepare(&self, vectors: &[f32]) -> Result<(usize, Prepared)> {
-        let (n, unit) = self.unit_rows("vector", vectors)?;
-        Ok((n, self.encode_unit(unit)))
-    }
-
     /// Unit rows in this ring's storage form.
     fn encode_unit(&self, unit: Vec<f32>) -> Prepared {
         match self.cfg.storage {
@@ -592,9 +593,10 @@ impl Ring {
     /// A wrong length, a NaN / infinite or all-zero vector, an attribute list whose length is
     /// not the number of vectors, a non-finite timestamp.
     pub fn ingest(&self, vectors: &[f32], attrs: &Attributes) -> Result<Range<u64>> {
-        let (n, prepared) = self.prepare(vectors)?;
+        let (n, unit) = self.unit_rows("vector", vectors)?;
         attrs.check(n)?;
-        self.write(n, &prepared, attrs, now())
+        let routes = self.route(&unit);
+        self.write(n, &self.encode_unit(unit), attrs, now(), routes)
     }
 
     /// [`Ring::ingest`], then scores the batch against every standing query
@@ -613,13 +615,14 @@ impl Ring {
         }
         let (n, unit) = self.unit_rows("vector", vectors)?;
         attrs.check(n)?;
+        let routes = self.route(&unit);
         let ts_now = now();
         // f32 rings store the unit rows themselves: score from there, without a copy.
         let (prepared, copy) = match self.cfg.storage {
             Storage::F32 => (Prepared::F32(unit), None),
             Storage::Int8 | Storage::Binary => (self.encode_unit(unit.clone()), Some(unit)),
         };
-        let ids = self.write(n, &prepared, attrs, ts_now)?;
+        let ids = self.write(n, &prepared, attrs, ts_now, routes)?;
         let unit = match (&prepared, &copy) {
             (_, Some(u)) | (Prepared::F32(u), None) => u,
             (Prepared::Int8 { .. }, None) => unreachable!("int8 rings keep a copy"),
@@ -757,6 +760,7 @@ impl Ring {
         prepared: &Prepared,
         attrs: &Attributes,
         ts_now: f64,
+        routes: Option<Routes>,
     ) -> Result<Range<u64>> {
         let _gate = self.gate.read();
         let start = self
@@ -847,16 +851,19 @@ impl Ring {
                 write_shard(s, lock);
             }
         }
+        if let Some(routes) = routes {
+            self.index_written(first..end, start, &routes);
+        }
         Ok(start..end)
     }
 
     /// Unit queries in the form the kernels of this ring's storage want; int8 rings get
     /// 15-bit query codes, binary rings also sign bits (unless `exact`: then they scan their
     /// int8 copy as int8 rings do).
-    fn prepare_queries(&self, queries: &[f32], exact: bool) -> Result<(usize, Query)> {
+    fn prepare_queries(&self, queries: &[f32], exact: bool) -> Result<(usize, Query, Vec<f32>)> {
         let (nq, unit) = self.unit_rows("query", queries)?;
         let query = match self.cfg.storage {
-            Storage::F32 => Query::F32(unit),
+            Storage::F32 => Query::F32(unit.clone()),
             Storage::Int8 | Storage::Binary => {
                 let mut codes = vec![0i16; unit.len()];
                 let scales = unit
@@ -878,7 +885,7 @@ impl Ring {
                 }
             }
         };
-        Ok((nq, query))
+        Ok((nq, query, unit))
     }
 
     /// Scores `nq` queries against the slots `rows` of `shard`, chunk by chunk, calling
@@ -977,11 +984,11 @@ impl Ring {
         // No more than the ring can hold: a huge `k` allocates nothing it cannot fill.
         let k = k.min(self.capacity());
         filter.check()?;
-        let (_, q) = self.prepare_queries(query, filter.exact)?;
+        let (_, q, unit) = self.prepare_queries(query, filter.exact)?;
         self.searches.fetch_add(1, Ordering::Relaxed);
-        if matches!(q, Query::Int8 { bits: Some(_), .. }) {
+        if matches!(q, Query::Int8 { bits: Some(_), .. }) || self.index_serves(filter) {
             // Hundreds of candidates: ranked as (score, key) pairs, hits made of the best.
-            let best = self.best_per_query(&q, 1, k, filter).swap_remove(0);
+            let best = self.best_per_query(&q, &unit, 1, k, filter).swap_remove(0);
             return Ok(best
                 .into_iter()
                 .filter_map(|(score, key)| self.hit(EMPTY - key, score))
@@ -1050,9 +1057,9 @@ impl Ring {
         }
         let k = k.min(self.capacity());
         filter.check()?;
-        let (nq, q) = self.prepare_queries(queries, filter.exact)?;
+        let (nq, q, unit) = self.prepare_queries(queries, filter.exact)?;
         self.searches.fetch_add(nq as u64, Ordering::Relaxed);
-        let found = self.best_per_query(&q, nq, k, filter);
+        let found = self.best_per_query(&q, &unit, nq, k, filter);
         // Every query saw the same rows: fewer than `k` for one means as few for all (but
         // for candidates overwritten since the scan).
         let kk = found.iter().map(Vec::len).min().unwrap_or(0);
@@ -1073,16 +1080,23 @@ impl Ring {
         })
     }
 
-    /// The best `k` (score, key) pairs for each of the `nq` prepared queries passing
-    /// `filter`, best first: one pass over the ring keeping each query's candidates, then
-    /// their refinement ([`Ring::refine`]).
+    /// The best `k` (score, key) pairs for each of the `nq` prepared queries (`unit`: the
+    /// same queries as unit rows) passing `filter`, best first: from the index's probed lists
+    /// when it serves the search, else one pass over the ring keeping each query's
+    /// candidates; then their refinement ([`Ring::refine`]).
     fn best_per_query(
         &self,
         q: &Query,
+        unit: &[f32],
         nq: usize,
         k: usize,
         filter: &Filter,
     ) -> Vec<Vec<(f32, u64)>> {
+        if !filter.exact
+            && let Some(found) = self.index_search(q, unit, k, filter)
+        {
+            return found;
+        }
         let plain = filter.is_empty();
         let memo = self.memo(filter);
         let kc = q.candidates(k);
@@ -1151,8 +1165,22 @@ impl Ring {
 
     /// The item `id` in `slot` of `shard`, its vector copied (dequantised for int8 storage).
     fn item_at(&self, shard: &Shard, id: u64, slot: usize) -> Item {
+        let Hit {
+            text, ts, metadata, ..
+        } = shard.hit(id, slot, 0.0);
+        Item {
+            id,
+            vector: self.vector_at(shard, slot),
+            text,
+            ts,
+            metadata,
+        }
+    }
+
+    /// The unit vector in `slot` of `shard` (dequantised for int8 and binary storage).
+    fn vector_at(&self, shard: &Shard, slot: usize) -> Vec<f32> {
         let dim = self.cfg.dim;
-        let vector = match &shard.vectors {
+        match &shard.vectors {
             Vectors::F32(v) => v[slot * dim..(slot + 1) * dim].to_vec(),
             Vectors::Int8 {
                 codes,
@@ -1170,16 +1198,6 @@ impl Ring {
                 );
                 out
             }
-        };
-        let Hit {
-            text, ts, metadata, ..
-        } = shard.hit(id, slot, 0.0);
-        Item {
-            id,
-            vector,
-            text,
-            ts,
-            metadata,
         }
     }
 
@@ -1272,5 +1290,269 @@ impl Ring {
             payload_bytes,
             backend: self.kernels.backend().name(),
         }
+    }
+}
+
+/// The lists a batch's items were assigned to, and the quantiser they were assigned with.
+struct Routes {
+    epoch: u64,
+    /// Empty while the index is untrained.
+    lists: Vec<u32>,
+}
+
+/// The index ([`crate::ivf`]): configuration, training, upkeep on writes, and search.
+impl Ring {
+    /// Sets (or with `None` removes) the index. A new index is untrained: searches scan every
+    /// item until [`Ring::train_index`] has run.
+    ///
+    /// # Errors
+    /// [`RingError::Index`] for `nlist == 0`, `nprobe == 0` or `nprobe > nlist`.
+    pub fn set_index(&self, cfg: Option<IvfConfig>) -> Result<()> {
+        if let Some(c) = cfg
+            && (c.nlist == 0 || c.nprobe == 0 || c.nprobe > c.nlist || c.nlist >= u32::MAX as usize)
+        {
+            return Err(RingError::Index {
+                nlist: c.nlist,
+                nprobe: c.nprobe,
+            });
+        }
+        *self.ivf.write() = cfg.map(|c| Ivf::new(c, self.cfg.dim, self.capacity()));
+        Ok(())
+    }
+
+    /// The index's configuration, if one is set.
+    #[must_use]
+    pub fn index(&self) -> Option<IvfConfig> {
+        self.ivf.read().as_ref().map(|i| i.cfg)
+    }
+
+    /// Whether the index is set and trained (it then serves searches without `exact`).
+    #[must_use]
+    pub fn index_trained(&self) -> bool {
+        self.ivf.read().as_ref().is_some_and(Ivf::is_trained)
+    }
+
+    /// Whether a (re)training is due: an untrained index and enough items held
+    /// ([`IvfConfig::train_size`]), or a window turned over since the last training. The
+    /// engine then runs [`Ring::train_index`] on a thread of its own.
+    #[must_use]
+    pub fn index_wants_training(&self) -> bool {
+        let next = self.next_id.load(Ordering::Acquire);
+        let guard = self.ivf.read();
+        guard.as_ref().is_some_and(|i| {
+            !self.training.is_locked() && i.wants_training(next, self.len(), self.capacity())
+        })
+    }
+
+    /// Items per list of the index (empty without one).
+    #[must_use]
+    pub fn index_list_sizes(&self) -> Vec<usize> {
+        self.ivf
+            .read()
+            .as_ref()
+            .map(Ivf::list_sizes)
+            .unwrap_or_default()
+    }
+
+    /// Trains the index's quantiser on a sample of the held items (64 per list, spread
+    /// evenly over the window) and assigns every held item to a list again. Writers are not
+    /// held up: the assignment runs away from the index lock, and the slots written meanwhile
+    /// are assigned again when the new lists are installed. A training already running is
+    /// waited for first. Returns false when there is no index or nothing is held.
+    pub fn train_index(&self) -> bool {
+        let _one = self.training.lock();
+        self.train_locked()
+    }
+
+    /// [`Ring::train_index`] unless a training is running (then false at once).
+    pub fn train_index_if_idle(&self) -> bool {
+        match self.training.try_lock() {
+            Some(_one) => self.train_locked(),
+            None => false,
+        }
+    }
+
+    fn train_locked(&self) -> bool {
+        let Some(cfg) = self.index() else {
+            return false;
+        };
+        let dim = self.cfg.dim;
+        // Every batch below `next` is written whole (the gate waits for writers in flight).
+        let next = {
+            let _gate = self.gate.write();
+            self.next_id.load(Ordering::Acquire)
+        };
+        let floor = next.saturating_sub(self.capacity() as u64);
+        let held: Vec<u64> = (floor..next).filter(|&id| self.contains(id)).collect();
+        if held.is_empty() {
+            return false;
+        }
+        let m = ivf::sample_size(cfg, held.len());
+        let mut sample = Vec::with_capacity(m * dim);
+        for t in 0..m {
+            if let Some(v) = self.unit_of(held[t * held.len() / m]) {
+                sample.extend(v);
+            }
+        }
+        let centroids = ivf::train(self.kernels, &sample, dim, cfg.nlist);
+        let mut lists = vec![ivf::NO_LIST; self.capacity()];
+        for chunk in held.chunks(4096) {
+            let mut units = Vec::with_capacity(chunk.len() * dim);
+            let mut slots = Vec::with_capacity(chunk.len());
+            for &id in chunk {
+                if let Some(v) = self.unit_of(id) {
+                    units.extend(v);
+                    slots.push(self.global_slot(id));
+                }
+            }
+            for (g, l) in
+                slots
+                    .into_iter()
+                    .zip(ivf::assign_to(self.kernels, &centroids, dim, &units))
+            {
+                lists[g] = l;
+            }
+        }
+        let mut guard = self.ivf.write();
+        let Some(index) = guard.as_mut().filter(|i| i.cfg == cfg) else {
+            return false;
+        };
+        index.install(centroids, &lists, next);
+        // Items written since `next` were routed with the old quantiser.
+        let now = self.next_id.load(Ordering::Acquire);
+        for id in next.max(now.saturating_sub(self.capacity() as u64))..now {
+            if let Some(v) = self.unit_of(id) {
+                let l = index.assign(self.kernels, &v)[0];
+                index.set(self.global_slot(id), l);
+            }
+        }
+        true
+    }
+
+    /// `shard * shard_size + slot` of item `id`: its place in the index.
+    fn global_slot(&self, id: u64) -> usize {
+        let (s, slot) = self.slot_of(id);
+        s * self.cfg.shard_size + slot
+    }
+
+    /// The unit vector of item `id`, if held.
+    fn unit_of(&self, id: u64) -> Option<Vec<f32>> {
+        self.read_slot(id, |shard, slot| self.vector_at(shard, slot))
+    }
+
+    /// The lists of a batch's unit rows, when there is an index.
+    fn route(&self, unit: &[f32]) -> Option<Routes> {
+        let guard = self.ivf.read();
+        let index = guard.as_ref()?;
+        Some(Routes {
+            epoch: index.epoch,
+            lists: index.assign(self.kernels, unit),
+        })
+    }
+
+    /// Puts the items `ids` (of a batch starting at `start`) in their lists, where they still
+    /// hold their slots (a newer writer's item puts itself). Items routed with a quantiser
+    /// replaced since are routed again.
+    fn index_written(&self, ids: Range<u64>, start: u64, routes: &Routes) {
+        let mut guard = self.ivf.write();
+        let Some(index) = guard.as_mut().filter(|i| i.is_trained()) else {
+            return;
+        };
+        let fresh = index.epoch == routes.epoch && !routes.lists.is_empty();
+        for id in ids {
+            let list = if fresh {
+                routes.lists[(id - start) as usize]
+            } else if let Some(v) = self.unit_of(id) {
+                index.assign(self.kernels, &v)[0]
+            } else {
+                continue;
+            };
+            if self.contains(id) {
+                index.set(self.global_slot(id), list);
+            }
+        }
+    }
+
+    /// Whether the index answers a search with `filter` (set, trained, not `exact`).
+    fn index_serves(&self, filter: &Filter) -> bool {
+        !filter.exact && self.index_trained()
+    }
+
+    /// The best `k` per query from the items of the `nprobe` lists nearest to it, refined as
+    /// a scan's candidates are; `None` when the index does not serve.
+    fn index_search(
+        &self,
+        q: &Query,
+        unit: &[f32],
+        k: usize,
+        filter: &Filter,
+    ) -> Option<Vec<Vec<(f32, u64)>>> {
+        let dim = self.cfg.dim;
+        let probes: Vec<Vec<u32>> = {
+            let guard = self.ivf.read();
+            let index = guard.as_ref().filter(|i| i.is_trained())?;
+            unit.chunks_exact(dim)
+                .map(|u| index.probe(self.kernels, u))
+                .collect()
+        };
+        // The int8 scan's candidate count (binary rings score their int8 copy here).
+        let kc = match q {
+            Query::F32(_) => k,
+            Query::Int8 { .. } => k.saturating_add(k / 2).saturating_add(5),
+        };
+        let plain = filter.is_empty();
+        let memo = self.memo(filter);
+        let ss = self.cfg.shard_size;
+        let mut dots = [0i32; 1];
+        Some(
+            probes
+                .into_iter()
+                .enumerate()
+                .map(|(j, mut slots)| {
+                    // Shard by shard, slots in order: one lock per shard, forward reads.
+                    slots.sort_unstable();
+                    let mut top = TopK::new(kc);
+                    for run in slots.chunk_by(|a, b| *a as usize / ss == *b as usize / ss) {
+                        let shard = self.shards[run[0] as usize / ss].read();
+                        for &g in run {
+                            let slot = g as usize % ss;
+                            let id = shard.id_at(slot);
+                            if !is_live(id) {
+                                continue;
+                            }
+                            let score = match (&shard.vectors, q) {
+                                (Vectors::F32(v), Query::F32(qs)) => self.kernels.dot_f32(
+                                    &qs[j * dim..(j + 1) * dim],
+                                    &v[slot * dim..(slot + 1) * dim],
+                                ),
+                                (
+                                    Vectors::Int8 { codes, scales, .. },
+                                    Query::Int8 {
+                                        codes: qc,
+                                        scales: qs,
+                                        ..
+                                    },
+                                ) => {
+                                    self.kernels.scan_i8(
+                                        &qc[j * dim..(j + 1) * dim],
+                                        &codes[slot * dim..(slot + 1) * dim],
+                                        &mut dots,
+                                    );
+                                    dots[0] as f32 * (scales[slot] * qs[j])
+                                }
+                                _ => unreachable!("queries are prepared for this ring's storage"),
+                            };
+                            if top.accepts(score, EMPTY - id)
+                                && (plain
+                                    || self.passes_memo(memo.as_deref(), filter, &shard, id, slot))
+                            {
+                                top.push(score, EMPTY - id);
+                            }
+                        }
+                    }
+                    self.refine(q, j, top.into_sorted_vec(), k)
+                })
+                .collect(),
+        )
     }
 }

@@ -658,3 +658,117 @@ fn remembered_filter_answers_follow_every_write() {
         }
     }
 }
+
+#[test]
+fn the_index_follows_the_window_and_serves_filtered_searches() {
+    use imesde_ring::IvfConfig;
+    let dim = 64;
+    for storage in [Storage::F32, Storage::Int8, Storage::Binary] {
+        let r = ring(dim, 4, 1024, storage);
+        let exact_ring = ring(dim, 4, 1024, storage);
+        let cfg = IvfConfig {
+            nlist: 32,
+            nprobe: 8,
+        };
+        r.set_index(Some(cfg)).unwrap();
+        assert!(!r.index_trained() && !r.index_wants_training());
+        let mut rng = Rng(21);
+        let centres = rng.vecs(64, dim);
+        let batch = |rng: &mut Rng, n: usize, t0: usize| {
+            let noise = rng.vecs(n, dim);
+            let data: Vec<f32> = (0..n * dim)
+                .map(|i| centres[((i / dim + t0) % 64) * dim + i % dim] + 0.4 * noise[i])
+                .collect();
+            let attrs = Attributes {
+                timestamps: (t0..t0 + n).map(|t| t as f64).collect(),
+                metadata: (t0..t0 + n)
+                    .map(|t| Some(Metadata::new([("odd", Value::Bool(t % 2 == 1))])))
+                    .collect(),
+                ..Attributes::default()
+            };
+            (data, attrs)
+        };
+        // Fill the window, train, then turn it over three times.
+        let mut t = 0;
+        for round in 0..16 {
+            let (data, attrs) = batch(&mut rng, 1024, t);
+            r.ingest(&data, &attrs).unwrap();
+            exact_ring.ingest(&data, &attrs).unwrap();
+            t += 1024;
+            if round == 3 {
+                assert!(r.index_wants_training());
+                assert!(r.train_index());
+                assert!(r.index_trained() && !r.index_wants_training());
+                let sizes = r.index_list_sizes();
+                assert_eq!(sizes.iter().sum::<usize>(), r.len());
+            }
+        }
+        // Every held item is in exactly one list, also after the window turned over.
+        assert_eq!(r.index_list_sizes().iter().sum::<usize>(), r.len());
+        let odd = Filter::matching(Predicate::eq("odd", Value::Bool(true)));
+        let exact = Filter {
+            exact: true,
+            ..Filter::default()
+        };
+        let (mut found, mut total) = (0, 0);
+        let (data, _) = batch(&mut rng, 50, 7);
+        for q in data.chunks_exact(dim) {
+            for f in [&Filter::default(), &odd] {
+                let want: Vec<u64> = exact_ring
+                    .search(q, 10, f)
+                    .unwrap()
+                    .iter()
+                    .map(|h| h.id)
+                    .collect();
+                let got = r.search(q, 10, f).unwrap();
+                assert!(got.iter().all(|h| r.passes(h.id, f)));
+                total += want.len();
+                found += got.iter().filter(|h| want.contains(&h.id)).count();
+            }
+            // exact=true scans every item: the exact ring's answer.
+            assert_eq!(
+                r.search(q, 10, &exact).unwrap(),
+                exact_ring.search(q, 10, &exact).unwrap()
+            );
+        }
+        assert!(
+            found as f64 / total as f64 >= 0.9,
+            "{storage:?} recall {found}/{total}"
+        );
+        // Batches agree with single searches; deleted items are gone.
+        let qs = &data[..5 * dim];
+        let b = r.search_batch(qs, 10, &Filter::default()).unwrap();
+        for (j, q) in qs.chunks_exact(dim).enumerate() {
+            let single: Vec<u64> = r
+                .search(q, 10, &Filter::default())
+                .unwrap()
+                .iter()
+                .map(|h| h.id)
+                .collect();
+            assert_eq!(&b.ids[j * 10..(j + 1) * 10], single.as_slice());
+        }
+        let best: Vec<u64> = r
+            .search(&data[..dim], 5, &Filter::default())
+            .unwrap()
+            .iter()
+            .map(|h| h.id)
+            .collect();
+        assert_eq!(r.delete(&best).len(), 5);
+        assert!(
+            r.search(&data[..dim], 20, &Filter::default())
+                .unwrap()
+                .iter()
+                .all(|h| !best.contains(&h.id))
+        );
+        // Bad shapes are refused; removing the index brings the exact scan back.
+        assert!(
+            r.set_index(Some(IvfConfig {
+                nlist: 4,
+                nprobe: 5
+            }))
+            .is_err()
+        );
+        r.set_index(None).unwrap();
+        assert!(!r.index_trained());
+    }
+}
