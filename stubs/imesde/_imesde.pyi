@@ -351,7 +351,7 @@ class Engine:
         best candidates: recall@10 about 0.99 on text embeddings; ``exact=True`` on a search
         scans the int8 copy instead). ``index="ivf"`` keeps an inverted-file index that follows
         the window: ``nlist`` lists (default ``~sqrt(capacity)``), ``nprobe`` of them scanned per
-        query (default a sixteenth of ``nlist``, at least 8); searches without ``exact=True``
+        query (default an eighth of ``nlist``, at least 8); searches without ``exact=True``
         then read a fraction of the items (see ``train_index``)."""
     def ingest(
         self,
@@ -556,8 +556,8 @@ class Engine:
     def storage(self) -> str:
         """``"f32"`` or ``"int8"``."""
     def train_index(self) -> bool:
-        """Train the index on the items held now and wait for it (and first for a training
-        already running); False when there is no index or nothing is held."""
+        """Train the index on the items held now and wait for it (or, when a training is
+        running, for that one); return whether the index is trained."""
     def stats(self) -> dict[str, Any]:
         """Counters and sizes of the engine."""
 

@@ -273,8 +273,8 @@ impl Engine {
         Ok(())
     }
 
-    /// Trains the index on the items held now and waits for it (and first for a training
-    /// already running); false: no index, or nothing held.
+    /// Trains the index on the items held now and waits for it (or, when a training is
+    /// running, for that one); returns whether the index is trained.
     pub fn train_index(&self) -> bool {
         self.ring.train_index()
     }

@@ -34,7 +34,7 @@ use crate::stream::Subscription;
 /// (``storage="f32"``), rescored from int8 codes (``"int8"``) or from candidates that sign
 /// bits pick (``"binary"``). ``index="ivf"`` keeps an inverted-file index that follows the
 /// window (``nlist`` lists, ``nprobe`` scanned per query; by default ``~sqrt(capacity)`` and
-/// a sixteenth of it): searches then read a fraction of the items. ``exact=True`` on a search
+/// an eighth of it): searches then read a fraction of the items. ``exact=True`` on a search
 /// scans every item with the exact kernels (a binary engine: its int8 copy).
 #[pyclass(frozen, module = "imesde._imesde")]
 pub(crate) struct Engine {
@@ -876,8 +876,8 @@ impl Engine {
     }
 
     /// Trains the index (``Engine(..., index="ivf")``) on the items held now and waits for
-    /// it (and first for a training already running); False when there is no index or nothing
-    /// is held. Without
+    /// it (or, when a training is running, for that one); returns whether the index is
+    /// trained. Without
     /// it the engine trains on a thread of its own once it holds ``16 * nlist`` items (or is
     /// full) and again each time the window has turned over; searches scan every item until
     /// the first training ends.

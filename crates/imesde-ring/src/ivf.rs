@@ -4,14 +4,16 @@
 //! query, and an item leaves its list when the ring overwrites its slot (one swap-remove: the
 //! window's one delete per insert costs O(1), with no tombstones to compact).
 //!
-//! Lists hold slot numbers (`shard * shard_size + slot`), not copies of vectors: a search
-//! reads the probed items from the ring, so there is one copy of every vector, and whatever a
-//! slot holds when it is read is what is scored (an item written after the lists were read is
-//! missed by that search, as by any index). The quantiser is trained once the ring holds
+//! Lists hold slot numbers (`shard * shard_size + slot`) and, side by side, the items' sign
+//! bits (48 bytes at 384 dims, blocked as [`binary`] lays them out): a search scans the
+//! probed lists' bits contiguously with the asymmetric popcount kernel and rescores the best
+//! candidates from the ring (exactly for f32 storage, from codes and residuals for int8 and
+//! binary), so whatever a slot holds when it is read is what is scored. The quantiser is trained once the ring holds
 //! enough items and retrained when the window has turned over ([`Ivf::wants_training`]); a
 //! retraining assigns every held item again away from the lock and then replays the slots
 //! written meanwhile, so ingestion never waits for it.
 
+use imesde_simd::binary::{self, BinaryQuery};
 use imesde_simd::{Kernels, TopK};
 
 /// Shape of an index: `nlist` lists, `nprobe` of them scanned per query.
@@ -25,13 +27,16 @@ pub struct IvfConfig {
 
 impl IvfConfig {
     /// The default for a ring of `capacity` slots: `nlist ~ sqrt(capacity)` (a power of two
-    /// between 16 and 4,096) and `nprobe = nlist / 16` (at least 8).
+    /// between 16 and 4,096) and `nprobe = nlist / 8` (at least 8). At 2^20 real-like items
+    /// (1,024 lists, 128 probed) a query reads an eighth of the items: recall@10 0.999 for
+    /// queries near the stream's items and 0.90 for the debtags vocabulary, whose short texts
+    /// sit between the clusters, at 18-20x the exact int8 scan's speed.
     #[must_use]
     pub fn for_capacity(capacity: usize) -> Self {
         let nlist = capacity.isqrt().next_power_of_two().clamp(16, 4096);
         IvfConfig {
             nlist,
-            nprobe: (nlist / 16).max(8).min(nlist),
+            nprobe: (nlist / 8).max(8).min(nlist),
         }
     }
 
@@ -44,10 +49,10 @@ impl IvfConfig {
 }
 
 const NONE: u32 = u32::MAX;
-/// Items a training samples at most (per list: 64).
-const SAMPLE_PER_LIST: usize = 64;
+/// Items a training samples at most (per list: 32).
+const SAMPLE_PER_LIST: usize = 32;
 /// Lloyd iterations of a training.
-const ITERATIONS: usize = 12;
+const ITERATIONS: usize = 8;
 
 /// The lists and the quantiser.
 pub(crate) struct Ivf {
@@ -56,6 +61,9 @@ pub(crate) struct Ivf {
     /// `nlist x dim` unit rows; empty until trained.
     centroids: Vec<f32>,
     lists: Vec<Vec<u32>>,
+    /// Per list, its items' sign bits (blocked; row `i` is the item `lists[l][i]`).
+    bits: Vec<Vec<u64>>,
+    words: usize,
     /// Per slot: its list and its position there (`NONE` when in none).
     place: Vec<(u32, u32)>,
     /// The ring's `next_id` when the current quantiser was trained (`None`: never).
@@ -71,6 +79,8 @@ impl Ivf {
             dim,
             centroids: Vec::new(),
             lists: vec![Vec::new(); cfg.nlist],
+            bits: vec![Vec::new(); cfg.nlist],
+            words: binary::words(dim),
             place: vec![(NONE, NONE); slots],
             trained_at: None,
             epoch: 0,
@@ -96,30 +106,45 @@ impl Ivf {
         assign_to(kernels, &self.centroids, self.dim, unit)
     }
 
-    /// Puts slot `g` in `list` (out of the list it was in).
-    pub(crate) fn set(&mut self, g: usize, list: u32) {
+    /// Puts slot `g`, whose item has the sign bits `signs`, in `list` (out of the list it
+    /// was in).
+    pub(crate) fn set(&mut self, g: usize, list: u32, signs: &[u64]) {
         self.remove(g);
-        let l = &mut self.lists[list as usize];
-        self.place[g] = (list, l.len() as u32);
+        let (l, bits) = (
+            &mut self.lists[list as usize],
+            &mut self.bits[list as usize],
+        );
+        let pos = l.len();
+        self.place[g] = (list, pos as u32);
         l.push(g as u32);
+        bits.resize(binary::blocked_len(pos + 1, self.words), 0);
+        binary::put_row(bits, pos, signs);
     }
 
-    /// Takes slot `g` out of its list.
+    /// Takes slot `g` out of its list (the list's last item takes its place).
     pub(crate) fn remove(&mut self, g: usize) {
         let (list, pos) = self.place[g];
         if list == NONE {
             return;
         }
-        let l = &mut self.lists[list as usize];
-        l.swap_remove(pos as usize);
-        if let Some(&moved) = l.get(pos as usize) {
-            self.place[moved as usize].1 = pos;
+        let (l, bits) = (
+            &mut self.lists[list as usize],
+            &mut self.bits[list as usize],
+        );
+        let (pos, last) = (pos as usize, l.len() - 1);
+        l.swap_remove(pos);
+        if pos != last {
+            let mut row = vec![0u64; self.words];
+            binary::get_row(bits, last, &mut row);
+            binary::put_row(bits, pos, &row);
+            self.place[l[pos] as usize].1 = pos as u32;
         }
+        bits.truncate(binary::blocked_len(last, self.words));
         self.place[g] = (NONE, NONE);
     }
 
-    /// The slots of the `nprobe` lists nearest to `query` (a unit vector), nearest list first.
-    pub(crate) fn probe(&self, kernels: &Kernels, query: &[f32]) -> Vec<u32> {
+    /// The `nprobe` lists nearest to `query` (a unit vector).
+    pub(crate) fn probe(&self, kernels: &Kernels, query: &[f32]) -> Vec<usize> {
         let mut scores = vec![0.0f32; self.cfg.nlist];
         kernels.scan_f32(query, &self.centroids, &mut scores);
         let mut top = TopK::new(self.cfg.nprobe);
@@ -128,19 +153,45 @@ impl Ivf {
         }
         top.into_sorted_vec()
             .into_iter()
-            .flat_map(|(_, l)| self.lists[l as usize].iter().copied())
+            .map(|(_, l)| l as usize)
             .collect()
     }
 
+    /// Scores every item of `lists` against `query` by its sign bits and offers them to
+    /// `offer(top, score, slot)` (blocks below the top's floor skipped).
+    pub(crate) fn scan(
+        &self,
+        lists: &[usize],
+        query: &BinaryQuery,
+        top: &mut TopK,
+        mut offer: impl FnMut(&mut TopK, f32, usize),
+    ) {
+        let (mut ints, mut scores) = (Vec::new(), Vec::new());
+        for &l in lists {
+            let members = &self.lists[l];
+            scores.resize(members.len(), 0.0);
+            query.scores(&self.bits[l], &mut ints, &mut scores);
+            top.offer_scores(&scores, |top, i, s| offer(top, s, members[i] as usize));
+        }
+    }
+
     /// Replaces the quantiser and every list (`lists[g]` the list of slot `g`, `NONE` for
-    /// none) as a training computed them.
-    pub(crate) fn install(&mut self, centroids: Vec<f32>, lists: &[u32], trained_at: u64) {
+    /// none, `signs` its sign bits, `words` per slot) as a training computed them.
+    pub(crate) fn install(
+        &mut self,
+        centroids: Vec<f32>,
+        lists: &[u32],
+        signs: &[u64],
+        trained_at: u64,
+    ) {
         self.centroids = centroids;
         self.lists.iter_mut().for_each(Vec::clear);
+        self.bits.iter_mut().for_each(Vec::clear);
         self.place.fill((NONE, NONE));
+        let w = self.words;
         for (g, &l) in lists.iter().enumerate() {
             if l != NONE {
-                self.set(g, l);
+                self.set(g, l, &signs[g * w..(g + 1) * w]);
             }
         }
         self.trained_at = Some(trained_at);
@@ -238,7 +289,7 @@ pub(crate) fn train(kernels: &Kernels, sample: &[f32], dim: usize, nlist: usize)
     centroids
 }
 
-/// How many of `n` held items a training samples: 64 per list, at most all.
+/// How many of `held` items a training samples: 32 per list, at most all.
 pub(crate) fn sample_size(cfg: IvfConfig, held: usize) -> usize {
     (cfg.nlist * SAMPLE_PER_LIST).min(held)
 }

@@ -1298,6 +1298,8 @@ struct Routes {
     epoch: u64,
     /// Empty while the index is untrained.
     lists: Vec<u32>,
+    /// The items' sign bits, row-major.
+    signs: Vec<u64>,
 }
 
 /// The index ([`crate::ivf`]): configuration, training, upkeep on writes, and search.
@@ -1357,11 +1359,20 @@ impl Ring {
     /// Trains the index's quantiser on a sample of the held items (64 per list, spread
     /// evenly over the window) and assigns every held item to a list again. Writers are not
     /// held up: the assignment runs away from the index lock, and the slots written meanwhile
-    /// are assigned again when the new lists are installed. A training already running is
-    /// waited for first. Returns false when there is no index or nothing is held.
+    /// are assigned again when the new lists are installed. When a training is already
+    /// running, waits for it instead. Returns whether the index is trained.
     pub fn train_index(&self) -> bool {
-        let _one = self.training.lock();
-        self.train_locked()
+        if let Some(_one) = self.training.try_lock() {
+            return self.train_locked();
+        }
+        // One is running (on the engine's thread): its lists are as new as ours would be.
+        // Waited for with a bound: in a child forked during a training the lock stays held
+        // by a thread that does not exist there.
+        drop(
+            self.training
+                .try_lock_for(std::time::Duration::from_mins(10)),
+        );
+        self.index_trained()
     }
 
     /// [`Ring::train_index`] unless a training is running (then false at once).
@@ -1395,7 +1406,9 @@ impl Ring {
             }
         }
         let centroids = ivf::train(self.kernels, &sample, dim, cfg.nlist);
+        let w = binary::words(dim);
         let mut lists = vec![ivf::NO_LIST; self.capacity()];
+        let mut signs = vec![0u64; self.capacity() * w];
         for chunk in held.chunks(4096) {
             let mut units = Vec::with_capacity(chunk.len() * dim);
             let mut slots = Vec::with_capacity(chunk.len());
@@ -1405,25 +1418,23 @@ impl Ring {
                     slots.push(self.global_slot(id));
                 }
             }
-            for (g, l) in
-                slots
-                    .into_iter()
-                    .zip(ivf::assign_to(self.kernels, &centroids, dim, &units))
-            {
+            let assigned = ivf::assign_to(self.kernels, &centroids, dim, &units);
+            for ((g, l), u) in slots.into_iter().zip(assigned).zip(units.chunks_exact(dim)) {
                 lists[g] = l;
+                binary::sign_bits(u, &mut signs[g * w..(g + 1) * w]);
             }
         }
         let mut guard = self.ivf.write();
         let Some(index) = guard.as_mut().filter(|i| i.cfg == cfg) else {
             return false;
         };
-        index.install(centroids, &lists, next);
+        index.install(centroids, &lists, &signs, next);
         // Items written since `next` were routed with the old quantiser.
         let now = self.next_id.load(Ordering::Acquire);
         for id in next.max(now.saturating_sub(self.capacity() as u64))..now {
             if let Some(v) = self.unit_of(id) {
                 let l = index.assign(self.kernels, &v)[0];
-                index.set(self.global_slot(id), l);
+                index.set(self.global_slot(id), l, &sign_rows(&v, dim));
             }
         }
         true
@@ -1444,9 +1455,16 @@ impl Ring {
     fn route(&self, unit: &[f32]) -> Option<Routes> {
         let guard = self.ivf.read();
         let index = guard.as_ref()?;
+        let lists = index.assign(self.kernels, unit);
+        let signs = if lists.is_empty() {
+            Vec::new()
+        } else {
+            sign_rows(unit, self.cfg.dim)
+        };
         Some(Routes {
             epoch: index.epoch,
-            lists: index.assign(self.kernels, unit),
+            lists,
+            signs,
         })
     }
 
@@ -1459,16 +1477,18 @@ impl Ring {
             return;
         };
         let fresh = index.epoch == routes.epoch && !routes.lists.is_empty();
+        let (dim, w) = (self.cfg.dim, binary::words(self.cfg.dim));
         for id in ids {
-            let list = if fresh {
-                routes.lists[(id - start) as usize]
+            let i = (id - start) as usize;
+            let (list, signs) = if fresh {
+                (routes.lists[i], routes.signs[i * w..(i + 1) * w].to_vec())
             } else if let Some(v) = self.unit_of(id) {
-                index.assign(self.kernels, &v)[0]
+                (index.assign(self.kernels, &v)[0], sign_rows(&v, dim))
             } else {
                 continue;
             };
             if self.contains(id) {
-                index.set(self.global_slot(id), list);
+                index.set(self.global_slot(id), list, &signs);
             }
         }
     }
@@ -1478,8 +1498,11 @@ impl Ring {
         !filter.exact && self.index_trained()
     }
 
-    /// The best `k` per query from the items of the `nprobe` lists nearest to it, refined as
-    /// a scan's candidates are; `None` when the index does not serve.
+    /// The best `k` per query among the items of the `nprobe` lists nearest to it: their
+    /// sign bits scored against the query ([`BinaryQuery`]) pick the best
+    /// [`BINARY_CANDIDATES`]` * k` (at least [`BINARY_MIN_CANDIDATES`]) that pass `filter`,
+    /// which are then scored from the ring: exactly on f32 rings, from codes and residuals on
+    /// the others. `None` when the index does not serve.
     fn index_search(
         &self,
         q: &Query,
@@ -1488,69 +1511,63 @@ impl Ring {
         filter: &Filter,
     ) -> Option<Vec<Vec<(f32, u64)>>> {
         let dim = self.cfg.dim;
-        let probes: Vec<Vec<u32>> = {
-            let guard = self.ivf.read();
-            let index = guard.as_ref().filter(|i| i.is_trained())?;
-            unit.chunks_exact(dim)
-                .map(|u| index.probe(self.kernels, u))
-                .collect()
-        };
-        // The int8 scan's candidate count (binary rings score their int8 copy here).
-        let kc = match q {
-            Query::F32(_) => k,
-            Query::Int8 { .. } => k.saturating_add(k / 2).saturating_add(5),
-        };
+        let guard = self.ivf.read();
+        let index = guard.as_ref().filter(|i| i.is_trained())?;
+        let kc = k
+            .saturating_mul(BINARY_CANDIDATES)
+            .max(BINARY_MIN_CANDIDATES);
         let plain = filter.is_empty();
         let memo = self.memo(filter);
         let ss = self.cfg.shard_size;
-        let mut dots = [0i32; 1];
+        let found: Vec<Vec<(f32, u64)>> = unit
+            .chunks_exact(dim)
+            .map(|u| {
+                let lists = index.probe(self.kernels, u);
+                let mut top = TopK::new(kc);
+                index.scan(&lists, &BinaryQuery::new(u), &mut top, |top, score, g| {
+                    let shard = self.shards[g / ss].read();
+                    let slot = g % ss;
+                    let id = shard.id_at(slot);
+                    if is_live(id)
+                        && top.accepts(score, EMPTY - id)
+                        && (plain || self.passes_memo(memo.as_deref(), filter, &shard, id, slot))
+                    {
+                        top.push(score, EMPTY - id);
+                    }
+                });
+                top.into_sorted_vec()
+            })
+            .collect();
+        drop(guard);
         Some(
-            probes
+            found
                 .into_iter()
                 .enumerate()
-                .map(|(j, mut slots)| {
-                    // Shard by shard, slots in order: one lock per shard, forward reads.
-                    slots.sort_unstable();
-                    let mut top = TopK::new(kc);
-                    for run in slots.chunk_by(|a, b| *a as usize / ss == *b as usize / ss) {
-                        let shard = self.shards[run[0] as usize / ss].read();
-                        for &g in run {
-                            let slot = g as usize % ss;
-                            let id = shard.id_at(slot);
-                            if !is_live(id) {
-                                continue;
-                            }
-                            let score = match (&shard.vectors, q) {
-                                (Vectors::F32(v), Query::F32(qs)) => self.kernels.dot_f32(
-                                    &qs[j * dim..(j + 1) * dim],
-                                    &v[slot * dim..(slot + 1) * dim],
-                                ),
-                                (
-                                    Vectors::Int8 { codes, scales, .. },
-                                    Query::Int8 {
-                                        codes: qc,
-                                        scales: qs,
-                                        ..
-                                    },
-                                ) => {
-                                    self.kernels.scan_i8(
-                                        &qc[j * dim..(j + 1) * dim],
-                                        &codes[slot * dim..(slot + 1) * dim],
-                                        &mut dots,
-                                    );
-                                    dots[0] as f32 * (scales[slot] * qs[j])
-                                }
-                                _ => unreachable!("queries are prepared for this ring's storage"),
-                            };
-                            if top.accepts(score, EMPTY - id)
-                                && (plain
-                                    || self.passes_memo(memo.as_deref(), filter, &shard, id, slot))
-                            {
-                                top.push(score, EMPTY - id);
-                            }
+                .map(|(j, best)| {
+                    let mut best: Vec<(f32, u64)> = match q {
+                        Query::F32(qs) => best
+                            .into_iter()
+                            .filter_map(|(_, key)| {
+                                self.read_slot(EMPTY - key, |shard, slot| {
+                                    let Vectors::F32(v) = &shard.vectors else {
+                                        unreachable!("f32 queries go with f32 rings")
+                                    };
+                                    let row = &v[slot * dim..(slot + 1) * dim];
+                                    (self.kernels.dot_f32(&qs[j * dim..(j + 1) * dim], row), key)
+                                })
+                            })
+                            .collect(),
+                        Query::Int8 { .. } => {
+                            let ids: Vec<u64> = best.iter().map(|&(_, key)| EMPTY - key).collect();
+                            best.into_iter()
+                                .zip(self.rescore(q, j, &ids))
+                                .filter_map(|((_, key), s)| s.map(|s| (s, key)))
+                                .collect()
                         }
-                    }
-                    self.refine(q, j, top.into_sorted_vec(), k)
+                    };
+                    imesde_simd::sort_best_first(&mut best);
+                    best.truncate(k);
+                    best
                 })
                 .collect(),
         )

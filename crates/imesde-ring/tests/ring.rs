@@ -662,13 +662,14 @@ fn remembered_filter_answers_follow_every_write() {
 #[test]
 fn the_index_follows_the_window_and_serves_filtered_searches() {
     use imesde_ring::IvfConfig;
-    let dim = 64;
+    // Sign bits pick the candidates: 64 of them would be too few to tell clustered items apart.
+    let dim = 256;
     for storage in [Storage::F32, Storage::Int8, Storage::Binary] {
         let r = ring(dim, 4, 1024, storage);
         let exact_ring = ring(dim, 4, 1024, storage);
         let cfg = IvfConfig {
             nlist: 32,
-            nprobe: 8,
+            nprobe: 12,
         };
         r.set_index(Some(cfg)).unwrap();
         assert!(!r.index_trained() && !r.index_wants_training());
