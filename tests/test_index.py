@@ -1,7 +1,8 @@
 """``Engine(..., index="ivf")``: an inverted-file index that follows the window. On real text
 embeddings (the changelog stream embedded by the default model) it finds nearly what the exact
 scan finds, for every storage, while the window turns over; filters, deletes, ``exact=True``,
-batches, snapshots and pickles behave as without it; bad shapes are refused."""
+batches, standing queries, snapshots and pickles behave as without it; bad shapes are
+refused."""
 
 from __future__ import annotations
 
@@ -53,6 +54,13 @@ def test_the_index_follows_the_window(embedded: tuple[list[str], F32], storage: 
             )
     assert e.train_index()
     assert e.stats()["index_trained"]
+    # Standing queries see every new item, index or not.
+    subs = [engine.subscribe(x[5], threshold=0.5) for engine in (exact, e)]
+    for engine in (exact, e):
+        engine.ingest_vectors(x[:256], texts[:256])
+    events = [[(ev.id, ev.score) for ev in sub.drain()] for sub in subs]
+    assert events[0]
+    assert events[0] == events[1]
     held = x[np.arange(2 * cap, 3 * cap) % n]
     queries = held[rng.choice(len(held), 40, replace=False)]
     queries = queries + rng.normal(0, 0.02, queries.shape).astype(np.float32)

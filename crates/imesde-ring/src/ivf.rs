@@ -28,9 +28,10 @@ pub struct IvfConfig {
 impl IvfConfig {
     /// The default for a ring of `capacity` slots: `nlist ~ sqrt(capacity)` (a power of two
     /// between 16 and 4,096) and `nprobe = nlist / 8` (at least 8). At 2^20 real-like items
-    /// (1,024 lists, 128 probed) a query reads an eighth of the items: recall@10 0.999 for
-    /// queries near the stream's items and 0.90 for the debtags vocabulary, whose short texts
-    /// sit between the clusters, at 18-20x the exact int8 scan's speed.
+    /// after a turnover (1,024 lists, 128 probed) a query reads an eighth of the items'
+    /// sign bits: recall@10 0.99 for queries near the stream's items and 0.885 for the
+    /// debtags vocabulary, whose short texts sit between the clusters, at 21x the exact int8
+    /// scan's speed (`make bench-churn`).
     #[must_use]
     pub fn for_capacity(capacity: usize) -> Self {
         let nlist = capacity.isqrt().next_power_of_two().clamp(16, 4096);
