@@ -11,7 +11,7 @@ from helpers import DATA
 
 # Fixtures that read DATA: their tests get the `data` marker, so a checkout without
 # ../shared (the wheel workflow on GitHub) can deselect them with -m "not data".
-DATA_FIXTURES = {"golden", "stream", "debtags"}
+DATA_FIXTURES = {"golden", "stream", "debtags", "embedded"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -55,3 +55,12 @@ def stream() -> list[dict[str, str]]:
             if len(items) == 3000:
                 break
     return items
+
+
+@pytest.fixture(scope="session")
+def embedded(
+    stream: list[dict[str, str]], embedder: imesde.TextEmbedder
+) -> tuple[list[str], npt.NDArray[np.float32]]:
+    """The distinct texts of ``stream`` and their embeddings by the default model."""
+    texts = list(dict.fromkeys(item["text"] for item in stream))
+    return texts, embedder.embed(texts)

@@ -17,13 +17,6 @@ import pytest
 from helpers import DATA
 
 F32 = npt.NDArray[np.float32]
-Stream = list[dict[str, str]]
-
-
-@pytest.fixture(scope="module")
-def embedded(stream: Stream, embedder: imesde.TextEmbedder) -> tuple[list[str], F32]:
-    texts = list(dict.fromkeys(item["text"] for item in stream))
-    return texts, embedder.embed(texts)
 
 
 @pytest.fixture(scope="module")

@@ -15,13 +15,6 @@ import numpy.typing as npt
 import pytest
 
 F32 = npt.NDArray[np.float32]
-Stream = list[dict[str, str]]
-
-
-@pytest.fixture(scope="module")
-def embedded(stream: Stream, embedder: imesde.TextEmbedder) -> tuple[list[str], F32]:
-    texts = list(dict.fromkeys(item["text"] for item in stream))
-    return texts, embedder.embed(texts)
 
 
 def ids(hits: list[imesde.Hit]) -> list[int]:
