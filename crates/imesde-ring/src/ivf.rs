@@ -261,16 +261,18 @@ pub(crate) fn train(kernels: &Kernels, sample: &[f32], dim: usize, nlist: usize)
                 *s += f64::from(v);
             }
         }
-        let mut worst = (0..n).map(|r| {
-            let c = &centroids[lists[r] as usize * dim..][..dim];
-            (kernels.dot_f32(c, &sample[r * dim..(r + 1) * dim]), r)
-        });
-        let mut spare: Vec<(f32, usize)> = Vec::new();
-        if counts.contains(&0) {
-            spare = worst.by_ref().collect();
-            spare.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-            spare.reverse();
-        }
+        // An empty list takes the row its centroid fits worst: rows by fit, worst last.
+        let mut spare: Vec<(f32, usize)> = if counts.contains(&0) {
+            (0..n)
+                .map(|r| {
+                    let c = &centroids[lists[r] as usize * dim..][..dim];
+                    (kernels.dot_f32(c, &sample[r * dim..(r + 1) * dim]), r)
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        spare.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(b.1.cmp(&a.1)));
         for l in 0..nlist {
             let c = &mut centroids[l * dim..(l + 1) * dim];
             if counts[l] == 0 {

@@ -986,8 +986,9 @@ impl Ring {
         filter.check()?;
         let (_, q, unit) = self.prepare_queries(query, filter.exact)?;
         self.searches.fetch_add(1, Ordering::Relaxed);
-        if matches!(q, Query::Int8 { bits: Some(_), .. }) || self.index_serves(filter) {
-            // Hundreds of candidates: ranked as (score, key) pairs, hits made of the best.
+        if matches!(q, Query::Int8 { .. }) || self.index_serves(filter) {
+            // Candidates to rescore (an int8 scan's, a binary scan's, the index's): ranked as
+            // (score, key) pairs ([`Ring::refine`]), hits made of the best.
             let best = self.best_per_query(&q, &unit, 1, k, filter).swap_remove(0);
             return Ok(best
                 .into_iter()
@@ -996,16 +997,16 @@ impl Ring {
         }
         let plain = filter.is_empty();
         let memo = self.memo(filter);
-        let kc = q.candidates(k);
+        // An f32 scan: its scores are exact, so its best `k` are the answer.
         // Each thread keeps the best `k` it has seen over all its tasks (`seen`): an item
         // that does not enter it cannot be in the global top-k, and its floor rises from
         // task to task, so most score blocks are skipped. What enters it also enters the
         // task's own top-k, read out as hits while the shard's lock is held.
         let per_thread = self.fold_shards(
             1,
-            || (TopK::new(kc), Vec::new(), ScanBufs::default()),
+            || (TopK::new(k), Vec::new(), ScanBufs::default()),
             |(seen, hits, bufs): &mut (TopK, Vec<Hit>, ScanBufs), shard, rows| {
-                let mut top = TopK::new(kc);
+                let mut top = TopK::new(k);
                 self.scan_shard(shard, rows, &q, 1, bufs, |_, first, scores| {
                     seen.offer_scores(scores, |seen, r, score| {
                         let slot = first + r;
@@ -1025,24 +1026,16 @@ impl Ring {
                     let id = EMPTY - key;
                     shard.hit(id, self.slot_of(id).1, score)
                 }));
-                // Only this thread's best kc can be in the global top-kc (`seen` holds them).
-                if hits.len() > kc.saturating_mul(2) {
-                    hits.select_nth_unstable_by(kc - 1, best_first);
-                    hits.truncate(kc);
+                // Only this thread's best k can be in the global top-k (`seen` holds them).
+                if hits.len() > k.saturating_mul(2) {
+                    hits.select_nth_unstable_by(k - 1, best_first);
+                    hits.truncate(k);
                 }
             },
         );
         let mut hits: Vec<Hit> = per_thread.into_iter().flat_map(|(_, h, _)| h).collect();
         hits.sort_unstable_by(best_first);
-        hits.truncate(kc);
-        if kc > k {
-            let ids: Vec<u64> = hits.iter().map(|h| h.id).collect();
-            for (h, refined) in hits.iter_mut().zip(self.rescore(&q, 0, &ids)) {
-                h.score = refined.unwrap_or(h.score);
-            }
-            hits.sort_unstable_by(best_first);
-            hits.truncate(k);
-        }
+        hits.truncate(k);
         Ok(hits)
     }
 
@@ -1480,15 +1473,17 @@ impl Ring {
         let (dim, w) = (self.cfg.dim, binary::words(self.cfg.dim));
         for id in ids {
             let i = (id - start) as usize;
+            let rerouted;
             let (list, signs) = if fresh {
-                (routes.lists[i], routes.signs[i * w..(i + 1) * w].to_vec())
+                (routes.lists[i], &routes.signs[i * w..(i + 1) * w])
             } else if let Some(v) = self.unit_of(id) {
-                (index.assign(self.kernels, &v)[0], sign_rows(&v, dim))
+                rerouted = sign_rows(&v, dim);
+                (index.assign(self.kernels, &v)[0], rerouted.as_slice())
             } else {
                 continue;
             };
             if self.contains(id) {
-                index.set(self.global_slot(id), list, &signs);
+                index.set(self.global_slot(id), list, signs);
             }
         }
     }

@@ -470,8 +470,8 @@ class ShardedEngine:
         return [ShardedHit(*r) for r in rows[:k]]
 
     @staticmethod
-    def _filters(since: Any, until: Any, where: Any) -> dict[str, Any]:
-        return {"since": since, "until": until, "where": where}
+    def _filters(since: Any, until: Any, where: Any, **more: Any) -> dict[str, Any]:
+        return {"since": since, "until": until, "where": where, **more}
 
     def search(
         self,
@@ -487,7 +487,7 @@ class ShardedEngine:
         """The ``k`` items closest in meaning to ``query`` over every shard, best first.
         ``allow_partial``: answer from the shards that are available instead of raising;
         ``exact``: as in ``Engine.search_vector``."""
-        f = {**self._filters(since, until, where), "exact": exact}
+        f = self._filters(since, until, where, exact=exact)
         return self._merge(self._scatter("search", query, k, f, allow_partial=allow_partial), k)
 
     def search_vector(
@@ -503,7 +503,7 @@ class ShardedEngine:
     ) -> list[ShardedHit]:
         """``search`` for a query vector."""
         q = np.ascontiguousarray(vector, dtype=np.float32)
-        f = {**self._filters(since, until, where), "exact": exact}
+        f = self._filters(since, until, where, exact=exact)
         return self._merge(self._scatter("search_vector", q, k, f, allow_partial=allow_partial), k)
 
     def search_batch(
@@ -519,7 +519,7 @@ class ShardedEngine:
     ) -> list[list[ShardedHit]]:
         """``search`` for each query (embedded in one batch on each shard)."""
         qs = list(queries)
-        f = {**self._filters(since, until, where), "exact": exact}
+        f = self._filters(since, until, where, exact=exact)
         per_shard = self._scatter("search_batch", qs, k, f, allow_partial=allow_partial)
         return [self._merge((s[j] for s in per_shard), k) for j in range(len(qs))]
 
