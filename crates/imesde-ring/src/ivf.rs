@@ -6,7 +6,7 @@
 //!
 //! Lists hold slot numbers (`shard * shard_size + slot`) and, side by side, the items' sign
 //! bits (48 bytes at 384 dims, blocked as [`binary`] lays them out): a search scans the
-//! probed lists' bits contiguously with the asymmetric popcount kernel and rescores the best
+//! probed lists' bits contiguously with the asymmetric lookup kernel and rescores the best
 //! candidates from the ring (exactly for f32 storage, from codes and residuals for int8 and
 //! binary), so whatever a slot holds when it is read is what is scored. The quantiser is trained once the ring holds
 //! enough items and retrained when the window has turned over ([`Ivf::wants_training`]); a

@@ -1,6 +1,6 @@
-//! Times the binary popcount kernel per level (rows as an argument, 2^20 by default):
+//! Times the binary lookup kernel per level (rows as an argument, 2^20 by default):
 //! `cargo run --release -p imesde-simd --example binary_speed`.
-use imesde_simd::binary::{self, BinaryQuery, Popcount};
+use imesde_simd::binary::{self, BinaryQuery, Lookup};
 use std::time::Instant;
 
 fn main() {
@@ -19,11 +19,11 @@ fn main() {
     let q: Vec<f32> = (0..dim).map(|i| ((i * 7919) % 13) as f32 - 6.0).collect();
     let bq = BinaryQuery::new(&q);
     let mut out = vec![0i32; n];
-    for level in Popcount::ALL.into_iter().filter(|p| p.is_supported()) {
+    for level in Lookup::ALL.into_iter().filter(|p| p.is_supported()) {
         let mut best = f64::MAX;
         for _ in 0..5 {
             let t = Instant::now();
-            level.weighted(&bq, &blocks, &mut out);
+            level.sums(&bq, &blocks, &mut out);
             best = best.min(t.elapsed().as_secs_f64());
         }
         println!(
