@@ -74,6 +74,23 @@ def _snapshot_path(directory: str | os.PathLike[str], shard: int) -> str:
     return os.path.join(os.fspath(directory), f"shard-{shard}.imesde")
 
 
+def _check_shape(spec: dict[str, Any]) -> None:
+    """Raises what ``Engine`` raises for the shards' storage and index arguments, before any
+    actor starts (an actor that fails to start surfaces as a Ray error instead): a
+    one-value engine of the shards' capacity, vectors only, is built and dropped."""
+    import imesde
+
+    imesde.Engine(
+        1,
+        num_shards=spec["engine_shards"],
+        shard_size=spec["ring_shard_size"],
+        storage=spec["storage"],
+        index=spec["index"],
+        nlist=spec["nlist"],
+        nprobe=spec["nprobe"],
+    )
+
+
 class _Shard:
     """One shard: an ``imesde.Engine`` and, per ring slot, the global id of the item there."""
 
@@ -98,6 +115,9 @@ class _Shard:
                 shard_size=spec["ring_shard_size"],
                 storage=spec["storage"],
                 lexical=spec["lexical"],
+                index=spec.get("index"),
+                nlist=spec.get("nlist"),
+                nprobe=spec.get("nprobe"),
             )
             self.ids = np.full(self.engine.capacity, -1, dtype=np.int64)
             self.locals = np.full(self.engine.capacity, -1, dtype=np.int64)
@@ -189,6 +209,9 @@ class _Shard:
     def size(self) -> int:
         return len(self.engine)
 
+    def train_index(self) -> bool:
+        return bool(self.engine.train_index())
+
     def save(self, path: str) -> None:
         self.engine.save(path)
         tmp = path + ".ids.tmp.npz"
@@ -231,7 +254,9 @@ class ShardedEngine:
 
     ``model``: as for ``Engine`` (None for the default model, a model path, or an int for
     vectors only; ``tokenizer`` as for ``TextEmbedder`` when it is not beside the model); each
-    actor loads it once and runs ONNX Runtime on ``num_cpus`` threads.
+    actor loads it once and runs ONNX Runtime on ``num_cpus`` threads. ``storage``, ``index``,
+    ``nlist`` and ``nprobe`` shape each shard's engine as they shape an ``Engine`` of
+    ``shard_size`` items (``index="ivf"``: each shard keeps and trains its own index).
     ``max_restarts``: Ray restarts a crashed shard actor up to this many times, from its
     snapshot in ``snapshot_dir`` when one was saved there. ``restore_shard`` does the same on
     demand. ``start_timeout``: seconds to wait for the actors to start (None: as long as
@@ -248,6 +273,9 @@ class ShardedEngine:
         engine_shards: int = 16,
         storage: str = "f32",
         lexical: bool = False,
+        index: str | None = None,
+        nlist: int | None = None,
+        nprobe: int | None = None,
         key: Callable[[str], Hashable] | None = None,
         num_cpus: float = 1,
         max_restarts: int = 0,
@@ -266,7 +294,11 @@ class ShardedEngine:
             "ring_shard_size": -(-shard_size // engine_shards),
             "storage": storage,
             "lexical": lexical,
+            "index": index,
+            "nlist": nlist,
+            "nprobe": nprobe,
         }
+        _check_shape(self._spec)
         self._open(num_shards, key, num_cpus, max_restarts, snapshot_dir, start_timeout)
 
     def _open(
@@ -633,6 +665,11 @@ class ShardedEngine:
 
     def __len__(self) -> int:
         return sum(self._scatter("size"))
+
+    def train_index(self) -> bool:
+        """Trains every shard's index on the items it holds now and waits (see
+        ``Engine.train_index``); returns whether all are trained. Without ``index=`` False."""
+        return all(self._scatter("train_index"))
 
     def shard_sizes(self, *, allow_partial: bool = False) -> list[int | None]:
         """Items held per shard (None for an unavailable shard with ``allow_partial``)."""
