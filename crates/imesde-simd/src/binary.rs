@@ -10,9 +10,9 @@
 //! 16-entry table per nibble of a row (the query's values summed over the signs that nibble
 //! sets, in 7 bits), and a row's score the sum of its nibbles' entries: per register and byte,
 //! two shuffles (`PSHUFB` looks 32 nibbles up at once) and two adds, the fast-scan layout of
-//! product quantisers. The same kernel is written for AVX2 and AVX-512 (`VPSHUFB` on 64
-//! bytes: two bytes of 32 rows per register) and chosen at run time; the portable body serves
-//! the rest. Every build gives the same integers.
+//! product quantisers. The same kernel is written for AVX2, AVX-512 (`VPSHUFB` on 64
+//! bytes: two bytes of 32 rows per register) and aarch64 NEON (`TBL` on 16 bytes) and chosen
+//! at run time; the portable body serves the rest. Every build gives the same integers.
 
 /// Rows per block of the blocked layout.
 pub const BLOCK: usize = 32;
@@ -207,11 +207,13 @@ pub enum Lookup {
     Avx2,
     /// x86-64 AVX-512BW `VPSHUFB`: two bytes of 32 rows per register.
     Avx512,
+    /// aarch64 Advanced SIMD `TBL`: 16 rows per register.
+    Neon,
 }
 
 impl Lookup {
     /// Every level, slowest first.
-    pub const ALL: [Lookup; 3] = [Lookup::Portable, Lookup::Avx2, Lookup::Avx512];
+    pub const ALL: [Lookup; 4] = [Lookup::Portable, Lookup::Avx2, Lookup::Avx512, Lookup::Neon];
 
     /// Whether this CPU can run the level.
     #[must_use]
@@ -224,6 +226,8 @@ impl Lookup {
             Lookup::Avx512 => {
                 is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw")
             }
+            #[cfg(target_arch = "aarch64")]
+            Lookup::Neon => std::arch::is_aarch64_feature_detected!("neon"),
             #[allow(unreachable_patterns)]
             _ => false,
         }
@@ -238,7 +242,7 @@ impl Lookup {
             let cap = match std::env::var("IMESDE_SIMD").as_deref() {
                 Ok("scalar") => Lookup::Portable,
                 Ok("avx2") => Lookup::Avx2,
-                _ => Lookup::Avx512,
+                _ => Lookup::Neon,
             };
             Lookup::ALL
                 .into_iter()
@@ -265,6 +269,9 @@ impl Lookup {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: as above.
             Lookup::Avx2 => unsafe { x86::avx2(luts, blocks, out) },
+            #[cfg(target_arch = "aarch64")]
+            // SAFETY: as above.
+            Lookup::Neon => unsafe { neon::sums(luts, blocks, out) },
             _ => body(luts, blocks, out),
         }
     }
@@ -405,6 +412,60 @@ mod x86 {
                     _mm256_add_epi16(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64::<1>(v))
                 };
                 widen(half(a), half(b), &mut acc);
+            }
+            o.copy_from_slice(&acc[..o.len()]);
+        }
+    }
+}
+
+#[cfg(target_arch = "aarch64")]
+mod neon {
+    use super::{BLOCK, SPAN};
+    use std::arch::aarch64::{
+        uint16x8_t, vaddq_u8, vaddw_high_u8, vaddw_u8, vandq_u8, vdupq_n_u8, vdupq_n_u16,
+        vget_low_u8, vld1q_u8, vqtbl1q_u8, vshrq_n_u8, vst1q_u16,
+    };
+
+    /// Per byte of a row, the 32 rows in two registers: each nibble looked up in its table
+    /// by `TBL` (16 rows at once), the two entries added in 8 bits, then widened into four
+    /// 16-bit sums of 8 rows each (`UADDW`, `UADDW2`), moved to the rows' totals every `SPAN`
+    /// bytes (at most 254 a byte, so below 2^16).
+    #[target_feature(enable = "neon")]
+    pub(super) unsafe fn sums(luts: &[u8], blocks: &[u8], out: &mut [i32]) {
+        let bytes = luts.len() / 64;
+        let (lo, hi) = luts.split_at(bytes * 32);
+        for (blk, o) in blocks
+            .chunks_exact(bytes * BLOCK)
+            .zip(out.chunks_mut(BLOCK))
+        {
+            let mut acc = [0i32; BLOCK];
+            for p0 in (0..bytes).step_by(SPAN) {
+                // SAFETY: every p < bytes: `blk`, `lo` and `hi` hold bytes * 32 bytes each
+                // (a table's first 16 bytes are its 16 entries).
+                unsafe {
+                    let m = vdupq_n_u8(0x0f);
+                    let mut s: [uint16x8_t; 4] = [vdupq_n_u16(0); 4];
+                    for p in p0..(p0 + SPAN).min(bytes) {
+                        let tl = vld1q_u8(lo.as_ptr().add(p * 32));
+                        let th = vld1q_u8(hi.as_ptr().add(p * 32));
+                        for half in 0..2 {
+                            let r = vld1q_u8(blk.as_ptr().add(p * 32 + half * 16));
+                            let x = vaddq_u8(
+                                vqtbl1q_u8(tl, vandq_u8(r, m)),
+                                vqtbl1q_u8(th, vshrq_n_u8::<4>(r)),
+                            );
+                            s[2 * half] = vaddw_u8(s[2 * half], vget_low_u8(x));
+                            s[2 * half + 1] = vaddw_high_u8(s[2 * half + 1], x);
+                        }
+                    }
+                    for (k, v) in s.into_iter().enumerate() {
+                        let mut w = [0u16; 8];
+                        vst1q_u16(w.as_mut_ptr(), v);
+                        for (a, &w) in acc[8 * k..8 * k + 8].iter_mut().zip(&w) {
+                            *a += i32::from(w);
+                        }
+                    }
+                }
             }
             o.copy_from_slice(&acc[..o.len()]);
         }
