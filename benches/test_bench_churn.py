@@ -111,10 +111,7 @@ class Imesde(Contender):
 
     def memory(self) -> int:
         s = self.e.stats()
-        # The index: per slot its list and position (8 bytes); per item its slot (4) and
-        # sign bits (48 at 384 dims).
-        index = s["capacity"] * 8 + s["len"] * (4 + DIM // 8) if s["index"] else 0
-        return int(s["memory_bytes"]) + index
+        return int(s["memory_bytes"]) + int(s["index_bytes"])
 
 
 class Hnswlib(Contender):

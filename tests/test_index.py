@@ -46,7 +46,11 @@ def test_the_index_follows_the_window(embedded: tuple[list[str], F32], storage: 
                 x[rows], [texts[i] for i in rows], metadata=[meta[i] for i in rows]
             )
     assert e.train_index()
-    assert e.stats()["index_trained"]
+    stats = e.stats()
+    assert stats["index_trained"]
+    # Per held item at least its slot (4 bytes) and its sign bits (48); per slot its place (8).
+    assert stats["index_bytes"] >= cap * (4 + 48 + 8)
+    assert exact.stats()["index_bytes"] == 0
     # Standing queries see every new item, index or not.
     subs = [engine.subscribe(x[5], threshold=0.5) for engine in (exact, e)]
     for engine in (exact, e):

@@ -889,7 +889,7 @@ impl Engine {
     /// Counters and sizes: ``len``, ``capacity``, ``dim``, ``num_shards``, ``shard_size``,
     /// ``storage``, ``ingested``, ``evicted``, ``deleted``, ``searches``, ``memory_bytes`` (fixed at
     /// construction), ``payload_bytes`` (texts and metadata), ``simd``; ``index`` (``"ivf"`` or
-    /// None), ``nlist``, ``nprobe``, ``index_trained``.
+    /// None), ``nlist``, ``nprobe``, ``index_trained``, ``index_bytes`` (held by the index now).
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let ring = self.core.ring();
         let s = gil::run(py, "Engine.stats", || ring.stats())?;
@@ -913,6 +913,7 @@ impl Engine {
         d.set_item("nlist", index.map(|c| c.nlist))?;
         d.set_item("nprobe", index.map(|c| c.nprobe))?;
         d.set_item("index_trained", ring.index_trained())?;
+        d.set_item("index_bytes", s.index_bytes)?;
         Ok(d)
     }
 

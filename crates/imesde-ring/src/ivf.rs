@@ -117,8 +117,11 @@ impl Ivf {
         );
         let pos = l.len();
         self.place[g] = (list, pos as u32);
+        room(l, pos + 1);
         l.push(g as u32);
-        bits.resize(binary::blocked_len(pos + 1, self.words), 0);
+        let need = binary::blocked_len(pos + 1, self.words);
+        room(bits, need);
+        bits.resize(need, 0);
         binary::put_row(bits, pos, signs);
     }
 
@@ -141,6 +144,8 @@ impl Ivf {
             self.place[l[pos] as usize].1 = pos as u32;
         }
         bits.truncate(binary::blocked_len(last, self.words));
+        trim(l);
+        trim(bits);
         self.place[g] = (NONE, NONE);
     }
 
@@ -186,10 +191,17 @@ impl Ivf {
         trained_at: u64,
     ) {
         self.centroids = centroids;
-        self.lists.iter_mut().for_each(Vec::clear);
-        self.bits.iter_mut().for_each(Vec::clear);
-        self.place.fill((NONE, NONE));
         let w = self.words;
+        // Each list sized for its new members (and an eighth more), whatever it held before.
+        let mut counts = vec![0usize; self.lists.len()];
+        for &l in lists.iter().filter(|&&l| l != NONE) {
+            counts[l as usize] += 1;
+        }
+        for ((l, b), &c) in self.lists.iter_mut().zip(&mut self.bits).zip(&counts) {
+            *l = Vec::with_capacity(c + c / 8);
+            *b = Vec::with_capacity(binary::blocked_len(c + c / 8, w));
+        }
+        self.place.fill((NONE, NONE));
         for (g, &l) in lists.iter().enumerate() {
             if l != NONE {
                 self.set(g, l, &signs[g * w..(g + 1) * w]);
@@ -199,9 +211,35 @@ impl Ivf {
         self.epoch += 1;
     }
 
+    /// Heap bytes held: the lists and their sign bits, each slot's place, the centroids.
+    pub(crate) fn heap_bytes(&self) -> usize {
+        let lists: usize = self.lists.iter().map(|l| l.capacity() * 4).sum();
+        let bits: usize = self.bits.iter().map(|b| b.capacity() * 8).sum();
+        lists
+            + bits
+            + (self.lists.len() + self.bits.len()) * size_of::<Vec<u32>>()
+            + self.place.capacity() * size_of::<(u32, u32)>()
+            + self.centroids.capacity() * size_of::<f32>()
+    }
+
     /// Sizes of the lists (for stats and tests).
     pub(crate) fn list_sizes(&self) -> Vec<usize> {
         self.lists.iter().map(Vec::len).collect()
+    }
+}
+
+/// Makes room for `need` items in `v`, an eighth more than needed when it has to grow: a list
+/// under churn hovers around its size, and doubling would leave up to half of it unused.
+fn room<T>(v: &mut Vec<T>, need: usize) {
+    if need > v.capacity() {
+        v.reserve_exact(need + need / 8 - v.len());
+    }
+}
+
+/// Gives back what a list that has shrunk to under half its room no longer needs.
+fn trim<T>(v: &mut Vec<T>) {
+    if v.capacity() > 2 * v.len() + 256 {
+        v.shrink_to(v.len() + v.len() / 8);
     }
 }
 

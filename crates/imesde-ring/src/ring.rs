@@ -88,6 +88,9 @@ pub struct RingStats {
     pub fixed_bytes: usize,
     /// Bytes held by texts and metadata now.
     pub payload_bytes: usize,
+    /// Bytes held by the index now (lists, their sign bits, each slot's place, centroids);
+    /// 0 without one.
+    pub index_bytes: usize,
     /// The SIMD backend in use.
     pub backend: &'static str,
 }
@@ -1281,6 +1284,7 @@ impl Ring {
             searches: self.searches.load(Ordering::Relaxed),
             fixed_bytes: slot_bytes * self.capacity(),
             payload_bytes,
+            index_bytes: self.ivf.read().as_ref().map_or(0, Ivf::heap_bytes),
             backend: self.kernels.backend().name(),
         }
     }

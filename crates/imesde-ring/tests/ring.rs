@@ -706,6 +706,17 @@ fn the_index_follows_the_window_and_serves_filtered_searches() {
         }
         // Every held item is in exactly one list, also after the window turned over.
         assert_eq!(r.index_list_sizes().iter().sum::<usize>(), r.len());
+        // And the lists hold little more than their items (an eighth): per item its slot and
+        // sign bits, per slot its place, the centroids, per list up to a block of padding rows.
+        let words = dim / 64;
+        let ideal = r.len() * (4 + 8 * words) + r.capacity() * 8 + 32 * dim * 4;
+        let padding = 32 * 32 * 8 * words;
+        let held = r.stats().index_bytes;
+        assert!(
+            held >= ideal && held <= ideal * 9 / 8 + padding + 32 * 64,
+            "{held} bytes for {ideal}"
+        );
+        assert_eq!(exact_ring.stats().index_bytes, 0);
         let odd = Filter::matching(Predicate::eq("odd", Value::Bool(true)));
         let exact = Filter {
             exact: true,
