@@ -54,6 +54,9 @@ def test_deleted_items_leave_every_search_and_snapshots(
     engine.save(tmp_path / "e.imesde")
     loaded = imesde.Engine.load(tmp_path / "e.imesde")
     assert len(loaded) == len(keep)
+    assert {k: loaded.stats()[k] for k in ("deleted", "evicted", "ingested")} == {
+        k: engine.stats()[k] for k in ("deleted", "evicted", "ingested")
+    }
     assert not {h.id for h in loaded.lexical_search(texts[gone[3]], k=20)} & set(gone)
     assert [h.id for h in loaded.search_vector(vecs[gone[0]], k=10)] == [
         h.id for h in engine.search_vector(vecs[gone[0]], k=10)

@@ -307,7 +307,7 @@ pub struct Ring {
     pub(crate) shards: Box<[RwLock<Shard>]>,
     pub(crate) next_id: AtomicU64,
     searches: AtomicU64,
-    deleted: AtomicU64,
+    pub(crate) deleted: AtomicU64,
     kernels: &'static Kernels,
     standing: Standing,
     /// Filter answers per slot for the filters searched most recently.

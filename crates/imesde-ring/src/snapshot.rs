@@ -1,7 +1,7 @@
 //! Snapshots: the whole ring as bytes, taken consistently while ingestion goes on, and a ring
 //! rebuilt from them bit for bit (same slots, same vectors, so the same search results).
 //!
-//! Layout, inside the `imesde-format` frame (magic `b"IMESDE-RING\n"`, `u32` version 3, body,
+//! Layout, inside the `imesde-format` frame (magic `b"IMESDE-RING\n"`, `u32` version 4, body,
 //! `u32` CRC-32), little-endian:
 //!
 //! ```text
@@ -10,11 +10,13 @@
 //!   u64 id, f64 ts, the stored vector (dim f32, or dim i8 + f32 scale + ceil(dim / 2) bytes
 //!   of 4-bit residual; binary storage: the int8 form, then ceil(dim / 64) u64 of sign bits),
 //!   u8 has_text [str text], u32 metadata pairs (str key, value)...
+//! u64 items ever deleted
 //! ```
 //! A string is a `u32` byte length and UTF-8. A value is a `u8` kind and its payload: 0 str,
 //! 1 i64, 2 f64, 3 bool (u8), 4 list (u32 length, then scalar values). Version 2 stored every
 //! value as a string; version 1 is version 2 without the residual (its int8 vectors load with
-//! a zero residual). Both still load.
+//! a zero residual). Versions 1-3 lack the deleted count: it loads as the window's ids not
+//! held. All still load.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -27,7 +29,7 @@ use crate::ring::{MAX_IDS, Ring, RingConfig, Shard, Storage, Vectors, is_live};
 use crate::{Metadata, RingError, Value};
 
 const MAGIC: &[u8; 12] = b"IMESDE-RING\n";
-const VERSION: u32 = 3;
+const VERSION: u32 = 4;
 
 fn write_value(w: &mut Writer, v: &Value) {
     match v {
@@ -113,6 +115,7 @@ impl Ring {
         let gate = self.gate.write();
         let next_id = self.next_id.load(Ordering::Acquire);
         let shards: Vec<_> = self.shards.iter().map(|s| s.read()).collect();
+        let deleted = self.deleted.load(Ordering::Relaxed);
         drop(gate);
         w.u64(next_id);
         w.str(tag);
@@ -175,6 +178,9 @@ impl Ring {
             }
         }
         drop(shards);
+        if version >= 4 {
+            w.u64(deleted);
+        }
         w.finish()
     }
 
@@ -184,7 +190,7 @@ impl Ring {
     /// [`RingError::Snapshot`] when the bytes are not a whole, unmodified snapshot.
     pub fn snapshot_tag(bytes: &[u8]) -> Result<String, RingError> {
         let bad = |e: FormatError| RingError::Snapshot(e.0);
-        let mut r = Reader::open(bytes, MAGIC, &[1, 2, VERSION]).map_err(bad)?;
+        let mut r = Reader::open(bytes, MAGIC, &[1, 2, 3, VERSION]).map_err(bad)?;
         // dim, shards, size (u32 each), storage (u8), next id (u64), then the tag.
         r.bytes(3 * 4 + 1 + 8).map_err(bad)?;
         r.str().map_err(bad)
@@ -198,7 +204,7 @@ impl Ring {
     pub fn from_snapshot(bytes: &[u8]) -> Result<(Ring, String), RingError> {
         let bad = |e: FormatError| RingError::Snapshot(e.0);
         let invalid = |m: &str| RingError::Snapshot(m.to_string());
-        let mut r = Reader::open(bytes, MAGIC, &[1, 2, VERSION]).map_err(bad)?;
+        let mut r = Reader::open(bytes, MAGIC, &[1, 2, 3, VERSION]).map_err(bad)?;
         let has_residual = r.version() >= 2;
         let typed = r.version() >= 3;
         let mut keys = crate::KeyInterner::default();
@@ -333,6 +339,17 @@ impl Ring {
             shard.len += 1;
             shard.high = shard.high.max(slot + 1);
         }
+        // The window's ids not held were deleted; older ones may have been too.
+        let missing = (next_id - floor).saturating_sub(held);
+        let deleted = if r.version() >= 4 {
+            r.u64().map_err(bad)?
+        } else {
+            missing
+        };
+        if deleted < missing || deleted > next_id.saturating_sub(held) {
+            return Err(invalid("the deleted count does not fit the items held"));
+        }
+        ring.deleted.store(deleted, Ordering::Relaxed);
         r.finish().map_err(bad)?;
         debug_assert!(ring.shards.iter().all(|s| {
             let s = s.read();
@@ -379,6 +396,36 @@ mod tests {
         // Saved again, it is a version 2 snapshot with a zero residual.
         let (again, _) = Ring::from_snapshot(&old.snapshot("t")).unwrap();
         assert_eq!(again.get(3), old.get(3));
+    }
+
+    #[test]
+    fn the_deleted_count_survives_a_snapshot() {
+        let ring = Ring::new(RingConfig {
+            dim: 4,
+            num_shards: 2,
+            shard_size: 4,
+            storage: Storage::F32,
+        })
+        .unwrap();
+        let x: Vec<f32> = (0..40).map(|i| ((i * 5 % 13) as f32 - 6.0) / 4.0).collect();
+        ring.ingest(&x[..24], &Attributes::default()).unwrap();
+        // Ids 0 and 1 deleted, then their slots overwritten; id 7 deleted in the window.
+        assert_eq!(ring.delete(&[0, 1]), vec![0, 1]);
+        ring.ingest(&x[24..], &Attributes::default()).unwrap();
+        assert_eq!(ring.delete(&[7]), vec![7]);
+        let before = ring.stats();
+        assert_eq!((before.deleted, before.len, before.evicted), (3, 7, 0));
+        let (back, _) = Ring::from_snapshot(&ring.snapshot("t")).unwrap();
+        let after = back.stats();
+        assert_eq!(
+            (after.deleted, after.evicted, after.len),
+            (before.deleted, before.evicted, before.len)
+        );
+        // Version 3 did not keep it: the window's missing ids are what it can tell.
+        let (old, _) = Ring::from_snapshot(&ring.snapshot_as("t", 3)).unwrap();
+        assert_eq!((old.stats().deleted, old.stats().len), (1, 7));
+        assert_eq!(Ring::snapshot_tag(&ring.snapshot_as("t", 3)).unwrap(), "t");
+        assert_eq!(Ring::snapshot_tag(&ring.snapshot("t")).unwrap(), "t");
     }
 
     #[test]
@@ -469,6 +516,14 @@ mod tests {
             });
             let e = Ring::from_snapshot(&next).unwrap_err();
             assert!(e.to_string().contains("id range"), "{e}");
+            // More items deleted than were ever ingested and not held.
+            let deleted = forged(&bytes, |b| {
+                // The count is the last 8 bytes before the checksum.
+                let end = b.len();
+                b[end - 8..].copy_from_slice(&u64::MAX.to_le_bytes());
+            });
+            let e = Ring::from_snapshot(&deleted).unwrap_err();
+            assert!(e.to_string().contains("deleted count"), "{e}");
         }
     }
 
