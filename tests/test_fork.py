@@ -138,3 +138,31 @@ def test_children_forked_under_load_never_hang() -> None:
     assert all(w > 0 for w in work), work
     # The parent is unharmed.
     assert len(engine.search_vector(x[1], k=3)) == 3
+
+
+@pytest.mark.timeout(300)
+def test_a_child_forked_during_a_training_trains_its_own_index() -> None:
+    # The engine trains its index on a thread of its own once it holds enough items; a child
+    # forked meanwhile does not have that thread, but must still train (and not wait for it).
+    x = np.random.default_rng(1).standard_normal((1 << 17, 384), dtype=np.float32)
+    engine = imesde.Engine(384, num_shards=8, shard_size=1 << 14, index="ivf", nlist=1024)
+    engine.ingest_vectors(x)
+    time.sleep(0.3)  # the training has started (it takes seconds at this size)
+    assert not engine.stats()["index_trained"]
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        code = 1
+        try:
+            # Without its own training the child would wait 10 minutes: the alarm kills it
+            # (a Python handler would only run once the wait ended).
+            signal.signal(signal.SIGALRM, signal.SIG_DFL)
+            signal.alarm(120)
+            trained = engine.train_index() and engine.stats()["index_trained"]
+            hits = engine.search_vector(x[5], k=3)
+            code = 0 if trained and hits[0].id == 5 else 1
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert status == 0, status
+    assert engine.train_index()
+    assert engine.search_vector(x[9], k=3)[0].id == 9

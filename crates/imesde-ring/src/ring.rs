@@ -1,6 +1,6 @@
 use std::ops::Range;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use imesde_simd::binary::{self, BinaryQuery};
@@ -319,6 +319,9 @@ pub struct Ring {
     ivf: RwLock<Option<Ivf>>,
     /// Held while a training runs (one at a time).
     training: Mutex<()>,
+    /// The process whose thread holds `training` (0: none): a child forked during a
+    /// training sees the lock held by a thread it does not have.
+    trainer: AtomicU32,
 }
 
 impl std::fmt::Debug for Ring {
@@ -454,6 +457,7 @@ impl Ring {
             gate: RwLock::new(()),
             ivf: RwLock::new(None),
             training: Mutex::new(()),
+            trainer: AtomicU32::new(0),
         })
     }
 
@@ -1336,6 +1340,7 @@ impl Ring {
     /// engine then runs [`Ring::train_index`] on a thread of its own.
     #[must_use]
     pub fn index_wants_training(&self) -> bool {
+        self.reclaim_training();
         let next = self.next_id.load(Ordering::Acquire);
         let guard = self.ivf.read();
         guard.as_ref().is_some_and(|i| {
@@ -1359,12 +1364,13 @@ impl Ring {
     /// are assigned again when the new lists are installed. When a training is already
     /// running, waits for it instead. Returns whether the index is trained.
     pub fn train_index(&self) -> bool {
+        self.reclaim_training();
         if let Some(_one) = self.training.try_lock() {
-            return self.train_locked();
+            return self.train_holding();
         }
         // One is running (on the engine's thread): its lists are as new as ours would be.
-        // Waited for with a bound: in a child forked during a training the lock stays held
-        // by a thread that does not exist there.
+        // Waited for with a bound, as a backstop for a child forked before the holder
+        // recorded its process.
         drop(
             self.training
                 .try_lock_for(std::time::Duration::from_mins(10)),
@@ -1374,9 +1380,42 @@ impl Ring {
 
     /// [`Ring::train_index`] unless a training is running (then false at once).
     pub fn train_index_if_idle(&self) -> bool {
+        self.reclaim_training();
         match self.training.try_lock() {
-            Some(_one) => self.train_locked(),
+            Some(_one) => self.train_holding(),
             None => false,
+        }
+    }
+
+    /// A training with `training` held: records this process as its holder meanwhile (and
+    /// clears it however the training ends).
+    fn train_holding(&self) -> bool {
+        struct Holder<'a>(&'a AtomicU32);
+        impl Drop for Holder<'_> {
+            fn drop(&mut self) {
+                self.0.store(0, Ordering::Release);
+            }
+        }
+        self.trainer.store(std::process::id(), Ordering::Release);
+        let _holder = Holder(&self.trainer);
+        self.train_locked()
+    }
+
+    /// In a child forked while a thread of its parent trained, frees the training lock that
+    /// thread held: it never runs here, and a training would otherwise never start again.
+    fn reclaim_training(&self) {
+        let pid = self.trainer.load(Ordering::Acquire);
+        if pid != 0
+            && pid != std::process::id()
+            && self
+                .trainer
+                .compare_exchange(pid, 0, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
+            // SAFETY: `trainer` is set only while `training` is held, so the lock was held
+            // by the parent's thread when this process was forked; no thread here holds it,
+            // and the exchange lets one thread free it, once.
+            unsafe { self.training.force_unlock() };
         }
     }
 
