@@ -143,7 +143,8 @@ def test_children_forked_under_load_never_hang() -> None:
 @pytest.mark.timeout(300)
 def test_a_child_forked_during_a_training_trains_its_own_index() -> None:
     # The engine trains its index on a thread of its own once it holds enough items; a child
-    # forked meanwhile does not have that thread, but must still train (and not wait for it).
+    # forked meanwhile does not have that thread: the fork waits for the training (whose locks
+    # the child would find held), and the child trains and searches without waiting.
     x = np.random.default_rng(1).standard_normal((1 << 17, 384), dtype=np.float32)
     engine = imesde.Engine(384, num_shards=8, shard_size=1 << 14, index="ivf", nlist=1024)
     engine.ingest_vectors(x)

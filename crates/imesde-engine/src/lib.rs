@@ -28,6 +28,7 @@
 //! ```
 
 mod error;
+pub mod fork;
 mod inbox;
 mod labeler;
 #[cfg(feature = "bm25")]
@@ -287,7 +288,12 @@ impl Engine {
             // right; the next ingest tries again).
             let _ = std::thread::Builder::new()
                 .name("imesde-index".into())
-                .spawn(move || ring.train_index_if_idle());
+                .spawn(move || {
+                    // Inside the fork gate: a fork waits for the training, whose locks a
+                    // child would otherwise find held by a thread it does not have.
+                    let _inside = fork::Inside::enter();
+                    ring.train_index_if_idle()
+                });
         }
     }
 

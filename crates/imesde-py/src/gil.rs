@@ -11,86 +11,36 @@
 //! prepare handler ([`before_fork`]) waits until no thread is inside it: a forking thread holds
 //! the GIL, so no new work can start, and the work in flight never needs the GIL to finish.
 //! The child is then forked with every such lock free, and never waits for a parent's thread.
+//! The gate itself is `imesde_engine::fork`, which the engine's index trainings (run on
+//! threads of its own) enter too.
 
 use std::any::Any;
-use std::cell::Cell;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use pyo3::prelude::*;
 
 use crate::exceptions::{Exc, err};
 
-/// Threads inside [`run`] now.
-static ACTIVE: AtomicUsize = AtomicUsize::new(0);
-/// Set while a fork waits for [`ACTIVE`] to drain.
-static FORKING: AtomicBool = AtomicBool::new(false);
-/// A fork waits at most this long for work in flight (a safety valve: work inside [`run`]
-/// never waits for the GIL, so it always ends, but a hang of the parent would be worse than
-/// the risk it guards against).
-const FORK_WAIT: Duration = Duration::from_mins(1);
+use imesde_engine::fork::{self, Inside};
 
-thread_local! {
-    /// Nesting depth of [`run`] on this thread (only the outermost counts in [`ACTIVE`]).
-    static DEPTH: Cell<usize> = const { Cell::new(0) };
-}
-
-/// Counts the thread in [`ACTIVE`] while alive (the outermost one on a thread).
-struct Inside;
-
-impl Inside {
-    fn enter() -> Self {
-        if DEPTH.get() == 0 {
-            loop {
-                // A fork in progress: wait for it (only threads that are not Python's can get
-                // here then, since the forking thread holds the GIL).
-                while FORKING.load(SeqCst) {
-                    std::thread::yield_now();
-                }
-                ACTIVE.fetch_add(1, SeqCst);
-                if !FORKING.load(SeqCst) {
-                    break;
-                }
-                ACTIVE.fetch_sub(1, SeqCst);
-            }
-        }
-        DEPTH.set(DEPTH.get() + 1);
-        Inside
-    }
-}
-
-impl Drop for Inside {
-    fn drop(&mut self) {
-        let depth = DEPTH.get() - 1;
-        DEPTH.set(depth);
-        if depth == 0 {
-            ACTIVE.fetch_sub(1, SeqCst);
-        }
-    }
-}
-
-/// `pthread_atfork` prepare: waits until no thread is inside [`run`].
+/// `pthread_atfork` prepare: waits until no thread is inside [`run`] (or the engine's gate).
 pub(crate) fn before_fork() {
-    FORKING.store(true, SeqCst);
-    let start = Instant::now();
-    while ACTIVE.load(SeqCst) > 0 && start.elapsed() < FORK_WAIT {
-        std::thread::sleep(Duration::from_micros(50));
-    }
+    fork::before_fork();
 }
 
 /// `pthread_atfork` parent: work may start again.
 pub(crate) fn after_fork_in_parent() {
-    FORKING.store(false, SeqCst);
+    fork::after_fork_in_parent();
 }
 
 /// `pthread_atfork` child: the child's only thread is the forking one, which was outside (and
 /// is the child's main thread).
 pub(crate) fn after_fork_in_child() {
     set_main_thread();
-    ACTIVE.store(0, SeqCst);
-    FORKING.store(false, SeqCst);
+    fork::after_fork_in_child();
 }
 
 fn panic_message(payload: &(dyn Any + Send)) -> &str {
