@@ -175,26 +175,53 @@ impl BinaryQuery {
     }
 }
 
-/// The portable body of [`Lookup::sums`]: `out[r]` the sum of row `r`'s nibbles' entries.
-fn body(luts: &[u8], blocks: &[u8], out: &mut [i32]) {
-    let bytes = luts.len() / 64;
-    let (lo, hi) = luts.split_at(bytes * 32);
+/// The frame of every kernel: per block of [`BLOCK`] rows, `ahead(block)` (a prefetch), then
+/// per `SPAN` bytes of its rows `span(block, p0, p1, totals)` adds the sums of bytes
+/// `p0..p1` to the rows' totals, which go to `out`. Inlined into each kernel, so its closures
+/// keep the kernel's instruction set.
+#[inline(always)]
+fn each_span(
+    bytes: usize,
+    blocks: &[u8],
+    out: &mut [i32],
+    mut ahead: impl FnMut(&[u8]),
+    mut span: impl FnMut(&[u8], usize, usize, &mut [i32; BLOCK]),
+) {
     for (blk, o) in blocks
         .chunks_exact(bytes * BLOCK)
         .zip(out.chunks_mut(BLOCK))
     {
+        ahead(blk);
         let mut acc = [0i32; BLOCK];
-        for ((rows, l), h) in blk
-            .chunks_exact(BLOCK)
-            .zip(lo.chunks_exact(32))
-            .zip(hi.chunks_exact(32))
-        {
-            for (a, &b) in acc.iter_mut().zip(rows) {
-                *a += i32::from(l[usize::from(b & 15)]) + i32::from(h[usize::from(b >> 4)]);
-            }
+        for p0 in (0..bytes).step_by(SPAN) {
+            span(blk, p0, (p0 + SPAN).min(bytes), &mut acc);
         }
         o.copy_from_slice(&acc[..o.len()]);
     }
+}
+
+/// The portable body of [`Lookup::sums`]: `out[r]` the sum of row `r`'s nibbles' entries.
+fn body(luts: &[u8], blocks: &[u8], out: &mut [i32]) {
+    let bytes = luts.len() / 64;
+    let (lo, hi) = luts.split_at(bytes * 32);
+    each_span(
+        bytes,
+        blocks,
+        out,
+        |_| (),
+        |blk, p0, p1, acc| {
+            for p in p0..p1 {
+                let (rows, l, h) = (
+                    &blk[p * 32..][..32],
+                    &lo[p * 32..][..16],
+                    &hi[p * 32..][..16],
+                );
+                for (a, &b) in acc.iter_mut().zip(rows) {
+                    *a += i32::from(l[usize::from(b & 15)]) + i32::from(h[usize::from(b >> 4)]);
+                }
+            }
+        },
+    );
 }
 
 /// An instruction set the lookup kernel is built for.
@@ -279,7 +306,7 @@ impl Lookup {
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{BLOCK, SPAN};
+    use super::{BLOCK, each_span};
     use std::arch::x86_64::{
         __m256i, _MM_HINT_T0, _mm_prefetch, _mm256_add_epi8, _mm256_add_epi16, _mm256_and_si256,
         _mm256_loadu_si256, _mm256_set1_epi8, _mm256_setzero_si256, _mm256_shuffle_epi8,
@@ -334,47 +361,39 @@ mod x86 {
         let (lo, hi) = luts.split_at(bytes * 32);
         let m = _mm256_set1_epi8(0x0f);
         let end = blocks.as_ptr_range().end;
-        for (blk, o) in blocks
-            .chunks_exact(bytes * BLOCK)
-            .zip(out.chunks_mut(BLOCK))
-        {
-            prefetch(blk, end);
-            let mut acc = [0i32; BLOCK];
-            for p0 in (0..bytes).step_by(SPAN) {
-                // Two pairs of sums, four bytes a step: shorter dependency chains (1 M rows
-                // of 384 bits, one thread: 4.6-5.0 ms with one byte a step, 2.7 ms so).
-                let (mut a, mut b) = (_mm256_setzero_si256(), _mm256_setzero_si256());
-                let (mut a2, mut b2) = (_mm256_setzero_si256(), _mm256_setzero_si256());
-                let one = |p: usize| {
-                    // SAFETY: p < bytes: `blk`, `lo` and `hi` hold bytes * 32 bytes each.
-                    let (r, tl, th) = unsafe {
-                        (
-                            _mm256_loadu_si256(blk.as_ptr().add(p * 32).cast()),
-                            _mm256_loadu_si256(lo.as_ptr().add(p * 32).cast()),
-                            _mm256_loadu_si256(hi.as_ptr().add(p * 32).cast()),
-                        )
-                    };
-                    let l = _mm256_and_si256(r, m);
-                    let h = _mm256_and_si256(_mm256_srli_epi16::<4>(r), m);
-                    _mm256_add_epi8(_mm256_shuffle_epi8(tl, l), _mm256_shuffle_epi8(th, h))
+        let ahead = |blk: &[u8]| prefetch(blk, end);
+        each_span(bytes, blocks, out, ahead, |blk, p0, p1, acc| {
+            // Two pairs of sums, four bytes a step: shorter dependency chains (1 M rows of
+            // 384 bits, one thread: 4.6-5.0 ms with one byte a step, 2.7 ms so).
+            let (mut a, mut b) = (_mm256_setzero_si256(), _mm256_setzero_si256());
+            let (mut a2, mut b2) = (_mm256_setzero_si256(), _mm256_setzero_si256());
+            let one = |p: usize| {
+                // SAFETY: p < bytes: `blk`, `lo` and `hi` hold bytes * 32 bytes each.
+                let (r, tl, th) = unsafe {
+                    (
+                        _mm256_loadu_si256(blk.as_ptr().add(p * 32).cast()),
+                        _mm256_loadu_si256(lo.as_ptr().add(p * 32).cast()),
+                        _mm256_loadu_si256(hi.as_ptr().add(p * 32).cast()),
+                    )
                 };
-                for p in (p0..(p0 + SPAN).min(bytes)).step_by(4) {
-                    let (x, y) = (one(p), one(p + 1));
-                    let (z, t) = (one(p + 2), one(p + 3));
-                    a = _mm256_add_epi16(a, x);
-                    b = _mm256_add_epi16(b, _mm256_srli_epi16::<8>(x));
-                    a2 = _mm256_add_epi16(a2, y);
-                    b2 = _mm256_add_epi16(b2, _mm256_srli_epi16::<8>(y));
-                    a = _mm256_add_epi16(a, z);
-                    b = _mm256_add_epi16(b, _mm256_srli_epi16::<8>(z));
-                    a2 = _mm256_add_epi16(a2, t);
-                    b2 = _mm256_add_epi16(b2, _mm256_srli_epi16::<8>(t));
-                }
-                let (a, b) = (_mm256_add_epi16(a, a2), _mm256_add_epi16(b, b2));
-                widen(a, b, &mut acc);
+                let l = _mm256_and_si256(r, m);
+                let h = _mm256_and_si256(_mm256_srli_epi16::<4>(r), m);
+                _mm256_add_epi8(_mm256_shuffle_epi8(tl, l), _mm256_shuffle_epi8(th, h))
+            };
+            for p in (p0..p1).step_by(4) {
+                let (x, y) = (one(p), one(p + 1));
+                let (z, t) = (one(p + 2), one(p + 3));
+                a = _mm256_add_epi16(a, x);
+                b = _mm256_add_epi16(b, _mm256_srli_epi16::<8>(x));
+                a2 = _mm256_add_epi16(a2, y);
+                b2 = _mm256_add_epi16(b2, _mm256_srli_epi16::<8>(y));
+                a = _mm256_add_epi16(a, z);
+                b = _mm256_add_epi16(b, _mm256_srli_epi16::<8>(z));
+                a2 = _mm256_add_epi16(a2, t);
+                b2 = _mm256_add_epi16(b2, _mm256_srli_epi16::<8>(t));
             }
-            o.copy_from_slice(&acc[..o.len()]);
-        }
+            widen(_mm256_add_epi16(a, a2), _mm256_add_epi16(b, b2), acc);
+        });
     }
 
     /// As [`avx2`] with two bytes of the 32 rows per register (a row has an even number of
@@ -385,42 +404,34 @@ mod x86 {
         let (lo, hi) = luts.split_at(bytes * 32);
         let m = _mm512_set1_epi8(0x0f);
         let end = blocks.as_ptr_range().end;
-        for (blk, o) in blocks
-            .chunks_exact(bytes * BLOCK)
-            .zip(out.chunks_mut(BLOCK))
-        {
-            prefetch(blk, end);
-            let mut acc = [0i32; BLOCK];
-            for p0 in (0..bytes).step_by(SPAN) {
-                let (mut a, mut b) = (_mm512_setzero_si512(), _mm512_setzero_si512());
-                for p in (p0..(p0 + SPAN).min(bytes)).step_by(2) {
-                    // SAFETY: p + 1 < bytes (bytes is even): 64 bytes from p * 32 are inside.
-                    let (r, tl, th) = unsafe {
-                        (
-                            _mm512_loadu_si512(blk.as_ptr().add(p * 32).cast()),
-                            _mm512_loadu_si512(lo.as_ptr().add(p * 32).cast()),
-                            _mm512_loadu_si512(hi.as_ptr().add(p * 32).cast()),
-                        )
-                    };
-                    let l = _mm512_and_si512(r, m);
-                    let h = _mm512_and_si512(_mm512_srli_epi16::<4>(r), m);
-                    let x = _mm512_add_epi8(_mm512_shuffle_epi8(tl, l), _mm512_shuffle_epi8(th, h));
-                    a = _mm512_add_epi16(a, x);
-                    b = _mm512_add_epi16(b, _mm512_srli_epi16::<8>(x));
-                }
-                let half = |v| {
-                    _mm256_add_epi16(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64::<1>(v))
+        let ahead = |blk: &[u8]| prefetch(blk, end);
+        each_span(bytes, blocks, out, ahead, |blk, p0, p1, acc| {
+            let (mut a, mut b) = (_mm512_setzero_si512(), _mm512_setzero_si512());
+            for p in (p0..p1).step_by(2) {
+                // SAFETY: p + 1 < bytes (bytes is even): 64 bytes from p * 32 are inside.
+                let (r, tl, th) = unsafe {
+                    (
+                        _mm512_loadu_si512(blk.as_ptr().add(p * 32).cast()),
+                        _mm512_loadu_si512(lo.as_ptr().add(p * 32).cast()),
+                        _mm512_loadu_si512(hi.as_ptr().add(p * 32).cast()),
+                    )
                 };
-                widen(half(a), half(b), &mut acc);
+                let l = _mm512_and_si512(r, m);
+                let h = _mm512_and_si512(_mm512_srli_epi16::<4>(r), m);
+                let x = _mm512_add_epi8(_mm512_shuffle_epi8(tl, l), _mm512_shuffle_epi8(th, h));
+                a = _mm512_add_epi16(a, x);
+                b = _mm512_add_epi16(b, _mm512_srli_epi16::<8>(x));
             }
-            o.copy_from_slice(&acc[..o.len()]);
-        }
+            let half =
+                |v| _mm256_add_epi16(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64::<1>(v));
+            widen(half(a), half(b), acc);
+        });
     }
 }
 
 #[cfg(target_arch = "aarch64")]
 mod neon {
-    use super::{BLOCK, SPAN};
+    use super::each_span;
     use std::arch::aarch64::{
         uint16x8_t, vaddq_u8, vaddw_high_u8, vaddw_u8, vandq_u8, vdupq_n_u8, vdupq_n_u16,
         vget_low_u8, vld1q_u8, vqtbl1q_u8, vshrq_n_u8, vst1q_u16,
@@ -434,18 +445,18 @@ mod neon {
     pub(super) unsafe fn sums(luts: &[u8], blocks: &[u8], out: &mut [i32]) {
         let bytes = luts.len() / 64;
         let (lo, hi) = luts.split_at(bytes * 32);
-        for (blk, o) in blocks
-            .chunks_exact(bytes * BLOCK)
-            .zip(out.chunks_mut(BLOCK))
-        {
-            let mut acc = [0i32; BLOCK];
-            for p0 in (0..bytes).step_by(SPAN) {
-                // SAFETY: every p < bytes: `blk`, `lo` and `hi` hold bytes * 32 bytes each
-                // (a table's first 16 bytes are its 16 entries).
+        each_span(
+            bytes,
+            blocks,
+            out,
+            |_| (),
+            |blk, p0, p1, acc| {
+                // SAFETY: every p < bytes: `blk`, `lo` and `hi` hold bytes * 32 bytes each (a
+                // table's first 16 bytes are its 16 entries).
                 unsafe {
                     let m = vdupq_n_u8(0x0f);
                     let mut s: [uint16x8_t; 4] = [vdupq_n_u16(0); 4];
-                    for p in p0..(p0 + SPAN).min(bytes) {
+                    for p in p0..p1 {
                         let tl = vld1q_u8(lo.as_ptr().add(p * 32));
                         let th = vld1q_u8(hi.as_ptr().add(p * 32));
                         for half in 0..2 {
@@ -466,9 +477,8 @@ mod neon {
                         }
                     }
                 }
-            }
-            o.copy_from_slice(&acc[..o.len()]);
-        }
+            },
+        );
     }
 }
 
