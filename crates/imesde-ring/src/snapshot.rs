@@ -339,14 +339,13 @@ impl Ring {
             shard.len += 1;
             shard.high = shard.high.max(slot + 1);
         }
-        // The window's ids not held were deleted; older ones may have been too.
-        let missing = (next_id - floor).saturating_sub(held);
+        // Versions 1-3: the window's ids not held were deleted (older ones may have been too).
         let deleted = if r.version() >= 4 {
             r.u64().map_err(bad)?
         } else {
-            missing
+            (next_id - floor).saturating_sub(held)
         };
-        if deleted < missing || deleted > next_id.saturating_sub(held) {
+        if deleted > next_id.saturating_sub(held) {
             return Err(invalid("the deleted count does not fit the items held"));
         }
         ring.deleted.store(deleted, Ordering::Relaxed);
