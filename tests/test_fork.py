@@ -154,8 +154,9 @@ def test_a_child_forked_during_a_training_trains_its_own_index() -> None:
     if pid == 0:  # pragma: no cover - child
         code = 1
         try:
-            # Without its own training the child would wait 10 minutes: the alarm kills it
-            # (a Python handler would only run once the wait ended).
+            # Had the fork not waited for the training, the child's train_index would wait
+            # for a thread it does not have: the alarm kills it (a Python handler would only
+            # run once the wait ended).
             signal.signal(signal.SIGALRM, signal.SIG_DFL)
             signal.alarm(120)
             trained = engine.train_index() and engine.stats()["index_trained"]

@@ -175,18 +175,22 @@ impl BinaryQuery {
     }
 }
 
-/// The frame of every kernel: per block of [`BLOCK`] rows, `ahead(block)` (a prefetch), then
-/// per `SPAN` bytes of its rows `span(block, p0, p1, totals)` adds the sums of bytes
-/// `p0..p1` to the rows' totals, which go to `out`. Inlined into each kernel, so its closures
-/// keep the kernel's instruction set.
+/// The frame of every kernel: the query's tables split as [`BinaryQuery::new`] lays them out
+/// (per byte of a row 32 entries for its low nibble, then per byte 32 for its high one), and
+/// per block of [`BLOCK`] rows `ahead(block)` (a prefetch), then per `SPAN` bytes of its rows
+/// `span(rows, lo, hi, totals)`, which adds to the rows' totals the sums of those bytes (`rows`
+/// byte-major, 32 per byte, and the bytes' tables, 32 entries each); the totals go to `out`.
+/// Inlined into each kernel, so its closures keep the kernel's instruction set.
 #[inline(always)]
 fn each_span(
-    bytes: usize,
+    luts: &[u8],
     blocks: &[u8],
     out: &mut [i32],
     mut ahead: impl FnMut(&[u8]),
-    mut span: impl FnMut(&[u8], usize, usize, &mut [i32; BLOCK]),
+    mut span: impl FnMut(&[u8], &[u8], &[u8], &mut [i32; BLOCK]),
 ) {
+    let bytes = luts.len() / 64;
+    let (lo, hi) = luts.split_at(bytes * 32);
     for (blk, o) in blocks
         .chunks_exact(bytes * BLOCK)
         .zip(out.chunks_mut(BLOCK))
@@ -194,7 +198,8 @@ fn each_span(
         ahead(blk);
         let mut acc = [0i32; BLOCK];
         for p0 in (0..bytes).step_by(SPAN) {
-            span(blk, p0, (p0 + SPAN).min(bytes), &mut acc);
+            let at = p0 * 32..(p0 + SPAN).min(bytes) * 32;
+            span(&blk[at.clone()], &lo[at.clone()], &hi[at], &mut acc);
         }
         o.copy_from_slice(&acc[..o.len()]);
     }
@@ -202,20 +207,17 @@ fn each_span(
 
 /// The portable body of [`Lookup::sums`]: `out[r]` the sum of row `r`'s nibbles' entries.
 fn body(luts: &[u8], blocks: &[u8], out: &mut [i32]) {
-    let bytes = luts.len() / 64;
-    let (lo, hi) = luts.split_at(bytes * 32);
     each_span(
-        bytes,
+        luts,
         blocks,
         out,
         |_| (),
-        |blk, p0, p1, acc| {
-            for p in p0..p1 {
-                let (rows, l, h) = (
-                    &blk[p * 32..][..32],
-                    &lo[p * 32..][..16],
-                    &hi[p * 32..][..16],
-                );
+        |rows, lo, hi, acc| {
+            for ((rows, l), h) in rows
+                .chunks_exact(32)
+                .zip(lo.chunks_exact(32))
+                .zip(hi.chunks_exact(32))
+            {
                 for (a, &b) in acc.iter_mut().zip(rows) {
                     *a += i32::from(l[usize::from(b & 15)]) + i32::from(h[usize::from(b >> 4)]);
                 }
@@ -357,75 +359,84 @@ mod x86 {
     /// whole, `b` their odd rows' bytes) and widened every `SPAN` bytes.
     #[target_feature(enable = "avx2")]
     pub(super) fn avx2(luts: &[u8], blocks: &[u8], out: &mut [i32]) {
-        let bytes = luts.len() / 64;
-        let (lo, hi) = luts.split_at(bytes * 32);
         let m = _mm256_set1_epi8(0x0f);
         let end = blocks.as_ptr_range().end;
-        let ahead = |blk: &[u8]| prefetch(blk, end);
-        each_span(bytes, blocks, out, ahead, |blk, p0, p1, acc| {
-            // Two pairs of sums, four bytes a step: shorter dependency chains (1 M rows of
-            // 384 bits, one thread: 4.6-5.0 ms with one byte a step, 2.7 ms so).
-            let (mut a, mut b) = (_mm256_setzero_si256(), _mm256_setzero_si256());
-            let (mut a2, mut b2) = (_mm256_setzero_si256(), _mm256_setzero_si256());
-            let one = |p: usize| {
-                // SAFETY: p < bytes: `blk`, `lo` and `hi` hold bytes * 32 bytes each.
-                let (r, tl, th) = unsafe {
-                    (
-                        _mm256_loadu_si256(blk.as_ptr().add(p * 32).cast()),
-                        _mm256_loadu_si256(lo.as_ptr().add(p * 32).cast()),
-                        _mm256_loadu_si256(hi.as_ptr().add(p * 32).cast()),
-                    )
+        each_span(
+            luts,
+            blocks,
+            out,
+            |blk| prefetch(blk, end),
+            |rows, lo, hi, acc| {
+                // Two pairs of sums, four bytes a step: shorter dependency chains (1 M rows of
+                // 384 bits, one thread: 4.6-5.0 ms with one byte a step, 2.7 ms so).
+                let (mut a, mut b) = (_mm256_setzero_si256(), _mm256_setzero_si256());
+                let (mut a2, mut b2) = (_mm256_setzero_si256(), _mm256_setzero_si256());
+                let one = |p: usize| {
+                    // SAFETY: p < rows.len() / 32: `rows`, `lo` and `hi` have the same length.
+                    let (r, tl, th) = unsafe {
+                        (
+                            _mm256_loadu_si256(rows.as_ptr().add(p * 32).cast()),
+                            _mm256_loadu_si256(lo.as_ptr().add(p * 32).cast()),
+                            _mm256_loadu_si256(hi.as_ptr().add(p * 32).cast()),
+                        )
+                    };
+                    let l = _mm256_and_si256(r, m);
+                    let h = _mm256_and_si256(_mm256_srli_epi16::<4>(r), m);
+                    _mm256_add_epi8(_mm256_shuffle_epi8(tl, l), _mm256_shuffle_epi8(th, h))
                 };
-                let l = _mm256_and_si256(r, m);
-                let h = _mm256_and_si256(_mm256_srli_epi16::<4>(r), m);
-                _mm256_add_epi8(_mm256_shuffle_epi8(tl, l), _mm256_shuffle_epi8(th, h))
-            };
-            for p in (p0..p1).step_by(4) {
-                let (x, y) = (one(p), one(p + 1));
-                let (z, t) = (one(p + 2), one(p + 3));
-                a = _mm256_add_epi16(a, x);
-                b = _mm256_add_epi16(b, _mm256_srli_epi16::<8>(x));
-                a2 = _mm256_add_epi16(a2, y);
-                b2 = _mm256_add_epi16(b2, _mm256_srli_epi16::<8>(y));
-                a = _mm256_add_epi16(a, z);
-                b = _mm256_add_epi16(b, _mm256_srli_epi16::<8>(z));
-                a2 = _mm256_add_epi16(a2, t);
-                b2 = _mm256_add_epi16(b2, _mm256_srli_epi16::<8>(t));
-            }
-            widen(_mm256_add_epi16(a, a2), _mm256_add_epi16(b, b2), acc);
-        });
+                // A span is a multiple of 8 bytes (a row is whole words).
+                for p in (0..rows.len() / 32).step_by(4) {
+                    let (x, y) = (one(p), one(p + 1));
+                    let (z, t) = (one(p + 2), one(p + 3));
+                    a = _mm256_add_epi16(a, x);
+                    b = _mm256_add_epi16(b, _mm256_srli_epi16::<8>(x));
+                    a2 = _mm256_add_epi16(a2, y);
+                    b2 = _mm256_add_epi16(b2, _mm256_srli_epi16::<8>(y));
+                    a = _mm256_add_epi16(a, z);
+                    b = _mm256_add_epi16(b, _mm256_srli_epi16::<8>(z));
+                    a2 = _mm256_add_epi16(a2, t);
+                    b2 = _mm256_add_epi16(b2, _mm256_srli_epi16::<8>(t));
+                }
+                widen(_mm256_add_epi16(a, a2), _mm256_add_epi16(b, b2), acc);
+            },
+        );
     }
 
     /// As [`avx2`] with two bytes of the 32 rows per register (a row has an even number of
     /// bytes); the register's halves are added before widening.
     #[target_feature(enable = "avx512f,avx512bw")]
     pub(super) fn avx512(luts: &[u8], blocks: &[u8], out: &mut [i32]) {
-        let bytes = luts.len() / 64;
-        let (lo, hi) = luts.split_at(bytes * 32);
         let m = _mm512_set1_epi8(0x0f);
         let end = blocks.as_ptr_range().end;
-        let ahead = |blk: &[u8]| prefetch(blk, end);
-        each_span(bytes, blocks, out, ahead, |blk, p0, p1, acc| {
-            let (mut a, mut b) = (_mm512_setzero_si512(), _mm512_setzero_si512());
-            for p in (p0..p1).step_by(2) {
-                // SAFETY: p + 1 < bytes (bytes is even): 64 bytes from p * 32 are inside.
-                let (r, tl, th) = unsafe {
-                    (
-                        _mm512_loadu_si512(blk.as_ptr().add(p * 32).cast()),
-                        _mm512_loadu_si512(lo.as_ptr().add(p * 32).cast()),
-                        _mm512_loadu_si512(hi.as_ptr().add(p * 32).cast()),
-                    )
+        each_span(
+            luts,
+            blocks,
+            out,
+            |blk| prefetch(blk, end),
+            |rows, lo, hi, acc| {
+                let (mut a, mut b) = (_mm512_setzero_si512(), _mm512_setzero_si512());
+                for p in (0..rows.len() / 32).step_by(2) {
+                    // SAFETY: p + 1 < rows.len() / 32 (an even number of bytes): 64 bytes from
+                    // p * 32 are inside `rows`, `lo` and `hi`.
+                    let (r, tl, th) = unsafe {
+                        (
+                            _mm512_loadu_si512(rows.as_ptr().add(p * 32).cast()),
+                            _mm512_loadu_si512(lo.as_ptr().add(p * 32).cast()),
+                            _mm512_loadu_si512(hi.as_ptr().add(p * 32).cast()),
+                        )
+                    };
+                    let l = _mm512_and_si512(r, m);
+                    let h = _mm512_and_si512(_mm512_srli_epi16::<4>(r), m);
+                    let x = _mm512_add_epi8(_mm512_shuffle_epi8(tl, l), _mm512_shuffle_epi8(th, h));
+                    a = _mm512_add_epi16(a, x);
+                    b = _mm512_add_epi16(b, _mm512_srli_epi16::<8>(x));
+                }
+                let half = |v| {
+                    _mm256_add_epi16(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64::<1>(v))
                 };
-                let l = _mm512_and_si512(r, m);
-                let h = _mm512_and_si512(_mm512_srli_epi16::<4>(r), m);
-                let x = _mm512_add_epi8(_mm512_shuffle_epi8(tl, l), _mm512_shuffle_epi8(th, h));
-                a = _mm512_add_epi16(a, x);
-                b = _mm512_add_epi16(b, _mm512_srli_epi16::<8>(x));
-            }
-            let half =
-                |v| _mm256_add_epi16(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64::<1>(v));
-            widen(half(a), half(b), acc);
-        });
+                widen(half(a), half(b), acc);
+            },
+        );
     }
 }
 
@@ -443,24 +454,22 @@ mod neon {
     /// bytes (at most 254 a byte, so below 2^16).
     #[target_feature(enable = "neon")]
     pub(super) unsafe fn sums(luts: &[u8], blocks: &[u8], out: &mut [i32]) {
-        let bytes = luts.len() / 64;
-        let (lo, hi) = luts.split_at(bytes * 32);
         each_span(
-            bytes,
+            luts,
             blocks,
             out,
             |_| (),
-            |blk, p0, p1, acc| {
-                // SAFETY: every p < bytes: `blk`, `lo` and `hi` hold bytes * 32 bytes each (a
-                // table's first 16 bytes are its 16 entries).
+            |rows, lo, hi, acc| {
+                // SAFETY: every p < rows.len() / 32: `rows`, `lo` and `hi` have the same length
+                // (a table's first 16 bytes are its 16 entries).
                 unsafe {
                     let m = vdupq_n_u8(0x0f);
                     let mut s: [uint16x8_t; 4] = [vdupq_n_u16(0); 4];
-                    for p in p0..p1 {
+                    for p in 0..rows.len() / 32 {
                         let tl = vld1q_u8(lo.as_ptr().add(p * 32));
                         let th = vld1q_u8(hi.as_ptr().add(p * 32));
                         for half in 0..2 {
-                            let r = vld1q_u8(blk.as_ptr().add(p * 32 + half * 16));
+                            let r = vld1q_u8(rows.as_ptr().add(p * 32 + half * 16));
                             let x = vaddq_u8(
                                 vqtbl1q_u8(tl, vandq_u8(r, m)),
                                 vqtbl1q_u8(th, vshrq_n_u8::<4>(r)),
