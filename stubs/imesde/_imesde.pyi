@@ -556,8 +556,9 @@ class Engine:
     def storage(self) -> str:
         """``"f32"`` or ``"int8"``."""
     def train_index(self) -> bool:
-        """Train the index on the items held now and wait for it (or, when a training is
-        running, for that one); return whether the index is trained."""
+        """Train the index on the items held now and wait for it (when a training is
+        running, wait for that one first, and train again only if items arrived since it
+        began); return whether the index is trained."""
     def stats(self) -> dict[str, Any]:
         """Counters and sizes of the engine."""
 

@@ -274,8 +274,9 @@ impl Engine {
         Ok(())
     }
 
-    /// Trains the index on the items held now and waits for it (or, when a training is
-    /// running, for that one); returns whether the index is trained.
+    /// Trains the index on the items held now and waits for it (when a training is running,
+    /// waits for that one first, and trains again only if items arrived since it began);
+    /// returns whether the index is trained.
     pub fn train_index(&self) -> bool {
         self.ring.train_index()
     }

@@ -876,9 +876,9 @@ impl Engine {
     }
 
     /// Trains the index (``Engine(..., index="ivf")``) on the items held now and waits for
-    /// it (or, when a training is running, for that one); returns whether the index is
-    /// trained. Without
-    /// it the engine trains on a thread of its own once it holds ``16 * nlist`` items (or is
+    /// it (when a training is running, waits for that one first, and trains again only if
+    /// items arrived since it began); returns whether the index is trained. Without it the
+    /// engine trains on a thread of its own once it holds ``16 * nlist`` items (or is
     /// full) and again each time the window has turned over; searches scan every item until
     /// the first training ends.
     fn train_index(&self, py: Python<'_>) -> PyResult<bool> {

@@ -1362,20 +1362,27 @@ impl Ring {
     /// evenly over the window) and assigns every held item to a list again. Writers are not
     /// held up: the assignment runs away from the index lock, and the slots written meanwhile
     /// are assigned again when the new lists are installed. When a training is already
-    /// running, waits for it instead. Returns whether the index is trained.
+    /// running, waits for it, and trains again if items have arrived since it began. Returns
+    /// whether the index is trained.
     pub fn train_index(&self) -> bool {
         self.reclaim_training();
         if let Some(_one) = self.training.try_lock() {
             return self.train_holding();
         }
-        // One is running (on the engine's thread): its lists are as new as ours would be.
-        // Waited for with a bound, as a backstop for a child forked before the holder
-        // recorded its process.
-        drop(
-            self.training
-                .try_lock_for(std::time::Duration::from_mins(10)),
-        );
-        self.index_trained()
+        // One is running (on the engine's thread), begun on the window of its time: waited
+        // for (with a bound, as a backstop for a child forked before the holder recorded its
+        // process), then trained again when items have arrived since it began.
+        let Some(_one) = self
+            .training
+            .try_lock_for(std::time::Duration::from_mins(10))
+        else {
+            return self.index_trained();
+        };
+        let trained_at = self.ivf.read().as_ref().and_then(|i| i.trained_at);
+        if trained_at == Some(self.next_id.load(Ordering::Acquire)) {
+            return true;
+        }
+        self.train_holding()
     }
 
     /// [`Ring::train_index`] unless a training is running (then false at once).
