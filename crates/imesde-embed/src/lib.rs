@@ -32,7 +32,7 @@ mod runtime;
 pub use cache::Cache;
 pub use embedder::{EmbedStats, Embedder, EmbedderConfig};
 pub use error::{EmbedError, Result};
-pub use model::PROVIDERS;
+pub use model::{PROVIDERS, providers_for};
 pub use onnx_meta::position_limit;
 pub use pool::{Optimization, Pooling};
 pub use runtime::{

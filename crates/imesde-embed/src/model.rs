@@ -311,6 +311,43 @@ pub const PROVIDERS: [&str; 7] = [
     "DmlExecutionProvider",
 ];
 
+/// ONNX Runtime's provider names from `providers` (full names, or short ones such as
+/// `"cuda"`; an unknown name is kept, to be refused with the list the library has when the
+/// model loads) or from `device` (`"cuda"` or `"gpu"`: CUDA then the CPU; `"cpu"`). Empty
+/// when neither is given: the CPU.
+///
+/// # Errors
+/// [`EmbedError::Config`] for both given, or another device.
+pub fn providers_for<S: AsRef<str>>(
+    providers: Option<&[S]>,
+    device: Option<&str>,
+) -> Result<Vec<String>> {
+    let full = |name: &str| -> String {
+        let lower = name.to_ascii_lowercase();
+        PROVIDERS
+            .iter()
+            .find(|p| {
+                let p = p.to_ascii_lowercase();
+                p == lower || p.strip_suffix("executionprovider") == Some(lower.as_str())
+            })
+            .map_or_else(|| name.to_owned(), |p| (*p).to_owned())
+    };
+    match (providers, device) {
+        (Some(_), Some(_)) => Err(EmbedError::Config(
+            "give providers or device, not both".to_owned(),
+        )),
+        (Some(p), None) => Ok(p.iter().map(|n| full(n.as_ref())).collect()),
+        (None, Some(d)) => match d.to_ascii_lowercase().as_str() {
+            "cpu" => Ok(vec![full("cpu")]),
+            "cuda" | "gpu" => Ok(vec![full("cuda"), full("cpu")]),
+            other => Err(EmbedError::Config(format!(
+                "device must be \"cpu\" or \"cuda\", got {other:?}"
+            ))),
+        },
+        (None, None) => Ok(Vec::new()),
+    }
+}
+
 /// The providers as `ort` registers them, each failing loudly (no silent fallback to the
 /// CPU); a name the loaded library lacks is refused with the list of those it has.
 fn dispatch(providers: &[String]) -> Result<Vec<ort::ep::ExecutionProviderDispatch>> {
@@ -349,4 +386,30 @@ fn dispatch(providers: &[String]) -> Result<Vec<ort::ep::ExecutionProviderDispat
             Ok(d.error_on_failure())
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn providers_from_names_or_a_device() {
+        let none: Option<&[&str]> = None;
+        assert!(providers_for(none, None).unwrap().is_empty());
+        assert_eq!(
+            providers_for(Some(&["cuda", "CPUExecutionProvider", "Vendor"]), None).unwrap(),
+            ["CUDAExecutionProvider", "CPUExecutionProvider", "Vendor"]
+        );
+        assert_eq!(
+            providers_for(none, Some("GPU")).unwrap(),
+            ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        );
+        assert_eq!(
+            providers_for(none, Some("cpu")).unwrap(),
+            ["CPUExecutionProvider"]
+        );
+        for (p, d) in [(Some(&["cpu"][..]), Some("cpu")), (None, Some("tpu"))] {
+            assert!(matches!(providers_for(p, d), Err(EmbedError::Config(_))));
+        }
+    }
 }

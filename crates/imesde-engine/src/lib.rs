@@ -65,6 +65,22 @@ pub enum Threshold {
     Percentile(f64),
 }
 
+impl std::str::FromStr for Threshold {
+    type Err = EngineError;
+    /// A percentile written `"pNN"`: `"p99"`, `"p99.9"` (from 0 up to, not including, 100).
+    fn from_str(spec: &str) -> Result<Self> {
+        spec.strip_prefix('p')
+            .and_then(|p| p.parse::<f64>().ok())
+            .filter(|p| (0.0..100.0).contains(p))
+            .map(Threshold::Percentile)
+            .ok_or_else(|| {
+                EngineError::Invalid(format!(
+                    "threshold {spec:?} is not a percentile like \"p99\" or \"p99.9\""
+                ))
+            })
+    }
+}
+
 /// What an ingest stored: the items' ids, and the standing queries' events (item order, then
 /// subscription order).
 #[derive(Debug, Clone, PartialEq)]

@@ -436,3 +436,23 @@ fn deleted_items_leave_dense_lexical_hybrid_and_snapshots() {
     assert_eq!(first.ids, 0..1);
     assert!(empty.get(0).is_some());
 }
+
+#[test]
+fn percentile_thresholds_parse() {
+    assert_eq!(
+        "p99".parse::<Threshold>().unwrap(),
+        Threshold::Percentile(99.0)
+    );
+    assert_eq!(
+        "p99.9".parse::<Threshold>().unwrap(),
+        Threshold::Percentile(99.9)
+    );
+    assert_eq!(
+        "p0".parse::<Threshold>().unwrap(),
+        Threshold::Percentile(0.0)
+    );
+    for bad in ["p100", "p-1", "99", "pnan", "p", ""] {
+        let e = bad.parse::<Threshold>().unwrap_err();
+        assert!(matches!(e, EngineError::Invalid(_)), "{bad}: {e}");
+    }
+}

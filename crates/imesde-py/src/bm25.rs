@@ -14,9 +14,8 @@ use pyo3::types::{PyBytes, PyString, PyTuple};
 use crate::convert::{Count, Id, Real, Text, as_str, id_of, ids_of, str_items, type_name, utf8};
 use crate::convert::{py_str, reduce_to_bytes};
 use crate::error::CoreError;
-use crate::exceptions::{Exc, err};
+use crate::exceptions::py_err;
 use crate::gil;
-use crate::par::install;
 
 /// One lexical result: ``id``, ``score`` (BM25) and the query ``terms`` it matched. Unpacks as
 /// ``(id, score)``.
@@ -57,8 +56,8 @@ impl Bm25Hit {
         let pair = PyTuple::new(py, [self.__getitem__(py, 0)?, self.__getitem__(py, 1)?])?;
         pair.try_iter().map(Bound::into_any)
     }
-    fn __repr__(&self) -> String {
-        let terms: Vec<String> = self.0.terms.iter().map(|t| py_str(t)).collect();
+    fn __repr__(&self, py: Python<'_>) -> String {
+        let terms: Vec<String> = self.0.terms.iter().map(|t| py_str(py, t)).collect();
         format!(
             "BM25Hit(id={}, score={:.4}, terms=[{}])",
             self.0.id,
@@ -79,11 +78,9 @@ pub(crate) fn analyzer_config(
         Some(s) if s.is_instance_of::<PyString>() => match utf8(s.cast()?, "stopwords")? {
             "english" | "en" => AnalyzerConfig::english_stopwords(),
             other => {
-                return Err(err(
-                    Exc::InvalidValue,
-                    format!(
-                        "stopwords must be None, \"english\" or a list of words, got {other:?}"
-                    ),
+                return Err(py_err!(
+                    InvalidValue,
+                    "stopwords must be None, \"english\" or a list of words, got {other:?}"
                 ));
             }
         },
@@ -147,7 +144,7 @@ impl PyBm25 {
 
     /// Indexes ``text`` under ``id``; raises ``InvalidValueError`` if ``id`` is already there.
     fn add(&self, py: Python<'_>, id: Id, text: Text) -> PyResult<()> {
-        gil::run(py, "BM25.add", || self.0.write().add(id.0, &text))?.map_err(CoreError::from)?;
+        gil::try_run(py, "BM25.add", || self.0.write().add(id.0, &text))?;
         Ok(())
     }
 
@@ -164,37 +161,37 @@ impl PyBm25 {
         let ids = ids_of(ids)?;
         let docs = Docs::extract(texts)?;
         if ids.len() != docs.len() {
-            return Err(err(
-                Exc::Shape,
-                format!("{} ids for {} documents", ids.len(), docs.len()),
+            return Err(py_err!(
+                Shape,
+                "{} ids for {} documents",
+                ids.len(),
+                docs.len()
             ));
         }
-        gil::run_interruptible(py, "BM25.add_batch", |stop| {
+        gil::try_run_interruptible(py, "BM25.add_batch", |stop| {
             let mut guard = self.0.write();
             let index: &mut Bm25 = &mut guard;
-            install(|| match &docs {
+            match &docs {
                 Docs::Texts(texts) => {
                     index.add_batch_until(&ids, texts, &|| stop.load(Ordering::Relaxed))
                 }
                 Docs::Terms(terms) => index.add_batch_terms(&ids, terms),
-            })?;
+            }?;
             index.warm();
             Ok::<_, imesde_bm25::Bm25Error>(())
-        })?
-        .map_err(CoreError::from)?;
+        })?;
         Ok(())
     }
 
     /// Removes the document ``id``; raises ``ItemNotFoundError`` (a ``KeyError``) if absent.
     fn remove(&self, py: Python<'_>, id: Id) -> PyResult<()> {
-        gil::run(py, "BM25.remove", || self.0.write().remove(id.0))?.map_err(CoreError::from)?;
+        gil::try_run(py, "BM25.remove", || self.0.write().remove(id.0))?;
         Ok(())
     }
 
     /// Replaces the text of ``id`` (adds it when absent).
     fn update(&self, py: Python<'_>, id: Id, text: Text) -> PyResult<()> {
-        gil::run(py, "BM25.update", || self.0.write().update(id.0, &text))?
-            .map_err(CoreError::from)?;
+        gil::try_run(py, "BM25.update", || self.0.write().update(id.0, &text))?;
         Ok(())
     }
 
@@ -229,10 +226,7 @@ impl PyBm25 {
         let k = k.positive("k")?;
         let min_score = min_score.0 as f32;
         if min_score.is_nan() {
-            return Err(err(
-                Exc::InvalidValue,
-                "min_score must be a number, got nan",
-            ));
+            return Err(py_err!(InvalidValue, "min_score must be a number, got nan"));
         }
         let hits = if let Ok(text) = query.cast::<PyString>() {
             let text = utf8(text, "query")?;
@@ -318,7 +312,7 @@ impl PyBm25 {
 
     /// Writes the index to ``path`` atomically (versioned format with a checksum).
     fn save(&self, py: Python<'_>, path: PathBuf) -> PyResult<()> {
-        gil::run(py, "BM25.save", || self.0.read().save(&path))?.map_err(CoreError::from)?;
+        gil::try_run(py, "BM25.save", || self.0.read().save(&path))?;
         Ok(())
     }
 
@@ -326,7 +320,7 @@ impl PyBm25 {
     /// ``IndexCorruptError``.
     #[staticmethod]
     fn load(py: Python<'_>, path: PathBuf) -> PyResult<Self> {
-        let index = gil::run(py, "BM25.load", || Bm25::load(&path))?.map_err(CoreError::from)?;
+        let index = gil::try_run(py, "BM25.load", || Bm25::load(&path))?;
         Ok(Self(RwLock::new(index)))
     }
 
@@ -339,10 +333,9 @@ impl PyBm25 {
     /// An index from ``to_bytes`` (or a file's) bytes, checked as ``load`` checks a file.
     #[staticmethod]
     fn from_bytes(py: Python<'_>, data: &[u8]) -> PyResult<Self> {
-        let index = gil::run(py, "BM25.from_bytes", || {
+        let index = gil::try_run(py, "BM25.from_bytes", || {
             Bm25::from_bytes(data, Path::new("<bytes>"))
-        })?
-        .map_err(CoreError::from)?;
+        })?;
         Ok(Self(RwLock::new(index)))
     }
 
@@ -355,14 +348,14 @@ impl PyBm25 {
         reduce_to_bytes(slf.as_any(), data.as_bytes(), None)
     }
 
-    fn __repr__(&self) -> String {
+    fn __repr__(&self, py: Python<'_>) -> String {
         let i = self.0.read();
         let p = i.params();
         format!(
             "BM25(k1={}, b={}, method={}, documents={}, terms={})",
             p.k1,
             p.b,
-            py_str(&p.method.to_string()),
+            py_str(py, &p.method.to_string()),
             i.document_count(),
             i.term_count()
         )
@@ -372,12 +365,7 @@ impl PyBm25 {
 /// One ranked list from Python: ``(id, score)`` pairs or objects with ``id`` and ``score``.
 fn ranked(list: &Bound<'_, PyAny>, i: usize) -> PyResult<Vec<(u64, f32)>> {
     list.try_iter()
-        .map_err(|_| {
-            err(
-                Exc::DType,
-                format!("lists[{i}] must be a list of (id, score)"),
-            )
-        })?
+        .map_err(|_| py_err!(DType, "lists[{i}] must be a list of (id, score)"))?
         .map(|item| {
             let item = item?;
             let (id, score) = match item.extract::<(Bound<'_, PyAny>, Bound<'_, PyAny>)>() {
@@ -389,11 +377,9 @@ fn ranked(list: &Bound<'_, PyAny>, i: usize) -> PyResult<Vec<(u64, f32)>> {
                     id_of(&id, &format!("an id in lists[{i}]"))?,
                     score.extract::<Real>()?.0 as f32,
                 )),
-                _ => Err(err(
-                    Exc::DType,
-                    format!(
-                        "lists[{i}] items must be (id, score) pairs or hits with .id and .score"
-                    ),
+                _ => Err(py_err!(
+                    DType,
+                    "lists[{i}] items must be (id, score) pairs or hits with .id and .score"
                 )),
             }
         })
@@ -424,12 +410,10 @@ pub(crate) fn fuse(
     let lists = lists
         .try_iter()
         .map_err(|_| {
-            err(
-                Exc::DType,
-                format!(
-                    "lists must be a list of ranked lists, got {}",
-                    type_name(lists)
-                ),
+            py_err!(
+                DType,
+                "lists must be a list of ranked lists, got {}",
+                type_name(lists)
             )
         })?
         .enumerate()
@@ -451,19 +435,11 @@ impl Docs {
     fn extract(obj: &Bound<'_, PyAny>) -> PyResult<Self> {
         let kinds = "a list of str or a list of token lists (lists of str)";
         if obj.is_instance_of::<PyString>() {
-            return Err(err(
-                Exc::DType,
-                format!("texts must be {kinds}, got one str"),
-            ));
+            return Err(py_err!(DType, "texts must be {kinds}, got one str"));
         }
         let items: Vec<Bound<'_, PyAny>> = obj
             .try_iter()
-            .map_err(|_| {
-                err(
-                    Exc::DType,
-                    format!("texts must be {kinds}, got {}", type_name(obj)),
-                )
-            })?
+            .map_err(|_| py_err!(DType, "texts must be {kinds}, got {}", type_name(obj)))?
             .collect::<PyResult<_>>()?;
         let text = |item: &Bound<'_, PyAny>, at: &dyn Fn() -> String| -> PyResult<PyBackedStr> {
             let s = as_str(item, || format!("{} must be str", at()))?;
@@ -486,16 +462,17 @@ impl Docs {
             .enumerate()
             .map(|(i, doc)| {
                 if doc.is_instance_of::<PyString>() {
-                    return Err(err(
-                        Exc::DType,
-                        format!("texts[{i}] must be a token list (as texts[0]), got str"),
+                    return Err(py_err!(
+                        DType,
+                        "texts[{i}] must be a token list (as texts[0]), got str"
                     ));
                 }
                 doc.try_iter()
                     .map_err(|_| {
-                        err(
-                            Exc::DType,
-                            format!("texts must be {kinds}; texts[{i}] is {}", type_name(doc)),
+                        py_err!(
+                            DType,
+                            "texts must be {kinds}; texts[{i}] is {}",
+                            type_name(doc)
                         )
                     })?
                     .enumerate()

@@ -1,7 +1,6 @@
 //! Python -> Rust argument conversion with clear, typed errors. Arrays are borrowed, never
 //! copied or cast: a float64 or strided array is an error that says how to fix it.
 
-use std::fmt::Write as _;
 use std::sync::Arc;
 
 use imesde_ring::{Filter, KeyInterner, MAX_FILTER_DEPTH, Metadata, Predicate, Value};
@@ -15,7 +14,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 use serde_json::Value as Json;
 
-use crate::exceptions::{Exc, class, err};
+use crate::exceptions::{Exc, class, err, py_err};
 
 /// A borrowed float32 array of 1 or 2 dimensions, viewed as `rows x dim`.
 #[allow(clippy::struct_field_names)]
@@ -36,34 +35,27 @@ impl Rows<'_> {
 /// Borrows `obj` as a C-contiguous float32 array with 1 or 2 dimensions.
 pub(crate) fn rows<'py>(obj: &Bound<'py, PyAny>, what: &str) -> PyResult<Rows<'py>> {
     let Ok(untyped) = obj.cast::<PyUntypedArray>() else {
-        return Err(err(
-            Exc::DType,
-            format!(
-                "{what} must be a numpy float32 array, got {}; use np.asarray(x, dtype=np.float32)",
-                obj.get_type().name()?
-            ),
+        return Err(py_err!(
+            DType,
+            "{what} must be a numpy float32 array, got {}; use np.asarray(x, dtype=np.float32)",
+            obj.get_type().name()?
         ));
     };
     let dtype = untyped.dtype();
     if !dtype.is_equiv_to(&numpy::dtype::<f32>(obj.py())) {
-        return Err(err(
-            Exc::DType,
-            format!(
-                "{what} must have dtype float32, got {dtype}; convert with x.astype(np.float32) (imesde never casts silently)"
-            ),
+        return Err(py_err!(
+            DType,
+            "{what} must have dtype float32, got {dtype}; convert with x.astype(np.float32) (imesde never casts silently)"
         ));
     }
     let ndim = untyped.ndim();
     if ndim != 1 && ndim != 2 {
-        return Err(err(
-            Exc::Shape,
-            format!("{what} must be 1-D or 2-D, got {ndim}-D"),
-        ));
+        return Err(py_err!(Shape, "{what} must be 1-D or 2-D, got {ndim}-D"));
     }
     if !untyped.is_c_contiguous() {
-        return Err(err(
-            Exc::Shape,
-            format!("{what} is not C-contiguous; pass np.ascontiguousarray(x)"),
+        return Err(py_err!(
+            Shape,
+            "{what} is not C-contiguous; pass np.ascontiguousarray(x)"
         ));
     }
     let shape = untyped.shape();
@@ -73,10 +65,7 @@ pub(crate) fn rows<'py>(obj: &Bound<'py, PyAny>, what: &str) -> PyResult<Rows<'p
         (shape[0], shape[1])
     };
     if rows == 0 || dim == 0 {
-        return Err(err(
-            Exc::Shape,
-            format!("{what} is empty (shape {shape:?})"),
-        ));
+        return Err(py_err!(Shape, "{what} is empty (shape {shape:?})"));
     }
     let array = obj.cast::<PyArrayDyn<f32>>()?.try_readonly()?;
     Ok(Rows {
@@ -108,9 +97,9 @@ impl Count {
             } else {
                 self.0.to_string()
             };
-            return Err(err(
-                Exc::InvalidValue,
-                format!("{what} must be at least 1, got {got}"),
+            return Err(py_err!(
+                InvalidValue,
+                "{what} must be at least 1, got {got}"
             ));
         }
         Ok(usize::try_from(self.0).unwrap_or(usize::MAX))
@@ -122,9 +111,9 @@ impl Count {
             return Ok(0);
         }
         Count(self.0).positive(what).map_err(|_| {
-            err(
-                Exc::InvalidValue,
-                format!("{what} must be at least 0, got a negative number"),
+            py_err!(
+                InvalidValue,
+                "{what} must be at least 0, got a negative number"
             )
         })
     }
@@ -140,10 +129,7 @@ impl<'py> FromPyObject<'_, 'py> for Count {
                 let negative = obj.lt(0)?;
                 Ok(Count(if negative { i128::MIN } else { i128::MAX }))
             }
-            Err(_) => Err(err(
-                Exc::DType,
-                format!("expected an int, got {}", type_name(&obj)),
-            )),
+            Err(_) => Err(py_err!(DType, "expected an int, got {}", type_name(&obj))),
         }
     }
 }
@@ -167,17 +153,16 @@ pub(crate) fn id_of(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<u64> {
             if e.is_instance_of::<PyOverflowError>(obj.py())
                 || e.is_instance_of::<PyValueError>(obj.py()) =>
         {
-            Err(err(
-                Exc::OutOfRange,
-                format!(
-                    "{what} must be an integer from 0 to 2**64 - 1, got {}",
-                    obj.repr().map_or_else(|_| "?".into(), |r| r.to_string())
-                ),
+            Err(py_err!(
+                OutOfRange,
+                "{what} must be an integer from 0 to 2**64 - 1, got {}",
+                obj.repr().map_or_else(|_| "?".into(), |r| r.to_string())
             ))
         }
-        Err(_) => Err(err(
-            Exc::DType,
-            format!("{what} must be an int, got {}", type_name(obj)),
+        Err(_) => Err(py_err!(
+            DType,
+            "{what} must be an int, got {}",
+            type_name(obj)
         )),
     }
 }
@@ -195,10 +180,7 @@ impl<'py> FromPyObject<'_, 'py> for Real {
                 Exc::OutOfRange,
                 "the number is too large for a float".to_owned(),
             )),
-            Err(_) => Err(err(
-                Exc::DType,
-                format!("expected a number, got {}", type_name(&obj)),
-            )),
+            Err(_) => Err(py_err!(DType, "expected a number, got {}", type_name(&obj))),
         }
     }
 }
@@ -210,9 +192,10 @@ impl Real {
         if v.is_finite() {
             Ok(v)
         } else {
-            Err(err(
-                Exc::InvalidValue,
-                format!("{what} must be a finite number, got {}", self.0),
+            Err(py_err!(
+                InvalidValue,
+                "{what} must be a finite number, got {}",
+                self.0
             ))
         }
     }
@@ -268,9 +251,9 @@ pub(crate) fn type_name(obj: &Bound<'_, PyAny>) -> String {
 /// A list of optional texts, one per item.
 pub(crate) fn texts(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<Option<Arc<str>>>> {
     if obj.is_instance_of::<PyString>() {
-        return Err(err(
-            Exc::DType,
-            format!("{what} must be a list of str, got a single str"),
+        return Err(py_err!(
+            DType,
+            "{what} must be a list of str, got a single str"
         ));
     }
     str_items(obj, what, true)
@@ -283,9 +266,10 @@ pub(crate) fn str_items(
     allow_none: bool,
 ) -> PyResult<Vec<Option<Arc<str>>>> {
     let iter = obj.try_iter().map_err(|_| {
-        err(
-            Exc::DType,
-            format!("{what} must be a list of str, got {}", type_name(obj)),
+        py_err!(
+            DType,
+            "{what} must be a list of str, got {}",
+            type_name(obj)
         )
     })?;
     let expected = if allow_none { "str or None" } else { "str" };
@@ -307,7 +291,7 @@ pub(crate) fn as_str<'a, 'py>(
     must: impl FnOnce() -> String,
 ) -> PyResult<&'a Bound<'py, PyString>> {
     item.cast::<PyString>()
-        .map_err(|_| err(Exc::DType, format!("{}, got {}", must(), type_name(item))))
+        .map_err(|_| py_err!(DType, "{}, got {}", must(), type_name(item)))
 }
 
 /// A timestamp: seconds since the epoch as int / float, or a `datetime`.
@@ -317,24 +301,23 @@ pub(crate) fn timestamp(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<f64> {
             .call_method0("timestamp")
             .and_then(|t| t.extract::<f64>())
             .map_err(|e| {
-                err(
-                    Exc::InvalidValue,
-                    format!("{what}: {} has no timestamp: {e}", type_name(obj)),
+                py_err!(
+                    InvalidValue,
+                    "{what}: {} has no timestamp: {e}",
+                    type_name(obj)
                 )
             });
     }
     match obj.extract::<Real>() {
         Ok(Real(v)) => Ok(v),
-        Err(e) if e.is_instance_of::<PyTypeError>(obj.py()) => Err(err(
-            Exc::DType,
-            format!(
-                "{what} must be a number of seconds or a datetime, got {}",
-                type_name(obj)
-            ),
+        Err(e) if e.is_instance_of::<PyTypeError>(obj.py()) => Err(py_err!(
+            DType,
+            "{what} must be a number of seconds or a datetime, got {}",
+            type_name(obj)
         )),
-        Err(_) => Err(err(
-            Exc::OutOfRange,
-            format!("{what} is too large for a number of seconds"),
+        Err(_) => Err(py_err!(
+            OutOfRange,
+            "{what} is too large for a number of seconds"
         )),
     }
 }
@@ -342,9 +325,10 @@ pub(crate) fn timestamp(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<f64> {
 pub(crate) fn timestamps(obj: &Bound<'_, PyAny>) -> PyResult<Vec<f64>> {
     obj.try_iter()
         .map_err(|_| {
-            err(
-                Exc::DType,
-                format!("timestamps must be a sequence, got {}", type_name(obj)),
+            py_err!(
+                DType,
+                "timestamps must be a sequence, got {}",
+                type_name(obj)
             )
         })?
         .enumerate()
@@ -451,23 +435,18 @@ pub(crate) fn meta_map(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Metadata>
 /// mostly have the same keys; a filter then reads one hot copy of each).
 fn meta_map_with(obj: &Bound<'_, PyAny>, what: &str, keys: &mut KeyInterner) -> PyResult<Metadata> {
     let dict = obj.cast::<PyDict>().map_err(|_| {
-        err(
-            Exc::DType,
-            format!(
-                "{what} must be a dict (str keys; str, int, float, bool or list values), got {}",
-                type_name(obj)
-            ),
+        py_err!(
+            DType,
+            "{what} must be a dict (str keys; str, int, float, bool or list values), got {}",
+            type_name(obj)
         )
     })?;
     let pairs = dict
         .iter()
         .map(|(k, v)| {
-            let key = k.cast::<PyString>().map_err(|_| {
-                err(
-                    Exc::DType,
-                    format!("{what} keys must be str, got {}", type_name(&k)),
-                )
-            })?;
+            let key = k
+                .cast::<PyString>()
+                .map_err(|_| py_err!(DType, "{what} keys must be str, got {}", type_name(&k)))?;
             let key = utf8(key, &format!("a {what} key"))?;
             let value = meta_value(&v, &format!("{what}[{key:?}]"), true)
                 .map_err(|e| e.into_err(Exc::DType))?;
@@ -486,12 +465,10 @@ pub(crate) fn metadata(obj: &Bound<'_, PyAny>, n: usize) -> PyResult<Vec<Option<
     let mut keys = KeyInterner::default();
     obj.try_iter()
         .map_err(|_| {
-            err(
-                Exc::DType,
-                format!(
-                    "metadata must be a dict or a list of dicts, got {}",
-                    type_name(obj)
-                ),
+            py_err!(
+                DType,
+                "metadata must be a dict or a list of dicts, got {}",
+                type_name(obj)
             )
         })?
         .enumerate()
@@ -515,18 +492,19 @@ pub(crate) fn metadata(obj: &Bound<'_, PyAny>, n: usize) -> PyResult<Vec<Option<
 fn where_json(v: &Bound<'_, PyAny>, path: &str, depth: usize) -> PyResult<Json> {
     // A level of filter is a dict and a list ($and / $or) deep, plus an operator's dict and list.
     if depth > 2 * MAX_FILTER_DEPTH + 4 {
-        return Err(err(
-            Exc::InvalidValue,
-            format!("{path}: filters nest at most {MAX_FILTER_DEPTH} levels deep"),
+        return Err(py_err!(
+            InvalidValue,
+            "{path}: filters nest at most {MAX_FILTER_DEPTH} levels deep"
         ));
     }
     if let Ok(d) = v.cast::<PyDict>() {
         let mut map = serde_json::Map::new();
         for (k, x) in d.iter() {
             let Ok(key) = k.cast::<PyString>() else {
-                return Err(err(
-                    Exc::InvalidValue,
-                    format!("{path}: keys must be str, got {}", type_name(&k)),
+                return Err(py_err!(
+                    InvalidValue,
+                    "{path}: keys must be str, got {}",
+                    type_name(&k)
                 ));
             };
             let key = utf8(key, "a where key")?;
@@ -580,9 +558,9 @@ pub(crate) fn filter(
     let bound = |t: &Bound<'_, PyAny>, what: &str| {
         let v = timestamp(t, what)?;
         if v.is_nan() {
-            return Err(err(
-                Exc::InvalidValue,
-                format!("{what} is NaN; give seconds since the epoch or a datetime"),
+            return Err(py_err!(
+                InvalidValue,
+                "{what} is NaN; give seconds since the epoch or a datetime"
             ));
         }
         Ok(v)
@@ -667,9 +645,9 @@ pub(crate) fn strs(obj: &Bound<'_, PyAny>, what: &str, single: bool) -> PyResult
         if single {
             return Ok(vec![Arc::from(utf8(s, what)?)]);
         }
-        return Err(err(
-            Exc::DType,
-            format!("{what} must be a list of str, got a single str (use ingest for one text)"),
+        return Err(py_err!(
+            DType,
+            "{what} must be a list of str, got a single str (use ingest for one text)"
         ));
     }
     Ok(str_items(obj, what, false)?.into_iter().flatten().collect())
@@ -679,22 +657,14 @@ pub(crate) fn strs(obj: &Bound<'_, PyAny>, what: &str, single: bool) -> PyResult
 pub(crate) fn one_str(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Arc<str>> {
     match obj.cast::<PyString>() {
         Ok(s) => Ok(Arc::from(utf8(s, what)?)),
-        Err(_) => Err(err(
-            Exc::DType,
-            format!("{what} must be str, got {}", type_name(obj)),
-        )),
+        Err(_) => Err(py_err!(DType, "{what} must be str, got {}", type_name(obj))),
     }
 }
 
 /// Ids from an iterable of ints (or an integer numpy array), each checked (see [`Id`]).
 pub(crate) fn ids_of(obj: &Bound<'_, PyAny>) -> PyResult<Vec<u64>> {
     obj.try_iter()
-        .map_err(|_| {
-            err(
-                Exc::DType,
-                format!("ids must be a list of int, got {}", type_name(obj)),
-            )
-        })?
+        .map_err(|_| py_err!(DType, "ids must be a list of int, got {}", type_name(obj)))?
         .enumerate()
         .map(|(i, id)| id_of(&id?, &format!("ids[{i}]")))
         .collect()
@@ -717,34 +687,9 @@ pub(crate) fn reduce_to_bytes<'py>(
     Ok((from_bytes, args))
 }
 
-/// `s` quoted as Python's `repr` would (single quotes unless it holds one).
-pub(crate) fn py_str(s: &str) -> String {
-    let quote = if s.contains('\'') && !s.contains('"') {
-        '"'
-    } else {
-        '\''
-    };
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push(quote);
-    for c in s.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if c == quote => {
-                out.push('\\');
-                out.push(c);
-            }
-            c if c.is_control() && (c as u32) < 0x100 => {
-                let _ = write!(out, "\\x{:02x}", c as u32);
-            }
-            c if c.is_control() => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push(quote);
-    out
+/// `s` as Python's `repr` shows it.
+pub(crate) fn py_str(py: Python<'_>, s: &str) -> String {
+    PyString::new(py, s)
+        .repr()
+        .map_or_else(|_| "?".to_owned(), |r| r.to_string())
 }

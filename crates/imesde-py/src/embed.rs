@@ -14,7 +14,7 @@ use pyo3::types::{PyDict, PyTuple};
 
 use crate::convert::{self, Count, Real, Text, py_str};
 use crate::error::CoreError;
-use crate::exceptions::{Exc, err};
+use crate::exceptions::py_err;
 use crate::gil;
 
 /// Embeds `texts` with `prompt` without the GIL, checking for Ctrl-C between model calls.
@@ -24,10 +24,9 @@ pub(crate) fn embed_texts(
     texts: &[Arc<str>],
     prompt: Option<&str>,
 ) -> PyResult<Vec<f32>> {
-    let v = gil::run_interruptible(py, "TextEmbedder.embed", |stop| {
+    gil::try_run_interruptible(py, "TextEmbedder.embed", |stop| {
         model.embed(texts, prompt, &mut || stop.load(Relaxed))
-    })?;
-    Ok(v.map_err(CoreError::from)?)
+    })
 }
 
 /// A sentence-embedding model: an ONNX file and its ``tokenizer.json``, run by ONNX Runtime.
@@ -104,11 +103,9 @@ impl TextEmbedder {
             if let Some(limit) = limit
                 && v > limit
             {
-                return Err(err(
-                    Exc::InvalidValue,
-                    format!(
-                        "max_length {v} is more than the model's {limit} token positions ({model})"
-                    ),
+                return Err(py_err!(
+                    InvalidValue,
+                    "max_length {v} is more than the model's {limit} token positions ({model})"
                 ));
             }
             v
@@ -149,29 +146,23 @@ impl TextEmbedder {
                         .ok()
                         .filter(|d| !d.is_zero())
                         .ok_or_else(|| {
-                            err(
-                                Exc::InvalidValue,
-                                format!("cache_ttl must be a positive number of seconds, got {s}"),
+                            py_err!(
+                                InvalidValue,
+                                "cache_ttl must be a positive number of seconds, got {s}"
                             )
                         })
                 })
                 .transpose()?,
         };
         let runtime: String = models.call_method0("onnxruntime_library")?.extract()?;
-        let embedder = gil::run(py, "TextEmbedder", || {
+        let embedder = gil::try_run(py, "TextEmbedder", || {
             imesde_embed::load_runtime(runtime.as_ref())?;
             Embedder::new(model.as_ref(), tokenizer.as_ref(), config)
-        })?
-        .map_err(CoreError::from)?;
+        })?;
         let prompts: Vec<(String, String)> = from_manifest("prompts")?
             .map(|p| p.extract::<std::collections::BTreeMap<String, String>>())
             .transpose()
-            .map_err(|_| {
-                err(
-                    Exc::ModelLoad,
-                    "the manifest's prompts must map names to str",
-                )
-            })?
+            .map_err(|_| py_err!(ModelLoad, "the manifest's prompts must map names to str"))?
             .map(|m| m.into_iter().collect())
             .unwrap_or_default();
         let default_prompt: Option<String> = from_manifest("default_prompt_name")?
@@ -357,50 +348,26 @@ impl TextEmbedder {
         Ok((args, kwargs))
     }
 
-    fn __repr__(&self) -> String {
+    fn __repr__(&self, py: Python<'_>) -> String {
         format!(
             "TextEmbedder(model_path={}, dim={}, max_length={}, pooling={})",
-            py_str(&self.inner().model_path().display().to_string()),
+            py_str(py, &self.inner().model_path().display().to_string()),
             self.inner().dim(),
             self.inner().config().max_length,
-            py_str(&self.inner().config().pooling.to_string())
+            py_str(py, &self.inner().config().pooling.to_string())
         )
     }
 }
 
-/// ONNX Runtime's provider names from ``providers`` (names, short ones such as ``"cuda"``
-/// too) or ``device`` (``"cuda"``: CUDA then the CPU; ``"cpu"``).
+/// ONNX Runtime's provider names from ``providers`` or ``device``.
 fn providers_of(
     providers: Option<&Bound<'_, PyAny>>,
     device: Option<&str>,
 ) -> PyResult<Vec<String>> {
-    let full = |name: &str| -> String {
-        let lower = name.to_ascii_lowercase();
-        imesde_embed::PROVIDERS
-            .iter()
-            .find(|p| {
-                let p = p.to_ascii_lowercase();
-                p == lower || p.strip_suffix("executionprovider") == Some(lower.as_str())
-            })
-            .map_or_else(|| name.to_owned(), |p| (*p).to_owned())
-    };
-    match (providers, device) {
-        (Some(_), Some(_)) => Err(err(Exc::InvalidValue, "give providers or device, not both")),
-        (Some(p), None) => Ok(convert::str_items(p, "providers", false)?
-            .into_iter()
-            .flatten()
-            .map(|n| full(&n))
-            .collect()),
-        (None, Some(d)) => match d.to_ascii_lowercase().as_str() {
-            "cpu" => Ok(vec![full("cpu")]),
-            "cuda" | "gpu" => Ok(vec![full("cuda"), full("cpu")]),
-            other => Err(err(
-                Exc::InvalidValue,
-                format!("device must be \"cpu\" or \"cuda\", got {other:?}"),
-            )),
-        },
-        (None, None) => Ok(Vec::new()),
-    }
+    let names = providers
+        .map(|p| convert::strs(p, "providers", true))
+        .transpose()?;
+    Ok(imesde_embed::providers_for(names.as_deref(), device).map_err(CoreError::from)?)
 }
 
 /// The execution providers the loaded ONNX Runtime offers (loading it first), e.g.

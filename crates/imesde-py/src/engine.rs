@@ -18,10 +18,9 @@ use pyo3::types::{PyBool, PyBytes, PyDict, PyInt, PyString, PyTuple};
 use crate::convert::{self, Count, Real, Text, id_of, reduce_to_bytes};
 use crate::embed::TextEmbedder;
 use crate::error::CoreError;
-use crate::exceptions::{Exc, err};
+use crate::exceptions::py_err;
 use crate::gil;
 use crate::hits::{Hit, Item};
-use crate::par::install;
 use crate::rq::Labeler;
 use crate::stream::Subscription;
 
@@ -53,47 +52,24 @@ fn index_of(
     nprobe: Option<Count>,
     capacity: usize,
 ) -> PyResult<Option<IvfConfig>> {
+    let (nlist, nprobe) = (
+        nlist.map(|n| n.positive("nlist")).transpose()?,
+        nprobe.map(|n| n.positive("nprobe")).transpose()?,
+    );
     match index.as_deref() {
-        None if nlist.is_some() || nprobe.is_some() => Err(err(
-            Exc::InvalidValue,
-            "nlist and nprobe shape an index: give index=\"ivf\" with them",
+        None if nlist.is_some() || nprobe.is_some() => Err(py_err!(
+            InvalidValue,
+            "nlist and nprobe shape an index: give index=\"ivf\" with them"
         )),
         None => Ok(None),
         Some("ivf") => {
-            let mut cfg = IvfConfig::for_capacity(capacity);
-            if let Some(n) = nlist {
-                cfg.nlist = n.positive("nlist")?;
-                cfg.nprobe = cfg.nprobe.min(cfg.nlist);
-            }
-            if let Some(p) = nprobe {
-                cfg.nprobe = p.positive("nprobe")?;
-            }
-            if cfg.nprobe > cfg.nlist {
-                return Err(err(
-                    Exc::InvalidValue,
-                    format!(
-                        "nprobe ({}) must not exceed nlist ({})",
-                        cfg.nprobe, cfg.nlist
-                    ),
-                ));
-            }
+            let cfg = IvfConfig::with(capacity, nlist, nprobe);
+            cfg.check().map_err(CoreError::from)?;
             Ok(Some(cfg))
         }
-        Some(other) => Err(err(
-            Exc::InvalidValue,
-            format!("index must be None or \"ivf\", got {other:?}"),
-        )),
-    }
-}
-
-fn storage_of(name: &str) -> PyResult<Storage> {
-    match name {
-        "f32" | "float32" => Ok(Storage::F32),
-        "int8" => Ok(Storage::Int8),
-        "binary" => Ok(Storage::Binary),
-        _ => Err(err(
-            Exc::InvalidValue,
-            format!("storage must be \"f32\", \"int8\" or \"binary\", got {name:?}"),
+        Some(other) => Err(py_err!(
+            InvalidValue,
+            "index must be None or \"ivf\", got {other:?}"
         )),
     }
 }
@@ -134,7 +110,7 @@ impl Engine {
         let (num_shards, shard_size, storage) = (
             num_shards.positive("num_shards")?,
             shard_size.positive("shard_size")?,
-            storage_of(&storage)?,
+            storage.parse::<Storage>().map_err(CoreError::from)?,
         );
         let (dim, model) = model_or_dim(py, model)?;
         let cfg = RingConfig {
@@ -145,12 +121,11 @@ impl Engine {
         };
         let ivf = index_of(index, nlist, nprobe, num_shards.saturating_mul(shard_size))?;
         let text_model = model.as_ref().map(|m| Arc::clone(&m.get().model));
-        let core = gil::run(py, "Engine", || {
+        let core = gil::try_run(py, "Engine", || {
             let core = imesde_engine::Engine::new(cfg, text_model, lexical)?;
             core.set_index(ivf)?;
             Ok::<_, imesde_engine::EngineError>(core)
-        })?
-        .map_err(CoreError::from)?;
+        })?;
         Ok(Engine::around(core, model))
     }
 
@@ -172,11 +147,9 @@ impl Engine {
     ) -> PyResult<Vec<Hit>> {
         let k = k.positive("k")?;
         let filter = convert::filter(since, until, r#where, false)?;
-        let core = &self.core;
-        let found = gil::run(py, "Engine.lexical_search", || {
-            core.lexical_search(&query, k, &filter)
-        })?;
-        Ok(hits(found.map_err(CoreError::from)?))
+        Ok(hits(gil::try_run(py, "Engine.lexical_search", || {
+            self.core.lexical_search(&query, k, &filter)
+        })?))
     }
 
     /// For engines searched as one (``imesde.distributed``): this engine's BM25 statistics for
@@ -186,11 +159,9 @@ impl Engine {
         py: Python<'_>,
         query: Text,
     ) -> PyResult<imesde_engine::CorpusPart> {
-        let core = &self.core;
-        let got = gil::run(py, "Engine._lexical_corpus_terms", || {
-            core.lexical_corpus_terms(&query)
-        })?;
-        Ok(got.map_err(CoreError::from)?)
+        gil::try_run(py, "Engine._lexical_corpus_terms", || {
+            self.core.lexical_corpus_terms(&query)
+        })
     }
 
     /// For engines searched as one: the largest BM25 impact of each of ``terms`` here, in a
@@ -202,11 +173,10 @@ impl Engine {
         documents: u32,
         total_length: u64,
     ) -> PyResult<Vec<f32>> {
-        let core = &self.core;
-        let got = gil::run(py, "Engine._lexical_max_impacts", || {
-            core.lexical_max_impacts(&terms, documents, total_length)
-        })?;
-        Ok(got.map_err(CoreError::from)?)
+        gil::try_run(py, "Engine._lexical_max_impacts", || {
+            self.core
+                .lexical_max_impacts(&terms, documents, total_length)
+        })
     }
 
     /// For engines searched as one: ``lexical_search`` scored with the corpus's statistics
@@ -233,11 +203,11 @@ impl Engine {
             total_len: total_length,
             terms,
         };
-        let core = &self.core;
-        let found = gil::run(py, "Engine._lexical_search_corpus", || {
-            core.lexical_search_corpus(&query, k, &filter, &corpus)
-        })?;
-        Ok(hits(found.map_err(CoreError::from)?))
+        Ok(hits(gil::try_run(
+            py,
+            "Engine._lexical_search_corpus",
+            || self.core.lexical_search_corpus(&query, k, &filter, &corpus),
+        )?))
     }
 
     /// Dense and lexical results fused into one ranking: ``method`` as in ``imesde.fuse``
@@ -269,11 +239,14 @@ impl Engine {
         let fusion = method.parse::<Fusion>().map_err(CoreError::from)?;
         let alpha = alpha.map(|a| a.0 as f32);
         let text = convert::one_str(query, "query")?;
-        let core = &self.core;
-        let found = gil::run_interruptible(py, "Engine.hybrid_search", |stop| {
-            core.hybrid_search(&text, k, fusion, alpha, &filter, &mut stopped(stop))
-        })?;
-        Ok(hits(found.map_err(CoreError::from)?))
+        Ok(hits(gil::try_run_interruptible(
+            py,
+            "Engine.hybrid_search",
+            |stop| {
+                self.core
+                    .hybrid_search(&text, k, fusion, alpha, &filter, &mut stopped(stop))
+            },
+        )?))
     }
 
     /// From now on, every ingested batch's vectors (float32 ``[n, dim]``) are passed to
@@ -286,9 +259,9 @@ impl Engine {
         if let Some(f) = &assign
             && !f.is_callable()
         {
-            return Err(err(
-                Exc::DType,
-                "assign must be callable (vectors -> list of str), e.g. a SemanticIdEngine",
+            return Err(py_err!(
+                DType,
+                "assign must be callable (vectors -> list of str), e.g. a SemanticIdEngine"
             ));
         }
         *self.semantic_ids.lock() = assign.map(Bound::unbind);
@@ -324,7 +297,7 @@ impl Engine {
         } else {
             let q = convert::rows(query, "query")?;
             if q.rows != 1 {
-                return Err(err(Exc::Shape, "query must be one text or one vector"));
+                return Err(py_err!(Shape, "query must be one text or one vector"));
             }
             self.check_dim(q.dim, "query")?;
             (None, q.as_slice().to_vec())
@@ -332,17 +305,15 @@ impl Engine {
         if let Some(cb) = &callback
             && !cb.is_callable()
         {
-            return Err(err(Exc::DType, "callback must be callable (event -> None)"));
+            return Err(py_err!(DType, "callback must be callable (event -> None)"));
         }
         let top_k = top_k.map(|k| k.positive("top_k")).transpose()?;
         let capacity = queue_size.positive("queue_size")?;
         let threshold = threshold.map(threshold_of).transpose()?;
         let filter = convert::filter(None, None, r#where, false)?;
-        let core = &self.core;
-        let (id, threshold) = gil::run(py, "Engine.subscribe", || {
-            core.subscribe(&vector, threshold, top_k, filter)
-        })?
-        .map_err(CoreError::from)?;
+        let (id, threshold) = gil::try_run(py, "Engine.subscribe", || {
+            self.core.subscribe(&vector, threshold, top_k, filter)
+        })?;
         let sub = Py::new(
             py,
             Subscription::new(
@@ -351,7 +322,7 @@ impl Engine {
                 threshold,
                 top_k,
                 callback.map(Bound::unbind),
-                Arc::clone(core.ring()),
+                Arc::clone(self.core.ring()),
                 capacity,
             ),
         )?;
@@ -373,10 +344,7 @@ impl Engine {
                 }
             }
             Err(_) => {
-                return Err(err(
-                    Exc::DType,
-                    "unsubscribe takes a Subscription or its id",
-                ));
+                return Err(py_err!(DType, "unsubscribe takes a Subscription or its id"));
             }
         };
         let found = {
@@ -423,9 +391,7 @@ impl Engine {
     ) -> PyResult<Vec<Item>> {
         let n = n.positive("n")?;
         let filter = convert::filter(since, until, r#where, false)?;
-        let core = &self.core;
-        let items =
-            gil::run(py, "Engine.recent", || core.recent(n, &filter))?.map_err(CoreError::from)?;
+        let items = gil::try_run(py, "Engine.recent", || self.core.recent(n, &filter))?;
         Ok(items.into_iter().map(Item).collect())
     }
 
@@ -437,8 +403,8 @@ impl Engine {
     /// finish wins and the file is always whole. A symbolic link is written through; a path
     /// that is a directory or a device is refused with ``StorageError``.
     fn save(&self, py: Python<'_>, path: PathBuf) -> PyResult<()> {
-        let core = &self.core;
-        gil::run(py, "Engine.save", || core.save(&path))?.map_err(|e| CoreError::from(e).into())
+        gil::run(py, "Engine.save", || self.core.save(&path))?
+            .map_err(|e| CoreError::from(e).into())
     }
 
     /// An engine restored from ``save``: the same items in the same slots, so searches
@@ -461,8 +427,7 @@ impl Engine {
 
     /// The engine as the bytes ``save`` writes.
     fn to_bytes<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
-        let core = &self.core;
-        let data = gil::run(py, "Engine.to_bytes", || core.snapshot())?.map_err(CoreError::from)?;
+        let data = gil::try_run(py, "Engine.to_bytes", || self.core.snapshot())?;
         Ok(PyBytes::new(py, &data))
     }
 
@@ -500,8 +465,7 @@ impl Engine {
         } else {
             convert::ids_of(ids)?
         };
-        let core = &self.core;
-        Ok(gil::run(py, "Engine.delete", || core.delete(&ids))?.len())
+        Ok(gil::run(py, "Engine.delete", || self.core.delete(&ids))?.len())
     }
 
     /// Replaces the item ``id`` by a new version and returns the new version's id: ``item``
@@ -548,9 +512,10 @@ impl Engine {
         } else {
             let q = convert::rows(item, "item")?;
             if q.rows != 1 {
-                return Err(err(
-                    Exc::Shape,
-                    format!("item must be one text or one vector, got {} rows", q.rows),
+                return Err(py_err!(
+                    Shape,
+                    "item must be one text or one vector, got {} rows",
+                    q.rows
                 ));
             }
             self.check_dim(q.dim, "item")?;
@@ -666,9 +631,9 @@ impl Engine {
         let query = convert::one_str(query, "query")?;
         let filter = convert::filter(since, until, r#where, exact)?;
         let q = self.embed_queries(py, &[query])?;
-        let core = &self.core;
-        let found = gil::run(py, "Engine.search", || core.search_vector(&q, k, &filter))?;
-        Ok(hits(found.map_err(CoreError::from)?))
+        Ok(hits(gil::try_run(py, "Engine.search", || {
+            self.core.search_vector(&q, k, &filter)
+        })?))
     }
 
     /// ``search`` for each text of ``queries`` (embedded in one batch): a list of hit lists.
@@ -690,9 +655,9 @@ impl Engine {
         let k = k.positive("k")?;
         let queries = convert::strs(queries, "queries", false)?;
         let filter = convert::filter(since, until, r#where, exact)?;
-        let core = &self.core;
         let found = gil::run_interruptible(py, "Engine.search_batch", |stop| {
-            core.search_texts(&queries, k, &filter, &mut stopped(stop))
+            self.core
+                .search_texts(&queries, k, &filter, &mut stopped(stop))
         })?;
         Ok(found
             .map_err(CoreError::from)?
@@ -762,19 +727,18 @@ impl Engine {
         let k = k.positive("k")?;
         let q = convert::rows(query, "query")?;
         if q.rows != 1 {
-            return Err(err(
-                Exc::Shape,
-                format!(
-                    "query must be one vector, got {} rows; use search_vectors for a batch",
-                    q.rows
-                ),
+            return Err(py_err!(
+                Shape,
+                "query must be one vector, got {} rows; use search_vectors for a batch",
+                q.rows
             ));
         }
         self.check_dim(q.dim, "query")?;
         let filter = convert::filter(since, until, r#where, exact)?;
-        let (q, core) = (q.as_slice(), &self.core);
-        let found = gil::run(py, "Engine.search", || core.search_vector(q, k, &filter))?;
-        Ok(hits(found.map_err(CoreError::from)?))
+        let q = q.as_slice();
+        Ok(hits(gil::try_run(py, "Engine.search", || {
+            self.core.search_vector(q, k, &filter)
+        })?))
     }
 
     /// Exact top-``k`` for a batch of queries (``[nq, dim]`` float32), like faiss'
@@ -801,11 +765,10 @@ impl Engine {
         let filter = convert::filter(since, until, r#where, exact)?;
         let q = convert::rows(queries, "queries")?;
         self.check_dim(q.dim, "queries")?;
-        let (data, core) = (q.as_slice(), &self.core);
-        let res = gil::run(py, "Engine.search_vectors", || {
-            core.search_vectors(data, k, &filter)
-        })?
-        .map_err(CoreError::from)?;
+        let data = q.as_slice();
+        let res = gil::try_run(py, "Engine.search_vectors", || {
+            self.core.search_vectors(data, k, &filter)
+        })?;
         let shape = [res.nq, res.k];
         let ids: Vec<i64> = res.ids.into_iter().map(|i| i as i64).collect();
         Ok((
@@ -818,25 +781,23 @@ impl Engine {
     /// ingested or has been overwritten.
     fn get(&self, py: Python<'_>, id: &Bound<'_, PyAny>) -> PyResult<Item> {
         if !id.is_instance_of::<PyInt>() && !id.hasattr(pyo3::intern!(py, "__index__"))? {
-            return Err(err(
-                Exc::DType,
-                format!("id must be an int, got {}", convert::type_name(id)),
+            return Err(py_err!(
+                DType,
+                "id must be an int, got {}",
+                convert::type_name(id)
             ));
         }
-        let core = &self.core;
         // An id outside 0..2**64 is one no item has.
         let found = match id_of(id, "id") {
-            Ok(id) => gil::run(py, "Engine.get", || core.get(id))?,
+            Ok(id) => gil::run(py, "Engine.get", || self.core.get(id))?,
             Err(_) => None,
         };
         found.map(Item).ok_or_else(|| {
-            err(
-                Exc::NotFound,
-                format!(
-                    "no item with id {} (held: {} items)",
-                    id.repr().map_or_else(|_| "?".into(), |r| r.to_string()),
-                    core.ring().len()
-                ),
+            py_err!(
+                NotFound,
+                "no item with id {} (held: {} items)",
+                id.repr().map_or_else(|_| "?".into(), |r| r.to_string()),
+                self.core.ring().len()
             )
         })
     }
@@ -882,8 +843,7 @@ impl Engine {
     /// full) and again each time the window has turned over; searches scan every item until
     /// the first training ends.
     fn train_index(&self, py: Python<'_>) -> PyResult<bool> {
-        let core = &self.core;
-        gil::run(py, "Engine.train_index", || core.train_index())
+        gil::run(py, "Engine.train_index", || self.core.train_index())
     }
 
     /// Counters and sizes: ``len``, ``capacity``, ``dim``, ``num_shards``, ``shard_size``,
@@ -932,28 +892,13 @@ impl Engine {
 
 /// A threshold argument: a number (a cosine score) or ``"pNN"`` (a percentile).
 fn threshold_of(t: &Bound<'_, PyAny>) -> PyResult<Threshold> {
-    if t.is_instance_of::<PyString>() {
-        let spec = convert::utf8(t.cast::<PyString>()?, "threshold")?;
-        return spec
-            .strip_prefix('p')
-            .and_then(|p| p.parse::<f64>().ok())
-            .filter(|p| (0.0..100.0).contains(p))
-            .map(Threshold::Percentile)
-            .ok_or_else(|| {
-                err(
-                    Exc::InvalidValue,
-                    format!("threshold {spec:?} is not a percentile like \"p99\" or \"p99.9\""),
-                )
-            });
+    if let Ok(spec) = t.cast::<PyString>() {
+        let spec = convert::utf8(spec, "threshold")?;
+        return Ok(spec.parse::<Threshold>().map_err(CoreError::from)?);
     }
     let score = t
         .extract::<Real>()
-        .map_err(|_| {
-            err(
-                Exc::DType,
-                "threshold must be a number or a string like \"p99\"",
-            )
-        })?
+        .map_err(|_| py_err!(DType, "threshold must be a number or a string like \"p99\""))?
         .finite_f32("threshold")?;
     Ok(Threshold::Score(score))
 }
@@ -976,12 +921,10 @@ fn model_or_dim(
             default_embedder(py, Some(m))?
         }
         Some(m) => {
-            return Err(err(
-                Exc::DType,
-                format!(
-                    "model must be a TextEmbedder, a model directory, a dimension (int) or None, got {}",
-                    m.get_type().name()?
-                ),
+            return Err(py_err!(
+                DType,
+                "model must be a TextEmbedder, a model directory, a dimension (int) or None, got {}",
+                m.get_type().name()?
             ));
         }
         None => default_embedder(py, None)?,
@@ -1004,10 +947,9 @@ impl Engine {
     /// one is given; a dimension given for one made with a model loads it for vectors only.
     fn restore(py: Python<'_>, bytes: &[u8], model: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
         let model = model.filter(|m| !m.is_none());
-        let has_model = gil::run(py, "Engine.load", || {
+        let has_model = gil::try_run(py, "Engine.load", || {
             imesde_engine::Engine::snapshot_has_model(bytes)
-        })?
-        .map_err(CoreError::from)?;
+        })?;
         let (dim, model) = if has_model || model.is_some() {
             let (dim, m) = model_or_dim(py, model)?;
             (Some(dim), m)
@@ -1015,10 +957,9 @@ impl Engine {
             (None, None)
         };
         let text_model = model.as_ref().map(|m| Arc::clone(&m.get().model));
-        let core = gil::run(py, "Engine.load", || {
-            install(|| imesde_engine::Engine::from_snapshot(bytes, text_model))
-        })?
-        .map_err(CoreError::from)?;
+        let core = gil::try_run(py, "Engine.load", || {
+            imesde_engine::Engine::from_snapshot(bytes, text_model)
+        })?;
         let held = core.ring().config().dim;
         if let Some(dim) = dim
             && dim != held
@@ -1066,20 +1007,18 @@ impl Engine {
         replacing: Option<u64>,
     ) -> PyResult<std::ops::Range<u64>> {
         let labels = self.labels(py, vectors, &attrs)?;
-        let core = &self.core;
-        let Ingested { ids, events } = gil::run(py, "Engine.ingest", || {
+        let Ingested { ids, events } = gil::try_run(py, "Engine.ingest", || {
             let (attrs, labeler) = match labels {
                 Labels::None => (attrs, None),
                 Labels::Native(l) => (attrs, Some(l)),
                 Labels::Given(ids) => (imesde_engine::with_labels(attrs, ids), None),
             };
             let labeler = labeler.as_deref();
-            install(|| match replacing {
-                Some(id) => core.replace(id, vectors, attrs, labeler),
-                None => core.ingest_labelled(vectors, attrs, labeler),
-            })
-        })?
-        .map_err(CoreError::from)?;
+            match replacing {
+                Some(id) => self.core.replace(id, vectors, attrs, labeler),
+                None => self.core.ingest_labelled(vectors, attrs, labeler),
+            }
+        })?;
         if !events.is_empty() {
             // Delivered with no engine lock held: a callback may search or ingest. The batch
             // is stored whole by now, so Ctrl-C in a callback (returned by `deliver`) stops
@@ -1113,19 +1052,15 @@ impl Engine {
         let n = vectors.len() / dim;
         attrs.check(n).map_err(CoreError::from)?;
         let array = vectors.to_vec().into_pyarray(py).reshape([n, dim])?;
-        let ids: Vec<String> = assign.call1((array,))?.extract().map_err(|_| {
-            err(
-                Exc::DType,
-                "the semantic id function must return a list of str",
-            )
-        })?;
+        let ids: Vec<String> = assign
+            .call1((array,))?
+            .extract()
+            .map_err(|_| py_err!(DType, "the semantic id function must return a list of str"))?;
         if ids.len() != n {
-            return Err(err(
-                Exc::Shape,
-                format!(
-                    "the semantic id function returned {} ids for {n} items",
-                    ids.len()
-                ),
+            return Err(py_err!(
+                Shape,
+                "the semantic id function returned {} ids for {n} items",
+                ids.len()
             ));
         }
         Ok(Labels::Given(ids))
@@ -1133,20 +1068,16 @@ impl Engine {
 
     /// Queries embedded with the model's query prompt, if it has one.
     fn embed_queries(&self, py: Python<'_>, texts: &[Arc<str>]) -> PyResult<Vec<f32>> {
-        let core = &self.core;
-        let v = gil::run_interruptible(py, "Engine.embed", |stop| {
-            core.embed_queries(texts, &mut stopped(stop))
-        })?;
-        Ok(v.map_err(CoreError::from)?)
+        gil::try_run_interruptible(py, "Engine.embed", |stop| {
+            self.core.embed_queries(texts, &mut stopped(stop))
+        })
     }
 
     /// Texts to store embedded with the model's document prompt, if it has one.
     fn embed_documents(&self, py: Python<'_>, texts: &[Arc<str>]) -> PyResult<Vec<f32>> {
-        let core = &self.core;
-        let v = gil::run_interruptible(py, "Engine.embed", |stop| {
-            core.embed_documents(texts, &mut stopped(stop))
-        })?;
-        Ok(v.map_err(CoreError::from)?)
+        gil::try_run_interruptible(py, "Engine.embed", |stop| {
+            self.core.embed_documents(texts, &mut stopped(stop))
+        })
     }
 
     fn check_dim(&self, got: usize, what: &'static str) -> PyResult<()> {

@@ -5,6 +5,7 @@ use imesde_embed::EmbedError;
 use imesde_engine::EngineError;
 use imesde_ring::RingError;
 use imesde_rq::RqError;
+use imesde_simd::similarity::SimilarityError;
 use pyo3::PyErr;
 
 use crate::exceptions::{Exc, err};
@@ -18,6 +19,13 @@ pub(crate) enum CoreError {
     Bm25(Bm25Error),
     Rq(RqError),
     Engine(EngineError),
+    Similarity(SimilarityError),
+}
+
+impl From<SimilarityError> for CoreError {
+    fn from(e: SimilarityError) -> Self {
+        CoreError::Similarity(e)
+    }
 }
 
 impl From<EngineError> for CoreError {
@@ -70,6 +78,14 @@ impl From<CoreError> for PyErr {
             CoreError::Bm25(e) => (bm25_class(&e), e.to_string()),
             CoreError::Rq(e) => (rq_class(&e), e.to_string()),
             CoreError::Engine(e) => (engine_class(&e), engine_message(&e)),
+            CoreError::Similarity(e) => (
+                match e {
+                    SimilarityError::Dimension { .. } => Exc::Dimension,
+                    SimilarityError::TooLarge { .. } => Exc::Capacity,
+                    _ => Exc::InvalidValue,
+                },
+                e.to_string(),
+            ),
         };
         err(class, msg)
     }
@@ -89,6 +105,7 @@ fn ring_class(e: &RingError) -> Exc {
         | RingError::TimeWindow { .. }
         | RingError::Timestamp { .. }
         | RingError::Index { .. }
+        | RingError::UnknownStorage(_)
         | RingError::Standing(_) => Exc::InvalidValue,
         _ => Exc::Imesde,
     }

@@ -216,6 +216,15 @@ pub(crate) fn err(exc: Exc, msg: impl Into<String>) -> PyErr {
     Python::attach(|py| PyErr::from_type(class(py, exc), msg))
 }
 
+/// A new error of class `Exc::$exc`, its message formatted as by `format!`:
+/// `py_err!(InvalidValue, "k must be at least 1, got {k}")`.
+macro_rules! py_err {
+    ($exc:ident, $($msg:tt)+) => {
+        $crate::exceptions::err($crate::exceptions::Exc::$exc, format!($($msg)+))
+    };
+}
+pub(crate) use py_err;
+
 /// Adds every class to the module.
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();

@@ -22,7 +22,8 @@ use std::time::Duration;
 
 use pyo3::prelude::*;
 
-use crate::exceptions::{Exc, err};
+use crate::error::CoreError;
+use crate::exceptions::py_err;
 
 use imesde_engine::fork::{self, Inside};
 
@@ -52,13 +53,11 @@ fn panic_message(payload: &(dyn Any + Send)) -> &str {
 }
 
 fn internal(what: &str, payload: &(dyn Any + Send)) -> PyErr {
-    err(
-        Exc::Internal,
-        format!(
-            "internal error in {what}: {} (a bug in imesde, please report it; the object is \
+    py_err!(
+        Internal,
+        "internal error in {what}: {} (a bug in imesde, please report it; the object is \
              still usable)",
-            panic_message(payload)
-        ),
+        panic_message(payload)
     )
 }
 
@@ -71,7 +70,7 @@ pub(crate) fn run<T: Send>(
 ) -> PyResult<T> {
     py.detach(|| {
         let _inside = Inside::enter();
-        catch_unwind(AssertUnwindSafe(f))
+        catch_unwind(AssertUnwindSafe(|| fork::install(f)))
     })
     .map_err(|payload| internal(what, &*payload))
 }
@@ -84,7 +83,7 @@ pub(crate) fn compute<T: Send>(
     what: &str,
     f: impl FnOnce() -> T + Send,
 ) -> PyResult<T> {
-    py.detach(|| catch_unwind(AssertUnwindSafe(f)))
+    py.detach(|| catch_unwind(AssertUnwindSafe(|| fork::install(f))))
         .map_err(|payload| internal(what, &*payload))
 }
 
@@ -136,7 +135,7 @@ fn interruptible<T: Send>(
     let work = || {
         let _inside = gated.then(Inside::enter);
         let f = task.lock().take().expect("the work runs once");
-        catch_unwind(AssertUnwindSafe(|| f(&stop)))
+        catch_unwind(AssertUnwindSafe(|| fork::install(|| f(&stop))))
     };
     let mut pending: Option<PyErr> = None;
     let result = py
@@ -178,6 +177,43 @@ fn interruptible<T: Send>(
         Some(signal) => Err(signal),
         None => Ok(result),
     }
+}
+
+/// [`run`] for work that may fail with a core error: the error is raised as its Python
+/// exception (see [`CoreError`]).
+pub(crate) fn try_run<T: Send, E: Send>(
+    py: Python<'_>,
+    what: &str,
+    f: impl FnOnce() -> Result<T, E> + Send,
+) -> PyResult<T>
+where
+    CoreError: From<E>,
+{
+    run(py, what, f)?.map_err(|e| CoreError::from(e).into())
+}
+
+/// [`compute`] for work that may fail with a core error.
+pub(crate) fn try_compute<T: Send, E: Send>(
+    py: Python<'_>,
+    what: &str,
+    f: impl FnOnce() -> Result<T, E> + Send,
+) -> PyResult<T>
+where
+    CoreError: From<E>,
+{
+    compute(py, what, f)?.map_err(|e| CoreError::from(e).into())
+}
+
+/// [`run_interruptible`] for work that may fail with a core error.
+pub(crate) fn try_run_interruptible<T: Send, E: Send>(
+    py: Python<'_>,
+    what: &str,
+    f: impl FnOnce(&AtomicBool) -> Result<T, E> + Send,
+) -> PyResult<T>
+where
+    CoreError: From<E>,
+{
+    run_interruptible(py, what, f)?.map_err(|e| CoreError::from(e).into())
 }
 
 fn check_signals(py: Python<'_>) -> PyResult<()> {

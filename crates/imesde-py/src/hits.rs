@@ -41,8 +41,8 @@ macro_rules! item_class {
 }
 
 /// `text` as Python's repr shows it, or `None`.
-fn repr_text(text: Option<&str>) -> String {
-    text.map_or_else(|| "None".to_owned(), py_str)
+fn repr_text(py: Python<'_>, text: Option<&str>) -> String {
+    text.map_or_else(|| "None".to_owned(), |t| py_str(py, t))
 }
 
 /// One search result: ``id``, ``text``, ``score``, ``ts``, ``metadata``.
@@ -75,12 +75,12 @@ item_class!(Hit, 0, {
         let pair = PyTuple::new(py, [self.__getitem__(py, 0)?, self.__getitem__(py, 1)?])?;
         pair.try_iter().map(Bound::into_any)
     }
-    fn __repr__(&self) -> String {
+    fn __repr__(&self, py: Python<'_>) -> String {
         format!(
             "Hit(id={}, score={:.4}, text={}, ts={})",
             self.0.id,
             self.0.score,
-            repr_text(self.0.text.as_deref()),
+            repr_text(py, self.0.text.as_deref()),
             self.0.ts
         )
     }
@@ -96,11 +96,11 @@ item_class!(Item, 0, {
     fn vector<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<f32>> {
         PyArray1::from_slice(py, &self.0.vector)
     }
-    fn __repr__(&self) -> String {
+    fn __repr__(&self, py: Python<'_>) -> String {
         format!(
             "Item(id={}, text={}, ts={})",
             self.0.id,
-            repr_text(self.0.text.as_deref()),
+            repr_text(py, self.0.text.as_deref()),
             self.0.ts
         )
     }
@@ -135,13 +135,13 @@ item_class!(Event, hit, {
     fn score(&self) -> f32 {
         self.hit.score
     }
-    fn __repr__(&self) -> String {
+    fn __repr__(&self, py: Python<'_>) -> String {
         format!(
             "Event(subscription={}, id={}, score={:.4}, text={})",
             self.subscription.get().id,
             self.hit.id,
             self.hit.score,
-            repr_text(self.hit.text.as_deref())
+            repr_text(py, self.hit.text.as_deref())
         )
     }
 });

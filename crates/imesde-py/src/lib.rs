@@ -9,23 +9,17 @@ mod error;
 mod exceptions;
 mod gil;
 mod hits;
-mod par;
 mod rq;
 mod similarity;
 mod stream;
 
 use pyo3::prelude::*;
 
-/// After `fork()`, the child has none of the parent's rayon or ONNX Runtime worker threads: run
-/// searches and tokenization on the calling thread there, other parallel work on a pool of
-/// the child's own, and refuse to run embedders made before the fork, instead of waiting
-/// forever for pools that do not exist.
+/// After `fork()`, the child has none of the parent's rayon or ONNX Runtime worker threads
+/// (see `imesde_engine::fork::after_fork_in_child`).
 #[cfg(unix)]
 extern "C" fn after_fork_in_child() {
     gil::after_fork_in_child();
-    imesde_ring::set_parallel(false);
-    imesde_embed::after_fork_in_child();
-    par::after_fork_in_child();
 }
 
 /// Before `fork()`: wait until no thread holds a lock that the child would inherit held.

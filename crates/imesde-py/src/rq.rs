@@ -21,9 +21,8 @@ use pyo3::types::{PyBytes, PyTuple};
 
 use crate::convert::{self, Count, Real, Rows, Text, id_of, reduce_to_bytes};
 use crate::error::CoreError;
-use crate::exceptions::{Exc, err};
+use crate::exceptions::py_err;
 use crate::gil;
-use crate::par::install;
 
 fn rq_err(e: RqError) -> PyErr {
     CoreError::from(e).into()
@@ -39,9 +38,9 @@ type FitReport = Vec<(usize, bool, f64)>;
 fn matrix<'py>(obj: &Bound<'py, PyAny>, what: &str) -> PyResult<Rows<'py>> {
     let rows = convert::rows(obj, what)?;
     if rows.one_d {
-        return Err(err(
-            Exc::Shape,
-            format!("{what} must be 2-D (n, dim); for one vector use x[None, :]"),
+        return Err(py_err!(
+            Shape,
+            "{what} must be 2-D (n, dim); for one vector use x[None, :]"
         ));
     }
     Ok(rows)
@@ -51,28 +50,26 @@ fn matrix<'py>(obj: &Bound<'py, PyAny>, what: &str) -> PyResult<Rows<'py>> {
 fn codes_of(codes: &PyReadonlyArray2<'_, i64>, levels: usize) -> PyResult<Vec<u32>> {
     let shape = codes.shape();
     if shape[1] != levels {
-        return Err(err(
-            Exc::Shape,
-            format!("codes must have {levels} columns (one per level), got shape {shape:?}"),
+        return Err(py_err!(
+            Shape,
+            "codes must have {levels} columns (one per level), got shape {shape:?}"
         ));
     }
     let flat = codes.as_slice().map_err(|_| {
-        err(
-            Exc::Shape,
-            "codes are not C-contiguous; pass np.ascontiguousarray(codes)",
+        py_err!(
+            Shape,
+            "codes are not C-contiguous; pass np.ascontiguousarray(codes)"
         )
     })?;
     flat.iter()
         .enumerate()
         .map(|(i, &c)| {
             u32::try_from(c).map_err(|_| {
-                err(
-                    Exc::InvalidValue,
-                    format!(
-                        "code {c} at row {}, level {} is out of range",
-                        i / levels,
-                        i % levels
-                    ),
+                py_err!(
+                    InvalidValue,
+                    "code {c} at row {}, level {} is out of range",
+                    i / levels,
+                    i % levels
                 )
             })
         })
@@ -122,9 +119,9 @@ impl RqCodebooks {
             "random" => Init::Random,
             "k-means++" | "kmeans++" => Init::KMeansPlusPlus,
             other => {
-                return Err(err(
-                    Exc::InvalidValue,
-                    format!("init must be 'random' or 'k-means++', got {other:?}"),
+                return Err(py_err!(
+                    InvalidValue,
+                    "init must be 'random' or 'k-means++', got {other:?}"
                 ));
             }
         };
@@ -169,12 +166,12 @@ impl RqCodebooks {
             "RQKMeans.fit",
             &mut |py| advance(py, ticks.load(Relaxed).min(steps)),
             |stop| {
-                install(|| {
+                {
                     RqKMeans::fit_until(data, dim, &cfg, &|| {
                         ticks.fetch_add(1, Relaxed);
                         stop.load(Relaxed)
                     })
-                })
+                }
             },
         );
         if let Some(bar) = &bar {
@@ -209,10 +206,7 @@ impl RqCodebooks {
             }));
         }
         let beam = beam_width.positive("beam_width")?;
-        let codes = gil::compute(py, "RQKMeans.encode", || {
-            install(|| self.0.encode(data, beam))
-        })?
-        .map_err(rq_err)?;
+        let codes = gil::try_compute(py, "RQKMeans.encode", || self.0.encode(data, beam))?;
         let codes: Vec<i32> = codes.into_iter().map(|c| c as i32).collect();
         codes.into_pyarray(py).reshape([n, self.0.levels().len()])
     }
@@ -225,8 +219,7 @@ impl RqCodebooks {
     ) -> PyResult<Bound<'py, PyArray2<f32>>> {
         let n = codes.shape()[0];
         let codes = codes_of(&codes, self.0.levels().len())?;
-        let out = gil::compute(py, "RQKMeans.decode", || install(|| self.0.decode(&codes)))?
-            .map_err(rq_err)?;
+        let out = gil::try_compute(py, "RQKMeans.decode", || self.0.decode(&codes))?;
         out.into_pyarray(py).reshape([n, self.0.dim()])
     }
 
@@ -396,10 +389,7 @@ impl PyIdStore {
         if let Some(o) = &owners
             && o.len() != keys.len()
         {
-            return Err(err(
-                Exc::Shape,
-                format!("{} owners for {} keys", o.len(), keys.len()),
-            ));
+            return Err(py_err!(Shape, "{} owners for {} keys", o.len(), keys.len()));
         }
         Ok(self.0.claim(&keys, sep, owners.as_deref()))
     }

@@ -13,7 +13,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 use crate::convert::{Real, py_str};
-use crate::exceptions::{Exc, err};
+use crate::exceptions::py_err;
 use crate::gil;
 use crate::hits::Event;
 
@@ -109,9 +109,9 @@ impl Subscription {
         let deadline = match timeout {
             None => None,
             Some(Real(t)) if t.is_nan() || t < 0.0 => {
-                return Err(err(
-                    Exc::InvalidValue,
-                    format!("timeout must be a number of seconds >= 0 or None, got {t}"),
+                return Err(py_err!(
+                    InvalidValue,
+                    "timeout must be a number of seconds >= 0 or None, got {t}"
                 ));
             }
             // Beyond what a clock can add (inf, 1e30): no deadline.
@@ -250,14 +250,14 @@ impl Subscription {
     ) {
         self.close();
     }
-    fn __repr__(&self) -> String {
+    fn __repr__(&self, py: Python<'_>) -> String {
         let none = || "None".to_owned();
         format!(
             "Subscription(id={}, query={}, threshold={}, top_k={}, active={}, pending={})",
             self.id,
             self.query
                 .as_deref()
-                .map_or_else(|| "<vector>".to_owned(), py_str),
+                .map_or_else(|| "<vector>".to_owned(), |q| py_str(py, q)),
             self.threshold.map_or_else(none, |t| t.to_string()),
             self.top_k.map_or_else(none, |k| k.to_string()),
             if self.is_active() { "True" } else { "False" },

@@ -20,6 +20,9 @@ pub enum RingError {
     /// Int8 storage supports dimensions up to [`imesde_simd::quant::MAX_I8_DIM`].
     #[error("dim {dim} is too large for int8 storage (at most {max})")]
     DimTooLarge { dim: usize, max: usize },
+    /// A storage name other than `"f32"` (or `"float32"`), `"int8"` and `"binary"`.
+    #[error("storage must be \"f32\", \"int8\" or \"binary\", got {0:?}")]
+    UnknownStorage(String),
     /// An index shape that cannot work.
     #[error(
         "an index needs nlist >= 1 and 1 <= nprobe <= nlist, got nlist {nlist}, nprobe {nprobe}"

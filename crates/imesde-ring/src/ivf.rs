@@ -13,6 +13,7 @@
 //! retraining assigns every held item again away from the lock and then replays the slots
 //! written meanwhile, so ingestion never waits for it.
 
+use crate::RingError;
 use imesde_simd::binary::{self, BinaryQuery};
 use imesde_simd::{Kernels, TopK};
 
@@ -39,6 +40,37 @@ impl IvfConfig {
             nlist,
             nprobe: (nlist / 8).max(8).min(nlist),
         }
+    }
+
+    /// [`IvfConfig::for_capacity`] with `nlist` and / or `nprobe` given (a given `nlist` also
+    /// caps the default `nprobe`). Checked when the index is set.
+    #[must_use]
+    pub fn with(capacity: usize, nlist: Option<usize>, nprobe: Option<usize>) -> Self {
+        let mut cfg = IvfConfig::for_capacity(capacity);
+        if let Some(n) = nlist {
+            cfg.nlist = n;
+            cfg.nprobe = cfg.nprobe.min(n);
+        }
+        cfg.nprobe = nprobe.unwrap_or(cfg.nprobe);
+        cfg
+    }
+
+    /// Whether this shape can work.
+    ///
+    /// # Errors
+    /// [`RingError::Index`] for `nlist == 0`, `nprobe == 0` or `nprobe > nlist`.
+    pub fn check(&self) -> Result<(), RingError> {
+        if self.nlist == 0
+            || self.nprobe == 0
+            || self.nprobe > self.nlist
+            || self.nlist >= u32::MAX as usize
+        {
+            return Err(RingError::Index {
+                nlist: self.nlist,
+                nprobe: self.nprobe,
+            });
+        }
+        Ok(())
     }
 
     /// Items a first training waits for: 16 per list (at least 1,024), or the whole ring when

@@ -32,8 +32,21 @@ pub enum Storage {
     Binary,
 }
 
+impl std::str::FromStr for Storage {
+    type Err = RingError;
+    /// The storage named by [`Storage::name`] (`"float32"` too).
+    fn from_str(name: &str) -> Result<Self> {
+        match name {
+            "f32" | "float32" => Ok(Storage::F32),
+            "int8" => Ok(Storage::Int8),
+            "binary" => Ok(Storage::Binary),
+            _ => Err(RingError::UnknownStorage(name.to_owned())),
+        }
+    }
+}
+
 impl Storage {
-    /// `"f32"` or `"int8"`.
+    /// `"f32"`, `"int8"` or `"binary"`.
     #[must_use]
     pub fn name(self) -> &'static str {
         match self {
@@ -1311,13 +1324,8 @@ impl Ring {
     /// # Errors
     /// [`RingError::Index`] for `nlist == 0`, `nprobe == 0` or `nprobe > nlist`.
     pub fn set_index(&self, cfg: Option<IvfConfig>) -> Result<()> {
-        if let Some(c) = cfg
-            && (c.nlist == 0 || c.nprobe == 0 || c.nprobe > c.nlist || c.nlist >= u32::MAX as usize)
-        {
-            return Err(RingError::Index {
-                nlist: c.nlist,
-                nprobe: c.nprobe,
-            });
+        if let Some(c) = cfg {
+            c.check()?;
         }
         *self.ivf.write() = cfg.map(|c| Ivf::new(c, self.cfg.dim, self.capacity()));
         Ok(())

@@ -784,3 +784,36 @@ fn the_index_follows_the_window_and_serves_filtered_searches() {
         assert!(!r.index_trained());
     }
 }
+
+#[test]
+fn storage_names_and_index_shapes_parse_and_check() {
+    use imesde_ring::{IvfConfig, RingError};
+    for s in [Storage::F32, Storage::Int8, Storage::Binary] {
+        assert_eq!(s.name().parse::<Storage>().unwrap(), s);
+    }
+    assert_eq!("float32".parse::<Storage>().unwrap(), Storage::F32);
+    let e = "fp16".parse::<Storage>().unwrap_err();
+    assert!(
+        matches!(&e, RingError::UnknownStorage(n) if n == "fp16"),
+        "{e}"
+    );
+    // The defaults for 2^20 slots; a given nlist caps the default nprobe, a given nprobe wins.
+    let d = IvfConfig::with(1 << 20, None, None);
+    assert_eq!(d, IvfConfig::for_capacity(1 << 20));
+    assert_eq!((d.nlist, d.nprobe), (1024, 128));
+    let c = IvfConfig::with(1 << 20, Some(64), None);
+    assert_eq!((c.nlist, c.nprobe), (64, 64));
+    let c = IvfConfig::with(1 << 20, Some(64), Some(4));
+    assert_eq!((c.nlist, c.nprobe), (64, 4));
+    assert!(c.check().is_ok());
+    for (nlist, nprobe) in [(64, 65), (0, 1), (8, 0)] {
+        let bad = IvfConfig::with(1 << 20, Some(nlist), Some(nprobe));
+        assert!(
+            matches!(bad.check(), Err(RingError::Index { .. })),
+            "{bad:?}"
+        );
+        let r = ring(8, 2, 64, Storage::F32);
+        assert!(r.set_index(Some(bad)).is_err());
+        assert!(r.index().is_none());
+    }
+}
