@@ -13,7 +13,7 @@ use pyo3::types::{PyBytes, PyString, PyTuple};
 
 use crate::convert::{Count, Id, Real, Text, as_str, id_of, ids_of, str_items, type_name, utf8};
 use crate::convert::{py_str, reduce_to_bytes};
-use crate::error::CoreError;
+use crate::error::{CoreError, Raise};
 use crate::exceptions::py_err;
 use crate::gil;
 
@@ -144,7 +144,7 @@ impl PyBm25 {
 
     /// Indexes ``text`` under ``id``; raises ``InvalidValueError`` if ``id`` is already there.
     fn add(&self, py: Python<'_>, id: Id, text: Text) -> PyResult<()> {
-        gil::try_run(py, "BM25.add", || self.0.write().add(id.0, &text))?;
+        gil::run(py, "BM25.add", || self.0.write().add(id.0, &text)).raise()?;
         Ok(())
     }
 
@@ -168,7 +168,7 @@ impl PyBm25 {
                 docs.len()
             ));
         }
-        gil::try_run_interruptible(py, "BM25.add_batch", |stop| {
+        gil::run_interruptible(py, "BM25.add_batch", |stop| {
             let mut guard = self.0.write();
             let index: &mut Bm25 = &mut guard;
             match &docs {
@@ -179,19 +179,20 @@ impl PyBm25 {
             }?;
             index.warm();
             Ok::<_, imesde_bm25::Bm25Error>(())
-        })?;
+        })
+        .raise()?;
         Ok(())
     }
 
     /// Removes the document ``id``; raises ``ItemNotFoundError`` (a ``KeyError``) if absent.
     fn remove(&self, py: Python<'_>, id: Id) -> PyResult<()> {
-        gil::try_run(py, "BM25.remove", || self.0.write().remove(id.0))?;
+        gil::run(py, "BM25.remove", || self.0.write().remove(id.0)).raise()?;
         Ok(())
     }
 
     /// Replaces the text of ``id`` (adds it when absent).
     fn update(&self, py: Python<'_>, id: Id, text: Text) -> PyResult<()> {
-        gil::try_run(py, "BM25.update", || self.0.write().update(id.0, &text))?;
+        gil::run(py, "BM25.update", || self.0.write().update(id.0, &text)).raise()?;
         Ok(())
     }
 
@@ -312,7 +313,7 @@ impl PyBm25 {
 
     /// Writes the index to ``path`` atomically (versioned format with a checksum).
     fn save(&self, py: Python<'_>, path: PathBuf) -> PyResult<()> {
-        gil::try_run(py, "BM25.save", || self.0.read().save(&path))?;
+        gil::run(py, "BM25.save", || self.0.read().save(&path)).raise()?;
         Ok(())
     }
 
@@ -320,7 +321,7 @@ impl PyBm25 {
     /// ``IndexCorruptError``.
     #[staticmethod]
     fn load(py: Python<'_>, path: PathBuf) -> PyResult<Self> {
-        let index = gil::try_run(py, "BM25.load", || Bm25::load(&path))?;
+        let index = gil::run(py, "BM25.load", || Bm25::load(&path)).raise()?;
         Ok(Self(RwLock::new(index)))
     }
 
@@ -333,9 +334,10 @@ impl PyBm25 {
     /// An index from ``to_bytes`` (or a file's) bytes, checked as ``load`` checks a file.
     #[staticmethod]
     fn from_bytes(py: Python<'_>, data: &[u8]) -> PyResult<Self> {
-        let index = gil::try_run(py, "BM25.from_bytes", || {
+        let index = gil::run(py, "BM25.from_bytes", || {
             Bm25::from_bytes(data, Path::new("<bytes>"))
-        })?;
+        })
+        .raise()?;
         Ok(Self(RwLock::new(index)))
     }
 

@@ -13,7 +13,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 
 use crate::convert::{self, Count, Real, Text, py_str};
-use crate::error::CoreError;
+use crate::error::{CoreError, Raise};
 use crate::exceptions::py_err;
 use crate::gil;
 
@@ -24,9 +24,10 @@ pub(crate) fn embed_texts(
     texts: &[Arc<str>],
     prompt: Option<&str>,
 ) -> PyResult<Vec<f32>> {
-    gil::try_run_interruptible(py, "TextEmbedder.embed", |stop| {
+    gil::run_interruptible(py, "TextEmbedder.embed", |stop| {
         model.embed(texts, prompt, &mut || stop.load(Relaxed))
     })
+    .raise()
 }
 
 /// A sentence-embedding model: an ONNX file and its ``tokenizer.json``, run by ONNX Runtime.
@@ -155,10 +156,11 @@ impl TextEmbedder {
                 .transpose()?,
         };
         let runtime: String = models.call_method0("onnxruntime_library")?.extract()?;
-        let embedder = gil::try_run(py, "TextEmbedder", || {
+        let embedder = gil::run(py, "TextEmbedder", || {
             imesde_embed::load_runtime(runtime.as_ref())?;
             Embedder::new(model.as_ref(), tokenizer.as_ref(), config)
-        })?;
+        })
+        .raise()?;
         let prompts: Vec<(String, String)> = from_manifest("prompts")?
             .map(|p| p.extract::<std::collections::BTreeMap<String, String>>())
             .transpose()

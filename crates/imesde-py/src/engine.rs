@@ -17,7 +17,7 @@ use pyo3::types::{PyBool, PyBytes, PyDict, PyInt, PyString, PyTuple};
 
 use crate::convert::{self, Count, Real, Text, id_of, reduce_to_bytes};
 use crate::embed::TextEmbedder;
-use crate::error::CoreError;
+use crate::error::{CoreError, Raise};
 use crate::exceptions::py_err;
 use crate::gil;
 use crate::hits::{Hit, Item};
@@ -121,11 +121,12 @@ impl Engine {
         };
         let ivf = index_of(index, nlist, nprobe, num_shards.saturating_mul(shard_size))?;
         let text_model = model.as_ref().map(|m| Arc::clone(&m.get().model));
-        let core = gil::try_run(py, "Engine", || {
+        let core = gil::run(py, "Engine", || {
             let core = imesde_engine::Engine::new(cfg, text_model, lexical)?;
             core.set_index(ivf)?;
             Ok::<_, imesde_engine::EngineError>(core)
-        })?;
+        })
+        .raise()?;
         Ok(Engine::around(core, model))
     }
 
@@ -147,9 +148,12 @@ impl Engine {
     ) -> PyResult<Vec<Hit>> {
         let k = k.positive("k")?;
         let filter = convert::filter(since, until, r#where, false)?;
-        Ok(hits(gil::try_run(py, "Engine.lexical_search", || {
-            self.core.lexical_search(&query, k, &filter)
-        })?))
+        Ok(hits(
+            gil::run(py, "Engine.lexical_search", || {
+                self.core.lexical_search(&query, k, &filter)
+            })
+            .raise()?,
+        ))
     }
 
     /// For engines searched as one (``imesde.distributed``): this engine's BM25 statistics for
@@ -159,9 +163,10 @@ impl Engine {
         py: Python<'_>,
         query: Text,
     ) -> PyResult<imesde_engine::CorpusPart> {
-        gil::try_run(py, "Engine._lexical_corpus_terms", || {
+        gil::run(py, "Engine._lexical_corpus_terms", || {
             self.core.lexical_corpus_terms(&query)
         })
+        .raise()
     }
 
     /// For engines searched as one: the largest BM25 impact of each of ``terms`` here, in a
@@ -173,10 +178,11 @@ impl Engine {
         documents: u32,
         total_length: u64,
     ) -> PyResult<Vec<f32>> {
-        gil::try_run(py, "Engine._lexical_max_impacts", || {
+        gil::run(py, "Engine._lexical_max_impacts", || {
             self.core
                 .lexical_max_impacts(&terms, documents, total_length)
         })
+        .raise()
     }
 
     /// For engines searched as one: ``lexical_search`` scored with the corpus's statistics
@@ -203,11 +209,12 @@ impl Engine {
             total_len: total_length,
             terms,
         };
-        Ok(hits(gil::try_run(
-            py,
-            "Engine._lexical_search_corpus",
-            || self.core.lexical_search_corpus(&query, k, &filter, &corpus),
-        )?))
+        Ok(hits(
+            gil::run(py, "Engine._lexical_search_corpus", || {
+                self.core.lexical_search_corpus(&query, k, &filter, &corpus)
+            })
+            .raise()?,
+        ))
     }
 
     /// Dense and lexical results fused into one ranking: ``method`` as in ``imesde.fuse``
@@ -239,14 +246,13 @@ impl Engine {
         let fusion = method.parse::<Fusion>().map_err(CoreError::from)?;
         let alpha = alpha.map(|a| a.0 as f32);
         let text = convert::one_str(query, "query")?;
-        Ok(hits(gil::try_run_interruptible(
-            py,
-            "Engine.hybrid_search",
-            |stop| {
+        Ok(hits(
+            gil::run_interruptible(py, "Engine.hybrid_search", |stop| {
                 self.core
                     .hybrid_search(&text, k, fusion, alpha, &filter, &mut stopped(stop))
-            },
-        )?))
+            })
+            .raise()?,
+        ))
     }
 
     /// From now on, every ingested batch's vectors (float32 ``[n, dim]``) are passed to
@@ -311,9 +317,10 @@ impl Engine {
         let capacity = queue_size.positive("queue_size")?;
         let threshold = threshold.map(threshold_of).transpose()?;
         let filter = convert::filter(None, None, r#where, false)?;
-        let (id, threshold) = gil::try_run(py, "Engine.subscribe", || {
+        let (id, threshold) = gil::run(py, "Engine.subscribe", || {
             self.core.subscribe(&vector, threshold, top_k, filter)
-        })?;
+        })
+        .raise()?;
         let sub = Py::new(
             py,
             Subscription::new(
@@ -391,7 +398,7 @@ impl Engine {
     ) -> PyResult<Vec<Item>> {
         let n = n.positive("n")?;
         let filter = convert::filter(since, until, r#where, false)?;
-        let items = gil::try_run(py, "Engine.recent", || self.core.recent(n, &filter))?;
+        let items = gil::run(py, "Engine.recent", || self.core.recent(n, &filter)).raise()?;
         Ok(items.into_iter().map(Item).collect())
     }
 
@@ -427,7 +434,7 @@ impl Engine {
 
     /// The engine as the bytes ``save`` writes.
     fn to_bytes<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
-        let data = gil::try_run(py, "Engine.to_bytes", || self.core.snapshot())?;
+        let data = gil::run(py, "Engine.to_bytes", || self.core.snapshot()).raise()?;
         Ok(PyBytes::new(py, &data))
     }
 
@@ -631,9 +638,12 @@ impl Engine {
         let query = convert::one_str(query, "query")?;
         let filter = convert::filter(since, until, r#where, exact)?;
         let q = self.embed_queries(py, &[query])?;
-        Ok(hits(gil::try_run(py, "Engine.search", || {
-            self.core.search_vector(&q, k, &filter)
-        })?))
+        Ok(hits(
+            gil::run(py, "Engine.search", || {
+                self.core.search_vector(&q, k, &filter)
+            })
+            .raise()?,
+        ))
     }
 
     /// ``search`` for each text of ``queries`` (embedded in one batch): a list of hit lists.
@@ -736,9 +746,12 @@ impl Engine {
         self.check_dim(q.dim, "query")?;
         let filter = convert::filter(since, until, r#where, exact)?;
         let q = q.as_slice();
-        Ok(hits(gil::try_run(py, "Engine.search", || {
-            self.core.search_vector(q, k, &filter)
-        })?))
+        Ok(hits(
+            gil::run(py, "Engine.search", || {
+                self.core.search_vector(q, k, &filter)
+            })
+            .raise()?,
+        ))
     }
 
     /// Exact top-``k`` for a batch of queries (``[nq, dim]`` float32), like faiss'
@@ -766,9 +779,10 @@ impl Engine {
         let q = convert::rows(queries, "queries")?;
         self.check_dim(q.dim, "queries")?;
         let data = q.as_slice();
-        let res = gil::try_run(py, "Engine.search_vectors", || {
+        let res = gil::run(py, "Engine.search_vectors", || {
             self.core.search_vectors(data, k, &filter)
-        })?;
+        })
+        .raise()?;
         let shape = [res.nq, res.k];
         let ids: Vec<i64> = res.ids.into_iter().map(|i| i as i64).collect();
         Ok((
@@ -947,9 +961,10 @@ impl Engine {
     /// one is given; a dimension given for one made with a model loads it for vectors only.
     fn restore(py: Python<'_>, bytes: &[u8], model: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
         let model = model.filter(|m| !m.is_none());
-        let has_model = gil::try_run(py, "Engine.load", || {
+        let has_model = gil::run(py, "Engine.load", || {
             imesde_engine::Engine::snapshot_has_model(bytes)
-        })?;
+        })
+        .raise()?;
         let (dim, model) = if has_model || model.is_some() {
             let (dim, m) = model_or_dim(py, model)?;
             (Some(dim), m)
@@ -957,9 +972,10 @@ impl Engine {
             (None, None)
         };
         let text_model = model.as_ref().map(|m| Arc::clone(&m.get().model));
-        let core = gil::try_run(py, "Engine.load", || {
+        let core = gil::run(py, "Engine.load", || {
             imesde_engine::Engine::from_snapshot(bytes, text_model)
-        })?;
+        })
+        .raise()?;
         let held = core.ring().config().dim;
         if let Some(dim) = dim
             && dim != held
@@ -1007,7 +1023,7 @@ impl Engine {
         replacing: Option<u64>,
     ) -> PyResult<std::ops::Range<u64>> {
         let labels = self.labels(py, vectors, &attrs)?;
-        let Ingested { ids, events } = gil::try_run(py, "Engine.ingest", || {
+        let Ingested { ids, events } = gil::run(py, "Engine.ingest", || {
             let (attrs, labeler) = match labels {
                 Labels::None => (attrs, None),
                 Labels::Native(l) => (attrs, Some(l)),
@@ -1018,7 +1034,8 @@ impl Engine {
                 Some(id) => self.core.replace(id, vectors, attrs, labeler),
                 None => self.core.ingest_labelled(vectors, attrs, labeler),
             }
-        })?;
+        })
+        .raise()?;
         if !events.is_empty() {
             // Delivered with no engine lock held: a callback may search or ingest. The batch
             // is stored whole by now, so Ctrl-C in a callback (returned by `deliver`) stops
@@ -1068,16 +1085,18 @@ impl Engine {
 
     /// Queries embedded with the model's query prompt, if it has one.
     fn embed_queries(&self, py: Python<'_>, texts: &[Arc<str>]) -> PyResult<Vec<f32>> {
-        gil::try_run_interruptible(py, "Engine.embed", |stop| {
+        gil::run_interruptible(py, "Engine.embed", |stop| {
             self.core.embed_queries(texts, &mut stopped(stop))
         })
+        .raise()
     }
 
     /// Texts to store embedded with the model's document prompt, if it has one.
     fn embed_documents(&self, py: Python<'_>, texts: &[Arc<str>]) -> PyResult<Vec<f32>> {
-        gil::try_run_interruptible(py, "Engine.embed", |stop| {
+        gil::run_interruptible(py, "Engine.embed", |stop| {
             self.core.embed_documents(texts, &mut stopped(stop))
         })
+        .raise()
     }
 
     fn check_dim(&self, got: usize, what: &'static str) -> PyResult<()> {

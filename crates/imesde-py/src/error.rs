@@ -6,7 +6,7 @@ use imesde_engine::EngineError;
 use imesde_ring::RingError;
 use imesde_rq::RqError;
 use imesde_simd::similarity::SimilarityError;
-use pyo3::PyErr;
+use pyo3::{PyErr, PyResult};
 
 use crate::exceptions::{Exc, err};
 
@@ -88,6 +88,21 @@ impl From<CoreError> for PyErr {
             ),
         };
         err(class, msg)
+    }
+}
+
+/// The result of work that can fail with a core error (as [`crate::gil::run`] returns it), as
+/// one `PyResult`: `gil::run(py, "Engine.save", || core.save(&path)).raise()?`.
+pub(crate) trait Raise<T> {
+    fn raise(self) -> PyResult<T>;
+}
+
+impl<T, E> Raise<T> for PyResult<Result<T, E>>
+where
+    CoreError: From<E>,
+{
+    fn raise(self) -> PyResult<T> {
+        self?.map_err(|e| CoreError::from(e).into())
     }
 }
 

@@ -22,7 +22,6 @@ use std::time::Duration;
 
 use pyo3::prelude::*;
 
-use crate::error::CoreError;
 use crate::exceptions::py_err;
 
 use imesde_engine::fork::{self, Inside};
@@ -177,43 +176,6 @@ fn interruptible<T: Send>(
         Some(signal) => Err(signal),
         None => Ok(result),
     }
-}
-
-/// [`run`] for work that may fail with a core error: the error is raised as its Python
-/// exception (see [`CoreError`]).
-pub(crate) fn try_run<T: Send, E: Send>(
-    py: Python<'_>,
-    what: &str,
-    f: impl FnOnce() -> Result<T, E> + Send,
-) -> PyResult<T>
-where
-    CoreError: From<E>,
-{
-    run(py, what, f)?.map_err(|e| CoreError::from(e).into())
-}
-
-/// [`compute`] for work that may fail with a core error.
-pub(crate) fn try_compute<T: Send, E: Send>(
-    py: Python<'_>,
-    what: &str,
-    f: impl FnOnce() -> Result<T, E> + Send,
-) -> PyResult<T>
-where
-    CoreError: From<E>,
-{
-    compute(py, what, f)?.map_err(|e| CoreError::from(e).into())
-}
-
-/// [`run_interruptible`] for work that may fail with a core error.
-pub(crate) fn try_run_interruptible<T: Send, E: Send>(
-    py: Python<'_>,
-    what: &str,
-    f: impl FnOnce(&AtomicBool) -> Result<T, E> + Send,
-) -> PyResult<T>
-where
-    CoreError: From<E>,
-{
-    run_interruptible(py, what, f)?.map_err(|e| CoreError::from(e).into())
 }
 
 fn check_signals(py: Python<'_>) -> PyResult<()> {

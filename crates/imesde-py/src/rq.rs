@@ -20,7 +20,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyTuple};
 
 use crate::convert::{self, Count, Real, Rows, Text, id_of, reduce_to_bytes};
-use crate::error::CoreError;
+use crate::error::{CoreError, Raise};
 use crate::exceptions::py_err;
 use crate::gil;
 
@@ -206,7 +206,7 @@ impl RqCodebooks {
             }));
         }
         let beam = beam_width.positive("beam_width")?;
-        let codes = gil::try_compute(py, "RQKMeans.encode", || self.0.encode(data, beam))?;
+        let codes = gil::compute(py, "RQKMeans.encode", || self.0.encode(data, beam)).raise()?;
         let codes: Vec<i32> = codes.into_iter().map(|c| c as i32).collect();
         codes.into_pyarray(py).reshape([n, self.0.levels().len()])
     }
@@ -219,7 +219,7 @@ impl RqCodebooks {
     ) -> PyResult<Bound<'py, PyArray2<f32>>> {
         let n = codes.shape()[0];
         let codes = codes_of(&codes, self.0.levels().len())?;
-        let out = gil::try_compute(py, "RQKMeans.decode", || self.0.decode(&codes))?;
+        let out = gil::compute(py, "RQKMeans.decode", || self.0.decode(&codes)).raise()?;
         out.into_pyarray(py).reshape([n, self.0.dim()])
     }
 

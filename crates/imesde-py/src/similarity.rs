@@ -6,7 +6,7 @@ use numpy::{IntoPyArray, PyArray1, PyArrayMethods};
 use pyo3::prelude::*;
 
 use crate::convert::{Count, Rows, rows};
-use crate::error::CoreError;
+use crate::error::{CoreError, Raise};
 use crate::exceptions::py_err;
 use crate::gil;
 
@@ -34,7 +34,7 @@ fn distances<'py>(
 ) -> PyResult<Bound<'py, PyAny>> {
     let (ra, rb) = (rows(a, "a")?, rows(b, "b")?);
     let (xa, xb) = ((ra.as_slice(), ra.dim), (rb.as_slice(), rb.dim));
-    let values = gil::try_compute(py, "distance", || sim::distances(distance, xa, xb))?;
+    let values = gil::compute(py, "distance", || sim::distances(distance, xa, xb)).raise()?;
     shape_result(py, &ra, &rb, values)
 }
 
@@ -49,7 +49,8 @@ pub(crate) fn cosine_similarity<'py>(
 ) -> PyResult<Bound<'py, PyAny>> {
     let (ra, rb) = (rows(a, "a")?, rows(b, "b")?);
     let (xa, xb) = ((ra.as_slice(), ra.dim), (rb.as_slice(), rb.dim));
-    let values = gil::try_compute(py, "cosine_similarity", || sim::cosine(["a", "b"], xa, xb))?;
+    let values =
+        gil::compute(py, "cosine_similarity", || sim::cosine(["a", "b"], xa, xb)).raise()?;
     shape_result(py, &ra, &rb, values)
 }
 
@@ -69,9 +70,10 @@ pub(crate) fn batch_cosine_similarity<'py>(
         ));
     }
     let (xq, xv) = ((rq.as_slice(), rq.dim), (rv.as_slice(), rv.dim));
-    let values = gil::try_compute(py, "batch_cosine_similarity", || {
+    let values = gil::compute(py, "batch_cosine_similarity", || {
         sim::cosine(["query", "vectors"], xq, xv)
-    })?;
+    })
+    .raise()?;
     Ok(values.into_pyarray(py))
 }
 
@@ -128,7 +130,7 @@ pub(crate) fn top_k<'py>(
     let x = r.as_slice();
     let (m, n) = if r.one_d { (1, r.dim) } else { (r.rows, r.dim) };
     let kk = k.min(n);
-    let found = gil::try_compute(py, "top_k", || sim::top_k_rows("scores", x, n, kk))?;
+    let found = gil::compute(py, "top_k", || sim::top_k_rows("scores", x, n, kk)).raise()?;
     let (idx, val): (Vec<i64>, Vec<f32>) = found.into_iter().map(|(i, v)| (i as i64, v)).unzip();
     let (idx, val) = (idx.into_pyarray(py), val.into_pyarray(py));
     if r.one_d {
