@@ -331,8 +331,10 @@ impl Engine {
     }
 
     /// A new version of the item `id`: `vectors` (one row) with `attrs` stored as a new item
-    /// (labelled and matched as any ingest), then `id` deleted if it was held. A bad row
-    /// stores nothing and leaves `id` as it was.
+    /// (labelled and matched as any ingest), then `id` deleted if it was held. What `attrs`
+    /// leaves unset, the new version keeps from the item held: its text (when `attrs` has
+    /// none) and its metadata (when `attrs.metadata` is empty). A bad row stores nothing and
+    /// leaves `id` as it was.
     ///
     /// # Errors
     /// As [`Engine::ingest_labelled`]; more than one row.
@@ -349,6 +351,15 @@ impl Engine {
                 "a replacement is one vector of {dim} values, got {} values",
                 vectors.len()
             )));
+        }
+        let mut attrs = attrs;
+        if let Some(old) = self.ring.get(id) {
+            if attrs.texts.first().is_none_or(Option::is_none) {
+                attrs.texts = vec![old.text];
+            }
+            if attrs.metadata.is_empty() {
+                attrs.metadata = vec![old.metadata];
+            }
         }
         // Only the item held now is retired: an id not yet handed out may be the new item's
         // own (or a concurrent ingest's).

@@ -10,7 +10,7 @@ use imesde_embed::{Embedder, EmbedderConfig, load_runtime};
 use imesde_engine::{
     Engine, EngineError, Fusion, IdFormat, IdStore, RqLabeler, SEMANTIC_ID, TextModel, Threshold,
 };
-use imesde_ring::{Attributes, Filter, Metadata, Predicate, RingConfig, Storage};
+use imesde_ring::{Attributes, Filter, Metadata, Predicate, RingConfig, Storage, Value};
 use imesde_rq::{FitConfig, RqKMeans};
 
 fn model() -> Arc<TextModel> {
@@ -430,6 +430,37 @@ fn deleted_items_leave_dense_lexical_hybrid_and_snapshots() {
         new
     );
     assert_eq!(e.ring().len(), LOG.len() - 1);
+    // A version given only a vector keeps the old one's text and metadata; given metadata, it
+    // has that instead.
+    let tagged = Attributes {
+        texts: vec![Some(Arc::from("disk full"))],
+        metadata: vec![Some(Metadata::new([("host", Value::from("db1"))]))],
+        ..Attributes::default()
+    };
+    let a = e.replace(new, &v, tagged, None).unwrap().ids.start;
+    let b = e
+        .replace(a, &v, Attributes::default(), None)
+        .unwrap()
+        .ids
+        .start;
+    let kept = e.get(b).unwrap();
+    assert_eq!(kept.text.as_deref(), Some("disk full"));
+    assert_eq!(
+        kept.metadata.as_ref().unwrap().get("host"),
+        Some(&Value::from("db1"))
+    );
+    let other = Attributes {
+        metadata: vec![Some(Metadata::new([("host", Value::from("db2"))]))],
+        ..Attributes::default()
+    };
+    let c = e.replace(b, &v, other, None).unwrap().ids.start;
+    let got = e.get(c).unwrap();
+    assert_eq!(got.text.as_deref(), Some("disk full"));
+    assert_eq!(
+        got.metadata.as_ref().unwrap().get("host"),
+        Some(&Value::from("db2"))
+    );
+    assert!(e.get(a).is_none() && e.get(b).is_none());
     // An id not handed out yet is not the new item's to lose, even when it becomes its id.
     let empty = Engine::new(ring(dim, 1, 4), None, false).unwrap();
     let first = empty.replace(0, &v, Attributes::default(), None).unwrap();

@@ -492,28 +492,13 @@ impl Engine {
         ts: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<u64> {
         let id = id_of(id, "id")?;
-        let old = self.core.get(id);
         let text = if item.is_instance_of::<PyString>() {
             Some(convert::one_str(item, "item")?)
         } else {
             None
         };
-        let metadata = match metadata {
-            Some(m) => Some(convert::meta_map(m, "metadata")?),
-            None => old.as_ref().and_then(|o| o.metadata.clone()),
-        };
-        let attrs = Attributes {
-            texts: vec![
-                text.clone()
-                    .or_else(|| old.as_ref().and_then(|o| o.text.clone())),
-            ],
-            timestamps: ts
-                .map(|t| convert::timestamp(t, "ts"))
-                .transpose()?
-                .into_iter()
-                .collect(),
-            metadata: vec![metadata],
-        };
+        // What is not given, the new version keeps from the old one (the engine's rule).
+        let attrs = one_item(text.clone(), metadata, ts)?;
         let vector = if let Some(t) = text {
             self.embed_documents(py, &[t])?
         } else {
@@ -548,19 +533,7 @@ impl Engine {
         ts: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<u64> {
         let text = convert::one_str(text, "text")?;
-        let attrs = Attributes {
-            texts: vec![Some(text.clone())],
-            timestamps: ts
-                .map(|t| convert::timestamp(t, "ts"))
-                .transpose()?
-                .into_iter()
-                .collect(),
-            metadata: metadata
-                .map(|m| convert::meta_map(m, "metadata").map(Some))
-                .transpose()?
-                .into_iter()
-                .collect(),
-        };
+        let attrs = one_item(Some(text.clone()), metadata, ts)?;
         let vectors = self.embed_documents(py, &[text])?;
         Ok(self.write(py, &vectors, attrs, None)?.start)
     }
@@ -902,6 +875,24 @@ impl Engine {
             self.core.ring().len()
         )
     }
+}
+
+/// The attributes of one item: its text, and the ``metadata`` and ``ts`` given (if any).
+fn one_item(
+    text: Option<Arc<str>>,
+    metadata: Option<&Bound<'_, PyAny>>,
+    ts: Option<&Bound<'_, PyAny>>,
+) -> PyResult<Attributes> {
+    let metadata = metadata.map(|m| convert::meta_map(m, "metadata"));
+    Ok(Attributes {
+        texts: text.into_iter().map(Some).collect(),
+        timestamps: ts
+            .map(|t| convert::timestamp(t, "ts"))
+            .transpose()?
+            .into_iter()
+            .collect(),
+        metadata: metadata.transpose()?.into_iter().map(Some).collect(),
+    })
 }
 
 /// A threshold argument: a number (a cosine score) or ``"pNN"`` (a percentile).
