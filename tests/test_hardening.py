@@ -4,6 +4,7 @@ wrong exception) before the hardening it checks."""
 
 from __future__ import annotations
 
+import gc
 import math
 import os
 import shutil
@@ -646,3 +647,132 @@ def test_watch_with_a_missing_file_is_one_line_of_error(tmp_path: Path) -> None:
     out = run_cli("search", "q", "--file", str(tmp_path))
     assert out.returncode == 2
     assert "Traceback" not in out.stderr
+
+
+def _with_tag(data: bytes, old: bytes, new: bytes) -> bytes:
+    """Snapshot bytes with `old` in the engine's tag replaced by `new`, checksum resealed."""
+    at = 37  # magic, version, dim, shards, shard size, storage: then the tag's length
+    (length,) = struct.unpack_from("<I", data, at)
+    tag = data[at + 4 : at + 4 + length]
+    assert old in tag, tag
+    tag = tag.replace(old, new)
+    body = data[:at] + struct.pack("<I", len(tag)) + tag + data[at + 4 + length : -4]
+    return _reframe(body)
+
+
+@pytest.mark.parametrize(
+    "line", [b"ivf:x:2", b"ivf:-1:2", b"hnsw:4:2", b"ivf:4", b"ivf:4000000000:2", b"ivf:4:9"]
+)
+def test_forged_index_lines_are_corrupt(line: bytes) -> None:
+    e = imesde.Engine(8, num_shards=1, shard_size=16, index="ivf", nlist=4, nprobe=2)
+    data = e.to_bytes()
+    assert imesde.Engine.from_bytes(_with_tag(data, b"ivf:4:2", b"ivf:4:2")).stats()["nlist"] == 4
+    # A malformed index line, or one asking for more lists than slots (which would allocate
+    # without bound), is a damaged snapshot, not an engine without its index (or an abort).
+    with pytest.raises(imesde.IndexCorruptError, match="index"):
+        imesde.Engine.from_bytes(_with_tag(data, b"ivf:4:2", line))
+
+
+def test_an_index_never_asks_for_more_lists_than_slots() -> None:
+    for nlist in (17, 4_000_000_000, 2**64 - 1):
+        with pytest.raises(imesde.InvalidValueError, match="nlist"):
+            imesde.Engine(8, num_shards=1, shard_size=16, index="ivf", nlist=nlist, nprobe=2)
+    assert imesde.Engine(8, num_shards=1, shard_size=16, index="ivf", nlist=16).stats()["nlist"]
+
+
+def test_unaligned_arrays_are_read_not_refused() -> None:
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((5, 16)).astype(np.float32)
+    raw = np.zeros(x.nbytes + 1, np.uint8)
+    odd = raw[1:].view(np.float32).reshape(5, 16)  # C-contiguous, not aligned for float32
+    odd[:] = x
+    assert not odd.flags.aligned
+    assert odd.flags.c_contiguous
+    e = imesde.Engine(16, num_shards=2, shard_size=8)
+    ids = e.ingest_vectors(odd)
+    assert [h.id for h in e.search_vector(odd[2], k=1)] == [ids[2]]
+    _scores, got = e.search_vectors(odd, k=1)
+    assert got[:, 0].tolist() == ids.tolist()
+    np.testing.assert_allclose(imesde.cosine_similarity(odd, x), imesde.cosine_similarity(x, x))
+    np.testing.assert_allclose(imesde.normalize_l2(odd), imesde.normalize_l2(x))
+    np.testing.assert_array_equal(imesde.top_k(odd[0], 3)[1], imesde.top_k(x[0], 3)[1])
+
+
+def test_training_while_the_items_go() -> None:
+    # Items sampled for a training may be deleted (or overwritten) before they are read: a
+    # batch ingested and deleted over and over while trainings run back to back (a few
+    # seconds: before the fix, one in ~10,000 trainings raised InternalError).
+    v = np.random.default_rng(0).standard_normal((512, 64)).astype(np.float32)
+    e = imesde.Engine(64, num_shards=4, shard_size=1024, index="ivf", nlist=4, nprobe=2)
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def churn() -> None:
+        try:
+            while not stop.is_set():
+                e.delete(e.ingest_vectors(v))
+        except BaseException as exc:
+            errors.append(exc)
+
+    t = threading.Thread(target=churn)
+    t.start()
+    try:
+        deadline = time.monotonic() + 4
+        while time.monotonic() < deadline:
+            e.train_index()
+    finally:
+        stop.set()
+        t.join()
+    assert errors == []
+    ids = e.ingest_vectors(v)
+    assert e.train_index()
+    assert e.search_vector(v[5], k=1)[0].id == ids[5]
+
+
+def test_a_subscription_ends_with_its_engine() -> None:
+    e = imesde.Engine(4, num_shards=1, shard_size=8)
+    sub = e.subscribe(np.ones(4, np.float32), threshold=-1.0)
+    e.ingest_vectors(np.ones((2, 4), np.float32))
+    seen: list[int] = []
+    reader = threading.Thread(target=lambda: seen.extend(ev.id for ev in sub))
+    reader.start()
+    del e
+    gc.collect()
+    reader.join(timeout=10)
+    assert not reader.is_alive()
+    assert seen == [0, 1]
+    assert not sub.active
+
+
+def test_semantic_ids_that_cannot_label_are_refused_when_attached() -> None:
+    x = np.random.default_rng(1).standard_normal((64, 8)).astype(np.float32)
+    e = imesde.Engine(8, num_shards=1, shard_size=16)
+    with pytest.raises(imesde.ImesdeError, match="not fitted"):
+        e.attach_semantic_ids(imesde.RQKMeans(2, 4))
+    wide = imesde.RQKMeans(2, 4, random_state=0).fit(
+        np.random.default_rng(2).standard_normal((64, 16)).astype(np.float32)
+    )
+    with pytest.raises(imesde.DimensionMismatchError):
+        e.attach_semantic_ids(wide)
+    with pytest.raises(imesde.DimensionMismatchError):
+        e.attach_semantic_ids(imesde.SemanticIdEngine(wide))
+    # Nothing was attached: ingestion goes on, unlabelled; a fitting model labels.
+    assert e.ingest_vectors(x[:2]).tolist() == [0, 1]
+    assert e.get(0).metadata is None
+    e.attach_semantic_ids(imesde.RQKMeans(2, 4, random_state=0).fit(x))
+    (i,) = e.ingest_vectors(x[:1])
+    assert "semantic_id" in (e.get(int(i)).metadata or {})
+
+
+def test_numpy_integers_are_counts_everywhere() -> None:
+    assert imesde.Engine(np.int64(8), num_shards=np.int32(2), shard_size=4).dim == 8
+    m = imesde.RQKMeans(np.int64(2), np.int64(4), beam_width=np.int64(1))
+    assert m.n_clusters == [4, 4]
+    assert m.n_levels == 2
+    for bad in (2.5, "4", True):
+        with pytest.raises(imesde.DTypeError):
+            imesde.RQKMeans(2, bad)  # type: ignore[arg-type]
+    with pytest.raises(imesde.InvalidValueError):
+        imesde.RQKMeans(2, [4, 0])
+    with pytest.raises(imesde.InvalidValueError, match="float32"):
+        imesde.BM25(k1=1e308)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import itertools
+import operator
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sized
@@ -83,11 +84,13 @@ def wants_bar(show: bool | None, total: int | None) -> bool:
 def _chunk_size(batch_size: int | None) -> int:
     if batch_size is None:
         return CHUNK
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int):
+    if isinstance(batch_size, bool) or not hasattr(type(batch_size), "__index__"):
         raise DTypeError(f"batch_size must be an int, got {type(batch_size).__name__}")
-    if batch_size < 1:
-        raise InvalidValueError(f"batch_size must be at least 1, got {batch_size}")
-    return batch_size
+    size = operator.index(batch_size)
+    if size < 1:
+        raise InvalidValueError(f"batch_size must be at least 1, got {size}")
+    # A chunk is held in memory whole: more than sys.maxsize texts is never one.
+    return min(size, sys.maxsize)
 
 
 def _length(x: object) -> int | None:

@@ -523,7 +523,9 @@ class Engine:
         where: _Where | None = None,
         exact: bool = False,
     ) -> tuple[_F32Array, _Ids]:
-        """Exact top-``k`` for a batch of queries: ``(scores, ids)`` of shape ``[nq, k']``."""
+        """Top-``k`` for a batch of queries: ``(scores, ids)`` of shape ``[nq, k']``, best
+        first. With an index, a row with fewer hits than another is padded with id ``-1`` and
+        score ``-inf``, as faiss pads."""
     def get(self, id: int) -> Item:
         """The item with this id; raises ``ItemNotFoundError`` if it is not held."""
     def delete(self, ids: int | Iterable[int] | npt.NDArray[np.integer[Any]]) -> int:
@@ -602,7 +604,7 @@ class Subscription:
     def close(self) -> None:
         """Stop receiving events."""
     def __iter__(self) -> Iterator[Event]:
-        """Iterate events as they arrive; ends after ``close()``."""
+        """Iterate events as they arrive; ends after ``close()`` (or once the engine is gone)."""
     def __aiter__(self) -> Subscription:
         """``async for event in sub`` (each wait runs on the loop's default executor)."""
     def __anext__(self) -> Coroutine[Any, Any, Event]: ...

@@ -202,8 +202,25 @@ impl Engine {
     }
 
     /// Labels each item ingested from now on (its metadata [`SEMANTIC_ID`]); None stops.
-    pub fn set_labeler(&self, labeler: Option<Arc<dyn Labeler>>) {
+    ///
+    /// # Errors
+    /// As [`Engine::check_labeler`]; the labeler in place stays.
+    pub fn set_labeler(&self, labeler: Option<Arc<dyn Labeler>>) -> Result<()> {
+        if let Some(l) = &labeler {
+            self.check_labeler(l.as_ref())?;
+        }
         *self.labeler.write() = labeler;
+        Ok(())
+    }
+
+    /// Whether `labeler` can label this engine's vectors (it is asked for the labels of no
+    /// vectors of the engine's dimension), so that one made for other vectors is refused when
+    /// it is attached rather than by every ingest.
+    ///
+    /// # Errors
+    /// The labeler's own: another dimension, for one.
+    pub fn check_labeler(&self, labeler: &dyn Labeler) -> Result<()> {
+        labeler.label(&[], self.ring.config().dim).map(drop)
     }
 
     /// Whether a labeler is set.
@@ -705,7 +722,7 @@ impl Engine {
     /// Damaged bytes, another model or dimension, a model file that cannot be read.
     pub fn from_snapshot(bytes: &[u8], model: Option<Arc<TextModel>>) -> Result<Self> {
         let (ring, tag) = Ring::from_snapshot(bytes)?;
-        let manifest = Manifest::parse(&tag);
+        let manifest = Manifest::parse(&tag)?;
         if let Some(m) = &model {
             let dim = ring.config().dim;
             if m.embedder().dim() != dim {
@@ -729,7 +746,9 @@ impl Engine {
         }
         if manifest.index.is_some() {
             // Trained again on the restored items before the engine is handed out.
-            ring.set_index(manifest.index)?;
+            ring.set_index(manifest.index).map_err(|e| {
+                imesde_ring::RingError::Snapshot(format!("its index cannot be set up again: {e}"))
+            })?;
             ring.train_index();
         }
         let engine = Self::assemble(ring, model, manifest.lexical)?;
@@ -757,7 +776,9 @@ impl Engine {
     /// # Errors
     /// Damaged bytes.
     pub fn snapshot_has_model(bytes: &[u8]) -> Result<bool> {
-        Ok(Manifest::parse(&Ring::snapshot_tag(bytes)?).model.is_some())
+        Ok(Manifest::parse(&Ring::snapshot_tag(bytes)?)?
+            .model
+            .is_some())
     }
 }
 

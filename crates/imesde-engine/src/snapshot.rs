@@ -1,7 +1,7 @@
 //! What an engine stores beside its ring in a snapshot: the model's identity, whether BM25
 //! is on and the index's shape. It travels in the ring snapshot's tag as `key=value` lines.
 
-use imesde_ring::IvfConfig;
+use imesde_ring::{IvfConfig, RingError};
 
 /// The engine's part of a snapshot.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -33,25 +33,33 @@ impl Manifest {
 
     /// The manifest in a tag written by [`Manifest::to_tag`] (unknown lines are ignored, so
     /// later versions can add fields).
-    #[must_use]
-    pub fn parse(tag: &str) -> Self {
+    ///
+    /// # Errors
+    /// [`RingError::Snapshot`] for an index line that is not `index=ivf:<nlist>:<nprobe>`.
+    pub fn parse(tag: &str) -> Result<Self, RingError> {
         let field = |key: &str| {
             tag.lines()
                 .find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
-                .unwrap_or("")
         };
-        let model = field("model");
-        let mut index = field("index").strip_prefix("ivf:").map(|r| r.split(':'));
-        let index = index.as_mut().and_then(|parts| {
-            let nlist = parts.next()?.parse().ok()?;
-            let nprobe = parts.next()?.parse().ok()?;
-            Some(IvfConfig { nlist, nprobe })
-        });
-        Manifest {
+        let index = match field("index") {
+            None => None,
+            Some(line) => {
+                let shape = line.strip_prefix("ivf:").and_then(|r| r.split_once(':'));
+                let parsed = shape.and_then(|(n, p)| Some((n.parse().ok()?, p.parse().ok()?)));
+                let Some((nlist, nprobe)) = parsed else {
+                    return Err(RingError::Snapshot(format!(
+                        "the index line {line:?} is not ivf:<nlist>:<nprobe>"
+                    )));
+                };
+                Some(IvfConfig { nlist, nprobe })
+            }
+        };
+        let model = field("model").unwrap_or("");
+        Ok(Manifest {
             model: (!model.is_empty()).then(|| model.to_owned()),
-            lexical: field("lexical") == "1",
+            lexical: field("lexical") == Some("1"),
             index,
-        }
+        })
     }
 }
 
@@ -72,9 +80,22 @@ mod tests {
                 }),
             },
         ] {
-            assert_eq!(Manifest::parse(&m.to_tag()), m);
+            assert_eq!(Manifest::parse(&m.to_tag()).unwrap(), m);
         }
-        assert_eq!(Manifest::parse(""), Manifest::default());
-        assert!(Manifest::parse("future=1\nlexical=1\n").lexical);
+        assert_eq!(Manifest::parse("").unwrap(), Manifest::default());
+        assert!(Manifest::parse("future=1\nlexical=1\n").unwrap().lexical);
+        for bad in [
+            "ivf:x:2",
+            "ivf:-1:2",
+            "hnsw:4:2",
+            "ivf:4",
+            "ivf:99999999999999999999:2",
+        ] {
+            let tag = format!("model=\nlexical=0\nindex={bad}\n");
+            assert!(
+                matches!(Manifest::parse(&tag), Err(RingError::Snapshot(_))),
+                "{bad}"
+            );
+        }
     }
 }

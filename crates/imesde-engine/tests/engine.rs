@@ -332,15 +332,21 @@ fn semantic_ids_are_computed_natively_and_unique() {
         ..FitConfig::default()
     };
     let (rq, _) = RqKMeans::fit(&x, 384, &cfg).unwrap();
+    let rq = Arc::new(rq);
+    // Codebooks of 384 dims cannot label an engine of 8: refused when attached.
+    let small = Engine::new(ring(8, 1, 4), None, false).unwrap();
+    let plain = RqLabeler::new(Arc::clone(&rq), IdFormat::Plain("-".into()), 1, None);
+    assert!(small.set_labeler(Some(Arc::new(plain))).is_err());
+    assert!(!small.has_labeler());
     let store = Arc::new(IdStore::new());
     let labeler = RqLabeler::new(
-        Arc::new(rq),
+        rq,
         IdFormat::Plain("-".into()),
         1,
         Some((Arc::clone(&store), "-".into())),
     );
     let e = Engine::new(ring(384, 4, 128), Some(Arc::clone(&m)), false).unwrap();
-    e.set_labeler(Some(Arc::new(labeler)));
+    e.set_labeler(Some(Arc::new(labeler))).unwrap();
     let got = e.ingest_vectors(&x, Attributes::default()).unwrap();
     let ids: Vec<String> = got
         .ids
@@ -366,7 +372,7 @@ fn semantic_ids_are_computed_natively_and_unique() {
             .is_err()
     );
     assert_eq!(e.ring().next_id(), before);
-    e.set_labeler(None);
+    e.set_labeler(None).unwrap();
     let plain = e.ingest_vectors(&x[..384], Attributes::default()).unwrap();
     assert!(e.get(plain.ids.start).unwrap().metadata.is_none());
 }

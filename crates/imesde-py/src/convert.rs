@@ -27,12 +27,15 @@ pub(crate) struct Rows<'py> {
 
 impl Rows<'_> {
     pub(crate) fn as_slice(&self) -> &[f32] {
-        // Contiguity was checked when the view was made.
-        self.array.as_slice().expect("checked C-contiguous")
+        // Contiguity and alignment were made sure of when the view was made.
+        self.array
+            .as_slice()
+            .expect("a C-contiguous, aligned array")
     }
 }
 
-/// Borrows `obj` as a C-contiguous float32 array with 1 or 2 dimensions.
+/// Borrows `obj` as a C-contiguous float32 array with 1 or 2 dimensions (an unaligned one is
+/// copied).
 pub(crate) fn rows<'py>(obj: &Bound<'py, PyAny>, what: &str) -> PyResult<Rows<'py>> {
     let Ok(untyped) = obj.cast::<PyUntypedArray>() else {
         return Err(py_err!(
@@ -67,7 +70,13 @@ pub(crate) fn rows<'py>(obj: &Bound<'py, PyAny>, what: &str) -> PyResult<Rows<'p
     if rows == 0 || dim == 0 {
         return Err(py_err!(Shape, "{what} is empty (shape {shape:?})"));
     }
-    let array = obj.cast::<PyArrayDyn<f32>>()?.try_readonly()?;
+    let mut array = obj.cast::<PyArrayDyn<f32>>()?.try_readonly()?;
+    if array.as_slice().is_err() {
+        // C-contiguous but not aligned for f32 (`np.frombuffer` at an odd offset): read from
+        // an aligned copy of the same values.
+        let copy = obj.call_method0(pyo3::intern!(obj.py(), "copy"))?;
+        array = copy.cast_into::<PyArrayDyn<f32>>()?.try_readonly()?;
+    }
     Ok(Rows {
         array,
         rows,
@@ -192,9 +201,14 @@ impl Real {
         if v.is_finite() {
             Ok(v)
         } else {
+            let range = if self.0.is_finite() {
+                " within float32's range"
+            } else {
+                ""
+            };
             Err(py_err!(
                 InvalidValue,
-                "{what} must be a finite number, got {}",
+                "{what} must be a finite number{range}, got {}",
                 self.0
             ))
         }

@@ -64,7 +64,7 @@ fn index_of(
         None => Ok(None),
         Some("ivf") => {
             let cfg = IvfConfig::with(capacity, nlist, nprobe);
-            cfg.check().map_err(CoreError::from)?;
+            cfg.check(capacity).map_err(CoreError::from)?;
             Ok(Some(cfg))
         }
         Some(other) => Err(py_err!(
@@ -260,8 +260,13 @@ impl Engine {
     /// strings; each item stores its string as metadata ``semantic_id`` (searchable with
     /// ``where={"semantic_id": ...}``). If ``assign`` raises, the batch is not ingested.
     /// ``None`` detaches. imesde's own ``SemanticIdEngine`` and ``RQKMeans`` (with the
-    /// in-memory store) label in Rust, without a call into Python per batch.
-    fn attach_semantic_ids(&self, assign: Option<Bound<'_, PyAny>>) -> PyResult<()> {
+    /// in-memory store) label in Rust, without a call into Python per batch; one not fitted
+    /// yet, or fitted on vectors of another dimension, is refused here.
+    fn attach_semantic_ids(
+        &self,
+        py: Python<'_>,
+        assign: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
         if let Some(f) = &assign
             && !f.is_callable()
         {
@@ -269,6 +274,14 @@ impl Engine {
                 DType,
                 "assign must be callable (vectors -> list of str), e.g. a SemanticIdEngine"
             ));
+        }
+        if let Some(f) = &assign
+            && let Labels::Native(l) = native_labeler(f)?
+        {
+            gil::run(py, "Engine.attach_semantic_ids", || {
+                self.core.check_labeler(l.as_ref())
+            })
+            .raise()?;
         }
         *self.semantic_ids.lock() = assign.map(Bound::unbind);
         Ok(())
@@ -727,10 +740,11 @@ impl Engine {
         ))
     }
 
-    /// Exact top-``k`` for a batch of queries (``[nq, dim]`` float32), like faiss'
-    /// ``index.search``: returns ``(scores, ids)``, float32 and int64 arrays of shape
-    /// ``[nq, min(k, len(engine))]``, best first. ``since``, ``until`` and ``where`` as in
-    /// ``search`` (fewer matching items: fewer columns).
+    /// Top-``k`` for a batch of queries (``[nq, dim]`` float32), like faiss' ``index.search``:
+    /// returns ``(scores, ids)``, float32 and int64 arrays of shape ``[nq, min(k,
+    /// len(engine))]``, best first. ``since``, ``until`` and ``where`` as in ``search`` (fewer
+    /// matching items: fewer columns). With an index, a query whose probed lists hold fewer
+    /// hits than another's has its row padded with id ``-1`` and score ``-inf`` (as faiss pads).
     #[pyo3(
         signature = (queries, k = Count::from(10), *, since = None, until = None, r#where = None, exact = false),
         text_signature = "($self, queries, k=10, *, since=None, until=None, where=None, exact=False)"
@@ -916,7 +930,12 @@ fn model_or_dim(
     model: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<(usize, Option<Py<TextEmbedder>>)> {
     let embedder = match model {
-        Some(m) if m.is_instance_of::<PyInt>() && !m.is_instance_of::<PyBool>() => {
+        // An int, numpy's too (anything with `__index__`), but not a bool.
+        Some(m)
+            if !m.is_instance_of::<PyBool>()
+                && (m.is_instance_of::<PyInt>()
+                    || m.get_type().hasattr(pyo3::intern!(py, "__index__"))?) =>
+        {
             return Ok((m.extract::<Count>()?.positive("dim")?, None));
         }
         Some(m) if m.is_instance_of::<TextEmbedder>() => m.cast::<TextEmbedder>()?.clone().unbind(),
@@ -983,11 +1002,33 @@ impl Engine {
     }
 }
 
+/// The Rust labeler of a semantic-id function (``_native_labeler()``), if it has one (as
+/// ``Labels::Native``); raises what that raises (a model not fitted yet).
+fn native_labeler(assign: &Bound<'_, PyAny>) -> PyResult<Labels> {
+    let native = pyo3::intern!(assign.py(), "_native_labeler");
+    if assign.hasattr(native)?
+        && let Ok(l) = assign.call_method0(native)?.cast::<Labeler>()
+    {
+        return Ok(Labels::Native(Arc::clone(&l.get().0)));
+    }
+    Ok(Labels::None)
+}
+
 /// What labels a batch: a labeler that runs in Rust, or ids a Python function returned.
 enum Labels {
     None,
     Native(Arc<dyn imesde_engine::Labeler>),
     Given(Vec<String>),
+}
+
+impl Drop for Engine {
+    /// Its standing queries end with it: an iterator over one stops once its queue is read,
+    /// instead of waiting for events that can no longer come.
+    fn drop(&mut self) {
+        for s in self.subs.get_mut().drain(..) {
+            s.get().close();
+        }
+    }
 }
 
 impl Engine {
@@ -1049,12 +1090,8 @@ impl Engine {
             return Ok(Labels::None);
         };
         let assign = assign.bind(py);
-        let native = pyo3::intern!(py, "_native_labeler");
-        if assign.hasattr(native)? {
-            let labeler = assign.call_method0(native)?;
-            if let Ok(l) = labeler.cast::<Labeler>() {
-                return Ok(Labels::Native(Arc::clone(&l.get().0)));
-            }
+        if let native @ Labels::Native(_) = native_labeler(assign)? {
+            return Ok(native);
         }
         let dim = self.config().dim;
         let n = vectors.len() / dim;

@@ -21,11 +21,12 @@ use crate::hits::Event;
 ///
 /// Without a callback, events queue here (at most ``queue_size``; when full the oldest is
 /// dropped and counted in ``dropped``): iterate (``for event in sub:`` blocks until the next
-/// event and ends after ``close()``), ``get(timeout)`` or ``drain()``. With a callback, each
-/// event is passed to it right after the ingest call that produced it; an exception in the
-/// callback is logged (logger ``"imesde"``) and counted in ``errors``, and never stops
-/// ingestion, except ``KeyboardInterrupt`` and ``SystemExit`` (any ``BaseException`` that is not
-/// an ``Exception``): those reach the caller of the ingest, after its batch was stored.
+/// event and ends after ``close()``, or once its engine is gone), ``get(timeout)`` or
+/// ``drain()``. With a callback, each event is passed to it right after the ingest call that
+/// produced it; an exception in the callback is logged (logger ``"imesde"``) and counted in
+/// ``errors``, and never stops ingestion, except ``KeyboardInterrupt`` and ``SystemExit`` (any
+/// ``BaseException`` that is not an ``Exception``): those reach the caller of the ingest, after
+/// its batch was stored.
 #[pyclass(frozen, module = "imesde._imesde")]
 pub(crate) struct Subscription {
     pub(crate) id: u64,

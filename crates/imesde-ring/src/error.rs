@@ -25,9 +25,14 @@ pub enum RingError {
     UnknownStorage(String),
     /// An index shape that cannot work.
     #[error(
-        "an index needs nlist >= 1 and 1 <= nprobe <= nlist, got nlist {nlist}, nprobe {nprobe}"
+        "an index needs 1 <= nlist <= {max} (the ring's slots, at most 65536) and 1 <= nprobe \
+         <= nlist, got nlist {nlist}, nprobe {nprobe}"
     )]
-    Index { nlist: usize, nprobe: usize },
+    Index {
+        nlist: usize,
+        nprobe: usize,
+        max: usize,
+    },
     /// A vector or query had the wrong number of values.
     #[error("{what} has {got} dims, the engine holds {expected}-dim vectors")]
     Dimension {

@@ -55,19 +55,21 @@ impl IvfConfig {
         cfg
     }
 
-    /// Whether this shape can work.
+    /// The most lists an index may have (faiss' largest usual IVF is 65,536 lists).
+    pub const MAX_NLIST: usize = 1 << 16;
+
+    /// Whether this shape can work for a ring of `capacity` slots.
     ///
     /// # Errors
-    /// [`RingError::Index`] for `nlist == 0`, `nprobe == 0` or `nprobe > nlist`.
-    pub fn check(&self) -> Result<(), RingError> {
-        if self.nlist == 0
-            || self.nprobe == 0
-            || self.nprobe > self.nlist
-            || self.nlist >= u32::MAX as usize
-        {
+    /// [`RingError::Index`] unless `1 <= nlist <= min(capacity, MAX_NLIST)` and
+    /// `1 <= nprobe <= nlist`.
+    pub fn check(&self, capacity: usize) -> Result<(), RingError> {
+        let max = capacity.min(Self::MAX_NLIST);
+        if self.nlist == 0 || self.nlist > max || self.nprobe == 0 || self.nprobe > self.nlist {
             return Err(RingError::Index {
                 nlist: self.nlist,
                 nprobe: self.nprobe,
+                max,
             });
         }
         Ok(())

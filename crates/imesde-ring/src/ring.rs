@@ -109,7 +109,9 @@ pub struct RingStats {
 }
 
 /// The result of a batched search: `scores[q * k + i]` and `ids[q * k + i]` is the i-th best
-/// item for query `q`; `k` may be smaller than asked when fewer items were held.
+/// item for query `q`; `k` may be smaller than asked when fewer items were held (or passed the
+/// filter). A query with fewer hits than another (an index search reads only the lists it
+/// probes) has its row padded with [`BatchResult::NO_ID`] and a score of minus infinity.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BatchResult {
     /// Scores, row-major `[nq, k]`.
@@ -120,6 +122,11 @@ pub struct BatchResult {
     pub nq: usize,
     /// Results per query.
     pub k: usize,
+}
+
+impl BatchResult {
+    /// The id of a padding entry (`-1` as a signed id, as faiss pads its results).
+    pub const NO_ID: u64 = u64::MAX;
 }
 
 /// Best first: higher score, then the newer item. `partial_cmp` (scores are never NaN) so
@@ -1073,17 +1080,19 @@ impl Ring {
         let (nq, q, unit) = self.prepare_queries(queries, filter.exact)?;
         self.searches.fetch_add(nq as u64, Ordering::Relaxed);
         let found = self.best_per_query(&q, &unit, nq, k, filter);
-        // Every query saw the same rows: fewer than `k` for one means as few for all (but
-        // for candidates overwritten since the scan).
-        let kk = found.iter().map(Vec::len).min().unwrap_or(0);
+        // A scan of every item finds as many for each query (but for candidates overwritten
+        // since the scan); the index finds what each query's probed lists hold.
+        let kk = found.iter().map(Vec::len).max().unwrap_or(0);
         let mut scores = Vec::with_capacity(nq * kk);
         let mut ids = Vec::with_capacity(nq * kk);
-        for mut best in found {
-            best.truncate(kk);
+        for best in found {
+            let pad = kk - best.len();
             for (s, key) in best {
                 scores.push(s);
                 ids.push(EMPTY - key);
             }
+            scores.extend(std::iter::repeat_n(f32::NEG_INFINITY, pad));
+            ids.extend(std::iter::repeat_n(BatchResult::NO_ID, pad));
         }
         Ok(BatchResult {
             scores,
@@ -1322,10 +1331,10 @@ impl Ring {
     /// item until [`Ring::train_index`] has run.
     ///
     /// # Errors
-    /// [`RingError::Index`] for `nlist == 0`, `nprobe == 0` or `nprobe > nlist`.
+    /// [`RingError::Index`] for a shape [`IvfConfig::check`] refuses.
     pub fn set_index(&self, cfg: Option<IvfConfig>) -> Result<()> {
         if let Some(c) = cfg {
-            c.check()?;
+            c.check(self.capacity())?;
         }
         *self.ivf.write() = cfg.map(|c| Ivf::new(c, self.cfg.dim, self.capacity()));
         Ok(())
@@ -1455,6 +1464,10 @@ impl Ring {
             if let Some(v) = self.unit_of(held[t * held.len() / m]) {
                 sample.extend(v);
             }
+        }
+        if sample.is_empty() {
+            // Every item sampled was overwritten or deleted meanwhile.
+            return false;
         }
         let centroids = ivf::train(self.kernels, &sample, dim, cfg.nlist);
         let w = binary::words(dim);

@@ -805,15 +805,66 @@ fn storage_names_and_index_shapes_parse_and_check() {
     assert_eq!((c.nlist, c.nprobe), (64, 64));
     let c = IvfConfig::with(1 << 20, Some(64), Some(4));
     assert_eq!((c.nlist, c.nprobe), (64, 4));
-    assert!(c.check().is_ok());
-    for (nlist, nprobe) in [(64, 65), (0, 1), (8, 0)] {
+    assert!(c.check(1 << 20).is_ok());
+    // Lists beyond the ring's slots (or 65,536) are refused before anything is allocated.
+    let r = ring(8, 2, 64, Storage::F32);
+    for (nlist, nprobe) in [(64, 65), (0, 1), (8, 0), (129, 1), (4_000_000_000, 2)] {
         let bad = IvfConfig::with(1 << 20, Some(nlist), Some(nprobe));
         assert!(
-            matches!(bad.check(), Err(RingError::Index { .. })),
+            matches!(bad.check(128), Err(RingError::Index { .. })),
             "{bad:?}"
         );
-        let r = ring(8, 2, 64, Storage::F32);
         assert!(r.set_index(Some(bad)).is_err());
         assert!(r.index().is_none());
     }
+    assert!(
+        IvfConfig::with(1 << 30, Some(1 << 17), Some(8))
+            .check(1 << 30)
+            .is_err()
+    );
+    assert!(
+        r.set_index(Some(IvfConfig::with(128, Some(128), Some(8))))
+            .is_ok()
+    );
+}
+
+#[test]
+fn batched_index_searches_keep_each_querys_hits() {
+    use imesde_ring::{BatchResult, IvfConfig};
+    let dim = 32;
+    let r = ring(dim, 2, 1024, Storage::F32);
+    r.set_index(Some(IvfConfig {
+        nlist: 256,
+        nprobe: 1,
+    }))
+    .unwrap();
+    let data = Rng(5).vecs(2048, dim);
+    r.ingest(&data, &Attributes::default()).unwrap();
+    assert!(r.train_index());
+    let qs = &data[..50 * dim];
+    let b = r.search_batch(qs, 10, &Filter::default()).unwrap();
+    assert_eq!((b.nq, b.k), (50, 10));
+    let mut padded = 0;
+    for (j, q) in qs.chunks(dim).enumerate() {
+        let one: Vec<u64> = r
+            .search(q, 10, &Filter::default())
+            .unwrap()
+            .iter()
+            .map(|h| h.id)
+            .collect();
+        let row = j * b.k..(j + 1) * b.k;
+        let got: Vec<u64> = b.ids[row.clone()]
+            .iter()
+            .copied()
+            .filter(|&i| i != BatchResult::NO_ID)
+            .collect();
+        assert_eq!(got, one, "query {j}");
+        for (&id, &s) in b.ids[row.clone()].iter().zip(&b.scores[row]) {
+            assert_eq!(id == BatchResult::NO_ID, s == f32::NEG_INFINITY);
+        }
+        padded += b.k - got.len();
+    }
+    // One list of 256 holds fewer than 10 of the 2,048 items for some queries: their rows
+    // are padded, not every row cut to the shortest.
+    assert!(padded > 0);
 }

@@ -6,9 +6,10 @@ native ``RQCodebooks``."""
 
 from __future__ import annotations
 
+import operator
 import os
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -36,6 +37,22 @@ def _matrix(x: Any, what: str = "X") -> npt.NDArray[np.float32]:
     if arr.shape[0] == 0 or arr.shape[1] == 0:
         raise ShapeError(f"{what} is empty (shape {arr.shape})")
     return arr
+
+
+def _is_int(x: object) -> bool:
+    """An integer: ``int`` or a numpy integer (anything with ``__index__``), not a bool."""
+    return not isinstance(x, bool | np.bool_) and hasattr(type(x), "__index__")
+
+
+def _positive(x: object, what: str) -> int:
+    """``x`` as an int of at least 1: ``DTypeError`` for a non-integer (a float is not cut
+    short), ``InvalidValueError`` below 1."""
+    if not _is_int(x):
+        raise DTypeError(f"{what} must be an int, got {type(x).__name__}")
+    n = operator.index(x)  # type: ignore[arg-type]
+    if n < 1:
+        raise InvalidValueError(f"{what} must be >= 1, got {n}")
+    return n
 
 
 class RQKMeans:
@@ -81,20 +98,20 @@ class RQKMeans:
         refine: int | None = None,
         beam_width: int = 1,
     ) -> None:
-        if isinstance(n_levels, bool) or not isinstance(n_levels, int) or n_levels < 1:
-            raise InvalidValueError(f"n_levels must be a positive int, got {n_levels!r}")
-        if isinstance(n_clusters, int):
-            ks = [n_clusters] * n_levels
+        n_levels = _positive(n_levels, "n_levels")
+        if _is_int(n_clusters):
+            ks = [_positive(n_clusters, "n_clusters")] * n_levels
+        elif isinstance(n_clusters, str | bytes) or not isinstance(n_clusters, Iterable):
+            raise DTypeError(
+                f"n_clusters must be an int or a list of ints, got {type(n_clusters).__name__}"
+            )
         else:
-            ks = [int(k) for k in n_clusters]
+            ks = [_positive(k, "every n_clusters") for k in n_clusters]
             if len(ks) != n_levels:
                 raise InvalidValueError(f"len(n_clusters) is {len(ks)} but n_levels is {n_levels}")
-        if any(k < 1 for k in ks):
-            raise InvalidValueError(f"every n_clusters must be >= 1, got {ks}")
         if init not in ("random", "k-means++"):
             raise InvalidValueError(f"init must be 'random' or 'k-means++', got {init!r}")
-        if beam_width < 1:
-            raise InvalidValueError(f"beam_width must be >= 1, got {beam_width}")
+        beam_width = _positive(beam_width, "beam_width")
         self.n_levels = n_levels
         self.n_clusters = ks
         self.balanced = balanced
