@@ -76,6 +76,26 @@ def test_bad_deletes_are_typed_errors_and_delete_nothing(golden: Golden) -> None
     assert len(engine) == 10
 
 
+def test_membership_follows_ingest_delete_upsert_and_the_window(golden: Golden) -> None:
+    _, vecs = golden
+    engine = imesde.Engine(384, num_shards=2, shard_size=4)
+    ids = engine.ingest_vectors(vecs[:6])
+    assert all(int(i) in engine for i in ids)
+    assert np.int64(ids[2]) in engine
+    engine.delete(int(ids[2]))
+    assert ids[2] not in engine
+    new = engine.upsert(int(ids[3]), vecs[10])
+    assert new in engine
+    assert ids[3] not in engine
+    # An upsert of an id not held adds the item: membership tells beforehand.
+    assert ids[2] not in engine
+    assert engine.upsert(int(ids[2]), vecs[11]) in engine
+    engine.ingest_vectors(vecs[12:20])  # the window (8 slots) turns over
+    assert ids[0] not in engine
+    for other in (-1, 2**64, "0", None, 1.0):
+        assert other not in engine
+
+
 def test_deletes_do_not_fire_and_upserts_fire_as_new_items(golden: Golden) -> None:
     texts, vecs = golden
     engine = imesde.Engine(384, num_shards=2, shard_size=64)

@@ -142,9 +142,13 @@ def test_two_shards_answer_as_one_engine(
     best = sharded.search_vector(vectors[0], 1)[0]
     item = sharded.get(best.id)
     assert (item.text, item.ts) == (best.text, best.ts)
+    assert best.id in sharded
+    assert np.int64(best.id) in sharded
     assert sharded.delete([best.id, best.id + 2 * 10**9]) == 1
     with pytest.raises(KeyError):
         sharded.get(best.id)
+    for gone in (best.id, best.id + 2 * 10**9, -1, "0", None):
+        assert gone not in sharded
     assert best.id not in [h.id for h in sharded.search_vector(vectors[0], 10)]
     assert best.id not in [h.id for h in sharded.lexical_search(queries[0], 50)]
 

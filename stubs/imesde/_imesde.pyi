@@ -540,8 +540,11 @@ class Engine:
         ts: _Timestamp | None = None,
     ) -> int:
         """Replace item ``id`` by a new version (a text or a vector; metadata kept unless
-        given): stored as a new item, then ``id`` deleted. Returns the new id."""
+        given): stored as a new item, then ``id`` deleted. Returns the new id. An ``id`` not
+        held just adds the item (``id in engine`` tells)."""
     def __len__(self) -> int: ...
+    def __contains__(self, id: object, /) -> bool:
+        """Whether an item with this id is held (``id in engine``)."""
     @property
     def capacity(self) -> int:
         """Number of slots: the most items the engine holds."""

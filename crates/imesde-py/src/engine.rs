@@ -807,6 +807,12 @@ impl Engine {
         self.core.ring().len()
     }
 
+    /// Whether an item with this id is held (``id in engine``); anything that is not a valid
+    /// id is not.
+    fn __contains__(&self, id: &Bound<'_, PyAny>) -> bool {
+        id_of(id, "id").is_ok_and(|id| self.core.ring().contains(id))
+    }
+
     /// Number of slots: the most items the engine holds.
     #[getter]
     fn capacity(&self) -> usize {

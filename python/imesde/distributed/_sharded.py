@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import operator
 import os
 import queue
 import threading
@@ -654,6 +655,17 @@ class ShardedEngine:
         if row is None:
             raise KeyError(item_id)
         return ShardedItem(*row)
+
+    def __contains__(self, item_id: object) -> bool:
+        """Whether a shard holds the item ``item_id`` (``item_id in sharded``); anything that
+        is not a valid id is not held."""
+        if isinstance(item_id, bool) or not hasattr(type(item_id), "__index__"):
+            return False
+        i = operator.index(item_id)  # type: ignore[arg-type]
+        if i < 0:
+            return False
+        shard = self._shard_of(i)
+        return self._wait(shard, self._actors[shard].get.remote(i)) is not None
 
     def delete(self, ids: Iterable[int]) -> int:
         """Deletes the items ``ids`` held; returns how many were."""
