@@ -55,15 +55,21 @@ def test_chunks_check_per_item_lengths_and_a_bad_chunk_keeps_the_ones_before(
         engine.ingest_batch(texts, metadata=[{}] * 49, batch_size=20)
     assert len(engine) == 40  # lengths known up front: nothing added
     bad = [*texts[:25], 7, *texts[25:]]
-    with pytest.raises(imesde.DTypeError):
+    # The error names the item by its place in the whole input, not in its chunk.
+    with pytest.raises(imesde.DTypeError, match=r"texts\[25\]"):
         engine.ingest_batch(iter(bad), batch_size=20)  # type: ignore[arg-type]
     assert len(engine) == 60
+    with pytest.raises(imesde.TextEncodingError, match=r"texts\[21\]"):
+        engine.ingest_batch(iter([*texts[:21], "\ud800"]), batch_size=20)
+    with pytest.raises(imesde.DTypeError, match=r"metadata\[22\]"):
+        engine.ingest_batch(iter(texts[:23]), metadata=[{}] * 22 + [{"a": {}}], batch_size=20)
+    assert len(engine) == 100
     for size, error in ((0, imesde.InvalidValueError), ("8", imesde.DTypeError)):
         with pytest.raises(error):
             engine.ingest_batch(texts, batch_size=size)  # type: ignore[arg-type]
     with pytest.raises(imesde.DTypeError):
         engine.ingest_batch(texts, show_progress_bar="yes")  # type: ignore[arg-type]
-    assert len(engine) == 60
+    assert len(engine) == 100
 
 
 def test_progress_bars_on_request_and_off_by_default(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import itertools
 import operator
+import re
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sized
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from imesde.exceptions import DTypeError, InvalidValueError, ShapeError
+from imesde.exceptions import DTypeError, ImesdeError, InvalidValueError, ShapeError
 
 if TYPE_CHECKING:
     from imesde._imesde import Engine, TextEmbedder
@@ -136,13 +137,37 @@ def _in_chunks(
         ) from None
     out: list[T] = []
     bar = Progress(total, desc, show)
+    done = 0
     try:
         while chunk := list(itertools.islice(source, size)):
-            out.append(work(chunk))
+            try:
+                out.append(work(chunk))
+            except ImesdeError as exc:
+                _from_start(exc, done)
+                raise
             bar.update(len(chunk))
+            done += len(chunk)
     finally:
         bar.close()
     return out
+
+
+_POSITION = re.compile(r"\b(texts|timestamps|metadata)\[(\d+)\]")
+
+
+def _from_start(exc: ImesdeError, offset: int) -> None:
+    """``exc``, raised for a chunk that starts at item ``offset``, naming its item by its place
+    in the whole input (``texts[1027]``, not ``texts[3]``)."""
+    if not offset:
+        return
+
+    def shift(message: str) -> str:
+        return _POSITION.sub(lambda m: f"{m[1]}[{int(m[2]) + offset}]", message)
+
+    if isinstance(exc, UnicodeEncodeError):  # TextEncodingError: its text is its reason
+        exc.reason = shift(exc.reason)
+    elif len(exc.args) == 1 and isinstance(exc.args[0], str):
+        exc.args = (shift(exc.args[0]),)
 
 
 def ingest_in_chunks(
