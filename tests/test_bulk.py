@@ -4,6 +4,7 @@ per-item timestamps and metadata are read in step, and a progress bar is drawn o
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import imesde
 import numpy as np
@@ -61,8 +62,9 @@ def test_chunks_check_per_item_lengths_and_a_bad_chunk_keeps_the_ones_before(
     assert len(engine) == 60
     with pytest.raises(imesde.TextEncodingError, match=r"texts\[21\]"):
         engine.ingest_batch(iter([*texts[:21], "\ud800"]), batch_size=20)
+    bad_meta: list[Any] = [*([{}] * 22), {"a": {}}]
     with pytest.raises(imesde.DTypeError, match=r"metadata\[22\]"):
-        engine.ingest_batch(iter(texts[:23]), metadata=[{}] * 22 + [{"a": {}}], batch_size=20)
+        engine.ingest_batch(iter(texts[:23]), metadata=bad_meta, batch_size=20)
     assert len(engine) == 100
     for size, error in ((0, imesde.InvalidValueError), ("8", imesde.DTypeError)):
         with pytest.raises(error):

@@ -252,7 +252,10 @@ pub(crate) fn utf8<'a>(s: &'a Bound<'_, PyString>, what: &str) -> PyResult<&'a s
              surrogate, e.g. with s.encode('utf-8', 'replace').decode())"
         );
         let args = ("utf-8".to_owned(), s.clone().unbind(), start, end, reason);
-        PyErr::from_type(class(py, Exc::TextEncoding), args)
+        match class(py, Exc::TextEncoding) {
+            Ok(class) => PyErr::from_type(class, args),
+            Err(e) => e,
+        }
     })
 }
 

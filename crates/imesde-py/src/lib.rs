@@ -85,7 +85,6 @@ fn _imesde(m: &Bound<'_, PyModule>) -> PyResult<()> {
         .getattr("ident")?
         .extract()?;
     gil::set_main_thread_ident(main);
-    exceptions::register(m)?;
     m.add_class::<embed::TextEmbedder>()?;
     m.add_class::<bm25::PyBm25>()?;
     m.add_class::<bm25::Bm25Hit>()?;
