@@ -321,3 +321,58 @@ def test_shards_keep_an_index(
     loaded = dist.ShardedEngine.load(tmp_path)
     assert loaded.train_index()
     assert [[h.id for h in loaded.search_vector(v, 10)] for v in vectors[:20]] == before
+
+
+def test_sharded_inputs_and_subscriptions_fail_cleanly() -> None:
+    x = np.eye(8, dtype=np.float32)[:6] + 0.01
+    sharded = dist.ShardedEngine(2, model=8, shard_size=16, engine_shards=2, num_cpus=0.5)
+    ids = sharded.ingest_vectors(x, batch_size=3)
+    # A str is not a list of ids (nor of texts): refused, not read as its characters.
+    with pytest.raises(imesde.DTypeError):
+        sharded.delete("12")
+    for bad in (-1, 0):
+        with pytest.raises(imesde.InvalidValueError):
+            sharded.ingest_vectors(x, batch_size=bad)
+    with pytest.raises(imesde.ShapeError):
+        sharded.ingest_vectors(x, texts=["a"], batch_size=3)
+    with pytest.raises(imesde.OutOfRangeError):
+        sharded.delete([-1])
+    with pytest.raises(imesde.ItemNotFoundError):
+        sharded.get(2**40)
+    assert len(sharded) == 6
+    assert all(int(i) in sharded for i in ids)
+    # A callback may close its own subscription: the shards stop queueing for it.
+    got: list[int] = []
+
+    def once(hit: Any) -> None:
+        got.append(hit.id)
+        sub.close()
+
+    sub = sharded.subscribe(x[0], threshold=-1.0, callback=once)
+    sharded.ingest_vectors(x[:1], batch_size=1)
+    deadline = time.monotonic() + 20
+    while sub.active and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not sub.active
+    assert sub.errors == 0
+    assert len(got) == 1
+    assert not sharded._standing
+    # A threshold one shard cannot calibrate (it holds nothing) leaves no shard subscribed.
+    empty = dist.ShardedEngine(2, model=8, shard_size=16, engine_shards=2, num_cpus=0.5)
+    empty.ingest_vectors(x[:2], batch_size=2)  # all on shard 0
+    with pytest.raises(imesde.InvalidValueError):
+        empty.subscribe(x[0], threshold="p50")
+    assert not empty._standing
+    empty.ingest_vectors(x[:4], batch_size=1)  # both shards, x[0] among them
+    for shard in range(2):
+        assert ray.get(empty.actor(shard).poll.remote(empty._subscription_keys)) == []
+    # Iteration ends once the subscription is closed, even with its queue full.
+    full = sharded.subscribe(x[0], threshold=-1.0, queue_size=1)
+    sharded.ingest_vectors(x[:3], batch_size=3)
+    deadline = time.monotonic() + 20
+    while full.dropped < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    full.close()
+    assert len(list(full)) == 1
+    with pytest.raises(imesde.InvalidValueError):
+        full.get(timeout=-1)

@@ -4,6 +4,7 @@ any pace micro-batched into an engine."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
@@ -282,3 +283,36 @@ def test_async_for_yields_events_then_stops_when_closed() -> None:
         return got
 
     assert asyncio.run(main()) == [0, 4]
+
+
+def test_a_cancelled_or_timed_out_wait_loses_no_event() -> None:
+    import asyncio
+
+    engine = imesde.Engine(4)
+    sub = engine.subscribe(np.array([1, 0, 0, 0], np.float32), threshold=0.5)
+    one = np.eye(4, dtype=np.float32)[:1]
+
+    async def main() -> list[int]:
+        # A consumer cancelled while it waits, then an event: the event stays queued.
+        async def consume() -> None:
+            async for _ in sub:
+                pass
+
+        task = asyncio.create_task(consume())
+        await asyncio.sleep(0.05)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        engine.ingest_vectors(one)
+        await asyncio.sleep(0.3)  # longer than a wait's slice
+        assert sub.pending == 1
+        got = [(await anext(sub)).id]
+        # Short timeouts around each wait, events arriving between them: none is lost.
+        for _ in range(10):
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(anext(sub), 0.02)
+            engine.ingest_vectors(one)
+            got.append((await asyncio.wait_for(anext(sub), 5)).id)
+        return got
+
+    assert asyncio.run(main()) == list(range(11))
+    assert sub.delivered == 11

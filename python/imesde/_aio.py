@@ -1,5 +1,7 @@
 """``async for event in subscription``: the wait runs on the loop's default executor in short
-slices, so a cancelled task never leaves a thread blocked for long."""
+slices, so a cancelled task never leaves a thread blocked for long, and it takes no event: the
+coroutine takes it itself, so an event is never lost to a wait that was cancelled (or timed
+out, as with ``asyncio.wait_for``)."""
 
 from __future__ import annotations
 
@@ -17,8 +19,9 @@ async def next_event(sub: Subscription) -> Event:
     """The subscription's next event; ``StopAsyncIteration`` once it is closed and drained."""
     loop = asyncio.get_running_loop()
     while True:
-        event = await loop.run_in_executor(None, sub.get, SLICE)
+        event = sub.get(0)
         if event is not None:
             return event
         if not sub.active and sub.pending == 0:
             raise StopAsyncIteration
+        await loop.run_in_executor(None, sub._wait_ready, SLICE)

@@ -556,6 +556,7 @@ class Subscription:
         """The next event, waiting at most ``timeout`` seconds (None or ``math.inf``: until one
         arrives or the subscription is closed); a negative or NaN timeout raises
         ``InvalidValueError``."""
+    def _wait_ready(self, timeout: float) -> bool: ...
     def drain(self) -> list[Event]:
         """Every queued event, without waiting."""
     def close(self) -> None:

@@ -61,6 +61,16 @@ impl<T> Inbox<T> {
         q.pop_front()
     }
 
+    /// Whether an entry waits, waiting at most `step` for one while the inbox is open; takes
+    /// nothing (a reader that may be cancelled waits with this, then takes with [`Inbox::pop`]).
+    pub fn wait_ready(&self, step: Duration) -> bool {
+        let mut q = self.queue.lock();
+        if q.is_empty() && !self.is_closed() {
+            self.ready.wait_for(&mut q, step);
+        }
+        !q.is_empty()
+    }
+
     /// Every entry, oldest first, without waiting.
     pub fn drain(&self) -> Vec<T> {
         self.queue.lock().drain(..).collect()
@@ -121,6 +131,12 @@ mod tests {
         }
         assert_eq!(got, Some(7));
         t.join().unwrap();
+        // Waiting for an entry takes none.
+        shared.push(9);
+        assert!(shared.wait_ready(Duration::from_secs(5)));
+        assert_eq!(shared.len(), 1);
+        assert_eq!(shared.pop(), Some(9));
+        assert!(!shared.wait_ready(Duration::from_millis(10)));
         shared.close();
         shared.push(8);
         assert!(shared.is_empty());

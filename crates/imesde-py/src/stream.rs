@@ -214,6 +214,13 @@ impl Subscription {
     fn get(&self, py: Python<'_>, timeout: Option<Real>) -> PyResult<Option<Py<Event>>> {
         self.wait(py, timeout)
     }
+    /// Whether an event waits, waiting at most ``timeout`` seconds for one; takes nothing
+    /// (``async for`` waits with this, so a cancelled wait loses no event).
+    fn _wait_ready(&self, py: Python<'_>, timeout: Real) -> PyResult<bool> {
+        let step =
+            Duration::try_from_secs_f64(timeout.0.max(0.0)).unwrap_or(Duration::from_secs(1));
+        gil::run(py, "Subscription.get", || self.inbox.wait_ready(step))
+    }
     /// Every queued event, without waiting.
     fn drain(&self) -> Vec<Py<Event>> {
         self.inbox.drain()

@@ -19,7 +19,14 @@ import numpy as np
 import numpy.typing as npt
 import ray
 
-from imesde.exceptions import ShardUnavailableError
+from imesde.exceptions import (
+    DTypeError,
+    InvalidValueError,
+    ItemNotFoundError,
+    OutOfRangeError,
+    ShapeError,
+    ShardUnavailableError,
+)
 
 MANIFEST = "manifest.json"
 FORMAT = 1
@@ -69,6 +76,42 @@ class ShardedItem:
     text: str | None
     ts: float
     metadata: dict[str, Any] | None
+
+
+def _listed(values: Iterable[Any], what: str) -> list[Any]:
+    """``values`` as a list; a lone str (which would be read as its characters) is refused."""
+    if isinstance(values, str | bytes):
+        raise DTypeError(f"{what} must be a list, got a single {type(values).__name__}")
+    try:
+        return list(values)
+    except TypeError:
+        raise DTypeError(f"{what} must be a list, got {type(values).__name__}") from None
+
+
+def _item_id(value: object, what: str = "id") -> int:
+    """An item id: an integer from 0 to 2**64 - 1 (numpy's too; not a bool or a str)."""
+    if isinstance(value, bool) or not hasattr(type(value), "__index__"):
+        raise DTypeError(f"{what} must be an int, got {type(value).__name__}")
+    i = operator.index(value)  # type: ignore[arg-type]
+    if not 0 <= i < 2**64:
+        raise OutOfRangeError(f"{what} must be an integer from 0 to 2**64 - 1, got {i}")
+    return i
+
+
+def _batch_size(value: object) -> int:
+    if isinstance(value, bool) or not hasattr(type(value), "__index__"):
+        raise DTypeError(f"batch_size must be an int, got {type(value).__name__}")
+    n = operator.index(value)  # type: ignore[arg-type]
+    if n < 1:
+        raise InvalidValueError(f"batch_size must be at least 1, got {n}")
+    return n
+
+
+def _per_item(columns: dict[str, Sequence[Any] | None], n: int, what: str) -> None:
+    """Each given column has one entry per item."""
+    for name, col in columns.items():
+        if col is not None and len(col) != n:
+            raise ShapeError(f"{name} has {len(col)} entries for {n} {what}")
 
 
 def _snapshot_path(directory: str | os.PathLike[str], shard: int) -> str:
@@ -422,12 +465,9 @@ class ShardedEngine:
         (shards work on their batches in parallel); returns the global ids in input order.
         A shard that is unavailable raises ``ShardUnavailableError`` (the batches sent to the
         other shards are kept)."""
-        texts = list(texts)
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        for name, col in (("timestamps", timestamps), ("metadata", metadata)):
-            if col is not None and len(col) != len(texts):
-                raise ValueError(f"{name} has {len(col)} entries for {len(texts)} texts")
+        texts = _listed(texts, "texts")
+        batch_size = _batch_size(batch_size)
+        _per_item({"timestamps": timestamps, "metadata": metadata}, len(texts), "texts")
         out = np.empty(len(texts), dtype=np.int64)
         pending = []
         with self._lock:
@@ -465,8 +505,11 @@ class ShardedEngine:
         """Adds pre-computed vectors (``[n, dim]``), in turn over the shards by batch."""
         x = np.ascontiguousarray(vectors, dtype=np.float32)
         if x.ndim != 2:
-            raise ValueError(f"vectors must be [n, dim], got shape {x.shape}")
+            raise ShapeError(f"vectors must be [n, dim], got shape {x.shape}")
         n = len(x)
+        batch_size = _batch_size(batch_size)
+        columns = {"texts": texts, "timestamps": timestamps, "metadata": metadata}
+        _per_item(columns, n, "vectors")
         out = np.empty(n, dtype=np.int64)
         pending = []
         with self._lock:
@@ -551,7 +594,7 @@ class ShardedEngine:
         exact: bool = False,
     ) -> list[list[ShardedHit]]:
         """``search`` for each query (embedded in one batch on each shard)."""
-        qs = list(queries)
+        qs = _listed(queries, "queries")
         f = self._filters(since, until, where, exact=exact)
         per_shard = self._scatter("search_batch", qs, k, f, allow_partial=allow_partial)
         return [self._merge((s[j] for s in per_shard), k) for j in range(len(qs))]
@@ -644,25 +687,24 @@ class ShardedEngine:
     # --- items -----------------------------------------------------------------------------
 
     def _shard_of(self, item_id: int) -> int:
-        if item_id < 0:
-            raise ValueError(f"ids are not negative, got {item_id}")
         return item_id % self.num_shards
 
     def get(self, item_id: int) -> ShardedItem:
-        """The item ``item_id``; ``KeyError`` when no shard holds it."""
-        shard = self._shard_of(int(item_id))
-        row = self._wait(shard, self._actors[shard].get.remote(int(item_id)))
+        """The item ``item_id``; ``ItemNotFoundError`` (a ``KeyError``) when no shard holds
+        it."""
+        item_id = _item_id(item_id)
+        shard = self._shard_of(item_id)
+        row = self._wait(shard, self._actors[shard].get.remote(item_id))
         if row is None:
-            raise KeyError(item_id)
+            raise ItemNotFoundError(f"no shard holds an item with id {item_id}")
         return ShardedItem(*row)
 
     def __contains__(self, item_id: object) -> bool:
         """Whether a shard holds the item ``item_id`` (``item_id in sharded``); anything that
         is not a valid id is not held."""
-        if isinstance(item_id, bool) or not hasattr(type(item_id), "__index__"):
-            return False
-        i = operator.index(item_id)  # type: ignore[arg-type]
-        if i < 0:
+        try:
+            i = _item_id(item_id)
+        except (DTypeError, OutOfRangeError):
             return False
         shard = self._shard_of(i)
         return self._wait(shard, self._actors[shard].get.remote(i)) is not None
@@ -670,8 +712,9 @@ class ShardedEngine:
     def delete(self, ids: Iterable[int]) -> int:
         """Deletes the items ``ids`` held; returns how many were."""
         by_shard: dict[int, list[int]] = {}
-        for i in ids:
-            by_shard.setdefault(self._shard_of(int(i)), []).append(int(i))
+        for n, value in enumerate(_listed(ids, "ids")):
+            i = _item_id(value, f"ids[{n}]")
+            by_shard.setdefault(self._shard_of(i), []).append(i)
         refs = [(s, self._actors[s].delete.remote(g)) for s, g in sorted(by_shard.items())]
         return sum(self._wait(s, r) for s, r in refs)
 
@@ -803,12 +846,23 @@ class ShardedEngine:
             key = self._subscription_keys
         q = query if isinstance(query, str) else np.ascontiguousarray(query, dtype=np.float32)
         args = (q, threshold, where, queue_size)
-        self._scatter("subscribe", key, *args)
+        try:
+            self._scatter("subscribe", key, *args)
+        except BaseException:
+            # No shard keeps a standing query that has no subscription to read it.
+            for actor in self._actors:
+                with contextlib.suppress(Exception):
+                    ray.get(actor.unsubscribe.remote(key))
+            raise
         self._standing[key] = args
         return ShardedSubscription(self, key, callback, queue_size, poll_interval)
 
     def __repr__(self) -> str:
         return f"ShardedEngine(num_shards={self.num_shards}, next_id_seq={self._next})"
+
+
+# Seconds a waiting ``ShardedSubscription.get`` sleeps before it looks whether it was closed.
+_SLICE = 0.1
 
 
 class ShardedSubscription:
@@ -828,7 +882,7 @@ class ShardedSubscription:
         self._engine = engine
         self._key = key
         self._callback = callback
-        self._queue: queue.Queue[ShardedHit | None] = queue.Queue(maxsize=max(1, queue_size))
+        self._queue: queue.Queue[ShardedHit] = queue.Queue(maxsize=max(1, queue_size))
         self._stop = threading.Event()
         self.delivered = 0
         self.dropped = 0
@@ -877,42 +931,43 @@ class ShardedSubscription:
 
     def get(self, timeout: float | None = None) -> ShardedHit | None:
         """The next event, waiting at most ``timeout`` seconds (None: until one arrives or the
-        subscription is closed)."""
-        try:
-            hit = self._queue.get(timeout=timeout)
-        except queue.Empty:
-            return None
-        if hit is None:
-            self._queue.put_nowait(None)
-        return hit
+        subscription is closed); None when there is none."""
+        if timeout is not None and not timeout >= 0:
+            raise InvalidValueError(
+                f"timeout must be a number of seconds >= 0 or None, got {timeout}"
+            )
+        deadline = None if timeout is None else time.monotonic() + min(timeout, 1e9)
+        while True:
+            left = _SLICE if deadline is None else min(_SLICE, deadline - time.monotonic())
+            try:
+                return self._queue.get(timeout=max(left, 0.0))
+            except queue.Empty:
+                if self._stop.is_set() or (deadline is not None and time.monotonic() >= deadline):
+                    return None
 
     def drain(self) -> list[ShardedHit]:
         """Every queued event, without waiting."""
         out: list[ShardedHit] = []
         while True:
             try:
-                hit = self._queue.get_nowait()
+                out.append(self._queue.get_nowait())
             except queue.Empty:
                 return out
-            if hit is None:
-                self._queue.put_nowait(None)
-                return out
-            out.append(hit)
 
     def close(self) -> None:
-        """Stops the standing query on every shard."""
+        """Stops the standing query on every shard (queued events can still be read). A
+        callback may close its own subscription."""
         if self._stop.is_set():
             return
         self._stop.set()
-        self._thread.join()
         self._engine._standing.pop(self._key, None)
         for i, a in enumerate(self._engine._actors):
             try:
                 ray.get(a.unsubscribe.remote(self._key))
             except _ACTOR_GONE:
                 self.unavailable.add(i)
-        with contextlib.suppress(queue.Full):
-            self._queue.put_nowait(None)
+        if threading.current_thread() is not self._thread:
+            self._thread.join()
 
     def __iter__(self) -> Iterator[ShardedHit]:
         return self
