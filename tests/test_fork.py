@@ -168,3 +168,46 @@ def test_a_child_forked_during_a_training_trains_its_own_index() -> None:
     assert status == 0, status
     assert engine.train_index()
     assert engine.search_vector(x[9], k=3)[0].id == 9
+
+
+def test_a_child_forked_while_a_thread_writes_an_sqlite_store(tmp_path: object) -> None:
+    from imesde.semantic_ids import SQLiteCollisionStore, UniqueIdResolver
+
+    store = SQLiteCollisionStore(os.path.join(str(tmp_path), "ids.db"), timeout=30)
+    stop = threading.Event()
+
+    def writer() -> None:
+        while not stop.is_set():
+            UniqueIdResolver(store).assign(["k"] * 20)
+            time.sleep(0.001)  # room for the children's transactions
+
+    t = threading.Thread(target=writer)
+    t.start()
+    statuses = []
+    try:
+        time.sleep(0.1)
+        for _ in range(10):
+            pid = os.fork()
+            if pid == 0:  # pragma: no cover - child
+                code = 1
+                try:
+                    signal.alarm(20)
+                    got = UniqueIdResolver(store).assign(["child"])
+                    code = 0 if len(got) == 1 else 1
+                finally:
+                    os._exit(code)
+            deadline = time.monotonic() + 60
+            while not (status := os.waitpid(pid, os.WNOHANG))[0]:
+                if time.monotonic() > deadline:
+                    os.kill(pid, signal.SIGKILL)
+                    os.waitpid(pid, 0)
+                    status = (pid, -1)
+                    break
+                time.sleep(0.01)
+            statuses.append(status[1])
+    finally:
+        stop.set()
+        t.join()
+    # Before, a child that inherited the store's lock held by the writer waited forever.
+    assert statuses == [0] * 10
+    assert len(store) >= 10

@@ -147,3 +147,21 @@ def test_processes_sharing_one_database_never_share_an_id(tmp_path: Path) -> Non
             sid,
             who,
         )
+
+
+def test_sqlite_store_arguments_are_checked(tmp_path: Path) -> None:
+    from imesde.semantic_ids import SQLiteCollisionStore
+
+    for bad in (-1, float("nan"), float("inf")):
+        with pytest.raises(imesde.InvalidValueError):
+            SQLiteCollisionStore(tmp_path / "a.db", timeout=bad)
+    with pytest.raises(imesde.DTypeError):
+        SQLiteCollisionStore(tmp_path / "a.db", timeout="5")  # type: ignore[arg-type]
+    store = SQLiteCollisionStore(tmp_path / "a.db", timeout=1)
+    for keys in ([1], [b"k"], ["k", None]):
+        with pytest.raises(imesde.DTypeError):
+            store.claim(keys)  # type: ignore[arg-type]
+    with pytest.raises(imesde.DTypeError):
+        store.claim(["k"], sep=5)  # type: ignore[arg-type]
+    # Nothing was counted by the refused calls.
+    assert store.claim(["k", "k"]) == ["k", "k-1"]

@@ -4,14 +4,22 @@ in Rust, shared with an ``Engine``'s labeler) and an SQLite store shared by proc
 from __future__ import annotations
 
 import itertools
+import math
 import os
 import sqlite3
 import threading
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from imesde._imesde import IdStore
-from imesde.exceptions import ImesdeError, IndexCorruptError, StorageError
+from imesde.exceptions import (
+    DTypeError,
+    ImesdeError,
+    IndexCorruptError,
+    InvalidValueError,
+    StorageError,
+)
 
 __all__ = ["CollisionStore", "InMemoryCollisionStore", "SQLiteCollisionStore"]
 
@@ -99,6 +107,50 @@ class InMemoryCollisionStore:
         return f"InMemoryCollisionStore(ids={len(self)})"
 
 
+# Every SQLite store of this process. A fork waits until no thread is inside one of their
+# transactions, so that the child inherits neither a held lock (it would wait for it
+# forever) nor a connection in the middle of a transaction (SQLite's locks are per process:
+# the child's own connection would find the database locked).
+_SQLITE_STORES: weakref.WeakSet[SQLiteCollisionStore] = weakref.WeakSet()
+# How long a fork waits for a transaction in flight (as imesde's native fork gate does).
+_FORK_WAIT = 60.0
+_held_for_fork: list[threading.Lock] = []
+
+
+def _before_fork() -> None:
+    for store in list(_SQLITE_STORES):
+        if store._lock.acquire(timeout=_FORK_WAIT):
+            _held_for_fork.append(store._lock)
+
+
+def _after_fork_in_parent() -> None:
+    while _held_for_fork:
+        _held_for_fork.pop().release()
+
+
+def _after_fork_in_child() -> None:
+    _held_for_fork.clear()
+    for store in list(_SQLITE_STORES):
+        # The parent's connection is left alone (closing it could touch the parent's
+        # database locks); the child opens its own on first use.
+        store._lock = threading.Lock()
+        store._conn, store._pid = None, -1
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(
+        before=_before_fork,
+        after_in_parent=_after_fork_in_parent,
+        after_in_child=_after_fork_in_child,
+    )
+
+
+def _strs(values: Sequence[str], what: str) -> None:
+    for i, v in enumerate(values):
+        if not isinstance(v, str):
+            raise DTypeError(f"{what}[{i}] must be str, got {type(v).__name__}")
+
+
 class SQLiteCollisionStore:
     """A store in an SQLite database (stdlib ``sqlite3``), shared safely by threads and by
     processes: each batch is one ``BEGIN IMMEDIATE`` transaction, so concurrent resolvers
@@ -115,11 +167,18 @@ class SQLiteCollisionStore:
     """
 
     def __init__(self, path: str | os.PathLike[str] = "collisions.db", *, timeout: float = 60.0):
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+            raise DTypeError(f"timeout must be a number of seconds, got {type(timeout).__name__}")
+        if not (math.isfinite(timeout) and timeout >= 0):
+            raise InvalidValueError(
+                f"timeout must be a finite number of seconds >= 0, got {timeout}"
+            )
         self.path = os.fspath(path)
-        self.timeout = timeout
+        self.timeout = float(timeout)
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
         self._pid = -1
+        _SQLITE_STORES.add(self)
 
         def create(conn: sqlite3.Connection) -> None:
             conn.execute(
@@ -166,6 +225,7 @@ class SQLiteCollisionStore:
 
     def next_suffix(self, key: str) -> int:
         """The number of earlier occurrences of ``key``; counts this one."""
+        _strs([key], "key")
 
         def work(conn: sqlite3.Connection) -> int:
             row = conn.execute("SELECT n FROM imesde_sid_counts WHERE key = ?", (key,)).fetchone()
@@ -184,6 +244,12 @@ class SQLiteCollisionStore:
         self, keys: Sequence[str], sep: str = "-", owners: Sequence[str] | None = None
     ) -> list[str]:
         """Unique ids for ``keys`` in one transaction (see :class:`UniqueIdResolver`)."""
+        keys = list(keys)
+        _strs(keys, "keys")
+        _strs([sep], "sep")
+        if owners is not None:
+            owners = list(owners)
+            _strs(owners, "owners")
 
         def work(conn: sqlite3.Connection) -> list[str]:
             def count(key: str) -> int:
