@@ -280,3 +280,13 @@ def test_execution_providers() -> None:
     assert "execution providers: " in info_out.stdout
     assert "CPUExecutionProvider" in info_out.stdout
     assert f"class {_locate.cpu_class()}" in info_out.stdout
+
+
+def test_the_default_builds_positions_bound_max_length() -> None:
+    # The graphs imesde builds name their position table `pos_emb_<n>`: found all the same.
+    with pytest.raises(imesde.InvalidValueError, match="512 token positions"):
+        imesde.TextEmbedder(max_length=513)
+    e = imesde.TextEmbedder(max_length=512, threads=1)
+    assert e.max_length == 512
+    v = e.embed_one("kernel panic " * 400)
+    assert abs(float(np.linalg.norm(v)) - 1.0) < 1e-4

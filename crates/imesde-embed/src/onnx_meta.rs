@@ -130,7 +130,14 @@ impl<R: Read + Seek> Scanner<R> {
 /// quantiser makes of it) and of `imesde model build` (`pos_emb`).
 fn is_position_table(name: &str) -> bool {
     let name = name.to_ascii_lowercase();
-    name.contains("position_embeddings") || name == "pos_emb"
+    // `pos_emb` with the numbered suffix the graphs of `imesde model build` give constants.
+    name.contains("position_embeddings")
+        || name.strip_prefix("pos_emb").is_some_and(|rest| {
+            rest.is_empty()
+                || rest
+                    .strip_prefix('_')
+                    .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        })
 }
 
 /// The number of positions of the model's position-embedding table (`[positions, hidden]`),
@@ -166,4 +173,30 @@ pub fn position_limit(path: &Path) -> io::Result<Option<usize>> {
         Ok(true)
     })?;
     Ok(limit.map(|l| usize::try_from(l).unwrap_or(usize::MAX)))
+}
+
+#[cfg(test)]
+mod position_names {
+    use super::is_position_table;
+
+    #[test]
+    fn position_tables_by_name() {
+        for name in [
+            "embeddings.position_embeddings.weight",
+            "pos_emb",
+            "pos_emb_9",
+            "POS_EMB_12",
+        ] {
+            assert!(is_position_table(name), "{name}");
+        }
+        for name in [
+            "pos_embx",
+            "pos_emb_a",
+            "word_emb_7",
+            "type_emb_11",
+            "positions",
+        ] {
+            assert!(!is_position_table(name), "{name}");
+        }
+    }
 }
