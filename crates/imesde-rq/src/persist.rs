@@ -149,3 +149,46 @@ mod tests {
         assert_eq!(old, m);
     }
 }
+
+#[cfg(test)]
+mod forged {
+    use std::path::Path;
+
+    use imesde_format::Writer;
+
+    use super::{MAGIC, VERSION};
+    use crate::error::RqError;
+    use crate::rq::RqKMeans;
+
+    /// A well-formed file (valid checksum) of one level of two 4-dim codewords, all `value`.
+    fn file(scale: f32, value: f32) -> Vec<u8> {
+        let mut w = Writer::new(MAGIC, VERSION);
+        w.u32(4);
+        w.u32(1);
+        w.f32(scale);
+        w.u32(2);
+        w.u8(0);
+        w.f32s(&[value; 8]);
+        w.finish()
+    }
+
+    #[test]
+    fn codewords_without_finite_distances_are_corrupt() {
+        let at = Path::new("<bytes>");
+        let ok = RqKMeans::from_bytes(&file(2f32.powi(100), 0.5), at).unwrap();
+        assert_eq!(ok.encode(&[1.0; 4], 1).unwrap(), [0]);
+        for (scale, value) in [
+            (1.0, 3e38),
+            (2f32.powi(100), 3e38),
+            (2f32.powi(120), 2f32.powi(100)),
+        ] {
+            assert!(
+                matches!(
+                    RqKMeans::from_bytes(&file(scale, value), at),
+                    Err(RqError::Corrupt { .. })
+                ),
+                "scale {scale:e}, codewords {value:e}"
+            );
+        }
+    }
+}

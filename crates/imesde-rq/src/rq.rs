@@ -676,6 +676,19 @@ impl RqKMeans {
             if k == 0 || (!b.is_empty() && b.len() != k) || b.iter().any(|v| !v.is_finite()) {
                 return Err(RqError::Invalid(format!("level {l}: malformed codebook")));
             }
+            // Distances to a codeword (|x|^2 - 2 x.c + |c|^2) must stay finite, and so must
+            // the codewords in the data's units: trained codebooks are far inside both bounds.
+            let limit = f64::from(f32::MAX) / 4.0;
+            let too_large = c.chunks_exact(dim).any(|row| {
+                let norm2: f64 = row.iter().map(|&v| f64::from(v) * f64::from(v)).sum();
+                let max = row.iter().fold(0f64, |m, &v| m.max(f64::from(v).abs()));
+                norm2 >= limit || max * f64::from(scale) >= limit
+            });
+            if too_large {
+                return Err(RqError::Invalid(format!(
+                    "level {l}: codewords too large for finite distances"
+                )));
+            }
             levels.push(Codebook::new(kern, dim, c, b));
         }
         let mut model = RqKMeans {
