@@ -70,6 +70,21 @@ def test_demo_replays_the_shipped_stream() -> None:
     assert "engine holds 300 items" in out.stdout
 
 
+def test_search_drops_crlf_and_demo_refuses_bad_timestamps(tmp_path: Path) -> None:
+    out = imesde_cli(
+        "search", "disk full", "-k", "1", "--jsonl", "--threads", "1", stdin="disk full\r\nok\r\n"
+    )
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.splitlines()[0])["text"] == "disk full"
+    for ts in ('"not a date"', "null", "[1]"):
+        path = tmp_path / "s.jsonl"
+        path.write_text(f'{{"text": "a"}}\n{{"text": "b", "ts": {ts}}}\n', encoding="utf-8")
+        out = imesde_cli("demo", "--file", str(path), "--threads", "1")
+        assert out.returncode == 2, out.stderr
+        assert "item 2" in out.stderr
+        assert "Traceback" not in out.stderr
+
+
 def test_help_and_errors() -> None:
     out = imesde_cli("--help")
     assert out.returncode == 0

@@ -256,6 +256,26 @@ def test_cli_builds_and_checks(tmp_path: Path) -> None:
     )
     assert out.returncode == 0, out.stderr
     assert "406 texts" in out.stdout
+    golden, reference = str(DATA / "golden_texts.jsonl"), str(DATA / "golden_minilm_l6_st.npy")
+    # A reference the cosines cannot be taken with (zero rows: NaN) fails the check.
+    zeros = tmp_path / "zeros.npy"
+    np.save(zeros, np.zeros((406, 384), np.float32))
+    out = imesde_model("check", str(tmp_path / "m"), golden, str(zeros), "--min-cosine", "0.5")
+    assert out.returncode == 1
+    assert "not finite" in out.stderr
+    # Bad arguments and unreadable inputs: one line naming the problem, no traceback.
+    not_npy = tmp_path / "not.npy"
+    not_npy.write_text("no array here")
+    for args in (
+        [golden, reference, "--min-cosine", "nan"],
+        [str(tmp_path / "missing.jsonl"), reference],
+        [str(DATA / "debtags_qrels.txt"), reference],
+        [golden, str(not_npy)],
+    ):
+        out = imesde_model("check", str(tmp_path / "m"), *args)
+        assert out.returncode == 2, (args, out.stderr)
+        assert out.stderr.startswith("imesde:"), out.stderr
+        assert "Traceback" not in out.stderr
 
 
 @pytest.mark.model

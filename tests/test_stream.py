@@ -225,6 +225,9 @@ def test_micro_batches_fill_up_or_go_after_the_wait() -> None:
     assert seen[1][1] < 1.0
     assert seen[2][1] >= 1.5
     assert list(imesde.micro_batches([], size=3)) == []
+    # A wait beyond what the clock takes (~292 years) is no deadline, not an OverflowError.
+    for wait in (1e10, 1e300):
+        assert list(imesde.micro_batches(iter(items[:3]), size=5, wait=wait)) == [items[:3]]
 
 
 def test_micro_batches_raise_what_the_source_raised_after_its_items() -> None:

@@ -119,8 +119,11 @@ def _ingest(
 
 
 def _ts(value: str | float) -> float:
-    if isinstance(value, (int, float)):
+    """Seconds since the epoch from a number or an ISO 8601 string (``ValueError`` otherwise)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
+    if not isinstance(value, str):
+        raise ValueError(f"ts must be seconds or an ISO 8601 date, got {value!r}")
     from datetime import datetime
 
     return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
@@ -152,6 +155,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
         items = list(itertools.islice(stream, args.limit))
         if any(not isinstance(i.get("text"), str) for i in items):
             raise ValueError("every line needs a text field holding a string")
+        for n, item in enumerate(items, 1):
+            if "ts" in item:
+                try:
+                    _ts(item["ts"])
+                except ValueError as e:
+                    raise ValueError(f"item {n}: {e}") from None
     except (OSError, ValueError, AttributeError) as e:
         raise _UsageError(f"cannot replay {args.file}: {e}") from None
     t = time.perf_counter()
@@ -183,7 +192,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     # The model before the input: a wrong --model fails before standard input is read.
     engine = Engine(_embedder(args), num_shards=args.num_shards, shard_size=args.shard_size)
     with source:
-        items = [{"text": line.rstrip("\n")} for line in source if line.strip()]
+        items = [{"text": line.rstrip("\r\n")} for line in source if line.strip()]
     if not items:
         print("imesde search: no input lines", file=sys.stderr)
         return 1
@@ -462,17 +471,27 @@ def cmd_model_check(args: argparse.Namespace) -> int:
 
     from imesde import build as models
 
-    texts = [
-        json.loads(line)["text"]
-        for line in Path(args.texts).read_text(encoding="utf-8").splitlines()
-        if line.strip()
-    ]
-    reference = np.load(args.reference)
+    if args.min_cosine is not None and not -1.0 <= args.min_cosine <= 1.0:
+        raise _UsageError(f"--min-cosine must be a cosine in [-1, 1], got {args.min_cosine}")
+    try:
+        lines = Path(args.texts).read_text(encoding="utf-8").splitlines()
+        texts = [json.loads(line)["text"] for line in lines if line.strip()]
+        if not all(isinstance(t, str) for t in texts):
+            raise ValueError("every text field must hold a string")
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise _UsageError(f"cannot read texts from {args.texts}: {e!r}") from None
+    try:
+        reference = np.load(args.reference, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as e:
+        raise _UsageError(f"cannot read the reference {args.reference}: {e}") from None
     result = models.check(args.model, texts, reference)
     print(
         f"{int(result['n'])} texts: cosine to the reference mean {result['mean']:.6f}, "
         f"min {result['min']:.6f}"
     )
+    if not (math.isfinite(result["mean"]) and math.isfinite(result["min"])):
+        print("imesde model check: the cosines are not finite numbers", file=sys.stderr)
+        return 1
     if args.min_cosine is not None and result["min"] < args.min_cosine:
         print(f"imesde model check: min cosine below {args.min_cosine}", file=sys.stderr)
         return 1

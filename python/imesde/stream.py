@@ -74,7 +74,9 @@ def micro_batches(items: Iterable[T], size: int = 64, wait: float = 0.2) -> Iter
         batch: list[T] = []
         deadline: float | None = None
         while len(batch) < size:
-            timeout = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+            # A wait beyond what the platform's clock takes (~292 years) is no deadline.
+            left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+            timeout = None if left is None or left > threading.TIMEOUT_MAX else left
             try:
                 item = ahead.get(timeout=timeout)
             except queue.Empty:
