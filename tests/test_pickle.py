@@ -111,3 +111,29 @@ def test_text_embedder_and_a_text_engine_pickle(embedder: imesde.TextEmbedder) -
     copied = copy.deepcopy(engine)
     assert copied.model is not None
     assert copied.search("memory exhausted", k=1)[0].text == texts[0]
+
+
+def test_collision_stores_and_semantic_id_engines_pickle(golden: Golden, tmp_path: Any) -> None:
+    _, vecs = golden
+    store = imesde.InMemoryCollisionStore()
+    assert store.claim(["a", "a", "b"]) == ["a", "a-1", "b"]
+    assert store.claim(["c"], owners=["doc1"]) == ["c"]
+    assert store.claim(["c"], owners=["doc2"]) == ["c-doc2"]
+    assert store.next_suffix("z") == 0
+    for copied in (pickle.loads(pickle.dumps(store)), copy.deepcopy(store)):
+        # The copy hands out what the original would have: nothing twice, owners kept.
+        assert len(copied) == len(store) == 5
+        assert copied.claim(["a", "b"]) == ["a-2", "b-1"]
+        assert copied.claim(["c"], owners=["doc1"]) == ["c"]
+        assert copied.next_suffix("z") == 1
+    assert store.claim(["a"]) == ["a-2"]  # the original did not move
+    sid = imesde.SemanticIdEngine(imesde.RQKMeans(2, 4, random_state=0).fit(vecs))
+    first = sid.unique_ids(vecs[:20])
+    twin = pickle.loads(pickle.dumps(sid))
+    assert twin.unique_ids(vecs[20:40]) == sid.unique_ids(vecs[20:40])
+    assert not set(first) & set(twin.unique_ids(vecs[:20]))
+    sqlite = imesde.SQLiteCollisionStore(tmp_path / "ids.db", timeout=5)
+    assert sqlite.claim(["k"]) == ["k"]
+    again = pickle.loads(pickle.dumps(sqlite))
+    assert (again.path, again.timeout) == (sqlite.path, 5.0)
+    assert again.claim(["k"]) == ["k-1"]  # the same database

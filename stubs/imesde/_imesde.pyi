@@ -668,6 +668,15 @@ class IdStore:
     def claim(self, keys: list[str], sep: str, owners: list[str] | None = None) -> list[str]:
         """Unique ids for ``keys`` (see ``imesde.UniqueIdResolver`` for the rule)."""
     def __len__(self) -> int: ...
+    def __reduce__(
+        self,
+    ) -> tuple[
+        Callable[..., IdStore], tuple[list[tuple[str, int, bool]], list[tuple[str, str, str]]]
+    ]: ...
+    @staticmethod
+    def _from_state(
+        names: list[tuple[str, int, bool]], owned: list[tuple[str, str, str]]
+    ) -> IdStore: ...
 
 def rq_collision_rate(codes: npt.NDArray[np.int64]) -> float:
     """Fraction of rows sharing their code with another row."""

@@ -68,6 +68,15 @@ pub struct IdStore {
     state: Mutex<IdState>,
 }
 
+/// A copy of what an [`IdStore`] knows ([`IdStore::state`], [`IdStore::from_state`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IdStoreState {
+    /// Each name: its count as a key, and whether it was handed out as an id.
+    pub names: Vec<(String, u64, bool)>,
+    /// Each owner's id for a key: `(key, owner, id)`.
+    pub owned: Vec<(String, String, String)>,
+}
+
 /// What the store knows of one string: how often it was counted as a key (its next
 /// suffix) and whether it was handed out as an id.
 #[derive(Debug, Default)]
@@ -155,6 +164,44 @@ impl IdStore {
         let name = st.names.entry_ref(key).or_default();
         name.count += 1;
         name.count - 1
+    }
+
+    /// What the store knows, to copy it: each name with its count (how often it was counted
+    /// as a key) and whether it was handed out as an id, and each `(key, owner, id)`.
+    #[must_use]
+    pub fn state(&self) -> IdStoreState {
+        let st = self.state.lock();
+        IdStoreState {
+            names: st
+                .names
+                .iter()
+                .map(|(k, n)| (k.to_string(), n.count, n.issued))
+                .collect(),
+            owned: st
+                .owned
+                .iter()
+                .map(|((k, o), id)| (k.clone(), o.clone(), id.clone()))
+                .collect(),
+        }
+    }
+
+    /// A store that knows what `state` says (see [`IdStore::state`]).
+    #[must_use]
+    pub fn from_state(state: IdStoreState) -> Self {
+        let mut st = IdState::default();
+        for (name, count, issued) in state.names {
+            st.names
+                .insert(name.into_boxed_str(), Name { count, issued });
+        }
+        st.issued = st.names.values().filter(|n| n.issued).count();
+        st.owned = state
+            .owned
+            .into_iter()
+            .map(|(k, o, id)| ((k, o), id))
+            .collect();
+        IdStore {
+            state: Mutex::new(st),
+        }
     }
 
     /// Ids handed out by [`IdStore::claim`].

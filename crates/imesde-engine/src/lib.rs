@@ -50,7 +50,7 @@ pub use error::{EngineError, Result};
 pub use inbox::Inbox;
 #[cfg(feature = "rq")]
 pub use labeler::RqLabeler;
-pub use labeler::{IdFormat, IdStore, Labeler, SEMANTIC_ID};
+pub use labeler::{IdFormat, IdStore, IdStoreState, Labeler, SEMANTIC_ID};
 pub use model::{TextModel, same_model};
 pub use snapshot::Manifest;
 

@@ -493,3 +493,21 @@ fn percentile_thresholds_parse() {
         assert!(matches!(e, EngineError::Invalid(_)), "{bad}: {e}");
     }
 }
+
+#[test]
+fn an_id_store_copied_from_its_state_hands_out_what_it_would() {
+    let s = |v: &[&str]| v.iter().map(|x| (*x).to_owned()).collect::<Vec<String>>();
+    let store = IdStore::new();
+    assert_eq!(
+        store.claim(&s(&["a", "a", "b"]), "-", None),
+        s(&["a", "a-1", "b"])
+    );
+    assert_eq!(store.claim(&s(&["c"]), "-", Some(&s(&["d1"]))), s(&["c"]));
+    let copy = IdStore::from_state(store.state());
+    assert_eq!(copy.len(), store.len());
+    assert_eq!(copy.state().names.len(), store.state().names.len());
+    for st in [&store, &copy] {
+        assert_eq!(st.claim(&s(&["a", "c"]), "-", None), s(&["a-2", "c-1"]));
+        assert_eq!(st.claim(&s(&["c"]), "-", Some(&s(&["d1"]))), s(&["c"]));
+    }
+}

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering::Relaxed;
 
-use imesde_engine::{IdFormat, IdStore, RqLabeler};
+use imesde_engine::{IdFormat, IdStore, IdStoreState, RqLabeler};
 use imesde_rq::metrics::{codebook_usage, collision_rate};
 use imesde_rq::{FitConfig, Init, RqError, RqKMeans};
 use numpy::{
@@ -396,5 +396,27 @@ impl PyIdStore {
 
     fn __len__(&self) -> usize {
         self.0.len()
+    }
+
+    /// Pickles as what it knows (every name's count and whether it was handed out, and each
+    /// owner's id): a copy hands out the ids the original would.
+    #[allow(clippy::type_complexity)]
+    fn __reduce__<'py>(
+        slf: &Bound<'py, Self>,
+    ) -> PyResult<(
+        Bound<'py, PyAny>,
+        (Vec<(String, u64, bool)>, Vec<(String, String, String)>),
+    )> {
+        let state = slf.get().0.state();
+        let restore = slf
+            .get_type()
+            .getattr(pyo3::intern!(slf.py(), "_from_state"))?;
+        Ok((restore, (state.names, state.owned)))
+    }
+
+    /// A store that knows what ``__reduce__`` recorded.
+    #[staticmethod]
+    fn _from_state(names: Vec<(String, u64, bool)>, owned: Vec<(String, String, String)>) -> Self {
+        PyIdStore(Arc::new(IdStore::from_state(IdStoreState { names, owned })))
     }
 }

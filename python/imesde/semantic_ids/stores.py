@@ -294,6 +294,14 @@ class SQLiteCollisionStore:
         result: int = self._transaction(work)
         return result
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickles as its file and timeout: a copy (in a ``spawn`` worker, say) opens the same
+        database and shares its ids."""
+        return {"path": self.path, "timeout": self.timeout}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["path"], timeout=state["timeout"])  # type: ignore[misc]
+
     def close(self) -> None:
         """Close this process's connection (it reopens on next use)."""
         with self._lock:
