@@ -776,3 +776,26 @@ def test_numpy_integers_are_counts_everywhere() -> None:
         imesde.RQKMeans(2, [4, 0])
     with pytest.raises(imesde.InvalidValueError, match="float32"):
         imesde.BM25(k1=1e308)
+
+
+def test_semantic_id_formatting_and_cli_percentiles_are_checked() -> None:
+    import argparse
+
+    from imesde import cli
+
+    with pytest.raises(imesde.OutOfRangeError):
+        imesde.codes_to_ids(np.array([[2**64 - 1]], np.uint64))
+    assert imesde.codes_to_ids(np.array([[7, 2**40]], np.uint64)) == [f"7-{2**40}"]
+    with pytest.raises(imesde.DTypeError):
+        imesde.codes_to_ids([[1, 2]], sep=5)  # type: ignore[arg-type]
+    with pytest.raises(imesde.DTypeError):
+        imesde.codes_to_ids([[1, 2]], formatter=lambda row: int(row[0]))  # type: ignore[arg-type,return-value]
+    x = np.random.default_rng(4).standard_normal((64, 8)).astype(np.float32)
+    model = imesde.RQKMeans(2, 4, random_state=0).fit(x)
+    with pytest.raises(imesde.DTypeError):
+        model.encode(x, beam_width=True)
+    # The command line reads a percentile as the engine does, before any input is read.
+    assert cli._threshold("p99.5") == "p99.5"
+    for bad in ("p 50", "p5_0", "p1e1", "p-1", "p100", "pnan"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            cli._threshold(bad)

@@ -279,10 +279,10 @@ class _UsageError(Exception):
 def _threshold(value: str) -> float | str:
     """A cosine score, or a percentile ``pNN`` with 0 <= NN < 100."""
     if value.startswith("p"):
-        try:
-            pct = float(value[1:])
-        except ValueError:
-            pct = math.nan
+        # As the engine reads it: digits, an optional fraction (no spaces, no underscores).
+        digits = value[1:]
+        plain = digits.replace(".", "", 1).isdigit() and digits.isascii()
+        pct = float(digits) if plain else math.nan
         if not 0.0 <= pct < 100.0:
             raise argparse.ArgumentTypeError(
                 f"{value!r} is not a percentile: use p0 up to p99.99 (p99: the top 1 %)"

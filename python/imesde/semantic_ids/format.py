@@ -8,7 +8,7 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from imesde.exceptions import InvalidValueError, ShapeError
+from imesde.exceptions import DTypeError, InvalidValueError, OutOfRangeError, ShapeError
 
 __all__ = ["codes_to_ids"]
 
@@ -21,6 +21,9 @@ def _codes(codes: Any) -> npt.NDArray[np.int64]:
         raise ShapeError(f"codes must be 2-D (n, n_levels), got shape {arr.shape}")
     if arr.size and not np.issubdtype(arr.dtype, np.integer):
         raise InvalidValueError(f"codes must be integers, got dtype {arr.dtype}")
+    # uint64 codes beyond int64 would wrap to negative ones.
+    if arr.size and arr.dtype == np.uint64 and int(arr.max()) > np.iinfo(np.int64).max:
+        raise OutOfRangeError(f"code {int(arr.max())} is beyond the codes a codebook has")
     return np.ascontiguousarray(arr, dtype=np.int64)
 
 
@@ -38,8 +41,14 @@ def codes_to_ids(
     to a string and overrides both.
     """
     arr = _codes(codes)
+    if not isinstance(sep, str):
+        raise DTypeError(f"sep must be str, got {type(sep).__name__}")
     if formatter is not None:
-        return [formatter(row) for row in arr]
+        ids = [formatter(row) for row in arr]
+        for i, got in enumerate(ids):
+            if not isinstance(got, str):
+                raise DTypeError(f"formatter must return str, got {type(got).__name__} for row {i}")
+        return ids
     if fmt == "token":
         return [
             "".join(f"<{_LETTERS[lvl % 26]}_{c}>" for lvl, c in enumerate(row))

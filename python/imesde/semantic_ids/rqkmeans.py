@@ -197,7 +197,7 @@ class RQKMeans:
         for ``semantic-id`` compatibility (encoding is already parallel and chunked).
         """
         del device, batch_size
-        beam = self.beam_width if beam_width is None else beam_width
+        beam = self.beam_width if beam_width is None else _positive(beam_width, "beam_width")
         return self._fitted().encode(_matrix(X), beam)
 
     def decode(self, codes: Any) -> npt.NDArray[np.float32]:
