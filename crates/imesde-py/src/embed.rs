@@ -381,6 +381,6 @@ pub(crate) fn available_providers(py: Python<'_>) -> PyResult<Vec<String>> {
     gil::run(py, "available_providers", || {
         imesde_embed::load_runtime(runtime.as_ref())?;
         imesde_embed::available_providers()
-    })?
-    .map_err(|e| CoreError::from(e).into())
+    })
+    .raise()
 }

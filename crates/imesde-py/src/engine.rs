@@ -423,8 +423,7 @@ impl Engine {
     /// finish wins and the file is always whole. A symbolic link is written through; a path
     /// that is a directory or a device is refused with ``StorageError``.
     fn save(&self, py: Python<'_>, path: PathBuf) -> PyResult<()> {
-        gil::run(py, "Engine.save", || self.core.save(&path))?
-            .map_err(|e| CoreError::from(e).into())
+        gil::run(py, "Engine.save", || self.core.save(&path)).raise()
     }
 
     /// An engine restored from ``save``: the same items in the same slots, so searches
