@@ -301,3 +301,66 @@ def test_runtime_comes_from_the_onnxruntime_wheel(embedder: imesde.TextEmbedder)
     assert path.parent.name == "capi"
     assert path.parent.parent.name == "onnxruntime"
     assert path == Path(_locate.onnxruntime_library())
+
+
+def test_texts_without_tokens_are_refused_not_pooled(tmp_path: Path) -> None:
+    import json
+    import shutil
+
+    # A tokenizer that adds no [CLS] / [SEP]: a blank text has no tokens at all.
+    src = Path(imesde.TextEmbedder().model_path).parent
+    bare = tmp_path / "bare"
+    shutil.copytree(src, bare)
+    spec = json.loads((bare / "tokenizer.json").read_text(encoding="utf-8"))
+    spec["post_processor"] = None
+    (bare / "tokenizer.json").write_text(json.dumps(spec), encoding="utf-8")
+    for pooling in ("cls", "mean"):
+        e = imesde.TextEmbedder(bare, pooling=pooling, threads=1)
+        assert e.embed(["hello"]).shape == (1, 384)
+        # Alone (no states at all: CLS panicked) or beside a real text (CLS pooled the
+        # padding, a made-up vector): refused either way.
+        for texts in ([" "], [" ", "hello"], ["hello", ""]):
+            with pytest.raises(imesde.EmbeddingError, match="no tokens"):
+                e.embed(texts)
+        engine = imesde.Engine(e, num_shards=1, shard_size=8)
+        with pytest.raises(imesde.EmbeddingError):
+            engine.ingest_batch([" ", "hello"])
+        assert len(engine) == 0
+        engine.ingest_batch(["hello"])
+        assert [h.text for h in engine.search("hello", k=1)] == ["hello"]
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_a_model_that_outputs_non_finite_states_is_refused(tmp_path: Path, value: float) -> None:
+    import shutil
+
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    # States of the input's shape x 8, every one `value`.
+    nodes = [
+        helper.make_node("Shape", ["input_ids"], ["shape"]),
+        helper.make_node(
+            "Constant", [], ["width"], value=helper.make_tensor("w", TensorProto.INT64, [1], [8])
+        ),
+        helper.make_node("Concat", ["shape", "width"], ["full"], axis=0),
+        helper.make_node(
+            "ConstantOfShape",
+            ["full"],
+            ["last_hidden_state"],
+            value=helper.make_tensor("v", TensorProto.FLOAT, [1], [value]),
+        ),
+    ]
+    inputs = [
+        helper.make_tensor_value_info(name, TensorProto.INT64, ["b", "s"])
+        for name in ("input_ids", "attention_mask", "token_type_ids")
+    ]
+    out = helper.make_tensor_value_info("last_hidden_state", TensorProto.FLOAT, ["b", "s", 8])
+    graph = helper.make_graph(nodes, "states", inputs, [out])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, tmp_path / "model.onnx")
+    shutil.copy(Path(imesde.TextEmbedder().tokenizer_path), tmp_path / "tokenizer.json")
+    # Refused when loaded (its probe), rather than vectors of NaN handed out.
+    with pytest.raises(imesde.EmbeddingError, match="NaN or infinite"):
+        imesde.TextEmbedder(tmp_path)

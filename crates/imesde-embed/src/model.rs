@@ -218,6 +218,19 @@ impl OnnxModel {
     /// Runs one padded batch and writes `batch` pooled (not yet normalised) vectors of `dim`
     /// values into `out`, resized to fit. Returns `dim`.
     pub fn run(&self, batch: &Batch, pooling: Pooling, out: &mut Vec<f32>) -> Result<usize> {
+        if batch.seq == 0
+            || batch
+                .mask
+                .chunks(batch.seq)
+                .any(|m| m.iter().all(|&x| x == 0))
+        {
+            // Nothing to pool: a mean of no states, or a first state that is padding.
+            return Err(EmbedError::Tokenize(
+                "a text has no tokens (this tokenizer adds no special tokens, and the text has \
+                 none of its own)"
+                    .to_owned(),
+            ));
+        }
         let narrow = |v: &[i64]| v.iter().map(|&x| x as i32).collect::<Vec<i32>>();
         let narrowed;
         let inputs = match self.id_type {
@@ -256,6 +269,12 @@ impl OnnxModel {
             out.copy_from_slice(data);
         } else {
             pool(data, &batch.mask, dim, pooling, out);
+        }
+        if !out.iter().all(|v| v.is_finite()) {
+            return Err(EmbedError::Inference(format!(
+                "output {:?} holds NaN or infinite values for this batch",
+                self.output.name
+            )));
         }
         Ok(dim)
     }
