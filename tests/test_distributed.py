@@ -79,6 +79,11 @@ def test_embed_dataset_equals_text_embedder(embedder: imesde.TextEmbedder) -> No
         dist.embed(ds, concurrency=0)
     with pytest.raises(ValueError, match="batch_size"):
         dist.embed(ds, batch_size=0)
+    # A cell that is not a str is an error, not the embedding of its repr ("None", "b'..'").
+    for bad in (None, b"raw bytes"):
+        odd = ray.data.from_items([{"text": "kernel panic"}, {"text": bad}])
+        with pytest.raises(Exception, match="must hold str"):
+            dist.embed(odd, batch_size=8, concurrency=1, num_cpus=1).take_all()
 
 
 @pytest.fixture(scope="module")

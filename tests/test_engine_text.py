@@ -171,6 +171,12 @@ def test_pyimesde_drop_in(embedder: imesde.TextEmbedder) -> None:
     assert raw_text == "a raw vector"
     assert raw_score == pytest.approx(1.0, abs=1e-5)
     assert len(db) == 4
+    # A lone str is one text too many ways to read: refused, not stored letter by letter.
+    with pytest.raises(imesde.DTypeError):
+        db.ingest_batch("abc")
+    with pytest.raises(imesde.DTypeError):
+        db.ingest_batch_raw([q, q], "xy")
+    assert len(db) == 4
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGINT to oneself is a POSIX idiom")

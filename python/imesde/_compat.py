@@ -36,7 +36,7 @@ class PyImesde:
 
     def ingest_batch(self, texts: Sequence[str]) -> list[int]:
         """Embeds and stores texts; returns their ids."""
-        return [int(i) for i in self.engine.ingest_batch(list(texts))]
+        return [int(i) for i in self.engine.ingest_batch(texts)]
 
     def search(self, query: str, k: int) -> list[tuple[str, float]]:
         """The ``k`` stored texts closest in meaning to ``query``, as ``(text, score)``."""
@@ -56,7 +56,7 @@ class PyImesde:
     ) -> list[int]:
         """Stores precomputed vectors with their texts; returns their ids."""
         v = np.ascontiguousarray(vectors, dtype=np.float32)
-        return [int(i) for i in self.engine.ingest_vectors(v, list(texts))]
+        return [int(i) for i in self.engine.ingest_vectors(v, texts)]
 
     def search_raw(
         self, query_vector: Sequence[float] | npt.ArrayLike, k: int

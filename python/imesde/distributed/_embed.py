@@ -9,6 +9,8 @@ import numpy as np
 import numpy.typing as npt
 import ray
 
+from imesde.exceptions import DTypeError, ShapeError
+
 
 class _Embedder:
     """One model per actor; called by Ray Data with a batch of rows as numpy columns."""
@@ -29,7 +31,17 @@ class _Embedder:
         self.output_column = output_column
 
     def __call__(self, batch: dict[str, npt.NDArray[Any]]) -> dict[str, npt.NDArray[Any]]:
-        texts = [str(t) for t in batch[self.column].tolist()]
+        if self.column not in batch:
+            raise ShapeError(f"the dataset has no column {self.column!r}")
+        texts = batch[self.column].tolist()
+        # Each cell is the text itself: a cell of another type (None, bytes, a list) is an
+        # error, never the embedding of its repr.
+        for i, t in enumerate(texts):
+            if not isinstance(t, str):
+                raise DTypeError(
+                    f"column {self.column!r} must hold str, got {type(t).__name__} in row {i} "
+                    "of a batch"
+                )
         batch[self.output_column] = np.asarray(self.embedder.embed(texts), dtype=np.float32)
         return batch
 
