@@ -364,3 +364,33 @@ def test_a_model_that_outputs_non_finite_states_is_refused(tmp_path: Path, value
     # Refused when loaded (its probe), rather than vectors of NaN handed out.
     with pytest.raises(imesde.EmbeddingError, match="NaN or infinite"):
         imesde.TextEmbedder(tmp_path)
+
+
+def test_a_manifest_of_the_wrong_types_is_a_model_load_error(tmp_path: Path) -> None:
+    import json
+    import shutil
+
+    src = Path(imesde.TextEmbedder().model_path).parent
+    manifest = json.loads((src / "imesde-model.json").read_text(encoding="utf-8"))
+    for key, value in [
+        ("pooling", 5),
+        ("pooling", None),
+        ("normalize", "yes"),
+        ("normalize", 1),
+        ("optimization", 3),
+        ("max_length", "abc"),
+        ("max_length", True),
+        ("prompts", ["a"]),
+        ("prompts", {"q": None}),
+        ("default_prompt_name", ["q"]),
+    ]:
+        case = tmp_path / f"{key}-{value!r}"
+        shutil.copytree(src, case)
+        (case / "imesde-model.json").write_text(json.dumps({**manifest, key: value}))
+        with pytest.raises(imesde.ModelLoadError, match=f"imesde-model.json: {key}"):
+            imesde.TextEmbedder(case)
+    deep = tmp_path / "deep"
+    shutil.copytree(src, deep)
+    (deep / "imesde-model.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(imesde.ModelLoadError):
+        imesde.TextEmbedder(deep)

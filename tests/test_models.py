@@ -429,3 +429,112 @@ def test_the_former_module_name_still_imports() -> None:
     assert former.check is models.check
     assert former.read_manifest is models.read_manifest
     assert set(former.__all__) == set(models.__all__)
+
+
+def _forged(path: Path, header: Any, body: bytes = b"\0" * 16) -> None:
+    head = json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(head)) + head + body)
+
+
+def test_forged_safetensors_headers_are_model_load_errors(tmp_path: Path) -> None:
+    path = tmp_path / "w.safetensors"
+    ok = {"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}
+    _forged(path, ok)
+    assert models.read_safetensors(path)["a"].shape == (2,)
+    bad_headers = [
+        [],
+        5,
+        {"a": 3},
+        {"a": {"dtype": "F32", "shape": [2]}},
+        {"a": {"shape": [2], "data_offsets": [0, 8]}},
+        {"a": {"dtype": "F32", "shape": [2], "data_offsets": [-8, 0]}},  # read from the end
+        {"a": {"dtype": "F32", "shape": [-1], "data_offsets": [0, 8]}},
+        {"a": {"dtype": "F32", "shape": [2], "data_offsets": [8, 0]}},
+        {"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 24]}},  # past the file's end
+        {"a": {"dtype": "F32", "shape": [3], "data_offsets": [0, 8]}},  # bytes != shape
+        {"a": {"dtype": "F16", "shape": [2], "data_offsets": [0, 8]}},
+        {"a": {"dtype": "F32", "shape": [2], "data_offsets": ["0", 8]}},
+        {"a": {"dtype": "F32", "shape": [2.0], "data_offsets": [0, 8]}},
+        {  # two tensors over the same bytes
+            "a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
+            "b": {"dtype": "F32", "shape": [2], "data_offsets": [4, 12]},
+        },
+    ]
+    for header in bad_headers:
+        _forged(path, header)
+        with pytest.raises(imesde.ModelLoadError):
+            models.read_safetensors(path)
+    deep = b"[" * 100_000 + b"]" * 100_000
+    path.write_bytes(struct.pack("<Q", len(deep)) + deep)
+    with pytest.raises(imesde.ModelLoadError):
+        models.read_safetensors(path)
+
+
+@pytest.mark.model
+def test_hostile_checkpoints_fail_before_anything_is_written(tmp_path: Path) -> None:
+    src, _ = random_bert(tmp_path, layers=1)
+    out = models.build(src, tmp_path / "built", optimize=False)
+    before = {f: (out / f).read_bytes() for f in ("model.onnx", "tokenizer.json")}
+    manifest = models.read_manifest(out)
+    cfg = json.loads((src / "config.json").read_text())
+
+    def attempt(error: type[Exception], change: Any) -> None:
+        case = tmp_path / "case"
+        shutil.rmtree(case, ignore_errors=True)
+        shutil.copytree(src, case)
+        change(case)
+        with pytest.raises(error):
+            models.build(case, out, optimize=False)
+        # The model already there is untouched, and still loads.
+        assert {f: (out / f).read_bytes() for f in before} == before
+        assert models.read_manifest(out) == manifest
+        assert not list(out.glob(".imesde-build-*"))
+
+    for field, value in [
+        ("num_hidden_layers", 0),
+        ("num_hidden_layers", "1"),
+        ("num_attention_heads", 0),
+        ("hidden_size", None),
+        ("pad_token_id", -5),
+        ("layer_norm_eps", -1.0),
+        ("layer_norm_eps", "x"),
+    ]:
+
+        def set_field(d: Path, field: str = field, value: Any = value) -> None:
+            (d / "config.json").write_text(json.dumps({**cfg, field: value}))
+
+        attempt(imesde.ModelLoadError, set_field)
+
+    def drop(d: Path) -> None:
+        (d / "config.json").write_text(
+            json.dumps({k: v for k, v in cfg.items() if k != "vocab_size"})
+        )
+
+    attempt(imesde.ModelLoadError, drop)
+    for name, text in [
+        ("config.json", "[1]"),
+        ("config.json", "{not json"),
+        ("modules.json", '{"0": {"type": "x"}}'),
+        ("config_sentence_transformers.json", '{"prompts": ["a"]}'),
+        ("config_sentence_transformers.json", '{"prompts": {"q": null}}'),
+        ("tokenizer.json", "{}"),
+        ("tokenizer.json", "\\x00 not json"),
+    ]:
+
+        def write(d: Path, name: str = name, text: str = text) -> None:
+            (d / name).write_text(text)
+
+        attempt(imesde.ModelLoadError, write)
+
+    # A layer's tensor of the wrong shape, or holding NaN, is refused, not broadcast.
+    weights = models.read_safetensors(src / "model.safetensors")
+    for key, value in [
+        ("encoder.layer.0.attention.self.query.bias", np.zeros(1, np.float32)),
+        ("encoder.layer.0.output.LayerNorm.weight", np.ones((1, 64), np.float32)),
+        ("encoder.layer.0.output.dense.bias", np.full(64, np.nan, np.float32)),
+    ]:
+
+        def tensor(d: Path, key: str = key, value: Any = value) -> None:
+            write_safetensors(d / "model.safetensors", {**weights, key: value})
+
+        attempt(imesde.ModelLoadError, tensor)

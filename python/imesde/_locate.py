@@ -411,8 +411,11 @@ def _snapshot(entry: Path) -> Path | None:
     snapshots = entry / "snapshots"
     ref = entry / "refs" / "main"
     if ref.is_file():
-        rev = ref.read_text(encoding="utf-8").strip()
-        if (snapshots / rev).is_dir():
+        try:
+            rev = ref.read_text(encoding="utf-8").strip()
+        except (OSError, ValueError):
+            rev = ""  # unreadable: the newest snapshot, as without a ref
+        if rev and "/" not in rev and (snapshots / rev).is_dir():
             return snapshots / rev
     found = sorted((p for p in snapshots.glob("*") if p.is_dir()), key=lambda p: p.stat().st_mtime)
     return found[-1] if found else None
@@ -471,7 +474,7 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     """A JSON object from ``path``, or None when it cannot be read as one."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
     return data if isinstance(data, dict) else None
 

@@ -19,8 +19,20 @@ FORMAT = "imesde-model/1"
 def _json(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as e:
+    except (OSError, ValueError, RecursionError) as e:
         raise ModelLoadError(f"{path} is not valid JSON: {e}") from None
+
+
+# The manifest's settings and their types (a file is not an argument: a wrong type is a damaged
+# manifest, ModelLoadError naming it, not the TypeError of a call).
+_SETTINGS: dict[str, tuple[type, ...]] = {
+    "max_length": (int,),
+    "pooling": (str,),
+    "normalize": (bool,),
+    "optimization": (str,),
+    "dim": (int,),
+    "default_prompt_name": (str, type(None)),
+}
 
 
 def read_manifest(model: str | os.PathLike[str]) -> dict[str, Any] | None:
@@ -33,7 +45,23 @@ def read_manifest(model: str | os.PathLike[str]) -> dict[str, Any] | None:
     data = _json(path)
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise ModelLoadError(f"{path} is not an imesde model manifest")
+    for key, kinds in _SETTINGS.items():
+        value = data.get(key)
+        if key in data and (
+            not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds)
+        ):
+            names = " or ".join("None" if k is type(None) else k.__name__ for k in kinds)
+            raise ModelLoadError(f"{path}: {key} must be {names}, got {value!r}")
+    if "prompts" in data:
+        _prompts(data["prompts"], path)
     return data
+
+
+def _prompts(value: Any, path: Path) -> dict[str, str]:
+    """Named prompts: a JSON object of str to str (``ModelLoadError`` naming ``path``)."""
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        raise ModelLoadError(f"{path}: prompts must map names to str, got {value!r:.200}")
+    return value
 
 
 def write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
@@ -50,7 +78,7 @@ def read_prompts(folder: Path) -> tuple[dict[str, str], str | None]:
         return {}, None
     raw = _json(path)
     if not isinstance(raw, dict):
-        return {}, None
-    prompts = {str(k): str(v) for k, v in (raw.get("prompts") or {}).items()}
+        raise ModelLoadError(f"{path} is not a JSON object")
+    prompts = _prompts(raw.get("prompts") or {}, path)
     default = raw.get("default_prompt_name")
-    return prompts, default if default in prompts else None
+    return prompts, default if isinstance(default, str) and default in prompts else None

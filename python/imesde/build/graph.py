@@ -51,8 +51,14 @@ class BertConfig:
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> BertConfig:
-        """Read ``config.json``; refuses architectures other than BERT and RoBERTa's."""
-        raw = json.loads(Path(path).read_text(encoding="utf-8"))
+        """Read ``config.json``; refuses architectures other than BERT and RoBERTa's, and
+        sizes that no model has (``ModelLoadError`` naming the field)."""
+        try:
+            raw = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, ValueError, RecursionError) as e:
+            raise ModelLoadError(f"cannot read {path}: {e}") from None
+        if not isinstance(raw, dict):
+            raise ModelLoadError(f"{path} is not a JSON object")
         kind = raw.get("model_type", "bert")
         if kind not in ARCHITECTURES:
             raise InvalidValueError(
@@ -61,9 +67,37 @@ class BertConfig:
         if raw.get("hidden_act", "gelu") != "gelu":
             raise InvalidValueError(f"hidden_act {raw['hidden_act']!r} is not supported")
         fields = {f: raw[f] for f in cls.__dataclass_fields__ if f in raw}
-        if kind != "bert":
-            fields.setdefault("pad_token_id", 1)
-        return cls(**fields)
+        if fields.get("pad_token_id") is None:  # absent, or null as some configs write it
+            fields["pad_token_id"] = 0 if kind == "bert" else 1
+        for name, least in _SIZES.items():
+            if name not in fields:
+                raise ModelLoadError(f"{path} has no {name}")
+            value = fields[name]
+            if type(value) is not int or value < least:
+                raise ModelLoadError(f"{path}: {name} must be an int >= {least}, got {value!r}")
+        eps = fields.get("layer_norm_eps", 1e-12)
+        if type(eps) not in (int, float) or not 0 < eps < 1:
+            raise ModelLoadError(f"{path}: layer_norm_eps must be a number in (0, 1), got {eps!r}")
+        config = cls(**fields)
+        if config.positions < 1:
+            raise ModelLoadError(
+                f"{path}: pad_token_id {config.pad_token_id} leaves no rows of the "
+                f"{config.max_position_embeddings} position embeddings for tokens"
+            )
+        return config
+
+
+# The sizes of a config and their least values.
+_SIZES = {
+    "hidden_size": 1,
+    "num_hidden_layers": 1,
+    "num_attention_heads": 1,
+    "intermediate_size": 1,
+    "max_position_embeddings": 1,
+    "type_vocab_size": 1,
+    "vocab_size": 1,
+    "pad_token_id": 0,
+}
 
 
 def _weights(w: dict[str, npt.NDArray[Any]], cfg: BertConfig) -> dict[str, npt.NDArray[Any]]:
@@ -74,19 +108,37 @@ def _weights(w: dict[str, npt.NDArray[Any]], cfg: BertConfig) -> dict[str, npt.N
             k = k.removeprefix(prefix)
         k = k.replace("LayerNorm.gamma", "LayerNorm.weight")
         out[k.replace("LayerNorm.beta", "LayerNorm.bias")] = np.asarray(v, dtype=np.float32)
-    need = {
+    need: dict[str, tuple[int, ...]] = {
         "embeddings.word_embeddings.weight": (cfg.vocab_size, cfg.hidden_size),
         "embeddings.position_embeddings.weight": (cfg.max_position_embeddings, cfg.hidden_size),
         "embeddings.token_type_embeddings.weight": (cfg.type_vocab_size, cfg.hidden_size),
     }
+    h, inner = cfg.hidden_size, cfg.intermediate_size
+    for i in range(cfg.num_hidden_layers):
+        p = f"encoder.layer.{i}"
+        if f"{p}.attention.self.query.weight" not in out:
+            raise ModelLoadError(f"the checkpoint has no layer {i}")
+        for part in ("query", "key", "value"):
+            need[f"{p}.attention.self.{part}.weight"] = (h, h)
+            need[f"{p}.attention.self.{part}.bias"] = (h,)
+        need[f"{p}.attention.output.dense.weight"] = (h, h)
+        need[f"{p}.intermediate.dense.weight"] = (inner, h)
+        need[f"{p}.intermediate.dense.bias"] = (inner,)
+        need[f"{p}.output.dense.weight"] = (h, inner)
+        for dense in ("attention.output.dense", "output.dense"):
+            need[f"{p}.{dense}.bias"] = (h,)
+        for norm in ("attention.output.LayerNorm", "output.LayerNorm"):
+            need[f"{p}.{norm}.weight"] = (h,)
+            need[f"{p}.{norm}.bias"] = (h,)
+    need["embeddings.LayerNorm.weight"] = (h,)
+    need["embeddings.LayerNorm.bias"] = (h,)
     for name, shape in need.items():
         if name not in out:
             raise ModelLoadError(f"the checkpoint has no tensor {name}")
         if out[name].shape != shape:
             raise ModelLoadError(f"{name} has shape {out[name].shape}, config says {shape}")
-    for i in range(cfg.num_hidden_layers):
-        if f"encoder.layer.{i}.attention.self.query.weight" not in out:
-            raise ModelLoadError(f"the checkpoint has no layer {i}")
+        if not np.isfinite(out[name]).all():
+            raise ModelLoadError(f"{name} holds NaN or infinite values")
     return out
 
 

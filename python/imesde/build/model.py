@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import shutil
+import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -14,10 +15,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from imesde._manifest import read_prompts, write_manifest
+from imesde._manifest import MANIFEST, read_prompts, write_manifest
 from imesde.build.graph import BertConfig, bert_graph
 from imesde.build.safetensors import read_safetensors
-from imesde.exceptions import InvalidValueError, ModelNotFoundError
+from imesde.exceptions import InvalidValueError, ModelLoadError, ModelNotFoundError
 
 __all__ = ["build", "check"]
 
@@ -30,10 +31,21 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def _object(path: Path, kind: type = dict) -> Any:
+    """The JSON value of a checkpoint's side file, of type ``kind`` (``ModelLoadError``)."""
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as e:
+        raise ModelLoadError(f"cannot read {path}: {e}") from None
+    if not isinstance(value, kind):
+        raise ModelLoadError(f"{path} is not a JSON {'object' if kind is dict else 'list'}")
+    return value
+
+
 def _pooling(source: Path) -> str:
     for cfg_path in (source / "1_Pooling" / "config.json", source / "pooling_config.json"):
         if cfg_path.is_file():
-            cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+            cfg = _object(cfg_path)
             if cfg.get("pooling_mode_cls_token"):
                 return "cls"
             if cfg.get("pooling_mode_mean_tokens", True):
@@ -46,15 +58,17 @@ def _normalized(source: Path) -> bool:
     modules = source / "modules.json"
     if not modules.is_file():
         return True
-    entries = json.loads(modules.read_text(encoding="utf-8"))
+    entries = _object(modules, list)
+    if not all(isinstance(e, dict) for e in entries):
+        raise ModelLoadError(f"{modules}: every module must be a JSON object")
     return any(str(e.get("type", "")).endswith("Normalize") for e in entries)
 
 
 def _max_length(source: Path, cfg: BertConfig) -> int:
     st = source / "sentence_bert_config.json"
     if st.is_file():
-        value = json.loads(st.read_text(encoding="utf-8")).get("max_seq_length")
-        if isinstance(value, int):
+        value = _object(st).get("max_seq_length")
+        if type(value) is int and value >= 1:
             return min(value, cfg.positions)
     return min(512, cfg.positions)
 
@@ -105,6 +119,11 @@ def build(
     if not (0.0 < min_mean <= 1.0 and 0.0 < min_cosine <= 1.0):
         raise InvalidValueError("min_mean and min_cosine must be in (0, 1]")
     cfg = BertConfig.from_file(source / "config.json")
+    # Every side file is read (and refused when damaged) before anything is written.
+    pooling, normalize = _pooling(source), _normalized(source)
+    prompts, default_prompt = read_prompts(source)
+    if "model" not in _object(source / "tokenizer.json"):
+        raise ModelLoadError(f"{source / 'tokenizer.json'} is not a tokenizer (it has no model)")
     limit = _max_length(source, cfg) if max_length is None else max_length
     if not 1 <= limit <= cfg.positions:
         raise InvalidValueError(f"max_length must be between 1 and {cfg.positions}, got {limit}")
@@ -123,7 +142,6 @@ def build(
     model = bert_graph(weights, cfg, source.name)
     import onnx
 
-    pooling = _pooling(source)
     report = None
     if precision == "int8":
         model, report = _quantize.build_int8(
@@ -138,39 +156,44 @@ def build(
             stage=stage,
         )
     out.mkdir(parents=True, exist_ok=True)
-    onnx_path = out / "model.onnx"
-    tmp = out / "model.onnx.tmp"
-    stage(f"writing {onnx_path.name}")
-    onnx.save_model(model, str(tmp))
-    optimized = False
-    if optimize and precision == "fp32":
-        stage("fusing with ONNX Runtime's transformer optimizer")
-        optimized = _optimize(tmp, cfg)
-    os.replace(tmp, onnx_path)
-    shutil.copyfile(source / "tokenizer.json", out / "tokenizer.json")
-    manifest: dict[str, Any] = {
-        "model_id": model_id or source.name,
-        "architecture": cfg.model_type,
-        "dim": cfg.hidden_size,
-        "layers": cfg.num_hidden_layers,
-        "pooling": pooling,
-        "normalize": _normalized(source),
-        "max_length": limit,
-        "precision": precision,
-        "optimized": optimized,
-        "optimization": "all" if precision == "int8" else "basic",
-        "sha256": {
-            "model.onnx": _sha256(onnx_path),
-            "tokenizer.json": _sha256(out / "tokenizer.json"),
-        },
-    }
-    prompts, default_prompt = read_prompts(source)
-    if prompts:
-        manifest["prompts"] = prompts
-        manifest["default_prompt_name"] = default_prompt
-    if report is not None:
-        manifest["quantization"] = report
-    write_manifest(out, manifest)
+    # Written beside the folder's files, then swapped in: a build that fails leaves a model
+    # already there whole.
+    staging = Path(tempfile.mkdtemp(prefix=".imesde-build-", dir=out))
+    try:
+        onnx_path = staging / "model.onnx"
+        stage(f"writing {onnx_path.name}")
+        onnx.save_model(model, str(onnx_path))
+        optimized = False
+        if optimize and precision == "fp32":
+            stage("fusing with ONNX Runtime's transformer optimizer")
+            optimized = _optimize(onnx_path, cfg)
+        shutil.copyfile(source / "tokenizer.json", staging / "tokenizer.json")
+        manifest: dict[str, Any] = {
+            "model_id": model_id or source.name,
+            "architecture": cfg.model_type,
+            "dim": cfg.hidden_size,
+            "layers": cfg.num_hidden_layers,
+            "pooling": pooling,
+            "normalize": normalize,
+            "max_length": limit,
+            "precision": precision,
+            "optimized": optimized,
+            "optimization": "all" if precision == "int8" else "basic",
+            "sha256": {
+                "model.onnx": _sha256(onnx_path),
+                "tokenizer.json": _sha256(staging / "tokenizer.json"),
+            },
+        }
+        if prompts:
+            manifest["prompts"] = prompts
+            manifest["default_prompt_name"] = default_prompt
+        if report is not None:
+            manifest["quantization"] = report
+        write_manifest(staging, manifest)
+        for name in ("model.onnx", "tokenizer.json", MANIFEST):
+            os.replace(staging / name, out / name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     if report is not None:
         agree = report["agreement_with_fp32"]
         stage.done(

@@ -3,7 +3,9 @@ tensors' bytes."""
 
 from __future__ import annotations
 
+import itertools
 import json
+import math
 import os
 import struct
 from pathlib import Path
@@ -20,7 +22,11 @@ _DTYPES = {"F32": np.float32, "F16": np.float16, "I64": np.int64, "I32": np.int3
 
 
 def read_safetensors(path: str | os.PathLike[str]) -> dict[str, npt.NDArray[Any]]:
-    """Every tensor of a ``.safetensors`` file as a numpy array (F32, F16, BF16, I64, I32)."""
+    """Every tensor of a ``.safetensors`` file as a numpy array (F32, F16, BF16, I64, I32).
+
+    The header is checked as the format defines it: each tensor's bytes lie inside the file,
+    match its shape and dtype, and overlap no other tensor's; anything else is
+    ``ModelLoadError``."""
     p = Path(path)
     if not p.is_file():
         raise ModelNotFoundError(f"weights not found: {p}")
@@ -32,25 +38,58 @@ def read_safetensors(path: str | os.PathLike[str]) -> dict[str, npt.NDArray[Any]
         raise ModelLoadError(f"{p} is not a safetensors file (bad header length)")
     try:
         header = json.loads(data[8 : 8 + n])
-    except ValueError as e:
+    except (ValueError, RecursionError) as e:
         raise ModelLoadError(f"{p} is not a safetensors file ({e})") from None
+    if not isinstance(header, dict):
+        raise ModelLoadError(f"{p} is not a safetensors file (its header is not an object)")
     body = memoryview(data)[8 + n :]
     out: dict[str, npt.NDArray[Any]] = {}
+    spans: list[tuple[int, int, str]] = []
     for name, info in header.items():
         if name == "__metadata__":
             continue
-        start, end = info["data_offsets"]
+        start, end, dtype, shape = _entry(p, name, info, len(body))
+        spans.append((start, end, name))
         raw = body[start:end]
-        dtype = info["dtype"]
         if dtype == "BF16":
             bits = np.frombuffer(raw, dtype=np.uint16).astype(np.uint32) << 16
             arr: npt.NDArray[Any] = bits.view(np.float32)
-        elif dtype in _DTYPES:
-            arr = np.frombuffer(raw, dtype=_DTYPES[dtype])
         else:
-            raise ModelLoadError(f"{p}: tensor {name} has unsupported dtype {dtype}")
-        out[name] = arr.reshape(info["shape"])
+            arr = np.frombuffer(raw, dtype=_DTYPES[dtype])
+        out[name] = arr.reshape(shape)
+    spans.sort()
+    for (_, end, a), (start, _, b) in itertools.pairwise(spans):
+        if start < end:
+            raise ModelLoadError(f"{p}: tensors {a} and {b} overlap")
     return out
+
+
+def _entry(p: Path, name: str, info: object, size: int) -> tuple[int, int, str, list[int]]:
+    """A header entry's offsets, dtype and shape, checked against the body's ``size``."""
+
+    def bad(why: str) -> ModelLoadError:
+        return ModelLoadError(f"{p}: tensor {name!r} {why}")
+
+    if not isinstance(info, dict):
+        raise bad("has no header entry (dtype, shape, data_offsets)")
+    dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
+    if dtype != "BF16" and dtype not in _DTYPES:
+        raise bad(f"has unsupported dtype {dtype!r}")
+    if not (isinstance(shape, list) and all(_count(d) for d in shape)):
+        raise bad(f"has a bad shape {shape!r}")
+    if not (isinstance(offsets, list) and len(offsets) == 2 and all(map(_count, offsets))):
+        raise bad(f"has bad data_offsets {offsets!r}")
+    start, end = offsets
+    itemsize = 2 if dtype == "BF16" else np.dtype(_DTYPES[dtype]).itemsize
+    if not start <= end <= size:
+        raise bad(f"lies outside the file (bytes {start}..{end} of {size})")
+    if end - start != math.prod(shape) * itemsize:
+        raise bad(f"has {end - start} bytes for shape {shape} of {dtype}")
+    return start, end, dtype, shape
+
+
+def _count(x: object) -> bool:
+    return type(x) is int and x >= 0
 
 
 #: The encoders ``build`` writes: BERT, and the RoBERTa family (RoBERTa, XLM-RoBERTa and
