@@ -131,6 +131,10 @@ def test_watch_prints_matches_from_stdin_and_counts() -> None:
     assert all(r["query"] == "process killed because memory ran out" for r in records)
     assert "4 lines" in out.stderr
     assert f'"process killed because memory ran out" {len(records)}' in out.stderr
+    # --follow on a pipe: its end is final (as tail -f treats a pipe), not waited on forever.
+    out = imesde_cli("watch", "memory", "--follow", "--threads", "1", stdin="\n".join(lines) + "\n")
+    assert out.returncode == 0, out.stderr
+    assert "4 lines" in out.stderr
 
 
 def test_watch_follows_a_growing_file_until_interrupted(tmp_path: Path) -> None:

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import argparse
 import codecs
+import contextlib
 import gzip
 import itertools
 import json
 import math
 import os
+import stat
 import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -260,7 +262,10 @@ def _open_input(file: str | None) -> _Lines:
 
 
 def _input_lines(source: _Lines, follow: bool) -> Iterator[str]:
-    """The lines of `source`; with `follow`, waits for more at its end (like tail -f)."""
+    """The lines of `source`; with `follow`, waits for more at the end of a regular file (like
+    tail -f; a pipe's end is final, as tail -f treats it)."""
+    with contextlib.suppress(OSError):
+        follow = follow and stat.S_ISREG(os.fstat(source.fd).st_mode)
     with source:
         while True:
             line = source.readline()
