@@ -10,6 +10,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import imesde
 import numpy as np
@@ -157,6 +158,27 @@ def test_percentile_threshold_and_recent(golden: Golden) -> None:
     assert [i.id for i in engine.recent(3)] == [299, 298, 297]
     assert engine.recent(3)[0].text == texts[299]
     assert len(engine.recent(10_000)) == 300
+
+
+@pytest.mark.parametrize(
+    "shape", [{"index": "ivf", "nlist": 64, "nprobe": 2}, {"storage": "binary"}]
+)
+def test_percentiles_calibrate_on_every_item_whatever_the_search(shape: dict[str, Any]) -> None:
+    # An index (or sign bits) would see only some items: the percentile is of them all.
+    rng = np.random.default_rng(7)
+    centres = rng.standard_normal((32, 32)).astype(np.float32)
+    x = centres[rng.integers(0, 32, 8192)] + 0.5 * rng.standard_normal((8192, 32)).astype(
+        np.float32
+    )
+    engine = imesde.Engine(32, num_shards=4, shard_size=2048, **shape)
+    engine.ingest_vectors(x)
+    engine.train_index()
+    q = rng.standard_normal(32).astype(np.float32)
+    sub = engine.subscribe(q, threshold="p90")
+    scores = np.sort(unit(x) @ unit(q))[::-1]
+    assert sub.threshold is not None
+    tolerance = 1e-5 if "index" in shape else 1e-3  # binary: its int8 copy's scores
+    assert sub.threshold == pytest.approx(float(scores[819]), abs=tolerance)
 
 
 def test_bad_subscriptions_are_typed_errors(golden: Golden) -> None:

@@ -637,7 +637,8 @@ impl Engine {
         Ok((id, threshold))
     }
 
-    /// The score above which `100 - pct` % of the held items fall for `query`.
+    /// The score above which `100 - pct` % of the held items fall for `query` (the k-th best of
+    /// an exact scan, `k = ceil((100 - pct) % of them)`).
     fn calibrate(&self, query: &[f32], pct: f64) -> Result<f32> {
         if !(0.0..100.0).contains(&pct) {
             return Err(EngineError::Invalid(format!(
@@ -651,7 +652,12 @@ impl Engine {
             )));
         }
         let k = (((100.0 - pct) / 100.0 * held as f64).ceil() as usize).clamp(1, held);
-        let hits = self.ring.search(query, k, &Filter::default())?;
+        // Every item's score: an index, or sign bits, would see only some of them.
+        let every = Filter {
+            exact: true,
+            ..Filter::default()
+        };
+        let hits = self.ring.search(query, k, &every)?;
         Ok(hits.last().map_or(f32::NEG_INFINITY, |h| h.score))
     }
 
