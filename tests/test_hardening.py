@@ -799,3 +799,26 @@ def test_semantic_id_formatting_and_cli_percentiles_are_checked() -> None:
     for bad in ("p 50", "p5_0", "p1e1", "p-1", "p100", "pnan"):
         with pytest.raises(argparse.ArgumentTypeError):
             cli._threshold(bad)
+
+
+def test_fusion_weights_repeats_and_thresholds() -> None:
+    a, b = [(1, 1.0), (2, 0.0)], [(2, 1.0), (1, 0.0)]
+    for method in ("combsum", "combmnz"):
+        dense = imesde.fuse([a, b], method, weights=[0.9, 0.1])
+        lexical = imesde.fuse([a, b], method, weights=[0.1, 0.9])
+        assert [i for i, _ in dense] == [1, 2]
+        assert [i for i, _ in lexical] == [2, 1]
+    # A repeat counts once, at its first place; pairs may be lists.
+    once = imesde.fuse([[(7, 0.9), (8, 0.6)], [(9, 1.0), (8, 0.5)]], "rrf", rrf_k=0)
+    twice = imesde.fuse([[(7, 0.9), (7, 0.8), (8, 0.6)], [[9, 1.0], [8, 0.5]]], "rrf", rrf_k=0)
+    assert twice == once
+    with pytest.raises(imesde.InvalidValueError, match="float32"):
+        imesde.fuse([[(1, 1e39)]])
+    e = imesde.Engine(4, num_shards=1, shard_size=8)
+    e.ingest_vectors(np.eye(4, dtype=np.float32))
+    with pytest.raises(imesde.DTypeError):
+        e.subscribe(np.ones(4, np.float32), threshold=True)
+    for bad in ("p1e1", "p+50", "p 50"):
+        with pytest.raises(imesde.InvalidValueError):
+            e.subscribe(np.ones(4, np.float32), threshold=bad)
+    assert not e.subscriptions()

@@ -123,13 +123,15 @@ class BM25:
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]: ...
 
 def fuse(
-    lists: Sequence[Iterable[tuple[int, float] | Hit | BM25Hit]],
+    lists: Sequence[Iterable[tuple[int, float] | list[float] | Hit | BM25Hit]],
     method: Literal["rrf", "weighted", "combsum", "combmnz", "borda"] = "rrf",
     k: int = 10,
     weights: Sequence[float] | None = None,
     rrf_k: float = 60.0,
 ) -> list[tuple[int, float]]:
-    """Fuse ranked lists (each best first) into the ``k`` best ``(id, score)`` pairs."""
+    """Fuse ranked lists (each best first) into the ``k`` best ``(id, score)`` pairs;
+    ``weights`` (one per list) weight every method, and an id a list names twice counts once,
+    at its first place."""
 
 _PathLike: TypeAlias = str | os.PathLike[str]
 

@@ -13,9 +13,10 @@ pub enum Fusion {
     Rrf { k: f32 },
     /// `sum_i w_i * minmax_i(score)`: each list's scores scaled to [0, 1] first.
     Weighted,
-    /// `sum_i minmax_i(score)`.
+    /// `sum_i w_i * minmax_i(score)` with every weight 1 unless given (then it is `Weighted`).
     CombSum,
-    /// CombSUM times the number of lists the document appears in.
+    /// CombSUM (weighted when weights are given) times the number of lists the document
+    /// appears in.
     CombMnz,
     /// Borda count: `sum_i w_i * (n_i - rank_i + 1)` for a list of `n_i` results.
     Borda,
@@ -92,17 +93,21 @@ pub fn fuse(
     let mut fused: HashMap<u64, (f64, u32, usize)> = HashMap::new(); // score, lists, first seen
     let mut order = 0usize;
     for (i, list) in lists.iter().enumerate() {
+        // A list names each document once: a later repeat is dropped before anything is
+        // counted (it takes no rank, no part in the score range, no place in Borda's count).
+        let mut seen_here: HashSet<u64> = HashSet::with_capacity(list.len());
+        let list: Vec<(u64, f32)> = list
+            .iter()
+            .copied()
+            .filter(|&(id, _)| seen_here.insert(id))
+            .collect();
         let (lo, hi) = list
             .iter()
             .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &(_, s)| {
                 (lo.min(s), hi.max(s))
             });
         let n = list.len();
-        let mut seen_here: HashSet<u64> = HashSet::with_capacity(n);
         for (rank0, &(id, s)) in list.iter().enumerate() {
-            if !seen_here.insert(id) {
-                continue; // a list names each document once; later repeats are ignored
-            }
             let norm = if hi > lo {
                 f64::from((s - lo) / (hi - lo))
             } else {
@@ -111,8 +116,7 @@ pub fn fuse(
             let w = f64::from(weight(i));
             let contribution = match method {
                 Fusion::Rrf { k } => w / (f64::from(k) + rank0 as f64 + 1.0),
-                Fusion::Weighted => w * norm,
-                Fusion::CombSum | Fusion::CombMnz => norm,
+                Fusion::Weighted | Fusion::CombSum | Fusion::CombMnz => w * norm,
                 Fusion::Borda => w * (n - rank0) as f64,
             };
             let e = fused.entry(id).or_insert_with(|| {
@@ -178,6 +182,27 @@ mod tests {
         let borda = fuse(&[a, b], Fusion::Borda, 2, None).unwrap();
         // 1: 3; 2: 2 + 1; 3: 1 + 2 -> ties keep first appearance
         assert_eq!(ids(&borda), [1, 2]);
+    }
+
+    #[test]
+    fn weights_count_for_every_score_fusion_and_repeats_count_for_nothing() {
+        let a = vec![(1, 1.0), (2, 0.0)];
+        let b = vec![(2, 1.0), (1, 0.0)];
+        for m in [Fusion::CombSum, Fusion::CombMnz] {
+            let dense = fuse(&[a.clone(), b.clone()], m, 2, Some(&[0.9, 0.1])).unwrap();
+            let lexical = fuse(&[a.clone(), b.clone()], m, 2, Some(&[0.1, 0.9])).unwrap();
+            assert_eq!(
+                (ids(&dense), ids(&lexical)),
+                (vec![1, 2], vec![2, 1]),
+                "{m}"
+            );
+        }
+        // A repeated id is dropped before ranks, the score range and Borda's count are taken.
+        for m in [Fusion::Weighted, Fusion::Rrf { k: 0.0 }, Fusion::Borda] {
+            let with = fuse(&[vec![(1, 1.0), (1, 0.0), (2, 0.5)]], m, 3, None).unwrap();
+            let without = fuse(&[vec![(1, 1.0), (2, 0.5)]], m, 3, None).unwrap();
+            assert_eq!(with, without, "{m}");
+        }
     }
 
     #[test]

@@ -69,7 +69,16 @@ impl std::str::FromStr for Threshold {
     type Err = EngineError;
     /// A percentile written `"pNN"`: `"p99"`, `"p99.9"` (from 0 up to, not including, 100).
     fn from_str(spec: &str) -> Result<Self> {
+        // Digits with an optional fraction: no sign, exponent, spaces or underscores.
+        let plain = |p: &&str| {
+            let mut parts = p.splitn(2, '.');
+            let whole = parts.next().unwrap_or("");
+            let frac = parts.next();
+            let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+            !p.is_empty() && p != &"." && digits(whole) && frac.is_none_or(digits)
+        };
         spec.strip_prefix('p')
+            .filter(plain)
             .and_then(|p| p.parse::<f64>().ok())
             .filter(|p| (0.0..100.0).contains(p))
             .map(Threshold::Percentile)

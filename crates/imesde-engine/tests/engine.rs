@@ -488,7 +488,13 @@ fn percentile_thresholds_parse() {
         "p0".parse::<Threshold>().unwrap(),
         Threshold::Percentile(0.0)
     );
-    for bad in ["p100", "p-1", "99", "pnan", "p", ""] {
+    assert_eq!(
+        "p.5".parse::<Threshold>().unwrap(),
+        Threshold::Percentile(0.5)
+    );
+    for bad in [
+        "p100", "p-1", "99", "pnan", "p", "", "p1e1", "p+50", "p 50", "p5_0", "p.",
+    ] {
         let e = bad.parse::<Threshold>().unwrap_err();
         assert!(matches!(e, EngineError::Invalid(_)), "{bad}: {e}");
     }

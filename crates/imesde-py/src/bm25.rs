@@ -9,7 +9,7 @@ use imesde_bm25::{AnalyzerConfig, Bm25, Fusion, Method, Params};
 use parking_lot::RwLock;
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedStr;
-use pyo3::types::{PyBytes, PyString, PyTuple};
+use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 
 use crate::convert::{Count, Id, Real, Text, as_str, id_of, ids_of, str_items, type_name, utf8};
 use crate::convert::{py_str, reduce_to_bytes};
@@ -370,15 +370,20 @@ fn ranked(list: &Bound<'_, PyAny>, i: usize) -> PyResult<Vec<(u64, f32)>> {
         .map_err(|_| py_err!(DType, "lists[{i}] must be a list of (id, score)"))?
         .map(|item| {
             let item = item?;
+            // A pair (tuple or list) or a hit.
             let (id, score) = match item.extract::<(Bound<'_, PyAny>, Bound<'_, PyAny>)>() {
                 Ok(pair) => (Ok(pair.0), Ok(pair.1)),
+                Err(_) if item.is_instance_of::<PyList>() && item.len()? == 2 => {
+                    (item.get_item(0), item.get_item(1))
+                }
                 Err(_) => (item.getattr("id"), item.getattr("score")),
             };
             match (id, score) {
-                (Ok(id), Ok(score)) => Ok((
-                    id_of(&id, &format!("an id in lists[{i}]"))?,
-                    score.extract::<Real>()?.0 as f32,
-                )),
+                (Ok(id), Ok(score)) => {
+                    let id = id_of(&id, &format!("an id in lists[{i}]"))?;
+                    let what = format!("the score of id {id} in lists[{i}]");
+                    Ok((id, score.extract::<Real>()?.finite_f32(&what)?))
+                }
                 _ => Err(py_err!(
                     DType,
                     "lists[{i}] items must be (id, score) pairs or hits with .id and .score"
@@ -390,7 +395,10 @@ fn ranked(list: &Bound<'_, PyAny>, i: usize) -> PyResult<Vec<(u64, f32)>> {
 
 /// Fuses ranked lists (each best first) into one: ``method`` ``"rrf"`` (reciprocal rank,
 /// constant ``rrf_k``), ``"weighted"`` (min-max scaled scores times ``weights``),
-/// ``"combsum"``, ``"combmnz"`` or ``"borda"``. Returns the ``k`` best ``(id, score)`` pairs.
+/// ``"combsum"`` (the same, weights 1 unless given), ``"combmnz"`` (CombSUM times the number
+/// of lists holding the id) or ``"borda"``; ``weights`` (one per list) weight every method. An
+/// id a list names twice counts once, at its first place. Returns the ``k`` best ``(id,
+/// score)`` pairs.
 #[pyfunction]
 #[pyo3(
     signature = (lists, method = Text("rrf".into()), k = Count::from(10), weights = None, rrf_k = Real(60.0)),

@@ -920,6 +920,12 @@ fn threshold_of(t: &Bound<'_, PyAny>) -> PyResult<Threshold> {
         let spec = convert::utf8(spec, "threshold")?;
         return Ok(spec.parse::<Threshold>().map_err(CoreError::from)?);
     }
+    if t.is_instance_of::<PyBool>() {
+        return Err(py_err!(
+            DType,
+            "threshold must be a number or a string like \"p99\", got bool"
+        ));
+    }
     let score = t
         .extract::<Real>()
         .map_err(|_| py_err!(DType, "threshold must be a number or a string like \"p99\""))?
