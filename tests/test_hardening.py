@@ -359,6 +359,38 @@ def test_a_snapshot_refuses_a_model_with_other_weights(
         imesde.Engine.load(snap, imesde.TextEmbedder(other, tokenizer_file, threads=1))
     back = imesde.Engine.load(snap, imesde.TextEmbedder(same, tokenizer_file, threads=1))
     assert [h.text for h in back.search("nfs crash", k=1)] == ["kernel panic in nfs"]
+    # The same file read to another length is another embedding function: refused too.
+    with pytest.raises(imesde.InvalidValueError, match="max_length"):
+        imesde.Engine.load(snap, imesde.TextEmbedder(same, tokenizer_file, max_length=6))
+
+
+@pytest.mark.model
+def test_a_snapshot_refuses_a_model_with_other_prompts(tmp_path: Path) -> None:
+    import json
+
+    src = Path(imesde.TextEmbedder().model_path).parent
+    e5 = tmp_path / "e5"
+    shutil.copytree(src, e5)
+    manifest = json.loads((e5 / "imesde-model.json").read_text(encoding="utf-8"))
+    prompts = {"query": "query: ", "passage": "passage: "}
+    (e5 / "imesde-model.json").write_text(json.dumps({**manifest, "prompts": prompts}))
+    e = imesde.Engine(imesde.TextEmbedder(e5, threads=1), num_shards=1, shard_size=8)
+    e.ingest_batch(["disk full on /var", "user logged in"])
+    data = e.to_bytes()
+    # Without the prompts, stored vectors and new ones would be of two functions.
+    with pytest.raises(imesde.InvalidValueError, match="prompt"):
+        imesde.Engine.from_bytes(data, imesde.TextEmbedder(threads=1))
+    back = imesde.Engine.from_bytes(data, imesde.TextEmbedder(e5, threads=1))
+    assert [h.id for h in back.search("storage running out", k=2)] == [
+        h.id for h in e.search("storage running out", k=2)
+    ]
+    # The seed-compatible API's query vector is the one its search compares.
+    db = imesde.PyImesde(e5 / "model.onnx", e5 / "tokenizer.json", num_shards=1, shard_size=8)
+    db.ingest_batch(["disk full on /var", "user logged in"])
+    by_text = db.search("storage running out", 2)
+    by_vector = db.search_raw(db.embed_query("storage running out"), 2)
+    assert [t for t, _ in by_vector] == [t for t, _ in by_text]
+    assert [s for _, s in by_vector] == pytest.approx([s for _, s in by_text], abs=1e-6)
 
 
 # 10. Forged files with a valid checksum are refused.

@@ -43,8 +43,11 @@ class PyImesde:
         return [(h.text or "", h.score) for h in self.engine.search(query, k)]
 
     def embed_query(self, text: str) -> list[float]:
-        """The unit vector of ``text``."""
-        return [float(x) for x in self._model().embed_one(text)]
+        """The unit vector of ``text`` as a query (with the model's query prompt, if it has
+        one: the vector ``search`` compares)."""
+        model = self._model()
+        prompt = "query" if "query" in model.prompts else None
+        return [float(x) for x in model.embed_one(text, prompt)]
 
     def ingest_raw(self, vector: Sequence[float] | npt.ArrayLike, text: str) -> int:
         """Stores a precomputed vector with its text; returns its id."""

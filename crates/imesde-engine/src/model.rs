@@ -120,9 +120,17 @@ impl TextModel {
             .embed(&self.prompted(texts, prompt), interrupted)?)
     }
 
+    /// The prefix `prompt` (none: the default prompt) puts before a text: its text, or "".
+    fn prefix<'a>(&'a self, prompt: Option<&'a str>) -> &'a str {
+        prompt
+            .or(self.default_prompt.as_deref())
+            .map_or("", |p| self.prompt_text(p))
+    }
+
     /// What identifies the model in snapshots: file name and size, dimension, pooling,
-    /// normalisation and the SHA-256 of the file (two files of one shape can hold different
-    /// weights). The hash is read once per embedder.
+    /// normalisation, the SHA-256 of the file (two files of one shape can hold different
+    /// weights), and what else decides a text's vector: the most tokens read and the prefixes
+    /// stored texts and queries get. The hash is read once per embedder.
     ///
     /// # Errors
     /// The model file can no longer be read.
@@ -135,20 +143,55 @@ impl TextModel {
             .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
         let cfg = self.embedder.config();
         Ok(format!(
-            "{name}:{size}:dim={}:pooling={}:normalize={}:sha256={sha}",
+            "{name}:{size}:dim={}:pooling={}:normalize={}:sha256={sha}:max_length={}:\
+             document_prompt={:?}:query_prompt={:?}",
             self.embedder.dim(),
             cfg.pooling,
-            cfg.normalize
+            cfg.normalize,
+            cfg.max_length,
+            self.prefix(self.document_prompt()),
+            self.prefix(self.query_prompt()),
         ))
     }
 }
 
-/// Whether a saved model identity matches the one in use. Snapshots of imesde before the hash
-/// have no `:sha256=` part: for those the rest must match.
+/// Whether a saved model identity matches the one in use. Older snapshots record less: those
+/// without `:max_length=` (and the prompts after it) are matched on what they have, as are
+/// those from before the hash (no `:sha256=`).
 #[must_use]
 pub fn same_model(saved: &str, have: &str) -> bool {
-    if saved.contains(":sha256=") {
+    if saved.contains(":max_length=") {
         return saved == have;
     }
+    if saved.contains(":sha256=") {
+        return have.split(":max_length=").next() == Some(saved);
+    }
     have.split(":sha256=").next() == Some(saved)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_model;
+
+    #[test]
+    fn identities_match_on_what_the_snapshot_recorded() {
+        let have = "m.onnx:9:dim=4:pooling=mean:normalize=true:sha256=ab:max_length=256:\
+                    document_prompt=\"\":query_prompt=\"query: \"";
+        assert!(same_model(have, have));
+        // Another max_length or prompt is another embedding function.
+        assert!(!same_model(&have.replace("=256", "=6"), have));
+        assert!(!same_model(&have.replace("query: ", ""), have));
+        // Snapshots from before max_length and prompts were recorded, and from before the hash.
+        let hashed = "m.onnx:9:dim=4:pooling=mean:normalize=true:sha256=ab";
+        assert!(same_model(hashed, have));
+        assert!(!same_model(&hashed.replace("=ab", "=cd"), have));
+        assert!(same_model(
+            "m.onnx:9:dim=4:pooling=mean:normalize=true",
+            have
+        ));
+        assert!(!same_model(
+            "m.onnx:9:dim=4:pooling=cls:normalize=true",
+            have
+        ));
+    }
 }
