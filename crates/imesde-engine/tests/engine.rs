@@ -476,22 +476,12 @@ fn deleted_items_leave_dense_lexical_hybrid_and_snapshots() {
 
 #[test]
 fn percentile_thresholds_parse() {
-    assert_eq!(
-        "p99".parse::<Threshold>().unwrap(),
-        Threshold::Percentile(99.0)
-    );
-    assert_eq!(
-        "p99.9".parse::<Threshold>().unwrap(),
-        Threshold::Percentile(99.9)
-    );
-    assert_eq!(
-        "p0".parse::<Threshold>().unwrap(),
-        Threshold::Percentile(0.0)
-    );
-    assert_eq!(
-        "p.5".parse::<Threshold>().unwrap(),
-        Threshold::Percentile(0.5)
-    );
+    for (spec, pct) in [("p99", 99.0), ("p99.9", 99.9), ("p0", 0.0), ("p.5", 0.5)] {
+        assert_eq!(
+            spec.parse::<Threshold>().unwrap(),
+            Threshold::Percentile(pct)
+        );
+    }
     for bad in [
         "p100", "p-1", "99", "pnan", "p", "", "p1e1", "p+50", "p 50", "p5_0", "p.",
     ] {
