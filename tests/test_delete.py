@@ -140,6 +140,12 @@ def test_upserts_get_semantic_ids_like_any_new_item(golden: Golden) -> None:
     label = (engine.get(new).metadata or {})["semantic_id"]
     assert label != old  # unique: the same code gets a fresh suffix
     assert label.split("-")[:2] == old.split("-")[:2]
+    # A Python labeller's label joins the metadata the new version keeps.
+    plain = imesde.Engine(384, num_shards=2, shard_size=64)
+    plain.attach_semantic_ids(lambda v: [f"x{len(v)}"] * len(v))
+    (i,) = plain.ingest_vectors(vecs[:1], metadata=[{"host": "db1"}])
+    j = plain.upsert(int(i), vecs[1])
+    assert plain.get(j).metadata == {"host": "db1", "semantic_id": "x1"}
 
 
 @pytest.mark.model

@@ -692,17 +692,18 @@ def _with_tag(data: bytes, old: bytes, new: bytes) -> bytes:
     return _reframe(body)
 
 
-@pytest.mark.parametrize(
-    "line", [b"ivf:x:2", b"ivf:-1:2", b"hnsw:4:2", b"ivf:4", b"ivf:4000000000:2", b"ivf:4:9"]
-)
+@pytest.mark.parametrize("line", [b"ivf:x:2", b"ivf:-1:2", b"hnsw:4:2", b"ivf:4", b"ivf:4:9"])
 def test_forged_index_lines_are_corrupt(line: bytes) -> None:
     e = imesde.Engine(8, num_shards=1, shard_size=16, index="ivf", nlist=4, nprobe=2)
     data = e.to_bytes()
     assert imesde.Engine.from_bytes(_with_tag(data, b"ivf:4:2", b"ivf:4:2")).stats()["nlist"] == 4
-    # A malformed index line, or one asking for more lists than slots (which would allocate
-    # without bound), is a damaged snapshot, not an engine without its index (or an abort).
+    # A malformed index line is a damaged snapshot, not an engine without its index.
     with pytest.raises(imesde.IndexCorruptError, match="index"):
         imesde.Engine.from_bytes(_with_tag(data, b"ivf:4:2", line))
+    # More lists than slots (earlier versions allowed it on rings of under 16 slots; a forged
+    # count would allocate without bound): as many lists as the ring allows.
+    many = imesde.Engine.from_bytes(_with_tag(data, b"ivf:4:2", b"ivf:4000000000:2"))
+    assert (many.stats()["nlist"], many.stats()["nprobe"]) == (16, 2)
 
 
 def test_an_index_never_asks_for_more_lists_than_slots() -> None:
@@ -710,6 +711,8 @@ def test_an_index_never_asks_for_more_lists_than_slots() -> None:
         with pytest.raises(imesde.InvalidValueError, match="nlist"):
             imesde.Engine(8, num_shards=1, shard_size=16, index="ivf", nlist=nlist, nprobe=2)
     assert imesde.Engine(8, num_shards=1, shard_size=16, index="ivf", nlist=16).stats()["nlist"]
+    # Without nlist, a ring of fewer than 16 slots gets a list per slot.
+    assert imesde.Engine(8, num_shards=1, shard_size=8, index="ivf").stats()["nlist"] == 8
 
 
 def test_unaligned_arrays_are_read_not_refused() -> None:
@@ -798,6 +801,10 @@ def test_semantic_ids_that_cannot_label_are_refused_when_attached() -> None:
 
 def test_numpy_integers_are_counts_everywhere() -> None:
     assert imesde.Engine(np.int64(8), num_shards=np.int32(2), shard_size=4).dim == 8
+    counts: Any = np.full(2, 4)  # an array of counts
+    assert imesde.RQKMeans(2, counts).n_clusters == [4, 4]
+    with pytest.raises(imesde.DTypeError):
+        imesde.RQKMeans(2, np.array(4.5))  # type: ignore[arg-type]
     m = imesde.RQKMeans(np.int64(2), np.int64(4), beam_width=np.int64(1))
     assert m.n_clusters == [4, 4]
     assert m.n_levels == 2

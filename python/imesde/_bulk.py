@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import itertools
+import numbers
 import operator
 import re
 import sys
@@ -85,7 +86,7 @@ def wants_bar(show: bool | None, total: int | None) -> bool:
 def _chunk_size(batch_size: int | None) -> int:
     if batch_size is None:
         return CHUNK
-    if isinstance(batch_size, bool) or not hasattr(type(batch_size), "__index__"):
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral):
         raise DTypeError(f"batch_size must be an int, got {type(batch_size).__name__}")
     size = operator.index(batch_size)
     if size < 1:

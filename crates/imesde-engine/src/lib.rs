@@ -10,7 +10,7 @@
 //! use std::sync::Arc;
 //! use imesde_embed::{Embedder, EmbedderConfig, load_runtime};
 //! use imesde_engine::{Engine, TextModel};
-//! use imesde_ring::{Attributes, Filter, RingConfig, Storage};
+//! use imesde_ring::{IvfConfig, Attributes, Filter, RingConfig, Storage};
 //!
 //! load_runtime(Path::new("/path/to/libonnxruntime.so"))?;
 //! let embedder = Embedder::new(
@@ -378,15 +378,7 @@ impl Engine {
                 vectors.len()
             )));
         }
-        let mut attrs = attrs;
-        if let Some(old) = self.ring.get(id) {
-            if attrs.texts.first().is_none_or(Option::is_none) {
-                attrs.texts = vec![old.text];
-            }
-            if attrs.metadata.is_empty() {
-                attrs.metadata = vec![old.metadata];
-            }
-        }
+        let attrs = self.carry_over(id, attrs);
         // Only the item held now is retired: an id not yet handed out may be the new item's
         // own (or a concurrent ingest's).
         let held = self.ring.contains(id);
@@ -395,6 +387,23 @@ impl Engine {
             self.delete(&[id]);
         }
         Ok(ingested)
+    }
+
+    /// `attrs` of a new version of `id` with what they leave unset taken from the item held:
+    /// its text (when `attrs` has none) and its metadata (when `attrs.metadata` is empty).
+    /// [`Engine::replace`] applies it; a caller that labels the new version itself applies it
+    /// first, so that the label joins the old metadata.
+    #[must_use]
+    pub fn carry_over(&self, id: u64, mut attrs: Attributes) -> Attributes {
+        if let Some(old) = self.ring.get(id) {
+            if attrs.texts.first().is_none_or(Option::is_none) {
+                attrs.texts = vec![old.text];
+            }
+            if attrs.metadata.is_empty() {
+                attrs.metadata = vec![old.metadata];
+            }
+        }
+        attrs
     }
 
     /// `attrs` with each item's metadata extended by its label.
@@ -759,9 +768,20 @@ impl Engine {
                 }
             }
         }
-        if manifest.index.is_some() {
-            // Trained again on the restored items before the engine is handed out.
-            ring.set_index(manifest.index).map_err(|e| {
+        if let Some(cfg) = manifest.index {
+            // Trained again on the restored items before the engine is handed out. Earlier
+            // versions let a ring have more lists than slots (16 by default on the smallest
+            // rings): those get as many lists as the ring allows.
+            let most = ring.capacity().min(IvfConfig::MAX_NLIST);
+            let cfg = if cfg.nlist > most {
+                IvfConfig {
+                    nlist: most,
+                    nprobe: cfg.nprobe.min(most),
+                }
+            } else {
+                cfg
+            };
+            ring.set_index(Some(cfg)).map_err(|e| {
                 imesde_ring::RingError::Snapshot(format!("its index cannot be set up again: {e}"))
             })?;
             ring.train_index();

@@ -16,6 +16,7 @@ use crate::convert::{py_str, reduce_to_bytes};
 use crate::error::{CoreError, Raise};
 use crate::exceptions::py_err;
 use crate::gil;
+use imesde_engine::fork::install;
 
 /// One lexical result: ``id``, ``score`` (BM25) and the query ``terms`` it matched. Unpacks as
 /// ``(id, score)``.
@@ -171,12 +172,12 @@ impl PyBm25 {
         gil::run_interruptible(py, "BM25.add_batch", |stop| {
             let mut guard = self.0.write();
             let index: &mut Bm25 = &mut guard;
-            match &docs {
+            install(|| match &docs {
                 Docs::Texts(texts) => {
                     index.add_batch_until(&ids, texts, &|| stop.load(Ordering::Relaxed))
                 }
                 Docs::Terms(terms) => index.add_batch_terms(&ids, terms),
-            }?;
+            })?;
             index.warm();
             Ok::<_, imesde_bm25::Bm25Error>(())
         })

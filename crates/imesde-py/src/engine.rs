@@ -23,6 +23,7 @@ use crate::gil;
 use crate::hits::{Hit, Item};
 use crate::rq::Labeler;
 use crate::stream::Subscription;
+use imesde_engine::fork::install;
 
 /// An in-memory semantic search engine over a bounded stream of texts or vectors.
 ///
@@ -994,7 +995,7 @@ impl Engine {
         };
         let text_model = model.as_ref().map(|m| Arc::clone(&m.get().model));
         let core = gil::run(py, "Engine.load", || {
-            imesde_engine::Engine::from_snapshot(bytes, text_model)
+            install(|| imesde_engine::Engine::from_snapshot(bytes, text_model))
         })
         .raise()?;
         let held = core.ring().config().dim;
@@ -1065,6 +1066,11 @@ impl Engine {
         attrs: Attributes,
         replacing: Option<u64>,
     ) -> PyResult<std::ops::Range<u64>> {
+        // A new version keeps what it does not set before a Python labeller's label joins it.
+        let attrs = match replacing {
+            Some(id) => self.core.carry_over(id, attrs),
+            None => attrs,
+        };
         let labels = self.labels(py, vectors, &attrs)?;
         let Ingested { ids, events } = gil::run(py, "Engine.ingest", || {
             let (attrs, labeler) = match labels {
@@ -1073,10 +1079,10 @@ impl Engine {
                 Labels::Given(ids) => (imesde_engine::with_labels(attrs, ids), None),
             };
             let labeler = labeler.as_deref();
-            match replacing {
+            install(|| match replacing {
                 Some(id) => self.core.replace(id, vectors, attrs, labeler),
                 None => self.core.ingest_labelled(vectors, attrs, labeler),
-            }
+            })
         })
         .raise()?;
         if !events.is_empty() {

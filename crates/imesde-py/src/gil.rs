@@ -69,14 +69,16 @@ pub(crate) fn run<T: Send>(
 ) -> PyResult<T> {
     py.detach(|| {
         let _inside = Inside::enter();
-        catch_unwind(AssertUnwindSafe(|| fork::install(f)))
+        catch_unwind(AssertUnwindSafe(f))
     })
     .map_err(|payload| internal(what, &*payload))
 }
 
 /// [`run`] for work that takes no lock shared with other calls (it reads its own arguments
 /// and immutable objects), so a fork need not wait for it: model training, similarity
-/// helpers.
+/// helpers. In a forked child it runs on a rayon pool of the child's own
+/// (`imesde_engine::fork::install`); work that takes locks installs itself only around its
+/// parallel part, with the locks taken on the calling thread.
 pub(crate) fn compute<T: Send>(
     py: Python<'_>,
     what: &str,
@@ -134,7 +136,15 @@ fn interruptible<T: Send>(
     let work = || {
         let _inside = gated.then(Inside::enter);
         let f = task.lock().take().expect("the work runs once");
-        catch_unwind(AssertUnwindSafe(|| fork::install(|| f(&stop))))
+        // Work that takes no shared lock may run on a pool of a forked child's own (see
+        // `compute`); gated work may take locks, and runs on this thread.
+        catch_unwind(AssertUnwindSafe(|| {
+            if gated {
+                f(&stop)
+            } else {
+                fork::install(|| f(&stop))
+            }
+        }))
     };
     let mut pending: Option<PyErr> = None;
     let result = py

@@ -35,7 +35,12 @@ impl IvfConfig {
     /// scan's speed (`make bench-churn`).
     #[must_use]
     pub fn for_capacity(capacity: usize) -> Self {
-        let nlist = capacity.isqrt().next_power_of_two().clamp(16, 4096);
+        // A ring of fewer than 16 slots gets a list per slot.
+        let nlist = capacity
+            .isqrt()
+            .next_power_of_two()
+            .clamp(16, 4096)
+            .min(capacity.max(1));
         IvfConfig {
             nlist,
             nprobe: (nlist / 8).max(8).min(nlist),

@@ -801,6 +801,10 @@ fn storage_names_and_index_shapes_parse_and_check() {
     let d = IvfConfig::with(1 << 20, None, None);
     assert_eq!(d, IvfConfig::for_capacity(1 << 20));
     assert_eq!((d.nlist, d.nprobe), (1024, 128));
+    // Rings of fewer than 16 slots: a list per slot, and a shape that passes its own check.
+    let tiny = IvfConfig::for_capacity(8);
+    assert_eq!((tiny.nlist, tiny.nprobe), (8, 8));
+    assert!(tiny.check(8).is_ok());
     let c = IvfConfig::with(1 << 20, Some(64), None);
     assert_eq!((c.nlist, c.nprobe), (64, 64));
     let c = IvfConfig::with(1 << 20, Some(64), Some(4));

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import numbers
 import operator
 import os
 import queue
@@ -90,18 +91,18 @@ def _listed(values: Iterable[Any], what: str) -> list[Any]:
 
 def _item_id(value: object, what: str = "id") -> int:
     """An item id: an integer from 0 to 2**64 - 1 (numpy's too; not a bool or a str)."""
-    if isinstance(value, bool) or not hasattr(type(value), "__index__"):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise DTypeError(f"{what} must be an int, got {type(value).__name__}")
-    i = operator.index(value)  # type: ignore[arg-type]
+    i = operator.index(value)
     if not 0 <= i < 2**64:
         raise OutOfRangeError(f"{what} must be an integer from 0 to 2**64 - 1, got {i}")
     return i
 
 
 def _batch_size(value: object) -> int:
-    if isinstance(value, bool) or not hasattr(type(value), "__index__"):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise DTypeError(f"batch_size must be an int, got {type(value).__name__}")
-    n = operator.index(value)  # type: ignore[arg-type]
+    n = operator.index(value)
     if n < 1:
         raise InvalidValueError(f"batch_size must be at least 1, got {n}")
     return n
@@ -851,8 +852,9 @@ class ShardedEngine:
         except BaseException:
             # No shard keeps a standing query that has no subscription to read it.
             for actor in self._actors:
+                # A shard that does not answer soon (hung, or gone) is not waited for.
                 with contextlib.suppress(Exception):
-                    ray.get(actor.unsubscribe.remote(key))
+                    ray.get(actor.unsubscribe.remote(key), timeout=_CLEANUP_WAIT)
             raise
         self._standing[key] = args
         return ShardedSubscription(self, key, callback, queue_size, poll_interval)
@@ -863,6 +865,8 @@ class ShardedEngine:
 
 # Seconds a waiting ``ShardedSubscription.get`` sleeps before it looks whether it was closed.
 _SLICE = 0.1
+# Seconds a failed subscribe waits for each shard to drop what it registered.
+_CLEANUP_WAIT = 10.0
 
 
 class ShardedSubscription:
@@ -884,6 +888,7 @@ class ShardedSubscription:
         self._callback = callback
         self._queue: queue.Queue[ShardedHit] = queue.Queue(maxsize=max(1, queue_size))
         self._stop = threading.Event()
+        self._closed_at = 0.0
         self.delivered = 0
         self.dropped = 0
         self.errors = 0
@@ -942,7 +947,14 @@ class ShardedSubscription:
             try:
                 return self._queue.get(timeout=max(left, 0.0))
             except queue.Empty:
-                if self._stop.is_set() or (deadline is not None and time.monotonic() >= deadline):
+                # Closed, and the polling thread has handed over its last events (a callback
+                # that closed it is that thread: it ends right after).
+                done = self._stop.is_set() and (
+                    not self._thread.is_alive()
+                    or threading.current_thread() is self._thread
+                    or time.monotonic() > self._closed_at + _CLEANUP_WAIT  # a shard hangs
+                )
+                if done or (deadline is not None and time.monotonic() >= deadline):
                     return None
 
     def drain(self) -> list[ShardedHit]:
@@ -959,6 +971,7 @@ class ShardedSubscription:
         callback may close its own subscription."""
         if self._stop.is_set():
             return
+        self._closed_at = time.monotonic()
         self._stop.set()
         self._engine._standing.pop(self._key, None)
         for i, a in enumerate(self._engine._actors):

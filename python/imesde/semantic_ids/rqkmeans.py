@@ -6,6 +6,7 @@ native ``RQCodebooks``."""
 
 from __future__ import annotations
 
+import numbers
 import operator
 import os
 import secrets
@@ -40,8 +41,8 @@ def _matrix(x: Any, what: str = "X") -> npt.NDArray[np.float32]:
 
 
 def _is_int(x: object) -> bool:
-    """An integer: ``int`` or a numpy integer (anything with ``__index__``), not a bool."""
-    return not isinstance(x, bool | np.bool_) and hasattr(type(x), "__index__")
+    """An integer: ``int`` or a numpy integer scalar (not a bool, not an array)."""
+    return isinstance(x, numbers.Integral) and not isinstance(x, bool)
 
 
 def _positive(x: object, what: str) -> int:
@@ -101,7 +102,11 @@ class RQKMeans:
         n_levels = _positive(n_levels, "n_levels")
         if _is_int(n_clusters):
             ks = [_positive(n_clusters, "n_clusters")] * n_levels
-        elif isinstance(n_clusters, str | bytes) or not isinstance(n_clusters, Iterable):
+        elif (
+            isinstance(n_clusters, str | bytes)
+            or not isinstance(n_clusters, Iterable)
+            or np.ndim(n_clusters) == 0
+        ):
             raise DTypeError(
                 f"n_clusters must be an int or a list of ints, got {type(n_clusters).__name__}"
             )

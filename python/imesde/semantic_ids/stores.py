@@ -128,11 +128,18 @@ def _after_fork_in_parent() -> None:
         _held_for_fork.pop().release()
 
 
+# The parent's connections a child inherited: kept referenced and never used or closed (SQLite
+# says a connection must not be touched across fork(); closing it could touch the parent's
+# database locks).
+_inherited: list[sqlite3.Connection] = []
+
+
 def _after_fork_in_child() -> None:
     _held_for_fork.clear()
     for store in list(_SQLITE_STORES):
-        # The parent's connection is left alone (closing it could touch the parent's
-        # database locks); the child opens its own on first use.
+        # The child opens its own connection on first use.
+        if store._conn is not None:
+            _inherited.append(store._conn)
         store._lock = threading.Lock()
         store._conn, store._pid = None, -1
 
