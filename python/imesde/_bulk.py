@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import importlib
 import itertools
-import numbers
-import operator
 import re
 import sys
 import time
@@ -21,7 +19,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from imesde.exceptions import DTypeError, ImesdeError, InvalidValueError, ShapeError
+from imesde._args import positive
+from imesde.exceptions import DTypeError, ImesdeError, ShapeError
 
 if TYPE_CHECKING:
     from imesde._imesde import Engine, TextEmbedder
@@ -86,11 +85,7 @@ def wants_bar(show: bool | None, total: int | None) -> bool:
 def _chunk_size(batch_size: int | None) -> int:
     if batch_size is None:
         return CHUNK
-    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral):
-        raise DTypeError(f"batch_size must be an int, got {type(batch_size).__name__}")
-    size = operator.index(batch_size)
-    if size < 1:
-        raise InvalidValueError(f"batch_size must be at least 1, got {size}")
+    size = positive(batch_size, "batch_size")
     # A chunk is held in memory whole: more than sys.maxsize texts is never one.
     return min(size, sys.maxsize)
 

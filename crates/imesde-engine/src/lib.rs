@@ -772,7 +772,7 @@ impl Engine {
             // Trained again on the restored items before the engine is handed out. Earlier
             // versions let a ring have more lists than slots (16 by default on the smallest
             // rings): those get as many lists as the ring allows.
-            let most = ring.capacity().min(IvfConfig::MAX_NLIST);
+            let most = IvfConfig::max_nlist(ring.capacity());
             let cfg = if cfg.nlist > most {
                 IvfConfig {
                     nlist: most,

@@ -63,11 +63,8 @@ fn index_of(
             "nlist and nprobe shape an index: give index=\"ivf\" with them"
         )),
         None => Ok(None),
-        Some("ivf") => {
-            let cfg = IvfConfig::with(capacity, nlist, nprobe);
-            cfg.check(capacity).map_err(CoreError::from)?;
-            Ok(Some(cfg))
-        }
+        // Checked when the engine sets it (`Engine::set_index`).
+        Some("ivf") => Ok(Some(IvfConfig::with(capacity, nlist, nprobe))),
         Some(other) => Err(py_err!(
             InvalidValue,
             "index must be None or \"ivf\", got {other:?}"

@@ -63,13 +63,20 @@ impl IvfConfig {
     /// The most lists an index may have (faiss' largest usual IVF is 65,536 lists).
     pub const MAX_NLIST: usize = 1 << 16;
 
+    /// The most lists a ring of `capacity` slots may have: one per slot, at most
+    /// [`IvfConfig::MAX_NLIST`].
+    #[must_use]
+    pub fn max_nlist(capacity: usize) -> usize {
+        capacity.min(Self::MAX_NLIST)
+    }
+
     /// Whether this shape can work for a ring of `capacity` slots.
     ///
     /// # Errors
-    /// [`RingError::Index`] unless `1 <= nlist <= min(capacity, MAX_NLIST)` and
+    /// [`RingError::Index`] unless `1 <= nlist <= max_nlist(capacity)` and
     /// `1 <= nprobe <= nlist`.
     pub fn check(&self, capacity: usize) -> Result<(), RingError> {
-        let max = capacity.min(Self::MAX_NLIST);
+        let max = Self::max_nlist(capacity);
         if self.nlist == 0 || self.nlist > max || self.nprobe == 0 || self.nprobe > self.nlist {
             return Err(RingError::Index {
                 nlist: self.nlist,

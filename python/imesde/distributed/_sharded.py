@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import numbers
-import operator
 import os
 import queue
 import threading
@@ -20,6 +18,7 @@ import numpy as np
 import numpy.typing as npt
 import ray
 
+from imesde._args import integer, positive
 from imesde.exceptions import (
     DTypeError,
     InvalidValueError,
@@ -91,21 +90,10 @@ def _listed(values: Iterable[Any], what: str) -> list[Any]:
 
 def _item_id(value: object, what: str = "id") -> int:
     """An item id: an integer from 0 to 2**64 - 1 (numpy's too; not a bool or a str)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise DTypeError(f"{what} must be an int, got {type(value).__name__}")
-    i = operator.index(value)
+    i = integer(value, what)
     if not 0 <= i < 2**64:
         raise OutOfRangeError(f"{what} must be an integer from 0 to 2**64 - 1, got {i}")
     return i
-
-
-def _batch_size(value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise DTypeError(f"batch_size must be an int, got {type(value).__name__}")
-    n = operator.index(value)
-    if n < 1:
-        raise InvalidValueError(f"batch_size must be at least 1, got {n}")
-    return n
 
 
 def _per_item(columns: dict[str, Sequence[Any] | None], n: int, what: str) -> None:
@@ -467,7 +455,7 @@ class ShardedEngine:
         A shard that is unavailable raises ``ShardUnavailableError`` (the batches sent to the
         other shards are kept)."""
         texts = _listed(texts, "texts")
-        batch_size = _batch_size(batch_size)
+        batch_size = positive(batch_size, "batch_size")
         _per_item({"timestamps": timestamps, "metadata": metadata}, len(texts), "texts")
         out = np.empty(len(texts), dtype=np.int64)
         pending = []
@@ -508,7 +496,7 @@ class ShardedEngine:
         if x.ndim != 2:
             raise ShapeError(f"vectors must be [n, dim], got shape {x.shape}")
         n = len(x)
-        batch_size = _batch_size(batch_size)
+        batch_size = positive(batch_size, "batch_size")
         columns = {"texts": texts, "timestamps": timestamps, "metadata": metadata}
         _per_item(columns, n, "vectors")
         out = np.empty(n, dtype=np.int64)

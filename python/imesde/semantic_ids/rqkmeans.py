@@ -7,7 +7,6 @@ native ``RQCodebooks``."""
 from __future__ import annotations
 
 import numbers
-import operator
 import os
 import secrets
 from collections.abc import Callable, Iterable, Sequence
@@ -16,6 +15,7 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
+from imesde._args import positive
 from imesde._imesde import IdStore, Labeler, RQCodebooks, rq_codebook_usage, rq_collision_rate
 from imesde.exceptions import (
     DTypeError,
@@ -43,17 +43,6 @@ def _matrix(x: Any, what: str = "X") -> npt.NDArray[np.float32]:
 def _is_int(x: object) -> bool:
     """An integer: ``int`` or a numpy integer scalar (not a bool, not an array)."""
     return isinstance(x, numbers.Integral) and not isinstance(x, bool)
-
-
-def _positive(x: object, what: str) -> int:
-    """``x`` as an int of at least 1: ``DTypeError`` for a non-integer (a float is not cut
-    short), ``InvalidValueError`` below 1."""
-    if not _is_int(x):
-        raise DTypeError(f"{what} must be an int, got {type(x).__name__}")
-    n = operator.index(x)  # type: ignore[arg-type]
-    if n < 1:
-        raise InvalidValueError(f"{what} must be >= 1, got {n}")
-    return n
 
 
 class RQKMeans:
@@ -99,9 +88,9 @@ class RQKMeans:
         refine: int | None = None,
         beam_width: int = 1,
     ) -> None:
-        n_levels = _positive(n_levels, "n_levels")
+        n_levels = positive(n_levels, "n_levels")
         if _is_int(n_clusters):
-            ks = [_positive(n_clusters, "n_clusters")] * n_levels
+            ks = [positive(n_clusters, "n_clusters")] * n_levels
         elif (
             isinstance(n_clusters, str | bytes)
             or not isinstance(n_clusters, Iterable)
@@ -111,12 +100,12 @@ class RQKMeans:
                 f"n_clusters must be an int or a list of ints, got {type(n_clusters).__name__}"
             )
         else:
-            ks = [_positive(k, "every n_clusters") for k in n_clusters]
+            ks = [positive(k, "every n_clusters") for k in n_clusters]
             if len(ks) != n_levels:
                 raise InvalidValueError(f"len(n_clusters) is {len(ks)} but n_levels is {n_levels}")
         if init not in ("random", "k-means++"):
             raise InvalidValueError(f"init must be 'random' or 'k-means++', got {init!r}")
-        beam_width = _positive(beam_width, "beam_width")
+        beam_width = positive(beam_width, "beam_width")
         self.n_levels = n_levels
         self.n_clusters = ks
         self.balanced = balanced
@@ -202,7 +191,7 @@ class RQKMeans:
         for ``semantic-id`` compatibility (encoding is already parallel and chunked).
         """
         del device, batch_size
-        beam = self.beam_width if beam_width is None else _positive(beam_width, "beam_width")
+        beam = self.beam_width if beam_width is None else positive(beam_width, "beam_width")
         return self._fitted().encode(_matrix(X), beam)
 
     def decode(self, codes: Any) -> npt.NDArray[np.float32]:
