@@ -16,11 +16,16 @@ MANIFEST = "imesde-model.json"
 FORMAT = "imesde-model/1"
 
 
-def _json(path: Path) -> Any:
+def read_json(path: Path, kind: type | None = None) -> Any:
+    """The JSON value of a model or checkpoint file (of type ``kind`` when given); a file that
+    cannot be read, or holds something else, is ``ModelLoadError`` naming it."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        value = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError, RecursionError) as e:
         raise ModelLoadError(f"{path} is not valid JSON: {e}") from None
+    if kind is not None and not isinstance(value, kind):
+        raise ModelLoadError(f"{path} is not a JSON {'object' if kind is dict else 'list'}")
+    return value
 
 
 # The manifest's settings and their types (a file is not an argument: a wrong type is a damaged
@@ -42,7 +47,7 @@ def read_manifest(model: str | os.PathLike[str]) -> dict[str, Any] | None:
     path = p / MANIFEST if p.is_dir() else p.parent / MANIFEST
     if not path.is_file():
         return None
-    data = _json(path)
+    data = read_json(path)
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise ModelLoadError(f"{path} is not an imesde model manifest")
     for key, kinds in _SETTINGS.items():
@@ -76,9 +81,7 @@ def read_prompts(folder: Path) -> tuple[dict[str, str], str | None]:
     path = folder / "config_sentence_transformers.json"
     if not path.is_file():
         return {}, None
-    raw = _json(path)
-    if not isinstance(raw, dict):
-        raise ModelLoadError(f"{path} is not a JSON object")
+    raw = read_json(path, dict)
     prompts = _prompts(raw.get("prompts") or {}, path)
     default = raw.get("default_prompt_name")
     return prompts, default if isinstance(default, str) and default in prompts else None

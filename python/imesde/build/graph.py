@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +11,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from imesde._manifest import read_json
 from imesde.exceptions import InvalidValueError, ModelLoadError
 
 __all__ = ["ARCHITECTURES", "BertConfig", "bert_graph"]
@@ -53,12 +53,7 @@ class BertConfig:
     def from_file(cls, path: str | os.PathLike[str]) -> BertConfig:
         """Read ``config.json``; refuses architectures other than BERT and RoBERTa's, and
         sizes that no model has (``ModelLoadError`` naming the field)."""
-        try:
-            raw = json.loads(Path(path).read_text(encoding="utf-8"))
-        except (OSError, ValueError, RecursionError) as e:
-            raise ModelLoadError(f"cannot read {path}: {e}") from None
-        if not isinstance(raw, dict):
-            raise ModelLoadError(f"{path} is not a JSON object")
+        raw = read_json(Path(path), dict)
         kind = raw.get("model_type", "bert")
         if kind not in ARCHITECTURES:
             raise InvalidValueError(

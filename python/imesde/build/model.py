@@ -4,7 +4,6 @@ and checking a built model against reference embeddings."""
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import tempfile
@@ -15,7 +14,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from imesde._manifest import MANIFEST, read_prompts, write_manifest
+from imesde._manifest import MANIFEST, read_json, read_prompts, write_manifest
 from imesde.build.graph import BertConfig, bert_graph
 from imesde.build.safetensors import read_safetensors
 from imesde.exceptions import InvalidValueError, ModelLoadError, ModelNotFoundError
@@ -31,21 +30,10 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _object(path: Path, kind: type = dict) -> Any:
-    """The JSON value of a checkpoint's side file, of type ``kind`` (``ModelLoadError``)."""
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError) as e:
-        raise ModelLoadError(f"cannot read {path}: {e}") from None
-    if not isinstance(value, kind):
-        raise ModelLoadError(f"{path} is not a JSON {'object' if kind is dict else 'list'}")
-    return value
-
-
 def _pooling(source: Path) -> str:
     for cfg_path in (source / "1_Pooling" / "config.json", source / "pooling_config.json"):
         if cfg_path.is_file():
-            cfg = _object(cfg_path)
+            cfg = read_json(cfg_path, dict)
             if cfg.get("pooling_mode_cls_token"):
                 return "cls"
             if cfg.get("pooling_mode_mean_tokens", True):
@@ -58,7 +46,7 @@ def _normalized(source: Path) -> bool:
     modules = source / "modules.json"
     if not modules.is_file():
         return True
-    entries = _object(modules, list)
+    entries = read_json(modules, list)
     if not all(isinstance(e, dict) for e in entries):
         raise ModelLoadError(f"{modules}: every module must be a JSON object")
     return any(str(e.get("type", "")).endswith("Normalize") for e in entries)
@@ -67,7 +55,7 @@ def _normalized(source: Path) -> bool:
 def _max_length(source: Path, cfg: BertConfig) -> int:
     st = source / "sentence_bert_config.json"
     if st.is_file():
-        value = _object(st).get("max_seq_length")
+        value = read_json(st, dict).get("max_seq_length")
         if type(value) is int and value >= 1:
             return min(value, cfg.positions)
     return min(512, cfg.positions)
@@ -122,7 +110,7 @@ def build(
     # Every side file is read (and refused when damaged) before anything is written.
     pooling, normalize = _pooling(source), _normalized(source)
     prompts, default_prompt = read_prompts(source)
-    if "model" not in _object(source / "tokenizer.json"):
+    if "model" not in read_json(source / "tokenizer.json", dict):
         raise ModelLoadError(f"{source / 'tokenizer.json'} is not a tokenizer (it has no model)")
     limit = _max_length(source, cfg) if max_length is None else max_length
     if not 1 <= limit <= cfg.positions:
