@@ -141,7 +141,7 @@ def _after_fork_in_child() -> None:
         if store._conn is not None:
             _inherited.append(store._conn)
         store._lock = threading.Lock()
-        store._conn, store._pid = None, -1
+        store._conn = None
 
 
 if hasattr(os, "register_at_fork"):
@@ -184,7 +184,6 @@ class SQLiteCollisionStore:
         self.timeout = float(timeout)
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
-        self._pid = -1
         _SQLITE_STORES.add(self)
 
         def create(conn: sqlite3.Connection) -> None:
@@ -202,8 +201,9 @@ class SQLiteCollisionStore:
         self._transaction(create)
 
     def _connection(self) -> sqlite3.Connection:
-        # A connection must not cross fork(): reopen in a child process.
-        if self._conn is None or self._pid != os.getpid():
+        # None in a forked child too (see `_after_fork_in_child`): a connection must not
+        # cross fork().
+        if self._conn is None:
             conn = sqlite3.connect(
                 self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False
             )
@@ -212,7 +212,7 @@ class SQLiteCollisionStore:
             except BaseException:
                 conn.close()
                 raise
-            self._conn, self._pid = conn, os.getpid()
+            self._conn = conn
         return self._conn
 
     def _transaction(self, work: Callable[[sqlite3.Connection], Any]) -> Any:
