@@ -12,6 +12,7 @@ import imesde
 import numpy as np
 import numpy.typing as npt
 import pytest
+from helpers import default_model_copy
 from imesde import _locate
 from imesde import build as models
 from imesde.build import quantize
@@ -305,12 +306,9 @@ def test_runtime_comes_from_the_onnxruntime_wheel(embedder: imesde.TextEmbedder)
 
 def test_texts_without_tokens_are_refused_not_pooled(tmp_path: Path) -> None:
     import json
-    import shutil
 
     # A tokenizer that adds no [CLS] / [SEP]: a blank text has no tokens at all.
-    src = Path(imesde.TextEmbedder().model_path).parent
-    bare = tmp_path / "bare"
-    shutil.copytree(src, bare)
+    bare = default_model_copy(tmp_path / "bare")
     spec = json.loads((bare / "tokenizer.json").read_text(encoding="utf-8"))
     spec["post_processor"] = None
     (bare / "tokenizer.json").write_text(json.dumps(spec), encoding="utf-8")
@@ -370,7 +368,7 @@ def test_a_manifest_of_the_wrong_types_is_a_model_load_error(tmp_path: Path) -> 
     import json
     import shutil
 
-    src = Path(imesde.TextEmbedder().model_path).parent
+    src = default_model_copy(tmp_path / "src")
     manifest = json.loads((src / "imesde-model.json").read_text(encoding="utf-8"))
     for key, value in [
         ("pooling", 5),

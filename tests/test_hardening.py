@@ -22,6 +22,7 @@ from typing import Any
 import imesde
 import numpy as np
 import pytest
+from helpers import default_model_copy
 
 HUGE = [10**9, 2**62, 2**63, 2**64 + 5, 10**30]
 
@@ -368,9 +369,7 @@ def test_a_snapshot_refuses_a_model_with_other_weights(
 def test_a_snapshot_refuses_a_model_with_other_prompts(tmp_path: Path) -> None:
     import json
 
-    src = Path(imesde.TextEmbedder().model_path).parent
-    e5 = tmp_path / "e5"
-    shutil.copytree(src, e5)
+    e5 = default_model_copy(tmp_path / "e5")
     manifest = json.loads((e5 / "imesde-model.json").read_text(encoding="utf-8"))
     prompts = {"query": "query: ", "passage": "passage: "}
     (e5 / "imesde-model.json").write_text(json.dumps({**manifest, "prompts": prompts}))
