@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+import weakref
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -122,6 +123,9 @@ def test_a_base_exception_in_a_callback_reaches_the_ingest_caller(
         raise exc
 
     sub = e.subscribe(np.ones(8, np.float32), threshold=-1.0, callback=callback)
+    later: list[imesde.Event] = []
+    other = e.subscribe(np.ones(8, np.float32), threshold=-1.0, callback=later.append)
+    queue = e.subscribe(np.ones(8, np.float32), threshold=-1.0)
     with pytest.raises(exc):
         e.ingest_vectors(np.ones((3, 8), np.float32), ["a", "b", "c"])
     # The batch was stored whole before the callback ran; delivery stopped at the first.
@@ -129,8 +133,72 @@ def test_a_base_exception_in_a_callback_reaches_the_ingest_caller(
     assert [h.text for h in e.recent(3)] == ["c", "b", "a"]
     assert seen == [0]
     assert sub.errors == 0
+    # No callback ran after it, and what callbacks did not get is counted; the queue, where
+    # no Python code runs, got every event.
+    assert later == []
+    assert (sub.delivered, sub.dropped) == (1, 2)
+    assert (other.delivered, other.dropped) == (0, 3)
+    assert [ev.id for ev in queue.drain()] == [0, 1, 2]
+    assert queue.dropped == 0
     # The engine goes on.
     assert len(e.search_vector(np.ones(8, np.float32), k=5)) == 3
+
+
+def test_a_subscription_of_another_engine_is_not_unsubscribed() -> None:
+    q = np.ones(8, np.float32)
+    a, b = (
+        imesde.Engine(8, num_shards=1, shard_size=8),
+        imesde.Engine(8, num_shards=1, shard_size=8),
+    )
+    sa, sb = a.subscribe(q, threshold=0.5), b.subscribe(q, threshold=0.5)
+    assert sa.id == sb.id  # ids are unique within one engine only
+    assert not a.unsubscribe(sb)
+    assert sa.active
+    assert sb.active
+    # Nor one of the engine a snapshot was taken from.
+    back = imesde.Engine.from_bytes(a.to_bytes())
+    held = back.subscribe(q, threshold=0.5)
+    assert not back.unsubscribe(sa)
+    assert sa.active
+    assert held.active
+    assert b.unsubscribe(sb)
+    assert not sb.active
+
+
+def _collected(make: Callable[[], Any]) -> bool:
+    """Whether what ``make`` returns (weakly referenced) is freed by one collection."""
+    ref = weakref.ref(make())
+    gc.collect()
+    return ref() is None
+
+
+def test_cycles_through_callbacks_events_and_labelers_are_collected() -> None:
+    q = np.ones(8, np.float32)
+    items = np.ones((3, 8), np.float32)
+
+    def pending_events() -> imesde.Subscription:
+        # Unread events refer to their subscription, which holds the engine's ring.
+        e = imesde.Engine(8, num_shards=1, shard_size=8)
+        sub = e.subscribe(q, threshold=0.5)
+        e.ingest_vectors(items)
+        assert sub.pending == 3
+        return sub
+
+    def callback_to_its_engine() -> imesde.Engine:
+        e = imesde.Engine(8, num_shards=1, shard_size=8)
+        e.subscribe(q, threshold=0.5, callback=lambda ev: e.search_vector(q, k=1))
+        e.ingest_vectors(items)
+        return e
+
+    def labeler_of_its_engine() -> imesde.Engine:
+        e = imesde.Engine(8, num_shards=1, shard_size=8)
+        e.attach_semantic_ids(lambda v: [f"s-{len(e)}"] * len(v))
+        e.ingest_vectors(items)
+        assert e.get(0).metadata == {"semantic_id": "s-0"}
+        return e
+
+    for make in (pending_events, callback_to_its_engine, labeler_of_its_engine):
+        assert _collected(make), make.__name__
 
 
 def test_an_ordinary_exception_in_a_callback_is_counted_and_ingestion_goes_on() -> None:

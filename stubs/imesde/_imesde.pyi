@@ -519,7 +519,8 @@ class Engine:
     def train_index(self) -> bool:
         """Train the index on the items held now and wait for it (when a training is
         running, wait for that one first, and train again only if items arrived since it
-        began); return whether the index is trained."""
+        began); return whether the index is trained. Ctrl-C stops the wait, not the
+        training: it ends on its own thread and takes effect then."""
     def stats(self) -> dict[str, Any]:
         """Counters and sizes of the engine."""
 
@@ -544,7 +545,8 @@ class Subscription:
         """Events produced so far."""
     @property
     def dropped(self) -> int:
-        """Events dropped because the queue was full."""
+        """Events dropped: the queue was full, or (with a callback) a ``KeyboardInterrupt`` or
+        ``SystemExit`` stopped the delivery of the batch they came from."""
     @property
     def errors(self) -> int:
         """Exceptions raised by the callback."""

@@ -76,6 +76,18 @@ impl<T> Inbox<T> {
         self.queue.lock().drain(..).collect()
     }
 
+    /// Calls `f` on each entry, oldest first, unless another thread holds the queue right
+    /// now (then on none): for a garbage collector's traversal, which must never wait.
+    ///
+    /// # Errors
+    /// The first error `f` returns.
+    pub fn try_for_each<E>(&self, f: impl FnMut(&T) -> Result<(), E>) -> Result<(), E> {
+        match self.queue.try_lock() {
+            Some(q) => q.iter().try_for_each(f),
+            None => Ok(()),
+        }
+    }
+
     /// Entries waiting.
     pub fn len(&self) -> usize {
         self.queue.lock().len()
@@ -117,6 +129,14 @@ mod tests {
             inbox.push(i);
         }
         assert_eq!(inbox.dropped(), 3);
+        let mut seen = Vec::new();
+        inbox
+            .try_for_each(|&i| {
+                seen.push(i);
+                Ok::<_, ()>(())
+            })
+            .unwrap();
+        assert_eq!(seen, vec![3, 4]);
         assert_eq!(inbox.drain(), vec![3, 4]);
         let shared = Arc::new(Inbox::new(4));
         let writer = Arc::clone(&shared);

@@ -46,7 +46,7 @@ pub(crate) fn embed_texts(
 /// (``"basic"``) left at None come from the manifest of a model built by ``imesde model
 /// build`` when there is one (an int8 build asks for ``"all"``, which fuses its integer
 /// GEMMs).
-#[pyclass(frozen, module = "imesde._imesde")]
+#[pyclass(frozen, weakref, module = "imesde._imesde")]
 pub(crate) struct TextEmbedder {
     pub(crate) model: Arc<TextModel>,
     tokenizer_path: String,

@@ -12,6 +12,8 @@ use imesde_engine::{Fusion, Ingested, Threshold};
 use imesde_ring::{Attributes, IvfConfig, RingConfig, RingError, Storage};
 use numpy::{IntoPyArray, PyArray1, PyArray2, PyArrayMethods};
 use parking_lot::Mutex;
+use pyo3::PyTraverseError;
+use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyInt, PyString, PyTuple};
 
@@ -36,7 +38,7 @@ use imesde_engine::fork::install;
 /// window (``nlist`` lists, ``nprobe`` scanned per query; by default ``~sqrt(capacity)`` and
 /// an eighth of it): searches then read a fraction of the items. ``exact=True`` on a search
 /// scans every item with the exact kernels (a binary engine: its int8 copy).
-#[pyclass(frozen, module = "imesde._imesde")]
+#[pyclass(frozen, weakref, module = "imesde._imesde")]
 pub(crate) struct Engine {
     core: imesde_engine::Engine,
     model: Option<Py<TextEmbedder>>,
@@ -353,6 +355,8 @@ impl Engine {
     /// Stops a subscription (a ``Subscription`` or its id); False when it was not active.
     fn unsubscribe(&self, py: Python<'_>, subscription: &Bound<'_, PyAny>) -> PyResult<bool> {
         let id = match subscription.cast::<Subscription>() {
+            // Ids are unique within one engine only.
+            Ok(s) if !s.get().belongs_to(self.core.ring()) => return Ok(false),
             Ok(s) => s.get().id,
             Err(_) if subscription.is_instance_of::<PyInt>() => {
                 match id_of(subscription, "the subscription id") {
@@ -881,6 +885,29 @@ impl Engine {
         Ok(d)
     }
 
+    // A callback or semantic-id function that refers to its engine (a closure, a bound method
+    // of an object holding it) is a cycle that only the garbage collector can free.
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.model)?;
+        if let Some(f) = self.semantic_ids.try_lock() {
+            visit.call(f.as_ref())?;
+        }
+        if let Some(subs) = self.subs.try_lock() {
+            for s in subs.iter() {
+                visit.call(s)?;
+            }
+        }
+        Ok(())
+    }
+    fn __clear__(&self) {
+        if let Some(mut f) = self.semantic_ids.try_lock() {
+            f.take();
+        }
+        let subs = self.subs.try_lock().map(|mut s| std::mem::take(&mut *s));
+        for s in subs.into_iter().flatten() {
+            s.get().close();
+        }
+    }
     fn __repr__(&self) -> String {
         let c = self.config();
         format!(
@@ -1084,14 +1111,24 @@ impl Engine {
         .raise()?;
         if !events.is_empty() {
             // Delivered with no engine lock held: a callback may search or ingest. The batch
-            // is stored whole by now, so Ctrl-C in a callback (returned by `deliver`) stops
-            // the delivery and reaches the caller with nothing half-written.
+            // is stored whole by now, so Ctrl-C in a callback (returned by `deliver`) reaches
+            // the caller with nothing half-written; after it the queues still get their events
+            // (no Python code runs for them) and the callbacks' are dropped.
             let subs: Vec<Py<Subscription>> =
                 self.subs.lock().iter().map(|s| s.clone_ref(py)).collect();
+            let mut stopped = None;
             for e in events {
-                if let Some(sub) = subs.iter().find(|s| s.get().id == e.subscription) {
-                    Subscription::deliver(sub.bind(py), e.hit)?;
+                let Some(sub) = subs.iter().find(|s| s.get().id == e.subscription) else {
+                    continue;
+                };
+                if stopped.is_some() && sub.get().has_callback() {
+                    sub.get().skip();
+                } else if let Err(err) = Subscription::deliver(sub.bind(py), e.hit) {
+                    stopped = Some(err);
                 }
+            }
+            if let Some(err) = stopped {
+                return Err(err);
             }
         }
         Ok(ids)

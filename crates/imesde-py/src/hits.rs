@@ -3,6 +3,8 @@
 //! once, in [`item_class`].
 
 use numpy::PyArray1;
+use pyo3::PyTraverseError;
+use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 
@@ -115,6 +117,9 @@ pub(crate) struct Event {
 }
 
 item_class!(Event, hit, {
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.subscription)
+    }
     /// The subscription that fired.
     #[getter]
     fn subscription(&self, py: Python<'_>) -> Py<Subscription> {

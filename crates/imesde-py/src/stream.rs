@@ -8,7 +8,10 @@ use std::time::{Duration, Instant};
 
 use imesde_engine::Inbox;
 use imesde_ring::Ring;
+use parking_lot::Mutex;
+use pyo3::PyTraverseError;
 use pyo3::exceptions::{PyException, PyStopIteration};
+use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
@@ -26,18 +29,25 @@ use crate::hits::Event;
 /// produced it; an exception in the callback is logged (logger ``"imesde"``) and counted in
 /// ``errors``, and never stops ingestion, except ``KeyboardInterrupt`` and ``SystemExit`` (any
 /// ``BaseException`` that is not an ``Exception``): those reach the caller of the ingest, after
-/// its batch was stored.
-#[pyclass(frozen, module = "imesde._imesde")]
+/// its batch was stored; the batch's later events still reach the queues, and those of
+/// callbacks are dropped (counted in ``dropped``). A callback runs on the thread of the ingest
+/// call that produced its event: with several threads ingesting, it may run on several at
+/// once, and their events interleave.
+#[pyclass(frozen, weakref, module = "imesde._imesde")]
 pub(crate) struct Subscription {
     pub(crate) id: u64,
     query: Option<String>,
     threshold: Option<f32>,
     top_k: Option<usize>,
-    callback: Option<Py<PyAny>>,
+    /// Cleared by the garbage collector only (a cycle through the callback's closure).
+    callback: Mutex<Option<Py<PyAny>>>,
+    has_callback: bool,
     ring: Arc<Ring>,
     inbox: Inbox<Py<Event>>,
     delivered: AtomicU64,
     errors: AtomicU64,
+    /// Events a callback did not get because an earlier one stopped the delivery (Ctrl-C).
+    skipped: AtomicU64,
 }
 
 impl Subscription {
@@ -56,16 +66,36 @@ impl Subscription {
             query,
             threshold,
             top_k,
-            callback,
+            has_callback: callback.is_some(),
+            callback: Mutex::new(callback),
             ring,
             inbox: Inbox::new(capacity),
             delivered: AtomicU64::new(0),
             errors: AtomicU64::new(0),
+            skipped: AtomicU64::new(0),
         }
     }
 
     pub(crate) fn is_active(&self) -> bool {
         !self.inbox.is_closed()
+    }
+
+    /// Whether this is a subscription of the engine whose ring is `ring` (ids are unique
+    /// within one engine only).
+    pub(crate) fn belongs_to(&self, ring: &Arc<Ring>) -> bool {
+        Arc::ptr_eq(&self.ring, ring)
+    }
+
+    /// Whether events run Python code (a callback) when delivered.
+    pub(crate) fn has_callback(&self) -> bool {
+        self.has_callback
+    }
+
+    /// Counts an event not delivered because the delivery of its batch was stopped.
+    pub(crate) fn skip(&self) {
+        if self.is_active() {
+            self.skipped.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// Hands one event to the callback or the queue. Called with the GIL and no engine lock.
@@ -92,7 +122,11 @@ impl Subscription {
             }
         };
         me.delivered.fetch_add(1, Ordering::Relaxed);
-        if let Some(cb) = &me.callback {
+        if me.has_callback {
+            // Cleared only when the subscription is unreachable (the garbage collector).
+            let Some(cb) = me.callback.lock().as_ref().map(|c| c.clone_ref(py)) else {
+                return Ok(());
+            };
             if let Err(e) = cb.call1(py, (event,)) {
                 if !e.is_instance_of::<PyException>(py) {
                     return Err(e);
@@ -188,10 +222,11 @@ impl Subscription {
     fn delivered(&self) -> u64 {
         self.delivered.load(Ordering::Relaxed)
     }
-    /// Events dropped because the queue was full.
+    /// Events dropped: the queue was full, or (with a callback) a ``KeyboardInterrupt`` or
+    /// ``SystemExit`` stopped the delivery of the batch they came from.
     #[getter]
     fn dropped(&self) -> u64 {
-        self.inbox.dropped()
+        self.inbox.dropped() + self.skipped.load(Ordering::Relaxed)
     }
     /// Exceptions raised by the callback.
     #[getter]
@@ -232,6 +267,21 @@ impl Subscription {
     }
     fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
         slf
+    }
+    // Queued events refer back to their subscription, and a callback's closure often to the
+    // engine: both are cycles that only the garbage collector can free.
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        if let Some(cb) = self.callback.try_lock() {
+            visit.call(cb.as_ref())?;
+        }
+        self.inbox.try_for_each(|e| visit.call(e))
+    }
+    fn __clear__(&self) {
+        self.close();
+        if let Some(mut cb) = self.callback.try_lock() {
+            cb.take();
+        }
+        drop(self.inbox.drain());
     }
     fn __next__(&self, py: Python<'_>) -> PyResult<Py<Event>> {
         self.wait(py, None)?
