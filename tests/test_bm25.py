@@ -124,6 +124,18 @@ def test_analyzer() -> None:
     assert imesde.BM25(stemmer=None).analyze("Running Leaks") == ["running", "leaks"]
     assert imesde.BM25(stemmer="french").analyze("traductions") == ["traduct"]
     assert imesde.BM25(stopwords=["kernel"]).analyze("kernel panic") == ["panic"]
+    # Words Unicode keeps whole across . _ : give their parts too (stemmed as words).
+    assert a.analyze("sshd:accepted from 10.0.0.7") == [
+        "sshd", "accept", "sshd:accepted", "from", "10", "0", "0", "7", "10.0.0.7",
+    ]  # fmt: skip
+
+
+def test_glued_words_are_found_by_their_parts_and_whole() -> None:
+    index = imesde.BM25()
+    docs = ["login from 10.0.0.7", "call foo_bar()", "mail to ops@example.com", "disk full"]
+    index.add_batch(range(len(docs)), docs)
+    for query, doc in [("10", 0), ("10.0.0.7", 0), ("foo", 1), ("foo_bar", 1), ("example", 2)]:
+        assert [h.id for h in index.search(query, k=2)] == [doc], query
 
 
 def test_exact_technical_tokens_rank_first() -> None:

@@ -13,6 +13,9 @@ use crate::stopwords::ENGLISH;
 
 /// Characters that glue words into one searchable compound when nothing else separates them.
 const JOINERS: &[char] = &['-', '/', '.', '_', ':', '@', '+', '#'];
+/// The joiners Unicode's word rules keep inside one word (`10.0.0.7`, `foo_bar`,
+/// `sshd:accepted`): such a word is split at them into its parts as well.
+const INNER_JOINERS: &[char] = &['.', '_', ':'];
 
 /// The Snowball languages, by their lowercase English names.
 const LANGUAGES: &[(&str, Algorithm)] = &[
@@ -37,12 +40,27 @@ const LANGUAGES: &[(&str, Algorithm)] = &[
 ];
 
 /// How text becomes terms. The same analyzer serves documents and queries.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AnalyzerConfig {
     /// A Snowball language name (`"english"`, `"german"`, ...) or `None` for no stemming.
     pub stemmer: Option<String>,
     /// Words dropped before stemming (lowercase).
     pub stopwords: Vec<String>,
+    /// Whether a word that Unicode's rules keep whole across `.` `_` `:` (`10.0.0.7`,
+    /// `foo_bar`) also gives its parts as terms. True unless an index was saved by a version
+    /// that did not split them (its terms were made without the parts).
+    pub word_parts: bool,
+}
+
+impl Default for AnalyzerConfig {
+    /// No stemming, no stop words.
+    fn default() -> Self {
+        Self {
+            stemmer: None,
+            stopwords: Vec::new(),
+            word_parts: true,
+        }
+    }
 }
 
 impl AnalyzerConfig {
@@ -51,7 +69,7 @@ impl AnalyzerConfig {
     pub fn english() -> Self {
         Self {
             stemmer: Some("english".into()),
-            stopwords: Vec::new(),
+            ..Self::default()
         }
     }
 
@@ -124,7 +142,7 @@ impl Analyzer {
 
     /// The terms of `text`, in order. Each word gives one term (lowercased, stop words dropped,
     /// stemmed); words glued by `- / . _ : @ + #` also give the whole compound, lowercased and
-    /// unstemmed, so `CVE-2024-1234` matches exactly as well as by its parts.
+    /// unstemmed, so `CVE-2024-1234` and `10.0.0.7` match exactly as well as by their parts.
     #[must_use]
     pub fn analyze(&self, text: &str) -> Vec<String> {
         let mut out = Vec::new();
@@ -135,7 +153,7 @@ impl Analyzer {
     /// [`Self::analyze`] into a reused buffer (cleared first).
     pub fn analyze_into(&self, text: &str, out: &mut Vec<String>) {
         out.clear();
-        pieces(text, |piece| match piece {
+        pieces(text, self.config.word_parts, |piece| match piece {
             Piece::Word(word) => out.extend(self.word_term(word)),
             Piece::Compound(compound) => out.push(lowercase(compound)),
         });
@@ -168,9 +186,13 @@ pub(crate) enum Piece<'a> {
     Compound(&'a str),
 }
 
-/// The pieces of `text` in order: each word, and after the words of a compound the compound.
-pub(crate) fn pieces<'a>(text: &'a str, mut emit: impl FnMut(Piece<'a>)) {
-    let mut group = Group::default();
+/// The pieces of `text` in order: each word, and after the words of a compound the compound;
+/// with `word_parts`, a word glued by `.` `_` `:` gives its parts, then itself as a compound.
+pub(crate) fn pieces<'a>(text: &'a str, word_parts: bool, mut emit: impl FnMut(Piece<'a>)) {
+    let mut group = Group {
+        word_parts,
+        ..Group::default()
+    };
     if text.is_ascii() {
         ascii_word_bounds(text, |offset, segment| {
             group.push(text, offset, segment, &mut emit);
@@ -191,6 +213,7 @@ struct Group {
     start: usize,
     end: usize,
     pending_joiner: bool,
+    word_parts: bool,
 }
 
 impl Group {
@@ -218,7 +241,15 @@ impl Group {
         self.words += 1;
         self.end = offset + segment.len();
         self.pending_joiner = false;
-        emit(Piece::Word(segment));
+        if self.word_parts && segment.contains(INNER_JOINERS) {
+            segment
+                .split(INNER_JOINERS)
+                .filter(|part| part.chars().any(char::is_alphanumeric))
+                .for_each(|part| emit(Piece::Word(part)));
+            emit(Piece::Compound(segment));
+        } else {
+            emit(Piece::Word(segment));
+        }
     }
 
     /// Ends the group: emits it whole if it glued several words.
@@ -368,8 +399,34 @@ mod tests {
         );
         assert_eq!(
             a.analyze("v1.2.3, 10.0.0.7 and foo_bar"),
-            ["v1.2.3", "10.0.0.7", "and", "foo_bar"]
+            [
+                "v1", "2", "3", "v1.2.3", "10", "0", "0", "7", "10.0.0.7", "and", "foo", "bar",
+                "foo_bar"
+            ]
         );
+        assert_eq!(
+            a.analyze("sshd:accepted user@mail.example.com __init__"),
+            [
+                "sshd",
+                "accepted",
+                "sshd:accepted",
+                "user",
+                "mail",
+                "example",
+                "com",
+                "mail.example.com",
+                "user@mail.example.com",
+                "init",
+                "__init__"
+            ]
+        );
+        // Saved by a version without the parts: words stay whole, as its terms were made.
+        let whole = Analyzer::new(AnalyzerConfig {
+            word_parts: false,
+            ..AnalyzerConfig::default()
+        })
+        .unwrap();
+        assert_eq!(whole.analyze("10.0.0.7 foo_bar"), ["10.0.0.7", "foo_bar"]);
         assert_eq!(a.analyze("a - b"), ["a", "b"], "spaced dashes do not glue");
         assert_eq!(a.analyze("end."), ["end"]);
         assert!(a.analyze("  ... ").is_empty());
@@ -380,6 +437,7 @@ mod tests {
         let a = Analyzer::new(AnalyzerConfig {
             stemmer: Some("english".into()),
             stopwords: AnalyzerConfig::english_stopwords(),
+            word_parts: true,
         })
         .unwrap();
         assert_eq!(
@@ -389,6 +447,7 @@ mod tests {
         let de = Analyzer::new(AnalyzerConfig {
             stemmer: Some("German".into()),
             stopwords: vec![],
+            word_parts: true,
         })
         .unwrap();
         assert_eq!(
@@ -398,7 +457,8 @@ mod tests {
         assert!(
             Analyzer::new(AnalyzerConfig {
                 stemmer: Some("klingon".into()),
-                stopwords: vec![]
+                stopwords: vec![],
+                word_parts: true,
             })
             .is_err()
         );

@@ -1,7 +1,8 @@
-//! `save` / `load`: the `imesde-format` frame (magic `b"IMESDE-BM25\n"`, `u32` version 1, body,
+//! `save` / `load`: the `imesde-format` frame (magic `b"IMESDE-BM25\n"`, `u32` version 2, body,
 //! `u32` CRC-32 of all preceding bytes) around this little-endian body: `f32` k1, `f32` b,
 //! `u8` method (0 lucene, 1 robertson, 2 atire, 3 bm25+), `f32` delta, the analyzer (a string:
-//! stemmer language or empty; `u32` count + strings: stop words), `u32` count + strings: terms,
+//! stemmer language or empty; `u32` count + strings: stop words; `u8` word parts, 0 or 1, absent
+//! in version 1 whose analysis kept words whole), `u32` count + strings: terms,
 //! `u32` count of documents, each `u64` id, `u32` length, `u32` count + (`u32` term, `u32` tf).
 //! A string is a `u32` byte length + UTF-8.
 
@@ -14,7 +15,8 @@ use crate::error::{Bm25Error, Result};
 use crate::index::{Bm25, Method, Params, SavedDoc};
 
 const MAGIC: &[u8; 12] = b"IMESDE-BM25\n";
-const VERSION: u32 = 1;
+/// Version 2 added the analyzer's `word_parts` flag; version 1 files were made without them.
+const VERSION: u32 = 2;
 
 fn io_error(path: &Path, source: std::io::Error) -> Bm25Error {
     Bm25Error::Io {
@@ -54,6 +56,7 @@ impl Bm25 {
         for s in &a.stopwords {
             w.str(s);
         }
+        w.u8(u8::from(a.word_parts));
         let (terms, docs) = self.export();
         w.u32(terms.len() as u32);
         for t in terms {
@@ -110,7 +113,7 @@ type Body = (
 
 fn read_body(bytes: &[u8]) -> std::result::Result<Body, FormatError> {
     let bad = |reason: &str| Err(FormatError(reason.into()));
-    let mut r = Reader::open(bytes, MAGIC, &[VERSION])?;
+    let mut r = Reader::open(bytes, MAGIC, &[1, VERSION])?;
     let (k1, b) = (r.f32()?, r.f32()?);
     let code = r.u8()?;
     let delta = r.f32()?;
@@ -126,6 +129,14 @@ fn read_body(bytes: &[u8]) -> std::result::Result<Body, FormatError> {
     let stopwords = (0..n)
         .map(|_| r.str())
         .collect::<std::result::Result<Vec<_>, _>>()?;
+    let word_parts = match r.version() {
+        1 => false,
+        _ => match r.u8()? {
+            0 => false,
+            1 => true,
+            other => return bad(&format!("unknown word-parts flag {other}")),
+        },
+    };
     let n_terms = r.count(4)?;
     let terms = (0..n_terms)
         .map(|_| r.str())
@@ -167,7 +178,12 @@ fn read_body(bytes: &[u8]) -> std::result::Result<Body, FormatError> {
     }
     r.finish()?;
     let params = Params { k1, b, method };
-    Ok((params, AnalyzerConfig { stemmer, stopwords }, terms, docs))
+    let analyzer = AnalyzerConfig {
+        stemmer,
+        stopwords,
+        word_parts,
+    };
+    Ok((params, analyzer, terms, docs))
 }
 
 #[cfg(test)]
@@ -177,10 +193,10 @@ mod tests {
     /// A saved document: id, length, (term, tf) pairs.
     type Doc<'a> = (u64, u32, &'a [(u32, u32)]);
 
-    /// An index file with the default parameters, no analyzer options, and `terms` / `docs`
-    /// as given (a valid checksum: only the structure checks can refuse it).
+    /// An index file of version 1 with the default parameters, no analyzer options, and
+    /// `terms` / `docs` as given (a valid checksum: only the structure checks can refuse it).
     fn file(terms: &[&str], docs: &[Doc<'_>]) -> Vec<u8> {
-        let mut w = Writer::new(MAGIC, VERSION);
+        let mut w = Writer::new(MAGIC, 1);
         w.f32(1.2);
         w.f32(0.75);
         w.u8(0);
@@ -220,6 +236,21 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(ok.search("nfs", 10, 0.0).len(), 1);
+        // Its terms were made with words kept whole; so are its queries', and its next file says so.
+        assert!(!ok.analyzer().config().word_parts);
+        let again = load(&ok.to_bytes()).unwrap();
+        assert!(!again.analyzer().config().word_parts);
+        assert!(
+            load(
+                &Bm25::new(Params::default(), AnalyzerConfig::default())
+                    .unwrap()
+                    .to_bytes()
+            )
+            .unwrap()
+            .analyzer()
+            .config()
+            .word_parts
+        );
         // Any k: capped at the number of documents before anything is allocated.
         assert_eq!(ok.search("client", usize::MAX, 0.0).len(), 2);
         assert_eq!(ok.search_terms(["client"], usize::MAX, 0.0).len(), 2);

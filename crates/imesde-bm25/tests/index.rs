@@ -249,6 +249,7 @@ fn save_load_and_damage() {
         AnalyzerConfig {
             stemmer: Some("english".into()),
             stopwords: AnalyzerConfig::english_stopwords(),
+            word_parts: true,
         },
     )
     .unwrap();
@@ -402,6 +403,7 @@ fn parallel_batch_builds_the_same_index() {
     let config = AnalyzerConfig {
         stemmer: Some("english".into()),
         stopwords: AnalyzerConfig::english_stopwords(),
+        word_parts: true,
     };
     let mut one = Bm25::new(Params::default(), config.clone()).unwrap();
     for (&id, t) in ids.iter().zip(&texts) {
@@ -443,6 +445,7 @@ fn a_full_word_cache_changes_no_term() {
     let config = AnalyzerConfig {
         stemmer: Some("english".into()),
         stopwords: AnalyzerConfig::english_stopwords(),
+        word_parts: true,
     };
     let mut cached = Bm25::new(Params::default(), config.clone()).unwrap();
     for (i, t) in texts.iter().enumerate() {

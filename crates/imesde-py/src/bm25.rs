@@ -94,6 +94,7 @@ pub(crate) fn analyzer_config(
     Ok(AnalyzerConfig {
         stemmer: stemmer.map(str::to_owned),
         stopwords,
+        ..AnalyzerConfig::default()
     })
 }
 
@@ -117,7 +118,7 @@ pub(crate) fn bm25_params(k1: Real, b: Real, method: &str, delta: Real) -> PyRes
 /// ``delta``); ``stemmer`` a Snowball language (``"english"`` by default) or None;
 /// ``stopwords`` None, ``"english"`` or a list of words. Terms are Unicode words, lowercased;
 /// technical compounds such as ``CVE-2024-1234`` or ``net/mlx5e`` are also indexed whole.
-#[pyclass(frozen, module = "imesde._imesde", name = "BM25")]
+#[pyclass(frozen, weakref, module = "imesde._imesde", name = "BM25")]
 pub(crate) struct PyBm25(RwLock<Bm25>);
 
 #[pymethods]

@@ -715,7 +715,7 @@ fn term_ids(
     mut id_of: impl FnMut(&str) -> u32,
     out: &mut Vec<u32>,
 ) {
-    pieces(text, |piece| match piece {
+    pieces(text, analyzer.config().word_parts, |piece| match piece {
         Piece::Word(word) => {
             let t = words.get(word).copied().unwrap_or_else(|| {
                 let t = analyzer
