@@ -130,3 +130,30 @@ def test_zero_dim_and_huge_int8_dim() -> None:
         imesde.Engine(0)
     with pytest.raises(imesde.InvalidValueError, match="too large for int8"):
         imesde.Engine(100_000, num_shards=1, shard_size=1, storage="int8")
+
+
+def test_flags_paths_and_data_of_the_wrong_type_are_dtype_errors(
+    engine: imesde.Engine, tmp_path: Any
+) -> None:
+    before = snapshot(engine)
+    q = np.ones(8, np.float32)
+    for call in (
+        lambda: engine.search_vector(q, exact="yes"),  # type: ignore[arg-type]
+        lambda: engine.search_vectors(q, exact=1),  # type: ignore[arg-type]
+        lambda: imesde.Engine(8, lexical="no"),  # type: ignore[arg-type]
+        lambda: engine.save(None),  # type: ignore[arg-type]
+        lambda: imesde.Engine.load(3),  # type: ignore[arg-type]
+        lambda: imesde.BM25.load(None),  # type: ignore[arg-type]
+        lambda: imesde.Engine.from_bytes("not bytes"),  # type: ignore[arg-type]
+        lambda: imesde.BM25.from_bytes(7),  # type: ignore[arg-type]
+    ):
+        with pytest.raises(imesde.DTypeError):
+            call()
+    assert snapshot(engine) == before
+    # numpy's bool is a bool; a bytes path is a path, as open() takes it.
+    assert engine.search_vector(q, k=1, exact=np.bool_(True))[0].id == before[2][0]  # type: ignore[arg-type]
+    path = str(tmp_path / "e.imesde").encode()
+    engine.save(path)
+    assert snapshot(imesde.Engine.load(path)) == before
+    with pytest.raises(imesde.DTypeError, match="use search for one query"):
+        imesde.Engine(8).search_batch("alpha")

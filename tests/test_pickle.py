@@ -137,3 +137,30 @@ def test_collision_stores_and_semantic_id_engines_pickle(golden: Golden, tmp_pat
     again = pickle.loads(pickle.dumps(sqlite))
     assert (again.path, again.timeout) == (sqlite.path, 5.0)
     assert again.claim(["k"]) == ["k-1"]  # the same database
+
+
+def test_hits_pickle_as_their_fields_and_bytes_like_data_loads(golden: Golden) -> None:
+    texts, vecs = golden
+    e = imesde.Engine(384, num_shards=2, shard_size=64)
+    meta: list[dict[str, Any] | None] = [
+        {"n": i, "tags": ["a", str(i)], "ok": i % 2 == 0} if i % 3 else None for i in range(50)
+    ]
+    e.ingest_vectors(vecs[:50], texts[:50], metadata=meta)
+    for hits in (e.search_vector(vecs[3], k=5), [e.search_vector(vecs[4], k=1)[0]]):
+        for twin in (pickle.loads(pickle.dumps(hits)), copy.deepcopy(hits)):
+            assert [(h.id, h.score, h.text, h.ts, h.metadata) for h in twin] == [
+                (h.id, h.score, h.text, h.ts, h.metadata) for h in hits
+            ]
+            assert all(isinstance(h, imesde.Hit) for h in twin)
+    index = imesde.BM25()
+    index.add_batch(list(range(50)), texts[:50])
+    lexical = index.search(texts[7], k=3)
+    twin = pickle.loads(pickle.dumps(lexical))
+    assert [(h.id, h.score, h.terms) for h in twin] == [(h.id, h.score, h.terms) for h in lexical]
+    # Bytes held as a bytearray or memoryview (a buffer, a joblib store) load as bytes do.
+    for data in (bytearray(e.to_bytes()), memoryview(e.to_bytes())):
+        back = imesde.Engine.from_bytes(data)
+        assert [h.id for h in back.search_vector(vecs[3], k=5)] == [
+            h.id for h in e.search_vector(vecs[3], k=5)
+        ]
+    assert len(imesde.BM25.from_bytes(memoryview(index.to_bytes()))) == 50

@@ -44,6 +44,8 @@ class BM25Hit:
     @overload
     def __getitem__(self, index: int, /) -> int | float: ...
     def __iter__(self) -> Iterator[Any]: ...
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        """Pickles as its fields (``multiprocessing``, Ray and ``copy`` carry hits)."""
 
 @final
 class BM25:
@@ -110,15 +112,15 @@ class BM25:
         """The scoring variant."""
     def __len__(self) -> int: ...
     def __contains__(self, id: object, /) -> bool: ...
-    def save(self, path: _PathLike) -> None:
+    def save(self, path: _FilePath) -> None:
         """Write the index to ``path`` atomically (versioned, checksummed)."""
     @staticmethod
-    def load(path: _PathLike) -> BM25:
+    def load(path: _FilePath) -> BM25:
         """Read an index written by ``save`` (``IndexCorruptError`` if damaged)."""
     def to_bytes(self) -> bytes:
         """The index as the bytes ``save`` writes."""
     @staticmethod
-    def from_bytes(data: bytes) -> BM25:
+    def from_bytes(data: bytes | bytearray | memoryview) -> BM25:
         """An index from ``to_bytes`` bytes, checked as a file is."""
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]: ...
 
@@ -134,6 +136,7 @@ def fuse(
     at its first place."""
 
 _PathLike: TypeAlias = str | os.PathLike[str]
+_FilePath: TypeAlias = str | bytes | os.PathLike[str]
 
 @final
 class TextEmbedder:
@@ -245,7 +248,7 @@ class Hit:
         """Cosine similarity to the query."""
     @property
     def ts(self) -> float:
-        """_Timestamp in seconds since the Unix epoch."""
+        """Timestamp in seconds since the Unix epoch."""
     @property
     def metadata(self) -> dict[str, Any] | None:
         """The item's metadata as a new dict, or None."""
@@ -257,6 +260,8 @@ class Hit:
     @overload
     def __getitem__(self, index: int, /) -> str | float | None: ...
     def __iter__(self) -> Iterator[Any]: ...
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        """Pickles as its fields (``multiprocessing``, Ray and ``copy`` carry hits)."""
 
 @final
 class Item:
@@ -273,7 +278,7 @@ class Item:
         """The item's text, or None."""
     @property
     def ts(self) -> float:
-        """_Timestamp in seconds since the Unix epoch."""
+        """Timestamp in seconds since the Unix epoch."""
     @property
     def metadata(self) -> dict[str, Any] | None:
         """The item's metadata as a new dict, or None."""
@@ -396,11 +401,11 @@ class Engine:
         exact: bool = False,
     ) -> list[Hit]:
         """Dense and lexical results fused (``alpha`` weights the dense side)."""
-    def save(self, path: str | os.PathLike[str]) -> None:
+    def save(self, path: _FilePath) -> None:
         """Write every held item and the ring's shape atomically, with a checksum."""
     @staticmethod
     def load(
-        path: str | os.PathLike[str],
+        path: _FilePath,
         model: TextEmbedder | str | os.PathLike[str] | int | None = None,
     ) -> Engine:
         """Restore an engine written by ``save`` (refuses a different model)."""
@@ -408,7 +413,7 @@ class Engine:
         """The engine as the bytes ``save`` writes."""
     @staticmethod
     def from_bytes(
-        data: bytes,
+        data: bytes | bytearray | memoryview,
         model: TextEmbedder | str | os.PathLike[str] | int | None = None,
     ) -> Engine:
         """An engine from ``to_bytes`` bytes, checked as a saved file is."""
@@ -515,7 +520,7 @@ class Engine:
         """Slots per shard."""
     @property
     def storage(self) -> str:
-        """``"f32"`` or ``"int8"``."""
+        """``"f32"``, ``"int8"`` or ``"binary"``."""
     def train_index(self) -> bool:
         """Train the index on the items held now and wait for it (when a training is
         running, wait for that one first, and train again only if items arrived since it
@@ -643,15 +648,15 @@ class RQCodebooks:
     @property
     def biases(self) -> list[_F32Array]:
         """Per-level assignment biases of a balanced model (empty arrays otherwise)."""
-    def save(self, path: str | os.PathLike[str]) -> None:
+    def save(self, path: _FilePath) -> None:
         """Write the codebooks atomically."""
     @staticmethod
-    def load(path: str | os.PathLike[str]) -> RQCodebooks:
+    def load(path: _FilePath) -> RQCodebooks:
         """Read codebooks written by ``save``."""
     def to_bytes(self) -> bytes:
         """The codebooks as the bytes ``save`` writes."""
     @staticmethod
-    def from_bytes(data: bytes) -> RQCodebooks:
+    def from_bytes(data: bytes | bytearray | memoryview) -> RQCodebooks:
         """Codebooks from ``to_bytes`` bytes, checked as a file is."""
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]: ...
     def labeler(self, beam_width: int = 1, store: IdStore | None = None) -> Labeler:

@@ -2,7 +2,7 @@
 // PyO3 extracts arguments as owned values (Vec, PathBuf); borrowing them is not an option.
 #![allow(clippy::needless_pass_by_value)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::Ordering;
 
 use imesde_bm25::{AnalyzerConfig, Bm25, Fusion, Method, Params};
@@ -11,12 +11,17 @@ use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedStr;
 use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 
-use crate::convert::{Count, Id, Real, Text, as_str, id_of, ids_of, str_items, type_name, utf8};
+use crate::convert::{
+    self, Count, FsPath, Id, Real, Text, as_str, id_of, ids_of, str_items, type_name, utf8,
+};
 use crate::convert::{py_str, reduce_to_bytes};
 use crate::error::{CoreError, Raise};
 use crate::exceptions::py_err;
 use crate::gil;
 use imesde_engine::fork::install;
+
+/// What a pickled `BM25Hit` holds: id, score, terms.
+type Bm25HitFields = (u64, f32, Vec<String>);
 
 /// One lexical result: ``id``, ``score`` (BM25) and the query ``terms`` it matched. Unpacks as
 /// ``(id, score)``.
@@ -56,6 +61,18 @@ impl Bm25Hit {
     fn __iter__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let pair = PyTuple::new(py, [self.__getitem__(py, 0)?, self.__getitem__(py, 1)?])?;
         pair.try_iter().map(Bound::into_any)
+    }
+    /// Pickles as its fields (``multiprocessing``, Ray and ``copy`` carry hits).
+    fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<(Bound<'py, PyAny>, Bm25HitFields)> {
+        let h = &slf.get().0;
+        let from = slf
+            .get_type()
+            .getattr(pyo3::intern!(slf.py(), "_from_fields"))?;
+        Ok((from, (h.id, h.score, h.terms.clone())))
+    }
+    #[staticmethod]
+    fn _from_fields(id: u64, score: f32, terms: Vec<String>) -> Self {
+        Bm25Hit(imesde_bm25::Bm25Hit { id, score, terms })
     }
     fn __repr__(&self, py: Python<'_>) -> String {
         let terms: Vec<String> = self.0.terms.iter().map(|t| py_str(py, t)).collect();
@@ -314,7 +331,7 @@ impl PyBm25 {
     }
 
     /// Writes the index to ``path`` atomically (versioned format with a checksum).
-    fn save(&self, py: Python<'_>, path: PathBuf) -> PyResult<()> {
+    fn save(&self, py: Python<'_>, path: FsPath) -> PyResult<()> {
         gil::run(py, "BM25.save", || self.0.read().save(&path)).raise()?;
         Ok(())
     }
@@ -322,7 +339,7 @@ impl PyBm25 {
     /// Reads an index written by ``save``; a truncated or modified file raises
     /// ``IndexCorruptError``.
     #[staticmethod]
-    fn load(py: Python<'_>, path: PathBuf) -> PyResult<Self> {
+    fn load(py: Python<'_>, path: FsPath) -> PyResult<Self> {
         let index = gil::run(py, "BM25.load", || Bm25::load(&path)).raise()?;
         Ok(Self(RwLock::new(index)))
     }
@@ -335,9 +352,10 @@ impl PyBm25 {
 
     /// An index from ``to_bytes`` (or a file's) bytes, checked as ``load`` checks a file.
     #[staticmethod]
-    fn from_bytes(py: Python<'_>, data: &[u8]) -> PyResult<Self> {
+    fn from_bytes(py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<Self> {
+        let data = convert::byte_data(data)?;
         let index = gil::run(py, "BM25.from_bytes", || {
-            Bm25::from_bytes(data, Path::new("<bytes>"))
+            Bm25::from_bytes(&data, Path::new("<bytes>"))
         })
         .raise()?;
         Ok(Self(RwLock::new(index)))

@@ -1,6 +1,8 @@
 //! Python -> Rust argument conversion with clear, typed errors. Arrays are borrowed, never
 //! copied or cast: a float64 or strided array is an error that says how to fix it.
 
+use std::borrow::Cow;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use imesde_ring::{Filter, KeyInterner, MAX_FILTER_DEPTH, Metadata, Predicate, Value};
@@ -11,7 +13,9 @@ use numpy::{
 use pyo3::Borrowed;
 use pyo3::exceptions::{PyOverflowError, PyTypeError, PyUnicodeEncodeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
+use pyo3::types::{
+    PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyInt, PyList, PyMemoryView, PyString, PyTuple,
+};
 use serde_json::Value as Json;
 
 use crate::exceptions::{Exc, class, err, py_err};
@@ -141,6 +145,72 @@ impl<'py> FromPyObject<'_, 'py> for Count {
             Err(_) => Err(py_err!(DType, "expected an int, got {}", type_name(&obj))),
         }
     }
+}
+
+/// A flag argument: a bool (numpy's too).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Flag(pub(crate) bool);
+
+impl<'py> FromPyObject<'_, 'py> for Flag {
+    type Error = PyErr;
+    fn extract(obj: Borrowed<'_, 'py, PyAny>) -> PyResult<Self> {
+        obj.extract::<bool>()
+            .map(Flag)
+            .map_err(|_| py_err!(DType, "expected a bool, got {}", type_name(&obj)))
+    }
+}
+
+/// A file path argument: a str, bytes or ``os.PathLike``.
+pub(crate) struct FsPath(pub(crate) PathBuf);
+
+impl std::ops::Deref for FsPath {
+    type Target = PathBuf;
+    fn deref(&self) -> &PathBuf {
+        &self.0
+    }
+}
+
+impl<'py> FromPyObject<'_, 'py> for FsPath {
+    type Error = PyErr;
+    fn extract(obj: Borrowed<'_, 'py, PyAny>) -> PyResult<Self> {
+        match obj.extract::<PathBuf>() {
+            Ok(p) => Ok(FsPath(p)),
+            #[cfg(unix)]
+            Err(_) if obj.is_instance_of::<PyBytes>() => {
+                use std::os::unix::ffi::OsStrExt;
+                let bytes = obj.cast::<PyBytes>()?;
+                Ok(FsPath(PathBuf::from(std::ffi::OsStr::from_bytes(
+                    bytes.as_bytes(),
+                ))))
+            }
+            // A str that the file system cannot name (a lone surrogate) keeps open()'s error.
+            Err(e) if !e.is_instance_of::<PyTypeError>(obj.py()) => Err(e),
+            Err(_) => Err(py_err!(
+                DType,
+                "expected a path (str or os.PathLike), got {}",
+                type_name(&obj)
+            )),
+        }
+    }
+}
+
+/// The bytes of a bytes-like argument: bytes as they are, a bytearray or memoryview copied.
+pub(crate) fn byte_data<'a>(obj: &'a Bound<'_, PyAny>) -> PyResult<Cow<'a, [u8]>> {
+    if let Ok(b) = obj.cast::<PyBytes>() {
+        return Ok(Cow::Borrowed(b.as_bytes()));
+    }
+    if let Ok(b) = obj.cast::<PyByteArray>() {
+        return Ok(Cow::Owned(b.to_vec()));
+    }
+    if obj.is_instance_of::<PyMemoryView>() {
+        let copy = obj.py().get_type::<PyBytes>().call1((obj,))?;
+        return Ok(Cow::Owned(copy.cast::<PyBytes>()?.as_bytes().to_vec()));
+    }
+    Err(py_err!(
+        DType,
+        "data must be bytes, bytearray or memoryview, got {}",
+        type_name(obj)
+    ))
 }
 
 /// An item or document id: an integer from 0 to 2^64 - 1.
@@ -662,9 +732,14 @@ pub(crate) fn strs(obj: &Bound<'_, PyAny>, what: &str, single: bool) -> PyResult
         if single {
             return Ok(vec![Arc::from(utf8(s, what)?)]);
         }
+        let one = if what == "queries" {
+            "search for one query"
+        } else {
+            "ingest for one text"
+        };
         return Err(py_err!(
             DType,
-            "{what} must be a list of str, got a single str (use ingest for one text)"
+            "{what} must be a list of str, got a single str (use {one})"
         ));
     }
     Ok(str_items(obj, what, false)?.into_iter().flatten().collect())

@@ -12,7 +12,7 @@ use numpy::{IntoPyArray, PyArray1, PyArray2, PyArrayMethods};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 
-use crate::convert::{self, Count, Real, Text, py_str};
+use crate::convert::{self, Count, Flag, Real, Text, py_str};
 use crate::error::{CoreError, Raise};
 use crate::exceptions::py_err;
 use crate::gil;
@@ -73,7 +73,7 @@ impl TextEmbedder {
         max_length: Option<Count>,
         batch_size: Count,
         pooling: Option<Text>,
-        normalize: Option<bool>,
+        normalize: Option<Flag>,
         threads: Option<Count>,
         cache_size: Count,
         cache_ttl: Option<Real>,
@@ -120,7 +120,7 @@ impl TextEmbedder {
             None => from_manifest("pooling")?.map_or(Ok("mean".to_owned()), |v| v.extract())?,
         };
         let normalize = match normalize {
-            Some(v) => v,
+            Some(v) => v.0,
             None => from_manifest("normalize")?.map_or(Ok(true), |v| v.extract())?,
         };
         let optimization = match optimization {

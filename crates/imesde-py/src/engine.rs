@@ -4,7 +4,6 @@
 // PyO3 extracts arguments as owned values (PathBuf, Text); borrowing them is not an option.
 #![allow(clippy::needless_pass_by_value)]
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
@@ -17,7 +16,7 @@ use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyInt, PyString, PyTuple};
 
-use crate::convert::{self, Count, Real, Text, id_of, reduce_to_bytes};
+use crate::convert::{self, Count, Flag, FsPath, Real, Text, id_of, reduce_to_bytes};
 use crate::embed::TextEmbedder;
 use crate::error::{CoreError, Raise};
 use crate::exceptions::py_err;
@@ -92,7 +91,7 @@ fn stopped(stop: &AtomicBool) -> impl FnMut() -> bool + '_ {
 impl Engine {
     #[new]
     #[pyo3(
-        signature = (model = None, *, num_shards = Count::from(16), shard_size = Count::from(1024), storage = Text("f32".into()), lexical = false, index = None, nlist = None, nprobe = None),
+        signature = (model = None, *, num_shards = Count::from(16), shard_size = Count::from(1024), storage = Text("f32".into()), lexical = Flag(false), index = None, nlist = None, nprobe = None),
         text_signature = "(model=None, *, num_shards=16, shard_size=1024, storage='f32', lexical=False, index=None, nlist=None, nprobe=None)"
     )]
     #[allow(clippy::too_many_arguments)]
@@ -102,7 +101,7 @@ impl Engine {
         num_shards: Count,
         shard_size: Count,
         storage: Text,
-        lexical: bool,
+        lexical: Flag,
         index: Option<Text>,
         nlist: Option<Count>,
         nprobe: Option<Count>,
@@ -122,7 +121,7 @@ impl Engine {
         let ivf = index_of(index, nlist, nprobe, num_shards.saturating_mul(shard_size))?;
         let text_model = model.as_ref().map(|m| Arc::clone(&m.get().model));
         let core = gil::run(py, "Engine", || {
-            let core = imesde_engine::Engine::new(cfg, text_model, lexical)?;
+            let core = imesde_engine::Engine::new(cfg, text_model, lexical.0)?;
             core.set_index(ivf)?;
             Ok::<_, imesde_engine::EngineError>(core)
         })
@@ -225,7 +224,7 @@ impl Engine {
     /// sides, as in ``search``. Needs a model and ``lexical=True``.
     #[pyo3(
         signature = (query, k = Count::from(10), method = Text("weighted".into()), alpha = None, *,
-                     since = None, until = None, r#where = None, exact = false),
+                     since = None, until = None, r#where = None, exact = Flag(false)),
         text_signature = "($self, query, k=10, method='weighted', alpha=None, *, since=None, until=None, where=None, exact=False)"
     )]
     #[allow(clippy::too_many_arguments)]
@@ -239,10 +238,10 @@ impl Engine {
         since: Option<&Bound<'_, PyAny>>,
         until: Option<&Bound<'_, PyAny>>,
         r#where: Option<&Bound<'_, PyAny>>,
-        exact: bool,
+        exact: Flag,
     ) -> PyResult<Vec<Hit>> {
         let k = k.positive("k")?;
-        let filter = convert::filter(since, until, r#where, exact)?;
+        let filter = convert::filter(since, until, r#where, exact.0)?;
         let fusion = method.parse::<Fusion>().map_err(CoreError::from)?;
         let alpha = alpha.map(|a| a.0 as f32);
         let text = convert::one_str(query, "query")?;
@@ -424,7 +423,7 @@ impl Engine {
     /// Concurrent saves to one path each write a temporary file of their own; the last to
     /// finish wins and the file is always whole. A symbolic link is written through; a path
     /// that is a directory or a device is refused with ``StorageError``.
-    fn save(&self, py: Python<'_>, path: PathBuf) -> PyResult<()> {
+    fn save(&self, py: Python<'_>, path: FsPath) -> PyResult<()> {
         gil::run(py, "Engine.save", || self.core.save(&path)).raise()
     }
 
@@ -435,7 +434,7 @@ impl Engine {
     /// or modified file raises ``IndexCorruptError``.
     #[staticmethod]
     #[pyo3(signature = (path, model = None))]
-    fn load(py: Python<'_>, path: PathBuf, model: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
+    fn load(py: Python<'_>, path: FsPath, model: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
         let bytes =
             gil::run(py, "Engine.load", || imesde_format::read_file(&path))?.map_err(|source| {
                 CoreError::from(imesde_engine::EngineError::Io {
@@ -456,8 +455,13 @@ impl Engine {
     /// file; ``model`` as in ``load``.
     #[staticmethod]
     #[pyo3(signature = (data, model = None))]
-    fn from_bytes(py: Python<'_>, data: &[u8], model: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
-        Self::restore(py, data, model)
+    fn from_bytes(
+        py: Python<'_>,
+        data: &Bound<'_, PyAny>,
+        model: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Self> {
+        let data = convert::byte_data(data)?;
+        Self::restore(py, &data, model)
     }
 
     /// Pickles as ``to_bytes`` and its model (a ``TextEmbedder`` pickles as its files and
@@ -607,7 +611,7 @@ impl Engine {
     /// The ``k`` stored items most similar in meaning to the text ``query``, best first.
     /// Filters as in ``search_vector``.
     #[pyo3(
-        signature = (query, k = Count::from(10), *, since = None, until = None, r#where = None, exact = false),
+        signature = (query, k = Count::from(10), *, since = None, until = None, r#where = None, exact = Flag(false)),
         text_signature = "($self, query, k=10, *, since=None, until=None, where=None, exact=False)"
     )]
     #[allow(clippy::too_many_arguments)]
@@ -619,11 +623,11 @@ impl Engine {
         since: Option<&Bound<'_, PyAny>>,
         until: Option<&Bound<'_, PyAny>>,
         r#where: Option<&Bound<'_, PyAny>>,
-        exact: bool,
+        exact: Flag,
     ) -> PyResult<Vec<Hit>> {
         let k = k.positive("k")?;
         let query = convert::one_str(query, "query")?;
-        let filter = convert::filter(since, until, r#where, exact)?;
+        let filter = convert::filter(since, until, r#where, exact.0)?;
         let q = self.embed_queries(py, &[query])?;
         Ok(hits(
             gil::run(py, "Engine.search", || {
@@ -635,7 +639,7 @@ impl Engine {
 
     /// ``search`` for each text of ``queries`` (embedded in one batch): a list of hit lists.
     #[pyo3(
-        signature = (queries, k = Count::from(10), *, since = None, until = None, r#where = None, exact = false),
+        signature = (queries, k = Count::from(10), *, since = None, until = None, r#where = None, exact = Flag(false)),
         text_signature = "($self, queries, k=10, *, since=None, until=None, where=None, exact=False)"
     )]
     #[allow(clippy::too_many_arguments)]
@@ -647,11 +651,11 @@ impl Engine {
         since: Option<&Bound<'_, PyAny>>,
         until: Option<&Bound<'_, PyAny>>,
         r#where: Option<&Bound<'_, PyAny>>,
-        exact: bool,
+        exact: Flag,
     ) -> PyResult<Vec<Vec<Hit>>> {
         let k = k.positive("k")?;
         let queries = convert::strs(queries, "queries", false)?;
-        let filter = convert::filter(since, until, r#where, exact)?;
+        let filter = convert::filter(since, until, r#where, exact.0)?;
         let found = gil::run_interruptible(py, "Engine.search_batch", |stop| {
             self.core
                 .search_texts(&queries, k, &filter, &mut stopped(stop))
@@ -707,7 +711,7 @@ impl Engine {
     /// ``$and``, ...: see README, Filters). ``exact=True`` scans every item with the exact
     /// kernels even where the engine has a faster approximate scan (``storage="binary"``).
     #[pyo3(
-        signature = (query, k = Count::from(10), *, since = None, until = None, r#where = None, exact = false),
+        signature = (query, k = Count::from(10), *, since = None, until = None, r#where = None, exact = Flag(false)),
         text_signature = "($self, query, k=10, *, since=None, until=None, where=None, exact=False)"
     )]
     #[allow(clippy::too_many_arguments)]
@@ -719,7 +723,7 @@ impl Engine {
         since: Option<&Bound<'_, PyAny>>,
         until: Option<&Bound<'_, PyAny>>,
         r#where: Option<&Bound<'_, PyAny>>,
-        exact: bool,
+        exact: Flag,
     ) -> PyResult<Vec<Hit>> {
         let k = k.positive("k")?;
         let q = convert::rows(query, "query")?;
@@ -731,7 +735,7 @@ impl Engine {
             ));
         }
         self.check_dim(q.dim, "query")?;
-        let filter = convert::filter(since, until, r#where, exact)?;
+        let filter = convert::filter(since, until, r#where, exact.0)?;
         let q = q.as_slice();
         Ok(hits(
             gil::run(py, "Engine.search", || {
@@ -747,7 +751,7 @@ impl Engine {
     /// matching items: fewer columns). With an index, a query whose probed lists hold fewer
     /// hits than another's has its row padded with id ``-1`` and score ``-inf`` (as faiss pads).
     #[pyo3(
-        signature = (queries, k = Count::from(10), *, since = None, until = None, r#where = None, exact = false),
+        signature = (queries, k = Count::from(10), *, since = None, until = None, r#where = None, exact = Flag(false)),
         text_signature = "($self, queries, k=10, *, since=None, until=None, where=None, exact=False)"
     )]
     #[allow(clippy::type_complexity)]
@@ -760,10 +764,10 @@ impl Engine {
         since: Option<&Bound<'py, PyAny>>,
         until: Option<&Bound<'py, PyAny>>,
         r#where: Option<&Bound<'py, PyAny>>,
-        exact: bool,
+        exact: Flag,
     ) -> PyResult<(Bound<'py, PyArray2<f32>>, Bound<'py, PyArray2<i64>>)> {
         let k = k.positive("k")?;
-        let filter = convert::filter(since, until, r#where, exact)?;
+        let filter = convert::filter(since, until, r#where, exact.0)?;
         let q = convert::rows(queries, "queries")?;
         self.check_dim(q.dim, "queries")?;
         let data = q.as_slice();

@@ -2,13 +2,15 @@
 //! record with the same fields (`id`, `text`, `ts`, `metadata`), whose getters are written
 //! once, in [`item_class`].
 
+use std::sync::Arc;
+
 use numpy::PyArray1;
 use pyo3::PyTraverseError;
 use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 
-use crate::convert::{meta_dict, py_str};
+use crate::convert::{meta_dict, meta_map, py_str};
 use crate::stream::Subscription;
 
 /// A `#[pymethods]` block for `$ty` with the getters of the core record at `self.$field`,
@@ -47,6 +49,9 @@ fn repr_text(py: Python<'_>, text: Option<&str>) -> String {
     text.map_or_else(|| "None".to_owned(), |t| py_str(py, t))
 }
 
+/// What a pickled `Hit` holds: id, score, text, ts, metadata.
+type HitFields<'py> = (u64, f32, Option<String>, f64, Option<Bound<'py, PyDict>>);
+
 /// One search result: ``id``, ``text``, ``score``, ``ts``, ``metadata``.
 ///
 /// Unpacks as ``(text, score)``, so ``for text, score in engine.search_vector(q)`` works.
@@ -76,6 +81,40 @@ item_class!(Hit, 0, {
     fn __iter__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let pair = PyTuple::new(py, [self.__getitem__(py, 0)?, self.__getitem__(py, 1)?])?;
         pair.try_iter().map(Bound::into_any)
+    }
+    /// Pickles as its fields (``multiprocessing``, Ray and ``copy`` carry hits).
+    fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<(Bound<'py, PyAny>, HitFields<'py>)> {
+        let h = &slf.get().0;
+        let meta = meta_dict(slf.py(), h.metadata.as_ref())?;
+        let from = slf
+            .get_type()
+            .getattr(pyo3::intern!(slf.py(), "_from_fields"))?;
+        Ok((
+            from,
+            (
+                h.id,
+                h.score,
+                h.text.as_deref().map(str::to_owned),
+                h.ts,
+                meta,
+            ),
+        ))
+    }
+    #[staticmethod]
+    fn _from_fields(
+        id: u64,
+        score: f32,
+        text: Option<String>,
+        ts: f64,
+        metadata: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Self> {
+        Ok(Hit(imesde_ring::Hit {
+            id,
+            score,
+            text: text.map(Arc::from),
+            ts,
+            metadata: metadata.map(|m| meta_map(m, "metadata")).transpose()?,
+        }))
     }
     fn __repr__(&self, py: Python<'_>) -> String {
         format!(

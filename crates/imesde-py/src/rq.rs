@@ -5,7 +5,6 @@
 // PyO3 hands arguments over by value (paths, array views); borrowing them is the norm here.
 #![allow(clippy::needless_pass_by_value)]
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering::Relaxed;
@@ -19,7 +18,7 @@ use numpy::{
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyTuple};
 
-use crate::convert::{self, Count, Real, Rows, Text, id_of, reduce_to_bytes};
+use crate::convert::{self, Count, Flag, FsPath, Real, Rows, Text, id_of, reduce_to_bytes};
 use crate::error::{CoreError, Raise};
 use crate::exceptions::py_err;
 use crate::gil;
@@ -85,7 +84,7 @@ impl RqCodebooks {
     /// Trains ``len(n_clusters)`` levels on ``x`` (float32 ``[n, dim]``), without the GIL.
     #[staticmethod]
     #[pyo3(
-        signature = (x, n_clusters, *, balanced = false, max_iter = Count::from(25), tol = Real(1e-4),
+        signature = (x, n_clusters, *, balanced = Flag(false), max_iter = Count::from(25), tol = Real(1e-4),
                      seed = None, sample_size = None, max_points_per_centroid = Some(Count::from(256)),
                      init = Text("random".into()), refine = None, show_progress_bar = None),
         text_signature = "(x, n_clusters, *, balanced=False, max_iter=25, tol=0.0001, seed=0, sample_size=None, max_points_per_centroid=256, init='random', refine=None, show_progress_bar=None)"
@@ -95,7 +94,7 @@ impl RqCodebooks {
         py: Python<'_>,
         x: &Bound<'_, PyAny>,
         n_clusters: Vec<Count>,
-        balanced: bool,
+        balanced: Flag,
         max_iter: Count,
         tol: Real,
         seed: Option<&Bound<'_, PyAny>>,
@@ -130,7 +129,7 @@ impl RqCodebooks {
             max_iter: max_iter.positive("max_iter")?,
             tol: tol.0,
             seed,
-            balanced,
+            balanced: balanced.0,
             sample_size: sample_size.map(|s| s.positive("sample_size")).transpose()?,
             max_points_per_centroid: max_points_per_centroid
                 .map(|s| s.positive("max_points_per_centroid"))
@@ -258,13 +257,13 @@ impl RqCodebooks {
     }
 
     /// Writes the codebooks to ``path`` atomically (see the file format in README).
-    fn save(&self, py: Python<'_>, path: PathBuf) -> PyResult<()> {
+    fn save(&self, py: Python<'_>, path: FsPath) -> PyResult<()> {
         gil::compute(py, "RQKMeans.save", || self.0.save(&path))?.map_err(rq_err)
     }
 
     /// Reads codebooks written by ``save``; a damaged file raises ``IndexCorruptError``.
     #[staticmethod]
-    fn load(py: Python<'_>, path: PathBuf) -> PyResult<Self> {
+    fn load(py: Python<'_>, path: FsPath) -> PyResult<Self> {
         gil::compute(py, "RQKMeans.load", || RqKMeans::load(&path))?
             .map(|m| Self(Arc::new(m)))
             .map_err(rq_err)
@@ -277,9 +276,10 @@ impl RqCodebooks {
 
     /// Codebooks from ``to_bytes`` (or a file's) bytes, checked as ``load`` checks a file.
     #[staticmethod]
-    fn from_bytes(py: Python<'_>, data: &[u8]) -> PyResult<Self> {
+    fn from_bytes(py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<Self> {
+        let data = convert::byte_data(data)?;
         gil::compute(py, "RQKMeans.from_bytes", || {
-            RqKMeans::from_bytes(data, std::path::Path::new("<bytes>"))
+            RqKMeans::from_bytes(&data, std::path::Path::new("<bytes>"))
         })?
         .map(|m| Self(Arc::new(m)))
         .map_err(rq_err)
