@@ -15,6 +15,7 @@ from pathlib import Path
 
 import hypothesis.strategies as st
 import imesde
+import numpy as np
 import pytest
 from hypothesis import settings
 from hypothesis.stateful import RuleBasedStateMachine, rule
@@ -149,19 +150,22 @@ def test_processes_sharing_one_database_never_share_an_id(tmp_path: Path) -> Non
         )
 
 
-def test_sqlite_store_arguments_are_checked(tmp_path: Path) -> None:
-    from imesde.semantic_ids import SQLiteCollisionStore
+def test_store_arguments_are_checked(tmp_path: Path) -> None:
+    from imesde.semantic_ids import InMemoryCollisionStore, SQLiteCollisionStore
 
     for bad in (-1, float("nan"), float("inf")):
         with pytest.raises(imesde.InvalidValueError):
             SQLiteCollisionStore(tmp_path / "a.db", timeout=bad)
     with pytest.raises(imesde.DTypeError):
         SQLiteCollisionStore(tmp_path / "a.db", timeout="5")  # type: ignore[arg-type]
-    store = SQLiteCollisionStore(tmp_path / "a.db", timeout=1)
-    for keys in ([1], [b"k"], ["k", None]):
+    # Both stores refuse what is not a str alike (an array of codes is not a key).
+    for store in (SQLiteCollisionStore(tmp_path / "a.db", timeout=1), InMemoryCollisionStore()):
+        for keys in ([1], [b"k"], ["k", None], [np.array([12, 5])]):
+            with pytest.raises(imesde.DTypeError):
+                store.claim(keys)  # type: ignore[arg-type]
         with pytest.raises(imesde.DTypeError):
-            store.claim(keys)  # type: ignore[arg-type]
-    with pytest.raises(imesde.DTypeError):
-        store.claim(["k"], sep=5)  # type: ignore[arg-type]
-    # Nothing was counted by the refused calls.
-    assert store.claim(["k", "k"]) == ["k", "k-1"]
+            store.claim(["k"], sep=5)  # type: ignore[arg-type]
+        with pytest.raises(imesde.DTypeError):
+            store.claim(["k"], owners=[3])  # type: ignore[list-item]
+        # Nothing was counted by the refused calls.
+        assert store.claim(["k", "k"]) == ["k", "k-1"]

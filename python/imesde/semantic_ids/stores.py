@@ -95,9 +95,7 @@ class InMemoryCollisionStore:
         self, keys: Sequence[str], sep: str = "-", owners: Sequence[str] | None = None
     ) -> list[str]:
         """Unique ids for ``keys`` (see :class:`UniqueIdResolver` for the rule)."""
-        return self._ids.claim(
-            [str(k) for k in keys], sep, None if owners is None else [str(o) for o in owners]
-        )
+        return self._ids.claim(*_claim_args(keys, sep, owners))
 
     def __len__(self) -> int:
         """Number of ids handed out by :meth:`claim`."""
@@ -156,6 +154,19 @@ def _strs(values: Sequence[str], what: str) -> None:
     for i, v in enumerate(values):
         if not isinstance(v, str):
             raise DTypeError(f"{what}[{i}] must be str, got {type(v).__name__}")
+
+
+def _claim_args(
+    keys: Sequence[str], sep: str, owners: Sequence[str] | None
+) -> tuple[list[str], str, list[str] | None]:
+    """The arguments of a store's ``claim``, checked the same way for every store."""
+    keys = list(keys)
+    _strs(keys, "keys")
+    _strs([sep], "sep")
+    if owners is not None:
+        owners = list(owners)
+        _strs(owners, "owners")
+    return keys, sep, owners
 
 
 class SQLiteCollisionStore:
@@ -251,12 +262,7 @@ class SQLiteCollisionStore:
         self, keys: Sequence[str], sep: str = "-", owners: Sequence[str] | None = None
     ) -> list[str]:
         """Unique ids for ``keys`` in one transaction (see :class:`UniqueIdResolver`)."""
-        keys = list(keys)
-        _strs(keys, "keys")
-        _strs([sep], "sep")
-        if owners is not None:
-            owners = list(owners)
-            _strs(owners, "owners")
+        keys, sep, owners = _claim_args(keys, sep, owners)
 
         def work(conn: sqlite3.Connection) -> list[str]:
             def count(key: str) -> int:
