@@ -59,6 +59,13 @@ def test_search_reads_a_file(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     assert "disk /dev/sda1 is 98% full" in out.stdout
     assert "ingested 2 texts" in out.stdout
+    assert out.stderr == ""
+    # More lines than the ring holds: the search says it sees the newest only.
+    path.write_text("".join(f"line {i}\n" for i in range(20)), encoding="utf-8")
+    small = ("--num-shards", "2", "--shard-size", "4", "--threads", "1")
+    out = imesde_cli("search", "line", "--file", str(path), "-k", "1", *small)
+    assert out.returncode == 0, out.stderr
+    assert "searching the newest 8 of 20 lines" in out.stderr
 
 
 def test_demo_replays_the_shipped_stream() -> None:

@@ -200,6 +200,12 @@ def cmd_search(args: argparse.Namespace) -> int:
         return 1
     # JSON lines on standard output stay pure: no progress, no rate.
     _ingest(engine, items, args.batch_size * 8, len(items), quiet=args.jsonl)
+    if len(items) > engine.capacity:
+        print(
+            f"imesde search: the ring holds {engine.capacity:,} items: searching the newest "
+            f"{engine.capacity:,} of {len(items):,} lines (--num-shards x --shard-size)",
+            file=sys.stderr,
+        )
     for q in args.queries:
         t = time.perf_counter()
         hits = engine.search(q, k=args.k)
