@@ -381,3 +381,33 @@ def test_sharded_inputs_and_subscriptions_fail_cleanly() -> None:
     assert len(list(full)) == 1
     with pytest.raises(imesde.InvalidValueError):
         full.get(timeout=-1)
+
+
+def test_a_running_top_k_over_shards_fires_as_one_engine() -> None:
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((60, 16)).astype(np.float32)
+    q = x[0]
+    one = imesde.Engine(16, num_shards=2, shard_size=64)
+    sharded = dist.ShardedEngine(2, model=16, shard_size=64, engine_shards=2, num_cpus=0.5)
+    want = one.subscribe(q, top_k=4)
+    got = sharded.subscribe(q, top_k=4, poll_interval=0.01)
+    # A batch at a time, each to one shard, its events read before the next: the order the
+    # events reach the driver is the ingest order, so the running top-k is one engine's.
+    for start in range(0, len(x), 5):
+        batch = x[start : start + 5]
+        # Ids differ (global ids name their shard): items are compared by their position.
+        at_one = {int(i): start + n for n, i in enumerate(one.ingest_vectors(batch))}
+        at_sharded = {
+            int(i): start + n for n, i in enumerate(sharded.ingest_vectors(batch, batch_size=5))
+        }
+        expected = [at_one[e.id] for e in want.drain()]
+        events = [got.get(timeout=20) for _ in expected]
+        assert [at_sharded[e.id] for e in events if e is not None] == expected
+        # Each shard fires for its own k best, a superset: the others are not delivered.
+        assert got.get(timeout=0.2) is None
+    got.close()
+    # texts may be given in place, as to one Engine.
+    ids = sharded.ingest_vectors(x[:2], ["a", "b"])
+    assert [sharded.get(int(i)).text for i in ids] == ["a", "b"]
+    with pytest.raises(imesde.InvalidValueError):
+        sharded.subscribe(q, top_k=0)

@@ -4,6 +4,7 @@ stores; searches go to every shard and their answers are merged exactly."""
 from __future__ import annotations
 
 import contextlib
+import heapq
 import json
 import os
 import queue
@@ -252,9 +253,11 @@ class _Shard:
         os.replace(tmp, path + ".ids.npz")
 
     def subscribe(
-        self, key: int, query: Any, threshold: Any, where: Any, queue_size: int
+        self, key: int, query: Any, threshold: Any, where: Any, queue_size: int, top_k: Any
     ) -> float | None:
-        sub = self.engine.subscribe(query, threshold=threshold, where=where, queue_size=queue_size)
+        sub = self.engine.subscribe(
+            query, threshold=threshold, top_k=top_k, where=where, queue_size=queue_size
+        )
         self.subscriptions[key] = sub
         return sub.threshold
 
@@ -485,8 +488,8 @@ class ShardedEngine:
     def ingest_vectors(
         self,
         vectors: npt.ArrayLike,
-        *,
         texts: Sequence[str | None] | None = None,
+        *,
         timestamps: Sequence[Any] | None = None,
         metadata: Sequence[dict[str, Any] | None] | None = None,
         batch_size: int = 4096,
@@ -822,6 +825,7 @@ class ShardedEngine:
         query: str | npt.ArrayLike,
         *,
         threshold: float | str | None = None,
+        top_k: int | None = None,
         where: dict[str, Any] | None = None,
         callback: Callable[[ShardedHit], object] | None = None,
         queue_size: int = 10_000,
@@ -829,12 +833,17 @@ class ShardedEngine:
     ) -> ShardedSubscription:
         """A standing query on every shard; their events arrive as ``ShardedHit``s in one
         subscription (iterate it, ``get`` from it, or give ``callback``). A percentile
-        threshold (``"p99"``) is calibrated per shard on the items it holds."""
+        threshold (``"p99"``) is calibrated per shard on the items it holds. ``top_k`` fires
+        for items that enter the k best seen since subscribing over all the shards, taken in
+        the order their events reach this process (each shard fires for its own k best, a
+        superset; the subscription keeps those that enter the k best of all)."""
+        if top_k is not None:
+            top_k = positive(top_k, "top_k")
         with self._lock:
             self._subscription_keys += 1
             key = self._subscription_keys
         q = query if isinstance(query, str) else np.ascontiguousarray(query, dtype=np.float32)
-        args = (q, threshold, where, queue_size)
+        args = (q, threshold, where, queue_size, top_k)
         try:
             self._scatter("subscribe", key, *args)
         except BaseException:
@@ -845,7 +854,7 @@ class ShardedEngine:
                     ray.get(actor.unsubscribe.remote(key), timeout=_CLEANUP_WAIT)
             raise
         self._standing[key] = args
-        return ShardedSubscription(self, key, callback, queue_size, poll_interval)
+        return ShardedSubscription(self, key, callback, queue_size, poll_interval, top_k)
 
     def __repr__(self) -> str:
         return f"ShardedEngine(num_shards={self.num_shards}, next_id_seq={self._next})"
@@ -870,10 +879,14 @@ class ShardedSubscription:
         callback: Callable[[ShardedHit], object] | None,
         queue_size: int,
         poll_interval: float,
+        top_k: int | None = None,
     ) -> None:
         self._engine = engine
         self._key = key
         self._callback = callback
+        # The k best scores delivered so far (a min-heap), for a running top-k over shards.
+        self._top_k = top_k
+        self._best: list[float] = []
         self._queue: queue.Queue[ShardedHit] = queue.Queue(maxsize=max(1, queue_size))
         self._stop = threading.Event()
         self._closed_at = 0.0
@@ -904,9 +917,24 @@ class ShardedSubscription:
                 self.unavailable.discard(i)
                 got += len(rows)
                 for row in rows:
-                    self._deliver(ShardedHit(*row))
+                    hit = ShardedHit(*row)
+                    if self._enters_top_k(hit.score):
+                        self._deliver(hit)
             if not got:
                 self._stop.wait(self._interval)
+
+    def _enters_top_k(self, score: float) -> bool:
+        """Whether an event with ``score`` enters the k best so far (always without top_k),
+        by the rule of one engine's running top-k."""
+        if self._top_k is None:
+            return True
+        if len(self._best) < self._top_k:
+            heapq.heappush(self._best, score)
+            return True
+        if score > self._best[0]:
+            heapq.heapreplace(self._best, score)
+            return True
+        return False
 
     def _deliver(self, hit: ShardedHit) -> None:
         if self._callback is not None:
