@@ -49,9 +49,16 @@ def test_chunks_check_per_item_lengths_and_a_bad_chunk_keeps_the_ones_before(
 ) -> None:
     engine = imesde.Engine(embedder, num_shards=1, shard_size=256)
     texts = texts_of(stream, 50)
-    with pytest.raises(imesde.ShapeError):
+    with pytest.raises(imesde.ShapeError) as short:
         engine.ingest_batch(iter(texts), timestamps=iter([1.0] * 49), batch_size=20)
     assert len(engine) == 40  # the two whole chunks before the short one
+    # What was stored comes with the error: the caller can find (or delete) it.
+    stored = short.value.ingested_ids  # type: ignore[attr-defined]
+    assert [engine.get(int(i)).text for i in stored] == texts[:40]
+    with pytest.raises(imesde.ShapeError, match="more entries") as long:
+        engine.ingest_batch(iter(texts[:5]), metadata=iter([{}] * 6), batch_size=2)
+    assert len(long.value.ingested_ids) == 5  # type: ignore[attr-defined]
+    assert engine.delete(long.value.ingested_ids) == 5  # type: ignore[attr-defined]
     with pytest.raises(imesde.ShapeError):
         engine.ingest_batch(texts, metadata=[{}] * 49, batch_size=20)
     assert len(engine) == 40  # lengths known up front: nothing added

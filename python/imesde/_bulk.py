@@ -175,7 +175,8 @@ def ingest_in_chunks(
     show_progress_bar: bool | None,
 ) -> npt.NDArray[np.int64]:
     """``engine.ingest_batch`` a chunk at a time (see the module docs). Each chunk is checked and
-    ingested whole; a bad chunk raises with the chunks before it ingested."""
+    ingested whole; a bad chunk raises with the chunks before it ingested, their ids in the
+    error's ``ingested_ids``."""
     if isinstance(texts, str):
         raise DTypeError("texts must be a list of str, got a single str (use ingest for one text)")
     total = _length(texts)
@@ -192,18 +193,32 @@ def ingest_in_chunks(
     stamps = _per_item(timestamps, "timestamps", total)
     metas = None if shared is not None else _per_item(metadata, "metadata", total)
 
-    def ingest(chunk: list[str]) -> npt.NDArray[np.int64]:
+    stored: list[npt.NDArray[np.int64]] = []
+
+    def ingest(chunk: list[str]) -> None:
         ts = _take(stamps, len(chunk), "timestamps")
         meta = shared if shared is not None else _take(metas, len(chunk), "metadata")
-        return engine.ingest_batch(
+        ids = engine.ingest_batch(
             chunk, timestamps=ts, metadata=meta, batch_size=None, show_progress_bar=False
         )
+        stored.append(ids)
 
-    out = _in_chunks(texts, batch_size, total, show, "imesde: ingest", ingest)
-    for extra, what in ((stamps, "timestamps"), (metas, "metadata")):
-        if extra is not None and next(extra, _END) is not _END:
-            raise ShapeError(f"{what} has more entries than there are texts")
-    return np.concatenate(out) if out else np.empty(0, dtype=np.int64)
+    def ids() -> npt.NDArray[np.int64]:
+        return np.concatenate(stored) if stored else np.empty(0, dtype=np.int64)
+
+    try:
+        _in_chunks(texts, batch_size, total, show, "imesde: ingest", ingest)
+        for extra, what in ((stamps, "timestamps"), (metas, "metadata")):
+            if extra is not None and next(extra, _END) is not _END:
+                raise ShapeError(f"{what} has more entries than there are texts")
+    except ImesdeError as exc:
+        # What earlier chunks stored stays stored: the caller gets its ids with the error.
+        done = ids()
+        exc.ingested_ids = done  # type: ignore[attr-defined]
+        if len(done) and hasattr(exc, "add_note"):  # Python 3.11+
+            exc.add_note(f"{len(done):,} items of earlier chunks were stored: ids in ingested_ids")
+        raise
+    return ids()
 
 
 _END = object()

@@ -333,8 +333,9 @@ class Engine:
     ) -> _Ids:
         """Embed and add texts; return their ids. A list is one batch (a bad one adds
         nothing); a generator, or any input with ``batch_size``, is ingested a chunk at a time
-        (memory bounded by one chunk). ``show_progress_bar``: a tqdm bar (None: on a terminal
-        for 10,000 texts or more, or an unknown number)."""
+        (memory bounded by one chunk): a bad chunk raises with the chunks before it stored,
+        their ids in the error's ``ingested_ids``. ``show_progress_bar``: a tqdm bar (None:
+        on a terminal for 10,000 texts or more, or an unknown number)."""
     def search(
         self,
         query: str,

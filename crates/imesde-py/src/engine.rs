@@ -562,7 +562,7 @@ impl Engine {
     /// any input with ``batch_size``, is read ``batch_size`` texts at a time (default 1024),
     /// each chunk ingested as one batch, so memory is bounded by one chunk (timestamps and
     /// metadata lists or iterables are read in step); a bad chunk raises with the chunks
-    /// before it ingested. ``show_progress_bar``: a tqdm bar (None: when stderr is a terminal
+    /// before it ingested, their ids in the error's ``ingested_ids``. ``show_progress_bar``: a tqdm bar (None: when stderr is a terminal
     /// and there are at least 10,000 texts or an unknown number).
     #[pyo3(signature = (texts, *, timestamps = None, metadata = None, batch_size = None, show_progress_bar = None))]
     fn ingest_batch<'py>(
