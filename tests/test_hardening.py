@@ -482,6 +482,39 @@ def _bm25_file(terms: list[str], docs: list[tuple[int, int, list[tuple[int, int]
     return _reframe(out)
 
 
+def _ring_header(dim: int, shards: int, size: int) -> bytes:
+    """An empty engine snapshot of that shape (no items, no model), checksum valid."""
+    tag = b"model=\nlexical=0\n"
+    out = b"IMESDE-RING\n" + struct.pack("<IIIIBQ", 4, dim, shards, size, 0, 0)
+    return _reframe(out + struct.pack("<I", len(tag)) + tag + struct.pack("<QQ", 0, 0))
+
+
+def test_forged_engine_shapes_and_int8_scales_are_refused() -> None:
+    assert imesde.Engine.from_bytes(_ring_header(16, 4, 8)).capacity == 32
+    # A 70-byte file naming millions of shards (each allocated up front) is refused before
+    # any is made, as the argument is.
+    t = time.perf_counter()
+    with pytest.raises(imesde.IndexCorruptError, match="num_shards"):
+        imesde.Engine.from_bytes(_ring_header(16, 1 << 24, 1))
+    assert time.perf_counter() - t < 5
+    with pytest.raises(imesde.CapacityError, match="num_shards"):
+        imesde.Engine(8, num_shards=(1 << 16) + 1, shard_size=1)
+    # int8 codes whose scale makes a vector of length 2: past a check whose slack grew with it.
+    for storage in ("int8", "binary"):
+        e = imesde.Engine(16, num_shards=1, shard_size=4, storage=storage)
+        v = np.zeros((1, 16), np.float32)
+        v[0, 0] = 1.0
+        e.ingest_vectors(v)
+        body = bytearray(e.to_bytes()[:-4])
+        (tag_len,) = struct.unpack_from("<I", body, 37)
+        at = 12 + 4 + 12 + 1 + 8 + 4 + tag_len + 8 + 8 + 8  # the first item's codes
+        body[at : at + 16] = bytes([2] + [0] * 15)
+        struct.pack_into("<f", body, at + 16, 1.0)
+        body[at + 20 : at + 28] = bytes(8)  # no residual
+        with pytest.raises(imesde.IndexCorruptError, match="unit length"):
+            imesde.Engine.from_bytes(_reframe(bytes(body)))
+
+
 def test_forged_bm25_files_are_corrupt(tmp_path: Path) -> None:
     path = tmp_path / "i.bm25"
     path.write_bytes(_bm25_file(["nfs", "client"], [(1, 2, [(0, 1), (1, 1)])]))

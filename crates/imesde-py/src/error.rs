@@ -111,7 +111,9 @@ fn ring_class(e: &RingError) -> Exc {
         RingError::Dimension { .. } => Exc::Dimension,
         RingError::Length { .. } => Exc::Shape,
         RingError::Snapshot(_) => Exc::Corrupt,
-        RingError::Capacity { .. } | RingError::IdsExhausted { .. } => Exc::Capacity,
+        RingError::Capacity { .. }
+        | RingError::TooManyShards { .. }
+        | RingError::IdsExhausted { .. } => Exc::Capacity,
         RingError::ZeroSize { .. }
         | RingError::DimTooLarge { .. }
         | RingError::NonFinite { .. }

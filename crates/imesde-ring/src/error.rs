@@ -17,6 +17,10 @@ pub enum RingError {
         dim: usize,
         bytes: u128,
     },
+    /// More shards than a ring keeps ([`crate::MAX_SHARDS`]): each has its own lock and
+    /// buffers, allocated up front.
+    #[error("num_shards must be at most {max}, got {got}")]
+    TooManyShards { got: usize, max: usize },
     /// Int8 storage supports dimensions up to [`imesde_simd::quant::MAX_I8_DIM`].
     #[error("dim {dim} is too large for int8 storage (at most {max})")]
     DimTooLarge { dim: usize, max: usize },

@@ -32,7 +32,9 @@ pub use ivf::IvfConfig;
 pub use meta::{
     CmpOp, FilterError, Key, KeyInterner, MAX_FILTER_DEPTH, Metadata, Predicate, Value, key_hash,
 };
-pub use ring::{BatchResult, MAX_IDS, Ring, RingConfig, RingStats, Storage, set_parallel};
+pub use ring::{
+    BatchResult, MAX_IDS, MAX_SHARDS, Ring, RingConfig, RingStats, Storage, set_parallel,
+};
 pub use standing::{Event, StandingSpec};
 
 /// Result alias of this crate.

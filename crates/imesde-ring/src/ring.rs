@@ -395,12 +395,17 @@ fn normalise_into(what: &'static str, src: &[f32], dim: usize, out: &mut [f32]) 
     Ok(())
 }
 
+/// The most shards a ring has: far beyond any core count, and a bound on what a shape
+/// (an argument, a snapshot's header) can make a ring allocate before its slots.
+pub const MAX_SHARDS: usize = 1 << 16;
+
 impl Ring {
     /// Allocates a ring. Fails on a zero size, on a size that overflows or cannot be
     /// allocated, and on int8 storage beyond [`quant::MAX_I8_DIM`] dims.
     ///
     /// # Errors
-    /// [`RingError::ZeroSize`], [`RingError::Capacity`], [`RingError::DimTooLarge`].
+    /// [`RingError::ZeroSize`], [`RingError::TooManyShards`], [`RingError::Capacity`],
+    /// [`RingError::DimTooLarge`].
     pub fn new(cfg: RingConfig) -> Result<Self> {
         for (what, v) in [
             ("dim", cfg.dim),
@@ -410,6 +415,12 @@ impl Ring {
             if v == 0 {
                 return Err(RingError::ZeroSize { what });
             }
+        }
+        if cfg.num_shards > MAX_SHARDS {
+            return Err(RingError::TooManyShards {
+                got: cfg.num_shards,
+                max: MAX_SHARDS,
+            });
         }
         if cfg.storage != Storage::F32 && cfg.dim > quant::MAX_I8_DIM {
             return Err(RingError::DimTooLarge {

@@ -284,7 +284,14 @@ impl Ring {
                             .sum::<f64>()
                             .sqrt();
                     let slack = 0.5 * f64::from(scale) * (dim as f64).sqrt() + 1e-3;
-                    if !(scale.is_finite() && scale > 0.0 && (coarse - 1.0).abs() <= slack) {
+                    // A unit vector's largest value is at most 1: its code 127, its scale at
+                    // most 1 / 127 (a larger one would widen the slack to anything).
+                    let unit_scale = f64::from(scale) <= (1.0 + 1e-5) / 127.0;
+                    if !(scale.is_finite()
+                        && scale > 0.0
+                        && unit_scale
+                        && (coarse - 1.0).abs() <= slack)
+                    {
                         return Err(invalid("a vector's codes are not of unit length"));
                     }
                     scales[slot] = scale;
@@ -509,6 +516,16 @@ mod tests {
             });
             let e = Ring::from_snapshot(&scaled).unwrap_err();
             assert!(e.to_string().contains("unit length"), "{e}");
+            if storage == Storage::Int8 {
+                // Codes and a scale that a coarse length check lets through (within its
+                // slack of half a step per value), of a vector of length 2.
+                let long = forged(&bytes, |b| {
+                    b[at..at + 4].copy_from_slice(&[2, 0, 0, 0]);
+                    b[at + 4..at + 8].copy_from_slice(&1.0f32.to_le_bytes());
+                });
+                let e = Ring::from_snapshot(&long).unwrap_err();
+                assert!(e.to_string().contains("unit length"), "{e}");
+            }
             // A next id at the end of the id range: ingestion could not go on.
             let next = forged(&bytes, |b| {
                 b[29..37].copy_from_slice(&(u64::MAX - 1).to_le_bytes());

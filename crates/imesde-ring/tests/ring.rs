@@ -446,11 +446,20 @@ fn bad_input_is_refused_and_changes_nothing() {
     assert!(matches!(
         Ring::new(RingConfig {
             dim: 384,
-            num_shards: 1 << 20,
+            num_shards: 1 << 16,
             shard_size: 1 << 30,
             storage: Storage::F32
         }),
         Err(RingError::Capacity { .. })
+    ));
+    assert!(matches!(
+        Ring::new(RingConfig {
+            dim: 8,
+            num_shards: imesde_ring::MAX_SHARDS + 1,
+            shard_size: 1,
+            storage: Storage::F32
+        }),
+        Err(RingError::TooManyShards { .. })
     ));
     assert!(matches!(
         Ring::new(RingConfig {
