@@ -392,3 +392,18 @@ def test_a_manifest_of_the_wrong_types_is_a_model_load_error(tmp_path: Path) -> 
     (deep / "imesde-model.json").write_text("[" * 100_000 + "]" * 100_000)
     with pytest.raises(imesde.ModelLoadError):
         imesde.TextEmbedder(deep)
+
+
+def test_a_huge_text_embeds_as_its_first_tokens(embedder: imesde.TextEmbedder) -> None:
+    # Megabytes in one text (a log line, a file): its vector is that of its first max_length
+    # tokens, alone or in a batch, whatever the length (only a prefix is tokenized).
+    words = [w for line in Path(__file__).read_text().splitlines() for w in line.split()]
+    text = " ".join(words * 300)
+    assert len(text) > 1_000_000
+    head = text[:4000].rsplit(" ", 1)[0]
+    alone, batch = embedder.embed([text]), embedder.embed(["a short one", text, head])
+    np.testing.assert_array_equal(alone[0], batch[1])
+    np.testing.assert_array_equal(batch[1], batch[2])
+    # Little whitespace early on: the whole text is tokenized, as before.
+    odd = "x" * 30_000 + " " + " ".join(words[:40])
+    np.testing.assert_array_equal(embedder.embed([odd]), embedder.embed([odd + " "]))

@@ -388,11 +388,31 @@ impl Embedder {
         Ok(out)
     }
 
+    /// The encodings of `texts`, truncated to `max_length`. A text far longer than that (a
+    /// stack trace, a whole file) is tokenized from a prefix cut at whitespace: its tokens are
+    /// the first of the whole text's (words are split at whitespace first), so when they
+    /// already overflow `max_length` the truncated encoding is the whole text's, found without
+    /// tokenizing megabytes. A prefix that does not overflow is tokenized again whole.
     fn tokenize<S: AsRef<str> + Sync>(&self, texts: &[S]) -> Result<Vec<Encoding>> {
-        let inputs: Vec<&str> = texts.iter().map(AsRef::as_ref).collect();
-        self.tokenizer
-            .encode_batch(inputs, true)
-            .map_err(|e| EmbedError::Tokenize(e.to_string()))
+        let budget = self
+            .config
+            .max_length
+            .saturating_mul(PREFIX_BYTES_PER_TOKEN);
+        let inputs: Vec<&str> = texts
+            .iter()
+            .map(|t| whitespace_prefix(t.as_ref(), budget))
+            .collect();
+        let error = |e: tokenizers::Error| EmbedError::Tokenize(e.to_string());
+        let mut encodings = self
+            .tokenizer
+            .encode_batch(inputs.clone(), true)
+            .map_err(error)?;
+        for ((enc, input), text) in encodings.iter_mut().zip(&inputs).zip(texts) {
+            if input.len() < text.as_ref().len() && enc.get_overflowing().is_empty() {
+                *enc = self.tokenizer.encode(text.as_ref(), true).map_err(error)?;
+            }
+        }
+        Ok(encodings)
     }
 
     /// Pads the encodings `chunk` selects to the longest of them.
@@ -443,4 +463,40 @@ fn sha256_file(path: &Path) -> std::io::Result<String> {
         hex.push(char::from_digit(u32::from(b & 15), 16).expect("a hex digit"));
     }
     Ok(hex)
+}
+
+/// Bytes of text per token position beyond which a text is tokenized from a prefix first
+/// (see `Embedder::tokenize`): far more than any word piece takes.
+const PREFIX_BYTES_PER_TOKEN: usize = 64;
+
+/// `text` cut at the last whitespace within its first `budget` bytes; all of it when it is
+/// no longer, or has no whitespace there to cut at.
+fn whitespace_prefix(text: &str, budget: usize) -> &str {
+    if text.len() <= budget {
+        return text;
+    }
+    let mut end = budget;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    match text[..end].rfind(char::is_whitespace) {
+        Some(cut) if cut > 0 => &text[..cut],
+        _ => text,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::whitespace_prefix;
+
+    #[test]
+    fn prefixes_end_before_whitespace_and_on_char_boundaries() {
+        assert_eq!(whitespace_prefix("short text", 64), "short text");
+        assert_eq!(whitespace_prefix("one two three", 9), "one two");
+        // No whitespace to cut at: the whole text.
+        assert_eq!(whitespace_prefix("abcdefgh ij", 5), "abcdefgh ij");
+        // A budget inside a multi-byte character backs off to its start.
+        assert_eq!(whitespace_prefix("ab ééé cd", 5), "ab");
+        assert_eq!(whitespace_prefix(" lead", 3), " lead");
+    }
 }
