@@ -83,12 +83,66 @@ def test_search_drops_crlf_and_demo_refuses_bad_timestamps(tmp_path: Path) -> No
     )
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout.splitlines()[0])["text"] == "disk full"
-    for ts in ('"not a date"', "null", "[1]"):
+    for ts in ('"not a date"', "null", "[1]", "1" + "0" * 400):
         path = tmp_path / "s.jsonl"
         path.write_text(f'{{"text": "a"}}\n{{"text": "b", "ts": {ts}}}\n', encoding="utf-8")
         out = imesde_cli("demo", "--file", str(path), "--threads", "1")
         assert out.returncode == 2, out.stderr
         assert "item 2" in out.stderr
+        assert "Traceback" not in out.stderr
+
+
+def test_inputs_that_cannot_be_read_are_one_line_errors(tmp_path: Path) -> None:
+    import gzip
+
+    import numpy as np
+
+    deep = tmp_path / "deep.jsonl"
+    deep.write_text('{"text": ' + "[" * 100_000 + "]" * 100_000 + "}\n", encoding="utf-8")
+    cut = tmp_path / "cut.jsonl.gz"
+    whole = gzip.compress(b"".join(b'{"text": "item %d"}\n' % i for i in range(5000)))
+    cut.write_bytes(whole[: len(whole) // 2])
+    texts = tmp_path / "texts.jsonl"
+    texts.write_text('{"text": "disk full"}\n', encoding="utf-8")
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n", encoding="utf-8")
+    words = tmp_path / "words.npy"
+    np.save(words, np.array(["a", "b"]))
+    rows = tmp_path / "rows.npy"
+    np.save(rows, np.ones((1, 384), np.float32))
+    cases = [
+        ("demo", "--file", str(deep)),
+        ("demo", "--file", str(cut)),
+        ("demo", "--file", "/dev/zero"),  # never ends: refused, not read
+        ("search", "q", "--file", "/dev/zero"),
+        ("model", "check", str(tmp_path), str(empty), str(rows)),
+        ("model", "check", str(tmp_path), str(texts), str(words)),
+        ("model", "check", str(tmp_path), "/dev/zero", str(rows)),
+    ]
+    for args in cases:
+        out = imesde_cli(*args, "--threads", "1") if args[0] != "model" else imesde_cli(*args)
+        assert out.returncode == 2, (args, out.stderr)
+        assert out.stderr.startswith("imesde:"), (args, out.stderr)
+        assert "Traceback" not in out.stderr, args
+
+
+def test_output_that_cannot_be_written_fails_in_one_line() -> None:
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full")
+    for command in ("search", "watch"):
+        with open("/dev/full", "w") as full:
+            out = subprocess.run(
+                [sys.executable, "-m", "imesde", command, "disk", "--threads", "1"]
+                + (["--threshold", "-1"] if command == "watch" else []),
+                input="disk full\nuser logged in\n",
+                stdout=full,
+                stderr=subprocess.PIPE,
+                text=True,
+                timeout=240,
+                check=False,
+            )
+        assert out.returncode == 2, out.stderr
+        assert "No space left on device" in out.stderr
         assert "Traceback" not in out.stderr
 
 

@@ -407,3 +407,22 @@ def test_a_huge_text_embeds_as_its_first_tokens(embedder: imesde.TextEmbedder) -
     # Little whitespace early on: the whole text is tokenized, as before.
     odd = "x" * 30_000 + " " + " ".join(words[:40])
     np.testing.assert_array_equal(embedder.embed([odd]), embedder.embed([odd + " "]))
+
+
+def test_a_model_folder_that_cannot_be_read_is_a_model_load_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As a folder without read permission answers a user other than root (tests run as root,
+    # who reads everything): Path.is_file raises PermissionError inside it.
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    is_file = Path.is_file
+
+    def denied(self: Path) -> bool:
+        if self.parent == locked:
+            raise PermissionError(13, "Permission denied", str(self))
+        return is_file(self)
+
+    monkeypatch.setattr(Path, "is_file", denied)
+    with pytest.raises(imesde.ModelLoadError, match="permission denied"):
+        imesde.TextEmbedder(locked)

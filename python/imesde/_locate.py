@@ -527,7 +527,17 @@ def resolve(
 ) -> tuple[str, str, dict[str, Any] | None]:
     """The model and tokenizer files a ``TextEmbedder(model_path, tokenizer_path)`` loads, and
     the model's manifest when it was built by ``imesde model build``. ``model_path`` is a file,
-    a folder, or a model name (``"sentence-transformers/all-MiniLM-L6-v2"``) found offline."""
+    a folder, or a model name (``"sentence-transformers/all-MiniLM-L6-v2"``) found offline.
+    A folder that cannot be read is ``ModelLoadError``, as a file that cannot be read is."""
+    try:
+        return _resolve(model_path, tokenizer_path)
+    except PermissionError as e:
+        raise ModelLoadError(f"cannot read {e.filename or model_path}: permission denied") from None
+
+
+def _resolve(
+    model_path: str | os.PathLike[str] | None, tokenizer_path: str | os.PathLike[str] | None
+) -> tuple[str, str, dict[str, Any] | None]:
     if model_path is None:
         model, tokenizer = default_model()
         if tokenizer_path is not None:

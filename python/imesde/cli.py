@@ -51,7 +51,21 @@ def _demo_stream() -> Iterator[dict[str, str]]:
             yield json.loads(line)
 
 
+#: What reading a file given on the command line can raise besides OSError and ValueError: a
+#: truncated gzip stream, JSON nested past the recursion limit, a number too large for a float.
+_BAD_INPUT = (OSError, ValueError, EOFError, RecursionError, OverflowError, MemoryError)
+
+
+def _regular_file(path: Path) -> Path:
+    """``path``, when it names a regular file: a device (``/dev/zero``) or a FIFO read whole
+    would never end."""
+    if not path.is_file():
+        raise OSError(f"{path} is not a regular file")
+    return path
+
+
 def _read_jsonl(path: Path) -> Iterator[dict[str, str]]:
+    _regular_file(path)
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rt", encoding="utf-8") as lines:
         for line in lines:
@@ -161,10 +175,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
             if "ts" in item:
                 try:
                     _ts(item["ts"])
-                except ValueError as e:
+                except (ValueError, OverflowError) as e:
                     raise ValueError(f"item {n}: {e}") from None
-    except (OSError, ValueError, AttributeError) as e:
-        raise _UsageError(f"cannot replay {args.file}: {e}") from None
+    except (*_BAD_INPUT, AttributeError) as e:
+        raise _UsageError(f"cannot replay {args.file}: {e or type(e).__name__}") from None
     t = time.perf_counter()
     engine = Engine(_embedder(args), num_shards=args.num_shards, shard_size=args.shard_size)
     model = engine.model
@@ -230,13 +244,16 @@ class _Lines:
     def readline(self) -> str:
         """The next line with its newline, or what is left at the end; "" when nothing is left
         now (a followed file may grow: the next call reads again)."""
-        while "\n" not in self.pending:
+        # Chunks are joined once a newline came: a long line costs its length, not its square.
+        parts = [self.pending]
+        while "\n" not in parts[-1]:
             chunk = os.read(self.fd, 1 << 16)
             if not chunk:
                 break
-            self.pending += self.decoder.decode(chunk)
-        cut = self.pending.find("\n") + 1 or len(self.pending)
-        line, self.pending = self.pending[:cut], self.pending[cut:]
+            parts.append(self.decoder.decode(chunk))
+        pending = "".join(parts)
+        cut = pending.find("\n") + 1 or len(pending)
+        line, self.pending = pending[:cut], pending[cut:]
         return line
 
     def __iter__(self) -> Iterator[str]:
@@ -262,9 +279,15 @@ def _open_input(file: str | None) -> _Lines:
     if os.path.isdir(file):
         raise _UsageError(f"cannot read {file}: it is a directory")
     try:
-        return _Lines(os.open(file, os.O_RDONLY), owned=True)
+        fd = os.open(file, os.O_RDONLY)
     except OSError as e:
         raise _UsageError(f"cannot read {file}: {e.strerror or e}") from None
+    mode = os.fstat(fd).st_mode
+    # Files, pipes and terminals end (or are typed into); /dev/zero or a disk never do.
+    if stat.S_ISBLK(mode) or (stat.S_ISCHR(mode) and not os.isatty(fd)):
+        os.close(fd)
+        raise _UsageError(f"cannot read {file}: it is a device, not a file, pipe or terminal")
+    return _Lines(fd, owned=True)
 
 
 def _input_lines(source: _Lines, follow: bool) -> Iterator[str]:
@@ -339,14 +362,18 @@ class _Output:
 
     def __init__(self) -> None:
         self.closed = False
+        #: Why writing failed, other than a closed pipe (a full disk): the command fails.
+        self.error: OSError | None = None
 
     def write(self, line: str) -> bool:
         if self.closed:
             return False
         try:
             print(line, flush=True)
-        except BrokenPipeError:
+        except OSError as e:
             self.closed = True
+            if not isinstance(e, BrokenPipeError):
+                self.error = e
             _silence_stdout()
             return False
         return True
@@ -433,6 +460,8 @@ def cmd_watch(args: argparse.Namespace) -> int:
             + ", ".join(f'"{q}" {n:,}' for q, n in counts.items()),
             file=sys.stderr,
         )
+    if out.error is not None:
+        raise _UsageError(f"writing the matches failed: {out.error.strerror or out.error}")
     return 0
 
 
@@ -485,16 +514,20 @@ def cmd_model_check(args: argparse.Namespace) -> int:
     if args.min_cosine is not None and not -1.0 <= args.min_cosine <= 1.0:
         raise _UsageError(f"--min-cosine must be a cosine in [-1, 1], got {args.min_cosine}")
     try:
-        lines = Path(args.texts).read_text(encoding="utf-8").splitlines()
+        lines = _regular_file(Path(args.texts)).read_text(encoding="utf-8").splitlines()
         texts = [json.loads(line)["text"] for line in lines if line.strip()]
         if not all(isinstance(t, str) for t in texts):
             raise ValueError("every text field must hold a string")
-    except (OSError, ValueError, KeyError, TypeError) as e:
+        if not texts:
+            raise ValueError("it holds no texts")
+    except (*_BAD_INPUT, KeyError, TypeError) as e:
         raise _UsageError(f"cannot read texts from {args.texts}: {e!r}") from None
     try:
-        reference = np.load(args.reference, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as e:
-        raise _UsageError(f"cannot read the reference {args.reference}: {e}") from None
+        reference = np.load(_regular_file(Path(args.reference)), allow_pickle=False)
+        if reference.dtype.kind not in "fiu" or reference.ndim != 2:
+            raise ValueError(f"it holds a {reference.ndim}-D {reference.dtype} array, not rows")
+    except _BAD_INPUT as e:
+        raise _UsageError(f"cannot read the reference {args.reference}: {e!r}") from None
     result = models.check(args.model, texts, reference)
     print(
         f"{int(result['n'])} texts: cosine to the reference mean {result['mean']:.6f}, "
@@ -734,8 +767,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``imesde`` command."""
     _escape_unencodable()
     args = build_parser().parse_args(argv)
+    if sys.stdout is None:  # started with standard output closed: results would vanish
+        print("imesde: standard output is closed", file=sys.stderr)
+        return 2
     try:
         code: int = args.func(args)
+        sys.stdout.flush()  # a full disk fails here, not in the interpreter's last flush
     except (ImesdeError, _UsageError) as e:
         print(f"imesde: {e}", file=sys.stderr)
         return 2
@@ -746,6 +783,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The reader of standard output went away (`imesde search ... | head -1`): done.
         _silence_stdout()
         return 0
+    except OSError as e:
+        if e.filename is None:  # writing standard output (input errors name their file)
+            _silence_stdout()
+        print(f"imesde: {e.strerror or e}", file=sys.stderr)
+        return 2
     return code
 
 
