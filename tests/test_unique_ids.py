@@ -169,3 +169,20 @@ def test_store_arguments_are_checked(tmp_path: Path) -> None:
             store.claim(["k"], owners=[3])  # type: ignore[list-item]
         # Nothing was counted by the refused calls.
         assert store.claim(["k", "k"]) == ["k", "k-1"]
+
+
+def test_a_forged_store_state_is_refused() -> None:
+    from imesde._imesde import IdStore
+
+    store = IdStore()
+    store.claim(["k", "k"], "-", ["a", "b"])
+    assert IdStore._from_state(*store.__reduce__()[1]).claim(["k"], "-", ["b"]) == ["k-b"]
+    # States no store can be in, each of which could hand out an id twice.
+    for names, owned in [
+        ([], [("k", "o", "x")]),  # an owner's id never handed out
+        ([("x", 1, True)], [("k", "o", "x"), ("j", "p", "x")]),  # one id, two owners
+        ([("a", 0, True), ("a", 5, False)], []),  # a name twice
+        ([("k", 2**64 - 1, False)], []),  # a count that wraps
+    ]:
+        with pytest.raises(imesde.InvalidValueError, match="state"):
+            IdStore._from_state(names, owned)

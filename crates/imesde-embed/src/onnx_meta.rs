@@ -85,6 +85,14 @@ impl<R: Read + Seek> Scanner<R> {
         while self.pos < end {
             let key = self.varint()?;
             let (number, wire) = (key >> 3, key & 7);
+            if number == 0 {
+                // No protobuf field has number 0: not a model (a zero-filled file would
+                // otherwise be read a byte at a time, as fields 0 of one byte each).
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "a field numbered 0",
+                ));
+            }
             if !field(self, number, wire)? {
                 self.skip_value(wire)?;
             }
@@ -178,6 +186,17 @@ pub fn position_limit(path: &Path) -> io::Result<Option<usize>> {
 #[cfg(test)]
 mod position_names {
     use super::is_position_table;
+
+    #[test]
+    fn a_zero_filled_file_is_not_a_model() {
+        // Field 0 does not exist: refused at the first byte, not read a byte at a time.
+        let path = std::env::temp_dir().join(format!("imesde-zeros-{}.onnx", std::process::id()));
+        std::fs::write(&path, vec![0u8; 1 << 20]).unwrap();
+        let e = super::position_limit(&path).unwrap_err();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidData, "{e}");
+        assert!(e.to_string().contains("numbered 0"), "{e}");
+    }
 
     #[test]
     fn position_tables_by_name() {

@@ -4,10 +4,10 @@ use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::sync::Arc;
 
-use hashbrown::HashMap;
+use hashbrown::{HashMap, HashSet};
 use parking_lot::Mutex;
 
-use crate::error::Result;
+use crate::error::{EngineError, Result};
 
 /// The metadata key labels are stored under.
 pub const SEMANTIC_ID: &str = "semantic_id";
@@ -186,22 +186,45 @@ impl IdStore {
     }
 
     /// A store that knows what `state` says (see [`IdStore::state`]).
-    #[must_use]
-    pub fn from_state(state: IdStoreState) -> Self {
+    ///
+    /// # Errors
+    /// [`EngineError::Invalid`] for a state no store can be in (a copy from elsewhere, a
+    /// pickle): a name listed twice, a count beyond 2^63, an owner's id
+    /// that was not handed out or is held by two owners; it could hand out an id twice.
+    pub fn from_state(state: IdStoreState) -> Result<Self, EngineError> {
+        let bad = |why: String| Err(EngineError::Invalid(format!("an id store's state: {why}")));
         let mut st = IdState::default();
         for (name, count, issued) in state.names {
-            st.names
-                .insert(name.into_boxed_str(), Name { count, issued });
+            // Beyond what any process counts to; near the end, counting on would wrap.
+            if count > 1 << 63 {
+                return bad(format!("{name:?} has a count of {count}"));
+            }
+            if st
+                .names
+                .insert(name.clone().into_boxed_str(), Name { count, issued })
+                .is_some()
+            {
+                return bad(format!("{name:?} is listed twice"));
+            }
         }
         st.issued = st.names.values().filter(|n| n.issued).count();
-        st.owned = state
-            .owned
-            .into_iter()
-            .map(|(k, o, id)| ((k, o), id))
-            .collect();
-        IdStore {
-            state: Mutex::new(st),
+        let mut ids = HashSet::with_capacity(state.owned.len());
+        for (key, owner, id) in state.owned {
+            if !st.names.get(id.as_str()).is_some_and(|n| n.issued) {
+                return bad(format!(
+                    "the id {id:?} of ({key:?}, {owner:?}) was not handed out"
+                ));
+            }
+            if !ids.insert(id.clone()) {
+                return bad(format!("the id {id:?} has two owners"));
+            }
+            if st.owned.insert((key, owner), id).is_some() {
+                return bad("a (key, owner) pair is listed twice".to_owned());
+            }
         }
+        Ok(IdStore {
+            state: Mutex::new(st),
+        })
     }
 
     /// Ids handed out by [`IdStore::claim`].

@@ -499,7 +499,7 @@ fn an_id_store_copied_from_its_state_hands_out_what_it_would() {
         s(&["a", "a-1", "b"])
     );
     assert_eq!(store.claim(&s(&["c"]), "-", Some(&s(&["d1"]))), s(&["c"]));
-    let copy = IdStore::from_state(store.state());
+    let copy = IdStore::from_state(store.state()).unwrap();
     assert_eq!(copy.len(), store.len());
     assert_eq!(copy.state().names.len(), store.state().names.len());
     for st in [&store, &copy] {

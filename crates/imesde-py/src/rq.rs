@@ -416,7 +416,11 @@ impl PyIdStore {
 
     /// A store that knows what ``__reduce__`` recorded.
     #[staticmethod]
-    fn _from_state(names: Vec<(String, u64, bool)>, owned: Vec<(String, String, String)>) -> Self {
-        PyIdStore(Arc::new(IdStore::from_state(IdStoreState { names, owned })))
+    fn _from_state(
+        names: Vec<(String, u64, bool)>,
+        owned: Vec<(String, String, String)>,
+    ) -> PyResult<Self> {
+        let store = IdStore::from_state(IdStoreState { names, owned }).map_err(CoreError::from)?;
+        Ok(PyIdStore(Arc::new(store)))
     }
 }
