@@ -210,6 +210,11 @@ def test_typed_values_round_trip_through_save_and_pickle(
         where = FILTERS[1][0]
         got = [h.id for h in back.search("new upstream release", 20, where=where)]
         assert got == [h.id for h in engine.search("new upstream release", 20, where=where)]
+    # An empty dict is no metadata, before a snapshot and after it.
+    small = imesde.Engine(4, num_shards=1, shard_size=4)
+    small.ingest_vectors(np.ones((2, 4), np.float32), metadata=[{}, {"a": 1}])
+    for e in (small, imesde.Engine.from_bytes(small.to_bytes())):
+        assert [e.get(0).metadata, e.get(1).metadata] == [None, {"a": 1}]
 
 
 def test_deleted_items_stay_out_of_filtered_searches(

@@ -871,7 +871,9 @@ impl Ring {
                     forget(&memos, s, slot);
                     shard.ts[slot] = attrs.timestamps.get(i).copied().unwrap_or(ts_now);
                     shard.texts[slot] = attrs.texts.get(i).cloned().flatten();
-                    shard.meta[slot] = attrs.metadata.get(i).cloned().flatten();
+                    // An empty map is no metadata: the same to filters, and to a snapshot.
+                    shard.meta[slot] =
+                        (attrs.metadata.get(i).cloned().flatten()).filter(|m| !m.is_empty());
                     shard.payload_bytes += text_bytes(shard.texts[slot].as_ref())
                         + meta_bytes(shard.meta[slot].as_ref());
                     shard.high = shard.high.max(slot + 1);
