@@ -381,6 +381,7 @@ def test_a_manifest_of_the_wrong_types_is_a_model_load_error(tmp_path: Path) -> 
         ("prompts", ["a"]),
         ("prompts", {"q": None}),
         ("default_prompt_name", ["q"]),
+        ("default_prompt_name", "not-a-prompt"),
     ]:
         case = tmp_path / f"{key}-{value!r}"
         shutil.copytree(src, case)

@@ -57,8 +57,12 @@ def read_manifest(model: str | os.PathLike[str]) -> dict[str, Any] | None:
         ):
             names = " or ".join("None" if k is type(None) else k.__name__ for k in kinds)
             raise ModelLoadError(f"{path}: {key} must be {names}, got {value!r}")
-    if "prompts" in data:
-        _prompts(data["prompts"], path)
+    prompts = _prompts(data["prompts"], path) if "prompts" in data else {}
+    default = data.get("default_prompt_name")
+    if default is not None and default not in prompts:
+        raise ModelLoadError(
+            f"{path}: default_prompt_name {default!r} is not one of its prompts {sorted(prompts)}"
+        )
     return data
 
 
