@@ -114,6 +114,12 @@ def test_save_load_same_codes_and_damage_is_an_error(
     np.testing.assert_array_equal(
         back.encode(vectors, beam_width=4), m.encode(vectors, beam_width=4)
     )
+    # The beam is the encoder's setting, not the file's: given again, the same codes.
+    beamed = imesde.RQKMeans(3, [4, 8, 8], random_state=5, beam_width=4).fit(vectors)
+    beamed.save(path)
+    again = imesde.RQKMeans.load(path, beam_width=4)
+    assert again.beam_width == 4
+    np.testing.assert_array_equal(again(vectors[:50]), beamed(vectors[:50]))
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(imesde.IndexCorruptError, match=r"truncated|checksum"):
@@ -138,6 +144,14 @@ def test_semantic_id_formats() -> None:
     ]
     with pytest.raises(imesde.InvalidValueError):
         imesde.codes_to_ids(codes, fmt="bogus")  # type: ignore[arg-type]
+    # Ids that could be read two ways, or codes no codebook has.
+    for sep in ("", "1"):
+        with pytest.raises(imesde.InvalidValueError, match="sep"):
+            imesde.codes_to_ids([[1, 23], [12, 3]], sep=sep)
+    with pytest.raises(imesde.OutOfRangeError):
+        imesde.codes_to_ids([[-1, 2]])
+    with pytest.raises(imesde.DTypeError):
+        imesde.UniqueIdResolver().assign("abc")
 
 
 def test_bad_input_is_a_typed_error(vectors: npt.NDArray[np.float32]) -> None:
@@ -170,6 +184,22 @@ def test_bad_input_is_a_typed_error(vectors: npt.NDArray[np.float32]) -> None:
         m.decode(np.array([[0, 1, 2]]))
     with pytest.raises(imesde.InvalidValueError):
         m.encode(vectors, beam_width=0)
+    # Bounds on what could take all memory or time: the beam (encode aborted the process
+    # allocating for 10**6), the levels, the refinement rounds.
+    from imesde._imesde import MAX_BEAM_WIDTH
+
+    for make in (
+        lambda: m.encode(vectors[:4], beam_width=10**6),
+        lambda: m.encode(vectors[:4], beam_width=MAX_BEAM_WIDTH + 1),
+        lambda: imesde.RQKMeans(2, 4, beam_width=10**12),
+        lambda: imesde.RQKMeans(10**9, 4),
+        lambda: imesde.RQKMeans(2, 4, refine=10**9),
+        lambda: imesde.RQKMeans(2, 4, refine=-1),
+    ):
+        with pytest.raises(imesde.InvalidValueError):
+            make()
+    with pytest.raises(imesde.DTypeError):
+        m.encode(np.array([["a", "b"]]))
     # The model still works after every error.
     assert m.encode(vectors).shape == (len(vectors), 2)
 

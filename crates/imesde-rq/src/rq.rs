@@ -334,6 +334,25 @@ impl CoUse {
 /// Most candidate-list entries `fit` keeps for its refinement rounds (256 MiB).
 const MAX_LIST_ENTRIES: usize = 1 << 26;
 
+/// The widest beam [`RqKMeans::encode`] searches: far past where codes stop improving (beam
+/// search gains little beyond tens), and a bound on its memory (each vector keeps `beam`
+/// partial codes, each scored against a whole codebook per level).
+pub const MAX_BEAM: usize = 1024;
+
+/// `beam` when it is a beam width [`RqKMeans::encode`] takes: 1 (greedy) to [`MAX_BEAM`].
+///
+/// # Errors
+/// [`RqError::Invalid`] otherwise.
+pub fn check_beam(beam: usize) -> Result<usize> {
+    if (1..=MAX_BEAM).contains(&beam) {
+        Ok(beam)
+    } else {
+        Err(RqError::Invalid(format!(
+            "beam_width must be from 1 to {MAX_BEAM}, got {beam}"
+        )))
+    }
+}
+
 impl RqKMeans {
     /// Trains `cfg.n_clusters.len()` levels on `data` (`n x dim`, row-major). Returns the model
     /// and per-level reports.
@@ -746,9 +765,7 @@ impl RqKMeans {
     pub fn encode(&self, data: &[f32], beam: usize) -> Result<Vec<u32>> {
         let (n, data) = self.check_input(data)?;
         let data: &[f32] = &data;
-        if beam == 0 {
-            return Err(RqError::Invalid("beam width must be at least 1".into()));
-        }
+        check_beam(beam)?;
         let nl = self.levels.len();
         let mut codes = vec![0u32; n * nl];
         let kern = self.kernels();

@@ -24,6 +24,8 @@ def _codes(codes: Any) -> npt.NDArray[np.int64]:
     # uint64 codes beyond int64 would wrap to negative ones.
     if arr.size and arr.dtype == np.uint64 and int(arr.max()) > np.iinfo(np.int64).max:
         raise OutOfRangeError(f"code {int(arr.max())} is beyond the codes a codebook has")
+    if arr.size and int(arr.min()) < 0:
+        raise OutOfRangeError(f"code {int(arr.min())} is out of range: codes count from 0")
     return np.ascontiguousarray(arr, dtype=np.int64)
 
 
@@ -43,6 +45,9 @@ def codes_to_ids(
     arr = _codes(codes)
     if not isinstance(sep, str):
         raise DTypeError(f"sep must be str, got {type(sep).__name__}")
+    if not sep or any(c.isdigit() for c in sep):
+        # "1" + "23" and "12" + "3" would be one id.
+        raise InvalidValueError(f"sep must be a non-empty str without digits, got {sep!r}")
     if formatter is not None:
         ids = [formatter(row) for row in arr]
         for i, got in enumerate(ids):

@@ -13,7 +13,7 @@ import numpy as np
 import numpy.typing as npt
 
 from imesde._imesde import Labeler
-from imesde.exceptions import ShapeError
+from imesde.exceptions import DTypeError, ShapeError
 from imesde.semantic_ids.rqkmeans import RQKMeans
 from imesde.semantic_ids.stores import CollisionStore, InMemoryCollisionStore
 
@@ -45,6 +45,8 @@ class UniqueIdResolver:
     ) -> list[str]:
         """Unique ids for ``semantic_ids``, in order. ``item_ids`` (one per id, compared as
         ``str(item)``) name the items the ids are for."""
+        if isinstance(semantic_ids, str):
+            raise DTypeError("semantic_ids must be a list of str, got a single str")
         keys = list(semantic_ids)
         owners = None
         if item_ids is not None:

@@ -15,8 +15,15 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from imesde._args import positive
-from imesde._imesde import IdStore, Labeler, RQCodebooks, rq_codebook_usage, rq_collision_rate
+from imesde._args import integer, positive
+from imesde._imesde import (
+    MAX_BEAM_WIDTH,
+    IdStore,
+    Labeler,
+    RQCodebooks,
+    rq_codebook_usage,
+    rq_collision_rate,
+)
 from imesde.exceptions import (
     DTypeError,
     ImesdeError,
@@ -29,10 +36,28 @@ from imesde.semantic_ids.format import _codes, codes_to_ids
 __all__ = ["RQKMeans"]
 
 
+#: The most levels a model has (each a codebook, each trained in turn): beyond any use.
+MAX_LEVELS = 256
+#: The most rounds of joint refinement (each re-encodes the training set and updates every
+#: codebook; a few are what helps).
+MAX_REFINE = 100
+
+
+def _beam(value: object) -> int:
+    """A beam width: 1 (greedy) to ``MAX_BEAM_WIDTH``."""
+    beam = positive(value, "beam_width")
+    if beam > MAX_BEAM_WIDTH:
+        raise InvalidValueError(f"beam_width must be from 1 to {MAX_BEAM_WIDTH}, got {beam}")
+    return beam
+
+
 def _matrix(x: Any, what: str = "X") -> npt.NDArray[np.float32]:
     """``x`` as a C-contiguous float32 ``(n, dim)`` array (lists and float64 are converted, as
     in ``semantic-id``)."""
-    arr = np.ascontiguousarray(np.asarray(x, dtype=np.float32))
+    try:
+        arr = np.ascontiguousarray(np.asarray(x, dtype=np.float32))
+    except (TypeError, ValueError) as e:
+        raise DTypeError(f"{what} must be an array of numbers: {e}") from None
     if arr.ndim != 2:
         raise ShapeError(f"{what} must be 2-D (n, dim), got shape {arr.shape}")
     if arr.shape[0] == 0 or arr.shape[1] == 0:
@@ -105,7 +130,11 @@ class RQKMeans:
                 raise InvalidValueError(f"len(n_clusters) is {len(ks)} but n_levels is {n_levels}")
         if init not in ("random", "k-means++"):
             raise InvalidValueError(f"init must be 'random' or 'k-means++', got {init!r}")
-        beam_width = positive(beam_width, "beam_width")
+        beam_width = _beam(beam_width)
+        if n_levels > MAX_LEVELS:
+            raise InvalidValueError(f"n_levels must be at most {MAX_LEVELS}, got {n_levels}")
+        if refine is not None and not 0 <= integer(refine, "refine") <= MAX_REFINE:
+            raise InvalidValueError(f"refine must be from 0 to {MAX_REFINE}, got {refine}")
         self.n_levels = n_levels
         self.n_clusters = ks
         self.balanced = balanced
@@ -191,7 +220,7 @@ class RQKMeans:
         for ``semantic-id`` compatibility (encoding is already parallel and chunked).
         """
         del device, batch_size
-        beam = self.beam_width if beam_width is None else positive(beam_width, "beam_width")
+        beam = self.beam_width if beam_width is None else _beam(beam_width)
         return self._fitted().encode(_matrix(X), beam)
 
     def decode(self, codes: Any) -> npt.NDArray[np.float32]:
@@ -260,15 +289,18 @@ class RQKMeans:
         }
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Write the codebooks to one file (versioned, checksummed, written atomically)."""
+        """Write the codebooks to one file (versioned, checksummed, written atomically). The
+        file holds the model, not the encoder's settings: give ``beam_width`` to
+        :meth:`load` again (pickling keeps it)."""
         self._fitted().save(path)
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> RQKMeans:
+    def load(cls, path: str | os.PathLike[str], *, beam_width: int = 1) -> RQKMeans:
         """Read codebooks written by :meth:`save`; a damaged file raises
-        ``IndexCorruptError``. The codes are the same as before saving, on any machine."""
+        ``IndexCorruptError``. With the ``beam_width`` the saved model had, the codes are the
+        same as before saving, on any machine."""
         books = RQCodebooks.load(path)
-        model = cls(len(books.n_clusters), books.n_clusters)
+        model = cls(len(books.n_clusters), books.n_clusters, beam_width=beam_width)
         model.balanced = any(b.size for b in books.biases)
         model._books = books
         return model
