@@ -185,19 +185,20 @@ def test_bad_input_is_a_typed_error(vectors: npt.NDArray[np.float32]) -> None:
     with pytest.raises(imesde.InvalidValueError):
         m.encode(vectors, beam_width=0)
     # Bounds on what could take all memory or time: the beam (encode aborted the process
-    # allocating for 10**6), the levels, the refinement rounds.
-    from imesde._imesde import MAX_BEAM_WIDTH
-
-    for make in (
-        lambda: m.encode(vectors[:4], beam_width=10**6),
-        lambda: m.encode(vectors[:4], beam_width=MAX_BEAM_WIDTH + 1),
-        lambda: imesde.RQKMeans(2, 4, beam_width=10**12),
-        lambda: imesde.RQKMeans(10**9, 4),
-        lambda: imesde.RQKMeans(2, 4, refine=10**9),
-        lambda: imesde.RQKMeans(2, 4, refine=-1),
-    ):
+    # allocating for 10**6; one wider than the codes is exhaustive, and taken), the levels,
+    # the refinement rounds.
+    wide = imesde.RQKMeans(4, 256, random_state=0, beam_width=10**12).fit(vectors)
+    assert wide.beam_width == 10**12
+    with pytest.raises(imesde.InvalidValueError, match="beam_width"):
+        wide.encode(vectors[:4])
+    with pytest.raises(imesde.InvalidValueError, match="beam_width"):
+        imesde.Engine(384).attach_semantic_ids(wide)
+    np.testing.assert_array_equal(
+        m.encode(vectors[:9], beam_width=10**9), m.encode(vectors[:9], beam_width=16)
+    )
+    for n_levels, refine in ((10**9, None), (2, 10**9), (2, -1)):
         with pytest.raises(imesde.InvalidValueError):
-            make()
+            imesde.RQKMeans(n_levels, 4, refine=refine)
     with pytest.raises(imesde.DTypeError):
         m.encode(np.array([["a", "b"]]))
     # The model still works after every error.

@@ -3,7 +3,7 @@
 import os
 from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
-from typing import Any, Final, Literal, TypeAlias, final, overload
+from typing import Any, Literal, TypeAlias, final, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -611,9 +611,6 @@ class Event:
     @property
     def metadata(self) -> dict[str, Any] | None:
         """The item's metadata."""
-
-#: The widest beam ``RQCodebooks.encode`` searches (a bound on its memory).
-MAX_BEAM_WIDTH: Final[int]
 
 @final
 class RQCodebooks:

@@ -90,7 +90,6 @@ fn _imesde(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<bm25::Bm25Hit>()?;
     m.add_function(wrap_pyfunction!(bm25::fuse, m)?)?;
     m.add_class::<engine::Engine>()?;
-    m.add("MAX_BEAM_WIDTH", imesde_rq::MAX_BEAM)?;
     m.add_class::<hits::Hit>()?;
     m.add_class::<hits::Item>()?;
     m.add_class::<hits::Event>()?;

@@ -302,7 +302,9 @@ impl RqCodebooks {
         text_signature = "($self, beam_width=1, store=None)"
     )]
     fn labeler(&self, beam_width: Count, store: Option<&PyIdStore>) -> PyResult<Labeler> {
-        let beam = imesde_rq::check_beam(beam_width.positive("beam_width")?).map_err(rq_err)?;
+        let beam = (self.0)
+            .check_beam(beam_width.positive("beam_width")?)
+            .map_err(rq_err)?;
         Ok(Labeler(Arc::new(RqLabeler::new(
             Arc::clone(&self.0),
             IdFormat::Plain("-".to_owned()),

@@ -22,4 +22,4 @@ mod select;
 
 pub use error::{Result, RqError};
 pub use imesde_simd::Backend;
-pub use rq::{Codebook, FitConfig, Init, LevelReport, MAX_BEAM, RqKMeans, check_beam};
+pub use rq::{Codebook, FitConfig, Init, LevelReport, MAX_BEAM_SCORES, RqKMeans};

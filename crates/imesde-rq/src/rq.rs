@@ -334,24 +334,9 @@ impl CoUse {
 /// Most candidate-list entries `fit` keeps for its refinement rounds (256 MiB).
 const MAX_LIST_ENTRIES: usize = 1 << 26;
 
-/// The widest beam [`RqKMeans::encode`] searches: far past where codes stop improving (beam
-/// search gains little beyond tens), and a bound on its memory (each vector keeps `beam`
-/// partial codes, each scored against a whole codebook per level).
-pub const MAX_BEAM: usize = 1024;
-
-/// `beam` when it is a beam width [`RqKMeans::encode`] takes: 1 (greedy) to [`MAX_BEAM`].
-///
-/// # Errors
-/// [`RqError::Invalid`] otherwise.
-pub fn check_beam(beam: usize) -> Result<usize> {
-    if (1..=MAX_BEAM).contains(&beam) {
-        Ok(beam)
-    } else {
-        Err(RqError::Invalid(format!(
-            "beam_width must be from 1 to {MAX_BEAM}, got {beam}"
-        )))
-    }
-}
+/// The most scores a beam search keeps per vector and level (partial codes x codewords): a
+/// bound on its memory, 4 MiB per vector (a beam of 1,024 over 1,024 codewords).
+pub const MAX_BEAM_SCORES: usize = 1 << 20;
 
 impl RqKMeans {
     /// Trains `cfg.n_clusters.len()` levels on `data` (`n x dim`, row-major). Returns the model
@@ -754,6 +739,28 @@ impl RqKMeans {
         self.levels.iter().map(|c| c.k).collect()
     }
 
+    /// The beam [`RqKMeans::encode`] searches for `beam`: at most the number of codes (a
+    /// wider beam is exhaustive search already), when its scores per vector stay within
+    /// [`MAX_BEAM_SCORES`].
+    ///
+    /// # Errors
+    /// [`RqError::Invalid`] for 0, or for a beam whose scores exceed that bound.
+    pub fn check_beam(&self, beam: usize) -> Result<usize> {
+        let codes = self
+            .levels
+            .iter()
+            .fold(1usize, |n, c| n.saturating_mul(c.k));
+        let beam = beam.min(codes);
+        let kmax = self.levels.iter().map(|c| c.k).max().unwrap_or(1);
+        if beam == 0 || beam.saturating_mul(kmax) > MAX_BEAM_SCORES {
+            return Err(RqError::Invalid(format!(
+                "beam_width must be from 1 to {} for codebooks of {kmax} codewords, got {beam}",
+                MAX_BEAM_SCORES / kmax
+            )));
+        }
+        Ok(beam)
+    }
+
     /// Greedy codes (`n x levels`, row-major): at each level the nearest codeword (plus the
     /// balanced bias) to what is left. With `beam > 1`, keeps the `beam` best partial codes per
     /// vector and returns the one that reconstructs it best.
@@ -765,7 +772,7 @@ impl RqKMeans {
     pub fn encode(&self, data: &[f32], beam: usize) -> Result<Vec<u32>> {
         let (n, data) = self.check_input(data)?;
         let data: &[f32] = &data;
-        check_beam(beam)?;
+        let beam = self.check_beam(beam)?;
         let nl = self.levels.len();
         let mut codes = vec![0u32; n * nl];
         let kern = self.kernels();

@@ -16,14 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from imesde._args import integer, positive
-from imesde._imesde import (
-    MAX_BEAM_WIDTH,
-    IdStore,
-    Labeler,
-    RQCodebooks,
-    rq_codebook_usage,
-    rq_collision_rate,
-)
+from imesde._imesde import IdStore, Labeler, RQCodebooks, rq_codebook_usage, rq_collision_rate
 from imesde.exceptions import (
     DTypeError,
     ImesdeError,
@@ -41,14 +34,6 @@ MAX_LEVELS = 256
 #: The most rounds of joint refinement (each re-encodes the training set and updates every
 #: codebook; a few are what helps).
 MAX_REFINE = 100
-
-
-def _beam(value: object) -> int:
-    """A beam width: 1 (greedy) to ``MAX_BEAM_WIDTH``."""
-    beam = positive(value, "beam_width")
-    if beam > MAX_BEAM_WIDTH:
-        raise InvalidValueError(f"beam_width must be from 1 to {MAX_BEAM_WIDTH}, got {beam}")
-    return beam
 
 
 def _matrix(x: Any, what: str = "X") -> npt.NDArray[np.float32]:
@@ -130,7 +115,7 @@ class RQKMeans:
                 raise InvalidValueError(f"len(n_clusters) is {len(ks)} but n_levels is {n_levels}")
         if init not in ("random", "k-means++"):
             raise InvalidValueError(f"init must be 'random' or 'k-means++', got {init!r}")
-        beam_width = _beam(beam_width)
+        beam_width = positive(beam_width, "beam_width")
         if n_levels > MAX_LEVELS:
             raise InvalidValueError(f"n_levels must be at most {MAX_LEVELS}, got {n_levels}")
         if refine is not None and not 0 <= integer(refine, "refine") <= MAX_REFINE:
@@ -220,7 +205,7 @@ class RQKMeans:
         for ``semantic-id`` compatibility (encoding is already parallel and chunked).
         """
         del device, batch_size
-        beam = self.beam_width if beam_width is None else _beam(beam_width)
+        beam = self.beam_width if beam_width is None else positive(beam_width, "beam_width")
         return self._fitted().encode(_matrix(X), beam)
 
     def decode(self, codes: Any) -> npt.NDArray[np.float32]:
