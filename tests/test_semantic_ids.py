@@ -100,6 +100,19 @@ def test_balanced_refinement_lowers_the_error_and_keeps_codes_even(
     assert errors[2] < errors[1] * 1.001
 
 
+def test_balanced_biases_keep_encoding_even_after_refinement(
+    embedded: tuple[list[str], npt.NDArray[np.float32]],
+) -> None:
+    # Encoding scores every codeword with the learnt biases: it splits the training data
+    # about as evenly as the capped assignment did (crates/imesde-rq: a codeword in no
+    # vector's shortlist keeps its price).
+    _, x = embedded
+    m = imesde.RQKMeans(4, 64, balanced=True, random_state=0).fit(x)
+    for u in m.codebook_usage(m.encode(x)):
+        assert u["entropy"] >= 0.995, u["entropy"]
+        assert int(u["counts"].max()) <= 2 * -(-len(x) // 64), u["counts"].max()
+
+
 def test_save_load_same_codes_and_damage_is_an_error(
     vectors: npt.NDArray[np.float32], tmp_path: Path
 ) -> None:

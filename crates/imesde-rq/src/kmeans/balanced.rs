@@ -148,6 +148,13 @@ pub(crate) fn balance(
     let n = labels.len();
     let m = short.m;
     let target = n as f32 / k as f32;
+    // A cluster in no point's shortlist gets no point whatever its price: lowering it round
+    // after round would only make a price that, in encoding (which scores every cluster),
+    // draws in every point near it.
+    let mut listed = vec![false; k];
+    for &j in &short.idx {
+        listed[j as usize] = true;
+    }
     for round in 0..PRICE_ROUNDS {
         labels
             .par_chunks_mut(CHUNK)
@@ -176,8 +183,44 @@ pub(crate) fn balance(
         for &l in labels.iter() {
             counts[l as usize] += 1;
         }
-        // Step sizes shrink over the rounds so prices settle instead of oscillating.
-        let step = scale * 0.5 / (1.0 + round as f32 * 0.25);
+        let step = price_step(scale, round);
+        for ((p, &c), &listed) in prices.iter_mut().zip(&counts).zip(&listed) {
+            if listed || c > 0 {
+                *p += step * ((c as f32 - target) / target).clamp(-1.0, 4.0);
+            }
+        }
+    }
+}
+
+/// The price step of round `round`: sizes shrink over the rounds so prices settle instead of
+/// oscillating.
+fn price_step(scale: f32, round: usize) -> f32 {
+    scale * 0.5 / (1.0 + round as f32 * 0.25)
+}
+
+/// Rounds of price learning on every cluster of each point's full cost row, after the
+/// shortlist rounds: they settle what the shortlists could not see (a cluster whose price
+/// took it into points' choices beyond their shortlists), so that encoding, which scores
+/// every cluster, splits the data as evenly as the learning did.
+const FULL_ROUNDS: usize = 12;
+
+/// [`balance`]'s rounds continued on the full cost rows `all_costs` (`n x k`).
+fn balance_full(all_costs: &[f32], k: usize, prices: &mut [f32], labels: &mut [u32], scale: f32) {
+    let target = labels.len() as f32 / k as f32;
+    for round in PRICE_ROUNDS..PRICE_ROUNDS + FULL_ROUNDS {
+        labels
+            .par_chunks_mut(CHUNK)
+            .zip(all_costs.par_chunks(CHUNK * k))
+            .for_each(|(lab, rows)| {
+                for (l, row) in lab.iter_mut().zip(rows.chunks_exact(k)) {
+                    *l = argmin(row, prices) as u32;
+                }
+            });
+        let mut counts = vec![0u32; k];
+        for &l in labels.iter() {
+            counts[l as usize] += 1;
+        }
+        let step = price_step(scale, round);
         for (p, &c) in prices.iter_mut().zip(&counts) {
             *p += step * ((c as f32 - target) / target).clamp(-1.0, 4.0);
         }
@@ -212,5 +255,40 @@ pub(crate) fn learn_prices(
     };
     let mut prices = vec![0.0f32; k];
     balance(&short, k, &mut prices, labels, scale);
+    balance_full(all_costs, k, &mut prices, labels, scale);
     prices
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cluster_in_no_shortlist_keeps_its_price() {
+        // 20 clusters, shortlists of 16: cluster 19 costs far more than any other for every
+        // point, so it is in no shortlist. Lowering its price would win it no point here, but
+        // would make it the choice of every point when encoding scores all clusters.
+        let (n, k) = (400, 20);
+        let costs: Vec<f32> = (0..n)
+            .flat_map(|i| {
+                (0..k).map(move |j| {
+                    if j == k - 1 {
+                        1e3
+                    } else {
+                        ((i + j) % k) as f32
+                    }
+                })
+            })
+            .collect();
+        let short = Shortlist::new(&costs, k);
+        assert!(!short.idx.contains(&((k - 1) as u32)));
+        let mut prices = vec![0.0f32; k];
+        let mut labels = vec![0u32; n];
+        balance(&short, k, &mut prices, &mut labels, 1.0);
+        assert!(prices[k - 1].abs() < f32::EPSILON, "{}", prices[k - 1]);
+        // The full rounds see it: it stays unchosen, its price only a few small steps lower.
+        balance_full(&costs, k, &mut prices, &mut labels, 1.0);
+        assert!(!labels.contains(&((k - 1) as u32)));
+        assert!(prices[k - 1] > -1.0, "{}", prices[k - 1]);
+    }
 }
