@@ -186,3 +186,16 @@ def test_a_forged_store_state_is_refused() -> None:
     ]:
         with pytest.raises(imesde.InvalidValueError, match="state"):
             IdStore._from_state(names, owned)
+
+
+def test_next_suffix_and_claim_never_hand_out_one_id_twice(tmp_path: Path) -> None:
+    from imesde.semantic_ids import InMemoryCollisionStore, SQLiteCollisionStore
+
+    for store in (InMemoryCollisionStore(), SQLiteCollisionStore(tmp_path / "s.db")):
+        # next_suffix's ids (k, k-1) are taken for claim, and claim's for next_suffix.
+        assert [store.next_suffix("k"), store.next_suffix("k")] == [0, 1]
+        assert store.claim(["k-1", "k"]) == ["k-1-1", "k-2"]
+        assert store.claim(["w", "w"]) == ["w", "w-1"]
+        assert store.next_suffix("w-1") == 1  # "w-1" is claim's: this one is "w-1-1"
+        assert store.next_suffix("w") == 2
+        assert len(store) == 8

@@ -674,7 +674,8 @@ class IdStore:
 
     def __init__(self) -> None: ...
     def next_suffix(self, key: str) -> int:
-        """The number of earlier occurrences of ``key``; counts this one."""
+        """The suffix ``claim([key], "-")`` gives (0 for ``key``, ``n`` for ``key-n``), handed
+        out as that id."""
     def claim(self, keys: list[str], sep: str, owners: list[str] | None = None) -> list[str]:
         """Unique ids for ``keys`` (see ``imesde.UniqueIdResolver`` for the rule)."""
     def __len__(self) -> int: ...

@@ -95,6 +95,25 @@ struct IdState {
 }
 
 impl IdState {
+    /// The first of `key`, `key{sep}{n}`, `key{sep}{n + 1}`, ... (from `key`'s counter) not
+    /// handed out yet, handed out, with its suffix (0 for `key`); the counter moves past it.
+    fn claim_suffixed(&mut self, key: &str, sep: &str) -> (String, u64) {
+        let mut n = self.names.get(key).map_or(0, |name| name.count);
+        let id = loop {
+            let cand: Cow<'_, str> = if n == 0 {
+                Cow::Borrowed(key)
+            } else {
+                Cow::Owned(format!("{key}{sep}{n}"))
+            };
+            n += 1;
+            if self.take(&cand) {
+                break cand.into_owned();
+            }
+        };
+        self.names.entry_ref(key).or_default().count = n;
+        (id, n - 1)
+    }
+
     /// Hands out `cand` unless it was handed out before.
     fn take(&mut self, cand: &str) -> bool {
         let name = self.names.entry_ref(cand).or_default();
@@ -140,30 +159,16 @@ impl IdStore {
                 out.push(id);
                 continue;
             }
-            let mut n = st.names.get(key.as_str()).map_or(0, |name| name.count);
-            let id = loop {
-                let cand: Cow<'_, str> = if n == 0 {
-                    Cow::Borrowed(key)
-                } else {
-                    Cow::Owned(format!("{key}{sep}{n}"))
-                };
-                n += 1;
-                if st.take(&cand) {
-                    break cand.into_owned();
-                }
-            };
-            st.names.entry_ref(key.as_str()).or_default().count = n;
-            out.push(id);
+            out.push(st.claim_suffixed(key, sep).0);
         }
         out
     }
 
-    /// How many times `key` was counted before (0 the first time); counts this one.
+    /// The suffix `claim([key], "-")` gives (0 for `key` itself, `n` for `key-n`), handed out
+    /// as that id: counted per key as `claim` counts, and never an id handed out before,
+    /// whichever way it was asked for.
     pub fn next_suffix(&self, key: &str) -> u64 {
-        let mut st = self.state.lock();
-        let name = st.names.entry_ref(key).or_default();
-        name.count += 1;
-        name.count - 1
+        self.state.lock().claim_suffixed(key, "-").1
     }
 
     /// What the store knows, to copy it: each name with its count (how often it was counted

@@ -376,7 +376,8 @@ impl PyIdStore {
         PyIdStore(Arc::new(IdStore::new()))
     }
 
-    /// The number of earlier occurrences of ``key``; counts this one.
+    /// The suffix ``claim([key], "-")`` gives (0 for ``key``, ``n`` for ``key-n``), handed
+    /// out as that id.
     fn next_suffix(&self, key: &str) -> u64 {
         self.0.next_suffix(key)
     }

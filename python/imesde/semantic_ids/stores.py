@@ -29,10 +29,12 @@ class CollisionStore(Protocol):
     """What :class:`UniqueIdResolver` needs from a store (the ``semantic-id`` protocol).
 
     ``next_suffix(key)`` returns how many times ``key`` was seen before and counts this one:
-    0 the first time, then 1, 2, ... A store may also offer ``claim(keys, sep, owners=None)``,
-    which returns the final unique ids of a batch atomically; the built-in stores do, and
-    guarantee that no id is ever handed out twice (even when a suffixed id looks like another
-    item's code) and that an owner asking again for the same key gets its own id back.
+    0 the first time, then 1, 2, ... (the built-in stores skip a suffix whose id ``key-n`` was
+    handed out already, by either method, and hand this one out). A store may also offer
+    ``claim(keys, sep, owners=None)``, which returns the final unique ids of a batch
+    atomically; the built-in stores do, and guarantee that no id is ever handed out twice
+    (even when a suffixed id looks like another item's code) and that an owner asking again
+    for the same key gets its own id back.
     """
 
     def next_suffix(self, key: str) -> int:
@@ -88,7 +90,9 @@ class InMemoryCollisionStore:
         self._ids = IdStore()
 
     def next_suffix(self, key: str) -> int:
-        """The number of earlier occurrences of ``key``; counts this one."""
+        """The suffix ``claim([key])`` gives (0 for ``key``, ``n`` for ``key-n``), handed out
+        as that id: never one handed out before, whichever way it was asked for."""
+        _strs([key], "key")
         return self._ids.next_suffix(key)
 
     def claim(
@@ -98,7 +102,7 @@ class InMemoryCollisionStore:
         return self._ids.claim(*_claim_args(keys, sep, owners))
 
     def __len__(self) -> int:
-        """Number of ids handed out by :meth:`claim`."""
+        """Number of ids handed out (by :meth:`claim` or :meth:`next_suffix`)."""
         return len(self._ids)
 
     def __repr__(self) -> str:
@@ -242,21 +246,11 @@ class SQLiteCollisionStore:
                 raise _storage_error(self.path, e) from e
 
     def next_suffix(self, key: str) -> int:
-        """The number of earlier occurrences of ``key``; counts this one."""
+        """The suffix ``claim([key])`` gives (0 for ``key``, ``n`` for ``key-n``), handed out
+        as that id: never one handed out before, whichever way it was asked for."""
         _strs([key], "key")
-
-        def work(conn: sqlite3.Connection) -> int:
-            row = conn.execute("SELECT n FROM imesde_sid_counts WHERE key = ?", (key,)).fetchone()
-            n = 0 if row is None else int(row[0])
-            conn.execute(
-                "INSERT INTO imesde_sid_counts (key, n) VALUES (?, ?)"
-                " ON CONFLICT(key) DO UPDATE SET n = excluded.n",
-                (key, n + 1),
-            )
-            return n
-
-        result: int = self._transaction(work)
-        return result
+        (got,) = self.claim([key])
+        return 0 if got == key else int(got.rsplit("-", 1)[1])
 
     def claim(
         self, keys: Sequence[str], sep: str = "-", owners: Sequence[str] | None = None
@@ -299,7 +293,7 @@ class SQLiteCollisionStore:
         return result
 
     def __len__(self) -> int:
-        """Number of ids handed out by :meth:`claim`."""
+        """Number of ids handed out (by :meth:`claim` or :meth:`next_suffix`)."""
 
         def work(conn: sqlite3.Connection) -> int:
             return int(conn.execute("SELECT COUNT(*) FROM imesde_sid_issued").fetchone()[0])
