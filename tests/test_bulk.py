@@ -59,6 +59,15 @@ def test_chunks_check_per_item_lengths_and_a_bad_chunk_keeps_the_ones_before(
         engine.ingest_batch(iter(texts[:5]), metadata=iter([{}] * 6), batch_size=2)
     assert len(long.value.ingested_ids) == 5  # type: ignore[attr-defined]
     assert engine.delete(long.value.ingested_ids) == 5  # type: ignore[attr-defined]
+
+    # The input's own error (or Ctrl-C) between chunks: the ids go with it too.
+    def failing() -> Iterator[str]:
+        yield from texts[:3]
+        raise OSError("the log rotated away")
+
+    with pytest.raises(OSError, match="rotated") as gone:
+        engine.ingest_batch(failing(), batch_size=2)
+    assert engine.delete(gone.value.ingested_ids) == 2  # type: ignore[attr-defined]
     with pytest.raises(imesde.ShapeError):
         engine.ingest_batch(texts, metadata=[{}] * 49, batch_size=20)
     assert len(engine) == 40  # lengths known up front: nothing added

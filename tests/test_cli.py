@@ -119,11 +119,27 @@ def test_inputs_that_cannot_be_read_are_one_line_errors(tmp_path: Path) -> None:
         ("model", "check", str(tmp_path), str(texts), str(words)),
         ("model", "check", str(tmp_path), "/dev/zero", str(rows)),
     ]
+    archive = tmp_path / "rows.npz"
+    np.savez(archive, rows=np.ones((1, 384), np.float32))
+    cases.append(("model", "check", str(tmp_path), str(texts), str(archive)))
     for args in cases:
         out = imesde_cli(*args, "--threads", "1") if args[0] != "model" else imesde_cli(*args)
         assert out.returncode == 2, (args, out.stderr)
         assert out.stderr.startswith("imesde:"), (args, out.stderr)
         assert "Traceback" not in out.stderr, args
+    # Pipes end, and so does /dev/null: read as inputs, not refused as devices.
+    out = imesde_cli("search", "q", "--file", "/dev/null")
+    assert (out.returncode, out.stderr.strip()) == (1, "imesde search: no input lines")
+    replay = subprocess.run(
+        f'cat {texts} | "{sys.executable}" -m imesde demo --file /dev/stdin --threads 1',
+        shell=True,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert replay.returncode == 0, replay.stderr
+    assert "replaying 1 items" in replay.stdout
 
 
 def test_output_that_cannot_be_written_fails_in_one_line() -> None:

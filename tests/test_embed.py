@@ -408,6 +408,14 @@ def test_a_huge_text_embeds_as_its_first_tokens(embedder: imesde.TextEmbedder) -
     # Little whitespace early on: the whole text is tokenized, as before.
     odd = "x" * 30_000 + " " + " ".join(words[:40])
     np.testing.assert_array_equal(embedder.embed([odd]), embedder.embed([odd + " "]))
+    # Whitespace the normaliser deletes (a vertical tab, a form feed) glues the words around
+    # it: no place to cut, or the window's last token would differ from the whole text's.
+    filler = ("a" * 101 + " ") * 100 + "a " * 153  # 253 tokens: 100 [UNK], 153 "a"
+    for glue in ("\x0b", "\x0c", "\x85"):
+        whole = filler + "zzqqzz" + glue + "x" * 7000 + " tail"
+        np.testing.assert_allclose(
+            embedder.embed([whole]), embedder.embed([whole.replace(glue, "")]), atol=1e-6
+        )
 
 
 def test_a_model_folder_that_cannot_be_read_is_a_model_load_error(

@@ -155,5 +155,11 @@ def test_flags_paths_and_data_of_the_wrong_type_are_dtype_errors(
     path = str(tmp_path / "e.imesde").encode()
     engine.save(path)
     assert snapshot(imesde.Engine.load(path)) == before
+
+    class BytesPath:
+        def __fspath__(self) -> bytes:
+            return path
+
+    assert snapshot(imesde.Engine.load(BytesPath())) == before
     with pytest.raises(imesde.DTypeError, match="use search for one query"):
         imesde.Engine(8).search_batch("alpha")

@@ -211,7 +211,7 @@ def ingest_in_chunks(
         for extra, what in ((stamps, "timestamps"), (metas, "metadata")):
             if extra is not None and next(extra, _END) is not _END:
                 raise ShapeError(f"{what} has more entries than there are texts")
-    except ImesdeError as exc:
+    except BaseException as exc:  # the input's own error, Ctrl-C: the ids go with it too
         # What earlier chunks stored stays stored: the caller gets its ids with the error.
         done = ids()
         exc.ingested_ids = done  # type: ignore[attr-defined]

@@ -56,11 +56,24 @@ def _demo_stream() -> Iterator[dict[str, str]]:
 _BAD_INPUT = (OSError, ValueError, EOFError, RecursionError, OverflowError, MemoryError)
 
 
+def _endless_device(mode: int, rdev: int, tty: bool) -> bool:
+    """Whether a file of ``mode`` is a device whose reading may never end (``/dev/zero``, a
+    disk); files, pipes, terminals and ``/dev/null`` end, or are typed into."""
+    if stat.S_ISBLK(mode):
+        return True
+    if not stat.S_ISCHR(mode) or tty:
+        return False
+    try:
+        return rdev != os.stat(os.devnull).st_rdev
+    except OSError:
+        return True
+
+
 def _regular_file(path: Path) -> Path:
-    """``path``, when it names a regular file: a device (``/dev/zero``) or a FIFO read whole
-    would never end."""
-    if not path.is_file():
-        raise OSError(f"{path} is not a regular file")
+    """``path``, unless it names a device that never ends."""
+    st = os.stat(path)
+    if _endless_device(st.st_mode, st.st_rdev, tty=False):
+        raise OSError(f"{path} is a device, not a file or pipe")
     return path
 
 
@@ -282,9 +295,8 @@ def _open_input(file: str | None) -> _Lines:
         fd = os.open(file, os.O_RDONLY)
     except OSError as e:
         raise _UsageError(f"cannot read {file}: {e.strerror or e}") from None
-    mode = os.fstat(fd).st_mode
-    # Files, pipes and terminals end (or are typed into); /dev/zero or a disk never do.
-    if stat.S_ISBLK(mode) or (stat.S_ISCHR(mode) and not os.isatty(fd)):
+    st = os.fstat(fd)
+    if _endless_device(st.st_mode, st.st_rdev, tty=os.isatty(fd)):
         os.close(fd)
         raise _UsageError(f"cannot read {file}: it is a device, not a file, pipe or terminal")
     return _Lines(fd, owned=True)
@@ -524,6 +536,8 @@ def cmd_model_check(args: argparse.Namespace) -> int:
         raise _UsageError(f"cannot read texts from {args.texts}: {e!r}") from None
     try:
         reference = np.load(_regular_file(Path(args.reference)), allow_pickle=False)
+        if not isinstance(reference, np.ndarray):  # an .npz archive
+            raise ValueError("it is not one array (save the embeddings with np.save)")
         if reference.dtype.kind not in "fiu" or reference.ndim != 2:
             raise ValueError(f"it holds a {reference.ndim}-D {reference.dtype} array, not rows")
     except _BAD_INPUT as e:

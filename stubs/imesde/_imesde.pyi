@@ -136,7 +136,7 @@ def fuse(
     at its first place."""
 
 _PathLike: TypeAlias = str | os.PathLike[str]
-_FilePath: TypeAlias = str | bytes | os.PathLike[str]
+_FilePath: TypeAlias = str | bytes | os.PathLike[str] | os.PathLike[bytes]
 
 @final
 class TextEmbedder:

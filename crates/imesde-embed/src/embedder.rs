@@ -389,8 +389,8 @@ impl Embedder {
     }
 
     /// The encodings of `texts`, truncated to `max_length`. A text far longer than that (a
-    /// stack trace, a whole file) is tokenized from a prefix cut at whitespace: its tokens are
-    /// the first of the whole text's (words are split at whitespace first), so when they
+    /// stack trace, a whole file) is tokenized from a prefix cut at a space: its tokens are
+    /// the first of the whole text's (words are split at spaces first), so when they
     /// already overflow `max_length` the truncated encoding is the whole text's, found without
     /// tokenizing megabytes. A prefix that does not overflow is tokenized again whole.
     fn tokenize<S: AsRef<str> + Sync>(&self, texts: &[S]) -> Result<Vec<Encoding>> {
@@ -469,17 +469,16 @@ fn sha256_file(path: &Path) -> std::io::Result<String> {
 /// (see `Embedder::tokenize`): far more than any word piece takes.
 const PREFIX_BYTES_PER_TOKEN: usize = 64;
 
-/// `text` cut at the last whitespace within its first `budget` bytes; all of it when it is
-/// no longer, or has no whitespace there to cut at.
+/// `text` cut at the last space (U+0020) within its first `budget` bytes; all of it when it
+/// is no longer, or has no space there to cut at. Only a space: every pre-tokenizer splits
+/// words there, while other whitespace may not split (BERT's normaliser deletes a vertical
+/// tab or form feed, gluing the words around it; Metaspace splits at U+0020 only).
 fn whitespace_prefix(text: &str, budget: usize) -> &str {
     if text.len() <= budget {
         return text;
     }
-    let mut end = budget;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    match text[..end].rfind(char::is_whitespace) {
+    // A space is one byte, never inside a multi-byte character: any byte budget will do.
+    match text.as_bytes()[..budget].iter().rposition(|&b| b == b' ') {
         Some(cut) if cut > 0 => &text[..cut],
         _ => text,
     }
@@ -490,13 +489,19 @@ mod tests {
     use super::whitespace_prefix;
 
     #[test]
-    fn prefixes_end_before_whitespace_and_on_char_boundaries() {
+    fn prefixes_end_before_a_space() {
         assert_eq!(whitespace_prefix("short text", 64), "short text");
         assert_eq!(whitespace_prefix("one two three", 9), "one two");
-        // No whitespace to cut at: the whole text.
+        // No space to cut at: the whole text.
         assert_eq!(whitespace_prefix("abcdefgh ij", 5), "abcdefgh ij");
-        // A budget inside a multi-byte character backs off to its start.
         assert_eq!(whitespace_prefix("ab ééé cd", 5), "ab");
         assert_eq!(whitespace_prefix(" lead", 3), " lead");
+        // Other whitespace may glue words when normalised (a vertical tab is deleted): not a
+        // place to cut.
+        assert_eq!(whitespace_prefix("ab cd\x0bef gh", 8), "ab");
+        assert_eq!(
+            whitespace_prefix("ab\tcd\u{3000}ef gh", 9),
+            "ab\tcd\u{3000}ef gh"
+        );
     }
 }

@@ -175,23 +175,34 @@ impl<'py> FromPyObject<'_, 'py> for FsPath {
     fn extract(obj: Borrowed<'_, 'py, PyAny>) -> PyResult<Self> {
         match obj.extract::<PathBuf>() {
             Ok(p) => Ok(FsPath(p)),
-            #[cfg(unix)]
-            Err(_) if obj.is_instance_of::<PyBytes>() => {
-                use std::os::unix::ffi::OsStrExt;
-                let bytes = obj.cast::<PyBytes>()?;
-                Ok(FsPath(PathBuf::from(std::ffi::OsStr::from_bytes(
-                    bytes.as_bytes(),
-                ))))
-            }
             // A str that the file system cannot name (a lone surrogate) keeps open()'s error.
             Err(e) if !e.is_instance_of::<PyTypeError>(obj.py()) => Err(e),
-            Err(_) => Err(py_err!(
-                DType,
-                "expected a path (str or os.PathLike), got {}",
-                type_name(&obj)
-            )),
+            Err(_) => {
+                // bytes, or an os.PathLike that gives bytes: a path as open() takes it.
+                #[cfg(unix)]
+                if let Ok(raw) = py_fspath(&obj)
+                    && let Ok(bytes) = raw.cast::<PyBytes>()
+                {
+                    use std::os::unix::ffi::OsStrExt;
+                    let path = std::ffi::OsStr::from_bytes(bytes.as_bytes());
+                    return Ok(FsPath(PathBuf::from(path)));
+                }
+                Err(py_err!(
+                    DType,
+                    "expected a path (str, bytes or os.PathLike), got {}",
+                    type_name(&obj)
+                ))
+            }
         }
     }
+}
+
+/// `os.fspath(obj)`.
+#[cfg(unix)]
+fn py_fspath<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    let py = obj.py();
+    py.import(pyo3::intern!(py, "os"))?
+        .call_method1(pyo3::intern!(py, "fspath"), (obj,))
 }
 
 /// The bytes of a bytes-like argument: bytes as they are, a bytearray or memoryview copied.

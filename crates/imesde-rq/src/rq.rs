@@ -752,10 +752,11 @@ impl RqKMeans {
             .fold(1usize, |n, c| n.saturating_mul(c.k));
         let beam = beam.min(codes);
         let kmax = self.levels.iter().map(|c| c.k).max().unwrap_or(1);
-        if beam == 0 || beam.saturating_mul(kmax) > MAX_BEAM_SCORES {
+        // Greedy search (1) keeps no beam: any codebook size.
+        if beam == 0 || (beam > 1 && beam.saturating_mul(kmax) > MAX_BEAM_SCORES) {
             return Err(RqError::Invalid(format!(
                 "beam_width must be from 1 to {} for codebooks of {kmax} codewords, got {beam}",
-                MAX_BEAM_SCORES / kmax
+                (MAX_BEAM_SCORES / kmax).max(1)
             )));
         }
         Ok(beam)
@@ -1058,6 +1059,20 @@ mod tests {
             .flat_map(|i| ks.iter().map(move |&k| ((i * 7 + k * i / 3) % k) as u32))
             .collect();
         (model, data, codes)
+    }
+
+    #[test]
+    fn beams_are_bounded_by_their_scores_and_greedy_by_nothing() {
+        // More codewords than a beam of 2 may score: greedy search still encodes.
+        let k = MAX_BEAM_SCORES / 2 + 1;
+        let book: Vec<f32> = (0..k).map(|i| i as f32).collect();
+        let model = RqKMeans::from_codebooks(1, vec![(book, Vec::new())]).unwrap();
+        assert_eq!(model.encode(&[41.2, 7.9], 1).unwrap(), vec![41, 8]);
+        assert!(model.check_beam(2).is_err());
+        assert!(model.check_beam(0).is_err());
+        // A beam wider than the codes is exhaustive search: taken, as that.
+        let small = RqKMeans::from_codebooks(1, vec![(vec![0.0, 1.0], Vec::new())]).unwrap();
+        assert_eq!(small.check_beam(usize::MAX).unwrap(), 2);
     }
 
     /// One sweep puts every used codeword at the mean over its items of the vector minus their
