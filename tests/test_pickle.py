@@ -122,7 +122,7 @@ def test_collision_stores_and_semantic_id_engines_pickle(golden: Golden, tmp_pat
     assert store.next_suffix("z") == 0
     for copied in (pickle.loads(pickle.dumps(store)), copy.deepcopy(store)):
         # The copy hands out what the original would have: nothing twice, owners kept.
-        assert len(copied) == len(store) == 5
+        assert len(copied) == len(store) == 6  # "z" too: next_suffix hands out its id
         assert copied.claim(["a", "b"]) == ["a-2", "b-1"]
         assert copied.claim(["c"], owners=["doc1"]) == ["c"]
         assert copied.next_suffix("z") == 1
