@@ -130,14 +130,8 @@ def test_inputs_that_cannot_be_read_are_one_line_errors(tmp_path: Path) -> None:
     # Pipes end, and so does /dev/null: read as inputs, not refused as devices.
     out = imesde_cli("search", "q", "--file", "/dev/null")
     assert (out.returncode, out.stderr.strip()) == (1, "imesde search: no input lines")
-    replay = subprocess.run(
-        f'cat {texts} | "{sys.executable}" -m imesde demo --file /dev/stdin --threads 1',
-        shell=True,
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
-    )
+    stdin = texts.read_text(encoding="utf-8")  # a pipe
+    replay = imesde_cli("demo", "--file", "/dev/stdin", "--threads", "1", stdin=stdin)
     assert replay.returncode == 0, replay.stderr
     assert "replaying 1 items" in replay.stdout
 
