@@ -69,7 +69,7 @@ def _endless_device(mode: int, rdev: int, tty: bool) -> bool:
         return True
 
 
-def _regular_file(path: Path) -> Path:
+def _not_endless_device(path: Path) -> Path:
     """``path``, unless it names a device that never ends."""
     st = os.stat(path)
     if _endless_device(st.st_mode, st.st_rdev, tty=False):
@@ -78,7 +78,7 @@ def _regular_file(path: Path) -> Path:
 
 
 def _read_jsonl(path: Path) -> Iterator[dict[str, str]]:
-    _regular_file(path)
+    _not_endless_device(path)
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rt", encoding="utf-8") as lines:
         for line in lines:
@@ -526,7 +526,7 @@ def cmd_model_check(args: argparse.Namespace) -> int:
     if args.min_cosine is not None and not -1.0 <= args.min_cosine <= 1.0:
         raise _UsageError(f"--min-cosine must be a cosine in [-1, 1], got {args.min_cosine}")
     try:
-        lines = _regular_file(Path(args.texts)).read_text(encoding="utf-8").splitlines()
+        lines = _not_endless_device(Path(args.texts)).read_text(encoding="utf-8").splitlines()
         texts = [json.loads(line)["text"] for line in lines if line.strip()]
         if not all(isinstance(t, str) for t in texts):
             raise ValueError("every text field must hold a string")
@@ -535,7 +535,7 @@ def cmd_model_check(args: argparse.Namespace) -> int:
     except (*_BAD_INPUT, KeyError, TypeError) as e:
         raise _UsageError(f"cannot read texts from {args.texts}: {e!r}") from None
     try:
-        reference = np.load(_regular_file(Path(args.reference)), allow_pickle=False)
+        reference = np.load(_not_endless_device(Path(args.reference)), allow_pickle=False)
         if not isinstance(reference, np.ndarray):  # an .npz archive
             raise ValueError("it is not one array (save the embeddings with np.save)")
         if reference.dtype.kind not in "fiu" or reference.ndim != 2:
