@@ -139,7 +139,7 @@ def test_collision_stores_and_semantic_id_engines_pickle(golden: Golden, tmp_pat
     assert again.claim(["k"]) == ["k-1"]  # the same database
 
 
-def test_hits_pickle_as_their_fields_and_bytes_like_data_loads(golden: Golden) -> None:
+def test_hits_and_items_pickle_as_their_fields_and_bytes_like_data_loads(golden: Golden) -> None:
     texts, vecs = golden
     e = imesde.Engine(384, num_shards=2, shard_size=64)
     meta: list[dict[str, Any] | None] = [
@@ -152,6 +152,18 @@ def test_hits_pickle_as_their_fields_and_bytes_like_data_loads(golden: Golden) -
                 (h.id, h.score, h.text, h.ts, h.metadata) for h in hits
             ]
             assert all(isinstance(h, imesde.Hit) for h in twin)
+    # Items read back with get / recent carry their vector too.
+    for item in (e.get(4), e.get(5), *e.recent(3)):
+        for back in (pickle.loads(pickle.dumps(item)), copy.deepcopy(item)):
+            assert isinstance(back, imesde.Item)
+            assert (back.id, back.text, back.ts, back.metadata) == (
+                item.id,
+                item.text,
+                item.ts,
+                item.metadata,
+            )
+            assert back.vector.dtype == np.float32
+            assert np.array_equal(back.vector, item.vector)
     index = imesde.BM25()
     index.add_batch(list(range(50)), texts[:50])
     lexical = index.search(texts[7], k=3)

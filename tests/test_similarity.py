@@ -1,7 +1,13 @@
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import imesde
 import numpy as np
+import numpy.typing as npt
 import pytest
 from helpers import unit
 
@@ -68,3 +74,49 @@ def test_helper_input_errors() -> None:
         imesde.cosine_similarity(np.zeros(3, np.float32), np.ones(3, np.float32))
     with pytest.raises(imesde.ShapeError):
         imesde.batch_cosine_similarity(np.ones((2, 3), np.float32), np.ones((2, 3), np.float32))
+
+
+_FIT = """
+import sys
+import imesde
+import numpy as np
+x = np.load(sys.argv[1])
+model = imesde.RQKMeans(3, 16, balanced=True, random_state=7).fit(x)
+np.save(sys.argv[2], np.concatenate([c.ravel() for c in model.codebooks_]))
+print(imesde.simd_backend())
+"""
+
+
+def test_imesde_simd_caps_every_kernel_and_names_no_backend_loudly(
+    tmp_path: Path, rng: np.random.Generator
+) -> None:
+    """``IMESDE_SIMD`` caps RQ-KMeans's kernels too (whose codebooks are the same at every
+    width, as documented), and a value that names no backend says so instead of being
+    silently ignored."""
+    np.save(tmp_path / "x.npy", unit(rng.standard_normal((3000, 40)).astype(np.float32)))
+
+    def fit(simd: str | None) -> tuple[str, str, npt.NDArray[np.float32]]:
+        env = {k: v for k, v in os.environ.items() if k != "IMESDE_SIMD"}
+        if simd is not None:
+            env["IMESDE_SIMD"] = simd
+        out = tmp_path / f"{simd}.npy"
+        done = subprocess.run(
+            [sys.executable, "-c", _FIT, str(tmp_path / "x.npy"), str(out)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=True,
+        )
+        return done.stdout.strip(), done.stderr, np.load(out)
+
+    native, quiet, books = fit(None)
+    assert "IMESDE_SIMD" not in quiet
+    for cap in ("scalar", "avx2"):
+        backend, _, capped = fit(cap)
+        if cap == "scalar" or native.startswith("avx"):
+            assert backend == cap
+        assert np.array_equal(capped, books)
+    backend, warned, _ = fit("avx1024")
+    assert backend == native
+    assert 'IMESDE_SIMD="avx1024" names no backend' in warned

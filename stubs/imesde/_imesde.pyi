@@ -282,6 +282,8 @@ class Item:
     @property
     def metadata(self) -> dict[str, Any] | None:
         """The item's metadata as a new dict, or None."""
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        """Pickles as its fields, the vector as a float32 array."""
 
 @final
 class Engine:

@@ -12,6 +12,7 @@ use pyo3::types::{PyDict, PyTuple};
 
 use crate::convert::{meta_dict, meta_map, py_str};
 use crate::stream::Subscription;
+use imesde_ring::Metadata;
 
 /// A `#[pymethods]` block for `$ty` with the getters of the core record at `self.$field`,
 /// then `$extra`.
@@ -49,8 +50,65 @@ fn repr_text(py: Python<'_>, text: Option<&str>) -> String {
     text.map_or_else(|| "None".to_owned(), |t| py_str(py, t))
 }
 
-/// What a pickled `Hit` holds: id, score, text, ts, metadata.
-type HitFields<'py> = (u64, f32, Option<String>, f64, Option<Bound<'py, PyDict>>);
+/// The fields every record has, read the same way from a hit and an item.
+trait Record {
+    fn id(&self) -> u64;
+    fn text(&self) -> Option<&str>;
+    fn ts(&self) -> f64;
+    fn metadata(&self) -> Option<&Metadata>;
+}
+
+macro_rules! record {
+    ($($ty:ty),*) => {$(
+        impl Record for $ty {
+            fn id(&self) -> u64 { self.id }
+            fn text(&self) -> Option<&str> { self.text.as_deref() }
+            fn ts(&self) -> f64 { self.ts }
+            fn metadata(&self) -> Option<&Metadata> { self.metadata.as_ref() }
+        }
+    )*};
+}
+record!(imesde_ring::Hit, imesde_ring::Item);
+
+/// What `__reduce__` returns for a record: its class's `_from_fields` and (id, the record's
+/// own field `X`, text, ts, metadata).
+type Reduced<'py, X> = (
+    Bound<'py, PyAny>,
+    (u64, X, Option<String>, f64, Option<Bound<'py, PyDict>>),
+);
+
+/// Pickles `record` as its fields, `extra` second (``multiprocessing``, Ray and ``copy``).
+fn reduce_record<'py, X>(
+    slf: &Bound<'py, PyAny>,
+    record: &impl Record,
+    extra: X,
+) -> PyResult<Reduced<'py, X>> {
+    let from = slf
+        .get_type()
+        .getattr(pyo3::intern!(slf.py(), "_from_fields"))?;
+    let meta = meta_dict(slf.py(), record.metadata())?;
+    Ok((
+        from,
+        (
+            record.id(),
+            extra,
+            record.text().map(str::to_owned),
+            record.ts(),
+            meta,
+        ),
+    ))
+}
+
+/// A pickled record's text and metadata as the core holds them.
+fn record_fields(
+    text: Option<String>,
+    metadata: Option<&Bound<'_, PyAny>>,
+) -> PyResult<(Option<Arc<str>>, Option<Metadata>)> {
+    Ok((
+        text.map(Arc::from),
+        metadata.map(|m| meta_map(m, "metadata")).transpose()?,
+    ))
+}
 
 /// One search result: ``id``, ``text``, ``score``, ``ts``, ``metadata``.
 ///
@@ -83,22 +141,8 @@ item_class!(Hit, 0, {
         pair.try_iter().map(Bound::into_any)
     }
     /// Pickles as its fields (``multiprocessing``, Ray and ``copy`` carry hits).
-    fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<(Bound<'py, PyAny>, HitFields<'py>)> {
-        let h = &slf.get().0;
-        let meta = meta_dict(slf.py(), h.metadata.as_ref())?;
-        let from = slf
-            .get_type()
-            .getattr(pyo3::intern!(slf.py(), "_from_fields"))?;
-        Ok((
-            from,
-            (
-                h.id,
-                h.score,
-                h.text.as_deref().map(str::to_owned),
-                h.ts,
-                meta,
-            ),
-        ))
+    fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<Reduced<'py, f32>> {
+        reduce_record(slf.as_any(), &slf.get().0, slf.get().0.score)
     }
     #[staticmethod]
     fn _from_fields(
@@ -108,12 +152,13 @@ item_class!(Hit, 0, {
         ts: f64,
         metadata: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
+        let (text, metadata) = record_fields(text, metadata)?;
         Ok(Hit(imesde_ring::Hit {
             id,
             score,
-            text: text.map(Arc::from),
+            text,
             ts,
-            metadata: metadata.map(|m| meta_map(m, "metadata")).transpose()?,
+            metadata,
         }))
     }
     fn __repr__(&self, py: Python<'_>) -> String {
@@ -136,6 +181,34 @@ item_class!(Item, 0, {
     #[getter]
     fn vector<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<f32>> {
         PyArray1::from_slice(py, &self.0.vector)
+    }
+    /// Pickles as its fields, the vector as a float32 array.
+    fn __reduce__<'py>(
+        slf: &Bound<'py, Self>,
+    ) -> PyResult<Reduced<'py, Bound<'py, PyArray1<f32>>>> {
+        let item = &slf.get().0;
+        reduce_record(
+            slf.as_any(),
+            item,
+            PyArray1::from_slice(slf.py(), &item.vector),
+        )
+    }
+    #[staticmethod]
+    fn _from_fields(
+        id: u64,
+        vector: Vec<f32>,
+        text: Option<String>,
+        ts: f64,
+        metadata: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Self> {
+        let (text, metadata) = record_fields(text, metadata)?;
+        Ok(Item(imesde_ring::Item {
+            id,
+            vector,
+            text,
+            ts,
+            metadata,
+        }))
     }
     fn __repr__(&self, py: Python<'_>) -> String {
         format!(

@@ -262,15 +262,17 @@ impl Lookup {
         }
     }
 
-    /// The fastest level this CPU supports, detected once; capped like the other kernels by
-    /// `IMESDE_SIMD=scalar` (portable) or `IMESDE_SIMD=avx2`.
+    /// The fastest level this CPU supports, detected once; capped as [`Kernels::best`] is
+    /// (`IMESDE_SIMD=scalar` gives the portable level, `IMESDE_SIMD=avx2` AVX2).
+    ///
+    /// [`Kernels::best`]: crate::Kernels::best
     #[must_use]
     pub fn best() -> Lookup {
         static BEST: std::sync::OnceLock<Lookup> = std::sync::OnceLock::new();
         *BEST.get_or_init(|| {
-            let cap = match std::env::var("IMESDE_SIMD").as_deref() {
-                Ok("scalar") => Lookup::Portable,
-                Ok("avx2") => Lookup::Avx2,
+            let cap = match crate::Kernels::best().backend() {
+                crate::Backend::Scalar => Lookup::Portable,
+                crate::Backend::Avx2 => Lookup::Avx2,
                 _ => Lookup::Neon,
             };
             Lookup::ALL

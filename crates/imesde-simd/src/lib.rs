@@ -10,9 +10,10 @@
 //! 15-bit integers, so the query side adds almost no error; the integer dot product is exact.
 
 /// `fn $name(args) -> ret` that runs `$body` compiled for AVX-512 (F, BW, VL) or AVX2 when
-/// the CPU has them and the portable build otherwise. The bodies are element-wise IEEE
-/// arithmetic in a written order (Rust neither fuses nor reorders float operations), so every
-/// build gives the same results; the wider instruction sets only make the vectors wider.
+/// the CPU has them (and [`Kernels::best`], capped by `IMESDE_SIMD`, uses them) and the
+/// portable build otherwise. The bodies are element-wise IEEE arithmetic in a written order
+/// (Rust neither fuses nor reorders float operations), so every build gives the same results;
+/// the wider instruction sets only make the vectors wider.
 #[macro_export]
 macro_rules! avx2_dispatch {
     ($(#[$attr:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? = $body:ident;) => {
@@ -30,16 +31,12 @@ macro_rules! avx2_dispatch {
                 fn wide($($arg: $ty),*) $(-> $ret)? {
                     $body($($arg),*)
                 }
-                if std::is_x86_feature_detected!("avx512f")
-                    && std::is_x86_feature_detected!("avx512bw")
-                    && std::is_x86_feature_detected!("avx512vl")
-                {
-                    // SAFETY: the CPU supports these AVX-512 subsets (checked just above).
-                    return unsafe { wider($($arg),*) };
-                }
-                if std::is_x86_feature_detected!("avx2") {
-                    // SAFETY: the CPU supports AVX2 (checked just above).
-                    return unsafe { wide($($arg),*) };
+                match $crate::dispatch_width() {
+                    // SAFETY: the CPU supports these AVX-512 subsets (`dispatch_width`).
+                    2 => return unsafe { wider($($arg),*) },
+                    // SAFETY: the CPU supports AVX2 (`dispatch_width`).
+                    1 => return unsafe { wide($($arg),*) },
+                    _ => {}
                 }
             }
             $body($($arg),*)
@@ -63,6 +60,19 @@ mod x86;
 use std::sync::OnceLock;
 
 pub use topk::{TopK, sort_best_first, top_k};
+
+/// How wide the bodies of `avx2_dispatch!` run here, decided once from [`Kernels::best`] (so
+/// `IMESDE_SIMD` caps them too): 2 for AVX-512 (F, BW, VL), 1 for AVX2, 0 for portable code.
+#[doc(hidden)]
+#[must_use]
+pub fn dispatch_width() -> u8 {
+    static WIDTH: OnceLock<u8> = OnceLock::new();
+    *WIDTH.get_or_init(|| match Kernels::best().backend() {
+        Backend::Avx512 | Backend::Avx512Vnni => 2,
+        Backend::Avx2 => 1,
+        _ => 0,
+    })
+}
 
 /// A family of kernels, each tied to an instruction set.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -309,11 +319,21 @@ impl Kernels {
     }
 
     /// The fastest kernels this CPU supports, detected once. Setting the environment variable
-    /// `IMESDE_SIMD` to a backend name (`scalar`, `avx2`, ...) caps the choice, for testing.
+    /// `IMESDE_SIMD` to a backend name (`scalar`, `avx2`, ...) caps the choice, for testing;
+    /// another value is ignored with a warning on stderr.
     pub fn best() -> &'static Kernels {
         static BEST: OnceLock<&'static Kernels> = OnceLock::new();
         BEST.get_or_init(|| {
             let cap = std::env::var("IMESDE_SIMD").ok();
+            if let Some(name) = cap.as_deref()
+                && !Backend::ALL.iter().any(|b| b.name() == name)
+            {
+                let names: Vec<&str> = Backend::ALL.iter().map(|b| b.name()).collect();
+                eprintln!(
+                    "imesde: IMESDE_SIMD={name:?} names no backend ({}); ignored",
+                    names.join(", ")
+                );
+            }
             let mut best = &SCALAR;
             for backend in Backend::ALL {
                 if let Some(k) = Kernels::get(backend) {
