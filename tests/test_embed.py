@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 import subprocess
 import sys
 import time
@@ -60,11 +61,13 @@ def test_embed_accepts_a_lone_string_and_empty_lists(embedder: imesde.TextEmbedd
     assert embedder.embed(t for t in ["a", "b"]).shape == (2, embedder.dim)
 
 
-@pytest.mark.parametrize("bad", [[1], ["ok", None], [b"bytes"], 42, None])
+@pytest.mark.parametrize("bad", [[1], ["ok", None], [b"bytes"], 42, None, b"hi", bytearray(b"hi")])
 def test_non_str_input_is_a_type_error(embedder: imesde.TextEmbedder, bad: object) -> None:
     with pytest.raises(TypeError) as info:
         embedder.embed(bad)  # type: ignore[arg-type]
     assert isinstance(info.value, imesde.DTypeError)
+    if isinstance(bad, bytes | bytearray):  # named as what they are, not as a list of ints
+        assert f"got {type(bad).__name__}" in str(info.value)
     with pytest.raises(TypeError):
         embedder.embed_one(bad)  # type: ignore[arg-type]
 
@@ -148,6 +151,32 @@ def test_model_folder_and_paths(tmp_path: Path, embedder: imesde.TextEmbedder) -
     np.testing.assert_allclose(by_folder.embed_one("hello"), embedder.embed_one("hello"), atol=1e-6)
     by_file = imesde.TextEmbedder(str(folder / "onnx" / "model.onnx"), folder, threads=1)
     assert by_file.tokenizer_path == str(folder / "tokenizer.json")
+    # Paths as bytes (os.fsencode, a bytes PathLike) name the same files; other types are
+    # DTypeError.
+    by_bytes = imesde.TextEmbedder(os.fsencode(folder), threads=1)
+    assert (by_bytes.model_path, by_bytes.tokenizer_path) == (
+        by_folder.model_path,
+        by_folder.tokenizer_path,
+    )
+    for bad in (5, 1.5, ["a"]):
+        with pytest.raises(imesde.DTypeError, match="model_path must be a path"):
+            imesde.TextEmbedder(bad)  # type: ignore[arg-type]
+    with pytest.raises(imesde.DTypeError, match="tokenizer_path must be a path"):
+        imesde.TextEmbedder(folder, 5)  # type: ignore[arg-type]
+    # A relative path is remembered absolute: a pickled embedder loads in a worker that runs
+    # in another directory.
+    cwd = os.getcwd()
+    try:
+        os.chdir(tmp_path)
+        relative = imesde.TextEmbedder("minilm", threads=1)
+        assert relative.model_path == by_folder.model_path
+        data = pickle.dumps(relative)
+        os.chdir("/")
+        np.testing.assert_array_equal(
+            pickle.loads(data).embed_one("hello"), relative.embed_one("hello")
+        )
+    finally:
+        os.chdir(cwd)
 
 
 def test_missing_and_broken_models(tmp_path: Path, embedder: imesde.TextEmbedder) -> None:
@@ -359,8 +388,9 @@ def test_a_model_that_outputs_non_finite_states_is_refused(tmp_path: Path, value
     model.ir_version = 8
     onnx.save(model, tmp_path / "model.onnx")
     shutil.copy(Path(imesde.TextEmbedder().tokenizer_path), tmp_path / "tokenizer.json")
-    # Refused when loaded (its probe), rather than vectors of NaN handed out.
-    with pytest.raises(imesde.EmbeddingError, match="NaN or infinite"):
+    # Refused when loaded (its probe), rather than vectors of NaN handed out: a file that is not
+    # a usable sentence model is ModelLoadError.
+    with pytest.raises(imesde.ModelLoadError, match="NaN or infinite"):
         imesde.TextEmbedder(tmp_path)
 
 
@@ -393,6 +423,24 @@ def test_a_manifest_of_the_wrong_types_is_a_model_load_error(tmp_path: Path) -> 
     (deep / "imesde-model.json").write_text("[" * 100_000 + "]" * 100_000)
     with pytest.raises(imesde.ModelLoadError):
         imesde.TextEmbedder(deep)
+    # Values of the right type that say what cannot be: the manifest's fault, named.
+    for key, value, says in [
+        ("optimization", "turbo", "optimization"),
+        ("pooling", "max", "pools token states by 'max'|pools token states by \"max\""),
+        ("dim", manifest["dim"] * 2, f"says {manifest['dim'] * 2} dimensions"),
+    ]:
+        case = tmp_path / f"wrong-{key}"
+        shutil.copytree(src, case)
+        (case / "imesde-model.json").write_text(json.dumps({**manifest, key: value}))
+        with pytest.raises(imesde.ModelLoadError, match=says):
+            imesde.TextEmbedder(case)
+    # A manifest of gigabytes is not read into memory.
+    huge = tmp_path / "huge"
+    shutil.copytree(src, huge)
+    with (huge / "imesde-model.json").open("r+b") as f:
+        f.truncate(3 << 30)
+    with pytest.raises(imesde.ModelLoadError, match="larger than"):
+        imesde.TextEmbedder(huge)
 
 
 def test_a_huge_text_embeds_as_its_first_tokens(embedder: imesde.TextEmbedder) -> None:

@@ -4,6 +4,8 @@ Runtime; the expected vectors come from the same token ids in numpy."""
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import imesde
@@ -105,3 +107,135 @@ def test_a_graph_without_the_inputs_of_a_sentence_model(tmp_path: Path) -> None:
     (tmp_path / "tokenizer.json").symlink_to(imesde.TextEmbedder().tokenizer_path)
     with pytest.raises(imesde.ModelLoadError, match="pixels"):
         imesde.TextEmbedder(tmp_path)
+
+
+def write_json(path: Path, value: object) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(value), encoding="utf-8")
+
+
+def st_folder(folder: Path, tokenizer: str, *, pooling: dict[str, bool]) -> Path:
+    """A sentence-transformers folder as the hub has it, with its export in ``onnx/``: a
+    graph of token states, ``pooling`` in ``1_Pooling``, no Normalize module, 4 tokens."""
+    (folder / "onnx").mkdir(parents=True)
+    build(folder / "onnx" / "model.onnx", pooled=False, int32=False, token_types=True)
+    shutil.copy(tokenizer, folder / "tokenizer.json")
+    write_json(folder / "1_Pooling" / "config.json", {"word_embedding_dimension": DIM, **pooling})
+    write_json(folder / "sentence_bert_config.json", {"max_seq_length": 4})
+    write_json(
+        folder / "modules.json",
+        [
+            {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+            {
+                "idx": 1,
+                "name": "1",
+                "path": "1_Pooling",
+                "type": "sentence_transformers.models.Pooling",
+            },
+        ],
+    )
+    return folder
+
+
+def test_an_export_in_a_sentence_transformers_folder_is_used_as_the_folder_says(
+    tmp_path: Path, embedder: imesde.TextEmbedder
+) -> None:
+    """Pooling, normalisation and length come from the folder around an ONNX export, as
+    sentence-transformers reads them (a CLS-pooled model mean-pooled is another model);
+    what the caller passes still wins, and a pooling mode imesde lacks is refused."""
+    cls = {"pooling_mode_cls_token": True, "pooling_mode_mean_tokens": False}
+    folder = st_folder(tmp_path / "st", embedder.tokenizer_path, pooling=cls)
+    model = imesde.TextEmbedder(folder, threads=1)
+    assert (model.pooling, model.normalize, model.max_length) == ("cls", False, 4)
+    e = table()
+    np.testing.assert_allclose(model.embed(TEXTS), e[np.full(3, 101)], atol=1e-6)
+    chosen = imesde.TextEmbedder(folder, threads=1, pooling="mean", normalize=True, max_length=256)
+    want = [unit(e[ids].mean(axis=0)) for ids in token_ids(embedder.tokenizer_path, TEXTS)]
+    np.testing.assert_allclose(chosen.embed(TEXTS), np.stack(want), atol=1e-5)
+    write_json(folder / "1_Pooling" / "config.json", {"pooling_mode_max_tokens": True})
+    with pytest.raises(imesde.ModelLoadError, match="max_tokens"):
+        imesde.TextEmbedder(folder, threads=1)
+    assert imesde.TextEmbedder(folder, threads=1, pooling="cls").pooling == "cls"
+
+
+def test_a_graph_with_its_own_sentence_embedding_is_read_there(
+    tmp_path: Path, embedder: imesde.TextEmbedder
+) -> None:
+    """An export that outputs token states and the sentence vector it computes (optimum's
+    sentence-transformers export): the sentence vector is the model's, whatever pooling the
+    token states would get."""
+    h = onnx.helper
+    inputs = [
+        h.make_tensor_value_info(n, onnx.TensorProto.INT64, ["batch", "seq"])
+        for n in ("input_ids", "attention_mask")
+    ]
+    nodes = [
+        h.make_node("Gather", ["E", "input_ids"], ["token_embeddings"]),
+        # The sentence vector: the first token's state, scaled (what a mean would not give).
+        h.make_node("Gather", ["token_embeddings", "zero"], ["first"], axis=1),
+        h.make_node("Mul", ["first", "three"], ["sentence_embedding"]),
+    ]
+    outs = [
+        h.make_tensor_value_info("token_embeddings", onnx.TensorProto.FLOAT, ["batch", "seq", DIM]),
+        h.make_tensor_value_info("sentence_embedding", onnx.TensorProto.FLOAT, ["batch", DIM]),
+    ]
+    inits = [
+        onnx.numpy_helper.from_array(table(), "E"),
+        onnx.numpy_helper.from_array(np.array(0, dtype=np.int64), "zero"),
+        onnx.numpy_helper.from_array(np.array(3.0, dtype=np.float32), "three"),
+    ]
+    graph = h.make_graph(nodes, "two_outputs", inputs, outs, initializer=inits)
+    model = h.make_model(graph, opset_imports=[h.make_opsetid("", 18)])
+    model.ir_version = 8
+    onnx.save(model, str(tmp_path / "model.onnx"))
+    shutil.copy(embedder.tokenizer_path, tmp_path / "tokenizer.json")
+    loaded = imesde.TextEmbedder(tmp_path, threads=1, normalize=False)
+    np.testing.assert_allclose(loaded.embed(TEXTS), 3.0 * table()[np.full(3, 101)], atol=1e-5)
+
+
+def test_a_classifier_is_not_a_sentence_model(
+    tmp_path: Path, embedder: imesde.TextEmbedder
+) -> None:
+    """A cross-encoder's or classifier's logits are refused at load, not searched by."""
+    h = onnx.helper
+    inputs = [
+        h.make_tensor_value_info(n, onnx.TensorProto.INT64, ["batch", "seq"])
+        for n in ("input_ids", "attention_mask")
+    ]
+    nodes = [
+        h.make_node("Gather", ["E", "input_ids"], ["states"]),
+        h.make_node("ReduceMean", ["states", "axes"], ["logits"], keepdims=0),
+    ]
+    out = h.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, ["batch", 2])
+    e = np.random.default_rng(3).standard_normal((VOCAB, 2)).astype(np.float32)
+    inits = [
+        onnx.numpy_helper.from_array(e, "E"),
+        onnx.numpy_helper.from_array(np.array([1], dtype=np.int64), "axes"),
+    ]
+    graph = h.make_graph(nodes, "classifier", inputs, [out], initializer=inits)
+    model = h.make_model(graph, opset_imports=[h.make_opsetid("", 18)])
+    model.ir_version = 8
+    onnx.save(model, str(tmp_path / "model.onnx"))
+    shutil.copy(embedder.tokenizer_path, tmp_path / "tokenizer.json")
+    with pytest.raises(imesde.ModelLoadError, match="not a sentence-embedding model"):
+        imesde.TextEmbedder(tmp_path, threads=1)
+
+
+@pytest.mark.parametrize("damage", ["id_past_the_table", "pad_id_past_the_table", "no_unk"])
+def test_a_tokenizer_the_model_cannot_take_is_refused_at_load(
+    tmp_path: Path, embedder: imesde.TextEmbedder, damage: str
+) -> None:
+    """A tokenizer that gives ids the model has no row for, pads with one, or has no token for
+    text outside its vocabulary: ``ModelLoadError`` when loading, not an ``EmbeddingError``
+    for some later text (and for a whole batch with it)."""
+    build(tmp_path / "model.onnx", pooled=False, int32=False, token_types=True)
+    tok = json.loads(Path(embedder.tokenizer_path).read_text(encoding="utf-8"))
+    if damage == "id_past_the_table":
+        tok["model"]["vocab"]["zzzbig"] = VOCAB + 10
+    elif damage == "pad_id_past_the_table":
+        tok["padding"] = {**(tok.get("padding") or {}), "pad_id": VOCAB + 10, "pad_token": "[PAD]"}
+    else:
+        del tok["model"]["vocab"]["[UNK]"]
+    write_json(tmp_path / "tokenizer.json", tok)
+    with pytest.raises(imesde.ModelLoadError):
+        imesde.TextEmbedder(tmp_path, threads=1)

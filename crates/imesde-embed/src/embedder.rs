@@ -199,13 +199,33 @@ impl Embedder {
             generation: crate::generation(),
             sha256: OnceLock::new(),
         };
-        // One probe call learns the output width and proves the graph runs.
-        let probe = this.tokenize(&["imesde"])?;
-        let mut out = Vec::new();
-        this.dim = this
-            .model
-            .run(&this.pad(&probe, &[0]), this.config.pooling, &mut out)?;
+        this.dim = this.probe().map_err(|e| EmbedError::Model {
+            path: this.model.path().to_path_buf(),
+            reason: format!(
+                "it does not embed what the tokenizer {} gives: {e}",
+                tokenizer.display()
+            ),
+        })?;
         Ok(this)
+    }
+
+    /// One model call at load that learns the output width and proves, before any user's
+    /// text meets it, that the graph runs on what this tokenizer gives: a character outside
+    /// its vocabulary, a row padded with its pad id, and its largest token id.
+    fn probe(&self) -> Result<usize> {
+        let encodings = self.tokenize(&["imesde \u{2603} probe", "i"])?;
+        let mut batch = self.pad(&encodings, &[0, 1]);
+        if let Some(top) = self.tokenizer.get_vocab(true).into_values().max() {
+            batch.ids[0] = i64::from(top);
+        }
+        let mut out = Vec::new();
+        let dim = self.model.run(&batch, self.config.pooling, &mut out)?;
+        if dim < 2 {
+            return Err(EmbedError::Inference(format!(
+                "its output is {dim} value wide per text: a score, not a sentence embedding"
+            )));
+        }
+        Ok(dim)
     }
 
     /// Width of the vectors.

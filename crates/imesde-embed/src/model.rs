@@ -165,7 +165,8 @@ impl OnnxModel {
         let output = choose_output(&session).ok_or_else(|| {
             model_error(
                 path,
-                "no float32 output of rank 2 (pooled) or 3 (token states)",
+                "no float32 output of rank 2 (sentence vectors) or 3 (token states) but logits: \
+                 not a sentence-embedding model",
             )
         })?;
         Ok(Self {
@@ -280,8 +281,10 @@ impl OnnxModel {
     }
 }
 
-/// The output to read: token states named like sentence-transformers' or Hugging Face's, then a
-/// pooled sentence vector, then any rank-3 or rank-2 float32 output.
+/// The output to read: the sentence vector a sentence-transformers export computes itself
+/// (`sentence_embedding`: its own pooling and any layers after it), then token states named
+/// like sentence-transformers' or Hugging Face's, then any rank-3 or rank-2 float32 output
+/// but a classifier's logits.
 fn choose_output(session: &Session) -> Option<Output> {
     let floats: Vec<(&str, usize)> = session
         .outputs()
@@ -301,16 +304,17 @@ fn choose_output(session: &Session) -> Option<Output> {
             .find(|(n, r)| *r == rank && names.contains(n))
             .map(|(n, _)| *n)
     };
-    let any = |rank: usize| floats.iter().find(|(_, r)| *r == rank).map(|(n, _)| *n);
-    let (name, pooled) = named(&["last_hidden_state", "token_embeddings"], 3)
-        .map(|n| (n, false))
-        .or_else(|| {
-            named(
-                &["sentence_embedding", "sentence_embeddings", "embeddings"],
-                2,
-            )
-            .map(|n| (n, true))
-        })
+    // A classifier's or cross-encoder's scores are not sentence vectors.
+    let any = |rank: usize| {
+        floats
+            .iter()
+            .find(|(n, r)| *r == rank && !n.to_ascii_lowercase().contains("logit"))
+            .map(|(n, _)| *n)
+    };
+    let (name, pooled) = named(&["sentence_embedding", "sentence_embeddings"], 2)
+        .map(|n| (n, true))
+        .or_else(|| named(&["last_hidden_state", "token_embeddings"], 3).map(|n| (n, false)))
+        .or_else(|| named(&["embeddings"], 2).map(|n| (n, true)))
         .or_else(|| any(3).map(|n| (n, false)))
         .or_else(|| any(2).map(|n| (n, true)))?;
     Some(Output {

@@ -363,6 +363,14 @@ pub(crate) fn str_items(
     what: &str,
     allow_none: bool,
 ) -> PyResult<Vec<Option<Arc<str>>>> {
+    // Bytes iterate as ints: say what was given, not "texts[0] must be str, got int".
+    if obj.is_instance_of::<PyBytes>() || obj.is_instance_of::<PyByteArray>() {
+        return Err(py_err!(
+            DType,
+            "{what} must be a list of str, got {} (decode it first)",
+            type_name(obj)
+        ));
+    }
     let iter = obj.try_iter().map_err(|_| {
         py_err!(
             DType,
@@ -722,7 +730,11 @@ pub(crate) fn in_chunks(
     if given(batch_size) {
         return Ok(true);
     }
-    if texts.is_instance_of::<PyString>() {
+    // A str is one text; bytes are refused whole (by `strs`), not read as an iterable of ints.
+    if texts.is_instance_of::<PyString>()
+        || texts.is_instance_of::<PyBytes>()
+        || texts.is_instance_of::<PyByteArray>()
+    {
         return Ok(false);
     }
     let listed = texts.is_instance_of::<PyList>() || texts.is_instance_of::<PyTuple>();

@@ -115,29 +115,40 @@ impl TextEmbedder {
                 from_manifest("max_length")?.map_or(Ok(Count::from(256)), |v| v.extract())?;
             v.positive("max_length")?.min(limit.unwrap_or(usize::MAX))
         };
-        let pooling = match pooling {
-            Some(v) => v.0,
-            None => from_manifest("pooling")?.map_or(Ok("mean".to_owned()), |v| v.extract())?,
+        // A value the model's folder gives that imesde cannot use is the folder's fault.
+        let folder_value = |key: &str, default: &str| -> PyResult<String> {
+            from_manifest(key)?.map_or(Ok(default.to_owned()), |v| v.extract())
+        };
+        // A pooling mode imesde lacks is refused once the graph is known not to pool itself.
+        let (pooling, unsupported) = if let Some(v) = pooling {
+            (v.parse::<Pooling>().map_err(CoreError::from)?, None)
+        } else {
+            let name = folder_value("pooling", "mean")?;
+            name.parse::<Pooling>()
+                .map_or((Pooling::Mean, Some(name)), |p| (p, None))
         };
         let normalize = match normalize {
             Some(v) => v.0,
             None => from_manifest("normalize")?.map_or(Ok(true), |v| v.extract())?,
         };
-        let optimization = match optimization {
-            Some(v) => v.0,
-            None => {
-                from_manifest("optimization")?.map_or(Ok("basic".to_owned()), |v| v.extract())?
-            }
+        let optimization = if let Some(v) = optimization {
+            v.parse::<Optimization>().map_err(CoreError::from)?
+        } else {
+            let name = folder_value("optimization", "basic")?;
+            name.parse::<Optimization>().map_err(|e| {
+                py_err!(
+                    ModelLoad,
+                    "{model}: its folder's optimization {name:?}: {e}"
+                )
+            })?
         };
         let config = EmbedderConfig {
             max_length,
             batch_size: batch_size.positive("batch_size")?,
-            pooling: pooling.parse::<Pooling>().map_err(CoreError::from)?,
+            pooling,
             normalize,
             threads: threads.map(|t| t.positive("threads")).transpose()?,
-            optimization: optimization
-                .parse::<Optimization>()
-                .map_err(CoreError::from)?,
+            optimization,
             cache_size: cache_size.non_negative("cache_size")?,
             providers,
             cache_bytes: cache_bytes.non_negative("cache_bytes")?,
@@ -161,6 +172,25 @@ impl TextEmbedder {
             Embedder::new(model.as_ref(), tokenizer.as_ref(), config)
         })
         .raise()?;
+        if let Some(name) = unsupported
+            && !embedder.is_pooled()
+        {
+            return Err(py_err!(
+                ModelLoad,
+                "{model}: its folder pools token states by {name:?}, which imesde does not; \
+                 pass pooling=\"mean\" or \"cls\" to choose one"
+            ));
+        }
+        if let Some(dim) = from_manifest("dim")?
+            && dim.extract::<usize>().ok() != Some(embedder.dim())
+        {
+            return Err(py_err!(
+                ModelLoad,
+                "{model}: its manifest says {dim} dimensions, the model gives {}: the manifest \
+                 is not this model's",
+                embedder.dim()
+            ));
+        }
         let prompts: Vec<(String, String)> = from_manifest("prompts")?
             .map(|p| p.extract::<std::collections::BTreeMap<String, String>>())
             .transpose()

@@ -61,6 +61,11 @@ class BertConfig:
             )
         if raw.get("hidden_act", "gelu") != "gelu":
             raise InvalidValueError(f"hidden_act {raw['hidden_act']!r} is not supported")
+        if raw.get("position_embedding_type", "absolute") != "absolute":
+            raise InvalidValueError(
+                f"position_embedding_type {raw['position_embedding_type']!r} is not supported "
+                "(absolute positions only)"
+            )
         fields = {f: raw[f] for f in cls.__dataclass_fields__ if f in raw}
         if fields.get("pad_token_id") is None:  # absent, or null as some configs write it
             fields["pad_token_id"] = 0 if kind == "bert" else 1
@@ -127,6 +132,13 @@ def _weights(w: dict[str, npt.NDArray[Any]], cfg: BertConfig) -> dict[str, npt.N
             need[f"{p}.{norm}.bias"] = (h,)
     need["embeddings.LayerNorm.weight"] = (h,)
     need["embeddings.LayerNorm.bias"] = (h,)
+    # Encoder weights the config leaves out would be dropped silently: another model.
+    unused = sorted(k for k in out if k.startswith("encoder.") and k not in need)
+    if unused:
+        raise ModelLoadError(
+            f"the checkpoint has encoder tensors its config does not use ({unused[0]}, "
+            f"{len(unused)} in all; num_hidden_layers is {cfg.num_hidden_layers})"
+        )
     for name, shape in need.items():
         if name not in out:
             raise ModelLoadError(f"the checkpoint has no tensor {name}")

@@ -14,12 +14,22 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from imesde._manifest import MANIFEST, read_json, read_prompts, write_manifest
+from imesde._manifest import (
+    MANIFEST,
+    read_json,
+    read_prompts,
+    read_sentence_settings,
+    write_manifest,
+)
 from imesde.build.graph import BertConfig, bert_graph
 from imesde.build.safetensors import read_safetensors
 from imesde.exceptions import InvalidValueError, ModelLoadError, ModelNotFoundError
 
 __all__ = ["build", "check"]
+
+
+#: The most bytes of a ``tokenizer.json`` the builder reads (multilingual ones are ~20 MB).
+MAX_TOKENIZER_BYTES = 1 << 30
 
 
 def _sha256(path: Path) -> str:
@@ -28,37 +38,6 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
-
-
-def _pooling(source: Path) -> str:
-    for cfg_path in (source / "1_Pooling" / "config.json", source / "pooling_config.json"):
-        if cfg_path.is_file():
-            cfg = read_json(cfg_path, dict)
-            if cfg.get("pooling_mode_cls_token"):
-                return "cls"
-            if cfg.get("pooling_mode_mean_tokens", True):
-                return "mean"
-            raise InvalidValueError(f"{cfg_path}: only mean or CLS pooling is supported")
-    return "mean"
-
-
-def _normalized(source: Path) -> bool:
-    modules = source / "modules.json"
-    if not modules.is_file():
-        return True
-    entries = read_json(modules, list)
-    if not all(isinstance(e, dict) for e in entries):
-        raise ModelLoadError(f"{modules}: every module must be a JSON object")
-    return any(str(e.get("type", "")).endswith("Normalize") for e in entries)
-
-
-def _max_length(source: Path, cfg: BertConfig) -> int:
-    st = source / "sentence_bert_config.json"
-    if st.is_file():
-        value = read_json(st, dict).get("max_seq_length")
-        if type(value) is int and value >= 1:
-            return min(value, cfg.positions)
-    return min(512, cfg.positions)
 
 
 def build(
@@ -108,11 +87,19 @@ def build(
         raise InvalidValueError("min_mean and min_cosine must be in (0, 1]")
     cfg = BertConfig.from_file(source / "config.json")
     # Every side file is read (and refused when damaged) before anything is written.
-    pooling, normalize = _pooling(source), _normalized(source)
+    settings = read_sentence_settings(source)
+    pooling, normalize = settings.get("pooling", "mean"), settings.get("normalize", True)
+    if pooling not in ("mean", "cls"):
+        raise InvalidValueError(
+            f"{source}: pools by {pooling!r}; only mean or CLS pooling is supported"
+        )
     prompts, default_prompt = read_prompts(source)
-    if "model" not in read_json(source / "tokenizer.json", dict):
+    if "model" not in read_json(source / "tokenizer.json", dict, limit=MAX_TOKENIZER_BYTES):
         raise ModelLoadError(f"{source / 'tokenizer.json'} is not a tokenizer (it has no model)")
-    limit = _max_length(source, cfg) if max_length is None else max_length
+    if max_length is not None:
+        limit = max_length
+    else:
+        limit = min(settings.get("max_length", 512), cfg.positions)
     if not 1 <= limit <= cfg.positions:
         raise InvalidValueError(f"max_length must be between 1 and {cfg.positions}, got {limit}")
     from imesde._progress import Stages

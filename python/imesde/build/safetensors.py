@@ -56,7 +56,10 @@ def read_safetensors(path: str | os.PathLike[str]) -> dict[str, npt.NDArray[Any]
             arr: npt.NDArray[Any] = bits.view(np.float32)
         else:
             arr = np.frombuffer(raw, dtype=_DTYPES[dtype])
-        out[name] = arr.reshape(shape)
+        try:
+            out[name] = arr.reshape(shape)
+        except ValueError as e:  # a shape with no values but dimensions past numpy's limits
+            raise ModelLoadError(f"{p}: tensor {name!r} has a bad shape {shape!r} ({e})") from None
     spans.sort()
     for (_, end, a), (start, _, b) in itertools.pairwise(spans):
         if start < end:
