@@ -123,6 +123,8 @@ pub struct Embedder {
     generation: u64,
     /// The model file's SHA-256, once asked for.
     sha256: OnceLock<String>,
+    /// Where a long text's prefix may be cut (see [`Embedder::tokenize`]).
+    cuts: Cuts,
 }
 
 impl Embedder {
@@ -173,6 +175,7 @@ impl Embedder {
         let mut tok = Tokenizer::from_file(tokenizer).map_err(|e| tok_error(e.to_string()))?;
         let pad_id = tok.get_padding().map_or(0, |p| i64::from(p.pad_id));
         tok.with_padding(None);
+        let cuts = Cuts::of(&tok);
         tok.with_truncation(Some(TruncationParams {
             max_length: config.max_length,
             strategy: TruncationStrategy::LongestFirst,
@@ -198,6 +201,7 @@ impl Embedder {
             stats: Mutex::default(),
             generation: crate::generation(),
             sha256: OnceLock::new(),
+            cuts,
         };
         this.dim = this.probe().map_err(|e| EmbedError::Model {
             path: this.model.path().to_path_buf(),
@@ -409,8 +413,9 @@ impl Embedder {
     }
 
     /// The encodings of `texts`, truncated to `max_length`. A text far longer than that (a
-    /// stack trace, a whole file) is tokenized from a prefix cut at a space: its tokens are
-    /// the first of the whole text's (words are split at spaces first), so when they
+    /// stack trace, a whole file) is tokenized from a prefix cut where the tokenizer splits
+    /// words whatever follows ([`Cuts`]: a space; for BERT's tokenizers also a tab, a newline
+    /// or a CJK ideograph): its tokens are the first of the whole text's, so when they
     /// already overflow `max_length` the truncated encoding is the whole text's, found without
     /// tokenizing megabytes. A prefix that does not overflow is tokenized again whole.
     fn tokenize<S: AsRef<str> + Sync>(&self, texts: &[S]) -> Result<Vec<Encoding>> {
@@ -420,7 +425,7 @@ impl Embedder {
             .saturating_mul(PREFIX_BYTES_PER_TOKEN);
         let inputs: Vec<&str> = texts
             .iter()
-            .map(|t| whitespace_prefix(t.as_ref(), budget))
+            .map(|t| word_prefix(t.as_ref(), budget, self.cuts))
             .collect();
         let error = |e: tokenizers::Error| EmbedError::Tokenize(e.to_string());
         let mut encodings = self
@@ -489,16 +494,82 @@ fn sha256_file(path: &Path) -> std::io::Result<String> {
 /// (see `Embedder::tokenize`): far more than any word piece takes.
 const PREFIX_BYTES_PER_TOKEN: usize = 64;
 
-/// `text` cut at the last space (U+0020) within its first `budget` bytes; all of it when it
-/// is no longer, or has no space there to cut at. Only a space: every pre-tokenizer splits
-/// words there, while other whitespace may not split (BERT's normaliser deletes a vertical
-/// tab or form feed, gluing the words around it; Metaspace splits at U+0020 only).
-fn whitespace_prefix(text: &str, budget: usize) -> &str {
+/// Where a tokenizer is sure to split words, so that a prefix cut there has the first tokens
+/// of the whole text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cuts {
+    /// Before a space (U+0020) only: every pre-tokenizer splits words there, while other
+    /// whitespace may not split (BERT's normaliser deletes a vertical tab or form feed, gluing
+    /// the words around it; Metaspace splits at U+0020 only).
+    Space,
+    /// BERT's normaliser and pre-tokenizer: before a space, tab, newline or carriage return
+    /// (whitespace it keeps and splits at), and with `cjk` before a CJK ideograph (which it
+    /// surrounds with spaces).
+    Bert { cjk: bool },
+}
+
+impl Cuts {
+    /// The cuts `tok` is sure of.
+    fn of(tok: &Tokenizer) -> Cuts {
+        use tokenizers::{NormalizerWrapper, PreTokenizerWrapper};
+        let bert_words = matches!(
+            tok.get_pre_tokenizer(),
+            Some(PreTokenizerWrapper::BertPreTokenizer(_))
+        );
+        match tok.get_normalizer() {
+            Some(NormalizerWrapper::BertNormalizer(n)) if bert_words => Cuts::Bert {
+                cjk: n.handle_chinese_chars,
+            },
+            None if bert_words => Cuts::Bert { cjk: false },
+            _ => Cuts::Space,
+        }
+    }
+
+    fn before(self, c: char) -> bool {
+        match self {
+            Cuts::Space => c == ' ',
+            Cuts::Bert { cjk } => matches!(c, ' ' | '\t' | '\n' | '\r') || (cjk && is_cjk(c)),
+        }
+    }
+}
+
+/// BERT's CJK ideographs (the blocks its normaliser splits one character at a time).
+fn is_cjk(c: char) -> bool {
+    matches!(c as u32,
+        0x4E00..=0x9FFF
+        | 0x3400..=0x4DBF
+        | 0x20000..=0x2A6DF
+        | 0x2A700..=0x2B73F
+        | 0x2B740..=0x2B81F
+        | 0x2B820..=0x2CEAF
+        | 0xF900..=0xFAFF
+        | 0x2F800..=0x2FA1F)
+}
+
+/// `text` cut at the last place `cuts` allows within its first `budget` bytes; all of it when
+/// it is no longer, or has no such place there.
+fn word_prefix(text: &str, budget: usize, cuts: Cuts) -> &str {
     if text.len() <= budget {
         return text;
     }
-    // A space is one byte, never inside a multi-byte character: any byte budget will do.
-    match text.as_bytes()[..budget].iter().rposition(|&b| b == b' ') {
+    let mut end = budget;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let at_end = text[end..].chars().next().is_some_and(|c| cuts.before(c));
+    let cut = if at_end {
+        Some(end)
+    } else if cuts == Cuts::Space {
+        // A space is one byte, never inside a multi-byte character.
+        text.as_bytes()[..end].iter().rposition(|&b| b == b' ')
+    } else {
+        text[..end]
+            .char_indices()
+            .rev()
+            .find(|&(_, c)| cuts.before(c))
+            .map(|(i, _)| i)
+    };
+    match cut {
         Some(cut) if cut > 0 => &text[..cut],
         _ => text,
     }
@@ -506,22 +577,41 @@ fn whitespace_prefix(text: &str, budget: usize) -> &str {
 
 #[cfg(test)]
 mod tests {
-    use super::whitespace_prefix;
+    use super::{Cuts, word_prefix};
 
     #[test]
     fn prefixes_end_before_a_space() {
-        assert_eq!(whitespace_prefix("short text", 64), "short text");
-        assert_eq!(whitespace_prefix("one two three", 9), "one two");
+        let p = |t, b| word_prefix(t, b, Cuts::Space);
+        assert_eq!(p("short text", 64), "short text");
+        assert_eq!(p("one two three", 9), "one two");
         // No space to cut at: the whole text.
-        assert_eq!(whitespace_prefix("abcdefgh ij", 5), "abcdefgh ij");
-        assert_eq!(whitespace_prefix("ab ééé cd", 5), "ab");
-        assert_eq!(whitespace_prefix(" lead", 3), " lead");
+        assert_eq!(p("abcdefgh ij", 5), "abcdefgh ij");
+        assert_eq!(p("ab ééé cd", 5), "ab");
+        assert_eq!(p(" lead", 3), " lead");
         // Other whitespace may glue words when normalised (a vertical tab is deleted): not a
         // place to cut.
-        assert_eq!(whitespace_prefix("ab cd\x0bef gh", 8), "ab");
+        assert_eq!(p("ab cd\x0bef gh", 7), "ab");
+        // Right before a space is a cut too.
+        assert_eq!(p("ab cd\x0bef gh", 8), "ab cd\x0bef");
+        assert_eq!(p("ab\tcd\u{3000}ef gh", 9), "ab\tcd\u{3000}ef gh");
+    }
+
+    #[test]
+    fn bert_prefixes_end_before_whitespace_it_keeps_or_an_ideograph() {
+        let bert = Cuts::Bert { cjk: true };
+        assert_eq!(word_prefix("ab\ncd\nef", 7, bert), "ab\ncd");
+        assert_eq!(word_prefix("ab\r\ncd", 4, bert), "ab\r");
+        assert_eq!(word_prefix("ab\tcd", 4, bert), "ab");
+        // A vertical tab or form feed is deleted, an ideographic space not split at: no cut.
+        assert_eq!(word_prefix("ab\x0bcd\x0cef", 7, bert), "ab\x0bcd\x0cef");
+        assert_eq!(word_prefix("ab\u{3000}cd", 6, bert), "ab\u{3000}cd");
+        // Before an ideograph (3 bytes each), never inside one.
+        assert_eq!(word_prefix("日本語の文", 8, bert), "日本");
+        assert_eq!(word_prefix("日本語の文", 5, bert), "日");
         assert_eq!(
-            whitespace_prefix("ab\tcd\u{3000}ef gh", 9),
-            "ab\tcd\u{3000}ef gh"
+            word_prefix("日本語", 8, Cuts::Bert { cjk: false }),
+            "日本語"
         );
+        assert_eq!(word_prefix("ab日本", 4, bert), "ab");
     }
 }
