@@ -73,7 +73,25 @@ def test_bad_deletes_are_typed_errors_and_delete_nothing(golden: Golden) -> None
         engine.delete(["1"])  # type: ignore[list-item]
     with pytest.raises(imesde.DTypeError):
         engine.delete(1.0)  # type: ignore[arg-type]
+    # A bool is an int to Python, never an id (True would delete item 1).
+    for bad in (True, [False], np.array([True])):
+        with pytest.raises(imesde.DTypeError, match="bool"):
+            engine.delete(bad)
+    with pytest.raises(imesde.DTypeError, match="bool"):
+        engine.get(True)
     assert len(engine) == 10
+    # An id as ingest returns it (a numpy integer), or a 0-d array of one, deletes that item.
+    ids = engine.ingest_vectors(vecs[10:13])
+    assert engine.delete(ids[0]) == 1
+    assert engine.delete(np.array(ids[1])) == 1
+    assert engine.delete(np.uint32(ids[2])) == 1
+    assert len(engine) == 10
+    assert not any(int(i) in engine for i in ids)
+    # Text on an engine made with a dimension: a call it cannot take, typed.
+    with pytest.raises(imesde.InvalidValueError, match="no model"):
+        engine.upsert(5, "new text")
+    with pytest.raises(imesde.InvalidValueError, match="no model"):
+        engine.search("text")
 
 
 def test_membership_follows_ingest_delete_upsert_and_the_window(golden: Golden) -> None:

@@ -284,6 +284,25 @@ def test_ray_restarts_a_crashed_shard_from_its_snapshot(tmp_path: Path) -> None:
     assert got[0].text == texts[3]
 
 
+def test_bad_arguments_are_typed_errors_before_any_shard_starts(tmp_path: Path) -> None:
+    bad: list[dict[str, Any]] = [{"num_shards": 0}, {"shard_size": 0}, {"engine_shards": -1}]
+    for kwargs in bad:
+        with pytest.raises(imesde.InvalidValueError):
+            dist.ShardedEngine(**{"num_shards": 1, "model": 8, **kwargs})
+    bad = [{"num_shards": 1.5}, {"num_shards": True}, {"shard_size": "16"}]
+    for kwargs in bad:
+        with pytest.raises(imesde.DTypeError):
+            dist.ShardedEngine(**{"num_shards": 1, "model": 8, **kwargs})
+    (tmp_path / "manifest.json").write_text('{"format": "other"}')
+    with pytest.raises(imesde.IndexCorruptError, match="not a ShardedEngine snapshot"):
+        dist.ShardedEngine.load(tmp_path)
+    ds = ray.data.from_items([{"text": "a"}])
+    bad = [{"batch_size": 0}, {"concurrency": 0}, {"num_cpus": 0.5}]
+    for kwargs in bad:
+        with pytest.raises(imesde.InvalidValueError):
+            dist.embed(ds, **kwargs)
+
+
 def test_shards_that_cannot_start_raise_instead_of_waiting() -> None:
     with pytest.raises(imesde.ShardUnavailableError, match="did not start") as err:
         dist.ShardedEngine(1, model=8, shard_size=16, num_cpus=64, start_timeout=1)

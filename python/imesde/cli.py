@@ -682,7 +682,8 @@ def build_parser() -> argparse.ArgumentParser:
     watch.add_argument(
         "--follow",
         action="store_true",
-        help="with --file: keep reading lines appended to the file, like tail -f",
+        help="keep reading lines appended to the --file, like tail -f (a pipe, as tail -f "
+        "takes one, is read until it ends)",
     )
     watch.add_argument("--jsonl", action="store_true", help="print matches as JSON lines")
     watch.add_argument(

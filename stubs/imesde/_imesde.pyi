@@ -245,7 +245,8 @@ class Hit:
         """The item's text, or None."""
     @property
     def score(self) -> float:
-        """Cosine similarity to the query."""
+        """Cosine similarity to the query (or the BM25 or fused score of a lexical or hybrid
+        search)."""
     @property
     def ts(self) -> float:
         """Timestamp in seconds since the Unix epoch."""
@@ -290,7 +291,8 @@ class Engine:
     """An in-memory semantic search engine over a bounded stream of texts or vectors.
 
     Holds the newest ``num_shards * shard_size`` items; older ones are overwritten. Vectors
-    are stored L2-normalised, scores are cosine similarities, search is exact.
+    are stored L2-normalised, scores are cosine similarities; search is exact with
+    ``storage="f32"`` and no index, approximate otherwise (``exact=True`` scans every item).
     """
 
     def __new__(
@@ -311,7 +313,7 @@ class Engine:
         (int8 codes scanned, their best candidates rescored with a 4-bit residual: 38 % of the
         memory at 384 dims, results nearly always those of exact search) or ``"binary"`` (one
         sign bit per value scanned, a 32nd of f32, with the int8 copy kept to rescore the
-        best candidates: recall@10 about 0.99 on text embeddings; ``exact=True`` on a search
+        best candidates: recall@10 0.97-0.99 on text embeddings; ``exact=True`` on a search
         scans the int8 copy instead). ``index="ivf"`` keeps an inverted-file index that follows
         the window: ``nlist`` lists (default ``~sqrt(capacity)``), ``nprobe`` of them scanned per
         query (default an eighth of ``nlist``, at least 8); searches without ``exact=True``
@@ -728,5 +730,5 @@ def cpu_features() -> list[str]:
     ``"avx512vnni"``, ``"avxvnni"`` on x86-64, ``"neon"``, ``"dotprod"``, ``"i8mm"`` on AArch64."""
 
 def available_providers() -> list[str]:
-    """The execution providers the loaded ONNX Runtime offers (``["CPUExecutionProvider"]``
-    for the CPU wheel; ``onnxruntime-gpu`` adds ``"CUDAExecutionProvider"``)."""
+    """The execution providers the loaded ONNX Runtime offers (the CPU wheel's include
+    ``"CPUExecutionProvider"``; ``onnxruntime-gpu`` adds ``"CUDAExecutionProvider"``)."""

@@ -237,6 +237,10 @@ impl<'py> FromPyObject<'_, 'py> for Id {
 
 /// `obj` as an id (see [`Id`]); `what` names it in errors.
 pub(crate) fn id_of(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<u64> {
+    // A bool is an int to Python, never an id.
+    if obj.is_instance_of::<PyBool>() {
+        return Err(py_err!(DType, "{what} must be an int, got bool"));
+    }
     match obj.extract::<u64>() {
         Ok(v) => Ok(v),
         Err(e)

@@ -402,8 +402,8 @@ fn providers_of(
     Ok(imesde_embed::providers_for(names.as_deref(), device).map_err(CoreError::from)?)
 }
 
-/// The execution providers the loaded ONNX Runtime offers (loading it first), e.g.
-/// ``["CPUExecutionProvider"]``; the ``onnxruntime-gpu`` wheel adds ``"CUDAExecutionProvider"``.
+/// The execution providers the loaded ONNX Runtime offers (loading it first): the CPU
+/// wheel's include ``"CPUExecutionProvider"``; ``onnxruntime-gpu`` adds ``"CUDAExecutionProvider"``.
 #[pyfunction]
 pub(crate) fn available_providers(py: Python<'_>) -> PyResult<Vec<String>> {
     let models = py.import("imesde._locate")?;

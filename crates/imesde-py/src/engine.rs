@@ -485,7 +485,8 @@ impl Engine {
     /// are not told. Ids not held (never ingested, overwritten or already deleted) are
     /// skipped. Returns how many items were deleted.
     fn delete(&self, py: Python<'_>, ids: &Bound<'_, PyAny>) -> PyResult<usize> {
-        let ids = if ids.is_instance_of::<PyInt>() {
+        // One id: an int, a numpy integer or a 0-d array of one (none of them iterates).
+        let ids = if ids.try_iter().is_err() && ids.hasattr(pyo3::intern!(py, "__index__"))? {
             vec![id_of(ids, "id")?]
         } else {
             convert::ids_of(ids)?
@@ -786,7 +787,9 @@ impl Engine {
     /// The item with this id; raises ``ItemNotFoundError`` (a ``KeyError``) if it was never
     /// ingested or has been overwritten.
     fn get(&self, py: Python<'_>, id: &Bound<'_, PyAny>) -> PyResult<Item> {
-        if !id.is_instance_of::<PyInt>() && !id.hasattr(pyo3::intern!(py, "__index__"))? {
+        if id.is_instance_of::<PyBool>()
+            || (!id.is_instance_of::<PyInt>() && !id.hasattr(pyo3::intern!(py, "__index__"))?)
+        {
             return Err(py_err!(
                 DType,
                 "id must be an int, got {}",
@@ -851,8 +854,8 @@ impl Engine {
     /// Trains the index (``Engine(..., index="ivf")``) on the items held now and waits for
     /// it (when a training is running, waits for that one first, and trains again only if
     /// items arrived since it began); returns whether the index is trained. Without it the
-    /// engine trains on a thread of its own once it holds ``16 * nlist`` items (or is
-    /// full) and again each time the window has turned over; searches scan every item until
+    /// engine trains on a thread of its own once it holds ``max(16 * nlist, 1024)`` items (or
+    /// is full) and again each time the window has turned over; searches scan every item until
     /// the first training ends.
     fn train_index(&self, py: Python<'_>) -> PyResult<bool> {
         gil::run(py, "Engine.train_index", || self.core.train_index())

@@ -162,7 +162,12 @@ fn rq_class(e: &RqError) -> Exc {
 
 fn engine_class(e: &EngineError) -> Exc {
     match e {
-        EngineError::Invalid(_) | EngineError::ModelMismatch { .. } => Exc::InvalidValue,
+        // Text for an engine without a model, a BM25 search of one without BM25: a call this
+        // engine cannot take.
+        EngineError::Invalid(_)
+        | EngineError::ModelMismatch { .. }
+        | EngineError::NoModel
+        | EngineError::NoLexical => Exc::InvalidValue,
         EngineError::DimensionMismatch { .. } => Exc::Dimension,
         EngineError::Io { .. } => Exc::Storage,
         _ => Exc::Imesde,

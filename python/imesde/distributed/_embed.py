@@ -9,7 +9,8 @@ import numpy as np
 import numpy.typing as npt
 import ray
 
-from imesde.exceptions import DTypeError, ShapeError
+from imesde._args import positive
+from imesde.exceptions import DTypeError, InvalidValueError, ShapeError
 
 
 class _Embedder:
@@ -68,16 +69,15 @@ def embed(
     work runs when the dataset is consumed (``take``, ``write_parquet``, ``iter_batches``...).
     The vectors are those ``TextEmbedder.embed`` gives for the same texts.
     """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    actors = 1 if concurrency is None else int(concurrency)
-    if actors < 1:
-        raise ValueError(f"concurrency must be at least 1, got {concurrency}")
+    batch_size = positive(batch_size, "batch_size")
+    actors = 1 if concurrency is None else positive(concurrency, "concurrency")
     if num_cpus is None:
         total = int(ray.cluster_resources().get("CPU", 1))  # type: ignore[no-untyped-call]
         num_cpus = max(1, total // actors)
-    if num_cpus < 1:
-        raise ValueError(f"num_cpus must be at least 1, got {num_cpus}")
+    if isinstance(num_cpus, bool) or not isinstance(num_cpus, int | float):
+        raise DTypeError(f"num_cpus must be a number, got {type(num_cpus).__name__}")
+    if not num_cpus >= 1:
+        raise InvalidValueError(f"num_cpus must be at least 1, got {num_cpus}")
     return dataset.map_batches(
         _Embedder,
         fn_constructor_kwargs={

@@ -22,6 +22,7 @@ import ray
 from imesde._args import integer, positive
 from imesde.exceptions import (
     DTypeError,
+    IndexCorruptError,
     InvalidValueError,
     ItemNotFoundError,
     OutOfRangeError,
@@ -318,10 +319,9 @@ class ShardedEngine:
         snapshot_dir: str | os.PathLike[str] | None = None,
         start_timeout: float | None = 600.0,
     ) -> None:
-        if num_shards < 1:
-            raise ValueError(f"num_shards must be at least 1, got {num_shards}")
-        if shard_size < 1 or engine_shards < 1:
-            raise ValueError("shard_size and engine_shards must be at least 1")
+        num_shards = positive(num_shards, "num_shards")
+        shard_size = positive(shard_size, "shard_size")
+        engine_shards = positive(engine_shards, "engine_shards")
         self._spec: dict[str, Any] = {
             "model": os.fspath(model) if isinstance(model, os.PathLike) else model,
             "tokenizer": None if tokenizer is None else os.fspath(tokenizer),
@@ -738,7 +738,7 @@ class ShardedEngine:
         available. ``restore_shard`` and restarts read from the last directory saved to."""
         directory = self._snapshot_dir if directory is None else os.fspath(directory)
         if directory is None:
-            raise ValueError("no directory: pass one or create the engine with snapshot_dir")
+            raise InvalidValueError("no directory: pass one or create the engine with snapshot_dir")
         os.makedirs(directory, exist_ok=True)
         with self._lock:
             refs = [
@@ -774,7 +774,7 @@ class ShardedEngine:
         with open(os.path.join(directory, MANIFEST), encoding="utf-8") as f:
             manifest = json.load(f)
         if manifest.get("format") != FORMAT:
-            raise ValueError(f"{directory}: not a ShardedEngine snapshot of format {FORMAT}")
+            raise IndexCorruptError(f"{directory}: not a ShardedEngine snapshot of format {FORMAT}")
         self = cls.__new__(cls)
         self._spec = manifest["spec"]
         self._open(
@@ -805,7 +805,7 @@ class ShardedEngine:
         items it acknowledged after that snapshot are gone; without a snapshot, it starts
         empty), and registers the open standing queries on it again."""
         if not 0 <= shard < self.num_shards:
-            raise ValueError(f"no shard {shard} (there are {self.num_shards})")
+            raise InvalidValueError(f"no shard {shard} (there are {self.num_shards})")
         with contextlib.suppress(Exception):  # already gone is fine
             ray.kill(self._actors[shard])
         self._actors[shard] = self._start(shard)
