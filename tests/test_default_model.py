@@ -242,6 +242,16 @@ def test_prompts_from_the_checkpoint_are_applied(tmp_path: Path) -> None:
     assert np.allclose(e.embed_one(text, prompt="passage"), e.embed_one("passage: " + text))
     assert np.allclose(e.embed_one(text, prompt="note: "), e.embed_one("note: " + text))
     assert not np.allclose(q, e.embed([text]), atol=1e-3)
+    # prompt_name, as sentence-transformers has it: a name of the model's, never a literal.
+    assert np.array_equal(e.embed([text], prompt_name="query"), q)
+    assert np.array_equal(e.embed(iter([text]), prompt_name="query"), q)
+    assert np.array_equal(
+        e.embed_one(text, prompt_name="passage"), e.embed_one(text, prompt="passage")
+    )
+    with pytest.raises(imesde.InvalidValueError, match="'qeury' is not one of"):
+        e.embed_one(text, prompt_name="qeury")
+    with pytest.raises(imesde.InvalidValueError, match="not both"):
+        e.embed([text], prompt="query", prompt_name="query")
     # An engine stores passages and asks queries.
     engine = imesde.Engine(e, num_shards=1, shard_size=8)
     engine.ingest(text)

@@ -185,16 +185,22 @@ class TextEmbedder:
         texts: str | Iterable[str],
         prompt: str | None = None,
         *,
+        prompt_name: str | None = None,
         batch_size: int | None = None,
         show_progress_bar: bool | None = None,
     ) -> _F32Array:
         """Embed texts into a ``[len(texts), dim]`` float32 array of unit vectors. ``prompt``:
         the name of one of the model's ``prompts`` (``"query"``), or a literal prefix; None
-        applies the model's default prompt, if it has one. Generators (or any input with
-        ``batch_size``) are read a chunk at a time; ``show_progress_bar`` draws a tqdm bar
-        (None: on a terminal for 10,000 texts or more)."""
-    def embed_one(self, text: str, prompt: str | None = None) -> _F32Array:
-        """Embed one text into a ``[dim]`` float32 unit vector (``prompt`` as in ``embed``)."""
+        applies the model's default prompt, if it has one. ``prompt_name``, as in
+        sentence-transformers, names one of ``prompts`` and raises ``InvalidValueError`` for
+        another name. Generators (or any input with ``batch_size``) are read a chunk at a time;
+        ``show_progress_bar`` draws a tqdm bar (None: on a terminal for 10,000 texts or
+        more)."""
+    def embed_one(
+        self, text: str, prompt: str | None = None, *, prompt_name: str | None = None
+    ) -> _F32Array:
+        """Embed one text into a ``[dim]`` float32 unit vector (``prompt`` and ``prompt_name``
+        as in ``embed``)."""
     @property
     def prompts(self) -> dict[str, str]:
         """The model's named prompts (``{"query": "query: ", ...}``); empty for most models."""

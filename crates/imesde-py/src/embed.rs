@@ -56,6 +56,37 @@ impl TextEmbedder {
     pub(crate) fn inner(&self) -> &Embedder {
         self.model.embedder()
     }
+
+    /// `prompt`, or the text of the prompt `name` (one of the model's: sentence-transformers'
+    /// `prompt_name`, which refuses a name the model lacks rather than prefixing it).
+    fn named_prompt(&self, prompt: Option<Text>, name: Option<Text>) -> PyResult<Option<Text>> {
+        let Some(name) = name else {
+            return Ok(prompt);
+        };
+        if prompt.is_some() {
+            return Err(py_err!(
+                InvalidValue,
+                "give prompt or prompt_name, not both"
+            ));
+        }
+        let prompts = self.model.prompts();
+        match prompts.iter().find(|(n, _)| *n == *name) {
+            Some((_, text)) => Ok(Some(Text(text.clone()))),
+            None => {
+                let names: Vec<&str> = prompts.iter().map(|(n, _)| n.as_str()).collect();
+                Err(py_err!(
+                    InvalidValue,
+                    "prompt_name '{}' is not one of the model's prompts ({})",
+                    &*name,
+                    if names.is_empty() {
+                        "it has none".to_owned()
+                    } else {
+                        names.join(", ")
+                    }
+                ))
+            }
+        }
+    }
 }
 
 #[pymethods]
@@ -211,16 +242,19 @@ impl TextEmbedder {
     /// literal prefix; None applies the model's default prompt, if it has one. A generator
     /// (or any input with ``batch_size``) is embedded ``batch_size`` texts at a time (default
     /// 1024); ``show_progress_bar``: a tqdm bar (None: when stderr is a terminal and there are
-    /// at least 10,000 texts or an unknown number).
-    #[pyo3(signature = (texts, prompt = None, *, batch_size = None, show_progress_bar = None))]
+    /// at least 10,000 texts or an unknown number). ``prompt_name``, as in
+    /// sentence-transformers, names one of ``prompts`` and raises for another name.
+    #[pyo3(signature = (texts, prompt = None, *, prompt_name = None, batch_size = None, show_progress_bar = None))]
     fn embed<'py>(
         slf: &Bound<'py, Self>,
         texts: &Bound<'py, PyAny>,
         prompt: Option<Text>,
+        prompt_name: Option<Text>,
         batch_size: Option<&Bound<'py, PyAny>>,
         show_progress_bar: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyArray2<f32>>> {
         let py = slf.py();
+        let prompt = slf.get().named_prompt(prompt, prompt_name)?;
         if convert::in_chunks(texts, batch_size, show_progress_bar)? {
             let done = convert::bulk(py, "embed_in_chunks")?.call1((
                 slf,
@@ -238,14 +272,17 @@ impl TextEmbedder {
             .reshape([texts.len(), this.inner().dim()])
     }
 
-    /// Embeds one text into a ``[dim]`` float32 array (``prompt`` as in ``embed``).
-    #[pyo3(signature = (text, prompt = None))]
+    /// Embeds one text into a ``[dim]`` float32 array (``prompt`` and ``prompt_name`` as in
+    /// ``embed``).
+    #[pyo3(signature = (text, prompt = None, *, prompt_name = None))]
     fn embed_one<'py>(
         &self,
         py: Python<'py>,
         text: &Bound<'py, PyAny>,
         prompt: Option<Text>,
+        prompt_name: Option<Text>,
     ) -> PyResult<Bound<'py, PyArray1<f32>>> {
+        let prompt = self.named_prompt(prompt, prompt_name)?;
         let text = convert::one_str(text, "text")?;
         Ok(embed_texts(py, &self.model, &[text], prompt.as_deref())?.into_pyarray(py))
     }
