@@ -70,22 +70,20 @@ impl TextEmbedder {
             ));
         }
         let prompts = self.model.prompts();
-        match prompts.iter().find(|(n, _)| *n == *name) {
-            Some((_, text)) => Ok(Some(Text(text.clone()))),
-            None => {
-                let names: Vec<&str> = prompts.iter().map(|(n, _)| n.as_str()).collect();
-                Err(py_err!(
-                    InvalidValue,
-                    "prompt_name '{}' is not one of the model's prompts ({})",
-                    &*name,
-                    if names.is_empty() {
-                        "it has none".to_owned()
-                    } else {
-                        names.join(", ")
-                    }
-                ))
-            }
+        if let Some((_, text)) = prompts.iter().find(|(n, _)| *n == *name) {
+            return Ok(Some(Text(text.clone())));
         }
+        let names: Vec<&str> = prompts.iter().map(|(n, _)| n.as_str()).collect();
+        Err(py_err!(
+            InvalidValue,
+            "prompt_name '{}' is not one of the model's prompts ({})",
+            &*name,
+            if names.is_empty() {
+                "it has none".to_owned()
+            } else {
+                names.join(", ")
+            }
+        ))
     }
 }
 
