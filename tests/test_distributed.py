@@ -264,6 +264,7 @@ def test_ray_restarts_a_crashed_shard_from_its_snapshot(tmp_path: Path) -> None:
     sharded.save()
     saved = sharded.shard_sizes()
     sharded.ingest_vectors(x[800:], texts=texts[800:], batch_size=200)
+    sub = sharded.subscribe(x[0], threshold=-1.0)
     # A crash Ray may restart from (ray.kill with no_restart=False): __init__ runs again and
     # reads the shard's snapshot in snapshot_dir.
     ray.kill(sharded.actor(0), no_restart=False)
@@ -282,6 +283,123 @@ def test_ray_restarts_a_crashed_shard_from_its_snapshot(tmp_path: Path) -> None:
     assert sizes == [saved[0], 600], "shard 0 came back from its snapshot"
     got = sharded.search_vector(x[3], 5)
     assert got[0].text == texts[3]
+    # The standing query is registered again on the restarted shard: new items on both
+    # shards fire (and the subscription says which shard came back).
+    deadline = time.monotonic() + 30
+    while 0 not in sub.restarted and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert sub.restarted == {0}
+    new = sharded.ingest_vectors(x[:6], texts=texts[:6])
+    fired: list[int] = []
+    while len(fired) < 6 and time.monotonic() < deadline:
+        hit = sub.get(timeout=1)
+        if hit is not None:
+            fired.append(hit.id)
+    sub.close()
+    assert sorted(fired) == sorted(int(i) for i in new)
+    assert {i % 2 for i in fired} == {0, 1}
+
+
+def test_uneven_batches_keep_one_engines_window_and_bad_items_store_nothing(
+    tmp_path: Path,
+) -> None:
+    """Items go to the shards in turn whatever the batches (as micro-batching gives them):
+    the shards hold the window one engine of their capacity holds. A bad item is refused
+    before any shard stores anything; an error on a shard is the engine's own, unwrapped,
+    with the ids the other shards stored."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((61, 8)).astype(np.float32)
+    one = imesde.Engine(8, num_shards=2, shard_size=8)
+    sharded = dist.ShardedEngine(2, model=8, shard_size=8, engine_shards=1, num_cpus=0.5)
+    start = 0
+    for size in [5, 1] * 10 + [1]:
+        one.ingest_vectors(x[start : start + size])
+        sharded.ingest_vectors(x[start : start + size])
+        start += size
+    assert sharded.shard_sizes() == [8, 8]
+    held = sharded.search_vector(x[-1], 16, exact=True)
+    # A sharded id is the item's place in the stream * shards + shard.
+    assert sorted(h.id // 2 for h in held) == sorted(h.id for h in one.search_vector(x[-1], 16))
+    before = len(sharded)
+    for bad in (np.vstack([x[:3], np.full((1, 8), np.nan, np.float32)]), np.zeros((2, 8))):
+        with pytest.raises(imesde.InvalidValueError):
+            sharded.ingest_vectors(bad, batch_size=1)
+    with pytest.raises(imesde.DTypeError):
+        sharded.ingest_vectors(x[:3], texts="abc")
+    with pytest.raises(imesde.DTypeError):
+        sharded.search_vector("abc")
+    with pytest.raises(imesde.DTypeError):
+        sharded.hybrid_search("q", alpha="0.5")
+    assert len(sharded) == before
+    # Metadata one shard refuses: its error as the engine raises it, the other's ids with it.
+    with pytest.raises(imesde.DTypeError) as err:
+        sharded.ingest_vectors(x[:2], metadata=[{"a": 1}, {"b": object()}])
+    assert "ray::" not in str(err.value)
+    stored = err.value.ingested_ids  # type: ignore[attr-defined]
+    assert len(stored) == 1
+    assert int(stored[0]) in sharded
+    # One dict is every item's metadata, as for Engine; timestamps may be any iterable.
+    ids = sharded.ingest_vectors(x[:2], metadata={"src": "x"}, timestamps=iter([1.0, 2.0]))
+    assert [sharded.get(int(i)).metadata for i in ids] == [{"src": "x"}] * 2
+    assert [sharded.get(int(i)).ts for i in ids] == [1.0, 2.0]
+    # Ids no item has (global ids stay below 2**63).
+    assert 2**63 + 1 not in sharded
+    assert sharded.delete([2**63 + 1]) == 0
+    with pytest.raises(imesde.ItemNotFoundError):
+        sharded.get(2**64 - 1)
+
+
+def test_saves_are_whole_or_not_at_all(tmp_path: Path) -> None:
+    """A save that fails on a shard leaves the last whole one (never a mix whose ids
+    collide), and a new engine does not start over a directory holding a snapshot."""
+    x = np.random.default_rng(4).standard_normal((40, 8)).astype(np.float32)
+    d = tmp_path / "snap"
+    sharded = dist.ShardedEngine(2, model=8, shard_size=64, engine_shards=1, num_cpus=0.5)
+    sharded.ingest_vectors(x[:10])
+    sharded.save(d)
+    sharded.ingest_vectors(x[10:20])
+    sharded.save(d)
+    # Only the last save's files are kept.
+    assert sorted(p.name for p in d.glob("shard-*.imesde")) == [
+        "shard-0.g2.imesde",
+        "shard-1.g2.imesde",
+    ]
+    with pytest.raises(imesde.InvalidValueError, match="load"):
+        dist.ShardedEngine(2, model=8, shard_size=64, engine_shards=1, snapshot_dir=d)
+    sharded.ingest_vectors(x[20:30])
+    ray.kill(sharded.actor(1))
+    with pytest.raises(imesde.ShardUnavailableError):
+        sharded.save(d)
+    assert sorted(p.name for p in d.glob("shard-*.imesde")) == [
+        "shard-0.g2.imesde",
+        "shard-1.g2.imesde",
+    ]
+    back = dist.ShardedEngine.load(d, num_cpus=0.5)
+    assert len(back) == 20
+    new = back.ingest_vectors(x[30:40])
+    held = back.search_vector(x[0], 40, exact=True)
+    assert len({h.id for h in held}) == len(held) == 30
+    assert set(int(i) for i in new) <= {h.id for h in held}
+    (d / "manifest.json").write_text("[1, 2]")
+    with pytest.raises(imesde.IndexCorruptError):
+        dist.ShardedEngine.load(d)
+
+
+def test_every_event_is_delivered_or_counted_dropped() -> None:
+    """Events a shard's full queue drops count in ``dropped`` too; rounds come in stream
+    order."""
+    x = np.random.default_rng(6).standard_normal((12, 8)).astype(np.float32)
+    sharded = dist.ShardedEngine(2, model=8, shard_size=64, engine_shards=1, num_cpus=0.5)
+    sub = sharded.subscribe(x[0], threshold=-1.0, queue_size=2, poll_interval=5.0)
+    time.sleep(0.5)  # the first poll round has run: the next is 5 s away
+    sharded.ingest_vectors(x)
+    deadline = time.monotonic() + 30
+    while sub.delivered + sub.dropped < 12 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    sub.close()
+    assert sub.delivered + sub.dropped == 12
+    got = [h.id for h in sub]
+    assert got == sorted(got)
 
 
 def test_bad_arguments_are_typed_errors_before_any_shard_starts(tmp_path: Path) -> None:
@@ -297,7 +415,7 @@ def test_bad_arguments_are_typed_errors_before_any_shard_starts(tmp_path: Path) 
     with pytest.raises(imesde.IndexCorruptError, match="not a ShardedEngine snapshot"):
         dist.ShardedEngine.load(tmp_path)
     ds = ray.data.from_items([{"text": "a"}])
-    bad = [{"batch_size": 0}, {"concurrency": 0}, {"num_cpus": 0.5}]
+    bad = [{"batch_size": 0}, {"concurrency": 0}, {"num_cpus": -1}, {"num_cpus": float("nan")}]
     for kwargs in bad:
         with pytest.raises(imesde.InvalidValueError):
             dist.embed(ds, **kwargs)
@@ -383,13 +501,13 @@ def test_sharded_inputs_and_subscriptions_fail_cleanly() -> None:
     assert not sharded._standing
     # A threshold one shard cannot calibrate (it holds nothing) leaves no shard subscribed.
     empty = dist.ShardedEngine(2, model=8, shard_size=16, engine_shards=2, num_cpus=0.5)
-    empty.ingest_vectors(x[:2], batch_size=2)  # all on shard 0
+    empty.ingest_vectors(x[:1])  # on shard 0 (items go to the shards in turn)
     with pytest.raises(imesde.InvalidValueError):
         empty.subscribe(x[0], threshold="p50")
     assert not empty._standing
     empty.ingest_vectors(x[:4], batch_size=1)  # both shards, x[0] among them
     for shard in range(2):
-        assert ray.get(empty.actor(shard).poll.remote(empty._subscription_keys)) == []
+        assert ray.get(empty.actor(shard).poll.remote(empty._subscription_keys)) is None
     # Iteration ends once the subscription is closed, even with its queue full.
     full = sharded.subscribe(x[0], threshold=-1.0, queue_size=1)
     sharded.ingest_vectors(x[:3], batch_size=3)

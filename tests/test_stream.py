@@ -267,6 +267,34 @@ def test_micro_batches_raise_what_the_source_raised_after_its_items() -> None:
             list(imesde.micro_batches([1], size=size, wait=wait))
     with pytest.raises(imesde.DTypeError):
         list(imesde.micro_batches([1], size=2.5))  # type: ignore[arg-type]
+    # A numpy integer is a size, as everywhere.
+    assert list(imesde.micro_batches([1, 2, 3], size=np.int64(2))) == [[1, 2], [3]]
+
+
+def test_leaving_micro_batches_early_stops_its_reader_and_bounds_what_it_read() -> None:
+    """A consumer that stops after one batch: the reading thread ends (one per abandoned loop
+    would pile up), having read at most ``size + 1`` items past what was handed out."""
+    source = iter(range(1000))
+    before = threading.active_count()
+    for _ in range(5):
+        for batch in imesde.micro_batches(source, size=10, wait=5):
+            assert len(batch) == 10
+            break
+    deadline = time.monotonic() + 5
+    while threading.active_count() > before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert threading.active_count() == before
+    left = next(source)
+    assert left <= 5 * (10 + 10 + 1)
+
+
+def test_ingest_stream_refuses_what_is_not_a_stream_of_str() -> None:
+    engine = imesde.Engine(4, num_shards=1, shard_size=8)
+    with pytest.raises(imesde.DTypeError, match="single str"):
+        imesde.ingest_stream(engine, "abc")
+    for bad in ([b"bytes\n"], ["ok", None]):
+        with pytest.raises(imesde.DTypeError, match="must yield str"):
+            imesde.ingest_stream(engine, bad)  # type: ignore[arg-type]
 
 
 @pytest.mark.model

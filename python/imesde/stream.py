@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
+from imesde._args import positive
 from imesde.exceptions import DTypeError, InvalidValueError
 
 __all__ = ["ingest_stream", "micro_batches"]
@@ -40,38 +41,60 @@ class _Failed:
         self.error = error
 
 
-def _check(size: int, wait: float) -> None:
-    if isinstance(size, bool) or not isinstance(size, int):
-        raise DTypeError(f"size must be an int, got {type(size).__name__}")
-    if size < 1:
-        raise InvalidValueError(f"size must be at least 1, got {size}")
+def _check(size: int, wait: float) -> int:
+    size = positive(size, "size")
     if isinstance(wait, bool) or not isinstance(wait, (int, float)):
         raise DTypeError(f"wait must be a number of seconds, got {type(wait).__name__}")
     if not (wait >= 0 and math.isfinite(wait)):
         raise InvalidValueError(f"wait must be a finite number of seconds >= 0, got {wait}")
+    return size
 
 
 def micro_batches(items: Iterable[T], size: int = 64, wait: float = 0.2) -> Iterator[list[T]]:
     """The items of ``items`` in lists of at most ``size``: a list is handed out when it is
     full, or ``wait`` seconds after its first item arrived. ``items`` (a file, a pipe, a
-    generator over a socket or a queue) is read on a daemon thread, at most ``4 * size`` items
+    generator over a socket or a queue) is read on a daemon thread, at most ``size`` items
     ahead of the consumer; when it ends, the last partial list is handed out. An exception
-    raised by ``items`` is raised here, after the items before it."""
-    _check(size, wait)
-    ahead: queue.Queue[Any] = queue.Queue(maxsize=4 * size)
+    raised by ``items`` is raised here, after the items before it. Leaving the loop early
+    stops the reading thread (once the item it waits for arrives); the items it had read
+    ahead, at most ``size + 1``, are not handed out."""
+    if isinstance(items, str | bytes):
+        raise DTypeError(f"items must be an iterable of items, got a single {type(items).__name__}")
+    size = _check(size, wait)
+    ahead: queue.Queue[Any] = queue.Queue(maxsize=size)
+    stop = threading.Event()
+
+    def put(item: Any) -> bool:
+        """Hands `item` over unless the consumer has gone; whether it was."""
+        while not stop.is_set():
+            try:
+                ahead.put(item, timeout=_PUT_SLICE)
+                return True
+            except queue.Full:
+                continue
+        return False
 
     def read() -> None:
         try:
             for item in items:
-                ahead.put(item)
+                if not put(item):
+                    return
         except BaseException as e:
-            ahead.put(_Failed(e))
+            put(_Failed(e))
         finally:
-            ahead.put(_END)
+            put(_END)
 
     threading.Thread(target=read, name="imesde-micro-batches", daemon=True).start()
+    try:
+        yield from _batches(ahead, size, wait)
+    finally:
+        stop.set()
+
+
+def _batches(ahead: queue.Queue[Any], size: int, wait: float) -> Iterator[list[Any]]:
+    """The lists ``micro_batches`` hands out, from the reading thread's queue."""
     while True:
-        batch: list[T] = []
+        batch: list[Any] = []
         deadline: float | None = None
         while len(batch) < size:
             # A wait beyond what the platform's clock takes (~292 years) is no deadline.
@@ -93,6 +116,10 @@ def micro_batches(items: Iterable[T], size: int = 64, wait: float = 0.2) -> Iter
         yield batch
 
 
+# Seconds the reading thread waits on a full queue before it looks whether to stop.
+_PUT_SLICE = 0.1
+
+
 def ingest_stream(
     engine: Any,
     texts: Iterable[str],
@@ -104,8 +131,13 @@ def ingest_stream(
     """Ingests ``texts`` (a stream of any pace) into ``engine`` in :func:`micro_batches`,
     each text stripped of its trailing newline and blank ones skipped; ``on_batch`` is called
     with each batch after it is stored. Returns the number of texts ingested."""
+    if isinstance(texts, str | bytes):
+        raise DTypeError(f"texts must be an iterable of str, got a single {type(texts).__name__}")
     done = 0
     for batch in micro_batches(texts, size, wait):
+        for t in batch:
+            if not isinstance(t, str):
+                raise DTypeError(f"texts must yield str, got {type(t).__name__}")
         kept = [t.rstrip("\r\n") for t in batch]
         kept = [t for t in kept if t.strip()]
         if kept:

@@ -47,6 +47,15 @@ class _Embedder:
         return batch
 
 
+def _default_cpus(actors: int) -> float:
+    """CPUs per actor when the caller names none: the cluster's CPUs but one (for the tasks
+    upstream), shared by the ``actors``, and no more than the largest live node has."""
+    total = float(ray.cluster_resources().get("CPU", 1))  # type: ignore[no-untyped-call]
+    nodes = [n.get("Resources", {}).get("CPU", 0.0) for n in ray.nodes() if n.get("Alive")]  # type: ignore[no-untyped-call]
+    largest = max(nodes, default=total)
+    return min(max(total - 1, 0.0) / actors, largest)
+
+
 def embed(
     dataset: ray.data.Dataset,
     column: str = "text",
@@ -55,7 +64,7 @@ def embed(
     tokenizer: str | os.PathLike[str] | None = None,
     batch_size: int = 256,
     concurrency: int | None = None,
-    num_cpus: int | None = None,
+    num_cpus: float | None = None,
     output_column: str = "embedding",
     **embedder_kwargs: Any,
 ) -> ray.data.Dataset:
@@ -63,33 +72,35 @@ def embed(
     embedded by ``concurrency`` actors, each loading the model once (``model``, ``tokenizer``
     and ``embedder_kwargs`` as for ``imesde.TextEmbedder``; None is the default model).
 
-    Each actor reserves ``num_cpus`` CPUs and runs ONNX Runtime on as many threads, so that
-    actors x threads is what Ray was given: by default ``concurrency`` is 1 and ``num_cpus``
-    the cluster's CPUs divided by ``concurrency``. Lazy, like every Ray Data transform: the
-    work runs when the dataset is consumed (``take``, ``write_parquet``, ``iter_batches``...).
-    The vectors are those ``TextEmbedder.embed`` gives for the same texts.
+    Each actor reserves ``num_cpus`` CPUs and runs ONNX Runtime on as many threads (at least
+    one). By default ``concurrency`` is 1 and the actors share the cluster's CPUs but one,
+    which stays free for the tasks that read and prepare the dataset upstream (actors holding
+    every CPU would leave them none, and the job would wait for ever); an actor never asks for
+    more CPUs than the largest node has. Lazy, like every Ray Data transform: the work runs
+    when the dataset is consumed (``take``, ``write_parquet``, ``iter_batches``...). The
+    vectors are those ``TextEmbedder.embed`` gives for the same texts.
     """
     batch_size = positive(batch_size, "batch_size")
     actors = 1 if concurrency is None else positive(concurrency, "concurrency")
     if num_cpus is None:
-        total = int(ray.cluster_resources().get("CPU", 1))  # type: ignore[no-untyped-call]
-        num_cpus = max(1, total // actors)
+        num_cpus = _default_cpus(actors)
     if isinstance(num_cpus, bool) or not isinstance(num_cpus, int | float):
         raise DTypeError(f"num_cpus must be a number, got {type(num_cpus).__name__}")
-    if not num_cpus >= 1:
-        raise InvalidValueError(f"num_cpus must be at least 1, got {num_cpus}")
+    if not 0 <= num_cpus < float("inf"):
+        raise InvalidValueError(f"num_cpus must be a number of CPUs >= 0, got {num_cpus}")
+    threads = max(1, int(num_cpus))
     return dataset.map_batches(
         _Embedder,
         fn_constructor_kwargs={
             "model": model,
             "tokenizer": tokenizer,
-            "threads": num_cpus,
+            "threads": threads,
             "column": column,
             "output_column": output_column,
             "kwargs": embedder_kwargs,
         },
         batch_size=batch_size,
         batch_format="numpy",
-        concurrency=actors,
+        compute=ray.data.ActorPoolStrategy(size=actors),
         num_cpus=num_cpus,
     )

@@ -8,6 +8,7 @@ import heapq
 import json
 import os
 import queue
+import re
 import threading
 import time
 import zlib
@@ -28,10 +29,14 @@ from imesde.exceptions import (
     OutOfRangeError,
     ShapeError,
     ShardUnavailableError,
+    StorageError,
+    TextEncodingError,
 )
 
 MANIFEST = "manifest.json"
 FORMAT = 1
+# The most bytes a manifest holds (the spec and a few counters).
+_MAX_MANIFEST = 1 << 20
 
 # What Ray raises for a call on an actor that died or cannot be reached.
 _ACTOR_GONE: tuple[type[BaseException], ...] = tuple(
@@ -98,15 +103,101 @@ def _item_id(value: object, what: str = "id") -> int:
     return i
 
 
-def _per_item(columns: dict[str, Sequence[Any] | None], n: int, what: str) -> None:
-    """Each given column has one entry per item."""
+def _snapshot_path(directory: str | os.PathLike[str], shard: int, generation: int = 0) -> str:
+    """Shard ``shard``'s snapshot of save ``generation`` (0: the names of format 1's first
+    saves, before generations)."""
+    name = f"shard-{shard}.g{generation}.imesde" if generation else f"shard-{shard}.imesde"
+    return os.path.join(os.fspath(directory), name)
+
+
+# A shard snapshot's file (and its ids beside it): shard, generation.
+_SHARD_FILE = re.compile(r"shard-(\d+)(?:\.g(\d+))?\.imesde(?:\.ids\.npz)?")
+
+
+def _read_manifest(directory: str) -> dict[str, Any] | None:
+    """The manifest of the snapshot in ``directory``, or None when there is none; a manifest
+    that is not one is ``IndexCorruptError``, one that cannot be read ``StorageError``."""
+    path = os.path.join(directory, MANIFEST)
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(_MAX_MANIFEST + 1)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise StorageError(f"cannot read {path}: {e}") from None
+    try:
+        manifest = json.loads(raw) if len(raw) <= _MAX_MANIFEST else None
+    except (ValueError, RecursionError):
+        manifest = None
+    fields = {"num_shards": 1, "next": 0, "generation": 0}
+    if (
+        not isinstance(manifest, dict)
+        or manifest.get("format") != FORMAT
+        or not isinstance(manifest.get("spec"), dict)
+        or not all(
+            type(manifest.get(k, least)) is int and manifest.get(k, least) >= least
+            for k, least in fields.items()
+        )
+        or "num_shards" not in manifest
+        or "next" not in manifest
+    ):
+        raise IndexCorruptError(f"{path}: not a ShardedEngine snapshot of format {FORMAT}")
+    return manifest
+
+
+def _columns(n: int, what: str, **columns: Any) -> dict[str, list[Any] | None]:
+    """Per-item columns as lists of ``n`` entries: a lone str or bytes is refused (it would be
+    read as its characters), ``metadata`` may be one dict for every item (as ``Engine``
+    takes it), any other iterable is read once."""
+    out: dict[str, list[Any] | None] = {}
     for name, col in columns.items():
-        if col is not None and len(col) != n:
-            raise ShapeError(f"{name} has {len(col)} entries for {n} {what}")
+        if col is None:
+            out[name] = None
+            continue
+        if name == "metadata" and isinstance(col, dict):
+            col = [col] * n
+        values = _listed(col, name)
+        if len(values) != n:
+            raise ShapeError(f"{name} has {len(values)} entries for {n} {what}")
+        out[name] = values
+    return out
 
 
-def _snapshot_path(directory: str | os.PathLike[str], shard: int) -> str:
-    return os.path.join(os.fspath(directory), f"shard-{shard}.imesde")
+def _remove_generations(directory: str, keep: Callable[[int], bool]) -> None:
+    """Removes the shard snapshot files in ``directory`` whose generation ``keep`` refuses."""
+    with contextlib.suppress(OSError):
+        for name in os.listdir(directory):
+            m = _SHARD_FILE.fullmatch(name)
+            if m is not None and not keep(int(m.group(2) or 0)):
+                with contextlib.suppress(OSError):
+                    os.remove(os.path.join(directory, name))
+
+
+def _check_texts(texts: Sequence[object], what: str, allow_none: bool = False) -> None:
+    """Every text a str UTF-8 can carry (None too where allowed), checked before any shard is
+    sent a batch, so that a bad one stores nothing anywhere."""
+    for i, t in enumerate(texts):
+        if t is None and allow_none:
+            continue
+        if not isinstance(t, str):
+            raise DTypeError(f"{what}[{i}] must be str, got {type(t).__name__}")
+        try:
+            t.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise TextEncodingError(
+                "utf-8", t, e.start, e.end, f"{what}[{i}] holds a lone surrogate"
+            ) from None
+
+
+def _check_vectors(x: npt.NDArray[np.float32]) -> None:
+    """Rows every shard would take: finite and not zero (a bad row stores nothing)."""
+    if not np.isfinite(x).all():
+        row = int(np.flatnonzero(~np.isfinite(x).all(axis=1))[0])
+        raise InvalidValueError(f"vectors[{row}] holds NaN or infinite values")
+    if x.shape[1] and len(x):
+        zero = np.flatnonzero(~x.any(axis=1))
+        if len(zero):
+            raise InvalidValueError(f"vectors[{int(zero[0])}] is a zero vector (no direction)")
 
 
 def _check_shape(spec: dict[str, Any]) -> None:
@@ -129,13 +220,19 @@ def _check_shape(spec: dict[str, Any]) -> None:
 class _Shard:
     """One shard: an ``imesde.Engine`` and, per ring slot, the global id of the item there."""
 
-    def __init__(self, index: int, spec: dict[str, Any], snapshot: str | None) -> None:
+    def __init__(self, index: int, spec: dict[str, Any], directory: str | None) -> None:
         import imesde
 
         self.index = index
         model = spec["model"]
         if not isinstance(model, int):
             model = imesde.TextEmbedder(model, spec.get("tokenizer"), threads=spec["threads"])
+        # The last complete save in `directory` (its manifest names the generation): what a
+        # restart or restore_shard comes back with.
+        snapshot = None
+        manifest = None if directory is None else _read_manifest(directory)
+        if directory is not None and manifest is not None:
+            snapshot = _snapshot_path(directory, index, manifest.get("generation", 0))
         if snapshot is not None and os.path.exists(snapshot):
             self.engine = imesde.Engine.load(
                 snapshot, model=None if isinstance(model, int) else model
@@ -262,11 +359,14 @@ class _Shard:
         self.subscriptions[key] = sub
         return sub.threshold
 
-    def poll(self, key: int) -> list[_Row]:
+    def poll(self, key: int) -> tuple[list[_Row], int] | None:
         """The subscription's queued events, without waiting (a waiting call would hold the
-        actor, which runs one call at a time, away from ingest and search)."""
+        actor, which runs one call at a time, away from ingest and search), and how many its
+        full queue dropped so far; None when this actor does not know it (it was restarted)."""
         sub = self.subscriptions.get(key)
-        return [] if sub is None else [self._row(e.hit) for e in sub.drain()]
+        if sub is None:
+            return None
+        return [self._row(e.hit) for e in sub.drain()], int(sub.dropped)
 
     def unsubscribe(self, key: int) -> bool:
         sub = self.subscriptions.pop(key, None)
@@ -284,10 +384,13 @@ class ShardedEngine:
 
     Each actor holds an engine of ``shard_size`` items (split into ``engine_shards`` ring
     shards scanned in parallel) and embeds the texts routed to it, so texts travel once and
-    vectors never. Batches go to the shards in turn, or by ``key(text)`` when given. Ids are
-    global (increasing in ingest order, ``id % num_shards`` is the shard holding it). Searches
-    ask every shard for its top ``k`` and merge them: the answer is the one a single engine
-    holding the same items gives (ties to the newer item, as there).
+    vectors never. Items go to the shards in turn, one after another (each batch is split
+    over them, and together they hold the window one engine of their total capacity holds),
+    or by ``key(text)`` when given. Ids are global (increasing in ingest order,
+    ``id % num_shards`` is the shard holding it). Searches ask every shard for its top ``k``
+    and merge them: the answer is the one a single engine holding the same items gives (ties
+    to the newer item, as there). A bad argument raises what ``Engine`` raises (from the
+    shard, unwrapped); texts and vectors are checked before any shard is sent a batch.
 
     ``model``: as for ``Engine`` (None for the default model, a model path, or an int for
     vectors only; ``tokenizer`` as for ``TextEmbedder`` when it is not beside the model); each
@@ -335,6 +438,13 @@ class ShardedEngine:
             "nprobe": nprobe,
         }
         _check_shape(self._spec)
+        if snapshot_dir is not None and _read_manifest(os.fspath(snapshot_dir)) is not None:
+            # Its shards would come back with their items while ids started again at 0.
+            raise InvalidValueError(
+                f"{os.fspath(snapshot_dir)} holds a ShardedEngine snapshot: "
+                "ShardedEngine.load(it) continues that engine; give an empty directory to "
+                "start a new one"
+            )
         self._open(num_shards, key, num_cpus, max_restarts, snapshot_dir, start_timeout)
 
     def _open(
@@ -346,7 +456,6 @@ class ShardedEngine:
         snapshot_dir: str | os.PathLike[str] | None,
         start_timeout: float | None,
         next_seq: int = 0,
-        turn: int = 0,
     ) -> None:
         """Sets the driver's state and starts one actor per shard (from its snapshot in
         `snapshot_dir` when there is one there)."""
@@ -356,7 +465,6 @@ class ShardedEngine:
         self._max_restarts = max_restarts
         self._snapshot_dir = None if snapshot_dir is None else os.fspath(snapshot_dir)
         self._next = next_seq  # items ingested so far: the next item's sequence number
-        self._turn = turn
         self._lock = threading.Lock()
         self._subscription_keys = 0
         self._standing: dict[int, tuple[Any, ...]] = {}
@@ -385,13 +493,11 @@ class ShardedEngine:
                 ) from e
         return got
 
-    def _start(self, shard: int, snapshot: str | None = None) -> Any:
-        if snapshot is None and self._snapshot_dir is not None:
-            snapshot = _snapshot_path(self._snapshot_dir, shard)
+    def _start(self, shard: int) -> Any:
         actor_class = ray.remote(_Shard).options(
             num_cpus=self._num_cpus, max_restarts=self._max_restarts
         )
-        return actor_class.remote(shard, self._spec, snapshot)
+        return actor_class.remote(shard, self._spec, self._snapshot_dir)
 
     # --- calls to shards -------------------------------------------------------------------
 
@@ -404,40 +510,80 @@ class ShardedEngine:
                 f"restore_shard({shard}) or pass allow_partial=True",
                 shard=shard,
             ) from e
+        except ray.exceptions.RayTaskError as e:
+            # What the shard's engine raised (an imesde error for a bad argument), as the
+            # engine raises it, not wrapped in Ray's traceback of the actor.
+            cause = getattr(e, "cause", None)
+            if isinstance(cause, Exception):
+                raise cause.with_traceback(None) from None
+            raise
 
-    def _scatter(self, method: str, *args: Any, allow_partial: bool = False) -> list[Any]:
-        refs = [(i, getattr(a, method).remote(*args)) for i, a in enumerate(self._actors)]
-        out = []
+    def _gather(self, refs: list[tuple[int, Any]], allow_partial: bool = False) -> list[Any]:
+        """The answers of `refs` (shard, call), every call waited for; then the first error
+        (unavailable shards skipped with `allow_partial`)."""
+        out: list[Any] = []
+        first: Exception | None = None
         for i, ref in refs:
             try:
                 out.append(self._wait(i, ref))
-            except ShardUnavailableError:
-                if not allow_partial:
-                    raise
+            except ShardUnavailableError as e:
+                if not allow_partial and first is None:
+                    first = e
+            except Exception as e:
+                if first is None:
+                    first = e
+        if first is not None:
+            raise first
         return out
+
+    def _scatter(self, method: str, *args: Any, allow_partial: bool = False) -> list[Any]:
+        refs = [(i, getattr(a, method).remote(*args)) for i, a in enumerate(self._actors)]
+        return self._gather(refs, allow_partial)
 
     # --- ingest ----------------------------------------------------------------------------
 
-    def _ids(self, n: int, shard: int) -> list[int]:
-        """Global ids for `n` items ingested now into `shard`: sequence * shards + shard."""
-        start = self._next
-        self._next += n
-        return [(start + j) * self.num_shards + shard for j in range(n)]
-
-    def _route(self, texts: Sequence[str]) -> list[tuple[int, list[int]]]:
-        """The shards a batch goes to, with the positions of the items each receives."""
-        if self._key is None:
-            shard = self._turn
-            self._turn = (self._turn + 1) % self.num_shards
-            return [(shard, list(range(len(texts))))]
+    def _route(self, texts: Sequence[str] | None, n: int) -> list[tuple[int, list[int]]]:
+        """The shards the next `n` items go to, with the positions each receives: item after
+        item in turn (so every shard holds every `num_shards`-th item of the stream, and
+        together they hold the window one engine of their capacity would), or by
+        `key(text)` when given."""
         groups: dict[int, list[int]] = {}
-        for j, t in enumerate(texts):
-            h = zlib.crc32(repr(self._key(t)).encode("utf-8")) % self.num_shards
-            groups.setdefault(h, []).append(j)
+        for j in range(n):
+            if self._key is None or texts is None:
+                shard = (self._next + j) % self.num_shards
+            else:
+                h = repr(self._key(texts[j])).encode("utf-8")
+                shard = zlib.crc32(h) % self.num_shards
+            groups.setdefault(shard, []).append(j)
         return sorted(groups.items())
+
+    def _ids(self, positions: list[int], shard: int) -> list[int]:
+        """Global ids of the items at `positions` of the next ones, held by `shard`: the
+        item's place in the stream * shards + shard (increasing in ingest order)."""
+        return [(self._next + p) * self.num_shards + shard for p in positions]
+
+    def _stored(self, calls: list[tuple[int, Any, list[int]]]) -> None:
+        """Waits for every ingest call (shard, call, ids); when one failed, raises its error
+        with ``ingested_ids``: the ids the other calls stored."""
+        stored: list[int] = []
+        first: Exception | None = None
+        for shard, ref, ids in calls:
+            try:
+                self._wait(shard, ref)
+                stored.extend(ids)
+            except Exception as e:
+                if first is None:
+                    first = e
+        if first is not None:
+            first.ingested_ids = np.array(sorted(stored), dtype=np.int64)  # type: ignore[attr-defined]
+            if stored and hasattr(first, "add_note"):  # Python 3.11+
+                first.add_note(f"{len(stored):,} items other shards took: ids in ingested_ids")
+            raise first
 
     def ingest(self, text: str, *, metadata: dict[str, Any] | None = None, ts: Any = None) -> int:
         """Embeds and adds one text on its shard; returns its global id."""
+        if not isinstance(text, str):
+            raise DTypeError(f"text must be str, got {type(text).__name__}")
         ids = self.ingest_batch(
             [text],
             timestamps=None if ts is None else [ts],
@@ -449,82 +595,82 @@ class ShardedEngine:
         self,
         texts: Iterable[str],
         *,
-        timestamps: Sequence[Any] | None = None,
-        metadata: Sequence[dict[str, Any] | None] | None = None,
+        timestamps: Iterable[Any] | None = None,
+        metadata: Iterable[dict[str, Any] | None] | dict[str, Any] | None = None,
         batch_size: int = 1024,
     ) -> npt.NDArray[np.int64]:
-        """Adds texts in batches of ``batch_size``, each embedded on the shard that stores it
-        (shards work on their batches in parallel); returns the global ids in input order.
-        A shard that is unavailable raises ``ShardUnavailableError`` (the batches sent to the
-        other shards are kept)."""
+        """Adds texts, each embedded on the shard that stores it (shards work on their parts
+        of a batch in parallel; ``batch_size`` texts are sent at a time); returns the global
+        ids in input order. ``timestamps`` and ``metadata`` as in ``Engine.ingest_batch``.
+        Texts that are not str are refused before anything is sent; an error on a shard (a
+        shard unavailable: ``ShardUnavailableError``) raises with ``ingested_ids``, the ids
+        the other shards stored."""
         texts = _listed(texts, "texts")
+        _check_texts(texts, "texts")
         batch_size = positive(batch_size, "batch_size")
-        _per_item({"timestamps": timestamps, "metadata": metadata}, len(texts), "texts")
+        cols = _columns(len(texts), "texts", timestamps=timestamps, metadata=metadata)
         out = np.empty(len(texts), dtype=np.int64)
-        pending = []
+        calls = []
         with self._lock:
             for start in range(0, len(texts), batch_size):
                 chunk = texts[start : start + batch_size]
-                for shard, pos in self._route(chunk):
-                    ids = self._ids(len(pos), shard)
+                for shard, pos in self._route(chunk, len(chunk)):
+                    ids = self._ids(pos, shard)
                     out[[start + p for p in pos]] = ids
-                    pending.append(
-                        (
-                            shard,
-                            self._actors[shard].ingest_batch.remote(
-                                [chunk[p] for p in pos],
-                                None
-                                if timestamps is None
-                                else [timestamps[start + p] for p in pos],
-                                None if metadata is None else [metadata[start + p] for p in pos],
-                                ids,
-                            ),
-                        )
+                    ref = self._actors[shard].ingest_batch.remote(
+                        [chunk[p] for p in pos],
+                        *[
+                            None if c is None else [c[start + p] for p in pos]
+                            for c in cols.values()
+                        ],
+                        ids,
                     )
-        for shard, ref in pending:
-            self._wait(shard, ref)
+                    calls.append((shard, ref, ids))
+                self._next += len(chunk)
+        self._stored(calls)
         return out
 
     def ingest_vectors(
         self,
         vectors: npt.ArrayLike,
-        texts: Sequence[str | None] | None = None,
+        texts: Iterable[str | None] | None = None,
         *,
-        timestamps: Sequence[Any] | None = None,
-        metadata: Sequence[dict[str, Any] | None] | None = None,
+        timestamps: Iterable[Any] | None = None,
+        metadata: Iterable[dict[str, Any] | None] | dict[str, Any] | None = None,
         batch_size: int = 4096,
     ) -> npt.NDArray[np.int64]:
-        """Adds pre-computed vectors (``[n, dim]``), in turn over the shards by batch."""
-        x = np.ascontiguousarray(vectors, dtype=np.float32)
+        """Adds pre-computed vectors (``[n, dim]``), item after item over the shards (the
+        ``key`` routing is for texts). Rows that are not finite, or zero, are refused before
+        anything is sent; errors on shards raise as in ``ingest_batch``."""
+        try:
+            x = np.ascontiguousarray(vectors, dtype=np.float32)
+        except (TypeError, ValueError) as e:
+            raise DTypeError(f"vectors must be an array of numbers: {e}") from None
         if x.ndim != 2:
             raise ShapeError(f"vectors must be [n, dim], got shape {x.shape}")
+        _check_vectors(x)
         n = len(x)
         batch_size = positive(batch_size, "batch_size")
-        columns = {"texts": texts, "timestamps": timestamps, "metadata": metadata}
-        _per_item(columns, n, "vectors")
+        cols = _columns(n, "vectors", texts=texts, timestamps=timestamps, metadata=metadata)
+        if cols["texts"] is not None:
+            _check_texts(cols["texts"], "texts", allow_none=True)
         out = np.empty(n, dtype=np.int64)
-        pending = []
+        calls = []
         with self._lock:
             for start in range(0, n, batch_size):
                 end = min(start + batch_size, n)
-                shard = self._turn
-                self._turn = (self._turn + 1) % self.num_shards
-                ids = self._ids(end - start, shard)
-                out[start:end] = ids
-
-                def part(col: Sequence[Any] | None, s: int = start, e: int = end) -> Any:
-                    return None if col is None else list(col[s:e])
-
-                pending.append(
-                    (
-                        shard,
-                        self._actors[shard].ingest_vectors.remote(
-                            x[start:end], part(texts), part(timestamps), part(metadata), ids
-                        ),
+                for shard, pos in self._route(None, end - start):
+                    ids = self._ids(pos, shard)
+                    rows = [start + p for p in pos]
+                    out[rows] = ids
+                    ref = self._actors[shard].ingest_vectors.remote(
+                        x[rows],
+                        *[None if c is None else [c[r] for r in rows] for c in cols.values()],
+                        ids,
                     )
-                )
-        for shard, ref in pending:
-            self._wait(shard, ref)
+                    calls.append((shard, ref, ids))
+                self._next += end - start
+        self._stored(calls)
         return out
 
     # --- search ----------------------------------------------------------------------------
@@ -570,7 +716,10 @@ class ShardedEngine:
         exact: bool = False,
     ) -> list[ShardedHit]:
         """``search`` for a query vector."""
-        q = np.ascontiguousarray(vector, dtype=np.float32)
+        try:
+            q = np.ascontiguousarray(vector, dtype=np.float32)
+        except (TypeError, ValueError) as e:
+            raise DTypeError(f"vector must be an array of numbers: {e}") from None
         f = self._filters(since, until, where, exact=exact)
         return self._merge(self._scatter("search_vector", q, k, f, allow_partial=allow_partial), k)
 
@@ -647,6 +796,8 @@ class ShardedEngine:
         ``max(5k, 50)`` of each side over all shards, ``method`` and ``alpha`` as there)."""
         import imesde
 
+        if alpha is not None and (isinstance(alpha, bool) or not isinstance(alpha, int | float)):
+            raise DTypeError(f"alpha must be a number, got {type(alpha).__name__}")
         if alpha is not None and not 0.0 <= alpha <= 1.0:
             raise imesde.InvalidValueError(f"alpha must be between 0 and 1, got {alpha}")
         k = min(k, self.capacity)
@@ -686,7 +837,10 @@ class ShardedEngine:
         it."""
         item_id = _item_id(item_id)
         shard = self._shard_of(item_id)
-        row = self._wait(shard, self._actors[shard].get.remote(item_id))
+        # Global ids stay below 2**63 (int64, as everywhere in imesde).
+        row = (
+            None if item_id >= 2**63 else self._wait(shard, self._actors[shard].get.remote(item_id))
+        )
         if row is None:
             raise ItemNotFoundError(f"no shard holds an item with id {item_id}")
         return ShardedItem(*row)
@@ -698,6 +852,8 @@ class ShardedEngine:
             i = _item_id(item_id)
         except (DTypeError, OutOfRangeError):
             return False
+        if i >= 2**63:
+            return False
         shard = self._shard_of(i)
         return self._wait(shard, self._actors[shard].get.remote(i)) is not None
 
@@ -706,7 +862,8 @@ class ShardedEngine:
         by_shard: dict[int, list[int]] = {}
         for n, value in enumerate(_listed(ids, "ids")):
             i = _item_id(value, f"ids[{n}]")
-            by_shard.setdefault(self._shard_of(i), []).append(i)
+            if i < 2**63:  # no item has a larger id
+                by_shard.setdefault(self._shard_of(i), []).append(i)
         refs = [(s, self._actors[s].delete.remote(g)) for s, g in sorted(by_shard.items())]
         return sum(self._wait(s, r) for s, r in refs)
 
@@ -741,22 +898,35 @@ class ShardedEngine:
             raise InvalidValueError("no directory: pass one or create the engine with snapshot_dir")
         os.makedirs(directory, exist_ok=True)
         with self._lock:
+            # Each save writes files of a new generation and names it in the manifest last: a
+            # save that fails on a shard leaves the previous one whole (never a mix of two,
+            # whose ids would collide).
+            last = _read_manifest(directory)
+            generation = (0 if last is None else last.get("generation", 0)) + 1
             refs = [
-                (i, a.save.remote(_snapshot_path(directory, i))) for i, a in enumerate(self._actors)
+                (i, a.save.remote(_snapshot_path(directory, i, generation)))
+                for i, a in enumerate(self._actors)
             ]
-            for i, ref in refs:
-                self._wait(i, ref)
+            try:
+                self._gather(refs)
+            except BaseException:
+                _remove_generations(directory, keep=lambda g: g != generation)
+                raise
             manifest = {
                 "format": FORMAT,
                 "num_shards": self.num_shards,
                 "next": self._next,
-                "turn": self._turn,
+                "turn": 0,
+                "generation": generation,
                 "spec": self._spec,
             }
             tmp = os.path.join(directory, MANIFEST + ".tmp")
             with open(tmp, "w", encoding="utf-8") as f:
                 json.dump(manifest, f)
+                f.flush()
+                os.fsync(f.fileno())
             os.replace(tmp, os.path.join(directory, MANIFEST))
+            _remove_generations(directory, keep=lambda g: g == generation)
         self._snapshot_dir = directory
 
     @classmethod
@@ -771,10 +941,9 @@ class ShardedEngine:
     ) -> ShardedEngine:
         """The engine saved in ``directory``, one actor per shard snapshot."""
         directory = os.fspath(directory)
-        with open(os.path.join(directory, MANIFEST), encoding="utf-8") as f:
-            manifest = json.load(f)
-        if manifest.get("format") != FORMAT:
-            raise IndexCorruptError(f"{directory}: not a ShardedEngine snapshot of format {FORMAT}")
+        manifest = _read_manifest(directory)
+        if manifest is None:
+            raise StorageError(f"{directory} holds no ShardedEngine snapshot (no {MANIFEST})")
         self = cls.__new__(cls)
         self._spec = manifest["spec"]
         self._open(
@@ -784,8 +953,7 @@ class ShardedEngine:
             max_restarts,
             directory,
             start_timeout,
-            int(manifest["next"]),
-            int(manifest["turn"]),
+            manifest["next"],
         )
         return self
 
@@ -869,8 +1037,11 @@ _CLEANUP_WAIT = 10.0
 class ShardedSubscription:
     """The events of one standing query over every shard of a ``ShardedEngine``, merged in
     the driver by a polling thread: iterate it, ``get`` from it, or read them in a callback.
-    ``delivered`` / ``dropped`` (queue full) / ``errors`` (callback raised) count events;
-    ``unavailable`` holds the shards whose last poll failed."""
+    ``delivered`` / ``dropped`` (a queue full, here or on a shard) / ``errors`` (callback
+    raised) count events; ``unavailable`` holds the shards whose last poll failed;
+    ``restarted`` the shards Ray restarted, on which the query was registered again (items
+    they took before that did not fire). ``error`` is what stopped the subscription when
+    something other than a shard failed (Ray shut down): it is then closed."""
 
     def __init__(
         self,
@@ -894,6 +1065,10 @@ class ShardedSubscription:
         self.dropped = 0
         self.errors = 0
         self.unavailable: set[int] = set()
+        self.restarted: set[int] = set()
+        self.error: BaseException | None = None
+        # Per shard, the drops its queue had counted at the last poll.
+        self._shard_dropped: dict[int, int] = {}
         self._interval = poll_interval
         self._thread = threading.Thread(target=self._run, name=f"imesde-sub-{key}", daemon=True)
         self._thread.start()
@@ -904,24 +1079,46 @@ class ShardedSubscription:
         return not self._stop.is_set()
 
     def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                if not self._poll():
+                    self._stop.wait(self._interval)
+        except Exception as e:  # Ray shut down, a shard broke: closed, and said why
+            self.error = e
+            self._closed_at = time.monotonic()
+            self._stop.set()
+
+    def _poll(self) -> int:
+        """One round over the shards; returns how many events it delivered or dropped."""
         actors = self._engine._actors
-        while not self._stop.is_set():
-            refs = [(i, a.poll.remote(self._key)) for i, a in enumerate(actors)]
-            got = 0
-            for i, ref in refs:
-                try:
-                    rows = ray.get(ref)
-                except _ACTOR_GONE:
-                    self.unavailable.add(i)
-                    continue
-                self.unavailable.discard(i)
-                got += len(rows)
-                for row in rows:
-                    hit = ShardedHit(*row)
-                    if self._enters_top_k(hit.score):
-                        self._deliver(hit)
-            if not got:
-                self._stop.wait(self._interval)
+        refs = [(i, a.poll.remote(self._key)) for i, a in enumerate(actors)]
+        rows: list[_Row] = []
+        for i, ref in refs:
+            try:
+                got = ray.get(ref)
+            except _ACTOR_GONE:
+                self.unavailable.add(i)
+                continue
+            self.unavailable.discard(i)
+            if got is None:
+                # Ray restarted the shard: its standing query is gone; register it again.
+                args = self._engine._standing.get(self._key)
+                if args is not None and not self._stop.is_set():
+                    ray.get(actors[i].subscribe.remote(self._key, *args))
+                    self.restarted.add(i)
+                    self._shard_dropped[i] = 0
+                continue
+            events, dropped = got
+            rows.extend(events)
+            self.dropped += dropped - self._shard_dropped.get(i, 0)
+            self._shard_dropped[i] = dropped
+        # In stream order, as one engine fires them (each shard's events are in order).
+        rows.sort(key=lambda r: r[0])
+        for row in rows:
+            hit = ShardedHit(*row)
+            if self._enters_top_k(hit.score):
+                self._deliver(hit)
+        return len(rows)
 
     def _enters_top_k(self, score: float) -> bool:
         """Whether an event with ``score`` enters the k best so far (always without top_k),
@@ -992,8 +1189,8 @@ class ShardedSubscription:
         self._engine._standing.pop(self._key, None)
         for i, a in enumerate(self._engine._actors):
             try:
-                ray.get(a.unsubscribe.remote(self._key))
-            except _ACTOR_GONE:
+                ray.get(a.unsubscribe.remote(self._key), timeout=_CLEANUP_WAIT)
+            except Exception:  # gone, hung, or Ray shut down: nothing more comes from it
                 self.unavailable.add(i)
         if threading.current_thread() is not self._thread:
             self._thread.join()
