@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import pickle
 import time
 import zlib
 from collections.abc import Iterator
@@ -400,6 +401,32 @@ def test_every_event_is_delivered_or_counted_dropped() -> None:
     assert sub.delivered + sub.dropped == 12
     got = [h.id for h in sub]
     assert got == sorted(got)
+
+
+def test_recent_upsert_close_and_pickling_as_on_one_engine() -> None:
+    x = np.random.default_rng(7).standard_normal((20, 8)).astype(np.float32)
+    one = imesde.Engine(8, num_shards=2, shard_size=32)
+    with dist.ShardedEngine(2, model=8, shard_size=32, engine_shards=1, num_cpus=0.5) as sharded:
+        ids = sharded.ingest_vectors(x[:10], [f"t{i}" for i in range(10)], metadata={"v": 1})
+        one.ingest_vectors(x[:10], [f"t{i}" for i in range(10)], metadata={"v": 1})
+        assert [i.text for i in sharded.recent(4)] == [i.text for i in one.recent(4)]
+        assert [i.id for i in sharded.recent(3)] == sorted((int(i) for i in ids), reverse=True)[:3]
+        # A new version: at the head, the old one's text and metadata kept, the old id gone.
+        new = sharded.upsert(int(ids[2]), x[11])
+        assert int(ids[2]) not in sharded
+        got = sharded.get(new)
+        assert (got.text, got.metadata) == ("t2", {"v": 1})
+        assert sharded.recent(1)[0].id == new
+        with pytest.raises(imesde.ShapeError):
+            sharded.upsert(int(ids[3]), x[:2])
+        assert int(ids[3]) in sharded
+        with pytest.raises(TypeError, match="save"):
+            pickle.dumps(sharded)
+        sub = sharded.subscribe(x[0], threshold=-1.0)
+    # Leaving the block closed the subscription and stopped the shards.
+    assert not sub.active
+    with pytest.raises(imesde.ShardUnavailableError):
+        sharded.search_vector(x[0])
 
 
 def test_bad_arguments_are_typed_errors_before_any_shard_starts(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ import queue
 import re
 import threading
 import time
+import weakref
 import zlib
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -338,6 +339,12 @@ class _Shard:
         local = self._local(global_ids)
         return int(self.engine.delete(local)) if local else 0
 
+    def recent(self, n: int, filters: dict[str, Any]) -> list[tuple[Any, ...]]:
+        return [
+            (int(self.ids[i.id % len(self.ids)]), i.vector, i.text, i.ts, i.metadata)
+            for i in self.engine.recent(n, **filters)
+        ]
+
     def size(self) -> int:
         return len(self.engine)
 
@@ -468,6 +475,8 @@ class ShardedEngine:
         self._lock = threading.Lock()
         self._subscription_keys = 0
         self._standing: dict[int, tuple[Any, ...]] = {}
+        # Open subscriptions, closed with the engine (each drops out when it closes).
+        self._subscriptions: weakref.WeakSet[ShardedSubscription] = weakref.WeakSet()
         self._actors = [self._start(i) for i in range(num_shards)]
         self.capacity = self._started(start_timeout)
 
@@ -867,6 +876,78 @@ class ShardedEngine:
         refs = [(s, self._actors[s].delete.remote(g)) for s, g in sorted(by_shard.items())]
         return sum(self._wait(s, r) for s, r in refs)
 
+    def recent(
+        self,
+        n: int,
+        *,
+        since: Any = None,
+        until: Any = None,
+        where: dict[str, Any] | None = None,
+        allow_partial: bool = False,
+    ) -> list[ShardedItem]:
+        """The newest ``n`` items held over every shard, newest first (``Engine.recent``)."""
+        n = positive(n, "n")
+        rows = [
+            r
+            for part in self._scatter(
+                "recent", n, self._filters(since, until, where), allow_partial=allow_partial
+            )
+            for r in part
+        ]
+        rows.sort(key=lambda r: -r[0])
+        return [ShardedItem(*r) for r in rows[:n]]
+
+    def upsert(
+        self,
+        item_id: int,
+        item: str | npt.ArrayLike,
+        *,
+        metadata: dict[str, Any] | None = None,
+        ts: Any = None,
+    ) -> int:
+        """Replaces the item ``item_id`` by a new version and returns its id, as
+        ``Engine.upsert`` does: the new version (a text, or a vector) is a new item at the
+        head of the stream and keeps the old one's metadata (and, for a vector, its text)
+        unless given; then ``item_id`` is deleted. An id not held just adds the item; a bad
+        item raises and leaves ``item_id`` as it was."""
+        item_id = _item_id(item_id)
+        old = self.get(item_id) if item_id in self else None
+        meta = metadata if metadata is not None else (None if old is None else old.metadata)
+        stamps = None if ts is None else [ts]
+        if isinstance(item, str):
+            new = self.ingest_batch([item], timestamps=stamps, metadata=[meta])
+        else:
+            vector = np.asarray(item, dtype=np.float32)
+            if vector.ndim != 1:
+                raise ShapeError(f"item must be one text or one vector, got shape {vector.shape}")
+            text = None if old is None else old.text
+            new = self.ingest_vectors(vector[None], [text], timestamps=stamps, metadata=[meta])
+        if old is not None:
+            self.delete([item_id])
+        return int(new[0])
+
+    def close(self) -> None:
+        """Closes the subscriptions and stops every shard's actor (their items go with them:
+        ``save`` first to keep them). Calls afterwards raise ``ShardUnavailableError``."""
+        for sub in list(self._subscriptions):
+            sub.close()
+        for actor in self._actors:
+            with contextlib.suppress(Exception):
+                ray.kill(actor)
+
+    def __enter__(self) -> ShardedEngine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __reduce__(self) -> Any:
+        raise DTypeError(
+            "a ShardedEngine lives in the process that made it (it numbers the items): pass "
+            "its actors (actor(i)) to other tasks, or save() it and ShardedEngine.load() it "
+            "elsewhere"
+        )
+
     def __len__(self) -> int:
         return sum(self._scatter("size"))
 
@@ -1022,7 +1103,9 @@ class ShardedEngine:
                     ray.get(actor.unsubscribe.remote(key), timeout=_CLEANUP_WAIT)
             raise
         self._standing[key] = args
-        return ShardedSubscription(self, key, callback, queue_size, poll_interval, top_k)
+        sub = ShardedSubscription(self, key, callback, queue_size, poll_interval, top_k)
+        self._subscriptions.add(sub)
+        return sub
 
     def __repr__(self) -> str:
         return f"ShardedEngine(num_shards={self.num_shards}, next_id_seq={self._next})"
