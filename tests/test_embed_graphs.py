@@ -239,3 +239,24 @@ def test_a_tokenizer_the_model_cannot_take_is_refused_at_load(
     write_json(tmp_path / "tokenizer.json", tok)
     with pytest.raises(imesde.ModelLoadError):
         imesde.TextEmbedder(tmp_path, threads=1)
+
+
+def test_a_graph_of_zero_vectors_is_refused(tmp_path: Path, embedder: imesde.TextEmbedder) -> None:
+    """All-zero outputs have no direction: refused at load, not handed out as vectors."""
+    h = onnx.helper
+    inputs = [
+        h.make_tensor_value_info(n, onnx.TensorProto.INT64, ["batch", "seq"])
+        for n in ("input_ids", "attention_mask")
+    ]
+    nodes = [h.make_node("Gather", ["E", "input_ids"], ["last_hidden_state"])]
+    out = h.make_tensor_value_info(
+        "last_hidden_state", onnx.TensorProto.FLOAT, ["batch", "seq", DIM]
+    )
+    zeros = onnx.numpy_helper.from_array(np.zeros((VOCAB, DIM), np.float32), "E")
+    graph = h.make_graph(nodes, "zeros", inputs, [out], initializer=[zeros])
+    model = h.make_model(graph, opset_imports=[h.make_opsetid("", 18)])
+    model.ir_version = 8
+    onnx.save(model, str(tmp_path / "model.onnx"))
+    shutil.copy(embedder.tokenizer_path, tmp_path / "tokenizer.json")
+    with pytest.raises(imesde.ModelLoadError, match="all-zero"):
+        imesde.TextEmbedder(tmp_path, threads=1)

@@ -229,6 +229,11 @@ impl Embedder {
                 "its output is {dim} value wide per text: a score, not a sentence embedding"
             )));
         }
+        if out.chunks(dim).any(|v| v.iter().all(|&x| x == 0.0)) {
+            return Err(EmbedError::Inference(
+                "it gives all-zero vectors, which have no direction to search by".to_owned(),
+            ));
+        }
         Ok(dim)
     }
 

@@ -982,7 +982,10 @@ class ShardedEngine:
             # Each save writes files of a new generation and names it in the manifest last: a
             # save that fails on a shard leaves the previous one whole (never a mix of two,
             # whose ids would collide).
-            last = _read_manifest(directory)
+            try:
+                last = _read_manifest(directory)
+            except IndexCorruptError:  # a damaged manifest is replaced, as a file would be
+                last = None
             generation = (0 if last is None else last.get("generation", 0)) + 1
             refs = [
                 (i, a.save.remote(_snapshot_path(directory, i, generation)))
