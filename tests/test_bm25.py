@@ -138,6 +138,57 @@ def test_glued_words_are_found_by_their_parts_and_whole() -> None:
         assert [h.id for h in index.search(query, k=2)] == [doc], query
 
 
+def test_text_as_other_sources_write_it_matches() -> None:
+    """Typographic apostrophes, decomposed or fullwidth letters, hex ids, emoji, Thai and
+    French elision: a query finds the document that holds its words, as they are written
+    elsewhere (word processors, macOS, chat, logs)."""
+    index = imesde.BM25()
+    docs = [
+        "the user\u2019s password expired",  # a typographic apostrophe
+        "cafe\u0301 cre\u0300me bru\u0302le\u0301e",  # decomposed accents (NFD)
+        "deploy 7f3a9c2e ok",
+        "deploy 7f3a9c2 ok",
+        "build is \U0001f525 today",
+        "ภาษาไทย",
+        "\uff46\uff55\uff4c\uff4c\uff57\uff49\uff44\uff54\uff48 text",  # fullwidth letters
+        "ยาย",
+    ]
+    index.add_batch(range(len(docs)), docs)
+    for query, doc in [
+        ("user", 0),
+        ("user's", 0),
+        ("caf\u00e9", 1),
+        ("7f3a9c2e", 2),
+        ("7f3a9c2", 3),
+        ("\U0001f525", 4),
+        ("ไทย", None),
+        ("ภาษาไทย", 5),
+        ("fullwidth", 6),
+    ]:
+        got = [h.id for h in index.search(query, k=1)]
+        assert got == ([] if doc is None else [doc]), query
+    french = imesde.BM25(stemmer="french")
+    french.add_batch(
+        [1, 2], ["L\u2019\u00e9l\u00e8ve a \u00e9t\u00e9 d\u00e9\u00e7u", "Les chiens"]
+    )
+    assert [h.id for h in french.search("\u00e9l\u00e8ve")] == [1]
+    # The engine's BM25 folds alike (its index is rebuilt from the texts on load).
+    engine = imesde.Engine(4, num_shards=1, shard_size=8, lexical=True)
+    engine.ingest_vectors(np.eye(4, dtype=np.float32)[:2], ["don\u2019t panic", "keep calm"])
+    assert [h.text for h in engine.lexical_search("don't")] == ["don\u2019t panic"]
+
+
+def test_parameters_read_back_as_written_and_bad_arguments_are_named() -> None:
+    index = imesde.BM25(k1=1.2, b=0.75)
+    assert (index.k1, index.b) == (1.2, 0.75)
+    index.add_batch([1, 2], ["a b", "b c"])
+    with pytest.raises(imesde.DTypeError, match="bool"):
+        index.search("b", k=True)
+    with pytest.raises(imesde.DTypeError, match="got bytes"):
+        index.add_batch([3], [b"bytes"])  # type: ignore[list-item]
+    assert len(index) == 2
+
+
 def test_exact_technical_tokens_rank_first() -> None:
     index = imesde.BM25()
     index.add(1, "fix CVE-2024-1234 in the nfs client")

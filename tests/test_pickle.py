@@ -152,6 +152,9 @@ def test_hits_and_items_pickle_as_their_fields_and_bytes_like_data_loads(golden:
                 (h.id, h.score, h.text, h.ts, h.metadata) for h in hits
             ]
             assert all(isinstance(h, imesde.Hit) for h in twin)
+            # Hits compare by their fields, as dataclasses do (and hash alike).
+            assert twin == hits
+            assert {hash(h) for h in twin} == {hash(h) for h in hits}
     # Items read back with get / recent carry their vector too.
     for item in (e.get(4), e.get(5), *e.recent(3)):
         for back in (pickle.loads(pickle.dumps(item)), copy.deepcopy(item)):
@@ -164,11 +167,24 @@ def test_hits_and_items_pickle_as_their_fields_and_bytes_like_data_loads(golden:
             )
             assert back.vector.dtype == np.float32
             assert np.array_equal(back.vector, item.vector)
+            assert back == item
+            assert hash(back) == hash(item)
     index = imesde.BM25()
     index.add_batch(list(range(50)), texts[:50])
     lexical = index.search(texts[7], k=3)
     twin = pickle.loads(pickle.dumps(lexical))
     assert [(h.id, h.score, h.terms) for h in twin] == [(h.id, h.score, h.terms) for h in lexical]
+    assert twin == lexical
+    # Other fields, or another type: not equal.
+    hits = e.search_vector(vecs[3], k=2)
+    assert hits[0] != hits[1]
+    assert hits[0] != e.get(hits[0].id)
+    assert e.get(5) != e.get(6)
+    assert lexical[0] != lexical[1]
+    assert hits[0] != (hits[0].text, hits[0].score)
+    # Results of a restored engine equal the original's.
+    restored = imesde.Engine.from_bytes(e.to_bytes())
+    assert restored.search_vector(vecs[9], k=5) == e.search_vector(vecs[9], k=5)
     # Bytes held as a bytearray or memoryview (a buffer, a joblib store) load as bytes do.
     for data in (bytearray(e.to_bytes()), memoryview(e.to_bytes())):
         back = imesde.Engine.from_bytes(data)

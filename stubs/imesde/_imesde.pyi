@@ -46,6 +46,9 @@ class BM25Hit:
     def __iter__(self) -> Iterator[Any]: ...
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         """Pickles as its fields (``multiprocessing``, Ray and ``copy`` carry hits)."""
+    def __eq__(self, other: object, /) -> bool:
+        """Equal to a hit of the same class with the same fields."""
+    def __hash__(self) -> int: ...
 
 @final
 class BM25:
@@ -269,6 +272,9 @@ class Hit:
     def __iter__(self) -> Iterator[Any]: ...
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         """Pickles as its fields (``multiprocessing``, Ray and ``copy`` carry hits)."""
+    def __eq__(self, other: object, /) -> bool:
+        """Equal to a hit of the same class with the same fields."""
+    def __hash__(self) -> int: ...
 
 @final
 class Item:
@@ -291,6 +297,9 @@ class Item:
         """The item's metadata as a new dict, or None."""
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         """Pickles as its fields, the vector as a float32 array."""
+    def __eq__(self, other: object, /) -> bool:
+        """Equal to an ``Item`` with the same fields, the vector included."""
+    def __hash__(self) -> int: ...
 
 @final
 class Engine:

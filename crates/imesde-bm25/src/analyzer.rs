@@ -6,6 +6,7 @@ use std::collections::HashSet;
 use std::fmt;
 
 use rust_stemmers::{Algorithm, Stemmer};
+use unicode_normalization::UnicodeNormalization;
 use unicode_segmentation::UnicodeSegmentation;
 
 use crate::error::{Bm25Error, Result};
@@ -50,6 +51,15 @@ pub struct AnalyzerConfig {
     /// `foo_bar`) also gives its parts as terms. True unless an index was saved by a version
     /// that did not split them (its terms were made without the parts).
     pub word_parts: bool,
+    /// Unicode folding and the scripts' words (true unless an index was saved by a version
+    /// without them, file version 2 or older): terms in NFKC (ligatures, fullwidth and
+    /// decomposed letters as their plain forms), typographic apostrophes as `'`, a capital
+    /// dotted I as `i`, invisible format characters (soft hyphen, zero-width space) dropped;
+    /// French and Italian elided articles (`l'`, `qu'`, `dell'`) dropped with those stemmers;
+    /// words holding a digit (hex ids, versions) not stemmed; emoji kept as terms; a run of
+    /// Thai, Lao, Khmer or Myanmar letters (written without spaces) one term, not a term per
+    /// letter.
+    pub fold: bool,
 }
 
 impl Default for AnalyzerConfig {
@@ -59,6 +69,7 @@ impl Default for AnalyzerConfig {
             stemmer: None,
             stopwords: Vec::new(),
             word_parts: true,
+            fold: true,
         }
     }
 }
@@ -85,6 +96,8 @@ pub struct Analyzer {
     config: AnalyzerConfig,
     stemmer: Option<Stemmer>,
     stopwords: HashSet<String>,
+    /// The articles elided before a word in the stemmer's language (with `fold`).
+    elisions: &'static [&'static str],
 }
 
 impl fmt::Debug for Analyzer {
@@ -128,10 +141,16 @@ impl Analyzer {
             }
         };
         let stopwords = config.stopwords.iter().map(|w| w.to_lowercase()).collect();
+        let elisions = match config.stemmer.as_deref().map(str::to_lowercase).as_deref() {
+            Some("french") if config.fold => FRENCH_ELISIONS,
+            Some("italian") if config.fold => ITALIAN_ELISIONS,
+            _ => &[],
+        };
         Ok(Self {
             config,
             stemmer,
             stopwords,
+            elisions,
         })
     }
 
@@ -153,18 +172,53 @@ impl Analyzer {
     /// [`Self::analyze`] into a reused buffer (cleared first).
     pub fn analyze_into(&self, text: &str, out: &mut Vec<String>) {
         out.clear();
-        pieces(text, self.config.word_parts, |piece| match piece {
+        pieces(text, &self.config, |piece| match piece {
             Piece::Word(word) => out.extend(self.word_term(word)),
-            Piece::Compound(compound) => out.push(lowercase(compound)),
+            Piece::Compound(compound) => out.push(self.compound_term(compound)),
         });
     }
 
-    /// The term of one word: lowercased and stemmed, `None` for a stop word.
+    /// The term of a compound: the text folded and lowercased, not stemmed.
+    #[must_use]
+    pub fn compound_term(&self, compound: &str) -> String {
+        self.fold_lowercase(compound)
+    }
+
+    /// `s` folded (with `fold`, see [`AnalyzerConfig::fold`]) and lowercased.
+    fn fold_lowercase(&self, s: &str) -> String {
+        if !self.config.fold || s.is_ascii() {
+            return lowercase(s);
+        }
+        let folded: String = s
+            .chars()
+            .filter_map(|c| match c {
+                '\u{2019}' | '\u{02BC}' | '\u{FF07}' => Some('\''),
+                '\u{0130}' => Some('i'),
+                '\u{00AD}' | '\u{200B}' | '\u{2060}' | '\u{FEFF}' => None,
+                c => Some(c),
+            })
+            .nfkc()
+            .collect();
+        lowercase(&folded)
+    }
+
+    /// The term of one word: folded, lowercased and stemmed, `None` for a stop word.
     #[must_use]
     pub fn word_term(&self, word: &str) -> Option<String> {
-        let lower = lowercase(word);
+        let mut lower = self.fold_lowercase(word);
+        if let Some((article, rest)) = lower.split_once('\'')
+            && self.elisions.contains(&article)
+            && rest.chars().any(char::is_alphanumeric)
+        {
+            let cut = article.len() + 1; // the article and its apostrophe
+            lower.drain(..cut);
+        }
         if !self.stopwords.is_empty() && self.stopwords.contains(&lower) {
             return None;
+        }
+        // A stemmer would rewrite an id (`7f3a9c2e`, `deadbeefed`) into another one's term.
+        if self.config.fold && lower.bytes().any(|b| b.is_ascii_digit()) {
+            return Some(lower);
         }
         Some(match &self.stemmer {
             // A word the stemmer leaves as it is keeps its buffer.
@@ -187,22 +241,65 @@ pub(crate) enum Piece<'a> {
 }
 
 /// The pieces of `text` in order: each word, and after the words of a compound the compound;
-/// with `word_parts`, a word glued by `.` `_` `:` gives its parts, then itself as a compound.
-pub(crate) fn pieces<'a>(text: &'a str, word_parts: bool, mut emit: impl FnMut(Piece<'a>)) {
+/// with `word_parts`, a word glued by `.` `_` `:` gives its parts, then itself as a compound;
+/// with `fold`, emoji are words and a run of South-East Asian letters is one word.
+pub(crate) fn pieces<'a>(text: &'a str, config: &AnalyzerConfig, mut emit: impl FnMut(Piece<'a>)) {
     let mut group = Group {
-        word_parts,
+        word_parts: config.word_parts,
+        emoji: config.fold,
         ..Group::default()
     };
     if text.is_ascii() {
         ascii_word_bounds(text, |offset, segment| {
             group.push(text, offset, segment, &mut emit);
         });
-    } else {
+    } else if !config.fold {
         for (offset, segment) in text.split_word_bound_indices() {
             group.push(text, offset, segment, &mut emit);
         }
+    } else {
+        // Unicode's word rules give each Thai, Lao, Khmer or Myanmar letter alone (these
+        // scripts need a dictionary to find words): a run of them is kept as one word.
+        let mut run: Option<(usize, usize)> = None;
+        for (offset, segment) in text.split_word_bound_indices() {
+            if segment.chars().all(is_southeast_asian) {
+                run = match run {
+                    Some((start, end)) if end == offset => Some((start, offset + segment.len())),
+                    other => {
+                        if let Some((start, end)) = other {
+                            group.push(text, start, &text[start..end], &mut emit);
+                        }
+                        Some((offset, offset + segment.len()))
+                    }
+                };
+                continue;
+            }
+            if let Some((start, end)) = run.take() {
+                group.push(text, start, &text[start..end], &mut emit);
+            }
+            group.push(text, offset, segment, &mut emit);
+        }
+        if let Some((start, end)) = run {
+            group.push(text, start, &text[start..end], &mut emit);
+        }
     }
     group.close(text, &mut emit);
+}
+
+/// Letters and marks of the scripts written without spaces between words that Unicode's word
+/// rules split a letter at a time: Thai, Lao, Myanmar, Khmer, Tai Tham.
+fn is_southeast_asian(c: char) -> bool {
+    matches!(c as u32,
+        0x0E01..=0x0E3A | 0x0E40..=0x0E4E | 0x0E81..=0x0EDF
+        | 0x1000..=0x103F | 0x1050..=0x108F | 0x109A..=0x109D
+        | 0x1780..=0x17D3 | 0x17DC..=0x17DD
+        | 0x1A20..=0x1A7F | 0xA9E0..=0xA9FE | 0xAA60..=0xAA7F)
+}
+
+/// Emoji and pictographs (a segment holding one is a word with `fold`: 🔥, 👍🏽, flags).
+fn is_pictographic(c: char) -> bool {
+    matches!(c as u32,
+        0x1F000..=0x1FAFF | 0x2600..=0x27BF | 0x2B00..=0x2BFF | 0x2300..=0x23FF)
 }
 
 /// The words seen since the last separator: how many, where the first starts and where the
@@ -214,6 +311,8 @@ struct Group {
     end: usize,
     pending_joiner: bool,
     word_parts: bool,
+    /// Whether a segment holding an emoji is a word.
+    emoji: bool,
 }
 
 impl Group {
@@ -225,7 +324,9 @@ impl Group {
         segment: &'a str,
         emit: &mut impl FnMut(Piece<'a>),
     ) {
-        let is_word = segment.chars().any(char::is_alphanumeric);
+        let is_word = segment
+            .chars()
+            .any(|c| c.is_alphanumeric() || (self.emoji && is_pictographic(c)));
         if is_word && self.words > 0 && self.pending_joiner {
             // The group goes on.
         } else if is_word {
@@ -356,6 +457,17 @@ fn ascii_word_bounds<'a>(text: &'a str, mut segment: impl FnMut(usize, &'a str))
     }
 }
 
+/// Articles French elides before a vowel (`l'avion`, `qu'il`), as Lucene's French analyzer
+/// drops them.
+const FRENCH_ELISIONS: &[&str] = &[
+    "l", "m", "t", "qu", "n", "s", "j", "d", "c", "jusqu", "quoiqu", "lorsqu", "puisqu",
+];
+/// The same for Italian (`l'anno`, `dell'acqua`, `un'altra`).
+const ITALIAN_ELISIONS: &[&str] = &[
+    "c", "l", "all", "dall", "dell", "nell", "sull", "coll", "pell", "gl", "agl", "dagl", "degl",
+    "negl", "sugl", "un", "m", "t", "s", "v", "d",
+];
+
 /// A one-character segment that glues words into a compound.
 fn is_joiner(segment: &str) -> bool {
     let mut chars = segment.chars();
@@ -423,6 +535,7 @@ mod tests {
         // Saved by a version without the parts: words stay whole, as its terms were made.
         let whole = Analyzer::new(AnalyzerConfig {
             word_parts: false,
+            fold: false,
             ..AnalyzerConfig::default()
         })
         .unwrap();
@@ -433,11 +546,64 @@ mod tests {
     }
 
     #[test]
+    fn folding_and_the_scripts_words() {
+        let en = Analyzer::new(AnalyzerConfig::english()).unwrap();
+        // Typographic apostrophes are apostrophes: possessives and contractions match.
+        assert_eq!(
+            en.analyze("the user\u{2019}s password"),
+            ["the", "user", "password"]
+        );
+        assert_eq!(en.analyze("don\u{2019}t"), en.analyze("don't"));
+        let p = plain();
+        // Decomposed, fullwidth, ligature, soft-hyphenated, dotted capital I: plain forms.
+        assert_eq!(
+            p.analyze("cafe\u{301} cr\u{e8}me"),
+            p.analyze("caf\u{e9} crème")
+        );
+        assert_eq!(
+            p.analyze("ｆｕｌｌ \u{fb01}le zero\u{ad}soft \u{130}stanbul"),
+            ["full", "file", "zerosoft", "istanbul"]
+        );
+        // A word with a digit is not stemmed: ids stay apart.
+        assert_eq!(
+            en.analyze("7f3a9c2e 7f3a9c2 running"),
+            ["7f3a9c2e", "7f3a9c2", "run"]
+        );
+        // Emoji are terms; a run of Thai letters is one term, not one per letter.
+        assert_eq!(
+            p.analyze("\u{1f525} fire \u{1f44d}\u{1f3fd}"),
+            ["\u{1f525}", "fire", "\u{1f44d}\u{1f3fd}"]
+        );
+        assert_eq!(p.analyze("ภาษาไทย ยาย"), ["ภาษาไทย", "ยาย"]);
+        // French and Italian elided articles, with those stemmers.
+        let fr = Analyzer::new(AnalyzerConfig {
+            stemmer: Some("french".into()),
+            ..AnalyzerConfig::default()
+        })
+        .unwrap();
+        assert_eq!(fr.analyze("L\u{2019}élève qu'il"), fr.analyze("élève il"));
+        let it = Analyzer::new(AnalyzerConfig {
+            stemmer: Some("italian".into()),
+            ..AnalyzerConfig::default()
+        })
+        .unwrap();
+        assert_eq!(it.analyze("dell'acqua"), it.analyze("acqua"));
+        // An index saved before folding keeps its analysis (its terms were made so).
+        let before = Analyzer::new(AnalyzerConfig {
+            fold: false,
+            ..AnalyzerConfig::english()
+        })
+        .unwrap();
+        assert_ne!(before.analyze("user\u{2019}s"), ["user"]);
+        assert_eq!(before.analyze("ภาษา").len(), 4);
+    }
+
+    #[test]
     fn stemming_and_stop_words() {
         let a = Analyzer::new(AnalyzerConfig {
             stemmer: Some("english".into()),
             stopwords: AnalyzerConfig::english_stopwords(),
-            word_parts: true,
+            ..AnalyzerConfig::default()
         })
         .unwrap();
         assert_eq!(
@@ -447,7 +613,7 @@ mod tests {
         let de = Analyzer::new(AnalyzerConfig {
             stemmer: Some("German".into()),
             stopwords: vec![],
-            word_parts: true,
+            ..AnalyzerConfig::default()
         })
         .unwrap();
         assert_eq!(
@@ -458,7 +624,7 @@ mod tests {
             Analyzer::new(AnalyzerConfig {
                 stemmer: Some("klingon".into()),
                 stopwords: vec![],
-                word_parts: true,
+                ..AnalyzerConfig::default()
             })
             .is_err()
         );

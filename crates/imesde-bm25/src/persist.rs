@@ -16,7 +16,8 @@ use crate::index::{Bm25, Method, Params, SavedDoc};
 
 const MAGIC: &[u8; 12] = b"IMESDE-BM25\n";
 /// Version 2 added the analyzer's `word_parts` flag; version 1 files were made without them.
-const VERSION: u32 = 2;
+/// Version 3 added `fold` (bit 1 of the same byte); version 2 files were made without it.
+const VERSION: u32 = 3;
 
 fn io_error(path: &Path, source: std::io::Error) -> Bm25Error {
     Bm25Error::Io {
@@ -56,7 +57,7 @@ impl Bm25 {
         for s in &a.stopwords {
             w.str(s);
         }
-        w.u8(u8::from(a.word_parts));
+        w.u8(u8::from(a.word_parts) | (u8::from(a.fold) << 1));
         let (terms, docs) = self.export();
         w.u32(terms.len() as u32);
         for t in terms {
@@ -113,7 +114,7 @@ type Body = (
 
 fn read_body(bytes: &[u8]) -> std::result::Result<Body, FormatError> {
     let bad = |reason: &str| Err(FormatError(reason.into()));
-    let mut r = Reader::open(bytes, MAGIC, &[1, VERSION])?;
+    let mut r = Reader::open(bytes, MAGIC, &[1, 2, VERSION])?;
     let (k1, b) = (r.f32()?, r.f32()?);
     let code = r.u8()?;
     let delta = r.f32()?;
@@ -129,12 +130,16 @@ fn read_body(bytes: &[u8]) -> std::result::Result<Body, FormatError> {
     let stopwords = (0..n)
         .map(|_| r.str())
         .collect::<std::result::Result<Vec<_>, _>>()?;
-    let word_parts = match r.version() {
-        1 => false,
-        _ => match r.u8()? {
-            0 => false,
-            1 => true,
+    let (word_parts, fold) = match r.version() {
+        1 => (false, false),
+        2 => match r.u8()? {
+            0 => (false, false),
+            1 => (true, false),
             other => return bad(&format!("unknown word-parts flag {other}")),
+        },
+        _ => match r.u8()? {
+            flags @ 0..=3 => (flags & 1 != 0, flags & 2 != 0),
+            other => return bad(&format!("unknown analyzer flags {other}")),
         },
     };
     let n_terms = r.count(4)?;
@@ -182,6 +187,7 @@ fn read_body(bytes: &[u8]) -> std::result::Result<Body, FormatError> {
         stemmer,
         stopwords,
         word_parts,
+        fold,
     };
     Ok((params, analyzer, terms, docs))
 }
@@ -238,8 +244,10 @@ mod tests {
         assert_eq!(ok.search("nfs", 10, 0.0).len(), 1);
         // Its terms were made with words kept whole; so are its queries', and its next file says so.
         assert!(!ok.analyzer().config().word_parts);
+        assert!(!ok.analyzer().config().fold);
         let again = load(&ok.to_bytes()).unwrap();
         assert!(!again.analyzer().config().word_parts);
+        assert!(!again.analyzer().config().fold);
         assert!(
             load(
                 &Bm25::new(Params::default(), AnalyzerConfig::default())
@@ -251,6 +259,18 @@ mod tests {
             .config()
             .word_parts
         );
+        // A version 2 file (parts, no folding) loads as it was made.
+        let v2 = Bm25::new(
+            Params::default(),
+            AnalyzerConfig {
+                fold: false,
+                ..AnalyzerConfig::default()
+            },
+        )
+        .unwrap()
+        .to_bytes();
+        let loaded = load(&v2).unwrap();
+        assert!(loaded.analyzer().config().word_parts && !loaded.analyzer().config().fold);
         // Any k: capped at the number of documents before anything is allocated.
         assert_eq!(ok.search("client", usize::MAX, 0.0).len(), 2);
         assert_eq!(ok.search_terms(["client"], usize::MAX, 0.0).len(), 2);

@@ -249,7 +249,7 @@ fn save_load_and_damage() {
         AnalyzerConfig {
             stemmer: Some("english".into()),
             stopwords: AnalyzerConfig::english_stopwords(),
-            word_parts: true,
+            ..AnalyzerConfig::default()
         },
     )
     .unwrap();
@@ -403,7 +403,7 @@ fn parallel_batch_builds_the_same_index() {
     let config = AnalyzerConfig {
         stemmer: Some("english".into()),
         stopwords: AnalyzerConfig::english_stopwords(),
-        word_parts: true,
+        ..AnalyzerConfig::default()
     };
     let mut one = Bm25::new(Params::default(), config.clone()).unwrap();
     for (&id, t) in ids.iter().zip(&texts) {
@@ -445,7 +445,7 @@ fn a_full_word_cache_changes_no_term() {
     let config = AnalyzerConfig {
         stemmer: Some("english".into()),
         stopwords: AnalyzerConfig::english_stopwords(),
-        word_parts: true,
+        ..AnalyzerConfig::default()
     };
     let mut cached = Bm25::new(Params::default(), config.clone()).unwrap();
     for (i, t) in texts.iter().enumerate() {

@@ -9,7 +9,7 @@ use imesde_bm25::{AnalyzerConfig, Bm25, Fusion, Method, Params};
 use parking_lot::RwLock;
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedStr;
-use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
+use pyo3::types::{PyByteArray, PyBytes, PyList, PyString, PyTuple};
 
 use crate::convert::{
     self, Count, FsPath, Id, Real, Text, as_str, id_of, ids_of, str_items, type_name, utf8,
@@ -74,6 +74,17 @@ impl Bm25Hit {
     fn _from_fields(id: u64, score: f32, terms: Vec<String>) -> Self {
         Bm25Hit(imesde_bm25::Bm25Hit { id, score, terms })
     }
+    /// Equal to a ``BM25Hit`` of the same id, score and terms (as a dataclass compares).
+    fn __eq__(&self, other: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        let equal = other
+            .cast::<Bm25Hit>()
+            .ok()
+            .map(|o| Ok(self.0 == o.get().0));
+        crate::hits::eq_answer(other.py(), equal)
+    }
+    fn __hash__(&self) -> u64 {
+        crate::hits::hash_of(self.0.id, self.0.score)
+    }
     fn __repr__(&self, py: Python<'_>) -> String {
         let terms: Vec<String> = self.0.terms.iter().map(|t| py_str(py, t)).collect();
         format!(
@@ -113,6 +124,12 @@ pub(crate) fn analyzer_config(
         stopwords,
         ..AnalyzerConfig::default()
     })
+}
+
+/// A parameter held as f32, as the float the user wrote (the shortest decimal that rounds to
+/// it: ``1.2``, not ``1.2000000476837158``).
+fn as_written(x: f32) -> f64 {
+    x.to_string().parse().unwrap_or(f64::from(x))
 }
 
 pub(crate) fn bm25_params(k1: Real, b: Real, method: &str, delta: Real) -> PyResult<Params> {
@@ -305,14 +322,14 @@ impl PyBm25 {
 
     /// BM25's ``k1``.
     #[getter]
-    fn k1(&self) -> f32 {
-        self.0.read().params().k1
+    fn k1(&self) -> f64 {
+        as_written(self.0.read().params().k1)
     }
 
     /// BM25's ``b``.
     #[getter]
-    fn b(&self) -> f32 {
-        self.0.read().params().b
+    fn b(&self) -> f64 {
+        as_written(self.0.read().params().b)
     }
 
     /// The scoring variant.
@@ -495,6 +512,13 @@ impl Docs {
                     return Err(py_err!(
                         DType,
                         "texts[{i}] must be a token list (as texts[0]), got str"
+                    ));
+                }
+                if doc.is_instance_of::<PyBytes>() || doc.is_instance_of::<PyByteArray>() {
+                    return Err(py_err!(
+                        DType,
+                        "texts[{i}] must be a str or a token list, got {} (decode it first)",
+                        type_name(doc)
                     ));
                 }
                 doc.try_iter()

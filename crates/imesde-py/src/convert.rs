@@ -135,6 +135,10 @@ impl Count {
 impl<'py> FromPyObject<'_, 'py> for Count {
     type Error = PyErr;
     fn extract(obj: Borrowed<'_, 'py, PyAny>) -> PyResult<Self> {
+        // A bool is an int to Python, never a count (k=True is a mistake, not k=1).
+        if obj.is_instance_of::<PyBool>() {
+            return Err(py_err!(DType, "expected an int, got bool"));
+        }
         match obj.extract::<i64>() {
             Ok(v) => Ok(Count::from(v)),
             Err(e) if e.is_instance_of::<PyOverflowError>(obj.py()) => {

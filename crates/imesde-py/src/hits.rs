@@ -99,6 +99,38 @@ fn reduce_record<'py, X>(
     ))
 }
 
+/// Whether two records hold the same id, text, timestamp and metadata (compared as dicts).
+#[allow(clippy::float_cmp)] // equality of fields, as Python compares floats
+fn same_record(py: Python<'_>, a: &impl Record, b: &impl Record) -> PyResult<bool> {
+    if a.id() != b.id() || a.text() != b.text() || a.ts() != b.ts() {
+        return Ok(false);
+    }
+    match (meta_dict(py, a.metadata())?, meta_dict(py, b.metadata())?) {
+        (None, None) => Ok(true),
+        (Some(x), Some(y)) => x.eq(y),
+        _ => Ok(false),
+    }
+}
+
+/// `__eq__`'s answer: `equal` as a bool, or `NotImplemented` when `other` is another type.
+pub(crate) fn eq_answer(py: Python<'_>, equal: Option<PyResult<bool>>) -> PyResult<Py<PyAny>> {
+    match equal {
+        None => Ok(py.NotImplemented()),
+        Some(e) => Ok(pyo3::types::PyBool::new(py, e?)
+            .to_owned()
+            .into_any()
+            .unbind()),
+    }
+}
+
+/// A hit's hash: its id and score (what equal hits share).
+pub(crate) fn hash_of(id: u64, score: f32) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (id, score.to_bits()).hash(&mut h);
+    h.finish()
+}
+
 /// A pickled record's text and metadata as the core holds them.
 fn record_fields(
     text: Option<String>,
@@ -161,6 +193,20 @@ item_class!(Hit, 0, {
             metadata,
         }))
     }
+    /// Equal to a ``Hit`` with the same fields (as a dataclass compares), so result lists
+    /// compare: ``engine.search(q) == restored.search(q)``.
+    #[allow(clippy::float_cmp)] // equality of fields, as Python compares floats
+    fn __eq__(&self, other: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        let py = other.py();
+        let equal = other.cast::<Hit>().ok().map(|o| {
+            let o = &o.get().0;
+            Ok(self.0.score == o.score && same_record(py, &self.0, o)?)
+        });
+        eq_answer(py, equal)
+    }
+    fn __hash__(&self) -> u64 {
+        hash_of(self.0.id, self.0.score)
+    }
     fn __repr__(&self, py: Python<'_>) -> String {
         format!(
             "Hit(id={}, score={:.4}, text={}, ts={})",
@@ -209,6 +255,18 @@ item_class!(Item, 0, {
             ts,
             metadata,
         }))
+    }
+    /// Equal to an ``Item`` with the same fields, the vector included.
+    fn __eq__(&self, other: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        let py = other.py();
+        let equal = other.cast::<Item>().ok().map(|o| {
+            let o = &o.get().0;
+            Ok(self.0.vector == o.vector && same_record(py, &self.0, o)?)
+        });
+        eq_answer(py, equal)
+    }
+    fn __hash__(&self) -> u64 {
+        hash_of(self.0.id, self.0.ts as f32)
     }
     fn __repr__(&self, py: Python<'_>) -> String {
         format!(

@@ -8,7 +8,7 @@ use foldhash::HashMap as FastMap;
 use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use rayon::prelude::*;
 
-use crate::analyzer::{Analyzer, AnalyzerConfig, Piece, lowercase, pieces};
+use crate::analyzer::{Analyzer, AnalyzerConfig, Piece, pieces};
 use crate::error::{Bm25Error, Result};
 
 mod search;
@@ -715,7 +715,7 @@ fn term_ids(
     mut id_of: impl FnMut(&str) -> u32,
     out: &mut Vec<u32>,
 ) {
-    pieces(text, analyzer.config().word_parts, |piece| match piece {
+    pieces(text, analyzer.config(), |piece| match piece {
         Piece::Word(word) => {
             let t = words.get(word).copied().unwrap_or_else(|| {
                 let t = analyzer
@@ -731,7 +731,7 @@ fn term_ids(
                 out.push(t);
             }
         }
-        Piece::Compound(compound) => out.push(id_of(&lowercase(compound))),
+        Piece::Compound(compound) => out.push(id_of(&analyzer.compound_term(compound))),
     });
 }
 
