@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import pickle
 from pathlib import Path
 
 import imesde
@@ -187,6 +188,31 @@ def test_parameters_read_back_as_written_and_bad_arguments_are_named() -> None:
     with pytest.raises(imesde.DTypeError, match="got bytes"):
         index.add_batch([3], [b"bytes"])  # type: ignore[list-item]
     assert len(index) == 2
+
+
+def test_an_engines_bm25_takes_an_index_s_settings() -> None:
+    """``Engine(lexical=BM25(...))``: a stream in another language gets its stemmer and stop
+    words (and the scores of a BM25 of those settings); snapshots and pickles keep them."""
+    texts = ["Die \u00dcbersetzungen der B\u00fccher", "Ein Hund und die Katze", "Der Hund"]
+    settings = imesde.BM25(k1=0.9, b=0.4, stemmer="german", stopwords=["der", "die", "das"])
+    german = imesde.Engine(4, num_shards=1, shard_size=16, lexical=settings)
+    english = imesde.Engine(4, num_shards=1, shard_size=16, lexical=True)
+    x = np.eye(4, dtype=np.float32)[:3]
+    for engine in (german, english):
+        engine.ingest_vectors(x, texts)
+    assert [h.id for h in german.lexical_search("\u00dcbersetzung")] == [0]
+    assert english.lexical_search("\u00dcbersetzung") == []
+    assert len(settings) == 0  # it only described the settings
+    ref = imesde.BM25(k1=0.9, b=0.4, stemmer="german", stopwords=["der", "die", "das"])
+    ref.add_batch(range(3), texts)
+    for q in ("Hund", "die Katze", "B\u00fccher"):
+        assert [(h.id, h.score) for h in german.lexical_search(q)] == [
+            (h.id, h.score) for h in ref.search(q)
+        ], q
+    for back in (imesde.Engine.from_bytes(german.to_bytes()), pickle.loads(pickle.dumps(german))):
+        assert back.lexical_search("\u00dcbersetzung") == german.lexical_search("\u00dcbersetzung")
+    with pytest.raises(imesde.DTypeError, match="lexical"):
+        imesde.Engine(4, lexical="german")  # type: ignore[arg-type]
 
 
 def test_exact_technical_tokens_rank_first() -> None:

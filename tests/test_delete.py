@@ -77,8 +77,11 @@ def test_bad_deletes_are_typed_errors_and_delete_nothing(golden: Golden) -> None
     for bad in (True, [False], np.array([True])):
         with pytest.raises(imesde.DTypeError, match="bool"):
             engine.delete(bad)
+    for one in (True, np.array(True), np.True_):
+        with pytest.raises(imesde.DTypeError, match="bool"):
+            engine.get(one)  # type: ignore[arg-type]
     with pytest.raises(imesde.DTypeError, match="bool"):
-        engine.get(True)
+        engine.delete(np.array(True))
     assert len(engine) == 10
     # An id as ingest returns it (a numpy integer), or a 0-d array of one, deletes that item.
     ids = engine.ingest_vectors(vecs[10:13])

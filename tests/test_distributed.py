@@ -365,6 +365,8 @@ def test_saves_are_whole_or_not_at_all(tmp_path: Path) -> None:
         "shard-0.g2.imesde",
         "shard-1.g2.imesde",
     ]
+    # Generation-named files: the format says so (readers of the first format refuse it).
+    assert json.loads((d / "manifest.json").read_text())["format"] == 2
     with pytest.raises(imesde.InvalidValueError, match="load"):
         dist.ShardedEngine(2, model=8, shard_size=64, engine_shards=1, snapshot_dir=d)
     sharded.ingest_vectors(x[20:30])
@@ -384,6 +386,32 @@ def test_saves_are_whole_or_not_at_all(tmp_path: Path) -> None:
     (d / "manifest.json").write_text("[1, 2]")
     with pytest.raises(imesde.IndexCorruptError):
         dist.ShardedEngine.load(d)
+
+
+def test_a_restored_empty_shard_keeps_a_percentile_subscription_going() -> None:
+    """A shard restored empty cannot calibrate a percentile yet: the other shard keeps
+    delivering, the restored one is asked again until it can, and ``dropped`` never falls."""
+    x = np.random.default_rng(8).standard_normal((400, 8)).astype(np.float32)
+    sharded = dist.ShardedEngine(2, model=8, shard_size=512, engine_shards=1, num_cpus=0.5)
+    sharded.ingest_vectors(x[:200])
+    sub = sharded.subscribe(x[0], threshold="p50", queue_size=3, poll_interval=0.05)
+    sharded.ingest_vectors(x[200:300])
+    deadline = time.monotonic() + 30
+    while sub.dropped == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    before = sub.dropped
+    sharded.restore_shard(0)  # no snapshot: it comes back empty
+    sub.drain()
+    sharded.ingest_vectors(x[300:400])
+    # Once it holds items, the restored shard takes the query (its polls registered it).
+    while 0 not in sub.restarted and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert 0 in sub.restarted
+    assert sub.active
+    assert sub.error is None
+    assert sub.dropped >= before
+    assert sharded.delete(int(sharded.recent(1)[0].id)) == 1  # one id, as Engine.delete takes
+    sub.close()
 
 
 def test_every_event_is_delivered_or_counted_dropped() -> None:

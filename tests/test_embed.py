@@ -461,6 +461,12 @@ def test_a_huge_text_embeds_as_its_first_tokens(embedder: imesde.TextEmbedder) -
         assert len(long.encode()) > 1_000_000
         assert " " not in long[:20_000]
         np.testing.assert_array_equal(embedder.embed([long]), embedder.embed([long[:3000]]))
+    # Right before a character BERT splits alone (an ideograph) the cut is exact; before one
+    # of the block it does not split (U+2B820..U+2B91F) there is no cut.
+    short = imesde.TextEmbedder(max_length=16, cache_size=0, threads=1)
+    for glyph in ("\u4e00", "\U0002b820", "\U0002b920"):
+        t = "hello " * 13 + "abcdefghij" + glyph + "z" * 3000
+        np.testing.assert_array_equal(short.embed_one(t), short.embed_one(t[:200]))
     # Little whitespace early on: the whole text is tokenized, as before.
     odd = "x" * 30_000 + " " + " ".join(words[:40])
     np.testing.assert_array_equal(embedder.embed([odd]), embedder.embed([odd + " "]))

@@ -5,6 +5,7 @@ Runtime; the expected vectors come from the same token ids in numpy."""
 from __future__ import annotations
 
 import json
+import pickle
 import shutil
 from pathlib import Path
 
@@ -156,6 +157,14 @@ def test_an_export_in_a_sentence_transformers_folder_is_used_as_the_folder_says(
     with pytest.raises(imesde.ModelLoadError, match="max_tokens"):
         imesde.TextEmbedder(folder, threads=1)
     assert imesde.TextEmbedder(folder, threads=1, pooling="cls").pooling == "cls"
+    # A model in a plain subfolder is not governed by the settings of a folder above it.
+    nested = tmp_path / "proj" / "m"
+    nested.mkdir(parents=True)
+    build(nested / "model.onnx", pooled=False, int32=False, token_types=True)
+    shutil.copy(embedder.tokenizer_path, nested / "tokenizer.json")
+    write_json(tmp_path / "proj" / "modules.json", {"name": "not a module list"})
+    plain = imesde.TextEmbedder(nested, threads=1)
+    assert (plain.pooling, plain.normalize, plain.max_length) == ("mean", True, 256)
 
 
 def test_a_graph_with_its_own_sentence_embedding_is_read_there(
@@ -191,6 +200,36 @@ def test_a_graph_with_its_own_sentence_embedding_is_read_there(
     shutil.copy(embedder.tokenizer_path, tmp_path / "tokenizer.json")
     loaded = imesde.TextEmbedder(tmp_path, threads=1, normalize=False)
     np.testing.assert_allclose(loaded.embed(TEXTS), 3.0 * table()[np.full(3, 101)], atol=1e-5)
+    # Pickled, it reads the same output again.
+    np.testing.assert_array_equal(
+        pickle.loads(pickle.dumps(loaded)).embed(TEXTS), loaded.embed(TEXTS)
+    )
+    # A pooling the caller names pools the token states instead.
+    cls = imesde.TextEmbedder(tmp_path, threads=1, normalize=False, pooling="cls")
+    np.testing.assert_allclose(cls.embed(TEXTS), table()[np.full(3, 101)], atol=1e-5)
+
+
+def test_a_graph_exported_for_one_row_at_a_time(
+    tmp_path: Path, embedder: imesde.TextEmbedder
+) -> None:
+    """Inputs of a fixed batch of 1: loads (its probe runs a row at a time) with batch_size=1."""
+    h = onnx.helper
+    inputs = [
+        h.make_tensor_value_info(n, onnx.TensorProto.INT64, [1, "seq"])
+        for n in ("input_ids", "attention_mask")
+    ]
+    nodes = [h.make_node("Gather", ["E", "input_ids"], ["last_hidden_state"])]
+    out = h.make_tensor_value_info("last_hidden_state", onnx.TensorProto.FLOAT, [1, "seq", DIM])
+    graph = h.make_graph(
+        nodes, "one_row", inputs, [out], initializer=[onnx.numpy_helper.from_array(table(), "E")]
+    )
+    model = h.make_model(graph, opset_imports=[h.make_opsetid("", 18)])
+    model.ir_version = 8
+    onnx.save(model, str(tmp_path / "model.onnx"))
+    shutil.copy(embedder.tokenizer_path, tmp_path / "tokenizer.json")
+    one = imesde.TextEmbedder(tmp_path, threads=1, batch_size=1)
+    want = [unit(table()[ids].mean(axis=0)) for ids in token_ids(embedder.tokenizer_path, TEXTS)]
+    np.testing.assert_allclose(one.embed(TEXTS), np.stack(want), atol=1e-5)
 
 
 def test_a_classifier_is_not_a_sentence_model(

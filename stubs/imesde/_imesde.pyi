@@ -317,7 +317,7 @@ class Engine:
         num_shards: int = 16,
         shard_size: int = 1024,
         storage: str = "f32",
-        lexical: bool = False,
+        lexical: bool | BM25 = False,
         index: str | None = None,
         nlist: int | None = None,
         nprobe: int | None = None,
@@ -332,7 +332,10 @@ class Engine:
         scans the int8 copy instead). ``index="ivf"`` keeps an inverted-file index that follows
         the window: ``nlist`` lists (default ``~sqrt(capacity)``), ``nprobe`` of them scanned per
         query (default an eighth of ``nlist``, at least 8); searches without ``exact=True``
-        then read a fraction of the items (see ``train_index``)."""
+        then read a fraction of the items (see ``train_index``). ``lexical=True`` keeps a BM25
+        index of the items' texts (English stemming); ``lexical=imesde.BM25(stemmer="german",
+        stopwords=...)`` one with that index's settings (its documents are not taken);
+        snapshots keep the settings."""
     def ingest(
         self,
         text: str,

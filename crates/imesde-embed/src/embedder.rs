@@ -42,6 +42,10 @@ pub struct EmbedderConfig {
     /// ONNX Runtime execution providers by name (`"CUDAExecutionProvider"`, ...), in order of
     /// preference; empty runs on the CPU.
     pub providers: Vec<String>,
+    /// Read the sentence vector a graph computes itself (`sentence_embedding`) when it has
+    /// one; false reads its token states, when it has them too, and pools them by `pooling`
+    /// (what a caller who names a pooling asks for).
+    pub graph_pooling: bool,
 }
 
 impl Default for EmbedderConfig {
@@ -57,6 +61,7 @@ impl Default for EmbedderConfig {
             cache_ttl: None,
             cache_bytes: 64 << 20,
             providers: Vec::new(),
+            graph_pooling: true,
         }
     }
 }
@@ -188,6 +193,7 @@ impl Embedder {
             config.threads,
             config.optimization,
             &config.providers,
+            config.graph_pooling,
         )?;
         let cache = NonZeroUsize::new(config.cache_size)
             .map(|n| Mutex::new(Cache::new(n, config.cache_ttl, config.cache_bytes)));
@@ -218,21 +224,33 @@ impl Embedder {
     /// its vocabulary, a row padded with its pad id, and its largest token id.
     fn probe(&self) -> Result<usize> {
         let encodings = self.tokenize(&["imesde \u{2603} probe", "i"])?;
-        let mut batch = self.pad(&encodings, &[0, 1]);
-        if let Some(top) = self.tokenizer.get_vocab(true).into_values().max() {
-            batch.ids[0] = i64::from(top);
-        }
+        // As many rows per run as a batch holds (a graph exported for one row takes one):
+        // with two, the shorter is padded with the pad id.
+        let runs: &[&[usize]] = if self.config.batch_size >= 2 {
+            &[&[0, 1]]
+        } else {
+            &[&[0], &[1]]
+        };
         let mut out = Vec::new();
-        let dim = self.model.run(&batch, self.config.pooling, &mut out)?;
-        if dim < 2 {
-            return Err(EmbedError::Inference(format!(
-                "its output is {dim} value wide per text: a score, not a sentence embedding"
-            )));
-        }
-        if out.chunks(dim).any(|v| v.iter().all(|&x| x == 0.0)) {
-            return Err(EmbedError::Inference(
-                "it gives all-zero vectors, which have no direction to search by".to_owned(),
-            ));
+        let mut dim = 0;
+        for (r, rows) in runs.iter().enumerate() {
+            let mut batch = self.pad(&encodings, rows);
+            if r == 0
+                && let Some(top) = self.tokenizer.get_vocab(true).into_values().max()
+            {
+                batch.ids[0] = i64::from(top);
+            }
+            dim = self.model.run(&batch, self.config.pooling, &mut out)?;
+            if dim < 2 {
+                return Err(EmbedError::Inference(format!(
+                    "its output is {dim} value wide per text: a score, not a sentence embedding"
+                )));
+            }
+            if out.chunks(dim).any(|v| v.iter().all(|&x| x == 0.0)) {
+                return Err(EmbedError::Inference(
+                    "it gives all-zero vectors, which have no direction to search by".to_owned(),
+                ));
+            }
         }
         Ok(dim)
     }
@@ -538,7 +556,8 @@ impl Cuts {
     }
 }
 
-/// BERT's CJK ideographs (the blocks its normaliser splits one character at a time).
+/// BERT's CJK ideographs: exactly the blocks the `tokenizers` normaliser splits one character
+/// at a time (its `is_chinese_char`; note the gap 0x2B820..0x2B91F, which it does not split).
 fn is_cjk(c: char) -> bool {
     matches!(c as u32,
         0x4E00..=0x9FFF
@@ -546,7 +565,7 @@ fn is_cjk(c: char) -> bool {
         | 0x20000..=0x2A6DF
         | 0x2A700..=0x2B73F
         | 0x2B740..=0x2B81F
-        | 0x2B820..=0x2CEAF
+        | 0x2B920..=0x2CEAF
         | 0xF900..=0xFAFF
         | 0x2F800..=0x2FA1F)
 }
@@ -610,6 +629,8 @@ mod tests {
         // A vertical tab or form feed is deleted, an ideographic space not split at: no cut.
         assert_eq!(word_prefix("ab\x0bcd\x0cef", 7, bert), "ab\x0bcd\x0cef");
         assert_eq!(word_prefix("ab\u{3000}cd", 6, bert), "ab\u{3000}cd");
+        // Not before a character of the gap that BERT's normaliser does not split.
+        assert_eq!(word_prefix("ab cd\u{2B820}ef", 6, bert), "ab");
         // Before an ideograph (3 bytes each), never inside one.
         assert_eq!(word_prefix("日本語の文", 8, bert), "日本");
         assert_eq!(word_prefix("日本語の文", 5, bert), "日");

@@ -79,6 +79,7 @@ impl OnnxModel {
         threads: Option<usize>,
         level: Optimization,
         providers: &[String],
+        graph_pooling: bool,
     ) -> Result<Self> {
         if !path.is_file() {
             return Err(EmbedError::NotFound {
@@ -109,11 +110,11 @@ impl OnnxModel {
         let session = builder
             .commit_from_file(path)
             .map_err(|e| model_error(path, e.to_string()))?;
-        Self::describe(session, path)
+        Self::describe(session, path, graph_pooling)
     }
 
     /// Reads the declared inputs and outputs and checks they are those of a sentence model.
-    fn describe(session: Session, path: &Path) -> Result<Self> {
+    fn describe(session: Session, path: &Path, graph_pooling: bool) -> Result<Self> {
         let mut id_type = None;
         let (mut ids, mut mask, mut types) = (None, None, None);
         for input in session.inputs() {
@@ -162,7 +163,7 @@ impl OnnxModel {
                 "the model must take input_ids and attention_mask",
             ));
         };
-        let output = choose_output(&session).ok_or_else(|| {
+        let output = choose_output(&session, graph_pooling).ok_or_else(|| {
             model_error(
                 path,
                 "no float32 output of rank 2 (sentence vectors) or 3 (token states) but logits: \
@@ -282,10 +283,11 @@ impl OnnxModel {
 }
 
 /// The output to read: the sentence vector a sentence-transformers export computes itself
-/// (`sentence_embedding`: its own pooling and any layers after it), then token states named
-/// like sentence-transformers' or Hugging Face's, then any rank-3 or rank-2 float32 output
-/// but a classifier's logits.
-fn choose_output(session: &Session) -> Option<Output> {
+/// (`sentence_embedding`: its own pooling and any layers after it; without `graph_pooling`
+/// only when the graph has no token states), then token states named like
+/// sentence-transformers' or Hugging Face's, then any rank-3 or rank-2 float32 output but a
+/// classifier's logits.
+fn choose_output(session: &Session, graph_pooling: bool) -> Option<Output> {
     let floats: Vec<(&str, usize)> = session
         .outputs()
         .iter()
@@ -311,9 +313,14 @@ fn choose_output(session: &Session) -> Option<Output> {
             .find(|(n, r)| *r == rank && !n.to_ascii_lowercase().contains("logit"))
             .map(|(n, _)| *n)
     };
-    let (name, pooled) = named(&["sentence_embedding", "sentence_embeddings"], 2)
-        .map(|n| (n, true))
-        .or_else(|| named(&["last_hidden_state", "token_embeddings"], 3).map(|n| (n, false)))
+    let sentence = || named(&["sentence_embedding", "sentence_embeddings"], 2).map(|n| (n, true));
+    let tokens = || named(&["last_hidden_state", "token_embeddings"], 3).map(|n| (n, false));
+    let first = if graph_pooling {
+        sentence().or_else(tokens)
+    } else {
+        tokens().or_else(sentence)
+    };
+    let (name, pooled) = first
         .or_else(|| named(&["embeddings"], 2).map(|n| (n, true)))
         .or_else(|| any(3).map(|n| (n, false)))
         .or_else(|| any(2).map(|n| (n, true)))?;

@@ -56,6 +56,8 @@ pub use snapshot::Manifest;
 
 #[cfg(feature = "bm25")]
 pub use imesde_bm25::{Corpus, CorpusPart, Fusion};
+#[cfg(feature = "bm25")]
+pub use lexical::LexicalConfig;
 
 /// A standing query's threshold: a cosine score, or a percentile of the scores of the items
 /// held when it is registered (`Percentile(99.0)`: the score above which 1 % of them fall).
@@ -122,7 +124,38 @@ impl Engine {
     /// A ring that cannot be made, a dimension other than the model's, or `lexical` without
     /// the `bm25` feature.
     pub fn new(ring: RingConfig, model: Option<Arc<TextModel>>, lexical: bool) -> Result<Self> {
-        if let Some(m) = &model
+        #[cfg(feature = "bm25")]
+        return Self::with_lexical(ring, model, lexical.then(LexicalConfig::default));
+        #[cfg(not(feature = "bm25"))]
+        {
+            if lexical {
+                return Err(EngineError::NoLexical);
+            }
+            Self::check_dim(&ring, model.as_ref())?;
+            Self::assemble(Ring::new(ring)?, model)
+        }
+    }
+
+    /// [`Engine::new`] with a BM25 index of these settings (None: none).
+    ///
+    /// # Errors
+    /// As [`Engine::new`], and settings a BM25 index refuses.
+    #[cfg(feature = "bm25")]
+    pub fn with_lexical(
+        ring: RingConfig,
+        model: Option<Arc<TextModel>>,
+        lexical: Option<LexicalConfig>,
+    ) -> Result<Self> {
+        Self::check_dim(&ring, model.as_ref())?;
+        let mut engine = Self::assemble(Ring::new(ring)?, model)?;
+        engine.lexical = lexical
+            .map(|c| lexical::Lexical::new(c).map(Mutex::new))
+            .transpose()?;
+        Ok(engine)
+    }
+
+    fn check_dim(ring: &RingConfig, model: Option<&Arc<TextModel>>) -> Result<()> {
+        if let Some(m) = model
             && m.embedder().dim() != ring.dim
         {
             return Err(EngineError::DimensionMismatch {
@@ -130,27 +163,26 @@ impl Engine {
                 model: m.embedder().dim(),
             });
         }
-        Self::assemble(Ring::new(ring)?, model, lexical)
+        Ok(())
     }
 
-    fn assemble(ring: Ring, model: Option<Arc<TextModel>>, lexical: bool) -> Result<Self> {
-        #[cfg(feature = "bm25")]
-        let lexical = if lexical {
-            Some(Mutex::new(lexical::Lexical::new()?))
-        } else {
-            None
-        };
-        #[cfg(not(feature = "bm25"))]
-        if lexical {
-            return Err(EngineError::NoLexical);
-        }
+    /// An engine around `ring`, without BM25 (set by the caller).
+    #[allow(clippy::unnecessary_wraps)] // fallible where the features make it so
+    fn assemble(ring: Ring, model: Option<Arc<TextModel>>) -> Result<Self> {
         Ok(Engine {
             ring: Arc::new(ring),
             model,
             #[cfg(feature = "bm25")]
-            lexical,
+            lexical: None,
             labeler: RwLock::new(None),
         })
+    }
+
+    /// The settings of the BM25 index, when one is kept.
+    #[cfg(feature = "bm25")]
+    #[must_use]
+    pub fn lexical_config(&self) -> Option<LexicalConfig> {
+        self.lexical.as_ref().map(|l| l.lock().config().clone())
     }
 
     /// The ring (shape, counters, direct vector access).
@@ -710,9 +742,14 @@ impl Engine {
             })?),
             None => None,
         };
+        #[cfg(feature = "bm25")]
+        let bm25 = self.lexical_config().map(|c| c.to_spec());
+        #[cfg(not(feature = "bm25"))]
+        let bm25 = None;
         Ok(Manifest {
             model,
             lexical: self.is_lexical(),
+            bm25,
             index: self.ring.index(),
         })
     }
@@ -786,10 +823,21 @@ impl Engine {
             })?;
             ring.train_index();
         }
-        let engine = Self::assemble(ring, model, manifest.lexical)?;
+        #[cfg(not(feature = "bm25"))]
+        if manifest.lexical {
+            return Err(EngineError::NoLexical);
+        }
+        #[allow(unused_mut)]
+        let mut engine = Self::assemble(ring, model)?;
         #[cfg(feature = "bm25")]
-        if let Some(lexical) = &engine.lexical {
-            lexical.lock().rebuild(&engine.ring);
+        if manifest.lexical {
+            let config = match &manifest.bm25 {
+                Some(spec) => LexicalConfig::parse_spec(spec)?,
+                None => LexicalConfig::default(),
+            };
+            let mut lexical = lexical::Lexical::new(config)?;
+            lexical.rebuild(&engine.ring);
+            engine.lexical = Some(Mutex::new(lexical));
         }
         Ok(engine)
     }

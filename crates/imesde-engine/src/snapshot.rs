@@ -11,6 +11,9 @@ pub struct Manifest {
     pub model: Option<String>,
     /// Whether a BM25 index is kept (it is rebuilt from the texts on load).
     pub lexical: bool,
+    /// Its settings, as `LexicalConfig::to_spec` writes them (None: the defaults, as
+    /// snapshots made before engines took settings have it).
+    pub bm25: Option<String>,
     /// The index's shape, if one is set (it is trained again on load).
     pub index: Option<IvfConfig>,
 }
@@ -24,6 +27,11 @@ impl Manifest {
             self.model.as_deref().unwrap_or(""),
             u8::from(self.lexical)
         );
+        if let Some(spec) = &self.bm25 {
+            tag += "bm25=";
+            tag += spec;
+            tag.push('\n');
+        }
         if let Some(c) = self.index {
             tag += &["index=ivf", &c.nlist.to_string(), &c.nprobe.to_string()].join(":");
             tag.push('\n');
@@ -58,6 +66,7 @@ impl Manifest {
         Ok(Manifest {
             model: (!model.is_empty()).then(|| model.to_owned()),
             lexical: field("lexical") == Some("1"),
+            bm25: field("bm25").map(str::to_owned),
             index,
         })
     }
@@ -74,6 +83,7 @@ mod tests {
             Manifest {
                 model: Some("model.onnx:123:dim=384:pooling=mean:normalize=true".into()),
                 lexical: true,
+                bm25: Some("1.2:0.75:lucene:0:german:6f66".into()),
                 index: Some(IvfConfig {
                     nlist: 1024,
                     nprobe: 64,

@@ -155,6 +155,19 @@ pub(crate) fn bm25_params(k1: Real, b: Real, method: &str, delta: Real) -> PyRes
 #[pyclass(frozen, weakref, module = "imesde._imesde", name = "BM25")]
 pub(crate) struct PyBm25(RwLock<Bm25>);
 
+impl PyBm25 {
+    /// This index's settings, for an engine's BM25 index made like it.
+    pub(crate) fn lexical_config(&self) -> imesde_engine::LexicalConfig {
+        let index = self.0.read();
+        let analyzer = index.analyzer().config();
+        imesde_engine::LexicalConfig {
+            params: index.params(),
+            stemmer: analyzer.stemmer.clone(),
+            stopwords: analyzer.stopwords.clone(),
+        }
+    }
+}
+
 #[pymethods]
 impl PyBm25 {
     #[new]

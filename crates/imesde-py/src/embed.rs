@@ -57,8 +57,10 @@ impl TextEmbedder {
         self.model.embedder()
     }
 
-    /// `prompt`, or the text of the prompt `name` (one of the model's: sentence-transformers'
-    /// `prompt_name`, which refuses a name the model lacks rather than prefixing it).
+    /// `prompt`, or the prompt `name` (one of the model's: sentence-transformers' `prompt_name`,
+    /// which refuses a name the model lacks rather than prefixing it). The name is passed on,
+    /// not its text: the model resolves a name once (a text that is another prompt's name
+    /// would be resolved again).
     fn named_prompt(&self, prompt: Option<Text>, name: Option<Text>) -> PyResult<Option<Text>> {
         let Some(name) = name else {
             return Ok(prompt);
@@ -70,8 +72,8 @@ impl TextEmbedder {
             ));
         }
         let prompts = self.model.prompts();
-        if let Some((_, text)) = prompts.iter().find(|(n, _)| *n == *name) {
-            return Ok(Some(Text(text.clone())));
+        if prompts.iter().any(|(n, _)| *n == *name) {
+            return Ok(Some(name));
         }
         let names: Vec<&str> = prompts.iter().map(|(n, _)| n.as_str()).collect();
         Err(py_err!(
@@ -149,6 +151,9 @@ impl TextEmbedder {
             from_manifest(key)?.map_or(Ok(default.to_owned()), |v| v.extract())
         };
         // A pooling mode imesde lacks is refused once the graph is known not to pool itself.
+        // A pooling the caller names is applied to the token states, even where the graph
+        // also gives its own sentence vector.
+        let graph_pooling = pooling.is_none();
         let (pooling, unsupported) = if let Some(v) = pooling {
             (v.parse::<Pooling>().map_err(CoreError::from)?, None)
         } else {
@@ -180,6 +185,7 @@ impl TextEmbedder {
             optimization,
             cache_size: cache_size.non_negative("cache_size")?,
             providers,
+            graph_pooling,
             cache_bytes: cache_bytes.non_negative("cache_bytes")?,
             cache_ttl: cache_ttl
                 .map(|Real(s)| {
@@ -402,7 +408,11 @@ impl TextEmbedder {
         let kwargs = PyDict::new(py);
         kwargs.set_item("max_length", c.max_length)?;
         kwargs.set_item("batch_size", c.batch_size)?;
-        kwargs.set_item("pooling", c.pooling.to_string())?;
+        // A graph read at its own sentence vector is asked for it again (a named pooling
+        // would read its token states).
+        if !(c.graph_pooling && self.inner().is_pooled()) {
+            kwargs.set_item("pooling", c.pooling.to_string())?;
+        }
         kwargs.set_item("normalize", c.normalize)?;
         kwargs.set_item("threads", c.threads)?;
         kwargs.set_item("cache_size", c.cache_size)?;

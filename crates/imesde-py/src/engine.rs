@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
-use imesde_engine::{Fusion, Ingested, Threshold};
+use imesde_engine::{Fusion, Ingested, LexicalConfig, Threshold};
 use imesde_ring::{Attributes, IvfConfig, RingConfig, RingError, Storage};
 use numpy::{IntoPyArray, PyArray1, PyArray2, PyArrayMethods};
 use parking_lot::Mutex;
@@ -16,6 +16,7 @@ use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyInt, PyString, PyTuple};
 
+use crate::bm25::PyBm25;
 use crate::convert::{self, Count, Flag, FsPath, Real, Text, id_of, reduce_to_bytes};
 use crate::embed::TextEmbedder;
 use crate::error::{CoreError, Raise};
@@ -36,7 +37,9 @@ use imesde_engine::fork::install;
 /// bits pick (``"binary"``). ``index="ivf"`` keeps an inverted-file index that follows the
 /// window (``nlist`` lists, ``nprobe`` scanned per query; by default ``~sqrt(capacity)`` and
 /// an eighth of it): searches then read a fraction of the items. ``exact=True`` on a search
-/// scans every item with the exact kernels (a binary engine: its int8 copy).
+/// scans every item with the exact kernels (a binary engine: its int8 copy). ``lexical=True``
+/// keeps a BM25 index of the items' texts (English stemming); ``lexical=BM25(stemmer=...,
+/// stopwords=...)`` one with that index's settings (its documents are not taken).
 #[pyclass(frozen, weakref, module = "imesde._imesde")]
 pub(crate) struct Engine {
     core: imesde_engine::Engine,
@@ -73,6 +76,26 @@ fn index_of(
     }
 }
 
+/// ``Engine(lexical=...)``: True for BM25 with the defaults, a ``BM25`` for an index with its
+/// settings (parameters, stemmer, stop words; its documents are not taken), False or None
+/// for none.
+fn lexical_of(lexical: Option<&Bound<'_, PyAny>>) -> PyResult<Option<LexicalConfig>> {
+    let Some(value) = lexical else {
+        return Ok(None);
+    };
+    if let Ok(index) = value.cast::<PyBm25>() {
+        return Ok(Some(index.get().lexical_config()));
+    }
+    match value.extract::<Flag>() {
+        Ok(Flag(on)) => Ok(on.then(LexicalConfig::default)),
+        Err(_) => Err(py_err!(
+            DType,
+            "lexical must be a bool or an imesde.BM25 (its settings), got {}",
+            convert::type_name(value)
+        )),
+    }
+}
+
 /// Hits as Python objects.
 fn hits(hits: Vec<imesde_ring::Hit>) -> Vec<Hit> {
     hits.into_iter().map(Hit).collect()
@@ -91,7 +114,7 @@ fn stopped(stop: &AtomicBool) -> impl FnMut() -> bool + '_ {
 impl Engine {
     #[new]
     #[pyo3(
-        signature = (model = None, *, num_shards = Count::from(16), shard_size = Count::from(1024), storage = Text("f32".into()), lexical = Flag(false), index = None, nlist = None, nprobe = None),
+        signature = (model = None, *, num_shards = Count::from(16), shard_size = Count::from(1024), storage = Text("f32".into()), lexical = None, index = None, nlist = None, nprobe = None),
         text_signature = "(model=None, *, num_shards=16, shard_size=1024, storage='f32', lexical=False, index=None, nlist=None, nprobe=None)"
     )]
     #[allow(clippy::too_many_arguments)]
@@ -101,7 +124,7 @@ impl Engine {
         num_shards: Count,
         shard_size: Count,
         storage: Text,
-        lexical: Flag,
+        lexical: Option<&Bound<'_, PyAny>>,
         index: Option<Text>,
         nlist: Option<Count>,
         nprobe: Option<Count>,
@@ -120,8 +143,9 @@ impl Engine {
         };
         let ivf = index_of(index, nlist, nprobe, num_shards.saturating_mul(shard_size))?;
         let text_model = model.as_ref().map(|m| Arc::clone(&m.get().model));
+        let lexical = lexical_of(lexical)?;
         let core = gil::run(py, "Engine", || {
-            let core = imesde_engine::Engine::new(cfg, text_model, lexical.0)?;
+            let core = imesde_engine::Engine::with_lexical(cfg, text_model, lexical)?;
             core.set_index(ivf)?;
             Ok::<_, imesde_engine::EngineError>(core)
         })
@@ -788,13 +812,15 @@ impl Engine {
     /// ingested or has been overwritten.
     fn get(&self, py: Python<'_>, id: &Bound<'_, PyAny>) -> PyResult<Item> {
         if id.is_instance_of::<PyBool>()
+            || convert::is_numpy_bool(id)
             || (!id.is_instance_of::<PyInt>() && !id.hasattr(pyo3::intern!(py, "__index__"))?)
         {
-            return Err(py_err!(
-                DType,
-                "id must be an int, got {}",
+            let what = if convert::is_numpy_bool(id) {
+                "bool".to_owned()
+            } else {
                 convert::type_name(id)
-            ));
+            };
+            return Err(py_err!(DType, "id must be an int, got {what}"));
         }
         // An id outside 0..2**64 is one no item has.
         let found = match id_of(id, "id") {

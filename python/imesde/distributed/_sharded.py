@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import heapq
 import json
+import numbers
 import os
 import queue
 import re
@@ -35,7 +36,9 @@ from imesde.exceptions import (
 )
 
 MANIFEST = "manifest.json"
-FORMAT = 1
+# 2: shard files named by save generation (format 1's readers would find none of them).
+FORMAT = 2
+_FORMATS = (1, 2)
 # The most bytes a manifest holds (the spec and a few counters).
 _MAX_MANIFEST = 1 << 20
 
@@ -133,7 +136,7 @@ def _read_manifest(directory: str) -> dict[str, Any] | None:
     fields = {"num_shards": 1, "next": 0, "generation": 0}
     if (
         not isinstance(manifest, dict)
-        or manifest.get("format") != FORMAT
+        or manifest.get("format") not in _FORMATS
         or not isinstance(manifest.get("spec"), dict)
         or not all(
             type(manifest.get(k, least)) is int and manifest.get(k, least) >= least
@@ -142,7 +145,7 @@ def _read_manifest(directory: str) -> dict[str, Any] | None:
         or "num_shards" not in manifest
         or "next" not in manifest
     ):
-        raise IndexCorruptError(f"{path}: not a ShardedEngine snapshot of format {FORMAT}")
+        raise IndexCorruptError(f"{path}: not a ShardedEngine snapshot (formats {_FORMATS})")
     return manifest
 
 
@@ -360,6 +363,9 @@ class _Shard:
     def subscribe(
         self, key: int, query: Any, threshold: Any, where: Any, queue_size: int, top_k: Any
     ) -> float | None:
+        if key in self.subscriptions:  # registered already (restore_shard and a poll both ask)
+            registered: float | None = self.subscriptions[key].threshold
+            return registered
         sub = self.engine.subscribe(
             query, threshold=threshold, top_k=top_k, where=where, queue_size=queue_size
         )
@@ -576,17 +582,23 @@ class ShardedEngine:
         with ``ingested_ids``: the ids the other calls stored."""
         stored: list[int] = []
         first: Exception | None = None
+        failed = -1
         for shard, ref, ids in calls:
             try:
                 self._wait(shard, ref)
                 stored.extend(ids)
             except Exception as e:
                 if first is None:
-                    first = e
+                    first, failed = e, shard
         if first is not None:
             first.ingested_ids = np.array(sorted(stored), dtype=np.int64)  # type: ignore[attr-defined]
-            if stored and hasattr(first, "add_note"):  # Python 3.11+
-                first.add_note(f"{len(stored):,} items other shards took: ids in ingested_ids")
+            if hasattr(first, "add_note"):  # Python 3.11+
+                first.add_note(
+                    f"raised by shard {failed} on its part of the batch (positions in the "
+                    "message count within that part)"
+                )
+                if stored:
+                    first.add_note(f"{len(stored):,} items other shards took: ids in ingested_ids")
             raise first
 
     def ingest(self, text: str, *, metadata: dict[str, Any] | None = None, ts: Any = None) -> int:
@@ -866,10 +878,13 @@ class ShardedEngine:
         shard = self._shard_of(i)
         return self._wait(shard, self._actors[shard].get.remote(i)) is not None
 
-    def delete(self, ids: Iterable[int]) -> int:
-        """Deletes the items ``ids`` held; returns how many were."""
+    def delete(self, ids: int | Iterable[int]) -> int:
+        """Deletes the items ``ids`` (one id, or a list or array of them) held; returns how
+        many were."""
         by_shard: dict[int, list[int]] = {}
-        for n, value in enumerate(_listed(ids, "ids")):
+        one = isinstance(ids, numbers.Integral) or (isinstance(ids, np.ndarray) and ids.ndim == 0)
+        values = [ids] if one else _listed(ids, "ids")  # type: ignore[arg-type]
+        for n, value in enumerate(values):
             i = _item_id(value, f"ids[{n}]")
             if i < 2**63:  # no item has a larger id
                 by_shard.setdefault(self._shard_of(i), []).append(i)
@@ -973,7 +988,9 @@ class ShardedEngine:
     def save(self, directory: str | os.PathLike[str] | None = None) -> None:
         """Writes one snapshot per shard and a manifest into ``directory`` (default: the
         ``snapshot_dir`` given at creation), each file atomically. Every shard must be
-        available. ``restore_shard`` and restarts read from the last directory saved to."""
+        available. ``restore_shard`` reads from the last directory saved to; Ray's own
+        restarts (``max_restarts``) from ``snapshot_dir``, the directory the actors were made
+        with."""
         directory = self._snapshot_dir if directory is None else os.fspath(directory)
         if directory is None:
             raise InvalidValueError("no directory: pass one or create the engine with snapshot_dir")
@@ -1062,9 +1079,14 @@ class ShardedEngine:
             ray.kill(self._actors[shard])
         self._actors[shard] = self._start(shard)
         self._wait(shard, self._actors[shard].ping.remote())
-        # Standing queries run on the new actor too (from the items it holds now on).
+        # Standing queries run on the new actor too (from the items it holds now on); its
+        # queues start empty. One it cannot take yet (a percentile threshold while it holds
+        # nothing) its subscription's polls register when it can.
+        for sub in list(self._subscriptions):
+            sub._shard_dropped[shard] = 0
         for key, args in list(self._standing.items()):
-            self._wait(shard, self._actors[shard].subscribe.remote(key, *args))
+            with contextlib.suppress(Exception):
+                self._wait(shard, self._actors[shard].subscribe.remote(key, *args))
 
     def actor(self, shard: int) -> Any:
         """The Ray actor handle of shard ``shard`` (for placement, monitoring or tests)."""
@@ -1187,10 +1209,16 @@ class ShardedSubscription:
                 continue
             self.unavailable.discard(i)
             if got is None:
-                # Ray restarted the shard: its standing query is gone; register it again.
+                # Ray restarted the shard: its standing query is gone; register it again (a
+                # shard that cannot take it yet, such as a percentile threshold on an empty
+                # shard, is asked again at the next round; the others deliver meanwhile).
                 args = self._engine._standing.get(self._key)
                 if args is not None and not self._stop.is_set():
-                    ray.get(actors[i].subscribe.remote(self._key, *args))
+                    try:
+                        ray.get(actors[i].subscribe.remote(self._key, *args))
+                    except Exception:
+                        self.unavailable.add(i)
+                        continue
                     self.restarted.add(i)
                     self._shard_dropped[i] = 0
                 continue
