@@ -8,6 +8,7 @@ import json
 import pickle
 import shutil
 from pathlib import Path
+from typing import Any
 
 import imesde
 import numpy as np
@@ -70,6 +71,29 @@ def token_ids(tokenizer_path: str, texts: list[str]) -> list[list[int]]:
 def unit(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
     out: npt.NDArray[np.float32] = x / np.linalg.norm(x, axis=-1, keepdims=True)
     return out
+
+
+def sentence_model(
+    folder: Path,
+    tokenizer: str,
+    nodes: list[Any],
+    outputs: list[Any],
+    inits: list[Any],
+    batch: int | str = "batch",
+) -> Path:
+    """A model folder: a graph over int64 ``input_ids`` and ``attention_mask`` of ``[batch,
+    seq]`` with ``nodes`` and ``outputs`` (initializers ``inits``), and ``tokenizer``."""
+    h = onnx.helper
+    inputs = [
+        h.make_tensor_value_info(n, onnx.TensorProto.INT64, [batch, "seq"])
+        for n in ("input_ids", "attention_mask")
+    ]
+    graph = h.make_graph(nodes, folder.name, inputs, outputs, initializer=inits)
+    model = h.make_model(graph, opset_imports=[h.make_opsetid("", 18)])
+    model.ir_version = 8
+    onnx.save(model, str(folder / "model.onnx"))
+    shutil.copy(tokenizer, folder / "tokenizer.json")
+    return folder
 
 
 def test_token_states_with_int32_inputs(tmp_path: Path, embedder: imesde.TextEmbedder) -> None:
@@ -174,10 +198,6 @@ def test_a_graph_with_its_own_sentence_embedding_is_read_there(
     sentence-transformers export): the sentence vector is the model's, whatever pooling the
     token states would get."""
     h = onnx.helper
-    inputs = [
-        h.make_tensor_value_info(n, onnx.TensorProto.INT64, ["batch", "seq"])
-        for n in ("input_ids", "attention_mask")
-    ]
     nodes = [
         h.make_node("Gather", ["E", "input_ids"], ["token_embeddings"]),
         # The sentence vector: the first token's state, scaled (what a mean would not give).
@@ -193,11 +213,7 @@ def test_a_graph_with_its_own_sentence_embedding_is_read_there(
         onnx.numpy_helper.from_array(np.array(0, dtype=np.int64), "zero"),
         onnx.numpy_helper.from_array(np.array(3.0, dtype=np.float32), "three"),
     ]
-    graph = h.make_graph(nodes, "two_outputs", inputs, outs, initializer=inits)
-    model = h.make_model(graph, opset_imports=[h.make_opsetid("", 18)])
-    model.ir_version = 8
-    onnx.save(model, str(tmp_path / "model.onnx"))
-    shutil.copy(embedder.tokenizer_path, tmp_path / "tokenizer.json")
+    sentence_model(tmp_path, embedder.tokenizer_path, nodes, outs, inits)
     loaded = imesde.TextEmbedder(tmp_path, threads=1, normalize=False)
     np.testing.assert_allclose(loaded.embed(TEXTS), 3.0 * table()[np.full(3, 101)], atol=1e-5)
     # Pickled, it reads the same output again.
@@ -214,19 +230,10 @@ def test_a_graph_exported_for_one_row_at_a_time(
 ) -> None:
     """Inputs of a fixed batch of 1: loads (its probe runs a row at a time) with batch_size=1."""
     h = onnx.helper
-    inputs = [
-        h.make_tensor_value_info(n, onnx.TensorProto.INT64, [1, "seq"])
-        for n in ("input_ids", "attention_mask")
-    ]
     nodes = [h.make_node("Gather", ["E", "input_ids"], ["last_hidden_state"])]
     out = h.make_tensor_value_info("last_hidden_state", onnx.TensorProto.FLOAT, [1, "seq", DIM])
-    graph = h.make_graph(
-        nodes, "one_row", inputs, [out], initializer=[onnx.numpy_helper.from_array(table(), "E")]
-    )
-    model = h.make_model(graph, opset_imports=[h.make_opsetid("", 18)])
-    model.ir_version = 8
-    onnx.save(model, str(tmp_path / "model.onnx"))
-    shutil.copy(embedder.tokenizer_path, tmp_path / "tokenizer.json")
+    inits = [onnx.numpy_helper.from_array(table(), "E")]
+    sentence_model(tmp_path, embedder.tokenizer_path, nodes, [out], inits, batch=1)
     one = imesde.TextEmbedder(tmp_path, threads=1, batch_size=1)
     want = [unit(table()[ids].mean(axis=0)) for ids in token_ids(embedder.tokenizer_path, TEXTS)]
     np.testing.assert_allclose(one.embed(TEXTS), np.stack(want), atol=1e-5)
@@ -237,10 +244,6 @@ def test_a_classifier_is_not_a_sentence_model(
 ) -> None:
     """A cross-encoder's or classifier's logits are refused at load, not searched by."""
     h = onnx.helper
-    inputs = [
-        h.make_tensor_value_info(n, onnx.TensorProto.INT64, ["batch", "seq"])
-        for n in ("input_ids", "attention_mask")
-    ]
     nodes = [
         h.make_node("Gather", ["E", "input_ids"], ["states"]),
         h.make_node("ReduceMean", ["states", "axes"], ["logits"], keepdims=0),
@@ -251,11 +254,7 @@ def test_a_classifier_is_not_a_sentence_model(
         onnx.numpy_helper.from_array(e, "E"),
         onnx.numpy_helper.from_array(np.array([1], dtype=np.int64), "axes"),
     ]
-    graph = h.make_graph(nodes, "classifier", inputs, [out], initializer=inits)
-    model = h.make_model(graph, opset_imports=[h.make_opsetid("", 18)])
-    model.ir_version = 8
-    onnx.save(model, str(tmp_path / "model.onnx"))
-    shutil.copy(embedder.tokenizer_path, tmp_path / "tokenizer.json")
+    sentence_model(tmp_path, embedder.tokenizer_path, nodes, [out], inits)
     with pytest.raises(imesde.ModelLoadError, match="not a sentence-embedding model"):
         imesde.TextEmbedder(tmp_path, threads=1)
 
@@ -283,19 +282,11 @@ def test_a_tokenizer_the_model_cannot_take_is_refused_at_load(
 def test_a_graph_of_zero_vectors_is_refused(tmp_path: Path, embedder: imesde.TextEmbedder) -> None:
     """All-zero outputs have no direction: refused at load, not handed out as vectors."""
     h = onnx.helper
-    inputs = [
-        h.make_tensor_value_info(n, onnx.TensorProto.INT64, ["batch", "seq"])
-        for n in ("input_ids", "attention_mask")
-    ]
     nodes = [h.make_node("Gather", ["E", "input_ids"], ["last_hidden_state"])]
     out = h.make_tensor_value_info(
         "last_hidden_state", onnx.TensorProto.FLOAT, ["batch", "seq", DIM]
     )
     zeros = onnx.numpy_helper.from_array(np.zeros((VOCAB, DIM), np.float32), "E")
-    graph = h.make_graph(nodes, "zeros", inputs, [out], initializer=[zeros])
-    model = h.make_model(graph, opset_imports=[h.make_opsetid("", 18)])
-    model.ir_version = 8
-    onnx.save(model, str(tmp_path / "model.onnx"))
-    shutil.copy(embedder.tokenizer_path, tmp_path / "tokenizer.json")
+    sentence_model(tmp_path, embedder.tokenizer_path, nodes, [out], [zeros])
     with pytest.raises(imesde.ModelLoadError, match="all-zero"):
         imesde.TextEmbedder(tmp_path, threads=1)
