@@ -182,6 +182,11 @@ def test_text_as_other_sources_write_it_matches() -> None:
 def test_parameters_read_back_as_written_and_bad_arguments_are_named() -> None:
     index = imesde.BM25(k1=1.2, b=0.75)
     assert (index.k1, index.b) == (1.2, 0.75)
+    plus = imesde.BM25(k1=0.9, method="bm25+", delta=0.25, stemmer="german", stopwords=["der"])
+    assert (plus.delta, plus.stemmer, plus.stopwords) == (0.25, "german", ["der"])
+    assert (index.delta, index.stemmer, index.stopwords) == (None, "english", [])
+    with pytest.raises(imesde.DTypeError, match="bool"):
+        imesde.BM25(k1=True)
     index.add_batch([1, 2], ["a b", "b c"])
     with pytest.raises(imesde.DTypeError, match="bool"):
         index.search("b", k=True)

@@ -457,6 +457,23 @@ def test_recent_upsert_close_and_pickling_as_on_one_engine() -> None:
         sharded.search_vector(x[0])
 
 
+def test_shards_keep_a_bm25_of_the_settings_given(tmp_path: Path) -> None:
+    """``lexical=BM25(...)`` reaches every shard, and a save keeps the settings."""
+    texts = ["Die \u00dcbersetzungen der B\u00fccher", "Ein Hund", "Der Hund und die Katze"]
+    settings = imesde.BM25(stemmer="german", stopwords=["der", "die"])
+    sharded = dist.ShardedEngine(
+        2, model=4, shard_size=16, engine_shards=1, num_cpus=0.5, lexical=settings
+    )
+    sharded.ingest_vectors(np.eye(4, dtype=np.float32)[:3], texts)
+    found = [h.text for h in sharded.lexical_search("\u00dcbersetzung")]
+    assert found == [texts[0]]
+    sharded.save(tmp_path / "snap")
+    back = dist.ShardedEngine.load(tmp_path / "snap", num_cpus=0.5)
+    assert [h.text for h in back.lexical_search("\u00dcbersetzung")] == found
+    with pytest.raises(imesde.DTypeError, match="lexical"):
+        dist.ShardedEngine(1, model=4, lexical="german")
+
+
 def test_bad_arguments_are_typed_errors_before_any_shard_starts(tmp_path: Path) -> None:
     bad: list[dict[str, Any]] = [{"num_shards": 0}, {"shard_size": 0}, {"engine_shards": -1}]
     for kwargs in bad:

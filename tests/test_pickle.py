@@ -181,6 +181,11 @@ def test_hits_and_items_pickle_as_their_fields_and_bytes_like_data_loads(golden:
     assert hits[0] != e.get(hits[0].id)
     assert e.get(5) != e.get(6)
     assert lexical[0] != lexical[1]
+    # -0.0 equals 0.0, so they hash alike.
+    make = imesde.BM25Hit._from_fields  # type: ignore[attr-defined]
+    zero, negative = (make(1, s, []) for s in (0.0, -0.0))
+    assert zero == negative
+    assert hash(zero) == hash(negative)
     assert hits[0] != (hits[0].text, hits[0].score)
     # Results of a restored engine equal the original's.
     restored = imesde.Engine.from_bytes(e.to_bytes())

@@ -113,6 +113,15 @@ class BM25:
     @property
     def method(self) -> str:
         """The scoring variant."""
+    @property
+    def delta(self) -> float | None:
+        """BM25+'s ``delta``, or None for the other methods."""
+    @property
+    def stemmer(self) -> str | None:
+        """The Snowball language terms are stemmed in, or None."""
+    @property
+    def stopwords(self) -> list[str]:
+        """The stop words (dropped before stemming)."""
     def __len__(self) -> int: ...
     def __contains__(self, id: object, /) -> bool: ...
     def save(self, path: _FilePath) -> None:

@@ -140,7 +140,12 @@ impl Analyzer {
                 Some(Stemmer::create(algorithm))
             }
         };
-        let stopwords = config.stopwords.iter().map(|w| w.to_lowercase()).collect();
+        // Folded as words are, so a stop word written as text is written matches.
+        let stopwords = config
+            .stopwords
+            .iter()
+            .map(|w| fold_lowercase(config.fold, w))
+            .collect();
         let elisions = match config.stemmer.as_deref().map(str::to_lowercase).as_deref() {
             Some("french") if config.fold => FRENCH_ELISIONS,
             Some("italian") if config.fold => ITALIAN_ELISIONS,
@@ -181,31 +186,13 @@ impl Analyzer {
     /// The term of a compound: the text folded and lowercased, not stemmed.
     #[must_use]
     pub fn compound_term(&self, compound: &str) -> String {
-        self.fold_lowercase(compound)
-    }
-
-    /// `s` folded (with `fold`, see [`AnalyzerConfig::fold`]) and lowercased.
-    fn fold_lowercase(&self, s: &str) -> String {
-        if !self.config.fold || s.is_ascii() {
-            return lowercase(s);
-        }
-        let folded: String = s
-            .chars()
-            .filter_map(|c| match c {
-                '\u{2019}' | '\u{02BC}' | '\u{FF07}' => Some('\''),
-                '\u{0130}' => Some('i'),
-                '\u{00AD}' | '\u{200B}' | '\u{2060}' | '\u{FEFF}' => None,
-                c => Some(c),
-            })
-            .nfkc()
-            .collect();
-        lowercase(&folded)
+        fold_lowercase(self.config.fold, compound)
     }
 
     /// The term of one word: folded, lowercased and stemmed, `None` for a stop word.
     #[must_use]
     pub fn word_term(&self, word: &str) -> Option<String> {
-        let mut lower = self.fold_lowercase(word);
+        let mut lower = fold_lowercase(self.config.fold, word);
         if let Some((article, rest)) = lower.split_once('\'')
             && self.elisions.contains(&article)
             && rest.chars().any(char::is_alphanumeric)
@@ -216,7 +203,7 @@ impl Analyzer {
         if !self.stopwords.is_empty() && self.stopwords.contains(&lower) {
             return None;
         }
-        // A stemmer would rewrite an id (`7f3a9c2e`, `deadbeefed`) into another one's term.
+        // A stemmer would rewrite an id (`7f3a9c2e` into `7f3a9c2`) into another one's term.
         if self.config.fold && lower.bytes().any(|b| b.is_ascii_digit()) {
             return Some(lower);
         }
@@ -231,6 +218,51 @@ impl Analyzer {
     }
 }
 
+/// `s` folded (with `fold`, see [`AnalyzerConfig::fold`]) and lowercased.
+fn fold_lowercase(fold: bool, s: &str) -> String {
+    if !fold || s.is_ascii() {
+        return lowercase(s);
+    }
+    // NFKC first (it composes a decomposed `I` + dot into `İ`), then the single characters.
+    let folded: String = s
+        .nfkc()
+        .filter_map(|c| match c {
+            '\u{2019}' | '\u{02BC}' | '\u{FF07}' => Some('\''),
+            '\u{0130}' => Some('i'),
+            c if is_invisible(c) || c == '\u{200B}' => None,
+            c => Some(c),
+        })
+        .collect();
+    lowercase(&folded)
+}
+
+/// Characters that mark nothing a search tells apart: a soft hyphen, a word joiner, a
+/// byte-order mark, emoji and text variation selectors (`❤️` is `❤`). Dropped by folding,
+/// so the text around them is one word (a zero-width space, which marks a word boundary,
+/// still splits words).
+fn is_invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}' | '\u{2060}' | '\u{FEFF}' | '\u{FE0E}' | '\u{FE0F}'
+    )
+}
+
+/// `text` as folding reads it before words are found (with `fold`, for text that is not
+/// ASCII): NFKC, so that fullwidth punctuation glues compounds (`ｆｏｏ．ｂａｒ`), `x²` and `H₂O`
+/// are one word, `㎏` is `kg`; invisible characters dropped, so a soft hyphen does not split
+/// a word.
+fn prepared(text: &str, fold: bool) -> Cow<'_, str> {
+    if !fold
+        || text.is_ascii()
+        || (unicode_normalization::is_nfkc_quick(text.chars())
+            == unicode_normalization::IsNormalized::Yes
+            && !text.chars().any(is_invisible))
+    {
+        return Cow::Borrowed(text);
+    }
+    Cow::Owned(text.nfkc().filter(|&c| !is_invisible(c)).collect())
+}
+
 /// A piece of text that gives one term.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Piece<'a> {
@@ -243,7 +275,9 @@ pub(crate) enum Piece<'a> {
 /// The pieces of `text` in order: each word, and after the words of a compound the compound;
 /// with `word_parts`, a word glued by `.` `_` `:` gives its parts, then itself as a compound;
 /// with `fold`, emoji are words and a run of South-East Asian letters is one word.
-pub(crate) fn pieces<'a>(text: &'a str, config: &AnalyzerConfig, mut emit: impl FnMut(Piece<'a>)) {
+pub(crate) fn pieces(text: &str, config: &AnalyzerConfig, mut emit: impl FnMut(Piece<'_>)) {
+    let prepared = prepared(text, config.fold);
+    let text: &str = &prepared;
     let mut group = Group {
         word_parts: config.word_parts,
         emoji: config.fold,
@@ -262,6 +296,7 @@ pub(crate) fn pieces<'a>(text: &'a str, config: &AnalyzerConfig, mut emit: impl 
         // scripts need a dictionary to find words): a run of them is kept as one word.
         let mut run: Option<(usize, usize)> = None;
         for (offset, segment) in text.split_word_bound_indices() {
+            // (A soft hyphen or word joiner inside such a run is dropped by the preparation.)
             if segment.chars().all(is_southeast_asian) {
                 run = match run {
                     Some((start, end)) if end == offset => Some((start, offset + segment.len())),
@@ -288,18 +323,22 @@ pub(crate) fn pieces<'a>(text: &'a str, config: &AnalyzerConfig, mut emit: impl 
 
 /// Letters and marks of the scripts written without spaces between words that Unicode's word
 /// rules split a letter at a time: Thai, Lao, Myanmar, Khmer, Tai Tham.
+/// Digits are not letters of a run: `ລາວ໑໒` is a word and a number.
 fn is_southeast_asian(c: char) -> bool {
     matches!(c as u32,
-        0x0E01..=0x0E3A | 0x0E40..=0x0E4E | 0x0E81..=0x0EDF
+        0x0E01..=0x0E3A | 0x0E40..=0x0E4E | 0x0E81..=0x0ECF | 0x0EDC..=0x0EDF
         | 0x1000..=0x103F | 0x1050..=0x108F | 0x109A..=0x109D
         | 0x1780..=0x17D3 | 0x17DC..=0x17DD
-        | 0x1A20..=0x1A7F | 0xA9E0..=0xA9FE | 0xAA60..=0xAA7F)
+        | 0x1A20..=0x1A7F | 0xA9E0..=0xA9EF | 0xA9FA..=0xA9FE | 0xAA60..=0xAA7F)
 }
 
-/// Emoji and pictographs (a segment holding one is a word with `fold`: 🔥, 👍🏽, flags).
+/// Emoji and pictographs (a segment holding one is a word with `fold`: 🔥, 👍🏽, flags,
+/// keycaps, ▶, ‼).
 fn is_pictographic(c: char) -> bool {
     matches!(c as u32,
-        0x1F000..=0x1FAFF | 0x2600..=0x27BF | 0x2B00..=0x2BFF | 0x2300..=0x23FF)
+        0x1F000..=0x1FAFF | 0x2600..=0x27BF | 0x2B00..=0x2BFF | 0x2300..=0x23FF
+        | 0x2190..=0x21FF | 0x25A0..=0x25FF | 0x20E3 | 0x00A9 | 0x00AE | 0x203C | 0x2049
+        | 0x3030 | 0x303D | 0x3297 | 0x3299)
 }
 
 /// The words seen since the last separator: how many, where the first starts and where the
@@ -588,6 +627,30 @@ mod tests {
         })
         .unwrap();
         assert_eq!(it.analyze("dell'acqua"), it.analyze("acqua"));
+        // Folding comes before words are found: fullwidth compounds, sub- and superscripts,
+        // compatibility symbols, a decomposed capital dotted I.
+        assert_eq!(p.analyze("ｆｏｏ．ｂａｒ"), p.analyze("foo.bar"));
+        assert_eq!(
+            p.analyze("x\u{b2} H\u{2082}O 5\u{338f}"),
+            ["x2", "h2o", "5kg"]
+        );
+        assert_eq!(p.analyze("I\u{307}stanbul"), ["istanbul"]);
+        // Invisible marks inside a Thai run, and digits beside Lao letters.
+        assert_eq!(
+            p.analyze("ภาษา\u{ad}ไทย ภาษา\u{2060}ไทย"),
+            ["ภาษาไทย", "ภาษาไทย"]
+        );
+        assert_eq!(p.analyze("ລາວ໑໒"), ["ລາວ", "໑໒"]);
+        // Emoji with and without a variation selector; keycaps and symbols.
+        assert_eq!(p.analyze("\u{2764}\u{fe0f}"), p.analyze("\u{2764}"));
+        assert_eq!(p.analyze("\u{25b6}\u{fe0f} \u{a9}").len(), 2);
+        // Stop words are folded as words are.
+        let stop = Analyzer::new(AnalyzerConfig {
+            stopwords: vec!["don\u{2019}t".into(), "\u{fb01}le".into()],
+            ..AnalyzerConfig::default()
+        })
+        .unwrap();
+        assert_eq!(stop.analyze("don't file it"), ["it"]);
         // An index saved before folding keeps its analysis (its terms were made so).
         let before = Analyzer::new(AnalyzerConfig {
             fold: false,

@@ -1,8 +1,9 @@
-//! `save` / `load`: the `imesde-format` frame (magic `b"IMESDE-BM25\n"`, `u32` version 2, body,
+//! `save` / `load`: the `imesde-format` frame (magic `b"IMESDE-BM25\n"`, `u32` version 3, body,
 //! `u32` CRC-32 of all preceding bytes) around this little-endian body: `f32` k1, `f32` b,
 //! `u8` method (0 lucene, 1 robertson, 2 atire, 3 bm25+), `f32` delta, the analyzer (a string:
-//! stemmer language or empty; `u32` count + strings: stop words; `u8` word parts, 0 or 1, absent
-//! in version 1 whose analysis kept words whole), `u32` count + strings: terms,
+//! stemmer language or empty; `u32` count + strings: stop words; `u8` flags: bit 0 word parts,
+//! bit 1 folding; version 2 wrote 0 or 1 for the word parts, without folding; version 1 had no
+//! flags, its analysis kept words whole), `u32` count + strings: terms,
 //! `u32` count of documents, each `u64` id, `u32` length, `u32` count + (`u32` term, `u32` tf).
 //! A string is a `u32` byte length + UTF-8.
 

@@ -351,6 +351,27 @@ impl PyBm25 {
         self.0.read().params().method.to_string()
     }
 
+    /// BM25+'s ``delta``, or None for the other methods.
+    #[getter]
+    fn delta(&self) -> Option<f64> {
+        match self.0.read().params().method {
+            Method::Bm25Plus { delta } => Some(as_written(delta)),
+            _ => None,
+        }
+    }
+
+    /// The Snowball language terms are stemmed in, or None.
+    #[getter]
+    fn stemmer(&self) -> Option<String> {
+        self.0.read().analyzer().config().stemmer.clone()
+    }
+
+    /// The stop words (dropped before stemming).
+    #[getter]
+    fn stopwords(&self) -> Vec<String> {
+        self.0.read().analyzer().config().stopwords.clone()
+    }
+
     fn __len__(&self) -> usize {
         self.0.read().document_count()
     }

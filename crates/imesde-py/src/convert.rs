@@ -281,6 +281,10 @@ pub(crate) struct Real(pub(crate) f64);
 impl<'py> FromPyObject<'_, 'py> for Real {
     type Error = PyErr;
     fn extract(obj: Borrowed<'_, 'py, PyAny>) -> PyResult<Self> {
+        // A bool is a number to Python, never a parameter's value (k1=True is a mistake).
+        if obj.is_instance_of::<PyBool>() {
+            return Err(py_err!(DType, "expected a number, got bool"));
+        }
         match obj.extract::<f64>() {
             Ok(v) => Ok(Real(v)),
             Err(e) if e.is_instance_of::<PyOverflowError>(obj.py()) => Err(err(

@@ -127,7 +127,8 @@ pub(crate) fn eq_answer(py: Python<'_>, equal: Option<PyResult<bool>>) -> PyResu
 pub(crate) fn hash_of(id: u64, score: f32) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    (id, score.to_bits()).hash(&mut h);
+    // `+ 0.0` makes -0.0 (equal to 0.0) hash as 0.0.
+    (id, (score + 0.0).to_bits()).hash(&mut h);
     h.finish()
 }
 
@@ -266,7 +267,7 @@ item_class!(Item, 0, {
         eq_answer(py, equal)
     }
     fn __hash__(&self) -> u64 {
-        hash_of(self.0.id, self.0.ts as f32)
+        hash_of(self.0.id, (self.0.ts + 0.0) as f32)
     }
     fn __repr__(&self, py: Python<'_>) -> String {
         format!(

@@ -16,13 +16,16 @@ import weakref
 import zlib
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import numpy.typing as npt
 import ray
 
 from imesde._args import integer, positive
+
+if TYPE_CHECKING:
+    import imesde
 from imesde.exceptions import (
     DTypeError,
     IndexCorruptError,
@@ -204,6 +207,34 @@ def _check_vectors(x: npt.NDArray[np.float32]) -> None:
             raise InvalidValueError(f"vectors[{int(zero[0])}] is a zero vector (no direction)")
 
 
+def _lexical_spec(lexical: object) -> bool | dict[str, Any]:
+    """``lexical`` as the spec (and the snapshot's JSON manifest) holds it: a bool, or a
+    ``BM25``'s settings."""
+    import imesde
+
+    if isinstance(lexical, imesde.BM25):
+        return {
+            "k1": lexical.k1,
+            "b": lexical.b,
+            "method": lexical.method,
+            "delta": 0.5 if lexical.delta is None else lexical.delta,
+            "stemmer": lexical.stemmer,
+            "stopwords": lexical.stopwords,
+        }
+    if isinstance(lexical, bool | np.bool_):
+        return bool(lexical)
+    raise DTypeError(
+        f"lexical must be a bool or an imesde.BM25 (its settings), got {type(lexical).__name__}"
+    )
+
+
+def _lexical_of(spec: bool | dict[str, Any]) -> Any:
+    """What ``Engine(lexical=...)`` takes for a spec's ``lexical``."""
+    import imesde
+
+    return imesde.BM25(**spec) if isinstance(spec, dict) else spec
+
+
 def _check_shape(spec: dict[str, Any]) -> None:
     """Raises what ``Engine`` raises for the shards' storage and index arguments, before any
     actor starts (an actor that fails to start surfaces as a Ray error instead): a
@@ -250,7 +281,7 @@ class _Shard:
                 num_shards=spec["engine_shards"],
                 shard_size=spec["ring_shard_size"],
                 storage=spec["storage"],
-                lexical=spec["lexical"],
+                lexical=_lexical_of(spec["lexical"]),
                 index=spec.get("index"),
                 nlist=spec.get("nlist"),
                 nprobe=spec.get("nprobe"),
@@ -425,7 +456,7 @@ class ShardedEngine:
         shard_size: int = 16_384,
         engine_shards: int = 16,
         storage: str = "f32",
-        lexical: bool = False,
+        lexical: bool | imesde.BM25 = False,
         index: str | None = None,
         nlist: int | None = None,
         nprobe: int | None = None,
@@ -445,7 +476,7 @@ class ShardedEngine:
             "engine_shards": engine_shards,
             "ring_shard_size": -(-shard_size // engine_shards),
             "storage": storage,
-            "lexical": lexical,
+            "lexical": _lexical_spec(lexical),
             "index": index,
             "nlist": nlist,
             "nprobe": nprobe,
