@@ -509,6 +509,12 @@ class ShardedEngine:
         self._max_restarts = max_restarts
         self._snapshot_dir = None if snapshot_dir is None else os.fspath(snapshot_dir)
         self._next = next_seq  # items ingested so far: the next item's sequence number
+        # Every item before this sequence number has been acknowledged by its shard (or its
+        # batch failed): standing queries deliver events up to it, in stream order. Batches
+        # finished out of order wait in `_finished` until those before them are.
+        self._acked = next_seq
+        self._finished: list[tuple[int, int]] = []
+        self._ack_lock = threading.Lock()
         self._lock = threading.Lock()
         self._subscription_keys = 0
         self._standing: dict[int, tuple[Any, ...]] = {}
@@ -608,6 +614,14 @@ class ShardedEngine:
         item's place in the stream * shards + shard (increasing in ingest order)."""
         return [(self._next + p) * self.num_shards + shard for p in positions]
 
+    def _acknowledge(self, first: int, last: int) -> None:
+        """The items of sequence numbers `first..last` are acknowledged (or their batch
+        failed): moves the watermark on over every batch finished without a gap before it."""
+        with self._ack_lock:
+            heapq.heappush(self._finished, (first, last))
+            while self._finished and self._finished[0][0] <= self._acked:
+                self._acked = max(self._acked, heapq.heappop(self._finished)[1])
+
     def _stored(self, calls: list[tuple[int, Any, list[int]]]) -> None:
         """Waits for every ingest call (shard, call, ids); when one failed, raises its error
         with ``ingested_ids``: the ids the other calls stored."""
@@ -664,6 +678,7 @@ class ShardedEngine:
         out = np.empty(len(texts), dtype=np.int64)
         calls = []
         with self._lock:
+            first = self._next
             for start in range(0, len(texts), batch_size):
                 chunk = texts[start : start + batch_size]
                 for shard, pos in self._route(chunk, len(chunk)):
@@ -679,7 +694,11 @@ class ShardedEngine:
                     )
                     calls.append((shard, ref, ids))
                 self._next += len(chunk)
-        self._stored(calls)
+            last = self._next
+        try:
+            self._stored(calls)
+        finally:
+            self._acknowledge(first, last)
         return out
 
     def ingest_vectors(
@@ -709,6 +728,7 @@ class ShardedEngine:
         out = np.empty(n, dtype=np.int64)
         calls = []
         with self._lock:
+            first = self._next
             for start in range(0, n, batch_size):
                 end = min(start + batch_size, n)
                 for shard, pos in self._route(None, end - start):
@@ -722,7 +742,11 @@ class ShardedEngine:
                     )
                     calls.append((shard, ref, ids))
                 self._next += end - start
-        self._stored(calls)
+            last = self._next
+        try:
+            self._stored(calls)
+        finally:
+            self._acknowledge(first, last)
         return out
 
     # --- search ----------------------------------------------------------------------------
@@ -1208,6 +1232,9 @@ class ShardedSubscription:
         self.error: BaseException | None = None
         # Per shard, the drops its queue had counted at the last poll.
         self._shard_dropped: dict[int, int] = {}
+        # Events of items whose batch is still in flight on another shard: delivered once
+        # every item before them is acknowledged, so events come in stream order.
+        self._held: list[_Row] = []
         self._interval = poll_interval
         self._thread = threading.Thread(target=self._run, name=f"imesde-sub-{key}", daemon=True)
         self._thread.start()
@@ -1229,6 +1256,9 @@ class ShardedSubscription:
 
     def _poll(self) -> int:
         """One round over the shards; returns how many events it delivered or dropped."""
+        # Read before the shards are: every item acknowledged by then has its events queued
+        # on its shard already, so this round sees all of them.
+        limit = self._engine._acked * self._engine.num_shards
         actors = self._engine._actors
         refs = [(i, a.poll.remote(self._key)) for i, a in enumerate(actors)]
         rows: list[_Row] = []
@@ -1257,13 +1287,16 @@ class ShardedSubscription:
             rows.extend(events)
             self.dropped += dropped - self._shard_dropped.get(i, 0)
             self._shard_dropped[i] = dropped
-        # In stream order, as one engine fires them (each shard's events are in order).
-        rows.sort(key=lambda r: r[0])
-        for row in rows:
+        # In stream order, as one engine fires them: up to the items every shard has
+        # acknowledged (a batch spans the shards; one shard's part may be stored first).
+        rows.extend(self._held)
+        ready = sorted((r for r in rows if r[0] < limit), key=lambda r: r[0])
+        self._held = [r for r in rows if r[0] >= limit]
+        for row in ready:
             hit = ShardedHit(*row)
             if self._enters_top_k(hit.score):
                 self._deliver(hit)
-        return len(rows)
+        return len(ready)
 
     def _enters_top_k(self, score: float) -> bool:
         """Whether an event with ``score`` enters the k best so far (always without top_k),
