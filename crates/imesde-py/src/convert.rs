@@ -239,19 +239,21 @@ impl<'py> FromPyObject<'_, 'py> for Id {
     }
 }
 
-/// Whether `obj` is a numpy bool, as a scalar or a 0-d array (`dtype.kind == "b"`).
-pub(crate) fn is_numpy_bool(obj: &Bound<'_, PyAny>) -> bool {
-    !obj.is_instance_of::<PyInt>()
-        && obj
-            .getattr(pyo3::intern!(obj.py(), "dtype"))
-            .and_then(|d| d.getattr(pyo3::intern!(obj.py(), "kind")))
-            .is_ok_and(|k| k.extract::<String>().is_ok_and(|k| k == "b"))
+/// Whether `obj` is a bool: Python's, or numpy's as a scalar or a 0-d array
+/// (`dtype.kind == "b"`).
+pub(crate) fn is_bool(obj: &Bound<'_, PyAny>) -> bool {
+    obj.is_instance_of::<PyBool>()
+        || (!obj.is_instance_of::<PyInt>()
+            && obj
+                .getattr(pyo3::intern!(obj.py(), "dtype"))
+                .and_then(|d| d.getattr(pyo3::intern!(obj.py(), "kind")))
+                .is_ok_and(|k| k.extract::<String>().is_ok_and(|k| k == "b")))
 }
 
 /// `obj` as an id (see [`Id`]); `what` names it in errors.
 pub(crate) fn id_of(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<u64> {
     // A bool is an int to Python (numpy's converts to one), never an id.
-    if obj.is_instance_of::<PyBool>() || is_numpy_bool(obj) {
+    if is_bool(obj) {
         return Err(py_err!(DType, "{what} must be an int, got bool"));
     }
     match obj.extract::<u64>() {

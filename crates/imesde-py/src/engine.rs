@@ -811,20 +811,12 @@ impl Engine {
     /// The item with this id; raises ``ItemNotFoundError`` (a ``KeyError``) if it was never
     /// ingested or has been overwritten.
     fn get(&self, py: Python<'_>, id: &Bound<'_, PyAny>) -> PyResult<Item> {
-        if id.is_instance_of::<PyBool>()
-            || convert::is_numpy_bool(id)
-            || (!id.is_instance_of::<PyInt>() && !id.hasattr(pyo3::intern!(py, "__index__"))?)
-        {
-            let what = if convert::is_numpy_bool(id) {
-                "bool".to_owned()
-            } else {
-                convert::type_name(id)
-            };
-            return Err(py_err!(DType, "id must be an int, got {what}"));
-        }
-        // An id outside 0..2**64 is one no item has.
+        let not_an_int = convert::is_bool(id)
+            || (!id.is_instance_of::<PyInt>() && !id.hasattr(pyo3::intern!(py, "__index__"))?);
         let found = match id_of(id, "id") {
             Ok(id) => gil::run(py, "Engine.get", || self.core.get(id))?,
+            // Not an int: id_of's type error. An id outside 0..2**64 is one no item has.
+            Err(e) if not_an_int => return Err(e),
             Err(_) => None,
         };
         found.map(Item).ok_or_else(|| {
