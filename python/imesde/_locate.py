@@ -387,28 +387,15 @@ def _manifest(model_file: Path) -> dict[str, Any] | None:
     # The model's own folder, or the sentence-transformers folder around its `onnx/` folder:
     # not any folder a model file happens to sit below.
     folder = model_file.parent
-    if folder.name == "onnx" and not _has_sentence_settings(folder):
-        folder = folder.parent
     settings = read_sentence_settings(folder)
+    if not settings and folder.name == "onnx":
+        settings = read_sentence_settings(folder.parent)
     for place in (model_file.parent, model_file.parent.parent):
         prompts, default = read_prompts(place)
         if prompts:
             settings |= {"prompts": prompts, "default_prompt_name": default}
             break
     return settings or None
-
-
-def _has_sentence_settings(folder: Path) -> bool:
-    """Whether ``folder`` holds any of a sentence-transformers folder's settings files."""
-    return any(
-        (folder / name).exists()
-        for name in (
-            "modules.json",
-            "sentence_bert_config.json",
-            "1_Pooling",
-            "pooling_config.json",
-        )
-    )
 
 
 #: A model name as users type it: ``org/name`` or ``name`` (as sentence-transformers and

@@ -614,6 +614,43 @@ class ShardedEngine:
         item's place in the stream * shards + shard (increasing in ingest order)."""
         return [(self._next + p) * self.num_shards + shard for p in positions]
 
+    def _send(
+        self,
+        method: str,
+        n: int,
+        batch_size: int,
+        items: Callable[[list[int]], Any],
+        cols: dict[str, list[Any] | None],
+        keys: Sequence[str] | None,
+    ) -> npt.NDArray[np.int64]:
+        """Sends `n` items, `batch_size` at a time, to the shards `_route` gives them (by
+        `keys` when routing by key): each shard's `method` gets `items(rows)`, the `cols` of
+        those rows and their ids. Waits for every shard (see `_stored`); returns the ids."""
+        out = np.empty(n, dtype=np.int64)
+        calls = []
+        with self._lock:
+            first = self._next
+            for start in range(0, n, batch_size):
+                end = min(start + batch_size, n)
+                chunk = None if keys is None else keys[start:end]
+                for shard, pos in self._route(chunk, end - start):
+                    ids = self._ids(pos, shard)
+                    rows = [start + p for p in pos]
+                    out[rows] = ids
+                    ref = getattr(self._actors[shard], method).remote(
+                        items(rows),
+                        *[None if c is None else [c[r] for r in rows] for c in cols.values()],
+                        ids,
+                    )
+                    calls.append((shard, ref, ids))
+                self._next += end - start
+            last = self._next
+        try:
+            self._stored(calls)
+        finally:
+            self._acknowledge(first, last)
+        return out
+
     def _acknowledge(self, first: int, last: int) -> None:
         """The items of sequence numbers `first..last` are acknowledged (or their batch
         failed): moves the watermark on over every batch finished without a gap before it."""
@@ -675,31 +712,14 @@ class ShardedEngine:
         _check_texts(texts, "texts")
         batch_size = positive(batch_size, "batch_size")
         cols = _columns(len(texts), "texts", timestamps=timestamps, metadata=metadata)
-        out = np.empty(len(texts), dtype=np.int64)
-        calls = []
-        with self._lock:
-            first = self._next
-            for start in range(0, len(texts), batch_size):
-                chunk = texts[start : start + batch_size]
-                for shard, pos in self._route(chunk, len(chunk)):
-                    ids = self._ids(pos, shard)
-                    out[[start + p for p in pos]] = ids
-                    ref = self._actors[shard].ingest_batch.remote(
-                        [chunk[p] for p in pos],
-                        *[
-                            None if c is None else [c[start + p] for p in pos]
-                            for c in cols.values()
-                        ],
-                        ids,
-                    )
-                    calls.append((shard, ref, ids))
-                self._next += len(chunk)
-            last = self._next
-        try:
-            self._stored(calls)
-        finally:
-            self._acknowledge(first, last)
-        return out
+        return self._send(
+            "ingest_batch",
+            len(texts),
+            batch_size,
+            lambda rows: [texts[r] for r in rows],
+            cols,
+            texts,
+        )
 
     def ingest_vectors(
         self,
@@ -725,29 +745,7 @@ class ShardedEngine:
         cols = _columns(n, "vectors", texts=texts, timestamps=timestamps, metadata=metadata)
         if cols["texts"] is not None:
             _check_texts(cols["texts"], "texts", allow_none=True)
-        out = np.empty(n, dtype=np.int64)
-        calls = []
-        with self._lock:
-            first = self._next
-            for start in range(0, n, batch_size):
-                end = min(start + batch_size, n)
-                for shard, pos in self._route(None, end - start):
-                    ids = self._ids(pos, shard)
-                    rows = [start + p for p in pos]
-                    out[rows] = ids
-                    ref = self._actors[shard].ingest_vectors.remote(
-                        x[rows],
-                        *[None if c is None else [c[r] for r in rows] for c in cols.values()],
-                        ids,
-                    )
-                    calls.append((shard, ref, ids))
-                self._next += end - start
-            last = self._next
-        try:
-            self._stored(calls)
-        finally:
-            self._acknowledge(first, last)
-        return out
+        return self._send("ingest_vectors", n, batch_size, lambda rows: x[rows], cols, None)
 
     # --- search ----------------------------------------------------------------------------
 
