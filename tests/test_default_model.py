@@ -68,10 +68,61 @@ def test_an_int8_plan_is_applied_in_one_pass_and_checked(tmp_path: Path) -> None
     )
     quant = (models.read_manifest(out) or {})["quantization"]
     assert quant["plan"] == "shipped plan"
+    assert quant["fp32_measurements"] == "shipped"
     assert quant["alpha"] == plan["alpha"]
     assert quant["fp32_layers"] == plan["fp32_layers"]
     assert quant["weight_bits"] == quantize.weight_bits(levels)
     assert quant["agreement_with_fp32"]["mean"] >= 0.99
+
+
+@pytest.mark.timeout(600)
+def test_the_shipped_fp32_measurements_are_this_graphs(tmp_path: Path) -> None:
+    """The activation ranges and held-out fp32 embeddings shipped with the default model's
+    plan are what the build would measure now (else ``make measured`` is due), and a build
+    whose graph, tokenizer, texts or settings differ measures them itself."""
+    from imesde.build import quantize
+
+    plan = _locate.plan_for(_locate.DEFAULT_ID, "x86-vnni")
+    src = checkpoint()
+    # The folder's name is not part of the graph's fingerprint.
+    renamed = tmp_path / "renamed"
+    shutil.copytree(src, renamed)
+    cfg = models.BertConfig.from_file(src / "config.json")
+    model = models.bert_graph(models.read_safetensors(src / "model.safetensors"), cfg, "x")
+    tokenizer = src / "tokenizer.json"
+    texts = quantize.calibration_texts(None)
+    key = quantize.fingerprint(model, tokenizer, texts, 256, "mean")
+    other = models.bert_graph(models.read_safetensors(renamed / "model.safetensors"), cfg, "y")
+    assert quantize.fingerprint(other, renamed / "tokenizer.json", texts, 256, "mean") == key
+    shipped = quantize.shipped_measured(plan, key)
+    assert shipped is not None, "the shipped measurements are stale: run make measured"
+    ranges, reference = shipped
+    fresh = tmp_path / "fresh.npz"
+    models.measure(src, fresh)
+    with np.load(fresh) as z:
+        assert str(z["key"]) == key
+        fresh_ranges = {k[len("range:") :]: z[k] for k in z.files if k.startswith("range:")}
+        fresh_reference = z["reference"]
+    assert set(ranges) == set(fresh_ranges)
+    for prefix, values in ranges.items():
+        np.testing.assert_allclose(values, fresh_ranges[prefix], rtol=1e-3, atol=1e-5)
+    assert reference.shape == fresh_reference.shape == (len(texts[1::2]), cfg.hidden_size)
+    assert float(np.sum(reference * fresh_reference, 1).min()) > 0.99999
+    # Anything the measurements depend on, changed, and the shipped file does not apply.
+    tail = [*texts[:-1], texts[-1] + " changed"]
+    weight = other.graph.initializer[-1]
+    weight.raw_data = bytes([weight.raw_data[0] ^ 1]) + weight.raw_data[1:]
+    for changed in (
+        quantize.fingerprint(other, tokenizer, texts, 256, "mean"),
+        quantize.fingerprint(model, tokenizer, texts, 128, "mean"),
+        quantize.fingerprint(model, tokenizer, texts, 256, "cls"),
+        quantize.fingerprint(model, tokenizer, tail, 256, "mean"),
+    ):
+        assert changed != key
+        assert quantize.shipped_measured(plan, changed) is None
+    out = models.build(src, tmp_path / "short", precision="int8", plan=plan, max_length=128)
+    quant = (models.read_manifest(out) or {})["quantization"]
+    assert quant["fp32_measurements"] == "measured"
 
 
 @pytest.mark.timeout(600)

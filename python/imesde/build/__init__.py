@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from imesde._manifest import MANIFEST, read_manifest
 from imesde.build.graph import ARCHITECTURES, BertConfig, bert_graph
-from imesde.build.model import build, check
+from imesde.build.model import build, check, measure
 from imesde.build.safetensors import read_safetensors
 
 __all__ = [
@@ -24,6 +24,7 @@ __all__ = [
     "bert_graph",
     "build",
     "check",
+    "measure",
     "read_manifest",
     "read_safetensors",
 ]

@@ -25,7 +25,7 @@ from imesde.build.graph import BertConfig, bert_graph
 from imesde.build.safetensors import read_safetensors
 from imesde.exceptions import InvalidValueError, ModelLoadError, ModelNotFoundError
 
-__all__ = ["build", "check"]
+__all__ = ["build", "check", "measure"]
 
 
 #: The most bytes of a ``tokenizer.json`` the builder reads (multilingual ones are ~20 MB).
@@ -85,27 +85,13 @@ def build(
         raise InvalidValueError(f"precision must be 'fp32' or 'int8', got {precision!r}")
     if not (0.0 < min_mean <= 1.0 and 0.0 < min_cosine <= 1.0):
         raise InvalidValueError("min_mean and min_cosine must be in (0, 1]")
-    cfg = BertConfig.from_file(source / "config.json")
-    # Every side file is read (and refused when damaged) before anything is written.
-    settings = read_sentence_settings(source)
-    pooling, normalize = settings.get("pooling", "mean"), settings.get("normalize", True)
-    if pooling not in ("mean", "cls"):
-        raise InvalidValueError(
-            f"{source}: pools by {pooling!r}; only mean or CLS pooling is supported"
-        )
+    cfg, pooling, normalize, limit = _checkpoint_settings(source, max_length)
     prompts, default_prompt = read_prompts(source)
-    if "model" not in read_json(source / "tokenizer.json", dict, limit=MAX_TOKENIZER_BYTES):
-        raise ModelLoadError(f"{source / 'tokenizer.json'} is not a tokenizer (it has no model)")
-    if max_length is not None:
-        limit = max_length
-    else:
-        limit = min(settings.get("max_length", 512), cfg.positions)
-    if not 1 <= limit <= cfg.positions:
-        raise InvalidValueError(f"max_length must be between 1 and {cfg.positions}, got {limit}")
     from imesde._progress import Stages
     from imesde.build import quantize as _quantize
 
-    steps = 6 if precision == "int8" else (4 if optimize else 3)
+    measured = precision == "int8" and bool((plan or {}).get("measured"))
+    steps = (5 if measured else 6) if precision == "int8" else (4 if optimize else 3)
     stage = Stages(f"{model_id or source.name} {precision}", steps)
     if not progress:
         stage.quiet()
@@ -177,6 +163,57 @@ def build(
         )
     else:
         stage.done("")
+    return out
+
+
+def _checkpoint_settings(source: Path, max_length: int | None) -> tuple[BertConfig, str, bool, int]:
+    """The checkpoint's config, pooling, normalisation and the max length a build uses
+    (``max_length``, else the checkpoint's, at most its position table). Every side file is
+    read (and refused when damaged) before anything is written."""
+    cfg = BertConfig.from_file(source / "config.json")
+    settings = read_sentence_settings(source)
+    pooling, normalize = settings.get("pooling", "mean"), settings.get("normalize", True)
+    if pooling not in ("mean", "cls"):
+        raise InvalidValueError(
+            f"{source}: pools by {pooling!r}; only mean or CLS pooling is supported"
+        )
+    if "model" not in read_json(source / "tokenizer.json", dict, limit=MAX_TOKENIZER_BYTES):
+        raise ModelLoadError(f"{source / 'tokenizer.json'} is not a tokenizer (it has no model)")
+    if max_length is not None:
+        limit = max_length
+    else:
+        limit = min(settings.get("max_length", 512), cfg.positions)
+    if not 1 <= limit <= cfg.positions:
+        raise InvalidValueError(f"max_length must be between 1 and {cfg.positions}, got {limit}")
+    return cfg, pooling, normalize, limit
+
+
+def measure(
+    source_dir: str | os.PathLike[str],
+    out_file: str | os.PathLike[str],
+    *,
+    max_length: int | None = None,
+    calibration: str | os.PathLike[str] | Iterable[str] | None = None,
+) -> Path:
+    """Take the fp32 measurements an int8 build of ``source_dir`` starts with (activation
+    ranges, the held-out texts' fp32 embeddings) and write them to ``out_file`` (``.npz``),
+    for a plan to ship as ``"measured"`` (``make measured`` writes the default model's). A
+    build uses them only when its graph, tokenizer, texts and settings are the same."""
+    from imesde.build import quantize as _quantize
+
+    source, out = Path(source_dir), Path(out_file)
+    cfg, pooling, _, limit = _checkpoint_settings(source, max_length)
+    texts = _quantize.calibration_texts(calibration)
+    model = bert_graph(read_safetensors(source / "model.safetensors"), cfg, source.name)
+    tokenizer = source / "tokenizer.json"
+    fit = _quantize.Runner(tokenizer, texts[0::2], limit, pooling)
+    held_out = _quantize.Runner(tokenizer, texts[1::2], limit, pooling)
+    _quantize.save_measured(
+        out,
+        _quantize.fingerprint(model, tokenizer, texts, limit, pooling),
+        _quantize.activation_ranges(model, fit),
+        held_out.embed(model),
+    )
     return out
 
 

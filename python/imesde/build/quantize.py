@@ -20,7 +20,9 @@ with the fp32 graph on the held-out texts (mean and min cosine).
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import io
 import json
 import os
 from collections.abc import Callable, Iterable, Sequence
@@ -358,6 +360,57 @@ def quantize(
     return m
 
 
+#: Bumped when what :func:`fingerprint` covers or the measurements file's layout changes.
+MEASURED_FORMAT = "imesde-measured/1"
+
+
+def fingerprint(
+    model: Any, tokenizer: Path, texts: Sequence[str], max_length: int, pooling: str
+) -> str:
+    """What the fp32 measurements of an int8 build depend on, as a sha256: the graph's nodes
+    and weights (not its name or the onnx version that wrote it), the tokenizer file, the
+    calibration texts, ``max_length`` and ``pooling``."""
+    h = hashlib.sha256(f"{MEASURED_FORMAT}\0{max_length}\0{pooling}\0".encode())
+    g = model.graph
+    for part in (*g.input, *g.output, *g.node, *g.initializer):
+        data = part.SerializeToString()
+        h.update(len(data).to_bytes(8, "little"))
+        h.update(data)
+    h.update(tokenizer.read_bytes())
+    for text in texts:
+        data = text.encode("utf-8", "surrogatepass")
+        h.update(len(data).to_bytes(8, "little"))
+        h.update(data)
+    return h.hexdigest()
+
+
+def save_measured(path: Path, key: str, ranges: dict[str, _F32], reference: _F32) -> None:
+    """Write an int8 build's fp32 measurements (activation ranges by weight prefix, the
+    held-out texts' fp32 embeddings) under ``key`` (:func:`fingerprint`), for a plan to ship."""
+    arrays: dict[str, Any] = {f"range:{p}": np.asarray(v, np.float32) for p, v in ranges.items()}
+    arrays.update(key=np.array(key), reference=reference.astype(np.float32))
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    path.write_bytes(buf.getvalue())
+
+
+def shipped_measured(plan: dict[str, Any] | None, key: str) -> tuple[dict[str, _F32], _F32] | None:
+    """The fp32 measurements a plan ships (``"measured"``: a file in ``imesde/data``) when
+    they were taken of this graph, tokenizer and calibration set (``key``); else None."""
+    name = (plan or {}).get("measured")
+    if not isinstance(name, str):
+        return None
+    try:
+        raw = resources.files("imesde").joinpath(f"data/{name}").read_bytes()
+        with np.load(io.BytesIO(raw), allow_pickle=False) as z:
+            if str(z["key"]) != key:
+                return None
+            ranges = {k[len("range:") :]: z[k] for k in z.files if k.startswith("range:")}
+            return ranges, z["reference"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
 def agreement(a: _F32, b: _F32) -> dict[str, float]:
     """Mean and min cosine between matching rows of two normalised embedding matrices."""
     cos = np.sum(a * b, 1)
@@ -384,14 +437,25 @@ def build_int8(
     With a ``plan`` (``alpha`` per kind of layer and ``fp32_layers``, found ahead of time for
     this model and CPU class) the model is quantised once and checked; the search for
     strengths and fp32 layers runs only when that check misses ``min_mean`` / ``min_cosine``.
-    ``stage`` is told what starts (for progress lines)."""
+    A plan may also ship the fp32 measurements (``"measured"``, :func:`save_measured`), used
+    when their :func:`fingerprint` is this build's (the same graph, tokenizer, texts and
+    settings), else taken again. ``stage`` is told what starts (for progress lines)."""
     levels = weight_levels() if w_levels is None else w_levels
-    fit = Runner(tokenizer, texts[0::2], max_length, pooling)
     held_out = Runner(tokenizer, texts[1::2], max_length, pooling)
-    stage("measuring activation ranges")
-    ranges = activation_ranges(model, fit)
-    stage("embedding the check texts with the fp32 graph")
-    reference = held_out.embed(model)
+    shipped = (
+        shipped_measured(plan, fingerprint(model, tokenizer, texts, max_length, pooling))
+        if (plan or {}).get("measured")
+        else None
+    )
+    origin = "measured" if shipped is None else "shipped"
+    if shipped is not None:
+        stage("reading the fp32 measurements shipped with the plan")
+        ranges, reference = shipped
+    else:
+        stage("measuring activation ranges")
+        ranges = activation_ranges(model, Runner(tokenizer, texts[0::2], max_length, pooling))
+        stage("embedding the check texts with the fp32 graph")
+        reference = held_out.embed(model)
     prefixes = sorted(
         {
             _prefix(i.name)
@@ -417,7 +481,7 @@ def build_int8(
         kept: set[str] = set(plan.get("fp32_layers", []))
         final, result = trial(alphas, partial(_in_groups, kept))
         if result["mean"] >= min_mean and result["min"] >= min_cosine:
-            return final, _report(bits, alphas, kept, texts, result, "shipped plan")
+            return final, _report(bits, alphas, kept, texts, result, "shipped plan", origin)
         stage(
             f"the plan agrees with fp32 at {result['mean']:.5f} mean / {result['min']:.5f} min, "
             f"below {min_mean} / {min_cosine}: searching"
@@ -440,7 +504,7 @@ def build_int8(
             final, result = trial(alphas, partial(_in_groups, kept))
             if result["mean"] >= min_mean and result["min"] >= min_cosine:
                 break
-    return final, _report(bits, alphas, kept, texts, result, "searched")
+    return final, _report(bits, alphas, kept, texts, result, "searched", origin)
 
 
 def _report(
@@ -450,6 +514,7 @@ def _report(
     texts: Sequence[str],
     result: dict[str, float],
     how: str,
+    origin: str,
 ) -> dict[str, Any]:
     """The manifest's record of an int8 build."""
     return {
@@ -460,5 +525,6 @@ def _report(
         "fp32_layers": sorted(kept, key=lambda g: (int(g.split(":")[0]), g)),
         "plan": how,
         "calibration_texts": len(texts),
+        "fp32_measurements": origin,
         "agreement_with_fp32": result,
     }
