@@ -7,6 +7,7 @@ refused."""
 from __future__ import annotations
 
 import pickle
+import time
 from pathlib import Path
 
 import imesde
@@ -117,3 +118,90 @@ def test_without_training_searches_are_exact(embedded: tuple[list[str], F32]) ->
 def test_bad_shapes_are_refused(kwargs: dict[str, object], match: str) -> None:
     with pytest.raises(imesde.InvalidValueError, match=match):
         imesde.Engine(384, **kwargs)  # type: ignore[arg-type]
+
+
+def test_a_round_trip_keeps_an_untrained_index_untrained(embedded: tuple[list[str], F32]) -> None:
+    """Too few items to train on: a pickle or snapshot of the engine is not trained on load
+    either (it was, on 300 items for 256 lists, and then answered with empty slots, and
+    skipped the training due once enough items came)."""
+    texts, x = embedded
+    e = imesde.Engine(384, num_shards=4, shard_size=4096, index="ivf", nlist=256)
+    e.ingest_vectors(x[:300], texts[:300])
+    back = pickle.loads(pickle.dumps(e))
+    assert not e.stats()["index_trained"]
+    assert not back.stats()["index_trained"]
+    got, want = back.search_vectors(x[:50], 10), e.search_vectors(x[:50], 10)
+    assert np.array_equal(got[1], want[1])
+    assert (got[1] >= 0).all()
+
+
+def test_train_index_needs_a_list_worth_of_items_and_an_early_training_is_redone(
+    embedded: tuple[list[str], F32],
+) -> None:
+    _, x = embedded
+    e = imesde.Engine(384, num_shards=4, shard_size=1024, index="ivf", nlist=64)
+    e.ingest_vectors(x[:20])
+    # 20 items for 64 lists: nothing is trained (faiss refuses it too), searches stay exact.
+    assert not e.train_index()
+    assert not e.stats()["index_trained"]
+    e.ingest_vectors(x[20:100])
+    assert e.train_index()
+    # Trained on 100 items, fewer than a training's 1,024: the engine trains again once it
+    # holds that many, without waiting for the window to turn over.
+    plain = imesde.Engine(384, num_shards=4, shard_size=1024, index="ivf", nlist=64)
+    plain.ingest_vectors(x[:100])
+    for engine in (e, plain):
+        engine.ingest_vectors(x[100:1100])
+    plain.train_index()  # waits for the training running on its thread (on the same items)
+    queries = x[:1100:100]
+    want = [ids(plain.search_vector(q, 10)) for q in queries]
+    deadline = time.monotonic() + 60
+    while [ids(e.search_vector(q, 10)) for q in queries] != want:
+        assert time.monotonic() < deadline, "the early training was not redone"
+        time.sleep(0.05)
+
+
+def test_a_selective_filter_still_finds_k_through_the_index(
+    embedded: tuple[list[str], F32],
+) -> None:
+    """Probed lists that hold fewer than k items passing the filter: the query is answered by
+    a scan of every item (it returned 2-3 of 10, or none)."""
+    texts, x = embedded
+    n = min(len(x), 4096)
+    e = imesde.Engine(384, num_shards=4, shard_size=1024, index="ivf", nlist=64, nprobe=2)
+    e.ingest_vectors(x[:n], texts[:n], metadata=[{"rare": i % 200 == 0} for i in range(n)])
+    assert e.train_index()
+    rare = {"rare": True}
+    passing = len(range(0, n, 200))
+    for q in x[: n : n // 20]:
+        hits = e.search_vector(q, 10, where=rare)
+        assert len(hits) == 10 <= passing
+        assert ids(hits) == ids(e.search_vector(q, 10, where=rare, exact=True))
+    _scores, found = e.search_vectors(x[:40], 10, where=rare)
+    assert (found >= 0).all()
+    assert found.shape == (40, 10)
+    # Deleting all but a few leaves the index trained; what is held is still found.
+    held = list(range(n))
+    e.delete(held[5:])
+    assert e.train_index() == e.stats()["index_trained"]
+    assert sorted(ids(e.search_vector(x[3], 10))) == held[:5]
+
+
+def test_an_empty_batch_of_queries_is_answered_as_faiss_answers_it() -> None:
+    e = imesde.Engine(8, num_shards=1, shard_size=16)
+    none = np.zeros((0, 8), np.float32)
+    scores, found = e.search_vectors(none, 5)
+    assert scores.shape == found.shape == (0, 0)
+    e.ingest_vectors(np.eye(8, dtype=np.float32))
+    scores, found = e.search_vectors(none, 5)
+    assert scores.shape == found.shape == (0, 5)
+    assert scores.dtype == np.dtype(np.float32)
+    assert found.dtype == np.dtype(np.int64)
+    assert len(e) == 8
+    with pytest.raises(imesde.DimensionMismatchError):
+        e.search_vectors(np.zeros((0, 4), np.float32), 5)
+    # Storing nothing is refused (a stream that yields empty batches is a bug upstream).
+    with pytest.raises(imesde.ShapeError):
+        e.ingest_vectors(none)
+    with pytest.raises(imesde.ShapeError):
+        e.search_vector(np.zeros(0, np.float32), 5)

@@ -423,3 +423,41 @@ def test_customised_labelers_are_called_from_python(vectors: npt.NDArray[np.floa
     # Beam width and refits are read per batch, as a call from Python would.
     encoder.beam_width = 4
     assert imesde.SemanticIdEngine(encoder)._native_labeler() is not None
+
+
+def test_training_refuses_data_one_row_would_flatten() -> None:
+    """One row 1e25 times the others: scaled to it, every other row's distances fell below
+    f32's range and all got one code. Such data is refused, naming the row."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((400, 16)).astype(np.float32)
+    x[123] *= 1e25
+    with pytest.raises(imesde.InvalidValueError, match="vector 123"):
+        imesde.RQKMeans(2, 8, random_state=0).fit(x)
+    x[123] /= 1e25
+    x[7] = 0.0  # zero rows are no spread
+    x[9] *= 1e12  # far, but within what f32 distances hold
+    model = imesde.RQKMeans(2, 8, random_state=0).fit(x)
+    assert len(set(map(tuple, model.encode(x).tolist()))) > 8
+
+
+def test_token_ids_name_every_level_apart() -> None:
+    codes = np.zeros((1, 30), np.int64)
+    (tokens,) = imesde.codes_to_ids(codes, fmt="token")
+    names = [t.split("_")[0].lstrip("<") for t in tokens.rstrip(">").split("><")]
+    assert len(set(names)) == 30
+    assert names[:2] == ["a", "b"]
+    assert names[25:28] == ["z", "aa", "ab"]
+
+
+def test_a_codebook_file_with_more_levels_than_imesde_writes_is_corrupt(tmp_path: Path) -> None:
+    import struct
+    import zlib
+
+    magic = b"IMESDE-RQ\n"
+    body = magic + struct.pack("<IIIf", 2, 4, 257, 1.0)
+    for _ in range(257):
+        body += struct.pack("<IB", 1, 0) + np.ones(4, "<f4").tobytes()
+    path = tmp_path / "many.rq"
+    path.write_bytes(body + struct.pack("<I", zlib.crc32(body)))
+    with pytest.raises(imesde.IndexCorruptError, match="levels"):
+        imesde.RQKMeans.load(path)

@@ -369,3 +369,243 @@ def test_a_cancelled_or_timed_out_wait_loses_no_event() -> None:
 
     assert asyncio.run(main()) == list(range(11))
     assert sub.delivered == 11
+
+
+_FREED_UNDER_THE_ENGINE = """
+import gc, imesde, numpy as np
+gc.disable()  # plain reference counting: each object is freed where its last reference goes
+v = np.ones(8, np.float32)
+engine = imesde.Engine(8)
+
+class Handler:
+    # Its last reference goes inside the engine; freeing it calls the engine.
+    def __call__(self, event):
+        pass
+    def __del__(self):
+        engine.subscriptions()
+        engine.unsubscribe(10**6)
+
+# A closed subscription pruned by the next subscribe.
+s = engine.subscribe(v, threshold=0.5, callback=Handler())
+s.close()
+del s
+engine.subscribe(v, threshold=0.5)
+# One unsubscribed by id.
+s = engine.subscribe(v, threshold=0.5, callback=Handler())
+sid = s.id
+del s
+assert engine.unsubscribe(sid)
+# A semantic-id function replaced.
+class Labeler(Handler):
+    def __call__(self, vectors):
+        return ["x"] * len(vectors)
+engine.attach_semantic_ids(Labeler())
+engine.attach_semantic_ids(None)
+engine.ingest_vectors(v[None])
+print("done", len(engine))
+"""
+
+
+def test_freeing_a_callback_that_calls_its_engine_does_not_hang() -> None:
+    """A subscription's callback or a semantic-id function whose last reference goes inside
+    the engine (pruned, unsubscribed, replaced) is freed after the engine's locks are
+    released: a ``__del__`` that calls the engine hung the process for good."""
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-c", _FREED_UNDER_THE_ENGINE],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["done", "1"]
+
+
+def test_a_subscription_made_while_others_ingest_gets_every_event() -> None:
+    """The subscription is listed before its query can match: an ingest on another thread
+    between the two lost the new query's first events (uncounted), and a running top-1 then
+    held an item it never delivered."""
+    engine = imesde.Engine(16, num_shards=2, shard_size=512)
+    rng = np.random.default_rng(7)
+    stop = threading.Event()
+
+    def ingest() -> None:
+        local = np.random.default_rng(threading.get_ident() % 2**32)
+        while not stop.is_set():
+            engine.ingest_vectors(local.standard_normal((4, 16)).astype(np.float32))
+
+    threads = [threading.Thread(target=ingest) for _ in range(2)]
+    for t in threads:
+        t.start()
+    subs = []
+    try:
+        for _ in range(200):
+            sub = engine.subscribe(rng.standard_normal(16).astype(np.float32), top_k=1)
+            # An item stored after subscribe returned: the first item matched enters a top-1.
+            engine.ingest_vectors(rng.standard_normal((1, 16)).astype(np.float32))
+            subs.append(sub)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    for sub in subs:
+        events = sub.drain()
+        assert events, f"subscription {sub.id} got no event"
+        assert sub.delivered == len(events)
+        assert sub.dropped == 0
+
+
+def test_async_for_waits_without_the_executor() -> None:
+    """``async for`` waits on a future the next event resolves: it holds no executor thread
+    (each idle iterator held one of the loop's default pool in slices, so a few dozen idle
+    subscriptions starved ``asyncio.to_thread`` and each other)."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    engine = imesde.Engine(4)
+    subs = [engine.subscribe(np.eye(4, dtype=np.float32)[i % 4], threshold=0.9) for i in range(40)]
+    used: list[object] = []
+
+    class Counting(ThreadPoolExecutor):
+        def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+            used.append(fn)
+            return super().submit(fn, *args, **kwargs)
+
+    async def main() -> list[int]:
+        asyncio.get_running_loop().set_default_executor(Counting(max_workers=2))
+
+        async def first(sub: imesde.Subscription) -> int:
+            return (await anext(sub)).id
+
+        tasks = [asyncio.create_task(first(s)) for s in subs]
+        await asyncio.sleep(0.3)
+        assert used == []
+        # An event from another thread wakes the waiting tasks of the queries it matches.
+        await asyncio.get_running_loop().run_in_executor(
+            None, engine.ingest_vectors, np.eye(4, dtype=np.float32)
+        )
+        used.clear()
+        got = await asyncio.wait_for(asyncio.gather(*tasks), 10)
+        for s in subs:
+            s.close()
+        return got
+
+    got = asyncio.run(main())
+    assert got == [i % 4 for i in range(40)]
+    assert used == []
+
+
+def test_get_or_iterate_on_a_callback_subscription_is_refused() -> None:
+    engine = imesde.Engine(4)
+    seen: list[int] = []
+    sub = engine.subscribe(
+        np.eye(4, dtype=np.float32)[0], threshold=0.5, callback=lambda e: seen.append(e.id)
+    )
+    engine.ingest_vectors(np.eye(4, dtype=np.float32))
+    assert seen == [0]
+    with pytest.raises(imesde.InvalidValueError, match="callback"):
+        sub.get()
+    with pytest.raises(imesde.InvalidValueError, match="callback"):
+        sub.get(0.1)
+    with pytest.raises(imesde.InvalidValueError, match="callback"):
+        next(iter(sub))
+    assert sub.drain() == []
+
+
+def test_unsubscribe_takes_numpy_ids_and_refuses_bools() -> None:
+    engine = imesde.Engine(4)
+    q = np.eye(4, dtype=np.float32)[0]
+    subs = [engine.subscribe(q, threshold=0.5) for _ in range(3)]
+    assert subs[1].id == 1
+    with pytest.raises(imesde.DTypeError):
+        engine.unsubscribe(True)
+    assert all(s.active for s in subs)
+    assert engine.unsubscribe(np.int64(subs[1].id))
+    assert not subs[1].active
+    assert not engine.unsubscribe(np.uint8(subs[1].id))
+    assert not engine.unsubscribe(-1)
+    with pytest.raises(imesde.DTypeError):
+        engine.unsubscribe("0")  # type: ignore[arg-type]
+
+
+_EVENT_OUTLIVES_ENGINE = """
+import gc, imesde, numpy as np
+
+def resident_mb():
+    return int(open("/proc/self/statm").read().split()[1]) * 4096 / 2**20
+
+# Shards of 50 MB: above glibc's largest mmap threshold (32 MB), so freeing one returns it to
+# the system.
+engine = imesde.Engine(384, num_shards=4, shard_size=32_768)
+sub = engine.subscribe(np.ones(384, np.float32), threshold=-1.0, queue_size=4)
+rng = np.random.default_rng(3)
+for _ in range(16):
+    engine.ingest_vectors(rng.standard_normal((8_192, 384)).astype(np.float32))
+event = sub.get(0)
+gc.collect()
+held = resident_mb()
+del engine
+gc.collect()
+print(held - resident_mb(), event.score > -1.0, event.text, sub.active)
+sub.close()
+"""
+
+
+def test_an_event_kept_after_its_engine_does_not_keep_its_items() -> None:
+    """Events and subscriptions refer to their engine's ring weakly: one event kept after the
+    engine was deleted held the whole ring (200 MB here). Measured in a process of its own."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    if not Path("/proc/self/statm").exists():
+        pytest.skip("resident memory is read from /proc/self/statm (Linux)")
+    out = subprocess.run(
+        [sys.executable, "-c", _EVENT_OUTLIVES_ENGINE],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    freed, scored, text, active = out.stdout.split()
+    assert float(freed) > 150
+    assert (scored, text, active) == ("True", "None", "False")
+
+
+def test_micro_batches_checks_its_arguments_when_called_and_counts_wait_from_arrival() -> None:
+    for bad in (5, None, object()):
+        with pytest.raises(imesde.DTypeError, match="iterable"):
+            imesde.micro_batches(bad)  # type: ignore[arg-type]
+        with pytest.raises(imesde.DTypeError, match="iterable"):
+            imesde.ingest_stream(imesde.Engine(4), bad)  # type: ignore[arg-type]
+    with pytest.raises(imesde.InvalidValueError):
+        imesde.micro_batches([1], size=0)
+    assert list(imesde.micro_batches([1, 2, 3], size=2, wait=np.float32(0.05))) == [[1, 2], [3]]
+    # Reading starts at the call; a loop never started stops its reader when dropped.
+    before = threading.active_count()
+    unstarted = imesde.micro_batches(iter(range(1000)), size=10)
+    del unstarted
+    deadline = time.monotonic() + 5
+    while threading.active_count() > before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert threading.active_count() == before
+
+    # One item, then a source that waits: a consumer that comes back after the item has
+    # waited longer than `wait` gets it at once (the wait counted from its dequeue).
+    release = threading.Event()
+
+    def source() -> Iterator[int]:
+        yield 1
+        release.wait(30)
+
+    batches = imesde.micro_batches(source(), size=8, wait=1.0)
+    try:
+        time.sleep(1.2)
+        start = time.monotonic()
+        assert next(batches) == [1]
+        assert time.monotonic() - start < 0.9
+    finally:
+        release.set()

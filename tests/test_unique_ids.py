@@ -22,7 +22,7 @@ from hypothesis.stateful import RuleBasedStateMachine, rule
 
 # Codes that collide with each other's suffixed forms ("1-2" + item 3 is "1-2-3").
 KEYS = st.sampled_from(["1-2", "1-2-1", "1-2-3", "1-2-3-1", "3", "3-1", "1"])
-ITEMS = st.sampled_from([1, 3, "1", "a", 2, "3-1"])
+ITEMS = st.sampled_from([1, 3, "1", "a", 2, "3-1", ""])
 
 
 def test_the_reported_sequences() -> None:
@@ -199,3 +199,84 @@ def test_next_suffix_and_claim_never_hand_out_one_id_twice(tmp_path: Path) -> No
         assert store.next_suffix("w-1") == 1  # "w-1" is claim's: this one is "w-1-1"
         assert store.next_suffix("w") == 2
         assert len(store) == 8
+
+
+def test_a_private_sqlite_database_is_never_copied_or_reopened_empty() -> None:
+    """``":memory:"`` lives in its connection: a pickled copy or a forked child opened a new,
+    empty database and handed the same ids out again; after ``close()`` every id was gone."""
+    import os
+    import pickle
+
+    store = imesde.SQLiteCollisionStore(":memory:")
+    resolver = imesde.UniqueIdResolver(store)
+    assert resolver.assign(["1-2", "1-2"]) == ["1-2", "1-2-1"]
+    with pytest.raises(TypeError, match="private"):
+        pickle.dumps(store)
+    if hasattr(os, "fork"):
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: the store must refuse, not start over
+            try:
+                store.claim(["1-2"])
+                os.write(write, b"claimed")
+            except imesde.StorageError:
+                os.write(write, b"refused")
+            finally:
+                os._exit(0)
+        os.close(write)
+        os.waitpid(pid, 0)
+        assert os.read(read, 16) == b"refused"
+        os.close(read)
+    assert resolver.assign(["1-2"]) == ["1-2-2"]  # the parent's store goes on
+    store.close()
+    with pytest.raises(imesde.StorageError, match="closed"):
+        store.claim(["1-2"])
+
+
+def test_store_arguments_are_typed_errors_and_both_stores_agree(tmp_path: Path) -> None:
+    stores: list[imesde.InMemoryCollisionStore | imesde.SQLiteCollisionStore] = [
+        imesde.InMemoryCollisionStore(),
+        imesde.SQLiteCollisionStore(tmp_path / "ids.db"),
+    ]
+    for store in stores:
+        with pytest.raises(imesde.ShapeError):
+            store.claim(["a", "b"], "-", ["x"])
+        with pytest.raises(imesde.TextEncodingError):
+            store.claim(["\ud800"])
+        with pytest.raises(imesde.DTypeError):
+            store.claim(None)  # type: ignore[arg-type]
+        resolver = imesde.UniqueIdResolver(store)
+        with pytest.raises(imesde.DTypeError):
+            resolver.assign(None)  # type: ignore[arg-type]
+        # An empty item id is an item id: the same item asking twice gets one id.
+        assert resolver.assign(["", ""], item_ids=["sku1", "sku1"]) == ["", ""]
+        # Any iterable of item ids.
+        got = resolver.assign(["k", "k"], item_ids=(i for i in ("a", "b")))
+        assert got == ["k", "k-b"]
+        assert len(store) == 3
+    with pytest.raises(imesde.DTypeError):
+        imesde.SQLiteCollisionStore(None)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+def test_a_batch_the_engine_refuses_hands_out_no_ids(kind: str, tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((300, 16)).astype(np.float32)
+    store = (
+        imesde.InMemoryCollisionStore()
+        if kind == "memory"
+        else imesde.SQLiteCollisionStore(tmp_path / "ids.db")
+    )
+    encoder = imesde.RQKMeans(2, [4, 4], random_state=0).fit(x)
+    engine = imesde.Engine(16, num_shards=1, shard_size=64)
+    engine.attach_semantic_ids(imesde.SemanticIdEngine(encoder, imesde.UniqueIdResolver(store)))
+    bad = x[:3].copy()
+    bad[2] = 0.0  # a zero vector: refused by the engine
+    with pytest.raises(imesde.InvalidValueError):
+        engine.ingest_vectors(bad)
+    assert len(store) == 0
+    assert len(engine) == 0
+    (first,) = engine.ingest_vectors(x[:1])
+    assert engine.get(int(first)).metadata == {
+        "semantic_id": encoder.semantic_id(encoder.encode(x[:1]))[0]
+    }

@@ -18,9 +18,11 @@ first, so a busy stream is ingested in full batches and a quiet one without dela
 from __future__ import annotations
 
 import math
+import numbers
 import queue
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
@@ -41,28 +43,52 @@ class _Failed:
         self.error = error
 
 
-def _check(size: int, wait: float) -> int:
+def _check(size: int, wait: float) -> tuple[int, float]:
     size = positive(size, "size")
-    if isinstance(wait, bool) or not isinstance(wait, (int, float)):
+    if isinstance(wait, bool) or not isinstance(wait, numbers.Real):
         raise DTypeError(f"wait must be a number of seconds, got {type(wait).__name__}")
-    if not (wait >= 0 and math.isfinite(wait)):
+    seconds = float(wait)
+    if not (seconds >= 0 and math.isfinite(seconds)):
         raise InvalidValueError(f"wait must be a finite number of seconds >= 0, got {wait}")
-    return size
+    return size, seconds
+
+
+def _iterate(items: Iterable[T], what: str) -> Iterator[T]:
+    """``iter(items)``, refusing a single string and anything that is not iterable."""
+    if isinstance(items, str | bytes):
+        raise DTypeError(f"{what} must be an iterable, got a single {type(items).__name__}")
+    try:
+        return iter(items)
+    except TypeError:
+        raise DTypeError(f"{what} must be an iterable, got {type(items).__name__}") from None
 
 
 def micro_batches(items: Iterable[T], size: int = 64, wait: float = 0.2) -> Iterator[list[T]]:
     """The items of ``items`` in lists of at most ``size``: a list is handed out when it is
     full, or ``wait`` seconds after its first item arrived. ``items`` (a file, a pipe, a
-    generator over a socket or a queue) is read on a daemon thread, at most ``size`` items
-    ahead of the consumer; when it ends, the last partial list is handed out. An exception
+    generator over a socket or a queue) is read on a daemon thread from the call on, at most
+    ``size`` items ahead of the consumer; when it ends, the last partial list is handed out. An
+    exception
     raised by ``items`` is raised here, after the items before it. Leaving the loop early
     stops the reading thread (once the item it waits for arrives); the items it had read
-    ahead, at most ``size + 1``, are not handed out."""
-    if isinstance(items, str | bytes):
-        raise DTypeError(f"items must be an iterable of items, got a single {type(items).__name__}")
-    size = _check(size, wait)
+    ahead, at most ``size + 1``, are not handed out. Bad arguments raise here, before the
+    first list is asked for."""
+    source = _iterate(items, "items")
+    size, seconds = _check(size, wait)
     ahead: queue.Queue[Any] = queue.Queue(maxsize=size)
     stop = threading.Event()
+    threading.Thread(
+        target=_read, args=(source, ahead, stop), name="imesde-micro-batches", daemon=True
+    ).start()
+    batches = _batches(ahead, size, seconds, stop)
+    # A loop never started (or dropped unfinished) stops the reader when it is freed.
+    weakref.finalize(batches, stop.set)
+    return batches
+
+
+def _read(items: Iterator[Any], ahead: queue.Queue[Any], stop: threading.Event) -> None:
+    """The reading thread: each item with the time it arrived (a list's wait counts from its
+    first item's), then what ended the source."""
 
     def put(item: Any) -> bool:
         """Hands `item` over unless the consumer has gone; whether it was."""
@@ -74,25 +100,28 @@ def micro_batches(items: Iterable[T], size: int = 64, wait: float = 0.2) -> Iter
                 continue
         return False
 
-    def read() -> None:
-        try:
-            for item in items:
-                if not put(item):
-                    return
-        except BaseException as e:
-            put(_Failed(e))
-        finally:
-            put(_END)
-
-    threading.Thread(target=read, name="imesde-micro-batches", daemon=True).start()
     try:
-        yield from _batches(ahead, size, wait)
+        for item in items:
+            if not put((time.monotonic(), item)):
+                return
+    except BaseException as e:
+        put(_Failed(e))
+    finally:
+        put(_END)
+
+
+def _batches(
+    ahead: queue.Queue[Any], size: int, wait: float, stop: threading.Event
+) -> Iterator[list[Any]]:
+    """The lists ``micro_batches`` hands out, from the reading thread's queue; leaving the
+    loop stops the reader."""
+    try:
+        yield from _lists(ahead, size, wait)
     finally:
         stop.set()
 
 
-def _batches(ahead: queue.Queue[Any], size: int, wait: float) -> Iterator[list[Any]]:
-    """The lists ``micro_batches`` hands out, from the reading thread's queue."""
+def _lists(ahead: queue.Queue[Any], size: int, wait: float) -> Iterator[list[Any]]:
     while True:
         batch: list[Any] = []
         deadline: float | None = None
@@ -110,9 +139,10 @@ def _batches(ahead: queue.Queue[Any], size: int, wait: float) -> Iterator[list[A
                 if isinstance(item, _Failed):
                     raise item.error
                 return
-            batch.append(item)
+            arrived, value = item
+            batch.append(value)
             if deadline is None:
-                deadline = time.monotonic() + wait
+                deadline = arrived + wait
         yield batch
 
 
@@ -131,10 +161,9 @@ def ingest_stream(
     """Ingests ``texts`` (a stream of any pace) into ``engine`` in :func:`micro_batches`,
     each text stripped of its trailing newline and blank ones skipped; ``on_batch`` is called
     with each batch after it is stored. Returns the number of texts ingested."""
-    if isinstance(texts, str | bytes):
-        raise DTypeError(f"texts must be an iterable of str, got a single {type(texts).__name__}")
+    batches = micro_batches(_iterate(texts, "texts"), size, wait)
     done = 0
-    for batch in micro_batches(texts, size, wait):
+    for batch in batches:
         for t in batch:
             if not isinstance(t, str):
                 raise DTypeError(f"texts must yield str, got {type(t).__name__}")

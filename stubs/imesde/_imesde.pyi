@@ -516,9 +516,11 @@ class Engine:
         where: _Where | None = None,
         exact: bool = False,
     ) -> tuple[_F32Array, _Ids]:
-        """Top-``k`` for a batch of queries: ``(scores, ids)`` of shape ``[nq, k']``, best
-        first. With an index, a row with fewer hits than another is padded with id ``-1`` and
-        score ``-inf``, as faiss pads."""
+        """Top-``k`` for a batch of queries: ``(scores, ids)`` of shape ``[nq, k']``
+        (``k' = min(k, len(engine))``, fewer when fewer items pass the filters), best first; no
+        queries (``[0, dim]``) give no rows. A row with fewer hits than another (items
+        overwritten during the search) is padded with id ``-1`` and score ``-inf``, as faiss
+        pads."""
     def get(self, id: int) -> Item:
         """The item with this id; raises ``ItemNotFoundError`` if it is not held."""
     def delete(self, ids: int | Iterable[int] | npt.NDArray[np.integer[Any]]) -> int:
@@ -556,8 +558,9 @@ class Engine:
     def train_index(self) -> bool:
         """Train the index on the items held now and wait for it (when a training is
         running, wait for that one first, and train again only if items arrived since it
-        began); return whether the index is trained. Ctrl-C stops the wait, not the
-        training: it ends on its own thread and takes effect then."""
+        began); return whether the index is trained. With fewer than ``nlist`` items held it
+        trains nothing. Ctrl-C stops the wait, not the training: it ends on its own thread and
+        takes effect then."""
     def stats(self) -> dict[str, Any]:
         """Counters and sizes of the engine."""
 
@@ -596,8 +599,10 @@ class Subscription:
     def get(self, timeout: float | None = None) -> Event | None:
         """The next event, waiting at most ``timeout`` seconds (None or ``math.inf``: until one
         arrives or the subscription is closed); a negative or NaN timeout raises
-        ``InvalidValueError``."""
-    def _wait_ready(self, timeout: float) -> bool: ...
+        ``InvalidValueError``, and so does a subscription with a callback (its events go to
+        the callback, none queue)."""
+    def _add_waiter(self, wake: Callable[[], object]) -> bool: ...
+    def _remove_waiter(self, wake: Callable[[], object]) -> None: ...
     def drain(self) -> list[Event]:
         """Every queued event, without waiting."""
     def close(self) -> None:

@@ -439,6 +439,18 @@ impl Engine {
     }
 
     /// `attrs` with each item's metadata extended by its label.
+    /// Checks a batch as an ingest would, storing nothing: before labelling it, since a
+    /// label's unique id is handed out for good. Returns its number of items.
+    ///
+    /// # Errors
+    /// Vectors or attributes the ingest would refuse.
+    pub fn check_batch(&self, vectors: &[f32], attrs: &Attributes) -> Result<usize> {
+        self.ring.check_vectors(vectors)?;
+        let n = vectors.len() / self.ring.config().dim;
+        attrs.check(n)?;
+        Ok(n)
+    }
+
     fn labelled(
         &self,
         labeler: &dyn Labeler,
@@ -450,8 +462,7 @@ impl Engine {
             // The ring refuses it with the right message.
             return Ok(attrs);
         }
-        let n = vectors.len() / dim;
-        attrs.check(n)?;
+        let n = self.check_batch(vectors, &attrs)?;
         let labels = labeler.label(vectors, dim)?;
         if labels.len() != n {
             return Err(EngineError::Invalid(format!(
@@ -671,12 +682,49 @@ impl Engine {
         top_k: Option<usize>,
         filter: Filter,
     ) -> Result<(u64, Option<f32>)> {
-        let threshold = match threshold {
+        let threshold = self.threshold_score(query, threshold)?;
+        let id = self.reserve_subscription();
+        self.subscribe_as(id, query, threshold, top_k, filter)?;
+        Ok((id, threshold))
+    }
+
+    /// A threshold as a score: a percentile calibrated on the items held now for `query`.
+    ///
+    /// # Errors
+    /// A percentile outside 0..100 or on an empty engine; a bad query.
+    pub fn threshold_score(
+        &self,
+        query: &[f32],
+        threshold: Option<Threshold>,
+    ) -> Result<Option<f32>> {
+        Ok(match threshold {
             None => None,
             Some(Threshold::Score(t)) => Some(t),
             Some(Threshold::Percentile(p)) => Some(self.calibrate(query, p)?),
-        };
-        let id = self.ring.subscribe(
+        })
+    }
+
+    /// A subscription id for [`Engine::subscribe_as`]: a caller that routes events to
+    /// receivers by id sets up the receiver before the query can match anything.
+    pub fn reserve_subscription(&self) -> u64 {
+        self.ring.reserve_subscription()
+    }
+
+    /// [`Engine::subscribe`] under an id from [`Engine::reserve_subscription`], with the
+    /// threshold as a score ([`Engine::threshold_score`]).
+    ///
+    /// # Errors
+    /// As [`Engine::subscribe`]; an id not reserved or registered already.
+    pub fn subscribe_as(
+        &self,
+        id: u64,
+        query: &[f32],
+        threshold: Option<f32>,
+        top_k: Option<usize>,
+        filter: Filter,
+    ) -> Result<()> {
+        self.ring.subscribe_as(
+            id,
             query,
             StandingSpec {
                 threshold,
@@ -684,7 +732,7 @@ impl Engine {
                 filter,
             },
         )?;
-        Ok((id, threshold))
+        Ok(())
     }
 
     /// The score above which `100 - pct` % of the held items fall for `query` (the k-th best of
@@ -806,7 +854,8 @@ impl Engine {
             }
         }
         if let Some(cfg) = manifest.index {
-            // Trained again on the restored items before the engine is handed out. Earlier
+            // Trained again on the restored items before the engine is handed out (when they
+            // are enough to train on, as for a new engine). Earlier
             // versions let a ring have more lists than slots (16 by default on the smallest
             // rings): those get as many lists as the ring allows.
             let most = IvfConfig::max_nlist(ring.capacity());
@@ -821,7 +870,10 @@ impl Engine {
             ring.set_index(Some(cfg)).map_err(|e| {
                 imesde_ring::RingError::Snapshot(format!("its index cannot be set up again: {e}"))
             })?;
-            ring.train_index();
+            // As a new engine would: trained when it holds enough items, else once they come.
+            if ring.index_wants_training() {
+                ring.train_index();
+            }
         }
         #[cfg(not(feature = "bm25"))]
         if manifest.lexical {

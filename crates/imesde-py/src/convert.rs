@@ -41,6 +41,16 @@ impl Rows<'_> {
 /// Borrows `obj` as a C-contiguous float32 array with 1 or 2 dimensions (an unaligned one is
 /// copied).
 pub(crate) fn rows<'py>(obj: &Bound<'py, PyAny>, what: &str) -> PyResult<Rows<'py>> {
+    rows_of(obj, what, false)
+}
+
+/// [`rows`], also taking a 2-D array of no rows (`[0, dim]`): an empty batch of queries, as
+/// faiss takes one.
+pub(crate) fn batch_rows<'py>(obj: &Bound<'py, PyAny>, what: &str) -> PyResult<Rows<'py>> {
+    rows_of(obj, what, true)
+}
+
+fn rows_of<'py>(obj: &Bound<'py, PyAny>, what: &str, empty_ok: bool) -> PyResult<Rows<'py>> {
     let Ok(untyped) = obj.cast::<PyUntypedArray>() else {
         return Err(py_err!(
             DType,
@@ -71,7 +81,7 @@ pub(crate) fn rows<'py>(obj: &Bound<'py, PyAny>, what: &str) -> PyResult<Rows<'p
     } else {
         (shape[0], shape[1])
     };
-    if rows == 0 || dim == 0 {
+    if dim == 0 || (rows == 0 && !(empty_ok && ndim == 2)) {
         return Err(py_err!(Shape, "{what} is empty (shape {shape:?})"));
     }
     let mut array = obj.cast::<PyArrayDyn<f32>>()?.try_readonly()?;

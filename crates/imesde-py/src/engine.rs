@@ -4,6 +4,7 @@
 // PyO3 extracts arguments as owned values (PathBuf, Text); borrowing them is not an option.
 #![allow(clippy::needless_pass_by_value)]
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
@@ -220,7 +221,7 @@ impl Engine {
         k: Count,
         documents: u32,
         total_length: u64,
-        terms: std::collections::HashMap<String, (u32, f32)>,
+        terms: HashMap<String, (u32, f32)>,
         since: Option<&Bound<'_, PyAny>>,
         until: Option<&Bound<'_, PyAny>>,
         r#where: Option<&Bound<'_, PyAny>>,
@@ -306,7 +307,10 @@ impl Engine {
             })
             .raise()?;
         }
-        *self.semantic_ids.lock() = assign.map(Bound::unbind);
+        // The function replaced is freed after the lock is released: freeing it may run Python
+        // code (a `__del__`) that calls this engine.
+        let replaced = std::mem::replace(&mut *self.semantic_ids.lock(), assign.map(Bound::unbind));
+        drop(replaced);
         Ok(())
     }
 
@@ -353,10 +357,13 @@ impl Engine {
         let capacity = queue_size.positive("queue_size")?;
         let threshold = threshold.map(threshold_of).transpose()?;
         let filter = convert::filter(None, None, r#where, false)?;
-        let (id, threshold) = gil::run(py, "Engine.subscribe", || {
-            self.core.subscribe(&vector, threshold, top_k, filter)
+        let threshold = gil::run(py, "Engine.subscribe", || {
+            self.core.threshold_score(&vector, threshold)
         })
         .raise()?;
+        // The subscription is listed before its query can match: an ingest on another thread
+        // finds it for every event of the new query.
+        let id = self.core.reserve_subscription();
         let sub = Py::new(
             py,
             Subscription::new(
@@ -365,13 +372,26 @@ impl Engine {
                 threshold,
                 top_k,
                 callback.map(Bound::unbind),
-                Arc::clone(self.core.ring()),
+                self.core.ring(),
                 capacity,
             ),
         )?;
-        let mut subs = self.subs.lock();
-        subs.retain(|s| s.get().is_active());
-        subs.push(sub.clone_ref(py));
+        let closed = self.update_subs(|subs| {
+            let closed = take_where(subs, |s| !s.get().is_active());
+            subs.push(sub.clone_ref(py));
+            closed
+        });
+        drop(closed);
+        let registered = gil::run(py, "Engine.subscribe", || {
+            self.core
+                .subscribe_as(id, &vector, threshold, top_k, filter)
+        })
+        .raise();
+        if let Err(e) = registered {
+            sub.get().close(py);
+            drop(self.update_subs(|subs| take_where(subs, |s| s.get().id == id)));
+            return Err(e);
+        }
         Ok(sub)
     }
 
@@ -381,29 +401,31 @@ impl Engine {
             // Ids are unique within one engine only.
             Ok(s) if !s.get().belongs_to(self.core.ring()) => return Ok(false),
             Ok(s) => s.get().id,
-            Err(_) if subscription.is_instance_of::<PyInt>() => {
-                match id_of(subscription, "the subscription id") {
-                    Ok(id) => id,
-                    // No subscription has a negative or huge id.
-                    Err(_) => return Ok(false),
+            Err(_) => match id_of(subscription, "the subscription id") {
+                Ok(id) => id,
+                // No subscription has a negative or huge id.
+                Err(e)
+                    if crate::exceptions::class(py, crate::exceptions::Exc::OutOfRange)
+                        .is_ok_and(|c| e.is_instance(py, &c)) =>
+                {
+                    return Ok(false);
                 }
-            }
-            Err(_) => {
-                return Err(py_err!(DType, "unsubscribe takes a Subscription or its id"));
-            }
+                Err(_) => {
+                    return Err(py_err!(DType, "unsubscribe takes a Subscription or its id"));
+                }
+            },
         };
-        let found = {
-            let mut subs = self.subs.lock();
-            let found = subs
-                .iter()
-                .find(|s| s.get().id == id && s.get().is_active())
-                .map(|s| s.clone_ref(py));
-            subs.retain(|s| s.get().id != id);
-            found
-        };
+        // Removed ones are freed after the lock is released (a callback's `__del__` may call
+        // this engine).
+        let removed = self.update_subs(|subs| take_where(subs, |s| s.get().id == id));
+        let found = removed
+            .iter()
+            .find(|s| s.get().is_active())
+            .map(|s| s.clone_ref(py));
+        drop(removed);
         match found {
             Some(s) => {
-                s.get().close();
+                s.get().close(py);
                 Ok(true)
             }
             None => Ok(false),
@@ -772,9 +794,11 @@ impl Engine {
 
     /// Top-``k`` for a batch of queries (``[nq, dim]`` float32), like faiss' ``index.search``:
     /// returns ``(scores, ids)``, float32 and int64 arrays of shape ``[nq, min(k,
-    /// len(engine))]``, best first. ``since``, ``until`` and ``where`` as in ``search`` (fewer
-    /// matching items: fewer columns). With an index, a query whose probed lists hold fewer
-    /// hits than another's has its row padded with id ``-1`` and score ``-inf`` (as faiss pads).
+    /// len(engine))]``, best first (no queries, ``[0, dim]``: no rows). ``since``, ``until`` and
+    /// ``where`` as in ``search`` (fewer matching items: fewer columns). A row with fewer hits
+    /// than another (items overwritten during the search) is padded with id ``-1`` and score
+    /// ``-inf`` (as faiss pads); with an index, a query whose probed lists hold fewer than
+    /// ``k`` passing items is answered by a scan of every item.
     #[pyo3(
         signature = (queries, k = Count::from(10), *, since = None, until = None, r#where = None, exact = Flag(false)),
         text_signature = "($self, queries, k=10, *, since=None, until=None, where=None, exact=False)"
@@ -793,9 +817,16 @@ impl Engine {
     ) -> PyResult<(Bound<'py, PyArray2<f32>>, Bound<'py, PyArray2<i64>>)> {
         let k = k.positive("k")?;
         let filter = convert::filter(since, until, r#where, exact.0)?;
-        let q = convert::rows(queries, "queries")?;
+        let q = convert::batch_rows(queries, "queries")?;
         self.check_dim(q.dim, "queries")?;
         let data = q.as_slice();
+        if q.rows == 0 {
+            let k = k.min(self.core.ring().len());
+            return Ok((
+                PyArray2::zeros(py, [0, k], false),
+                PyArray2::zeros(py, [0, k], false),
+            ));
+        }
         let res = gil::run(py, "Engine.search_vectors", || {
             self.core.search_vectors(data, k, &filter)
         })
@@ -871,10 +902,11 @@ impl Engine {
 
     /// Trains the index (``Engine(..., index="ivf")``) on the items held now and waits for
     /// it (when a training is running, waits for that one first, and trains again only if
-    /// items arrived since it began); returns whether the index is trained. Without it the
-    /// engine trains on a thread of its own once it holds ``max(16 * nlist, 1024)`` items (or
-    /// is full) and again each time the window has turned over; searches scan every item until
-    /// the first training ends.
+    /// items arrived since it began); returns whether the index is trained. With fewer than
+    /// ``nlist`` items held it trains nothing. Without it the engine trains on a thread of its
+    /// own once it holds ``max(16 * nlist, 1024)`` items (or is full; again then if an earlier
+    /// training had fewer) and each time the window has turned over; searches scan every item
+    /// until the first training ends.
     fn train_index(&self, py: Python<'_>) -> PyResult<bool> {
         gil::run(py, "Engine.train_index", || self.core.train_index())
     }
@@ -929,9 +961,11 @@ impl Engine {
             f.take();
         }
         let subs = self.subs.try_lock().map(|mut s| std::mem::take(&mut *s));
-        for s in subs.into_iter().flatten() {
-            s.get().close();
-        }
+        Python::attach(|py| {
+            for s in subs.into_iter().flatten() {
+                s.get().close(py);
+            }
+        });
     }
     fn __repr__(&self) -> String {
         let c = self.config();
@@ -1086,13 +1120,32 @@ impl Drop for Engine {
     /// Its standing queries end with it: an iterator over one stops once its queue is read,
     /// instead of waiting for events that can no longer come.
     fn drop(&mut self) {
-        for s in self.subs.get_mut().drain(..) {
-            s.get().close();
+        let subs = std::mem::take(self.subs.get_mut());
+        if !subs.is_empty() {
+            Python::attach(|py| {
+                for s in subs {
+                    s.get().close(py);
+                }
+            });
         }
     }
 }
 
+/// Takes the entries `pick` selects out of `items`, keeping the others in order.
+fn take_where<T>(items: &mut Vec<T>, mut pick: impl FnMut(&T) -> bool) -> Vec<T> {
+    let (taken, kept) = std::mem::take(items).into_iter().partition(|x| pick(x));
+    *items = kept;
+    taken
+}
+
 impl Engine {
+    /// Changes the subscription list under its lock; what `f` returns (subscriptions taken
+    /// out) is dropped by the caller after the lock is released, since freeing one may run
+    /// Python code that calls this engine.
+    fn update_subs<R>(&self, f: impl FnOnce(&mut Vec<Py<Subscription>>) -> R) -> R {
+        f(&mut self.subs.lock())
+    }
+
     fn around(core: imesde_engine::Engine, model: Option<Py<TextEmbedder>>) -> Self {
         Engine {
             core,
@@ -1139,11 +1192,16 @@ impl Engine {
             // is stored whole by now, so Ctrl-C in a callback (returned by `deliver`) reaches
             // the caller with nothing half-written; after it the queues still get their events
             // (no Python code runs for them) and the callbacks' are dropped.
-            let subs: Vec<Py<Subscription>> =
-                self.subs.lock().iter().map(|s| s.clone_ref(py)).collect();
+            let subs: HashMap<u64, Py<Subscription>> = self
+                .subs
+                .lock()
+                .iter()
+                .map(|s| (s.get().id, s.clone_ref(py)))
+                .collect();
             let mut stopped = None;
             for e in events {
-                let Some(sub) = subs.iter().find(|s| s.get().id == e.subscription) else {
+                // Unsubscribed since the batch was matched.
+                let Some(sub) = subs.get(&e.subscription) else {
                     continue;
                 };
                 if stopped.is_some() && sub.get().has_callback() {
@@ -1170,8 +1228,11 @@ impl Engine {
             return Ok(native);
         }
         let dim = self.config().dim;
-        let n = vectors.len() / dim;
-        attrs.check(n).map_err(CoreError::from)?;
+        // A batch the engine refuses labels nothing: its ids would be handed out for good.
+        let n = self
+            .core
+            .check_batch(vectors, attrs)
+            .map_err(CoreError::from)?;
         let array = vectors.to_vec().into_pyarray(py).reshape([n, dim])?;
         let ids: Vec<String> = assign
             .call1((array,))?

@@ -2,8 +2,8 @@
 //! [`Inbox`]) or a callback. Matching happens in the engine; the binding delivers the events
 //! after its locks are released.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use imesde_engine::Inbox;
@@ -25,7 +25,9 @@ use crate::hits::Event;
 /// Without a callback, events queue here (at most ``queue_size``; when full the oldest is
 /// dropped and counted in ``dropped``): iterate (``for event in sub:`` blocks until the next
 /// event and ends after ``close()``, or once its engine is gone), ``get(timeout)`` or
-/// ``drain()``. With a callback, each event is passed to it right after the ingest call that
+/// ``drain()``; ``async for event in sub:`` waits without holding a thread. With a callback,
+/// each event is passed to it (and none queue: ``get`` and iteration are refused) right after
+/// the ingest call that
 /// produced it; an exception in the callback is logged (logger ``"imesde"``) and counted in
 /// ``errors``, and never stops ingestion, except ``KeyboardInterrupt`` and ``SystemExit`` (any
 /// ``BaseException`` that is not an ``Exception``): those reach the caller of the ingest, after
@@ -42,8 +44,12 @@ pub(crate) struct Subscription {
     /// Cleared by the garbage collector only (a cycle through the callback's closure).
     callback: Mutex<Option<Py<PyAny>>>,
     has_callback: bool,
-    ring: Arc<Ring>,
+    /// Weak: an event or subscription kept after its engine is gone does not keep its items.
+    ring: Weak<Ring>,
     inbox: Inbox<Py<Event>>,
+    /// Callables of ``async for`` waits, called (and removed) when an event queues or the
+    /// subscription closes.
+    waiters: Mutex<Vec<Py<PyAny>>>,
     delivered: AtomicU64,
     errors: AtomicU64,
     /// Events a callback did not get because an earlier one stopped the delivery (Ctrl-C).
@@ -58,7 +64,7 @@ impl Subscription {
         threshold: Option<f32>,
         top_k: Option<usize>,
         callback: Option<Py<PyAny>>,
-        ring: Arc<Ring>,
+        ring: &Arc<Ring>,
         capacity: usize,
     ) -> Self {
         Subscription {
@@ -68,8 +74,9 @@ impl Subscription {
             top_k,
             has_callback: callback.is_some(),
             callback: Mutex::new(callback),
-            ring,
+            ring: Arc::downgrade(ring),
             inbox: Inbox::new(capacity),
+            waiters: Mutex::new(Vec::new()),
             delivered: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             skipped: AtomicU64::new(0),
@@ -83,7 +90,30 @@ impl Subscription {
     /// Whether this is a subscription of the engine whose ring is `ring` (ids are unique
     /// within one engine only).
     pub(crate) fn belongs_to(&self, ring: &Arc<Ring>) -> bool {
-        Arc::ptr_eq(&self.ring, ring)
+        std::ptr::eq(self.ring.as_ptr(), Arc::as_ptr(ring))
+    }
+
+    /// Calls the ``async for`` waits registered, outside the lock (a wait's callable may run
+    /// Python code that reaches this subscription again).
+    fn wake(&self, py: Python<'_>) {
+        let waiters = std::mem::take(&mut *self.waiters.lock());
+        for w in waiters {
+            if let Err(e) = w.call0(py) {
+                // A loop closed under its waiting task: nothing is left to wake.
+                drop(e);
+            }
+        }
+    }
+
+    /// Refuses to wait on a subscription whose events go to its callback.
+    fn check_queued(&self) -> PyResult<()> {
+        if self.has_callback {
+            return Err(py_err!(
+                InvalidValue,
+                "this subscription passes its events to its callback; none queue here to get"
+            ));
+        }
+        Ok(())
     }
 
     /// Whether events run Python code (a callback) when delivered.
@@ -137,10 +167,12 @@ impl Subscription {
             return Ok(());
         }
         me.inbox.push(event);
+        me.wake(py);
         Ok(())
     }
 
     fn wait(&self, py: Python<'_>, timeout: Option<Real>) -> PyResult<Option<Py<Event>>> {
+        self.check_queued()?;
         let deadline = match timeout {
             None => None,
             Some(Real(t)) if t.is_nan() || t < 0.0 => {
@@ -249,21 +281,43 @@ impl Subscription {
     fn get(&self, py: Python<'_>, timeout: Option<Real>) -> PyResult<Option<Py<Event>>> {
         self.wait(py, timeout)
     }
-    /// Whether an event waits, waiting at most ``timeout`` seconds for one; takes nothing
-    /// (``async for`` waits with this, so a cancelled wait loses no event).
-    fn _wait_ready(&self, py: Python<'_>, timeout: Real) -> PyResult<bool> {
-        let step =
-            Duration::try_from_secs_f64(timeout.0.max(0.0)).unwrap_or(Duration::from_secs(1));
-        gil::run(py, "Subscription.get", || self.inbox.wait_ready(step))
+    /// Registers ``wake`` (no arguments) to be called once, when an event queues or the
+    /// subscription closes; False (nothing registered) when one waits already or it is closed.
+    /// ``async for`` waits with this, taking the event itself, so a cancelled wait loses none.
+    fn _add_waiter(&self, wake: Py<PyAny>) -> PyResult<bool> {
+        self.check_queued()?;
+        let mut waiters = self.waiters.lock();
+        if !self.inbox.is_empty() || !self.is_active() {
+            drop(waiters);
+            drop(wake);
+            return Ok(false);
+        }
+        waiters.push(wake);
+        Ok(true)
+    }
+    /// Removes a callable ``_add_waiter`` registered (a wait that was cancelled).
+    fn _remove_waiter(&self, wake: &Bound<'_, PyAny>) {
+        let removed: Vec<Py<PyAny>> = {
+            let mut waiters = self.waiters.lock();
+            let (gone, kept) = std::mem::take(&mut *waiters)
+                .into_iter()
+                .partition(|w| w.is(wake));
+            *waiters = kept;
+            gone
+        };
+        drop(removed);
     }
     /// Every queued event, without waiting.
     fn drain(&self) -> Vec<Py<Event>> {
         self.inbox.drain()
     }
     /// Stops the subscription: no new events; queued ones can still be read.
-    pub(crate) fn close(&self) {
-        self.ring.unsubscribe(self.id);
+    pub(crate) fn close(&self, py: Python<'_>) {
+        if let Some(ring) = self.ring.upgrade() {
+            ring.unsubscribe(self.id);
+        }
         self.inbox.close();
+        self.wake(py);
     }
     fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
         slf
@@ -274,20 +328,24 @@ impl Subscription {
         if let Some(cb) = self.callback.try_lock() {
             visit.call(cb.as_ref())?;
         }
+        if let Some(waiters) = self.waiters.try_lock() {
+            for w in waiters.iter() {
+                visit.call(w)?;
+            }
+        }
         self.inbox.try_for_each(|e| visit.call(e))
     }
-    fn __clear__(&self) {
-        self.close();
-        if let Some(mut cb) = self.callback.try_lock() {
-            cb.take();
-        }
+    fn __clear__(&self, py: Python<'_>) {
+        self.close(py);
+        let callback = self.callback.try_lock().and_then(|mut cb| cb.take());
+        drop(callback);
         drop(self.inbox.drain());
     }
     fn __next__(&self, py: Python<'_>) -> PyResult<Py<Event>> {
         self.wait(py, None)?
             .ok_or_else(|| PyStopIteration::new_err(()))
     }
-    /// ``async for event in sub``: each step waits on the event loop's default executor.
+    /// ``async for event in sub``: each step waits on the event loop, holding no thread.
     fn __aiter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
         slf
     }
@@ -302,11 +360,12 @@ impl Subscription {
     }
     fn __exit__(
         &self,
+        py: Python<'_>,
         _t: Option<&Bound<'_, PyAny>>,
         _v: Option<&Bound<'_, PyAny>>,
         _tb: Option<&Bound<'_, PyAny>>,
     ) {
-        self.close();
+        self.close(py);
     }
     fn __repr__(&self, py: Python<'_>) -> String {
         let none = || "None".to_owned();

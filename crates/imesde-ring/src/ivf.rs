@@ -115,6 +115,8 @@ pub(crate) struct Ivf {
     place: Vec<(u32, u32)>,
     /// The ring's `next_id` when the current quantiser was trained (`None`: never).
     pub(crate) trained_at: Option<u64>,
+    /// The items held when it was trained.
+    trained_on: usize,
     /// Bumped by every training, so a writer that assigned with older centroids notices.
     pub(crate) epoch: u64,
 }
@@ -130,6 +132,7 @@ impl Ivf {
             words: binary::words(dim),
             place: vec![(NONE, NONE); slots],
             trained_at: None,
+            trained_on: 0,
             epoch: 0,
         }
     }
@@ -138,12 +141,17 @@ impl Ivf {
         !self.centroids.is_empty()
     }
 
-    /// Whether a (re)training is due: never trained and `held` items reach the train size, or
-    /// trained and the window has turned over (`capacity` items written) since.
+    /// Whether a (re)training is due: `held` items reach the train size and the quantiser was
+    /// trained on fewer (or never), or the window has turned over (`capacity` items written)
+    /// since it was trained.
     pub(crate) fn wants_training(&self, next_id: u64, held: usize, capacity: usize) -> bool {
+        let size = self.cfg.train_size(capacity);
         match self.trained_at {
-            None => held >= self.cfg.train_size(capacity),
-            Some(at) => next_id >= at.saturating_add(capacity as u64),
+            None => held >= size,
+            Some(at) => {
+                next_id >= at.saturating_add(capacity as u64)
+                    || (self.trained_on < size && held >= size)
+            }
         }
     }
 
@@ -235,6 +243,7 @@ impl Ivf {
         lists: &[u32],
         signs: &[u64],
         trained_at: u64,
+        trained_on: usize,
     ) {
         self.centroids = centroids;
         let w = self.words;
@@ -254,6 +263,7 @@ impl Ivf {
             }
         }
         self.trained_at = Some(trained_at);
+        self.trained_on = trained_on;
         self.epoch += 1;
     }
 

@@ -569,6 +569,16 @@ impl Ring {
     }
 
     /// Checks the length and values of `vectors.len() / dim` rows and L2-normalises them.
+    /// Checks a batch as an ingest would (whole rows of the ring's dimension, finite, none
+    /// zero) without storing it: for work that must not start on a batch the ring refuses
+    /// (labelling it with ids handed out for good).
+    ///
+    /// # Errors
+    /// As [`Ring::ingest`] for the vectors.
+    pub fn check_vectors(&self, vectors: &[f32]) -> Result<()> {
+        self.unit_rows("vector", vectors).map(|_| ())
+    }
+
     fn unit_rows(&self, what: &'static str, vectors: &[f32]) -> Result<(usize, Vec<f32>)> {
         let dim = self.cfg.dim;
         if !vectors.len().is_multiple_of(dim) || vectors.is_empty() {
@@ -678,6 +688,22 @@ impl Ring {
     /// A query of the wrong length, NaN / infinite or zero; a spec with neither threshold nor
     /// `top_k`, a `top_k` of 0 or a non-finite threshold.
     pub fn subscribe(&self, query: &[f32], spec: StandingSpec) -> Result<u64> {
+        let id = self.reserve_subscription();
+        self.subscribe_as(id, query, spec)?;
+        Ok(id)
+    }
+
+    /// A subscription id for [`Ring::subscribe_as`]: a caller that routes events by id sets
+    /// up the receiver first, so that no event of the new query finds none.
+    pub fn reserve_subscription(&self) -> u64 {
+        self.standing.reserve()
+    }
+
+    /// [`Ring::subscribe`] under an id from [`Ring::reserve_subscription`].
+    ///
+    /// # Errors
+    /// As [`Ring::subscribe`]; an id not reserved, or registered already.
+    pub fn subscribe_as(&self, id: u64, query: &[f32], spec: StandingSpec) -> Result<()> {
         let (n, unit) = self.unit_rows("query", query)?;
         if n != 1 {
             return Err(RingError::Dimension {
@@ -686,7 +712,7 @@ impl Ring {
                 expected: self.cfg.dim,
             });
         }
-        self.standing.add(&unit, spec)
+        self.standing.add(id, &unit, spec)
     }
 
     /// Removes a standing query; false when no subscription has this id.
@@ -902,8 +928,15 @@ impl Ring {
     /// int8 copy as int8 rings do).
     fn prepare_queries(&self, queries: &[f32], exact: bool) -> Result<(usize, Query, Vec<f32>)> {
         let (nq, unit) = self.unit_rows("query", queries)?;
-        let query = match self.cfg.storage {
-            Storage::F32 => Query::F32(unit.clone()),
+        let query = self.query_of(&unit, exact);
+        Ok((nq, query, unit))
+    }
+
+    /// The queries whose unit rows are `unit`, as the ring's scans take them.
+    fn query_of(&self, unit: &[f32], exact: bool) -> Query {
+        let nq = unit.len() / self.cfg.dim;
+        match self.cfg.storage {
+            Storage::F32 => Query::F32(unit.to_vec()),
             Storage::Int8 | Storage::Binary => {
                 let mut codes = vec![0i16; unit.len()];
                 let scales = unit
@@ -912,7 +945,7 @@ impl Ring {
                     .map(|(x, c)| quant::quantize_query(x, c))
                     .collect();
                 let binary = self.cfg.storage == Storage::Binary && !exact;
-                let narrow = (nq > 1 && !binary).then(|| NarrowQueries::new(&unit, self.cfg.dim));
+                let narrow = (nq > 1 && !binary).then(|| NarrowQueries::new(unit, self.cfg.dim));
                 Query::Int8 {
                     codes,
                     scales,
@@ -924,8 +957,7 @@ impl Ring {
                     }),
                 }
             }
-        };
-        Ok((nq, query, unit))
+        }
     }
 
     /// Scores `nq` queries against the slots `rows` of `shard`, chunk by chunk, calling
@@ -1128,10 +1160,33 @@ impl Ring {
         filter: &Filter,
     ) -> Vec<Vec<(f32, u64)>> {
         if !filter.exact
-            && let Some(found) = self.index_search(q, unit, k, filter)
+            && let Some(mut found) = self.index_search(q, unit, k, filter)
         {
+            // A query whose probed lists hold fewer than `k` items passing the filter (a
+            // selective filter, deletes, small lists) is answered by a scan of every item
+            // instead, which finds `k` whenever `k` pass.
+            let want = k.min(self.len());
+            let short: Vec<usize> = (0..nq).filter(|&j| found[j].len() < want).collect();
+            if !short.is_empty() {
+                let dim = self.cfg.dim;
+                let rows: Vec<f32> = short
+                    .iter()
+                    .flat_map(|&j| unit[j * dim..(j + 1) * dim].iter().copied())
+                    .collect();
+                let scanned = self.scan_best(&self.query_of(&rows, false), short.len(), k, filter);
+                for (j, best) in short.into_iter().zip(scanned) {
+                    found[j] = best;
+                }
+            }
             return found;
         }
+        self.scan_best(q, nq, k, filter)
+    }
+
+    /// The best `k` (score, key) pairs for each of the `nq` prepared queries passing
+    /// `filter`, best first: one pass over the ring keeping each query's candidates, then
+    /// their refinement ([`Ring::refine`]).
+    fn scan_best(&self, q: &Query, nq: usize, k: usize, filter: &Filter) -> Vec<Vec<(f32, u64)>> {
         let plain = filter.is_empty();
         let memo = self.memo(filter);
         let kc = q.candidates(k);
@@ -1468,8 +1523,10 @@ impl Ring {
         };
         let floor = next.saturating_sub(self.capacity() as u64);
         let held: Vec<u64> = (floor..next).filter(|&id| self.contains(id)).collect();
-        if held.is_empty() {
-            return false;
+        if held.len() < cfg.nlist {
+            // Too few items for `nlist` lists (faiss refuses them too): the index stays as it
+            // is, untrained or trained on earlier items.
+            return self.index_trained();
         }
         let m = ivf::sample_size(cfg, held.len());
         let mut sample = Vec::with_capacity(m * dim);
@@ -1480,7 +1537,7 @@ impl Ring {
         }
         if sample.is_empty() {
             // Every item sampled was overwritten or deleted meanwhile.
-            return false;
+            return self.index_trained();
         }
         let centroids = ivf::train(self.kernels, &sample, dim, cfg.nlist);
         let w = binary::words(dim);
@@ -1505,7 +1562,7 @@ impl Ring {
         let Some(index) = guard.as_mut().filter(|i| i.cfg == cfg) else {
             return false;
         };
-        index.install(centroids, &lists, &signs, next);
+        index.install(centroids, &lists, &signs, next, held.len());
         // Items written since `next` were routed with the old quantiser.
         let now = self.next_id.load(Ordering::Acquire);
         for id in next.max(now.saturating_sub(self.capacity() as u64))..now {

@@ -73,8 +73,17 @@ pub(crate) struct Standing {
 }
 
 impl Standing {
-    /// Registers a unit query; returns its id.
-    pub(crate) fn add(&self, unit: &[f32], spec: StandingSpec) -> Result<u64, RingError> {
+    /// A new subscription id, for [`Standing::add`]: events can then be routed to their
+    /// subscriber before its query is registered.
+    pub(crate) fn reserve(&self) -> u64 {
+        let mut reg = self.reg.write();
+        let id = reg.next_id;
+        reg.next_id += 1;
+        id
+    }
+
+    /// Registers a unit query under `id`, an id from [`Standing::reserve`] not used yet.
+    pub(crate) fn add(&self, id: u64, unit: &[f32], spec: StandingSpec) -> Result<(), RingError> {
         if spec.threshold.is_some_and(|t| !t.is_finite()) {
             return Err(RingError::Standing(
                 "threshold must be a finite number".into(),
@@ -89,15 +98,18 @@ impl Standing {
             ));
         }
         let mut reg = self.reg.write();
-        let id = reg.next_id;
-        reg.next_id += 1;
+        if id >= reg.next_id || reg.subs.iter().any(|s| s.id == id) {
+            return Err(RingError::Standing(format!(
+                "subscription id {id} was not reserved, or is taken"
+            )));
+        }
         reg.queries.extend_from_slice(unit);
         reg.subs.push(Sub {
             id,
             spec,
             best: Mutex::new(BinaryHeap::new()),
         });
-        Ok(id)
+        Ok(())
     }
 
     /// Removes a subscription; false when there is none with this id.

@@ -84,6 +84,40 @@ fn scale_of(data: &[f32]) -> f32 {
     f32::from_bits(((e + 127) as u32) << 23)
 }
 
+/// Refuses training data whose largest row is more than [`MAX_SCALED_NORM`] times its typical
+/// (median) row: scaled to the largest, the other rows' squared distances would fall below
+/// f32's range and every one of them would get the same code.
+fn check_spread(data: &[f32], dim: usize) -> Result<()> {
+    let mut peaks: Vec<f32> = data
+        .chunks_exact(dim)
+        .map(|row| row.iter().fold(0f32, |m, v| m.max(v.abs())))
+        .filter(|&m| m > 0.0)
+        .collect();
+    if peaks.is_empty() {
+        return Ok(());
+    }
+    let (largest, i) =
+        peaks.iter().enumerate().fold(
+            (0f32, 0),
+            |(m, at), (i, &v)| if v > m { (v, i) } else { (m, at) },
+        );
+    let mid = peaks.len() / 2;
+    let median = *peaks.select_nth_unstable_by(mid, f32::total_cmp).1;
+    if f64::from(largest) > f64::from(median) * MAX_SCALED_NORM {
+        // `i` counts the non-zero rows: find the row itself.
+        let row = data
+            .chunks_exact(dim)
+            .enumerate()
+            .filter(|(_, r)| r.iter().any(|&v| v != 0.0))
+            .nth(i)
+            .map_or(0, |(r, _)| r);
+        return Err(RqError::Invalid(format!(
+            "vector {row} has values up to {largest:.3e}, more than 2^60 times the typical              vector's ({median:.3e}): next to it every other vector would get the same code;              drop it or rescale the data"
+        )));
+    }
+    Ok(())
+}
+
 /// `data` divided by `scale` (borrowed as is when it is 1).
 #[allow(clippy::float_cmp)] // scales are exact powers of two
 fn scaled(data: &[f32], scale: f32) -> std::borrow::Cow<'_, [f32]> {
@@ -116,8 +150,10 @@ pub struct FitConfig {
     pub init: Init,
     /// Rounds of codebook refinement after the levels are trained: encode the training set,
     /// then move every codeword to the least-squares optimum given all the other levels'
-    /// codewords. Each round lowers the reconstruction error. A balanced model then learns
-    /// its biases again, so its codes stay evenly used (each round also adds some collisions).
+    /// codewords. Each round lowers a plain model's reconstruction error. A balanced model then
+    /// learns its biases again, so its codes stay evenly used (each round also adds some
+    /// collisions); its error usually falls too, but the rebalancing can raise it (data with
+    /// many repeated rows).
     /// `None`: 3 rounds for a plain model, 1 for a balanced one.
     pub refine: Option<usize>,
     /// Run on this SIMD backend instead of the best one (for tests: results are bit-identical
@@ -361,6 +397,7 @@ impl RqKMeans {
         stop: &(dyn Fn() -> bool + Sync),
     ) -> Result<(Self, Vec<LevelReport>)> {
         check_data(data, dim)?;
+        check_spread(data, dim)?;
         let scale = scale_of(data);
         let (mut model, mut reports) = Self::fit_scaled(&scaled(data, scale), dim, cfg, stop)?;
         model.set_scale(scale);

@@ -15,6 +15,17 @@ __all__ = ["codes_to_ids"]
 _LETTERS = "abcdefghijklmnopqrstuvwxyz"
 
 
+def _level_name(level: int) -> str:
+    """The token name of a level: ``a`` .. ``z``, then ``aa``, ``ab``, ... (bijective base 26,
+    so no two levels share a name)."""
+    name = ""
+    n = level + 1
+    while n:
+        n, r = divmod(n - 1, 26)
+        name = _LETTERS[r] + name
+    return name
+
+
 def _codes(codes: Any) -> npt.NDArray[np.int64]:
     arr = np.asarray(codes)
     if arr.ndim != 2:
@@ -39,8 +50,8 @@ def codes_to_ids(
     """Turn codes ``(n, n_levels)`` into strings.
 
     ``fmt="plain"`` joins the codes with ``sep`` (``"3-9-1"``); ``fmt="token"`` writes one token
-    per level (``"<a_3><b_9><c_1>"``, for language models); ``formatter`` maps one row of codes
-    to a string and overrides both.
+    per level (``"<a_3><b_9><c_1>"``, for language models; after ``z`` come ``aa``, ``ab``, ...);
+    ``formatter`` maps one row of codes to a string and overrides both.
     """
     arr = _codes(codes)
     if not isinstance(sep, str):
@@ -55,8 +66,9 @@ def codes_to_ids(
                 raise DTypeError(f"formatter must return str, got {type(got).__name__} for row {i}")
         return ids
     if fmt == "token":
+        names = [_level_name(lvl) for lvl in range(arr.shape[1])]
         return [
-            "".join(f"<{_LETTERS[lvl % 26]}_{c}>" for lvl, c in enumerate(row))
+            "".join(f"<{name}_{c}>" for name, c in zip(names, row, strict=True))
             for row in arr.tolist()
         ]
     if fmt != "plain":

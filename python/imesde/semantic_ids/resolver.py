@@ -6,16 +6,21 @@ resolver), as the ``semantic-id`` package names them."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
 
 from imesde._imesde import Labeler
-from imesde.exceptions import DTypeError, ShapeError
+from imesde.exceptions import ShapeError
 from imesde.semantic_ids.rqkmeans import RQKMeans
-from imesde.semantic_ids.stores import CollisionStore, InMemoryCollisionStore
+from imesde.semantic_ids.stores import (
+    CollisionStore,
+    InMemoryCollisionStore,
+    _as_list,
+    _str_list,
+)
 
 __all__ = ["SemanticIdEngine", "UniqueIdResolver"]
 
@@ -40,19 +45,18 @@ class UniqueIdResolver:
         self,
         semantic_ids: Sequence[str],
         *,
-        item_ids: Sequence[Any] | None = None,
+        item_ids: Iterable[Any] | None = None,
         sep: str = "-",
     ) -> list[str]:
         """Unique ids for ``semantic_ids``, in order. ``item_ids`` (one per id, compared as
         ``str(item)``) name the items the ids are for."""
-        if isinstance(semantic_ids, str):
-            raise DTypeError("semantic_ids must be a list of str, got a single str")
-        keys = list(semantic_ids)
+        keys = _str_list(semantic_ids, "semantic_ids")
         owners = None
         if item_ids is not None:
-            if len(item_ids) != len(keys):
-                raise ShapeError(f"{len(item_ids)} item_ids for {len(keys)} semantic ids")
-            owners = [str(item) for item in item_ids]
+            items = _as_list(item_ids, "item_ids")
+            if len(items) != len(keys):
+                raise ShapeError(f"{len(items)} item_ids for {len(keys)} semantic ids")
+            owners = [str(item) for item in items]
         claim = getattr(self.store, "claim", None)
         if callable(claim):
             claimed: list[str] = claim(keys, sep, owners)

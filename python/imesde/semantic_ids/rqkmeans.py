@@ -20,6 +20,7 @@ from imesde._imesde import IdStore, Labeler, RQCodebooks, rq_codebook_usage, rq_
 from imesde.exceptions import (
     DTypeError,
     ImesdeError,
+    IndexCorruptError,
     InvalidValueError,
     OutOfRangeError,
     ShapeError,
@@ -78,8 +79,9 @@ class RQKMeans:
         refine: Rounds of joint codebook refinement after training: each re-encodes the
             training set and moves every codeword to its least-squares optimum; a balanced
             model then learns its biases again so codes stay evenly used. ``None``: 3 rounds
-            for a plain model, 1 for a balanced one (every round lowers the error and, for a
-            balanced model, adds a few collisions).
+            for a plain model, 1 for a balanced one (every round lowers a plain model's error;
+            a balanced model's rounds add a few collisions, and the rebalancing after each can
+            raise its error, as on data with many repeated rows).
         beam_width: Default beam width of :meth:`encode` (1 is greedy).
     """
 
@@ -285,6 +287,11 @@ class RQKMeans:
         ``IndexCorruptError``. With the ``beam_width`` the saved model had, the codes are the
         same as before saving, on any machine."""
         books = RQCodebooks.load(path)
+        if len(books.n_clusters) > MAX_LEVELS:
+            raise IndexCorruptError(
+                f"{os.fspath(path)!s}: {len(books.n_clusters)} levels, more than imesde writes "
+                f"({MAX_LEVELS})"
+            )
         model = cls(len(books.n_clusters), books.n_clusters, beam_width=beam_width)
         model.balanced = any(b.size for b in books.biases)
         model._books = books

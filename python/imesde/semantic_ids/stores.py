@@ -18,7 +18,9 @@ from imesde.exceptions import (
     ImesdeError,
     IndexCorruptError,
     InvalidValueError,
+    ShapeError,
     StorageError,
+    TextEncodingError,
 )
 
 __all__ = ["CollisionStore", "InMemoryCollisionStore", "SQLiteCollisionStore"]
@@ -63,7 +65,9 @@ def _claim(
     for i, key in enumerate(keys):
         owner = None if owners is None else owners[i]
         if owner is not None:
-            sid = mine.get((key, owner)) or owned(key, owner)
+            sid = mine.get((key, owner))
+            if sid is None:
+                sid = owned(key, owner)
             if sid is None:
                 tail = (f"{key}{sep}{owner}{sep}{n}" for n in itertools.count(1))
                 candidates = itertools.chain((key, f"{key}{sep}{owner}"), tail)
@@ -144,6 +148,8 @@ def _after_fork_in_child() -> None:
             _inherited.append(store._conn)
         store._lock = threading.Lock()
         store._conn = None
+        if store._private:
+            store._gone = "a private database does not cross fork() (give the store a file)"
 
 
 if hasattr(os, "register_at_fork"):
@@ -158,18 +164,42 @@ def _strs(values: Sequence[str], what: str) -> None:
     for i, v in enumerate(values):
         if not isinstance(v, str):
             raise DTypeError(f"{what}[{i}] must be str, got {type(v).__name__}")
+        if not v.isascii():
+            try:
+                v.encode("utf-8")
+            except UnicodeEncodeError as e:
+                raise TextEncodingError(
+                    e.encoding, e.object, e.start, e.end, f"{e.reason}: {what}[{i}]"
+                ) from None
+
+
+def _as_list(values: Any, what: str) -> list[Any]:
+    """``values`` (a sequence or any iterable, not a single str) as a list."""
+    if isinstance(values, str | bytes):
+        raise DTypeError(f"{what} must be a list, got a single {type(values).__name__}")
+    try:
+        return list(values)
+    except TypeError:
+        raise DTypeError(f"{what} must be a list, got {type(values).__name__}") from None
+
+
+def _str_list(values: Any, what: str) -> list[str]:
+    """``values`` (a sequence or iterable of str) as a checked list."""
+    out = _as_list(values, what)
+    _strs(out, what)
+    return out
 
 
 def _claim_args(
     keys: Sequence[str], sep: str, owners: Sequence[str] | None
 ) -> tuple[list[str], str, list[str] | None]:
     """The arguments of a store's ``claim``, checked the same way for every store."""
-    keys = list(keys)
-    _strs(keys, "keys")
+    keys = _str_list(keys, "keys")
     _strs([sep], "sep")
     if owners is not None:
-        owners = list(owners)
-        _strs(owners, "owners")
+        owners = _str_list(owners, "owners")
+        if len(owners) != len(keys):
+            raise ShapeError(f"{len(owners)} owners for {len(keys)} keys")
     return keys, sep, owners
 
 
@@ -179,7 +209,9 @@ class SQLiteCollisionStore:
     serialise on the database lock and never hand out the same id.
 
     Args:
-        path: The database file (created if missing).
+        path: The database file (created if missing). ``":memory:"`` (or ``""``) is a private
+            database of this store's connection: its ids are gone when it is closed, and it
+            does not pickle or cross ``fork()`` (a copy would hand out the same ids again).
         timeout: Seconds to wait for another writer's lock before raising.
 
     Raises:
@@ -195,8 +227,18 @@ class SQLiteCollisionStore:
             raise InvalidValueError(
                 f"timeout must be a finite number of seconds >= 0, got {timeout}"
             )
-        self.path = os.fspath(path)
+        try:
+            self.path = os.fspath(path)
+        except TypeError:
+            raise DTypeError(
+                f"path must be a str or os.PathLike, got {type(path).__name__}"
+            ) from None
+        if not isinstance(self.path, str):
+            raise DTypeError("path must be a str path, not bytes")
         self.timeout = float(timeout)
+        # A private database lives in its connection: once that is gone, so are its ids.
+        self._private = self.path in ("", ":memory:")
+        self._gone: str | None = None
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
         _SQLITE_STORES.add(self)
@@ -219,6 +261,8 @@ class SQLiteCollisionStore:
         # None in a forked child too (see `_after_fork_in_child`): a connection must not
         # cross fork().
         if self._conn is None:
+            if self._gone is not None:
+                raise StorageError(f"{self!r}: {self._gone}")
             conn = sqlite3.connect(
                 self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False
             )
@@ -303,18 +347,26 @@ class SQLiteCollisionStore:
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickles as its file and timeout: a copy (in a ``spawn`` worker, say) opens the same
-        database and shares its ids."""
+        database and shares its ids. A private database (``":memory:"``) does not pickle."""
+        if self._private:
+            raise TypeError(
+                f"cannot pickle {self!r}: its ids live in this process's private database "
+                "(a copy would hand them out again); give it a file"
+            )
         return {"path": self.path, "timeout": self.timeout}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(state["path"], timeout=state["timeout"])  # type: ignore[misc]
 
     def close(self) -> None:
-        """Close this process's connection (it reopens on next use)."""
+        """Close this process's connection (it reopens on next use; a private database is
+        gone with it, and using the store then raises ``StorageError``)."""
         with self._lock:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+                if self._private:
+                    self._gone = "its private database was closed, with its ids"
 
     def __repr__(self) -> str:
         return f"SQLiteCollisionStore({self.path!r}, timeout={self.timeout!r})"
