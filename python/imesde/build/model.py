@@ -85,6 +85,8 @@ def build(
         raise InvalidValueError(f"precision must be 'fp32' or 'int8', got {precision!r}")
     if not (0.0 < min_mean <= 1.0 and 0.0 < min_cosine <= 1.0):
         raise InvalidValueError("min_mean and min_cosine must be in (0, 1]")
+    if out.exists() and not out.is_dir():
+        raise InvalidValueError(f"{out} exists and is not a directory: give a folder to build into")
     cfg, pooling, normalize, limit = _checkpoint_settings(source, max_length)
     prompts, default_prompt = read_prompts(source)
     from imesde._progress import Stages

@@ -71,6 +71,8 @@ def calibration_texts(source: str | os.PathLike[str] | Iterable[str] | None) -> 
             jsonl = True
         else:
             path = Path(source)
+            if path.is_dir():
+                raise InvalidValueError(f"calibration texts: {path} is a directory, not a file")
             if not path.is_file():
                 raise InvalidValueError(f"calibration file not found: {path}")
             where, raw, jsonl = str(path), path.read_text(encoding="utf-8"), path.suffix == ".jsonl"
