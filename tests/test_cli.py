@@ -208,45 +208,37 @@ def test_watch_prints_matches_from_stdin_and_counts() -> None:
     assert "4 lines" in out.stderr
 
 
+def _wait_for(proc: subprocess.Popen[str], seen: list[str], text: str) -> None:
+    """Waits until a line of ``seen`` (what ``proc`` printed so far) holds ``text``."""
+    deadline = time.monotonic() + 180
+    while not any(text in line for line in seen):
+        assert time.monotonic() < deadline, f"no {text!r} in {seen}"
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        time.sleep(0.05)
+
+
+def _collect(proc: subprocess.Popen[str]) -> tuple[list[str], threading.Thread]:
+    """The lines ``proc`` prints, collected as they come by a thread of their own."""
+    seen: list[str] = []
+    reader = threading.Thread(target=lambda: seen.extend(proc.stdout or []), daemon=True)
+    reader.start()
+    return seen, reader
+
+
 def test_watch_follows_a_growing_file_until_interrupted(tmp_path: Path) -> None:
     log = tmp_path / "app.log"
     log.write_text("disk quota exceeded on /home\n", encoding="utf-8")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "imesde",
-            "watch",
-            "no space left on disk",
-            "--file",
-            str(log),
-            "--follow",
-            "--threshold",
-            "0.4",
-            "--threads",
-            "1",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    proc = _watch(
+        "no space left on disk",
+        *("--file", str(log), "--follow", "--threshold", "0.4"),
+        stdin=subprocess.DEVNULL,
     )
-    seen: list[str] = []
-    assert proc.stdout is not None
-    reader = threading.Thread(target=lambda: seen.extend(proc.stdout or []), daemon=True)
-    reader.start()
-
-    def wait_for(text: str) -> None:
-        deadline = time.monotonic() + 180
-        while not any(text in line for line in seen):
-            assert time.monotonic() < deadline, f"no {text!r} in {seen}"
-            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-            time.sleep(0.1)
-
+    seen, reader = _collect(proc)
     try:
-        wait_for("disk quota exceeded")
+        _wait_for(proc, seen, "disk quota exceeded")
         with log.open("a", encoding="utf-8") as f:
             f.write("user logged in\nwrite failed: no space left on device\n")
-        wait_for("no space left on device")
+        _wait_for(proc, seen, "no space left on device")
         proc.send_signal(signal.SIGINT)
         _, stderr = proc.communicate(timeout=60)
     finally:
@@ -361,41 +353,6 @@ def test_every_ctrl_c_stops_watch_follow(tmp_path: Path) -> None:
         assert "interrupted" in stderr
 
 
-def _follow(log: Path, *extra: str) -> tuple[subprocess.Popen[str], list[str]]:
-    """``imesde watch --jsonl --follow`` on ``log``, its output lines collected as they come."""
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "imesde",
-            "watch",
-            *extra,
-            "--file",
-            str(log),
-            "--follow",
-            "--jsonl",
-            "--threads",
-            "1",
-            "--wait",
-            "0.05",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    seen: list[str] = []
-    threading.Thread(target=lambda: seen.extend(proc.stdout or []), daemon=True).start()
-    return proc, seen
-
-
-def _wait_for(proc: subprocess.Popen[str], seen: list[str], text: str) -> None:
-    deadline = time.monotonic() + 180
-    while not any(text in line for line in seen):
-        assert time.monotonic() < deadline, f"no {text!r} in {seen}"
-        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-        time.sleep(0.05)
-
-
 def test_watch_follow_waits_for_a_whole_line_and_rereads_a_truncated_file(
     tmp_path: Path,
 ) -> None:
@@ -403,7 +360,12 @@ def test_watch_follow_waits_for_a_whole_line_and_rereads_a_truncated_file(
     cut to nothing (logrotate's copytruncate) is read again from its start, as tail -f does."""
     log = tmp_path / "app.log"
     log.write_text("service started\n", encoding="utf-8")
-    proc, seen = _follow(log, "no space left on the disk", "--threshold", "-1")
+    proc = _watch(
+        "no space left on the disk",
+        *("--threshold", "-1", "--file", str(log), "--follow", "--jsonl", "--wait", "0.05"),
+        stdin=subprocess.DEVNULL,
+    )
+    seen, _ = _collect(proc)
     try:
         _wait_for(proc, seen, "service started")
         with log.open("a", encoding="utf-8") as f:

@@ -332,3 +332,45 @@ def test_deeply_nested_filters_are_refused_not_a_crash() -> None:
             engine.search_vector(q, where=where)
     wide = {"$and": [{"a": {"$in": list(range(1000))}}] * 100}
     assert len(engine.search_vector(q, where=wide)) == 4
+
+
+def test_numpy_datetimes_of_every_unit_are_times() -> None:
+    """A nanosecond ``datetime64`` (pandas 2's unit, numpy's for full-precision strings) was
+    read as its count of nanoseconds: ``since=`` found nothing, stored times were 1.7e18."""
+    engine = imesde.Engine(4, num_shards=1, shard_size=8)
+    vectors = np.eye(4, dtype=np.float32)
+    stamps = np.array(
+        [
+            "2023-11-14T22:13:20",
+            "2023-11-14T22:13:21",
+            "2023-11-14T22:13:22",
+            "2023-11-14T22:13:23",
+        ],
+        dtype="datetime64[ns]",
+    )
+    engine.ingest_vectors(vectors, timestamps=stamps)
+    assert [engine.get(i).ts for i in range(4)] == [1_700_000_000.0 + i for i in range(4)]
+    for unit in ("s", "ms", "us", "ns"):
+        since = np.datetime64("2023-11-14T22:13:21", unit)
+        until = np.datetime64("2023-11-14T22:13:23", unit)
+        hits = engine.search_vector(vectors[0], 10, since=since, until=until)
+        assert sorted(h.id for h in hits) == [1, 2], unit
+    new = engine.upsert(0, vectors[0], ts=np.datetime64("2023-11-14T22:13:30.5", "ms"))
+    assert engine.get(new).ts == 1_700_000_010.5
+    for bad in (np.datetime64("NaT", "ns"), np.datetime64("NaT")):
+        with pytest.raises(imesde.InvalidValueError, match="NaT"):
+            engine.search_vector(vectors[0], 1, since=bad)
+    with pytest.raises(imesde.InvalidValueError, match="NaT"):
+        engine.ingest_vectors(vectors[:1], timestamps=np.array(["NaT"], "datetime64[ns]"))
+    assert len(engine) == 4
+
+
+def test_get_refuses_an_array_for_an_id() -> None:
+    engine = imesde.Engine(4, num_shards=1, shard_size=8)
+    engine.ingest_vectors(np.eye(4, dtype=np.float32))
+    for bad in (np.array([1]), np.array(1.0), np.array([1, 2])):
+        with pytest.raises(imesde.DTypeError):
+            engine.get(bad)  # type: ignore[arg-type]
+    assert engine.get(np.int64(1)).id == 1
+    with pytest.raises(imesde.ItemNotFoundError):
+        engine.get(2**70)

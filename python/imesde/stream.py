@@ -26,7 +26,7 @@ import weakref
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
-from imesde._args import positive
+from imesde._args import iterate, positive
 from imesde.exceptions import DTypeError, InvalidValueError
 
 __all__ = ["ingest_stream", "micro_batches"]
@@ -53,16 +53,6 @@ def _check(size: int, wait: float) -> tuple[int, float]:
     return size, seconds
 
 
-def _iterate(items: Iterable[T], what: str) -> Iterator[T]:
-    """``iter(items)``, refusing a single string and anything that is not iterable."""
-    if isinstance(items, str | bytes):
-        raise DTypeError(f"{what} must be an iterable, got a single {type(items).__name__}")
-    try:
-        return iter(items)
-    except TypeError:
-        raise DTypeError(f"{what} must be an iterable, got {type(items).__name__}") from None
-
-
 def micro_batches(items: Iterable[T], size: int = 64, wait: float = 0.2) -> Iterator[list[T]]:
     """The items of ``items`` in lists of at most ``size``: a list is handed out when it is
     full, or ``wait`` seconds after its first item arrived. ``items`` (a file, a pipe, a
@@ -73,7 +63,7 @@ def micro_batches(items: Iterable[T], size: int = 64, wait: float = 0.2) -> Iter
     stops the reading thread (once the item it waits for arrives); the items it had read
     ahead, at most ``size + 1``, are not handed out. Bad arguments raise here, before the
     first list is asked for."""
-    source = _iterate(items, "items")
+    source = iterate(items, "items")
     size, seconds = _check(size, wait)
     ahead: queue.Queue[Any] = queue.Queue(maxsize=size)
     stop = threading.Event()
@@ -161,7 +151,7 @@ def ingest_stream(
     """Ingests ``texts`` (a stream of any pace) into ``engine`` in :func:`micro_batches`,
     each text stripped of its trailing newline and blank ones skipped; ``on_batch`` is called
     with each batch after it is stored. Returns the number of texts ingested."""
-    batches = micro_batches(_iterate(texts, "texts"), size, wait)
+    batches = micro_batches(iterate(texts, "texts"), size, wait)
     done = 0
     for batch in batches:
         for t in batch:

@@ -11,7 +11,7 @@ import numpy.typing as npt
 __version__: str
 
 _F32Array: TypeAlias = npt.NDArray[np.float32]
-_Timestamp: TypeAlias = float | int | datetime
+_Timestamp: TypeAlias = float | int | datetime | np.datetime64
 _Scalar: TypeAlias = str | int | float | bool
 # A metadata value: a scalar or a list of scalars (tags); numpy scalars and 1-D arrays too.
 _MetaValue: TypeAlias = (
@@ -357,7 +357,7 @@ class Engine:
         self,
         texts: Iterable[str],
         *,
-        timestamps: Iterable[_Timestamp] | None = None,
+        timestamps: Iterable[_Timestamp] | npt.NDArray[Any] | None = None,
         metadata: _Metadata | Iterable[_Metadata | None] | None = None,
         batch_size: int | None = None,
         show_progress_bar: bool | None = None,
@@ -489,7 +489,7 @@ class Engine:
         vectors: _F32Array,
         texts: Sequence[str | None] | None = None,
         *,
-        timestamps: Sequence[_Timestamp] | None = None,
+        timestamps: Iterable[_Timestamp] | npt.NDArray[Any] | None = None,
         metadata: _Metadata | Sequence[_Metadata | None] | None = None,
     ) -> _Ids:
         """Add vectors with optional texts, timestamps and metadata; return their ids."""

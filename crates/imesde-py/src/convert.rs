@@ -435,6 +435,9 @@ pub(crate) fn as_str<'a, 'py>(
 
 /// A timestamp: seconds since the epoch as int / float, or a `datetime`.
 pub(crate) fn timestamp(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<f64> {
+    if let Some(seconds) = datetime64_seconds(obj, what)? {
+        return Ok(seconds);
+    }
     if obj.hasattr("timestamp")? && !obj.is_instance_of::<PyFloat>() {
         return obj
             .call_method0("timestamp")
@@ -459,6 +462,26 @@ pub(crate) fn timestamp(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<f64> {
             "{what} is too large for a number of seconds"
         )),
     }
+}
+
+/// Seconds since the epoch of a numpy `datetime64` (any unit: `float()` of a nanosecond one
+/// is its count of nanoseconds); `None` for anything else. `NaT` is refused.
+fn datetime64_seconds(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Option<f64>> {
+    let py = obj.py();
+    if obj.get_type().name()?.to_cow()? != "datetime64" {
+        return Ok(None);
+    }
+    let numpy = py.import(pyo3::intern!(py, "numpy"))?;
+    if !obj.is_instance(&numpy.getattr(pyo3::intern!(py, "datetime64"))?)? {
+        return Ok(None);
+    }
+    let epoch = numpy.getattr("datetime64")?.call1((0, "s"))?;
+    let second = numpy.getattr("timedelta64")?.call1((1, "s"))?;
+    let seconds: f64 = obj.sub(epoch)?.div(second)?.extract()?;
+    if seconds.is_nan() {
+        return Err(py_err!(InvalidValue, "{what} is NaT (not a time)"));
+    }
+    Ok(Some(seconds))
 }
 
 pub(crate) fn timestamps(obj: &Bound<'_, PyAny>) -> PyResult<Vec<f64>> {

@@ -404,10 +404,7 @@ impl Engine {
             Err(_) => match id_of(subscription, "the subscription id") {
                 Ok(id) => id,
                 // No subscription has a negative or huge id.
-                Err(e)
-                    if crate::exceptions::class(py, crate::exceptions::Exc::OutOfRange)
-                        .is_ok_and(|c| e.is_instance(py, &c)) =>
-                {
+                Err(e) if crate::exceptions::is(py, &e, crate::exceptions::Exc::OutOfRange) => {
                     return Ok(false);
                 }
                 Err(_) => {
@@ -842,13 +839,12 @@ impl Engine {
     /// The item with this id; raises ``ItemNotFoundError`` (a ``KeyError``) if it was never
     /// ingested or has been overwritten.
     fn get(&self, py: Python<'_>, id: &Bound<'_, PyAny>) -> PyResult<Item> {
-        let not_an_int = convert::is_bool(id)
-            || (!id.is_instance_of::<PyInt>() && !id.hasattr(pyo3::intern!(py, "__index__"))?);
         let found = match id_of(id, "id") {
             Ok(id) => gil::run(py, "Engine.get", || self.core.get(id))?,
-            // Not an int: id_of's type error. An id outside 0..2**64 is one no item has.
-            Err(e) if not_an_int => return Err(e),
-            Err(_) => None,
+            // An id outside 0..2**64 is one no item has; anything else not an int (an array
+            // too) is id_of's type error.
+            Err(e) if crate::exceptions::is(py, &e, crate::exceptions::Exc::OutOfRange) => None,
+            Err(e) => return Err(e),
         };
         found.map(Item).ok_or_else(|| {
             py_err!(

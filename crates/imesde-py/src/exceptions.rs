@@ -68,6 +68,11 @@ pub(crate) fn err(exc: Exc, msg: impl Into<String>) -> PyErr {
     })
 }
 
+/// Whether `e` is of imesde's class `exc`.
+pub(crate) fn is(py: Python<'_>, e: &PyErr, exc: Exc) -> bool {
+    class(py, exc).is_ok_and(|c| e.is_instance(py, &c))
+}
+
 /// A new error of class `Exc::$exc`, its message formatted as by `format!`:
 /// `py_err!(InvalidValue, "k must be at least 1, got {k}")`.
 macro_rules! py_err {

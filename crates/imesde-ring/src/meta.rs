@@ -366,7 +366,8 @@ pub enum Predicate {
     In {
         /// The metadata key and its [`key_hash`].
         key: Key,
-        /// The scalars to look for.
+        /// The scalars to look for, sorted by kind (bool, number, str) and then value, as
+        /// [`Predicate::parse`] sorts them: a long list is searched by bisection.
         values: Box<[Value]>,
         /// `$nin`.
         negate: bool,
@@ -458,7 +459,13 @@ impl Predicate {
                 negate,
             } => {
                 let found = key.find(meta).is_some_and(|x| {
-                    x.any(|e| values.iter().any(|v| e.order(v) == Some(Ordering::Equal)))
+                    x.any(|e| {
+                        if values.len() <= SHORT_LIST {
+                            values.iter().any(|v| e.order(v) == Some(Ordering::Equal))
+                        } else {
+                            values.binary_search_by(|v| list_order(v, e)).is_ok()
+                        }
+                    })
                 });
                 found != *negate
             }
@@ -467,6 +474,26 @@ impl Predicate {
             Predicate::Not(p) => !p.matches(meta),
         }
     }
+}
+
+/// `$in` lists this long or shorter are scanned; longer ones bisected (100,000 values against
+/// 3,000 items: 0.5 s a search scanned).
+const SHORT_LIST: usize = 16;
+
+/// The order of `$in` lists: by kind (bool, number, str), then by value (ints and floats by
+/// their exact values), so that equal values are adjacent and a lookup bisects.
+fn list_order(a: &Value, b: &Value) -> Ordering {
+    fn rank(v: &Value) -> u8 {
+        match v {
+            Value::Bool(_) => 0,
+            Value::Int(_) | Value::Float(_) => 1,
+            Value::Str(_) => 2,
+            Value::List(_) => 3,
+        }
+    }
+    rank(a)
+        .cmp(&rank(b))
+        .then_with(|| a.order(b).unwrap_or(Ordering::Equal))
 }
 
 fn fail(path: &str, message: impl Into<String>) -> FilterError {
@@ -593,11 +620,12 @@ fn parse_field(key: &str, v: &Json, path: &str) -> Result<Predicate, FilterError
                         format!("{op} takes a list of values, got {}", kind(arg)),
                     ));
                 };
-                let values = items
+                let mut values = items
                     .iter()
                     .enumerate()
                     .map(|(i, x)| operand(x, &format!("{here}[{i}]")))
                     .collect::<Result<Vec<_>, _>>()?;
+                values.sort_by(list_order);
                 Predicate::In {
                     key: Key::new(key),
                     values: values.into(),
@@ -664,6 +692,53 @@ mod tests {
         }
         assert_eq!(m.with(Arc::from("z"), Value::Int(1)).len(), m.len() + 1);
         assert_eq!(m.with(Arc::from("ok"), Value::Int(1)).len(), m.len());
+    }
+
+    #[test]
+    fn long_in_lists_are_bisected_with_the_meaning_of_a_scan() {
+        // Mixed kinds, ints equal to floats, duplicates, 2^53 neighbours: every item value
+        // is found in a long list exactly when a scan finds it.
+        let mut operands: Vec<serde_json::Value> = Vec::new();
+        for i in -40i64..40 {
+            operands.push(json!(i * 3));
+            operands.push(json!(f64::from(i as i32) * 1.5));
+            operands.push(json!(format!("s{i}")));
+        }
+        operands.extend([json!(true), json!(9_007_199_254_740_993_i64), json!(1e300)]);
+        let list = Predicate::parse(&json!({"k": {"$in": operands.clone()}})).unwrap();
+        let probes: Vec<Value> = (-130i64..130)
+            .flat_map(|i| {
+                [
+                    Value::Int(i),
+                    Value::Float(i as f64 / 2.0),
+                    Value::from(format!("s{i}").as_str()),
+                ]
+            })
+            .chain([
+                Value::Bool(true),
+                Value::Bool(false),
+                Value::Int(9_007_199_254_740_993),
+                Value::Int(9_007_199_254_740_992),
+                Value::Float(1e300),
+                Value::from(vec![Value::from("nope"), Value::Int(-120)]),
+            ])
+            .collect();
+        let Predicate::In { values, .. } = &list else {
+            panic!("an $in predicate")
+        };
+        assert!(values.len() > SHORT_LIST);
+        let mut found = 0;
+        for probe in &probes {
+            let m = Metadata::new([("k", probe.clone())]);
+            let scanned = probe.any(|e| values.iter().any(|v| e.order(v) == Some(Ordering::Equal)));
+            assert_eq!(list.matches(Some(&m)), scanned, "{probe:?}");
+            found += usize::from(scanned);
+        }
+        assert!(
+            found > 100 && found < probes.len() - 100,
+            "{found} of {}",
+            probes.len()
+        );
     }
 
     #[test]

@@ -22,7 +22,7 @@ import numpy as np
 import numpy.typing as npt
 import ray
 
-from imesde._args import integer, positive
+from imesde._args import integer, listed, positive
 
 if TYPE_CHECKING:
     import imesde
@@ -92,16 +92,6 @@ class ShardedItem:
     metadata: dict[str, Any] | None
 
 
-def _listed(values: Iterable[Any], what: str) -> list[Any]:
-    """``values`` as a list; a lone str (which would be read as its characters) is refused."""
-    if isinstance(values, str | bytes):
-        raise DTypeError(f"{what} must be a list, got a single {type(values).__name__}")
-    try:
-        return list(values)
-    except TypeError:
-        raise DTypeError(f"{what} must be a list, got {type(values).__name__}") from None
-
-
 def _item_id(value: object, what: str = "id") -> int:
     """An item id: an integer from 0 to 2**64 - 1 (numpy's too; not a bool or a str)."""
     i = integer(value, what)
@@ -163,7 +153,7 @@ def _columns(n: int, what: str, **columns: Any) -> dict[str, list[Any] | None]:
             continue
         if name == "metadata" and isinstance(col, dict):
             col = [col] * n
-        values = _listed(col, name)
+        values = listed(col, name)
         if len(values) != n:
             raise ShapeError(f"{name} has {len(values)} entries for {n} {what}")
         out[name] = values
@@ -708,7 +698,7 @@ class ShardedEngine:
         Texts that are not str are refused before anything is sent; an error on a shard (a
         shard unavailable: ``ShardUnavailableError``) raises with ``ingested_ids``, the ids
         the other shards stored."""
-        texts = _listed(texts, "texts")
+        texts = listed(texts, "texts")
         _check_texts(texts, "texts")
         batch_size = positive(batch_size, "batch_size")
         cols = _columns(len(texts), "texts", timestamps=timestamps, metadata=metadata)
@@ -809,7 +799,7 @@ class ShardedEngine:
         exact: bool = False,
     ) -> list[list[ShardedHit]]:
         """``search`` for each query (embedded in one batch on each shard)."""
-        qs = _listed(queries, "queries")
+        qs = listed(queries, "queries")
         f = self._filters(since, until, where, exact=exact)
         per_shard = self._scatter("search_batch", qs, k, f, allow_partial=allow_partial)
         return [self._merge((s[j] for s in per_shard), k) for j in range(len(qs))]
@@ -936,7 +926,7 @@ class ShardedEngine:
         many were."""
         by_shard: dict[int, list[int]] = {}
         one = isinstance(ids, numbers.Integral) or (isinstance(ids, np.ndarray) and ids.ndim == 0)
-        values = [ids] if one else _listed(ids, "ids")  # type: ignore[arg-type]
+        values = [ids] if one else listed(ids, "ids")  # type: ignore[arg-type]
         for n, value in enumerate(values):
             i = _item_id(value, f"ids[{n}]")
             if i < 2**63:  # no item has a larger id

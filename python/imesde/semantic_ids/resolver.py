@@ -12,13 +12,13 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
+from imesde._args import listed
 from imesde._imesde import Labeler
 from imesde.exceptions import ShapeError
 from imesde.semantic_ids.rqkmeans import RQKMeans
 from imesde.semantic_ids.stores import (
     CollisionStore,
     InMemoryCollisionStore,
-    _as_list,
     _str_list,
 )
 
@@ -53,7 +53,7 @@ class UniqueIdResolver:
         keys = _str_list(semantic_ids, "semantic_ids")
         owners = None
         if item_ids is not None:
-            items = _as_list(item_ids, "item_ids")
+            items = listed(item_ids, "item_ids")
             if len(items) != len(keys):
                 raise ShapeError(f"{len(items)} item_ids for {len(keys)} semantic ids")
             owners = [str(item) for item in items]

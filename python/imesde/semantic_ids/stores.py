@@ -12,6 +12,7 @@ import weakref
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
+from imesde._args import listed
 from imesde._imesde import IdStore
 from imesde.exceptions import (
     DTypeError,
@@ -173,19 +174,9 @@ def _strs(values: Sequence[str], what: str) -> None:
                 ) from None
 
 
-def _as_list(values: Any, what: str) -> list[Any]:
-    """``values`` (a sequence or any iterable, not a single str) as a list."""
-    if isinstance(values, str | bytes):
-        raise DTypeError(f"{what} must be a list, got a single {type(values).__name__}")
-    try:
-        return list(values)
-    except TypeError:
-        raise DTypeError(f"{what} must be a list, got {type(values).__name__}") from None
-
-
 def _str_list(values: Any, what: str) -> list[str]:
     """``values`` (a sequence or iterable of str) as a checked list."""
-    out = _as_list(values, what)
+    out = listed(values, what)
     _strs(out, what)
     return out
 
