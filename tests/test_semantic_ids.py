@@ -440,6 +440,12 @@ def test_training_refuses_data_one_row_would_flatten() -> None:
     assert len(set(map(tuple, model.encode(x).tolist()))) > 8
 
 
+def test_a_codebook_size_past_u32_is_refused_as_given() -> None:
+    for k in (2**32, 2**64, [4, 2**40]):
+        with pytest.raises(imesde.InvalidValueError, match="at most 4294967295"):
+            imesde.RQKMeans(2, k)
+
+
 def test_token_ids_name_every_level_apart() -> None:
     codes = np.zeros((1, 30), np.int64)
     (tokens,) = imesde.codes_to_ids(codes, fmt="token")

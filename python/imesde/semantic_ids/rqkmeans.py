@@ -32,6 +32,8 @@ __all__ = ["RQKMeans"]
 
 #: The most levels a model has (each a codebook, each trained in turn): beyond any use.
 MAX_LEVELS = 256
+#: The most codewords a level has (a code is a u32).
+MAX_CLUSTERS = 2**32 - 1
 #: The most rounds of joint refinement (each re-encodes the training set and updates every
 #: codebook; a few are what helps).
 MAX_REFINE = 100
@@ -115,6 +117,9 @@ class RQKMeans:
             ks = [positive(k, "every n_clusters") for k in n_clusters]
             if len(ks) != n_levels:
                 raise InvalidValueError(f"len(n_clusters) is {len(ks)} but n_levels is {n_levels}")
+        # Codes are u32 (and no training set holds more points than a u32 counts anyway).
+        if max(ks) > MAX_CLUSTERS:
+            raise InvalidValueError(f"n_clusters must be at most {MAX_CLUSTERS}, got {max(ks)}")
         if init not in ("random", "k-means++"):
             raise InvalidValueError(f"init must be 'random' or 'k-means++', got {init!r}")
         beam_width = positive(beam_width, "beam_width")
