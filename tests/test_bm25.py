@@ -432,3 +432,53 @@ def test_engine_big_batches_index_like_one_at_a_time(
         assert [h.id for h in got] == [h.id for h in want], q
         np.testing.assert_allclose([h.score for h in got], [h.score for h in want], rtol=1e-6)
     assert {h.id for h in engine.lexical_search(docs[100], k=50)} <= {i for i, _ in held}
+
+
+def test_any_finite_k1_scores_as_the_formula() -> None:
+    """A huge k1 overflowed ``tf (k1 + 1)`` in f32: inf scores, a matching document dropped."""
+    docs = ["apple banana apple", "apple cherry", "banana"]
+    for method in ("atire", "bm25+"):
+        index = imesde.BM25(k1=3e38, b=0.75, method=method)
+        index.add_batch(list(range(3)), docs)
+        hits = index.search("apple", k=3)
+        assert sorted(h.id for h in hits) == [0, 1]
+        assert all(np.isfinite(h.score) for h in hits)
+        # tf (k1 + 1) / (tf + k1 norm) -> tf / norm as k1 grows (lengths 3, 2, 1: mean 2).
+        tf, lengths = np.array([2.0, 1.0]), np.array([3.0, 2.0])
+        norm = 1 - 0.75 + 0.75 * lengths / 2.0
+        idf = np.log(3 / 2) if method == "atire" else np.log(4 / 2)
+        delta = 0.5 if method == "bm25+" else 0.0
+        want = idf * (tf / norm + delta)
+        got = {h.id: h.score for h in hits}
+        np.testing.assert_allclose([got[0], got[1]], want, rtol=1e-5)
+
+
+def test_lexical_and_hybrid_search_fill_k_while_other_threads_ingest() -> None:
+    """The index lets an overwritten item go after the ring has replaced it: ranked in that
+    moment it took a place in the top k and was then dropped, so searches came back short
+    (once empty) while another thread ingested."""
+    import threading
+
+    engine = imesde.Engine(num_shards=2, shard_size=128, lexical=True)
+    rng = np.random.default_rng(0)
+    texts = [f"disk failure on node {i}" for i in range(29)]
+    engine.ingest_vectors(
+        rng.standard_normal((256, 384)).astype(np.float32),
+        [f"disk failure on node {i}" for i in range(256)],
+    )
+    stop = threading.Event()
+
+    def ingest() -> None:
+        local = np.random.default_rng(1)
+        while not stop.is_set():
+            engine.ingest_vectors(local.standard_normal((29, 384)).astype(np.float32), texts)
+
+    writer = threading.Thread(target=ingest)
+    writer.start()
+    try:
+        short = [len(engine.lexical_search("disk failure", k=20)) for _ in range(150)]
+        short += [len(engine.hybrid_search("disk failure", k=20)) for _ in range(40)]
+    finally:
+        stop.set()
+        writer.join()
+    assert set(short) == {20}

@@ -290,3 +290,46 @@ def test_a_graph_of_zero_vectors_is_refused(tmp_path: Path, embedder: imesde.Tex
     sentence_model(tmp_path, embedder.tokenizer_path, nodes, [out], [zeros])
     with pytest.raises(imesde.ModelLoadError, match="all-zero"):
         imesde.TextEmbedder(tmp_path, threads=1)
+
+
+def test_a_folder_whose_pipeline_imesde_cannot_run_is_refused(
+    tmp_path: Path, embedder: imesde.TextEmbedder
+) -> None:
+    """A Dense layer after pooling (distiluse, LaBSE), left out of an export of the
+    transformer alone, and pooling that leaves the prompt's tokens out (INSTRUCTOR-style):
+    both gave other vectors without an error."""
+    mean = {"pooling_mode_mean_tokens": True}
+    dense = st_folder(tmp_path / "dense", embedder.tokenizer_path, pooling=mean)
+    modules = json.loads((dense / "modules.json").read_text(encoding="utf-8"))
+    modules.append(
+        {"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"}
+    )
+    write_json(dense / "modules.json", modules)
+    with pytest.raises(imesde.ModelLoadError, match="Dense"):
+        imesde.TextEmbedder(dense, threads=1)
+    prompted = st_folder(tmp_path / "prompted", embedder.tokenizer_path, pooling=mean)
+    write_json(
+        prompted / "1_Pooling" / "config.json",
+        {"word_embedding_dimension": DIM, **mean, "include_prompt": False},
+    )
+    assert imesde.TextEmbedder(prompted, threads=1).pooling == "mean"  # no prompts: no matter
+    write_json(prompted / "config_sentence_transformers.json", {"prompts": {"query": "query: "}})
+    with pytest.raises(imesde.ModelLoadError, match="include_prompt"):
+        imesde.TextEmbedder(prompted, threads=1)
+
+
+def test_a_huge_cache_size_reserves_nothing_up_front() -> None:
+    """The cache grows as vectors come: a cache_size of 10**11 bounded by cache_bytes aborted
+    the process allocating for every entry at once."""
+    import subprocess
+    import sys
+
+    code = (
+        "import imesde; e = imesde.TextEmbedder(cache_size=10**11, cache_bytes=1 << 20, "
+        "threads=1); e.embed(['a', 'b']); e.embed(['a']); print(e.stats()['cache_hits'])"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["1"]

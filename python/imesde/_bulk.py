@@ -94,6 +94,16 @@ def _length(x: object) -> int | None:
     return len(x) if isinstance(x, Sized) and not isinstance(x, (str, bytes)) else None
 
 
+def _texts_length(texts: object) -> int | None:
+    """The number of texts, when known; a 0-d array or a DataFrame (whose iteration gives its
+    column names) is refused."""
+    if getattr(texts, "ndim", 1) == 0:
+        raise DTypeError("texts must be a list of str, got a 0-d array")
+    if type(texts).__name__ == "DataFrame":
+        raise DTypeError("texts must be a list of str, got a DataFrame: pass one column")
+    return _length(texts)
+
+
 def _per_item(x: Any, what: str, total: int | None) -> Iterator[Any] | None:
     """Per-item values (timestamps, metadata) read in step with the texts; None when absent."""
     if x is None:
@@ -179,7 +189,7 @@ def ingest_in_chunks(
     error's ``ingested_ids``."""
     if isinstance(texts, str):
         raise DTypeError("texts must be a list of str, got a single str (use ingest for one text)")
-    total = _length(texts)
+    total = _texts_length(texts)
     show = wants_bar(show_progress_bar, total)
     if _one_batch(texts, batch_size, show):
         return engine.ingest_batch(
@@ -243,7 +253,7 @@ def embed_in_chunks(
     """``model.embed`` a chunk at a time, with a bar when one is wanted."""
     if isinstance(texts, str):
         return model.embed(texts, prompt, show_progress_bar=False)
-    total = _length(texts)
+    total = _texts_length(texts)
     show = wants_bar(show_progress_bar, total)
     if _one_batch(texts, batch_size, show):
         return model.embed(list(texts), prompt, show_progress_bar=False)

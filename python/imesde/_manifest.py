@@ -89,11 +89,17 @@ def write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
     (folder / MANIFEST).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
 
 
+#: The modules of a sentence-transformers pipeline that imesde runs itself.
+_PIPELINE_MODULES = ("Transformer", "Pooling", "Normalize")
+
+
 def read_sentence_settings(folder: Path) -> dict[str, Any]:
     """How a sentence-transformers folder says its model is used, for what it has a file:
     ``pooling`` (``1_Pooling/config.json``: ``"mean"``, ``"cls"``, or the name of a mode imesde
-    does not pool by, such as ``"max"``), ``normalize`` (a ``Normalize`` module in
-    ``modules.json``) and ``max_length`` (``sentence_bert_config.json``'s ``max_seq_length``)."""
+    does not pool by, such as ``"max"``; ``include_prompt`` when it leaves a prompt's tokens out
+    of the pooling), ``normalize`` (a ``Normalize`` module in ``modules.json``),
+    ``unsupported_modules`` (other modules there, such as ``Dense``) and ``max_length``
+    (``sentence_bert_config.json``'s ``max_seq_length``)."""
     out: dict[str, Any] = {}
     for path in (folder / "1_Pooling" / "config.json", folder / "pooling_config.json"):
         if path.is_file():
@@ -107,13 +113,21 @@ def read_sentence_settings(folder: Path) -> dict[str, Any]:
                 out["pooling"] = "mean"
             else:
                 out["pooling"] = "+".join(modes) or "none"
+            if cfg.get("include_prompt", True) is False:
+                out["include_prompt"] = False
             break
     modules = folder / "modules.json"
     if modules.is_file():
         entries = read_json(modules, list)
         if not all(isinstance(e, dict) for e in entries):
             raise ModelLoadError(f"{modules}: every module must be a JSON object")
-        out["normalize"] = any(str(e.get("type", "")).endswith("Normalize") for e in entries)
+        types = [str(e.get("type", "")) for e in entries]
+        out["normalize"] = any(t.endswith("Normalize") for t in types)
+        # A module between pooling and the vector (Dense, LayerNorm, ...) that an ONNX export
+        # of the transformer alone leaves out: imesde cannot add it.
+        others = [t for t in types if not t.endswith(_PIPELINE_MODULES)]
+        if others:
+            out["unsupported_modules"] = others
     st = folder / "sentence_bert_config.json"
     if st.is_file():
         value = read_json(st, dict).get("max_seq_length")

@@ -84,9 +84,10 @@ class BM25:
     def search(
         self, query: str | Sequence[str], k: int = 10, min_score: float = 0.0
     ) -> list[BM25Hit]:
-        """The ``k`` best documents scoring at least ``min_score``, best first. ``query`` is a
-        text, or its terms already analyzed (as ``analyze`` gives them, like bm25s's token
-        lists); a repeated term counts again."""
+        """The ``k`` best documents scoring at least ``min_score`` and above 0 (matching only
+        terms of no weight, as Robertson's floored IDF gives terms in most documents, is no
+        match), best first. ``query`` is a text, or its terms already analyzed (as ``analyze``
+        gives them, like bm25s's token lists); a repeated term counts again."""
     def analyze(self, text: str) -> list[str]:
         """The terms the analyzer makes of ``text``."""
     @property

@@ -52,7 +52,7 @@ impl fmt::Display for Fusion {
 
 /// Fuses `lists` (each best first) into the `k` best `(id, fused score)`, best first; equal
 /// fused scores keep the order of first appearance. `weights` (one per list, default 1) apply
-/// to every method but CombSUM and CombMNZ.
+/// to every method; each list's scores are min-max scaled in f64.
 ///
 /// # Errors
 /// A weights list of the wrong length, a negative or non-finite weight, or a NaN or infinite
@@ -108,8 +108,9 @@ pub fn fuse(
             });
         let n = list.len();
         for (rank0, &(id, s)) in list.iter().enumerate() {
+            // In f64: `hi - lo` of f32 scores near f32's limits overflows in f32.
             let norm = if hi > lo {
-                f64::from((s - lo) / (hi - lo))
+                (f64::from(s) - f64::from(lo)) / (f64::from(hi) - f64::from(lo))
             } else {
                 1.0
             };
@@ -146,6 +147,15 @@ pub fn fuse(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scores_near_f32_limits_scale_without_overflow() {
+        let list = vec![(1, 3e38), (2, 0.0), (3, -3e38)];
+        for method in [Fusion::Weighted, Fusion::CombSum, Fusion::CombMnz] {
+            let f = fuse(std::slice::from_ref(&list), method, 3, None).unwrap();
+            assert_eq!(f, vec![(1, 1.0), (2, 0.5), (3, 0.0)], "{method:?}");
+        }
+    }
 
     fn ids(v: &[(u64, f32)]) -> Vec<u64> {
         v.iter().map(|x| x.0).collect()

@@ -17,7 +17,10 @@ struct Entry {
 /// number of entries.
 #[derive(Debug)]
 pub struct Cache {
+    /// Grows as entries come (a capacity given in advance would be reserved whole: a large
+    /// `cache_size` bounded by `max_bytes` would allocate for entries that never fit).
     map: LruCache<Box<str>, Entry>,
+    capacity: usize,
     ttl: Option<Duration>,
     bytes: usize,
     max_bytes: usize,
@@ -33,7 +36,8 @@ impl Cache {
     #[must_use]
     pub fn new(capacity: NonZeroUsize, ttl: Option<Duration>, max_bytes: usize) -> Self {
         Self {
-            map: LruCache::new(capacity),
+            map: LruCache::unbounded(),
+            capacity: capacity.get(),
             ttl,
             bytes: 0,
             max_bytes,
@@ -84,11 +88,11 @@ impl Cache {
             vector: vector.into(),
             stored: Instant::now(),
         };
-        // `push` hands back what it replaced (the same text) or evicted (the oldest).
+        // `push` hands back what it replaced (the same text).
         if let Some((k, e)) = self.map.push(text.into(), entry) {
             self.forget(&k, &e);
         }
-        while self.bytes > self.max_bytes {
+        while self.bytes > self.max_bytes || self.map.len() > self.capacity {
             let Some((k, e)) = self.map.pop_lru() else {
                 break;
             };

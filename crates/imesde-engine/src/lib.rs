@@ -536,8 +536,28 @@ impl Engine {
     /// No BM25 index, an empty time window.
     #[cfg(feature = "bm25")]
     pub fn lexical_search(&self, query: &str, k: usize, filter: &Filter) -> Result<Vec<Hit>> {
-        let ranked = self.lexical_ranked(query, self.cap(k), filter, None)?;
-        Ok(self.hits_for(&ranked))
+        self.lexical_hits(query, self.cap(k), filter, None)
+    }
+
+    /// The hits of [`Engine::lexical_ranked`]; ranked again (a few times at most) when an
+    /// ingest on another thread overwrote some of them before they were read back.
+    #[cfg(feature = "bm25")]
+    fn lexical_hits(
+        &self,
+        query: &str,
+        k: usize,
+        filter: &Filter,
+        corpus: Option<&Corpus>,
+    ) -> Result<Vec<Hit>> {
+        let mut tries = 0;
+        loop {
+            let ranked = self.lexical_ranked(query, k, filter, corpus)?;
+            let hits = self.hits_for(&ranked);
+            tries += 1;
+            if hits.len() == ranked.len() || tries == 3 {
+                return Ok(hits);
+            }
+        }
     }
 
     /// This engine's part of the BM25 statistics of several engines searched as one (a
@@ -585,8 +605,7 @@ impl Engine {
         filter: &Filter,
         corpus: &Corpus,
     ) -> Result<Vec<Hit>> {
-        let ranked = self.lexical_ranked(query, self.cap(k), filter, Some(corpus))?;
-        Ok(self.hits_for(&ranked))
+        self.lexical_hits(query, self.cap(k), filter, Some(corpus))
     }
 
     #[cfg(feature = "bm25")]
@@ -600,8 +619,10 @@ impl Engine {
         let lexical = self.lexical.as_ref().ok_or(EngineError::NoLexical)?;
         filter.check()?;
         let lexical = lexical.lock();
+        // Only items the ring still holds: an ingest on another thread overwrites items in
+        // the ring before the index lets them go, and those would take places in the top k.
         Ok(if filter.is_empty() {
-            lexical.ranked(query, k, corpus, None)
+            lexical.ranked(query, k, corpus, Some(&mut |id| self.ring.contains(id)))
         } else {
             lexical.ranked(
                 query,
@@ -637,8 +658,9 @@ impl Engine {
         }
         let k = self.cap(k);
         let depth = self.cap(hybrid_depth(k));
-        let lexical = self.lexical_ranked(query, depth, filter, None)?;
+        // The query embedded first: both sides are then ranked on (nearly) the same items.
         let q = self.embed_queries(&[Arc::from(query)], interrupted)?;
+        let lexical = self.lexical_ranked(query, depth, filter, None)?;
         let dense: Vec<(u64, f32)> = self
             .ring
             .search(&q, depth, filter)?
@@ -648,13 +670,19 @@ impl Engine {
         // The weighted fusion's alpha is 0.5 unless given: fused scores stay in [0, 1].
         let alpha = alpha.or((fusion == Fusion::Weighted).then_some(0.5));
         let weights = alpha.map(|a| [a, 1.0 - a]);
+        // Every fused item, in order, read back until `k` are found: one an ingest on another
+        // thread overwrote since it was ranked gives its place to the next.
         let fused = imesde_bm25::fuse(
             &[dense, lexical],
             fusion,
-            k,
+            2 * depth,
             weights.as_ref().map(|w| &w[..]),
         )?;
-        Ok(self.hits_for(&fused))
+        Ok(fused
+            .iter()
+            .filter_map(|&(id, score)| self.ring.hit(id, score))
+            .take(k)
+            .collect())
     }
 
     /// Hits for ranked ids, read back from the ring (ids overwritten meanwhile are skipped).

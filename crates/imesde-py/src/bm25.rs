@@ -260,7 +260,9 @@ impl PyBm25 {
         self.update(py, id, text)
     }
 
-    /// The ``k`` best documents for ``query`` scoring at least ``min_score``, best first.
+    /// The ``k`` best documents for ``query`` scoring at least ``min_score`` and above 0 (a
+    /// document matching only terms of no weight, as Robertson's floored IDF gives terms in
+    /// most documents, is not a match), best first.
     /// ``query`` is a text, or its terms already analyzed (a sequence of str).
     #[pyo3(
         signature = (query, k = Count::from(10), min_score = Real(0.0)),

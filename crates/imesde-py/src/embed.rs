@@ -216,6 +216,28 @@ impl TextEmbedder {
                  pass pooling=\"mean\" or \"cls\" to choose one"
             ));
         }
+        // What the folder's pipeline does after the transformer and imesde does not, when
+        // imesde pools the token states (a graph's own sentence vector has it done).
+        if !embedder.is_pooled() {
+            if let Some(modules) = from_manifest("unsupported_modules")? {
+                return Err(py_err!(
+                    ModelLoad,
+                    "{model}: its folder's pipeline has {} after pooling, which this ONNX \
+                     graph leaves out and imesde does not run; export the whole pipeline \
+                     (a graph with a sentence_embedding output)",
+                    modules.str()?
+                ));
+            }
+            if from_manifest("include_prompt")?.is_some()
+                && from_manifest("prompts")?.is_some_and(|p| p.is_truthy().unwrap_or(false))
+            {
+                return Err(py_err!(
+                    ModelLoad,
+                    "{model}: its folder pools without the prompt's tokens (include_prompt: \
+                     false), which imesde does not do"
+                ));
+            }
+        }
         if let Some(dim) = from_manifest("dim")?
             && dim.extract::<usize>().ok() != Some(embedder.dim())
         {

@@ -112,7 +112,9 @@ fn check_spread(data: &[f32], dim: usize) -> Result<()> {
             .nth(i)
             .map_or(0, |(r, _)| r);
         return Err(RqError::Invalid(format!(
-            "vector {row} has values up to {largest:.3e}, more than 2^60 times the typical              vector's ({median:.3e}): next to it every other vector would get the same code;              drop it or rescale the data"
+            "vector {row} has values up to {largest:.3e}, more than 2^60 times the typical \
+             vector's ({median:.3e}): next to it every other vector would get the same code; \
+             drop it or rescale the data"
         )));
     }
     Ok(())

@@ -174,6 +174,16 @@ def _checkpoint_settings(source: Path, max_length: int | None) -> tuple[BertConf
     read (and refused when damaged) before anything is written."""
     cfg = BertConfig.from_file(source / "config.json")
     settings = read_sentence_settings(source)
+    if settings.get("unsupported_modules"):
+        raise ModelLoadError(
+            f"{source}: its pipeline has {settings['unsupported_modules']} after pooling, which "
+            "imesde's builder does not write"
+        )
+    if settings.get("include_prompt") is False and read_prompts(source)[0]:
+        raise ModelLoadError(
+            f"{source}: it pools without the prompt's tokens (include_prompt: false), which "
+            "imesde does not do"
+        )
     pooling, normalize = settings.get("pooling", "mean"), settings.get("normalize", True)
     if pooling not in ("mean", "cls"):
         raise InvalidValueError(

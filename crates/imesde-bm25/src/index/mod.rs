@@ -110,14 +110,17 @@ impl Params {
 
     /// The TF part for `tf` occurrences in a document whose length norm is `norm`
     /// (`1 - b + b dl / avgdl`).
+    /// In f64: any finite `k1` is taken, and `tf (k1 + 1)` of a huge one overflows f32.
     #[inline]
     fn tfc(&self, tf: f32, norm: f32) -> f32 {
-        let k = self.k1 * norm;
-        match self.method {
+        let (tf, k1) = (f64::from(tf), f64::from(self.k1));
+        let k = k1 * f64::from(norm);
+        let v = match self.method {
             Method::Lucene | Method::Robertson => tf / (tf + k),
-            Method::Atire => tf * (self.k1 + 1.0) / (tf + k),
-            Method::Bm25Plus { delta } => (self.k1 + 1.0) * tf / (k + tf) + delta,
-        }
+            Method::Atire => tf * (k1 + 1.0) / (tf + k),
+            Method::Bm25Plus { delta } => (k1 + 1.0) * tf / (k + tf) + f64::from(delta),
+        };
+        v as f32
     }
 }
 
