@@ -374,6 +374,9 @@ def test_watch_follow_waits_for_a_whole_line_and_rereads_a_truncated_file(
             time.sleep(1.0)  # the reader reaches the end of the file, mid-line
             f.write("ft on device /dev/sda1\n")
         _wait_for(proc, seen, "/dev/sda1")
+        with log.open("a", encoding="utf-8") as f:
+            f.write("a line cut short by the rotati")  # pending when the file is cut
+        time.sleep(1.0)
         log.write_text("after rotation: disk full\n", encoding="utf-8")  # truncated, rewritten
         _wait_for(proc, seen, "after rotation")
         proc.send_signal(signal.SIGINT)
@@ -415,6 +418,28 @@ def test_a_percentile_threshold_calibrates_on_enough_lines_and_misses_none(
     out = imesde_cli("watch", query, "--file", str(short), "--jsonl", "--threshold", "p50")
     assert out.returncode == 0, out.stderr
     assert lines[0] in [json.loads(line)["text"] for line in out.stdout.splitlines()]
+
+
+def test_a_percentile_beyond_the_ring_calibrates_on_a_full_ring(tmp_path: Path) -> None:
+    """p99.99 asks for 10,000 lines: a ring of 64 never held them, and a followed file never
+    ends, so nothing was ever matched."""
+    log = tmp_path / "app.log"
+    lines = [f"cron[{i}]: job {i} finished" for i in range(99)]
+    lines.insert(50, "kernel: out of memory: killed process 4242 (postgres)")
+    log.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    proc = _watch(
+        "process killed because memory ran out",
+        *("--threshold", "p99.99", "--file", str(log), "--follow", "--jsonl"),
+        *("--num-shards", "1", "--shard-size", "64", "--batch", "16"),
+        stdin=subprocess.DEVNULL,
+    )
+    seen, _ = _collect(proc)
+    try:
+        _wait_for(proc, seen, "out of memory")
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=60)
+    finally:
+        proc.kill()
 
 
 def test_standard_error_that_fails_costs_no_results(tmp_path: Path) -> None:

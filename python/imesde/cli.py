@@ -291,7 +291,9 @@ class _Lines:
                 parts.append(self.decoder.decode(chunk))
                 continue
             if follow:
-                self._truncated()
+                if self._truncated():
+                    parts = [""]  # what was pending belonged to the file before
+                    continue
             else:
                 # The end: a multi-byte character cut short is replaced, not dropped.
                 parts.append(self.decoder.decode(b"", final=True))
@@ -306,9 +308,9 @@ class _Lines:
         line, self.pending = pending[:cut], pending[cut:]
         return line
 
-    def _truncated(self) -> None:
+    def _truncated(self) -> bool:
         """At the end of a followed file: when it is now shorter than what was read, starts
-        again from its beginning (as ``tail -f`` does)."""
+        again from its beginning (as ``tail -f`` does); whether it did."""
         with contextlib.suppress(OSError):
             if os.fstat(self.fd).st_size < self.position:
                 os.lseek(self.fd, 0, os.SEEK_SET)
@@ -319,6 +321,8 @@ class _Lines:
                     "imesde watch: the file was truncated: reading it from its start",
                     file=sys.stderr,
                 )
+                return True
+        return False
 
     def __iter__(self) -> Iterator[str]:
         while line := self.readline():
@@ -463,7 +467,7 @@ def _calibration_lines(threshold: str) -> int:
     """Lines a percentile threshold (``pNN``) is calibrated on: enough that the top
     ``100 - NN`` % holds a line, at least 100."""
     top = (100.0 - float(threshold[1:])) / 100.0
-    return max(100, math.ceil(1.0 / top))
+    return max(100, math.ceil(round(1.0 / top, 6)))
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
@@ -507,7 +511,8 @@ def cmd_watch(args: argparse.Namespace) -> int:
     # A percentile calibrates on the lines held: it is set once enough have come (or the
     # input ended), and those lines are matched then.
     deferred = isinstance(args.threshold, str)
-    need = _calibration_lines(args.threshold) if deferred else 0
+    # No more than the ring holds: a larger count would never be reached.
+    need = min(_calibration_lines(args.threshold), engine.capacity) if deferred else 0
     if not deferred:
         subscribe()
     progress = None if args.jsonl else _Progress(None)

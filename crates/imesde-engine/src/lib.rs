@@ -438,7 +438,6 @@ impl Engine {
         attrs
     }
 
-    /// `attrs` with each item's metadata extended by its label.
     /// Checks a batch as an ingest would, storing nothing: before labelling it, since a
     /// label's unique id is handed out for good. Returns its number of items.
     ///
@@ -451,6 +450,7 @@ impl Engine {
         Ok(n)
     }
 
+    /// `attrs` with each item's metadata extended by its label.
     fn labelled(
         &self,
         labeler: &dyn Labeler,

@@ -388,9 +388,13 @@ impl Engine {
         })
         .raise();
         if let Err(e) = registered {
-            sub.get().close(py);
+            sub.get().shut(py);
             drop(self.update_subs(|subs| take_where(subs, |s| s.get().id == id)));
             return Err(e);
+        }
+        if !sub.get().is_active() {
+            // Unsubscribed by another thread before its query was registered: not left behind.
+            self.core.unsubscribe(id);
         }
         Ok(sub)
     }
@@ -422,7 +426,7 @@ impl Engine {
         drop(removed);
         match found {
             Some(s) => {
-                s.get().close(py);
+                s.get().close(py)?;
                 Ok(true)
             }
             None => Ok(false),
@@ -959,7 +963,7 @@ impl Engine {
         let subs = self.subs.try_lock().map(|mut s| std::mem::take(&mut *s));
         Python::attach(|py| {
             for s in subs.into_iter().flatten() {
-                s.get().close(py);
+                s.get().shut(py);
             }
         });
     }
@@ -1120,7 +1124,7 @@ impl Drop for Engine {
         if !subs.is_empty() {
             Python::attach(|py| {
                 for s in subs {
-                    s.get().close(py);
+                    s.get().shut(py);
                 }
             });
         }
@@ -1185,9 +1189,9 @@ impl Engine {
         .raise()?;
         if !events.is_empty() {
             // Delivered with no engine lock held: a callback may search or ingest. The batch
-            // is stored whole by now, so Ctrl-C in a callback (returned by `deliver`) reaches
-            // the caller with nothing half-written; after it the queues still get their events
-            // (no Python code runs for them) and the callbacks' are dropped.
+            // is stored whole by now, so Ctrl-C in a callback or an `async for` wake-up
+            // (returned by `deliver`) reaches the caller with nothing half-written; after it the
+            // queues still get their events and the callbacks' are dropped.
             let subs: HashMap<u64, Py<Subscription>> = self
                 .subs
                 .lock()

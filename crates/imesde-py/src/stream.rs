@@ -94,14 +94,28 @@ impl Subscription {
     }
 
     /// Calls the ``async for`` waits registered, outside the lock (a wait's callable may run
-    /// Python code that reaches this subscription again).
-    fn wake(&self, py: Python<'_>) {
+    /// Python code that reaches this subscription again). An ``Exception`` of one (its loop
+    /// closed) is dropped; a ``BaseException`` that is not one (Ctrl-C) is returned once the
+    /// others are woken.
+    fn wake(&self, py: Python<'_>) -> PyResult<()> {
         let waiters = std::mem::take(&mut *self.waiters.lock());
+        let mut stopped = Ok(());
         for w in waiters {
-            if let Err(e) = w.call0(py) {
-                // A loop closed under its waiting task: nothing is left to wake.
-                drop(e);
+            if let Err(e) = w.call0(py)
+                && !e.is_instance_of::<PyException>(py)
+                && stopped.is_ok()
+            {
+                stopped = Err(e);
             }
+        }
+        stopped
+    }
+
+    /// [`Subscription::close`] where nothing can raise (the engine's end, the garbage
+    /// collector): an error of a wake-up is reported as unraisable.
+    pub(crate) fn shut(&self, py: Python<'_>) {
+        if let Err(e) = self.close(py) {
+            e.write_unraisable(py, None);
         }
     }
 
@@ -167,8 +181,7 @@ impl Subscription {
             return Ok(());
         }
         me.inbox.push(event);
-        me.wake(py);
-        Ok(())
+        me.wake(py)
     }
 
     fn wait(&self, py: Python<'_>, timeout: Option<Real>) -> PyResult<Option<Py<Event>>> {
@@ -282,7 +295,8 @@ impl Subscription {
         self.wait(py, timeout)
     }
     /// Registers ``wake`` (no arguments) to be called once, when an event queues or the
-    /// subscription closes; False (nothing registered) when one waits already or it is closed.
+    /// subscription closes; False (nothing registered) when an event is queued already or the
+    /// subscription is closed.
     /// ``async for`` waits with this, taking the event itself, so a cancelled wait loses none.
     fn _add_waiter(&self, wake: Py<PyAny>) -> PyResult<bool> {
         self.check_queued()?;
@@ -312,12 +326,12 @@ impl Subscription {
         self.inbox.drain()
     }
     /// Stops the subscription: no new events; queued ones can still be read.
-    pub(crate) fn close(&self, py: Python<'_>) {
+    pub(crate) fn close(&self, py: Python<'_>) -> PyResult<()> {
         if let Some(ring) = self.ring.upgrade() {
             ring.unsubscribe(self.id);
         }
         self.inbox.close();
-        self.wake(py);
+        self.wake(py)
     }
     fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
         slf
@@ -336,7 +350,7 @@ impl Subscription {
         self.inbox.try_for_each(|e| visit.call(e))
     }
     fn __clear__(&self, py: Python<'_>) {
-        self.close(py);
+        self.shut(py);
         let callback = self.callback.try_lock().and_then(|mut cb| cb.take());
         drop(callback);
         drop(self.inbox.drain());
@@ -364,8 +378,8 @@ impl Subscription {
         _t: Option<&Bound<'_, PyAny>>,
         _v: Option<&Bound<'_, PyAny>>,
         _tb: Option<&Bound<'_, PyAny>>,
-    ) {
-        self.close(py);
+    ) -> PyResult<()> {
+        self.close(py)
     }
     fn __repr__(&self, py: Python<'_>) -> String {
         let none = || "None".to_owned();

@@ -142,15 +142,16 @@ impl Ivf {
     }
 
     /// Whether a (re)training is due: `held` items reach the train size and the quantiser was
-    /// trained on fewer (or never), or the window has turned over (`capacity` items written)
-    /// since it was trained.
+    /// trained on fewer than half that many (an early `train_index`) or never, or the window
+    /// has turned over (`capacity` items written) since it was trained. (Half: a training of
+    /// a full ring counts the items held while writers overwrite the oldest, a few short.)
     pub(crate) fn wants_training(&self, next_id: u64, held: usize, capacity: usize) -> bool {
         let size = self.cfg.train_size(capacity);
         match self.trained_at {
             None => held >= size,
             Some(at) => {
                 next_id >= at.saturating_add(capacity as u64)
-                    || (self.trained_on < size && held >= size)
+                    || (self.trained_on < size / 2 && held >= size)
             }
         }
     }

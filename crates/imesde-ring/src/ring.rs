@@ -568,7 +568,6 @@ impl Ring {
         })
     }
 
-    /// Checks the length and values of `vectors.len() / dim` rows and L2-normalises them.
     /// Checks a batch as an ingest would (whole rows of the ring's dimension, finite, none
     /// zero) without storing it: for work that must not start on a batch the ring refuses
     /// (labelling it with ids handed out for good).
@@ -579,6 +578,7 @@ impl Ring {
         self.unit_rows("vector", vectors).map(|_| ())
     }
 
+    /// Checks the length and values of `vectors.len() / dim` rows and L2-normalises them.
     fn unit_rows(&self, what: &'static str, vectors: &[f32]) -> Result<(usize, Vec<f32>)> {
         let dim = self.cfg.dim;
         if !vectors.len().is_multiple_of(dim) || vectors.is_empty() {
