@@ -544,6 +544,11 @@ class ShardedEngine:
     # --- calls to shards -------------------------------------------------------------------
 
     def _wait(self, shard: int, ref: Any, timeout: float | None = None) -> Any:
+        if getattr(self, "_closed", False):
+            # ray.kill is asynchronous: a call right after close() could still be answered.
+            raise ShardUnavailableError(
+                f"shard {shard} is unavailable: the engine was closed", shard=shard
+            )
         try:
             return ray.get(ref, timeout=timeout)
         except _ACTOR_GONE as e:
@@ -989,6 +994,7 @@ class ShardedEngine:
         ``save`` first to keep them). Calls afterwards raise ``ShardUnavailableError``."""
         for sub in list(self._subscriptions):
             sub.close()
+        self._closed = True
         for actor in self._actors:
             with contextlib.suppress(Exception):
                 ray.kill(actor)
