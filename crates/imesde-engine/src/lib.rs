@@ -539,8 +539,7 @@ impl Engine {
         self.lexical_hits(query, self.cap(k), filter, None)
     }
 
-    /// The hits of [`Engine::lexical_ranked`]; ranked again (a few times at most) when an
-    /// ingest on another thread overwrote some of them before they were read back.
+    /// The hits of [`Engine::lexical_ranked`], read back whole (see [`Engine::settled`]).
     #[cfg(feature = "bm25")]
     fn lexical_hits(
         &self,
@@ -549,15 +548,38 @@ impl Engine {
         filter: &Filter,
         corpus: Option<&Corpus>,
     ) -> Result<Vec<Hit>> {
-        let mut tries = 0;
-        loop {
-            let ranked = self.lexical_ranked(query, k, filter, corpus)?;
-            let hits = self.hits_for(&ranked);
-            tries += 1;
-            if hits.len() == ranked.len() || tries == 3 {
-                return Ok(hits);
+        self.settled(|held| {
+            let ranked = self.lexical_ranked(held, query, k, filter, corpus)?;
+            let hits: Vec<Hit> = ranked
+                .iter()
+                .filter_map(|&(id, score)| self.ring.hit(id, score))
+                .collect();
+            let whole = hits.len() == ranked.len();
+            Ok((hits, whole))
+        })
+    }
+
+    /// What `read` ranked and read back from the ring, once it is `whole` (it found every
+    /// item it ranked, or `k` of them). An ingest on another thread can overwrite a ranked
+    /// item before it is read back, and on a busy machine, where a reader waits a few
+    /// milliseconds for a core, all of them: two tries as they come, then one with writers
+    /// held off. `read` gets the BM25 index when the caller holds it (that last try: taken
+    /// before the ring's writers are held off, the order of [`Engine::delete`]).
+    #[cfg(feature = "bm25")]
+    fn settled<T>(
+        &self,
+        mut read: impl FnMut(Option<&lexical::Lexical>) -> Result<(T, bool)>,
+    ) -> Result<T> {
+        let lexical = self.lexical.as_ref().ok_or(EngineError::NoLexical)?;
+        for _ in 0..2 {
+            let (out, whole) = read(None)?;
+            if whole {
+                return Ok(out);
             }
         }
+        let lexical = lexical.lock();
+        self.ring
+            .with_writes_paused(|| read(Some(&lexical)).map(|(out, _)| out))
     }
 
     /// This engine's part of the BM25 statistics of several engines searched as one (a
@@ -608,9 +630,12 @@ impl Engine {
         self.lexical_hits(query, self.cap(k), filter, Some(corpus))
     }
 
+    /// The best `k` ids and BM25 scores among the items held that `filter` keeps, from the
+    /// index `held` (None: locked here).
     #[cfg(feature = "bm25")]
     fn lexical_ranked(
         &self,
+        held: Option<&lexical::Lexical>,
         query: &str,
         k: usize,
         filter: &Filter,
@@ -618,7 +643,13 @@ impl Engine {
     ) -> Result<Vec<(u64, f32)>> {
         let lexical = self.lexical.as_ref().ok_or(EngineError::NoLexical)?;
         filter.check()?;
-        let lexical = lexical.lock();
+        let locked;
+        let lexical = if let Some(l) = held {
+            l
+        } else {
+            locked = lexical.lock();
+            &*locked
+        };
         // Only items the ring still holds: an ingest on another thread overwrites items in
         // the ring before the index lets them go, and those would take places in the top k.
         Ok(if filter.is_empty() {
@@ -660,38 +691,33 @@ impl Engine {
         let depth = self.cap(hybrid_depth(k));
         // The query embedded first: both sides are then ranked on (nearly) the same items.
         let q = self.embed_queries(&[Arc::from(query)], interrupted)?;
-        let lexical = self.lexical_ranked(query, depth, filter, None)?;
-        let dense: Vec<(u64, f32)> = self
-            .ring
-            .search(&q, depth, filter)?
-            .into_iter()
-            .map(|h| (h.id, h.score))
-            .collect();
         // The weighted fusion's alpha is 0.5 unless given: fused scores stay in [0, 1].
         let alpha = alpha.or((fusion == Fusion::Weighted).then_some(0.5));
         let weights = alpha.map(|a| [a, 1.0 - a]);
-        // Every fused item, in order, read back until `k` are found: one an ingest on another
-        // thread overwrote since it was ranked gives its place to the next.
-        let fused = imesde_bm25::fuse(
-            &[dense, lexical],
-            fusion,
-            2 * depth,
-            weights.as_ref().map(|w| &w[..]),
-        )?;
-        Ok(fused
-            .iter()
-            .filter_map(|&(id, score)| self.ring.hit(id, score))
-            .take(k)
-            .collect())
-    }
-
-    /// Hits for ranked ids, read back from the ring (ids overwritten meanwhile are skipped).
-    #[cfg(feature = "bm25")]
-    fn hits_for(&self, ranked: &[(u64, f32)]) -> Vec<Hit> {
-        ranked
-            .iter()
-            .filter_map(|&(id, score)| self.ring.hit(id, score))
-            .collect()
+        self.settled(|held| {
+            let lexical = self.lexical_ranked(held, query, depth, filter, None)?;
+            let dense: Vec<(u64, f32)> = self
+                .ring
+                .search(&q, depth, filter)?
+                .into_iter()
+                .map(|h| (h.id, h.score))
+                .collect();
+            // Every fused item, in order, read back until `k` are found: one an ingest on
+            // another thread overwrote since it was ranked gives its place to the next.
+            let fused = imesde_bm25::fuse(
+                &[dense, lexical],
+                fusion,
+                2 * depth,
+                weights.as_ref().map(|w| &w[..]),
+            )?;
+            let hits: Vec<Hit> = fused
+                .iter()
+                .filter_map(|&(id, score)| self.ring.hit(id, score))
+                .take(k)
+                .collect();
+            let whole = hits.len() == k.min(fused.len());
+            Ok((hits, whole))
+        })
     }
 
     /// Registers a standing query (a vector of the engine's dimension): every item ingested

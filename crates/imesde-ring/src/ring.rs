@@ -811,6 +811,14 @@ impl Ring {
         deleted
     }
 
+    /// Runs `f` while no batch is written: batches in flight finish first, new ones wait
+    /// until it returns. For reads that must see the ring as one state across several calls
+    /// (a ranking made elsewhere, then read back). `f` must not write to this ring.
+    pub fn with_writes_paused<R>(&self, f: impl FnOnce() -> R) -> R {
+        let _gate = self.gate.write();
+        f()
+    }
+
     /// Whether the item `id` is held.
     #[must_use]
     pub fn contains(&self, id: u64) -> bool {
