@@ -365,6 +365,33 @@ def test_numpy_datetimes_of_every_unit_are_times() -> None:
     assert len(engine) == 4
 
 
+def test_timestamp_arrays_convert_as_their_values_do() -> None:
+    """A numpy array of times (numbers or ``datetime64`` of any unit) is converted whole,
+    to what its values one by one give; a ``NaT`` is named by its place."""
+    engine = imesde.Engine(4, num_shards=1, shard_size=64)
+    vectors = np.tile(np.eye(4, dtype=np.float32), (2, 1))
+    base = np.datetime64("2023-11-14T22:13:20", "s")
+    arrays = [
+        (base + np.arange(8) * np.timedelta64(1500, "ms")).astype("datetime64[ms]"),
+        (base + np.arange(8) * np.timedelta64(1, "D")).astype("datetime64[ns]"),
+        np.linspace(1.7e9, 1.7e9 + 7, 8),
+        np.arange(8, dtype=np.uint32) + 1_700_000_000,
+        np.linspace(1.7e9, 1.7e9 + 7, 8).astype(np.float32),
+    ]
+    for stamps in arrays:
+        ids = engine.ingest_vectors(vectors, timestamps=stamps)
+        one_by_one = engine.ingest_vectors(vectors, timestamps=list(stamps))
+        got = [engine.get(int(i)).ts for i in ids]
+        assert got == [engine.get(int(i)).ts for i in one_by_one], stamps.dtype
+    assert got[1] == float(np.float32(1.7e9 + 1))
+    held = len(engine)
+    stamps = arrays[1].copy()
+    stamps[5] = np.datetime64("NaT")
+    with pytest.raises(imesde.InvalidValueError, match=r"timestamps\[5\] is NaT"):
+        engine.ingest_vectors(vectors, timestamps=stamps)
+    assert len(engine) == held
+
+
 def test_get_refuses_an_array_for_an_id() -> None:
     engine = imesde.Engine(4, num_shards=1, shard_size=8)
     engine.ingest_vectors(np.eye(4, dtype=np.float32))

@@ -485,6 +485,9 @@ fn datetime64_seconds(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Option<f64
 }
 
 pub(crate) fn timestamps(obj: &Bound<'_, PyAny>) -> PyResult<Vec<f64>> {
+    if let Some(seconds) = array_seconds(obj)? {
+        return Ok(seconds);
+    }
     obj.try_iter()
         .map_err(|_| {
             py_err!(
@@ -496,6 +499,39 @@ pub(crate) fn timestamps(obj: &Bound<'_, PyAny>) -> PyResult<Vec<f64>> {
         .enumerate()
         .map(|(i, t)| timestamp(&t?, &format!("timestamps[{i}]")))
         .collect()
+}
+
+/// Seconds of a 1-D numpy array of numbers or `datetime64` (any unit) converted whole, as
+/// [`timestamp`] converts each of its values (a value at a time cost microseconds each);
+/// `None` for anything else. `NaT` is refused.
+fn array_seconds(obj: &Bound<'_, PyAny>) -> PyResult<Option<Vec<f64>>> {
+    let Ok(untyped) = obj.cast::<PyUntypedArray>() else {
+        return Ok(None);
+    };
+    let kind = untyped.dtype().kind();
+    if untyped.ndim() != 1 || !matches!(kind, b'f' | b'i' | b'u' | b'M') {
+        return Ok(None);
+    }
+    let py = obj.py();
+    let numpy = py.import(pyo3::intern!(py, "numpy"))?;
+    let seconds = if kind == b'M' {
+        let epoch = numpy.getattr("datetime64")?.call1((0, "s"))?;
+        let second = numpy.getattr("timedelta64")?.call1((1, "s"))?;
+        obj.sub(epoch)?.div(second)?
+    } else {
+        obj.clone()
+    };
+    let seconds = numpy
+        .getattr(pyo3::intern!(py, "ascontiguousarray"))?
+        .call1((seconds, numpy.getattr("float64")?))?;
+    let seconds = seconds.cast::<PyArrayDyn<f64>>()?.try_readonly()?;
+    let seconds = seconds.as_slice()?.to_vec();
+    if kind == b'M'
+        && let Some(i) = seconds.iter().position(|s| s.is_nan())
+    {
+        return Err(py_err!(InvalidValue, "timestamps[{i}] is NaT (not a time)"));
+    }
+    Ok(Some(seconds))
 }
 
 /// Why a metadata value was refused: a message of one exception class, or an error made
