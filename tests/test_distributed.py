@@ -7,6 +7,7 @@ import gzip
 import json
 import pickle
 import time
+import types
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -104,7 +105,10 @@ def test_two_shards_answer_as_one_engine(
     queries, dense, lexical and hybrid, item for item. The items are embedded once and
     ingested as vectors on both sides (the shards embed queries themselves)."""
     texts, x, ts = corpus
-    meta = [{"n": i % 7} for i in range(len(texts))]
+    # Any mapping is metadata and a filter (a MappingProxyType could not go to a shard).
+    meta = [
+        {"n": i % 7} if i % 2 else types.MappingProxyType({"n": i % 7}) for i in range(len(texts))
+    ]
     one = imesde.Engine(embedder, num_shards=16, shard_size=2048, lexical=True)
     sharded = dist.ShardedEngine(2, shard_size=16_384, lexical=True, num_cpus=1)
     for start in range(0, len(texts), 1000):
@@ -127,7 +131,8 @@ def test_two_shards_answer_as_one_engine(
     assert len(queries) == 88
     vectors = embedder.embed(queries)
     ties = 0
-    window: dict[str, Any] = {"where": {"n": {"$lt": 3}}, "since": ts[5000], "until": ts[15000]}
+    where = types.MappingProxyType({"n": types.MappingProxyType({"$lt": 3})})
+    window: dict[str, Any] = {"where": where, "since": ts[5000], "until": ts[15000]}
     for q, v in zip(queries, vectors, strict=True):
         want = one.search_vector(v, 10)
         assert same(sharded.search_vector(v, 10), want)

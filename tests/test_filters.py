@@ -392,6 +392,29 @@ def test_timestamp_arrays_convert_as_their_values_do() -> None:
     assert len(engine) == held
 
 
+def test_mappings_other_than_dicts_are_metadata_and_filters() -> None:
+    """A read-only view of a dict (``MappingProxyType``, what frozen config objects hand
+    out) was refused as metadata and as a filter ("must be a dict")."""
+    import collections
+    import types
+
+    engine = imesde.Engine(4, num_shards=1, shard_size=16)
+    vectors = np.eye(4, dtype=np.float32)
+    engine.ingest_vectors(vectors[:2], metadata=types.MappingProxyType({"team": "db"}))
+    engine.ingest_vectors(
+        vectors[2:],
+        metadata=[types.MappingProxyType({"team": "web"}), collections.OrderedDict(team="db")],
+    )
+    assert [engine.get(i).metadata for i in range(4)] == [
+        {"team": t} for t in ["db", "db", "web", "db"]
+    ]
+    for where in (
+        types.MappingProxyType({"team": "db"}),
+        {"$or": [types.MappingProxyType({"team": {"$eq": "db"}})]},
+    ):
+        assert sorted(h.id for h in engine.search_vector(vectors[0], 10, where=where)) == [0, 1, 3]
+
+
 def test_get_refuses_an_array_for_an_id() -> None:
     engine = imesde.Engine(4, num_shards=1, shard_size=8)
     engine.ingest_vectors(np.eye(4, dtype=np.float32))

@@ -14,7 +14,8 @@ use pyo3::Borrowed;
 use pyo3::exceptions::{PyOverflowError, PyTypeError, PyUnicodeEncodeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{
-    PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyInt, PyList, PyMemoryView, PyString, PyTuple,
+    PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyInt, PyList, PyMapping, PyMemoryView,
+    PyString, PyTuple,
 };
 use serde_json::Value as Json;
 
@@ -624,6 +625,20 @@ fn numpy_as_python<'py>(v: &Bound<'py, PyAny>, max_ndim: usize) -> Option<Bound<
     v.call_method0(method).ok().filter(|plain| !plain.is(v))
 }
 
+/// `obj` as a dict when it is one or another mapping (`MappingProxyType`, a `Mapping`
+/// subclass), copied to a dict then; `None` for anything else.
+fn mapping<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyDict>>> {
+    if let Ok(d) = obj.cast::<PyDict>() {
+        return Ok(Some(d.clone()));
+    }
+    let Ok(m) = obj.cast::<PyMapping>() else {
+        return Ok(None);
+    };
+    let d = PyDict::new(obj.py());
+    d.update(m)?;
+    Ok(Some(d))
+}
+
 /// A metadata dict: str keys, values as [`meta_value`] takes them.
 pub(crate) fn meta_map(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Metadata> {
     meta_map_with(obj, what, &mut KeyInterner::default())
@@ -632,7 +647,7 @@ pub(crate) fn meta_map(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Metadata>
 /// [`meta_map`] sharing one allocation per distinct key through `keys` (the items of a batch
 /// mostly have the same keys; a filter then reads one hot copy of each).
 fn meta_map_with(obj: &Bound<'_, PyAny>, what: &str, keys: &mut KeyInterner) -> PyResult<Metadata> {
-    let dict = obj.cast::<PyDict>().map_err(|_| {
+    let dict = mapping(obj)?.ok_or_else(|| {
         py_err!(
             DType,
             "{what} must be a dict (str keys; str, int, float, bool or list values), got {}",
@@ -656,7 +671,7 @@ fn meta_map_with(obj: &Bound<'_, PyAny>, what: &str, keys: &mut KeyInterner) -> 
 
 /// Metadata for `n` items: one dict for all, or a list of dicts / None.
 pub(crate) fn metadata(obj: &Bound<'_, PyAny>, n: usize) -> PyResult<Vec<Option<Metadata>>> {
-    if obj.is_instance_of::<PyDict>() {
+    if mapping(obj)?.is_some() {
         let shared = meta_map(obj, "metadata")?;
         return Ok(vec![Some(shared); n]);
     }
@@ -695,7 +710,7 @@ fn where_json(v: &Bound<'_, PyAny>, path: &str, depth: usize) -> PyResult<Json> 
             "{path}: filters nest at most {MAX_FILTER_DEPTH} levels deep"
         ));
     }
-    if let Ok(d) = v.cast::<PyDict>() {
+    if let Some(d) = mapping(v)? {
         let mut map = serde_json::Map::new();
         for (k, x) in d.iter() {
             let Ok(key) = k.cast::<PyString>() else {

@@ -14,7 +14,7 @@ import threading
 import time
 import weakref
 import zlib
-from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -151,13 +151,25 @@ def _columns(n: int, what: str, **columns: Any) -> dict[str, list[Any] | None]:
         if col is None:
             out[name] = None
             continue
-        if name == "metadata" and isinstance(col, dict):
+        if name == "metadata" and isinstance(col, Mapping):
             col = [col] * n
         values = listed(col, name)
+        if name == "metadata":
+            values = [_plain(m) for m in values]
         if len(values) != n:
             raise ShapeError(f"{name} has {len(values)} entries for {n} {what}")
         out[name] = values
     return out
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with every mapping in it a dict (a ``MappingProxyType`` cannot be pickled
+    to a shard; ``Engine`` takes any mapping)."""
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
 
 
 def _remove_generations(directory: str, keep: Callable[[int], bool]) -> None:
@@ -754,7 +766,7 @@ class ShardedEngine:
 
     @staticmethod
     def _filters(since: Any, until: Any, where: Any, **more: Any) -> dict[str, Any]:
-        return {"since": since, "until": until, "where": where, **more}
+        return {"since": since, "until": until, "where": _plain(where), **more}
 
     def search(
         self,
@@ -763,7 +775,7 @@ class ShardedEngine:
         *,
         since: Any = None,
         until: Any = None,
-        where: dict[str, Any] | None = None,
+        where: Mapping[str, Any] | None = None,
         allow_partial: bool = False,
         exact: bool = False,
     ) -> list[ShardedHit]:
@@ -780,7 +792,7 @@ class ShardedEngine:
         *,
         since: Any = None,
         until: Any = None,
-        where: dict[str, Any] | None = None,
+        where: Mapping[str, Any] | None = None,
         allow_partial: bool = False,
         exact: bool = False,
     ) -> list[ShardedHit]:
@@ -799,7 +811,7 @@ class ShardedEngine:
         *,
         since: Any = None,
         until: Any = None,
-        where: dict[str, Any] | None = None,
+        where: Mapping[str, Any] | None = None,
         allow_partial: bool = False,
         exact: bool = False,
     ) -> list[list[ShardedHit]]:
@@ -834,7 +846,7 @@ class ShardedEngine:
         *,
         since: Any = None,
         until: Any = None,
-        where: dict[str, Any] | None = None,
+        where: Mapping[str, Any] | None = None,
         allow_partial: bool = False,
     ) -> list[ShardedHit]:
         """The ``k`` items whose texts best match ``query``'s words, best first; needs
@@ -857,7 +869,7 @@ class ShardedEngine:
         *,
         since: Any = None,
         until: Any = None,
-        where: dict[str, Any] | None = None,
+        where: Mapping[str, Any] | None = None,
         allow_partial: bool = False,
         exact: bool = False,
     ) -> list[ShardedHit]:
@@ -945,7 +957,7 @@ class ShardedEngine:
         *,
         since: Any = None,
         until: Any = None,
-        where: dict[str, Any] | None = None,
+        where: Mapping[str, Any] | None = None,
         allow_partial: bool = False,
     ) -> list[ShardedItem]:
         """The newest ``n`` items held over every shard, newest first (``Engine.recent``)."""
@@ -1149,7 +1161,7 @@ class ShardedEngine:
         *,
         threshold: float | str | None = None,
         top_k: int | None = None,
-        where: dict[str, Any] | None = None,
+        where: Mapping[str, Any] | None = None,
         callback: Callable[[ShardedHit], object] | None = None,
         queue_size: int = 10_000,
         poll_interval: float = 0.05,
