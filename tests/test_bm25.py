@@ -408,6 +408,12 @@ def test_engine_keeps_bm25_in_step_with_the_ring(embedder: imesde.TextEmbedder) 
     plain = imesde.Engine(embedder, num_shards=1, shard_size=4)
     with pytest.raises(imesde.ImesdeError, match="lexical=True"):
         plain.lexical_search("x")
+    # Every query answered counts in stats()["searches"] (lexical ones counted none).
+    before = engine.stats()["searches"]
+    engine.lexical_search("nfs", k=2)
+    engine.hybrid_search("nfs", k=2)
+    engine.search("nfs", k=2)
+    assert engine.stats()["searches"] == before + 3
 
 
 def test_engine_big_batches_index_like_one_at_a_time(

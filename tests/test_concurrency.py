@@ -144,3 +144,60 @@ def test_parallel_work_completes_in_a_forked_child() -> None:
     _, status = os.waitpid(pid, 0)
     assert os.WIFEXITED(status)
     assert os.WEXITSTATUS(status) == 0
+
+
+_EXIT_WHILE_WORKING = """
+import asyncio, sys, threading, time
+import numpy as np
+import imesde
+
+how = sys.argv[1]
+x = np.random.default_rng(0).standard_normal((64, 32)).astype("f4")
+engine = imesde.Engine(32, num_shards=4, shard_size=256, lexical=True)
+engine.subscribe(x[0], threshold=0.0, callback=lambda ev: time.sleep(0))
+engine.subscribe(x[1], threshold=0.0, callback=lambda ev: print(ev.hit.id, file=sys.stderr))
+awaited = engine.subscribe(x[2], threshold=0.9)
+labelled = imesde.Engine(32, num_shards=2, shard_size=64)
+labelled.attach_semantic_ids(lambda v: [f"s{time.sleep(0) or 0}"] * len(v))
+
+async def consume():
+    async for _ in awaited:
+        pass
+
+def forever(f):
+    while True:
+        f()
+
+workers = [
+    lambda: forever(lambda: engine.ingest_vectors(x, ["kernel panic"] * 64)),
+    lambda: forever(lambda: engine.lexical_search("panic", k=5)),
+    lambda: forever(lambda: labelled.ingest_vectors(x[:8])),
+    lambda: asyncio.run(consume()),
+]
+for w in workers:
+    threading.Thread(target=w, daemon=True).start()
+time.sleep(0.4)
+print("exiting", flush=True)
+if how == "exit":
+    sys.exit(3)
+"""
+
+
+@pytest.mark.timeout(300)
+def test_the_program_ends_while_daemon_threads_are_inside_imesde() -> None:
+    """Python (3.12 and older) ends a daemon thread that takes the GIL during the exit with
+    pthread_exit, whose unwinding through Rust aborted the process (status 134, at times a
+    segfault) when the thread was in a callback that slept or printed, a semantic-id function
+    or an ``async for`` wake-up. Such threads are now parked instead."""
+    import subprocess
+
+    for how, status in [("return", 0), ("exit", 3)] * 3:
+        proc = subprocess.run(
+            [sys.executable, "-c", _EXIT_WHILE_WORKING, how],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert "Fatal Python error" not in proc.stderr, proc.stderr[-2000:]
+        assert proc.returncode == status, (how, proc.returncode, proc.stderr[-2000:])
+        assert proc.stdout.strip() == "exiting"

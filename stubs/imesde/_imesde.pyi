@@ -758,6 +758,9 @@ def simd_backend() -> str:
 def _panic_for_tests(message: str) -> None:
     """Panic inside the binding's work helper (tests of the ``InternalError`` mapping)."""
 
+def _at_exit() -> None:
+    """imesde's ``atexit`` hook: threads still inside imesde are parked, not ended mid-call."""
+
 def cpu_features() -> list[str]:
     """The CPU features that decide which model runs fastest here: ``"avx2"``, ``"avx512f"``,
     ``"avx512vnni"``, ``"avxvnni"`` on x86-64, ``"neon"``, ``"dotprod"``, ``"i8mm"`` on AArch64."""

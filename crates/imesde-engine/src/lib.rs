@@ -548,7 +548,7 @@ impl Engine {
         filter: &Filter,
         corpus: Option<&Corpus>,
     ) -> Result<Vec<Hit>> {
-        self.settled(|held| {
+        let hits = self.settled(|held| {
             let ranked = self.lexical_ranked(held, query, k, filter, corpus)?;
             let hits: Vec<Hit> = ranked
                 .iter()
@@ -556,7 +556,9 @@ impl Engine {
                 .collect();
             let whole = hits.len() == ranked.len();
             Ok((hits, whole))
-        })
+        })?;
+        self.ring.count_searches(1);
+        Ok(hits)
     }
 
     /// What `read` ranked and read back from the ring, once it is `whole` (it found every

@@ -282,6 +282,8 @@ impl TextEmbedder {
         let py = slf.py();
         let prompt = slf.get().named_prompt(prompt, prompt_name)?;
         if convert::in_chunks(texts, batch_size, show_progress_bar)? {
+            // The texts' iterator is the user's Python code, which may let the GIL go.
+            let _passage = gil::Passage::attached(py);
             let done = convert::bulk(py, "embed_in_chunks")?.call1((
                 slf,
                 texts,

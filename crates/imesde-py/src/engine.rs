@@ -623,6 +623,8 @@ impl Engine {
     ) -> PyResult<Bound<'py, PyArray1<i64>>> {
         let py = slf.py();
         if convert::in_chunks(texts, batch_size, show_progress_bar)? {
+            // The texts' iterator is the user's Python code, which may let the GIL go.
+            let _passage = gil::Passage::attached(py);
             let done = convert::bulk(py, "ingest_in_chunks")?.call1((
                 slf,
                 texts,
@@ -912,9 +914,10 @@ impl Engine {
     }
 
     /// Counters and sizes: ``len``, ``capacity``, ``dim``, ``num_shards``, ``shard_size``,
-    /// ``storage``, ``ingested``, ``evicted``, ``deleted``, ``searches``, ``memory_bytes`` (fixed at
-    /// construction), ``payload_bytes`` (texts and metadata), ``simd``; ``index`` (``"ivf"`` or
-    /// None), ``nlist``, ``nprobe``, ``index_trained``, ``index_bytes`` (held by the index now).
+    /// ``storage``, ``ingested``, ``evicted``, ``deleted``, ``searches`` (queries answered, a
+    /// lexical or hybrid one too), ``memory_bytes`` (fixed at construction), ``payload_bytes``
+    /// (texts and metadata), ``simd``; ``index`` (``"ivf"`` or None), ``nlist``, ``nprobe``,
+    /// ``index_trained``, ``index_bytes`` (held by the index now).
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let ring = self.core.ring();
         let s = gil::run(py, "Engine.stats", || ring.stats())?;
@@ -1188,6 +1191,8 @@ impl Engine {
         })
         .raise()?;
         if !events.is_empty() {
+            // Callbacks and `async for` wake-ups are Python code that may let the GIL go.
+            let _passage = gil::Passage::attached(py);
             // Delivered with no engine lock held: a callback may search or ingest. The batch
             // is stored whole by now, so Ctrl-C in a callback or an `async for` wake-up
             // (returned by `deliver`) reaches the caller with nothing half-written; after it the
@@ -1234,6 +1239,7 @@ impl Engine {
             .check_batch(vectors, attrs)
             .map_err(CoreError::from)?;
         let array = vectors.to_vec().into_pyarray(py).reshape([n, dim])?;
+        let _passage = gil::Passage::attached(py);
         let ids: Vec<String> = assign
             .call1((array,))?
             .extract()

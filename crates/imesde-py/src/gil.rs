@@ -15,10 +15,11 @@
 //! threads of its own) enter too.
 
 use std::any::Any;
+use std::cell::Cell;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use pyo3::prelude::*;
 
@@ -40,6 +41,8 @@ pub(crate) fn after_fork_in_parent() {
 /// is the child's main thread).
 pub(crate) fn after_fork_in_child() {
     set_main_thread();
+    // The parent's other threads are not in the child, nor are their passages.
+    PASSING.store(HELD.with(Cell::get), SeqCst);
     fork::after_fork_in_child();
 }
 
@@ -67,11 +70,14 @@ pub(crate) fn run<T: Send>(
     what: &str,
     f: impl FnOnce() -> T + Send,
 ) -> PyResult<T> {
-    py.detach(|| {
-        let _inside = Inside::enter();
-        catch_unwind(AssertUnwindSafe(f))
-    })
-    .map_err(|payload| internal(what, &*payload))
+    let (result, _back) = py.detach(|| {
+        let result = {
+            let _inside = Inside::enter();
+            catch_unwind(AssertUnwindSafe(f))
+        };
+        (result, Passage::detached())
+    });
+    result.map_err(|payload| internal(what, &*payload))
 }
 
 /// [`run`] for work that takes no lock shared with other calls (it reads its own arguments
@@ -84,8 +90,11 @@ pub(crate) fn compute<T: Send>(
     what: &str,
     f: impl FnOnce() -> T + Send,
 ) -> PyResult<T> {
-    py.detach(|| catch_unwind(AssertUnwindSafe(|| fork::install(f))))
-        .map_err(|payload| internal(what, &*payload))
+    let (result, _back) = py.detach(|| {
+        let result = catch_unwind(AssertUnwindSafe(|| fork::install(f)));
+        (result, Passage::detached())
+    });
+    result.map_err(|payload| internal(what, &*payload))
 }
 
 /// [`run`] for long work that can stop early: `f` gets a flag to check between its steps,
@@ -209,6 +218,99 @@ pub(crate) fn set_main_thread_ident(ident: usize) {
 fn set_main_thread() {
     // SAFETY: `pthread_self` has no preconditions (and is async-signal-safe).
     MAIN_THREAD.store(unsafe { libc::pthread_self() } as usize, SeqCst);
+}
+
+/// Interpreter exit. Python 3.12 and older end a thread (other than the main one) that takes
+/// the GIL while the interpreter finalizes with `pthread_exit`, and its unwinding through
+/// Rust frames aborts the process: a daemon thread inside an ingest when the program ends,
+/// taking the GIL back after its work or running a callback that sleeps or prints. So
+/// imesde's `atexit` hook ([`at_exit`]) marks the exit; from then on such a thread is parked
+/// for good (without the GIL, until the process ends) where it would take the GIL back or
+/// call Python code, and the hook first waits (a while at most) for the threads already past
+/// those points: each holds a [`Passage`] until it is safe.
+static EXITING: AtomicBool = AtomicBool::new(false);
+
+/// [`Passage`]s alive, over all threads.
+static PASSING: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    /// [`Passage`]s alive on this thread.
+    static HELD: Cell<usize> = const { Cell::new(0) };
+}
+
+/// How long the exit waits for threads running Python code for imesde (a callback).
+const EXIT_WAIT: Duration = Duration::from_secs(5);
+
+/// Held by a thread other than the main one from where it takes the GIL back, or calls
+/// Python code that may let the GIL go (a callback, a user's function or iterator), until it
+/// holds the GIL again or the call has returned.
+pub(crate) struct Passage {
+    counted: bool,
+}
+
+impl Passage {
+    /// Taken without the GIL, before taking it back; parks the thread for good once the
+    /// interpreter exits.
+    fn detached() -> Self {
+        Self::enter(|| park_for_good())
+    }
+
+    /// Taken with the GIL, before calling Python code that may let it go; parks the thread
+    /// for good (the GIL let go) once the interpreter exits.
+    pub(crate) fn attached(py: Python<'_>) -> Self {
+        Self::enter(|| py.detach(|| park_for_good()))
+    }
+
+    fn enter(park: impl FnOnce()) -> Self {
+        if on_main_thread() {
+            return Self { counted: false };
+        }
+        // Counted before the exit is read (the hook marks it, then reads the count): one of
+        // the two sees the other.
+        PASSING.fetch_add(1, SeqCst);
+        HELD.with(|h| h.set(h.get() + 1));
+        let passage = Self { counted: true };
+        if EXITING.load(SeqCst) {
+            park();
+        }
+        passage
+    }
+}
+
+impl Drop for Passage {
+    fn drop(&mut self) {
+        if self.counted {
+            HELD.with(|h| h.set(h.get() - 1));
+            PASSING.fetch_sub(1, SeqCst);
+        }
+    }
+}
+
+/// Parks this thread until the process ends, its passages given up (the exit waits for them
+/// no more). Called without the GIL.
+fn park_for_good() -> ! {
+    PASSING.fetch_sub(HELD.with(|h| h.replace(0)), SeqCst);
+    loop {
+        std::thread::park();
+    }
+}
+
+/// imesde's `atexit` hook (see [`EXITING`]): marks the exit, then waits (without the GIL, for
+/// [`EXIT_WAIT`] at most) until no other thread is between taking the GIL back or calling
+/// Python code for imesde and being safe.
+#[pyfunction]
+#[pyo3(name = "_at_exit")]
+pub(crate) fn at_exit(py: Python<'_>) {
+    EXITING.store(true, SeqCst);
+    if PASSING.load(SeqCst) == 0 {
+        return;
+    }
+    let deadline = Instant::now() + EXIT_WAIT;
+    py.detach(|| {
+        while PASSING.load(SeqCst) > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    });
 }
 
 fn on_main_thread() -> bool {

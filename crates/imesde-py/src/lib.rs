@@ -85,6 +85,11 @@ fn _imesde(m: &Bound<'_, PyModule>) -> PyResult<()> {
         .getattr("ident")?
         .extract()?;
     gil::set_main_thread_ident(main);
+    // Threads still inside imesde when the program ends are parked, not ended mid-call.
+    m.add_function(wrap_pyfunction!(gil::at_exit, m)?)?;
+    m.py()
+        .import("atexit")?
+        .call_method1("register", (m.getattr("_at_exit")?,))?;
     m.add_class::<embed::TextEmbedder>()?;
     m.add_class::<bm25::PyBm25>()?;
     m.add_class::<bm25::Bm25Hit>()?;

@@ -811,6 +811,12 @@ impl Ring {
         deleted
     }
 
+    /// Counts `n` searches answered elsewhere from this ring's items (by keywords) in
+    /// [`RingStats::searches`].
+    pub fn count_searches(&self, n: u64) {
+        self.searches.fetch_add(n, Ordering::Relaxed);
+    }
+
     /// Runs `f` while no batch is written: batches in flight finish first, new ones wait
     /// until it returns. For reads that must see the ring as one state across several calls
     /// (a ranking made elsewhere, then read back). `f` must not write to this ring.
