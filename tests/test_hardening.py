@@ -882,7 +882,7 @@ def test_a_subscription_ends_with_its_engine() -> None:
 def test_semantic_ids_that_cannot_label_are_refused_when_attached() -> None:
     x = np.random.default_rng(1).standard_normal((64, 8)).astype(np.float32)
     e = imesde.Engine(8, num_shards=1, shard_size=16)
-    with pytest.raises(imesde.ImesdeError, match="not fitted"):
+    with pytest.raises(imesde.InvalidValueError, match="not fitted"):
         e.attach_semantic_ids(imesde.RQKMeans(2, 4))
     wide = imesde.RQKMeans(2, 4, random_state=0).fit(
         np.random.default_rng(2).standard_normal((64, 16)).astype(np.float32)

@@ -168,7 +168,7 @@ def test_semantic_id_formats() -> None:
 
 
 def test_bad_input_is_a_typed_error(vectors: npt.NDArray[np.float32]) -> None:
-    with pytest.raises(imesde.ImesdeError, match="not fitted"):
+    with pytest.raises(imesde.InvalidValueError, match="not fitted"):
         imesde.RQKMeans(2, 4).encode(vectors)
     with pytest.raises(imesde.InvalidValueError):
         imesde.RQKMeans(2, [4, 4, 4])

@@ -842,7 +842,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="build the default model into the cache now (for images and installs)",
         description="Builds all-MiniLM-L6-v2 as this CPU's default build (int8 from the "
         "plan shipped for its class, where that is the fastest) into imesde's model cache "
-        "($IMESDE_CACHE_DIR, else ~/.cache/imesde) unless it is there already, and prints where "
+        "($IMESDE_CACHE_DIR, else $XDG_CACHE_HOME/imesde, else ~/.cache/imesde) unless it is "
+        "there already, and prints where "
         "it is. TextEmbedder() does the same on first use.",
     )
     mdefault.set_defaults(func=cmd_model_default)

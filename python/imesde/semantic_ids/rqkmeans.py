@@ -19,7 +19,6 @@ from imesde._args import integer, positive
 from imesde._imesde import IdStore, Labeler, RQCodebooks, rq_codebook_usage, rq_collision_rate
 from imesde.exceptions import (
     DTypeError,
-    ImesdeError,
     IndexCorruptError,
     InvalidValueError,
     OutOfRangeError,
@@ -143,7 +142,7 @@ class RQKMeans:
 
     def _fitted(self) -> RQCodebooks:
         if self._books is None:
-            raise ImesdeError("this RQKMeans is not fitted yet: call fit(X) or RQKMeans.load")
+            raise InvalidValueError("this RQKMeans is not fitted yet: call fit(X) or RQKMeans.load")
         return self._books
 
     @property
