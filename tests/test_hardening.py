@@ -961,3 +961,92 @@ def test_fusion_weights_repeats_and_thresholds() -> None:
         with pytest.raises(imesde.InvalidValueError):
             e.subscribe(np.ones(4, np.float32), threshold=bad)
     assert not e.subscriptions()
+
+
+def test_columns_longer_than_the_batch_are_refused_after_one_more_entry() -> None:
+    """An endless iterator given as texts, metadata or timestamps of a few vectors was read
+    until memory ran out (the process aborted; Ctrl-C was not seen): it is refused once it
+    has one entry more than the vectors."""
+    import itertools
+
+    engine = imesde.Engine(4, num_shards=1, shard_size=8)
+    x = np.eye(4, dtype=np.float32)[:3]
+    endless: dict[str, Any] = {
+        "texts": itertools.repeat("a"),
+        "metadata": itertools.repeat({"n": 1}),
+        "timestamps": itertools.count(),
+    }
+    for name, column in endless.items():
+        with pytest.raises(imesde.ShapeError, match=f"{name} has more than 3 entries"):
+            engine.ingest_vectors(x, **{name: column})
+    assert len(engine) == 0
+    engine.ingest_vectors(x, texts=list("abc"), timestamps=iter([1, 2, 3]))
+    assert [engine.get(i).text for i in range(3)] == ["a", "b", "c"]
+
+
+def test_far_and_fine_datetime64_are_the_times_they_name() -> None:
+    """numpy's own conversion to seconds wrapped past int64: a date 10**15 weeks away was a
+    time before 1970 (``since=`` it kept everything), a year 10**15 was stored as -5.4e18;
+    attoseconds raised a bare OverflowError. Numpy bools were read as 1.0 s."""
+    engine = imesde.Engine(4, num_shards=1, shard_size=16)
+    x = np.eye(4, dtype=np.float32)
+    engine.ingest_vectors(x, timestamps=[1_700_000_000.0 + i for i in range(4)])
+    far = np.datetime64(10**15, "W")
+    assert engine.search_vector(x[0], 10, since=far) == []
+    assert len(engine.search_vector(x[0], 10, until=far)) == 4
+    assert engine.recent(10, since=far) == []
+    new = engine.ingest_vectors(x[:1], timestamps=np.array([10**15], "datetime64[Y]"))
+    assert engine.get(int(new[0])).ts > 3e22
+    for unit, count in (("as", 5 * 10**17), ("fs", 5 * 10**14), ("ps", 5 * 10**11)):
+        # Attoseconds reach 9.2 s from 1970 only: numpy cannot convert a date to them.
+        half = engine.ingest_vectors(x[:1], timestamps=[np.datetime64(count, unit)])  # type: ignore[call-overload]
+        assert engine.get(int(half[0])).ts == 0.5, unit
+    for unit in ("ns", "us", "ms", "s", "m"):
+        since = np.datetime64("2023-11-14T22:13:21", "s").astype(f"datetime64[{unit}]")
+        until = np.datetime64("2023-11-14T22:13:23.5", "ms").astype(f"datetime64[{unit}]")
+        want = [1, 2, 3] if unit != "m" else [0, 1, 2, 3]  # minutes: from 22:13:00
+        step = np.timedelta64(1, unit)  # type: ignore[call-overload]
+        hits = engine.search_vector(x[0], 10, since=since, until=until + step)
+        assert sorted(h.id for h in hits) == want, unit
+    with pytest.raises(imesde.OutOfRangeError, match="too far"):
+        engine.ingest_vectors(x[:1], timestamps=np.array([2**62], "datetime64[Y]"))
+    for flags in ([np.True_], np.array([True])):
+        with pytest.raises(imesde.DTypeError):
+            engine.ingest_vectors(x[:1], timestamps=flags)  # type: ignore[arg-type]
+    with pytest.raises(imesde.DTypeError):
+        engine.search_vector(x[0], until=np.bool_(True))  # type: ignore[arg-type]
+    assert len(engine) == 8
+
+
+def test_bytes_and_str_are_not_lists_of_ids() -> None:
+    """``delete(b"\\x00\\x03")`` deleted ids 0 and 3 (bytes iterate as ints)."""
+    engine = imesde.Engine(4, num_shards=1, shard_size=8)
+    engine.ingest_vectors(np.eye(4, dtype=np.float32))
+    for ids in (b"\x00\x03", bytearray(b"\x01"), memoryview(b"\x02"), "03"):
+        with pytest.raises(imesde.DTypeError, match="ids must be a list of int"):
+            engine.delete(ids)  # type: ignore[arg-type]
+    index = imesde.BM25()
+    with pytest.raises(imesde.DTypeError):
+        index.add_batch(b"xy", ["a", "b"])
+    assert len(engine) == 4
+    assert len(index) == 0
+
+
+def test_codebook_arguments_beyond_their_limits_are_refused_at_once() -> None:
+    """``rq_codebook_usage(codes, [2**40, 4])`` aborted the process (an 8 TB allocation);
+    ``RQKMeans(n_levels=2**40)`` raised a bare MemoryError (10**8: 800 MB, then refused);
+    ``RQCodebooks.fit(refine=2**64)`` ran on."""
+    from imesde import _imesde
+
+    codes = np.array([[1, 2]], dtype=np.int64)
+    for ks in ([2**40, 4], [2**64, 4], [2**32, 4]):
+        with pytest.raises(imesde.InvalidValueError, match="n_clusters must be at most"):
+            _imesde.rq_codebook_usage(codes, ks)
+    for n in (2**40, 2**64, 10**8, 257):
+        with pytest.raises(imesde.InvalidValueError, match="n_levels must be at most 256"):
+            imesde.RQKMeans(n_levels=n, n_clusters=4)
+    x = np.random.default_rng(0).standard_normal((64, 8)).astype(np.float32)
+    with pytest.raises(imesde.InvalidValueError, match="refine must be from 0 to 100"):
+        _imesde.RQCodebooks.fit(x, [4, 4], refine=2**64)
+    with pytest.raises(imesde.InvalidValueError, match="at most 256 levels"):
+        _imesde.RQCodebooks.fit(x, [2] * 1000)

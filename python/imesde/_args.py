@@ -9,7 +9,9 @@ import operator
 from collections.abc import Iterable, Iterator
 from typing import Any, TypeVar
 
-from imesde.exceptions import DTypeError, InvalidValueError
+import numpy as np
+
+from imesde.exceptions import DTypeError, InvalidValueError, OutOfRangeError
 
 T = TypeVar("T")
 
@@ -47,3 +49,32 @@ def iterate(values: Iterable[T], what: str) -> Iterator[T]:
 def listed(values: Iterable[Any], what: str) -> list[Any]:
     """:func:`iterate`'s items as a list."""
     return list(iterate(values, what))
+
+
+# Seconds in a datetime64 unit, and units in a second.
+_SECONDS_IN = {"W": 604800, "D": 86400, "h": 3600, "m": 60, "s": 1}
+_IN_A_SECOND = {"ms": 10**3, "us": 10**6, "ns": 10**9, "ps": 10**12, "fs": 10**15, "as": 10**18}
+
+
+def datetime64_seconds(value: Any, what: str) -> Any:
+    """Seconds since the epoch of a numpy ``datetime64`` scalar or array of any unit (float64,
+    NaN for ``NaT``), from its count of units: numpy's own conversion to seconds wraps past
+    int64 (a far date became a time before 1970) and fails for attoseconds. Years and months
+    go through days (they have calendar lengths); ``OutOfRangeError`` where those overflow."""
+    arr = np.asarray(value)
+    unit, step = np.datetime_data(arr.dtype)
+    counts = arr.view(np.int64)
+    nat = counts == np.iinfo(np.int64).min
+    if unit in ("Y", "M"):
+        days = arr.astype("M8[D]")
+        if np.any((days.astype(arr.dtype) != arr) & ~nat):
+            raise OutOfRangeError(f"{what} is too far from 1970 for a number of seconds")
+        seconds = days.view(np.int64).astype(np.float64) * 86400.0
+    elif unit in _SECONDS_IN:
+        seconds = counts.astype(np.float64) * float(step * _SECONDS_IN[unit])
+    elif unit in _IN_A_SECOND:
+        seconds = counts.astype(np.float64) * step / _IN_A_SECOND[unit]
+    else:  # "generic": only NaT has no unit
+        seconds = np.full(arr.shape, np.nan)
+    seconds = np.where(nat, np.nan, seconds)
+    return seconds if arr.ndim else float(seconds)

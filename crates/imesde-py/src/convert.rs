@@ -295,7 +295,7 @@ impl<'py> FromPyObject<'_, 'py> for Real {
     type Error = PyErr;
     fn extract(obj: Borrowed<'_, 'py, PyAny>) -> PyResult<Self> {
         // A bool is a number to Python, never a parameter's value (k1=True is a mistake).
-        if obj.is_instance_of::<PyBool>() {
+        if obj.is_instance_of::<PyBool>() || is_numpy_bool(&obj) {
             return Err(py_err!(DType, "expected a number, got bool"));
         }
         match obj.extract::<f64>() {
@@ -307,6 +307,16 @@ impl<'py> FromPyObject<'_, 'py> for Real {
             Err(_) => Err(py_err!(DType, "expected a number, got {}", type_name(&obj))),
         }
     }
+}
+
+/// Whether `obj` is a numpy bool scalar (`np.True_`: a number to `float()`).
+fn is_numpy_bool(obj: &Bound<'_, PyAny>) -> bool {
+    let ty = obj.get_type();
+    ty.module()
+        .is_ok_and(|m| m.to_cow().is_ok_and(|m| m == "numpy"))
+        && ty
+            .name()
+            .is_ok_and(|n| n.to_cow().is_ok_and(|n| n == "bool" || n == "bool_"))
 }
 
 impl Real {
@@ -381,14 +391,24 @@ pub(crate) fn type_name(obj: &Bound<'_, PyAny>) -> String {
 }
 
 /// A list of optional texts, one per item.
-pub(crate) fn texts(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<Option<Arc<str>>>> {
+pub(crate) fn texts(
+    obj: &Bound<'_, PyAny>,
+    what: &str,
+    n: usize,
+) -> PyResult<Vec<Option<Arc<str>>>> {
     if obj.is_instance_of::<PyString>() {
         return Err(py_err!(
             DType,
             "{what} must be a list of str, got a single str"
         ));
     }
-    str_items(obj, what, true)
+    str_items_upto(obj, what, true, Some(n))
+}
+
+/// The error for a column of more than `n` entries (read one past them: an endless iterator
+/// is not read until memory runs out).
+fn too_long(what: &str, n: usize) -> PyErr {
+    py_err!(Shape, "{what} has more than {n} entries for {n} items")
 }
 
 /// The items of an iterable of str (and None where `allow_none`).
@@ -396,6 +416,16 @@ pub(crate) fn str_items(
     obj: &Bound<'_, PyAny>,
     what: &str,
     allow_none: bool,
+) -> PyResult<Vec<Option<Arc<str>>>> {
+    str_items_upto(obj, what, allow_none, None)
+}
+
+/// [`str_items`], refused past `n` items when given.
+fn str_items_upto(
+    obj: &Bound<'_, PyAny>,
+    what: &str,
+    allow_none: bool,
+    n: Option<usize>,
 ) -> PyResult<Vec<Option<Arc<str>>>> {
     // Bytes iterate as ints: say what was given, not "texts[0] must be str, got int".
     if obj.is_instance_of::<PyBytes>() || obj.is_instance_of::<PyByteArray>() {
@@ -415,6 +445,11 @@ pub(crate) fn str_items(
     let expected = if allow_none { "str or None" } else { "str" };
     iter.enumerate()
         .map(|(i, item)| {
+            if let Some(n) = n
+                && i == n
+            {
+                return Err(too_long(what, n));
+            }
             let item = item?;
             if allow_none && item.is_none() {
                 return Ok(None);
@@ -476,16 +511,14 @@ fn datetime64_seconds(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Option<f64
     if !obj.is_instance(&numpy.getattr(pyo3::intern!(py, "datetime64"))?)? {
         return Ok(None);
     }
-    let epoch = numpy.getattr("datetime64")?.call1((0, "s"))?;
-    let second = numpy.getattr("timedelta64")?.call1((1, "s"))?;
-    let seconds: f64 = obj.sub(epoch)?.div(second)?.extract()?;
+    let seconds: f64 = seconds_of_datetime64(obj, what)?.extract()?;
     if seconds.is_nan() {
         return Err(py_err!(InvalidValue, "{what} is NaT (not a time)"));
     }
     Ok(Some(seconds))
 }
 
-pub(crate) fn timestamps(obj: &Bound<'_, PyAny>) -> PyResult<Vec<f64>> {
+pub(crate) fn timestamps(obj: &Bound<'_, PyAny>, n: usize) -> PyResult<Vec<f64>> {
     if let Some(seconds) = array_seconds(obj)? {
         return Ok(seconds);
     }
@@ -498,8 +531,22 @@ pub(crate) fn timestamps(obj: &Bound<'_, PyAny>) -> PyResult<Vec<f64>> {
             )
         })?
         .enumerate()
-        .map(|(i, t)| timestamp(&t?, &format!("timestamps[{i}]")))
+        .map(|(i, t)| {
+            if i == n {
+                return Err(too_long("timestamps", n));
+            }
+            timestamp(&t?, &format!("timestamps[{i}]"))
+        })
         .collect()
+}
+
+/// `imesde._args.datetime64_seconds` of a `datetime64` scalar or array (any unit, far dates
+/// too: numpy's own subtraction wraps past int64).
+fn seconds_of_datetime64<'py>(obj: &Bound<'py, PyAny>, what: &str) -> PyResult<Bound<'py, PyAny>> {
+    let py = obj.py();
+    py.import(pyo3::intern!(py, "imesde._args"))?
+        .getattr(pyo3::intern!(py, "datetime64_seconds"))?
+        .call1((obj, what))
 }
 
 /// Seconds of a 1-D numpy array of numbers or `datetime64` (any unit) converted whole, as
@@ -516,9 +563,7 @@ fn array_seconds(obj: &Bound<'_, PyAny>) -> PyResult<Option<Vec<f64>>> {
     let py = obj.py();
     let numpy = py.import(pyo3::intern!(py, "numpy"))?;
     let seconds = if kind == b'M' {
-        let epoch = numpy.getattr("datetime64")?.call1((0, "s"))?;
-        let second = numpy.getattr("timedelta64")?.call1((1, "s"))?;
-        obj.sub(epoch)?.div(second)?
+        seconds_of_datetime64(obj, "timestamps")?
     } else {
         obj.clone()
     };
@@ -686,6 +731,9 @@ pub(crate) fn metadata(obj: &Bound<'_, PyAny>, n: usize) -> PyResult<Vec<Option<
         })?
         .enumerate()
         .map(|(i, m)| {
+            if i == n {
+                return Err(too_long("metadata", n));
+            }
             let m = m?;
             if m.is_none() {
                 Ok(None)
@@ -885,6 +933,18 @@ pub(crate) fn one_str(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Arc<str>> 
 
 /// Ids from an iterable of ints (or an integer numpy array), each checked (see [`Id`]).
 pub(crate) fn ids_of(obj: &Bound<'_, PyAny>) -> PyResult<Vec<u64>> {
+    // Bytes iterate as ints, a str as characters: `delete(b"3")` is not ids 51.
+    if obj.is_instance_of::<PyBytes>()
+        || obj.is_instance_of::<PyByteArray>()
+        || obj.is_instance_of::<PyMemoryView>()
+        || obj.is_instance_of::<PyString>()
+    {
+        return Err(py_err!(
+            DType,
+            "ids must be a list of int, got {}",
+            type_name(obj)
+        ));
+    }
     obj.try_iter()
         .map_err(|_| py_err!(DType, "ids must be a list of int, got {}", type_name(obj)))?
         .enumerate()

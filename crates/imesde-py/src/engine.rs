@@ -641,7 +641,7 @@ impl Engine {
         let attrs = Attributes {
             texts: texts.iter().cloned().map(Some).collect(),
             timestamps: timestamps
-                .map(convert::timestamps)
+                .map(|t| convert::timestamps(t, n))
                 .transpose()?
                 .unwrap_or_default(),
             metadata: metadata
@@ -739,11 +739,11 @@ impl Engine {
         let rows = convert::rows(vectors, "vectors")?;
         let attrs = Attributes {
             texts: texts
-                .map(|t| convert::texts(t, "texts"))
+                .map(|t| convert::texts(t, "texts", rows.rows))
                 .transpose()?
                 .unwrap_or_default(),
             timestamps: timestamps
-                .map(convert::timestamps)
+                .map(|t| convert::timestamps(t, rows.rows))
                 .transpose()?
                 .unwrap_or_default(),
             metadata: metadata

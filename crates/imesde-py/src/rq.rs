@@ -109,10 +109,7 @@ impl RqCodebooks {
         let show: bool = convert::bulk(py, "wants_bar")?
             .call1((show_progress_bar, x.rows))?
             .extract()?;
-        let n_clusters = n_clusters
-            .into_iter()
-            .map(|k| k.positive("n_clusters"))
-            .collect::<PyResult<Vec<_>>>()?;
+        let n_clusters = codebook_sizes(n_clusters)?;
         let seed = seed.map_or(Ok(0), |s| id_of(s, "seed"))?;
         let init = match &*init {
             "random" => Init::Random,
@@ -135,7 +132,18 @@ impl RqCodebooks {
                 .map(|s| s.positive("max_points_per_centroid"))
                 .transpose()?,
             init,
-            refine: refine.map(|r| r.non_negative("refine")).transpose()?,
+            refine: refine
+                .map(|r| {
+                    let r = r.non_negative("refine")?;
+                    if r > MAX_REFINE {
+                        return Err(py_err!(
+                            InvalidValue,
+                            "refine must be from 0 to {MAX_REFINE}, got {r}"
+                        ));
+                    }
+                    Ok(r)
+                })
+                .transpose()?,
             backend: None,
         };
         // Progress: the fit asks whether to stop once per k-means iteration and once per level
@@ -330,6 +338,37 @@ pub(crate) fn rq_collision_rate(py: Python<'_>, codes: PyReadonlyArray2<'_, i64>
     gil::compute(py, "rq_collision_rate", || collision_rate(&codes, levels))
 }
 
+/// The most levels, and codewords a level, of codebooks (`imesde.semantic_ids.rqkmeans`'s
+/// `MAX_LEVELS`, `MAX_CLUSTERS`: codes are u32), and refinement rounds (`MAX_REFINE`).
+const MAX_LEVELS: usize = 256;
+const MAX_CLUSTERS: usize = u32::MAX as usize;
+const MAX_REFINE: usize = 100;
+
+/// Codebook sizes as given: each positive and at most [`MAX_CLUSTERS`], at most
+/// [`MAX_LEVELS`] of them.
+fn codebook_sizes(n_clusters: Vec<Count>) -> PyResult<Vec<usize>> {
+    if n_clusters.len() > MAX_LEVELS {
+        return Err(py_err!(
+            InvalidValue,
+            "n_clusters lists at most {MAX_LEVELS} levels, got {}",
+            n_clusters.len()
+        ));
+    }
+    n_clusters
+        .into_iter()
+        .map(|k| {
+            let k = k.positive("n_clusters")?;
+            if k > MAX_CLUSTERS {
+                return Err(py_err!(
+                    InvalidValue,
+                    "n_clusters must be at most {MAX_CLUSTERS}, got {k}"
+                ));
+            }
+            Ok(k)
+        })
+        .collect()
+}
+
 /// Per-level ``(used, entropy, counts)`` of ``codes`` for codebooks of sizes ``n_clusters``;
 /// entropy is normalised by ``ln k``.
 #[pyfunction]
@@ -338,10 +377,7 @@ pub(crate) fn rq_codebook_usage<'py>(
     codes: PyReadonlyArray2<'py, i64>,
     n_clusters: Vec<Count>,
 ) -> PyResult<Vec<LevelUsage<'py>>> {
-    let ks = n_clusters
-        .into_iter()
-        .map(|k| k.positive("n_clusters"))
-        .collect::<PyResult<Vec<_>>>()?;
+    let ks = codebook_sizes(n_clusters)?;
     let codes = codes_of(&codes, ks.len())?;
     for (i, &c) in codes.iter().enumerate() {
         let l = i % ks.len();

@@ -102,6 +102,9 @@ class RQKMeans:
         beam_width: int = 1,
     ) -> None:
         n_levels = positive(n_levels, "n_levels")
+        # Checked before anything is made of it (a list of 2**40 sizes).
+        if n_levels > MAX_LEVELS:
+            raise InvalidValueError(f"n_levels must be at most {MAX_LEVELS}, got {n_levels}")
         if _is_int(n_clusters):
             ks = [positive(n_clusters, "n_clusters")] * n_levels
         elif (
@@ -122,8 +125,6 @@ class RQKMeans:
         if init not in ("random", "k-means++"):
             raise InvalidValueError(f"init must be 'random' or 'k-means++', got {init!r}")
         beam_width = positive(beam_width, "beam_width")
-        if n_levels > MAX_LEVELS:
-            raise InvalidValueError(f"n_levels must be at most {MAX_LEVELS}, got {n_levels}")
         if refine is not None and not 0 <= integer(refine, "refine") <= MAX_REFINE:
             raise InvalidValueError(f"refine must be from 0 to {MAX_REFINE}, got {refine}")
         self.n_levels = n_levels
