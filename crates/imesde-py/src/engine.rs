@@ -622,9 +622,10 @@ impl Engine {
         show_progress_bar: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyArray1<i64>>> {
         let py = slf.py();
+        // The texts' (and other columns') iterators are the user's Python code, which may
+        // let the GIL go.
+        let _passage = gil::Passage::attached(py);
         if convert::in_chunks(texts, batch_size, show_progress_bar)? {
-            // The texts' iterator is the user's Python code, which may let the GIL go.
-            let _passage = gil::Passage::attached(py);
             let done = convert::bulk(py, "ingest_in_chunks")?.call1((
                 slf,
                 texts,
@@ -736,6 +737,8 @@ impl Engine {
         timestamps: Option<&Bound<'py, PyAny>>,
         metadata: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyArray1<i64>>> {
+        // The columns' iterators are the user's Python code, which may let the GIL go.
+        let _passage = gil::Passage::attached(py);
         let rows = convert::rows(vectors, "vectors")?;
         let attrs = Attributes {
             texts: texts
@@ -1191,8 +1194,6 @@ impl Engine {
         })
         .raise()?;
         if !events.is_empty() {
-            // Callbacks and `async for` wake-ups are Python code that may let the GIL go.
-            let _passage = gil::Passage::attached(py);
             // Delivered with no engine lock held: a callback may search or ingest. The batch
             // is stored whole by now, so Ctrl-C in a callback or an `async for` wake-up
             // (returned by `deliver`) reaches the caller with nothing half-written; after it the

@@ -41,8 +41,10 @@ pub(crate) fn after_fork_in_parent() {
 /// is the child's main thread).
 pub(crate) fn after_fork_in_child() {
     set_main_thread();
-    // The parent's other threads are not in the child, nor are their passages.
+    // The parent's other threads are not in the child, nor are their passages; a child
+    // forked by an exit handler is not exiting.
     PASSING.store(HELD.with(Cell::get), SeqCst);
+    EXITING.store(false, SeqCst);
     fork::after_fork_in_child();
 }
 
@@ -221,13 +223,20 @@ fn set_main_thread() {
 }
 
 /// Interpreter exit. Python 3.12 and older end a thread (other than the main one) that takes
-/// the GIL while the interpreter finalizes with `pthread_exit`, and its unwinding through
-/// Rust frames aborts the process: a daemon thread inside an ingest when the program ends,
-/// taking the GIL back after its work or running a callback that sleeps or prints. So
-/// imesde's `atexit` hook ([`at_exit`]) marks the exit; from then on such a thread is parked
-/// for good (without the GIL, until the process ends) where it would take the GIL back or
-/// call Python code, and the hook first waits (a while at most) for the threads already past
-/// those points: each holds a [`Passage`] until it is safe.
+/// the GIL once the interpreter finalizes with `pthread_exit`, and its unwinding through Rust
+/// frames aborts the process: a daemon thread inside an ingest when the program ends, taking
+/// the GIL back after its work or running a callback that sleeps or prints. (Python 3.14
+/// hangs such a thread instead.) So a thread other than the main one holds a [`Passage`]
+/// from where it would take the GIL back, or call Python code that may let it go, until it
+/// is safe; and:
+/// - once the interpreter finalizes, a thread reaching a passage is parked for good (without
+///   the GIL, until the process ends), as Python 3.14 does;
+/// - imesde's `atexit` hook ([`at_exit`]) marks the exit and waits a while for the threads
+///   inside a passage (a callback running);
+/// - from then until the interpreter finalizes (the other exit handlers run), a thread
+///   reaching a passage is held back a while, so that it is most likely parked, not taking
+///   the GIL, when finalization begins; it goes on after [`HOLD_BACK`], since an exit handler
+///   may be waiting for it (a logging handler's lock it holds, a pool joining its thread).
 static EXITING: AtomicBool = AtomicBool::new(false);
 
 /// [`Passage`]s alive, over all threads.
@@ -238,30 +247,32 @@ thread_local! {
     static HELD: Cell<usize> = const { Cell::new(0) };
 }
 
-/// How long the exit waits for threads running Python code for imesde (a callback).
-const EXIT_WAIT: Duration = Duration::from_secs(5);
+/// How long the exit waits for threads inside a passage (a callback running).
+const EXIT_WAIT: Duration = Duration::from_secs(2);
+
+/// How long a thread reaching a passage during the exit waits for finalization.
+const HOLD_BACK: Duration = Duration::from_secs(1);
 
 /// Held by a thread other than the main one from where it takes the GIL back, or calls
 /// Python code that may let the GIL go (a callback, a user's function or iterator), until it
-/// holds the GIL again or the call has returned.
+/// holds the GIL again or the call has returned (see [`EXITING`]). Dropped on the thread
+/// that took it (the count is per thread; it is `Send` only to leave `detach` with it).
 pub(crate) struct Passage {
     counted: bool,
 }
 
 impl Passage {
-    /// Taken without the GIL, before taking it back; parks the thread for good once the
-    /// interpreter exits.
+    /// Taken without the GIL, before taking it back.
     fn detached() -> Self {
-        Self::enter(|| park_for_good())
+        Self::enter(None)
     }
 
-    /// Taken with the GIL, before calling Python code that may let it go; parks the thread
-    /// for good (the GIL let go) once the interpreter exits.
+    /// Taken with the GIL, before calling Python code that may let it go.
     pub(crate) fn attached(py: Python<'_>) -> Self {
-        Self::enter(|| py.detach(|| park_for_good()))
+        Self::enter(Some(py))
     }
 
-    fn enter(park: impl FnOnce()) -> Self {
+    fn enter(py: Option<Python<'_>>) -> Self {
         if on_main_thread() {
             return Self { counted: false };
         }
@@ -270,8 +281,11 @@ impl Passage {
         PASSING.fetch_add(1, SeqCst);
         HELD.with(|h| h.set(h.get() + 1));
         let passage = Self { counted: true };
-        if EXITING.load(SeqCst) {
-            park();
+        if EXITING.load(SeqCst) || finalizing() {
+            match py {
+                Some(py) => py.detach(hold_back),
+                None => hold_back(),
+            }
         }
         passage
     }
@@ -286,18 +300,72 @@ impl Drop for Passage {
     }
 }
 
-/// Parks this thread until the process ends, its passages given up (the exit waits for them
-/// no more). Called without the GIL.
-fn park_for_good() -> ! {
-    PASSING.fetch_sub(HELD.with(|h| h.replace(0)), SeqCst);
+/// During the exit, without the GIL: parks this thread for good once the interpreter
+/// finalizes, waiting [`HOLD_BACK`] at most for that; the exit does not wait for it meanwhile.
+fn hold_back() {
+    let held = HELD.with(Cell::get);
+    PASSING.fetch_sub(held, SeqCst);
+    let deadline = Instant::now() + HOLD_BACK;
+    while !finalizing() {
+        if Instant::now() >= deadline {
+            PASSING.fetch_add(held, SeqCst);
+            if !finalizing() {
+                return;
+            }
+            PASSING.fetch_sub(held, SeqCst);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    HELD.with(|h| h.set(0));
     loop {
         std::thread::park();
     }
 }
 
+/// Whether this thread is not the main one and the program is ending (imesde's `atexit` hook
+/// has run, or the interpreter finalizes): Python code that imesde would call on it for
+/// events (callbacks, `async for` wake-ups, error logging) is skipped.
+pub(crate) fn exiting() -> bool {
+    (EXITING.load(SeqCst) || finalizing()) && !on_main_thread()
+}
+
+/// Whether the interpreter finalizes (`Py_IsFinalizing`, `_Py_IsFinalizing` before Python
+/// 3.13: an atomic read, safe without the GIL; outside the limited API, so looked up).
+fn finalizing() -> bool {
+    FINALIZING.get().copied().flatten().is_some_and(|f| {
+        // SAFETY: a function of the running interpreter, taking nothing; see above.
+        unsafe { f() != 0 }
+    })
+}
+
+static FINALIZING: std::sync::OnceLock<Option<unsafe extern "C" fn() -> std::ffi::c_int>> =
+    std::sync::OnceLock::new();
+
+/// Looks up [`finalizing`]'s function (at import).
+pub(crate) fn find_finalizing() {
+    FINALIZING.get_or_init(|| {
+        #[cfg(unix)]
+        for name in [c"Py_IsFinalizing", c"_Py_IsFinalizing"] {
+            // SAFETY: a lookup in the process's own symbols, by a NUL-terminated name.
+            let f = unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) };
+            if !f.is_null() {
+                // SAFETY: a non-null result is that function, whose signature is
+                // `int (void)` in every Python that has it.
+                return Some(unsafe {
+                    std::mem::transmute::<
+                        *mut libc::c_void,
+                        unsafe extern "C" fn() -> std::ffi::c_int,
+                    >(f)
+                });
+            }
+        }
+        None
+    });
+}
+
 /// imesde's `atexit` hook (see [`EXITING`]): marks the exit, then waits (without the GIL, for
-/// [`EXIT_WAIT`] at most) until no other thread is between taking the GIL back or calling
-/// Python code for imesde and being safe.
+/// [`EXIT_WAIT`] at most) until no other thread is inside a passage.
 #[pyfunction]
 #[pyo3(name = "_at_exit")]
 pub(crate) fn at_exit(py: Python<'_>) {

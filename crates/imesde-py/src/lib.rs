@@ -86,6 +86,7 @@ fn _imesde(m: &Bound<'_, PyModule>) -> PyResult<()> {
         .extract()?;
     gil::set_main_thread_ident(main);
     // Threads still inside imesde when the program ends are parked, not ended mid-call.
+    gil::find_finalizing();
     m.add_function(wrap_pyfunction!(gil::at_exit, m)?)?;
     m.py()
         .import("atexit")?

@@ -98,7 +98,13 @@ impl Subscription {
     /// closed) is dropped; a ``BaseException`` that is not one (Ctrl-C) is returned once the
     /// others are woken.
     fn wake(&self, py: Python<'_>) -> PyResult<()> {
+        if gil::exiting() {
+            // The program is ending: an event loop on another thread is not woken (its
+            // waits end with the program).
+            return Ok(());
+        }
         let waiters = std::mem::take(&mut *self.waiters.lock());
+        let _passage = (!waiters.is_empty()).then(|| gil::Passage::attached(py));
         let mut stopped = Ok(());
         for w in waiters {
             if let Err(e) = w.call0(py)
@@ -151,6 +157,12 @@ impl Subscription {
         if !me.is_active() {
             return Ok(());
         }
+        if me.has_callback && gil::exiting() {
+            // The program is ending: a callback on a thread other than the main one is
+            // dropped (counted), not started where the exit could end its thread inside it.
+            me.skip();
+            return Ok(());
+        }
         let event = match Py::new(
             py,
             Event {
@@ -171,6 +183,9 @@ impl Subscription {
             let Some(cb) = me.callback.lock().as_ref().map(|c| c.clone_ref(py)) else {
                 return Ok(());
             };
+            // A callback is Python code that may let the GIL go (a passage each: a thread
+            // held back at each is seldom inside one when the interpreter finalizes).
+            let _passage = gil::Passage::attached(py);
             if let Err(e) = cb.call1(py, (event,)) {
                 if !e.is_instance_of::<PyException>(py) {
                     return Err(e);
@@ -226,6 +241,11 @@ impl Subscription {
 }
 
 fn log_error(py: Python<'_>, msg: &str, e: &PyErr) {
+    if gil::exiting() {
+        return;
+    }
+    // Logging writes (and lets the GIL go).
+    let _passage = gil::Passage::attached(py);
     let logged = (|| -> PyResult<()> {
         let logger = py
             .import("logging")?
