@@ -45,6 +45,7 @@ pub(crate) fn after_fork_in_child() {
     // forked by an exit handler is not exiting.
     PASSING.store(HELD.with(Cell::get), SeqCst);
     EXITING.store(false, SeqCst);
+    HELD_BACK.with(|h| h.set(Duration::ZERO));
     fork::after_fork_in_child();
 }
 
@@ -233,10 +234,10 @@ fn set_main_thread() {
 ///   the GIL, until the process ends), as Python 3.14 does;
 /// - imesde's `atexit` hook ([`at_exit`]) marks the exit and waits a while for the threads
 ///   inside a passage (a callback running);
-/// - from then until the interpreter finalizes (the other exit handlers run), a thread
-///   reaching a passage is held back a while, so that it is most likely parked, not taking
-///   the GIL, when finalization begins; it goes on after [`HOLD_BACK`], since an exit handler
-///   may be waiting for it (a logging handler's lock it holds, a pool joining its thread).
+/// - after it, a thread reaching a passage is held back a while (the other exit handlers run
+///   meanwhile), so that it is most likely parked, not inside Python code, when finalization
+///   begins; a few seconds in all at most per thread, since an exit handler may need it (a
+///   logging handler's lock it holds, a pool joining it, an event it is to deliver).
 static EXITING: AtomicBool = AtomicBool::new(false);
 
 /// [`Passage`]s alive, over all threads.
@@ -245,13 +246,17 @@ static PASSING: AtomicUsize = AtomicUsize::new(0);
 thread_local! {
     /// [`Passage`]s alive on this thread.
     static HELD: Cell<usize> = const { Cell::new(0) };
+    /// How long this thread was held back during the exit.
+    static HELD_BACK: Cell<Duration> = const { Cell::new(Duration::ZERO) };
 }
 
 /// How long the exit waits for threads inside a passage (a callback running).
 const EXIT_WAIT: Duration = Duration::from_secs(2);
 
-/// How long a thread reaching a passage during the exit waits for finalization.
+/// How long a thread reaching a passage during the exit waits for finalization, and how long
+/// in all.
 const HOLD_BACK: Duration = Duration::from_secs(1);
+const HOLD_BACK_IN_ALL: Duration = Duration::from_secs(3);
 
 /// Held by a thread other than the main one from where it takes the GIL back, or calls
 /// Python code that may let the GIL go (a callback, a user's function or iterator), until it
@@ -281,7 +286,7 @@ impl Passage {
         PASSING.fetch_add(1, SeqCst);
         HELD.with(|h| h.set(h.get() + 1));
         let passage = Self { counted: true };
-        if EXITING.load(SeqCst) || finalizing() {
+        if finalizing() || (EXITING.load(SeqCst) && HELD_BACK.with(Cell::get) < HOLD_BACK_IN_ALL) {
             match py {
                 Some(py) => py.detach(hold_back),
                 None => hold_back(),
@@ -305,9 +310,12 @@ impl Drop for Passage {
 fn hold_back() {
     let held = HELD.with(Cell::get);
     PASSING.fetch_sub(held, SeqCst);
-    let deadline = Instant::now() + HOLD_BACK;
+    let start = Instant::now();
+    let spent = HELD_BACK.with(Cell::get);
+    let deadline = start + HOLD_BACK.min(HOLD_BACK_IN_ALL.saturating_sub(spent));
     while !finalizing() {
         if Instant::now() >= deadline {
+            HELD_BACK.with(|h| h.set(spent + start.elapsed()));
             PASSING.fetch_add(held, SeqCst);
             if !finalizing() {
                 return;
@@ -323,11 +331,13 @@ fn hold_back() {
     }
 }
 
-/// Whether this thread is not the main one and the program is ending (imesde's `atexit` hook
-/// has run, or the interpreter finalizes): Python code that imesde would call on it for
-/// events (callbacks, `async for` wake-ups, error logging) is skipped.
-pub(crate) fn exiting() -> bool {
-    (EXITING.load(SeqCst) || finalizing()) && !on_main_thread()
+/// Whether Python code imesde would call on this thread for events (callbacks, `async for`
+/// wake-ups, error logging) is skipped: the program is ending and this thread, not the main
+/// one, was held back all it may be (or the interpreter finalizes), so that it is not inside
+/// such code when finalization begins.
+pub(crate) fn skips_events() -> bool {
+    !on_main_thread()
+        && (finalizing() || (EXITING.load(SeqCst) && HELD_BACK.with(Cell::get) >= HOLD_BACK_IN_ALL))
 }
 
 /// Whether the interpreter finalizes (`Py_IsFinalizing`, `_Py_IsFinalizing` before Python

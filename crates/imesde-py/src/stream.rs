@@ -98,9 +98,8 @@ impl Subscription {
     /// closed) is dropped; a ``BaseException`` that is not one (Ctrl-C) is returned once the
     /// others are woken.
     fn wake(&self, py: Python<'_>) -> PyResult<()> {
-        if gil::exiting() {
-            // The program is ending: an event loop on another thread is not woken (its
-            // waits end with the program).
+        if gil::skips_events() {
+            // The program is ending (see `gil::skips_events`); its event loops end with it.
             return Ok(());
         }
         let waiters = std::mem::take(&mut *self.waiters.lock());
@@ -157,9 +156,8 @@ impl Subscription {
         if !me.is_active() {
             return Ok(());
         }
-        if me.has_callback && gil::exiting() {
-            // The program is ending: a callback on a thread other than the main one is
-            // dropped (counted), not started where the exit could end its thread inside it.
+        if me.has_callback && gil::skips_events() {
+            // The program is ending (see `gil::skips_events`): dropped, and counted.
             me.skip();
             return Ok(());
         }
@@ -241,7 +239,7 @@ impl Subscription {
 }
 
 fn log_error(py: Python<'_>, msg: &str, e: &PyErr) {
-    if gil::exiting() {
+    if gil::skips_events() {
         return;
     }
     // Logging writes (and lets the GIL go).
