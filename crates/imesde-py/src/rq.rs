@@ -134,14 +134,11 @@ impl RqCodebooks {
             init,
             refine: refine
                 .map(|r| {
-                    let r = r.non_negative("refine")?;
-                    if r > MAX_REFINE {
-                        return Err(py_err!(
-                            InvalidValue,
-                            "refine must be from 0 to {MAX_REFINE}, got {r}"
-                        ));
-                    }
-                    Ok(r)
+                    at_most(
+                        r.non_negative("refine")?,
+                        MAX_REFINE,
+                        "refine must be from 0 to",
+                    )
                 })
                 .transpose()?,
             backend: None,
@@ -357,16 +354,21 @@ fn codebook_sizes(n_clusters: Vec<Count>) -> PyResult<Vec<usize>> {
     n_clusters
         .into_iter()
         .map(|k| {
-            let k = k.positive("n_clusters")?;
-            if k > MAX_CLUSTERS {
-                return Err(py_err!(
-                    InvalidValue,
-                    "n_clusters must be at most {MAX_CLUSTERS}, got {k}"
-                ));
-            }
-            Ok(k)
+            at_most(
+                k.positive("n_clusters")?,
+                MAX_CLUSTERS,
+                "n_clusters must be at most",
+            )
         })
         .collect()
+}
+
+/// `value`, or `InvalidValueError("{rule} {max}, got {value}")` above `max`.
+fn at_most(value: usize, max: usize, rule: &str) -> PyResult<usize> {
+    if value > max {
+        return Err(py_err!(InvalidValue, "{rule} {max}, got {value}"));
+    }
+    Ok(value)
 }
 
 /// Per-level ``(used, entropy, counts)`` of ``codes`` for codebooks of sizes ``n_clusters``;
