@@ -222,7 +222,7 @@ if sys.argv[1] == "exit":
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("scenario", list(_EXIT_SCENARIOS))
 def test_the_program_ends_while_daemon_threads_are_inside_imesde(scenario: str) -> None:
-    """Python (3.12 and older) ends a daemon thread that takes the GIL during the exit with
+    """Python (3.13 and older) ends a daemon thread that takes the GIL during the exit with
     pthread_exit, whose unwinding through Rust aborted the process (status 134, at times a
     segfault) when the thread was in a callback that slept or printed, a semantic-id function
     or an ``async for`` wake-up (every run, for a sleeping callback). Such threads are now

@@ -384,6 +384,13 @@ def test_timestamp_arrays_convert_as_their_values_do() -> None:
         got = [engine.get(int(i)).ts for i in ids]
         assert got == [engine.get(int(i)).ts for i in one_by_one], stamps.dtype
     assert got[1] == float(np.float32(1.7e9 + 1))
+    # Steps other than 1 (datetime64[100ns], [7ns], [10ms]) as numpy's own arithmetic gives.
+    for unit in ("100ns", "7ns", "10ms", "3s"):
+        stamps = (base + np.arange(8) * np.timedelta64(12345, "ms")).astype(f"datetime64[{unit}]")
+        ids = engine.ingest_vectors(vectors, timestamps=stamps)
+        exact = [int(ns) / 10**9 for ns in stamps.astype("datetime64[ns]").view(np.int64)]
+        got = [engine.get(int(i)).ts for i in ids]
+        assert np.allclose(got, exact, rtol=0, atol=3e-7), unit  # f64's step at 1.7e9 s
     held = len(engine)
     stamps = arrays[1].copy()
     stamps[5] = np.datetime64("NaT")

@@ -70,10 +70,18 @@ def datetime64_seconds(value: Any, what: str) -> Any:
         if np.any((days.astype(arr.dtype) != arr) & ~nat):
             raise OutOfRangeError(f"{what} is too far from 1970 for a number of seconds")
         seconds = days.view(np.int64).astype(np.float64) * 86400.0
-    elif unit in _SECONDS_IN:
-        seconds = counts.astype(np.float64) * float(step * _SECONDS_IN[unit])
-    elif unit in _IN_A_SECOND:
-        seconds = counts.astype(np.float64) * step / _IN_A_SECOND[unit]
+    elif unit in _SECONDS_IN or unit in _IN_A_SECOND:
+        # The count in units of one, exact where it fits int64 (a step such as [100ns]).
+        if step != 1 and np.all(np.abs(counts[~nat]) <= np.iinfo(np.int64).max // step):
+            counts, step = counts * step, 1
+        if unit in _SECONDS_IN:
+            seconds = counts.astype(np.float64) * float(step * _SECONDS_IN[unit])
+        elif step == 1:
+            # Whole seconds and the rest apart: f64 keeps the fraction of a large time.
+            whole, rest = np.divmod(counts, _IN_A_SECOND[unit])
+            seconds = whole.astype(np.float64) + rest.astype(np.float64) / _IN_A_SECOND[unit]
+        else:
+            seconds = counts.astype(np.float64) * step / _IN_A_SECOND[unit]
     else:  # "generic": only NaT has no unit
         seconds = np.full(arr.shape, np.nan)
     seconds = np.where(nat, np.nan, seconds)

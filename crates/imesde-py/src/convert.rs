@@ -936,7 +936,6 @@ pub(crate) fn ids_of(obj: &Bound<'_, PyAny>) -> PyResult<Vec<u64>> {
     // Bytes iterate as ints, a str as characters: `delete(b"3")` is not ids 51.
     if obj.is_instance_of::<PyBytes>()
         || obj.is_instance_of::<PyByteArray>()
-        || obj.is_instance_of::<PyMemoryView>()
         || obj.is_instance_of::<PyString>()
     {
         return Err(py_err!(

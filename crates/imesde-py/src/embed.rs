@@ -281,9 +281,9 @@ impl TextEmbedder {
     ) -> PyResult<Bound<'py, PyArray2<f32>>> {
         let py = slf.py();
         let prompt = slf.get().named_prompt(prompt, prompt_name)?;
+        // The texts' iterator is the user's Python code, which may let the GIL go.
+        let _passage = gil::Passage::attached(py);
         if convert::in_chunks(texts, batch_size, show_progress_bar)? {
-            // The texts' iterator is the user's Python code, which may let the GIL go.
-            let _passage = gil::Passage::attached(py);
             let done = convert::bulk(py, "embed_in_chunks")?.call1((
                 slf,
                 texts,

@@ -918,9 +918,10 @@ impl Engine {
 
     /// Counters and sizes: ``len``, ``capacity``, ``dim``, ``num_shards``, ``shard_size``,
     /// ``storage``, ``ingested``, ``evicted``, ``deleted``, ``searches`` (queries answered, a
-    /// lexical or hybrid one too), ``memory_bytes`` (fixed at construction), ``payload_bytes``
-    /// (texts and metadata), ``simd``; ``index`` (``"ivf"`` or None), ``nlist``, ``nprobe``,
-    /// ``index_trained``, ``index_bytes`` (held by the index now).
+    /// lexical or hybrid one too; a hybrid one read again under concurrent writes, per try),
+    /// ``memory_bytes`` (fixed at construction), ``payload_bytes`` (texts and metadata),
+    /// ``simd``; ``index`` (``"ivf"`` or None), ``nlist``, ``nprobe``, ``index_trained``,
+    /// ``index_bytes`` (held by the index now).
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let ring = self.core.ring();
         let s = gil::run(py, "Engine.stats", || ring.stats())?;

@@ -223,7 +223,7 @@ fn set_main_thread() {
     MAIN_THREAD.store(unsafe { libc::pthread_self() } as usize, SeqCst);
 }
 
-/// Interpreter exit. Python 3.12 and older end a thread (other than the main one) that takes
+/// Interpreter exit. Python 3.13 and older end a thread (other than the main one) that takes
 /// the GIL once the interpreter finalizes with `pthread_exit`, and its unwinding through Rust
 /// frames aborts the process: a daemon thread inside an ingest when the program ends, taking
 /// the GIL back after its work or running a callback that sleeps or prints. (Python 3.14

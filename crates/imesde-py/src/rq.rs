@@ -380,6 +380,15 @@ pub(crate) fn rq_codebook_usage<'py>(
     n_clusters: Vec<Count>,
 ) -> PyResult<Vec<LevelUsage<'py>>> {
     let ks = codebook_sizes(n_clusters)?;
+    // A count per codeword of every level: refused as too large for memory rather than
+    // aborting the process when the allocation fails.
+    let total: usize = ks.iter().sum();
+    Vec::<u64>::new().try_reserve_exact(total).map_err(|_| {
+        py_err!(
+            Capacity,
+            "counts for {total} codewords do not fit in memory"
+        )
+    })?;
     let codes = codes_of(&codes, ks.len())?;
     for (i, &c) in codes.iter().enumerate() {
         let l = i % ks.len();

@@ -1178,7 +1178,7 @@ class ShardedEngine:
             self._subscription_keys += 1
             key = self._subscription_keys
         q = query if isinstance(query, str) else np.ascontiguousarray(query, dtype=np.float32)
-        args = (q, threshold, where, queue_size, top_k)
+        args = (q, threshold, _plain(where), queue_size, top_k)
         try:
             self._scatter("subscribe", key, *args)
         except BaseException:
