@@ -550,15 +550,21 @@ impl Engine {
     ) -> Result<Vec<Hit>> {
         let hits = self.settled(|held| {
             let ranked = self.lexical_ranked(held, query, k, filter, corpus)?;
-            let hits: Vec<Hit> = ranked
-                .iter()
-                .filter_map(|&(id, score)| self.ring.hit(id, score))
-                .collect();
+            let hits: Vec<Hit> = self.hits_for(&ranked).collect();
             let whole = hits.len() == ranked.len();
             Ok((hits, whole))
         })?;
         self.ring.count_searches(1);
         Ok(hits)
+    }
+
+    /// Hits for ranked ids, in order, read back from the ring (ids overwritten meanwhile are
+    /// skipped).
+    #[cfg(feature = "bm25")]
+    fn hits_for<'a>(&'a self, ranked: &'a [(u64, f32)]) -> impl Iterator<Item = Hit> + 'a {
+        ranked
+            .iter()
+            .filter_map(|&(id, score)| self.ring.hit(id, score))
     }
 
     /// What `read` ranked and read back from the ring, once it is `whole` (it found every
@@ -712,11 +718,7 @@ impl Engine {
                 2 * depth,
                 weights.as_ref().map(|w| &w[..]),
             )?;
-            let hits: Vec<Hit> = fused
-                .iter()
-                .filter_map(|&(id, score)| self.ring.hit(id, score))
-                .take(k)
-                .collect();
+            let hits: Vec<Hit> = self.hits_for(&fused).take(k).collect();
             let whole = hits.len() == k.min(fused.len());
             Ok((hits, whole))
         })

@@ -405,10 +405,16 @@ pub(crate) fn texts(
     str_items_upto(obj, what, true, Some(n))
 }
 
-/// The error for a column of more than `n` entries (read one past them: an endless iterator
-/// is not read until memory runs out).
-fn too_long(what: &str, n: usize) -> PyErr {
-    py_err!(Shape, "{what} has more than {n} entries for {n} items")
+/// Refuses entry `i` of a column of `n` entries (checked before reading it, so an endless
+/// iterator is read one past them, not until memory runs out).
+fn within(i: usize, n: usize, what: &str) -> PyResult<()> {
+    if i == n {
+        return Err(py_err!(
+            Shape,
+            "{what} has more than {n} entries for {n} items"
+        ));
+    }
+    Ok(())
 }
 
 /// The items of an iterable of str (and None where `allow_none`).
@@ -445,10 +451,8 @@ fn str_items_upto(
     let expected = if allow_none { "str or None" } else { "str" };
     iter.enumerate()
         .map(|(i, item)| {
-            if let Some(n) = n
-                && i == n
-            {
-                return Err(too_long(what, n));
+            if let Some(n) = n {
+                within(i, n, what)?;
             }
             let item = item?;
             if allow_none && item.is_none() {
@@ -532,9 +536,7 @@ pub(crate) fn timestamps(obj: &Bound<'_, PyAny>, n: usize) -> PyResult<Vec<f64>>
         })?
         .enumerate()
         .map(|(i, t)| {
-            if i == n {
-                return Err(too_long("timestamps", n));
-            }
+            within(i, n, "timestamps")?;
             timestamp(&t?, &format!("timestamps[{i}]"))
         })
         .collect()
@@ -716,8 +718,9 @@ fn meta_map_with(obj: &Bound<'_, PyAny>, what: &str, keys: &mut KeyInterner) -> 
 
 /// Metadata for `n` items: one dict for all, or a list of dicts / None.
 pub(crate) fn metadata(obj: &Bound<'_, PyAny>, n: usize) -> PyResult<Vec<Option<Metadata>>> {
-    if mapping(obj)?.is_some() {
-        let shared = meta_map(obj, "metadata")?;
+    if let Some(d) = mapping(obj)? {
+        // Read from the dict (a mapping is copied to one once).
+        let shared = meta_map(d.as_any(), "metadata")?;
         return Ok(vec![Some(shared); n]);
     }
     let mut keys = KeyInterner::default();
@@ -731,9 +734,7 @@ pub(crate) fn metadata(obj: &Bound<'_, PyAny>, n: usize) -> PyResult<Vec<Option<
         })?
         .enumerate()
         .map(|(i, m)| {
-            if i == n {
-                return Err(too_long("metadata", n));
-            }
+            within(i, n, "metadata")?;
             let m = m?;
             if m.is_none() {
                 Ok(None)

@@ -286,7 +286,7 @@ impl Passage {
         PASSING.fetch_add(1, SeqCst);
         HELD.with(|h| h.set(h.get() + 1));
         let passage = Self { counted: true };
-        if finalizing() || (EXITING.load(SeqCst) && HELD_BACK.with(Cell::get) < HOLD_BACK_IN_ALL) {
+        if finalizing() || (EXITING.load(SeqCst) && !held_back_in_all()) {
             match py {
                 Some(py) => py.detach(hold_back),
                 None => hold_back(),
@@ -313,17 +313,14 @@ fn hold_back() {
     let start = Instant::now();
     let spent = HELD_BACK.with(Cell::get);
     let deadline = start + HOLD_BACK.min(HOLD_BACK_IN_ALL.saturating_sub(spent));
-    while !finalizing() {
-        if Instant::now() >= deadline {
-            HELD_BACK.with(|h| h.set(spent + start.elapsed()));
-            PASSING.fetch_add(held, SeqCst);
-            if !finalizing() {
-                return;
-            }
-            PASSING.fetch_sub(held, SeqCst);
-            break;
+    if !wait_until(deadline, finalizing) {
+        HELD_BACK.with(|h| h.set(spent + start.elapsed()));
+        // Counted again before finalization is read once more (as in `Passage::enter`).
+        PASSING.fetch_add(held, SeqCst);
+        if !finalizing() {
+            return;
         }
-        std::thread::sleep(Duration::from_millis(1));
+        PASSING.fetch_sub(held, SeqCst);
     }
     HELD.with(|h| h.set(0));
     loop {
@@ -336,8 +333,25 @@ fn hold_back() {
 /// one, was held back all it may be (or the interpreter finalizes), so that it is not inside
 /// such code when finalization begins.
 pub(crate) fn skips_events() -> bool {
-    !on_main_thread()
-        && (finalizing() || (EXITING.load(SeqCst) && HELD_BACK.with(Cell::get) >= HOLD_BACK_IN_ALL))
+    !on_main_thread() && (finalizing() || (EXITING.load(SeqCst) && held_back_in_all()))
+}
+
+/// Whether this thread was held back all it may be during the exit.
+fn held_back_in_all() -> bool {
+    HELD_BACK.with(Cell::get) >= HOLD_BACK_IN_ALL
+}
+
+/// Polls `done` every millisecond until it holds (true) or `deadline` passes (false).
+fn wait_until(deadline: Instant, done: impl Fn() -> bool) -> bool {
+    loop {
+        if done() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
 }
 
 /// Whether the interpreter finalizes (`Py_IsFinalizing`, `_Py_IsFinalizing` before Python
@@ -384,11 +398,7 @@ pub(crate) fn at_exit(py: Python<'_>) {
         return;
     }
     let deadline = Instant::now() + EXIT_WAIT;
-    py.detach(|| {
-        while PASSING.load(SeqCst) > 0 && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(1));
-        }
-    });
+    py.detach(|| wait_until(deadline, || PASSING.load(SeqCst) == 0));
 }
 
 fn on_main_thread() -> bool {
