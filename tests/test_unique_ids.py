@@ -5,6 +5,7 @@ several processes sharing one SQLite file."""
 from __future__ import annotations
 
 import json
+import pickle
 import shutil
 import subprocess
 import sys
@@ -280,3 +281,25 @@ def test_a_batch_the_engine_refuses_hands_out_no_ids(kind: str, tmp_path: Path) 
     assert engine.get(int(first)).metadata == {
         "semantic_id": encoder.semantic_id(encoder.encode(x[:1]))[0]
     }
+
+
+def test_in_memory_store_keeps_a_codes_suffixes_as_one_run() -> None:
+    from imesde.semantic_ids import InMemoryCollisionStore
+
+    store = InMemoryCollisionStore()
+    codes = [f"{i % 7}-{i % 5}" for i in range(35)]
+    for _ in range(2_000):
+        store.claim(codes)
+    assert len(store) == 70_000
+    # What it knows is a count and a run per code, not 70,000 ids (a pickle of it too).
+    state = store._ids.__reduce__()[1]
+    assert len(state[0]) == 35
+    assert len(state[2]) == 35
+    copy = pickle.loads(pickle.dumps(store._ids))
+    assert len(copy) == 70_000
+    # The copy and the original go on alike; a code that looks like a suffixed id in a run
+    # is not handed out again.
+    want = ["0-0-2000", "0-0-5-1", "6-4-2000"]
+    assert copy.claim(["0-0", "0-0-5", "6-4"], "-") == want
+    assert store.claim(["0-0", "0-0-5", "6-4"]) == want
+    assert store.claim(["0-0"], sep="_") == ["0-0_2001"]

@@ -707,7 +707,8 @@ class Labeler:
 
 @final
 class IdStore:
-    """The state of an ``InMemoryCollisionStore``: every id handed out and the counters."""
+    """The state of an ``InMemoryCollisionStore``: the ids handed out (a key's run of suffixed
+    ids as one number) and the counters."""
 
     def __init__(self) -> None: ...
     def next_suffix(self, key: str) -> int:
@@ -719,11 +720,14 @@ class IdStore:
     def __reduce__(
         self,
     ) -> tuple[
-        Callable[..., IdStore], tuple[list[tuple[str, int, bool]], list[tuple[str, str, str]]]
+        Callable[..., IdStore],
+        tuple[list[tuple[str, int, bool]], list[tuple[str, str, str]], list[tuple[str, str, int]]],
     ]: ...
     @staticmethod
     def _from_state(
-        names: list[tuple[str, int, bool]], owned: list[tuple[str, str, str]]
+        names: list[tuple[str, int, bool]],
+        owned: list[tuple[str, str, str]],
+        runs: list[tuple[str, str, int]] = ...,
     ) -> IdStore: ...
 
 def rq_collision_rate(codes: npt.NDArray[np.int64]) -> float:

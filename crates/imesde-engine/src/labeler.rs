@@ -63,6 +63,10 @@ impl IdFormat {
 /// skipping any id already handed out (so a suffixed id never collides with another item's
 /// code). One store can be shared with Python's `InMemoryCollisionStore`, which reads and
 /// writes the same state.
+///
+/// A key's suffixed ids are kept as a run (`k-1` .. `k-n` taken: one number), so a stream
+/// whose codes repeat costs memory per distinct code, not per id; an id outside a run (an
+/// owner's, or one whose key is counted with changing separators) costs an entry.
 #[derive(Debug, Default)]
 pub struct IdStore {
     state: Mutex<IdState>,
@@ -71,25 +75,36 @@ pub struct IdStore {
 /// A copy of what an [`IdStore`] knows ([`IdStore::state`], [`IdStore::from_state`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct IdStoreState {
-    /// Each name: its count as a key, and whether it was handed out as an id.
+    /// Each name: its count as a key, and whether it was handed out as an id (ids in a run
+    /// are not listed).
     pub names: Vec<(String, u64, bool)>,
     /// Each owner's id for a key: `(key, owner, id)`.
     pub owned: Vec<(String, String, String)>,
+    /// Each run: `(key, sep, n)`, `key{sep}1` .. `key{sep}{n}` handed out.
+    pub runs: Vec<(String, String, u64)>,
 }
 
+/// At most this many separators have runs; ids suffixed with others get entries.
+const MAX_RUN_SEPS: usize = 8;
+
 /// What the store knows of one string: how often it was counted as a key (its next
-/// suffix) and whether it was handed out as an id.
+/// suffix), whether it was handed out as an id, and its run (`run` suffixed ids with
+/// `seps[sep]`, 0 for none).
 #[derive(Debug, Default)]
 struct Name {
     count: u64,
     issued: bool,
+    run: u64,
+    sep: u8,
 }
 
 #[derive(Debug, Default)]
 struct IdState {
     /// Keys and ids in one map, so a fresh key costs one entry.
     names: HashMap<Box<str>, Name>,
-    issued: usize,
+    /// The separators runs use.
+    seps: Vec<Box<str>>,
+    issued: u64,
     /// The id an owner holds for a code.
     owned: HashMap<(String, String), String>,
 }
@@ -99,27 +114,103 @@ impl IdState {
     /// handed out yet, handed out, with its suffix (0 for `key`); the counter moves past it.
     fn claim_suffixed(&mut self, key: &str, sep: &str) -> (String, u64) {
         let mut n = self.names.get(key).map_or(0, |name| name.count);
-        let id = loop {
+        let sep_ix = self.sep_index(sep);
+        loop {
             let cand: Cow<'_, str> = if n == 0 {
                 Cow::Borrowed(key)
             } else {
                 Cow::Owned(format!("{key}{sep}{n}"))
             };
-            n += 1;
-            if self.take(&cand) {
-                break cand.into_owned();
+            let free = !self.is_issued(&cand);
+            // The run may cover `cand` whether it is handed out now or was before.
+            let in_run = n > 0 && self.extend_run(key, sep_ix, n, &cand);
+            if free {
+                if !in_run {
+                    self.names.entry_ref(&*cand).or_default().issued = true;
+                }
+                self.issued += 1;
+                self.names.entry_ref(key).or_default().count = n + 1;
+                return (cand.into_owned(), n);
             }
-        };
-        self.names.entry_ref(key).or_default().count = n;
-        (id, n - 1)
+            n += 1;
+        }
     }
 
     /// Hands out `cand` unless it was handed out before.
     fn take(&mut self, cand: &str) -> bool {
-        let name = self.names.entry_ref(cand).or_default();
-        let free = !std::mem::replace(&mut name.issued, true);
-        self.issued += usize::from(free);
-        free
+        if self.is_issued(cand) {
+            return false;
+        }
+        self.names.entry_ref(cand).or_default().issued = true;
+        self.issued += 1;
+        true
+    }
+
+    fn is_issued(&self, cand: &str) -> bool {
+        self.names.get(cand).is_some_and(|n| n.issued) || self.in_run(cand)
+    }
+
+    /// Whether `cand` is `key{sep}{n}` for a key whose run covers `n`.
+    fn in_run(&self, cand: &str) -> bool {
+        if self.seps.is_empty() {
+            return false;
+        }
+        let digits = cand.len() - cand.trim_end_matches(|c: char| c.is_ascii_digit()).len();
+        // A u64 has at most 20 digits.
+        let first = cand.len() - digits.min(20);
+        (first..cand.len()).any(|i| {
+            let Some(n) = cand[i..]
+                .parse::<u64>()
+                .ok()
+                .filter(|_| !cand[i..].starts_with('0'))
+            else {
+                return false;
+            };
+            self.seps.iter().enumerate().any(|(s, sep)| {
+                cand[..i].strip_suffix(&**sep).is_some_and(|key| {
+                    self.names
+                        .get(key)
+                        .is_some_and(|k| usize::from(k.sep) == s && (1..=k.run).contains(&n))
+                })
+            })
+        })
+    }
+
+    /// The index of `sep` among the separators of runs, added if there is room.
+    fn sep_index(&mut self, sep: &str) -> Option<u8> {
+        let at = match self.seps.iter().position(|s| &**s == sep) {
+            Some(at) => at,
+            None if self.seps.len() < MAX_RUN_SEPS => {
+                self.seps.push(sep.into());
+                self.seps.len() - 1
+            }
+            None => return None,
+        };
+        u8::try_from(at).ok()
+    }
+
+    /// Extends `key`'s run with separator `sep` over suffix `n` (`cand`) when it ends at
+    /// `n - 1`; an entry `cand` had as an id goes. Whether the run covers `cand` now.
+    fn extend_run(&mut self, key: &str, sep: Option<u8>, n: u64, cand: &str) -> bool {
+        let Some(sep) = sep else { return false };
+        let Some(name) = self.names.get_mut(key) else {
+            return false;
+        };
+        if name.run + 1 != n || (name.run > 0 && name.sep != sep) {
+            return false;
+        }
+        name.run = n;
+        name.sep = sep;
+        if let Some(entry) = self.names.get_mut(cand)
+            && entry.issued
+        {
+            if entry.count == 0 {
+                self.names.remove(cand);
+            } else {
+                entry.issued = false;
+            }
+        }
+        true
     }
 }
 
@@ -172,7 +263,8 @@ impl IdStore {
     }
 
     /// What the store knows, to copy it: each name with its count (how often it was counted
-    /// as a key) and whether it was handed out as an id, and each `(key, owner, id)`.
+    /// as a key) and whether it was handed out as an id, each `(key, owner, id)`, and each
+    /// key's run of suffixed ids.
     #[must_use]
     pub fn state(&self) -> IdStoreState {
         let st = self.state.lock();
@@ -187,6 +279,18 @@ impl IdStore {
                 .iter()
                 .map(|((k, o), id)| (k.clone(), o.clone(), id.clone()))
                 .collect(),
+            runs: st
+                .names
+                .iter()
+                .filter(|(_, n)| n.run > 0)
+                .map(|(k, n)| {
+                    (
+                        k.to_string(),
+                        st.seps[usize::from(n.sep)].to_string(),
+                        n.run,
+                    )
+                })
+                .collect(),
         }
     }
 
@@ -194,8 +298,9 @@ impl IdStore {
     ///
     /// # Errors
     /// [`EngineError::Invalid`] for a state no store can be in (a copy from elsewhere, a
-    /// pickle): a name listed twice, a count beyond 2^63, an owner's id
-    /// that was not handed out or is held by two owners; it could hand out an id twice.
+    /// pickle): a name listed twice or both listed and in a run, a count beyond 2^63, a run
+    /// past its key's count, an owner's id that was not handed out or is held by two owners;
+    /// it could hand out an id twice.
     pub fn from_state(state: IdStoreState) -> Result<Self, EngineError> {
         let bad = |why: String| Err(EngineError::Invalid(format!("an id store's state: {why}")));
         let mut st = IdState::default();
@@ -204,18 +309,38 @@ impl IdStore {
             if count > 1 << 63 {
                 return bad(format!("{name:?} has a count of {count}"));
             }
+            let entry = Name {
+                count,
+                issued,
+                ..Name::default()
+            };
             if st
                 .names
-                .insert(name.clone().into_boxed_str(), Name { count, issued })
+                .insert(name.clone().into_boxed_str(), entry)
                 .is_some()
             {
                 return bad(format!("{name:?} is listed twice"));
             }
         }
-        st.issued = st.names.values().filter(|n| n.issued).count();
+        for (key, sep, run) in state.runs {
+            let Some(ix) = st.sep_index(&sep) else {
+                return bad(format!("runs with more than {MAX_RUN_SEPS} separators"));
+            };
+            match st.names.get_mut(key.as_str()) {
+                Some(name) if name.run == 0 && run < name.count => {
+                    name.run = run;
+                    name.sep = ix;
+                }
+                _ => return bad(format!("the run of {run} ids of {key:?} past its count")),
+            }
+        }
+        if let Some(name) = st.names.iter().find(|(k, n)| n.issued && st.in_run(k)) {
+            return bad(format!("{:?} is listed and in a run", name.0));
+        }
+        st.issued = st.names.values().map(|n| u64::from(n.issued) + n.run).sum();
         let mut ids = HashSet::with_capacity(state.owned.len());
         for (key, owner, id) in state.owned {
-            if !st.names.get(id.as_str()).is_some_and(|n| n.issued) {
+            if !st.is_issued(&id) {
                 return bad(format!(
                     "the id {id:?} of ({key:?}, {owner:?}) was not handed out"
                 ));
@@ -235,7 +360,7 @@ impl IdStore {
     /// Ids handed out by [`IdStore::claim`].
     #[must_use]
     pub fn len(&self) -> usize {
-        self.state.lock().issued
+        usize::try_from(self.state.lock().issued).unwrap_or(usize::MAX)
     }
 
     #[must_use]
@@ -324,5 +449,99 @@ mod tests {
         assert_eq!(store.len(), 4);
         assert_eq!(store.next_suffix("x"), 0);
         assert_eq!(store.next_suffix("x"), 1);
+    }
+
+    /// The store as it was before runs: every id an entry of a set.
+    #[derive(Default)]
+    struct Plain {
+        counts: HashMap<String, u64>,
+        issued: HashSet<String>,
+        owned: HashMap<(String, String), String>,
+    }
+
+    impl Plain {
+        fn claim(&mut self, key: &str, sep: &str, owner: Option<&str>) -> String {
+            if let Some(owner) = owner {
+                let pair = (key.to_owned(), owner.to_owned());
+                if let Some(id) = self.owned.get(&pair) {
+                    return id.clone();
+                }
+                let mut n = 0_u64;
+                let id = loop {
+                    let cand = match n {
+                        0 => key.to_owned(),
+                        1 => format!("{key}{sep}{owner}"),
+                        _ => format!("{key}{sep}{owner}{sep}{}", n - 1),
+                    };
+                    n += 1;
+                    if self.issued.insert(cand.clone()) {
+                        break cand;
+                    }
+                };
+                self.owned.insert(pair, id.clone());
+                return id;
+            }
+            let n = self.counts.entry(key.to_owned()).or_default();
+            loop {
+                let cand = if *n == 0 {
+                    key.to_owned()
+                } else {
+                    format!("{key}{sep}{n}")
+                };
+                *n += 1;
+                if self.issued.insert(cand.clone()) {
+                    return cand;
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn runs_hand_out_what_one_entry_per_id_did() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut rand = |m: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % m
+        };
+        // Keys that are other keys' suffixed ids, separators that change, owners.
+        let keys = [
+            "1-2", "1-2-1", "1-2-2", "1", "1-1", "a", "a1", "a_1", "1-2-1-1", "10",
+        ];
+        let seps = ["-", "-", "-", "_", ""];
+        let mut plain = Plain::default();
+        let mut store = IdStore::new();
+        for step in 0..20_000 {
+            let key = keys[rand(keys.len() as u64) as usize];
+            let sep = seps[rand(seps.len() as u64) as usize];
+            let owner = (rand(6) == 0).then(|| rand(4).to_string());
+            let want = plain.claim(key, sep, owner.as_deref());
+            let owners = owner.map(|o| vec![o]);
+            let got = store.claim(&[key.to_owned()], sep, owners.as_deref());
+            assert_eq!(got, [want], "step {step}");
+            assert_eq!(store.len(), plain.issued.len());
+            if step % 2_000 == 999 {
+                store = IdStore::from_state(store.state()).unwrap();
+            }
+        }
+        // One separator: memory per key, whatever the number of ids.
+        let store = IdStore::new();
+        for _ in 0..1_000 {
+            let _ = store.claim(&["7-3".to_owned(), "7-4".to_owned()], "-", None);
+        }
+        assert_eq!(store.len(), 2_000);
+        assert_eq!(store.state.lock().names.len(), 2);
+        assert_eq!(
+            store.claim(&["7-3-999".to_owned()], "-", None),
+            ["7-3-999-1"]
+        );
+        // A run past its key's count, or a listed id inside a run, is refused.
+        let mut state = IdStore::from_state(store.state()).unwrap().state();
+        state.runs[0].2 = 5_000;
+        assert!(IdStore::from_state(state).is_err());
+        let mut state = store.state();
+        state.names.push(("7-3-5".to_owned(), 0, true));
+        assert!(IdStore::from_state(state).is_err());
     }
 }

@@ -449,29 +449,37 @@ impl PyIdStore {
         self.0.len()
     }
 
-    /// Pickles as what it knows (every name's count and whether it was handed out, and each
-    /// owner's id): a copy hands out the ids the original would.
+    /// Pickles as what it knows (every name's count and whether it was handed out, each
+    /// owner's id, and each key's run of suffixed ids): a copy hands out the ids the original
+    /// would.
     #[allow(clippy::type_complexity)]
     fn __reduce__<'py>(
         slf: &Bound<'py, Self>,
     ) -> PyResult<(
         Bound<'py, PyAny>,
-        (Vec<(String, u64, bool)>, Vec<(String, String, String)>),
+        (
+            Vec<(String, u64, bool)>,
+            Vec<(String, String, String)>,
+            Vec<(String, String, u64)>,
+        ),
     )> {
         let state = slf.get().0.state();
         let restore = slf
             .get_type()
             .getattr(pyo3::intern!(slf.py(), "_from_state"))?;
-        Ok((restore, (state.names, state.owned)))
+        Ok((restore, (state.names, state.owned, state.runs)))
     }
 
     /// A store that knows what ``__reduce__`` recorded.
     #[staticmethod]
+    #[pyo3(signature = (names, owned, runs = Vec::new()))]
     fn _from_state(
         names: Vec<(String, u64, bool)>,
         owned: Vec<(String, String, String)>,
+        runs: Vec<(String, String, u64)>,
     ) -> PyResult<Self> {
-        let store = IdStore::from_state(IdStoreState { names, owned }).map_err(CoreError::from)?;
+        let store =
+            IdStore::from_state(IdStoreState { names, owned, runs }).map_err(CoreError::from)?;
         Ok(PyIdStore(Arc::new(store)))
     }
 }
