@@ -467,6 +467,11 @@ def test_a_huge_text_embeds_as_its_first_tokens(embedder: imesde.TextEmbedder) -
     for glyph in ("\u4e00", "\U0002b820", "\U0002b920"):
         t = "hello " * 13 + "abcdefghij" + glyph + "z" * 3000
         np.testing.assert_array_equal(short.embed_one(t), short.embed_one(t[:200]))
+    # Megabytes with no place to cut (one huge "word", a run of punctuation, a word after a
+    # few): read up to a prefix, the vector of the whole text's first tokens, in moments and
+    # megabytes (the whole was tokenized before: gigabytes, and an abort at 20 MB).
+    for blob in ("." * 8_000_000, "x" * 8_000_000, "hello " + "x" * 8_000_000):
+        np.testing.assert_array_equal(embedder.embed_one(blob), embedder.embed_one(blob[:3000]))
     # Little whitespace early on: the whole text is tokenized, as before.
     odd = "x" * 30_000 + " " + " ".join(words[:40])
     np.testing.assert_array_equal(embedder.embed([odd]), embedder.embed([odd + " "]))

@@ -440,7 +440,10 @@ impl Embedder {
     /// words whatever follows ([`Cuts`]: a space; for BERT's tokenizers also a tab, a newline
     /// or a CJK ideograph): its tokens are the first of the whole text's, so when they
     /// already overflow `max_length` the truncated encoding is the whole text's, found without
-    /// tokenizing megabytes. A prefix that does not overflow is tokenized again whole.
+    /// tokenizing megabytes. A prefix that does not overflow is tokenized again from a prefix
+    /// [`WIDER`] times as long, and a text with no place to cut within a prefix is cut at its
+    /// end: a text is read up to `max_length * 1,024` bytes, so that a run of megabytes with
+    /// no place to cut (one huge "word") costs what that prefix costs, not gigabytes.
     fn tokenize<S: AsRef<str> + Sync>(&self, texts: &[S]) -> Result<Vec<Encoding>> {
         let budget = self
             .config
@@ -457,7 +460,8 @@ impl Embedder {
             .map_err(error)?;
         for ((enc, input), text) in encodings.iter_mut().zip(&inputs).zip(texts) {
             if input.len() < text.as_ref().len() && enc.get_overflowing().is_empty() {
-                *enc = self.tokenizer.encode(text.as_ref(), true).map_err(error)?;
+                let wider = word_prefix(text.as_ref(), budget.saturating_mul(WIDER), self.cuts);
+                *enc = self.tokenizer.encode(wider, true).map_err(error)?;
             }
         }
         Ok(encodings)
@@ -517,6 +521,9 @@ fn sha256_file(path: &Path) -> std::io::Result<String> {
 /// (see `Embedder::tokenize`): far more than any word piece takes.
 const PREFIX_BYTES_PER_TOKEN: usize = 64;
 
+/// How much longer the second prefix of a text is than the first (see `Embedder::tokenize`).
+const WIDER: usize = 16;
+
 /// Where a tokenizer is sure to split words, so that a prefix cut there has the first tokens
 /// of the whole text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -570,8 +577,10 @@ fn is_cjk(c: char) -> bool {
         | 0x2F800..=0x2FA1F)
 }
 
-/// `text` cut at the last place `cuts` allows within its first `budget` bytes; all of it when
-/// it is no longer, or has no such place there.
+/// `text` cut at the last place `cuts` allows in the second half of its first `budget` bytes;
+/// all of it when it is no longer; its first `budget` bytes (to a character's start) when it
+/// has no such place there: a run of half the budget with no place to cut is one huge "word",
+/// which `WordPiece` reads as one `[UNK]` whether it is cut or whole.
 fn word_prefix(text: &str, budget: usize, cuts: Cuts) -> &str {
     if text.len() <= budget {
         return text;
@@ -580,21 +589,31 @@ fn word_prefix(text: &str, budget: usize, cuts: Cuts) -> &str {
     while !text.is_char_boundary(end) {
         end -= 1;
     }
+    let mut half = budget / 2;
+    while !text.is_char_boundary(half) {
+        half += 1;
+    }
     let at_end = text[end..].chars().next().is_some_and(|c| cuts.before(c));
     let cut = if at_end {
         Some(end)
+    } else if half >= end {
+        None
     } else if cuts == Cuts::Space {
         // A space is one byte, never inside a multi-byte character.
-        text.as_bytes()[..end].iter().rposition(|&b| b == b' ')
+        text.as_bytes()[half..end]
+            .iter()
+            .rposition(|&b| b == b' ')
+            .map(|i| half + i)
     } else {
-        text[..end]
+        text[half..end]
             .char_indices()
             .rev()
             .find(|&(_, c)| cuts.before(c))
-            .map(|(i, _)| i)
+            .map(|(i, _)| half + i)
     };
     match cut {
         Some(cut) if cut > 0 => &text[..cut],
+        _ if end > 0 => &text[..end],
         _ => text,
     }
 }
@@ -608,16 +627,19 @@ mod tests {
         let p = |t, b| word_prefix(t, b, Cuts::Space);
         assert_eq!(p("short text", 64), "short text");
         assert_eq!(p("one two three", 9), "one two");
-        // No space to cut at: the whole text.
-        assert_eq!(p("abcdefgh ij", 5), "abcdefgh ij");
+        // No space to cut at in the budget's second half: the budget's bytes, to a
+        // character's start.
+        assert_eq!(p("abcdefgh ij", 5), "abcde");
+        assert_eq!(p("ab cdefgh ij", 8), "ab cdefg");
         assert_eq!(p("ab ééé cd", 5), "ab");
-        assert_eq!(p(" lead", 3), " lead");
+        assert_eq!(p(" lead", 3), " le");
+        assert_eq!(p("éééé", 5), "éé");
         // Other whitespace may glue words when normalised (a vertical tab is deleted): not a
         // place to cut.
-        assert_eq!(p("ab cd\x0bef gh", 7), "ab");
+        assert_eq!(p("abcd ef\x0bgh ij", 9), "abcd");
+        assert_eq!(p("abcd\tefgh", 8), "abcd\tefg");
         // Right before a space is a cut too.
         assert_eq!(p("ab cd\x0bef gh", 8), "ab cd\x0bef");
-        assert_eq!(p("ab\tcd\u{3000}ef gh", 9), "ab\tcd\u{3000}ef gh");
     }
 
     #[test]
@@ -627,17 +649,14 @@ mod tests {
         assert_eq!(word_prefix("ab\r\ncd", 4, bert), "ab\r");
         assert_eq!(word_prefix("ab\tcd", 4, bert), "ab");
         // A vertical tab or form feed is deleted, an ideographic space not split at: no cut.
-        assert_eq!(word_prefix("ab\x0bcd\x0cef", 7, bert), "ab\x0bcd\x0cef");
-        assert_eq!(word_prefix("ab\u{3000}cd", 6, bert), "ab\u{3000}cd");
+        assert_eq!(word_prefix("ab\x0bcd\x0cef", 7, bert), "ab\x0bcd\x0ce");
+        assert_eq!(word_prefix("ab\u{3000}cd", 6, bert), "ab\u{3000}c");
         // Not before a character of the gap that BERT's normaliser does not split.
-        assert_eq!(word_prefix("ab cd\u{2B820}ef", 6, bert), "ab");
+        assert_eq!(word_prefix("abcd ef\u{2B820}gh", 9, bert), "abcd");
         // Before an ideograph (3 bytes each), never inside one.
         assert_eq!(word_prefix("日本語の文", 8, bert), "日本");
         assert_eq!(word_prefix("日本語の文", 5, bert), "日");
-        assert_eq!(
-            word_prefix("日本語", 8, Cuts::Bert { cjk: false }),
-            "日本語"
-        );
+        assert_eq!(word_prefix("日本語", 8, Cuts::Bert { cjk: false }), "日本");
         assert_eq!(word_prefix("ab日本", 4, bert), "ab");
     }
 }
