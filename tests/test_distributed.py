@@ -9,7 +9,7 @@ import pickle
 import time
 import types
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -625,3 +625,49 @@ def test_a_running_top_k_over_shards_fires_as_one_engine() -> None:
     assert [sharded.get(int(i)).text for i in ids] == ["a", "b"]
     with pytest.raises(imesde.InvalidValueError):
         sharded.subscribe(q, top_k=0)
+
+
+def test_a_shard_restored_from_damaged_ids_is_refused(tmp_path: Path) -> None:
+    # A shard restarts from the save its directory's manifest names; its slot map (which
+    # global id each ring slot holds) damaged or missing gave items wrong ids or an empty
+    # shard without a word. (The actor class runs here in this process: no Ray needed.)
+    from imesde.distributed import _sharded
+
+    spec: dict[str, Any] = {"model": 4, "threads": None, "engine_shards": 1}
+    spec |= {"ring_shard_size": 8, "storage": "f32", "lexical": False}
+    shard = _sharded._Shard(0, spec, None)
+    shard.ingest_vectors(np.eye(4, dtype=np.float32), None, None, None, [100, 101, 102, 103])
+    snapshot = _sharded._snapshot_path(tmp_path, 0, 1)
+    shard.save(snapshot)
+    manifest = {"format": 2, "num_shards": 1, "next": 104, "generation": 1, "spec": spec}
+    (tmp_path / _sharded.MANIFEST).write_text(json.dumps(manifest))
+    restored = _sharded._Shard(0, spec, str(tmp_path))
+    assert [r[0] for r in restored.recent(4, {})] == [103, 102, 101, 100]
+    ids = Path(snapshot + ".ids.npz")
+    good = ids.read_bytes()
+    i64 = np.int64
+    damages: dict[str, Callable[[], object]] = {
+        "not a zip": lambda: ids.write_bytes(b"PK\x03\x04garbage"),
+        "missing": ids.unlink,
+        "no ids": lambda: np.savez(ids, other=np.zeros(3)),
+        "short": lambda: np.savez(ids, ids=np.array([100], i64), locals=np.array([0], i64)),
+        "floats": lambda: np.savez(ids, ids=np.full(8, 0.5), locals=np.full(8, 0.5)),
+        "2-D": lambda: np.savez(ids, ids=np.zeros((8, 8), i64), locals=np.zeros((8, 8), i64)),
+        "one id twice": lambda: np.savez(
+            ids, ids=np.array([7, 7] + [-1] * 6, i64), locals=np.array([0, 1] + [-1] * 6, i64)
+        ),
+        "a local id off its slot": lambda: np.savez(
+            ids, ids=np.array([7] + [-1] * 7, i64), locals=np.array([3] + [-1] * 7, i64)
+        ),
+    }
+    for why, damage in damages.items():
+        ids.write_bytes(good)
+        damage()
+        with pytest.raises(imesde.IndexCorruptError):  # noqa: PT012 (`why` names the case)
+            _sharded._Shard(0, spec, str(tmp_path))
+            pytest.fail(why)
+    ids.write_bytes(good)
+    # The manifest names a save whose shard file is gone: not an empty shard.
+    (tmp_path / _sharded.MANIFEST).write_text(json.dumps(manifest | {"generation": 7}))
+    with pytest.raises(imesde.IndexCorruptError, match="missing"):
+        _sharded._Shard(0, spec, str(tmp_path))

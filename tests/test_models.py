@@ -346,7 +346,36 @@ def test_int8_build_bad_calibration_is_a_clear_error(tmp_path: Path) -> None:
         models.build(checkpoint(), tmp_path / "d", precision="int8", calibration=[1, 2])  # type: ignore[list-item]
     with pytest.raises(imesde.InvalidValueError, match="min_mean"):
         models.build(checkpoint(), tmp_path / "e", precision="int8", min_mean=1.5)
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes("caf\xe9 au lait\n".encode("latin-1") * 20)
+    with pytest.raises(imesde.InvalidValueError, match="UTF-8"):
+        models.build(checkpoint(), tmp_path / "f", precision="int8", calibration=latin1)
     assert not (tmp_path / "a").exists()
+
+
+@pytest.mark.model
+def test_a_checkpoint_that_cannot_embed_fails_its_build(tmp_path: Path) -> None:
+    # Finite weights that overflow at run time (NaN embeddings), a tokenizer of the wrong
+    # shape: both builds succeeded before, into a folder no TextEmbedder loads, and int8
+    # wrote a NaN agreement (not JSON) into the manifest. The output folder keeps nothing.
+    texts = [f"calibration text number {i} about package {i * 7}" for i in range(16)]
+    src, w = random_bert(tmp_path, layers=1)
+    w["encoder.layer.0.intermediate.dense.weight"][:] = 3e38
+    write_safetensors(src / "model.safetensors", w)
+    for precision in ("fp32", "int8"):
+        out = tmp_path / f"overflow-{precision}"
+        with pytest.raises(imesde.ModelLoadError, match=r"non-finite|does not load"):
+            models.build(src, out, precision=precision, calibration=texts)
+        assert not (out / "model.onnx").exists()
+    other = tmp_path / "other"
+    other.mkdir()
+    src, _ = random_bert(other, layers=1)
+    (src / "tokenizer.json").write_text('{"model": 1}', encoding="utf-8")
+    for precision in ("fp32", "int8"):
+        out = tmp_path / f"tokenizer-{precision}"
+        with pytest.raises(imesde.ModelLoadError, match="tokenizer"):
+            models.build(src, out, precision=precision, calibration=texts)
+        assert not (out / "model.onnx").exists()
 
 
 @pytest.mark.model

@@ -86,7 +86,10 @@ def _prompts(value: Any, path: Path) -> dict[str, str]:
 def write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
     """Writes ``manifest`` (with its format tag) into ``folder``."""
     data = {"format": FORMAT, **manifest}
-    (folder / MANIFEST).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    # NaN is not JSON: a manifest that holds one is a bug upstream, not a file to write.
+    (folder / MANIFEST).write_text(
+        json.dumps(data, indent=2, allow_nan=False) + "\n", encoding="utf-8"
+    )
 
 
 #: The modules of a sentence-transformers pipeline that imesde runs itself.

@@ -118,6 +118,9 @@ def build(
             plan=plan,
             stage=stage,
         )
+        agree = report["agreement_with_fp32"]
+        if not np.isfinite([agree["mean"], agree["min"]]).all():
+            raise ModelLoadError(f"the int8 model's agreement with fp32 is {agree}")
     out.mkdir(parents=True, exist_ok=True)
     # Written beside the folder's files, then swapped in: a build that fails leaves a model
     # already there whole.
@@ -153,6 +156,7 @@ def build(
         if report is not None:
             manifest["quantization"] = report
         write_manifest(staging, manifest)
+        _loads(staging)
         for name in ("model.onnx", "tokenizer.json", MANIFEST):
             os.replace(staging / name, out / name)
     finally:
@@ -166,6 +170,19 @@ def build(
     else:
         stage.done("")
     return out
+
+
+def _loads(folder: Path) -> None:
+    """Loads the model built in ``folder`` as every user will (``TextEmbedder`` runs its
+    tokenizer and graph together once, and refuses NaN): a checkpoint that builds into a
+    model that cannot embed (weights that overflow, a tokenizer of the wrong shape) fails the
+    build, and the output folder keeps what it had."""
+    from imesde._imesde import TextEmbedder
+
+    try:
+        TextEmbedder(folder, cache_size=0, threads=1)
+    except ModelLoadError as e:
+        raise ModelLoadError(f"the built model does not load: {e}") from None
 
 
 def _checkpoint_settings(source: Path, max_length: int | None) -> tuple[BertConfig, str, bool, int]:

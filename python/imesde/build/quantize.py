@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from imesde.exceptions import InvalidValueError, ModelLoadError
+from imesde.exceptions import InvalidValueError, ModelLoadError, StorageError
 
 #: -min over x of x * Phi(x): GELU's outputs are >= -GELU_MIN.
 GELU_MIN = 0.1700
@@ -75,7 +75,13 @@ def calibration_texts(source: str | os.PathLike[str] | Iterable[str] | None) -> 
                 raise InvalidValueError(f"calibration texts: {path} is a directory, not a file")
             if not path.is_file():
                 raise InvalidValueError(f"calibration file not found: {path}")
-            where, raw, jsonl = str(path), path.read_text(encoding="utf-8"), path.suffix == ".jsonl"
+            try:
+                raw = path.read_text(encoding="utf-8")
+            except UnicodeDecodeError as e:
+                raise InvalidValueError(f"calibration texts: {path} is not UTF-8 ({e})") from None
+            except OSError as e:
+                raise StorageError(f"cannot read {path}: {e}") from None
+            where, jsonl = str(path), path.suffix == ".jsonl"
         lines = [ln for ln in raw.splitlines() if ln.strip()]
         try:
             texts = [str(json.loads(ln)["text"]) for ln in lines] if jsonl else lines
@@ -140,22 +146,25 @@ class Runner:
                 'int8 builds need onnxruntime and tokenizers: pip install "imesde[build]"'
             ) from None
         self._ort = ort
-        tok = Tokenizer.from_file(str(tokenizer))
-        tok.no_padding()
-        tok.enable_truncation(max_length)
-        encodings = tok.encode_batch(list(texts))
+        try:
+            tok = Tokenizer.from_file(str(tokenizer))
+            tok.no_padding()
+            tok.enable_truncation(max_length)
+            encodings = tok.encode_batch(list(texts))
+        except Exception as e:  # tokenizers raises a bare Exception for a bad file
+            raise ModelLoadError(f"{tokenizer}: not a usable tokenizer ({e})") from None
         # Sorted by length like TextEmbedder; embeddings come back in this order, the same
         # for every model compared.
         order = sorted(range(len(encodings)), key=lambda i: len(encodings[i].ids))
         self.batches: list[tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]] = []
         for start in range(0, len(order), 32):
             chunk = [encodings[i] for i in order[start : start + 32]]
-            seq = max(len(e.ids) for e in chunk)
+            seq = max(len(enc.ids) for enc in chunk)
             ids = np.zeros((len(chunk), seq), np.int64)
             mask = np.zeros((len(chunk), seq), np.int64)
-            for r, e in enumerate(chunk):
-                ids[r, : len(e.ids)] = e.ids
-                mask[r, : len(e.ids)] = 1
+            for r, enc in enumerate(chunk):
+                ids[r, : len(enc.ids)] = enc.ids
+                mask[r, : len(enc.ids)] = 1
             self.batches.append((ids, mask))
         self.pooling = pooling
 
@@ -458,6 +467,9 @@ def build_int8(
         ranges = activation_ranges(model, Runner(tokenizer, texts[0::2], max_length, pooling))
         stage("embedding the check texts with the fp32 graph")
         reference = held_out.embed(model)
+    if not np.isfinite(reference).all():
+        # Weights that overflow: no int8 model can agree with NaN.
+        raise ModelLoadError("the fp32 model gives non-finite embeddings for calibration texts")
     prefixes = sorted(
         {
             _prefix(i.name)

@@ -13,6 +13,7 @@ import re
 import threading
 import time
 import weakref
+import zipfile
 import zlib
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -254,6 +255,36 @@ def _check_shape(spec: dict[str, Any]) -> None:
     )
 
 
+def _read_slot_ids(path: str, capacity: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """A shard's saved slot map (``_Shard.ids`` and ``_Shard.locals``), checked: one int64 per
+    ring slot each, a local id in the slot it maps to, a global id for each local id and none
+    twice. Anything else is ``IndexCorruptError`` (a shard restored from it would give its
+    items wrong ids), a file that cannot be read ``StorageError``."""
+    try:
+        with np.load(path, allow_pickle=False) as saved:
+            ids, locals_ = saved["ids"], saved["locals"]
+    except FileNotFoundError:
+        raise IndexCorruptError(f"{path}: a shard's ids are missing") from None
+    except (ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+        raise IndexCorruptError(f"{path}: not a shard's ids ({e})") from None
+    except OSError as e:
+        raise StorageError(f"cannot read {path}: {e}") from None
+    slots = np.arange(capacity, dtype=np.int64)
+    held = locals_ >= 0 if locals_.dtype == np.int64 and locals_.shape == (capacity,) else None
+    if (
+        held is None
+        or ids.dtype != np.int64
+        or ids.shape != (capacity,)
+        or (ids < -1).any()
+        or (locals_ < -1).any()
+        or ((ids >= 0) != held).any()
+        or (locals_[held] % capacity != slots[held]).any()
+        or len(np.unique(ids[held])) != int(held.sum())
+    ):
+        raise IndexCorruptError(f"{path}: not the ids of a shard of {capacity} slots")
+    return ids, locals_
+
+
 class _Shard:
     """One shard: an ``imesde.Engine`` and, per ring slot, the global id of the item there."""
 
@@ -270,13 +301,16 @@ class _Shard:
         manifest = None if directory is None else _read_manifest(directory)
         if directory is not None and manifest is not None:
             snapshot = _snapshot_path(directory, index, manifest.get("generation", 0))
-        if snapshot is not None and os.path.exists(snapshot):
+        if snapshot is not None:
+            if not os.path.exists(snapshot):
+                raise IndexCorruptError(
+                    f"{directory}: its manifest names a save whose shard {index} ({snapshot}) "
+                    "is missing"
+                )
             self.engine = imesde.Engine.load(
                 snapshot, model=None if isinstance(model, int) else model
             )
-            with np.load(snapshot + ".ids.npz") as saved:
-                self.ids: npt.NDArray[np.int64] = saved["ids"]
-                self.locals: npt.NDArray[np.int64] = saved["locals"]
+            self.ids, self.locals = _read_slot_ids(snapshot + ".ids.npz", self.engine.capacity)
         else:
             self.engine = imesde.Engine(
                 model,
