@@ -111,6 +111,18 @@ def test_text_embedder_and_a_text_engine_pickle(embedder: imesde.TextEmbedder) -
     copied = copy.deepcopy(engine)
     assert copied.model is not None
     assert copied.search("memory exhausted", k=1)[0].text == texts[0]
+    # An alert crosses to another process (a Ray task, a worker pool) as its fields and its
+    # query; the subscription stays with its engine.
+    sub = engine.subscribe("memory exhausted", threshold=0.3)
+    engine.ingest("kernel: out of memory: killed process 4242", metadata={"host": "db1"})
+    (event,) = sub.drain()
+    for back in (pickle.loads(pickle.dumps(event)), copy.deepcopy(event)):
+        assert isinstance(back, imesde.Event)
+        assert back.subscription is None
+        fields = ("id", "text", "score", "ts", "metadata", "query")
+        assert [getattr(back, f) for f in fields] == [getattr(event, f) for f in fields]
+        assert back.query == "memory exhausted"
+        assert back.hit == event.hit
 
 
 def test_collision_stores_and_semantic_id_engines_pickle(golden: Golden, tmp_path: Any) -> None:

@@ -48,6 +48,7 @@ def test_threshold_events_match_scores(golden: Golden) -> None:
     e = next(e for e in events if e.id == 10)
     assert e.text == texts[10]
     assert e.metadata == {"src": "golden"}
+    assert e.subscription is not None
     assert e.subscription.id == sub.id
     assert e.hit.score == e.score
     assert [e.id for e in events] == sorted(e.id for e in events)

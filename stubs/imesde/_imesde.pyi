@@ -625,8 +625,9 @@ class Event:
     """A new item that matched a standing query."""
 
     @property
-    def subscription(self) -> Subscription:
-        """The subscription that fired."""
+    def subscription(self) -> Subscription | None:
+        """The subscription that fired (None on a copy unpickled elsewhere: a subscription
+        stays with its engine)."""
     @property
     def query(self) -> str | None:
         """The subscription's query text."""
@@ -648,6 +649,9 @@ class Event:
     @property
     def metadata(self) -> dict[str, Any] | None:
         """The item's metadata."""
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        """Pickles as its hit's fields and its query (Ray, ``multiprocessing``, ``copy``); the
+        copy's ``subscription`` is None."""
 
 @final
 class RQCodebooks:

@@ -283,23 +283,32 @@ item_class!(Item, 0, {
 /// (``id``, ``text``, ``score``, ``ts``, ``metadata``), plus ``query``.
 #[pyclass(frozen, module = "imesde._imesde")]
 pub(crate) struct Event {
-    pub(crate) subscription: Py<Subscription>,
+    /// None on a copy made by pickling (a subscription stays with its engine).
+    pub(crate) subscription: Option<Py<Subscription>>,
+    /// A copy's query (a live event reads its subscription's).
+    pub(crate) query: Option<String>,
     pub(crate) hit: imesde_ring::Hit,
 }
 
 item_class!(Event, hit, {
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        visit.call(&self.subscription)
+        if let Some(s) = &self.subscription {
+            visit.call(s)?;
+        }
+        Ok(())
     }
-    /// The subscription that fired.
+    /// The subscription that fired (None on a copy unpickled elsewhere).
     #[getter]
-    fn subscription(&self, py: Python<'_>) -> Py<Subscription> {
-        self.subscription.clone_ref(py)
+    fn subscription(&self, py: Python<'_>) -> Option<Py<Subscription>> {
+        self.subscription.as_ref().map(|s| s.clone_ref(py))
     }
     /// The subscription's query text (None for a vector query).
     #[getter]
     fn query(&self) -> Option<String> {
-        self.subscription.get().query().map(str::to_owned)
+        match &self.subscription {
+            Some(s) => s.get().query().map(str::to_owned),
+            None => self.query.clone(),
+        }
     }
     /// The matching item as a ``Hit``.
     #[getter]
@@ -311,10 +320,41 @@ item_class!(Event, hit, {
     fn score(&self) -> f32 {
         self.hit.score
     }
+    /// Pickles as its hit's fields and its query (Ray, ``multiprocessing``, ``copy``); the
+    /// copy's ``subscription`` is None.
+    fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<Reduced<'py, (f32, Option<String>)>> {
+        let me = slf.get();
+        reduce_record(slf.as_any(), &me.hit, (me.hit.score, me.query()))
+    }
+    #[staticmethod]
+    fn _from_fields(
+        id: u64,
+        score_query: (f32, Option<String>),
+        text: Option<String>,
+        ts: f64,
+        metadata: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Self> {
+        let (text, metadata) = record_fields(text, metadata)?;
+        let (score, query) = score_query;
+        Ok(Event {
+            subscription: None,
+            query,
+            hit: imesde_ring::Hit {
+                id,
+                score,
+                text,
+                ts,
+                metadata,
+            },
+        })
+    }
     fn __repr__(&self, py: Python<'_>) -> String {
+        let sub = self
+            .subscription
+            .as_ref()
+            .map_or_else(|| "None".to_owned(), |s| s.get().id.to_string());
         format!(
-            "Event(subscription={}, id={}, score={:.4}, text={})",
-            self.subscription.get().id,
+            "Event(subscription={sub}, id={}, score={:.4}, text={})",
             self.hit.id,
             self.hit.score,
             repr_text(py, self.hit.text.as_deref())

@@ -164,7 +164,8 @@ impl Subscription {
         let event = match Py::new(
             py,
             Event {
-                subscription: slf.clone().unbind(),
+                subscription: Some(slf.clone().unbind()),
+                query: None,
                 hit,
             },
         ) {
