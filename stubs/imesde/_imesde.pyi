@@ -611,7 +611,7 @@ class Subscription:
     def __iter__(self) -> Iterator[Event]:
         """Iterate events as they arrive; ends after ``close()`` (or once the engine is gone)."""
     def __aiter__(self) -> Subscription:
-        """``async for event in sub`` (each wait runs on the loop's default executor)."""
+        """``async for event in sub``: each step waits on the event loop, holding no thread."""
     def __anext__(self) -> Coroutine[Any, Any, Event]: ...
     def __next__(self) -> Event:
         """The next event (blocks)."""
