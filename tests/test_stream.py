@@ -159,6 +159,14 @@ def test_percentile_threshold_and_recent(golden: Golden) -> None:
     assert [i.id for i in engine.recent(3)] == [299, 298, 297]
     assert engine.recent(3)[0].text == texts[299]
     assert len(engine.recent(10_000)) == 300
+    # With `where`, on the items the query would match (a third here), not on all of them.
+    engine = vector_engine(golden)
+    engine.ingest_vectors(vecs[:300], metadata=[{"n": i % 3} for i in range(300)])
+    sub = engine.subscribe(vecs[0], threshold="p90", where={"n": 1})
+    kept = np.sort(unit(vecs[1:300:3]) @ unit(vecs[0]))[::-1]
+    assert sub.threshold == pytest.approx(float(kept[9]), abs=1e-5)
+    with pytest.raises(imesde.InvalidValueError, match="passes the filter"):
+        engine.subscribe(vecs[0], threshold="p90", where={"n": 7})
 
 
 @pytest.mark.parametrize(

@@ -462,7 +462,8 @@ class Engine:
         queue_size: int = 10_000,
     ) -> Subscription:
         """Register a standing query; matching new items become events (``threshold`` a score
-        or ``"p99"``-style percentile of the items held, ``top_k`` a running top-k)."""
+        or ``"p99"``-style percentile of the items held that pass ``where``, ``top_k`` a running
+        top-k)."""
     def unsubscribe(self, subscription: Subscription | int) -> bool:
         """Stop a subscription; False when it was not active."""
     def subscriptions(self) -> list[Subscription]:

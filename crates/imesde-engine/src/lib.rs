@@ -728,7 +728,7 @@ impl Engine {
     /// from now on that passes `filter`, scores at least the threshold (if any) and enters the
     /// running top-`k` (if any) becomes an event of [`Engine::ingest_vectors`]. Returns the
     /// subscription's id and the threshold as a score (a percentile calibrated on the items
-    /// held now).
+    /// held now that pass `filter`).
     ///
     /// # Errors
     /// A bad query; neither a threshold nor a top-k; a percentile outside 0..100 or on an
@@ -740,25 +740,28 @@ impl Engine {
         top_k: Option<usize>,
         filter: Filter,
     ) -> Result<(u64, Option<f32>)> {
-        let threshold = self.threshold_score(query, threshold)?;
+        let threshold = self.threshold_score(query, threshold, &filter)?;
         let id = self.reserve_subscription();
         self.subscribe_as(id, query, threshold, top_k, filter)?;
         Ok((id, threshold))
     }
 
-    /// A threshold as a score: a percentile calibrated on the items held now for `query`.
+    /// A threshold as a score: a percentile calibrated for `query` on the items held now that
+    /// pass `filter` (the standing query's: the items it would match).
     ///
     /// # Errors
-    /// A percentile outside 0..100 or on an empty engine; a bad query.
+    /// A percentile outside 0..100, or on an engine holding no item that passes `filter`; a
+    /// bad query.
     pub fn threshold_score(
         &self,
         query: &[f32],
         threshold: Option<Threshold>,
+        filter: &Filter,
     ) -> Result<Option<f32>> {
         Ok(match threshold {
             None => None,
             Some(Threshold::Score(t)) => Some(t),
-            Some(Threshold::Percentile(p)) => Some(self.calibrate(query, p)?),
+            Some(Threshold::Percentile(p)) => Some(self.calibrate(query, p, filter)?),
         })
     }
 
@@ -793,9 +796,9 @@ impl Engine {
         Ok(())
     }
 
-    /// The score above which `100 - pct` % of the held items fall for `query` (the k-th best of
-    /// an exact scan, `k = ceil((100 - pct) % of them)`).
-    fn calibrate(&self, query: &[f32], pct: f64) -> Result<f32> {
+    /// The score above which `100 - pct` % of the held items that pass `filter`'s predicate
+    /// fall for `query` (the k-th best of an exact scan, `k = ceil((100 - pct) % of them)`).
+    fn calibrate(&self, query: &[f32], pct: f64, filter: &Filter) -> Result<f32> {
         if !(0.0..100.0).contains(&pct) {
             return Err(EngineError::Invalid(format!(
                 "a percentile threshold must be in 0..100 (like p99 or p99.9), got {pct}"
@@ -807,14 +810,25 @@ impl Engine {
                 "cannot calibrate threshold p{pct} on an empty engine: ingest first"
             )));
         }
-        let k = (((100.0 - pct) / 100.0 * held as f64).ceil() as usize).clamp(1, held);
+        let rank = |n: usize| (((100.0 - pct) / 100.0 * n as f64).ceil() as usize).clamp(1, n);
         // Every item's score: an index, or sign bits, would see only some of them.
         let every = Filter {
             exact: true,
+            predicate: filter.predicate.clone(),
             ..Filter::default()
         };
-        let hits = self.ring.search(query, k, &every)?;
-        Ok(hits.last().map_or(f32::NEG_INFINITY, |h| h.score))
+        if every.predicate.is_none() {
+            let hits = self.ring.search(query, rank(held), &every)?;
+            return Ok(hits.last().map_or(f32::NEG_INFINITY, |h| h.score));
+        }
+        // The items the standing query would match: all of them, ranked, then the k-th.
+        let hits = self.ring.search(query, held, &every)?;
+        if hits.is_empty() {
+            return Err(EngineError::Invalid(format!(
+                "cannot calibrate threshold p{pct}: no item held passes the filter"
+            )));
+        }
+        Ok(hits[rank(hits.len()) - 1].score)
     }
 
     /// Removes a standing query; false when none has this id.

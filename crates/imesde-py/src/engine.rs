@@ -317,9 +317,9 @@ impl Engine {
     /// Registers a standing query: every item ingested from now on that matches becomes an
     /// event. ``query`` is a text (embedded with the engine's model) or a float32 vector.
     /// ``threshold``: a cosine score, or ``"p99"`` (``"pNN"``) for the score above which 1 %
-    /// (100 - NN %) of the items now held fall; ``top_k``: fire for items that enter the k best
-    /// seen since subscribing (with a threshold too, both must hold). ``where`` filters on
-    /// metadata. With ``callback``, each event is passed to it; otherwise events queue on the
+    /// (100 - NN %) of the items now held (that pass ``where``) fall; ``top_k``: fire for items
+    /// that enter the k best seen since subscribing (with a threshold too, both must hold).
+    /// ``where`` filters on metadata. With ``callback``, each event is passed to it; otherwise events queue on the
     /// returned ``Subscription`` (at most ``queue_size``).
     #[pyo3(
         signature = (query, *, threshold = None, top_k = None, r#where = None, callback = None,
@@ -358,7 +358,7 @@ impl Engine {
         let threshold = threshold.map(threshold_of).transpose()?;
         let filter = convert::filter(None, None, r#where, false)?;
         let threshold = gil::run(py, "Engine.subscribe", || {
-            self.core.threshold_score(&vector, threshold)
+            self.core.threshold_score(&vector, threshold, &filter)
         })
         .raise()?;
         // The subscription is listed before its query can match: an ingest on another thread
