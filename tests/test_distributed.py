@@ -327,9 +327,26 @@ def test_uneven_batches_keep_one_engines_window_and_bad_items_store_nothing(
     # A sharded id is the item's place in the stream * shards + shard.
     assert sorted(h.id // 2 for h in held) == sorted(h.id for h in one.search_vector(x[-1], 16))
     before = len(sharded)
-    for bad in (np.vstack([x[:3], np.full((1, 8), np.nan, np.float32)]), np.zeros((2, 8))):
+    for bad in (
+        np.vstack([x[:3], np.full((1, 8), np.nan, np.float32)]),
+        np.zeros((2, 8), np.float32),
+    ):
         with pytest.raises(imesde.InvalidValueError):
             sharded.ingest_vectors(bad, batch_size=1)
+    # As one Engine: float64, lists and float16 are refused, never cast.
+    calls: list[Callable[[Any], object]] = [
+        sharded.ingest_vectors,
+        sharded.search_vector,
+        one.ingest_vectors,
+    ]
+    for call in calls:
+        for other in (x[:2].astype(np.float64), x[:2].tolist(), x[0].astype(np.float16)):
+            with pytest.raises(imesde.DTypeError, match="float32"):
+                call(other)
+    with pytest.raises(imesde.DTypeError, match="float32"):
+        sharded.subscribe(x[0].astype(np.float64), threshold=0.5)
+    with pytest.raises(imesde.DTypeError, match="float32"):
+        sharded.upsert(0, x[0].tolist())
     with pytest.raises(imesde.DTypeError):
         sharded.ingest_vectors(x[:3], texts="abc")
     with pytest.raises(imesde.DTypeError):
@@ -337,6 +354,10 @@ def test_uneven_batches_keep_one_engines_window_and_bad_items_store_nothing(
     with pytest.raises(imesde.DTypeError):
         sharded.hybrid_search("q", alpha="0.5")
     assert len(sharded) == before
+    # One vector, as Engine takes it (the newest of equal scores first).
+    (new,) = sharded.ingest_vectors(x[0])
+    assert sharded.search_vector(x[0], 1)[0].id == new
+    assert len(sharded) == before  # full: the oldest item made room
     # Metadata one shard refuses: its error as the engine raises it, the other's ids with it.
     with pytest.raises(imesde.DTypeError) as err:
         sharded.ingest_vectors(x[:2], metadata=[{"a": 1}, {"b": object()}])
@@ -498,10 +519,16 @@ def test_bad_arguments_are_typed_errors_before_any_shard_starts(tmp_path: Path) 
             dist.embed(ds, **kwargs)
 
 
-def test_shards_that_cannot_start_raise_instead_of_waiting() -> None:
+def test_shards_that_cannot_start_raise_instead_of_waiting(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     with pytest.raises(imesde.ShardUnavailableError, match="did not start") as err:
         dist.ShardedEngine(1, model=8, shard_size=16, num_cpus=64, start_timeout=1)
     assert err.value.shard == 0
+    # More shards than the cluster's CPUs (2 here): said at once, with the num_cpus that fits.
+    with caplog.at_level("WARNING", logger="imesde"), pytest.raises(imesde.ShardUnavailableError):
+        dist.ShardedEngine(4, model=8, shard_size=16, engine_shards=1, start_timeout=1)
+    assert "pass num_cpus=0.5" in caplog.text
 
 
 def test_shards_keep_an_index(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import heapq
 import json
+import logging
 import numbers
 import os
 import queue
@@ -197,6 +198,22 @@ def _check_texts(texts: Sequence[object], what: str, allow_none: bool = False) -
             raise TextEncodingError(
                 "utf-8", t, e.start, e.end, f"{what}[{i}] holds a lone surrogate"
             ) from None
+
+
+def _float32(x: object, what: str) -> npt.NDArray[np.float32]:
+    """``x`` as ``Engine`` takes vectors: a numpy float32 array, never cast (a list or float64
+    is ``DTypeError``, with the conversion to make), made contiguous."""
+    if not isinstance(x, np.ndarray):
+        raise DTypeError(
+            f"{what} must be a numpy float32 array, got {type(x).__name__}; "
+            "use np.asarray(x, dtype=np.float32)"
+        )
+    if x.dtype != np.float32:
+        raise DTypeError(
+            f"{what} must have dtype float32, got {x.dtype}; convert with "
+            "x.astype(np.float32) (imesde never casts silently)"
+        )
+    return np.ascontiguousarray(x)
 
 
 def _check_vectors(x: npt.NDArray[np.float32]) -> None:
@@ -556,6 +573,20 @@ class ShardedEngine:
         self._standing: dict[int, tuple[Any, ...]] = {}
         # Open subscriptions, closed with the engine (each drops out when it closes).
         self._subscriptions: weakref.WeakSet[ShardedSubscription] = weakref.WeakSet()
+        cpus = float(ray.cluster_resources().get("CPU", 0.0))  # type: ignore[no-untyped-call]
+        if num_shards * num_cpus > cpus:
+            # Said now, not after start_timeout: shards that do not fit wait for CPUs.
+            logging.getLogger("imesde").warning(
+                "%d shards of %g CPUs each need %g CPUs; the cluster has %g: the shards that "
+                "do not fit wait (start_timeout=%s s) for the cluster to grow. On a fixed "
+                "cluster pass num_cpus=%g or fewer shards.",
+                num_shards,
+                num_cpus,
+                num_shards * num_cpus,
+                cpus,
+                start_timeout,
+                cpus / num_shards,
+            )
         self._actors = [self._start(i) for i in range(num_shards)]
         self.capacity = self._started(start_timeout)
 
@@ -764,7 +795,7 @@ class ShardedEngine:
 
     def ingest_vectors(
         self,
-        vectors: npt.ArrayLike,
+        vectors: npt.NDArray[np.float32],
         texts: Iterable[str | None] | None = None,
         *,
         timestamps: Iterable[Any] | None = None,
@@ -774,10 +805,9 @@ class ShardedEngine:
         """Adds pre-computed vectors (``[n, dim]``), item after item over the shards (the
         ``key`` routing is for texts). Rows that are not finite, or zero, are refused before
         anything is sent; errors on shards raise as in ``ingest_batch``."""
-        try:
-            x = np.ascontiguousarray(vectors, dtype=np.float32)
-        except (TypeError, ValueError) as e:
-            raise DTypeError(f"vectors must be an array of numbers: {e}") from None
+        x = _float32(vectors, "vectors")
+        if x.ndim == 1:  # one vector, as Engine takes it
+            x = x[None]
         if x.ndim != 2:
             raise ShapeError(f"vectors must be [n, dim], got shape {x.shape}")
         _check_vectors(x)
@@ -821,7 +851,7 @@ class ShardedEngine:
 
     def search_vector(
         self,
-        vector: npt.ArrayLike,
+        vector: npt.NDArray[np.float32],
         k: int = 10,
         *,
         since: Any = None,
@@ -831,10 +861,7 @@ class ShardedEngine:
         exact: bool = False,
     ) -> list[ShardedHit]:
         """``search`` for a query vector."""
-        try:
-            q = np.ascontiguousarray(vector, dtype=np.float32)
-        except (TypeError, ValueError) as e:
-            raise DTypeError(f"vector must be an array of numbers: {e}") from None
+        q = _float32(vector, "query")
         f = self._filters(since, until, where, exact=exact)
         return self._merge(self._scatter("search_vector", q, k, f, allow_partial=allow_partial), k)
 
@@ -1009,7 +1036,7 @@ class ShardedEngine:
     def upsert(
         self,
         item_id: int,
-        item: str | npt.ArrayLike,
+        item: str | npt.NDArray[np.float32],
         *,
         metadata: dict[str, Any] | None = None,
         ts: Any = None,
@@ -1026,7 +1053,7 @@ class ShardedEngine:
         if isinstance(item, str):
             new = self.ingest_batch([item], timestamps=stamps, metadata=[meta])
         else:
-            vector = np.asarray(item, dtype=np.float32)
+            vector = _float32(item, "item")
             if vector.ndim != 1:
                 raise ShapeError(f"item must be one text or one vector, got shape {vector.shape}")
             text = None if old is None else old.text
@@ -1191,7 +1218,7 @@ class ShardedEngine:
 
     def subscribe(
         self,
-        query: str | npt.ArrayLike,
+        query: str | npt.NDArray[np.float32],
         *,
         threshold: float | str | None = None,
         top_k: int | None = None,
@@ -1211,7 +1238,7 @@ class ShardedEngine:
         with self._lock:
             self._subscription_keys += 1
             key = self._subscription_keys
-        q = query if isinstance(query, str) else np.ascontiguousarray(query, dtype=np.float32)
+        q = query if isinstance(query, str) else _float32(query, "query")
         args = (q, threshold, _plain(where), queue_size, top_k)
         try:
             self._scatter("subscribe", key, *args)
