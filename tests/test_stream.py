@@ -199,6 +199,10 @@ def test_bad_subscriptions_are_typed_errors(golden: Golden) -> None:
         engine.subscribe(vecs[0], top_k=0)
     with pytest.raises(imesde.InvalidValueError, match="percentile"):
         engine.subscribe(vecs[0], threshold="high")
+    with pytest.raises(imesde.OutOfRangeError, match="never fire"):
+        engine.subscribe(vecs[0], threshold=1.5)
+    with engine.subscribe(vecs[0], threshold=1.0) as top:
+        assert top.threshold == 1.0
     with pytest.raises(imesde.DTypeError):
         engine.subscribe(vecs[0], threshold=0.5, callback=42)  # type: ignore[arg-type]
     with pytest.raises(imesde.DimensionMismatchError):

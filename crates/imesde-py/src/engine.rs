@@ -1021,6 +1021,12 @@ fn threshold_of(t: &Bound<'_, PyAny>) -> PyResult<Threshold> {
         .extract::<Real>()
         .map_err(|_| py_err!(DType, "threshold must be a number or a string like \"p99\""))?
         .finite_f32("threshold")?;
+    if score > 1.0 {
+        return Err(py_err!(
+            OutOfRange,
+            "threshold {score} is above 1, the highest cosine score: it would never fire"
+        ));
+    }
     Ok(Threshold::Score(score))
 }
 
