@@ -3,6 +3,7 @@ local Ray of two CPUs (marked ``ray``; skipped when Ray is not installed)."""
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import json
 import pickle
@@ -164,7 +165,9 @@ def test_two_shards_answer_as_one_engine(
     assert best.id not in [h.id for h in sharded.lexical_search(queries[0], 50)]
 
 
-def test_text_search_and_standing_queries_on_shards(embedder: imesde.TextEmbedder) -> None:
+def test_text_search_and_standing_queries_on_shards(
+    embedder: imesde.TextEmbedder, caplog: pytest.LogCaptureFixture
+) -> None:
     # A model file whose tokenizer lives elsewhere (the packaged int8 file); its actor is gone
     # (its handle dropped) before the two below need both CPUs.
     from imesde._locate import packaged_model
@@ -197,14 +200,40 @@ def test_text_search_and_standing_queries_on_shards(embedder: imesde.TextEmbedde
         while len(seen) < 2 and time.monotonic() < deadline:
             time.sleep(0.05)
         events = [polled.get(timeout=10), polled.get(timeout=10)]
-        polled.close()
+        # As on one engine: a callback's subscription queues nothing to get, both are
+        # listed, and unsubscribe stops one.
+        with pytest.raises(imesde.InvalidValueError, match="callback"):
+            sub.get(timeout=1)
+        assert sharded.subscriptions() == [sub, polled]
+        assert sharded.unsubscribe(polled)
+        assert not sharded.unsubscribe(polled)
         assert polled.get(timeout=0.1) is None
     assert not sub.active
+    assert sharded.subscriptions() == []
     texts_seen = sorted(h.text for h in seen)
     assert texts_seen == sorted(e.text for e in events if e is not None)
     assert "Update the Spanish translation" not in texts_seen
     assert {h.id for h in seen} <= {int(i) for i in ids}
     assert all(h.score >= 0.3 for h in seen)
+
+    # async for, holding no thread, ends once closed; a callback that raises is logged.
+    async def read(subscription: Any) -> list[str | None]:
+        return [hit.text async for hit in subscription]
+
+    def fail(hit: Any) -> None:
+        raise RuntimeError(f"alert sink down for {hit.id}")
+
+    failing = sharded.subscribe("kernel security fix", threshold=0.3, callback=fail)
+    streamed = sharded.subscribe("kernel security fix", threshold=0.3)
+    sharded.ingest_batch(new, batch_size=1)
+    deadline = time.monotonic() + 30
+    while failing.errors < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    failing.close()
+    streamed.close()
+    assert sorted(t for t in asyncio.run(read(streamed)) if t is not None) == texts_seen
+    assert failing.errors == 2
+    assert "alert sink down" in caplog.text
 
 
 def test_a_dead_shard_raises_answers_partially_and_is_restored(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@ stores; searches go to every shard and their answers are merged exactly."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import heapq
 import json
@@ -1254,6 +1255,22 @@ class ShardedEngine:
         self._subscriptions.add(sub)
         return sub
 
+    def unsubscribe(self, subscription: ShardedSubscription) -> bool:
+        """Stops ``subscription`` (as ``subscription.close()``); False when it was not active
+        or is another engine's."""
+        if not isinstance(subscription, ShardedSubscription):
+            raise DTypeError(
+                f"subscription must be a ShardedSubscription, got {type(subscription).__name__}"
+            )
+        if subscription._engine is not self or not subscription.active:
+            return False
+        subscription.close()
+        return True
+
+    def subscriptions(self) -> list[ShardedSubscription]:
+        """The active subscriptions, oldest first."""
+        return sorted((s for s in self._subscriptions if s.active), key=lambda s: s._key)
+
     def __repr__(self) -> str:
         return f"ShardedEngine(num_shards={self.num_shards}, next_id_seq={self._next})"
 
@@ -1382,8 +1399,11 @@ class ShardedSubscription:
         if self._callback is not None:
             try:
                 self._callback(hit)
-            except Exception:  # a failing callback must not stop delivery
+            except Exception:  # a failing callback must not stop delivery: logged, counted
                 self.errors += 1
+                logging.getLogger("imesde").exception(
+                    "imesde: the callback of a sharded subscription raised (event id %d)", hit.id
+                )
             self.delivered += 1
             return
         try:
@@ -1398,6 +1418,11 @@ class ShardedSubscription:
         if timeout is not None and not timeout >= 0:
             raise InvalidValueError(
                 f"timeout must be a number of seconds >= 0 or None, got {timeout}"
+            )
+        if self._callback is not None:
+            # As one engine's: nothing ever queues here (a wait would last until close()).
+            raise InvalidValueError(
+                "this subscription passes its events to its callback; none queue here to get"
             )
         deadline = None if timeout is None else time.monotonic() + min(timeout, 1e9)
         while True:
@@ -1442,6 +1467,23 @@ class ShardedSubscription:
 
     def __iter__(self) -> Iterator[ShardedHit]:
         return self
+
+    def __aiter__(self) -> ShardedSubscription:
+        """``async for event in sub``: each step polls the queue from the event loop (every
+        ``poll_interval`` s), holding no thread; it ends once the subscription is closed and
+        its queue read."""
+        return self
+
+    async def __anext__(self) -> ShardedHit:
+        if self._callback is not None:
+            self.get(0)  # raises, as a blocking read does
+        while True:
+            try:
+                return self._queue.get_nowait()
+            except queue.Empty:
+                if self._stop.is_set() and not self._thread.is_alive() and self._queue.empty():
+                    raise StopAsyncIteration from None
+            await asyncio.sleep(self._interval)
 
     def __next__(self) -> ShardedHit:
         hit = self.get()
