@@ -546,6 +546,9 @@ def test_bad_arguments_are_typed_errors_before_any_shard_starts(tmp_path: Path) 
     for kwargs in bad:
         with pytest.raises(imesde.InvalidValueError):
             dist.embed(ds, **kwargs)
+    # A column the dataset lacks: said when the pipeline is built, as imesde's own error.
+    with pytest.raises(imesde.ShapeError, match="'body'"):
+        dist.embed(ds, column="body")
 
 
 def test_shards_that_cannot_start_raise_instead_of_waiting(

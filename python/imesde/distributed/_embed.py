@@ -89,6 +89,11 @@ def embed(
     if not 0 <= num_cpus < float("inf"):
         raise InvalidValueError(f"num_cpus must be a number of CPUs >= 0, got {num_cpus}")
     threads = max(1, int(num_cpus))
+    # A column the dataset is known (without reading it) not to have: said now, not as Ray's
+    # wrapper of the error on the first batch once the dataset is consumed.
+    schema = dataset.schema(fetch_if_missing=False)
+    if schema is not None and column not in schema.names:
+        raise ShapeError(f"the dataset has no column {column!r} (its columns: {schema.names})")
     return dataset.map_batches(
         _Embedder,
         fn_constructor_kwargs={
