@@ -188,6 +188,16 @@ def test_processes_starting_together_build_once(tmp_path: Path) -> None:
     assert sum("imesde: built" in e for e in errors) == 1
     assert any("[1/" in e and "reading the checkpoint" in e for e in errors)
     assert sorted(p.name for p in cache.iterdir() if not p.name.startswith(".lock-")) == [target]
+    # A cached file damaged later (cut short): built again, not failed on at every start.
+    model = cache / target / "model.onnx"
+    model.write_bytes(model.read_bytes()[:1000])
+    again = subprocess.run(
+        [sys.executable, "-c", _CONSTRUCT], env=env, capture_output=True, text=True, timeout=500
+    )
+    assert again.returncode == 0, again.stderr
+    assert "does not match its manifest" in again.stderr
+    assert _locate._intact(cache / target)
+    assert sorted(p.name for p in cache.iterdir() if not p.name.startswith(".lock-")) == [target]
 
 
 def _gt_version() -> str:

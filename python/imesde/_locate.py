@@ -201,14 +201,23 @@ def build_cached(checkpoint: Path, model_id: str, precision: str, key: str) -> P
     build = DEFAULT_BUILD[precision].format(bits=weight_bits(weight_levels()))
     short = model_id.split("/")[-1]
     target = cache_dir() / f"{short}-{build}-{key}"
-    if (target / MANIFEST).is_file():
+    if (target / MANIFEST).is_file() and _intact(target):
         return target
     from imesde import build as models
 
     target.parent.mkdir(parents=True, exist_ok=True)
     with _BuildLock(target):
         if (target / MANIFEST).is_file():
-            return target  # another process built it while this one waited
+            if _intact(target):
+                return target  # another process built it while this one waited
+            # A file changed since the build (a disk error, a copy cut short, an edit): built
+            # again, as a cache should, not loaded as it is or failed on for ever.
+            _log.warning("the cached model %s does not match its manifest: rebuilding it", target)
+            aside = target.with_name(f".damaged-{target.name}-{os.getpid()}")
+            os.replace(target, aside)
+            import shutil
+
+            shutil.rmtree(aside, ignore_errors=True)
         plan = plan_for(model_id) if precision == "int8" else None
         if plan is not None and plan.get("build") != "int8":
             plan = None
@@ -493,6 +502,37 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     except ModelLoadError:
         return None
     return data if isinstance(data, dict) else None
+
+
+# Cached builds found intact by this process (each is checked once: hashing ~20 MB).
+_intact_builds: set[Path] = set()
+
+
+def _file_sha256(path: Path) -> str | None:
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as stream:
+            for block in iter(lambda: stream.read(1 << 20), b""):
+                digest.update(block)
+    except OSError:
+        return None
+    return digest.hexdigest()
+
+
+def _intact(folder: Path) -> bool:
+    """Whether the files of a cached build are those its manifest's ``sha256`` records (a
+    manifest without them, from an older build, is trusted)."""
+    if folder in _intact_builds:
+        return True
+    manifest = _read_json(folder / MANIFEST)
+    sums = None if manifest is None else manifest.get("sha256")
+    if isinstance(sums, dict) and not all(
+        isinstance(name, str) and "/" not in name and _file_sha256(folder / name) == want
+        for name, want in sums.items()
+    ):
+        return False
+    _intact_builds.add(folder)
+    return True
 
 
 def _content_key(folder: Path) -> str:
