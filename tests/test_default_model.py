@@ -231,6 +231,10 @@ def test_models_by_name_from_a_hub_cache(
     _hub_entry(hub, "acme/minilm-copy", files)
     monkeypatch.setenv("HF_HUB_CACHE", str(hub))
     monkeypatch.setenv(_locate.CACHE_ENV, str(tmp_path / "cache"))
+    # A path that is not there is not looked up as a hub name ("models----no--such").
+    for path in ("/no/such/folder", "./no-such-folder", "../x/y"):
+        with pytest.raises(imesde.ModelNotFoundError, match="no such model folder"):
+            _locate.find_named(path)
     # A checkpoint: built once (fp32, exact), keyed by its content.
     e = imesde.TextEmbedder("acme/minilm-copy")
     built = Path(e.model_path).parent

@@ -181,6 +181,10 @@ def test_an_export_in_a_sentence_transformers_folder_is_used_as_the_folder_says(
     with pytest.raises(imesde.ModelLoadError, match="max_tokens"):
         imesde.TextEmbedder(folder, threads=1)
     assert imesde.TextEmbedder(folder, threads=1, pooling="cls").pooling == "cls"
+    # "false" as a string is not a flag (it was true: CLS pooling, silently).
+    write_json(folder / "1_Pooling" / "config.json", {"pooling_mode_cls_token": "false"})
+    with pytest.raises(imesde.ModelLoadError, match="true or false"):
+        imesde.TextEmbedder(folder, threads=1)
     # A model in a plain subfolder is not governed by the settings of a folder above it.
     nested = tmp_path / "proj" / "m"
     nested.mkdir(parents=True)

@@ -106,6 +106,9 @@ def test_counts_of_the_wrong_type_are_dtype_errors() -> None:
         e.recent("3")  # type: ignore[arg-type]
     with pytest.raises(imesde.CapacityError):
         imesde.Engine(8, num_shards=2**40, shard_size=2**40)
+    # A dimension past any model's: the number as given, not 2**64 - 1 (saturated).
+    with pytest.raises(imesde.OutOfRangeError, match="got 1180591620717411303424"):
+        imesde.Engine(2**70)
 
 
 # 4. Ctrl-C (and sys.exit) raised in a subscription callback reach the caller.

@@ -107,6 +107,10 @@ def read_sentence_settings(folder: Path) -> dict[str, Any]:
     for path in (folder / "1_Pooling" / "config.json", folder / "pooling_config.json"):
         if path.is_file():
             cfg = read_json(path, dict)
+            for key, value in cfg.items():
+                # "false" as a string would be true: a pooling imesde does not apply silently.
+                if key.startswith("pooling_mode_") and type(value) is not bool:
+                    raise ModelLoadError(f"{path}: {key} must be true or false, got {value!r}")
             modes = [
                 k[len("pooling_mode_") :] for k, v in cfg.items() if "pooling_mode_" in k and v
             ]

@@ -1044,7 +1044,14 @@ fn model_or_dim(
                 && (m.is_instance_of::<PyInt>()
                     || m.get_type().hasattr(pyo3::intern!(py, "__index__"))?) =>
         {
-            return Ok((m.extract::<Count>()?.positive("dim")?, None));
+            let dim = m.extract::<Count>()?.positive("dim")?;
+            if u32::try_from(dim).is_err() {
+                return Err(py_err!(
+                    OutOfRange,
+                    "dim must be at most 2**32 - 1, got {m}"
+                ));
+            }
+            return Ok((dim, None));
         }
         Some(m) if m.is_instance_of::<TextEmbedder>() => m.cast::<TextEmbedder>()?.clone().unbind(),
         Some(m)
