@@ -262,6 +262,23 @@ def test_sqlite_store_persists(tmp_path: Path) -> None:
     assert len(store) == 4
     assert store.next_suffix("9-9") == 0
     assert store.next_suffix("9-9") == 1
+    store.close()
+    # Values edited into the file that this store never writes: refused, typed, the rest of
+    # the store still usable (a text count was a bare ValueError, a negative one gave "k--3").
+    import sqlite3
+
+    for i, bad in enumerate(("'abc'", "-3", "9223372036854775807", "x'00ff'")):
+        with sqlite3.connect(db) as conn:
+            conn.execute(f"UPDATE imesde_sid_counts SET n = {bad} WHERE key = '1-2-3'")
+        edited = imesde.SQLiteCollisionStore(db)
+        with pytest.raises(imesde.IndexCorruptError, match="count of '1-2-3'"):
+            edited.claim(["1-2-3"])
+        assert edited.claim([f"7-{i}"]) == [f"7-{i}"]
+        edited.close()
+    with sqlite3.connect(db) as conn:
+        conn.execute("INSERT INTO imesde_sid_owned VALUES ('c', 'o', x'ff00')")
+    with pytest.raises(imesde.IndexCorruptError, match="not a str"):
+        imesde.SQLiteCollisionStore(db).claim(["c"], owners=["o"])
 
 
 _WORKER = textwrap.dedent(

@@ -3,6 +3,7 @@ in Rust, shared with an ``Engine``'s labeler) and an SQLite store shared by proc
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import os
@@ -275,7 +276,10 @@ class SQLiteCollisionStore:
                     conn.execute("COMMIT")
                     return result
                 except BaseException:
-                    conn.execute("ROLLBACK")
+                    # SQLite may have rolled back already (a file that is not a database): the
+                    # error that did it is the one to raise, not "no transaction is active".
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
                     raise
             except sqlite3.Error as e:
                 raise _storage_error(self.path, e) from e
@@ -297,12 +301,25 @@ class SQLiteCollisionStore:
             def count(key: str) -> int:
                 row = conn.execute("SELECT n FROM imesde_sid_counts WHERE key = ?", (key,))
                 found = row.fetchone()
-                return 0 if found is None else int(found[0])
+                if found is None:
+                    return 0
+                # What this store writes: a count from 1 (another value, edited in, could
+                # hand out an id twice or suffixes such as "k--3").
+                if type(found[0]) is not int or not 0 < found[0] < 2**62:
+                    raise IndexCorruptError(
+                        f"{self.path}: the count of {key!r} is {found[0]!r}, not one this "
+                        "store writes"
+                    )
+                return found[0]
 
             def owned(key: str, owner: str) -> str | None:
                 row = conn.execute(
                     "SELECT id FROM imesde_sid_owned WHERE key = ? AND owner = ?", (key, owner)
                 ).fetchone()
+                if row is not None and type(row[0]) is not str:
+                    raise IndexCorruptError(
+                        f"{self.path}: the id of ({key!r}, {owner!r}) is {row[0]!r}, not a str"
+                    )
                 return None if row is None else str(row[0])
 
             def take(cand: str, owner: str | None) -> bool:
