@@ -516,6 +516,19 @@ def test_forged_engine_shapes_and_int8_scales_are_refused() -> None:
         body[at + 20 : at + 28] = bytes(8)  # no residual
         with pytest.raises(imesde.IndexCorruptError, match="unit length"):
             imesde.Engine.from_bytes(_reframe(bytes(body)))
+    # Binary sign bits that disagree with the codes (the search would pick candidates by
+    # another vector's bits): refused; a zero code's bit may be either.
+    e = imesde.Engine(16, num_shards=1, shard_size=4, storage="binary")
+    e.ingest_vectors(v)
+    body = bytearray(e.to_bytes()[:-4])
+    (tag_len,) = struct.unpack_from("<I", body, 37)
+    bits_at = 12 + 4 + 12 + 1 + 8 + 4 + tag_len + 8 + 8 + 8 + 16 + 4 + 8
+    assert struct.unpack_from("<Q", body, bits_at) == (1,)
+    struct.pack_into("<Q", body, bits_at, 0b11)
+    assert len(imesde.Engine.from_bytes(_reframe(bytes(body)))) == 1
+    struct.pack_into("<Q", body, bits_at, 0b10)
+    with pytest.raises(imesde.IndexCorruptError, match="sign bits disagree"):
+        imesde.Engine.from_bytes(_reframe(bytes(body)))
 
 
 def test_forged_bm25_files_are_corrupt(tmp_path: Path) -> None:

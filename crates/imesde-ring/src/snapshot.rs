@@ -311,6 +311,16 @@ impl Ring {
                         if !dim.is_multiple_of(64) && row[row.len() - 1] >> (dim % 64) != 0 {
                             return Err(invalid("a vector's sign bits set padding bits"));
                         }
+                        // The bits are the signs of the values the codes round: a code that
+                        // is not 0 fixes its bit (the candidates a search picks by the bits
+                        // would otherwise not be the codes' vector's).
+                        let agree = c.iter().enumerate().all(|(i, &b)| {
+                            let code = b as i8;
+                            code == 0 || (code > 0) == (row[i / 64] >> (i % 64) & 1 == 1)
+                        });
+                        if !agree {
+                            return Err(invalid("a vector's sign bits disagree with its codes"));
+                        }
                         binary::put_row(bits, slot, &row);
                     }
                 }
