@@ -414,6 +414,13 @@ def test_engine_keeps_bm25_in_step_with_the_ring(embedder: imesde.TextEmbedder) 
     engine.hybrid_search("nfs", k=2)
     engine.search("nfs", k=2)
     assert engine.stats()["searches"] == before + 3
+    # The index's memory is in stats(), as a standalone index of the held texts counts it
+    # (it was in no key: a service sizing itself by stats() missed it), None without one.
+    assert plain.stats()["lexical_bytes"] is None
+    index = imesde.BM25()
+    texts_held = {h.id: h.text for h in engine.recent(100) if h.text is not None}
+    index.add_batch(list(texts_held), list(texts_held.values()))
+    assert engine.stats()["lexical_bytes"] >= index.memory_bytes > 0
 
 
 def test_engine_big_batches_index_like_one_at_a_time(

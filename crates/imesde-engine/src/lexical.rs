@@ -123,6 +123,12 @@ pub(crate) struct Lexical {
 }
 
 impl Lexical {
+    /// Heap bytes of the index and of the set of ids it holds (a B-tree's entry: its id
+    /// and about as much again in nodes).
+    pub(crate) fn memory_bytes(&self) -> usize {
+        self.index.memory_bytes() + self.held.len() * 2 * size_of::<u64>()
+    }
+
     pub(crate) fn new(config: LexicalConfig) -> Result<Self> {
         Ok(Lexical {
             index: Bm25::new(config.params, config.analyzer())?,

@@ -185,6 +185,13 @@ impl Engine {
         self.lexical.as_ref().map(|l| l.lock().config().clone())
     }
 
+    /// Heap bytes of the BM25 index kept in step with the ring, when one is kept.
+    #[cfg(feature = "bm25")]
+    #[must_use]
+    pub fn lexical_bytes(&self) -> Option<usize> {
+        self.lexical.as_ref().map(|l| l.lock().memory_bytes())
+    }
+
     /// The ring (shape, counters, direct vector access).
     #[must_use]
     pub fn ring(&self) -> &Arc<Ring> {

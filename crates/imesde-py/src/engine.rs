@@ -924,7 +924,9 @@ impl Engine {
     /// ``index_bytes`` (held by the index now).
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let ring = self.core.ring();
-        let s = gil::run(py, "Engine.stats", || ring.stats())?;
+        let (s, lexical_bytes) = gil::run(py, "Engine.stats", || {
+            (ring.stats(), self.core.lexical_bytes())
+        })?;
         let cfg = ring.config();
         let d = PyDict::new(py);
         d.set_item("len", s.len)?;
@@ -939,6 +941,7 @@ impl Engine {
         d.set_item("searches", s.searches)?;
         d.set_item("memory_bytes", s.fixed_bytes)?;
         d.set_item("payload_bytes", s.payload_bytes)?;
+        d.set_item("lexical_bytes", lexical_bytes)?;
         d.set_item("simd", s.backend)?;
         let index = ring.index();
         d.set_item("index", index.map(|_| "ivf"))?;
