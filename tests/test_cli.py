@@ -170,6 +170,10 @@ def test_help_and_errors() -> None:
     out = imesde_cli("search", "q", "--model", "/nonexistent/model")
     assert out.returncode == 2
     assert "model not found" in out.stderr
+    # A score no cosine reaches: a usage error before any model loads.
+    out = imesde_cli("watch", "q", "--threshold", "1.5")
+    assert out.returncode == 2
+    assert "never fire" in out.stderr
     out = imesde_cli("search", "q", stdin="")
     assert out.returncode == 1
     assert "no input" in out.stderr

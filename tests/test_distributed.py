@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import io
 import json
 import pickle
 import time
@@ -205,7 +206,7 @@ def test_text_search_and_standing_queries_on_shards(
         with pytest.raises(imesde.InvalidValueError, match="callback"):
             sub.get(timeout=1)
         assert sharded.subscriptions() == [sub, polled]
-        assert sharded.unsubscribe(polled)
+        assert sharded.unsubscribe(polled.id)  # by id too, as Engine.unsubscribe takes it
         assert not sharded.unsubscribe(polled)
         assert polled.get(timeout=0.1) is None
     assert not sub.active
@@ -469,6 +470,27 @@ def test_a_restored_empty_shard_keeps_a_percentile_subscription_going() -> None:
     sub.close()
 
 
+def test_a_percentile_with_where_is_calibrated_as_one_engine_does() -> None:
+    # Items go to the shards in turn: shard 0 holds every "a", shard 1 every "b". Each shard
+    # calibrated alone before: the one without a match made the whole subscribe fail.
+    x = np.random.default_rng(5).standard_normal((64, 8)).astype(np.float32)
+    meta = [{"host": "a" if i % 2 == 0 else "b"} for i in range(64)]
+    one = imesde.Engine(8, num_shards=1, shard_size=64)
+    one.ingest_vectors(x, metadata=meta)
+    sharded = dist.ShardedEngine(2, model=8, shard_size=32, engine_shards=1, num_cpus=0.5)
+    sharded.ingest_vectors(x, metadata=meta)
+    assert sharded.count(where={"host": "a"}) == one.count(where={"host": "a"}) == 32
+    for where in ({"host": "a"}, {"host": "b"}, None):
+        want = one.subscribe(x[1], threshold="p90", where=where)
+        with sharded.subscribe(x[1], threshold="p90", where=where) as sub:
+            assert sub.threshold == want.threshold
+    with pytest.raises(imesde.InvalidValueError, match="passes the filter"):
+        sharded.subscribe(x[1], threshold="p90", where={"host": "c"})
+    with pytest.raises(imesde.InvalidValueError, match="percentile"):
+        sharded.subscribe(x[1], threshold="p100")
+    sharded.close()
+
+
 def test_every_event_is_delivered_or_counted_dropped() -> None:
     """Events a shard's full queue drops count in ``dropped`` too; rounds come in stream
     order."""
@@ -704,9 +726,12 @@ def test_a_shard_restored_from_damaged_ids_is_refused(tmp_path: Path) -> None:
     assert [r[0] for r in restored.recent(4, {})] == [103, 102, 101, 100]
     ids = Path(snapshot + ".ids.npz")
     good = ids.read_bytes()
+    npy = io.BytesIO()
+    np.save(npy, np.zeros(8, np.int64))
     i64 = np.int64
     damages: dict[str, Callable[[], object]] = {
         "not a zip": lambda: ids.write_bytes(b"PK\x03\x04garbage"),
+        "an .npy": lambda: ids.write_bytes(npy.getvalue()),
         "missing": ids.unlink,
         "no ids": lambda: np.savez(ids, other=np.zeros(3)),
         "short": lambda: np.savez(ids, ids=np.array([100], i64), locals=np.array([0], i64)),
@@ -722,11 +747,16 @@ def test_a_shard_restored_from_damaged_ids_is_refused(tmp_path: Path) -> None:
     for why, damage in damages.items():
         ids.write_bytes(good)
         damage()
+        # Raised by the first call the driver waits for (from the constructor, Ray would
+        # report a dead actor without the error).
         with pytest.raises(imesde.IndexCorruptError):  # noqa: PT012 (`why` names the case)
-            _sharded._Shard(0, spec, str(tmp_path))
+            _sharded._Shard(0, spec, str(tmp_path)).capacity()
             pytest.fail(why)
     ids.write_bytes(good)
     # The manifest names a save whose shard file is gone: not an empty shard.
     (tmp_path / _sharded.MANIFEST).write_text(json.dumps(manifest | {"generation": 7}))
     with pytest.raises(imesde.IndexCorruptError, match="missing"):
-        _sharded._Shard(0, spec, str(tmp_path))
+        _sharded._Shard(0, spec, str(tmp_path)).capacity()
+    # Through Ray: the shard's own error, not a dead actor's ShardUnavailableError.
+    with pytest.raises(imesde.IndexCorruptError, match="missing"):
+        dist.ShardedEngine.load(tmp_path)

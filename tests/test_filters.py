@@ -129,6 +129,9 @@ def test_dense_searches_keep_what_numpy_keeps(
         assert_same_ranking(ids[j].tolist(), scores[j].tolist(), *want)
     newest = [i for i in reversed(kept)][:25]
     assert [item.id for item in engine.recent(25, where=where)] == newest
+    # How many pass: what numpy counts (all of them: len).
+    assert engine.count(where=where) == len(kept)
+    assert engine.count() == len(engine) == N
 
 
 @pytest.mark.parametrize("which", range(len(FILTERS)))
@@ -177,6 +180,10 @@ def test_time_window_and_where_combine(
     assert all(since <= h.ts < until and (h.metadata or {})["long"] for h in lexical)
     with pytest.raises(imesde.InvalidValueError):
         engine.lexical_search("fix", since=until, until=since)
+    window = [i for i in engine.recent(N, where=where) if since <= i.ts < until]
+    assert engine.count(since=since, until=until, where=where) == len(window) > 0
+    with pytest.raises(imesde.InvalidValueError):
+        engine.count(since=until, until=since)
 
 
 def test_standing_queries_apply_the_filter(

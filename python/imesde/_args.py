@@ -16,6 +16,15 @@ from imesde.exceptions import DTypeError, InvalidValueError, OutOfRangeError
 T = TypeVar("T")
 
 
+def percentile(value: str) -> float | None:
+    """The NN of a percentile threshold ``"pNN"`` as the engine reads it (digits with an
+    optional fraction, 0 <= NN < 100), None for a string that is not one."""
+    digits = value[1:] if value.startswith("p") else ""
+    plain = digits.replace(".", "", 1).isdigit() and digits.isascii()
+    pct = float(digits) if plain else -1.0
+    return pct if 0.0 <= pct < 100.0 else None
+
+
 def integer(value: object, what: str) -> int:
     """``value`` as an int; ``DTypeError`` naming ``what`` for anything else."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):

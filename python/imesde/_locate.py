@@ -454,22 +454,12 @@ def _has_onnx(folder: Path) -> bool:
     return any((folder / f).is_file() for f in MODEL_FILES)
 
 
-def _is_path(name: str) -> bool:
-    """Whether ``name`` is written as a path, never as a model's hub name (``org/name``)."""
-    return (
-        os.path.isabs(name)
-        or name.startswith((".", "~"))
-        or name.count("/") > 1
-        or (os.sep != "/" and os.sep in name)
-    )
-
-
 def find_named(name: str) -> tuple[Path, list[str]]:
     """The local folder holding the model ``name`` (an ONNX model, or a checkpoint to build),
     and every place looked at. Nothing is downloaded: hub caches, sentence-transformers' and
     fastembed's caches, and installed packages are searched."""
-    if _is_path(name):
-        # Not a hub name ("org/name"): a folder that is not there.
+    if not _NAME.match(name):
+        # Not a hub name ("org/name") but a path: a folder that is not there.
         raise ModelNotFoundError(f"{name}: no such model folder")
     names = [name] if "/" in name else [f"sentence-transformers/{name}", name]
     looked: list[str] = []

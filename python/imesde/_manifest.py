@@ -111,9 +111,8 @@ def read_sentence_settings(folder: Path) -> dict[str, Any]:
                 # "false" as a string would be true: a pooling imesde does not apply silently.
                 if key.startswith("pooling_mode_") and type(value) is not bool:
                     raise ModelLoadError(f"{path}: {key} must be true or false, got {value!r}")
-            modes = [
-                k[len("pooling_mode_") :] for k, v in cfg.items() if "pooling_mode_" in k and v
-            ]
+            prefix = "pooling_mode_"
+            modes = [k[len(prefix) :] for k, v in cfg.items() if k.startswith(prefix) and v]
             if cfg.get("pooling_mode_cls_token"):
                 out["pooling"] = "cls"
             elif cfg.get("pooling_mode_mean_tokens", not modes):

@@ -21,6 +21,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TextIO
 
+from imesde._args import percentile
 from imesde._imesde import (
     Engine,
     Event,
@@ -384,11 +385,7 @@ class _UsageError(Exception):
 def _threshold(value: str) -> float | str:
     """A cosine score, or a percentile ``pNN`` with 0 <= NN < 100."""
     if value.startswith("p"):
-        # As the engine reads it: digits, an optional fraction (no spaces, no underscores).
-        digits = value[1:]
-        plain = digits.replace(".", "", 1).isdigit() and digits.isascii()
-        pct = float(digits) if plain else math.nan
-        if not 0.0 <= pct < 100.0:
+        if percentile(value) is None:
             raise argparse.ArgumentTypeError(
                 f"{value!r} is not a percentile: use p0 up to p99.99 (p99: the top 1 %)"
             )
@@ -400,6 +397,10 @@ def _threshold(value: str) -> float | str:
     if not math.isfinite(score):
         raise argparse.ArgumentTypeError(
             f"{value!r} is neither a score (0.5) nor a percentile (p99)"
+        )
+    if score > 1.0:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is above 1, the highest cosine score: it would never fire"
         )
     return score
 

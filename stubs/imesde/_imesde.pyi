@@ -477,6 +477,14 @@ class Engine:
         where: _Where | None = None,
     ) -> list[Item]:
         """The newest ``n`` items still held (that pass the filter), newest first."""
+    def count(
+        self,
+        *,
+        since: _Timestamp | None = None,
+        until: _Timestamp | None = None,
+        where: _Where | None = None,
+    ) -> int:
+        """How many items held pass ``since``, ``until`` and ``where`` (all of them: ``len``)."""
     def attach_semantic_ids(self, assign: Callable[[_F32Array], Sequence[str]] | None) -> None:
         """Store ``assign(vectors)[i]`` as each ingested item's ``semantic_id`` metadata (for
         example a fitted ``SemanticIdEngine``); ``None`` detaches."""
@@ -564,7 +572,8 @@ class Engine:
         trains nothing. Ctrl-C stops the wait, not the training: it ends on its own thread and
         takes effect then."""
     def stats(self) -> dict[str, Any]:
-        """Counters and sizes of the engine."""
+        """Counters and sizes of the engine (``len``, ``ingested``, ``memory_bytes``,
+        ``payload_bytes``, ``lexical_bytes``, ``index_bytes``, ...)."""
 
 @final
 class Subscription:

@@ -122,8 +122,10 @@ impl IdState {
                 Cow::Owned(format!("{key}{sep}{n}"))
             };
             let free = !self.is_issued(&cand);
-            // The run may cover `cand` whether it is handed out now or was before.
-            let in_run = n > 0 && self.extend_run(key, sep_ix, n, &cand);
+            // The run may cover `cand` whether it is handed out now or was before, unless
+            // another key's run covers it (two runs over one id would count it twice).
+            let in_run =
+                n > 0 && (free || !self.in_run(&cand)) && self.extend_run(key, sep_ix, n, &cand);
             if free {
                 if !in_run {
                     self.names.entry_ref(&*cand).or_default().issued = true;
@@ -193,9 +195,8 @@ impl IdState {
     /// `n - 1`; an entry `cand` had as an id goes. Whether the run covers `cand` now.
     fn extend_run(&mut self, key: &str, sep: Option<u8>, n: u64, cand: &str) -> bool {
         let Some(sep) = sep else { return false };
-        let Some(name) = self.names.get_mut(key) else {
-            return false;
-        };
+        // A key seen first here (one inside another key's run) starts its own run.
+        let name = self.names.entry_ref(key).or_default();
         if name.run + 1 != n || (name.run > 0 && name.sep != sep) {
             return false;
         }
@@ -525,6 +526,42 @@ mod tests {
                 store = IdStore::from_state(store.state()).unwrap();
             }
         }
+        // One separator per key, keys inside other keys' runs, runs that meet ("1-1" with
+        // sep "" and "1" with sep "-" both reach "1-11"): the same ids, and the same count
+        // after a copy of the state.
+        let mut plain = Plain::default();
+        let store = IdStore::new();
+        let fixed = [
+            ("1", "-"),
+            ("1-1", ""),
+            ("1-2", "-"),
+            ("1-2-1", "-"),
+            ("a", "_"),
+            ("a_1", "_"),
+        ];
+        for step in 0..5_000 {
+            let (key, sep) = fixed[rand(fixed.len() as u64) as usize];
+            let want = plain.claim(key, sep, None);
+            assert_eq!(
+                store.claim(&[key.to_owned()], sep, None),
+                [want],
+                "step {step}"
+            );
+        }
+        assert_eq!(store.len(), plain.issued.len());
+        let copy = IdStore::from_state(store.state()).unwrap();
+        assert_eq!(copy.len(), plain.issued.len());
+        // A key inside another's run keeps a run of its own: entries per key, not per id.
+        // A key inside another's run ("1-2-1" in "1-2"'s) keeps a run of its own: entries
+        // per key, not per id (runs that meet fall back to entries, as above).
+        let store = IdStore::new();
+        for _ in 0..500 {
+            for key in ["1-2", "1-2-1", "1-2-1-1", "a"] {
+                let _ = store.claim(&[key.to_owned()], "-", None);
+            }
+        }
+        assert_eq!(store.len(), 2_000);
+        assert!(store.state.lock().names.len() <= 8);
         // One separator: memory per key, whatever the number of ids.
         let store = IdStore::new();
         for _ in 0..1_000 {

@@ -824,23 +824,32 @@ impl Engine {
             predicate: filter.predicate.clone(),
             ..Filter::default()
         };
-        if every.predicate.is_none() {
-            let hits = self.ring.search(query, rank(held), &every)?;
-            return Ok(hits.last().map_or(f32::NEG_INFINITY, |h| h.score));
-        }
-        // The items the standing query would match: all of them, ranked, then the k-th.
-        let hits = self.ring.search(query, held, &every)?;
-        if hits.is_empty() {
+        // The items the standing query would match (counted, then the k-th of them found).
+        let matching = if every.predicate.is_none() {
+            held
+        } else {
+            self.ring.count(&every)?
+        };
+        if matching == 0 {
             return Err(EngineError::Invalid(format!(
                 "cannot calibrate threshold p{pct}: no item held passes the filter"
             )));
         }
-        Ok(hits[rank(hits.len()) - 1].score)
+        let hits = self.ring.search(query, rank(matching), &every)?;
+        Ok(hits.last().map_or(f32::NEG_INFINITY, |h| h.score))
     }
 
     /// Removes a standing query; false when none has this id.
     pub fn unsubscribe(&self, id: u64) -> bool {
         self.ring.unsubscribe(id)
+    }
+
+    /// How many items held pass `filter`.
+    ///
+    /// # Errors
+    /// An empty time window.
+    pub fn count(&self, filter: &Filter) -> Result<usize> {
+        Ok(self.ring.count(filter)?)
     }
 
     /// The newest `n` items still held that `filter` keeps, newest first.

@@ -463,6 +463,22 @@ impl Engine {
         Ok(items.into_iter().map(Item).collect())
     }
 
+    /// How many items held pass ``since``, ``until`` and ``where`` (all of them: ``len``).
+    #[pyo3(
+        signature = (*, since = None, until = None, r#where = None),
+        text_signature = "($self, *, since=None, until=None, where=None)"
+    )]
+    fn count(
+        &self,
+        py: Python<'_>,
+        since: Option<&Bound<'_, PyAny>>,
+        until: Option<&Bound<'_, PyAny>>,
+        r#where: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<usize> {
+        let filter = convert::filter(since, until, r#where, false)?;
+        gil::run(py, "Engine.count", || self.core.count(&filter)).raise()
+    }
+
     /// Writes the engine to ``path``: every held item (vector, text, metadata, timestamp, id),
     /// the ring's shape, the model's identity and whether BM25 is on. Taken consistently while
     /// other threads ingest (whole batches only); written atomically (temporary file, fsync,
@@ -920,7 +936,7 @@ impl Engine {
     /// ``storage``, ``ingested``, ``evicted``, ``deleted``, ``searches`` (queries answered, a
     /// lexical or hybrid one too; a hybrid one read again under concurrent writes, per try),
     /// ``memory_bytes`` (fixed at construction), ``payload_bytes`` (texts and metadata),
-    /// ``simd``; ``index`` (``"ivf"`` or None), ``nlist``, ``nprobe``, ``index_trained``,
+    /// ``lexical_bytes`` (the BM25 index, None without one), ``simd``; ``index`` (``"ivf"`` or None), ``nlist``, ``nprobe``, ``index_trained``,
     /// ``index_bytes`` (held by the index now).
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let ring = self.core.ring();

@@ -775,6 +775,24 @@ impl Ring {
         }
     }
 
+    /// How many held items pass `filter` (each shard read once, nothing copied out).
+    ///
+    /// # Errors
+    /// An empty time window.
+    pub fn count(&self, filter: &Filter) -> Result<usize> {
+        filter.check()?;
+        Ok(self
+            .shards
+            .iter()
+            .map(|s| {
+                let shard = s.read();
+                (0..shard.ids.len())
+                    .filter(|&slot| is_live(shard.ids[slot]) && shard.passes(slot, filter))
+                    .count()
+            })
+            .sum())
+    }
+
     /// Whether item `id` is held and passes `filter`.
     #[must_use]
     pub fn passes(&self, id: u64, filter: &Filter) -> bool {

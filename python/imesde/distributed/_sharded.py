@@ -8,6 +8,7 @@ import contextlib
 import heapq
 import json
 import logging
+import math
 import numbers
 import os
 import queue
@@ -25,12 +26,13 @@ import numpy as np
 import numpy.typing as npt
 import ray
 
-from imesde._args import integer, listed, positive
+from imesde._args import integer, listed, percentile, positive
 
 if TYPE_CHECKING:
     import imesde
 from imesde.exceptions import (
     DTypeError,
+    ImesdeError,
     IndexCorruptError,
     InvalidValueError,
     ItemNotFoundError,
@@ -273,17 +275,23 @@ def _check_shape(spec: dict[str, Any]) -> None:
     )
 
 
-def _read_slot_ids(path: str, capacity: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+def _read_slot_ids(
+    path: str, capacity: int, held_items: int
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
     """A shard's saved slot map (``_Shard.ids`` and ``_Shard.locals``), checked: one int64 per
     ring slot each, a local id in the slot it maps to, a global id for each local id and none
-    twice. Anything else is ``IndexCorruptError`` (a shard restored from it would give its
+    twice, at least as many mapped slots as the engine holds items (``held_items``). Anything
+    else is ``IndexCorruptError`` (a shard restored from it would give its
     items wrong ids), a file that cannot be read ``StorageError``."""
     try:
-        with np.load(path, allow_pickle=False) as saved:
+        saved = np.load(path, allow_pickle=False)
+        if not isinstance(saved, np.lib.npyio.NpzFile):
+            raise ValueError("not an .npz archive")
+        with saved:
             ids, locals_ = saved["ids"], saved["locals"]
     except FileNotFoundError:
         raise IndexCorruptError(f"{path}: a shard's ids are missing") from None
-    except (ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+    except (ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as e:
         raise IndexCorruptError(f"{path}: not a shard's ids ({e})") from None
     except OSError as e:
         raise StorageError(f"cannot read {path}: {e}") from None
@@ -298,6 +306,8 @@ def _read_slot_ids(path: str, capacity: int) -> tuple[npt.NDArray[np.int64], npt
         or ((ids >= 0) != held).any()
         or (locals_[held] % capacity != slots[held]).any()
         or len(np.unique(ids[held])) != int(held.sum())
+        # Every item the engine holds has a slot mapped (deleted ones may keep theirs).
+        or int(held.sum()) < held_items
     ):
         raise IndexCorruptError(f"{path}: not the ids of a shard of {capacity} slots")
     return ids, locals_
@@ -319,16 +329,24 @@ class _Shard:
         manifest = None if directory is None else _read_manifest(directory)
         if directory is not None and manifest is not None:
             snapshot = _snapshot_path(directory, index, manifest.get("generation", 0))
+        # A save that cannot be restored is kept to raise from `capacity`, the first call the
+        # driver waits for: raised here, Ray would report a dead actor with the message only.
+        self.restore_error: ImesdeError | None = None
         if snapshot is not None:
-            if not os.path.exists(snapshot):
-                raise IndexCorruptError(
-                    f"{directory}: its manifest names a save whose shard {index} ({snapshot}) "
-                    "is missing"
+            try:
+                if not os.path.exists(snapshot):
+                    raise IndexCorruptError(
+                        f"{directory}: its manifest names a save whose shard {index} "
+                        f"({snapshot}) is missing"
+                    )
+                self.engine = imesde.Engine.load(
+                    snapshot, model=None if isinstance(model, int) else model
                 )
-            self.engine = imesde.Engine.load(
-                snapshot, model=None if isinstance(model, int) else model
-            )
-            self.ids, self.locals = _read_slot_ids(snapshot + ".ids.npz", self.engine.capacity)
+                self.ids, self.locals = _read_slot_ids(
+                    snapshot + ".ids.npz", self.engine.capacity, len(self.engine)
+                )
+            except ImesdeError as e:
+                self.restore_error = e
         else:
             self.engine = imesde.Engine(
                 model,
@@ -411,6 +429,8 @@ class _Shard:
         return [self._row(h) for h in hits]
 
     def capacity(self) -> int:
+        if self.restore_error is not None:
+            raise self.restore_error
         return int(self.engine.capacity)
 
     def get(self, global_id: int) -> tuple[Any, ...] | None:
@@ -435,6 +455,9 @@ class _Shard:
 
     def size(self) -> int:
         return len(self.engine)
+
+    def count(self, filters: dict[str, Any]) -> int:
+        return int(self.engine.count(**filters))
 
     def train_index(self) -> bool:
         return bool(self.engine.train_index())
@@ -474,6 +497,8 @@ class _Shard:
         return True
 
     def ping(self) -> int:
+        if self.restore_error is not None:
+            raise self.restore_error
         return self.index
 
 
@@ -575,7 +600,8 @@ class ShardedEngine:
         # Open subscriptions, closed with the engine (each drops out when it closes).
         self._subscriptions: weakref.WeakSet[ShardedSubscription] = weakref.WeakSet()
         cpus = float(ray.cluster_resources().get("CPU", 0.0))  # type: ignore[no-untyped-call]
-        if num_shards * num_cpus > cpus:
+        # Compared as Ray counts CPUs: in units of 1e-4, each request rounded to the nearest.
+        if num_shards * round(num_cpus * 1e4) > round(cpus * 1e4):
             # Said now, not after start_timeout: shards that do not fit wait for CPUs.
             logging.getLogger("imesde").warning(
                 "%d shards of %g CPUs each need %g CPUs; the cluster has %g: the shards that "
@@ -586,7 +612,7 @@ class ShardedEngine:
                 num_shards * num_cpus,
                 cpus,
                 start_timeout,
-                cpus / num_shards,
+                math.floor(cpus / num_shards * 1e4) / 1e4,
             )
         self._actors = [self._start(i) for i in range(num_shards)]
         self.capacity = self._started(start_timeout)
@@ -602,10 +628,13 @@ class ShardedEngine:
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
             try:
                 got += self._wait(i, ref, left)
-            except ray.exceptions.GetTimeoutError as e:
+            except BaseException as e:
+                # No shard is left running for an engine that does not start.
                 for a in self._actors:
                     with contextlib.suppress(Exception):
                         ray.kill(a)
+                if not isinstance(e, ray.exceptions.GetTimeoutError):
+                    raise  # a save that cannot be restored: the shard's own error
                 raise ShardUnavailableError(
                     f"shard {i} did not start within {timeout} s: does the cluster have "
                     f"{self._num_cpus} CPUs free per shard?",
@@ -1089,6 +1118,12 @@ class ShardedEngine:
     def __len__(self) -> int:
         return sum(self._scatter("size"))
 
+    def count(
+        self, *, since: Any = None, until: Any = None, where: Mapping[str, Any] | None = None
+    ) -> int:
+        """How many items held over every shard pass the filters (``Engine.count``)."""
+        return sum(self._scatter("count", self._filters(since, until, where)))
+
     def train_index(self) -> bool:
         """Trains every shard's index on the items it holds now and waits (see
         ``Engine.train_index``); returns whether all are trained. Without ``index=`` False."""
@@ -1230,16 +1265,18 @@ class ShardedEngine:
     ) -> ShardedSubscription:
         """A standing query on every shard; their events arrive as ``ShardedHit``s in one
         subscription (iterate it, ``get`` from it, or give ``callback``). A percentile
-        threshold (``"p99"``) is calibrated per shard on the items it holds. ``top_k`` fires
-        for items that enter the k best seen since subscribing over all the shards, taken in
-        the order their events reach this process (each shard fires for its own k best, a
-        superset; the subscription keeps those that enter the k best of all)."""
+        threshold (``"p99"``) is calibrated as one engine holding every shard's items
+        calibrates it (on those that pass ``where``), then given to each shard as a score.
+        ``top_k`` fires for items that enter the k best seen since subscribing over all the
+        shards, taken in the order their events reach this process (each shard fires for its
+        own k best, a superset; the subscription keeps those that enter the k best of all)."""
         if top_k is not None:
             top_k = positive(top_k, "top_k")
         with self._lock:
             self._subscription_keys += 1
             key = self._subscription_keys
         q = query if isinstance(query, str) else _float32(query, "query")
+        threshold = self._calibrated(q, threshold, where)
         args = (q, threshold, _plain(where), queue_size, top_k)
         try:
             self._scatter("subscribe", key, *args)
@@ -1252,19 +1289,44 @@ class ShardedEngine:
             raise
         self._standing[key] = args
         sub = ShardedSubscription(self, key, callback, queue_size, poll_interval, top_k)
+        sub.threshold = None if threshold is None else float(threshold)
         self._subscriptions.add(sub)
         return sub
 
-    def unsubscribe(self, subscription: ShardedSubscription) -> bool:
-        """Stops ``subscription`` (as ``subscription.close()``); False when it was not active
-        or is another engine's."""
-        if not isinstance(subscription, ShardedSubscription):
-            raise DTypeError(
-                f"subscription must be a ShardedSubscription, got {type(subscription).__name__}"
+    def _calibrated(self, query: str | npt.NDArray[np.float32], threshold: Any, where: Any) -> Any:
+        """A percentile threshold as the score one engine holding every shard's items
+        calibrates it to (the k-th best of the items that pass ``where``, by an exact
+        search over the shards); any other threshold as it is."""
+        if not isinstance(threshold, str):
+            return threshold
+        pct = percentile(threshold)
+        if pct is None:
+            raise InvalidValueError(
+                f'threshold {threshold!r} is not a percentile like "p99" or "p99.9"'
             )
-        if subscription._engine is not self or not subscription.active:
+        held = self.count(where=where)
+        if held == 0:
+            raise InvalidValueError(
+                f"cannot calibrate threshold {threshold}: no item held passes the filter"
+            )
+        k = min(max(math.ceil((100.0 - pct) / 100.0 * held), 1), held)
+        if isinstance(query, str):
+            hits = self.search(query, k, where=where, exact=True)
+        else:
+            hits = self.search_vector(query, k, where=where, exact=True)
+        return hits[-1].score
+
+    def unsubscribe(self, subscription: ShardedSubscription | int) -> bool:
+        """Stops ``subscription`` (or the one with that ``id``), as ``subscription.close()``;
+        False when it was not active or is another engine's."""
+        if isinstance(subscription, ShardedSubscription):
+            found = subscription if subscription._engine is self else None
+        else:
+            key = integer(subscription, "subscription")
+            found = next((s for s in self._subscriptions if s.id == key), None)
+        if found is None or not found.active:
             return False
-        subscription.close()
+        found.close()
         return True
 
     def subscriptions(self) -> list[ShardedSubscription]:
@@ -1285,10 +1347,12 @@ class ShardedSubscription:
     """The events of one standing query over every shard of a ``ShardedEngine``, merged in
     the driver by a polling thread: iterate it, ``get`` from it, or read them in a callback.
     ``delivered`` / ``dropped`` (a queue full, here or on a shard) / ``errors`` (callback
-    raised) count events; ``unavailable`` holds the shards whose last poll failed;
-    ``restarted`` the shards Ray restarted, on which the query was registered again (items
-    they took before that did not fire). ``error`` is what stopped the subscription when
-    something other than a shard failed (Ray shut down): it is then closed."""
+    raised) count events; ``threshold`` is the score an event reaches (a percentile
+    calibrated over every shard), None without one; ``unavailable`` holds the shards whose
+    last poll failed; ``restarted`` the shards Ray restarted, on which the query was
+    registered again (items they took before that did not fire). ``error`` is what stopped
+    the subscription when something other than a shard failed (Ray shut down): it is then
+    closed."""
 
     def __init__(
         self,
@@ -1301,6 +1365,8 @@ class ShardedSubscription:
     ) -> None:
         self._engine = engine
         self._key = key
+        #: The subscription's id in its engine (``ShardedEngine.unsubscribe`` takes it).
+        self.id = key
         self._callback = callback
         # The k best scores delivered so far (a min-heap), for a running top-k over shards.
         self._top_k = top_k
@@ -1314,6 +1380,8 @@ class ShardedSubscription:
         self.unavailable: set[int] = set()
         self.restarted: set[int] = set()
         self.error: BaseException | None = None
+        # The score an item must reach (a percentile threshold calibrated), None for none.
+        self.threshold: float | None = None
         # Per shard, the drops its queue had counted at the last poll.
         self._shard_dropped: dict[int, int] = {}
         # Events of items whose batch is still in flight on another shard: delivered once
