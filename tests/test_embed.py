@@ -443,6 +443,34 @@ def test_a_manifest_of_the_wrong_types_is_a_model_load_error(tmp_path: Path) -> 
         imesde.TextEmbedder(huge)
 
 
+_BLOBS_IN_BOUNDED_MEMORY = """
+import resource, imesde
+e = imesde.TextEmbedder(cache_size=0, threads=1)
+e.embed_one("warm up " * 300)
+vm = int(open("/proc/self/statm").read().split()[0]) * 4096
+resource.setrlimit(resource.RLIMIT_AS, (vm + (512 << 20), resource.RLIM_INFINITY))
+for blob in ("." * 8_000_000, "x" * 8_000_000, "hello " + "x" * 8_000_000):
+    e.embed_one(blob)
+print("ok")
+"""
+
+
+def test_a_huge_text_without_a_place_to_cut_takes_little_memory() -> None:
+    # Tokenized whole, 8 MB of one "word" took over a gigabyte (20 MB aborted the process);
+    # read from a prefix, it fits in 512 MB more address space than the loaded model.
+    if not Path("/proc/self/statm").exists():
+        pytest.skip("address space is read from /proc/self/statm (Linux)")
+    out = subprocess.run(
+        [sys.executable, "-c", _BLOBS_IN_BOUNDED_MEMORY],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "ok"
+
+
 def test_a_huge_text_embeds_as_its_first_tokens(embedder: imesde.TextEmbedder) -> None:
     # Megabytes in one text (a log line, a file): its vector is that of its first max_length
     # tokens, alone or in a batch, whatever the length (only a prefix is tokenized).
