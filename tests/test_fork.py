@@ -211,3 +211,41 @@ def test_a_child_forked_while_a_thread_writes_an_sqlite_store(tmp_path: object) 
     # Before, a child that inherited the store's lock held by the writer waited forever.
     assert statuses == [0] * 10
     assert len(store) >= 10
+
+
+_EXITS_AFTER_A_MODEL = """
+import os, signal, sys
+import imesde
+engine = imesde.Engine(num_shards=2, shard_size=64)  # the default model, unused
+model = imesde.TextEmbedder(threads=2)
+model.embed([f"log line {i}: disk usage at {i} percent" for i in range(64)])
+for how in ("sys.exit", "end", "del"):
+    pid = os.fork()
+    if pid == 0:
+        signal.alarm(20)  # a hang ends the child with SIGALRM
+        if how == "del":
+            del engine, model
+        if how == "sys.exit" or how == "del":
+            sys.exit(3)
+        raise SystemExit(3)  # as a script that ends with that status
+    _, status = os.waitpid(pid, 0)
+    print(how, os.waitstatus_to_exitcode(status), flush=True)
+"""
+
+
+def test_a_child_of_a_process_that_loaded_a_model_exits() -> None:
+    # The child's interpreter dropped the parent's embedders, and the ONNX Runtime library
+    # ran its static destructors: both waited for ever on thread pools whose threads the
+    # child does not have (every child of a process with a model hung in exit).
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-c", _EXITS_AFTER_A_MODEL],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["sys.exit", "3", "end", "3", "del", "3"]

@@ -2,6 +2,7 @@
 
 use std::borrow::Cow;
 use std::fmt::Debug;
+use std::mem::ManuallyDrop;
 use std::path::{Path, PathBuf};
 
 use ort::session::builder::GraphOptimizationLevel;
@@ -54,13 +55,30 @@ pub struct Batch {
 /// An ONNX sentence-embedding model behind a lock (`Session::run` needs `&mut`).
 #[derive(Debug)]
 pub struct OnnxModel {
-    session: Mutex<Session>,
+    /// Released on drop in the process that made it; in a child of `fork()`, never (see
+    /// [`Drop`]).
+    session: ManuallyDrop<Mutex<Session>>,
+    /// The fork generation ([`crate::generation`]) the session was made in.
+    generation: u64,
     path: PathBuf,
     id_type: IdType,
     input_ids: String,
     attention_mask: String,
     token_type_ids: Option<String>,
     output: Output,
+}
+
+impl Drop for OnnxModel {
+    /// Releases the session, except in a child of `fork()`: there its thread pools have lost
+    /// their threads, and ONNX Runtime's release waits for ever on their condition variables
+    /// (a child whose interpreter dropped an embedder of its parent never exited). The child
+    /// leaves it to the end of the process.
+    fn drop(&mut self) {
+        if self.generation == crate::generation() {
+            // SAFETY: dropped once, here; the field is not used after.
+            unsafe { ManuallyDrop::drop(&mut self.session) };
+        }
+    }
 }
 
 fn model_error(path: &Path, reason: impl Into<String>) -> EmbedError {
@@ -171,7 +189,8 @@ impl OnnxModel {
             )
         })?;
         Ok(Self {
-            session: Mutex::new(session),
+            session: ManuallyDrop::new(Mutex::new(session)),
+            generation: crate::generation(),
             path: path.to_path_buf(),
             id_type,
             input_ids,

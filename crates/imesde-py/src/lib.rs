@@ -33,6 +33,34 @@ extern "C" fn after_fork_in_parent() {
     gil::after_fork_in_parent();
 }
 
+/// Run in a child of `fork()` once Python runs there (`os.register_at_fork`): when the parent
+/// had loaded ONNX Runtime, the child's `exit` ends with `_exit` before the library's static
+/// destructors run. They wait for ever on condition variables of the parent's thread pools,
+/// whose threads the child does not have: a child that called `sys.exit` (or simply ended)
+/// never finished. C stdio is flushed first; Python's own finalization has run by then.
+#[pyfunction]
+fn _after_fork_in_child() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if imesde_embed::runtime_info().is_some() {
+        use std::ffi::{c_int, c_void};
+        unsafe extern "C" {
+            // glibc: like `atexit`, with the exit status; handlers run last registered first.
+            fn on_exit(handler: extern "C" fn(c_int, *mut c_void), arg: *mut c_void) -> c_int;
+        }
+        extern "C" fn exit_now(status: c_int, _: *mut c_void) {
+            // SAFETY: flushing every C stream, then ending the process: nothing runs after.
+            unsafe {
+                libc::fflush(std::ptr::null_mut());
+                libc::_exit(status);
+            }
+        }
+        // SAFETY: registers a handler with a static lifetime and no argument.
+        unsafe {
+            on_exit(exit_now, std::ptr::null_mut());
+        }
+    }
+}
+
 /// The CPU features that decide which model runs fastest here (``"avx2"``, ``"avx512vnni"``,
 /// ``"avxvnni"``, ``"dotprod"``, ...).
 #[pyfunction]
@@ -91,6 +119,13 @@ fn _imesde(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.py()
         .import("atexit")?
         .call_method1("register", (m.getattr("_at_exit")?,))?;
+    m.add_function(wrap_pyfunction!(_after_fork_in_child, m)?)?;
+    let kwargs = pyo3::types::PyDict::new(m.py());
+    kwargs.set_item("after_in_child", m.getattr("_after_fork_in_child")?)?;
+    let os = m.py().import("os")?;
+    if os.hasattr("register_at_fork")? {
+        os.call_method("register_at_fork", (), Some(&kwargs))?;
+    }
     m.add_class::<embed::TextEmbedder>()?;
     m.add_class::<bm25::PyBm25>()?;
     m.add_class::<bm25::Bm25Hit>()?;
