@@ -396,6 +396,55 @@ def test_watch_follow_waits_for_a_whole_line_and_rereads_a_truncated_file(
     assert "truncated" in stderr
 
 
+def test_watch_follow_takes_a_renamed_log_s_successor_and_stops_on_sigterm(
+    tmp_path: Path,
+) -> None:
+    """logrotate's default: the log renamed, a new one made under its name. The old file was
+    followed for ever while the new one's lines went unread; now the new one is followed (as
+    tail -F does), with its predecessor's unfinished last line ended. SIGTERM (docker stop,
+    systemd) ends the watch as Ctrl-C does, with its summary (it was killed without one).
+    A line past 65,536 characters is cut there, its rest dropped."""
+    log = tmp_path / "app.log"
+    log.write_text("service started\n", encoding="utf-8")
+    proc = _watch(
+        "no space left on the disk",
+        *("--threshold", "-1", "--file", str(log), "--follow", "--jsonl", "--wait", "0.05"),
+        stdin=subprocess.DEVNULL,
+    )
+    seen, _ = _collect(proc)
+    try:
+        _wait_for(proc, seen, "service started")
+        with log.open("a", encoding="utf-8") as f:
+            f.write("the last line of the old log")
+        time.sleep(1.0)
+        log.rename(tmp_path / "app.log.1")
+        log.write_text("x" * 70_000 + " dropped\nfirst line of the new log\n", encoding="utf-8")
+        _wait_for(proc, seen, "first line of the new log")
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    texts = [json.loads(line)["text"] for line in seen]
+    assert texts == [
+        "service started",
+        "the last line of the old log",
+        "x" * 65_536,
+        "first line of the new log",
+    ]
+    assert "was replaced" in stderr
+    assert "cut there" in stderr
+    assert "4 lines" in stderr
+    # A file that reports no size yet has content (/proc, /sys): read once, not again and
+    # again as if it were truncated at every look.
+    if Path("/proc/self/status").exists():
+        out = imesde_cli(
+            "watch", "x", "--threshold", "-1", "--follow", "--file", "/proc/self/status"
+        )
+        assert out.returncode == 0, out.stderr
+        assert "truncated" not in out.stderr
+        assert "read once" in out.stderr
+
+
 def test_a_percentile_threshold_calibrates_on_enough_lines_and_misses_none(
     tmp_path: Path,
 ) -> None:

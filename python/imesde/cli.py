@@ -13,8 +13,10 @@ import itertools
 import json
 import math
 import os
+import signal
 import stat
 import sys
+import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from importlib import resources
@@ -263,6 +265,11 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+#: The longest line kept (characters): the model reads a few hundred tokens of it, and a
+#: writer that never writes a newline must not grow one line without end.
+_MAX_LINE = 1 << 16
+
+
 class _OutputClosedError(Exception):
     """The reader of the output went away (a closed pipe): watching ends quietly."""
 
@@ -272,11 +279,17 @@ class _Lines:
     ``os.read``, not through Python's buffered reader: a daemon thread blocked in a read of
     standard input must not hold the lock that the interpreter takes when it exits."""
 
-    def __init__(self, fd: int, owned: bool) -> None:
-        self.fd, self.owned = fd, owned
+    def __init__(self, fd: int, owned: bool, path: str | None = None) -> None:
+        self.fd, self.owned, self.path = fd, owned, path
         self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self.pending = ""
         self.position = 0  # bytes read
+        self.cutting = False  # dropping the rest of a line past _MAX_LINE
+        self.gone = False  # the followed path names no file (told once)
+        self.sizeless = False  # a file that reports size 0 yet has content (/proc, /sys)
+        self.seen_size = 0  # the largest size the file reported
+        with contextlib.suppress(OSError):
+            self.seen_size = os.fstat(fd).st_size
 
     def readline(self, follow: bool = False) -> str:
         """The next line with its newline, or what is left at the end; "" when nothing is left
@@ -285,15 +298,35 @@ class _Lines:
         is read again from its start."""
         # Chunks are joined once a newline came: a long line costs its length, not its square.
         parts = [self.pending]
+        size = len(self.pending)
         while "\n" not in parts[-1]:
+            if size > _MAX_LINE:
+                # A line with no end in sight (a writer that never writes a newline): its first
+                # _MAX_LINE characters are the line, the rest up to its newline is dropped.
+                parts = [self._cut("".join(parts))]
+                self.cutting = True
+                break
             chunk = os.read(self.fd, 1 << 16)
             if chunk:
                 self.position += len(chunk)
-                parts.append(self.decoder.decode(chunk))
+                text = self.decoder.decode(chunk)
+                if self.cutting:
+                    end = text.find("\n")
+                    if end < 0:
+                        continue
+                    self.cutting, text = False, text[end + 1 :]
+                parts.append(text)
+                size += len(text)
                 continue
             if follow:
                 if self._truncated():
                     parts = [""]  # what was pending belonged to the file before
+                    continue
+                rotated = self._rotated("".join(parts))
+                if rotated is not None:
+                    parts = [rotated]
+                    if rotated:
+                        break  # the old file's last line, ended by the switch
                     continue
             else:
                 # The end: a multi-byte character cut short is replaced, not dropped.
@@ -307,13 +340,74 @@ class _Lines:
                 return ""
             cut = len(pending)
         line, self.pending = pending[:cut], pending[cut:]
-        return line
+        return self._cut(line) if len(line) > _MAX_LINE + 1 else line
+
+    def _cut(self, line: str) -> str:
+        """``line``'s first ``_MAX_LINE`` characters, ended with a newline (said once)."""
+        if not _Lines.told_cut:
+            _Lines.told_cut = True
+            print(
+                f"imesde: a line is longer than {_MAX_LINE:,} characters: cut there",
+                file=sys.stderr,
+            )
+        return line[:_MAX_LINE] + "\n"
+
+    told_cut = False
+
+    def _rotated(self, pending: str) -> str | None:
+        """At the end of a followed file opened by name: when the name now names another file
+        (a log rotated by renaming it and starting a new one), follows the new file from its
+        start, as ``tail -F`` does, and returns the old file's unfinished last line (``""``
+        for none); None when it still names this file, or no file yet."""
+        if self.path is None or not self.owned:
+            return None
+        try:
+            now = os.stat(self.path)
+            mine = os.fstat(self.fd)
+        except OSError:
+            now = None
+        if now is None or not stat.S_ISREG(now.st_mode):
+            if not self.gone:
+                self.gone = True
+                print(
+                    f"imesde watch: {self.path} is gone: reading the old file until a new "
+                    "one of that name appears",
+                    file=sys.stderr,
+                )
+            return None
+        if (now.st_dev, now.st_ino) == (mine.st_dev, mine.st_ino):
+            return None
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except OSError:
+            return None
+        os.close(self.fd)
+        self.fd, self.position, self.gone = fd, 0, False
+        tail = pending + self.decoder.decode(b"", final=True)
+        self.decoder.reset()
+        self.pending = ""
+        print(f"imesde watch: {self.path} was replaced: following the new file", file=sys.stderr)
+        return tail + "\n" if tail else ""
 
     def _truncated(self) -> bool:
         """At the end of a followed file: when it is now shorter than what was read, starts
-        again from its beginning (as ``tail -f`` does); whether it did."""
+        again from its beginning (as ``tail -f`` does); whether it did. A file that reports
+        no size yet had content (``/proc``, ``/sys``) is read once: see ``sizeless``."""
         with contextlib.suppress(OSError):
-            if os.fstat(self.fd).st_size < self.position:
+            size = os.fstat(self.fd).st_size
+            # Content read from a file that never had a size (cut to 0 by copytruncate, a
+            # file had one before).
+            if size == 0 and self.position > 0 and self.seen_size == 0 and not self.sizeless:
+                self.sizeless = True
+                print(
+                    "imesde watch: the file reports no size (a /proc or /sys file): read "
+                    "once, not followed",
+                    file=sys.stderr,
+                )
+            if self.sizeless:
+                return False
+            self.seen_size = max(self.seen_size, size)
+            if size < self.position:
                 os.lseek(self.fd, 0, os.SEEK_SET)
                 self.position = 0
                 self.decoder.reset()
@@ -359,20 +453,22 @@ def _open_input(file: str | None) -> _Lines:
     if _endless_device(st.st_mode, st.st_rdev, tty=os.isatty(fd)):
         os.close(fd)
         raise _UsageError(f"cannot read {file}: it is a device, not a file, pipe or terminal")
-    return _Lines(fd, owned=True)
+    return _Lines(fd, owned=True, path=file)
 
 
 def _input_lines(source: _Lines, follow: bool) -> Iterator[str]:
     """The lines of `source`; with `follow`, waits for more at the end of a regular file (like
-    tail -f; a pipe's end is final, as tail -f treats it)."""
+    tail -F: a file that replaces it under its name is followed in turn; a pipe's end is
+    final, as tail -f treats it)."""
     with contextlib.suppress(OSError):
         follow = follow and stat.S_ISREG(os.fstat(source.fd).st_mode)
     with source:
         while True:
-            line = source.readline(follow)
+            following = follow and not source.sizeless
+            line = source.readline(following)
             if line:
                 yield line
-            elif follow:
+            elif following:
                 time.sleep(0.2)  # wait for the file to grow
             else:
                 return
@@ -899,15 +995,27 @@ class _Diagnostics:
         return getattr(self.stream, name)
 
 
+def _stop(signum: int, frame: object) -> None:
+    """SIGTERM (``docker stop``, systemd) ends a command as Ctrl-C does: what was read is
+    reported, the summary printed."""
+    raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``imesde`` command."""
     _escape_unencodable()
     saved = sys.stderr
     sys.stderr = _Diagnostics(saved)
+    term = None
+    if threading.current_thread() is threading.main_thread():
+        with contextlib.suppress(ValueError, OSError):
+            term = signal.signal(signal.SIGTERM, _stop)
     try:
         return _main(argv)
     finally:
         sys.stderr = saved
+        if term is not None:
+            signal.signal(signal.SIGTERM, term)
 
 
 def _main(argv: Sequence[str] | None) -> int:
