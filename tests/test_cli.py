@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -443,6 +444,47 @@ def test_watch_follow_takes_a_renamed_log_s_successor_and_stops_on_sigterm(
         assert out.returncode == 0, out.stderr
         assert "truncated" not in out.stderr
         assert "read once" in out.stderr
+
+
+def _wait_until_read(pid: int, path: Path) -> None:
+    """Waits until process ``pid`` has read ``path`` to its end (its file offset, from
+    /proc; elsewhere a while)."""
+    fds = Path(f"/proc/{pid}/fd")
+    deadline = time.monotonic() + 180
+    while fds.exists() and time.monotonic() < deadline:
+        for fd in fds.iterdir():
+            with contextlib.suppress(OSError):
+                if os.readlink(fd) == str(path):
+                    info = Path(f"/proc/{pid}/fdinfo/{fd.name}").read_text()
+                    if int(info.split()[1]) >= path.stat().st_size:
+                        return
+        time.sleep(0.1)
+    time.sleep(10)
+
+
+def test_ctrl_c_before_a_percentile_is_calibrated_matches_the_lines_held(tmp_path: Path) -> None:
+    # A quiet log of 3 lines, p99 (calibrated on 100): Ctrl-C matched nothing, silently.
+    log = tmp_path / "quiet.log"
+    log.write_text(
+        "fixed a memory leak in the parser\nupdated translations\nnew upstream release\n",
+        encoding="utf-8",
+    )
+    proc = _watch(
+        "memory leak",
+        *("--threshold", "p99", "--file", str(log), "--follow", "--jsonl", "--wait", "0.05"),
+        stdin=subprocess.DEVNULL,
+    )
+    try:
+        _wait_until_read(proc.pid, log)
+        time.sleep(3)  # stored: three lines embed in well under a second
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, stderr
+    texts = [json.loads(line)["text"] for line in stdout.splitlines()]
+    assert texts == ["fixed a memory leak in the parser"]
+    assert '"memory leak" 1' in stderr
 
 
 def test_a_percentile_threshold_calibrates_on_enough_lines_and_misses_none(

@@ -642,6 +642,12 @@ def cmd_watch(args: argparse.Namespace) -> int:
         raise _UsageError(f"reading the input failed: {e}") from None
     except KeyboardInterrupt:
         print("\nimesde watch: interrupted", file=sys.stderr)
+        if deferred and len(engine) and not out.closed:
+            # Stopped before enough lines came to calibrate on: the lines held are matched
+            # as at the input's end (they were dropped without a word). A second Ctrl-C
+            # skips it.
+            with contextlib.suppress(KeyboardInterrupt):
+                subscribe()
     finally:
         if progress is not None:
             progress.finish(done)
