@@ -84,12 +84,15 @@ def test_search_drops_crlf_and_demo_refuses_bad_timestamps(tmp_path: Path) -> No
     )
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout.splitlines()[0])["text"] == "disk full"
-    for ts in ('"not a date"', "null", "[1]", "1" + "0" * 400):
+    # A float past its range (1e400: inf) and a lone surrogate were caught only after the
+    # model loaded, as "timestamp 0" (its place in a batch); now as the others are.
+    for ts in ('"not a date"', "null", "[1]", "1" + "0" * 400, "1e400", '1, "text": "\\ud800"'):
         path = tmp_path / "s.jsonl"
         path.write_text(f'{{"text": "a"}}\n{{"text": "b", "ts": {ts}}}\n', encoding="utf-8")
         out = imesde_cli("demo", "--file", str(path), "--threads", "1")
         assert out.returncode == 2, out.stderr
         assert "item 2" in out.stderr
+        assert "loaded" not in out.stdout
         assert "Traceback" not in out.stderr
 
 

@@ -155,6 +155,8 @@ def _ingest(
 def _ts(value: str | float) -> float:
     """Seconds since the epoch from a number or an ISO 8601 string (``ValueError`` otherwise)."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            raise ValueError(f"ts must be a finite number of seconds, got {value!r}")
         return float(value)
     if not isinstance(value, str):
         raise ValueError(f"ts must be seconds or an ISO 8601 date, got {value!r}")
@@ -197,6 +199,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
         if any(not isinstance(i.get("text"), str) for i in items):
             raise ValueError("every line needs a text field holding a string")
         for n, item in enumerate(items, 1):
+            try:
+                item["text"].encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError(
+                    f"item {n}: its text is not valid Unicode (a lone surrogate)"
+                ) from None
             if "ts" in item:
                 try:
                     _ts(item["ts"])
