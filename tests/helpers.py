@@ -3,6 +3,8 @@ named ``conftest`` is not one place)."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -38,3 +40,11 @@ def default_model_copy(dest: Path) -> Path:
     settings = {"dim": e.dim, "max_length": e.max_length, "pooling": e.pooling}
     write_manifest(dest, {**settings, "normalize": e.normalize})
     return dest
+
+
+def run_script(code: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """``code`` run by this Python in a process of its own (for what must not touch the test
+    process: an exit, a fork, a memory limit); its output captured, its status not checked."""
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout, check=False
+    )

@@ -235,15 +235,9 @@ def _collect(proc: subprocess.Popen[str]) -> tuple[list[str], threading.Thread]:
 
 def test_watch_follows_a_growing_file_until_interrupted(tmp_path: Path) -> None:
     log = tmp_path / "app.log"
-    log.write_text("disk quota exceeded on /home\n", encoding="utf-8")
-    proc = _watch(
-        "no space left on disk",
-        *("--file", str(log), "--follow", "--threshold", "0.4"),
-        stdin=subprocess.DEVNULL,
-    )
-    seen, reader = _collect(proc)
+    first = "disk quota exceeded on /home"
+    proc, seen, reader = _following(log, first, "no space left on disk", ("--threshold", "0.4"))
     try:
-        _wait_for(proc, seen, "disk quota exceeded")
         with log.open("a", encoding="utf-8") as f:
             f.write("user logged in\nwrite failed: no space left on device\n")
         _wait_for(proc, seen, "no space left on device")
@@ -256,6 +250,26 @@ def test_watch_follows_a_growing_file_until_interrupted(tmp_path: Path) -> None:
     assert not any("user logged in" in line for line in seen)
     assert "interrupted" in stderr
     assert "3 lines" in stderr
+
+
+def _following(
+    log: Path,
+    first: str = "service started",
+    query: str = "no space left on the disk",
+    options: tuple[str, ...] = ("--threshold", "-1", "--jsonl", "--wait", "0.05"),
+) -> tuple[subprocess.Popen[str], list[str], threading.Thread]:
+    """``imesde watch query`` following ``log`` (made with the line ``first``; by default
+    every line a match, as JSON lines), once it printed that line; what it prints, and the
+    thread that collects it."""
+    log.write_text(first + "\n", encoding="utf-8")
+    proc = _watch(query, "--file", str(log), "--follow", *options, stdin=subprocess.DEVNULL)
+    seen, reader = _collect(proc)
+    try:
+        _wait_for(proc, seen, first)
+    except BaseException:
+        proc.kill()
+        raise
+    return proc, seen, reader
 
 
 def _watch(*args: str, **kwargs: Any) -> subprocess.Popen[str]:
@@ -367,15 +381,8 @@ def test_watch_follow_waits_for_a_whole_line_and_rereads_a_truncated_file(
     """A line written in two parts is one item (it was two: each half scored alone); a file
     cut to nothing (logrotate's copytruncate) is read again from its start, as tail -f does."""
     log = tmp_path / "app.log"
-    log.write_text("service started\n", encoding="utf-8")
-    proc = _watch(
-        "no space left on the disk",
-        *("--threshold", "-1", "--file", str(log), "--follow", "--jsonl", "--wait", "0.05"),
-        stdin=subprocess.DEVNULL,
-    )
-    seen, _ = _collect(proc)
+    proc, seen, _ = _following(log)
     try:
-        _wait_for(proc, seen, "service started")
         with log.open("a", encoding="utf-8") as f:
             f.write("write failed: no space le")
             f.flush()
@@ -409,15 +416,8 @@ def test_watch_follow_takes_a_renamed_log_s_successor_and_stops_on_sigterm(
     systemd) ends the watch as Ctrl-C does, with its summary (it was killed without one).
     A line past 65,536 characters is cut there, its rest dropped."""
     log = tmp_path / "app.log"
-    log.write_text("service started\n", encoding="utf-8")
-    proc = _watch(
-        "no space left on the disk",
-        *("--threshold", "-1", "--file", str(log), "--follow", "--jsonl", "--wait", "0.05"),
-        stdin=subprocess.DEVNULL,
-    )
-    seen, _ = _collect(proc)
+    proc, seen, _ = _following(log)
     try:
-        _wait_for(proc, seen, "service started")
         with log.open("a", encoding="utf-8") as f:
             f.write("the last line of the old log")
         time.sleep(1.0)

@@ -13,7 +13,7 @@ import imesde
 import numpy as np
 import numpy.typing as npt
 import pytest
-from helpers import default_model_copy
+from helpers import default_model_copy, run_script
 from imesde import _locate
 from imesde import build as models
 from imesde.build import quantize
@@ -460,13 +460,7 @@ def test_a_huge_text_without_a_place_to_cut_takes_little_memory() -> None:
     # read from a prefix, it fits in 512 MB more address space than the loaded model.
     if not Path("/proc/self/statm").exists():
         pytest.skip("address space is read from /proc/self/statm (Linux)")
-    out = subprocess.run(
-        [sys.executable, "-c", _BLOBS_IN_BOUNDED_MEMORY],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    out = run_script(_BLOBS_IN_BOUNDED_MEMORY)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "ok"
 

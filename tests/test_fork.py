@@ -12,6 +12,7 @@ from collections.abc import Callable
 import imesde
 import numpy as np
 import pytest
+from helpers import run_script
 
 pytestmark = [
     pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX"),
@@ -237,15 +238,6 @@ def test_a_child_of_a_process_that_loaded_a_model_exits() -> None:
     # The child's interpreter dropped the parent's embedders, and the ONNX Runtime library
     # ran its static destructors: both waited for ever on thread pools whose threads the
     # child does not have (every child of a process with a model hung in exit).
-    import subprocess
-    import sys
-
-    out = subprocess.run(
-        [sys.executable, "-c", _EXITS_AFTER_A_MODEL],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    out = run_script(_EXITS_AFTER_A_MODEL)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split() == ["sys.exit", "3", "end", "3", "del", "3"]

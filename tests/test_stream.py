@@ -16,7 +16,7 @@ import imesde
 import numpy as np
 import numpy.typing as npt
 import pytest
-from helpers import DATA, unit
+from helpers import DATA, run_script, unit
 
 Golden = tuple[list[str], npt.NDArray[np.float32]]
 
@@ -423,15 +423,7 @@ def test_freeing_a_callback_that_calls_its_engine_does_not_hang() -> None:
     """A subscription's callback or a semantic-id function whose last reference goes inside
     the engine (pruned, unsubscribed, replaced) is freed after the engine's locks are
     released: a ``__del__`` that calls the engine hung the process for good."""
-    import subprocess
-    import sys
-
-    out = subprocess.run(
-        [sys.executable, "-c", _FREED_UNDER_THE_ENGINE],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    out = run_script(_FREED_UNDER_THE_ENGINE, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["done", "1"]
 
@@ -569,19 +561,11 @@ sub.close()
 def test_an_event_kept_after_its_engine_does_not_keep_its_items() -> None:
     """Events and subscriptions refer to their engine's ring weakly: one event kept after the
     engine was deleted held the whole ring (200 MB here). Measured in a process of its own."""
-    import subprocess
-    import sys
     from pathlib import Path
 
     if not Path("/proc/self/statm").exists():
         pytest.skip("resident memory is read from /proc/self/statm (Linux)")
-    out = subprocess.run(
-        [sys.executable, "-c", _EVENT_OUTLIVES_ENGINE],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    out = run_script(_EVENT_OUTLIVES_ENGINE)
     assert out.returncode == 0, out.stderr
     freed, scored, text, active = out.stdout.split()
     assert float(freed) > 150
