@@ -642,3 +642,45 @@ def test_cli_refusals_name_what_is_wrong(tmp_path: Path) -> None:
     assert raw.returncode == 0, raw.stderr
     records = [json.loads(line) for line in raw.stdout.decode().splitlines()]
     assert [r["text"] for r in records] == ["disk full on /dev/sda1 \ufffd"]
+
+
+def test_followed_lines_survive_truncation_rotation_and_a_cut_line(tmp_path: Path) -> None:
+    """The reader under ``watch --follow``, in this process: a log emptied by copytruncate
+    before the reader ever saw its size is truncated, not a /proc-like file read once (the
+    follow ended); a line being cut short when the log is rotated or truncated does not take
+    the next file's first line with it."""
+    from imesde.cli import _MAX_LINE, _Lines
+
+    def lines(path: Path) -> _Lines:
+        return _Lines(os.open(path, os.O_RDONLY), owned=True, path=str(path))
+
+    log = tmp_path / "a.log"
+    log.write_text("")
+    reader = lines(log)
+    with log.open("a") as f:
+        f.write("a\nb\n")
+    assert reader.readline(True) == "a\n"
+    os.truncate(log, 0)
+    assert [reader.readline(True), reader.readline(True)] == ["b\n", ""]
+    assert not reader.sizeless
+    with log.open("a") as f:
+        f.write("c\n")
+    assert reader.readline(True) == "c\n"
+    os.close(reader.fd)
+    for change in ("rotate", "truncate"):
+        log = tmp_path / f"{change}.log"
+        log.write_text("")
+        reader = lines(log)
+        with log.open("a") as f:
+            f.write("x" * (_MAX_LINE + 70_000))
+        assert reader.readline(True) == "x" * _MAX_LINE + "\n"
+        assert reader.readline(True) == ""
+        if change == "rotate":
+            log.rename(tmp_path / "rotated.1")
+            log.write_text("first line of the new file\n")
+        else:
+            os.truncate(log, 0)
+            with log.open("a") as f:
+                f.write("first line of the new file\n")
+        assert reader.readline(True) == "first line of the new file\n"
+        os.close(reader.fd)

@@ -201,9 +201,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
         for n, item in enumerate(items, 1):
             try:
                 item["text"].encode("utf-8")
+                if isinstance(item.get("source"), str):
+                    item["source"].encode("utf-8")
             except UnicodeEncodeError:
                 raise ValueError(
-                    f"item {n}: its text is not valid Unicode (a lone surrogate)"
+                    f"item {n}: its text or source is not valid Unicode (a lone surrogate)"
                 ) from None
             if "ts" in item:
                 try:
@@ -390,7 +392,7 @@ class _Lines:
         except OSError:
             return None
         os.close(self.fd)
-        self.fd, self.position, self.gone = fd, 0, False
+        self.fd, self.position, self.gone, self.cutting = fd, 0, False, False
         tail = pending + self.decoder.decode(b"", final=True)
         self.decoder.reset()
         self.pending = ""
@@ -403,9 +405,15 @@ class _Lines:
         no size yet had content (``/proc``, ``/sys``) is read once: see ``sizeless``."""
         with contextlib.suppress(OSError):
             size = os.fstat(self.fd).st_size
-            # Content read from a file that never had a size (cut to 0 by copytruncate, a
-            # file had one before).
-            if size == 0 and self.position > 0 and self.seen_size == 0 and not self.sizeless:
+            # Content read from a file that reports no size and still has content at its
+            # start (a file emptied by copytruncate has none).
+            if (
+                size == 0
+                and self.position > 0
+                and self.seen_size == 0
+                and not self.sizeless
+                and os.pread(self.fd, 1, 0)
+            ):
                 self.sizeless = True
                 print(
                     "imesde watch: the file reports no size (a /proc or /sys file): read "
@@ -418,6 +426,7 @@ class _Lines:
             if size < self.position:
                 os.lseek(self.fd, 0, os.SEEK_SET)
                 self.position = 0
+                self.cutting = False
                 self.decoder.reset()
                 self.pending = ""
                 print(
@@ -547,7 +556,9 @@ class _Output:
         if self.closed:
             return False
         try:
-            print(line, flush=True)
+            # One write of the line with its newline: a signal never splits a record.
+            sys.stdout.write(line + "\n")
+            sys.stdout.flush()
         except OSError as e:
             self.closed = True
             if not isinstance(e, BrokenPipeError):
@@ -597,12 +608,19 @@ def cmd_watch(args: argparse.Namespace) -> int:
     def show(event: Event) -> None:
         emit(event.query or "", event.score, event.ts, event.id, event.text)
 
+    # A percentile calibrates on the lines held: it is set once enough have come (or the
+    # input ended), and those lines are matched then.
+    deferred = isinstance(args.threshold, str)
+
     def subscribe() -> None:
+        nonlocal deferred
+        # Once only, whatever interrupts it (a Ctrl-C in here must not subscribe again).
+        held, deferred = deferred, False
         subs = [
             engine.subscribe(q, threshold=args.threshold, top_k=args.top_k, callback=show)
             for q in queries
         ]
-        if not deferred:
+        if not held:
             return
         # The lines held, calibrated on, are matched as a search finds them, in stream order.
         found = []
@@ -613,9 +631,6 @@ def cmd_watch(args: argparse.Namespace) -> int:
         for _, n, h in sorted(found, key=lambda f: (f[0], f[1])):
             emit(queries[n], h.score, h.ts, h.id, h.text)
 
-    # A percentile calibrates on the lines held: it is set once enough have come (or the
-    # input ended), and those lines are matched then.
-    deferred = isinstance(args.threshold, str)
     # No more than the ring holds: a larger count would never be reached.
     need = min(_calibration_lines(args.threshold), engine.capacity) if deferred else 0
     if not deferred:
@@ -628,7 +643,6 @@ def cmd_watch(args: argparse.Namespace) -> int:
         done += len(batch)
         if deferred and len(engine) >= need:
             subscribe()
-            deferred = False
         if progress is not None:
             progress.update(done)
         if out.closed:
@@ -1020,16 +1034,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     _escape_unencodable()
     saved = sys.stderr
     sys.stderr = _Diagnostics(saved)
-    term = None
+    installed, term = False, None
     if threading.current_thread() is threading.main_thread():
         with contextlib.suppress(ValueError, OSError):
             term = signal.signal(signal.SIGTERM, _stop)
+            installed = True
     try:
         return _main(argv)
     finally:
         sys.stderr = saved
-        if term is not None:
-            signal.signal(signal.SIGTERM, term)
+        if installed:
+            # A handler set outside Python reads as None: the default is put back then.
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if term is None else term)
 
 
 def _main(argv: Sequence[str] | None) -> int:

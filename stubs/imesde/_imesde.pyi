@@ -776,10 +776,6 @@ def simd_backend() -> str:
 def _panic_for_tests(message: str) -> None:
     """Panic inside the binding's work helper (tests of the ``InternalError`` mapping)."""
 
-def _after_fork_in_child() -> None:
-    """In a child of ``fork()``: when the parent loaded ONNX Runtime, ``exit`` ends before the
-    library's static destructors (which wait for ever on the parent's thread pools)."""
-
 def _at_exit() -> None:
     """imesde's ``atexit`` hook: threads still inside imesde are parked, not ended mid-call."""
 

@@ -33,30 +33,47 @@ extern "C" fn after_fork_in_parent() {
     gil::after_fork_in_parent();
 }
 
-/// Run in a child of `fork()` once Python runs there (`os.register_at_fork`): when the parent
-/// had loaded ONNX Runtime, the child's `exit` ends with `_exit` before the library's static
-/// destructors run. They wait for ever on condition variables of the parent's thread pools,
-/// whose threads the child does not have: a child that called `sys.exit` (or simply ended)
-/// never finished. C stdio is flushed first; Python's own finalization has run by then.
-#[pyfunction]
-fn _after_fork_in_child() {
+/// The process that loaded ONNX Runtime (0: none yet), for [`arm_child_exit`].
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+static LOADED_BY: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// Called once ONNX Runtime is loaded: from then on, a child of `fork()` ends its `exit` with
+/// `_exit` before the library's static destructors run. They wait for ever on condition
+/// variables of the parent's thread pools, whose threads the child does not have (a child
+/// that called `sys.exit`, or simply ended, never finished). Registered right after the
+/// library loaded, the handler runs before its destructors and after every handler
+/// registered later; C stdio is flushed first, and Python's finalization has run by then.
+/// The process that loaded it exits as usual.
+pub(crate) fn arm_child_exit() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    if imesde_embed::runtime_info().is_some() {
+    {
         use std::ffi::{c_int, c_void};
+        use std::sync::atomic::Ordering;
         unsafe extern "C" {
             // glibc: like `atexit`, with the exit status; handlers run last registered first.
             fn on_exit(handler: extern "C" fn(c_int, *mut c_void), arg: *mut c_void) -> c_int;
         }
         extern "C" fn exit_now(status: c_int, _: *mut c_void) {
-            // SAFETY: flushing every C stream, then ending the process: nothing runs after.
+            // SAFETY: getpid cannot fail; in a child, every C stream is flushed, then the
+            // process ends: nothing runs after.
             unsafe {
-                libc::fflush(std::ptr::null_mut());
-                libc::_exit(status);
+                if libc::getpid().cast_unsigned() != LOADED_BY.load(Ordering::Acquire) {
+                    libc::fflush(std::ptr::null_mut());
+                    libc::_exit(status);
+                }
             }
         }
-        // SAFETY: registers a handler with a static lifetime and no argument.
-        unsafe {
-            on_exit(exit_now, std::ptr::null_mut());
+        // SAFETY: getpid cannot fail.
+        let me = unsafe { libc::getpid() }.cast_unsigned();
+        // The first loader only: a child calling this again keeps its parent's pid.
+        if LOADED_BY
+            .compare_exchange(0, me, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            // SAFETY: registers a handler with a static lifetime and no argument, once.
+            unsafe {
+                on_exit(exit_now, std::ptr::null_mut());
+            }
         }
     }
 }
@@ -119,13 +136,6 @@ fn _imesde(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.py()
         .import("atexit")?
         .call_method1("register", (m.getattr("_at_exit")?,))?;
-    m.add_function(wrap_pyfunction!(_after_fork_in_child, m)?)?;
-    let kwargs = pyo3::types::PyDict::new(m.py());
-    kwargs.set_item("after_in_child", m.getattr("_after_fork_in_child")?)?;
-    let os = m.py().import("os")?;
-    if os.hasattr("register_at_fork")? {
-        os.call_method("register_at_fork", (), Some(&kwargs))?;
-    }
     m.add_class::<embed::TextEmbedder>()?;
     m.add_class::<bm25::PyBm25>()?;
     m.add_class::<bm25::Bm25Hit>()?;

@@ -1305,15 +1305,14 @@ class ShardedEngine:
                 f'threshold {threshold!r} is not a percentile like "p99" or "p99.9"'
             )
         held = self.count(where=where)
-        if held == 0:
-            raise InvalidValueError(
-                f"cannot calibrate threshold {threshold}: no item held passes the filter"
-            )
         k = min(max(math.ceil((100.0 - pct) / 100.0 * held), 1), held)
         if isinstance(query, str):
-            hits = self.search(query, k, where=where, exact=True)
+            hits = self.search(query, k, where=where, exact=True) if held else []
         else:
-            hits = self.search_vector(query, k, where=where, exact=True)
+            hits = self.search_vector(query, k, where=where, exact=True) if held else []
+        if not hits:  # none held (or all gone between the count and the search)
+            why = "no item held passes the filter" if where else "on an empty engine: ingest first"
+            raise InvalidValueError(f"cannot calibrate threshold {threshold}: {why}")
         return hits[-1].score
 
     def unsubscribe(self, subscription: ShardedSubscription | int) -> bool:
