@@ -684,3 +684,20 @@ def test_followed_lines_survive_truncation_rotation_and_a_cut_line(tmp_path: Pat
                 f.write("first line of the new file\n")
         assert reader.readline(True) == "first line of the new file\n"
         os.close(reader.fd)
+
+
+def test_watch_top_k_counts_the_lines_a_percentile_was_calibrated_on() -> None:
+    # The best match comes first, then 99 lines about something else, then a weaker match
+    # above the median: with --top-k 1 it does not enter the top 1 since the start (the
+    # running top-k started empty after calibration, and printed it).
+    lines = ["fixed a memory leak in the parser"]
+    lines += [
+        f"updated the {lang} translation of package number {i}"
+        for i, lang in zip(range(99), ["German", "French", "Spanish"] * 33, strict=True)
+    ]
+    lines.append("reduce memory usage of the cache")
+    args = ("watch", "memory leak", "--threshold", "p50", "--top-k", "1", "--jsonl")
+    out = imesde_cli(*args, "--batch", "10", "--threads", "1", stdin="\n".join(lines) + "\n")
+    assert out.returncode == 0, out.stderr
+    texts = [json.loads(line)["text"] for line in out.stdout.splitlines()]
+    assert texts == [lines[0]]

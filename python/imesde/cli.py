@@ -9,6 +9,7 @@ import argparse
 import codecs
 import contextlib
 import gzip
+import heapq
 import itertools
 import json
 import math
@@ -605,8 +606,29 @@ def cmd_watch(args: argparse.Namespace) -> int:
         if out.write(line):
             counts[query] += 1
 
+    # --top-k: the k best scores matched so far per query (min-heaps), kept here so that
+    # the lines a percentile was calibrated on count too (the engine's running top-k would
+    # start empty when the query is registered, after them).
+    best: dict[str, list[float]] = {q: [] for q in queries}
+
+    def enters(query: str, score: float) -> bool:
+        """Whether a match with ``score`` enters the query's running top-k (one engine's
+        rule: fewer than k so far, or better than the worst of them)."""
+        if args.top_k is None:
+            return True
+        heap = best[query]
+        if len(heap) < args.top_k:
+            heapq.heappush(heap, score)
+            return True
+        if score > heap[0]:
+            heapq.heapreplace(heap, score)
+            return True
+        return False
+
     def show(event: Event) -> None:
-        emit(event.query or "", event.score, event.ts, event.id, event.text)
+        query = event.query or ""
+        if enters(query, event.score):
+            emit(query, event.score, event.ts, event.id, event.text)
 
     # A percentile calibrates on the lines held: it is set once enough have come (or the
     # input ended), and those lines are matched then.
@@ -616,10 +638,10 @@ def cmd_watch(args: argparse.Namespace) -> int:
         nonlocal deferred
         # Once only, whatever interrupts it (a Ctrl-C in here must not subscribe again).
         held, deferred = deferred, False
-        subs = [
-            engine.subscribe(q, threshold=args.threshold, top_k=args.top_k, callback=show)
-            for q in queries
-        ]
+        # Every match comes here and `enters` keeps the top-k (with no threshold, every line
+        # is a match).
+        threshold = -1.0 if args.threshold is None else args.threshold
+        subs = [engine.subscribe(q, threshold=threshold, callback=show) for q in queries]
         if not held:
             return
         # The lines held, calibrated on, are matched as a search finds them, in stream order.
@@ -629,7 +651,8 @@ def cmd_watch(args: argparse.Namespace) -> int:
             hits = [h for h in hits if sub.threshold is None or h.score >= sub.threshold]
             found += [(h.id, n, h) for h in hits[: args.top_k]]
         for _, n, h in sorted(found, key=lambda f: (f[0], f[1])):
-            emit(queries[n], h.score, h.ts, h.id, h.text)
+            if enters(queries[n], h.score):
+                emit(queries[n], h.score, h.ts, h.id, h.text)
 
     # No more than the ring holds: a larger count would never be reached.
     need = min(_calibration_lines(args.threshold), engine.capacity) if deferred else 0
