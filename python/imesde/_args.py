@@ -1,9 +1,11 @@
 """Checks of arguments shared by the Python modules (the native module has its own): integers
 (an int or a numpy integer scalar, never a bool, a float cut short or an array) and batches
-(any iterable, never a lone string read as its characters)."""
+(any iterable, never a lone string read as its characters); and the rules of the native engine
+that Python code applies too (a percentile threshold, a running top-k)."""
 
 from __future__ import annotations
 
+import heapq
 import numbers
 import operator
 from collections.abc import Iterable, Iterator
@@ -23,6 +25,21 @@ def percentile(value: str) -> float | None:
     plain = digits.replace(".", "", 1).isdigit() and digits.isascii()
     pct = float(digits) if plain else -1.0
     return pct if 0.0 <= pct < 100.0 else None
+
+
+def enters_top_k(best: list[float], k: int | None, score: float) -> bool:
+    """Whether a match with ``score`` enters a running top-``k`` whose scores so far are the
+    min-heap ``best`` (updated), by one engine's rule: fewer than ``k`` so far, or better than
+    the worst of them; always without ``k``."""
+    if k is None:
+        return True
+    if len(best) < k:
+        heapq.heappush(best, score)
+        return True
+    if score > best[0]:
+        heapq.heapreplace(best, score)
+        return True
+    return False
 
 
 def integer(value: object, what: str) -> int:

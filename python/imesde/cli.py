@@ -9,7 +9,6 @@ import argparse
 import codecs
 import contextlib
 import gzip
-import heapq
 import itertools
 import json
 import math
@@ -24,7 +23,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TextIO
 
-from imesde._args import percentile
+from imesde._args import enters_top_k, percentile
 from imesde._imesde import (
     Engine,
     Event,
@@ -608,26 +607,12 @@ def cmd_watch(args: argparse.Namespace) -> int:
 
     # --top-k: the k best scores matched so far per query (min-heaps), kept here so that
     # the lines a percentile was calibrated on count too (the engine's running top-k would
-    # start empty when the query is registered, after them).
+    # start empty when the query is registered, after them): see `enters_top_k`.
     best: dict[str, list[float]] = {q: [] for q in queries}
-
-    def enters(query: str, score: float) -> bool:
-        """Whether a match with ``score`` enters the query's running top-k (one engine's
-        rule: fewer than k so far, or better than the worst of them)."""
-        if args.top_k is None:
-            return True
-        heap = best[query]
-        if len(heap) < args.top_k:
-            heapq.heappush(heap, score)
-            return True
-        if score > heap[0]:
-            heapq.heapreplace(heap, score)
-            return True
-        return False
 
     def show(event: Event) -> None:
         query = event.query or ""
-        if enters(query, event.score):
+        if enters_top_k(best[query], args.top_k, event.score):
             emit(query, event.score, event.ts, event.id, event.text)
 
     # A percentile calibrates on the lines held: it is set once enough have come (or the
@@ -638,7 +623,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
         nonlocal deferred
         # Once only, whatever interrupts it (a Ctrl-C in here must not subscribe again).
         held, deferred = deferred, False
-        # Every match comes here and `enters` keeps the top-k (with no threshold, every line
+        # Every match comes here and `enters_top_k` keeps the top-k (with no threshold, every line
         # is a match).
         threshold = -1.0 if args.threshold is None else args.threshold
         subs = [engine.subscribe(q, threshold=threshold, callback=show) for q in queries]
@@ -651,7 +636,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
             hits = [h for h in hits if sub.threshold is None or h.score >= sub.threshold]
             found += [(h.id, n, h) for h in hits[: args.top_k]]
         for _, n, h in sorted(found, key=lambda f: (f[0], f[1])):
-            if enters(queries[n], h.score):
+            if enters_top_k(best[queries[n]], args.top_k, h.score):
                 emit(queries[n], h.score, h.ts, h.id, h.text)
 
     # No more than the ring holds: a larger count would never be reached.

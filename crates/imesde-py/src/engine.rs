@@ -319,8 +319,8 @@ impl Engine {
     /// ``threshold``: a cosine score, or ``"p99"`` (``"pNN"``) for the score above which 1 %
     /// (100 - NN %) of the items now held (that pass ``where``) fall; ``top_k``: fire for items
     /// that enter the k best seen since subscribing (with a threshold too, both must hold).
-    /// ``where`` filters on metadata. With ``callback``, each event is passed to it; otherwise events queue on the
-    /// returned ``Subscription`` (at most ``queue_size``).
+    /// ``where`` filters on metadata. With ``callback``, each event is passed to it; otherwise
+    /// events queue on the returned ``Subscription`` (at most ``queue_size``).
     #[pyo3(
         signature = (query, *, threshold = None, top_k = None, r#where = None, callback = None,
                      queue_size = Count::from(10_000)),
@@ -936,8 +936,8 @@ impl Engine {
     /// ``storage``, ``ingested``, ``evicted``, ``deleted``, ``searches`` (queries answered, a
     /// lexical or hybrid one too; a hybrid one read again under concurrent writes, per try),
     /// ``memory_bytes`` (fixed at construction), ``payload_bytes`` (texts and metadata),
-    /// ``lexical_bytes`` (the BM25 index, None without one), ``simd``; ``index`` (``"ivf"`` or None), ``nlist``, ``nprobe``, ``index_trained``,
-    /// ``index_bytes`` (held by the index now).
+    /// ``lexical_bytes`` (the BM25 index, None without one), ``simd``; ``index`` (``"ivf"`` or
+    /// None), ``nlist``, ``nprobe``, ``index_trained``, ``index_bytes`` (held by the index now).
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let ring = self.core.ring();
         let (s, lexical_bytes) = gil::run(py, "Engine.stats", || {

@@ -26,7 +26,7 @@ import numpy as np
 import numpy.typing as npt
 import ray
 
-from imesde._args import integer, listed, percentile, positive
+from imesde._args import enters_top_k, integer, listed, percentile, positive
 
 if TYPE_CHECKING:
     import imesde
@@ -1364,8 +1364,6 @@ class ShardedSubscription:
     ) -> None:
         self._engine = engine
         self._key = key
-        #: The subscription's id in its engine (``ShardedEngine.unsubscribe`` takes it).
-        self.id = key
         self._callback = callback
         # The k best scores delivered so far (a min-heap), for a running top-k over shards.
         self._top_k = top_k
@@ -1389,6 +1387,11 @@ class ShardedSubscription:
         self._interval = poll_interval
         self._thread = threading.Thread(target=self._run, name=f"imesde-sub-{key}", daemon=True)
         self._thread.start()
+
+    @property
+    def id(self) -> int:
+        """The subscription's id in its engine (``ShardedEngine.unsubscribe`` takes it)."""
+        return self._key
 
     @property
     def active(self) -> bool:
@@ -1445,22 +1448,9 @@ class ShardedSubscription:
         self._held = [r for r in rows if r[0] >= limit]
         for row in ready:
             hit = ShardedHit(*row)
-            if self._enters_top_k(hit.score):
+            if enters_top_k(self._best, self._top_k, hit.score):
                 self._deliver(hit)
         return len(ready)
-
-    def _enters_top_k(self, score: float) -> bool:
-        """Whether an event with ``score`` enters the k best so far (always without top_k),
-        by the rule of one engine's running top-k."""
-        if self._top_k is None:
-            return True
-        if len(self._best) < self._top_k:
-            heapq.heappush(self._best, score)
-            return True
-        if score > self._best[0]:
-            heapq.heapreplace(self._best, score)
-            return True
-        return False
 
     def _deliver(self, hit: ShardedHit) -> None:
         if self._callback is not None:
