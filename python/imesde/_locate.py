@@ -24,6 +24,7 @@ from imesde._manifest import (
     read_manifest,
     read_prompts,
     read_sentence_settings,
+    sha256_file,
 )
 from imesde.exceptions import DTypeError, ModelLoadError, ModelNotFoundError, StorageError
 
@@ -511,17 +512,6 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 _intact_builds: set[Path] = set()
 
 
-def _file_sha256(path: Path) -> str | None:
-    digest = hashlib.sha256()
-    try:
-        with open(path, "rb") as stream:
-            for block in iter(lambda: stream.read(1 << 20), b""):
-                digest.update(block)
-    except OSError:
-        return None
-    return digest.hexdigest()
-
-
 def _intact(folder: Path) -> bool:
     """Whether the files of a cached build are those its manifest's ``sha256`` records (a
     manifest without them, from an older build, is trusted)."""
@@ -529,10 +519,13 @@ def _intact(folder: Path) -> bool:
         return True
     manifest = _read_json(folder / MANIFEST)
     sums = None if manifest is None else manifest.get("sha256")
-    if isinstance(sums, dict) and not all(
-        isinstance(name, str) and "/" not in name and _file_sha256(folder / name) == want
-        for name, want in sums.items()
-    ):
+    try:
+        if isinstance(sums, dict) and not all(
+            isinstance(name, str) and "/" not in name and sha256_file(folder / name) == want
+            for name, want in sums.items()
+        ):
+            return False
+    except OSError:  # a file of the build gone or unreadable
         return False
     _intact_builds.add(folder)
     return True

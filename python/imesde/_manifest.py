@@ -3,6 +3,7 @@ reader and writer, and the sentence-transformers prompts read from a checkpoint.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -81,6 +82,15 @@ def _prompts(value: Any, path: Path) -> dict[str, str]:
     if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
         raise ModelLoadError(f"{path}: prompts must map names to str, got {value!r:.200}")
     return value
+
+
+def sha256_file(path: Path) -> str:
+    """The SHA-256 of a file, as lowercase hex (the manifest's ``sha256`` entries)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def write_manifest(folder: Path, manifest: dict[str, Any]) -> None:

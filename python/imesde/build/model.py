@@ -3,7 +3,6 @@ and checking a built model against reference embeddings."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import tempfile
@@ -19,6 +18,7 @@ from imesde._manifest import (
     read_json,
     read_prompts,
     read_sentence_settings,
+    sha256_file,
     write_manifest,
 )
 from imesde.build.graph import BertConfig, bert_graph
@@ -30,14 +30,6 @@ __all__ = ["build", "check", "measure"]
 
 #: The most bytes of a ``tokenizer.json`` the builder reads (multilingual ones are ~20 MB).
 MAX_TOKENIZER_BYTES = 1 << 30
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def build(
@@ -146,8 +138,8 @@ def build(
             "optimized": optimized,
             "optimization": "all" if precision == "int8" else "basic",
             "sha256": {
-                "model.onnx": _sha256(onnx_path),
-                "tokenizer.json": _sha256(staging / "tokenizer.json"),
+                "model.onnx": sha256_file(onnx_path),
+                "tokenizer.json": sha256_file(staging / "tokenizer.json"),
             },
         }
         if prompts:
