@@ -374,7 +374,7 @@ impl Engine {
                     // Inside the fork gate: a fork waits for the training, whose locks a
                     // child would otherwise find held by a thread it does not have.
                     let _inside = fork::Inside::enter();
-                    ring.train_index_if_idle()
+                    ring.train_index_if_due()
                 });
         }
     }

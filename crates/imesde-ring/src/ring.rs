@@ -1092,12 +1092,26 @@ impl Ring {
         self.searches.fetch_add(1, Ordering::Relaxed);
         if matches!(q, Query::Int8 { .. }) || self.index_serves(filter) {
             // Candidates to rescore (an int8 scan's, a binary scan's, the index's): ranked as
-            // (score, key) pairs ([`Ring::refine`]), hits made of the best.
-            let best = self.best_per_query(&q, &unit, 1, k, filter).swap_remove(0);
-            return Ok(best
-                .into_iter()
-                .filter_map(|(score, key)| self.hit(EMPTY - key, score))
-                .collect());
+            // (score, key) pairs ([`Ring::refine`]), hits made of the best, read back once the
+            // ranking is done. A batch written or deleted meanwhile can take a ranked item
+            // (the hit is short of `k`): two tries as they come, then one with writes held off.
+            let read = || {
+                let best = self.best_per_query(&q, &unit, 1, k, filter).swap_remove(0);
+                let ranked = best.len();
+                let hits: Vec<Hit> = best
+                    .into_iter()
+                    .filter_map(|(score, key)| self.hit(EMPTY - key, score))
+                    .collect();
+                let whole = hits.len() == ranked;
+                (hits, whole)
+            };
+            for _ in 0..2 {
+                let (hits, whole) = read();
+                if whole {
+                    return Ok(hits);
+                }
+            }
+            return Ok(self.with_writes_paused(|| read().0));
         }
         let plain = filter.is_empty();
         let memo = self.memo(filter);
@@ -1458,11 +1472,17 @@ impl Ring {
     #[must_use]
     pub fn index_wants_training(&self) -> bool {
         self.reclaim_training();
+        !self.training.is_locked() && self.training_due()
+    }
+
+    /// Whether the window moved on far enough since the index was trained (see
+    /// [`Ring::index_wants_training`]), whether or not a training runs.
+    fn training_due(&self) -> bool {
         let next = self.next_id.load(Ordering::Acquire);
         let guard = self.ivf.read();
-        guard.as_ref().is_some_and(|i| {
-            !self.training.is_locked() && i.wants_training(next, self.len(), self.capacity())
-        })
+        guard
+            .as_ref()
+            .is_some_and(|i| i.wants_training(next, self.len(), self.capacity()))
     }
 
     /// Items per list of the index (empty without one).
@@ -1502,12 +1522,16 @@ impl Ring {
         self.train_holding()
     }
 
-    /// [`Ring::train_index`] unless a training is running (then false at once).
-    pub fn train_index_if_idle(&self) -> bool {
+    /// Trains the index when a training is due ([`Ring::index_wants_training`]) and none is
+    /// running (false at once then); whether it trained. Due is decided again once the
+    /// training lock is held: a training that ran meanwhile (an explicit [`Ring::train_index`],
+    /// the items since deleted) left nothing to do, and training again then would change the
+    /// lists under the caller's feet.
+    pub fn train_index_if_due(&self) -> bool {
         self.reclaim_training();
         match self.training.try_lock() {
-            Some(_one) => self.train_holding(),
-            None => false,
+            Some(_one) if self.training_due() => self.train_holding(),
+            _ => false,
         }
     }
 

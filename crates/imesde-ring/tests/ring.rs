@@ -881,3 +881,38 @@ fn batched_index_searches_keep_each_querys_hits() {
     // answered by a scan of every item, so no row is short.
     assert_eq!(padded, 0);
 }
+
+#[test]
+fn a_training_that_is_no_longer_due_is_not_run() {
+    // The engine starts a training on a thread of its own when one is due. When an explicit
+    // `train_index` ran first and items were deleted after it, that thread trained again on
+    // what was held by then: the lists changed under searches, differently run to run.
+    use imesde_ring::IvfConfig;
+    let dim = 32;
+    let r = ring(dim, 2, 512, Storage::F32);
+    r.set_index(Some(IvfConfig {
+        nlist: 8,
+        nprobe: 2,
+    }))
+    .unwrap();
+    let mut rng = Rng(5);
+    let fill = |rng: &mut Rng| {
+        let attrs = Attributes {
+            timestamps: vec![0.0; 1024],
+            ..Attributes::default()
+        };
+        r.ingest(&rng.vecs(1024, dim), &attrs).unwrap()
+    };
+    let ids = fill(&mut rng);
+    assert!(r.index_wants_training());
+    assert!(r.train_index());
+    let odd: Vec<u64> = ids.into_iter().filter(|id| id % 2 == 1).collect();
+    assert_eq!(r.delete(&odd).len(), 512);
+    let lists = r.index_list_sizes();
+    assert!(!r.train_index_if_due());
+    assert_eq!(r.index_list_sizes(), lists);
+    // Due again once the window turned over: trained then.
+    fill(&mut rng);
+    assert!(r.train_index_if_due());
+    assert!(r.index_trained() && !r.index_wants_training());
+}

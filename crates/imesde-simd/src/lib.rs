@@ -320,11 +320,11 @@ impl Kernels {
 
     /// The fastest kernels this CPU supports, detected once. Setting the environment variable
     /// `IMESDE_SIMD` to a backend name (`scalar`, `avx2`, ...) caps the choice, for testing;
-    /// another value is ignored with a warning on stderr.
+    /// another value is ignored with a warning on stderr (an empty one, as unset, silently).
     pub fn best() -> &'static Kernels {
         static BEST: OnceLock<&'static Kernels> = OnceLock::new();
         BEST.get_or_init(|| {
-            let cap = std::env::var("IMESDE_SIMD").ok();
+            let cap = std::env::var("IMESDE_SIMD").ok().filter(|v| !v.is_empty());
             if let Some(name) = cap.as_deref()
                 && !Backend::ALL.iter().any(|b| b.name() == name)
             {
