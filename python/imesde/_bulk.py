@@ -208,10 +208,9 @@ def ingest_in_chunks(
     def ingest(chunk: list[str]) -> None:
         ts = _take(stamps, len(chunk), "timestamps")
         meta = shared if shared is not None else _take(metas, len(chunk), "metadata")
-        ids = engine.ingest_batch(
-            chunk, timestamps=ts, metadata=meta, batch_size=None, show_progress_bar=False
-        )
-        stored.append(ids)
+        # The chunk's ids join `stored` inside the call: a Ctrl-C raised as it returns (the
+        # chunk written) finds them there.
+        engine._ingest_into(stored, chunk, ts, meta)
 
     def ids() -> npt.NDArray[np.int64]:
         return np.concatenate(stored) if stored else np.empty(0, dtype=np.int64)

@@ -368,6 +368,15 @@ class Engine:
         (memory bounded by one chunk): a bad chunk raises with the chunks before it stored,
         their ids in the error's ``ingested_ids``. ``show_progress_bar``: a tqdm bar (None:
         on a terminal for 10,000 texts or more, or an unknown number)."""
+    def _ingest_into(
+        self,
+        out: list[_Ids],
+        texts: Iterable[str],
+        timestamps: Iterable[_Timestamp] | npt.NDArray[Any] | None,
+        metadata: _Metadata | Iterable[_Metadata | None] | None,
+    ) -> None:
+        """``ingest_batch`` of one chunk for ``imesde._bulk``, its ids appended to ``out``
+        before it returns: a Ctrl-C raised as it returns (the chunk written) finds them there."""
     def search(
         self,
         query: str,

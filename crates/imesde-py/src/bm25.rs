@@ -199,7 +199,8 @@ impl PyBm25 {
 
     /// ``add`` for many documents: texts, or token lists indexed as they are (as bm25s takes
     /// them). All ids are checked first, so a bad batch adds nothing; Ctrl-C while a large
-    /// batch is analysed raises ``KeyboardInterrupt`` and adds nothing too. Also precomputes the
+    /// batch is analysed raises ``KeyboardInterrupt`` and adds nothing too (once the documents
+    /// are being added, the last step, it is raised after they are in). Also precomputes the
     /// per-posting scores that searches reuse until the next change.
     fn add_batch(
         &self,
@@ -217,7 +218,7 @@ impl PyBm25 {
                 docs.len()
             ));
         }
-        gil::run_interruptible(py, "BM25.add_batch", |stop| {
+        gil::write_interruptible(py, "BM25.add_batch", |stop| {
             let mut guard = self.0.write();
             let index: &mut Bm25 = &mut guard;
             install(|| match &docs {

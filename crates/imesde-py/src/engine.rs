@@ -15,7 +15,7 @@ use parking_lot::Mutex;
 use pyo3::PyTraverseError;
 use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyBytes, PyDict, PyInt, PyString, PyTuple};
+use pyo3::types::{PyBool, PyBytes, PyDict, PyInt, PyList, PyString, PyTuple};
 
 use crate::bm25::PyBm25;
 use crate::convert::{self, Count, Flag, FsPath, Real, Text, id_of, reduce_to_bytes};
@@ -652,27 +652,21 @@ impl Engine {
             ))?;
             return Ok(done.cast_into::<PyArray1<i64>>()?);
         }
-        let this = slf.get();
-        let texts = convert::strs(texts, "texts", false)?;
-        let n = texts.len();
-        let attrs = Attributes {
-            texts: texts.iter().cloned().map(Some).collect(),
-            timestamps: timestamps
-                .map(|t| convert::timestamps(t, n))
-                .transpose()?
-                .unwrap_or_default(),
-            metadata: metadata
-                .map(|m| convert::metadata(m, n))
-                .transpose()?
-                .unwrap_or_default(),
-        };
-        // Checked before the expensive part; the ring checks again when it writes.
-        attrs.check(n).map_err(CoreError::from)?;
-        if n == 0 {
-            return Ok(id_array(py, 0..0));
-        }
-        let vectors = this.embed_documents(py, &texts)?;
-        Ok(id_array(py, this.write(py, &vectors, attrs, None)?))
+        Self::ingest_texts(slf, texts, timestamps, metadata)
+    }
+
+    /// ``ingest_batch`` of one chunk for ``imesde._bulk``, its ids appended to ``out`` before
+    /// it returns: a Ctrl-C raised as it returns (the chunk written) finds them there.
+    #[pyo3(name = "_ingest_into")]
+    fn ingest_into<'py>(
+        slf: &Bound<'py, Self>,
+        out: &Bound<'py, PyList>,
+        texts: &Bound<'py, PyAny>,
+        timestamps: Option<&Bound<'py, PyAny>>,
+        metadata: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<()> {
+        let _passage = gil::Passage::attached(slf.py());
+        out.append(Self::ingest_texts(slf, texts, timestamps, metadata)?)
     }
 
     /// The ``k`` stored items most similar in meaning to the text ``query``, best first.
@@ -1178,6 +1172,37 @@ fn take_where<T>(items: &mut Vec<T>, mut pick: impl FnMut(&T) -> bool) -> Vec<T>
 }
 
 impl Engine {
+    /// Embeds and writes the texts of one batch (``ingest_batch`` without chunks).
+    fn ingest_texts<'py>(
+        slf: &Bound<'py, Self>,
+        texts: &Bound<'py, PyAny>,
+        timestamps: Option<&Bound<'py, PyAny>>,
+        metadata: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyArray1<i64>>> {
+        let py = slf.py();
+        let this = slf.get();
+        let texts = convert::strs(texts, "texts", false)?;
+        let n = texts.len();
+        let attrs = Attributes {
+            texts: texts.iter().cloned().map(Some).collect(),
+            timestamps: timestamps
+                .map(|t| convert::timestamps(t, n))
+                .transpose()?
+                .unwrap_or_default(),
+            metadata: metadata
+                .map(|m| convert::metadata(m, n))
+                .transpose()?
+                .unwrap_or_default(),
+        };
+        // Checked before the expensive part; the ring checks again when it writes.
+        attrs.check(n).map_err(CoreError::from)?;
+        if n == 0 {
+            return Ok(id_array(py, 0..0));
+        }
+        let vectors = this.embed_documents(py, &texts)?;
+        Ok(id_array(py, this.write(py, &vectors, attrs, None)?))
+    }
+
     /// Changes the subscription list under its lock; what `f` returns (subscriptions taken
     /// out) is dropped by the caller after the lock is released, since freeing one may run
     /// Python code that calls this engine.

@@ -114,7 +114,18 @@ pub(crate) fn run_interruptible<T: Send>(
     what: &str,
     f: impl FnOnce(&AtomicBool) -> T + Send,
 ) -> PyResult<T> {
-    interruptible(py, what, true, &mut |_| {}, f)
+    interruptible(py, what, true, true, &mut |_| {}, f)
+}
+
+/// [`run_interruptible`] for work that changes what it is given as it ends (a batch added to
+/// an index): a signal is looked for while it runs, not once it has returned, when it would
+/// be raised for work done.
+pub(crate) fn write_interruptible<T: Send>(
+    py: Python<'_>,
+    what: &str,
+    f: impl FnOnce(&AtomicBool) -> T + Send,
+) -> PyResult<T> {
+    interruptible(py, what, true, false, &mut |_| {}, f)
 }
 
 /// [`run_interruptible`] for work that, as [`compute`]'s, takes no lock shared with other
@@ -126,13 +137,14 @@ pub(crate) fn compute_interruptible<T: Send>(
     poll: &mut (dyn FnMut(Python<'_>) + Send),
     f: impl FnOnce(&AtomicBool) -> T + Send,
 ) -> PyResult<T> {
-    interruptible(py, what, false, poll, f)
+    interruptible(py, what, false, true, poll, f)
 }
 
 fn interruptible<T: Send>(
     py: Python<'_>,
     what: &str,
     gated: bool,
+    reads: bool,
     poll: &mut (dyn FnMut(Python<'_>) + Send),
     f: impl FnOnce(&AtomicBool) -> T + Send,
 ) -> PyResult<T> {
@@ -173,7 +185,19 @@ fn interruptible<T: Send>(
                 }
                 loop {
                     match rx.recv_timeout(SIGNAL_POLL) {
-                        Ok(result) => return result,
+                        Ok(result) => {
+                            // A signal that came since the last look (the work took less
+                            // than a poll, or it came at its end) is the call's too: work
+                            // that changes nothing it returns (`reads`) is not kept, so that
+                            // what the caller does with it next (write a batch) is not done.
+                            if reads
+                                && pending.is_none()
+                                && let Err(e) = Python::attach(check_signals)
+                            {
+                                pending = Some(e);
+                            }
+                            return result;
+                        }
                         Err(RecvTimeoutError::Timeout) => {
                             if pending.is_none()
                                 && let Err(e) = Python::attach(check_signals)

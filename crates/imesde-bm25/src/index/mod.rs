@@ -353,6 +353,10 @@ impl Bm25 {
     ) -> Result<()> {
         self.check_new(ids, texts.len())?;
         if texts.len() < PARALLEL_DOCS {
+            // Added one at a time, with no step to stop at: stopped before the first.
+            if stop() {
+                return Err(Bm25Error::Interrupted);
+            }
             for (&id, text) in ids.iter().zip(texts) {
                 self.add_text(id, text.as_ref());
             }
