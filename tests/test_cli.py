@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from imesde.cli import _Lines
 
 pytestmark = pytest.mark.model
 
@@ -463,6 +465,76 @@ def _wait_until_read(pid: int, path: Path) -> None:
                         return
         time.sleep(0.1)
     time.sleep(10)
+
+
+@pytest.mark.parametrize("ends_with_newline", [True, False])
+def test_watch_lines_starts_at_the_file_s_last_n_lines_as_tail_does(
+    tmp_path: Path, ends_with_newline: bool
+) -> None:
+    # `--lines N` finds where the last N lines start by reading back from the end, 64 KiB at
+    # a time: lines short and long (a read is a line or more), and counts past the file's.
+    rng = random.Random(7)
+    lines = ["x" * rng.choice([0, 1, 5, 80, 4_000, 30_000, 65_000]) + f" {i}" for i in range(60)]
+    data = "\n".join(lines) + ("\n" if ends_with_newline else "")
+    log = tmp_path / "big.log"
+    log.write_text(data, encoding="utf-8")
+    whole = data.splitlines(keepends=True)
+    for n in [1, 2, 3, 17, 59, 60, 61, 1_000]:
+        fd = os.open(log, os.O_RDONLY)
+        with _Lines(fd, owned=True, path=str(log)) as source:
+            source.start_at_last(n)
+            got = list(source)
+        assert got == whole[-n:], n
+    # 0: from the start of a last line still being written (read whole once it ends).
+    fd = os.open(log, os.O_RDONLY)
+    with _Lines(fd, owned=True, path=str(log)) as source:
+        source.start_at_last(0)
+        assert list(source) == ([] if ends_with_newline else whole[-1:])
+
+
+def test_watch_lines_reads_the_last_lines_and_with_0_only_new_ones(tmp_path: Path) -> None:
+    log = tmp_path / "app.log"
+    old = ["cron: job started", "write failed: no space left on device", "sshd: session closed"]
+    log.write_text("\n".join(old) + "\n", encoding="utf-8")
+    every = ("--threshold", "-1", "--jsonl", "--threads", "1")
+    out = imesde_cli("watch", "disk full", "--file", str(log), "-n", "2", *every)
+    assert out.returncode == 0, out.stderr
+    assert [json.loads(line)["text"] for line in out.stdout.splitlines()] == old[1:]
+    assert "2 lines" in out.stderr
+    out = imesde_cli("watch", "disk full", "--file", str(log), "--lines", "50", *every)
+    assert [json.loads(line)["text"] for line in out.stdout.splitlines()] == old
+    # Standard input redirected from a file can be read from its end; a pipe cannot.
+    with log.open("rb") as f:
+        out = subprocess.run(
+            [sys.executable, "-m", "imesde", "watch", "disk", "-n", "1", *every],
+            stdin=f,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    assert out.returncode == 0, out.stderr
+    assert [json.loads(line)["text"] for line in out.stdout.splitlines()] == old[2:]
+    out = imesde_cli("watch", "disk", "-n", "1", *every, stdin="a line\n")
+    assert out.returncode == 2
+    assert "--lines needs a file" in out.stderr
+    out = imesde_cli("watch", "disk", "--file", str(log), "-n", "-1")
+    assert out.returncode == 2
+    assert "at least 0" in out.stderr
+    # -n 0 --follow: what the log held is skipped, what is written from now on is read.
+    proc = _watch("disk full", "--file", str(log), "--follow", "-n", "0", *every[:-2])
+    seen, reader = _collect(proc)
+    try:
+        _wait_until_read(proc.pid, log)
+        with log.open("a", encoding="utf-8") as f:
+            f.write("kernel: EXT4-fs error: disk full\n")
+        _wait_for(proc, seen, "EXT4-fs")
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    reader.join(timeout=10)
+    assert [json.loads(line)["text"] for line in seen] == ["kernel: EXT4-fs error: disk full"]
+    assert "1 lines" in stderr
 
 
 def test_ctrl_c_before_a_percentile_is_calibrated_matches_the_lines_held(tmp_path: Path) -> None:

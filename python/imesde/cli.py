@@ -352,6 +352,29 @@ class _Lines:
         line, self.pending = pending[:cut], pending[cut:]
         return self._cut(line) if len(line) > _MAX_LINE + 1 else line
 
+    def start_at_last(self, n: int) -> None:
+        """Moves the read position to the start of the file's last ``n`` lines, as ``tail -n``
+        does: a last line without its newline counts as one of them, except with ``n == 0``,
+        which starts at that line (one being written is read whole once its newline comes)."""
+        end = os.fstat(self.fd).st_size
+        # The file's own last newline ends its last line; with n == 0 it is where reading starts.
+        limit = end - 1 if n and end and os.pread(self.fd, 1, end - 1) == b"\n" else end
+        want, offset = max(n, 1), 0
+        while limit > 0 and want:
+            begin = max(0, limit - (1 << 16))
+            chunk = os.pread(self.fd, limit - begin, begin)
+            if len(chunk) != limit - begin:
+                break  # cut shorter while read: from its start
+            stop = len(chunk)
+            while want and (stop := chunk.rfind(b"\n", 0, stop)) >= 0:
+                want -= 1
+                offset = begin + stop + 1
+            limit = begin
+        if want:
+            offset = 0  # fewer lines than asked for: all of them
+        os.lseek(self.fd, offset, os.SEEK_SET)
+        self.position = offset
+
     def _cut(self, line: str) -> str:
         """``line``'s first ``_MAX_LINE`` characters, ended with a newline (said once)."""
         if not _Lines.told_cut:
@@ -444,8 +467,12 @@ class _Lines:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
         if self.owned:
             os.close(self.fd)
+            self.owned = False
 
 
 def _open_input(file: str | None) -> _Lines:
@@ -518,17 +545,26 @@ def _threshold(value: str) -> float | str:
     return score
 
 
-def _count(value: str) -> int:
-    """An integer of at least 1."""
+def _integer(value: str, least: int) -> int:
     try:
         n = int(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{value!r} is not an integer") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
+    if n < least:
+        raise argparse.ArgumentTypeError(f"must be at least {least}, got {n}")
     if n >= 1 << 63:
         raise argparse.ArgumentTypeError(f"{value} is too large")
     return n
+
+
+def _count(value: str) -> int:
+    """An integer of at least 1."""
+    return _integer(value, 1)
+
+
+def _line_count(value: str) -> int:
+    """An integer of at least 0."""
+    return _integer(value, 0)
 
 
 def _seconds(value: str) -> float:
@@ -589,6 +625,14 @@ def _calibration_lines(threshold: str) -> int:
 def cmd_watch(args: argparse.Namespace) -> int:
     _check_queries(args.queries)
     source = _open_input(args.file)
+    if args.lines is not None:
+        if not stat.S_ISREG(os.fstat(source.fd).st_mode):
+            source.close()
+            raise _UsageError(
+                "--lines needs a file to read from its end (--file, or standard input "
+                "redirected from a file); a pipe's lines are read as they come"
+            )
+        source.start_at_last(args.lines)
     engine = Engine(_embedder(args), num_shards=args.num_shards, shard_size=args.shard_size)
     queries = list(dict.fromkeys(args.queries))  # a query given twice is watched once
     counts = dict.fromkeys(queries, 0)
@@ -901,6 +945,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="keep reading lines appended to the --file, like tail -f (a pipe, as tail -f "
         "takes one, is read until it ends)",
+    )
+    watch.add_argument(
+        "--lines",
+        "-n",
+        type=_line_count,
+        metavar="N",
+        help="start with the file's last N lines, as tail -n does (default: all of it; -n 0 "
+        "with --follow: only lines written from now on)",
     )
     watch.add_argument("--jsonl", action="store_true", help="print matches as JSON lines")
     watch.add_argument(
