@@ -281,3 +281,46 @@ def test_a_full_ring_overwritten_meanwhile_still_gives_k_hits(
         writer.join()
     assert len(engine) == engine.capacity
     assert short == 0, f"{short} of {searches} searches came back short"
+
+
+_MODEL_AT_EXIT = """
+import sys, threading, time
+from multiprocessing.pool import ThreadPool
+import imesde
+
+texts = [f"text number {i} about disk space and other long words " * 3 for i in range(64)]
+models = [imesde.TextEmbedder() for _ in range(3)]
+
+def run(model):
+    i = 0
+    while True:
+        i += 1
+        model.embed([t + str(i) for t in texts])
+
+for model in models[:2]:
+    threading.Thread(target=run, args=(model,), daemon=True).start()
+pool = ThreadPool(1)  # joined by an exit handler of multiprocessing's
+pool.apply_async(run, (models[2],))
+time.sleep(1.2)
+print("exiting", flush=True)
+"""
+
+
+@pytest.mark.model
+@pytest.mark.timeout(300)
+def test_the_program_ends_while_threads_run_the_model() -> None:
+    """Daemon threads (and a thread pool's worker) embedding when the program ends: their
+    model runs overlapped ONNX Runtime's static destructors, which logged errors from freed
+    state ("GetElementType is not implemented", most runs here) and could crash. The exit
+    now waits for the runs in flight and starts none on those threads."""
+    import subprocess
+
+    for _ in range(3):
+        start = time.perf_counter()
+        proc = subprocess.run(
+            [sys.executable, "-c", _MODEL_AT_EXIT], capture_output=True, text=True, timeout=120
+        )
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert proc.stdout.strip() == "exiting"
+        assert "onnxruntime" not in proc.stderr, proc.stderr[-2000:]
+        assert time.perf_counter() - start < 30

@@ -266,6 +266,8 @@ impl OnnxModel {
             }
         };
         let infer = |e: ort::Error| EmbedError::Inference(e.to_string());
+        // Until the outputs are read (dropped after them): see `close_sessions`.
+        let _running = crate::Running::enter()?;
         let mut session = self.session.lock();
         let outputs = session.run(inputs).map_err(infer)?;
         let (out_shape, data) = outputs[self.output.name.as_str()]

@@ -204,7 +204,7 @@ impl TextEmbedder {
         let runtime: String = models.call_method0("onnxruntime_library")?.extract()?;
         let embedder = gil::run(py, "TextEmbedder", || {
             imesde_embed::load_runtime(runtime.as_ref())?;
-            crate::arm_child_exit();
+            crate::guard_exit();
             Embedder::new(model.as_ref(), tokenizer.as_ref(), config)
         })
         .raise()?;
@@ -480,7 +480,7 @@ pub(crate) fn available_providers(py: Python<'_>) -> PyResult<Vec<String>> {
     let runtime: String = models.call_method0("onnxruntime_library")?.extract()?;
     gil::run(py, "available_providers", || {
         imesde_embed::load_runtime(runtime.as_ref())?;
-        crate::arm_child_exit();
+        crate::guard_exit();
         imesde_embed::available_providers()
     })
     .raise()

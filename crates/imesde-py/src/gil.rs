@@ -418,6 +418,10 @@ pub(crate) fn find_finalizing() {
 #[pyo3(name = "_at_exit")]
 pub(crate) fn at_exit(py: Python<'_>) {
     EXITING.store(true, SeqCst);
+    // Model runs in flight on other threads end first, and no new one starts there: ONNX
+    // Runtime frees state it registered on first use (its type registry) before any C exit
+    // handler registered when it loaded could wait for them.
+    py.detach(|| imesde_embed::close_sessions(EXIT_WAIT));
     if PASSING.load(SeqCst) == 0 {
         return;
     }

@@ -33,7 +33,7 @@ extern "C" fn after_fork_in_parent() {
     gil::after_fork_in_parent();
 }
 
-/// The process that loaded ONNX Runtime (0: none yet), for [`arm_child_exit`].
+/// The process that loaded ONNX Runtime (0: none yet), for [`guard_exit`].
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 static LOADED_BY: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
@@ -43,8 +43,9 @@ static LOADED_BY: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::n
 /// that called `sys.exit`, or simply ended, never finished). Registered right after the
 /// library loaded, the handler runs before its destructors and after every handler
 /// registered later; C stdio is flushed first, and Python's finalization has run by then.
-/// The process that loaded it exits as usual.
-pub(crate) fn arm_child_exit() {
+/// The process that loaded it exits as usual (its runs in flight were waited for by
+/// [`gil::at_exit`]).
+pub(crate) fn guard_exit() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
         use std::ffi::{c_int, c_void};
@@ -53,7 +54,7 @@ pub(crate) fn arm_child_exit() {
             // glibc: like `atexit`, with the exit status; handlers run last registered first.
             fn on_exit(handler: extern "C" fn(c_int, *mut c_void), arg: *mut c_void) -> c_int;
         }
-        extern "C" fn exit_now(status: c_int, _: *mut c_void) {
+        extern "C" fn before_runtime_destructors(status: c_int, _: *mut c_void) {
             // SAFETY: getpid cannot fail; in a child, every C stream is flushed, then the
             // process ends: nothing runs after.
             unsafe {
@@ -72,7 +73,7 @@ pub(crate) fn arm_child_exit() {
         {
             // SAFETY: registers a handler with a static lifetime and no argument, once.
             unsafe {
-                on_exit(exit_now, std::ptr::null_mut());
+                on_exit(before_runtime_destructors, std::ptr::null_mut());
             }
         }
     }
