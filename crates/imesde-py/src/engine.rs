@@ -490,8 +490,9 @@ impl Engine {
         gil::run(py, "Engine.save", || self.core.save(&path)).raise()
     }
 
-    /// An engine restored from ``save``: the same items in the same slots, so searches
-    /// return exactly what they did. ``model`` as in ``Engine(model)`` (default: the default
+    /// An engine restored from ``save``: the same items in the same slots, so exact searches
+    /// return exactly what they did (an ``index="ivf"`` engine's lists are trained again on
+    /// them, and its approximate answers may differ). ``model`` as in ``Engine(model)`` (default: the default
     /// model when the snapshot was made with one); a different model (dimension or identity)
     /// raises. The BM25 index, when it was on, is rebuilt from the items' texts. A truncated
     /// or modified file raises ``IndexCorruptError``.
@@ -772,7 +773,8 @@ impl Engine {
     /// first. ``since`` / ``until`` (seconds or datetimes) keep ``since <= ts < until``;
     /// ``where`` keeps items whose metadata passes it (``{"key": value}``, ``$gt``, ``$in``,
     /// ``$and``, ...: see README, Filters). ``exact=True`` scans every item with the exact
-    /// kernels even where the engine has a faster approximate scan (``storage="binary"``).
+    /// kernels even where the engine has a faster approximate one (``storage="binary"``,
+    /// ``index="ivf"``).
     #[pyo3(
         signature = (query, k = Count::from(10), *, since = None, until = None, r#where = None, exact = Flag(false)),
         text_signature = "($self, query, k=10, *, since=None, until=None, where=None, exact=False)"
@@ -856,7 +858,7 @@ impl Engine {
     }
 
     /// The item with this id; raises ``ItemNotFoundError`` (a ``KeyError``) if it was never
-    /// ingested or has been overwritten.
+    /// ingested, has been overwritten or was deleted.
     fn get(&self, py: Python<'_>, id: &Bound<'_, PyAny>) -> PyResult<Item> {
         let found = match id_of(id, "id") {
             Ok(id) => gil::run(py, "Engine.get", || self.core.get(id))?,
