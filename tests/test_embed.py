@@ -507,6 +507,24 @@ def test_a_huge_text_embeds_as_its_first_tokens(embedder: imesde.TextEmbedder) -
         )
 
 
+def test_a_long_run_the_tokenizer_drops_does_not_hide_the_text(
+    embedder: imesde.TextEmbedder,
+) -> None:
+    # 300 KB of spaces (newlines, NULs, zero-width spaces) before the words: a prefix of the
+    # text was read, then one 16 times as long, both without a token, and the text embedded
+    # as "" (cosine 0.01 to sentence-transformers'). Now read on until its tokens come.
+    t = "disk /dev/sda1 is full on host db1"
+    t2 = "kernel panic: out of memory, killed process 4242"
+    runs = (" " * 300_000, "\n" * 300_000, "\x00" * 300_000, "\u200b" * 100_000, " \t\r\n" * 80_000)
+    for run in runs:
+        np.testing.assert_allclose(embedder.embed_one(run + t), embedder.embed_one(t), atol=1e-6)
+    both = embedder.embed_one(t + " " * 300_000 + t2)
+    np.testing.assert_allclose(both, embedder.embed_one(t + " " + t2), atol=1e-6)
+    # A short max_length read less: 40 KB were enough to hide the text.
+    short = imesde.TextEmbedder(max_length=32, cache_size=0, threads=1)
+    np.testing.assert_allclose(short.embed_one(" " * 40_000 + t), short.embed_one(t), atol=1e-6)
+
+
 def test_a_model_folder_that_cannot_be_read_is_a_model_load_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

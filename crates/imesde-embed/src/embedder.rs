@@ -440,10 +440,9 @@ impl Embedder {
     /// words whatever follows ([`Cuts`]: a space; for BERT's tokenizers also a tab, a newline
     /// or a CJK ideograph): its tokens are the first of the whole text's, so when they
     /// already overflow `max_length` the truncated encoding is the whole text's, found without
-    /// tokenizing megabytes. A prefix that does not overflow is tokenized again from a prefix
-    /// [`WIDER`] times as long, and a text with no place to cut within a prefix is cut at its
-    /// end: a text is read up to `max_length * 1,024` bytes, so that a run of megabytes with
-    /// no place to cut (one huge "word") costs what that prefix costs, not gigabytes.
+    /// tokenizing megabytes. A prefix that does not overflow is read on piece by piece
+    /// ([`Embedder::encode_in_pieces`]), and a run with no place to cut within a piece (one
+    /// huge "word") is cut at its end, so that megabytes of it cost a piece, not gigabytes.
     fn tokenize<S: AsRef<str> + Sync>(&self, texts: &[S]) -> Result<Vec<Encoding>> {
         let budget = self
             .config
@@ -460,11 +459,46 @@ impl Embedder {
             .map_err(error)?;
         for ((enc, input), text) in encodings.iter_mut().zip(&inputs).zip(texts) {
             if input.len() < text.as_ref().len() && enc.get_overflowing().is_empty() {
-                let wider = word_prefix(text.as_ref(), budget.saturating_mul(WIDER), self.cuts);
-                *enc = self.tokenizer.encode(wider, true).map_err(error)?;
+                *enc = self.encode_in_pieces(text.as_ref(), budget)?;
             }
         }
         Ok(encodings)
+    }
+
+    /// A text whose first `budget` bytes held fewer than `max_length` tokens (a long run the
+    /// tokenizer drops, such as blanks, control or zero-width characters, or one huge word):
+    /// tokenized a piece at a time, each cut where the tokenizer splits words and twice as
+    /// long as the one before (`WIDER` times the budget at most), until the pieces hold more
+    /// than `max_length` tokens or the text ends. Their tokens joined are the whole text's
+    /// first ones, at a cost in memory of one piece, not of the whole text.
+    fn encode_in_pieces(&self, text: &str, budget: usize) -> Result<Encoding> {
+        let error = |e: tokenizers::Error| EmbedError::Tokenize(e.to_string());
+        let mut pieces = Vec::new();
+        let (mut rest, mut width, mut tokens) = (text, budget, 0);
+        while !rest.is_empty() && tokens <= self.config.max_length {
+            let piece = word_prefix(rest, width, self.cuts);
+            let mut enc = self.tokenizer.encode(piece, false).map_err(error)?;
+            enc.take_overflowing();
+            let read = enc.len();
+            tokens += read;
+            pieces.push(enc);
+            rest = &rest[piece.len()..];
+            // Cut inside a run with no place to cut: one huge word, which the tokenizer reads
+            // from its start (WordPiece: one `[UNK]`), so the rest of it adds nothing; unless
+            // the piece gave no token (characters the tokenizer deletes, such as NUL or
+            // zero-width ones), and then what follows is read as if it were not there.
+            if read > 0 && !piece.is_empty() && !rest.starts_with(|c| self.cuts.before(c)) {
+                let end = rest.find(|c| self.cuts.before(c)).unwrap_or(rest.len());
+                rest = &rest[end..];
+            }
+            width = width
+                .saturating_mul(2)
+                .min(budget.saturating_mul(WIDER))
+                .max(1);
+        }
+        self.tokenizer
+            .post_process(Encoding::merge(pieces, true), None, true)
+            .map_err(error)
     }
 
     /// Pads the encodings `chunk` selects to the longest of them.
@@ -521,7 +555,8 @@ fn sha256_file(path: &Path) -> std::io::Result<String> {
 /// (see `Embedder::tokenize`): far more than any word piece takes.
 const PREFIX_BYTES_PER_TOKEN: usize = 64;
 
-/// How much longer the second prefix of a text is than the first (see `Embedder::tokenize`).
+/// How much longer than the first prefix of a text the pieces it is read on in may grow (see
+/// `Embedder::encode_in_pieces`).
 const WIDER: usize = 16;
 
 /// Where a tokenizer is sure to split words, so that a prefix cut there has the first tokens
