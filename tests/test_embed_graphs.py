@@ -185,6 +185,25 @@ def test_an_export_in_a_sentence_transformers_folder_is_used_as_the_folder_says(
     write_json(folder / "1_Pooling" / "config.json", {"pooling_mode_cls_token": "false"})
     with pytest.raises(imesde.ModelLoadError, match="true or false"):
         imesde.TextEmbedder(folder, threads=1)
+    # Two modes are concatenated by sentence-transformers (twice the width): they were
+    # silently one of them (mean+max as mean, cls+mean as cls).
+    for two in (
+        {"pooling_mode_mean_tokens": True, "pooling_mode_max_tokens": True},
+        cls | {"pooling_mode_mean_tokens": True},
+    ):
+        write_json(folder / "1_Pooling" / "config.json", two)
+        with pytest.raises(imesde.ModelLoadError, match=r"\+"):
+            imesde.TextEmbedder(folder, threads=1)
+    write_json(folder / "1_Pooling" / "config.json", cls)
+    # do_lower_case: sentence-transformers lowercases before a tokenizer that may not (it
+    # was ignored: other tokens); fine when the tokenizer lowercases itself, as this one does.
+    write_json(folder / "sentence_bert_config.json", {"max_seq_length": 4, "do_lower_case": True})
+    assert imesde.TextEmbedder(folder, threads=1).pooling == "cls"
+    spec = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))
+    spec["normalizer"]["lowercase"] = False
+    write_json(folder / "tokenizer.json", spec)
+    with pytest.raises(imesde.ModelLoadError, match="do_lower_case"):
+        imesde.TextEmbedder(folder, threads=1)
     # A model in a plain subfolder is not governed by the settings of a folder above it.
     nested = tmp_path / "proj" / "m"
     nested.mkdir(parents=True)

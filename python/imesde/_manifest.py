@@ -123,7 +123,11 @@ def read_sentence_settings(folder: Path) -> dict[str, Any]:
                     raise ModelLoadError(f"{path}: {key} must be true or false, got {value!r}")
             prefix = "pooling_mode_"
             modes = [k[len(prefix) :] for k, v in cfg.items() if k.startswith(prefix) and v]
-            if cfg.get("pooling_mode_cls_token"):
+            if len(modes) > 1:
+                # Concatenated by sentence-transformers (a vector of twice the width): a
+                # pooling imesde does not do, not one of the modes alone.
+                out["pooling"] = "+".join(modes)
+            elif cfg.get("pooling_mode_cls_token"):
                 out["pooling"] = "cls"
             elif cfg.get("pooling_mode_mean_tokens", not modes):
                 out["pooling"] = "mean"
@@ -146,10 +150,32 @@ def read_sentence_settings(folder: Path) -> dict[str, Any]:
             out["unsupported_modules"] = others
     st = folder / "sentence_bert_config.json"
     if st.is_file():
-        value = read_json(st, dict).get("max_seq_length")
+        config = read_json(st, dict)
+        value = config.get("max_seq_length")
         if type(value) is int and value >= 1:
             out["max_length"] = value
+        tokenizer = folder / "tokenizer.json"
+        if config.get("do_lower_case") is True and not (
+            tokenizer.is_file() and _lowercases(read_json(tokenizer, dict).get("normalizer"))
+        ):
+            # sentence-transformers lowercases texts before its tokenizer; imesde runs the
+            # tokenizer alone, which here keeps the case: other tokens, other vectors.
+            raise ModelLoadError(
+                f"{st}: do_lower_case lowercases texts before the tokenizer, which imesde does "
+                f"not do, and {tokenizer} does not lowercase them itself"
+            )
     return out
+
+
+def _lowercases(normalizer: object) -> bool:
+    """Whether a ``tokenizer.json`` normaliser lowercases text (BERT's with ``lowercase``,
+    ``Lowercase``, or a sequence holding one of them)."""
+    if not isinstance(normalizer, dict):
+        return False
+    kind = normalizer.get("type")
+    if kind == "Sequence":
+        return any(_lowercases(n) for n in normalizer.get("normalizers") or [])
+    return kind == "Lowercase" or (kind == "BertNormalizer" and normalizer.get("lowercase") is True)
 
 
 def read_prompts(folder: Path) -> tuple[dict[str, str], str | None]:
