@@ -202,7 +202,9 @@ class TextEmbedder:
         batch_size: int | None = None,
         show_progress_bar: bool | None = None,
     ) -> _F32Array:
-        """Embed texts into a ``[len(texts), dim]`` float32 array of unit vectors. ``prompt``:
+        """Embed texts into a ``[len(texts), dim]`` float32 array (unit vectors when
+        ``normalize``; a lone ``str`` gives one row; ``batch_size``: texts read per chunk, the
+        model called on at most the constructor's ``batch_size`` at a time). ``prompt``:
         the name of one of the model's ``prompts`` (``"query"``), or a literal prefix; None
         applies the model's default prompt, if it has one. ``prompt_name``, as in
         sentence-transformers, names one of ``prompts`` and raises ``InvalidValueError`` for
@@ -212,8 +214,8 @@ class TextEmbedder:
     def embed_one(
         self, text: str, prompt: str | None = None, *, prompt_name: str | None = None
     ) -> _F32Array:
-        """Embed one text into a ``[dim]`` float32 unit vector (``prompt`` and ``prompt_name``
-        as in ``embed``)."""
+        """Embed one text into a ``[dim]`` float32 vector (unit when ``normalize``;
+        ``prompt`` and ``prompt_name`` as in ``embed``)."""
     @property
     def prompts(self) -> dict[str, str]:
         """The model's named prompts (``{"query": "query: ", ...}``); empty for most models."""

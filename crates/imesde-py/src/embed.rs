@@ -269,8 +269,9 @@ impl TextEmbedder {
     /// one row). Raises ``DTypeError`` (a ``TypeError``) for anything but str. ``prompt``: the
     /// name of one of the model's prompts (``"query"``, ``"passage"``: ``prompts``), or a
     /// literal prefix; None applies the model's default prompt, if it has one. A generator
-    /// (or any input with ``batch_size``) is embedded ``batch_size`` texts at a time (default
-    /// 1024); ``show_progress_bar``: a tqdm bar (None: when stderr is a terminal and there are
+    /// (or any input with ``batch_size``) is read ``batch_size`` texts at a time (default
+    /// 1024; the model runs on at most the constructor's ``batch_size`` texts at once: that
+    /// one is sentence-transformers' ``batch_size``); ``show_progress_bar``: a tqdm bar (None: when stderr is a terminal and there are
     /// at least 10,000 texts or an unknown number). ``prompt_name``, as in
     /// sentence-transformers, names one of ``prompts`` and raises for another name.
     #[pyo3(signature = (texts, prompt = None, *, prompt_name = None, batch_size = None, show_progress_bar = None))]
