@@ -239,19 +239,34 @@ def test_watch_follows_a_growing_file_until_interrupted(tmp_path: Path) -> None:
     log = tmp_path / "app.log"
     first = "disk quota exceeded on /home"
     proc, seen, reader = _following(log, first, "no space left on disk", ("--threshold", "0.4"))
+    more = "user logged in\nwrite failed: no space left on device\n"
+    stderr = _append_then_stop(proc, seen, reader, log, more, "no space left on device")
+    assert proc.returncode == 0, stderr
+    assert not any("user logged in" in line for line in seen)
+    assert "interrupted" in stderr
+    assert "3 lines" in stderr
+
+
+def _append_then_stop(
+    proc: subprocess.Popen[str],
+    seen: list[str],
+    reader: threading.Thread,
+    log: Path,
+    lines: str,
+    until: str,
+) -> str:
+    """Appends ``lines`` to ``log``, waits until ``proc`` (following it) printed ``until``,
+    then stops it with Ctrl-C; what it wrote to standard error."""
     try:
         with log.open("a", encoding="utf-8") as f:
-            f.write("user logged in\nwrite failed: no space left on device\n")
-        _wait_for(proc, seen, "no space left on device")
+            f.write(lines)
+        _wait_for(proc, seen, until)
         proc.send_signal(signal.SIGINT)
         _, stderr = proc.communicate(timeout=60)
     finally:
         proc.kill()
     reader.join(timeout=10)
-    assert proc.returncode == 0, stderr
-    assert not any("user logged in" in line for line in seen)
-    assert "interrupted" in stderr
-    assert "3 lines" in stderr
+    return stderr
 
 
 def _following(
@@ -523,16 +538,9 @@ def test_watch_lines_reads_the_last_lines_and_with_0_only_new_ones(tmp_path: Pat
     # -n 0 --follow: what the log held is skipped, what is written from now on is read.
     proc = _watch("disk full", "--file", str(log), "--follow", "-n", "0", *every[:-2])
     seen, reader = _collect(proc)
-    try:
-        _wait_until_read(proc.pid, log)
-        with log.open("a", encoding="utf-8") as f:
-            f.write("kernel: EXT4-fs error: disk full\n")
-        _wait_for(proc, seen, "EXT4-fs")
-        proc.send_signal(signal.SIGINT)
-        _, stderr = proc.communicate(timeout=60)
-    finally:
-        proc.kill()
-    reader.join(timeout=10)
+    _wait_until_read(proc.pid, log)
+    new = "kernel: EXT4-fs error: disk full\n"
+    stderr = _append_then_stop(proc, seen, reader, log, new, "EXT4-fs")
     assert [json.loads(line)["text"] for line in seen] == ["kernel: EXT4-fs error: disk full"]
     assert "1 lines" in stderr
 
