@@ -6,6 +6,7 @@ thread only)."""
 from __future__ import annotations
 
 import _thread
+import contextlib
 import gzip
 import json
 import os
@@ -26,13 +27,16 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-@pytest.fixture
+@contextlib.contextmanager
 def ctrl_c_soon() -> Iterator[None]:
-    """Sends this process SIGINT 0.3 s from now."""
+    """Sends this process SIGINT 0.3 s from now (once the test's data is made: on a busy
+    machine making it took longer than that)."""
     timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
     timer.start()
-    yield
-    timer.cancel()
+    try:
+        yield
+    finally:
+        timer.cancel()
 
 
 def random_rows(n: int, dim: int) -> np.ndarray:
@@ -40,11 +44,11 @@ def random_rows(n: int, dim: int) -> np.ndarray:
 
 
 @pytest.mark.timeout(120)
-def test_ctrl_c_stops_an_rq_fit(ctrl_c_soon: None) -> None:
+def test_ctrl_c_stops_an_rq_fit() -> None:
     x = random_rows(60_000, 128)
     model = imesde.RQKMeans(3, 2048, max_iter=30, tol=0, random_state=0)  # ~7 s of work
     start = time.perf_counter()
-    with pytest.raises(KeyboardInterrupt):
+    with ctrl_c_soon(), pytest.raises(KeyboardInterrupt):
         model.fit(x)
     assert time.perf_counter() - start < 3, "the interrupt is seen between k-means iterations"
     assert not model.is_fitted
@@ -76,7 +80,7 @@ def test_ctrl_c_stops_a_bm25_batch_and_adds_nothing() -> None:
 
 
 @pytest.mark.timeout(120)
-def test_ctrl_c_reaches_the_main_thread_not_a_call_on_another(ctrl_c_soon: None) -> None:
+def test_ctrl_c_reaches_the_main_thread_not_a_call_on_another() -> None:
     x = random_rows(30_000, 128)
     result: list[imesde.RQKMeans] = []
     worker = threading.Thread(
@@ -84,9 +88,10 @@ def test_ctrl_c_reaches_the_main_thread_not_a_call_on_another(ctrl_c_soon: None)
             imesde.RQKMeans(2, 1024, max_iter=20, tol=0, random_state=0).fit(x)
         )
     )
-    worker.start()
-    with pytest.raises(KeyboardInterrupt):
-        time.sleep(60)
+    with ctrl_c_soon():
+        worker.start()
+        with pytest.raises(KeyboardInterrupt):
+            time.sleep(60)
     worker.join()
     assert result
     assert result[0].is_fitted

@@ -46,6 +46,8 @@ pub(crate) fn after_fork_in_child() {
     PASSING.store(HELD.with(Cell::get), SeqCst);
     EXITING.store(false, SeqCst);
     HELD_BACK.with(|h| h.set(Duration::ZERO));
+    // The kept thread is the parent's (`Kept::start` starts the child's own).
+    KEPT_BUSY.store(false, SeqCst);
     fork::after_fork_in_child();
 }
 
@@ -173,49 +175,57 @@ fn interruptible<T: Send>(
     let mut pending: Option<PyErr> = None;
     let result = py
         .detach(|| {
-            std::thread::scope(|s| {
-                let (tx, rx) = mpsc::channel();
-                let work = &work;
-                let spawned = std::thread::Builder::new().spawn_scoped(s, move || {
-                    let _ = tx.send(work());
-                });
-                if spawned.is_err() {
-                    // No thread to be had: the work runs here, and cannot be interrupted.
-                    return work();
-                }
-                loop {
-                    match rx.recv_timeout(SIGNAL_POLL) {
-                        Ok(result) => {
-                            // A signal that came since the last look (the work took less
-                            // than a poll, or it came at its end) is the call's too: work
-                            // that changes nothing it returns (`reads`) is not kept, so that
-                            // what the caller does with it next (write a batch) is not done.
-                            if reads
-                                && pending.is_none()
-                                && let Err(e) = Python::attach(check_signals)
-                            {
-                                pending = Some(e);
-                            }
-                            return result;
+            let (tx, rx) = mpsc::channel();
+            let work = &work;
+            // The result is the job's last act; the thread that runs it waits for more.
+            let job: Job<'_> = Box::new(move || {
+                let _ = tx.send(work());
+            });
+            let mut wait = || loop {
+                match rx.recv_timeout(SIGNAL_POLL) {
+                    Ok(result) => {
+                        // A signal that came since the last look (the work took less than a
+                        // poll, or it came at its end) is the call's too: work that changes
+                        // nothing it returns (`reads`) is not kept, so that what the caller
+                        // does with it next (write a batch) is not done.
+                        if reads
+                            && pending.is_none()
+                            && let Err(e) = Python::attach(check_signals)
+                        {
+                            pending = Some(e);
                         }
-                        Err(RecvTimeoutError::Timeout) => {
-                            if pending.is_none()
-                                && let Err(e) = Python::attach(check_signals)
-                            {
-                                pending = Some(e);
-                                stop.store(true, SeqCst);
-                            }
-                            Python::attach(&mut *poll);
+                        return result;
+                    }
+                    Err(RecvTimeoutError::Timeout) => {
+                        if pending.is_none()
+                            && let Err(e) = Python::attach(check_signals)
+                        {
+                            pending = Some(e);
+                            stop.store(true, SeqCst);
                         }
-                        // The worker ended without sending: it panicked outside the catch.
-                        Err(RecvTimeoutError::Disconnected) => {
-                            return Err(
-                                Box::new("the work's thread ended early") as Box<dyn Any + Send>
-                            );
-                        }
+                        Python::attach(&mut *poll);
+                    }
+                    // The worker ended without sending: it panicked outside the catch.
+                    Err(RecvTimeoutError::Disconnected) => {
+                        return Err(
+                            Box::new("the work's thread ended early") as Box<dyn Any + Send>
+                        );
                     }
                 }
-            })
+            };
+            match Kept::start(job) {
+                Ok(_finished) => wait(),
+                // The kept thread is busy (a signal handler's call inside this one's wait) or
+                // cannot be had: a thread of this call's own.
+                Err(job) => std::thread::scope(|s| {
+                    if std::thread::Builder::new().spawn_scoped(s, job).is_ok() {
+                        wait()
+                    } else {
+                        // No thread to be had: the work runs here, and cannot be interrupted.
+                        work()
+                    }
+                }),
+            }
         })
         .map_err(|payload| internal(what, &*payload))?;
     match pending {
@@ -226,6 +236,81 @@ fn interruptible<T: Send>(
 
 fn check_signals(py: Python<'_>) -> PyResult<()> {
     py.check_signals()
+}
+
+/// Work for [`Kept`]'s thread, borrowing what the call that waits for it holds.
+type Job<'a> = Box<dyn FnOnce() + Send + 'a>;
+
+/// A thread kept for the work of interruptible calls made on the main thread: starting a
+/// thread for each cost 50-130 µs, most of a text search whose query vector is cached.
+struct Kept {
+    /// The process that started the thread (a forked child has none: it starts its own).
+    pid: u32,
+    jobs: mpsc::Sender<Job<'static>>,
+}
+
+static KEPT: parking_lot::Mutex<Option<Kept>> = parking_lot::Mutex::new(None);
+
+/// Whether a job of the main thread's is on [`Kept`]'s thread (a signal handler's call made
+/// while it waits gets a thread of its own).
+static KEPT_BUSY: AtomicBool = AtomicBool::new(false);
+
+/// Returned by [`Kept::start`]: dropped, waits until the job has run to its end, however the
+/// wait for its result ended.
+struct Finished(mpsc::Receiver<()>);
+
+impl Drop for Finished {
+    fn drop(&mut self) {
+        // The job's end drops the sender: `recv` then fails.
+        let _ = self.0.recv();
+        KEPT_BUSY.store(false, SeqCst);
+    }
+}
+
+impl Kept {
+    /// Hands `job` to the kept thread (started on first use); the job back when the thread
+    /// is busy or cannot be had.
+    fn start(job: Job<'_>) -> Result<Finished, Job<'_>> {
+        if KEPT_BUSY.swap(true, SeqCst) {
+            return Err(job);
+        }
+        let (done, finished) = mpsc::channel::<()>();
+        let job: Job<'_> = Box::new(move || {
+            job();
+            drop(done);
+        });
+        // SAFETY: only the lifetime changes. What the job borrows outlives it: the caller
+        // holds the returned `Finished` while it waits, and its drop (also when the caller
+        // unwinds) returns only once the job has run to its end and dropped `done`. A job
+        // that is not sent comes back to the caller and never runs here.
+        let job: Job<'static> = unsafe { std::mem::transmute::<Job<'_>, Job<'static>>(job) };
+        let mut kept = KEPT.lock();
+        let pid = std::process::id();
+        if kept.as_ref().is_none_or(|k| k.pid != pid) {
+            let (jobs, queue) = mpsc::channel::<Job<'static>>();
+            let thread = std::thread::Builder::new()
+                .name("imesde-work".into())
+                .spawn(move || {
+                    for job in queue {
+                        let _ = catch_unwind(AssertUnwindSafe(job));
+                    }
+                });
+            *kept = thread.is_ok().then_some(Kept { pid, jobs });
+        }
+        let sent = match kept.as_ref() {
+            Some(k) => k.jobs.send(job).map_err(|e| e.0),
+            None => Err(job),
+        };
+        drop(kept);
+        match sent {
+            Ok(()) => Ok(Finished(finished)),
+            Err(job) => {
+                KEPT_BUSY.store(false, SeqCst);
+                // SAFETY: back to the caller's lifetime, unrun.
+                Err(unsafe { std::mem::transmute::<Job<'static>, Job<'_>>(job) })
+            }
+        }
+    }
 }
 
 /// How often a thread waiting for interruptible work runs Python's signal handlers.
