@@ -324,3 +324,46 @@ def test_the_program_ends_while_threads_run_the_model() -> None:
         assert proc.stdout.strip() == "exiting"
         assert "onnxruntime" not in proc.stderr, proc.stderr[-2000:]
         assert time.perf_counter() - start < 30
+
+
+_MODEL_IN_EXIT_HANDLERS = """
+import atexit, sys, threading
+
+def flush():
+    # Registered before imesde was imported: runs after imesde's own exit hook.
+    print(model.embed_one("last buffered text").shape, flush=True)
+    engine.ingest("one more line")
+    done = []
+    t = threading.Thread(target=lambda: done.append(model.embed_one("from a thread").shape))
+    t.start()
+    t.join()
+    print(done[0], len(engine), flush=True)
+
+atexit.register(flush)
+import imesde
+
+model = imesde.TextEmbedder()
+engine = imesde.Engine(model)
+model.embed_one("warm")
+# A harness that runs the exit handlers and goes on (pytest plugins, reloaders).
+atexit._run_exitfuncs()
+print(model.embed_one("after the handlers").shape, flush=True)
+atexit.register(flush)
+"""
+
+
+@pytest.mark.model
+@pytest.mark.timeout(300)
+def test_the_model_runs_in_exit_handlers_and_after_them() -> None:
+    """Model runs at the process's end are closed only once the interpreter has finalized:
+    closed in imesde's atexit hook, an exit handler that ran after it (registered before
+    imesde was imported) failed to embed after 3 s, and so did every call after a harness ran
+    the handlers and went on."""
+    import subprocess
+
+    proc = subprocess.run(
+        [sys.executable, "-c", _MODEL_IN_EXIT_HANDLERS], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split("\n")[:-1] == ["(384,)", "(384,) 1", "(384,)", "(384,)", "(384,) 2"]
+    assert "Error" not in proc.stderr, proc.stderr[-2000:]

@@ -56,23 +56,20 @@ pub(crate) fn generation() -> u64 {
 pub fn after_fork_in_child() {
     tokenizers::utils::parallelism::set_parallelism(false);
     GENERATION.fetch_add(1, Ordering::AcqRel);
+    // A child of a process that was ending is not.
+    CLOSED.store(false, Ordering::Release);
+    RUNNING.store(0, Ordering::Release);
 }
 
 /// Session runs in flight, and whether new ones may start (see [`close_sessions`]).
 static RUNNING: AtomicUsize = AtomicUsize::new(0);
 static CLOSED: AtomicBool = AtomicBool::new(false);
 
-std::thread_local! {
-    /// Whether this thread closed the sessions: it may still run them (the rest of the
-    /// program's exit handlers run on it).
-    static CLOSER: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
 /// Held while a session runs and its outputs are read.
 pub(crate) struct Running(());
 
 impl Running {
-    /// Counts a run. After [`close_sessions`] (on another thread), waits a while instead
+    /// Counts a run. After [`close_sessions`], waits a while instead
     /// (without a lock of its own: the process is most likely gone before the wait ends) and
     /// fails, so that an exit handler joining this thread (a thread pool's) does not wait for
     /// ever.
@@ -80,7 +77,7 @@ impl Running {
         // Counted before the closing is read (`close_sessions` stores, then reads the
         // count): one of the two sees the other.
         RUNNING.fetch_add(1, Ordering::SeqCst);
-        if CLOSED.load(Ordering::SeqCst) && !CLOSER.with(std::cell::Cell::get) {
+        if CLOSED.load(Ordering::SeqCst) {
             RUNNING.fetch_sub(1, Ordering::SeqCst);
             std::thread::sleep(Duration::from_secs(3));
             return Err(EmbedError::Inference(
@@ -97,13 +94,12 @@ impl Drop for Running {
     }
 }
 
-/// For the process's exit, before ONNX Runtime's static destructors run: no session run
-/// starts from now on on another thread (one about to start one fails after a wait, see
-/// `Running::enter`; this thread, which runs the rest of the exit, still may), and the runs in flight (daemon
-/// threads of a program that ended) are waited for, `limit` at most. Whether none is left. A
-/// run overlapping the library's destructors logs errors from freed state, or crashes.
+/// For the process's end, before ONNX Runtime's static destructors run (after the program's
+/// own exit handlers): no session run starts from now on (one about to start fails after a
+/// wait, see `Running::enter`), and the runs in flight (daemon threads of a program that
+/// ended) are waited for, `limit` at most. Whether none is left. A run overlapping the
+/// library's destructors logs errors from freed state, or crashes.
 pub fn close_sessions(limit: Duration) -> bool {
-    CLOSER.with(|c| c.set(true));
     CLOSED.store(true, Ordering::SeqCst);
     let deadline = Instant::now() + limit;
     while RUNNING.load(Ordering::SeqCst) != 0 {

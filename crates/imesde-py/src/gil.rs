@@ -503,15 +503,21 @@ pub(crate) fn find_finalizing() {
 #[pyo3(name = "_at_exit")]
 pub(crate) fn at_exit(py: Python<'_>) {
     EXITING.store(true, SeqCst);
-    // Model runs in flight on other threads end first, and no new one starts there: ONNX
-    // Runtime frees state it registered on first use (its type registry) before any C exit
-    // handler registered when it loaded could wait for them.
-    py.detach(|| imesde_embed::close_sessions(EXIT_WAIT));
     if PASSING.load(SeqCst) == 0 {
         return;
     }
     let deadline = Instant::now() + EXIT_WAIT;
     py.detach(|| wait_until(deadline, || PASSING.load(SeqCst) == 0));
+}
+
+/// Called by the interpreter once it has finalized (`Py_AtExit`: every `atexit` handler has
+/// run, and no Python code runs again), before the C exit handlers: model runs in flight on
+/// threads still going (daemon threads) are waited for ([`EXIT_WAIT`] at most) and none
+/// starts after, so that none overlaps ONNX Runtime's static destructors, which free state it
+/// registered on first use (its type registry) before any handler registered when it loaded
+/// could wait.
+pub(crate) extern "C" fn close_sessions() {
+    imesde_embed::close_sessions(EXIT_WAIT);
 }
 
 fn on_main_thread() -> bool {

@@ -44,7 +44,7 @@ static LOADED_BY: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::n
 /// library loaded, the handler runs before its destructors and after every handler
 /// registered later; C stdio is flushed first, and Python's finalization has run by then.
 /// The process that loaded it exits as usual (its runs in flight were waited for by
-/// [`gil::at_exit`]).
+/// [`gil::close_sessions`]).
 pub(crate) fn guard_exit() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
@@ -137,6 +137,11 @@ fn _imesde(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.py()
         .import("atexit")?
         .call_method1("register", (m.getattr("_at_exit")?,))?;
+    // SAFETY: registers a function that calls no Python API (once per process: a module is
+    // initialised once).
+    unsafe {
+        pyo3::ffi::Py_AtExit(Some(gil::close_sessions));
+    }
     m.add_class::<embed::TextEmbedder>()?;
     m.add_class::<bm25::PyBm25>()?;
     m.add_class::<bm25::Bm25Hit>()?;
