@@ -120,3 +120,23 @@ def test_ctrl_c_in_a_chunked_ingest_lists_every_chunk_stored() -> None:
         listed = getattr(caught.value, "ingested_ids", np.empty(0, dtype=np.int64))
         assert len(listed) == engine.stats()["ingested"] - before
         assert [engine.get(int(i)).id for i in listed[-4:]] == listed[-4:].tolist()
+
+
+@pytest.mark.model
+def test_a_callback_s_keyboard_interrupt_in_a_chunked_ingest_lists_the_chunk() -> None:
+    # A chunk is stored, then its events delivered: a callback raising KeyboardInterrupt (a
+    # Ctrl-C landing in it) left that chunk's ids out of ingested_ids.
+    engine = imesde.Engine(imesde.TextEmbedder())
+    calls = [0]
+
+    def callback(event: imesde.Event) -> None:
+        calls[0] += 1
+        if calls[0] == 3:
+            raise KeyboardInterrupt
+
+    engine.subscribe("cats", threshold=-1.0, callback=callback)
+    with pytest.raises(KeyboardInterrupt) as caught:
+        engine.ingest_batch((f"cat number {i}" for i in range(8)), batch_size=2)
+    listed = getattr(caught.value, "ingested_ids", np.empty(0, dtype=np.int64))
+    assert len(engine) == 4
+    assert listed.tolist() == [0, 1, 2, 3]

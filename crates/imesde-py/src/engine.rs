@@ -596,7 +596,7 @@ impl Engine {
             self.check_dim(q.dim, "item")?;
             q.as_slice().to_vec()
         };
-        Ok(self.write(py, &vector, attrs, Some(id))?.start)
+        Ok(self.write(py, &vector, attrs, Some(id), None)?.start)
     }
 
     /// Whether a BM25 index is kept with the ring.
@@ -618,7 +618,7 @@ impl Engine {
         let text = convert::one_str(text, "text")?;
         let attrs = one_item(Some(text.clone()), metadata, ts)?;
         let vectors = self.embed_documents(py, &[text])?;
-        Ok(self.write(py, &vectors, attrs, None)?.start)
+        Ok(self.write(py, &vectors, attrs, None, None)?.start)
     }
 
     /// Embeds and adds texts; returns their ids as an int64 array. ``timestamps`` and
@@ -653,11 +653,12 @@ impl Engine {
             ))?;
             return Ok(done.cast_into::<PyArray1<i64>>()?);
         }
-        Self::ingest_texts(slf, texts, timestamps, metadata)
+        Self::ingest_texts(slf, texts, timestamps, metadata, None)
     }
 
-    /// ``ingest_batch`` of one chunk for ``imesde._bulk``, its ids appended to ``out`` before
-    /// it returns: a Ctrl-C raised as it returns (the chunk written) finds them there.
+    /// ``ingest_batch`` of one chunk for ``imesde._bulk``, its ids appended to ``out`` once it
+    /// is written: a Ctrl-C raised as it returns, or by a subscription's callback, finds them
+    /// there.
     #[pyo3(name = "_ingest_into")]
     fn ingest_into<'py>(
         slf: &Bound<'py, Self>,
@@ -667,7 +668,7 @@ impl Engine {
         metadata: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<()> {
         let _passage = gil::Passage::attached(slf.py());
-        out.append(Self::ingest_texts(slf, texts, timestamps, metadata)?)
+        Self::ingest_texts(slf, texts, timestamps, metadata, Some(out)).map(drop)
     }
 
     /// The ``k`` stored items most similar in meaning to the text ``query``, best first.
@@ -766,7 +767,10 @@ impl Engine {
                 .unwrap_or_default(),
         };
         self.check_dim(rows.dim, "vectors")?;
-        Ok(id_array(py, self.write(py, rows.as_slice(), attrs, None)?))
+        Ok(id_array(
+            py,
+            self.write(py, rows.as_slice(), attrs, None, None)?,
+        ))
     }
 
     /// The ``k`` stored items most similar to ``query`` (a ``[dim]`` float32 array), best
@@ -1174,12 +1178,14 @@ fn take_where<T>(items: &mut Vec<T>, mut pick: impl FnMut(&T) -> bool) -> Vec<T>
 }
 
 impl Engine {
-    /// Embeds and writes the texts of one batch (``ingest_batch`` without chunks).
+    /// Embeds and writes the texts of one batch (``ingest_batch`` without chunks); see
+    /// [`Engine::write`] for `stored`.
     fn ingest_texts<'py>(
         slf: &Bound<'py, Self>,
         texts: &Bound<'py, PyAny>,
         timestamps: Option<&Bound<'py, PyAny>>,
         metadata: Option<&Bound<'py, PyAny>>,
+        stored: Option<&Bound<'py, PyList>>,
     ) -> PyResult<Bound<'py, PyArray1<i64>>> {
         let py = slf.py();
         let this = slf.get();
@@ -1202,7 +1208,7 @@ impl Engine {
             return Ok(id_array(py, 0..0));
         }
         let vectors = this.embed_documents(py, &texts)?;
-        Ok(id_array(py, this.write(py, &vectors, attrs, None)?))
+        Ok(id_array(py, this.write(py, &vectors, attrs, None, stored)?))
     }
 
     /// Changes the subscription list under its lock; what `f` returns (subscriptions taken
@@ -1226,13 +1232,15 @@ impl Engine {
     }
 
     /// Stores a batch without the GIL (labelled, matched against the standing queries,
-    /// indexed by BM25 when on), then hands its events to the subscriptions.
+    /// indexed by BM25 when on), then hands its events to the subscriptions; with `stored`,
+    /// the batch's ids are appended to it in between (a callback's exception leaves them).
     fn write(
         &self,
         py: Python<'_>,
         vectors: &[f32],
         attrs: Attributes,
         replacing: Option<u64>,
+        stored: Option<&Bound<'_, PyList>>,
     ) -> PyResult<std::ops::Range<u64>> {
         // A new version keeps what it does not set before a Python labeller's label joins it.
         let attrs = match replacing {
@@ -1253,6 +1261,10 @@ impl Engine {
             })
         })
         .raise()?;
+        if let Some(stored) = stored {
+            // The ids of a batch stored, before a callback can raise.
+            stored.append(id_array(py, ids.clone()))?;
+        }
         if !events.is_empty() {
             // Delivered with no engine lock held: a callback may search or ingest. The batch
             // is stored whole by now, so Ctrl-C in a callback or an `async for` wake-up
