@@ -520,6 +520,12 @@ def test_a_long_run_the_tokenizer_drops_does_not_hide_the_text(
         np.testing.assert_allclose(embedder.embed_one(run + t), embedder.embed_one(t), atol=1e-6)
     both = embedder.embed_one(t + " " * 300_000 + t2)
     np.testing.assert_allclose(both, embedder.embed_one(t + " " + t2), atol=1e-6)
+    # Runs BERT's tokenizer deletes join the words around them; at a word's start, nothing.
+    for glued, same in [
+        ("the cat sat\n" + "\x00" * 300_000 + "on the mat", "the cat sat on the mat"),
+        ("a cat " + "\u200b" * 200_000 + "\x0b" * 200_000 + "sat", "a cat sat"),
+    ]:
+        np.testing.assert_allclose(embedder.embed_one(glued), embedder.embed_one(same), atol=1e-6)
     # A short max_length read less: 40 KB were enough to hide the text.
     short = imesde.TextEmbedder(max_length=32, cache_size=0, threads=1)
     np.testing.assert_allclose(short.embed_one(" " * 40_000 + t), short.embed_one(t), atol=1e-6)

@@ -284,6 +284,22 @@ impl Embedder {
         Ok(self.sha256.get_or_init(|| hash))
     }
 
+    /// Whether the tokenizer lowercases texts (its normaliser: BERT's with `lowercase`,
+    /// `Lowercase`, or a sequence holding one).
+    #[must_use]
+    pub fn lowercases(&self) -> bool {
+        fn lowers(n: &tokenizers::NormalizerWrapper) -> bool {
+            use tokenizers::NormalizerWrapper as N;
+            match n {
+                N::BertNormalizer(b) => b.lowercase,
+                N::Lowercase(_) => true,
+                N::Sequence(seq) => seq.as_ref().iter().any(lowers),
+                _ => false,
+            }
+        }
+        self.tokenizer.get_normalizer().is_some_and(lowers)
+    }
+
     /// True when the graph pools itself and `pooling` is not used.
     #[must_use]
     pub fn is_pooled(&self) -> bool {
@@ -440,9 +456,11 @@ impl Embedder {
     /// words whatever follows ([`Cuts`]: a space; for BERT's tokenizers also a tab, a newline
     /// or a CJK ideograph): its tokens are the first of the whole text's, so when they
     /// already overflow `max_length` the truncated encoding is the whole text's, found without
-    /// tokenizing megabytes. A prefix that does not overflow is read on piece by piece
-    /// ([`Embedder::encode_in_pieces`]), and a run with no place to cut within a piece (one
-    /// huge "word") is cut at its end, so that megabytes of it cost a piece, not gigabytes.
+    /// tokenizing megabytes. A prefix that does not overflow is tokenized again from a prefix
+    /// [`WIDER`] times as long, and for BERT's tokenizers, when that one does not overflow
+    /// either, read on piece by piece ([`Embedder::encode_in_pieces`]); a run with no place to
+    /// cut within a prefix (one huge "word") is cut at its end, so that megabytes of it cost a
+    /// prefix, not gigabytes.
     fn tokenize<S: AsRef<str> + Sync>(&self, texts: &[S]) -> Result<Vec<Encoding>> {
         let budget = self
             .config
@@ -458,47 +476,74 @@ impl Embedder {
             .encode_batch(inputs.clone(), true)
             .map_err(error)?;
         for ((enc, input), text) in encodings.iter_mut().zip(&inputs).zip(texts) {
-            if input.len() < text.as_ref().len() && enc.get_overflowing().is_empty() {
-                *enc = self.encode_in_pieces(text.as_ref(), budget)?;
+            let text = text.as_ref();
+            if input.len() < text.len() && enc.get_overflowing().is_empty() {
+                let wider = word_prefix(text, budget.saturating_mul(WIDER), self.cuts);
+                *enc = self.tokenizer.encode(wider, true).map_err(error)?;
+                if wider.len() < text.len()
+                    && enc.get_overflowing().is_empty()
+                    && matches!(self.cuts, Cuts::Bert { .. })
+                {
+                    *enc = self.encode_in_pieces(text, budget.saturating_mul(WIDER))?;
+                }
             }
         }
         Ok(encodings)
     }
 
-    /// A text whose first `budget` bytes held fewer than `max_length` tokens (a long run the
-    /// tokenizer drops, such as blanks, control or zero-width characters, or one huge word):
-    /// tokenized a piece at a time, each cut where the tokenizer splits words and twice as
-    /// long as the one before (`WIDER` times the budget at most), until the pieces hold more
-    /// than `max_length` tokens or the text ends. Their tokens joined are the whole text's
-    /// first ones, at a cost in memory of one piece, not of the whole text.
-    fn encode_in_pieces(&self, text: &str, budget: usize) -> Result<Encoding> {
+    /// A text for BERT's tokenizer whose first `piece` bytes held fewer than `max_length`
+    /// tokens (blanks, control or zero-width characters by the megabyte, before or between
+    /// its words): read on a piece at a time, each cut where the tokenizer splits words, until
+    /// the pieces hold more than `max_length` tokens, the text ends or [`MAX_PIECES`] pieces
+    /// were read. Where a piece starts, at a word's start, what the tokenizer turns into a
+    /// space or deletes is skipped without tokenizing it (nothing there joins two words), so
+    /// megabytes of it cost a scan. The pieces' tokens joined are the whole text's first ones,
+    /// but for a piece cut inside a run with no place to cut: that run is taken for one huge
+    /// word (`[UNK]`), and what follows up to the next place to cut is skipped.
+    fn encode_in_pieces(&self, text: &str, piece: usize) -> Result<Encoding> {
         let error = |e: tokenizers::Error| EmbedError::Tokenize(e.to_string());
         let mut pieces = Vec::new();
-        let (mut rest, mut width, mut tokens) = (text, budget, 0);
-        while !rest.is_empty() && tokens <= self.config.max_length {
-            let piece = word_prefix(rest, width, self.cuts);
-            let mut enc = self.tokenizer.encode(piece, false).map_err(error)?;
+        let (mut rest, mut tokens) = (text, 0);
+        while tokens <= self.config.max_length && pieces.len() < MAX_PIECES {
+            let cleans = matches!(self.cuts, Cuts::Bert { cleans: true, .. });
+            rest =
+                rest.trim_start_matches(|c: char| c.is_whitespace() || cleans && bert_deletes(c));
+            if rest.is_empty() {
+                break;
+            }
+            let read = self.last_cut(rest, piece);
+            let mut enc = self.tokenizer.encode(read, false).map_err(error)?;
             enc.take_overflowing();
-            let read = enc.len();
-            tokens += read;
+            tokens += enc.len();
             pieces.push(enc);
-            rest = &rest[piece.len()..];
-            // Cut inside a run with no place to cut: one huge word, which the tokenizer reads
-            // from its start (WordPiece: one `[UNK]`), so the rest of it adds nothing; unless
-            // the piece gave no token (characters the tokenizer deletes, such as NUL or
-            // zero-width ones), and then what follows is read as if it were not there.
-            if read > 0 && !piece.is_empty() && !rest.starts_with(|c| self.cuts.before(c)) {
+            rest = &rest[read.len()..];
+            if !rest.starts_with(|c| self.cuts.before(c)) {
                 let end = rest.find(|c| self.cuts.before(c)).unwrap_or(rest.len());
                 rest = &rest[end..];
             }
-            width = width
-                .saturating_mul(2)
-                .min(budget.saturating_mul(WIDER))
-                .max(1);
         }
         self.tokenizer
             .post_process(Encoding::merge(pieces, true), None, true)
             .map_err(error)
+    }
+
+    /// `text` cut at the last place to cut in its first `piece` bytes (all of it when no
+    /// longer); with none there, as [`word_prefix`] cuts it.
+    fn last_cut<'t>(&self, text: &'t str, piece: usize) -> &'t str {
+        if text.len() <= piece {
+            return text;
+        }
+        let mut end = piece;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        if end > 0 && text[end..].starts_with(|c| self.cuts.before(c)) {
+            return &text[..end];
+        }
+        match text[..end].rfind(|c| self.cuts.before(c)) {
+            Some(cut) if cut > 0 => &text[..cut],
+            _ => word_prefix(text, piece, self.cuts),
+        }
     }
 
     /// Pads the encodings `chunk` selects to the longest of them.
@@ -555,9 +600,26 @@ fn sha256_file(path: &Path) -> std::io::Result<String> {
 /// (see `Embedder::tokenize`): far more than any word piece takes.
 const PREFIX_BYTES_PER_TOKEN: usize = 64;
 
-/// How much longer than the first prefix of a text the pieces it is read on in may grow (see
-/// `Embedder::encode_in_pieces`).
+/// How much longer the second prefix of a text is than the first (see `Embedder::tokenize`),
+/// and the pieces a longer one is read on in (`Embedder::encode_in_pieces`).
 const WIDER: usize = 16;
+
+/// Most pieces a text is read on in (see `Embedder::encode_in_pieces`): 4 MB for a
+/// `max_length` of 256, read in well under a second.
+const MAX_PIECES: usize = 16;
+
+/// What BERT's normaliser deletes or turns into a space: U+FFFD, control characters (NUL; a
+/// tab, newline or carriage return becomes a space) and format ones (zero-width spaces and
+/// joiners, direction marks, the soft hyphen, the byte-order mark: Unicode's Cf category, the
+/// blocks text carries).
+fn bert_deletes(c: char) -> bool {
+    c.is_control()
+        || matches!(c,
+            '\u{FFFD}' | '\u{AD}' | '\u{600}'..='\u{605}' | '\u{61C}' | '\u{6DD}' | '\u{70F}'
+            | '\u{180E}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{206F}' | '\u{FEFF}'
+            | '\u{FFF9}'..='\u{FFFB}')
+}
 
 /// Where a tokenizer is sure to split words, so that a prefix cut there has the first tokens
 /// of the whole text.
@@ -569,8 +631,9 @@ enum Cuts {
     Space,
     /// BERT's normaliser and pre-tokenizer: before a space, tab, newline or carriage return
     /// (whitespace it keeps and splits at), and with `cjk` before a CJK ideograph (which it
-    /// surrounds with spaces).
-    Bert { cjk: bool },
+    /// surrounds with spaces); `cleans`: its normaliser deletes control and format characters
+    /// (and turns other whitespace into spaces).
+    Bert { cjk: bool, cleans: bool },
 }
 
 impl Cuts {
@@ -584,8 +647,12 @@ impl Cuts {
         match tok.get_normalizer() {
             Some(NormalizerWrapper::BertNormalizer(n)) if bert_words => Cuts::Bert {
                 cjk: n.handle_chinese_chars,
+                cleans: n.clean_text,
             },
-            None if bert_words => Cuts::Bert { cjk: false },
+            None if bert_words => Cuts::Bert {
+                cjk: false,
+                cleans: false,
+            },
             _ => Cuts::Space,
         }
     }
@@ -593,7 +660,7 @@ impl Cuts {
     fn before(self, c: char) -> bool {
         match self {
             Cuts::Space => c == ' ',
-            Cuts::Bert { cjk } => matches!(c, ' ' | '\t' | '\n' | '\r') || (cjk && is_cjk(c)),
+            Cuts::Bert { cjk, .. } => matches!(c, ' ' | '\t' | '\n' | '\r') || (cjk && is_cjk(c)),
         }
     }
 }
@@ -679,7 +746,10 @@ mod tests {
 
     #[test]
     fn bert_prefixes_end_before_whitespace_it_keeps_or_an_ideograph() {
-        let bert = Cuts::Bert { cjk: true };
+        let bert = Cuts::Bert {
+            cjk: true,
+            cleans: true,
+        };
         assert_eq!(word_prefix("ab\ncd\nef", 7, bert), "ab\ncd");
         assert_eq!(word_prefix("ab\r\ncd", 4, bert), "ab\r");
         assert_eq!(word_prefix("ab\tcd", 4, bert), "ab");
@@ -691,7 +761,17 @@ mod tests {
         // Before an ideograph (3 bytes each), never inside one.
         assert_eq!(word_prefix("日本語の文", 8, bert), "日本");
         assert_eq!(word_prefix("日本語の文", 5, bert), "日");
-        assert_eq!(word_prefix("日本語", 8, Cuts::Bert { cjk: false }), "日本");
+        assert_eq!(
+            word_prefix(
+                "日本語",
+                8,
+                Cuts::Bert {
+                    cjk: false,
+                    cleans: true
+                }
+            ),
+            "日本"
+        );
         assert_eq!(word_prefix("ab日本", 4, bert), "ab");
     }
 }
