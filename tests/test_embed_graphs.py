@@ -204,6 +204,16 @@ def test_an_export_in_a_sentence_transformers_folder_is_used_as_the_folder_says(
     write_json(folder / "tokenizer.json", spec)
     with pytest.raises(imesde.ModelLoadError, match="do_lower_case"):
         imesde.TextEmbedder(folder, threads=1)
+    # The tokenizer loaded decides, whatever its size (a large vocabulary's file is past what a
+    # settings file may hold) or place (a cased one passed for a folder whose own lowercases).
+    cased = tmp_path / "cased.json"
+    write_json(cased, spec)
+    spec["normalizer"]["lowercase"] = True
+    text = json.dumps(spec) + " " * (2 << 20)
+    (folder / "tokenizer.json").write_text(text, encoding="utf-8")
+    assert imesde.TextEmbedder(folder, threads=1).pooling == "cls"
+    with pytest.raises(imesde.ModelLoadError, match="do_lower_case"):
+        imesde.TextEmbedder(folder, tokenizer_path=cased, threads=1)
     # A model in a plain subfolder is not governed by the settings of a folder above it.
     nested = tmp_path / "proj" / "m"
     nested.mkdir(parents=True)

@@ -111,8 +111,9 @@ def read_sentence_settings(folder: Path) -> dict[str, Any]:
     ``pooling`` (``1_Pooling/config.json``: ``"mean"``, ``"cls"``, or the name of a mode imesde
     does not pool by, such as ``"max"``; ``include_prompt`` when it leaves a prompt's tokens out
     of the pooling), ``normalize`` (a ``Normalize`` module in ``modules.json``),
-    ``unsupported_modules`` (other modules there, such as ``Dense``) and ``max_length``
-    (``sentence_bert_config.json``'s ``max_seq_length``)."""
+    ``unsupported_modules`` (other modules there, such as ``Dense``), ``max_length``
+    (``sentence_bert_config.json``'s ``max_seq_length``) and ``do_lower_case`` (when it says
+    texts are lowercased before the tokenizer)."""
     out: dict[str, Any] = {}
     for path in (folder / "1_Pooling" / "config.json", folder / "pooling_config.json"):
         if path.is_file():
@@ -154,27 +155,19 @@ def read_sentence_settings(folder: Path) -> dict[str, Any]:
         value = config.get("max_seq_length")
         if type(value) is int and value >= 1:
             out["max_length"] = value
-        tokenizer = folder / "tokenizer.json"
-        if config.get("do_lower_case") is True and not (
-            tokenizer.is_file() and _lowercases(read_json(tokenizer, dict).get("normalizer"))
-        ):
-            # sentence-transformers lowercases texts before its tokenizer; imesde runs the
-            # tokenizer alone, which here keeps the case: other tokens, other vectors.
-            raise ModelLoadError(
-                f"{st}: do_lower_case lowercases texts before the tokenizer, which imesde does "
-                f"not do, and {tokenizer} does not lowercase them itself"
-            )
+        if config.get("do_lower_case") is True:
+            out["do_lower_case"] = True
     return out
 
 
-def _lowercases(normalizer: object) -> bool:
+def lowercases(normalizer: object) -> bool:
     """Whether a ``tokenizer.json`` normaliser lowercases text (BERT's with ``lowercase``,
     ``Lowercase``, or a sequence holding one of them)."""
     if not isinstance(normalizer, dict):
         return False
     kind = normalizer.get("type")
     if kind == "Sequence":
-        return any(_lowercases(n) for n in normalizer.get("normalizers") or [])
+        return any(lowercases(n) for n in normalizer.get("normalizers") or [])
     return kind == "Lowercase" or (kind == "BertNormalizer" and normalizer.get("lowercase") is True)
 
 

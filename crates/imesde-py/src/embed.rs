@@ -219,6 +219,17 @@ impl TextEmbedder {
                  pass pooling=\"mean\" or \"cls\" to choose one"
             ));
         }
+        // sentence-transformers lowercases texts before such a folder's tokenizer; imesde runs
+        // the tokenizer alone, which must then lowercase them itself.
+        if from_manifest("do_lower_case")?.is_some_and(|v| v.is_truthy().unwrap_or(false))
+            && !embedder.lowercases()
+        {
+            return Err(py_err!(
+                ModelLoad,
+                "{model}: its folder lowercases texts before the tokenizer (do_lower_case), \
+                 which imesde does not do, and the tokenizer does not lowercase them itself"
+            ));
+        }
         // What the folder's pipeline does after the transformer and imesde does not, when
         // imesde pools the token states (a graph's own sentence vector has it done).
         if !embedder.is_pooled() {

@@ -15,6 +15,7 @@ import numpy.typing as npt
 
 from imesde._manifest import (
     MANIFEST,
+    lowercases,
     read_json,
     read_prompts,
     read_sentence_settings,
@@ -198,8 +199,15 @@ def _checkpoint_settings(source: Path, max_length: int | None) -> tuple[BertConf
         raise InvalidValueError(
             f"{source}: pools by {pooling!r}; only mean or CLS pooling is supported"
         )
-    if "model" not in read_json(source / "tokenizer.json", dict, limit=MAX_TOKENIZER_BYTES):
+    tokenizer = read_json(source / "tokenizer.json", dict, limit=MAX_TOKENIZER_BYTES)
+    if "model" not in tokenizer:
         raise ModelLoadError(f"{source / 'tokenizer.json'} is not a tokenizer (it has no model)")
+    if settings.get("do_lower_case") and not lowercases(tokenizer.get("normalizer")):
+        # sentence-transformers lowercases texts before this tokenizer, which keeps the case.
+        raise ModelLoadError(
+            f"{source}: it lowercases texts before the tokenizer (do_lower_case), which imesde "
+            "does not do, and its tokenizer.json does not lowercase them itself"
+        )
     if max_length is not None:
         limit = max_length
     else:
