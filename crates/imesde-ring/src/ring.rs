@@ -837,9 +837,26 @@ impl Ring {
 
     /// Runs `f` while no batch is written: batches in flight finish first, new ones wait
     /// until it returns. For reads that must see the ring as one state across several calls
-    /// (a ranking made elsewhere, then read back). `f` must not write to this ring.
+    /// (a ranking made elsewhere, then read back). `f` must not write to this ring; it may
+    /// pause it again (a search inside a hybrid search's last try), which then just runs.
     pub fn with_writes_paused<R>(&self, f: impl FnOnce() -> R) -> R {
+        thread_local! {
+            /// The rings this thread holds paused (their addresses).
+            static PAUSED: std::cell::RefCell<Vec<usize>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        struct Resume;
+        impl Drop for Resume {
+            fn drop(&mut self) {
+                PAUSED.with(|p| p.borrow_mut().pop());
+            }
+        }
+        let me = std::ptr::from_ref(self) as usize;
+        if PAUSED.with(|p| p.borrow().contains(&me)) {
+            return f();
+        }
         let _gate = self.gate.write();
+        PAUSED.with(|p| p.borrow_mut().push(me));
+        let _resume = Resume;
         f()
     }
 

@@ -916,3 +916,22 @@ fn a_training_that_is_no_longer_due_is_not_run() {
     assert!(r.train_index_if_due());
     assert!(r.index_trained() && !r.index_wants_training());
 }
+
+#[test]
+fn writes_paused_twice_on_one_thread_run_without_waiting_on_themselves() {
+    // A hybrid search's last try holds writes off and runs a search that may hold them off
+    // again: the lock is not re-entrant, so that waited on itself for ever.
+    let r = ring(4, 2, 8, Storage::Int8);
+    let other = ring(4, 2, 8, Storage::Int8);
+    r.ingest(&Rng(3).vecs(8, 4), &Attributes::default())
+        .unwrap();
+    let inner = r.with_writes_paused(|| {
+        other.with_writes_paused(|| {
+            r.with_writes_paused(|| r.search(&[1.0, 0.0, 0.0, 0.0], 3, &Filter::default()))
+        })
+    });
+    assert_eq!(inner.unwrap().len(), 3);
+    // And writes go on once it returned.
+    r.ingest(&Rng(4).vecs(2, 4), &Attributes::default())
+        .unwrap();
+}
