@@ -46,7 +46,15 @@ pub(crate) fn after_fork_in_child() {
     PASSING.store(HELD.with(Cell::get), SeqCst);
     EXITING.store(false, SeqCst);
     HELD_BACK.with(|h| h.set(Duration::ZERO));
-    // The kept thread is the parent's (`Kept::start` starts the child's own).
+    // The kept thread is the parent's (`Kept::start` starts the child's own): its handle is
+    // forgotten, not dropped, since dropping it touches a channel whose lock that thread may
+    // have held at the fork; so is a lock on the handle held by a thread the child lacks.
+    if KEPT.is_locked() {
+        // SAFETY: the child's only thread, this one, does not hold it (it forked outside
+        // `Kept::start`); its holder is not in the child.
+        unsafe { KEPT.force_unlock() };
+    }
+    std::mem::forget(KEPT.lock().take());
     KEPT_BUSY.store(false, SeqCst);
     fork::after_fork_in_child();
 }
@@ -287,6 +295,8 @@ impl Kept {
         let mut kept = KEPT.lock();
         let pid = std::process::id();
         if kept.as_ref().is_none_or(|k| k.pid != pid) {
+            // A parent's (a fork that skipped `after_fork_in_child`): see there.
+            std::mem::forget(kept.take());
             let (jobs, queue) = mpsc::channel::<Job<'static>>();
             let thread = std::thread::Builder::new()
                 .name("imesde-work".into())
@@ -503,6 +513,9 @@ pub(crate) fn find_finalizing() {
 #[pyo3(name = "_at_exit")]
 pub(crate) fn at_exit(py: Python<'_>) {
     EXITING.store(true, SeqCst);
+    if CLOSE_IN_HOOK.load(SeqCst) {
+        py.detach(|| imesde_embed::close_sessions(EXIT_WAIT));
+    }
     if PASSING.load(SeqCst) == 0 {
         return;
     }
@@ -518,6 +531,14 @@ pub(crate) fn at_exit(py: Python<'_>) {
 /// could wait.
 pub(crate) extern "C" fn close_sessions() {
     imesde_embed::close_sessions(EXIT_WAIT);
+}
+
+/// Whether [`at_exit`] closes the model runs (`Py_AtExit` had no place left for
+/// [`close_sessions`]): earlier, so exit handlers that run after it cannot embed.
+static CLOSE_IN_HOOK: AtomicBool = AtomicBool::new(false);
+
+pub(crate) fn close_sessions_in_hook() {
+    CLOSE_IN_HOOK.store(true, SeqCst);
 }
 
 fn on_main_thread() -> bool {

@@ -138,9 +138,9 @@ fn _imesde(m: &Bound<'_, PyModule>) -> PyResult<()> {
         .import("atexit")?
         .call_method1("register", (m.getattr("_at_exit")?,))?;
     // SAFETY: registers a function that calls no Python API (once per process: a module is
-    // initialised once).
-    unsafe {
-        pyo3::ffi::Py_AtExit(Some(gil::close_sessions));
+    // initialised once). Its 32 places all taken, imesde's `atexit` hook closes them instead.
+    if unsafe { pyo3::ffi::Py_AtExit(Some(gil::close_sessions)) } != 0 {
+        gil::close_sessions_in_hook();
     }
     m.add_class::<embed::TextEmbedder>()?;
     m.add_class::<bm25::PyBm25>()?;
