@@ -524,6 +524,12 @@ def test_a_long_run_the_tokenizer_drops_does_not_hide_the_text(
     for glued, same in [
         ("the cat sat\n" + "\x00" * 300_000 + "on the mat", "the cat sat on the mat"),
         ("a cat " + "\u200b" * 200_000 + "\x0b" * 200_000 + "sat", "a cat sat"),
+        # Inside a word, they join its parts; no-break and ideographic spaces split words, as
+        # punctuation does (a huge word before it is one [UNK]).
+        ("hello" + "\u200b" * 300_000 + "world and more", "helloworld and more"),
+        ("hello" + "\u00a0" * 300_000 + "world and more", "hello world and more"),
+        ("hello" + "\u3000" * 300_000 + "world and more", "hello world and more"),
+        ("x" * 300_000 + ".hello, world", "x" * 300 + ".hello, world"),
     ]:
         np.testing.assert_allclose(embedder.embed_one(glued), embedder.embed_one(same), atol=1e-6)
     # A short max_length read less: 40 KB were enough to hide the text.

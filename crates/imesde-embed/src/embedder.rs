@@ -497,9 +497,9 @@ impl Embedder {
     /// the pieces hold more than `max_length` tokens, the text ends or [`MAX_PIECES`] pieces
     /// were read. Where a piece starts, at a word's start, what the tokenizer turns into a
     /// space or deletes is skipped without tokenizing it (nothing there joins two words), so
-    /// megabytes of it cost a scan. The pieces' tokens joined are the whole text's first ones,
-    /// but for a piece cut inside a run with no place to cut: that run is taken for one huge
-    /// word (`[UNK]`), and what follows up to the next place to cut is skipped.
+    /// megabytes of it cost a scan. A piece with no place to cut is the start of one word: the
+    /// word is read whole (less what the normaliser deletes) up to a piece's length. The
+    /// pieces' tokens joined are the whole text's first ones.
     fn encode_in_pieces(&self, text: &str, piece: usize) -> Result<Encoding> {
         let error = |e: tokenizers::Error| EmbedError::Tokenize(e.to_string());
         let mut pieces = Vec::new();
@@ -512,15 +512,32 @@ impl Embedder {
                 break;
             }
             let read = self.last_cut(rest, piece);
-            let mut enc = self.tokenizer.encode(read, false).map_err(error)?;
+            let after = &rest[read.len()..];
+            let mut enc = if after.is_empty() || after.starts_with(|c| self.cuts.before(c)) {
+                rest = after;
+                self.tokenizer.encode(read, false)
+            } else {
+                // No place to cut in the piece: it is the start of one word, which runs to
+                // the next place to cut. That word is read whole, less what the normaliser
+                // deletes, up to a piece's length (past that, one `[UNK]` for WordPiece).
+                let end = rest.find(|c| self.cuts.before(c)).unwrap_or(rest.len());
+                let mut word = String::new();
+                for c in rest[..end]
+                    .chars()
+                    .filter(|&c| !(cleans && bert_deletes(c)))
+                {
+                    if word.len() + c.len_utf8() > piece {
+                        break;
+                    }
+                    word.push(c);
+                }
+                rest = &rest[end..];
+                self.tokenizer.encode(word, false)
+            }
+            .map_err(error)?;
             enc.take_overflowing();
             tokens += enc.len();
             pieces.push(enc);
-            rest = &rest[read.len()..];
-            if !rest.starts_with(|c| self.cuts.before(c)) {
-                let end = rest.find(|c| self.cuts.before(c)).unwrap_or(rest.len());
-                rest = &rest[end..];
-            }
         }
         self.tokenizer
             .post_process(Encoding::merge(pieces, true), None, true)
@@ -629,9 +646,9 @@ enum Cuts {
     /// whitespace may not split (BERT's normaliser deletes a vertical tab or form feed, gluing
     /// the words around it; Metaspace splits at U+0020 only).
     Space,
-    /// BERT's normaliser and pre-tokenizer: before a space, tab, newline or carriage return
-    /// (whitespace it keeps and splits at), and with `cjk` before a CJK ideograph (which it
-    /// surrounds with spaces); `cleans`: its normaliser deletes control and format characters
+    /// BERT's normaliser and pre-tokenizer: before whitespace it keeps and splits at (a space,
+    /// tab, newline, carriage return, no-break or ideographic space, ...) or ASCII punctuation
+    /// (split off), and with `cjk` before a CJK ideograph (which it surrounds with spaces); `cleans`: its normaliser deletes control and format characters
     /// (and turns other whitespace into spaces).
     Bert { cjk: bool, cleans: bool },
 }
@@ -660,7 +677,14 @@ impl Cuts {
     fn before(self, c: char) -> bool {
         match self {
             Cuts::Space => c == ' ',
-            Cuts::Bert { cjk, .. } => matches!(c, ' ' | '\t' | '\n' | '\r') || (cjk && is_cjk(c)),
+            // Its pre-tokenizer splits at whitespace (what the normaliser keeps of it: a
+            // vertical tab, form feed or U+0085 is deleted) and around punctuation.
+            Cuts::Bert { cjk, cleans } => {
+                matches!(c, ' ' | '\t' | '\n' | '\r')
+                    || c.is_ascii_punctuation()
+                    || (cjk && is_cjk(c))
+                    || (c.is_whitespace() && !(cleans && matches!(c, '\x0b' | '\x0c' | '\u{85}')))
+            }
         }
     }
 }
@@ -753,9 +777,12 @@ mod tests {
         assert_eq!(word_prefix("ab\ncd\nef", 7, bert), "ab\ncd");
         assert_eq!(word_prefix("ab\r\ncd", 4, bert), "ab\r");
         assert_eq!(word_prefix("ab\tcd", 4, bert), "ab");
-        // A vertical tab or form feed is deleted, an ideographic space not split at: no cut.
+        // A vertical tab or form feed is deleted: no cut. An ideographic or no-break space
+        // becomes a space, and punctuation is split off: cuts.
         assert_eq!(word_prefix("ab\x0bcd\x0cef", 7, bert), "ab\x0bcd\x0ce");
-        assert_eq!(word_prefix("ab\u{3000}cd", 6, bert), "ab\u{3000}c");
+        assert_eq!(word_prefix("abcd\u{3000}ef", 8, bert), "abcd");
+        assert_eq!(word_prefix("abcd\u{a0}efg", 8, bert), "abcd");
+        assert_eq!(word_prefix("abcd.efgh", 8, bert), "abcd");
         // Not before a character of the gap that BERT's normaliser does not split.
         assert_eq!(word_prefix("abcd ef\u{2B820}gh", 9, bert), "abcd");
         // Before an ideograph (3 bytes each), never inside one.
