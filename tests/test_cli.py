@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -257,16 +258,33 @@ def _append_then_stop(
 ) -> str:
     """Appends ``lines`` to ``log``, waits until ``proc`` (following it) printed ``until``,
     then stops it with Ctrl-C; what it wrote to standard error."""
-    try:
+    with _stopped_after(proc, reader) as stopped:
         with log.open("a", encoding="utf-8") as f:
             f.write(lines)
         _wait_for(proc, seen, until)
-        proc.send_signal(signal.SIGINT)
-        _, stderr = proc.communicate(timeout=60)
+    return stopped.stderr
+
+
+class _Stopped:
+    """What a watch stopped by :func:`_stopped_after` wrote to standard error."""
+
+    stderr = ""
+
+
+@contextlib.contextmanager
+def _stopped_after(
+    proc: subprocess.Popen[str], reader: threading.Thread, sig: int = signal.SIGINT
+) -> Iterator[_Stopped]:
+    """Runs the block, then stops ``proc`` with ``sig`` and reads its standard error (killed
+    in any case, also when the block fails); ``reader`` has collected all it printed after."""
+    stopped = _Stopped()
+    try:
+        yield stopped
+        proc.send_signal(sig)
+        _, stopped.stderr = proc.communicate(timeout=60)
     finally:
         proc.kill()
     reader.join(timeout=10)
-    return stderr
 
 
 def _following(
@@ -398,8 +416,8 @@ def test_watch_follow_waits_for_a_whole_line_and_rereads_a_truncated_file(
     """A line written in two parts is one item (it was two: each half scored alone); a file
     cut to nothing (logrotate's copytruncate) is read again from its start, as tail -f does."""
     log = tmp_path / "app.log"
-    proc, seen, _ = _following(log)
-    try:
+    proc, seen, reader = _following(log)
+    with _stopped_after(proc, reader) as stopped:
         with log.open("a", encoding="utf-8") as f:
             f.write("write failed: no space le")
             f.flush()
@@ -411,10 +429,7 @@ def test_watch_follow_waits_for_a_whole_line_and_rereads_a_truncated_file(
         time.sleep(1.0)
         log.write_text("after rotation: disk full\n", encoding="utf-8")  # truncated, rewritten
         _wait_for(proc, seen, "after rotation")
-        proc.send_signal(signal.SIGINT)
-        _, stderr = proc.communicate(timeout=60)
-    finally:
-        proc.kill()
+    stderr = stopped.stderr
     texts = [json.loads(line)["text"] for line in seen]
     assert texts == [
         "service started",
@@ -433,18 +448,15 @@ def test_watch_follow_takes_a_renamed_log_s_successor_and_stops_on_sigterm(
     systemd) ends the watch as Ctrl-C does, with its summary (it was killed without one).
     A line past 65,536 characters is cut there, its rest dropped."""
     log = tmp_path / "app.log"
-    proc, seen, _ = _following(log)
-    try:
+    proc, seen, reader = _following(log)
+    with _stopped_after(proc, reader, signal.SIGTERM) as stopped:
         with log.open("a", encoding="utf-8") as f:
             f.write("the last line of the old log")
         time.sleep(1.0)
         log.rename(tmp_path / "app.log.1")
         log.write_text("x" * 70_000 + " dropped\nfirst line of the new log\n", encoding="utf-8")
         _wait_for(proc, seen, "first line of the new log")
-        proc.send_signal(signal.SIGTERM)
-        _, stderr = proc.communicate(timeout=60)
-    finally:
-        proc.kill()
+    stderr = stopped.stderr
     texts = [json.loads(line)["text"] for line in seen]
     assert texts == [
         "service started",

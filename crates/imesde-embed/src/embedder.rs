@@ -511,7 +511,7 @@ impl Embedder {
             if rest.is_empty() {
                 break;
             }
-            let read = self.last_cut(rest, piece);
+            let read = cut_within(rest, piece, self.cuts, 0);
             let after = &rest[read.len()..];
             let mut enc = if after.is_empty() || after.starts_with(|c| self.cuts.before(c)) {
                 rest = after;
@@ -542,25 +542,6 @@ impl Embedder {
         self.tokenizer
             .post_process(Encoding::merge(pieces, true), None, true)
             .map_err(error)
-    }
-
-    /// `text` cut at the last place to cut in its first `piece` bytes (all of it when no
-    /// longer); with none there, as [`word_prefix`] cuts it.
-    fn last_cut<'t>(&self, text: &'t str, piece: usize) -> &'t str {
-        if text.len() <= piece {
-            return text;
-        }
-        let mut end = piece;
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        if end > 0 && text[end..].starts_with(|c| self.cuts.before(c)) {
-            return &text[..end];
-        }
-        match text[..end].rfind(|c| self.cuts.before(c)) {
-            Some(cut) if cut > 0 => &text[..cut],
-            _ => word_prefix(text, piece, self.cuts),
-        }
     }
 
     /// Pads the encodings `chunk` selects to the longest of them.
@@ -708,6 +689,13 @@ fn is_cjk(c: char) -> bool {
 /// has no such place there: a run of half the budget with no place to cut is one huge "word",
 /// which `WordPiece` reads as one `[UNK]` whether it is cut or whole.
 fn word_prefix(text: &str, budget: usize, cuts: Cuts) -> &str {
+    cut_within(text, budget, cuts, budget / 2)
+}
+
+/// `text` cut at the last place `cuts` allows from byte `from` to byte `budget`; all of it
+/// when it is no longer; its first `budget` bytes (to a character's start) when there is no
+/// such place (the piece reader looks from the start, [`word_prefix`] in the second half).
+fn cut_within(text: &str, budget: usize, cuts: Cuts, from: usize) -> &str {
     if text.len() <= budget {
         return text;
     }
@@ -715,27 +703,27 @@ fn word_prefix(text: &str, budget: usize, cuts: Cuts) -> &str {
     while !text.is_char_boundary(end) {
         end -= 1;
     }
-    let mut half = budget / 2;
-    while !text.is_char_boundary(half) {
-        half += 1;
+    let mut start = from;
+    while !text.is_char_boundary(start) {
+        start += 1;
     }
     let at_end = text[end..].chars().next().is_some_and(|c| cuts.before(c));
     let cut = if at_end {
         Some(end)
-    } else if half >= end {
+    } else if start >= end {
         None
     } else if cuts == Cuts::Space {
         // A space is one byte, never inside a multi-byte character.
-        text.as_bytes()[half..end]
+        text.as_bytes()[start..end]
             .iter()
             .rposition(|&b| b == b' ')
-            .map(|i| half + i)
+            .map(|i| start + i)
     } else {
-        text[half..end]
+        text[start..end]
             .char_indices()
             .rev()
             .find(|&(_, c)| cuts.before(c))
-            .map(|(i, _)| half + i)
+            .map(|(i, _)| start + i)
     };
     match cut {
         Some(cut) if cut > 0 => &text[..cut],

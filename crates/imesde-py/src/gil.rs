@@ -514,7 +514,7 @@ pub(crate) fn find_finalizing() {
 pub(crate) fn at_exit(py: Python<'_>) {
     EXITING.store(true, SeqCst);
     if CLOSE_IN_HOOK.load(SeqCst) {
-        py.detach(|| imesde_embed::close_sessions(EXIT_WAIT));
+        py.detach(|| close_sessions());
     }
     if PASSING.load(SeqCst) == 0 {
         return;
