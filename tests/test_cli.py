@@ -134,6 +134,23 @@ def test_inputs_that_cannot_be_read_are_one_line_errors(tmp_path: Path) -> None:
         assert out.returncode == 2, (args, out.stderr)
         assert out.stderr.startswith("imesde:"), (args, out.stderr)
         assert "Traceback" not in out.stderr, args
+    # A line that is not an object with a text: named by its number, in words (model check
+    # said "KeyError('text')", and both commands put a bad JSON line at "line 1").
+    for line, says in (
+        ('{"txt": "disk full"}', "line 3 has no text field holding a string"),
+        ('{"text": 7}', "line 3 has no text field holding a string"),
+        ("[1, 2]", "line 3 is a JSON list, not an object"),
+        ("disk full", "line 3 is not JSON (Expecting value, column 1)"),
+    ):
+        bad = tmp_path / "bad.jsonl"
+        bad.write_text(f'{{"text": "a"}}\n\n{line}\n', encoding="utf-8")
+        for verb, args in (
+            ("replay", ("demo", "--file", str(bad))),
+            ("read texts from", ("model", "check", ".", str(bad), str(rows))),
+        ):
+            out = imesde_cli(*args)
+            assert out.returncode == 2, (args, out.stderr)
+            assert out.stderr == f"imesde: cannot {verb} {bad}: {says}\n"
     # Pipes end, and so does /dev/null: read as inputs, not refused as devices.
     out = imesde_cli("search", "q", "--file", "/dev/null")
     assert (out.returncode, out.stderr.strip()) == (1, "imesde search: no input lines")

@@ -21,7 +21,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from importlib import resources
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from imesde._args import enters_top_k, percentile
 from imesde._imesde import (
@@ -46,7 +46,7 @@ DEMO_QUERIES = (
 )
 
 
-def _demo_stream() -> Iterator[dict[str, str]]:
+def _demo_stream() -> Iterator[dict[str, Any]]:
     """The sample of the Debian changelog stream shipped with imesde (5,000 items, time order)."""
     data = resources.files("imesde").joinpath("data/changelog_sample.jsonl.gz")
     with data.open("rb") as raw, gzip.open(raw, "rt", encoding="utf-8") as lines:
@@ -80,13 +80,24 @@ def _not_endless_device(path: Path) -> Path:
     return path
 
 
-def _read_jsonl(path: Path) -> Iterator[dict[str, str]]:
+def _read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
+    """The objects of a JSON-lines file (gzipped when it ends in .gz), blank lines skipped;
+    a ValueError naming the line for one that is not an object with a string ``text``."""
     _not_endless_device(path)
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rt", encoding="utf-8") as lines:
-        for line in lines:
-            if line.strip():
-                yield json.loads(line)
+        for n, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                item = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"line {n} is not JSON ({e.msg}, column {e.colno})") from None
+            if not isinstance(item, dict):
+                raise ValueError(f"line {n} is a JSON {type(item).__name__}, not an object")
+            if not isinstance(item.get("text"), str):
+                raise ValueError(f"line {n} has no text field holding a string")
+            yield item
 
 
 def _batches(items: Iterable[dict[str, str]], size: int) -> Iterator[list[dict[str, str]]]:
@@ -196,8 +207,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
     try:
         stream = _read_jsonl(Path(args.file)) if args.file else _demo_stream()
         items = list(itertools.islice(stream, args.limit))
-        if any(not isinstance(i.get("text"), str) for i in items):
-            raise ValueError("every line needs a text field holding a string")
         for n, item in enumerate(items, 1):
             try:
                 item["text"].encode("utf-8")
@@ -786,14 +795,11 @@ def cmd_model_check(args: argparse.Namespace) -> int:
     if args.min_cosine is not None and not -1.0 <= args.min_cosine <= 1.0:
         raise _UsageError(f"--min-cosine must be a cosine in [-1, 1], got {args.min_cosine}")
     try:
-        lines = _not_endless_device(Path(args.texts)).read_text(encoding="utf-8").splitlines()
-        texts = [json.loads(line)["text"] for line in lines if line.strip()]
-        if not all(isinstance(t, str) for t in texts):
-            raise ValueError("every text field must hold a string")
+        texts = [item["text"] for item in _read_jsonl(Path(args.texts))]
         if not texts:
             raise ValueError("it holds no texts")
-    except (*_BAD_INPUT, KeyError, TypeError) as e:
-        raise _UsageError(f"cannot read texts from {args.texts}: {e!r}") from None
+    except _BAD_INPUT as e:
+        raise _UsageError(f"cannot read texts from {args.texts}: {e}") from None
     try:
         reference = np.load(_not_endless_device(Path(args.reference)), allow_pickle=False)
         if not isinstance(reference, np.ndarray):  # an .npz archive
@@ -801,7 +807,7 @@ def cmd_model_check(args: argparse.Namespace) -> int:
         if reference.dtype.kind not in "fiu" or reference.ndim != 2:
             raise ValueError(f"it holds a {reference.ndim}-D {reference.dtype} array, not rows")
     except _BAD_INPUT as e:
-        raise _UsageError(f"cannot read the reference {args.reference}: {e!r}") from None
+        raise _UsageError(f"cannot read the reference {args.reference}: {e}") from None
     result = models.check(args.model, texts, reference)
     print(
         f"{int(result['n'])} texts: cosine to the reference mean {result['mean']:.6f}, "
