@@ -1,4 +1,4 @@
-"""Bulk calls in chunks: generators are read a chunk at a time (memory bounded by one chunk),
+"""Bulk calls in chunks: generators are read a chunk at a time (one chunk's texts held),
 per-item timestamps and metadata are read in step, and a progress bar is drawn on request."""
 
 from __future__ import annotations
@@ -42,6 +42,29 @@ def test_a_generator_is_ingested_a_chunk_at_a_time(
     assert (item.text, item.ts, item.metadata) == (texts[345], 345.0, {"i": 345})
     # The same texts in one list give the same vectors.
     np.testing.assert_allclose(item.vector, embedder.embed_one(texts[345]), atol=1e-5)
+
+
+def test_ids_of_many_small_chunks_are_kept_whole_and_in_order(
+    stream: list[dict[str, str]], embedder: imesde.TextEmbedder
+) -> None:
+    """A long input in small chunks: their id arrays are joined in runs as it goes (one array
+    per chunk cost ~150 bytes an item); the ids returned, or listed with an error, are all of
+    them in order."""
+    engine = imesde.Engine(embedder, num_shards=1, shard_size=256)
+    texts = texts_of(stream, 20)
+
+    def source(n: int, bad_at: int | None = None) -> Iterator[str]:
+        for i in range(n):
+            if i == bad_at:
+                raise OSError("the socket closed")
+            yield texts[i % 20]
+
+    ids = engine.ingest_batch(source(1000), batch_size=3)
+    assert ids.tolist() == list(range(1000))
+    with pytest.raises(OSError, match="closed") as gone:
+        engine.ingest_batch(source(900, bad_at=700), batch_size=1)
+    assert gone.value.ingested_ids.tolist() == list(range(1000, 1700))  # type: ignore[attr-defined]
+    assert engine.get(1699).text == texts[699 % 20]
 
 
 def test_chunks_check_per_item_lengths_and_a_bad_chunk_keeps_the_ones_before(

@@ -3,7 +3,8 @@ installed, on by default only when stderr is a terminal and the work is long.
 
 ``Engine.ingest_batch`` and ``TextEmbedder.embed`` hand their work here when it is given in
 chunks (``batch_size``, a generator) or a bar is wanted; each chunk then goes back to them as an
-ordinary list, so memory is bounded by one chunk.
+ordinary list, so the texts held are one chunk's (an ingest's ids are kept for its result,
+8 bytes an item: an endless stream goes to ``imesde.ingest_stream``, which keeps none).
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ T = TypeVar("T")
 LONG = 10_000
 # Texts per chunk when a bar is shown and no batch_size was given.
 CHUNK = 1024
+# Chunks whose id arrays are joined into one as a long input goes on.
+MERGE = 64
 
 
 class Progress:
@@ -204,8 +207,15 @@ def ingest_in_chunks(
     metas = None if shared is not None else _per_item(metadata, "metadata", total)
 
     stored: list[npt.NDArray[np.int64]] = []
+    merged = 0  # `stored[:merged]` are runs of MERGE chunks' ids
 
     def ingest(chunk: list[str]) -> None:
+        nonlocal merged
+        if len(stored) - merged >= MERGE:
+            # One array per small chunk costs ~100 bytes beside its ids: joined in runs, a
+            # long stream's ids cost little more than their 8 bytes each.
+            stored[merged:] = [np.concatenate(stored[merged:])]
+            merged += 1
         ts = _take(stamps, len(chunk), "timestamps")
         meta = shared if shared is not None else _take(metas, len(chunk), "metadata")
         # The chunk's ids join `stored` inside the call: a Ctrl-C raised as it returns (the

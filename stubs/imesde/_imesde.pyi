@@ -367,9 +367,10 @@ class Engine:
     ) -> _Ids:
         """Embed and add texts; return their ids. A list is one batch (a bad one adds
         nothing); a generator, or any input with ``batch_size``, is ingested a chunk at a time
-        (memory bounded by one chunk): a bad chunk raises with the chunks before it stored,
-        their ids in the error's ``ingested_ids``. ``show_progress_bar``: a tqdm bar (None:
-        on a terminal for 10,000 texts or more, or an unknown number)."""
+        (one chunk's texts held; the ids returned, 8 bytes an item, grow with the input: an
+        endless stream goes to ``imesde.ingest_stream``): a bad chunk raises with the chunks
+        before it stored, their ids in the error's ``ingested_ids``. ``show_progress_bar``: a
+        tqdm bar (None: on a terminal for 10,000 texts or more, or an unknown number)."""
     def _ingest_into(
         self,
         out: list[_Ids],

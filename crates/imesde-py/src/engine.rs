@@ -625,10 +625,12 @@ impl Engine {
     /// ``metadata`` as in ``ingest_vectors``. A list is one batch: a bad one (or Ctrl-C while
     /// embedding) raises and adds nothing. A generator (or any iterable without a length), or
     /// any input with ``batch_size``, is read ``batch_size`` texts at a time (default 1024),
-    /// each chunk ingested as one batch, so memory is bounded by one chunk (timestamps and
-    /// metadata lists or iterables are read in step); a bad chunk raises with the chunks
-    /// before it ingested, their ids in the error's ``ingested_ids``. ``show_progress_bar``: a tqdm bar (None: when stderr is a terminal
-    /// and there are at least 10,000 texts or an unknown number).
+    /// each chunk ingested as one batch, so one chunk's texts are held (timestamps and
+    /// metadata lists or iterables are read in step; the ids returned, 8 bytes an item, grow
+    /// with the input: an endless stream goes to ``imesde.ingest_stream``); a bad chunk raises
+    /// with the chunks before it ingested, their ids in the error's ``ingested_ids``.
+    /// ``show_progress_bar``: a tqdm bar (None: when stderr is a terminal and there are at
+    /// least 10,000 texts or an unknown number).
     #[pyo3(signature = (texts, *, timestamps = None, metadata = None, batch_size = None, show_progress_bar = None))]
     fn ingest_batch<'py>(
         slf: &Bound<'py, Self>,
