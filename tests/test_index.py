@@ -187,6 +187,37 @@ def test_a_selective_filter_still_finds_k_through_the_index(
     assert sorted(ids(e.search_vector(x[3], 10))) == held[:5]
 
 
+def test_probed_lists_thinned_by_a_filter_or_deletes_give_way_to_an_exact_scan(
+    embedded: tuple[list[str], F32],
+) -> None:
+    """Probed lists that hold at least k passing items but fewer than the candidates a query
+    rescores: those few were the answer (at 2^20 items a filter that 100 pass gave recall@10
+    0.6); now the query is answered by a scan of every item, as exact as ``exact=True``."""
+    texts, x = embedded
+    n = min(len(x), 4096)
+    e = imesde.Engine(384, num_shards=4, shard_size=1024, index="ivf", nlist=16, nprobe=2)
+    e.ingest_vectors(x[:n], texts[:n], metadata=[{"g": i % 20} for i in range(n)])
+    assert e.train_index()
+    queries = np.ascontiguousarray(x[: n : n // 50])
+    for where in ({"g": 3}, {"g": {"$in": [1, 2]}}):
+        exact = [ids(e.search_vector(q, 10, where=where, exact=True)) for q in queries]
+        assert [ids(e.search_vector(q, 10, where=where)) for q in queries] == exact
+        _scores, found = e.search_vectors(queries, 10, where=where)
+        assert found.tolist() == exact
+    # The same when deletes thin every list.
+    e.delete([i for i in range(n) if i % 20])
+    exact = [ids(e.search_vector(q, 10, exact=True)) for q in queries]
+    assert [ids(e.search_vector(q, 10)) for q in queries] == exact
+
+
+def test_nprobe_defaults_to_an_eighth_of_the_nlist_given() -> None:
+    """``nlist`` given without ``nprobe``: an eighth of it, at least 8, as documented (it was
+    the capacity's default, 128 at 2^20 slots, whatever ``nlist`` was)."""
+    for nlist, nprobe in ((256, 32), (4096, 512), (32, 8), (4, 4), (None, 128)):
+        e = imesde.Engine(8, num_shards=16, shard_size=65_536, index="ivf", nlist=nlist)
+        assert (e.stats()["nlist"], e.stats()["nprobe"]) == (nlist or 1024, nprobe)
+
+
 def test_an_empty_batch_of_queries_is_answered_as_faiss_answers_it() -> None:
     e = imesde.Engine(8, num_shards=1, shard_size=16)
     none = np.zeros((0, 8), np.float32)

@@ -821,8 +821,8 @@ impl Engine {
     /// len(engine))]``, best first (no queries, ``[0, dim]``: no rows). ``since``, ``until`` and
     /// ``where`` as in ``search`` (fewer matching items: fewer columns). A row with fewer hits
     /// than another (items overwritten during the search) is padded with id ``-1`` and score
-    /// ``-inf`` (as faiss pads); with an index, a query whose probed lists hold fewer than
-    /// ``k`` passing items is answered by a scan of every item.
+    /// ``-inf`` (as faiss pads); with an index, a query whose probed lists hold fewer passing
+    /// items than it rescores (20 a hit, at least 200) is answered by a scan of every item.
     #[pyo3(
         signature = (queries, k = Count::from(10), *, since = None, until = None, r#where = None, exact = Flag(false)),
         text_signature = "($self, queries, k=10, *, since=None, until=None, where=None, exact=False)"

@@ -47,14 +47,15 @@ impl IvfConfig {
         }
     }
 
-    /// [`IvfConfig::for_capacity`] with `nlist` and / or `nprobe` given (a given `nlist` also
-    /// caps the default `nprobe`). Checked when the index is set.
+    /// [`IvfConfig::for_capacity`] with `nlist` and / or `nprobe` given; the default `nprobe`
+    /// is an eighth of the `nlist` given (at least 8, at most `nlist`), as of the default one.
+    /// Checked when the index is set.
     #[must_use]
     pub fn with(capacity: usize, nlist: Option<usize>, nprobe: Option<usize>) -> Self {
         let mut cfg = IvfConfig::for_capacity(capacity);
         if let Some(n) = nlist {
             cfg.nlist = n;
-            cfg.nprobe = cfg.nprobe.min(n);
+            cfg.nprobe = (n / 8).max(8).min(n);
         }
         cfg.nprobe = nprobe.unwrap_or(cfg.nprobe);
         cfg

@@ -806,7 +806,8 @@ fn storage_names_and_index_shapes_parse_and_check() {
         matches!(&e, RingError::UnknownStorage(n) if n == "fp16"),
         "{e}"
     );
-    // The defaults for 2^20 slots; a given nlist caps the default nprobe, a given nprobe wins.
+    // The defaults for 2^20 slots; a given nlist has an eighth of it probed (at least 8), a
+    // given nprobe wins.
     let d = IvfConfig::with(1 << 20, None, None);
     assert_eq!(d, IvfConfig::for_capacity(1 << 20));
     assert_eq!((d.nlist, d.nprobe), (1024, 128));
@@ -815,7 +816,11 @@ fn storage_names_and_index_shapes_parse_and_check() {
     assert_eq!((tiny.nlist, tiny.nprobe), (8, 8));
     assert!(tiny.check(8).is_ok());
     let c = IvfConfig::with(1 << 20, Some(64), None);
-    assert_eq!((c.nlist, c.nprobe), (64, 64));
+    assert_eq!((c.nlist, c.nprobe), (64, 8));
+    let c = IvfConfig::with(1 << 20, Some(4096), None);
+    assert_eq!((c.nlist, c.nprobe), (4096, 512));
+    let c = IvfConfig::with(1 << 20, Some(4), None);
+    assert_eq!((c.nlist, c.nprobe), (4, 4));
     let c = IvfConfig::with(1 << 20, Some(64), Some(4));
     assert_eq!((c.nlist, c.nprobe), (64, 4));
     assert!(c.check(1 << 20).is_ok());
