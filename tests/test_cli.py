@@ -109,6 +109,8 @@ def test_inputs_that_cannot_be_read_are_one_line_errors(tmp_path: Path) -> None:
     cut = tmp_path / "cut.jsonl.gz"
     whole = gzip.compress(b"".join(b'{"text": "item %d"}\n' % i for i in range(5000)))
     cut.write_bytes(whole[: len(whole) // 2])
+    damaged = tmp_path / "damaged.jsonl.gz"  # zlib.error, not an OSError: it was a traceback
+    damaged.write_bytes(whole[:200] + bytes(b ^ 0x5A for b in whole[200:260]) + whole[260:])
     texts = tmp_path / "texts.jsonl"
     texts.write_text('{"text": "disk full"}\n', encoding="utf-8")
     empty = tmp_path / "empty.jsonl"
@@ -120,6 +122,8 @@ def test_inputs_that_cannot_be_read_are_one_line_errors(tmp_path: Path) -> None:
     cases = [
         ("demo", "--file", str(deep)),
         ("demo", "--file", str(cut)),
+        ("demo", "--file", str(damaged)),
+        ("model", "check", str(tmp_path), str(damaged), str(rows)),
         ("demo", "--file", "/dev/zero"),  # never ends: refused, not read
         ("search", "q", "--file", "/dev/zero"),
         ("model", "check", str(tmp_path), str(empty), str(rows)),

@@ -18,6 +18,7 @@ import stat
 import sys
 import threading
 import time
+import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from importlib import resources
 from pathlib import Path
@@ -55,8 +56,9 @@ def _demo_stream() -> Iterator[dict[str, Any]]:
 
 
 #: What reading a file given on the command line can raise besides OSError and ValueError: a
-#: truncated gzip stream, JSON nested past the recursion limit, a number too large for a float.
-_BAD_INPUT = (OSError, ValueError, EOFError, RecursionError, OverflowError, MemoryError)
+#: truncated gzip stream, JSON nested past the recursion limit, a number too large for a float,
+#: a gzip stream whose body is damaged (zlib.error).
+_BAD_INPUT = (OSError, ValueError, EOFError, RecursionError, OverflowError, MemoryError, zlib.error)
 
 
 def _endless_device(mode: int, rdev: int, tty: bool) -> bool:
@@ -799,7 +801,7 @@ def cmd_model_check(args: argparse.Namespace) -> int:
         if not texts:
             raise ValueError("it holds no texts")
     except _BAD_INPUT as e:
-        raise _UsageError(f"cannot read texts from {args.texts}: {e}") from None
+        raise _UsageError(f"cannot read texts from {args.texts}: {e or type(e).__name__}") from None
     try:
         reference = np.load(_not_endless_device(Path(args.reference)), allow_pickle=False)
         if not isinstance(reference, np.ndarray):  # an .npz archive
@@ -807,7 +809,9 @@ def cmd_model_check(args: argparse.Namespace) -> int:
         if reference.dtype.kind not in "fiu" or reference.ndim != 2:
             raise ValueError(f"it holds a {reference.ndim}-D {reference.dtype} array, not rows")
     except _BAD_INPUT as e:
-        raise _UsageError(f"cannot read the reference {args.reference}: {e}") from None
+        raise _UsageError(
+            f"cannot read the reference {args.reference}: {e or type(e).__name__}"
+        ) from None
     result = models.check(args.model, texts, reference)
     print(
         f"{int(result['n'])} texts: cosine to the reference mean {result['mean']:.6f}, "

@@ -822,7 +822,8 @@ impl Engine {
     /// ``where`` as in ``search`` (fewer matching items: fewer columns). A row with fewer hits
     /// than another (items overwritten during the search) is padded with id ``-1`` and score
     /// ``-inf`` (as faiss pads); with an index, a query whose probed lists hold fewer passing
-    /// items than it rescores (20 a hit, at least 200) is answered by a scan of every item.
+    /// items than it rescores (20 a hit, at least 200) is answered by a scan of every item,
+    /// as without the index.
     #[pyo3(
         signature = (queries, k = Count::from(10), *, since = None, until = None, r#where = None, exact = Flag(false)),
         text_signature = "($self, queries, k=10, *, since=None, until=None, where=None, exact=False)"

@@ -1229,10 +1229,10 @@ impl Ring {
             && let Some((mut found, thin)) = self.index_search(q, unit, k, filter)
         {
             // A query whose probed lists hold fewer items passing the filter than the
-            // candidates it rescores (a selective filter, a narrow time window, deletes) is
-            // answered by a scan of every item instead: exact, and `k` whenever `k` pass.
-            // Those few were not the best of many: at 2^20 items, 100 passing gave recall@10
-            // 0.6 from the lists; with thousands passing the lists hold enough again.
+            // candidates it rescores (a selective filter, a narrow time window, deletes, a
+            // large k) is answered by a scan of every item instead, as without the index,
+            // and gets `k` whenever `k` pass. Those few were not the best of many: at 2^20
+            // items, 100 passing gave recall@10 0.6 from the lists.
             let want = k.min(self.len());
             let short: Vec<usize> = (0..nq)
                 .filter(|&j| thin[j] || found[j].len() < want)
