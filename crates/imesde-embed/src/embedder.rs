@@ -504,8 +504,8 @@ impl Embedder {
         let error = |e: tokenizers::Error| EmbedError::Tokenize(e.to_string());
         let mut pieces = Vec::new();
         let (mut rest, mut tokens) = (text, 0);
+        let cleans = matches!(self.cuts, Cuts::Bert { cleans: true, .. });
         while tokens <= self.config.max_length && pieces.len() < MAX_PIECES {
-            let cleans = matches!(self.cuts, Cuts::Bert { cleans: true, .. });
             rest =
                 rest.trim_start_matches(|c: char| c.is_whitespace() || cleans && bert_deletes(c));
             if rest.is_empty() {
@@ -629,8 +629,9 @@ enum Cuts {
     Space,
     /// BERT's normaliser and pre-tokenizer: before whitespace it keeps and splits at (a space,
     /// tab, newline, carriage return, no-break or ideographic space, ...) or ASCII punctuation
-    /// (split off), and with `cjk` before a CJK ideograph (which it surrounds with spaces); `cleans`: its normaliser deletes control and format characters
-    /// (and turns other whitespace into spaces).
+    /// (split off), and with `cjk` before a CJK ideograph (which it surrounds with spaces);
+    /// `cleans`: its normaliser deletes control and format characters (and turns other
+    /// whitespace into spaces).
     Bert { cjk: bool, cleans: bool },
 }
 

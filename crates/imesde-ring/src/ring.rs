@@ -158,9 +158,6 @@ pub const MAX_IDS: u64 = i64::MAX as u64;
 /// 200 candidates 0.99, 100 0.97 (the Hamming distance instead of the asymmetric score
 /// needs 3,000 for 0.99).
 const BINARY_CANDIDATES: usize = 20;
-
-/// One query's (score, key) pairs, best first.
-type Ranked = Vec<(f32, u64)>;
 const BINARY_MIN_CANDIDATES: usize = 200;
 /// Rows scored per kernel call: bounds the score buffers whatever the shard size.
 const CHUNK: usize = 2048;
@@ -171,6 +168,9 @@ const TASK_ROWS: usize = 2 * CHUNK;
 /// helper that wakes after it ended only costs the caller the wake-up call), a larger one
 /// asks for one helper per this much work.
 const PARALLEL_MIN_WORK: usize = 1 << 18;
+
+/// One query's (score, key) pairs, best first.
+type Ranked = Vec<(f32, u64)>;
 
 static PARALLEL: AtomicBool = AtomicBool::new(true);
 
@@ -1224,7 +1224,7 @@ impl Ring {
         nq: usize,
         k: usize,
         filter: &Filter,
-    ) -> Vec<Vec<(f32, u64)>> {
+    ) -> Vec<Ranked> {
         if !filter.exact
             && let Some((mut found, thin)) = self.index_search(q, unit, k, filter)
         {
