@@ -597,7 +597,9 @@ def test_shards_keep_an_index(
         dist.ShardedEngine(1, model=8, index="hnsw")
     with pytest.raises(imesde.InvalidValueError, match="nprobe"):
         dist.ShardedEngine(1, model=8, index="ivf", nlist=4, nprobe=5)
-    assert not dist.ShardedEngine(1, model=8, shard_size=16).train_index()  # no index
+    plain = dist.ShardedEngine(1, model=8, shard_size=16)
+    assert (plain.train_index(), plain.nlist, plain.nprobe) == (False, None, None)  # no index
+    del plain
     _, x, _ = corpus
     sharded = dist.ShardedEngine(
         2, model=DIM, shard_size=16_384, storage="int8", index="ivf", nlist=32, nprobe=16
@@ -613,14 +615,37 @@ def test_shards_keep_an_index(
     # Half of each shard's lists probed; these short queries sit between the stream's
     # clusters (faiss IVF-Flat over the same items: 0.89 at 16 of 32 lists).
     assert np.mean(found) >= 0.8, np.mean(found)
+    # nprobe set on the live engine reaches every shard (all 32 lists: recall up), and a
+    # refused one changes nothing.
+    assert (sharded.nlist, sharded.nprobe) == (32, 16)
+    for bad in (0, 33, None):
+        with pytest.raises((imesde.InvalidValueError, imesde.DTypeError), match="nprobe"):
+            sharded.nprobe = bad
+    assert sharded.nprobe == 16
+    sharded.nprobe = 32
+    wide = [
+        np.mean(
+            [h.score >= sharded.search_vector(v, 10, exact=True)[-1].score - 1e-6 for h in hits]
+        )
+        for v, hits in ((v, sharded.search_vector(v, 10)) for v in vectors)
+    ]
+    assert np.mean(wide) > np.mean(found), (np.mean(wide), np.mean(found))
     before = [[h.id for h in sharded.search_vector(v, 10)] for v in vectors[:20]]
     sharded.save(tmp_path)
     for shard in range(2):  # their CPUs, for the loaded engine's actors
         ray.kill(sharded.actor(shard))
     del sharded
     loaded = dist.ShardedEngine.load(tmp_path)
+    assert (loaded.nlist, loaded.nprobe) == (32, 32)
     assert loaded.train_index()
     assert [[h.id for h in loaded.search_vector(v, 10)] for v in vectors[:20]] == before
+    # A shard restored from that save (nprobe 32 in its snapshot) probes what was set since.
+    loaded.nprobe = 4
+    narrow = [[h.id for h in loaded.search_vector(v, 10)] for v in vectors[:20]]
+    assert narrow != before
+    loaded.restore_shard(0)
+    assert loaded.train_index()
+    assert [[h.id for h in loaded.search_vector(v, 10)] for v in vectors[:20]] == narrow
 
 
 def test_sharded_inputs_and_subscriptions_fail_cleanly() -> None:

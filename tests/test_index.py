@@ -220,6 +220,56 @@ def test_nprobe_defaults_to_an_eighth_of_the_nlist_given() -> None:
         assert (e.stats()["nlist"], e.stats()["nprobe"]) == (nlist or 1024, nprobe)
 
 
+def test_nprobe_is_set_on_a_live_engine_as_faiss_sets_it(
+    embedded: tuple[list[str], F32], tmp_path: Path
+) -> None:
+    """``engine.nprobe = n`` (faiss' ``index.nprobe = n``): the lists are kept, searches
+    probe ``n`` of them from then on, as an engine built with ``nprobe=n`` on the same items
+    does, and snapshots and pickles keep it. The docs said "raise nprobe" and only the
+    constructor took it."""
+    texts, x = embedded
+    n = min(len(x), 4096)
+    kw: dict[str, object] = {"num_shards": 4, "shard_size": 1024, "index": "ivf", "nlist": 8}
+    e = imesde.Engine(384, nprobe=1, **kw)  # type: ignore[arg-type]
+    wide = imesde.Engine(384, nprobe=8, **kw)  # type: ignore[arg-type]
+    for engine in (e, wide):
+        engine.ingest_vectors(x[:n], texts[:n])
+        assert engine.train_index()
+    assert (e.nlist, e.nprobe, imesde.Engine(384).nprobe, imesde.Engine(384).nlist) == (
+        8,
+        1,
+        None,
+        None,
+    )
+    rng = np.random.default_rng(3)
+    queries = x[rng.choice(n, 60, replace=False)]
+    queries = np.ascontiguousarray(queries + rng.normal(0, 0.05, queries.shape), np.float32)
+    want = e.search_vectors(queries, 10, exact=True)[1]
+    narrow = recall(e.search_vectors(queries, 10)[1], want)
+    sizes = e.stats()["index_bytes"]
+    e.nprobe = np.int64(8)
+    assert (e.nprobe, e.stats()["nprobe"], e.stats()["index_bytes"]) == (8, 8, sizes)
+    got = e.search_vectors(queries, 10)[1]
+    assert np.array_equal(got, wide.search_vectors(queries, 10)[1])
+    assert recall(got, want) > narrow
+    # Refused, and nothing changes: typed errors naming what was wrong.
+    for bad, exc in ((0, imesde.InvalidValueError), (9, imesde.InvalidValueError)):
+        with pytest.raises(exc, match="nprobe"):
+            e.nprobe = bad
+    for wrong in (None, 2.0, "4", True):
+        with pytest.raises(imesde.DTypeError, match="nprobe"):
+            e.nprobe = wrong  # type: ignore[assignment]
+    with pytest.raises(imesde.InvalidValueError, match="index"):
+        imesde.Engine(384).nprobe = 4
+    assert e.nprobe == 8
+    assert np.array_equal(e.search_vectors(queries, 10)[1], got)
+    e.nprobe = 3
+    e.save(tmp_path / "e.imesde")
+    for back in (imesde.Engine.load(tmp_path / "e.imesde"), pickle.loads(pickle.dumps(e))):
+        assert (back.nlist, back.nprobe) == (8, 3)
+        assert np.array_equal(back.search_vectors(queries, 10)[1], e.search_vectors(queries, 10)[1])
+
+
 def test_an_empty_batch_of_queries_is_answered_as_faiss_answers_it() -> None:
     e = imesde.Engine(8, num_shards=1, shard_size=16)
     none = np.zeros((0, 8), np.float32)

@@ -577,6 +577,16 @@ class Engine:
     @property
     def storage(self) -> str:
         """``"f32"``, ``"int8"`` or ``"binary"``."""
+    @property
+    def nlist(self) -> int | None:
+        """Lists of the index (``index="ivf"``); None without one."""
+    @property
+    def nprobe(self) -> int | None:
+        """Lists of the index scanned per query; None without an index. Set it at any time
+        to trade speed for recall, as faiss' ``index.nprobe = n`` (``1 <= nprobe <= nlist``;
+        the lists are kept, snapshots and pickles keep the number)."""
+    @nprobe.setter
+    def nprobe(self, nprobe: int) -> None: ...
     def train_index(self) -> bool:
         """Train the index on the items held now and wait for it (when a training is
         running, wait for that one first, and train again only if items arrived since it

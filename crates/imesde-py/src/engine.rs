@@ -924,6 +924,30 @@ impl Engine {
         self.config().storage.name()
     }
 
+    /// Lists of the index (``index="ivf"``); None without one.
+    #[getter]
+    fn nlist(&self) -> Option<usize> {
+        self.core.ring().index().map(|c| c.nlist)
+    }
+
+    /// Lists of the index scanned per query; None without an index. Set it at any time to
+    /// trade speed for recall, as faiss' ``index.nprobe = n`` (``1 <= nprobe <= nlist``; the
+    /// lists are kept, snapshots and pickles keep the number).
+    #[getter]
+    fn nprobe(&self) -> Option<usize> {
+        self.core.ring().index().map(|c| c.nprobe)
+    }
+
+    #[setter]
+    fn set_nprobe(&self, py: Python<'_>, nprobe: &Bound<'_, PyAny>) -> PyResult<()> {
+        // Named as an argument's error is: `nprobe: expected an int, got NoneType`.
+        let n = nprobe
+            .extract::<Count>()
+            .map_err(|e| py_err!(DType, "nprobe: {}", e.value(py)))?
+            .positive("nprobe")?;
+        gil::run(py, "Engine.nprobe", || self.core.ring().set_nprobe(n)).raise()
+    }
+
     /// Trains the index (``Engine(..., index="ivf")``) on the items held now and waits for
     /// it (when a training is running, waits for that one first, and trains again only if
     /// items arrived since it began); returns whether the index is trained. With fewer than

@@ -122,6 +122,7 @@ fn ring_class(e: &RingError) -> Exc {
         | RingError::TimeWindow { .. }
         | RingError::Timestamp { .. }
         | RingError::Index { .. }
+        | RingError::NoIndex
         | RingError::UnknownStorage(_)
         | RingError::Standing(_) => Exc::InvalidValue,
         _ => Exc::Imesde,

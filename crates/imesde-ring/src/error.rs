@@ -37,6 +37,9 @@ pub enum RingError {
         nprobe: usize,
         max: usize,
     },
+    /// An index setting changed on a ring that keeps no index.
+    #[error("nprobe applies to an index and none is kept (index=\"ivf\" keeps one)")]
+    NoIndex,
     /// A vector or query had the wrong number of values.
     #[error("{what} has {got} dims, the engine holds {expected}-dim vectors")]
     Dimension {

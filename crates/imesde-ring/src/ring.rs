@@ -1478,6 +1478,25 @@ impl Ring {
         Ok(())
     }
 
+    /// Sets how many lists a search of the index scans from now on (faiss' `index.nprobe =
+    /// n`); the lists and their training are kept. A search in flight keeps the number it
+    /// began with.
+    ///
+    /// # Errors
+    /// [`RingError::NoIndex`] without an index; [`RingError::Index`] unless
+    /// `1 <= nprobe <= nlist`.
+    pub fn set_nprobe(&self, nprobe: usize) -> Result<()> {
+        let mut guard = self.ivf.write();
+        let index = guard.as_mut().ok_or(RingError::NoIndex)?;
+        let cfg = IvfConfig {
+            nprobe,
+            ..index.cfg
+        };
+        cfg.check(self.capacity())?;
+        index.cfg = cfg;
+        Ok(())
+    }
+
     /// The index's configuration, if one is set.
     #[must_use]
     pub fn index(&self) -> Option<IvfConfig> {
@@ -1639,7 +1658,9 @@ impl Ring {
             }
         }
         let mut guard = self.ivf.write();
-        let Some(index) = guard.as_mut().filter(|i| i.cfg == cfg) else {
+        // Unless the index was replaced meanwhile by one of another shape (`nprobe` may
+        // have changed: the lists are the same).
+        let Some(index) = guard.as_mut().filter(|i| i.cfg.nlist == cfg.nlist) else {
             return false;
         };
         index.install(centroids, &lists, &signs, next, held.len());

@@ -844,6 +844,38 @@ fn storage_names_and_index_shapes_parse_and_check() {
         r.set_index(Some(IvfConfig::with(128, Some(128), Some(8))))
             .is_ok()
     );
+    // nprobe changes on a set index, within 1..=nlist; without one it is refused.
+    assert!(matches!(r.set_nprobe(129), Err(RingError::Index { .. })));
+    assert!(matches!(r.set_nprobe(0), Err(RingError::Index { .. })));
+    r.set_nprobe(128).unwrap();
+    assert_eq!(r.index().map(|c| (c.nlist, c.nprobe)), Some((128, 128)));
+    r.set_index(None).unwrap();
+    assert_eq!(r.set_nprobe(8), Err(RingError::NoIndex));
+}
+
+#[test]
+fn nprobe_set_on_a_trained_index_keeps_its_lists() {
+    use imesde_ring::IvfConfig;
+    let dim = 32;
+    let data = Rng(11).vecs(4096, dim);
+    let qs = &Rng(12).vecs(20, dim);
+    let trained = |nprobe| {
+        let r = ring(dim, 2, 2048, Storage::F32);
+        r.set_index(Some(IvfConfig { nlist: 8, nprobe })).unwrap();
+        r.ingest(&data, &Attributes::default()).unwrap();
+        assert!(r.train_index());
+        r
+    };
+    let (r, wide) = (trained(1), trained(8));
+    let sizes = r.index_list_sizes();
+    r.set_nprobe(8).unwrap();
+    assert_eq!(r.index_list_sizes(), sizes);
+    assert!(r.index_trained());
+    let f = Filter::default();
+    assert_eq!(
+        r.search_batch(qs, 10, &f).unwrap().ids,
+        wide.search_batch(qs, 10, &f).unwrap().ids
+    );
 }
 
 #[test]

@@ -258,20 +258,21 @@ def _lexical_of(spec: bool | dict[str, Any]) -> Any:
     return imesde.BM25(**spec) if isinstance(spec, dict) else spec
 
 
-def _check_shape(spec: dict[str, Any]) -> None:
+def _check_shape(spec: dict[str, Any]) -> imesde.Engine:
     """Raises what ``Engine`` raises for the shards' storage and index arguments, before any
     actor starts (an actor that fails to start surfaces as a Ray error instead): a
-    one-value engine of the shards' capacity, vectors only, is built and dropped."""
+    one-value engine of the shards' capacity, vectors only, is built and returned (its
+    ``nlist`` and ``nprobe`` are the shards')."""
     import imesde
 
-    imesde.Engine(
+    return imesde.Engine(
         1,
         num_shards=spec["engine_shards"],
         shard_size=spec["ring_shard_size"],
         storage=spec["storage"],
-        index=spec["index"],
-        nlist=spec["nlist"],
-        nprobe=spec["nprobe"],
+        index=spec.get("index"),
+        nlist=spec.get("nlist"),
+        nprobe=spec.get("nprobe"),
     )
 
 
@@ -345,6 +346,9 @@ class _Shard:
                 self.ids, self.locals = _read_slot_ids(
                     snapshot + ".ids.npz", self.engine.capacity, len(self.engine)
                 )
+                if spec.get("nprobe") is not None and self.engine.nlist is not None:
+                    # Set since that save (`ShardedEngine.nprobe`).
+                    self.engine.nprobe = spec["nprobe"]
             except ImesdeError as e:
                 self.restore_error = e
         else:
@@ -462,6 +466,9 @@ class _Shard:
     def train_index(self) -> bool:
         return bool(self.engine.train_index())
 
+    def set_nprobe(self, nprobe: int) -> None:
+        self.engine.nprobe = nprobe
+
     def save(self, path: str) -> None:
         self.engine.save(path)
         tmp = path + ".ids.tmp.npz"
@@ -560,7 +567,8 @@ class ShardedEngine:
             "nlist": nlist,
             "nprobe": nprobe,
         }
-        _check_shape(self._spec)
+        checked = _check_shape(self._spec)
+        self._spec["nlist"], self._spec["nprobe"] = checked.nlist, checked.nprobe
         if snapshot_dir is not None and _read_manifest(os.fspath(snapshot_dir)) is not None:
             # Its shards would come back with their items while ids started again at 0.
             raise InvalidValueError(
@@ -1124,6 +1132,28 @@ class ShardedEngine:
         """How many items held over every shard pass the filters (``Engine.count``)."""
         return sum(self._scatter("count", self._filters(since, until, where)))
 
+    @property
+    def nlist(self) -> int | None:
+        """Lists of each shard's index (``index="ivf"``); None without one."""
+        nlist: int | None = self._spec["nlist"]
+        return nlist
+
+    @property
+    def nprobe(self) -> int | None:
+        """Lists of each shard's index scanned per query; None without an index. Set it at
+        any time, as ``Engine.nprobe``: every shard probes that many from then on, a shard
+        restarted or restored later too, and ``save`` keeps it."""
+        nprobe: int | None = self._spec["nprobe"]
+        return nprobe
+
+    @nprobe.setter
+    def nprobe(self, nprobe: int) -> None:
+        # Checked as the constructor checks it (typed errors, nothing sent on a refusal).
+        n = positive(nprobe, "nprobe")
+        _check_shape({**self._spec, "nprobe": n})
+        self._spec["nprobe"] = n
+        self._scatter("set_nprobe", n)
+
     def train_index(self) -> bool:
         """Trains every shard's index on the items it holds now and waits (see
         ``Engine.train_index``); returns whether all are trained. Without ``index=`` False."""
@@ -1205,6 +1235,14 @@ class ShardedEngine:
             raise StorageError(f"{directory} holds no ShardedEngine snapshot (no {MANIFEST})")
         self = cls.__new__(cls)
         self._spec = manifest["spec"]
+        # The index's shape as the shards have it (a manifest may leave the defaults None).
+        try:
+            checked = _check_shape(self._spec)
+        except (KeyError, TypeError, ImesdeError) as e:
+            raise IndexCorruptError(
+                f"{directory}: its manifest's engine settings are damaged ({e!r})"
+            ) from e
+        self._spec["nlist"], self._spec["nprobe"] = checked.nlist, checked.nprobe
         self._open(
             int(manifest["num_shards"]),
             key,
