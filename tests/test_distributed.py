@@ -599,6 +599,9 @@ def test_shards_keep_an_index(
         dist.ShardedEngine(1, model=8, index="ivf", nlist=4, nprobe=5)
     plain = dist.ShardedEngine(1, model=8, shard_size=16)
     assert (plain.train_index(), plain.nlist, plain.nprobe) == (False, None, None)  # no index
+    with pytest.raises(imesde.InvalidValueError, match="sign bits"):
+        plain.k_factor = 40
+    assert plain.k_factor == 20
     del plain
     _, x, _ = corpus
     sharded = dist.ShardedEngine(
@@ -623,6 +626,7 @@ def test_shards_keep_an_index(
             sharded.nprobe = bad
     assert sharded.nprobe == 16
     sharded.nprobe = 32
+    sharded.k_factor = 40
     wide = [
         np.mean(
             [h.score >= sharded.search_vector(v, 10, exact=True)[-1].score - 1e-6 for h in hits]
@@ -636,11 +640,13 @@ def test_shards_keep_an_index(
         ray.kill(sharded.actor(shard))
     del sharded
     loaded = dist.ShardedEngine.load(tmp_path)
-    assert (loaded.nlist, loaded.nprobe) == (32, 32)
+    assert (loaded.nlist, loaded.nprobe, loaded.k_factor) == (32, 32, 40)
     assert loaded.train_index()
     assert [[h.id for h in loaded.search_vector(v, 10)] for v in vectors[:20]] == before
-    # A shard restored from that save (nprobe 32 in its snapshot) probes what was set since.
+    # A shard restored from that save (nprobe 32 in its snapshot) probes what was set since,
+    # and rescores as many candidates.
     loaded.nprobe = 4
+    loaded.k_factor = 3
     narrow = [[h.id for h in loaded.search_vector(v, 10)] for v in vectors[:20]]
     assert narrow != before
     loaded.restore_shard(0)

@@ -587,6 +587,16 @@ class Engine:
         the lists are kept, snapshots and pickles keep the number)."""
     @nprobe.setter
     def nprobe(self, nprobe: int) -> None: ...
+    @property
+    def k_factor(self) -> int:
+        """Candidates per hit that a ranking by sign bits keeps to rescore
+        (``storage="binary"`` and the index): ``k_factor * max(k, 10)``, by default 20 (200
+        for 10 hits). Set it at any time, as faiss' ``IndexRefine.k_factor``: more
+        candidates rescored, a higher recall for a slower search (snapshots and pickles keep
+        it). An engine that ranks no sign bits (f32 or int8 storage without an index) refuses
+        it."""
+    @k_factor.setter
+    def k_factor(self, k_factor: int) -> None: ...
     def train_index(self) -> bool:
         """Train the index on the items held now and wait for it (when a training is
         running, wait for that one first, and train again only if items arrived since it

@@ -887,6 +887,7 @@ impl Engine {
             lexical: self.is_lexical(),
             bm25,
             index: self.ring.index(),
+            k_factor: Some(self.ring.k_factor()).filter(|&f| f != imesde_ring::DEFAULT_K_FACTOR),
         })
     }
 
@@ -962,6 +963,9 @@ impl Engine {
             if ring.index_wants_training() {
                 ring.train_index();
             }
+        }
+        if let Some(f) = manifest.k_factor {
+            ring.set_k_factor(f)?;
         }
         #[cfg(not(feature = "bm25"))]
         if manifest.lexical {

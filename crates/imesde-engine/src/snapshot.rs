@@ -16,6 +16,8 @@ pub struct Manifest {
     pub bm25: Option<String>,
     /// The index's shape, if one is set (it is trained again on load).
     pub index: Option<IvfConfig>,
+    /// The ring's `k_factor` when it is not the default ([`imesde_ring::DEFAULT_K_FACTOR`]).
+    pub k_factor: Option<usize>,
 }
 
 impl Manifest {
@@ -36,6 +38,11 @@ impl Manifest {
             tag += &["index=ivf", &c.nlist.to_string(), &c.nprobe.to_string()].join(":");
             tag.push('\n');
         }
+        if let Some(f) = self.k_factor {
+            tag += "k_factor=";
+            tag += &f.to_string();
+            tag.push('\n');
+        }
         tag
     }
 
@@ -43,7 +50,8 @@ impl Manifest {
     /// later versions can add fields).
     ///
     /// # Errors
-    /// [`RingError::Snapshot`] for an index line that is not `index=ivf:<nlist>:<nprobe>`.
+    /// [`RingError::Snapshot`] for an index line that is not `index=ivf:<nlist>:<nprobe>`, or
+    /// a `k_factor` line that is not a count of at least 1.
     pub fn parse(tag: &str) -> Result<Self, RingError> {
         let field = |key: &str| {
             tag.lines()
@@ -62,12 +70,24 @@ impl Manifest {
                 Some(IvfConfig { nlist, nprobe })
             }
         };
+        let k_factor = match field("k_factor") {
+            None => None,
+            Some(f) => match f.parse::<usize>() {
+                Ok(n) if n >= 1 => Some(n),
+                _ => {
+                    return Err(RingError::Snapshot(format!(
+                        "the k_factor line {f:?} is not a count of at least 1"
+                    )));
+                }
+            },
+        };
         let model = field("model").unwrap_or("");
         Ok(Manifest {
             model: (!model.is_empty()).then(|| model.to_owned()),
             lexical: field("lexical") == Some("1"),
             bm25: field("bm25").map(str::to_owned),
             index,
+            k_factor,
         })
     }
 }
@@ -88,6 +108,7 @@ mod tests {
                     nlist: 1024,
                     nprobe: 64,
                 }),
+                k_factor: Some(50),
             },
         ] {
             assert_eq!(Manifest::parse(&m.to_tag()).unwrap(), m);
@@ -102,6 +123,13 @@ mod tests {
             "ivf:99999999999999999999:2",
         ] {
             let tag = format!("model=\nlexical=0\nindex={bad}\n");
+            assert!(
+                matches!(Manifest::parse(&tag), Err(RingError::Snapshot(_))),
+                "{bad}"
+            );
+        }
+        for bad in ["0", "-1", "x", ""] {
+            let tag = format!("model=\nlexical=0\nk_factor={bad}\n");
             assert!(
                 matches!(Manifest::parse(&tag), Err(RingError::Snapshot(_))),
                 "{bad}"

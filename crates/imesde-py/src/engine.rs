@@ -51,6 +51,15 @@ pub(crate) struct Engine {
     subs: Mutex<Vec<Py<Subscription>>>,
 }
 
+/// A property's new value as a count of at least 1 (a type error named as an argument's is:
+/// `nprobe: expected an int, got NoneType`).
+fn positive_value(value: &Bound<'_, PyAny>, what: &str) -> PyResult<usize> {
+    value
+        .extract::<Count>()
+        .map_err(|e| py_err!(DType, "{what}: {}", e.value(value.py())))?
+        .positive(what)
+}
+
 /// The index of ``Engine(index=..., nlist=..., nprobe=...)`` for a ring of `capacity` slots.
 fn index_of(
     index: Option<Text>,
@@ -822,8 +831,8 @@ impl Engine {
     /// ``where`` as in ``search`` (fewer matching items: fewer columns). A row with fewer hits
     /// than another (items overwritten during the search) is padded with id ``-1`` and score
     /// ``-inf`` (as faiss pads); with an index, a query whose probed lists hold fewer passing
-    /// items than it rescores (20 a hit, at least 200) is answered by a scan of every item,
-    /// as without the index.
+    /// items than it rescores (``k_factor * max(k, 10)``) is answered by a scan of every
+    /// item, as without the index.
     #[pyo3(
         signature = (queries, k = Count::from(10), *, since = None, until = None, r#where = None, exact = Flag(false)),
         text_signature = "($self, queries, k=10, *, since=None, until=None, where=None, exact=False)"
@@ -940,12 +949,32 @@ impl Engine {
 
     #[setter]
     fn set_nprobe(&self, py: Python<'_>, nprobe: &Bound<'_, PyAny>) -> PyResult<()> {
-        // Named as an argument's error is: `nprobe: expected an int, got NoneType`.
-        let n = nprobe
-            .extract::<Count>()
-            .map_err(|e| py_err!(DType, "nprobe: {}", e.value(py)))?
-            .positive("nprobe")?;
+        let n = positive_value(nprobe, "nprobe")?;
         gil::run(py, "Engine.nprobe", || self.core.ring().set_nprobe(n)).raise()
+    }
+
+    /// Candidates per hit that a ranking by sign bits keeps to rescore (``storage="binary"``
+    /// and the index): ``k_factor * max(k, 10)``, by default 20 (200 for 10 hits). Set it at
+    /// any time, as faiss' ``IndexRefine.k_factor``: more candidates rescored, a higher
+    /// recall for a slower search (snapshots and pickles keep it). An engine that ranks no
+    /// sign bits (f32 or int8 storage without an index) refuses it.
+    #[getter]
+    fn k_factor(&self) -> usize {
+        self.core.ring().k_factor()
+    }
+
+    #[setter]
+    fn set_k_factor(&self, k_factor: &Bound<'_, PyAny>) -> PyResult<()> {
+        let f = positive_value(k_factor, "k_factor")?;
+        let ring = self.core.ring();
+        if ring.config().storage != Storage::Binary && ring.index().is_none() {
+            return Err(py_err!(
+                InvalidValue,
+                "k_factor applies to candidates ranked by sign bits, and this engine ranks none: \
+                 storage=\"binary\" or index=\"ivf\" does"
+            ));
+        }
+        ring.set_k_factor(f).map_err(|e| CoreError::from(e).into())
     }
 
     /// Trains the index (``Engine(..., index="ivf")``) on the items held now and waits for

@@ -33,7 +33,8 @@ pub use meta::{
     CmpOp, FilterError, Key, KeyInterner, MAX_FILTER_DEPTH, Metadata, Predicate, Value, key_hash,
 };
 pub use ring::{
-    BatchResult, MAX_IDS, MAX_SHARDS, Ring, RingConfig, RingStats, Storage, set_parallel,
+    BatchResult, DEFAULT_K_FACTOR, MAX_IDS, MAX_SHARDS, Ring, RingConfig, RingStats, Storage,
+    set_parallel,
 };
 pub use standing::{Event, StandingSpec};
 

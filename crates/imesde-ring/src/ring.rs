@@ -1,6 +1,6 @@
 use std::ops::Range;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use imesde_simd::binary::{self, BinaryQuery};
@@ -152,13 +152,14 @@ pub(crate) fn is_live(id: u64) -> bool {
 /// Ids are below this (they fit an `i64`, as numpy and faiss users take them); a ring that
 /// would pass it refuses the batch instead of wrapping around.
 pub const MAX_IDS: u64 = i64::MAX as u64;
-/// Candidates per hit a binary scan keeps (at least [`BINARY_MIN_CANDIDATES`]), rescored
-/// from the int8 copy. Measured on 2^20 MiniLM-like vectors (65,536 stream embeddings and
-/// noisy neighbours at their spacing) with the debtags queries, recall@10 after rescoring:
-/// 200 candidates 0.99, 100 0.97 (the Hamming distance instead of the asymmetric score
-/// needs 3,000 for 0.99).
-const BINARY_CANDIDATES: usize = 20;
-const BINARY_MIN_CANDIDATES: usize = 200;
+/// Candidates per hit a ranking by sign bits keeps by default ([`Ring::set_k_factor`]), to
+/// be rescored (from the int8 copy on binary storage). Measured on 2^20 MiniLM-like vectors
+/// (65,536 stream embeddings and noisy neighbours at their spacing) with the debtags
+/// queries, recall@10 after rescoring: 200 candidates 0.99, 100 0.97 (the Hamming distance
+/// instead of the asymmetric score needs 3,000 for 0.99).
+pub const DEFAULT_K_FACTOR: usize = 20;
+/// A binary scan keeps candidates for at least this many hits: `k_factor * max(k, 10)`.
+const BINARY_MIN_HITS: usize = 10;
 /// Rows scored per kernel call: bounds the score buffers whatever the shard size.
 const CHUNK: usize = 2048;
 /// Rows per parallel task: a shard larger than this is split, so the threads of a scan end
@@ -301,17 +302,22 @@ impl Query {
     /// scan, but its recall@10 after rescoring was the same with 15, 20 and 40 candidates
     /// (Gaussian 16,384 and 65,536, stream embeddings 16,384).
     ///
-    /// A binary scan ranks by the query against sign bits, coarser still: see
-    /// [`BINARY_CANDIDATES`].
-    fn candidates(&self, k: usize) -> usize {
+    /// A binary scan ranks by the query against sign bits, coarser still: it keeps
+    /// `k_factor` candidates a hit ([`binary_candidates`]).
+    fn candidates(&self, k: usize, k_factor: usize) -> usize {
         match self {
             Query::F32(_) => k,
-            Query::Int8 { bits: Some(_), .. } => k
-                .saturating_mul(BINARY_CANDIDATES)
-                .max(BINARY_MIN_CANDIDATES),
+            Query::Int8 { bits: Some(_), .. } => binary_candidates(k, k_factor),
             Query::Int8 { .. } => k.saturating_add(k / 2).saturating_add(5),
         }
     }
+}
+
+/// Candidates a ranking by sign bits (a binary scan, the index's lists) keeps for `k` hits,
+/// to be rescored: `k_factor * max(k, 10)` (200 for 10 hits by default; see
+/// [`DEFAULT_K_FACTOR`]).
+fn binary_candidates(k: usize, k_factor: usize) -> usize {
+    k.max(BINARY_MIN_HITS).saturating_mul(k_factor)
 }
 
 /// A scanning thread's score buffers, kept from task to task (a batch's integer scores of one
@@ -345,6 +351,8 @@ pub struct Ring {
     /// The process whose thread holds `training` (0: none): a child forked during a
     /// training sees the lock held by a thread it does not have.
     trainer: AtomicU32,
+    /// Candidates a hit that a ranking by sign bits keeps ([`Ring::set_k_factor`]).
+    k_factor: AtomicUsize,
 }
 
 impl std::fmt::Debug for Ring {
@@ -492,7 +500,29 @@ impl Ring {
             ivf: RwLock::new(None),
             training: Mutex::new(()),
             trainer: AtomicU32::new(0),
+            k_factor: AtomicUsize::new(DEFAULT_K_FACTOR),
         })
+    }
+
+    /// Candidates per hit that a ranking by sign bits keeps to rescore (a binary scan's, the
+    /// index's): `k_factor * max(k, 10)` for `k` hits ([`DEFAULT_K_FACTOR`] unless set).
+    #[must_use]
+    pub fn k_factor(&self) -> usize {
+        self.k_factor.load(Ordering::Relaxed)
+    }
+
+    /// Sets [`Ring::k_factor`] for the searches that start from now on, as faiss'
+    /// `IndexRefine.k_factor`: more candidates rescored, a higher recall for a slower search.
+    /// Searches that rank no sign bits (f32 and int8 storage without an index) ignore it.
+    ///
+    /// # Errors
+    /// [`RingError::ZeroSize`] for 0.
+    pub fn set_k_factor(&self, k_factor: usize) -> Result<()> {
+        if k_factor == 0 {
+            return Err(RingError::ZeroSize { what: "k_factor" });
+        }
+        self.k_factor.store(k_factor, Ordering::Relaxed);
+        Ok(())
     }
 
     /// The ring's shape.
@@ -1259,7 +1289,7 @@ impl Ring {
     fn scan_best(&self, q: &Query, nq: usize, k: usize, filter: &Filter) -> Vec<Vec<(f32, u64)>> {
         let plain = filter.is_empty();
         let memo = self.memo(filter);
-        let kc = q.candidates(k);
+        let kc = q.candidates(k, self.k_factor());
         // One top-k per query and thread, its floor carried from task to task.
         let per_thread = self.fold_shards(
             nq,
@@ -1737,7 +1767,7 @@ impl Ring {
 
     /// The best `k` per query among the items of the `nprobe` lists nearest to it: their
     /// sign bits scored against the query ([`BinaryQuery`]) pick the best
-    /// [`BINARY_CANDIDATES`]` * k` (at least [`BINARY_MIN_CANDIDATES`]) that pass `filter`,
+    /// [`binary_candidates`] that pass `filter`,
     /// which are then scored from the ring: exactly on f32 rings, from codes and residuals on
     /// the others; and per query, whether its lists held fewer passing items than that
     /// (thin: not a choice among many). `None` when the index does not serve.
@@ -1751,9 +1781,7 @@ impl Ring {
         let dim = self.cfg.dim;
         let guard = self.ivf.read();
         let index = guard.as_ref().filter(|i| i.is_trained())?;
-        let kc = k
-            .saturating_mul(BINARY_CANDIDATES)
-            .max(BINARY_MIN_CANDIDATES);
+        let kc = binary_candidates(k, self.k_factor());
         let plain = filter.is_empty();
         let memo = self.memo(filter);
         let ss = self.cfg.shard_size;

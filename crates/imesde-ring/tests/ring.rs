@@ -851,6 +851,11 @@ fn storage_names_and_index_shapes_parse_and_check() {
     assert_eq!(r.index().map(|c| (c.nlist, c.nprobe)), Some((128, 128)));
     r.set_index(None).unwrap();
     assert_eq!(r.set_nprobe(8), Err(RingError::NoIndex));
+    // k_factor: at least 1, the default until set.
+    assert_eq!(r.k_factor(), imesde_ring::DEFAULT_K_FACTOR);
+    assert!(matches!(r.set_k_factor(0), Err(RingError::ZeroSize { .. })));
+    r.set_k_factor(64).unwrap();
+    assert_eq!(r.k_factor(), 64);
 }
 
 #[test]

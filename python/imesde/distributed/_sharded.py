@@ -349,6 +349,8 @@ class _Shard:
                 if spec.get("nprobe") is not None and self.engine.nlist is not None:
                     # Set since that save (`ShardedEngine.nprobe`).
                     self.engine.nprobe = spec["nprobe"]
+                if spec.get("k_factor") is not None:
+                    self.engine.k_factor = spec["k_factor"]
             except ImesdeError as e:
                 self.restore_error = e
         else:
@@ -362,6 +364,8 @@ class _Shard:
                 nlist=spec.get("nlist"),
                 nprobe=spec.get("nprobe"),
             )
+            if spec.get("k_factor") is not None:
+                self.engine.k_factor = spec["k_factor"]
             self.ids = np.full(self.engine.capacity, -1, dtype=np.int64)
             self.locals = np.full(self.engine.capacity, -1, dtype=np.int64)
         self.subscriptions: dict[int, Any] = {}
@@ -468,6 +472,9 @@ class _Shard:
 
     def set_nprobe(self, nprobe: int) -> None:
         self.engine.nprobe = nprobe
+
+    def set_k_factor(self, k_factor: int) -> None:
+        self.engine.k_factor = k_factor
 
     def save(self, path: str) -> None:
         self.engine.save(path)
@@ -1153,6 +1160,27 @@ class ShardedEngine:
         _check_shape({**self._spec, "nprobe": n})
         self._spec["nprobe"] = n
         self._scatter("set_nprobe", n)
+
+    @property
+    def k_factor(self) -> int:
+        """Candidates per hit that each shard's ranking by sign bits keeps to rescore
+        (``Engine.k_factor``). Set it at any time: every shard rescores that many from then
+        on, a shard restarted or restored later too, and ``save`` keeps it."""
+        import imesde
+
+        k_factor: int | None = self._spec.get("k_factor")
+        # Unset: the default, as a one-slot engine has it.
+        return (
+            imesde.Engine(1, num_shards=1, shard_size=1).k_factor if k_factor is None else k_factor
+        )
+
+    @k_factor.setter
+    def k_factor(self, k_factor: int) -> None:
+        # Checked by an engine of the shards' shape (typed errors, nothing sent on a refusal).
+        n = positive(k_factor, "k_factor")
+        _check_shape(self._spec).k_factor = n
+        self._spec["k_factor"] = n
+        self._scatter("set_k_factor", n)
 
     def train_index(self) -> bool:
         """Trains every shard's index on the items it holds now and waits (see
