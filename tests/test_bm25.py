@@ -234,7 +234,8 @@ def test_errors_leave_the_index_intact(tmp_path: Path) -> None:
     index.add(1, "kernel panic")
     with pytest.raises(imesde.InvalidValueError, match="already indexed"):
         index.add(1, "again")
-    with pytest.raises(imesde.InvalidValueError):
+    # A repeat within the batch is named as such ("already indexed; use update" misled).
+    with pytest.raises(imesde.InvalidValueError, match="id 2 is given twice in the batch"):
         index.add_batch([2, 2], ["a", "b"])
     with pytest.raises(imesde.ShapeError):
         index.add_batch([2, 3], ["a"])
@@ -464,6 +465,30 @@ def test_any_finite_k1_scores_as_the_formula() -> None:
         want = idf * (tf / norm + delta)
         got = {h.id: h.score for h in hits}
         np.testing.assert_allclose([got[0], got[1]], want, rtol=1e-5)
+
+
+@pytest.mark.model
+def test_hybrid_search_at_alpha_0_and_1_gives_one_side_s_ranking(
+    embedder: imesde.TextEmbedder, stream: list[dict[str, str]]
+) -> None:
+    """``alpha=0``: the lexical ranking (a text with none of the query's words took the
+    place of the weakest keyword match, which min-max scaling tied with it at 0); ``alpha=1``:
+    the dense one."""
+    texts = list(dict.fromkeys(item["text"] for item in stream))[:400]
+    engine = imesde.Engine(embedder, num_shards=2, shard_size=256, lexical=True)
+    engine.ingest_batch(texts)
+    # Queries of a few words from held texts, and one that mixes two of them.
+    queries = [" ".join(texts[i].split()[:3]) for i in (5, 150, 390)]
+    queries.append(f"{texts[40].split()[0]} {texts[300].split()[-1]}")
+    for query in queries:
+        for k in (3, 10):
+            lexical = [h.id for h in engine.lexical_search(query, k)]
+            assert lexical, query
+            for method in ("weighted", "rrf", "combmnz"):
+                got = engine.hybrid_search(query, k, method, alpha=0.0)
+                assert [h.id for h in got] == lexical
+                dense = engine.hybrid_search(query, k, method, alpha=1.0)
+                assert [h.id for h in dense] == [h.id for h in engine.search(query, k)]
 
 
 def test_lexical_and_hybrid_search_fill_k_while_other_threads_ingest() -> None:

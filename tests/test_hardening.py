@@ -979,6 +979,36 @@ def test_fusion_weights_repeats_and_thresholds() -> None:
     assert not e.subscriptions()
 
 
+def test_fusion_lists_of_weight_zero_add_nothing_and_bad_weights_are_typed() -> None:
+    """Weights ``[0, 1]`` give the second list's ranking: min-max scaling gives its weakest
+    hit 0, and ids only the first list named tied with it and pushed it out. Weights of the
+    wrong kind raised a plain ``TypeError``; an exception inside a hit's ``.score`` was
+    reported as a wrong item type."""
+    dense = [(10, 0.9), (11, 0.8), (12, 0.5)]
+    lexical = [(12, 9.0), (13, 4.0), (14, 1.0)]
+    for method in ("weighted", "combsum", "combmnz", "borda", "rrf"):
+        assert [i for i, _ in imesde.fuse([dense, lexical], method, weights=[0, 1])] == [12, 13, 14]
+        assert [i for i, _ in imesde.fuse([dense, lexical], method, weights=[1, 0])] == [10, 11, 12]
+        with pytest.raises(imesde.InvalidValueError, match="all be 0"):
+            imesde.fuse([dense, lexical], method, weights=[0, 0])
+    assert imesde.fuse([dense, lexical], "weighted", weights=(w for w in (1.0, 1.0)))
+    for wrong in ("ab", 3, {0: 1.0}, [1.0, "x"], [1.0, True]):
+        with pytest.raises(imesde.DTypeError, match="weights"):
+            imesde.fuse([dense, lexical], weights=wrong)  # type: ignore[arg-type]
+
+    class Broken:
+        id = 1
+
+        @property
+        def score(self) -> float:
+            raise ZeroDivisionError("a bug in the caller's hit")
+
+    with pytest.raises(ZeroDivisionError, match="caller's hit"):
+        imesde.fuse([[Broken()]])  # type: ignore[list-item]
+    with pytest.raises(imesde.DTypeError, match="pairs or hits"):
+        imesde.fuse([[object()]])  # type: ignore[list-item]
+
+
 def test_columns_longer_than_the_batch_are_refused_after_one_more_entry() -> None:
     """An endless iterator given as texts, metadata or timestamps of a few vectors was read
     until memory ran out (the process aborted; Ctrl-C was not seen): it is refused once it

@@ -141,12 +141,13 @@ def fuse(
     lists: Sequence[Iterable[tuple[int, float] | list[float] | Hit | BM25Hit]],
     method: Literal["rrf", "weighted", "combsum", "combmnz", "borda"] = "rrf",
     k: int = 10,
-    weights: Sequence[float] | None = None,
+    weights: Iterable[float] | None = None,
     rrf_k: float = 60.0,
 ) -> list[tuple[int, float]]:
     """Fuse ranked lists (each best first) into the ``k`` best ``(id, score)`` pairs;
-    ``weights`` (one per list) weight every method, and an id a list names twice counts once,
-    at its first place."""
+    ``weights`` (one per list, not all 0) weight every method, an id that only lists of
+    weight 0 name is no result, and an id a list names twice counts once, at its first
+    place."""
 
 _PathLike: TypeAlias = str | os.PathLike[str]
 _FilePath: TypeAlias = str | bytes | os.PathLike[str] | os.PathLike[bytes]
@@ -445,7 +446,8 @@ class Engine:
         where: _Where | None = None,
         exact: bool = False,
     ) -> list[Hit]:
-        """Dense and lexical results fused (``alpha`` weights the dense side)."""
+        """Dense and lexical results fused (``alpha`` weights the dense side: 0 gives the
+        lexical ranking, 1 the dense one)."""
     def save(self, path: _FilePath) -> None:
         """Write every held item and the ring's shape atomically, with a checksum."""
     @staticmethod

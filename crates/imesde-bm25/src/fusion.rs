@@ -51,12 +51,15 @@ impl fmt::Display for Fusion {
 }
 
 /// Fuses `lists` (each best first) into the `k` best `(id, fused score)`, best first; equal
-/// fused scores keep the order of first appearance. `weights` (one per list, default 1) apply
-/// to every method; each list's scores are min-max scaled in f64.
+/// fused scores keep the order of first appearance (in a list of weight > 0). `weights` (one per list, default 1) apply
+/// to every method; each list's scores are min-max scaled in f64. An id that only lists of
+/// weight 0 name is no result: weights `[0, 1]` give the second list's ranking, not its
+/// weakest hit tied at 0 with the first list's ids (min-max scales the weakest hit to 0).
 ///
 /// # Errors
-/// A weights list of the wrong length, a negative or non-finite weight, or a NaN or infinite
-/// score (it has no place in a ranking, and min-max scaling would turn it into any value).
+/// A weights list of the wrong length, a negative or non-finite weight, weights that are all
+/// 0, or a NaN or infinite score (it has no place in a ranking, and min-max scaling would
+/// turn it into any value).
 pub fn fuse(
     lists: &[Vec<(u64, f32)>],
     method: Fusion,
@@ -74,6 +77,11 @@ pub fn fuse(
         if w.iter().any(|x| !x.is_finite() || *x < 0.0) {
             return Err(Bm25Error::Config("weights must be finite and >= 0".into()));
         }
+        if !lists.is_empty() && w.iter().all(|&x| x == 0.0) {
+            return Err(Bm25Error::Config(
+                "weights must not all be 0 (no list would count)".into(),
+            ));
+        }
     }
     if let Fusion::Rrf { k } = method
         && !(k.is_finite() && k >= 0.0)
@@ -90,7 +98,8 @@ pub fn fuse(
         }
     }
     let weight = |i: usize| weights.map_or(1.0, |w| w[i]);
-    let mut fused: HashMap<u64, (f64, u32, usize)> = HashMap::new(); // score, lists, first seen
+    // Score, lists naming it (of weight > 0), first seen (in a list of weight > 0).
+    let mut fused: HashMap<u64, (f64, u32, usize)> = HashMap::new();
     let mut order = 0usize;
     for (i, list) in lists.iter().enumerate() {
         // A list names each document once: a later repeat is dropped before anything is
@@ -120,16 +129,18 @@ pub fn fuse(
                 Fusion::Weighted | Fusion::CombSum | Fusion::CombMnz => w * norm,
                 Fusion::Borda => w * (n - rank0) as f64,
             };
-            let e = fused.entry(id).or_insert_with(|| {
+            let e = fused.entry(id).or_insert((0.0, 0, usize::MAX));
+            if w > 0.0 && e.1 == 0 {
                 order += 1;
-                (0.0, 0, order)
-            });
+                e.2 = order;
+            }
             e.0 += contribution;
-            e.1 += 1;
+            e.1 += u32::from(w > 0.0);
         }
     }
     let mut out: Vec<(u64, f64, usize)> = fused
         .into_iter()
+        .filter(|&(_, (_, count, _))| count > 0)
         .map(|(id, (s, count, first))| {
             let s = if matches!(method, Fusion::CombMnz) {
                 s * f64::from(count)
@@ -159,6 +170,33 @@ mod tests {
 
     fn ids(v: &[(u64, f32)]) -> Vec<u64> {
         v.iter().map(|x| x.0).collect()
+    }
+
+    #[test]
+    fn a_list_of_weight_zero_adds_no_results() {
+        let dense = vec![(1, 0.9), (2, 0.8), (3, 0.7), (9, 0.1)];
+        let lexical = vec![(3, 12.0), (1, 8.0), (4, 1.0)];
+        for method in [
+            Fusion::Weighted,
+            Fusion::CombSum,
+            Fusion::CombMnz,
+            Fusion::Borda,
+            Fusion::Rrf { k: 60.0 },
+        ] {
+            let lists = [dense.clone(), lexical.clone()];
+            // The weakest lexical hit (4) scales to 0: it still outranks ids only the dense
+            // list names (they were tied with it and came first).
+            let f = fuse(&lists, method, 10, Some(&[0.0, 1.0])).unwrap();
+            assert_eq!(ids(&f), [3, 1, 4], "{method:?}");
+            let f = fuse(&lists, method, 10, Some(&[1.0, 0.0])).unwrap();
+            assert_eq!(ids(&f), [1, 2, 3, 9], "{method:?}");
+            // Ties keep the order of the list that counts, not of one that does not.
+            let tied = vec![(5, 2.0), (6, 1.0), (7, 1.0)];
+            let reversed = vec![(7, 0.9), (6, 0.8), (5, 0.7)];
+            let f = fuse(&[reversed, tied], method, 10, Some(&[0.0, 1.0])).unwrap();
+            assert_eq!(ids(&f), [5, 6, 7], "{method:?}");
+            assert!(fuse(&lists, method, 10, Some(&[0.0, 0.0])).is_err());
+        }
     }
 
     #[test]

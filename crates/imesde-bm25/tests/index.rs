@@ -346,7 +346,7 @@ fn add_batch_equals_one_add_at_a_time() {
     dup[8_500] = ids[3];
     assert!(matches!(
         batch.add_batch(&dup, &texts),
-        Err(Bm25Error::Duplicate(d)) if d == ids[3]
+        Err(Bm25Error::Config(m)) if m.contains(&format!("id {} is given twice", ids[3]))
     ));
     assert!(matches!(
         batch.add_batch(&[1, 5], &["a", "b"]),

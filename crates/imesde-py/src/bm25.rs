@@ -7,9 +7,10 @@ use std::sync::atomic::Ordering;
 
 use imesde_bm25::{AnalyzerConfig, Bm25, Fusion, Method, Params};
 use parking_lot::RwLock;
+use pyo3::exceptions::{PyAttributeError, PyTypeError};
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedStr;
-use pyo3::types::{PyByteArray, PyBytes, PyList, PyString, PyTuple};
+use pyo3::types::{PyByteArray, PyBytes, PyList, PyMapping, PyString, PyTuple};
 
 use crate::convert::{
     self, Count, FsPath, Id, Real, Text, as_str, id_of, ids_of, str_items, type_name, utf8,
@@ -438,6 +439,38 @@ impl PyBm25 {
     }
 }
 
+/// ``fuse``'s ``weights``: a sequence of numbers (not a str, nor a mapping's keys).
+fn weights_of(w: &Bound<'_, PyAny>) -> PyResult<Vec<f32>> {
+    let wrong = || {
+        py_err!(
+            DType,
+            "weights must be a list of numbers, one per list, got {}",
+            type_name(w)
+        )
+    };
+    if w.is_instance_of::<PyString>()
+        || w.is_instance_of::<PyBytes>()
+        || w.cast::<PyMapping>().is_ok()
+    {
+        return Err(wrong());
+    }
+    w.try_iter()
+        .map_err(|_| wrong())?
+        .enumerate()
+        .map(|(j, x)| {
+            let x = x?;
+            let r = x.extract::<Real>().map_err(|e| {
+                if e.is_instance_of::<PyTypeError>(w.py()) {
+                    py_err!(DType, "weights[{j}]: {}", e.value(w.py()))
+                } else {
+                    e
+                }
+            })?;
+            Ok(r.0 as f32)
+        })
+        .collect()
+}
+
 /// One ranked list from Python: ``(id, score)`` pairs or objects with ``id`` and ``score``.
 fn ranked(list: &Bound<'_, PyAny>, i: usize) -> PyResult<Vec<(u64, f32)>> {
     list.try_iter()
@@ -458,6 +491,10 @@ fn ranked(list: &Bound<'_, PyAny>, i: usize) -> PyResult<Vec<(u64, f32)>> {
                     let what = format!("the score of id {id} in lists[{i}]");
                     Ok((id, score.extract::<Real>()?.finite_f32(&what)?))
                 }
+                // An item whose `.id` or `.score` raised (not merely missing) raises that.
+                (Err(e), _) | (_, Err(e)) if !e.is_instance_of::<PyAttributeError>(item.py()) => {
+                    Err(e)
+                }
                 _ => Err(py_err!(
                     DType,
                     "lists[{i}] items must be (id, score) pairs or hits with .id and .score"
@@ -470,9 +507,10 @@ fn ranked(list: &Bound<'_, PyAny>, i: usize) -> PyResult<Vec<(u64, f32)>> {
 /// Fuses ranked lists (each best first) into one: ``method`` ``"rrf"`` (reciprocal rank,
 /// constant ``rrf_k``), ``"weighted"`` (min-max scaled scores times ``weights``),
 /// ``"combsum"`` (the same, weights 1 unless given), ``"combmnz"`` (CombSUM times the number
-/// of lists holding the id) or ``"borda"``; ``weights`` (one per list) weight every method. An
-/// id a list names twice counts once, at its first place. Returns the ``k`` best ``(id,
-/// score)`` pairs.
+/// of lists holding the id) or ``"borda"``; ``weights`` (one per list, not all 0) weight every
+/// method, and an id that only lists of weight 0 name is no result (``[0, 1]``: the second
+/// list's ranking). An id a list names twice counts once, at its first place. Returns the
+/// ``k`` best ``(id, score)`` pairs.
 #[pyfunction]
 #[pyo3(
     signature = (lists, method = Text("rrf".into()), k = Count::from(10), weights = None, rrf_k = Real(60.0)),
@@ -482,7 +520,7 @@ pub(crate) fn fuse(
     lists: &Bound<'_, PyAny>,
     method: Text,
     k: Count,
-    weights: Option<Vec<Real>>,
+    weights: Option<&Bound<'_, PyAny>>,
     rrf_k: Real,
 ) -> PyResult<Vec<(u64, f32)>> {
     let k = k.positive("k")?;
@@ -490,7 +528,7 @@ pub(crate) fn fuse(
         Fusion::Rrf { .. } => Fusion::Rrf { k: rrf_k.0 as f32 },
         m => m,
     };
-    let weights: Option<Vec<f32>> = weights.map(|w| w.iter().map(|x| x.0 as f32).collect());
+    let weights = weights.map(weights_of).transpose()?;
     let lists = lists
         .try_iter()
         .map_err(|_| {

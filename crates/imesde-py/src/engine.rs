@@ -253,8 +253,9 @@ impl Engine {
     /// Dense and lexical results fused into one ranking: ``method`` as in ``imesde.fuse``
     /// (``"weighted"`` by default: min-max scaled scores, the best fusion across the retrieval
     /// sets in README; ``"rrf"``, ``"combsum"``, ``"combmnz"`` and ``"borda"`` too). ``alpha``
-    /// weights the dense list (and ``1 - alpha`` the lexical one; default 0.5). ``score`` is
-    /// the fused score. ``since``, ``until`` and ``where`` filter both
+    /// weights the dense list (and ``1 - alpha`` the lexical one; default 0.5; 0 gives the
+    /// lexical ranking, 1 the dense one). ``score`` is the fused score. ``since``, ``until``
+    /// and ``where`` filter both
     /// sides, as in ``search``. Needs a model and ``lexical=True``.
     #[pyo3(
         signature = (query, k = Count::from(10), method = Text("weighted".into()), alpha = None, *,

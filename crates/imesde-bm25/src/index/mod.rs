@@ -335,7 +335,8 @@ impl Bm25 {
     /// the batch is refused before anything is added.
     ///
     /// # Errors
-    /// [`Bm25Error::Duplicate`]; [`Bm25Error::Config`] when the lengths differ.
+    /// [`Bm25Error::Duplicate`] for an id already indexed; [`Bm25Error::Config`] for an id
+    /// given twice, or lengths that differ.
     pub fn add_batch<S: AsRef<str> + Sync>(&mut self, ids: &[u64], texts: &[S]) -> Result<()> {
         self.add_batch_until(ids, texts, &|| false)
     }
@@ -418,13 +419,18 @@ impl Bm25 {
             )));
         }
         let mut seen = HashSet::with_capacity(ids.len());
-        match ids
-            .iter()
-            .find(|&&id| self.ids.contains_key(&id) || !seen.insert(id))
-        {
-            Some(&dup) => Err(Bm25Error::Duplicate(dup)),
-            None => Ok(()),
+        for &id in ids {
+            if self.ids.contains_key(&id) {
+                return Err(Bm25Error::Duplicate(id));
+            }
+            if !seen.insert(id) {
+                // Not indexed yet: "use update" would not help.
+                return Err(Bm25Error::Config(format!(
+                    "id {id} is given twice in the batch; each document needs its own id"
+                )));
+            }
         }
+        Ok(())
     }
 
     /// Analyses `text` and indexes it under `id`, which is not indexed yet. The terms are
