@@ -491,6 +491,45 @@ def test_hybrid_search_at_alpha_0_and_1_gives_one_side_s_ranking(
                 assert [h.id for h in dense] == [h.id for h in engine.search(query, k)]
 
 
+@pytest.mark.model
+def test_hybrid_search_takes_the_query_s_embedding(
+    embedder: imesde.TextEmbedder, stream: list[dict[str, str]]
+) -> None:
+    """``vector=``: a vectors-only engine (``Engine(384, lexical=True)``: the user embeds)
+    gets hybrid search; it raised "has no model". The dense side searches the vector given,
+    fused as ``fuse`` fuses the two sides."""
+    texts = list(dict.fromkeys(item["text"] for item in stream))[:500]
+    x = embedder.embed(texts)
+    vectors_only = imesde.Engine(384, num_shards=2, shard_size=256, lexical=True)
+    vectors_only.ingest_vectors(x, texts)
+    with_model = imesde.Engine(embedder, num_shards=2, shard_size=256, lexical=True)
+    with_model.ingest_vectors(x, texts)
+    for i in (3, 120, 444):
+        query = " ".join(texts[i].split()[:3])
+        v = embedder.embed_one(query)
+        depth = 50
+        dense = [(h.id, h.score) for h in vectors_only.search_vector(v, depth)]
+        lexical = [(h.id, h.score) for h in vectors_only.lexical_search(query, depth)]
+        for method, alpha in (("weighted", 0.5), ("rrf", None), ("weighted", 0.8)):
+            got = vectors_only.hybrid_search(query, 10, method, alpha, vector=v)  # type: ignore[arg-type]
+            weights = None if alpha is None else [alpha, 1 - alpha]
+            want = imesde.fuse([dense, lexical], method, k=10, weights=weights)  # type: ignore[arg-type]
+            assert [h.id for h in got] == [i for i, _ in want]
+            np.testing.assert_allclose([h.score for h in got], [s for _, s in want], rtol=1e-5)
+        # The model's own embedding of the query, given or not: the same answer.
+        same = with_model.hybrid_search(query, 10, vector=with_model.model.embed_one(query))  # type: ignore[union-attr]
+        assert [h.id for h in same] == [h.id for h in with_model.hybrid_search(query, 10)]
+    with pytest.raises(imesde.ImesdeError, match="model"):
+        vectors_only.hybrid_search("kernel")
+    with pytest.raises(imesde.DimensionMismatchError):
+        vectors_only.hybrid_search("kernel", vector=np.ones(8, np.float32))
+    with pytest.raises(imesde.ShapeError, match="vector must be one vector"):
+        vectors_only.hybrid_search("kernel", vector=x[:2])
+    with pytest.raises(imesde.ImesdeError, match="lexical"):
+        imesde.Engine(384).hybrid_search("kernel", vector=x[0])
+    assert len(vectors_only) == 500
+
+
 def test_lexical_and_hybrid_search_fill_k_while_other_threads_ingest() -> None:
     """The index lets an overwritten item go after the ring has replaced it: ranked in that
     moment it took a place in the top k and was then dropped, so searches came back short

@@ -148,6 +148,11 @@ def test_two_shards_answer_as_one_engine(
         q = queries[0]
         assert same(sharded.hybrid_search(q, 5, method), one.hybrid_search(q, 5, method))
     assert same(sharded.hybrid_search(q, 5, alpha=0.3), one.hybrid_search(q, 5, alpha=0.3))
+    # The query's embedding given: the same fusion, the dense side searching that vector.
+    other = vectors[1]
+    want = one.hybrid_search(q, 5, vector=other)
+    assert same(sharded.hybrid_search(q, 5, vector=other), want)
+    assert [h.id for h in want] != [h.id for h in one.hybrid_search(q, 5)]
     assert ties > 0, "the stream's repeated items tie: the merge's tie order is exercised"
     with pytest.raises(imesde.InvalidValueError, match="alpha"):
         sharded.hybrid_search(q, 5, alpha=1.5)

@@ -441,13 +441,15 @@ class Engine:
         method: Literal["rrf", "weighted", "combsum", "combmnz", "borda"] = "weighted",
         alpha: float | None = None,
         *,
+        vector: _F32Array | None = None,
         since: _Timestamp | None = None,
         until: _Timestamp | None = None,
         where: _Where | None = None,
         exact: bool = False,
     ) -> list[Hit]:
         """Dense and lexical results fused (``alpha`` weights the dense side: 0 gives the
-        lexical ranking, 1 the dense one)."""
+        lexical ranking, 1 the dense one); ``vector``: the query's embedding for the dense
+        side (a vectors-only engine needs it), ``query`` the text the lexical side reads."""
     def save(self, path: _FilePath) -> None:
         """Write every held item and the ring's shape atomically, with a checksum."""
     @staticmethod

@@ -2,6 +2,7 @@
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
+#[cfg(feature = "rq")]
 use std::sync::Arc;
 
 use hashbrown::{HashMap, HashSet};

@@ -44,7 +44,9 @@ use imesde_ring::{
     Attributes, BatchResult, Event, Filter, Hit, Item, IvfConfig, Metadata, Ring, RingConfig,
     StandingSpec, Value,
 };
-use parking_lot::{Mutex, RwLock};
+#[cfg(feature = "bm25")]
+use parking_lot::Mutex;
+use parking_lot::RwLock;
 
 pub use error::{EngineError, Result};
 pub use inbox::Inbox;
@@ -112,8 +114,20 @@ pub struct Engine {
 }
 
 /// Lists deeper than `k` let fusion promote what only one side ranks well.
+#[cfg(feature = "bm25")]
 fn hybrid_depth(k: usize) -> usize {
     k.saturating_mul(5).max(50)
+}
+
+/// A hybrid search's `alpha`, when given, is a weight in 0..=1.
+#[cfg(feature = "bm25")]
+fn check_alpha(alpha: Option<f32>) -> Result<()> {
+    match alpha {
+        Some(a) if !(0.0..=1.0).contains(&a) => Err(EngineError::Invalid(format!(
+            "alpha must be between 0 and 1, got {a}"
+        ))),
+        _ => Ok(()),
+    }
 }
 
 impl Engine {
@@ -695,17 +709,32 @@ impl Engine {
         filter: &Filter,
         interrupted: &mut dyn FnMut() -> bool,
     ) -> Result<Vec<Hit>> {
-        if let Some(a) = alpha
-            && !(0.0..=1.0).contains(&a)
-        {
-            return Err(EngineError::Invalid(format!(
-                "alpha must be between 0 and 1, got {a}"
-            )));
-        }
-        let k = self.cap(k);
-        let depth = self.cap(hybrid_depth(k));
+        check_alpha(alpha)?;
         // The query embedded first: both sides are then ranked on (nearly) the same items.
         let q = self.embed_queries(&[Arc::from(query)], interrupted)?;
+        self.hybrid_search_vector(query, &q, k, fusion, alpha, filter)
+    }
+
+    /// [`Engine::hybrid_search`] with the query's embedding given (`vector`, of the engine's
+    /// dimension), as a vectors-only engine needs it: the dense side searches `vector`, the
+    /// lexical side the words of `query`.
+    ///
+    /// # Errors
+    /// No BM25 index, `alpha` outside 0..=1, a bad vector.
+    #[cfg(feature = "bm25")]
+    pub fn hybrid_search_vector(
+        &self,
+        query: &str,
+        vector: &[f32],
+        k: usize,
+        fusion: Fusion,
+        alpha: Option<f32>,
+        filter: &Filter,
+    ) -> Result<Vec<Hit>> {
+        check_alpha(alpha)?;
+        let q = vector;
+        let k = self.cap(k);
+        let depth = self.cap(hybrid_depth(k));
         // The weighted fusion's alpha is 0.5 unless given: fused scores stay in [0, 1].
         let alpha = alpha.or((fusion == Fusion::Weighted).then_some(0.5));
         let weights = alpha.map(|a| [a, 1.0 - a]);
@@ -713,7 +742,7 @@ impl Engine {
             let lexical = self.lexical_ranked(held, query, depth, filter, None)?;
             let dense: Vec<(u64, f32)> = self
                 .ring
-                .search(&q, depth, filter)?
+                .search(q, depth, filter)?
                 .into_iter()
                 .map(|h| (h.id, h.score))
                 .collect();

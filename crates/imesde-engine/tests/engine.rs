@@ -232,6 +232,35 @@ fn hybrid_search_fuses_both_sides() {
         ),
         Err(EngineError::Invalid(_))
     ));
+    // The query's embedding given: the same as the model's own.
+    let q = e
+        .model()
+        .unwrap()
+        .embed(&texts(&["disk full"]), None, &mut never())
+        .unwrap();
+    let given = e
+        .hybrid_search_vector(
+            "disk full",
+            &q,
+            2,
+            Fusion::Weighted,
+            Some(0.7),
+            &Filter::default(),
+        )
+        .unwrap();
+    let ids = |h: &[imesde_ring::Hit]| h.iter().map(|h| h.id).collect::<Vec<_>>();
+    assert_eq!(ids(&given), ids(&weighted));
+    assert!(
+        e.hybrid_search_vector(
+            "disk full",
+            &q[..8],
+            2,
+            Fusion::Weighted,
+            None,
+            &Filter::default()
+        )
+        .is_err()
+    );
 }
 
 #[test]

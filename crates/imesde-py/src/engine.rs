@@ -254,13 +254,15 @@ impl Engine {
     /// (``"weighted"`` by default: min-max scaled scores, the best fusion across the retrieval
     /// sets in README; ``"rrf"``, ``"combsum"``, ``"combmnz"`` and ``"borda"`` too). ``alpha``
     /// weights the dense list (and ``1 - alpha`` the lexical one; default 0.5; 0 gives the
-    /// lexical ranking, 1 the dense one). ``score`` is the fused score. ``since``, ``until``
-    /// and ``where`` filter both
-    /// sides, as in ``search``. Needs a model and ``lexical=True``.
+    /// lexical ranking, 1 the dense one). ``score`` is the fused score. ``vector``: the
+    /// query's embedding (float32, the engine's dimension) for the dense side instead of the
+    /// model's, as a vectors-only engine needs; ``query`` stays the text the lexical side
+    /// searches. ``since``, ``until`` and ``where`` filter both sides, as in ``search``. Needs
+    /// ``lexical=True``, and a model unless ``vector`` is given.
     #[pyo3(
         signature = (query, k = Count::from(10), method = Text("weighted".into()), alpha = None, *,
-                     since = None, until = None, r#where = None, exact = Flag(false)),
-        text_signature = "($self, query, k=10, method='weighted', alpha=None, *, since=None, until=None, where=None, exact=False)"
+                     vector = None, since = None, until = None, r#where = None, exact = Flag(false)),
+        text_signature = "($self, query, k=10, method='weighted', alpha=None, *, vector=None, since=None, until=None, where=None, exact=False)"
     )]
     #[allow(clippy::too_many_arguments)]
     fn hybrid_search(
@@ -270,6 +272,7 @@ impl Engine {
         k: Count,
         method: Text,
         alpha: Option<Real>,
+        vector: Option<&Bound<'_, PyAny>>,
         since: Option<&Bound<'_, PyAny>>,
         until: Option<&Bound<'_, PyAny>>,
         r#where: Option<&Bound<'_, PyAny>>,
@@ -280,6 +283,17 @@ impl Engine {
         let fusion = method.parse::<Fusion>().map_err(CoreError::from)?;
         let alpha = alpha.map(|a| a.0 as f32);
         let text = convert::one_str(query, "query")?;
+        if let Some(vector) = vector {
+            let q = self.one_vector(vector, "vector")?;
+            let q = q.as_slice();
+            return Ok(hits(
+                gil::run(py, "Engine.hybrid_search", || {
+                    self.core
+                        .hybrid_search_vector(&text, q, k, fusion, alpha, &filter)
+                })
+                .raise()?,
+            ));
+        }
         Ok(hits(
             gil::run_interruptible(py, "Engine.hybrid_search", |stop| {
                 self.core
@@ -807,15 +821,7 @@ impl Engine {
         exact: Flag,
     ) -> PyResult<Vec<Hit>> {
         let k = k.positive("k")?;
-        let q = convert::rows(query, "query")?;
-        if q.rows != 1 {
-            return Err(py_err!(
-                Shape,
-                "query must be one vector, got {} rows; use search_vectors for a batch",
-                q.rows
-            ));
-        }
-        self.check_dim(q.dim, "query")?;
+        let q = self.one_vector(query, "query")?;
         let filter = convert::filter(since, until, r#where, exact.0)?;
         let q = q.as_slice();
         Ok(hits(
@@ -1282,6 +1288,24 @@ impl Engine {
             semantic_ids: Mutex::new(None),
             subs: Mutex::new(Vec::new()),
         }
+    }
+
+    /// `obj` as one vector of the engine's dimension (named `what` in errors).
+    fn one_vector<'py>(
+        &self,
+        obj: &Bound<'py, PyAny>,
+        what: &'static str,
+    ) -> PyResult<convert::Rows<'py>> {
+        let q = convert::rows(obj, what)?;
+        if q.rows != 1 {
+            return Err(py_err!(
+                Shape,
+                "{what} must be one vector, got {} rows; use search_vectors for a batch",
+                q.rows
+            ));
+        }
+        self.check_dim(q.dim, what)?;
+        Ok(q)
     }
 
     fn config(&self) -> RingConfig {

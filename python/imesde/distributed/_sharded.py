@@ -973,6 +973,7 @@ class ShardedEngine:
         method: Fusion = "weighted",
         alpha: float | None = None,
         *,
+        vector: npt.NDArray[np.float32] | None = None,
         since: Any = None,
         until: Any = None,
         where: Mapping[str, Any] | None = None,
@@ -980,7 +981,8 @@ class ShardedEngine:
         exact: bool = False,
     ) -> list[ShardedHit]:
         """Dense and lexical results fused as ``Engine.hybrid_search`` fuses them (the best
-        ``max(5k, 50)`` of each side over all shards, ``method`` and ``alpha`` as there)."""
+        ``max(5k, 50)`` of each side over all shards, ``method``, ``alpha`` and ``vector``
+        as there)."""
         import imesde
 
         if alpha is not None and (isinstance(alpha, bool) or not isinstance(alpha, int | float)):
@@ -995,7 +997,10 @@ class ShardedEngine:
             "where": where,
             "allow_partial": allow_partial,
         }
-        dense = self.search(query, depth, exact=exact, **opts)
+        if vector is None:
+            dense = self.search(query, depth, exact=exact, **opts)
+        else:
+            dense = self.search_vector(vector, depth, exact=exact, **opts)
         lexical = self.lexical_search(query, depth, **opts)
         if alpha is None and method == "weighted":
             alpha = 0.5
