@@ -299,11 +299,20 @@ def test_ray_restarts_a_crashed_shard_from_its_snapshot(tmp_path: Path) -> None:
     x = hashed(texts)
     snap = tmp_path / "auto"
     sharded = dist.ShardedEngine(
-        2, model=DIM, shard_size=2048, num_cpus=0.5, snapshot_dir=snap, max_restarts=1
+        2,
+        model=DIM,
+        shard_size=2048,
+        storage="binary",
+        num_cpus=0.5,
+        snapshot_dir=snap,
+        max_restarts=1,
     )
     sharded.ingest_vectors(x[:800], texts=texts[:800], batch_size=200)
     sharded.save()
     saved = sharded.shard_sizes()
+    # Set after the save: Ray restarts a shard with its first arguments and its snapshot,
+    # neither of which holds it.
+    sharded.k_factor = 7
     sharded.ingest_vectors(x[800:], texts=texts[800:], batch_size=200)
     sub = sharded.subscribe(x[0], threshold=-1.0)
     # A crash Ray may restart from (ray.kill with no_restart=False): __init__ runs again and
@@ -322,8 +331,16 @@ def test_ray_restarts_a_crashed_shard_from_its_snapshot(tmp_path: Path) -> None:
             break
         time.sleep(0.2)
     assert sizes == [saved[0], 600], "shard 0 came back from its snapshot"
+
+    def k_factor(shard: int) -> int:
+        got: int = ray.get(sharded.actor(shard).__ray_call__.remote(lambda s: s.engine.k_factor))
+        return got
+
+    assert (k_factor(0), k_factor(1)) == (20, 7)
     got = sharded.search_vector(x[3], 5)
     assert got[0].text == texts[3]
+    # A search carries the driver's settings: the restarted shard takes them.
+    assert (k_factor(0), k_factor(1), sharded.k_factor) == (7, 7, 7)
     # The standing query is registered again on the restarted shard: new items on both
     # shards fire (and the subscription says which shard came back).
     deadline = time.monotonic() + 30

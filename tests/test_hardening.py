@@ -992,7 +992,11 @@ def test_fusion_lists_of_weight_zero_add_nothing_and_bad_weights_are_typed() -> 
         with pytest.raises(imesde.InvalidValueError, match="all be 0"):
             imesde.fuse([dense, lexical], method, weights=[0, 0])
     assert imesde.fuse([dense, lexical], "weighted", weights=(w for w in (1.0, 1.0)))
-    for wrong in ("ab", 3, {0: 1.0}, [1.0, "x"], [1.0, True]):
+    # A weight too small for float32 still counts (it became 0 and dropped its list's ids).
+    tiny = imesde.fuse([dense, lexical], "weighted", weights=[1e-50, 1.0])
+    assert {i for i, _ in tiny} == {10, 11, 12, 13, 14}
+    # A set has no order to give its weights to the lists by: refused, as a str or a dict.
+    for wrong in ("ab", 3, {0: 1.0}, {0.0, 1.0}, frozenset([1.0]), [1.0, "x"], [1.0, True]):
         with pytest.raises(imesde.DTypeError, match="weights"):
             imesde.fuse([dense, lexical], weights=wrong)  # type: ignore[arg-type]
 

@@ -10,7 +10,7 @@ use parking_lot::RwLock;
 use pyo3::exceptions::{PyAttributeError, PyTypeError};
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedStr;
-use pyo3::types::{PyByteArray, PyBytes, PyList, PyMapping, PyString, PyTuple};
+use pyo3::types::{PyByteArray, PyBytes, PyFrozenSet, PyList, PyMapping, PySet, PyString, PyTuple};
 
 use crate::convert::{
     self, Count, FsPath, Id, Real, Text, as_str, id_of, ids_of, str_items, type_name, utf8,
@@ -439,7 +439,9 @@ impl PyBm25 {
     }
 }
 
-/// ``fuse``'s ``weights``: a sequence of numbers (not a str, nor a mapping's keys).
+/// ``fuse``'s ``weights``: numbers in the lists' order (not a str, a mapping's keys, nor a set,
+/// whose order is its hashes'). A positive weight too small for float32 stays positive (it
+/// still counts: a weight of 0 adds no results).
 fn weights_of(w: &Bound<'_, PyAny>) -> PyResult<Vec<f32>> {
     let wrong = || {
         py_err!(
@@ -450,6 +452,8 @@ fn weights_of(w: &Bound<'_, PyAny>) -> PyResult<Vec<f32>> {
     };
     if w.is_instance_of::<PyString>()
         || w.is_instance_of::<PyBytes>()
+        || w.is_instance_of::<PySet>()
+        || w.is_instance_of::<PyFrozenSet>()
         || w.cast::<PyMapping>().is_ok()
     {
         return Err(wrong());
@@ -466,7 +470,12 @@ fn weights_of(w: &Bound<'_, PyAny>) -> PyResult<Vec<f32>> {
                     e
                 }
             })?;
-            Ok(r.0 as f32)
+            let f = r.0 as f32;
+            Ok(if f == 0.0 && r.0 > 0.0 {
+                f32::MIN_POSITIVE
+            } else {
+                f
+            })
         })
         .collect()
 }

@@ -1289,7 +1289,8 @@ impl Ring {
     fn scan_best(&self, q: &Query, nq: usize, k: usize, filter: &Filter) -> Vec<Vec<(f32, u64)>> {
         let plain = filter.is_empty();
         let memo = self.memo(filter);
-        let kc = q.candidates(k, self.k_factor());
+        // No more than the ring holds: a large `k_factor` keeps nothing it cannot fill.
+        let kc = q.candidates(k, self.k_factor()).min(self.capacity());
         // One top-k per query and thread, its floor carried from task to task.
         let per_thread = self.fold_shards(
             nq,
@@ -1781,7 +1782,7 @@ impl Ring {
         let dim = self.cfg.dim;
         let guard = self.ivf.read();
         let index = guard.as_ref().filter(|i| i.is_trained())?;
-        let kc = binary_candidates(k, self.k_factor());
+        let kc = binary_candidates(k, self.k_factor()).min(self.capacity());
         let plain = filter.is_empty();
         let memo = self.memo(filter);
         let ss = self.cfg.shard_size;

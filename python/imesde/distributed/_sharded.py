@@ -407,18 +407,29 @@ class _Shard:
         self._record(local, global_ids)
         return len(local)
 
+    def _tuned(self, filters: dict[str, Any]) -> dict[str, Any]:
+        """`filters` without the driver's `nprobe` and `k_factor`, which the engine takes
+        first where it has others (this actor was restarted by Ray with older arguments)."""
+        filters = dict(filters)
+        nprobe, k_factor = filters.pop("tuning", (None, None))
+        if nprobe is not None and self.engine.nlist is not None and self.engine.nprobe != nprobe:
+            self.engine.nprobe = nprobe
+        if k_factor is not None and self.engine.k_factor != k_factor:
+            self.engine.k_factor = k_factor
+        return filters
+
     def search(self, query: str, k: int, filters: dict[str, Any]) -> list[_Row]:
-        return [self._row(h) for h in self.engine.search(query, k, **filters)]
+        return [self._row(h) for h in self.engine.search(query, k, **self._tuned(filters))]
 
     def search_batch(self, queries: list[str], k: int, filters: dict[str, Any]) -> list[list[_Row]]:
-        return [
-            [self._row(h) for h in hs] for hs in self.engine.search_batch(queries, k, **filters)
-        ]
+        found = self.engine.search_batch(queries, k, **self._tuned(filters))
+        return [[self._row(h) for h in hs] for hs in found]
 
     def search_vector(
         self, vector: npt.NDArray[np.float32], k: int, filters: dict[str, Any]
     ) -> list[_Row]:
-        return [self._row(h) for h in self.engine.search_vector(vector, k, **filters)]
+        found = self.engine.search_vector(vector, k, **self._tuned(filters))
+        return [self._row(h) for h in found]
 
     def corpus_terms(self, query: str) -> tuple[int, int, list[tuple[str, int]]]:
         return self.engine._lexical_corpus_terms(query)
@@ -877,6 +888,13 @@ class ShardedEngine:
     def _filters(since: Any, until: Any, where: Any, **more: Any) -> dict[str, Any]:
         return {"since": since, "until": until, "where": _plain(where), **more}
 
+    def _dense_filters(self, since: Any, until: Any, where: Any, exact: bool) -> dict[str, Any]:
+        """A dense search's filters, with the ``nprobe`` and ``k_factor`` the shards are to
+        use: a shard that Ray restarted by itself was built from the arguments of its first
+        start and would search with the settings of then."""
+        tuning = (self._spec.get("nprobe"), self._spec.get("k_factor"))
+        return self._filters(since, until, where, exact=exact, tuning=tuning)
+
     def search(
         self,
         query: str,
@@ -891,7 +909,7 @@ class ShardedEngine:
         """The ``k`` items closest in meaning to ``query`` over every shard, best first.
         ``allow_partial``: answer from the shards that are available instead of raising;
         ``exact``: as in ``Engine.search_vector``."""
-        f = self._filters(since, until, where, exact=exact)
+        f = self._dense_filters(since, until, where, exact)
         return self._merge(self._scatter("search", query, k, f, allow_partial=allow_partial), k)
 
     def search_vector(
@@ -907,7 +925,7 @@ class ShardedEngine:
     ) -> list[ShardedHit]:
         """``search`` for a query vector."""
         q = _float32(vector, "query")
-        f = self._filters(since, until, where, exact=exact)
+        f = self._dense_filters(since, until, where, exact)
         return self._merge(self._scatter("search_vector", q, k, f, allow_partial=allow_partial), k)
 
     def search_batch(
@@ -923,7 +941,7 @@ class ShardedEngine:
     ) -> list[list[ShardedHit]]:
         """``search`` for each query (embedded in one batch on each shard)."""
         qs = listed(queries, "queries")
-        f = self._filters(since, until, where, exact=exact)
+        f = self._dense_filters(since, until, where, exact)
         per_shard = self._scatter("search_batch", qs, k, f, allow_partial=allow_partial)
         return [self._merge((s[j] for s in per_shard), k) for j in range(len(qs))]
 
