@@ -52,6 +52,32 @@ def test_lucene_scores_equal_bm25s(debtags: tuple[list[str], list[str]]) -> None
     assert checked > 10_000
 
 
+def test_search_batch_answers_each_query_as_search_does(
+    debtags: tuple[list[str], list[str]],
+) -> None:
+    """Many queries at once (bm25s' ``retrieve`` takes a list): texts or token lists, each
+    answered as ``search`` answers it; bad queries are named by their place."""
+    docs, queries = debtags
+    index = imesde.BM25()
+    index.add_batch(list(range(len(docs))), docs)
+    tokens = [index.analyze(q) for q in queries]
+    for k, floor in ((10, 0.0), (3, 5.0)):
+        want = [[(h.id, h.score) for h in index.search(q, k, floor)] for q in queries]
+        by_text = index.search_batch(queries, k, floor)
+        by_tokens = index.search_batch(tokens, k=k, min_score=floor)
+        assert [[(h.id, h.score) for h in hits] for hits in by_text] == want
+        assert [[(h.id, h.score) for h in hits] for hits in by_tokens] == want
+    assert index.search_batch([]) == []
+    assert index.search_batch(iter(["zzzz unknownword"])) == [[]]
+    with pytest.raises(imesde.DTypeError, match="one str"):
+        index.search_batch("kernel")
+    with pytest.raises(imesde.DTypeError, match=r"queries\[1\] \(as queries\[0\]\) must be str"):
+        index.search_batch(["kernel", 3])  # type: ignore[list-item]
+    with pytest.raises(imesde.InvalidValueError, match="k must be"):
+        index.search_batch(["kernel"], k=0)
+    assert index.document_count == len(docs)
+
+
 def test_pruned_top_k_equals_full_ranking_on_the_stream(
     debtags: tuple[list[str], list[str]],
 ) -> None:

@@ -79,6 +79,22 @@ def test_ctrl_c_stops_a_bm25_batch_and_adds_nothing() -> None:
     assert len(index) == 3
 
 
+@pytest.mark.data
+@pytest.mark.timeout(120)
+def test_ctrl_c_stops_a_bm25_search_batch() -> None:
+    with gzip.open(DATA / "debtags_docs.jsonl.gz", "rt", encoding="utf-8") as f:
+        docs = [json.loads(line)["text"] for line in f]
+    lines = (DATA / "debtags_queries.jsonl").read_text(encoding="utf-8").splitlines()
+    queries = [json.loads(line)["query_long"] for line in lines] * 2000  # 176,000, ~3 s
+    index = imesde.BM25()
+    index.add_batch(list(range(len(docs))), docs)
+    start = time.perf_counter()
+    with ctrl_c_soon(), pytest.raises(KeyboardInterrupt):
+        index.search_batch(queries, k=10)
+    assert time.perf_counter() - start < 2, "the interrupt is seen between queries"
+    assert len(index.search_batch(queries[:3], k=10)) == 3
+
+
 @pytest.mark.timeout(120)
 def test_ctrl_c_reaches_the_main_thread_not_a_call_on_another() -> None:
     x = random_rows(30_000, 128)

@@ -88,6 +88,11 @@ class BM25:
         terms of no weight, as Robertson's floored IDF gives terms in most documents, is no
         match), best first. ``query`` is a text, or its terms already analyzed (as ``analyze``
         gives them, like bm25s's token lists); a repeated term counts again."""
+    def search_batch(
+        self, queries: Iterable[str] | Iterable[Sequence[str]], k: int = 10, min_score: float = 0.0
+    ) -> list[list[BM25Hit]]:
+        """``search`` for each of ``queries`` (texts, or token lists as bm25s' ``retrieve``
+        takes them), on all cores; Ctrl-C stops it (``KeyboardInterrupt``)."""
     def analyze(self, text: str) -> list[str]:
         """The terms the analyzer makes of ``text``."""
     @property

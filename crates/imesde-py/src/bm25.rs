@@ -11,6 +11,7 @@ use pyo3::exceptions::{PyAttributeError, PyTypeError};
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedStr;
 use pyo3::types::{PyByteArray, PyBytes, PyFrozenSet, PyList, PyMapping, PySet, PyString, PyTuple};
+use rayon::prelude::*;
 
 use crate::convert::{
     self, Count, FsPath, Id, Real, Text, as_str, id_of, ids_of, str_items, type_name, utf8,
@@ -210,7 +211,7 @@ impl PyBm25 {
         texts: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
         let ids = ids_of(ids)?;
-        let docs = Docs::extract(texts)?;
+        let docs = Docs::extract(texts, "texts")?;
         if ids.len() != docs.len() {
             return Err(py_err!(
                 Shape,
@@ -298,6 +299,51 @@ impl PyBm25 {
             })?
         };
         Ok(hits.into_iter().map(Bm25Hit).collect())
+    }
+
+    /// ``search`` for each of ``queries`` (texts, or token lists as bm25s' ``retrieve`` takes
+    /// them), on all cores; Ctrl-C stops it (``KeyboardInterrupt``).
+    #[pyo3(
+        signature = (queries, k = Count::from(10), min_score = Real(0.0)),
+        text_signature = "($self, queries, k=10, min_score=0.0)"
+    )]
+    fn search_batch(
+        &self,
+        py: Python<'_>,
+        queries: &Bound<'_, PyAny>,
+        k: Count,
+        min_score: Real,
+    ) -> PyResult<Vec<Vec<Bm25Hit>>> {
+        let k = k.positive("k")?;
+        let min_score = min_score.0 as f32;
+        if min_score.is_nan() {
+            return Err(py_err!(InvalidValue, "min_score must be a number, got nan"));
+        }
+        let queries = Docs::extract(queries, "queries")?;
+        let found = gil::run_interruptible(py, "BM25.search_batch", |stop| {
+            let guard = self.0.read();
+            let index: &Bm25 = &guard;
+            let stopped = || stop.load(Ordering::Relaxed);
+            install(|| match &queries {
+                Docs::Texts(texts) => texts
+                    .par_iter()
+                    .map(|q| (!stopped()).then(|| index.search(q, k, min_score)))
+                    .collect::<Option<Vec<_>>>(),
+                Docs::Terms(terms) => terms
+                    .par_iter()
+                    .map(|t| {
+                        (!stopped())
+                            .then(|| index.search_terms(t.iter().map(|s| &**s), k, min_score))
+                    })
+                    .collect::<Option<Vec<_>>>(),
+            })
+        })?;
+        // None only when stopped, and then the signal's exception was raised above.
+        Ok(found
+            .unwrap_or_default()
+            .into_iter()
+            .map(|hits| hits.into_iter().map(Bm25Hit).collect())
+            .collect())
     }
 
     /// The terms the analyzer makes of ``text`` (as documents and queries are indexed).
@@ -563,14 +609,14 @@ impl Docs {
     /// Texts when the first item is a str, token lists otherwise; an item of the other kind
     /// is named by its index. A str that cannot be read (a lone surrogate) raises Python's
     /// own error.
-    fn extract(obj: &Bound<'_, PyAny>) -> PyResult<Self> {
+    fn extract(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Self> {
         let kinds = "a list of str or a list of token lists (lists of str)";
         if obj.is_instance_of::<PyString>() {
-            return Err(py_err!(DType, "texts must be {kinds}, got one str"));
+            return Err(py_err!(DType, "{what} must be {kinds}, got one str"));
         }
         let items: Vec<Bound<'_, PyAny>> = obj
             .try_iter()
-            .map_err(|_| py_err!(DType, "texts must be {kinds}, got {}", type_name(obj)))?
+            .map_err(|_| py_err!(DType, "{what} must be {kinds}, got {}", type_name(obj)))?
             .collect::<PyResult<_>>()?;
         let text = |item: &Bound<'_, PyAny>, at: &dyn Fn() -> String| -> PyResult<PyBackedStr> {
             let s = as_str(item, || format!("{} must be str", at()))?;
@@ -584,7 +630,7 @@ impl Docs {
             return items
                 .iter()
                 .enumerate()
-                .map(|(i, item)| text(item, &|| format!("texts[{i}] (as texts[0])")))
+                .map(|(i, item)| text(item, &|| format!("{what}[{i}] (as {what}[0])")))
                 .collect::<PyResult<_>>()
                 .map(Self::Texts);
         }
@@ -595,13 +641,13 @@ impl Docs {
                 if doc.is_instance_of::<PyString>() {
                     return Err(py_err!(
                         DType,
-                        "texts[{i}] must be a token list (as texts[0]), got str"
+                        "{what}[{i}] must be a token list (as {what}[0]), got str"
                     ));
                 }
                 if doc.is_instance_of::<PyBytes>() || doc.is_instance_of::<PyByteArray>() {
                     return Err(py_err!(
                         DType,
-                        "texts[{i}] must be a str or a token list, got {} (decode it first)",
+                        "{what}[{i}] must be a str or a token list, got {} (decode it first)",
                         type_name(doc)
                     ));
                 }
@@ -609,12 +655,12 @@ impl Docs {
                     .map_err(|_| {
                         py_err!(
                             DType,
-                            "texts must be {kinds}; texts[{i}] is {}",
+                            "{what} must be {kinds}; {what}[{i}] is {}",
                             type_name(doc)
                         )
                     })?
                     .enumerate()
-                    .map(|(j, token)| text(&token?, &|| format!("texts[{i}][{j}]")))
+                    .map(|(j, token)| text(&token?, &|| format!("{what}[{i}][{j}]")))
                     .collect()
             })
             .collect::<PyResult<_>>()
