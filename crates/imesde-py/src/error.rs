@@ -179,8 +179,8 @@ fn engine_class(e: &EngineError) -> Exc {
 fn engine_message(e: &EngineError) -> String {
     match e {
         EngineError::NoModel => "this Engine was made with a dimension and has no model: use \
-                                 ingest_vectors / search_vector, or create it with Engine() or \
-                                 Engine(TextEmbedder(...))"
+                                 ingest_vectors / search_vector (hybrid_search with vector=), \
+                                 or create it with Engine() or Engine(TextEmbedder(...))"
             .to_owned(),
         EngineError::NoLexical => {
             "this Engine keeps no BM25 index: create it with Engine(..., lexical=True)".to_owned()
