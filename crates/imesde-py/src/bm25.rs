@@ -278,11 +278,7 @@ impl PyBm25 {
         k: Count,
         min_score: Real,
     ) -> PyResult<Vec<Bm25Hit>> {
-        let k = k.positive("k")?;
-        let min_score = min_score.0 as f32;
-        if min_score.is_nan() {
-            return Err(py_err!(InvalidValue, "min_score must be a number, got nan"));
-        }
+        let (k, min_score) = search_args(k, min_score)?;
         let hits = if let Ok(text) = query.cast::<PyString>() {
             let text = utf8(text, "query")?;
             gil::run(py, "BM25.search", || {
@@ -314,11 +310,7 @@ impl PyBm25 {
         k: Count,
         min_score: Real,
     ) -> PyResult<Vec<Vec<Bm25Hit>>> {
-        let k = k.positive("k")?;
-        let min_score = min_score.0 as f32;
-        if min_score.is_nan() {
-            return Err(py_err!(InvalidValue, "min_score must be a number, got nan"));
-        }
+        let (k, min_score) = search_args(k, min_score)?;
         let queries = Docs::extract(queries, "queries")?;
         let found = gil::run_interruptible(py, "BM25.search_batch", |stop| {
             let guard = self.0.read();
@@ -483,6 +475,15 @@ impl PyBm25 {
             i.term_count()
         )
     }
+}
+
+/// A search's ``k`` and ``min_score``, checked.
+fn search_args(k: Count, min_score: Real) -> PyResult<(usize, f32)> {
+    let min_score = min_score.0 as f32;
+    if min_score.is_nan() {
+        return Err(py_err!(InvalidValue, "min_score must be a number, got nan"));
+    }
+    Ok((k.positive("k")?, min_score))
 }
 
 /// ``fuse``'s ``weights``: numbers in the lists' order (not a str, a mapping's keys, nor a set,
