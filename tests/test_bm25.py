@@ -240,8 +240,29 @@ def test_an_engines_bm25_takes_an_index_s_settings() -> None:
         assert [(h.id, h.score) for h in german.lexical_search(q)] == [
             (h.id, h.score) for h in ref.search(q)
         ], q
+
+    def settings_of(engine: imesde.Engine) -> tuple[object, ...]:
+        s = engine.lexical_settings
+        assert s is not None
+        assert len(s) == 0
+        return (s.k1, s.b, s.method, s.delta, s.stemmer, s.stopwords)
+
+    want = (0.9, 0.4, "lucene", None, "german", ["der", "die", "das"])
+    assert settings_of(german) == want
+    assert settings_of(english) == (1.2, 0.75, "lucene", None, "english", [])
+    assert imesde.Engine(4).lexical_settings is None
     for back in (imesde.Engine.from_bytes(german.to_bytes()), pickle.loads(pickle.dumps(german))):
         assert back.lexical_search("\u00dcbersetzung") == german.lexical_search("\u00dcbersetzung")
+        # A loaded engine says what it keeps, and an engine made with that is made alike.
+        assert settings_of(back) == want
+        kept = back.lexical_settings
+        assert kept is not None
+        alike = imesde.Engine(4, num_shards=1, shard_size=16, lexical=kept)
+        alike.ingest_vectors(x, texts)
+        got = [(h.id, h.score) for h in alike.lexical_search("Hund")]
+        assert got == [(h.id, h.score) for h in german.lexical_search("Hund")]
+    plus = imesde.Engine(4, lexical=imesde.BM25(method="bm25+", delta=0.25, stemmer=None))
+    assert settings_of(plus)[2:5] == ("bm25+", 0.25, None)
     with pytest.raises(imesde.DTypeError, match="lexical"):
         imesde.Engine(4, lexical="german")  # type: ignore[arg-type]
 

@@ -513,6 +513,11 @@ class Engine:
     def lexical(self) -> bool:
         """Whether a BM25 index is kept with the ring."""
     @property
+    def lexical_settings(self) -> BM25 | None:
+        """The settings of the engine's BM25 index as an empty ``imesde.BM25`` (``k1``,
+        ``b``, ``method``, ``delta``, ``stemmer``, ``stopwords``; ``Engine(lexical=it)`` makes
+        an index like it); None without one. A loaded engine reports what its snapshot kept."""
+    @property
     def model(self) -> TextEmbedder | None:
         """The engine's ``TextEmbedder``, or None for a vectors-only engine."""
     def ingest_vectors(

@@ -158,6 +158,17 @@ pub(crate) fn bm25_params(k1: Real, b: Real, method: &str, delta: Real) -> PyRes
 pub(crate) struct PyBm25(RwLock<Bm25>);
 
 impl PyBm25 {
+    /// An empty index with an engine's BM25 settings (what ``Engine(lexical=...)`` takes).
+    pub(crate) fn from_config(config: &imesde_engine::LexicalConfig) -> PyResult<Self> {
+        let analyzer = AnalyzerConfig {
+            stemmer: config.stemmer.clone(),
+            stopwords: config.stopwords.clone(),
+            ..AnalyzerConfig::default()
+        };
+        let index = Bm25::new(config.params, analyzer).map_err(CoreError::from)?;
+        Ok(Self(RwLock::new(index)))
+    }
+
     /// This index's settings, for an engine's BM25 index made like it.
     pub(crate) fn lexical_config(&self) -> imesde_engine::LexicalConfig {
         let index = self.0.read();

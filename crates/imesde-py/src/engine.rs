@@ -629,6 +629,17 @@ impl Engine {
         self.core.is_lexical()
     }
 
+    /// The settings of the engine's BM25 index as an empty ``imesde.BM25`` (``k1``, ``b``,
+    /// ``method``, ``delta``, ``stemmer``, ``stopwords``; ``Engine(lexical=it)`` makes an
+    /// index like it); None without one. A loaded engine reports what its snapshot kept.
+    #[getter]
+    fn lexical_settings(&self) -> PyResult<Option<PyBm25>> {
+        self.core
+            .lexical_config()
+            .map(|c| PyBm25::from_config(&c))
+            .transpose()
+    }
+
     /// Embeds and adds one text; returns its id. ``ts`` is seconds or a datetime (default
     /// now); ``metadata`` a dict (str keys; str, int, float, bool or list values).
     #[pyo3(signature = (text, *, metadata = None, ts = None))]
