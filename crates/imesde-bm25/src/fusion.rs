@@ -51,10 +51,11 @@ impl fmt::Display for Fusion {
 }
 
 /// Fuses `lists` (each best first) into the `k` best `(id, fused score)`, best first; equal
-/// fused scores keep the order of first appearance (in a list of weight > 0). `weights` (one per list, default 1) apply
-/// to every method; each list's scores are min-max scaled in f64. An id that only lists of
-/// weight 0 name is no result: weights `[0, 1]` give the second list's ranking, not its
-/// weakest hit tied at 0 with the first list's ids (min-max scales the weakest hit to 0).
+/// fused scores keep the order of first appearance (in a list of weight > 0). `weights` (one
+/// per list, default 1) apply to every method; each list's scores are min-max scaled in f64.
+/// An id that only lists of weight 0 name is no result: weights `[0, 1]` give the second
+/// list's ranking, not its weakest hit tied at 0 with the first list's ids (min-max scales
+/// the weakest hit to 0).
 ///
 /// # Errors
 /// A weights list of the wrong length, a negative or non-finite weight, weights that are all

@@ -732,7 +732,6 @@ impl Engine {
         filter: &Filter,
     ) -> Result<Vec<Hit>> {
         check_alpha(alpha)?;
-        let q = vector;
         let k = self.cap(k);
         let depth = self.cap(hybrid_depth(k));
         // The weighted fusion's alpha is 0.5 unless given: fused scores stay in [0, 1].
@@ -742,7 +741,7 @@ impl Engine {
             let lexical = self.lexical_ranked(held, query, depth, filter, None)?;
             let dense: Vec<(u64, f32)> = self
                 .ring
-                .search(q, depth, filter)?
+                .search(vector, depth, filter)?
                 .into_iter()
                 .map(|h| (h.id, h.score))
                 .collect();

