@@ -6,7 +6,10 @@ from __future__ import annotations
 import gzip
 import json
 import pickle
+from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
+from typing import Literal
 
 import imesde
 import numpy as np
@@ -50,6 +53,87 @@ def test_lucene_scores_equal_bm25s(debtags: tuple[list[str], list[str]]) -> None
             np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6, err_msg=q)
         checked += int((want > 0).sum())
     assert checked > 10_000
+
+
+Method = Literal["lucene", "robertson", "atire", "bm25+", "bm25l"]
+IDF: dict[Method, Callable[[int, int], float]] = {
+    "lucene": lambda n, df: np.log(1 + (n - df + 0.5) / (df + 0.5)),
+    "robertson": lambda n, df: np.log(np.maximum((n - df + 0.5) / (df + 0.5), 1.0)),
+    "atire": lambda n, df: np.log(n / df),
+    "bm25+": lambda n, df: np.log((n + 1) / df),
+    "bm25l": lambda n, df: np.log((n + 1) / (df + 0.5)),
+}
+
+
+def tf_part(method: str, tf: np.ndarray, norm: np.ndarray, k1: float, delta: float) -> np.ndarray:
+    """Each method's TF part for ``tf`` occurrences (Kamphuis et al., ECIR 2020)."""
+    if method == "bm25l":
+        c = tf / norm + delta
+        return np.asarray((k1 + 1) * c / (k1 + c))
+    if method == "bm25+":
+        return np.asarray((k1 + 1) * tf / (k1 * norm + tf) + delta)
+    return np.asarray(tf * (k1 + 1 if method == "atire" else 1) / (tf + k1 * norm))
+
+
+@pytest.mark.parametrize("method", list(IDF))
+def test_every_method_scores_as_its_formula(
+    method: Method, debtags: tuple[list[str], list[str]]
+) -> None:
+    """Every score of every method is its formula, computed here from the analyzed terms alone
+    (the query terms a document holds count; a document holding none is not a hit)."""
+    docs, queries = debtags
+    docs = docs[:3000]
+    k1, b, delta = 0.9, 0.6, 0.3
+    index = imesde.BM25(k1, b, method=method, delta=delta)
+    index.add_batch(list(range(len(docs))), docs)
+    counts = [Counter(index.analyze(d)) for d in docs]
+    lengths = np.array([sum(c.values()) for c in counts], dtype=np.float64)
+    norm = 1 - b + b * lengths / lengths.mean()
+    for q in queries[:60]:
+        want = np.zeros(len(docs))
+        # A term the query repeats counts once per time, as in bm25s and Lucene.
+        for term, times in Counter(index.analyze(q)).items():
+            tf = np.array([c[term] for c in counts], dtype=np.float64)
+            held = tf > 0
+            if not held.any():
+                continue
+            idf = IDF[method](len(docs), held.sum())
+            want[held] += times * idf * tf_part(method, tf[held], norm[held], k1, delta)
+        got = np.zeros(len(docs))
+        hits = index.search(q, k=len(docs))
+        for hit in hits:
+            got[hit.id] = hit.score
+        np.testing.assert_allclose(got, want, rtol=2e-5, atol=1e-5, err_msg=q)
+        assert len(hits) == int((want != 0).sum()), q
+
+
+@pytest.mark.parametrize("method", ["robertson", "atire", "bm25+", "bm25l"])
+def test_other_methods_score_as_bm25s(method: Method, debtags: tuple[list[str], list[str]]) -> None:
+    """bm25s' scores, less what bm25s adds for each query term a document lacks (BM25+ and
+    BM25L score a term as if ``tf = 0`` there: ``delta``, or ``(k1 + 1) delta / (k1 + delta)``,
+    times its IDF); imesde scores only the terms a document holds, as the papers do."""
+    bm25s = pytest.importorskip("bm25s")
+    docs, queries = debtags
+    docs = docs[:3000]
+    index = imesde.BM25(method=method, delta=0.5)
+    index.add_batch(list(range(len(docs))), docs)
+    tokens = [index.analyze(d) for d in docs]
+    reference = bm25s.BM25(method=method, k1=1.2, b=0.75, delta=0.5)
+    reference.index(tokens, show_progress=False)
+    held = [set(t) for t in tokens]
+    at_zero = {"bm25+": 0.5, "bm25l": 2.2 * 0.5 / (1.2 + 0.5)}.get(method, 0.0)
+    for q in queries[:100]:
+        terms = list(dict.fromkeys(index.analyze(q)))
+        want = np.asarray(reference.get_scores(terms), dtype=np.float64)
+        dfs = {t: sum(t in h for h in held) for t in terms}
+        for d, h in enumerate(held):
+            want[d] -= sum(
+                at_zero * IDF[method](len(docs), dfs[t]) for t in terms if t not in h and dfs[t]
+            )
+        got = np.zeros(len(docs))
+        for hit in index.search(terms, k=len(docs)):
+            got[hit.id] = hit.score
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=2e-5, err_msg=q)
 
 
 def test_search_batch_answers_each_query_as_search_does(
@@ -210,6 +294,14 @@ def test_parameters_read_back_as_written_and_bad_arguments_are_named() -> None:
     assert (index.k1, index.b) == (1.2, 0.75)
     plus = imesde.BM25(k1=0.9, method="bm25+", delta=0.25, stemmer="german", stopwords=["der"])
     assert (plus.delta, plus.stemmer, plus.stopwords) == (0.25, "german", ["der"])
+    assert (imesde.BM25(method="bm25l").delta, imesde.BM25(method="atire", delta=2).delta) == (
+        0.5,
+        None,
+    )
+    with pytest.raises(imesde.InvalidValueError, match="bm25l"):
+        imesde.BM25(method="bm25-l")  # type: ignore[arg-type]
+    with pytest.raises(imesde.InvalidValueError, match="delta"):
+        imesde.BM25(method="bm25l", delta=-1)
     assert (index.delta, index.stemmer, index.stopwords) == (None, "english", [])
     with pytest.raises(imesde.DTypeError, match="bool"):
         imesde.BM25(k1=True)
@@ -263,6 +355,8 @@ def test_an_engines_bm25_takes_an_index_s_settings() -> None:
         assert got == [(h.id, h.score) for h in german.lexical_search("Hund")]
     plus = imesde.Engine(4, lexical=imesde.BM25(method="bm25+", delta=0.25, stemmer=None))
     assert settings_of(plus)[2:5] == ("bm25+", 0.25, None)
+    bm25l = imesde.Engine(4, lexical=imesde.BM25(method="bm25l", delta=0.75))
+    assert settings_of(imesde.Engine.from_bytes(bm25l.to_bytes()))[2:4] == ("bm25l", 0.75)
     with pytest.raises(imesde.DTypeError, match="lexical"):
         imesde.Engine(4, lexical="german")  # type: ignore[arg-type]
 

@@ -59,13 +59,14 @@ class BM25:
         k1: float = 1.2,
         b: float = 0.75,
         *,
-        method: Literal["lucene", "robertson", "atire", "bm25+"] = "lucene",
+        method: Literal["lucene", "robertson", "atire", "bm25+", "bm25l"] = "lucene",
         stemmer: str | None = "english",
         stopwords: Literal["english"] | Sequence[str] | None = None,
         delta: float = 0.5,
     ) -> BM25:
         """An empty index. ``stemmer``: a Snowball language or None; ``stopwords``: None,
-        ``"english"`` or a list of words; ``delta``: BM25+'s bonus per matching term."""
+        ``"english"`` or a list of words; ``delta``: the shift of BM25+ and BM25L (ignored by the
+        other methods)."""
     def add(self, id: int, text: str) -> None:
         """Index ``text`` under ``id`` (``InvalidValueError`` if ``id`` is already there)."""
     def add_batch(self, ids: Sequence[int], texts: Sequence[str] | Sequence[Sequence[str]]) -> None:
@@ -121,7 +122,7 @@ class BM25:
         """The scoring variant."""
     @property
     def delta(self) -> float | None:
-        """BM25+'s ``delta``, or None for the other methods."""
+        """The ``delta`` of BM25+ and BM25L, or None for the other methods."""
     @property
     def stemmer(self) -> str | None:
         """The Snowball language terms are stemmed in, or None."""

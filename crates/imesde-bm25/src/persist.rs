@@ -1,6 +1,6 @@
 //! `save` / `load`: the `imesde-format` frame (magic `b"IMESDE-BM25\n"`, `u32` version 3, body,
 //! `u32` CRC-32 of all preceding bytes) around this little-endian body: `f32` k1, `f32` b,
-//! `u8` method (0 lucene, 1 robertson, 2 atire, 3 bm25+), `f32` delta, the analyzer (a string:
+//! `u8` method (0 lucene, 1 robertson, 2 atire, 3 bm25+, 4 bm25l), `f32` delta, the analyzer (a string:
 //! stemmer language or empty; `u32` count + strings: stop words; `u8` flags: bit 0 word parts,
 //! bit 1 folding; version 2 wrote 0 or 1 for the word parts, without folding; version 1 had no
 //! flags, its analysis kept words whole), `u32` count + strings: terms,
@@ -49,6 +49,7 @@ impl Bm25 {
             Method::Robertson => (1, 0.0),
             Method::Atire => (2, 0.0),
             Method::Bm25Plus { delta } => (3, delta),
+            Method::Bm25L { delta } => (4, delta),
         };
         w.u8(code);
         w.f32(delta);
@@ -124,6 +125,7 @@ fn read_body(bytes: &[u8]) -> std::result::Result<Body, FormatError> {
         1 => Method::Robertson,
         2 => Method::Atire,
         3 => Method::Bm25Plus { delta },
+        4 => Method::Bm25L { delta },
         other => return bad(&format!("unknown method code {other}")),
     };
     let stemmer = Some(r.str()?).filter(|s| !s.is_empty());

@@ -87,6 +87,7 @@ fn maxscore_equals_exhaustive() {
         Method::Robertson,
         Method::Atire,
         Method::Bm25Plus { delta: 0.5 },
+        Method::Bm25L { delta: 0.5 },
     ] {
         let mut idx = index(method);
         for id in 0..600 {
@@ -267,6 +268,12 @@ fn save_load_and_damage() {
     for q in ["memory leak", "the kernel", "eth0 timeout"] {
         assert_eq!(back.search(q, 20, 0.0), idx.search(q, 20, 0.0));
     }
+    // BM25L keeps its delta through a file too.
+    let mut l = index(Method::Bm25L { delta: 0.75 });
+    l.add(1, "memory leak in the kernel").unwrap();
+    let l_back = Bm25::from_bytes(&l.to_bytes(), &path).unwrap();
+    assert_eq!(l_back.params(), l.params());
+    assert_eq!(l_back.search("leak", 5, 0.0), l.search("leak", 5, 0.0));
     let bytes = std::fs::read(&path).unwrap();
     let bad = dir.join("bad.bm25");
     for cut in [0, 5, 16, bytes.len() / 2, bytes.len() - 1] {
@@ -546,6 +553,7 @@ fn indexes_searched_as_one_corpus_equal_one_index() {
         Method::Robertson,
         Method::Atire,
         Method::Bm25Plus { delta: 0.5 },
+        Method::Bm25L { delta: 0.5 },
     ] {
         let mut one = index(method);
         let mut shards = [index(method), index(method), index(method)];

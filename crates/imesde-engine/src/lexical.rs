@@ -46,10 +46,7 @@ impl LexicalConfig {
     /// separated (any word survives the line format).
     #[must_use]
     pub fn to_spec(&self) -> String {
-        let delta = match self.params.method {
-            Method::Bm25Plus { delta } => delta,
-            _ => 0.0,
-        };
+        let delta = self.params.method.delta().unwrap_or(0.0);
         let hex = |w: &String| {
             w.bytes().fold(String::new(), |mut s, b| {
                 let _ = write!(s, "{b:02x}");
@@ -86,10 +83,10 @@ impl LexicalConfig {
             b.parse().map_err(|_| bad())?,
             delta.parse().map_err(|_| bad())?,
         );
-        let method = match method.parse::<Method>().map_err(|_| bad())? {
-            Method::Bm25Plus { .. } => Method::Bm25Plus { delta },
-            m => m,
-        };
+        let method = method
+            .parse::<Method>()
+            .map_err(|_| bad())?
+            .with_delta(delta);
         let word = |h: &str| -> Option<String> {
             let bytes = (0..h.len())
                 .step_by(2)
@@ -239,6 +236,10 @@ mod tests {
                 stopwords: vec!["der".into(), "a:b,c\nd".into(), "über".into()],
             },
             LexicalConfig {
+                params: Params {
+                    method: Method::Bm25L { delta: 0.75 },
+                    ..Params::default()
+                },
                 stemmer: None,
                 ..LexicalConfig::default()
             },

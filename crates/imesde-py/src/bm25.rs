@@ -135,11 +135,10 @@ fn as_written(x: f32) -> f64 {
 }
 
 pub(crate) fn bm25_params(k1: Real, b: Real, method: &str, delta: Real) -> PyResult<Params> {
-    let method = match method.parse::<Method>().map_err(CoreError::from)? {
-        Method::Bm25Plus { .. } => Method::Bm25Plus {
-            delta: delta.finite_f32("delta")?,
-        },
-        m => m,
+    let method = method.parse::<Method>().map_err(CoreError::from)?;
+    let method = match method.delta() {
+        Some(_) => method.with_delta(delta.finite_f32("delta")?),
+        None => method,
     };
     Ok(Params {
         k1: k1.finite_f32("k1")?,
@@ -150,8 +149,8 @@ pub(crate) fn bm25_params(k1: Real, b: Real, method: &str, delta: Real) -> PyRes
 
 /// A BM25 keyword index over documents with integer ids.
 ///
-/// ``method`` is ``"lucene"`` (default), ``"robertson"``, ``"atire"`` or ``"bm25+"`` (with
-/// ``delta``); ``stemmer`` a Snowball language (``"english"`` by default) or None;
+/// ``method`` is ``"lucene"`` (default), ``"robertson"``, ``"atire"``, ``"bm25+"`` or
+/// ``"bm25l"`` (the last two with ``delta``); ``stemmer`` a Snowball language (``"english"`` by default) or None;
 /// ``stopwords`` None, ``"english"`` or a list of words. Terms are Unicode words, lowercased;
 /// technical compounds such as ``CVE-2024-1234`` or ``net/mlx5e`` are also indexed whole.
 #[pyclass(frozen, weakref, module = "imesde._imesde", name = "BM25")]
@@ -404,13 +403,10 @@ impl PyBm25 {
         self.0.read().params().method.to_string()
     }
 
-    /// BM25+'s ``delta``, or None for the other methods.
+    /// The ``delta`` of BM25+ and BM25L, or None for the other methods.
     #[getter]
     fn delta(&self) -> Option<f64> {
-        match self.0.read().params().method {
-            Method::Bm25Plus { delta } => Some(as_written(delta)),
-            _ => None,
-        }
+        self.0.read().params().method.delta().map(as_written)
     }
 
     /// The Snowball language terms are stemmed in, or None.

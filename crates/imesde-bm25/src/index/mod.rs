@@ -27,6 +27,30 @@ pub enum Method {
     /// BM25+: `ln((N + 1) / n) * ((k1 + 1) tf / (k1 (1 - b + b dl / avgdl) + tf) + delta)`, the
     /// delta added for each matching term.
     Bm25Plus { delta: f32 },
+    /// BM25L (Lv and Zhai, CIKM 2011): `ln((N + 1) / (n + 0.5)) * (k1 + 1) (c + delta) /
+    /// (k1 + c + delta)` with `c = tf / (1 - b + b dl / avgdl)`, for each matching term.
+    Bm25L { delta: f32 },
+}
+
+impl Method {
+    /// The `delta` of BM25+ and BM25L; None for the methods without one.
+    #[must_use]
+    pub fn delta(self) -> Option<f32> {
+        match self {
+            Self::Bm25Plus { delta } | Self::Bm25L { delta } => Some(delta),
+            _ => None,
+        }
+    }
+
+    /// The method with `delta` as its delta (the methods without one are returned as they are).
+    #[must_use]
+    pub fn with_delta(self, delta: f32) -> Self {
+        match self {
+            Self::Bm25Plus { .. } => Self::Bm25Plus { delta },
+            Self::Bm25L { .. } => Self::Bm25L { delta },
+            m => m,
+        }
+    }
 }
 
 impl FromStr for Method {
@@ -37,8 +61,10 @@ impl FromStr for Method {
             "robertson" => Ok(Self::Robertson),
             "atire" => Ok(Self::Atire),
             "bm25+" | "bm25plus" => Ok(Self::Bm25Plus { delta: 0.5 }),
+            "bm25l" => Ok(Self::Bm25L { delta: 0.5 }),
             other => Err(Bm25Error::Config(format!(
-                "method must be \"lucene\", \"robertson\", \"atire\" or \"bm25+\", got {other:?}"
+                "method must be \"lucene\", \"robertson\", \"atire\", \"bm25+\" or \"bm25l\", \
+                 got {other:?}"
             ))),
         }
     }
@@ -51,6 +77,7 @@ impl fmt::Display for Method {
             Self::Robertson => "robertson",
             Self::Atire => "atire",
             Self::Bm25Plus { .. } => "bm25+",
+            Self::Bm25L { .. } => "bm25l",
         })
     }
 }
@@ -87,7 +114,7 @@ impl Params {
                 self.b
             )));
         }
-        if let Method::Bm25Plus { delta } = self.method
+        if let Some(delta) = self.method.delta()
             && !(delta.is_finite() && delta >= 0.0)
         {
             return Err(Bm25Error::Config(format!(
@@ -104,6 +131,7 @@ impl Params {
             Method::Robertson => ((n - df + 0.5) / (df + 0.5)).max(1.0).ln(),
             Method::Atire => (n / df).ln(),
             Method::Bm25Plus { .. } => ((n + 1.0) / df).ln(),
+            Method::Bm25L { .. } => ((n + 1.0) / (df + 0.5)).ln(),
         };
         v as f32
     }
@@ -119,6 +147,10 @@ impl Params {
             Method::Lucene | Method::Robertson => tf / (tf + k),
             Method::Atire => tf * (k1 + 1.0) / (tf + k),
             Method::Bm25Plus { delta } => (k1 + 1.0) * tf / (k + tf) + f64::from(delta),
+            Method::Bm25L { delta } => {
+                let c = tf / f64::from(norm) + f64::from(delta);
+                (k1 + 1.0) * c / (k1 + c)
+            }
         };
         v as f32
     }
