@@ -406,8 +406,10 @@ def test_errors_leave_the_index_intact(tmp_path: Path) -> None:
         index.search("kernel", k=0)
     with pytest.raises(TypeError, match=r"query terms\[1\] must be str"):
         index.search(["kernel", 3], k=1)  # type: ignore[list-item]
-    with pytest.raises(TypeError, match="query terms must be a list of str"):
+    with pytest.raises(imesde.DTypeError, match="query must be a str or a list of its terms"):
         index.search(42, k=1)  # type: ignore[arg-type]
+    with pytest.raises(imesde.DTypeError, match="got bytes"):
+        index.search(b"kernel", k=1)  # type: ignore[arg-type]
     assert len(index) == 1
     assert 1 in index
     assert index.search("panic")[0].id == 1
@@ -587,6 +589,43 @@ def test_engine_big_batches_index_like_one_at_a_time(
         assert [h.id for h in got] == [h.id for h in want], q
         np.testing.assert_allclose([h.score for h in got], [h.score for h in want], rtol=1e-6)
     assert {h.id for h in engine.lexical_search(docs[100], k=50)} <= {i for i, _ in held}
+
+
+def test_engine_searches_a_query_given_as_its_terms() -> None:
+    """``Engine.lexical_search`` takes a query's analyzed terms as ``BM25.search`` does (the
+    engine's analyzer is ``lexical_settings.analyze``): the same hits as the text, filters
+    and ``hybrid_search(vector=...)`` included; a term is looked up as given."""
+    texts = ["the kernel panics on boot", "network is down", "kernel network bug", "running jobs"]
+    engine = imesde.Engine(4, num_shards=2, shard_size=8, lexical=True)
+    x = np.eye(4, dtype=np.float32)
+    engine.ingest_vectors(x, texts, metadata=[{"n": i} for i in range(4)])
+    settings = engine.lexical_settings
+    assert settings is not None
+    for query in ("kernel networks", "Running the kernel", "jobs"):
+        terms = settings.analyze(query)
+        want = [(h.id, h.score) for h in engine.lexical_search(query)]
+        assert want
+        for as_given in (terms, tuple(terms), iter(terms)):
+            assert [(h.id, h.score) for h in engine.lexical_search(as_given)] == want, query
+        assert engine.lexical_search(terms, where={"n": 2}) == engine.lexical_search(
+            query, where={"n": 2}
+        )
+        for v in x:
+            assert engine.hybrid_search(terms, vector=v) == engine.hybrid_search(query, vector=v)
+    # Terms are not analyzed again: "running" is indexed as "run".
+    assert [h.id for h in engine.lexical_search(["run"])] == [3]
+    assert engine.lexical_search(["running"]) == []
+    assert engine.lexical_search([]) == []
+    for bad, match in (
+        (42, "query must be a str or a list of its terms"),
+        (b"kernel", "got bytes"),
+        (["kernel", None], r"query terms\[1\] must be str"),
+    ):
+        with pytest.raises(imesde.DTypeError, match=match):
+            engine.lexical_search(bad)  # type: ignore[arg-type]
+    with pytest.raises(imesde.DTypeError, match="without vector="):
+        engine.hybrid_search(["kernel"])
+    assert len(engine) == 4
 
 
 def test_any_finite_k1_scores_as_the_formula() -> None:

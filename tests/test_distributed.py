@@ -153,6 +153,20 @@ def test_two_shards_answer_as_one_engine(
     want = one.hybrid_search(q, 5, vector=other)
     assert same(sharded.hybrid_search(q, 5, vector=other), want)
     assert [h.id for h in want] != [h.id for h in one.hybrid_search(q, 5)]
+    # A query given as its analyzed terms (a generator too: read once, not once per shard).
+    settings = one.lexical_settings
+    assert settings is not None
+    terms = settings.analyze(q)
+    want = one.lexical_search(terms, 10, **window)
+    assert same(sharded.lexical_search(iter(terms), 10, **window), want)
+    assert same(want, one.lexical_search(q, 10, **window))
+    assert same(
+        sharded.hybrid_search(terms, 5, vector=other), one.hybrid_search(q, 5, vector=other)
+    )
+    with pytest.raises(imesde.DTypeError, match="without vector="):
+        sharded.hybrid_search(terms, 5)
+    with pytest.raises(imesde.DTypeError, match=r"query terms\[1\] must be str"):
+        sharded.lexical_search(["kernel", 3], 5)
     assert ties > 0, "the stream's repeated items tie: the merge's tie order is exercised"
     with pytest.raises(imesde.InvalidValueError, match="alpha"):
         sharded.hybrid_search(q, 5, alpha=1.5)

@@ -83,7 +83,7 @@ class BM25:
     def update_document(self, id: int, text: str) -> None:
         """Same as ``update``."""
     def search(
-        self, query: str | Sequence[str], k: int = 10, min_score: float = 0.0
+        self, query: str | Iterable[str], k: int = 10, min_score: float = 0.0
     ) -> list[BM25Hit]:
         """The ``k`` best documents scoring at least ``min_score`` and above 0 (matching only
         terms of no weight, as Robertson's floored IDF gives terms in most documents, is no
@@ -411,15 +411,18 @@ class Engine:
         """``search`` for each query text (embedded in one batch)."""
     def lexical_search(
         self,
-        query: str,
+        query: str | Iterable[str],
         k: int = 10,
         *,
         since: _Timestamp | None = None,
         until: _Timestamp | None = None,
         where: _Where | None = None,
     ) -> list[Hit]:
-        """The ``k`` items whose texts best match the words of ``query`` (BM25 scores)."""
-    def _lexical_corpus_terms(self, query: str) -> tuple[int, int, list[tuple[str, int]]]:
+        """The ``k`` items whose texts best match the words of ``query`` (BM25 scores);
+        ``query`` is a text or its terms already analyzed (a list of str)."""
+    def _lexical_corpus_terms(
+        self, query: str | Iterable[str]
+    ) -> tuple[int, int, list[tuple[str, int]]]:
         """For engines searched as one (``imesde.distributed``): this engine's BM25 statistics
         for ``query``, ``(documents, total_length, [(term, documents_with_term), ...])``."""
     def _lexical_max_impacts(
@@ -428,7 +431,7 @@ class Engine:
         """For engines searched as one: the largest BM25 impact of each of ``terms`` here."""
     def _lexical_search_corpus(
         self,
-        query: str,
+        query: str | Iterable[str],
         k: int,
         documents: int,
         total_length: int,
@@ -442,7 +445,7 @@ class Engine:
         statistics."""
     def hybrid_search(
         self,
-        query: str,
+        query: str | Iterable[str],
         k: int = 10,
         method: Literal["rrf", "weighted", "combsum", "combmnz", "borda"] = "weighted",
         alpha: float | None = None,
@@ -455,7 +458,8 @@ class Engine:
     ) -> list[Hit]:
         """Dense and lexical results fused (``alpha`` weights the dense side: 0 gives the
         lexical ranking, 1 the dense one); ``vector``: the query's embedding for the dense
-        side (a vectors-only engine needs it), ``query`` the text the lexical side reads."""
+        side (a vectors-only engine needs it), ``query`` what the lexical side reads (a text;
+        with ``vector``, also its analyzed terms)."""
     def save(self, path: _FilePath) -> None:
         """Write every held item and the ring's shape atomically, with a checksum."""
     @staticmethod

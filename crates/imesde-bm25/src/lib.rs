@@ -22,4 +22,4 @@ mod stopwords;
 pub use analyzer::{Analyzer, AnalyzerConfig, stemmer_languages};
 pub use error::{Bm25Error, Result};
 pub use fusion::{Fusion, fuse};
-pub use index::{Bm25, Bm25Hit, Corpus, CorpusPart, Method, Params};
+pub use index::{Bm25, Bm25Hit, Corpus, CorpusPart, Method, Params, Query};

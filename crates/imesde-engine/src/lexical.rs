@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::fmt::Write;
 
-use imesde_bm25::{AnalyzerConfig, Bm25, Corpus, CorpusPart, Method, Params};
+use imesde_bm25::{AnalyzerConfig, Bm25, Corpus, CorpusPart, Method, Params, Query};
 use imesde_ring::{Ring, RingError};
 
 use crate::error::Result;
@@ -189,7 +189,7 @@ impl Lexical {
     /// without it), best first; scored as one index of `corpus` when given.
     pub(crate) fn ranked(
         &self,
-        query: &str,
+        query: Query<'_>,
         k: usize,
         corpus: Option<&Corpus>,
         keep: Option<&mut dyn FnMut(u64) -> bool>,
@@ -203,7 +203,7 @@ impl Lexical {
     }
 
     /// This index's part of a corpus of several engines' indexes (see [`Bm25::corpus_terms`]).
-    pub(crate) fn corpus_terms(&self, query: &str) -> CorpusPart {
+    pub(crate) fn corpus_terms(&self, query: Query<'_>) -> CorpusPart {
         self.index.corpus_terms(query)
     }
 

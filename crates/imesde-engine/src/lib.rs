@@ -57,7 +57,7 @@ pub use model::{TextModel, same_model};
 pub use snapshot::Manifest;
 
 #[cfg(feature = "bm25")]
-pub use imesde_bm25::{Corpus, CorpusPart, Fusion};
+pub use imesde_bm25::{Corpus, CorpusPart, Fusion, Query};
 #[cfg(feature = "bm25")]
 pub use lexical::LexicalConfig;
 
@@ -551,20 +551,26 @@ impl Engine {
     }
 
     /// The `k` items whose texts best match the words of `query` (BM25) among those `filter`
-    /// keeps, best first; a hit's score is its BM25 score.
+    /// keeps, best first; a hit's score is its BM25 score. `query` is a text or its terms
+    /// already analyzed ([`Query`]: a `&str`, or a `&[String]`).
     ///
     /// # Errors
     /// No BM25 index, an empty time window.
     #[cfg(feature = "bm25")]
-    pub fn lexical_search(&self, query: &str, k: usize, filter: &Filter) -> Result<Vec<Hit>> {
-        self.lexical_hits(query, self.cap(k), filter, None)
+    pub fn lexical_search<'q>(
+        &self,
+        query: impl Into<Query<'q>>,
+        k: usize,
+        filter: &Filter,
+    ) -> Result<Vec<Hit>> {
+        self.lexical_hits(query.into(), self.cap(k), filter, None)
     }
 
     /// The hits of [`Engine::lexical_ranked`], read back whole (see [`Engine::settled`]).
     #[cfg(feature = "bm25")]
     fn lexical_hits(
         &self,
-        query: &str,
+        query: Query<'_>,
         k: usize,
         filter: &Filter,
         corpus: Option<&Corpus>,
@@ -620,9 +626,9 @@ impl Engine {
     /// # Errors
     /// No BM25 index.
     #[cfg(feature = "bm25")]
-    pub fn lexical_corpus_terms(&self, query: &str) -> Result<CorpusPart> {
+    pub fn lexical_corpus_terms<'q>(&self, query: impl Into<Query<'q>>) -> Result<CorpusPart> {
         let lexical = self.lexical.as_ref().ok_or(EngineError::NoLexical)?;
-        Ok(lexical.lock().corpus_terms(query))
+        Ok(lexical.lock().corpus_terms(query.into()))
     }
 
     /// The largest BM25 impact of each of `terms` here in a corpus of `documents` documents of
@@ -649,14 +655,14 @@ impl Engine {
     /// # Errors
     /// As [`Engine::lexical_search`].
     #[cfg(feature = "bm25")]
-    pub fn lexical_search_corpus(
+    pub fn lexical_search_corpus<'q>(
         &self,
-        query: &str,
+        query: impl Into<Query<'q>>,
         k: usize,
         filter: &Filter,
         corpus: &Corpus,
     ) -> Result<Vec<Hit>> {
-        self.lexical_hits(query, self.cap(k), filter, Some(corpus))
+        self.lexical_hits(query.into(), self.cap(k), filter, Some(corpus))
     }
 
     /// The best `k` ids and BM25 scores among the items held that `filter` keeps, from the
@@ -665,7 +671,7 @@ impl Engine {
     fn lexical_ranked(
         &self,
         held: Option<&lexical::Lexical>,
-        query: &str,
+        query: Query<'_>,
         k: usize,
         filter: &Filter,
         corpus: Option<&Corpus>,
@@ -712,19 +718,19 @@ impl Engine {
         check_alpha(alpha)?;
         // The query embedded first: both sides are then ranked on (nearly) the same items.
         let q = self.embed_queries(&[Arc::from(query)], interrupted)?;
-        self.hybrid_search_vector(query, &q, k, fusion, alpha, filter)
+        self.hybrid_search_vector(Query::Text(query), &q, k, fusion, alpha, filter)
     }
 
     /// [`Engine::hybrid_search`] with the query's embedding given (`vector`, of the engine's
     /// dimension), as a vectors-only engine needs it: the dense side searches `vector`, the
-    /// lexical side the words of `query`.
+    /// lexical side `query` (a text or its analyzed terms, [`Query`]).
     ///
     /// # Errors
     /// No BM25 index, `alpha` outside 0..=1, a bad vector.
     #[cfg(feature = "bm25")]
-    pub fn hybrid_search_vector(
+    pub fn hybrid_search_vector<'q>(
         &self,
-        query: &str,
+        query: impl Into<Query<'q>>,
         vector: &[f32],
         k: usize,
         fusion: Fusion,
@@ -737,6 +743,7 @@ impl Engine {
         // The weighted fusion's alpha is 0.5 unless given: fused scores stay in [0, 1].
         let alpha = alpha.or((fusion == Fusion::Weighted).then_some(0.5));
         let weights = alpha.map(|a| [a, 1.0 - a]);
+        let query = query.into();
         self.settled(|held| {
             let lexical = self.lexical_ranked(held, query, depth, filter, None)?;
             let dense: Vec<(u64, f32)> = self

@@ -127,6 +127,17 @@ fn lexical_hybrid_and_recent_apply_the_filter() {
     let lex = |f: &Filter| e.lexical_search("CVE-2024-1234 nfs client", 10, f).unwrap();
     assert_eq!(lex(&db).iter().map(|h| h.id).collect::<Vec<_>>(), [4]);
     assert!(lex(&web).is_empty());
+    // The query as its analyzed terms: the same hits and scores.
+    let config = e.lexical_config().unwrap().analyzer();
+    let terms = imesde_bm25::Analyzer::new(config)
+        .unwrap()
+        .analyze("CVE-2024-1234 nfs client");
+    let by_terms = e.lexical_search(&terms, 10, &db).unwrap();
+    let by_text = lex(&db);
+    assert_eq!(
+        by_terms.iter().map(|h| (h.id, h.score)).collect::<Vec<_>>(),
+        by_text.iter().map(|h| (h.id, h.score)).collect::<Vec<_>>()
+    );
     for f in [&web, &db] {
         let hybrid = e
             .hybrid_search(

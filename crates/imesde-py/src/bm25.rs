@@ -16,7 +16,7 @@ use rayon::prelude::*;
 use crate::convert::{
     self, Count, FsPath, Id, Real, Text, as_str, id_of, ids_of, str_items, type_name, utf8,
 };
-use crate::convert::{py_str, reduce_to_bytes};
+use crate::convert::{LexicalQuery, py_str, reduce_to_bytes};
 use crate::error::{CoreError, Raise};
 use crate::exceptions::py_err;
 use crate::gil;
@@ -284,26 +284,14 @@ impl PyBm25 {
     fn search(
         &self,
         py: Python<'_>,
-        query: &Bound<'_, PyAny>,
+        query: LexicalQuery,
         k: Count,
         min_score: Real,
     ) -> PyResult<Vec<Bm25Hit>> {
         let (k, min_score) = search_args(k, min_score)?;
-        let hits = if let Ok(text) = query.cast::<PyString>() {
-            let text = utf8(text, "query")?;
-            gil::run(py, "BM25.search", || {
-                self.0.read().search(text, k, min_score)
-            })?
-        } else {
-            // A str is handled above, so every item here is a term (None is refused).
-            let terms: Vec<_> = str_items(query, "query terms", false)?
-                .into_iter()
-                .flatten()
-                .collect();
-            gil::run(py, "BM25.search", || {
-                self.0.read().search_terms(&terms, k, min_score)
-            })?
-        };
+        let hits = gil::run(py, "BM25.search", || {
+            self.0.read().search(query.get(), k, min_score)
+        })?;
         Ok(hits.into_iter().map(Bm25Hit).collect())
     }
 
@@ -329,7 +317,7 @@ impl PyBm25 {
             install(|| match &queries {
                 Docs::Texts(texts) => texts
                     .par_iter()
-                    .map(|q| (!stopped()).then(|| index.search(q, k, min_score)))
+                    .map(|q| (!stopped()).then(|| index.search(&**q, k, min_score)))
                     .collect::<Option<Vec<_>>>(),
                 Docs::Terms(terms) => terms
                     .par_iter()

@@ -925,6 +925,44 @@ pub(crate) fn strs(obj: &Bound<'_, PyAny>, what: &str, single: bool) -> PyResult
 }
 
 /// One text.
+/// A BM25 query: a text, or its terms already analyzed (any sequence of str but a str).
+pub(crate) enum LexicalQuery {
+    Text(String),
+    Terms(Vec<String>),
+}
+
+impl LexicalQuery {
+    pub(crate) fn get(&self) -> imesde_bm25::Query<'_> {
+        match self {
+            Self::Text(text) => imesde_bm25::Query::Text(text),
+            Self::Terms(terms) => imesde_bm25::Query::Terms(terms),
+        }
+    }
+}
+
+impl<'py> FromPyObject<'_, 'py> for LexicalQuery {
+    type Error = PyErr;
+    fn extract(obj: Borrowed<'_, 'py, PyAny>) -> PyResult<Self> {
+        if let Ok(text) = obj.cast::<PyString>() {
+            return Ok(Self::Text(utf8(&text, "query")?.to_owned()));
+        }
+        if obj.is_instance_of::<PyBytes>()
+            || obj.is_instance_of::<PyByteArray>()
+            || obj.try_iter().is_err()
+        {
+            return Err(py_err!(
+                DType,
+                "query must be a str or a list of its terms (str), got {}",
+                type_name(&obj)
+            ));
+        }
+        let terms = str_items(&obj, "query terms", false)?;
+        Ok(Self::Terms(
+            terms.into_iter().flatten().map(|t| t.to_string()).collect(),
+        ))
+    }
+}
+
 pub(crate) fn one_str(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Arc<str>> {
     match obj.cast::<PyString>() {
         Ok(s) => Ok(Arc::from(utf8(s, what)?)),

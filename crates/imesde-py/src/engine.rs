@@ -18,7 +18,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyInt, PyList, PyString, PyTuple};
 
 use crate::bm25::PyBm25;
-use crate::convert::{self, Count, Flag, FsPath, Real, Text, id_of, reduce_to_bytes};
+use crate::convert::{self, Count, Flag, FsPath, LexicalQuery, Real, Text, id_of, reduce_to_bytes};
 use crate::embed::TextEmbedder;
 use crate::error::{CoreError, Raise};
 use crate::exceptions::py_err;
@@ -164,8 +164,9 @@ impl Engine {
     }
 
     /// The ``k`` items that best match the words of ``query`` (BM25 over the items' texts),
-    /// best first; ``score`` is the BM25 score. ``since``, ``until`` and ``where`` as in
-    /// ``search``. Needs ``Engine(..., lexical=True)``.
+    /// best first; ``score`` is the BM25 score. ``query`` is a text, or its terms already
+    /// analyzed (a list of str, as ``BM25.search`` takes). ``since``, ``until`` and ``where``
+    /// as in ``search``. Needs ``Engine(..., lexical=True)``.
     #[pyo3(
         signature = (query, k = Count::from(10), *, since = None, until = None, r#where = None),
         text_signature = "($self, query, k=10, *, since=None, until=None, where=None)"
@@ -173,7 +174,7 @@ impl Engine {
     fn lexical_search(
         &self,
         py: Python<'_>,
-        query: Text,
+        query: LexicalQuery,
         k: Count,
         since: Option<&Bound<'_, PyAny>>,
         until: Option<&Bound<'_, PyAny>>,
@@ -183,7 +184,7 @@ impl Engine {
         let filter = convert::filter(since, until, r#where, false)?;
         Ok(hits(
             gil::run(py, "Engine.lexical_search", || {
-                self.core.lexical_search(&query, k, &filter)
+                self.core.lexical_search(query.get(), k, &filter)
             })
             .raise()?,
         ))
@@ -194,10 +195,10 @@ impl Engine {
     fn _lexical_corpus_terms(
         &self,
         py: Python<'_>,
-        query: Text,
+        query: LexicalQuery,
     ) -> PyResult<imesde_engine::CorpusPart> {
         gil::run(py, "Engine._lexical_corpus_terms", || {
-            self.core.lexical_corpus_terms(&query)
+            self.core.lexical_corpus_terms(query.get())
         })
         .raise()
     }
@@ -226,7 +227,7 @@ impl Engine {
     fn _lexical_search_corpus(
         &self,
         py: Python<'_>,
-        query: Text,
+        query: LexicalQuery,
         k: Count,
         documents: u32,
         total_length: u64,
@@ -244,7 +245,8 @@ impl Engine {
         };
         Ok(hits(
             gil::run(py, "Engine._lexical_search_corpus", || {
-                self.core.lexical_search_corpus(&query, k, &filter, &corpus)
+                self.core
+                    .lexical_search_corpus(query.get(), k, &filter, &corpus)
             })
             .raise()?,
         ))
@@ -256,8 +258,8 @@ impl Engine {
     /// weights the dense list (and ``1 - alpha`` the lexical one; default 0.5; 0 gives the
     /// lexical ranking, 1 the dense one). ``score`` is the fused score. ``vector``: the
     /// query's embedding (float32, the engine's dimension) for the dense side instead of the
-    /// model's, as a vectors-only engine needs; ``query`` stays the text the lexical side
-    /// searches. ``since``, ``until`` and ``where`` filter both sides, as in ``search``. Needs
+    /// model's, as a vectors-only engine needs; ``query`` stays what the lexical side
+    /// searches (with ``vector``, a text or its analyzed terms). ``since``, ``until`` and ``where`` filter both sides, as in ``search``. Needs
     /// ``lexical=True``, and a model unless ``vector`` is given.
     #[pyo3(
         signature = (query, k = Count::from(10), method = Text("weighted".into()), alpha = None, *,
@@ -282,18 +284,27 @@ impl Engine {
         let filter = convert::filter(since, until, r#where, exact.0)?;
         let fusion = method.parse::<Fusion>().map_err(CoreError::from)?;
         let alpha = alpha.map(|a| a.0 as f32);
-        let text = convert::one_str(query, "query")?;
         if let Some(vector) = vector {
+            let query: LexicalQuery = query.extract()?;
             let q = self.one_vector(vector, "vector")?;
             let q = q.as_slice();
             return Ok(hits(
                 gil::run(py, "Engine.hybrid_search", || {
                     self.core
-                        .hybrid_search_vector(&text, q, k, fusion, alpha, &filter)
+                        .hybrid_search_vector(query.get(), q, k, fusion, alpha, &filter)
                 })
                 .raise()?,
             ));
         }
+        if !query.is_instance_of::<PyString>() && query.try_iter().is_ok() {
+            return Err(py_err!(
+                DType,
+                "query must be a str without vector= (the model embeds a text, not terms), \
+                 got {}",
+                convert::type_name(query)
+            ));
+        }
+        let text = convert::one_str(query, "query")?;
         Ok(hits(
             gil::run_interruptible(py, "Engine.hybrid_search", |stop| {
                 self.core

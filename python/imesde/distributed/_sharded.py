@@ -97,6 +97,23 @@ class ShardedItem:
     metadata: dict[str, Any] | None
 
 
+def _lexical_query(query: Any) -> str | list[str]:
+    """A BM25 query as the shards take it: a text, or its terms as a list (a generator is
+    read once here, not once per shard); checked here, with ``Engine.lexical_search``'s
+    messages."""
+    if isinstance(query, str):
+        return query
+    if isinstance(query, bytes | bytearray) or not isinstance(query, Iterable):
+        raise DTypeError(
+            f"query must be a str or a list of its terms (str), got {type(query).__name__}"
+        )
+    terms = list(query)
+    for i, term in enumerate(terms):
+        if not isinstance(term, str):
+            raise DTypeError(f"query terms[{i}] must be str, got {type(term).__name__}")
+    return terms
+
+
 def _item_id(value: object, what: str = "id") -> int:
     """An item id: an integer from 0 to 2**64 - 1 (numpy's too; not a bool or a str)."""
     i = integer(value, what)
@@ -431,7 +448,7 @@ class _Shard:
         found = self.engine.search_vector(vector, k, **self._tuned(filters))
         return [self._row(h) for h in found]
 
-    def corpus_terms(self, query: str) -> tuple[int, int, list[tuple[str, int]]]:
+    def corpus_terms(self, query: str | list[str]) -> tuple[int, int, list[tuple[str, int]]]:
         return self.engine._lexical_corpus_terms(query)
 
     def max_impacts(self, terms: list[str], documents: int, total_length: int) -> list[float]:
@@ -439,7 +456,7 @@ class _Shard:
 
     def lexical_search_corpus(
         self,
-        query: str,
+        query: str | list[str],
         k: int,
         corpus: tuple[int, int, dict[str, tuple[int, float]]],
         filters: dict[str, Any],
@@ -940,7 +957,7 @@ class ShardedEngine:
         return [self._merge((s[j] for s in per_shard), k) for j in range(len(qs))]
 
     def _corpus(
-        self, query: str, allow_partial: bool
+        self, query: str | list[str], allow_partial: bool
     ) -> tuple[int, int, dict[str, tuple[int, float]]]:
         """The BM25 statistics of every (available) shard's items taken as one corpus, for
         `query`: documents, total length, and per term its document count and largest
@@ -959,7 +976,7 @@ class ShardedEngine:
 
     def lexical_search(
         self,
-        query: str,
+        query: str | Iterable[str],
         k: int = 10,
         *,
         since: Any = None,
@@ -968,19 +985,19 @@ class ShardedEngine:
         allow_partial: bool = False,
     ) -> list[ShardedHit]:
         """The ``k`` items whose texts best match ``query``'s words, best first; needs
-        ``lexical=True``. BM25 as one engine holding every shard's items scores it: the
-        shards' statistics (document counts, lengths, term frequencies) are gathered first,
-        and every shard scores with them."""
+        ``lexical=True``. ``query`` is a text or its analyzed terms, as in
+        ``Engine.lexical_search``. BM25 as one engine holding every shard's items scores it:
+        the shards' statistics (document counts, lengths, term frequencies) are gathered
+        first, and every shard scores with them."""
+        q = _lexical_query(query)
         f = self._filters(since, until, where)
-        corpus = self._corpus(query, allow_partial)
-        lists = self._scatter(
-            "lexical_search_corpus", query, k, corpus, f, allow_partial=allow_partial
-        )
+        corpus = self._corpus(q, allow_partial)
+        lists = self._scatter("lexical_search_corpus", q, k, corpus, f, allow_partial=allow_partial)
         return self._merge(lists, k)
 
     def hybrid_search(
         self,
-        query: str,
+        query: str | Iterable[str],
         k: int = 10,
         method: Fusion = "weighted",
         alpha: float | None = None,
@@ -994,8 +1011,10 @@ class ShardedEngine:
     ) -> list[ShardedHit]:
         """Dense and lexical results fused as ``Engine.hybrid_search`` fuses them (the best
         ``max(5k, 50)`` of each side over all shards, ``method``, ``alpha`` and ``vector``
-        as there)."""
+        as there; ``query`` may be terms only with ``vector``)."""
         import imesde
+
+        q = _lexical_query(query)
 
         if alpha is not None and (isinstance(alpha, bool) or not isinstance(alpha, int | float)):
             raise DTypeError(f"alpha must be a number, got {type(alpha).__name__}")
@@ -1009,11 +1028,16 @@ class ShardedEngine:
             "where": where,
             "allow_partial": allow_partial,
         }
-        if vector is None:
-            dense = self.search(query, depth, exact=exact, **opts)
-        else:
+        if vector is not None:
             dense = self.search_vector(vector, depth, exact=exact, **opts)
-        lexical = self.lexical_search(query, depth, **opts)
+        elif isinstance(q, str):
+            dense = self.search(q, depth, exact=exact, **opts)
+        else:
+            raise DTypeError(
+                "query must be a str without vector= (the model embeds a text, not terms), "
+                f"got {type(query).__name__}"
+            )
+        lexical = self.lexical_search(q, depth, **opts)
         if alpha is None and method == "weighted":
             alpha = 0.5
         # The weights in float32, computed as the engine computes them.

@@ -82,6 +82,38 @@ impl fmt::Display for Method {
     }
 }
 
+/// A query: a text the index's analyzer splits into terms, or terms already analyzed (as
+/// [`Analyzer::analyze`] makes them), looked up as given. A repeated term counts again.
+#[derive(Debug, Clone, Copy)]
+pub enum Query<'a> {
+    Text(&'a str),
+    Terms(&'a [String]),
+}
+
+impl<'a> From<&'a str> for Query<'a> {
+    fn from(text: &'a str) -> Self {
+        Self::Text(text)
+    }
+}
+
+impl<'a> From<&'a String> for Query<'a> {
+    fn from(text: &'a String) -> Self {
+        Self::Text(text)
+    }
+}
+
+impl<'a> From<&'a [String]> for Query<'a> {
+    fn from(terms: &'a [String]) -> Self {
+        Self::Terms(terms)
+    }
+}
+
+impl<'a> From<&'a Vec<String>> for Query<'a> {
+    fn from(terms: &'a Vec<String>) -> Self {
+        Self::Terms(terms)
+    }
+}
+
 /// Scoring parameters.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Params {
@@ -624,8 +656,11 @@ impl Bm25 {
     }
 
     /// Query terms with their multiplicity (a repeated query word counts again, as in bm25s).
-    fn query_terms(&self, query: &str) -> Vec<(u32, f32)> {
-        self.term_weights(self.analyzer.analyze(query))
+    fn query_terms<'q>(&self, query: impl Into<Query<'q>>) -> Vec<(u32, f32)> {
+        match query.into() {
+            Query::Text(text) => self.term_weights(self.analyzer.analyze(text)),
+            Query::Terms(terms) => self.term_weights(terms),
+        }
     }
 
     /// [`Self::query_terms`] of terms already analyzed.

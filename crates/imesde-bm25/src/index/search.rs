@@ -4,7 +4,7 @@
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap};
 
-use super::{Bm25, Bm25Hit, Corpus, CorpusPart, DEAD, Impacts};
+use super::{Bm25, Bm25Hit, Corpus, CorpusPart, DEAD, Impacts, Query};
 
 /// A query whose lists hold at least `1 / DENSE_FRACTION` postings per document is scored
 /// into a dense array instead of with pruning.
@@ -23,8 +23,14 @@ impl Bm25 {
     /// document above the current k-th score, the rest only probe the documents already
     /// gathered that can still reach it. Long queries full of common words then cost little
     /// more than their rare words.
+    /// `query` is a text or its analyzed terms ([`Query`]).
     #[must_use]
-    pub fn search(&self, query: &str, k: usize, min_score: f32) -> Vec<Bm25Hit> {
+    pub fn search<'q>(
+        &self,
+        query: impl Into<Query<'q>>,
+        k: usize,
+        min_score: f32,
+    ) -> Vec<Bm25Hit> {
         self.search_with(&self.query_terms(query), k, min_score, Path::Any)
     }
 
@@ -43,11 +49,11 @@ impl Bm25 {
     /// [`Self::search`] among the documents whose id `keep` accepts: exact, with the filter
     /// applied as documents are selected (so `k` hits come back whenever `k` matching
     /// documents score above `min_score`). `keep` is asked only about documents that match
-    /// the query.
+    /// the query, a text or its analyzed terms ([`Query`]).
     #[must_use]
-    pub fn search_filtered(
+    pub fn search_filtered<'q>(
         &self,
-        query: &str,
+        query: impl Into<Query<'q>>,
         k: usize,
         min_score: f32,
         keep: &mut dyn FnMut(u64) -> bool,
@@ -184,9 +190,13 @@ impl Bm25 {
     /// documents here containing it (0 for a term it lacks). Summed over the indexes they
     /// make a [`Corpus`] (with [`Self::corpus_max_impacts`]).
     #[must_use]
-    pub fn corpus_terms(&self, query: &str) -> CorpusPart {
+    pub fn corpus_terms<'q>(&self, query: impl Into<Query<'q>>) -> CorpusPart {
+        let tokens = match query.into() {
+            Query::Text(text) => self.analyzer.analyze(text),
+            Query::Terms(terms) => terms.to_vec(),
+        };
         let mut terms: Vec<(String, u32)> = Vec::new();
-        for token in self.analyzer.analyze(query) {
+        for token in tokens {
             if terms.iter().any(|(t, _)| *t == token) {
                 continue;
             }
@@ -220,9 +230,9 @@ impl Bm25 {
     /// the documents of every index of `corpus` would: the same scores and order for the
     /// documents of this index, so the best `k` of each index, merged, are the corpus's.
     #[must_use]
-    pub fn search_corpus(
+    pub fn search_corpus<'q>(
         &self,
-        query: &str,
+        query: impl Into<Query<'q>>,
         k: usize,
         min_score: f32,
         corpus: &Corpus,
