@@ -52,7 +52,9 @@ py-test: build
 test: rust-test lint stubtest py-test docs
 
 # The documentation site (docs/, mkdocs.yml): the API reference is read from the built module.
+# The Rust crates' docs too (the binding crate has no Rust API), broken links refused.
 docs: build
+	RUSTDOCFLAGS="-D warnings" cargo doc -q --workspace --no-deps --exclude imesde-py
 	$(VENV)/bin/mkdocs build --strict -q
 
 bench: bench-search bench-embed bench-bm25 bench-rq bench-stream bench-models bench-ids bench-filters bench-ray bench-binary bench-layout bench-churn

@@ -1494,7 +1494,7 @@ struct Routes {
     signs: Vec<u64>,
 }
 
-/// The index ([`crate::ivf`]): configuration, training, upkeep on writes, and search.
+/// The index (the `ivf` module): configuration, training, upkeep on writes, and search.
 impl Ring {
     /// Sets (or with `None` removes) the index. A new index is untrained: searches scan every
     /// item until [`Ring::train_index`] has run.

@@ -137,7 +137,8 @@ pub struct FitConfig {
     pub n_clusters: Vec<usize>,
     /// Most Lloyd iterations per level.
     pub max_iter: usize,
-    /// Convergence tolerance (see [`KMeansConfig::tol`]).
+    /// Convergence tolerance: a level stops when the summed squared centroid shift falls below
+    /// `tol` times the mean per-feature variance of the data (scikit-learn's rule).
     pub tol: f64,
     /// Seed: the same seed gives bit-identical codebooks on every machine and thread count.
     pub seed: u64,
