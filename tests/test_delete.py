@@ -117,6 +117,50 @@ def test_membership_follows_ingest_delete_upsert_and_the_window(golden: Golden) 
         assert other not in engine
 
 
+@pytest.mark.parametrize("storage", ["f32", "int8"])
+def test_get_batch_reads_each_id_as_get_does(golden: Golden, storage: str) -> None:
+    """``get_batch``: the items of a list or an id array in order, None where ``get`` raises
+    (deleted, overwritten, never ingested, the ``-1`` padding of ``search_vectors``)."""
+    texts, vecs = golden
+    engine = imesde.Engine(384, num_shards=2, shard_size=8, storage=storage)
+    ids = engine.ingest_vectors(vecs[:20], texts[:20], metadata=[{"n": i} for i in range(20)])
+    engine.delete(int(ids[15]))
+    _, found = engine.search_vectors(vecs[:3], k=10)
+    # Rows as search_vectors pads them (-1) where a query finds fewer.
+    padded = np.concatenate([found, np.full((3, 2), -1)], axis=1)
+    for row in padded:
+        items = engine.get_batch(row)
+        assert len(items) == len(row)
+        for i, item in zip(row, items, strict=True):
+            if i < 0:
+                assert item is None
+                continue
+            assert item is not None
+            want = engine.get(int(i))
+            assert (item.id, item.text, item.ts, item.metadata) == (
+                want.id,
+                want.text,
+                want.ts,
+                want.metadata,
+            )
+            np.testing.assert_array_equal(item.vector, want.vector)
+    asked = [int(ids[19]), int(ids[0]), int(ids[15]), 10**6, int(ids[19]), -1, 2**64]
+    got = engine.get_batch(asked)
+    want_ids = [ids[19], None, None, None, ids[19], None, None]
+    assert [None if it is None else it.id for it in got] == want_ids
+    assert engine.get_batch([]) == []
+    assert engine.get_batch(np.array([], dtype=np.int64)) == []
+    for bad, match in (
+        ("12", "got str"),
+        (b"1", "got bytes"),
+        ([1, "2"], r"ids\[1\]"),
+        ([True], "bool"),
+    ):
+        with pytest.raises(imesde.DTypeError, match=match):
+            engine.get_batch(bad)  # type: ignore[arg-type]
+    assert len(engine) == 15
+
+
 def test_deletes_do_not_fire_and_upserts_fire_as_new_items(golden: Golden) -> None:
     texts, vecs = golden
     engine = imesde.Engine(384, num_shards=2, shard_size=64)

@@ -174,6 +174,16 @@ def test_two_shards_answer_as_one_engine(
     best = sharded.search_vector(vectors[0], 1)[0]
     item = sharded.get(best.id)
     assert (item.text, item.ts) == (best.text, best.ts)
+    # Several ids at once, from every shard, in order; None for ids no shard holds.
+    top = [h.id for h in sharded.search_vector(vectors[0], 10)]
+    rows = sharded.get_batch([*top, -1, 2**63 + 5, top[0]])
+    assert [r.id if r else None for r in rows] == [*top, None, None, top[0]]
+    for r in rows[:10]:
+        assert r is not None
+        one_by_one = sharded.get(r.id)
+        assert (r.text, r.ts, r.metadata) == (one_by_one.text, one_by_one.ts, one_by_one.metadata)
+        np.testing.assert_array_equal(r.vector, one_by_one.vector)
+    assert len({sharded._shard_of(i) for i in top}) == 2
     assert best.id in sharded
     assert np.int64(best.id) in sharded
     assert sharded.delete([best.id, best.id + 2 * 10**9]) == 1

@@ -564,6 +564,9 @@ class Engine:
         pads."""
     def get(self, id: int) -> Item:
         """The item with this id; raises ``ItemNotFoundError`` if it is not held."""
+    def get_batch(self, ids: Iterable[int] | npt.NDArray[np.integer[Any]]) -> list[Item | None]:
+        """The items with these ids, in order (one list, or an integer array such as a row of
+        ``search_vectors``' ids); None for an id not held, ``-1`` padding included."""
     def delete(self, ids: int | Iterable[int] | npt.NDArray[np.integer[Any]]) -> int:
         """Delete items by id (searches, ``get``, snapshots and BM25 no longer see them);
         ids not held are skipped. Returns how many were deleted."""

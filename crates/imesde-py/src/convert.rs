@@ -972,6 +972,29 @@ pub(crate) fn one_str(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Arc<str>> 
 
 /// Ids from an iterable of ints (or an integer numpy array), each checked (see [`Id`]).
 pub(crate) fn ids_of(obj: &Bound<'_, PyAny>) -> PyResult<Vec<u64>> {
+    id_items(obj, id_of)
+}
+
+/// An id to look an item up by: None for an integer no item has (negative, as the ``-1``
+/// padding of ``search_vectors``, or past 2**64 - 1); anything but an int is a type error.
+pub(crate) fn lookup_id(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Option<u64>> {
+    match id_of(obj, what) {
+        Ok(id) => Ok(Some(id)),
+        Err(e) if crate::exceptions::is(obj.py(), &e, Exc::OutOfRange) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// [`ids_of`] of ids to look items up by ([`lookup_id`]).
+pub(crate) fn lookup_ids_of(obj: &Bound<'_, PyAny>) -> PyResult<Vec<Option<u64>>> {
+    id_items(obj, lookup_id)
+}
+
+/// Each item of the iterable `obj` (not a str or bytes) through `each`.
+fn id_items<T>(
+    obj: &Bound<'_, PyAny>,
+    each: impl Fn(&Bound<'_, PyAny>, &str) -> PyResult<T>,
+) -> PyResult<Vec<T>> {
     // Bytes iterate as ints, a str as characters: `delete(b"3")` is not ids 51.
     if obj.is_instance_of::<PyBytes>()
         || obj.is_instance_of::<PyByteArray>()
@@ -986,7 +1009,7 @@ pub(crate) fn ids_of(obj: &Bound<'_, PyAny>) -> PyResult<Vec<u64>> {
     obj.try_iter()
         .map_err(|_| py_err!(DType, "ids must be a list of int, got {}", type_name(obj)))?
         .enumerate()
-        .map(|(i, id)| id_of(&id?, &format!("ids[{i}]")))
+        .map(|(i, id)| each(&id?, &format!("ids[{i}]")))
         .collect()
 }
 

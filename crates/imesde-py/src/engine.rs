@@ -905,12 +905,9 @@ impl Engine {
     /// The item with this id; raises ``ItemNotFoundError`` (a ``KeyError``) if it was never
     /// ingested, has been overwritten or was deleted.
     fn get(&self, py: Python<'_>, id: &Bound<'_, PyAny>) -> PyResult<Item> {
-        let found = match id_of(id, "id") {
-            Ok(id) => gil::run(py, "Engine.get", || self.core.get(id))?,
-            // An id outside 0..2**64 is one no item has; anything else not an int (an array
-            // too) is id_of's type error.
-            Err(e) if crate::exceptions::is(py, &e, crate::exceptions::Exc::OutOfRange) => None,
-            Err(e) => return Err(e),
+        let found = match convert::lookup_id(id, "id")? {
+            Some(id) => gil::run(py, "Engine.get", || self.core.get(id))?,
+            None => None,
         };
         found.map(Item).ok_or_else(|| {
             py_err!(
@@ -920,6 +917,20 @@ impl Engine {
                 self.core.ring().len()
             )
         })
+    }
+
+    /// The items with these ids (a list, or an integer array such as a row of
+    /// ``search_vectors``' ids), in order: None for an id not held (never ingested,
+    /// overwritten, deleted, or no id at all, as the ``-1`` padding). Items read in one call,
+    /// as ``faiss``' ``reconstruct_batch`` or chromadb's ``get(ids=...)``.
+    fn get_batch(&self, py: Python<'_>, ids: &Bound<'_, PyAny>) -> PyResult<Vec<Option<Item>>> {
+        let ids = convert::lookup_ids_of(ids)?;
+        let found = gil::run(py, "Engine.get_batch", || {
+            ids.iter()
+                .map(|id| id.and_then(|id| self.core.get(id)))
+                .collect::<Vec<_>>()
+        })?;
+        Ok(found.into_iter().map(|item| item.map(Item)).collect())
     }
 
     fn __len__(&self) -> usize {

@@ -479,6 +479,15 @@ class _Shard:
             return None
         return (global_id, item.vector, item.text, item.ts, item.metadata)
 
+    def get_batch(self, global_ids: list[int]) -> list[tuple[Any, ...] | None]:
+        held = np.isin(self.ids, np.asarray(global_ids, dtype=np.int64))
+        local_of = dict(zip(self.ids[held].tolist(), self.locals[held].tolist(), strict=True))
+        items = self.engine.get_batch([local_of.get(g, -1) for g in global_ids])
+        return [
+            None if item is None else (g, item.vector, item.text, item.ts, item.metadata)
+            for g, item in zip(global_ids, items, strict=True)
+        ]
+
     def delete(self, global_ids: list[int]) -> int:
         local = self._local(global_ids)
         return int(self.engine.delete(local)) if local else 0
@@ -1072,6 +1081,24 @@ class ShardedEngine:
         if row is None:
             raise ItemNotFoundError(f"no shard holds an item with id {item_id}")
         return ShardedItem(*row)
+
+    def get_batch(self, ids: Iterable[int]) -> list[ShardedItem | None]:
+        """The items ``ids`` (a list or an integer array) in order, None for an id no shard
+        holds (``-1`` too), as ``Engine.get_batch``; one call per shard that holds any."""
+        if isinstance(ids, str | bytes | bytearray):
+            raise DTypeError(f"ids must be a list of int, got {type(ids).__name__}")
+        wanted = [integer(v, f"ids[{n}]") for n, v in enumerate(listed(ids, "ids"))]
+        by_shard: dict[int, list[int]] = {}
+        for i in wanted:
+            if 0 <= i < 2**63:  # no item has another id
+                by_shard.setdefault(self._shard_of(i), []).append(i)
+        refs = [(s, self._actors[s].get_batch.remote(g)) for s, g in sorted(by_shard.items())]
+        found: dict[int, ShardedItem] = {}
+        for s, ref in refs:
+            for row in self._wait(s, ref):
+                if row is not None:
+                    found[row[0]] = ShardedItem(*row)
+        return [found.get(i) for i in wanted]
 
     def __contains__(self, item_id: object) -> bool:
         """Whether a shard holds the item ``item_id`` (``item_id in sharded``); anything that
