@@ -34,6 +34,10 @@ int8 file at 128 tokens: dense search (the anchor), BM25, and each fusion of the
 times the P@10 of a random ranking. A round runs every query; the query embeddings come from
 the embedder's cache after the first, so the times are those of search and fusion.
 ``-k "not quality"`` skips embedding the 8,000 documents (minutes), as ``--skip-quality`` did.
+
+Group "debtags quality, BM25 methods": the same queries and qrels on a ``BM25`` index of each
+method (``"lucene"``, the default, is the anchor) at the default ``k1``, ``b`` and ``delta``;
+``search_batch`` answers every query in a round. No embedding: ``-k methods`` runs it alone.
 """
 
 from __future__ import annotations
@@ -378,3 +382,30 @@ def test_debtags_quality(benchmark: Any, quality: Quality, run: str) -> None:
     # BM25 finds only documents with a query term; dense and fused runs always find k.
     assert all(len(hits) == K or (run == "BM25" and len(hits) < K) for hits in found)
     assert p10 >= 3 * quality.random_p10
+
+
+@pytest.mark.parametrize("method", ["lucene", "robertson", "atire", "bm25+", "bm25l"])
+def test_debtags_bm25_methods(benchmark: Any, smoke: bool, method: Any) -> None:
+    docs, queries, qrels = debtags()
+    if smoke:
+        docs = docs[::80]
+        held = {d["id"] for d in docs}
+        queries = [(qid, q) for qid, q in queries if qrels[qid] & held]
+    benchmark.group = (
+        f"debtags quality, BM25 methods: {len(queries)} queries over {len(docs):,} documents"
+    )
+    index = imesde.BM25(method=method)
+    index.add_batch(range(len(docs)), [d["text"] for d in docs])
+    texts = [q for _, q in queries]
+    found = benchmark.pedantic(lambda: index.search_batch(texts, k=K), rounds=5, warmup_rounds=1)
+    scores = [
+        metrics([docs[h.id]["id"] for h in hits], qrels[qid])
+        for hits, (qid, _) in zip(found, queries, strict=True)
+    ]
+    p10, ndcg = np.mean(scores, axis=0)
+    benchmark.extra_info["P@10"] = float(p10)
+    benchmark.extra_info["nDCG@10"] = float(ndcg)
+    random_p10 = np.mean(
+        [len(qrels[qid] & {d["id"] for d in docs}) / len(docs) for qid, _ in queries]
+    )
+    assert p10 >= 3 * random_p10
