@@ -151,6 +151,18 @@ def test_text_engine_with_bm25_round_trips_and_refuses_another_model(
     other = imesde.TextEmbedder(embedder.model_path, embedder.tokenizer_path, pooling="cls")
     with pytest.raises(imesde.InvalidValueError, match="snapshot was made with model"):
         imesde.Engine.load(path, other)
+    # Without a model: the default one with the settings the snapshot recorded, as a pickle
+    # makes its embedder again.
+    tuned = imesde.Engine(imesde.TextEmbedder(max_length=24, pooling="cls"), num_shards=1)
+    tuned.ingest_batch([s["text"] for s in stream[:50]])
+    tuned.save(path)
+    for back in (imesde.Engine.load(path), imesde.Engine.from_bytes(tuned.to_bytes())):
+        assert back.model is not None
+        assert (back.model.max_length, back.model.pooling) == (24, "cls")
+        q = stream[7]["text"]
+        assert [(h.id, h.score) for h in back.search(q)] == [
+            (h.id, h.score) for h in tuned.search(q)
+        ]
     vec_path = tmp_path / "small.imesde"
     small = imesde.Engine(16)
     small.ingest_vectors(np.ones((1, 16), dtype=np.float32))

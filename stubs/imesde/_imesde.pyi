@@ -467,7 +467,9 @@ class Engine:
         path: _FilePath,
         model: TextEmbedder | str | os.PathLike[str] | int | None = None,
     ) -> Engine:
-        """Restore an engine written by ``save`` (refuses a different model)."""
+        """Restore an engine written by ``save``: without ``model``, one made with a model gets
+        the default model with the ``max_length``, ``pooling`` and ``normalize`` it recorded;
+        a different model is refused."""
     def to_bytes(self) -> bytes:
         """The engine as the bytes ``save`` writes."""
     @staticmethod
@@ -475,7 +477,8 @@ class Engine:
         data: bytes | bytearray | memoryview,
         model: TextEmbedder | str | os.PathLike[str] | int | None = None,
     ) -> Engine:
-        """An engine from ``to_bytes`` bytes, checked as a saved file is."""
+        """An engine from ``to_bytes`` bytes, checked as a saved file is (``model`` as in
+        ``load``)."""
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]: ...
     def subscribe(
         self,

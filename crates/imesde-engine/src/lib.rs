@@ -53,7 +53,7 @@ pub use inbox::Inbox;
 #[cfg(feature = "rq")]
 pub use labeler::RqLabeler;
 pub use labeler::{IdFormat, IdStore, IdStoreState, Labeler, SEMANTIC_ID};
-pub use model::{TextModel, same_model};
+pub use model::{RecordedSettings, TextModel, same_model};
 pub use snapshot::Manifest;
 
 #[cfg(feature = "bm25")]
@@ -1038,9 +1038,16 @@ impl Engine {
     /// # Errors
     /// Damaged bytes.
     pub fn snapshot_has_model(bytes: &[u8]) -> Result<bool> {
-        Ok(Manifest::parse(&Ring::snapshot_tag(bytes)?)?
-            .model
-            .is_some())
+        Ok(Self::snapshot_model(bytes)?.is_some())
+    }
+
+    /// The identity of the model the snapshot bytes were made with (see
+    /// [`TextModel::identity`]; [`RecordedSettings::of`] reads its settings), or None.
+    ///
+    /// # Errors
+    /// Damaged bytes.
+    pub fn snapshot_model(bytes: &[u8]) -> Result<Option<String>> {
+        Ok(Manifest::parse(&Ring::snapshot_tag(bytes)?)?.model)
     }
 }
 

@@ -155,6 +155,32 @@ impl TextModel {
     }
 }
 
+/// The embedding settings a model identity ([`TextModel::identity`]) records, each None where
+/// it does not (older snapshots record less).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RecordedSettings {
+    pub pooling: Option<String>,
+    pub normalize: Option<bool>,
+    pub max_length: Option<usize>,
+}
+
+impl RecordedSettings {
+    /// The settings `identity` records.
+    #[must_use]
+    pub fn of(identity: &str) -> Self {
+        // Every field before the prompts holds no ':' (the prompts, which may, come last).
+        let field = |name: &str| {
+            let start = identity.find(&format!(":{name}="))? + name.len() + 2;
+            identity[start..].split(':').next()
+        };
+        Self {
+            pooling: field("pooling").map(str::to_owned),
+            normalize: field("normalize").and_then(|v| v.parse().ok()),
+            max_length: field("max_length").and_then(|v| v.parse().ok()),
+        }
+    }
+}
+
 /// Whether a saved model identity matches the one in use. Older snapshots record less: those
 /// without `:max_length=` (and the prompts after it) are matched on what they have, as are
 /// those from before the hash (no `:sha256=`).
@@ -171,7 +197,30 @@ pub fn same_model(saved: &str, have: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::same_model;
+    use super::{RecordedSettings, same_model};
+
+    #[test]
+    fn an_identity_gives_the_settings_it_records() {
+        let have = "m.onnx:9:dim=4:pooling=cls:normalize=false:sha256=ab:max_length=16:\
+                    document_prompt=\":pooling=mean\":query_prompt=\"query: \"";
+        assert_eq!(
+            RecordedSettings::of(have),
+            RecordedSettings {
+                pooling: Some("cls".into()),
+                normalize: Some(false),
+                max_length: Some(16),
+            }
+        );
+        let old = RecordedSettings::of("m.onnx:9:dim=4:pooling=mean:normalize=true");
+        assert_eq!(
+            (old.pooling.as_deref(), old.normalize, old.max_length),
+            (Some("mean"), Some(true), None)
+        );
+        assert_eq!(
+            RecordedSettings::of("m.onnx:9"),
+            RecordedSettings::default()
+        );
+    }
 
     #[test]
     fn identities_match_on_what_the_snapshot_recorded() {

@@ -528,7 +528,8 @@ impl Engine {
     /// An engine restored from ``save``: the same items in the same slots, so exact searches
     /// return exactly what they did (an ``index="ivf"`` engine's lists are trained again on
     /// them, and its approximate answers may differ). ``model`` as in ``Engine(model)``
-    /// (default: the default model when the snapshot was made with one); a different model
+    /// (default: when the snapshot was made with a model, the default model with the
+    /// ``max_length``, ``pooling`` and ``normalize`` the snapshot recorded); a different model
     /// (dimension or identity) raises. The BM25 index, when it was on, is rebuilt from the
     /// items' texts. A truncated or modified file raises ``IndexCorruptError``.
     #[staticmethod]
@@ -1196,20 +1197,50 @@ fn default_embedder(
     Ok(embedder.cast_into::<TextEmbedder>()?.unbind())
 }
 
+/// The default model with the settings a snapshot's model `identity` records (``max_length``,
+/// ``pooling``, ``normalize``), as unpickling makes a pickled engine's embedder again; the
+/// default model as it comes where those cannot be applied to it (loading then names the
+/// model the snapshot wants).
+fn recorded_embedder(py: Python<'_>, identity: &str) -> PyResult<Py<TextEmbedder>> {
+    let recorded = imesde_engine::RecordedSettings::of(identity);
+    let kwargs = PyDict::new(py);
+    if let Some(pooling) = recorded.pooling {
+        kwargs.set_item("pooling", pooling)?;
+    }
+    if let Some(normalize) = recorded.normalize {
+        kwargs.set_item("normalize", normalize)?;
+    }
+    if let Some(max_length) = recorded.max_length {
+        kwargs.set_item("max_length", max_length)?;
+    }
+    match py
+        .get_type::<TextEmbedder>()
+        .call((py.None(),), Some(&kwargs))
+    {
+        Ok(embedder) => Ok(embedder.cast_into::<TextEmbedder>()?.unbind()),
+        Err(_) => default_embedder(py, None),
+    }
+}
+
 impl Engine {
     /// An engine from snapshot bytes: a vectors-only snapshot loads without a model unless
     /// one is given; a dimension given for one made with a model loads it for vectors only.
     fn restore(py: Python<'_>, bytes: &[u8], model: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
         let model = model.filter(|m| !m.is_none());
-        let has_model = gil::run(py, "Engine.load", || {
-            imesde_engine::Engine::snapshot_has_model(bytes)
+        let recorded = gil::run(py, "Engine.load", || {
+            imesde_engine::Engine::snapshot_model(bytes)
         })
         .raise()?;
-        let (dim, model) = if has_model || model.is_some() {
-            let (dim, m) = model_or_dim(py, model)?;
-            (Some(dim), m)
-        } else {
-            (None, None)
+        let (dim, model) = match (model, recorded) {
+            (None, None) => (None, None),
+            (None, Some(identity)) => {
+                let m = recorded_embedder(py, &identity)?;
+                (Some(m.get().inner().dim()), Some(m))
+            }
+            (Some(m), _) => {
+                let (dim, m) = model_or_dim(py, Some(m))?;
+                (Some(dim), m)
+            }
         };
         let text_model = model.as_ref().map(|m| Arc::clone(&m.get().model));
         let core = gil::run(py, "Engine.load", || {
