@@ -620,6 +620,9 @@ def test_engine_searches_a_query_given_as_its_terms() -> None:
         (42, "query must be a str or a list of its terms"),
         (b"kernel", "got bytes"),
         (["kernel", None], r"query terms\[1\] must be str"),
+        # No order and no repeats: not a query's terms.
+        ({"kernel", "network"}, "got set"),
+        ({"kernel": 2}, "got dict"),
     ):
         with pytest.raises(imesde.DTypeError, match=match):
             engine.lexical_search(bad)  # type: ignore[arg-type]

@@ -1,6 +1,7 @@
-//! `save` / `load`: the `imesde-format` frame (magic `b"IMESDE-BM25\n"`, `u32` version 3, body,
-//! `u32` CRC-32 of all preceding bytes) around this little-endian body: `f32` k1, `f32` b,
-//! `u8` method (0 lucene, 1 robertson, 2 atire, 3 bm25+, 4 bm25l), `f32` delta, the analyzer (a string:
+//! `save` / `load`: the `imesde-format` frame (magic `b"IMESDE-BM25\n"`, `u32` version 3, or 4
+//! for BM25L, body, `u32` CRC-32 of all preceding bytes) around this little-endian body: `f32`
+//! k1, `f32` b, `u8` method (0 lucene, 1 robertson, 2 atire, 3 bm25+, 4 bm25l: version 4 only),
+//! `f32` delta, the analyzer (a string:
 //! stemmer language or empty; `u32` count + strings: stop words; `u8` flags: bit 0 word parts,
 //! bit 1 folding; version 2 wrote 0 or 1 for the word parts, without folding; version 1 had no
 //! flags, its analysis kept words whole), `u32` count + strings: terms,
@@ -18,7 +19,11 @@ use crate::index::{Bm25, Method, Params, SavedDoc};
 const MAGIC: &[u8; 12] = b"IMESDE-BM25\n";
 /// Version 2 added the analyzer's `word_parts` flag; version 1 files were made without them.
 /// Version 3 added `fold` (bit 1 of the same byte); version 2 files were made without it.
+/// Version 4 is version 3 with method code 4 (BM25L), written only for BM25L: a build that
+/// cannot score it says the file is of a newer format, not damaged, and other files stay
+/// readable by builds that read version 3.
 const VERSION: u32 = 3;
+const VERSION_BM25L: u32 = 4;
 
 fn io_error(path: &Path, source: std::io::Error) -> Bm25Error {
     Bm25Error::Io {
@@ -40,8 +45,12 @@ impl Bm25 {
     /// The index as the bytes of its file (see [`Bm25::save`]).
     #[must_use]
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut w = Writer::new(MAGIC, VERSION);
         let p = self.params();
+        let version = match p.method {
+            Method::Bm25L { .. } => VERSION_BM25L,
+            _ => VERSION,
+        };
+        let mut w = Writer::new(MAGIC, version);
         w.f32(p.k1);
         w.f32(p.b);
         let (code, delta) = match p.method {
@@ -116,7 +125,7 @@ type Body = (
 
 fn read_body(bytes: &[u8]) -> std::result::Result<Body, FormatError> {
     let bad = |reason: &str| Err(FormatError(reason.into()));
-    let mut r = Reader::open(bytes, MAGIC, &[1, 2, VERSION])?;
+    let mut r = Reader::open(bytes, MAGIC, &[1, 2, VERSION, VERSION_BM25L])?;
     let (k1, b) = (r.f32()?, r.f32()?);
     let code = r.u8()?;
     let delta = r.f32()?;
@@ -125,7 +134,7 @@ fn read_body(bytes: &[u8]) -> std::result::Result<Body, FormatError> {
         1 => Method::Robertson,
         2 => Method::Atire,
         3 => Method::Bm25Plus { delta },
-        4 => Method::Bm25L { delta },
+        4 if r.version() == VERSION_BM25L => Method::Bm25L { delta },
         other => return bad(&format!("unknown method code {other}")),
     };
     let stemmer = Some(r.str()?).filter(|s| !s.is_empty());

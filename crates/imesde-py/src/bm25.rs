@@ -150,9 +150,10 @@ pub(crate) fn bm25_params(k1: Real, b: Real, method: &str, delta: Real) -> PyRes
 /// A BM25 keyword index over documents with integer ids.
 ///
 /// ``method`` is ``"lucene"`` (default), ``"robertson"``, ``"atire"``, ``"bm25+"`` or
-/// ``"bm25l"`` (the last two with ``delta``); ``stemmer`` a Snowball language (``"english"`` by default) or None;
-/// ``stopwords`` None, ``"english"`` or a list of words. Terms are Unicode words, lowercased;
-/// technical compounds such as ``CVE-2024-1234`` or ``net/mlx5e`` are also indexed whole.
+/// ``"bm25l"`` (the last two with ``delta``); ``stemmer`` a Snowball language (``"english"``
+/// by default) or None; ``stopwords`` None, ``"english"`` or a list of words. Terms are
+/// Unicode words, lowercased; technical compounds such as ``CVE-2024-1234`` or ``net/mlx5e``
+/// are also indexed whole.
 #[pyclass(frozen, weakref, module = "imesde._imesde", name = "BM25")]
 pub(crate) struct PyBm25(RwLock<Bm25>);
 

@@ -14,8 +14,8 @@ use pyo3::Borrowed;
 use pyo3::exceptions::{PyOverflowError, PyTypeError, PyUnicodeEncodeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{
-    PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyInt, PyList, PyMapping, PyMemoryView,
-    PyString, PyTuple,
+    PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyFrozenSet, PyInt, PyList, PyMapping,
+    PyMemoryView, PySet, PyString, PyTuple,
 };
 use serde_json::Value as Json;
 
@@ -924,8 +924,8 @@ pub(crate) fn strs(obj: &Bound<'_, PyAny>, what: &str, single: bool) -> PyResult
     Ok(str_items(obj, what, false)?.into_iter().flatten().collect())
 }
 
-/// One text.
-/// A BM25 query: a text, or its terms already analyzed (any sequence of str but a str).
+/// A BM25 query: a text, or its terms already analyzed (an iterable of str in order: not a
+/// set or a mapping, which keep no order and no repeated term).
 pub(crate) enum LexicalQuery {
     Text(String),
     Terms(Vec<String>),
@@ -956,6 +956,16 @@ impl<'py> FromPyObject<'_, 'py> for LexicalQuery {
                 type_name(&obj)
             ));
         }
+        if obj.is_instance_of::<PySet>()
+            || obj.is_instance_of::<PyFrozenSet>()
+            || obj.cast::<PyMapping>().is_ok()
+        {
+            return Err(py_err!(
+                DType,
+                "query terms must be a list, got {} (it keeps no order and no repeated term)",
+                type_name(&obj)
+            ));
+        }
         let terms = str_items(&obj, "query terms", false)?;
         Ok(Self::Terms(
             terms.into_iter().flatten().map(|t| t.to_string()).collect(),
@@ -963,6 +973,7 @@ impl<'py> FromPyObject<'_, 'py> for LexicalQuery {
     }
 }
 
+/// One text.
 pub(crate) fn one_str(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Arc<str>> {
     match obj.cast::<PyString>() {
         Ok(s) => Ok(Arc::from(utf8(s, what)?)),
@@ -978,6 +989,10 @@ pub(crate) fn ids_of(obj: &Bound<'_, PyAny>) -> PyResult<Vec<u64>> {
 /// An id to look an item up by: None for an integer no item has (negative, as the ``-1``
 /// padding of ``search_vectors``, or past 2**64 - 1); anything but an int is a type error.
 pub(crate) fn lookup_id(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Option<u64>> {
+    // A negative int (padding) is answered before id_of builds the error it would raise.
+    if !is_bool(obj) && obj.extract::<i64>().is_ok_and(|i| i < 0) {
+        return Ok(None);
+    }
     match id_of(obj, what) {
         Ok(id) => Ok(Some(id)),
         Err(e) if crate::exceptions::is(obj.py(), &e, Exc::OutOfRange) => Ok(None),

@@ -259,8 +259,9 @@ impl Engine {
     /// lexical ranking, 1 the dense one). ``score`` is the fused score. ``vector``: the
     /// query's embedding (float32, the engine's dimension) for the dense side instead of the
     /// model's, as a vectors-only engine needs; ``query`` stays what the lexical side
-    /// searches (with ``vector``, a text or its analyzed terms). ``since``, ``until`` and ``where`` filter both sides, as in ``search``. Needs
-    /// ``lexical=True``, and a model unless ``vector`` is given.
+    /// searches (with ``vector``, a text or its analyzed terms). ``since``, ``until`` and
+    /// ``where`` filter both sides, as in ``search``. Needs ``lexical=True``, and a model
+    /// unless ``vector`` is given.
     #[pyo3(
         signature = (query, k = Count::from(10), method = Text("weighted".into()), alpha = None, *,
                      vector = None, since = None, until = None, r#where = None, exact = Flag(false)),
@@ -270,7 +271,7 @@ impl Engine {
     fn hybrid_search(
         &self,
         py: Python<'_>,
-        query: &Bound<'_, PyAny>,
+        query: LexicalQuery,
         k: Count,
         method: Text,
         alpha: Option<Real>,
@@ -285,7 +286,6 @@ impl Engine {
         let fusion = method.parse::<Fusion>().map_err(CoreError::from)?;
         let alpha = alpha.map(|a| a.0 as f32);
         if let Some(vector) = vector {
-            let query: LexicalQuery = query.extract()?;
             let q = self.one_vector(vector, "vector")?;
             let q = q.as_slice();
             return Ok(hits(
@@ -296,15 +296,12 @@ impl Engine {
                 .raise()?,
             ));
         }
-        if !query.is_instance_of::<PyString>() && query.try_iter().is_ok() {
+        let LexicalQuery::Text(text) = query else {
             return Err(py_err!(
                 DType,
-                "query must be a str without vector= (the model embeds a text, not terms), \
-                 got {}",
-                convert::type_name(query)
+                "query must be a str without vector= (the model embeds a text, not terms)"
             ));
-        }
-        let text = convert::one_str(query, "query")?;
+        };
         Ok(hits(
             gil::run_interruptible(py, "Engine.hybrid_search", |stop| {
                 self.core

@@ -18,7 +18,7 @@ import time
 import weakref
 import zipfile
 import zlib
-from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -106,6 +106,11 @@ def _lexical_query(query: Any) -> str | list[str]:
     if isinstance(query, bytes | bytearray) or not isinstance(query, Iterable):
         raise DTypeError(
             f"query must be a str or a list of its terms (str), got {type(query).__name__}"
+        )
+    if isinstance(query, Set | Mapping):
+        raise DTypeError(
+            f"query terms must be a list, got {type(query).__name__} "
+            "(it keeps no order and no repeated term)"
         )
     terms = list(query)
     for i, term in enumerate(terms):
@@ -1085,20 +1090,25 @@ class ShardedEngine:
     def get_batch(self, ids: Iterable[int]) -> list[ShardedItem | None]:
         """The items ``ids`` (a list or an integer array) in order, None for an id no shard
         holds (``-1`` too), as ``Engine.get_batch``; one call per shard that holds any."""
-        if isinstance(ids, str | bytes | bytearray):
+        if isinstance(ids, numbers.Integral | str | bytes | bytearray) or (
+            isinstance(ids, np.ndarray) and ids.ndim == 0
+        ):
             raise DTypeError(f"ids must be a list of int, got {type(ids).__name__}")
         wanted = [integer(v, f"ids[{n}]") for n, v in enumerate(listed(ids, "ids"))]
-        by_shard: dict[int, list[int]] = {}
+        by_shard: dict[int, set[int]] = {}
         for i in wanted:
             if 0 <= i < 2**63:  # no item has another id
-                by_shard.setdefault(self._shard_of(i), []).append(i)
-        refs = [(s, self._actors[s].get_batch.remote(g)) for s, g in sorted(by_shard.items())]
-        found: dict[int, ShardedItem] = {}
-        for s, ref in refs:
-            for row in self._wait(s, ref):
-                if row is not None:
-                    found[row[0]] = ShardedItem(*row)
-        return [found.get(i) for i in wanted]
+                by_shard.setdefault(self._shard_of(i), set()).add(i)
+        refs = [
+            (s, self._actors[s].get_batch.remote(sorted(g))) for s, g in sorted(by_shard.items())
+        ]
+        rows = {row[0]: row for s, ref in refs for row in self._wait(s, ref) if row is not None}
+        # An item asked for twice comes back as two items (each its own vector), as one
+        # engine's get_batch gives them.
+        return [
+            None if (row := rows.get(i)) is None else ShardedItem(row[0], row[1].copy(), *row[2:])
+            for i in wanted
+        ]
 
     def __contains__(self, item_id: object) -> bool:
         """Whether a shard holds the item ``item_id`` (``item_id in sharded``); anything that

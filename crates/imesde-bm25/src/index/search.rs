@@ -34,8 +34,9 @@ impl Bm25 {
         self.search_with(&self.query_terms(query), k, min_score, Path::Any)
     }
 
-    /// [`Self::search`] for a query already analyzed into `terms` (as [`Analyzer::analyze`](crate::Analyzer::analyze)
-    /// makes them): terms are looked up as given, a repeated term counts again.
+    /// [`Self::search`] for a query already analyzed into `terms` (as
+    /// [`Analyzer::analyze`](crate::Analyzer::analyze) makes them): terms are looked up as
+    /// given, a repeated term counts again.
     #[must_use]
     pub fn search_terms<S: AsRef<str>>(
         &self,
