@@ -168,11 +168,27 @@ def test_two_shards_answer_as_one_engine(
     with pytest.raises(imesde.DTypeError, match=r"query terms\[1\] must be str"):
         sharded.lexical_search(["kernel", 3], 5)
     assert ties > 0, "the stream's repeated items tie: the merge's tie order is exercised"
+    # A batch of vectors, as faiss searches: the arrays one engine gives (ids, scores, ties).
+    for opts in ({}, window):
+        got_s, got_i = sharded.search_vectors(vectors, 10, **opts)
+        want_s, want_i = one.search_vectors(vectors, 10, **opts)
+        assert got_s.dtype == np.float32
+        assert got_i.dtype == np.int64
+        np.testing.assert_array_equal(got_i, want_i)
+        np.testing.assert_array_equal(got_s, want_s)
+    none_s, none_i = sharded.search_vectors(vectors[:3], 10, where={"n": 99})
+    assert none_s.shape == none_i.shape == (3, 0)
+    # Engine's argument names and properties.
+    assert same(sharded.search_vector(query=vectors[0], k=3), one.search_vector(vectors[0], 3))
+    assert (sharded.dim, sharded.storage, sharded.lexical) == (one.dim, "f32", True)
+    settings = sharded.lexical_settings
+    assert settings is not None
+    assert (settings.k1, settings.method, len(settings)) == (1.2, "lucene", 0)
     with pytest.raises(imesde.InvalidValueError, match="alpha"):
         sharded.hybrid_search(q, 5, alpha=1.5)
     # get / delete route by id.
     best = sharded.search_vector(vectors[0], 1)[0]
-    item = sharded.get(best.id)
+    item = sharded.get(id=best.id)
     assert (item.text, item.ts) == (best.text, best.ts)
     # Several ids at once, from every shard, in order; None for ids no shard holds.
     top = [h.id for h in sharded.search_vector(vectors[0], 10)]
@@ -214,7 +230,12 @@ def test_text_search_and_standing_queries_on_shards(
     for start in range(0, len(texts), 100):
         ts = [1_600_000_000.0 + start + i for i in range(100)]
         one.ingest_batch(texts[start : start + 100], timestamps=ts)
-        sharded.ingest_batch(texts[start : start + 100], timestamps=ts, batch_size=50)
+        sharded.ingest_batch(
+            texts[start : start + 100], timestamps=ts, batch_size=50, show_progress_bar=start == 0
+        )
+    with pytest.raises(imesde.DTypeError, match="show_progress_bar"):
+        sharded.ingest_batch(texts[:2], show_progress_bar="yes")
+    assert sharded.lexical_settings is None
     queries = ["kernel panic", "memory leak fixed", "translation update"]
     for q, got in zip(queries, sharded.search_batch(queries, 5), strict=True):
         want = one.search(q, 5)

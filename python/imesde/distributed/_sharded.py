@@ -27,6 +27,7 @@ import numpy.typing as npt
 import ray
 
 from imesde._args import enters_top_k, integer, listed, percentile, positive
+from imesde._bulk import Progress, wants_bar
 
 if TYPE_CHECKING:
     import imesde
@@ -453,6 +454,12 @@ class _Shard:
         found = self.engine.search_vector(vector, k, **self._tuned(filters))
         return [self._row(h) for h in found]
 
+    def search_vectors(
+        self, queries: npt.NDArray[np.float32], k: int, filters: dict[str, Any]
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+        scores, local = self.engine.search_vectors(queries, k, **self._tuned(filters))
+        return scores, np.where(local >= 0, self.ids[local % len(self.ids)], -1)
+
     def corpus_terms(self, query: str | list[str]) -> tuple[int, int, list[tuple[str, int]]]:
         return self.engine._lexical_corpus_terms(query)
 
@@ -473,6 +480,9 @@ class _Shard:
         if self.restore_error is not None:
             raise self.restore_error
         return int(self.engine.capacity)
+
+    def dim(self) -> int:
+        return int(self.engine.dim)
 
     def get(self, global_id: int) -> tuple[Any, ...] | None:
         local = self._local([global_id])
@@ -667,6 +677,7 @@ class ShardedEngine:
             )
         self._actors = [self._start(i) for i in range(num_shards)]
         self.capacity = self._started(start_timeout)
+        self._dim: int = self._wait(0, self._actors[0].dim.remote())
 
     def _started(self, timeout: float | None) -> int:
         """The actors' total capacity once all answer; raises (and stops them) when one does
@@ -775,10 +786,12 @@ class ShardedEngine:
         items: Callable[[list[int]], Any],
         cols: dict[str, list[Any] | None],
         keys: Sequence[str] | None,
+        progress: Progress | None = None,
     ) -> npt.NDArray[np.int64]:
         """Sends `n` items, `batch_size` at a time, to the shards `_route` gives them (by
         `keys` when routing by key): each shard's `method` gets `items(rows)`, the `cols` of
-        those rows and their ids. Waits for every shard (see `_stored`); returns the ids."""
+        those rows and their ids. Waits for every shard (see `_stored`, which moves
+        `progress` on); returns the ids."""
         out = np.empty(n, dtype=np.int64)
         calls = []
         with self._lock:
@@ -799,7 +812,7 @@ class ShardedEngine:
                 self._next += end - start
             last = self._next
         try:
-            self._stored(calls)
+            self._stored(calls, progress)
         finally:
             self._acknowledge(first, last)
         return out
@@ -812,9 +825,12 @@ class ShardedEngine:
             while self._finished and self._finished[0][0] <= self._acked:
                 self._acked = max(self._acked, heapq.heappop(self._finished)[1])
 
-    def _stored(self, calls: list[tuple[int, Any, list[int]]]) -> None:
-        """Waits for every ingest call (shard, call, ids); when one failed, raises its error
-        with ``ingested_ids``: the ids the other calls stored."""
+    def _stored(
+        self, calls: list[tuple[int, Any, list[int]]], progress: Progress | None = None
+    ) -> None:
+        """Waits for every ingest call (shard, call, ids), counting each call's items done on
+        `progress`; when one failed, raises its error with ``ingested_ids``: the ids the other
+        calls stored."""
         stored: list[int] = []
         first: Exception | None = None
         failed = -1
@@ -822,6 +838,8 @@ class ShardedEngine:
             try:
                 self._wait(shard, ref)
                 stored.extend(ids)
+                if progress is not None:
+                    progress.update(len(ids))
             except Exception as e:
                 if first is None:
                     first, failed = e, shard
@@ -854,25 +872,33 @@ class ShardedEngine:
         timestamps: Iterable[Any] | None = None,
         metadata: Iterable[dict[str, Any] | None] | dict[str, Any] | None = None,
         batch_size: int = 1024,
+        show_progress_bar: bool | None = None,
     ) -> npt.NDArray[np.int64]:
         """Adds texts, each embedded on the shard that stores it (shards work on their parts
         of a batch in parallel; ``batch_size`` texts are sent at a time); returns the global
-        ids in input order. ``timestamps`` and ``metadata`` as in ``Engine.ingest_batch``.
-        Texts that are not str are refused before anything is sent; an error on a shard (a
-        shard unavailable: ``ShardUnavailableError``) raises with ``ingested_ids``, the ids
-        the other shards stored."""
+        ids in input order. ``timestamps``, ``metadata`` and ``show_progress_bar`` (the items
+        the shards have stored) as in ``Engine.ingest_batch``. Texts that are not str are
+        refused before anything is sent; an error on a shard (a shard unavailable:
+        ``ShardUnavailableError``) raises with ``ingested_ids``, the ids the other shards
+        stored."""
         texts = listed(texts, "texts")
         _check_texts(texts, "texts")
         batch_size = positive(batch_size, "batch_size")
         cols = _columns(len(texts), "texts", timestamps=timestamps, metadata=metadata)
-        return self._send(
-            "ingest_batch",
-            len(texts),
-            batch_size,
-            lambda rows: [texts[r] for r in rows],
-            cols,
-            texts,
-        )
+        show = wants_bar(show_progress_bar, len(texts))
+        progress = Progress(len(texts), "imesde: ingest", show)
+        try:
+            return self._send(
+                "ingest_batch",
+                len(texts),
+                batch_size,
+                lambda rows: [texts[r] for r in rows],
+                cols,
+                texts,
+                progress,
+            )
+        finally:
+            progress.close()
 
     def ingest_vectors(
         self,
@@ -939,7 +965,7 @@ class ShardedEngine:
 
     def search_vector(
         self,
-        vector: npt.NDArray[np.float32],
+        query: npt.NDArray[np.float32],
         k: int = 10,
         *,
         since: Any = None,
@@ -949,9 +975,41 @@ class ShardedEngine:
         exact: bool = False,
     ) -> list[ShardedHit]:
         """``search`` for a query vector."""
-        q = _float32(vector, "query")
+        q = _float32(query, "query")
         f = self._dense_filters(since, until, where, exact)
         return self._merge(self._scatter("search_vector", q, k, f, allow_partial=allow_partial), k)
+
+    def search_vectors(
+        self,
+        queries: npt.NDArray[np.float32],
+        k: int = 10,
+        *,
+        since: Any = None,
+        until: Any = None,
+        where: Mapping[str, Any] | None = None,
+        allow_partial: bool = False,
+        exact: bool = False,
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+        """Top-``k`` for a batch of query vectors (``[nq, dim]`` float32) over every shard, as
+        ``Engine.search_vectors`` gives it: ``(scores, ids)`` of shape ``[nq, k']`` (``k'``
+        the most hits a query got, at most ``k``), best first, ties to the newer item; a
+        shorter row is padded with id ``-1`` and score ``-inf``."""
+        qs = _float32(queries, "queries")
+        f = self._dense_filters(since, until, where, exact)
+        parts = self._scatter("search_vectors", qs, k, f, allow_partial=allow_partial)
+        nq = len(qs) if qs.ndim == 2 else 0
+        if not parts:
+            return np.empty((nq, 0), np.float32), np.empty((nq, 0), np.int64)
+        scores = np.concatenate([p[0] for p in parts], axis=1)
+        ids = np.concatenate([p[1] for p in parts], axis=1).astype(np.int64, copy=False)
+        # Higher score first, then the newer (larger) id; the padding (-inf) last.
+        order = np.lexsort((-ids, -scores), axis=1)
+        width = min(k, int((ids >= 0).sum(axis=1).max(initial=0)))
+        order = order[:, :width]
+        return (
+            np.ascontiguousarray(np.take_along_axis(scores, order, axis=1)),
+            np.ascontiguousarray(np.take_along_axis(ids, order, axis=1)),
+        )
 
     def search_batch(
         self,
@@ -1074,10 +1132,9 @@ class ShardedEngine:
     def _shard_of(self, item_id: int) -> int:
         return item_id % self.num_shards
 
-    def get(self, item_id: int) -> ShardedItem:
-        """The item ``item_id``; ``ItemNotFoundError`` (a ``KeyError``) when no shard holds
-        it."""
-        item_id = _item_id(item_id)
+    def get(self, id: int) -> ShardedItem:
+        """The item ``id``; ``ItemNotFoundError`` (a ``KeyError``) when no shard holds it."""
+        item_id = _item_id(id)
         shard = self._shard_of(item_id)
         # Global ids stay below 2**63 (int64, as everywhere in imesde).
         row = (
@@ -1158,18 +1215,18 @@ class ShardedEngine:
 
     def upsert(
         self,
-        item_id: int,
+        id: int,
         item: str | npt.NDArray[np.float32],
         *,
         metadata: dict[str, Any] | None = None,
         ts: Any = None,
     ) -> int:
-        """Replaces the item ``item_id`` by a new version and returns its id, as
-        ``Engine.upsert`` does: the new version (a text, or a vector) is a new item at the
-        head of the stream and keeps the old one's metadata (and, for a vector, its text)
-        unless given; then ``item_id`` is deleted. An id not held just adds the item; a bad
-        item raises and leaves ``item_id`` as it was."""
-        item_id = _item_id(item_id)
+        """Replaces the item ``id`` by a new version and returns its id, as ``Engine.upsert``
+        does: the new version (a text, or a vector) is a new item at the head of the stream
+        and keeps the old one's metadata (and, for a vector, its text) unless given; then
+        ``id`` is deleted. An id not held just adds the item; a bad item raises and leaves
+        ``id`` as it was."""
+        item_id = _item_id(id)
         old = self.get(item_id) if item_id in self else None
         meta = metadata if metadata is not None else (None if old is None else old.metadata)
         stamps = None if ts is None else [ts]
@@ -1216,6 +1273,33 @@ class ShardedEngine:
     ) -> int:
         """How many items held over every shard pass the filters (``Engine.count``)."""
         return sum(self._scatter("count", self._filters(since, until, where)))
+
+    @property
+    def dim(self) -> int:
+        """The dimension of the vectors the shards hold (the model's, or the one given)."""
+        return self._dim
+
+    @property
+    def storage(self) -> str:
+        """How each shard stores its vectors: ``"f32"``, ``"int8"`` or ``"binary"``."""
+        storage: str = self._spec["storage"]
+        return storage
+
+    @property
+    def lexical(self) -> bool:
+        """Whether the shards keep a BM25 index of the items' texts."""
+        return bool(self._spec["lexical"])
+
+    @property
+    def lexical_settings(self) -> imesde.BM25 | None:
+        """The shards' BM25 settings as an empty ``imesde.BM25`` (what
+        ``ShardedEngine(lexical=...)`` takes), or None without a BM25 index."""
+        import imesde
+
+        spec = self._spec["lexical"]
+        if not spec:
+            return None
+        return imesde.BM25(**spec) if isinstance(spec, dict) else imesde.BM25()
 
     @property
     def nlist(self) -> int | None:
