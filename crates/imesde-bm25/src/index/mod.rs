@@ -664,16 +664,20 @@ impl Bm25 {
     }
 
     /// [`Self::query_terms`] of terms already analyzed.
+    /// In order of first occurrence; linear in the query's length (a query of every word of
+    /// the vocabulary is one pass, not one per distinct term).
     fn term_weights<S: AsRef<str>>(&self, terms: impl IntoIterator<Item = S>) -> Vec<(u32, f32)> {
         let mut weights: Vec<(u32, f32)> = Vec::new();
+        let mut at: FastMap<u32, usize> = FastMap::default();
         for token in terms {
             if let Some(&t) = self.dict.get(token.as_ref())
                 && self.terms[t as usize].df > 0
             {
-                match weights.iter_mut().find(|(x, _)| *x == t) {
-                    Some((_, w)) => *w += 1.0,
-                    None => weights.push((t, 1.0)),
-                }
+                let i = *at.entry(t).or_insert_with(|| {
+                    weights.push((t, 0.0));
+                    weights.len() - 1
+                });
+                weights[i].1 += 1.0;
             }
         }
         weights

@@ -2,7 +2,7 @@
 //! postings, and the exhaustive reference both must agree with.
 
 use std::cmp::Ordering;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, HashSet};
 
 use super::{Bm25, Bm25Hit, Corpus, CorpusPart, DEAD, Impacts, Query};
 
@@ -197,8 +197,9 @@ impl Bm25 {
             Query::Terms(terms) => terms.to_vec(),
         };
         let mut terms: Vec<(String, u32)> = Vec::new();
+        let mut seen: HashSet<String> = HashSet::new();
         for token in tokens {
-            if terms.iter().any(|(t, _)| *t == token) {
+            if !seen.insert(token.clone()) {
                 continue;
             }
             let df = self
