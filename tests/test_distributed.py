@@ -128,6 +128,11 @@ def test_two_shards_answer_as_one_engine(
         assert np.all(np.diff(b) > 0)
         assert len(a) == len(b)
     assert len(sharded) == len(one) == len(texts)
+    st = sharded.stats()
+    assert (st["len"], st["ingested"], st["deleted"]) == (len(texts), len(texts), 0)
+    assert (st["capacity"], st["num_shards"], st["dim"]) == (sharded.capacity, 2, one.dim)
+    assert [shard["len"] for shard in st["shards"]] == sharded.shard_sizes()
+    assert st["memory_bytes"] == sum(shard["memory_bytes"] for shard in st["shards"])
     sizes = sharded.shard_sizes()
     assert sum(sizes) == len(texts)
     assert all(s > 9_000 for s in sizes if s is not None)
@@ -315,7 +320,14 @@ def test_a_dead_shard_raises_answers_partially_and_is_restored(tmp_path: Path) -
     assert partial
     assert all(h.id % 2 == 0 for h in partial)
     assert sharded.available() == [True, False]
-    assert sharded.shard_sizes(allow_partial=True)[1] is None
+    partial_sizes = sharded.shard_sizes(allow_partial=True)
+    assert partial_sizes[1] is None
+    partial_stats = sharded.stats(allow_partial=True)
+    assert partial_stats["shards"][1] is None
+    assert partial_stats["len"] == partial_sizes[0]
+    assert partial_stats["lexical_bytes"] is None  # no BM25 index
+    with pytest.raises(imesde.ShardUnavailableError):
+        sharded.stats()
     sharded.restore_shard(1)
     assert sharded.available() == [True, True]
     # Shard 1 is back as it was saved; shard 0 kept everything.

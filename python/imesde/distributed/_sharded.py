@@ -98,6 +98,20 @@ class ShardedItem:
     metadata: dict[str, Any] | None
 
 
+# What a sharded engine's stats() adds up over its shards.
+_SUMMED_STATS = (
+    "len",
+    "capacity",
+    "ingested",
+    "evicted",
+    "deleted",
+    "memory_bytes",
+    "payload_bytes",
+    "lexical_bytes",
+    "index_bytes",
+)
+
+
 def _lexical_query(query: Any) -> str | list[str]:
     """A BM25 query as the shards take it: a text, or its terms as a list (a generator is
     read once here, not once per shard); checked here, with ``Engine.lexical_search``'s
@@ -515,6 +529,9 @@ class _Shard:
 
     def size(self) -> int:
         return len(self.engine)
+
+    def stats(self) -> dict[str, Any]:
+        return dict(self.engine.stats())
 
     def count(self, filters: dict[str, Any]) -> int:
         return int(self.engine.count(**filters))
@@ -1359,6 +1376,39 @@ class ShardedEngine:
                 if not allow_partial:
                     raise
                 out.append(None)
+        return out
+
+    def stats(self, *, allow_partial: bool = False) -> dict[str, Any]:
+        """Each shard's ``Engine.stats()`` (``shards``; None for an unavailable shard with
+        ``allow_partial``) and what they add up to: ``len``, ``capacity``, ``ingested``,
+        ``evicted``, ``deleted`` and the byte counts (``memory_bytes``, ``payload_bytes``,
+        ``lexical_bytes``, ``index_bytes``; None where the shards have none) summed over the
+        shards that answered, with
+        ``num_shards`` (the actors), ``dim``, ``storage``, ``index``, ``nlist`` and
+        ``nprobe``. (Each shard counts its own ``searches``: a search asks every shard.)"""
+        shards: list[dict[str, Any] | None] = []
+        for i, a in enumerate(self._actors):
+            try:
+                shards.append(self._wait(i, a.stats.remote()))
+            except ShardUnavailableError:
+                if not allow_partial:
+                    raise
+                shards.append(None)
+        answered = [st for st in shards if st is not None]
+        out: dict[str, Any] = {}
+        for key in _SUMMED_STATS:
+            # None where the shards have none (lexical_bytes without a BM25 index).
+            values = [st[key] for st in answered if st.get(key) is not None]
+            out[key] = sum(values) if values else None
+        out.update(
+            num_shards=self.num_shards,
+            dim=self.dim,
+            storage=self.storage,
+            index=self._spec.get("index"),
+            nlist=self.nlist,
+            nprobe=self.nprobe,
+            shards=shards,
+        )
         return out
 
     # --- snapshots and faults --------------------------------------------------------------
