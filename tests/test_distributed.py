@@ -185,6 +185,11 @@ def test_two_shards_answer_as_one_engine(
         np.testing.assert_array_equal(got_s, want_s)
     none_s, none_i = sharded.search_vectors(vectors[:3], 10, where={"n": 99})
     assert none_s.shape == none_i.shape == (3, 0)
+    no_queries = vectors[:0]
+    assert (
+        sharded.search_vectors(no_queries, 10)[1].shape
+        == one.search_vectors(no_queries, 10)[1].shape
+    )
     # Engine's argument names and properties.
     assert same(sharded.search_vector(query=vectors[0], k=3), one.search_vector(vectors[0], 3))
     assert (sharded.dim, sharded.storage, sharded.lexical) == (one.dim, "f32", True)
@@ -508,6 +513,11 @@ def test_saves_are_whole_or_not_at_all(tmp_path: Path) -> None:
         dist.ShardedEngine(2, model=8, shard_size=64, engine_shards=1, snapshot_dir=d)
     sharded.ingest_vectors(x[20:30])
     ray.kill(sharded.actor(1))
+    # The kill is asynchronous: wait until the shard stops answering (a save in between
+    # could still be answered by it).
+    deadline = time.monotonic() + 60
+    while sharded.available()[1] and time.monotonic() < deadline:
+        time.sleep(0.1)
     with pytest.raises(imesde.ShardUnavailableError):
         sharded.save(d)
     assert sorted(p.name for p in d.glob("shard-*.imesde")) == [
@@ -678,8 +688,10 @@ def test_shards_keep_an_index(
         dist.ShardedEngine(1, model=8, index="hnsw")
     with pytest.raises(imesde.InvalidValueError, match="nprobe"):
         dist.ShardedEngine(1, model=8, index="ivf", nlist=4, nprobe=5)
-    plain = dist.ShardedEngine(1, model=8, shard_size=16)
+    plain = dist.ShardedEngine(1, model=8, shard_size=16, storage="float32")
     assert (plain.train_index(), plain.nlist, plain.nprobe) == (False, None, None)  # no index
+    assert plain.storage == plain.stats()["storage"] == "f32"  # Engine's name for it
+    assert plain.stats()["index_trained"] is False
     with pytest.raises(imesde.InvalidValueError, match="sign bits"):
         plain.k_factor = 40
     assert plain.k_factor == 20
@@ -690,6 +702,7 @@ def test_shards_keep_an_index(
     )
     sharded.ingest_vectors(x)
     assert sharded.train_index()
+    assert sharded.stats()["index_trained"]
     vectors = embedder.embed(debtags_queries())
     found = []
     for v in vectors:

@@ -639,6 +639,7 @@ class ShardedEngine:
         }
         checked = _check_shape(self._spec)
         self._spec["nlist"], self._spec["nprobe"] = checked.nlist, checked.nprobe
+        self._spec["storage"] = checked.storage  # its name as Engine gives it ("float32": f32)
         if snapshot_dir is not None and _read_manifest(os.fspath(snapshot_dir)) is not None:
             # Its shards would come back with their items while ids started again at 0.
             raise InvalidValueError(
@@ -1014,14 +1015,16 @@ class ShardedEngine:
         qs = _float32(queries, "queries")
         f = self._dense_filters(since, until, where, exact)
         parts = self._scatter("search_vectors", qs, k, f, allow_partial=allow_partial)
-        nq = len(qs) if qs.ndim == 2 else 0
         if not parts:
+            nq = 1 if qs.ndim == 1 else len(qs)
             return np.empty((nq, 0), np.float32), np.empty((nq, 0), np.int64)
         scores = np.concatenate([p[0] for p in parts], axis=1)
         ids = np.concatenate([p[1] for p in parts], axis=1).astype(np.int64, copy=False)
         # Higher score first, then the newer (larger) id; the padding (-inf) last.
         order = np.lexsort((-ids, -scores), axis=1)
-        width = min(k, int((ids >= 0).sum(axis=1).max(initial=0)))
+        # The most hits a query got; without queries, the columns the shards gave (as one
+        # engine: min(k, items held)).
+        width = min(k, int((ids >= 0).sum(axis=1).max()) if len(ids) else ids.shape[1])
         order = order[:, :width]
         return (
             np.ascontiguousarray(np.take_along_axis(scores, order, axis=1)),
@@ -1383,9 +1386,11 @@ class ShardedEngine:
         ``allow_partial``) and what they add up to: ``len``, ``capacity``, ``ingested``,
         ``evicted``, ``deleted`` and the byte counts (``memory_bytes``, ``payload_bytes``,
         ``lexical_bytes``, ``index_bytes``; None where the shards have none) summed over the
-        shards that answered, with
-        ``num_shards`` (the actors), ``dim``, ``storage``, ``index``, ``nlist`` and
-        ``nprobe``. (Each shard counts its own ``searches``: a search asks every shard.)"""
+        shards that answered, with ``num_shards`` (the actors), ``dim``, ``storage``,
+        ``index``, ``nlist``, ``nprobe``, ``index_trained`` (every shard that answered has
+        trained its index) and ``simd`` (the kernels the shards run, a list). Each shard counts
+        its own ``searches`` (a search asks every shard) and has its own ``shard_size``: see
+        ``shards``."""
         shards: list[dict[str, Any] | None] = []
         for i, a in enumerate(self._actors):
             try:
@@ -1407,6 +1412,9 @@ class ShardedEngine:
             index=self._spec.get("index"),
             nlist=self.nlist,
             nprobe=self.nprobe,
+            # Every shard that answered has trained its index.
+            index_trained=bool(answered) and all(st["index_trained"] for st in answered),
+            simd=sorted({st["simd"] for st in answered}),
             shards=shards,
         )
         return out
@@ -1483,6 +1491,7 @@ class ShardedEngine:
                 f"{directory}: its manifest's engine settings are damaged ({e!r})"
             ) from e
         self._spec["nlist"], self._spec["nprobe"] = checked.nlist, checked.nprobe
+        self._spec["storage"] = checked.storage  # its name as Engine gives it ("float32": f32)
         self._open(
             int(manifest["num_shards"]),
             key,
