@@ -63,6 +63,48 @@ def test_deleted_items_leave_every_search_and_snapshots(
     ]
 
 
+def test_delete_by_filter_deletes_what_passes(golden: Golden, tmp_path: Path) -> None:
+    """``delete(where=..., since=..., until=...)`` (chromadb's ``delete(where=...)``): exactly
+    the held items that pass (of ``ids`` when given), gone from searches, BM25 and snapshots;
+    no ids and no filter (or ``where={}``) deletes nothing and raises."""
+    texts, vecs = golden
+    n = 200
+    engine = imesde.Engine(384, num_shards=2, shard_size=128, lexical=True)
+    meta: list[dict[str, str | int]] = [{"host": f"h{i % 3}", "n": i} for i in range(n)]
+    engine.ingest_vectors(vecs[:n], texts[:n], metadata=meta, timestamps=list(range(n)))
+    held = {int(i.id): i for i in engine.recent(n)}
+    empty: list[dict[str, object]] = [{}, {"where": {}}, {"where": None}]
+    for bad in empty:
+        with pytest.raises(imesde.InvalidValueError, match="ids or a filter"):
+            engine.delete(**bad)  # type: ignore[arg-type]
+    assert len(engine) == len(held)
+    with pytest.raises(imesde.InvalidValueError, match="where"):
+        engine.delete(where=5)  # type: ignore[arg-type]
+    assert len(engine) == len(held)
+
+    def passes(item: imesde.Item, host: str, until: float) -> bool:
+        return item.metadata is not None and item.metadata["host"] == host and item.ts < until
+
+    want = {i for i, item in held.items() if passes(item, "h1", 150)}
+    assert engine.delete(where={"host": "h1"}, until=150) == len(want) > 0
+    left = {int(i.id) for i in engine.recent(n)}
+    assert left == set(held) - want
+    # With ids: only those of them that pass.
+    some = sorted(left)[:30]
+    want_ids = {i for i in some if held[i].metadata["n"] % 2 == 0}  # type: ignore[index]
+    parity = {"n": {"$in": list(range(0, n, 2))}}
+    assert engine.delete(some, where=parity) == len(want_ids)
+    left -= want_ids
+    assert {int(i.id) for i in engine.recent(n)} == left
+    gone = set(held) - left
+    for q in vecs[sorted(gone)[:5]]:
+        assert not {h.id for h in engine.search_vector(q, k=20)} & gone
+    assert not {h.id for h in engine.lexical_search(texts[sorted(gone)[0]], k=50)} & gone
+    engine.save(tmp_path / "e.imesde")
+    assert {int(i.id) for i in imesde.Engine.load(tmp_path / "e.imesde").recent(n)} == left
+    assert engine.delete(where={"host": "nowhere"}) == 0
+
+
 def test_bad_deletes_are_typed_errors_and_delete_nothing(golden: Golden) -> None:
     _, vecs = golden
     engine = imesde.Engine(384, num_shards=2, shard_size=16)

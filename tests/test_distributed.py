@@ -198,6 +198,13 @@ def test_two_shards_answer_as_one_engine(
     assert (settings.k1, settings.method, len(settings)) == (1.2, "lucene", 0)
     with pytest.raises(imesde.InvalidValueError, match="alpha"):
         sharded.hybrid_search(q, 5, alpha=1.5)
+    # Deletes by filter, as one engine's (no ids and no filter deletes nothing and raises).
+    by_filter: dict[str, Any] = {"where": {"n": 6}, "until": ts[3000]}
+    assert sharded.delete(**by_filter) == one.delete(**by_filter) > 0
+    assert len(sharded) == len(one)
+    assert same(sharded.search_vector(vectors[0], 10), one.search_vector(vectors[0], 10))
+    with pytest.raises(imesde.InvalidValueError, match="ids or a filter"):
+        sharded.delete(where={})
     # get / delete route by id.
     best = sharded.search_vector(vectors[0], 1)[0]
     item = sharded.get(id=best.id)

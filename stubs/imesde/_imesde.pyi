@@ -570,9 +570,18 @@ class Engine:
     def get_batch(self, ids: Iterable[int] | npt.NDArray[np.integer[Any]]) -> list[Item | None]:
         """The items with these ids, in order (one list, or an integer array such as a row of
         ``search_vectors``' ids); None for an id not held, ``-1`` padding included."""
-    def delete(self, ids: int | Iterable[int] | npt.NDArray[np.integer[Any]]) -> int:
-        """Delete items by id (searches, ``get``, snapshots and BM25 no longer see them);
-        ids not held are skipped. Returns how many were deleted."""
+    def delete(
+        self,
+        ids: int | Iterable[int] | npt.NDArray[np.integer[Any]] | None = None,
+        *,
+        since: _Timestamp | None = None,
+        until: _Timestamp | None = None,
+        where: _Where | None = None,
+    ) -> int:
+        """Delete items by id, or those that pass ``since``, ``until`` and ``where`` (of
+        ``ids`` when given), as chromadb's ``delete(ids=..., where=...)``: searches, ``get``,
+        snapshots and BM25 no longer see them; ids not held are skipped. Returns how many were
+        deleted. Neither ids nor a filter (``where={}`` included) raises."""
     def upsert(
         self,
         id: int,

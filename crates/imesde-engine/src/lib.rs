@@ -409,6 +409,26 @@ impl Engine {
         self.ring.delete(ids)
     }
 
+    /// Deletes the items held that pass `filter` (of `ids` only, when given), as
+    /// [`Engine::delete`] does; returns the ids deleted. An item ingested meanwhile is not
+    /// deleted unless it is among `ids`, held and passing when its turn comes.
+    ///
+    /// # Errors
+    /// An empty time window.
+    pub fn delete_passing(&self, ids: Option<&[u64]>, filter: &Filter) -> Result<Vec<u64>> {
+        let ids = match ids {
+            Some(ids) => {
+                filter.check()?;
+                ids.iter()
+                    .copied()
+                    .filter(|&id| self.ring.passes(id, filter))
+                    .collect()
+            }
+            None => self.ring.ids_passing(filter)?,
+        };
+        Ok(self.delete(&ids))
+    }
+
     /// A new version of the item `id`: `vectors` (one row) with `attrs` stored as a new item
     /// (labelled and matched as any ingest), then `id` deleted if it was held. What `attrs`
     /// leaves unset, the new version keeps from the item held: its text (when `attrs` has

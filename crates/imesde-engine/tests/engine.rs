@@ -418,6 +418,26 @@ fn semantic_ids_are_computed_natively_and_unique() {
 }
 
 #[test]
+fn delete_passing_deletes_exactly_what_the_filter_keeps() {
+    let e = log_engine(true);
+    let db = Filter::matching(Predicate::eq("host", "db1"));
+    let want: Vec<u64> = (0..LOG.len() as u64).filter(|i| i % 2 == 0).collect();
+    // Of given ids: only those that pass (odd ids are web1's).
+    assert_eq!(e.delete_passing(Some(&[1, 2, 3]), &db).unwrap(), [2]);
+    let rest: Vec<u64> = want.iter().copied().filter(|&i| i != 2).collect();
+    assert_eq!(e.delete_passing(None, &db).unwrap(), rest);
+    assert_eq!(e.count(&db).unwrap(), 0);
+    assert_eq!(e.ring().len(), LOG.len() - want.len());
+    assert!(
+        e.lexical_search("killed process postgres", 10, &Filter::default())
+            .unwrap()
+            .iter()
+            .all(|h| h.id % 2 == 1)
+    );
+    assert!(e.delete_passing(None, &db).unwrap().is_empty());
+}
+
+#[test]
 fn deleted_items_leave_dense_lexical_hybrid_and_snapshots() {
     let e = log_engine(true);
     let oom = "process killed by the OOM killer";

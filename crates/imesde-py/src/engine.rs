@@ -577,18 +577,55 @@ impl Engine {
         )
     }
 
-    /// Deletes items by id: one int, or a list or array of them. Searches of every kind,
+    /// Deletes items by id (one int, or a list or array of them), or those that pass
+    /// ``since``, ``until`` and ``where`` (as in ``search``; with ``ids``, the ones of them
+    /// that pass), as chromadb's ``delete(ids=..., where=...)``. Searches of every kind,
     /// ``get``, ``recent``, snapshots and the BM25 index no longer see them; standing queries
     /// are not told. Ids not held (never ingested, overwritten or already deleted) are
-    /// skipped. Returns how many items were deleted.
-    fn delete(&self, py: Python<'_>, ids: &Bound<'_, PyAny>) -> PyResult<usize> {
+    /// skipped. Returns how many items were deleted. Neither ids nor a filter (or a filter
+    /// that keeps everything, ``where={}``) deletes nothing and raises.
+    #[pyo3(
+        signature = (ids = None, *, since = None, until = None, r#where = None),
+        text_signature = "($self, ids=None, *, since=None, until=None, where=None)"
+    )]
+    fn delete(
+        &self,
+        py: Python<'_>,
+        ids: Option<&Bound<'_, PyAny>>,
+        since: Option<&Bound<'_, PyAny>>,
+        until: Option<&Bound<'_, PyAny>>,
+        r#where: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<usize> {
         // One id: an int, a numpy integer or a 0-d array of one (none of them iterates).
-        let ids = if ids.try_iter().is_err() && ids.hasattr(pyo3::intern!(py, "__index__"))? {
-            vec![id_of(ids, "id")?]
-        } else {
-            convert::ids_of(ids)?
+        let ids = match ids.filter(|ids| !ids.is_none()) {
+            Some(ids)
+                if ids.try_iter().is_err() && ids.hasattr(pyo3::intern!(py, "__index__"))? =>
+            {
+                Some(vec![id_of(ids, "id")?])
+            }
+            Some(ids) => Some(convert::ids_of(ids)?),
+            None => None,
         };
-        Ok(gil::run(py, "Engine.delete", || self.core.delete(&ids))?.len())
+        // `where={}` keeps every item: as no filter here, never "delete everything".
+        let r#where = r#where.filter(|w| w.len().map_or(true, |n| n > 0));
+        let filter = convert::filter(since, until, r#where, false)?;
+        let deleted = match ids {
+            Some(ids) if filter.is_empty() => {
+                gil::run(py, "Engine.delete", || self.core.delete(&ids))?
+            }
+            None if filter.is_empty() => {
+                return Err(py_err!(
+                    InvalidValue,
+                    "delete needs ids or a filter (where, since, until); an empty one would \
+                     delete every item"
+                ));
+            }
+            ids => gil::run(py, "Engine.delete", || {
+                self.core.delete_passing(ids.as_deref(), &filter)
+            })
+            .raise()?,
+        };
+        Ok(deleted.len())
     }
 
     /// Replaces the item ``id`` by a new version and returns the new version's id: ``item``

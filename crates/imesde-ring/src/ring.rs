@@ -826,6 +826,25 @@ impl Ring {
             .sum())
     }
 
+    /// The ids of the items held that pass `filter`, oldest first.
+    ///
+    /// # Errors
+    /// An empty time window.
+    pub fn ids_passing(&self, filter: &Filter) -> Result<Vec<u64>> {
+        filter.check()?;
+        let mut ids: Vec<u64> = Vec::new();
+        for s in &self.shards {
+            let shard = s.read();
+            ids.extend(
+                (0..shard.ids.len())
+                    .filter(|&slot| is_live(shard.ids[slot]) && shard.passes(slot, filter))
+                    .map(|slot| shard.ids[slot]),
+            );
+        }
+        ids.sort_unstable();
+        Ok(ids)
+    }
+
     /// Whether item `id` is held and passes `filter`.
     #[must_use]
     pub fn passes(&self, id: u64, filter: &Filter) -> bool {

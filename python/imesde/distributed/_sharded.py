@@ -517,9 +517,11 @@ class _Shard:
             for g, item in zip(global_ids, items, strict=True)
         ]
 
-    def delete(self, global_ids: list[int]) -> int:
+    def delete(self, global_ids: list[int] | None, filters: dict[str, Any] | None = None) -> int:
+        if global_ids is None:  # those that pass the filters
+            return int(self.engine.delete(**(filters or {})))
         local = self._local(global_ids)
-        return int(self.engine.delete(local)) if local else 0
+        return int(self.engine.delete(local, **(filters or {}))) if local else 0
 
     def recent(self, n: int, filters: dict[str, Any]) -> list[tuple[Any, ...]]:
         return [
@@ -1199,9 +1201,28 @@ class ShardedEngine:
         shard = self._shard_of(i)
         return self._wait(shard, self._actors[shard].get.remote(i)) is not None
 
-    def delete(self, ids: int | Iterable[int]) -> int:
-        """Deletes the items ``ids`` (one id, or a list or array of them) held; returns how
-        many were."""
+    def delete(
+        self,
+        ids: int | Iterable[int] | None = None,
+        *,
+        since: Any = None,
+        until: Any = None,
+        where: Mapping[str, Any] | None = None,
+    ) -> int:
+        """Deletes the items ``ids`` (one id, or a list or array of them) held, or those that
+        pass ``since``, ``until`` and ``where`` (of ``ids`` when given), as
+        ``Engine.delete``; returns how many were."""
+        if isinstance(where, Mapping) and not where:
+            where = None  # keeps every item: no filter, as Engine.delete takes it
+        filtered = not (since is None and until is None and where is None)
+        f = self._filters(since, until, where) if filtered else None
+        if ids is None:
+            if f is None:
+                raise InvalidValueError(
+                    "delete needs ids or a filter (where, since, until); an empty one would "
+                    "delete every item"
+                )
+            return sum(self._scatter("delete", None, f))
         by_shard: dict[int, list[int]] = {}
         one = isinstance(ids, numbers.Integral) or (isinstance(ids, np.ndarray) and ids.ndim == 0)
         values = [ids] if one else listed(ids, "ids")  # type: ignore[arg-type]
@@ -1209,7 +1230,7 @@ class ShardedEngine:
             i = _item_id(value, f"ids[{n}]")
             if i < 2**63:  # no item has a larger id
                 by_shard.setdefault(self._shard_of(i), []).append(i)
-        refs = [(s, self._actors[s].delete.remote(g)) for s, g in sorted(by_shard.items())]
+        refs = [(s, self._actors[s].delete.remote(g, f)) for s, g in sorted(by_shard.items())]
         return sum(self._wait(s, r) for s, r in refs)
 
     def recent(
