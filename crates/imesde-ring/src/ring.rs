@@ -229,6 +229,13 @@ impl Shard {
         filter.matches(self.ts[slot], self.meta[slot].as_ref())
     }
 
+    /// The ids of the items held here that pass `filter`, in slot order.
+    pub(crate) fn ids_passing<'a>(&'a self, filter: &'a Filter) -> impl Iterator<Item = u64> + 'a {
+        (0..self.ids.len())
+            .filter(move |&slot| is_live(self.ids[slot]) && self.passes(slot, filter))
+            .map(|slot| self.ids[slot])
+    }
+
     /// Makes slot `slot` addressable (the arrays grow within their reserved capacity, so they
     /// never move).
     pub(crate) fn ensure(&mut self, slot: usize, dim: usize) {
@@ -817,12 +824,7 @@ impl Ring {
         Ok(self
             .shards
             .iter()
-            .map(|s| {
-                let shard = s.read();
-                (0..shard.ids.len())
-                    .filter(|&slot| is_live(shard.ids[slot]) && shard.passes(slot, filter))
-                    .count()
-            })
+            .map(|s| s.read().ids_passing(filter).count())
             .sum())
     }
 
@@ -834,12 +836,7 @@ impl Ring {
         filter.check()?;
         let mut ids: Vec<u64> = Vec::new();
         for s in &self.shards {
-            let shard = s.read();
-            ids.extend(
-                (0..shard.ids.len())
-                    .filter(|&slot| is_live(shard.ids[slot]) && shard.passes(slot, filter))
-                    .map(|slot| shard.ids[slot]),
-            );
+            ids.extend(s.read().ids_passing(filter));
         }
         ids.sort_unstable();
         Ok(ids)
