@@ -499,14 +499,7 @@ class _Shard:
         return int(self.engine.dim)
 
     def get(self, global_id: int) -> tuple[Any, ...] | None:
-        local = self._local([global_id])
-        if not local:
-            return None
-        try:
-            item = self.engine.get(local[0])
-        except KeyError:
-            return None
-        return (global_id, item.vector, item.text, item.ts, item.metadata)
+        return self.get_batch([global_id])[0]
 
     def get_batch(self, global_ids: list[int]) -> list[tuple[Any, ...] | None]:
         held = np.isin(self.ids, np.asarray(global_ids, dtype=np.int64))
@@ -1340,7 +1333,9 @@ class ShardedEngine:
         spec = self._spec["lexical"]
         if not spec:
             return None
-        return imesde.BM25(**spec) if isinstance(spec, dict) else imesde.BM25()
+        # `lexical=True`: the settings of a default BM25.
+        settings: imesde.BM25 = _lexical_of(spec) if isinstance(spec, dict) else imesde.BM25()
+        return settings
 
     @property
     def nlist(self) -> int | None:
