@@ -192,21 +192,25 @@ impl Bm25 {
     /// make a [`Corpus`] (with [`Self::corpus_max_impacts`]).
     #[must_use]
     pub fn corpus_terms<'q>(&self, query: impl Into<Query<'q>>) -> CorpusPart {
-        let tokens = match query.into() {
-            Query::Text(text) => self.analyzer.analyze(text),
-            Query::Terms(terms) => terms.to_vec(),
+        let analyzed;
+        let tokens: &[String] = match query.into() {
+            Query::Text(text) => {
+                analyzed = self.analyzer.analyze(text);
+                &analyzed
+            }
+            Query::Terms(terms) => terms,
         };
         let mut terms: Vec<(String, u32)> = Vec::new();
-        let mut seen: HashSet<String> = HashSet::new();
+        let mut seen: HashSet<&str> = HashSet::new();
         for token in tokens {
-            if !seen.insert(token.clone()) {
+            if !seen.insert(token) {
                 continue;
             }
             let df = self
                 .dict
                 .get(token.as_str())
                 .map_or(0, |&t| self.terms[t as usize].df);
-            terms.push((token, df));
+            terms.push((token.clone(), df));
         }
         (self.ids.len() as u32, self.total_len, terms)
     }
