@@ -305,6 +305,100 @@ def test_text_search_and_standing_queries_on_shards(
     assert failing.errors == 2
     assert "alert sink down" in caplog.text
 
+    # Semantic ids on texts each shard embeds: the ids one engine gives the same stream.
+    rq = imesde.RQKMeans(n_levels=2, n_clusters=8, random_state=0).fit(embedder.embed(texts))
+    one.attach_semantic_ids(imesde.SemanticIdEngine(rq))
+    sharded.attach_semantic_ids(imesde.SemanticIdEngine(rq))
+    labelled = texts[:120]
+    want_ids = one.ingest_batch(labelled)
+    got_ids = sharded.ingest_batch(labelled, batch_size=25)
+    want_labels = [semantic_id(one.get(int(i))) for i in want_ids]
+    got_labels = [semantic_id(item) for item in sharded.get_batch(got_ids)]
+    assert sorted(got_labels) == sorted(want_labels)
+
+
+def semantic_id(item: Any) -> str:
+    """An item's ``semantic_id`` (an ``Item`` or a ``ShardedItem``)."""
+    return str(item.metadata["semantic_id"])
+
+
+class _Unpicklable:
+    """A labeller that cannot go to another process (it holds a lock)."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.lock = threading.Lock()
+
+    def __call__(self, x: npt.NDArray[np.float32]) -> list[str]:
+        return ["x"] * len(x)
+
+
+def test_semantic_ids_are_unique_over_every_shard_and_survive_a_restore() -> None:
+    # Each shard labels its part of a batch; the ids are claimed in one store the shards
+    # share, so they are the ids one engine gives the same stream (the same set), and a shard
+    # restored from nothing labels what it takes next.
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((3000, 16)).astype(np.float32)
+    rq = imesde.RQKMeans(n_levels=2, n_clusters=4, random_state=0).fit(x[:1000])
+    sid = imesde.SemanticIdEngine(rq)
+    sharded = dist.ShardedEngine(2, model=16, shard_size=4096, engine_shards=1, num_cpus=0.5)
+    try:
+        other_dim = imesde.RQKMeans(n_levels=2, n_clusters=4).fit(x[:500, :8])
+        with pytest.raises(imesde.DimensionMismatchError):
+            sharded.attach_semantic_ids(imesde.SemanticIdEngine(other_dim))
+        with pytest.raises(imesde.InvalidValueError, match="not fitted"):
+            sharded.attach_semantic_ids(imesde.SemanticIdEngine(imesde.RQKMeans(2, 4)))
+        with pytest.raises(imesde.DTypeError, match="callable"):
+            sharded.attach_semantic_ids(3)
+        with pytest.raises(imesde.DTypeError, match="pickle"):
+            sharded.attach_semantic_ids(_Unpicklable())
+        assert sharded.semantic_id_store is None
+        sharded.attach_semantic_ids(sid)
+        first = sharded.ingest_vectors(x[:1500], batch_size=100)
+        one = imesde.Engine(16, num_shards=1, shard_size=4096)
+        one.attach_semantic_ids(imesde.SemanticIdEngine(rq))
+        want = [semantic_id(one.get(int(i))) for i in one.ingest_vectors(x[:1500])]
+        got = [semantic_id(item) for item in sharded.get_batch(first)]
+        assert sorted(got) == sorted(want)
+        assert len(set(want)) == 1500
+
+        sharded.restore_shard(1)  # no snapshot: it comes back empty, and still labels
+        rest = sharded.ingest_vectors(x[1500:], batch_size=100)
+        store = sharded.semantic_id_store
+        assert store is not None
+        assert len(store) == 3000
+        assert len(sid.unique_resolver.store) == 0  # the store given is copied, not updated
+        held = [int(i) for i in np.concatenate([first, rest]) if int(i) in sharded]
+        assert len(held) == 750 + 1500  # shard 1's first 750 went with its actor
+        labels = [semantic_id(item) for item in sharded.get_batch(held)]
+        assert len(set(labels)) == len(labels)
+        codes = dict(
+            zip(np.concatenate([first, rest]).tolist(), rq.semantic_id(rq.encode(x)), strict=True)
+        )
+        for item_id, label in zip(held, labels, strict=True):
+            code = codes[item_id]
+            assert label == code or label.startswith(code + "-")
+
+        sharded.attach_semantic_ids(None)
+        plain = sharded.ingest_vectors(x[:10])
+        assert all(item.metadata is None for item in sharded.get_batch(plain))
+        # Attached again, the same store goes on: no id handed out before comes again.
+        sharded.attach_semantic_ids(sid)
+        again = sharded.ingest_vectors(x[:100])
+        relabelled = {semantic_id(item) for item in sharded.get_batch(again)}
+        assert len(relabelled) == 100
+        assert not relabelled & (set(want) | set(labels))
+        assert len(store) == 3100
+    finally:
+        sharded.close()
+    # The shared store stops with the engine (ray.kill takes effect soon after, not at once).
+    with pytest.raises(imesde.StorageError, match="gone"):  # noqa: PT012
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            store.claim(["1-2"])
+            time.sleep(0.1)
+
 
 def test_a_dead_shard_raises_answers_partially_and_is_restored(tmp_path: Path) -> None:
     texts = stream_texts(3000)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import heapq
 import json
 import logging
@@ -31,6 +32,7 @@ from imesde._bulk import Progress, wants_bar
 
 if TYPE_CHECKING:
     import imesde
+    from imesde.semantic_ids import CollisionStore
 from imesde.exceptions import (
     DTypeError,
     ImesdeError,
@@ -64,6 +66,10 @@ _ACTOR_GONE: tuple[type[BaseException], ...] = tuple(
 Fusion = Literal["rrf", "weighted", "combsum", "combmnz", "borda"]
 # (global id, text, score, ts, metadata): a ShardedHit's fields.
 _Row = tuple[int, str | None, float, float, dict[str, Any] | None]
+# A semantic-id labeler as the shards get it: (generation, [its object ref, or None]); the ref
+# inside a list so that Ray passes it on unresolved.
+_Labeler = tuple[int, list[Any]]
+_NO_LABELER: _Labeler = (0, [None])
 
 
 @dataclass(frozen=True)
@@ -402,6 +408,8 @@ class _Shard:
             self.ids = np.full(self.engine.capacity, -1, dtype=np.int64)
             self.locals = np.full(self.engine.capacity, -1, dtype=np.int64)
         self.subscriptions: dict[int, Any] = {}
+        # The driver's semantic-id labeler this engine labels with (0: none attached).
+        self.labeler_generation = 0
 
     # Ids: the engine's own (local) ids map to global ones through the ring slot they occupy
     # (`ids`: the global id in each slot; `locals`: the local id there).
@@ -419,9 +427,26 @@ class _Shard:
     def _row(self, hit: Any) -> _Row:
         return (int(self.ids[hit.id % len(self.ids)]), hit.text, hit.score, hit.ts, hit.metadata)
 
+    def attach_semantic_ids(self, labeler: _Labeler) -> None:
+        """Labels what is ingested from now on with the driver's semantic-id labeler
+        `(generation, [its object ref, or None])`, when this engine has another one (attached
+        since, or none: this actor was restarted or restored). Every ingest call carries the
+        labeler, so that an actor never stores items the driver would label unlabelled."""
+        generation, (ref,) = labeler
+        if generation != self.labeler_generation:
+            assign: Any = None if ref is None else ray.get(ref)
+            self.engine.attach_semantic_ids(assign)
+            self.labeler_generation = generation
+
     def ingest_batch(
-        self, texts: list[str], timestamps: Any, metadata: Any, global_ids: list[int]
+        self,
+        texts: list[str],
+        timestamps: Any,
+        metadata: Any,
+        global_ids: list[int],
+        labeler: _Labeler = _NO_LABELER,
     ) -> int:
+        self.attach_semantic_ids(labeler)
         local = self.engine.ingest_batch(texts, timestamps=timestamps, metadata=metadata)
         self._record(local, global_ids)
         return len(local)
@@ -433,7 +458,9 @@ class _Shard:
         timestamps: Any,
         metadata: Any,
         global_ids: list[int],
+        labeler: _Labeler = _NO_LABELER,
     ) -> int:
+        self.attach_semantic_ids(labeler)
         local = self.engine.ingest_vectors(
             vectors, texts=texts, timestamps=timestamps, metadata=metadata
         )
@@ -574,6 +601,69 @@ class _Shard:
         return self.index
 
 
+class _IdStoreActor:
+    """A Ray actor holding the collision store every shard of a ``ShardedEngine`` claims
+    semantic ids through."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+
+    def claim(self, keys: list[str], sep: str, owners: list[str] | None) -> list[str]:
+        out: list[str] = self.store.claim(keys, sep, owners)
+        return out
+
+    def next_suffix(self, key: str) -> int:
+        return int(self.store.next_suffix(key))
+
+    def size(self) -> int:
+        return len(self.store)
+
+
+class _SharedIdStore:
+    """A collision store held by one Ray actor (``_IdStoreActor``): every shard of a
+    ``ShardedEngine`` claims its semantic ids there, so they are unique over all of them.
+    Pickles as the actor's handle."""
+
+    def __init__(self, actor: Any) -> None:
+        self._actor = actor
+
+    def _call(self, method: str, *args: Any) -> Any:
+        try:
+            return ray.get(getattr(self._actor, method).remote(*args))
+        except _ACTOR_GONE as e:
+            raise StorageError(
+                f"the semantic id store the shards share is gone ({type(e).__name__}): it "
+                "stops with its ShardedEngine; attach the SemanticIdEngine again"
+            ) from e
+        except ray.exceptions.RayTaskError as e:
+            cause = getattr(e, "cause", None)
+            if isinstance(cause, Exception):  # what the store raised (a bad key)
+                raise cause.with_traceback(None) from None
+            raise
+
+    def next_suffix(self, key: str) -> int:
+        """As ``InMemoryCollisionStore.next_suffix``, in the store the shards share."""
+        out: int = self._call("next_suffix", key)
+        return out
+
+    def claim(
+        self, keys: Sequence[str], sep: str = "-", owners: Sequence[str] | None = None
+    ) -> list[str]:
+        """As ``InMemoryCollisionStore.claim``, in the store the shards share."""
+        out: list[str] = self._call(
+            "claim", listed(keys, "keys"), sep, None if owners is None else listed(owners, "owners")
+        )
+        return out
+
+    def __len__(self) -> int:
+        """Number of ids handed out."""
+        out: int = self._call("size")
+        return out
+
+    def __repr__(self) -> str:
+        return "SharedIdStore(on a Ray actor)"
+
+
 class ShardedEngine:
     """An ``imesde.Engine`` sharded over ``num_shards`` Ray actors.
 
@@ -673,6 +763,13 @@ class ShardedEngine:
         self._standing: dict[int, tuple[Any, ...]] = {}
         # Open subscriptions, closed with the engine (each drops out when it closes).
         self._subscriptions: weakref.WeakSet[ShardedSubscription] = weakref.WeakSet()
+        # The semantic-id labeler every ingest call carries, numbered by `_labelers`; the
+        # store its ids are claimed through; the in-memory stores given, each with the actor
+        # that holds the copy the shards share.
+        self._labeler = _NO_LABELER
+        self._labelers = 0
+        self._semantic_id_store: Any = None
+        self._id_stores: list[tuple[Any, Any]] = []
         cpus = float(ray.cluster_resources().get("CPU", 0.0))  # type: ignore[no-untyped-call]
         # Compared as Ray counts CPUs: in units of 1e-4, each request rounded to the nearest.
         if num_shards * round(num_cpus * 1e4) > round(cpus * 1e4):
@@ -820,6 +917,7 @@ class ShardedEngine:
                         items(rows),
                         *[None if c is None else [c[r] for r in rows] for c in cols.values()],
                         ids,
+                        self._labeler,
                     )
                     calls.append((shard, ref, ids))
                 self._next += end - start
@@ -1282,7 +1380,7 @@ class ShardedEngine:
         for sub in list(self._subscriptions):
             sub.close()
         self._closed = True
-        for actor in self._actors:
+        for actor in [*self._actors, *(a for _, a in self._id_stores)]:
             with contextlib.suppress(Exception):
                 ray.kill(actor)
 
@@ -1552,6 +1650,89 @@ class ShardedEngine:
     def actor(self, shard: int) -> Any:
         """The Ray actor handle of shard ``shard`` (for placement, monitoring or tests)."""
         return self._actors[shard]
+
+    # --- semantic ids ----------------------------------------------------------------------
+
+    def attach_semantic_ids(
+        self, assign: Callable[[npt.NDArray[np.float32]], Sequence[str]] | None
+    ) -> None:
+        """As ``Engine.attach_semantic_ids``: each item ingested from now on gets metadata
+        ``semantic_id`` from ``assign``, which each shard calls on its part of a batch
+        (``None`` detaches). ``assign`` is checked as ``Engine`` checks it (callable; a
+        ``SemanticIdEngine`` or ``RQKMeans`` fitted on vectors of this engine's dimension) and
+        then sent to every shard, pickled; a shard Ray restarted, or one ``restore_shard``
+        replaced, labels with it too.
+
+        Ids stay unique over all the shards: a ``SemanticIdEngine`` whose store is in memory
+        (the default) claims them in one copy of that store that every shard shares
+        (``semantic_id_store``: an actor, stopped with the engine; the store given is copied
+        once, when first attached, and does not see the ids claimed there); a
+        ``SQLiteCollisionStore`` is shared through its file (on one machine, or a file every
+        node sees). Any other callable is copied to each shard with whatever state it holds.
+        """
+        import imesde
+
+        shipped: Any = None
+        if assign is not None:
+            # Refused as one engine refuses it, before any shard is sent anything.
+            imesde.Engine(self._dim, num_shards=1, shard_size=1).attach_semantic_ids(assign)
+            shipped = self._shared(assign)
+            try:
+                ref = ray.put(shipped)
+            except Exception as e:
+                raise DTypeError(
+                    f"assign must pickle to go to the shards: {type(e).__name__}: {e}"
+                ) from e
+        with self._lock:
+            previous = self._labeler, self._semantic_id_store
+            self._labelers += 1
+            self._labeler = (self._labelers, [None if assign is None else ref])
+            resolver = getattr(shipped, "unique_resolver", None)
+            self._semantic_id_store = getattr(resolver, "store", None)
+            try:
+                # A shard that is down takes it with its first ingest once it is back.
+                self._scatter("attach_semantic_ids", self._labeler, allow_partial=True)
+            except BaseException:
+                # Shards that took the new one go back to the previous with their next ingest
+                # (its generation differs from theirs).
+                self._labeler, self._semantic_id_store = previous
+                raise
+
+    @property
+    def semantic_id_store(self) -> CollisionStore | None:
+        """The store the shards claim semantic ids through (``claim``, ``next_suffix``,
+        ``len``) when a ``SemanticIdEngine`` is attached; ids claimed there are unique with
+        theirs. None otherwise."""
+        store: CollisionStore | None = self._semantic_id_store
+        return store
+
+    def _shared(self, assign: Any) -> Any:
+        """`assign` as the shards get it: a `SemanticIdEngine` whose store is in memory
+        claims through the one actor holding a copy of that store (the same actor each time
+        that store is attached, so that no id it handed out is handed out again)."""
+        from imesde.semantic_ids import (
+            InMemoryCollisionStore,
+            SemanticIdEngine,
+            UniqueIdResolver,
+        )
+
+        resolver = getattr(assign, "unique_resolver", None)
+        if not (
+            isinstance(assign, SemanticIdEngine)
+            and isinstance(resolver, UniqueIdResolver)
+            and type(resolver.store) is InMemoryCollisionStore
+        ):
+            return assign
+        store = resolver.store
+        holder = next((a for s, a in self._id_stores if s is store), None)
+        if holder is None:
+            holder = ray.remote(_IdStoreActor).options(num_cpus=0).remote(store)
+            self._id_stores.append((store, holder))
+        shared_resolver = copy.copy(resolver)
+        shared_resolver.store = _SharedIdStore(holder)
+        shipped = copy.copy(assign)
+        shipped.unique_resolver = shared_resolver
+        return shipped
 
     # --- standing queries ------------------------------------------------------------------
 
