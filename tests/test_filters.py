@@ -40,6 +40,14 @@ FILTERS: list[tuple[dict[str, Any], Keep]] = [
         {"urgency": {"$nin": ["low"]}, "missing": {"$ne": 3}},
         lambda m: m["urgency"] != "low",
     ),
+    (
+        {"closes": {"$exists": True}, "missing": {"$exists": False}},
+        lambda m: "closes" in m,
+    ),
+    (
+        {"$or": [{"closes": {"$exists": False}, "long": True}, {"closes": {"$gt": 40_000}}]},
+        lambda m: ("closes" not in m and m["long"]) or any(b > 40_000 for b in m.get("closes", [])),
+    ),
 ]
 
 
@@ -53,6 +61,8 @@ def metadata_of(i: int, item: dict[str, str]) -> Meta:
         "year": datetime.fromisoformat(item["ts"]).year,
         "weight": i * 0.5,
         "tags": [item.get("dist", "none"), item["source"]],
+        # Only on the items that close bugs (a key some items lack, for $exists).
+        **({"closes": item["closes"]} if "closes" in item else {}),
     }
 
 
@@ -255,6 +265,7 @@ def test_deleted_items_stay_out_of_filtered_searches(
         ({"$and": [{"a": 1}, {"b": {"$in": 3}}]}, 'where["$and"][1]["b"]["$in"]'),
         ({"$or": []}, 'where["$or"]'),
         ({"a": {"$gt": True}}, 'where["a"]["$gt"]'),
+        ({"a": {"$exists": 1}}, 'where["a"]["$exists"]'),
         ({"a": None}, 'where["a"]'),
         ({"a": [1, 2]}, 'where["a"]'),
         ({"a": {"$in": [1, {"x": 1}]}}, 'where["a"]["$in"][1]'),

@@ -10,6 +10,7 @@
 //!   strings (by code point); an item value of another kind does not match.
 //! - `$in [v...]`: `x` equals one of them.
 //! - `$ne v`, `$nin [...]`: the negation of `$eq`, `$in`: an item without the key matches.
+//! - `$exists true` / `$exists false`: the item has the key (whatever its value), or has not.
 //! - A list value matches `$eq`, `$in` and the comparisons when one of its elements does.
 //! - `$and [p...]`, `$or [p...]`, `$not p`; several keys in one document are all required.
 //! - An item without the key matches no positive operator.
@@ -372,6 +373,13 @@ pub enum Predicate {
         /// `$nin`.
         negate: bool,
     },
+    /// `key $exists exists`: the item has the key (any value), or has not.
+    Exists {
+        /// The metadata key and its [`key_hash`].
+        key: Key,
+        /// `$exists: true` (has the key) or `false` (has not).
+        exists: bool,
+    },
     /// Every one holds (true when empty).
     And(Vec<Predicate>),
     /// At least one holds.
@@ -397,7 +405,7 @@ impl fmt::Display for FilterError {
 
 impl std::error::Error for FilterError {}
 
-const OPERATORS: &str = "$eq, $ne, $gt, $gte, $lt, $lte, $in, $nin";
+const OPERATORS: &str = "$eq, $ne, $gt, $gte, $lt, $lte, $in, $nin, $exists";
 
 /// How deeply `$and`, `$or` and `$not` may nest: a filter is evaluated (and dropped) by
 /// recursion, so a deeper one is refused rather than left to overflow the stack.
@@ -469,6 +477,7 @@ impl Predicate {
                 });
                 found != *negate
             }
+            Predicate::Exists { key, exists } => key.find(meta).is_some() == *exists,
             Predicate::And(ps) => ps.iter().all(|p| p.matches(meta)),
             Predicate::Or(ps) => ps.iter().any(|p| p.matches(meta)),
             Predicate::Not(p) => !p.matches(meta),
@@ -632,6 +641,18 @@ fn parse_field(key: &str, v: &Json, path: &str) -> Result<Predicate, FilterError
                     negate: op == "$nin",
                 }
             }
+            "$exists" => {
+                let Json::Bool(exists) = arg else {
+                    return Err(fail(
+                        &here,
+                        format!("$exists takes true or false, got {}", kind(arg)),
+                    ));
+                };
+                Predicate::Exists {
+                    key: Key::new(key),
+                    exists: *exists,
+                }
+            }
             _ => {
                 return Err(fail(
                     &here,
@@ -761,6 +782,17 @@ mod tests {
         assert!(!check(json!({"tags": {"$ne": "db"}})));
         assert!(check(json!({"missing": {"$ne": 1}})));
         assert!(check(json!({"missing": {"$nin": [1]}})));
+        assert!(check(json!({"tags": {"$exists": true}})));
+        assert!(check(json!({"ok": {"$exists": true}}))); // a false value is there
+        assert!(!check(json!({"ok": {"$exists": false}})));
+        assert!(check(json!({"missing": {"$exists": false}})));
+        assert!(!check(json!({"missing": {"$exists": true}})));
+        assert!(check(json!({"$not": {"missing": {"$exists": true}}})));
+        let none = Predicate::parse(&json!({"k": {"$exists": false}})).unwrap();
+        assert!(none.matches(None));
+        let bad = Predicate::parse(&json!({"k": {"$exists": 1}})).unwrap_err();
+        assert_eq!(bad.path, "where[\"k\"][\"$exists\"]");
+        assert!(bad.message.contains("true or false"), "{bad}");
         assert!(!check(json!({"missing": {"$gt": 1}})));
         assert!(check(json!({"$or": [{"status": 200}, {"host": "web1"}]})));
         assert!(!check(json!({"$and": [{"status": 500}, {"host": "web2"}]})));
