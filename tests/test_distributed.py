@@ -719,6 +719,21 @@ def test_recent_upsert_close_and_pickling_as_on_one_engine() -> None:
         assert int(ids[3]) in sharded
         with pytest.raises(TypeError, match="save"):
             pickle.dumps(sharded)
+        # Metadata changed in place, as on one engine: merged or replaced, per id or for all;
+        # bad metadata reaches no shard.
+        held = [int(i) for i in ids if int(i) in sharded]
+        local = [i for i in range(10) if i != 2]
+        assert sharded.update_metadata([*held, 10**6], {"v": None, "w": 2}) == 9
+        assert one.update_metadata(local, {"v": None, "w": 2}) == 9
+        assert sharded.update_metadata(held[:3], [{"x": 1}, None, {}], merge=False) == 3
+        one.update_metadata(local[:3], [{"x": 1}, None, {}], merge=False)
+        with pytest.raises(imesde.DTypeError):
+            sharded.update_metadata(held[3:5], [{"y": 1}, {"y": object()}])
+        with pytest.raises(imesde.ShapeError):
+            sharded.update_metadata(held[3:5], [{"y": 1}])
+        got_meta = [item.metadata for item in sharded.get_batch(held)]
+        assert got_meta == [one.get(i).metadata for i in local]
+        assert sharded.count(where={"w": 2}) == one.count(where={"w": 2}) == 6
         sub = sharded.subscribe(x[0], threshold=-1.0)
     # Leaving the block closed the subscription and stopped the shards.
     assert not sub.active

@@ -18,6 +18,8 @@ _MetaValue: TypeAlias = (
     _Scalar | list[_Scalar] | tuple[_Scalar, ...] | np.generic | npt.NDArray[Any]
 )
 _Metadata: TypeAlias = Mapping[str, _MetaValue]
+# A change to an item's metadata: a key given None is removed (when merged).
+_MetadataChange: TypeAlias = Mapping[str, _MetaValue | None]
 # A ``where`` filter: ``{"key": value}`` or ``{"key": {"$op": operand}}``, ``$and`` / ``$or``
 # lists and ``$not``; see the filter guide.
 _Where: TypeAlias = Mapping[str, Any]
@@ -582,6 +584,18 @@ class Engine:
         ``ids`` when given), as chromadb's ``delete(ids=..., where=...)``: searches, ``get``,
         snapshots and BM25 no longer see them; ids not held are skipped. Returns how many were
         deleted. Neither ids nor a filter (``where={}`` included) raises."""
+    def update_metadata(
+        self,
+        ids: int | Iterable[int] | npt.NDArray[np.integer[Any]],
+        metadata: _MetadataChange | Iterable[_MetadataChange | None],
+        *,
+        merge: bool = True,
+    ) -> int:
+        """Change the metadata of items in place (id, vector, text, timestamp kept), as
+        chromadb's ``update(ids, metadatas=...)``: one dict for every id, or one per id. With
+        ``merge`` (default) the dict's keys are set and a key given None is removed; with
+        ``merge=False`` it replaces the metadata. Ids not held are skipped; returns how many
+        were updated."""
     def upsert(
         self,
         id: int,

@@ -41,8 +41,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use imesde_ring::{
-    Attributes, BatchResult, Event, Filter, Hit, Item, IvfConfig, Metadata, Ring, RingConfig,
-    StandingSpec, Value,
+    Attributes, BatchResult, Event, Filter, Hit, Item, IvfConfig, Metadata, MetadataUpdate, Ring,
+    RingConfig, StandingSpec, Value,
 };
 #[cfg(feature = "bm25")]
 use parking_lot::Mutex;
@@ -407,6 +407,18 @@ impl Engine {
             return deleted;
         }
         self.ring.delete(ids)
+    }
+
+    /// Changes the metadata of the items `ids` that are held, in place (the `i`-th id gets
+    /// `update(i)`): each keeps its id, vector, text and timestamp, and every filter sees the
+    /// new metadata from the next search on; standing queries are not told. Returns the ids
+    /// updated (ids not held are skipped).
+    pub fn update_metadata<'u>(
+        &self,
+        ids: &[u64],
+        update: impl Fn(usize) -> &'u MetadataUpdate,
+    ) -> Vec<u64> {
+        self.ring.update_metadata(ids, update)
     }
 
     /// Deletes the items held that pass `filter` (of `ids` only, when given), as

@@ -10,7 +10,9 @@ use imesde_embed::{Embedder, EmbedderConfig, load_runtime};
 use imesde_engine::{
     Engine, EngineError, Fusion, IdFormat, IdStore, RqLabeler, SEMANTIC_ID, TextModel, Threshold,
 };
-use imesde_ring::{Attributes, Filter, Metadata, Predicate, RingConfig, Storage, Value};
+use imesde_ring::{
+    Attributes, Filter, Metadata, MetadataUpdate, Predicate, RingConfig, Storage, Value,
+};
 use imesde_rq::{FitConfig, RqKMeans};
 
 fn model() -> Arc<TextModel> {
@@ -435,6 +437,35 @@ fn delete_passing_deletes_exactly_what_the_filter_keeps() {
             .all(|h| h.id % 2 == 1)
     );
     assert!(e.delete_passing(None, &db).unwrap().is_empty());
+}
+
+#[test]
+fn metadata_updated_in_place_is_what_every_search_filters_on() {
+    let e = log_engine(true);
+    let db = Filter::matching(Predicate::eq("host", "db1"));
+    let query = "killed process postgres";
+    let before = e.search_text(query, 3, &db, &mut never()).unwrap();
+    assert!(!before.is_empty());
+    // The best db1 item moves to another host: filtered dense, lexical and hybrid searches
+    // stop finding it, and find it under its new host, with its id, text and score.
+    let moved = before[0].id;
+    let to_web = MetadataUpdate::Merge(vec![(Arc::from("host"), Some(Value::from("web9")))]);
+    assert_eq!(e.update_metadata(&[moved, 10_000], |_| &to_web), [moved]);
+    let web9 = Filter::matching(Predicate::eq("host", "web9"));
+    for (f, on_web9) in [(&db, false), (&web9, true)] {
+        let dense = e.search_text(query, 3, f, &mut never()).unwrap();
+        let lexical = e.lexical_search(query, 3, f).unwrap();
+        let hybrid = e
+            .hybrid_search(query, 3, Fusion::Rrf { k: 60.0 }, None, f, &mut never())
+            .unwrap();
+        let found = |hits: &[imesde_ring::Hit]| hits.iter().any(|h| h.id == moved);
+        assert_eq!(found(&dense), on_web9);
+        assert_eq!(found(&lexical), on_web9);
+        assert_eq!(found(&hybrid), on_web9);
+    }
+    let now = e.search_text(query, 1, &web9, &mut never()).unwrap();
+    assert_eq!((now[0].id, now[0].score), (moved, before[0].score));
+    assert_eq!(e.get(moved).unwrap().text, before[0].text);
 }
 
 #[test]

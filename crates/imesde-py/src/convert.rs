@@ -5,7 +5,9 @@ use std::borrow::Cow;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use imesde_ring::{Filter, KeyInterner, MAX_FILTER_DEPTH, Metadata, Predicate, Value};
+use imesde_ring::{
+    Filter, KeyInterner, MAX_FILTER_DEPTH, Metadata, MetadataUpdate, Predicate, Value,
+};
 use numpy::{
     PyArrayDescrMethods, PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn, PyUntypedArray,
     PyUntypedArrayMethods,
@@ -694,6 +696,20 @@ pub(crate) fn meta_map(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Metadata>
 /// [`meta_map`] sharing one allocation per distinct key through `keys` (the items of a batch
 /// mostly have the same keys; a filter then reads one hot copy of each).
 fn meta_map_with(obj: &Bound<'_, PyAny>, what: &str, keys: &mut KeyInterner) -> PyResult<Metadata> {
+    let pairs = meta_pairs(obj, what, keys, false)?;
+    Ok(Metadata::new(
+        pairs.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))),
+    ))
+}
+
+/// The pairs of a metadata dict: str keys, values as [`meta_value`] takes them; a None value
+/// is kept as None where `none_ok` (an update's "remove this key"), refused otherwise.
+fn meta_pairs(
+    obj: &Bound<'_, PyAny>,
+    what: &str,
+    keys: &mut KeyInterner,
+    none_ok: bool,
+) -> PyResult<Vec<(Arc<str>, Option<Value>)>> {
     let dict = mapping(obj)?.ok_or_else(|| {
         py_err!(
             DType,
@@ -701,19 +717,68 @@ fn meta_map_with(obj: &Bound<'_, PyAny>, what: &str, keys: &mut KeyInterner) -> 
             type_name(obj)
         )
     })?;
-    let pairs = dict
-        .iter()
+    dict.iter()
         .map(|(k, v)| {
             let key = k
                 .cast::<PyString>()
                 .map_err(|_| py_err!(DType, "{what} keys must be str, got {}", type_name(&k)))?;
             let key = utf8(key, &format!("a {what} key"))?;
-            let value = meta_value(&v, &format!("{what}[{key:?}]"), true)
-                .map_err(|e| e.into_err(Exc::DType))?;
+            let value = if none_ok && v.is_none() {
+                None
+            } else {
+                Some(
+                    meta_value(&v, &format!("{what}[{key:?}]"), true)
+                        .map_err(|e| e.into_err(Exc::DType))?,
+                )
+            };
             Ok((keys.intern(key), value))
         })
+        .collect()
+}
+
+/// The metadata changes of `Engine.update_metadata` for `n` ids: one dict for all (a list of
+/// one), or one dict (or None) per id. With `merge`, a dict's keys are set and those given
+/// None removed (None: no change); otherwise a dict replaces the metadata (None: none).
+pub(crate) fn metadata_updates(
+    obj: &Bound<'_, PyAny>,
+    n: usize,
+    merge: bool,
+) -> PyResult<Vec<MetadataUpdate>> {
+    let mut keys = KeyInterner::default();
+    let mut one = |m: &Bound<'_, PyAny>, what: &str| -> PyResult<MetadataUpdate> {
+        Ok(match (m.is_none(), merge) {
+            (true, true) => MetadataUpdate::Merge(Vec::new()),
+            (true, false) => MetadataUpdate::Replace(None),
+            (false, true) => MetadataUpdate::Merge(meta_pairs(m, what, &mut keys, true)?),
+            (false, false) => MetadataUpdate::Replace(Some(meta_map_with(m, what, &mut keys)?)),
+        })
+    };
+    if let Some(d) = mapping(obj)? {
+        return Ok(vec![one(d.as_any(), "metadata")?]);
+    }
+    let updates = obj
+        .try_iter()
+        .map_err(|_| {
+            py_err!(
+                DType,
+                "metadata must be a dict or a list of dicts, got {}",
+                type_name(obj)
+            )
+        })?
+        .enumerate()
+        .map(|(i, m)| {
+            within(i, n, "metadata")?;
+            one(&m?, &format!("metadata[{i}]"))
+        })
         .collect::<PyResult<Vec<_>>>()?;
-    Ok(Metadata::new(pairs))
+    if updates.len() != n {
+        return Err(py_err!(
+            Shape,
+            "metadata has {} entries for {n} ids (give one per id, or one dict for all)",
+            updates.len()
+        ));
+    }
+    Ok(updates)
 }
 
 /// Metadata for `n` items: one dict for all, or a list of dicts / None.

@@ -596,14 +596,8 @@ impl Engine {
         until: Option<&Bound<'_, PyAny>>,
         r#where: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<usize> {
-        // One id: an int, a numpy integer or a 0-d array of one (none of them iterates).
         let ids = match ids.filter(|ids| !ids.is_none()) {
-            Some(ids)
-                if ids.try_iter().is_err() && ids.hasattr(pyo3::intern!(py, "__index__"))? =>
-            {
-                Some(vec![id_of(ids, "id")?])
-            }
-            Some(ids) => Some(convert::ids_of(ids)?),
+            Some(ids) => Some(one_or_more_ids(ids)?),
             None => None,
         };
         // `where={}` keeps every item: as no filter here, never "delete everything".
@@ -626,6 +620,32 @@ impl Engine {
             .raise()?,
         };
         Ok(deleted.len())
+    }
+
+    /// Changes the metadata of the items ``ids`` (one id, or a list or array of them) in
+    /// place, as chromadb's ``update(ids, metadatas=...)`` or qdrant's ``set_payload``: each
+    /// keeps its id, vector, text, timestamp and place in the window, and filters see the new
+    /// metadata from the next search on (standing queries are not told, as for ``delete``).
+    /// ``metadata``: one dict for every id, or one dict (or None) per id. With ``merge`` (the
+    /// default) a dict's keys are set and the others kept, and a key given None is removed;
+    /// with ``merge=False`` the dict replaces the metadata (None or ``{}``: none). Ids not
+    /// held are skipped; returns how many items were updated. Bad metadata raises before
+    /// any item changes.
+    #[pyo3(signature = (ids, metadata, *, merge = true))]
+    fn update_metadata(
+        &self,
+        py: Python<'_>,
+        ids: &Bound<'_, PyAny>,
+        metadata: &Bound<'_, PyAny>,
+        merge: bool,
+    ) -> PyResult<usize> {
+        let ids = one_or_more_ids(ids)?;
+        let updates = convert::metadata_updates(metadata, ids.len(), merge)?;
+        let update = |i: usize| &updates[if updates.len() == 1 { 0 } else { i }];
+        let updated = gil::run(py, "Engine.update_metadata", || {
+            self.core.update_metadata(&ids, update)
+        })?;
+        Ok(updated.len())
     }
 
     /// Replaces the item ``id`` by a new version and returns the new version's id: ``item``
@@ -1156,6 +1176,15 @@ fn one_item(
 }
 
 /// A threshold argument: a number (a cosine score) or ``"pNN"`` (a percentile).
+/// Ids as ``delete`` and ``update_metadata`` take them: one id (an int, a numpy integer or a
+/// 0-d array of one, none of which iterates), or a list or array of them.
+fn one_or_more_ids(ids: &Bound<'_, PyAny>) -> PyResult<Vec<u64>> {
+    if ids.try_iter().is_err() && ids.hasattr(pyo3::intern!(ids.py(), "__index__"))? {
+        return Ok(vec![id_of(ids, "id")?]);
+    }
+    convert::ids_of(ids)
+}
+
 fn threshold_of(t: &Bound<'_, PyAny>) -> PyResult<Threshold> {
     if let Ok(spec) = t.cast::<PyString>() {
         let spec = convert::utf8(spec, "threshold")?;

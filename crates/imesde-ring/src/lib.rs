@@ -30,7 +30,8 @@ pub use error::RingError;
 pub use item::{Attributes, Filter, Hit, Item};
 pub use ivf::IvfConfig;
 pub use meta::{
-    CmpOp, FilterError, Key, KeyInterner, MAX_FILTER_DEPTH, Metadata, Predicate, Value, key_hash,
+    CmpOp, FilterError, Key, KeyInterner, MAX_FILTER_DEPTH, Metadata, MetadataUpdate, Predicate,
+    Value, key_hash,
 };
 pub use ring::{
     BatchResult, DEFAULT_K_FACTOR, MAX_IDS, MAX_SHARDS, Ring, RingConfig, RingStats, Storage,

@@ -292,6 +292,42 @@ impl Metadata {
     }
 }
 
+/// A change to an item's metadata ([`crate::Ring::update_metadata`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum MetadataUpdate {
+    /// The metadata becomes this (None, or no pairs: no metadata).
+    Replace(Option<Metadata>),
+    /// Each key is set to its value (`Some`) or removed (`None`), in order; other keys stay.
+    Merge(Vec<(Arc<str>, Option<Value>)>),
+}
+
+impl MetadataUpdate {
+    /// The metadata of an item that had `old`, after this change (None when no pair is left:
+    /// no metadata, as an empty map is everywhere).
+    #[must_use]
+    pub fn apply(&self, old: Option<&Metadata>) -> Option<Metadata> {
+        let new = match self {
+            MetadataUpdate::Replace(m) => m.clone(),
+            MetadataUpdate::Merge(changes) => {
+                let mut pairs: Vec<(Arc<str>, Option<Value>)> = old
+                    .into_iter()
+                    .flat_map(|m| m.0.iter())
+                    .map(|(_, k, v)| (Arc::clone(k), Some(v.clone())))
+                    .chain(changes.iter().cloned())
+                    .collect();
+                // Stable, then reversed: each key's last change leads its run.
+                pairs.sort_by(|a, b| a.0.cmp(&b.0));
+                pairs.reverse();
+                pairs.dedup_by(|later, first| later.0 == first.0);
+                Some(Metadata::new(
+                    pairs.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))),
+                ))
+            }
+        };
+        new.filter(|m| !m.is_empty())
+    }
+}
+
 /// A metadata key with its [`key_hash`], as a predicate looks it up.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Key {

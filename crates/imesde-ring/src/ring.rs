@@ -14,7 +14,7 @@ use crate::ivf::{self, Ivf, IvfConfig};
 use crate::memo::{Memo, Memos, forget};
 use crate::par;
 use crate::standing::{Event, Standing, StandingSpec};
-use crate::{Attributes, Filter, Hit, Item, Metadata, Result, RingError};
+use crate::{Attributes, Filter, Hit, Item, Metadata, MetadataUpdate, Result, RingError};
 
 /// How vectors are kept in the ring.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -876,6 +876,40 @@ impl Ring {
         self.deleted
             .fetch_add(deleted.len() as u64, Ordering::Relaxed);
         deleted
+    }
+
+    /// Changes the metadata of the items `ids` that are held, in place: the `i`-th id gets
+    /// `update(i)`. Each item keeps its id, vector, text and timestamp; filters see the new
+    /// metadata from the next search on (remembered filter answers for it are forgotten);
+    /// standing queries are not told. Returns the ids updated, in the order given (ids not
+    /// held are skipped).
+    pub fn update_metadata<'u>(
+        &self,
+        ids: &[u64],
+        update: impl Fn(usize) -> &'u MetadataUpdate,
+    ) -> Vec<u64> {
+        let _gate = self.gate.read();
+        let mut updated = Vec::new();
+        for (i, &id) in ids.iter().enumerate() {
+            if !is_live(id) {
+                continue;
+            }
+            let (s, slot) = self.slot_of(id);
+            let mut shard = self.shards[s].write();
+            if shard.id_at(slot) != id {
+                continue;
+            }
+            // Read under the shard's write lock, as a writer of the slot does.
+            let memos = self.memos.current();
+            let shard = &mut *shard;
+            let new = update(i).apply(shard.meta[slot].as_ref());
+            shard.payload_bytes = shard.payload_bytes - meta_bytes(shard.meta[slot].as_ref())
+                + meta_bytes(new.as_ref());
+            shard.meta[slot] = new;
+            forget(&memos, s, slot);
+            updated.push(id);
+        }
+        updated
     }
 
     /// Counts `n` searches answered elsewhere from this ring's items (by keywords) in

@@ -3,7 +3,8 @@
 use std::sync::Arc;
 
 use imesde_ring::{
-    Attributes, Filter, Metadata, Predicate, Ring, RingConfig, RingError, Storage, Value,
+    Attributes, Filter, Metadata, MetadataUpdate, Predicate, Ring, RingConfig, RingError, Storage,
+    Value,
 };
 use serde_json::json;
 
@@ -605,6 +606,62 @@ fn deleted_items_are_gone_from_every_read_and_their_slots_are_reused() {
     }
 }
 
+#[test]
+fn metadata_changes_in_place_and_only_for_items_held() {
+    let r = ring(4, 2, 4, Storage::F32);
+    let meta = Metadata::new([("host", Value::from("db1")), ("status", Value::Int(500))]);
+    let attrs = Attributes {
+        metadata: vec![Some(meta.clone()); 6],
+        ..Attributes::default()
+    };
+    let v = Rng(3).vecs(6, 4);
+    r.ingest(&v, &attrs).unwrap();
+    r.delete(&[1]);
+    let before = r.get(2).unwrap();
+    let payload = r.stats().payload_bytes;
+    let merge = MetadataUpdate::Merge(vec![
+        (Arc::from("status"), None),
+        (Arc::from("acked"), Some(Value::Bool(true))),
+    ]);
+    // Deleted (1), never held (99), an id out of range: skipped.
+    assert_eq!(
+        r.update_metadata(&[2, 1, 99, u64::MAX, 3], |_| &merge),
+        [2, 3]
+    );
+    let after = r.get(2).unwrap();
+    let want = Metadata::new([("acked", Value::Bool(true)), ("host", Value::from("db1"))]);
+    assert_eq!(after.metadata, Some(want));
+    assert_eq!(
+        (after.id, after.ts, &after.vector),
+        (2, before.ts, &before.vector)
+    );
+    assert_eq!(r.get(4).unwrap().metadata, Some(meta.clone()));
+    assert_ne!(r.stats().payload_bytes, payload);
+    // Replacing by nothing, or removing every key, leaves no metadata (as an empty map).
+    let clear = MetadataUpdate::Replace(None);
+    assert_eq!(r.update_metadata(&[4], |_| &clear), [4]);
+    assert_eq!(r.get(4).unwrap().metadata, None);
+    let drop_all =
+        MetadataUpdate::Merge(vec![(Arc::from("host"), None), (Arc::from("acked"), None)]);
+    r.update_metadata(&[2], |_| &drop_all);
+    assert_eq!(r.get(2).unwrap().metadata, None);
+    // The last change of a key wins; an item without metadata gets some.
+    let twice = MetadataUpdate::Merge(vec![
+        (Arc::from("k"), Some(Value::Int(1))),
+        (Arc::from("k"), None),
+        (Arc::from("k"), Some(Value::Int(2))),
+    ]);
+    r.update_metadata(&[2], |_| &twice);
+    assert_eq!(
+        r.get(2).unwrap().metadata,
+        Some(Metadata::new([("k", Value::Int(2))]))
+    );
+    // Snapshots keep the new metadata.
+    let (loaded, _) = Ring::from_snapshot(&r.snapshot("")).unwrap();
+    assert_eq!(loaded.get(2).unwrap().metadata, r.get(2).unwrap().metadata);
+    assert_eq!(loaded.get(4).unwrap().metadata, None);
+}
+
 /// Filters searched again and again (their answers remembered per slot) keep exactly the items
 /// a fresh evaluation keeps while the ring overwrites, deletes and refills slots, with more
 /// filters in turn than are remembered.
@@ -645,6 +702,25 @@ fn remembered_filter_answers_follow_every_write() {
         if round % 3 == 2 {
             let held: Vec<u64> = (next.saturating_sub(48)..next).collect();
             r.delete(&held[..held.len() / 3]);
+        }
+        if round % 3 == 1 {
+            // Metadata changed in place: what was remembered for those slots is forgotten.
+            let held: Vec<u64> = (next.saturating_sub(30)..next).step_by(2).collect();
+            let updates: Vec<MetadataUpdate> = held
+                .iter()
+                .map(|&id| {
+                    if id % 4 == 0 {
+                        MetadataUpdate::Merge(vec![
+                            (Arc::from("odd"), Some(Value::Bool(id % 3 == 0))),
+                            (Arc::from("n"), None),
+                        ])
+                    } else {
+                        let n = Value::Int((id * 3 % 20) as i64);
+                        MetadataUpdate::Replace(Some(Metadata::new([("n", n)])))
+                    }
+                })
+                .collect();
+            assert_eq!(r.update_metadata(&held, |i| &updates[i]).len(), held.len());
         }
         let q = rng.vecs(1, dim);
         // Three filters every round (remembered from round to round), and in turn two more of

@@ -543,6 +543,18 @@ class _Shard:
         local = self._local(global_ids)
         return int(self.engine.delete(local, **(filters or {}))) if local else 0
 
+    def update_metadata(self, global_ids: list[int], metadata: Any, merge: bool) -> int:
+        """`metadata` (one dict, or one per id) for the items `global_ids` held here."""
+        held = np.isin(self.ids, np.asarray(global_ids, dtype=np.int64))
+        local_of = dict(zip(self.ids[held].tolist(), self.locals[held].tolist(), strict=True))
+        rows = [n for n, g in enumerate(global_ids) if g in local_of]
+        if not rows:
+            return 0
+        if isinstance(metadata, list):
+            metadata = [metadata[n] for n in rows]
+        local = [local_of[global_ids[n]] for n in rows]
+        return int(self.engine.update_metadata(local, metadata, merge=merge))
+
     def recent(self, n: int, filters: dict[str, Any]) -> list[tuple[Any, ...]]:
         return [
             (int(self.ids[i.id % len(self.ids)]), i.vector, i.text, i.ts, i.metadata)
@@ -1322,6 +1334,46 @@ class ShardedEngine:
             if i < 2**63:  # no item has a larger id
                 by_shard.setdefault(self._shard_of(i), []).append(i)
         refs = [(s, self._actors[s].delete.remote(g, f)) for s, g in sorted(by_shard.items())]
+        return sum(self._wait(s, r) for s, r in refs)
+
+    def update_metadata(
+        self,
+        ids: int | Iterable[int],
+        metadata: Mapping[str, Any] | Iterable[Mapping[str, Any] | None],
+        *,
+        merge: bool = True,
+    ) -> int:
+        """Changes the metadata of the items ``ids`` in place, as ``Engine.update_metadata``
+        (one dict for every id, or one per id; ``merge`` sets keys and removes those given
+        None, ``merge=False`` replaces); returns how many were updated. Bad metadata raises
+        before any shard is sent anything."""
+        import imesde
+
+        one = isinstance(ids, numbers.Integral) or (isinstance(ids, np.ndarray) and ids.ndim == 0)
+        values = [ids] if one else listed(ids, "ids")  # type: ignore[arg-type]
+        wanted = [_item_id(value, f"ids[{n}]") for n, value in enumerate(values)]
+        per_id = not isinstance(metadata, Mapping)
+        changes: Any = listed(metadata, "metadata") if per_id else dict(metadata)  # type: ignore[arg-type]
+        # Checked as one engine checks it (each dict, and one per id), on an engine of one
+        # item: no shard is sent metadata it would refuse.
+        probe = imesde.Engine(1, num_shards=1, shard_size=1)
+        probe.ingest_vectors(np.ones((1, 1), dtype=np.float32))
+        probe.update_metadata([0] * len(wanted), changes, merge=merge)
+        by_shard: dict[int, list[int]] = {}
+        for n, i in enumerate(wanted):
+            if i < 2**63:  # no item has a larger id
+                by_shard.setdefault(self._shard_of(i), []).append(n)
+        refs = [
+            (
+                s,
+                self._actors[s].update_metadata.remote(
+                    [wanted[n] for n in rows],
+                    [changes[n] for n in rows] if per_id else changes,
+                    merge,
+                ),
+            )
+            for s, rows in sorted(by_shard.items())
+        ]
         return sum(self._wait(s, r) for s, r in refs)
 
     def recent(

@@ -1,0 +1,165 @@
+"""Metadata changed in place (``Engine.update_metadata``): every search kind, ``count``,
+``recent``, snapshots and pickles see exactly the metadata a Python mirror of the changes
+holds (chromadb's ``update`` rules: a merge sets keys and removes those given None), including
+filters searched before the change; bad changes are typed errors that change nothing."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+from typing import Any
+
+import imesde
+import numpy as np
+import pytest
+
+Meta = dict[str, Any]
+
+N = 600
+FILTERS: list[dict[str, Any]] = [
+    {"urgency": "critical"},
+    {"dist": {"$in": ["unstable", "experimental"]}, "acked": {"$ne": True}},
+    {"$or": [{"acked": True}, {"pos": {"$lt": 50}}]},
+    {"dist": {"$exists": False}},
+]
+
+
+def passes(where: dict[str, Any], m: Meta | None) -> bool:
+    """What each of FILTERS keeps, written independently in Python."""
+    m = m or {}
+    if where is FILTERS[0]:
+        return m.get("urgency") == "critical"
+    if where is FILTERS[1]:
+        return m.get("dist") in ("unstable", "experimental") and m.get("acked") is not True
+    if where is FILTERS[2]:
+        return m.get("acked") is True or ("pos" in m and m["pos"] < 50)
+    return "dist" not in m
+
+
+def merged(old: Meta | None, change: Meta) -> Meta | None:
+    new = dict(old or {})
+    for key, value in change.items():
+        if value is None:
+            new.pop(key, None)
+        else:
+            new[key] = value
+    return new or None
+
+
+@pytest.fixture
+def engine_and_mirror(
+    stream: list[dict[str, str]], embedder: imesde.TextEmbedder
+) -> tuple[imesde.Engine, list[Meta | None]]:
+    items = stream[:N]
+    mirror: list[Meta | None] = [
+        {"pos": i, "dist": it["dist"], "urgency": it["urgency"]} for i, it in enumerate(items)
+    ]
+    engine = imesde.Engine(embedder, num_shards=4, shard_size=256, lexical=True)
+    engine.ingest_batch([it["text"] for it in items], metadata=mirror)
+    return engine, mirror
+
+
+def check(engine: imesde.Engine, mirror: list[Meta | None]) -> None:
+    """Every filter keeps in every search kind exactly what the mirror says it keeps."""
+    for i in range(0, N, 37):
+        assert engine.get(i).metadata == mirror[i]
+    for where in FILTERS:
+        want = {i for i in range(N) if passes(where, mirror[i])}
+        assert engine.count(where=where) == len(want)
+        assert {item.id for item in engine.recent(N, where=where)} == want
+        dense = engine.search("security fix for a crash", N, where=where)
+        assert {h.id for h in dense} == want
+        for hits in (
+            engine.lexical_search("security fix crash", 20, where=where),
+            engine.hybrid_search("security fix for a crash", 20, where=where),
+        ):
+            assert {h.id for h in hits} <= want
+            assert all(h.metadata == mirror[h.id] for h in hits)
+
+
+def test_updates_are_what_every_search_filters_on(
+    engine_and_mirror: tuple[imesde.Engine, list[Meta | None]], tmp_path: Path
+) -> None:
+    engine, mirror = engine_and_mirror
+    check(engine, mirror)  # the filters' answers are remembered now
+    rng = np.random.default_rng(3)
+    before = engine.get(7)
+
+    # One dict for several ids (merged): a key set, a key added, a key removed.
+    ids = sorted(int(i) for i in rng.choice(N, 120, replace=False))
+    change: Meta = {"urgency": "critical", "acked": True, "dist": None}
+    assert engine.update_metadata([*ids, 10_000], change) == 120
+    for i in ids:
+        mirror[i] = merged(mirror[i], change)
+    check(engine, mirror)
+
+    # One dict per id, replacing (None and {} clear it), as a numpy array of ids.
+    ids = sorted(int(i) for i in rng.choice(N, 90, replace=False))
+    replacements: list[Meta | None] = [
+        None if j % 3 == 0 else {} if j % 3 == 1 else {"dist": "experimental", "pos": j}
+        for j in range(len(ids))
+    ]
+    assert engine.update_metadata(np.array(ids), replacements, merge=False) == 90
+    for i, new in zip(ids, replacements, strict=True):
+        mirror[i] = new or None
+    check(engine, mirror)
+
+    # One id, per-id merges with None (no change) among them.
+    assert engine.update_metadata(7, {"acked": True}) == 1
+    mirror[7] = merged(mirror[7], {"acked": True})
+    assert engine.update_metadata([3, 4], [None, {"urgency": "critical"}]) == 2
+    mirror[4] = merged(mirror[4], {"urgency": "critical"})
+    check(engine, mirror)
+
+    # The item keeps everything but its metadata.
+    after = engine.get(7)
+    assert (after.id, after.text, after.ts) == (before.id, before.text, before.ts)
+    assert np.array_equal(after.vector, before.vector)
+    assert len(engine) == N
+
+    engine.save(tmp_path / "e.imesde")
+    check(imesde.Engine.load(tmp_path / "e.imesde"), mirror)
+    check(pickle.loads(pickle.dumps(engine)), mirror)
+
+
+def test_deleted_and_overwritten_items_are_not_updated() -> None:
+    engine = imesde.Engine(4, num_shards=1, shard_size=4)
+    engine.ingest_vectors(np.eye(4, dtype=np.float32), metadata={"a": 1})
+    engine.delete(1)
+    engine.ingest_vectors(np.eye(4, dtype=np.float32)[:2])  # 0 and 1's slots: ids 4, 5
+    assert engine.update_metadata([0, 1, 2, 3, 4], {"b": 2}) == 3
+    assert [engine.get(i).metadata for i in (2, 3, 4)] == [{"a": 1, "b": 2}] * 2 + [{"b": 2}]
+    assert engine.get(5).metadata is None
+    assert engine.update_metadata(np.int64(2), {"a": None, "b": None}) == 1
+    assert engine.get(2).metadata is None  # every key removed: no metadata, as {} is
+
+
+@pytest.mark.parametrize(
+    ("ids", "metadata", "merge", "error", "match"),
+    [
+        ([0, 1], [{"a": 2}], True, imesde.ShapeError, "1 entries for 2 ids"),
+        ([0], [{"a": 2}, {"a": 3}], True, imesde.ShapeError, "more than 1"),
+        ([0], "a=2", True, imesde.DTypeError, "dict"),
+        ([0], 5, True, imesde.DTypeError, "dict or a list of dicts"),
+        ([0], {"a": object()}, True, imesde.DTypeError, r'metadata\["a"\]'),
+        ([0], [{"a": 1}], False, None, None),
+        ([0], {"a": None}, False, imesde.DTypeError, r'metadata\["a"\]'),
+        ([0], {1: "x"}, True, imesde.DTypeError, "keys must be str"),
+        ([0], {"a": float("nan")}, True, imesde.InvalidValueError, "finite"),
+        (["x"], {"a": 2}, True, imesde.DTypeError, None),
+        ([-1], {"a": 2}, True, imesde.OutOfRangeError, None),
+        ([1, 0], [{"a": 2}, {"a": [1, {}]}], True, imesde.DTypeError, r"metadata\[1\]"),
+    ],
+)
+def test_bad_updates_are_typed_errors_and_change_nothing(
+    ids: Any, metadata: Any, merge: bool, error: type[Exception] | None, match: str | None
+) -> None:
+    engine = imesde.Engine(4, num_shards=1, shard_size=8)
+    engine.ingest_vectors(np.eye(4, dtype=np.float32), metadata={"a": 1})
+    if error is None:
+        assert engine.update_metadata(ids, metadata, merge=merge) == 1
+        return
+    with pytest.raises(error, match=match):
+        engine.update_metadata(ids, metadata, merge=merge)
+    assert [engine.get(i).metadata for i in range(4)] == [{"a": 1}] * 4
+    assert engine.count(where={"a": 1}) == 4
