@@ -41,7 +41,7 @@ FILTERS: list[tuple[dict[str, Any], Keep]] = [
         lambda m: m["urgency"] != "low",
     ),
     (
-        {"closes": {"$exists": True}, "missing": {"$exists": False}},
+        {"closes": {"$exists": True}, "missing": {"$exists": 0}},
         lambda m: "closes" in m,
     ),
     (
@@ -265,7 +265,7 @@ def test_deleted_items_stay_out_of_filtered_searches(
         ({"$and": [{"a": 1}, {"b": {"$in": 3}}]}, 'where["$and"][1]["b"]["$in"]'),
         ({"$or": []}, 'where["$or"]'),
         ({"a": {"$gt": True}}, 'where["a"]["$gt"]'),
-        ({"a": {"$exists": 1}}, 'where["a"]["$exists"]'),
+        ({"a": {"$exists": "yes"}}, 'where["a"]["$exists"]'),
         ({"a": None}, 'where["a"]'),
         ({"a": [1, 2]}, 'where["a"]'),
         ({"a": {"$in": [1, {"x": 1}]}}, 'where["a"]["$in"][1]'),

@@ -6,6 +6,7 @@ filters searched before the change; bad changes are typed errors that change not
 from __future__ import annotations
 
 import pickle
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -132,6 +133,9 @@ def test_deleted_and_overwritten_items_are_not_updated() -> None:
     assert engine.get(5).metadata is None
     assert engine.update_metadata(np.int64(2), {"a": None, "b": None}) == 1
     assert engine.get(2).metadata is None  # every key removed: no metadata, as {} is
+    # An id given twice is one item, updated twice in turn.
+    assert engine.update_metadata([3, 3], [{"n": 1}, {"m": 2}]) == 1
+    assert engine.get(3).metadata == {"a": 1, "b": 2, "n": 1, "m": 2}
 
 
 @pytest.mark.parametrize(
@@ -139,7 +143,8 @@ def test_deleted_and_overwritten_items_are_not_updated() -> None:
     [
         ([0, 1], [{"a": 2}], True, imesde.ShapeError, "1 entries for 2 ids"),
         ([0], [{"a": 2}, {"a": 3}], True, imesde.ShapeError, "more than 1"),
-        ([0], "a=2", True, imesde.DTypeError, "dict"),
+        ([0], "a=2", True, imesde.DTypeError, "single str"),
+        ([0], {"a": 2}, 1, imesde.DTypeError, "bool"),
         ([0], 5, True, imesde.DTypeError, "dict or a list of dicts"),
         ([0], {"a": object()}, True, imesde.DTypeError, r'metadata\["a"\]'),
         ([0], [{"a": 1}], False, None, None),
@@ -163,3 +168,87 @@ def test_bad_updates_are_typed_errors_and_change_nothing(
         engine.update_metadata(ids, metadata, merge=merge)
     assert [engine.get(i).metadata for i in range(4)] == [{"a": 1}] * 4
     assert engine.count(where={"a": 1}) == 4
+
+
+@pytest.mark.parametrize(
+    ("storage", "index", "lexical"),
+    [("int8", None, False), ("binary", None, False), ("f32", "ivf", False), ("f32", None, True)],
+)
+def test_searches_during_updates_return_only_items_that_pass(
+    storage: str, index: str | None, lexical: bool
+) -> None:
+    # Rescored (int8, binary), indexed and lexical searches rank under the filter and read the
+    # hits back afterwards: an update in between must not make a hit that fails the filter.
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((4096, 64)).astype(np.float32)
+    texts = [f"alpha beta item {i} gamma {i % 7}" for i in range(len(x))]
+    extra: dict[str, Any] = {"nlist": 16, "nprobe": 4} if index else {}
+    engine = imesde.Engine(
+        64, num_shards=4, shard_size=1024, storage=storage, index=index, lexical=lexical, **extra
+    )
+    engine.ingest_vectors(x, texts, metadata={"c": 0})
+    if index:
+        engine.train_index()
+    bad: list[Any] = []
+    done = threading.Event()
+
+    def update(seed: int) -> None:
+        r = np.random.default_rng(seed)
+        while not done.is_set():
+            ids = r.choice(len(x), 64, replace=False)
+            engine.update_metadata(ids, {"c": int(r.integers(2))})
+
+    def search(seed: int) -> None:
+        r = np.random.default_rng(seed)
+        for _ in range(1500):
+            if lexical:
+                hits = engine.lexical_search(f"gamma {int(r.integers(7))}", 10, where={"c": 0})
+            else:
+                hits = engine.search_vector(x[int(r.integers(len(x)))], 10, where={"c": 0})
+            bad.extend(h for h in hits if h.metadata != {"c": 0})
+
+    updaters = [threading.Thread(target=update, args=(s,)) for s in (1, 2)]
+    searchers = [threading.Thread(target=search, args=(s,)) for s in (3, 4)]
+    for t in updaters + searchers:
+        t.start()
+    for t in searchers:
+        t.join()
+    done.set()
+    for t in updaters:
+        t.join()
+    assert bad == []
+
+
+def test_delete_by_filter_keeps_an_item_changed_meanwhile() -> None:
+    # delete(where=...) finds the items that pass, then deletes them one by one: an item whose
+    # metadata an update changed in between (so that it no longer passes) must stay.
+    engine = imesde.Engine(16, num_shards=4, shard_size=16_384)
+    rng = np.random.default_rng(5)
+    kept: list[int] = []
+    done = threading.Event()
+
+    def mark() -> None:
+        r = np.random.default_rng(6)
+        while not done.is_set():
+            newest = engine.stats()["ingested"]
+            if newest:
+                i = int(r.integers(max(0, newest - 300), newest))
+                if engine.update_metadata(i, {"s": "keep"}) == 1:
+                    kept.append(i)
+
+    def sweep() -> None:
+        while not done.is_set():
+            engine.delete(where={"s": "tmp"})
+
+    helpers = [threading.Thread(target=mark), threading.Thread(target=sweep)]
+    for t in helpers:
+        t.start()
+    for _ in range(300):
+        batch = rng.standard_normal((100, 16)).astype(np.float32)
+        engine.ingest_vectors(batch, metadata={"s": "tmp"})
+    done.set()
+    for t in helpers:
+        t.join()
+    assert kept
+    assert [i for i in kept if i not in engine] == []
+    assert engine.count(where={"s": "keep"}) == len(set(kept))

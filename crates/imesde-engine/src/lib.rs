@@ -397,16 +397,21 @@ impl Engine {
     /// the BM25 index no longer see them; standing queries are not told. Returns the ids
     /// deleted (ids not held are skipped).
     pub fn delete(&self, ids: &[u64]) -> Vec<u64> {
+        self.delete_checked(ids, &Filter::default())
+    }
+
+    /// [`Engine::delete`] of those of `ids` that pass `filter` when their turn comes.
+    fn delete_checked(&self, ids: &[u64], filter: &Filter) -> Vec<u64> {
         #[cfg(feature = "bm25")]
         if let Some(lexical) = &self.lexical {
             // Under the index's lock: an ingest between its ring write and its indexing
             // then sees the item gone and does not index it.
             let mut lexical = lexical.lock();
-            let deleted = self.ring.delete(ids);
+            let deleted = self.ring.delete_passing(ids, filter);
             lexical.remove(&deleted);
             return deleted;
         }
-        self.ring.delete(ids)
+        self.ring.delete_passing(ids, filter)
     }
 
     /// Changes the metadata of the items `ids` that are held, in place (the `i`-th id gets
@@ -438,7 +443,8 @@ impl Engine {
             }
             None => self.ring.ids_passing(filter)?,
         };
-        Ok(self.delete(&ids))
+        // Checked again as each is deleted: one whose metadata changed since stays.
+        Ok(self.delete_checked(&ids, filter))
     }
 
     /// A new version of the item `id`: `vectors` (one row) with `attrs` stored as a new item
@@ -609,7 +615,7 @@ impl Engine {
     ) -> Result<Vec<Hit>> {
         let hits = self.settled(|held| {
             let ranked = self.lexical_ranked(held, query, k, filter, corpus)?;
-            let hits: Vec<Hit> = self.hits_for(&ranked).collect();
+            let hits: Vec<Hit> = self.hits_for(&ranked, filter).collect();
             let whole = hits.len() == ranked.len();
             Ok((hits, whole))
         })?;
@@ -618,12 +624,16 @@ impl Engine {
     }
 
     /// Hits for ranked ids, in order, read back from the ring (ids overwritten meanwhile are
-    /// skipped).
+    /// skipped, and those whose metadata no longer passes `filter`).
     #[cfg(feature = "bm25")]
-    fn hits_for<'a>(&'a self, ranked: &'a [(u64, f32)]) -> impl Iterator<Item = Hit> + 'a {
+    fn hits_for<'a>(
+        &'a self,
+        ranked: &'a [(u64, f32)],
+        filter: &'a Filter,
+    ) -> impl Iterator<Item = Hit> + 'a {
         ranked
             .iter()
-            .filter_map(|&(id, score)| self.ring.hit(id, score))
+            .filter_map(|&(id, score)| self.ring.hit_passing(id, score, filter))
     }
 
     /// What `read` ranked and read back from the ring, once it is `whole` (it found every
@@ -792,7 +802,7 @@ impl Engine {
                 2 * depth,
                 weights.as_ref().map(|w| &w[..]),
             )?;
-            let hits: Vec<Hit> = self.hits_for(&fused).take(k).collect();
+            let hits: Vec<Hit> = self.hits_for(&fused, filter).take(k).collect();
             let whole = hits.len() == k.min(fused.len());
             Ok((hits, whole))
         })

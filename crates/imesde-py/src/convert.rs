@@ -756,6 +756,12 @@ pub(crate) fn metadata_updates(
     if let Some(d) = mapping(obj)? {
         return Ok(vec![one(d.as_any(), "metadata")?]);
     }
+    if obj.is_instance_of::<PyString>() {
+        return Err(py_err!(
+            DType,
+            "metadata must be a dict or a list of dicts, got a single str"
+        ));
+    }
     let updates = obj
         .try_iter()
         .map_err(|_| {

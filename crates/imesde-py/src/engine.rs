@@ -629,18 +629,21 @@ impl Engine {
     /// ``metadata``: one dict for every id, or one dict (or None) per id. With ``merge`` (the
     /// default) a dict's keys are set and the others kept, and a key given None is removed;
     /// with ``merge=False`` the dict replaces the metadata (None or ``{}``: none). Ids not
-    /// held are skipped; returns how many items were updated. Bad metadata raises before
-    /// any item changes.
-    #[pyo3(signature = (ids, metadata, *, merge = true))]
+    /// held are skipped; returns how many items were updated (an id given twice is one item,
+    /// updated twice in turn). Bad metadata raises before any item changes.
+    #[pyo3(
+        signature = (ids, metadata, *, merge = Flag(true)),
+        text_signature = "($self, ids, metadata, *, merge=True)"
+    )]
     fn update_metadata(
         &self,
         py: Python<'_>,
         ids: &Bound<'_, PyAny>,
         metadata: &Bound<'_, PyAny>,
-        merge: bool,
+        merge: Flag,
     ) -> PyResult<usize> {
         let ids = one_or_more_ids(ids)?;
-        let updates = convert::metadata_updates(metadata, ids.len(), merge)?;
+        let updates = convert::metadata_updates(metadata, ids.len(), merge.0)?;
         let update = |i: usize| &updates[if updates.len() == 1 { 0 } else { i }];
         let updated = gil::run(py, "Engine.update_metadata", || {
             self.core.update_metadata(&ids, update)

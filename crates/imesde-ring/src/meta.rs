@@ -10,7 +10,8 @@
 //!   strings (by code point); an item value of another kind does not match.
 //! - `$in [v...]`: `x` equals one of them.
 //! - `$ne v`, `$nin [...]`: the negation of `$eq`, `$in`: an item without the key matches.
-//! - `$exists true` / `$exists false`: the item has the key (whatever its value), or has not.
+//! - `$exists true` / `$exists false` (or 1 / 0): the item has the key (whatever its value), or
+//!   has not.
 //! - A list value matches `$eq`, `$in` and the comparisons when one of its elements does.
 //! - `$and [p...]`, `$or [p...]`, `$not p`; several keys in one document are all required.
 //! - An item without the key matches no positive operator.
@@ -678,15 +679,20 @@ fn parse_field(key: &str, v: &Json, path: &str) -> Result<Predicate, FilterError
                 }
             }
             "$exists" => {
-                let Json::Bool(exists) = arg else {
-                    return Err(fail(
-                        &here,
-                        format!("$exists takes true or false, got {}", kind(arg)),
-                    ));
+                // 1 and 0 as MongoDB users write them too.
+                let exists = match arg {
+                    Json::Bool(b) => *b,
+                    Json::Number(n) if n.as_u64().is_some_and(|n| n <= 1) => n.as_u64() == Some(1),
+                    _ => {
+                        return Err(fail(
+                            &here,
+                            format!("$exists takes true or false (or 1 / 0), got {arg}"),
+                        ));
+                    }
                 };
                 Predicate::Exists {
                     key: Key::new(key),
-                    exists: *exists,
+                    exists,
                 }
             }
             _ => {
@@ -826,7 +832,10 @@ mod tests {
         assert!(check(json!({"$not": {"missing": {"$exists": true}}})));
         let none = Predicate::parse(&json!({"k": {"$exists": false}})).unwrap();
         assert!(none.matches(None));
-        let bad = Predicate::parse(&json!({"k": {"$exists": 1}})).unwrap_err();
+        assert!(check(
+            json!({"tags": {"$exists": 1}, "missing": {"$exists": 0}})
+        ));
+        let bad = Predicate::parse(&json!({"k": {"$exists": 2}})).unwrap_err();
         assert_eq!(bad.path, "where[\"k\"][\"$exists\"]");
         assert!(bad.message.contains("true or false"), "{bad}");
         assert!(!check(json!({"missing": {"$gt": 1}})));

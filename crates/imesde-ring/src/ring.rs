@@ -853,6 +853,14 @@ impl Ring {
     /// longer see them, and standing queries are not told. Returns the ids deleted, in the
     /// order given (ids not held, or repeated, are skipped).
     pub fn delete(&self, ids: &[u64]) -> Vec<u64> {
+        self.delete_passing(ids, &Filter::default())
+    }
+
+    /// [`Ring::delete`] of those of `ids` that pass `filter` when their turn comes (checked
+    /// under the shard's write lock: an item whose metadata was changed meanwhile so that it
+    /// no longer passes stays).
+    pub fn delete_passing(&self, ids: &[u64], filter: &Filter) -> Vec<u64> {
+        let plain = filter.is_empty();
         let _gate = self.gate.read();
         let mut deleted = Vec::new();
         for &id in ids {
@@ -861,7 +869,7 @@ impl Ring {
             }
             let (s, slot) = self.slot_of(id);
             let mut shard = self.shards[s].write();
-            if shard.id_at(slot) != id {
+            if shard.id_at(slot) != id || !(plain || shard.passes(slot, filter)) {
                 continue;
             }
             let shard = &mut *shard;
@@ -881,8 +889,8 @@ impl Ring {
     /// Changes the metadata of the items `ids` that are held, in place: the `i`-th id gets
     /// `update(i)`. Each item keeps its id, vector, text and timestamp; filters see the new
     /// metadata from the next search on (remembered filter answers for it are forgotten);
-    /// standing queries are not told. Returns the ids updated, in the order given (ids not
-    /// held are skipped).
+    /// standing queries are not told. Returns the ids updated, each once, in the order given
+    /// (ids not held are skipped; an id given twice gets both updates, in turn).
     pub fn update_metadata<'u>(
         &self,
         ids: &[u64],
@@ -909,6 +917,9 @@ impl Ring {
             forget(&memos, s, slot);
             updated.push(id);
         }
+        // An id given twice was updated twice (in turn), and is one item updated.
+        let mut seen = std::collections::HashSet::with_capacity(updated.len());
+        updated.retain(|&id| seen.insert(id));
         updated
     }
 
@@ -1193,14 +1204,15 @@ impl Ring {
         if matches!(q, Query::Int8 { .. }) || self.index_serves(filter) {
             // Candidates to rescore (an int8 scan's, a binary scan's, the index's): ranked as
             // (score, key) pairs ([`Ring::refine`]), hits made of the best, read back once the
-            // ranking is done. A batch written or deleted meanwhile can take a ranked item
-            // (the hit is short of `k`): two tries as they come, then one with writes held off.
+            // ranking is done. A batch written or deleted meanwhile can take a ranked item, or
+            // a metadata update make it fail the filter (the hit is short of `k`): two tries
+            // as they come, then one with writes held off.
             let read = || {
                 let best = self.best_per_query(&q, &unit, 1, k, filter).swap_remove(0);
                 let ranked = best.len();
                 let hits: Vec<Hit> = best
                     .into_iter()
-                    .filter_map(|(score, key)| self.hit(EMPTY - key, score))
+                    .filter_map(|(score, key)| self.hit_passing(EMPTY - key, score, filter))
                     .collect();
                 let whole = hits.len() == ranked;
                 (hits, whole)
@@ -1447,6 +1459,19 @@ impl Ring {
     #[must_use]
     pub fn hit(&self, id: u64, score: f32) -> Option<Hit> {
         self.read_slot(id, |shard, slot| shard.hit(id, slot, score))
+    }
+
+    /// [`Ring::hit`] when the item still passes `filter`: for results ranked under a filter
+    /// and read back afterwards, when its metadata may have changed meanwhile
+    /// ([`Ring::update_metadata`]); `None` otherwise, as for an item no longer held.
+    #[must_use]
+    pub fn hit_passing(&self, id: u64, score: f32, filter: &Filter) -> Option<Hit> {
+        self.read_slot(id, |shard, slot| {
+            shard
+                .passes(slot, filter)
+                .then(|| shard.hit(id, slot, score))
+        })
+        .flatten()
     }
 
     /// The scores of the items `ids` for query `j` of an int8 scan from their codes and
