@@ -334,7 +334,7 @@ class _Unpicklable:
         return ["x"] * len(x)
 
 
-def test_semantic_ids_are_unique_over_every_shard_and_survive_a_restore() -> None:
+def test_semantic_ids_are_unique_over_every_shard_and_survive_a_restore(tmp_path: Path) -> None:
     # Each shard labels its part of a batch; the ids are claimed in one store the shards
     # share, so they are the ids one engine gives the same stream (the same set), and a shard
     # restored from nothing labels what it takes next.
@@ -390,14 +390,22 @@ def test_semantic_ids_are_unique_over_every_shard_and_survive_a_restore() -> Non
         assert len(relabelled) == 100
         assert not relabelled & (set(want) | set(labels))
         assert len(store) == 3100
+        sharded.save(tmp_path / "saved")
     finally:
         sharded.close()
-    # The shared store stops with the engine (ray.kill takes effect soon after, not at once).
-    with pytest.raises(imesde.StorageError, match="gone"):  # noqa: PT012
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            store.claim(["1-2"])
-            time.sleep(0.1)
+    # Loaded (its labeller is not saved) and attached again: the same store goes on, so no
+    # id the items held carry is handed out again.
+    loaded = dist.ShardedEngine.load(tmp_path / "saved", num_cpus=0.5)
+    try:
+        loaded.attach_semantic_ids(sid)
+        more = loaded.ingest_vectors(x[:300])
+        fresh = [semantic_id(item) for item in loaded.get_batch(more)]
+        assert not set(fresh) & (set(want) | set(labels) | relabelled)
+        assert len(set(fresh)) == 300
+        assert loaded.semantic_id_store is not None
+        assert len(loaded.semantic_id_store) == 3400
+    finally:
+        loaded.close()
 
 
 def test_a_dead_shard_raises_answers_partially_and_is_restored(tmp_path: Path) -> None:
@@ -731,6 +739,8 @@ def test_recent_upsert_close_and_pickling_as_on_one_engine() -> None:
             sharded.update_metadata(held[3:5], [{"y": 1}, {"y": object()}])
         with pytest.raises(imesde.ShapeError):
             sharded.update_metadata(held[3:5], [{"y": 1}])
+        assert sharded.update_metadata(np.array(held[5]), {"z": 0}) == 1  # one id, 0-d
+        one.update_metadata(np.array(local[5]), {"z": 0})
         got_meta = [item.metadata for item in sharded.get_batch(held)]
         assert got_meta == [one.get(i).metadata for i in local]
         assert sharded.count(where={"w": 2}) == one.count(where={"w": 2}) == 6

@@ -148,6 +148,15 @@ def _item_id(value: object, what: str = "id") -> int:
     return i
 
 
+def _item_ids(ids: Any) -> list[int]:
+    """Ids as ``delete`` and ``update_metadata`` take them: one (an int, a numpy integer or a
+    0-d array of one), or a list or array of them; each checked."""
+    if isinstance(ids, np.ndarray) and ids.ndim == 0:
+        ids = ids.item()
+    values = [ids] if isinstance(ids, numbers.Integral) else listed(ids, "ids")
+    return [_item_id(value, f"ids[{n}]") for n, value in enumerate(values)]
+
+
 def _snapshot_path(directory: str | os.PathLike[str], shard: int, generation: int = 0) -> str:
     """Shard ``shard``'s snapshot of save ``generation`` (0: the names of format 1's first
     saves, before generations)."""
@@ -613,6 +622,23 @@ class _Shard:
         return self.index
 
 
+# The actor holding the copy of each in-memory collision store given to a ShardedEngine's
+# attach_semantic_ids, by store: the same each time that store is attached again (to any
+# ShardedEngine of this process, one loaded from a save too). It stops once the store is freed
+# (and no shard or `semantic_id_store` holds its handle).
+_STORE_ACTORS: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+_STORE_ACTORS_LOCK = threading.Lock()
+
+
+def _answers(actor: Any) -> bool:
+    """Whether a store actor answers (it is gone once Ray was shut down)."""
+    try:
+        ray.get(actor.size.remote(), timeout=_CLEANUP_WAIT)
+    except Exception:
+        return False
+    return True
+
+
 class _IdStoreActor:
     """A Ray actor holding the collision store every shard of a ``ShardedEngine`` claims
     semantic ids through."""
@@ -644,8 +670,8 @@ class _SharedIdStore:
             return ray.get(getattr(self._actor, method).remote(*args))
         except _ACTOR_GONE as e:
             raise StorageError(
-                f"the semantic id store the shards share is gone ({type(e).__name__}): it "
-                "stops with its ShardedEngine; attach the SemanticIdEngine again"
+                f"the semantic id store the shards share is gone ({type(e).__name__}): Ray "
+                "was shut down; attach the SemanticIdEngine again"
             ) from e
         except ray.exceptions.RayTaskError as e:
             cause = getattr(e, "cause", None)
@@ -775,13 +801,11 @@ class ShardedEngine:
         self._standing: dict[int, tuple[Any, ...]] = {}
         # Open subscriptions, closed with the engine (each drops out when it closes).
         self._subscriptions: weakref.WeakSet[ShardedSubscription] = weakref.WeakSet()
-        # The semantic-id labeler every ingest call carries, numbered by `_labelers`; the
-        # store its ids are claimed through; the in-memory stores given, each with the actor
-        # that holds the copy the shards share.
+        # The semantic-id labeler every ingest call carries, numbered by `_labelers`, and the
+        # store its ids are claimed through.
         self._labeler = _NO_LABELER
         self._labelers = 0
         self._semantic_id_store: Any = None
-        self._id_stores: list[tuple[Any, Any]] = []
         cpus = float(ray.cluster_resources().get("CPU", 0.0))  # type: ignore[no-untyped-call]
         # Compared as Ray counts CPUs: in units of 1e-4, each request rounded to the nearest.
         if num_shards * round(num_cpus * 1e4) > round(cpus * 1e4):
@@ -1327,10 +1351,7 @@ class ShardedEngine:
                 )
             return sum(self._scatter("delete", None, f))
         by_shard: dict[int, list[int]] = {}
-        one = isinstance(ids, numbers.Integral) or (isinstance(ids, np.ndarray) and ids.ndim == 0)
-        values = [ids] if one else listed(ids, "ids")  # type: ignore[arg-type]
-        for n, value in enumerate(values):
-            i = _item_id(value, f"ids[{n}]")
+        for i in _item_ids(ids):
             if i < 2**63:  # no item has a larger id
                 by_shard.setdefault(self._shard_of(i), []).append(i)
         refs = [(s, self._actors[s].delete.remote(g, f)) for s, g in sorted(by_shard.items())]
@@ -1349,9 +1370,7 @@ class ShardedEngine:
         before any shard is sent anything."""
         import imesde
 
-        one = isinstance(ids, numbers.Integral) or (isinstance(ids, np.ndarray) and ids.ndim == 0)
-        values = [ids] if one else listed(ids, "ids")  # type: ignore[arg-type]
-        wanted = [_item_id(value, f"ids[{n}]") for n, value in enumerate(values)]
+        wanted = _item_ids(ids)
         per_id = not isinstance(metadata, Mapping)
         changes: Any = listed(metadata, "metadata") if per_id else dict(metadata)  # type: ignore[arg-type]
         # Checked as one engine checks it (each dict, and one per id), on an engine of one
@@ -1432,7 +1451,7 @@ class ShardedEngine:
         for sub in list(self._subscriptions):
             sub.close()
         self._closed = True
-        for actor in [*self._actors, *(a for _, a in self._id_stores)]:
+        for actor in self._actors:
             with contextlib.suppress(Exception):
                 ray.kill(actor)
 
@@ -1717,10 +1736,12 @@ class ShardedEngine:
 
         Ids stay unique over all the shards: a ``SemanticIdEngine`` whose store is in memory
         (the default) claims them in one copy of that store that every shard shares
-        (``semantic_id_store``: an actor, stopped with the engine; the store given is copied
-        once, when first attached, and does not see the ids claimed there); a
-        ``SQLiteCollisionStore`` is shared through its file (on one machine, or a file every
-        node sees). Any other callable is copied to each shard with whatever state it holds.
+        (``semantic_id_store``: an actor; the store given is copied when first attached and
+        does not see the ids claimed there). Attached again, to this engine or another of this
+        process (one loaded from a save), the same copy goes on, for as long as the store
+        given lives. A ``SQLiteCollisionStore`` is shared through its file (on one machine,
+        or a file every node sees). Any other callable is copied to each shard with whatever
+        state it holds.
         """
         import imesde
 
@@ -1761,7 +1782,8 @@ class ShardedEngine:
     def _shared(self, assign: Any) -> Any:
         """`assign` as the shards get it: a `SemanticIdEngine` whose store is in memory
         claims through the one actor holding a copy of that store (the same actor each time
-        that store is attached, so that no id it handed out is handed out again)."""
+        that store is attached, to any engine of this process, so that no id it handed out is
+        handed out again)."""
         from imesde.semantic_ids import (
             InMemoryCollisionStore,
             SemanticIdEngine,
@@ -1776,10 +1798,13 @@ class ShardedEngine:
         ):
             return assign
         store = resolver.store
-        holder = next((a for s, a in self._id_stores if s is store), None)
-        if holder is None:
-            holder = ray.remote(_IdStoreActor).options(num_cpus=0).remote(store)
-            self._id_stores.append((store, holder))
+        with _STORE_ACTORS_LOCK:
+            holder = _STORE_ACTORS.get(store)
+            if holder is not None and not _answers(holder):
+                holder = None  # Ray was shut down and started again since
+            if holder is None:
+                holder = ray.remote(_IdStoreActor).options(num_cpus=0).remote(store)
+                _STORE_ACTORS[store] = holder
         shared_resolver = copy.copy(resolver)
         shared_resolver.store = _SharedIdStore(holder)
         shipped = copy.copy(assign)

@@ -354,14 +354,16 @@ class SQLiteCollisionStore:
         return result
 
     def __getstate__(self) -> dict[str, Any]:
-        """Pickles as its file and timeout: a copy (in a ``spawn`` worker, say) opens the same
-        database and shares its ids. A private database (``":memory:"``) does not pickle."""
+        """Pickles as its file (its absolute path) and timeout: a copy (in a ``spawn`` worker
+        or a Ray actor, whatever its working directory) opens the same database and shares its
+        ids. A private database (``":memory:"``) does not pickle."""
         if self._private:
             raise TypeError(
                 f"cannot pickle {self!r}: its ids live in this process's private database "
                 "(a copy would hand them out again); give it a file"
             )
-        return {"path": self.path, "timeout": self.timeout}
+        # Absolute: a process started in another directory (a Ray worker) opens this file.
+        return {"path": os.path.abspath(self.path), "timeout": self.timeout}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(state["path"], timeout=state["timeout"])  # type: ignore[misc]
