@@ -741,6 +741,14 @@ def test_recent_upsert_close_and_pickling_as_on_one_engine() -> None:
             sharded.update_metadata(held[3:5], [{"y": 1}])
         assert sharded.update_metadata(np.array(held[5]), {"z": 0}) == 1  # one id, 0-d
         one.update_metadata(np.array(local[5]), {"z": 0})
+        # Chosen by a filter, on every shard; never every item by default.
+        assert sharded.update_metadata(metadata={"f": 1}, where={"w": 2}) == 6
+        one.update_metadata(metadata={"f": 1}, where={"w": 2})
+        assert sharded.update_metadata(held[:6], {"g": 1}, where={"w": 2}) == 3
+        one.update_metadata(local[:6], {"g": 1}, where={"w": 2})
+        with pytest.raises(imesde.InvalidValueError, match="ids or a filter"):
+            sharded.update_metadata(metadata={"f": 2}, where={})
+        assert [i.metadata for i in sharded.get_batch(held)] == [one.get(i).metadata for i in local]
         got_meta = [item.metadata for item in sharded.get_batch(held)]
         assert got_meta == [one.get(i).metadata for i in local]
         assert sharded.count(where={"w": 2}) == one.count(where={"w": 2}) == 6

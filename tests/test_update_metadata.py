@@ -112,6 +112,20 @@ def test_updates_are_what_every_search_filters_on(
     mirror[4] = merged(mirror[4], {"urgency": "critical"})
     check(engine, mirror)
 
+    # Chosen by a filter (qdrant's set_payload with a filter), of ids too.
+    by_filter: Meta = {"acked": False, "triaged": True}
+    want = [i for i in range(N) if passes(FILTERS[1], mirror[i])]
+    assert engine.update_metadata(metadata=by_filter, where=FILTERS[1]) == len(want)
+    for i in want:
+        mirror[i] = merged(mirror[i], by_filter)
+    of_ids = list(range(0, N, 3))
+    want = [i for i in of_ids if passes(FILTERS[0], mirror[i])]
+    assert engine.update_metadata(of_ids, {"urgency": "low"}, where=FILTERS[0]) == len(want)
+    for i in want:
+        mirror[i] = merged(mirror[i], {"urgency": "low"})
+    check(engine, mirror)
+    assert engine.count(where={"triaged": True}) > 0
+
     # The item keeps everything but its metadata.
     after = engine.get(7)
     assert (after.id, after.text, after.ts) == (before.id, before.text, before.ts)
@@ -121,6 +135,34 @@ def test_updates_are_what_every_search_filters_on(
     engine.save(tmp_path / "e.imesde")
     check(imesde.Engine.load(tmp_path / "e.imesde"), mirror)
     check(pickle.loads(pickle.dumps(engine)), mirror)
+
+
+def test_a_filter_chooses_the_items_and_never_every_item_by_default() -> None:
+    engine = imesde.Engine(4, num_shards=2, shard_size=8)
+    x = np.eye(4, dtype=np.float32)
+    engine.ingest_vectors(x, metadata={"a": 1}, timestamps=[10.0, 20.0, 30.0, 40.0])
+    assert engine.update_metadata(metadata={"late": True}, since=25.0) == 2
+    assert [engine.get(i).metadata for i in range(4)] == [{"a": 1}] * 2 + [
+        {"a": 1, "late": True}
+    ] * 2
+    assert engine.update_metadata([0, 1, 2], {"a": 2}, where={"late": {"$exists": True}}) == 1
+    assert engine.get(2).metadata == {"a": 2, "late": True}
+    change = {"b": 1}
+    bad: list[tuple[dict[str, Any], type[Exception]]] = [
+        ({"metadata": change}, imesde.InvalidValueError),  # neither ids nor a filter
+        ({"metadata": change, "where": {}}, imesde.InvalidValueError),
+        ({"ids": [0]}, imesde.DTypeError),  # no metadata
+        ({"metadata": [change], "where": {"a": 1}}, imesde.DTypeError),  # one per id, no ids
+        ({"metadata": change, "since": 5.0, "until": 1.0}, imesde.InvalidValueError),
+        ({"metadata": change, "where": {"a": {"$gtt": 1}}}, imesde.InvalidValueError),
+    ]
+    for kwargs, error in bad:
+        with pytest.raises(error):
+            engine.update_metadata(**kwargs)
+    assert [engine.get(i).metadata for i in range(4)] == [{"a": 1}] * 2 + [
+        {"a": 2, "late": True},
+        {"a": 1, "late": True},
+    ]
 
 
 def test_deleted_and_overwritten_items_are_not_updated() -> None:

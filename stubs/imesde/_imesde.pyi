@@ -586,16 +586,21 @@ class Engine:
         deleted. Neither ids nor a filter (``where={}`` included) raises."""
     def update_metadata(
         self,
-        ids: int | Iterable[int] | npt.NDArray[np.integer[Any]],
-        metadata: _MetadataChange | Iterable[_MetadataChange | None],
+        ids: int | Iterable[int] | npt.NDArray[np.integer[Any]] | None = None,
+        metadata: _MetadataChange | Iterable[_MetadataChange | None] | None = None,
         *,
         merge: bool = True,
+        since: _Timestamp | None = None,
+        until: _Timestamp | None = None,
+        where: _Where | None = None,
     ) -> int:
         """Change the metadata of items in place (id, vector, text, timestamp kept), as
-        chromadb's ``update(ids, metadatas=...)``: one dict for every id, or one per id. With
-        ``merge`` (default) the dict's keys are set and a key given None is removed; with
-        ``merge=False`` it replaces the metadata. Ids not held are skipped; returns how many
-        were updated."""
+        chromadb's ``update(ids, metadatas=...)``: of ``ids``, or of the items that pass
+        ``since``, ``until`` and ``where`` (of ``ids`` when given), as qdrant's
+        ``set_payload``. One dict for every item, or one per id. With ``merge`` (default) the
+        dict's keys are set and a key given None is removed; with ``merge=False`` it replaces
+        the metadata. Ids not held are skipped; returns how many items were updated. Neither
+        ids nor a filter raises."""
     def upsert(
         self,
         id: int,

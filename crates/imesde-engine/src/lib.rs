@@ -414,16 +414,36 @@ impl Engine {
         self.ring.delete_passing(ids, filter)
     }
 
-    /// Changes the metadata of the items `ids` that are held, in place (the `i`-th id gets
-    /// `update(i)`): each keeps its id, vector, text and timestamp, and every filter sees the
-    /// new metadata from the next search on; standing queries are not told. Returns the ids
-    /// updated (ids not held are skipped).
+    /// Changes the metadata of the items `ids` that are held and pass `filter`, in place (the
+    /// `i`-th id gets `update(i)`): each keeps its id, vector, text and timestamp, and every
+    /// filter sees the new metadata from the next search on; standing queries are not told.
+    /// Returns the ids updated, each once (ids not held, or not passing, are skipped).
+    ///
+    /// # Errors
+    /// An empty time window.
     pub fn update_metadata<'u>(
         &self,
         ids: &[u64],
+        filter: &Filter,
         update: impl Fn(usize) -> &'u MetadataUpdate,
-    ) -> Vec<u64> {
-        self.ring.update_metadata(ids, update)
+    ) -> Result<Vec<u64>> {
+        filter.check()?;
+        Ok(self.ring.update_metadata(ids, filter, update))
+    }
+
+    /// Changes the metadata of every item held that passes `filter` by `update`, as
+    /// [`Engine::update_metadata`] does; returns the ids updated. An item ingested meanwhile
+    /// is not changed; one that stops passing before its turn comes is not either.
+    ///
+    /// # Errors
+    /// An empty time window.
+    pub fn update_metadata_passing(
+        &self,
+        filter: &Filter,
+        update: &MetadataUpdate,
+    ) -> Result<Vec<u64>> {
+        let ids = self.ring.ids_passing(filter)?;
+        Ok(self.ring.update_metadata(&ids, filter, |_| update))
     }
 
     /// Deletes the items held that pass `filter` (of `ids` only, when given), as

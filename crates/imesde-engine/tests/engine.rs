@@ -450,7 +450,12 @@ fn metadata_updated_in_place_is_what_every_search_filters_on() {
     // stop finding it, and find it under its new host, with its id, text and score.
     let moved = before[0].id;
     let to_web = MetadataUpdate::Merge(vec![(Arc::from("host"), Some(Value::from("web9")))]);
-    assert_eq!(e.update_metadata(&[moved, 10_000], |_| &to_web), [moved]);
+    let none = Filter::default();
+    assert_eq!(
+        e.update_metadata(&[moved, 10_000], &none, |_| &to_web)
+            .unwrap(),
+        [moved]
+    );
     let web9 = Filter::matching(Predicate::eq("host", "web9"));
     for (f, on_web9) in [(&db, false), (&web9, true)] {
         let dense = e.search_text(query, 3, f, &mut never()).unwrap();
@@ -466,6 +471,15 @@ fn metadata_updated_in_place_is_what_every_search_filters_on() {
     let now = e.search_text(query, 1, &web9, &mut never()).unwrap();
     assert_eq!((now[0].id, now[0].score), (moved, before[0].score));
     assert_eq!(e.get(moved).unwrap().text, before[0].text);
+    // Every item that passes a filter: the db1 items (every other one) but the one moved.
+    let acked = MetadataUpdate::Merge(vec![(Arc::from("acked"), Some(Value::Bool(true)))]);
+    let updated = e.update_metadata_passing(&db, &acked).unwrap();
+    let want: Vec<u64> = (0..LOG.len() as u64)
+        .filter(|&i| i % 2 == 0 && i != moved)
+        .collect();
+    assert_eq!(updated, want);
+    let acked_filter = Filter::matching(Predicate::eq("acked", true));
+    assert_eq!(e.count(&acked_filter).unwrap(), want.len());
 }
 
 #[test]

@@ -737,11 +737,12 @@ fn meta_pairs(
 }
 
 /// The metadata changes of `Engine.update_metadata` for `n` ids: one dict for all (a list of
-/// one), or one dict (or None) per id. With `merge`, a dict's keys are set and those given
-/// None removed (None: no change); otherwise a dict replaces the metadata (None: none).
+/// one), or one dict (or None) per id; only one dict without ids (`n` None). With `merge`, a
+/// dict's keys are set and those given None removed (None: no change); otherwise a dict
+/// replaces the metadata (None: none).
 pub(crate) fn metadata_updates(
     obj: &Bound<'_, PyAny>,
-    n: usize,
+    n: Option<usize>,
     merge: bool,
 ) -> PyResult<Vec<MetadataUpdate>> {
     let mut keys = KeyInterner::default();
@@ -762,6 +763,13 @@ pub(crate) fn metadata_updates(
             "metadata must be a dict or a list of dicts, got a single str"
         ));
     }
+    let Some(n) = n else {
+        return Err(py_err!(
+            DType,
+            "metadata must be one dict when the items are chosen by a filter (no ids), got {}",
+            type_name(obj)
+        ));
+    };
     let updates = obj
         .try_iter()
         .map_err(|_| {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
 use imesde_engine::{Fusion, Ingested, LexicalConfig, Threshold};
-use imesde_ring::{Attributes, IvfConfig, RingConfig, RingError, Storage};
+use imesde_ring::{Attributes, Filter, IvfConfig, RingConfig, RingError, Storage};
 use numpy::{IntoPyArray, PyArray1, PyArray2, PyArrayMethods};
 use parking_lot::Mutex;
 use pyo3::PyTraverseError;
@@ -600,9 +600,7 @@ impl Engine {
             Some(ids) => Some(one_or_more_ids(ids)?),
             None => None,
         };
-        // `where={}` keeps every item: as no filter here, never "delete everything".
-        let r#where = r#where.filter(|w| w.len().map_or(true, |n| n > 0));
-        let filter = convert::filter(since, until, r#where, false)?;
+        let filter = selection_filter(since, until, r#where)?;
         let deleted = match ids {
             Some(ids) if filter.is_empty() => {
                 gil::run(py, "Engine.delete", || self.core.delete(&ids))?
@@ -622,32 +620,64 @@ impl Engine {
         Ok(deleted.len())
     }
 
-    /// Changes the metadata of the items ``ids`` (one id, or a list or array of them) in
-    /// place, as chromadb's ``update(ids, metadatas=...)`` or qdrant's ``set_payload``: each
-    /// keeps its id, vector, text, timestamp and place in the window, and filters see the new
+    /// Changes the metadata of the items ``ids`` (one id, or a list or array of them), or of
+    /// those that pass ``since``, ``until`` and ``where`` (of ``ids`` when given), in place,
+    /// as chromadb's ``update(ids, metadatas=...)`` or qdrant's ``set_payload``: each keeps
+    /// its id, vector, text, timestamp and place in the window, and filters see the new
     /// metadata from the next search on (standing queries are not told, as for ``delete``).
-    /// ``metadata``: one dict for every id, or one dict (or None) per id. With ``merge`` (the
-    /// default) a dict's keys are set and the others kept, and a key given None is removed;
-    /// with ``merge=False`` the dict replaces the metadata (None or ``{}``: none). Ids not
-    /// held are skipped; returns how many items were updated (an id given twice is one item,
-    /// updated twice in turn). Bad metadata raises before any item changes.
+    /// ``metadata``: one dict for every item, or one dict (or None) per id. With ``merge``
+    /// (the default) a dict's keys are set and the others kept, and a key given None is
+    /// removed; with ``merge=False`` the dict replaces the metadata (None or ``{}``: none).
+    /// Ids not held (or not passing) are skipped; returns how many items were updated (an id
+    /// given twice is one item, updated twice in turn). Bad metadata raises before any item
+    /// changes; neither ids nor a filter (``where={}`` included) raises.
     #[pyo3(
-        signature = (ids, metadata, *, merge = Flag(true)),
-        text_signature = "($self, ids, metadata, *, merge=True)"
+        signature = (ids = None, metadata = None, *, merge = Flag(true), since = None,
+                     until = None, r#where = None),
+        text_signature = "($self, ids=None, metadata=None, *, merge=True, since=None, until=None, where=None)"
     )]
+    #[allow(clippy::too_many_arguments)]
     fn update_metadata(
         &self,
         py: Python<'_>,
-        ids: &Bound<'_, PyAny>,
-        metadata: &Bound<'_, PyAny>,
+        ids: Option<&Bound<'_, PyAny>>,
+        metadata: Option<&Bound<'_, PyAny>>,
         merge: Flag,
+        since: Option<&Bound<'_, PyAny>>,
+        until: Option<&Bound<'_, PyAny>>,
+        r#where: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<usize> {
-        let ids = one_or_more_ids(ids)?;
-        let updates = convert::metadata_updates(metadata, ids.len(), merge.0)?;
-        let update = |i: usize| &updates[if updates.len() == 1 { 0 } else { i }];
-        let updated = gil::run(py, "Engine.update_metadata", || {
-            self.core.update_metadata(&ids, update)
-        })?;
+        let Some(metadata) = metadata.filter(|m| !m.is_none()) else {
+            return Err(py_err!(
+                DType,
+                "update_metadata needs metadata: a dict (or one per id)"
+            ));
+        };
+        let ids = ids
+            .filter(|ids| !ids.is_none())
+            .map(one_or_more_ids)
+            .transpose()?;
+        let filter = selection_filter(since, until, r#where)?;
+        let updates = convert::metadata_updates(metadata, ids.as_ref().map(Vec::len), merge.0)?;
+        let updated = match &ids {
+            Some(ids) => {
+                let update = |i: usize| &updates[if updates.len() == 1 { 0 } else { i }];
+                gil::run(py, "Engine.update_metadata", || {
+                    self.core.update_metadata(ids, &filter, update)
+                })
+            }
+            None if filter.is_empty() => {
+                return Err(py_err!(
+                    InvalidValue,
+                    "update_metadata needs ids or a filter (where, since, until); an empty one \
+                     would change every item"
+                ));
+            }
+            None => gil::run(py, "Engine.update_metadata", || {
+                self.core.update_metadata_passing(&filter, &updates[0])
+            }),
+        }
+        .raise()?;
         Ok(updated.len())
     }
 
@@ -1179,6 +1209,17 @@ fn one_item(
 }
 
 /// A threshold argument: a number (a cosine score) or ``"pNN"`` (a percentile).
+/// The filter choosing the items ``delete`` and ``update_metadata`` change: ``where={}``
+/// keeps every item, and counts as no filter there (never "every item" by a filter).
+fn selection_filter(
+    since: Option<&Bound<'_, PyAny>>,
+    until: Option<&Bound<'_, PyAny>>,
+    r#where: Option<&Bound<'_, PyAny>>,
+) -> PyResult<Filter> {
+    let r#where = r#where.filter(|w| w.len().map_or(true, |n| n > 0));
+    convert::filter(since, until, r#where, false)
+}
+
 /// Ids as ``delete`` and ``update_metadata`` take them: one id (an int, a numpy integer or a
 /// 0-d array of one, none of which iterates), or a list or array of them.
 fn one_or_more_ids(ids: &Bound<'_, PyAny>) -> PyResult<Vec<u64>> {

@@ -886,16 +886,19 @@ impl Ring {
         deleted
     }
 
-    /// Changes the metadata of the items `ids` that are held, in place: the `i`-th id gets
-    /// `update(i)`. Each item keeps its id, vector, text and timestamp; filters see the new
-    /// metadata from the next search on (remembered filter answers for it are forgotten);
-    /// standing queries are not told. Returns the ids updated, each once, in the order given
-    /// (ids not held are skipped; an id given twice gets both updates, in turn).
+    /// Changes the metadata of the items `ids` that are held and pass `filter` (checked as
+    /// each is changed), in place: the `i`-th id gets `update(i)`. Each item keeps its id,
+    /// vector, text and timestamp; filters see the new metadata from the next search on
+    /// (remembered filter answers for it are forgotten); standing queries are not told.
+    /// Returns the ids updated, each once, in the order given (ids not held, or not passing,
+    /// are skipped; an id given twice gets both updates, in turn).
     pub fn update_metadata<'u>(
         &self,
         ids: &[u64],
+        filter: &Filter,
         update: impl Fn(usize) -> &'u MetadataUpdate,
     ) -> Vec<u64> {
+        let plain = filter.is_empty();
         let _gate = self.gate.read();
         let mut updated = Vec::new();
         for (i, &id) in ids.iter().enumerate() {
@@ -904,7 +907,7 @@ impl Ring {
             }
             let (s, slot) = self.slot_of(id);
             let mut shard = self.shards[s].write();
-            if shard.id_at(slot) != id {
+            if shard.id_at(slot) != id || !(plain || shard.passes(slot, filter)) {
                 continue;
             }
             // Read under the shard's write lock, as a writer of the slot does.

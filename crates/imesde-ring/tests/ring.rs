@@ -619,13 +619,14 @@ fn metadata_changes_in_place_and_only_for_items_held() {
     r.delete(&[1]);
     let before = r.get(2).unwrap();
     let payload = r.stats().payload_bytes;
+    let none = Filter::default();
     let merge = MetadataUpdate::Merge(vec![
         (Arc::from("status"), None),
         (Arc::from("acked"), Some(Value::Bool(true))),
     ]);
     // Deleted (1), never held (99), an id out of range: skipped.
     assert_eq!(
-        r.update_metadata(&[2, 1, 99, u64::MAX, 3], |_| &merge),
+        r.update_metadata(&[2, 1, 99, u64::MAX, 3], &none, |_| &merge),
         [2, 3]
     );
     let after = r.get(2).unwrap();
@@ -639,11 +640,11 @@ fn metadata_changes_in_place_and_only_for_items_held() {
     assert_ne!(r.stats().payload_bytes, payload);
     // Replacing by nothing, or removing every key, leaves no metadata (as an empty map).
     let clear = MetadataUpdate::Replace(None);
-    assert_eq!(r.update_metadata(&[4], |_| &clear), [4]);
+    assert_eq!(r.update_metadata(&[4], &none, |_| &clear), [4]);
     assert_eq!(r.get(4).unwrap().metadata, None);
     let drop_all =
         MetadataUpdate::Merge(vec![(Arc::from("host"), None), (Arc::from("acked"), None)]);
-    r.update_metadata(&[2], |_| &drop_all);
+    r.update_metadata(&[2], &none, |_| &drop_all);
     assert_eq!(r.get(2).unwrap().metadata, None);
     // The last change of a key wins; an item without metadata gets some.
     let twice = MetadataUpdate::Merge(vec![
@@ -651,11 +652,19 @@ fn metadata_changes_in_place_and_only_for_items_held() {
         (Arc::from("k"), None),
         (Arc::from("k"), Some(Value::Int(2))),
     ]);
-    r.update_metadata(&[2], |_| &twice);
+    r.update_metadata(&[2], &none, |_| &twice);
     assert_eq!(
         r.get(2).unwrap().metadata,
         Some(Metadata::new([("k", Value::Int(2))]))
     );
+    // With a filter, only the items that pass (checked as each is changed).
+    let acked = MetadataUpdate::Merge(vec![(Arc::from("acked"), Some(Value::Bool(true)))]);
+    let db1 = Filter::matching(Predicate::parse(&json!({"host": "db1"})).unwrap());
+    assert_eq!(
+        r.update_metadata(&[0, 2, 3, 5], &db1, |_| &acked),
+        [0, 3, 5]
+    );
+    assert_eq!(r.get(2).unwrap().metadata.unwrap().get("acked"), None);
     // Snapshots keep the new metadata.
     let (loaded, _) = Ring::from_snapshot(&r.snapshot("")).unwrap();
     assert_eq!(loaded.get(2).unwrap().metadata, r.get(2).unwrap().metadata);
@@ -720,7 +729,11 @@ fn remembered_filter_answers_follow_every_write() {
                     }
                 })
                 .collect();
-            assert_eq!(r.update_metadata(&held, |i| &updates[i]).len(), held.len());
+            assert_eq!(
+                r.update_metadata(&held, &Filter::default(), |i| &updates[i])
+                    .len(),
+                held.len()
+            );
         }
         let q = rng.vecs(1, dim);
         // Three filters every round (remembered from round to round), and in turn two more of

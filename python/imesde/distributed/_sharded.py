@@ -552,8 +552,17 @@ class _Shard:
         local = self._local(global_ids)
         return int(self.engine.delete(local, **(filters or {}))) if local else 0
 
-    def update_metadata(self, global_ids: list[int], metadata: Any, merge: bool) -> int:
-        """`metadata` (one dict, or one per id) for the items `global_ids` held here."""
+    def update_metadata(
+        self,
+        global_ids: list[int] | None,
+        metadata: Any,
+        merge: bool,
+        filters: dict[str, Any],
+    ) -> int:
+        """`metadata` (one dict, or one per id) for the items `global_ids` held here that
+        pass `filters` (every item that passes them, without ids)."""
+        if global_ids is None:
+            return int(self.engine.update_metadata(None, metadata, merge=merge, **filters))
         held = np.isin(self.ids, np.asarray(global_ids, dtype=np.int64))
         local_of = dict(zip(self.ids[held].tolist(), self.locals[held].tolist(), strict=True))
         rows = [n for n, g in enumerate(global_ids) if g in local_of]
@@ -562,7 +571,7 @@ class _Shard:
         if isinstance(metadata, list):
             metadata = [metadata[n] for n in rows]
         local = [local_of[global_ids[n]] for n in rows]
-        return int(self.engine.update_metadata(local, metadata, merge=merge))
+        return int(self.engine.update_metadata(local, metadata, merge=merge, **filters))
 
     def recent(self, n: int, filters: dict[str, Any]) -> list[tuple[Any, ...]]:
         return [
@@ -1359,25 +1368,38 @@ class ShardedEngine:
 
     def update_metadata(
         self,
-        ids: int | Iterable[int],
-        metadata: Mapping[str, Any] | Iterable[Mapping[str, Any] | None],
+        ids: int | Iterable[int] | None = None,
+        metadata: Mapping[str, Any] | Iterable[Mapping[str, Any] | None] | None = None,
         *,
         merge: bool = True,
+        since: Any = None,
+        until: Any = None,
+        where: Mapping[str, Any] | None = None,
     ) -> int:
-        """Changes the metadata of the items ``ids`` in place, as ``Engine.update_metadata``
-        (one dict for every id, or one per id; ``merge`` sets keys and removes those given
-        None, ``merge=False`` replaces); returns how many were updated. Bad metadata raises
-        before any shard is sent anything."""
+        """Changes the metadata of the items ``ids``, or of those that pass ``since``,
+        ``until`` and ``where`` (of ``ids`` when given), in place, as
+        ``Engine.update_metadata`` (one dict for every item, or one per id; ``merge`` sets
+        keys and removes those given None, ``merge=False`` replaces); returns how many were
+        updated. Bad metadata raises before any shard is sent anything."""
         import imesde
 
-        wanted = _item_ids(ids)
+        if isinstance(where, Mapping) and not where:
+            where = None  # keeps every item: no filter, as Engine.update_metadata takes it
+        filtered = not (since is None and until is None and where is None)
+        f = self._filters(since, until, where) if filtered else {}
+        wanted = None if ids is None else _item_ids(ids)
+        if metadata is None:
+            raise DTypeError("update_metadata needs metadata: a dict (or one per id)")
         per_id = not isinstance(metadata, Mapping)
         changes: Any = listed(metadata, "metadata") if per_id else dict(metadata)  # type: ignore[arg-type]
-        # Checked as one engine checks it (each dict, and one per id), on an engine of one
-        # item: no shard is sent metadata it would refuse.
+        # Checked as one engine checks it (each dict, one per id, and the filter), on an
+        # engine of one item: no shard is sent what it would refuse.
         probe = imesde.Engine(1, num_shards=1, shard_size=1)
         probe.ingest_vectors(np.ones((1, 1), dtype=np.float32))
-        probe.update_metadata([0] * len(wanted), changes, merge=merge)
+        probe_ids = None if wanted is None else [0] * len(wanted)
+        probe.update_metadata(probe_ids, changes, merge=merge, **f)
+        if wanted is None:
+            return sum(self._scatter("update_metadata", None, changes, merge, f))
         by_shard: dict[int, list[int]] = {}
         for n, i in enumerate(wanted):
             if i < 2**63:  # no item has a larger id
@@ -1389,6 +1411,7 @@ class ShardedEngine:
                     [wanted[n] for n in rows],
                     [changes[n] for n in rows] if per_id else changes,
                     merge,
+                    f,
                 ),
             )
             for s, rows in sorted(by_shard.items())
