@@ -967,6 +967,19 @@ def test_a_running_top_k_over_shards_fires_as_one_engine() -> None:
         sharded.subscribe(q, top_k=0)
 
 
+def test_sharded_ids_are_checked_as_one_engine_checks_them() -> None:
+    # What delete and update_metadata take, before any shard is asked (no Ray needed).
+    from imesde.distributed import _sharded
+
+    assert _sharded._item_ids(np.array(5)) == [5]
+    assert _sharded._item_ids(np.array([1, 2], dtype=np.uint64)) == [1, 2]
+    for bad in (np.timedelta64(1, "s"), np.array([1], dtype="m8[s]"), [True], [1.0], "12"):
+        with pytest.raises(imesde.DTypeError):
+            _sharded._item_ids(bad)
+    with pytest.raises(imesde.OutOfRangeError):
+        _sharded._item_ids([-1])
+
+
 def test_a_shard_restored_from_damaged_ids_is_refused(tmp_path: Path) -> None:
     # A shard restarts from the save its directory's manifest names; its slot map (which
     # global id each ring slot holds) damaged or missing gave items wrong ids or an empty

@@ -150,16 +150,15 @@ def test_collision_stores_and_semantic_id_engines_pickle(golden: Golden, tmp_pat
     assert (again.path, again.timeout) == (sqlite.path, 5.0)
     assert again.claim(["k"]) == ["k-1"]  # the same database
 
-    # A relative path pickles as the file it names here: a process in another directory (a
-    # Ray worker) opens the same database.
+    # A relative path names the file where the store was made: a copy made after a chdir, or
+    # in a process in another directory (a Ray worker), opens the same database.
     (tmp_path / "elsewhere").mkdir()
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(tmp_path)
         relative = imesde.SQLiteCollisionStore("rel.db", timeout=5)
         assert relative.claim(["k"]) == ["k"]
-        blob = pickle.dumps(relative)
-        mp.chdir(tmp_path / "elsewhere")
-        moved = pickle.loads(blob)
+        mp.chdir(tmp_path / "elsewhere")  # before the pickle: still the file named then
+        moved = pickle.loads(pickle.dumps(relative))
         assert moved.path == str(tmp_path / "rel.db")
         assert moved.claim(["k"]) == ["k-1"]
         moved.close()

@@ -155,6 +155,12 @@ def test_a_filter_chooses_the_items_and_never_every_item_by_default() -> None:
         ({"metadata": [change], "where": {"a": 1}}, imesde.DTypeError),  # one per id, no ids
         ({"metadata": change, "since": 5.0, "until": 1.0}, imesde.InvalidValueError),
         ({"metadata": change, "where": {"a": {"$gtt": 1}}}, imesde.InvalidValueError),
+        # Filters that keep every item as written are no filter here either.
+        ({"metadata": change, "where": {"$and": [{}]}}, imesde.InvalidValueError),
+        ({"metadata": change, "where": {"$or": [{"a": 2}, {}]}}, imesde.InvalidValueError),
+        # Empty, but not a mapping: refused as a search refuses it, ids or not.
+        ({"ids": [0, 1], "metadata": change, "where": ""}, imesde.InvalidValueError),
+        ({"ids": [0, 1], "metadata": change, "where": []}, imesde.InvalidValueError),
     ]
     for kwargs, error in bad:
         with pytest.raises(error):
@@ -163,6 +169,16 @@ def test_a_filter_chooses_the_items_and_never_every_item_by_default() -> None:
         {"a": 2, "late": True},
         {"a": 1, "late": True},
     ]
+    everything: list[dict[str, Any]] = [{"$and": [{}]}, {"$not": {"$not": {}}}]
+    for where in everything:
+        with pytest.raises(imesde.InvalidValueError, match="ids or a filter"):
+            engine.delete(where=where)
+    with pytest.raises(imesde.InvalidValueError):
+        engine.delete([0], where="")  # type: ignore[arg-type]
+    assert len(engine) == 4
+    # An id given twice with a filter: the second change only if it still passes.
+    assert engine.update_metadata([0, 0], [{"a": 5}, {"b": 1}], where={"a": 1}) == 1
+    assert engine.get(0).metadata == {"a": 5}
 
 
 def test_deleted_and_overwritten_items_are_not_updated() -> None:

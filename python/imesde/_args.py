@@ -46,7 +46,10 @@ def integer(value: object, what: str) -> int:
     """``value`` as an int; ``DTypeError`` naming ``what`` for anything else."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise DTypeError(f"{what} must be an int, got {type(value).__name__}")
-    return operator.index(value)
+    try:
+        return operator.index(value)
+    except TypeError:  # numpy's timedelta64 is an Integral that is not an index
+        raise DTypeError(f"{what} must be an int, got {type(value).__name__}") from None
 
 
 def positive(value: object, what: str) -> int:

@@ -15,7 +15,7 @@ use parking_lot::Mutex;
 use pyo3::PyTraverseError;
 use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyBytes, PyDict, PyInt, PyList, PyString, PyTuple};
+use pyo3::types::{PyBool, PyBytes, PyDict, PyInt, PyList, PyMapping, PyString, PyTuple};
 
 use crate::bm25::PyBm25;
 use crate::convert::{self, Count, Flag, FsPath, LexicalQuery, Real, Text, id_of, reduce_to_bytes};
@@ -629,8 +629,9 @@ impl Engine {
     /// (the default) a dict's keys are set and the others kept, and a key given None is
     /// removed; with ``merge=False`` the dict replaces the metadata (None or ``{}``: none).
     /// Ids not held (or not passing) are skipped; returns how many items were updated (an id
-    /// given twice is one item, updated twice in turn). Bad metadata raises before any item
-    /// changes; neither ids nor a filter (``where={}`` included) raises.
+    /// given twice is one item, updated twice in turn, each time only if it still passes the
+    /// filter). Bad metadata raises before any item changes; neither ids nor a filter (nor
+    /// one that keeps every item as written: ``where={}``, ``{"$and": [{}]}``) raises.
     #[pyo3(
         signature = (ids = None, metadata = None, *, merge = Flag(true), since = None,
                      until = None, r#where = None),
@@ -1210,13 +1211,17 @@ fn one_item(
 
 /// A threshold argument: a number (a cosine score) or ``"pNN"`` (a percentile).
 /// The filter choosing the items ``delete`` and ``update_metadata`` change: ``where={}``
-/// keeps every item, and counts as no filter there (never "every item" by a filter).
+/// keeps every item, and counts as no filter there (never "every item" by a filter; nor does
+/// one that keeps every item as written, see `Filter::is_empty`).
 fn selection_filter(
     since: Option<&Bound<'_, PyAny>>,
     until: Option<&Bound<'_, PyAny>>,
     r#where: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<Filter> {
-    let r#where = r#where.filter(|w| w.len().map_or(true, |n| n > 0));
+    // An empty mapping only: anything else that is empty (a str, a list) is refused by the
+    // filter's parser, as a search refuses it.
+    let r#where =
+        r#where.filter(|w| !(w.cast::<PyMapping>().is_ok() && w.len().is_ok_and(|n| n == 0)));
     convert::filter(since, until, r#where, false)
 }
 

@@ -111,10 +111,16 @@ impl Filter {
         }
     }
 
-    /// Whether the filter keeps everything.
+    /// Whether the filter keeps everything: no time window, and no predicate or one that keeps
+    /// every item whatever its metadata ([`Predicate::keeps_everything`]).
     #[must_use]
     pub fn is_empty(&self) -> bool {
-        self.since.is_none() && self.until.is_none() && self.predicate.is_none()
+        self.since.is_none()
+            && self.until.is_none()
+            && self
+                .predicate
+                .as_ref()
+                .is_none_or(Predicate::keeps_everything)
     }
 
     /// Whether `self` and `other` keep the same items (`exact` aside).

@@ -469,6 +469,31 @@ impl Predicate {
         parse_doc(doc, "where", 0)
     }
 
+    /// Whether it keeps every item whatever its metadata, as written: an empty `$and` (what
+    /// `{}` compiles to), or one made of such (`{"$and": [{}]}`, `{"$or": [{}, ...]}`, the
+    /// `$not` of one that keeps nothing). Deletes and updates chosen by such a filter would
+    /// choose every item.
+    #[must_use]
+    pub fn keeps_everything(&self) -> bool {
+        match self {
+            Predicate::And(ps) => ps.iter().all(Predicate::keeps_everything),
+            Predicate::Or(ps) => ps.iter().any(Predicate::keeps_everything),
+            Predicate::Not(p) => p.keeps_nothing(),
+            _ => false,
+        }
+    }
+
+    /// Whether it keeps no item whatever its metadata, as written ([`Self::keeps_everything`]
+    /// negated).
+    fn keeps_nothing(&self) -> bool {
+        match self {
+            Predicate::And(ps) => ps.iter().any(Predicate::keeps_nothing),
+            Predicate::Or(ps) => ps.iter().all(Predicate::keeps_nothing),
+            Predicate::Not(p) => p.keeps_everything(),
+            _ => false,
+        }
+    }
+
     /// Whether an item with metadata `meta` passes.
     #[must_use]
     pub fn matches(&self, meta: Option<&Metadata>) -> bool {
@@ -835,6 +860,21 @@ mod tests {
         assert!(check(
             json!({"tags": {"$exists": 1}, "missing": {"$exists": 0}})
         ));
+        for (doc, all) in [
+            (json!({}), true),
+            (json!({"$and": [{}]}), true),
+            (json!({"$or": [{"a": 1}, {"$and": [{}, {}]}]}), true),
+            (json!({"$not": {"$not": {}}}), true),
+            (json!({"$and": [{}, {"a": 1}]}), false),
+            (json!({"$not": {}}), false),
+            (json!({"a": {"$exists": true}}), false),
+        ] {
+            let p = Predicate::parse(&doc).unwrap();
+            assert_eq!(p.keeps_everything(), all, "{doc}");
+            if all {
+                assert!(p.matches(None) && p.matches(Some(&meta())));
+            }
+        }
         let bad = Predicate::parse(&json!({"k": {"$exists": 2}})).unwrap_err();
         assert_eq!(bad.path, "where[\"k\"][\"$exists\"]");
         assert!(bad.message.contains("true or false"), "{bad}");

@@ -632,20 +632,17 @@ class _Shard:
 
 
 # The actor holding the copy of each in-memory collision store given to a ShardedEngine's
-# attach_semantic_ids, by store: the same each time that store is attached again (to any
-# ShardedEngine of this process, one loaded from a save too). It stops once the store is freed
-# (and no shard or `semantic_id_store` holds its handle).
-_STORE_ACTORS: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+# attach_semantic_ids, by store, with the Ray job that started it: the same each time that
+# store is attached again (to any ShardedEngine of this process, one loaded from a save too).
+# It stops once the store is freed (and no shard or `semantic_id_store` holds its handle).
+_STORE_ACTORS: weakref.WeakKeyDictionary[Any, tuple[str, Any]] = weakref.WeakKeyDictionary()
 _STORE_ACTORS_LOCK = threading.Lock()
 
 
-def _answers(actor: Any) -> bool:
-    """Whether a store actor answers (it is gone once Ray was shut down)."""
-    try:
-        ray.get(actor.size.remote(), timeout=_CLEANUP_WAIT)
-    except Exception:
-        return False
-    return True
+def _ray_job() -> str:
+    """The Ray job this process runs as (a new one after ``ray.shutdown()`` and
+    ``ray.init()``, whose actors are gone)."""
+    return str(ray.get_runtime_context().get_job_id())
 
 
 class _IdStoreActor:
@@ -1821,13 +1818,12 @@ class ShardedEngine:
         ):
             return assign
         store = resolver.store
+        job = _ray_job()
         with _STORE_ACTORS_LOCK:
-            holder = _STORE_ACTORS.get(store)
-            if holder is not None and not _answers(holder):
-                holder = None  # Ray was shut down and started again since
-            if holder is None:
+            job_of, holder = _STORE_ACTORS.get(store, (job, None))
+            if holder is None or job_of != job:  # none yet, or Ray was started again since
                 holder = ray.remote(_IdStoreActor).options(num_cpus=0).remote(store)
-                _STORE_ACTORS[store] = holder
+                _STORE_ACTORS[store] = (job, holder)
         shared_resolver = copy.copy(resolver)
         shared_resolver.store = _SharedIdStore(holder)
         shipped = copy.copy(assign)

@@ -201,7 +201,8 @@ class SQLiteCollisionStore:
     serialise on the database lock and never hand out the same id.
 
     Args:
-        path: The database file (created if missing). ``":memory:"`` (or ``""``) is a private
+        path: The database file (created if missing; ``path`` keeps it absolute, as named
+            in the working directory of the moment). ``":memory:"`` (or ``""``) is a private
             database of this store's connection: its ids are gone when it is closed, and it
             does not pickle or cross ``fork()`` (a copy would hand out the same ids again).
         timeout: Seconds to wait for another writer's lock before raising.
@@ -230,6 +231,10 @@ class SQLiteCollisionStore:
         self.timeout = float(timeout)
         # A private database lives in its connection: once that is gone, so are its ids.
         self._private = self.path in ("", ":memory:")
+        if not self._private:
+            # The file as named here and now: a copy (pickled to a Ray worker, or read after
+            # a chdir) opens this one whatever its working directory.
+            self.path = os.path.abspath(self.path)
         self._gone: str | None = None
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
@@ -354,16 +359,16 @@ class SQLiteCollisionStore:
         return result
 
     def __getstate__(self) -> dict[str, Any]:
-        """Pickles as its file (its absolute path) and timeout: a copy (in a ``spawn`` worker
-        or a Ray actor, whatever its working directory) opens the same database and shares its
-        ids. A private database (``":memory:"``) does not pickle."""
+        """Pickles as its file (its absolute path, as named when the store was made) and
+        timeout: a copy (in a ``spawn`` worker or a Ray actor, whatever its working directory)
+        opens the same database and shares its ids. A private database (``":memory:"``) does
+        not pickle."""
         if self._private:
             raise TypeError(
                 f"cannot pickle {self!r}: its ids live in this process's private database "
                 "(a copy would hand them out again); give it a file"
             )
-        # Absolute: a process started in another directory (a Ray worker) opens this file.
-        return {"path": os.path.abspath(self.path), "timeout": self.timeout}
+        return {"path": self.path, "timeout": self.timeout}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(state["path"], timeout=state["timeout"])  # type: ignore[misc]
