@@ -209,6 +209,44 @@ def test_standing_queries_apply_the_filter(
     assert fired == mask_of(meta, keep)
 
 
+# Filters on the item's text (chromadb's where_document), alone and with metadata.
+TEXT_FILTERS: list[tuple[dict[str, Any], Callable[[str, Meta], bool]]] = [
+    ({"$contains": "upstream"}, lambda t, m: "upstream" in t),
+    ({"$not_contains": "e", "long": False}, lambda t, m: "e" not in t and not m["long"]),
+    (
+        {"$or": [{"$contains": "CVE"}, {"urgency": "high"}], "$not_contains": "Debian"},
+        lambda t, m: ("CVE" in t or m["urgency"] == "high") and "Debian" not in t,
+    ),
+]
+
+
+@pytest.mark.parametrize("which", range(len(TEXT_FILTERS)))
+def test_text_filters_keep_what_python_keeps(
+    corpus: tuple[imesde.Engine, list[Meta], npt.NDArray[np.float32]],
+    stream: list[dict[str, str]],
+    embedder: imesde.TextEmbedder,
+    which: int,
+) -> None:
+    engine, meta, _ = corpus
+    texts = [it["text"] for it in stream[:N]]
+    where, keep = TEXT_FILTERS[which]
+    kept = {i for i in range(N) if keep(texts[i], meta[i])}
+    assert 0 < len(kept) < N
+    assert engine.count(where=where) == len(kept)
+    assert {item.id for item in engine.recent(N, where=where)} == kept
+    assert {h.id for h in engine.search("security fix", N, where=where)} == kept
+    for hits in (
+        engine.lexical_search("new upstream release", 30, where=where),
+        engine.hybrid_search("new upstream release", 30, where=where),
+    ):
+        assert {h.id for h in hits} <= kept
+    # A standing query fires for the new items that pass, their texts read as they arrive.
+    fresh = imesde.Engine(embedder, num_shards=2, shard_size=64)
+    sub = fresh.subscribe("security fix", threshold=-1.0, where=where)
+    fresh.ingest_batch(texts[:100], metadata=meta[:100])
+    assert sorted(e.hit.id for e in sub.drain()) == sorted(i for i in kept if i < 100)
+
+
 def test_typed_values_round_trip_through_save_and_pickle(
     corpus: tuple[imesde.Engine, list[Meta], npt.NDArray[np.float32]], tmp_path: Path
 ) -> None:
@@ -272,6 +310,8 @@ def test_deleted_items_stay_out_of_filtered_searches(
         ({"a": {"$eq": object()}}, 'where["a"]["$eq"]'),
         ({"a": float("nan")}, 'where["a"]'),
         ({"$xor": [{"a": 1}]}, 'where["$xor"]'),
+        ({"$contains": 3}, 'where["$contains"]'),
+        ({"$and": [{"$not_contains": ["a"]}]}, 'where["$and"][0]["$not_contains"]'),
         ({1: "a"}, "where"),
         (["a"], "where"),
     ],

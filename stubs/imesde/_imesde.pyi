@@ -21,7 +21,7 @@ _Metadata: TypeAlias = Mapping[str, _MetaValue]
 # A change to an item's metadata: a key given None is removed (when merged).
 _MetadataChange: TypeAlias = Mapping[str, _MetaValue | None]
 # A ``where`` filter: ``{"key": value}`` or ``{"key": {"$op": operand}}``, ``$and`` / ``$or``
-# lists and ``$not``; see the filter guide.
+# lists, ``$not``, and ``$contains`` / ``$not_contains`` on the text; see the filter guide.
 _Where: TypeAlias = Mapping[str, Any]
 _Ids: TypeAlias = npt.NDArray[np.int64]
 

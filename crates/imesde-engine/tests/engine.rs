@@ -156,7 +156,11 @@ fn lexical_hybrid_and_recent_apply_the_filter() {
             3,
             "both sides keep only the three items of one host"
         );
-        assert!(hybrid.iter().all(|h| f.matches(h.ts, h.metadata.as_ref())));
+        assert!(
+            hybrid
+                .iter()
+                .all(|h| f.matches(h.ts, h.metadata.as_ref(), h.text.as_deref()))
+        );
         let recent = e.recent(10, f).unwrap();
         assert_eq!(recent.len(), 3);
         assert!(recent.windows(2).all(|w| w[0].id > w[1].id));

@@ -129,21 +129,24 @@ impl Filter {
         self.since == other.since && self.until == other.until && self.predicate == other.predicate
     }
 
-    /// Whether an item with timestamp `ts` and metadata `meta` passes.
+    /// Whether an item with timestamp `ts`, metadata `meta` and text `text` passes.
     #[inline]
     #[must_use]
-    pub fn matches(&self, ts: f64, meta: Option<&Metadata>) -> bool {
+    pub fn matches(&self, ts: f64, meta: Option<&Metadata>, text: Option<&str>) -> bool {
         if self.since.is_some_and(|s| ts < s) || self.until.is_some_and(|u| ts >= u) {
             return false;
         }
-        self.matches_meta(meta)
+        self.matches_content(meta, text)
     }
 
-    /// Whether `meta` passes the predicate (time bounds not considered).
+    /// Whether an item with metadata `meta` and text `text` passes the predicate (time bounds
+    /// not considered).
     #[inline]
     #[must_use]
-    pub fn matches_meta(&self, meta: Option<&Metadata>) -> bool {
-        self.predicate.as_ref().is_none_or(|p| p.matches(meta))
+    pub fn matches_content(&self, meta: Option<&Metadata>, text: Option<&str>) -> bool {
+        self.predicate
+            .as_ref()
+            .is_none_or(|p| p.matches(meta, text))
     }
 }
 

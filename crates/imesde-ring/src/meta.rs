@@ -12,6 +12,8 @@
 //! - `$ne v`, `$nin [...]`: the negation of `$eq`, `$in`: an item without the key matches.
 //! - `$exists true` / `$exists false` (or 1 / 0): the item has the key (whatever its value), or
 //!   has not.
+//! - `{"$contains": s}` / `{"$not_contains": s}` (a document's key, not a field's operator): the
+//!   item's text contains `s` (case-sensitive), or does not, as chromadb's `where_document`.
 //! - A list value matches `$eq`, `$in` and the comparisons when one of its elements does.
 //! - `$and [p...]`, `$or [p...]`, `$not p`; several keys in one document are all required.
 //! - An item without the key matches no positive operator.
@@ -410,6 +412,15 @@ pub enum Predicate {
         /// `$nin`.
         negate: bool,
     },
+    /// `$contains needle` (or `$not_contains` when `negate`): the item's text contains
+    /// `needle`, case-sensitive, as chromadb's `where_document` reads it (an item without text
+    /// contains nothing).
+    Text {
+        /// The substring to look for.
+        needle: Box<str>,
+        /// `$not_contains`.
+        negate: bool,
+    },
     /// `key $exists exists`: the item has the key (any value), or has not.
     Exists {
         /// The metadata key and its [`key_hash`].
@@ -447,7 +458,7 @@ const OPERATORS: &str = "$eq, $ne, $gt, $gte, $lt, $lte, $in, $nin, $exists";
 /// How deeply `$and`, `$or` and `$not` may nest: a filter is evaluated (and dropped) by
 /// recursion, so a deeper one is refused rather than left to overflow the stack.
 pub const MAX_FILTER_DEPTH: usize = 32;
-const LOGICAL: &str = "$and, $or, $not";
+const LOGICAL: &str = "$and, $or, $not, $contains, $not_contains";
 
 impl Predicate {
     /// `key == value`.
@@ -494,9 +505,9 @@ impl Predicate {
         }
     }
 
-    /// Whether an item with metadata `meta` passes.
+    /// Whether an item with metadata `meta` and text `text` passes.
     #[must_use]
-    pub fn matches(&self, meta: Option<&Metadata>) -> bool {
+    pub fn matches(&self, meta: Option<&Metadata>, text: Option<&str>) -> bool {
         match self {
             Predicate::Cmp { key, op, value } => {
                 let x = key.find(meta);
@@ -539,10 +550,13 @@ impl Predicate {
                 });
                 found != *negate
             }
+            Predicate::Text { needle, negate } => {
+                text.is_some_and(|t| t.contains(&**needle)) != *negate
+            }
             Predicate::Exists { key, exists } => key.find(meta).is_some() == *exists,
-            Predicate::And(ps) => ps.iter().all(|p| p.matches(meta)),
-            Predicate::Or(ps) => ps.iter().any(|p| p.matches(meta)),
-            Predicate::Not(p) => !p.matches(meta),
+            Predicate::And(ps) => ps.iter().all(|p| p.matches(meta, text)),
+            Predicate::Or(ps) => ps.iter().any(|p| p.matches(meta, text)),
+            Predicate::Not(p) => !p.matches(meta, text),
         }
     }
 }
@@ -621,6 +635,18 @@ fn parse_doc(doc: &Json, path: &str, depth: usize) -> Result<Predicate, FilterEr
                 if key == "$and" { Predicate::And(ps) } else { Predicate::Or(ps) }
             }
             "$not" => Predicate::Not(Box::new(parse_doc(v, &here, depth + 1)?)),
+            "$contains" | "$not_contains" => {
+                let Json::String(needle) = v else {
+                    return Err(fail(
+                        &here,
+                        format!("{key} takes a str (text the item's text holds), got {}", kind(v)),
+                    ));
+                };
+                Predicate::Text {
+                    needle: needle.as_str().into(),
+                    negate: key == "$not_contains",
+                }
+            }
             k if k.starts_with('$') => {
                 return Err(fail(
                     &here,
@@ -761,7 +787,9 @@ mod tests {
 
     #[allow(clippy::needless_pass_by_value)] // the tests read best with json!(..) inline
     fn check(doc: serde_json::Value) -> bool {
-        Predicate::parse(&doc).unwrap().matches(Some(&meta()))
+        Predicate::parse(&doc)
+            .unwrap()
+            .matches(Some(&meta()), Some("disk full on db1"))
     }
 
     #[test]
@@ -819,7 +847,7 @@ mod tests {
         for probe in &probes {
             let m = Metadata::new([("k", probe.clone())]);
             let scanned = probe.any(|e| values.iter().any(|v| e.order(v) == Some(Ordering::Equal)));
-            assert_eq!(list.matches(Some(&m)), scanned, "{probe:?}");
+            assert_eq!(list.matches(Some(&m), None), scanned, "{probe:?}");
             found += usize::from(scanned);
         }
         assert!(
@@ -856,10 +884,23 @@ mod tests {
         assert!(!check(json!({"missing": {"$exists": true}})));
         assert!(check(json!({"$not": {"missing": {"$exists": true}}})));
         let none = Predicate::parse(&json!({"k": {"$exists": false}})).unwrap();
-        assert!(none.matches(None));
+        assert!(none.matches(None, None));
         assert!(check(
             json!({"tags": {"$exists": 1}, "missing": {"$exists": 0}})
         ));
+        assert!(check(json!({"$contains": "disk full"})));
+        assert!(!check(json!({"$contains": "Disk"}))); // case-sensitive, as chromadb
+        assert!(check(json!({"$not_contains": "db2", "host": "web1"})));
+        assert!(check(
+            json!({"$or": [{"$contains": "nope"}, {"$contains": "db1"}]})
+        ));
+        assert!(!check(json!({"$not": {"$contains": "db1"}})));
+        let text = Predicate::parse(&json!({"$contains": "x"})).unwrap();
+        assert!(!text.matches(None, None)); // no text contains nothing
+        let not_text = Predicate::parse(&json!({"$not_contains": "x"})).unwrap();
+        assert!(not_text.matches(None, None));
+        let bad = Predicate::parse(&json!({"$contains": 3})).unwrap_err();
+        assert!(bad.message.contains("takes a str"), "{bad}");
         for (doc, all) in [
             (json!({}), true),
             (json!({"$and": [{}]}), true),
@@ -872,7 +913,7 @@ mod tests {
             let p = Predicate::parse(&doc).unwrap();
             assert_eq!(p.keeps_everything(), all, "{doc}");
             if all {
-                assert!(p.matches(None) && p.matches(Some(&meta())));
+                assert!(p.matches(None, None) && p.matches(Some(&meta()), Some("x")));
             }
         }
         let bad = Predicate::parse(&json!({"k": {"$exists": 2}})).unwrap_err();
@@ -886,7 +927,7 @@ mod tests {
         assert!(
             !Predicate::parse(&json!({"host": "web1"}))
                 .unwrap()
-                .matches(None)
+                .matches(None, None)
         );
     }
 
@@ -894,13 +935,13 @@ mod tests {
     fn integers_and_floats_compare_exactly() {
         let big = i64::MAX - 1;
         let m = Metadata::new([("n", Value::Int(big))]);
-        let p = |d| Predicate::parse(&d).unwrap().matches(Some(&m));
+        let p = |d| Predicate::parse(&d).unwrap().matches(Some(&m), None);
         // 2^63 as a float is above every i64.
         assert!(p(json!({"n": {"$lt": 9_223_372_036_854_775_808.0_f64}})));
         assert!(!p(json!({"n": {"$eq": 9_223_372_036_854_775_807.0_f64}})));
         assert!(p(json!({"n": {"$gt": 1.5}})));
         let m = Metadata::new([("n", Value::Int(2))]);
-        let p = |d| Predicate::parse(&d).unwrap().matches(Some(&m));
+        let p = |d| Predicate::parse(&d).unwrap().matches(Some(&m), None);
         assert!(p(json!({"n": {"$gt": 1.5}})));
         assert!(p(json!({"n": {"$lt": 2.5}})));
         assert!(!p(json!({"n": {"$lt": 2.0}})));

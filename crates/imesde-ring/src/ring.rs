@@ -226,7 +226,11 @@ impl Shard {
     /// Whether the item in `slot` passes `filter`: the one place a filter reads a slot.
     #[inline]
     pub(crate) fn passes(&self, slot: usize, filter: &Filter) -> bool {
-        filter.matches(self.ts[slot], self.meta[slot].as_ref())
+        filter.matches(
+            self.ts[slot],
+            self.meta[slot].as_ref(),
+            self.texts[slot].as_deref(),
+        )
     }
 
     /// The ids of the items held here that pass `filter`, in slot order.

@@ -160,7 +160,8 @@ impl Standing {
                     continue;
                 }
                 let meta = attrs.metadata.get(i).and_then(Option::as_ref);
-                if !spec.filter.matches_meta(meta) {
+                let text = attrs.texts.get(i).and_then(Option::as_deref);
+                if !spec.filter.matches_content(meta, text) {
                     continue;
                 }
                 if let Some(k) = spec.top_k {

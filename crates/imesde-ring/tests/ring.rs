@@ -744,8 +744,9 @@ fn remembered_filter_answers_follow_every_write() {
             got.sort_unstable();
             let want: Vec<u64> = (0..next)
                 .filter(|&id| {
-                    r.get(id)
-                        .is_some_and(|item| f.matches(item.ts, item.metadata.as_ref()))
+                    r.get(id).is_some_and(|item| {
+                        f.matches(item.ts, item.metadata.as_ref(), item.text.as_deref())
+                    })
                 })
                 .collect();
             assert_eq!(got, want, "round {round}, {f:?}");
