@@ -770,21 +770,7 @@ pub(crate) fn metadata_updates(
             type_name(obj)
         ));
     };
-    let updates = obj
-        .try_iter()
-        .map_err(|_| {
-            py_err!(
-                DType,
-                "metadata must be a dict or a list of dicts, got {}",
-                type_name(obj)
-            )
-        })?
-        .enumerate()
-        .map(|(i, m)| {
-            within(i, n, "metadata")?;
-            one(&m?, &format!("metadata[{i}]"))
-        })
-        .collect::<PyResult<Vec<_>>>()?;
+    let updates = per_item(obj, n, |i, m| one(m, &format!("metadata[{i}]")))?;
     if updates.len() != n {
         return Err(py_err!(
             Shape,
@@ -803,6 +789,25 @@ pub(crate) fn metadata(obj: &Bound<'_, PyAny>, n: usize) -> PyResult<Vec<Option<
         return Ok(vec![Some(shared); n]);
     }
     let mut keys = KeyInterner::default();
+    per_item(obj, n, |i, m| {
+        if m.is_none() {
+            Ok(None)
+        } else {
+            Ok(Some(meta_map_with(
+                m,
+                &format!("metadata[{i}]"),
+                &mut keys,
+            )?))
+        }
+    })
+}
+
+/// Each entry of a list of metadata dicts (at most `n`), read by `read(i, entry)`.
+fn per_item<T>(
+    obj: &Bound<'_, PyAny>,
+    n: usize,
+    mut read: impl FnMut(usize, &Bound<'_, PyAny>) -> PyResult<T>,
+) -> PyResult<Vec<T>> {
     obj.try_iter()
         .map_err(|_| {
             py_err!(
@@ -814,16 +819,7 @@ pub(crate) fn metadata(obj: &Bound<'_, PyAny>, n: usize) -> PyResult<Vec<Option<
         .enumerate()
         .map(|(i, m)| {
             within(i, n, "metadata")?;
-            let m = m?;
-            if m.is_none() {
-                Ok(None)
-            } else {
-                Ok(Some(meta_map_with(
-                    &m,
-                    &format!("metadata[{i}]"),
-                    &mut keys,
-                )?))
-            }
+            read(i, &m?)
         })
         .collect()
 }

@@ -864,27 +864,15 @@ impl Ring {
     /// under the shard's write lock: an item whose metadata was changed meanwhile so that it
     /// no longer passes stays).
     pub fn delete_passing(&self, ids: &[u64], filter: &Filter) -> Vec<u64> {
-        let plain = filter.is_empty();
-        let _gate = self.gate.read();
-        let mut deleted = Vec::new();
-        for &id in ids {
-            if !is_live(id) {
-                continue;
-            }
-            let (s, slot) = self.slot_of(id);
-            let mut shard = self.shards[s].write();
-            if shard.id_at(slot) != id || !(plain || shard.passes(slot, filter)) {
-                continue;
-            }
-            let shard = &mut *shard;
+        let deleted = self.change_each(ids, filter, |_, shard, _, slot| {
+            let id = shard.ids[slot];
             shard.payload_bytes -=
                 text_bytes(shard.texts[slot].as_ref()) + meta_bytes(shard.meta[slot].as_ref());
             shard.ids[slot] = id | DELETED;
             shard.texts[slot] = None;
             shard.meta[slot] = None;
             shard.len -= 1;
-            deleted.push(id);
-        }
+        });
         self.deleted
             .fetch_add(deleted.len() as u64, Ordering::Relaxed);
         deleted
@@ -902,9 +890,33 @@ impl Ring {
         filter: &Filter,
         update: impl Fn(usize) -> &'u MetadataUpdate,
     ) -> Vec<u64> {
+        let mut updated = self.change_each(ids, filter, |i, shard, s, slot| {
+            // Read under the shard's write lock, as a writer of the slot does.
+            let memos = self.memos.current();
+            let new = update(i).apply(shard.meta[slot].as_ref());
+            shard.payload_bytes = shard.payload_bytes - meta_bytes(shard.meta[slot].as_ref())
+                + meta_bytes(new.as_ref());
+            shard.meta[slot] = new;
+            forget(&memos, s, slot);
+        });
+        // An id given twice was updated twice (in turn), and is one item updated.
+        let mut seen = std::collections::HashSet::with_capacity(updated.len());
+        updated.retain(|&id| seen.insert(id));
+        updated
+    }
+
+    /// Runs `change(i, shard, s, slot)` for each of `ids` (the `i`-th) that is held, in slot
+    /// `slot` of shard `s`, and passes `filter`, checked under that shard's write lock, which
+    /// `change` runs under; returns the ids changed, in the order given.
+    fn change_each(
+        &self,
+        ids: &[u64],
+        filter: &Filter,
+        mut change: impl FnMut(usize, &mut Shard, usize, usize),
+    ) -> Vec<u64> {
         let plain = filter.is_empty();
         let _gate = self.gate.read();
-        let mut updated = Vec::new();
+        let mut changed = Vec::new();
         for (i, &id) in ids.iter().enumerate() {
             if !is_live(id) {
                 continue;
@@ -914,20 +926,10 @@ impl Ring {
             if shard.id_at(slot) != id || !(plain || shard.passes(slot, filter)) {
                 continue;
             }
-            // Read under the shard's write lock, as a writer of the slot does.
-            let memos = self.memos.current();
-            let shard = &mut *shard;
-            let new = update(i).apply(shard.meta[slot].as_ref());
-            shard.payload_bytes = shard.payload_bytes - meta_bytes(shard.meta[slot].as_ref())
-                + meta_bytes(new.as_ref());
-            shard.meta[slot] = new;
-            forget(&memos, s, slot);
-            updated.push(id);
+            change(i, &mut shard, s, slot);
+            changed.push(id);
         }
-        // An id given twice was updated twice (in turn), and is one item updated.
-        let mut seen = std::collections::HashSet::with_capacity(updated.len());
-        updated.retain(|&id| seen.insert(id));
-        updated
+        changed
     }
 
     /// Counts `n` searches answered elsewhere from this ring's items (by keywords) in
