@@ -44,6 +44,10 @@ FILTERS: list[tuple[dict[str, Any], Keep]] = [
         {"closes": {"$exists": True}, "missing": {"$exists": 0}},
         lambda m: "closes" in m,
     ),
+    (  # chromadb's array operators on a list
+        {"tags": {"$contains": "unstable"}, "urgency": {"$not_contains": "low"}},
+        lambda m: "unstable" in m["tags"] and m["urgency"] != "low",
+    ),
     (
         {"$or": [{"closes": {"$exists": False}, "long": True}, {"closes": {"$gt": 40_000}}]},
         lambda m: ("closes" not in m and m["long"]) or any(b > 40_000 for b in m.get("closes", [])),
@@ -214,6 +218,10 @@ TEXT_FILTERS: list[tuple[dict[str, Any], Callable[[str, Meta], bool]]] = [
     ({"$contains": "upstream"}, lambda t, m: "upstream" in t),
     ({"$not_contains": "e", "long": False}, lambda t, m: "e" not in t and not m["long"]),
     (
+        {"#document": {"$contains": "fix", "$not_contains": "Fix"}},
+        lambda t, m: "fix" in t and "Fix" not in t,
+    ),
+    (
         {"$or": [{"$contains": "CVE"}, {"urgency": "high"}], "$not_contains": "Debian"},
         lambda t, m: ("CVE" in t or m["urgency"] == "high") and "Debian" not in t,
     ),
@@ -311,6 +319,8 @@ def test_deleted_items_stay_out_of_filtered_searches(
         ({"a": float("nan")}, 'where["a"]'),
         ({"$xor": [{"a": 1}]}, 'where["$xor"]'),
         ({"$contains": 3}, 'where["$contains"]'),
+        ({"$contains": ""}, 'where["$contains"]'),
+        ({"#document": {"$eq": "x"}}, 'where["#document"]["$eq"]'),
         ({"$and": [{"$not_contains": ["a"]}]}, 'where["$and"][0]["$not_contains"]'),
         ({1: "a"}, "where"),
         (["a"], "where"),

@@ -81,7 +81,7 @@ pub struct Filter {
     pub since: Option<f64>,
     /// Keep items with `ts < until`.
     pub until: Option<f64>,
-    /// Keep items whose metadata passes it.
+    /// Keep items whose metadata and text pass it.
     pub predicate: Option<Predicate>,
     /// Not a condition on items: scan every item with the exact kernels even where the ring
     /// has a faster, approximate scan (binary storage scans its int8 copy instead).
@@ -89,7 +89,7 @@ pub struct Filter {
 }
 
 impl Filter {
-    /// A filter on metadata alone.
+    /// A filter on metadata and text alone (no time window).
     #[must_use]
     pub fn matching(predicate: Predicate) -> Self {
         Filter {

@@ -12,8 +12,11 @@
 //! - `$ne v`, `$nin [...]`: the negation of `$eq`, `$in`: an item without the key matches.
 //! - `$exists true` / `$exists false` (or 1 / 0): the item has the key (whatever its value), or
 //!   has not.
-//! - `{"$contains": s}` / `{"$not_contains": s}` (a document's key, not a field's operator): the
-//!   item's text contains `s` (case-sensitive), or does not, as chromadb's `where_document`.
+//! - `{"$contains": s}` / `{"$not_contains": s}` (keys of a document, `s` not empty; or
+//!   chromadb's `{"#document": {"$contains": s}}`): the item's text contains `s`
+//!   (case-sensitive), or does not, as chromadb's `where_document`.
+//! - `{"key": {"$contains": v}}` / `$not_contains` (a field's operators, as chromadb's on
+//!   arrays): the list under `key` holds `v` (a scalar value: equals it); `$eq` / `$ne`.
 //! - A list value matches `$eq`, `$in` and the comparisons when one of its elements does.
 //! - `$and [p...]`, `$or [p...]`, `$not p`; several keys in one document are all required.
 //! - An item without the key matches no positive operator.
@@ -390,7 +393,7 @@ impl CmpOp {
     }
 }
 
-/// A compiled metadata filter (see the module docs for its meaning).
+/// A compiled filter on an item's metadata and text (see the module docs for its meaning).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Predicate {
     /// `key op value` (`value` a scalar).
@@ -453,7 +456,8 @@ impl fmt::Display for FilterError {
 
 impl std::error::Error for FilterError {}
 
-const OPERATORS: &str = "$eq, $ne, $gt, $gte, $lt, $lte, $in, $nin, $exists";
+const OPERATORS: &str =
+    "$eq, $ne, $gt, $gte, $lt, $lte, $in, $nin, $exists, $contains, $not_contains";
 
 /// How deeply `$and`, `$or` and `$not` may nest: a filter is evaluated (and dropped) by
 /// recursion, so a deeper one is refused rather than left to overflow the stack.
@@ -471,7 +475,8 @@ impl Predicate {
     }
 
     /// Compiles a `where` document: `{"key": value}` (equality), `{"key": {"$op": operand}}`,
-    /// `{"$and" | "$or": [doc, ...]}`, `{"$not": doc}`; several entries are all required.
+    /// `{"$and" | "$or": [doc, ...]}`, `{"$not": doc}`, `{"$contains" | "$not_contains": s}`
+    /// on the text (or `{"#document": {"$contains": s}}`); several entries are all required.
     ///
     /// # Errors
     /// [`FilterError`] naming the bad part: an unknown operator, an operand of the wrong kind,
@@ -480,7 +485,7 @@ impl Predicate {
         parse_doc(doc, "where", 0)
     }
 
-    /// Whether it keeps every item whatever its metadata, as written: an empty `$and` (what
+    /// Whether it keeps every item whatever its metadata and text, as written: an empty `$and` (what
     /// `{}` compiles to), or one made of such (`{"$and": [{}]}`, `{"$or": [{}, ...]}`, the
     /// `$not` of one that keeps nothing). Deletes and updates chosen by such a filter would
     /// choose every item.
@@ -494,7 +499,7 @@ impl Predicate {
         }
     }
 
-    /// Whether it keeps no item whatever its metadata, as written ([`Self::keeps_everything`]
+    /// Whether it keeps no item whatever its metadata and text, as written ([`Self::keeps_everything`]
     /// negated).
     fn keeps_nothing(&self) -> bool {
         match self {
@@ -635,18 +640,7 @@ fn parse_doc(doc: &Json, path: &str, depth: usize) -> Result<Predicate, FilterEr
                 if key == "$and" { Predicate::And(ps) } else { Predicate::Or(ps) }
             }
             "$not" => Predicate::Not(Box::new(parse_doc(v, &here, depth + 1)?)),
-            "$contains" | "$not_contains" => {
-                let Json::String(needle) = v else {
-                    return Err(fail(
-                        &here,
-                        format!("{key} takes a str (text the item's text holds), got {}", kind(v)),
-                    ));
-                };
-                Predicate::Text {
-                    needle: needle.as_str().into(),
-                    negate: key == "$not_contains",
-                }
-            }
+            "$contains" | "$not_contains" => text_predicate(key, v, &here)?,
             k if k.starts_with('$') => {
                 return Err(fail(
                     &here,
@@ -663,8 +657,61 @@ fn parse_doc(doc: &Json, path: &str, depth: usize) -> Result<Predicate, FilterEr
     })
 }
 
+/// `$contains` / `$not_contains` (`op`) on the item's text, of `v`: a non-empty str (an empty
+/// one would keep every item with text, as chromadb refuses it).
+fn text_predicate(op: &str, v: &Json, path: &str) -> Result<Predicate, FilterError> {
+    match v {
+        Json::String(needle) if !needle.is_empty() => Ok(Predicate::Text {
+            needle: needle.as_str().into(),
+            negate: op == "$not_contains",
+        }),
+        _ => Err(fail(
+            path,
+            format!(
+                "{op} takes a non-empty str (text the item's text holds), got {}",
+                if matches!(v, Json::String(_)) {
+                    "\"\""
+                } else {
+                    kind(v)
+                }
+            ),
+        )),
+    }
+}
+
+/// The key chromadb names the document by in a `where` (`{"#document": {"$contains": s}}`).
+const DOCUMENT: &str = "#document";
+
 /// The condition on one key: a scalar (equality) or a dict of operators.
 fn parse_field(key: &str, v: &Json, path: &str) -> Result<Predicate, FilterError> {
+    if key == DOCUMENT {
+        // chromadb's name for the text: `{"#document": {"$contains": s}}`.
+        let Json::Object(ops) = v else {
+            return Err(fail(
+                path,
+                "#document takes {\"$contains\": str} or {\"$not_contains\": str}",
+            ));
+        };
+        let all = ops
+            .iter()
+            .map(|(op, arg)| match op.as_str() {
+                "$contains" | "$not_contains" => {
+                    text_predicate(op, arg, &format!("{path}[{op:?}]"))
+                }
+                _ => Err(fail(
+                    &format!("{path}[{op:?}]"),
+                    format!("#document takes $contains or $not_contains, got {op}"),
+                )),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        return Ok(match <[Predicate; 1]>::try_from(all) {
+            Ok([one]) => one,
+            Err(all) if all.is_empty() => {
+                return Err(fail(path, "#document takes $contains or $not_contains"));
+            }
+            Err(all) => Predicate::And(all),
+        });
+    }
     let Json::Object(ops) = v else {
         if matches!(v, Json::Array(_)) {
             return Err(fail(
@@ -704,8 +751,9 @@ fn parse_field(key: &str, v: &Json, path: &str) -> Result<Predicate, FilterError
             })
         };
         all.push(match op.as_str() {
-            "$eq" => cmp(CmpOp::Eq)?,
-            "$ne" => cmp(CmpOp::Ne)?,
+            // chromadb's array operators: the list holds the value (a scalar: equals it).
+            "$eq" | "$contains" => cmp(CmpOp::Eq)?,
+            "$ne" | "$not_contains" => cmp(CmpOp::Ne)?,
             "$gt" => cmp(CmpOp::Gt)?,
             "$gte" => cmp(CmpOp::Gte)?,
             "$lt" => cmp(CmpOp::Lt)?,
@@ -899,8 +947,31 @@ mod tests {
         assert!(!text.matches(None, None)); // no text contains nothing
         let not_text = Predicate::parse(&json!({"$not_contains": "x"})).unwrap();
         assert!(not_text.matches(None, None));
-        let bad = Predicate::parse(&json!({"$contains": 3})).unwrap_err();
-        assert!(bad.message.contains("takes a str"), "{bad}");
+        for bad in [
+            json!({"$contains": 3}),
+            json!({"$contains": ""}),
+            json!({"$not_contains": ""}),
+        ] {
+            let e = Predicate::parse(&bad).unwrap_err();
+            assert!(e.message.contains("takes a non-empty str"), "{e}");
+        }
+        // chromadb's spellings: the document by name, and arrays that hold a value.
+        assert!(check(
+            json!({"#document": {"$contains": "db1", "$not_contains": "db2"}})
+        ));
+        assert!(!check(json!({"#document": {"$contains": "db2"}})));
+        assert!(check(
+            json!({"tags": {"$contains": "prod"}, "host": {"$contains": "web1"}})
+        ));
+        assert!(check(json!({"tags": {"$not_contains": "dev"}})));
+        assert!(!check(json!({"tags": {"$not_contains": "prod"}})));
+        for bad in [
+            json!({"#document": "x"}),
+            json!({"#document": {"$eq": "x"}}),
+            json!({"#document": {}}),
+        ] {
+            assert!(Predicate::parse(&bad).is_err(), "{bad}");
+        }
         for (doc, all) in [
             (json!({}), true),
             (json!({"$and": [{}]}), true),
