@@ -351,8 +351,8 @@ impl Engine {
     /// ``threshold``: a cosine score, or ``"p99"`` (``"pNN"``) for the score above which 1 %
     /// (100 - NN %) of the items now held (that pass ``where``) fall; ``top_k``: fire for items
     /// that enter the k best seen since subscribing (with a threshold too, both must hold).
-    /// ``where`` filters on metadata. With ``callback``, each event is passed to it; otherwise
-    /// events queue on the returned ``Subscription`` (at most ``queue_size``).
+    /// ``where`` filters on metadata (and the text). With ``callback``, each event is passed to
+    /// it; otherwise events queue on the returned ``Subscription`` (at most ``queue_size``).
     #[pyo3(
         signature = (query, *, threshold = None, top_k = None, r#where = None, callback = None,
                      queue_size = Count::from(10_000)),
