@@ -21,7 +21,7 @@ import zipfile
 import zlib
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
 import numpy as np
 import numpy.typing as npt
@@ -146,6 +146,15 @@ def _item_id(value: object, what: str = "id") -> int:
     if not 0 <= i < 2**64:
         raise OutOfRangeError(f"{what} must be an integer from 0 to 2**64 - 1, got {i}")
     return i
+
+
+def _raise_cause(e: BaseException) -> NoReturn:
+    """Raises what an actor's method raised (``e``: Ray's wrapper of it), as it was raised,
+    without Ray's traceback of the actor; ``e`` itself when it wraps no exception."""
+    cause = getattr(e, "cause", None)
+    if isinstance(cause, Exception):
+        raise cause.with_traceback(None) from None
+    raise e
 
 
 def _item_ids(ids: Any) -> list[int]:
@@ -537,9 +546,13 @@ class _Shard:
     def get(self, global_id: int) -> tuple[Any, ...] | None:
         return self.get_batch([global_id])[0]
 
-    def get_batch(self, global_ids: list[int]) -> list[tuple[Any, ...] | None]:
+    def _local_of(self, global_ids: list[int]) -> dict[int, int]:
+        """The local id of each of `global_ids` held here."""
         held = np.isin(self.ids, np.asarray(global_ids, dtype=np.int64))
-        local_of = dict(zip(self.ids[held].tolist(), self.locals[held].tolist(), strict=True))
+        return dict(zip(self.ids[held].tolist(), self.locals[held].tolist(), strict=True))
+
+    def get_batch(self, global_ids: list[int]) -> list[tuple[Any, ...] | None]:
+        local_of = self._local_of(global_ids)
         items = self.engine.get_batch([local_of.get(g, -1) for g in global_ids])
         return [
             None if item is None else (g, item.vector, item.text, item.ts, item.metadata)
@@ -563,8 +576,7 @@ class _Shard:
         pass `filters` (every item that passes them, without ids)."""
         if global_ids is None:
             return int(self.engine.update_metadata(None, metadata, merge=merge, **filters))
-        held = np.isin(self.ids, np.asarray(global_ids, dtype=np.int64))
-        local_of = dict(zip(self.ids[held].tolist(), self.locals[held].tolist(), strict=True))
+        local_of = self._local_of(global_ids)
         rows = [n for n, g in enumerate(global_ids) if g in local_of]
         if not rows:
             return 0
@@ -680,10 +692,7 @@ class _SharedIdStore:
                 "was shut down; attach the SemanticIdEngine again"
             ) from e
         except ray.exceptions.RayTaskError as e:
-            cause = getattr(e, "cause", None)
-            if isinstance(cause, Exception):  # what the store raised (a bad key)
-                raise cause.with_traceback(None) from None
-            raise
+            _raise_cause(e)  # what the store raised (a bad key)
 
     def next_suffix(self, key: str) -> int:
         """As ``InMemoryCollisionStore.next_suffix``, in the store the shards share."""
@@ -881,10 +890,7 @@ class ShardedEngine:
         except ray.exceptions.RayTaskError as e:
             # What the shard's engine raised (an imesde error for a bad argument), as the
             # engine raises it, not wrapped in Ray's traceback of the actor.
-            cause = getattr(e, "cause", None)
-            if isinstance(cause, Exception):
-                raise cause.with_traceback(None) from None
-            raise
+            _raise_cause(e)
 
     def _gather(self, refs: list[tuple[int, Any]], allow_partial: bool = False) -> list[Any]:
         """The answers of `refs` (shard, call), every call waited for; then the first error
@@ -1345,10 +1351,7 @@ class ShardedEngine:
         """Deletes the items ``ids`` (one id, or a list or array of them) held, or those that
         pass ``since``, ``until`` and ``where`` (of ``ids`` when given), as
         ``Engine.delete``; returns how many were."""
-        if isinstance(where, Mapping) and not where:
-            where = None  # keeps every item: no filter, as Engine.delete takes it
-        filtered = not (since is None and until is None and where is None)
-        f = self._filters(since, until, where) if filtered else None
+        f = self._selection(since, until, where)
         if ids is None:
             if f is None:
                 raise InvalidValueError(
@@ -1356,12 +1359,30 @@ class ShardedEngine:
                     "delete every item"
                 )
             return sum(self._scatter("delete", None, f))
-        by_shard: dict[int, list[int]] = {}
-        for i in _item_ids(ids):
-            if i < 2**63:  # no item has a larger id
-                by_shard.setdefault(self._shard_of(i), []).append(i)
-        refs = [(s, self._actors[s].delete.remote(g, f)) for s, g in sorted(by_shard.items())]
+        wanted = _item_ids(ids)
+        refs = [
+            (s, self._actors[s].delete.remote([wanted[n] for n in rows], f))
+            for s, rows in self._rows_by_shard(wanted)
+        ]
         return sum(self._wait(s, r) for s, r in refs)
+
+    def _selection(self, since: Any, until: Any, where: Any) -> dict[str, Any] | None:
+        """The filters of a delete or metadata update, None without any (``where={}`` keeps
+        every item: no filter, as ``Engine`` takes it there)."""
+        if isinstance(where, Mapping) and not where:
+            where = None
+        if since is None and until is None and where is None:
+            return None
+        return self._filters(since, until, where)
+
+    def _rows_by_shard(self, ids: list[int]) -> list[tuple[int, list[int]]]:
+        """The positions in `ids` of those each shard would hold, by shard (an id of 2**63
+        or more no shard holds)."""
+        by_shard: dict[int, list[int]] = {}
+        for n, i in enumerate(ids):
+            if i < 2**63:
+                by_shard.setdefault(self._shard_of(i), []).append(n)
+        return sorted(by_shard.items())
 
     def update_metadata(
         self,
@@ -1380,10 +1401,7 @@ class ShardedEngine:
         updated. Bad metadata raises before any shard is sent anything."""
         import imesde
 
-        if isinstance(where, Mapping) and not where:
-            where = None  # keeps every item: no filter, as Engine.update_metadata takes it
-        filtered = not (since is None and until is None and where is None)
-        f = self._filters(since, until, where) if filtered else {}
+        f = self._selection(since, until, where) or {}
         wanted = None if ids is None else _item_ids(ids)
         if metadata is None:
             raise DTypeError("update_metadata needs metadata: a dict (or one per id)")
@@ -1397,10 +1415,6 @@ class ShardedEngine:
         probe.update_metadata(probe_ids, changes, merge=merge, **f)
         if wanted is None:
             return sum(self._scatter("update_metadata", None, changes, merge, f))
-        by_shard: dict[int, list[int]] = {}
-        for n, i in enumerate(wanted):
-            if i < 2**63:  # no item has a larger id
-                by_shard.setdefault(self._shard_of(i), []).append(n)
         refs = [
             (
                 s,
@@ -1411,7 +1425,7 @@ class ShardedEngine:
                     f,
                 ),
             )
-            for s, rows in sorted(by_shard.items())
+            for s, rows in self._rows_by_shard(wanted)
         ]
         return sum(self._wait(s, r) for s, r in refs)
 
