@@ -453,18 +453,14 @@ impl Engine {
     /// # Errors
     /// An empty time window.
     pub fn delete_passing(&self, ids: Option<&[u64]>, filter: &Filter) -> Result<Vec<u64>> {
-        let ids = match ids {
+        // Each checked as it is deleted: one whose metadata changed since it was found stays.
+        Ok(match ids {
             Some(ids) => {
                 filter.check()?;
-                ids.iter()
-                    .copied()
-                    .filter(|&id| self.ring.passes(id, filter))
-                    .collect()
+                self.delete_checked(ids, filter)
             }
-            None => self.ring.ids_passing(filter)?,
-        };
-        // Checked again as each is deleted: one whose metadata changed since stays.
-        Ok(self.delete_checked(&ids, filter))
+            None => self.delete_checked(&self.ring.ids_passing(filter)?, filter),
+        })
     }
 
     /// A new version of the item `id`: `vectors` (one row) with `attrs` stored as a new item

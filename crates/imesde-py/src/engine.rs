@@ -9,13 +9,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
 use imesde_engine::{Fusion, Ingested, LexicalConfig, Threshold};
-use imesde_ring::{Attributes, Filter, IvfConfig, RingConfig, RingError, Storage};
+use imesde_ring::{Attributes, IvfConfig, RingConfig, RingError, Storage};
 use numpy::{IntoPyArray, PyArray1, PyArray2, PyArrayMethods};
 use parking_lot::Mutex;
 use pyo3::PyTraverseError;
 use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyBytes, PyDict, PyInt, PyList, PyMapping, PyString, PyTuple};
+use pyo3::types::{PyBool, PyBytes, PyDict, PyInt, PyList, PyString, PyTuple};
 
 use crate::bm25::PyBm25;
 use crate::convert::{self, Count, Flag, FsPath, LexicalQuery, Real, Text, id_of, reduce_to_bytes};
@@ -600,7 +600,9 @@ impl Engine {
             Some(ids) => Some(one_or_more_ids(ids)?),
             None => None,
         };
-        let filter = selection_filter(since, until, r#where)?;
+        // `where={}` keeps every item, as does `{"$and": [{}]}`: no filter here
+        // (`Filter::is_empty`), so never "delete everything".
+        let filter = convert::filter(since, until, r#where, false)?;
         let deleted = match ids {
             Some(ids) if filter.is_empty() => {
                 gil::run(py, "Engine.delete", || self.core.delete(&ids))?
@@ -658,7 +660,7 @@ impl Engine {
             .filter(|ids| !ids.is_none())
             .map(one_or_more_ids)
             .transpose()?;
-        let filter = selection_filter(since, until, r#where)?;
+        let filter = convert::filter(since, until, r#where, false)?;
         let updates = convert::metadata_updates(metadata, ids.as_ref().map(Vec::len), merge.0)?;
         let updated = match &ids {
             Some(ids) => {
@@ -1209,22 +1211,6 @@ fn one_item(
     })
 }
 
-/// A threshold argument: a number (a cosine score) or ``"pNN"`` (a percentile).
-/// The filter choosing the items ``delete`` and ``update_metadata`` change: ``where={}``
-/// keeps every item, and counts as no filter there (never "every item" by a filter; nor does
-/// one that keeps every item as written, see `Filter::is_empty`).
-fn selection_filter(
-    since: Option<&Bound<'_, PyAny>>,
-    until: Option<&Bound<'_, PyAny>>,
-    r#where: Option<&Bound<'_, PyAny>>,
-) -> PyResult<Filter> {
-    // An empty mapping only: anything else that is empty (a str, a list) is refused by the
-    // filter's parser, as a search refuses it.
-    let r#where =
-        r#where.filter(|w| !(w.cast::<PyMapping>().is_ok() && w.len().is_ok_and(|n| n == 0)));
-    convert::filter(since, until, r#where, false)
-}
-
 /// Ids as ``delete`` and ``update_metadata`` take them: one id (an int, a numpy integer or a
 /// 0-d array of one, none of which iterates), or a list or array of them.
 fn one_or_more_ids(ids: &Bound<'_, PyAny>) -> PyResult<Vec<u64>> {
@@ -1234,6 +1220,7 @@ fn one_or_more_ids(ids: &Bound<'_, PyAny>) -> PyResult<Vec<u64>> {
     convert::ids_of(ids)
 }
 
+/// A threshold argument: a number (a cosine score) or ``"pNN"`` (a percentile).
 fn threshold_of(t: &Bound<'_, PyAny>) -> PyResult<Threshold> {
     if let Ok(spec) = t.cast::<PyString>() {
         let spec = convert::utf8(spec, "threshold")?;

@@ -684,33 +684,12 @@ const DOCUMENT: &str = "#document";
 
 /// The condition on one key: a scalar (equality) or a dict of operators.
 fn parse_field(key: &str, v: &Json, path: &str) -> Result<Predicate, FilterError> {
-    if key == DOCUMENT {
+    if key == DOCUMENT && !matches!(v, Json::Object(_)) {
         // chromadb's name for the text: `{"#document": {"$contains": s}}`.
-        let Json::Object(ops) = v else {
-            return Err(fail(
-                path,
-                "#document takes {\"$contains\": str} or {\"$not_contains\": str}",
-            ));
-        };
-        let all = ops
-            .iter()
-            .map(|(op, arg)| match op.as_str() {
-                "$contains" | "$not_contains" => {
-                    text_predicate(op, arg, &format!("{path}[{op:?}]"))
-                }
-                _ => Err(fail(
-                    &format!("{path}[{op:?}]"),
-                    format!("#document takes $contains or $not_contains, got {op}"),
-                )),
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        return Ok(match <[Predicate; 1]>::try_from(all) {
-            Ok([one]) => one,
-            Err(all) if all.is_empty() => {
-                return Err(fail(path, "#document takes $contains or $not_contains"));
-            }
-            Err(all) => Predicate::And(all),
-        });
+        return Err(fail(
+            path,
+            "#document takes {\"$contains\": str} or {\"$not_contains\": str}",
+        ));
     }
     let Json::Object(ops) = v else {
         if matches!(v, Json::Array(_)) {
@@ -750,6 +729,18 @@ fn parse_field(key: &str, v: &Json, path: &str) -> Result<Predicate, FilterError
                 value,
             })
         };
+        if key == DOCUMENT {
+            all.push(match op.as_str() {
+                "$contains" | "$not_contains" => text_predicate(op, arg, &here)?,
+                _ => {
+                    return Err(fail(
+                        &here,
+                        format!("#document takes $contains or $not_contains, got {op}"),
+                    ));
+                }
+            });
+            continue;
+        }
         all.push(match op.as_str() {
             // chromadb's array operators: the list holds the value (a scalar: equals it).
             "$eq" | "$contains" => cmp(CmpOp::Eq)?,
@@ -779,9 +770,9 @@ fn parse_field(key: &str, v: &Json, path: &str) -> Result<Predicate, FilterError
             }
             "$exists" => {
                 // 1 and 0 as MongoDB users write them too.
-                let exists = match arg {
-                    Json::Bool(b) => *b,
-                    Json::Number(n) if n.as_u64().is_some_and(|n| n <= 1) => n.as_u64() == Some(1),
+                let exists = match (arg, arg.as_u64()) {
+                    (Json::Bool(b), _) => *b,
+                    (_, Some(n @ 0..=1)) => n == 1,
                     _ => {
                         return Err(fail(
                             &here,
