@@ -594,6 +594,21 @@ def test_uneven_batches_keep_one_engines_window_and_bad_items_store_nothing(
     ids = sharded.ingest_vectors(x[:2], metadata={"src": "x"}, timestamps=iter([1.0, 2.0]))
     assert [sharded.get(int(i)).metadata for i in ids] == [{"src": "x"}] * 2
     assert [sharded.get(int(i)).ts for i in ids] == [1.0, 2.0]
+    # Gaps as pandas marks them: no text, no key; results as rows, as an Engine gives them.
+    ids = sharded.ingest_vectors(
+        x[2:4], texts=["t", float("nan")], metadata=[{"src": None, "n": 1}, {"src": "y"}]
+    )
+    assert [sharded.get(int(i)).text for i in ids] == ["t", None]
+    assert [sharded.get(int(i)).metadata for i in ids] == [{"n": 1}, {"src": "y"}]
+    hit = sharded.search_vector(x[2], 1)[0]
+    assert hit.to_dict() == {
+        "id": hit.id,
+        "text": hit.text,
+        "score": hit.score,
+        "ts": hit.ts,
+        "metadata": hit.metadata,
+    }
+    assert sharded.get(hit.id).to_dict()["text"] == hit.text
     # Ids no item has (global ids stay below 2**63).
     assert 2**63 + 1 not in sharded
     assert sharded.delete([2**63 + 1]) == 0

@@ -358,8 +358,9 @@ def test_metadata_values_are_typed_and_checked() -> None:
     assert type(engine.get(0).metadata["b"]) is bool  # type: ignore[index]
     assert engine.get(1).metadata == {"tags": ["a", "b"], "big": 2**62}
     for bad, error in [
-        ({"a": None}, imesde.DTypeError),
+        ({"a": b"x"}, imesde.DTypeError),
         ({"a": {"nested": 1}}, imesde.DTypeError),
+        ({"a": [1, None]}, imesde.DTypeError),
         ({"a": [[1]]}, imesde.DTypeError),
         ({"a": float("inf")}, imesde.InvalidValueError),
         ({"a": 2**64}, imesde.OutOfRangeError),

@@ -151,7 +151,7 @@ class ApiMachine(RuleBasedStateMachine):
         elif damage == "text":
             texts[-1] = "bad \ud800"
         elif damage == "meta":
-            meta[-1] = {"k": None}
+            meta[-1] = {"k": b"x"}
         first = self.next_id
         ids = attempt(lambda: self.engine.ingest_vectors(x, texts, metadata=meta), damage is None)
         if ids is not None:

@@ -206,7 +206,7 @@ def test_deleted_and_overwritten_items_are_not_updated() -> None:
         ([0], 5, True, imesde.DTypeError, "dict or a list of dicts"),
         ([0], {"a": object()}, True, imesde.DTypeError, r'metadata\["a"\]'),
         ([0], [{"a": 1}], False, None, None),
-        ([0], {"a": None}, False, imesde.DTypeError, r'metadata\["a"\]'),
+        ([0], {"a": b"x"}, False, imesde.DTypeError, r'metadata\["a"\]'),
         ([0], {1: "x"}, True, imesde.DTypeError, "keys must be str"),
         ([0], {"a": float("nan")}, True, imesde.InvalidValueError, "finite"),
         (["x"], {"a": 2}, True, imesde.DTypeError, None),

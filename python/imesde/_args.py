@@ -75,9 +75,16 @@ def iterate(values: Iterable[T], what: str) -> Iterator[T]:
         ) from None
 
 
+def python_values(values: Any) -> Any:
+    """A pyarrow ``Array`` or ``ChunkedArray`` as the list of its Python values (it iterates
+    as pyarrow scalars); anything else as it is."""
+    to_pylist = getattr(values, "to_pylist", None)
+    return to_pylist() if callable(to_pylist) and not isinstance(values, list) else values
+
+
 def listed(values: Iterable[Any], what: str) -> list[Any]:
-    """:func:`iterate`'s items as a list."""
-    return list(iterate(values, what))
+    """:func:`iterate`'s items as a list (a pyarrow array's as Python values)."""
+    return list(iterate(python_values(values), what))
 
 
 # Seconds in a datetime64 unit, and units in a second.

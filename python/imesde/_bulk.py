@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from imesde._args import positive
+from imesde._args import positive, python_values
 from imesde.exceptions import DTypeError, ImesdeError, ShapeError
 
 if TYPE_CHECKING:
@@ -192,6 +192,7 @@ def ingest_in_chunks(
     error's ``ingested_ids``."""
     if isinstance(texts, str):
         raise DTypeError("texts must be a list of str, got a single str (use ingest for one text)")
+    texts = python_values(texts)
     total = _texts_length(texts)
     show = wants_bar(show_progress_bar, total)
     if _one_batch(texts, batch_size, show):
@@ -262,6 +263,7 @@ def embed_in_chunks(
     """``model.embed`` a chunk at a time, with a bar when one is wanted."""
     if isinstance(texts, str):
         return model.embed(texts, prompt, show_progress_bar=False)
+    texts = python_values(texts)
     total = _texts_length(texts)
     show = wants_bar(show_progress_bar, total)
     if _one_batch(texts, batch_size, show):

@@ -283,6 +283,9 @@ class Hit:
     @property
     def metadata(self) -> dict[str, Any] | None:
         """The item's metadata as a new dict, or None."""
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as a new dict, for ``pd.DataFrame([h.to_dict() for h in hits])`` or
+        JSON."""
     def __len__(self) -> int: ...
     @overload
     def __getitem__(self, index: Literal[0, -2], /) -> str | None: ...
@@ -316,6 +319,9 @@ class Item:
     @property
     def metadata(self) -> dict[str, Any] | None:
         """The item's metadata as a new dict, or None."""
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as a new dict, for ``pd.DataFrame([h.to_dict() for h in hits])`` or
+        JSON."""
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         """Pickles as its fields, the vector as a float32 array."""
     def __eq__(self, other: object, /) -> bool:
@@ -744,6 +750,9 @@ class Event:
     @property
     def metadata(self) -> dict[str, Any] | None:
         """The item's metadata."""
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as a new dict, for ``pd.DataFrame([h.to_dict() for h in hits])`` or
+        JSON."""
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         """Pickles as its hit's fields and its query (Ray, ``multiprocessing``, ``copy``); the
         copy's ``subscription`` is None."""

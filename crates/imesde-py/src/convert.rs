@@ -65,7 +65,7 @@ fn rows_of<'py>(obj: &Bound<'py, PyAny>, what: &str, empty_ok: bool) -> PyResult
     if !dtype.is_equiv_to(&numpy::dtype::<f32>(obj.py())) {
         return Err(py_err!(
             DType,
-            "{what} must have dtype float32, got {dtype}; convert with x.astype(np.float32) (imesde never casts silently)"
+            "{what} must have dtype float32, got {dtype}; convert with np.ascontiguousarray(x, dtype=np.float32) (imesde never casts silently)"
         ));
     }
     let ndim = untyped.ndim();
@@ -443,6 +443,16 @@ fn str_items_upto(
             type_name(obj)
         ));
     }
+    // A pyarrow Array or ChunkedArray iterates as pyarrow scalars: read its Python values.
+    let values;
+    let obj = if !obj.is_instance_of::<PyList>()
+        && let Ok(to_pylist) = obj.getattr(pyo3::intern!(obj.py(), "to_pylist"))
+    {
+        values = to_pylist.call0()?;
+        &values
+    } else {
+        obj
+    };
     let iter = obj.try_iter().map_err(|_| {
         py_err!(
             DType,
@@ -457,13 +467,33 @@ fn str_items_upto(
                 within(i, n, what)?;
             }
             let item = item?;
-            if allow_none && item.is_none() {
+            // pandas marks a missing str as NaN or NA.
+            if allow_none
+                && !item.is_instance_of::<PyString>()
+                && (is_missing(&item) || item.extract::<f64>().is_ok_and(f64::is_nan))
+            {
                 return Ok(None);
             }
             let s = as_str(&item, || format!("{what}[{i}] must be {expected}"))?;
             Ok(Some(Arc::from(utf8(s, &format!("{what}[{i}]"))?)))
         })
         .collect()
+}
+
+/// Whether `v` is a missing value: None, or pandas' `NA` or `NaT`.
+fn is_missing(v: &Bound<'_, PyAny>) -> bool {
+    if v.is_none() {
+        return true;
+    }
+    // The values metadata holds are answered without reading a type's name.
+    let plain = v.is_instance_of::<PyString>()
+        || v.is_instance_of::<PyInt>()
+        || v.is_instance_of::<PyFloat>()
+        || v.is_instance_of::<PyList>();
+    !plain
+        && v.get_type()
+            .name()
+            .is_ok_and(|n| matches!(n.to_cow().as_deref(), Ok("NAType" | "NaTType")))
 }
 
 /// `item` as a str; otherwise a `DTypeError` saying `"{must}, got <its type>"`.
@@ -477,10 +507,22 @@ pub(crate) fn as_str<'a, 'py>(
 
 /// A timestamp: seconds since the epoch as int / float, or a `datetime`.
 pub(crate) fn timestamp(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<f64> {
-    if let Some(seconds) = datetime64_seconds(obj, what)? {
+    // Plain numbers (a column is read a value at a time) are read below without a look at
+    // their type's name.
+    let number = obj.is_instance_of::<PyFloat>() || obj.is_instance_of::<PyInt>();
+    if !number && let Some(seconds) = datetime64_seconds(obj, what)? {
         return Ok(seconds);
     }
-    if obj.hasattr("timestamp")? && !obj.is_instance_of::<PyFloat>() {
+    // A pandas `Timestamp` (or `NaT`) as the datetime64 it holds: its `timestamp()` rounds
+    // to microseconds, so a Series would be stored apart from its own `.values`.
+    if !number
+        && matches!(&*obj.get_type().name()?.to_cow()?, "Timestamp" | "NaTType")
+        && let Ok(held) = obj.getattr(pyo3::intern!(obj.py(), "asm8"))
+        && let Some(seconds) = datetime64_seconds(&held, what)?
+    {
+        return Ok(seconds);
+    }
+    if !number && obj.hasattr("timestamp")? {
         return obj
             .call_method0("timestamp")
             .and_then(|t| t.extract::<f64>())
@@ -621,12 +663,17 @@ fn meta_value(v: &Bound<'_, PyAny>, what: &str, list_ok: bool) -> Result<Value, 
     }
     if v.is_instance_of::<PyFloat>() {
         let f: f64 = v.extract().unwrap_or(f64::NAN);
+        let hint = if f.is_nan() {
+            " (a missing value? give None, which leaves the key out)"
+        } else {
+            ""
+        };
         return if f.is_finite() {
             Ok(Value::Float(f))
         } else {
             Err(BadValue::Msg(
                 Exc::InvalidValue,
-                format!("{what} = {f} is not a finite number"),
+                format!("{what} = {f} is not a finite number{hint}"),
             ))
         };
     }
@@ -696,19 +743,19 @@ pub(crate) fn meta_map(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Metadata>
 /// [`meta_map`] sharing one allocation per distinct key through `keys` (the items of a batch
 /// mostly have the same keys; a filter then reads one hot copy of each).
 fn meta_map_with(obj: &Bound<'_, PyAny>, what: &str, keys: &mut KeyInterner) -> PyResult<Metadata> {
-    let pairs = meta_pairs(obj, what, keys, false)?;
+    let pairs = meta_pairs(obj, what, keys)?;
     Ok(Metadata::new(
         pairs.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))),
     ))
 }
 
-/// The pairs of a metadata dict: str keys, values as [`meta_value`] takes them; a None value
-/// is kept as None where `none_ok` (an update's "remove this key"), refused otherwise.
+/// The pairs of a metadata dict: str keys, values as [`meta_value`] takes them, a missing one
+/// ([`is_missing`]: None, pandas' `NA` or `NaT`) as None: a key left out of new metadata,
+/// removed by an update.
 fn meta_pairs(
     obj: &Bound<'_, PyAny>,
     what: &str,
     keys: &mut KeyInterner,
-    none_ok: bool,
 ) -> PyResult<Vec<(Arc<str>, Option<Value>)>> {
     let dict = mapping(obj)?.ok_or_else(|| {
         py_err!(
@@ -723,7 +770,7 @@ fn meta_pairs(
                 .cast::<PyString>()
                 .map_err(|_| py_err!(DType, "{what} keys must be str, got {}", type_name(&k)))?;
             let key = utf8(key, &format!("a {what} key"))?;
-            let value = if none_ok && v.is_none() {
+            let value = if is_missing(&v) {
                 None
             } else {
                 Some(
@@ -750,7 +797,7 @@ pub(crate) fn metadata_updates(
         Ok(match (m.is_none(), merge) {
             (true, true) => MetadataUpdate::Merge(Vec::new()),
             (true, false) => MetadataUpdate::Replace(None),
-            (false, true) => MetadataUpdate::Merge(meta_pairs(m, what, &mut keys, true)?),
+            (false, true) => MetadataUpdate::Merge(meta_pairs(m, what, &mut keys)?),
             (false, false) => MetadataUpdate::Replace(Some(meta_map_with(m, what, &mut keys)?)),
         })
     };
@@ -808,6 +855,14 @@ fn per_item<T>(
     n: usize,
     mut read: impl FnMut(usize, &Bound<'_, PyAny>) -> PyResult<T>,
 ) -> PyResult<Vec<T>> {
+    // A DataFrame iterates as its column names.
+    if obj.get_type().name()?.to_cow()? == "DataFrame" {
+        return Err(py_err!(
+            DType,
+            "metadata must be a dict or a list of dicts, got a DataFrame; pass \
+             df.to_dict(\"records\")"
+        ));
+    }
     obj.try_iter()
         .map_err(|_| {
             py_err!(
@@ -850,7 +905,12 @@ fn where_json(v: &Bound<'_, PyAny>, path: &str, depth: usize) -> PyResult<Json> 
         }
         return Ok(Json::Object(map));
     }
-    if v.is_instance_of::<PyList>() || v.is_instance_of::<PyTuple>() {
+    // A set of `$in` values holds them as well as a list does.
+    if v.is_instance_of::<PyList>()
+        || v.is_instance_of::<PyTuple>()
+        || v.is_instance_of::<PySet>()
+        || v.is_instance_of::<PyFrozenSet>()
+    {
         return v
             .try_iter()?
             .enumerate()
@@ -1094,6 +1154,16 @@ fn id_items<T>(
             DType,
             "ids must be a list of int, got {}",
             type_name(obj)
+        ));
+    }
+    if let Ok(array) = obj.cast::<PyUntypedArray>()
+        && array.ndim() > 1
+    {
+        return Err(py_err!(
+            Shape,
+            "ids must be a 1-D list or array of int, got a {}-D array (ids.ravel() flattens \
+             it; get_batch answers None for the -1 padding of search_vectors)",
+            array.ndim()
         ));
     }
     obj.try_iter()

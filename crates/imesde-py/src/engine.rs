@@ -890,7 +890,7 @@ impl Engine {
     ) -> PyResult<Bound<'py, PyArray1<i64>>> {
         // The columns' iterators are the user's Python code, which may let the GIL go.
         let _passage = gil::Passage::attached(py);
-        let rows = convert::rows(vectors, "vectors")?;
+        let rows = convert::batch_rows(vectors, "vectors")?;
         let attrs = Attributes {
             texts: texts
                 .map(|t| convert::texts(t, "texts", rows.rows))
@@ -906,6 +906,10 @@ impl Engine {
                 .unwrap_or_default(),
         };
         self.check_dim(rows.dim, "vectors")?;
+        if rows.rows == 0 {
+            // An empty micro-batch adds nothing, as `ingest_batch([])` and faiss' `add`.
+            return Ok(id_array(py, 0..0));
+        }
         Ok(id_array(
             py,
             self.write(py, rows.as_slice(), attrs, None, None)?,

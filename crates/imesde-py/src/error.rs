@@ -114,6 +114,7 @@ fn ring_class(e: &RingError) -> Exc {
         RingError::Capacity { .. }
         | RingError::TooManyShards { .. }
         | RingError::IdsExhausted { .. } => Exc::Capacity,
+        RingError::TimestampRange { .. } => Exc::OutOfRange,
         RingError::ZeroSize { .. }
         | RingError::DimTooLarge { .. }
         | RingError::NonFinite { .. }

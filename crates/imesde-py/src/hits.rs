@@ -15,9 +15,9 @@ use crate::stream::Subscription;
 use imesde_ring::Metadata;
 
 /// A `#[pymethods]` block for `$ty` with the getters of the core record at `self.$field`,
-/// then `$extra`.
+/// `to_dict` (of those and the getters named `$more`), then `$extra`.
 macro_rules! item_class {
-    ($ty:ty, $field:tt, { $($extra:tt)* }) => {
+    ($ty:ty, $field:tt, [$($more:literal),*], { $($extra:tt)* }) => {
         #[pymethods]
         impl $ty {
             /// Global id of the item (its position in the stream).
@@ -39,6 +39,15 @@ macro_rules! item_class {
             #[getter]
             fn metadata<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
                 meta_dict(py, self.$field.metadata.as_ref())
+            }
+            /// The fields as a new dict, for ``pd.DataFrame([h.to_dict() for h in hits])`` or
+            /// JSON.
+            fn to_dict<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyDict>> {
+                let d = PyDict::new(slf.py());
+                for name in ["id", "text", $($more,)* "ts", "metadata"] {
+                    d.set_item(name, slf.getattr(name)?)?;
+                }
+                Ok(d)
             }
             $($extra)*
         }
@@ -149,7 +158,7 @@ fn record_fields(
 #[pyclass(frozen, module = "imesde._imesde")]
 pub(crate) struct Hit(pub(crate) imesde_ring::Hit);
 
-item_class!(Hit, 0, {
+item_class!(Hit, 0, ["score"], {
     /// Cosine similarity to the query (or the BM25 or fused score of a lexical or hybrid
     /// search).
     #[getter]
@@ -223,7 +232,7 @@ item_class!(Hit, 0, {
 #[pyclass(frozen, module = "imesde._imesde")]
 pub(crate) struct Item(pub(crate) imesde_ring::Item);
 
-item_class!(Item, 0, {
+item_class!(Item, 0, ["vector"], {
     /// A copy of the stored unit-length vector (dequantised for int8 storage).
     #[getter]
     fn vector<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<f32>> {
@@ -290,7 +299,7 @@ pub(crate) struct Event {
     pub(crate) hit: imesde_ring::Hit,
 }
 
-item_class!(Event, hit, {
+item_class!(Event, hit, ["score", "query"], {
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
         if let Some(s) = &self.subscription {
             visit.call(s)?;

@@ -15,13 +15,22 @@ pub struct Attributes {
     pub metadata: Vec<Option<Metadata>>,
 }
 
+/// The earliest timestamp an item may have: 0001-01-01 UTC, the first time a Python
+/// `datetime` holds.
+pub const MIN_TIMESTAMP: f64 = -62_135_596_800.0;
+/// The latest timestamp an item may have: 10000-01-01 UTC, what the last time a `datetime`
+/// holds (9999-12-31 23:59:59.999999) rounds to in seconds as an f64. Epoch milliseconds of
+/// today (~1.7e12) are far beyond it, so a time given in the wrong unit is refused rather
+/// than stored 55,000 years away.
+pub const MAX_TIMESTAMP: f64 = 253_402_300_800.0;
+
 impl Attributes {
     /// Checks the attributes of `n` items: each list empty or of length `n`, every timestamp
-    /// finite. [`crate::Ring::ingest`] runs it; callers with expensive work before the ingest
-    /// (embedding) can run it first.
+    /// finite and within [`MIN_TIMESTAMP`]..=[`MAX_TIMESTAMP`]. [`crate::Ring::ingest`] runs
+    /// it; callers with expensive work before the ingest (embedding) can run it first.
     ///
     /// # Errors
-    /// [`RingError::Length`] or [`RingError::Timestamp`].
+    /// [`RingError::Length`], [`RingError::Timestamp`] or [`RingError::TimestampRange`].
     pub fn check(&self, n: usize) -> Result<(), RingError> {
         for (what, got) in [
             ("texts", self.texts.len()),
@@ -36,7 +45,15 @@ impl Attributes {
                 });
             }
         }
-        match self.timestamps.iter().position(|t| !t.is_finite()) {
+        match self
+            .timestamps
+            .iter()
+            .position(|t| !(MIN_TIMESTAMP..=MAX_TIMESTAMP).contains(t))
+        {
+            Some(index) if self.timestamps[index].is_finite() => Err(RingError::TimestampRange {
+                index,
+                value: self.timestamps[index],
+            }),
             Some(index) => Err(RingError::Timestamp { index }),
             None => Ok(()),
         }

@@ -99,6 +99,24 @@ fn hit_reads_an_item_without_its_vector() {
         bad.check(2),
         Err(RingError::Timestamp { index: 1 })
     ));
+    // Epoch milliseconds are refused, not stored 55,000 years from now; the first and last
+    // instants a datetime holds are kept.
+    let after = imesde_ring::MAX_TIMESTAMP + 1e-3;
+    for (ts, index) in [(1.7e12, 1), (-1e11, 1), (after, 1)] {
+        let bad = Attributes {
+            timestamps: vec![imesde_ring::MIN_TIMESTAMP, ts],
+            ..Attributes::default()
+        };
+        assert!(
+            matches!(bad.check(2), Err(RingError::TimestampRange { index: i, value }) if i == index && value == ts),
+            "{ts}"
+        );
+    }
+    let edges = Attributes {
+        timestamps: vec![imesde_ring::MIN_TIMESTAMP, imesde_ring::MAX_TIMESTAMP],
+        ..Attributes::default()
+    };
+    assert!(edges.check(2).is_ok());
     assert!(attrs.check(6).is_ok());
 }
 

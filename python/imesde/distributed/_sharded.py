@@ -20,7 +20,7 @@ import weakref
 import zipfile
 import zlib
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence, Set
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
 import numpy as np
@@ -72,8 +72,15 @@ _Labeler = tuple[int, list[Any]]
 _NO_LABELER: _Labeler = (0, [None])
 
 
+class _Record:
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as a new dict, as ``imesde.Hit.to_dict`` and ``imesde.Item.to_dict``
+        give them (``pd.DataFrame([h.to_dict() for h in hits])``)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}  # type: ignore[arg-type]
+
+
 @dataclass(frozen=True)
-class ShardedHit:
+class ShardedHit(_Record):
     """A search hit or a standing query's event from a ``ShardedEngine``: unpacks as
     ``(text, score)`` like ``imesde.Hit``."""
 
@@ -94,7 +101,7 @@ class ShardedHit:
 
 
 @dataclass(frozen=True)
-class ShardedItem:
+class ShardedItem(_Record):
     """A stored item read back by ``ShardedEngine.get``."""
 
     id: int
@@ -248,11 +255,17 @@ def _remove_generations(directory: str, keep: Callable[[int], bool]) -> None:
                     os.remove(os.path.join(directory, name))
 
 
+def _missing_text(t: object) -> bool:
+    """No text, as ``Engine`` reads it: None, or what pandas puts for a missing str (NaN,
+    ``pd.NA``)."""
+    return t is None or (isinstance(t, float) and t != t) or type(t).__name__ == "NAType"
+
+
 def _check_texts(texts: Sequence[object], what: str, allow_none: bool = False) -> None:
     """Every text a str UTF-8 can carry (None too where allowed), checked before any shard is
     sent a batch, so that a bad one stores nothing anywhere."""
     for i, t in enumerate(texts):
-        if t is None and allow_none:
+        if allow_none and _missing_text(t):
             continue
         if not isinstance(t, str):
             raise DTypeError(f"{what}[{i}] must be str, got {type(t).__name__}")
@@ -275,7 +288,7 @@ def _float32(x: object, what: str) -> npt.NDArray[np.float32]:
     if x.dtype != np.float32:
         raise DTypeError(
             f"{what} must have dtype float32, got {x.dtype}; convert with "
-            "x.astype(np.float32) (imesde never casts silently)"
+            "np.ascontiguousarray(x, dtype=np.float32) (imesde never casts silently)"
         )
     return np.ascontiguousarray(x)
 

@@ -1,0 +1,240 @@
+"""Data as pandas and pyarrow users hold it: a real stream read into a DataFrame goes in column
+by column, its gaps (None, NA, NaT) leave keys out, its times are the instants the frame holds
+whatever the container, a time in the wrong unit is refused, and results come back as rows."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+import imesde
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+pd = pytest.importorskip("pandas")
+pa = pytest.importorskip("pyarrow")
+
+COLUMNS = ["source", "dist", "urgency", "sub"]
+
+
+@pytest.fixture(scope="module")
+def frame(
+    stream: list[dict[str, Any]], embedded: tuple[list[str], npt.NDArray[np.float32]]
+) -> tuple[Any, npt.NDArray[np.float32]]:
+    """The first 800 stream items as ``pd.DataFrame`` makes them (``sub`` is absent from
+    most: NaN), and their embeddings in row order."""
+    df = pd.DataFrame(stream[:800])
+    texts, vectors = embedded
+    row = {t: i for i, t in enumerate(texts)}
+    return df, vectors[[row[t] for t in df["text"]]]
+
+
+def _present(record: dict[str, Any]) -> dict[str, Any] | None:
+    kept = {k: v for k, v in record.items() if not pd.isna(v)}
+    return kept or None
+
+
+def test_a_stream_frame_goes_in_as_pandas_gives_it(frame: tuple[Any, Any]) -> None:
+    df, x = frame
+    assert df["sub"].isna().any()
+    assert df["sub"].notna().any()
+    engine = imesde.Engine(384, num_shards=4, shard_size=256)
+    # convert_dtypes() marks the gaps as NA, which to_dict gives as None: such records go in
+    # as they are.
+    records = df[COLUMNS].convert_dtypes().to_dict("records")
+    assert any(r["sub"] is None for r in records)
+    times = pd.to_datetime(df["ts"])  # tz-aware UTC
+    ids = engine.ingest_vectors(x, texts=df["text"], timestamps=times, metadata=records)
+    assert len(engine) == len(df)
+    assert ids.dtype == np.int64
+    for i in range(0, len(df), 37):
+        item = engine.get(int(ids[i]))
+        assert item.text == df["text"].iloc[i]
+        assert item.ts == times.iloc[i].timestamp()
+        assert item.metadata == _present(records[i])
+    with_sub = int(df["sub"].notna().sum())
+    assert engine.count(where={"sub": {"$exists": True}}) == with_sub
+    assert engine.count(where={"sub": {"$exists": False}}) == len(df) - with_sub
+    # A column's distinct values as the operand of $in, and a set of them.
+    urgencies = df["urgency"].unique()[:2]
+    want = int(df["urgency"].isin(urgencies).sum())
+    assert engine.count(where={"urgency": {"$in": urgencies}}) == want
+    assert engine.count(where={"urgency": {"$in": set(urgencies)}}) == want
+    since = times.iloc[400]
+    assert engine.count(since=since) == int((times >= since).sum())
+
+    hits = engine.search_vector(x[5], 10)
+    table = pd.DataFrame([h.to_dict() for h in hits])
+    assert list(table.columns) == ["id", "text", "score", "ts", "metadata"]
+    assert table["id"].tolist() == [h.id for h in hits]
+    assert table["score"].tolist() == pytest.approx([h.score for h in hits])
+    assert table["metadata"].tolist() == [h.metadata for h in hits]
+    fields = engine.get(int(ids[5])).to_dict()
+    assert list(fields) == ["id", "text", "vector", "ts", "metadata"]
+    np.testing.assert_allclose(fields["vector"], x[5], atol=1e-6)
+    # A standing query's event: its hit's fields and the query (None for a vector).
+    sub = engine.subscribe(x[5], threshold=0.99)
+    (again,) = engine.ingest_vectors(x[5:6], texts=["again"], metadata={"n": 1})
+    event = sub.get(timeout=10)
+    assert event is not None
+    assert event.to_dict() == {
+        "id": int(again),
+        "text": "again",
+        "score": event.score,
+        "query": None,
+        "ts": event.ts,
+        "metadata": {"n": 1},
+    }
+
+
+def test_a_time_is_one_instant_in_every_container(
+    frame: tuple[Any, Any], rng: np.random.Generator
+) -> None:
+    """A Series of Timestamps was read a value at a time through ``Timestamp.timestamp()``,
+    which rounds to microseconds, and its ``.values`` to the nanosecond: the two stored one
+    time apart, and ``since=`` an item's own time could leave it out."""
+    df, x = frame
+    base = pd.to_datetime(df["ts"]).dt.tz_localize(None).astype("datetime64[ns]")
+    times = base + pd.to_timedelta(rng.integers(0, 10**6, len(base)), unit="ns")
+    n = 200
+    containers = {
+        "series": times[:n],
+        "values": times.values[:n],
+        "timestamps": list(times[:n]),
+        "aware": times[:n].dt.tz_localize("UTC"),
+    }
+    stored = {}
+    for name, column in containers.items():
+        engine = imesde.Engine(384, num_shards=2, shard_size=128)
+        ids = engine.ingest_vectors(x[:n], timestamps=column)
+        stored[name] = [engine.get(int(i)).ts for i in ids]
+        for i in range(0, n, 7):
+            want = int((times[:n] >= times.iloc[i]).sum())
+            assert engine.count(since=times.values[i]) == want, (name, i)
+            assert engine.count(since=times.iloc[i]) == want, (name, i)
+            assert engine.count(until=times.iloc[i]) == n - want, (name, i)
+    assert all(stored[name] == stored["values"] for name in containers)
+
+
+@pytest.mark.parametrize(
+    "unit",
+    ["ms", "ns", "huge", "negative"],
+)
+def test_a_time_in_the_wrong_unit_is_refused(frame: tuple[Any, Any], unit: str) -> None:
+    df, x = frame
+    ns = pd.to_datetime(df["ts"][:4]).dt.as_unit("ns").astype("int64")
+    seconds = ns // 10**9
+    assert (seconds > 8e8).all()  # 1996
+    column = {
+        "ms": seconds * 1000,  # Kafka's record times
+        "ns": ns,
+        "huge": [1e300] * 4,
+        "negative": -seconds * 100,  # 5,000 years before 1970 and more: year 0 and before
+    }[unit]
+    engine = imesde.Engine(384, num_shards=1, shard_size=16)
+    engine.ingest_vectors(x[4:6], texts=["a", "b"], timestamps=[1.0, 2.0])
+    with pytest.raises(imesde.OutOfRangeError, match=r"years 1 to 9999.*divide"):
+        engine.ingest_vectors(x[:4], timestamps=column)
+    assert len(engine) == 2
+    assert [engine.get(i).text for i in (0, 1)] == ["a", "b"]
+
+
+def test_the_first_and_last_times_a_datetime_holds_are_kept() -> None:
+    engine = imesde.Engine(4, num_shards=1, shard_size=4)
+    first = datetime(1, 1, 1, tzinfo=timezone.utc)
+    last = datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=timezone.utc)
+    ids = engine.ingest_vectors(np.eye(4, dtype=np.float32)[:2], timestamps=[first, last])
+    assert [engine.get(int(i)).ts for i in ids] == [first.timestamp(), last.timestamp()]
+    assert datetime.fromtimestamp(engine.get(int(ids[0])).ts, timezone.utc) == first
+    # Bounds of a window may lie anywhere.
+    assert engine.count(since=-1e300, until=1e300) == 2
+
+
+def test_gaps_leave_keys_out_and_nan_says_how_to_mark_one(frame: tuple[Any, Any]) -> None:
+    df, x = frame
+    engine = imesde.Engine(384, num_shards=1, shard_size=64)
+    given = [
+        {"source": "a", "sub": None},
+        {"source": "b", "sub": pd.NA},
+        {"source": "c", "when": pd.NaT},
+        {"sub": None},
+    ]
+    ids = engine.ingest_vectors(x[:4], metadata=given)
+    assert [engine.get(int(i)).metadata for i in ids] == [
+        {"source": "a"},
+        {"source": "b"},
+        {"source": "c"},
+        None,
+    ]
+    assert engine.count(where={"sub": {"$exists": True}}) == 0
+    # A merge with a gap removes the key, as None does.
+    assert engine.update_metadata([int(ids[0])], {"source": pd.NA, "n": 1}) == 1
+    assert engine.get(int(ids[0])).metadata == {"n": 1}
+    # The records of a frame read as it is: NaN in the gaps.
+    records = df[COLUMNS][:4].to_dict("records")
+    assert any(isinstance(r["sub"], float) for r in records)
+    with pytest.raises(imesde.InvalidValueError, match=r"not a finite number.*give None"):
+        engine.ingest_vectors(x[:4], metadata=records)
+    assert len(engine) == 4
+    cleaned = df[COLUMNS][:4].astype(object).where(df[COLUMNS][:4].notna(), None)
+    new = engine.ingest_vectors(x[:4], metadata=cleaned.to_dict("records"))
+    assert [engine.get(int(i)).metadata for i in new] == [_present(r) for r in records]
+
+
+def test_missing_texts_are_no_text_where_an_item_may_have_none(frame: tuple[Any, Any]) -> None:
+    df, x = frame
+    texts = pd.Series([df["text"].iloc[0], None, df["text"].iloc[2], None])
+    assert texts.isna().sum() == 2
+    engine = imesde.Engine(384, num_shards=1, shard_size=64)
+    for column in (texts, texts.astype(object).where(texts.notna(), pd.NA), pa.array(texts)):
+        ids = engine.ingest_vectors(x[:4], texts=column)
+        assert [engine.get(int(i)).text for i in ids] == [texts[0], None, texts[2], None]
+
+
+def test_text_engines_take_series_and_arrow_columns(
+    frame: tuple[Any, Any], embedder: imesde.TextEmbedder
+) -> None:
+    df, _ = frame
+    engine = imesde.Engine(embedder, num_shards=1, shard_size=64)
+    texts = df["text"][:6]
+    chunked = pa.chunked_array([texts[:2].tolist(), texts[2:].tolist()])
+    for column in (texts, pa.array(texts), chunked):
+        ids = engine.ingest_batch(column)
+        assert [engine.get(int(i)).text for i in ids] == texts.tolist()
+    hits = engine.search_batch(pa.array(texts[:2]), k=1)
+    assert [h[0].text for h in hits] == texts[:2].tolist()
+    # A missing text cannot be embedded: the batch is refused whole.
+    before = len(engine)
+    with pytest.raises(imesde.DTypeError, match=r"texts\[1\] must be str"):
+        engine.ingest_batch(pd.Series([texts.iloc[0], None]))
+    assert len(engine) == before
+
+
+def test_frames_and_arrays_are_refused_with_the_call_that_fixes_them(
+    frame: tuple[Any, Any],
+) -> None:
+    df, x = frame
+    engine = imesde.Engine(384, num_shards=1, shard_size=64)
+    ids = engine.ingest_vectors(x[:3])
+    wide = pd.DataFrame(x[:3].astype(np.float64))
+    with pytest.raises(imesde.DTypeError, match=r"np\.ascontiguousarray\(x, dtype=np\.float32\)"):
+        engine.ingest_vectors(wide.to_numpy())
+    fortran = np.asfortranarray(wide.to_numpy())
+    # What the message says to do works on the frame's own (Fortran-ordered) values.
+    fixed = engine.ingest_vectors(np.ascontiguousarray(fortran, dtype=np.float32))
+    assert len(fixed) == 3
+    with pytest.raises(imesde.DTypeError, match=r'to_dict\("records"\)'):
+        engine.ingest_vectors(x[:3], metadata=df[COLUMNS][:3])
+    _scores, found = engine.search_vectors(x[:2], 3)
+    with pytest.raises(imesde.ShapeError, match=r"ravel\(\)"):
+        engine.get_batch(found)
+    assert [i.id for i in engine.get_batch(found.ravel()) if i is not None] == list(found.ravel())
+    # An empty micro-batch adds nothing, as ingest_batch([]) does.
+    empty = engine.ingest_vectors(np.empty((0, 384), np.float32), metadata=[])
+    assert empty.dtype == np.int64
+    assert len(empty) == 0
+    with pytest.raises(imesde.DimensionMismatchError):
+        engine.ingest_vectors(np.empty((0, 8), np.float32))
+    assert len(engine) == 6
+    assert [i.id for i in engine.get_batch(ids) if i is not None] == list(ids)
