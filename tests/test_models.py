@@ -257,6 +257,16 @@ def test_cli_builds_and_checks(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     assert "406 texts" in out.stdout
     golden, reference = str(DATA / "golden_texts.jsonl"), str(DATA / "golden_minilm_l6_st.npy")
+    # A model file whose tokenizer lives elsewhere (the packaged int8 file): --tokenizer.
+    from imesde._locate import packaged_model
+
+    model, tokenizer = packaged_model()
+    out = imesde_model("check", model, golden, reference, "--min-cosine", "0.9")
+    assert out.returncode == 2
+    assert "--tokenizer" in out.stderr
+    out = imesde_model("check", model, golden, reference, "--tokenizer", tokenizer)
+    assert out.returncode == 0, out.stderr
+    assert "406 texts" in out.stdout
     # A reference the cosines cannot be taken with (zero rows: NaN) fails the check.
     zeros = tmp_path / "zeros.npy"
     np.save(zeros, np.zeros((406, 384), np.float32))

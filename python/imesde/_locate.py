@@ -383,7 +383,8 @@ def _tokenizer_file(path: Path | None, model: Path) -> Path:
             return folder / "tokenizer.json"
     raise ModelNotFoundError(
         f"no tokenizer.json beside {model}; "
-        "pass tokenizer_path=... (a tokenizer.json or its folder)"
+        "pass tokenizer_path=... (a tokenizer.json or its folder; --tokenizer on the command "
+        "line)"
     )
 
 

