@@ -4,7 +4,7 @@ whatever the container, a time in the wrong unit is refused, and results come ba
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import imesde
@@ -71,7 +71,7 @@ def test_a_stream_frame_goes_in_as_pandas_gives_it(frame: tuple[Any, Any]) -> No
     assert table["score"].tolist() == pytest.approx([h.score for h in hits])
     assert table["metadata"].tolist() == [h.metadata for h in hits]
     fields = engine.get(int(ids[5])).to_dict()
-    assert list(fields) == ["id", "text", "vector", "ts", "metadata"]
+    assert list(fields) == ["id", "vector", "text", "ts", "metadata"]
     np.testing.assert_allclose(fields["vector"], x[5], atol=1e-6)
     # A standing query's event: its hit's fields and the query (None for a vector).
     sub = engine.subscribe(x[5], threshold=0.99)
@@ -103,6 +103,8 @@ def test_a_time_is_one_instant_in_every_container(
         "values": times.values[:n],
         "timestamps": list(times[:n]),
         "aware": times[:n].dt.tz_localize("UTC"),
+        "index": pd.DatetimeIndex(times[:n]),
+        "aware timestamps": list(times[:n].dt.tz_localize("UTC").dt.tz_convert("Asia/Tokyo")),
     }
     stored = {}
     for name, column in containers.items():
@@ -115,6 +117,23 @@ def test_a_time_is_one_instant_in_every_container(
             assert engine.count(since=times.iloc[i]) == want, (name, i)
             assert engine.count(until=times.iloc[i]) == n - want, (name, i)
     assert all(stored[name] == stored["values"] for name in containers)
+    # Microseconds and whole seconds (pandas 3 holds far dates so): a Timestamp as its
+    # Series' values, also one beyond int64 nanoseconds (year 3000).
+    for unit in ("us", "s"):
+        dates = ["2024-05-01 12:00:00.123456", "3000-01-01 00:00:00.000000"]
+        column = pd.Series(pd.to_datetime(dates))
+        column = column.dt.as_unit(unit)
+        engine = imesde.Engine(384, num_shards=1, shard_size=8)
+        a = engine.ingest_vectors(x[:2], timestamps=column)
+        b = engine.ingest_vectors(x[:2], timestamps=list(column))
+        c = engine.ingest_vectors(x[:2], timestamps=column.values)
+        assert [engine.get(int(i)).ts for i in a] == [engine.get(int(i)).ts for i in b]
+        assert [engine.get(int(i)).ts for i in a] == [engine.get(int(i)).ts for i in c]
+    # A Series or list with a gap: NaT is refused, as numpy's is.
+    with pytest.raises(imesde.InvalidValueError, match=r"timestamps\[1\] is NaT"):
+        engine.ingest_vectors(x[:2], timestamps=pd.Series([times.iloc[0], pd.NaT]))
+    with pytest.raises(imesde.InvalidValueError, match="NaT"):
+        engine.ingest_vectors(x[:2], timestamps=[times.iloc[0], pd.NaT])
 
 
 @pytest.mark.parametrize(
@@ -141,14 +160,20 @@ def test_a_time_in_the_wrong_unit_is_refused(frame: tuple[Any, Any], unit: str) 
 
 
 def test_the_first_and_last_times_a_datetime_holds_are_kept() -> None:
-    engine = imesde.Engine(4, num_shards=1, shard_size=4)
+    """In any time zone: ``datetime.max`` is a common "never"."""
+    engine = imesde.Engine(4, num_shards=1, shard_size=16)
+    x = np.eye(4, dtype=np.float32)
     first = datetime(1, 1, 1, tzinfo=timezone.utc)
     last = datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=timezone.utc)
-    ids = engine.ingest_vectors(np.eye(4, dtype=np.float32)[:2], timestamps=[first, last])
+    ids = engine.ingest_vectors(x[:2], timestamps=[first, last])
     assert [engine.get(int(i)).ts for i in ids] == [first.timestamp(), last.timestamp()]
     assert datetime.fromtimestamp(engine.get(int(ids[0])).ts, timezone.utc) == first
+    east, west = timezone(timedelta(hours=14)), timezone(timedelta(hours=-12))
+    edges = [datetime.min.replace(tzinfo=east), datetime.max.replace(tzinfo=west), datetime.max]
+    ids = engine.ingest_vectors(x[:3], timestamps=edges)
+    assert [engine.get(int(i)).ts for i in ids] == [t.timestamp() for t in edges]
     # Bounds of a window may lie anywhere.
-    assert engine.count(since=-1e300, until=1e300) == 2
+    assert engine.count(since=-1e300, until=1e300) == 5
 
 
 def test_gaps_leave_keys_out_and_nan_says_how_to_mark_one(frame: tuple[Any, Any]) -> None:
@@ -157,7 +182,7 @@ def test_gaps_leave_keys_out_and_nan_says_how_to_mark_one(frame: tuple[Any, Any]
     given = [
         {"source": "a", "sub": None},
         {"source": "b", "sub": pd.NA},
-        {"source": "c", "when": pd.NaT},
+        {"source": "c", "when": pd.NaT, "then": np.datetime64("NaT")},
         {"sub": None},
     ]
     ids = engine.ingest_vectors(x[:4], metadata=given)
@@ -174,7 +199,7 @@ def test_gaps_leave_keys_out_and_nan_says_how_to_mark_one(frame: tuple[Any, Any]
     # The records of a frame read as it is: NaN in the gaps.
     records = df[COLUMNS][:4].to_dict("records")
     assert any(isinstance(r["sub"], float) for r in records)
-    with pytest.raises(imesde.InvalidValueError, match=r"not a finite number.*give None"):
+    with pytest.raises(imesde.InvalidValueError, match=r"not a finite number.*None is no value"):
         engine.ingest_vectors(x[:4], metadata=records)
     assert len(engine) == 4
     cleaned = df[COLUMNS][:4].astype(object).where(df[COLUMNS][:4].notna(), None)
@@ -204,6 +229,11 @@ def test_text_engines_take_series_and_arrow_columns(
         assert [engine.get(int(i)).text for i in ids] == texts.tolist()
     hits = engine.search_batch(pa.array(texts[:2]), k=1)
     assert [h[0].text for h in hits] == texts[:2].tolist()
+    # A bad time in a later chunk is named by its place in the whole input.
+    stamps = [1.7e9] * 6
+    stamps[5] = 1.7e12  # milliseconds
+    with pytest.raises(imesde.OutOfRangeError, match=r"timestamps\[5\].*divide by 1e3"):
+        engine.ingest_batch(texts, timestamps=stamps, batch_size=2)
     # A missing text cannot be embedded: the batch is refused whole.
     before = len(engine)
     with pytest.raises(imesde.DTypeError, match=r"texts\[1\] must be str"):
@@ -230,10 +260,20 @@ def test_frames_and_arrays_are_refused_with_the_call_that_fixes_them(
     with pytest.raises(imesde.ShapeError, match=r"ravel\(\)"):
         engine.get_batch(found)
     assert [i.id for i in engine.get_batch(found.ravel()) if i is not None] == list(found.ravel())
-    # An empty micro-batch adds nothing, as ingest_batch([]) does.
+    # An empty micro-batch adds nothing, as ingest_batch([]) does; its columns are checked.
     empty = engine.ingest_vectors(np.empty((0, 384), np.float32), metadata=[])
     assert empty.dtype == np.int64
     assert len(empty) == 0
+    none = np.empty((0, 384), np.float32)
+    for timestamps in ([1.0], np.array([1.0]), np.array([np.nan])):
+        with pytest.raises((imesde.ShapeError, imesde.InvalidValueError)):
+            engine.ingest_vectors(none, timestamps=timestamps)
+    with pytest.raises(imesde.ShapeError):
+        engine.ingest_vectors(none, texts=["a"])
+    # Arrow columns are taken as texts; other arrow columns are refused, not read as
+    # naive datetimes in local time.
+    with pytest.raises(imesde.DTypeError):
+        engine.ingest_vectors(x[:1], timestamps=pa.array([datetime(2024, 1, 1)]))
     with pytest.raises(imesde.DimensionMismatchError):
         engine.ingest_vectors(np.empty((0, 8), np.float32))
     assert len(engine) == 6

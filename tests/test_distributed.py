@@ -583,20 +583,23 @@ def test_uneven_batches_keep_one_engines_window_and_bad_items_store_nothing(
     (new,) = sharded.ingest_vectors(x[0])
     assert sharded.search_vector(x[0], 1)[0].id == new
     assert len(sharded) == before  # full: the oldest item made room
-    # Metadata one shard refuses: its error as the engine raises it, the other's ids with it.
-    with pytest.raises(imesde.DTypeError) as err:
-        sharded.ingest_vectors(x[:2], metadata=[{"a": 1}, {"b": object()}])
-    assert "ray::" not in str(err.value)
-    stored = err.value.ingested_ids  # type: ignore[attr-defined]
-    assert len(stored) == 1
-    assert int(stored[0]) in sharded
+    # Metadata or a time an engine refuses: the engine's error, before any shard stored its
+    # part (the other shard's part was stored, and its ids handed out).
+    column: dict[str, Any]
+    for column in ({"metadata": [{"a": 1}, {"b": object()}]}, {"timestamps": [1.0, 1.7e12]}):
+        with pytest.raises((imesde.DTypeError, imesde.OutOfRangeError)) as err:
+            sharded.ingest_vectors(x[:2], **column)
+        assert not hasattr(err.value, "ingested_ids")
+        with pytest.raises((imesde.DTypeError, imesde.OutOfRangeError)):
+            sharded.ingest_batch(["a", "b"], **column)
     # One dict is every item's metadata, as for Engine; timestamps may be any iterable.
     ids = sharded.ingest_vectors(x[:2], metadata={"src": "x"}, timestamps=iter([1.0, 2.0]))
+    assert int(ids[0]) == new + 1  # nothing stored, no id spent
     assert [sharded.get(int(i)).metadata for i in ids] == [{"src": "x"}] * 2
     assert [sharded.get(int(i)).ts for i in ids] == [1.0, 2.0]
     # Gaps as pandas marks them: no text, no key; results as rows, as an Engine gives them.
     ids = sharded.ingest_vectors(
-        x[2:4], texts=["t", float("nan")], metadata=[{"src": None, "n": 1}, {"src": "y"}]
+        x[2:4], texts=["t", np.float32("nan")], metadata=[{"src": None, "n": 1}, {"src": "y"}]
     )
     assert [sharded.get(int(i)).text for i in ids] == ["t", None]
     assert [sharded.get(int(i)).metadata for i in ids] == [{"n": 1}, {"src": "y"}]
@@ -609,6 +612,10 @@ def test_uneven_batches_keep_one_engines_window_and_bad_items_store_nothing(
         "metadata": hit.metadata,
     }
     assert sharded.get(hit.id).to_dict()["text"] == hit.text
+    # An empty batch stores nothing, of the engine's dimension only.
+    assert len(sharded.ingest_vectors(np.empty((0, x.shape[1]), np.float32))) == 0
+    with pytest.raises(imesde.DimensionMismatchError):
+        sharded.ingest_vectors(np.empty((0, 3), np.float32))
     # Ids no item has (global ids stay below 2**63).
     assert 2**63 + 1 not in sharded
     assert sharded.delete([2**63 + 1]) == 0

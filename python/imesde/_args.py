@@ -83,8 +83,19 @@ def python_values(values: Any) -> Any:
 
 
 def listed(values: Iterable[Any], what: str) -> list[Any]:
-    """:func:`iterate`'s items as a list (a pyarrow array's as Python values)."""
-    return list(iterate(python_values(values), what))
+    """:func:`iterate`'s items as a list."""
+    return list(iterate(values, what))
+
+
+def datetime_column(values: Any) -> Any:
+    """A pandas Series or Index of datetimes (naive, or aware: then its instants in UTC) as
+    a numpy ``datetime64`` array in its own unit; None for anything else."""
+    dtype: Any = getattr(values, "dtype", None)
+    if isinstance(values, np.ndarray) or getattr(dtype, "kind", None) != "M":
+        return None
+    unit = getattr(dtype, "unit", None) or np.datetime_data(dtype)[0]
+    to_numpy = getattr(values, "to_numpy", None)
+    return None if to_numpy is None else np.asarray(to_numpy(dtype=f"datetime64[{unit}]"))
 
 
 # Seconds in a datetime64 unit, and units in a second.

@@ -26,6 +26,8 @@ from typing import Any, TextIO
 
 from imesde._args import enters_top_k, percentile
 from imesde._imesde import (
+    MAX_TIMESTAMP,
+    MIN_TIMESTAMP,
     Engine,
     Event,
     Hit,
@@ -173,10 +175,16 @@ def _ingest(
 
 
 def _ts(value: str | float) -> float:
-    """Seconds since the epoch from a number or an ISO 8601 string (``ValueError`` otherwise)."""
+    """Seconds since the epoch from a number or an ISO 8601 string (``ValueError`` otherwise,
+    also for a time an item may not have, as ``Engine`` would refuse it)."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         if not math.isfinite(value):
             raise ValueError(f"ts must be a finite number of seconds, got {value!r}")
+        if not MIN_TIMESTAMP <= value <= MAX_TIMESTAMP:
+            raise ValueError(
+                f"ts {value!r} is outside the years 1 to 9999 as seconds since the epoch "
+                "(milliseconds? divide by 1e3)"
+            )
         return float(value)
     if not isinstance(value, str):
         raise ValueError(f"ts must be seconds or an ISO 8601 date, got {value!r}")
@@ -566,7 +574,9 @@ class _Skipped:
                 record = None
             text = record.get(self.field) if isinstance(record, dict) else None
             if isinstance(text, str) and text.strip():
-                yield text
+                # A lone surrogate (a JSON escape) becomes "?", as bad bytes of a raw line
+                # become U+FFFD: one line cannot stop the stream.
+                yield text.encode("utf-8", "replace").decode("utf-8")
             else:
                 self.count += 1
 
@@ -1207,9 +1217,10 @@ def _main(argv: Sequence[str] | None) -> int:
     except (ImesdeError, _UsageError) as e:
         print(f"imesde: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         print("\nimesde: interrupted", file=sys.stderr)
-        return 130
+        # A watch stopped by SIGTERM as it starts ends as one stopped later does.
+        return 0 if isinstance(e, _Terminated) and args.command == "watch" else 130
     except BrokenPipeError:
         # The reader of standard output went away (`imesde search ... | head -1`): done.
         _silence_stdout()

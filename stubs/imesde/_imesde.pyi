@@ -9,6 +9,10 @@ import numpy as np
 import numpy.typing as npt
 
 __version__: str
+# The times an item may have, in seconds since the epoch: the years 1 to 9999 in any time
+# zone (an epoch in milliseconds or nanoseconds is far outside).
+MIN_TIMESTAMP: float
+MAX_TIMESTAMP: float
 
 _F32Array: TypeAlias = npt.NDArray[np.float32]
 _Timestamp: TypeAlias = float | int | datetime | np.datetime64
@@ -17,9 +21,9 @@ _Scalar: TypeAlias = str | int | float | bool
 _MetaValue: TypeAlias = (
     _Scalar | list[_Scalar] | tuple[_Scalar, ...] | np.generic | npt.NDArray[Any]
 )
-_Metadata: TypeAlias = Mapping[str, _MetaValue]
-# A change to an item's metadata: a key given None is removed (when merged).
-_MetadataChange: TypeAlias = Mapping[str, _MetaValue | None]
+# A key given None (or pandas' NA / NaT) is left out; in a merged change, removed.
+_Metadata: TypeAlias = Mapping[str, _MetaValue | None]
+_MetadataChange: TypeAlias = _Metadata
 # A ``where`` filter: ``{"key": value}`` or ``{"key": {"$op": operand}}``, ``$and`` / ``$or``
 # lists, ``$not``, and ``$contains`` / ``$not_contains`` on the text; see the filter guide.
 _Where: TypeAlias = Mapping[str, Any]

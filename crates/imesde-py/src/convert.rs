@@ -480,7 +480,7 @@ fn str_items_upto(
         .collect()
 }
 
-/// Whether `v` is a missing value: None, or pandas' `NA` or `NaT`.
+/// Whether `v` is a missing value: None, pandas' `NA` or `NaT`, or numpy's `NaT`.
 fn is_missing(v: &Bound<'_, PyAny>) -> bool {
     if v.is_none() {
         return true;
@@ -491,9 +491,11 @@ fn is_missing(v: &Bound<'_, PyAny>) -> bool {
         || v.is_instance_of::<PyFloat>()
         || v.is_instance_of::<PyList>();
     !plain
-        && v.get_type()
+        && (v
+            .get_type()
             .name()
             .is_ok_and(|n| matches!(n.to_cow().as_deref(), Ok("NAType" | "NaTType")))
+            || numpy_as_python(v, 0).is_some_and(|plain| plain.is_none()))
 }
 
 /// `item` as a str; otherwise a `DTypeError` saying `"{must}, got <its type>"`.
@@ -513,14 +515,26 @@ pub(crate) fn timestamp(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<f64> {
     if !number && let Some(seconds) = datetime64_seconds(obj, what)? {
         return Ok(seconds);
     }
-    // A pandas `Timestamp` (or `NaT`) as the datetime64 it holds: its `timestamp()` rounds
-    // to microseconds, so a Series would be stored apart from its own `.values`.
-    if !number
-        && matches!(&*obj.get_type().name()?.to_cow()?, "Timestamp" | "NaTType")
-        && let Ok(held) = obj.getattr(pyo3::intern!(obj.py(), "asm8"))
-        && let Some(seconds) = datetime64_seconds(&held, what)?
-    {
-        return Ok(seconds);
+    // A pandas `Timestamp` (or `NaT`) to the nanosecond, as its Series' datetime64 values
+    // are read: its `timestamp()` rounds to microseconds. One beyond int64 nanoseconds
+    // (pandas 3 holds far dates in other units) as the datetime64 it holds.
+    if !number && matches!(&*obj.get_type().name()?.to_cow()?, "Timestamp" | "NaTType") {
+        if let Ok(ns) = obj
+            .getattr(pyo3::intern!(obj.py(), "value"))
+            .and_then(|v| v.extract::<i64>())
+        {
+            if ns == i64::MIN {
+                return Err(py_err!(InvalidValue, "{what} is NaT (not a time)"));
+            }
+            // Whole seconds and the rest apart, as `_args.datetime64_seconds` splits them.
+            let (whole, rest) = (ns.div_euclid(1_000_000_000), ns.rem_euclid(1_000_000_000));
+            return Ok(whole as f64 + rest as f64 / 1e9);
+        }
+        if let Ok(held) = obj.getattr(pyo3::intern!(obj.py(), "asm8"))
+            && let Some(seconds) = datetime64_seconds(&held, what)?
+        {
+            return Ok(seconds);
+        }
     }
     if !number && obj.hasattr("timestamp")? {
         return obj
@@ -569,6 +583,18 @@ fn datetime64_seconds(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Option<f64
 pub(crate) fn timestamps(obj: &Bound<'_, PyAny>, n: usize) -> PyResult<Vec<f64>> {
     if let Some(seconds) = array_seconds(obj)? {
         return Ok(seconds);
+    }
+    // A pandas Series or Index of datetimes, read whole as its datetime64 values (a value at
+    // a time cost microseconds each).
+    if !obj.is_instance_of::<PyList>() && obj.hasattr(pyo3::intern!(obj.py(), "dtype"))? {
+        let py = obj.py();
+        let column = py
+            .import(pyo3::intern!(py, "imesde._args"))?
+            .getattr(pyo3::intern!(py, "datetime_column"))?
+            .call1((obj,))?;
+        if let Some(seconds) = array_seconds(&column)? {
+            return Ok(seconds);
+        }
     }
     obj.try_iter()
         .map_err(|_| {
@@ -664,7 +690,7 @@ fn meta_value(v: &Bound<'_, PyAny>, what: &str, list_ok: bool) -> Result<Value, 
     if v.is_instance_of::<PyFloat>() {
         let f: f64 = v.extract().unwrap_or(f64::NAN);
         let hint = if f.is_nan() {
-            " (a missing value? give None, which leaves the key out)"
+            " (a gap? None is no value for the key)"
         } else {
             ""
         };

@@ -907,7 +907,9 @@ impl Engine {
         };
         self.check_dim(rows.dim, "vectors")?;
         if rows.rows == 0 {
-            // An empty micro-batch adds nothing, as `ingest_batch([])` and faiss' `add`.
+            // An empty micro-batch adds nothing, as `ingest_batch([])` and faiss' `add` (its
+            // columns are checked all the same).
+            Ok(attrs.check(0)).raise()?;
             return Ok(id_array(py, 0..0));
         }
         Ok(id_array(

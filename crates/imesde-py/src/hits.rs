@@ -15,9 +15,9 @@ use crate::stream::Subscription;
 use imesde_ring::Metadata;
 
 /// A `#[pymethods]` block for `$ty` with the getters of the core record at `self.$field`,
-/// `to_dict` (of those and the getters named `$more`), then `$extra`.
+/// `to_dict` (of the getters named `$fields`, in that order), then `$extra`.
 macro_rules! item_class {
-    ($ty:ty, $field:tt, [$($more:literal),*], { $($extra:tt)* }) => {
+    ($ty:ty, $field:tt, [$($fields:literal),*], { $($extra:tt)* }) => {
         #[pymethods]
         impl $ty {
             /// Global id of the item (its position in the stream).
@@ -44,7 +44,7 @@ macro_rules! item_class {
             /// JSON.
             fn to_dict<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyDict>> {
                 let d = PyDict::new(slf.py());
-                for name in ["id", "text", $($more,)* "ts", "metadata"] {
+                for name in [$($fields),*] {
                     d.set_item(name, slf.getattr(name)?)?;
                 }
                 Ok(d)
@@ -158,7 +158,7 @@ fn record_fields(
 #[pyclass(frozen, module = "imesde._imesde")]
 pub(crate) struct Hit(pub(crate) imesde_ring::Hit);
 
-item_class!(Hit, 0, ["score"], {
+item_class!(Hit, 0, ["id", "text", "score", "ts", "metadata"], {
     /// Cosine similarity to the query (or the BM25 or fused score of a lexical or hybrid
     /// search).
     #[getter]
@@ -232,7 +232,7 @@ item_class!(Hit, 0, ["score"], {
 #[pyclass(frozen, module = "imesde._imesde")]
 pub(crate) struct Item(pub(crate) imesde_ring::Item);
 
-item_class!(Item, 0, ["vector"], {
+item_class!(Item, 0, ["id", "vector", "text", "ts", "metadata"], {
     /// A copy of the stored unit-length vector (dequantised for int8 storage).
     #[getter]
     fn vector<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<f32>> {
@@ -299,74 +299,81 @@ pub(crate) struct Event {
     pub(crate) hit: imesde_ring::Hit,
 }
 
-item_class!(Event, hit, ["score", "query"], {
-    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        if let Some(s) = &self.subscription {
-            visit.call(s)?;
+item_class!(
+    Event,
+    hit,
+    ["id", "text", "score", "ts", "metadata", "query"],
+    {
+        fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+            if let Some(s) = &self.subscription {
+                visit.call(s)?;
+            }
+            Ok(())
         }
-        Ok(())
-    }
-    /// The subscription that fired (None on a copy unpickled elsewhere).
-    #[getter]
-    fn subscription(&self, py: Python<'_>) -> Option<Py<Subscription>> {
-        self.subscription.as_ref().map(|s| s.clone_ref(py))
-    }
-    /// The subscription's query text (None for a vector query).
-    #[getter]
-    fn query(&self) -> Option<String> {
-        match &self.subscription {
-            Some(s) => s.get().query().map(str::to_owned),
-            None => self.query.clone(),
+        /// The subscription that fired (None on a copy unpickled elsewhere).
+        #[getter]
+        fn subscription(&self, py: Python<'_>) -> Option<Py<Subscription>> {
+            self.subscription.as_ref().map(|s| s.clone_ref(py))
+        }
+        /// The subscription's query text (None for a vector query).
+        #[getter]
+        fn query(&self) -> Option<String> {
+            match &self.subscription {
+                Some(s) => s.get().query().map(str::to_owned),
+                None => self.query.clone(),
+            }
+        }
+        /// The matching item as a ``Hit``.
+        #[getter]
+        fn hit(&self) -> Hit {
+            Hit(self.hit.clone())
+        }
+        /// Cosine similarity of the item to the query.
+        #[getter]
+        fn score(&self) -> f32 {
+            self.hit.score
+        }
+        /// Pickles as its hit's fields and its query (Ray, ``multiprocessing``, ``copy``); the
+        /// copy's ``subscription`` is None.
+        fn __reduce__<'py>(
+            slf: &Bound<'py, Self>,
+        ) -> PyResult<Reduced<'py, (f32, Option<String>)>> {
+            let me = slf.get();
+            reduce_record(slf.as_any(), &me.hit, (me.hit.score, me.query()))
+        }
+        #[staticmethod]
+        fn _from_fields(
+            id: u64,
+            score_query: (f32, Option<String>),
+            text: Option<String>,
+            ts: f64,
+            metadata: Option<&Bound<'_, PyAny>>,
+        ) -> PyResult<Self> {
+            let (text, metadata) = record_fields(text, metadata)?;
+            let (score, query) = score_query;
+            Ok(Event {
+                subscription: None,
+                query,
+                hit: imesde_ring::Hit {
+                    id,
+                    score,
+                    text,
+                    ts,
+                    metadata,
+                },
+            })
+        }
+        fn __repr__(&self, py: Python<'_>) -> String {
+            let sub = self
+                .subscription
+                .as_ref()
+                .map_or_else(|| "None".to_owned(), |s| s.get().id.to_string());
+            format!(
+                "Event(subscription={sub}, id={}, score={:.4}, text={})",
+                self.hit.id,
+                self.hit.score,
+                repr_text(py, self.hit.text.as_deref())
+            )
         }
     }
-    /// The matching item as a ``Hit``.
-    #[getter]
-    fn hit(&self) -> Hit {
-        Hit(self.hit.clone())
-    }
-    /// Cosine similarity of the item to the query.
-    #[getter]
-    fn score(&self) -> f32 {
-        self.hit.score
-    }
-    /// Pickles as its hit's fields and its query (Ray, ``multiprocessing``, ``copy``); the
-    /// copy's ``subscription`` is None.
-    fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<Reduced<'py, (f32, Option<String>)>> {
-        let me = slf.get();
-        reduce_record(slf.as_any(), &me.hit, (me.hit.score, me.query()))
-    }
-    #[staticmethod]
-    fn _from_fields(
-        id: u64,
-        score_query: (f32, Option<String>),
-        text: Option<String>,
-        ts: f64,
-        metadata: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<Self> {
-        let (text, metadata) = record_fields(text, metadata)?;
-        let (score, query) = score_query;
-        Ok(Event {
-            subscription: None,
-            query,
-            hit: imesde_ring::Hit {
-                id,
-                score,
-                text,
-                ts,
-                metadata,
-            },
-        })
-    }
-    fn __repr__(&self, py: Python<'_>) -> String {
-        let sub = self
-            .subscription
-            .as_ref()
-            .map_or_else(|| "None".to_owned(), |s| s.get().id.to_string());
-        format!(
-            "Event(subscription={sub}, id={}, score={:.4}, text={})",
-            self.hit.id,
-            self.hit.score,
-            repr_text(py, self.hit.text.as_deref())
-        )
-    }
-});
+);

@@ -167,5 +167,7 @@ fn _imesde(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(embed::available_providers, m)?)?;
     m.add_function(wrap_pyfunction!(panic_for_tests, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add("MIN_TIMESTAMP", imesde_ring::MIN_TIMESTAMP)?;
+    m.add("MAX_TIMESTAMP", imesde_ring::MAX_TIMESTAMP)?;
     Ok(())
 }

@@ -76,13 +76,13 @@ pub enum RingError {
     #[error("cannot add {n} items: the engine's next id is {next} and ids stop at 2^63 - 1")]
     IdsExhausted { next: u64, n: usize },
     /// A timestamp was NaN or infinite.
-    #[error("timestamp {index} is not a finite number")]
+    #[error("timestamps[{index}] is not a finite number")]
     Timestamp { index: usize },
     /// A timestamp outside the years 1 to 9999 (seconds since the epoch): most often one in
     /// milliseconds or nanoseconds.
     #[error(
-        "timestamp {index} is {value:e} s from 1970, outside the years 1 to 9999 a timestamp may \
-         name; timestamps are seconds since the epoch (milliseconds? divide by 1e3; \
+        "timestamps[{index}] is {value:e} s from 1970, outside the years 1 to 9999 a timestamp \
+         may name; timestamps are seconds since the epoch (milliseconds? divide by 1e3; \
          nanoseconds: by 1e9)"
     )]
     TimestampRange { index: usize, value: f64 },

@@ -15,14 +15,14 @@ pub struct Attributes {
     pub metadata: Vec<Option<Metadata>>,
 }
 
-/// The earliest timestamp an item may have: 0001-01-01 UTC, the first time a Python
-/// `datetime` holds.
-pub const MIN_TIMESTAMP: f64 = -62_135_596_800.0;
-/// The latest timestamp an item may have: 10000-01-01 UTC, what the last time a `datetime`
-/// holds (9999-12-31 23:59:59.999999) rounds to in seconds as an f64. Epoch milliseconds of
-/// today (~1.7e12) are far beyond it, so a time given in the wrong unit is refused rather
-/// than stored 55,000 years away.
-pub const MAX_TIMESTAMP: f64 = 253_402_300_800.0;
+/// The earliest timestamp an item may have: 0001-01-01 00:00 less a day, so that the first
+/// time a Python `datetime` holds is taken in any time zone.
+pub const MIN_TIMESTAMP: f64 = -62_135_596_800.0 - 86_400.0;
+/// The latest timestamp an item may have: 10000-01-01 00:00 UTC plus a day, so that the last
+/// time a `datetime` holds (`datetime.max`, a common "never") is taken in any time zone.
+/// Epoch milliseconds of today (~1.7e12) are far beyond it: a time given in the wrong unit
+/// is refused rather than stored 55,000 years away.
+pub const MAX_TIMESTAMP: f64 = 253_402_300_800.0 + 86_400.0;
 
 impl Attributes {
     /// Checks the attributes of `n` items: each list empty or of length `n`, every timestamp

@@ -27,13 +27,14 @@ import numpy as np
 import numpy.typing as npt
 import ray
 
-from imesde._args import enters_top_k, integer, listed, percentile, positive
+from imesde._args import enters_top_k, integer, listed, percentile, positive, python_values
 from imesde._bulk import Progress, wants_bar
 
 if TYPE_CHECKING:
     import imesde
     from imesde.semantic_ids import CollisionStore
 from imesde.exceptions import (
+    DimensionMismatchError,
     DTypeError,
     ImesdeError,
     IndexCorruptError,
@@ -76,7 +77,11 @@ class _Record:
     def to_dict(self) -> dict[str, Any]:
         """The fields as a new dict, as ``imesde.Hit.to_dict`` and ``imesde.Item.to_dict``
         give them (``pd.DataFrame([h.to_dict() for h in hits])``)."""
-        return {f.name: getattr(self, f.name) for f in fields(self)}  # type: ignore[arg-type]
+        # A new dict of metadata each time, as imesde.Hit.metadata gives.
+        return {
+            f.name: dict(v) if isinstance(v := getattr(self, f.name), dict) else v
+            for f in fields(self)  # type: ignore[arg-type]
+        }
 
 
 @dataclass(frozen=True)
@@ -226,7 +231,7 @@ def _columns(n: int, what: str, **columns: Any) -> dict[str, list[Any] | None]:
             continue
         if name == "metadata" and isinstance(col, Mapping):
             col = [col] * n
-        values = listed(col, name)
+        values = listed(python_values(col) if name == "texts" else col, name)
         if name == "metadata":
             values = [_plain(m) for m in values]
         if len(values) != n:
@@ -255,10 +260,25 @@ def _remove_generations(directory: str, keep: Callable[[int], bool]) -> None:
                     os.remove(os.path.join(directory, name))
 
 
+def _check_columns(n: int, cols: dict[str, list[Any] | None]) -> None:
+    """Timestamps and metadata every shard would take: read by a one-slot engine before any
+    shard is sent a batch, so that a bad one stores nothing anywhere and raises the engine's
+    own error."""
+    if cols.get("timestamps") is None and cols.get("metadata") is None:
+        return
+    import imesde
+
+    probe = imesde.Engine(1, num_shards=1, shard_size=1)
+    rows = np.ones((n, 1), dtype=np.float32)
+    probe.ingest_vectors(rows, timestamps=cols["timestamps"], metadata=cols["metadata"])
+
+
 def _missing_text(t: object) -> bool:
-    """No text, as ``Engine`` reads it: None, or what pandas puts for a missing str (NaN,
-    ``pd.NA``)."""
-    return t is None or (isinstance(t, float) and t != t) or type(t).__name__ == "NAType"
+    """No text, as ``Engine`` reads it: None, pandas' ``NA`` or ``NaT``, or a NaN (what
+    pandas puts for a missing str)."""
+    if t is None or type(t).__name__ in ("NAType", "NaTType"):
+        return True
+    return isinstance(t, float | np.floating) and bool(np.isnan(t))
 
 
 def _check_texts(texts: Sequence[object], what: str, allow_none: bool = False) -> None:
@@ -1049,14 +1069,15 @@ class ShardedEngine:
         """Adds texts, each embedded on the shard that stores it (shards work on their parts
         of a batch in parallel; ``batch_size`` texts are sent at a time); returns the global
         ids in input order. ``timestamps``, ``metadata`` and ``show_progress_bar`` (the items
-        the shards have stored) as in ``Engine.ingest_batch``. Texts that are not str are
-        refused before anything is sent; an error on a shard (a shard unavailable:
+        the shards have stored) as in ``Engine.ingest_batch``. Texts, timestamps and
+        metadata an ``Engine`` would refuse are refused before anything is sent; an error on a shard (a shard unavailable:
         ``ShardUnavailableError``) raises with ``ingested_ids``, the ids the other shards
         stored."""
-        texts = listed(texts, "texts")
+        texts = listed(python_values(texts), "texts")
         _check_texts(texts, "texts")
         batch_size = positive(batch_size, "batch_size")
         cols = _columns(len(texts), "texts", timestamps=timestamps, metadata=metadata)
+        _check_columns(len(texts), cols)
         show = wants_bar(show_progress_bar, len(texts))
         progress = Progress(len(texts), "imesde: ingest", show)
         try:
@@ -1082,19 +1103,25 @@ class ShardedEngine:
         batch_size: int = 4096,
     ) -> npt.NDArray[np.int64]:
         """Adds pre-computed vectors (``[n, dim]``), item after item over the shards (the
-        ``key`` routing is for texts). Rows that are not finite, or zero, are refused before
-        anything is sent; errors on shards raise as in ``ingest_batch``."""
+        ``key`` routing is for texts). Rows that are not finite, or zero, and texts,
+        timestamps and metadata an ``Engine`` would refuse are refused before anything is
+        sent; errors on shards raise as in ``ingest_batch``."""
         x = _float32(vectors, "vectors")
         if x.ndim == 1:  # one vector, as Engine takes it
             x = x[None]
         if x.ndim != 2:
             raise ShapeError(f"vectors must be [n, dim], got shape {x.shape}")
+        if x.shape[1] != self._dim:  # an empty batch too, as Engine checks it
+            raise DimensionMismatchError(
+                f"vectors has {x.shape[1]} dims, the engine holds {self._dim}-dim vectors"
+            )
         _check_vectors(x)
         n = len(x)
         batch_size = positive(batch_size, "batch_size")
         cols = _columns(n, "vectors", texts=texts, timestamps=timestamps, metadata=metadata)
         if cols["texts"] is not None:
             _check_texts(cols["texts"], "texts", allow_none=True)
+        _check_columns(n, cols)
         return self._send("ingest_vectors", n, batch_size, lambda rows: x[rows], cols, None)
 
     # --- search ----------------------------------------------------------------------------
@@ -1197,7 +1224,7 @@ class ShardedEngine:
         exact: bool = False,
     ) -> list[list[ShardedHit]]:
         """``search`` for each query (embedded in one batch on each shard)."""
-        qs = listed(queries, "queries")
+        qs = listed(python_values(queries), "queries")
         f = self._dense_filters(since, until, where, exact)
         per_shard = self._scatter("search_batch", qs, k, f, allow_partial=allow_partial)
         return [self._merge((s[j] for s in per_shard), k) for j in range(len(qs))]
