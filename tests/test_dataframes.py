@@ -63,6 +63,9 @@ def test_a_stream_frame_goes_in_as_pandas_gives_it(frame: tuple[Any, Any]) -> No
     assert engine.count(where={"urgency": {"$in": set(urgencies)}}) == want
     since = times.iloc[400]
     assert engine.count(since=since) == int((times >= since).sum())
+    # A 0-d array holds one time as its scalar does.
+    zero_d = np.array(since.to_datetime64())
+    assert engine.count(since=zero_d) == engine.count(since=since)  # type: ignore[arg-type]
 
     hits = engine.search_vector(x[5], 10)
     table = pd.DataFrame([h.to_dict() for h in hits])
@@ -201,6 +204,14 @@ def test_gaps_leave_keys_out_and_nan_says_how_to_mark_one(frame: tuple[Any, Any]
     assert any(isinstance(r["sub"], float) for r in records)
     with pytest.raises(imesde.InvalidValueError, match=r"not a finite number.*None is no value"):
         engine.ingest_vectors(x[:4], metadata=records)
+    assert len(engine) == 4
+    # A numpy time is no metadata value: a nanosecond one was stored as its count of
+    # nanoseconds (an int), a microsecond one refused as a datetime.
+    for value in (np.datetime64(1, "ns"), np.datetime64(1, "us"), np.timedelta64(5, "ns")):
+        with pytest.raises(imesde.DTypeError, match=r"got (datetime64|timedelta64)"):
+            engine.ingest_vectors(x[:1], metadata={"t": value})
+        with pytest.raises(imesde.InvalidValueError, match=r"got (datetime64|timedelta64)"):
+            engine.count(where={"t": {"$gt": value}})
     assert len(engine) == 4
     cleaned = df[COLUMNS][:4].astype(object).where(df[COLUMNS][:4].notna(), None)
     new = engine.ingest_vectors(x[:4], metadata=cleaned.to_dict("records"))

@@ -512,6 +512,12 @@ pub(crate) fn timestamp(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<f64> {
     // Plain numbers (a column is read a value at a time) are read below without a look at
     // their type's name.
     let number = obj.is_instance_of::<PyFloat>() || obj.is_instance_of::<PyInt>();
+    // A 0-d array (`np.array(t)`) as the scalar it holds.
+    if let Ok(array) = obj.cast::<PyUntypedArray>()
+        && array.ndim() == 0
+    {
+        return timestamp(&obj.get_item(PyTuple::empty(obj.py()))?, what);
+    }
     if !number && let Some(seconds) = datetime64_seconds(obj, what)? {
         return Ok(seconds);
     }
@@ -728,17 +734,24 @@ fn meta_value(v: &Bound<'_, PyAny>, what: &str, list_ok: bool) -> Result<Value, 
 }
 
 /// A numpy scalar (or array of at most `max_ndim` dimensions) as the Python value numpy's
-/// `item()` / `tolist()` gives; None for anything else.
+/// `item()` / `tolist()` gives; None for anything else. A `datetime64` or `timedelta64` is
+/// no such value (`item()` gives an int for nanoseconds, a datetime for microseconds): only
+/// its `NaT` is, as None.
 fn numpy_as_python<'py>(v: &Bound<'py, PyAny>, max_ndim: usize) -> Option<Bound<'py, PyAny>> {
     let py = v.py();
-    if !v.hasattr(pyo3::intern!(py, "dtype")).unwrap_or(false) {
-        return None;
-    }
+    let dtype = v.getattr(pyo3::intern!(py, "dtype")).ok()?;
     let ndim = v
         .getattr(pyo3::intern!(py, "ndim"))
         .ok()?
         .extract::<usize>()
         .ok()?;
+    let kind = dtype.getattr(pyo3::intern!(py, "kind")).ok()?;
+    if matches!(kind.extract::<&str>(), Ok("M" | "m")) {
+        return (ndim == 0)
+            .then(|| v.call_method0(pyo3::intern!(py, "item")).ok())
+            .flatten()
+            .filter(PyAnyMethods::is_none);
+    }
     let method = match ndim {
         0 => pyo3::intern!(py, "item"),
         n if n <= max_ndim => pyo3::intern!(py, "tolist"),
