@@ -1070,9 +1070,9 @@ class ShardedEngine:
         of a batch in parallel; ``batch_size`` texts are sent at a time); returns the global
         ids in input order. ``timestamps``, ``metadata`` and ``show_progress_bar`` (the items
         the shards have stored) as in ``Engine.ingest_batch``. Texts, timestamps and
-        metadata an ``Engine`` would refuse are refused before anything is sent; an error on a shard (a shard unavailable:
-        ``ShardUnavailableError``) raises with ``ingested_ids``, the ids the other shards
-        stored."""
+        metadata an ``Engine`` would refuse are refused before anything is sent; an error on
+        a shard (a shard unavailable: ``ShardUnavailableError``) raises with
+        ``ingested_ids``, the ids the other shards stored."""
         texts = listed(python_values(texts), "texts")
         _check_texts(texts, "texts")
         batch_size = positive(batch_size, "batch_size")
