@@ -443,15 +443,18 @@ fn str_items_upto(
             type_name(obj)
         ));
     }
-    // A pyarrow Array or ChunkedArray iterates as pyarrow scalars: read its Python values.
+    // A pyarrow Array or ChunkedArray iterates as pyarrow scalars: read its Python values
+    // (`_args.python_values`; a list or tuple is read as it is, without the call).
     let values;
-    let obj = if !obj.is_instance_of::<PyList>()
-        && let Ok(to_pylist) = obj.getattr(pyo3::intern!(obj.py(), "to_pylist"))
-    {
-        values = to_pylist.call0()?;
-        &values
-    } else {
+    let obj = if obj.is_instance_of::<PyList>() || obj.is_instance_of::<PyTuple>() {
         obj
+    } else {
+        let py = obj.py();
+        values = py
+            .import(pyo3::intern!(py, "imesde._args"))?
+            .getattr(pyo3::intern!(py, "python_values"))?
+            .call1((obj,))?;
+        &values
     };
     let iter = obj.try_iter().map_err(|_| {
         py_err!(
@@ -511,48 +514,10 @@ pub(crate) fn as_str<'a, 'py>(
 pub(crate) fn timestamp(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<f64> {
     // Plain numbers (a column is read a value at a time) are read below without a look at
     // their type's name.
-    let number = obj.is_instance_of::<PyFloat>() || obj.is_instance_of::<PyInt>();
-    // A 0-d array (`np.array(t)`) as the scalar it holds.
-    if let Ok(array) = obj.cast::<PyUntypedArray>()
-        && array.ndim() == 0
+    if !(obj.is_instance_of::<PyFloat>() || obj.is_instance_of::<PyInt>())
+        && let Some(seconds) = time_seconds(obj, what)?
     {
-        return timestamp(&obj.get_item(PyTuple::empty(obj.py()))?, what);
-    }
-    if !number && let Some(seconds) = datetime64_seconds(obj, what)? {
         return Ok(seconds);
-    }
-    // A pandas `Timestamp` (or `NaT`) to the nanosecond, as its Series' datetime64 values
-    // are read: its `timestamp()` rounds to microseconds. One beyond int64 nanoseconds
-    // (pandas 3 holds far dates in other units) as the datetime64 it holds.
-    if !number && matches!(&*obj.get_type().name()?.to_cow()?, "Timestamp" | "NaTType") {
-        if let Ok(ns) = obj
-            .getattr(pyo3::intern!(obj.py(), "value"))
-            .and_then(|v| v.extract::<i64>())
-        {
-            if ns == i64::MIN {
-                return Err(py_err!(InvalidValue, "{what} is NaT (not a time)"));
-            }
-            // Whole seconds and the rest apart, as `_args.datetime64_seconds` splits them.
-            let (whole, rest) = (ns.div_euclid(1_000_000_000), ns.rem_euclid(1_000_000_000));
-            return Ok(whole as f64 + rest as f64 / 1e9);
-        }
-        if let Ok(held) = obj.getattr(pyo3::intern!(obj.py(), "asm8"))
-            && let Some(seconds) = datetime64_seconds(&held, what)?
-        {
-            return Ok(seconds);
-        }
-    }
-    if !number && obj.hasattr("timestamp")? {
-        return obj
-            .call_method0("timestamp")
-            .and_then(|t| t.extract::<f64>())
-            .map_err(|e| {
-                py_err!(
-                    InvalidValue,
-                    "{what}: {} has no timestamp: {e}",
-                    type_name(obj)
-                )
-            });
     }
     match obj.extract::<Real>() {
         Ok(Real(v)) => Ok(v),
@@ -566,6 +531,55 @@ pub(crate) fn timestamp(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<f64> {
             "{what} is too large for a number of seconds"
         )),
     }
+}
+
+/// Seconds since the epoch of what is not a plain number: a 0-d array's scalar, a numpy
+/// `datetime64`, a pandas `Timestamp`, anything with `timestamp()`; None for anything else.
+fn time_seconds(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Option<f64>> {
+    // A 0-d array (`np.array(t)`) as the scalar it holds.
+    if let Ok(array) = obj.cast::<PyUntypedArray>()
+        && array.ndim() == 0
+    {
+        return timestamp(&obj.get_item(PyTuple::empty(obj.py()))?, what).map(Some);
+    }
+    if let Some(seconds) = datetime64_seconds(obj, what)? {
+        return Ok(Some(seconds));
+    }
+    // A pandas `Timestamp` (or `NaT`) to the nanosecond, as its Series' datetime64 values
+    // are read: its `timestamp()` rounds to microseconds. One beyond int64 nanoseconds
+    // (pandas 3 holds far dates in other units) as the datetime64 it holds.
+    if matches!(&*obj.get_type().name()?.to_cow()?, "Timestamp" | "NaTType") {
+        if let Ok(ns) = obj
+            .getattr(pyo3::intern!(obj.py(), "value"))
+            .and_then(|v| v.extract::<i64>())
+        {
+            if ns == i64::MIN {
+                return Err(py_err!(InvalidValue, "{what} is NaT (not a time)"));
+            }
+            // Whole seconds and the rest apart, as `_args.datetime64_seconds` splits them.
+            let (whole, rest) = (ns.div_euclid(1_000_000_000), ns.rem_euclid(1_000_000_000));
+            return Ok(Some(whole as f64 + rest as f64 / 1e9));
+        }
+        if let Ok(held) = obj.getattr(pyo3::intern!(obj.py(), "asm8"))
+            && let Some(seconds) = datetime64_seconds(&held, what)?
+        {
+            return Ok(Some(seconds));
+        }
+    }
+    if obj.hasattr("timestamp")? {
+        return obj
+            .call_method0("timestamp")
+            .and_then(|t| t.extract::<f64>())
+            .map(Some)
+            .map_err(|e| {
+                py_err!(
+                    InvalidValue,
+                    "{what}: {} has no timestamp: {e}",
+                    type_name(obj)
+                )
+            });
+    }
+    Ok(None)
 }
 
 /// Seconds since the epoch of a numpy `datetime64` (any unit: `float()` of a nanosecond one

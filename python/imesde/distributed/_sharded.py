@@ -261,32 +261,24 @@ def _remove_generations(directory: str, keep: Callable[[int], bool]) -> None:
 
 
 def _check_columns(n: int, cols: dict[str, list[Any] | None]) -> None:
-    """Timestamps and metadata every shard would take: read by a one-slot engine before any
-    shard is sent a batch, so that a bad one stores nothing anywhere and raises the engine's
-    own error."""
-    if cols.get("timestamps") is None and cols.get("metadata") is None:
+    """Texts (of vectors: None and gaps allowed), timestamps and metadata every shard would
+    take: read by a one-slot engine before any shard is sent a batch, so that a bad one
+    stores nothing anywhere and raises the engine's own error."""
+    if all(cols.get(c) is None for c in ("texts", "timestamps", "metadata")):
         return
     import imesde
 
     probe = imesde.Engine(1, num_shards=1, shard_size=1)
     rows = np.ones((n, 1), dtype=np.float32)
-    probe.ingest_vectors(rows, timestamps=cols["timestamps"], metadata=cols["metadata"])
+    probe.ingest_vectors(
+        rows, cols.get("texts"), timestamps=cols["timestamps"], metadata=cols["metadata"]
+    )
 
 
-def _missing_text(t: object) -> bool:
-    """No text, as ``Engine`` reads it: None, pandas' ``NA`` or ``NaT``, or a NaN (what
-    pandas puts for a missing str)."""
-    if t is None or type(t).__name__ in ("NAType", "NaTType"):
-        return True
-    return isinstance(t, float | np.floating) and bool(np.isnan(t))
-
-
-def _check_texts(texts: Sequence[object], what: str, allow_none: bool = False) -> None:
-    """Every text a str UTF-8 can carry (None too where allowed), checked before any shard is
-    sent a batch, so that a bad one stores nothing anywhere."""
+def _check_texts(texts: Sequence[object], what: str) -> None:
+    """Every text a str UTF-8 can carry, checked before any shard is sent a batch, so that a
+    bad one stores nothing anywhere."""
     for i, t in enumerate(texts):
-        if allow_none and _missing_text(t):
-            continue
         if not isinstance(t, str):
             raise DTypeError(f"{what}[{i}] must be str, got {type(t).__name__}")
         try:
@@ -1119,8 +1111,6 @@ class ShardedEngine:
         n = len(x)
         batch_size = positive(batch_size, "batch_size")
         cols = _columns(n, "vectors", texts=texts, timestamps=timestamps, metadata=metadata)
-        if cols["texts"] is not None:
-            _check_texts(cols["texts"], "texts", allow_none=True)
         _check_columns(n, cols)
         return self._send("ingest_vectors", n, batch_size, lambda rows: x[rows], cols, None)
 
