@@ -74,6 +74,78 @@ def test_search_reads_a_file(tmp_path: Path) -> None:
     assert "searching the newest 8 of 20 lines" in out.stderr
 
 
+def test_search_and_watch_read_gzip_and_quiet_leaves_stderr_empty(tmp_path: Path) -> None:
+    import gzip
+
+    lines = [f"request {i} served in {i % 7} ms" for i in range(300)]
+    lines[123] = "kernel: out of memory: killed process 4242 (postgres)"
+    data = "".join(f"{line}\n" for line in lines).encode()
+    # Two members one after another (`cat a.gz b.gz`), as rotated logs are joined.
+    log = tmp_path / "syslog.2.gz"
+    log.write_bytes(gzip.compress(data[:5000]) + gzip.compress(data[5000:]))
+    query, one = "process killed by the OOM killer", ("-k", "1", "--threads", "1")
+    out = imesde_cli("search", query, "--file", str(log), "--jsonl", *one)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["text"] == lines[123]
+    # --quiet: no rate on standard error; the hits as before.
+    out = imesde_cli("search", query, "-f", str(log), "-q", *one)
+    assert out.returncode == 0, out.stderr
+    assert lines[123] in out.stdout
+    assert out.stderr == ""
+    out = imesde_cli("watch", query, "--file", str(log), "-q", "--threshold", "0.3", *one[2:])
+    assert out.returncode == 0, out.stderr
+    assert [line.split("]  ", 1)[1] for line in out.stdout.splitlines()] == [lines[123]]
+    assert out.stderr == ""  # no progress, no summary
+    out = imesde_cli("watch", query, "--file", str(log), *one[2:])
+    assert "300 lines" in out.stderr  # the summary, without --quiet
+    # A gzip file is read whole from its start: following or starting at its end cannot be.
+    for extra in (("--follow",), ("--lines", "5")):
+        out = imesde_cli("watch", query, "--file", str(log), *extra)
+        assert out.returncode == 2
+        assert "is gzip" in out.stderr
+        assert "Traceback" not in out.stderr
+
+
+def test_input_lines_gunzip_pipes_drop_a_byte_order_mark_and_refuse_damage(
+    tmp_path: Path,
+) -> None:
+    import gzip
+
+    from imesde.cli import _UsageError
+
+    text = "\ufeffpremi\u00e8re ligne\n\ufeffsecond\nthird without newline"
+    want = ["premi\u00e8re ligne\n", "\ufeffsecond\n", "third without newline"]
+
+    def read(data: bytes) -> list[str]:
+        path = tmp_path / "input"
+        path.write_bytes(data)
+        with _Lines(os.open(path, os.O_RDONLY), owned=True, path=str(path)) as source:
+            return list(source)
+
+    # The mark only at the input's start is dropped; plain, gzip, and gzip through a pipe.
+    assert read(text.encode()) == want
+    packed = gzip.compress(text.encode()[:9]) + gzip.compress(text.encode()[9:])
+    assert read(packed) == want
+    r, w = os.pipe()
+
+    def write() -> None:
+        os.write(w, packed)
+        os.close(w)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    with _Lines(r, owned=True) as source:
+        assert list(source) == want
+    writer.join()
+    # Cut short, or damaged: an error naming the input, not a traceback or a silent end.
+    whole = gzip.compress("".join(f"line {i}\n" for i in range(5000)).encode())
+    damaged = whole[:200] + bytes(b ^ 0x5A for b in whole[200:260]) + whole[260:]
+    for data, why in ((whole[:-20], "ends early"), (damaged, "damaged")):
+        with pytest.raises(_UsageError, match=why) as e:
+            read(data)
+        assert "input" in str(e.value)
+
+
 def test_demo_replays_the_shipped_stream() -> None:
     out = imesde_cli("demo", "--limit", "300", "-k", "2", "--threads", "1", "memory leak fixed")
     assert out.returncode == 0, out.stderr

@@ -93,7 +93,7 @@ def _read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
         for n, raw in enumerate(lines, 1):
             # Decoded a line at a time, so that bad bytes are told with their line.
             try:
-                line = raw.decode("utf-8")
+                line = raw.decode("utf-8-sig" if n == 1 else "utf-8")
             except UnicodeDecodeError as e:
                 raise ValueError(f"line {n} is not UTF-8 ({e.reason} at byte {e.start})") from None
             if not line.strip():
@@ -291,7 +291,12 @@ def cmd_search(args: argparse.Namespace) -> int:
         # Standard output holds the results only: the rate goes to standard error (and with
         # --jsonl, neither progress nor rate).
         read = _ingest(
-            engine, lines, args.batch_size * 8, None, quiet=args.jsonl, rate_to=sys.stderr
+            engine,
+            lines,
+            args.batch_size * 8,
+            None,
+            quiet=args.jsonl or args.quiet,
+            rate_to=sys.stderr,
         )
     skipped.report("search")
     if not read:
@@ -319,10 +324,16 @@ class _OutputClosedError(Exception):
     """The reader of the output went away (a closed pipe): watching ends quietly."""
 
 
+#: The first bytes of a gzip stream (never the start of UTF-8 text: 0x8b is no lead byte).
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
 class _Lines:
-    """The lines of a file descriptor, decoded as UTF-8 (bad bytes replaced). Read with
-    ``os.read``, not through Python's buffered reader: a daemon thread blocked in a read of
-    standard input must not hold the lock that the interpreter takes when it exits."""
+    """The lines of a file descriptor, decoded as UTF-8 (bad bytes replaced; a byte-order
+    mark at the start dropped), gunzipped when it starts as a gzip stream does (``zcat``'s
+    output, members one after another). Read with ``os.read``, not through Python's buffered
+    reader: a daemon thread blocked in a read of standard input must not hold the lock that the
+    interpreter takes when it exits."""
 
     def __init__(self, fd: int, owned: bool, path: str | None = None) -> None:
         self.fd, self.owned, self.path = fd, owned, path
@@ -333,8 +344,54 @@ class _Lines:
         self.gone = False  # the followed path names no file (told once)
         self.sizeless = False  # a file that reports size 0 yet has content (/proc, /sys)
         self.seen_size = 0  # the largest size the file reported
+        self.inflate: zlib._Decompress | None = None  # once the input is seen to be gzip
+        self.at_start = True  # nothing decoded yet: a byte-order mark would be dropped
         with contextlib.suppress(OSError):
             self.seen_size = os.fstat(fd).st_size
+
+    def is_gzip(self) -> bool:
+        """Whether a regular file's next bytes start a gzip stream (read without moving)."""
+        with contextlib.suppress(OSError):
+            if stat.S_ISREG(os.fstat(self.fd).st_mode):
+                here = os.lseek(self.fd, 0, os.SEEK_CUR)
+                return os.pread(self.fd, 2, here) == _GZIP_MAGIC
+        return False
+
+    def _read(self) -> bytes:
+        """The next bytes of the input (gunzipped); b"" at its end for now."""
+        while True:
+            raw = os.read(self.fd, 1 << 16)
+            if self.position == 0 and raw.startswith(_GZIP_MAGIC):
+                self.inflate = zlib.decompressobj(wbits=31)
+            self.position += len(raw)
+            if self.inflate is None:
+                return raw
+            if not raw:
+                if not self.inflate.eof:
+                    raise _UsageError(f"{self.name}: the gzip stream ends early (cut short)")
+                return b""
+            try:
+                out = self.inflate.decompress(raw)
+                # Members one after another (``cat a.gz b.gz``, ``gzip`` of appended logs).
+                while self.inflate.eof and self.inflate.unused_data:
+                    rest = self.inflate.unused_data
+                    self.inflate = zlib.decompressobj(wbits=31)
+                    out += self.inflate.decompress(rest)
+            except zlib.error as e:
+                raise _UsageError(f"{self.name}: the gzip stream is damaged ({e})") from None
+            if out:
+                return out
+
+    @property
+    def name(self) -> str:
+        return self.path or "standard input"
+
+    def _decode(self, chunk: bytes) -> str:
+        text = self.decoder.decode(chunk)
+        if self.at_start and text:
+            self.at_start = False
+            text = text.removeprefix("\ufeff")
+        return text
 
     def readline(self, follow: bool = False) -> str:
         """The next line with its newline, or what is left at the end; "" when nothing is left
@@ -351,10 +408,9 @@ class _Lines:
                 parts = [self._cut("".join(parts))]
                 self.cutting = True
                 break
-            chunk = os.read(self.fd, 1 << 16)
+            chunk = self._read()
             if chunk:
-                self.position += len(chunk)
-                text = self.decoder.decode(chunk)
+                text = self._decode(chunk)
                 if self.cutting:
                     end = text.find("\n")
                     if end < 0:
@@ -451,6 +507,7 @@ class _Lines:
             return None
         os.close(self.fd)
         self.fd, self.position, self.gone, self.cutting = fd, 0, False, False
+        self.at_start = True
         tail = pending + self.decoder.decode(b"", final=True)
         self.decoder.reset()
         self.pending = ""
@@ -485,6 +542,7 @@ class _Lines:
                 os.lseek(self.fd, 0, os.SEEK_SET)
                 self.position = 0
                 self.cutting = False
+                self.at_start = True
                 self.decoder.reset()
                 self.pending = ""
                 print(
@@ -696,6 +754,12 @@ def _calibration_lines(threshold: str) -> int:
 def cmd_watch(args: argparse.Namespace) -> int:
     _check_queries(args.queries)
     source = _open_input(args.file)
+    if (args.follow or args.lines is not None) and source.is_gzip():
+        source.close()
+        raise _UsageError(
+            f"{source.name} is gzip: it is read whole, from its start (--follow and --lines "
+            "need a plain text file)"
+        )
     if args.lines is not None:
         if not stat.S_ISREG(os.fstat(source.fd).st_mode):
             source.close()
@@ -758,7 +822,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
     need = min(_calibration_lines(args.threshold), engine.capacity) if deferred else 0
     if not deferred:
         subscribe()
-    progress = None if args.jsonl else _Progress(None)
+    progress = None if args.jsonl or args.quiet else _Progress(None)
     done = 0
 
     def stored(batch: list[str]) -> None:
@@ -800,12 +864,13 @@ def cmd_watch(args: argparse.Namespace) -> int:
         if progress is not None:
             progress.finish(done)
         elapsed = time.perf_counter() - started
-        print(
-            f"imesde watch: {done:,} lines in {elapsed:.1f} s "
-            f"({done / max(elapsed, 1e-9):,.0f} lines/s); matches: "
-            + ", ".join(f'"{q}" {n:,}' for q, n in counts.items()),
-            file=sys.stderr,
-        )
+        if not args.quiet:
+            print(
+                f"imesde watch: {done:,} lines in {elapsed:.1f} s "
+                f"({done / max(elapsed, 1e-9):,.0f} lines/s); matches: "
+                + ", ".join(f'"{q}" {n:,}' for q, n in counts.items()),
+                file=sys.stderr,
+            )
         skipped.report("watch")
     if out.error is not None:
         raise _UsageError(f"writing the matches failed: {out.error.strerror or out.error}")
@@ -946,7 +1011,13 @@ def _model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tokenizer", help="a tokenizer.json or its folder (default: beside the model)")
 
 
-def _field_option(p: argparse.ArgumentParser) -> None:
+def _input_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--quiet",
+        "-q",
+        action="store_true",
+        help="no progress, rate or summary on standard error (warnings and errors still)",
+    )
     p.add_argument(
         "--field",
         metavar="NAME",
@@ -999,9 +1070,11 @@ def build_parser() -> argparse.ArgumentParser:
         "lines closest in meaning to each QUERY.",
     )
     search.add_argument("queries", nargs="+", metavar="QUERY", help="one or more queries")
-    search.add_argument("--file", "-f", help="read lines from this file (default: stdin)")
+    search.add_argument(
+        "--file", "-f", help="read lines from this file, gzipped or not (default: stdin)"
+    )
     search.add_argument("--jsonl", action="store_true", help="print hits as JSON lines")
-    _field_option(search)
+    _input_options(search)
     _engine_options(search)
     search.set_defaults(func=cmd_search)
 
@@ -1027,7 +1100,9 @@ def build_parser() -> argparse.ArgumentParser:
         type=_count,
         help="also require a line to enter the query's running top K since the start",
     )
-    watch.add_argument("--file", "-f", help="read this file instead of standard input")
+    watch.add_argument(
+        "--file", "-f", help="read this file, gzipped or not, instead of standard input"
+    )
     watch.add_argument(
         "--follow",
         action="store_true",
@@ -1043,7 +1118,7 @@ def build_parser() -> argparse.ArgumentParser:
         "with --follow: only lines written from now on)",
     )
     watch.add_argument("--jsonl", action="store_true", help="print matches as JSON lines")
-    _field_option(watch)
+    _input_options(watch)
     watch.add_argument(
         "--batch", type=_count, default=64, help="most lines per ingest call (default 64)"
     )
