@@ -712,12 +712,14 @@ def test_a_percentile_threshold_calibrates_on_enough_lines_and_misses_none(
     # About 5 % of the lines held when it was calibrated, each once, in stream order.
     assert len(found) == len(set(found)) < 20
     assert found == [t for t in lines if t in found]
-    # A short input: calibrated on what there is when it ends.
+    assert "calibrated on" not in out.stderr
+    # A short input: calibrated on what there is when it ends, with a word that it was.
     short = tmp_path / "short.txt"
     short.write_text("\n".join(lines[:10]) + "\n", encoding="utf-8")
     out = imesde_cli("watch", query, "--file", str(short), "--jsonl", "--threshold", "p50")
     assert out.returncode == 0, out.stderr
     assert lines[0] in [json.loads(line)["text"] for line in out.stdout.splitlines()]
+    assert "p50 was calibrated on 10 lines, not 100" in out.stderr
 
 
 def test_a_percentile_beyond_the_ring_calibrates_on_a_full_ring(tmp_path: Path) -> None:

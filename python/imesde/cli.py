@@ -808,6 +808,15 @@ def cmd_watch(args: argparse.Namespace) -> int:
         subs = [engine.subscribe(q, threshold=threshold, callback=show) for q in queries]
         if not held:
             return
+        if len(engine) < need:
+            # The input ended (or was stopped) first: the top of a few lines is matched,
+            # whatever their scores.
+            print(
+                f"imesde watch: {args.threshold} was calibrated on {len(engine):,} lines, not "
+                f"{need:,}: its matches are the best of those few (a cosine threshold, like "
+                "--threshold 0.5, suits a short input)",
+                file=sys.stderr,
+            )
         # The lines held, calibrated on, are matched as a search finds them, in stream order.
         found = []
         for n, sub in enumerate(subs):
