@@ -263,6 +263,8 @@ def test_text_as_other_sources_write_it_matches() -> None:
         "ภาษาไทย",
         "\uff46\uff55\uff4c\uff4c\uff57\uff49\uff44\uff54\uff48 text",  # fullwidth letters
         "ยาย",
+        "\u05e9\u05dc\u05d5\u05dd\u200f \u05e2\u05d5\u05dc\u05dd",  # a right-to-left mark
+        "retry of \u2068upload-7\u2069 failed",  # an isolated value in a log line
     ]
     index.add_batch(range(len(docs)), docs)
     for query, doc in [
@@ -275,6 +277,8 @@ def test_text_as_other_sources_write_it_matches() -> None:
         ("ไทย", None),
         ("ภาษาไทย", 5),
         ("fullwidth", 6),
+        ("\u05e9\u05dc\u05d5\u05dd", 8),
+        ("upload-7", 9),
     ]:
         got = [h.id for h in index.search(query, k=1)]
         assert got == ([] if doc is None else [doc]), query
@@ -283,6 +287,12 @@ def test_text_as_other_sources_write_it_matches() -> None:
         [1, 2], ["L\u2019\u00e9l\u00e8ve a \u00e9t\u00e9 d\u00e9\u00e7u", "Les chiens"]
     )
     assert [h.id for h in french.search("\u00e9l\u00e8ve")] == [1]
+    turkish = imesde.BM25(stemmer="turkish")
+    turkish.add_batch(
+        [1, 2], ["\u0130stanbul'da kar ya\u011f\u0131yor", "Ankara\u2019ya gidiyorum"]
+    )
+    assert [h.id for h in turkish.search("\u0130stanbul")] == [1]
+    assert [h.id for h in turkish.search("ankara")] == [2]
     # The engine's BM25 folds alike (its index is rebuilt from the texts on load).
     engine = imesde.Engine(4, num_shards=1, shard_size=8, lexical=True)
     engine.ingest_vectors(np.eye(4, dtype=np.float32)[:2], ["don\u2019t panic", "keep calm"])
@@ -388,6 +398,9 @@ def test_errors_leave_the_index_intact(tmp_path: Path) -> None:
         index.add_batch([2, 3], ["a", ["b"]])
     with pytest.raises(imesde.DTypeError, match=r"texts\[1\]\[0\] must be str, got int"):
         index.add_batch([2, 3], [["a"], [4]])  # type: ignore[list-item]
+    # A str that is not text names its place alone (it read "texts[1] (as texts[0])").
+    with pytest.raises(imesde.TextEncodingError, match=r": texts\[1\] is not valid Unicode"):
+        index.add_batch([2, 3], ["a", "b\ud800"])
     with pytest.raises(imesde.DTypeError, match=r"texts\[1\] must be a token list"):
         index.add_batch([2, 3], [["a"], "b"])
     with pytest.raises(imesde.DTypeError, match="got int"):

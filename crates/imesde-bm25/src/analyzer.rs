@@ -98,6 +98,9 @@ pub struct Analyzer {
     stopwords: HashSet<String>,
     /// The articles elided before a word in the stemmer's language (with `fold`).
     elisions: &'static [&'static str],
+    /// Turkish (with folding): a word's suffixes after an apostrophe are dropped
+    /// (`İstanbul'da` is `istanbul`), as Lucene's Turkish analyzer drops them.
+    apostrophe_suffixes: bool,
 }
 
 impl fmt::Debug for Analyzer {
@@ -151,11 +154,17 @@ impl Analyzer {
             Some("italian") if config.fold => ITALIAN_ELISIONS,
             _ => &[],
         };
+        let apostrophe_suffixes = config.fold
+            && config
+                .stemmer
+                .as_deref()
+                .is_some_and(|s| s.eq_ignore_ascii_case("turkish"));
         Ok(Self {
             config,
             stemmer,
             stopwords,
             elisions,
+            apostrophe_suffixes,
         })
     }
 
@@ -200,6 +209,12 @@ impl Analyzer {
             let cut = article.len() + 1; // the article and its apostrophe
             lower.drain(..cut);
         }
+        if self.apostrophe_suffixes
+            && let Some(at) = lower.find('\'')
+            && at > 0
+        {
+            lower.truncate(at);
+        }
         if !self.stopwords.is_empty() && self.stopwords.contains(&lower) {
             return None;
         }
@@ -237,13 +252,25 @@ fn fold_lowercase(fold: bool, s: &str) -> String {
 }
 
 /// Characters that mark nothing a search tells apart: a soft hyphen, a word joiner, a
-/// byte-order mark, emoji and text variation selectors (`❤️` is `❤`). Dropped by folding,
-/// so the text around them is one word (a zero-width space, which marks a word boundary,
-/// still splits words).
+/// byte-order mark, emoji and text variation selectors (`❤️` is `❤`), and the marks and
+/// controls of bidirectional text (left-to-right and right-to-left marks, the Arabic letter
+/// mark, embeddings, overrides and isolates: Hebrew and Arabic text, and log lines that
+/// isolate the values they interpolate, carry them after words). Dropped by folding, so the
+/// text around them is one word (a zero-width space, which marks a word boundary, still
+/// splits words).
 fn is_invisible(c: char) -> bool {
     matches!(
         c,
-        '\u{00AD}' | '\u{2060}' | '\u{FEFF}' | '\u{FE0E}' | '\u{FE0F}'
+        '\u{00AD}'
+            | '\u{2060}'
+            | '\u{FEFF}'
+            | '\u{FE0E}'
+            | '\u{FE0F}'
+            | '\u{061C}'
+            | '\u{200E}'
+            | '\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2066}'..='\u{2069}'
     )
 }
 
@@ -627,6 +654,24 @@ mod tests {
         })
         .unwrap();
         assert_eq!(it.analyze("dell'acqua"), it.analyze("acqua"));
+        // Turkish suffixes after an apostrophe (proper nouns), with that stemmer.
+        let tr = Analyzer::new(AnalyzerConfig {
+            stemmer: Some("Turkish".into()),
+            ..AnalyzerConfig::default()
+        })
+        .unwrap();
+        assert_eq!(
+            tr.analyze("İstanbul'da Ankara\u{2019}ya"),
+            tr.analyze("istanbul ankara")
+        );
+        assert_eq!(p.analyze("Ankara'ya"), ["ankara'ya"]); // another language's words keep it
+        // Bidirectional marks and isolates after or inside words (Hebrew, Arabic, a log line
+        // that isolates a value) are dropped, as before a word they were.
+        assert_eq!(
+            p.analyze("שלום\u{200f} مرحبا\u{200e} \u{2068}error\u{2069} \u{202b}x\u{202c}"),
+            ["שלום", "مرحبا", "error", "x"]
+        );
+        assert_eq!(p.analyze("abc\u{61c}def"), ["abcdef"]);
         // Folding comes before words are found: fullwidth compounds, sub- and superscripts,
         // compatibility symbols, a decomposed capital dotted I.
         assert_eq!(p.analyze("ｆｏｏ．ｂａｒ"), p.analyze("foo.bar"));

@@ -615,8 +615,12 @@ impl Docs {
             .try_iter()
             .map_err(|_| py_err!(DType, "{what} must be {kinds}, got {}", type_name(obj)))?
             .collect::<PyResult<_>>()?;
-        let text = |item: &Bound<'_, PyAny>, at: &dyn Fn() -> String| -> PyResult<PyBackedStr> {
-            let s = as_str(item, || format!("{} must be str", at()))?;
+        // `like`: why the item must be a str (its list's first item is one), for the message.
+        let text = |item: &Bound<'_, PyAny>,
+                    at: &dyn Fn() -> String,
+                    like: &str|
+         -> PyResult<PyBackedStr> {
+            let s = as_str(item, || format!("{}{like} must be str", at()))?;
             utf8(s, &at())?;
             PyBackedStr::try_from(s.clone())
         };
@@ -624,10 +628,11 @@ impl Docs {
             .first()
             .is_none_or(PyAnyMethods::is_instance_of::<PyString>)
         {
+            let like = format!(" (as {what}[0])");
             return items
                 .iter()
                 .enumerate()
-                .map(|(i, item)| text(item, &|| format!("{what}[{i}] (as {what}[0])")))
+                .map(|(i, item)| text(item, &|| format!("{what}[{i}]"), &like))
                 .collect::<PyResult<_>>()
                 .map(Self::Texts);
         }
@@ -657,7 +662,7 @@ impl Docs {
                         )
                     })?
                     .enumerate()
-                    .map(|(j, token)| text(&token?, &|| format!("{what}[{i}][{j}]")))
+                    .map(|(j, token)| text(&token?, &|| format!("{what}[{i}][{j}]"), ""))
                     .collect()
             })
             .collect::<PyResult<_>>()
