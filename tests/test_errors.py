@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import imesde
@@ -163,5 +165,20 @@ def test_flags_paths_and_data_of_the_wrong_type_are_dtype_errors(
             return path
 
     assert snapshot(imesde.Engine.load(BytesPath())) == before
+    # A path the file system cannot name (a lone surrogate) is a TextEncodingError: an
+    # imesde error, and the UnicodeEncodeError open() raises. Nothing is written.
+    bad = str(tmp_path / "x\ud800")
+    refused: list[Callable[[], object]] = [
+        lambda: engine.save(bad),
+        lambda: imesde.Engine.load(Path(bad)),
+        lambda: imesde.BM25().save(bad),
+        lambda: imesde.RQKMeans.load(bad),
+    ]
+    for refuse in refused:
+        with pytest.raises(imesde.TextEncodingError, match="the path") as e:
+            refuse()
+        assert isinstance(e.value, UnicodeEncodeError)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["e.imesde"]
+    assert snapshot(engine) == before
     with pytest.raises(imesde.DTypeError, match="use search for one query"):
         imesde.Engine(8).search_batch("alpha")

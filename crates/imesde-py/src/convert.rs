@@ -190,10 +190,18 @@ impl std::ops::Deref for FsPath {
 impl<'py> FromPyObject<'_, 'py> for FsPath {
     type Error = PyErr;
     fn extract(obj: Borrowed<'_, 'py, PyAny>) -> PyResult<Self> {
+        let py = obj.py();
         match obj.extract::<PathBuf>() {
             Ok(p) => Ok(FsPath(p)),
-            // A str that the file system cannot name (a lone surrogate) keeps open()'s error.
-            Err(e) if !e.is_instance_of::<PyTypeError>(obj.py()) => Err(e),
+            // A str that the file system cannot name (a lone surrogate): a TextEncodingError,
+            // which is the UnicodeEncodeError open() raises and an ImesdeError.
+            Err(e) if e.is_instance_of::<PyUnicodeEncodeError>(py) => {
+                match py_fspath(&obj).map(Bound::cast_into::<PyString>) {
+                    Ok(Ok(s)) => Err(utf8(&s, "the path").err().unwrap_or(e)),
+                    _ => Err(e),
+                }
+            }
+            Err(e) if !e.is_instance_of::<PyTypeError>(py) => Err(e),
             Err(_) => {
                 // bytes, or an os.PathLike that gives bytes: a path as open() takes it.
                 #[cfg(unix)]
@@ -215,7 +223,6 @@ impl<'py> FromPyObject<'_, 'py> for FsPath {
 }
 
 /// `os.fspath(obj)`.
-#[cfg(unix)]
 fn py_fspath<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
     let py = obj.py();
     py.import(pyo3::intern!(py, "os"))?
