@@ -605,11 +605,15 @@ def _wait_until_read(pid: int, path: Path) -> None:
 
 
 @pytest.mark.parametrize("ends_with_newline", [True, False])
+@pytest.mark.parametrize("pread", [True, False], ids=["pread", "no-pread"])
 def test_watch_lines_starts_at_the_file_s_last_n_lines_as_tail_does(
-    tmp_path: Path, ends_with_newline: bool
+    tmp_path: Path, ends_with_newline: bool, pread: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # `--lines N` finds where the last N lines start by reading back from the end, 64 KiB at
     # a time: lines short and long (a read is a line or more), and counts past the file's.
+    # Without os.pread (Windows), by seeking and reading: the same lines.
+    if not pread:
+        monkeypatch.delattr(os, "pread", raising=False)
     rng = random.Random(7)
     lines = ["x" * rng.choice([0, 1, 5, 80, 4_000, 30_000, 65_000]) + f" {i}" for i in range(60)]
     data = "\n".join(lines) + ("\n" if ends_with_newline else "")
@@ -627,6 +631,12 @@ def test_watch_lines_starts_at_the_file_s_last_n_lines_as_tail_does(
     with _Lines(fd, owned=True, path=str(log)) as source:
         source.start_at_last(0)
         assert list(source) == ([] if ends_with_newline else whole[-1:])
+    # Whether a file is gzip is read without moving the position.
+    fd = os.open(log, os.O_RDONLY)
+    with _Lines(fd, owned=True, path=str(log)) as source:
+        assert source.readline() == whole[0]
+        assert not source.is_gzip()
+        assert source.readline() == whole[1]
 
 
 def test_watch_lines_reads_the_last_lines_and_with_0_only_new_ones(tmp_path: Path) -> None:

@@ -63,15 +63,16 @@ def _demo_stream() -> Iterator[dict[str, Any]]:
 _BAD_INPUT = (OSError, ValueError, EOFError, RecursionError, OverflowError, MemoryError, zlib.error)
 
 
-def _endless_device(mode: int, rdev: int, tty: bool) -> bool:
-    """Whether a file of ``mode`` is a device whose reading may never end (``/dev/zero``, a
-    disk); files, pipes, terminals and ``/dev/null`` end, or are typed into."""
-    if stat.S_ISBLK(mode):
+def _endless_device(st: os.stat_result, tty: bool) -> bool:
+    """Whether the file of ``st`` is a device whose reading may never end (``/dev/zero``, a
+    disk); files, pipes, terminals and ``/dev/null`` end, or are typed into. (``st_rdev`` is
+    not on every platform's stat results: without it, no character device is told apart.)"""
+    if stat.S_ISBLK(st.st_mode):
         return True
-    if not stat.S_ISCHR(mode) or tty:
+    if not stat.S_ISCHR(st.st_mode) or tty:
         return False
     try:
-        return rdev != os.stat(os.devnull).st_rdev
+        return getattr(st, "st_rdev", 0) != getattr(os.stat(os.devnull), "st_rdev", 0)
     except OSError:
         return True
 
@@ -79,7 +80,7 @@ def _endless_device(mode: int, rdev: int, tty: bool) -> bool:
 def _not_endless_device(path: Path) -> Path:
     """``path``, unless it names a device that never ends."""
     st = os.stat(path)
-    if _endless_device(st.st_mode, st.st_rdev, tty=False):
+    if _endless_device(st, tty=False):
         raise OSError(f"{path} is a device, not a file or pipe")
     return path
 
@@ -327,6 +328,23 @@ class _OutputClosedError(Exception):
 #: The first bytes of a gzip stream (never the start of UTF-8 text: 0x8b is no lead byte).
 _GZIP_MAGIC = b"\x1f\x8b"
 
+#: Flags to open an input file with: bytes as they are (Windows would otherwise translate
+#: line ends and stop at a Ctrl-Z).
+_READ_FLAGS = os.O_RDONLY | getattr(os, "O_BINARY", 0)
+
+
+def _pread(fd: int, n: int, offset: int) -> bytes:
+    """``os.pread`` where there is one; elsewhere (Windows) a read at ``offset`` that leaves
+    the position where it was."""
+    if hasattr(os, "pread"):
+        return os.pread(fd, n, offset)
+    here = os.lseek(fd, 0, os.SEEK_CUR)
+    try:
+        os.lseek(fd, offset, os.SEEK_SET)
+        return os.read(fd, n)
+    finally:
+        os.lseek(fd, here, os.SEEK_SET)
+
 
 class _Lines:
     """The lines of a file descriptor, decoded as UTF-8 (bad bytes replaced; a byte-order
@@ -354,7 +372,7 @@ class _Lines:
         with contextlib.suppress(OSError):
             if stat.S_ISREG(os.fstat(self.fd).st_mode):
                 here = os.lseek(self.fd, 0, os.SEEK_CUR)
-                return os.pread(self.fd, 2, here) == _GZIP_MAGIC
+                return _pread(self.fd, 2, here) == _GZIP_MAGIC
         return False
 
     def _read(self) -> bytes:
@@ -449,11 +467,11 @@ class _Lines:
         which starts at that line (one being written is read whole once its newline comes)."""
         end = os.fstat(self.fd).st_size
         # The file's own last newline ends its last line; with n == 0 it is where reading starts.
-        limit = end - 1 if n and end and os.pread(self.fd, 1, end - 1) == b"\n" else end
+        limit = end - 1 if n and end and _pread(self.fd, 1, end - 1) == b"\n" else end
         want, offset = max(n, 1), 0
         while limit > 0 and want:
             begin = max(0, limit - (1 << 16))
-            chunk = os.pread(self.fd, limit - begin, begin)
+            chunk = _pread(self.fd, limit - begin, begin)
             if len(chunk) != limit - begin:
                 break  # cut shorter while read: from its start
             stop = len(chunk)
@@ -502,7 +520,7 @@ class _Lines:
         if (now.st_dev, now.st_ino) == (mine.st_dev, mine.st_ino):
             return None
         try:
-            fd = os.open(self.path, os.O_RDONLY)
+            fd = os.open(self.path, _READ_FLAGS)
         except OSError:
             return None
         os.close(self.fd)
@@ -527,7 +545,7 @@ class _Lines:
                 and self.position > 0
                 and self.seen_size == 0
                 and not self.sizeless
-                and os.pread(self.fd, 1, 0)
+                and _pread(self.fd, 1, 0)
             ):
                 self.sizeless = True
                 print(
@@ -577,17 +595,17 @@ def _open_input(file: str | None) -> _Lines:
             st = os.fstat(fd)
         except (AttributeError, OSError, ValueError):
             raise _UsageError("standard input is closed: give --file") from None
-        if _endless_device(st.st_mode, st.st_rdev, tty=os.isatty(fd)):
+        if _endless_device(st, tty=os.isatty(fd)):
             raise _UsageError("standard input is a device that never ends, not a file or pipe")
         return _Lines(fd, owned=False)
     if os.path.isdir(file):
         raise _UsageError(f"cannot read {file}: it is a directory")
     try:
-        fd = os.open(file, os.O_RDONLY)
+        fd = os.open(file, _READ_FLAGS)
     except OSError as e:
         raise _UsageError(f"cannot read {file}: {e.strerror or e}") from None
     st = os.fstat(fd)
-    if _endless_device(st.st_mode, st.st_rdev, tty=os.isatty(fd)):
+    if _endless_device(st, tty=os.isatty(fd)):
         os.close(fd)
         raise _UsageError(f"cannot read {file}: it is a device, not a file, pipe or terminal")
     return _Lines(fd, owned=True, path=file)
