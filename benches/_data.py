@@ -29,9 +29,16 @@ def debtags_query_texts() -> list[str]:
     return queries
 
 
+def stream_sample(n: int = 20_000) -> list[str]:
+    """``n`` distinct stream texts, evenly spaced over the stream, in time order."""
+    texts = list(dict.fromkeys(stream_texts()))
+    step = len(texts) / n
+    return [texts[int(i * step)] for i in range(n)]
+
+
 def stream_embeddings(n: int = 20_000) -> npt.NDArray[np.float32]:
-    """The packaged model's embeddings of ``n`` distinct stream texts, evenly spaced over the
-    stream (cached in benches/.cache after the first run)."""
+    """The packaged model's embeddings of ``stream_sample(n)``, row i of text i (cached in
+    benches/.cache after the first run)."""
     import imesde
     from imesde._locate import packaged_model
 
@@ -39,15 +46,7 @@ def stream_embeddings(n: int = 20_000) -> npt.NDArray[np.float32]:
     if path.exists():
         cached: npt.NDArray[np.float32] = np.load(path)
         return cached
-    seen: set[str] = set()
-    texts: list[str] = []
-    for t in stream_texts():
-        if t not in seen:
-            seen.add(t)
-            texts.append(t)
-    step = len(texts) / n
-    sample = [texts[int(i * step)] for i in range(n)]
-    x = imesde.TextEmbedder(*packaged_model()).embed(sample)
+    x = imesde.TextEmbedder(*packaged_model()).embed(stream_sample(n))
     CACHE.mkdir(exist_ok=True)
     np.save(path, x)
     return x
