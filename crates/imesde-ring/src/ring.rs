@@ -173,6 +173,13 @@ const PARALLEL_MIN_WORK: usize = 1 << 18;
 /// One query's (score, key) pairs, best first.
 type Ranked = Vec<(f32, u64)>;
 
+/// Each query's [`Ranked`] candidates, and whether some were dropped as overwritten since
+/// the scan (a ranking then short of `k` may be short because of them, not of the filter).
+struct Found {
+    ranked: Vec<Ranked>,
+    lost: Vec<bool>,
+}
+
 static PARALLEL: AtomicBool = AtomicBool::new(true);
 
 /// Enables or disables the rayon thread pool (writes and scan helpers) for every ring in the
@@ -1216,14 +1223,20 @@ impl Ring {
             // ranking is done. A batch written or deleted meanwhile can take a ranked item, or
             // a metadata update make it fail the filter (the hit is short of `k`): two tries
             // as they come, then one with writes held off.
+            // A ranking short of `k` with candidates dropped as overwritten (a binary scan's,
+            // the index's) is not whole either: the ring can turn over while a search waits
+            // for a core.
             let read = || {
-                let best = self.best_per_query(&q, &unit, 1, k, filter).swap_remove(0);
-                let ranked = best.len();
+                let Found {
+                    mut ranked, lost, ..
+                } = self.best_per_query(&q, &unit, 1, k, filter);
+                let best = ranked.swap_remove(0);
+                let count = best.len();
                 let hits: Vec<Hit> = best
                     .into_iter()
                     .filter_map(|(score, key)| self.hit_passing(EMPTY - key, score, filter))
                     .collect();
-                let whole = hits.len() == ranked;
+                let whole = hits.len() == count && (count >= k || !lost[0]);
                 (hits, whole)
             };
             for _ in 0..2 {
@@ -1291,9 +1304,15 @@ impl Ring {
         filter.check()?;
         let (nq, q, unit) = self.prepare_queries(queries, filter.exact)?;
         self.searches.fetch_add(nq as u64, Ordering::Relaxed);
-        let found = self.best_per_query(&q, &unit, nq, k, filter);
-        // A scan of every item finds as many for each query (but for candidates overwritten
-        // since the scan); the index finds what each query's probed lists hold.
+        let mut found = self.best_per_query(&q, &unit, nq, k, filter);
+        // A query short of `k` for candidates overwritten since the scan (the ring turned over
+        // meanwhile): the batch again, with writes held off.
+        if (0..nq).any(|j| found.lost[j] && found.ranked[j].len() < k) {
+            found = self.with_writes_paused(|| self.best_per_query(&q, &unit, nq, k, filter));
+        }
+        let found = found.ranked;
+        // A scan of every item finds as many for each query; the index finds what each
+        // query's probed lists hold.
         let kk = found.iter().map(Vec::len).max().unwrap_or(0);
         let mut scores = Vec::with_capacity(nq * kk);
         let mut ids = Vec::with_capacity(nq * kk);
@@ -1325,7 +1344,7 @@ impl Ring {
         nq: usize,
         k: usize,
         filter: &Filter,
-    ) -> Vec<Ranked> {
+    ) -> Found {
         if !filter.exact
             && let Some((mut found, thin)) = self.index_search(q, unit, k, filter)
         {
@@ -1336,7 +1355,7 @@ impl Ring {
             // items, 100 passing gave recall@10 0.6 from the lists.
             let want = k.min(self.len());
             let short: Vec<usize> = (0..nq)
-                .filter(|&j| thin[j] || found[j].len() < want)
+                .filter(|&j| thin[j] || found.ranked[j].len() < want)
                 .collect();
             if !short.is_empty() {
                 let dim = self.cfg.dim;
@@ -1345,8 +1364,10 @@ impl Ring {
                     .flat_map(|&j| unit[j * dim..(j + 1) * dim].iter().copied())
                     .collect();
                 let scanned = self.scan_best(&self.query_of(&rows, false), short.len(), k, filter);
-                for (j, best) in short.into_iter().zip(scanned) {
-                    found[j] = best;
+                let pairs = scanned.ranked.into_iter().zip(scanned.lost);
+                for (j, (best, lost)) in short.into_iter().zip(pairs) {
+                    found.ranked[j] = best;
+                    found.lost[j] = lost;
                 }
             }
             return found;
@@ -1357,7 +1378,7 @@ impl Ring {
     /// The best `k` (score, key) pairs for each of the `nq` prepared queries passing
     /// `filter`, best first: one pass over the ring keeping each query's candidates, then
     /// their refinement ([`Ring::refine`]).
-    fn scan_best(&self, q: &Query, nq: usize, k: usize, filter: &Filter) -> Vec<Vec<(f32, u64)>> {
+    fn scan_best(&self, q: &Query, nq: usize, k: usize, filter: &Filter) -> Found {
         let plain = filter.is_empty();
         let memo = self.memo(filter);
         // No more than the ring holds: a large `k_factor` keeps nothing it cannot fill.
@@ -1390,23 +1411,25 @@ impl Ring {
                 m.merge(t);
             }
         }
-        merged
+        let (ranked, lost) = merged
             .into_iter()
             .enumerate()
             .map(|(j, m)| self.refine(q, j, m.into_sorted_vec(), k))
-            .collect()
+            .unzip();
+        Found { ranked, lost }
     }
 
     /// The best `k` of a scan's candidates for query `j`, best first: int8 and binary
     /// candidates are rescored from their codes and residuals. An int8 candidate overwritten
     /// since the scan keeps its scan score; a binary one is dropped (its scan score is not a
-    /// cosine).
-    fn refine(&self, q: &Query, j: usize, best: Vec<(f32, u64)>, k: usize) -> Vec<(f32, u64)> {
+    /// cosine), and whether one was is returned too.
+    fn refine(&self, q: &Query, j: usize, best: Ranked, k: usize) -> (Ranked, bool) {
         let Query::Int8 { bits, .. } = q else {
-            return best;
+            return (best, false);
         };
         let ids: Vec<u64> = best.iter().map(|&(_, key)| EMPTY - key).collect();
-        let mut best: Vec<(f32, u64)> = best
+        let candidates = best.len();
+        let mut best: Ranked = best
             .into_iter()
             .zip(self.rescore(q, j, &ids))
             .filter_map(|((s, key), refined)| match refined {
@@ -1414,9 +1437,10 @@ impl Ring {
                 None => bits.is_none().then_some((s, key)),
             })
             .collect();
+        let lost = best.len() < candidates;
         imesde_simd::sort_best_first(&mut best);
         best.truncate(k);
-        best
+        (best, lost)
     }
 
     /// The item with this id, if the ring still holds it.
@@ -1862,7 +1886,7 @@ impl Ring {
         unit: &[f32],
         k: usize,
         filter: &Filter,
-    ) -> Option<(Vec<Ranked>, Vec<bool>)> {
+    ) -> Option<(Found, Vec<bool>)> {
         let dim = self.cfg.dim;
         let guard = self.ivf.read();
         let index = guard.as_ref().filter(|i| i.is_trained())?;
@@ -1891,38 +1915,38 @@ impl Ring {
             .collect();
         drop(guard);
         let thin = found.iter().map(|best| best.len() < kc).collect();
-        Some((
-            found
-                .into_iter()
-                .enumerate()
-                .map(|(j, best)| {
-                    let mut best: Vec<(f32, u64)> = match q {
-                        Query::F32(qs) => best
-                            .into_iter()
-                            .filter_map(|(_, key)| {
-                                self.read_slot(EMPTY - key, |shard, slot| {
-                                    let Vectors::F32(v) = &shard.vectors else {
-                                        unreachable!("f32 queries go with f32 rings")
-                                    };
-                                    let row = &v[slot * dim..(slot + 1) * dim];
-                                    (self.kernels.dot_f32(&qs[j * dim..(j + 1) * dim], row), key)
-                                })
+        let (ranked, lost) = found
+            .into_iter()
+            .enumerate()
+            .map(|(j, best)| {
+                let candidates = best.len();
+                let mut best: Ranked = match q {
+                    Query::F32(qs) => best
+                        .into_iter()
+                        .filter_map(|(_, key)| {
+                            self.read_slot(EMPTY - key, |shard, slot| {
+                                let Vectors::F32(v) = &shard.vectors else {
+                                    unreachable!("f32 queries go with f32 rings")
+                                };
+                                let row = &v[slot * dim..(slot + 1) * dim];
+                                (self.kernels.dot_f32(&qs[j * dim..(j + 1) * dim], row), key)
                             })
-                            .collect(),
-                        Query::Int8 { .. } => {
-                            let ids: Vec<u64> = best.iter().map(|&(_, key)| EMPTY - key).collect();
-                            best.into_iter()
-                                .zip(self.rescore(q, j, &ids))
-                                .filter_map(|((_, key), s)| s.map(|s| (s, key)))
-                                .collect()
-                        }
-                    };
-                    imesde_simd::sort_best_first(&mut best);
-                    best.truncate(k);
-                    best
-                })
-                .collect(),
-            thin,
-        ))
+                        })
+                        .collect(),
+                    Query::Int8 { .. } => {
+                        let ids: Vec<u64> = best.iter().map(|&(_, key)| EMPTY - key).collect();
+                        best.into_iter()
+                            .zip(self.rescore(q, j, &ids))
+                            .filter_map(|((_, key), s)| s.map(|s| (s, key)))
+                            .collect()
+                    }
+                };
+                let lost = best.len() < candidates;
+                imesde_simd::sort_best_first(&mut best);
+                best.truncate(k);
+                (best, lost)
+            })
+            .unzip();
+        Some((Found { ranked, lost }, thin))
     }
 }
