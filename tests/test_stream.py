@@ -519,6 +519,55 @@ def test_get_or_iterate_on_a_callback_subscription_is_refused() -> None:
     assert sub.drain() == []
 
 
+def test_async_callbacks_are_refused_and_their_coroutines_counted_as_errors(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An ``async def`` callback was taken, called, and its coroutine dropped unrun: no event
+    handled, ``errors`` 0, one "never awaited" warning from a thread of the interpreter's."""
+    import functools
+    import gc
+    import warnings
+
+    engine = imesde.Engine(4)
+    q = np.eye(4, dtype=np.float32)[0]
+    handled: list[int] = []
+
+    async def alert(event: imesde.Event) -> None:
+        handled.append(event.id)
+
+    for callback in (alert, functools.partial(alert)):
+        with pytest.raises(imesde.DTypeError, match=r"async def.*async for event in sub"):
+            engine.subscribe(q, threshold=0.5, callback=callback)
+    assert engine.subscriptions() == []
+    # A wrapper that returns the coroutine: closed, counted and logged, never run.
+    sub = engine.subscribe(q, threshold=0.5, callback=lambda e: alert(e))
+    with warnings.catch_warnings(record=True) as caught, caplog.at_level(logging.ERROR):
+        warnings.simplefilter("always")
+        engine.ingest_vectors(np.tile(q, (3, 1)))
+        gc.collect()
+    assert (sub.delivered, sub.errors, handled) == (3, 3, [])
+    assert not [w for w in caught if "never awaited" in str(w.message)]
+    assert "returned a coroutine" in caplog.text
+    # A threshold reads back as it was given, not as the float32 it is held in.
+    assert engine.subscribe(q, threshold=0.3).threshold == 0.3
+
+
+def test_reprs_show_a_long_text_s_start_and_its_length() -> None:
+    engine = imesde.Engine(4)
+    q = np.eye(4, dtype=np.float32)[0]
+    sub = engine.subscribe(q, threshold=0.5)
+    long, short = "x" * 65_536 + "END", "disk full"
+    engine.ingest_vectors(np.eye(4, dtype=np.float32)[:2], [long, short])
+    for record in (engine.search_vector(q, k=1)[0], engine.get(0), sub.get(0)):
+        assert record is not None
+        shown = repr(record)
+        assert len(shown) < 400
+        assert "'" + "x" * 200 + "'... (65539 chars)" in shown
+        assert "END" not in shown
+        assert record.text == long
+    assert "text='disk full'" in repr(engine.get(1))
+
+
 def test_unsubscribe_takes_numpy_ids_and_refuses_bools() -> None:
     engine = imesde.Engine(4)
     q = np.eye(4, dtype=np.float32)[0]

@@ -682,7 +682,9 @@ class Subscription:
         """The query text (None for a vector query)."""
     @property
     def threshold(self) -> float | None:
-        """The score threshold, after percentile calibration."""
+        """The score threshold (after calibration for ``"p99"``-style thresholds), or None: the
+        float given (``0.3``, though it is held as a float32), the calibrated one as its
+        shortest decimal."""
     @property
     def top_k(self) -> int | None:
         """The running top-k size."""

@@ -351,8 +351,9 @@ impl Engine {
     /// ``threshold``: a cosine score, or ``"p99"`` (``"pNN"``) for the score above which 1 %
     /// (100 - NN %) of the items now held (that pass ``where``) fall; ``top_k``: fire for items
     /// that enter the k best seen since subscribing (with a threshold too, both must hold).
-    /// ``where`` filters on metadata (and the text). With ``callback``, each event is passed to
-    /// it; otherwise events queue on the returned ``Subscription`` (at most ``queue_size``).
+    /// ``where`` filters on metadata (and the text). With ``callback`` (a plain function, not
+    /// ``async def``), each event is passed to it on the ingesting thread; otherwise events
+    /// queue on the returned ``Subscription`` (at most ``queue_size``).
     #[pyo3(
         signature = (query, *, threshold = None, top_k = None, r#where = None, callback = None,
                      queue_size = Count::from(10_000)),
@@ -380,10 +381,24 @@ impl Engine {
             self.check_dim(q.dim, "query")?;
             (None, q.as_slice().to_vec())
         };
-        if let Some(cb) = &callback
-            && !cb.is_callable()
-        {
-            return Err(py_err!(DType, "callback must be callable (event -> None)"));
+        if let Some(cb) = &callback {
+            if !cb.is_callable() {
+                return Err(py_err!(DType, "callback must be callable (event -> None)"));
+            }
+            // It runs on the ingesting thread, where nothing would await its coroutines.
+            let inspect = py.import(pyo3::intern!(py, "inspect"))?;
+            if inspect
+                .call_method1(pyo3::intern!(py, "iscoroutinefunction"), (cb,))?
+                .is_truthy()?
+            {
+                return Err(py_err!(
+                    DType,
+                    "callback is an async def function: it runs on the ingesting thread, where \
+                     nothing awaits it; read events with `async for event in sub` (no \
+                     callback), or pass a plain function that hands each event to your loop \
+                     (asyncio.run_coroutine_threadsafe(handle(event), loop))"
+                ));
+            }
         }
         let top_k = top_k.map(|k| k.positive("top_k")).transpose()?;
         let capacity = queue_size.positive("queue_size")?;

@@ -55,8 +55,21 @@ macro_rules! item_class {
 }
 
 /// `text` as Python's repr shows it, or `None`.
+/// Characters of a text a repr shows: a long one (a log line, a document) is cut there, so a
+/// list of hits in a notebook stays readable.
+const REPR_CHARS: usize = 200;
+
 fn repr_text(py: Python<'_>, text: Option<&str>) -> String {
-    text.map_or_else(|| "None".to_owned(), |t| py_str(py, t))
+    let Some(t) = text else {
+        return "None".to_owned();
+    };
+    match t.char_indices().nth(REPR_CHARS) {
+        Some((cut, _)) => {
+            let n = t.chars().count();
+            format!("{}... ({n} chars)", py_str(py, &t[..cut]))
+        }
+        None => py_str(py, t),
+    }
 }
 
 /// The fields every record has, read the same way from a hit and an item.

@@ -10,7 +10,7 @@ use imesde_engine::Inbox;
 use imesde_ring::Ring;
 use parking_lot::Mutex;
 use pyo3::PyTraverseError;
-use pyo3::exceptions::{PyException, PyStopIteration};
+use pyo3::exceptions::{PyException, PyStopIteration, PyTypeError};
 use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
@@ -185,7 +185,11 @@ impl Subscription {
             // A callback is Python code that may let the GIL go (a passage each: a thread
             // held back at each is seldom inside one when the interpreter finalizes).
             let _passage = gil::Passage::attached(py);
-            if let Err(e) = cb.call1(py, (event,)) {
+            let failed = match cb.call1(py, (event,)) {
+                Ok(out) => unawaited(py, out.bind(py))?,
+                Err(e) => Some(e),
+            };
+            if let Some(e) = failed {
                 if !e.is_instance_of::<PyException>(py) {
                     return Err(e);
                 }
@@ -239,6 +243,26 @@ impl Subscription {
     }
 }
 
+/// A callback's result that is a coroutine (a callback made with ``async def`` through a
+/// wrapper ``subscribe`` could not tell): closed, as nothing runs it here, and a `TypeError`
+/// to count and log as a callback's error. None for any other result.
+fn unawaited(py: Python<'_>, out: &Bound<'_, PyAny>) -> PyResult<Option<PyErr>> {
+    if out.is_none()
+        || !py
+            .import(pyo3::intern!(py, "inspect"))?
+            .call_method1(pyo3::intern!(py, "iscoroutine"), (out,))?
+            .is_truthy()?
+    {
+        return Ok(None);
+    }
+    out.call_method0(pyo3::intern!(py, "close"))?;
+    Ok(Some(PyTypeError::new_err(
+        "the callback returned a coroutine, which nothing awaits on the ingesting thread: use a \
+         plain function (one that hands the event to a loop with \
+         asyncio.run_coroutine_threadsafe), or `async for event in sub` without a callback",
+    )))
+}
+
 fn log_error(py: Python<'_>, msg: &str, e: &PyErr) {
     if gil::skips_events() {
         return;
@@ -271,10 +295,12 @@ impl Subscription {
     pub(crate) fn query(&self) -> Option<&str> {
         self.query.as_deref()
     }
-    /// The score threshold (after calibration for ``"p99"``-style thresholds), or None.
+    /// The score threshold (after calibration for ``"p99"``-style thresholds), or None: the
+    /// float given (``0.3``, though it is held as a float32), the calibrated one as its
+    /// shortest decimal.
     #[getter]
-    fn threshold(&self) -> Option<f32> {
-        self.threshold
+    fn threshold(&self) -> Option<f64> {
+        self.threshold.map(crate::convert::as_written)
     }
     /// The running top-k size, or None.
     #[getter]
