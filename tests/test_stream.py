@@ -548,8 +548,20 @@ def test_async_callbacks_are_refused_and_their_coroutines_counted_as_errors(
     assert (sub.delivered, sub.errors, handled) == (3, 3, [])
     assert not [w for w in caught if "never awaited" in str(w.message)]
     assert "returned a coroutine" in caplog.text
-    # A threshold reads back as it was given, not as the float32 it is held in.
-    assert engine.subscribe(q, threshold=0.3).threshold == 0.3
+    # A threshold reads back as the float32 scores are compared with: an event's score at
+    # the threshold (a percentile calibrated on one item is its score) is >= it. (Read back
+    # as its shortest decimal, 0.3 for 0.30000001192092896, half of these failed.)
+    rng = np.random.default_rng(0)
+    for v in rng.standard_normal((40, 4)).astype(np.float32):
+        one = imesde.Engine(4)
+        one.ingest_vectors(v[None])
+        calibrated = one.subscribe(q, threshold="p50")
+        one.ingest_vectors(v[None])
+        event = calibrated.get(0)
+        assert event is not None
+        assert calibrated.threshold is not None
+        assert event.score >= calibrated.threshold
+    assert engine.subscribe(q, threshold=0.3).threshold == np.float32(0.3)
 
 
 def test_reprs_show_a_long_text_s_start_and_its_length() -> None:

@@ -682,9 +682,10 @@ class Subscription:
         """The query text (None for a vector query)."""
     @property
     def threshold(self) -> float | None:
-        """The score threshold (after calibration for ``"p99"``-style thresholds), or None: the
-        float given (``0.3``, though it is held as a float32), the calibrated one as its
-        shortest decimal."""
+        """The score threshold (after calibration for ``"p99"``-style thresholds), or None. It is
+        held as a float32, as scores are, and read back as that float32 (``0.3`` reads back as
+        ``0.30000001192092896``): exactly what scores are compared with, so an event's
+        ``score >= sub.threshold`` always holds."""
     @property
     def top_k(self) -> int | None:
         """The running top-k size."""

@@ -295,12 +295,13 @@ impl Subscription {
     pub(crate) fn query(&self) -> Option<&str> {
         self.query.as_deref()
     }
-    /// The score threshold (after calibration for ``"p99"``-style thresholds), or None: the
-    /// float given (``0.3``, though it is held as a float32), the calibrated one as its
-    /// shortest decimal.
+    /// The score threshold (after calibration for ``"p99"``-style thresholds), or None. It is
+    /// held as a float32, as scores are, and read back as that float32 (``0.3`` reads back as
+    /// ``0.30000001192092896``): exactly what scores are compared with, so an event's
+    /// ``score >= sub.threshold`` always holds.
     #[getter]
-    fn threshold(&self) -> Option<f64> {
-        self.threshold.map(crate::convert::as_written)
+    fn threshold(&self) -> Option<f32> {
+        self.threshold
     }
     /// The running top-k size, or None.
     #[getter]
