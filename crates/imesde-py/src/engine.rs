@@ -970,8 +970,7 @@ impl Engine {
     /// returns ``(scores, ids)``, float32 and int64 arrays of shape ``[nq, min(k,
     /// len(engine))]``, best first (no queries, ``[0, dim]``: no rows). ``since``, ``until`` and
     /// ``where`` as in ``search`` (fewer matching items: fewer columns). A row with fewer hits
-    /// than another (items overwritten during the search) is padded with id ``-1`` and score
-    /// ``-inf`` (as faiss pads); with an index, a query whose probed lists hold fewer passing
+    /// than another is padded with id ``-1`` and score ``-inf`` (as faiss pads); with an index, a query whose probed lists hold fewer passing
     /// items than it rescores (``k_factor * max(k, 10)``) is answered by a scan of every
     /// item, as without the index.
     #[pyo3(

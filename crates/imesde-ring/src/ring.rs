@@ -282,6 +282,18 @@ impl Shard {
     }
 }
 
+/// See [`Ring::writing`].
+struct Writing<'a> {
+    _gate: parking_lot::RwLockReadGuard<'a, ()>,
+    done: &'a AtomicU64,
+}
+
+impl Drop for Writing<'_> {
+    fn drop(&mut self) {
+        self.done.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
 /// Vectors validated, normalised and (for int8) quantised, ready to copy into slots.
 enum Prepared {
     F32(Vec<f32>),
@@ -362,6 +374,11 @@ pub struct Ring {
     /// Held shared by every batch write, exclusively by a snapshot: a snapshot sees whole
     /// batches only.
     pub(crate) gate: RwLock<()>,
+    /// Writes (batches, deletes, metadata updates) begun and done: a read that saw them equal
+    /// before it ran, and `writes_begun` unchanged after, ran while nothing was written
+    /// ([`Ring::settled`]).
+    writes_begun: AtomicU64,
+    writes_done: AtomicU64,
     /// The index, when one is set ([`Ring::set_index`]).
     ivf: RwLock<Option<Ivf>>,
     /// Held while a training runs (one at a time).
@@ -515,6 +532,8 @@ impl Ring {
             standing: Standing::default(),
             memos: Memos::default(),
             gate: RwLock::new(()),
+            writes_begun: AtomicU64::new(0),
+            writes_done: AtomicU64::new(0),
             ivf: RwLock::new(None),
             training: Mutex::new(()),
             trainer: AtomicU32::new(0),
@@ -783,22 +802,26 @@ impl Ring {
     /// An empty time window.
     pub fn recent(&self, n: usize, filter: &Filter) -> Result<Vec<Item>> {
         filter.check()?;
-        let end = self.next_id.load(Ordering::Acquire);
-        let floor = end.saturating_sub(self.capacity() as u64);
-        let mut out = Vec::with_capacity(n.min(self.capacity()));
-        let mut id = end;
-        while id > floor && out.len() < n {
-            id -= 1;
-            // The filter is checked before the item (its vector) is copied out.
-            if let Some(Some(item)) = self.read_slot(id, |shard, slot| {
-                shard
-                    .passes(slot, filter)
-                    .then(|| self.item_at(shard, id, slot))
-            }) {
-                out.push(item);
+        // A walk down from the newest id misses those overwritten before it reaches them.
+        let walk = || {
+            let end = self.next_id.load(Ordering::Acquire);
+            let floor = end.saturating_sub(self.capacity() as u64);
+            let mut out = Vec::with_capacity(n.min(self.capacity()));
+            let mut id = end;
+            while id > floor && out.len() < n {
+                id -= 1;
+                // The filter is checked before the item (its vector) is copied out.
+                if let Some(Some(item)) = self.read_slot(id, |shard, slot| {
+                    shard
+                        .passes(slot, filter)
+                        .then(|| self.item_at(shard, id, slot))
+                }) {
+                    out.push(item);
+                }
             }
-        }
-        Ok(out)
+            out
+        };
+        Ok(self.settled(2, walk, |out| out.len() >= n))
     }
 
     /// The remembered answers of `filter` (None for a filter that keeps everything).
@@ -832,11 +855,13 @@ impl Ring {
     /// An empty time window.
     pub fn count(&self, filter: &Filter) -> Result<usize> {
         filter.check()?;
-        Ok(self
-            .shards
-            .iter()
-            .map(|s| s.read().ids_passing(filter).count())
-            .sum())
+        let count = || {
+            self.shards
+                .iter()
+                .map(|s| s.read().ids_passing(filter).count())
+                .sum()
+        };
+        Ok(self.settled(1, count, |_| false))
     }
 
     /// The ids of the items held that pass `filter`, oldest first.
@@ -845,10 +870,14 @@ impl Ring {
     /// An empty time window.
     pub fn ids_passing(&self, filter: &Filter) -> Result<Vec<u64>> {
         filter.check()?;
-        let mut ids: Vec<u64> = Vec::new();
-        for s in &self.shards {
-            ids.extend(s.read().ids_passing(filter));
-        }
+        let read = || {
+            let mut ids: Vec<u64> = Vec::new();
+            for s in &self.shards {
+                ids.extend(s.read().ids_passing(filter));
+            }
+            ids
+        };
+        let mut ids = self.settled(1, read, |_| false);
         ids.sort_unstable();
         Ok(ids)
     }
@@ -922,7 +951,7 @@ impl Ring {
         mut change: impl FnMut(usize, &mut Shard, usize, usize),
     ) -> Vec<u64> {
         let plain = filter.is_empty();
-        let _gate = self.gate.read();
+        let _writing = self.writing();
         let mut changed = Vec::new();
         for (i, &id) in ids.iter().enumerate() {
             if !is_live(id) {
@@ -970,6 +999,36 @@ impl Ring {
         f()
     }
 
+    /// A writer's hold on the ring: the gate, shared with other writers (held off by
+    /// [`Ring::with_writes_paused`]), and the write counted as begun, then as done when the
+    /// hold is dropped.
+    fn writing(&self) -> Writing<'_> {
+        let gate = self.gate.read();
+        self.writes_begun.fetch_add(1, Ordering::SeqCst);
+        Writing {
+            _gate: gate,
+            done: &self.writes_done,
+        }
+    }
+
+    /// `read()` as it ran while nothing was written, or as soon as `whole` takes it (a search
+    /// that found `k`): up to `tries` times as writers come and go, then once with writes
+    /// paused. A read of several shards, each under its own lock in turn, is no snapshot:
+    /// while it runs, a writer can put items into shards it has read and replace others in
+    /// shards it has not, and a search, count or walk then misses items that were held
+    /// throughout (a search with a filter, on a small ring turning over, came back empty).
+    fn settled<R>(&self, tries: usize, read: impl Fn() -> R, whole: impl Fn(&R) -> bool) -> R {
+        for _ in 0..tries {
+            let begun = self.writes_begun.load(Ordering::SeqCst);
+            let idle = self.writes_done.load(Ordering::SeqCst) == begun;
+            let out = read();
+            if whole(&out) || (idle && self.writes_begun.load(Ordering::SeqCst) == begun) {
+                return out;
+            }
+        }
+        self.with_writes_paused(read)
+    }
+
     /// Whether the item `id` is held.
     #[must_use]
     pub fn contains(&self, id: u64) -> bool {
@@ -985,7 +1044,7 @@ impl Ring {
         ts_now: f64,
         routes: Option<Routes>,
     ) -> Result<Range<u64>> {
-        let _gate = self.gate.read();
+        let _writing = self.writing();
         let start = self
             .next_id
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |next| {
@@ -1221,11 +1280,10 @@ impl Ring {
             // Candidates to rescore (an int8 scan's, a binary scan's, the index's): ranked as
             // (score, key) pairs ([`Ring::refine`]), hits made of the best, read back once the
             // ranking is done. A batch written or deleted meanwhile can take a ranked item, or
-            // a metadata update make it fail the filter (the hit is short of `k`): two tries
-            // as they come, then one with writes held off.
-            // A ranking short of `k` with candidates dropped as overwritten (a binary scan's,
+            // a metadata update make it fail the filter (the hit is short of `k`), and a
+            // ranking short of `k` with candidates dropped as overwritten (a binary scan's,
             // the index's) is not whole either: the ring can turn over while a search waits
-            // for a core.
+            // for a core. Settled as every read of several shards is ([`Ring::settled`]).
             let read = || {
                 let Found {
                     mut ranked, lost, ..
@@ -1239,14 +1297,14 @@ impl Ring {
                 let whole = hits.len() == count && (count >= k || !lost[0]);
                 (hits, whole)
             };
-            for _ in 0..2 {
-                let (hits, whole) = read();
-                if whole {
-                    return Ok(hits);
-                }
-            }
-            return Ok(self.with_writes_paused(|| read().0));
+            let (hits, _) = self.settled(2, read, |(hits, whole)| *whole && hits.len() >= k);
+            return Ok(hits);
         }
+        Ok(self.settled(2, || self.scan_hits(&q, k, filter), |hits| hits.len() >= k))
+    }
+
+    /// The `k` best hits of an f32 scan of every item passing `filter`.
+    fn scan_hits(&self, q: &Query, k: usize, filter: &Filter) -> Vec<Hit> {
         let plain = filter.is_empty();
         let memo = self.memo(filter);
         // An f32 scan: its scores are exact, so its best `k` are the answer.
@@ -1259,7 +1317,7 @@ impl Ring {
             || (TopK::new(k), Vec::new(), ScanBufs::default()),
             |(seen, hits, bufs): &mut (TopK, Vec<Hit>, ScanBufs), shard, rows| {
                 let mut top = TopK::new(k);
-                self.scan_shard(shard, rows, &q, 1, bufs, |_, first, scores| {
+                self.scan_shard(shard, rows, q, 1, bufs, |_, first, scores| {
                     seen.offer_scores(scores, |seen, r, score| {
                         let slot = first + r;
                         let id = shard.ids[slot];
@@ -1288,7 +1346,7 @@ impl Ring {
         let mut hits: Vec<Hit> = per_thread.into_iter().flat_map(|(_, h, _)| h).collect();
         hits.sort_unstable_by(best_first);
         hits.truncate(k);
-        Ok(hits)
+        hits
     }
 
     /// Top-`k` for each of `queries.len() / dim` queries in one pass over the ring (each
@@ -1304,13 +1362,15 @@ impl Ring {
         filter.check()?;
         let (nq, q, unit) = self.prepare_queries(queries, filter.exact)?;
         self.searches.fetch_add(nq as u64, Ordering::Relaxed);
-        let mut found = self.best_per_query(&q, &unit, nq, k, filter);
-        // A query short of `k` for candidates overwritten since the scan (the ring turned over
-        // meanwhile): the batch again, with writes held off.
-        if (0..nq).any(|j| found.lost[j] && found.ranked[j].len() < k) {
-            found = self.with_writes_paused(|| self.best_per_query(&q, &unit, nq, k, filter));
-        }
-        let found = found.ranked;
+        // A query short of `k` while writers ran (items, candidates overwritten meanwhile) is
+        // settled as a search is.
+        let found = self
+            .settled(
+                2,
+                || self.best_per_query(&q, &unit, nq, k, filter),
+                |f| f.ranked.iter().all(|r| r.len() >= k),
+            )
+            .ranked;
         // A scan of every item finds as many for each query; the index finds what each
         // query's probed lists hold.
         let kk = found.iter().map(Vec::len).max().unwrap_or(0);
