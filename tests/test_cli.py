@@ -137,13 +137,45 @@ def test_input_lines_gunzip_pipes_drop_a_byte_order_mark_and_refuse_damage(
     with _Lines(r, owned=True) as source:
         assert list(source) == want
     writer.join()
-    # Cut short, or damaged: an error naming the input, not a traceback or a silent end.
+    # A pipe that gives the first byte alone is still read as gzip.
+    r, w = os.pipe()
+
+    def write_slowly() -> None:
+        os.write(w, packed[:1])
+        time.sleep(0.3)
+        os.write(w, packed[1:])
+        os.close(w)
+
+    writer = threading.Thread(target=write_slowly)
+    writer.start()
+    with _Lines(r, owned=True) as source:
+        assert list(source) == want
+    writer.join()
+    # Zero bytes after a member are padding, as gzip takes them (between members too).
+    members = gzip.compress(text.encode()[:9]), gzip.compress(text.encode()[9:])
+    assert read(members[0] + b"\0" * 5 + members[1] + b"\0" * 3) == want
+    # Cut short, damaged, or followed by what is not gzip: an error naming the input, not a
+    # traceback or a silent end; the lines before it are read first.
     whole = gzip.compress("".join(f"line {i}\n" for i in range(5000)).encode())
     damaged = whole[:200] + bytes(b ^ 0x5A for b in whole[200:260]) + whole[260:]
-    for data, why in ((whole[:-20], "ends early"), (damaged, "damaged")):
+    for data, why in (
+        (whole[:-20], "ends early"),
+        (whole + b"\x1f", "ends early"),
+        (damaged, "damaged"),
+        (whole + b"JUNK", "not gzip"),
+    ):
         with pytest.raises(_UsageError, match=why) as e:
             read(data)
         assert "input" in str(e.value)
+    path = tmp_path / "input"
+    path.write_bytes(whole + b"JUNK")
+    got: list[str] = []
+    with (
+        _Lines(os.open(path, os.O_RDONLY), owned=True, path=str(path)) as source,
+        pytest.raises(_UsageError, match="not gzip"),
+    ):
+        got.extend(source)
+    assert len(got) == 5000
 
 
 def test_demo_replays_the_shipped_stream() -> None:

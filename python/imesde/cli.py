@@ -363,6 +363,8 @@ class _Lines:
         self.sizeless = False  # a file that reports size 0 yet has content (/proc, /sys)
         self.seen_size = 0  # the largest size the file reported
         self.inflate: zlib._Decompress | None = None  # once the input is seen to be gzip
+        self.gap = b""  # bytes after a gzip member, too few yet to tell what follows
+        self.failed: _UsageError | None = None  # raised by the next read, after the text before
         self.at_start = True  # nothing decoded yet: a byte-order mark would be dropped
         with contextlib.suppress(OSError):
             self.seen_size = os.fstat(fd).st_size
@@ -378,27 +380,52 @@ class _Lines:
     def _read(self) -> bytes:
         """The next bytes of the input (gunzipped); b"" at its end for now."""
         while True:
+            if self.failed is not None:
+                raise self.failed
             raw = os.read(self.fd, 1 << 16)
+            if self.position == 0 and raw == _GZIP_MAGIC[:1]:
+                raw += os.read(self.fd, 1 << 16)  # a pipe gave one byte: is the next 0x8b?
             if self.position == 0 and raw.startswith(_GZIP_MAGIC):
                 self.inflate = zlib.decompressobj(wbits=31)
             self.position += len(raw)
             if self.inflate is None:
                 return raw
             if not raw:
-                if not self.inflate.eof:
+                if self.gap and not _GZIP_MAGIC.startswith(self.gap):
+                    raise _UsageError(f"{self.name}: data after the gzip stream is not gzip")
+                if not self.inflate.eof or self.gap:
                     raise _UsageError(f"{self.name}: the gzip stream ends early (cut short)")
                 return b""
-            try:
-                out = self.inflate.decompress(raw)
-                # Members one after another (``cat a.gz b.gz``, ``gzip`` of appended logs).
-                while self.inflate.eof and self.inflate.unused_data:
-                    rest = self.inflate.unused_data
-                    self.inflate = zlib.decompressobj(wbits=31)
-                    out += self.inflate.decompress(rest)
-            except zlib.error as e:
-                raise _UsageError(f"{self.name}: the gzip stream is damaged ({e})") from None
+            out = self._gunzip(raw)
             if out:
                 return out
+
+    def _gunzip(self, raw: bytes) -> bytes:
+        """``raw`` gunzipped: members one after another (``cat a.gz b.gz``), zero bytes after
+        a member skipped (padding, as gzip skips it). Damage, or data after a member that is
+        not another, is an error raised once the text before it is read."""
+        assert self.inflate is not None
+        out: list[bytes] = []
+        data = raw
+        try:
+            while data:
+                if self.inflate.eof:
+                    data = (self.gap + data).lstrip(b"\0")
+                    self.gap = b""
+                    if len(data) < len(_GZIP_MAGIC):
+                        self.gap = data
+                        break
+                    if not data.startswith(_GZIP_MAGIC):
+                        raise _UsageError(f"{self.name}: data after the gzip stream is not gzip")
+                    self.inflate = zlib.decompressobj(wbits=31)
+                out.append(self.inflate.decompress(data))
+                data = self.inflate.unused_data if self.inflate.eof else b""
+        except (zlib.error, _UsageError) as e:
+            failed = e if isinstance(e, _UsageError) else None
+            self.failed = failed or _UsageError(f"{self.name}: the gzip stream is damaged ({e})")
+        if self.failed is not None and not any(out):
+            raise self.failed
+        return b"".join(out)
 
     @property
     def name(self) -> str:
