@@ -9,6 +9,7 @@ import json
 import logging
 import threading
 import time
+import types
 from collections.abc import Iterator
 from typing import Any
 
@@ -548,6 +549,44 @@ def test_async_callbacks_are_refused_and_their_coroutines_counted_as_errors(
     assert (sub.delivered, sub.errors, handled) == (3, 3, [])
     assert not [w for w in caught if "never awaited" in str(w.message)]
     assert "returned a coroutine" in caplog.text
+    engine.unsubscribe(sub)
+
+    # An async generator function is refused too; one a wrapper returns, and a coroutine
+    # whose closing raises, are the callback's errors (the closing error escaped the ingest,
+    # and the other subscriptions got no events).
+    async def updates(event: imesde.Event) -> Any:
+        yield event.id
+
+    with pytest.raises(imesde.DTypeError, match="async def"):
+        engine.subscribe(q, threshold=0.5, callback=updates)
+
+    @types.coroutine
+    def suspend() -> Any:
+        yield
+
+    async def stubborn(event: imesde.Event) -> None:
+        try:
+            await suspend()
+        finally:
+            raise ValueError("cleanup failed")
+
+    def started(event: imesde.Event) -> Any:
+        coroutine = stubborn(event)
+        coroutine.send(None)
+        return coroutine
+
+    subs = [
+        engine.subscribe(q, threshold=0.5, callback=lambda e: updates(e)),
+        engine.subscribe(q, threshold=0.5, callback=started),
+    ]
+    plain = engine.subscribe(q, threshold=0.5)
+    with caplog.at_level(logging.ERROR):
+        engine.ingest_vectors(np.tile(q, (2, 1)))
+    assert [s.errors for s in subs] == [2, 2]
+    assert len(plain.drain()) == 2
+    assert "cleanup failed" in caplog.text
+    for s in (*subs, plain):
+        engine.unsubscribe(s)
     # A threshold reads back as the float32 scores are compared with: an event's score at
     # the threshold (a percentile calibrated on one item is its score) is >= it. (Read back
     # as its shortest decimal, 0.3 for 0.30000001192092896, half of these failed.)

@@ -387,9 +387,11 @@ impl Engine {
             }
             // It runs on the ingesting thread, where nothing would await its coroutines.
             let inspect = py.import(pyo3::intern!(py, "inspect"))?;
-            if inspect
-                .call_method1(pyo3::intern!(py, "iscoroutinefunction"), (cb,))?
-                .is_truthy()?
+            let async_def = |test: &Bound<'_, PyString>| -> PyResult<bool> {
+                inspect.call_method1(test, (cb,))?.is_truthy()
+            };
+            if async_def(pyo3::intern!(py, "iscoroutinefunction"))?
+                || async_def(pyo3::intern!(py, "isasyncgenfunction"))?
             {
                 return Err(py_err!(
                     DType,

@@ -243,22 +243,28 @@ impl Subscription {
     }
 }
 
-/// A callback's result that is a coroutine (a callback made with ``async def`` through a
-/// wrapper ``subscribe`` could not tell): closed, as nothing runs it here, and a `TypeError`
-/// to count and log as a callback's error. None for any other result.
+/// A callback's result that is a coroutine or an async generator (a callback made with
+/// ``async def`` through a wrapper ``subscribe`` could not tell): nothing runs it here, so a
+/// coroutine is closed, and a `TypeError` (or the error its closing raised) is returned to
+/// count and log as the callback's error. None for any other result.
 fn unawaited(py: Python<'_>, out: &Bound<'_, PyAny>) -> PyResult<Option<PyErr>> {
-    if out.is_none()
-        || !py
-            .import(pyo3::intern!(py, "inspect"))?
-            .call_method1(pyo3::intern!(py, "iscoroutine"), (out,))?
-            .is_truthy()?
-    {
+    if out.is_none() {
         return Ok(None);
     }
-    out.call_method0(pyo3::intern!(py, "close"))?;
+    let inspect = py.import(pyo3::intern!(py, "inspect"))?;
+    let is = |test: &Bound<'_, pyo3::types::PyString>| -> PyResult<bool> {
+        inspect.call_method1(test, (out,))?.is_truthy()
+    };
+    let coroutine = is(pyo3::intern!(py, "iscoroutine"))?;
+    if !coroutine && !is(pyo3::intern!(py, "isasyncgen"))? {
+        return Ok(None);
+    }
+    if coroutine && let Err(e) = out.call_method0(pyo3::intern!(py, "close")) {
+        return Ok(Some(e));
+    }
     Ok(Some(PyTypeError::new_err(
-        "the callback returned a coroutine, which nothing awaits on the ingesting thread: use a \
-         plain function (one that hands the event to a loop with \
+        "the callback returned a coroutine or async generator, which nothing runs on the \
+         ingesting thread: use a plain function (one that hands the event to a loop with \
          asyncio.run_coroutine_threadsafe), or `async for event in sub` without a callback",
     )))
 }
