@@ -620,6 +620,41 @@ def test_watch_follow_takes_a_renamed_log_s_successor_and_stops_on_sigterm(
         assert "read once" in out.stderr
 
 
+def test_watch_follow_waits_for_a_log_not_made_yet(tmp_path: Path) -> None:
+    """``--follow`` of a file that does not exist yet (a service started before its log) was
+    an error; it is waited for, as ``tail -F`` waits, and followed once made. Without
+    ``--follow`` it is still an error."""
+    log = tmp_path / "later.log"
+    proc = _watch(
+        "disk full",
+        *("--file", str(log), "--follow", "--jsonl", "--threshold", "0.4", "--wait", "0.05"),
+        stdin=subprocess.DEVNULL,
+    )
+    seen, reader = _collect(proc)
+    notices: list[str] = []
+    errors = threading.Thread(target=lambda: notices.extend(proc.stderr or []), daemon=True)
+    errors.start()
+    try:
+        deadline = time.monotonic() + 180
+        while not any("does not exist yet" in n for n in notices):
+            assert time.monotonic() < deadline, notices
+            assert proc.poll() is None, notices
+            time.sleep(0.05)
+        log.write_text("service started\nwrite failed: disk full on /var\n", encoding="utf-8")
+        _wait_for(proc, seen, "disk full on /var")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        proc.kill()
+    reader.join(timeout=10)
+    errors.join(timeout=10)
+    assert [json.loads(line)["text"] for line in seen] == ["write failed: disk full on /var"]
+    assert any("has appeared" in n for n in notices)
+    out = imesde_cli("watch", "disk full", "--file", str(tmp_path / "never.log"))
+    assert out.returncode == 2
+    assert "No such file" in out.stderr
+
+
 def _wait_until_read(pid: int, path: Path) -> None:
     """Waits until process ``pid`` has read ``path`` to its end (its file offset, from
     /proc; elsewhere a while)."""

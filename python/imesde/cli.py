@@ -629,6 +629,8 @@ def _open_input(file: str | None) -> _Lines:
         raise _UsageError(f"cannot read {file}: it is a directory")
     try:
         fd = os.open(file, _READ_FLAGS)
+    except FileNotFoundError:
+        raise _MissingFileError(f"cannot read {file}: No such file or directory") from None
     except OSError as e:
         raise _UsageError(f"cannot read {file}: {e.strerror or e}") from None
     st = os.fstat(fd)
@@ -636,6 +638,20 @@ def _open_input(file: str | None) -> _Lines:
         os.close(fd)
         raise _UsageError(f"cannot read {file}: it is a device, not a file, pipe or terminal")
     return _Lines(fd, owned=True, path=file)
+
+
+def _appeared(file: str) -> _Lines:
+    """``file`` once it exists, as ``tail -F`` waits for a log not made yet (said once; Ctrl-C
+    or SIGTERM stop the wait)."""
+    print(f"imesde watch: {file} does not exist yet: waiting for it", file=sys.stderr)
+    while True:
+        try:
+            source = _open_input(file)
+        except _MissingFileError:
+            time.sleep(0.2)
+            continue
+        print(f"imesde watch: {file} has appeared: following it", file=sys.stderr)
+        return source
 
 
 def _input_lines(source: _Lines, follow: bool) -> Iterator[str]:
@@ -694,6 +710,10 @@ class _Skipped:
 
 class _UsageError(Exception):
     """A mistake in the command line or its input files: printed as one line, exit status 2."""
+
+
+class _MissingFileError(_UsageError):
+    """The input file does not exist (``watch --follow`` waits for it)."""
 
 
 def _threshold(value: str) -> float | str:
@@ -796,9 +816,9 @@ def _calibration_lines(threshold: str) -> int:
     return max(100, math.ceil(round(1.0 / top, 6)))
 
 
-def cmd_watch(args: argparse.Namespace) -> int:
-    _check_queries(args.queries)
-    source = _open_input(args.file)
+def _watched(source: _Lines, args: argparse.Namespace) -> _Lines:
+    """``source`` checked for ``--follow`` / ``--lines`` and, with ``--lines N``, at the start
+    of its last N lines."""
     if (args.follow or args.lines is not None) and source.is_gzip():
         source.close()
         raise _UsageError(
@@ -813,7 +833,22 @@ def cmd_watch(args: argparse.Namespace) -> int:
                 "redirected from a file); a pipe's lines are read as they come"
             )
         source.start_at_last(args.lines)
+    return source
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    _check_queries(args.queries)
+    # With --follow, a file not made yet is waited for (as tail -F does), once the model is
+    # loaded: a wrong --model fails at once.
+    source: _Lines | None = None
+    try:
+        source = _watched(_open_input(args.file), args)
+    except _MissingFileError:
+        if not args.follow:
+            raise
     engine = Engine(_embedder(args), num_shards=args.num_shards, shard_size=args.shard_size)
+    if source is None:
+        source = _watched(_appeared(args.file), args)
     queries = list(dict.fromkeys(args.queries))  # a query given twice is watched once
     counts = dict.fromkeys(queries, 0)
     started = time.perf_counter()
@@ -1160,8 +1195,8 @@ def build_parser() -> argparse.ArgumentParser:
     watch.add_argument(
         "--follow",
         action="store_true",
-        help="keep reading lines appended to the --file, like tail -f (a pipe, as tail -f "
-        "takes one, is read until it ends)",
+        help="keep reading lines appended to the --file, like tail -F (a file not made yet is "
+        "waited for; a pipe, as tail -f takes one, is read until it ends)",
     )
     watch.add_argument(
         "--lines",
