@@ -126,31 +126,26 @@ def test_input_lines_gunzip_pipes_drop_a_byte_order_mark_and_refuse_damage(
     assert read(text.encode()) == want
     packed = gzip.compress(text.encode()[:9]) + gzip.compress(text.encode()[9:])
     assert read(packed) == want
-    r, w = os.pipe()
 
-    def write() -> None:
-        os.write(w, packed)
-        os.close(w)
+    def through_a_pipe(*pieces: bytes) -> list[str]:
+        r, w = os.pipe()
 
-    writer = threading.Thread(target=write)
-    writer.start()
-    with _Lines(r, owned=True) as source:
-        assert list(source) == want
-    writer.join()
+        def write() -> None:
+            for piece in pieces:
+                os.write(w, piece)
+                time.sleep(0.3)
+            os.close(w)
+
+        writer = threading.Thread(target=write)
+        writer.start()
+        with _Lines(r, owned=True) as source:
+            got = list(source)
+        writer.join()
+        return got
+
+    assert through_a_pipe(packed) == want
     # A pipe that gives the first byte alone is still read as gzip.
-    r, w = os.pipe()
-
-    def write_slowly() -> None:
-        os.write(w, packed[:1])
-        time.sleep(0.3)
-        os.write(w, packed[1:])
-        os.close(w)
-
-    writer = threading.Thread(target=write_slowly)
-    writer.start()
-    with _Lines(r, owned=True) as source:
-        assert list(source) == want
-    writer.join()
+    assert through_a_pipe(packed[:1], packed[1:]) == want
     # Zero bytes after a member are padding, as gzip takes them (between members too).
     members = gzip.compress(text.encode()[:9]), gzip.compress(text.encode()[9:])
     assert read(members[0] + b"\0" * 5 + members[1] + b"\0" * 3) == want
