@@ -173,13 +173,6 @@ const PARALLEL_MIN_WORK: usize = 1 << 18;
 /// One query's (score, key) pairs, best first.
 type Ranked = Vec<(f32, u64)>;
 
-/// Each query's [`Ranked`] candidates, and whether some were dropped as overwritten since
-/// the scan (a ranking then short of `k` may be short because of them, not of the filter).
-struct Found {
-    ranked: Vec<Ranked>,
-    lost: Vec<bool>,
-}
-
 static PARALLEL: AtomicBool = AtomicBool::new(true);
 
 /// Enables or disables the rayon thread pool (writes and scan helpers) for every ring in the
@@ -1279,26 +1272,18 @@ impl Ring {
         if matches!(q, Query::Int8 { .. }) || self.index_serves(filter) {
             // Candidates to rescore (an int8 scan's, a binary scan's, the index's): ranked as
             // (score, key) pairs ([`Ring::refine`]), hits made of the best, read back once the
-            // ranking is done. A batch written or deleted meanwhile can take a ranked item, or
-            // a metadata update make it fail the filter (the hit is short of `k`), and a
-            // ranking short of `k` with candidates dropped as overwritten (a binary scan's,
-            // the index's) is not whole either: the ring can turn over while a search waits
-            // for a core. Settled as every read of several shards is ([`Ring::settled`]).
+            // ranking is done. A batch written or deleted meanwhile can take a ranked item (a
+            // binary one is dropped when rescored), or a metadata update make it fail the
+            // filter, and the hits are short of `k`: settled as every read of several shards
+            // is ([`Ring::settled`]; the ring can turn over while a search waits for a core).
             let read = || {
-                let Found {
-                    mut ranked, lost, ..
-                } = self.best_per_query(&q, &unit, 1, k, filter);
-                let best = ranked.swap_remove(0);
-                let count = best.len();
-                let hits: Vec<Hit> = best
+                self.best_per_query(&q, &unit, 1, k, filter)
+                    .swap_remove(0)
                     .into_iter()
                     .filter_map(|(score, key)| self.hit_passing(EMPTY - key, score, filter))
-                    .collect();
-                let whole = hits.len() == count && (count >= k || !lost[0]);
-                (hits, whole)
+                    .collect::<Vec<Hit>>()
             };
-            let (hits, _) = self.settled(2, read, |(hits, whole)| *whole && hits.len() >= k);
-            return Ok(hits);
+            return Ok(self.settled(2, read, |hits| hits.len() >= k));
         }
         Ok(self.settled(2, || self.scan_hits(&q, k, filter), |hits| hits.len() >= k))
     }
@@ -1364,13 +1349,11 @@ impl Ring {
         self.searches.fetch_add(nq as u64, Ordering::Relaxed);
         // A query short of `k` while writers ran (items, candidates overwritten meanwhile) is
         // settled as a search is.
-        let found = self
-            .settled(
-                2,
-                || self.best_per_query(&q, &unit, nq, k, filter),
-                |f| f.ranked.iter().all(|r| r.len() >= k),
-            )
-            .ranked;
+        let found = self.settled(
+            2,
+            || self.best_per_query(&q, &unit, nq, k, filter),
+            |found| found.iter().all(|best| best.len() >= k),
+        );
         // A scan of every item finds as many for each query; the index finds what each
         // query's probed lists hold.
         let kk = found.iter().map(Vec::len).max().unwrap_or(0);
@@ -1404,7 +1387,7 @@ impl Ring {
         nq: usize,
         k: usize,
         filter: &Filter,
-    ) -> Found {
+    ) -> Vec<Ranked> {
         if !filter.exact
             && let Some((mut found, thin)) = self.index_search(q, unit, k, filter)
         {
@@ -1415,7 +1398,7 @@ impl Ring {
             // items, 100 passing gave recall@10 0.6 from the lists.
             let want = k.min(self.len());
             let short: Vec<usize> = (0..nq)
-                .filter(|&j| thin[j] || found.ranked[j].len() < want)
+                .filter(|&j| thin[j] || found[j].len() < want)
                 .collect();
             if !short.is_empty() {
                 let dim = self.cfg.dim;
@@ -1424,10 +1407,8 @@ impl Ring {
                     .flat_map(|&j| unit[j * dim..(j + 1) * dim].iter().copied())
                     .collect();
                 let scanned = self.scan_best(&self.query_of(&rows, false), short.len(), k, filter);
-                let pairs = scanned.ranked.into_iter().zip(scanned.lost);
-                for (j, (best, lost)) in short.into_iter().zip(pairs) {
-                    found.ranked[j] = best;
-                    found.lost[j] = lost;
+                for (j, best) in short.into_iter().zip(scanned) {
+                    found[j] = best;
                 }
             }
             return found;
@@ -1438,7 +1419,7 @@ impl Ring {
     /// The best `k` (score, key) pairs for each of the `nq` prepared queries passing
     /// `filter`, best first: one pass over the ring keeping each query's candidates, then
     /// their refinement ([`Ring::refine`]).
-    fn scan_best(&self, q: &Query, nq: usize, k: usize, filter: &Filter) -> Found {
+    fn scan_best(&self, q: &Query, nq: usize, k: usize, filter: &Filter) -> Vec<Vec<(f32, u64)>> {
         let plain = filter.is_empty();
         let memo = self.memo(filter);
         // No more than the ring holds: a large `k_factor` keeps nothing it cannot fill.
@@ -1471,25 +1452,23 @@ impl Ring {
                 m.merge(t);
             }
         }
-        let (ranked, lost) = merged
+        merged
             .into_iter()
             .enumerate()
             .map(|(j, m)| self.refine(q, j, m.into_sorted_vec(), k))
-            .unzip();
-        Found { ranked, lost }
+            .collect()
     }
 
     /// The best `k` of a scan's candidates for query `j`, best first: int8 and binary
     /// candidates are rescored from their codes and residuals. An int8 candidate overwritten
     /// since the scan keeps its scan score; a binary one is dropped (its scan score is not a
-    /// cosine), and whether one was is returned too.
-    fn refine(&self, q: &Query, j: usize, best: Ranked, k: usize) -> (Ranked, bool) {
+    /// cosine).
+    fn refine(&self, q: &Query, j: usize, best: Vec<(f32, u64)>, k: usize) -> Vec<(f32, u64)> {
         let Query::Int8 { bits, .. } = q else {
-            return (best, false);
+            return best;
         };
         let ids: Vec<u64> = best.iter().map(|&(_, key)| EMPTY - key).collect();
-        let candidates = best.len();
-        let mut best: Ranked = best
+        let mut best: Vec<(f32, u64)> = best
             .into_iter()
             .zip(self.rescore(q, j, &ids))
             .filter_map(|((s, key), refined)| match refined {
@@ -1497,10 +1476,9 @@ impl Ring {
                 None => bits.is_none().then_some((s, key)),
             })
             .collect();
-        let lost = best.len() < candidates;
         imesde_simd::sort_best_first(&mut best);
         best.truncate(k);
-        (best, lost)
+        best
     }
 
     /// The item with this id, if the ring still holds it.
@@ -1946,7 +1924,7 @@ impl Ring {
         unit: &[f32],
         k: usize,
         filter: &Filter,
-    ) -> Option<(Found, Vec<bool>)> {
+    ) -> Option<(Vec<Ranked>, Vec<bool>)> {
         let dim = self.cfg.dim;
         let guard = self.ivf.read();
         let index = guard.as_ref().filter(|i| i.is_trained())?;
@@ -1975,38 +1953,38 @@ impl Ring {
             .collect();
         drop(guard);
         let thin = found.iter().map(|best| best.len() < kc).collect();
-        let (ranked, lost) = found
-            .into_iter()
-            .enumerate()
-            .map(|(j, best)| {
-                let candidates = best.len();
-                let mut best: Ranked = match q {
-                    Query::F32(qs) => best
-                        .into_iter()
-                        .filter_map(|(_, key)| {
-                            self.read_slot(EMPTY - key, |shard, slot| {
-                                let Vectors::F32(v) = &shard.vectors else {
-                                    unreachable!("f32 queries go with f32 rings")
-                                };
-                                let row = &v[slot * dim..(slot + 1) * dim];
-                                (self.kernels.dot_f32(&qs[j * dim..(j + 1) * dim], row), key)
+        Some((
+            found
+                .into_iter()
+                .enumerate()
+                .map(|(j, best)| {
+                    let mut best: Vec<(f32, u64)> = match q {
+                        Query::F32(qs) => best
+                            .into_iter()
+                            .filter_map(|(_, key)| {
+                                self.read_slot(EMPTY - key, |shard, slot| {
+                                    let Vectors::F32(v) = &shard.vectors else {
+                                        unreachable!("f32 queries go with f32 rings")
+                                    };
+                                    let row = &v[slot * dim..(slot + 1) * dim];
+                                    (self.kernels.dot_f32(&qs[j * dim..(j + 1) * dim], row), key)
+                                })
                             })
-                        })
-                        .collect(),
-                    Query::Int8 { .. } => {
-                        let ids: Vec<u64> = best.iter().map(|&(_, key)| EMPTY - key).collect();
-                        best.into_iter()
-                            .zip(self.rescore(q, j, &ids))
-                            .filter_map(|((_, key), s)| s.map(|s| (s, key)))
-                            .collect()
-                    }
-                };
-                let lost = best.len() < candidates;
-                imesde_simd::sort_best_first(&mut best);
-                best.truncate(k);
-                (best, lost)
-            })
-            .unzip();
-        Some((Found { ranked, lost }, thin))
+                            .collect(),
+                        Query::Int8 { .. } => {
+                            let ids: Vec<u64> = best.iter().map(|&(_, key)| EMPTY - key).collect();
+                            best.into_iter()
+                                .zip(self.rescore(q, j, &ids))
+                                .filter_map(|((_, key), s)| s.map(|s| (s, key)))
+                                .collect()
+                        }
+                    };
+                    imesde_simd::sort_best_first(&mut best);
+                    best.truncate(k);
+                    best
+                })
+                .collect(),
+            thin,
+        ))
     }
 }
