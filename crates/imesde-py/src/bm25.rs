@@ -16,7 +16,7 @@ use rayon::prelude::*;
 use crate::convert::{
     self, Count, FsPath, Id, Real, Text, as_str, id_of, ids_of, str_items, type_name, utf8,
 };
-use crate::convert::{LexicalQuery, as_written, py_str, reduce_to_bytes};
+use crate::convert::{LexicalQuery, py_str, reduce_to_bytes};
 use crate::error::{CoreError, Raise};
 use crate::exceptions::py_err;
 use crate::gil;
@@ -126,6 +126,12 @@ pub(crate) fn analyzer_config(
         stopwords,
         ..AnalyzerConfig::default()
     })
+}
+
+/// A parameter held as f32, as the float the user wrote (the shortest decimal that rounds to
+/// it: ``1.2``, not ``1.2000000476837158``).
+fn as_written(x: f32) -> f64 {
+    x.to_string().parse().unwrap_or(f64::from(x))
 }
 
 pub(crate) fn bm25_params(k1: Real, b: Real, method: &str, delta: Real) -> PyResult<Params> {

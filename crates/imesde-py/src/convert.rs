@@ -177,10 +177,12 @@ impl<'py> FromPyObject<'_, 'py> for Flag {
     }
 }
 
-/// A value held as f32, as the float the user wrote (the shortest decimal that rounds to it:
-/// ``1.2``, not ``1.2000000476837158``).
-pub(crate) fn as_written(x: f32) -> f64 {
-    x.to_string().parse().unwrap_or(f64::from(x))
+/// Whether `inspect.<test>(obj)` holds (`iscoroutinefunction`, `isasyncgen`, ...).
+pub(crate) fn inspect_is(obj: &Bound<'_, PyAny>, test: &Bound<'_, PyString>) -> PyResult<bool> {
+    let py = obj.py();
+    py.import(pyo3::intern!(py, "inspect"))?
+        .call_method1(test, (obj,))?
+        .is_truthy()
 }
 
 /// A file path argument: a str, bytes or ``os.PathLike``.

@@ -386,12 +386,8 @@ impl Engine {
                 return Err(py_err!(DType, "callback must be callable (event -> None)"));
             }
             // It runs on the ingesting thread, where nothing would await its coroutines.
-            let inspect = py.import(pyo3::intern!(py, "inspect"))?;
-            let async_def = |test: &Bound<'_, PyString>| -> PyResult<bool> {
-                inspect.call_method1(test, (cb,))?.is_truthy()
-            };
-            if async_def(pyo3::intern!(py, "iscoroutinefunction"))?
-                || async_def(pyo3::intern!(py, "isasyncgenfunction"))?
+            if convert::inspect_is(cb, pyo3::intern!(py, "iscoroutinefunction"))?
+                || convert::inspect_is(cb, pyo3::intern!(py, "isasyncgenfunction"))?
             {
                 return Err(py_err!(
                     DType,
@@ -972,9 +968,9 @@ impl Engine {
     /// returns ``(scores, ids)``, float32 and int64 arrays of shape ``[nq, min(k,
     /// len(engine))]``, best first (no queries, ``[0, dim]``: no rows). ``since``, ``until`` and
     /// ``where`` as in ``search`` (fewer matching items: fewer columns). A row with fewer hits
-    /// than another is padded with id ``-1`` and score ``-inf`` (as faiss pads); with an index, a query whose probed lists hold fewer passing
-    /// items than it rescores (``k_factor * max(k, 10)``) is answered by a scan of every
-    /// item, as without the index.
+    /// than another is padded with id ``-1`` and score ``-inf`` (as faiss pads); with an
+    /// index, a query whose probed lists hold fewer passing items than it rescores
+    /// (``k_factor * max(k, 10)``) is answered by a scan of every item, as without the index.
     #[pyo3(
         signature = (queries, k = Count::from(10), *, since = None, until = None, r#where = None, exact = Flag(false)),
         text_signature = "($self, queries, k=10, *, since=None, until=None, where=None, exact=False)"

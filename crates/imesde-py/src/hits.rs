@@ -54,11 +54,12 @@ macro_rules! item_class {
     };
 }
 
-/// `text` as Python's repr shows it, or `None`.
 /// Characters of a text a repr shows: a long one (a log line, a document) is cut there, so a
 /// list of hits in a notebook stays readable.
 const REPR_CHARS: usize = 200;
 
+/// `text` as Python's repr shows it (its first `REPR_CHARS` characters and its length when it
+/// is longer), or `None`.
 fn repr_text(py: Python<'_>, text: Option<&str>) -> String {
     let Some(t) = text else {
         return "None".to_owned();

@@ -15,7 +15,7 @@ use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use crate::convert::{Real, py_str};
+use crate::convert::{Real, inspect_is, py_str};
 use crate::exceptions::py_err;
 use crate::gil;
 use crate::hits::Event;
@@ -251,12 +251,8 @@ fn unawaited(py: Python<'_>, out: &Bound<'_, PyAny>) -> PyResult<Option<PyErr>> 
     if out.is_none() {
         return Ok(None);
     }
-    let inspect = py.import(pyo3::intern!(py, "inspect"))?;
-    let is = |test: &Bound<'_, pyo3::types::PyString>| -> PyResult<bool> {
-        inspect.call_method1(test, (out,))?.is_truthy()
-    };
-    let coroutine = is(pyo3::intern!(py, "iscoroutine"))?;
-    if !coroutine && !is(pyo3::intern!(py, "isasyncgen"))? {
+    let coroutine = inspect_is(out, pyo3::intern!(py, "iscoroutine"))?;
+    if !coroutine && !inspect_is(out, pyo3::intern!(py, "isasyncgen"))? {
         return Ok(None);
     }
     if coroutine && let Err(e) = out.call_method0(pyo3::intern!(py, "close")) {
