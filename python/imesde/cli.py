@@ -420,9 +420,10 @@ class _Lines:
                     self.inflate = zlib.decompressobj(wbits=31)
                 out.append(self.inflate.decompress(data))
                 data = self.inflate.unused_data if self.inflate.eof else b""
-        except (zlib.error, _UsageError) as e:
-            failed = e if isinstance(e, _UsageError) else None
-            self.failed = failed or _UsageError(f"{self.name}: the gzip stream is damaged ({e})")
+        except _UsageError as e:
+            self.failed = e
+        except zlib.error as e:
+            self.failed = _UsageError(f"{self.name}: the gzip stream is damaged ({e})")
         if self.failed is not None and not any(out):
             raise self.failed
         return b"".join(out)
