@@ -105,6 +105,18 @@ def test_chunks_check_per_item_lengths_and_a_bad_chunk_keeps_the_ones_before(
     with pytest.raises(imesde.DTypeError, match=r"metadata\[22\]"):
         engine.ingest_batch(iter(texts[:23]), metadata=bad_meta, batch_size=20)
     assert len(engine) == 100
+    # Bytes iterate as ints, a set in an order of its own: in chunks as in one batch, no
+    # column of times.
+    for stamps in (b"ab", {2.0, 1.0}, {1.0: 2.0}):
+        for chunks in (None, 1):
+            with pytest.raises(imesde.DTypeError, match="timestamps must be a list or array"):
+                engine.ingest_batch(texts[:2], timestamps=stamps, batch_size=chunks)
+    for chunks in (None, 1):
+        with pytest.raises(imesde.ShapeError, match="timestamps must be 1-D"):
+            engine.ingest_batch(texts[:2], timestamps=np.ones((2, 1)), batch_size=chunks)
+        with pytest.raises(imesde.ShapeError, match=r"timestamps has 0 entries|fewer entries"):
+            engine.ingest_batch(texts[:2], timestamps=[], batch_size=chunks)
+    assert len(engine) == 100
     for size, error in ((0, imesde.InvalidValueError), ("8", imesde.DTypeError)):
         with pytest.raises(error):
             engine.ingest_batch(texts, batch_size=size)  # type: ignore[arg-type]

@@ -4,6 +4,7 @@ whatever the container, a time in the wrong unit is refused, and results come ba
 
 from __future__ import annotations
 
+import time
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -108,6 +109,12 @@ def test_a_time_is_one_instant_in_every_container(
         "aware": times[:n].dt.tz_localize("UTC"),
         "index": pd.DatetimeIndex(times[:n]),
         "aware timestamps": list(times[:n].dt.tz_localize("UTC").dt.tz_convert("Asia/Tokyo")),
+        # read_parquet and dtype_backend="pyarrow" give these (a TypeError outside
+        # imesde's exceptions, and pyarrow arrays DTypeErrors, before)
+        "arrow series": times[:n].dt.tz_localize("UTC").astype("timestamp[ns, tz=UTC][pyarrow]"),
+        "arrow": pa.array(times[:n]),
+        "arrow chunked": pa.chunked_array([pa.array(times[:50]), pa.array(times[50:n])]),
+        "arrow scalars": list(pa.array(times[:n])),
     }
     stored = {}
     for name, column in containers.items():
@@ -119,7 +126,9 @@ def test_a_time_is_one_instant_in_every_container(
             assert engine.count(since=times.values[i]) == want, (name, i)
             assert engine.count(since=times.iloc[i]) == want, (name, i)
             assert engine.count(until=times.iloc[i]) == n - want, (name, i)
-    assert all(stored[name] == stored["values"] for name in containers)
+        want = int((times[:n] >= times.iloc[n // 2]).sum())
+        assert engine.count(since=pa.array(times)[n // 2]) == want, name
+    assert all(stored[name] == stored["values"] for name in containers), stored
     # Microseconds and whole seconds (pandas 3 holds far dates so): a Timestamp as its
     # Series' values, also one beyond int64 nanoseconds (year 3000).
     for unit in ("us", "s"):
@@ -137,6 +146,14 @@ def test_a_time_is_one_instant_in_every_container(
         engine.ingest_vectors(x[:2], timestamps=pd.Series([times.iloc[0], pd.NaT]))
     with pytest.raises(imesde.InvalidValueError, match="NaT"):
         engine.ingest_vectors(x[:2], timestamps=[times.iloc[0], pd.NaT])
+    with pytest.raises(imesde.InvalidValueError, match=r"timestamps\[1\] is NaT"):
+        engine.ingest_vectors(x[:2], timestamps=pa.array([times.iloc[0], None]))
+    # A date is no instant (a datetime.date is refused so too), in any container.
+    days = pa.array(times[:2].dt.date)
+    for column in (days, pd.Series(days, dtype=pd.ArrowDtype(days.type))):
+        with pytest.raises(imesde.DTypeError, match="got pyarrow date32"):
+            engine.ingest_vectors(x[:2], timestamps=column)
+    assert len(engine) == 6
 
 
 @pytest.mark.parametrize(
@@ -172,11 +189,44 @@ def test_the_first_and_last_times_a_datetime_holds_are_kept() -> None:
     assert [engine.get(int(i)).ts for i in ids] == [first.timestamp(), last.timestamp()]
     assert datetime.fromtimestamp(engine.get(int(ids[0])).ts, timezone.utc) == first
     east, west = timezone(timedelta(hours=14)), timezone(timedelta(hours=-12))
-    edges = [datetime.min.replace(tzinfo=east), datetime.max.replace(tzinfo=west), datetime.max]
-    ids = engine.ingest_vectors(x[:3], timestamps=edges)
+    edges = [datetime.min.replace(tzinfo=east), datetime.max.replace(tzinfo=west)]
+    ids = engine.ingest_vectors(x[:2], timestamps=edges)
     assert [engine.get(int(i)).ts for i in ids] == [t.timestamp() for t in edges]
     # Bounds of a window may lie anywhere.
-    assert engine.count(since=-1e300, until=1e300) == 5
+    assert engine.count(since=-1e300, until=1e300) == 4
+
+
+@pytest.mark.parametrize("zone", ["Asia/Tokyo", "America/Los_Angeles", "Pacific/Kiritimati"])
+def test_naive_datetime_edges_are_times_in_any_local_zone(
+    zone: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A naive ``datetime.min`` is local time, which east of UTC falls in year 0 (west of
+    it, ``datetime.max`` in year 10000): its own ``timestamp()`` fails, and ``since=
+    datetime.min`` was an error."""
+    tzset = getattr(time, "tzset", None)
+    if tzset is None:
+        pytest.skip("time.tzset is POSIX only")
+    monkeypatch.setenv("TZ", zone)
+    tzset()
+    try:
+        # The zone's offsets a few days in from each edge.
+        east = datetime(1, 1, 3).astimezone().utcoffset()
+        west = datetime(9999, 12, 29).astimezone().utcoffset()
+        assert east is not None
+        assert west is not None
+        want_min = datetime(1, 1, 1, tzinfo=timezone.utc).timestamp() - east.total_seconds()
+        want_max = datetime.max.replace(tzinfo=timezone.utc).timestamp() - west.total_seconds()
+        engine = imesde.Engine(4, num_shards=1, shard_size=16)
+        ids = engine.ingest_vectors(np.eye(4, dtype=np.float32)[:2])
+        assert engine.count(since=datetime.min) == engine.count(until=datetime.max) == 2
+        ids = engine.ingest_vectors(
+            np.eye(4, dtype=np.float32)[2:], timestamps=[datetime.min, datetime.max]
+        )
+        got = [engine.get(int(i)).ts for i in ids]
+        assert got == pytest.approx([want_min, want_max], rel=0, abs=1e-3)
+    finally:
+        monkeypatch.undo()
+        tzset()
 
 
 def test_gaps_leave_keys_out_and_nan_says_how_to_mark_one(frame: tuple[Any, Any]) -> None:
@@ -281,10 +331,10 @@ def test_frames_and_arrays_are_refused_with_the_call_that_fixes_them(
             engine.ingest_vectors(none, timestamps=timestamps)
     with pytest.raises(imesde.ShapeError):
         engine.ingest_vectors(none, texts=["a"])
-    # Arrow columns are taken as texts; other arrow columns are refused, not read as
-    # naive datetimes in local time.
-    with pytest.raises(imesde.DTypeError):
-        engine.ingest_vectors(x[:1], timestamps=pa.array([datetime(2024, 1, 1)]))
+    # Arrow timestamps are instants as numpy's are: a naive one is UTC, not local time.
+    (t,) = engine.ingest_vectors(x[:1], timestamps=pa.array([datetime(2024, 1, 1)]))
+    assert engine.get(int(t)).ts == datetime(2024, 1, 1, tzinfo=timezone.utc).timestamp()
+    assert engine.delete([int(t)]) == 1
     with pytest.raises(imesde.DimensionMismatchError):
         engine.ingest_vectors(np.empty((0, 8), np.float32))
     assert len(engine) == 6

@@ -1084,6 +1084,52 @@ def test_bytes_and_str_are_not_lists_of_ids() -> None:
     assert engine.delete(memoryview(np.array([1, 2]))) == 2  # type: ignore[arg-type]
 
 
+def test_a_column_is_one_entry_per_item_in_an_order() -> None:
+    """``timestamps=[]`` for two items stamped both with the time of the call (an empty
+    column read as none given), ``timestamps=b"ab"`` stored times 97 and 98, a set its own
+    order, a dict its keys, and ``np.complex128(1+5j)`` the time 1.0."""
+    engine = imesde.Engine(4, num_shards=1, shard_size=8)
+    engine.ingest_vectors(np.eye(4, dtype=np.float32)[:1], ["kept"], timestamps=[5.0])
+    x = np.eye(4, dtype=np.float32)[1:3]
+    empties: tuple[Any, ...] = ([], np.array([]), ())
+    for empty in empties:
+        for column in ("texts", "timestamps", "metadata"):
+            args: dict[str, Any] = {column: empty}
+            with pytest.raises(imesde.ShapeError, match=rf"{column} has 0 entries, expected 2"):
+                engine.ingest_vectors(x, **args)
+    with pytest.raises(imesde.ShapeError, match="timestamps has 1 entries, expected 2"):
+        engine.ingest_vectors(x, timestamps=np.array([1.0]))
+    with pytest.raises(imesde.ShapeError, match="metadata has 1 entries, expected 2"):
+        engine.ingest_vectors(x, metadata=[{"a": 1}])
+    for unordered in (b"ab", bytearray(b"ab"), {10.0, 9.0}, frozenset({1.0, 2.0}), {1.0: 2.0}):
+        with pytest.raises(imesde.DTypeError, match="timestamps must be a list or array"):
+            engine.ingest_vectors(x, timestamps=unordered)
+    with pytest.raises(imesde.ShapeError, match="timestamps must be 1-D"):
+        engine.ingest_vectors(x, timestamps=np.array([[1.0], [2.0]]))
+    imaginaries: tuple[Any, ...] = (np.complex128(1 + 5j), np.complex64(1), 1 + 0j)
+    for imaginary in imaginaries:
+        with pytest.raises(imesde.DTypeError, match="got complex"):
+            engine.ingest_vectors(x, timestamps=[1.0, imaginary])
+        with pytest.raises(imesde.DTypeError, match="got complex"):
+            engine.count(since=imaginary)
+    assert len(engine) == 1
+    assert [(i.text, i.ts) for i in engine.recent(5)] == [("kept", 5.0)]
+    # What is given right still goes in.
+    ids = engine.ingest_vectors(x, ["a", "b"], timestamps=(1.0, 2.0), metadata=[None, {"k": 1}])
+    assert [engine.get(int(i)).ts for i in ids] == [1.0, 2.0]
+
+
+def test_one_items_time_is_named_as_its_argument() -> None:
+    """``upsert(..., ts=nan)`` said ``timestamps[0] is not a finite number``."""
+    engine = imesde.Engine(4, num_shards=1, shard_size=8)
+    v = np.eye(4, dtype=np.float32)[0]
+    engine.ingest_vectors(v[None], ["kept"])
+    for ts, exc in ((math.nan, imesde.InvalidValueError), (1.7e12, imesde.OutOfRangeError)):
+        with pytest.raises(exc, match=r"^ts is "):
+            engine.upsert(0, v, ts=ts)
+    assert engine.get(0).text == "kept"
+
+
 def test_codebook_arguments_beyond_their_limits_are_refused_at_once() -> None:
     """``rq_codebook_usage(codes, [2**40, 4])`` aborted the process (an 8 TB allocation);
     ``RQKMeans(n_levels=2**40)`` raised a bare MemoryError (10**8: 800 MB, then refused);

@@ -6,9 +6,11 @@ that Python code applies too (a percentile threshold, a running top-k)."""
 from __future__ import annotations
 
 import heapq
+import importlib
 import numbers
 import operator
 from collections.abc import Iterable, Iterator
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 import numpy as np
@@ -88,14 +90,52 @@ def listed(values: Iterable[Any], what: str) -> list[Any]:
 
 
 def datetime_column(values: Any) -> Any:
-    """A pandas Series or Index of datetimes (naive, or aware: then its instants in UTC) as
-    a numpy ``datetime64`` array in its own unit; None for anything else."""
+    """A pandas Series or Index of datetimes (naive, or aware: then its instants in UTC;
+    numpy- or pyarrow-backed) or a pyarrow array of timestamps as a numpy ``datetime64`` array
+    in its own unit; None for anything else."""
+    arrow = arrow_times(values, "timestamps")
+    if arrow is not None:
+        return arrow
     dtype: Any = getattr(values, "dtype", None)
     if isinstance(values, np.ndarray) or getattr(dtype, "kind", None) != "M":
         return None
+    if not isinstance(dtype, np.dtype) and hasattr(dtype, "pyarrow_dtype"):
+        # A pandas ArrowDtype: its values as the pyarrow array they are (pandas needs
+        # pyarrow for one).
+        pa: Any = importlib.import_module("pyarrow")
+        return arrow_times(pa.array(values), "timestamps")
     unit = getattr(dtype, "unit", None) or np.datetime_data(dtype)[0]
     to_numpy = getattr(values, "to_numpy", None)
     return None if to_numpy is None else np.asarray(to_numpy(dtype=f"datetime64[{unit}]"))
+
+
+def arrow_times(values: Any, what: str) -> Any:
+    """A pyarrow ``Array`` or ``ChunkedArray`` of timestamps as a numpy ``datetime64`` array
+    (instants in UTC, nulls as ``NaT``), a pyarrow timestamp scalar as a ``datetime64``; None
+    for anything else that is not a time. A pyarrow date or time of day is a ``DTypeError``,
+    as a ``datetime.date`` is."""
+    if not type(values).__module__.startswith("pyarrow"):
+        return None
+    pa: Any = importlib.import_module("pyarrow")
+    kind = getattr(values, "type", None)
+    if not isinstance(kind, pa.DataType) or not pa.types.is_temporal(kind):
+        return None
+    if not pa.types.is_timestamp(kind):
+        raise DTypeError(f"{what} must be seconds or datetimes, got pyarrow {kind}")
+    if isinstance(values, pa.Scalar):
+        return pa.array([values]).to_numpy(zero_copy_only=False)[0]
+    return np.asarray(values.to_numpy(zero_copy_only=False))
+
+
+def naive_edge_seconds(value: Any) -> float | None:
+    """Seconds since the epoch of a naive ``datetime`` at an edge of its range
+    (``datetime.min``, ``datetime.max``) read in local time, where its own ``timestamp()``
+    fails (the local zone puts it in year 0 or 10000): the zone's offset two days in. None
+    for anything else."""
+    if not isinstance(value, datetime) or value.tzinfo is not None or value.year not in (1, 9999):
+        return None
+    step = timedelta(days=2 if value.year == 1 else -2)
+    return (value + step).timestamp() - step.total_seconds()
 
 
 # Seconds in a datetime64 unit, and units in a second.

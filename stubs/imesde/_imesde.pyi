@@ -517,7 +517,8 @@ class Engine:
         until: _Timestamp | None = None,
         where: _Where | None = None,
     ) -> list[Item]:
-        """The newest ``n`` items still held (that pass the filter), newest first."""
+        """The ``n`` items ingested last that are still held (and pass the filter), newest
+        first: by arrival, not by their times."""
     def count(
         self,
         *,

@@ -16,8 +16,8 @@ use pyo3::Borrowed;
 use pyo3::exceptions::{PyOverflowError, PyTypeError, PyUnicodeEncodeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{
-    PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyFrozenSet, PyInt, PyList, PyMapping,
-    PyMemoryView, PySet, PyString, PyTuple,
+    PyBool, PyByteArray, PyBytes, PyComplex, PyDict, PyFloat, PyFrozenSet, PyInt, PyList,
+    PyMapping, PyMemoryView, PySet, PyString, PyTuple,
 };
 use serde_json::Value as Json;
 
@@ -312,8 +312,16 @@ impl<'py> FromPyObject<'_, 'py> for Real {
     type Error = PyErr;
     fn extract(obj: Borrowed<'_, 'py, PyAny>) -> PyResult<Self> {
         // A bool is a number to Python, never a parameter's value (k1=True is a mistake).
-        if obj.is_instance_of::<PyBool>() || is_numpy_bool(&obj) {
+        if obj.is_instance_of::<PyBool>() || numpy_kind(&obj) == Some('b') {
             return Err(py_err!(DType, "expected a number, got bool"));
+        }
+        // numpy's complex scalars convert with only a warning, their imaginary part dropped.
+        if obj.is_instance_of::<PyComplex>() || numpy_kind(&obj) == Some('c') {
+            return Err(py_err!(
+                DType,
+                "expected a real number, got {}",
+                type_name(&obj)
+            ));
         }
         match obj.extract::<f64>() {
             Ok(v) => Ok(Real(v)),
@@ -326,14 +334,21 @@ impl<'py> FromPyObject<'_, 'py> for Real {
     }
 }
 
-/// Whether `obj` is a numpy bool scalar (`np.True_`: a number to `float()`).
-fn is_numpy_bool(obj: &Bound<'_, PyAny>) -> bool {
+/// The dtype kind of a numpy scalar (`'b'` for `np.True_`, `'c'` for `np.complex64(1)`: both
+/// numbers to `float()`); None for anything else. Python's own floats and ints answer at once.
+fn numpy_kind(obj: &Bound<'_, PyAny>) -> Option<char> {
+    if obj.is_exact_instance_of::<PyFloat>() || obj.is_exact_instance_of::<PyInt>() {
+        return None;
+    }
     let ty = obj.get_type();
-    ty.module()
+    if !ty
+        .module()
         .is_ok_and(|m| m.to_cow().is_ok_and(|m| m == "numpy"))
-        && ty
-            .name()
-            .is_ok_and(|n| n.to_cow().is_ok_and(|n| n == "bool" || n == "bool_"))
+    {
+        return None;
+    }
+    let kind = obj.getattr("dtype").and_then(|d| d.getattr("kind")).ok()?;
+    kind.extract::<char>().ok()
 }
 
 impl Real {
@@ -419,7 +434,7 @@ pub(crate) fn texts(
             "{what} must be a list of str, got a single str"
         ));
     }
-    str_items_upto(obj, what, true, Some(n))
+    one_per_item(str_items_upto(obj, what, true, Some(n))?, n, what)
 }
 
 /// Refuses entry `i` of a column of `n` entries (checked before reading it, so an endless
@@ -432,6 +447,20 @@ fn within(i: usize, n: usize, what: &str) -> PyResult<()> {
         ));
     }
     Ok(())
+}
+
+/// A column given for `n` items, refused unless it has one entry each: an empty one is not
+/// "none given" (that is None), and a shorter one names its length here, where it is known.
+fn one_per_item<T>(column: Vec<T>, n: usize, what: &str) -> PyResult<Vec<T>> {
+    if column.len() == n {
+        Ok(column)
+    } else {
+        Err(py_err!(
+            Shape,
+            "{what} has {} entries, expected {n} (one per item)",
+            column.len()
+        ))
+    }
 }
 
 /// The items of an iterable of str (and None where `allow_none`).
@@ -465,10 +494,7 @@ fn str_items_upto(
         obj
     } else {
         let py = obj.py();
-        values = py
-            .import(pyo3::intern!(py, "imesde._args"))?
-            .getattr(pyo3::intern!(py, "python_values"))?
-            .call1((obj,))?;
+        values = args(py, pyo3::intern!(py, "python_values"))?.call1((obj,))?;
         &values
     };
     let iter = obj.try_iter().map_err(|_| {
@@ -560,6 +586,13 @@ fn time_seconds(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Option<f64>> {
     if let Some(seconds) = datetime64_seconds(obj, what)? {
         return Ok(Some(seconds));
     }
+    // A pyarrow timestamp scalar as the datetime64 it holds (a date is refused).
+    if obj.get_type().module()?.to_cow()?.starts_with("pyarrow") {
+        let held = args(obj.py(), pyo3::intern!(obj.py(), "arrow_times"))?.call1((obj, what))?;
+        if let Some(seconds) = datetime64_seconds(&held, what)? {
+            return Ok(Some(seconds));
+        }
+    }
     // A pandas `Timestamp` (or `NaT`) to the nanosecond, as its Series' datetime64 values
     // are read: its `timestamp()` rounds to microseconds. One beyond int64 nanoseconds
     // (pandas 3 holds far dates in other units) as the datetime64 it holds.
@@ -582,17 +615,24 @@ fn time_seconds(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Option<f64>> {
         }
     }
     if obj.hasattr("timestamp")? {
-        return obj
+        let seconds = obj
             .call_method0("timestamp")
             .and_then(|t| t.extract::<f64>())
-            .map(Some)
-            .map_err(|e| {
-                py_err!(
-                    InvalidValue,
-                    "{what}: {} has no timestamp: {e}",
-                    type_name(obj)
-                )
+            .or_else(|e| {
+                // `datetime.min` / `datetime.max` naive, where the local zone puts them
+                // beyond the years a datetime holds.
+                args(obj.py(), pyo3::intern!(obj.py(), "naive_edge_seconds"))?
+                    .call1((obj,))?
+                    .extract::<Option<f64>>()?
+                    .ok_or(e)
             });
+        return seconds.map(Some).map_err(|e| {
+            py_err!(
+                InvalidValue,
+                "{what}: {} has no timestamp: {e}",
+                type_name(obj)
+            )
+        });
     }
     Ok(None)
 }
@@ -617,21 +657,42 @@ fn datetime64_seconds(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Option<f64
 
 pub(crate) fn timestamps(obj: &Bound<'_, PyAny>, n: usize) -> PyResult<Vec<f64>> {
     if let Some(seconds) = array_seconds(obj)? {
-        return Ok(seconds);
+        return one_per_item(seconds, n, "timestamps");
     }
-    // A pandas Series or Index of datetimes, read whole as its datetime64 values (a value at
-    // a time cost microseconds each).
-    if !obj.is_instance_of::<PyList>() && obj.hasattr(pyo3::intern!(obj.py(), "dtype"))? {
+    // A pandas Series or Index of datetimes, or a pyarrow array of timestamps, read whole as
+    // its datetime64 values (a value at a time cost microseconds each).
+    if !(obj.is_instance_of::<PyList>() || obj.is_instance_of::<PyTuple>()) {
         let py = obj.py();
-        let column = py
-            .import(pyo3::intern!(py, "imesde._args"))?
-            .getattr(pyo3::intern!(py, "datetime_column"))?
-            .call1((obj,))?;
+        let column = args(py, pyo3::intern!(py, "datetime_column"))?.call1((obj,))?;
         if let Some(seconds) = array_seconds(&column)? {
-            return Ok(seconds);
+            return one_per_item(seconds, n, "timestamps");
         }
     }
-    obj.try_iter()
+    // Bytes iterate as ints, a set and a mapping in an order of their own (their keys).
+    if obj.is_instance_of::<PyString>()
+        || obj.is_instance_of::<PyBytes>()
+        || obj.is_instance_of::<PyByteArray>()
+        || obj.is_instance_of::<PySet>()
+        || obj.is_instance_of::<PyFrozenSet>()
+        || mapping(obj)?.is_some()
+    {
+        return Err(py_err!(
+            DType,
+            "timestamps must be a list or array of times, one per item, got {}",
+            type_name(obj)
+        ));
+    }
+    if let Ok(array) = obj.cast::<PyUntypedArray>()
+        && array.ndim() > 1
+    {
+        return Err(py_err!(
+            Shape,
+            "timestamps must be 1-D, one per item, got a {}-D array (ravel() flattens it)",
+            array.ndim()
+        ));
+    }
+    let seconds = obj
+        .try_iter()
         .map_err(|_| {
             py_err!(
                 DType,
@@ -644,16 +705,20 @@ pub(crate) fn timestamps(obj: &Bound<'_, PyAny>, n: usize) -> PyResult<Vec<f64>>
             within(i, n, "timestamps")?;
             timestamp(&t?, &format!("timestamps[{i}]"))
         })
-        .collect()
+        .collect::<PyResult<Vec<f64>>>()?;
+    one_per_item(seconds, n, "timestamps")
 }
 
 /// `imesde._args.datetime64_seconds` of a `datetime64` scalar or array (any unit, far dates
 /// too: numpy's own subtraction wraps past int64).
 fn seconds_of_datetime64<'py>(obj: &Bound<'py, PyAny>, what: &str) -> PyResult<Bound<'py, PyAny>> {
     let py = obj.py();
-    py.import(pyo3::intern!(py, "imesde._args"))?
-        .getattr(pyo3::intern!(py, "datetime64_seconds"))?
-        .call1((obj, what))
+    args(py, pyo3::intern!(py, "datetime64_seconds"))?.call1((obj, what))
+}
+
+/// The function `name` of `imesde._args`, the Python side of these conversions.
+fn args<'py>(py: Python<'py>, name: &Bound<'py, PyString>) -> PyResult<Bound<'py, PyAny>> {
+    py.import(pyo3::intern!(py, "imesde._args"))?.getattr(name)
 }
 
 /// Seconds of a 1-D numpy array of numbers or `datetime64` (any unit) converted whole, as
@@ -904,7 +969,7 @@ pub(crate) fn metadata(obj: &Bound<'_, PyAny>, n: usize) -> PyResult<Vec<Option<
         return Ok(vec![Some(shared); n]);
     }
     let mut keys = KeyInterner::default();
-    per_item(obj, n, |i, m| {
+    let metadata = per_item(obj, n, |i, m| {
         if m.is_none() {
             Ok(None)
         } else {
@@ -914,7 +979,8 @@ pub(crate) fn metadata(obj: &Bound<'_, PyAny>, n: usize) -> PyResult<Vec<Option<
                 &mut keys,
             )?))
         }
-    })
+    })?;
+    one_per_item(metadata, n, "metadata")
 }
 
 /// Each entry of a list of metadata dicts (at most `n`), read by `read(i, entry)`.

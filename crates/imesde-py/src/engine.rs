@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
 use imesde_engine::{Fusion, Ingested, LexicalConfig, Threshold};
-use imesde_ring::{Attributes, IvfConfig, RingConfig, RingError, Storage};
+use imesde_ring::{Attributes, IvfConfig, RingConfig, RingError, Storage, check_timestamp};
 use numpy::{IntoPyArray, PyArray1, PyArray2, PyArrayMethods};
 use parking_lot::Mutex;
 use pyo3::PyTraverseError;
@@ -488,8 +488,9 @@ impl Engine {
             .collect()
     }
 
-    /// The newest ``n`` items still held, newest first; ``since``, ``until`` and ``where`` as
-    /// in ``search`` keep only the items that pass.
+    /// The ``n`` items ingested last that are still held, newest first (by arrival, not by
+    /// their times); ``since``, ``until`` and ``where`` as in ``search`` keep only the items
+    /// that pass.
     #[pyo3(
         signature = (n, *, since = None, until = None, r#where = None),
         text_signature = "($self, n, *, since=None, until=None, where=None)"
@@ -1218,13 +1219,14 @@ fn one_item(
     ts: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<Attributes> {
     let metadata = metadata.map(|m| convert::meta_map(m, "metadata"));
+    let ts = ts.map(|t| convert::timestamp(t, "ts")).transpose()?;
+    if let Some(t) = ts {
+        // Named as the argument it is, not as `timestamps[0]` of the batch it becomes.
+        check_timestamp(t, || "ts".to_owned()).map_err(CoreError::from)?;
+    }
     Ok(Attributes {
         texts: text.into_iter().map(Some).collect(),
-        timestamps: ts
-            .map(|t| convert::timestamp(t, "ts"))
-            .transpose()?
-            .into_iter()
-            .collect(),
+        timestamps: ts.into_iter().collect(),
         metadata: metadata.transpose()?.into_iter().map(Some).collect(),
     })
 }

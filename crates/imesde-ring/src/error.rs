@@ -75,15 +75,15 @@ pub enum RingError {
     /// The ring has handed out every id it can ([`crate::MAX_IDS`]).
     #[error("cannot add {n} items: the engine's next id is {next} and ids stop at 2^63 - 1")]
     IdsExhausted { next: u64, n: usize },
-    /// A timestamp was NaN or infinite.
-    #[error("timestamps[{index}] is not a finite number")]
-    Timestamp { index: usize },
+    /// A timestamp was NaN or infinite; `what` names it (`timestamps[3]`).
+    #[error("{what} is not a finite number")]
+    Timestamp { what: String },
     /// A timestamp outside the years 1 to 9999 (seconds since the epoch): most often one in
     /// milliseconds or nanoseconds.
     #[error(
-        "timestamps[{index}] is {value:e} s from 1970, outside the years 1 to 9999 a timestamp \
-         may name; timestamps are seconds since the epoch (milliseconds? divide by 1e3; \
-         nanoseconds: by 1e9)"
+        "{what} is {value:e} s from 1970, outside the years 1 to 9999 a timestamp may name; \
+         timestamps are seconds since the epoch (milliseconds? divide by 1e3; nanoseconds: by \
+         1e9)"
     )]
-    TimestampRange { index: usize, value: f64 },
+    TimestampRange { what: String, value: f64 },
 }

@@ -45,18 +45,28 @@ impl Attributes {
                 });
             }
         }
-        match self
-            .timestamps
+        self.timestamps
             .iter()
-            .position(|t| !(MIN_TIMESTAMP..=MAX_TIMESTAMP).contains(t))
-        {
-            Some(index) if self.timestamps[index].is_finite() => Err(RingError::TimestampRange {
-                index,
-                value: self.timestamps[index],
-            }),
-            Some(index) => Err(RingError::Timestamp { index }),
-            None => Ok(()),
-        }
+            .enumerate()
+            .try_for_each(|(i, &t)| check_timestamp(t, || format!("timestamps[{i}]")))
+    }
+}
+
+/// Checks one timestamp: finite and within [`MIN_TIMESTAMP`]..=[`MAX_TIMESTAMP`]; `what`
+/// names it in the error ([`Attributes::check`] names `timestamps[i]`).
+///
+/// # Errors
+/// [`RingError::Timestamp`] or [`RingError::TimestampRange`].
+pub fn check_timestamp(value: f64, what: impl FnOnce() -> String) -> Result<(), RingError> {
+    if (MIN_TIMESTAMP..=MAX_TIMESTAMP).contains(&value) {
+        Ok(())
+    } else if value.is_finite() {
+        Err(RingError::TimestampRange {
+            what: what(),
+            value,
+        })
+    } else {
+        Err(RingError::Timestamp { what: what() })
     }
 }
 

@@ -27,7 +27,7 @@ mod snapshot;
 mod standing;
 
 pub use error::RingError;
-pub use item::{Attributes, Filter, Hit, Item, MAX_TIMESTAMP, MIN_TIMESTAMP};
+pub use item::{Attributes, Filter, Hit, Item, MAX_TIMESTAMP, MIN_TIMESTAMP, check_timestamp};
 pub use ivf::IvfConfig;
 pub use meta::{
     CmpOp, FilterError, Key, KeyInterner, MAX_FILTER_DEPTH, Metadata, MetadataUpdate, Predicate,

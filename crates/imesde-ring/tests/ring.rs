@@ -97,18 +97,18 @@ fn hit_reads_an_item_without_its_vector() {
     };
     assert!(matches!(
         bad.check(2),
-        Err(RingError::Timestamp { index: 1 })
+        Err(RingError::Timestamp { what }) if what == "timestamps[1]"
     ));
     // Epoch milliseconds are refused, not stored 55,000 years from now; the first and last
     // instants a datetime holds are kept.
     let after = imesde_ring::MAX_TIMESTAMP + 1e-3;
-    for (ts, index) in [(1.7e12, 1), (-1e11, 1), (after, 1)] {
+    for ts in [1.7e12, -1e11, after] {
         let bad = Attributes {
             timestamps: vec![imesde_ring::MIN_TIMESTAMP, ts],
             ..Attributes::default()
         };
         assert!(
-            matches!(bad.check(2), Err(RingError::TimestampRange { index: i, value }) if i == index && value == ts),
+            matches!(bad.check(2), Err(RingError::TimestampRange { what, value }) if what == "timestamps[1]" && value == ts),
             "{ts}"
         );
     }
