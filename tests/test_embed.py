@@ -158,6 +158,17 @@ def test_model_folder_and_paths(tmp_path: Path, embedder: imesde.TextEmbedder) -
         by_folder.model_path,
         by_folder.tokenizer_path,
     )
+    # A name that is not UTF-8 (a bytes path, or its str as os.fsdecode gives it) was a bare
+    # UnicodeEncodeError; Engine.save / load took it.
+    odd = os.fsencode(tmp_path) + b"/m\xff"
+    os.symlink(os.fsencode(folder), odd)
+    for path in (odd, os.fsdecode(odd)):
+        by_odd = imesde.TextEmbedder(path, threads=1)
+        assert os.fsencode(by_odd.model_path) == odd + b"/onnx/model.onnx"
+        assert os.fsencode(by_odd.tokenizer_path) == odd + b"/tokenizer.json"
+        again = pickle.loads(pickle.dumps(by_odd))
+        assert again.model_path == by_odd.model_path
+        np.testing.assert_array_equal(again.embed_one("hello"), by_folder.embed_one("hello"))
     for bad in (5, 1.5, ["a"]):
         with pytest.raises(imesde.DTypeError, match="model_path must be a path"):
             imesde.TextEmbedder(bad)  # type: ignore[arg-type]

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import copy
+import errno
+import os
+import pickle
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -66,6 +70,26 @@ def test_bad_ingest_raises_and_changes_nothing(
     assert snapshot(engine) == before
 
 
+def test_a_file_that_cannot_be_read_carries_its_errno_and_name(tmp_path: Path) -> None:
+    """A ``StorageError`` is an ``OSError`` whose ``errno`` and ``filename`` were None: a
+    process waiting for a snapshot another one writes could not tell a missing file."""
+    missing = tmp_path / "not-yet.imesde"
+    calls: list[Callable[[], object]] = [
+        lambda: imesde.Engine.load(missing),
+        lambda: imesde.BM25.load(missing),
+        lambda: imesde.RQKMeans.load(missing),
+        lambda: imesde.Engine(4).save(tmp_path / "no-such-dir" / "e.imesde"),
+    ]
+    for call in calls:
+        with pytest.raises(imesde.StorageError) as caught:
+            call()
+        assert caught.value.errno == errno.ENOENT
+        assert caught.value.strerror == os.strerror(errno.ENOENT)
+        assert caught.value.filename is not None
+        assert str(tmp_path) in caught.value.filename
+        assert "No such file" in str(caught.value)
+
+
 def test_error_classes_also_subclass_the_builtins() -> None:
     assert issubclass(imesde.ShapeError, ValueError)
     assert issubclass(imesde.DimensionMismatchError, imesde.ShapeError)
@@ -76,6 +100,27 @@ def test_error_classes_also_subclass_the_builtins() -> None:
     from imesde import exceptions
 
     assert exceptions.ImesdeError is imesde.ImesdeError
+
+
+def test_every_error_crosses_a_process_boundary() -> None:
+    """A worker's error goes back pickled: ``ShardUnavailableError`` (its ``shard`` keyword
+    only) did not unpickle, and broke the ``multiprocessing.Pool`` that carried it."""
+    from imesde import exceptions
+
+    for name in exceptions.__all__:
+        cls = getattr(exceptions, name)
+        if name == "ShardUnavailableError":
+            e = cls("shard 3 is down", shard=3)
+        elif name == "TextEncodingError":
+            e = cls("utf-8", "a\ud800", 1, 2, "surrogates not allowed")
+        else:
+            e = cls("boom")
+        e.add_note("a note")
+        for again in (pickle.loads(pickle.dumps(e)), copy.deepcopy(e)):
+            assert type(again) is cls
+            assert again.args == e.args
+            assert again.__notes__ == ["a note"]
+            assert getattr(again, "shard", None) == getattr(e, "shard", None)
 
 
 def test_messages_say_what_was_wrong_and_what_was_expected(engine: imesde.Engine) -> None:

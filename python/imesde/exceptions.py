@@ -5,6 +5,11 @@ Mistakes of shape or value also subclass :class:`ValueError`, of type or dtype
 builtin classes keeps working.
 """
 
+from __future__ import annotations
+
+import functools
+from typing import Any
+
 # Raised by the native module, which looks each class up here by name.
 
 
@@ -77,6 +82,11 @@ class ShardUnavailableError(ImesdeError):
     def __init__(self, message: str, *, shard: int) -> None:
         super().__init__(message)
         self.shard = shard
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # An exception unpickles as `cls(*args)`, which has no `shard`: a worker's error
+        # broke the pool that carried it (multiprocessing, concurrent.futures).
+        return (functools.partial(type(self), shard=self.shard), self.args, self.__dict__)
 
 
 __all__ = [

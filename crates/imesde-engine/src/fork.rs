@@ -14,16 +14,12 @@
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering, Ordering::SeqCst};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Threads inside the gate now.
 static ACTIVE: AtomicUsize = AtomicUsize::new(0);
 /// Set while a fork waits for [`ACTIVE`] to drain.
 static FORKING: AtomicBool = AtomicBool::new(false);
-/// A fork waits at most this long for work in flight (a safety valve: work inside the gate
-/// never waits for the GIL, so it always ends, but a hang of the parent would be worse than
-/// the risk it guards against).
-const FORK_WAIT: Duration = Duration::from_mins(1);
 
 thread_local! {
     /// Nesting depth of the gate on this thread (only the outermost counts in [`ACTIVE`]).
@@ -65,11 +61,15 @@ impl Drop for Inside {
     }
 }
 
-/// `pthread_atfork` prepare: waits until no thread is inside the gate (at most a minute).
+/// `pthread_atfork` prepare: waits until no other thread is inside the gate, however long
+/// their work takes (it never waits for the forking thread, which holds the GIL, so it
+/// ends). A wait cut short would fork a child that blocks forever on a lock held by a thread
+/// it does not have. The forking thread itself is outside, unless it forks from inside (then
+/// its own entry is not waited for).
 pub fn before_fork() {
     FORKING.store(true, SeqCst);
-    let start = Instant::now();
-    while ACTIVE.load(SeqCst) > 0 && start.elapsed() < FORK_WAIT {
+    let own = usize::from(DEPTH.get() > 0);
+    while ACTIVE.load(SeqCst) > own {
         std::thread::sleep(Duration::from_micros(50));
     }
 }
@@ -85,7 +85,8 @@ pub fn after_fork_in_parent() {
 /// (instead of waiting forever for pools that do not exist). Only stores to atomics:
 /// async-signal-safe.
 pub fn after_fork_in_child() {
-    ACTIVE.store(0, SeqCst);
+    // The forking thread's own entry, when it forked from inside (see `before_fork`).
+    ACTIVE.store(usize::from(DEPTH.get() > 0), SeqCst);
     FORKING.store(false, SeqCst);
     FORKED.store(true, Ordering::Relaxed);
     imesde_ring::set_parallel(false);

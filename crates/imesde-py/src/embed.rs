@@ -2,6 +2,8 @@
 // PyO3 extracts arguments as owned values (Text, Option<Text>); borrowing them is not an option.
 #![allow(clippy::needless_pass_by_value)]
 
+use std::ffi::OsStr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
@@ -51,7 +53,7 @@ pub(crate) fn embed_texts(
 #[pyclass(frozen, weakref, module = "imesde._imesde")]
 pub(crate) struct TextEmbedder {
     pub(crate) model: Arc<TextModel>,
-    tokenizer_path: String,
+    tokenizer_path: PathBuf,
 }
 
 impl TextEmbedder {
@@ -117,9 +119,12 @@ impl TextEmbedder {
     ) -> PyResult<Self> {
         let providers = providers_of(providers, device.as_deref())?;
         let models = py.import("imesde._locate")?;
-        let (model, tokenizer, manifest): (String, String, Option<Bound<'_, PyDict>>) = models
-            .call_method1("resolve", (model_path, tokenizer_path))?
-            .extract()?;
+        // Paths as the OS has them (a name that is not UTF-8 too), shown as `Path::display`.
+        let (model_file, tokenizer, manifest): (PathBuf, PathBuf, Option<Bound<'_, PyDict>>) =
+            models
+                .call_method1("resolve", (model_path, tokenizer_path))?
+                .extract()?;
+        let model = model_file.display();
         // A built model's manifest (imesde-model.json) supplies what the caller left out.
         let from_manifest = |key: &str| -> PyResult<Option<Bound<'_, PyAny>>> {
             match &manifest {
@@ -130,7 +135,7 @@ impl TextEmbedder {
         // The model's positions bound the length: asked for beyond them, it is an error; left
         // to the default, it is the default or the model's limit, whichever is smaller.
         let limit = gil::run(py, "TextEmbedder", || {
-            imesde_embed::position_limit(model.as_ref()).ok().flatten()
+            imesde_embed::position_limit(&model_file).ok().flatten()
         })?;
         let max_length = if let Some(v) = max_length {
             let v = v.positive("max_length")?;
@@ -203,11 +208,11 @@ impl TextEmbedder {
                 })
                 .transpose()?,
         };
-        let runtime: String = models.call_method0("onnxruntime_library")?.extract()?;
+        let runtime: PathBuf = models.call_method0("onnxruntime_library")?.extract()?;
         let embedder = gil::run(py, "TextEmbedder", || {
-            imesde_embed::load_runtime(runtime.as_ref())?;
+            imesde_embed::load_runtime(&runtime)?;
             crate::guard_exit();
-            Embedder::new(model.as_ref(), tokenizer.as_ref(), config)
+            Embedder::new(&model_file, &tokenizer, config)
         })
         .raise()?;
         if let Some(name) = unsupported
@@ -352,14 +357,14 @@ impl TextEmbedder {
 
     /// The ONNX model file.
     #[getter]
-    fn model_path(&self) -> String {
-        self.inner().model_path().display().to_string()
+    fn model_path(&self) -> &OsStr {
+        self.inner().model_path().as_os_str()
     }
 
     /// The ``tokenizer.json`` file.
     #[getter]
-    fn tokenizer_path(&self) -> &str {
-        &self.tokenizer_path
+    fn tokenizer_path(&self) -> &OsStr {
+        self.tokenizer_path.as_os_str()
     }
 
     /// Tokens per text, special tokens included; longer texts are truncated.
@@ -444,7 +449,7 @@ impl TextEmbedder {
         py: Python<'py>,
     ) -> PyResult<(Bound<'py, PyTuple>, Bound<'py, PyDict>)> {
         let c = self.inner().config();
-        let args = PyTuple::new(py, [self.model_path(), self.tokenizer_path.clone()])?;
+        let args = PyTuple::new(py, [self.model_path(), self.tokenizer_path()])?;
         let kwargs = PyDict::new(py);
         kwargs.set_item("max_length", c.max_length)?;
         kwargs.set_item("batch_size", c.batch_size)?;

@@ -6,7 +6,9 @@ use imesde_engine::EngineError;
 use imesde_ring::RingError;
 use imesde_rq::RqError;
 use imesde_simd::similarity::SimilarityError;
-use pyo3::{PyErr, PyResult};
+use std::path::Path;
+
+use pyo3::prelude::*;
 
 use crate::exceptions::{Exc, err};
 
@@ -67,6 +69,9 @@ impl From<EmbedError> for CoreError {
 
 impl From<CoreError> for PyErr {
     fn from(e: CoreError) -> PyErr {
+        let io = e
+            .io()
+            .map(|(path, source)| (path.to_path_buf(), source.raw_os_error()));
         let (class, msg) = match e {
             CoreError::Ring(e) => (ring_class(&e), e.to_string()),
             CoreError::Embed(EmbedError::Interrupted)
@@ -87,7 +92,33 @@ impl From<CoreError> for PyErr {
                 e.to_string(),
             ),
         };
-        err(class, msg)
+        let e = err(class, msg);
+        if let Some((path, Some(errno))) = io {
+            // A `StorageError` is an `OSError`: `errno`, `strerror` and `filename` as
+            // Python's own (`e.errno == errno.ENOENT` for a snapshot not written yet).
+            Python::attach(|py| {
+                let value = e.value(py);
+                let strerror = py
+                    .import("os")
+                    .and_then(|os| os.call_method1("strerror", (errno,)));
+                let _ = value.setattr("errno", errno);
+                let _ = strerror.and_then(|s| value.setattr("strerror", s));
+                let _ = value.setattr("filename", path.as_os_str());
+            });
+        }
+        e
+    }
+}
+
+impl CoreError {
+    /// The file and the OS error of a read or write that failed.
+    fn io(&self) -> Option<(&Path, &std::io::Error)> {
+        match self {
+            CoreError::Bm25(Bm25Error::Io { path, source })
+            | CoreError::Rq(RqError::Io { path, source })
+            | CoreError::Engine(EngineError::Io { path, source }) => Some((path, source)),
+            _ => None,
+        }
     }
 }
 
