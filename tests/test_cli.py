@@ -274,7 +274,7 @@ def test_inputs_that_cannot_be_read_are_one_line_errors(tmp_path: Path) -> None:
     stdin = texts.read_text(encoding="utf-8")  # a pipe
     replay = imesde_cli("demo", "--file", "/dev/stdin", "--threads", "1", stdin=stdin)
     assert replay.returncode == 0, replay.stderr
-    assert "replaying 1 items" in replay.stdout
+    assert "replaying 1 item of /dev/stdin\n" in replay.stdout
 
 
 def test_output_that_cannot_be_written_fails_in_one_line() -> None:
@@ -345,8 +345,13 @@ def test_watch_prints_matches_from_stdin_and_counts() -> None:
     assert lines[1] not in texts
     assert all(r["score"] >= 0.5 for r in records)
     assert all(r["query"] == "process killed because memory ran out" for r in records)
-    assert "4 lines" in out.stderr
+    assert "4 lines embedded" in out.stderr
     assert f'"process killed because memory ran out" {len(records)}' in out.stderr
+    # Blank lines are read but not embedded, and the summary says so ("2 lines" of 5 read
+    # said they were all there was); one is one line.
+    out = imesde_cli("watch", "memory", "--threads", "1", stdin=f"\n{lines[0]}\n\n \n")
+    assert out.returncode == 0, out.stderr
+    assert "imesde watch: 1 line embedded in " in out.stderr
     # --follow on a pipe: its end is final (as tail -f treats a pipe), not waited on forever.
     out = imesde_cli("watch", "memory", "--follow", "--threads", "1", stdin="\n".join(lines) + "\n")
     assert out.returncode == 0, out.stderr
@@ -736,7 +741,7 @@ def test_watch_lines_reads_the_last_lines_and_with_0_only_new_ones(tmp_path: Pat
     new = "kernel: EXT4-fs error: disk full\n"
     stderr = _append_then_stop(proc, seen, reader, log, new, "EXT4-fs")
     assert [json.loads(line)["text"] for line in seen] == ["kernel: EXT4-fs error: disk full"]
-    assert "1 lines" in stderr
+    assert "1 line embedded" in stderr
 
 
 def test_ctrl_c_before_a_percentile_is_calibrated_matches_the_lines_held(tmp_path: Path) -> None:

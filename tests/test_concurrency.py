@@ -293,6 +293,37 @@ def test_a_full_ring_overwritten_meanwhile_still_gives_k_hits(
     assert batch_short == 0, f"{batch_short} of {searches} batches came back short"
 
 
+def test_stats_under_writers_count_only_what_happened() -> None:
+    """``evicted`` was ``ingested - len - deleted`` read amid writes: a batch's ids are handed
+    out before its items are held, and a delete lowered ``len`` before ``deleted``, so a ring
+    that never turned over showed thousands evicted, then fewer (a counter going back)."""
+    engine = imesde.Engine(8, num_shards=4, shard_size=8192)
+    rows = np.random.default_rng(0).standard_normal((500, 8), dtype=np.float32)
+    stop = threading.Event()
+
+    def write() -> None:
+        try:
+            for _ in range(40):
+                ids = engine.ingest_vectors(rows)
+                engine.delete(ids[:10])
+        finally:
+            stop.set()
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    seen = []
+    while not stop.is_set():
+        s = engine.stats()
+        seen.append((s["evicted"], s["ingested"], s["len"], s["deleted"]))
+    writer.join()
+    assert len(seen) > 10
+    for evicted, ingested, held, deleted in seen:
+        assert evicted == 0  # 20,000 ingested into 32,768 slots: nothing overwritten
+        assert ingested == held + deleted
+    assert [d for *_, d in seen] == sorted(d for *_, d in seen)
+    assert engine.stats()["ingested"] == 20_000
+
+
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize(
     ("storage", "index"), [("f32", None), ("int8", None), ("binary", None), ("f32", "ivf")]

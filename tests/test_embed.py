@@ -94,8 +94,11 @@ def test_cache_hits_misses_and_ttl() -> None:
     np.testing.assert_array_equal(again[0], first[1])
     assert e.stats()["cache_hits"] == 1
     time.sleep(0.4)
+    # Expired entries cannot be served: not counted as cached (they were until looked up).
+    assert e.stats()["cache_len"] == 0
     e.embed(["network down"])
     assert e.stats()["embedded"] == 3, "an expired entry is recomputed"
+    assert e.stats()["cache_len"] == 1
     e.clear_cache()
     assert e.stats()["cache_len"] == 0
     s = e.stats()

@@ -250,7 +250,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         f"{time.perf_counter() - t:.2f} s), ring of {engine.capacity:,} slots, "
         f"SIMD {simd_backend()}"
     )
-    print(f"replaying {len(items):,} items of the Debian changelog stream")
+    source = args.file or "the Debian changelog stream"
+    print(f"replaying {_many(len(items), 'item')} of {source}")
     _ingest(engine, items, args.batch_size * 8, len(items))
     queries = args.queries or list(DEMO_QUERIES)
     for q in queries:
@@ -703,10 +704,15 @@ class _Skipped:
     def report(self, command: str) -> None:
         if self.count:
             print(
-                f"imesde {command}: skipped {self.count:,} lines that are not JSON objects "
+                f"imesde {command}: skipped {_many(self.count, 'line')} that are not JSON objects "
                 f'with a "{self.field}" str field',
                 file=sys.stderr,
             )
+
+
+def _many(n: int, noun: str) -> str:
+    """``"1 line"``, ``"2,048 lines"``."""
+    return f"{n:,} {noun}" if n == 1 else f"{n:,} {noun}s"
 
 
 class _UsageError(Exception):
@@ -956,7 +962,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
         elapsed = time.perf_counter() - started
         if not args.quiet:
             print(
-                f"imesde watch: {done:,} lines in {elapsed:.1f} s "
+                f"imesde watch: {_many(done, 'line')} embedded in {elapsed:.1f} s "
                 f"({done / max(elapsed, 1e-9):,.0f} lines/s); matches: "
                 + ", ".join(f'"{q}" {n:,}' for q, n in counts.items()),
                 file=sys.stderr,
@@ -1174,7 +1180,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Reads lines from standard input or FILE, embeds and ingests them in small "
         "batches, and prints every line that matches one of the QUERY standing queries, with "
         "the query, the score and the time. On end of input or Ctrl-C it prints how many "
-        "lines were read and how many matched each query.",
+        "lines were embedded (blank lines are not) and how many matched each query.",
     )
     watch.add_argument("queries", nargs="+", metavar="QUERY", help="one or more standing queries")
     watch.add_argument(

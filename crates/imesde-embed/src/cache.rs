@@ -106,6 +106,19 @@ impl Cache {
         self.map.len()
     }
 
+    /// Number of entries that can still be served (not expired): a scan of them all.
+    #[must_use]
+    pub fn live_len(&self) -> usize {
+        match self.ttl {
+            None => self.map.len(),
+            Some(ttl) => self
+                .map
+                .iter()
+                .filter(|(_, e)| e.stored.elapsed() <= ttl)
+                .count(),
+        }
+    }
+
     /// True when the cache holds nothing.
     #[must_use]
     pub fn is_empty(&self) -> bool {
@@ -150,7 +163,10 @@ mod tests {
         let mut out = [0.0f32; 1];
         c.put("a", &[1.]);
         assert!(c.get_into("a", &mut out));
+        assert_eq!(c.live_len(), 1);
         std::thread::sleep(Duration::from_millis(40));
+        // Held until looked up, but no longer counted as served.
+        assert_eq!((c.len(), c.live_len()), (1, 0));
         assert!(!c.get_into("a", &mut out));
         assert!(c.is_empty());
         assert_eq!(c.bytes(), 0);

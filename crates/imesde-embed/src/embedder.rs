@@ -311,10 +311,10 @@ impl Embedder {
         *self.stats.lock()
     }
 
-    /// Vectors cached now.
+    /// Vectors cached now that can still be served (those past the TTL are not).
     #[must_use]
     pub fn cache_len(&self) -> usize {
-        self.cache.as_ref().map_or(0, |c| c.lock().len())
+        self.cache.as_ref().map_or(0, |c| c.lock().live_len())
     }
 
     /// Empties the cache.
@@ -371,7 +371,10 @@ impl Embedder {
             ..EmbedStats::default()
         };
         if !todo.is_empty() {
-            let vectors = self.run_model(&todo, interrupted, &mut stats)?;
+            let vectors = self
+                .run_model(&todo, interrupted, &mut stats)
+                // The batches that ran before an interruption or a failure are counted.
+                .inspect_err(|_| self.add_stats(&stats))?;
             for (u, positions) in rows.iter().enumerate() {
                 let v = &vectors[u * dim..(u + 1) * dim];
                 for &i in positions {

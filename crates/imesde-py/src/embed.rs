@@ -408,8 +408,11 @@ impl TextEmbedder {
         }
     }
 
-    /// Counters since construction: ``embedded`` (texts run through the model),
-    /// ``requested``, ``cache_hits``, ``cache_misses``, ``cache_len``, ``batches``,
+    /// Counters since construction: ``embedded`` (distinct texts run through the model),
+    /// ``requested``, ``cache_hits``, ``cache_misses`` (texts the cache did not hold: a text
+    /// repeated in one call counts each time, and is run once), ``cache_len`` (vectors held
+    /// that can still be served: none past ``cache_ttl``), ``batches`` (those an interrupted
+    /// or failed call ran too),
     /// ``mean_batch_seconds``, ``texts_per_second``, ``tokens``, ``padded_tokens``, and the
     /// seconds spent in ``tokenize_seconds``, ``pad_seconds``, ``inference_seconds``,
     /// ``pool_seconds``; plus ``onnxruntime`` (version) and ``onnxruntime_path``.

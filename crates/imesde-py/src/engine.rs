@@ -1140,9 +1140,11 @@ impl Engine {
     }
 
     /// Counters and sizes: ``len``, ``capacity``, ``dim``, ``num_shards``, ``shard_size``,
-    /// ``storage``, ``ingested``, ``evicted``, ``deleted``, ``searches`` (queries answered, a
-    /// lexical or hybrid one too; a hybrid one read again under concurrent writes, per try),
-    /// ``memory_bytes`` (fixed at construction), ``payload_bytes`` (texts and metadata),
+    /// ``storage``, ``ingested``, ``evicted``, ``deleted`` (read while no write runs, so that
+    /// ``evicted`` only grows), ``searches`` (queries answered, a lexical or hybrid one too; a
+    /// hybrid one read again under concurrent writes, per try; the scan that calibrates a
+    /// percentile threshold), ``memory_bytes`` (fixed at construction), ``payload_bytes``
+    /// (texts and metadata, each item's in full: metadata shared by a batch counted per item),
     /// ``lexical_bytes`` (the BM25 index, None without one), ``simd``; ``index`` (``"ivf"`` or
     /// None), ``nlist``, ``nprobe``, ``index_trained``, ``index_bytes`` (held by the index now).
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {

@@ -893,7 +893,7 @@ impl Ring {
     /// under the shard's write lock: an item whose metadata was changed meanwhile so that it
     /// no longer passes stays).
     pub fn delete_passing(&self, ids: &[u64], filter: &Filter) -> Vec<u64> {
-        let deleted = self.change_each(ids, filter, |_, shard, _, slot| {
+        self.change_each(ids, filter, |_, shard, _, slot| {
             let id = shard.ids[slot];
             shard.payload_bytes -=
                 text_bytes(shard.texts[slot].as_ref()) + meta_bytes(shard.meta[slot].as_ref());
@@ -901,10 +901,9 @@ impl Ring {
             shard.texts[slot] = None;
             shard.meta[slot] = None;
             shard.len -= 1;
-        });
-        self.deleted
-            .fetch_add(deleted.len() as u64, Ordering::Relaxed);
-        deleted
+            // Counted with the item gone, inside the write (as `stats` reads them).
+            self.deleted.fetch_add(1, Ordering::Relaxed);
+        })
     }
 
     /// Changes the metadata of the items `ids` that are held and pass `filter` (checked as
@@ -1605,18 +1604,32 @@ impl Ring {
     /// Sizes and counters.
     #[must_use]
     pub fn stats(&self) -> RingStats {
-        let (len, payload_bytes) = self
-            .shards
-            .iter()
-            .map(|s| {
-                let s = s.read();
-                (s.len, s.payload_bytes)
-            })
-            .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
-        let ingested = self.next_id.load(Ordering::Acquire);
+        // Read while no write ran: amid a batch, its ids are handed out before its items are
+        // held, and `evicted` (what is neither held nor deleted) counted items not yet
+        // written, then fell back.
+        let (len, payload_bytes, ingested, deleted) = self.settled(
+            2,
+            || {
+                let (len, payload_bytes) = self
+                    .shards
+                    .iter()
+                    .map(|s| {
+                        let s = s.read();
+                        (s.len, s.payload_bytes)
+                    })
+                    .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+                let ingested = self.next_id.load(Ordering::Acquire);
+                (
+                    len,
+                    payload_bytes,
+                    ingested,
+                    self.deleted.load(Ordering::Relaxed),
+                )
+            },
+            |_| false,
+        );
         let slot_bytes =
             self.cfg.storage.vector_bytes(self.cfg.dim) + 8 + 8 + 2 * size_of::<Option<Arc<str>>>();
-        let deleted = self.deleted.load(Ordering::Relaxed);
         RingStats {
             len,
             ingested,
