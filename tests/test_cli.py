@@ -984,6 +984,40 @@ def test_watch_top_k_counts_the_lines_a_percentile_was_calibrated_on() -> None:
     assert texts == [lines[0]]
 
 
+def test_watch_percentile_and_top_k_print_what_the_calibrated_score_prints(
+    tmp_path: Path, stream: list[dict[str, Any]]
+) -> None:
+    """The lines a percentile was calibrated on went through the running top-k as the best K
+    of them, not in stream order: lines that entered the top K when they came were left out
+    (``--threshold p90 --top-k 5`` printed 8 lines, the calibrated score itself 14). A ring
+    that a batch overflowed before the calibration dropped lines unmatched, without a word."""
+    log = tmp_path / "log.txt"
+    log.write_text("\n".join(item["text"] for item in stream[:300]) + "\n", encoding="utf-8")
+    query = "update translations"
+    common = ("--file", str(log), "--jsonl", "--threads", "1", "--top-k", "5", "--batch", "10")
+
+    def printed(*extra: str) -> tuple[list[int], str]:
+        out = imesde_cli("watch", query, *common, *extra)
+        assert out.returncode == 0, out.stderr
+        return [json.loads(line)["id"] for line in out.stdout.splitlines()], out.stderr
+
+    by_percentile, _ = printed("--threshold", "p90")
+    import imesde
+
+    engine = imesde.Engine(imesde.TextEmbedder(threads=1))
+    engine.ingest_batch([item["text"] for item in stream[:100]])
+    scores = sorted(h.score for h in engine.search(query, k=100))
+    calibrated = scores[-10]  # above it fall 10 % of the first 100 lines
+    by_score, _ = printed("--threshold", repr(calibrated))
+    assert by_percentile == by_score
+    assert len(by_percentile) > 5  # the running top 5 changed as better lines came
+    # A ring smaller than a batch: the lines overwritten before the calibration are named.
+    _, stderr = printed(
+        "--threshold", "p90", "--shard-size", "50", "--num-shards", "1", "--batch", "64"
+    )
+    assert "14 lines read before p90 was calibrated were overwritten" in stderr
+
+
 def test_json_lines_are_read_by_field(tmp_path: Path, stream: list[dict[str, Any]]) -> None:
     """Structured logs: ``--field`` embeds each object's field (the whole JSON line was
     embedded, and matched little); lines that are not such objects are skipped and counted."""

@@ -463,6 +463,39 @@ def test_a_subscription_made_while_others_ingest_gets_every_event() -> None:
         assert sub.dropped == 0
 
 
+@pytest.mark.parametrize("storage", ["f32", "int8"])
+def test_the_first_subscription_matches_a_batch_written_after_it(storage: str) -> None:
+    """With no standing query registered when a batch began, it was written unmatched: the
+    engine's first subscription, made while another thread's batch was in flight, missed
+    its items (the same subscription with any other one registered got them all)."""
+    dim, n = 64, 200_000
+    rows = np.random.default_rng(0).standard_normal((n, dim), dtype=np.float32)
+    tried = 0
+    for _ in range(20):
+        engine = imesde.Engine(dim, num_shards=16, shard_size=16_384, storage=storage)
+        started = threading.Event()
+
+        def ingest(engine: imesde.Engine = engine, started: threading.Event = started) -> None:
+            started.set()
+            engine.ingest_vectors(rows)
+
+        writer = threading.Thread(target=ingest)
+        writer.start()
+        started.wait()
+        time.sleep(0.002)
+        sub = engine.subscribe(np.ones(dim, np.float32), threshold=-1.0, queue_size=n)
+        # Nothing held yet: the batch is written, then matched, after subscribe returned.
+        before = len(engine) == 0
+        writer.join()
+        if before:
+            tried += 1
+            assert sub.delivered == n, (storage, sub.delivered)
+            assert sorted(e.id for e in sub.drain()) == list(range(n))
+        if tried >= 3:
+            break
+    assert tried, "subscribe never returned before the batch was written"
+
+
 def test_async_for_waits_without_the_executor() -> None:
     """``async for`` waits on a future the next event resolves: it holds no executor thread
     (each idle iterator held one of the loop's default pool in slices, so a few dozen idle

@@ -904,18 +904,30 @@ def cmd_watch(args: argparse.Namespace) -> int:
                 "--threshold 0.5, suits a short input)",
                 file=sys.stderr,
             )
-        # The lines held, calibrated on, are matched as a search finds them, in stream order.
+        lost = engine.stats()["evicted"]
+        if lost:
+            # A batch larger than the ring's room (--batch over --num-shards x --shard-size).
+            print(
+                f"imesde watch: {_many(lost, 'line')} read before {args.threshold} was "
+                f"calibrated were overwritten (the ring holds {engine.capacity:,}): they were "
+                "not matched",
+                file=sys.stderr,
+            )
+        # The lines held, calibrated on, are matched as a search finds them, in stream order
+        # (every match: `enters_top_k` keeps the running top-k as the lines came).
         found = []
         for n, sub in enumerate(subs):
             hits = engine.search(sub.query or "", k=max(len(engine), 1))
-            hits = [h for h in hits if sub.threshold is None or h.score >= sub.threshold]
-            found += [(h.id, n, h) for h in hits[: args.top_k]]
+            t = sub.threshold
+            found += [(h.id, n, h) for h in hits if t is None or h.score >= t]
         for _, n, h in sorted(found, key=lambda f: (f[0], f[1])):
             if enters_top_k(best[queries[n]], args.top_k, h.score):
                 emit(queries[n], h.score, h.ts, h.id, h.text)
 
-    # No more than the ring holds: a larger count would never be reached.
-    need = min(_calibration_lines(args.threshold), engine.capacity) if deferred else 0
+    # No more than the ring holds after the batch that reaches it: a larger count would
+    # never be reached, and lines overwritten before the calibration would not be matched.
+    room = max(engine.capacity - args.batch + 1, 1)
+    need = min(_calibration_lines(args.threshold), room) if deferred else 0
     if not deferred:
         subscribe()
     progress = None if args.jsonl or args.quiet else _Progress(None)

@@ -721,22 +721,33 @@ impl Ring {
         vectors: &[f32],
         attrs: &Attributes,
     ) -> Result<(Range<u64>, Vec<Event>)> {
-        if self.standing.is_empty() {
-            return Ok((self.ingest(vectors, attrs)?, Vec::new()));
-        }
         let (n, unit) = self.unit_rows("vector", vectors)?;
         attrs.check(n)?;
         let routes = self.route(&unit);
         let ts_now = now();
-        // f32 rings store the unit rows themselves: score from there, without a copy.
+        // f32 rings store the unit rows themselves: score from there, without a copy; int8
+        // and binary rings keep a copy while a standing query is registered.
         let (prepared, copy) = match self.cfg.storage {
             Storage::F32 => (Prepared::F32(unit), None),
-            Storage::Int8 | Storage::Binary => (self.encode_unit(unit.clone()), Some(unit)),
+            Storage::Int8 | Storage::Binary => {
+                let copy = (!self.standing.is_empty()).then(|| unit.clone());
+                (self.encode_unit(unit), copy)
+            }
         };
         let ids = self.write(n, &prepared, attrs, ts_now, routes)?;
+        // Matched against the standing queries registered now: one whose `subscribe`
+        // returned while the batch was written gets its events, the first one too (when the
+        // batch began there was none).
+        if self.standing.is_empty() {
+            return Ok((ids, Vec::new()));
+        }
+        let recomputed;
         let unit = match (&prepared, &copy) {
             (_, Some(u)) | (Prepared::F32(u), None) => u,
-            (Prepared::Int8 { .. }, None) => unreachable!("int8 rings keep a copy"),
+            (Prepared::Int8 { .. }, None) => {
+                recomputed = self.unit_rows("vector", vectors)?.1;
+                &recomputed
+            }
         };
         let ts = |i: usize| attrs.timestamps.get(i).copied().unwrap_or(ts_now);
         let events =
