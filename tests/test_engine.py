@@ -170,7 +170,10 @@ def test_default_timestamp_is_now_and_metadata_can_be_shared(rng: np.random.Gene
     hits = engine.search_vector(np.ones(4, np.float32), k=3)
     assert all(before - 1 <= h.ts <= after + 1 for h in hits)
     assert all(h.metadata == {"k": "v"} for h in hits)
-    assert repr(engine).startswith("Engine(dim=4")
+    assert repr(engine) == "Engine(dim=4, num_shards=16, shard_size=1024, storage='f32', len=3)"
+    assert repr(imesde.Engine(4, num_shards=1, shard_size=8, index="ivf", lexical=True)) == (
+        "Engine(dim=4, num_shards=1, shard_size=8, storage='f32', index='ivf', lexical=True, len=0)"
+    )
     assert engine.stats()["simd"] == imesde.simd_backend()
 
 

@@ -121,6 +121,7 @@ def test_every_error_crosses_a_process_boundary() -> None:
             assert again.args == e.args
             assert again.__notes__ == ["a note"]
             assert getattr(again, "shard", None) == getattr(e, "shard", None)
+        assert e.ingested_ids is None  # set only where a chunked ingest stored some
 
 
 def test_messages_say_what_was_wrong_and_what_was_expected(engine: imesde.Engine) -> None:

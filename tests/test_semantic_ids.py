@@ -214,6 +214,25 @@ def test_bad_input_is_a_typed_error(vectors: npt.NDArray[np.float32]) -> None:
             imesde.RQKMeans(n_levels, 4, refine=refine)
     with pytest.raises(imesde.DTypeError):
         m.encode(np.array([["a", "b"]]))
+    # semantic-id's device and batch_size: checked everywhere as fit checks device (encode
+    # and unique_ids took device="cuda" and batch_size="x" without a word).
+    sid = imesde.SemanticIdEngine(encoder=m)
+    for call in (
+        lambda: m.encode(vectors[:2], device="cuda"),
+        lambda: sid.unique_ids(vectors[:2], device="cuda"),
+        lambda: sid.fit(vectors, device="cuda"),
+    ):
+        with pytest.raises(imesde.InvalidValueError, match="CPU"):
+            call()
+    for size, error in ((0, imesde.InvalidValueError), ("x", imesde.DTypeError)):
+        with pytest.raises(error, match="batch_size"):
+            m.encode(vectors[:2], batch_size=size)  # type: ignore[arg-type]
+        with pytest.raises(error, match="batch_size"):
+            sid.unique_ids(vectors[:2], batch_size=size)  # type: ignore[arg-type]
+    assert len(sid.unique_ids(vectors[:2], device="cpu", batch_size=1)) == 2
+    # Its repr names its arguments as the constructor does.
+    assert repr(sid).startswith("SemanticIdEngine(encoder=RQKMeans(")
+    assert ", unique_resolver=UniqueIdResolver(" in repr(sid)
     # The model still works after every error.
     assert m.encode(vectors).shape == (len(vectors), 2)
 

@@ -8,13 +8,23 @@ builtin classes keeps working.
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
 
 # Raised by the native module, which looks each class up here by name.
 
 
 class ImesdeError(Exception):
-    """Base class of every error raised by imesde."""
+    """Base class of every error raised by imesde.
+
+    ``ingested_ids``: for an ``ingest_batch`` read in chunks that stopped at a bad one, the
+    ids (an int64 array) of what the chunks before it stored; None for every other error.
+    """
+
+    ingested_ids: npt.NDArray[np.int64] | None = None
 
 
 class ShapeError(ImesdeError, ValueError):

@@ -462,11 +462,23 @@ impl PyBm25 {
     fn __repr__(&self, py: Python<'_>) -> String {
         let i = self.0.read();
         let p = i.params();
+        // The settings that make two indexes score alike (stop words as their number).
+        let delta = p
+            .method
+            .delta()
+            .map_or(String::new(), |d| format!(", delta={}", as_written(d)));
+        let analyzer = i.analyzer().config();
+        let stemmer = analyzer
+            .stemmer
+            .as_deref()
+            .map_or_else(|| "None".to_owned(), |s| py_str(py, s));
         format!(
-            "BM25(k1={}, b={}, method={}, documents={}, terms={})",
+            "BM25(k1={}, b={}, method={}{delta}, stemmer={stemmer}, stopwords={}, documents={}, \
+             terms={})",
             p.k1,
             p.b,
             py_str(py, &p.method.to_string()),
+            analyzer.stopwords.len(),
             i.document_count(),
             i.term_count()
         )

@@ -1204,8 +1204,19 @@ impl Engine {
     }
     fn __repr__(&self) -> String {
         let c = self.config();
+        // What tells two engines of one shape apart: an index, a BM25 index.
+        let index = if self.core.ring().index().is_some() {
+            ", index='ivf'"
+        } else {
+            ""
+        };
+        let lexical = if self.core.lexical_config().is_some() {
+            ", lexical=True"
+        } else {
+            ""
+        };
         format!(
-            "Engine(dim={}, num_shards={}, shard_size={}, storage='{}', len={})",
+            "Engine(dim={}, num_shards={}, shard_size={}, storage='{}'{index}{lexical}, len={})",
             c.dim,
             c.num_shards,
             c.shard_size,

@@ -15,7 +15,7 @@ import numpy.typing as npt
 from imesde._args import listed
 from imesde._imesde import Labeler
 from imesde.exceptions import ShapeError
-from imesde.semantic_ids.rqkmeans import RQKMeans
+from imesde.semantic_ids.rqkmeans import RQKMeans, _check_compat
 from imesde.semantic_ids.stores import (
     CollisionStore,
     InMemoryCollisionStore,
@@ -121,7 +121,7 @@ class SemanticIdEngine:
         item_ids: Sequence[Any] | None = None,
     ) -> list[str]:
         """Encode ``X``, format the codes and resolve collisions through the store."""
-        del device, batch_size
+        _check_compat(device, batch_size)
         sids = self.semantic_ids(X, sep=sep, fmt=fmt, formatter=formatter)
         return self.unique_resolver.assign(sids, item_ids=item_ids, sep=sep)
 
@@ -150,4 +150,6 @@ class SemanticIdEngine:
         return encoder._native_labeler(store._ids)
 
     def __repr__(self) -> str:
-        return f"SemanticIdEngine(encoder={self.encoder!r}, resolver={self.unique_resolver!r})"
+        return (
+            f"SemanticIdEngine(encoder={self.encoder!r}, unique_resolver={self.unique_resolver!r})"
+        )

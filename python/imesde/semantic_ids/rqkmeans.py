@@ -57,6 +57,15 @@ def _is_int(x: object) -> bool:
     return isinstance(x, numbers.Integral) and not isinstance(x, bool)
 
 
+def _check_compat(device: str, batch_size: int | None = None) -> None:
+    """``device`` and ``batch_size`` as ``semantic-id`` takes them: imesde runs on the CPU, and
+    chunks on its own (a ``batch_size`` is checked, then not needed)."""
+    if device != "cpu":
+        raise InvalidValueError(f"imesde runs RQ-KMeans on the CPU; got device={device!r}")
+    if batch_size is not None:
+        positive(batch_size, "batch_size")
+
+
 class RQKMeans:
     """Residual-quantisation k-means: ``n_levels`` codebooks, each trained on what the previous
     levels leave unexplained; a vector's code is one codeword index per level.
@@ -170,8 +179,7 @@ class RQKMeans:
         ``show_progress_bar``: a tqdm bar over the k-means iterations of all levels (None:
         when stderr is a terminal and ``X`` has at least 10,000 rows).
         """
-        if device != "cpu":
-            raise InvalidValueError(f"imesde runs RQ-KMeans on the CPU; got device={device!r}")
+        _check_compat(device)
         seed = self.random_state if self.random_state is not None else secrets.randbits(63)
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
             raise DTypeError(f"random_state must be an int or None, got {type(seed).__name__}")
@@ -209,9 +217,10 @@ class RQKMeans:
 
         ``beam_width`` (default: the constructor's) keeps that many partial codes per vector and
         returns the best reconstruction; 1 is greedy. ``device`` and ``batch_size`` are accepted
-        for ``semantic-id`` compatibility (encoding is already parallel and chunked).
+        for ``semantic-id`` compatibility (encoding is already parallel and chunked), and
+        checked as ``fit`` checks them: ``"cpu"`` only, a positive int or None.
         """
-        del device, batch_size
+        _check_compat(device, batch_size)
         beam = self.beam_width if beam_width is None else positive(beam_width, "beam_width")
         return self._fitted().encode(_matrix(X), beam)
 
