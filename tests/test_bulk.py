@@ -3,6 +3,8 @@ per-item timestamps and metadata are read in step, and a progress bar is drawn o
 
 from __future__ import annotations
 
+import sys
+import types
 from collections.abc import Iterator
 from typing import Any
 
@@ -144,6 +146,28 @@ def test_progress_bars_on_request_and_off_by_default(
     embedder.embed(texts, show_progress_bar=True)
     assert "imesde: embed" in capsys.readouterr().err
     assert len(engine) == 600
+
+
+def test_a_tqdm_that_cannot_draw_the_bar_gives_lines(
+    stream: list[dict[str, str]],
+    embedder: imesde.TextEmbedder,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A ``tqdm`` folder in the working directory imports as a namespace package, and a tqdm
+    of another API raises on the bar: both were raw errors out of ``ingest_batch``."""
+    engine = imesde.Engine(embedder, num_shards=1, shard_size=64)
+    texts = texts_of(stream, 10)
+
+    def old_tqdm(**kwargs: Any) -> None:
+        raise TypeError("unexpected keyword argument 'dynamic_ncols'")
+
+    for broken in (types.ModuleType("tqdm"), types.SimpleNamespace(tqdm=old_tqdm)):
+        monkeypatch.setitem(sys.modules, "tqdm", broken)
+        ids = engine.ingest_batch(texts, show_progress_bar=True)
+        assert len(ids) == 10
+        assert "imesde: ingest: 10 / 10" in capsys.readouterr().err
+    assert len(engine) == 20
 
 
 def test_rq_fit_progress_bar_changes_nothing(capsys: pytest.CaptureFixture[str]) -> None:

@@ -279,6 +279,34 @@ def test_models_by_name_from_a_hub_cache(
     assert imesde.TextEmbedder("acme/minilm-copy").model_path == e.model_path
 
 
+def test_a_broken_build_install_falls_back_to_the_packaged_model(tmp_path: Path) -> None:
+    """An onnx that is installed but does not import (a broken install) made the default
+    model a build that failed ("needs the onnx package"), the real error hidden, where a
+    missing one gives the packaged file; by name it failed even where the packaged file
+    served; an override asking for a build was dropped without a word."""
+    broken = tmp_path / "site" / "onnx"
+    broken.mkdir(parents=True)
+    (broken / "__init__.py").write_text("raise ImportError('onnx built for another numpy')\n")
+    code = (
+        "import imesde\n"
+        "print(imesde.TextEmbedder().model_path)\n"
+        "print(imesde.TextEmbedder('sentence-transformers/all-MiniLM-L6-v2').model_path)\n"
+    )
+    packaged, _ = _locate.packaged_model()
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(broken.parent), *sys.path]),
+        _locate.CACHE_ENV: str(tmp_path / "cache"),
+        _locate.DEFAULT_MODEL_ENV: "fp32",
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == [packaged, packaged]
+    assert "onnx built for another numpy" in out.stderr  # the warning names the cause
+
+
 def test_the_default_model_by_name_is_the_default_build(monkeypatch: pytest.MonkeyPatch) -> None:
     # This CPU's default (a build where a plan is shipped: the same one, not a second build),
     # then the packaged file.

@@ -461,6 +461,30 @@ def test_customised_labelers_are_called_from_python(vectors: npt.NDArray[np.floa
     assert imesde.SemanticIdEngine(encoder)._native_labeler() is not None
 
 
+def test_a_python_without_sqlite_imports_imesde() -> None:
+    """``stores.py`` imported sqlite3 with the package: a Python built without _sqlite3
+    could not ``import imesde`` at all."""
+    code = textwrap.dedent(
+        """
+        import sys
+        sys.modules["_sqlite3"] = None  # as a Python built without it
+        import imesde
+        store = imesde.InMemoryCollisionStore()
+        print(imesde.UniqueIdResolver(store).assign(["1-2", "1-2"]))
+        try:
+            imesde.SQLiteCollisionStore(":memory:")
+        except ImportError as e:
+            print("refused:", e)
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert out.returncode == 0, out.stderr
+    assert "['1-2', '1-2-1']" in out.stdout
+    assert "refused: SQLiteCollisionStore needs Python's sqlite3 module" in out.stdout
+
+
 def test_training_refuses_data_one_row_would_flatten() -> None:
     """One row 1e25 times the others: scaled to it, every other row's distances fell below
     f32's range and all got one code. Such data is refused, naming the row."""

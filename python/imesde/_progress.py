@@ -3,6 +3,7 @@ when tqdm is installed and stderr is a terminal."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import sys
 import time
@@ -19,11 +20,9 @@ class Stages:
         self.silent = False
         self.bar: Any = None
         if sys.stderr is not None and sys.stderr.isatty():
-            try:
+            # No tqdm, or not one that makes this bar: the stages are lines on stderr.
+            with contextlib.suppress(Exception):
                 tqdm: Any = importlib.import_module("tqdm").tqdm
-            except ImportError:
-                pass
-            else:
                 self.bar = tqdm(total=expected, desc=f"imesde: building {what}", leave=True)
 
     def quiet(self) -> None:

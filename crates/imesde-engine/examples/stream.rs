@@ -55,15 +55,15 @@ fn locate(var: &str, code: &str) -> PathBuf {
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let runtime = locate(
         "IMESDE_ORT_DYLIB",
-        "from imesde._models import onnxruntime_library; print(onnxruntime_library())",
+        "from imesde._locate import onnxruntime_library; print(onnxruntime_library())",
     );
     let model = locate(
         "IMESDE_MODEL",
-        "from imesde._models import packaged_model; print(packaged_model()[0])",
+        "from imesde._locate import packaged_model; print(packaged_model()[0])",
     );
     let tokenizer = locate(
         "IMESDE_TOKENIZER",
-        "from imesde._models import packaged_model; print(packaged_model()[1])",
+        "from imesde._locate import packaged_model; print(packaged_model()[1])",
     );
     let t = Instant::now();
     load_runtime(&runtime)?;

@@ -160,10 +160,11 @@ def bert_graph(weights: dict[str, npt.NDArray[Any]], cfg: BertConfig, name: str 
     try:
         import onnx
         from onnx import TensorProto, helper, numpy_helper
-    except ImportError:
+    except ImportError as e:
         raise ModelLoadError(
-            'building models needs the onnx package: pip install "imesde[build]"'
-        ) from None
+            f"building models needs the onnx package, which did not import ({e}): pip install "
+            '"imesde[build]"'
+        ) from e
 
     w = _weights(weights, cfg)
     h, heads = cfg.hidden_size, cfg.num_attention_heads

@@ -141,10 +141,11 @@ class Runner:
         try:
             ort: Any = importlib.import_module("onnxruntime")
             from tokenizers import Tokenizer
-        except ImportError:
+        except ImportError as e:
             raise ModelLoadError(
-                'int8 builds need onnxruntime and tokenizers: pip install "imesde[build]"'
-            ) from None
+                f"int8 builds need onnxruntime and tokenizers, which did not import ({e}): "
+                'pip install "imesde[build]"'
+            ) from e
         self._ort = ort
         try:
             tok = Tokenizer.from_file(str(tokenizer))

@@ -7,11 +7,17 @@ import contextlib
 import itertools
 import math
 import os
-import sqlite3
 import threading
 import weakref
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol, runtime_checkable
+
+try:
+    import sqlite3
+
+    _NO_SQLITE: str | None = None
+except ImportError as e:  # a Python built without _sqlite3: only SQLiteCollisionStore needs it
+    _NO_SQLITE = str(e)
 
 from imesde._args import listed
 from imesde._imesde import IdStore
@@ -214,6 +220,11 @@ class SQLiteCollisionStore:
     """
 
     def __init__(self, path: str | os.PathLike[str] = "collisions.db", *, timeout: float = 60.0):
+        if _NO_SQLITE is not None:
+            raise ImportError(
+                f"SQLiteCollisionStore needs Python's sqlite3 module, which this Python was "
+                f"built without ({_NO_SQLITE}); InMemoryCollisionStore needs none"
+            )
         if isinstance(timeout, bool) or not isinstance(timeout, int | float):
             raise DTypeError(f"timeout must be a number of seconds, got {type(timeout).__name__}")
         if not (math.isfinite(timeout) and timeout >= 0):
