@@ -315,10 +315,11 @@ def test_parameters_read_back_as_written_and_bad_arguments_are_named() -> None:
     assert (index.delta, index.stemmer, index.stopwords) == (None, "english", [])
     # The repr shows what makes two indexes score apart (two of these read the same).
     assert repr(plus) == (
-        "BM25(k1=0.9, b=0.75, method='bm25+', delta=0.25, stemmer='german', stopwords=1, "
+        "BM25(k1=0.9, b=0.75, method='bm25+', delta=0.25, stemmer='german', stopwords=['der'], "
         "documents=0, terms=0)"
     )
-    assert "stemmer=None" in repr(imesde.BM25(stemmer=None))
+    assert "stemmer=None, stopwords=[]" in repr(imesde.BM25(stemmer=None))
+    assert " words], " in repr(imesde.BM25(stopwords="english"))
     with pytest.raises(imesde.DTypeError, match="bool"):
         imesde.BM25(k1=True)
     index.add_batch([1, 2], ["a b", "b c"])

@@ -194,6 +194,13 @@ def test_ctrl_c_stops_a_long_ingest_and_adds_nothing(stream: list[dict[str, str]
     assert time.perf_counter() - t < 5, "the interrupt is seen between model calls"
     assert len(e) == 1
     assert e.search("before", k=1)[0].text == "before"
+    # The model calls that ran before the interrupt are counted (they were lost, as if the
+    # embedder had been idle).
+    assert e.model is not None
+    stats = e.model.stats()
+    assert stats["batches"] > 1
+    assert stats["inference_seconds"] > 0
+    assert 1 < stats["embedded"] < len(stream)
 
 
 @pytest.mark.timeout(180)

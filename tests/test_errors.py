@@ -88,6 +88,15 @@ def test_a_file_that_cannot_be_read_carries_its_errno_and_name(tmp_path: Path) -
         assert caught.value.filename is not None
         assert str(tmp_path) in caught.value.filename
         assert "No such file" in str(caught.value)
+        # As an OSError's, they go with it through a pickle (a worker's error) or a copy.
+        again = pickle.loads(pickle.dumps(caught.value))
+        assert type(again) is imesde.StorageError
+        assert (again.errno, again.strerror, again.filename, str(again)) == (
+            caught.value.errno,
+            caught.value.strerror,
+            caught.value.filename,
+            str(caught.value),
+        )
 
 
 def test_error_classes_also_subclass_the_builtins() -> None:

@@ -1097,11 +1097,19 @@ def test_a_column_is_one_entry_per_item_in_an_order() -> None:
             args: dict[str, Any] = {column: empty}
             with pytest.raises(imesde.ShapeError, match=rf"{column} has 0 entries, expected 2"):
                 engine.ingest_vectors(x, **args)
-    with pytest.raises(imesde.ShapeError, match="timestamps has 1 entries, expected 2"):
+    with pytest.raises(imesde.ShapeError, match="timestamps has 1 entry, expected 2"):
         engine.ingest_vectors(x, timestamps=np.array([1.0]))
-    with pytest.raises(imesde.ShapeError, match="metadata has 1 entries, expected 2"):
+    with pytest.raises(imesde.ShapeError, match="metadata has 1 entry, expected 2"):
         engine.ingest_vectors(x, metadata=[{"a": 1}])
-    for unordered in (b"ab", bytearray(b"ab"), {10.0, 9.0}, frozenset({1.0, 2.0}), {1.0: 2.0}):
+    unordered_columns: tuple[Any, ...] = (
+        b"ab",
+        bytearray(b"ab"),
+        {10.0, 9.0},
+        frozenset({1.0, 2.0}),
+        {1.0: 2.0},
+        {2.0: 0, 1.0: 0}.keys(),
+    )
+    for unordered in unordered_columns:
         with pytest.raises(imesde.DTypeError, match="timestamps must be a list or array"):
             engine.ingest_vectors(x, timestamps=unordered)
     with pytest.raises(imesde.ShapeError, match="timestamps must be 1-D"):

@@ -9,13 +9,14 @@ import heapq
 import importlib
 import numbers
 import operator
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Set as AbstractSet
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 import numpy as np
 
-from imesde.exceptions import DTypeError, InvalidValueError, OutOfRangeError
+from imesde.exceptions import DTypeError, InvalidValueError, OutOfRangeError, ShapeError
 
 T = TypeVar("T")
 
@@ -89,6 +90,24 @@ def listed(values: Iterable[Any], what: str) -> list[Any]:
     return list(iterate(values, what))
 
 
+def time_column(values: Any) -> Any:
+    """A column of times given for as many items, checked as one (not a str or bytes, read as
+    characters or ints; not a set or a mapping, in an order of their own; 1-D), and as
+    :func:`datetime_column` reads it whole where it can be; None for one read a value at a
+    time (a list, an iterator, an array of numbers)."""
+    if isinstance(values, str | bytes | bytearray | AbstractSet | Mapping):
+        raise DTypeError(
+            "timestamps must be a list or array of times, one per item, got "
+            f"{type(values).__name__}"
+        )
+    ndim = getattr(values, "ndim", 1)
+    if isinstance(ndim, int) and ndim > 1:
+        raise ShapeError(
+            f"timestamps must be 1-D, one per item, got a {ndim}-D array (ravel() flattens it)"
+        )
+    return datetime_column(values)
+
+
 def datetime_column(values: Any) -> Any:
     """A pandas Series or Index of datetimes (naive, or aware: then its instants in UTC;
     numpy- or pyarrow-backed) or a pyarrow array of timestamps as a numpy ``datetime64`` array
@@ -124,6 +143,8 @@ def arrow_times(values: Any, what: str) -> Any:
         raise DTypeError(f"{what} must be seconds or datetimes, got pyarrow {kind}")
     if isinstance(values, pa.Scalar):
         return pa.array([values]).to_numpy(zero_copy_only=False)[0]
+    if isinstance(values, pa.ChunkedArray):  # whose to_numpy takes no zero_copy_only before 13
+        values = values.combine_chunks()
     return np.asarray(values.to_numpy(zero_copy_only=False))
 
 

@@ -15,13 +15,12 @@ import re
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sized
-from collections.abc import Set as AbstractSet
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
-from imesde._args import positive, python_values
+from imesde._args import positive, python_values, time_column
 from imesde.exceptions import DTypeError, ImesdeError, ShapeError
 
 if TYPE_CHECKING:
@@ -111,16 +110,12 @@ def _per_item(x: Any, what: str, total: int | None) -> Iterator[Any] | None:
     """Per-item values (timestamps, metadata) read in step with the texts; None when absent."""
     if x is None:
         return None
-    # Bytes iterate as ints, a set and a mapping in an order of their own (as the native
-    # module refuses them in one batch).
-    if what == "timestamps" and isinstance(x, (str, bytes, bytearray, AbstractSet, Mapping)):
-        raise DTypeError(
-            f"timestamps must be a list or array of times, one per item, got {type(x).__name__}"
-        )
-    if what == "timestamps" and getattr(x, "ndim", 1) > 1:
-        raise ShapeError(
-            f"timestamps must be 1-D, one per item, got a {x.ndim}-D array (ravel() flattens it)"
-        )
+    if what == "timestamps":
+        # Checked as one batch checks it; a pandas or pyarrow column of datetimes read whole
+        # as its datetime64 values (its scalars one at a time cost microseconds each).
+        column = time_column(x)
+        if column is not None:
+            x = column
     n = _length(x)
     if n is not None and total is not None and n != total:
         raise ShapeError(f"{what} has {n} entries, expected {total} (one per text)")

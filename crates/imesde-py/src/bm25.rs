@@ -472,13 +472,20 @@ impl PyBm25 {
             .stemmer
             .as_deref()
             .map_or_else(|| "None".to_owned(), |s| py_str(py, s));
+        // A few stop words as the list they are, many as their number.
+        let stopwords = match analyzer.stopwords.len() {
+            0..=3 => {
+                let words: Vec<String> = analyzer.stopwords.iter().map(|w| py_str(py, w)).collect();
+                format!("[{}]", words.join(", "))
+            }
+            n => format!("[{n} words]"),
+        };
         format!(
-            "BM25(k1={}, b={}, method={}{delta}, stemmer={stemmer}, stopwords={}, documents={}, \
-             terms={})",
+            "BM25(k1={}, b={}, method={}{delta}, stemmer={stemmer}, stopwords={stopwords}, \
+             documents={}, terms={})",
             p.k1,
             p.b,
             py_str(py, &p.method.to_string()),
-            analyzer.stopwords.len(),
             i.document_count(),
             i.term_count()
         )

@@ -452,14 +452,16 @@ fn within(i: usize, n: usize, what: &str) -> PyResult<()> {
 /// A column given for `n` items, refused unless it has one entry each: an empty one is not
 /// "none given" (that is None), and a shorter one names its length here, where it is known.
 fn one_per_item<T>(column: Vec<T>, n: usize, what: &str) -> PyResult<Vec<T>> {
-    if column.len() == n {
-        Ok(column)
-    } else {
-        Err(py_err!(
+    match column.len() {
+        len if len == n => Ok(column),
+        1 => Err(py_err!(
             Shape,
-            "{what} has {} entries, expected {n} (one per item)",
-            column.len()
-        ))
+            "{what} has 1 entry, expected {n} (one per item)"
+        )),
+        len => Err(py_err!(
+            Shape,
+            "{what} has {len} entries, expected {n} (one per item)"
+        )),
     }
 }
 
@@ -587,7 +589,11 @@ fn time_seconds(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Option<f64>> {
         return Ok(Some(seconds));
     }
     // A pyarrow timestamp scalar as the datetime64 it holds (a date is refused).
-    if obj.get_type().module()?.to_cow()?.starts_with("pyarrow") {
+    if obj
+        .get_type()
+        .module()
+        .is_ok_and(|m| m.to_cow().is_ok_and(|m| m.starts_with("pyarrow")))
+    {
         let held = args(obj.py(), pyo3::intern!(obj.py(), "arrow_times"))?.call1((obj, what))?;
         if let Some(seconds) = datetime64_seconds(&held, what)? {
             return Ok(Some(seconds));
@@ -659,37 +665,16 @@ pub(crate) fn timestamps(obj: &Bound<'_, PyAny>, n: usize) -> PyResult<Vec<f64>>
     if let Some(seconds) = array_seconds(obj)? {
         return one_per_item(seconds, n, "timestamps");
     }
-    // A pandas Series or Index of datetimes, or a pyarrow array of timestamps, read whole as
-    // its datetime64 values (a value at a time cost microseconds each).
+    // Anything but a list: checked as a column (`_args.time_column`: bytes iterate as ints,
+    // a set and a mapping in an order of their own), and a pandas Series or Index of
+    // datetimes, or a pyarrow array of timestamps, read whole as its datetime64 values (a
+    // value at a time cost microseconds each).
     if !(obj.is_instance_of::<PyList>() || obj.is_instance_of::<PyTuple>()) {
         let py = obj.py();
-        let column = args(py, pyo3::intern!(py, "datetime_column"))?.call1((obj,))?;
+        let column = args(py, pyo3::intern!(py, "time_column"))?.call1((obj,))?;
         if let Some(seconds) = array_seconds(&column)? {
             return one_per_item(seconds, n, "timestamps");
         }
-    }
-    // Bytes iterate as ints, a set and a mapping in an order of their own (their keys).
-    if obj.is_instance_of::<PyString>()
-        || obj.is_instance_of::<PyBytes>()
-        || obj.is_instance_of::<PyByteArray>()
-        || obj.is_instance_of::<PySet>()
-        || obj.is_instance_of::<PyFrozenSet>()
-        || mapping(obj)?.is_some()
-    {
-        return Err(py_err!(
-            DType,
-            "timestamps must be a list or array of times, one per item, got {}",
-            type_name(obj)
-        ));
-    }
-    if let Ok(array) = obj.cast::<PyUntypedArray>()
-        && array.ndim() > 1
-    {
-        return Err(py_err!(
-            Shape,
-            "timestamps must be 1-D, one per item, got a {}-D array (ravel() flattens it)",
-            array.ndim()
-        ));
     }
     let seconds = obj
         .try_iter()

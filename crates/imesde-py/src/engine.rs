@@ -703,8 +703,8 @@ impl Engine {
     /// and ``ts`` as in ``ingest``; by default the new version keeps the old item's metadata
     /// (and, for a vector, its text) and is stamped now. The new version is a new item at the
     /// head of the stream (labelled and matched by standing queries as any new item), then
-    /// ``id`` is deleted (two writes: a read or snapshot on another thread between them sees
-    /// both versions); an ``id`` not held just adds the item. A bad item raises and leaves
+    /// ``id`` is deleted (two writes: a read or snapshot on another thread between them may see
+    /// both versions, a search neither); an ``id`` not held just adds the item. A bad item raises and leaves
     /// ``id`` as it was.
     #[pyo3(signature = (id, item, *, metadata = None, ts = None))]
     fn upsert(
@@ -1210,7 +1210,7 @@ impl Engine {
         } else {
             ""
         };
-        let lexical = if self.core.lexical_config().is_some() {
+        let lexical = if self.core.is_lexical() {
             ", lexical=True"
         } else {
             ""

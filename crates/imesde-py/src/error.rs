@@ -92,21 +92,24 @@ impl From<CoreError> for PyErr {
                 e.to_string(),
             ),
         };
-        let e = err(class, msg);
-        if let Some((path, Some(errno))) = io {
-            // A `StorageError` is an `OSError`: `errno`, `strerror` and `filename` as
-            // Python's own (`e.errno == errno.ENOENT` for a snapshot not written yet).
-            Python::attach(|py| {
-                let value = e.value(py);
+        match io {
+            // A `StorageError` is an `OSError`: made as `OSError(errno, strerror, filename)`
+            // is, its `errno` (`e.errno == errno.ENOENT` for a snapshot not written yet),
+            // `strerror` and `filename` are Python's own, and go with it when it is pickled.
+            Some((path, Some(errno))) => Python::attach(|py| {
                 let strerror = py
                     .import("os")
-                    .and_then(|os| os.call_method1("strerror", (errno,)));
-                let _ = value.setattr("errno", errno);
-                let _ = strerror.and_then(|s| value.setattr("strerror", s));
-                let _ = value.setattr("filename", path.as_os_str());
-            });
+                    .and_then(|os| os.call_method1("strerror", (errno,)))
+                    .and_then(|s| s.extract::<String>());
+                match (crate::exceptions::class(py, class), strerror) {
+                    (Ok(cls), Ok(strerror)) => {
+                        PyErr::from_type(cls, (errno, strerror, path.into_os_string()))
+                    }
+                    (Err(e), _) | (_, Err(e)) => e,
+                }
+            }),
+            _ => err(class, msg),
         }
-        e
     }
 }
 

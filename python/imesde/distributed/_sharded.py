@@ -27,7 +27,15 @@ import numpy as np
 import numpy.typing as npt
 import ray
 
-from imesde._args import enters_top_k, integer, listed, percentile, positive, python_values
+from imesde._args import (
+    enters_top_k,
+    integer,
+    listed,
+    percentile,
+    positive,
+    python_values,
+    time_column,
+)
 from imesde._bulk import Progress, wants_bar
 
 if TYPE_CHECKING:
@@ -231,6 +239,10 @@ def _columns(n: int, what: str, **columns: Any) -> dict[str, list[Any] | None]:
             continue
         if name == "metadata" and isinstance(col, Mapping):
             col = [col] * n
+        if name == "timestamps":
+            # Checked as an engine checks it (a set or a dict is refused, not listed).
+            column = time_column(col)
+            col = col if column is None else column
         values = listed(python_values(col) if name == "texts" else col, name)
         if name == "metadata":
             values = [_plain(m) for m in values]
