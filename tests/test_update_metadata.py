@@ -284,11 +284,12 @@ def test_delete_by_filter_keeps_an_item_changed_meanwhile() -> None:
     rng = np.random.default_rng(5)
     kept: list[int] = []
     done = threading.Event()
+    ingested = [0]  # ids handed out so far, as the ingesting thread saw them
 
     def mark() -> None:
         r = np.random.default_rng(6)
         while not done.is_set():
-            newest = engine.stats()["ingested"]
+            newest = ingested[0]
             if newest:
                 i = int(r.integers(max(0, newest - 300), newest))
                 if engine.update_metadata(i, {"s": "keep"}) == 1:
@@ -303,7 +304,7 @@ def test_delete_by_filter_keeps_an_item_changed_meanwhile() -> None:
         t.start()
     for _ in range(300):
         batch = rng.standard_normal((100, 16)).astype(np.float32)
-        engine.ingest_vectors(batch, metadata={"s": "tmp"})
+        ingested[0] = int(engine.ingest_vectors(batch, metadata={"s": "tmp"})[-1]) + 1
     done.set()
     for t in helpers:
         t.join()
