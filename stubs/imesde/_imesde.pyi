@@ -576,7 +576,7 @@ class Engine:
         """Top-``k`` for a batch of queries: ``(scores, ids)`` of shape ``[nq, k']``
         (``k' = min(k, len(engine))``, fewer when fewer items pass the filters), best first; no
         queries (``[0, dim]``) give no rows. A row with fewer hits than another is padded
-        with id ``-1`` and score ``-inf``, as faiss pads."""
+        with id ``-1`` (as faiss pads) and score ``-inf``."""
     def get(self, id: int) -> Item:
         """The item with this id; raises ``ItemNotFoundError`` if it is not held."""
     def get_batch(self, ids: Iterable[int] | npt.NDArray[np.integer[Any]]) -> list[Item | None]:

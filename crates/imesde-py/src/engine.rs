@@ -970,7 +970,7 @@ impl Engine {
     /// returns ``(scores, ids)``, float32 and int64 arrays of shape ``[nq, min(k,
     /// len(engine))]``, best first (no queries, ``[0, dim]``: no rows). ``since``, ``until`` and
     /// ``where`` as in ``search`` (fewer matching items: fewer columns). A row with fewer hits
-    /// than another is padded with id ``-1`` and score ``-inf`` (as faiss pads); with an
+    /// than another is padded with id ``-1`` (as faiss pads) and score ``-inf``; with an
     /// index, a query whose probed lists hold fewer passing items than it rescores
     /// (``k_factor * max(k, 10)``) is answered by a scan of every item, as without the index.
     #[pyo3(

@@ -1470,21 +1470,19 @@ impl Ring {
     }
 
     /// The best `k` of a scan's candidates for query `j`, best first: int8 and binary
-    /// candidates are rescored from their codes and residuals. An int8 candidate overwritten
-    /// since the scan keeps its scan score; a binary one is dropped (its scan score is not a
-    /// cosine).
+    /// candidates are rescored from their codes and residuals. A candidate overwritten or
+    /// deleted since the scan is dropped: its scan score is no cosine (a binary one's is a
+    /// Hamming count, an int8 one's was off by up to 5e-3 in `search_vectors` under writers),
+    /// and a query left short of `k` is read again ([`Ring::settled`]).
     fn refine(&self, q: &Query, j: usize, best: Vec<(f32, u64)>, k: usize) -> Vec<(f32, u64)> {
-        let Query::Int8 { bits, .. } = q else {
+        if !matches!(q, Query::Int8 { .. }) {
             return best;
-        };
+        }
         let ids: Vec<u64> = best.iter().map(|&(_, key)| EMPTY - key).collect();
         let mut best: Vec<(f32, u64)> = best
             .into_iter()
             .zip(self.rescore(q, j, &ids))
-            .filter_map(|((s, key), refined)| match refined {
-                Some(r) => Some((r, key)),
-                None => bits.is_none().then_some((s, key)),
-            })
+            .filter_map(|((_, key), refined)| refined.map(|r| (r, key)))
             .collect();
         imesde_simd::sort_best_first(&mut best);
         best.truncate(k);
@@ -1556,7 +1554,7 @@ impl Ring {
     }
 
     /// The scores of the items `ids` for query `j` of an int8 scan from their codes and
-    /// residuals; `None` for an item overwritten since the scan (it keeps its scan score).
+    /// residuals; `None` for an item overwritten or deleted since the scan.
     fn rescore(&self, q: &Query, j: usize, ids: &[u64]) -> Vec<Option<f32>> {
         let Query::Int8 { codes, scales, .. } = q else {
             unreachable!("only int8 scans keep extra candidates")
