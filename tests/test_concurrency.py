@@ -151,7 +151,6 @@ _EXIT_PRELUDE = """
 import asyncio, logging, sys, threading, time
 from multiprocessing.pool import ThreadPool
 import numpy as np
-import numpy.typing as npt
 import imesde
 
 x = np.random.default_rng(0).standard_normal((64, 32)).astype("f4")
