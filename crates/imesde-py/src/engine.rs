@@ -255,8 +255,9 @@ impl Engine {
     /// Dense and lexical results fused into one ranking: ``method`` as in ``imesde.fuse``
     /// (``"weighted"`` by default: min-max scaled scores, the best fusion across the retrieval
     /// sets in README; ``"rrf"``, ``"combsum"``, ``"combmnz"`` and ``"borda"`` too). ``alpha``
-    /// weights the dense list (and ``1 - alpha`` the lexical one; default 0.5; 0 gives the
-    /// lexical ranking, 1 the dense one). ``score`` is the fused score. ``vector``: the
+    /// weights the dense list (and ``1 - alpha`` the lexical one; 0 gives the lexical ranking,
+    /// 1 the dense one). Left out, it is 0.5 for ``"weighted"``, and the other methods weight
+    /// both lists 1 (the ranking 0.5 gives, each score twice as large). ``score`` is the fused score. ``vector``: the
     /// query's embedding (float32, the engine's dimension) for the dense side instead of the
     /// model's, as a vectors-only engine needs; ``query`` stays what the lexical side
     /// searches (with ``vector``, a text or its analyzed terms). ``since``, ``until`` and
