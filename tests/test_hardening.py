@@ -575,6 +575,20 @@ def test_forged_snapshots_are_corrupt(tmp_path: Path) -> None:
     forged.write_bytes(_reframe(bytes(b)))
     with pytest.raises(imesde.IndexCorruptError, match="unit length"):
         imesde.Engine.load(forged)
+    # An int8 code of -128 (127 stands for 1.0): within the unit-length slack, and outside
+    # the range the scan kernels' sums are bounded by (they could overflow into a wrong score).
+    e8 = imesde.Engine(4, num_shards=2, shard_size=4, storage="int8")
+    e8.ingest_vectors(np.eye(4, dtype=np.float32))
+    e8.save(path)
+    body, next_at = _snapshot_parts(path)
+    tag_len = struct.unpack_from("<I", body, next_at + 8)[0]
+    first_codes = next_at + 8 + 4 + tag_len + 8 + 8 + 8
+    assert body[first_codes] == 127
+    b = bytearray(body)
+    b[first_codes] = 0x80
+    forged.write_bytes(_reframe(bytes(b)))
+    with pytest.raises(imesde.IndexCorruptError, match=r"outside -127\.\.=127"):
+        imesde.Engine.load(forged)
 
 
 def test_a_tiny_snapshot_of_a_huge_ring_loads_lazily(tmp_path: Path) -> None:

@@ -225,8 +225,18 @@ impl IdStore {
     /// Unique ids for `keys`; `owners` (one per key) name the items they are for: an owner
     /// holding an id for its key gets it back; otherwise it gets `k`, else `k{sep}{owner}`,
     /// else `k{sep}{owner}{sep}1`, ... Without owners, suffixes count per key.
+    ///
+    /// # Panics
+    /// `owners` given with another length than `keys`.
     #[must_use]
     pub fn claim(&self, keys: &[String], sep: &str, owners: Option<&[String]>) -> Vec<String> {
+        if let Some(owners) = owners {
+            assert_eq!(
+                owners.len(),
+                keys.len(),
+                "IdStore::claim: one owner per key"
+            );
+        }
         let mut st = self.state.lock();
         let mut out = Vec::with_capacity(keys.len());
         for (i, key) in keys.iter().enumerate() {

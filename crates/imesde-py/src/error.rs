@@ -86,6 +86,7 @@ impl From<CoreError> for PyErr {
             CoreError::Similarity(e) => (
                 match e {
                     SimilarityError::Dimension { .. } => Exc::Dimension,
+                    SimilarityError::Shape { .. } => Exc::Shape,
                     SimilarityError::TooLarge { .. } => Exc::Capacity,
                     _ => Exc::InvalidValue,
                 },

@@ -272,6 +272,11 @@ impl Ring {
                     bits,
                 } => {
                     let c = r.bytes(dim).map_err(bad)?;
+                    // Codes are symmetric, -127..=127: the scan kernels' sums are bounded by
+                    // it (a -128 from a forged file could overflow them into a wrong score).
+                    if c.iter().any(|&b| b as i8 == i8::MIN) {
+                        return Err(invalid("a vector's codes are outside -127..=127"));
+                    }
                     for (dst, &b) in codes[slot * dim..(slot + 1) * dim].iter_mut().zip(c) {
                         *dst = b as i8;
                     }

@@ -90,19 +90,22 @@ fn quantize_with_norms_any(x: &[f32], q: &mut [i16], max_code: f32) -> (f32, [f3
         .iter()
         .chain(tail.iter())
         .fold(0.0f32, |m, v| m.max(v.abs()));
-    if amax == 0.0 {
+    let inv = max_code / amax;
+    // A row so small (|x| < 1e-34 or so) that `inv` overflows is a zero row in f32: its
+    // squares are 0 already, and `0 * inf` would be a NaN code below.
+    if amax == 0.0 || !inv.is_finite() {
         q.fill(0);
         return (0.0, [0.0; 3]);
     }
-    let inv = max_code / amax;
     let t = amax / max_code;
     let mc = max_code as i32;
     let mut acc = [[0.0f32; 16]; 3];
     let lane = |l: usize, v: f32, c: &mut i16, acc: &mut [[f32; 16]; 3]| {
         let scaled = v * inv;
         debug_assert!(scaled.abs() <= max_code * 1.001);
-        // SAFETY: |v| <= amax, so |v * inv| <= max_code (+ one rounding) < 2^31, and v is
-        // finite (inputs are checked); truncation toward zero is the same on every CPU.
+        // SAFETY: |v| <= amax, so |v * inv| <= max_code (+ one rounding) < 2^31, and v and
+        // inv are finite (inputs are checked, and so is inv above); truncation toward zero is
+        // the same on every CPU.
         let code = unsafe { scaled.to_int_unchecked::<i32>() }.clamp(-mc, mc);
         *c = code as i16;
         let back = code as f32 * t;
@@ -407,6 +410,17 @@ pub(crate) mod tests {
         *seed ^= *seed >> 7;
         *seed ^= *seed << 17;
         (*seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+    }
+
+    /// A row too small for its scale to be taken (`max_code / amax` overflows) is a zero row:
+    /// it gave a NaN code (a failed debug assertion; `to_int_unchecked` of a NaN in release),
+    /// from `RqKMeans::encode` of a row of subnormal values.
+    #[test]
+    fn rows_too_small_to_scale_are_zero_rows() {
+        let x = [1e-40f32, 0.0, -1e-41, 0.0, 3e-39, 0.0, 0.0, 0.0];
+        let mut q = [7i16; 8];
+        let (t, norms) = quantize_with_norms_any(&x, &mut q, 32767.0);
+        assert_eq!((q, t, norms), ([0; 8], 0.0, [0.0; 3]));
     }
 
     /// The prefiltered argmin equals the full fixed-order scan on every backend-independent

@@ -22,6 +22,12 @@ pub enum SimilarityError {
     Dimension { a: usize, b: usize },
     /// A result of `n x m` values cannot be allocated.
     TooLarge { n: usize, m: usize },
+    /// An input that is not whole rows of its width (or rows of no values).
+    Shape {
+        what: &'static str,
+        len: usize,
+        dim: usize,
+    },
 }
 
 impl fmt::Display for SimilarityError {
@@ -34,6 +40,9 @@ impl fmt::Display for SimilarityError {
                 "{what} row {i} is all zeros; its direction (and cosine) is undefined"
             ),
             Self::Dimension { a, b } => write!(f, "a has {a} dims, b has {b} dims"),
+            Self::Shape { what, len, dim } => {
+                write!(f, "{what} has {len} values, which are not rows of {dim}")
+            }
             Self::TooLarge { n, m } => {
                 write!(f, "a result of {n} x {m} values cannot be allocated")
             }
@@ -91,19 +100,29 @@ fn output(n: usize, m: usize) -> Result<Vec<f32>> {
     Err(SimilarityError::TooLarge { n, m })
 }
 
+/// The numbers of rows of `a` and `b`, whole rows of one width each (which may be none).
 fn rows(a: &[f32], b: &[f32], dim_a: usize, dim_b: usize) -> Result<(usize, usize)> {
     if dim_a != dim_b {
         return Err(SimilarityError::Dimension { a: dim_a, b: dim_b });
     }
-    let dim = dim_a.max(1);
-    Ok((a.len() / dim, b.len() / dim))
+    for (what, x) in [("a", a), ("b", b)] {
+        if dim_a == 0 || x.len() % dim_a != 0 {
+            return Err(SimilarityError::Shape {
+                what,
+                len: x.len(),
+                dim: dim_a,
+            });
+        }
+    }
+    Ok((a.len() / dim_a, b.len() / dim_a))
 }
 
 /// Cosine similarities of the rows of `a` (`dim_a` values each) and `b` (`dim_b`): `[n, m]`
 /// row-major, `a`'s rows first. Inputs are named `names` in errors.
 ///
 /// # Errors
-/// Different widths, a NaN / infinite value, a zero row, a result too large.
+/// Different widths, inputs that are not whole rows, a NaN / infinite value, a zero row, a
+/// result too large.
 pub fn cosine(
     names: [&'static str; 2],
     (a, dim_a): (&[f32], usize),
@@ -115,7 +134,9 @@ pub fn cosine(
         unit_rows(names[1], b, dim_b)?,
     );
     let mut out = output(n, m)?;
-    Kernels::best().scan_multi_f32(&ua, n, &ub, &mut out);
+    if n > 0 && m > 0 {
+        Kernels::best().scan_multi_f32(&ua, n, &ub, &mut out);
+    }
     Ok(out)
 }
 
@@ -123,7 +144,8 @@ pub fn cosine(
 /// parallel.
 ///
 /// # Errors
-/// Different widths, a NaN / infinite value, a result too large.
+/// Different widths, inputs that are not whole rows, a NaN / infinite value, a result too
+/// large.
 pub fn distances(
     distance: Distance,
     (a, dim_a): (&[f32], usize),
@@ -230,6 +252,20 @@ mod tests {
             distances(Distance::L1, (&a, 2), (&b, 1)),
             Err(SimilarityError::Dimension { a: 2, b: 1 })
         );
+        // Rows that are not whole, or of no values, are refused (the kernels asserted, or
+        // answered for rows cut short); no rows give no values.
+        for (x, dim) in [(&[1.0f32, 0.0, 0.0][..], 2), (&[1.0, 0.0][..], 0)] {
+            assert_eq!(
+                cosine(["a", "b"], (x, dim), (&b[..dim.min(2)], dim)),
+                Err(SimilarityError::Shape {
+                    what: "a",
+                    len: x.len(),
+                    dim
+                })
+            );
+        }
+        assert_eq!(cosine(["a", "b"], (&[], 2), (&b, 2)), Ok(vec![]));
+        assert_eq!(distances(Distance::L2, (&a, 2), (&[], 2)), Ok(vec![]));
         assert_eq!(
             output(usize::MAX / 2, 3),
             Err(SimilarityError::TooLarge {
