@@ -3,6 +3,7 @@ per-item timestamps and metadata are read in step, and a progress bar is drawn o
 
 from __future__ import annotations
 
+import io
 import sys
 import types
 from collections.abc import Iterator
@@ -168,6 +169,24 @@ def test_a_tqdm_that_cannot_draw_the_bar_gives_lines(
         assert len(ids) == 10
         assert "imesde: ingest: 10 / 10" in capsys.readouterr().err
     assert len(engine) == 20
+
+
+def test_a_closed_stderr_never_fails_an_ingest(
+    stream: list[dict[str, str]],
+    embedder: imesde.TextEmbedder,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A host application that closed stderr: a generator's ingest asked it whether it is a
+    terminal and raised ``ValueError: I/O operation on closed file``."""
+    closed = io.StringIO()
+    closed.close()
+    monkeypatch.setattr(sys, "stderr", closed)
+    engine = imesde.Engine(embedder, num_shards=1, shard_size=64)
+    texts = texts_of(stream, 5)
+    assert len(engine.ingest_batch(iter(texts))) == 5
+    from imesde._bulk import wants_bar
+
+    assert wants_bar(None, None) is False
 
 
 def test_rq_fit_progress_bar_changes_nothing(capsys: pytest.CaptureFixture[str]) -> None:

@@ -277,6 +277,20 @@ def test_inputs_that_cannot_be_read_are_one_line_errors(tmp_path: Path) -> None:
     assert "replaying 1 item of /dev/stdin\n" in replay.stdout
 
 
+def test_main_in_process_leaves_the_caller_s_streams_as_they_were(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``imesde.cli.main()`` called in process set ``errors="backslashreplace"`` on the
+    caller's stdout and stderr for good."""
+    from imesde.cli import main
+
+    before = (sys.stdout.errors, sys.stderr.errors)
+    assert before != ("backslashreplace", "backslashreplace")
+    assert main(["info"]) == 0
+    assert (sys.stdout.errors, sys.stderr.errors) == before
+    assert "SIMD backend" in capsys.readouterr().out
+
+
 def test_output_that_cannot_be_written_fails_in_one_line() -> None:
     if not os.path.exists("/dev/full"):
         pytest.skip("no /dev/full")

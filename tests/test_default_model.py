@@ -305,6 +305,17 @@ def test_a_broken_build_install_falls_back_to_the_packaged_model(tmp_path: Path)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == [packaged, packaged]
     assert "onnx built for another numpy" in out.stderr  # the warning names the cause
+    # `imesde info` says so (it named the build it could not make as the default).
+    info = subprocess.run(
+        [sys.executable, "-m", "imesde", "info"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert info.returncode == 0, info.stderr
+    assert f"model: {packaged} " in info.stdout
+    assert "(the packaged int8 file: the default build needs onnx and tokenizers" in info.stdout
 
 
 def test_the_default_model_by_name_is_the_default_build(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -21,6 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from imesde._args import positive, python_values, time_column
+from imesde._progress import stderr_is_terminal
 from imesde.exceptions import DTypeError, ImesdeError, ShapeError
 
 if TYPE_CHECKING:
@@ -80,8 +81,7 @@ def wants_bar(show: bool | None, total: int | None) -> bool:
         if not isinstance(show, bool):
             raise DTypeError(f"show_progress_bar must be a bool or None, got {type(show).__name__}")
         return show
-    tty = sys.stderr is not None and sys.stderr.isatty()
-    return tty and (total is None or total >= LONG)
+    return stderr_is_terminal() and (total is None or total >= LONG)
 
 
 def _chunk_size(batch_size: int | None) -> int:

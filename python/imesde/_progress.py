@@ -10,6 +10,15 @@ import time
 from typing import Any
 
 
+def stderr_is_terminal() -> bool:
+    """Whether stderr is a terminal: False for none, or one that fails to say (closed by the
+    host application), since a diagnostics stream never fails the work it reports on."""
+    try:
+        return sys.stderr is not None and sys.stderr.isatty()
+    except (OSError, ValueError):
+        return False
+
+
 class Stages:
     """Call with each stage's description as it starts; ``done`` closes the report."""
 
@@ -19,7 +28,7 @@ class Stages:
         self.count = 0
         self.silent = False
         self.bar: Any = None
-        if sys.stderr is not None and sys.stderr.isatty():
+        if stderr_is_terminal():
             # No tqdm, or not one that makes this bar: the stages are lines on stderr.
             with contextlib.suppress(Exception):
                 tqdm: Any = importlib.import_module("tqdm").tqdm

@@ -1107,6 +1107,14 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"ONNX Runtime {stats['onnxruntime']}: {stats['onnxruntime_path']}")
     print(f"execution providers: {', '.join(available_providers())}")
     print(f"model: {model.model_path} ({model.dim} dims, {model.pooling} pooling)")
+    if args.model is None and _locate.default_build() != "packaged":
+        # The default build could not be made here: say which model serves instead.
+        with contextlib.suppress(ImesdeError):
+            if model.model_path == _locate.packaged_model()[0]:
+                print(
+                    "  (the packaged int8 file: the default build needs onnx and tokenizers, "
+                    'pip install "imesde[build]")'
+                )
     print(f"tokenizer: {model.tokenizer_path}")
     return 0
 
@@ -1316,13 +1324,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _escape_unencodable() -> None:
+def _escape_unencodable() -> list[tuple[Any, str]]:
     """Text the terminal's encoding cannot show (``PYTHONIOENCODING=ascii``, a C locale) is
-    written as escapes (``\\u2019``) rather than failing the write."""
+    written as escapes (``\\u2019``) rather than failing the write. Returns each stream changed
+    with its ``errors`` before, which ``main`` puts back (a caller's own streams, in process)."""
+    changed = []
     for stream in (sys.stdout, sys.stderr):
         reconfigure = getattr(stream, "reconfigure", None)
-        if reconfigure is not None:
-            reconfigure(errors="backslashreplace")
+        errors = getattr(stream, "errors", None)
+        if reconfigure is not None and isinstance(errors, str):
+            with contextlib.suppress(OSError, ValueError):  # a closed stream
+                reconfigure(errors="backslashreplace")
+                changed.append((stream, errors))
+    return changed
 
 
 class _Diagnostics:
@@ -1372,7 +1386,7 @@ def _stop(signum: int, frame: object) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``imesde`` command."""
-    _escape_unencodable()
+    escaped = _escape_unencodable()
     saved = sys.stderr
     sys.stderr = _Diagnostics(saved)
     installed, term = False, None
@@ -1384,6 +1398,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _main(argv)
     finally:
         sys.stderr = saved
+        for stream, errors in escaped:
+            with contextlib.suppress(OSError, ValueError):
+                stream.reconfigure(errors=errors)
         if installed:
             # A handler set outside Python reads as None: the default is put back then.
             signal.signal(signal.SIGTERM, signal.SIG_DFL if term is None else term)

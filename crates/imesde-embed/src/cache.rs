@@ -56,6 +56,9 @@ impl Cache {
 
     /// Copies the vector of `text` into `out` and returns true, or returns false when absent
     /// or expired (an expired entry is dropped).
+    ///
+    /// # Panics
+    /// `out` of another length than the vectors [`Cache::put`] stored.
     pub fn get_into(&mut self, text: &str, out: &mut [f32]) -> bool {
         let expired = match self.map.get(text) {
             None => return false,

@@ -114,7 +114,7 @@ pub struct BinaryQuery {
 }
 
 impl BinaryQuery {
-    /// The tables of `query` (finite values).
+    /// The tables of `query` (finite values; at least one, or scoring panics).
     #[must_use]
     pub fn new(query: &[f32]) -> Self {
         let words = words(query.len());

@@ -272,17 +272,22 @@ def _remove_generations(directory: str, keep: Callable[[int], bool]) -> None:
                     os.remove(os.path.join(directory, name))
 
 
+def _probe(dim: int = 1) -> imesde.Engine:
+    """An engine of one slot, which checks arguments as every shard's engine would: before any
+    shard is sent them, so that a refusal is the engines' own error and nothing is sent."""
+    import imesde
+
+    return imesde.Engine(dim, num_shards=1, shard_size=1)
+
+
 def _check_columns(n: int, cols: dict[str, list[Any] | None]) -> None:
     """Texts (of vectors: None and gaps allowed), timestamps and metadata every shard would
     take: read by a one-slot engine before any shard is sent a batch, so that a bad one
     stores nothing anywhere and raises the engine's own error."""
     if all(cols.get(c) is None for c in ("texts", "timestamps", "metadata")):
         return
-    import imesde
-
-    probe = imesde.Engine(1, num_shards=1, shard_size=1)
     rows = np.ones((n, 1), dtype=np.float32)
-    probe.ingest_vectors(
+    _probe().ingest_vectors(
         rows, cols.get("texts"), timestamps=cols["timestamps"], metadata=cols["metadata"]
     )
 
@@ -1441,8 +1446,6 @@ class ShardedEngine:
         ``Engine.update_metadata`` (one dict for every item, or one per id; ``merge`` sets
         keys and removes those given None, ``merge=False`` replaces); returns how many were
         updated. Bad metadata raises before any shard is sent anything."""
-        import imesde
-
         f = self._selection(since, until, where) or {}
         wanted = None if ids is None else _item_ids(ids)
         if metadata is None:
@@ -1451,7 +1454,7 @@ class ShardedEngine:
         changes: Any = listed(metadata, "metadata") if per_id else dict(metadata)  # type: ignore[arg-type]
         # Checked as one engine checks it (each dict, one per id, and the filter), on an
         # engine of one item: no shard is sent what it would refuse.
-        probe = imesde.Engine(1, num_shards=1, shard_size=1)
+        probe = _probe()
         probe.ingest_vectors(np.ones((1, 1), dtype=np.float32))
         probe_ids = None if wanted is None else [0] * len(wanted)
         probe.update_metadata(probe_ids, changes, merge=merge, **f)
@@ -1609,13 +1612,9 @@ class ShardedEngine:
         """Candidates per hit that each shard's ranking by sign bits keeps to rescore
         (``Engine.k_factor``). Set it at any time: every shard rescores that many from then
         on, a shard restarted or restored later too, and ``save`` keeps it."""
-        import imesde
-
         k_factor: int | None = self._spec.get("k_factor")
         # Unset: the default, as a one-slot engine has it.
-        return (
-            imesde.Engine(1, num_shards=1, shard_size=1).k_factor if k_factor is None else k_factor
-        )
+        return _probe().k_factor if k_factor is None else k_factor
 
     @k_factor.setter
     def k_factor(self, k_factor: int) -> None:
@@ -1819,12 +1818,10 @@ class ShardedEngine:
         or a file every node sees). Any other callable is copied to each shard with whatever
         state it holds.
         """
-        import imesde
-
         shipped: Any = None
         if assign is not None:
             # Refused as one engine refuses it, before any shard is sent anything.
-            imesde.Engine(self._dim, num_shards=1, shard_size=1).attach_semantic_ids(assign)
+            _probe(self._dim).attach_semantic_ids(assign)
             shipped = self._shared(assign)
             try:
                 ref = ray.put(shipped)
