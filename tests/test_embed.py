@@ -568,3 +568,23 @@ def test_a_model_folder_that_cannot_be_read_is_a_model_load_error(
     monkeypatch.setattr(Path, "is_file", denied)
     with pytest.raises(imesde.ModelLoadError, match="permission denied"):
         imesde.TextEmbedder(locked)
+
+
+def test_onnx_runtime_writes_nothing_in_the_home_folder(tmp_path: Path) -> None:
+    """ONNX Runtime's Linux builds wrote a device id and a telemetry event database under
+    ``~/.cache/Microsoft`` when the first model loaded (``with_telemetry(false)`` came too
+    late), and kept it open."""
+    from imesde import _locate
+
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("ORT_DISABLE_TELEMETRY", "XDG_CACHE_HOME")
+    }
+    env.update(HOME=str(home), **{_locate.CACHE_ENV: str(_locate.cache_dir())})
+    code = "import imesde; e = imesde.Engine(num_shards=1, shard_size=8); e.ingest('x')"
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr
+    assert [p for p in home.rglob("*") if p.is_file()] == []

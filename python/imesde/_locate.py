@@ -60,12 +60,21 @@ def _runtime_names() -> tuple[str, ...]:
     return ("libonnxruntime.so.*", "libonnxruntime.so")
 
 
+def quiet_runtime() -> None:
+    """Turns ONNX Runtime's telemetry off before it is loaded (``ORT_DISABLE_TELEMETRY=1``,
+    unless the environment says otherwise): its Linux builds otherwise write a device id and
+    an event database under ``~/.cache/Microsoft`` when their environment is made, before
+    the native module's ``with_telemetry(false)`` reaches them."""
+    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+
+
 def onnxruntime_library() -> str:
     """The ONNX Runtime shared library to load.
 
     ``$IMESDE_ORT_DYLIB`` (or ort's own ``$ORT_DYLIB_PATH``) wins; otherwise the library inside
     the installed ``onnxruntime`` wheel (its ``capi/`` folder).
     """
+    quiet_runtime()
     for var in (ORT_ENV, "ORT_DYLIB_PATH"):
         value = os.environ.get(var)
         if value:
@@ -608,6 +617,7 @@ def resolve(model_arg: object, tokenizer_arg: object) -> tuple[str, str, dict[st
     folder, or a model name (``"sentence-transformers/all-MiniLM-L6-v2"``) found offline; a
     path is str, bytes or ``os.PathLike``. A folder that cannot be read is ``ModelLoadError``,
     as a file that cannot be read is."""
+    quiet_runtime()  # a model built here runs ONNX Runtime's Python package first
     model_path = _path_arg(model_arg, "model_path")
     tokenizer_path = _path_arg(tokenizer_arg, "tokenizer_path")
     try:

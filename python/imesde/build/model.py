@@ -251,6 +251,9 @@ def _optimize(path: Path, cfg: BertConfig) -> bool:
     import importlib
     import logging
 
+    from imesde._locate import quiet_runtime
+
+    quiet_runtime()
     try:
         optimizer: Any = importlib.import_module("onnxruntime.transformers.optimizer")
     except ImportError:

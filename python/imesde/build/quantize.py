@@ -139,6 +139,9 @@ class Runner:
 
     def __init__(self, tokenizer: Path, texts: Sequence[str], max_length: int, pooling: str):
         try:
+            from imesde._locate import quiet_runtime
+
+            quiet_runtime()
             ort: Any = importlib.import_module("onnxruntime")
             from tokenizers import Tokenizer
         except ImportError as e:
