@@ -99,12 +99,12 @@ def onnxruntime_library() -> str:
     return str(found[-1])
 
 
-def _installed(package: str) -> str:
-    """The installed version of ``package``, or ``"?"``."""
+def _installed(package: str, missing: str = "?") -> str:
+    """The installed version of ``package``, or ``missing``."""
     try:
         return importlib.metadata.version(package)
     except importlib.metadata.PackageNotFoundError:
-        return "?"
+        return missing
 
 
 #: Where built models are cached (``$IMESDE_CACHE_DIR``, else ``$XDG_CACHE_HOME/imesde``,
@@ -205,11 +205,7 @@ def default_model_dir(precision: str = "int8") -> Path:
     (seconds) and searches only if the plan misses the agreement bar. Processes that start
     together build once: the others wait for the build and load it."""
     checkpoint = _default_checkpoint()
-    try:
-        version = importlib.metadata.version(CHECKPOINT_PACKAGE)
-    except importlib.metadata.PackageNotFoundError:
-        version = "0"
-    return build_cached(checkpoint, DEFAULT_ID, precision, version)
+    return build_cached(checkpoint, DEFAULT_ID, precision, _installed(CHECKPOINT_PACKAGE, "0"))
 
 
 def build_cached(checkpoint: Path, model_id: str, precision: str, key: str) -> Path:
@@ -617,7 +613,6 @@ def resolve(model_arg: object, tokenizer_arg: object) -> tuple[str, str, dict[st
     folder, or a model name (``"sentence-transformers/all-MiniLM-L6-v2"``) found offline; a
     path is str, bytes or ``os.PathLike``. A folder that cannot be read is ``ModelLoadError``,
     as a file that cannot be read is."""
-    quiet_runtime()  # a model built here runs ONNX Runtime's Python package first
     model_path = _path_arg(model_arg, "model_path")
     tokenizer_path = _path_arg(tokenizer_arg, "tokenizer_path")
     try:

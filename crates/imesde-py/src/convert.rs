@@ -452,17 +452,15 @@ fn within(i: usize, n: usize, what: &str) -> PyResult<()> {
 /// A column given for `n` items, refused unless it has one entry each: an empty one is not
 /// "none given" (that is None), and a shorter one names its length here, where it is known.
 fn one_per_item<T>(column: Vec<T>, n: usize, what: &str) -> PyResult<Vec<T>> {
-    match column.len() {
-        len if len == n => Ok(column),
-        1 => Err(py_err!(
-            Shape,
-            "{what} has 1 entry, expected {n} (one per item)"
-        )),
-        len => Err(py_err!(
-            Shape,
-            "{what} has {len} entries, expected {n} (one per item)"
-        )),
+    let len = column.len();
+    if len == n {
+        return Ok(column);
     }
+    let entries = if len == 1 { "entry" } else { "entries" };
+    Err(py_err!(
+        Shape,
+        "{what} has {len} {entries}, expected {n} (one per item)"
+    ))
 }
 
 /// The items of an iterable of str (and None where `allow_none`).

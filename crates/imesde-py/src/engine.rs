@@ -257,12 +257,12 @@ impl Engine {
     /// sets in README; ``"rrf"``, ``"combsum"``, ``"combmnz"`` and ``"borda"`` too). ``alpha``
     /// weights the dense list (and ``1 - alpha`` the lexical one; 0 gives the lexical ranking,
     /// 1 the dense one). Left out, it is 0.5 for ``"weighted"``, and the other methods weight
-    /// both lists 1 (the ranking 0.5 gives, each score twice as large). ``score`` is the fused score. ``vector``: the
-    /// query's embedding (float32, the engine's dimension) for the dense side instead of the
-    /// model's, as a vectors-only engine needs; ``query`` stays what the lexical side
-    /// searches (with ``vector``, a text or its analyzed terms). ``since``, ``until`` and
-    /// ``where`` filter both sides, as in ``search``. Needs ``lexical=True``, and a model
-    /// unless ``vector`` is given.
+    /// both lists 1 (the ranking 0.5 gives, each score twice as large). ``score`` is the fused
+    /// score. ``vector``: the query's embedding (float32, the engine's dimension) for the
+    /// dense side instead of the model's, as a vectors-only engine needs; ``query`` stays
+    /// what the lexical side searches (with ``vector``, a text or its analyzed terms).
+    /// ``since``, ``until`` and ``where`` filter both sides, as in ``search``. Needs
+    /// ``lexical=True``, and a model unless ``vector`` is given.
     #[pyo3(
         signature = (query, k = Count::from(10), method = Text("weighted".into()), alpha = None, *,
                      vector = None, since = None, until = None, r#where = None, exact = Flag(false)),
@@ -705,8 +705,8 @@ impl Engine {
     /// (and, for a vector, its text) and is stamped now. The new version is a new item at the
     /// head of the stream (labelled and matched by standing queries as any new item), then
     /// ``id`` is deleted (two writes: a read or snapshot on another thread between them may see
-    /// both versions, a search neither); an ``id`` not held just adds the item. A bad item raises and leaves
-    /// ``id`` as it was.
+    /// both versions, a search neither); an ``id`` not held just adds the item. A bad item
+    /// raises and leaves ``id`` as it was.
     #[pyo3(signature = (id, item, *, metadata = None, ts = None))]
     fn upsert(
         &self,

@@ -1282,8 +1282,8 @@ impl Ring {
         if matches!(q, Query::Int8 { .. }) || self.index_serves(filter) {
             // Candidates to rescore (an int8 scan's, a binary scan's, the index's): ranked as
             // (score, key) pairs ([`Ring::refine`]), hits made of the best, read back once the
-            // ranking is done. A batch written or deleted meanwhile can take a ranked item (a
-            // binary one is dropped when rescored), or a metadata update make it fail the
+            // ranking is done. A batch written or deleted meanwhile can take a ranked item (an
+            // int8 or binary one is dropped when rescored), or a metadata update make it fail the
             // filter, and the hits are short of `k`: settled as every read of several shards
             // is ([`Ring::settled`]; the ring can turn over while a search waits for a core).
             let read = || {
@@ -1429,7 +1429,7 @@ impl Ring {
     /// The best `k` (score, key) pairs for each of the `nq` prepared queries passing
     /// `filter`, best first: one pass over the ring keeping each query's candidates, then
     /// their refinement ([`Ring::refine`]).
-    fn scan_best(&self, q: &Query, nq: usize, k: usize, filter: &Filter) -> Vec<Vec<(f32, u64)>> {
+    fn scan_best(&self, q: &Query, nq: usize, k: usize, filter: &Filter) -> Vec<Ranked> {
         let plain = filter.is_empty();
         let memo = self.memo(filter);
         // No more than the ring holds: a large `k_factor` keeps nothing it cannot fill.
@@ -1474,12 +1474,12 @@ impl Ring {
     /// deleted since the scan is dropped: its scan score is no cosine (a binary one's is a
     /// Hamming count, an int8 one's was off by up to 5e-3 in `search_vectors` under writers),
     /// and a query left short of `k` is read again ([`Ring::settled`]).
-    fn refine(&self, q: &Query, j: usize, best: Vec<(f32, u64)>, k: usize) -> Vec<(f32, u64)> {
+    fn refine(&self, q: &Query, j: usize, best: Ranked, k: usize) -> Ranked {
         if !matches!(q, Query::Int8 { .. }) {
             return best;
         }
         let ids: Vec<u64> = best.iter().map(|&(_, key)| EMPTY - key).collect();
-        let mut best: Vec<(f32, u64)> = best
+        let mut best: Ranked = best
             .into_iter()
             .zip(self.rescore(q, j, &ids))
             .filter_map(|((_, key), refined)| refined.map(|r| (r, key)))
@@ -1980,7 +1980,7 @@ impl Ring {
                 .into_iter()
                 .enumerate()
                 .map(|(j, best)| {
-                    let mut best: Vec<(f32, u64)> = match q {
+                    let mut best: Ranked = match q {
                         Query::F32(qs) => best
                             .into_iter()
                             .filter_map(|(_, key)| {
