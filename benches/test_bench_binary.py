@@ -14,7 +14,7 @@ disturbed round) and only within one run.
 from __future__ import annotations
 
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import imesde
 import numpy as np
@@ -22,6 +22,9 @@ import numpy.typing as npt
 import pytest
 from _data import debtags_query_texts, real_like
 from imesde._locate import packaged_model
+
+if TYPE_CHECKING:
+    from imesde._imesde import _Storage
 
 pytestmark = pytest.mark.timeout(1800)
 
@@ -41,7 +44,7 @@ class Case:
         self.queries: F32 = imesde.TextEmbedder(*packaged_model()).embed(debtags_query_texts())
         self.engines: dict[str, imesde.Engine] = {}
 
-    def engine(self, storage: str) -> imesde.Engine:
+    def engine(self, storage: _Storage) -> imesde.Engine:
         if storage not in self.engines:
             n = len(self.x)
             e = imesde.Engine(384, num_shards=SHARDS, shard_size=n // SHARDS, storage=storage)
@@ -67,7 +70,7 @@ def recall(got: npt.ArrayLike, want: npt.ArrayLike) -> float:
 @pytest.mark.parametrize("contender", STORAGES)
 @pytest.mark.parametrize("queries", [1, BATCH], ids=["1 query", f"batch {BATCH}"])
 def test_binary(benchmark: Any, case: Case, queries: int, contender: str) -> None:
-    storage = contender.split()[0]
+    storage = cast("_Storage", contender.split()[0])
     e = case.engine(storage)
     label = "1 query" if queries == 1 else f"batch of {queries}"
     benchmark.group = f"top-{K} of {len(case.x):,} x 384 real-like, {label}"

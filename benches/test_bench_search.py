@@ -30,7 +30,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import imesde
 import numpy as np
@@ -38,6 +38,9 @@ import numpy.typing as npt
 import pytest
 from _data import debtags_query_texts, stream_embeddings, whole_stream_embeddings
 from imesde._locate import packaged_model
+
+if TYPE_CHECKING:
+    from imesde._imesde import _Storage
 
 # The first full run embeds the whole stream (minutes) for the real-embedding recall.
 pytestmark = pytest.mark.timeout(1200)
@@ -74,7 +77,7 @@ def recall(a: npt.ArrayLike, b: npt.ArrayLike) -> float:
     return float(np.mean([len(set(x) & set(y)) / len(x) for x, y in pairs]))
 
 
-def engine(x: F32, storage: str) -> imesde.Engine:
+def engine(x: F32, storage: _Storage) -> imesde.Engine:
     e = imesde.Engine(DIM, num_shards=SHARDS, shard_size=-(-len(x) // SHARDS), storage=storage)
     e.ingest_vectors(x)
     return e

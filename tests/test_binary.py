@@ -9,12 +9,16 @@ from __future__ import annotations
 import json
 import pickle
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import imesde
 import numpy as np
 import numpy.typing as npt
 import pytest
 from helpers import DATA
+
+if TYPE_CHECKING:
+    from imesde._imesde import _Storage
 
 F32 = npt.NDArray[np.float32]
 
@@ -29,7 +33,7 @@ def rows(hits: list[imesde.Hit]) -> list[tuple[int, float, float]]:
     return [(h.id, h.score, h.ts) for h in hits]
 
 
-def engines(texts: list[str], x: F32, *storages: str) -> list[imesde.Engine]:
+def engines(texts: list[str], x: F32, *storages: _Storage) -> list[imesde.Engine]:
     out = []
     for storage in storages:
         e = imesde.Engine(384, num_shards=8, shard_size=512, storage=storage)
@@ -119,4 +123,4 @@ def test_standing_queries_snapshots_and_pickles(
 
 def test_bad_storage_name_is_refused() -> None:
     with pytest.raises(imesde.InvalidValueError, match="binary"):
-        imesde.Engine(384, storage="bits")
+        imesde.Engine(384, storage="bits")  # type: ignore[arg-type]

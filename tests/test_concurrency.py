@@ -8,11 +8,15 @@ import signal
 import sys
 import threading
 import time
+from typing import TYPE_CHECKING
 
 import imesde
 import numpy as np
 import numpy.typing as npt
 import pytest
+
+if TYPE_CHECKING:
+    from imesde._imesde import _IndexKind, _Storage
 
 DIM = 32
 
@@ -24,7 +28,7 @@ def vector_for(item_id: int) -> np.ndarray:
 
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("storage", ["f32", "int8", "binary"])
-def test_four_writers_four_readers(storage: str) -> None:
+def test_four_writers_four_readers(storage: _Storage) -> None:
     engine = imesde.Engine(DIM, num_shards=8, shard_size=64, storage=storage)
     stop = threading.Event()
     errors: list[BaseException] = []
@@ -251,7 +255,7 @@ def test_the_program_ends_while_daemon_threads_are_inside_imesde(scenario: str) 
     ("storage", "index"), [("int8", None), ("binary", None), ("f32", "ivf"), ("int8", "ivf")]
 )
 def test_a_full_ring_overwritten_meanwhile_still_gives_k_hits(
-    storage: str, index: str | None
+    storage: _Storage, index: _IndexKind | None
 ) -> None:
     # A scan that ranks candidates (int8, binary, the index) reads its best back from the
     # ring once the ranking is done; a writer overwriting a ranked item in between left the
@@ -373,7 +377,9 @@ def test_stats_under_writers_count_only_what_happened() -> None:
 @pytest.mark.parametrize(
     ("storage", "index"), [("f32", None), ("int8", None), ("binary", None), ("f32", "ivf")]
 )
-def test_reads_of_every_shard_see_what_was_held_throughout(storage: str, index: str | None) -> None:
+def test_reads_of_every_shard_see_what_was_held_throughout(
+    storage: _Storage, index: _IndexKind | None
+) -> None:
     """Every batch of 4 holds one item with ``g == 0``, so the ring holds 64 of them at every
     moment, in a shard that changes every 64 batches. A read takes one shard's lock after
     another: writers put such items into shards it had read and replaced them in shards it

@@ -5,12 +5,16 @@ version and retires the old one, and a bad one changes nothing."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import imesde
 import numpy as np
 import numpy.typing as npt
 import pytest
 from helpers import unit
+
+if TYPE_CHECKING:
+    from imesde._imesde import _Storage
 
 Golden = tuple[list[str], npt.NDArray[np.float32]]
 
@@ -25,7 +29,7 @@ def brute_force_ids(
 
 @pytest.mark.parametrize("storage", ["f32", "int8", "binary"])
 def test_deleted_items_leave_every_search_and_snapshots(
-    golden: Golden, storage: str, tmp_path: Path
+    golden: Golden, storage: _Storage, tmp_path: Path
 ) -> None:
     texts, vecs = golden
     n = 300
@@ -160,7 +164,7 @@ def test_membership_follows_ingest_delete_upsert_and_the_window(golden: Golden) 
 
 
 @pytest.mark.parametrize("storage", ["f32", "int8"])
-def test_get_batch_reads_each_id_as_get_does(golden: Golden, storage: str) -> None:
+def test_get_batch_reads_each_id_as_get_does(golden: Golden, storage: _Storage) -> None:
     """``get_batch``: the items of a list or an id array in order, None where ``get`` raises
     (deleted, overwritten, never ingested, the ``-1`` padding of ``search_vectors``)."""
     texts, vecs = golden

@@ -140,6 +140,19 @@ def test_messages_say_what_was_wrong_and_what_was_expected(engine: imesde.Engine
         engine.search_vector(np.ones(8))  # type: ignore[arg-type]
 
 
+def test_a_wrongly_typed_number_shows_its_value() -> None:
+    # PyO3 names the argument only in a note (left out of str(e)); with several ints in one
+    # call the value says which was wrong.
+    with pytest.raises(imesde.DTypeError, match="expected an int, got str '64'"):
+        imesde.Engine(8, num_shards=2, shard_size="64")  # type: ignore[arg-type]
+    with pytest.raises(imesde.DTypeError, match=r"expected an int, got float 2\.5"):
+        imesde.Engine(8, num_shards=2.5)  # type: ignore[arg-type]
+    with pytest.raises(imesde.DTypeError, match="expected an int, got bool True"):
+        imesde.Engine(8, num_shards=True)
+    with pytest.raises(imesde.DTypeError, match=r"expected a number, got str 'x{39}\.\.\.\n"):
+        imesde.BM25(k1="x" * 100)  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize("k", [0, -1])
 def test_k_must_be_positive(engine: imesde.Engine, k: int) -> None:
     with pytest.raises(imesde.InvalidValueError, match="k must be at least 1"):

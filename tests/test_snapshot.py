@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import imesde
 import numpy as np
 import numpy.typing as npt
 import pytest
 
+if TYPE_CHECKING:
+    from imesde._imesde import _Storage
+
 Golden = tuple[list[str], npt.NDArray[np.float32]]
 
 
-def filled(golden: Golden, storage: str) -> imesde.Engine:
+def filled(golden: Golden, storage: _Storage) -> imesde.Engine:
     texts, vecs = golden
     engine = imesde.Engine(384, num_shards=4, shard_size=64, storage=storage)
     n = len(vecs)
@@ -28,7 +32,7 @@ def filled(golden: Golden, storage: str) -> imesde.Engine:
 
 
 @pytest.mark.parametrize("storage", ["f32", "int8"])
-def test_save_load_restores_exactly(golden: Golden, tmp_path: Path, storage: str) -> None:
+def test_save_load_restores_exactly(golden: Golden, tmp_path: Path, storage: _Storage) -> None:
     texts, vecs = golden
     engine = filled(golden, storage)  # 406 items through 256 slots: the ring has wrapped
     assert len(engine) == 256

@@ -11,13 +11,16 @@ import threading
 import time
 import types
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import imesde
 import numpy as np
 import numpy.typing as npt
 import pytest
 from helpers import DATA, run_script, unit
+
+if TYPE_CHECKING:
+    from imesde._imesde import _Storage
 
 Golden = tuple[list[str], npt.NDArray[np.float32]]
 
@@ -464,7 +467,7 @@ def test_a_subscription_made_while_others_ingest_gets_every_event() -> None:
 
 
 @pytest.mark.parametrize("storage", ["f32", "int8"])
-def test_the_first_subscription_matches_a_batch_written_after_it(storage: str) -> None:
+def test_the_first_subscription_matches_a_batch_written_after_it(storage: _Storage) -> None:
     """With no standing query registered when a batch began, it was written unmatched: the
     engine's first subscription, made while another thread's batch was in flight, missed
     its items (the same subscription with any other one registered got them all)."""

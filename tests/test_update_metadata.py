@@ -8,11 +8,14 @@ from __future__ import annotations
 import pickle
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import imesde
 import numpy as np
 import pytest
+
+if TYPE_CHECKING:
+    from imesde._imesde import _IndexKind, _Storage
 
 Meta = dict[str, Any]
 
@@ -233,7 +236,7 @@ def test_bad_updates_are_typed_errors_and_change_nothing(
     [("int8", None, False), ("binary", None, False), ("f32", "ivf", False), ("f32", None, True)],
 )
 def test_searches_during_updates_return_only_items_that_pass(
-    storage: str, index: str | None, lexical: bool
+    storage: _Storage, index: _IndexKind | None, lexical: bool
 ) -> None:
     # Rescored (int8, binary), indexed and lexical searches rank under the filter and read the
     # hits back afterwards: an update in between must not make a hit that fails the filter.

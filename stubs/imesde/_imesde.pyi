@@ -162,6 +162,9 @@ def fuse(
     place."""
 
 _PathLike: TypeAlias = str | os.PathLike[str]
+# For annotating variables passed as these arguments (tests); signatures spell them out.
+_Storage: TypeAlias = Literal["f32", "int8", "binary"]
+_IndexKind: TypeAlias = Literal["ivf"]
 _FilePath: TypeAlias = str | bytes | os.PathLike[str] | os.PathLike[bytes]
 
 @final
@@ -347,9 +350,9 @@ class Engine:
         *,
         num_shards: int = 16,
         shard_size: int = 1024,
-        storage: str = "f32",
+        storage: Literal["f32", "int8", "binary"] = "f32",
         lexical: bool | BM25 = False,
-        index: str | None = None,
+        index: Literal["ivf"] | None = None,
         nlist: int | None = None,
         nprobe: int | None = None,
     ) -> Engine:
@@ -639,7 +642,7 @@ class Engine:
     def shard_size(self) -> int:
         """Slots per shard."""
     @property
-    def storage(self) -> str:
+    def storage(self) -> Literal["f32", "int8", "binary"]:
         """``"f32"``, ``"int8"`` or ``"binary"``."""
     @property
     def nlist(self) -> int | None:

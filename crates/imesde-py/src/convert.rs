@@ -150,7 +150,7 @@ impl<'py> FromPyObject<'_, 'py> for Count {
     fn extract(obj: Borrowed<'_, 'py, PyAny>) -> PyResult<Self> {
         // A bool is an int to Python, never a count (k=True is a mistake, not k=1).
         if obj.is_instance_of::<PyBool>() {
-            return Err(py_err!(DType, "expected an int, got bool"));
+            return Err(py_err!(DType, "expected an int, got {}", given(&obj)));
         }
         match obj.extract::<i64>() {
             Ok(v) => Ok(Count::from(v)),
@@ -159,7 +159,7 @@ impl<'py> FromPyObject<'_, 'py> for Count {
                 let negative = obj.lt(0)?;
                 Ok(Count(if negative { i128::MIN } else { i128::MAX }))
             }
-            Err(_) => Err(py_err!(DType, "expected an int, got {}", type_name(&obj))),
+            Err(_) => Err(py_err!(DType, "expected an int, got {}", given(&obj))),
         }
     }
 }
@@ -173,7 +173,7 @@ impl<'py> FromPyObject<'_, 'py> for Flag {
     fn extract(obj: Borrowed<'_, 'py, PyAny>) -> PyResult<Self> {
         obj.extract::<bool>()
             .map(Flag)
-            .map_err(|_| py_err!(DType, "expected a bool, got {}", type_name(&obj)))
+            .map_err(|_| py_err!(DType, "expected a bool, got {}", given(&obj)))
     }
 }
 
@@ -313,14 +313,14 @@ impl<'py> FromPyObject<'_, 'py> for Real {
     fn extract(obj: Borrowed<'_, 'py, PyAny>) -> PyResult<Self> {
         // A bool is a number to Python, never a parameter's value (k1=True is a mistake).
         if obj.is_instance_of::<PyBool>() || numpy_kind(&obj) == Some('b') {
-            return Err(py_err!(DType, "expected a number, got bool"));
+            return Err(py_err!(DType, "expected a number, got {}", given(&obj)));
         }
         // numpy's complex scalars convert with only a warning, their imaginary part dropped.
         if obj.is_instance_of::<PyComplex>() || numpy_kind(&obj) == Some('c') {
             return Err(py_err!(
                 DType,
                 "expected a real number, got {}",
-                type_name(&obj)
+                given(&obj)
             ));
         }
         match obj.extract::<f64>() {
@@ -329,7 +329,7 @@ impl<'py> FromPyObject<'_, 'py> for Real {
                 Exc::OutOfRange,
                 "the number is too large for a float".to_owned(),
             )),
-            Err(_) => Err(py_err!(DType, "expected a number, got {}", type_name(&obj))),
+            Err(_) => Err(py_err!(DType, "expected a number, got {}", given(&obj))),
         }
     }
 }
@@ -414,6 +414,22 @@ pub(crate) fn utf8<'a>(s: &'a Bound<'_, PyString>, what: &str) -> PyResult<&'a s
             Err(e) => e,
         }
     })
+}
+
+/// An argument's type and a short repr, for the messages of extractors that cannot name the
+/// argument (`PyO3` names it only in a note, which `str(e)` and most log lines leave out): with
+/// several ints in one call, `got str '3'` says which one was wrong.
+fn given(obj: &Bound<'_, PyAny>) -> String {
+    const SHOWN: usize = 40;
+    let name = type_name(obj);
+    let Ok(repr) = obj.repr() else {
+        return name;
+    };
+    let repr = repr.to_string_lossy();
+    match repr.char_indices().nth(SHOWN) {
+        Some((cut, _)) => format!("{name} {}...", &repr[..cut]),
+        None => format!("{name} {repr}"),
+    }
 }
 
 pub(crate) fn type_name(obj: &Bound<'_, PyAny>) -> String {

@@ -791,9 +791,9 @@ class ShardedEngine:
         tokenizer: str | os.PathLike[str] | None = None,
         shard_size: int = 16_384,
         engine_shards: int = 16,
-        storage: str = "f32",
+        storage: Literal["f32", "int8", "binary"] = "f32",
         lexical: bool | imesde.BM25 = False,
-        index: str | None = None,
+        index: Literal["ivf"] | None = None,
         nlist: int | None = None,
         nprobe: int | None = None,
         key: Callable[[str], Hashable] | None = None,
@@ -1562,9 +1562,9 @@ class ShardedEngine:
         return self._dim
 
     @property
-    def storage(self) -> str:
+    def storage(self) -> Literal["f32", "int8", "binary"]:
         """How each shard stores its vectors: ``"f32"``, ``"int8"`` or ``"binary"``."""
-        storage: str = self._spec["storage"]
+        storage: Literal["f32", "int8", "binary"] = self._spec["storage"]
         return storage
 
     @property
