@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -224,6 +225,17 @@ def test_bad_input_is_a_typed_error(vectors: npt.NDArray[np.float32]) -> None:
     ):
         with pytest.raises(imesde.InvalidValueError, match="CPU"):
             call()
+    # A choice given as an array (or anything not a str) is a DTypeError, not numpy's "truth
+    # value of an array is ambiguous" from an elementwise ==.
+    not_str: list[Callable[[], object]] = [
+        lambda: m.encode(vectors[:2], device=np.array(["cpu", "cpu"])),  # type: ignore[arg-type]
+        lambda: m.fit(vectors, device=np.ones(2)),  # type: ignore[arg-type]
+        lambda: imesde.RQKMeans(2, 4, init=np.array(["random", "x"])),  # type: ignore[arg-type]
+        lambda: imesde.codes_to_ids(np.zeros((2, 2), np.int64), fmt=["plain"]),  # type: ignore[arg-type]
+    ]
+    for bad in not_str:
+        with pytest.raises(imesde.DTypeError, match="must be a str"):
+            bad()
     for size, error in ((0, imesde.InvalidValueError), ("x", imesde.DTypeError)):
         with pytest.raises(error, match="batch_size"):
             m.encode(vectors[:2], batch_size=size)  # type: ignore[arg-type]

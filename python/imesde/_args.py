@@ -63,6 +63,18 @@ def positive(value: object, what: str) -> int:
     return n
 
 
+def choice(value: object, what: str, options: tuple[str, ...]) -> str:
+    """``value`` as one of the str ``options``: ``DTypeError`` for anything not a str (an
+    array compared with ``==`` would answer elementwise), ``InvalidValueError`` for another
+    str."""
+    listed = " or ".join(map(repr, options))
+    if not isinstance(value, str):
+        raise DTypeError(f"{what} must be a str ({listed}), got {type(value).__name__}")
+    if value not in options:
+        raise InvalidValueError(f"{what} must be {listed}, got {value!r}")
+    return value
+
+
 def iterate(values: Iterable[T], what: str) -> Iterator[T]:
     """``iter(values)``; ``DTypeError`` naming ``what`` for a lone str or bytes (which would be
     read as its characters) and for anything that is not iterable."""

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from imesde._args import choice
 from imesde._manifest import (
     MANIFEST,
     lowercases,
@@ -74,8 +75,7 @@ def build(
             raise ModelNotFoundError(
                 f"{source / needed} not found (a sentence-transformers folder)"
             )
-    if precision not in ("fp32", "int8"):
-        raise InvalidValueError(f"precision must be 'fp32' or 'int8', got {precision!r}")
+    choice(precision, "precision", ("fp32", "int8"))
     if not (0.0 < min_mean <= 1.0 and 0.0 < min_cosine <= 1.0):
         raise InvalidValueError("min_mean and min_cosine must be in (0, 1]")
     if out.exists() and not out.is_dir():

@@ -8,6 +8,7 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
+from imesde._args import choice
 from imesde.exceptions import DTypeError, InvalidValueError, OutOfRangeError, ShapeError
 
 __all__ = ["codes_to_ids"]
@@ -65,12 +66,10 @@ def codes_to_ids(
             if not isinstance(got, str):
                 raise DTypeError(f"formatter must return str, got {type(got).__name__} for row {i}")
         return ids
-    if fmt == "token":
+    if choice(fmt, "fmt", ("plain", "token")) == "token":
         names = [_level_name(lvl) for lvl in range(arr.shape[1])]
         return [
             "".join(f"<{name}_{c}>" for name, c in zip(names, row, strict=True))
             for row in arr.tolist()
         ]
-    if fmt != "plain":
-        raise InvalidValueError(f"fmt must be 'plain' or 'token', got {fmt!r}")
     return [sep.join(map(str, row)) for row in arr.tolist()]

@@ -15,7 +15,7 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from imesde._args import integer, positive
+from imesde._args import choice, integer, positive
 from imesde._imesde import IdStore, Labeler, RQCodebooks, rq_codebook_usage, rq_collision_rate
 from imesde.exceptions import (
     DTypeError,
@@ -60,8 +60,9 @@ def _is_int(x: object) -> bool:
 def _check_compat(device: str, batch_size: int | None = None) -> None:
     """``device`` and ``batch_size`` as ``semantic-id`` takes them: imesde runs on the CPU, and
     chunks on its own (a ``batch_size`` is checked, then not needed)."""
-    if device != "cpu":
+    if isinstance(device, str) and device != "cpu":
         raise InvalidValueError(f"imesde runs RQ-KMeans on the CPU; got device={device!r}")
+    choice(device, "device", ("cpu",))
     if batch_size is not None:
         positive(batch_size, "batch_size")
 
@@ -131,8 +132,7 @@ class RQKMeans:
         # Codes are u32 (and no training set holds more points than a u32 counts anyway).
         if max(ks) > MAX_CLUSTERS:
             raise InvalidValueError(f"n_clusters must be at most {MAX_CLUSTERS}, got {max(ks)}")
-        if init not in ("random", "k-means++"):
-            raise InvalidValueError(f"init must be 'random' or 'k-means++', got {init!r}")
+        choice(init, "init", ("random", "k-means++"))
         beam_width = positive(beam_width, "beam_width")
         if refine is not None and not 0 <= integer(refine, "refine") <= MAX_REFINE:
             raise InvalidValueError(f"refine must be from 0 to {MAX_REFINE}, got {refine}")
