@@ -155,6 +155,9 @@ def test_two_shards_answer_as_one_engine(
         q = queries[0]
         assert same(sharded.hybrid_search(q, 5, method), one.hybrid_search(q, 5, method))
     assert same(sharded.hybrid_search(q, 5, alpha=0.3), one.hybrid_search(q, 5, alpha=0.3))
+    # A numpy number, as from a np.linspace sweep of alpha.
+    a = np.float32(0.3)
+    assert same(sharded.hybrid_search(q, 5, alpha=a), one.hybrid_search(q, 5, alpha=a))
     # The query's embedding given: the same fusion, the dense side searching that vector.
     other = vectors[1]
     want = one.hybrid_search(q, 5, vector=other)
@@ -264,6 +267,7 @@ def test_text_search_and_standing_queries_on_shards(
     seen: list[Any] = []
     with sharded.subscribe("kernel security fix", threshold=0.3, callback=seen.append) as sub:
         polled = sharded.subscribe("kernel security fix", threshold=0.3)
+        assert polled.query == "kernel security fix"
         new = ["Fix a kernel security hole", "Update the Spanish translation", "Kernel oops fixed"]
         ids = sharded.ingest_batch(new, batch_size=1)
         deadline = time.monotonic() + 30
@@ -777,7 +781,40 @@ def test_recent_upsert_close_and_pickling_as_on_one_engine() -> None:
         got_meta = [item.metadata for item in sharded.get_batch(held)]
         assert got_meta == [one.get(i).metadata for i in local]
         assert sharded.count(where={"w": 2}) == one.count(where={"w": 2}) == 6
-        sub = sharded.subscribe(x[0], threshold=-1.0)
+        # One row of shape [1, dim], as Engine.upsert takes it.
+        assert one.upsert(3, x[12][None]) == 10
+        newer = sharded.upsert(int(ids[3]), x[12][None])
+        assert int(ids[3]) not in sharded
+        assert np.array_equal(sharded.get(newer).vector, one.get(10).vector)
+        # search_vectors' -1 padding, or any id no item has, is not held: ItemNotFoundError
+        # (a KeyError), as from Engine.get; ids in a 2-D array are a ShapeError.
+        for absent in (-1, 2**64, 10**6):
+            for engine in (one, sharded):
+                with pytest.raises(imesde.ItemNotFoundError):
+                    engine.get(absent)
+        for engine in (one, sharded):
+            with pytest.raises(imesde.ShapeError, match="ravel"):
+                engine.get_batch(np.array([[0, 1]]))
+            with pytest.raises(imesde.ShapeError, match="ravel"):
+                engine.delete(np.array([[0, 1]]))
+        # Items and hits compare and hash as Engine's do (dataclass's == raised on the vector
+        # array, and a hit with metadata was unhashable).
+        item = sharded.get(newer)
+        assert item == sharded.get(newer)
+        assert item != sharded.get(int(ids[0]))
+        assert len({item, sharded.get(newer)}) == 1
+        sharded.update_metadata([h.id for h in sharded.search_vector(x[0], 3)], {"h": 1})
+        hits = sharded.search_vector(x[0], 3)
+        assert all(h.metadata and h.metadata["h"] == 1 for h in hits)
+        assert hits == sharded.search_vector(x[0], 3)
+        assert len(set(hits + sharded.search_vector(x[0], 3))) == 3
+        assert len(sharded.ingest_vectors(x[13:15], batch_size=None)) == 2
+        sub = sharded.subscribe(x[0], threshold=0.3, top_k=4)
+        # Read back as one engine's: the float32 compared with scores; the query (None for a
+        # vector), the top k and the events pending.
+        mine = one.subscribe(x[0], threshold=0.3, top_k=4)
+        assert sub.threshold == mine.threshold == float(np.float32(0.3))
+        assert (sub.query, sub.top_k, sub.pending) == (mine.query, mine.top_k, mine.pending)
     # Leaving the block closed the subscription and stopped the shards.
     assert not sub.active
     with pytest.raises(imesde.ShardUnavailableError):
@@ -810,6 +847,15 @@ def test_bad_arguments_are_typed_errors_before_any_shard_starts(tmp_path: Path) 
     for kwargs in bad:
         with pytest.raises(imesde.DTypeError):
             dist.ShardedEngine(**{"num_shards": 1, "model": 8, **kwargs})
+    # A model: refused before any actor starts when it cannot be one, and a path that does
+    # not load raises the shard's own error (it was a dead actor: ShardUnavailableError).
+    for model in (1.5, True, imesde.TextEmbedder(cache_size=0)):
+        with pytest.raises(imesde.DTypeError, match="model"):
+            dist.ShardedEngine(1, model=model)
+    with pytest.raises(imesde.ModelNotFoundError):
+        dist.ShardedEngine(1, model=tmp_path / "no-model", num_cpus=0.5)
+    # Each shard holds shard_size items exactly (100 in 16 ring shards held 112).
+    assert dist.ShardedEngine(2, model=8, shard_size=100, num_cpus=0.5).capacity == 200
     (tmp_path / "manifest.json").write_text('{"format": "other"}')
     with pytest.raises(imesde.IndexCorruptError, match="not a ShardedEngine snapshot"):
         dist.ShardedEngine.load(tmp_path)

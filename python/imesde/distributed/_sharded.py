@@ -91,11 +91,27 @@ class _Record:
             for f in fields(self)  # type: ignore[arg-type]
         }
 
+    def _same(self, other: _Record) -> bool:
+        """Equal fields, as the native records compare (a vector by its values; dataclass's
+        own ``==`` compared arrays elementwise and raised)."""
+        mine: Any = self
+        return all(
+            np.array_equal(a, b) if isinstance(a, np.ndarray) else a == b
+            for a, b in zip(
+                (getattr(mine, f.name) for f in fields(mine)),
+                (getattr(other, f.name) for f in fields(mine)),
+                strict=True,
+            )
+        )
 
-@dataclass(frozen=True)
+
+@dataclass(frozen=True, eq=False)
 class ShardedHit(_Record):
     """A search hit or a standing query's event from a ``ShardedEngine``: unpacks as
-    ``(text, score)`` like ``imesde.Hit``."""
+    ``(text, score)`` like ``imesde.Hit``; equal to a hit with the same fields, and hashed
+    by its id and score as ``imesde.Hit`` is (its metadata, a dict, is not hashable). Its
+    ``id`` is global: ids increase in ingest order, but are not stream positions as one
+    engine's are (``id % num_shards`` is the shard holding it)."""
 
     id: int
     text: str | None
@@ -112,16 +128,29 @@ class ShardedHit(_Record):
     def __getitem__(self, index: int) -> Any:
         return (self.text, self.score)[index]
 
+    def __eq__(self, other: object) -> bool:
+        return self._same(other) if isinstance(other, ShardedHit) else NotImplemented
 
-@dataclass(frozen=True)
+    def __hash__(self) -> int:
+        return hash((self.id, self.score + 0.0))
+
+
+@dataclass(frozen=True, eq=False)
 class ShardedItem(_Record):
-    """A stored item read back by ``ShardedEngine.get``."""
+    """A stored item read back by ``ShardedEngine.get``: equal to an item with the same
+    fields (the same vector values), hashed by its id and time as ``imesde.Item`` is."""
 
     id: int
     vector: npt.NDArray[np.float32]
     text: str | None
     ts: float
     metadata: dict[str, Any] | None
+
+    def __eq__(self, other: object) -> bool:
+        return self._same(other) if isinstance(other, ShardedItem) else NotImplemented
+
+    def __hash__(self) -> int:
+        return hash((self.id, self.ts + 0.0))
 
 
 # What a sharded engine's stats() adds up over its shards.
@@ -160,6 +189,33 @@ def _lexical_query(query: Any) -> str | list[str]:
     return terms
 
 
+def _ring_shards(shard_size: int, most: int) -> int:
+    """The most ring shards, up to ``most``, that split ``shard_size`` items evenly (1 for a
+    prime one larger than ``most``)."""
+    return max(d for d in range(1, min(most, shard_size) + 1) if shard_size % d == 0)
+
+
+def _check_model(model: object) -> None:
+    """``DTypeError`` for a ``model`` no shard could load, before any actor starts: each
+    actor loads the model itself, so it takes the model's path, not a loaded ``TextEmbedder``
+    (an error loading it, a missing file say, is raised as the shard's own error)."""
+    from imesde._imesde import TextEmbedder
+
+    if isinstance(model, TextEmbedder):
+        raise DTypeError(
+            "ShardedEngine loads its model in every shard's actor: pass the model's path "
+            "(model=embedder.model_path, tokenizer=embedder.tokenizer_path), not a "
+            "TextEmbedder"
+        )
+    if isinstance(model, bool | np.bool_) or not isinstance(
+        model, str | os.PathLike | numbers.Integral | None
+    ):
+        raise DTypeError(
+            "model must be a model directory or file, a dimension (int) or None, got "
+            f"{type(model).__name__}"
+        )
+
+
 def _item_id(value: object, what: str = "id") -> int:
     """An item id: an integer from 0 to 2**64 - 1 (numpy's too; not a bool or a str)."""
     i = integer(value, what)
@@ -177,11 +233,22 @@ def _raise_cause(e: BaseException) -> NoReturn:
     raise e
 
 
+def _flat_ids(ids: Any) -> None:
+    """``ShapeError`` for ids in an array of more than one dimension (``search_vectors``'
+    ids), with ``Engine``'s message."""
+    if isinstance(ids, np.ndarray) and ids.ndim > 1:
+        raise ShapeError(
+            f"ids must be a 1-D list or array of int, got a {ids.ndim}-D array (ids.ravel() "
+            "flattens it; get_batch answers None for the -1 padding of search_vectors)"
+        )
+
+
 def _item_ids(ids: Any) -> list[int]:
     """Ids as ``delete`` and ``update_metadata`` take them: one (an int, a numpy integer or a
     0-d array of one), or a list or array of them; each checked."""
     if isinstance(ids, np.ndarray) and ids.ndim == 0:
         ids = ids.item()
+    _flat_ids(ids)
     values = [ids] if isinstance(ids, numbers.Integral) else listed(ids, "ids")
     return [_item_id(value, f"ids[{n}]") for n, value in enumerate(values)]
 
@@ -421,9 +488,23 @@ class _Shard:
     """One shard: an ``imesde.Engine`` and, per ring slot, the global id of the item there."""
 
     def __init__(self, index: int, spec: dict[str, Any], directory: str | None) -> None:
+        self.index = index
+        self.subscriptions: dict[int, Any] = {}
+        # The driver's semantic-id labeler this engine labels with (0: none attached).
+        self.labeler_generation = 0
+        # A model that does not load, or a save that cannot be restored, is kept to raise
+        # from `capacity`, the first call the driver waits for: raised here, Ray would report
+        # a dead actor (ShardUnavailableError) with the message only.
+        self.restore_error: ImesdeError | None = None
+        try:
+            self._open(spec, directory)
+        except ImesdeError as e:
+            self.restore_error = e
+
+    def _open(self, spec: dict[str, Any], directory: str | None) -> None:
         import imesde
 
-        self.index = index
+        index = self.index
         model = spec["model"]
         if not isinstance(model, int):
             model = imesde.TextEmbedder(model, spec.get("tokenizer"), threads=spec["threads"])
@@ -433,26 +514,20 @@ class _Shard:
         manifest = None if directory is None else _read_manifest(directory)
         if directory is not None and manifest is not None:
             snapshot = _snapshot_path(directory, index, manifest.get("generation", 0))
-        # A save that cannot be restored is kept to raise from `capacity`, the first call the
-        # driver waits for: raised here, Ray would report a dead actor with the message only.
-        self.restore_error: ImesdeError | None = None
         if snapshot is not None:
-            try:
-                if not os.path.exists(snapshot):
-                    raise IndexCorruptError(
-                        f"{directory}: its manifest names a save whose shard {index} "
-                        f"({snapshot}) is missing"
-                    )
-                self.engine = imesde.Engine.load(
-                    snapshot, model=None if isinstance(model, int) else model
+            if not os.path.exists(snapshot):
+                raise IndexCorruptError(
+                    f"{directory}: its manifest names a save whose shard {index} "
+                    f"({snapshot}) is missing"
                 )
-                self.ids, self.locals = _read_slot_ids(
-                    snapshot + ".ids.npz", self.engine.capacity, len(self.engine)
-                )
-                # Set since that save (`ShardedEngine.nprobe`, `.k_factor`).
-                self.tune(spec.get("nprobe"), spec.get("k_factor"))
-            except ImesdeError as e:
-                self.restore_error = e
+            self.engine = imesde.Engine.load(
+                snapshot, model=None if isinstance(model, int) else model
+            )
+            self.ids, self.locals = _read_slot_ids(
+                snapshot + ".ids.npz", self.engine.capacity, len(self.engine)
+            )
+            # Set since that save (`ShardedEngine.nprobe`, `.k_factor`).
+            self.tune(spec.get("nprobe"), spec.get("k_factor"))
         else:
             self.engine = imesde.Engine(
                 model,
@@ -467,9 +542,6 @@ class _Shard:
             self.tune(None, spec.get("k_factor"))
             self.ids = np.full(self.engine.capacity, -1, dtype=np.int64)
             self.locals = np.full(self.engine.capacity, -1, dtype=np.int64)
-        self.subscriptions: dict[int, Any] = {}
-        # The driver's semantic-id labeler this engine labels with (0: none attached).
-        self.labeler_generation = 0
 
     # Ids: the engine's own (local) ids map to global ones through the ring slot they occupy
     # (`ids`: the global id in each slot; `locals`: the local id there).
@@ -762,15 +834,16 @@ class _SharedIdStore:
 class ShardedEngine:
     """An ``imesde.Engine`` sharded over ``num_shards`` Ray actors.
 
-    Each actor holds an engine of ``shard_size`` items (split into ``engine_shards`` ring
-    shards scanned in parallel) and embeds the texts routed to it, so texts travel once and
-    vectors never. Items go to the shards in turn, one after another (each batch is split
-    over them, and together they hold the window one engine of their total capacity holds),
-    or by ``key(text)`` when given. Ids are global (increasing in ingest order,
-    ``id % num_shards`` is the shard holding it). Searches ask every shard for its top ``k``
-    and merge them: the answer is the one a single engine holding the same items gives (ties
-    to the newer item, as there). A bad argument raises what ``Engine`` raises (from the
-    shard, unwrapped); texts and vectors are checked before any shard is sent a batch.
+    Each actor holds an engine of ``shard_size`` items (split into at most ``engine_shards``
+    ring shards scanned in parallel, as many as divide ``shard_size`` evenly) and embeds the
+    texts routed to it, so texts travel once and vectors never. Items go to the shards in turn,
+    one after another (each batch is split over them, and together they hold the window one
+    engine of their total capacity holds), or by ``key(text)`` when given. Ids are global
+    (increasing in ingest order, ``id % num_shards`` is the shard holding it). Searches ask
+    every shard for its top ``k`` and merge them: the answer is the one a single engine holding
+    the same items gives (ties to the newer item, as there). A bad argument raises what
+    ``Engine`` raises (from the shard, unwrapped); texts and vectors are checked before any
+    shard is sent a batch.
 
     ``model``: as for ``Engine`` (None for the default model, a model path, or an int for
     vectors only; ``tokenizer`` as for ``TextEmbedder`` when it is not beside the model); each
@@ -805,12 +878,21 @@ class ShardedEngine:
         num_shards = positive(num_shards, "num_shards")
         shard_size = positive(shard_size, "shard_size")
         engine_shards = positive(engine_shards, "engine_shards")
+        _check_model(model)
         self._spec: dict[str, Any] = {
-            "model": os.fspath(model) if isinstance(model, os.PathLike) else model,
+            "model": (
+                os.fspath(model)
+                if isinstance(model, os.PathLike)
+                else integer(model, "model")
+                if isinstance(model, numbers.Integral)
+                else model
+            ),
             "tokenizer": None if tokenizer is None else os.fspath(tokenizer),
             "threads": max(1, int(num_cpus)),
-            "engine_shards": engine_shards,
-            "ring_shard_size": -(-shard_size // engine_shards),
+            # Ring shards that split shard_size exactly: at most engine_shards of them (a
+            # shard_size of 100 in 16 would hold 112 items, 16 of 7).
+            "engine_shards": (ring := _ring_shards(shard_size, engine_shards)),
+            "ring_shard_size": shard_size // ring,
             "storage": storage,
             "lexical": _lexical_spec(lexical),
             "index": index,
@@ -1072,19 +1154,19 @@ class ShardedEngine:
         *,
         timestamps: Iterable[Any] | None = None,
         metadata: Iterable[dict[str, Any] | None] | dict[str, Any] | None = None,
-        batch_size: int = 1024,
+        batch_size: int | None = 1024,
         show_progress_bar: bool | None = None,
     ) -> npt.NDArray[np.int64]:
         """Adds texts, each embedded on the shard that stores it (shards work on their parts
-        of a batch in parallel; ``batch_size`` texts are sent at a time); returns the global
-        ids in input order. ``timestamps``, ``metadata`` and ``show_progress_bar`` (the items
-        the shards have stored) as in ``Engine.ingest_batch``. Texts, timestamps and
+        of a batch in parallel; ``batch_size`` texts are sent at a time, None: 1024); returns
+        the global ids in input order. ``timestamps``, ``metadata`` and ``show_progress_bar``
+        (the items the shards have stored) as in ``Engine.ingest_batch``. Texts, timestamps and
         metadata an ``Engine`` would refuse are refused before anything is sent; an error on
         a shard (a shard unavailable: ``ShardUnavailableError``) raises with
         ``ingested_ids``, the ids the other shards stored."""
         texts = listed(python_values(texts), "texts")
         _check_texts(texts, "texts")
-        batch_size = positive(batch_size, "batch_size")
+        batch_size = 1024 if batch_size is None else positive(batch_size, "batch_size")
         cols = _columns(len(texts), "texts", timestamps=timestamps, metadata=metadata)
         _check_columns(len(texts), cols)
         show = wants_bar(show_progress_bar, len(texts))
@@ -1109,12 +1191,13 @@ class ShardedEngine:
         *,
         timestamps: Iterable[Any] | None = None,
         metadata: Iterable[dict[str, Any] | None] | dict[str, Any] | None = None,
-        batch_size: int = 4096,
+        batch_size: int | None = 4096,
     ) -> npt.NDArray[np.int64]:
         """Adds pre-computed vectors (``[n, dim]``), item after item over the shards (the
-        ``key`` routing is for texts). Rows that are not finite, or zero, and texts,
-        timestamps and metadata an ``Engine`` would refuse are refused before anything is
-        sent; errors on shards raise as in ``ingest_batch``."""
+        ``key`` routing is for texts; ``batch_size`` rows sent at a time, None: 4096). Rows
+        that are not finite, or zero, and texts, timestamps and metadata an ``Engine`` would
+        refuse are refused before anything is sent; errors on shards raise as in
+        ``ingest_batch``."""
         x = _float32(vectors, "vectors")
         if x.ndim == 1:  # one vector, as Engine takes it
             x = x[None]
@@ -1126,7 +1209,7 @@ class ShardedEngine:
             )
         _check_vectors(x)
         n = len(x)
-        batch_size = positive(batch_size, "batch_size")
+        batch_size = 4096 if batch_size is None else positive(batch_size, "batch_size")
         cols = _columns(n, "vectors", texts=texts, timestamps=timestamps, metadata=metadata)
         _check_columns(n, cols)
         return self._send("ingest_vectors", n, batch_size, lambda rows: x[rows], cols, None)
@@ -1296,7 +1379,9 @@ class ShardedEngine:
 
         q = _lexical_query(query)
 
-        if alpha is not None and (isinstance(alpha, bool) or not isinstance(alpha, int | float)):
+        if alpha is not None and (
+            isinstance(alpha, bool | np.bool_) or not isinstance(alpha, numbers.Real)
+        ):
             raise DTypeError(f"alpha must be a number, got {type(alpha).__name__}")
         if alpha is not None and not 0.0 <= alpha <= 1.0:
             raise imesde.InvalidValueError(f"alpha must be between 0 and 1, got {alpha}")
@@ -1342,11 +1427,14 @@ class ShardedEngine:
 
     def get(self, id: int) -> ShardedItem:
         """The item ``id``; ``ItemNotFoundError`` (a ``KeyError``) when no shard holds it."""
-        item_id = _item_id(id)
+        item_id = integer(id, "id")
         shard = self._shard_of(item_id)
-        # Global ids stay below 2**63 (int64, as everywhere in imesde).
+        # Global ids stay below 2**63 (int64, as everywhere in imesde); -1 (search_vectors'
+        # padding) and any other int name no item, as in Engine.get.
         row = (
-            None if item_id >= 2**63 else self._wait(shard, self._actors[shard].get.remote(item_id))
+            None
+            if not 0 <= item_id < 2**63
+            else self._wait(shard, self._actors[shard].get.remote(item_id))
         )
         if row is None:
             raise ItemNotFoundError(f"no shard holds an item with id {item_id}")
@@ -1359,6 +1447,7 @@ class ShardedEngine:
             isinstance(ids, np.ndarray) and ids.ndim == 0
         ):
             raise DTypeError(f"ids must be a list of int, got {type(ids).__name__}")
+        _flat_ids(ids)
         wanted = [integer(v, f"ids[{n}]") for n, v in enumerate(listed(ids, "ids"))]
         by_shard: dict[int, set[int]] = {}
         for i in wanted:
@@ -1516,6 +1605,8 @@ class ShardedEngine:
             new = self.ingest_batch([item], timestamps=stamps, metadata=[meta])
         else:
             vector = _float32(item, "item")
+            if vector.ndim == 2 and len(vector) == 1:  # one row, as Engine.upsert takes it
+                vector = vector[0]
             if vector.ndim != 1:
                 raise ShapeError(f"item must be one text or one vector, got shape {vector.shape}")
             text = None if old is None else old.text
@@ -1912,7 +2003,7 @@ class ShardedEngine:
         threshold = self._calibrated(q, threshold, where)
         args = (q, threshold, _plain(where), queue_size, top_k)
         try:
-            self._scatter("subscribe", key, *args)
+            held = self._scatter("subscribe", key, *args)
         except BaseException:
             # No shard keeps a standing query that has no subscription to read it.
             for actor in self._actors:
@@ -1922,7 +2013,10 @@ class ShardedEngine:
             raise
         self._standing[key] = args
         sub = ShardedSubscription(self, key, callback, queue_size, poll_interval, top_k)
-        sub.threshold = None if threshold is None else float(threshold)
+        sub.query = query if isinstance(query, str) else None
+        # As the shards hold it: a float32, the value scores are compared with (0.3 reads
+        # back 0.30000001192092896, as from one engine's subscription).
+        sub.threshold = held[0]
         self._subscriptions.add(sub)
         return sub
 
@@ -2012,6 +2106,8 @@ class ShardedSubscription:
         self.error: BaseException | None = None
         # The score an item must reach (a percentile threshold calibrated), None for none.
         self.threshold: float | None = None
+        # The query text, None for a vector query.
+        self.query: str | None = None
         # Per shard, the drops its queue had counted at the last poll.
         self._shard_dropped: dict[int, int] = {}
         # Events of items whose batch is still in flight on another shard: delivered once
@@ -2030,6 +2126,17 @@ class ShardedSubscription:
     def active(self) -> bool:
         """Whether events are still being received."""
         return not self._stop.is_set()
+
+    @property
+    def top_k(self) -> int | None:
+        """The running top-k size over every shard, None without one."""
+        return self._top_k
+
+    @property
+    def pending(self) -> int:
+        """Events waiting in the queue (in this process; a shard's own queue is read at each
+        poll)."""
+        return self._queue.qsize()
 
     def _run(self) -> None:
         try:
