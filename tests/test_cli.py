@@ -19,6 +19,9 @@ import pytest
 from imesde.cli import _Lines
 
 pytestmark = pytest.mark.model
+# Tests that signal a child (Popen.send_signal takes only SIGTERM and console events on
+# Windows) or read devices (/dev/zero, /dev/stdin): POSIX idioms.
+POSIX = pytest.mark.skipif(sys.platform == "win32", reason="signals and /dev files are POSIX")
 
 
 def imesde_cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -212,6 +215,7 @@ def test_search_drops_crlf_and_demo_refuses_bad_timestamps(tmp_path: Path) -> No
         assert "a query is empty" in out.stderr
 
 
+@POSIX
 def test_inputs_that_cannot_be_read_are_one_line_errors(tmp_path: Path) -> None:
     import gzip
 
@@ -389,6 +393,7 @@ def _collect(proc: subprocess.Popen[str]) -> tuple[list[str], threading.Thread]:
     return seen, reader
 
 
+@POSIX
 def test_watch_follows_a_growing_file_until_interrupted(tmp_path: Path) -> None:
     log = tmp_path / "app.log"
     first = "disk quota exceeded on /home"
@@ -531,6 +536,7 @@ def test_watch_escapes_text_the_terminal_cannot_encode() -> None:
     assert '"crash on startup" 3' in stderr
 
 
+@POSIX
 def test_every_ctrl_c_stops_watch_follow(tmp_path: Path) -> None:
     # Every line matches, so Ctrl-C often lands inside the callback that prints it: it must
     # still end the command, every time.
@@ -565,6 +571,7 @@ def test_every_ctrl_c_stops_watch_follow(tmp_path: Path) -> None:
         assert "interrupted" in stderr
 
 
+@POSIX
 def test_watch_follow_waits_for_a_whole_line_and_rereads_a_truncated_file(
     tmp_path: Path,
 ) -> None:
@@ -594,6 +601,7 @@ def test_watch_follow_waits_for_a_whole_line_and_rereads_a_truncated_file(
     assert "truncated" in stderr
 
 
+@POSIX
 def test_watch_follow_takes_a_renamed_log_s_successor_and_stops_on_sigterm(
     tmp_path: Path,
 ) -> None:
@@ -634,6 +642,7 @@ def test_watch_follow_takes_a_renamed_log_s_successor_and_stops_on_sigterm(
         assert "read once" in out.stderr
 
 
+@POSIX
 def test_watch_follow_waits_for_a_log_not_made_yet(tmp_path: Path) -> None:
     """``--follow`` of a file that does not exist yet (a service started before its log) was
     an error; it is waited for, as ``tail -F`` waits, and followed once made. Without
@@ -758,6 +767,7 @@ def test_watch_lines_reads_the_last_lines_and_with_0_only_new_ones(tmp_path: Pat
     assert "1 line embedded" in stderr
 
 
+@POSIX
 def test_ctrl_c_before_a_percentile_is_calibrated_matches_the_lines_held(tmp_path: Path) -> None:
     # A quiet log of 3 lines, p99 (calibrated on 100): Ctrl-C matched nothing, silently.
     log = tmp_path / "quiet.log"
@@ -813,6 +823,7 @@ def test_a_percentile_threshold_calibrates_on_enough_lines_and_misses_none(
     assert "p50 was calibrated on 10 lines, not 100" in out.stderr
 
 
+@POSIX
 def test_a_percentile_beyond_the_ring_calibrates_on_a_full_ring(tmp_path: Path) -> None:
     """p99.99 asks for 10,000 lines: a ring of 64 never held them, and a followed file never
     ends, so nothing was ever matched."""
@@ -890,6 +901,7 @@ def test_json_lines_stay_json_whatever_the_output_encoding() -> None:
     assert json.loads(out.stdout)["text"] == "café crashed on startup"
 
 
+@POSIX
 def test_cli_refusals_name_what_is_wrong(tmp_path: Path) -> None:
     # Standard input that never ends is refused, as --file /dev/zero is.
     with open("/dev/zero", "rb") as zero:

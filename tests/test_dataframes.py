@@ -229,6 +229,47 @@ def test_naive_datetime_edges_are_times_in_any_local_zone(
         tzset()
 
 
+class WindowsTime(datetime):
+    """A naive time whose ``timestamp()`` fails as Windows' does (``OSError`` outside
+    1970-01-02 to 3000: cpython issues 94414, 103648)."""
+
+    def timestamp(self) -> float:
+        inside = datetime(1970, 1, 2) <= self < datetime(3001, 1, 1)
+        if self.tzinfo is None and not inside:
+            raise OSError(22, "Invalid argument")
+        return super().timestamp()
+
+
+def test_naive_times_that_windows_cannot_convert_are_times_too(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On Windows a naive time before 1970 (a birth date, a historical record) or after 3000
+    was an InvalidValueError: its own ``timestamp()`` fails there. It is read with the local
+    zone's offset at the same date of the nearest year Windows takes."""
+    tzset = getattr(time, "tzset", None)
+    if tzset is None:
+        pytest.skip("time.tzset is POSIX only")
+    monkeypatch.setenv("TZ", "America/Los_Angeles")
+    tzset()
+    try:
+        summer, far = datetime(1969, 7, 20, 20, 17), datetime(3500, 7, 1, 12)
+        engine = imesde.Engine(4, num_shards=1, shard_size=16)
+        ids = engine.ingest_vectors(
+            np.eye(4, dtype=np.float32)[:3],
+            timestamps=[WindowsTime.combine(t.date(), t.time()) for t in (summer, far)]
+            + [WindowsTime(1, 1, 1)],
+        )
+        got = [engine.get(int(i)).ts for i in ids]
+        # Daylight time in July, as this machine's own conversion gives it.
+        assert got[:2] == [summer.timestamp(), far.timestamp()]
+        year_one = datetime(1, 1, 1, tzinfo=timezone.utc).timestamp()
+        assert abs(got[2] - year_one) < 86_400
+        assert engine.count(since=WindowsTime(1969, 1, 1)) == 2
+    finally:
+        monkeypatch.undo()
+        tzset()
+
+
 def test_gaps_leave_keys_out_and_nan_says_how_to_mark_one(frame: tuple[Any, Any]) -> None:
     df, x = frame
     engine = imesde.Engine(384, num_shards=1, shard_size=64)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import random
-import signal
 import subprocess
 import sys
 import textwrap
@@ -119,12 +118,14 @@ def test_a_save_killed_at_any_moment_leaves_the_previous_file(kind: str, tmp_pat
         assert proc.stdout is not None
         assert proc.stdout.readline().strip() == "ready"
         time.sleep(rng.uniform(0.0, 0.4))
-        proc.send_signal(signal.SIGKILL)
+        proc.kill()  # SIGKILL; TerminateProcess on Windows
         proc.wait(timeout=60)
         # Whatever the moment: the file is one whole save, the old one or a new one.
         load(path)
-        # The next save (any process) removes what the killed one left behind.
+        # The next save (any process) removes what the killed one left behind (on Unix,
+        # where a lock tells a dead writer's file from a live one's).
         save(path)
         load(path)
-        assert sorted(p.name for p in tmp_path.iterdir()) == [path.name], attempt
+        if sys.platform != "win32":
+            assert sorted(p.name for p in tmp_path.iterdir()) == [path.name], attempt
     assert os.path.getsize(path) > 0

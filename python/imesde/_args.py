@@ -160,15 +160,30 @@ def arrow_times(values: Any, what: str) -> Any:
     return np.asarray(values.to_numpy(zero_copy_only=False))
 
 
-def naive_edge_seconds(value: Any) -> float | None:
-    """Seconds since the epoch of a naive ``datetime`` at an edge of its range
-    (``datetime.min``, ``datetime.max``) read in local time, where its own ``timestamp()``
-    fails (the local zone puts it in year 0 or 10000): the zone's offset two days in. None
-    for anything else."""
-    if not isinstance(value, datetime) or value.tzinfo is not None or value.year not in (1, 9999):
+_NAIVE_EPOCH = datetime(1970, 1, 1)
+
+
+def naive_seconds(value: Any) -> float | None:
+    """Seconds since the epoch of a naive ``datetime`` (local time) whose own ``timestamp()``
+    failed, None for anything else: at an edge of its range (``datetime.min`` /
+    ``datetime.max``, which the local zone puts in year 0 or 10000) the zone's offset two
+    days in; on Windows, whose ``timestamp()`` of a naive time takes only 1970-01-02 to
+    3000, the offset at the same date in the nearest year it takes (1972 / 2996, leap years
+    both, so February 29 has one)."""
+    if not isinstance(value, datetime) or value.tzinfo is not None:
         return None
-    step = timedelta(days=2 if value.year == 1 else -2)
-    return (value + step).timestamp() - step.total_seconds()
+    near = []
+    if value.year in (1, 9999):
+        near.append(value + timedelta(days=2 if value.year == 1 else -2))
+    if value.year < 1972 or value.year > 2996:
+        near.append(value.replace(year=1972 if value.year < 1972 else 2996))
+    for t in near:
+        try:
+            offset = t.timestamp() - (t - _NAIVE_EPOCH).total_seconds()
+        except (OSError, OverflowError, ValueError):
+            continue
+        return (value - _NAIVE_EPOCH).total_seconds() + offset
+    return None
 
 
 # Seconds in a datetime64 unit, and units in a second.

@@ -191,7 +191,16 @@ def _ts(value: str | float) -> float:
         raise ValueError(f"ts must be seconds or an ISO 8601 date, got {value!r}")
     from datetime import datetime
 
-    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    from imesde._args import naive_seconds
+
+    when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    try:
+        return when.timestamp()
+    except (OSError, OverflowError) as e:  # a naive edge, or before 1970 on Windows
+        seconds = naive_seconds(when)
+        if seconds is None:
+            raise ValueError(f"ts {value!r}: {e}") from None
+        return seconds
 
 
 def _print_hits(query: str, hits: Sequence[Hit], seconds: float, as_json: bool) -> None:

@@ -220,6 +220,17 @@ impl<'py> FromPyObject<'_, 'py> for FsPath {
                     let path = std::ffi::OsStr::from_bytes(bytes.as_bytes());
                     return Ok(FsPath(PathBuf::from(path)));
                 }
+                // Elsewhere bytes name a path in the file system encoding (UTF-8 on Windows):
+                // `os.fsdecode` reads them as open() does.
+                #[cfg(not(unix))]
+                if let Ok(raw) = py_fspath(&obj)
+                    && raw.is_instance_of::<PyBytes>()
+                {
+                    let decoded = py
+                        .import(pyo3::intern!(py, "os"))?
+                        .call_method1(pyo3::intern!(py, "fsdecode"), (raw,))?;
+                    return decoded.extract::<PathBuf>().map(FsPath);
+                }
                 Err(py_err!(
                     DType,
                     "expected a path (str, bytes or os.PathLike), got {}",
@@ -640,8 +651,9 @@ fn time_seconds(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Option<f64>> {
             .and_then(|t| t.extract::<f64>())
             .or_else(|e| {
                 // `datetime.min` / `datetime.max` naive, where the local zone puts them
-                // beyond the years a datetime holds.
-                args(obj.py(), pyo3::intern!(obj.py(), "naive_edge_seconds"))?
+                // beyond the years a datetime holds; on Windows any naive time before 1970
+                // or after 3000.
+                args(obj.py(), pyo3::intern!(obj.py(), "naive_seconds"))?
                     .call1((obj,))?
                     .extract::<Option<f64>>()?
                     .ok_or(e)

@@ -28,17 +28,20 @@ use crate::exceptions::py_err;
 use imesde_engine::fork::{self, Inside};
 
 /// `pthread_atfork` prepare: waits until no thread is inside [`run`] (or the engine's gate).
+#[cfg(unix)]
 pub(crate) fn before_fork() {
     fork::before_fork();
 }
 
 /// `pthread_atfork` parent: work may start again.
+#[cfg(unix)]
 pub(crate) fn after_fork_in_parent() {
     fork::after_fork_in_parent();
 }
 
 /// `pthread_atfork` child: the child's only thread is the forking one, which was outside (and
 /// is the child's main thread).
+#[cfg(unix)]
 pub(crate) fn after_fork_in_child() {
     set_main_thread();
     // The parent's other threads are not in the child, nor are their passages; a child
@@ -326,20 +329,28 @@ impl Kept {
 /// How often a thread waiting for interruptible work runs Python's signal handlers.
 const SIGNAL_POLL: Duration = Duration::from_millis(20);
 
-/// The `pthread_self` of the thread that runs Python's signal handlers (set at import and in a
-/// forked child).
+/// The Python thread ident of the thread that runs Python's signal handlers (set at import
+/// and in a forked child).
 static MAIN_THREAD: AtomicUsize = AtomicUsize::new(0);
 
-/// Notes `ident` (``threading.main_thread().ident``, a `pthread_self` value) as the thread
-/// that runs Python's signal handlers.
+/// Notes `ident` (``threading.main_thread().ident``) as the thread that runs Python's signal
+/// handlers.
 pub(crate) fn set_main_thread_ident(ident: usize) {
     MAIN_THREAD.store(ident, SeqCst);
 }
 
+/// The calling thread's Python ident, as ``threading.get_ident()`` gives it on every OS
+/// (`pthread_self` on Unix, `GetCurrentThreadId` on Windows).
+fn thread_ident() -> usize {
+    // SAFETY: reads the calling thread's id; needs neither the GIL nor a live interpreter
+    // (on Unix it is `pthread_self`, async-signal-safe, so a forked child may call it).
+    unsafe { pyo3::ffi::PyThread_get_thread_ident() as usize }
+}
+
 /// Notes the calling thread as the one that runs Python's signal handlers.
+#[cfg(unix)]
 fn set_main_thread() {
-    // SAFETY: `pthread_self` has no preconditions (and is async-signal-safe).
-    MAIN_THREAD.store(unsafe { libc::pthread_self() } as usize, SeqCst);
+    MAIN_THREAD.store(thread_ident(), SeqCst);
 }
 
 /// Interpreter exit. Python 3.13 and older end a thread (other than the main one) that takes
@@ -485,7 +496,11 @@ fn finalizing() -> bool {
 static FINALIZING: std::sync::OnceLock<Option<unsafe extern "C" fn() -> std::ffi::c_int>> =
     std::sync::OnceLock::new();
 
-/// Looks up [`finalizing`]'s function (at import).
+/// Looks up [`finalizing`]'s function (at import). Only on Unix, where the process's symbols
+/// are searched by name: on Windows it would have to be found in the `python3X.dll` that
+/// `python3.dll` forwards to, so `finalizing()` is false there (a thread taking the GIL after
+/// finalization is ended by `ExitThread`, which unwinds nothing, rather than by the
+/// unwinding `pthread_exit` that aborts the process).
 pub(crate) fn find_finalizing() {
     FINALIZING.get_or_init(|| {
         #[cfg(unix)]
@@ -542,6 +557,5 @@ pub(crate) fn close_sessions_in_hook() {
 }
 
 fn on_main_thread() -> bool {
-    // SAFETY: as in `set_main_thread`.
-    MAIN_THREAD.load(SeqCst) == unsafe { libc::pthread_self() } as usize
+    MAIN_THREAD.load(SeqCst) == thread_ident()
 }
