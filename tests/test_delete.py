@@ -77,10 +77,27 @@ def test_delete_by_filter_deletes_what_passes(golden: Golden, tmp_path: Path) ->
     meta: list[dict[str, str | int]] = [{"host": f"h{i % 3}", "n": i} for i in range(n)]
     engine.ingest_vectors(vecs[:n], texts[:n], metadata=meta, timestamps=list(range(n)))
     held = {int(i.id): i for i in engine.recent(n)}
-    empty: list[dict[str, object]] = [{}, {"where": {}}, {"where": None}]
+    # An empty "keep these" list ($nin: [], or $not of an empty $in) keeps everything too: a
+    # "delete all but these" built from an empty list emptied the engine.
+    keep: list[str] = []
+    empty: list[dict[str, object]] = [
+        {},
+        {"where": {}},
+        {"where": None},
+        {"where": {"host": {"$nin": keep}}},
+        {"where": {"$not": {"host": {"$in": keep}}}},
+    ]
     for bad in empty:
         with pytest.raises(imesde.InvalidValueError, match="ids or a filter"):
             engine.delete(**bad)  # type: ignore[arg-type]
+        with pytest.raises(imesde.InvalidValueError, match="ids or a filter"):
+            engine.update_metadata(metadata={"x": 1}, **bad)  # type: ignore[arg-type]
+    assert len(engine) == len(held)
+    # chromadb's #id is not a metadata key no item has: {"#id": {"$nin": keep}} passed all.
+    with pytest.raises(imesde.InvalidValueError, match="chromadb's key"):
+        engine.delete(where={"#id": {"$nin": [0, 1]}})
+    assert engine.count(where={"host": {"$nin": keep}}) == len(held)
+    assert engine.count(where={"host": {"$in": keep}}) == 0
     assert len(engine) == len(held)
     with pytest.raises(imesde.InvalidValueError, match="where"):
         engine.delete(where=5)  # type: ignore[arg-type]

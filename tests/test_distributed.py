@@ -855,7 +855,10 @@ def test_bad_arguments_are_typed_errors_before_any_shard_starts(tmp_path: Path) 
     with pytest.raises(imesde.ModelNotFoundError):
         dist.ShardedEngine(1, model=tmp_path / "no-model", num_cpus=0.5)
     # Each shard holds shard_size items exactly (100 in 16 ring shards held 112).
-    assert dist.ShardedEngine(2, model=8, shard_size=100, num_cpus=0.5).capacity == 200
+    hundred = dist.ShardedEngine(2, model=8, shard_size=100, num_cpus=0.5)
+    assert (hundred.capacity, hundred.shard_size, hundred.num_shards) == (200, 100, 2)
+    with pytest.raises(AttributeError):
+        hundred.capacity = 5  # read-only, as Engine's
     (tmp_path / "manifest.json").write_text('{"format": "other"}')
     with pytest.raises(imesde.IndexCorruptError, match="not a ShardedEngine snapshot"):
         dist.ShardedEngine.load(tmp_path)

@@ -495,6 +495,8 @@ impl Predicate {
             Predicate::And(ps) => ps.iter().all(Predicate::keeps_everything),
             Predicate::Or(ps) => ps.iter().any(Predicate::keeps_everything),
             Predicate::Not(p) => p.keeps_nothing(),
+            // `$nin: []` (a "keep these" list that came out empty) excludes nothing.
+            Predicate::In { values, negate, .. } => *negate && values.is_empty(),
             _ => false,
         }
     }
@@ -506,6 +508,7 @@ impl Predicate {
             Predicate::And(ps) => ps.iter().any(Predicate::keeps_nothing),
             Predicate::Or(ps) => ps.iter().all(Predicate::keeps_nothing),
             Predicate::Not(p) => p.keeps_everything(),
+            Predicate::In { values, negate, .. } => !*negate && values.is_empty(),
             _ => false,
         }
     }
@@ -682,8 +685,22 @@ fn text_predicate(op: &str, v: &Json, path: &str) -> Result<Predicate, FilterErr
 /// The key chromadb names the document by in a `where` (`{"#document": {"$contains": s}}`).
 const DOCUMENT: &str = "#document";
 
+/// chromadb's other `#` keys (`Key.ID`, ...): not metadata, and nothing imesde filters by.
+const CHROMA_KEYS: [&str; 4] = ["#id", "#embedding", "#metadata", "#score"];
+
 /// The condition on one key: a scalar (equality) or a dict of operators.
 fn parse_field(key: &str, v: &Json, path: &str) -> Result<Predicate, FilterError> {
+    if CHROMA_KEYS.contains(&key) {
+        // Read as a metadata key, `{"#id": {"$nin": keep}}` passed every item (none has it):
+        // a delete by it emptied the engine.
+        return Err(fail(
+            path,
+            format!(
+                "{key} is chromadb's key for the item, not metadata: imesde filters by metadata \
+                 keys and #document (pass ids= to choose items by id)"
+            ),
+        ));
+    }
     if key == DOCUMENT && !matches!(v, Json::Object(_)) {
         // chromadb's name for the text: `{"#document": {"$contains": s}}`.
         return Err(fail(
@@ -776,7 +793,7 @@ fn parse_field(key: &str, v: &Json, path: &str) -> Result<Predicate, FilterError
                     _ => {
                         return Err(fail(
                             &here,
-                            format!("$exists takes true or false (or 1 / 0), got {arg}"),
+                            format!("$exists takes True or False (or 1 / 0), got {}", kind(arg)),
                         ));
                     }
                 };
@@ -960,6 +977,8 @@ mod tests {
             json!({"#document": "x"}),
             json!({"#document": {"$eq": "x"}}),
             json!({"#document": {}}),
+            json!({"#id": {"$nin": [0, 1]}}),
+            json!({"$or": [{"a": 1}, {"#score": {"$gt": 0.5}}]}),
         ] {
             assert!(Predicate::parse(&bad).is_err(), "{bad}");
         }
@@ -971,6 +990,12 @@ mod tests {
             (json!({"$and": [{}, {"a": 1}]}), false),
             (json!({"$not": {}}), false),
             (json!({"a": {"$exists": true}}), false),
+            // An empty "keep these" list excludes nothing; an empty "these" keeps nothing.
+            (json!({"a": {"$nin": []}}), true),
+            (json!({"$not": {"a": {"$in": []}}}), true),
+            (json!({"$or": [{"a": 1}, {"b": {"$nin": []}}]}), true),
+            (json!({"a": {"$in": []}}), false),
+            (json!({"$not": {"a": {"$nin": []}}}), false),
         ] {
             let p = Predicate::parse(&doc).unwrap();
             assert_eq!(p.keeps_everything(), all, "{doc}");
@@ -980,7 +1005,7 @@ mod tests {
         }
         let bad = Predicate::parse(&json!({"k": {"$exists": 2}})).unwrap_err();
         assert_eq!(bad.path, "where[\"k\"][\"$exists\"]");
-        assert!(bad.message.contains("true or false"), "{bad}");
+        assert!(bad.message.contains("True or False"), "{bad}");
         assert!(!check(json!({"missing": {"$gt": 1}})));
         assert!(check(json!({"$or": [{"status": 200}, {"host": "web1"}]})));
         assert!(!check(json!({"$and": [{"status": 500}, {"host": "web2"}]})));

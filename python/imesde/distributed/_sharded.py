@@ -923,7 +923,7 @@ class ShardedEngine:
     ) -> None:
         """Sets the driver's state and starts one actor per shard (from its snapshot in
         `snapshot_dir` when there is one there)."""
-        self.num_shards = num_shards
+        self._num_shards = num_shards
         self._key = key
         self._num_cpus = num_cpus
         self._max_restarts = max_restarts
@@ -961,7 +961,7 @@ class ShardedEngine:
                 math.floor(cpus / num_shards * 1e4) / 1e4,
             )
         self._actors = [self._start(i) for i in range(num_shards)]
-        self.capacity = self._started(start_timeout)
+        self._capacity = self._started(start_timeout)
         self._dim: int = self._wait(0, self._actors[0].dim.remote())
 
     def _started(self, timeout: float | None) -> int:
@@ -1651,6 +1651,21 @@ class ShardedEngine:
     def dim(self) -> int:
         """The dimension of the vectors the shards hold (the model's, or the one given)."""
         return self._dim
+
+    @property
+    def num_shards(self) -> int:
+        """How many shards (actors) hold the items."""
+        return self._num_shards
+
+    @property
+    def capacity(self) -> int:
+        """How many items the shards hold together (``num_shards * shard_size``)."""
+        return self._capacity
+
+    @property
+    def shard_size(self) -> int:
+        """How many items each shard holds."""
+        return int(self._spec["engine_shards"] * self._spec["ring_shard_size"])
 
     @property
     def storage(self) -> Literal["f32", "int8", "binary"]:
