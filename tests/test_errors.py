@@ -197,6 +197,29 @@ def test_bad_construction(kwargs: dict[str, Any], exc: type[Exception]) -> None:
         imesde.Engine(384, **kwargs)
 
 
+def test_a_ring_larger_than_the_machine_is_refused_when_made() -> None:
+    """Slots are touched as items arrive: a ring whose slots need more than the machine's
+    memory and swap was accepted (one shard's array fit in the address space) and its
+    process killed once the stream filled it."""
+    meminfo = Path("/proc/meminfo")
+    if not meminfo.exists():
+        pytest.skip("the machine's memory is read from /proc/meminfo (Linux)")
+    kib = {
+        line.split(":")[0]: int(line.split()[1])
+        for line in meminfo.read_text().splitlines()
+        if line.startswith(("MemTotal:", "SwapTotal:"))
+    }
+    machine = (kib["MemTotal"] + kib.get("SwapTotal", 0)) * 1024
+    slot = imesde.Engine(384, num_shards=1, shard_size=1).stats()["memory_bytes"]
+    shard_size = machine // (64 * slot) + 1  # 64 shards: each one's array small
+    with pytest.raises(imesde.CapacityError, match="more than this machine can hold"):
+        imesde.Engine(384, num_shards=64, shard_size=shard_size)
+    # A sixteenth of that is made (and costs what it holds).
+    small = imesde.Engine(384, num_shards=4, shard_size=shard_size)
+    assert small.capacity == 4 * shard_size
+    assert len(small) == 0
+
+
 def test_zero_dim_and_huge_int8_dim() -> None:
     with pytest.raises(imesde.InvalidValueError):
         imesde.Engine(0)

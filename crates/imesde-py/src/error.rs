@@ -147,6 +147,7 @@ fn ring_class(e: &RingError) -> Exc {
         RingError::Length { .. } => Exc::Shape,
         RingError::Snapshot(_) => Exc::Corrupt,
         RingError::Capacity { .. }
+        | RingError::Memory { .. }
         | RingError::TooManyShards { .. }
         | RingError::IdsExhausted { .. } => Exc::Capacity,
         RingError::TimestampRange { .. } => Exc::OutOfRange,

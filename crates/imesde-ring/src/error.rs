@@ -17,6 +17,21 @@ pub enum RingError {
         dim: usize,
         bytes: u128,
     },
+    /// The ring's slots alone need more memory than this process can ever hold
+    /// ([`crate::memory_limit`]): accepted, it would be killed once the stream filled it.
+    #[error(
+        "a ring of {num_shards} shards x {shard_size} slots x {dim} dims needs {bytes} bytes \
+         for its slots alone, more than this machine can hold ({limit} bytes of memory and \
+         swap, or its cgroup's limit): fewer slots, or storage=\"int8\" / \"binary\" \
+         (about 40 % of f32's bytes)"
+    )]
+    Memory {
+        num_shards: usize,
+        shard_size: usize,
+        dim: usize,
+        bytes: u128,
+        limit: u128,
+    },
     /// More shards than a ring keeps ([`crate::MAX_SHARDS`]): each has its own lock and
     /// buffers, allocated up front.
     #[error("num_shards must be at most {max}, got {got}")]

@@ -480,6 +480,17 @@ impl Ring {
         if bytes > 1u128 << 47 {
             return Err(capacity_err());
         }
+        // Slots are touched as items arrive: a ring larger than the machine would be accepted
+        // here and its process killed once the stream filled it.
+        if let Some(limit) = crate::memory_limit().filter(|&limit| bytes > limit) {
+            return Err(RingError::Memory {
+                num_shards: cfg.num_shards,
+                shard_size: cfg.shard_size,
+                dim: cfg.dim,
+                bytes,
+                limit,
+            });
+        }
         let values = cfg
             .shard_size
             .checked_mul(cfg.dim)
