@@ -623,9 +623,9 @@ class Engine:
         ts: _Timestamp | None = None,
     ) -> int:
         """Replace item ``id`` by a new version (a text or a vector; metadata kept unless
-        given, and for a vector the old text): stored as a new item, then ``id`` deleted (a read on another thread between
-        the two may see both, a search neither). Returns the new id. An ``id`` not held just
-        adds the item (``id in engine`` tells)."""
+        given, and for a vector the old text): stored as a new item, then ``id`` deleted (a
+        read on another thread between the two may see both, a search neither). Returns the
+        new id. An ``id`` not held just adds the item (``id in engine`` tells)."""
     def __len__(self) -> int: ...
     def __contains__(self, id: object, /) -> bool:
         """Whether an item with this id is held (``id in engine``)."""
