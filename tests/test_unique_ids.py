@@ -189,6 +189,32 @@ def test_a_forged_store_state_is_refused() -> None:
             IdStore._from_state(names, owned)
 
 
+@pytest.mark.parametrize(
+    "forgery",
+    [
+        # Every insert ignored: each id looked handed out, and a claim looked for ever.
+        "CREATE TABLE imesde_sid_issued (id TEXT PRIMARY KEY);"
+        "CREATE TRIGGER t BEFORE INSERT ON imesde_sid_issued BEGIN SELECT RAISE(IGNORE); END;",
+        "CREATE VIEW imesde_sid_counts AS SELECT 'k' AS key, 1 AS n;",
+    ],
+)
+def test_a_given_database_with_more_than_the_store_s_tables_is_refused(
+    tmp_path: Path, forgery: str
+) -> None:
+    import sqlite3
+
+    path = tmp_path / "ids.db"
+    with sqlite3.connect(path) as conn:
+        conn.executescript(forgery)
+    conn.close()
+    with pytest.raises(imesde.IndexCorruptError, match="not a store's database"):
+        imesde.SQLiteCollisionStore(str(path), timeout=1)
+    # The store's own database is taken, reopened and used as before.
+    own = tmp_path / "own.db"
+    assert imesde.SQLiteCollisionStore(str(own)).claim(["a", "a"]) == ["a", "a-1"]
+    assert imesde.SQLiteCollisionStore(str(own)).claim(["a"]) == ["a-2"]
+
+
 def test_next_suffix_and_claim_never_hand_out_one_id_twice(tmp_path: Path) -> None:
     from imesde.semantic_ids import InMemoryCollisionStore, SQLiteCollisionStore
 

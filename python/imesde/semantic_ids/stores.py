@@ -94,6 +94,32 @@ def _claim(
     return out, counts
 
 
+_TABLES = ("imesde_sid_counts", "imesde_sid_issued", "imesde_sid_owned")
+
+
+def _check_schema(conn: sqlite3.Connection, path: str) -> None:
+    """``IndexCorruptError`` unless the store's names are its three tables (and their
+    primary-key indexes) alone: a database given to it could hold a view or a trigger under
+    them (``CREATE TABLE IF NOT EXISTS`` keeps what is there), and a trigger that ignores
+    inserts made every id look handed out, so a claim looked for a free one for ever."""
+    marks = ",".join("?" * len(_TABLES))
+    rows = conn.execute(
+        f"SELECT type, name FROM sqlite_master WHERE tbl_name IN ({marks}) OR name IN ({marks})",
+        _TABLES * 2,
+    ).fetchall()
+    tables = sorted(name for kind, name in rows if kind == "table")
+    others = [
+        f"{kind} {name}"
+        for kind, name in rows
+        if kind != "table" and not (kind == "index" and name.startswith("sqlite_autoindex_"))
+    ]
+    if tables != sorted(_TABLES) or others:
+        raise IndexCorruptError(
+            f"{path}: not a store's database: its tables {', '.join(_TABLES)} must be plain "
+            f"tables with nothing attached (found {', '.join(others) or 'tables missing'})"
+        )
+
+
 class InMemoryCollisionStore:
     """A thread-safe store in memory: unique within one process, gone when it ends. Its state
     lives in Rust, where an ``Engine`` labelling items with it reads and writes it too."""
@@ -262,6 +288,7 @@ class SQLiteCollisionStore:
                 " (key TEXT NOT NULL, owner TEXT NOT NULL, id TEXT NOT NULL,"
                 " PRIMARY KEY (key, owner))"
             )
+            _check_schema(conn, self.path)
 
         self._transaction(create)
 
@@ -275,6 +302,8 @@ class SQLiteCollisionStore:
                 self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False
             )
             try:
+                # Functions a given database's schema names (its views, triggers) do not run.
+                conn.execute("PRAGMA trusted_schema=OFF")
                 conn.execute("PRAGMA journal_mode=WAL")
             except BaseException:
                 conn.close()
