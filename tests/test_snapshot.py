@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import struct
 import threading
+import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -83,6 +85,27 @@ def test_damaged_or_missing_files_are_clear_errors(golden: Golden, tmp_path: Pat
     with pytest.raises(imesde.StorageError):
         engine.save(tmp_path / "no" / "such" / "dir" / "e.imesde")
     assert len(engine) == 256  # the engine is untouched
+
+
+@pytest.mark.parametrize(
+    ("real", "forged", "why"),
+    [
+        (struct.pack("<d", 1000.0), struct.pack("<d", 1e308), "years 1 to 9999"),
+        (b"\x02\x00\x00\x00ab", b"\x02\x00\x00\x00aa", "key repeats"),
+    ],
+)
+def test_a_snapshot_holds_only_what_ingest_takes(real: bytes, forged: bytes, why: str) -> None:
+    """A forged file (its CRC-32 made to match) with a time ingest refuses, or a metadata key
+    twice, loaded: the time was searched and saved again, the repeat dropped unseen."""
+    engine = imesde.Engine(4, num_shards=1, shard_size=4)
+    x = np.eye(4, dtype=np.float32)[:1]
+    engine.ingest_vectors(x, metadata={"aa": 1, "ab": 2}, timestamps=[1000.0])
+    data = engine.to_bytes()
+    assert data.count(real) == 1
+    body = data[:-4].replace(real, forged)
+    with pytest.raises(imesde.IndexCorruptError, match=why):
+        imesde.Engine.from_bytes(body + zlib.crc32(body).to_bytes(4, "little"))
+    assert imesde.Engine.from_bytes(data).get(0).metadata == {"aa": 1, "ab": 2}
 
 
 def test_snapshot_while_ingesting_holds_whole_batches(golden: Golden, tmp_path: Path) -> None:

@@ -249,8 +249,9 @@ impl Ring {
             }
             last = Some(id);
             let ts = r.f64().map_err(bad)?;
-            if !ts.is_finite() {
-                return Err(invalid("a timestamp is not finite"));
+            // What ingest takes (a forged 1e308 loaded, searched and saved again).
+            if crate::check_timestamp(ts, String::new).is_err() {
+                return Err(invalid("a timestamp is not a time of the years 1 to 9999"));
             }
             let (s, slot) = ring.slot_of(id);
             let mut shard = ring.shards[s].write();
@@ -351,7 +352,12 @@ impl Ring {
                     };
                     kv.push((key, value));
                 }
-                Some(Metadata::new(kv))
+                let meta = Metadata::new(kv);
+                // Ingest keeps one value per key; a forged repeat would be dropped unseen.
+                if meta.len() != pairs {
+                    return Err(invalid("a metadata key repeats"));
+                }
+                Some(meta)
             };
             shard.payload_bytes += text_bytes(text.as_ref()) + meta_bytes(meta.as_ref());
             shard.ids[slot] = id;
