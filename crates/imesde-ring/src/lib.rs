@@ -30,7 +30,7 @@ mod standing;
 pub use error::RingError;
 pub use item::{Attributes, Filter, Hit, Item, MAX_TIMESTAMP, MIN_TIMESTAMP, check_timestamp};
 pub use ivf::IvfConfig;
-pub use memory::memory_limit;
+pub use memory::{memory_available, memory_limit};
 pub use meta::{
     CmpOp, FilterError, Key, KeyInterner, MAX_FILTER_DEPTH, Metadata, MetadataUpdate, Predicate,
     Value, key_hash,

@@ -6,6 +6,18 @@
 /// when lower (Linux); None where it is not known (other systems, an unreadable `/proc`).
 #[must_use]
 pub fn memory_limit() -> Option<u128> {
+    meminfo_bytes("MemTotal:", "SwapTotal:")
+}
+
+/// The memory free for this process now: available memory plus free swap, at most its
+/// cgroup's limit (Linux); None where it is not known.
+#[must_use]
+pub fn memory_available() -> Option<u128> {
+    meminfo_bytes("MemAvailable:", "SwapFree:")
+}
+
+/// `/proc/meminfo`'s `memory` plus `swap` (given in kB there), at most the cgroup's limit.
+fn meminfo_bytes(memory: &str, swap: &str) -> Option<u128> {
     #[cfg(target_os = "linux")]
     {
         let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
@@ -18,11 +30,14 @@ pub fn memory_limit() -> Option<u128> {
                 .parse::<u128>()
                 .ok()
         };
-        let machine = (kib("MemTotal:")? + kib("SwapTotal:").unwrap_or(0)) * 1024;
-        Some(cgroup_limit().map_or(machine, |c| c.min(machine)))
+        let bytes = (kib(memory)? + kib(swap).unwrap_or(0)) * 1024;
+        Some(cgroup_limit().map_or(bytes, |c| c.min(bytes)))
     }
     #[cfg(not(target_os = "linux"))]
-    None
+    {
+        let _ = (memory, swap);
+        None
+    }
 }
 
 /// The memory limit of this process's cgroup (v2 `memory.max` plus `memory.swap.max`, or
@@ -67,7 +82,9 @@ mod tests {
     #[cfg(target_os = "linux")]
     fn a_linux_machine_reports_some_memory() {
         let limit = super::memory_limit().expect("/proc/meminfo");
-        // More than 64 MiB, less than 2^60 bytes.
+        // More than 64 MiB, less than 2^60 bytes; what is free now is at most that.
         assert!(limit > 64 << 20 && limit < 1 << 60, "{limit}");
+        let free = super::memory_available().expect("/proc/meminfo");
+        assert!(free > 0 && free <= limit, "{free} of {limit}");
     }
 }

@@ -242,6 +242,12 @@ impl Ring {
         ring.next_id.store(next_id, Ordering::Release);
         let floor = next_id.saturating_sub(capacity);
         let mut last: Option<u64> = None;
+        // Slots up to an item's are written as it is placed: a forged file of a few items
+        // at the ends of large shards would make a small file take the whole ring. What they
+        // take is held to the memory free now.
+        let slot_bytes = storage.vector_bytes(dim) as u128 + 48;
+        let free = crate::memory_available().unwrap_or(u128::MAX);
+        let mut touched: u128 = 0;
         for _ in 0..held {
             let id = r.u64().map_err(bad)?;
             if id < floor || id >= next_id || last.is_some_and(|l| id <= l) {
@@ -255,6 +261,12 @@ impl Ring {
             }
             let (s, slot) = ring.slot_of(id);
             let mut shard = ring.shards[s].write();
+            touched += (slot + 1).saturating_sub(shard.ids.len()) as u128 * slot_bytes;
+            if touched > free {
+                return Err(invalid(
+                    "the items lie in more slots than this machine has free memory for",
+                ));
+            }
             shard.ensure(slot, dim);
             match &mut shard.vectors {
                 Vectors::F32(v) => {
