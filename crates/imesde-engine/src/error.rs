@@ -10,6 +10,9 @@ pub enum EngineError {
     /// The ring refused (a shape, value or capacity problem, or a damaged snapshot).
     #[error(transparent)]
     Ring(#[from] RingError),
+    /// A `where` document that is not a filter ([`imesde_ring::Predicate::parse`]).
+    #[error(transparent)]
+    Filter(#[from] imesde_ring::FilterError),
     /// Embedding failed, or the model could not be loaded or read.
     #[error(transparent)]
     Embed(#[from] EmbedError),

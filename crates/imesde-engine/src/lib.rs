@@ -49,6 +49,10 @@ use parking_lot::Mutex;
 use parking_lot::RwLock;
 
 pub use error::{EngineError, Result};
+// The crates whose types the engine's signatures take (`RingConfig`, `Attributes`, `Filter`,
+// `Predicate`, `Embedder`): a dependency on this crate alone reaches them.
+pub use imesde_embed;
+pub use imesde_ring;
 pub use inbox::Inbox;
 #[cfg(feature = "rq")]
 pub use labeler::RqLabeler;
@@ -117,6 +121,28 @@ pub struct Engine {
 #[cfg(feature = "bm25")]
 fn hybrid_depth(k: usize) -> usize {
     k.saturating_mul(5).max(50)
+}
+
+/// A standing query's filter: its time window would be ignored (events are of new items).
+fn no_time_window(filter: &Filter) -> Result<()> {
+    if filter.since.is_some() || filter.until.is_some() {
+        return Err(EngineError::Invalid(
+            "a standing query takes no time window (since / until): it matches the items \
+             ingested from now on"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+/// A metadata update's values, as ingest checks an item's ([`Metadata::check`]).
+fn check_update(update: &MetadataUpdate) -> Result<()> {
+    update.check().map_err(|reason| {
+        EngineError::Ring(imesde_ring::RingError::Metadata {
+            what: "metadata".into(),
+            reason,
+        })
+    })
 }
 
 /// A hybrid search's `alpha`, when given, is a weight in 0..=1.
@@ -420,7 +446,7 @@ impl Engine {
     /// Returns the ids updated, each once (ids not held, or not passing, are skipped).
     ///
     /// # Errors
-    /// An empty time window.
+    /// An empty time window; a value a snapshot could not hold (a NaN, a list inside a list).
     pub fn update_metadata<'u>(
         &self,
         ids: &[u64],
@@ -428,6 +454,9 @@ impl Engine {
         update: impl Fn(usize) -> &'u MetadataUpdate,
     ) -> Result<Vec<u64>> {
         filter.check()?;
+        for i in 0..ids.len() {
+            check_update(update(i))?;
+        }
         Ok(self.ring.update_metadata(ids, filter, update))
     }
 
@@ -436,12 +465,13 @@ impl Engine {
     /// is not changed; one that stops passing before its turn comes is not either.
     ///
     /// # Errors
-    /// An empty time window.
+    /// An empty time window; a value a snapshot could not hold.
     pub fn update_metadata_passing(
         &self,
         filter: &Filter,
         update: &MetadataUpdate,
     ) -> Result<Vec<u64>> {
+        check_update(update)?;
         let ids = self.ring.ids_passing(filter)?;
         Ok(self.ring.update_metadata(&ids, filter, |_| update))
     }
@@ -830,9 +860,12 @@ impl Engine {
     /// subscription's id and the threshold as a score (a percentile calibrated on the items
     /// held now that pass `filter`).
     ///
+    /// `filter`'s predicate applies; a time window does not (an item's time is that of its
+    /// arrival, or one given with it) and is refused.
+    ///
     /// # Errors
     /// A bad query; neither a threshold nor a top-k; a percentile outside 0..100 or on an
-    /// empty engine.
+    /// empty engine; a filter with `since` or `until`.
     pub fn subscribe(
         &self,
         query: &[f32],
@@ -840,6 +873,7 @@ impl Engine {
         top_k: Option<usize>,
         filter: Filter,
     ) -> Result<(u64, Option<f32>)> {
+        no_time_window(&filter)?;
         let threshold = self.threshold_score(query, threshold, &filter)?;
         let id = self.reserve_subscription();
         self.subscribe_as(id, query, threshold, top_k, filter)?;
@@ -884,6 +918,7 @@ impl Engine {
         top_k: Option<usize>,
         filter: Filter,
     ) -> Result<()> {
+        no_time_window(&filter)?;
         self.ring.subscribe_as(
             id,
             query,

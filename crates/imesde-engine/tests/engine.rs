@@ -616,3 +616,60 @@ fn an_id_store_copied_from_its_state_hands_out_what_it_would() {
         assert_eq!(st.claim(&s(&["c"]), "-", Some(&s(&["d1"]))), s(&["c"]));
     }
 }
+
+/// What a Rust caller can give that the Python binding never passes on: values a snapshot
+/// could not hold, NaN time bounds, a time window on a standing query, a filter document
+/// parsed with `?`. Each is refused when given, and what was saved loads.
+#[test]
+fn what_a_snapshot_cannot_hold_is_refused_when_given() -> imesde_engine::Result<()> {
+    // Reached through this crate alone (its signatures take these crates' types).
+    use imesde_engine::imesde_ring::{Filter as F, RingError};
+    let e = Engine::new(ring(4, 1, 8), None, false)?;
+    let x = [1.0, 0.0, 0.0, 0.0];
+    let bad = [
+        Metadata::new([("x", Value::Float(f64::NAN))]),
+        Metadata::new([("x", Value::Float(f64::INFINITY))]),
+        Metadata::new([(
+            "x",
+            Value::List(vec![Value::List(vec![Value::Int(1)].into())].into()),
+        )]),
+    ];
+    for m in bad {
+        let attrs = Attributes {
+            metadata: vec![Some(m.clone())],
+            ..Attributes::default()
+        };
+        let got = e.ingest_vectors(&x, attrs);
+        assert!(
+            matches!(got, Err(EngineError::Ring(RingError::Metadata { .. }))),
+            "{got:?}"
+        );
+        let update = MetadataUpdate::Replace(Some(m));
+        assert!(e.update_metadata(&[0], &F::default(), |_| &update).is_err());
+    }
+    e.ingest_vectors(&x, Attributes::default())?;
+    assert_eq!(e.ring().len(), 1);
+    let back = Engine::from_snapshot(&e.snapshot()?, None)?;
+    assert_eq!(back.ring().len(), 1);
+    // A NaN bound kept everything, silently.
+    let nan = F {
+        since: Some(f64::NAN),
+        ..F::default()
+    };
+    assert!(matches!(
+        e.search_vector(&x, 10, &nan),
+        Err(EngineError::Ring(RingError::Timestamp { .. }))
+    ));
+    // A standing query's time window was ignored.
+    let window = F {
+        since: Some(4e9),
+        ..F::default()
+    };
+    let got = e.subscribe(&x, Some(Threshold::Score(0.5)), None, window);
+    assert!(matches!(got, Err(EngineError::Invalid(_))), "{got:?}");
+    // A filter document from a request, with `?`.
+    let doc = serde_json::json!({"x": {"$gt": 1}});
+    let filter = F::matching(Predicate::parse(&doc)?);
+    assert_eq!(e.count(&filter)?, 0);
+    Ok(())
+}

@@ -158,6 +158,7 @@ fn ring_class(e: &RingError) -> Exc {
         | RingError::ZeroK
         | RingError::TimeWindow { .. }
         | RingError::Timestamp { .. }
+        | RingError::Metadata { .. }
         | RingError::Index { .. }
         | RingError::NoIndex
         | RingError::UnknownStorage(_)
@@ -203,6 +204,7 @@ fn engine_class(e: &EngineError) -> Exc {
         // Text for an engine without a model, a BM25 search of one without BM25: a call this
         // engine cannot take.
         EngineError::Invalid(_)
+        | EngineError::Filter(_)
         | EngineError::ModelMismatch { .. }
         | EngineError::NoModel
         | EngineError::NoLexical => Exc::InvalidValue,

@@ -79,6 +79,10 @@ pub enum RingError {
     #[error("k must be at least 1, got 0")]
     ZeroK,
     /// A time window whose start is not before its end.
+    /// A metadata value a snapshot could not hold (a NaN, a list inside a list): refused
+    /// when given, not when the snapshot is loaded.
+    #[error("{what}: {reason}")]
+    Metadata { what: String, reason: String },
     #[error("since ({since}) must be earlier than until ({until})")]
     TimeWindow { since: f64, until: f64 },
     /// Snapshot bytes that are not a whole, unmodified snapshot.

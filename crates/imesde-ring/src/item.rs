@@ -26,11 +26,13 @@ pub const MAX_TIMESTAMP: f64 = 253_402_300_800.0 + 86_400.0;
 
 impl Attributes {
     /// Checks the attributes of `n` items: each list empty or of length `n`, every timestamp
-    /// finite and within [`MIN_TIMESTAMP`]..=[`MAX_TIMESTAMP`]. [`crate::Ring::ingest`] runs
-    /// it; callers with expensive work before the ingest (embedding) can run it first.
+    /// finite and within [`MIN_TIMESTAMP`]..=[`MAX_TIMESTAMP`], every metadata value one a
+    /// snapshot holds ([`crate::Metadata::check`]). [`crate::Ring::ingest`] runs it; callers
+    /// with expensive work before the ingest (embedding) can run it first.
     ///
     /// # Errors
-    /// [`RingError::Length`], [`RingError::Timestamp`] or [`RingError::TimestampRange`].
+    /// [`RingError::Length`], [`RingError::Timestamp`], [`RingError::TimestampRange`] or
+    /// [`RingError::Metadata`].
     pub fn check(&self, n: usize) -> Result<(), RingError> {
         for (what, got) in [
             ("texts", self.texts.len()),
@@ -48,7 +50,15 @@ impl Attributes {
         self.timestamps
             .iter()
             .enumerate()
-            .try_for_each(|(i, &t)| check_timestamp(t, || format!("timestamps[{i}]")))
+            .try_for_each(|(i, &t)| check_timestamp(t, || format!("timestamps[{i}]")))?;
+        self.metadata.iter().enumerate().try_for_each(|(i, m)| {
+            m.as_ref().map_or(Ok(()), |m| {
+                m.check().map_err(|reason| RingError::Metadata {
+                    what: format!("metadata[{i}]"),
+                    reason,
+                })
+            })
+        })
     }
 }
 
@@ -125,11 +135,17 @@ impl Filter {
         }
     }
 
-    /// Refuses a time window whose start is not before its end.
+    /// Refuses a NaN bound (it would keep everything, silently) and a time window whose
+    /// start is not before its end.
     ///
     /// # Errors
-    /// [`RingError::TimeWindow`].
+    /// [`RingError::Timestamp`] or [`RingError::TimeWindow`].
     pub fn check(&self) -> Result<(), RingError> {
+        for (what, bound) in [("since", self.since), ("until", self.until)] {
+            if bound.is_some_and(f64::is_nan) {
+                return Err(RingError::Timestamp { what: what.into() });
+            }
+        }
         match (self.since, self.until) {
             (Some(since), Some(until)) if since >= until => {
                 Err(RingError::TimeWindow { since, until })

@@ -42,6 +42,19 @@ pub enum Value {
     List(Box<[Value]>),
 }
 
+impl Value {
+    /// Whether a snapshot can hold it (what the Python binding and JSON let in): a finite
+    /// float, a list of scalars. `Err` says what is wrong.
+    fn check(&self, list_ok: bool) -> Result<(), &'static str> {
+        match self {
+            Value::Float(f) if !f.is_finite() => Err("is not a finite number"),
+            Value::List(_) if !list_ok => Err("is a list inside a list"),
+            Value::List(xs) => xs.iter().try_for_each(|x| x.check(false)),
+            _ => Ok(()),
+        }
+    }
+}
+
 impl From<&str> for Value {
     fn from(s: &str) -> Self {
         Value::Str(s.into())
@@ -273,6 +286,16 @@ impl Metadata {
             .map(|(_, _, v)| v)
     }
 
+    /// Whether a snapshot can hold every value: finite floats, lists of scalars (what the
+    /// Python binding and JSON let in; [`Metadata::new`] takes any [`Value`]).
+    ///
+    /// # Errors
+    /// The first value that is not one, as `key: why`.
+    pub fn check(&self) -> Result<(), String> {
+        self.iter()
+            .try_for_each(|(k, v)| v.check(true).map_err(|why| format!("{k:?} {why}")))
+    }
+
     /// The pairs, sorted by key.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &Value)> {
         self.0.iter().map(|(_, k, v)| (k.as_ref(), v))
@@ -308,6 +331,21 @@ pub enum MetadataUpdate {
 }
 
 impl MetadataUpdate {
+    /// Checks the values it sets as [`Metadata::check`] does.
+    ///
+    /// # Errors
+    /// The first value that is not one, as `key: why`.
+    pub fn check(&self) -> Result<(), String> {
+        let mut pairs: Box<dyn Iterator<Item = (&str, &Value)>> = match self {
+            MetadataUpdate::Replace(meta) => Box::new(meta.iter().flat_map(Metadata::iter)),
+            MetadataUpdate::Merge(kv) => Box::new(
+                kv.iter()
+                    .filter_map(|(k, v)| v.as_ref().map(|v| (k.as_ref(), v))),
+            ),
+        };
+        pairs.try_for_each(|(k, v)| v.check(true).map_err(|why| format!("{k:?} {why}")))
+    }
+
     /// The metadata of an item that had `old`, after this change (None when no pair is left:
     /// no metadata, as an empty map is everywhere).
     #[must_use]
