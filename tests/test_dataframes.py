@@ -265,6 +265,12 @@ def test_naive_times_that_windows_cannot_convert_are_times_too(
         year_one = datetime(1, 1, 1, tzinfo=timezone.utc).timestamp()
         assert abs(got[2] - year_one) < 86_400
         assert engine.count(since=WindowsTime(1969, 1, 1)) == 2
+        # The CLI's ISO times (imesde demo --file) of a naive edge, as the engine reads them
+        # (the first day's timestamp() looks at year 0 and fails here).
+        from imesde.cli import _ts
+
+        engine.ingest_vectors(np.eye(4, dtype=np.float32)[3:], timestamps=[datetime.min])
+        assert _ts("0001-01-01T00:00:00") == engine.recent(1)[0].ts
     finally:
         monkeypatch.undo()
         tzset()

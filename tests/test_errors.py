@@ -6,6 +6,7 @@ import copy
 import errno
 import os
 import pickle
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -201,15 +202,15 @@ def test_a_ring_larger_than_the_machine_is_refused_when_made() -> None:
     """Slots are touched as items arrive: a ring whose slots need more than the machine's
     memory and swap was accepted (one shard's array fit in the address space) and its
     process killed once the stream filled it."""
-    meminfo = Path("/proc/meminfo")
-    if not meminfo.exists():
+    if not Path("/proc/meminfo").exists():
         pytest.skip("the machine's memory is read from /proc/meminfo (Linux)")
-    kib = {
-        line.split(":")[0]: int(line.split()[1])
-        for line in meminfo.read_text().splitlines()
-        if line.startswith(("MemTotal:", "SwapTotal:"))
-    }
-    machine = (kib["MemTotal"] + kib.get("SwapTotal", 0)) * 1024
+    # 2^36 slots (109 TB of f32, within the address space): beyond any machine; the message
+    # names its limit (its memory and swap, or its cgroup's).
+    with pytest.raises(imesde.CapacityError, match="more than this machine can hold") as far:
+        imesde.Engine(384, num_shards=1 << 14, shard_size=1 << 22)
+    found = re.search(r"\((\d+) bytes of memory and swap", str(far.value))
+    assert found is not None, far.value
+    machine = int(found.group(1))
     slot = imesde.Engine(384, num_shards=1, shard_size=1).stats()["memory_bytes"]
     shard_size = machine // (64 * slot) + 1  # 64 shards: each one's array small
     with pytest.raises(imesde.CapacityError, match="more than this machine can hold"):

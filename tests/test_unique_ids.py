@@ -196,6 +196,11 @@ def test_a_forged_store_state_is_refused() -> None:
         "CREATE TABLE imesde_sid_issued (id TEXT PRIMARY KEY);"
         "CREATE TRIGGER t BEFORE INSERT ON imesde_sid_issued BEGIN SELECT RAISE(IGNORE); END;",
         "CREATE VIEW imesde_sid_counts AS SELECT 'k' AS key, 1 AS n;",
+        # SQLite's names ignore case.
+        "CREATE TABLE imesde_sid_issued (id TEXT PRIMARY KEY);"
+        "CREATE TRIGGER t BEFORE INSERT ON IMESDE_SID_ISSUED BEGIN SELECT RAISE(IGNORE); END;",
+        # Without its key an id is handed out twice.
+        "CREATE TABLE imesde_sid_issued (id TEXT);",
     ],
 )
 def test_a_given_database_with_more_than_the_store_s_tables_is_refused(
@@ -209,9 +214,13 @@ def test_a_given_database_with_more_than_the_store_s_tables_is_refused(
     conn.close()
     with pytest.raises(imesde.IndexCorruptError, match="not a store's database"):
         imesde.SQLiteCollisionStore(str(path), timeout=1)
-    # The store's own database is taken, reopened and used as before.
+    # The store's own database is taken, reopened and used as before, also with an index a
+    # user added for their own lookups.
     own = tmp_path / "own.db"
     assert imesde.SQLiteCollisionStore(str(own)).claim(["a", "a"]) == ["a", "a-1"]
+    with sqlite3.connect(own) as conn:
+        conn.execute("CREATE INDEX mine ON imesde_sid_owned (id)")
+    conn.close()
     assert imesde.SQLiteCollisionStore(str(own)).claim(["a"]) == ["a-2"]
 
 

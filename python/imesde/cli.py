@@ -196,7 +196,7 @@ def _ts(value: str | float) -> float:
     when = datetime.fromisoformat(value.replace("Z", "+00:00"))
     try:
         return when.timestamp()
-    except (OSError, OverflowError) as e:  # a naive edge, or before 1970 on Windows
+    except (OSError, OverflowError, ValueError) as e:  # a naive edge; before 1970 on Windows
         seconds = naive_seconds(when)
         if seconds is None:
             raise ValueError(f"ts {value!r}: {e}") from None

@@ -148,6 +148,7 @@ fn ring_class(e: &RingError) -> Exc {
         RingError::Snapshot(_) => Exc::Corrupt,
         RingError::Capacity { .. }
         | RingError::Memory { .. }
+        | RingError::LoadMemory { .. }
         | RingError::TooManyShards { .. }
         | RingError::IdsExhausted { .. } => Exc::Capacity,
         RingError::TimestampRange { .. } => Exc::OutOfRange,

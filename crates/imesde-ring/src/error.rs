@@ -32,6 +32,13 @@ pub enum RingError {
         bytes: u128,
         limit: u128,
     },
+    /// A snapshot whose items lie in more slots than the memory free now holds (the slots up
+    /// to each item's are written as it is placed).
+    #[error(
+        "the snapshot's items lie in slots that need {bytes} bytes or more, beyond the {free} \
+         bytes of memory (and swap) free now"
+    )]
+    LoadMemory { bytes: u128, free: u128 },
     /// More shards than a ring keeps ([`crate::MAX_SHARDS`]): each has its own lock and
     /// buffers, allocated up front.
     #[error("num_shards must be at most {max}, got {got}")]
@@ -78,11 +85,11 @@ pub enum RingError {
     /// `k` was zero.
     #[error("k must be at least 1, got 0")]
     ZeroK,
-    /// A time window whose start is not before its end.
     /// A metadata value a snapshot could not hold (a NaN, a list inside a list): refused
     /// when given, not when the snapshot is loaded.
     #[error("{what}: {reason}")]
     Metadata { what: String, reason: String },
+    /// A time window whose start is not before its end.
     #[error("since ({since}) must be earlier than until ({until})")]
     TimeWindow { since: f64, until: f64 },
     /// Snapshot bytes that are not a whole, unmodified snapshot.

@@ -30,8 +30,9 @@ fn meminfo_bytes(memory: &str, swap: &str) -> Option<u128> {
                 .parse::<u128>()
                 .ok()
         };
-        let bytes = (kib(memory)? + kib(swap).unwrap_or(0)) * 1024;
-        Some(cgroup_limit().map_or(bytes, |c| c.min(bytes)))
+        let swap = kib(swap).unwrap_or(0) * 1024;
+        let bytes = kib(memory)? * 1024 + swap;
+        Some(cgroup_limit(swap).map_or(bytes, |c| c.min(bytes)))
     }
     #[cfg(not(target_os = "linux"))]
     {
@@ -40,10 +41,11 @@ fn meminfo_bytes(memory: &str, swap: &str) -> Option<u128> {
     }
 }
 
-/// The memory limit of this process's cgroup (v2 `memory.max` plus `memory.swap.max`, or
-/// v1 `memory.limit_in_bytes`), None when it has none.
+/// The memory limit of this process's cgroup (v2 `memory.max` plus `memory.swap.max`, the
+/// machine's `swap` where that is `max`, its default; v1 `memory.limit_in_bytes`), None when
+/// it has none.
 #[cfg(target_os = "linux")]
-fn cgroup_limit() -> Option<u128> {
+fn cgroup_limit(swap: u128) -> Option<u128> {
     let read = |path: String| -> Option<u128> {
         std::fs::read_to_string(path)
             .ok()?
@@ -65,15 +67,23 @@ fn cgroup_limit() -> Option<u128> {
     if let Some(group) = path_of("")
         && let Some(max) = read(format!("/sys/fs/cgroup{group}/memory.max"))
     {
-        return Some(max + read(format!("/sys/fs/cgroup{group}/memory.swap.max")).unwrap_or(0));
+        let swap_max = std::fs::read_to_string(format!("/sys/fs/cgroup{group}/memory.swap.max"));
+        let swap = match swap_max.as_deref().map(str::trim) {
+            Ok("max") => swap,
+            Ok(n) => n.parse::<u128>().unwrap_or(0).min(swap),
+            Err(_) => 0,
+        };
+        return Some(max + swap);
     }
-    // v1 reports "no limit" as a number near 2^63.
+    // v1 reports "no limit" as a number near 2^63; the swap it allows beside (memsw) is at
+    // most the machine's, counted whole so that nothing that could fit is refused.
     let group = path_of("memory").unwrap_or_default();
     read(format!(
         "/sys/fs/cgroup/memory{group}/memory.limit_in_bytes"
     ))
     .or_else(|| read("/sys/fs/cgroup/memory/memory.limit_in_bytes".to_owned()))
     .filter(|&b| b < 1 << 62)
+    .map(|b| b + swap)
 }
 
 #[cfg(test)]

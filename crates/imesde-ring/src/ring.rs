@@ -446,6 +446,13 @@ impl Ring {
     /// [`RingError::ZeroSize`], [`RingError::TooManyShards`], [`RingError::Capacity`],
     /// [`RingError::DimTooLarge`].
     pub fn new(cfg: RingConfig) -> Result<Self> {
+        Self::create(cfg, true)
+    }
+
+    /// [`Ring::new`]; with `whole_fits`, also refused when its slots alone need more than the
+    /// machine can hold ([`RingError::Memory`]). A snapshot's ring is not: a few items of a
+    /// large ring saved elsewhere load here, what they take held to the memory free.
+    pub(crate) fn create(cfg: RingConfig, whole_fits: bool) -> Result<Self> {
         for (what, v) in [
             ("dim", cfg.dim),
             ("num_shards", cfg.num_shards),
@@ -482,7 +489,7 @@ impl Ring {
         }
         // Slots are touched as items arrive: a ring larger than the machine would be accepted
         // here and its process killed once the stream filled it.
-        if let Some(limit) = crate::memory_limit().filter(|&limit| bytes > limit) {
+        if let Some(limit) = crate::memory_limit().filter(|&limit| whole_fits && bytes > limit) {
             return Err(RingError::Memory {
                 num_shards: cfg.num_shards,
                 shard_size: cfg.shard_size,

@@ -238,7 +238,11 @@ impl Ring {
         if held > capacity || held.saturating_mul(21 + dim as u64) > bytes.len() as u64 {
             return Err(invalid("the item count does not fit the ring or the file"));
         }
-        let ring = Ring::new(cfg).map_err(|e| RingError::Snapshot(e.to_string()))?;
+        let ring = Ring::create(cfg, false).map_err(|e| match e {
+            // An allocation refused is no sign of damage: a CapacityError in Python.
+            RingError::Capacity { .. } => e,
+            e => RingError::Snapshot(e.to_string()),
+        })?;
         ring.next_id.store(next_id, Ordering::Release);
         let floor = next_id.saturating_sub(capacity);
         let mut last: Option<u64> = None;
@@ -263,9 +267,10 @@ impl Ring {
             let mut shard = ring.shards[s].write();
             touched += (slot + 1).saturating_sub(shard.ids.len()) as u128 * slot_bytes;
             if touched > free {
-                return Err(invalid(
-                    "the items lie in more slots than this machine has free memory for",
-                ));
+                return Err(RingError::LoadMemory {
+                    bytes: touched,
+                    free,
+                });
             }
             shard.ensure(slot, dim);
             match &mut shard.vectors {

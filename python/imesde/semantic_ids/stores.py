@@ -97,26 +97,45 @@ def _claim(
 _TABLES = ("imesde_sid_counts", "imesde_sid_issued", "imesde_sid_owned")
 
 
+# Each table's primary key, which makes a second claim of an id a no-op.
+_KEYS = {
+    "imesde_sid_counts": ["key"],
+    "imesde_sid_issued": ["id"],
+    "imesde_sid_owned": ["key", "owner"],
+}
+
+
 def _check_schema(conn: sqlite3.Connection, path: str) -> None:
-    """``IndexCorruptError`` unless the store's names are its three tables (and their
-    primary-key indexes) alone: a database given to it could hold a view or a trigger under
-    them (``CREATE TABLE IF NOT EXISTS`` keeps what is there), and a trigger that ignores
-    inserts made every id look handed out, so a claim looked for a free one for ever."""
+    """``IndexCorruptError`` unless the store's names are its three tables, each with its
+    primary key and no trigger, view or unique index of another's: a database given to the
+    store could hold such things under them (``CREATE TABLE IF NOT EXISTS`` keeps what is
+    there), and a trigger that ignored inserts made every id look handed out, so a claim
+    looked for a free one for ever; without its key, an id could be handed out twice. An
+    ordinary index a user added for their own lookups is kept. SQLite's names ignore case."""
     marks = ",".join("?" * len(_TABLES))
     rows = conn.execute(
-        f"SELECT type, name FROM sqlite_master WHERE tbl_name IN ({marks}) OR name IN ({marks})",
+        "SELECT type, name, sql FROM sqlite_master"
+        f" WHERE lower(tbl_name) IN ({marks}) OR lower(name) IN ({marks})",
         _TABLES * 2,
     ).fetchall()
-    tables = sorted(name for kind, name in rows if kind == "table")
-    others = [
+    tables = sorted(name.lower() for kind, name, _ in rows if kind == "table")
+    found = [
         f"{kind} {name}"
-        for kind, name in rows
-        if kind != "table" and not (kind == "index" and name.startswith("sqlite_autoindex_"))
+        for kind, name, sql in rows
+        if kind in ("trigger", "view")
+        or (kind == "index" and sql is not None and "UNIQUE" in sql.upper())
     ]
-    if tables != sorted(_TABLES) or others:
+    for table, key in _KEYS.items():
+        if table not in tables:
+            continue
+        info = conn.execute(f"PRAGMA table_info({table})").fetchall()
+        pk = [row[1] for row in sorted(info, key=lambda r: r[5]) if row[5] > 0]
+        if pk != key:
+            found.append(f"table {table} keyed by {pk or 'nothing'}, not {key}")
+    if tables != sorted(_TABLES) or found:
         raise IndexCorruptError(
-            f"{path}: not a store's database: its tables {', '.join(_TABLES)} must be plain "
-            f"tables with nothing attached (found {', '.join(others) or 'tables missing'})"
+            f"{path}: not a store's database: its tables {', '.join(_TABLES)} must be the "
+            f"store's, with no trigger or view (found {', '.join(found) or 'tables missing'})"
         )
 
 
