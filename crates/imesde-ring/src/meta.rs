@@ -55,6 +55,11 @@ impl Value {
     }
 }
 
+/// [`Value::check`] of the value under `key`, the error naming the key.
+fn check_pair((key, value): (&str, &Value)) -> Result<(), String> {
+    value.check(true).map_err(|why| format!("{key:?} {why}"))
+}
+
 impl From<&str> for Value {
     fn from(s: &str) -> Self {
         Value::Str(s.into())
@@ -292,8 +297,7 @@ impl Metadata {
     /// # Errors
     /// The first value that is not one, as `key: why`.
     pub fn check(&self) -> Result<(), String> {
-        self.iter()
-            .try_for_each(|(k, v)| v.check(true).map_err(|why| format!("{k:?} {why}")))
+        self.iter().try_for_each(check_pair)
     }
 
     /// The pairs, sorted by key.
@@ -336,14 +340,13 @@ impl MetadataUpdate {
     /// # Errors
     /// The first value that is not one, as `key: why`.
     pub fn check(&self) -> Result<(), String> {
-        let mut pairs: Box<dyn Iterator<Item = (&str, &Value)>> = match self {
-            MetadataUpdate::Replace(meta) => Box::new(meta.iter().flat_map(Metadata::iter)),
-            MetadataUpdate::Merge(kv) => Box::new(
-                kv.iter()
-                    .filter_map(|(k, v)| v.as_ref().map(|v| (k.as_ref(), v))),
-            ),
-        };
-        pairs.try_for_each(|(k, v)| v.check(true).map_err(|why| format!("{k:?} {why}")))
+        match self {
+            MetadataUpdate::Replace(meta) => meta.as_ref().map_or(Ok(()), Metadata::check),
+            MetadataUpdate::Merge(kv) => kv
+                .iter()
+                .filter_map(|(k, v)| v.as_ref().map(|v| (k.as_ref(), v)))
+                .try_for_each(check_pair),
+        }
     }
 
     /// The metadata of an item that had `old`, after this change (None when no pair is left:

@@ -84,6 +84,17 @@ pub struct RingConfig {
     pub storage: Storage,
 }
 
+impl RingConfig {
+    /// Bytes a slot takes once written: the vector, an id, a timestamp, two payload pointers
+    /// (in `u128`: a shape asked for may not fit a `usize`).
+    pub(crate) fn slot_bytes(&self) -> u128 {
+        self.storage.vector_bytes(self.dim) as u128
+            + 8
+            + 8
+            + 2 * size_of::<Option<Arc<str>>>() as u128
+    }
+}
+
 /// Counters and sizes reported by [`Ring::stats`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct RingStats {
@@ -474,9 +485,7 @@ impl Ring {
                 max: quant::MAX_I8_DIM,
             });
         }
-        // Per slot: the vector, an id, a timestamp, two payload pointers.
-        let slot_bytes = cfg.storage.vector_bytes(cfg.dim) as u128 + 8 + 8 + 16 + 16;
-        let bytes = slot_bytes * cfg.num_shards as u128 * cfg.shard_size as u128;
+        let bytes = cfg.slot_bytes() * cfg.num_shards as u128 * cfg.shard_size as u128;
         let capacity_err = || RingError::Capacity {
             num_shards: cfg.num_shards,
             shard_size: cfg.shard_size,
@@ -489,7 +498,7 @@ impl Ring {
         }
         // Slots are touched as items arrive: a ring larger than the machine would be accepted
         // here and its process killed once the stream filled it.
-        if let Some(limit) = crate::memory_limit().filter(|&limit| whole_fits && bytes > limit) {
+        if whole_fits && let Some(limit) = crate::memory_limit().filter(|&limit| bytes > limit) {
             return Err(RingError::Memory {
                 num_shards: cfg.num_shards,
                 shard_size: cfg.shard_size,
@@ -1655,8 +1664,8 @@ impl Ring {
             },
             |_| false,
         );
-        let slot_bytes =
-            self.cfg.storage.vector_bytes(self.cfg.dim) + 8 + 8 + 2 * size_of::<Option<Arc<str>>>();
+        // A ring that was made fits its address space.
+        let slot_bytes = self.cfg.slot_bytes() as usize;
         RingStats {
             len,
             ingested,

@@ -249,7 +249,7 @@ impl Ring {
         // Slots up to an item's are written as it is placed: a forged file of a few items
         // at the ends of large shards would make a small file take the whole ring. What they
         // take is held to the memory free now.
-        let slot_bytes = storage.vector_bytes(dim) as u128 + 48;
+        let slot_bytes = cfg.slot_bytes();
         let free = crate::memory_available().unwrap_or(u128::MAX);
         let mut touched: u128 = 0;
         for _ in 0..held {
