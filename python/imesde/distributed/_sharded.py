@@ -235,12 +235,9 @@ def _raise_cause(e: BaseException) -> NoReturn:
 
 def _flat_ids(ids: Any) -> None:
     """``ShapeError`` for ids in an array of more than one dimension (``search_vectors``'
-    ids), with ``Engine``'s message."""
+    ids): the one-slot engine's own, as every shard's engine would raise it."""
     if isinstance(ids, np.ndarray) and ids.ndim > 1:
-        raise ShapeError(
-            f"ids must be a 1-D list or array of int, got a {ids.ndim}-D array (ids.ravel() "
-            "flattens it; get_batch answers None for the -1 padding of search_vectors)"
-        )
+        _probe().get_batch(ids)
 
 
 def _item_ids(ids: Any) -> list[int]:

@@ -94,15 +94,13 @@ def _claim(
     return out, counts
 
 
-_TABLES = ("imesde_sid_counts", "imesde_sid_issued", "imesde_sid_owned")
-
-
-# Each table's primary key, which makes a second claim of an id a no-op.
+# The store's tables, each with its primary key, which makes a second claim of an id a no-op.
 _KEYS = {
     "imesde_sid_counts": ["key"],
     "imesde_sid_issued": ["id"],
     "imesde_sid_owned": ["key", "owner"],
 }
+_TABLES = tuple(_KEYS)
 
 
 def _check_schema(conn: sqlite3.Connection, path: str) -> None:
