@@ -259,6 +259,14 @@ impl Engine {
         k.min(self.ring.capacity())
     }
 
+    /// `k` of a search, capped ([`Engine::cap`]); 0 is refused, as every search refuses it.
+    fn top(&self, k: usize) -> Result<usize> {
+        if k == 0 {
+            return Err(imesde_ring::RingError::ZeroK.into());
+        }
+        Ok(self.cap(k))
+    }
+
     fn text_model(&self) -> Result<&TextModel> {
         self.model.as_deref().ok_or(EngineError::NoModel)
     }
@@ -332,11 +340,7 @@ impl Engine {
         attrs.texts = texts.iter().cloned().map(Some).collect();
         attrs.check(texts.len())?;
         if texts.is_empty() {
-            let next = self.ring.next_id();
-            return Ok(Ingested {
-                ids: next..next,
-                events: Vec::new(),
-            });
+            return self.ingest_vectors(&[], attrs);
         }
         let vectors = self.embed_documents(texts, interrupted)?;
         self.ingest_vectors(&vectors, attrs)
@@ -344,7 +348,8 @@ impl Engine {
 
     /// Stores `vectors` (row-major, the engine's dimension) with their attributes: labelled by
     /// the labeler if one is set, scored against the standing queries, indexed by BM25 when it
-    /// is on. A bad batch (or a labeler's refusal) stores nothing.
+    /// is on. A bad batch (or a labeler's refusal) stores nothing; an empty one stores nothing
+    /// and gets no ids.
     ///
     /// # Errors
     /// A wrong length, a NaN / infinite or zero vector, attribute lists of another length, a
@@ -590,6 +595,7 @@ impl Engine {
         filter: &Filter,
         interrupted: &mut dyn FnMut() -> bool,
     ) -> Result<Vec<Hit>> {
+        self.top(k)?;
         let q = self.embed_queries(&[Arc::from(query)], interrupted)?;
         self.search_vector(&q, k, filter)
     }
@@ -605,6 +611,7 @@ impl Engine {
         filter: &Filter,
         interrupted: &mut dyn FnMut() -> bool,
     ) -> Result<Vec<Vec<Hit>>> {
+        self.top(k)?;
         let q = self.embed_queries(queries, interrupted)?;
         let dim = self.ring.config().dim;
         Ok(q.chunks(dim)
@@ -639,7 +646,7 @@ impl Engine {
     /// already analyzed ([`Query`]: a `&str`, or a `&[String]`).
     ///
     /// # Errors
-    /// No BM25 index, an empty time window.
+    /// No BM25 index, `k` of 0, an empty time window.
     #[cfg(feature = "bm25")]
     pub fn lexical_search<'q>(
         &self,
@@ -647,7 +654,7 @@ impl Engine {
         k: usize,
         filter: &Filter,
     ) -> Result<Vec<Hit>> {
-        self.lexical_hits(query.into(), self.cap(k), filter, None)
+        self.lexical_hits(query.into(), self.top(k)?, filter, None)
     }
 
     /// The hits of [`Engine::lexical_ranked`], read back whole (see [`Engine::settled`]).
@@ -750,7 +757,7 @@ impl Engine {
         filter: &Filter,
         corpus: &Corpus,
     ) -> Result<Vec<Hit>> {
-        self.lexical_hits(query.into(), self.cap(k), filter, Some(corpus))
+        self.lexical_hits(query.into(), self.top(k)?, filter, Some(corpus))
     }
 
     /// The best `k` ids and BM25 scores among the items held that `filter` keeps, from the
@@ -792,7 +799,7 @@ impl Engine {
     /// `1 - alpha` the lexical one. A hit's score is its fused score.
     ///
     /// # Errors
-    /// No model or no BM25 index, `alpha` outside 0..=1, embedding failed.
+    /// No model or no BM25 index, `k` of 0, `alpha` outside 0..=1, embedding failed.
     #[cfg(feature = "bm25")]
     pub fn hybrid_search(
         &self,
@@ -804,6 +811,7 @@ impl Engine {
         interrupted: &mut dyn FnMut() -> bool,
     ) -> Result<Vec<Hit>> {
         check_alpha(alpha)?;
+        self.top(k)?;
         // The query embedded first: both sides are then ranked on (nearly) the same items.
         let q = self.embed_queries(&[Arc::from(query)], interrupted)?;
         self.hybrid_search_vector(Query::Text(query), &q, k, fusion, alpha, filter)
@@ -814,7 +822,7 @@ impl Engine {
     /// lexical side `query` (a text or its analyzed terms, [`Query`]).
     ///
     /// # Errors
-    /// No BM25 index, `alpha` outside 0..=1, a bad vector.
+    /// No BM25 index, `k` of 0, `alpha` outside 0..=1, a bad vector.
     #[cfg(feature = "bm25")]
     pub fn hybrid_search_vector<'q>(
         &self,
@@ -826,7 +834,7 @@ impl Engine {
         filter: &Filter,
     ) -> Result<Vec<Hit>> {
         check_alpha(alpha)?;
-        let k = self.cap(k);
+        let k = self.top(k)?;
         let depth = self.cap(hybrid_depth(k));
         // The weighted fusion's alpha is 0.5 unless given: fused scores stay in [0, 1].
         let alpha = alpha.or((fusion == Fusion::Weighted).then_some(0.5));

@@ -180,6 +180,48 @@ fn lexical_hybrid_and_recent_apply_the_filter() {
 }
 
 #[test]
+fn every_search_refuses_k_of_0_and_an_empty_batch_is_no_error() {
+    let e = log_engine(true);
+    let q = e
+        .embed_queries(&texts(&["disk full"]), &mut never())
+        .unwrap();
+    let all = Filter::default();
+    let zero_k = |r: imesde_engine::Result<Vec<imesde_ring::Hit>>| {
+        assert!(
+            matches!(r, Err(EngineError::Ring(imesde_ring::RingError::ZeroK))),
+            "{r:?}"
+        );
+    };
+    zero_k(e.search_vector(&q, 0, &all));
+    zero_k(e.search_text("disk full", 0, &all, &mut never()));
+    zero_k(e.lexical_search("disk", 0, &all));
+    zero_k(e.hybrid_search("disk", 0, Fusion::Rrf { k: 60.0 }, None, &all, &mut never()));
+    zero_k(e.hybrid_search_vector("disk", &q, 0, Fusion::Weighted, None, &all));
+    assert!(e.search_texts(&[], 0, &all, &mut never()).is_err());
+    // Empty batches: nothing stored, nothing found, no error.
+    let held = e.ring().len();
+    assert!(
+        e.ingest_vectors(&[], Attributes::default())
+            .unwrap()
+            .ids
+            .is_empty()
+    );
+    assert!(
+        e.ingest_texts(&[], Attributes::default(), &mut never())
+            .unwrap()
+            .ids
+            .is_empty()
+    );
+    assert_eq!(e.ring().len(), held);
+    assert_eq!(e.search_vectors(&[], 3, &all).unwrap().nq, 0);
+    assert!(
+        e.search_texts(&[], 3, &all, &mut never())
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[test]
 fn the_ring_keeps_the_newest_and_bm25_follows_it() {
     let e = log_engine(true);
     let hits = e

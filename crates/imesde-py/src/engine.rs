@@ -995,13 +995,6 @@ impl Engine {
         let q = convert::batch_rows(queries, "queries")?;
         self.check_dim(q.dim, "queries")?;
         let data = q.as_slice();
-        if q.rows == 0 {
-            let k = k.min(self.core.ring().len());
-            return Ok((
-                PyArray2::zeros(py, [0, k], false),
-                PyArray2::zeros(py, [0, k], false),
-            ));
-        }
         let res = gil::run(py, "Engine.search_vectors", || {
             self.core.search_vectors(data, k, &filter)
         })

@@ -665,7 +665,21 @@ impl Ring {
     /// # Errors
     /// As [`Ring::ingest`] for the vectors.
     pub fn check_vectors(&self, vectors: &[f32]) -> Result<()> {
-        self.unit_rows("vector", vectors).map(|_| ())
+        self.batch_rows("vector", vectors).map(|_| ())
+    }
+
+    /// [`Ring::unit_rows`] of a batch, which may be empty (no rows).
+    fn batch_rows(&self, what: &'static str, vectors: &[f32]) -> Result<(usize, Vec<f32>)> {
+        if vectors.is_empty() {
+            return Ok((0, Vec::new()));
+        }
+        self.unit_rows(what, vectors)
+    }
+
+    /// The ids an empty batch gets (none, where the next batch's begin).
+    fn no_ids(&self) -> Range<u64> {
+        let next = self.next_id();
+        next..next
     }
 
     /// Checks the length and values of `vectors.len() / dim` rows and L2-normalises them.
@@ -725,14 +739,18 @@ impl Ring {
 
     /// Adds `vectors.len() / dim` vectors (row-major) with their attributes and returns their
     /// ids. The batch is validated whole before anything is written: on error the ring is
-    /// unchanged. Vectors are stored L2-normalised.
+    /// unchanged. Vectors are stored L2-normalised. An empty batch (with empty attribute
+    /// lists) stores nothing and gets no ids.
     ///
     /// # Errors
     /// A wrong length, a NaN / infinite or all-zero vector, an attribute list whose length is
     /// not the number of vectors, a non-finite timestamp.
     pub fn ingest(&self, vectors: &[f32], attrs: &Attributes) -> Result<Range<u64>> {
-        let (n, unit) = self.unit_rows("vector", vectors)?;
+        let (n, unit) = self.batch_rows("vector", vectors)?;
         attrs.check(n)?;
+        if n == 0 {
+            return Ok(self.no_ids());
+        }
         let routes = self.route(&unit);
         self.write(n, &self.encode_unit(unit), attrs, now(), routes)
     }
@@ -748,8 +766,11 @@ impl Ring {
         vectors: &[f32],
         attrs: &Attributes,
     ) -> Result<(Range<u64>, Vec<Event>)> {
-        let (n, unit) = self.unit_rows("vector", vectors)?;
+        let (n, unit) = self.batch_rows("vector", vectors)?;
         attrs.check(n)?;
+        if n == 0 {
+            return Ok((self.no_ids(), Vec::new()));
+        }
         let routes = self.route(&unit);
         let ts_now = now();
         // f32 rings store the unit rows themselves: score from there, without a copy; int8
@@ -1372,7 +1393,7 @@ impl Ring {
     }
 
     /// Top-`k` for each of `queries.len() / dim` queries in one pass over the ring (each
-    /// stored row is read once for all queries).
+    /// stored row is read once for all queries); no queries give no rows.
     ///
     /// # Errors
     /// As [`Ring::search`].
@@ -1382,6 +1403,15 @@ impl Ring {
         }
         let k = k.min(self.capacity());
         filter.check()?;
+        if queries.is_empty() {
+            // No queries: no rows, as wide as a query's would be at most.
+            return Ok(BatchResult {
+                scores: Vec::new(),
+                ids: Vec::new(),
+                nq: 0,
+                k: k.min(self.len()),
+            });
+        }
         let (nq, q, unit) = self.prepare_queries(queries, filter.exact)?;
         self.searches.fetch_add(nq as u64, Ordering::Relaxed);
         // A query short of `k` while writers ran (items, candidates overwritten meanwhile) is

@@ -526,6 +526,22 @@ fn bad_input_is_refused_and_changes_nothing() {
         r.search(&[1.0; 4], 0, &Filter::default()).unwrap_err(),
         RingError::ZeroK
     );
+    // An empty batch stores nothing and gets no ids; its columns must be empty too. No
+    // queries give no rows, as wide as the items held.
+    assert_eq!(r.ingest(&[], &Attributes::default()).unwrap(), 1..1);
+    let (ids, events) = r.ingest_matching(&[], &Attributes::default()).unwrap();
+    assert!(ids.is_empty() && events.is_empty());
+    let one_text = Attributes {
+        texts: vec![Some("x".into())],
+        ..Attributes::default()
+    };
+    assert!(r.ingest(&[], &one_text).is_err());
+    let none = r.search_batch(&[], 10, &Filter::default()).unwrap();
+    assert_eq!((none.nq, none.k, none.ids.len()), (0, 1, 0));
+    assert_eq!(
+        r.search_batch(&[], 0, &Filter::default()).unwrap_err(),
+        RingError::ZeroK
+    );
     assert_eq!(
         r.search(&[1.0; 3], 1, &Filter::default()).unwrap_err(),
         RingError::Dimension {
