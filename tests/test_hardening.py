@@ -942,7 +942,7 @@ def test_numpy_integers_are_counts_everywhere() -> None:
     counts: Any = np.full(2, 4)  # an array of counts
     assert imesde.RQKMeans(2, counts).n_clusters == [4, 4]
     with pytest.raises(imesde.DTypeError):
-        imesde.RQKMeans(2, np.array(4.5))  # type: ignore[arg-type]
+        imesde.RQKMeans(2, np.array(4.5))
     m = imesde.RQKMeans(np.int64(2), np.int64(4), beam_width=np.int64(1))
     assert m.n_clusters == [4, 4]
     assert m.n_levels == 2
@@ -1030,7 +1030,7 @@ def test_fusion_lists_of_weight_zero_add_nothing_and_bad_weights_are_typed() -> 
             raise ZeroDivisionError("a bug in the caller's hit")
 
     with pytest.raises(ZeroDivisionError, match="caller's hit"):
-        imesde.fuse([[Broken()]])  # type: ignore[list-item]
+        imesde.fuse([[Broken()]])
     with pytest.raises(imesde.DTypeError, match="pairs or hits"):
         imesde.fuse([[object()]])  # type: ignore[list-item]
 

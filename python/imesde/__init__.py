@@ -16,6 +16,8 @@ Example::
 from imesde._compat import PyImesde
 from imesde._imesde import (
     BM25,
+    MAX_TIMESTAMP,
+    MIN_TIMESTAMP,
     BM25Hit,
     Engine,
     Event,
@@ -66,6 +68,8 @@ from imesde.stream import ingest_stream, micro_batches
 
 __all__ = [
     "BM25",
+    "MAX_TIMESTAMP",
+    "MIN_TIMESTAMP",
     "BM25Hit",
     "CapacityError",
     "CollisionStore",

@@ -23,7 +23,7 @@ import queue
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from typing import Any, TypeVar
 
 from imesde._args import iterate, positive
@@ -53,7 +53,9 @@ def _check(size: int, wait: float) -> tuple[int, float]:
     return size, seconds
 
 
-def micro_batches(items: Iterable[T], size: int = 64, wait: float = 0.2) -> Iterator[list[T]]:
+def micro_batches(
+    items: Iterable[T], size: int = 64, wait: float = 0.2
+) -> Generator[list[T], None, None]:
     """The items of ``items`` in lists of at most ``size``: a list is handed out when it is
     full, or ``wait`` seconds after its first item arrived. ``items`` (a file, a pipe, a
     generator over a socket or a queue) is read on a daemon thread from the call on, at most
@@ -102,7 +104,7 @@ def _read(items: Iterator[Any], ahead: queue.Queue[Any], stop: threading.Event) 
 
 def _batches(
     ahead: queue.Queue[Any], size: int, wait: float, stop: threading.Event
-) -> Iterator[list[Any]]:
+) -> Generator[list[Any], None, None]:
     """The lists ``micro_batches`` hands out, from the reading thread's queue; leaving the
     loop stops the reader."""
     try:

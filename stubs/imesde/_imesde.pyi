@@ -3,7 +3,7 @@
 import os
 from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
-from typing import Any, Literal, TypeAlias, final, overload
+from typing import Any, Literal, Protocol, TypeAlias, final, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -15,11 +15,29 @@ MIN_TIMESTAMP: float
 MAX_TIMESTAMP: float
 
 _F32Array: TypeAlias = npt.NDArray[np.float32]
-_Timestamp: TypeAlias = float | int | datetime | np.datetime64
+
+class _SupportsTimestamp(Protocol):
+    """A time that tells its seconds since the epoch (``datetime``, pandas' ``Timestamp``)."""
+
+    def timestamp(self) -> float: ...
+
+_Timestamp: TypeAlias = (
+    float | int | np.integer[Any] | np.floating[Any] | datetime | np.datetime64 | _SupportsTimestamp
+)
 _Scalar: TypeAlias = str | int | float | bool
-# A metadata value: a scalar or a list of scalars (tags); numpy scalars and 1-D arrays too.
+# A metadata value: a scalar or a list of scalars (tags); numpy scalars and 1-D arrays too. A
+# list of one type is named on its own (``list`` is invariant: a ``list[str]`` is not a
+# ``list[str | int | float | bool]``).
 _MetaValue: TypeAlias = (
-    _Scalar | list[_Scalar] | tuple[_Scalar, ...] | np.generic | npt.NDArray[Any]
+    _Scalar
+    | list[str]
+    | list[int]
+    | list[float]
+    | list[bool]
+    | list[_Scalar]
+    | tuple[_Scalar, ...]
+    | np.generic
+    | npt.NDArray[Any]
 )
 # A key given None (or pandas' NA / NaT) is left out; in a merged change, removed.
 _Metadata: TypeAlias = Mapping[str, _MetaValue | None]
@@ -67,7 +85,7 @@ class BM25:
         *,
         method: Literal["lucene", "robertson", "atire", "bm25+", "bm25l"] = "lucene",
         stemmer: str | None = "english",
-        stopwords: Literal["english"] | Sequence[str] | None = None,
+        stopwords: Literal["english"] | Iterable[str] | None = None,
         delta: float = 0.5,
     ) -> BM25:
         """An empty index. ``stemmer``: a Snowball language or None; ``stopwords``: None,
@@ -75,7 +93,11 @@ class BM25:
         other methods)."""
     def add(self, id: int, text: str) -> None:
         """Index ``text`` under ``id`` (``InvalidValueError`` if ``id`` is already there)."""
-    def add_batch(self, ids: Sequence[int], texts: Sequence[str] | Sequence[Sequence[str]]) -> None:
+    def add_batch(
+        self,
+        ids: Iterable[int] | npt.NDArray[np.integer[Any]],
+        texts: Iterable[str] | Iterable[Sequence[str]],
+    ) -> None:
         """``add`` for many documents: texts, or token lists indexed as they are (as bm25s
         takes them); a bad batch adds nothing."""
     def remove(self, id: int) -> None:
@@ -149,8 +171,16 @@ class BM25:
         """An index from ``to_bytes`` bytes, checked as a file is."""
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]: ...
 
+class _Ranked(Protocol):
+    """A ranked result: ``Hit``, ``BM25Hit``, ``imesde.distributed.ShardedHit``."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def score(self) -> float: ...
+
 def fuse(
-    lists: Sequence[Iterable[tuple[int, float] | list[float] | Hit | BM25Hit]],
+    lists: Iterable[Iterable[tuple[int, float] | list[float] | _Ranked]],
     method: Literal["rrf", "weighted", "combsum", "combmnz", "borda"] = "rrf",
     k: int = 10,
     weights: Iterable[float] | None = None,
@@ -547,10 +577,10 @@ class Engine:
     def ingest_vectors(
         self,
         vectors: _F32Array,
-        texts: Sequence[str | None] | None = None,
+        texts: Iterable[str | None] | npt.NDArray[Any] | None = None,
         *,
         timestamps: Iterable[_Timestamp] | npt.NDArray[Any] | None = None,
-        metadata: _Metadata | Sequence[_Metadata | None] | None = None,
+        metadata: _Metadata | Iterable[_Metadata | None] | None = None,
     ) -> _Ids:
         """Add vectors with optional texts, timestamps and metadata; return their ids."""
     def search_vector(
@@ -775,7 +805,7 @@ class RQCodebooks:
     @staticmethod
     def fit(
         x: _F32Array,
-        n_clusters: Sequence[int],
+        n_clusters: Sequence[int] | npt.NDArray[np.integer[Any]],
         *,
         balanced: bool = False,
         max_iter: int = 25,

@@ -7,7 +7,7 @@ resolver), as the ``semantic-id`` package names them."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -76,6 +76,24 @@ class UniqueIdResolver:
         return f"UniqueIdResolver(store={self.store!r})"
 
 
+class _Encoder(Protocol):
+    """What ``SemanticIdEngine`` needs of its encoder (``RQKMeans`` has it)."""
+
+    def fit(self, X: Any, *, device: str = ...) -> object: ...
+    def encode(self, X: Any) -> Any: ...
+    def semantic_id(
+        self,
+        codes: Any,
+        *,
+        sep: str = ...,
+        fmt: Literal["plain", "token"] = ...,
+        formatter: Callable[[npt.NDArray[np.int64]], str] | None = ...,
+    ) -> list[str]: ...
+
+
+_Engine = TypeVar("_Engine", bound="SemanticIdEngine")
+
+
 class SemanticIdEngine:
     """An encoder plus a resolver: ``fit`` trains, ``unique_ids`` labels items.
 
@@ -85,13 +103,13 @@ class SemanticIdEngine:
         unique_resolver: Default: a :class:`UniqueIdResolver` over an in-memory store.
     """
 
-    def __init__(self, encoder: RQKMeans, unique_resolver: UniqueIdResolver | None = None):
+    def __init__(self, encoder: _Encoder, unique_resolver: UniqueIdResolver | None = None):
         self.encoder = encoder
         self.unique_resolver = (
             unique_resolver if unique_resolver is not None else UniqueIdResolver()
         )
 
-    def fit(self, X: Any, *, device: str = "cpu") -> SemanticIdEngine:
+    def fit(self: _Engine, X: Any, *, device: str = "cpu") -> _Engine:
         """Train the encoder; returns ``self``."""
         self.encoder.fit(X, device=device)
         return self
@@ -118,7 +136,7 @@ class SemanticIdEngine:
         sep: str = "-",
         fmt: Literal["plain", "token"] = "plain",
         formatter: Callable[[npt.NDArray[np.int64]], str] | None = None,
-        item_ids: Sequence[Any] | None = None,
+        item_ids: Iterable[Any] | None = None,
     ) -> list[str]:
         """Encode ``X``, format the codes and resolve collisions through the store."""
         _check_compat(device, batch_size)

@@ -10,7 +10,7 @@ import numbers
 import os
 import secrets
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -28,6 +28,10 @@ from imesde.semantic_ids.format import _codes, codes_to_ids
 
 __all__ = ["RQKMeans"]
 
+#: A file path, as ``RQCodebooks.save`` / ``load`` take it.
+_FilePath = str | bytes | os.PathLike[str] | os.PathLike[bytes]
+#: ``RQKMeans`` or a subclass: what ``fit`` and ``load`` give back.
+_Model = TypeVar("_Model", bound="RQKMeans")
 
 #: The most levels a model has (each a codebook, each trained in turn): beyond any use.
 MAX_LEVELS = 256
@@ -99,7 +103,7 @@ class RQKMeans:
     def __init__(
         self,
         n_levels: int = 4,
-        n_clusters: int | Sequence[int] = 256,
+        n_clusters: int | Sequence[int] | npt.NDArray[np.integer[Any]] = 256,
         *,
         balanced: bool = False,
         max_iter: int = 25,
@@ -171,8 +175,8 @@ class RQKMeans:
         return self._fitted().codebooks
 
     def fit(
-        self, X: Any, *, device: str = "cpu", show_progress_bar: bool | None = None
-    ) -> RQKMeans:
+        self: _Model, X: Any, *, device: str = "cpu", show_progress_bar: bool | None = None
+    ) -> _Model:
         """Train the codebooks on ``X`` ``(n, dim)``; returns ``self``.
 
         ``device`` exists for ``semantic-id`` compatibility; only ``"cpu"`` is supported.
@@ -289,21 +293,21 @@ class RQKMeans:
             ],
         }
 
-    def save(self, path: str | os.PathLike[str]) -> None:
+    def save(self, path: _FilePath) -> None:
         """Write the codebooks to one file (versioned, checksummed, written atomically). The
         file holds the model, not the encoder's settings: give ``beam_width`` to
         :meth:`load` again (pickling keeps it)."""
         self._fitted().save(path)
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str], *, beam_width: int = 1) -> RQKMeans:
+    def load(cls: type[_Model], path: _FilePath, *, beam_width: int = 1) -> _Model:
         """Read codebooks written by :meth:`save`; a damaged file raises
         ``IndexCorruptError``. With the ``beam_width`` the saved model had, the codes are the
         same as before saving, on any machine."""
         books = RQCodebooks.load(path)
         if len(books.n_clusters) > MAX_LEVELS:
             raise IndexCorruptError(
-                f"{os.fspath(path)!s}: {len(books.n_clusters)} levels, more than imesde writes "
+                f"{os.fsdecode(path)}: {len(books.n_clusters)} levels, more than imesde writes "
                 f"({MAX_LEVELS})"
             )
         model = cls(len(books.n_clusters), books.n_clusters, beam_width=beam_width)
