@@ -389,6 +389,65 @@ def test_a_checkpoint_that_cannot_embed_fails_its_build(tmp_path: Path) -> None:
 
 
 @pytest.mark.model
+def test_arguments_and_the_output_folder_are_checked_before_any_work(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src, _ = random_bert(tmp_path, layers=1)
+    # The checkpoint given as ``.``: named after the folder it stands for (the graph's name
+    # was empty, and onnx refused it).
+    monkeypatch.chdir(src)
+    built = models.build(".", tmp_path / "dot", optimize=False)
+    assert (models.read_manifest(built) or {})["model_id"] == src.name
+    monkeypatch.chdir(tmp_path)
+    cases: list[tuple[dict[str, Any], type[Exception], str]] = [
+        ({"max_length": "128"}, imesde.DTypeError, "max_length"),
+        ({"max_length": 100.5}, imesde.DTypeError, "max_length"),
+        ({"max_length": True}, imesde.DTypeError, "max_length"),
+        ({"max_length": 0}, imesde.InvalidValueError, "max_length"),
+        ({"min_mean": "0.9"}, imesde.DTypeError, "min_mean"),
+        ({"min_cosine": 1.5}, imesde.InvalidValueError, "min_cosine"),
+        ({"precision": "int8", "plan": {"fp32_layers": []}}, imesde.InvalidValueError, "alpha"),
+        ({"precision": "int8", "plan": {"alpha": {"qkv": "x"}}}, imesde.InvalidValueError, "qkv"),
+        ({"precision": "int8", "plan": {"alpha": {"attn": 0.5}}}, imesde.InvalidValueError, "attn"),
+        (
+            {"precision": "int8", "plan": {"alpha": {}, "fp32_layers": ["x"]}},
+            imesde.InvalidValueError,
+            "fp32_layers",
+        ),
+        ({"precision": "int8", "plan": [1]}, imesde.InvalidValueError, "dict"),
+    ]
+    out = tmp_path / "new" / "out"
+    for kwargs, error, match in cases:
+        with pytest.raises(error, match=match):
+            models.build(src, out, **kwargs)
+        assert not (tmp_path / "new").exists()
+    # An output folder that cannot be made: a StorageError, before the weights are read.
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(imesde.StorageError, match="afile"):
+        models.build(src, tmp_path / "afile" / "sub")
+    with pytest.raises(imesde.StorageError, match="nodir"):
+        models.measure(src, tmp_path / "nodir" / "m.npz")
+    with pytest.raises(imesde.ModelNotFoundError, match="config"):
+        models.measure(tmp_path / "missing", tmp_path / "m.npz")
+    # A build that fails late removes the folder it made (a model already there stays).
+    broken = tmp_path / "broken"
+    shutil.copytree(src, broken)
+    (broken / "tokenizer.json").write_text('{"model": 1}', encoding="utf-8")
+    with pytest.raises(imesde.ModelLoadError, match="tokenizer"):
+        models.build(broken, tmp_path / "made-here" / "out", optimize=False)
+    assert not (tmp_path / "made-here").exists()
+    with pytest.raises(imesde.InvalidValueError, match="text"):
+        models.check(built, [], np.zeros((0, 64), np.float32))
+    texts = ["one text", "another text"]
+    reference = imesde.TextEmbedder(built).embed(texts)
+    assert models.check(built, texts, reference) == {
+        "mean": pytest.approx(1.0),
+        "min": pytest.approx(1.0),
+        "n": 2,
+    }
+
+
+@pytest.mark.model
 def test_cli_builds_int8_with_a_calibration_file(
     stream: list[dict[str, str]], tmp_path: Path
 ) -> None:
@@ -408,6 +467,11 @@ def test_cli_builds_int8_with_a_calibration_file(
     assert "int8 vs fp32 on 20 held-out calibration texts" in out.stdout
     vec = imesde.TextEmbedder(tmp_path / "m8").embed(["kernel oops in the scheduler"])
     assert vec.shape == (1, 384)
+    # Calibration texts do nothing for an fp32 build: the flag is refused, not dropped.
+    fp32 = imesde_model("build", str(checkpoint()), str(tmp_path / "m32"), "--calibration", "x")
+    assert fp32.returncode == 2
+    assert "--precision int8" in fp32.stderr
+    assert not (tmp_path / "m32").exists()
 
 
 @pytest.mark.model
@@ -593,6 +657,22 @@ def test_hostile_checkpoints_fail_before_anything_is_written(tmp_path: Path) -> 
         )
 
     attempt(imesde.InvalidValueError, relative)
+
+    # Two copies of one weight (with and without the ``bert.`` prefix): which one the model
+    # would get is not the checkpoint's to say.
+    def twice(d: Path) -> None:
+        bias = "encoder.layer.0.output.dense.bias"
+        write_safetensors(d / "model.safetensors", {**weights, f"bert.{bias}": weights[bias]})
+
+    attempt(imesde.ModelLoadError, twice)
+
+    # Weights past what one ONNX file holds (2 GB as fp32): refused by the file's size before
+    # it is read (a sparse file here), not by protobuf after minutes.
+    def huge(d: Path) -> None:
+        with open(d / "model.safetensors", "r+b") as f:
+            f.truncate(models.model.MAX_WEIGHT_BYTES + 1)
+
+    attempt(imesde.ModelLoadError, huge)
     # A shape with no values but dimensions past numpy's limits.
     _forged(
         tmp_path / "w.safetensors",

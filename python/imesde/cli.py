@@ -1000,6 +1000,8 @@ def cmd_model_build(args: argparse.Namespace) -> int:
     from imesde import _locate
     from imesde import build as models
 
+    if args.calibration is not None and args.precision != "int8":
+        raise _UsageError("--calibration is for int8 builds: add --precision int8")
     t = time.perf_counter()
     source = Path(args.source)
     model_id = None

@@ -103,11 +103,19 @@ _SIZES = {
 def _weights(w: dict[str, npt.NDArray[Any]], cfg: BertConfig) -> dict[str, npt.NDArray[Any]]:
     """Normalises key names (``bert.`` prefix, old ``gamma``/``beta``) and checks shapes."""
     out = {}
-    for k, v in w.items():
+    named: dict[str, str] = {}
+    for original, v in w.items():
+        k = original
         for prefix in ("bert.", "roberta.", "model."):
             k = k.removeprefix(prefix)
         k = k.replace("LayerNorm.gamma", "LayerNorm.weight")
-        out[k.replace("LayerNorm.beta", "LayerNorm.bias")] = np.asarray(v, dtype=np.float32)
+        k = k.replace("LayerNorm.beta", "LayerNorm.bias")
+        if k in named:
+            raise ModelLoadError(
+                f"the checkpoint holds {named[k]!r} and {original!r}, two copies of one weight"
+            )
+        named[k] = original
+        out[k] = np.asarray(v, dtype=np.float32)
     need: dict[str, tuple[int, ...]] = {
         "embeddings.word_embeddings.weight": (cfg.vocab_size, cfg.hidden_size),
         "embeddings.position_embeddings.weight": (cfg.max_position_embeddings, cfg.hidden_size),

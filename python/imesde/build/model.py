@@ -3,17 +3,18 @@ and checking a built model against reference embeddings."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from imesde._args import choice
+from imesde._args import choice, positive
 from imesde._manifest import (
     MANIFEST,
     lowercases,
@@ -25,13 +26,22 @@ from imesde._manifest import (
 )
 from imesde.build.graph import BertConfig, bert_graph
 from imesde.build.safetensors import read_safetensors
-from imesde.exceptions import InvalidValueError, ModelLoadError, ModelNotFoundError
+from imesde.exceptions import (
+    DTypeError,
+    InvalidValueError,
+    ModelLoadError,
+    ModelNotFoundError,
+    StorageError,
+)
 
 __all__ = ["build", "check", "measure"]
 
 
 #: The most bytes of a ``tokenizer.json`` the builder reads (multilingual ones are ~20 MB).
 MAX_TOKENIZER_BYTES = 1 << 30
+#: The most bytes of fp32 weights a model built here holds: one ONNX file is one protobuf
+#: message, at most 2 GiB (with room for the graph itself).
+MAX_WEIGHT_BYTES = (1 << 31) - (1 << 26)
 
 
 def build(
@@ -69,91 +79,90 @@ def build(
     that check misses the bar. ``progress`` prints a line per stage on stderr (a tqdm bar
     when tqdm is installed and stderr is a terminal).
     """
-    source, out = Path(source_dir), Path(out_dir)
-    for needed in ("config.json", "model.safetensors", "tokenizer.json"):
-        if not (source / needed).is_file():
-            raise ModelNotFoundError(
-                f"{source / needed} not found (a sentence-transformers folder)"
-            )
+    source, out = _source(source_dir), Path(out_dir)
     choice(precision, "precision", ("fp32", "int8"))
-    if not (0.0 < min_mean <= 1.0 and 0.0 < min_cosine <= 1.0):
-        raise InvalidValueError("min_mean and min_cosine must be in (0, 1]")
-    if out.exists() and not out.is_dir():
-        raise InvalidValueError(f"{out} exists and is not a directory: give a folder to build into")
+    for value, what in ((min_mean, "min_mean"), (min_cosine, "min_cosine")):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise DTypeError(f"{what} must be a number, got {type(value).__name__}")
+        if not 0.0 < value <= 1.0:
+            raise InvalidValueError(f"{what} must be in (0, 1], got {value}")
     cfg, pooling, normalize, limit = _checkpoint_settings(source, max_length)
     prompts, default_prompt = read_prompts(source)
     from imesde._progress import Stages
     from imesde.build import quantize as _quantize
 
+    if plan is not None and precision == "int8":
+        _quantize.check_plan(plan)
+    name = model_id or _name(source)
     measured = precision == "int8" and bool((plan or {}).get("measured"))
     steps = (5 if measured else 6) if precision == "int8" else (4 if optimize else 3)
-    stage = Stages(f"{model_id or source.name} {precision}", steps)
+    stage = Stages(f"{name} {precision}", steps)
     if not progress:
         stage.quiet()
-    # Calibration texts are checked before the weights are read.
+    # Calibration texts and the output folder are checked before the weights are read.
     texts = _quantize.calibration_texts(calibration) if precision == "int8" else []
-    stage("reading the checkpoint")
-    weights = read_safetensors(source / "model.safetensors")
-    stage("writing the ONNX graph")
-    model = bert_graph(weights, cfg, source.name)
-    import onnx
+    with _output_folder(out):
+        stage("reading the checkpoint")
+        weights = _read_weights(source)
+        stage("writing the ONNX graph")
+        model = bert_graph(weights, cfg, name)
+        import onnx
 
-    report = None
-    if precision == "int8":
-        model, report = _quantize.build_int8(
-            model,
-            source / "tokenizer.json",
-            texts,
-            max_length=limit,
-            pooling=pooling,
-            min_mean=min_mean,
-            min_cosine=min_cosine,
-            plan=plan,
-            stage=stage,
-        )
-        agree = report["agreement_with_fp32"]
-        if not np.isfinite([agree["mean"], agree["min"]]).all():
-            raise ModelLoadError(f"the int8 model's agreement with fp32 is {agree}")
-    out.mkdir(parents=True, exist_ok=True)
-    # Written beside the folder's files, then swapped in: a build that fails leaves a model
-    # already there whole.
-    staging = Path(tempfile.mkdtemp(prefix=".imesde-build-", dir=out))
-    try:
-        onnx_path = staging / "model.onnx"
-        stage(f"writing {onnx_path.name}")
-        onnx.save_model(model, str(onnx_path))
-        optimized = False
-        if optimize and precision == "fp32":
-            stage("fusing with ONNX Runtime's transformer optimizer")
-            optimized = _optimize(onnx_path, cfg)
-        shutil.copyfile(source / "tokenizer.json", staging / "tokenizer.json")
-        manifest: dict[str, Any] = {
-            "model_id": model_id or source.name,
-            "architecture": cfg.model_type,
-            "dim": cfg.hidden_size,
-            "layers": cfg.num_hidden_layers,
-            "pooling": pooling,
-            "normalize": normalize,
-            "max_length": limit,
-            "precision": precision,
-            "optimized": optimized,
-            "optimization": "all" if precision == "int8" else "basic",
-            "sha256": {
-                "model.onnx": sha256_file(onnx_path),
-                "tokenizer.json": sha256_file(staging / "tokenizer.json"),
-            },
-        }
-        if prompts:
-            manifest["prompts"] = prompts
-            manifest["default_prompt_name"] = default_prompt
-        if report is not None:
-            manifest["quantization"] = report
-        write_manifest(staging, manifest)
-        _loads(staging)
-        for name in ("model.onnx", "tokenizer.json", MANIFEST):
-            os.replace(staging / name, out / name)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        report = None
+        if precision == "int8":
+            model, report = _quantize.build_int8(
+                model,
+                source / "tokenizer.json",
+                texts,
+                max_length=limit,
+                pooling=pooling,
+                min_mean=min_mean,
+                min_cosine=min_cosine,
+                plan=plan,
+                stage=stage,
+            )
+            agree = report["agreement_with_fp32"]
+            if not np.isfinite([agree["mean"], agree["min"]]).all():
+                raise ModelLoadError(f"the int8 model's agreement with fp32 is {agree}")
+        # Written beside the folder's files, then swapped in: a build that fails leaves a model
+        # already there whole.
+        staging = Path(tempfile.mkdtemp(prefix=".imesde-build-", dir=out))
+        try:
+            onnx_path = staging / "model.onnx"
+            stage(f"writing {onnx_path.name}")
+            onnx.save_model(model, str(onnx_path))
+            optimized = False
+            if optimize and precision == "fp32":
+                stage("fusing with ONNX Runtime's transformer optimizer")
+                optimized = _optimize(onnx_path, cfg)
+            shutil.copyfile(source / "tokenizer.json", staging / "tokenizer.json")
+            manifest: dict[str, Any] = {
+                "model_id": name,
+                "architecture": cfg.model_type,
+                "dim": cfg.hidden_size,
+                "layers": cfg.num_hidden_layers,
+                "pooling": pooling,
+                "normalize": normalize,
+                "max_length": limit,
+                "precision": precision,
+                "optimized": optimized,
+                "optimization": "all" if precision == "int8" else "basic",
+                "sha256": {
+                    "model.onnx": sha256_file(onnx_path),
+                    "tokenizer.json": sha256_file(staging / "tokenizer.json"),
+                },
+            }
+            if prompts:
+                manifest["prompts"] = prompts
+                manifest["default_prompt_name"] = default_prompt
+            if report is not None:
+                manifest["quantization"] = report
+            write_manifest(staging, manifest)
+            _loads(staging)
+            for file in ("model.onnx", "tokenizer.json", MANIFEST):
+                os.replace(staging / file, out / file)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     if report is not None:
         agree = report["agreement_with_fp32"]
         stage.done(
@@ -176,6 +185,65 @@ def _loads(folder: Path) -> None:
         TextEmbedder(folder, cache_size=0, threads=1)
     except ModelLoadError as e:
         raise ModelLoadError(f"the built model does not load: {e}") from None
+
+
+def _source(source_dir: str | os.PathLike[str]) -> Path:
+    """The checkpoint folder ``source_dir``, with the files a build reads."""
+    source = Path(source_dir)
+    for needed in ("config.json", "model.safetensors", "tokenizer.json"):
+        if not (source / needed).is_file():
+            raise ModelNotFoundError(
+                f"{source / needed} not found (a sentence-transformers folder)"
+            )
+    return source
+
+
+def _name(source: Path) -> str:
+    """A checkpoint's name: its folder's (``.`` is the folder it stands for)."""
+    return source.resolve().name or "model"
+
+
+@contextlib.contextmanager
+def _output_folder(out: Path) -> Iterator[None]:
+    """Makes ``out`` (and its parents) if missing and checks that a build can write there,
+    before any work (``StorageError`` if it cannot); the folders made here are removed again
+    when the build in the ``with`` block fails and leaves them empty."""
+    if out.exists() and not out.is_dir():
+        raise InvalidValueError(f"{out} exists and is not a directory: give a folder to build into")
+    made = [p for p in (out, *out.parents) if not p.exists()]
+    try:
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            Path(tempfile.mkdtemp(prefix=".imesde-build-", dir=out)).rmdir()
+        except OSError as e:
+            raise StorageError(f"cannot build into {out}: {e.strerror or e}") from None
+        yield
+    except BaseException:
+        for folder in made:  # innermost first
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
+
+
+def _read_weights(source: Path) -> dict[str, npt.NDArray[Any]]:
+    """The checkpoint's weights, refused (``ModelLoadError``) when their fp32 graph would not
+    fit in one ONNX file: by the file's size before it is read, and by the weights' count."""
+    path = source / "model.safetensors"
+
+    def too_large(size: int) -> ModelLoadError:
+        return ModelLoadError(
+            f"{source}: its weights are {size / 1e9:.2f} GB as fp32, more than one ONNX file "
+            f"holds ({MAX_WEIGHT_BYTES / 1e9:.2f} GB); imesde does not build models with "
+            "external weights"
+        )
+
+    if path.stat().st_size > MAX_WEIGHT_BYTES:
+        raise too_large(path.stat().st_size)
+    weights = read_safetensors(path)
+    total = sum(int(w.size) for w in weights.values()) * 4
+    if total > MAX_WEIGHT_BYTES:
+        raise too_large(total)
+    return weights
 
 
 def _checkpoint_settings(source: Path, max_length: int | None) -> tuple[BertConfig, str, bool, int]:
@@ -209,7 +277,7 @@ def _checkpoint_settings(source: Path, max_length: int | None) -> tuple[BertConf
             "does not do, and its tokenizer.json does not lowercase them itself"
         )
     if max_length is not None:
-        limit = max_length
+        limit = positive(max_length, "max_length")
     else:
         limit = min(settings.get("max_length", 512), cfg.positions)
     if not 1 <= limit <= cfg.positions:
@@ -230,10 +298,13 @@ def measure(
     build uses them only when its graph, tokenizer, texts and settings are the same."""
     from imesde.build import quantize as _quantize
 
-    source, out = Path(source_dir), Path(out_file)
+    source, out = _source(source_dir), Path(out_file)
     cfg, pooling, _, limit = _checkpoint_settings(source, max_length)
     texts = _quantize.calibration_texts(calibration)
-    model = bert_graph(read_safetensors(source / "model.safetensors"), cfg, source.name)
+    if not out.parent.is_dir() or not os.access(out.parent, os.W_OK):
+        raise StorageError(f"cannot write {out}: {out.parent} is not a folder this can write to")
+    weights = _read_weights(source)
+    model = bert_graph(weights, cfg, _name(source))
     tokenizer = source / "tokenizer.json"
     fit = _quantize.Runner(tokenizer, texts[0::2], limit, pooling)
     held_out = _quantize.Runner(tokenizer, texts[1::2], limit, pooling)
@@ -289,10 +360,12 @@ def check(
     compare with ``reference`` (one row per text): mean and min cosine similarity, and n."""
     from imesde._imesde import TextEmbedder
 
+    if not texts:
+        raise InvalidValueError("check needs at least one text")
     embedder = model if isinstance(model, TextEmbedder) else TextEmbedder(model)
     emb = embedder.embed(texts)
     ref = np.asarray(reference, dtype=np.float32)
     if ref.shape != emb.shape:
         raise InvalidValueError(f"reference has shape {ref.shape}, embeddings {emb.shape}")
     cos = np.sum(emb * ref, 1) / (np.linalg.norm(emb, axis=1) * np.linalg.norm(ref, axis=1))
-    return {"mean": float(cos.mean()), "min": float(cos.min()), "n": float(len(cos))}
+    return {"mean": float(cos.mean()), "min": float(cos.min()), "n": len(cos)}

@@ -126,6 +126,46 @@ def _other_group(group: str, prefix: str) -> bool:
     return _group(prefix) != group
 
 
+#: The kinds of layer a plan gives a smoothing strength (``attn_out`` is never smoothed).
+SMOOTHED = ("qkv", "ffn_in", "ffn_out")
+_KINDS = ("qkv", "attn_out", "ffn_in", "ffn_out")
+
+
+def check_plan(plan: object) -> None:
+    """``InvalidValueError`` unless ``plan`` is one as the manifest records it: ``alpha`` (a
+    strength in [0, 1] for each kind of layer it smooths, of ``qkv``, ``ffn_in``,
+    ``ffn_out``), optionally ``fp32_layers`` (groups kept in fp32, ``"<layer>:<kind>"``) and
+    ``measured`` (a ``.npz`` written by ``imesde.build.measure``: a path, or a file name in
+    ``imesde/data``). Other keys (what a manifest records besides) are ignored."""
+    if not isinstance(plan, dict):
+        raise InvalidValueError(f"plan must be a dict, got {type(plan).__name__}")
+    alpha = plan.get("alpha")
+    if not isinstance(alpha, dict):
+        raise InvalidValueError("plan['alpha'] must be a dict of a strength per kind of layer")
+    for kind, value in alpha.items():
+        if kind not in SMOOTHED:
+            raise InvalidValueError(f"plan['alpha'] names {kind!r}; the kinds are {SMOOTHED}")
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not 0.0 <= value <= 1.0
+        ):
+            raise InvalidValueError(f"plan['alpha'][{kind!r}] must be in [0, 1], got {value!r}")
+    layers = plan.get("fp32_layers", [])
+    if not isinstance(layers, (list, tuple)):
+        raise InvalidValueError("plan['fp32_layers'] must be a list of '<layer>:<kind>' groups")
+    for group in layers:
+        layer, _, kind = group.partition(":") if isinstance(group, str) else ("", "", "")
+        if not (layer.isdigit() and kind in _KINDS):
+            raise InvalidValueError(
+                f"plan['fp32_layers'] holds {group!r}, not a '<layer>:<kind>' group "
+                f"(kinds: {_KINDS})"
+            )
+    measured = plan.get("measured")
+    if measured is not None and not isinstance(measured, (str, os.PathLike)):
+        raise InvalidValueError("plan['measured'] must be a path or a file name")
+
+
 def _in_groups(groups: set[str], prefix: str) -> bool:
     return _group(prefix) in groups
 
@@ -410,13 +450,19 @@ def save_measured(path: Path, key: str, ranges: dict[str, _F32], reference: _F32
 
 
 def shipped_measured(plan: dict[str, Any] | None, key: str) -> tuple[dict[str, _F32], _F32] | None:
-    """The fp32 measurements a plan ships (``"measured"``: a file in ``imesde/data``) when
-    they were taken of this graph, tokenizer and calibration set (``key``); else None."""
+    """The fp32 measurements a plan ships (``"measured"``: a file :func:`save_measured`
+    wrote, by path, or by name in ``imesde/data``) when they were taken of this graph,
+    tokenizer and calibration set (``key``); else None."""
     name = (plan or {}).get("measured")
-    if not isinstance(name, str):
+    if not isinstance(name, (str, os.PathLike)):
         return None
     try:
-        raw = resources.files("imesde").joinpath(f"data/{name}").read_bytes()
+        path = Path(name)
+        raw = (
+            path.read_bytes()
+            if path.is_file()
+            else resources.files("imesde").joinpath(f"data/{os.fspath(name)}").read_bytes()
+        )
         with np.load(io.BytesIO(raw), allow_pickle=False) as z:
             if str(z["key"]) != key:
                 return None
@@ -508,7 +554,7 @@ def build_int8(
         stage("searching smoothing strengths and fp32 layers")
     # The best smoothing strength for each kind, the others left in fp32.
     alphas = {}
-    for kind in ("qkv", "ffn_in", "ffn_out"):
+    for kind in SMOOTHED:
         trials = {a: score({kind: a}, partial(_other_kind, kind)) for a in ALPHAS}
         alphas[kind] = max(trials, key=trials.__getitem__)
     kept = set()
