@@ -11,7 +11,7 @@ import imesde
 import numpy as np
 import numpy.typing as npt
 import pytest
-from imesde.stream import micro_batches
+from imesde.stream import ingest_stream, micro_batches
 
 DIM = 8
 
@@ -111,3 +111,20 @@ def test_micro_batches_close_stops_the_reader() -> None:
     batches.close()
     with pytest.raises(StopIteration):
         next(batches)
+
+
+class _Sink:
+    """A user's own sink: anything with ``ingest_batch`` is fed, as ``Engine`` and
+    ``ShardedEngine`` are."""
+
+    def __init__(self) -> None:
+        self.got: list[str] = []
+
+    def ingest_batch(self, texts: list[str]) -> None:
+        self.got += texts
+
+
+def test_ingest_stream_feeds_anything_with_ingest_batch() -> None:
+    sink = _Sink()
+    assert ingest_stream(sink, iter(["disk full\n", "\n", "cpu hot"]), size=2) == 2
+    assert sink.got == ["disk full", "cpu hot"]

@@ -24,7 +24,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Generator, Iterable, Iterator
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from imesde._args import iterate, positive
 from imesde.exceptions import DTypeError, InvalidValueError
@@ -142,8 +142,14 @@ def _lists(ahead: queue.Queue[Any], size: int, wait: float) -> Iterator[list[Any
 _PUT_SLICE = 0.1
 
 
+class _Ingests(Protocol):
+    """What ``ingest_stream`` needs of an engine: ``Engine`` and ``ShardedEngine`` have it."""
+
+    def ingest_batch(self, texts: list[str]) -> object: ...
+
+
 def ingest_stream(
-    engine: Any,
+    engine: _Ingests,
     texts: Iterable[str],
     *,
     size: int = 64,

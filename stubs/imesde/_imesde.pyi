@@ -146,7 +146,7 @@ class BM25:
     def b(self) -> float:
         """BM25's ``b``."""
     @property
-    def method(self) -> str:
+    def method(self) -> Literal["lucene", "robertson", "atire", "bm25+", "bm25l"]:
         """The scoring variant."""
     @property
     def delta(self) -> float | None:
@@ -284,7 +284,7 @@ class TextEmbedder:
     def batch_size(self) -> int:
         """Texts per model call."""
     @property
-    def pooling(self) -> str:
+    def pooling(self) -> Literal["mean", "cls"]:
         """``"mean"`` or ``"cls"``."""
     @property
     def normalize(self) -> bool:
@@ -293,7 +293,7 @@ class TextEmbedder:
     def providers(self) -> list[str]:
         """The ONNX Runtime execution providers the model runs on, in order of preference."""
     @property
-    def optimization(self) -> str:
+    def optimization(self) -> Literal["none", "basic", "extended", "all"]:
         """ONNX Runtime's graph optimisation level."""
     def stats(self) -> dict[str, Any]:
         """Counters and timings: embedded, cache hits / misses, batches, texts per second..."""
