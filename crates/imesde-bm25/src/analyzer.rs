@@ -168,6 +168,7 @@ impl Analyzer {
         })
     }
 
+    /// The settings this analyzer was made from.
     #[must_use]
     pub fn config(&self) -> &AnalyzerConfig {
         &self.config

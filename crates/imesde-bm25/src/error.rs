@@ -19,12 +19,20 @@ pub enum Bm25Error {
     /// Reading or writing a file failed.
     #[error("{path}: {source}")]
     Io {
+        /// The file.
         path: PathBuf,
+        /// What the system said.
         source: std::io::Error,
     },
     /// The file is not an index, or is truncated, corrupted or of another version.
     #[error("{path} is not a valid imesde BM25 index: {reason}")]
-    Corrupt { path: PathBuf, reason: String },
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
+/// A result whose error is a [`Bm25Error`].
 pub type Result<T> = std::result::Result<T, Bm25Error>;

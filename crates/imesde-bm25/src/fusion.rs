@@ -10,7 +10,10 @@ use crate::error::{Bm25Error, Result};
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Fusion {
     /// Reciprocal Rank Fusion: `sum_i w_i / (k + rank_i)`, ranks from 1 (Cormack et al. 2009).
-    Rrf { k: f32 },
+    Rrf {
+        /// The constant added to each rank (60 in the paper and by default).
+        k: f32,
+    },
     /// `sum_i w_i * minmax_i(score)`: each list's scores scaled to [0, 1] first.
     Weighted,
     /// `sum_i w_i * minmax_i(score)` with every weight 1 unless given (then it is `Weighted`).

@@ -12,6 +12,8 @@
 //! # Ok::<(), imesde_bm25::Bm25Error>(())
 //! ```
 
+#![warn(missing_docs)]
+
 mod analyzer;
 mod error;
 mod fusion;

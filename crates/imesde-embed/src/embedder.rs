@@ -25,6 +25,7 @@ pub struct EmbedderConfig {
     pub max_length: usize,
     /// Texts per model call.
     pub batch_size: usize,
+    /// How token vectors become one vector (for a model that does not pool itself).
     pub pooling: Pooling,
     /// L2-normalise each vector.
     pub normalize: bool,
@@ -73,7 +74,9 @@ pub struct EmbedStats {
     pub requested: u64,
     /// Texts run through the model.
     pub embedded: u64,
+    /// Texts found in the cache.
     pub cache_hits: u64,
+    /// Texts looked up in the cache and not found.
     pub cache_misses: u64,
     /// Model calls.
     pub batches: u64,
@@ -81,6 +84,7 @@ pub struct EmbedStats {
     pub padded_tokens: u64,
     /// Real tokens fed to the model.
     pub tokens: u64,
+    /// Tokenizing.
     pub tokenize_seconds: f64,
     /// Building the padded input arrays.
     pub pad_seconds: f64,
@@ -261,11 +265,13 @@ impl Embedder {
         self.dim
     }
 
+    /// The settings this embedder runs with.
     #[must_use]
     pub fn config(&self) -> &EmbedderConfig {
         &self.config
     }
 
+    /// The model file.
     #[must_use]
     pub fn model_path(&self) -> &Path {
         self.model.path()
@@ -306,6 +312,7 @@ impl Embedder {
         self.model.is_pooled()
     }
 
+    /// What this embedder has done so far.
     #[must_use]
     pub fn stats(&self) -> EmbedStats {
         *self.stats.lock()

@@ -11,27 +11,48 @@ pub enum EmbedError {
          a libonnxruntime)"
     )]
     Runtime {
+        /// The library tried.
         path: PathBuf,
+        /// Why it cannot be used.
         reason: String,
+        /// The oldest ONNX Runtime 1.x minor version imesde uses.
         min_minor: u32,
     },
     /// A model or tokenizer file does not exist.
     #[error("{what} not found: {path}")]
-    NotFound { what: &'static str, path: PathBuf },
+    NotFound {
+        /// Which file (`"model"`, `"tokenizer"`).
+        what: &'static str,
+        /// Where it was looked for.
+        path: PathBuf,
+    },
     /// The model file exists but cannot be used as a sentence-embedding model.
     #[error("cannot load the model {path}: {reason}")]
-    Model { path: PathBuf, reason: String },
+    Model {
+        /// The model file.
+        path: PathBuf,
+        /// Why it cannot be used.
+        reason: String,
+    },
     /// The tokenizer file exists but cannot be parsed.
     #[error("cannot load the tokenizer {path}: {reason}")]
-    Tokenizer { path: PathBuf, reason: String },
+    Tokenizer {
+        /// The tokenizer file.
+        path: PathBuf,
+        /// Why it cannot be parsed.
+        reason: String,
+    },
     /// An execution provider that the loaded ONNX Runtime lacks or cannot start.
     #[error(
         "cannot run on {asked:?}: {reason}; the loaded ONNX Runtime offers {available:?} (for \
          CUDA, install onnxruntime-gpu instead of onnxruntime)"
     )]
     Provider {
+        /// The providers asked for.
         asked: Vec<String>,
+        /// Those the loaded ONNX Runtime offers.
         available: Vec<String>,
+        /// Why the ones asked for cannot run.
         reason: String,
     },
     /// An option is out of range.
@@ -54,4 +75,5 @@ pub enum EmbedError {
     Interrupted,
 }
 
+/// A result whose error is an [`EmbedError`].
 pub type Result<T> = std::result::Result<T, EmbedError>;

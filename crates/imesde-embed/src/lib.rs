@@ -21,6 +21,8 @@
 //! # Ok::<(), imesde_embed::EmbedError>(())
 //! ```
 
+#![warn(missing_docs)]
+
 mod cache;
 mod embedder;
 mod error;

@@ -45,10 +45,14 @@ impl fmt::Display for Pooling {
 /// Runtime recommends for transformers) gain nothing from them either.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Optimization {
+    /// The graph as it is.
     None,
+    /// Constant folding and redundant node elimination.
     #[default]
     Basic,
+    /// And the fusions of known subgraphs (attention, layer norm, GELU).
     Extended,
+    /// And layout changes for the CPU at hand.
     All,
 }
 

@@ -39,15 +39,27 @@ pub enum EngineError {
     /// A file could not be read or written.
     #[error("{path}: {source}")]
     Io {
+        /// The file.
         path: PathBuf,
+        /// What the system said.
         source: std::io::Error,
     },
     /// A snapshot made with another model than the one given to load it.
     #[error("the snapshot was made with model {saved:?}, not {given:?}; load it with that model")]
-    ModelMismatch { saved: String, given: String },
+    ModelMismatch {
+        /// The model the snapshot names.
+        saved: String,
+        /// The model given.
+        given: String,
+    },
     /// The ring's (or a snapshot's) vectors are of another dimension than the model's.
     #[error("the engine holds {engine}-dim vectors, the model makes {model}")]
-    DimensionMismatch { engine: usize, model: usize },
+    DimensionMismatch {
+        /// The engine's (or snapshot's) dimension.
+        engine: usize,
+        /// The model's.
+        model: usize,
+    },
 }
 
 /// Result alias of this crate.

@@ -109,6 +109,7 @@ impl<T> Inbox<T> {
         self.ready.notify_all();
     }
 
+    /// Whether the inbox was closed (its subscription cancelled).
     #[must_use]
     pub fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)

@@ -217,6 +217,7 @@ impl IdState {
 }
 
 impl IdStore {
+    /// A store that has handed out no id.
     #[must_use]
     pub fn new() -> Self {
         Self::default()
@@ -375,6 +376,7 @@ impl IdStore {
         usize::try_from(self.state.lock().issued).unwrap_or(usize::MAX)
     }
 
+    /// Whether it has handed out no id.
     #[must_use]
     pub fn is_empty(&self) -> bool {
         self.len() == 0

@@ -13,9 +13,11 @@ use crate::error::Result;
 /// (its analysis is always the current one: the index is rebuilt from the texts on load).
 #[derive(Debug, Clone, PartialEq)]
 pub struct LexicalConfig {
+    /// `k1`, `b` and the scoring variant.
     pub params: Params,
     /// A Snowball language, or None for no stemming.
     pub stemmer: Option<String>,
+    /// Words dropped before stemming.
     pub stopwords: Vec<String>,
 }
 

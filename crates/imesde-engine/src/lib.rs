@@ -27,6 +27,8 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+#![warn(missing_docs)]
+
 mod error;
 pub mod fork;
 mod inbox;
@@ -69,7 +71,9 @@ pub use lexical::LexicalConfig;
 /// held when it is registered (`Percentile(99.0)`: the score above which 1 % of them fall).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Threshold {
+    /// A cosine score an item must reach.
     Score(f32),
+    /// A percentile (0 to 100) of the scores of the items held now.
     Percentile(f64),
 }
 
@@ -102,7 +106,9 @@ impl std::str::FromStr for Threshold {
 /// subscription order).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Ingested {
+    /// The ids the items got, in batch order (none for an empty batch).
     pub ids: Range<u64>,
+    /// The events of the standing queries the items matched.
     pub events: Vec<Event>,
 }
 

@@ -42,6 +42,7 @@ impl TextModel {
         }
     }
 
+    /// The embedder that runs the model.
     #[must_use]
     pub fn embedder(&self) -> &Embedder {
         &self.embedder
@@ -159,8 +160,11 @@ impl TextModel {
 /// it does not (older snapshots record less).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct RecordedSettings {
+    /// `"mean"` or `"cls"`.
     pub pooling: Option<String>,
+    /// Whether vectors were L2-normalised.
     pub normalize: Option<bool>,
+    /// Tokens per text.
     pub max_length: Option<usize>,
 }
 

@@ -4,6 +4,7 @@
 //! version and checksum before handing out a single value, and every read is bounds-checked,
 //! so a truncated or tampered file is an error, never a panic or a wrong result.
 
+#![warn(missing_docs)]
 // Every `Reader` method fails the same way (a `FormatError` saying where the file is short or
 // malformed), documented once on `Reader`.
 #![allow(clippy::missing_errors_doc)]
@@ -38,18 +39,23 @@ impl Writer {
         w.u32(version);
         w
     }
+    /// A `u8`.
     pub fn u8(&mut self, v: u8) {
         self.0.push(v);
     }
+    /// A `u32` (little-endian).
     pub fn u32(&mut self, v: u32) {
         self.0.extend_from_slice(&v.to_le_bytes());
     }
+    /// A `u64` (little-endian).
     pub fn u64(&mut self, v: u64) {
         self.0.extend_from_slice(&v.to_le_bytes());
     }
+    /// A `f32` (little-endian).
     pub fn f32(&mut self, v: f32) {
         self.0.extend_from_slice(&v.to_le_bytes());
     }
+    /// A `f64` (little-endian).
     pub fn f64(&mut self, v: f64) {
         self.0.extend_from_slice(&v.to_le_bytes());
     }
@@ -135,21 +141,27 @@ impl<'a> Reader<'a> {
         self.pos = end;
         Ok(out)
     }
+    /// The next `u8`; an error past the end.
     pub fn u8(&mut self) -> Result<u8> {
         Ok(self.take(1)?[0])
     }
+    /// The next `u32` (little-endian); an error past the end.
     pub fn u32(&mut self) -> Result<u32> {
         Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4")))
     }
+    /// The next `u64` (little-endian); an error past the end.
     pub fn u64(&mut self) -> Result<u64> {
         Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8")))
     }
+    /// The next `f32` (little-endian); an error past the end.
     pub fn f32(&mut self) -> Result<f32> {
         Ok(f32::from_le_bytes(self.take(4)?.try_into().expect("4")))
     }
+    /// The next `f64` (little-endian); an error past the end.
     pub fn f64(&mut self) -> Result<f64> {
         Ok(f64::from_le_bytes(self.take(8)?.try_into().expect("8")))
     }
+    /// The next string: a `u32` byte length and UTF-8 bytes ([`Writer::str`]).
     pub fn str(&mut self) -> Result<String> {
         let n = self.u32()? as usize;
         let bytes = self.take(n)?;

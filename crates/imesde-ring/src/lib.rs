@@ -16,6 +16,8 @@
 //! [`Ring::ingest_matching`] adds, in one batched kernel pass, and matching items come back as
 //! [`Event`]s.
 
+#![warn(missing_docs)]
+
 mod error;
 mod item;
 mod ivf;

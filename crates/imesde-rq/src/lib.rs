@@ -8,6 +8,8 @@
 //! [`metrics`] measures reconstruction error, collisions and codebook usage, and codebooks are
 //! saved in a small checksummed format ([`persist`]).
 
+#![warn(missing_docs)]
+
 #[macro_use(avx2_dispatch)]
 extern crate imesde_simd;
 

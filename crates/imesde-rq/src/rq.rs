@@ -194,7 +194,9 @@ impl FitConfig {
 /// How training went, per level.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LevelReport {
+    /// The k-means iterations run.
     pub iterations: usize,
+    /// Whether they stopped because the error stopped falling (else at the iteration cap).
     pub converged: bool,
     /// Mean squared residual norm after this level, over the training vectors.
     pub mse: f64,

@@ -9,6 +9,8 @@
 //! `codes * scale` with `codes` in `-127..=127`. Queries against int8 rows are quantised to
 //! 15-bit integers, so the query side adds almost no error; the integer dot product is exact.
 
+#![warn(missing_docs)]
+
 /// `fn $name(args) -> ret` that runs `$body` compiled for AVX-512 (F, BW, VL) or AVX2 when
 /// the CPU has them (and [`Kernels::best`], capped by `IMESDE_SIMD`, uses them) and the
 /// portable build otherwise. The bodies are element-wise IEEE arithmetic in a written order

@@ -19,13 +19,26 @@ pub enum SimilarityError {
     /// Row `i` is all zeros: its direction (and any cosine with it) is undefined.
     ZeroRow(&'static str, usize),
     /// The rows of the two inputs have different widths.
-    Dimension { a: usize, b: usize },
+    Dimension {
+        /// The first input's width.
+        a: usize,
+        /// The second input's width.
+        b: usize,
+    },
     /// A result of `n x m` values cannot be allocated.
-    TooLarge { n: usize, m: usize },
+    TooLarge {
+        /// The first input's rows.
+        n: usize,
+        /// The second input's rows.
+        m: usize,
+    },
     /// An input that is not whole rows of its width (or rows of no values).
     Shape {
+        /// The input.
         what: &'static str,
+        /// Its values.
         len: usize,
+        /// The width its rows must have.
         dim: usize,
     },
 }

@@ -26,10 +26,16 @@ pub enum Method {
     Atire,
     /// BM25+: `ln((N + 1) / n) * ((k1 + 1) tf / (k1 (1 - b + b dl / avgdl) + tf) + delta)`, the
     /// delta added for each matching term.
-    Bm25Plus { delta: f32 },
+    Bm25Plus {
+        /// The shift added for each matching term.
+        delta: f32,
+    },
     /// BM25L (Lv and Zhai, CIKM 2011): `ln((N + 1) / (n + 0.5)) * (k1 + 1) (c + delta) /
     /// (k1 + c + delta)` with `c = tf / (1 - b + b dl / avgdl)`, for each matching term.
-    Bm25L { delta: f32 },
+    Bm25L {
+        /// The shift of the normalised term frequency.
+        delta: f32,
+    },
 }
 
 impl Method {
@@ -86,7 +92,9 @@ impl fmt::Display for Method {
 /// [`Analyzer::analyze`] makes them), looked up as given. A repeated term counts again.
 #[derive(Debug, Clone, Copy)]
 pub enum Query<'a> {
+    /// A text, analyzed by the index's analyzer.
     Text(&'a str),
+    /// Terms already analyzed, looked up as given.
     Terms(&'a [String]),
 }
 
@@ -117,8 +125,11 @@ impl<'a> From<&'a Vec<String>> for Query<'a> {
 /// Scoring parameters.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Params {
+    /// Term-frequency saturation (1.2 by default).
     pub k1: f32,
+    /// Document-length normalisation, 0 (none) to 1 (full; 0.75 by default).
     pub b: f32,
+    /// The scoring variant.
     pub method: Method,
 }
 
@@ -228,8 +239,11 @@ struct Doc {
 /// One result: the document id, its score and the query terms it matched.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Bm25Hit {
+    /// The document's id.
     pub id: u64,
+    /// Its BM25 score.
     pub score: f32,
+    /// The query terms it holds.
     pub terms: Vec<String>,
 }
 
@@ -307,11 +321,13 @@ impl Bm25 {
         })
     }
 
+    /// The scoring parameters.
     #[must_use]
     pub fn params(&self) -> Params {
         self.params
     }
 
+    /// The analyzer texts and queries go through.
     #[must_use]
     pub fn analyzer(&self) -> &Analyzer {
         &self.analyzer
@@ -373,6 +389,7 @@ impl Bm25 {
         self.total_len
     }
 
+    /// Whether a document has the id `id`.
     #[must_use]
     pub fn contains(&self, id: u64) -> bool {
         self.ids.contains_key(&id)
