@@ -132,7 +132,8 @@ def test_two_shards_answer_as_one_engine(
     assert (st["len"], st["ingested"], st["deleted"]) == (len(texts), len(texts), 0)
     assert (st["capacity"], st["num_shards"], st["dim"]) == (sharded.capacity, 2, one.dim)
     assert [shard["len"] for shard in st["shards"]] == sharded.shard_sizes()
-    assert st["memory_bytes"] == sum(shard["memory_bytes"] for shard in st["shards"])
+    for key in ("memory_bytes", "total_bytes"):
+        assert st[key] == sum(shard[key] for shard in st["shards"])
     sizes = sharded.shard_sizes()
     assert sum(sizes) == len(texts)
     assert all(s > 9_000 for s in sizes if s is not None)

@@ -62,6 +62,25 @@ def test_int8_recall_on_real_embeddings(golden: tuple[list[str], npt.NDArray[np.
     assert i8.stats()["memory_bytes"] < f32.stats()["memory_bytes"] / 2.5
 
 
+def test_total_bytes_adds_up_what_the_engine_holds(rng: np.random.Generator) -> None:
+    vectors = rng.standard_normal((600, 64)).astype(np.float32)
+    texts = [f"item {i} about disk {i % 7}" for i in range(600)]
+    plain = imesde.Engine(64, num_shards=2, shard_size=256)
+    indexed = imesde.Engine(64, num_shards=2, shard_size=256, lexical=True, index="ivf", nlist=4)
+    for engine in (plain, indexed):
+        before = engine.stats()["total_bytes"]
+        engine.ingest_vectors(vectors, texts, metadata={"host": "db1"})
+        engine.train_index()
+        st = engine.stats()
+        parts = ("memory_bytes", "payload_bytes", "lexical_bytes", "index_bytes")
+        assert st["total_bytes"] == sum(st[p] or 0 for p in parts)
+        assert st["total_bytes"] > before
+    st = indexed.stats()
+    assert st["lexical_bytes"] > 0
+    assert st["index_bytes"] > 0
+    assert plain.stats()["lexical_bytes"] is None
+
+
 @pytest.mark.parametrize("kind", ["gauss", "clustered"])
 def test_int8_matches_exact_search_on_close_neighbours(kind: str, rng: np.random.Generator) -> None:
     # Many near-equal neighbours: the int8 codes alone swap some of them (measured recall@10

@@ -702,7 +702,7 @@ class Engine:
         takes effect then."""
     def stats(self) -> dict[str, Any]:
         """Counters and sizes of the engine (``len``, ``ingested``, ``memory_bytes``,
-        ``payload_bytes``, ``lexical_bytes``, ``index_bytes``, ...)."""
+        ``payload_bytes``, ``lexical_bytes``, ``index_bytes``, ``total_bytes``, ...)."""
 
 @final
 class Subscription:

@@ -1140,7 +1140,8 @@ impl Engine {
     /// percentile threshold), ``memory_bytes`` (fixed at construction), ``payload_bytes``
     /// (texts and metadata, each item's in full: metadata shared by a batch counted per item),
     /// ``lexical_bytes`` (the BM25 index, None without one), ``simd``; ``index`` (``"ivf"`` or
-    /// None), ``nlist``, ``nprobe``, ``index_trained``, ``index_bytes`` (held by the index now).
+    /// None), ``nlist``, ``nprobe``, ``index_trained``, ``index_bytes`` (held by the index now);
+    /// ``total_bytes``: the four byte counts together (the model and its cache not counted).
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let ring = self.core.ring();
         let (s, lexical_bytes) = gil::run(py, "Engine.stats", || {
@@ -1168,6 +1169,8 @@ impl Engine {
         d.set_item("nprobe", index.map(|c| c.nprobe))?;
         d.set_item("index_trained", ring.index_trained())?;
         d.set_item("index_bytes", s.index_bytes)?;
+        let total = s.fixed_bytes + s.payload_bytes + lexical_bytes.unwrap_or(0) + s.index_bytes;
+        d.set_item("total_bytes", total)?;
         Ok(d)
     }
 

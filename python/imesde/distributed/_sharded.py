@@ -155,6 +155,7 @@ class ShardedItem(_Record):
 
 # What a sharded engine's stats() adds up over its shards.
 _SUMMED_STATS = (
+    "total_bytes",
     "len",
     "capacity",
     "ingested",
@@ -1748,8 +1749,8 @@ class ShardedEngine:
         """Each shard's ``Engine.stats()`` (``shards``; None for an unavailable shard with
         ``allow_partial``) and what they add up to: ``len``, ``capacity``, ``ingested``,
         ``evicted``, ``deleted`` and the byte counts (``memory_bytes``, ``payload_bytes``,
-        ``lexical_bytes``, ``index_bytes``; None where the shards have none) summed over the
-        shards that answered, with ``num_shards`` (the actors), ``dim``, ``storage``,
+        ``lexical_bytes``, ``index_bytes``, ``total_bytes``; None where the shards have none)
+        summed over the shards that answered, with ``num_shards`` (the actors), ``dim``, ``storage``,
         ``index``, ``nlist``, ``nprobe``, ``index_trained`` (every shard that answered has
         trained its index) and ``simd`` (the kernels the shards run, a list). Each shard counts
         its own ``searches`` (a search asks every shard) and has its own ``shard_size``: see
