@@ -1750,11 +1750,11 @@ class ShardedEngine:
         ``allow_partial``) and what they add up to: ``len``, ``capacity``, ``ingested``,
         ``evicted``, ``deleted`` and the byte counts (``memory_bytes``, ``payload_bytes``,
         ``lexical_bytes``, ``index_bytes``, ``total_bytes``; None where the shards have none)
-        summed over the shards that answered, with ``num_shards`` (the actors), ``dim``, ``storage``,
-        ``index``, ``nlist``, ``nprobe``, ``index_trained`` (every shard that answered has
-        trained its index) and ``simd`` (the kernels the shards run, a list). Each shard counts
-        its own ``searches`` (a search asks every shard) and has its own ``shard_size``: see
-        ``shards``."""
+        summed over the shards that answered, with ``num_shards`` (the actors), ``dim``,
+        ``storage``, ``index``, ``nlist``, ``nprobe``, ``index_trained`` (every shard that
+        answered has trained its index) and ``simd`` (the kernels the shards run, a list).
+        Each shard counts its own ``searches`` (a search asks every shard) and has its own
+        ``shard_size``: see ``shards``."""
         shards: list[dict[str, Any] | None] = []
         for i, a in enumerate(self._actors):
             try:
