@@ -368,12 +368,16 @@ def test_watch_prints_matches_from_stdin_and_counts() -> None:
     # Blank lines are read but not embedded, and the summary says so ("2 lines" of 5 read
     # said they were all there was); one is one line.
     out = imesde_cli("watch", "memory", "--threads", "1", stdin=f"\n{lines[0]}\n\n \n")
-    assert out.returncode == 0, out.stderr
     assert "imesde watch: 1 line embedded in " in out.stderr
+    # No line matched: status 1, as grep says it (a script's `if imesde watch ...`).
+    assert out.stdout == ""
+    assert out.returncode == 1, out.stderr
     # --follow on a pipe: its end is final (as tail -f treats a pipe), not waited on forever.
-    out = imesde_cli("watch", "memory", "--follow", "--threads", "1", stdin="\n".join(lines) + "\n")
+    query = "process killed because memory ran out"
+    out = imesde_cli("watch", query, "--follow", "--threads", "1", stdin="\n".join(lines) + "\n")
     assert out.returncode == 0, out.stderr
     assert "4 lines" in out.stderr
+    assert lines[0] in out.stdout
 
 
 def _wait_for(proc: subprocess.Popen[str], seen: list[str], text: str) -> None:

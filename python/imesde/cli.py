@@ -992,8 +992,11 @@ def cmd_watch(args: argparse.Namespace) -> int:
     if out.error is not None:
         raise _UsageError(f"writing the matches failed: {out.error.strerror or out.error}")
     # Ctrl-C is 130, as the shell counts an interrupted command (a loop over files stops);
-    # SIGTERM is how a service is stopped (docker stop, systemd): a clean end, 0.
-    return 130 if interrupted is not None and not isinstance(interrupted, _Terminated) else 0
+    # SIGTERM is how a service is stopped (docker stop, systemd): a clean end, 0. At the
+    # input's end, 1 when no line matched, as grep says it (`if imesde watch ...; then`).
+    if interrupted is not None:
+        return 0 if isinstance(interrupted, _Terminated) else 130
+    return 0 if any(counts.values()) else 1
 
 
 def cmd_model_build(args: argparse.Namespace) -> int:
@@ -1211,7 +1214,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Reads lines from standard input or FILE, embeds and ingests them in small "
         "batches, and prints every line that matches one of the QUERY standing queries, with "
         "the query, the score and the time. On end of input or Ctrl-C it prints how many "
-        "lines were embedded (blank lines are not) and how many matched each query.",
+        "lines were embedded (blank lines are not) and how many matched each query. Exit "
+        "status, as grep's: 0 when a line matched, 1 when none did, 2 on an error; 130 on "
+        "Ctrl-C, 0 on SIGTERM.",
     )
     watch.add_argument("queries", nargs="+", metavar="QUERY", help="one or more standing queries")
     watch.add_argument(
