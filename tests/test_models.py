@@ -406,15 +406,16 @@ def test_arguments_and_the_output_folder_are_checked_before_any_work(
         ({"max_length": 0}, imesde.InvalidValueError, "max_length"),
         ({"min_mean": "0.9"}, imesde.DTypeError, "min_mean"),
         ({"min_cosine": 1.5}, imesde.InvalidValueError, "min_cosine"),
-        ({"precision": "int8", "plan": {"fp32_layers": []}}, imesde.InvalidValueError, "alpha"),
-        ({"precision": "int8", "plan": {"alpha": {"qkv": "x"}}}, imesde.InvalidValueError, "qkv"),
+        ({"precision": "int8", "plan": {"fp32_layers": []}}, imesde.DTypeError, "alpha"),
+        ({"precision": "int8", "plan": {"alpha": {"qkv": "x"}}}, imesde.DTypeError, "qkv"),
+        ({"precision": "int8", "plan": {"alpha": {"qkv": 1.5}}}, imesde.InvalidValueError, "qkv"),
         ({"precision": "int8", "plan": {"alpha": {"attn": 0.5}}}, imesde.InvalidValueError, "attn"),
         (
             {"precision": "int8", "plan": {"alpha": {}, "fp32_layers": ["x"]}},
             imesde.InvalidValueError,
             "fp32_layers",
         ),
-        ({"precision": "int8", "plan": [1]}, imesde.InvalidValueError, "dict"),
+        ({"precision": "int8", "plan": [1]}, imesde.DTypeError, "dict"),
     ]
     out = tmp_path / "new" / "out"
     for kwargs, error, match in cases:
@@ -427,6 +428,8 @@ def test_arguments_and_the_output_folder_are_checked_before_any_work(
         models.build(src, tmp_path / "afile" / "sub")
     with pytest.raises(imesde.StorageError, match="nodir"):
         models.measure(src, tmp_path / "nodir" / "m.npz")
+    with pytest.raises(imesde.StorageError, match="directory"):
+        models.measure(src, tmp_path)
     with pytest.raises(imesde.ModelNotFoundError, match="config"):
         models.measure(tmp_path / "missing", tmp_path / "m.npz")
     # A build that fails late removes the folder it made (a model already there stays).
@@ -440,6 +443,9 @@ def test_arguments_and_the_output_folder_are_checked_before_any_work(
         models.check(built, [], np.zeros((0, 64), np.float32))
     texts = ["one text", "another text"]
     reference = imesde.TextEmbedder(built).embed(texts)
+    # numpy numbers are numbers; texts may be any iterable of str.
+    assert models.build(src, tmp_path / "np", optimize=False, min_mean=np.float32(0.99)).is_dir()
+    assert models.check(built, np.array(texts), reference)["n"] == 2
     assert models.check(built, texts, reference) == {
         "mean": pytest.approx(1.0),
         "min": pytest.approx(1.0),

@@ -64,7 +64,8 @@ def test_fuse_takes_any_ranked_results_from_any_iterable() -> None:
     lexical = e.lexical_search("disk", 4)
     fused = imesde.fuse(ranked for ranked in [dense, lexical])
     assert fused == imesde.fuse([[(h.id, h.score) for h in dense], list(lexical)])
-    assert {i for i, _ in fused} == {h.id for h in dense}
+    # The two "disk" items are in both lists: they lead the fused ranking.
+    assert {i for i, _ in fused[:2]} == {h.id for h in lexical}
 
 
 class _MyRQ(imesde.RQKMeans):

@@ -21,7 +21,7 @@ pub enum EmbedError {
     /// A model or tokenizer file does not exist.
     #[error("{what} not found: {path}")]
     NotFound {
-        /// Which file (`"model"`, `"tokenizer"`).
+        /// Which file (`"model file"`, `"tokenizer file"`).
         what: &'static str,
         /// Where it was looked for.
         path: PathBuf,

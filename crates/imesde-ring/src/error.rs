@@ -7,7 +7,7 @@ pub enum RingError {
     /// A size parameter was zero.
     #[error("{what} must be at least 1, got 0")]
     ZeroSize {
-        /// The parameter (`num_shards`, `shard_size`, `dim`).
+        /// The parameter (`num_shards`, `shard_size`, `dim`, `k_factor`).
         what: &'static str,
     },
     /// The ring would not fit in memory (or its size overflows).
@@ -135,9 +135,9 @@ pub enum RingError {
     /// when given, not when the snapshot is loaded.
     #[error("{what}: {reason}")]
     Metadata {
-        /// The value, by item and key (`metadata[2]["score"]`).
+        /// Whose metadata (`metadata[2]`: a batch's third item's; `metadata`: an update's).
         what: String,
-        /// Why it cannot be held.
+        /// Why it cannot be held (naming the key).
         reason: String,
     },
     /// A time window whose start is not before its end.

@@ -196,7 +196,8 @@ impl FitConfig {
 pub struct LevelReport {
     /// The k-means iterations run.
     pub iterations: usize,
-    /// Whether they stopped because the error stopped falling (else at the iteration cap).
+    /// Whether they stopped because the centroids stopped moving (their summed squared shift
+    /// at most [`FitConfig::tol`] times the data's variance), else at the iteration cap.
     pub converged: bool,
     /// Mean squared residual norm after this level, over the training vectors.
     pub mse: f64,

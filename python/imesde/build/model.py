@@ -4,6 +4,7 @@ and checking a built model against reference embeddings."""
 from __future__ import annotations
 
 import contextlib
+import numbers
 import os
 import shutil
 import tempfile
@@ -82,7 +83,7 @@ def build(
     source, out = _source(source_dir), Path(out_dir)
     choice(precision, "precision", ("fp32", "int8"))
     for value, what in ((min_mean, "min_mean"), (min_cosine, "min_cosine")):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
             raise DTypeError(f"{what} must be a number, got {type(value).__name__}")
         if not 0.0 < value <= 1.0:
             raise InvalidValueError(f"{what} must be in (0, 1], got {value}")
@@ -101,7 +102,7 @@ def build(
         stage.quiet()
     # Calibration texts and the output folder are checked before the weights are read.
     texts = _quantize.calibration_texts(calibration) if precision == "int8" else []
-    with _output_folder(out):
+    with _output_folder(out) as staging:
         stage("reading the checkpoint")
         weights = _read_weights(source)
         stage("writing the ONNX graph")
@@ -124,45 +125,41 @@ def build(
             agree = report["agreement_with_fp32"]
             if not np.isfinite([agree["mean"], agree["min"]]).all():
                 raise ModelLoadError(f"the int8 model's agreement with fp32 is {agree}")
-        # Written beside the folder's files, then swapped in: a build that fails leaves a model
-        # already there whole.
-        staging = Path(tempfile.mkdtemp(prefix=".imesde-build-", dir=out))
-        try:
-            onnx_path = staging / "model.onnx"
-            stage(f"writing {onnx_path.name}")
-            onnx.save_model(model, str(onnx_path))
-            optimized = False
-            if optimize and precision == "fp32":
-                stage("fusing with ONNX Runtime's transformer optimizer")
-                optimized = _optimize(onnx_path, cfg)
-            shutil.copyfile(source / "tokenizer.json", staging / "tokenizer.json")
-            manifest: dict[str, Any] = {
-                "model_id": name,
-                "architecture": cfg.model_type,
-                "dim": cfg.hidden_size,
-                "layers": cfg.num_hidden_layers,
-                "pooling": pooling,
-                "normalize": normalize,
-                "max_length": limit,
-                "precision": precision,
-                "optimized": optimized,
-                "optimization": "all" if precision == "int8" else "basic",
-                "sha256": {
-                    "model.onnx": sha256_file(onnx_path),
-                    "tokenizer.json": sha256_file(staging / "tokenizer.json"),
-                },
-            }
-            if prompts:
-                manifest["prompts"] = prompts
-                manifest["default_prompt_name"] = default_prompt
-            if report is not None:
-                manifest["quantization"] = report
-            write_manifest(staging, manifest)
-            _loads(staging)
-            for file in ("model.onnx", "tokenizer.json", MANIFEST):
-                os.replace(staging / file, out / file)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+        # Written in the staging folder beside the folder's files, then swapped in: a build
+        # that fails leaves a model already there whole.
+        onnx_path = staging / "model.onnx"
+        stage(f"writing {onnx_path.name}")
+        onnx.save_model(model, str(onnx_path))
+        optimized = False
+        if optimize and precision == "fp32":
+            stage("fusing with ONNX Runtime's transformer optimizer")
+            optimized = _optimize(onnx_path, cfg)
+        shutil.copyfile(source / "tokenizer.json", staging / "tokenizer.json")
+        manifest: dict[str, Any] = {
+            "model_id": name,
+            "architecture": cfg.model_type,
+            "dim": cfg.hidden_size,
+            "layers": cfg.num_hidden_layers,
+            "pooling": pooling,
+            "normalize": normalize,
+            "max_length": limit,
+            "precision": precision,
+            "optimized": optimized,
+            "optimization": "all" if precision == "int8" else "basic",
+            "sha256": {
+                "model.onnx": sha256_file(onnx_path),
+                "tokenizer.json": sha256_file(staging / "tokenizer.json"),
+            },
+        }
+        if prompts:
+            manifest["prompts"] = prompts
+            manifest["default_prompt_name"] = default_prompt
+        if report is not None:
+            manifest["quantization"] = report
+        write_manifest(staging, manifest)
+        _loads(staging)
+        for file in ("model.onnx", "tokenizer.json", MANIFEST):
+            os.replace(staging / file, out / file)
     if report is not None:
         agree = report["agreement_with_fp32"]
         stage.done(
@@ -204,20 +201,24 @@ def _name(source: Path) -> str:
 
 
 @contextlib.contextmanager
-def _output_folder(out: Path) -> Iterator[None]:
-    """Makes ``out`` (and its parents) if missing and checks that a build can write there,
-    before any work (``StorageError`` if it cannot); the folders made here are removed again
-    when the build in the ``with`` block fails and leaves them empty."""
+def _output_folder(out: Path) -> Iterator[Path]:
+    """Makes ``out`` (and its parents) if missing and a staging folder in it, before any work
+    (``StorageError`` if it cannot), and yields the staging folder, removed when the ``with``
+    block ends. The folders made for ``out`` are removed again when the build fails and
+    leaves them empty (another build's staging folder keeps them)."""
     if out.exists() and not out.is_dir():
         raise InvalidValueError(f"{out} exists and is not a directory: give a folder to build into")
     made = [p for p in (out, *out.parents) if not p.exists()]
     try:
         try:
             out.mkdir(parents=True, exist_ok=True)
-            Path(tempfile.mkdtemp(prefix=".imesde-build-", dir=out)).rmdir()
+            staging = Path(tempfile.mkdtemp(prefix=".imesde-build-", dir=out))
         except OSError as e:
             raise StorageError(f"cannot build into {out}: {e.strerror or e}") from None
-        yield
+        try:
+            yield staging
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     except BaseException:
         for folder in made:  # innermost first
             with contextlib.suppress(OSError):
@@ -301,8 +302,13 @@ def measure(
     source, out = _source(source_dir), Path(out_file)
     cfg, pooling, _, limit = _checkpoint_settings(source, max_length)
     texts = _quantize.calibration_texts(calibration)
-    if not out.parent.is_dir() or not os.access(out.parent, os.W_OK):
-        raise StorageError(f"cannot write {out}: {out.parent} is not a folder this can write to")
+    try:
+        if out.is_dir():
+            raise IsADirectoryError(21, "it is a directory")
+        # Written where the file goes, before any work (a probe, as ``build``'s).
+        Path(tempfile.mkdtemp(prefix=".imesde-measure-", dir=out.parent)).rmdir()
+    except OSError as e:
+        raise StorageError(f"cannot write {out}: {e.strerror or e}") from None
     weights = _read_weights(source)
     model = bert_graph(weights, cfg, _name(source))
     tokenizer = source / "tokenizer.json"
@@ -353,13 +359,14 @@ def _optimize(path: Path, cfg: BertConfig) -> bool:
 
 def check(
     model: str | os.PathLike[str] | Any,
-    texts: list[str],
+    texts: Iterable[str],
     reference: npt.NDArray[np.float32],
 ) -> dict[str, float]:
     """Embed ``texts`` with ``model`` (a model folder or file, or a ``TextEmbedder``) and
     compare with ``reference`` (one row per text): mean and min cosine similarity, and n."""
     from imesde._imesde import TextEmbedder
 
+    texts = list(texts)
     if not texts:
         raise InvalidValueError("check needs at least one text")
     embedder = model if isinstance(model, TextEmbedder) else TextEmbedder(model)

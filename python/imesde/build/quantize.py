@@ -24,6 +24,7 @@ import hashlib
 import importlib
 import io
 import json
+import numbers
 import os
 from collections.abc import Callable, Iterable, Sequence
 from functools import partial
@@ -34,7 +35,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from imesde.exceptions import InvalidValueError, ModelLoadError, StorageError
+from imesde.exceptions import DTypeError, InvalidValueError, ModelLoadError, StorageError
 
 #: -min over x of x * Phi(x): GELU's outputs are >= -GELU_MIN.
 GELU_MIN = 0.1700
@@ -132,28 +133,29 @@ _KINDS = ("qkv", "attn_out", "ffn_in", "ffn_out")
 
 
 def check_plan(plan: object) -> None:
-    """``InvalidValueError`` unless ``plan`` is one as the manifest records it: ``alpha`` (a
+    """``DTypeError`` / ``InvalidValueError`` unless ``plan`` is one as the manifest records
+    it: ``alpha`` (a
     strength in [0, 1] for each kind of layer it smooths, of ``qkv``, ``ffn_in``,
     ``ffn_out``), optionally ``fp32_layers`` (groups kept in fp32, ``"<layer>:<kind>"``) and
     ``measured`` (a ``.npz`` written by ``imesde.build.measure``: a path, or a file name in
     ``imesde/data``). Other keys (what a manifest records besides) are ignored."""
     if not isinstance(plan, dict):
-        raise InvalidValueError(f"plan must be a dict, got {type(plan).__name__}")
+        raise DTypeError(f"plan must be a dict, got {type(plan).__name__}")
     alpha = plan.get("alpha")
     if not isinstance(alpha, dict):
-        raise InvalidValueError("plan['alpha'] must be a dict of a strength per kind of layer")
+        raise DTypeError("plan['alpha'] must be a dict of a strength per kind of layer")
     for kind, value in alpha.items():
         if kind not in SMOOTHED:
             raise InvalidValueError(f"plan['alpha'] names {kind!r}; the kinds are {SMOOTHED}")
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, (int, float))
-            or not 0.0 <= value <= 1.0
-        ):
-            raise InvalidValueError(f"plan['alpha'][{kind!r}] must be in [0, 1], got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise DTypeError(
+                f"plan['alpha'][{kind!r}] must be a number, got {type(value).__name__}"
+            )
+        if not 0.0 <= float(value) <= 1.0:
+            raise InvalidValueError(f"plan['alpha'][{kind!r}] must be in [0, 1], got {value}")
     layers = plan.get("fp32_layers", [])
     if not isinstance(layers, (list, tuple)):
-        raise InvalidValueError("plan['fp32_layers'] must be a list of '<layer>:<kind>' groups")
+        raise DTypeError("plan['fp32_layers'] must be a list of '<layer>:<kind>' groups")
     for group in layers:
         layer, _, kind = group.partition(":") if isinstance(group, str) else ("", "", "")
         if not (layer.isdigit() and kind in _KINDS):
@@ -163,7 +165,7 @@ def check_plan(plan: object) -> None:
             )
     measured = plan.get("measured")
     if measured is not None and not isinstance(measured, (str, os.PathLike)):
-        raise InvalidValueError("plan['measured'] must be a path or a file name")
+        raise DTypeError(f"plan['measured'] must be a path, got {type(measured).__name__}")
 
 
 def _in_groups(groups: set[str], prefix: str) -> bool:
@@ -475,7 +477,7 @@ def shipped_measured(plan: dict[str, Any] | None, key: str) -> tuple[dict[str, _
 def agreement(a: _F32, b: _F32) -> dict[str, float]:
     """Mean and min cosine between matching rows of two normalised embedding matrices."""
     cos = np.sum(a * b, 1)
-    return {"mean": float(cos.mean()), "min": float(cos.min()), "n": float(len(cos))}
+    return {"mean": float(cos.mean()), "min": float(cos.min()), "n": len(cos)}
 
 
 def build_int8(

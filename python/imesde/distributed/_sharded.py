@@ -155,7 +155,6 @@ class ShardedItem(_Record):
 
 # What a sharded engine's stats() adds up over its shards.
 _SUMMED_STATS = (
-    "total_bytes",
     "len",
     "capacity",
     "ingested",
@@ -165,6 +164,7 @@ _SUMMED_STATS = (
     "payload_bytes",
     "lexical_bytes",
     "index_bytes",
+    "total_bytes",
 )
 
 
