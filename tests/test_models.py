@@ -685,6 +685,18 @@ def test_hostile_checkpoints_fail_before_anything_is_written(tmp_path: Path) -> 
             f.truncate(models.model.MAX_WEIGHT_BYTES + 1)
 
     attempt(imesde.ModelLoadError, huge)
+
+    # Half-precision weights under 2 GB in the file but over it as fp32: refused by the
+    # header's shapes, before 1.2 GB are read.
+    def half(d: Path) -> None:
+        values = 600_000_000
+        head = {"w": {"dtype": "F16", "shape": [values], "data_offsets": [0, 2 * values]}}
+        _forged(d / "model.safetensors", head, b"")
+        with open(d / "model.safetensors", "r+b") as f:
+            f.truncate(f.seek(0, 2) + 2 * values)
+
+    assert models.safetensors.header_values(src / "model.safetensors") > 0
+    attempt(imesde.ModelLoadError, half)
     # A shape with no values but dimensions past numpy's limits.
     _forged(
         tmp_path / "w.safetensors",

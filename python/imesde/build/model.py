@@ -26,7 +26,7 @@ from imesde._manifest import (
     write_manifest,
 )
 from imesde.build.graph import BertConfig, bert_graph
-from imesde.build.safetensors import read_safetensors
+from imesde.build.safetensors import header_values, read_safetensors
 from imesde.exceptions import (
     DTypeError,
     InvalidValueError,
@@ -228,7 +228,8 @@ def _output_folder(out: Path) -> Iterator[Path]:
 
 def _read_weights(source: Path) -> dict[str, npt.NDArray[Any]]:
     """The checkpoint's weights, refused (``ModelLoadError``) when their fp32 graph would not
-    fit in one ONNX file: by the file's size before it is read, and by the weights' count."""
+    fit in one ONNX file: by the file's size and its header's shapes before it is read, and by
+    the weights' count."""
     path = source / "model.safetensors"
 
     def too_large(size: int) -> ModelLoadError:
@@ -240,6 +241,9 @@ def _read_weights(source: Path) -> dict[str, npt.NDArray[Any]]:
 
     if path.stat().st_size > MAX_WEIGHT_BYTES:
         raise too_large(path.stat().st_size)
+    # Half-precision weights double as fp32: counted from the header before they are read.
+    if header_values(path) * 4 > MAX_WEIGHT_BYTES:
+        raise too_large(header_values(path) * 4)
     weights = read_safetensors(path)
     total = sum(int(w.size) for w in weights.values()) * 4
     if total > MAX_WEIGHT_BYTES:

@@ -67,6 +67,32 @@ def read_safetensors(path: str | os.PathLike[str]) -> dict[str, npt.NDArray[Any]
     return out
 
 
+def header_values(path: str | os.PathLike[str]) -> int:
+    """How many values the tensors of a ``.safetensors`` file hold, by its header alone (a
+    file too short or a header that is not one counts 0: :func:`read_safetensors` says why)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                return 0
+            (n,) = struct.unpack("<Q", head)
+            if n > os.fstat(f.fileno()).st_size - 8:
+                return 0
+            header = json.loads(f.read(n))
+    except (OSError, ValueError, RecursionError):
+        return 0
+    if not isinstance(header, dict):
+        return 0
+    return sum(
+        math.prod(info["shape"])
+        for name, info in header.items()
+        if name != "__metadata__"
+        and isinstance(info, dict)
+        and isinstance(info.get("shape"), list)
+        and all(_count(d) for d in info["shape"])
+    )
+
+
 def _entry(p: Path, name: str, info: object, size: int) -> tuple[int, int, str, list[int]]:
     """A header entry's offsets, dtype and shape, checked against the body's ``size``."""
 
