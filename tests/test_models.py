@@ -5,10 +5,12 @@ independent numpy forward pass."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import struct
 import subprocess
 import sys
+import time
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -398,6 +400,16 @@ def test_arguments_and_the_output_folder_are_checked_before_any_work(
     monkeypatch.chdir(src)
     built = models.build(".", tmp_path / "dot", optimize=False)
     assert (models.read_manifest(built) or {})["model_id"] == src.name
+    # A killed build's staging folder (a day old) goes with the next build; a fresh one, a
+    # build running beside it, stays.
+    stale, fresh = built / ".imesde-build-killed", built / ".imesde-build-running"
+    for folder in (stale, fresh):
+        folder.mkdir()
+        (folder / "model.onnx").write_bytes(b"partial")
+    os.utime(stale, (time.time() - 2 * 86400,) * 2)
+    models.build(".", built, optimize=False)
+    assert not stale.exists()
+    assert fresh.exists()
     monkeypatch.chdir(tmp_path)
     cases: list[tuple[dict[str, Any], type[Exception], str]] = [
         ({"max_length": "128"}, imesde.DTypeError, "max_length"),

@@ -8,6 +8,7 @@ import numbers
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,8 @@ MAX_TOKENIZER_BYTES = 1 << 30
 #: The most bytes of fp32 weights a model built here holds: one ONNX file is one protobuf
 #: message, at most 2 GiB (with room for the graph itself).
 MAX_WEIGHT_BYTES = (1 << 31) - (1 << 26)
+#: A staging folder this old in an output folder is a killed build's: removed by the next one.
+STALE_STAGING_SECONDS = 24 * 3600
 
 
 def build(
@@ -212,6 +215,7 @@ def _output_folder(out: Path) -> Iterator[Path]:
     try:
         try:
             out.mkdir(parents=True, exist_ok=True)
+            _remove_stale_staging(out)
             staging = Path(tempfile.mkdtemp(prefix=".imesde-build-", dir=out))
         except OSError as e:
             raise StorageError(f"cannot build into {out}: {e.strerror or e}") from None
@@ -224,6 +228,16 @@ def _output_folder(out: Path) -> Iterator[Path]:
             with contextlib.suppress(OSError):
                 folder.rmdir()
         raise
+
+
+def _remove_stale_staging(out: Path) -> None:
+    """Removes the staging folders a killed build left in ``out`` (a day old: a build running
+    beside this one keeps its own)."""
+    now = time.time()
+    for old in out.glob(".imesde-build-*"):
+        with contextlib.suppress(OSError):
+            if old.is_dir() and now - old.stat().st_mtime > STALE_STAGING_SECONDS:
+                shutil.rmtree(old, ignore_errors=True)
 
 
 def _read_weights(source: Path) -> dict[str, npt.NDArray[Any]]:
