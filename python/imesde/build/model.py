@@ -256,8 +256,9 @@ def _read_weights(source: Path) -> dict[str, npt.NDArray[Any]]:
     if path.stat().st_size > MAX_WEIGHT_BYTES:
         raise too_large(path.stat().st_size)
     # Half-precision weights double as fp32: counted from the header before they are read.
-    if header_values(path) * 4 > MAX_WEIGHT_BYTES:
-        raise too_large(header_values(path) * 4)
+    as_fp32 = header_values(path) * 4
+    if as_fp32 > MAX_WEIGHT_BYTES:
+        raise too_large(as_fp32)
     weights = read_safetensors(path)
     total = sum(int(w.size) for w in weights.values()) * 4
     if total > MAX_WEIGHT_BYTES:
