@@ -54,7 +54,7 @@ pub struct AnalyzerConfig {
     /// Unicode folding and the scripts' words (true unless an index was saved by a version
     /// without them, file version 2 or older): terms in NFKC (ligatures, fullwidth and
     /// decomposed letters as their plain forms), typographic apostrophes as `'`, a capital
-    /// dotted I as `i`, invisible format characters (soft hyphen, zero-width space) dropped;
+    /// dotted I as `i`, invisible format characters (soft hyphen, zero-width joiners) dropped;
     /// French and Italian elided articles (`l'`, `qu'`, `dell'`) dropped with those stemmers;
     /// words holding a digit (hex ids, versions) not stemmed; emoji kept as terms; a run of
     /// Thai, Lao, Khmer or Myanmar letters (written without spaces) one term, not a term per
@@ -252,8 +252,10 @@ fn fold_lowercase(fold: bool, s: &str) -> String {
     lowercase(&folded)
 }
 
-/// Characters that mark nothing a search tells apart: a soft hyphen, a word joiner, a
-/// byte-order mark, emoji and text variation selectors (`❤️` is `❤`), and the marks and
+/// Characters that mark nothing a search tells apart: a soft hyphen, a word joiner, the
+/// zero-width joiner and non-joiner (they shape letters, as in Persian and Indic scripts, and
+/// are typed or left out at will: ICU's folding drops them too), a byte-order mark, emoji and
+/// text variation selectors (`❤️` is `❤`), and the marks and
 /// controls of bidirectional text (left-to-right and right-to-left marks, the Arabic letter
 /// mark, embeddings, overrides and isolates: Hebrew and Arabic text, and log lines that
 /// isolate the values they interpolate, carry them after words). Dropped by folding, so the
@@ -263,6 +265,8 @@ fn is_invisible(c: char) -> bool {
     matches!(
         c,
         '\u{00AD}'
+            | '\u{200C}'
+            | '\u{200D}'
             | '\u{2060}'
             | '\u{FEFF}'
             | '\u{FE0E}'
@@ -673,6 +677,18 @@ mod tests {
             ["שלום", "مرحبا", "error", "x"]
         );
         assert_eq!(p.analyze("abc\u{61c}def"), ["abcdef"]);
+        // The zero-width joiner and non-joiner shape letters and are typed or not: a Persian
+        // word with its non-joiner is the word without it, and a joiner does not split one.
+        assert_eq!(
+            p.analyze("\u{645}\u{6cc}\u{200c}\u{62e}\u{648}\u{627}\u{647}\u{645}"),
+            p.analyze("\u{645}\u{6cc}\u{62e}\u{648}\u{627}\u{647}\u{645}")
+        );
+        assert_eq!(p.analyze("co\u{200d}operate"), p.analyze("cooperate"));
+        // An emoji sequence joined by one gives the terms of its emoji, as its query does.
+        assert_eq!(
+            p.analyze("\u{1f468}\u{200d}\u{1f4bb}"),
+            p.analyze("\u{1f468}\u{1f4bb}")
+        );
         // Folding comes before words are found: fullwidth compounds, sub- and superscripts,
         // compatibility symbols, a decomposed capital dotted I.
         assert_eq!(p.analyze("ｆｏｏ．ｂａｒ"), p.analyze("foo.bar"));
