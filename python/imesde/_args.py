@@ -55,6 +55,14 @@ def integer(value: object, what: str) -> int:
         raise DTypeError(f"{what} must be an int, got {type(value).__name__}") from None
 
 
+def number(value: object, what: str) -> float:
+    """``value`` (an int or float, numpy's too; not a bool) as a float; ``DTypeError`` naming
+    ``what`` for anything else."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise DTypeError(f"{what} must be a number, got {type(value).__name__}")
+    return float(value)
+
+
 def positive(value: object, what: str) -> int:
     """``value`` as an int of at least 1 (``InvalidValueError`` below)."""
     n = integer(value, what)

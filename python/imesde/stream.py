@@ -18,7 +18,6 @@ first, so a busy stream is ingested in full batches and a quiet one without dela
 from __future__ import annotations
 
 import math
-import numbers
 import queue
 import threading
 import time
@@ -26,7 +25,7 @@ import weakref
 from collections.abc import Callable, Generator, Iterable, Iterator
 from typing import Any, Protocol, TypeVar
 
-from imesde._args import iterate, positive
+from imesde._args import iterate, number, positive
 from imesde.exceptions import DTypeError, InvalidValueError
 
 __all__ = ["ingest_stream", "micro_batches"]
@@ -45,9 +44,7 @@ class _Failed:
 
 def _check(size: int, wait: float) -> tuple[int, float]:
     size = positive(size, "size")
-    if isinstance(wait, bool) or not isinstance(wait, numbers.Real):
-        raise DTypeError(f"wait must be a number of seconds, got {type(wait).__name__}")
-    seconds = float(wait)
+    seconds = number(wait, "wait")
     if not (seconds >= 0 and math.isfinite(seconds)):
         raise InvalidValueError(f"wait must be a finite number of seconds >= 0, got {wait}")
     return size, seconds

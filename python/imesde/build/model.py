@@ -4,7 +4,6 @@ and checking a built model against reference embeddings."""
 from __future__ import annotations
 
 import contextlib
-import numbers
 import os
 import shutil
 import tempfile
@@ -16,7 +15,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from imesde._args import choice, positive
+from imesde._args import choice, number, positive
 from imesde._manifest import (
     MANIFEST,
     lowercases,
@@ -29,7 +28,6 @@ from imesde._manifest import (
 from imesde.build.graph import BertConfig, bert_graph
 from imesde.build.safetensors import header_values, read_safetensors
 from imesde.exceptions import (
-    DTypeError,
     InvalidValueError,
     ModelLoadError,
     ModelNotFoundError,
@@ -86,9 +84,7 @@ def build(
     source, out = _source(source_dir), Path(out_dir)
     choice(precision, "precision", ("fp32", "int8"))
     for value, what in ((min_mean, "min_mean"), (min_cosine, "min_cosine")):
-        if isinstance(value, bool) or not isinstance(value, numbers.Real):
-            raise DTypeError(f"{what} must be a number, got {type(value).__name__}")
-        if not 0.0 < value <= 1.0:
+        if not 0.0 < number(value, what) <= 1.0:
             raise InvalidValueError(f"{what} must be in (0, 1], got {value}")
     cfg, pooling, normalize, limit = _checkpoint_settings(source, max_length)
     prompts, default_prompt = read_prompts(source)
@@ -241,9 +237,9 @@ def _remove_stale_staging(out: Path) -> None:
 
 
 def _read_weights(source: Path) -> dict[str, npt.NDArray[Any]]:
-    """The checkpoint's weights, refused (``ModelLoadError``) when their fp32 graph would not
-    fit in one ONNX file: by the file's size and its header's shapes before it is read, and by
-    the weights' count."""
+    """The checkpoint's weights, refused (``ModelLoadError``) before the file is read when
+    their fp32 graph would not fit in one ONNX file: by the file's size (what reading it
+    takes), and by its header's shapes (the values it holds, which reading checks)."""
     path = source / "model.safetensors"
 
     def too_large(size: int) -> ModelLoadError:
@@ -259,11 +255,7 @@ def _read_weights(source: Path) -> dict[str, npt.NDArray[Any]]:
     as_fp32 = header_values(path) * 4
     if as_fp32 > MAX_WEIGHT_BYTES:
         raise too_large(as_fp32)
-    weights = read_safetensors(path)
-    total = sum(int(w.size) for w in weights.values()) * 4
-    if total > MAX_WEIGHT_BYTES:
-        raise too_large(total)
-    return weights
+    return read_safetensors(path)
 
 
 def _checkpoint_settings(source: Path, max_length: int | None) -> tuple[BertConfig, str, bool, int]:

@@ -24,7 +24,6 @@ import hashlib
 import importlib
 import io
 import json
-import numbers
 import os
 from collections.abc import Callable, Iterable, Sequence
 from functools import partial
@@ -35,6 +34,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from imesde._args import number
 from imesde.exceptions import DTypeError, InvalidValueError, ModelLoadError, StorageError
 
 #: -min over x of x * Phi(x): GELU's outputs are >= -GELU_MIN.
@@ -134,11 +134,11 @@ _KINDS = ("qkv", "attn_out", "ffn_in", "ffn_out")
 
 def check_plan(plan: object) -> None:
     """``DTypeError`` / ``InvalidValueError`` unless ``plan`` is one as the manifest records
-    it: ``alpha`` (a
-    strength in [0, 1] for each kind of layer it smooths, of ``qkv``, ``ffn_in``,
-    ``ffn_out``), optionally ``fp32_layers`` (groups kept in fp32, ``"<layer>:<kind>"``) and
-    ``measured`` (a ``.npz`` written by ``imesde.build.measure``: a path, or a file name in
-    ``imesde/data``). Other keys (what a manifest records besides) are ignored."""
+    it: ``alpha`` (a strength in [0, 1] for each kind of layer it smooths, of ``qkv``,
+    ``ffn_in``, ``ffn_out``), optionally ``fp32_layers`` (groups kept in fp32,
+    ``"<layer>:<kind>"``) and ``measured`` (a ``.npz`` written by ``imesde.build.measure``:
+    a path, or a file name in ``imesde/data``). Other keys (what a manifest records besides)
+    are ignored."""
     if not isinstance(plan, dict):
         raise DTypeError(f"plan must be a dict, got {type(plan).__name__}")
     alpha = plan.get("alpha")
@@ -147,11 +147,7 @@ def check_plan(plan: object) -> None:
     for kind, value in alpha.items():
         if kind not in SMOOTHED:
             raise InvalidValueError(f"plan['alpha'] names {kind!r}; the kinds are {SMOOTHED}")
-        if isinstance(value, bool) or not isinstance(value, numbers.Real):
-            raise DTypeError(
-                f"plan['alpha'][{kind!r}] must be a number, got {type(value).__name__}"
-            )
-        if not 0.0 <= float(value) <= 1.0:
+        if not 0.0 <= number(value, f"plan['alpha'][{kind!r}]") <= 1.0:
             raise InvalidValueError(f"plan['alpha'][{kind!r}] must be in [0, 1], got {value}")
     layers = plan.get("fp32_layers", [])
     if not isinstance(layers, (list, tuple)):

@@ -9,7 +9,7 @@ import math
 import os
 import struct
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import numpy.typing as npt
@@ -30,19 +30,9 @@ def read_safetensors(path: str | os.PathLike[str]) -> dict[str, npt.NDArray[Any]
     p = Path(path)
     if not p.is_file():
         raise ModelNotFoundError(f"weights not found: {p}")
-    data = p.read_bytes()
-    if len(data) < 8:
-        raise ModelLoadError(f"{p} is not a safetensors file (too short)")
-    (n,) = struct.unpack("<Q", data[:8])
-    if n > len(data) - 8:
-        raise ModelLoadError(f"{p} is not a safetensors file (bad header length)")
-    try:
-        header = json.loads(data[8 : 8 + n])
-    except (ValueError, RecursionError) as e:
-        raise ModelLoadError(f"{p} is not a safetensors file ({e})") from None
-    if not isinstance(header, dict):
-        raise ModelLoadError(f"{p} is not a safetensors file (its header is not an object)")
-    body = memoryview(data)[8 + n :]
+    with open(p, "rb") as f:
+        header = _header(p, f)
+        body = memoryview(f.read())
     out: dict[str, npt.NDArray[Any]] = {}
     spans: list[tuple[int, int, str]] = []
     for name, info in header.items():
@@ -72,16 +62,8 @@ def header_values(path: str | os.PathLike[str]) -> int:
     file too short or a header that is not one counts 0: :func:`read_safetensors` says why)."""
     try:
         with open(path, "rb") as f:
-            head = f.read(8)
-            if len(head) < 8:
-                return 0
-            (n,) = struct.unpack("<Q", head)
-            if n > os.fstat(f.fileno()).st_size - 8:
-                return 0
-            header = json.loads(f.read(n))
-    except (OSError, ValueError, RecursionError):
-        return 0
-    if not isinstance(header, dict):
+            header = _header(Path(path), f)
+    except (OSError, ModelLoadError):
         return 0
     return sum(
         math.prod(info["shape"])
@@ -91,6 +73,24 @@ def header_values(path: str | os.PathLike[str]) -> int:
         and isinstance(info.get("shape"), list)
         and all(_count(d) for d in info["shape"])
     )
+
+
+def _header(p: Path, f: BinaryIO) -> dict[str, Any]:
+    """The JSON header of the safetensors file ``p`` open as ``f`` (left at the tensors'
+    bytes); ``ModelLoadError`` when it is not one."""
+    head = f.read(8)
+    if len(head) < 8:
+        raise ModelLoadError(f"{p} is not a safetensors file (too short)")
+    (n,) = struct.unpack("<Q", head)
+    if n > os.fstat(f.fileno()).st_size - 8:
+        raise ModelLoadError(f"{p} is not a safetensors file (bad header length)")
+    try:
+        header = json.loads(f.read(n))
+    except (ValueError, RecursionError) as e:
+        raise ModelLoadError(f"{p} is not a safetensors file ({e})") from None
+    if not isinstance(header, dict):
+        raise ModelLoadError(f"{p} is not a safetensors file (its header is not an object)")
+    return header
 
 
 def _entry(p: Path, name: str, info: object, size: int) -> tuple[int, int, str, list[int]]:

@@ -31,6 +31,7 @@ from imesde._args import (
     enters_top_k,
     integer,
     listed,
+    number,
     percentile,
     positive,
     python_values,
@@ -1377,11 +1378,7 @@ class ShardedEngine:
 
         q = _lexical_query(query)
 
-        if alpha is not None and (
-            isinstance(alpha, bool | np.bool_) or not isinstance(alpha, numbers.Real)
-        ):
-            raise DTypeError(f"alpha must be a number, got {type(alpha).__name__}")
-        if alpha is not None and not 0.0 <= alpha <= 1.0:
+        if alpha is not None and not 0.0 <= number(alpha, "alpha") <= 1.0:
             raise imesde.InvalidValueError(f"alpha must be between 0 and 1, got {alpha}")
         k = min(k, self.capacity)
         depth = min(max(5 * k, 50), self.capacity)
